@@ -1,0 +1,45 @@
+# Fresh-machine entry points. `make demo` and `make test` create .venv, install the CPU torch
+# wheel pinned for these machines, then equiforce. GPU users: install your CUDA torch first
+# (see README) and then `pip install -e .` into that environment.
+PYTHON ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip
+TORCH_SPEC ?= torch==2.13.0
+MACE_VENV := .venv-mace
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-core test-interop install-mace clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/equiforce quickstart --out quickstart_out
+
+test: test-core test-interop
+
+test-core: install
+	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+# mace-torch pins e3nn 0.4.4, so its parity tests run in their own venv, which also proves
+# equiforce installs and runs beside e3nn 0.4.4.
+$(MACE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_VENV)/bin/pip install -q --upgrade pip
+	$(MACE_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(MACE_VENV)/bin/pip install -q -e ".[test,mace]"
+	touch $@
+
+install-mace: $(MACE_VENV)/.installed
+
+test-interop: install-mace
+	$(MACE_VENV)/bin/python -m pytest -q tests/interop $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(MACE_VENV) quickstart_out

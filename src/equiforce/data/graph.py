@@ -1,0 +1,120 @@
+"""One structure -> one graph dict (neighbour list, types, labels), ready for ``collate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from equiforce.data import keys
+from equiforce.data.neighbors import neighbor_list
+
+
+@dataclass
+class Configuration:
+    """A structure with its labels, as read from a file (NumPy, eV/Å units).
+
+    Attributes:
+        atomic_numbers: (n_atoms,) int.
+        positions: (n_atoms, 3) float64, Å.
+        cell: (3, 3) float64, Å (zeros when there is no cell).
+        pbc: (3,) bool.
+        energy: total energy, eV, or None when unlabelled.
+        forces: (n_atoms, 3) float64, eV/Å, or None.
+        stress: (3, 3) float64, eV/Å^3, ASE sign, or None.
+        weight, energy_weight, forces_weight, stress_weight: per-config loss weights.
+        source: where it came from, e.g. ``"train.xyz, frame 12"``; used in error messages.
+    """
+
+    atomic_numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    weight: float = 1.0
+    energy_weight: float = 1.0
+    forces_weight: float = 1.0
+    stress_weight: float = 1.0
+    source: str = "<memory>"
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms."""
+        return int(len(self.atomic_numbers))
+
+
+def type_indices(atomic_numbers: np.ndarray, type_names: Sequence[str], source: str) -> np.ndarray:
+    """Map atomic numbers to indices into ``type_names``.
+
+    Raises:
+        ValueError: naming ``source`` and the element when an element is not in the model.
+    """
+    from ase.data import atomic_numbers as symbol_to_z
+    from ase.data import chemical_symbols
+
+    lookup = {symbol_to_z[name]: index for index, name in enumerate(type_names)}
+    indices = np.empty(len(atomic_numbers), dtype=np.int64)
+    for n, z in enumerate(atomic_numbers):
+        if int(z) not in lookup:
+            raise ValueError(
+                f"{source}: element {chemical_symbols[int(z)]} (atom {n}) is unknown to the "
+                f"model, which knows {list(type_names)}"
+            )
+        indices[n] = lookup[int(z)]
+    return indices
+
+
+def configuration_to_graph(
+    config: Configuration, type_names: Sequence[str], r_max: float
+) -> dict[str, torch.Tensor]:
+    """Build the graph dict of one configuration.
+
+    Args:
+        config: the structure and its labels.
+        type_names: chemical symbols of the model's species, in ``atom_type`` order.
+        r_max: neighbour cutoff, Å.
+
+    Returns:
+        Graph dict with node, edge and graph fields (graph fields have leading dim 1);
+        missing labels are zero-filled and flagged by ``has_energy/has_forces/has_stress``.
+    """
+    n_atoms = config.n_atoms
+    edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
+    atom_type = type_indices(config.atomic_numbers, type_names, config.source)
+    f64 = torch.float64
+    stress = np.zeros((3, 3)) if config.stress is None else config.stress
+    forces = np.zeros((n_atoms, 3)) if config.forces is None else config.forces
+    return {
+        keys.POSITIONS: torch.as_tensor(config.positions, dtype=f64),
+        keys.ATOMIC_NUMBERS: torch.as_tensor(config.atomic_numbers, dtype=torch.long),
+        keys.ATOM_TYPE: torch.as_tensor(atom_type),
+        keys.FORCES: torch.as_tensor(forces, dtype=f64),
+        keys.EDGE_INDEX: torch.as_tensor(edge_index),
+        keys.EDGE_SHIFT: torch.as_tensor(edge_shift, dtype=f64),
+        keys.CELL: torch.as_tensor(config.cell, dtype=f64).reshape(1, 3, 3),
+        keys.PBC: torch.as_tensor(config.pbc, dtype=torch.bool).reshape(1, 3),
+        keys.ENERGY: torch.tensor([0.0 if config.energy is None else config.energy], dtype=f64),
+        keys.STRESS: torch.as_tensor(stress, dtype=f64).reshape(1, 3, 3),
+        keys.N_ATOMS: torch.tensor([n_atoms], dtype=torch.long),
+        keys.ENERGY_WEIGHT: torch.tensor([config.weight * config.energy_weight], dtype=f64),
+        keys.FORCES_WEIGHT: torch.tensor([config.weight * config.forces_weight], dtype=f64),
+        keys.STRESS_WEIGHT: torch.tensor([config.weight * config.stress_weight], dtype=f64),
+        keys.HAS_ENERGY: torch.tensor([config.energy is not None]),
+        keys.HAS_FORCES: torch.tensor([config.forces is not None]),
+        keys.HAS_STRESS: torch.tensor([config.stress is not None]),
+    }
+
+
+def atoms_to_configuration(atoms, source: str = "<atoms>") -> Configuration:
+    """Unlabelled ``Configuration`` from an ``ase.Atoms`` (for inference)."""
+    return Configuration(
+        atomic_numbers=np.asarray(atoms.numbers, dtype=np.int64),
+        positions=np.asarray(atoms.positions, dtype=np.float64),
+        cell=np.asarray(atoms.cell.array, dtype=np.float64),
+        pbc=np.asarray(atoms.pbc, dtype=bool),
+        source=source,
+    )

@@ -1,0 +1,68 @@
+"""Registry of model families: name -> (spec dataclass, builder)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from equiforce.models.potential import Potential
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A registered architecture.
+
+    Attributes:
+        name: lower-case family name used in configs and checkpoints.
+        spec_type: frozen dataclass holding every hyperparameter and dataset constant.
+        build: function ``spec -> atomic energy model``.
+    """
+
+    name: str
+    spec_type: type
+    build: Callable[[Any], nn.Module]
+
+
+MODELS: dict[str, ModelFamily] = {}
+
+
+def register(name: str, spec_type: type, build: Callable[[Any], nn.Module]) -> None:
+    """Register an architecture under ``name``."""
+    if name in MODELS:
+        raise ValueError(f"model family {name!r} is already registered")
+    MODELS[name] = ModelFamily(name, spec_type, build)
+
+
+def family(name: str) -> ModelFamily:
+    """Look up a family, naming the known ones on a miss."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; known: {sorted(MODELS)}") from None
+
+
+def build_model(name: str, spec: Any) -> Potential:
+    """Build a ``Potential`` of family ``name`` from its spec (a dataclass or a dict)."""
+    fam = family(name)
+    if isinstance(spec, dict):
+        spec = spec_from_dict(fam.spec_type, spec)
+    if not isinstance(spec, fam.spec_type):
+        raise TypeError(f"{name} needs a {fam.spec_type.__name__}, got {type(spec).__name__}")
+    return Potential(fam.build(spec), name, spec)
+
+
+def spec_from_dict(spec_type: type, values: dict[str, Any]) -> Any:
+    """Build a spec dataclass from a dict; unknown keys are errors naming the key."""
+    known = {f.name for f in dataclasses.fields(spec_type)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {spec_type.__name__} keys: {unknown}; known: {sorted(known)}")
+    converted = {}
+    for f in dataclasses.fields(spec_type):
+        if f.name in values:
+            value = values[f.name]
+            converted[f.name] = tuple(value) if isinstance(value, list) else value
+    return spec_type(**converted)

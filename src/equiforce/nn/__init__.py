@@ -1,0 +1,1 @@
+"""equiforce.nn."""
