@@ -1,1 +1,1 @@
-"""equiforce.testing."""
+"""Shipped test kit: structures, tolerances, symmetry checks."""

@@ -1,0 +1,59 @@
+"""Structure factories for tests (fixed seeds, small sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, molecule
+
+
+def make_molecule(name: str = "CH3CH2OH", seed: int = 0, rattle: float = 0.05) -> Atoms:
+    """A small rattled molecule from ASE's G2 set, no cell, no pbc."""
+    atoms = molecule(name)
+    atoms.rattle(stdev=rattle, seed=seed)
+    return atoms
+
+
+def make_fcc_cu(repeat: int = 2, seed: int = 0, rattle: float = 0.05, au_fraction=0.25) -> Atoms:
+    """A rattled periodic fcc Cu cell with a fraction of atoms swapped to Au."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (repeat, repeat, repeat)
+    rng = np.random.default_rng(seed)
+    n_au = int(round(au_fraction * len(atoms)))
+    numbers = atoms.numbers.copy()
+    numbers[rng.choice(len(atoms), n_au, replace=False)] = 79
+    atoms.numbers = numbers
+    atoms.rattle(stdev=rattle, seed=seed)
+    return atoms
+
+
+def make_triclinic_cu(seed: int = 0) -> Atoms:
+    """A small sheared (triclinic) periodic Cu/Au cell, for stress and shift tests."""
+    atoms = make_fcc_cu(repeat=1, seed=seed, au_fraction=0.25)
+    cell = atoms.cell.array.copy()
+    cell[1, 0] += 0.4
+    cell[2, 1] -= 0.3
+    atoms.set_cell(cell, scale_atoms=True)
+    return atoms
+
+
+def make_slab(seed: int = 0) -> Atoms:
+    """A Cu slab periodic in x and y only (mixed pbc)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 1)
+    atoms.center(vacuum=5.0, axis=2)
+    atoms.pbc = [True, True, False]
+    atoms.rattle(stdev=0.05, seed=seed)
+    return atoms
+
+
+def emt_labelled(atoms: Atoms) -> Atoms:
+    """Attach EMT energy, forces and (for periodic cells) stress as a SinglePointCalculator."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    if atoms.pbc.all():
+        results["stress"] = atoms.get_stress(voigt=False)
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
