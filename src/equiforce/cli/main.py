@@ -1,0 +1,44 @@
+"""``equiforce`` command line: thin subcommands over library calls."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module exposing add_arguments(parser) and run(args), one-line help)
+SUBCOMMANDS = {
+    "quickstart": ("equiforce.cli.quickstart", "generate data, train, evaluate and run MD"),
+    "train": ("equiforce.cli.train", "train a model from a YAML config"),
+    "evaluate": ("equiforce.cli.evaluate", "errors of a model on a labelled extxyz file"),
+    "md": ("equiforce.cli.md", "molecular dynamics with a model (ASE)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="equiforce", description="Fast E(3)-equivariant interatomic potentials."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``equiforce`` script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.run(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"equiforce {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
