@@ -1,0 +1,192 @@
+"""Weighted, masked loss terms over batch dicts, and their weighted sum.
+
+Every term maps ``(batch, pred)`` to per-element squared errors already multiplied by the
+per-config weight and the ``has_*`` label mask; the loss is their mean over *all* elements of
+the batch, so unlabelled entries count as zero (as in mace-torch, where a missing label is a
+zero weight). Terms also expose the sum and element count, so a dataset-level loss can be
+accumulated over batches independently of the batch size.
+
+Losses are computed in float64 (the data dtype) whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from equiforce.data import keys
+
+Tensor = torch.Tensor
+
+
+def _graph_sizes(batch: Mapping[str, Tensor]) -> Tensor:
+    ptr = batch[keys.PTR]
+    return ptr[1:] - ptr[:-1]
+
+
+def _graph_factor(batch: Mapping[str, Tensor], weight_key: str, mask_key: str) -> Tensor:
+    """(n_graphs,) float64: per-config weight times the label mask."""
+    weight = batch[weight_key].to(torch.float64)
+    return weight * batch[mask_key].to(torch.float64)
+
+
+class EnergyPerAtomMSE:
+    """Squared error of the energy per atom, (eV/atom)^2, one element per graph."""
+
+    name = "energy"
+
+    def squared_errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Weighted, masked squared errors.
+
+        Args:
+            batch: batch dict with ``energy`` (n_graphs,), ``ptr``, ``energy_weight`` and
+                ``has_energy``.
+            pred: model output with ``energy`` (n_graphs,) float64, eV.
+
+        Returns:
+            (n_graphs,) float64, (eV/atom)^2.
+        """
+        n_atoms = _graph_sizes(batch).to(torch.float64)
+        diff = (pred[keys.ENERGY] - batch[keys.ENERGY]) / n_atoms
+        return _graph_factor(batch, keys.ENERGY_WEIGHT, keys.HAS_ENERGY) * diff.square()
+
+    def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Mean over graphs, scalar float64."""
+        return self.squared_errors(batch, pred).mean()
+
+
+class ForcesMSE:
+    """Per-component squared force error, (eV/Å)^2, three elements per atom."""
+
+    name = "forces"
+
+    def squared_errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Weighted, masked squared errors.
+
+        Args:
+            batch: batch dict with ``forces`` (n_atoms, 3), ``batch``, ``forces_weight`` and
+                ``has_forces``.
+            pred: model output with ``forces`` (n_atoms, 3) float64, eV/Å.
+
+        Returns:
+            (n_atoms, 3) float64, (eV/Å)^2.
+        """
+        factor = _graph_factor(batch, keys.FORCES_WEIGHT, keys.HAS_FORCES)[batch[keys.BATCH]]
+        diff = pred[keys.FORCES] - batch[keys.FORCES]
+        return factor[:, None] * diff.square()
+
+    def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Mean over atoms and components, scalar float64."""
+        return self.squared_errors(batch, pred).mean()
+
+
+class StressMSE:
+    """Per-component squared stress error, (eV/Å^3)^2, nine elements per graph."""
+
+    name = "stress"
+
+    def squared_errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Weighted, masked squared errors.
+
+        Args:
+            batch: batch dict with ``stress`` (n_graphs, 3, 3), ``stress_weight`` and
+                ``has_stress``.
+            pred: model output with ``stress`` (n_graphs, 3, 3) float64, eV/Å^3.
+
+        Returns:
+            (n_graphs, 3, 3) float64, (eV/Å^3)^2.
+        """
+        factor = _graph_factor(batch, keys.STRESS_WEIGHT, keys.HAS_STRESS)
+        diff = pred[keys.STRESS] - batch[keys.STRESS]
+        return factor[:, None, None] * diff.square()
+
+    def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Mean over graphs and components, scalar float64."""
+        return self.squared_errors(batch, pred).mean()
+
+
+@dataclass(frozen=True)
+class LossParts:
+    """Per-term sums of weighted squared errors and element counts of one or more batches.
+
+    Attributes:
+        sums: term name -> sum of weighted squared errors.
+        counts: term name -> number of elements.
+    """
+
+    sums: dict[str, float]
+    counts: dict[str, int]
+
+    def __add__(self, other: "LossParts") -> "LossParts":
+        names = set(self.sums) | set(other.sums)
+        return LossParts(
+            {n: self.sums.get(n, 0.0) + other.sums.get(n, 0.0) for n in names},
+            {n: self.counts.get(n, 0) + other.counts.get(n, 0) for n in names},
+        )
+
+    def means(self) -> dict[str, float]:
+        """Per-term mean squared error."""
+        return {n: self.sums[n] / max(self.counts[n], 1) for n in self.sums}
+
+
+class WeightedLoss:
+    """Weighted sum of loss terms: ``sum_k weight_k * mean(term_k)``.
+
+    Terms with weight zero are skipped, so their predictions are not needed (no stress is
+    computed when ``stress_weight`` is zero).
+
+    Args:
+        terms: sequence of ``(weight, term)`` pairs; term names must be distinct.
+    """
+
+    def __init__(self, terms: list[tuple[float, object]]):
+        names = [term.name for _, term in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate loss terms: {names}")
+        self.terms = [(float(w), term) for w, term in terms if w != 0.0]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Term name -> weight (non-zero terms only)."""
+        return {term.name: w for w, term in self.terms}
+
+    @property
+    def needs_stress(self) -> bool:
+        """Whether a stress prediction is needed."""
+        return StressMSE.name in self.weights
+
+    def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Scalar float64 loss of one batch (differentiable)."""
+        total = torch.zeros((), dtype=torch.float64, device=batch[keys.PTR].device)
+        for weight, term in self.terms:
+            total = total + weight * term(batch, pred)
+        return total
+
+    def parts(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> LossParts:
+        """Detached per-term sums and counts of one batch, for accumulation."""
+        sums, counts = {}, {}
+        for _, term in self.terms:
+            errors = term.squared_errors(batch, pred).detach()
+            sums[term.name] = float(errors.sum())
+            counts[term.name] = int(errors.numel())
+        return LossParts(sums, counts)
+
+    def combine(self, parts: LossParts) -> float:
+        """Loss value of accumulated ``parts`` (equals ``__call__`` for a single batch)."""
+        means = parts.means()
+        return sum(w * means[name] for name, w in self.weights.items())
+
+
+def energy_forces_stress_loss(
+    energy_weight: float, forces_weight: float, stress_weight: float
+) -> WeightedLoss:
+    """The standard loss: energy-per-atom MSE + force MSE + stress MSE with these weights."""
+    return WeightedLoss(
+        [
+            (energy_weight, EnergyPerAtomMSE()),
+            (forces_weight, ForcesMSE()),
+            (stress_weight, StressMSE()),
+        ]
+    )
