@@ -50,6 +50,14 @@ class Configuration:
 def type_indices(atomic_numbers: np.ndarray, type_names: Sequence[str], source: str) -> np.ndarray:
     """Map atomic numbers to indices into ``type_names``.
 
+    Args:
+        atomic_numbers: (n_atoms,) int.
+        type_names: chemical symbols of the model's species.
+        source: description of the structure, used in the error message.
+
+    Returns:
+        (n_atoms,) int64 indices into ``type_names``.
+
     Raises:
         ValueError: naming ``source`` and the element when an element is not in the model.
     """
@@ -109,12 +117,39 @@ def configuration_to_graph(
     }
 
 
+def effective_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """The cell a structure is modelled with: zeros when no axis is periodic.
+
+    A molecule's (dummy) lattice has no physical meaning; zeroing it makes its volume 0, so
+    ``Potential`` reports zero stress for it. Mixed-pbc cells (slabs) are kept as given.
+
+    Args:
+        cell: (3, 3) float64, Å.
+        pbc: (3,) bool.
+
+    Returns:
+        (3, 3) float64 copy of ``cell``, or zeros.
+    """
+    if not np.asarray(pbc, dtype=bool).any():
+        return np.zeros((3, 3))
+    return np.array(cell, dtype=np.float64).reshape(3, 3)
+
+
 def atoms_to_configuration(atoms, source: str = "<atoms>") -> Configuration:
-    """Unlabelled ``Configuration`` from an ``ase.Atoms`` (for inference)."""
+    """Unlabelled ``Configuration`` from an ``ase.Atoms`` (for inference).
+
+    Args:
+        atoms: the structure; a cell without any periodic axis is replaced by zeros.
+        source: description used in error messages.
+
+    Returns:
+        Configuration with no labels.
+    """
+    pbc = np.asarray(atoms.pbc, dtype=bool)
     return Configuration(
         atomic_numbers=np.asarray(atoms.numbers, dtype=np.int64),
         positions=np.asarray(atoms.positions, dtype=np.float64),
-        cell=np.asarray(atoms.cell.array, dtype=np.float64),
-        pbc=np.asarray(atoms.pbc, dtype=bool),
+        cell=effective_cell(np.asarray(atoms.cell.array, dtype=np.float64), pbc),
+        pbc=pbc,
         source=source,
     )
