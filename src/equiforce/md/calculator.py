@@ -1,0 +1,123 @@
+"""ASE calculator over any equiforce ``Potential`` (a model object or a saved model file)."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from equiforce.data import keys
+from equiforce.data.batch import batch_to, collate
+from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.models.io import load_model
+from equiforce.models.potential import Potential
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}") from None
+
+
+class EquiforceCalculator(Calculator):
+    """Energy, forces and stress of an equiforce model for ``ase.Atoms``.
+
+    Stress is available for structures periodic along all three cell vectors only; asking for
+    it otherwise raises ASE's ``PropertyNotImplementedError``. Elements the model does not know
+    raise a ``ValueError`` naming the element and the model's types.
+
+    Args:
+        model: a ``Potential`` or the path of a file written by ``equiforce.models.save_model``
+            (or a training checkpoint). A ``Potential`` that needs a different device or dtype
+            is copied, never modified.
+        device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: model parameter dtype, ``"float32"``/``"float64"`` or a ``torch.dtype``; None
+            keeps the model's. Positions, energies, forces and stress stay float64 either way.
+        **kwargs: passed to ``ase.calculators.calculator.Calculator``.
+
+    Example:
+        >>> atoms.calc = EquiforceCalculator("model.pt", device="cpu")
+        >>> atoms.get_potential_energy()
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: Potential | str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        target_dtype = _resolve_dtype(dtype)
+        if isinstance(model, Potential):
+            moved = next(model.parameters()).device != self.device
+            cast = target_dtype is not None and target_dtype != model.dtype
+            if moved or cast:
+                model = copy.deepcopy(model)
+        else:
+            model = load_model(model, map_location=self.device)
+        self.model = model.to(device=self.device, dtype=target_dtype).eval()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Model parameter dtype."""
+        return self.model.dtype
+
+    def _batch(self, atoms: Atoms) -> dict[str, torch.Tensor]:
+        source = f"Atoms({atoms.get_chemical_formula()})"
+        config = atoms_to_configuration(atoms, source=source)
+        graph = configuration_to_graph(config, self.model.type_names, self.model.r_max)
+        return batch_to(collate([graph]), self.device)
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | tuple[str, ...] = ("energy",),
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        """Fill ``self.results`` with energy (eV), forces (n_atoms, 3) eV/Å, stress (Voigt, eV/Å^3).
+
+        Args:
+            atoms: the structure (ASE keeps a copy in ``self.atoms``).
+            properties: requested names; stress is computed only when asked for.
+            system_changes: what changed since the last call (ASE bookkeeping).
+
+        Raises:
+            PropertyNotImplementedError: stress requested for a structure that is not periodic
+                along all three cell vectors.
+        """
+        super().calculate(atoms, properties, system_changes)
+        want_stress = "stress" in properties
+        if want_stress and not self.atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in 3D; this structure has pbc={self.atoms.pbc}"
+            )
+        with torch.enable_grad():
+            out = self.model(
+                self._batch(self.atoms),
+                compute_forces=True,
+                compute_stress=want_stress,
+                create_graph=False,
+            )
+        energy = float(out[keys.ENERGY].detach().cpu()[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out[keys.FORCES].detach().cpu().numpy().astype(np.float64),
+        }
+        if want_stress:
+            stress = out[keys.STRESS].detach().cpu().numpy()[0].astype(np.float64)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

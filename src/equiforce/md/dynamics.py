@@ -1,0 +1,418 @@
+"""Molecular dynamics through ASE, with stability figures: energy drift, bond lengths, temperature.
+
+``run_md`` runs Langevin NVT or velocity-Verlet NVE from Maxwell–Boltzmann velocities (seeded),
+writes the trajectory and returns an ``MDResult``. The figures are sampled every
+``log_interval`` steps, step 0 included:
+
+* energy drift (NVE): slope of a least-squares line through total energy per atom vs time,
+  in meV/atom/ps;
+* bond-length deviation: over the pairs bonded in the starting structure (distance below
+  ``bond_scale`` x the sum of covalent radii), the largest ``|d(t) - d(0)|`` in Å; a bond
+  counts as broken when it stretches beyond ``break_scale`` x the sum of covalent radii;
+* temperature trace with its mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+
+Ensemble = Literal["nvt", "nve"]
+
+
+@dataclass(frozen=True)
+class BondDeviation:
+    """How far the bonds of the starting structure moved along a trajectory.
+
+    Attributes:
+        n_bonds: bonded pairs in the first frame (each pair, periodic image included, once).
+        max_deviation: largest ``|d(t) - d(0)|`` over bonds and frames, Å (0 without bonds).
+        n_broken: bonds that exceeded the break length in at least one frame.
+    """
+
+    n_bonds: int
+    max_deviation: float
+    n_broken: int
+
+    @property
+    def broken(self) -> bool:
+        """Whether any bond broke."""
+        return self.n_broken > 0
+
+
+class BondMonitor:
+    """Follows the bonds of a reference structure through later frames.
+
+    Bonds keep the lattice image they had in the reference frame, so frames must carry
+    unwrapped positions (as ASE's integrators produce them).
+
+    Args:
+        reference: the starting structure.
+        bond_scale: pairs closer than ``bond_scale * (r_cov_i + r_cov_j)`` are bonded.
+        break_scale: a bond longer than ``break_scale * (r_cov_i + r_cov_j)`` is broken.
+    """
+
+    def __init__(self, reference: Atoms, bond_scale: float = 1.2, break_scale: float = 1.5):
+        from ase.data import covalent_radii
+        from ase.neighborlist import neighbor_list
+
+        radii = covalent_radii[reference.numbers]
+        i, j, shift = neighbor_list("ijS", reference, list(bond_scale * radii))
+        # i-j and j-i (image -S) are one bond; an atom bonded to its own image S also has -S.
+        leading_shift = shift[np.arange(len(shift)), np.argmax(shift != 0, axis=1)]
+        keep = (i < j) | ((i == j) & (leading_shift > 0))
+        self._i, self._j, self._shift = i[keep], j[keep], shift[keep].astype(np.float64)
+        self._break_length = break_scale * (radii[self._i] + radii[self._j])
+        self._d0 = self._lengths(reference)
+        self._max_deviation = np.zeros(len(self._i))
+        self._broken = np.zeros(len(self._i), dtype=bool)
+
+    def _lengths(self, atoms: Atoms) -> np.ndarray:
+        pos = atoms.positions
+        vec = pos[self._j] - pos[self._i] + self._shift @ atoms.cell.array
+        return np.linalg.norm(vec, axis=1)
+
+    def update(self, atoms: Atoms) -> None:
+        """Account for one frame (same atoms, same order as the reference)."""
+        lengths = self._lengths(atoms)
+        np.maximum(self._max_deviation, np.abs(lengths - self._d0), out=self._max_deviation)
+        self._broken |= lengths > self._break_length
+
+    def result(self) -> BondDeviation:
+        """The deviation over all frames seen so far."""
+        return BondDeviation(
+            n_bonds=len(self._i),
+            max_deviation=float(self._max_deviation.max(initial=0.0)),
+            n_broken=int(self._broken.sum()),
+        )
+
+
+def bond_length_deviation(
+    frames: Iterable[Atoms], bond_scale: float = 1.2, break_scale: float = 1.5
+) -> BondDeviation:
+    """Bond-length deviation of a trajectory relative to its first frame (see ``BondMonitor``)."""
+    iterator = iter(frames)
+    try:
+        monitor = BondMonitor(next(iterator), bond_scale, break_scale)
+    except StopIteration:
+        raise ValueError("bond_length_deviation needs at least one frame") from None
+    for atoms in iterator:
+        monitor.update(atoms)
+    return monitor.result()
+
+
+def energy_drift(time_fs: np.ndarray, total_energy: np.ndarray, n_atoms: int) -> float:
+    """Slope of the least-squares line through total energy per atom vs time.
+
+    Args:
+        time_fs: (n_samples,) simulation times, fs.
+        total_energy: (n_samples,) potential + kinetic energy, eV.
+        n_atoms: atoms in the system.
+
+    Returns:
+        Drift in meV/atom/ps.
+    """
+    if len(time_fs) < 2:
+        raise ValueError("energy_drift needs at least two samples")
+    time_ps = np.asarray(time_fs, dtype=np.float64) / 1000.0
+    energy_mev = 1000.0 * np.asarray(total_energy, dtype=np.float64) / n_atoms
+    slope, _ = np.polyfit(time_ps, energy_mev, 1)
+    return float(slope)
+
+
+@dataclass(frozen=True)
+class MDResult:
+    """Samples and stability figures of one MD run.
+
+    Attributes:
+        ensemble: ``"nvt"`` or ``"nve"``.
+        n_atoms: atoms in the system.
+        n_steps: integration steps taken.
+        timestep_fs: time step, fs.
+        temperature_target_K: thermostat (NVT) or initial-velocity (NVE) temperature, K.
+        time_fs: (n_samples,) sample times, fs.
+        potential_energy: (n_samples,) eV.
+        kinetic_energy: (n_samples,) eV.
+        temperature_K: (n_samples,) instantaneous temperature, K.
+        energy_drift: total-energy drift, meV/atom/ps (NVE only, else None).
+        bonds: bond-length deviation over the samples.
+        trajectory_path: where the trajectory was written, or None.
+        wall_time_s: wall-clock time of the integration, s.
+        final_atoms: the structure after the last step.
+    """
+
+    ensemble: str
+    n_atoms: int
+    n_steps: int
+    timestep_fs: float
+    temperature_target_K: float
+    time_fs: np.ndarray
+    potential_energy: np.ndarray
+    kinetic_energy: np.ndarray
+    temperature_K: np.ndarray
+    energy_drift: float | None
+    bonds: BondDeviation
+    trajectory_path: Path | None
+    wall_time_s: float
+    final_atoms: Atoms
+
+    @property
+    def total_energy(self) -> np.ndarray:
+        """(n_samples,) potential + kinetic energy, eV."""
+        return self.potential_energy + self.kinetic_energy
+
+    @property
+    def temperature_mean(self) -> float:
+        """Mean of the temperature samples, K."""
+        return float(np.mean(self.temperature_K))
+
+    @property
+    def temperature_std(self) -> float:
+        """Standard deviation of the temperature samples, K."""
+        return float(np.std(self.temperature_K))
+
+    def summary(self) -> dict:
+        """JSON-friendly figures of the run; the only per-sample arrays are time and temperature."""
+        return {
+            "ensemble": self.ensemble,
+            "n_atoms": self.n_atoms,
+            "n_steps": self.n_steps,
+            "timestep_fs": self.timestep_fs,
+            "simulated_time_ps": self.n_steps * self.timestep_fs / 1000.0,
+            "temperature_target_K": self.temperature_target_K,
+            "temperature_mean_K": self.temperature_mean,
+            "temperature_std_K": self.temperature_std,
+            "energy_drift_meV_per_atom_per_ps": self.energy_drift,
+            "n_bonds": self.bonds.n_bonds,
+            "max_bond_deviation_A": self.bonds.max_deviation,
+            "n_broken_bonds": self.bonds.n_broken,
+            "bond_broken": self.bonds.broken,
+            "steps_per_second": self.n_steps / self.wall_time_s if self.wall_time_s > 0 else None,
+            "trajectory": None if self.trajectory_path is None else str(self.trajectory_path),
+            "time_fs": self.time_fs.tolist(),
+            "temperature_K": self.temperature_K.tolist(),
+        }
+
+
+def format_md_summary(result: MDResult) -> str:
+    """A short two-column table of the run's stability figures."""
+    drift = "n/a (NVT)" if result.energy_drift is None else f"{result.energy_drift:.4g}"
+    rows = [
+        ("ensemble", result.ensemble.upper()),
+        ("atoms", str(result.n_atoms)),
+        ("steps x timestep", f"{result.n_steps} x {result.timestep_fs:g} fs"),
+        ("temperature (K)", f"{result.temperature_mean:.1f} +- {result.temperature_std:.1f}"),
+        ("energy drift (meV/atom/ps)", drift),
+        ("max bond deviation (Å)", f"{result.bonds.max_deviation:.4f}"),
+        ("broken bonds", f"{result.bonds.n_broken} of {result.bonds.n_bonds}"),
+        ("wall time (s)", f"{result.wall_time_s:.2f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
+    """Write a PNG with energy change per atom and temperature vs time.
+
+    Args:
+        result: output of ``run_md``.
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        The written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    time_ps = result.time_fs / 1000.0
+    origin = result.total_energy[0]
+    fig = Figure(figsize=(6.5, 5.5), dpi=120)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for values, label in ((result.total_energy, "total"), (result.potential_energy, "potential")):
+        top.plot(time_ps, 1000.0 * (values - origin) / result.n_atoms, label=label)
+    top.set_ylabel("E - E_total(0) (meV/atom)")
+    drift = "" if result.energy_drift is None else f", drift {result.energy_drift:.3g} meV/atom/ps"
+    top.set_title(f"{result.ensemble.upper()} MD{drift}")
+    top.legend()
+    bottom.plot(time_ps, result.temperature_K, label="instantaneous")
+    bottom.axhline(result.temperature_target_K, color="black", linewidth=0.8, label="target")
+    bottom.set_xlabel("time (ps)")
+    bottom.set_ylabel("temperature (K)")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+@contextlib.contextmanager
+def _trajectory_writer(path: Path | None, atoms: Atoms):
+    """Yield a function writing the current frame to ``path`` (.traj or .xyz/.extxyz)."""
+    if path is None:
+        yield lambda: None
+        return
+    if path.suffix not in (".traj", ".xyz", ".extxyz"):
+        raise ValueError(f"trajectory {path}: use a .traj, .xyz or .extxyz file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".traj":
+        from ase.io.trajectory import Trajectory
+
+        with Trajectory(str(path), "w", atoms) as trajectory:
+            yield trajectory.write
+    else:
+        from ase.io import write
+
+        with open(path, "w") as handle:
+            yield lambda: write(handle, atoms, format="extxyz")
+
+
+class _Recorder:
+    """Samples time, energies and temperature of ``atoms`` and feeds a ``BondMonitor``."""
+
+    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float]):
+        self.atoms = atoms
+        self.clock_fs = clock_fs
+        self.bonds = BondMonitor(atoms)
+        self.rows: list[tuple[float, float, float, float]] = []
+
+    def sample(self) -> None:
+        """Record the current state (an MD observer)."""
+        self.bonds.update(self.atoms)
+        self.rows.append(
+            (
+                self.clock_fs(),
+                self.atoms.get_potential_energy(),
+                self.atoms.get_kinetic_energy(),
+                self.atoms.get_temperature(),
+            )
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """time_fs, potential (eV), kinetic (eV), temperature (K), each (n_samples,)."""
+        return tuple(np.array(column, dtype=np.float64) for column in zip(*self.rows, strict=True))
+
+
+def _integrator(
+    atoms: Atoms, ensemble: str, temperature_K: float, timestep_fs: float, friction: float, rng
+):
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    if ensemble == "nvt":
+        # ASE >= 3.28: Langevin's own ``fixcm`` samples a biased distribution; use FixCom.
+        atoms.set_constraint(atoms.constraints + [FixCom()])
+        return Langevin(
+            atoms,
+            timestep_fs * units.fs,
+            temperature_K=temperature_K,
+            friction=friction / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
+    return VelocityVerlet(atoms, timestep_fs * units.fs)
+
+
+def _check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction: float) -> None:
+    if ensemble not in ("nvt", "nve"):
+        raise ValueError(f"ensemble must be 'nvt' or 'nve', got {ensemble!r}")
+    if n_steps < 1 or log_interval < 1:
+        raise ValueError(f"n_steps and log_interval must be >= 1, got {n_steps}, {log_interval}")
+    if log_interval > n_steps:
+        raise ValueError(f"log_interval ({log_interval}) must not exceed n_steps ({n_steps})")
+    if ensemble == "nvt" and friction <= 0:
+        raise ValueError(f"Langevin friction must be positive, got {friction} per fs")
+
+
+def run_md(
+    atoms: Atoms,
+    calculator: Calculator,
+    ensemble: Ensemble = "nvt",
+    temperature_K: float = 300.0,
+    timestep_fs: float = 0.5,
+    n_steps: int = 1000,
+    friction: float = 0.01,
+    trajectory_path: str | os.PathLike | None = None,
+    log_interval: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> MDResult:
+    """Run NVT (Langevin) or NVE (velocity Verlet) MD and measure its stability.
+
+    Velocities are drawn from a Maxwell–Boltzmann distribution at ``temperature_K`` with a
+    generator seeded by ``seed`` and the centre-of-mass momentum is removed; the Langevin
+    thermostat draws from the same generator, so a run is reproducible.
+
+    Args:
+        atoms: starting structure; not modified (the run works on a copy).
+        calculator: any ASE calculator, e.g. ``EquiforceCalculator``.
+        ensemble: ``"nvt"`` or ``"nve"``.
+        temperature_K: thermostat and initial-velocity temperature, K.
+        timestep_fs: integration time step, fs.
+        n_steps: number of steps.
+        friction: Langevin friction, 1/fs (NVT only).
+        trajectory_path: ``.traj`` or ``.xyz``/``.extxyz`` file for every ``log_interval``-th
+            frame, or None.
+        log_interval: sampling and trajectory interval, steps (at most ``n_steps``).
+        seed: seeds velocities and thermostat noise.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``MDResult`` with the sampled energies, temperature and stability figures.
+    """
+    from ase.md.velocitydistribution import Stationary
+    from tqdm.auto import tqdm
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ase < 3.29 only has the (since deprecated) older name
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+
+    _check_md_arguments(ensemble, n_steps, log_interval, friction)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng)
+    recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs)
+    path = None if trajectory_path is None else Path(trajectory_path)
+    start = time.perf_counter()
+    with (
+        _trajectory_writer(path, atoms) as write,
+        tqdm(
+            total=n_steps, disable=not progress, desc=f"{ensemble.upper()} MD", unit="step"
+        ) as bar,
+    ):
+        for observer in (recorder.sample, write, lambda: bar.update(dynamics.nsteps - bar.n)):
+            dynamics.attach(observer, interval=log_interval)
+        dynamics.run(n_steps)
+    wall_time = time.perf_counter() - start
+    time_fs, potential, kinetic, temperature = recorder.arrays()
+    drift = energy_drift(time_fs, potential + kinetic, len(atoms)) if ensemble == "nve" else None
+    return MDResult(
+        ensemble=ensemble,
+        n_atoms=len(atoms),
+        n_steps=n_steps,
+        timestep_fs=timestep_fs,
+        temperature_target_K=temperature_K,
+        time_fs=time_fs,
+        potential_energy=potential,
+        kinetic_energy=kinetic,
+        temperature_K=temperature,
+        energy_drift=drift,
+        bonds=recorder.bonds.result(),
+        trajectory_path=path,
+        wall_time_s=wall_time,
+        final_atoms=atoms,
+    )
