@@ -1,0 +1,60 @@
+"""``equiforce md MODEL STRUCTURE``: NVT/NVE MD with a model, trajectory + stability report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TRAJECTORY_NAME = "md.traj"
+SUMMARY_NAME = "md_summary.json"
+PLOT_NAME = "md.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``md`` options on ``parser``."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("structure", help="starting structure, any ASE format (first frame)")
+    parser.add_argument("--ensemble", choices=("nvt", "nve"), default="nvt")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K")
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    parser.add_argument("--log-interval", type=int, default=10, help="steps between samples")
+    parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the MD, print the summary, write trajectory, JSON summary and plot into ``--out``."""
+    from ase.io import read
+
+    from equiforce.files import atomic_write_text
+    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.md.dynamics import format_md_summary, plot_md, run_md
+
+    if not Path(args.structure).exists():
+        raise FileNotFoundError(f"structure file {args.structure} does not exist")
+    atoms = read(args.structure, index=0)
+    calculator = EquiforceCalculator(args.model, device=args.device)
+    out = Path(args.out)
+    result = run_md(
+        atoms,
+        calculator,
+        ensemble=args.ensemble,
+        temperature_K=args.temperature,
+        timestep_fs=args.timestep,
+        n_steps=args.steps,
+        friction=args.friction,
+        trajectory_path=out / TRAJECTORY_NAME,
+        log_interval=min(args.log_interval, args.steps),
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(format_md_summary(result))
+    atomic_write_text(json.dumps(result.summary(), indent=2) + "\n", out / SUMMARY_NAME)
+    plot_md(result, out / PLOT_NAME)
+    print(f"trajectory, summary and plot written to {out}/")
+    return 0
