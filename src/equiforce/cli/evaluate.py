@@ -1,0 +1,49 @@
+"""``equiforce evaluate MODEL DATA.xyz``: error table, JSON report and parity plots."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``evaluate`` options on ``parser``."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("data", help="labelled extended XYZ file")
+    parser.add_argument("--energy-key", default="energy", help="energy label name (eV)")
+    parser.add_argument("--forces-key", default="forces", help="forces label name (eV/Å)")
+    parser.add_argument("--stress-key", default="stress", help="stress label name (eV/Å^3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
+    parser.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate the model on the file, print the table, write the requested reports.
+
+    Raises:
+        ValueError: the file carries none of the requested labels.
+    """
+    from equiforce.data.extxyz import KeySpec, read_configurations
+    from equiforce.models import load_model
+    from equiforce.train.evaluate import evaluate, format_table, plot_parity, to_json
+
+    model = load_model(args.model, map_location=args.device)
+    label_keys = KeySpec(
+        energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
+    )
+    configs = read_configurations(args.data, label_keys)
+    result = evaluate(model, configs, batch_size=args.batch_size)
+    if not result.metrics:
+        raise ValueError(
+            f"{args.data}: no frame has an energy, forces or stress label under the keys "
+            f"{args.energy_key!r}, {args.forces_key!r}, {args.stress_key!r}"
+        )
+    print(format_table(result))
+    if args.json:
+        to_json(result, args.json)
+        print(f"metrics written to {args.json}")
+    if args.plots:
+        for path in plot_parity(result, args.plots):
+            print(f"parity plot written to {path}")
+    return 0
