@@ -18,7 +18,7 @@ import torch
 
 from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
-from equiforce.data.graph import Configuration, configuration_to_graph
+from equiforce.data.graph import Configuration, configuration_to_graph, type_indices
 from equiforce.files import atomic_write_text
 from equiforce.models.potential import Potential
 
@@ -116,9 +116,17 @@ class _Reference(NamedTuple):
     stress: np.ndarray | None
 
 
-def _to_graph(structure: Structure, model: Potential) -> Mapping[str, torch.Tensor]:
+def _to_graph(structure: Structure, model: Potential, index: int) -> Mapping[str, torch.Tensor]:
     if isinstance(structure, Configuration):
         return configuration_to_graph(structure, model.type_names, model.r_max)
+    # A cached graph's atom_type indices are only meaningful in the type order it was built with.
+    numbers = structure[keys.ATOMIC_NUMBERS].cpu().numpy()
+    expected = type_indices(numbers, model.type_names, f"graph {index}")
+    if not np.array_equal(expected, structure[keys.ATOM_TYPE].cpu().numpy()):
+        raise ValueError(
+            f"graph {index}: its atom_type indices follow a different type order than the "
+            f"model's type_names {model.type_names}; rebuild the graphs for this model"
+        )
     return structure
 
 
@@ -169,7 +177,8 @@ def predict(
         ``Predictions`` in float64, whatever the model dtype.
 
     Raises:
-        ValueError: ``structures`` is empty or ``batch_size`` < 1.
+        ValueError: ``structures`` is empty, ``batch_size`` < 1, a structure has an element
+            the model does not know, or a graph was built for another type order.
     """
     if len(structures) == 0:
         raise ValueError("predict needs at least one structure")
@@ -185,7 +194,8 @@ def predict(
     try:
         with torch.enable_grad():  # forces are autograd derivatives, even under no_grad
             for start in range(0, len(structures), batch_size):
-                graphs = [_to_graph(s, model) for s in structures[start : start + batch_size]]
+                stop = min(start + batch_size, len(structures))
+                graphs = [_to_graph(structures[k], model, k) for k in range(start, stop)]
                 batch = batch_to(collate(graphs), device)
                 out = model(
                     batch,
