@@ -1,0 +1,397 @@
+"""Typed run configuration: YAML -> frozen dataclasses, validated on construction.
+
+A run file has four sections (see ``configs/mace_example.yaml`` for every key with a hint)::
+
+    output_dir: runs/cu
+    seed: 0
+    data:     {train_file: ..., batch_size: ...}       # DataConfig
+    model:    {family: mace, r_max: 5.0, ...}          # ModelConfig
+    training: {max_epochs: ..., lr: ..., ema: {...}}   # TrainConfig
+
+Unknown keys anywhere are errors naming the full key path (``training.lr_typo``). Validation
+lives in each dataclass's ``__post_init__``. Relative file paths are used as given (relative to
+the working directory of the process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from equiforce.models import registry
+
+# Spec fields the trainer fills from the training-set statistics (see ``train.setup``).
+DATASET_DERIVED_FIELDS = ("type_names", "atomic_energies", "avg_num_neighbors", "scale", "shift")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key path."""
+
+
+def _check(condition: bool, path: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it is read and batched.
+
+    Attributes:
+        train_file: extxyz file with the labelled training structures.
+        valid_file: extxyz validation file; when absent, ``valid_fraction`` of the training
+            file is held out (split seeded by the run seed).
+        valid_fraction: fraction held out when there is no ``valid_file``, in (0, 1).
+        test_file: optional extxyz test file (evaluated by ``equiforce evaluate``).
+        isolated_atoms_file: optional extxyz of single-atom structures whose energies are the
+            E0s; without it the E0s are fitted by least squares on the training energies.
+        energy_key, forces_key, stress_key, virials_key, weight_key: label names in the
+            extxyz ``info``/``arrays`` (virials, when present, are converted to stress).
+        batch_size: training structures per optimizer step.
+        valid_batch_size: structures per validation batch (no gradients kept, so larger).
+        cache_dir: folder for preprocessed graphs (neighbour lists); ``None`` disables caching.
+    """
+
+    train_file: str
+    valid_file: str | None = None
+    valid_fraction: float = 0.1
+    test_file: str | None = None
+    isolated_atoms_file: str | None = None
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+    virials_key: str = "virials"
+    weight_key: str = "config_weight"
+    batch_size: int = 10
+    valid_batch_size: int = 20
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        _check(bool(self.train_file), "data.train_file", "is required")
+        _check(0.0 < self.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
+        _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
+        _check(self.valid_batch_size >= 1, "data.valid_batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model family and its hyperparameters.
+
+    Attributes:
+        family: registered family name (``"mace"``).
+        params: the family's spec fields except the dataset-derived ones
+            (``DATASET_DERIVED_FIELDS``); checked against the spec dataclass on construction.
+            ``seed`` defaults to the run seed when absent.
+    """
+
+    family: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        try:
+            fam = registry.family(self.family)
+        except KeyError as err:
+            raise ConfigError(f"model.family: {err.args[0]}") from None
+        known = {f.name for f in dataclasses.fields(fam.spec_type)}
+        for name in self.params:
+            _check(name in known, f"model.{name}", f"unknown key for family {self.family!r}")
+            _check(
+                name not in DATASET_DERIVED_FIELDS,
+                f"model.{name}",
+                "is derived from the training set statistics and cannot be set",
+            )
+        try:
+            registry.spec_from_dict(fam.spec_type, dict(self.params))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model: {err}") from err
+
+    def spec(self, **overrides: Any) -> Any:
+        """The family's spec dataclass from ``params`` with ``overrides`` applied."""
+        fam = registry.family(self.family)
+        return registry.spec_from_dict(fam.spec_type, {**self.params, **overrides})
+
+    @property
+    def r_max(self) -> float:
+        """Cutoff radius, Å (the spec's default when not set)."""
+        return float(self.spec().r_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict as written in YAML (family next to the hyperparameters)."""
+        return {"family": self.family, **_plain(dict(self.params))}
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """ReduceLROnPlateau on the validation loss.
+
+    Attributes:
+        factor: multiply the learning rate by this after ``patience`` epochs without a new
+            best validation loss, in (0, 1).
+        patience: epochs without improvement before reducing.
+        min_lr: lower bound of the learning rate.
+    """
+
+    factor: float = 0.8
+    patience: int = 50
+    min_lr: float = 0.0
+
+    def __post_init__(self):
+        _check(0.0 < self.factor < 1.0, "training.scheduler.factor", "must be in (0, 1)")
+        _check(self.patience >= 0, "training.scheduler.patience", "must be >= 0")
+        _check(self.min_lr >= 0.0, "training.scheduler.min_lr", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of the weights (evaluated and exported instead of the raw ones).
+
+    Attributes:
+        enabled: keep an EMA.
+        decay: per-step decay in (0, 1); the effective decay ramps up as
+            ``min(decay, (1 + n) / (10 + n))`` over the first steps.
+    """
+
+    enabled: bool = True
+    decay: float = 0.99
+
+    def __post_init__(self):
+        _check(0.0 < self.decay < 1.0, "training.ema.decay", "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class StageTwoConfig:
+    """Final stage (mace-torch's ``--swa``): new loss weights and a lower, constant lr.
+
+    Attributes:
+        enabled: run the final stage.
+        start_epoch: first epoch (0-based) of the stage; when ``None``, ``start_fraction``
+            of ``max_epochs`` is used.
+        start_fraction: fraction of ``max_epochs`` after which the stage starts, in (0, 1].
+        lr: learning rate during the stage (replaces the plateau schedule).
+        energy_weight, forces_weight, stress_weight: loss weights during the stage.
+    """
+
+    enabled: bool = False
+    start_epoch: int | None = None
+    start_fraction: float = 0.75
+    lr: float = 1e-3
+    energy_weight: float = 1000.0
+    forces_weight: float = 100.0
+    stress_weight: float = 1.0
+
+    def __post_init__(self):
+        path = "training.stage_two"
+        _check(self.start_epoch is None or self.start_epoch >= 0, f"{path}.start_epoch", ">= 0")
+        _check(0.0 < self.start_fraction <= 1.0, f"{path}.start_fraction", "must be in (0, 1]")
+        _check(self.lr > 0.0, f"{path}.lr", "must be > 0")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            _check(getattr(self, name) >= 0.0, f"{path}.{name}", "must be >= 0")
+
+    def first_epoch(self, max_epochs: int) -> int | None:
+        """0-based epoch where the stage starts, or ``None`` when disabled."""
+        if not self.enabled:
+            return None
+        if self.start_epoch is not None:
+            return self.start_epoch
+        return min(max_epochs - 1, max(1, math.floor(self.start_fraction * max_epochs)))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        max_epochs: number of passes over the training set.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        amsgrad: use the AMSGrad variant.
+        lr: initial learning rate.
+        weight_decay: L2 penalty (decoupled for ``adamw``).
+        energy_weight: weight of the energy-per-atom MSE, (eV/atom)^-2.
+        forces_weight: weight of the per-component force MSE, (eV/Å)^-2.
+        stress_weight: weight of the stress MSE, (eV/Å^3)^-2.
+        scheduler: ReduceLROnPlateau settings.
+        ema: EMA settings.
+        clip_grad_norm: maximum gradient 2-norm; ``None`` disables clipping.
+        stage_two: final-stage settings.
+        time_budget_s: stop cleanly (validate, checkpoint, export) after this wall time.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        log_every: optimizer steps between progress-bar/log updates of the running loss.
+        progress_bar: show tqdm progress bars (epochs and batches, with ETA).
+    """
+
+    max_epochs: int = 100
+    optimizer: Literal["adam", "adamw"] = "adam"
+    amsgrad: bool = True
+    lr: float = 0.01
+    weight_decay: float = 5e-7
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 1.0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    clip_grad_norm: float | None = 10.0
+    stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
+    time_budget_s: float | None = None
+    device: str = "auto"
+    log_every: int = 10
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        p = "training"
+        _check(self.max_epochs >= 1, f"{p}.max_epochs", "must be >= 1")
+        _check(self.optimizer in ("adam", "adamw"), f"{p}.optimizer", "must be adam or adamw")
+        _check(self.lr > 0.0, f"{p}.lr", "must be > 0")
+        _check(self.weight_decay >= 0.0, f"{p}.weight_decay", "must be >= 0")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            _check(getattr(self, name) >= 0.0, f"{p}.{name}", "must be >= 0")
+        clip = self.clip_grad_norm
+        _check(clip is None or clip > 0.0, f"{p}.clip_grad_norm", "must be > 0 or null")
+        budget = self.time_budget_s
+        _check(budget is None or budget > 0.0, f"{p}.time_budget_s", "must be > 0 or null")
+        ok_device = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        _check(ok_device, f"{p}.device", "must be auto, cpu, cuda or cuda:N")
+        _check(self.log_every >= 1, f"{p}.log_every", "must be >= 1")
+        start = self.stage_two.first_epoch(self.max_epochs)
+        _check(
+            start is None or start < self.max_epochs,
+            f"{p}.stage_two.start_epoch",
+            f"must be < max_epochs ({self.max_epochs})",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run.
+
+    Attributes:
+        output_dir: folder for checkpoints, ``model.pt``, ``metrics.csv`` and plots.
+        seed: seeds the model initialisation (unless ``model.seed`` is set), the
+            train/valid split and the shuffle order (per epoch).
+        data: data settings.
+        model: model family and hyperparameters.
+        training: optimisation settings.
+    """
+
+    output_dir: str
+    data: DataConfig
+    model: ModelConfig
+    training: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(bool(self.output_dir), "output_dir", "is required")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict; ``RunConfig.from_dict(c.to_dict()) == c``."""
+        return {
+            "output_dir": self.output_dir,
+            "seed": self.seed,
+            "data": _plain(dataclasses.asdict(self.data)),
+            "model": self.model.to_dict(),
+            "training": _plain(dataclasses.asdict(self.training)),
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """Build from a nested mapping; unknown keys raise ``ConfigError`` naming the path."""
+        _check(isinstance(values, Mapping), "<root>", "a run config must be a mapping")
+        values = dict(values)
+        model = values.get("model")
+        _check(isinstance(model, Mapping), "model", "is required and must be a mapping")
+        model = dict(model)
+        _check("family" in model, "model.family", "is required")
+        values["model"] = ModelConfig(family=model.pop("family"), params=model)
+        return _build(cls, values, "")
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    """Recursively build dataclass ``cls`` from ``values``, checking keys and scalar types."""
+    _check(isinstance(values, Mapping), path or "<root>", f"expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in values:
+        if name not in fields:
+            raise ConfigError(f"{path}{name}: unknown key; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _convert(hints[name], value, f"{path}{name}")
+    missing = [n for n, f in fields.items() if n not in kwargs and _is_required(f)]
+    if missing:
+        raise ConfigError(f"{path}{missing[0]}: is required")
+    return cls(**kwargs)
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    no_default = f.default is dataclasses.MISSING
+    return no_default and f.default_factory is dataclasses.MISSING
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    """Check/convert one value against its annotation (dataclass, Optional, scalar, Literal)."""
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else _build(hint, value, path + ".")
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            _check(type(None) in args, path, "cannot be null")
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        _check(value in args, path, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok, path, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _check(ok, path, f"expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        _check(isinstance(value, bool), path, f"expected true/false, got {value!r}")
+        return value
+    if hint is str:
+        _check(isinstance(value, str), path, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and mappings -> dicts, recursively (YAML friendly)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Parse a YAML run file into a ``RunConfig``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: a key is unknown or a value invalid (the message names the key path).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    with open(path) as handle:
+        values = yaml.safe_load(handle)
+    try:
+        return RunConfig.from_dict(values or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """YAML text of ``config`` (loads back to an equal ``RunConfig``)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

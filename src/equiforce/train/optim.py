@@ -1,0 +1,99 @@
+"""Optimizer construction and the per-epoch schedule (learning rate, loss weights, stages).
+
+Two stages, as in mace-torch with ``--swa``:
+
+* main stage: the configured loss weights; ReduceLROnPlateau on the validation loss;
+* final stage (optional, from ``stage_two.first_epoch``): the stage's loss weights and a
+  constant, lower learning rate; the plateau scheduler no longer steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from equiforce.train.config import TrainConfig
+from equiforce.train.losses import WeightedLoss, energy_forces_stress_loss
+
+MAIN_STAGE = "main"
+STAGE_TWO = "stage_two"
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters of ``model``.
+
+    Args:
+        model: the module being trained.
+        config: optimizer name, learning rate, weight decay, amsgrad flag.
+
+    Returns:
+        The optimizer (one parameter group).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer_type = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return optimizer_type(
+        params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+    )
+
+
+class TrainingSchedule:
+    """Which loss and learning rate apply in each epoch.
+
+    Args:
+        config: training settings (loss weights, scheduler, final stage).
+        optimizer: the optimizer whose learning rate is driven.
+    """
+
+    def __init__(self, config: TrainConfig, optimizer: torch.optim.Optimizer):
+        self.config = config
+        self.optimizer = optimizer
+        self.plateau = ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=config.scheduler.factor,
+            patience=config.scheduler.patience,
+            min_lr=config.scheduler.min_lr,
+        )
+        self.stage_two_start = config.stage_two.first_epoch(config.max_epochs)
+
+    def stage(self, epoch: int) -> str:
+        """``"main"`` or ``"stage_two"`` for 0-based ``epoch``."""
+        if self.stage_two_start is not None and epoch >= self.stage_two_start:
+            return STAGE_TWO
+        return MAIN_STAGE
+
+    def loss(self, epoch: int) -> WeightedLoss:
+        """The loss of ``epoch`` (stage-dependent weights)."""
+        weights = self.config.stage_two if self.stage(epoch) == STAGE_TWO else self.config
+        return energy_forces_stress_loss(
+            weights.energy_weight, weights.forces_weight, weights.stress_weight
+        )
+
+    def begin_epoch(self, epoch: int) -> bool:
+        """Apply the stage's learning rate; returns True when ``epoch`` starts a new stage."""
+        if self.stage(epoch) != STAGE_TWO:
+            return False
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.stage_two.lr
+        return epoch == self.stage_two_start
+
+    def end_epoch(self, epoch: int, valid_loss: float) -> None:
+        """Step the plateau scheduler with the validation loss (main stage only)."""
+        if self.stage(epoch) == MAIN_STAGE:
+            self.plateau.step(valid_loss)
+
+    @property
+    def lr(self) -> float:
+        """Current learning rate."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Serializable state (the plateau scheduler's counters)."""
+        return {"plateau": self.plateau.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from ``state_dict`` output."""
+        self.plateau.load_state_dict(state["plateau"])
