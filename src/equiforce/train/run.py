@@ -1,0 +1,240 @@
+"""``train(config, resume)``: the library entry point of a training run.
+
+It reads the data, builds (or restores) the model, optimizer, schedule and EMA, and runs the
+``Trainer``. A fresh run refuses an ``output_dir`` that already holds a checkpoint; a resumed
+run continues ``checkpoints/last.pt`` exactly, and only settings that do not change the
+computation (``training.max_epochs``, ``time_budget_s``, ``device``, ``log_every``,
+``progress_bar``) may differ from the checkpoint's configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from equiforce.data.dataset import load_dataset
+from equiforce.files import atomic_write_text
+from equiforce.models.io import model_from_payload
+from equiforce.train import evaluate as evaluation
+from equiforce.train.checkpoint import Progress, load_checkpoint, restore_rng_state
+from equiforce.train.config import RunConfig, dump_config
+from equiforce.train.ema import ExponentialMovingAverage
+from equiforce.train.optim import TrainingSchedule, build_optimizer
+from equiforce.train.setup import (
+    batch_sources,
+    build_model_from_config,
+    key_spec,
+    prepare_data,
+    resolve_device,
+)
+from equiforce.train.trainer import RunPaths, Trainer
+
+LOG = logging.getLogger(__name__)
+
+# Settings a resumed run may change: they do not alter the computed numbers.
+RESUMABLE_CHANGES = ("max_epochs", "time_budget_s", "device", "log_every", "progress_bar")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of ``train``.
+
+    Attributes:
+        output_dir: the run folder.
+        model_path: best model (EMA weights), ``equiforce.models.load_model`` format.
+        best_checkpoint, last_checkpoint: training checkpoints.
+        metrics_csv: per-epoch metrics.
+        learning_curve: learning-curve PNG.
+        final_metrics: the last epoch's row (``lr``, losses, ``valid_*``/``train_*`` RMSE and
+            MAE in meV/atom, meV/Å, meV/Å^3).
+        best_epoch: 1-based epoch of ``model_path``.
+        epochs_completed: epochs done.
+        stop_reason: ``"max_epochs"`` or ``"time_budget"``.
+        test_metrics_path: ``test_metrics.json`` when ``data.test_file`` is set, else None.
+    """
+
+    output_dir: Path
+    model_path: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics_csv: Path
+    learning_curve: Path
+    final_metrics: dict[str, Any]
+    best_epoch: int
+    epochs_completed: int
+    stop_reason: str
+    test_metrics_path: Path | None
+
+
+def train(config: RunConfig, resume: bool = False) -> TrainResult:
+    """Train a model as configured.
+
+    Args:
+        config: the run configuration.
+        resume: continue from ``output_dir/checkpoints/last.pt``.
+
+    Returns:
+        Paths of the outputs and the final validation metrics.
+
+    Raises:
+        FileExistsError: a fresh run in an ``output_dir`` that has a checkpoint.
+        FileNotFoundError: ``resume`` without a checkpoint.
+        ValueError: a resumed run whose configuration changed incompatibly, or bad data.
+        NonFiniteLossError: the loss diverged (``last.pt`` keeps the last good epoch).
+    """
+    paths = RunPaths(Path(config.output_dir))
+    checkpoint = _checkpoint_to_resume(paths, config, resume)
+    device = resolve_device(config.training.device)
+    with _run_log(paths.log), _seeded_rng(config.seed):
+        LOG.info("training on %s, output in %s", device, paths.output_dir)
+        data = prepare_data(config)
+        if checkpoint is None:
+            model = build_model_from_config(config.model, data.statistics, config.seed)
+            atomic_write_text(dump_config(config), paths.config)
+        else:
+            model = model_from_payload(checkpoint["model"], str(paths.last_checkpoint))
+            model.load_state_dict(checkpoint["train_state_dict"])
+        trainer = _trainer(config, model.to(device), data, paths, checkpoint)
+        progress = trainer.fit()
+    return _result(config, paths, progress)
+
+
+def _trainer(config: RunConfig, model, data, paths: RunPaths, checkpoint) -> Trainer:
+    """Assemble the trainer, restoring component states from ``checkpoint`` if given."""
+    settings = config.training
+    optimizer = build_optimizer(model, settings)
+    schedule = TrainingSchedule(settings, optimizer)
+    ema = ExponentialMovingAverage(model, settings.ema.decay) if settings.ema.enabled else None
+    progress = Progress()
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        progress = Progress.from_dict(checkpoint["progress"])
+        restore_rng_state(checkpoint["rng"])
+        LOG.info("resuming after epoch %d", progress.epochs_done)
+    train_data, valid_data = batch_sources(data, config)
+    return Trainer(
+        model, optimizer, schedule, ema, train_data, valid_data, paths, config.to_dict(), progress
+    )
+
+
+def _checkpoint_to_resume(paths: RunPaths, config: RunConfig, resume: bool):
+    """The checkpoint to continue from (None for a fresh run), after consistency checks."""
+    last = paths.last_checkpoint
+    if not resume:
+        if last.exists():
+            raise FileExistsError(
+                f"{paths.output_dir} already holds a run ({last}); resume it with --resume "
+                "or choose another output_dir"
+            )
+        return None
+    if not last.exists():
+        raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+    checkpoint = load_checkpoint(last)
+    _check_compatible(checkpoint["config"], config.to_dict())
+    if checkpoint["ema"] is None and config.training.ema.enabled:
+        raise ValueError("training.ema.enabled changed since the checkpoint")
+    return checkpoint
+
+
+def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise naming every key path whose value changed, except ``RESUMABLE_CHANGES``."""
+    changed = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                walk(a.get(name), b.get(name), f"{path}.{name}" if path else name)
+        elif a != b and not (path.startswith("training.") and path[9:] in RESUMABLE_CHANGES):
+            changed.append(f"{path}: {a!r} -> {b!r}")
+
+    walk(saved, current, "")
+    if changed:
+        raise ValueError(
+            "the configuration differs from the checkpoint's, so the run cannot be resumed "
+            "exactly: " + "; ".join(changed)
+        )
+
+
+def _result(config: RunConfig, paths: RunPaths, progress: Progress) -> TrainResult:
+    test_path = None
+    if config.data.test_file is not None and paths.model.exists():
+        test_path = _evaluate_test_set(config, paths)
+    return TrainResult(
+        output_dir=paths.output_dir,
+        model_path=paths.model,
+        best_checkpoint=paths.best_checkpoint,
+        last_checkpoint=paths.last_checkpoint,
+        metrics_csv=paths.metrics_csv,
+        learning_curve=paths.learning_curve,
+        final_metrics=dict(progress.history[-1]) if progress.history else {},
+        best_epoch=progress.best_epoch,
+        epochs_completed=progress.epochs_done,
+        stop_reason=progress.stop_reason or "max_epochs",
+        test_metrics_path=test_path,
+    )
+
+
+def _evaluate_test_set(config: RunConfig, paths: RunPaths) -> Path:
+    """Errors of the best model on ``data.test_file``, written to ``test_metrics.json``."""
+    from equiforce.models.io import load_model
+
+    model = load_model(paths.model)
+    test = load_dataset(
+        config.data.test_file,
+        model.r_max,
+        model.type_names,
+        key_spec(config.data),
+        require_energy=False,
+        require_forces=False,
+        cache_dir=config.data.cache_dir,
+    )
+    result = evaluation.evaluate(model, test.graphs, batch_size=config.data.valid_batch_size)
+    path = paths.output_dir / "test_metrics.json"
+    evaluation.to_json(result, path)
+    LOG.info("test set:\n%s", evaluation.format_table(result))
+    return path
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch generators for the run; restore the caller's after."""
+    saved = (random.getstate(), np.random.get_state())
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+
+@contextlib.contextmanager
+def _run_log(path: Path) -> Iterator[None]:
+    """Also log ``equiforce`` INFO messages to ``path`` during the run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("equiforce")
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()

@@ -1,0 +1,341 @@
+"""The training loop: epochs of optimizer steps, validation, checkpoints, metrics, plots.
+
+``Trainer`` consumes ready-made objects (model, optimizer, schedule, EMA, batch sources,
+output paths); it does not read configs or data files (``train.run`` wires those).
+
+Epoch ``e`` (0-based): apply the stage's learning rate and loss; one pass over the training
+batches (order fixed by ``(seed, e)`` in the batch source) with gradient clipping and an EMA
+update per step; validation with the EMA weights; plateau-scheduler step; then, in this
+order, ``best.pt`` + ``model.pt`` (on a new best validation loss), ``last.pt``, a
+``metrics.csv`` row and the learning-curve PNG. Because the shuffle order, the optimizer,
+scheduler, EMA and generator states are all in ``last.pt``, a resumed run repeats the
+interrupted epoch exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from equiforce.data import keys
+from equiforce.data.batch import batch_to
+from equiforce.models.io import model_payload, save_model
+from equiforce.models.potential import Potential
+from equiforce.train.checkpoint import Progress, capture_rng_state, save_checkpoint
+from equiforce.train.curves import plot_learning_curve
+from equiforce.train.ema import ExponentialMovingAverage
+from equiforce.train.losses import LossParts, WeightedLoss
+from equiforce.train.metrics import ErrorAccumulator, MetricsCSV
+from equiforce.train.optim import TrainingSchedule
+
+LOG = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the last checkpoint is the last good state."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Files of a run inside ``output_dir``."""
+
+    output_dir: Path
+
+    @property
+    def model(self) -> Path:
+        """Best model (EMA weights), ``save_model`` format."""
+        return self.output_dir / "model.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """Checkpoint of the epoch with the lowest validation loss (current stage)."""
+        return self.output_dir / "checkpoints" / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Checkpoint of the last completed epoch; ``--resume`` starts from it."""
+        return self.output_dir / "checkpoints" / "last.pt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        """One row per epoch."""
+        return self.output_dir / "metrics.csv"
+
+    @property
+    def learning_curve(self) -> Path:
+        """Loss and force RMSE against epoch."""
+        return self.output_dir / "learning_curve.png"
+
+    @property
+    def config(self) -> Path:
+        """The resolved run configuration (YAML)."""
+        return self.output_dir / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        """Text log of the run."""
+        return self.output_dir / "train.log"
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """Batches of a dataset.
+
+    Attributes:
+        batches: ``epoch -> iterable of batch dicts``; the order must depend only on the
+            epoch (and a fixed seed) for runs to be reproducible and resumable.
+        n_batches: number of batches per pass.
+    """
+
+    batches: Callable[[int], Iterable[Batch]]
+    n_batches: int
+
+
+class Trainer:
+    """Runs epochs from ``progress.epochs_done`` to ``max_epochs`` (or the time budget).
+
+    Args:
+        model: the potential being trained (on ``device``).
+        optimizer: optimizer over the model's parameters.
+        schedule: learning rate and loss per epoch.
+        ema: EMA of the weights, or None to evaluate the raw weights.
+        train_data, valid_data: batch sources (validation ignores the epoch).
+        paths: output files.
+        config: the run configuration as a plain dict (stored in checkpoints).
+        progress: where the run stands (fresh or restored from a checkpoint).
+    """
+
+    def __init__(
+        self,
+        model: Potential,
+        optimizer: torch.optim.Optimizer,
+        schedule: TrainingSchedule,
+        ema: ExponentialMovingAverage | None,
+        train_data: BatchSource,
+        valid_data: BatchSource,
+        paths: RunPaths,
+        config: Mapping[str, Any],
+        progress: Progress,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.ema = ema
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.paths = paths
+        self.config = dict(config)
+        self.progress = progress
+        self.settings = schedule.config
+        self.device = next(model.parameters()).device
+
+    def fit(self) -> Progress:
+        """Train until ``max_epochs`` or the time budget; returns the final progress.
+
+        Raises:
+            NonFiniteLossError: a loss or gradient norm was not finite; nothing of the failing
+                epoch is saved, ``last.pt`` keeps the last good state.
+        """
+        start = time.monotonic()
+        budget = self.settings.time_budget_s
+        deadline = None if budget is None else start + budget
+        csv = MetricsCSV(self.paths.metrics_csv, self.progress.history)
+        epochs = tqdm(
+            total=self.settings.max_epochs,
+            initial=self.progress.epochs_done,
+            desc="epochs",
+            unit="epoch",
+            disable=not self.settings.progress_bar,
+        )
+        with epochs:
+            while self.progress.epochs_done < self.settings.max_epochs:
+                epoch = self.progress.epochs_done
+                out_of_time = self._run_epoch(epoch, deadline, start, csv)
+                epochs.update(1)
+                if out_of_time:
+                    self.progress.stop_reason = "time_budget"
+                    LOG.info("time budget of %.0f s used up after epoch %d", budget, epoch + 1)
+                    break
+            else:
+                self.progress.stop_reason = "max_epochs"
+        return self.progress
+
+    def _run_epoch(self, epoch: int, deadline: float | None, start: float, csv) -> bool:
+        """One epoch with validation and outputs; returns whether the time budget ran out."""
+        if self.schedule.begin_epoch(epoch):
+            LOG.info(
+                "epoch %d: final stage starts (new loss weights, lr %g)",
+                epoch + 1,
+                self.schedule.lr,
+            )
+            self.progress.best_valid_loss = math.inf  # the loss changed; restart best tracking
+        loss_fn = self.schedule.loss(epoch)
+        lr = self.schedule.lr
+        train_parts, train_errors, out_of_time = self._train_epoch(epoch, loss_fn, deadline)
+        valid_loss, valid_metrics = self._validate(loss_fn)
+        if not math.isfinite(valid_loss):
+            raise self._diverged(f"epoch {epoch + 1}: validation loss is {valid_loss}")
+        self.schedule.end_epoch(epoch, valid_loss)
+        row = {
+            "epoch": epoch + 1,
+            "stage": self.schedule.stage(epoch),
+            "lr": lr,
+            "train_loss": loss_fn.combine(train_parts),
+            "valid_loss": valid_loss,
+            **train_errors.metrics("train"),
+            **valid_metrics,
+            "wall_s": time.monotonic() - start,
+        }
+        self._finish_epoch(row, valid_loss)
+        csv.append(row)
+        plot_learning_curve(self.progress.history, self.paths.learning_curve)
+        LOG.info(
+            "epoch %d/%d: train loss %.4g, valid loss %.4g, valid RMSE E %.3f meV/atom, "
+            "F %.3f meV/Å, lr %.3g",
+            epoch + 1,
+            self.settings.max_epochs,
+            row["train_loss"],
+            valid_loss,
+            row["valid_energy_rmse"],
+            row["valid_forces_rmse"],
+            lr,
+        )
+        return out_of_time
+
+    def _train_epoch(
+        self, epoch: int, loss_fn: WeightedLoss, deadline: float | None
+    ) -> tuple[LossParts, ErrorAccumulator, bool]:
+        """Optimizer steps over the training batches of ``epoch``.
+
+        Returns:
+            Accumulated loss parts, training errors, and whether the time budget ran out
+            (the epoch is then cut short and counts as done).
+        """
+        self.model.train()
+        parts, errors = LossParts({}, {}), ErrorAccumulator()
+        bar = tqdm(
+            total=self.train_data.n_batches,
+            desc=f"epoch {epoch + 1}",
+            unit="batch",
+            leave=False,
+            disable=not self.settings.progress_bar,
+        )
+        with bar:
+            for step, batch in enumerate(self.train_data.batches(epoch)):
+                batch = batch_to(batch, self.device)
+                pred, loss = self._step(batch, loss_fn, epoch, step)
+                parts = parts + loss_fn.parts(batch, pred)
+                errors.add(batch, pred)
+                bar.update(1)
+                if (step + 1) % self.settings.log_every == 0:
+                    bar.set_postfix(loss=f"{float(loss):.4g}")
+                if deadline is not None and time.monotonic() > deadline:
+                    return parts, errors, True
+        return parts, errors, False
+
+    def _step(
+        self, batch: Batch, loss_fn: WeightedLoss, epoch: int, step: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimizer step; returns the predictions and the (detached) loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        stress = loss_fn.needs_stress and bool(batch[keys.HAS_STRESS].any())
+        pred = self.model(batch, compute_forces=True, compute_stress=stress)
+        if loss_fn.needs_stress:
+            pred = _with_stress(pred, batch)
+        loss = loss_fn(batch, pred)
+        where = f"epoch {epoch + 1}, step {step + 1}"
+        if not torch.isfinite(loss):
+            raise self._diverged(f"{where}: training loss is {float(loss.detach())}")
+        loss.backward()
+        clip = self.settings.clip_grad_norm
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if not torch.isfinite(norm):
+                raise self._diverged(f"{where}: gradient norm is {float(norm)}")
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return {k: v.detach() for k, v in pred.items()}, loss.detach()
+
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        """The error for a non-finite value; nothing of the current epoch has been saved."""
+        last = self.paths.last_checkpoint
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
+        return NonFiniteLossError(f"{what}; training stopped, {kept}")
+
+    def _evaluated_weights(self):
+        """Context in which the model holds the weights that are evaluated and exported."""
+        if self.ema is None:
+            return contextlib.nullcontext()
+        return self.ema.average_parameters(self.model)
+
+    def _validate(self, loss_fn: WeightedLoss) -> tuple[float, dict[str, float]]:
+        """Validation loss and ``valid_*`` metrics of the evaluated weights."""
+        self.model.eval()
+        parts, errors = LossParts({}, {}), ErrorAccumulator()
+        with self._evaluated_weights(), torch.enable_grad():
+            for batch in self.valid_data.batches(0):
+                batch = batch_to(batch, self.device)
+                stress = bool(batch[keys.HAS_STRESS].any())
+                pred = self.model(
+                    batch, compute_forces=True, compute_stress=stress, create_graph=False
+                )
+                pred = _with_stress({k: v.detach() for k, v in pred.items()}, batch)
+                parts = parts + loss_fn.parts(batch, pred)
+                errors.add(batch, pred)
+        self.model.train()
+        return loss_fn.combine(parts), errors.metrics("valid")
+
+    def _finish_epoch(self, row: dict[str, Any], valid_loss: float) -> None:
+        """Record the epoch and write ``best.pt``/``model.pt`` (if improved) and ``last.pt``."""
+        progress = self.progress
+        progress.epochs_done = int(row["epoch"])
+        progress.history.append(row)
+        improved = valid_loss < progress.best_valid_loss
+        if improved:
+            progress.best_valid_loss = valid_loss
+            progress.best_epoch = progress.epochs_done
+        with self._evaluated_weights():
+            evaluated = model_payload(self.model)
+            evaluated["state_dict"] = {k: v.clone() for k, v in evaluated["state_dict"].items()}
+            if improved:
+                save_model(self.model, self.paths.model)
+        checkpoint = self._checkpoint(evaluated)
+        if improved:
+            save_checkpoint(checkpoint, self.paths.best_checkpoint)
+        save_checkpoint(checkpoint, self.paths.last_checkpoint)
+
+    def _checkpoint(self, evaluated_payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": evaluated_payload,
+            "train_state_dict": {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "progress": self.progress.to_dict(),
+            "rng": capture_rng_state(),
+            "config": self.config,
+        }
+
+
+def _with_stress(pred: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    """Add a zero stress prediction where none was computed (no stress labels in the batch).
+
+    The stress loss and metrics mask graphs without labels, so the zeros never count; this
+    saves the strain derivative on batches that carry no stress.
+    """
+    if keys.STRESS not in pred:
+        pred[keys.STRESS] = torch.zeros_like(batch[keys.STRESS])
+    return pred
