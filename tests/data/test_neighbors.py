@@ -17,7 +17,9 @@ from equiforce.testing.structures import (
 
 
 def _pairs(i, j, shifts) -> list[tuple]:
-    return sorted(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, shifts)))
+    return sorted(
+        zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, shifts), strict=True)
+    )
 
 
 def _assert_matches_ase(atoms, r_max: float, cell=None) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from equiforce.data.batch import collate
-from equiforce.data.extxyz import KeySpec, read_configurations
+from equiforce.data.extxyz import DEFAULT_KEYS, KeySpec, read_configurations
 from equiforce.data.graph import Configuration, configuration_to_graph
 from equiforce.data.statistics import species_names
 from equiforce.files import atomic_torch_save
@@ -140,7 +140,7 @@ def load_dataset(
     path: str | os.PathLike,
     r_max: float,
     type_names: Sequence[str] | None = None,
-    keys: KeySpec = KeySpec(),
+    keys: KeySpec = DEFAULT_KEYS,
     *,
     index: str | int | slice = ":",
     require_energy: bool = True,
@@ -251,7 +251,9 @@ def load_train_validation(
     valid_fraction: float = 0.1,
     seed: int = 0,
     type_names: Sequence[str] | None = None,
-    keys: KeySpec = KeySpec(),
+    keys: KeySpec = DEFAULT_KEYS,
+    require_energy: bool = True,
+    require_forces: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[GraphDataset, GraphDataset]:
     """Training and validation datasets, from an explicit validation file or a split.
@@ -264,16 +266,22 @@ def load_train_validation(
         seed: split seed.
         type_names: model species; None takes the training file's species.
         keys: label key names.
+        require_energy: every frame of both files must have an energy.
+        require_forces: every frame of both files must have forces.
         cache_dir: dataset cache folder, or None.
 
     Returns:
         ``(train, valid)`` sharing ``type_names`` and ``r_max``.
     """
-    train = load_dataset(train_path, r_max, type_names, keys, cache_dir=cache_dir)
+    options = {
+        "require_energy": require_energy,
+        "require_forces": require_forces,
+        "cache_dir": cache_dir,
+    }
+    train = load_dataset(train_path, r_max, type_names, keys, **options)
     if valid_path is None:
         return split_train_validation(train, valid_fraction, seed)
-    valid = load_dataset(valid_path, r_max, train.type_names, keys, cache_dir=cache_dir)
-    return train, valid
+    return train, load_dataset(valid_path, r_max, train.type_names, keys, **options)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

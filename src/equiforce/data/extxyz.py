@@ -52,6 +52,9 @@ class KeySpec:
     stress_weight_key: str = "config_stress_weight"
 
 
+DEFAULT_KEYS = KeySpec()
+
+
 class DataError(ValueError):
     """Invalid input data; the message names the file, the frame and the field."""
 
@@ -62,7 +65,7 @@ class CloseAtomsWarning(UserWarning):
 
 def read_configurations(
     path: str | os.PathLike,
-    keys: KeySpec = KeySpec(),
+    keys: KeySpec = DEFAULT_KEYS,
     index: str | int | slice = ":",
     *,
     require_energy: bool = False,
@@ -88,6 +91,11 @@ def read_configurations(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc}") from exc
     configs = []
     for label, atoms in _iter_frames(path, index):
         source = f"{path}, {label}"
@@ -119,8 +127,6 @@ def _iter_frames(path: Path, index: str | int | slice) -> Iterator[tuple[str, An
             atoms = next(iterator)
         except StopIteration:
             return
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read file: {exc}") from exc
         except Exception as exc:  # ASE raises many types (XYZError, ValueError, IndexError)
             raise DataError(f"{path}, {label}: cannot parse extended XYZ: {exc}") from exc
         yield label, atoms
@@ -140,7 +146,7 @@ def _frame_label(selection: int | slice, count: int) -> str:
 
 def configuration_from_atoms(
     atoms: Any,
-    keys: KeySpec = KeySpec(),
+    keys: KeySpec = DEFAULT_KEYS,
     source: str = "<atoms>",
     *,
     require_energy: bool = False,

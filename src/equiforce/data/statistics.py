@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from equiforce.data import keys as fields
-from equiforce.data.extxyz import DataError, KeySpec, read_configurations
+from equiforce.data.extxyz import DEFAULT_KEYS, DataError, KeySpec, read_configurations
 from equiforce.data.graph import Configuration
 from equiforce.data.neighbors import neighbor_list
 
@@ -48,7 +48,7 @@ class DatasetStatistics:
     @property
     def atomic_energy_dict(self) -> dict[str, float]:
         """E0 per chemical symbol, eV."""
-        return dict(zip(self.type_names, self.atomic_energies))
+        return dict(zip(self.type_names, self.atomic_energies, strict=True))
 
 
 class _Record(NamedTuple):
@@ -158,7 +158,7 @@ def _fit_atomic_energies(records: Sequence[_Record], type_names: Sequence[str]) 
     if not labelled:
         raise ValueError("no energies in the data to fit E0s; give isolated_atoms")
     counts = np.stack([_counts(r.numbers, type_names) for r in labelled])
-    missing = [name for name, n in zip(type_names, counts.sum(axis=0)) if n == 0]
+    missing = [name for name, n in zip(type_names, counts.sum(axis=0), strict=True) if n == 0]
     if missing:
         raise ValueError(
             f"cannot fit E0s of {missing}: no labelled configuration contains them; "
@@ -184,9 +184,7 @@ def _isolated_atomic_energies(
     """E0s (n_types,) eV taken from isolated-atom energies."""
     missing = [name for name in type_names if name not in isolated_atoms]
     if missing:
-        raise ValueError(
-            f"isolated-atom energies lack {missing} (have {sorted(isolated_atoms)})"
-        )
+        raise ValueError(f"isolated-atom energies lack {missing} (have {sorted(isolated_atoms)})")
     return np.array([float(isolated_atoms[name]) for name in type_names])
 
 
@@ -213,7 +211,7 @@ def _mean_interaction_energy(
 
 
 def read_isolated_atom_energies(
-    path: str | os.PathLike, keys: KeySpec = KeySpec()
+    path: str | os.PathLike, keys: KeySpec = DEFAULT_KEYS
 ) -> dict[str, float]:
     """Read E0s from a file of single-atom frames with energies.
 

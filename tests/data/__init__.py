@@ -1,0 +1,1 @@
+"""Tests of equiforce.data: extxyz reading, neighbour lists, datasets, statistics."""
