@@ -8,6 +8,7 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from equiforce.data import (
     CloseAtomsWarning,
@@ -93,6 +94,13 @@ def test_virials_convert_to_stress(write_text):
     np.testing.assert_allclose(np.diag(config.stress), -np.array([1.0, 2.0, 3.0]) / volume)
 
 
+def test_consistent_stress_and_virials_are_accepted(write_text):
+    virial = "-46.656 0 0 0 0 0 0 0 0"  # = -stress * volume for stress_xx = 1, V = 3.6^3
+    text = _two_cu(f's="1 0 0 0 0 0 0 0 0" virials="{virial}"')
+    (config,) = read_configurations(write_text(text), KeySpec(stress_key="s"))
+    assert config.stress[0, 0] == 1.0
+
+
 def test_molecule_with_dummy_lattice_has_zero_cell(write_frames):
     molecule = emt_labelled(make_molecule("H2O"))
     molecule.set_cell([50.0, 50.0, 50.0])
@@ -108,6 +116,9 @@ def test_slab_keeps_its_cell_and_mixed_pbc(write_frames):
     (config,) = read_configurations(write_frames([slab]), require_forces=True)
     assert config.pbc.tolist() == [True, True, False]
     np.testing.assert_allclose(config.cell, slab.cell.array)
+    graph = configuration_to_graph(config, ["Cu"], 4.5)
+    assert graph["edge_index"].shape[1] == len(ase_neighbor_list("i", slab, 4.5))
+    assert not graph["edge_shift"][:, 2].any()
 
 
 def test_missing_labels_are_none_unless_required(write_frames):

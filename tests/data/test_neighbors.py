@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
@@ -43,6 +44,15 @@ def _with_cell_row(atoms, axis: int, row) -> object:
 @pytest.mark.parametrize("r_max", [3.0, 5.0])
 def test_periodic_triclinic_cell_matches_ase(r_max):
     _assert_matches_ase(make_triclinic_cu(), r_max)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, True), (False, False, True)])
+def test_random_skewed_cells_match_ase(seed, pbc):
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(3.0, 6.0, 3)) + np.triu(rng.uniform(-2.5, 2.5, (3, 3)), 1)
+    atoms = Atoms("Cu6", cell=cell, pbc=pbc, scaled_positions=rng.uniform(size=(6, 3)))
+    _assert_matches_ase(atoms, 4.5)
 
 
 def test_small_cell_includes_own_periodic_images():
