@@ -1,7 +1,18 @@
 """Model families, the shared ``Potential`` interface, and model files."""
 
+from equiforce.models import mace
 from equiforce.models.io import load_model, save_model
+from equiforce.models.mace import MACESpec, build_mace
 from equiforce.models.potential import Potential
 from equiforce.models.registry import MODELS, build_model
 
-__all__ = ["MODELS", "Potential", "build_model", "load_model", "save_model"]
+__all__ = [
+    "MACESpec",
+    "MODELS",
+    "Potential",
+    "build_mace",
+    "build_model",
+    "load_model",
+    "mace",
+    "save_model",
+]

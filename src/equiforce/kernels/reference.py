@@ -1,0 +1,219 @@
+"""Reference executors (plain PyTorch) for the descriptors in ``equiforce.o3``.
+
+These are the ground truth for faster backends, which must keep the same parameter names,
+shapes and layout.
+
+Modules are created in float64; ``.to(dtype)`` moves parameters and coefficient buffers.
+Support: float32 and float64;
+any device; any grad order (forces and force training need double backward); deterministic
+on CPU (``index_add`` on CUDA is not); plain tensor ops, so ``torch.compile`` and
+``torch.export`` can trace them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
+from equiforce.o3.irreps import block_slices
+from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
+from equiforce.o3.wigner import wigner_3j
+
+__all__ = ["ChannelwiseTensorProduct", "Linear", "SymmetricContraction"]
+
+
+class Linear(nn.Module):
+    """Equivariant linear map of a ``LinearDescriptor`` (shared or per-species weights).
+
+    Parameters: ``weight`` (weight_numel,) float64, e3nn's flat layout, initialised N(0, 1).
+
+    Args:
+        descriptor: what to compute.
+        generator: random source for the initial weights.
+    """
+
+    def __init__(self, descriptor: LinearDescriptor, generator: torch.Generator):
+        super().__init__()
+        self.descriptor = descriptor
+        weight = torch.randn(descriptor.weight_numel, generator=generator, dtype=torch.float64)
+        self.weight = nn.Parameter(weight)
+        self._in_slices = block_slices(descriptor.irreps_in)
+
+    def forward(self, x: torch.Tensor, atom_type: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the map.
+
+        Args:
+            x: (n, irreps_in.dim).
+            atom_type: (n,) int64 species index; required iff ``n_types > 0``.
+
+        Returns:
+            (n, irreps_out.dim).
+        """
+        desc = self.descriptor
+        outputs: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
+        for path in desc.paths:
+            block = x[:, self._in_slices[path.i_in]].reshape(-1, path.mul_in, path.ir_dim)
+            if desc.n_types == 0:
+                size = path.mul_in * path.mul_out
+                w = self.weight[path.weight_offset : path.weight_offset + size]
+                y = torch.einsum("nui,uw->nwi", block, w.reshape(path.mul_in, path.mul_out))
+            else:
+                size = path.mul_in * desc.n_types * path.mul_out
+                w = self.weight[path.weight_offset : path.weight_offset + size]
+                w = w.reshape(path.mul_in, desc.n_types, path.mul_out)[:, atom_type]
+                y = torch.einsum("nui,unw->nwi", block, w)
+            y = path.scale * y
+            previous = outputs[path.i_out]
+            outputs[path.i_out] = y if previous is None else previous + y
+        flat = []
+        for out, (mul, ir) in zip(outputs, desc.irreps_out):
+            if out is None:
+                out = x.new_zeros(x.shape[0], mul, ir.dim)
+            flat.append(out.reshape(x.shape[0], mul * ir.dim))
+        return torch.cat(flat, dim=1)
+
+
+class ChannelwiseTensorProduct(nn.Module):
+    """Edge tensor product: gather neighbour features, couple with edge SH, scatter-sum.
+
+    ``out[r, u, k] = sum_{edges e -> r} sum_paths scale * w[e, path, u] *
+    sum_ij C[i, j, k] x[s(e), u, i] sh[e, j]`` with ``C = wigner_3j(l1, l2, l_out)``.
+    No parameters: the per-edge weights come from a radial network.
+
+    Args:
+        descriptor: what to compute.
+    """
+
+    def __init__(self, descriptor: ChannelwiseTPDescriptor):
+        super().__init__()
+        self.descriptor = descriptor
+        self._slices = descriptor.slices()
+        for index, path in enumerate(descriptor.paths):
+            coupling = wigner_3j(path.l1, path.l2, path.l_out) * path.scale
+            self.register_buffer(f"coupling_{index}", coupling, persistent=False)
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_weights: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+    ) -> torch.Tensor:
+        """Messages summed onto receivers.
+
+        Args:
+            node_feats: (n_nodes, irreps_in1.dim).
+            edge_attrs: (n_edges, irreps_in2.dim), e.g. spherical harmonics.
+            edge_weights: (n_edges, weight_numel) per-edge path weights.
+            sender: (n_edges,) int64 node whose features are sent.
+            receiver: (n_edges,) int64 node that sums the messages.
+
+        Returns:
+            (n_nodes, irreps_out.dim).
+        """
+        desc = self.descriptor
+        in1, in2, out_slices = self._slices
+        gathered = node_feats[sender]
+        n_edges = gathered.shape[0]
+        messages = [gathered.new_zeros(0)] * len(desc.paths)
+        for index, path in enumerate(desc.paths):
+            coupling = getattr(self, f"coupling_{index}")
+            x1 = gathered[:, in1[path.i_in1]].reshape(n_edges, path.mul, 2 * path.l1 + 1)
+            mixer = torch.einsum("ej,ijk->eik", edge_attrs[:, in2[path.i_in2]], coupling)
+            w = edge_weights[:, path.weight_offset : path.weight_offset + path.mul]
+            message = torch.einsum("eui,eik->euk", x1, mixer) * w[:, :, None]
+            messages[path.i_out] = message.reshape(n_edges, -1)
+        edge_out = torch.cat(messages, dim=1)
+        summed = node_feats.new_zeros(node_feats.shape[0], edge_out.shape[1])
+        return summed.index_add(0, receiver, edge_out)
+
+
+class SymmetricContraction(nn.Module):
+    """Per-channel, per-species equivariant polynomial (MACE's product basis).
+
+    For each output block o: ``out[n, c, :] = sum_k W_o[type_n, k, c] B_k(x[n, c, :])``
+    where ``B_k`` runs over ``descriptor.basis(o, nu)`` for ``nu = 1..correlation``.
+
+    Parameters: ``weights.{o}`` (n_types, n_weights_o, C) float64, the degree-1 weights
+    first, then degree 2, 3; each degree's block is initialised N(0, 1) / its number of
+    weights (as mace-torch does).
+
+    Args:
+        descriptor: what to compute.
+        n_types: number of species.
+        generator: random source for the initial weights.
+    """
+
+    def __init__(
+        self,
+        descriptor: SymmetricContractionDescriptor,
+        n_types: int,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        self.descriptor = descriptor
+        channels, dim = descriptor.num_channels, descriptor.coupling_irreps.dim
+        self.n_outputs = len(descriptor.irreps_out)
+        # per degree: columns of (block o, component, weight k); sizes[nu][o] = n_weights
+        self.sizes: list[list[int]] = []
+        for nu in range(1, descriptor.correlation + 1):
+            bases = [descriptor.basis(o, nu) for o in range(self.n_outputs)]
+            self.sizes.append([b.shape[2] for b in bases])
+            flat = torch.cat([b.reshape(b.shape[0], -1) for b in bases], dim=1)
+            self.register_buffer(f"basis_{nu}", flat, persistent=False)
+            monomials, _ = symmetric_monomials(dim, nu)
+            self.register_buffer(f"last_{nu}", monomials[:, -1].clone(), persistent=False)
+            if nu > 1:
+                parents = _parent_index(monomials, dim)
+                self.register_buffer(f"parent_{nu}", parents, persistent=False)
+        self.weights = nn.ParameterList()
+        for o in range(self.n_outputs):
+            blocks = [
+                torch.randn(n_types, sizes[o], channels, generator=generator, dtype=torch.float64)
+                / max(sizes[o], 1)
+                for sizes in self.sizes
+            ]
+            self.weights.append(nn.Parameter(torch.cat(blocks, dim=1)))
+
+    def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
+        """Evaluate the polynomial.
+
+        Args:
+            x: (n, C, d) features, d = coupling_irreps.dim (e3nn order of the blocks).
+            atom_type: (n,) int64.
+
+        Returns:
+            (n, irreps_out.dim) in e3nn layout.
+        """
+        n, channels = x.shape[0], x.shape[1]
+        per_output: list[list[torch.Tensor]] = [[] for _ in range(self.n_outputs)]
+        monomial = x
+        for nu, sizes in enumerate(self.sizes, start=1):
+            if nu > 1:
+                parent = getattr(self, f"parent_{nu}")
+                monomial = monomial[:, :, parent] * x[:, :, getattr(self, f"last_{nu}")]
+            features = monomial @ getattr(self, f"basis_{nu}")
+            start = 0
+            for o, (_, ir) in enumerate(self.descriptor.irreps_out):
+                stop = start + ir.dim * sizes[o]
+                block = features[:, :, start:stop].reshape(n, channels, ir.dim, sizes[o])
+                per_output[o].append(block)
+                start = stop
+        outputs = []
+        for o, blocks in enumerate(per_output):
+            w = self.weights[o][atom_type]
+            out = torch.einsum("ncik,nkc->nci", torch.cat(blocks, dim=3), w)
+            outputs.append(out.reshape(n, -1))
+        return torch.cat(outputs, dim=1)
+
+
+def _parent_index(monomials: torch.Tensor, dim: int) -> torch.Tensor:
+    """Index of each monomial's prefix (all but the last variable) among degree-1 lower ones."""
+    lower, _ = symmetric_monomials(dim, monomials.shape[1] - 1)
+    lookup = {tuple(row): i for i, row in enumerate(lower.tolist())}
+    return torch.tensor([lookup[tuple(row[:-1])] for row in monomials.tolist()])
+

@@ -1,0 +1,47 @@
+"""Radial basis functions and smooth cutoff envelopes (pure functions, no weights)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def bessel_basis(lengths: torch.Tensor, r_max: float, num_basis: int) -> torch.Tensor:
+    """Bessel radial basis ``sqrt(2 / r_max) * sin(n pi r / r_max) / r`` for ``n = 1..N``.
+
+    Args:
+        lengths: (n_edges, 1) edge lengths, Å, strictly positive.
+        r_max: cutoff radius, Å.
+        num_basis: number of basis functions ``N``.
+
+    Returns:
+        (n_edges, num_basis), the dtype of ``lengths``.
+    """
+    n = torch.arange(1, num_basis + 1, dtype=lengths.dtype, device=lengths.device)
+    frequencies = n * (math.pi / r_max)
+    return math.sqrt(2.0 / r_max) * torch.sin(frequencies * lengths) / lengths
+
+
+def polynomial_cutoff(lengths: torch.Tensor, r_max: float, p: int) -> torch.Tensor:
+    """Polynomial envelope going smoothly from 1 at r = 0 to 0 at ``r_max`` (zero beyond).
+
+    ``f(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)`` with
+    ``x = r / r_max``; the value and the first two derivatives vanish at ``x = 1``.
+
+    Args:
+        lengths: (n_edges, 1) edge lengths, Å.
+        r_max: cutoff radius, Å.
+        p: polynomial order (MACE's ``num_polynomial_cutoff``, default 5).
+
+    Returns:
+        (n_edges, 1), the dtype of ``lengths``.
+    """
+    x = lengths / r_max
+    envelope = (
+        1.0
+        - ((p + 1.0) * (p + 2.0) / 2.0) * torch.pow(x, p)
+        + p * (p + 2.0) * torch.pow(x, p + 1)
+        - (p * (p + 1.0) / 2.0) * torch.pow(x, p + 2)
+    )
+    return envelope * (lengths < r_max)
