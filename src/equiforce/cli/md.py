@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         n_steps=args.steps,
         friction=args.friction,
         trajectory_path=out / TRAJECTORY_NAME,
-        log_interval=min(args.log_interval, args.steps),
+        log_interval=min(args.log_interval, max(args.steps, 1)),
         seed=args.seed,
         progress=sys.stderr.isatty(),
     )
