@@ -1,0 +1,1 @@
+"""Tests of equiforce.md: ASE calculator, MD driver, md CLI."""

@@ -1,0 +1,140 @@
+"""``EquiforceCalculator``: agreement with the model, finite differences, loading, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+
+from equiforce.data import keys
+from equiforce.md import EquiforceCalculator
+from equiforce.testing import checks
+from equiforce.testing.structures import (
+    make_fcc_cu,
+    make_molecule,
+    make_slab,
+    make_triclinic_cu,
+)
+from equiforce.testing.tolerances import TOL
+
+from .conftest import tiny_mace
+
+
+def assert_close(actual, expected, tol, what: str) -> None:
+    """``np.testing.assert_allclose`` with a named tolerance."""
+    np.testing.assert_allclose(actual, expected, atol=tol.atol, rtol=tol.rtol, err_msg=what)
+
+
+STRUCTURES = {
+    "periodic": lambda: make_fcc_cu(repeat=1, seed=3),
+    "triclinic": lambda: make_triclinic_cu(seed=4),
+    "molecule": lambda: make_molecule("CH3CH2OH", seed=5),
+}
+
+
+def with_calculator(atoms: Atoms, calculator: EquiforceCalculator) -> Atoms:
+    """A copy of ``atoms`` with ``calculator`` attached."""
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    return atoms
+
+
+@pytest.mark.parametrize("kind", ["periodic", "molecule"])
+def test_calculator_agrees_with_direct_model_call(model64, kind):
+    atoms = with_calculator(STRUCTURES[kind](), EquiforceCalculator(model64))
+    periodic = bool(atoms.pbc.all())
+    direct = checks.predict(model64, [atoms], stress=periodic)
+    assert_close(atoms.get_potential_energy(), direct[keys.ENERGY][0], TOL.fp64, "energy")
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+    assert_close(atoms.get_forces(), direct[keys.FORCES], TOL.fp64, "forces")
+    if periodic:
+        assert_close(atoms.get_stress(voigt=False), direct[keys.STRESS][0], TOL.fp64, "stress")
+
+
+# Atoms checked by finite differences: all 4 of the cell; C, O and an H of ethanol.
+@pytest.mark.parametrize(("kind", "checked"), [("periodic", [0, 1, 2, 3]), ("molecule", [0, 2, 5])])
+def test_forces_match_ase_finite_differences(model64, kind, checked):
+    atoms = with_calculator(STRUCTURES[kind](), EquiforceCalculator(model64))
+    analytic = atoms.get_forces()[checked]
+    numerical = calculate_numerical_forces(atoms, eps=1e-4, iatoms=checked)
+    assert np.abs(analytic).max() > 1e-3  # the check is not vacuous
+    assert_close(analytic, numerical, TOL.finite_difference, "forces")
+
+
+@pytest.mark.parametrize("kind", ["periodic", "triclinic"])
+def test_stress_matches_ase_finite_differences(model64, kind):
+    atoms = with_calculator(STRUCTURES[kind](), EquiforceCalculator(model64))
+    numerical = calculate_numerical_stress(atoms, eps=1e-5)
+    assert_close(atoms.get_stress(), numerical, TOL.finite_difference, "stress (Voigt)")
+
+
+@pytest.mark.parametrize("make", [lambda: make_molecule("CH3CH2OH"), make_slab])
+def test_stress_without_3d_periodicity_is_not_implemented(model64, make):
+    atoms = with_calculator(make(), EquiforceCalculator(model64))
+    assert np.isfinite(atoms.get_potential_energy())
+    with pytest.raises(PropertyNotImplementedError, match="periodic in 3D"):
+        atoms.get_stress()
+
+
+def test_calculator_from_path_matches_calculator_from_object(model64, model_file):
+    atoms = make_fcc_cu(repeat=1, seed=6)
+    from_object = with_calculator(atoms, EquiforceCalculator(model64))
+    from_path = with_calculator(atoms, EquiforceCalculator(model_file))
+    assert_close(
+        from_path.get_potential_energy(), from_object.get_potential_energy(), TOL.fp64, "energy"
+    )
+    assert_close(from_path.get_forces(), from_object.get_forces(), TOL.fp64, "forces")
+    assert_close(from_path.get_stress(), from_object.get_stress(), TOL.fp64, "stress")
+
+
+def test_calculator_follows_position_changes(model64):
+    atoms = with_calculator(make_fcc_cu(repeat=1, seed=7), EquiforceCalculator(model64))
+    before = atoms.get_potential_energy()
+    atoms.positions[0] += [0.05, -0.02, 0.01]
+    after = atoms.get_potential_energy()
+    direct = checks.predict(model64, [atoms])[keys.ENERGY][0]
+    assert after != before
+    assert_close(after, direct, TOL.fp64, "energy after a move")
+
+
+def test_dtype_option_casts_a_copy_and_leaves_the_callers_model_alone(model64):
+    atoms = make_fcc_cu(repeat=1, seed=8)
+    calculator = EquiforceCalculator(model64, dtype="float32")
+    assert calculator.dtype == torch.float32
+    assert model64.dtype == torch.float64
+    low = with_calculator(atoms, calculator)
+    high = with_calculator(atoms, EquiforceCalculator(model64))
+    assert low.get_forces().dtype == np.float64
+    assert_close(low.get_potential_energy(), high.get_potential_energy(), TOL.fp32, "energy")
+    assert_close(low.get_forces(), high.get_forces(), TOL.fp32, "forces")
+
+
+def test_float32_model_file_runs_in_float64_on_request(tmp_path):
+    from equiforce.models import save_model
+
+    path = tmp_path / "tiny32.pt"
+    save_model(tiny_mace(torch.float32), path)
+    assert EquiforceCalculator(path).dtype == torch.float32
+    assert EquiforceCalculator(path, dtype=torch.float64).dtype == torch.float64
+
+
+def test_unknown_element_error_names_the_element(model64):
+    atoms = with_calculator(
+        Atoms("Fe2", positions=[[0, 0, 0], [0, 0, 2.0]]), EquiforceCalculator(model64)
+    )
+    with pytest.raises(ValueError, match=r"element Fe .*unknown to the model"):
+        atoms.get_potential_energy()
+
+
+def test_bad_dtype_is_rejected(model64):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        EquiforceCalculator(model64, dtype="float16")
+
+
+def test_calculator_is_importable_from_the_package_root():
+    import equiforce
+
+    assert equiforce.EquiforceCalculator is EquiforceCalculator

@@ -1,0 +1,63 @@
+"""``equiforce md``: argument parsing, outputs written into ``--out``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from ase.io import read, write
+
+from equiforce.cli import md as md_cli
+from equiforce.testing.structures import make_fcc_cu
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` with the ``md`` subcommand's options."""
+    parser = argparse.ArgumentParser()
+    md_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_md_writes_trajectory_summary_and_plot(model_file, tmp_path, capsys):
+    write(tmp_path / "start.xyz", make_fcc_cu(repeat=1, seed=1))
+    out = tmp_path / "run"
+    args = parse(
+        [
+            model_file,
+            str(tmp_path / "start.xyz"),
+            "--ensemble",
+            "nve",
+            "--steps",
+            "12",
+            "--log-interval",
+            "4",
+            "--timestep",
+            "1.0",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+        ]
+    )
+    assert md_cli.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "energy drift (meV/atom/ps)" in printed and "NVE" in printed
+    summary = json.loads((out / md_cli.SUMMARY_NAME).read_text())
+    assert summary["ensemble"] == "nve" and summary["n_steps"] == 12
+    assert summary["energy_drift_meV_per_atom_per_ps"] is not None
+    assert len(summary["temperature_K"]) == 4
+    assert len(read(out / md_cli.TRAJECTORY_NAME, ":")) == 4
+    assert (out / md_cli.PLOT_NAME).stat().st_size > 0
+
+
+def test_cli_md_defaults():
+    args = parse(["model.pt", "start.xyz"])
+    assert (args.ensemble, args.temperature, args.timestep) == ("nvt", 300.0, 0.5)
+    assert (args.steps, args.friction, args.seed) == (1000, 0.01, 0)
+
+
+def test_cli_md_missing_structure_is_a_clear_error(model_file, tmp_path):
+    args = parse([model_file, str(tmp_path / "missing.xyz"), "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="missing.xyz"):
+        md_cli.run(args)

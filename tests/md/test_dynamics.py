@@ -1,0 +1,178 @@
+"""MD driver: energy drift, bond-length deviation, trajectories, runs with a tiny MACE."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.io import read
+
+from equiforce.md import (
+    EquiforceCalculator,
+    bond_length_deviation,
+    energy_drift,
+    format_md_summary,
+    plot_md,
+    run_md,
+)
+from equiforce.testing.structures import make_fcc_cu, make_molecule
+from equiforce.testing.tolerances import TOL
+
+
+def assert_close(actual, expected, tol, what: str) -> None:
+    """``np.testing.assert_allclose`` with a named tolerance."""
+    np.testing.assert_allclose(actual, expected, atol=tol.atol, rtol=tol.rtol, err_msg=what)
+
+
+def hand_fitted_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope written out: cov(x, y) / var(x)."""
+    dx = x - x.mean()
+    return float(np.sum(dx * (y - y.mean())) / np.sum(dx * dx))
+
+
+def test_energy_drift_recovers_the_slope_of_a_linear_ramp():
+    time_fs = np.linspace(0.0, 2000.0, 41)
+    n_atoms = 8
+    total = n_atoms * (-3.0 + 0.004 * time_fs / 1000.0)  # 4 meV/atom/ps
+    assert_close(energy_drift(time_fs, total, n_atoms), 4.0, TOL.fp64, "drift")
+
+
+def test_energy_drift_needs_two_samples():
+    with pytest.raises(ValueError, match="two samples"):
+        energy_drift(np.array([0.0]), np.array([1.0]), 1)
+
+
+@pytest.fixture(scope="module")
+def nve_emt():
+    """200 NVE steps of 32 Cu atoms with EMT at 300 K, 1 fs."""
+    atoms = make_fcc_cu(repeat=2, seed=0, au_fraction=0.0)
+    return run_md(
+        atoms,
+        EMT(),
+        ensemble="nve",
+        temperature_K=300.0,
+        timestep_fs=1.0,
+        n_steps=200,
+        log_interval=5,
+        seed=1,
+    )
+
+
+def test_nve_with_emt_conserves_energy(nve_emt):
+    assert nve_emt.ensemble == "nve"
+    assert len(nve_emt.time_fs) == 200 // 5 + 1
+    assert abs(nve_emt.energy_drift) < 1.0  # meV/atom/ps
+    fluctuation = np.ptp(nve_emt.total_energy) / nve_emt.n_atoms
+    assert fluctuation < 1e-3  # eV/atom, while kinetic energy swings by ~10x more
+    assert np.ptp(nve_emt.kinetic_energy) / nve_emt.n_atoms > 10 * fluctuation
+    assert not nve_emt.bonds.broken and nve_emt.bonds.n_bonds == 32 * 12 // 2
+
+
+def test_nve_drift_matches_a_hand_fitted_slope(nve_emt):
+    time_ps = nve_emt.time_fs / 1000.0
+    energy_mev_per_atom = 1000.0 * nve_emt.total_energy / nve_emt.n_atoms
+    expected = hand_fitted_slope(time_ps, energy_mev_per_atom)
+    assert_close(nve_emt.energy_drift, expected, TOL.fp64, "drift vs hand fit")
+
+
+def test_nve_starts_at_rest_with_the_requested_seeded_velocities():
+    atoms = make_fcc_cu(repeat=2, seed=0)
+    runs = [
+        run_md(atoms, EMT(), ensemble="nve", n_steps=1, log_interval=1, seed=s) for s in (3, 3, 4)
+    ]
+    first = [r.final_atoms.get_momenta() for r in runs]
+    np.testing.assert_array_equal(first[0], first[1])
+    assert not np.allclose(first[0], first[2])
+    total_momentum = runs[0].final_atoms.get_momenta().sum(axis=0)
+    assert_close(total_momentum, np.zeros(3), TOL.fp32, "centre-of-mass momentum")
+
+
+def test_nvt_is_reproducible_and_thermostatted(tmp_path):
+    atoms = make_fcc_cu(repeat=2, seed=0)
+    kwargs = dict(
+        ensemble="nvt",
+        temperature_K=600.0,
+        timestep_fs=2.0,
+        n_steps=150,
+        friction=0.05,
+        log_interval=5,
+        seed=7,
+    )
+    first = run_md(atoms, EMT(), trajectory_path=tmp_path / "a.traj", **kwargs)
+    second = run_md(atoms, EMT(), **kwargs)
+    np.testing.assert_array_equal(first.final_atoms.positions, second.final_atoms.positions)
+    assert first.energy_drift is None
+    assert 300.0 < first.temperature_mean < 900.0
+    assert first.temperature_std > 0.0
+    frames = read(tmp_path / "a.traj", ":")
+    assert len(frames) == 150 // 5 + 1
+    np.testing.assert_array_equal(frames[-1].positions, first.final_atoms.positions)
+
+
+def test_bond_deviation_of_a_stretched_molecule():
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    frames = [h2.copy() for _ in range(3)]
+    frames[1].positions[1, 2] = 0.84
+    frames[2].positions[1, 2] = 0.70
+    result = bond_length_deviation(frames)
+    assert result.n_bonds == 1
+    assert_close(result.max_deviation, 0.10, TOL.fp64, "max deviation")
+    assert not result.broken
+    broken = h2.copy()
+    broken.positions[1, 2] = 1.5 * 2 * 0.31 + 0.01  # beyond 1.5 x (r_cov(H) + r_cov(H))
+    assert bond_length_deviation([h2, broken]).broken
+
+
+def test_bond_deviation_follows_bonds_to_periodic_images():
+    primitive = bulk("Cu", "fcc", a=3.61)  # one atom, bonded to 12 images of itself
+    expanded = primitive.copy()
+    expanded.set_cell(primitive.cell * 1.01, scale_atoms=True)
+    result = bond_length_deviation([primitive, expanded])
+    assert result.n_bonds == 6  # each image pair once
+    assert_close(result.max_deviation, 0.01 * 3.61 / np.sqrt(2), TOL.fp64, "max deviation")
+
+
+def test_bond_deviation_needs_a_frame():
+    with pytest.raises(ValueError, match="at least one frame"):
+        bond_length_deviation([])
+
+
+@pytest.mark.parametrize("ensemble", ["nvt", "nve"])
+def test_tiny_mace_runs_20_steps(model64, tmp_path, ensemble):
+    atoms = make_molecule("H2O", seed=2)
+    trajectory = tmp_path / f"{ensemble}.xyz"
+    result = run_md(
+        atoms,
+        EquiforceCalculator(model64),
+        ensemble=ensemble,
+        temperature_K=300.0,
+        timestep_fs=0.5,
+        n_steps=20,
+        log_interval=5,
+        trajectory_path=trajectory,
+        seed=0,
+    )
+    assert result.n_steps == 20 and len(result.temperature_K) == 5
+    assert np.isfinite(result.total_energy).all()
+    assert (ensemble == "nve") == (result.energy_drift is not None)
+    assert result.bonds.n_bonds == 2  # the two O-H bonds
+    frames = read(trajectory, ":")
+    assert len(frames) == 5 and "forces" in frames[-1].calc.results
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["ensemble"] == ensemble and summary["n_bonds"] == 2
+    assert ensemble.upper() in format_md_summary(result)
+    assert plot_md(result, tmp_path / "md.png").stat().st_size > 0
+
+
+def test_md_arguments_are_checked():
+    atoms = make_fcc_cu(repeat=1)
+    with pytest.raises(ValueError, match="ensemble"):
+        run_md(atoms, EMT(), ensemble="npt", n_steps=10)
+    with pytest.raises(ValueError, match="log_interval"):
+        run_md(atoms, EMT(), n_steps=5, log_interval=10)
+    with pytest.raises(ValueError, match=".traj, .xyz or .extxyz"):
+        run_md(atoms, EMT(), n_steps=5, log_interval=5, trajectory_path="out.pdb")
