@@ -1,0 +1,239 @@
+"""Evaluation: batched predictions, error metrics, reports, parity plots and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.io import write
+
+from equiforce.cli import evaluate as evaluate_cli
+from equiforce.data import keys
+from equiforce.data.batch import collate
+from equiforce.data.graph import Configuration, configuration_to_graph
+from equiforce.models import Potential, build_model, save_model
+from equiforce.models.mace import MACESpec
+from equiforce.testing.structures import emt_labelled, make_fcc_cu, make_molecule
+from equiforce.testing.tolerances import TOL
+from equiforce.train.evaluate import (
+    evaluate,
+    format_table,
+    plot_parity,
+    predict,
+    to_json,
+)
+
+TYPE_NAMES = ("H", "C", "O", "Cu", "Au")
+
+
+def tiny_mace(dtype: torch.dtype = torch.float64) -> Potential:
+    """A tiny random MACE (8 channels, max_L 1, two layers) over H, C, O, Cu and Au."""
+    spec = MACESpec(
+        type_names=TYPE_NAMES,
+        r_max=4.0,
+        num_channels=8,
+        max_L=1,
+        max_ell=2,
+        correlation=2,
+        num_interactions=2,
+        num_radial_basis=6,
+        radial_mlp=(16, 16),
+        dtype=str(dtype).replace("torch.", ""),
+        seed=11,
+    )
+    return build_model("mace", spec)
+
+
+def assert_close(actual, expected, tol, what: str) -> None:
+    """``np.testing.assert_allclose`` with a named tolerance."""
+    np.testing.assert_allclose(actual, expected, atol=tol.atol, rtol=tol.rtol, err_msg=what)
+
+
+def labelled(atoms, energy: bool = True, forces: bool = True, stress: bool = True):
+    """EMT-labelled ``Configuration`` of ``atoms``, keeping only the requested labels."""
+    atoms = emt_labelled(atoms)
+    results = atoms.calc.results
+    return Configuration(
+        atomic_numbers=atoms.numbers.copy(),
+        positions=atoms.positions.copy(),
+        cell=atoms.cell.array.copy() if atoms.pbc.any() else np.zeros((3, 3)),
+        pbc=atoms.pbc.copy(),
+        energy=results["energy"] if energy else None,
+        forces=results["forces"] if forces else None,
+        stress=atoms.get_stress(voigt=False) if stress and "stress" in results else None,
+        source="test",
+    )
+
+
+@pytest.fixture(scope="module")
+def model64() -> Potential:
+    """Tiny float64 MACE."""
+    return tiny_mace(torch.float64)
+
+
+@pytest.fixture(scope="module")
+def structures():
+    """Three labelled periodic Cu/Au cells and one labelled molecule (no stress)."""
+    cells = [labelled(make_fcc_cu(repeat=1, seed=k)) for k in range(3)]
+    return cells + [labelled(make_molecule("CH3CH2OH", seed=9))]
+
+
+def reference_predictions(model, configs):
+    """Energies, per-structure forces and stresses by one direct model call each."""
+    out = []
+    for config in configs:
+        graph = configuration_to_graph(config, model.type_names, model.r_max)
+        batch = collate([graph])
+        pred = model(batch, compute_forces=True, compute_stress=True, create_graph=False)
+        out.append({name: value.detach().numpy() for name, value in pred.items()})
+    return out
+
+
+def test_metrics_match_hand_computed_errors(model64, structures):
+    result = evaluate(model64, structures, batch_size=3)
+    direct = reference_predictions(model64, structures)
+    energy_err = np.array(
+        [d[keys.ENERGY][0] - c.energy for d, c in zip(direct, structures, strict=True)]
+    )
+    n_atoms = np.array([c.n_atoms for c in structures])
+    force_err = np.concatenate(
+        [d[keys.FORCES] - c.forces for d, c in zip(direct, structures, strict=True)]
+    )
+    stress_err = np.stack(
+        [
+            d[keys.STRESS][0] - c.stress
+            for d, c in zip(direct, structures, strict=True)
+            if c.stress is not None
+        ]
+    )
+    expected = {
+        "energy": 1000 * energy_err,
+        "energy_per_atom": 1000 * energy_err / n_atoms,
+        "forces": 1000 * force_err,
+        "stress": 1000 * stress_err,
+    }
+    assert set(result.metrics) == set(expected)
+    for name, errors in expected.items():
+        stats = result.metrics[name]
+        assert_close(stats.mae, np.abs(errors).mean(), TOL.fp64, f"{name} MAE")
+        assert_close(stats.rmse, np.sqrt((errors**2).mean()), TOL.fp64, f"{name} RMSE")
+        assert stats.count == errors.size
+    assert result.metrics["stress"].count == 3 * 9
+    assert (result.n_configs, result.n_atoms) == (4, int(n_atoms.sum()))
+    assert result.metrics["forces"].unit == "meV/Å"
+
+
+def test_predictions_do_not_depend_on_batch_size(model64, structures):
+    one = predict(model64, structures, batch_size=1, compute_stress=True)
+    all_at_once = predict(model64, structures, batch_size=len(structures), compute_stress=True)
+    for name in ("energy", "forces", "stress"):
+        assert_close(getattr(one, name), getattr(all_at_once, name), TOL.fp64, name)
+    np.testing.assert_array_equal(one.n_atoms, [c.n_atoms for c in structures])
+
+
+def test_graphs_and_configurations_give_the_same_result(model64, structures):
+    graphs = [configuration_to_graph(c, model64.type_names, model64.r_max) for c in structures]
+    from_graphs = evaluate(model64, graphs, batch_size=2)
+    from_configs = evaluate(model64, structures, batch_size=2)
+    for name, stats in from_configs.metrics.items():
+        assert_close(from_graphs.metrics[name].rmse, stats.rmse, TOL.fp64, name)
+        assert from_graphs.metrics[name].count == stats.count
+
+
+def test_graphs_built_for_another_type_order_are_rejected(model64, structures):
+    reversed_types = model64.type_names[::-1]
+    graphs = [configuration_to_graph(c, reversed_types, model64.r_max) for c in structures]
+    with pytest.raises(ValueError, match="graph 0: .*different type order"):
+        predict(model64, graphs)
+
+
+def test_float32_model_predicts_float64_and_keeps_no_graph(structures):
+    model = tiny_mace(torch.float32).train()
+    with torch.no_grad():  # forces still come out: predict enables grad itself
+        pred = predict(model, structures, batch_size=2, compute_stress=True)
+    for array in (pred.energy, pred.forces, pred.stress):
+        assert isinstance(array, np.ndarray) and array.dtype == np.float64
+    assert model.training  # restored
+    assert all(p.grad is None for p in model.parameters())
+    assert_close(pred.energy, predict(model, structures).energy, TOL.fp32, "energy")
+
+
+def test_structures_without_a_label_are_left_out(model64):
+    configs = [
+        labelled(make_fcc_cu(repeat=1, seed=1), energy=False),
+        labelled(make_fcc_cu(repeat=1, seed=2), forces=False, stress=False),
+        labelled(make_molecule("H2O", seed=3), energy=False, forces=False),
+    ]
+    result = evaluate(model64, configs)
+    assert result.metrics["energy"].count == 1
+    assert result.metrics["forces"].count == 4 * 3
+    assert result.metrics["stress"].count == 9
+    unlabelled = evaluate(model64, [labelled(make_molecule("H2O"), energy=False, forces=False)])
+    assert unlabelled.metrics == {} and unlabelled.parity == {}
+
+
+def test_empty_input_and_bad_batch_size_are_errors(model64, structures):
+    with pytest.raises(ValueError, match="at least one structure"):
+        predict(model64, [])
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(model64, structures, batch_size=0)
+
+
+def test_table_json_and_parity_plots(model64, structures, tmp_path):
+    result = evaluate(model64, structures)
+    table = format_table(result)
+    for name in ("energy_per_atom", "forces", "stress", "meV/atom"):
+        assert name in table
+    text = to_json(result, tmp_path / "metrics.json")
+    loaded = json.loads((tmp_path / "metrics.json").read_text())
+    assert loaded == json.loads(text)
+    assert loaded["metrics"]["forces"]["rmse"] == pytest.approx(result.metrics["forces"].rmse)
+    paths = plot_parity(result, tmp_path / "plots")
+    assert sorted(p.name for p in paths) == [
+        "parity_energy_per_atom.png",
+        "parity_forces.png",
+        "parity_stress.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_cli_evaluate_with_custom_keys(model64, tmp_path, capsys):
+    frames = []
+    for seed in range(3):
+        atoms = emt_labelled(make_fcc_cu(repeat=1, seed=seed))
+        atoms.info["ref_energy"] = atoms.get_potential_energy()
+        atoms.arrays["ref_forces"] = atoms.get_forces()
+        atoms.calc = None
+        frames.append(atoms)
+    write(tmp_path / "data.xyz", frames, format="extxyz")
+    save_model(model64, tmp_path / "model.pt")
+    parser = argparse.ArgumentParser()
+    evaluate_cli.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            str(tmp_path / "model.pt"),
+            str(tmp_path / "data.xyz"),
+            "--energy-key",
+            "ref_energy",
+            "--forces-key",
+            "ref_forces",
+            "--batch-size",
+            "2",
+            "--json",
+            str(tmp_path / "out.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
+    assert evaluate_cli.run(args) == 0
+    assert "forces" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["n_configs"] == 3
+    assert set(report["metrics"]) == {"energy", "energy_per_atom", "forces"}
+    assert (tmp_path / "plots" / "parity_forces.png").exists()
+    args.energy_key, args.forces_key = "nope", "nope"
+    with pytest.raises(ValueError, match="no frame has an energy, forces or stress label"):
+        evaluate_cli.run(args)
