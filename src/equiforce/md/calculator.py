@@ -39,7 +39,7 @@ class EquiforceCalculator(Calculator):
     Args:
         model: a ``Potential`` or the path of a file written by ``equiforce.models.save_model``
             (or a training checkpoint). A ``Potential`` that needs a different device or dtype
-            is copied, never modified.
+            is copied first; otherwise it is used as is and put in eval mode.
         device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: model parameter dtype, ``"float32"``/``"float64"`` or a ``torch.dtype``; None
             keeps the model's. Positions, energies, forces and stress stay float64 either way.
