@@ -323,6 +323,19 @@ def _integrator(
     return VelocityVerlet(atoms, timestep_fs * units.fs)
 
 
+def _thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell–Boltzmann momenta at ``temperature_K`` from ``rng``, centre of mass at rest."""
+    from ase.md.velocitydistribution import Stationary
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ase < 3.29 only has the (since deprecated) older name
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+
+
 def _check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction: float) -> None:
     if ensemble not in ("nvt", "nve"):
         raise ValueError(f"ensemble must be 'nvt' or 'nve', got {ensemble!r}")
@@ -370,20 +383,13 @@ def run_md(
     Returns:
         ``MDResult`` with the sampled energies, temperature and stability figures.
     """
-    from ase.md.velocitydistribution import Stationary
     from tqdm.auto import tqdm
-
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # ase < 3.29 only has the (since deprecated) older name
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     _check_md_arguments(ensemble, n_steps, log_interval, friction)
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
+    _thermalise(atoms, temperature_K, rng)
     dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng)
     recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs)
     path = None if trajectory_path is None else Path(trajectory_path)
