@@ -627,13 +627,13 @@ def print_table(report: dict) -> None:
             f"loop wall {loop_s}, stop: {r.get('stop_reason')}"
         )
     print("\nTest errors (RMSE / MAE); ratio = mace-torch / equiforce (> 1: equiforce better):")
-    print(f"  {'set':13s} {'quantity':22s} {'equiforce':>19s} {'mace-torch':>19s} {'ratio RMSE':>10s}")
+    print(f"  {'set':13s} {'quantity':26s} {'equiforce':>19s} {'mace-torch':>19s} {'ratio RMSE':>10s}")
     for name in TEST_SETS:
         o = report.get("results", {}).get("ours", {}).get(name)
         m = report.get("results", {}).get("mace", {}).get(name)
         for label, key, unit in (
             ("energy", "energy", "meV"),
-            ("energy per atom", "energy", "meV_per_atom"),
+            ("energy/atom", "energy", "meV_per_atom"),
             ("forces", "forces", "meV_per_A"),
         ):
             def cell(r: dict | None) -> str:
@@ -644,7 +644,7 @@ def print_table(report: dict) -> None:
             ratio = "n/a"
             if o and m:
                 ratio = f"{m[f'{key}_rmse_{unit}'] / o[f'{key}_rmse_{unit}']:.2f}"
-            print(f"  {name:13s} {label + ' (' + unit + ')':22s} {cell(o)} {cell(m)} {ratio:>10s}")
+            print(f"  {name:13s} {label + ' (' + unit + ')':26s} {cell(o)} {cell(m)} {ratio:>10s}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
