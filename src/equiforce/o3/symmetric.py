@@ -10,7 +10,7 @@ symmetric. This module builds a basis of exactly those symmetric equivariant map
 
 1. every iterated coupling path ``((x ⊗ x) -> ir_mid) ⊗ x -> ir_out`` with the canonical
    Clebsch–Gordan coefficients (``equiforce.o3.wigner``) is symmetrised over its inputs;
-2. modified Gram–Schmidt over the paths, in their deterministic order, keeps the linearly
+2. Gram–Schmidt over the paths, in their deterministic order, keeps the linearly
    independent ones and orthonormalises them; each basis element is then scaled to norm
    ``sqrt(ir_out.dim)`` (component normalisation).
 
@@ -22,6 +22,7 @@ weights; ``equiforce.interop`` maps mace weights onto it with a linear solve.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -31,7 +32,13 @@ import torch
 from equiforce.o3.irreps import Irrep, Irreps, block_slices
 from equiforce.o3.wigner import wigner_3j
 
-__all__ = ["SymmetricContractionDescriptor", "coupling_paths", "symmetric_monomials"]
+__all__ = [
+    "SymmetricContractionDescriptor",
+    "coupling_paths",
+    "monomial_coefficients",
+    "symmetric_basis",
+    "symmetric_monomials",
+]
 
 _INDEPENDENT = 1e-8  # Gram–Schmidt residual, relative to the path's norm, to count as new
 
@@ -126,10 +133,29 @@ def coupling_paths(irreps: Irreps, ir_out: Irrep, nu: int) -> list[torch.Tensor]
     return [path for ir, path in level if ir == ir_out]
 
 
-def _symmetrize(path: torch.Tensor) -> torch.Tensor:
-    nu = path.dim() - 1
+def _symmetrize(tensor: torch.Tensor, nu: int) -> torch.Tensor:
+    """Average over permutations of the ``nu`` input axes (axes 1..nu)."""
+    rest = list(range(nu + 1, tensor.dim()))
     perms = list(itertools.permutations(range(1, nu + 1)))
-    return sum(path.permute(0, *perm) for perm in perms) / len(perms)
+    return sum(tensor.permute(0, *perm, *rest) for perm in perms) / len(perms)
+
+
+def monomial_coefficients(tensor: torch.Tensor, nu: int) -> torch.Tensor:
+    """Coefficients on distinct monomials of the symmetric part of a coupling tensor.
+
+    Args:
+        tensor: (D, d, ..., d, K) with ``nu`` input axes of size d.
+        nu: polynomial degree.
+
+    Returns:
+        (n_monomials, D, K): ``sum_i tensor[o, i_1..i_nu, k] x_i1..x_inu`` equals
+        ``sum_m out[m, o, k] * prod(x[monomials[m]])`` for every x.
+    """
+    dim = tensor.shape[1]
+    monomials, multiplicity = symmetric_monomials(dim, nu)
+    symmetric = _symmetrize(tensor, nu)
+    on_monomials = symmetric[(slice(None), *monomials.T)]  # (D, n_monomials, K)
+    return on_monomials.permute(1, 0, 2) * multiplicity[:, None, None]
 
 
 def symmetric_basis(irreps: Irreps, ir_out: Irrep, nu: int) -> torch.Tensor:
@@ -137,20 +163,24 @@ def symmetric_basis(irreps: Irreps, ir_out: Irrep, nu: int) -> torch.Tensor:
 
     Returns:
         (n_monomials, ir_out.dim, n_weights) float64 coefficients on
-        ``symmetric_monomials(irreps.dim, nu)``.
+        ``symmetric_monomials(irreps.dim, nu)``; a fresh copy on every call.
     """
-    basis: list[torch.Tensor] = []
-    for path in coupling_paths(irreps, ir_out, nu):
-        vector = _symmetrize(path).flatten()
-        for _ in range(2):  # twice: modified Gram–Schmidt loses orthogonality otherwise
-            for b in basis:
-                vector = vector - (b @ vector) * b
+    return _symmetric_basis(Irreps(irreps), Irrep(ir_out), nu).clone()
+
+
+@functools.lru_cache(maxsize=None)
+def _symmetric_basis(irreps: Irreps, ir_out: Irrep, nu: int) -> torch.Tensor:
+    # cached: every layer of a model (and a conversion) asks for the same bases
+    paths = coupling_paths(irreps, ir_out, nu)
+    basis = torch.zeros(0, ir_out.dim * irreps.dim**nu, dtype=torch.float64)
+    for path in paths:
+        vector = _symmetrize(path, nu).flatten()
+        for _ in range(2):  # twice: one Gram–Schmidt pass loses orthogonality
+            vector = vector - basis.T @ (basis @ vector)
         if vector.norm() > _INDEPENDENT * path.norm():
-            basis.append(vector / vector.norm())
-    monomials, multiplicity = symmetric_monomials(irreps.dim, nu)
-    if not basis:
-        return torch.zeros(len(monomials), ir_out.dim, 0, dtype=torch.float64)
-    stacked = torch.stack(basis, dim=-1) * math.sqrt(ir_out.dim)
-    full = stacked.reshape(ir_out.dim, *([irreps.dim] * nu), len(basis))
-    on_monomials = full[(slice(None), *monomials.T)]  # (ir_out.dim, n_monomials, n_weights)
-    return on_monomials.permute(1, 0, 2) * multiplicity[:, None, None]
+            basis = torch.cat([basis, (vector / vector.norm())[None]], dim=0)
+    if len(basis) == 0:
+        n_monomials = math.comb(irreps.dim + nu - 1, nu)
+        return torch.zeros(n_monomials, ir_out.dim, 0, dtype=torch.float64)
+    full = basis.T.reshape(ir_out.dim, *([irreps.dim] * nu), len(basis))
+    return monomial_coefficients(full * math.sqrt(ir_out.dim), nu)

@@ -1,0 +1,316 @@
+"""Convert mace-torch 0.3.x ``MACE`` / ``ScaleShiftMACE`` models into equiforce ``Potential``s.
+
+Supported: single-head models built with mace-torch's default options (Bessel basis,
+polynomial envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend,
+no pair repulsion or extra embeddings), float32 or float64. Everything is read from the
+module itself; energies and forces agree to ~1e-12 in float64.
+
+Most weights copy 1:1. Three places differ by a basis change, folded into the weights:
+
+* e3nn estimates the normalised-SiLU constant by Monte Carlo, equiforce integrates it; the
+  ratio is folded into the layer after each activation.
+* Clebsch–Gordan signs: the effective coefficient of every convolution path is measured on
+  the mace module and compared with ours; a sign flip goes into the radial MLP's output.
+* The symmetric contraction uses a non-redundant basis here; mace's weights are mapped onto
+  it by solving the linear system between the two bases on symmetric monomials.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+
+from equiforce.models.mace import MACE, MACESpec
+from equiforce.models.potential import Potential
+from equiforce.models.registry import build_model
+from equiforce.nn.mlp import normalized_silu_scale
+from equiforce.nn.readout import LinearReadout
+from equiforce.o3.irreps import Irreps, hidden_irreps
+from equiforce.o3.symmetric import monomial_coefficients
+
+_FIRST_BLOCKS = ("RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock")
+_LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
+
+
+def from_mace_torch(model: torch.nn.Module) -> Potential:
+    """Convert a mace-torch ``MACE``/``ScaleShiftMACE`` into an equiforce ``Potential``.
+
+    Args:
+        model: the mace-torch module (not TorchScript-compiled), float32 or float64.
+
+    Returns:
+        A ``Potential`` of family ``"mace"`` in the source dtype, in eval mode.
+
+    Raises:
+        ImportError: mace-torch is not installed.
+        ValueError: the model uses an option equiforce does not implement (named).
+    """
+    import mace.modules  # noqa: F401  (lazy: mace-torch is optional)
+
+    _check_supported(model)
+    spec = spec_from_mace_torch(model)
+    potential = build_model("mace", spec)
+    state = _converted_state(model, potential.energy_model, spec.torch_dtype)
+    dtype = spec.torch_dtype
+    potential.energy_model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+    return potential.eval()
+
+
+def spec_from_mace_torch(model: torch.nn.Module) -> MACESpec:
+    """The ``MACESpec`` describing a (supported) mace-torch model."""
+    from ase.data import chemical_symbols
+
+    embedding = model.radial_embedding
+    n_layers = len(model.interactions)
+    channels = model.node_embedding.linear.irreps_out.count((0, 1))
+    max_L = model.products[0].linear.irreps_out.lmax if n_layers > 1 else 0  # noqa: N806
+    fcnet = model.interactions[0].conv_tp_weights
+    readout_hidden = model.readouts[-1].hidden_irreps.dim if n_layers > 1 else 16
+    energies = model.atomic_energies_fn.atomic_energies.detach().double().flatten()
+    scale, shift = 1.0, 0.0
+    if hasattr(model, "scale_shift"):
+        scale = float(model.scale_shift.scale.detach().flatten()[0])
+        shift = float(model.scale_shift.shift.detach().flatten()[0])
+    return MACESpec(
+        type_names=tuple(chemical_symbols[int(z)] for z in model.atomic_numbers),
+        r_max=float(model.r_max),
+        num_channels=channels,
+        max_L=int(max_L),
+        max_ell=int(model.spherical_harmonics.irreps_out.lmax),
+        correlation=int(model.products[0].symmetric_contractions.contractions[0].correlation),
+        num_interactions=n_layers,
+        num_radial_basis=int(embedding.bessel_fn.bessel_weights.numel()),
+        num_polynomial_cutoff=int(embedding.cutoff_fn.p),
+        radial_mlp=tuple(int(h) for h in fcnet.hs[1:-1]),
+        readout_mlp_hidden=int(readout_hidden),
+        avg_num_neighbors=float(model.interactions[0].avg_num_neighbors),
+        atomic_energies=tuple(energies.tolist()),
+        scale=scale,
+        shift=shift,
+        dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+        first_interaction_residual=type(model.interactions[0]).__name__ == _LATER_BLOCK,
+    )
+
+
+def _check_supported(model: torch.nn.Module) -> None:
+    problems = _unsupported_options(model)
+    if problems:
+        raise ValueError(
+            f"cannot convert this {type(model).__name__}: " + "; ".join(problems)
+        )
+
+
+def _unsupported_options(model: torch.nn.Module) -> list[str]:
+    name = type(model).__name__
+    if name not in ("MACE", "ScaleShiftMACE"):
+        return [f"only MACE and ScaleShiftMACE are supported, got {name}"]
+    problems = []
+    flags = {
+        "pair_repulsion": hasattr(model, "pair_repulsion"),
+        "embedding_specs (joint embedding)": hasattr(model, "joint_embedding"),
+        "use_so3": getattr(model, "use_so3", False),
+        "use_agnostic_product": getattr(model, "use_agnostic_product", False),
+        "use_last_readout_only": getattr(model, "use_last_readout_only", False),
+        "multiple heads": len(getattr(model, "heads", ["Default"])) > 1,
+        "distance_transform": hasattr(model.radial_embedding, "distance_transform"),
+        "apply_cutoff=False": not getattr(model.radial_embedding, "apply_cutoff", True),
+    }
+    problems += [f"option {flag} is not supported" for flag, on in flags.items() if on]
+    if type(model.radial_embedding.bessel_fn).__name__ != "BesselBasis":
+        problems.append("only the Bessel radial basis (radial_type='bessel') is supported")
+    blocks = [type(block).__name__ for block in model.interactions]
+    if blocks[0] not in _FIRST_BLOCKS or any(b != _LATER_BLOCK for b in blocks[1:]):
+        problems.append(f"interaction blocks {blocks} are not supported")
+    problems += _irreps_problems(model)
+    return problems
+
+
+def _irreps_problems(model: torch.nn.Module) -> list[str]:
+    problems = []
+    sh = model.spherical_harmonics
+    if not (sh.normalize and sh.normalization == "component"):
+        problems.append("spherical harmonics must be normalised with 'component' norm")
+    channels = model.node_embedding.linear.irreps_out.count((0, 1))
+    correlations = {p.symmetric_contractions.contractions[0].correlation for p in model.products}
+    if len(correlations) != 1:
+        problems.append(f"per-layer correlation {sorted(correlations)} is not supported")
+    for index, (block, product) in enumerate(zip(model.interactions, model.products)):
+        if Irreps(block.edge_irreps) != Irreps(block.node_feats_irreps):
+            problems.append(f"interaction {index}: edge_irreps is not supported")
+        out = Irreps(product.linear.irreps_out)
+        last = index == len(model.products) - 1
+        if (last and out != Irreps(f"{channels}x0e")) or (
+            not last and out != hidden_irreps(channels, out.lmax)
+        ):
+            problems.append(f"layer {index}: hidden irreps {out} are not supported")
+    return problems
+
+
+def _converted_state(
+    source: torch.nn.Module, target: MACE, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """State dict of ``target`` carrying the weights of ``source`` (of ``dtype``), float64."""
+    state = {"embedding.weight": _weight(source.node_embedding.linear)}
+    layers = zip(source.interactions, source.products, source.readouts)
+    for index, (interaction, product, readout) in enumerate(layers):
+        state.update(_interaction_state(interaction, target.interactions[index], index, dtype))
+        state.update(_product_state(product, target.products[index], index))
+        state.update(_readout_state(readout, target.readouts[index], index))
+    missing = set(target.state_dict()) ^ set(state)
+    if missing:
+        raise ValueError(f"conversion left these weights unmatched: {sorted(missing)}")
+    return state
+
+
+def _weight(module: torch.nn.Module) -> torch.Tensor:
+    return module.weight.detach().to(torch.float64)
+
+
+def _check_linear(source: torch.nn.Module, target: torch.nn.Module, where: str) -> None:
+    desc = target.descriptor
+    if Irreps(source.irreps_in) != desc.irreps_in or Irreps(source.irreps_out) != desc.irreps_out:
+        raise ValueError(
+            f"{where}: irreps {source.irreps_in} -> {source.irreps_out} do not match "
+            f"{desc.irreps_in} -> {desc.irreps_out}"
+        )
+    if source.weight.numel() != desc.weight_numel:
+        raise ValueError(f"{where}: {source.weight.numel()} weights, expected {desc.weight_numel}")
+
+
+def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
+    prefix = f"interactions.{index}."
+    _check_linear(source.linear_up, target.linear_up, prefix + "linear_up")
+    _check_linear(source.linear, target.linear, prefix + "linear")
+    skip = source.skip_tp
+    if Irreps(skip.irreps_in1) != target.skip.descriptor.irreps_in or Irreps(
+        skip.irreps_out
+    ) != target.skip.descriptor.irreps_out:
+        raise ValueError(f"{prefix}skip_tp: irreps do not match")
+    state = {
+        prefix + "linear_up.weight": _weight(source.linear_up),
+        prefix + "linear.weight": _weight(source.linear),
+        prefix + "skip.weight": _weight(skip),
+    }
+    weights = _radial_weights(source.conv_tp_weights, prefix)
+    signs = _path_signs(source.conv_tp, target.conv_tp, dtype, prefix)
+    weights[-1] = weights[-1] * signs
+    for k, weight in enumerate(weights):
+        state[f"{prefix}radial_mlp.weights.{k}"] = weight
+    return state
+
+
+def _activation_ratio(act: Any) -> float:
+    """mace's normalised-SiLU constant over ours (1 when e3nn treats it as identity)."""
+    constant = 1.0 if getattr(act, "_is_id", False) else float(act.cst)
+    if getattr(act, "f", None) is not torch.nn.functional.silu:
+        raise ValueError(f"only SiLU activations are supported, got {act}")
+    return constant / normalized_silu_scale()
+
+
+def _radial_weights(fcnet: torch.nn.Module, where: str) -> list[torch.Tensor]:
+    layers = [getattr(fcnet, f"layer{k}") for k in range(len(fcnet.hs) - 1)]
+    weights = [_weight(layer) for layer in layers]
+    for k, layer in enumerate(layers[:-1]):
+        if layer.var_in != 1 or layer.var_out != 1:
+            raise ValueError(f"{where}conv_tp_weights: non-unit variances are not supported")
+        weights[k + 1] = weights[k + 1] * _activation_ratio(layer.act)
+    return weights
+
+
+def _path_signs(source_tp, target_tp, dtype: torch.dtype, where: str) -> torch.Tensor:
+    """(weight_numel,) sign per radial output, mapping mace's couplings onto ours."""
+    desc = target_tp.descriptor
+    theirs = [(i.i_in1, i.i_in2, i.i_out, i.connection_mode) for i in source_tp.instructions]
+    ours = [(p.i_in1, p.i_in2, p.i_out, "uvu") for p in desc.paths]
+    if theirs != ours or Irreps(source_tp.irreps_out) != desc.irreps_out:
+        raise ValueError(f"{where}conv_tp: tensor-product paths differ from MACE's default")
+    signs = torch.ones(desc.weight_numel, dtype=torch.float64)
+    tolerance = 1e3 * torch.finfo(dtype).eps
+    for index, path in enumerate(desc.paths):
+        measured = _probe_path(source_tp, desc, path, dtype)
+        coupling = getattr(target_tp, f"coupling_{index}").to(torch.float64)
+        ratio = float((measured * coupling).sum() / (coupling * coupling).sum())
+        sign = 1.0 if ratio > 0 else -1.0
+        if (measured - sign * coupling).abs().max() > tolerance:
+            raise ValueError(f"{where}conv_tp path {index}: normalisation differs (x{ratio})")
+        signs[path.weight_offset : path.weight_offset + path.mul] = sign
+    return signs
+
+
+def _probe_path(source_tp, desc, path, dtype: torch.dtype) -> torch.Tensor:
+    """Effective coupling ``(d1, d2, d_out)`` of one path of mace's TP, channel 0."""
+    in1, in2, out = desc.slices()
+    d1, d2, d3 = 2 * path.l1 + 1, 2 * path.l2 + 1, 2 * path.l_out + 1
+    samples = d1 * d2
+    x1 = torch.zeros(samples, desc.irreps_in1.dim, dtype=dtype)
+    x2 = torch.zeros(samples, desc.irreps_in2.dim, dtype=dtype)
+    weights = torch.zeros(samples, desc.weight_numel, dtype=dtype)
+    for m1, m2 in itertools.product(range(d1), range(d2)):
+        x1[m1 * d2 + m2, in1[path.i_in1].start + m1] = 1.0
+        x2[m1 * d2 + m2, in2[path.i_in2].start + m2] = 1.0
+    weights[:, path.weight_offset] = 1.0
+    with torch.no_grad():
+        result = source_tp(x1, x2, weights)
+    start = out[path.i_out].start
+    return result[:, start : start + d3].to(torch.float64).reshape(d1, d2, d3)
+
+
+def _product_state(source, target, index: int) -> dict[str, torch.Tensor]:
+    prefix = f"products.{index}."
+    _check_linear(source.linear, target.linear, prefix + "linear")
+    state = {prefix + "linear.weight": _weight(source.linear)}
+    contractions = source.symmetric_contractions.contractions
+    if len(contractions) != len(target.contraction.descriptor.irreps_out):
+        raise ValueError(f"{prefix}: symmetric contraction outputs differ")
+    for o, contraction in enumerate(contractions):
+        weights = _contraction_weights(contraction, target.contraction.descriptor, o, prefix)
+        state[f"{prefix}contraction.weights.{o}"] = weights
+    return state
+
+
+def _contraction_weights(contraction, descriptor, o: int, where: str) -> torch.Tensor:
+    """Our ``(n_types, n_weights, C)`` weights reproducing one mace ``Contraction``."""
+    correlation = descriptor.correlation
+    ir_dim = descriptor.irreps_out[o].ir.dim
+    tolerance = 1e3 * torch.finfo(contraction.weights_max.dtype).eps
+    blocks = []
+    for nu in range(1, correlation + 1):
+        u = contraction.U_tensors(nu).detach().to(torch.float64)
+        u = u.unsqueeze(0) if ir_dim == 1 else u
+        theirs = monomial_coefficients(u, nu).flatten(0, 1)
+        ours = descriptor.basis(o, nu).flatten(0, 1)
+        mapping = _solve(ours, theirs, tolerance, f"{where}contraction {o}, degree {nu}")
+        w = contraction.weights_max if nu == correlation else contraction.weights[-nu]
+        blocks.append(torch.einsum("ok,ekc->eoc", mapping, w.detach().to(torch.float64)))
+    return torch.cat(blocks, dim=1)
+
+
+def _solve(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float, where: str):
+    """``X`` with ``ours @ X == theirs`` (both span the same space), checked."""
+    if ours.shape[1] == 0:
+        mapping = ours.new_zeros(0, theirs.shape[1])
+    else:
+        mapping = torch.linalg.lstsq(ours, theirs).solution
+    if theirs.numel() == 0:
+        return mapping
+    residual = float((ours @ mapping - theirs).abs().max())
+    if residual > tolerance * max(1.0, float(theirs.abs().max())):
+        raise ValueError(f"{where}: mace's coupling basis is outside ours (residual {residual})")
+    return mapping
+
+
+def _readout_state(source, target, index: int) -> dict[str, torch.Tensor]:
+    prefix = f"readouts.{index}."
+    if isinstance(target, LinearReadout):
+        _check_linear(source.linear, target.linear, prefix + "linear")
+        return {prefix + "linear.weight": _weight(source.linear)}
+    _check_linear(source.linear_1, target.linear_1, prefix + "linear_1")
+    _check_linear(source.linear_2, target.linear_2, prefix + "linear_2")
+    (act,) = source.non_linearity.acts
+    return {
+        prefix + "linear_1.weight": _weight(source.linear_1),
+        prefix + "linear_2.weight": _weight(source.linear_2) * _activation_ratio(act),
+    }
