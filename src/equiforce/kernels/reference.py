@@ -55,7 +55,7 @@ class Linear(nn.Module):
         desc = self.descriptor
         outputs: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
         for path in desc.paths:
-            block = x[:, self._in_slices[path.i_in]].reshape(-1, path.mul_in, path.ir_dim)
+            block = x[:, self._in_slices[path.i_in]].reshape(len(x), path.mul_in, path.ir_dim)
             if desc.n_types == 0:
                 size = path.mul_in * path.mul_out
                 w = self.weight[path.weight_offset : path.weight_offset + size]
@@ -126,7 +126,7 @@ class ChannelwiseTensorProduct(nn.Module):
             mixer = torch.einsum("ej,ijk->eik", edge_attrs[:, in2[path.i_in2]], coupling)
             w = edge_weights[:, path.weight_offset : path.weight_offset + path.mul]
             message = torch.einsum("eui,eik->euk", x1, mixer) * w[:, :, None]
-            messages[path.i_out] = message.reshape(n_edges, -1)
+            messages[path.i_out] = message.reshape(n_edges, path.mul * (2 * path.l_out + 1))
         edge_out = torch.cat(messages, dim=1)
         summed = node_feats.new_zeros(node_feats.shape[0], edge_out.shape[1])
         return summed.index_add(0, receiver, edge_out)
@@ -207,7 +207,7 @@ class SymmetricContraction(nn.Module):
         for o, blocks in enumerate(per_output):
             w = self.weights[o][atom_type]
             out = torch.einsum("ncik,nkc->nci", torch.cat(blocks, dim=3), w)
-            outputs.append(out.reshape(n, -1))
+            outputs.append(out.reshape(n, channels * out.shape[2]))
         return torch.cat(outputs, dim=1)
 
 
