@@ -92,7 +92,8 @@ class EquiforceCalculator(Calculator):
 
         Args:
             atoms: the structure (ASE keeps a copy in ``self.atoms``).
-            properties: requested names; stress is computed only when asked for.
+            properties: requested names; forces are computed unless only energies are
+                asked for, stress only when asked for.
             system_changes: what changed since the last call (ASE bookkeeping).
 
         Raises:
@@ -105,19 +106,19 @@ class EquiforceCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"stress needs a cell periodic in 3D; this structure has pbc={self.atoms.pbc}"
             )
+        # An energy-only request (finite differences, screening) skips the backward pass.
+        want_forces = not set(properties) <= {"energy", "free_energy"}
         with torch.enable_grad():
             out = self.model(
                 self._batch(self.atoms),
-                compute_forces=True,
+                compute_forces=want_forces,
                 compute_stress=want_stress,
                 create_graph=False,
             )
         energy = float(out[keys.ENERGY].detach().cpu()[0])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out[keys.FORCES].detach().cpu().numpy().astype(np.float64),
-        }
+        self.results = {"energy": energy, "free_energy": energy}
+        if want_forces:
+            self.results["forces"] = out[keys.FORCES].detach().cpu().numpy().astype(np.float64)
         if want_stress:
             stress = out[keys.STRESS].detach().cpu().numpy()[0].astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
