@@ -6,7 +6,10 @@ Feature layout everywhere is e3nn's: a flat ``(..., irreps.dim)`` vector made of
 
 from __future__ import annotations
 
-from e3nn.o3 import Irrep, Irreps
+from equiforce.o3.e3nn_compat import e3nn_o3
+
+Irrep = e3nn_o3.Irrep
+Irreps = e3nn_o3.Irreps
 
 __all__ = [
     "Irrep",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from e3nn import o3 as e3nn_o3
+
+from equiforce.o3.e3nn_compat import e3nn_o3
 
 
 def spherical_harmonics(lmax: int, vectors: torch.Tensor) -> torch.Tensor:

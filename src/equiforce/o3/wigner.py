@@ -16,8 +16,8 @@ import functools
 import math
 
 import torch
-from e3nn import o3 as e3nn_o3
 
+from equiforce.o3.e3nn_compat import e3nn_o3
 from equiforce.o3.spherical_harmonics import spherical_harmonics
 
 _ZERO = 1e-8  # entries below this fraction of the largest are zero in exact arithmetic

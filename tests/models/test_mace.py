@@ -1,0 +1,159 @@
+"""MACE builder: spec validation and round trips, dtypes, outputs, parameters, blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from equiforce.data import keys
+from equiforce.data.batch import collate
+from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.models import MODELS, build_model
+from equiforce.models.mace import MACESpec, build_mace
+from equiforce.models.registry import spec_from_dict
+from equiforce.nn import Product
+from equiforce.o3 import Irreps, wigner_D
+from equiforce.testing.structures import make_molecule
+from equiforce.testing.tolerances import TOL
+
+TYPES = ("H", "C", "O")
+
+
+def _spec(**changes) -> MACESpec:
+    base = MACESpec(
+        type_names=TYPES, num_channels=8, max_ell=2, radial_mlp=(16, 16),
+        avg_num_neighbors=5.0, atomic_energies=(-1.0, -2.0, -3.0),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    molecules = [make_molecule("CH3CH2OH", seed=0), make_molecule("H2O", seed=1)]
+    return collate(
+        [configuration_to_graph(atoms_to_configuration(a), TYPES, 5.0) for a in molecules]
+    )
+
+
+def test_mace_is_registered():
+    assert MODELS["mace"].spec_type is MACESpec and MODELS["mace"].build is build_mace
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("max_L", [0, 1, 2])
+def test_model_runs_with_float64_energies_and_scalar_features(dtype, max_L):  # noqa: N803
+    model = build_model("mace", _spec(dtype=dtype, max_L=max_L))
+    batch = _batch()
+    out = model(batch)
+    assert all(p.dtype == getattr(torch, dtype) for p in model.parameters())
+    assert out[keys.NODE_ENERGY].dtype == torch.float64 and out[keys.ENERGY].shape == (2,)
+    assert out["node_features"].shape == (batch[keys.POSITIONS].shape[0], 8 * 2)
+    assert torch.isfinite(out[keys.FORCES]).all()
+
+
+def test_float32_model_agrees_with_float64_model():
+    batch = _batch()
+    e64 = build_model("mace", _spec(dtype="float64"))(batch)[keys.ENERGY]
+    e32 = build_model("mace", _spec(dtype="float32"))(batch)[keys.ENERGY]
+    torch.testing.assert_close(e32, e64, atol=TOL.fp32.atol, rtol=TOL.fp32.rtol)
+
+
+def test_node_features_are_rotation_invariant():
+    model = build_model("mace", _spec(max_L=2))
+    atoms = make_molecule("CH3CH2OH", seed=3)
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ Rotation.random(random_state=2).as_matrix().T
+    features = [
+        model(collate([configuration_to_graph(atoms_to_configuration(a), TYPES, 5.0)]))
+        for a in (atoms, rotated)
+    ]
+    torch.testing.assert_close(features[0]["node_features"], features[1]["node_features"])
+
+
+def test_parameter_count_matches_the_architecture():
+    spec = MACESpec(
+        type_names=TYPES, num_channels=4, max_L=0, max_ell=1, correlation=1,
+        num_interactions=1, num_radial_basis=3, radial_mlp=(5,),
+    )
+    # embedding 3*4; linear_up 4*4; radial 3*5 + 5*(paths 0e*0e, 0e*1o: 2*4);
+    # linear (mid 4x0e+4x1o -> 4x0e+4x1o) 2*16; skip per species 3*(16+16);
+    # contraction 3 species * 1 weight * 4 channels; product linear 16; readout 4
+    expected = 12 + 16 + (15 + 40) + 32 + 96 + 12 + 16 + 4
+    model = build_model("mace", spec)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_default_spec_has_a_mace_sized_parameter_count():
+    model = build_model("mace", MACESpec(type_names=TYPES))
+    count = sum(p.numel() for p in model.parameters())
+    assert 100_000 < count < 300_000
+
+
+def test_spec_round_trips_through_a_plain_dict():
+    spec = _spec(max_L=2, seed=4, first_interaction_residual=True)
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
+    assert spec_from_dict(MACESpec, values) == spec
+    model = build_model("mace", values)
+    assert model.spec == spec and model.type_names == list(TYPES)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"max_L": 3}, "max_L"),
+        ({"correlation": 0}, "correlation"),
+        ({"atomic_energies": (1.0,)}, "atomic_energies"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"type_names": ("H", "H")}, "type_names"),
+        ({"r_max": -1.0}, "r_max"),
+        ({"radial_mlp": (0,)}, "radial_mlp"),
+        ({"scale": float("nan")}, "scale"),
+    ],
+)
+def test_invalid_specs_are_rejected_naming_the_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _spec(**changes)
+
+
+def test_building_is_seeded_and_leaves_global_state_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    default_dtype = torch.get_default_dtype()
+    first = build_model("mace", _spec(seed=5)).state_dict()
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_default_dtype() == default_dtype
+    second = build_model("mace", _spec(seed=5)).state_dict()
+    other = build_model("mace", _spec(seed=6)).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["energy_model.embedding.weight"], other["energy_model.embedding.weight"])
+
+
+def test_atomic_energies_and_scale_shift_enter_the_energy():
+    batch = _batch()
+    plain = build_model("mace", _spec(atomic_energies=(), scale=1.0, shift=0.0))(batch)
+    scaled = build_model("mace", _spec(scale=2.0, shift=0.5))(batch)
+    e0 = torch.tensor([-1.0, -2.0, -3.0], dtype=torch.float64)[batch[keys.ATOM_TYPE]]
+    expected = e0 + 2.0 * plain[keys.NODE_ENERGY] + 0.5
+    torch.testing.assert_close(scaled[keys.NODE_ENERGY], expected)
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_product_block_is_equivariant(reflect):
+    irreps_in, irreps_out = Irreps("4x0e+4x1o+4x2e"), Irreps("4x0e+4x1o")
+    product = Product(irreps_in, irreps_out, 3, 2, torch.Generator().manual_seed(0))
+    matrix = torch.tensor(Rotation.random(random_state=1).as_matrix()) * (-1 if reflect else 1)
+    det = float(torch.linalg.det(matrix))
+
+    def representation(irreps: Irreps) -> torch.Tensor:
+        blocks = []
+        for mul, ir in irreps:
+            blocks += [wigner_D(ir.l, matrix * det) * (det if ir.p == -1 else 1.0)] * mul
+        return torch.block_diag(*blocks)
+
+    x = torch.randn(5, irreps_in.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sc = torch.randn(5, irreps_out.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    atom_type = torch.tensor([0, 1, 1, 0, 1])
+    out = product(x, atom_type, sc)
+    rotated = product(x @ representation(irreps_in).T, atom_type, sc @ representation(irreps_out).T)
+    torch.testing.assert_close(rotated, out @ representation(irreps_out).T, atol=1e-11, rtol=0)
