@@ -37,11 +37,13 @@ class ModelTestSuite:
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
-    def model64(self):
-        return self.make_model(torch.float64)
+    @classmethod
+    def model64(cls):
+        return cls().make_model(torch.float64)
 
     @pytest.fixture(scope="class")
-    def structures(self):
+    @classmethod
+    def structures(cls):
         return {
             "molecule": make_molecule("CH3CH2OH", seed=1),
             "periodic": make_triclinic_cu(seed=2),
