@@ -27,8 +27,18 @@ import yaml
 
 from equiforce.models import registry
 
-# Spec fields the trainer fills from the training-set statistics (see ``train.setup``).
-DATASET_DERIVED_FIELDS = ("type_names", "atomic_energies", "avg_num_neighbors", "scale", "shift")
+# Spec fields the trainer fills from the training-set statistics (see ``train.setup``), with
+# the values of a one-species placeholder dataset used to validate a model section on its own.
+DERIVED_PLACEHOLDERS: Mapping[str, Any] = types.MappingProxyType(
+    {
+        "type_names": ("H",),
+        "atomic_energies": (0.0,),
+        "avg_num_neighbors": 1.0,
+        "scale": 1.0,
+        "shift": 0.0,
+    }
+)
+DATASET_DERIVED_FIELDS = tuple(DERIVED_PLACEHOLDERS)
 
 
 class ConfigError(ValueError):
@@ -108,14 +118,20 @@ class ModelConfig:
                 "is derived from the training set statistics and cannot be set",
             )
         try:
-            registry.spec_from_dict(fam.spec_type, dict(self.params))
+            self.spec()
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model: {err}") from err
 
-    def spec(self, **overrides: Any) -> Any:
-        """The family's spec dataclass from ``params`` with ``overrides`` applied."""
+    def spec(self) -> Any:
+        """The family's spec from ``params``, dataset-derived fields set to placeholders.
+
+        The placeholders (one species "H", E0 0, unit scale) make a valid spec for checks
+        and defaults such as ``r_max``; ``train.setup.spec_from_statistics`` replaces them.
+        """
         fam = registry.family(self.family)
-        return registry.spec_from_dict(fam.spec_type, {**self.params, **overrides})
+        known = {f.name for f in dataclasses.fields(fam.spec_type)}
+        placeholders = {k: v for k, v in DERIVED_PLACEHOLDERS.items() if k in known}
+        return registry.spec_from_dict(fam.spec_type, {**self.params, **placeholders})
 
     @property
     def r_max(self) -> float:

@@ -26,7 +26,7 @@ def plot_learning_curve(history: Sequence[Mapping[str, object]], path: str | os.
     from matplotlib.figure import Figure
 
     path = Path(path)
-    fig = Figure(figsize=(9, 3.6), dpi=110)
+    fig = Figure(figsize=(9, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     panels = (("loss", "loss", "loss"), ("forces_rmse", "force RMSE (meV/Å)", "force RMSE"))
     epochs = [float(row["epoch"]) for row in history]
@@ -45,7 +45,7 @@ def plot_learning_curve(history: Sequence[Mapping[str, object]], path: str | os.
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.28)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     try:

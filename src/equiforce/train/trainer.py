@@ -7,9 +7,12 @@ Epoch ``e`` (0-based): apply the stage's learning rate and loss; one pass over t
 batches (order fixed by ``(seed, e)`` in the batch source) with gradient clipping and an EMA
 update per step; validation with the EMA weights; plateau-scheduler step; then, in this
 order, ``best.pt`` + ``model.pt`` (on a new best validation loss), ``last.pt``, a
-``metrics.csv`` row and the learning-curve PNG. Because the shuffle order, the optimizer,
-scheduler, EMA and generator states are all in ``last.pt``, a resumed run repeats the
-interrupted epoch exactly.
+``metrics.csv`` row. Because the shuffle order, the optimizer, scheduler, EMA and generator
+states are all in ``last.pt``, a resumed run repeats the interrupted epoch exactly.
+
+The learning-curve PNG is redrawn when an epoch ends at least ``CURVE_REDRAW_S`` after the
+last drawing, and always when training stops (also on divergence): drawing costs ~0.5 s,
+which would dominate short epochs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from equiforce.train.metrics import ErrorAccumulator, MetricsCSV
 from equiforce.train.optim import TrainingSchedule
 
 LOG = logging.getLogger(__name__)
+
+CURVE_REDRAW_S = 30.0  # minimum wall time between two drawings of the learning curve
 
 Batch = dict[str, torch.Tensor]
 
@@ -157,18 +162,29 @@ class Trainer:
             unit="epoch",
             disable=not self.settings.progress_bar,
         )
-        with epochs:
-            while self.progress.epochs_done < self.settings.max_epochs:
-                epoch = self.progress.epochs_done
-                out_of_time = self._run_epoch(epoch, deadline, start, csv)
-                epochs.update(1)
-                if out_of_time:
-                    self.progress.stop_reason = "time_budget"
-                    LOG.info("time budget of %.0f s used up after epoch %d", budget, epoch + 1)
-                    break
-            else:
-                self.progress.stop_reason = "max_epochs"
+        last_drawn = start
+        try:
+            with epochs:
+                while self.progress.epochs_done < self.settings.max_epochs:
+                    epoch = self.progress.epochs_done
+                    out_of_time = self._run_epoch(epoch, deadline, start, csv)
+                    epochs.update(1)
+                    if time.monotonic() - last_drawn >= CURVE_REDRAW_S:
+                        self._draw_curve()
+                        last_drawn = time.monotonic()
+                    if out_of_time:
+                        self.progress.stop_reason = "time_budget"
+                        LOG.info("time budget of %.0f s used up in epoch %d", budget, epoch + 1)
+                        break
+                else:
+                    self.progress.stop_reason = "max_epochs"
+        finally:
+            self._draw_curve()
         return self.progress
+
+    def _draw_curve(self) -> None:
+        if self.progress.history:
+            plot_learning_curve(self.progress.history, self.paths.learning_curve)
 
     def _run_epoch(self, epoch: int, deadline: float | None, start: float, csv) -> bool:
         """One epoch with validation and outputs; returns whether the time budget ran out."""
@@ -198,7 +214,6 @@ class Trainer:
         }
         self._finish_epoch(row, valid_loss)
         csv.append(row)
-        plot_learning_curve(self.progress.history, self.paths.learning_curve)
         LOG.info(
             "epoch %d/%d: train loss %.4g, valid loss %.4g, valid RMSE E %.3f meV/atom, "
             "F %.3f meV/Å, lr %.3g",
