@@ -1,0 +1,107 @@
+"""Run configuration: parsing, validation, unknown keys, round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from equiforce.train.config import ConfigError, RunConfig, dump_config, load_config
+
+from .conftest import config_dict
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "mace_example.yaml"
+
+
+def _minimal() -> dict:
+    return config_dict(Path("out"), Path("train.xyz"))
+
+
+def test_example_config_parses_and_round_trips(tmp_path):
+    config = load_config(EXAMPLE)
+    assert config.model.family == "mace" and config.training.stage_two.enabled
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(dump_config(config))
+    assert load_config(copy) == config
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_every_example_key_is_documented():
+    for number, line in enumerate(EXAMPLE.read_text().splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#") and line.split(":")[1:]:
+            is_section = line.rstrip().endswith(":")
+            assert "#" in line or is_section or line.startswith("    "), f"line {number}: {line}"
+
+
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("training", "lr_typo"),
+        ("data", "train_fil"),
+        ("model", "num_channel"),
+        ("root", "outptu_dir"),
+    ],
+)
+def test_unknown_key_names_its_path(section, key):
+    values = _minimal()
+    target = values if section == "root" else values[section]
+    target[key] = 1
+    path = key if section == "root" else f"{section}.{key}"
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown key"):
+        RunConfig.from_dict(values)
+
+
+def test_unknown_nested_key_names_its_path():
+    values = _minimal()
+    values["training"]["ema"]["decya"] = 0.9
+    with pytest.raises(ConfigError, match=r"^training\.ema\.decya: unknown key"):
+        RunConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("data", "valid_fraction", 1.5, r"data\.valid_fraction: must be in \(0, 1\)"),
+        ("training", "optimizer", "sgd", r"training\.optimizer: must be one of"),
+        ("training", "lr", "fast", r"training\.lr: expected a number"),
+        ("training", "max_epochs", 2.5, r"training\.max_epochs: expected an integer"),
+        ("training", "device", "tpu", r"training\.device: must be auto"),
+        ("model", "type_names", ["Cu"], r"model\.type_names: is derived from the training"),
+        ("model", "num_channels", "many", r"^model: "),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_key(section, key, value, message):
+    values = _minimal()
+    values[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(values)
+
+
+def test_missing_required_keys_and_bad_family():
+    values = _minimal()
+    del values["data"]["train_file"]
+    with pytest.raises(ConfigError, match=r"data\.train_file: is required"):
+        RunConfig.from_dict(values)
+    values = _minimal()
+    values["model"]["family"] = "nonexistent"
+    with pytest.raises(ConfigError, match="model.family: unknown model family"):
+        RunConfig.from_dict(values)
+
+
+def test_stage_two_must_start_before_the_end():
+    values = _minimal()
+    values["training"]["stage_two"]["start_epoch"] = 3
+    with pytest.raises(ConfigError, match=r"stage_two\.start_epoch: must be < max_epochs"):
+        RunConfig.from_dict(values)
+
+
+def test_yaml_integers_are_accepted_for_floats_and_file_errors_name_the_file(tmp_path):
+    values = _minimal()
+    values["training"]["lr"] = 1
+    assert RunConfig.from_dict(values).training.lr == 1.0
+    values["training"]["lr_typo"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match=rf"{path}: training\.lr_typo"):
+        load_config(path)
