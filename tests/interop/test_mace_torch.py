@@ -39,7 +39,9 @@ def _structures() -> list[Atoms]:
 
 def _mace_model(max_L: int, first_residual: bool, dtype: torch.dtype):  # noqa: N803
     """A random small ScaleShiftMACE, built under mace's default-dtype convention."""
-    first = "RealAgnosticResidualInteractionBlock" if first_residual else "RealAgnosticInteractionBlock"
+    first = (
+        "RealAgnosticResidualInteractionBlock" if first_residual else "RealAgnosticInteractionBlock"
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -56,7 +58,7 @@ def _mace_model(max_L: int, first_residual: bool, dtype: torch.dtype):  # noqa: 
                 interaction_cls_first=mace_modules.interaction_classes[first],
                 num_interactions=2,
                 num_elements=len(TYPE_NAMES),
-                hidden_irreps=o3.Irreps(f"16x0e + 16x1o" + (" + 16x2e" if max_L == 2 else "")),
+                hidden_irreps=o3.Irreps("16x0e + 16x1o" + (" + 16x2e" if max_L == 2 else "")),
                 MLP_irreps=o3.Irreps("16x0e"),
                 atomic_energies=np.array([-13.6, -1029.8, -2041.9]),
                 avg_num_neighbors=6.5,

@@ -76,7 +76,11 @@ def test_channelwise_tp_matches_e3nn_uvu_tensor_product_up_to_coupling_signs():
     desc = ChannelwiseTPDescriptor(Irreps("4x0e+4x1o"), sh_irreps(2), Irreps("0e+1o+2e"))
     instructions = [(p.i_in1, p.i_in2, p.i_out, "uvu", True) for p in desc.paths]
     theirs = e3nn_o3.TensorProduct(
-        desc.irreps_in1, desc.irreps_in2, desc.irreps_out, instructions, shared_weights=False,
+        desc.irreps_in1,
+        desc.irreps_in2,
+        desc.irreps_out,
+        instructions,
+        shared_weights=False,
         internal_weights=False,
     ).double()
     nodes, vectors, weights, index = _tp_inputs(desc)
@@ -87,7 +91,9 @@ def test_channelwise_tp_matches_e3nn_uvu_tensor_product_up_to_coupling_signs():
         sign = torch.sign((wigner_3j(path.l1, path.l2, path.l_out) * e3nn_coupling).sum())
         signs[path.weight_offset : path.weight_offset + path.mul] = sign
     per_edge = theirs(nodes[index[1]], sh, weights * signs)
-    expected = torch.zeros(5, desc.irreps_out.dim, dtype=torch.float64).index_add(0, index[0], per_edge)
+    expected = torch.zeros(5, desc.irreps_out.dim, dtype=torch.float64).index_add(
+        0, index[0], per_edge
+    )
     ours = make_channelwise_tp(desc)(nodes, sh, weights, index[1], index[0])
     torch.testing.assert_close(ours, expected)
 
@@ -117,7 +123,9 @@ def test_symmetric_contraction_is_equivariant_and_species_dependent(reflect):
     rotation_in = _irreps_rotation(desc.coupling_irreps, matrix)
     out = contraction(x, atom_type)
     out_rotated = contraction(x @ rotation_in.T, atom_type)
-    torch.testing.assert_close(out_rotated, out @ _irreps_rotation(irreps_out, matrix).T, atol=1e-11, rtol=0)
+    torch.testing.assert_close(
+        out_rotated, out @ _irreps_rotation(irreps_out, matrix).T, atol=1e-11, rtol=0
+    )
     swapped = contraction(x, 1 - atom_type)
     assert (swapped - out).abs().max() > 1e-3
 
@@ -131,4 +139,6 @@ def test_kernels_run_in_float32():
 
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend"):
-        make_linear(LinearDescriptor(Irreps("1x0e"), Irreps("1x0e")), _generator(), backend="triton")
+        make_linear(
+            LinearDescriptor(Irreps("1x0e"), Irreps("1x0e")), _generator(), backend="triton"
+        )

@@ -24,8 +24,12 @@ TYPES = ("H", "C", "O")
 
 def _spec(**changes) -> MACESpec:
     base = MACESpec(
-        type_names=TYPES, num_channels=8, max_ell=2, radial_mlp=(16, 16),
-        avg_num_neighbors=5.0, atomic_energies=(-1.0, -2.0, -3.0),
+        type_names=TYPES,
+        num_channels=8,
+        max_ell=2,
+        radial_mlp=(16, 16),
+        avg_num_neighbors=5.0,
+        atomic_energies=(-1.0, -2.0, -3.0),
     )
     return dataclasses.replace(base, **changes)
 
@@ -74,8 +78,14 @@ def test_node_features_are_rotation_invariant():
 
 def test_parameter_count_matches_the_architecture():
     spec = MACESpec(
-        type_names=TYPES, num_channels=4, max_L=0, max_ell=1, correlation=1,
-        num_interactions=1, num_radial_basis=3, radial_mlp=(5,),
+        type_names=TYPES,
+        num_channels=4,
+        max_L=0,
+        max_ell=1,
+        correlation=1,
+        num_interactions=1,
+        num_radial_basis=3,
+        radial_mlp=(5,),
     )
     # embedding 3*4; linear_up 4*4; radial 3*5 + 5*(paths 0e*0e, 0e*1o: 2*4);
     # linear (mid 4x0e+4x1o -> 4x0e+4x1o) 2*16; skip per species 3*(16+16);
@@ -93,7 +103,9 @@ def test_default_spec_has_a_mace_sized_parameter_count():
 
 def test_spec_round_trips_through_a_plain_dict():
     spec = _spec(max_L=2, seed=4, first_interaction_residual=True)
-    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
+    values = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()
+    }
     assert spec_from_dict(MACESpec, values) == spec
     model = build_model("mace", values)
     assert model.spec == spec and model.type_names == list(TYPES)
@@ -126,7 +138,9 @@ def test_building_is_seeded_and_leaves_global_state_alone():
     second = build_model("mace", _spec(seed=5)).state_dict()
     other = build_model("mace", _spec(seed=6)).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    assert not torch.equal(first["energy_model.embedding.weight"], other["energy_model.embedding.weight"])
+    assert not torch.equal(
+        first["energy_model.embedding.weight"], other["energy_model.embedding.weight"]
+    )
 
 
 def test_atomic_energies_and_scale_shift_enter_the_energy():
@@ -151,8 +165,12 @@ def test_product_block_is_equivariant(reflect):
             blocks += [wigner_D(ir.l, matrix * det) * (det if ir.p == -1 else 1.0)] * mul
         return torch.block_diag(*blocks)
 
-    x = torch.randn(5, irreps_in.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    sc = torch.randn(5, irreps_out.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = torch.randn(
+        5, irreps_in.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    sc = torch.randn(
+        5, irreps_out.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     atom_type = torch.tensor([0, 1, 1, 0, 1])
     out = product(x, atom_type, sc)
     rotated = product(x @ representation(irreps_in).T, atom_type, sc @ representation(irreps_out).T)

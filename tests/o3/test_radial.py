@@ -23,9 +23,13 @@ def test_cutoff_is_one_at_origin_and_smoothly_zero_at_r_max():
         value = polynomial_cutoff(r, 5.0, p)
         (first,) = torch.autograd.grad(value.sum(), r, create_graph=True)
         (second,) = torch.autograd.grad(first.sum(), r)
-        torch.testing.assert_close(value.detach()[:, 0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+        torch.testing.assert_close(
+            value.detach()[:, 0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+        )
         torch.testing.assert_close(first.detach()[1:, 0], torch.zeros(2, dtype=torch.float64))
-        torch.testing.assert_close(second[1:, 0], torch.zeros(2, dtype=torch.float64), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            second[1:, 0], torch.zeros(2, dtype=torch.float64), atol=1e-10, rtol=0
+        )
 
 
 def test_cutoff_decreases_monotonically():

@@ -10,7 +10,9 @@ from equiforce.o3 import wigner_3j, wigner_D
 from equiforce.o3.e3nn_compat import e3nn_o3
 from equiforce.testing.tolerances import TOL
 
-TRIPLES = [(l1, l2, l3) for l1 in range(4) for l2 in range(4) for l3 in range(abs(l1 - l2), l1 + l2 + 1)]
+TRIPLES = [
+    (l1, l2, l3) for l1 in range(4) for l2 in range(4) for l3 in range(abs(l1 - l2), l1 + l2 + 1)
+]
 
 
 def _rotation(seed: int) -> torch.Tensor:
@@ -19,16 +21,16 @@ def _rotation(seed: int) -> torch.Tensor:
 
 def test_wigner_d_is_an_orthogonal_representation():
     r1, r2 = _rotation(0), _rotation(1)
-    for l in range(5):
-        d1, d2, d12 = wigner_D(l, r1), wigner_D(l, r2), wigner_D(l, r1 @ r2)
-        torch.testing.assert_close(d1 @ d1.T, torch.eye(2 * l + 1, dtype=torch.float64))
+    for ell in range(5):
+        d1, d2, d12 = wigner_D(ell, r1), wigner_D(ell, r2), wigner_D(ell, r1 @ r2)
+        torch.testing.assert_close(d1 @ d1.T, torch.eye(2 * ell + 1, dtype=torch.float64))
         torch.testing.assert_close(d1 @ d2, d12, atol=TOL.fp64_grad.atol, rtol=0.0)
 
 
 @pytest.mark.parametrize("l1, l2, l3", TRIPLES)
 def test_coupling_is_equivariant(l1, l2, l3):
     rotation = _rotation(l1 + 4 * l2 + 16 * l3)
-    d1, d2, d3 = (wigner_D(l, rotation) for l in (l1, l2, l3))
+    d1, d2, d3 = (wigner_D(ell, rotation) for ell in (l1, l2, l3))
     coupling = wigner_3j(l1, l2, l3)
     rotated_inputs = torch.einsum("ia,jb,abk->ijk", d1.T, d2.T, coupling)
     rotated_output = torch.einsum("ijc,kc->ijk", coupling, d3)
@@ -45,11 +47,11 @@ def test_coupling_has_unit_norm_and_matches_e3nn_up_to_sign(l1, l2, l3):
 
 
 def test_coupling_sign_is_canonical():
-    for l in range(4):
-        identity = torch.eye(2 * l + 1, dtype=torch.float64) / (2 * l + 1) ** 0.5
-        torch.testing.assert_close(wigner_3j(0, l, l)[0], identity)
-        torch.testing.assert_close(wigner_3j(l, 0, l)[:, 0], identity)
-        torch.testing.assert_close(wigner_3j(l, l, 0)[:, :, 0], identity)
+    for ell in range(4):
+        identity = torch.eye(2 * ell + 1, dtype=torch.float64) / (2 * ell + 1) ** 0.5
+        torch.testing.assert_close(wigner_3j(0, ell, ell)[0], identity)
+        torch.testing.assert_close(wigner_3j(ell, 0, ell)[:, 0], identity)
+        torch.testing.assert_close(wigner_3j(ell, ell, 0)[:, :, 0], identity)
     for l1, l2, l3 in TRIPLES:
         flat = wigner_3j(l1, l2, l3).flatten()
         assert flat[flat.abs() > 1e-8][0] > 0

@@ -18,7 +18,6 @@ Most weights copy 1:1. Three places differ by a basis change, folded into the we
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import torch
@@ -98,9 +97,7 @@ def spec_from_mace_torch(model: torch.nn.Module) -> MACESpec:
 def _check_supported(model: torch.nn.Module) -> None:
     problems = _unsupported_options(model)
     if problems:
-        raise ValueError(
-            f"cannot convert this {type(model).__name__}: " + "; ".join(problems)
-        )
+        raise ValueError(f"cannot convert this {type(model).__name__}: " + "; ".join(problems))
 
 
 def _unsupported_options(model: torch.nn.Module) -> list[str]:
@@ -137,7 +134,7 @@ def _irreps_problems(model: torch.nn.Module) -> list[str]:
     correlations = {p.symmetric_contractions.contractions[0].correlation for p in model.products}
     if len(correlations) != 1:
         problems.append(f"per-layer correlation {sorted(correlations)} is not supported")
-    for index, (block, product) in enumerate(zip(model.interactions, model.products)):
+    for index, (block, product) in enumerate(zip(model.interactions, model.products, strict=True)):
         if Irreps(block.edge_irreps) != Irreps(block.node_feats_irreps):
             problems.append(f"interaction {index}: edge_irreps is not supported")
         out = Irreps(product.linear.irreps_out)
@@ -154,7 +151,7 @@ def _converted_state(
 ) -> dict[str, torch.Tensor]:
     """State dict of ``target`` carrying the weights of ``source`` (of ``dtype``), float64."""
     state = {"embedding.weight": _weight(source.node_embedding.linear)}
-    layers = zip(source.interactions, source.products, source.readouts)
+    layers = zip(source.interactions, source.products, source.readouts, strict=True)
     for index, (interaction, product, readout) in enumerate(layers):
         state.update(_interaction_state(interaction, target.interactions[index], index, dtype))
         state.update(_product_state(product, target.products[index], index))
@@ -185,9 +182,10 @@ def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
     _check_linear(source.linear_up, target.linear_up, prefix + "linear_up")
     _check_linear(source.linear, target.linear, prefix + "linear")
     skip = source.skip_tp
-    if Irreps(skip.irreps_in1) != target.skip.descriptor.irreps_in or Irreps(
-        skip.irreps_out
-    ) != target.skip.descriptor.irreps_out:
+    if (
+        Irreps(skip.irreps_in1) != target.skip.descriptor.irreps_in
+        or Irreps(skip.irreps_out) != target.skip.descriptor.irreps_out
+    ):
         raise ValueError(f"{prefix}skip_tp: irreps do not match")
     state = {
         prefix + "linear_up.weight": _weight(source.linear_up),
@@ -203,7 +201,7 @@ def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
 
 
 def _activation_ratio(act: Any) -> float:
-    """mace's normalised-SiLU constant over ours (1 when e3nn treats it as identity)."""
+    """Mace's normalised-SiLU constant over ours (1 when e3nn treats it as identity)."""
     constant = 1.0 if getattr(act, "_is_id", False) else float(act.cst)
     if getattr(act, "f", None) is not torch.nn.functional.silu:
         raise ValueError(f"only SiLU activations are supported, got {act}")

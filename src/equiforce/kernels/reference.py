@@ -12,8 +12,6 @@ on CPU (``index_add`` on CUDA is not); plain tensor ops, so ``torch.compile`` an
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -69,7 +67,7 @@ class Linear(nn.Module):
             previous = outputs[path.i_out]
             outputs[path.i_out] = y if previous is None else previous + y
         flat = []
-        for out, (mul, ir) in zip(outputs, desc.irreps_out):
+        for out, (mul, ir) in zip(outputs, desc.irreps_out, strict=True):
             if out is None:
                 out = x.new_zeros(x.shape[0], mul, ir.dim)
             flat.append(out.reshape(x.shape[0], mul * ir.dim))
@@ -216,4 +214,3 @@ def _parent_index(monomials: torch.Tensor, dim: int) -> torch.Tensor:
     lower, _ = symmetric_monomials(dim, monomials.shape[1] - 1)
     lookup = {tuple(row): i for i, row in enumerate(lower.tolist())}
     return torch.tensor([lookup[tuple(row[:-1])] for row in monomials.tolist()])
-

@@ -216,7 +216,9 @@ class MACE(nn.Module):
         channels = self.spec.num_channels
         energy = node_feats.new_zeros(node_feats.shape[0])
         features = []
-        for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
+        for interaction, product, readout in zip(
+            self.interactions, self.products, self.readouts, strict=True
+        ):
             message, sc = interaction(
                 node_feats, atom_type, edge_attrs, edge_radial, data[keys.EDGE_INDEX]
             )

@@ -54,7 +54,7 @@ class RadialMLP(nn.Module):
         self.sizes = tuple(sizes)
         self.weights = nn.ParameterList(
             nn.Parameter(torch.randn(h_in, h_out, generator=generator, dtype=torch.float64))
-            for h_in, h_out in zip(sizes[:-1], sizes[1:])
+            for h_in, h_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.activation = ScaledSiLU()
 

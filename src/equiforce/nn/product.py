@@ -55,7 +55,7 @@ class Product(nn.Module):
         per_channel = torch.cat(
             [
                 message[:, sl].reshape(n, self.num_channels, ir.dim)
-                for sl, (_, ir) in zip(self._slices, self.irreps_in)
+                for sl, (_, ir) in zip(self._slices, self.irreps_in, strict=True)
             ],
             dim=2,
         )

@@ -1,5 +1,8 @@
-"""Irreps helpers, spherical harmonics, Clebsch–Gordan coefficients, radial bases and
-tensor-product descriptors (no modules with weights)."""
+"""O(3) building blocks without weights.
+
+Irreps helpers, spherical harmonics, Clebsch–Gordan coefficients, radial bases and the
+tensor-product descriptors that ``equiforce.kernels`` executes.
+"""
 
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.irreps import (

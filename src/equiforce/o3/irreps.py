@@ -34,7 +34,7 @@ def scalar_irreps(n: int) -> Irreps:
 
 def hidden_irreps(num_channels: int, max_L: int) -> Irreps:  # noqa: N803 (MACE's name)
     """MACE hidden irreps ``num_channels x (0e + 1o + ... )`` up to ``max_L`` (SH parities)."""
-    return Irreps([(num_channels, (l, (-1) ** l)) for l in range(max_L + 1)])
+    return Irreps([(num_channels, (ell, (-1) ** ell)) for ell in range(max_L + 1)])
 
 
 def tp_target_irreps(num_channels: int, irreps_sh: Irreps) -> Irreps:

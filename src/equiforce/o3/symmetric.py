@@ -110,7 +110,7 @@ def coupling_paths(irreps: Irreps, ir_out: Irrep, nu: int) -> list[torch.Tensor]
     dim, lmax_in = irreps.dim, max(ir.l for _, ir in irreps)
     slices = block_slices(irreps)
     level = []
-    for (_, ir), sl in zip(irreps, slices):
+    for (_, ir), sl in zip(irreps, slices, strict=True):
         start = torch.zeros(ir.dim, dim, dtype=torch.float64)
         start[:, sl] = torch.eye(ir.dim, dtype=torch.float64)
         level.append((ir, start))
@@ -118,7 +118,7 @@ def coupling_paths(irreps: Irreps, ir_out: Irrep, nu: int) -> list[torch.Tensor]
         remaining = nu - step
         new_level = []
         for ir_left, left in level:
-            for (_, ir), sl in zip(irreps, slices):
+            for (_, ir), sl in zip(irreps, slices, strict=True):
                 for ir_new in ir_left * ir:
                     if abs(ir_new.l - ir_out.l) > remaining * lmax_in:
                         continue

@@ -30,7 +30,9 @@ def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64) -> 
     Wigner D matrices rotates ``c`` with ``D_l3``.
 
     Args:
-        l1, l2, l3: degrees satisfying the triangle rule ``|l1 - l2| <= l3 <= l1 + l2``.
+        l1: degree of the first input.
+        l2: degree of the second input.
+        l3: output degree, ``|l1 - l2| <= l3 <= l1 + l2`` (triangle rule).
         dtype: output dtype.
 
     Returns:
@@ -63,17 +65,17 @@ def _sphere_points(n: int) -> torch.Tensor:
     return torch.stack([radius * torch.cos(phi), radius * torch.sin(phi), z], dim=1)
 
 
-def wigner_D(l: int, rotation: torch.Tensor) -> torch.Tensor:  # noqa: N802 (standard name)
+def wigner_D(ell: int, rotation: torch.Tensor) -> torch.Tensor:  # noqa: N802 (standard name)
     """Wigner D matrix of a 3x3 orthogonal matrix in the real SH basis: ``Y(R x) = D Y(x)``.
 
     Args:
-        l: degree.
+        ell: degree l.
         rotation: (3, 3) orthogonal matrix (an improper one gives ``det(R)^l`` D(proper)).
 
     Returns:
         (2l+1, 2l+1) float64 tensor, accurate to ~1e-14.
     """
-    points = _sphere_points(6 * l + 10)
-    y = spherical_harmonics(l, points)[:, l * l :]
-    y_rotated = spherical_harmonics(l, points @ rotation.to(torch.float64).T)[:, l * l :]
+    points = _sphere_points(6 * ell + 10)
+    y = spherical_harmonics(ell, points)[:, ell * ell :]
+    y_rotated = spherical_harmonics(ell, points @ rotation.to(torch.float64).T)[:, ell * ell :]
     return torch.linalg.lstsq(y, y_rotated).solution.T
