@@ -100,6 +100,8 @@ def test_yaml_integers_are_accepted_for_floats_and_file_errors_name_the_file(tmp
     values = _minimal()
     values["training"]["lr"] = 1
     assert RunConfig.from_dict(values).training.lr == 1.0
+    values["training"]["lr"] = yaml.safe_load("lr: 1e-3")["lr"]  # YAML 1.1 gives a string
+    assert RunConfig.from_dict(values).training.lr == 1e-3
     values["training"]["lr_typo"] = 1
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(values))

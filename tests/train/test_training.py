@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from ase.io import write
 
 from equiforce.models import load_model
+from equiforce.testing.structures import emt_labelled, make_fcc_cu, make_molecule
 from equiforce.train import ema as ema_module
 from equiforce.train.checkpoint import load_checkpoint
 from equiforce.train.metrics import CSV_COLUMNS, read_metrics_csv
@@ -96,3 +98,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
 def test_resume_without_checkpoint_is_an_error(tmp_path, emt_train_file):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(make_config(tmp_path, emt_train_file), resume=True)
+
+
+def test_molecules_without_stress_train_beside_crystals(tmp_path):
+    frames = [emt_labelled(make_fcc_cu(repeat=1, seed=seed)) for seed in range(4)]
+    frames += [emt_labelled(make_molecule("CH3CH2OH", seed=seed)) for seed in range(4)]
+    data = tmp_path / "mixed.xyz"
+    write(data, frames, format="extxyz")
+    config = make_config(tmp_path / "out", data, max_epochs=1, stage_two={"enabled": False})
+    result = train(config)
+    for name in ("train_loss", "valid_loss", "train_stress_rmse", "valid_forces_rmse"):
+        assert math.isfinite(result.final_metrics[name]), name
+    assert load_model(result.model_path).type_names == ["H", "C", "O", "Cu", "Au"]

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from equiforce.train.config import load_config
 from equiforce.train.run import train
 from equiforce.train.trainer import NonFiniteLossError
@@ -25,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     """Train as configured; prints where the outputs are. Returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        result = train(load_config(args.config), resume=args.resume)
+        with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
+            result = train(load_config(args.config), resume=args.resume)
     except (NonFiniteLossError, FileExistsError) as err:
         print(f"equiforce train: error: {err}", file=sys.stderr)
         return 1

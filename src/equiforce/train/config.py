@@ -236,7 +236,9 @@ class TrainConfig:
         ema: EMA settings.
         clip_grad_norm: maximum gradient 2-norm; ``None`` disables clipping.
         stage_two: final-stage settings.
-        time_budget_s: stop cleanly (validate, checkpoint, export) after this wall time.
+        time_budget_s: wall time of the training loop (data preparation excluded) after
+            which training stops cleanly: the current epoch is cut short, validated,
+            checkpointed and exported, and counts as done (a resumed run starts the next).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         log_every: optimizer steps between progress-bar/log updates of the running loss.
         progress_bar: show tqdm progress bars (epochs and batches, with ETA).
@@ -365,9 +367,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         _check(value in args, path, f"must be one of {list(args)}, got {value!r}")
         return value
     if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _check(ok, path, f"expected a number, got {value!r}")
-        return float(value)
+        return _as_float(value, path)
     if hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
         _check(ok, path, f"expected an integer, got {value!r}")
@@ -379,6 +379,20 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         _check(isinstance(value, str), path, f"expected a string, got {value!r}")
         return value
     return value
+
+
+def _as_float(value: Any, path: str) -> float:
+    """A number; also a numeric string, because YAML 1.1 reads ``1e-3`` (no dot) as text."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        _check(math.isfinite(number), path, f"expected a number, got {value!r}")
+        return number
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    _check(ok, path, f"expected a number, got {value!r}")
+    return float(value)
 
 
 def _plain(value: Any) -> Any:

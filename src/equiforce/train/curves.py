@@ -24,6 +24,7 @@ def plot_learning_curve(history: Sequence[Mapping[str, object]], path: str | os.
     # The Agg canvas is used directly: no pyplot backend or global figure state is touched.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     fig = Figure(figsize=(9, 3.6), dpi=100)
@@ -40,12 +41,13 @@ def plot_learning_curve(history: Sequence[Mapping[str, object]], path: str | os.
         if stage_two:
             ax.axvline(stage_two[0], color="grey", linestyle=":", label="final stage")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.28)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9, wspace=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     try:
