@@ -12,7 +12,11 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+try:
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # ase < 3.29 only has the (since deprecated) older name
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def generate_emt_dataset(spec: EMTDatasetSpec) -> list[Atoms]:
     for temperature in spec.temperatures_K:
         atoms = _starting_cell(spec, rng)
         atoms.calc = EMT()
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         dynamics = Langevin(
             atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng
         )

@@ -1,0 +1,32 @@
+"""``equiforce quickstart``: generate data, train a small MACE, evaluate it and run MD."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the quickstart subcommand."""
+    parser.add_argument("--out", type=Path, default=Path("quickstart_out"), help="output folder")
+    parser.add_argument("--budget", type=float, default=120.0, help="training budget, s")
+    parser.add_argument("--configs", type=int, default=150, help="generated structures")
+    parser.add_argument("--md-steps", type=int, default=300, help="NVE steps (1 fs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the quickstart and print its summary."""
+    from equiforce.quickstart import QuickstartOptions, run_quickstart, summary_table
+
+    options = QuickstartOptions(
+        out_dir=args.out,
+        budget_s=args.budget,
+        n_configs=args.configs,
+        md_steps=args.md_steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(summary_table(run_quickstart(options)))
+    return 0
