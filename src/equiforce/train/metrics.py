@@ -21,7 +21,10 @@ from equiforce.files import atomic_write_text
 _MILLI = 1000.0
 QUANTITIES = ("energy", "forces", "stress")  # energy means energy per atom
 
-# Columns of metrics.csv, in order. Prefix train_/valid_; rmse/mae in meV units.
+# Columns of metrics.csv, in order: epoch (1-based), stage ("main"/"stage_two"), lr of the
+# epoch, losses, train_/valid_ RMSE and MAE in meV units (train_ ones are accumulated over
+# the epoch's steps with the raw weights, valid_ ones use the evaluated/EMA weights), and
+# wall_s: training-loop seconds since the run began, summed over resumed invocations.
 CSV_COLUMNS = (
     "epoch",
     "stage",

@@ -154,6 +154,8 @@ class Trainer:
         start = time.monotonic()
         budget = self.settings.time_budget_s
         deadline = None if budget is None else start + budget
+        # wall_s accumulates over resumed invocations (the lost part of a killed epoch aside)
+        clock_zero = start - (self.progress.history[-1]["wall_s"] if self.progress.history else 0)
         csv = MetricsCSV(self.paths.metrics_csv, self.progress.history)
         epochs = tqdm(
             total=self.settings.max_epochs,
@@ -167,7 +169,7 @@ class Trainer:
             with epochs:
                 while self.progress.epochs_done < self.settings.max_epochs:
                     epoch = self.progress.epochs_done
-                    out_of_time = self._run_epoch(epoch, deadline, start, csv)
+                    out_of_time = self._run_epoch(epoch, deadline, clock_zero, csv)
                     epochs.update(1)
                     if time.monotonic() - last_drawn >= CURVE_REDRAW_S:
                         self._draw_curve()
@@ -186,8 +188,17 @@ class Trainer:
         if self.progress.history:
             plot_learning_curve(self.progress.history, self.paths.learning_curve)
 
-    def _run_epoch(self, epoch: int, deadline: float | None, start: float, csv) -> bool:
-        """One epoch with validation and outputs; returns whether the time budget ran out."""
+    def _run_epoch(
+        self, epoch: int, deadline: float | None, clock_zero: float, csv: MetricsCSV
+    ) -> bool:
+        """One epoch with validation and outputs; returns whether the time budget ran out.
+
+        Args:
+            epoch: 0-based epoch.
+            deadline: ``time.monotonic()`` value at which the time budget ends, or None.
+            clock_zero: ``time.monotonic()`` value that ``wall_s`` counts from.
+            csv: the metrics file.
+        """
         if self.schedule.begin_epoch(epoch):
             LOG.info(
                 "epoch %d: final stage starts (new loss weights, lr %g)",
@@ -210,7 +221,7 @@ class Trainer:
             "valid_loss": valid_loss,
             **train_errors.metrics("train"),
             **valid_metrics,
-            "wall_s": time.monotonic() - start,
+            "wall_s": time.monotonic() - clock_zero,
         }
         self._finish_epoch(row, valid_loss)
         csv.append(row)
