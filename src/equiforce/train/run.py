@@ -3,8 +3,8 @@
 It reads the data, builds (or restores) the model, optimizer, schedule and EMA, and runs the
 ``Trainer``. A fresh run refuses an ``output_dir`` that already holds a checkpoint; a resumed
 run continues ``checkpoints/last.pt`` exactly, and only settings that do not change the
-computation (``training.max_epochs``, ``time_budget_s``, ``device``, ``log_every``,
-``progress_bar``) may differ from the checkpoint's configuration.
+computation (``RESUMABLE_CHANGES``: more epochs, a time budget, the device, logging, the
+output and cache folders) may differ from the checkpoint's configuration.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import torch
 from equiforce.data.dataset import load_dataset
 from equiforce.files import atomic_write_text
 from equiforce.models.io import model_from_payload
+from equiforce.models.potential import Potential
 from equiforce.train import evaluate as evaluation
 from equiforce.train.checkpoint import Progress, load_checkpoint, restore_rng_state
 from equiforce.train.config import RunConfig, dump_config
 from equiforce.train.ema import ExponentialMovingAverage
 from equiforce.train.optim import TrainingSchedule, build_optimizer
 from equiforce.train.setup import (
+    TrainingData,
     batch_sources,
     build_model_from_config,
     key_spec,
@@ -38,8 +40,17 @@ from equiforce.train.trainer import RunPaths, Trainer
 
 LOG = logging.getLogger(__name__)
 
-# Settings a resumed run may change: they do not alter the computed numbers.
-RESUMABLE_CHANGES = ("max_epochs", "time_budget_s", "device", "log_every", "progress_bar")
+# Settings a resumed run may change: they do not alter the computed numbers (a different
+# device changes them at rounding level only).
+RESUMABLE_CHANGES = (
+    "output_dir",
+    "data.cache_dir",
+    "training.max_epochs",
+    "training.time_budget_s",
+    "training.device",
+    "training.log_every",
+    "training.progress_bar",
+)
 
 
 @dataclass(frozen=True)
@@ -101,12 +112,23 @@ def train(config: RunConfig, resume: bool = False) -> TrainResult:
         else:
             model = model_from_payload(checkpoint["model"], str(paths.last_checkpoint))
             model.load_state_dict(checkpoint["train_state_dict"])
+            if tuple(model.type_names) != data.train.type_names:
+                raise ValueError(
+                    f"the training data now has species {list(data.train.type_names)}, the "
+                    f"checkpoint's model {model.type_names}; the data changed since the run began"
+                )
         trainer = _trainer(config, model.to(device), data, paths, checkpoint)
         progress = trainer.fit()
     return _result(config, paths, progress)
 
 
-def _trainer(config: RunConfig, model, data, paths: RunPaths, checkpoint) -> Trainer:
+def _trainer(
+    config: RunConfig,
+    model: Potential,
+    data: TrainingData,
+    paths: RunPaths,
+    checkpoint: dict[str, Any] | None,
+) -> Trainer:
     """Assemble the trainer, restoring component states from ``checkpoint`` if given."""
     settings = config.training
     optimizer = build_optimizer(model, settings)
@@ -127,7 +149,9 @@ def _trainer(config: RunConfig, model, data, paths: RunPaths, checkpoint) -> Tra
     )
 
 
-def _checkpoint_to_resume(paths: RunPaths, config: RunConfig, resume: bool):
+def _checkpoint_to_resume(
+    paths: RunPaths, config: RunConfig, resume: bool
+) -> dict[str, Any] | None:
     """The checkpoint to continue from (None for a fresh run), after consistency checks."""
     last = paths.last_checkpoint
     if not resume:
@@ -141,8 +165,6 @@ def _checkpoint_to_resume(paths: RunPaths, config: RunConfig, resume: bool):
         raise FileNotFoundError(f"nothing to resume: {last} does not exist")
     checkpoint = load_checkpoint(last)
     _check_compatible(checkpoint["config"], config.to_dict())
-    if checkpoint["ema"] is None and config.training.ema.enabled:
-        raise ValueError("training.ema.enabled changed since the checkpoint")
     return checkpoint
 
 
@@ -154,7 +176,7 @@ def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
                 walk(a.get(name), b.get(name), f"{path}.{name}" if path else name)
-        elif a != b and not (path.startswith("training.") and path[9:] in RESUMABLE_CHANGES):
+        elif a != b and path not in RESUMABLE_CHANGES:
             changed.append(f"{path}: {a!r} -> {b!r}")
 
     walk(saved, current, "")
