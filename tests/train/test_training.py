@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,11 +13,12 @@ from equiforce.models import load_model
 from equiforce.testing.structures import emt_labelled, make_fcc_cu, make_molecule
 from equiforce.train import ema as ema_module
 from equiforce.train.checkpoint import load_checkpoint
+from equiforce.train.config import RunConfig
 from equiforce.train.metrics import CSV_COLUMNS, read_metrics_csv
 from equiforce.train.run import train
 from equiforce.train.trainer import NonFiniteLossError
 
-from .conftest import assert_same_rows, make_config
+from .conftest import assert_same_rows, config_dict, make_config
 
 
 def test_run_writes_model_checkpoints_metrics_and_curve(reference_run):
@@ -62,12 +64,17 @@ def test_fixed_seed_gives_identical_runs(tmp_path, emt_train_file, reference_run
         assert torch.equal(first[name], second[name]), name
 
 
-def test_time_budget_stops_cleanly_with_outputs(tmp_path, emt_train_file):
-    result = train(make_config(tmp_path, emt_train_file, time_budget_s=1e-3, max_epochs=50))
+def test_time_budget_stops_cleanly_with_outputs_and_test_metrics(tmp_path, emt_train_file):
+    values = config_dict(tmp_path, emt_train_file, time_budget_s=1e-3, max_epochs=50)
+    values["data"]["test_file"] = str(emt_train_file)
+    result = train(RunConfig.from_dict(values))
     assert result.stop_reason == "time_budget"
     assert result.epochs_completed == 1
     assert math.isfinite(result.final_metrics["valid_loss"])
     assert load_model(result.model_path).type_names == ["Cu", "Au"]
+    test_metrics = json.loads(result.test_metrics_path.read_text())
+    assert test_metrics["n_configs"] == 12
+    assert test_metrics["metrics"]["forces"]["count"] == 12 * 4 * 3
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
