@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
-from equiforce.o3.irreps import block_slices
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 from equiforce.o3.wigner import wigner_3j
 
@@ -38,7 +37,7 @@ class Linear(nn.Module):
         self.descriptor = descriptor
         weight = torch.randn(descriptor.weight_numel, generator=generator, dtype=torch.float64)
         self.weight = nn.Parameter(weight)
-        self._in_slices = block_slices(descriptor.irreps_in)
+        self._in_dims = [mul * ir.dim for mul, ir in descriptor.irreps_in]
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the map.
@@ -52,8 +51,9 @@ class Linear(nn.Module):
         """
         desc = self.descriptor
         outputs: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
+        blocks = x.split(self._in_dims, dim=1)  # split, not slicing: cheaper backward
         for path in desc.paths:
-            block = x[:, self._in_slices[path.i_in]].reshape(len(x), path.mul_in, path.ir_dim)
+            block = blocks[path.i_in].reshape(len(x), path.mul_in, path.ir_dim)
             if desc.n_types == 0:
                 size = path.mul_in * path.mul_out
                 w = self.weight[path.weight_offset : path.weight_offset + size]
@@ -88,7 +88,8 @@ class ChannelwiseTensorProduct(nn.Module):
     def __init__(self, descriptor: ChannelwiseTPDescriptor):
         super().__init__()
         self.descriptor = descriptor
-        self._slices = descriptor.slices()
+        self._dims1 = [mul * ir.dim for mul, ir in descriptor.irreps_in1]
+        self._dims2 = [mul * ir.dim for mul, ir in descriptor.irreps_in2]
         for index, path in enumerate(descriptor.paths):
             coupling = wigner_3j(path.l1, path.l2, path.l_out) * path.scale
             self.register_buffer(f"coupling_{index}", coupling, persistent=False)
@@ -114,16 +115,17 @@ class ChannelwiseTensorProduct(nn.Module):
             (n_nodes, irreps_out.dim).
         """
         desc = self.descriptor
-        in1, in2, out_slices = self._slices
         gathered = node_feats[sender]
         n_edges = gathered.shape[0]
+        nodes = gathered.split(self._dims1, dim=1)
+        attrs = edge_attrs.split(self._dims2, dim=1)
+        weights = edge_weights.split([path.mul for path in desc.paths], dim=1)
         messages = [gathered.new_zeros(0)] * len(desc.paths)
         for index, path in enumerate(desc.paths):
             coupling = getattr(self, f"coupling_{index}")
-            x1 = gathered[:, in1[path.i_in1]].reshape(n_edges, path.mul, 2 * path.l1 + 1)
-            mixer = torch.einsum("ej,ijk->eik", edge_attrs[:, in2[path.i_in2]], coupling)
-            w = edge_weights[:, path.weight_offset : path.weight_offset + path.mul]
-            message = torch.einsum("eui,eik->euk", x1, mixer) * w[:, :, None]
+            x1 = nodes[path.i_in1].reshape(n_edges, path.mul, 2 * path.l1 + 1)
+            mixer = torch.einsum("ej,ijk->eik", attrs[path.i_in2], coupling)
+            message = torch.einsum("eui,eik->euk", x1, mixer) * weights[index][:, :, None]
             messages[path.i_out] = message.reshape(n_edges, path.mul * (2 * path.l_out + 1))
         edge_out = torch.cat(messages, dim=1)
         summed = node_feats.new_zeros(node_feats.shape[0], edge_out.shape[1])
@@ -154,7 +156,7 @@ class SymmetricContraction(nn.Module):
     ):
         super().__init__()
         self.descriptor = descriptor
-        channels, dim = descriptor.num_channels, descriptor.coupling_irreps.dim
+        channels = descriptor.num_channels
         self.n_outputs = len(descriptor.irreps_out)
         # per degree: columns of (block o, component, weight k); sizes[nu][o] = n_weights
         self.sizes: list[list[int]] = []
@@ -163,11 +165,8 @@ class SymmetricContraction(nn.Module):
             self.sizes.append([b.shape[2] for b in bases])
             flat = torch.cat([b.reshape(b.shape[0], -1) for b in bases], dim=1)
             self.register_buffer(f"basis_{nu}", flat, persistent=False)
-            monomials, _ = symmetric_monomials(dim, nu)
-            self.register_buffer(f"last_{nu}", monomials[:, -1].clone(), persistent=False)
-            if nu > 1:
-                parents = _parent_index(monomials, dim)
-                self.register_buffer(f"parent_{nu}", parents, persistent=False)
+        dim = descriptor.coupling_irreps.dim
+        self.starts = [_suffix_starts(dim, nu) for nu in range(1, descriptor.correlation + 1)]
         self.weights = nn.ParameterList()
         for o in range(self.n_outputs):
             blocks = [
@@ -188,19 +187,28 @@ class SymmetricContraction(nn.Module):
             (n, irreps_out.dim) in e3nn layout.
         """
         n, channels = x.shape[0], x.shape[1]
+        dims = [ir.dim for _, ir in self.descriptor.irreps_out]
         per_output: list[list[torch.Tensor]] = [[] for _ in range(self.n_outputs)]
-        monomial = x
+        variables = x.split(1, dim=2)
+        lower = x  # monomials of the previous degree, lexicographic order
         for nu, sizes in enumerate(self.sizes, start=1):
-            if nu > 1:
-                parent = getattr(self, f"parent_{nu}")
-                monomial = monomial[:, :, parent] * x[:, :, getattr(self, f"last_{nu}")]
-            features = monomial @ getattr(self, f"basis_{nu}")
-            start = 0
-            for o, (_, ir) in enumerate(self.descriptor.irreps_out):
-                stop = start + ir.dim * sizes[o]
-                block = features[:, :, start:stop].reshape(n, channels, ir.dim, sizes[o])
-                per_output[o].append(block)
-                start = stop
+            basis = getattr(self, f"basis_{nu}")
+            if nu == 1:
+                features = x @ basis
+            else:
+                # monomials starting with x_i are x_i times the lower-degree monomials whose
+                # first variable is >= i, a suffix; slices and a sum of matmuls keep the
+                # double backward free of full-size zero fills
+                groups = [
+                    v * lower[:, :, s:] for v, s in zip(variables, self.starts[nu - 1], strict=True)
+                ]
+                rows = basis.split([g.shape[2] for g in groups], dim=0)
+                features = sum(g @ r for g, r in zip(groups, rows, strict=True))
+                if nu < len(self.sizes):
+                    lower = torch.cat(groups, dim=2)
+            blocks = features.split([d * k for d, k in zip(dims, sizes, strict=True)], dim=2)
+            for o, block in enumerate(blocks):
+                per_output[o].append(block.reshape(n, channels, dims[o], sizes[o]))
         outputs = []
         for o, blocks in enumerate(per_output):
             w = self.weights[o][atom_type]
@@ -209,8 +217,13 @@ class SymmetricContraction(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
-def _parent_index(monomials: torch.Tensor, dim: int) -> torch.Tensor:
-    """Index of each monomial's prefix (all but the last variable) among degree-1 lower ones."""
-    lower, _ = symmetric_monomials(dim, monomials.shape[1] - 1)
-    lookup = {tuple(row): i for i, row in enumerate(lower.tolist())}
-    return torch.tensor([lookup[tuple(row[:-1])] for row in monomials.tolist()])
+def _suffix_starts(dim: int, nu: int) -> tuple[int, ...]:
+    """Per variable i, the first degree-(nu-1) monomial whose first variable is >= i.
+
+    In lexicographic order the degree-``nu`` monomials starting with ``x_i`` are ``x_i`` times
+    the degree-(nu-1) monomials from that index on, in order. Empty for ``nu == 1``.
+    """
+    if nu == 1:
+        return ()
+    first = symmetric_monomials(dim, nu - 1)[0][:, 0].tolist()
+    return tuple(first.index(i) for i in range(dim))

@@ -7,7 +7,7 @@ from torch import nn
 
 from equiforce.kernels import make_linear, make_symmetric_contraction
 from equiforce.o3.descriptors import LinearDescriptor
-from equiforce.o3.irreps import Irreps, block_slices
+from equiforce.o3.irreps import Irreps
 from equiforce.o3.symmetric import SymmetricContractionDescriptor
 
 
@@ -36,7 +36,7 @@ class Product(nn.Module):
         self.num_channels = descriptor.num_channels
         self.contraction = make_symmetric_contraction(descriptor, n_types, generator)
         self.linear = make_linear(LinearDescriptor(irreps_out, irreps_out), generator)
-        self._slices = block_slices(self.irreps_in)
+        self._dims = [mul * ir.dim for mul, ir in self.irreps_in]
 
     def forward(
         self, message: torch.Tensor, atom_type: torch.Tensor, sc: torch.Tensor | None
@@ -52,10 +52,11 @@ class Product(nn.Module):
             (n_atoms, irreps_out.dim).
         """
         n = message.shape[0]
+        blocks = message.split(self._dims, dim=1)
         per_channel = torch.cat(
             [
-                message[:, sl].reshape(n, self.num_channels, ir.dim)
-                for sl, (_, ir) in zip(self._slices, self.irreps_in, strict=True)
+                block.reshape(n, self.num_channels, ir.dim)
+                for block, (_, ir) in zip(blocks, self.irreps_in, strict=True)
             ],
             dim=2,
         )
