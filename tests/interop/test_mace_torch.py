@@ -37,44 +37,62 @@ def _structures() -> list[Atoms]:
     return molecules + [_periodic_cell()]
 
 
-def _mace_model(max_L: int, first_residual: bool, dtype: torch.dtype):  # noqa: N803
-    """A random small ScaleShiftMACE, built under mace's default-dtype convention."""
+def _mace_model(
+    max_L: int = 1,  # noqa: N803
+    first_residual: bool = False,
+    dtype: torch.dtype = torch.float64,
+    **overrides,
+):
+    """A random small ScaleShiftMACE (a plain MACE if the scale-shift options are None).
+
+    Built under mace's default-dtype convention; every weight gets extra noise so no
+    structure of the initialisation hides a conversion error.
+    """
     first = (
         "RealAgnosticResidualInteractionBlock" if first_residual else "RealAgnosticInteractionBlock"
     )
+    hidden = "16x0e + 16x1o" + (" + 16x2e" if max_L == 2 else "")
+    options = {
+        "r_max": R_MAX,
+        "num_bessel": 6,
+        "num_polynomial_cutoff": 5,
+        "max_ell": 3,
+        "interaction_cls": mace_modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        "interaction_cls_first": mace_modules.interaction_classes[first],
+        "num_interactions": 2,
+        "num_elements": len(TYPE_NAMES),
+        "hidden_irreps": o3.Irreps(hidden),
+        "MLP_irreps": o3.Irreps("16x0e"),
+        "atomic_energies": np.array([-13.6, -1029.8, -2041.9]),
+        "avg_num_neighbors": 6.5,
+        "atomic_numbers": [1, 6, 8],
+        "correlation": 3,
+        "gate": torch.nn.functional.silu,
+        "radial_MLP": [32, 32, 32],
+        "atomic_inter_scale": 1.7,
+        "atomic_inter_shift": -0.3,
+    }
+    options.update(overrides)
+    options = {name: value for name, value in options.items() if value is not None}
+    cls = mace_modules.ScaleShiftMACE if "atomic_inter_scale" in options else mace_modules.MACE
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.random.fork_rng():
             torch.manual_seed(7 + max_L)
-            model = mace_modules.ScaleShiftMACE(
-                r_max=R_MAX,
-                num_bessel=6,
-                num_polynomial_cutoff=5,
-                max_ell=3,
-                interaction_cls=mace_modules.interaction_classes[
-                    "RealAgnosticResidualInteractionBlock"
-                ],
-                interaction_cls_first=mace_modules.interaction_classes[first],
-                num_interactions=2,
-                num_elements=len(TYPE_NAMES),
-                hidden_irreps=o3.Irreps("16x0e + 16x1o" + (" + 16x2e" if max_L == 2 else "")),
-                MLP_irreps=o3.Irreps("16x0e"),
-                atomic_energies=np.array([-13.6, -1029.8, -2041.9]),
-                avg_num_neighbors=6.5,
-                atomic_numbers=[1, 6, 8],
-                correlation=3,
-                gate=torch.nn.functional.silu,
-                radial_MLP=[32, 32, 32],
-                atomic_inter_scale=1.7,
-                atomic_inter_shift=-0.3,
-            )
+            model = cls(**options)
             with torch.no_grad():
                 for parameter in model.parameters():
                     parameter.add_(0.3 * torch.randn_like(parameter))
     finally:
         torch.set_default_dtype(previous)
     return model
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """The float64, max_L = 1 model with mace's default blocks (shared by several tests)."""
+    return _mace_model()
 
 
 def _batch(atoms_list: list[Atoms]) -> dict[str, torch.Tensor]:
@@ -114,14 +132,48 @@ def _compare(model, dtype: torch.dtype, tolerance) -> None:
     )
 
 
-@pytest.mark.parametrize("max_L", [1, 2])
-def test_float64_conversion_matches_energies_and_forces(max_L):  # noqa: N803
-    _compare(_mace_model(max_L, False, torch.float64), torch.float64, TOL.peer_parity)
+def test_float64_conversion_matches_energies_and_forces(default_model):
+    _compare(default_model, torch.float64, TOL.peer_parity)
+
+
+def test_float64_conversion_with_l2_features_matches():
+    _compare(_mace_model(max_L=2), torch.float64, TOL.peer_parity)
 
 
 def test_residual_first_interaction_matches():
-    _compare(_mace_model(1, True, torch.float64), torch.float64, TOL.peer_parity)
+    _compare(_mace_model(first_residual=True), torch.float64, TOL.peer_parity)
+
+
+def test_plain_mace_with_one_interaction_matches():
+    plain = {"atomic_inter_scale": None, "atomic_inter_shift": None, "num_interactions": 1}
+    model = _mace_model(max_L=0, **plain)
+    _compare(model, torch.float64, TOL.peer_parity)
+    assert from_mace_torch(model).spec.scale == 1.0
 
 
 def test_float32_conversion_matches():
-    _compare(_mace_model(1, False, torch.float32), torch.float32, TOL.fp32)
+    _compare(_mace_model(dtype=torch.float32), torch.float32, TOL.fp32)
+
+
+def test_stress_of_periodic_cells_matches(default_model):
+    potential = from_mace_torch(default_model)
+    batch = _batch([_periodic_cell(3), _periodic_cell(5)])
+    inputs = _mace_inputs(batch, torch.float64)
+    reference = default_model(inputs, compute_force=True, compute_stress=True)
+    ours = potential(batch, compute_forces=True, compute_stress=True)
+    torch.testing.assert_close(ours[keys.STRESS], reference["stress"], **TOL.peer_parity.__dict__)
+
+
+def test_spec_is_read_from_the_module(default_model):
+    spec = from_mace_torch(default_model).spec
+    assert spec.type_names == TYPE_NAMES and spec.r_max == R_MAX and spec.num_radial_basis == 6
+    assert (spec.num_channels, spec.max_L, spec.max_ell, spec.correlation) == (16, 1, 3, 3)
+    assert spec.radial_mlp == (32, 32, 32) and spec.avg_num_neighbors == 6.5
+    assert spec.atomic_energies == (-13.6, -1029.8, -2041.9)
+    assert (spec.scale, spec.shift) == (1.7, -0.3) and not spec.first_interaction_residual
+
+
+def test_unsupported_options_are_named():
+    model = _mace_model(pair_repulsion=True, max_ell=1, correlation=1, radial_MLP=[8])
+    with pytest.raises(ValueError, match="pair_repulsion"):
+        from_mace_torch(model)
