@@ -53,3 +53,23 @@ def test_schedule_state_round_trip():
     other.load_state_dict(schedule.state_dict())
     assert other.plateau.best == schedule.plateau.best
     assert other.plateau.num_bad_epochs == schedule.plateau.num_bad_epochs
+
+
+def test_final_stage_can_start_after_a_share_of_the_time_budget_and_is_checkpointed():
+    stage_two = StageTwoConfig(enabled=True, start_time_fraction=0.5, energy_weight=50.0)
+    schedule = _schedule(max_epochs=100, time_budget_s=10.0, stage_two=stage_two)
+    schedule.start_stage_two_if_due(epoch=0, elapsed_s=0.0)
+    schedule.start_stage_two_if_due(epoch=3, elapsed_s=4.9)
+    assert schedule.stage(3) == MAIN_STAGE
+    schedule.start_stage_two_if_due(epoch=4, elapsed_s=5.1)
+    schedule.start_stage_two_if_due(epoch=5, elapsed_s=9.0)  # already fixed at epoch 4
+    assert [schedule.stage(e) for e in (3, 4, 5)] == [MAIN_STAGE, STAGE_TWO, STAGE_TWO]
+    resumed = _schedule(max_epochs=100, time_budget_s=10.0, stage_two=stage_two)
+    resumed.load_state_dict(schedule.state_dict())
+    resumed.start_stage_two_if_due(epoch=6, elapsed_s=9.0)
+    assert resumed.stage(4) == STAGE_TWO
+
+
+def test_time_fraction_start_needs_a_time_budget():
+    with pytest.raises(ValueError, match="start_time_fraction"):
+        TrainConfig(stage_two=StageTwoConfig(enabled=True, start_time_fraction=0.5))

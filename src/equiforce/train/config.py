@@ -190,6 +190,10 @@ class StageTwoConfig:
         start_epoch: first epoch (0-based) of the stage; when ``None``, ``start_fraction``
             of ``max_epochs`` is used.
         start_fraction: fraction of ``max_epochs`` after which the stage starts, in (0, 1].
+        start_time_fraction: for runs with ``time_budget_s``: start the stage at the first
+            epoch that begins after this fraction of the budget has elapsed, in (0, 1)
+            (replaces ``start_epoch``/``start_fraction``; the chosen epoch is checkpointed,
+            so a resumed run keeps it).
         lr: learning rate during the stage (replaces the plateau schedule).
         energy_weight, forces_weight, stress_weight: loss weights during the stage.
     """
@@ -197,6 +201,7 @@ class StageTwoConfig:
     enabled: bool = False
     start_epoch: int | None = None
     start_fraction: float = 0.75
+    start_time_fraction: float | None = None
     lr: float = 1e-3
     energy_weight: float = 1000.0
     forces_weight: float = 100.0
@@ -206,13 +211,19 @@ class StageTwoConfig:
         path = "training.stage_two"
         _check(self.start_epoch is None or self.start_epoch >= 0, f"{path}.start_epoch", ">= 0")
         _check(0.0 < self.start_fraction <= 1.0, f"{path}.start_fraction", "must be in (0, 1]")
+        fraction = self.start_time_fraction
+        _check(
+            fraction is None or 0.0 < fraction < 1.0,
+            f"{path}.start_time_fraction",
+            "must be in (0, 1) or null",
+        )
         _check(self.lr > 0.0, f"{path}.lr", "must be > 0")
         for name in ("energy_weight", "forces_weight", "stress_weight"):
             _check(getattr(self, name) >= 0.0, f"{path}.{name}", "must be >= 0")
 
     def first_epoch(self, max_epochs: int) -> int | None:
         """0-based epoch where the stage starts, or ``None`` when disabled."""
-        if not self.enabled:
+        if not self.enabled or self.start_time_fraction is not None:
             return None
         if self.start_epoch is not None:
             return self.start_epoch
@@ -276,6 +287,11 @@ class TrainConfig:
         ok_device = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         _check(ok_device, f"{p}.device", "must be auto, cpu, cuda or cuda:N")
         _check(self.log_every >= 1, f"{p}.log_every", "must be >= 1")
+        _check(
+            self.stage_two.start_time_fraction is None or budget is not None,
+            f"{p}.stage_two.start_time_fraction",
+            "needs training.time_budget_s",
+        )
         start = self.stage_two.first_epoch(self.max_epochs)
         _check(
             start is None or start < self.max_epochs,

@@ -59,6 +59,19 @@ class TrainingSchedule:
         )
         self.stage_two_start = config.stage_two.first_epoch(config.max_epochs)
 
+    def start_stage_two_if_due(self, epoch: int, elapsed_s: float) -> None:
+        """Fix the final stage to start at ``epoch`` once its share of the time budget is spent.
+
+        Args:
+            epoch: 0-based epoch about to begin.
+            elapsed_s: wall time of this invocation's training loop so far, s.
+        """
+        fraction = self.config.stage_two.start_time_fraction
+        if not self.config.stage_two.enabled or fraction is None:
+            return
+        if self.stage_two_start is None and elapsed_s >= fraction * self.config.time_budget_s:
+            self.stage_two_start = epoch
+
     def stage(self, epoch: int) -> str:
         """``"main"`` or ``"stage_two"`` for 0-based ``epoch``."""
         if self.stage_two_start is not None and epoch >= self.stage_two_start:
@@ -92,8 +105,9 @@ class TrainingSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         """Serializable state (the plateau scheduler's counters)."""
-        return {"plateau": self.plateau.state_dict()}
+        return {"plateau": self.plateau.state_dict(), "stage_two_start": self.stage_two_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from ``state_dict`` output."""
         self.plateau.load_state_dict(state["plateau"])
+        self.stage_two_start = state["stage_two_start"]

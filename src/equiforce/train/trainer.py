@@ -169,6 +169,7 @@ class Trainer:
             with epochs:
                 while self.progress.epochs_done < self.settings.max_epochs:
                     epoch = self.progress.epochs_done
+                    self.schedule.start_stage_two_if_due(epoch, time.monotonic() - start)
                     out_of_time = self._run_epoch(epoch, deadline, clock_zero, csv)
                     epochs.update(1)
                     if time.monotonic() - last_drawn >= CURVE_REDRAW_S:
