@@ -78,6 +78,14 @@ def quickstart_config(options: QuickstartOptions, splits: dict[str, Path]) -> Ru
                 "stress_weight": 10.0,
                 "scheduler": {"factor": 0.8, "patience": 5},
                 "ema": {"enabled": True, "decay": 0.99},
+                "stage_two": {
+                    "enabled": True,
+                    "start_time_fraction": 0.75,
+                    "lr": 0.001,
+                    "energy_weight": 1000.0,
+                    "forces_weight": 100.0,
+                    "stress_weight": 10.0,
+                },
                 "progress_bar": options.progress,
             },
         }
