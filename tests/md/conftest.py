@@ -5,28 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from equiforce.models import Potential, build_model, save_model
-from equiforce.models.mace import MACESpec
-
-TYPE_NAMES = ("H", "C", "O", "Cu", "Au")
-
-
-def tiny_mace(dtype: torch.dtype = torch.float64) -> Potential:
-    """A tiny random MACE (8 channels, max_L 1, two layers) over H, C, O, Cu and Au."""
-    spec = MACESpec(
-        type_names=TYPE_NAMES,
-        r_max=4.0,
-        num_channels=8,
-        max_L=1,
-        max_ell=2,
-        correlation=2,
-        num_interactions=2,
-        num_radial_basis=6,
-        radial_mlp=(16, 16),
-        dtype=str(dtype).replace("torch.", ""),
-        seed=11,
-    )
-    return build_model("mace", spec)
+from equiforce.models import Potential, save_model
+from equiforce.testing.models import tiny_mace
 
 
 @pytest.fixture(scope="module")

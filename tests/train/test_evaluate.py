@@ -14,8 +14,8 @@ from equiforce.cli import evaluate as evaluate_cli
 from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import Configuration, configuration_to_graph
-from equiforce.models import Potential, build_model, save_model
-from equiforce.models.mace import MACESpec
+from equiforce.models import Potential, save_model
+from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import emt_labelled, make_fcc_cu, make_molecule
 from equiforce.testing.tolerances import TOL
 from equiforce.train.evaluate import (
@@ -25,26 +25,6 @@ from equiforce.train.evaluate import (
     predict,
     to_json,
 )
-
-TYPE_NAMES = ("H", "C", "O", "Cu", "Au")
-
-
-def tiny_mace(dtype: torch.dtype = torch.float64) -> Potential:
-    """A tiny random MACE (8 channels, max_L 1, two layers) over H, C, O, Cu and Au."""
-    spec = MACESpec(
-        type_names=TYPE_NAMES,
-        r_max=4.0,
-        num_channels=8,
-        max_L=1,
-        max_ell=2,
-        correlation=2,
-        num_interactions=2,
-        num_radial_basis=6,
-        radial_mlp=(16, 16),
-        dtype=str(dtype).replace("torch.", ""),
-        seed=11,
-    )
-    return build_model("mace", spec)
 
 
 def assert_close(actual, expected, tol, what: str) -> None:

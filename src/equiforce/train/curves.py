@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from equiforce.files import atomic_write
 
 
 def plot_learning_curve(history: Sequence[Mapping[str, object]], path: str | os.PathLike) -> Path:
@@ -48,14 +49,5 @@ def plot_learning_curve(history: Sequence[Mapping[str, object]], path: str | os.
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9, wspace=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
     return path
