@@ -152,9 +152,15 @@ def summary_table(summary: dict[str, Any]) -> str:
     md = summary["md"]
     training = summary["training"]
     rows = [
-        ("data (train/valid/test)", "{train}/{valid}/{test} EMT Cu/Au cells".format(**summary["data"])),
+        (
+            "data (train/valid/test)",
+            "{train}/{valid}/{test} EMT Cu/Au cells".format(**summary["data"]),
+        ),
         ("model", f"MACE, {summary['model']['n_parameters']:,} parameters"),
-        ("training", f"{training['epochs']} epochs ({training['stop_reason']}), best {training['best_epoch']}"),
+        (
+            "training",
+            f"{training['epochs']} epochs ({training['stop_reason']}), best {training['best_epoch']}",
+        ),
     ]
     for name in ("energy_per_atom", "forces", "stress"):
         if name in metrics:
@@ -162,13 +168,19 @@ def summary_table(summary: dict[str, Any]) -> str:
             rows.append((f"test {name} MAE/RMSE", f"{m['mae']:.2f} / {m['rmse']:.2f} {m['unit']}"))
     drift = md["energy_drift_meV_per_atom_per_ps"]
     rows += [
-        ("MD (NVE)", f"{md['n_steps']} steps x {md['timestep_fs']:g} fs, T = "
-         f"{md['temperature_mean_K']:.0f} +- {md['temperature_std_K']:.0f} K"),
+        (
+            "MD (NVE)",
+            f"{md['n_steps']} steps x {md['timestep_fs']:g} fs, T = "
+            f"{md['temperature_mean_K']:.0f} +- {md['temperature_std_K']:.0f} K",
+        ),
         ("NVE energy drift", f"{drift:.3g} meV/atom/ps"),
         ("wall time", f"{summary['wall_time_s']:.0f} s"),
     ]
-    rows += [(f"wrote {name}", str(path)) for name, path in summary["paths"].items()
-             if not isinstance(path, list)]
+    rows += [
+        (f"wrote {name}", str(path))
+        for name, path in summary["paths"].items()
+        if not isinstance(path, list)
+    ]
     rows.append(("wrote parity plots", ", ".join(summary["paths"]["parity_plots"])))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
