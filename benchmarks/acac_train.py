@@ -382,7 +382,9 @@ def parse_mace_log(text: str) -> dict[str, Any]:
     return {"started": True, "epochs": epochs}
 
 
-def run_mace_train(args: argparse.Namespace, paths: dict[str, Path], run_dir: Path) -> subprocess.Popen:
+def run_mace_train(
+    args: argparse.Namespace, paths: dict[str, Path], run_dir: Path
+) -> subprocess.Popen:
     """Start ``mace_run_train`` (its own process group) with output in ``mace/train.log``."""
     work = run_dir / "mace"
     work.mkdir(parents=True, exist_ok=True)
@@ -477,7 +479,8 @@ def finalize_mace(
     command += ["--max_num_epochs", "0", "--restart_latest"]
     with open(work / "finalize.log", "w") as log:
         proc = subprocess.run(
-            command, stdout=log, stderr=subprocess.STDOUT, env=thread_env(args.threads), cwd=str(work)
+            command, stdout=log, stderr=subprocess.STDOUT, env=thread_env(args.threads),
+            cwd=str(work),
         )
     model = work / "acac.model"
     if proc.returncode != 0 or not model.exists():
@@ -627,7 +630,10 @@ def print_table(report: dict) -> None:
             f"loop wall {loop_s}, stop: {r.get('stop_reason')}"
         )
     print("\nTest errors (RMSE / MAE); ratio = mace-torch / equiforce (> 1: equiforce better):")
-    print(f"  {'set':13s} {'quantity':26s} {'equiforce':>19s} {'mace-torch':>19s} {'ratio RMSE':>10s}")
+    print(
+        f"  {'set':13s} {'quantity':26s} {'equiforce':>19s} {'mace-torch':>19s} "
+        f"{'ratio RMSE':>10s}"
+    )
     for name in TEST_SETS:
         o = report.get("results", {}).get("ours", {}).get(name)
         m = report.get("results", {}).get("mace", {}).get(name)
@@ -755,9 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         if ours_proc is None:
             ours_proc = train_ours()
         report["ours"] = worker_result(ours_proc, run_dir / "ours_train.log")
-        print(f"[{_dt.datetime.now():%H:%M:%S}] equiforce training done: "
-              f"{ {k: report['ours'].get(k) for k in ('epochs_completed', 'stop_reason', 'error')} }",
-              flush=True)
+        brief = {k: report["ours"].get(k) for k in ("epochs_completed", "stop_reason", "error")}
+        print(f"[{_dt.datetime.now():%H:%M:%S}] equiforce training done: {brief}", flush=True)
         save()
 
     # --- finalisation and evaluation (after both trainings) -----------------------------------
