@@ -9,11 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.kernels import reference
+from equiforce.kernels import allegro_reference, reference
+from equiforce.o3.allegro_tp import AllegroTPDescriptor
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.symmetric import SymmetricContractionDescriptor
 
-__all__ = ["BACKENDS", "make_channelwise_tp", "make_linear", "make_symmetric_contraction"]
+__all__ = [
+    "BACKENDS",
+    "make_allegro_tp",
+    "make_channelwise_tp",
+    "make_linear",
+    "make_symmetric_contraction",
+]
 
 BACKENDS = ("reference",)
 
@@ -48,3 +55,11 @@ def make_symmetric_contraction(
     """Executor of MACE's symmetric contraction (see ``reference.SymmetricContraction``)."""
     _check_backend(backend)
     return reference.SymmetricContraction(descriptor, n_types, generator)
+
+
+def make_allegro_tp(
+    descriptor: AllegroTPDescriptor, generator: torch.Generator, backend: str = "reference"
+) -> nn.Module:
+    """Executor of Allegro's gather + channel-wise tensor product."""
+    _check_backend(backend)
+    return allegro_reference.AllegroTensorProduct(descriptor, generator)

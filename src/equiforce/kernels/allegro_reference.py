@@ -1,0 +1,65 @@
+"""Reference executor (plain PyTorch) of ``equiforce.o3.allegro_tp.AllegroTPDescriptor``.
+
+Faster backends must keep the parameter name ``weight`` and its shape
+``descriptor.weight_shape``. Created in float64; ``.to(dtype)`` moves the weight and the
+coupling buffer. Support: float32 and float64; any device; any grad order (forces and
+force training need double backward); deterministic; plain tensor ops, so
+``torch.compile`` and ``torch.export`` can trace it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from equiforce.o3.allegro_tp import AllegroTPDescriptor
+
+__all__ = ["AllegroTensorProduct"]
+
+
+class AllegroTensorProduct(nn.Module):
+    """Gather the centre's environment, then the channel-wise Allegro tensor product.
+
+    Parameters: ``weight`` ``descriptor.weight_shape`` float64, uniform on
+    ``[-sqrt(3), sqrt(3)]`` (unit variance).
+    Buffers: ``coupling`` (n_paths, dim1 * dim2, dim_out), not saved (rebuilt from the
+    descriptor).
+
+    Args:
+        descriptor: what to compute.
+        generator: random source for the initial weights.
+    """
+
+    def __init__(self, descriptor: AllegroTPDescriptor, generator: torch.Generator):
+        super().__init__()
+        self.descriptor = descriptor
+        bound = math.sqrt(3.0)
+        weight = torch.rand(descriptor.weight_shape, generator=generator, dtype=torch.float64)
+        self.weight = nn.Parameter((2.0 * weight - 1.0) * bound)
+        coupling = descriptor.coupling()
+        n_paths, dim1, dim2, dim_out = coupling.shape
+        self.register_buffer(
+            "coupling", coupling.reshape(n_paths, dim1 * dim2, dim_out), persistent=False
+        )
+
+    def forward(self, x1: torch.Tensor, env: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """Tensor product of pair features with the environment of each pair's centre.
+
+        Args:
+            x1: (n_edges, mul, irreps_in1.dim) pair tensor features.
+            env: (n_atoms, mul, irreps_in2.dim) environment embedding per atom.
+            centre: (n_edges,) int64 centre atom of each pair.
+
+        Returns:
+            (n_edges, mul, irreps_out.dim).
+        """
+        x2 = env.index_select(0, centre)
+        outer = (x1.unsqueeze(-1) * x2.unsqueeze(-2)).flatten(-2)  # (n_edges, mul, d1 * d2)
+        if self.descriptor.path_channel_coupling:
+            # (mul, d1 * d2, d_out): one effective coupling per channel
+            mixed = torch.einsum("up,pak->uak", self.weight, self.coupling)
+            return torch.einsum("eua,uak->euk", outer, mixed)
+        mixed = torch.einsum("p,pak->ak", self.weight, self.coupling)
+        return outer @ mixed

@@ -1,0 +1,122 @@
+"""Allegro's two-body embedding: the initial scalar latent and tensor features of every pair.
+
+For a pair (i, j) with ``x = r_ij / r_max(type_i, type_j)``:
+
+* radial basis ``b_n(x) = sinc(n x) * n * envelope(x)``, ``n = 1..N`` (``sinc(t) =
+  sin(pi t) / (pi t)``; nequip's normalised Bessel basis, ``= sin(n pi x) / (pi x)``);
+* chemistry enters only through two small embeddings, multiplied elementwise with a linear
+  projection of the basis: ``z = [E_centre(type_i), E_neighbour(type_j)] * (b @ W)``;
+* the scalar latent is ``MLP(z)``, and the tensor features are the edge spherical
+  harmonics weighted per channel and per irrep by a linear map of the latent.
+
+Geometry (lengths, basis, envelope, spherical harmonics) is evaluated in float64 and cast to
+the model dtype afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from equiforce.nn.allegro_mlp import AllegroMLP, WeightedChannels
+from equiforce.o3.irreps import Irreps
+from equiforce.o3.radial import polynomial_cutoff
+from equiforce.o3.spherical_harmonics import spherical_harmonics
+
+
+def sinc_bessel_basis(x: torch.Tensor, num_basis: int) -> torch.Tensor:
+    """``sinc(n x) * n`` for ``n = 1..num_basis``.
+
+    Args:
+        x: (n_edges, 1) normalised lengths ``r / r_max``.
+        num_basis: number of functions.
+
+    Returns:
+        (n_edges, num_basis), the dtype of ``x``.
+    """
+    n = torch.arange(1, num_basis + 1, dtype=x.dtype, device=x.device)
+    return torch.sinc(x * n) * n
+
+
+class AllegroEdgeEmbedding(nn.Module):
+    """Pair scalar latent, edge spherical harmonics and initial pair tensor features.
+
+    Parameters: ``centre_embed`` / ``neighbour_embed`` (n_types, embed_dim / 2), N(0, 1);
+    ``basis_linear``, ``scalar_mlp`` and ``tensor_linear`` are ``AllegroMLP``s.
+    ``inverse_r_max``: ``1 / r_max`` of every (centre, neighbour) type pair, row-major, kept
+    as Python floats (it is in the spec) so it stays float64 under any ``.to(dtype)``.
+
+    Args:
+        pair_r_max: (n_types, n_types) float64 cutoff per (centre, neighbour) type, Å.
+        num_bessels: radial basis size ``N``.
+        polynomial_cutoff_p: envelope order ``p``.
+        embed_dim: width of the radial-chemical embedding (even).
+        scalar_mlp_sizes: widths of the two-body MLP, ``embed_dim`` first, latent last.
+        nonlinearity: of the two-body MLP.
+        irreps_sh: edge spherical-harmonic irreps ``0e + 1o + ...``.
+        num_tensor_features: tensor-track channels.
+        generator: random source for the initial weights.
+    """
+
+    def __init__(
+        self,
+        pair_r_max: torch.Tensor,
+        num_bessels: int,
+        polynomial_cutoff_p: int,
+        embed_dim: int,
+        scalar_mlp_sizes: tuple[int, ...],
+        nonlinearity: str | None,
+        irreps_sh: Irreps,
+        num_tensor_features: int,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        if embed_dim % 2 or scalar_mlp_sizes[0] != embed_dim:
+            raise ValueError(f"embed_dim must be even and feed the MLP, got {embed_dim}")
+        self.n_types = int(pair_r_max.shape[0])
+        self.num_bessels = num_bessels
+        self.polynomial_cutoff_p = polynomial_cutoff_p
+        self.l_max = Irreps(irreps_sh).lmax
+        self.inverse_r_max = tuple(pair_r_max.to(torch.float64).reciprocal().flatten().tolist())
+        half = (self.n_types, embed_dim // 2)
+        self.centre_embed = nn.Parameter(
+            torch.randn(half, generator=generator, dtype=torch.float64)
+        )
+        self.neighbour_embed = nn.Parameter(
+            torch.randn(half, generator=generator, dtype=torch.float64)
+        )
+        self.basis_linear = AllegroMLP((num_bessels, embed_dim), None, generator)
+        self.scalar_mlp = AllegroMLP(scalar_mlp_sizes, nonlinearity, generator)
+        self.weighter = WeightedChannels(irreps_sh, num_tensor_features)
+        self.tensor_linear = AllegroMLP(
+            (scalar_mlp_sizes[-1], self.weighter.weight_numel), None, generator
+        )
+
+    def forward(
+        self, edge_vec: torch.Tensor, edge_types: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embed every pair.
+
+        Args:
+            edge_vec: (n_edges, 3) float64, Å, centre -> neighbour, non-zero.
+            edge_types: (2, n_edges) int64 ``[type of centre, type of neighbour]``.
+
+        Returns:
+            ``latent`` (n_edges, latent dim), ``edge_sh`` (n_edges, irreps_sh.dim) and
+            ``tensor_features`` (n_edges, num_tensor_features, irreps_sh.dim), model dtype.
+        """
+        dtype = self.centre_embed.dtype
+        edge_vec = edge_vec.to(torch.float64)
+        lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
+        pair = edge_types[0] * self.n_types + edge_types[1]
+        inverse = torch.tensor(self.inverse_r_max, dtype=torch.float64, device=lengths.device)
+        x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
+        bessel = sinc_bessel_basis(x, self.num_bessels).to(dtype)
+        envelope = polynomial_cutoff(x, 1.0, self.polynomial_cutoff_p).to(dtype)
+        species = torch.cat(
+            (self.centre_embed[edge_types[0]], self.neighbour_embed[edge_types[1]]), dim=-1
+        )
+        latent = self.scalar_mlp(species * self.basis_linear(bessel * envelope))
+        edge_sh = spherical_harmonics(self.l_max, edge_vec).to(dtype)
+        tensor_features = self.weighter(edge_sh, self.tensor_linear(latent))
+        return latent, edge_sh, tensor_features

@@ -1,0 +1,108 @@
+"""Allegro's scalar MLPs and per-irrep channel weighting (nequip ``ScalarMLPFunction`` math).
+
+Each layer is ``h @ (W * alpha)`` without bias, ``W`` uniform with unit variance and
+``alpha = gain / sqrt(fan_in)``, where ``gain = sqrt(2)`` for layers after a nonlinearity and
+1 otherwise; the nonlinearity (plain, not normalised) sits between layers. Bias-free layers
+and ``act(0) = 0`` keep a pair whose radial basis vanishes at exactly zero output, which is
+what makes Allegro strictly local.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from equiforce.o3.irreps import Irreps
+
+NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": nn.functional.silu,
+    "mish": nn.functional.mish,
+    "gelu": nn.functional.gelu,
+}
+
+
+class AllegroMLP(nn.Module):
+    """Bias-free MLP ``sizes[0] -> ... -> sizes[-1]``.
+
+    Parameters: ``weights.{k}`` (sizes[k], sizes[k + 1]) float64.
+
+    Args:
+        sizes: layer widths, input first, at least two entries.
+        nonlinearity: key of ``NONLINEARITIES``, or None for a (deep) linear map.
+        generator: random source for the initial weights.
+    """
+
+    def __init__(self, sizes: Sequence[int], nonlinearity: str | None, generator: torch.Generator):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+        if nonlinearity is not None and nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"unknown nonlinearity {nonlinearity!r}; known: {list(NONLINEARITIES)}"
+            )
+        self.sizes = tuple(int(s) for s in sizes)
+        self.nonlinearity = nonlinearity
+        bound = math.sqrt(3.0)
+        self.weights = nn.ParameterList(
+            nn.Parameter(
+                (2.0 * torch.rand(h_in, h_out, generator=generator, dtype=torch.float64) - 1.0)
+                * bound
+            )
+            for h_in, h_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        )
+        gain = 1.0 if nonlinearity is None else math.sqrt(2.0)
+        self.alphas = tuple(
+            (1.0 if k == 0 else gain) / math.sqrt(h_in) for k, h_in in enumerate(self.sizes[:-1])
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the net.
+
+        Args:
+            x: (n, sizes[0]).
+
+        Returns:
+            (n, sizes[-1]).
+        """
+        last = len(self.weights) - 1
+        for index, (weight, alpha) in enumerate(zip(self.weights, self.alphas, strict=True)):
+            x = x @ (weight * alpha)
+            if index < last and self.nonlinearity is not None:
+                x = NONLINEARITIES[self.nonlinearity](x)
+        return x
+
+
+class WeightedChannels(nn.Module):
+    """``out[e, u, i] = basis[e, i] * w[e, u, irrep(i)]``: per-channel, per-irrep weights.
+
+    No parameters; the weights come from the scalar track.
+
+    Args:
+        irreps: irreps of the basis (multiplicity 1 per block).
+        mul: output channels.
+    """
+
+    def __init__(self, irreps: Irreps, mul: int):
+        super().__init__()
+        irreps = Irreps(irreps)
+        self.mul = mul
+        self.n_irreps = len(irreps)
+        self.weight_numel = mul * self.n_irreps
+        index = [k for k, (_, ir) in enumerate(irreps) for _ in range(ir.dim)]
+        self.register_buffer("irrep_of", torch.tensor(index, dtype=torch.int64), persistent=False)
+
+    def forward(self, basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weight the basis.
+
+        Args:
+            basis: (n_edges, irreps.dim).
+            weights: (n_edges, mul * n_irreps), channel-major.
+
+        Returns:
+            (n_edges, mul, irreps.dim).
+        """
+        per_irrep = weights.reshape(-1, self.mul, self.n_irreps)
+        return basis.unsqueeze(1) * per_irrep.index_select(2, self.irrep_of)
