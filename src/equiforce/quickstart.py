@@ -1,10 +1,10 @@
-"""The quickstart workflow: generate data → train MACE → evaluate → MD, in a few minutes on a CPU."""
+"""Quickstart workflow: generate data, train MACE or Allegro, evaluate, run MD (minutes, CPU)."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,29 @@ from equiforce.train import evaluate as evaluation
 from equiforce.train.config import RunConfig, dump_config
 from equiforce.train.run import train
 
-MACE_QUICKSTART_PARAMS: dict[str, Any] = {
-    "r_max": 4.5,
-    "num_channels": 16,
-    "max_L": 1,
-    "max_ell": 2,
-    "correlation": 2,
-    "num_interactions": 2,
-    "num_radial_basis": 8,
-    "radial_mlp": [32, 32],
-    "dtype": "float32",
+QUICKSTART_PARAMS: dict[str, dict[str, Any]] = {
+    "mace": {
+        "r_max": 4.5,
+        "num_channels": 16,
+        "max_L": 1,
+        "max_ell": 2,
+        "correlation": 2,
+        "num_interactions": 2,
+        "num_radial_basis": 8,
+        "radial_mlp": [32, 32],
+        "dtype": "float32",
+    },
+    "allegro": {
+        "r_max": 4.5,
+        "l_max": 1,
+        "num_layers": 2,
+        "num_scalar_features": 32,
+        "num_tensor_features": 8,
+        "two_body_mlp_hidden": [32],
+        "latent_mlp_hidden": [32],
+        "readout_mlp_hidden": [16],
+        "dtype": "float32",
+    },
 }
 
 
@@ -39,21 +52,33 @@ class QuickstartOptions:
 
     Attributes:
         out_dir: where everything is written; the model lands at ``out_dir/model.pt``.
+        family: model family, ``"mace"`` or ``"allegro"``.
         budget_s: wall-clock training budget, s.
         n_configs: generated EMT structures (70% train, 15% validation, 15% test).
         md_steps: NVE steps (1 fs) of the closing MD run.
         seed: seeds data generation, training and MD.
-        model_params: architecture hyperparameters (MACE spec fields).
+        model_params: architecture hyperparameters (spec fields of ``family``); None = the
+            quickstart defaults in ``QUICKSTART_PARAMS``.
         progress: show progress bars.
     """
 
     out_dir: Path
+    family: str = "mace"
     budget_s: float = 120.0
     n_configs: int = 150
     md_steps: int = 300
     seed: int = 0
-    model_params: dict[str, Any] = field(default_factory=lambda: dict(MACE_QUICKSTART_PARAMS))
+    model_params: dict[str, Any] | None = None
     progress: bool = True
+
+
+def model_params(options: QuickstartOptions) -> dict[str, Any]:
+    """The architecture hyperparameters the quickstart trains with."""
+    if options.model_params is not None:
+        return dict(options.model_params)
+    if options.family not in QUICKSTART_PARAMS:
+        raise ValueError(f"quickstart knows {sorted(QUICKSTART_PARAMS)}, not {options.family!r}")
+    return dict(QUICKSTART_PARAMS[options.family])
 
 
 def quickstart_config(options: QuickstartOptions, splits: dict[str, Path]) -> RunConfig:
@@ -68,7 +93,7 @@ def quickstart_config(options: QuickstartOptions, splits: dict[str, Path]) -> Ru
                 "batch_size": 4,
                 "valid_batch_size": 16,
             },
-            "model": {"family": "mace", **options.model_params},
+            "model": {"family": options.family, **model_params(options)},
             "training": {
                 "max_epochs": 1000,
                 "time_budget_s": options.budget_s,
@@ -124,7 +149,7 @@ def run_quickstart(options: QuickstartOptions) -> dict[str, Any]:
     md_plot = plot_md(md, out / "plots" / "md.png")
     summary = {
         "data": {name: len(read(path, ":")) for name, path in splits.items()},
-        "model": {"family": "mace", **options.model_params, "n_parameters": n_parameters},
+        "model": {"family": options.family, **model_params(options), "n_parameters": n_parameters},
         "training": {
             "epochs": result.epochs_completed,
             "best_epoch": result.best_epoch,
@@ -156,10 +181,11 @@ def summary_table(summary: dict[str, Any]) -> str:
             "data (train/valid/test)",
             "{train}/{valid}/{test} EMT Cu/Au cells".format(**summary["data"]),
         ),
-        ("model", f"MACE, {summary['model']['n_parameters']:,} parameters"),
+        ("model", f"{summary['model']['family']}, {summary['model']['n_parameters']:,} parameters"),
         (
             "training",
-            f"{training['epochs']} epochs ({training['stop_reason']}), best {training['best_epoch']}",
+            f"{training['epochs']} epochs ({training['stop_reason']}), "
+            f"best {training['best_epoch']}",
         ),
     ]
     for name in ("energy_per_atom", "forces", "stress"):

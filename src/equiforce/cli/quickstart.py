@@ -1,4 +1,4 @@
-"""``equiforce quickstart``: generate data, train a small MACE, evaluate it and run MD."""
+"""``equiforce quickstart``: generate data, train a small MACE or Allegro, evaluate it, run MD."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the quickstart subcommand."""
     parser.add_argument("--out", type=Path, default=Path("quickstart_out"), help="output folder")
+    parser.add_argument(
+        "--model", choices=("mace", "allegro"), default="mace", help="architecture to train"
+    )
     parser.add_argument("--budget", type=float, default=120.0, help="training budget, s")
     parser.add_argument("--configs", type=int, default=150, help="generated structures")
     parser.add_argument("--md-steps", type=int, default=300, help="NVE steps (1 fs)")
@@ -22,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = QuickstartOptions(
         out_dir=args.out,
+        family=args.model,
         budget_s=args.budget,
         n_configs=args.configs,
         md_steps=args.md_steps,
