@@ -6,9 +6,11 @@ VENV := .venv
 PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 MACE_VENV := .venv-mace
+NEQUIP_VENV := .venv-nequip
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-core test-interop install-mace clean
+.PHONY: install demo test test-core test-interop test-interop-mace test-interop-nequip \
+	install-mace install-nequip clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,8 @@ demo: install
 
 test: test-core test-interop
 
+test-interop: test-interop-mace test-interop-nequip
+
 test-core: install
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
@@ -38,8 +42,21 @@ $(MACE_VENV)/.installed: pyproject.toml
 
 install-mace: $(MACE_VENV)/.installed
 
-test-interop: install-mace
-	$(MACE_VENV)/bin/python -m pytest -q tests/interop $(PYTEST_ARGS)
+test-interop-mace: install-mace
+	$(MACE_VENV)/bin/python -m pytest -q tests/interop/test_mace_torch.py $(PYTEST_ARGS)
+
+# nequip + nequip-allegro need e3nn 0.6 and lightning: their parity tests get a venv too.
+$(NEQUIP_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NEQUIP_VENV)
+	$(NEQUIP_VENV)/bin/pip install -q --upgrade pip
+	$(NEQUIP_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(NEQUIP_VENV)/bin/pip install -q -e ".[test,allegro]"
+	touch $@
+
+install-nequip: $(NEQUIP_VENV)/.installed
+
+test-interop-nequip: install-nequip
+	$(NEQUIP_VENV)/bin/python -m pytest -q tests/interop/test_nequip_allegro.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(MACE_VENV) quickstart_out
+	rm -rf $(VENV) $(MACE_VENV) $(NEQUIP_VENV) quickstart_out

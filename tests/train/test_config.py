@@ -11,24 +11,27 @@ from equiforce.train.config import ConfigError, RunConfig, dump_config, load_con
 
 from .conftest import config_dict
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "mace_example.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+EXAMPLES = {"mace": CONFIGS / "mace_example.yaml", "allegro": CONFIGS / "allegro_example.yaml"}
 
 
 def _minimal() -> dict:
     return config_dict(Path("out"), Path("train.xyz"))
 
 
-def test_example_config_parses_and_round_trips(tmp_path):
-    config = load_config(EXAMPLE)
-    assert config.model.family == "mace" and config.training.stage_two.enabled
+@pytest.mark.parametrize("family", sorted(EXAMPLES))
+def test_example_config_parses_and_round_trips(tmp_path, family):
+    config = load_config(EXAMPLES[family])
+    assert config.model.family == family and config.training.stage_two.enabled
     copy = tmp_path / "copy.yaml"
     copy.write_text(dump_config(config))
     assert load_config(copy) == config
     assert RunConfig.from_dict(config.to_dict()) == config
 
 
-def test_every_example_key_is_documented():
-    for number, line in enumerate(EXAMPLE.read_text().splitlines(), start=1):
+@pytest.mark.parametrize("family", sorted(EXAMPLES))
+def test_every_example_key_is_documented(family):
+    for number, line in enumerate(EXAMPLES[family].read_text().splitlines(), start=1):
         if line.strip() and not line.lstrip().startswith("#") and line.split(":")[1:]:
             is_section = line.rstrip().endswith(":")
             assert "#" in line or is_section or line.startswith("    "), f"line {number}: {line}"
