@@ -250,25 +250,22 @@ class Allegro(nn.Module):
         centre = data[keys.EDGE_INDEX][0]
         edge_types = atom_type[data[keys.EDGE_INDEX]]
         latent, edge_sh, tensor_features = self.embedding(data[keys.EDGE_VEC], edge_types)
-        dtype = latent.dtype
-        norm = torch.tensor(self.edge_norm, dtype=dtype, device=latent.device)[atom_type]
-        node_norm = norm.unsqueeze(-1)
-        features = self.layers(latent, edge_sh, tensor_features, centre, node_norm)
-        n_atoms = atom_type.shape[0]
+        device, n_atoms = latent.device, atom_type.shape[0]
+        norm = torch.tensor(self.edge_norm, dtype=latent.dtype, device=device)[atom_type]
+        features = self.layers(latent, edge_sh, tensor_features, centre, norm.unsqueeze(-1))
         pair_energy = self.readout(features).squeeze(-1)
+        # nequip's order: sum and normalise in the model dtype, scale in float64
         edge_sum = pair_energy.new_zeros(n_atoms).index_add(0, centre, pair_energy)
-        scaled = edge_sum * norm / math.sqrt(2.0)
-        factor = torch.tensor(self.pair_scale, dtype=torch.float64, device=latent.device)
-        edge_factor = (factor[atom_type] * norm.to(torch.float64) / math.sqrt(2.0))[centre]
+        scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=device)[atom_type]
+        energy = (edge_sum * norm / math.sqrt(2.0)).to(torch.float64) * scale
+        pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0))[centre]
         node_features = features.new_zeros(n_atoms, features.shape[1]).index_add(
             0, centre, features
         )
         return {
-            keys.NODE_ENERGY: self.scale_shift(
-                scaled.to(torch.float64) * factor[atom_type], atom_type
-            ),
-            EDGE_ENERGY: pair_energy.to(torch.float64) * edge_factor,
-            NODE_FEATURES: node_features * node_norm,
+            keys.NODE_ENERGY: self.scale_shift(energy, atom_type),
+            EDGE_ENERGY: pair_energy.to(torch.float64) * pair_factor,
+            NODE_FEATURES: node_features * norm.unsqueeze(-1),
         }
 
 
