@@ -16,7 +16,12 @@ Method:
   in the same process; the first call of each gives the parity figures (max |dE|/atom and
   max |dF| against mace-torch); after ``--warmup`` untimed calls each, the two are timed
   *alternately* (mace, ours, mace, ours, ...) ``--repeats`` times, so that load from other
-  processes on this shared machine hits both alike. Median ms per call are reported.
+  processes on this shared machine hits both alike. Median ms per call are reported. For the
+  water box the first (parity) call is the only warm-up by default (``--box-warmup 0``,
+  ``--box-repeats 3``): one mace-torch call there takes ~30 s.
+* Order: small systems first, boxes last (the 128-channel box very last), and a box is skipped
+  (recorded as such) when ``MemAvailable`` is below ``--box-min-free-gb`` (14 GB for the
+  128-channel float32 box, scaled by channels and dtype), since the machine is shared.
 * Memory (``mem`` worker, one fresh subprocess per implementation and case): build one model,
   make one energy+forces call, read ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
   (``peak_rss_mb``) and its increase over the value just before the call
@@ -108,7 +113,21 @@ def build_mace_model(size: str, dtype: str, seed: int):
     channels = MODEL_SIZES[size]
     torch.manual_seed(seed)
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.ScaleShiftMACE(
+    # Build in the target dtype, as mace_run_train --default_dtype does: the coupling (U)
+    # buffers are computed at construction, and a float32-built model cast to float64 carries
+    # float32-rounded coefficients.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        model = _scale_shift_mace(modules, o3, np, torch, block, channels)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(getattr(torch, dtype)).eval()
+
+
+def _scale_shift_mace(modules, o3, np, torch, block, channels: int):
+    """The ScaleShiftMACE constructor call (default dtype already set by the caller)."""
+    return modules.ScaleShiftMACE(
         r_max=R_MAX,
         num_bessel=8,
         num_polynomial_cutoff=5,
@@ -128,7 +147,6 @@ def build_mace_model(size: str, dtype: str, seed: int):
         atomic_inter_scale=0.7,
         atomic_inter_shift=-0.1,
     )
-    return model.to(getattr(torch, dtype)).eval()
 
 
 def water_box(reps: int, seed: int):
@@ -342,8 +360,21 @@ def worker_mem(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def mem_available_gb() -> float:
+    """``MemAvailable`` of /proc/meminfo, GB (inf when unreadable)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return float("inf")
+
+
 def run_worker(args: argparse.Namespace, mode: str, **case: str) -> dict:
     """Run a worker subprocess and parse its JSON result (or record the failure)."""
+    warmup = args.box_warmup if case.get("system") == "water" else args.warmup
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -352,7 +383,7 @@ def run_worker(args: argparse.Namespace, mode: str, **case: str) -> dict:
         "--threads",
         str(args.threads),
         "--warmup",
-        str(args.warmup),
+        str(warmup),
         "--repeats",
         str(case.pop("repeats", args.repeats)),
         "--water-reps",
@@ -467,10 +498,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
     p.add_argument("--repeats", type=int, default=5, help="timed calls (small systems)")
     p.add_argument("--box-repeats", type=int, default=3, help="timed calls (water box)")
+    p.add_argument("--box-warmup", type=int, default=0,
+                   help="untimed calls (water box) besides the first (parity) call")
+    p.add_argument("--box-min-free-gb", type=float, default=14.0,
+                   help="skip the 128-channel float32 box below this MemAvailable (scaled for "
+                   "other sizes/dtypes)")
     p.add_argument("--water-reps", type=int, default=9, help="water box: reps^3 molecules")
     p.add_argument("--seed", type=int, default=7, help="weights and water orientations seed")
     p.add_argument("--models", default="big,small", help="comma list of: big, small")
     p.add_argument("--systems", default="acac,acac64,water", help="comma list of systems")
+    p.add_argument("--dtypes", default="float32,float64", help="comma list of dtypes")
     p.add_argument("--skip-memory", action="store_true", help="no per-implementation memory runs")
     p.add_argument("--case-timeout-s", type=float, default=1800.0, help="per-worker timeout")
     p.add_argument("--smoke", action="store_true", help="tiny run (small model, acac, 2 reps)")
@@ -509,12 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m]
     wanted = set(args.systems.split(","))
     cases = {
-        k: tuple(s for s in v if s in wanted) for k, v in DEFAULT_CASES.items() if k[0] in models
+        k: tuple(s for s in v if s in wanted)
+        for k, v in DEFAULT_CASES.items()
+        if k[0] in models and k[1] in args.dtypes.split(",")
     }
     cases = {k: v for k, v in cases.items() if v}
     if args.smoke:
         cases = {("small", "float64"): ("acac",), ("small", "float32"): ("acac",)}
-        args.repeats, args.warmup, args.box_repeats = 2, 1, 1
+        args.repeats, args.warmup, args.box_repeats, args.box_warmup = 2, 1, 1, 0
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_path = args.out / f"inference_{stamp}{'_smoke' if args.smoke else ''}.json"
@@ -548,27 +587,42 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         out_path.write_text(json.dumps(report, indent=2))
 
-    for (model, dtype), systems in cases.items():
-        for system in systems:
-            repeats = str(args.box_repeats if system == "water" else args.repeats)
-            print(f"pair {model} {dtype} {system} ...", flush=True)
-            result = run_worker(args, "pair", model=model, dtype=dtype, system=system, repeats=repeats)
-            report["pairs"].append(result)
-            brief = {k: result.get(k) for k in ("mace_median_ms", "ours_median_ms", "error")}
-            brief["agree"] = result.get("parity", {}).get("agree")
+    # Small systems first, periodic boxes last (biggest model last): a box that runs out of
+    # memory or time then costs nothing else.
+    order = [(m, d, sy) for (m, d), systems in cases.items() for sy in systems if sy != "water"]
+    order += [(m, d, "water") for m in ("small", "big") for (mm, d), systems in cases.items()
+              if mm == m and "water" in systems]
+    for model, dtype, system in order:
+        repeats = str(args.box_repeats if system == "water" else args.repeats)
+        if system == "water":
+            free = mem_available_gb()
+            scale = (MODEL_SIZES[model] / 128) * (2 if dtype == "float64" else 1)
+            need = args.box_min_free_gb * scale
+            if free < need:
+                note = f"skipped: {free:.1f} GB available < {need:.1f} GB wanted for this box"
+                print(f"pair {model} {dtype} {system}: {note}", flush=True)
+                skipped = {"model": model, "dtype": dtype, "system": system, "error": note}
+                report["pairs"].append(skipped)
+                save()
+                continue
+        print(f"pair {model} {dtype} {system} ...", flush=True)
+        result = run_worker(args, "pair", model=model, dtype=dtype, system=system, repeats=repeats)
+        report["pairs"].append(result)
+        brief = {k: result.get(k) for k in ("mace_median_ms", "ours_median_ms", "error")}
+        brief["agree"] = result.get("parity", {}).get("agree")
+        print("   ", json.dumps(brief)[:400], flush=True)
+        save()
+        if args.skip_memory:
+            continue
+        for impl in ("mace", "ours"):
+            print(f"memory {impl} {model} {dtype} {system} ...", flush=True)
+            result = run_worker(
+                args, "mem", impl=impl, model=model, dtype=dtype, system=system, repeats="1"
+            )
+            report["memory"].append(result)
+            brief = {k: result.get(k) for k in ("peak_rss_mb", "call_rss_increase_mb", "error")}
             print("   ", json.dumps(brief)[:400], flush=True)
             save()
-            if args.skip_memory:
-                continue
-            for impl in ("mace", "ours"):
-                print(f"memory {impl} {model} {dtype} {system} ...", flush=True)
-                result = run_worker(
-                    args, "mem", impl=impl, model=model, dtype=dtype, system=system, repeats="1"
-                )
-                report["memory"].append(result)
-                brief = {k: result.get(k) for k in ("peak_rss_mb", "call_rss_increase_mb", "error")}
-                print("   ", json.dumps(brief)[:400], flush=True)
-                save()
 
     save()
     print_table(report["pairs"], report["memory"])
