@@ -155,6 +155,13 @@ def test_float32_conversion_matches():
     _compare(_mace_model(dtype=torch.float32), torch.float32, TOL.fp32)
 
 
+def test_float32_built_model_cast_to_float64_converts():
+    # mace-torch's coupling tensors keep float32 rounding after .double(); conversion must
+    # still succeed, agreeing to the precision mace's own coefficients carry
+    model = _mace_model(dtype=torch.float32).double()
+    _compare(model, torch.float64, TOL.fp32)
+
+
 def test_stress_of_periodic_cells_matches(default_model):
     potential = from_mace_torch(default_model)
     batch = _batch([_periodic_cell(3), _periodic_cell(5)])
