@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ase import Atoms
 from ase.io import read
 
 from equiforce.data.extxyz import KeySpec, read_configurations
@@ -117,6 +118,11 @@ def quickstart_config(options: QuickstartOptions, splits: dict[str, Path]) -> Ru
     )
 
 
+def _coolest(structures: list[Atoms]) -> Atoms:
+    """The structure with the lowest energy per atom (a calm start for the NVE run)."""
+    return min(structures, key=lambda atoms: atoms.get_potential_energy() / len(atoms))
+
+
 def run_quickstart(options: QuickstartOptions) -> dict[str, Any]:
     """Run the whole workflow and return the summary (also written to ``summary.json``)."""
     out = options.out_dir
@@ -135,7 +141,7 @@ def run_quickstart(options: QuickstartOptions) -> dict[str, Any]:
     evaluation.to_json(metrics, out / "metrics.json")
     plots = evaluation.plot_parity(metrics, out / "plots")
     md = run_md(
-        read(splits["test"], 0),
+        _coolest(read(splits["test"], ":")),
         EquiforceCalculator(model_path),
         ensemble="nve",
         temperature_K=300.0,

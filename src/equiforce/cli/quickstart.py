@@ -17,11 +17,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--md-steps", type=int, default=300, help="NVE steps (1 fs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the quickstart model is too small to gain from "
+        "more, and on a busy machine extra OpenMP threads slow it down many-fold)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the quickstart and print its summary."""
+    import torch
+
     from equiforce.quickstart import QuickstartOptions, run_quickstart, summary_table
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    print(f"equiforce quickstart: {torch.get_num_threads()} torch thread(s), output in {args.out}")
 
     options = QuickstartOptions(
         out_dir=args.out,
