@@ -48,6 +48,12 @@ Run it with the main environment's python (equiforce + e3nn 0.6); mace-torch is 
 
 Output: ``bench_out/acac_train_<timestamp>/`` with ``results.json``, both runs, their logs and
 predictions; a table on stdout.
+
+``--model allegro`` runs the Allegro comparison instead (equiforce vs nequip-allegro's
+``nequip-train``, same data, split, budget and evaluator); it is implemented in
+``benchmarks/allegro_train.py``, whose docstring documents the model and both configs::
+
+    .venv/bin/python benchmarks/acac_train.py --model allegro --budget-s 600
 """
 
 from __future__ import annotations
@@ -656,6 +662,11 @@ def print_table(report: dict) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["mace", "allegro"], default="mace",
+                   help="architecture: mace (vs mace-torch) or allegro (vs nequip-allegro; "
+                   "see allegro_train.py)")
+    p.add_argument("--nequip-venv", type=Path, default=REPO_ROOT / ".venv-nequip",
+                   help="virtual environment with nequip + nequip-allegro (--model allegro)")
     p.add_argument("--budget-s", type=float, default=900.0, help="training wall budget per code")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench_out", help="output folder")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="shared data folder")
@@ -669,7 +680,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument("--only", choices=["ours", "mace"], help="run one code only")
+    p.add_argument("--only", choices=["ours", "mace", "nequip"],
+                   help="run one code only (mace with --model mace, nequip with --model allegro)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny run: 20 train / 5 valid configs, 10 test configs, 8 channels, 30 s")
     p.add_argument("--worker", choices=["ours-train", "ours-eval", "mace-eval"],
@@ -684,6 +696,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    if args.model == "allegro" and not args.worker:
+        return _run_allegro(args)
+    if args.only == "nequip":
+        print("--only nequip needs --model allegro")
+        return 2
     if args.worker:
         handler = {
             "ours-train": worker_ours_train,
@@ -795,6 +812,22 @@ def main(argv: list[str] | None = None) -> int:
     print_table(report)
     print(f"\nwrote {results_path}")
     return 0
+
+
+def _run_allegro(args: argparse.Namespace) -> int:
+    """``--model allegro``: hand the shared options to ``allegro_train.main``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import allegro_train
+
+    if args.mode != "parallel" or args.only == "mace":
+        print("--model allegro supports --mode parallel and --only ours|nequip")
+        return 2
+    argv = ["--budget-s", str(args.budget_s), "--out", str(args.out), "--data-dir",
+            str(args.data_dir), "--nequip-venv", str(args.nequip_venv), "--threads",
+            str(args.threads), "--dtype", args.dtype, "--seed", str(args.seed),
+            "--eval-batch-size", str(args.eval_batch_size)]
+    argv += (["--only", args.only] if args.only else []) + (["--smoke"] if args.smoke else [])
+    return allegro_train.main(argv)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,9 @@ def water_box(reps: int, seed: int):
     rng = np.random.default_rng(seed)
     spacing = WATER_MOLAR_VOLUME_A3 ** (1.0 / 3.0)
     angle = np.deg2rad(104.52)
-    local = 0.9572 * np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [np.cos(angle), np.sin(angle), 0.0]])
+    local = 0.9572 * np.array(
+        [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [np.cos(angle), np.sin(angle), 0.0]]
+    )
     grid = np.stack(np.meshgrid(*[np.arange(reps)] * 3, indexing="ij"), -1).reshape(-1, 3)
     rotations, _ = np.linalg.qr(rng.normal(size=(len(grid), 3, 3)))
     centres = spacing * (grid + 0.5)
@@ -177,7 +179,7 @@ def nequip_model(dtype: str, seed: int):
 
 
 def ours_model(dtype: str, seed: int, peer: bool):
-    """equiforce ``Potential``: converted from ``nequip_model`` (``peer``) or built directly."""
+    """Equiforce ``Potential``: converted from ``nequip_model`` (``peer``) or built directly."""
     if peer:
         from equiforce.interop import from_nequip_allegro
 
@@ -422,7 +424,8 @@ def machine_info() -> dict[str, Any]:
 
 def print_table(report: dict) -> None:
     """Rows per size and the fitted exponents."""
-    print(f"\n{'impl':8s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} {'NL ms':>8s} "
+    print(f"\n{'impl':8s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} "
+          f"{'NL ms':>8s} "
           f"{'graph ms':>9s} {'peak MB':>8s} {'call +MB':>9s}  per-atom us, KB/edge")
     for impl, rows in report["results"].items():
         for r in rows:
@@ -430,7 +433,8 @@ def print_table(report: dict) -> None:
                 print(f"{impl:8s} {r['n_atoms']:7d} {r['error'][-200:]}")
                 continue
             print(f"{impl:8s} {r['n_atoms']:7d} {r['n_edges']:9d} {r['median_ms']:10.1f} "
-                  f"{r.get('min_ms', float('nan')):8.1f} {r['nl_ms']:8.1f} {r['graph_ms']:9.1f} {r['peak_rss_mb']:8.0f} "
+                  f"{r.get('min_ms', float('nan')):8.1f} {r['nl_ms']:8.1f} {r['graph_ms']:9.1f} "
+                  f"{r['peak_rss_mb']:8.0f} "
                   f"{r['call_rss_increase_mb']:9.0f}  {1000 * r['median_ms'] / r['n_atoms']:.1f}, "
                   f"{1024 * r['call_rss_increase_mb'] / r['n_edges']:.2f}")
     for impl, fits in report["fits"].items():
@@ -501,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                      if k not in ("worker", "impl", "size_reps")},
         "model": MODEL,
         "system": ("fcc Al, a = 4.05 Å, reps^3 cubic cells, rattled 0.05 Å" if args.system == "fcc"
-                   else "water, 1 g/cm^3, reps^3 molecules on a cubic lattice, random orientations"),
+                   else "water, 1 g/cm^3, reps^3 molecules on a cubic lattice, "
+                   "random orientations"),
         "results": {impl: [] for impl in impls},
         "fits": {},
     }
@@ -563,8 +568,8 @@ def agreement(results: dict[str, list[dict]]) -> list[dict]:
         t = theirs.get(r["n_atoms"])
         if "energy_eV" not in r or t is None:
             continue
-        df = max(abs(a - b) for ra, rb in zip(r["forces_sample"], t["forces_sample"])
-                 for a, b in zip(ra, rb))
+        df = max(abs(a - b) for ra, rb in zip(r["forces_sample"], t["forces_sample"], strict=True)
+                 for a, b in zip(ra, rb, strict=True))
         out.append({"n_atoms": r["n_atoms"], "n_edges_ours": r["n_edges"],
                     "n_edges_nequip": t["n_edges"],
                     "energy_diff_per_atom_eV": abs(r["energy_eV"] - t["energy_eV"]) / r["n_atoms"],

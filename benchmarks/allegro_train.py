@@ -274,7 +274,7 @@ def nequip_config(args: argparse.Namespace, paths: dict[str, Path], out: Path) -
             "_target_": "nequip.train.EMALightningModule",
             "ema_decay": OPTIM["ema_decay"],
             "loss": loss,
-            "val_metrics": {**loss},
+            "val_metrics": {**loss, "coeffs": dict(loss["coeffs"])},
             "optimizer": {"_target_": "torch.optim.Adam", "lr": OPTIM["lr"],
                           "amsgrad": OPTIM["amsgrad"], "weight_decay": OPTIM["weight_decay"]},
             "model": {
