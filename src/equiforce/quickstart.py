@@ -99,9 +99,10 @@ def quickstart_config(options: QuickstartOptions, splits: dict[str, Path]) -> Ru
                 "max_epochs": 1000,
                 "time_budget_s": options.budget_s,
                 "lr": 0.01,
-                "energy_weight": 10.0,
+                # stress labels are ~20x smaller than forces (eV/Å^3 vs eV/Å): weight them up
+                "energy_weight": 100.0,
                 "forces_weight": 100.0,
-                "stress_weight": 10.0,
+                "stress_weight": 1000.0,
                 "scheduler": {"factor": 0.8, "patience": 5},
                 "ema": {"enabled": True, "decay": 0.99},
                 "stage_two": {
@@ -110,7 +111,7 @@ def quickstart_config(options: QuickstartOptions, splits: dict[str, Path]) -> Ru
                     "lr": 0.001,
                     "energy_weight": 1000.0,
                     "forces_weight": 100.0,
-                    "stress_weight": 10.0,
+                    "stress_weight": 1000.0,
                 },
                 "progress_bar": options.progress,
             },

@@ -29,8 +29,9 @@ class EMTDatasetSpec:
         temperatures_K: Langevin temperatures; snapshots are drawn from each in turn.
         n_configs: total number of snapshots.
         steps_between: MD steps (1 fs each) between snapshots, for decorrelation.
-        strain: maximum random isotropic + shear strain applied per trajectory, so the
-            labels carry a stress signal.
+        strain: maximum random strain component; every snapshot gets its own random affine
+            deformation, so the set spans many cell shapes and volumes and the stress labels
+            (and the energy's volume dependence) are learnable.
         seed: seeds the alloy ordering, strains, velocities and the thermostat.
     """
 
@@ -49,24 +50,27 @@ def _starting_cell(spec: EMTDatasetSpec, rng: np.random.Generator) -> Atoms:
     n_au = int(round(spec.au_fraction * len(atoms)))
     numbers[rng.choice(len(atoms), n_au, replace=False)] = 79
     atoms.numbers = numbers
-    deformation = np.eye(3) + rng.uniform(-spec.strain, spec.strain, size=(3, 3))
-    atoms.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
     return atoms
 
 
-def _labelled_snapshot(atoms: Atoms) -> Atoms:
+def _labelled_snapshot(atoms: Atoms, strain: float, rng: np.random.Generator) -> Atoms:
+    """A randomly deformed copy of an MD frame, labelled with EMT."""
     snapshot = atoms.copy()
+    snapshot.calc = None
+    deformation = np.eye(3) + rng.uniform(-strain, strain, size=(3, 3))
+    snapshot.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
+    calculator = EMT()
     snapshot.calc = SinglePointCalculator(
         snapshot,
-        energy=atoms.get_potential_energy(),
-        forces=atoms.get_forces(),
-        stress=atoms.get_stress(voigt=False),
+        energy=calculator.get_potential_energy(snapshot),
+        forces=calculator.get_forces(snapshot),
+        stress=calculator.get_stress(snapshot),
     )
     return snapshot
 
 
 def generate_emt_dataset(spec: EMTDatasetSpec) -> list[Atoms]:
-    """Langevin MD snapshots of a strained Cu/Au cell, labelled with EMT (energy, forces, stress).
+    """Langevin MD snapshots of a Cu/Au cell, each randomly deformed, labelled with EMT.
 
     Returns:
         ``spec.n_configs`` periodic structures, each carrying a SinglePointCalculator with
@@ -84,7 +88,7 @@ def generate_emt_dataset(spec: EMTDatasetSpec) -> list[Atoms]:
         )
         for _ in range(per_temperature):
             dynamics.run(spec.steps_between)
-            frames.append(_labelled_snapshot(atoms))
+            frames.append(_labelled_snapshot(atoms, spec.strain, rng))
     order = rng.permutation(len(frames))[: spec.n_configs]
     return [frames[i] for i in order]
 
