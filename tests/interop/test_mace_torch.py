@@ -15,26 +15,14 @@ from equiforce.data import keys  # noqa: E402
 from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
 from equiforce.interop import from_mace_torch  # noqa: E402
-from equiforce.testing.structures import make_molecule  # noqa: E402
+from equiforce.testing.structures import (  # noqa: E402
+    make_periodic_hco,
+    peer_parity_structures,
+)
 from equiforce.testing.tolerances import TOL  # noqa: E402
 
 TYPE_NAMES = ("H", "C", "O")
 R_MAX = 4.0
-
-
-def _periodic_cell(seed: int = 3) -> Atoms:
-    """A small rattled triclinic H/C/O cell, periodic in all directions."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    cell = np.array([[3.6, 0.0, 0.0], [0.5, 3.4, 0.0], [-0.3, 0.4, 3.8]])
-    positions = (grid + 0.25) / 2.0 @ cell + rng.normal(scale=0.15, size=(8, 3))
-    numbers = rng.choice([1, 6, 8], size=8)
-    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
-
-
-def _structures() -> list[Atoms]:
-    molecules = [make_molecule(name, seed=k) for k, name in enumerate(["CH3CH2OH", "H2O"])]
-    return molecules + [_periodic_cell()]
 
 
 def _mace_model(
@@ -121,7 +109,7 @@ def _mace_inputs(batch: dict[str, torch.Tensor], dtype: torch.dtype) -> dict:
 
 def _compare(model, dtype: torch.dtype, tolerance) -> None:
     potential = from_mace_torch(model)
-    batch = _batch(_structures())
+    batch = _batch(peer_parity_structures())
     reference = model(_mace_inputs(batch, dtype), compute_force=True)
     ours = potential(batch, compute_forces=True)
     torch.testing.assert_close(
@@ -164,7 +152,7 @@ def test_float32_built_model_cast_to_float64_converts():
 
 def test_stress_of_periodic_cells_matches(default_model):
     potential = from_mace_torch(default_model)
-    batch = _batch([_periodic_cell(3), _periodic_cell(5)])
+    batch = _batch([make_periodic_hco(3), make_periodic_hco(5)])
     inputs = _mace_inputs(batch, torch.float64)
     reference = default_model(inputs, compute_force=True, compute_stress=True)
     ours = potential(batch, compute_forces=True, compute_stress=True)

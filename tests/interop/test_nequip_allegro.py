@@ -19,26 +19,13 @@ from nequip.utils.global_state import set_global_state  # noqa: E402
 from equiforce.data import keys  # noqa: E402
 from equiforce.interop import from_nequip_allegro  # noqa: E402
 from equiforce.testing import checks  # noqa: E402
-from equiforce.testing.structures import make_molecule  # noqa: E402
+from equiforce.testing.structures import (  # noqa: E402
+    peer_parity_structures,
+)
 from equiforce.testing.tolerances import TOL  # noqa: E402
 
 TYPE_NAMES = ("H", "C", "O")
 R_MAX = 4.0
-
-
-def _periodic_cell(seed: int = 3) -> Atoms:
-    """A small rattled triclinic H/C/O cell, periodic in all directions."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    cell = np.array([[3.6, 0.0, 0.0], [0.5, 3.4, 0.0], [-0.3, 0.4, 3.8]])
-    positions = (grid + 0.25) / 2.0 @ cell + rng.normal(scale=0.15, size=(8, 3))
-    numbers = rng.choice([1, 6, 8], size=8)
-    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
-
-
-def _structures() -> list[Atoms]:
-    molecules = [make_molecule(name, seed=k) for k, name in enumerate(["CH3CH2OH", "H2O"])]
-    return molecules + [_periodic_cell()]
 
 
 def _allegro_model(dtype: str = "float64", seed: int = 3, **overrides):
@@ -94,7 +81,7 @@ def _reference(model, atoms: Atoms) -> dict[str, np.ndarray]:
 
 def _compare(model, tolerance) -> None:
     potential = from_nequip_allegro(model)
-    for atoms in _structures():
+    for atoms in peer_parity_structures():
         reference = _reference(model, atoms)
         periodic = bool(atoms.pbc.all())
         ours = checks.predict(potential, [atoms], stress=periodic)

@@ -57,3 +57,19 @@ def emt_labelled(atoms: Atoms) -> Atoms:
         results["stress"] = atoms.get_stress(voigt=False)
     atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms
+
+
+def make_periodic_hco(seed: int = 3) -> Atoms:
+    """A small rattled triclinic H/C/O cell (8 atoms), periodic in all directions."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    cell = np.array([[3.6, 0.0, 0.0], [0.5, 3.4, 0.0], [-0.3, 0.4, 3.8]])
+    positions = (grid + 0.25) / 2.0 @ cell + rng.normal(scale=0.15, size=(8, 3))
+    numbers = rng.choice([1, 6, 8], size=8)
+    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+
+
+def peer_parity_structures() -> list[Atoms]:
+    """Ethanol, water and a periodic H/C/O cell: the structures of the peer-parity tests."""
+    molecules = [make_molecule(name, seed=k) for k, name in enumerate(["CH3CH2OH", "H2O"])]
+    return molecules + [make_periodic_hco()]
