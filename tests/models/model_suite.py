@@ -156,3 +156,9 @@ class ModelTestSuite:
         out = checks.predict(model64, [atoms])
         assert np.isfinite(out[keys.ENERGY]).all()
         np.testing.assert_array_equal(out[keys.FORCES], 0.0)
+
+    def test_unknown_element_is_named_in_the_error(self, model64):
+        atoms = make_molecule("CH3CH2OH", seed=10)
+        atoms.numbers[2] = 26  # Fe, not among the model's species
+        with pytest.raises(ValueError, match="element Fe"):
+            checks.predict(model64, [atoms])

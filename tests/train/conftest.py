@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from ase.io import write
@@ -26,6 +26,22 @@ TINY_MACE = {
     "dtype": "float64",
 }
 
+TINY_ALLEGRO = {
+    "family": "allegro",
+    "r_max": 4.0,
+    "l_max": 1,
+    "num_layers": 1,
+    "num_scalar_features": 8,
+    "num_tensor_features": 4,
+    "two_body_mlp_hidden": [8],
+    "latent_mlp_hidden": [8],
+    "readout_mlp_hidden": [8],
+    "num_bessels": 4,
+    "dtype": "float64",
+}
+
+TINY_MODELS = {"mace": TINY_MACE, "allegro": TINY_ALLEGRO}
+
 
 @pytest.fixture(scope="session")
 def emt_train_file(tmp_path_factory) -> Path:
@@ -36,13 +52,18 @@ def emt_train_file(tmp_path_factory) -> Path:
     return path
 
 
-def config_dict(output_dir: Path, train_file: Path, **training: Any) -> dict[str, Any]:
-    """A run dict over ``train_file``: 3 epochs, batch 3, EMA, final stage in epoch 3."""
+def config_dict(
+    output_dir: Path, train_file: Path, model: dict[str, Any] | None = None, **training: Any
+) -> dict[str, Any]:
+    """A run dict over ``train_file``: 3 epochs, batch 3, EMA, final stage in epoch 3.
+
+    ``model`` is a model section (default: the tiny MACE).
+    """
     return {
         "output_dir": str(output_dir),
         "seed": 3,
         "data": {"train_file": str(train_file), "valid_fraction": 0.25, "batch_size": 3},
-        "model": dict(TINY_MACE),
+        "model": dict(TINY_MACE if model is None else model),
         "training": {
             "max_epochs": 3,
             "lr": 0.01,
@@ -56,15 +77,31 @@ def config_dict(output_dir: Path, train_file: Path, **training: Any) -> dict[str
     }
 
 
-def make_config(output_dir: Path, train_file: Path, **training: Any) -> RunConfig:
+def make_config(
+    output_dir: Path, train_file: Path, model: dict[str, Any] | None = None, **training: Any
+) -> RunConfig:
     """``config_dict`` as a ``RunConfig``."""
-    return RunConfig.from_dict(config_dict(output_dir, train_file, **training))
+    return RunConfig.from_dict(config_dict(output_dir, train_file, model, **training))
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory, emt_train_file) -> TrainResult:
-    """An uninterrupted 3-epoch run (2 main epochs + 1 final-stage epoch)."""
-    return train(make_config(tmp_path_factory.mktemp("reference"), emt_train_file))
+def reference_runs(tmp_path_factory, emt_train_file) -> Callable[[str], TrainResult]:
+    """Uninterrupted 3-epoch runs (2 main epochs + 1 final-stage epoch), one per family."""
+    runs: dict[str, TrainResult] = {}
+
+    def run(family: str) -> TrainResult:
+        if family not in runs:
+            folder = tmp_path_factory.mktemp(f"reference_{family}")
+            runs[family] = train(make_config(folder, emt_train_file, TINY_MODELS[family]))
+        return runs[family]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def reference_run(reference_runs) -> TrainResult:
+    """The uninterrupted tiny-MACE run."""
+    return reference_runs("mace")
 
 
 def assert_same_rows(actual: list[dict], expected: list[dict]) -> None:

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -18,7 +19,7 @@ from equiforce.train.config import load_config
 from equiforce.train.metrics import read_metrics_csv
 from equiforce.train.run import train
 
-from .conftest import assert_same_rows, config_dict
+from .conftest import TINY_MODELS, assert_same_rows, config_dict
 
 # The child counts optimizer steps in a file (after each EMA update), so the parent can kill
 # it at a known point; the counting does not touch the numbers.
@@ -69,12 +70,14 @@ def _kill_after_step(config_file: Path, steps_file: Path, step: int, log: Path) 
             child.wait()
 
 
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
 def test_resume_after_sigkill_mid_epoch_reproduces_uninterrupted_run(
-    tmp_path, emt_train_file, reference_run
+    tmp_path, emt_train_file, reference_runs, family
 ):
+    reference_run = reference_runs(family)
     out = tmp_path / "killed"
     config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump(config_dict(out, emt_train_file)))
+    config_file.write_text(yaml.safe_dump(config_dict(out, emt_train_file, TINY_MODELS[family])))
     steps_file = tmp_path / "steps.txt"
     _kill_after_step(config_file, steps_file, STEPS_PER_EPOCH + 1, tmp_path / "child.log")
     at_kill = load_checkpoint(out / "checkpoints" / "last.pt")  # loadable despite the kill
