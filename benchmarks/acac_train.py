@@ -62,7 +62,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -70,6 +69,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common  # noqa: E402
 
 import numpy as np
 
@@ -577,40 +579,8 @@ def worker_result(proc: subprocess.Popen, log: Path) -> dict:
 
 
 def machine_info(mace_venv: Path) -> dict[str, Any]:
-    """CPU, memory, OS, versions, git commit."""
-    import torch
-
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = {
-            k.strip(): v.strip()
-            for k, v in (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        }
-        info["cpu_model"] = fields.get("Model name")
-        info["cpus"] = fields.get("CPU(s)")
-    except OSError:
-        pass
-    try:
-        with open("/proc/meminfo") as handle:
-            info["mem_total_kb"] = int(handle.readline().split()[1])
-    except OSError:
-        pass
-    info["torch_version"] = torch.__version__
-    try:
-        import equiforce
-
-        info["equiforce_version"] = equiforce.__version__
-    except ImportError:
-        info["equiforce_version"] = "unavailable"
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-        capture_output=True, text=True,
-    ).stdout.strip()
-    info["git_commit"] = commit + ("-dirty" if dirty else "")
+    """CPU, memory, OS, versions, git commit, and the versions in mace-torch's venv."""
+    info = bench_common.machine_info(("torch", "equiforce"))
     mace_version = subprocess.run(
         [str(mace_venv / "bin" / "python"), "-c",
          "import mace, torch, e3nn; print(mace.__version__, torch.__version__, e3nn.__version__)"],

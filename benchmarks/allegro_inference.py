@@ -44,7 +44,6 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import inference as common  # noqa: E402  (systems, memory and git helpers)
+from bench_common import machine_info, mem_available_gb  # noqa: E402
+import inference as common  # noqa: E402  (systems and batches)
 
 REPO_ROOT = common.REPO_ROOT
 TYPE_NAMES = ("H", "C", "O")
@@ -225,26 +225,6 @@ def run_worker(args: argparse.Namespace, mode: str, **case: str) -> dict:
             "error": f"worker exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU, OS, versions, git commit, load."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "load_avg": os.getloadavg()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = {k.strip(): v.strip() for k, v in
-                  (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)}
-        info["cpu_model"], info["cpus"] = fields.get("Model name"), fields.get("CPU(s)")
-    except OSError:
-        pass
-    for package in ("torch", "e3nn", "nequip", "allegro", "equiforce"):
-        try:
-            info[f"{package}_version"] = getattr(__import__(package), "__version__", "?")
-        except Exception as err:  # noqa: BLE001
-            info[f"{package}_version"] = f"unavailable ({type(err).__name__})"
-    info["git_commit"] = common.git_commit()
-    return info
-
-
 def print_table(pairs: list[dict], memory: list[dict]) -> None:
     """Ms per call, ratio, peak memory, parity."""
     mem = {(m.get("impl"), m.get("model"), m.get("dtype"), m.get("system")): m for m in memory}
@@ -332,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "allegro_inference",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(("torch", "e3nn", "nequip", "allegro", "equiforce")),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                      if k not in ("worker", "impl", "model", "dtype", "system")},
         "model_sizes": {k: {"scalar": s, "tensor": t} for k, (s, t) in MODEL_SIZES.items()},
@@ -347,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for model, dtype, system in order:
         if system == "water":
-            free = common.mem_available_gb()
+            free = mem_available_gb()
             need = args.box_min_free_gb * (2 if dtype == "float64" else 1)
             if free < need:
                 note = f"skipped: {free:.1f} GB available < {need:.1f} GB wanted for the box"

@@ -58,7 +58,6 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -66,6 +65,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import machine_info, mem_available_gb  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WATER_MOLAR_VOLUME_A3 = 18.015 / 6.02214076e23 * 1e24  # Å^3 per molecule at 1 g/cm^3
@@ -286,18 +288,6 @@ def worker(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def mem_available_gb() -> float:
-    """``MemAvailable`` of /proc/meminfo, GB (inf when unreadable)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return float("inf")
-
-
 def run_worker(args: argparse.Namespace, impl: str, reps: int) -> dict:
     """Run one worker subprocess and parse its ``RESULT`` line (or record the failure)."""
     command = [
@@ -395,33 +385,6 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU, memory, OS, versions, git commit, load."""
-    import torch
-
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "torch_version": torch.__version__, "load_avg": os.getloadavg()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = {k.strip(): v.strip() for k, v in
-                  (line.split(":", 1) for line in lscpu.splitlines() if ":" in line)}
-        info["cpu_model"], info["cpus"] = fields.get("Model name"), fields.get("CPU(s)")
-    except OSError:
-        pass
-    for package in ("equiforce", "e3nn", "nequip", "allegro"):
-        try:
-            module = __import__(package)
-            info[f"{package}_version"] = getattr(module, "__version__", "?")
-        except Exception as err:  # noqa: BLE001
-            info[f"{package}_version"] = f"unavailable ({type(err).__name__})"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    info["git_commit"] = commit + ("-dirty" if dirty else "")
-    return info
-
-
 def print_table(report: dict) -> None:
     """Rows per size and the fitted exponents."""
     print(f"\n{'impl':8s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} "
@@ -500,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "allegro_scaling",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(("torch", "equiforce", "e3nn", "nequip", "allegro")),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                      if k not in ("worker", "impl", "size_reps")},
         "model": MODEL,

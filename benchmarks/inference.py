@@ -51,7 +51,6 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -59,6 +58,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import machine_info, mem_available_gb  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -360,18 +362,6 @@ def worker_mem(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def mem_available_gb() -> float:
-    """``MemAvailable`` of /proc/meminfo, GB (inf when unreadable)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return float("inf")
-
-
 def run_worker(args: argparse.Namespace, mode: str, **case: str) -> dict:
     """Run a worker subprocess and parse its JSON result (or record the failure)."""
     warmup = args.box_warmup if case.get("system") == "water" else args.warmup
@@ -406,56 +396,6 @@ def run_worker(args: argparse.Namespace, mode: str, **case: str) -> dict:
             return result
     tail = (proc.stderr or proc.stdout)[-2000:]
     return {**case, "mode": mode, "error": f"worker exited {proc.returncode}: {tail}"}
-
-
-def machine_info() -> dict:
-    """CPU, OS, Python and package versions, git commit."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = dict(
-            (k.strip(), v.strip()) for k, v in (l.split(":", 1) for l in lscpu.splitlines() if ":" in l)
-        )
-        info["cpu_model"] = fields.get("Model name")
-        info["cpus"] = fields.get("CPU(s)")
-        info["flags_avx512"] = "avx512f" in fields.get("Flags", "")
-    except OSError:
-        pass
-    try:
-        with open("/proc/meminfo") as handle:
-            info["mem_total_kb"] = int(handle.readline().split()[1])
-    except OSError:
-        pass
-    for package in ("torch", "e3nn", "mace", "equiforce"):
-        try:
-            module = __import__(package)
-            info[f"{package}_version"] = getattr(module, "__version__", "?")
-        except Exception as err:  # noqa: BLE001  (report whatever is missing)
-            info[f"{package}_version"] = f"unavailable ({type(err).__name__})"
-    info["git_commit"] = git_commit()
-    return info
-
-
-def git_commit() -> str:
-    """Current commit of the repository (with ``-dirty`` when the tree has local changes)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def print_table(pairs: list[dict], memory: list[dict]) -> None:
@@ -560,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "inference",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(("torch", "e3nn", "mace", "equiforce")),
         "settings": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
