@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -84,12 +84,21 @@ class TrainResult:
     test_metrics_path: Path | None
 
 
-def train(config: RunConfig, resume: bool = False) -> TrainResult:
+AuxiliaryFactory = Callable[[Potential], torch.nn.Module]
+
+
+def train(
+    config: RunConfig, resume: bool = False, auxiliary: AuxiliaryFactory | None = None
+) -> TrainResult:
     """Train a model as configured.
 
     Args:
         config: the run configuration.
         resume: continue from ``output_dir/checkpoints/last.pt``.
+        auxiliary: optional factory ``model -> module`` of an extra training loss (see
+            ``Trainer``); called once with the built (or restored) model; its parameters are
+            optimised with the model's and its state is checkpointed and restored on resume.
+            The caller is responsible for passing an equivalent factory when resuming.
 
     Returns:
         Paths of the outputs and the final validation metrics.
@@ -117,7 +126,8 @@ def train(config: RunConfig, resume: bool = False) -> TrainResult:
                     f"the training data now has species {list(data.train.type_names)}, the "
                     f"checkpoint's model {model.type_names}; the data changed since the run began"
                 )
-        trainer = _trainer(config, model.to(device), data, paths, checkpoint)
+        extra = None if auxiliary is None else auxiliary(model).to(device)
+        trainer = _trainer(config, model.to(device), data, paths, checkpoint, extra)
         progress = trainer.fit()
     return _result(config, paths, progress)
 
@@ -128,10 +138,12 @@ def _trainer(
     data: TrainingData,
     paths: RunPaths,
     checkpoint: dict[str, Any] | None,
+    auxiliary: torch.nn.Module | None = None,
 ) -> Trainer:
     """Assemble the trainer, restoring component states from ``checkpoint`` if given."""
     settings = config.training
-    optimizer = build_optimizer(model, settings)
+    trained = model if auxiliary is None else torch.nn.ModuleList([model, auxiliary])
+    optimizer = build_optimizer(trained, settings)
     schedule = TrainingSchedule(settings, optimizer)
     ema = ExponentialMovingAverage(model, settings.ema.decay) if settings.ema.enabled else None
     progress = Progress()
@@ -141,11 +153,24 @@ def _trainer(
         if ema is not None:
             ema.load_state_dict(checkpoint["ema"])
         progress = Progress.from_dict(checkpoint["progress"])
+        if auxiliary is not None:
+            if checkpoint.get("auxiliary") is None:
+                raise ValueError("the checkpoint has no auxiliary-loss state to resume")
+            auxiliary.load_state_dict(checkpoint["auxiliary"])
         restore_rng_state(checkpoint["rng"])
         LOG.info("resuming after epoch %d", progress.epochs_done)
     train_data, valid_data = batch_sources(data, config)
     return Trainer(
-        model, optimizer, schedule, ema, train_data, valid_data, paths, config.to_dict(), progress
+        model,
+        optimizer,
+        schedule,
+        ema,
+        train_data,
+        valid_data,
+        paths,
+        config.to_dict(),
+        progress,
+        auxiliary,
     )
 
 

@@ -118,6 +118,11 @@ class Trainer:
         paths: output files.
         config: the run configuration as a plain dict (stored in checkpoints).
         progress: where the run stands (fresh or restored from a checkpoint).
+        auxiliary: optional extra training loss (e.g. distillation's feature and Hessian
+            matching): a module called as ``auxiliary(model, batch, pred) -> scalar float64``
+            and added to the loss of every optimizer step (not to the validation loss); its
+            parameters must be in ``optimizer``, and its state dict is saved in checkpoints
+            (key ``"auxiliary"``) so a resumed run continues it exactly.
     """
 
     def __init__(
@@ -131,8 +136,10 @@ class Trainer:
         paths: RunPaths,
         config: Mapping[str, Any],
         progress: Progress,
+        auxiliary: torch.nn.Module | None = None,
     ):
         self.model = model
+        self.auxiliary = auxiliary
         self.optimizer = optimizer
         self.schedule = schedule
         self.ema = ema
@@ -280,19 +287,26 @@ class Trainer:
         if loss_fn.needs_stress:
             pred = _with_stress(pred, batch)
         loss = loss_fn(batch, pred)
+        if self.auxiliary is not None:
+            loss = loss + self.auxiliary(self.model, batch, pred)
         where = f"epoch {epoch + 1}, step {step + 1}"
         if not torch.isfinite(loss):
             raise self._diverged(f"{where}: training loss is {float(loss.detach())}")
         loss.backward()
         clip = self.settings.clip_grad_norm
         if clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            norm = torch.nn.utils.clip_grad_norm_(self._trained_parameters(), clip)
             if not torch.isfinite(norm):
                 raise self._diverged(f"{where}: gradient norm is {float(norm)}")
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         return {k: v.detach() for k, v in pred.items()}, loss.detach()
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the model and of the auxiliary loss (gradient clipping)."""
+        extra = [] if self.auxiliary is None else list(self.auxiliary.parameters())
+        return list(self.model.parameters()) + extra
 
     def _diverged(self, what: str) -> NonFiniteLossError:
         """The error for a non-finite value; nothing of the current epoch has been saved."""
@@ -351,6 +365,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
+            "auxiliary": None if self.auxiliary is None else self.auxiliary.state_dict(),
             "progress": self.progress.to_dict(),
             "rng": capture_rng_state(),
             "config": self.config,
