@@ -1,7 +1,17 @@
-"""Executors for the ``equiforce.o3`` descriptors; ``reference`` is plain PyTorch.
+"""Executors for the ``equiforce.o3`` descriptors, chosen by backend name.
 
-``make_*(descriptor, ..., backend="reference")`` is the single place a backend is chosen;
-all backends of a descriptor share parameter names, shapes and layout.
+``make_*(descriptor, ..., backend="auto", math_dtype=None)`` is the single place a backend is
+chosen; all backends of a descriptor share parameter names, shapes and layout, and
+``use_backend(model, name)`` moves a built model to another backend. Backends:
+
+* ``reference``: plain PyTorch, readable, the ground truth (``reference``,
+  ``allegro_reference``);
+* ``fast``: fused PyTorch / C++ kernels for CPU and GPU;
+* ``cueq``: NVIDIA cuEquivariance (CUDA only, optional dependency);
+* ``auto``: ``cueq`` when CUDA and cuequivariance-torch are available, else ``fast``.
+
+A backend that does not implement a kind falls back (``cueq`` -> ``fast`` -> ``reference``);
+see ``equiforce.kernels.registry``.
 """
 
 from __future__ import annotations
@@ -10,56 +20,76 @@ import torch
 from torch import nn
 
 from equiforce.kernels import allegro_reference, reference
+from equiforce.kernels.registry import (
+    BACKENDS,
+    cueq_available,
+    executor_class,
+    executor_key,
+    register_executor,
+    resolve_backend,
+)
+from equiforce.kernels.transform import KEEP, use_backend
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.symmetric import SymmetricContractionDescriptor
 
 __all__ = [
     "BACKENDS",
+    "KEEP",
+    "cueq_available",
+    "executor_class",
+    "executor_key",
     "make_allegro_tp",
     "make_channelwise_tp",
     "make_linear",
     "make_symmetric_contraction",
+    "register_executor",
+    "resolve_backend",
+    "use_backend",
 ]
 
-BACKENDS = ("reference",)
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {backend!r}; available: {list(BACKENDS)}")
+register_executor("linear", "reference", reference.Linear)
+register_executor("channelwise_tp", "reference", reference.ChannelwiseTensorProduct)
+register_executor("symmetric_contraction", "reference", reference.SymmetricContraction)
+register_executor("allegro_tp", "reference", allegro_reference.AllegroTensorProduct)
 
 
 def make_linear(
-    descriptor: LinearDescriptor, generator: torch.Generator, backend: str = "reference"
+    descriptor: LinearDescriptor,
+    generator: torch.Generator,
+    backend: str = "auto",
+    math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Executor of an equivariant linear map (see ``reference.Linear``)."""
-    _check_backend(backend)
-    return reference.Linear(descriptor, generator)
+    return executor_class("linear", backend)(descriptor, generator, math_dtype=math_dtype)
 
 
 def make_channelwise_tp(
-    descriptor: ChannelwiseTPDescriptor, backend: str = "reference"
+    descriptor: ChannelwiseTPDescriptor,
+    backend: str = "auto",
+    math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Executor of the gather -> tensor product -> scatter edge convolution."""
-    _check_backend(backend)
-    return reference.ChannelwiseTensorProduct(descriptor)
+    return executor_class("channelwise_tp", backend)(descriptor, math_dtype=math_dtype)
 
 
 def make_symmetric_contraction(
     descriptor: SymmetricContractionDescriptor,
     n_types: int,
     generator: torch.Generator,
-    backend: str = "reference",
+    backend: str = "auto",
+    math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Executor of MACE's symmetric contraction (see ``reference.SymmetricContraction``)."""
-    _check_backend(backend)
-    return reference.SymmetricContraction(descriptor, n_types, generator)
+    cls = executor_class("symmetric_contraction", backend)
+    return cls(descriptor, n_types, generator, math_dtype=math_dtype)
 
 
 def make_allegro_tp(
-    descriptor: AllegroTPDescriptor, generator: torch.Generator, backend: str = "reference"
+    descriptor: AllegroTPDescriptor,
+    generator: torch.Generator,
+    backend: str = "auto",
+    math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Executor of Allegro's gather + channel-wise tensor product."""
-    _check_backend(backend)
-    return allegro_reference.AllegroTensorProduct(descriptor, generator)
+    return executor_class("allegro_tp", backend)(descriptor, generator, math_dtype=math_dtype)

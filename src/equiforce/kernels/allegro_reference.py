@@ -4,7 +4,8 @@ Faster backends must keep the parameter name ``weight`` and its shape
 ``descriptor.weight_shape``. Created in float64; ``.to(dtype)`` moves the weight and the
 coupling buffer. Support: float32 and float64; any device; any grad order (forces and
 force training need double backward); deterministic; plain tensor ops, so
-``torch.compile`` and ``torch.export`` can trace it.
+``torch.compile`` and ``torch.export`` can trace it. ``math_dtype`` (None: the weight's) is
+the dtype the contraction runs in; outputs come back in the input dtype.
 """
 
 from __future__ import annotations
@@ -30,11 +31,18 @@ class AllegroTensorProduct(nn.Module):
     Args:
         descriptor: what to compute.
         generator: random source for the initial weights.
+        math_dtype: dtype of the contraction (None: the weight's).
     """
 
-    def __init__(self, descriptor: AllegroTPDescriptor, generator: torch.Generator):
+    def __init__(
+        self,
+        descriptor: AllegroTPDescriptor,
+        generator: torch.Generator,
+        math_dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.descriptor = descriptor
+        self.math_dtype = math_dtype
         bound = math.sqrt(3.0)
         weight = torch.rand(descriptor.weight_shape, generator=generator, dtype=torch.float64)
         self.weight = nn.Parameter((2.0 * weight - 1.0) * bound)
@@ -55,11 +63,15 @@ class AllegroTensorProduct(nn.Module):
         Returns:
             (n_edges, mul, irreps_out.dim).
         """
-        x2 = env.index_select(0, centre)
+        io_dtype = x1.dtype
+        weight = self.weight.to(self.math_dtype or self.weight.dtype)
+        coupling = self.coupling.to(weight.dtype)
+        x2 = env.to(weight.dtype).index_select(0, centre)
+        x1 = x1.to(weight.dtype)
         outer = (x1.unsqueeze(-1) * x2.unsqueeze(-2)).flatten(-2)  # (n_edges, mul, d1 * d2)
         if self.descriptor.path_channel_coupling:
             # (mul, d1 * d2, d_out): one effective coupling per channel
-            mixed = torch.einsum("up,pak->uak", self.weight, self.coupling)
-            return torch.einsum("eua,uak->euk", outer, mixed)
-        mixed = torch.einsum("p,pak->ak", self.weight, self.coupling)
-        return outer @ mixed
+            mixed = torch.einsum("up,pak->uak", weight, coupling)
+            return torch.einsum("eua,uak->euk", outer, mixed).to(io_dtype)
+        mixed = torch.einsum("p,pak->ak", weight, coupling)
+        return (outer @ mixed).to(io_dtype)

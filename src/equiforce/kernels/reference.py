@@ -4,7 +4,9 @@ These are the ground truth for faster backends, which must keep the same paramet
 shapes and layout.
 
 Modules are created in float64; ``.to(dtype)`` moves parameters and coefficient buffers.
-Support: float32 and float64;
+``math_dtype`` (None: the parameter dtype, or the input dtype without parameters) is the
+dtype the contraction runs in; outputs come back in the input dtype.
+Support: float32 and float64 (any floating dtype torch's matmul supports as math dtype);
 any device; any grad order (forces and force training need double backward); deterministic
 on CPU (``index_add`` on CUDA is not); plain tensor ops, so ``torch.compile`` and
 ``torch.export`` can trace them.
@@ -30,11 +32,18 @@ class Linear(nn.Module):
     Args:
         descriptor: what to compute.
         generator: random source for the initial weights.
+        math_dtype: dtype of the contraction (None: the weight's).
     """
 
-    def __init__(self, descriptor: LinearDescriptor, generator: torch.Generator):
+    def __init__(
+        self,
+        descriptor: LinearDescriptor,
+        generator: torch.Generator,
+        math_dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.descriptor = descriptor
+        self.math_dtype = math_dtype
         weight = torch.randn(descriptor.weight_numel, generator=generator, dtype=torch.float64)
         self.weight = nn.Parameter(weight)
         self._in_dims = [mul * ir.dim for mul, ir in descriptor.irreps_in]
@@ -50,17 +59,20 @@ class Linear(nn.Module):
             (n, irreps_out.dim).
         """
         desc = self.descriptor
+        io_dtype = x.dtype
+        weight = self.weight.to(self.math_dtype or self.weight.dtype)
+        x = x.to(weight.dtype)
         outputs: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
         blocks = x.split(self._in_dims, dim=1)  # split, not slicing: cheaper backward
         for path in desc.paths:
             block = blocks[path.i_in].reshape(len(x), path.mul_in, path.ir_dim)
             if desc.n_types == 0:
                 size = path.mul_in * path.mul_out
-                w = self.weight[path.weight_offset : path.weight_offset + size]
+                w = weight[path.weight_offset : path.weight_offset + size]
                 y = torch.einsum("nui,uw->nwi", block, w.reshape(path.mul_in, path.mul_out))
             else:
                 size = path.mul_in * desc.n_types * path.mul_out
-                w = self.weight[path.weight_offset : path.weight_offset + size]
+                w = weight[path.weight_offset : path.weight_offset + size]
                 w = w.reshape(path.mul_in, desc.n_types, path.mul_out)[:, atom_type]
                 y = torch.einsum("nui,unw->nwi", block, w)
             y = path.scale * y
@@ -71,7 +83,7 @@ class Linear(nn.Module):
             if out is None:
                 out = x.new_zeros(x.shape[0], mul, ir.dim)
             flat.append(out.reshape(x.shape[0], mul * ir.dim))
-        return torch.cat(flat, dim=1)
+        return torch.cat(flat, dim=1).to(io_dtype)
 
 
 class ChannelwiseTensorProduct(nn.Module):
@@ -83,11 +95,13 @@ class ChannelwiseTensorProduct(nn.Module):
 
     Args:
         descriptor: what to compute.
+        math_dtype: dtype of the contraction (None: the node features').
     """
 
-    def __init__(self, descriptor: ChannelwiseTPDescriptor):
+    def __init__(self, descriptor: ChannelwiseTPDescriptor, math_dtype: torch.dtype | None = None):
         super().__init__()
         self.descriptor = descriptor
+        self.math_dtype = math_dtype
         self._dims1 = [mul * ir.dim for mul, ir in descriptor.irreps_in1]
         self._dims2 = [mul * ir.dim for mul, ir in descriptor.irreps_in2]
         for index, path in enumerate(descriptor.paths):
@@ -115,6 +129,11 @@ class ChannelwiseTensorProduct(nn.Module):
             (n_nodes, irreps_out.dim).
         """
         desc = self.descriptor
+        io_dtype = node_feats.dtype
+        dtype = self.math_dtype or io_dtype
+        node_feats, edge_attrs, edge_weights = (
+            t.to(dtype) for t in (node_feats, edge_attrs, edge_weights)
+        )
         gathered = node_feats[sender]
         n_edges = gathered.shape[0]
         nodes = gathered.split(self._dims1, dim=1)
@@ -122,14 +141,14 @@ class ChannelwiseTensorProduct(nn.Module):
         weights = edge_weights.split([path.mul for path in desc.paths], dim=1)
         messages = [gathered.new_zeros(0)] * len(desc.paths)
         for index, path in enumerate(desc.paths):
-            coupling = getattr(self, f"coupling_{index}")
+            coupling = getattr(self, f"coupling_{index}").to(dtype)
             x1 = nodes[path.i_in1].reshape(n_edges, path.mul, 2 * path.l1 + 1)
             mixer = torch.einsum("ej,ijk->eik", attrs[path.i_in2], coupling)
             message = torch.einsum("eui,eik->euk", x1, mixer) * weights[index][:, :, None]
             messages[path.i_out] = message.reshape(n_edges, path.mul * (2 * path.l_out + 1))
         edge_out = torch.cat(messages, dim=1)
         summed = node_feats.new_zeros(node_feats.shape[0], edge_out.shape[1])
-        return summed.index_add(0, receiver, edge_out)
+        return summed.index_add(0, receiver, edge_out).to(io_dtype)
 
 
 class SymmetricContraction(nn.Module):
@@ -146,6 +165,7 @@ class SymmetricContraction(nn.Module):
         descriptor: what to compute.
         n_types: number of species.
         generator: random source for the initial weights.
+        math_dtype: dtype of the contraction (None: the weights').
     """
 
     def __init__(
@@ -153,9 +173,12 @@ class SymmetricContraction(nn.Module):
         descriptor: SymmetricContractionDescriptor,
         n_types: int,
         generator: torch.Generator,
+        math_dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.descriptor = descriptor
+        self.n_types = n_types
+        self.math_dtype = math_dtype
         channels = descriptor.num_channels
         self.n_outputs = len(descriptor.irreps_out)
         # per degree: columns of (block o, component, weight k); sizes[nu][o] = n_weights
@@ -186,13 +209,16 @@ class SymmetricContraction(nn.Module):
         Returns:
             (n, irreps_out.dim) in e3nn layout.
         """
+        io_dtype = x.dtype
+        dtype = self.math_dtype or self.weights[0].dtype
+        x = x.to(dtype)
         n, channels = x.shape[0], x.shape[1]
         dims = [ir.dim for _, ir in self.descriptor.irreps_out]
         per_output: list[list[torch.Tensor]] = [[] for _ in range(self.n_outputs)]
         variables = x.split(1, dim=2)
         lower = x  # monomials of the previous degree, lexicographic order
         for nu, sizes in enumerate(self.sizes, start=1):
-            basis = getattr(self, f"basis_{nu}")
+            basis = getattr(self, f"basis_{nu}").to(dtype)
             if nu == 1:
                 features = x @ basis
             else:
@@ -211,10 +237,10 @@ class SymmetricContraction(nn.Module):
                 per_output[o].append(block.reshape(n, channels, dims[o], sizes[o]))
         outputs = []
         for o, blocks in enumerate(per_output):
-            w = self.weights[o][atom_type]
+            w = self.weights[o].to(dtype)[atom_type]
             out = torch.einsum("ncik,nkc->nci", torch.cat(blocks, dim=3), w)
             outputs.append(out.reshape(n, channels * out.shape[2]))
-        return torch.cat(outputs, dim=1)
+        return torch.cat(outputs, dim=1).to(io_dtype)
 
 
 def _suffix_starts(dim: int, nu: int) -> tuple[int, ...]:

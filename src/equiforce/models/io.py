@@ -37,14 +37,19 @@ def save_model(model: Potential, path: str | os.PathLike) -> Path:
     return atomic_torch_save(model_payload(model), path)
 
 
-def model_from_payload(payload: dict[str, Any], source: str = "<payload>") -> Potential:
-    """Rebuild a ``Potential`` from ``model_payload`` output, checking the metadata."""
+def model_from_payload(
+    payload: dict[str, Any], source: str = "<payload>", backend: str = "auto"
+) -> Potential:
+    """Rebuild a ``Potential`` from ``model_payload`` output, checking the metadata.
+
+    ``backend``: kernel backend of the rebuilt model (any backend reads any saved weights).
+    """
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{source}: not an equiforce model file (missing format tag)")
     for field in ("family", "spec", "state_dict", "dtype"):
         if field not in payload:
             raise ValueError(f"{source}: broken model file, field {field!r} is missing")
-    model = build_model(payload["family"], dict(payload["spec"]))
+    model = build_model(payload["family"], dict(payload["spec"]), backend)
     dtype = getattr(torch, payload["dtype"])
     model = model.to(dtype)
     try:
@@ -54,8 +59,13 @@ def model_from_payload(payload: dict[str, Any], source: str = "<payload>") -> Po
     return model
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Potential:
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", backend: str = "auto"
+) -> Potential:
     """Load a model written by ``save_model`` or a training checkpoint.
+
+    ``backend``: kernel backend to run it with (``equiforce.kernels``); the file does not
+    depend on the backend it was trained with.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -70,5 +80,5 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise ValueError(f"{path}: cannot read model file ({type(err).__name__}: {err})") from err
     if isinstance(payload, dict) and "model" in payload and "format" not in payload:
         payload = payload["model"]  # a training checkpoint stores the model payload inside
-    model = model_from_payload(payload, str(path))
+    model = model_from_payload(payload, str(path), backend)
     return model.to(map_location)

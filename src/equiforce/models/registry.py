@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from equiforce.kernels import use_backend
 from equiforce.models.potential import Potential
 
 
@@ -44,14 +45,19 @@ def family(name: str) -> ModelFamily:
         raise KeyError(f"unknown model family {name!r}; known: {sorted(MODELS)}") from None
 
 
-def build_model(name: str, spec: Any) -> Potential:
-    """Build a ``Potential`` of family ``name`` from its spec (a dataclass or a dict)."""
+def build_model(name: str, spec: Any, backend: str = "auto") -> Potential:
+    """Build a ``Potential`` of family ``name`` from its spec (a dataclass or a dict).
+
+    ``backend`` is the kernel backend of its executors (``equiforce.kernels``); blocks are
+    built with ``"auto"`` and moved by ``use_backend`` when another is asked for.
+    """
     fam = family(name)
     if isinstance(spec, dict):
         spec = spec_from_dict(fam.spec_type, spec)
     if not isinstance(spec, fam.spec_type):
         raise TypeError(f"{name} needs a {fam.spec_type.__name__}, got {type(spec).__name__}")
-    return Potential(fam.build(spec), name, spec)
+    model = Potential(fam.build(spec), name, spec)
+    return model if backend == "auto" else use_backend(model, backend)
 
 
 def spec_from_dict(spec_type: type, values: dict[str, Any]) -> Any:

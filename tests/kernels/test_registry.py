@@ -1,0 +1,62 @@
+"""Backend registry: name resolution, fallbacks, and the ``use_backend`` model transform."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from equiforce.kernels import (
+    BACKENDS,
+    executor_class,
+    executor_key,
+    make_linear,
+    resolve_backend,
+    use_backend,
+)
+from equiforce.kernels.registry import FALLBACK, KINDS, cueq_available
+from equiforce.o3 import Irreps, LinearDescriptor
+from equiforce.testing.models import tiny_mace
+
+
+def _chain(backend: str) -> list[str]:
+    names = [backend]
+    while names[-1] in FALLBACK:
+        names.append(FALLBACK[names[-1]])
+    return names
+
+
+def test_auto_is_cueq_only_with_cuda_and_cuequivariance():
+    assert resolve_backend("auto") == ("cueq" if cueq_available() else "fast")
+
+
+def test_unknown_backend_is_an_error_naming_the_known_ones():
+    with pytest.raises(ValueError, match="reference"):
+        resolve_backend("triton")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_kind_resolves_along_the_fallback_chain(kind, backend):
+    cls = executor_class(kind, backend)
+    assert executor_key(cls.__new__(cls)) in [(kind, name) for name in _chain(backend)]
+
+
+def test_make_linear_honours_an_explicit_backend():
+    desc = LinearDescriptor(Irreps("4x0e+2x1o"), Irreps("3x0e+2x1o"))
+    linear = make_linear(desc, torch.Generator().manual_seed(0), backend="reference")
+    assert executor_key(linear) == ("linear", "reference")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_use_backend_keeps_weights_device_dtype_and_training_flag(backend):
+    model = tiny_mace(torch.float32).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    use_backend(model, backend)
+    after = model.state_dict()
+    assert list(after) == list(state)
+    for key, value in state.items():
+        assert after[key].dtype == value.dtype
+        assert torch.equal(after[key], value)
+    assert not any(m.training for m in model.modules())
+    keys = {executor_key(m) for m in model.modules()} - {None}
+    assert keys and all(name in _chain(backend) for _, name in keys)
