@@ -21,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 import yaml
 
@@ -39,6 +39,9 @@ DERIVED_PLACEHOLDERS: Mapping[str, Any] = types.MappingProxyType(
     }
 )
 DATASET_DERIVED_FIELDS = tuple(DERIVED_PLACEHOLDERS)
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -420,12 +423,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Parse a YAML run file into a ``RunConfig``.
+def read_yaml_config(path: str | Path, from_dict: Callable[[Mapping[str, Any]], T]) -> T:
+    """Parse a YAML file with ``from_dict`` (e.g. ``RunConfig.from_dict``).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ConfigError: a key is unknown or a value invalid (the message names the key path).
+        ConfigError: a key is unknown or a value invalid (the message names the file and the
+            key path).
     """
     path = Path(path)
     if not path.exists():
@@ -433,9 +437,14 @@ def load_config(path: str | Path) -> RunConfig:
     with open(path) as handle:
         values = yaml.safe_load(handle)
     try:
-        return RunConfig.from_dict(values or {})
+        return from_dict(values or {})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Parse a YAML run file into a ``RunConfig`` (errors as ``read_yaml_config``)."""
+    return read_yaml_config(path, RunConfig.from_dict)
 
 
 def dump_config(config: RunConfig) -> str:

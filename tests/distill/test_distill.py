@@ -1,0 +1,97 @@
+"""Matching targets reach the batches, exact resume with them, command-line errors."""
+
+from __future__ import annotations
+
+import torch
+
+from equiforce.cli.main import main
+from equiforce.data.dataset import load_dataset, make_loader
+from equiforce.distill.config import DistillConfig
+from equiforce.distill.data import configuration_to_atoms, read_structures
+from equiforce.distill.prepare import prepare_student_data
+from equiforce.distill.run import _auxiliary_factory
+from equiforce.distill.teacher import load_teacher
+from equiforce.models.io import save_model
+from equiforce.testing.models import tiny_mace
+from equiforce.train.checkpoint import load_checkpoint
+from equiforce.train.config import RunConfig
+from equiforce.train.run import train
+from equiforce.train.setup import key_spec
+from tests.distill.conftest import distill_dict
+
+
+def _prepared(tmp_path, emt_files, teacher_model=True):
+    path = save_model(tiny_mace(), tmp_path / "teacher.pt")
+    values = distill_dict(
+        tmp_path / "out",
+        emt_files,
+        teacher={"model": str(path)}
+        if teacher_model
+        else {"calculator": "ase.calculators.emt:EMT"},
+        losses={"feature_weight": 0.5, "hessian_weight": 0.1, "hessian_structures": 6},
+        training={"max_epochs": 2, "progress_bar": False},
+    )
+    config = DistillConfig.from_dict(values)
+    train_set, valid_set = read_structures(config.data, config.seed)
+    teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
+    return config, prepare_student_data(config, teacher, train_set, valid_set, progress=False)
+
+
+def test_matching_targets_are_found_for_every_teacher_frame(tmp_path, emt_files):
+    """Matching targets are found for every teacher frame."""
+    config, data = _prepared(tmp_path, emt_files)
+    n_teacher = data.counts["train"] + data.counts["rattle"] + data.counts["md"]
+    assert len(data.targets) == n_teacher
+    assert sum("hvp" in r for r in data.targets.values()) == 6
+    model = tiny_mace()
+    loss = _auxiliary_factory(config, data)(model)
+    dataset = load_dataset(data.train_file, model.r_max, model.type_names, key_spec(config.data))
+    found = sum(len(loss._lookup(batch)) for batch in make_loader(dataset, 4, shuffle=False))
+    # ground-truth copies share the geometry (and targets) of the original structures
+    assert found == n_teacher + data.counts["train"]
+
+
+def test_student_with_matching_terms_resumes_exactly(tmp_path, emt_files):
+    """Student with matching terms resumes exactly."""
+    config, data = _prepared(tmp_path, emt_files)
+    factory = _auxiliary_factory(config, data)
+
+    def run(name, epochs, resume=False):
+        run_config = RunConfig.from_dict(
+            {
+                "output_dir": str(tmp_path / name),
+                "data": {
+                    "train_file": str(data.train_file),
+                    "valid_file": str(data.valid_file),
+                    "batch_size": 4,
+                },
+                "model": config.student.to_dict(),
+                "training": {"max_epochs": epochs, "progress_bar": False},
+            }
+        )
+        return train(run_config, resume=resume, auxiliary=factory)
+
+    straight = run("straight", 2)
+    run("resumed", 1)
+    resumed = run("resumed", 2, resume=True)
+    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    for name in ("train_state_dict", "auxiliary"):
+        assert a[name].keys() == b[name].keys()
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), (name, key)
+    assert "feature_map.weight" in a["auxiliary"]
+
+
+def test_cli_reports_a_bad_teacher_and_a_sweep_without_students(tmp_path, emt_files, capsys):
+    """Cli reports a bad teacher and a sweep without students."""
+    import yaml
+
+    values = distill_dict(tmp_path / "out", emt_files, teacher={"calculator": "nope_mod:Calc"})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert main(["distill", str(path)]) == 2
+    assert "cannot import 'nope_mod'" in capsys.readouterr().err
+    values = distill_dict(tmp_path / "out", emt_files)
+    path.write_text(yaml.safe_dump(values))
+    assert main(["distill", str(path), "--sweep"]) == 2
+    assert "sweep.students" in capsys.readouterr().err
