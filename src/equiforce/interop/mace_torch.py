@@ -279,19 +279,30 @@ def _product_state(source, target, index: int) -> dict[str, torch.Tensor]:
 
 def _contraction_weights(contraction, descriptor, o: int, where: str) -> torch.Tensor:
     """Our ``(n_types, n_weights, C)`` weights reproducing one mace ``Contraction``."""
-    correlation = descriptor.correlation
-    ir_dim = descriptor.irreps_out[o].ir.dim
-    tolerance = _COEFFICIENT_TOLERANCE
     blocks = []
-    for nu in range(1, correlation + 1):
+    mappings = contraction_mappings(contraction, descriptor, o, where)
+    for nu, mapping in enumerate(mappings, start=1):
+        w = contraction.weights_max if nu == len(mappings) else contraction.weights[-nu]
+        blocks.append(torch.einsum("ok,ekc->eoc", mapping, w.detach().to(torch.float64)))
+    return torch.cat(blocks, dim=1)
+
+
+def contraction_mappings(contraction, descriptor, o: int, where: str) -> list[torch.Tensor]:
+    """Per degree nu = 1..correlation, the ``(n_ours, n_mace)`` map of mace's weights to ours.
+
+    Our weights of degree nu are ``mapping @ mace's`` (per type and channel); the maps are
+    checked to reproduce mace's coupling basis exactly.
+    """
+    ir_dim = descriptor.irreps_out[o].ir.dim
+    mappings = []
+    for nu in range(1, descriptor.correlation + 1):
         u = contraction.U_tensors(nu).detach().to(torch.float64)
         u = u.unsqueeze(0) if ir_dim == 1 else u
         theirs = monomial_coefficients(u, nu).flatten(0, 1)
         ours = descriptor.basis(o, nu).flatten(0, 1)
-        mapping = _solve(ours, theirs, tolerance, f"{where}contraction {o}, degree {nu}")
-        w = contraction.weights_max if nu == correlation else contraction.weights[-nu]
-        blocks.append(torch.einsum("ok,ekc->eoc", mapping, w.detach().to(torch.float64)))
-    return torch.cat(blocks, dim=1)
+        where_nu = f"{where}contraction {o}, degree {nu}"
+        mappings.append(_solve(ours, theirs, _COEFFICIENT_TOLERANCE, where_nu))
+    return mappings
 
 
 def _solve(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float, where: str):

@@ -216,6 +216,16 @@ def _layer_state(module: nn.Module, ours: nn.Module) -> dict[str, torch.Tensor]:
 
 def _tp_weight(tp: nn.Module, ours: nn.Module) -> torch.Tensor:
     """Weights of a nequip ``Contracter`` in our layout, with per-path sign fixes."""
+    weight = tp.weights.detach().double().reshape(ours.descriptor.weight_shape)
+    return weight * tp_path_signs(tp, ours)
+
+
+def tp_path_signs(tp: nn.Module, ours: nn.Module) -> torch.Tensor:
+    """(n_paths,) float64 sign of each path's coupling, nequip's relative to ours.
+
+    Raises:
+        ValueError: the irreps differ, or a path's coefficients differ beyond a sign.
+    """
     desc = ours.descriptor
     if (tuple(tp.irreps_in1), tuple(tp.irreps_out)) != (
         tuple(desc.irreps_in1),
@@ -232,8 +242,7 @@ def _tp_weight(tp: nn.Module, ours: nn.Module) -> torch.Tensor:
         if float((theirs[p] - sign * mine[p]).abs().max()) > tolerance:
             raise ValueError(f"path {desc.paths[p]} couplings differ beyond a sign")
         signs.append(sign)
-    weight = tp.weights.detach().double().reshape(desc.weight_shape)
-    return weight * torch.tensor(signs, dtype=torch.float64)
+    return torch.tensor(signs, dtype=torch.float64)
 
 
 def _dense_w3j(tp: nn.Module) -> torch.Tensor:

@@ -1,0 +1,151 @@
+"""Export equiforce MACE ``Potential``s to mace-torch 0.3.x ``ScaleShiftMACE`` modules.
+
+The inverse of ``from_mace_torch``: a mace-torch model with the same hyperparameters is built
+(in the model's dtype, under mace's default-dtype convention) and every weight is set so that
+``from_mace_torch(to_mace_torch(p))`` reproduces ``p``'s weights and energies/forces agree to
+~1e-12 in float64. The three basis changes of the import are undone: the normalised-SiLU
+ratio is divided out, the Clebsch–Gordan path signs are re-applied to the radial MLP's last
+layer, and our non-redundant symmetric-contraction weights are mapped onto mace's redundant
+basis by the pseudo-inverse of the import's map (exact, as that map has full row rank).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from equiforce.interop.mace_torch import (
+    _activation_ratio,
+    _path_signs,
+    contraction_mappings,
+)
+from equiforce.models.mace import MACESpec
+from equiforce.models.potential import Potential
+
+__all__ = ["to_mace_torch"]
+
+
+def to_mace_torch(potential: Potential) -> torch.nn.Module:
+    """A mace-torch ``ScaleShiftMACE`` computing the same energies as ``potential``.
+
+    Args:
+        potential: an equiforce model of family ``"mace"`` (any dtype; the export keeps it).
+
+    Returns:
+        The mace-torch module, in eval mode, on the CPU, in ``potential``'s dtype.
+
+    Raises:
+        ImportError: mace-torch is not installed.
+        ValueError: ``potential`` is not a MACE model.
+    """
+    import mace.modules  # noqa: F401  (lazy: mace-torch is optional; first, before e3nn)
+
+    if potential.family != "mace":
+        raise ValueError(f"to_mace_torch exports MACE models, got family {potential.family!r}")
+    spec: MACESpec = potential.spec
+    dtype = spec.torch_dtype
+    model = _build(spec, dtype)
+    state = {
+        k: v.detach().cpu().to(torch.float64)
+        for k, v in potential.energy_model.state_dict().items()
+    }
+    ours = potential.energy_model
+    with torch.no_grad():
+        _copy(model.node_embedding.linear.weight, state["embedding.weight"])
+        layers = zip(model.interactions, model.products, model.readouts, strict=True)
+        for index, (interaction, product, readout) in enumerate(layers):
+            _set_interaction(interaction, ours.interactions[index], state, index, dtype)
+            _set_product(product, ours.products[index], state, index)
+            _set_readout(readout, state, index)
+    return model.eval()
+
+
+def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
+    """Random mace-torch ``ScaleShiftMACE`` with ``spec``'s hyperparameters, in ``dtype``."""
+    import numpy as np
+    from ase.data import atomic_numbers
+    from e3nn import o3
+    from mace import modules
+
+    residual = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    plain = modules.interaction_classes["RealAgnosticInteractionBlock"]
+    hidden = "+".join(f"{spec.num_channels}x{deg}{'eo'[deg % 2]}" for deg in range(spec.max_L + 1))
+    energies = spec.atomic_energies or (0.0,) * len(spec.type_names)
+    # mace computes its coupling buffers in the default dtype at construction
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.random.fork_rng():
+            model = modules.ScaleShiftMACE(
+                r_max=spec.r_max,
+                num_bessel=spec.num_radial_basis,
+                num_polynomial_cutoff=spec.num_polynomial_cutoff,
+                max_ell=spec.max_ell,
+                interaction_cls=residual,
+                interaction_cls_first=residual if spec.first_interaction_residual else plain,
+                num_interactions=spec.num_interactions,
+                num_elements=len(spec.type_names),
+                hidden_irreps=o3.Irreps(hidden),
+                MLP_irreps=o3.Irreps(f"{spec.readout_mlp_hidden}x0e"),
+                atomic_energies=np.array(energies, dtype=np.float64),
+                avg_num_neighbors=spec.avg_num_neighbors,
+                atomic_numbers=[atomic_numbers[s] for s in spec.type_names],
+                correlation=spec.correlation,
+                gate=torch.nn.functional.silu,
+                radial_MLP=list(spec.radial_mlp),
+                atomic_inter_scale=spec.scale,
+                atomic_inter_shift=spec.shift,
+            )
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(dtype)
+
+
+def _copy(target: torch.Tensor, value: torch.Tensor) -> None:
+    if target.numel() != value.numel():
+        raise ValueError(
+            f"weight sizes differ: mace {tuple(target.shape)}, ours {tuple(value.shape)}"
+        )
+    target.copy_(value.reshape(target.shape))
+
+
+def _set_interaction(source, ours, state: dict, index: int, dtype: torch.dtype) -> None:
+    prefix = f"interactions.{index}."
+    _copy(source.linear_up.weight, state[prefix + "linear_up.weight"])
+    _copy(source.linear.weight, state[prefix + "linear.weight"])
+    _copy(source.skip_tp.weight, state[prefix + "skip.weight"])
+    fcnet = source.conv_tp_weights
+    layers = [getattr(fcnet, f"layer{k}") for k in range(len(fcnet.hs) - 1)]
+    weights = [state[f"{prefix}radial_mlp.weights.{k}"] for k in range(len(layers))]
+    for k, layer in enumerate(layers[:-1]):
+        weights[k + 1] = weights[k + 1] / _activation_ratio(layer.act)
+    weights[-1] = weights[-1] * _path_signs(source.conv_tp, ours.conv_tp, dtype, prefix)
+    for layer, weight in zip(layers, weights, strict=True):
+        _copy(layer.weight, weight)
+
+
+def _set_product(source, ours, state: dict, index: int) -> None:
+    prefix = f"products.{index}."
+    _copy(source.linear.weight, state[prefix + "linear.weight"])
+    descriptor = ours.contraction.descriptor
+    for o, contraction in enumerate(source.symmetric_contractions.contractions):
+        weights = state[f"{prefix}contraction.weights.{o}"]
+        mappings = contraction_mappings(contraction, descriptor, o, prefix)
+        start = 0
+        for nu, mapping in enumerate(mappings, start=1):
+            block = weights[:, start : start + mapping.shape[0]]
+            start += mapping.shape[0]
+            theirs = torch.einsum("ko,eoc->ekc", torch.linalg.pinv(mapping), block)
+            target = contraction.weights_max if nu == len(mappings) else contraction.weights[-nu]
+            _copy(target, theirs)
+        if start != weights.shape[1]:
+            raise ValueError(f"{prefix}contraction {o}: {weights.shape[1]} weights, mapped {start}")
+
+
+def _set_readout(source, state: dict, index: int) -> None:
+    prefix = f"readouts.{index}."
+    if prefix + "linear.weight" in state:
+        _copy(source.linear.weight, state[prefix + "linear.weight"])
+        return
+    (act,) = source.non_linearity.acts
+    _copy(source.linear_1.weight, state[prefix + "linear_1.weight"])
+    _copy(source.linear_2.weight, state[prefix + "linear_2.weight"] / _activation_ratio(act))

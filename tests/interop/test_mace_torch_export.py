@@ -1,0 +1,94 @@
+"""``to_mace_torch``: equiforce -> mace-torch -> equiforce is exact; mace-torch agrees.
+
+Runs in the environment with mace-torch (``.venv-mace``, ``make test-interop-mace``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+pytest.importorskip("mace.modules")
+
+from equiforce.bench.peers import mace_call  # noqa: E402
+from equiforce.data import keys  # noqa: E402
+from equiforce.data.batch import collate  # noqa: E402
+from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
+from equiforce.interop import from_mace_torch, to_mace_torch  # noqa: E402
+from equiforce.testing.models import tiny_mace  # noqa: E402
+from equiforce.testing.structures import make_periodic_hco, peer_parity_structures  # noqa: E402
+from equiforce.testing.tolerances import TOL  # noqa: E402
+
+TYPE_NAMES = ("H", "C", "O")
+
+
+def _model(dtype: torch.dtype = torch.float64, **overrides):
+    """A tiny random MACE whose weights all carry extra noise (no structure hides errors)."""
+    options = {
+        "type_names": TYPE_NAMES,
+        "correlation": 3,
+        "atomic_energies": (-1.5, -2.5, -3.5),
+        "avg_num_neighbors": 6.0,
+        "scale": 1.3,
+        "shift": -0.2,
+        **overrides,
+    }
+    model = tiny_mace(dtype, **options)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            parameter.add_(0.3 * noise)
+    return model
+
+
+def _batch(structures) -> dict[str, torch.Tensor]:
+    graphs = [
+        configuration_to_graph(atoms_to_configuration(a), TYPE_NAMES, 4.0) for a in structures
+    ]
+    return collate(graphs)
+
+
+def _assert_round_trip(model) -> None:
+    back = from_mace_torch(to_mace_torch(model))
+    assert back.spec == dataclasses.replace(model.spec, seed=0)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[name], value, **TOL.fp64.__dict__, msg=name)
+
+
+def _assert_mace_agrees(model, tolerance) -> None:
+    batch = _batch(peer_parity_structures() + [make_periodic_hco(4)])
+    energy, forces = mace_call(model, batch)()
+    ours = model(batch, compute_forces=True)
+    assert ours[keys.FORCES].abs().max() > 0.1  # a wrong weight would show
+    torch.testing.assert_close(energy.double(), ours[keys.ENERGY], **tolerance.__dict__)
+    torch.testing.assert_close(forces.double(), ours[keys.FORCES], **tolerance.__dict__)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"max_L": 2, "first_interaction_residual": True}, {"num_interactions": 1, "max_L": 0}],
+)
+def test_round_trip_is_exact_and_mace_torch_agrees_in_float64(overrides):
+    model = _model(**overrides)
+    _assert_round_trip(model)
+    _assert_mace_agrees(model, TOL.fp64)
+
+
+def test_float32_export_agrees():
+    _assert_mace_agrees(_model(torch.float32), TOL.fp32)
+
+
+def test_export_leaves_global_state_alone():
+    state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+    to_mace_torch(_model())
+    assert torch.equal(torch.random.get_rng_state(), state) and torch.get_default_dtype() == dtype
+
+
+def test_only_mace_models_export():
+    from equiforce.testing.models import tiny_allegro
+
+    with pytest.raises(ValueError, match="exports MACE models"):
+        to_mace_torch(tiny_allegro())
