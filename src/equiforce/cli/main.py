@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "train": ("equiforce.cli.train", "train a model from a YAML config"),
     "evaluate": ("equiforce.cli.evaluate", "errors of a model on a labelled extxyz file"),
     "md": ("equiforce.cli.md", "molecular dynamics with a model (ASE)"),
+    "bench": ("equiforce.cli.bench", "inference speed and memory, optionally against the peers"),
     "distill": (
         "equiforce.cli.distill",
         "distil a teacher (model or ASE calculator) into a fast student",

@@ -1,0 +1,100 @@
+"""Named benchmark models: random weights from a seed (timing does not depend on weights).
+
+Every preset covers H, C and O (the benchmark systems' species), r_max 5 Å, with fixed
+dataset constants so that energies stay O(1) eV per atom in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from equiforce.models import Potential, build_model
+from equiforce.models.registry import family
+
+__all__ = ["PRESETS", "preset_potential", "with_dtype"]
+
+_COMMON: dict[str, Any] = {
+    "type_names": ("H", "C", "O"),
+    "r_max": 5.0,
+    "atomic_energies": (-1.0, -2.0, -3.0),
+    "avg_num_neighbors": 20.0,
+}
+_MACE: dict[str, Any] = {
+    "max_L": 1,
+    "max_ell": 3,
+    "correlation": 3,
+    "num_interactions": 2,
+    "num_radial_basis": 8,
+    "radial_mlp": (64, 64, 64),
+    "scale": 0.7,
+    "shift": -0.1,
+}
+_ALLEGRO: dict[str, Any] = {
+    "l_max": 2,
+    "parity": True,
+    "num_layers": 2,
+    "two_body_mlp_hidden": (64,),
+    "latent_mlp_hidden": (64,),
+    "readout_mlp_hidden": (32,),
+    "num_bessels": 8,
+    "polynomial_cutoff_p": 6,
+    "scale": 0.5,
+}
+
+# name -> (family, spec fields, one-line description)
+PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "mace-128-l1": (
+        "mace",
+        {**_COMMON, **_MACE, "num_channels": 128},
+        "MACE 128x0e+128x1o, correlation 3, 2 interactions, max_ell 3, radial MLP [64,64,64]",
+    ),
+    "mace-small": (
+        "mace",
+        {**_COMMON, **_MACE, "num_channels": 32},
+        "MACE 32x0e+32x1o, otherwise as mace-128-l1",
+    ),
+    "allegro-big": (
+        "allegro",
+        {**_COMMON, **_ALLEGRO, "num_scalar_features": 128, "num_tensor_features": 64},
+        "Allegro l_max 2, 2 layers, 128 scalar / 64 tensor features",
+    ),
+    "allegro-small": (
+        "allegro",
+        {**_COMMON, **_ALLEGRO, "num_scalar_features": 64, "num_tensor_features": 32},
+        "Allegro l_max 2, 2 layers, 64 scalar / 32 tensor features",
+    ),
+}
+
+
+def preset_potential(name: str, dtype: str = "float32", seed: int = 0) -> Potential:
+    """Build a preset model with random weights.
+
+    Args:
+        name: a key of ``PRESETS``.
+        dtype: parameter dtype, "float32" or "float64".
+        seed: weight seed (the same seed gives the same weights in every process).
+
+    Raises:
+        ValueError: unknown preset (the known ones are named).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    family_name, fields, _ = PRESETS[name]
+    return build_model(family_name, {**fields, "dtype": dtype, "seed": seed}).eval()
+
+
+def with_dtype(potential: Potential, dtype: str) -> Potential:
+    """``potential`` with parameters (and spec) in ``dtype``; the same object if unchanged.
+
+    Args:
+        potential: any model.
+        dtype: "float32" or "float64".
+    """
+    if potential.spec.dtype == dtype:
+        return potential
+    spec = dataclasses.replace(potential.spec, dtype=dtype)
+    converted = Potential(family(potential.family).build(spec), potential.family, spec)
+    # load_state_dict copies into the new model's tensors, casting to their dtype
+    converted.energy_model.load_state_dict(potential.energy_model.state_dict())
+    return converted.eval()

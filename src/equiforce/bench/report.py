@@ -1,0 +1,88 @@
+"""Bench report outputs: the JSON file, a text table and the ms-per-atom-step plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from equiforce.files import atomic_write, atomic_write_text
+
+__all__ = ["format_table", "write_json", "write_plot"]
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the report as indented JSON, atomically."""
+    return atomic_write_text(json.dumps(report, indent=2) + "\n", path)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """One line per (system, implementation): ms/call, atom-steps/s, memory, peer ratios."""
+    lines = [
+        f"{'system':10s} {'atoms':>7s} {'edges':>9s} {'impl':15s} {'ms/call':>10s} "
+        f"{'atom-steps/s':>12s} {'peak MB':>9s} {'x time':>7s} {'x mem':>6s}  parity (dE/atom, dF)"
+    ]
+    for result in report["results"]:
+        head = f"{result['system']:10s} {result['n_atoms']:7d}"
+        if "error" in result:
+            lines.append(f"{head} ERROR: {result['error'].splitlines()[0][:200]}")
+            continue
+        for impl, data in result["implementations"].items():
+            ratio = result["ratios"].get(impl, {})
+            parity = ratio.get("parity")
+            agreement = (
+                f"  {parity['max_abs_energy_diff_per_atom_eV']:.1e} eV, "
+                f"{parity['max_abs_force_diff_eV_per_A']:.1e} eV/Å"
+                if parity
+                else ""
+            )
+            lines.append(
+                f"{head} {result['n_edges']:9d} {impl:15s} {data['timing']['median_ms']:10.2f} "
+                f"{data['atom_steps_per_s']:12.4g} "
+                f"{data['memory']['peak_minus_baseline_mb']:9.1f} "
+                f"{_fmt(ratio.get('time'), '7.2f'):>7s} {_fmt(ratio.get('memory'), '6.2f'):>6s}"
+                f"{agreement}"
+            )
+    lines.append("x time, x mem: peer / equiforce (above 1: equiforce is faster / leaner)")
+    return "\n".join(lines)
+
+
+def write_plot(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Log-log plot of ms per atom-step against atoms, one line per implementation (PNG)."""
+    # The Agg canvas is used directly: no pyplot backend or global figure state is touched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series: dict[str, list[tuple[int, float, str]]] = {}
+    for result in report["results"]:
+        for impl, data in result.get("implementations", {}).items():
+            point = (result["n_atoms"], data["ms_per_atom_step"], result["system"])
+            series.setdefault(impl, []).append(point)
+    fig = Figure(figsize=(6.0, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for impl, points in series.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=impl)
+        if impl == "equiforce":
+            for x, y, name in points:
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms")
+    ax.set_ylabel("ms per atom-step (energy + forces)")
+    settings = report["settings"]
+    model = settings["preset"] or Path(settings["model"]).name
+    ax.set_title(
+        f"{model}, {settings['precision']}, {settings['threads']} threads, {settings['device']}"
+    )
+    if series:
+        ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))

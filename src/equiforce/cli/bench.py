@@ -1,0 +1,75 @@
+"""``equiforce bench MODEL|--preset NAME``: inference speed and memory, optionally vs peers."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``bench`` options on ``parser``."""
+    from equiforce.bench.presets import PRESETS
+    from equiforce.bench.systems import DEFAULT_SYSTEMS
+
+    parser.add_argument("model", nargs="?", default=None, help="equiforce model file")
+    parser.add_argument(
+        "--preset", default=None, help=f"random-weight model instead: {', '.join(PRESETS)}"
+    )
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        default=list(DEFAULT_SYSTEMS),
+        help="molecule, batchN (N rattled copies in one batch), box-N (water box, ~N atoms); "
+        f"default: {' '.join(DEFAULT_SYSTEMS)}",
+    )
+    parser.add_argument(
+        "--precision", default="float32", help="float32 (default), float64 or a precision mode"
+    )
+    parser.add_argument("--backend", default=None, help="kernel backend for equiforce")
+    parser.add_argument("--compile", action="store_true", help="torch.compile equiforce's model")
+    parser.add_argument(
+        "--peers", action="store_true", help="also run mace-torch / nequip-allegro on the weights"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per system")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of preset weights and systems")
+    parser.add_argument("--mace-python", default=None, help="python of the mace-torch venv")
+    parser.add_argument("--nequip-python", default=None, help="python of the nequip venv")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: bench_out/<model>-<time>)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench, print the table and write ``bench.json`` and ``bench.png``."""
+    from equiforce.bench.report import format_table, write_json, write_plot
+    from equiforce.bench.run import BenchConfig, run_bench
+
+    pythons = {"mace-torch": args.mace_python, "nequip-allegro": args.nequip_python}
+    options = {"threads": args.threads} if args.threads is not None else {}
+    config = BenchConfig(
+        model=args.model,
+        preset=args.preset,
+        systems=tuple(args.systems),
+        precision=args.precision,
+        backend=args.backend,
+        compile=args.compile,
+        peers=args.peers,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        seed=args.seed,
+        peer_python={k: v for k, v in pythons.items() if v is not None},
+        **options,
+    )
+    label = args.preset or Path(args.model).stem
+    out = Path(args.out or f"bench_out/{label}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    report = run_bench(config)
+    print(format_table(report))
+    print(f"report written to {write_json(report, out / 'bench.json')}")
+    print(f"plot written to {write_plot(report, out / 'bench.png')}")
+    failed = [r["system"] for r in report["results"] if "error" in r]
+    return 1 if failed else 0
