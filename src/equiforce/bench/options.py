@@ -18,6 +18,7 @@ __all__ = [
     "apply_precision",
     "check_backend",
     "check_compile",
+    "executor_backends",
     "model_dtype",
 ]
 
@@ -92,3 +93,13 @@ def apply_compile(potential: Potential, enabled: bool) -> Potential:
     from equiforce.models.compile import compile_potential
 
     return compile_potential(potential)
+
+
+def executor_backends(potential: Potential) -> list[str]:
+    """Kernel backends of ``potential``'s executors (empty without a kernel registry)."""
+    try:
+        from equiforce.kernels.registry import executor_key
+    except ImportError:
+        return []
+    keys = (executor_key(module) for module in potential.modules())
+    return sorted({key[1] for key in keys if key is not None})

@@ -58,7 +58,12 @@ def prepare_batch(
 
 
 def _prepare(args: argparse.Namespace) -> Session:
-    from equiforce.bench.options import apply_backend, apply_compile, apply_precision
+    from equiforce.bench.options import (
+        apply_backend,
+        apply_compile,
+        apply_precision,
+        executor_backends,
+    )
     from equiforce.models import load_model
 
     torch.set_num_threads(args.threads)
@@ -81,6 +86,7 @@ def _prepare(args: argparse.Namespace) -> Session:
             "dtype": str(potential.dtype).replace("torch.", ""),
             "precision": args.precision,
             "backend": args.backend,
+            "executor_backends": executor_backends(potential),
             "compile": args.compile,
         }
     )
