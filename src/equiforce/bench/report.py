@@ -79,7 +79,7 @@ def write_plot(report: dict[str, Any], path: str | os.PathLike) -> Path:
     settings = report["settings"]
     model = settings["preset"] or Path(settings["model"]).name
     ax.set_title(
-        f"{model}, {settings['precision']}, {settings['threads']} threads, {settings['device']}"
+        f"{model}, {settings['precision']}, threads: {settings['threads']}, {settings['device']}"
     )
     if series:
         ax.legend()
