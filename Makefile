@@ -44,7 +44,7 @@ install-mace: $(MACE_VENV)/.installed
 
 test-interop-mace: install-mace
 	$(MACE_VENV)/bin/python -m pytest -q tests/interop/test_mace_torch.py \
-		tests/interop/test_mace_torch_export.py $(PYTEST_ARGS)
+		tests/interop/test_mace_torch_export.py tests/interop/test_bench_peers.py $(PYTEST_ARGS)
 
 # nequip + nequip-allegro need e3nn 0.6 and lightning: their parity tests get a venv too.
 $(NEQUIP_VENV)/.installed: pyproject.toml
@@ -58,7 +58,7 @@ install-nequip: $(NEQUIP_VENV)/.installed
 
 test-interop-nequip: install-nequip
 	$(NEQUIP_VENV)/bin/python -m pytest -q tests/interop/test_nequip_allegro.py \
-		tests/interop/test_nequip_allegro_export.py $(PYTEST_ARGS)
+		tests/interop/test_nequip_allegro_export.py tests/interop/test_bench_peers.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MACE_VENV) $(NEQUIP_VENV) quickstart_out
