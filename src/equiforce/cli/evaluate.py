@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from equiforce.precision import MODES as PRECISION_MODES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``evaluate`` options on ``parser``."""
@@ -16,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISION_MODES),
+        help="run the model in this precision mode (default: as saved); see docs/precision.md",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
     """
     from equiforce.data.extxyz import KeySpec, read_configurations
     from equiforce.models import load_model
+    from equiforce.precision import PrecisionPolicy, apply_policy
     from equiforce.train.evaluate import evaluate, format_table, plot_parity, to_json
 
     model = load_model(args.model, map_location=args.device)
+    if args.precision is not None:
+        apply_policy(model, PrecisionPolicy.from_name(args.precision))
     label_keys = KeySpec(
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
     )

@@ -17,6 +17,10 @@ SUBCOMMANDS = {
         "equiforce.cli.distill",
         "distil a teacher (model or ASE calculator) into a fast student",
     ),
+    "precision-audit": (
+        "equiforce.cli.precision_audit",
+        "accuracy, speed and symmetry of every precision mode for a model",
+    ),
 }
 
 

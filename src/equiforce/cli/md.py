@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from equiforce.precision import MODES as PRECISION_MODES
+
 TRAJECTORY_NAME = "md.traj"
 SUMMARY_NAME = "md_summary.json"
 PLOT_NAME = "md.png"
@@ -25,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISION_MODES),
+        help="run the model in this precision mode (default: as saved); see docs/precision.md",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.structure).exists():
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
     atoms = read(args.structure, index=0)
-    calculator = EquiforceCalculator(args.model, device=args.device)
+    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
     out = Path(args.out)
     result = run_md(
         atoms,

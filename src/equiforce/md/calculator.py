@@ -16,6 +16,7 @@ from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
+from equiforce.precision import PrecisionPolicy, apply_policy
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -43,6 +44,9 @@ class EquiforceCalculator(Calculator):
         device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: model parameter dtype, ``"float32"``/``"float64"`` or a ``torch.dtype``; None
             keeps the model's. Positions, energies, forces and stress stay float64 either way.
+        precision: a precision mode name (``equiforce.precision.MODES``, e.g.
+            ``"bf16-mixed"``) or a ``PrecisionPolicy`` to run the model in (it sets the
+            parameter dtype, so ``dtype`` must then be None); None keeps the model as it is.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
 
     Example:
@@ -57,19 +61,26 @@ class EquiforceCalculator(Calculator):
         model: Potential | str | os.PathLike,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
+        precision: str | PrecisionPolicy | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.device = torch.device(device)
         target_dtype = _resolve_dtype(dtype)
+        if isinstance(precision, str):
+            precision = PrecisionPolicy.from_name(precision)
+        if precision is not None and target_dtype is not None:
+            raise ValueError("give either dtype or precision (which sets the dtype), not both")
         if isinstance(model, Potential):
             moved = next(model.parameters()).device != self.device
             cast = target_dtype is not None and target_dtype != model.dtype
-            if moved or cast:
+            if moved or cast or precision is not None:
                 model = copy.deepcopy(model)
         else:
             model = load_model(model, map_location=self.device)
         self.model = model.to(device=self.device, dtype=target_dtype).eval()
+        if precision is not None:
+            apply_policy(self.model, precision)
 
     @property
     def dtype(self) -> torch.dtype:

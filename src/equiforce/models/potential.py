@@ -10,6 +10,11 @@ the derivatives, identical for every architecture:
 * forces are ``-dE/dpos`` and the virial ``-dE/dstrain`` by autograd, where a symmetric strain
   ``eps`` deforms positions and cell as ``x -> x (1 + eps)``; stress = ``dE/deps / volume``
   (ASE sign convention).
+
+These boundaries hold under every precision policy (``equiforce.precision``): a policy changes
+the parameter dtype and what runs in bf16/fp16 *inside* the energy model, never the float64
+geometry, energy sum or derivatives (``tests/precision/test_apply.py`` checks every output's
+dtype in every mode).
 """
 
 from __future__ import annotations
@@ -111,7 +116,9 @@ class Potential(nn.Module):
             grads = torch.autograd.grad(
                 energy.sum(), wrt, create_graph=create_graph, allow_unused=True
             )
-            grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+            grads = [
+                torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)
+            ]
             if compute_forces:
                 out[keys.FORCES] = -grads[0]
             if strain is not None:

@@ -1,12 +1,13 @@
 """Typed run configuration: YAML -> frozen dataclasses, validated on construction.
 
-A run file has four sections (see ``configs/mace_example.yaml`` for every key with a hint)::
+A run file has these sections (see ``configs/mace_example.yaml`` for every key with a hint)::
 
     output_dir: runs/cu
     seed: 0
-    data:     {train_file: ..., batch_size: ...}       # DataConfig
-    model:    {family: mace, r_max: 5.0, ...}          # ModelConfig
-    training: {max_epochs: ..., lr: ..., ema: {...}}   # TrainConfig
+    data:      {train_file: ..., batch_size: ...}       # DataConfig
+    model:     {family: mace, r_max: 5.0, ...}          # ModelConfig
+    training:  {max_epochs: ..., lr: ..., ema: {...}}   # TrainConfig
+    precision: {mode: bf16-mixed}                       # PrecisionConfig (optional)
 
 Unknown keys anywhere are errors naming the full key path (``training.lr_typo``). Validation
 lives in each dataclass's ``__post_init__``. Relative file paths are used as given (relative to
@@ -26,6 +27,7 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 import yaml
 
 from equiforce.models import registry
+from equiforce.precision import MODES, OP_CLASSES, PrecisionPolicy
 
 # Spec fields the trainer fills from the training-set statistics (see ``train.setup``), with
 # the values of a one-species placeholder dataset used to validate a model section on its own.
@@ -304,6 +306,60 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PrecisionConfig:
+    """Precision of training (and of the validation/test evaluation during it).
+
+    Attributes:
+        mode: named mode (``equiforce.precision.MODES``): ``float64``, ``float32``, ``tf32``
+            (TF32 matmuls on GPU; same as float32 on CPU), ``bf16-mixed`` or ``fp16-mixed``
+            (float32 weights, the ``autocast_ops`` in bf16/fp16 with float32 accumulation).
+            It sets the model dtype, so ``model.dtype`` must agree or be left out. ``null``
+            (default): ``model.dtype``, no autocast.
+        autocast_ops: op classes run in bf16/fp16 for the mixed modes (``linear``, ``mlp``,
+            ``tensor_product``); ``null`` keeps the mode's default (linear layers and MLPs).
+        loss_scale_init: fp16 only: initial dynamic loss scale.
+        loss_scale_growth_interval: fp16 only: good steps before the scale doubles.
+        max_skipped_steps: fp16 only: consecutive steps with non-finite gradients (each
+            skipped and counted) after which the run stops as diverged.
+    """
+
+    mode: str | None = None
+    autocast_ops: list[str] | None = None
+    loss_scale_init: float = 65536.0
+    loss_scale_growth_interval: int = 2000
+    max_skipped_steps: int = 50
+
+    def __post_init__(self):
+        p = "precision"
+        _check(
+            self.mode is None or self.mode in MODES,
+            f"{p}.mode",
+            f"must be one of {list(MODES)} or null, got {self.mode!r}",
+        )
+        if self.autocast_ops is not None:
+            ops = self.autocast_ops
+            _check(isinstance(ops, (list, tuple)), f"{p}.autocast_ops", "must be a list")
+            unknown = [op for op in ops if op not in OP_CLASSES]
+            _check(not unknown, f"{p}.autocast_ops", f"unknown {unknown}; known {list(OP_CLASSES)}")
+            object.__setattr__(self, "autocast_ops", list(ops))
+            _check(self.mode is not None, f"{p}.autocast_ops", "needs a mode")
+        try:
+            self.policy()
+        except ValueError as err:
+            raise ConfigError(f"{p}: {err}") from None
+        _check(self.loss_scale_init > 0.0, f"{p}.loss_scale_init", "must be > 0")
+        _check(self.loss_scale_growth_interval >= 1, f"{p}.loss_scale_growth_interval", ">= 1")
+        _check(self.max_skipped_steps >= 1, f"{p}.max_skipped_steps", "must be >= 1")
+
+    def policy(self) -> PrecisionPolicy | None:
+        """The policy of ``mode`` with ``autocast_ops`` applied; None without a mode."""
+        if self.mode is None:
+            return None
+        ops = None if self.autocast_ops is None else tuple(self.autocast_ops)
+        return PrecisionPolicy.from_name(self.mode, ops)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole training run.
 
@@ -314,6 +370,7 @@ class RunConfig:
         data: data settings.
         model: model family and hyperparameters.
         training: optimisation settings.
+        precision: precision policy of the run.
     """
 
     output_dir: str
@@ -321,9 +378,18 @@ class RunConfig:
     model: ModelConfig
     training: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
 
     def __post_init__(self):
         _check(bool(self.output_dir), "output_dir", "is required")
+        policy = self.precision.policy()
+        dtype = self.model.params.get("dtype")
+        _check(
+            policy is None or dtype is None or dtype == policy.model_dtype,
+            "model.dtype",
+            f"is {dtype!r} but precision.mode {self.precision.mode!r} trains in "
+            f"{policy.model_dtype if policy else ''}; leave model.dtype out",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict; ``RunConfig.from_dict(c.to_dict()) == c``."""
@@ -333,6 +399,7 @@ class RunConfig:
             "data": _plain(dataclasses.asdict(self.data)),
             "model": self.model.to_dict(),
             "training": _plain(dataclasses.asdict(self.training)),
+            "precision": _plain(dataclasses.asdict(self.precision)),
         }
 
     @classmethod

@@ -234,9 +234,24 @@ def evaluate(
     Returns:
         ``EvaluationResult`` with errors in meV units and the parity data.
     """
-    references = [_reference_of(s) for s in structures]
-    with_stress = any(r.stress is not None for r in references)
+    with_stress = any(_reference_of(s).stress is not None for s in structures)
     pred = predict(model, structures, batch_size, device, compute_stress=with_stress)
+    return errors_of(structures, pred)
+
+
+def errors_of(structures: Sequence[Structure], pred: Predictions) -> EvaluationResult:
+    """Compare given predictions (``predict`` output for ``structures``) with the labels.
+
+    Args:
+        structures: the labelled structures, in the order of ``pred``.
+        pred: predictions; stress errors need ``pred.stress``.
+
+    Returns:
+        ``EvaluationResult`` with errors in meV units and the parity data.
+    """
+    references = [_reference_of(s) for s in structures]
+    if pred.stress is None:
+        references = [r._replace(stress=None) for r in references]
     metrics: dict[str, ErrorStats] = {}
     parity: dict[str, ParityData] = {}
     _compare_energies(references, pred, metrics, parity)

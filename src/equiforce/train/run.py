@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,9 +23,10 @@ from equiforce.data.dataset import load_dataset
 from equiforce.files import atomic_write_text
 from equiforce.models.io import model_from_payload
 from equiforce.models.potential import Potential
+from equiforce.precision import DynamicLossScaler, apply_policy
 from equiforce.train import evaluate as evaluation
 from equiforce.train.checkpoint import Progress, load_checkpoint, restore_rng_state
-from equiforce.train.config import RunConfig, dump_config
+from equiforce.train.config import ModelConfig, PrecisionConfig, RunConfig, dump_config
 from equiforce.train.ema import ExponentialMovingAverage
 from equiforce.train.optim import TrainingSchedule, build_optimizer
 from equiforce.train.setup import (
@@ -116,7 +117,7 @@ def train(
         LOG.info("training on %s, output in %s", device, paths.output_dir)
         data = prepare_data(config)
         if checkpoint is None:
-            model = build_model_from_config(config.model, data.statistics, config.seed)
+            model = build_model_from_config(_model_config(config), data.statistics, config.seed)
             atomic_write_text(dump_config(config), paths.config)
         else:
             model = model_from_payload(checkpoint["model"], str(paths.last_checkpoint))
@@ -126,6 +127,7 @@ def train(
                     f"the training data now has species {list(data.train.type_names)}, the "
                     f"checkpoint's model {model.type_names}; the data changed since the run began"
                 )
+        model = _with_precision(model.to(device), config)
         extra = None if auxiliary is None else auxiliary(model).to(device)
         trainer = _trainer(config, model.to(device), data, paths, checkpoint, extra)
         progress = trainer.fit()
@@ -147,6 +149,7 @@ def _trainer(
     schedule = TrainingSchedule(settings, optimizer)
     ema = ExponentialMovingAverage(model, settings.ema.decay) if settings.ema.enabled else None
     progress = Progress()
+    scaler = _loss_scaler(config.precision)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         schedule.load_state_dict(checkpoint["schedule"])
@@ -157,6 +160,8 @@ def _trainer(
             if checkpoint.get("auxiliary") is None:
                 raise ValueError("the checkpoint has no auxiliary-loss state to resume")
             auxiliary.load_state_dict(checkpoint["auxiliary"])
+        if scaler is not None:
+            scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_state(checkpoint["rng"])
         LOG.info("resuming after epoch %d", progress.epochs_done)
     train_data, valid_data = batch_sources(data, config)
@@ -171,6 +176,45 @@ def _trainer(
         config.to_dict(),
         progress,
         auxiliary,
+        precision=config.precision.policy(),
+        scaler=scaler,
+    )
+
+
+def _model_config(config: RunConfig) -> ModelConfig:
+    """The model section, its dtype set by the precision mode when one is given."""
+    policy = config.precision.policy()
+    if policy is None:
+        return config.model
+    params = {**config.model.params, "dtype": policy.model_dtype}
+    return ModelConfig(family=config.model.family, params=params)
+
+
+def _with_precision(model: Potential, config: RunConfig) -> Potential:
+    """``model`` with the run's precision policy applied (unchanged without one)."""
+    policy = config.precision.policy()
+    if policy is None:
+        return model
+    LOG.info(
+        "precision %s: %s weights, matmul %s, autocast %s on %s",
+        policy.name,
+        policy.model_dtype,
+        policy.matmul,
+        policy.autocast,
+        ", ".join(policy.autocast_ops) or "nothing",
+    )
+    return apply_policy(model, policy)
+
+
+def _loss_scaler(precision: PrecisionConfig) -> DynamicLossScaler | None:
+    """Dynamic loss scaling for fp16 runs, None otherwise."""
+    policy = precision.policy()
+    if policy is None or not policy.needs_loss_scaling:
+        return None
+    return DynamicLossScaler(
+        init_scale=precision.loss_scale_init,
+        growth_interval=precision.loss_scale_growth_interval,
+        max_consecutive_skips=precision.max_skipped_steps,
     )
 
 
@@ -189,7 +233,10 @@ def _checkpoint_to_resume(
     if not last.exists():
         raise FileNotFoundError(f"nothing to resume: {last} does not exist")
     checkpoint = load_checkpoint(last)
-    _check_compatible(checkpoint["config"], config.to_dict())
+    saved = dict(checkpoint["config"])
+    # runs from before the precision section had the default (no policy)
+    saved.setdefault("precision", asdict(PrecisionConfig()))
+    _check_compatible(saved, config.to_dict())
     return checkpoint
 
 
@@ -235,7 +282,7 @@ def _evaluate_test_set(config: RunConfig, paths: RunPaths) -> Path:
     """Errors of the best model on ``data.test_file``, written to ``test_metrics.json``."""
     from equiforce.models.io import load_model
 
-    model = load_model(paths.model)
+    model = _with_precision(load_model(paths.model), config)
     test = load_dataset(
         config.data.test_file,
         model.r_max,

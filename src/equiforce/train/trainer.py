@@ -32,6 +32,7 @@ from equiforce.data import keys
 from equiforce.data.batch import batch_to
 from equiforce.models.io import model_payload, save_model
 from equiforce.models.potential import Potential
+from equiforce.precision import DynamicLossScaler, PrecisionPolicy, precision_scope
 from equiforce.train.checkpoint import Progress, capture_rng_state, save_checkpoint
 from equiforce.train.curves import plot_learning_curve
 from equiforce.train.ema import ExponentialMovingAverage
@@ -123,6 +124,11 @@ class Trainer:
             and added to the loss of every optimizer step (not to the validation loss); its
             parameters must be in ``optimizer``, and its state dict is saved in checkpoints
             (key ``"auxiliary"``) so a resumed run continues it exactly.
+        precision: the policy applied to ``model`` (``equiforce.precision.apply_policy``);
+            the training steps' backward passes run in its matmul precision.
+        scaler: dynamic loss scaling (fp16): a step with non-finite gradients is skipped
+            (never applied), counted in the epoch's ``skipped_steps`` (log and history) and
+            the scale backs off; its state is checkpointed (key ``"scaler"``).
     """
 
     def __init__(
@@ -137,9 +143,14 @@ class Trainer:
         config: Mapping[str, Any],
         progress: Progress,
         auxiliary: torch.nn.Module | None = None,
+        precision: PrecisionPolicy | None = None,
+        scaler: DynamicLossScaler | None = None,
     ):
         self.model = model
         self.auxiliary = auxiliary
+        self.precision = precision
+        self.scaler = scaler
+        self.skipped_steps = 0  # optimizer steps skipped in the current epoch (fp16 overflow)
         self.optimizer = optimizer
         self.schedule = schedule
         self.ema = ema
@@ -173,7 +184,7 @@ class Trainer:
         )
         last_drawn = start
         try:
-            with epochs:
+            with epochs, precision_scope(self.precision):
                 while self.progress.epochs_done < self.settings.max_epochs:
                     epoch = self.progress.epochs_done
                     self.schedule.start_stage_two_if_due(epoch, time.monotonic() - start)
@@ -216,6 +227,7 @@ class Trainer:
             self.progress.best_valid_loss = math.inf  # the loss changed; restart best tracking
         loss_fn = self.schedule.loss(epoch)
         lr = self.schedule.lr
+        self.skipped_steps = 0
         train_parts, train_errors, out_of_time = self._train_epoch(epoch, loss_fn, deadline)
         valid_loss, valid_metrics = self._validate(loss_fn)
         if not math.isfinite(valid_loss):
@@ -230,6 +242,8 @@ class Trainer:
             **train_errors.metrics("train"),
             **valid_metrics,
             "wall_s": time.monotonic() - clock_zero,
+            "skipped_steps": self.skipped_steps,
+            "loss_scale": math.nan if self.scaler is None else self.scaler.scale,
         }
         self._finish_epoch(row, valid_loss)
         csv.append(row)
@@ -244,6 +258,13 @@ class Trainer:
             row["valid_forces_rmse"],
             lr,
         )
+        if self.scaler is not None:
+            LOG.info(
+                "epoch %d: %d optimizer steps skipped (non-finite fp16 gradients), loss scale %g",
+                epoch + 1,
+                self.skipped_steps,
+                self.scaler.scale,
+            )
         return out_of_time
 
     def _train_epoch(
@@ -292,7 +313,10 @@ class Trainer:
         where = f"epoch {epoch + 1}, step {step + 1}"
         if not torch.isfinite(loss):
             raise self._diverged(f"{where}: training loss is {float(loss.detach())}")
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        elif not self._scaled_backward(loss, where):
+            return {k: v.detach() for k, v in pred.items()}, loss.detach()
         clip = self.settings.clip_grad_norm
         if clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._trained_parameters(), clip)
@@ -302,6 +326,24 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         return {k: v.detach() for k, v in pred.items()}, loss.detach()
+
+    def _scaled_backward(self, loss: torch.Tensor, where: str) -> bool:
+        """Backward of the scaled loss and unscaling; False when the step must be skipped."""
+        scaler = self.scaler
+        scaler.scale_loss(loss).backward()
+        finite = scaler.unscale_(self._trained_parameters())
+        scaler.update(finite)
+        if finite:
+            return True
+        self.skipped_steps += 1
+        LOG.warning(
+            "%s: non-finite gradients, step skipped; loss scale now %g", where, scaler.scale
+        )
+        if scaler.diverged:
+            raise self._diverged(
+                f"{where}: {scaler.consecutive_skips} consecutive steps had non-finite gradients"
+            )
+        return False
 
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters of the model and of the auxiliary loss (gradient clipping)."""
@@ -366,6 +408,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "auxiliary": None if self.auxiliary is None else self.auxiliary.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "progress": self.progress.to_dict(),
             "rng": capture_rng_state(),
             "config": self.config,
