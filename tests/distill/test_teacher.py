@@ -61,6 +61,13 @@ def test_fingerprints_follow_the_weights_and_the_spec(tmp_path):
         TeacherConfig(calculator="ase.calculators.emt:EMT", kwargs={"asap_cutoff": True}), probe
     )
     assert emt.fingerprint != emt_kw.fingerprint
+    # A file named by a keyword argument (a model file) enters by content, not by name.
+    weights = tmp_path / "weights.bin"
+    spec = TeacherConfig(calculator="ase.calculators.emt:EMT", kwargs={"files": [str(weights)]})
+    weights.write_bytes(b"1")
+    before = load_teacher(spec, probe).fingerprint
+    weights.write_bytes(b"2")
+    assert load_teacher(spec, probe).fingerprint != before
 
 
 def test_model_teacher_matches_its_calculator_labels_and_hvps():

@@ -8,7 +8,8 @@ all raise ``TeacherError`` with a message that names the spec.
 A teacher labels structures (energy eV, forces eV/Å, stress eV/Å^3 where the structure is
 periodic in 3D), computes Hessian-vector products (autograd for equiforce teachers, central
 differences of forces otherwise) and drives MD through ``calculator()``. Its ``fingerprint``
-(the model file's SHA-256, or a hash of the calculator spec and kwargs) keys the label cache.
+(the model file's SHA-256, or a hash of the calculator spec, its kwargs and the SHA-256 of every
+file a kwarg names, e.g. a mace-torch model file) keys the label cache.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -283,9 +285,22 @@ def _calculator_teacher(config: TeacherConfig) -> CalculatorTeacher:
         ) from err
     except Exception as err:  # noqa: BLE001 - constructors raise anything
         raise TeacherError(f"teacher.calculator {spec!r}: construction failed: {err}") from err
-    text = json.dumps({"calculator": spec, "kwargs": config.kwargs}, sort_keys=True, default=str)
+    files = {path: file_sha256(path) for path in _file_arguments(config.kwargs)}
+    content = {"calculator": spec, "kwargs": config.kwargs, "files": files}
+    text = json.dumps(content, sort_keys=True, default=str)
     fingerprint = "calc-" + hashlib.sha256(text.encode()).hexdigest()
     return CalculatorTeacher(calc, fingerprint, spec)
+
+
+def _file_arguments(value: Any) -> list[str]:
+    """Paths of existing files among (nested) keyword-argument values, e.g. model files."""
+    if isinstance(value, str):
+        return [value] if os.path.isfile(value) else []
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [path for item in value for path in _file_arguments(item)]
+    return []
 
 
 def _probe(teacher: Teacher, atoms) -> None:
