@@ -51,6 +51,9 @@ class DistillationLoss(nn.Module):
         hessian_weight: weight of the Hessian term, (eV/Å^2)^-2.
         n_student_features: width F_s of the student's ``node_features`` (feature term).
         seed: seeds the initial linear map.
+
+    Raises:
+        ValueError: ``feature_weight > 0`` but no target has teacher features.
     """
 
     def __init__(

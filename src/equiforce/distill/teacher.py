@@ -14,6 +14,7 @@ file a kwarg names, e.g. a mace-torch model file) keys the label cache.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import importlib
 import json
@@ -60,28 +61,40 @@ def is_periodic(atoms) -> bool:
     return bool(np.all(atoms.pbc)) and abs(atoms.cell.volume) > 0
 
 
-class Teacher:
-    """Common interface; see ``ModelTeacher`` and ``CalculatorTeacher``."""
+class Teacher(abc.ABC):
+    """Common interface of ``ModelTeacher`` and ``CalculatorTeacher``.
+
+    Attributes:
+        fingerprint: hash identifying the teacher (keys the label cache).
+        description: human-readable spec (model path or ``module:Class``).
+        has_features: whether ``label(..., features=True)`` is supported.
+    """
 
     fingerprint: str
     description: str
     has_features: bool = False
 
+    @abc.abstractmethod
     def label(self, structures: Sequence[Any], features: bool = False) -> list[Labels]:
         """Labels of ASE ``Atoms`` structures (features only for model teachers)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def hvp(self, atoms, vectors: np.ndarray, step: float) -> np.ndarray:
-        """Hessian-vector products, (n_vectors, n_atoms, 3) float64 eV/Å^2 for unit vectors."""
-        raise NotImplementedError
+        """Hessian-vector products (n_vectors, n_atoms, 3) float64, eV/Å^2 per unit vector.
 
+        Args:
+            atoms: the structure.
+            vectors: (n_vectors, n_atoms, 3) float64 probe directions.
+            step: central-difference step, Å (calculator teachers).
+        """
+
+    @abc.abstractmethod
     def calculator(self):
-        """An ASE calculator of the teacher (MD, normal modes, timing)."""
-        raise NotImplementedError
+        """An ASE calculator of the teacher (MD, normal modes)."""
 
+    @abc.abstractmethod
     def n_parameters(self) -> int | None:
         """Number of trainable parameters, or None when unknown."""
-        raise NotImplementedError
 
 
 class ModelTeacher(Teacher):
