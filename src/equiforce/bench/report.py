@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from equiforce.files import atomic_write, atomic_write_text
 
-__all__ = ["format_table", "write_json", "write_plot"]
+__all__ = ["format_table", "scaling_exponents", "write_json", "write_plot"]
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -49,7 +50,50 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{agreement}"
             )
     lines.append("x time, x mem: peer / equiforce (above 1: equiforce is faster / leaner)")
+    for impl, slope in scaling_exponents(report).items():
+        memory = f", memory {slope['memory']:.3f}" if "memory" in slope else ""
+        lines.append(
+            f"log-log slope vs atoms over {slope['n_boxes']} boxes, {impl}: "
+            f"time {slope['time']:.3f}{memory}"
+        )
     return "\n".join(lines)
+
+
+def scaling_exponents(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Log-log slopes of time and memory against atoms over the ``box-N`` systems.
+
+    A slope of 1 is linear scaling. Implementations with fewer than two boxes are left out.
+
+    Returns:
+        implementation -> ``{"time": slope, "memory": slope, "n_boxes": count}``; the memory
+        slope is omitted when a box reports no memory above its baseline.
+    """
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for result in report["results"]:
+        if not result["system"].startswith("box-") or "error" in result:
+            continue
+        for impl, data in result["implementations"].items():
+            memory = data["memory"]["peak_minus_baseline_mb"]
+            points.setdefault(impl, []).append(
+                (result["n_atoms"], data["timing"]["median_ms"], memory)
+            )
+    slopes: dict[str, dict[str, float]] = {}
+    for impl, values in points.items():
+        if len({n for n, _, _ in values}) < 2:
+            continue
+        slopes[impl] = {"time": _slope([(n, t) for n, t, _ in values]), "n_boxes": len(values)}
+        if all(m > 0 for _, _, m in values):
+            slopes[impl]["memory"] = _slope([(n, m) for n, _, m in values])
+    return slopes
+
+
+def _slope(pairs: list[tuple[float, float]]) -> float:
+    """Least-squares slope of log(y) against log(x)."""
+    xs = [math.log(x) for x, _ in pairs]
+    ys = [math.log(y) for _, y in pairs]
+    x_mean, y_mean = sum(xs) / len(xs), sum(ys) / len(ys)
+    covariance = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True))
+    return covariance / sum((x - x_mean) ** 2 for x in xs)
 
 
 def write_plot(report: dict[str, Any], path: str | os.PathLike) -> Path:

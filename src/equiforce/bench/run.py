@@ -27,6 +27,7 @@ from equiforce.bench.options import check_backend, check_compile, model_dtype
 from equiforce.bench.peers import PEERS, peer_for_family, peer_python
 from equiforce.bench.presets import preset_potential, with_dtype
 from equiforce.bench.protocol import WorkerError, WorkerProcess, worker_environment
+from equiforce.bench.report import scaling_exponents
 from equiforce.bench.systems import DEFAULT_SYSTEMS, make_system, parse_system, save_frames
 from equiforce.bench.timing import interleave, summarize
 from equiforce.models import Potential, load_model, save_model
@@ -250,4 +251,5 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         for name in config.systems:
             log(f"[{_dt.datetime.now():%H:%M:%S}] {name} ...")
             report["results"].append(_run_system(config, name, family, files, log))
+    report["scaling_exponents"] = scaling_exponents(report)
     return report
