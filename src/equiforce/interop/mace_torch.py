@@ -29,6 +29,7 @@ from equiforce.nn.mlp import normalized_silu_scale
 from equiforce.nn.readout import LinearReadout
 from equiforce.o3.irreps import Irreps, hidden_irreps
 from equiforce.o3.symmetric import monomial_coefficients
+from equiforce.o3.wigner import wigner_3j
 
 _FIRST_BLOCKS = ("RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock")
 _LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
@@ -237,7 +238,8 @@ def _path_signs(source_tp, target_tp, dtype: torch.dtype, where: str) -> torch.T
     tolerance = _COEFFICIENT_TOLERANCE
     for index, path in enumerate(desc.paths):
         measured = _probe_path(source_tp, desc, path, dtype)
-        coupling = getattr(target_tp, f"coupling_{index}").to(torch.float64)
+        # from the descriptor, not the executor: every kernel backend shares the descriptor
+        coupling = wigner_3j(path.l1, path.l2, path.l_out).to(torch.float64) * path.scale
         ratio = float((measured * coupling).sum() / (coupling * coupling).sum())
         sign = 1.0 if ratio > 0 else -1.0
         if (measured - sign * coupling).abs().max() > tolerance:
