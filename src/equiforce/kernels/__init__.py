@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.kernels import allegro_reference, reference
+from equiforce.kernels import allegro_fast, allegro_reference, reference
 from equiforce.kernels.registry import (
     BACKENDS,
     cueq_available,
@@ -52,6 +52,7 @@ register_executor("linear", "reference", reference.Linear)
 register_executor("channelwise_tp", "reference", reference.ChannelwiseTensorProduct)
 register_executor("symmetric_contraction", "reference", reference.SymmetricContraction)
 register_executor("allegro_tp", "reference", allegro_reference.AllegroTensorProduct)
+register_executor("allegro_tp", "fast", allegro_fast.FastAllegroTensorProduct)
 
 
 def make_linear(

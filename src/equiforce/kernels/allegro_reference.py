@@ -17,7 +17,17 @@ from torch import nn
 
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 
-__all__ = ["AllegroTensorProduct"]
+__all__ = ["AllegroTensorProduct", "initial_weight"]
+
+
+def initial_weight(descriptor: AllegroTPDescriptor, generator: torch.Generator) -> torch.Tensor:
+    """Initial path weights shared by every backend.
+
+    Returns:
+        ``descriptor.weight_shape`` float64, uniform on ``[-sqrt(3), sqrt(3)]`` (unit variance).
+    """
+    weight = torch.rand(descriptor.weight_shape, generator=generator, dtype=torch.float64)
+    return (2.0 * weight - 1.0) * math.sqrt(3.0)
 
 
 class AllegroTensorProduct(nn.Module):
@@ -43,9 +53,7 @@ class AllegroTensorProduct(nn.Module):
         super().__init__()
         self.descriptor = descriptor
         self.math_dtype = math_dtype
-        bound = math.sqrt(3.0)
-        weight = torch.rand(descriptor.weight_shape, generator=generator, dtype=torch.float64)
-        self.weight = nn.Parameter((2.0 * weight - 1.0) * bound)
+        self.weight = nn.Parameter(initial_weight(descriptor, generator))
         coupling = descriptor.coupling()
         n_paths, dim1, dim2, dim_out = coupling.shape
         self.register_buffer(

@@ -41,7 +41,7 @@ class AllegroLayers(nn.Module):
         nonlinearity: of the latent MLPs.
         path_channel_coupling: TP weights per (channel, path) instead of per path.
         generator: random source for the initial weights.
-        backend: kernel backend of the tensor products.
+        backend: kernel backend of the tensor products ("auto": the fast one on CPU).
     """
 
     def __init__(
@@ -54,7 +54,7 @@ class AllegroLayers(nn.Module):
         nonlinearity: str | None,
         path_channel_coupling: bool,
         generator: torch.Generator,
-        backend: str = "reference",
+        backend: str = "auto",
     ):
         super().__init__()
         irreps_sh = Irreps(irreps_sh)
