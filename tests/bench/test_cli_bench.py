@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -47,6 +48,16 @@ def test_bench_writes_json_and_plot_for_a_model_file(tiny_model_file, tmp_path, 
         assert ours["info"]["dtype"] == "float32" and ours["info"]["threads"] == 1
         assert result["ratios"] == {}
     assert "box-60" in capsys.readouterr().out
+
+
+def test_a_failing_peer_is_dropped_and_reported_while_ours_is_timed(tiny_model_file, tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", str(tiny_model_file), "--systems", "molecule", "--peers"]
+    argv += ["--mace-python", shutil.which("false"), "--repeats", "1", "--warmup", "0"]
+    assert main([*argv, "--threads", "1", "--out", str(out)]) == 1
+    (result,) = json.loads((out / "bench.json").read_text())["results"]
+    assert list(result["implementations"]) == ["equiforce"] and result["ratios"] == {}
+    assert "exited without replying" in result["failed"]["mace-torch"]
 
 
 def test_presets_have_the_issue_hyperparameters():

@@ -33,6 +33,8 @@ def format_table(report: dict[str, Any]) -> str:
         if "error" in result:
             lines.append(f"{head} ERROR: {result['error'].splitlines()[0][:200]}")
             continue
+        for impl, message in result.get("failed", {}).items():
+            lines.append(f"{head} {impl} FAILED: {message.splitlines()[0][:200]}")
         for impl, data in result["implementations"].items():
             ratio = result["ratios"].get(impl, {})
             parity = ratio.get("parity")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 import sys
 import tempfile
 from collections.abc import Callable
@@ -152,6 +153,50 @@ def _implementation_result(times: list[float], memory: dict, info: dict) -> dict
     }
 
 
+def _measure(config: BenchConfig, commands: dict[str, list[str]], name: str) -> tuple:
+    """Start the workers, alternate their calls, finish them.
+
+    A failing peer (e.g. out of memory) is dropped and the others go on; a failure of ours
+    raises ``WorkerError``.
+
+    Returns:
+        ``(infos, times, memory, errors)``, each keyed by implementation; ``errors`` holds
+        the failed peers' messages.
+    """
+    env = worker_environment(config.threads)
+    workers: dict[str, WorkerProcess] = {}
+    errors: dict[str, str] = {}
+
+    def guarded(impl: str, action: Callable[[], Any]) -> Any:
+        if impl in errors:
+            return math.nan
+        try:
+            return action()
+        except WorkerError as err:
+            if impl == OURS:
+                raise
+            errors[impl] = str(err)
+            return math.nan
+
+    try:
+        for impl, command in commands.items():
+            label = f"{impl} on {name}"
+            worker = guarded(impl, lambda c=command, label=label: WorkerProcess(c, env, label))
+            if impl not in errors:
+                workers[impl] = worker
+        calls = {
+            impl: (lambda i=impl, w=worker: guarded(i, w.call)) for impl, worker in workers.items()
+        }
+        times = interleave(calls, config.warmup, config.repeats)
+        memory = {impl: guarded(impl, worker.finish) for impl, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    ok = [impl for impl in workers if impl not in errors]
+    infos = {impl: workers[impl].info for impl in ok}
+    return infos, {i: times[i] for i in ok}, {i: memory[i] for i in ok}, errors
+
+
 def _run_system(config: BenchConfig, name: str, family: str, files: dict, log) -> dict:
     frames = make_system(name, config.seed)
     save_frames(frames, files["frames"])
@@ -162,33 +207,29 @@ def _run_system(config: BenchConfig, name: str, family: str, files: dict, log) -
         "n_graphs": len(frames),
         "mem_available_gb": mem_available_gb(),
     }
-    env = worker_environment(config.threads)
-    workers: dict[str, WorkerProcess] = {}
     try:
-        for impl, command in _worker_commands(config, family, files).items():
-            workers[impl] = WorkerProcess(command, env, f"{impl} on {name}")
-        times = interleave({k: w.call for k, w in workers.items()}, config.warmup, config.repeats)
-        memory = {impl: worker.finish() for impl, worker in workers.items()}
+        infos, times, memory, errors = _measure(
+            config, _worker_commands(config, family, files), name
+        )
     except WorkerError as err:
-        for worker in workers.values():
-            worker.close()
         log(f"  {name}: failed: {str(err)[:2000]}")
         return {**result, "error": str(err)}
-    ours_info = workers[OURS].info
+    for impl, message in errors.items():
+        log(f"  {name}: {impl} failed, dropped: {message[:2000]}")
     result.update(
         {
-            "n_edges": ours_info["n_edges"],
-            "neighbour_list_ms": ours_info["neighbour_list_ms"],
-            "implementations": {},
+            "n_edges": infos[OURS]["n_edges"],
+            "neighbour_list_ms": infos[OURS]["neighbour_list_ms"],
+            "implementations": {
+                impl: _implementation_result(times[impl], memory[impl], info)
+                for impl, info in infos.items()
+            },
+            "failed": errors,
         }
     )
-    for impl, worker in workers.items():
-        result["implementations"][impl] = _implementation_result(
-            times[impl], memory[impl], worker.info
-        )
     ours = result["implementations"][OURS]
     result["ratios"] = {}
-    for impl in workers.keys() - {OURS}:
+    for impl in infos.keys() - {OURS}:
         theirs = result["implementations"][impl]
         result["ratios"][impl] = {
             "time": theirs["timing"]["median_ms"] / ours["timing"]["median_ms"],

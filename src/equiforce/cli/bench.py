@@ -44,7 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the bench, print the table and write ``bench.json`` and ``bench.png``."""
+    """Run the bench, print the table and write ``bench.json`` and ``bench.png``.
+
+    Returns:
+        0, or 1 when a system or a peer failed (the report says which and why).
+    """
     from equiforce.bench.report import format_table, write_json, write_plot
     from equiforce.bench.run import BenchConfig, run_bench
 
@@ -71,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f"report written to {write_json(report, out / 'bench.json')}")
     print(f"plot written to {write_plot(report, out / 'bench.png')}")
-    failed = [r["system"] for r in report["results"] if "error" in r]
+    failed = [r["system"] for r in report["results"] if "error" in r or r.get("failed")]
     return 1 if failed else 0
