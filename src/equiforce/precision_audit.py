@@ -23,6 +23,7 @@ tolerance; the fastest such mode is the recommendation.
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 import json
 import os
@@ -235,8 +236,9 @@ def peak_memory_mb(call: Callable[[], None], device: torch.device) -> float | No
     """Peak memory of one ``call`` above what was in use before it, MB.
 
     CUDA: ``torch.cuda.max_memory_allocated``. CPU: growth of the process's peak resident
-    set (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``); None where that file
-    cannot be written (not Linux).
+    set (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``) over the resident set
+    before the call, after freed heap pages went back to the OS (glibc ``malloc_trim``);
+    None where ``clear_refs`` cannot be written (not Linux).
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -244,6 +246,7 @@ def peak_memory_mb(call: Callable[[], None], device: torch.device) -> float | No
         torch.cuda.reset_peak_memory_stats(device)
         call()
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    _release_free_heap()
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
@@ -252,6 +255,14 @@ def peak_memory_mb(call: Callable[[], None], device: torch.device) -> float | No
     before = _status_mb("VmRSS")
     call()
     return max(_status_mb("VmHWM") - before, 0.0)
+
+
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc), so RSS before a call is what is in use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _status_mb(field: str) -> float:
