@@ -3,11 +3,14 @@
 On Linux the resident-set high-water mark (``VmHWM``) can be reset by writing ``5`` to
 ``/proc/self/clear_refs``, so the peak of the timed calls alone is measured even when model
 building or conversion peaked higher. Where that is not possible the process-lifetime peak
-(``ru_maxrss``) is used and ``reset`` says so.
+(``ru_maxrss``) is used and ``reset`` says so. Before the baseline is read, freed heap pages
+go back to the OS (glibc ``malloc_trim``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 from pathlib import Path
 
@@ -38,6 +41,15 @@ def peak_rss_mb() -> float:
     """Resident-set high-water mark since start or the last reset, MB."""
     peak = _status_mb("VmHWM")
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc), so the resident set is what is in use."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak_rss() -> bool:
@@ -71,6 +83,9 @@ class MemoryProbe:
             self.baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20
             self.reset = True
         else:
+            # memory freed during setup but kept by the allocator would otherwise be reused by
+            # the calls without raising the resident set, hiding part of their working set
+            _release_free_heap()
             self.baseline_mb = current_rss_mb()
             self.reset = _reset_peak_rss()
 
