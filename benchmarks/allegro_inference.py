@@ -5,7 +5,9 @@ The Allegro counterpart of ``inference.py``. For each model size a random nequip
 features, ``big`` = 128 / 64, both l_max 2 with both parities, 2 layers, two-body / latent /
 readout MLP hidden widths 64 / 64 / 32 (nequip-allegro's defaults), 8 Bessel functions,
 polynomial cutoff p = 6, r_max 5 Å: the PEERS.md models), converted with
-``equiforce.interop.from_nequip_allegro`` and the two are checked to agree. Systems (the
+``equiforce.interop.from_nequip_allegro`` and the two are checked to agree; ``tiny`` = l_max 1,
+1 layer, 32 / 8 features, MLP hidden 32 / 32 / 16 (``allegro_scaling.py``'s model). Ours runs
+on kernel backend ``--backend`` (default ``auto``: the fast kernels on CPU). Systems (the
 PEERS.md ones, built by ``inference.py``'s helpers):
 
 * ``acac``: one acetylacetone molecule (15 atoms, first frame of ``acac/test_MD_300K.xyz``);
@@ -52,17 +54,26 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import machine_info, mem_available_gb  # noqa: E402
 import inference as common  # noqa: E402  (systems and batches)
+from bench_common import machine_info, mem_available_gb  # noqa: E402
 
 REPO_ROOT = common.REPO_ROOT
 TYPE_NAMES = ("H", "C", "O")
 R_MAX = 5.0
-MODEL_SIZES = {"small": (64, 32), "big": (128, 64)}  # (scalar, tensor) features
+# size -> (scalar, tensor) features; "tiny" is allegro_scaling.py's l_max 1, 1-layer model
+MODEL_SIZES = {"small": (64, 32), "big": (128, 64), "tiny": (32, 8)}
+TINY = {
+    "l_max": 1,
+    "num_layers": 1,
+    "scalar_embed_mlp_hidden_layers_width": 32,
+    "allegro_mlp_hidden_layers_width": 32,
+    "readout_mlp_hidden_layers_width": 16,
+}
 DEFAULT_CASES = {
     ("small", "float32"): ("acac", "acac64", "water"),
     ("small", "float64"): ("acac", "acac64"),
-    ("big", "float32"): ("acac", "acac64"),
+    ("big", "float32"): ("acac", "acac64", "water"),
+    ("tiny", "float32"): ("acac", "acac64", "water"),
 }
 
 
@@ -74,16 +85,26 @@ def nequip_model(size: str, dtype: str, seed: int):
 
     set_global_state(allow_tf32=False)
     scalars, tensors = MODEL_SIZES[size]
+    shape = TINY if size == "tiny" else {"l_max": 2, "num_layers": 2}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = AllegroModel(
-            seed=seed, model_dtype=dtype, type_names=list(TYPE_NAMES), r_max=R_MAX, l_max=2,
+            seed=seed,
+            model_dtype=dtype,
+            type_names=list(TYPE_NAMES),
+            r_max=R_MAX,
             parity=True,
-            radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
-                                   "num_bessels": 8, "polynomial_cutoff_p": 6},
-            num_layers=2, num_scalar_features=scalars, num_tensor_features=tensors,
-            avg_num_neighbors=20.0, per_type_energy_scales=0.5,
+            radial_chemical_embed={
+                "_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
+                "num_bessels": 8,
+                "polynomial_cutoff_p": 6,
+            },
+            num_scalar_features=scalars,
+            num_tensor_features=tensors,
+            avg_num_neighbors=20.0,
+            per_type_energy_scales=0.5,
             per_type_energy_shifts={"H": -1.0, "C": -2.0, "O": -3.0},
+            **shape,
         )
     return model.eval()
 
@@ -97,7 +118,8 @@ def nequip_batch(frames: list) -> dict:
     for atoms in frames:
         data = from_ase(atoms)
         data[AtomicDataDict.ATOM_TYPE_KEY] = torch.tensor(
-            [TYPE_NAMES.index(s) for s in atoms.get_chemical_symbols()])
+            [TYPE_NAMES.index(s) for s in atoms.get_chemical_symbols()]
+        )
         items.append(compute_neighborlist_(data, R_MAX))
     return AtomicDataDict.batched_from_list(items)
 
@@ -106,8 +128,10 @@ def _call_nequip(model, batch: dict):
     from nequip.data import AtomicDataDict
 
     out = model(dict(batch))
-    return (out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1).detach(),
-            out[AtomicDataDict.FORCE_KEY].detach())
+    return (
+        out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1).detach(),
+        out[AtomicDataDict.FORCE_KEY].detach(),
+    )
 
 
 def _call_ours(model, batch: dict):
@@ -130,9 +154,14 @@ def _parity(frames: list, ref: tuple, new: tuple, dtype: str) -> dict:
         tol_e, tol_f = 1e-9 * max(1.0, e_scale), 1e-8 * max(1.0, f_scale)
     else:
         tol_e, tol_f = 1e-5 * max(1.0, e_scale), 1e-4 * max(1.0, f_scale)
-    return {"max_abs_energy_diff_per_atom_eV": de, "max_abs_force_diff_eV_per_A": df,
-            "max_abs_force_eV_per_A": f_scale, "tolerance_energy_per_atom_eV": tol_e,
-            "tolerance_force_eV_per_A": tol_f, "agree": bool(de <= tol_e and df <= tol_f)}
+    return {
+        "max_abs_energy_diff_per_atom_eV": de,
+        "max_abs_force_diff_eV_per_A": df,
+        "max_abs_force_eV_per_A": f_scale,
+        "tolerance_energy_per_atom_eV": tol_e,
+        "tolerance_force_eV_per_A": tol_f,
+        "agree": bool(de <= tol_e and df <= tol_f),
+    }
 
 
 def worker_pair(args: argparse.Namespace) -> dict:
@@ -140,29 +169,38 @@ def worker_pair(args: argparse.Namespace) -> dict:
     import torch
 
     from equiforce.interop import from_nequip_allegro
+    from equiforce.kernels import use_backend
 
     torch.set_num_threads(args.threads)
     frames = common.load_system(args.system, args.data_dir, args.water_reps, args.seed)
     theirs = nequip_model(args.model, args.dtype, args.seed)
-    ours = from_nequip_allegro(theirs).eval()
+    ours = use_backend(from_nequip_allegro(theirs), args.backend).eval()
     n_batch = nequip_batch(frames)
     o_batch = common.ours_batch(frames, ours.type_names, ours.r_max)
     result: dict[str, Any] = {
-        "model": args.model, "dtype": args.dtype, "system": args.system,
+        "model": args.model,
+        "dtype": args.dtype,
+        "system": args.system,
         "n_atoms": sum(len(a) for a in frames),
         "n_edges_nequip": int(n_batch["edge_index"].shape[1]),
         "n_edges_ours": int(o_batch["edge_index"].shape[1]),
-        "threads": torch.get_num_threads(), "warmup": args.warmup, "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "backend": args.backend,
     }
-    result["parity"] = _parity(frames, _call_nequip(theirs, n_batch), _call_ours(ours, o_batch),
-                               args.dtype)
+    result["parity"] = _parity(
+        frames, _call_nequip(theirs, n_batch), _call_ours(ours, o_batch), args.dtype
+    )
     for _ in range(args.warmup):
         _call_nequip(theirs, n_batch)
         _call_ours(ours, o_batch)
     times: dict[str, list[float]] = {"nequip": [], "ours": []}
     for _ in range(args.repeats):
-        for impl, model, batch, call in (("nequip", theirs, n_batch, _call_nequip),
-                                         ("ours", ours, o_batch, _call_ours)):
+        for impl, model, batch, call in (
+            ("nequip", theirs, n_batch, _call_nequip),
+            ("ours", ours, o_batch, _call_ours),
+        ):
             start = time.perf_counter()
             call(model, batch)
             times[impl].append((time.perf_counter() - start) * 1000.0)
@@ -184,8 +222,9 @@ def worker_mem(args: argparse.Namespace) -> dict:
         batch, call = nequip_batch(frames), _call_nequip
     else:
         from equiforce.interop import from_nequip_allegro
+        from equiforce.kernels import use_backend
 
-        model = from_nequip_allegro(model).eval()
+        model = use_backend(from_nequip_allegro(model), args.backend).eval()
         gc.collect()
         batch, call = common.ours_batch(frames, model.type_names, model.r_max), _call_ours
     before = common._rss_mb()
@@ -193,45 +232,72 @@ def worker_mem(args: argparse.Namespace) -> dict:
     call(model, batch)
     first = (time.perf_counter() - start) * 1000.0
     after = common._rss_mb()
-    return {"impl": args.impl, "model": args.model, "dtype": args.dtype, "system": args.system,
-            "first_call_ms": first, "rss_before_call_mb": before, "peak_rss_mb": after,
-            "call_rss_increase_mb": after - before}
+    return {
+        "impl": args.impl,
+        "model": args.model,
+        "dtype": args.dtype,
+        "system": args.system,
+        "first_call_ms": first,
+        "rss_before_call_mb": before,
+        "peak_rss_mb": after,
+        "call_rss_increase_mb": after - before,
+    }
 
 
 def run_worker(args: argparse.Namespace, mode: str, **case: str) -> dict:
     """Run a worker subprocess and parse its JSON result (or record the failure)."""
     water = case.get("system") == "water"
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", mode,
-               "--threads", str(args.threads),
-               "--warmup", str(args.box_warmup if water else args.warmup),
-               "--repeats", str(args.box_repeats if water else args.repeats),
-               "--water-reps", str(args.water_reps), "--seed", str(args.seed),
-               "--data-dir", str(args.data_dir)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        mode,
+        "--threads",
+        str(args.threads),
+        "--backend",
+        args.backend,
+        "--warmup",
+        str(args.box_warmup if water else args.warmup),
+        "--repeats",
+        str(args.box_repeats if water else args.repeats),
+        "--water-reps",
+        str(args.water_reps),
+        "--seed",
+        str(args.seed),
+        "--data-dir",
+        str(args.data_dir),
+    ]
     for key, value in case.items():
         command += [f"--{key}", value]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env,
-                              timeout=args.case_timeout_s)
+        proc = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=args.case_timeout_s
+        )
     except subprocess.TimeoutExpired:
         return {**case, "mode": mode, "error": f"timeout after {args.case_timeout_s} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
             result["worker_wall_s"] = time.perf_counter() - start
             return result
-    return {**case, "mode": mode,
-            "error": f"worker exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
+    return {
+        **case,
+        "mode": mode,
+        "error": f"worker exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}",
+    }
 
 
 def print_table(pairs: list[dict], memory: list[dict]) -> None:
     """Ms per call, ratio, peak memory, parity."""
     mem = {(m.get("impl"), m.get("model"), m.get("dtype"), m.get("system")): m for m in memory}
     print("\nms per energy+forces call (median, interleaved); peak RSS MB (+ increase in the call)")
-    print(f"  {'model':5s} {'dtype':7s} {'system':7s} {'atoms':>5s} {'edges':>7s} "
-          f"{'nequip ms':>10s} {'ours ms':>10s} {'nequip/ours':>11s} {'nequip MB':>13s} "
-          f"{'ours MB':>13s}  parity")
+    print(
+        f"  {'model':5s} {'dtype':7s} {'system':7s} {'atoms':>5s} {'edges':>7s} "
+        f"{'nequip ms':>10s} {'ours ms':>10s} {'nequip/ours':>11s} {'nequip MB':>13s} "
+        f"{'ours MB':>13s}  parity"
+    )
     for r in pairs:
         key = (r.get("model"), r.get("dtype"), r.get("system"))
         label = f"  {key[0]!s:5s} {key[1]!s:7s} {key[2]!s:7s}"
@@ -246,10 +312,12 @@ def print_table(pairs: list[dict], memory: list[dict]) -> None:
             return f"{m['peak_rss_mb']:6.0f} (+{m['call_rss_increase_mb']:5.0f})"
 
         p = r["parity"]
-        print(f"{label} {r['n_atoms']:5d} {r['n_edges_ours']:7d} {r['nequip_median_ms']:10.1f} "
-              f"{r['ours_median_ms']:10.1f} {r['speedup_nequip_over_ours']:11.2f} {mb('nequip')} "
-              f"{mb('ours')}  {p['max_abs_energy_diff_per_atom_eV']:.1e} eV, "
-              f"{p['max_abs_force_diff_eV_per_A']:.1e} eV/A {'ok' if p['agree'] else 'DIFFER'}")
+        print(
+            f"{label} {r['n_atoms']:5d} {r['n_edges_ours']:7d} {r['nequip_median_ms']:10.1f} "
+            f"{r['ours_median_ms']:10.1f} {r['speedup_nequip_over_ours']:11.2f} {mb('nequip')} "
+            f"{mb('ours')}  {p['max_abs_energy_diff_per_atom_eV']:.1e} eV, "
+            f"{p['max_abs_force_diff_eV_per_A']:.1e} eV/A {'ok' if p['agree'] else 'DIFFER'}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,11 +330,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--box-warmup", type=int, default=1)
     p.add_argument("--box-repeats", type=int, default=3)
-    p.add_argument("--box-min-free-gb", type=float, default=12.0,
-                   help="skip the water box below this MemAvailable (~9 GB needed at 7^3)")
+    p.add_argument(
+        "--box-min-free-gb",
+        type=float,
+        default=12.0,
+        help="skip the water box below this MemAvailable (~9 GB needed at 7^3)",
+    )
     p.add_argument("--water-reps", type=int, default=7)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--models", default="small,big")
+    p.add_argument("--models", default="small,big,tiny")
+    p.add_argument("--backend", default="auto", help="equiforce kernel backend")
     p.add_argument("--systems", default="acac,acac64,water")
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--skip-memory", action="store_true")
@@ -299,8 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"AcAc data not found under {args.data_dir} (pass --data-dir); nothing to do")
         return 2
     models, wanted, dtypes = (set(x.split(",")) for x in (args.models, args.systems, args.dtypes))
-    cases = {k: tuple(s for s in v if s in wanted) for k, v in DEFAULT_CASES.items()
-             if k[0] in models and k[1] in dtypes}
+    cases = {
+        k: tuple(s for s in v if s in wanted)
+        for k, v in DEFAULT_CASES.items()
+        if k[0] in models and k[1] in dtypes
+    }
     if args.smoke:
         cases = {("small", "float32"): ("acac",), ("small", "float64"): ("acac",)}
         args.repeats, args.warmup = 2, 1
@@ -313,13 +389,23 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "allegro_inference",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(("torch", "e3nn", "nequip", "allegro", "equiforce")),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                     if k not in ("worker", "impl", "model", "dtype", "system")},
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("worker", "impl", "model", "dtype", "system")
+        },
         "model_sizes": {k: {"scalar": s, "tensor": t} for k, (s, t) in MODEL_SIZES.items()},
-        "model_hyperparameters": {"l_max": 2, "parity": True, "num_layers": 2, "r_max": R_MAX,
-                                  "mlp_hidden (two-body/latent/readout)": [64, 64, 32],
-                                  "num_bessels": 8, "polynomial_cutoff_p": 6},
-        "pairs": [], "memory": [],
+        "model_hyperparameters": {
+            "l_max": 2,
+            "parity": True,
+            "num_layers": 2,
+            "r_max": R_MAX,
+            "mlp_hidden (two-body/latent/readout)": [64, 64, 32],
+            "num_bessels": 8,
+            "polynomial_cutoff_p": 6,
+        },
+        "pairs": [],
+        "memory": [],
     }
 
     def save() -> None:
@@ -332,12 +418,16 @@ def main(argv: list[str] | None = None) -> int:
             if free < need:
                 note = f"skipped: {free:.1f} GB available < {need:.1f} GB wanted for the box"
                 print(f"pair {model} {dtype} {system}: {note}", flush=True)
-                report["pairs"].append({"model": model, "dtype": dtype, "system": system,
-                                        "error": note})
+                report["pairs"].append(
+                    {"model": model, "dtype": dtype, "system": system, "error": note}
+                )
                 save()
                 continue
-        print(f"[{_dt.datetime.now():%H:%M:%S}] pair {model} {dtype} {system} (load "
-              f"{os.getloadavg()[0]:.1f}) ...", flush=True)
+        print(
+            f"[{_dt.datetime.now():%H:%M:%S}] pair {model} {dtype} {system} (load "
+            f"{os.getloadavg()[0]:.1f}) ...",
+            flush=True,
+        )
         result = run_worker(args, "pair", model=model, dtype=dtype, system=system)
         result["load_avg_after"] = os.getloadavg()
         report["pairs"].append(result)
@@ -350,9 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         for impl in ("nequip", "ours"):
             result = run_worker(args, "mem", impl=impl, model=model, dtype=dtype, system=system)
             report["memory"].append(result)
-            print(f"    memory {impl}:", json.dumps(
-                {k: result.get(k) for k in ("peak_rss_mb", "call_rss_increase_mb", "error")}
-            )[:300], flush=True)
+            print(
+                f"    memory {impl}:",
+                json.dumps(
+                    {k: result.get(k) for k in ("peak_rss_mb", "call_rss_increase_mb", "error")}
+                )[:300],
+                flush=True,
+            )
             save()
     save()
     print_table(report["pairs"], report["memory"])

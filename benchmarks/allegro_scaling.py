@@ -1,4 +1,4 @@
-"""Allegro scaling with system size: time and peak memory vs atom count (CPU).
+"""Allegro (and MACE) scaling with system size: time and peak memory vs atom count (CPU).
 
 A small Allegro model (``MODEL``: l_max 1, 1 layer, 32 scalar / 8 tensor features, r_max 4 Å,
 float32) evaluates energy + forces on periodic boxes at fixed density from ~10^3 to ~10^5 atoms,
@@ -35,19 +35,25 @@ Sizes run smallest first; before each size the peak is extrapolated linearly in 
 previous sizes, and the size is skipped (recorded as such) when the prediction exceeds
 ``--max-peak-gb`` (default 8 GB; the machine is shared) or the available memory.
 
-``--peer`` also runs nequip-allegro 0.8 (eager) on identical weights: a random
+``--family mace`` times the issue's MACE instead (``MACE_MODEL``: 128 channels, L = 1,
+correlation 3, 2 interactions, max_ell 3, r_max 5 Å; the ``mace-128-l1`` bench preset on this
+script's species); at r_max 5 Å the fcc box has ~43 edges per atom. ``--backend`` picks the
+kernel backend of ours (default ``auto``: the fast kernels on CPU).
+
+``--peer`` (Allegro only) also runs nequip-allegro 0.8 (eager) on identical weights: a random
 ``allegro.model.AllegroModel`` is built from the seed and both workers use it (ours converted
 with ``equiforce.interop.from_nequip_allegro``), so this needs the nequip environment::
 
     .venv/bin/python benchmarks/allegro_scaling.py                     # ours (~10 min)
     .venv-nequip/bin/python benchmarks/allegro_scaling.py --peer       # ours and nequip-allegro
     .venv/bin/python benchmarks/allegro_scaling.py --smoke             # ~1 min check
+    .venv/bin/python benchmarks/allegro_scaling.py --family mace --max-peak-gb 12
 
 Without ``--peer`` ours is built from ``AllegroSpec`` directly (same hyperparameters, its own
 random weights: timing does not depend on the weights).
 
-Output: ``bench_out/allegro_scaling_<timestamp>.json`` and ``.png`` (log-log time and memory
-with the fitted slopes in the legend); a table on stdout.
+Output: ``bench_out/<family>_scaling_<timestamp>.json`` and ``.png`` (log-log time and
+memory with the fitted slopes in the legend); a table on stdout.
 """
 
 from __future__ import annotations
@@ -90,7 +96,24 @@ MODEL: dict[str, Any] = {
     "polynomial_cutoff_p": 6,
     "avg_num_neighbors": 13.0,
 }
+# The issue's MACE (``equiforce.bench.presets`` "mace-128-l1" on this script's species).
+MACE_MODEL: dict[str, Any] = {
+    "r_max": 5.0,
+    "num_channels": 128,
+    "max_L": 1,
+    "max_ell": 3,
+    "correlation": 3,
+    "num_interactions": 2,
+    "num_radial_basis": 8,
+    "radial_mlp": [64, 64, 64],
+    "avg_num_neighbors": 43.0,
+}
 IMPLS = {"ours": "equiforce", "nequip": "nequip-allegro"}
+
+
+def model_settings(family: str) -> dict[str, Any]:
+    """Hyperparameters of the timed model of ``family``."""
+    return MACE_MODEL if family == "mace" else MODEL
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,8 +141,9 @@ def water_box(reps: int, seed: int):
     centres = spacing * (grid + 0.5)
     positions = centres[:, None, :] + np.einsum("ka,mba->mkb", local, rotations)
     symbols = ["O", "H", "H"] * len(grid)
-    return Atoms(symbols, positions=positions.reshape(-1, 3), cell=np.eye(3) * spacing * reps,
-                 pbc=True)
+    return Atoms(
+        symbols, positions=positions.reshape(-1, 3), cell=np.eye(3) * spacing * reps, pbc=True
+    )
 
 
 def fcc_box(reps: int, seed: int):
@@ -180,19 +204,25 @@ def nequip_model(dtype: str, seed: int):
         return AllegroModel(**options).eval()
 
 
-def ours_model(dtype: str, seed: int, peer: bool):
+def ours_model(dtype: str, seed: int, peer: bool, family: str = "allegro", backend: str = "auto"):
     """Equiforce ``Potential``: converted from ``nequip_model`` (``peer``) or built directly."""
+    from equiforce.kernels import use_backend
+    from equiforce.models.registry import build_model
+
     if peer:
         from equiforce.interop import from_nequip_allegro
 
-        return from_nequip_allegro(nequip_model(dtype, seed)).eval()
-    from equiforce.models.allegro import AllegroSpec
-    from equiforce.models.registry import build_model
-
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in MODEL.items()}
-    spec = AllegroSpec(type_names=TYPE_NAMES, dtype=dtype, seed=seed, scale=0.5,
-                       atomic_energies=(-1.0, -3.0, -2.0), **fields)
-    return build_model("allegro", spec).eval()
+        return use_backend(from_nequip_allegro(nequip_model(dtype, seed)), backend).eval()
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_settings(family).items()}
+    spec = {
+        "type_names": TYPE_NAMES,
+        "dtype": dtype,
+        "seed": seed,
+        "atomic_energies": (-1.0, -3.0, -2.0),
+        **fields,
+    }
+    spec["scale"] = 0.5 if family == "allegro" else 0.7
+    return build_model(family, spec, backend=backend).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,24 +250,32 @@ def worker(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     atoms = make_box(args.system, args.size_reps, args.seed)
-    result: dict[str, Any] = {"impl": args.impl, "reps": args.size_reps, "n_atoms": len(atoms),
-                              "threads": torch.get_num_threads()}
+    result: dict[str, Any] = {
+        "impl": args.impl,
+        "reps": args.size_reps,
+        "n_atoms": len(atoms),
+        "threads": torch.get_num_threads(),
+    }
     if args.impl == "ours":
         from equiforce.data.batch import collate
         from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
         from equiforce.data.neighbors import neighbor_list
 
-        model = ours_model(args.dtype, args.seed, args.peer)
+        model = ours_model(args.dtype, args.seed, args.peer, args.family, args.backend)
+        r_max = model.r_max
+        result["backend"] = sorted(
+            {type(m).__name__ for m in model.modules() if hasattr(m, "descriptor")}
+        )
         config = atoms_to_configuration(atoms, args.system)
         result["nl_ms"], _ = _median_ms(
-            lambda: neighbor_list(config.positions, config.cell, config.pbc, MODEL["r_max"]),
+            lambda: neighbor_list(config.positions, config.cell, config.pbc, r_max),
             args.nl_repeats,
         )
         result["graph_ms"], _ = _median_ms(
-            lambda: collate([configuration_to_graph(config, model.type_names, MODEL["r_max"])]),
+            lambda: collate([configuration_to_graph(config, model.type_names, r_max)]),
             args.nl_repeats,
         )
-        batch = collate([configuration_to_graph(config, model.type_names, MODEL["r_max"])])
+        batch = collate([configuration_to_graph(config, model.type_names, r_max)])
         gc.collect()
         result["n_edges"] = int(batch["edge_index"].shape[1])
 
@@ -263,8 +301,10 @@ def worker(args: argparse.Namespace) -> dict:
 
         def call():
             out = model(dict(data))
-            return (out[AtomicDataDict.TOTAL_ENERGY_KEY].detach(),
-                    out[AtomicDataDict.FORCE_KEY].detach())
+            return (
+                out[AtomicDataDict.TOTAL_ENERGY_KEY].detach(),
+                out[AtomicDataDict.FORCE_KEY].detach(),
+            )
 
     result["rss_before_call_mb"] = _rss_mb()
     start = time.perf_counter()
@@ -291,27 +331,57 @@ def worker(args: argparse.Namespace) -> dict:
 def run_worker(args: argparse.Namespace, impl: str, reps: int) -> dict:
     """Run one worker subprocess and parse its ``RESULT`` line (or record the failure)."""
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", "--impl", impl,
-        "--size-reps", str(reps), "--threads", str(args.threads), "--dtype", args.dtype,
-        "--seed", str(args.seed), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-        "--nl-repeats", str(args.nl_repeats), "--system", args.system,
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--impl",
+        impl,
+        "--size-reps",
+        str(reps),
+        "--threads",
+        str(args.threads),
+        "--dtype",
+        args.dtype,
+        "--seed",
+        str(args.seed),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--nl-repeats",
+        str(args.nl_repeats),
+        "--system",
+        args.system,
+        "--family",
+        args.family,
+        "--backend",
+        args.backend,
     ] + (["--peer"] if args.peer else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env,
-                              timeout=args.case_timeout_s)
+        proc = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=args.case_timeout_s
+        )
     except subprocess.TimeoutExpired:
-        return {"impl": impl, "reps": reps, "n_atoms": box_atoms(args.system, reps),
-                "error": f"timeout after {args.case_timeout_s} s"}
+        return {
+            "impl": impl,
+            "reps": reps,
+            "n_atoms": box_atoms(args.system, reps),
+            "error": f"timeout after {args.case_timeout_s} s",
+        }
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
             result["worker_wall_s"] = time.perf_counter() - start
             return result
     tail = (proc.stderr or proc.stdout)[-1500:]
-    return {"impl": impl, "reps": reps, "n_atoms": box_atoms(args.system, reps),
-            "error": f"worker exited {proc.returncode}: {tail}"}
+    return {
+        "impl": impl,
+        "reps": reps,
+        "n_atoms": box_atoms(args.system, reps),
+        "error": f"worker exited {proc.returncode}: {tail}",
+    }
 
 
 def predicted_peak_gb(done: list[dict], n_atoms: int) -> float:
@@ -328,15 +398,22 @@ def fit_exponent(rows: list[dict], key: str, min_atoms: int = 0) -> dict | None:
     """Least-squares slope and prefactor of log(value) vs log(n_atoms)."""
     import numpy as np
 
-    points = [(r["n_atoms"], r[key]) for r in rows
-              if r.get(key) and r[key] > 0 and r["n_atoms"] >= min_atoms]
+    points = [
+        (r["n_atoms"], r[key])
+        for r in rows
+        if r.get(key) and r[key] > 0 and r["n_atoms"] >= min_atoms
+    ]
     if len(points) < 2:
         return None
     x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
     slope, intercept = np.polyfit(x, y, 1)
-    return {"exponent": float(slope), "prefactor": float(math.exp(intercept)),
-            "n_points": len(points), "min_atoms": min(p[0] for p in points),
-            "max_atoms": max(p[0] for p in points)}
+    return {
+        "exponent": float(slope),
+        "prefactor": float(math.exp(intercept)),
+        "n_points": len(points),
+        "min_atoms": min(p[0] for p in points),
+        "max_atoms": max(p[0] for p in points),
+    }
 
 
 def plot(report: dict, path: Path) -> None:
@@ -366,8 +443,9 @@ def plot(report: dict, path: Path) -> None:
                 continue
             fit = fits.get(key)
             slope = f" (slope {fit['exponent']:.2f})" if fit else ""
-            ax.plot(n, [r[key] for r in rows], style, color=color, marker=marker,
-                    label=label + slope)
+            ax.plot(
+                n, [r[key] for r in rows], style, color=color, marker=marker, label=label + slope
+            )
     for ax, ylabel in ((ax_t, "ms per energy+forces call"), (ax_m, "peak RSS, MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -375,11 +453,23 @@ def plot(report: dict, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    m = report["model"]
+    m, settings = report["model"], report["settings"]
+    if settings.get("family", "allegro") == "mace":
+        title = (
+            f"MACE {m['num_channels']} channels, L={m['max_L']}, correlation "
+            f"{m['correlation']}, {m['num_interactions']} layers"
+        )
+    else:
+        title = (
+            f"Allegro l_max {m['l_max']}, {m['num_layers']} layers, "
+            f"{m['num_scalar_features']}/{m['num_tensor_features']} features"
+        )
     fig.suptitle(
-        f"Allegro l_max {m['l_max']}, {m['num_layers']} layers, {m['num_scalar_features']}/"
-        f"{m['num_tensor_features']} features, {report['settings']['dtype']}, "
-        f"{report['settings']['threads']} threads ({report['date'][:10]})", fontsize=9)
+        f"{title}, r_max {m['r_max']}, {settings['dtype']}, {settings['threads']} "
+        f"threads, backend {settings.get('backend', 'reference')} "
+        f"({report['date'][:10]})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -387,19 +477,23 @@ def plot(report: dict, path: Path) -> None:
 
 def print_table(report: dict) -> None:
     """Rows per size and the fitted exponents."""
-    print(f"\n{'impl':8s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} "
-          f"{'NL ms':>8s} "
-          f"{'graph ms':>9s} {'peak MB':>8s} {'call +MB':>9s}  per-atom us, KB/edge")
+    print(
+        f"\n{'impl':8s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} "
+        f"{'NL ms':>8s} "
+        f"{'graph ms':>9s} {'peak MB':>8s} {'call +MB':>9s}  per-atom us, KB/edge"
+    )
     for impl, rows in report["results"].items():
         for r in rows:
             if "error" in r:
                 print(f"{impl:8s} {r['n_atoms']:7d} {r['error'][-200:]}")
                 continue
-            print(f"{impl:8s} {r['n_atoms']:7d} {r['n_edges']:9d} {r['median_ms']:10.1f} "
-                  f"{r.get('min_ms', float('nan')):8.1f} {r['nl_ms']:8.1f} {r['graph_ms']:9.1f} "
-                  f"{r['peak_rss_mb']:8.0f} "
-                  f"{r['call_rss_increase_mb']:9.0f}  {1000 * r['median_ms'] / r['n_atoms']:.1f}, "
-                  f"{1024 * r['call_rss_increase_mb'] / r['n_edges']:.2f}")
+            print(
+                f"{impl:8s} {r['n_atoms']:7d} {r['n_edges']:9d} {r['median_ms']:10.1f} "
+                f"{r.get('min_ms', float('nan')):8.1f} {r['nl_ms']:8.1f} {r['graph_ms']:9.1f} "
+                f"{r['peak_rss_mb']:8.0f} "
+                f"{r['call_rss_increase_mb']:9.0f}  {1000 * r['median_ms'] / r['n_atoms']:.1f}, "
+                f"{1024 * r['call_rss_increase_mb'] / r['n_edges']:.2f}"
+            )
     for impl, fits in report["fits"].items():
         text = ", ".join(f"{k} {v['exponent']:.3f}" for k, v in fits.items() if v)
         print(f"log-log exponents {impl}: {text}")
@@ -409,21 +503,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench_out", help="output folder")
-    p.add_argument("--system", choices=["fcc", "water"], default="fcc",
-                   help="fcc aluminium (4 reps^3 atoms) or water (3 reps^3 atoms)")
-    p.add_argument("--reps", default=None,
-                   help="comma list of box sizes (default fcc 6,9,14,20,29; water 7,10,15,22,32)")
-    p.add_argument("--peer", action="store_true",
-                   help="also nequip-allegro on identical weights (needs .venv-nequip)")
+    p.add_argument(
+        "--system",
+        choices=["fcc", "water"],
+        default="fcc",
+        help="fcc aluminium (4 reps^3 atoms) or water (3 reps^3 atoms)",
+    )
+    p.add_argument(
+        "--reps",
+        default=None,
+        help="comma list of box sizes (default fcc 6,9,14,20,29; water 7,10,15,22,32)",
+    )
+    p.add_argument(
+        "--peer",
+        action="store_true",
+        help="also nequip-allegro on identical weights (needs .venv-nequip)",
+    )
     p.add_argument("--peer-max-reps", type=int, default=32, help="largest box for the peer")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--family", choices=["allegro", "mace"], default="allegro")
+    p.add_argument("--backend", default="auto", help="kernel backend of ours")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per size")
     p.add_argument("--nl-repeats", type=int, default=3, help="timed neighbour-list calls")
-    p.add_argument("--max-peak-gb", type=float, default=8.0,
-                   help="skip a size whose extrapolated peak RSS exceeds this")
+    p.add_argument(
+        "--max-peak-gb",
+        type=float,
+        default=8.0,
+        help="skip a size whose extrapolated peak RSS exceeds this",
+    )
     p.add_argument("--case-timeout-s", type=float, default=900.0)
     p.add_argument("--smoke", action="store_true", help="two tiny boxes, one repeat")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -443,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         print(f"equiforce's Allegro model is not available: {err}")
         return 2
+    if args.peer and args.family != "allegro":
+        print("--peer compares Allegro with nequip-allegro only")
+        return 2
     if args.peer:
         try:
             import allegro.model  # noqa: F401
@@ -459,26 +572,39 @@ def main(argv: list[str] | None = None) -> int:
     impls = ["ours", "nequip"] if args.peer else ["ours"]
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = args.out / f"allegro_scaling_{stamp}{'_smoke' if args.smoke else ''}"
+    base = args.out / f"{args.family}_scaling_{stamp}{'_smoke' if args.smoke else ''}"
     report: dict[str, Any] = {
-        "benchmark": "allegro_scaling",
+        "benchmark": f"{args.family}_scaling",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(("torch", "equiforce", "e3nn", "nequip", "allegro")),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                     if k not in ("worker", "impl", "size_reps")},
-        "model": MODEL,
-        "system": ("fcc Al, a = 4.05 Å, reps^3 cubic cells, rattled 0.05 Å" if args.system == "fcc"
-                   else "water, 1 g/cm^3, reps^3 molecules on a cubic lattice, "
-                   "random orientations"),
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("worker", "impl", "size_reps")
+        },
+        "model": model_settings(args.family),
+        "system": (
+            "fcc Al, a = 4.05 Å, reps^3 cubic cells, rattled 0.05 Å"
+            if args.system == "fcc"
+            else "water, 1 g/cm^3, reps^3 molecules on a cubic lattice, random orientations"
+        ),
         "results": {impl: [] for impl in impls},
         "fits": {},
     }
 
     def save() -> None:
         report["fits"] = {
-            impl: {key: fit_exponent(rows, key) for key in
-                   ("median_ms", "min_ms", "nl_ms", "graph_ms", "peak_rss_mb",
-                    "call_rss_increase_mb")}
+            impl: {
+                key: fit_exponent(rows, key)
+                for key in (
+                    "median_ms",
+                    "min_ms",
+                    "nl_ms",
+                    "graph_ms",
+                    "peak_rss_mb",
+                    "call_rss_increase_mb",
+                )
+            }
             for impl, rows in report["results"].items()
         }
         base.with_suffix(".json").write_text(json.dumps(report, indent=2))
@@ -493,20 +619,28 @@ def main(argv: list[str] | None = None) -> int:
             free = mem_available_gb() - 1.0
             failed = bool(rows) and "error" in rows[-1]
             if failed or need > min(args.max_peak_gb, free):
-                note = ("skipped after a failure or skip at a smaller size" if failed else
-                        f"skipped: predicted peak {need:.1f} GB > limit "
-                        f"{min(args.max_peak_gb, free):.1f} GB")
-                rows.append({"impl": impl, "reps": reps, "n_atoms": n_atoms, "error": note,
-                             "skipped": True})
+                note = (
+                    "skipped after a failure or skip at a smaller size"
+                    if failed
+                    else f"skipped: predicted peak {need:.1f} GB > limit "
+                    f"{min(args.max_peak_gb, free):.1f} GB"
+                )
+                rows.append(
+                    {"impl": impl, "reps": reps, "n_atoms": n_atoms, "error": note, "skipped": True}
+                )
                 print(f"{impl} {n_atoms} atoms: {note}", flush=True)
                 continue
-            print(f"[{_dt.datetime.now():%H:%M:%S}] {impl} {n_atoms} atoms (load "
-                  f"{os.getloadavg()[0]:.1f}) ...", flush=True)
+            print(
+                f"[{_dt.datetime.now():%H:%M:%S}] {impl} {n_atoms} atoms (load "
+                f"{os.getloadavg()[0]:.1f}) ...",
+                flush=True,
+            )
             result = run_worker(args, impl, reps)
             result["load_avg_after"] = os.getloadavg()
             rows.append(result)
-            brief = {k: result.get(k) for k in ("n_edges", "median_ms", "nl_ms", "peak_rss_mb",
-                                                "error")}
+            brief = {
+                k: result.get(k) for k in ("n_edges", "median_ms", "nl_ms", "peak_rss_mb", "error")
+            }
             print("   ", json.dumps(brief)[:300], flush=True)
             save()
     if args.peer:
@@ -531,12 +665,20 @@ def agreement(results: dict[str, list[dict]]) -> list[dict]:
         t = theirs.get(r["n_atoms"])
         if "energy_eV" not in r or t is None:
             continue
-        df = max(abs(a - b) for ra, rb in zip(r["forces_sample"], t["forces_sample"], strict=True)
-                 for a, b in zip(ra, rb, strict=True))
-        out.append({"n_atoms": r["n_atoms"], "n_edges_ours": r["n_edges"],
-                    "n_edges_nequip": t["n_edges"],
-                    "energy_diff_per_atom_eV": abs(r["energy_eV"] - t["energy_eV"]) / r["n_atoms"],
-                    "max_force_diff_first_atoms_eV_per_A": df})
+        df = max(
+            abs(a - b)
+            for ra, rb in zip(r["forces_sample"], t["forces_sample"], strict=True)
+            for a, b in zip(ra, rb, strict=True)
+        )
+        out.append(
+            {
+                "n_atoms": r["n_atoms"],
+                "n_edges_ours": r["n_edges"],
+                "n_edges_nequip": t["n_edges"],
+                "energy_diff_per_atom_eV": abs(r["energy_eV"] - t["energy_eV"]) / r["n_atoms"],
+                "max_force_diff_first_atoms_eV_per_A": df,
+            }
+        )
     return out
 
 

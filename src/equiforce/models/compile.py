@@ -1,0 +1,186 @@
+"""``torch.compile`` for potentials, correct for forces, stress and force training.
+
+``torch.compile`` on ``Potential.forward`` itself does not work for force training: Dynamo
+breaks the graph at ``torch.autograd.grad`` and AOTAutograd's compiled backward cannot be
+differentiated again (no double backward). ``compile_potential`` therefore does what
+nequip's ``CompileGraphModel`` and mace-torch's compile path do:
+
+1. ``make_fx`` (symbolic shapes) traces one *whole* call, energy → forces (and stress) by
+   autograd included, into a flat FX graph of aten ops whose inputs are the batch tensors,
+   the parameters and the buffers. The force computation is now ordinary forward ops.
+2. ``torch.compile`` compiles that graph (``dynamic=True``). Parameters are graph inputs, so
+   AOTAutograd differentiates the whole graph, forces included: the parameter gradients of
+   a force loss are a first derivative of the compiled graph, exactly what it supports.
+
+Specialisation: a trace fixes the number of graphs in the batch (stress and per-graph
+buffers are built from it), the requested outputs and the input keys, so one trace is kept
+per such signature (lazily, on first use); atom and edge counts stay symbolic. Batches with
+fewer than 2 atoms or 2 edges run eager (symbolic shapes assume sizes >= 2).
+``silu_backward`` is decomposed into ``sigmoid`` ops during tracing (it has no derivative
+of its own, which the double backward needs).
+
+Outputs: the same dict as ``Potential.forward``. With ``create_graph`` false (inference) the
+compiled call runs under ``torch.no_grad()``: energies, forces and stress carry no graph.
+Compile after any kernel-backend or precision transform: the trace records the modules as
+they are when first called. Parameters may change freely (they are inputs), e.g. in training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch._decomp import core_aten_decompositions
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from equiforce.data import keys
+from equiforce.models.potential import Potential
+
+__all__ = ["CompiledPotential", "compile_potential"]
+
+
+def _silu_backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``d silu(x) / dx * grad`` from differentiable primitives."""
+    sigmoid = torch.sigmoid(x)
+    return grad_output * sigmoid * (1.0 + x * (1.0 - sigmoid))
+
+
+def _decompositions() -> dict:
+    table = dict(core_aten_decompositions())
+    table[torch.ops.aten.silu_backward.default] = _silu_backward
+    return table
+
+
+class CompiledPotential(nn.Module):
+    """A ``Potential`` whose calls run a compiled trace (see the module docstring).
+
+    Holds the wrapped potential as ``potential`` (its parameters are this module's
+    parameters, so optimisers, EMA and ``state_dict()["potential.*"]`` see the same tensors).
+
+    Args:
+        potential: the eager potential (not modified).
+        backend: ``torch.compile`` backend ("inductor" generates C++/Triton code; "aot_eager"
+            runs the traced graph without code generation, for checks).
+        options: extra ``torch.compile`` keyword arguments (e.g. ``mode``).
+    """
+
+    def __init__(self, potential: Potential, backend: str = "inductor", **options: Any):
+        super().__init__()
+        self.potential = potential
+        self.backend = backend
+        self.options = options
+        self._compiled: dict[tuple, tuple[Callable, list[str]]] = {}
+
+    @property
+    def type_names(self) -> list[str]:
+        """Chemical symbols in ``atom_type`` order."""
+        return self.potential.type_names
+
+    @property
+    def r_max(self) -> float:
+        """Cutoff radius, Å."""
+        return self.potential.r_max
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Model (parameter) dtype."""
+        return self.potential.dtype
+
+    @property
+    def family(self) -> str:
+        """Registered architecture name."""
+        return self.potential.family
+
+    @property
+    def spec(self) -> Any:
+        """The wrapped potential's spec."""
+        return self.potential.spec
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict."""
+        return self.potential.spec_dict()
+
+    def forward(
+        self,
+        data: dict[str, torch.Tensor],
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        create_graph: bool | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Same contract as ``Potential.forward``; compiled for batches of >= 2 atoms/edges."""
+        create_graph = self.training if create_graph is None else create_graph
+        options = {
+            "compute_forces": compute_forces,
+            "compute_stress": compute_stress,
+            "create_graph": create_graph,
+        }
+        inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
+        if inputs[keys.POSITIONS].shape[0] < 2 or inputs[keys.EDGE_INDEX].shape[1] < 2:
+            return self.potential(inputs, **options)
+        names = sorted(inputs)
+        signature = (
+            tuple(names),
+            int(inputs[keys.PTR].shape[0]) - 1,
+            compute_forces,
+            compute_stress,
+            inputs[keys.POSITIONS].device.type,
+        )
+        state = [*self.potential.parameters(), *self.potential.buffers()]
+        args = [inputs[name] for name in names] + state
+        if signature not in self._compiled:
+            self._compiled[signature] = self._trace(names, args, compute_forces, compute_stress)
+        compiled, out_keys = self._compiled[signature]
+        if create_graph:
+            outputs = compiled(*args)
+        else:
+            with torch.no_grad():
+                outputs = compiled(*args)
+        return dict(zip(out_keys, outputs, strict=True))
+
+    def _trace(
+        self, names: list[str], args: list[torch.Tensor], forces: bool, stress: bool
+    ) -> tuple[Callable, list[str]]:
+        """Trace one whole call (derivatives included) and compile the graph."""
+        potential = self.potential
+        state_names = [n for n, _ in potential.named_parameters()]
+        state_names += [n for n, _ in potential.named_buffers()]
+        out_keys: list[str] = []
+
+        def flat_call(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            data = dict(zip(names, flat[: len(names)], strict=True))
+            state = dict(zip(state_names, flat[len(names) :], strict=True))
+            out = torch.func.functional_call(
+                potential,
+                state,
+                (data,),
+                {"compute_forces": forces, "compute_stress": stress, "create_graph": True},
+            )
+            out_keys[:] = sorted(out)
+            return tuple(out[k] for k in out_keys)
+
+        graph = make_fx(
+            flat_call,
+            decomposition_table=_decompositions(),
+            tracing_mode="symbolic",
+            _allow_non_fake_inputs=True,
+        )(*args)
+        compiled = torch.compile(graph, backend=self.backend, dynamic=True, **self.options)
+        return compiled, list(out_keys)
+
+
+def compile_potential(
+    potential: Potential, backend: str = "inductor", **options: Any
+) -> CompiledPotential:
+    """Wrap ``potential`` so that its calls (energy, forces, stress, force training) compile.
+
+    Args:
+        potential: an eager ``Potential`` (any family).
+        backend: ``torch.compile`` backend, "inductor" by default.
+        **options: extra ``torch.compile`` keyword arguments.
+
+    Returns:
+        A ``CompiledPotential`` sharing the potential's parameters; traces and compiles
+        lazily on the first call of each signature (number of graphs, outputs requested).
+    """
+    return CompiledPotential(potential, backend, **options)
