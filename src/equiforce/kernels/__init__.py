@@ -19,7 +19,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.kernels import allegro_fast, allegro_reference, reference
+from equiforce.kernels import (
+    allegro_fast,
+    allegro_reference,
+    fast_linear,
+    fast_symmetric,
+    fast_tp,
+    reference,
+)
 from equiforce.kernels.registry import (
     BACKENDS,
     cueq_available,
@@ -53,6 +60,9 @@ register_executor("channelwise_tp", "reference", reference.ChannelwiseTensorProd
 register_executor("symmetric_contraction", "reference", reference.SymmetricContraction)
 register_executor("allegro_tp", "reference", allegro_reference.AllegroTensorProduct)
 register_executor("allegro_tp", "fast", allegro_fast.FastAllegroTensorProduct)
+register_executor("linear", "fast", fast_linear.FastLinear)
+register_executor("channelwise_tp", "fast", fast_tp.FastChannelwiseTensorProduct)
+register_executor("symmetric_contraction", "fast", fast_symmetric.FastSymmetricContraction)
 
 
 def make_linear(

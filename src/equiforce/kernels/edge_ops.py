@@ -1,0 +1,229 @@
+"""Custom ops (``torch.library``) for the fused edge convolution, differentiable to any order.
+
+The three ops are the partial derivatives of one trilinear form over the edges,
+
+    F = sum_e sum_t S[e, c_t] * sum_u A[g(e), ia_t, u] * R[e, p_t, u] * B[o(e), ib_t, u],
+
+(see ``csrc/channelwise_tp.cpp``): ``node_out = dF/dB``, ``edge_r = dF/dR``,
+``edge_s = dF/dS``. The gradient of each with respect to any input is again one of them with
+the roles of A and B (gather and scatter side) possibly swapped, so forces (first backward)
+and force training (double backward) never leave these kernels and never build
+(n_edges x features) intermediates beyond R and S themselves.
+
+Every op takes the same ``EdgeGraph`` tensors: ``gather`` g and ``other`` o (n_edges,), CSRs
+of the edges by o (``perm_o``, ``offsets_o``) and by g (``perm_g``, ``offsets_g``), and the
+triple table in two orders, ``triples`` (sorted by (p, ia)) and ``swapped`` (the A and B
+columns exchanged, sorted by (p, ib)).
+
+Support: CPU, float32 and float64 (the C++ kernels of ``extension.cpu_kernels``);
+deterministic (each output row is summed by one thread in a fixed order); registered with
+fake (meta) implementations, so ``torch.compile`` traces them as opaque ops.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from equiforce.kernels.extension import cpu_kernels
+
+__all__ = ["EdgeGraph", "edge_graph", "edge_r", "edge_s", "node_out"]
+
+
+class EdgeGraph(NamedTuple):
+    """Index tensors shared by the ops (all int64, on the device of the features)."""
+
+    gather: Tensor  # (n_edges,) row of A for each edge
+    other: Tensor  # (n_edges,) row of B for each edge
+    perm_o: Tensor  # (n_edges,) edges sorted by ``other``
+    offsets_o: Tensor  # (n_b + 1,) CSR offsets into ``perm_o``
+    perm_g: Tensor  # (n_edges,) edges sorted by ``gather``
+    offsets_g: Tensor  # (n_a + 1,) CSR offsets into ``perm_g``
+    triples: Tensor  # (T, 4) [p, ia, ib, column of S], sorted by (p, ia)
+    swapped: Tensor  # (T, 4) [p, ib, ia, column of S], sorted by (p, ib)
+
+    def transposed(self) -> EdgeGraph:
+        """The same graph seen from B's side (gather from B, scatter onto A)."""
+        return EdgeGraph(
+            self.other,
+            self.gather,
+            self.perm_g,
+            self.offsets_g,
+            self.perm_o,
+            self.offsets_o,
+            self.swapped,
+            self.triples,
+        )
+
+
+def _csr(index: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+    perm = torch.argsort(index, stable=True)
+    counts = torch.bincount(index, minlength=n_rows)
+    offsets = torch.zeros(n_rows + 1, dtype=torch.long, device=index.device)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    return perm, offsets
+
+
+def edge_graph(
+    gather: Tensor, other: Tensor, n_a: int, n_b: int, triples: Tensor, swapped: Tensor
+) -> EdgeGraph:
+    """Build the CSRs of an edge list for the ops.
+
+    Args:
+        gather: (n_edges,) int64 row of A per edge (e.g. the sender).
+        other: (n_edges,) int64 row of B per edge (e.g. the receiver).
+        n_a: rows of A.
+        n_b: rows of B.
+        triples: (T, 4) triple table sorted by (p, ia) (see module docstring).
+        swapped: the same with the A and B columns exchanged, sorted by (p, ib).
+    """
+    perm_o, offsets_o = _csr(other, n_b)
+    perm_g, offsets_g = _csr(gather, n_a)
+    return EdgeGraph(gather, other, perm_o, offsets_o, perm_g, offsets_g, triples, swapped)
+
+
+@torch.library.custom_op("equiforce::cwtp_node_out", mutates_args=())
+def _node_out(
+    a: Tensor,
+    s: Tensor,
+    r: Tensor,
+    gather: Tensor,
+    other: Tensor,
+    perm_o: Tensor,
+    offsets_o: Tensor,
+    perm_g: Tensor,
+    offsets_g: Tensor,
+    triples: Tensor,
+    swapped: Tensor,
+    n_out: int,
+    d_out: int,
+) -> Tensor:
+    return cpu_kernels().node_out(a, s, r, gather, perm_o, offsets_o, triples, n_out, d_out)
+
+
+@torch.library.custom_op("equiforce::cwtp_edge_r", mutates_args=())
+def _edge_r(
+    a: Tensor,
+    s: Tensor,
+    b: Tensor,
+    gather: Tensor,
+    other: Tensor,
+    perm_o: Tensor,
+    offsets_o: Tensor,
+    perm_g: Tensor,
+    offsets_g: Tensor,
+    triples: Tensor,
+    swapped: Tensor,
+    n_paths: int,
+) -> Tensor:
+    return cpu_kernels().edge_r(a, s, b, gather, other, triples, n_paths)
+
+
+@torch.library.custom_op("equiforce::cwtp_edge_s", mutates_args=())
+def _edge_s(
+    a: Tensor,
+    r: Tensor,
+    b: Tensor,
+    gather: Tensor,
+    other: Tensor,
+    perm_o: Tensor,
+    offsets_o: Tensor,
+    perm_g: Tensor,
+    offsets_g: Tensor,
+    triples: Tensor,
+    swapped: Tensor,
+) -> Tensor:
+    return cpu_kernels().edge_s(a, r, b, gather, other, triples)
+
+
+def node_out(a: Tensor, s: Tensor, r: Tensor, graph: EdgeGraph, n_out: int, d_out: int) -> Tensor:
+    """``out[o, ib, u] = sum_{e: other(e) = o} sum_t S[e, c_t] A[gather(e), ia_t, u] R[e, p_t, u]``.
+
+    Args:
+        a: (n_a, d_a, U) gathered node tensor.
+        s: (n_edges, T) coupling coefficients per edge.
+        r: (n_edges, n_paths, U) per-edge path weights.
+        graph: the edge graph.
+        n_out: rows of the output.
+        d_out: components of the output.
+
+    Returns:
+        (n_out, d_out, U).
+    """
+    return _node_out(a, s, r, *graph, n_out, d_out)
+
+
+def edge_r(a: Tensor, s: Tensor, b: Tensor, graph: EdgeGraph, n_paths: int) -> Tensor:
+    """``out[e, p, u] = sum_{t: p_t = p} S[e, c_t] A[gather(e), ia_t, u] B[other(e), ib_t, u]``.
+
+    Returns:
+        (n_edges, n_paths, U).
+    """
+    return _edge_r(a, s, b, *graph, n_paths)
+
+
+def edge_s(a: Tensor, r: Tensor, b: Tensor, graph: EdgeGraph) -> Tensor:
+    """``out[e, c_t] = sum_u A[gather(e), ia_t, u] R[e, p_t, u] B[other(e), ib_t, u]``.
+
+    Returns:
+        (n_edges, T).
+    """
+    return _edge_s(a, r, b, *graph)
+
+
+@_node_out.register_fake
+def _(a, s, r, *rest):
+    n_out, d_out = rest[-2], rest[-1]
+    return a.new_empty(n_out, d_out, a.shape[2])
+
+
+@_edge_r.register_fake
+def _(a, s, b, *rest):
+    return a.new_empty(s.shape[0], rest[-1], a.shape[2])
+
+
+@_edge_s.register_fake
+def _(a, r, b, *rest):
+    return a.new_empty(r.shape[0], rest[-1].shape[0])
+
+
+def _setup_three(ctx, inputs, output) -> None:
+    ctx.graph = EdgeGraph(*inputs[3:11])
+    ctx.save_for_backward(*inputs[:3])
+
+
+def _node_out_backward(ctx, grad):
+    a, s, r = ctx.saved_tensors
+    graph = ctx.graph
+    need = ctx.needs_input_grad
+    grad_a = node_out(grad, s, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
+    grad_s = edge_s(a, r, grad, graph) if need[1] else None
+    grad_r = edge_r(a, s, grad, graph, r.shape[1]) if need[2] else None
+    return (grad_a, grad_s, grad_r) + (None,) * 10
+
+
+def _edge_r_backward(ctx, grad):
+    a, s, b = ctx.saved_tensors
+    graph = ctx.graph
+    need = ctx.needs_input_grad
+    grad_a = node_out(b, s, grad, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
+    grad_s = edge_s(a, grad, b, graph) if need[1] else None
+    grad_b = node_out(a, s, grad, graph, b.shape[0], b.shape[1]) if need[2] else None
+    return (grad_a, grad_s, grad_b) + (None,) * 9
+
+
+def _edge_s_backward(ctx, grad):
+    a, r, b = ctx.saved_tensors
+    graph = ctx.graph
+    need = ctx.needs_input_grad
+    grad_a = node_out(b, grad, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
+    grad_r = edge_r(a, grad, b, graph, r.shape[1]) if need[1] else None
+    grad_b = node_out(a, grad, r, graph, b.shape[0], b.shape[1]) if need[2] else None
+    return (grad_a, grad_r, grad_b) + (None,) * 8
+
+
+_node_out.register_autograd(_node_out_backward, setup_context=_setup_three)
+_edge_r.register_autograd(_edge_r_backward, setup_context=_setup_three)
+_edge_s.register_autograd(_edge_s_backward, setup_context=_setup_three)

@@ -1,0 +1,62 @@
+"""Build-on-first-use loader of the C++ CPU kernels in ``kernels/csrc``.
+
+The sources are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3
+-march=native``) the first time a fast kernel runs on CPU, into torch's per-user extension
+cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The module name
+carries a hash of the sources, this machine's CPU flags and torch's version, so an edited
+source, another CPU or another torch builds afresh and a cached build is reused otherwise
+(concurrent builds wait on torch's file lock). When no compiler is available the build
+fails once, a warning says why, and the fast executors use their plain-torch path.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import platform
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+_LOG = logging.getLogger(__name__)
+_SOURCES = (Path(__file__).parent / "csrc" / "channelwise_tp.cpp",)
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast"]
+
+
+def _cpu_fingerprint() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + flags
+
+
+def _module_name() -> str:
+    digest = hashlib.sha256()
+    for source in _SOURCES:
+        digest.update(source.read_bytes())
+    digest.update(_cpu_fingerprint().encode())
+    digest.update(" ".join(_FLAGS).encode())
+    digest.update(torch.__version__.encode())
+    return f"equiforce_cpu_kernels_{digest.hexdigest()[:12]}"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_kernels() -> ModuleType | None:
+    """The compiled kernels module, building it on the first call; None if it cannot build."""
+    from torch.utils.cpp_extension import load
+
+    name = _module_name()
+    try:
+        return load(
+            name=name,
+            sources=[str(s) for s in _SOURCES],
+            extra_cflags=_FLAGS,
+            verbose=False,
+        )
+    except Exception as err:  # noqa: BLE001  (no compiler, headers, ...: fall back, say why)
+        _LOG.warning("equiforce C++ kernels unavailable (%s: %s); using torch ops", type(err), err)
+        return None

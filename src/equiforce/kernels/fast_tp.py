@@ -1,0 +1,165 @@
+"""Fast executor of the MACE edge convolution (``ChannelwiseTPDescriptor``).
+
+Same contract and (empty) state dict as ``reference.ChannelwiseTensorProduct``. The product
+is rewritten on sparse Clebsch–Gordan "triples" (path p, input component i, output component
+k, with the coefficients summed over the spherical-harmonic component j):
+
+    out[r, k, u] = sum_{e -> r} sum_t S[e, t] x[s(e), i_t, u] w[e, p_t, u],
+    S = edge_attrs @ coupling        (n_edges, T), coupling (sh_dim, T) = scale * C[i, j, k]
+
+so only non-zero coefficients are visited (closed forms for l <= 1 come out as the few
+triples they have), the edge spherical harmonics are contracted once per edge, and on CPU the
+gather -> product -> scatter runs as one C++ kernel per direction (``edge_ops``) without any
+(n_edges x features) intermediate; its derivatives are the same kernels, to any order.
+
+Support: CPU float32/float64 through the C++ kernels; other devices and dtypes (and CPU when
+no compiler is available) through a plain-torch path over the same triples, which keeps
+(n_edges, T, U) intermediates. Deterministic on CPU. ``math_dtype`` (None: the node
+features' dtype) is the dtype of the contraction; the output comes back in the input dtype.
+Node features must have one multiplicity across blocks (MACE's hidden irreps do).
+``torch.compile`` sees the CPU kernels as opaque custom ops (``equiforce::cwtp_*``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from equiforce.kernels import edge_ops
+from equiforce.kernels.extension import cpu_kernels
+from equiforce.o3.descriptors import ChannelwiseTPDescriptor
+from equiforce.o3.wigner import wigner_3j
+
+__all__ = ["FastChannelwiseTensorProduct", "channel_last", "e3nn_layout", "sparse_triples"]
+
+_ZERO = 1e-12  # Clebsch–Gordan entries below this (relative to 1) are rounding noise
+
+
+def sparse_triples(desc: ChannelwiseTPDescriptor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-zero (path, input component, output component) triples of a channel-wise TP.
+
+    Returns:
+        ``triples`` (T, 4) int64 ``[p, i, k, t]`` sorted by (p, i), and ``coupling``
+        (irreps_in2.dim, T) float64 with ``coupling[j, t] = scale_p * C_p[i, j, k]``.
+        Component indices count ``ir.dim`` per block (channels are a separate axis).
+    """
+    starts1 = _component_starts(desc.irreps_in1)
+    starts2 = _component_starts(desc.irreps_in2)
+    starts_out = _component_starts(desc.irreps_out)
+    rows, columns = [], []
+    for p, path in enumerate(desc.paths):
+        cg = wigner_3j(path.l1, path.l2, path.l_out) * path.scale
+        for i in range(cg.shape[0]):
+            for k in range(cg.shape[2]):
+                column = torch.zeros(desc.irreps_in2.dim, dtype=torch.float64)
+                values = cg[i, :, k]
+                if values.abs().max() <= _ZERO:
+                    continue
+                start = starts2[path.i_in2]
+                column[start : start + cg.shape[1]] = torch.where(values.abs() > _ZERO, values, 0)
+                rows.append([p, starts1[path.i_in1] + i, starts_out[path.i_out] + k, len(rows)])
+                columns.append(column)
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 4), torch.stack(columns, dim=1)
+
+
+def _component_starts(irreps) -> list[int]:
+    starts, total = [], 0
+    for _, ir in irreps:
+        starts.append(total)
+        total += ir.dim
+    return starts
+
+
+def channel_last(x: torch.Tensor, irreps) -> torch.Tensor:
+    """e3nn layout (n, sum mul * dim) -> (n, sum dim, mul); every block has the same mul."""
+    blocks = x.split([mul * ir.dim for mul, ir in irreps], dim=1)
+    parts = [
+        b.reshape(len(x), mul, ir.dim).transpose(1, 2)
+        for b, (mul, ir) in zip(blocks, irreps, strict=True)
+    ]
+    return torch.cat(parts, dim=1)
+
+
+def e3nn_layout(x: torch.Tensor, irreps) -> torch.Tensor:
+    """(n, sum dim, mul) -> e3nn layout (n, sum mul * dim); inverse of ``channel_last``."""
+    blocks = x.split([ir.dim for _, ir in irreps], dim=1)
+    parts = [b.transpose(1, 2).reshape(len(x), -1) for b in blocks]
+    return torch.cat(parts, dim=1)
+
+
+class FastChannelwiseTensorProduct(nn.Module):
+    """Gather -> channel-wise TP with edge SH -> scatter-sum, on sparse CG triples.
+
+    Buffers (not saved): ``coupling`` (sh_dim, T), ``triples`` and ``swapped`` (T, 4) int64.
+
+    Args:
+        descriptor: what to compute.
+        math_dtype: dtype of the contraction (None: the node features').
+    """
+
+    def __init__(self, descriptor: ChannelwiseTPDescriptor, math_dtype: torch.dtype | None = None):
+        super().__init__()
+        muls = {mul for mul, _ in descriptor.irreps_in1}
+        if len(muls) != 1:
+            raise ValueError(
+                f"fast channel-wise TP needs one multiplicity: {descriptor.irreps_in1}"
+            )
+        self.descriptor = descriptor
+        self.math_dtype = math_dtype
+        self.channels = muls.pop()
+        self.n_paths = len(descriptor.paths)
+        self.d_out = sum(ir.dim for _, ir in descriptor.irreps_out)
+        triples, coupling = sparse_triples(descriptor)
+        order = sorted(range(len(triples)), key=lambda t: (triples[t, 0], triples[t, 2]))
+        swapped = triples[order][:, [0, 2, 1, 3]]
+        self.register_buffer("coupling", coupling, persistent=False)
+        self.register_buffer("triples", triples, persistent=False)
+        self.register_buffer("swapped", swapped.contiguous(), persistent=False)
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_weights: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+    ) -> torch.Tensor:
+        """Messages summed onto receivers (shapes as ``reference.ChannelwiseTensorProduct``).
+
+        Args:
+            node_feats: (n_nodes, irreps_in1.dim).
+            edge_attrs: (n_edges, irreps_in2.dim).
+            edge_weights: (n_edges, weight_numel).
+            sender: (n_edges,) int64.
+            receiver: (n_edges,) int64.
+
+        Returns:
+            (n_nodes, irreps_out.dim).
+        """
+        io_dtype = node_feats.dtype
+        dtype = self.math_dtype or io_dtype
+        n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]
+        x = channel_last(node_feats.to(dtype), self.descriptor.irreps_in1)
+        s = edge_attrs.to(dtype) @ self.coupling.to(dtype)
+        w = edge_weights.to(dtype).reshape(n_edges, self.n_paths, self.channels)
+        if _use_cpu_kernels(x):
+            graph = edge_ops.edge_graph(
+                sender, receiver, n_nodes, n_nodes, self.triples, self.swapped
+            )
+            out = edge_ops.node_out(x, s, w, graph, n_nodes, self.d_out)
+        else:
+            p, i, k, t = self.triples.unbind(1)
+            products = x[sender][:, i, :] * w[:, p, :] * s[:, t, None]  # (n_edges, T, U)
+            messages = products.new_zeros(n_edges, self.d_out, self.channels).index_add(
+                1, k, products
+            )
+            out = messages.new_zeros(n_nodes, *messages.shape[1:]).index_add(0, receiver, messages)
+        return e3nn_layout(out, self.descriptor.irreps_out).to(io_dtype)
+
+
+def _use_cpu_kernels(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and cpu_kernels() is not None
+    )
