@@ -33,7 +33,9 @@ def test_worker_subprocess_reports_the_peak_memory_of_its_calls(tmp_path):
     assert worker.info == {"n_atoms": 2}
     times = [worker.call() for _ in range(2)]
     assert all(t > 0 for t in times)
-    memory = worker.finish()
+    finish = worker.finish()
+    memory = finish["memory"]
+    assert finish["first_call_ms"] == times[0]
     # the 200 MB block is resident during each call and freed after it
     assert 180 < memory["peak_minus_baseline_mb"] < 400
     assert memory["peak_mb"] == pytest.approx(
@@ -47,7 +49,7 @@ def test_worker_subprocess_reports_the_peak_memory_of_its_calls(tmp_path):
 def test_worker_without_allocation_reports_little_memory(tmp_path):
     worker = _worker(tmp_path)
     worker.call()
-    assert worker.finish()["peak_minus_baseline_mb"] < 50
+    assert worker.finish()["memory"]["peak_minus_baseline_mb"] < 50
 
 
 def test_a_failing_worker_raises_with_its_error(tmp_path):

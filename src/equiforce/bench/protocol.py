@@ -2,11 +2,12 @@
 
 A worker builds its model and batch, then answers commands on stdin, one per line:
 ``call`` (one timed energy+forces call; the reply carries its ms) and ``finish`` (the reply
-carries the peak memory of the calls; the first call's energies and forces are written to
-the ``--outputs`` file for the parity check). Replies are JSON lines on stdout prefixed with
-``@bench ``, so that anything a library prints is ignored. Because the driver sends one
-command at a time and a worker waits idle between commands, two workers alternate without
-competing for the CPU, which lets the driver interleave ours and a peer call by call.
+carries the peak memory of the calls and the first call's ms, compilation included; the
+first call's energies and forces go to the ``--outputs`` file for the parity check).
+Replies are JSON lines on stdout prefixed with ``@bench ``, so that anything a library
+prints is ignored. Because the driver sends one command at a time and a worker waits idle
+between commands, two workers alternate without competing for the CPU, which lets the
+driver interleave ours and a peer call by call.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def serve(
     sync = torch.cuda.synchronize if session.device.type == "cuda" else None
     probe = MemoryProbe(session.device)
     first: list[tuple[torch.Tensor, torch.Tensor]] = []
+    first_ms: list[float] = []
 
     def one_call() -> None:
         energy, forces = session.call()
@@ -91,12 +93,14 @@ def serve(
             if command == "call":
                 if not first:
                     probe.start()
-                _reply(replies, {"ms": time_call(one_call, sync)})
+                elapsed = time_call(one_call, sync)
+                first_ms[:] = first_ms or [elapsed]
+                _reply(replies, {"ms": elapsed})
             elif command == "finish":
                 memory = probe.stop()
                 energy, forces = (t.to("cpu", torch.float64).numpy() for t in first[0])
                 np.savez(outputs_path, energy=energy, forces=forces)
-                _reply(replies, {"memory": memory})
+                _reply(replies, {"memory": memory, "first_call_ms": first_ms[0]})
                 return 0
             else:
                 raise ValueError(f"unknown command {command!r}")
@@ -161,10 +165,10 @@ class WorkerProcess:
         return float(self._send("call")["ms"])
 
     def finish(self) -> dict[str, Any]:
-        """End the worker; its memory figures."""
-        memory = self._send("finish")["memory"]
+        """End the worker; its memory figures (``memory``) and ``first_call_ms``."""
+        reply = self._send("finish")
         self.close()
-        return memory
+        return reply
 
     def _stderr_tail(self, chars: int = 3000) -> str:
         self._stderr.seek(0)
