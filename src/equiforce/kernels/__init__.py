@@ -7,7 +7,8 @@ chosen; all backends of a descriptor share parameter names, shapes and layout, a
 * ``reference``: plain PyTorch, readable, the ground truth (``reference``,
   ``allegro_reference``);
 * ``fast``: fused PyTorch / C++ kernels for CPU and GPU;
-* ``cueq``: NVIDIA cuEquivariance (CUDA only, optional dependency);
+* ``cueq``: NVIDIA cuEquivariance for the edge convolution (fused CUDA kernel; its plain-torch
+  method elsewhere), optional dependency ``equiforce[cueq]``;
 * ``auto``: ``cueq`` when CUDA and cuequivariance-torch are available, else ``fast``.
 
 A backend that does not implement a kind falls back (``cueq`` -> ``fast`` -> ``reference``);
@@ -22,6 +23,7 @@ from torch import nn
 from equiforce.kernels import (
     allegro_fast,
     allegro_reference,
+    cueq,
     fast_linear,
     fast_symmetric,
     fast_tp,
@@ -63,6 +65,7 @@ register_executor("allegro_tp", "fast", allegro_fast.FastAllegroTensorProduct)
 register_executor("linear", "fast", fast_linear.FastLinear)
 register_executor("channelwise_tp", "fast", fast_tp.FastChannelwiseTensorProduct)
 register_executor("symmetric_contraction", "fast", fast_symmetric.FastSymmetricContraction)
+register_executor("channelwise_tp", "cueq", cueq.CueqChannelwiseTensorProduct)
 
 
 def make_linear(

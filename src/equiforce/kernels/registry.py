@@ -36,6 +36,8 @@ __all__ = [
     "BACKENDS",
     "FALLBACK",
     "KINDS",
+    "cueq_available",
+    "cueq_installed",
     "executor_class",
     "executor_key",
     "register_executor",
@@ -68,10 +70,17 @@ def register_executor(kind: str, backend: str, cls: type[nn.Module]) -> None:
     _KEY_OF[cls] = (kind, backend)
 
 
+def cueq_installed() -> bool:
+    """Whether cuequivariance-torch is importable (its plain-torch methods run anywhere)."""
+    return importlib.util.find_spec("cuequivariance_torch") is not None
+
+
 def cueq_available() -> bool:
-    """Whether the ``cueq`` backend can run: CUDA present and cuequivariance-torch installed."""
+    """Whether ``cueq`` runs fused: CUDA, cuequivariance-torch and its CUDA ops installed."""
     return (
-        torch.cuda.is_available() and importlib.util.find_spec("cuequivariance_torch") is not None
+        torch.cuda.is_available()
+        and cueq_installed()
+        and importlib.util.find_spec("cuequivariance_ops_torch") is not None
     )
 
 
