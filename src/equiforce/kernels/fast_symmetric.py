@@ -1,22 +1,26 @@
-"""Fast executor of MACE's symmetric contraction: sparse monomials, one GEMM per channel.
+"""Fast executor of MACE's symmetric contraction: weights folded first, Horner on the last factor.
 
 Same parameters (``weights.{o}``, (n_types, n_weights_o, C)) as
 ``reference.SymmetricContraction``. Per channel c and species t the contraction is a
-polynomial in the d coupling components of ``x[n, c, :]``; this executor
+polynomial of degree <= 3 in the d coupling components of ``x[n, c, :]``. This executor
 
-1. keeps only the monomials that some basis element uses (for 0e+1o+2e+3o -> 0e+1o at
-   correlation 3: 355 of 816 cubic and 51 of 136 quadratic ones; -> 0e: 77 and 16),
-   built as row gathers of a (C, d, n) channel-major copy of x (quadratic ones as products
-   of two variables, cubic ones as a quadratic times a variable);
-2. folds the weights into the basis once per call, ``P[c, (t, i), m] = sum_k
-   U[m, i, k] W[t, k, c]`` (small: independent of the number of atoms);
-3. evaluates every species' polynomial with one batched GEMM over channels,
-   ``(C, n_types * out_dim, M) @ (C, M, n)``, and keeps each atom's own species.
+1. folds the weights into the basis once per call, ``P[c, (t, i), m] = sum_k
+   U[m, i, k] W[t, k, c]`` (independent of the number of atoms);
+2. builds only the quadratic monomials ``x_a x_b`` (a <= b) that some basis element uses,
+   directly or as the first two factors of a cubic one (for 0e+1o+2e+3o -> 0e+1o: 123 of
+   136), as row gathers of a (C, d, n) channel-major copy of x;
+3. evaluates the polynomial with batched GEMMs over channels: linear and
+   quadratic terms as ``P1 @ x + P2 @ quad``, cubic terms by Horner on their largest
+   factor, ``sum_k x_k * (P3_k @ quad)`` with the d GEMMs stacked into one
+   ``(C, d * out_dim, n_pairs) @ (C, n_pairs, n)``;
+4. only for each atom's own species: atoms are sorted by species once and each species'
+   polynomial runs on its contiguous block.
 
-No (n, C, all monomials) tensor and no per-atom gathered weights; every step is a plain
-torch op (any grad order). Support: any device and floating dtype; deterministic on CPU;
-``torch.compile``/``torch.export`` friendly. ``math_dtype`` (None: the weights') is the
-dtype of the polynomial; the output comes back in the input dtype.
+The cubic monomials (816, or the 355 used) are never materialised, nor per-atom weights;
+every step is a plain torch op (any grad order). Support: any device and floating dtype;
+deterministic on CPU. The per-species split reads the species counts (a host sync on GPU;
+a data-dependent shape for ``torch.compile``, which breaks the graph there). ``math_dtype``
+(None: the weights') is the dtype of the polynomial; the output comes back in the input dtype.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ _ZERO = 1e-12  # basis coefficients below this are rounding noise of the Gram–
 class FastSymmetricContraction(nn.Module):
     """Per-channel, per-species equivariant polynomial (see module docstring).
 
-    Buffers (not saved): ``pairs`` (2, n_pairs) and ``cubic`` (2, n_cubic) int64 monomial
-    recipes; ``basis_{o}`` (M, ir_o.dim, n_weights_o) coefficients on the kept monomials
-    (linear, then quadratic, then cubic), block-diagonal in (degree, weight).
+    Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built;
+    ``basis_{o}`` (d + n_pairs + d * n_pairs, ir_o.dim, n_weights_o) coefficients on the
+    linear, quadratic and (largest factor, pair) cubic terms, block-diagonal in (degree,
+    weight).
 
     Args:
         descriptor: what to compute.
@@ -59,31 +64,22 @@ class FastSymmetricContraction(nn.Module):
         channels, dim = descriptor.num_channels, descriptor.coupling_irreps.dim
         n_outputs = len(descriptor.irreps_out)
         bases = [
-            [descriptor.basis(o, nu) for o in range(n_outputs)]
-            for nu in range(1, descriptor.correlation + 1)
+            [descriptor.basis(o, nu) for nu in range(1, descriptor.correlation + 1)]
+            for o in range(n_outputs)
         ]
-        used = [_used_rows(per_output) for per_output in bases]
-        pairs, cubic = _recipes(dim, used)
-        rows = [torch.arange(dim)]
-        if descriptor.correlation >= 2:
-            rows.append(_row_index(symmetric_monomials(dim, 2)[0], pairs.T))
-        if descriptor.correlation >= 3:
-            monomials3 = symmetric_monomials(dim, 3)[0]
-            triples = torch.cat([pairs.T[cubic[0]], cubic[1][:, None]], dim=1)
-            rows.append(_row_index(monomials3, triples))
+        pairs = _pairs(dim, bases)
         self.register_buffer("pairs", pairs, persistent=False)
-        self.register_buffer("cubic", cubic, persistent=False)
         self.weights = nn.ParameterList()
         for o in range(n_outputs):
-            blocks = [per_output[o] for per_output in bases]
-            sizes = [b.shape[2] for b in blocks]
             init = [
-                torch.randn(n_types, k, channels, generator=generator, dtype=torch.float64)
-                / max(k, 1)
-                for k in sizes
+                torch.randn(n_types, b.shape[2], channels, generator=generator, dtype=torch.float64)
+                / max(b.shape[2], 1)
+                for b in bases[o]
             ]
             self.weights.append(nn.Parameter(torch.cat(init, dim=1)))
-            self.register_buffer(f"basis_{o}", _block_basis(blocks, rows), persistent=False)
+            self.register_buffer(
+                f"basis_{o}", _horner_basis(dim, pairs, bases[o]), persistent=False
+            )
         self.out_dims = [ir.dim for _, ir in descriptor.irreps_out]
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
@@ -98,68 +94,84 @@ class FastSymmetricContraction(nn.Module):
         """
         io_dtype = x.dtype
         dtype = self.math_dtype or self.weights[0].dtype
-        n, channels = x.shape[0], x.shape[1]
-        variables = x.to(dtype).permute(1, 2, 0).contiguous()  # (C, d, n)
-        monomials = [variables]
-        if self.pairs.shape[1] > 0:
-            quadratic = variables[:, self.pairs[0]] * variables[:, self.pairs[1]]
-            monomials.append(quadratic)
-            if self.cubic.shape[1] > 0:
-                monomials.append(quadratic[:, self.cubic[0]] * variables[:, self.cubic[1]])
-        stacked = torch.cat(monomials, dim=1)  # (C, M, n)
+        n, channels, _ = x.shape
         folded = torch.cat(
             [
                 torch.einsum("mik,tkc->ctim", getattr(self, f"basis_{o}").to(dtype), w.to(dtype))
                 for o, w in enumerate(self.weights)
             ],
             dim=2,
-        )  # (C, n_types, out_dim, M)
-        out_dim = folded.shape[2]
-        every_type = torch.bmm(folded.reshape(channels, -1, folded.shape[3]), stacked)
-        every_type = every_type.reshape(channels, self.n_types, out_dim, n)
-        index = atom_type.reshape(1, 1, 1, n).expand(channels, 1, out_dim, n)
-        out = every_type.gather(1, index).reshape(channels, out_dim, n).permute(2, 0, 1)
+        )  # (C, n_types, out_dim, rows)
+        # atoms sorted by species: each species' polynomial runs on its own contiguous block
+        order = torch.argsort(atom_type, stable=True)
+        counts = torch.bincount(atom_type, minlength=self.n_types).tolist()
+        variables = x.to(dtype)[order].permute(1, 2, 0).contiguous()  # (C, d, n)
+        parts = [
+            self._polynomial(folded[:, t], block)
+            for t, block in enumerate(variables.split(counts, dim=2))
+            if counts[t] > 0
+        ]
+        sorted_out = torch.cat(parts, dim=2)  # (C, out_dim, n), atoms in ``order``
+        out = sorted_out.index_select(2, torch.argsort(order)).permute(2, 0, 1)
         blocks = out.split(self.out_dims, dim=2)
         return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
 
-
-def _used_rows(per_output: list[torch.Tensor]) -> torch.Tensor:
-    """Monomial rows with a non-zero coefficient in any output's basis (sorted)."""
-    mask = torch.zeros(per_output[0].shape[0], dtype=torch.bool)
-    for basis in per_output:
-        if basis.shape[2] > 0:
-            mask |= (basis.abs() > _ZERO).flatten(1).any(dim=1)
-    return mask.nonzero().flatten()
-
-
-def _recipes(dim: int, used: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quadratic monomials to build (2, n_pairs) and cubic ones as (pair, variable) (2, n)."""
-    if len(used) < 2:
-        empty = torch.zeros(2, 0, dtype=torch.long)
-        return empty, empty
-    quadratic = symmetric_monomials(dim, 2)[0][used[1]].tolist()
-    cubic = symmetric_monomials(dim, 3)[0][used[2]].tolist() if len(used) > 2 else []
-    pairs = sorted({tuple(q) for q in quadratic} | {tuple(c[:2]) for c in cubic})
-    position = {pair: i for i, pair in enumerate(pairs)}
-    recipe = [[position[tuple(c[:2])], c[2]] for c in cubic]
-    pairs_t = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T.contiguous()
-    cubic_t = torch.tensor(recipe, dtype=torch.long).reshape(-1, 2).T.contiguous()
-    return pairs_t, cubic_t
+    def _polynomial(self, folded: torch.Tensor, variables: torch.Tensor) -> torch.Tensor:
+        """One species: folded (C, out_dim, rows), variables (C, d, m) -> (C, out_dim, m)."""
+        channels, dim, m = variables.shape
+        n_pairs = self.pairs.shape[1]
+        terms = torch.bmm(folded[:, :, :dim], variables)
+        if n_pairs == 0:
+            return terms
+        quadratic = variables.index_select(1, self.pairs[0]) * variables.index_select(
+            1, self.pairs[1]
+        )
+        terms = terms + torch.bmm(folded[:, :, dim : dim + n_pairs], quadratic)
+        if self.descriptor.correlation < 3:
+            return terms
+        cubic = folded[:, :, dim + n_pairs :].reshape(channels, -1, dim, n_pairs)
+        stacked = cubic.transpose(1, 2).reshape(channels, -1, n_pairs)
+        partial = torch.bmm(stacked, quadratic).reshape(channels, dim, -1, m)
+        return terms + (partial * variables.unsqueeze(2)).sum(dim=1)
 
 
-def _row_index(monomials: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-    """Row of each wanted (non-decreasing) index tuple in the lexicographic monomial list."""
-    lookup = {tuple(row): i for i, row in enumerate(monomials.tolist())}
-    return torch.tensor([lookup[tuple(row)] for row in wanted.tolist()], dtype=torch.long)
+def _used(basis: torch.Tensor) -> torch.Tensor:
+    """(n_monomials,) bool: rows of a basis with a non-zero coefficient."""
+    if basis.shape[2] == 0:
+        return torch.zeros(basis.shape[0], dtype=torch.bool)
+    return (basis.abs() > _ZERO).flatten(1).any(dim=1)
 
 
-def _block_basis(blocks: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
-    """(M, dim, K) coefficients on the kept monomials, block-diagonal over degrees."""
-    n_rows = sum(len(r) for r in rows)
-    n_weights = sum(b.shape[2] for b in blocks)
-    out = torch.zeros(n_rows, blocks[0].shape[1], n_weights, dtype=torch.float64)
-    row, column = 0, 0
-    for basis, index in zip(blocks, rows, strict=True):
-        out[row : row + len(index), :, column : column + basis.shape[2]] = basis[index]
-        row, column = row + len(index), column + basis.shape[2]
+def _pairs(dim: int, bases: list[list[torch.Tensor]]) -> torch.Tensor:
+    """(2, n_pairs) quadratic monomials (a <= b) used directly or as a cubic prefix."""
+    wanted: set[tuple[int, int]] = set()
+    for per_degree in bases:
+        if len(per_degree) >= 2:
+            rows = symmetric_monomials(dim, 2)[0][_used(per_degree[1])]
+            wanted |= {tuple(r) for r in rows.tolist()}
+        if len(per_degree) >= 3:
+            rows = symmetric_monomials(dim, 3)[0][_used(per_degree[2])]
+            wanted |= {tuple(r[:2]) for r in rows.tolist()}
+    return torch.tensor(sorted(wanted), dtype=torch.long).reshape(-1, 2).T.contiguous()
+
+
+def _horner_basis(dim: int, pairs: torch.Tensor, per_degree: list[torch.Tensor]) -> torch.Tensor:
+    """(d + P + d * P, ir.dim, K) coefficients: linear, quadratic, cubic as (largest factor, pair).
+
+    A cubic monomial ``x_a x_b x_c`` (a <= b <= c) sits at row ``d + P + c * P + pair(a, b)``.
+    """
+    n_pairs = pairs.shape[1]
+    ir_dim = per_degree[0].shape[1]
+    sizes = [b.shape[2] for b in per_degree]
+    out = torch.zeros(dim + n_pairs + dim * n_pairs, ir_dim, sum(sizes), dtype=torch.float64)
+    out[:dim, :, : sizes[0]] = per_degree[0]
+    position = {pair: i for i, pair in enumerate(map(tuple, pairs.T.tolist()))}
+    for nu, basis in enumerate(per_degree[1:], start=2):
+        columns = slice(sum(sizes[: nu - 1]), sum(sizes[:nu]))
+        monomials = symmetric_monomials(dim, nu)[0].tolist()
+        for row in _used(basis).nonzero().flatten().tolist():
+            index = monomials[row]
+            pair = position[tuple(index[:2])]
+            target = dim + pair if nu == 2 else dim + n_pairs + index[2] * n_pairs + pair
+            out[target, :, columns] = basis[row]
     return out
