@@ -103,8 +103,10 @@ class AllegroLayers(nn.Module):
         env_weights = projection[:, self.latent_dim :]
         n_atoms = node_norm.shape[0]
         for k, (tp, mlp) in enumerate(zip(self.tps, self.latents, strict=True)):
-            env_edges = self.weighter(edge_sh, env_weights)
-            env = env_edges.new_zeros(n_atoms, *env_edges.shape[1:]).index_add(0, centre, env_edges)
+            # environment sums component-major, (dim, n_atoms, mul), viewed as (n_atoms, mul, dim)
+            env_edges = self.weighter(edge_sh, env_weights).permute(2, 0, 1)
+            env = env_edges.new_zeros(env_edges.shape[0], n_atoms, env_edges.shape[2])
+            env = env.index_add(1, centre, env_edges).permute(1, 2, 0)
             env = env * node_norm.unsqueeze(-1)
             tensor_features = tp(tensor_features, env, centre)
             out = mlp(torch.cat([*scalars, tensor_features[:, :, 0]], dim=-1))
