@@ -39,9 +39,9 @@ class FastSymmetricContraction(nn.Module):
     """Per-channel, per-species equivariant polynomial (see module docstring).
 
     Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built;
-    ``basis_{o}`` (d + n_pairs + d * n_pairs, ir_o.dim, n_weights_o) coefficients on the
-    linear, quadratic and (largest factor, pair) cubic terms, block-diagonal in (degree,
-    weight).
+    coefficients per output o, block-diagonal in (degree, weight): ``linear_{o}``
+    (d, ir_o.dim, n_weights_o), ``quadratic_{o}`` (n_pairs, ...), ``cubic_{o}``
+    (d, n_pairs, ...) indexed by (largest factor, pair of the other two).
 
     Args:
         descriptor: what to compute.
@@ -77,9 +77,14 @@ class FastSymmetricContraction(nn.Module):
                 for b in bases[o]
             ]
             self.weights.append(nn.Parameter(torch.cat(init, dim=1)))
+            basis = _horner_basis(dim, pairs, bases[o])
+            n_pairs = pairs.shape[1]
+            cubic = basis[dim + n_pairs :].reshape(dim, n_pairs, *basis.shape[1:])
+            self.register_buffer(f"linear_{o}", basis[:dim].clone(), persistent=False)
             self.register_buffer(
-                f"basis_{o}", _horner_basis(dim, pairs, bases[o]), persistent=False
+                f"quadratic_{o}", basis[dim : dim + n_pairs].clone(), persistent=False
             )
+            self.register_buffer(f"cubic_{o}", cubic.clone(), persistent=False)
         self.out_dims = [ir.dim for _, ir in descriptor.irreps_out]
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
@@ -95,19 +100,12 @@ class FastSymmetricContraction(nn.Module):
         io_dtype = x.dtype
         dtype = self.math_dtype or self.weights[0].dtype
         n, channels, _ = x.shape
-        folded = torch.cat(
-            [
-                torch.einsum("mik,tkc->ctim", getattr(self, f"basis_{o}").to(dtype), w.to(dtype))
-                for o, w in enumerate(self.weights)
-            ],
-            dim=2,
-        )  # (C, n_types, out_dim, rows)
         # atoms sorted by species: each species' polynomial runs on its own contiguous block
         order = torch.argsort(atom_type, stable=True)
         counts = torch.bincount(atom_type, minlength=self.n_types).tolist()
         variables = x.to(dtype)[order].permute(1, 2, 0).contiguous()  # (C, d, n)
         parts = [
-            self._polynomial(folded[:, t], block)
+            self._polynomial([w[t].to(dtype) for w in self.weights], block)
             for t, block in enumerate(variables.split(counts, dim=2))
             if counts[t] > 0
         ]
@@ -116,23 +114,35 @@ class FastSymmetricContraction(nn.Module):
         blocks = out.split(self.out_dims, dim=2)
         return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
 
-    def _polynomial(self, folded: torch.Tensor, variables: torch.Tensor) -> torch.Tensor:
-        """One species: folded (C, out_dim, rows), variables (C, d, m) -> (C, out_dim, m)."""
+    def _fold(self, name: str, weights: list[torch.Tensor], equation: str) -> torch.Tensor:
+        """Coefficients of one part (linear, quadratic, cubic) for one species' weights."""
+        return torch.cat(
+            [
+                torch.einsum(equation, getattr(self, f"{name}_{o}").to(w.dtype), w)
+                for o, w in enumerate(weights)
+            ],
+            dim=-2,
+        )
+
+    def _polynomial(self, weights: list[torch.Tensor], variables: torch.Tensor) -> torch.Tensor:
+        """One species: weights (n_weights_o, C) per output, variables (C, d, m) -> (C, out_dim, m).
+
+        The weights are folded into each part separately (no slices of one big folded tensor,
+        whose backward would zero-fill it once per slice).
+        """
         channels, dim, m = variables.shape
-        n_pairs = self.pairs.shape[1]
-        terms = torch.bmm(folded[:, :, :dim], variables)
-        if n_pairs == 0:
+        terms = torch.bmm(self._fold("linear", weights, "mik,kc->cim"), variables)
+        if self.pairs.shape[1] == 0:
             return terms
         quadratic = variables.index_select(1, self.pairs[0]) * variables.index_select(
             1, self.pairs[1]
         )
-        terms = terms + torch.bmm(folded[:, :, dim : dim + n_pairs], quadratic)
+        terms = terms + torch.bmm(self._fold("quadratic", weights, "mik,kc->cim"), quadratic)
         if self.descriptor.correlation < 3:
             return terms
-        cubic = folded[:, :, dim + n_pairs :].reshape(channels, -1, dim, n_pairs)
-        stacked = cubic.transpose(1, 2).reshape(channels, -1, n_pairs)
-        partial = torch.bmm(stacked, quadratic).reshape(channels, dim, -1, m)
-        return terms + (partial * variables.unsqueeze(2)).sum(dim=1)
+        cubic = self._fold("cubic", weights, "jpik,kc->cjip")  # (C, d, out_dim, n_pairs)
+        partial = torch.bmm(cubic.reshape(channels, -1, cubic.shape[3]), quadratic)
+        return terms + (partial.reshape(channels, dim, -1, m) * variables.unsqueeze(2)).sum(dim=1)
 
 
 def _used(basis: torch.Tensor) -> torch.Tensor:

@@ -74,7 +74,7 @@ def channel_last(x: torch.Tensor, irreps) -> torch.Tensor:
     """e3nn layout (n, sum mul * dim) -> (n, sum dim, mul); every block has the same mul."""
     blocks = x.split([mul * ir.dim for mul, ir in irreps], dim=1)
     parts = [
-        b.reshape(len(x), mul, ir.dim).transpose(1, 2)
+        b.reshape(x.shape[0], mul, ir.dim).transpose(1, 2)
         for b, (mul, ir) in zip(blocks, irreps, strict=True)
     ]
     return torch.cat(parts, dim=1)
@@ -83,7 +83,7 @@ def channel_last(x: torch.Tensor, irreps) -> torch.Tensor:
 def e3nn_layout(x: torch.Tensor, irreps) -> torch.Tensor:
     """(n, sum dim, mul) -> e3nn layout (n, sum mul * dim); inverse of ``channel_last``."""
     blocks = x.split([ir.dim for _, ir in irreps], dim=1)
-    parts = [b.transpose(1, 2).reshape(len(x), -1) for b in blocks]
+    parts = [b.transpose(1, 2).reshape(x.shape[0], -1) for b in blocks]
     return torch.cat(parts, dim=1)
 
 

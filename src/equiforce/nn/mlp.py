@@ -69,7 +69,8 @@ class RadialMLP(nn.Module):
         """
         last = len(self.weights) - 1
         for index, weight in enumerate(self.weights):
-            x = x @ weight / math.sqrt(weight.shape[0])
+            # normalise the (small) weight, not the (n_edges, width) product
+            x = x @ (weight / math.sqrt(weight.shape[0]))
             if index < last:
                 x = self.activation(x)
         return x
