@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+import yaml
 from ase.io import write
 
+from equiforce.cli import train as cli_train
 from equiforce.cli.main import main
-from equiforce.models import save_model
+from equiforce.models import load_model, save_model
 from equiforce.precision_audit import SYMMETRY_RTOL
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
+from equiforce.train.config import ConfigError, load_config
+
+from ..train.conftest import config_dict
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +55,19 @@ def test_md_runs_in_fp16_mixed(files, tmp_path):
 def test_unknown_precision_is_refused(files):
     with pytest.raises(SystemExit):
         main(["evaluate", str(files / "model.pt"), str(files / "data.xyz"), "--precision", "fp8"])
+
+
+def test_train_precision_flag_overrides_the_config(tmp_path, files):
+    values = config_dict(
+        tmp_path / "run", files / "data.xyz", max_epochs=1, stage_two={"enabled": False}
+    )
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match="model.dtype"):  # the tiny MACE sets float64
+        cli_train.main([str(path), "--precision", "bf16-mixed"])
+    values["model"].pop("dtype")
+    path.write_text(yaml.safe_dump(values))
+    assert cli_train.main([str(path), "--precision", "bf16-mixed"]) == 0
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.precision.mode == "bf16-mixed"
+    assert load_model(tmp_path / "run" / "model.pt").dtype == torch.float32

@@ -8,7 +8,8 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from equiforce.train.config import load_config
+from equiforce.precision import MODES as PRECISION_MODES
+from equiforce.train.config import RunConfig, load_config
 from equiforce.train.run import train
 from equiforce.train.trainer import NonFiniteLossError
 
@@ -21,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in output_dir exactly from checkpoints/last.pt",
     )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISION_MODES),
+        help="precision mode (overrides precision.mode of the config); see docs/precision.md",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
-            result = train(load_config(args.config), resume=args.resume)
+            result = train(_config(args), resume=args.resume)
     except (NonFiniteLossError, FileExistsError) as err:
         print(f"equiforce train: error: {err}", file=sys.stderr)
         return 1
@@ -40,6 +47,16 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"model: {result.model_path}\nmetrics: {result.metrics_csv}")
     return 0
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    """The run file's configuration, with ``--precision`` applied."""
+    config = load_config(args.config)
+    if args.precision is None:
+        return config
+    values = config.to_dict()
+    values["precision"] = {**values["precision"], "mode": args.precision}
+    return RunConfig.from_dict(values)
 
 
 def main(argv: list[str] | None = None) -> int:
