@@ -48,6 +48,7 @@ with ``equiforce.interop.from_nequip_allegro``), so this needs the nequip enviro
     .venv-nequip/bin/python benchmarks/allegro_scaling.py --peer       # ours and nequip-allegro
     .venv/bin/python benchmarks/allegro_scaling.py --smoke             # ~1 min check
     .venv/bin/python benchmarks/allegro_scaling.py --family mace --max-peak-gb 12
+    .venv/bin/python benchmarks/allegro_scaling.py --combine A.json B.json  # docs/scaling.png
 
 Without ``--peer`` ours is built from ``AllegroSpec`` directly (same hyperparameters, its own
 random weights: timing does not depend on the weights).
@@ -416,60 +417,75 @@ def fit_exponent(rows: list[dict], key: str, min_atoms: int = 0) -> dict | None:
     }
 
 
-def plot(report: dict, path: Path) -> None:
-    """Log-log time and memory vs atoms, fitted slopes in the legends."""
+def model_title(report: dict) -> str:
+    """One-line description of a report's model."""
+    m, settings = report["model"], report["settings"]
+    if settings.get("family", "allegro") == "mace":
+        head = (
+            f"MACE {m['num_channels']} ch, L={m['max_L']}, corr {m['correlation']}, "
+            f"{m['num_interactions']} layers"
+        )
+    else:
+        head = (
+            f"Allegro l_max {m['l_max']}, {m['num_layers']} layer(s), "
+            f"{m['num_scalar_features']}/{m['num_tensor_features']} features"
+        )
+    return f"{head}, r_max {m['r_max']}"
+
+
+def plot(reports: list[dict], path: Path) -> None:
+    """Log-log time and memory vs atoms of one or more reports, fitted slopes in the legends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4.2))
-    styles = {"ours": ("C0", "o"), "nequip": ("C3", "s")}
-    for impl, rows in report["results"].items():
-        rows = [r for r in rows if "median_ms" in r]
-        if not rows:
-            continue
-        color, marker = styles[impl]
-        n = [r["n_atoms"] for r in rows]
-        fits = report["fits"][impl]
-        for key, ax, label, style in (
-            ("min_ms", ax_t, f"{IMPLS[impl]} model (min)", "-"),
-            ("median_ms", ax_t, f"{IMPLS[impl]} model (median)", "--"),
-            ("nl_ms", ax_t, f"{IMPLS[impl]} neighbour list", ":"),
-            ("call_rss_increase_mb", ax_m, f"{IMPLS[impl]} call increase", "-"),
-            ("peak_rss_mb", ax_m, f"{IMPLS[impl]} process peak", ":"),
-        ):
-            if not all(key in r for r in rows):
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.6))
+    markers = {"ours": "o", "nequip": "s"}
+    color = 0
+    for report in reports:
+        family = report["settings"].get("family", "allegro")
+        for impl, rows in report["results"].items():
+            rows = [r for r in rows if "median_ms" in r]
+            if not rows:
                 continue
-            fit = fits.get(key)
-            slope = f" (slope {fit['exponent']:.2f})" if fit else ""
-            ax.plot(
-                n, [r[key] for r in rows], style, color=color, marker=marker, label=label + slope
-            )
+            name = f"{IMPLS[impl]} {family}" if len(reports) > 1 else IMPLS[impl]
+            n = [r["n_atoms"] for r in rows]
+            fits = report["fits"][impl]
+            for key, ax, label, style in (
+                ("min_ms", ax_t, f"{name} model (min)", "-"),
+                ("median_ms", ax_t, f"{name} model (median)", "--"),
+                ("nl_ms", ax_t, f"{name} neighbour list", ":"),
+                ("call_rss_increase_mb", ax_m, f"{name} call increase", "-"),
+                ("peak_rss_mb", ax_m, f"{name} process peak", ":"),
+            ):
+                if not all(key in r for r in rows):
+                    continue
+                fit = fits.get(key)
+                slope = f" (slope {fit['exponent']:.2f})" if fit else ""
+                ax.plot(
+                    n,
+                    [r[key] for r in rows],
+                    style,
+                    color=f"C{color}",
+                    marker=markers[impl],
+                    label=label + slope,
+                )
+            color += 1
     for ax, ylabel in ((ax_t, "ms per energy+forces call"), (ax_m, "peak RSS, MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(f"atoms ({report['settings']['system']} box, fixed density)")
+        ax.set_xlabel(f"atoms ({reports[0]['settings']['system']} box, fixed density)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    m, settings = report["model"], report["settings"]
-    if settings.get("family", "allegro") == "mace":
-        title = (
-            f"MACE {m['num_channels']} channels, L={m['max_L']}, correlation "
-            f"{m['correlation']}, {m['num_interactions']} layers"
-        )
-    else:
-        title = (
-            f"Allegro l_max {m['l_max']}, {m['num_layers']} layers, "
-            f"{m['num_scalar_features']}/{m['num_tensor_features']} features"
-        )
-    fig.suptitle(
-        f"{title}, r_max {m['r_max']}, {settings['dtype']}, {settings['threads']} "
-        f"threads, backend {settings.get('backend', 'reference')} "
-        f"({report['date'][:10]})",
-        fontsize=9,
+        ax.legend(fontsize=6)
+    settings = reports[0]["settings"]
+    lines = [model_title(report) for report in reports]
+    lines.append(
+        f"{settings['dtype']}, {settings['threads']} thread(s), backend "
+        f"{settings.get('backend', 'reference')} ({reports[0]['date'][:10]})"
     )
+    fig.suptitle("\n".join(lines), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -536,6 +552,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--case-timeout-s", type=float, default=900.0)
     p.add_argument("--smoke", action="store_true", help="two tiny boxes, one repeat")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        help="only plot these report JSONs into one figure (--plot-out) and print their tables",
+    )
+    p.add_argument("--plot-out", type=Path, default=REPO_ROOT / "docs" / "scaling.png")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", choices=sorted(IMPLS), help=argparse.SUPPRESS)
     p.add_argument("--size-reps", type=int, help=argparse.SUPPRESS)
@@ -547,6 +570,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(args)), flush=True)
+        return 0
+    if args.combine:
+        reports = [json.loads(path.read_text()) for path in args.combine]
+        for report in reports:
+            print(f"\n{model_title(report)}")
+            print_table(report)
+        plot(reports, args.plot_out)
+        print(f"wrote {args.plot_out}")
         return 0
     try:
         import equiforce.models.allegro  # noqa: F401
@@ -647,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         report["agreement"] = agreement(report["results"])
     save()
     try:
-        plot(report, base.with_suffix(".png"))
+        plot([report], base.with_suffix(".png"))
     except Exception as err:  # noqa: BLE001  (the JSON is what matters)
         print(f"plot failed: {err}")
     print_table(report)
