@@ -1,0 +1,412 @@
+"""Distillation benchmark on AcAc: teacher -> small MACE students, against DFT-only students.
+
+Data (``benchmarks/acac_train.py``'s fixed split): the first 450 frames of
+``acac/train_300K.xyz`` train, the last 50 validate; E0s from ``acac/isolated_atoms.xyz``;
+errors on ``test_MD_300K`` and ``test_MD_600K`` (ground truth: DFT).
+
+For every student size in ``--channels`` (MACE, ``--max-L``, 2 interactions, float32):
+
+* distilled: ``equiforce.distill.distill`` with ``--sweep`` over the sizes: the teacher labels
+  the 450 training structures, rattled copies (``--rattle``, default 0.01 and 0.02 Å: larger
+  independent displacements of a molecule's stiff bonds cost eV), teacher-driven Langevin MD at
+  300 K and 600 K (4 starts x 25 snapshots each) and normal-mode samples (2 starts x 25 at 300 K)
+  plus the 50 validation structures; the student trains on teacher frames (weight 1) and the DFT
+  frames (weight 1) for ``--budget-s`` seconds of training loop, optionally with feature
+  (``--feature-weight``, equiforce teachers) and Hessian matching (``--hessian-weight``);
+* baseline: the same student trained on the 450 DFT frames alone (``equiforce.train.train``)
+  for the same ``--budget-s``.
+
+Teacher (``--teacher-model`` an equiforce model file, or ``--teacher-calculator module:Class``
+with ``--teacher-kwargs`` JSON, e.g. mace-torch's ``MACECalculator`` run from ``.venv-mace``).
+
+Phases: ``train`` (default; long, run it niced, without the benchmark lock) writes
+``results.json``; ``time`` re-times every model (``equiforce.distill.timing``: fresh process,
+one thread, median of ``--calls`` energy+forces calls after 5 warm-up calls; peak memory = growth
+of the peak RSS over loading and calling) on one AcAc molecule and on 64 molecules 12 Å apart in
+one structure (960 atoms, where the model's cost rather than per-call overhead dominates), and
+draws ``pareto.png`` (test_MD_300K force RMSE vs ms per atom-step of the 64-molecule system);
+run it under ``flock /tmp/equiforce_bench.lock``::
+
+    nice -n 15 .venv/bin/python benchmarks/distill_acac.py --teacher-model T.pt --out DIR
+    flock /tmp/equiforce_bench.lock .venv/bin/python benchmarks/distill_acac.py \
+        --phase time --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import acac_train  # noqa: E402
+import bench_common  # noqa: E402
+
+TEST_SETS = acac_train.TEST_SETS
+
+
+def student_model(channels: int, max_l: int) -> dict[str, Any]:
+    """The student's model section."""
+    return {
+        "family": "mace",
+        "r_max": 5.0,
+        "num_channels": channels,
+        "max_L": max_l,
+        "max_ell": 3,
+        "correlation": 3,
+        "num_interactions": 2,
+        "num_radial_basis": 8,
+        "radial_mlp": [64, 64, 64],
+        "dtype": "float32",
+    }
+
+
+def training_section(budget_s: float) -> dict[str, Any]:
+    """Optimisation of every student (acac_train.py's settings, a wall-clock budget)."""
+    return {
+        "max_epochs": 100000,
+        "lr": 0.01,
+        "energy_weight": 1.0,
+        "forces_weight": 100.0,
+        "stress_weight": 0.0,
+        "scheduler": {"factor": 0.8, "patience": 5},
+        "time_budget_s": budget_s,
+        "device": "cpu",
+        "progress_bar": False,
+    }
+
+
+def data_section(paths: dict[str, Path]) -> dict[str, Any]:
+    """The data section over the fixed split."""
+    return {
+        "train_file": str(paths["train"]),
+        "valid_file": str(paths["valid"]),
+        "isolated_atoms_file": str(paths["isolated"]),
+        "batch_size": 5,
+        "valid_batch_size": 10,
+    }
+
+
+def distill_config(args: argparse.Namespace, paths: dict[str, Path], out: Path) -> dict:
+    """The distillation (sweep over ``--channels``)."""
+    if args.teacher_model is not None:
+        teacher = {"model": args.teacher_model, "batch_size": 16}
+    else:
+        teacher = {"calculator": args.teacher_calculator, "kwargs": json.loads(args.teacher_kwargs)}
+    base = student_model(args.channels[0], args.max_L)
+    return {
+        "output_dir": str(out / "distill"),
+        "seed": 0,
+        "teacher": teacher,
+        "data": {**data_section(paths), "test_file": str(paths["test_MD_300K"])},
+        "augment": {
+            "rattle": {"scales": args.rattle, "copies": 1},
+            "md": {
+                "temperatures": [300.0, 600.0],
+                "n_starts": 4,
+                "n_snapshots": 25,
+                "interval": 10,
+                "timestep_fs": 0.5,
+            },
+            "normal_modes": {"n_starts": 2, "n_samples": 25, "temperature": 300.0},
+        },
+        "labels": {"cache_dir": str(args.label_cache or out / "labels"), "save_every": 50},
+        "losses": {
+            "teacher_weight": 1.0,
+            "ground_truth_weight": 1.0,
+            "feature_weight": args.feature_weight,
+            "hessian_weight": args.hessian_weight,
+            "hessian_structures": args.hessian_structures,
+        },
+        "student": base,
+        "training": training_section(args.budget_s),
+        "report": {"timing_calls": 5, "warmup_calls": 2},
+        "sweep": {"students": [{"num_channels": c} for c in args.channels]},
+    }
+
+
+def evaluate_model(model_path: Path, tests: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Errors of an equiforce model file on each test set."""
+    from equiforce.models.io import load_model
+    from equiforce.train.evaluate import predict
+
+    model = load_model(model_path)
+    out = {}
+    for name, (configs, reference) in tests.items():
+        pred = predict(model, configs, batch_size=32)
+        values = {"energy": pred.energy, "forces": pred.forces}
+        out[name] = acac_train.error_metrics(reference, values)
+    return out
+
+
+def evaluate_teacher(teacher, tests: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Errors of the teacher (any kind) on each test set."""
+    import numpy as np
+
+    from equiforce.distill.data import configuration_to_atoms
+
+    out = {}
+    for name, (configs, reference) in tests.items():
+        labels = teacher.label([configuration_to_atoms(c) for c in configs])
+        values = {
+            "energy": np.array([x.energy for x in labels]),
+            "forces": np.concatenate([x.forces for x in labels]),
+        }
+        out[name] = acac_train.error_metrics(reference, values)
+    return out
+
+
+def train_baseline(args, paths, out: Path, channels: int) -> dict[str, Any]:
+    """The student trained on the DFT data alone for the same budget."""
+    from equiforce.train.config import RunConfig
+    from equiforce.train.run import train
+
+    config = RunConfig.from_dict(
+        {
+            "output_dir": str(out / "baseline" / f"num_channels-{channels}"),
+            "seed": 0,
+            "data": data_section(paths),
+            "model": student_model(channels, args.max_L),
+            "training": training_section(args.budget_s),
+        }
+    )
+    result = train(config)
+    return {"model_path": str(result.model_path), "epochs": result.epochs_completed}
+
+
+def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Distil, train the baselines, evaluate everything; returns the results."""
+    import torch
+
+    from equiforce.data.extxyz import read_configurations
+    from equiforce.distill.config import DistillConfig
+    from equiforce.distill.data import configuration_to_atoms
+    from equiforce.distill.run import distill
+    from equiforce.distill.teacher import load_teacher
+
+    torch.set_num_threads(args.threads)
+    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=False)
+    tests = {
+        name: (read_configurations(paths[name]), acac_train.reference_labels(paths[name]))
+        for name in TEST_SETS
+    }
+    values = distill_config(args, paths, out)
+    config = DistillConfig.from_dict(values)
+    results: dict[str, Any] = {
+        "benchmark": "distill_acac",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": bench_common.machine_info(["torch", "e3nn", "ase", "mace"]),
+        "settings": {k: v for k, v in vars(args).items()},
+        "distill_config": values,
+    }
+    start = time.monotonic()
+    distilled = distill(config, sweep=True, progress=False)
+    results["distill_wall_s"] = time.monotonic() - start
+    results["counts"] = distilled.counts
+    probe = configuration_to_atoms(tests["test_MD_300K"][0][0])
+    teacher = load_teacher(config.teacher, probe)
+    results["teacher"] = {
+        "description": teacher.description,
+        "n_parameters": teacher.n_parameters(),
+        "errors": evaluate_teacher(teacher, tests),
+        "timing_unlocked": distilled.rows[0],
+    }
+    students = []
+    for row, channels in zip(distilled.rows[1:], args.channels, strict=True):
+        model_path = out / "distill" / "students" / row["name"] / "model.pt"
+        entry = {
+            "channels": channels,
+            "distilled": {
+                "model_path": str(model_path),
+                "epochs": row["epochs"],
+                "n_parameters": row["n_parameters"],
+                "errors": evaluate_model(model_path, tests),
+                "teacher_agreement_300K": {
+                    "energy_rmse_meV_per_atom": row["teacher_energy_rmse"],
+                    "forces_rmse_meV_per_A": row["teacher_forces_rmse"],
+                },
+            },
+        }
+        if not args.no_baseline:
+            baseline = train_baseline(args, paths, out, channels)
+            baseline["errors"] = evaluate_model(Path(baseline["model_path"]), tests)
+            entry["baseline"] = baseline
+        students.append(entry)
+        save(results | {"students": students}, out)
+    results["students"] = students
+    return results
+
+
+def timing_spec(args: argparse.Namespace, structure_file: str, model: dict) -> dict:
+    """Spec for ``equiforce.distill.timing``."""
+    return {
+        **model,
+        "structure_file": structure_file,
+        "calls": args.calls,
+        "warmup": 5,
+        "threads": 1,
+    }
+
+
+def molecule_grid(source: Path, path: Path, per_axis: int = 4, spacing: float = 12.0) -> Path:
+    """``per_axis``^3 copies of the first molecule of ``source`` on a grid (no periodicity).
+
+    The copies are ``spacing`` Å apart (more than r_max), so the model sees independent
+    molecules while its cost, not the per-call overhead, dominates the time.
+    """
+    import numpy as np
+    from ase.io import read, write
+
+    molecule = read(source, index=0)
+    molecule.positions -= molecule.positions.mean(axis=0)
+    grid = molecule.copy()
+    del grid[:]
+    for i in range(per_axis):
+        for j in range(per_axis):
+            for k in range(per_axis):
+                copy = molecule.copy()
+                copy.positions += spacing * np.array([i, j, k], dtype=float)
+                grid += copy
+    grid.pbc = False
+    grid.cell = (0, 0, 0)
+    write(path, grid, format="extxyz")
+    return path
+
+
+def phase_time(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Re-time every model (run under the benchmark lock) and draw the Pareto plot.
+
+    Two systems: one AcAc molecule (15 atoms; per-call overhead matters) and 64 AcAc
+    molecules in one structure (960 atoms; the model's cost dominates). The Pareto plot uses
+    the 64-molecule ms per atom-step.
+    """
+    from equiforce.distill.timing import measure_in_subprocess
+
+    results = json.loads((out / "results.json").read_text())
+    source = Path(args.data_dir) / "acac" / "test_MD_300K.xyz"
+    systems = {"1_acac": str(source), "64_acac": str(molecule_grid(source, out / "acac64.xyz"))}
+    teacher_config = results["distill_config"]["teacher"]
+    spec = {k: v for k, v in teacher_config.items() if k in ("model", "calculator", "kwargs")}
+    entries = [(results["teacher"], spec)]
+    for entry in results["students"]:
+        for kind in ("distilled", "baseline"):
+            if kind in entry:
+                entries.append((entry[kind], {"model": entry[kind]["model_path"]}))
+    for system, structure in systems.items():
+        for target, model in entries:
+            timing = measure_in_subprocess(timing_spec(args, structure, model))
+            target.setdefault("timings", {})[system] = timing
+    for target, _ in entries:
+        target["timing"] = target["timings"]["64_acac"]
+    results["timing_machine"] = bench_common.machine_info(["torch"])
+    plot(results, out / "pareto.png")
+    return results
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Pareto plot: test_MD_300K force RMSE against ms per atom-step, all models."""
+    from equiforce.distill.report import plot_pareto
+
+    def row(name, role, entry):
+        return {
+            "name": name,
+            "role": role,
+            "ms_per_atom_step": entry["timing"]["ms_per_atom_step"],
+            "test_forces_rmse": entry["errors"]["test_MD_300K"]["forces_rmse_meV_per_A"],
+        }
+
+    rows = [row("teacher", "teacher", results["teacher"])]
+    for entry in results["students"]:
+        rows.append(row(f"distilled {entry['channels']}ch", "student", entry["distilled"]))
+        if "baseline" in entry:
+            rows.append(row(f"DFT-only {entry['channels']}ch", "baseline", entry["baseline"]))
+    plot_pareto(rows, path)
+
+
+def save(results: dict[str, Any], out: Path) -> None:
+    """Write ``results.json``."""
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """Test errors (and timings when measured) of every model."""
+    columns = ["model", "params", "300K E (meV)", "300K F (meV/Å)", "600K E (meV)"]
+    columns += ["600K F (meV/Å)", "ms/call 1 AcAc", "ms/call 64 AcAc", "speed-up (64)"]
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    teacher_ms = results["teacher"].get("timing", {}).get("ms_per_call")
+
+    def line(name, n_params, entry):
+        e = entry["errors"]
+        ms = entry.get("timing", {}).get("ms_per_call")
+        single = entry.get("timings", {}).get("1_acac", {}).get("ms_per_call")
+        speed = "-" if ms is None or teacher_ms is None else f"{teacher_ms / ms:.1f}x"
+        cells = [
+            name,
+            f"{n_params:,}" if n_params else "-",
+            f"{e['test_MD_300K']['energy_rmse_meV']:.1f}",
+            f"{e['test_MD_300K']['forces_rmse_meV_per_A']:.1f}",
+            f"{e['test_MD_600K']['energy_rmse_meV']:.1f}",
+            f"{e['test_MD_600K']['forces_rmse_meV_per_A']:.1f}",
+            "-" if single is None else f"{single:.2f}",
+            "-" if ms is None else f"{ms:.1f}",
+            speed,
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+    line("teacher", results["teacher"]["n_parameters"], results["teacher"])
+    for entry in results["students"]:
+        c = entry["channels"]
+        line(f"distilled {c}ch", entry["distilled"]["n_parameters"], entry["distilled"])
+        if "baseline" in entry:
+            line(f"DFT-only {c}ch", entry["distilled"]["n_parameters"], entry["baseline"])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--phase", choices=("train", "time"), default="train")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--data-dir", default=str(acac_train.DEFAULT_DATA_DIR))
+    teacher = parser.add_mutually_exclusive_group()
+    teacher.add_argument("--teacher-model", help="equiforce model file")
+    teacher.add_argument("--teacher-calculator", help="ASE calculator as module:Class")
+    parser.add_argument("--teacher-kwargs", default="{}", help="JSON calculator kwargs")
+    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--max-L", type=int, default=0)
+    parser.add_argument(
+        "--rattle", type=float, nargs="*", default=[0.01, 0.02], help="rattle scales, Å"
+    )
+    parser.add_argument("--budget-s", type=float, default=300.0, help="training loop per student")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the DFT-only students")
+    parser.add_argument("--feature-weight", type=float, default=0.0, help="losses.feature_weight")
+    parser.add_argument("--hessian-weight", type=float, default=0.0, help="losses.hessian_weight")
+    parser.add_argument(
+        "--hessian-structures", type=int, default=None, help="losses.hessian_structures"
+    )
+    parser.add_argument("--label-cache", help="shared teacher-label cache folder")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=30, help="timed calls per model")
+    args = parser.parse_args(argv)
+    if args.phase == "train" and args.teacher_model is None and args.teacher_calculator is None:
+        parser.error("--teacher-model or --teacher-calculator is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the requested phase and print the table."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = phase_train(args, out) if args.phase == "train" else phase_time(args, out)
+    save(results, out)
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
