@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     label = args.preset or Path(args.model).stem
     out = Path(args.out or f"bench_out/{label}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
-    report = run_bench(config)
+    report = run_bench(config, log=lambda line: print(line, flush=True))
     print(format_table(report))
     print(f"report written to {write_json(report, out / 'bench.json')}")
     print(f"plot written to {write_plot(report, out / 'bench.png')}")
