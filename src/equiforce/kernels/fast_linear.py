@@ -88,9 +88,12 @@ class FastLinear(nn.Module):
                 ],
                 dim=0,
             )
-            y = (stacked @ w).reshape(n, ir.dim, types, mul_out)
+            y = stacked @ w  # (n * dim, types * mul_out)
             if desc.n_types > 0:
-                index = atom_type.reshape(n, 1, 1, 1).expand(n, ir.dim, 1, mul_out)
-                y = y.gather(2, index)
+                # row (atom, component, own species) of the (n * dim * types, mul_out) view:
+                # a leading-axis index_select, whose backward is a cheap row index_add
+                rows = (torch.arange(n * ir.dim, device=x.device) * types).reshape(n, ir.dim)
+                rows = (rows + atom_type.reshape(n, 1)).reshape(-1)
+                y = y.reshape(-1, mul_out).index_select(0, rows)
             outputs.append(y.reshape(n, ir.dim, mul_out).transpose(1, 2).reshape(n, -1))
         return torch.cat(outputs, dim=1).to(io_dtype)

@@ -8,7 +8,7 @@ polynomial of degree <= 3 in the d coupling components of ``x[n, c, :]``. This e
    U[m, i, k] W[t, k, c]`` (independent of the number of atoms);
 2. builds only the quadratic monomials ``x_a x_b`` (a <= b) that some basis element uses,
    directly or as the first two factors of a cubic one (for 0e+1o+2e+3o -> 0e+1o: 123 of
-   136), as row gathers of a (C, d, n) channel-major copy of x;
+   136), from a (C, d, n) channel-major copy of x (factors picked by a one-hot GEMM);
 3. evaluates the polynomial with batched GEMMs over channels: linear and
    quadratic terms as ``P1 @ x + P2 @ quad``, cubic terms by Horner on their largest
    factor, ``sum_k x_k * (P3_k @ quad)`` with the d GEMMs stacked into one
@@ -38,7 +38,8 @@ _ZERO = 1e-12  # basis coefficients below this are rounding noise of the Gram–
 class FastSymmetricContraction(nn.Module):
     """Per-channel, per-species equivariant polynomial (see module docstring).
 
-    Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built;
+    Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built, and
+    ``pair_factors`` (2 * n_pairs, d) their one-hot factor rows;
     coefficients per output o, block-diagonal in (degree, weight): ``linear_{o}``
     (d, ir_o.dim, n_weights_o), ``quadratic_{o}`` (n_pairs, ...), ``cubic_{o}``
     (d, n_pairs, ...) indexed by (largest factor, pair of the other two).
@@ -69,6 +70,12 @@ class FastSymmetricContraction(nn.Module):
         ]
         pairs = _pairs(dim, bases)
         self.register_buffer("pairs", pairs, persistent=False)
+        # one-hot rows picking the two factors of each pair: a GEMM instead of an
+        # index_select along the component axis, whose backward (index_add along a
+        # middle axis) is slow on CPU
+        factors = torch.zeros(2 * pairs.shape[1], dim, dtype=torch.float64)
+        factors[torch.arange(2 * pairs.shape[1]), pairs.reshape(-1)] = 1.0
+        self.register_buffer("pair_factors", factors, persistent=False)
         self.weights = nn.ParameterList()
         for o in range(n_outputs):
             init = [
@@ -110,7 +117,7 @@ class FastSymmetricContraction(nn.Module):
             if counts[t] > 0
         ]
         sorted_out = torch.cat(parts, dim=2)  # (C, out_dim, n), atoms in ``order``
-        out = sorted_out.index_select(2, torch.argsort(order)).permute(2, 0, 1)
+        out = sorted_out.permute(2, 0, 1)[torch.argsort(order)]  # (n, C, out_dim)
         blocks = out.split(self.out_dims, dim=2)
         return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
 
@@ -134,9 +141,8 @@ class FastSymmetricContraction(nn.Module):
         terms = torch.bmm(self._fold("linear", weights, "mik,kc->cim"), variables)
         if self.pairs.shape[1] == 0:
             return terms
-        quadratic = variables.index_select(1, self.pairs[0]) * variables.index_select(
-            1, self.pairs[1]
-        )
+        first, second = torch.matmul(self.pair_factors.to(variables.dtype), variables).chunk(2, 1)
+        quadratic = first * second
         terms = terms + torch.bmm(self._fold("quadratic", weights, "mik,kc->cim"), quadratic)
         if self.descriptor.correlation < 3:
             return terms
