@@ -37,6 +37,8 @@ CSV_COLUMNS = (
         for q in QUANTITIES
         for stat in ("rmse", "mae")
     ),
+    "skipped_steps",  # optimizer steps skipped for inf/NaN gradients (fp16 loss scaling)
+    "loss_scale",  # fp16 loss scale at the end of the epoch; nan without loss scaling
     "wall_s",
 )
 
@@ -90,7 +92,7 @@ def _csv_text(rows: Sequence[Mapping[str, object]], header: bool) -> str:
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({name: row[name] for name in CSV_COLUMNS})
+        writer.writerow({name: row.get(name, math.nan) for name in CSV_COLUMNS})
     return buffer.getvalue()
 
 
