@@ -70,11 +70,6 @@ def test_tiny_batches_run_eager():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernels/reference.py Linear reshapes with len(x), a Python int that make_fx "
-    "specialises to the traced atom count (x.shape[0] would stay symbolic)",
-)
 def test_compiled_mace_matches_eager_inference_and_force_training():
     """The same for MACE (reference kernels)."""
     _check_against_eager(use_backend(tiny_mace(), "reference"), "aot_eager")

@@ -65,7 +65,7 @@ class Linear(nn.Module):
         outputs: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
         blocks = x.split(self._in_dims, dim=1)  # split, not slicing: cheaper backward
         for path in desc.paths:
-            block = blocks[path.i_in].reshape(len(x), path.mul_in, path.ir_dim)
+            block = blocks[path.i_in].reshape(x.shape[0], path.mul_in, path.ir_dim)
             if desc.n_types == 0:
                 size = path.mul_in * path.mul_out
                 w = weight[path.weight_offset : path.weight_offset + size]
