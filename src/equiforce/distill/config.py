@@ -30,20 +30,20 @@ from equiforce.train.config import (
     DataConfig,
     ModelConfig,
     TrainConfig,
-    _build,
-    _check,
+    build_section,
+    check_field,
     read_yaml_config,
 )
 
 
 def _floats(values: Any, path: str, positive: bool = True) -> tuple[float, ...]:
     """A list of finite numbers (each > 0 when ``positive``) as a tuple."""
-    _check(isinstance(values, (list, tuple)), path, f"expected a list, got {values!r}")
+    check_field(isinstance(values, (list, tuple)), path, f"expected a list, got {values!r}")
     out = []
     for value in values:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _check(ok and math.isfinite(value), path, f"expected numbers, got {value!r}")
-        _check(not positive or value > 0, path, f"values must be > 0, got {value!r}")
+        check_field(ok and math.isfinite(value), path, f"expected numbers, got {value!r}")
+        check_field(not positive or value > 0, path, f"values must be > 0, got {value!r}")
         out.append(float(value))
     return tuple(out)
 
@@ -68,26 +68,26 @@ class TeacherConfig:
     batch_size: int = 16
 
     def __post_init__(self):
-        _check(
+        check_field(
             (self.model is None) != (self.calculator is None),
             "teacher",
             "set exactly one of teacher.model (an equiforce model file) and "
             "teacher.calculator ('module:Class' of an ASE calculator)",
         )
-        _check(isinstance(self.kwargs, Mapping), "teacher.kwargs", "must be a mapping")
-        _check(
+        check_field(isinstance(self.kwargs, Mapping), "teacher.kwargs", "must be a mapping")
+        check_field(
             self.model is None or not self.kwargs,
             "teacher.kwargs",
             "only applies to teacher.calculator",
         )
         if self.calculator is not None:
             module, _, name = self.calculator.partition(":")
-            _check(
+            check_field(
                 bool(module) and bool(name),
                 "teacher.calculator",
                 f"expected 'module:Class', got {self.calculator!r}",
             )
-        _check(self.batch_size >= 1, "teacher.batch_size", "must be >= 1")
+        check_field(self.batch_size >= 1, "teacher.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class RattleConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "scales", _floats(self.scales, "augment.rattle.scales"))
-        _check(self.copies >= 0, "augment.rattle.copies", "must be >= 0")
+        check_field(self.copies >= 0, "augment.rattle.copies", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,11 @@ class MDConfig:
     def __post_init__(self):
         p = "augment.md"
         object.__setattr__(self, "temperatures", _floats(self.temperatures, f"{p}.temperatures"))
-        _check(self.n_starts >= 0, f"{p}.n_starts", "must be >= 0")
-        _check(self.n_snapshots >= 1, f"{p}.n_snapshots", "must be >= 1")
-        _check(self.interval >= 1, f"{p}.interval", "must be >= 1")
-        _check(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
-        _check(self.friction > 0, f"{p}.friction", "must be > 0")
+        check_field(self.n_starts >= 0, f"{p}.n_starts", "must be >= 0")
+        check_field(self.n_snapshots >= 1, f"{p}.n_snapshots", "must be >= 1")
+        check_field(self.interval >= 1, f"{p}.interval", "must be >= 1")
+        check_field(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
+        check_field(self.friction > 0, f"{p}.friction", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -159,10 +159,10 @@ class NormalModeConfig:
 
     def __post_init__(self):
         p = "augment.normal_modes"
-        _check(self.n_starts >= 0, f"{p}.n_starts", "must be >= 0")
-        _check(self.n_samples >= 1, f"{p}.n_samples", "must be >= 1")
-        _check(self.temperature > 0, f"{p}.temperature", "must be > 0")
-        _check(self.step > 0, f"{p}.step", "must be > 0")
+        check_field(self.n_starts >= 0, f"{p}.n_starts", "must be >= 0")
+        check_field(self.n_samples >= 1, f"{p}.n_samples", "must be >= 1")
+        check_field(self.temperature > 0, f"{p}.temperature", "must be > 0")
+        check_field(self.step > 0, f"{p}.step", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class LabelsConfig:
     save_every: int = 25
 
     def __post_init__(self):
-        _check(self.save_every >= 1, "labels.save_every", "must be >= 1")
+        check_field(self.save_every >= 1, "labels.save_every", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -222,16 +222,16 @@ class LossConfig:
     def __post_init__(self):
         p = "losses"
         for name in ("teacher_weight", "ground_truth_weight", "feature_weight", "hessian_weight"):
-            _check(getattr(self, name) >= 0.0, f"{p}.{name}", "must be >= 0")
-        _check(
+            check_field(getattr(self, name) >= 0.0, f"{p}.{name}", "must be >= 0")
+        check_field(
             self.teacher_weight + self.ground_truth_weight > 0,
             f"{p}.teacher_weight",
             "teacher_weight and ground_truth_weight cannot both be 0",
         )
-        _check(self.hessian_vectors >= 1, f"{p}.hessian_vectors", "must be >= 1")
+        check_field(self.hessian_vectors >= 1, f"{p}.hessian_vectors", "must be >= 1")
         count = self.hessian_structures
-        _check(count is None or count >= 1, f"{p}.hessian_structures", "must be >= 1 or null")
-        _check(self.hessian_step > 0, f"{p}.hessian_step", "must be > 0")
+        check_field(count is None or count >= 1, f"{p}.hessian_structures", "must be >= 1 or null")
+        check_field(self.hessian_step > 0, f"{p}.hessian_step", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -249,9 +249,9 @@ class ReportConfig:
     threads: int = 1
 
     def __post_init__(self):
-        _check(self.timing_calls >= 1, "report.timing_calls", "must be >= 1")
-        _check(self.warmup_calls >= 0, "report.warmup_calls", "must be >= 0")
-        _check(self.threads >= 1, "report.threads", "must be >= 1")
+        check_field(self.timing_calls >= 1, "report.timing_calls", "must be >= 1")
+        check_field(self.warmup_calls >= 0, "report.warmup_calls", "must be >= 0")
+        check_field(self.threads >= 1, "report.threads", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -266,9 +266,9 @@ class SweepConfig:
     students: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self):
-        _check(isinstance(self.students, (list, tuple)), "sweep.students", "must be a list")
+        check_field(isinstance(self.students, (list, tuple)), "sweep.students", "must be a list")
         for k, entry in enumerate(self.students):
-            _check(isinstance(entry, Mapping), f"sweep.students[{k}]", "must be a mapping")
+            check_field(isinstance(entry, Mapping), f"sweep.students[{k}]", "must be a mapping")
         object.__setattr__(self, "students", tuple(dict(s) for s in self.students))
 
 
@@ -299,13 +299,13 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _check(bool(self.output_dir), "output_dir", "is required")
-        _check(
+        check_field(bool(self.output_dir), "output_dir", "is required")
+        check_field(
             self.losses.feature_weight == 0.0 or self.teacher.model is not None,
             "losses.feature_weight",
             "feature matching needs an equiforce teacher (teacher.model)",
         )
-        _check(
+        check_field(
             self.losses.teacher_weight > 0
             or self.losses.feature_weight + self.losses.hessian_weight == 0,
             "losses.teacher_weight",
@@ -331,17 +331,17 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "DistillConfig":
         """Build from a nested mapping; unknown keys raise ``ConfigError`` naming the path."""
-        _check(isinstance(values, Mapping), "<root>", "a distill config must be a mapping")
+        check_field(isinstance(values, Mapping), "<root>", "a distill config must be a mapping")
         values = dict(values)
         student = values.get("student")
-        _check(isinstance(student, Mapping), "student", "is required and must be a mapping")
+        check_field(isinstance(student, Mapping), "student", "is required and must be a mapping")
         student = dict(student)
-        _check("family" in student, "student.family", "is required")
+        check_field("family" in student, "student.family", "is required")
         try:
             values["student"] = ModelConfig(family=student.pop("family"), params=student)
         except ConfigError as err:
             raise ConfigError(str(err).replace("model", "student", 1)) from None
-        return _build(cls, values, "")
+        return build_section(cls, values, "")
 
 
 def load_distill_config(path: str | Path) -> DistillConfig:

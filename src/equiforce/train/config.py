@@ -50,7 +50,8 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key path."""
 
 
-def _check(condition: bool, path: str, message: str) -> None:
+def check_field(condition: bool, path: str, message: str) -> None:
+    """Raise ``ConfigError("<path>: <message>")`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{path}: {message}")
 
@@ -89,10 +90,10 @@ class DataConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        _check(bool(self.train_file), "data.train_file", "is required")
-        _check(0.0 < self.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
-        _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
-        _check(self.valid_batch_size >= 1, "data.valid_batch_size", "must be >= 1")
+        check_field(bool(self.train_file), "data.train_file", "is required")
+        check_field(0.0 < self.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
+        check_field(self.batch_size >= 1, "data.batch_size", "must be >= 1")
+        check_field(self.valid_batch_size >= 1, "data.valid_batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class ModelConfig:
             raise ConfigError(f"model.family: {err.args[0]}") from None
         known = {f.name for f in dataclasses.fields(fam.spec_type)}
         for name in self.params:
-            _check(name in known, f"model.{name}", f"unknown key for family {self.family!r}")
-            _check(
+            check_field(name in known, f"model.{name}", f"unknown key for family {self.family!r}")
+            check_field(
                 name not in DATASET_DERIVED_FIELDS,
                 f"model.{name}",
                 "is derived from the training set statistics and cannot be set",
@@ -164,9 +165,9 @@ class SchedulerConfig:
     min_lr: float = 0.0
 
     def __post_init__(self):
-        _check(0.0 < self.factor < 1.0, "training.scheduler.factor", "must be in (0, 1)")
-        _check(self.patience >= 0, "training.scheduler.patience", "must be >= 0")
-        _check(self.min_lr >= 0.0, "training.scheduler.min_lr", "must be >= 0")
+        check_field(0.0 < self.factor < 1.0, "training.scheduler.factor", "must be in (0, 1)")
+        check_field(self.patience >= 0, "training.scheduler.patience", "must be >= 0")
+        check_field(self.min_lr >= 0.0, "training.scheduler.min_lr", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class EMAConfig:
     decay: float = 0.99
 
     def __post_init__(self):
-        _check(0.0 < self.decay < 1.0, "training.ema.decay", "must be in (0, 1)")
+        check_field(0.0 < self.decay < 1.0, "training.ema.decay", "must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -214,17 +215,19 @@ class StageTwoConfig:
 
     def __post_init__(self):
         path = "training.stage_two"
-        _check(self.start_epoch is None or self.start_epoch >= 0, f"{path}.start_epoch", ">= 0")
-        _check(0.0 < self.start_fraction <= 1.0, f"{path}.start_fraction", "must be in (0, 1]")
+        check_field(
+            self.start_epoch is None or self.start_epoch >= 0, f"{path}.start_epoch", ">= 0"
+        )
+        check_field(0.0 < self.start_fraction <= 1.0, f"{path}.start_fraction", "must be in (0, 1]")
         fraction = self.start_time_fraction
-        _check(
+        check_field(
             fraction is None or 0.0 < fraction < 1.0,
             f"{path}.start_time_fraction",
             "must be in (0, 1) or null",
         )
-        _check(self.lr > 0.0, f"{path}.lr", "must be > 0")
+        check_field(self.lr > 0.0, f"{path}.lr", "must be > 0")
         for name in ("energy_weight", "forces_weight", "stress_weight"):
-            _check(getattr(self, name) >= 0.0, f"{path}.{name}", "must be >= 0")
+            check_field(getattr(self, name) >= 0.0, f"{path}.{name}", "must be >= 0")
 
     def first_epoch(self, max_epochs: int) -> int | None:
         """0-based epoch where the stage starts, or ``None`` when disabled."""
@@ -279,26 +282,26 @@ class TrainConfig:
 
     def __post_init__(self):
         p = "training"
-        _check(self.max_epochs >= 1, f"{p}.max_epochs", "must be >= 1")
-        _check(self.optimizer in ("adam", "adamw"), f"{p}.optimizer", "must be adam or adamw")
-        _check(self.lr > 0.0, f"{p}.lr", "must be > 0")
-        _check(self.weight_decay >= 0.0, f"{p}.weight_decay", "must be >= 0")
+        check_field(self.max_epochs >= 1, f"{p}.max_epochs", "must be >= 1")
+        check_field(self.optimizer in ("adam", "adamw"), f"{p}.optimizer", "must be adam or adamw")
+        check_field(self.lr > 0.0, f"{p}.lr", "must be > 0")
+        check_field(self.weight_decay >= 0.0, f"{p}.weight_decay", "must be >= 0")
         for name in ("energy_weight", "forces_weight", "stress_weight"):
-            _check(getattr(self, name) >= 0.0, f"{p}.{name}", "must be >= 0")
+            check_field(getattr(self, name) >= 0.0, f"{p}.{name}", "must be >= 0")
         clip = self.clip_grad_norm
-        _check(clip is None or clip > 0.0, f"{p}.clip_grad_norm", "must be > 0 or null")
+        check_field(clip is None or clip > 0.0, f"{p}.clip_grad_norm", "must be > 0 or null")
         budget = self.time_budget_s
-        _check(budget is None or budget > 0.0, f"{p}.time_budget_s", "must be > 0 or null")
+        check_field(budget is None or budget > 0.0, f"{p}.time_budget_s", "must be > 0 or null")
         ok_device = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        _check(ok_device, f"{p}.device", "must be auto, cpu, cuda or cuda:N")
-        _check(self.log_every >= 1, f"{p}.log_every", "must be >= 1")
-        _check(
+        check_field(ok_device, f"{p}.device", "must be auto, cpu, cuda or cuda:N")
+        check_field(self.log_every >= 1, f"{p}.log_every", "must be >= 1")
+        check_field(
             self.stage_two.start_time_fraction is None or budget is not None,
             f"{p}.stage_two.start_time_fraction",
             "needs training.time_budget_s",
         )
         start = self.stage_two.first_epoch(self.max_epochs)
-        _check(
+        check_field(
             start is None or start < self.max_epochs,
             f"{p}.stage_two.start_epoch",
             f"must be < max_epochs ({self.max_epochs})",
@@ -331,25 +334,27 @@ class PrecisionConfig:
 
     def __post_init__(self):
         p = "precision"
-        _check(
+        check_field(
             self.mode is None or self.mode in MODES,
             f"{p}.mode",
             f"must be one of {list(MODES)} or null, got {self.mode!r}",
         )
         if self.autocast_ops is not None:
             ops = self.autocast_ops
-            _check(isinstance(ops, (list, tuple)), f"{p}.autocast_ops", "must be a list")
+            check_field(isinstance(ops, (list, tuple)), f"{p}.autocast_ops", "must be a list")
             unknown = [op for op in ops if op not in OP_CLASSES]
-            _check(not unknown, f"{p}.autocast_ops", f"unknown {unknown}; known {list(OP_CLASSES)}")
+            check_field(
+                not unknown, f"{p}.autocast_ops", f"unknown {unknown}; known {list(OP_CLASSES)}"
+            )
             object.__setattr__(self, "autocast_ops", list(ops))
-            _check(self.mode is not None, f"{p}.autocast_ops", "needs a mode")
+            check_field(self.mode is not None, f"{p}.autocast_ops", "needs a mode")
         try:
             self.policy()
         except ValueError as err:
             raise ConfigError(f"{p}: {err}") from None
-        _check(self.loss_scale_init > 0.0, f"{p}.loss_scale_init", "must be > 0")
-        _check(self.loss_scale_growth_interval >= 1, f"{p}.loss_scale_growth_interval", ">= 1")
-        _check(self.max_skipped_steps >= 1, f"{p}.max_skipped_steps", "must be >= 1")
+        check_field(self.loss_scale_init > 0.0, f"{p}.loss_scale_init", "must be > 0")
+        check_field(self.loss_scale_growth_interval >= 1, f"{p}.loss_scale_growth_interval", ">= 1")
+        check_field(self.max_skipped_steps >= 1, f"{p}.max_skipped_steps", "must be >= 1")
 
     def policy(self) -> PrecisionPolicy | None:
         """The policy of ``mode`` with ``autocast_ops`` applied; None without a mode."""
@@ -381,10 +386,10 @@ class RunConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
 
     def __post_init__(self):
-        _check(bool(self.output_dir), "output_dir", "is required")
+        check_field(bool(self.output_dir), "output_dir", "is required")
         policy = self.precision.policy()
         dtype = self.model.params.get("dtype")
-        _check(
+        check_field(
             policy is None or dtype is None or dtype == policy.model_dtype,
             "model.dtype",
             f"is {dtype!r} but precision.mode {self.precision.mode!r} trains in "
@@ -405,19 +410,21 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
         """Build from a nested mapping; unknown keys raise ``ConfigError`` naming the path."""
-        _check(isinstance(values, Mapping), "<root>", "a run config must be a mapping")
+        check_field(isinstance(values, Mapping), "<root>", "a run config must be a mapping")
         values = dict(values)
         model = values.get("model")
-        _check(isinstance(model, Mapping), "model", "is required and must be a mapping")
+        check_field(isinstance(model, Mapping), "model", "is required and must be a mapping")
         model = dict(model)
-        _check("family" in model, "model.family", "is required")
+        check_field("family" in model, "model.family", "is required")
         values["model"] = ModelConfig(family=model.pop("family"), params=model)
-        return _build(cls, values, "")
+        return build_section(cls, values, "")
 
 
-def _build(cls: type, values: Any, path: str) -> Any:
+def build_section(cls: type, values: Any, path: str) -> Any:
     """Recursively build dataclass ``cls`` from ``values``, checking keys and scalar types."""
-    _check(isinstance(values, Mapping), path or "<root>", f"expected a mapping, got {values!r}")
+    check_field(
+        isinstance(values, Mapping), path or "<root>", f"expected a mapping, got {values!r}"
+    )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in values:
@@ -440,29 +447,29 @@ def _is_required(f: dataclasses.Field) -> bool:
 def _convert(hint: Any, value: Any, path: str) -> Any:
     """Check/convert one value against its annotation (dataclass, Optional, scalar, Literal)."""
     if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else _build(hint, value, path + ".")
+        return value if isinstance(value, hint) else build_section(hint, value, path + ".")
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None:
-            _check(type(None) in args, path, "cannot be null")
+            check_field(type(None) in args, path, "cannot be null")
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(inner, value, path)
     if origin is Literal:
-        _check(value in args, path, f"must be one of {list(args)}, got {value!r}")
+        check_field(value in args, path, f"must be one of {list(args)}, got {value!r}")
         return value
     if hint is float:
         return _as_float(value, path)
     if hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-        _check(ok, path, f"expected an integer, got {value!r}")
+        check_field(ok, path, f"expected an integer, got {value!r}")
         return value
     if hint is bool:
-        _check(isinstance(value, bool), path, f"expected true/false, got {value!r}")
+        check_field(isinstance(value, bool), path, f"expected true/false, got {value!r}")
         return value
     if hint is str:
-        _check(isinstance(value, str), path, f"expected a string, got {value!r}")
+        check_field(isinstance(value, str), path, f"expected a string, got {value!r}")
         return value
     return value
 
@@ -474,10 +481,10 @@ def _as_float(value: Any, path: str) -> float:
             number = float(value)
         except ValueError:
             number = math.nan
-        _check(math.isfinite(number), path, f"expected a number, got {value!r}")
+        check_field(math.isfinite(number), path, f"expected a number, got {value!r}")
         return number
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    _check(ok, path, f"expected a number, got {value!r}")
+    check_field(ok, path, f"expected a number, got {value!r}")
     return float(value)
 
 
