@@ -1,7 +1,10 @@
-"""Matching targets reach the batches, exact resume with them, command-line errors."""
+"""Matching targets reach the batches, exact resume with them, resume checks, CLI errors."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 
 from equiforce.cli.main import main
@@ -9,7 +12,7 @@ from equiforce.data.dataset import load_dataset, make_loader
 from equiforce.distill.config import DistillConfig
 from equiforce.distill.data import configuration_to_atoms, read_structures
 from equiforce.distill.prepare import prepare_student_data
-from equiforce.distill.run import _auxiliary_factory
+from equiforce.distill.run import SETTINGS_FILE, _auxiliary_factory, distill
 from equiforce.distill.teacher import load_teacher
 from equiforce.models.io import save_model
 from equiforce.testing.models import tiny_mace
@@ -95,3 +98,19 @@ def test_cli_reports_a_bad_teacher_and_a_sweep_without_students(tmp_path, emt_fi
     path.write_text(yaml.safe_dump(values))
     assert main(["distill", str(path), "--sweep"]) == 2
     assert "sweep.students" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_distillation_settings(tmp_path, emt_files):
+    """Resume refuses changed distillation settings and reuses an unchanged student."""
+    values = distill_dict(tmp_path / "out", emt_files)
+    first = distill(DistillConfig.from_dict(values), progress=False)
+    settings_file = tmp_path / "out" / "students" / "student" / SETTINGS_FILE
+    assert json.loads(settings_file.read_text())["losses"]["teacher_weight"] == 1.0
+    again = distill(DistillConfig.from_dict(values), resume=True, progress=False)
+    # the reused student row is the stored one (the teacher is timed afresh: speed-up differs)
+    assert {k: v for k, v in again.rows[1].items() if k != "speedup"} == {
+        k: v for k, v in first.rows[1].items() if k != "speedup"
+    }
+    changed = dict(values, losses={"teacher_weight": 0.5})
+    with pytest.raises(ValueError, match=r"student student: cannot resume.*losses.teacher_weight"):
+        distill(DistillConfig.from_dict(changed), resume=True, progress=False)

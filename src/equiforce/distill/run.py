@@ -7,7 +7,9 @@ auxiliary-loss hook); evaluate teacher and students on the ground-truth test set
 write ``report.json``/``report.md`` (and, for a sweep, ``pareto.png``/``pareto.json``).
 
 Output folder: ``data/`` (student files), ``students/<name>/`` (one training run each, plus
-``student_report.json`` once it is evaluated), ``teacher_labels/`` (default label cache),
+``student_report.json`` once it is evaluated, and ``distill_settings.json``: the teacher
+fingerprint and the data, augmentation and loss settings the student started with, which
+``--resume`` checks), ``teacher_labels/`` (default label cache),
 ``report.*``, ``pareto.*``.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,10 +39,12 @@ from equiforce.models.io import load_model
 from equiforce.models.potential import NODE_FEATURES, Potential
 from equiforce.train.config import ModelConfig, RunConfig
 from equiforce.train.evaluate import predict
-from equiforce.train.run import train
+from equiforce.train.run import changed_settings, train
 from equiforce.train.setup import key_spec
 
 LOG = logging.getLogger(__name__)
+
+SETTINGS_FILE = "distill_settings.json"
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,9 @@ def distill(
     for override in entries:
         name = student_name(override) if sweep else "student"
         model_config = config.student_variant(override)
-        row = _student(config, name, model_config, data, test, test_labels, resume, timing_file)
+        row = _student(
+            config, name, model_config, data, test, test_labels, resume, timing_file, teacher
+        )
         row["speedup"] = teacher_row["ms_per_call"] / row["ms_per_call"]
         rows.append(row)
     report_json, report_md = write_report(rows, out)
@@ -160,10 +166,14 @@ def _student(
     test_labels: list[Labels] | None,
     resume: bool,
     timing_file: str,
+    teacher: Teacher,
 ) -> dict[str, Any]:
     """Train (or resume, or reuse) one student and return its report row."""
     run_dir = Path(config.output_dir) / "students" / name
     done = run_dir / "student_report.json"
+    settings = student_settings(config, teacher.fingerprint)
+    if resume:
+        _check_settings(run_dir / SETTINGS_FILE, settings, name)
     if done.exists() and resume:
         return json.loads(done.read_text())
     run_config = RunConfig(
@@ -174,6 +184,9 @@ def _student(
         seed=config.seed,
     )
     resume_run = resume and (run_dir / "checkpoints" / "last.pt").exists()
+    if not resume_run:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(settings, indent=2), run_dir / SETTINGS_FILE)
     result = train(run_config, resume=resume_run, auxiliary=_auxiliary_factory(config, data))
     model = load_model(result.model_path)
     row: dict[str, Any] = {"name": name, "role": "student", "model": model_config.to_dict()}
@@ -190,6 +203,36 @@ def _student(
     row.update(_timing(config, {"model": str(result.model_path)}, timing_file))
     atomic_write_text(json.dumps(row, indent=2), done)
     return row
+
+
+def student_settings(config: DistillConfig, teacher_fingerprint: str) -> dict[str, Any]:
+    """What a student's training depends on beyond its run config, as plain JSON values.
+
+    The teacher (fingerprint), the data files and keys, the augmentation, the loss weights and
+    the seed decide the student's files and targets; ``equiforce train``'s own resume check
+    covers the model and training sections.
+    """
+    settings = {
+        "teacher": teacher_fingerprint,
+        "data": asdict(config.data),
+        "augment": asdict(config.augment),
+        "losses": asdict(config.losses),
+        "seed": config.seed,
+    }
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _check_settings(path: Path, settings: dict[str, Any], name: str) -> None:
+    """Raise ValueError if a student run being resumed started with other settings."""
+    if not path.exists():
+        LOG.warning("student %s: %s missing, its settings cannot be checked", name, path)
+        return
+    changed = changed_settings(json.loads(path.read_text()), settings)
+    if changed:
+        raise ValueError(
+            f"student {name}: cannot resume, the distillation settings differ from those it "
+            f"started with ({path}): " + "; ".join(changed)
+        )
 
 
 def _split_forces(predicted) -> list:

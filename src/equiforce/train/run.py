@@ -240,18 +240,32 @@ def _checkpoint_to_resume(
     return checkpoint
 
 
-def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Raise naming every key path whose value changed, except ``RESUMABLE_CHANGES``."""
+def changed_settings(
+    saved: dict[str, Any], current: dict[str, Any], allowed: tuple[str, ...] = ()
+) -> list[str]:
+    """Every dotted key path whose value differs, as ``"path: old -> new"``.
+
+    Args:
+        saved: the settings a run started with (nested plain dicts).
+        current: the settings of the run that wants to continue it.
+        allowed: key paths that may differ (left out of the answer).
+    """
     changed = []
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
                 walk(a.get(name), b.get(name), f"{path}.{name}" if path else name)
-        elif a != b and path not in RESUMABLE_CHANGES:
+        elif a != b and path not in allowed:
             changed.append(f"{path}: {a!r} -> {b!r}")
 
     walk(saved, current, "")
+    return changed
+
+
+def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise naming every key path whose value changed, except ``RESUMABLE_CHANGES``."""
+    changed = changed_settings(saved, current, RESUMABLE_CHANGES)
     if changed:
         raise ValueError(
             "the configuration differs from the checkpoint's, so the run cannot be resumed "
