@@ -59,11 +59,15 @@ class EdgeGraph(NamedTuple):
 
 
 def _csr(index: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+    """Edges sorted by ``index`` (stable) and the (n_rows + 1,) offsets of each row's run.
+
+    The offsets come from a binary search of every row in the sorted index, not from
+    ``bincount`` (whose output size depends on the data), so the shapes depend only on the
+    edge and row counts and ``make_fx`` traces them symbolically.
+    """
     perm = torch.argsort(index, stable=True)
-    counts = torch.bincount(index, minlength=n_rows)
-    offsets = torch.zeros(n_rows + 1, dtype=torch.long, device=index.device)
-    torch.cumsum(counts, 0, out=offsets[1:])
-    return perm, offsets
+    rows = torch.arange(n_rows + 1, dtype=index.dtype, device=index.device)
+    return perm, torch.searchsorted(index[perm], rows)
 
 
 def edge_graph(

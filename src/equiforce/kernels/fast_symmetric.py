@@ -14,13 +14,16 @@ polynomial of degree <= 3 in the d coupling components of ``x[n, c, :]``. This e
    factor, ``sum_k x_k * (P3_k @ quad)`` with the d GEMMs stacked into one
    ``(C, d * out_dim, n_pairs) @ (C, n_pairs, n)``;
 4. only for each atom's own species: atoms are sorted by species once and each species'
-   polynomial runs on its contiguous block.
+   polynomial runs on its contiguous block. Under symbolic tracing (``make_fx``, as
+   ``models.compile`` does, or Dynamo) those block sizes would depend on the data, so
+   there every species' polynomial runs on every atom and a one-hot mask keeps each
+   atom's own (``n_types`` times the GEMM work; shapes depend on the atom count only).
 
 The cubic monomials (816, or the 355 used) are never materialised, nor per-atom weights;
 every step is a plain torch op (any grad order). Support: any device and floating dtype;
-deterministic on CPU. The per-species split reads the species counts (a host sync on GPU;
-a data-dependent shape for ``torch.compile``, which breaks the graph there). ``math_dtype``
-(None: the weights') is the dtype of the polynomial; the output comes back in the input dtype.
+deterministic on CPU. The eager per-species split reads the species counts (a host sync on
+GPU). ``math_dtype`` (None: the weights') is the dtype of the polynomial; the output comes
+back in the input dtype.
 """
 
 from __future__ import annotations
@@ -106,23 +109,48 @@ class FastSymmetricContraction(nn.Module):
         """
         io_dtype = x.dtype
         dtype = self.math_dtype or self.weights[0].dtype
-        n, channels, _ = x.shape
-        # atoms sorted by species: each species' polynomial runs on its own contiguous block
+        n = x.shape[0]
+        weights = [w.to(dtype) for w in self.weights]
+        if isinstance(n, int) and not torch.compiler.is_compiling():
+            out = self._species_blocks(x.to(dtype), atom_type, weights)
+        else:
+            out = self._every_species(x.to(dtype), atom_type, weights)
+        blocks = out.split(self.out_dims, dim=2)  # out: (n, C, out_dim)
+        return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
+
+    def _species_blocks(
+        self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Eager: atoms sorted by species, each species' polynomial on its own block.
+
+        Reads the species counts (block sizes depend on the data). Returns (n, C, out_dim).
+        """
         order = torch.argsort(atom_type, stable=True)
         counts = torch.bincount(atom_type, minlength=self.n_types).tolist()
-        variables = x.to(dtype)[order].permute(1, 2, 0).contiguous()  # (C, d, n)
+        variables = x[order].permute(1, 2, 0).contiguous()  # (C, d, n)
         parts = [
-            self._polynomial([w[t].to(dtype) for w in self.weights], block)
+            self._polynomial([w[t : t + 1] for w in weights], block)[:, 0]
             for t, block in enumerate(variables.split(counts, dim=2))
             if counts[t] > 0
         ]
         sorted_out = torch.cat(parts, dim=2)  # (C, out_dim, n), atoms in ``order``
-        out = sorted_out.permute(2, 0, 1)[torch.argsort(order)]  # (n, C, out_dim)
-        blocks = out.split(self.out_dims, dim=2)
-        return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
+        return sorted_out.permute(2, 0, 1)[torch.argsort(order)]
+
+    def _every_species(
+        self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Traced (symbolic atom count): every species' polynomial on every atom, own kept.
+
+        Shapes depend only on n, so ``make_fx`` keeps them symbolic; the GEMMs do
+        ``n_types`` times the eager work. Returns (n, C, out_dim).
+        """
+        variables = x.permute(1, 2, 0)  # (C, d, n)
+        every = self._polynomial(weights, variables)  # (C, n_types, out_dim, n)
+        own = torch.nn.functional.one_hot(atom_type, self.n_types).T.to(x.dtype)  # (n_types, n)
+        return (every * own[:, None, :]).sum(dim=1).permute(2, 0, 1)
 
     def _fold(self, name: str, weights: list[torch.Tensor], equation: str) -> torch.Tensor:
-        """Coefficients of one part (linear, quadratic, cubic) for one species' weights."""
+        """Coefficients of one part (linear, quadratic, cubic) for S species' weights."""
         return torch.cat(
             [
                 torch.einsum(equation, getattr(self, f"{name}_{o}").to(w.dtype), w)
@@ -132,23 +160,29 @@ class FastSymmetricContraction(nn.Module):
         )
 
     def _polynomial(self, weights: list[torch.Tensor], variables: torch.Tensor) -> torch.Tensor:
-        """One species: weights (n_weights_o, C) per output, variables (C, d, m) -> (C, out_dim, m).
+        """S species' polynomials on the same m atoms.
 
+        Weights (S, n_weights_o, C) per output, variables (C, d, m) -> (C, S, out_dim, m).
         The weights are folded into each part separately (no slices of one big folded tensor,
         whose backward would zero-fill it once per slice).
         """
         channels, dim, m = variables.shape
-        terms = torch.bmm(self._fold("linear", weights, "mik,kc->cim"), variables)
+        species = weights[0].shape[0]
+        linear = self._fold("linear", weights, "mik,skc->csim")  # (C, S, out_dim, d)
+        terms = torch.bmm(linear.reshape(channels, -1, dim), variables)
         if self.pairs.shape[1] == 0:
-            return terms
+            return terms.reshape(channels, species, -1, m)
         first, second = torch.matmul(self.pair_factors.to(variables.dtype), variables).chunk(2, 1)
-        quadratic = first * second
-        terms = terms + torch.bmm(self._fold("quadratic", weights, "mik,kc->cim"), quadratic)
+        quadratic = first * second  # (C, n_pairs, m)
+        folded = self._fold("quadratic", weights, "mik,skc->csim")
+        terms = terms + torch.bmm(folded.reshape(channels, -1, folded.shape[3]), quadratic)
+        terms = terms.reshape(channels, species, -1, m)
         if self.descriptor.correlation < 3:
             return terms
-        cubic = self._fold("cubic", weights, "jpik,kc->cjip")  # (C, d, out_dim, n_pairs)
-        partial = torch.bmm(cubic.reshape(channels, -1, cubic.shape[3]), quadratic)
-        return terms + (partial.reshape(channels, dim, -1, m) * variables.unsqueeze(2)).sum(dim=1)
+        cubic = self._fold("cubic", weights, "jpik,skc->csjip")  # (C, S, d, out_dim, n_pairs)
+        partial = torch.bmm(cubic.reshape(channels, -1, cubic.shape[4]), quadratic)
+        partial = partial.reshape(channels, species, dim, -1, m) * variables[:, None, :, None]
+        return terms + partial.sum(dim=2)
 
 
 def _used(basis: torch.Tensor) -> torch.Tensor:
