@@ -3,7 +3,8 @@
 The compiled graph must reproduce eager results on batches of other sizes than the one it
 was traced with, and its parameter gradients of a force loss (the double backward) must be
 eager's. The fast cases use the ``aot_eager`` backend (the same make_fx trace and AOTAutograd
-differentiation, without code generation); Inductor and MACE are slow.
+differentiation, without code generation); Inductor and MACE are slow (the fast kernels'
+traced graphs are also checked, quickly, in ``tests/kernels/test_tracing.py``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,26 @@ def test_tiny_batches_run_eager():
 def test_compiled_mace_matches_eager_inference_and_force_training():
     """The same for MACE (reference kernels)."""
     _check_against_eager(use_backend(tiny_mace(), "reference"), "aot_eager")
+
+
+@pytest.mark.slow
+def test_compiled_fast_mace_matches_eager_inference_and_force_training():
+    """The same for MACE on the fast kernels (C++ custom ops, per-species contraction)."""
+    _check_against_eager(use_backend(tiny_mace(correlation=3), "fast"), "aot_eager")
+
+
+def test_atom_count_equal_to_a_layer_width_stays_symbolic():
+    """Traced on 16 atoms (the radial MLP is 16 wide), the graph runs other atom counts."""
+    model = tiny_allegro(num_layers=1)
+    assert 16 in {p.shape[-1] for p in model.parameters()}
+    compiled = compile_potential(model, backend="aot_eager")
+    crystal = make_fcc_cu(2, seed=0)
+    for n_atoms in (16, 21):
+        batch = _batch(model, [crystal[:n_atoms]])
+        got = compiled(batch, create_graph=False)
+        want = model(batch, create_graph=False)
+        torch.testing.assert_close(got["forces"], want["forces"], rtol=1e-10, atol=1e-10)
+    assert len(compiled._compiled) == 1
 
 
 @pytest.mark.slow

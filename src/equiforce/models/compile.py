@@ -8,6 +8,11 @@ nequip's ``CompileGraphModel`` and mace-torch's compile path do:
 1. ``make_fx`` (symbolic shapes) traces one *whole* call, energy → forces (and stress) by
    autograd included, into a flat FX graph of aten ops whose inputs are the batch tensors,
    the parameters and the buffers. The force computation is now ordinary forward ops.
+   Only the atom axis (``pos``, ``atom_type``, ``batch``) and the edge axis
+   (``edge_index``, ``edge_shift``) are symbolic, each its own symbol; parameter, buffer
+   and per-graph shapes are fixed. (With every input size symbolic and "duck" sizing, an
+   atom count equal to some layer width at trace time became one symbol with it: the
+   graph then failed, or was specialised to that atom count.)
 2. ``torch.compile`` compiles that graph (``dynamic=True``). Parameters are graph inputs, so
    AOTAutograd differentiates the whole graph, forces included: the parameter gradients of
    a force loss are a first derivative of the compiled graph, exactly what it supports.
@@ -32,12 +37,27 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch._decomp import core_aten_decompositions
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import (
+    DimDynamic,
+    ShapeEnv,
+    StatelessSymbolicContext,
+)
 
 from equiforce.data import keys
 from equiforce.models.potential import Potential
 
 __all__ = ["CompiledPotential", "compile_potential"]
+
+# the one symbolic axis of each batch input that has one: atoms or edges
+_SYMBOLIC_AXIS = {
+    keys.POSITIONS: 0,
+    keys.ATOM_TYPE: 0,
+    keys.BATCH: 0,
+    keys.EDGE_INDEX: 1,
+    keys.EDGE_SHIFT: 0,
+}
 
 
 def _silu_backward(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -164,9 +184,29 @@ class CompiledPotential(nn.Module):
             decomposition_table=_decompositions(),
             tracing_mode="symbolic",
             _allow_non_fake_inputs=True,
-        )(*args)
+        )(*_fake_inputs(names, args))
         compiled = torch.compile(graph, backend=self.backend, dynamic=True, **self.options)
         return compiled, list(out_keys)
+
+
+def _fake_inputs(names: list[str], args: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Fake copies of the trace inputs: the atom/edge axis symbolic, every other size fixed.
+
+    ``names`` label the leading batch tensors; the remaining ``args`` (parameters, buffers)
+    are all fixed-shape. No duck sizing: equal sizes at trace time stay separate symbols.
+    """
+    mode = FakeTensorMode(
+        allow_non_fake_inputs=True, shape_env=ShapeEnv(duck_shape=False), static_shapes=False
+    )
+    fakes = []
+    for index, tensor in enumerate(args):
+        axis = _SYMBOLIC_AXIS.get(names[index]) if index < len(names) else None
+        sizes = [
+            DimDynamic.DYNAMIC if dim == axis else DimDynamic.STATIC for dim in range(tensor.dim())
+        ]
+        context = StatelessSymbolicContext(dynamic_sizes=sizes)
+        fakes.append(mode.from_tensor(tensor, symbolic_context=context))
+    return fakes
 
 
 def compile_potential(
