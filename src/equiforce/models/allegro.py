@@ -195,6 +195,8 @@ class Allegro(nn.Module):
         generator: random source for the initial weights.
     """
 
+    strictly_local = True  # E_i depends on edges centred at i only (models/local_blocks.py)
+
     def __init__(self, spec: AllegroSpec, generator: torch.Generator):
         super().__init__()
         self.spec = spec
@@ -247,18 +249,22 @@ class Allegro(nn.Module):
             centre's pair latents.
         """
         atom_type = data[keys.ATOM_TYPE]
-        centre = data[keys.EDGE_INDEX][0]
-        edge_types = atom_type[data[keys.EDGE_INDEX]]
+        edge_index = data[keys.EDGE_INDEX]
+        centre = edge_index[0]
+        edge_types = atom_type.index_select(0, edge_index.flatten()).view_as(edge_index)
         latent, edge_sh, tensor_features = self.embedding(data[keys.EDGE_VEC], edge_types)
         device, n_atoms = latent.device, atom_type.shape[0]
-        norm = torch.tensor(self.edge_norm, dtype=latent.dtype, device=device)[atom_type]
+        # index_select, not advanced indexing: ~5x faster on CPU, forward and backward
+        norm = torch.tensor(self.edge_norm, dtype=latent.dtype, device=device)
+        norm = norm.index_select(0, atom_type)
         features = self.layers(latent, edge_sh, tensor_features, centre, norm.unsqueeze(-1))
         pair_energy = self.readout(features).squeeze(-1)
         # nequip's order: sum and normalise in the model dtype, scale in float64
         edge_sum = pair_energy.new_zeros(n_atoms).index_add(0, centre, pair_energy)
-        scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=device)[atom_type]
+        scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=device)
+        scale = scale.index_select(0, atom_type)
         energy = (edge_sum * norm / math.sqrt(2.0)).to(torch.float64) * scale
-        pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0))[centre]
+        pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0)).index_select(0, centre)
         node_features = features.new_zeros(n_atoms, features.shape[1]).index_add(
             0, centre, features
         )

@@ -11,6 +11,12 @@ the derivatives, identical for every architecture:
   ``eps`` deforms positions and cell as ``x -> x (1 + eps)``; stress = ``dE/deps / volume``
   (ASE sign convention).
 
+Inference on large structures (``create_graph`` False, more than ``block_edges`` edges) of a
+strictly local energy model (``equiforce.models.local_blocks``: Allegro, not MACE) runs in
+blocks of centre atoms: forces and virial come from each block's ``dE/d(edge_vec) = g_e``,
+``F_i += g_ij``, ``F_j -= g_ij`` and ``dE/deps = sym(sum_e r_e (x) g_e)``, the same quantities
+as the whole-graph autograd (equal to ~1e-12 in float64, ``tests/models/test_local_blocks.py``).
+
 These boundaries hold under every precision policy (``equiforce.precision``): a policy changes
 the parameter dtype and what runs in bf16/fp16 *inside* the energy model, never the float64
 geometry, energy sum or derivatives (``tests/precision/test_apply.py`` checks every output's
@@ -26,6 +32,13 @@ import torch
 from torch import nn
 
 from equiforce.data import keys
+from equiforce.models.local_blocks import (
+    Block,
+    BlockPlan,
+    BlockSettings,
+    SavedBytes,
+    is_strictly_local,
+)
 
 NODE_FEATURES = "node_features"  # (n_atoms, n_features) model dtype, invariant per-atom features
 
@@ -39,6 +52,10 @@ class Potential(nn.Module):
             ``atom_type``, ``batch``. It exposes ``type_names`` and ``r_max``.
         family: registered architecture name (``"mace"``, ...).
         spec: the architecture's frozen spec dataclass; saved verbatim in checkpoints.
+
+    Attributes:
+        blocking: when and how inference of a strictly local model runs in blocks of
+            centre atoms (``local_blocks.BlockSettings``; None: never); not saved.
     """
 
     def __init__(self, energy_model: nn.Module, family: str, spec: Any):
@@ -46,6 +63,7 @@ class Potential(nn.Module):
         self.energy_model = energy_model
         self.family = family
         self.spec = spec
+        self.blocking: BlockSettings | None = BlockSettings()
 
     @property
     def type_names(self) -> list[str]:
@@ -85,12 +103,47 @@ class Potential(nn.Module):
         """
         create_graph = self.training if create_graph is None else create_graph
         inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
+        inputs[keys.POSITIONS] = inputs[keys.POSITIONS].to(torch.float64)
+        inputs[keys.CELL] = inputs[keys.CELL].to(torch.float64)
+        # create_graph first: a traced (compiled) call must not read the edge count
+        blocked = (
+            not create_graph
+            and self.blocking is not None
+            and is_strictly_local(self.energy_model)
+            and inputs[keys.EDGE_INDEX].shape[1] > self.blocking.min_edges
+        )
+        if blocked:
+            out, de_dpos, de_dstrain = self._blocked_forward(inputs, compute_forces, compute_stress)
+        else:
+            out, de_dpos, de_dstrain = self._whole_forward(
+                inputs, compute_forces, compute_stress, create_graph
+            )
+        if compute_forces:
+            out[keys.FORCES] = -de_dpos
+        if compute_stress:
+            volume = torch.linalg.det(data[keys.CELL].to(torch.float64)).abs()
+            safe = torch.where(volume > 0, volume, torch.ones_like(volume))
+            stress = de_dstrain / safe[:, None, None]
+            out[keys.STRESS] = torch.where(volume[:, None, None] > 0, stress, 0.0)
+            out[keys.VIRIAL] = -de_dstrain
+        return out
+
+    def _whole_forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        compute_forces: bool,
+        compute_stress: bool,
+        create_graph: bool,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """One pass over the whole batch; derivatives by autograd through a strain.
+
+        Returns:
+            The model's outputs plus ``energy``; ``dE/dpos`` (n_atoms, 3) and ``dE/deps``
+            (n_graphs, 3, 3) float64 (None when not requested).
+        """
         n_graphs = int(inputs[keys.PTR].shape[0]) - 1
-        pos = inputs[keys.POSITIONS].to(torch.float64)
-        cell = inputs[keys.CELL].to(torch.float64)
-        batch = inputs[keys.BATCH]
-        need_grad = compute_forces or compute_stress
-        if need_grad:
+        pos, cell, batch = inputs[keys.POSITIONS], inputs[keys.CELL], inputs[keys.BATCH]
+        if compute_forces or compute_stress:
             pos = pos.detach().requires_grad_(True)
         strain = None
         if compute_stress:
@@ -101,37 +154,106 @@ class Potential(nn.Module):
             cell = cell + torch.bmm(cell, symmetric)
         else:
             pos_strained = pos
+        inputs = dict(inputs)
         inputs[keys.POSITIONS] = pos_strained
         inputs[keys.CELL] = cell
         inputs[keys.EDGE_VEC] = edge_vectors(pos_strained, cell, inputs)
         out = dict(self.energy_model(inputs))
-        node_energy = out[keys.NODE_ENERGY]
-        if node_energy.dtype != torch.float64:
-            raise TypeError("energy models must return float64 node energies")
-        energy = torch.zeros(n_graphs, dtype=torch.float64, device=pos.device)
-        energy = energy.index_add(0, batch, node_energy)
-        out[keys.ENERGY] = energy
-        if need_grad:
-            wrt = [pos] + ([strain] if strain is not None else [])
-            grads = torch.autograd.grad(
-                energy.sum(), wrt, create_graph=create_graph, allow_unused=True
-            )
-            grads = [
-                torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)
-            ]
-            if compute_forces:
-                out[keys.FORCES] = -grads[0]
-            if strain is not None:
-                volume = torch.linalg.det(data[keys.CELL].to(torch.float64)).abs()
-                safe = torch.where(volume > 0, volume, torch.ones_like(volume))
-                stress = grads[1] / safe[:, None, None]
-                out[keys.STRESS] = torch.where(volume[:, None, None] > 0, stress, 0.0)
-                out[keys.VIRIAL] = -grads[1]
-        return out
+        out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)
+        if not (compute_forces or compute_stress):
+            return out, None, None
+        wrt = [pos] + ([strain] if strain is not None else [])
+        grads = torch.autograd.grad(
+            out[keys.ENERGY].sum(), wrt, create_graph=create_graph, allow_unused=True
+        )
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
+        return out, grads[0], grads[1] if strain is not None else None
+
+    def _blocked_forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        compute_forces: bool,
+        compute_stress: bool,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """Blocks of centre atoms (``local_blocks.BlockPlan``); returns as ``_whole_forward``.
+
+        Each block's energy is differentiated with respect to its edge vectors only. Outputs
+        are detached when derivatives are computed (no graph is kept, as with
+        ``create_graph=False`` on the whole batch).
+        """
+        n_graphs = int(inputs[keys.PTR].shape[0]) - 1
+        pos, batch = inputs[keys.POSITIONS], inputs[keys.BATCH]
+        need_grad = compute_forces or compute_stress
+        de_dpos = torch.zeros_like(pos) if need_grad else None
+        virial_sum = pos.new_zeros(n_graphs, 9) if compute_stress else None
+        plan = BlockPlan(inputs)
+        probe = plan.ranges(0, self.blocking.probe_edges)[0]
+        with SavedBytes() as saved:
+            pieces = [self._block_pass(plan.block(*probe), inputs, de_dpos, virial_sum)]
+        per_edge = saved.nbytes / max(1, plan.n_edges(*probe))
+        for start, stop in plan.ranges(probe[1], self.blocking.edges_per_block(per_edge)):
+            pieces.append(self._block_pass(plan.block(start, stop), inputs, de_dpos, virial_sum))
+        out = plan.merge(pieces)
+        out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)
+        de_dstrain = None
+        if virial_sum is not None:
+            full = virial_sum.view(n_graphs, 3, 3)
+            de_dstrain = 0.5 * (full + full.transpose(1, 2))
+        return out, de_dpos if compute_forces else None, de_dstrain
+
+    def _block_pass(
+        self,
+        block: Block,
+        inputs: dict[str, torch.Tensor],
+        de_dpos: torch.Tensor | None,
+        virial_sum: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """Evaluate one block; accumulate its ``dE/dpos`` and ``sum_e r_e (x) dE/dr_e``.
+
+        Args:
+            block: the block (``BlockPlan.block``).
+            inputs: the whole batch (float64 ``pos`` and ``cell``).
+            de_dpos: (n_atoms, 3) float64 accumulator, or None (no derivatives).
+            virial_sum: (n_graphs, 9) float64 accumulator, or None (no stress).
+
+        Returns:
+            The model's outputs of the block's centre atoms and edges (detached when
+            derivatives are taken).
+        """
+        batch = inputs[keys.BATCH]
+        geometry = {
+            keys.EDGE_INDEX: block.edge_index,
+            keys.EDGE_SHIFT: block.edge_shift,
+            keys.BATCH: batch,
+        }
+        vec = edge_vectors(inputs[keys.POSITIONS], inputs[keys.CELL], geometry)
+        if de_dpos is not None:
+            vec.requires_grad_(True)
+        block.inputs[keys.EDGE_VEC] = vec
+        out = block.keep_centres(dict(self.energy_model(block.inputs)))
+        if de_dpos is None:
+            return out
+        (g,) = torch.autograd.grad(out[keys.NODE_ENERGY].sum(), vec, allow_unused=True)
+        g = torch.zeros_like(vec) if g is None else g
+        centre, neighbour = block.edge_index
+        de_dpos.index_add_(0, neighbour, g)
+        de_dpos.index_add_(0, centre, -g)
+        if virial_sum is not None:
+            outer = (vec.detach().unsqueeze(2) * g.unsqueeze(1)).reshape(-1, 9)
+            virial_sum.index_add_(0, batch.index_select(0, centre), outer)
+        return {name: value.detach() for name, value in out.items()}
 
     def spec_dict(self) -> dict[str, Any]:
         """The spec as a plain dict (JSON/YAML friendly)."""
         return dataclasses.asdict(self.spec)
+
+
+def graph_energy(node_energy: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
+    """Sum of float64 per-atom energies (n_atoms,) per graph -> (n_graphs,) float64, eV."""
+    if node_energy.dtype != torch.float64:
+        raise TypeError("energy models must return float64 node energies")
+    energy = torch.zeros(n_graphs, dtype=torch.float64, device=node_energy.device)
+    return energy.index_add(0, batch, node_energy)
 
 
 def edge_vectors(
