@@ -9,6 +9,16 @@ readouts on every layer but the last, whose readout is an MLP, and
 As in mace-torch, the last layer keeps only scalar features, and with a single interaction
 its readout is linear. Edge vectors follow mace-torch's direction (sender -> receiver, i.e.
 neighbour -> centre, the negative of ``edge_vec``), so weights carry over unchanged.
+
+Large graphs (more than ``MACE.chunk_edges`` edges, eager mode) run each layer in chunks of
+consecutive receivers (``equiforce.nn.edge_chunks``): interaction and product of one chunk at
+a time, so per-edge and per-atom intermediates stay chunk-sized and cache-friendly. When
+gradients are on and the model is in eval mode (forces, stress, no training), each chunk is
+also checkpointed (``torch.utils.checkpoint``, non-reentrant): the backward pass recomputes
+the chunk instead of keeping its radial-MLP activations, per-edge weights and
+symmetric-contraction intermediates, which cuts the memory of an energy + forces call
+several-fold for about a third more work in the recomputed forward. Results equal the
+unchunked path to rounding, derivatives of any order included.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from equiforce.data import keys
 from equiforce.models.potential import NODE_FEATURES
@@ -32,9 +43,12 @@ from equiforce.nn import (
     ScaleShiftEnergy,
     SpeciesEmbedding,
 )
+from equiforce.nn.edge_chunks import ReceiverChunks, receiver_chunks
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+DEFAULT_CHUNK_EDGES = 16384  # edges per chunk of a large graph (see module docstring)
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,12 @@ def layer_irreps(spec: MACESpec) -> list[InteractionIrreps]:
 class MACE(nn.Module):
     """MACE atomic energy model (see module docstring); build it with ``build_mace``.
 
+    Attributes:
+        chunk_edges: graphs with more edges than this run layer by layer in chunks of about
+            this many edges (default ``DEFAULT_CHUNK_EDGES``), checkpointed in eval mode
+            with gradients on; None: never chunk. A runtime setting, not saved in model
+            files.
+
     Args:
         spec: hyperparameters.
         generator: random source for the initial weights.
@@ -195,6 +215,7 @@ class MACE(nn.Module):
             self.readouts.append(_readout(spec, index, irreps.skip_out, generator))
         energies = spec.atomic_energies or (0.0,) * n_types
         self.scale_shift = ScaleShiftEnergy(energies, spec.scale, spec.shift)
+        self.chunk_edges: int | None = DEFAULT_CHUNK_EDGES
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-atom energies and invariant features.
@@ -210,25 +231,123 @@ class MACE(nn.Module):
         """
         dtype = self.embedding.weight.dtype
         atom_type = data[keys.ATOM_TYPE]
+        edge_index = data[keys.EDGE_INDEX]
         # mace-torch's edge vector points from sender (our neighbour) to receiver (centre)
         edge_attrs, edge_radial = self.edge_embedding(-data[keys.EDGE_VEC].to(dtype))
         node_feats = self.embedding(atom_type)
+        chunks = self._chunks(edge_index, node_feats.shape[0])
+        if chunks is not None and chunks.edge_order is not None:
+            edge_attrs, edge_radial = edge_attrs[chunks.edge_order], edge_radial[chunks.edge_order]
+        # checkpoint only for inference with derivatives: training (create_graph) keeps the
+        # recomputed graph anyway, and without gradients nothing is stored
+        recompute = torch.is_grad_enabled() and not self.training
         channels = self.spec.num_channels
         energy = node_feats.new_zeros(node_feats.shape[0])
         features = []
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
-            message, sc = interaction(
-                node_feats, atom_type, edge_attrs, edge_radial, data[keys.EDGE_INDEX]
-            )
-            node_feats = product(message, atom_type, sc)
+            if chunks is None:
+                message, sc = interaction(
+                    node_feats, atom_type, edge_attrs, edge_radial, edge_index
+                )
+                node_feats = product(message, atom_type, sc)
+            else:
+                node_feats = _layer_in_chunks(
+                    interaction,
+                    product,
+                    node_feats,
+                    atom_type,
+                    edge_attrs,
+                    edge_radial,
+                    chunks,
+                    recompute,
+                )
             features.append(node_feats[:, :channels])
             energy = energy + readout(node_feats)
         return {
             keys.NODE_ENERGY: self.scale_shift(energy, atom_type),
             NODE_FEATURES: torch.cat(features, dim=1),
         }
+
+    def _chunks(self, edge_index: torch.Tensor, n_atoms: int) -> ReceiverChunks | None:
+        """The chunks of a large graph in eager mode, else None (one pass over the graph).
+
+        Traced or compiled calls (symbolic sizes) never chunk: the plan depends on the data.
+        """
+        n_edges = edge_index.shape[1]
+        if (
+            self.chunk_edges is None
+            or not isinstance(n_edges, int)
+            or torch.compiler.is_compiling()
+            or n_edges <= self.chunk_edges
+        ):
+            return None
+        return receiver_chunks(edge_index, n_atoms, self.chunk_edges)
+
+
+def _layer_in_chunks(
+    interaction: Interaction,
+    product: Product,
+    node_feats: torch.Tensor,
+    atom_type: torch.Tensor,
+    edge_attrs: torch.Tensor,
+    edge_radial: torch.Tensor,
+    chunks: ReceiverChunks,
+    recompute: bool,
+) -> torch.Tensor:
+    """One layer (interaction + product) chunk by chunk; (n_atoms, skip_out.dim).
+
+    Each chunk gets its local nodes' up-projected features (one gather for all chunks, so
+    the backward scatters once, not once per chunk), its receivers' features and species
+    and its edges' embeddings; with ``recompute`` its forward is checkpointed.
+    """
+    up = interaction.linear_up(node_feats).index_select(0, chunks.nodes)
+    parts = zip(
+        up.split(chunks.node_sizes),
+        node_feats.split(chunks.receiver_sizes),
+        atom_type.split(chunks.receiver_sizes),
+        edge_attrs.split(chunks.edge_sizes),
+        edge_radial.split(chunks.edge_sizes),
+        chunks.senders,
+        chunks.receivers,
+        chunks.first_rows,
+        strict=True,
+    )
+    outputs = []
+    for args in parts:
+        if recompute:
+            out = checkpoint(
+                _chunk_layer,
+                interaction,
+                product,
+                *args,
+                use_reentrant=False,
+                preserve_rng_state=False,
+            )
+        else:
+            out = _chunk_layer(interaction, product, *args)
+        outputs.append(out)
+    return torch.cat(outputs)
+
+
+def _chunk_layer(
+    interaction: Interaction,
+    product: Product,
+    up: torch.Tensor,
+    node_feats: torch.Tensor,
+    atom_type: torch.Tensor,
+    edge_attrs: torch.Tensor,
+    edge_radial: torch.Tensor,
+    sender: torch.Tensor,
+    receiver: torch.Tensor,
+    first_row: int,
+) -> torch.Tensor:
+    """New features (n_receivers, skip_out.dim) of one chunk's receivers."""
+    message, sc = interaction.messages(
+        up, node_feats, atom_type, edge_attrs, edge_radial, sender, receiver, first_row
+    )
+    return product(message, atom_type, sc)
 
 
 def _readout(

@@ -97,10 +97,49 @@ class Interaction(nn.Module):
         Returns:
             ``message`` (n_atoms, target.dim) and ``sc`` (n_atoms, skip_out.dim) or None.
         """
-        sc = self.skip(node_feats, atom_type) if self.residual else None
         up = self.linear_up(node_feats)
+        return self.messages(
+            up, node_feats, atom_type, edge_attrs, edge_radial, edge_index[1], edge_index[0]
+        )
+
+    def messages(
+        self,
+        up: torch.Tensor,
+        node_feats: torch.Tensor,
+        atom_type: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_radial: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+        first_row: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Messages onto a block of receivers, from up-projected node features.
+
+        ``forward`` calls it on the whole graph; a chunk of a graph
+        (``equiforce.nn.edge_chunks``) calls it on its local nodes, whose receivers are the
+        rows ``first_row .. first_row + n_receivers - 1`` of ``up``.
+
+        Args:
+            up: (n_nodes, node_in.dim) ``linear_up`` of the features of every node the
+                edges touch.
+            node_feats: (n_receivers, node_in.dim) features of the receivers.
+            atom_type: (n_receivers,) int64 species of the receivers.
+            edge_attrs: (n_edges, edge_attrs.dim).
+            edge_radial: (n_edges, n_radial).
+            sender: (n_edges,) int64 row of ``up`` sending each message.
+            receiver: (n_edges,) int64 row of ``up`` receiving it.
+            first_row: row of ``up`` of the first receiver.
+
+        Returns:
+            ``message`` (n_receivers, target.dim) and ``sc`` (n_receivers, skip_out.dim) or
+            None.
+        """
+        sc = self.skip(node_feats, atom_type) if self.residual else None
         weights = self.radial_mlp(edge_radial)
-        summed = self.conv_tp(up, edge_attrs, weights, edge_index[1], edge_index[0])
+        summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
+        n_receivers = node_feats.shape[0]
+        if first_row != 0 or n_receivers != summed.shape[0]:
+            summed = summed[first_row : first_row + n_receivers]
         message = self.linear(summed) / self.avg_num_neighbors
         if not self.residual:
             message = self.skip(message, atom_type)

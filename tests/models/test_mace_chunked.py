@@ -1,0 +1,154 @@
+"""MACE evaluated in chunks of receivers equals the one-pass evaluation.
+
+``MACE.chunk_edges`` is set tiny so that a periodic box and a batch split into several
+chunks; eval mode checkpoints every chunk (recomputed in the backward pass), train mode runs
+them plainly. Energies, forces, stress and the parameter gradients of a force loss (double
+backward) must equal ``chunk_edges=None`` to rounding, on the fast and reference executors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from equiforce.data import keys
+from equiforce.data.batch import collate
+from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.kernels import use_backend
+from equiforce.nn.edge_chunks import receiver_chunks
+from equiforce.testing.models import tiny_mace
+from equiforce.testing.structures import make_fcc_cu, make_molecule, make_triclinic_cu
+
+TOL = 1e-10
+CHUNK_EDGES = 60
+
+
+def _model(backend: str) -> torch.nn.Module:
+    model = tiny_mace(torch.float64, correlation=3, avg_num_neighbors=6.0, scale=1.3, seed=4)
+    return use_backend(model, backend)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """A molecule, a triclinic Cu cell and a 32-atom fcc Cu box (~1,700 edges)."""
+    names = tiny_mace().type_names
+    structures = [make_molecule("CH3CH2OH", seed=1), make_triclinic_cu(seed=2), make_fcc_cu(2)]
+    return collate(
+        [configuration_to_graph(atoms_to_configuration(a), names, 4.0) for a in structures]
+    )
+
+
+def _shuffled_edges(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    order = torch.randperm(
+        batch[keys.EDGE_INDEX].shape[1], generator=torch.Generator().manual_seed(0)
+    )
+    shuffled = dict(batch)
+    shuffled[keys.EDGE_INDEX] = batch[keys.EDGE_INDEX][:, order]
+    shuffled[keys.EDGE_SHIFT] = batch[keys.EDGE_SHIFT][order]
+    return shuffled
+
+
+def _predict(model, batch, chunk_edges, train: bool) -> dict[str, torch.Tensor]:
+    """Energy, forces, stress and (train) the parameter gradients of a force + stress loss."""
+    model.energy_model.chunk_edges = chunk_edges
+    model.train(train)
+    model.zero_grad()
+    out = model(batch, compute_forces=True, compute_stress=True, create_graph=train)
+    result = {name: out[name].detach() for name in ("energy", "forces", "stress")}
+    if train:
+        loss = (out["forces"] ** 2).sum() + out["energy"].sum() ** 2 + (out["stress"] ** 2).sum()
+        loss.backward()
+        result.update({name: p.grad.clone() for name, p in model.named_parameters()})
+    return result
+
+
+def _assert_equal(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        scale = max(float(value.abs().max()), 1.0)
+        assert float((got[name] - value).abs().max()) <= TOL * scale, name
+
+
+def test_chunks_cover_the_graph_with_local_indices(batch):
+    """Every edge lands in one chunk, in receiver order, with local rows mapping back."""
+    edge_index = _shuffled_edges(batch)[keys.EDGE_INDEX]
+    n_atoms = batch[keys.ATOM_TYPE].shape[0]
+    chunks = receiver_chunks(edge_index, n_atoms, CHUNK_EDGES)
+    assert len(chunks) > 3
+    assert chunks.edge_order is not None
+    receiver, sender = edge_index[:, chunks.edge_order]
+    assert bool((receiver[1:] >= receiver[:-1]).all())
+    assert sum(chunks.edge_sizes) == edge_index.shape[1]
+    assert sum(chunks.receiver_sizes) == n_atoms
+    nodes = chunks.nodes.split(chunks.node_sizes)
+    start_edge, start_atom = 0, 0
+    for c in range(len(chunks)):
+        edges = slice(start_edge, start_edge + chunks.edge_sizes[c])
+        own = torch.arange(start_atom, start_atom + chunks.receiver_sizes[c])
+        rows = slice(chunks.first_rows[c], chunks.first_rows[c] + chunks.receiver_sizes[c])
+        assert torch.equal(nodes[c][rows], own)
+        assert torch.equal(nodes[c][chunks.receivers[c]], receiver[edges])
+        assert torch.equal(nodes[c][chunks.senders[c]], sender[edges])
+        assert chunks.edge_sizes[c] <= CHUNK_EDGES + int(torch.bincount(receiver).max())
+        start_edge, start_atom = edges.stop, own[-1] + 1 if len(own) else start_atom
+    assert receiver_chunks(batch[keys.EDGE_INDEX], n_atoms, CHUNK_EDGES).edge_order is None
+
+
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval-checkpointed", "train-create-graph"])
+def test_chunked_equals_one_pass(batch, backend, train):
+    """Sorted and shuffled edges, checkpointed (eval) and plain (train) chunks."""
+    model = _model(backend)
+    want = _predict(model, batch, None, train)
+    _assert_equal(_predict(model, batch, CHUNK_EDGES, train), want)
+    _assert_equal(_predict(model, _shuffled_edges(batch), CHUNK_EDGES, train), want)
+
+
+def test_checkpointed_force_loss_gradients(batch):
+    """Eval mode with create_graph: double backward through recomputed chunks.
+
+    The parameter gradients of a force loss equal the one-pass ones.
+    """
+    model = _model("fast").eval()
+    grads = []
+    for chunk_edges in (None, CHUNK_EDGES):
+        model.energy_model.chunk_edges = chunk_edges
+        model.zero_grad()
+        out = model(batch, compute_forces=True, create_graph=True)
+        ((out["forces"] ** 2).sum() + out["energy"].sum()).backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    _assert_equal(grads[1], grads[0])
+
+
+def test_energy_without_gradients(batch):
+    """Under ``no_grad`` the chunks run plainly."""
+    model = _model("fast").eval()
+    energies = []
+    for chunk_edges in (None, CHUNK_EDGES):
+        model.energy_model.chunk_edges = chunk_edges
+        with torch.no_grad():
+            energies.append(model(batch, compute_forces=False)["energy"])
+    _assert_equal({"energy": energies[1]}, {"energy": energies[0]})
+
+
+def _saved_bytes(model, batch) -> int:
+    """Bytes of the storages the autograd graph keeps between forward and backward."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(batch, compute_forces=False)["energy"].sum()
+    return sum(storages.values())
+
+
+def test_checkpointing_keeps_less_for_the_backward(batch):
+    """Checkpointed chunks keep their inputs only, not the per-edge intermediates."""
+    model = _model("fast").eval()
+    model.energy_model.chunk_edges = None
+    one_pass = _saved_bytes(model, batch)
+    model.energy_model.chunk_edges = CHUNK_EDGES
+    assert _saved_bytes(model, batch) < 0.5 * one_pass
