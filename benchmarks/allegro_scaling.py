@@ -5,10 +5,13 @@ float32) evaluates energy + forces on periodic boxes at fixed density from ~10^3
 so that the edge count is proportional to the atom count:
 
 * ``--system fcc`` (default): fcc aluminium, a = 4.05 Å (0.060 atoms/Å^3), ``--reps`` n -> an
-  n x n x n supercell of the 4-atom cube (default 6, 9, 14, 20, 29 -> 864 ... 97,556 atoms),
+  n x n x n supercell of the 4-atom cube (default 6, 9, 14, 20, 29 -> 864 ... 97,556 atoms;
+  43 and 63 -> 318,028 and 1,000,188 atoms),
   every atom displaced by seeded Gaussian noise (0.05 Å per component) so that forces are not
   zero by symmetry. At r_max 4 Å each atom has its 12 nearest neighbours plus a few of the
   6 second neighbours (4.05 Å) that the noise brings inside: ~13-14 edges per atom.
+* ``--shuffle``: the same boxes with the atoms in random order (seeded), so that consecutive
+  atoms are not neighbours in space (the blocks' halos are largest).
 * ``--system water``: water at 1 g/cm^3, n^3 molecules on a simple cubic lattice with seeded
   random orientations (3 n^3 atoms; ~27 edges per atom at r_max 4 Å, so ~2x the memory per
   atom of the fcc box: 10^5 atoms would not fit in 8 GB). The log-log slopes of time and memory
@@ -26,14 +29,19 @@ Method, one fresh subprocess per (implementation, size):
 * model: ``--warmup`` untimed energy+forces calls, then ``--repeats`` timed calls (forces by
   autograd from float64 positions, eval mode, no graph kept); median and minimum are reported
   and both are fitted (on a loaded shared machine the minimum is the less noisy estimate);
-* memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the process's peak RSS) just before
-  the first model call and after all calls: ``peak_rss_mb`` and ``call_rss_increase_mb`` (what
-  the energy+forces pass added on top of the resident model, box and graph). ``tracemalloc``
-  does not see torch's allocations, hence RSS.
+* memory: the resident set (``VmRSS``) just before the first model call, then the kernel's
+  peak-RSS mark is reset (``/proc/self/clear_refs``) and read (``VmHWM``) after all calls:
+  ``call_rss_increase_mb`` is what the energy+forces calls added on top of the resident model,
+  box and graph; ``peak_rss_mb`` is the process's peak including the graph construction.
+  ``tracemalloc`` does not see torch's allocations, hence RSS.
 
 Sizes run smallest first; before each size the peak is extrapolated linearly in atoms from the
 previous sizes, and the size is skipped (recorded as such) when the prediction exceeds
 ``--max-peak-gb`` (default 8 GB; the machine is shared) or the available memory.
+
+Ours runs with ``Potential``'s default ``blocking`` (inference of strictly local models in
+blocks of centre atoms, ``equiforce.models.local_blocks``); ``--whole`` also runs ours with
+``blocking = None`` (one pass over the whole graph, as before blocks existed), interleaved.
 
 ``--family mace`` times the issue's MACE instead (``MACE_MODEL``: 128 channels, L = 1,
 correlation 3, 2 interactions, max_ell 3, r_max 5 Å; the ``mace-128-l1`` bench preset on this
@@ -48,7 +56,11 @@ with ``equiforce.interop.from_nequip_allegro``), so this needs the nequip enviro
     .venv-nequip/bin/python benchmarks/allegro_scaling.py --peer       # ours and nequip-allegro
     .venv/bin/python benchmarks/allegro_scaling.py --smoke             # ~1 min check
     .venv/bin/python benchmarks/allegro_scaling.py --family mace --max-peak-gb 12
+    .venv/bin/python benchmarks/allegro_scaling.py --reps 43,63 --threads 1   # 3x10^5, 10^6
     .venv/bin/python benchmarks/allegro_scaling.py --combine A.json B.json  # docs/scaling.png
+
+``--combine`` joins runs of the same family into one series (e.g. the peer run to 10^5 and an
+ours-only run to 10^6) and refits.
 
 Without ``--peer`` ours is built from ``AllegroSpec`` directly (same hyperparameters, its own
 random weights: timing does not depend on the weights).
@@ -109,7 +121,11 @@ MACE_MODEL: dict[str, Any] = {
     "radial_mlp": [64, 64, 64],
     "avg_num_neighbors": 43.0,
 }
-IMPLS = {"ours": "equiforce", "nequip": "nequip-allegro"}
+IMPLS = {
+    "ours": "equiforce",
+    "ours_whole": "equiforce whole-graph",
+    "nequip": "nequip-allegro",
+}
 
 
 def model_settings(family: str) -> dict[str, Any]:
@@ -236,6 +252,19 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last reset) of this process, MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024.0
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0: ``clear_refs`` 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -251,18 +280,25 @@ def worker(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     atoms = make_box(args.system, args.size_reps, args.seed)
+    if args.shuffle:
+        import numpy as np
+
+        atoms = atoms[np.random.default_rng(args.seed).permutation(len(atoms))]
     result: dict[str, Any] = {
         "impl": args.impl,
         "reps": args.size_reps,
         "n_atoms": len(atoms),
         "threads": torch.get_num_threads(),
     }
-    if args.impl == "ours":
+    if args.impl in ("ours", "ours_whole"):
         from equiforce.data.batch import collate
         from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
         from equiforce.data.neighbors import neighbor_list
 
         model = ours_model(args.dtype, args.seed, args.peer, args.family, args.backend)
+        if args.impl == "ours_whole":
+            model.blocking = None
+        result["blocking"] = None if model.blocking is None else vars(model.blocking)
         r_max = model.r_max
         result["backend"] = sorted(
             {type(m).__name__ for m in model.modules() if hasattr(m, "descriptor")}
@@ -307,7 +343,10 @@ def worker(args: argparse.Namespace) -> dict:
                 out[AtomicDataDict.FORCE_KEY].detach(),
             )
 
-    result["rss_before_call_mb"] = _rss_mb()
+    gc.collect()
+    result["process_peak_before_call_mb"] = _rss_mb()
+    result["rss_before_call_mb"] = _status_mb("VmRSS")
+    _reset_peak_rss()
     start = time.perf_counter()
     energy, forces = call()
     result["first_call_ms"] = (time.perf_counter() - start) * 1000.0
@@ -319,8 +358,9 @@ def worker(args: argparse.Namespace) -> dict:
         call()
     result["median_ms"], result["times_ms"] = _median_ms(call, args.repeats)
     result["min_ms"] = min(result["times_ms"])
-    result["peak_rss_mb"] = _rss_mb()
-    result["call_rss_increase_mb"] = result["peak_rss_mb"] - result["rss_before_call_mb"]
+    call_peak = _status_mb("VmHWM")
+    result["peak_rss_mb"] = max(result["process_peak_before_call_mb"], call_peak)
+    result["call_rss_increase_mb"] = call_peak - result["rss_before_call_mb"]
     return result
 
 
@@ -357,7 +397,9 @@ def run_worker(args: argparse.Namespace, impl: str, reps: int) -> dict:
         args.family,
         "--backend",
         args.backend,
-    ] + (["--peer"] if args.peer else [])
+    ]
+    command += ["--peer"] if args.peer else []
+    command += ["--shuffle"] if args.shuffle else []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     try:
@@ -395,14 +437,16 @@ def predicted_peak_gb(done: list[dict], n_atoms: int) -> float:
     return (b["peak_rss_mb"] + slope * (n_atoms - b["n_atoms"])) / 1024.0
 
 
-def fit_exponent(rows: list[dict], key: str, min_atoms: int = 0) -> dict | None:
+def fit_exponent(
+    rows: list[dict], key: str, min_atoms: int = 0, max_atoms: float = math.inf
+) -> dict | None:
     """Least-squares slope and prefactor of log(value) vs log(n_atoms)."""
     import numpy as np
 
     points = [
         (r["n_atoms"], r[key])
         for r in rows
-        if r.get(key) and r[key] > 0 and r["n_atoms"] >= min_atoms
+        if r.get(key) and r[key] > 0 and min_atoms <= r["n_atoms"] <= max_atoms
     ]
     if len(points) < 2:
         return None
@@ -415,6 +459,38 @@ def fit_exponent(rows: list[dict], key: str, min_atoms: int = 0) -> dict | None:
         "min_atoms": min(p[0] for p in points),
         "max_atoms": max(p[0] for p in points),
     }
+
+
+def add_fits(report: dict) -> None:
+    """Fit every size (``fits``) and the sizes up to 10^5 atoms (``fits_to_1e5``)."""
+    fitted = ("median_ms", "min_ms", "nl_ms", "graph_ms", "peak_rss_mb", "call_rss_increase_mb")
+    for name, max_atoms in (("fits", math.inf), ("fits_to_1e5", 1.0e5)):
+        report[name] = {
+            impl: {key: fit_exponent(rows, key, max_atoms=max_atoms) for key in fitted}
+            for impl, rows in report["results"].items()
+        }
+
+
+def merge_reports(reports: list[dict]) -> list[dict]:
+    """One report per family: the rows of runs of the same family joined (sizes sorted).
+
+    Each run's own skipped/failed rows are dropped where another run measured that size.
+    """
+    merged: dict[str, dict] = {}
+    for report in reports:
+        family = report["settings"].get("family", "allegro")
+        if family not in merged:
+            merged[family] = {**report, "results": {}}
+        results = merged[family]["results"]
+        for impl, rows in report["results"].items():
+            results.setdefault(impl, []).extend(rows)
+    for report in merged.values():
+        for impl, rows in report["results"].items():
+            measured = {r["n_atoms"] for r in rows if "median_ms" in r}
+            rows = [r for r in rows if "median_ms" in r or r["n_atoms"] not in measured]
+            report["results"][impl] = sorted(rows, key=lambda r: r["n_atoms"])
+        add_fits(report)
+    return list(merged.values())
 
 
 def model_title(report: dict) -> str:
@@ -441,7 +517,7 @@ def plot(reports: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.6))
-    markers = {"ours": "o", "nequip": "s"}
+    markers = {"ours": "o", "ours_whole": "^", "nequip": "s"}
     color = 0
     for report in reports:
         family = report["settings"].get("family", "allegro")
@@ -494,25 +570,26 @@ def plot(reports: list[dict], path: Path) -> None:
 def print_table(report: dict) -> None:
     """Rows per size and the fitted exponents."""
     print(
-        f"\n{'impl':8s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} "
+        f"\n{'impl':10s} {'atoms':>7s} {'edges':>9s} {'median ms':>10s} {'min ms':>8s} "
         f"{'NL ms':>8s} "
         f"{'graph ms':>9s} {'peak MB':>8s} {'call +MB':>9s}  per-atom us, KB/edge"
     )
     for impl, rows in report["results"].items():
         for r in rows:
             if "error" in r:
-                print(f"{impl:8s} {r['n_atoms']:7d} {r['error'][-200:]}")
+                print(f"{impl:10s} {r['n_atoms']:7d} {r['error'][-200:]}")
                 continue
             print(
-                f"{impl:8s} {r['n_atoms']:7d} {r['n_edges']:9d} {r['median_ms']:10.1f} "
+                f"{impl:10s} {r['n_atoms']:7d} {r['n_edges']:9d} {r['median_ms']:10.1f} "
                 f"{r.get('min_ms', float('nan')):8.1f} {r['nl_ms']:8.1f} {r['graph_ms']:9.1f} "
                 f"{r['peak_rss_mb']:8.0f} "
                 f"{r['call_rss_increase_mb']:9.0f}  {1000 * r['median_ms'] / r['n_atoms']:.1f}, "
                 f"{1024 * r['call_rss_increase_mb'] / r['n_edges']:.2f}"
             )
-    for impl, fits in report["fits"].items():
-        text = ", ".join(f"{k} {v['exponent']:.3f}" for k, v in fits.items() if v)
-        print(f"log-log exponents {impl}: {text}")
+    for name in ("fits", "fits_to_1e5"):
+        for impl, fits in report.get(name, {}).items():
+            text = ", ".join(f"{k} {v['exponent']:.3f}" for k, v in fits.items() if v)
+            print(f"log-log exponents {impl} ({name}): {text}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -536,6 +613,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also nequip-allegro on identical weights (needs .venv-nequip)",
     )
     p.add_argument("--peer-max-reps", type=int, default=32, help="largest box for the peer")
+    p.add_argument(
+        "--whole",
+        action="store_true",
+        help="also ours without blocks (Potential.blocking = None), interleaved",
+    )
+    p.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="atoms in random order (seeded) instead of the lattice order",
+    )
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--family", choices=["allegro", "mace"], default="allegro")
     p.add_argument("--backend", default="auto", help="kernel backend of ours")
@@ -572,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return 0
     if args.combine:
-        reports = [json.loads(path.read_text()) for path in args.combine]
+        reports = merge_reports([json.loads(path.read_text()) for path in args.combine])
         for report in reports:
             print(f"\n{model_title(report)}")
             print_table(report)
@@ -600,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps is None:
         args.reps = "6,9,14,20,29" if args.system == "fcc" else "7,10,15,22,32"
     sizes = sorted(int(r) for r in args.reps.split(",") if r)
-    impls = ["ours", "nequip"] if args.peer else ["ours"]
+    impls = ["ours"] + (["ours_whole"] if args.whole else []) + (["nequip"] if args.peer else [])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = args.out / f"{args.family}_scaling_{stamp}{'_smoke' if args.smoke else ''}"
@@ -624,27 +711,14 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def save() -> None:
-        report["fits"] = {
-            impl: {
-                key: fit_exponent(rows, key)
-                for key in (
-                    "median_ms",
-                    "min_ms",
-                    "nl_ms",
-                    "graph_ms",
-                    "peak_rss_mb",
-                    "call_rss_increase_mb",
-                )
-            }
-            for impl, rows in report["results"].items()
-        }
+        add_fits(report)
         base.with_suffix(".json").write_text(json.dumps(report, indent=2))
 
     for reps in sizes:
         n_atoms = box_atoms(args.system, reps)
         for impl in impls:
             rows = report["results"][impl]
-            if impl == "nequip" and reps > args.peer_max_reps:
+            if impl != "ours" and reps > args.peer_max_reps:
                 continue
             need = predicted_peak_gb(rows, n_atoms)
             free = mem_available_gb() - 1.0
