@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import use_backend
-from equiforce.models.compile import CompiledPotential, compile_potential
+from equiforce.models.compile import (
+    CompiledPotential,
+    _contiguous_single_cats,
+    compile_potential,
+)
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule, make_triclinic_cu
 
@@ -90,9 +95,10 @@ def test_atom_count_equal_to_a_layer_width_stays_symbolic():
     crystal = make_fcc_cu(2, seed=0)
     for n_atoms in (16, 21):
         batch = _batch(model, [crystal[:n_atoms]])
-        got = compiled(batch, create_graph=False)
-        want = model(batch, create_graph=False)
-        torch.testing.assert_close(got["forces"], want["forces"], rtol=1e-10, atol=1e-10)
+        got = compiled(batch, compute_stress=True, create_graph=False)
+        want = model(batch, compute_stress=True, create_graph=False)
+        for key in ("energy", "forces", "stress"):  # one graph: single-row sums rewritten
+            torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-10)
     assert len(compiled._compiled) == 1
 
 
@@ -100,3 +106,22 @@ def test_atom_count_equal_to_a_layer_width_stays_symbolic():
 def test_inductor_allegro_matches_eager():
     """Inductor-generated code: the same checks as aot_eager."""
     _check_against_eager(tiny_allegro(num_layers=1), "inductor")
+
+
+def test_inductor_compiles_a_view_of_a_one_input_cat():
+    """Inductor compiles FastLinear's ``cat([x.transpose(1, 2)]).reshape(n * 3, -1)``.
+
+    Traced with a symbolic n; without the rewrite Inductor refuses the view.
+    """
+
+    def pattern(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        stacked = torch.cat([x.reshape(n, 4, 3).transpose(1, 2)], dim=2)
+        return (stacked.reshape(n * 3, -1) * 2.0).sum(0)
+
+    graph = make_fx(pattern, tracing_mode="symbolic")(torch.randn(7, 12))
+    _contiguous_single_cats(graph)
+    assert torch.ops.aten.cat.default not in {node.target for node in graph.graph.nodes}
+    compiled = torch.compile(graph, backend="inductor", dynamic=True)
+    x = torch.randn(9, 12, dtype=torch.float64)
+    torch.testing.assert_close(compiled(x), pattern(x), rtol=1e-12, atol=1e-12)

@@ -22,7 +22,11 @@ buffers are built from it), the requested outputs and the input keys, so one tra
 per such signature (lazily, on first use); atom and edge counts stay symbolic. Batches with
 fewer than 2 atoms or 2 edges run eager (symbolic shapes assume sizes >= 2).
 ``silu_backward`` is decomposed into ``sigmoid`` ops during tracing (it has no derivative
-of its own, which the double backward needs).
+of its own, which the double backward needs). A one-input ``cat`` in the trace becomes an
+explicit contiguous ``clone`` (eager's result): Inductor (torch 2.13) lowers it to its input,
+strides kept, and a ``view`` traced on eager's contiguous output then fails to compile. An
+accumulating ``index_put`` into a single row (a one-graph batch's energy or virial) becomes
+``target + values.sum(0)``: Inductor's vectorised CPU scatter asserts on its constant index.
 
 Outputs: the same dict as ``Potential.forward``. With ``create_graph`` false (inference) the
 compiled call runs under ``torch.no_grad()``: energies, forces and stress carry no graph.
@@ -185,6 +189,8 @@ class CompiledPotential(nn.Module):
             tracing_mode="symbolic",
             _allow_non_fake_inputs=True,
         )(*_fake_inputs(names, args))
+        _contiguous_single_cats(graph)
+        _sum_into_single_rows(graph)
         compiled = torch.compile(graph, backend=self.backend, dynamic=True, **self.options)
         return compiled, list(out_keys)
 
@@ -207,6 +213,33 @@ def _fake_inputs(names: list[str], args: list[torch.Tensor]) -> list[torch.Tenso
         context = StatelessSymbolicContext(dynamic_sizes=sizes)
         fakes.append(mode.from_tensor(tensor, symbolic_context=context))
     return fakes
+
+
+def _contiguous_single_cats(graph: torch.fx.GraphModule) -> None:
+    """Replace each one-input ``aten.cat`` by a contiguous ``clone`` (see module docstring)."""
+    for node in graph.graph.nodes:
+        if node.target is torch.ops.aten.cat.default and len(node.args[0]) == 1:
+            node.target = torch.ops.aten.clone.default
+            node.args = (node.args[0][0],)
+            node.kwargs = {"memory_format": torch.contiguous_format}
+    graph.recompile()
+
+
+def _sum_into_single_rows(graph: torch.fx.GraphModule) -> None:
+    """Replace each accumulating ``index_put`` into one row by a sum (see module docstring)."""
+    aten = torch.ops.aten
+    for node in list(graph.graph.nodes):
+        if node.target is not aten.index_put.default or len(node.args) < 4 or not node.args[3]:
+            continue
+        target, indices, values = node.args[:3]
+        shape = target.meta["val"].shape
+        if len(indices) != 1 or shape[0] != 1 or values.meta["val"].dim() != len(shape):
+            continue
+        with graph.graph.inserting_before(node):
+            total = graph.graph.call_function(aten.sum.dim_IntList, (values, [0], True))
+            node.replace_all_uses_with(graph.graph.call_function(aten.add.Tensor, (target, total)))
+        graph.graph.erase_node(node)
+    graph.recompile()
 
 
 def compile_potential(
