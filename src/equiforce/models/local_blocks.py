@@ -45,14 +45,14 @@ class BlockSettings:
     (``probe_edges``) measures the model's saved bytes per edge.
 
     Attributes:
-        block_bytes: target autograd-saved intermediates per block, bytes (default 128 MiB).
+        block_bytes: target autograd-saved intermediates per block, bytes (default 64 MiB).
         probe_edges: edges of the first, measuring block (default 2048).
         min_edges: batches with at most this many edges run whole (default 2^14).
         no_grad_edges: edges per block when nothing is saved (energies under
             ``torch.no_grad``), default 2^15.
     """
 
-    block_bytes: int = 2**27
+    block_bytes: int = 2**26
     probe_edges: int = 2048
     min_edges: int = 2**14
     no_grad_edges: int = 2**15
