@@ -15,6 +15,7 @@ from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import use_backend
+from equiforce.models.mace import CHUNKED_FROM
 from equiforce.nn.edge_chunks import receiver_chunks
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule, make_triclinic_cu
@@ -152,3 +153,14 @@ def test_checkpointing_keeps_less_for_the_backward(batch):
     one_pass = _saved_bytes(model, batch)
     model.energy_model.chunk_edges = CHUNK_EDGES
     assert _saved_bytes(model, batch) < 0.5 * one_pass
+
+
+def test_graphs_below_four_chunks_run_in_one_pass(batch):
+    """Chunking starts above ``CHUNKED_FROM`` chunks' worth of edges."""
+    mace = _model("fast").energy_model
+    edge_index = batch[keys.EDGE_INDEX]
+    n_atoms = batch[keys.ATOM_TYPE].shape[0]
+    mace.chunk_edges = edge_index.shape[1] // CHUNKED_FROM
+    assert mace._chunks(edge_index, n_atoms) is None
+    mace.chunk_edges -= 1
+    assert len(mace._chunks(edge_index, n_atoms)) > 1

@@ -10,15 +10,17 @@ As in mace-torch, the last layer keeps only scalar features, and with a single i
 its readout is linear. Edge vectors follow mace-torch's direction (sender -> receiver, i.e.
 neighbour -> centre, the negative of ``edge_vec``), so weights carry over unchanged.
 
-Large graphs (more than ``MACE.chunk_edges`` edges, eager mode) run each layer in chunks of
-consecutive receivers (``equiforce.nn.edge_chunks``): interaction and product of one chunk at
-a time, so per-edge and per-atom intermediates stay chunk-sized and cache-friendly. When
-gradients are on and the model is in eval mode (forces, stress, no training), each chunk is
-also checkpointed (``torch.utils.checkpoint``, non-reentrant): the backward pass recomputes
-the chunk instead of keeping its radial-MLP activations, per-edge weights and
-symmetric-contraction intermediates, which cuts the memory of an energy + forces call
-several-fold for about a third more work in the recomputed forward. Results equal the
-unchunked path to rounding, derivatives of any order included.
+Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, eager mode) run each layer
+in chunks of about ``chunk_edges`` edges into consecutive receivers
+(``equiforce.nn.edge_chunks``): interaction and product of one chunk at a time, so per-edge
+and per-atom intermediates stay chunk-sized and cache-friendly. When gradients are on and
+the model is in eval mode (forces, stress, no training), each chunk is also checkpointed
+(``torch.utils.checkpoint``, non-reentrant): the backward pass recomputes the chunk instead
+of keeping its radial-MLP activations, per-edge weights and symmetric-contraction
+intermediates. That cuts the memory of an energy + forces call several-fold (~70 KB instead
+of ~850 KB per atom for the 128-channel MACE); the recomputed forward (about a third more
+work) is roughly paid back by the chunks' smaller working set.
+Results equal the unchunked path to rounding, derivatives of any order included.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps,
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-DEFAULT_CHUNK_EDGES = 16384  # edges per chunk of a large graph (see module docstring)
+# Edges per chunk of a large graph, and how many chunks' worth of edges a graph needs to be
+# chunked; chosen by measurement (docs/performance.md, "MACE at 10^5 atoms"): smaller chunks
+# pay more per-chunk overhead, larger ones leave the caches; below four chunks the
+# recomputation costs more than the smaller working set saves.
+DEFAULT_CHUNK_EDGES = 16384
+CHUNKED_FROM = 4
 
 
 @dataclass(frozen=True)
@@ -177,10 +184,10 @@ class MACE(nn.Module):
     """MACE atomic energy model (see module docstring); build it with ``build_mace``.
 
     Attributes:
-        chunk_edges: graphs with more edges than this run layer by layer in chunks of about
-            this many edges (default ``DEFAULT_CHUNK_EDGES``), checkpointed in eval mode
-            with gradients on; None: never chunk. A runtime setting, not saved in model
-            files.
+        chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges run layer
+            by layer in chunks of about this many edges (default ``DEFAULT_CHUNK_EDGES``),
+            checkpointed in eval mode with gradients on; None: never chunk. A runtime
+            setting, not saved in model files.
 
     Args:
         spec: hyperparameters.
@@ -280,7 +287,7 @@ class MACE(nn.Module):
             self.chunk_edges is None
             or not isinstance(n_edges, int)
             or torch.compiler.is_compiling()
-            or n_edges <= self.chunk_edges
+            or n_edges <= CHUNKED_FROM * self.chunk_edges
         ):
             return None
         return receiver_chunks(edge_index, n_atoms, self.chunk_edges)
