@@ -15,6 +15,13 @@ For every case (a fresh subprocess): ``--warmup`` untimed calls, the median wall
     .venv/bin/python benchmarks/allegro_profile.py --backend fast
     .venv/bin/python benchmarks/allegro_profile.py --backend reference --sizes small
 
+With ``--peer`` (run it in ``.venv-nequip``; inference only) every case profiles a random
+nequip-allegro model of the size (``allegro_inference.nequip_model``) and equiforce on the
+same weights (``from_nequip_allegro``), one after the other in one process::
+
+    .venv-nequip/bin/python benchmarks/allegro_profile.py --peer --sizes tiny --dtypes float32 \
+        --modes inference --threads 1 --water-reps 7
+
 Results: ``bench_out/allegro_profile_<backend>_<timestamp>.json`` and markdown on stdout.
 """
 
@@ -77,10 +84,60 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+class NequipAsPotential:
+    """nequip-allegro behind equiforce's call, so ``profile_models.worker`` profiles it as is.
+
+    It ignores the equiforce batch it is given and runs its own nequip batch of the same
+    frames (neighbour list built here, outside the timed calls).
+    """
+
+    def __init__(self, model, frames: list):
+        import allegro_inference
+
+        self.model = model
+        self.batch = allegro_inference.nequip_batch(frames)
+        self.type_names = list(allegro_inference.TYPE_NAMES)
+        self.r_max = allegro_inference.R_MAX
+
+    def eval(self) -> NequipAsPotential:
+        """Eval mode, as ``Potential.eval``."""
+        self.model.eval()
+        return self
+
+    def __call__(self, batch: dict, compute_forces: bool = True, **_: Any):
+        """One energy + forces call of nequip-allegro (``batch`` unused)."""
+        import allegro_inference
+
+        return allegro_inference._call_nequip(self.model, self.batch)
+
+
+def peer_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Profile nequip-allegro and equiforce on identical weights (inference), in this process."""
+    import allegro_inference
+
+    from equiforce.interop import from_nequip_allegro
+    from equiforce.kernels import use_backend
+
+    if args.mode != "inference":
+        raise ValueError("--peer profiles inference only")
+    frames = profile_models.load_system(args.system, args.data_dir, args.water_reps, args.seed)
+    theirs = allegro_inference.nequip_model(args.size, args.dtype, args.seed)
+    ours = use_backend(from_nequip_allegro(theirs), args.backend)
+    args.channels = 0
+    result = {}
+    for name, model in (("nequip", NequipAsPotential(theirs, frames)), ("ours", ours)):
+        profile_models.build = lambda dtype, backend, channels, model=model: model
+        result[name] = profile_models.worker(args)
+        del result[name]["channels"]
+        result[name]["backend"] = f"{'nequip-allegro' if name == 'nequip' else args.backend}"
+        result[name]["backend"] += f" allegro-{args.size}"
+    return result
+
+
 def run_case(args: argparse.Namespace, **case: str) -> dict[str, Any]:
     """Run ``worker`` in a fresh subprocess and parse its result line."""
     repeats = args.box_repeats if case["system"] == "water" else args.repeats
-    command = [sys.executable, __file__, "--worker"]
+    command = [sys.executable, __file__, "--worker"] + (["--peer"] if args.peer else [])
     command += [f"--{key}={value}" for key, value in case.items()]
     command += [
         f"--backend={args.backend}",
@@ -117,6 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--case-timeout-s", type=float, default=900.0)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench_out")
+    p.add_argument("--peer", action="store_true", help="also profile nequip-allegro (.venv-nequip)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name in ("size", "dtype", "system", "mode"):
         p.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -127,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: a worker, or every case in turn."""
     args = parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(worker(args)), flush=True)
+        result = peer_worker(args) if args.peer else worker(args)
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -146,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_case(args, **case)
                     report["results"].append(result)
                     path.write_text(json.dumps(report, indent=2))
-                    print(markdown(result, args.top) if "error" not in result else result)
+                    if "error" in result:
+                        print(result)
+                        continue
+                    for part in (result["nequip"], result["ours"]) if args.peer else (result,):
+                        print(markdown(part, args.top))
                     print(flush=True)
     print(f"wrote {path}")
     return 0

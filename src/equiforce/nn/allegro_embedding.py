@@ -9,11 +9,16 @@ For a pair (i, j) with ``x = r_ij / r_max(type_i, type_j)``:
 * the scalar latent is ``MLP(z)``, and the tensor features are the edge spherical
   harmonics weighted per channel and per irrep by a linear map of the latent.
 
-Geometry (lengths, basis, envelope, spherical harmonics) is evaluated in float64 and cast to
-the model dtype afterwards.
+The edge vectors arrive in float64 (the ``Potential``'s geometry boundary) and are cast
+first: the geometry (lengths, basis, envelope, spherical harmonics) is evaluated in the model
+dtype (float32 for a half-precision one), as nequip-allegro does. A float32 model rounds
+everything after it to float32 anyway; its float64 geometry (``sinc`` in float64 alone ~4%
+of the tiny model's call) bought no accuracy.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -24,18 +29,41 @@ from equiforce.o3.radial import polynomial_cutoff
 from equiforce.o3.spherical_harmonics import spherical_harmonics
 
 
-def sinc_bessel_basis(x: torch.Tensor, num_basis: int) -> torch.Tensor:
-    """``sinc(n x) * n`` for ``n = 1..num_basis``.
+def enveloped_bessel_basis(x: torch.Tensor, num_basis: int, p: int) -> torch.Tensor:
+    """``sinc(n x) * n * envelope(x) = sin(n pi x) * envelope(x) / (pi x)``, ``n = 1..N``.
 
     Args:
-        x: (n_edges, 1) normalised lengths ``r / r_max``.
-        num_basis: number of functions.
+        x: (n_edges, 1) normalised lengths ``r / r_max``, non-zero.
+        num_basis: number of functions ``N``.
+        p: order of the polynomial envelope (``equiforce.o3.radial.polynomial_cutoff``).
 
     Returns:
-        (n_edges, num_basis), the dtype of ``x``.
+        (n_edges, num_basis), the dtype of ``x``; zero for ``x >= 1``.
     """
-    n = torch.arange(1, num_basis + 1, dtype=x.dtype, device=x.device)
-    return torch.sinc(x * n) * n
+    n_pi = torch.arange(1, num_basis + 1, dtype=x.dtype, device=x.device) * math.pi
+    return torch.sin(x * n_pi) * (polynomial_cutoff(x, 1.0, p) / (x * math.pi))
+
+
+def unit_sh(l_max: int, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Edge spherical harmonics (``equiforce.o3.spherical_harmonics``'s values).
+
+    ``l_max <= 1`` in closed form, ``Y_0 = 1`` and ``Y_1 = sqrt(3) v / |v|`` (x, y, z order),
+    from the lengths already computed; higher ``l_max`` through e3nn.
+
+    Args:
+        l_max: highest degree.
+        vectors: (n_edges, 3), non-zero.
+        lengths: (n_edges, 1) ``|vectors|``.
+
+    Returns:
+        (n_edges, (l_max + 1)^2), the dtype of ``vectors``.
+    """
+    if l_max > 1:
+        return spherical_harmonics(l_max, vectors)
+    ones = torch.ones_like(lengths)
+    if l_max == 0:
+        return ones
+    return torch.cat((ones, vectors * (math.sqrt(3.0) / lengths)), dim=-1)
 
 
 class AllegroEdgeEmbedding(nn.Module):
@@ -44,7 +72,7 @@ class AllegroEdgeEmbedding(nn.Module):
     Parameters: ``centre_embed`` / ``neighbour_embed`` (n_types, embed_dim / 2), N(0, 1);
     ``basis_linear``, ``scalar_mlp`` and ``tensor_linear`` are ``AllegroMLP``s.
     ``inverse_r_max``: ``1 / r_max`` of every (centre, neighbour) type pair, row-major, kept
-    as Python floats (it is in the spec) so it stays float64 under any ``.to(dtype)``.
+    as Python floats (it is in the spec), so no ``.to(dtype)`` rounds it.
 
     Args:
         pair_r_max: (n_types, n_types) float64 cutoff per (centre, neighbour) type, Å.
@@ -106,17 +134,27 @@ class AllegroEdgeEmbedding(nn.Module):
             ``tensor_features`` (n_edges, num_tensor_features, irreps_sh.dim), model dtype.
         """
         dtype = self.centre_embed.dtype
-        edge_vec = edge_vec.to(torch.float64)
+        geometry = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        edge_vec = edge_vec.to(geometry)
         lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
         pair = edge_types[0] * self.n_types + edge_types[1]
-        inverse = torch.tensor(self.inverse_r_max, dtype=torch.float64, device=lengths.device)
-        x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
-        bessel = sinc_bessel_basis(x, self.num_bessels).to(dtype)
-        envelope = polynomial_cutoff(x, 1.0, self.polynomial_cutoff_p).to(dtype)
+        if len(set(self.inverse_r_max)) == 1:
+            x = lengths * self.inverse_r_max[0]
+        else:
+            inverse = torch.tensor(self.inverse_r_max, dtype=geometry, device=lengths.device)
+            x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
+        basis = enveloped_bessel_basis(x, self.num_bessels, self.polynomial_cutoff_p)
+        # [E_centre, E_neighbour] of every type pair, then one gather per pair
+        n, half = self.centre_embed.shape
         species = torch.cat(
-            (self.centre_embed[edge_types[0]], self.neighbour_embed[edge_types[1]]), dim=-1
+            (
+                self.centre_embed.unsqueeze(1).expand(n, n, half),
+                self.neighbour_embed.unsqueeze(0).expand(n, n, half),
+            ),
+            dim=-1,
         )
-        latent = self.scalar_mlp(species * self.basis_linear(bessel * envelope))
-        edge_sh = spherical_harmonics(self.l_max, edge_vec).to(dtype)
+        species = species.reshape(n * n, 2 * half).index_select(0, pair)
+        latent = self.scalar_mlp(species * self.basis_linear(basis.to(dtype)))
+        edge_sh = unit_sh(self.l_max, edge_vec, lengths).to(dtype)
         tensor_features = self.weighter(edge_sh, self.tensor_linear(latent))
         return latent, edge_sh, tensor_features

@@ -98,19 +98,23 @@ class AllegroLayers(nn.Module):
         Returns:
             (n_edges, latent_dim * (num_layers + 1)) scalar features of every layer.
         """
-        projection = self.first_projection(latent)
-        scalars = [projection[:, : self.latent_dim]]
-        env_weights = projection[:, self.latent_dim :]
-        n_atoms = node_norm.shape[0]
+        # split, not sliced: the backward of two slices zero-fills two full-size gradients
+        sizes = [self.latent_dim, self.weighter.weight_numel]
+        scalar, env_weights = self.first_projection(latent).split(sizes, dim=-1)
+        scalars = [scalar]
+        n_atoms, dim = node_norm.shape[0], edge_sh.shape[1]
         for k, (tp, mlp) in enumerate(zip(self.tps, self.latents, strict=True)):
-            # environment sums component-major, (dim, n_atoms, mul), viewed as (n_atoms, mul, dim)
-            env_edges = self.weighter(edge_sh, env_weights).permute(2, 0, 1)
-            env = env_edges.new_zeros(env_edges.shape[0], n_atoms, env_edges.shape[2])
-            env = env.index_add(1, centre, env_edges).permute(1, 2, 0)
-            env = env * node_norm.unsqueeze(-1)
-            tensor_features = tp(tensor_features, env, centre)
+            # environment sums atom-major, (n_atoms, dim, mul), viewed as (n_atoms, mul, dim)
+            env_edges = self.weighter.edge_major(edge_sh, env_weights)
+            env = env_edges.new_zeros(n_atoms, env_edges.shape[1])
+            env = (env.index_add(0, centre, env_edges) * node_norm).view(
+                n_atoms, dim, self.weighter.mul
+            )
+            tensor_features = tp(tensor_features, env.transpose(1, 2), centre)
             out = mlp(torch.cat([*scalars, tensor_features[:, :, 0]], dim=-1))
-            scalars.append(out[:, : self.latent_dim])
             if k < self.num_layers - 1:
-                env_weights = out[:, self.latent_dim :]
+                scalar, env_weights = out.split(sizes, dim=-1)
+            else:
+                scalar = out
+            scalars.append(scalar)
         return torch.cat(scalars, dim=-1)

@@ -109,3 +109,19 @@ class WeightedChannels(nn.Module):
         per_irrep = weights.reshape(-1, self.mul, self.n_irreps).permute(2, 0, 1)
         out = per_irrep.index_select(0, self.irrep_of) * basis.t().unsqueeze(-1)
         return out.permute(1, 2, 0)
+
+    def edge_major(self, basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The same weighting, laid out for a sum over each atom's pairs.
+
+        Args:
+            basis: (n_edges, irreps.dim).
+            weights: (n_edges, mul * n_irreps), channel-major.
+
+        Returns:
+            (n_edges, irreps.dim * mul) contiguous, ``[e, i * mul + u] = out[e, u, i]``: one
+            row per pair, so that ``index_add`` over pairs moves whole rows (per-component
+            rows of ``mul`` numbers made it ~6x slower).
+        """
+        per_irrep = weights.reshape(-1, self.mul, self.n_irreps).transpose(1, 2)
+        out = per_irrep.index_select(1, self.irrep_of) * basis.unsqueeze(-1)
+        return out.reshape(out.shape[0], basis.shape[1] * self.mul)
