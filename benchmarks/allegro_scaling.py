@@ -29,8 +29,9 @@ Method, one fresh subprocess per (implementation, size):
 * model: ``--warmup`` untimed energy+forces calls, then ``--repeats`` timed calls (forces by
   autograd from float64 positions, eval mode, no graph kept); median and minimum are reported
   and both are fitted (on a loaded shared machine the minimum is the less noisy estimate);
-* memory: the resident set (``VmRSS``) just before the first model call, then the kernel's
-  peak-RSS mark is reset (``/proc/self/clear_refs``) and read (``VmHWM``) after all calls:
+* memory: ``equiforce.bench.memory.MemoryProbe`` around the model calls (freed heap handed
+  back to the OS, the resident set read, the kernel's peak-RSS mark reset, ``VmHWM`` read
+  after all calls):
   ``call_rss_increase_mb`` is what the energy+forces calls added on top of the resident model,
   box and graph; ``peak_rss_mb`` is the process's peak including the graph construction.
   ``tracemalloc`` does not see torch's allocations, hence RSS.
@@ -252,19 +253,6 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last reset) of this process, MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1]) / 1024.0
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0: ``clear_refs`` 5)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -343,10 +331,12 @@ def worker(args: argparse.Namespace) -> dict:
                 out[AtomicDataDict.FORCE_KEY].detach(),
             )
 
-    gc.collect()
+    from equiforce.bench.memory import MemoryProbe
+
     result["process_peak_before_call_mb"] = _rss_mb()
-    result["rss_before_call_mb"] = _status_mb("VmRSS")
-    _reset_peak_rss()
+    probe = MemoryProbe(torch.device("cpu"))
+    probe.start()
+    result["rss_before_call_mb"] = probe.baseline_mb
     start = time.perf_counter()
     energy, forces = call()
     result["first_call_ms"] = (time.perf_counter() - start) * 1000.0
@@ -358,9 +348,10 @@ def worker(args: argparse.Namespace) -> dict:
         call()
     result["median_ms"], result["times_ms"] = _median_ms(call, args.repeats)
     result["min_ms"] = min(result["times_ms"])
-    call_peak = _status_mb("VmHWM")
-    result["peak_rss_mb"] = max(result["process_peak_before_call_mb"], call_peak)
-    result["call_rss_increase_mb"] = call_peak - result["rss_before_call_mb"]
+    memory = probe.stop()
+    result["memory_source"] = memory["source"]
+    result["peak_rss_mb"] = max(result["process_peak_before_call_mb"], memory["peak_mb"])
+    result["call_rss_increase_mb"] = memory["peak_minus_baseline_mb"]
     return result
 
 
