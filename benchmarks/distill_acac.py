@@ -4,9 +4,9 @@ Data (``benchmarks/acac_train.py``'s fixed split): the first 450 frames of
 ``acac/train_300K.xyz`` train, the last 50 validate; E0s from ``acac/isolated_atoms.xyz``;
 errors on ``test_MD_300K`` and ``test_MD_600K`` (ground truth: DFT).
 
-For every student size in ``--channels`` (MACE, ``--max-L``, 2 interactions, float32):
+For every student in ``--students`` (``channels:max_L`` pairs; MACE, 2 interactions, float32):
 
-* distilled: ``equiforce.distill.distill`` with ``--sweep`` over the sizes: the teacher labels
+* distilled: ``equiforce.distill.distill`` with ``--sweep`` over the students: the teacher labels
   the 450 training structures, rattled copies (``--rattle``, default 0.01 and 0.02 Å: larger
   independent displacements of a molecule's stiff bonds cost eV), teacher-driven Langevin MD at
   300 K and 600 K (4 starts x 25 snapshots each) and normal-mode samples (2 starts x 25 at 300 K)
@@ -18,6 +18,12 @@ For every student size in ``--channels`` (MACE, ``--max-L``, 2 interactions, flo
 
 Teacher (``--teacher-model`` an equiforce model file, or ``--teacher-calculator module:Class``
 with ``--teacher-kwargs`` JSON, e.g. mace-torch's ``MACECalculator`` run from ``.venv-mace``).
+
+``--jobs N`` trains N students (distilled or baseline) at a time, each in its own process with
+``--threads`` threads, after the teacher has labelled everything once; the sweep's report is then
+assembled from the finished students. ``--phase baselines`` trains only the DFT-only students
+(no teacher needed, e.g. while the teacher trains); a later ``train`` phase in the same ``--out``
+reuses a finished baseline whose run configuration is unchanged.
 
 Phases: ``train`` (default; long, run it niced, without the benchmark lock) writes
 ``results.json``; ``time`` re-times every model (``equiforce.distill.timing``: fresh process,
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -62,7 +69,14 @@ def student_model(channels: int, max_l: int) -> dict[str, Any]:
         "num_radial_basis": 8,
         "radial_mlp": [64, 64, 64],
         "dtype": "float32",
+        # mace-torch's default ScaleShiftMACE, like the teacher of benchmarks/acac_train.py
+        "first_interaction_residual": True,
     }
+
+
+def sweep_entry(channels: int, max_l: int) -> dict[str, int]:
+    """The sweep override of one student; its name (``student_name``) names its folders."""
+    return {"num_channels": channels, "max_L": max_l}
 
 
 def training_section(budget_s: float) -> dict[str, Any]:
@@ -92,12 +106,12 @@ def data_section(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 def distill_config(args: argparse.Namespace, paths: dict[str, Path], out: Path) -> dict:
-    """The distillation (sweep over ``--channels``)."""
+    """The distillation (sweep over ``--students``)."""
     if args.teacher_model is not None:
         teacher = {"model": args.teacher_model, "batch_size": 16}
     else:
         teacher = {"calculator": args.teacher_calculator, "kwargs": json.loads(args.teacher_kwargs)}
-    base = student_model(args.channels[0], args.max_L)
+    base = student_model(*args.students[0])
     return {
         "output_dir": str(out / "distill"),
         "seed": 0,
@@ -107,12 +121,16 @@ def distill_config(args: argparse.Namespace, paths: dict[str, Path], out: Path) 
             "rattle": {"scales": args.rattle, "copies": 1},
             "md": {
                 "temperatures": [300.0, 600.0],
-                "n_starts": 4,
-                "n_snapshots": 25,
+                "n_starts": 1 if args.smoke else 4,
+                "n_snapshots": 2 if args.smoke else 25,
                 "interval": 10,
                 "timestep_fs": 0.5,
             },
-            "normal_modes": {"n_starts": 2, "n_samples": 25, "temperature": 300.0},
+            "normal_modes": {
+                "n_starts": 1 if args.smoke else 2,
+                "n_samples": 2 if args.smoke else 25,
+                "temperature": 300.0,
+            },
         },
         "labels": {"cache_dir": str(args.label_cache or out / "labels"), "save_every": 50},
         "losses": {
@@ -125,7 +143,7 @@ def distill_config(args: argparse.Namespace, paths: dict[str, Path], out: Path) 
         "student": base,
         "training": training_section(args.budget_s),
         "report": {"timing_calls": 5, "warmup_calls": 2},
-        "sweep": {"students": [{"num_channels": c} for c in args.channels]},
+        "sweep": {"students": [sweep_entry(c, L) for c, L in args.students]},
     }
 
 
@@ -160,22 +178,95 @@ def evaluate_teacher(teacher, tests: dict[str, Any]) -> dict[str, dict[str, floa
     return out
 
 
-def train_baseline(args, paths, out: Path, channels: int) -> dict[str, Any]:
-    """The student trained on the DFT data alone for the same budget."""
+def baseline_run_config(args, paths, out: Path, channels: int, max_l: int) -> dict[str, Any]:
+    """The DFT-only student's run configuration (as a dict)."""
+    from equiforce.distill.run import student_name
+
+    name = student_name(sweep_entry(channels, max_l))
+    return {
+        "output_dir": str(out / "baseline" / name),
+        "seed": 0,
+        "data": data_section(paths),
+        "model": student_model(channels, max_l),
+        "training": training_section(args.budget_s),
+    }
+
+
+def finished_baseline(values: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a finished baseline run with exactly this configuration, if any."""
+    record = Path(values["output_dir"]) / "baseline.json"
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text())
+    return saved if saved["run_config"] == json.loads(json.dumps(values)) else None
+
+
+def train_baseline(values: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Train (or reuse) the student on the DFT data alone for the same budget."""
+    import torch
+
     from equiforce.train.config import RunConfig
     from equiforce.train.run import train
 
-    config = RunConfig.from_dict(
-        {
-            "output_dir": str(out / "baseline" / f"num_channels-{channels}"),
-            "seed": 0,
-            "data": data_section(paths),
-            "model": student_model(channels, args.max_L),
-            "training": training_section(args.budget_s),
-        }
-    )
-    result = train(config)
-    return {"model_path": str(result.model_path), "epochs": result.epochs_completed}
+    saved = finished_baseline(values)
+    if saved is not None:
+        logging.info("reusing the finished baseline %s", values["output_dir"])
+        return {k: saved[k] for k in ("model_path", "epochs")}
+    torch.set_num_threads(threads)
+    result = train(RunConfig.from_dict(values))
+    record = {"model_path": str(result.model_path), "epochs": result.epochs_completed}
+    path = Path(values["output_dir"]) / "baseline.json"
+    path.write_text(json.dumps(record | {"run_config": values}, indent=1))
+    return record
+
+
+def distill_one(values: dict[str, Any], threads: int) -> None:
+    """Distil the single sweep student of ``values`` (a worker process of ``--jobs``)."""
+    import torch
+
+    from equiforce.distill.config import DistillConfig
+    from equiforce.distill.run import distill
+
+    torch.set_num_threads(threads)
+    distill(DistillConfig.from_dict(values), sweep=True, progress=False)
+
+
+def _run_job(job: tuple[str, dict[str, Any], int]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    kind, values, threads = job
+    (train_baseline if kind == "baseline" else distill_one)(values, threads)
+
+
+def run_jobs(jobs: list[tuple[str, dict[str, Any], int]], n_workers: int) -> None:
+    """Run student trainings ``n_workers`` at a time, each in a fresh (spawned) process."""
+    if not jobs:
+        return
+    with multiprocessing.get_context("spawn").Pool(n_workers, maxtasksperchild=1) as pool:
+        pool.map(_run_job, jobs, chunksize=1)
+
+
+def label_once(config) -> None:
+    """Let the teacher label the student data and the test set (filling the caches)."""
+    from equiforce.data.extxyz import read_configurations
+    from equiforce.distill.data import configuration_to_atoms, read_structures
+    from equiforce.distill.prepare import prepare_student_data, teacher_labels
+    from equiforce.distill.teacher import load_teacher
+    from equiforce.train.setup import key_spec
+
+    train_set, valid_set = read_structures(config.data, config.seed)
+    teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
+    prepare_student_data(config, teacher, train_set, valid_set, progress=False)
+    test = read_configurations(config.data.test_file, key_spec(config.data))
+    teacher_labels(config, teacher, [configuration_to_atoms(c) for c in test], False)
+
+
+def phase_baselines(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Train only the DFT-only students (``--jobs`` at a time); returns their records."""
+    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=args.smoke)
+    runs = [baseline_run_config(args, paths, out, c, L) for c, L in args.baselines]
+    run_jobs([("baseline", v, args.threads) for v in runs if not finished_baseline(v)], args.jobs)
+    records = [finished_baseline(v) or {} for v in runs]
+    return {"baselines": [{k: r.get(k) for k in ("model_path", "epochs")} for r in records]}
 
 
 def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -189,13 +280,17 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from equiforce.distill.teacher import load_teacher
 
     torch.set_num_threads(args.threads)
-    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=False)
+    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=args.smoke)
     tests = {
         name: (read_configurations(paths[name]), acac_train.reference_labels(paths[name]))
         for name in TEST_SETS
     }
     values = distill_config(args, paths, out)
     config = DistillConfig.from_dict(values)
+    baselines = [
+        baseline_run_config(args, paths, out, c, L) if (c, L) in args.baselines else None
+        for c, L in args.students
+    ]
     results: dict[str, Any] = {
         "benchmark": "distill_acac",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -204,7 +299,17 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "distill_config": values,
     }
     start = time.monotonic()
-    distilled = distill(config, sweep=True, progress=False)
+    if args.jobs > 1:
+        torch.set_num_threads(args.threads * args.jobs)
+        label_once(config)
+        torch.set_num_threads(args.threads)
+        jobs = [
+            ("distill", values | {"sweep": {"students": [entry]}}, args.threads)
+            for entry in values["sweep"]["students"]
+        ]
+        jobs += [("baseline", v, args.threads) for v in baselines if v and not finished_baseline(v)]
+        run_jobs(jobs, args.jobs)
+    distilled = distill(config, sweep=True, resume=args.jobs > 1, progress=False)
     results["distill_wall_s"] = time.monotonic() - start
     results["counts"] = distilled.counts
     probe = configuration_to_atoms(tests["test_MD_300K"][0][0])
@@ -216,10 +321,13 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "timing_unlocked": distilled.rows[0],
     }
     students = []
-    for row, channels in zip(distilled.rows[1:], args.channels, strict=True):
+    for row, (channels, max_l), baseline_values in zip(
+        distilled.rows[1:], args.students, baselines, strict=True
+    ):
         model_path = out / "distill" / "students" / row["name"] / "model.pt"
         entry = {
             "channels": channels,
+            "max_L": max_l,
             "distilled": {
                 "model_path": str(model_path),
                 "epochs": row["epochs"],
@@ -231,8 +339,8 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 },
             },
         }
-        if not args.no_baseline:
-            baseline = train_baseline(args, paths, out, channels)
+        if baseline_values is not None:
+            baseline = train_baseline(baseline_values, args.threads)
             baseline["errors"] = evaluate_model(Path(baseline["model_path"]), tests)
             entry["baseline"] = baseline
         students.append(entry)
@@ -321,10 +429,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     rows = [row("teacher", "teacher", results["teacher"])]
     for entry in results["students"]:
-        rows.append(row(f"distilled {entry['channels']}ch", "student", entry["distilled"]))
+        size = student_label(entry)
+        rows.append(row(f"distilled {size}", "student", entry["distilled"]))
         if "baseline" in entry:
-            rows.append(row(f"DFT-only {entry['channels']}ch", "baseline", entry["baseline"]))
+            rows.append(row(f"DFT-only {size}", "baseline", entry["baseline"]))
     plot_pareto(rows, path)
+
+
+def student_label(entry: dict[str, Any]) -> str:
+    """``16ch L=1``-style name of a student entry of ``results.json``."""
+    return f"{entry['channels']}ch L={entry.get('max_L', 0)}"
 
 
 def save(results: dict[str, Any], out: Path) -> None:
@@ -335,15 +449,19 @@ def save(results: dict[str, Any], out: Path) -> None:
 def print_table(results: dict[str, Any]) -> None:
     """Test errors (and timings when measured) of every model."""
     columns = ["model", "params", "300K E (meV)", "300K F (meV/Å)", "600K E (meV)"]
-    columns += ["600K F (meV/Å)", "ms/call 1 AcAc", "ms/call 64 AcAc", "speed-up (64)"]
+    columns += ["600K F (meV/Å)", "ms/call 1 AcAc", "ms/call 64 AcAc", "speed-up (1 / 64)"]
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-    teacher_ms = results["teacher"].get("timing", {}).get("ms_per_call")
+
+    def ms_per_call(entry, system):
+        return entry.get("timings", {}).get(system, {}).get("ms_per_call")
 
     def line(name, n_params, entry):
         e = entry["errors"]
-        ms = entry.get("timing", {}).get("ms_per_call")
-        single = entry.get("timings", {}).get("1_acac", {}).get("ms_per_call")
-        speed = "-" if ms is None or teacher_ms is None else f"{teacher_ms / ms:.1f}x"
+        times = [ms_per_call(entry, s) for s in ("1_acac", "64_acac")]
+        teacher = [ms_per_call(results["teacher"], s) for s in ("1_acac", "64_acac")]
+        speed = "-"
+        if None not in times + teacher:
+            speed = f"{teacher[0] / times[0]:.1f}x / {teacher[1] / times[1]:.1f}x"
         cells = [
             name,
             f"{n_params:,}" if n_params else "-",
@@ -351,46 +469,70 @@ def print_table(results: dict[str, Any]) -> None:
             f"{e['test_MD_300K']['forces_rmse_meV_per_A']:.1f}",
             f"{e['test_MD_600K']['energy_rmse_meV']:.1f}",
             f"{e['test_MD_600K']['forces_rmse_meV_per_A']:.1f}",
-            "-" if single is None else f"{single:.2f}",
-            "-" if ms is None else f"{ms:.1f}",
+            *("-" if t is None else f"{t:.1f}" for t in times),
             speed,
         ]
         print("| " + " | ".join(cells) + " |")
 
     line("teacher", results["teacher"]["n_parameters"], results["teacher"])
     for entry in results["students"]:
-        c = entry["channels"]
-        line(f"distilled {c}ch", entry["distilled"]["n_parameters"], entry["distilled"])
+        c = student_label(entry)
+        line(f"distilled {c}", entry["distilled"]["n_parameters"], entry["distilled"])
         if "baseline" in entry:
-            line(f"DFT-only {c}ch", entry["distilled"]["n_parameters"], entry["baseline"])
+            line(f"DFT-only {c}", entry["distilled"]["n_parameters"], entry["baseline"])
+
+
+def student_size(text: str) -> tuple[int, int]:
+    """``"16:1"`` -> (16 channels, max_L 1)."""
+    channels, _, max_l = text.partition(":")
+    try:
+        return int(channels), int(max_l or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected channels:max_L, got {text!r}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--phase", choices=("train", "time"), default="train")
+    parser.add_argument("--phase", choices=("train", "baselines", "time"), default="train")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--data-dir", default=str(acac_train.DEFAULT_DATA_DIR))
     teacher = parser.add_mutually_exclusive_group()
     teacher.add_argument("--teacher-model", help="equiforce model file")
     teacher.add_argument("--teacher-calculator", help="ASE calculator as module:Class")
     parser.add_argument("--teacher-kwargs", default="{}", help="JSON calculator kwargs")
-    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--max-L", type=int, default=0)
+    parser.add_argument(
+        "--students",
+        type=student_size,
+        nargs="+",
+        default=[(8, 0), (16, 0)],
+        help="student sizes as channels:max_L",
+    )
     parser.add_argument(
         "--rattle", type=float, nargs="*", default=[0.01, 0.02], help="rattle scales, Å"
     )
     parser.add_argument("--budget-s", type=float, default=300.0, help="training loop per student")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the DFT-only students")
+    parser.add_argument(
+        "--baselines",
+        type=student_size,
+        nargs="*",
+        help="students that get a DFT-only baseline (default: all; none: no value)",
+    )
     parser.add_argument("--feature-weight", type=float, default=0.0, help="losses.feature_weight")
     parser.add_argument("--hessian-weight", type=float, default=0.0, help="losses.hessian_weight")
     parser.add_argument(
         "--hessian-structures", type=int, default=None, help="losses.hessian_structures"
     )
     parser.add_argument("--label-cache", help="shared teacher-label cache folder")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads per training process")
+    parser.add_argument(
+        "--smoke", action="store_true", help="plumbing check: 20 training frames, tiny augmentation"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="student trainings at a time")
     parser.add_argument("--calls", type=int, default=30, help="timed calls per model")
     args = parser.parse_args(argv)
+    if args.baselines is None:
+        args.baselines = list(args.students)
     if args.phase == "train" and args.teacher_model is None and args.teacher_calculator is None:
         parser.error("--teacher-model or --teacher-calculator is required")
     return args
@@ -402,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.phase == "baselines":
+        print(json.dumps(phase_baselines(args, out), indent=1))
+        return 0
     results = phase_train(args, out) if args.phase == "train" else phase_time(args, out)
     save(results, out)
     print_table(results)
