@@ -89,9 +89,12 @@ class MACESpec:
             (about 2x faster training).
         seed: seed of the local generator for the initial weights (default 0); building
             never touches the global RNG.
-        first_interaction_residual: first interaction uses the residual block
-            (mace-torch ``--model ScaleShiftMACE``) instead of the non-residual one
-            (default False, ``--model MACE``).
+        first_interaction_residual: the first interaction uses the residual block with a
+            species-dependent self-connection (default True, mace-torch's default
+            ``--interaction_first RealAgnosticResidualInteractionBlock``); False gives the plain
+            block (``RealAgnosticInteractionBlock``), whose model cannot shift a species'
+            energy directly and learns the offset from the E0s slowly (a 16-channel AcAc model
+            was still ~0.5 eV/atom off after 25 epochs, against ~2 meV/atom with the default).
     """
 
     type_names: tuple[str, ...]
@@ -111,7 +114,7 @@ class MACESpec:
     shift: float = 0.0
     dtype: str = "float64"
     seed: int = 0
-    first_interaction_residual: bool = False
+    first_interaction_residual: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type_names", tuple(self.type_names))
