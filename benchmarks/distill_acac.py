@@ -1,8 +1,9 @@
 """Distillation benchmark on AcAc: teacher -> small MACE students, against DFT-only students.
 
 Data (``benchmarks/acac_train.py``'s fixed split): the first 450 frames of
-``acac/train_300K.xyz`` train, the last 50 validate; E0s from ``acac/isolated_atoms.xyz``;
-errors on ``test_MD_300K`` and ``test_MD_600K`` (ground truth: DFT).
+``acac/train_300K.xyz`` train (``--train-frames N``: only the first N, for a student with
+scarce DFT data and a teacher trained on more), the last 50 validate; E0s from
+``acac/isolated_atoms.xyz``; errors on ``test_MD_300K`` and ``test_MD_600K`` (ground truth: DFT).
 
 For every student in ``--students`` (``channels:max_L`` pairs; MACE, 2 interactions, float32):
 
@@ -178,6 +179,15 @@ def evaluate_teacher(teacher, tests: dict[str, Any]) -> dict[str, dict[str, floa
     return out
 
 
+def prepare_split(args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """``acac_train``'s fixed split, training set cut to its first ``--train-frames`` frames."""
+    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=args.smoke)
+    frames = acac_train.xyz_frames(paths["train"])
+    if args.train_frames is not None and args.train_frames < len(frames):
+        paths["train"].write_text("".join(frames[: args.train_frames]))
+    return paths
+
+
 def baseline_run_config(args, paths, out: Path, channels: int, max_l: int) -> dict[str, Any]:
     """The DFT-only student's run configuration (as a dict)."""
     from equiforce.distill.run import student_name
@@ -262,7 +272,7 @@ def label_once(config) -> None:
 
 def phase_baselines(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train only the DFT-only students (``--jobs`` at a time); returns their records."""
-    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=args.smoke)
+    paths = prepare_split(args, out)
     runs = [baseline_run_config(args, paths, out, c, L) for c, L in args.baselines]
     run_jobs([("baseline", v, args.threads) for v in runs if not finished_baseline(v)], args.jobs)
     records = [finished_baseline(v) or {} for v in runs]
@@ -280,7 +290,7 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from equiforce.distill.teacher import load_teacher
 
     torch.set_num_threads(args.threads)
-    paths = acac_train.prepare_data(Path(args.data_dir), out, smoke=args.smoke)
+    paths = prepare_split(args, out)
     tests = {
         name: (read_configurations(paths[name]), acac_train.reference_labels(paths[name]))
         for name in TEST_SETS
@@ -525,6 +535,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--label-cache", help="shared teacher-label cache folder")
     parser.add_argument("--threads", type=int, default=1, help="threads per training process")
+    parser.add_argument(
+        "--train-frames",
+        type=int,
+        help="DFT training frames (the first N of the 450; the teacher is not retrained)",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="plumbing check: 20 training frames, tiny augmentation"
     )
