@@ -70,7 +70,7 @@ def student_model(channels: int, max_l: int) -> dict[str, Any]:
         "num_radial_basis": 8,
         "radial_mlp": [64, 64, 64],
         "dtype": "float32",
-        # mace-torch's default ScaleShiftMACE, like the teacher of benchmarks/acac_train.py
+        # residual first interaction (the default of equiforce and mace-torch), as the teacher
         "first_interaction_residual": True,
     }
 
