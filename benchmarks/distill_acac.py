@@ -255,21 +255,6 @@ def run_jobs(jobs: list[tuple[str, dict[str, Any], int]], n_workers: int) -> Non
         pool.map(_run_job, jobs, chunksize=1)
 
 
-def label_once(config) -> None:
-    """Let the teacher label the student data and the test set (filling the caches)."""
-    from equiforce.data.extxyz import read_configurations
-    from equiforce.distill.data import configuration_to_atoms, read_structures
-    from equiforce.distill.prepare import prepare_student_data, teacher_labels
-    from equiforce.distill.teacher import load_teacher
-    from equiforce.train.setup import key_spec
-
-    train_set, valid_set = read_structures(config.data, config.seed)
-    teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
-    prepare_student_data(config, teacher, train_set, valid_set, progress=False)
-    test = read_configurations(config.data.test_file, key_spec(config.data))
-    teacher_labels(config, teacher, [configuration_to_atoms(c) for c in test], False)
-
-
 def phase_baselines(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train only the DFT-only students (``--jobs`` at a time); returns their records."""
     paths = prepare_split(args, out)
@@ -286,7 +271,7 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from equiforce.data.extxyz import read_configurations
     from equiforce.distill.config import DistillConfig
     from equiforce.distill.data import configuration_to_atoms
-    from equiforce.distill.run import distill
+    from equiforce.distill.run import distill, label_everything
     from equiforce.distill.teacher import load_teacher
 
     torch.set_num_threads(args.threads)
@@ -311,7 +296,7 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     start = time.monotonic()
     if args.jobs > 1:
         torch.set_num_threads(args.threads * args.jobs)
-        label_once(config)
+        label_everything(config, progress=False)
         torch.set_num_threads(args.threads)
         jobs = [
             ("distill", values | {"sweep": {"students": [entry]}}, args.threads)

@@ -94,16 +94,7 @@ def distill(
     if sweep and not config.sweep.students:
         raise ValueError("--sweep needs sweep.students in the config")
     out = Path(config.output_dir)
-    train_set, valid_set = read_structures(config.data, config.seed)
-    teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
-    LOG.info("teacher %s (%s)", teacher.description, teacher.fingerprint[:24])
-    data = prepare_student_data(config, teacher, train_set, valid_set, progress)
-    LOG.info("student data: %s", data.counts)
-    test = _test_set(config)
-    test_labels = None
-    if test is not None:
-        test_atoms = [configuration_to_atoms(c) for c in test]
-        test_labels = teacher_labels(config, teacher, test_atoms, progress)
+    teacher, data, test, test_labels = label_everything(config, progress)
     timing_file = config.data.test_file or config.data.train_file
     teacher_row = _teacher_row(config, teacher, test, test_labels, timing_file)
     rows = [teacher_row]
@@ -122,6 +113,26 @@ def distill(
         pareto_png = plot_pareto(rows, out / "pareto.png")
         pareto_json = atomic_write_text(json.dumps(rows, indent=2), out / "pareto.json")
     return DistillResult(out, rows, report_json, report_md, pareto_png, pareto_json, data.counts)
+
+
+def label_everything(config: DistillConfig, progress: bool = True):
+    """Load the teacher and let it label the student data and the test set (cached on disk).
+
+    Returns:
+        ``(teacher, student data, test configurations or None, teacher labels of the test set
+        or None)``. A second call, e.g. from a parallel student process, reads the caches.
+    """
+    train_set, valid_set = read_structures(config.data, config.seed)
+    teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
+    LOG.info("teacher %s (%s)", teacher.description, teacher.fingerprint[:24])
+    data = prepare_student_data(config, teacher, train_set, valid_set, progress)
+    LOG.info("student data: %s", data.counts)
+    test = _test_set(config)
+    test_labels = None
+    if test is not None:
+        test_atoms = [configuration_to_atoms(c) for c in test]
+        test_labels = teacher_labels(config, teacher, test_atoms, progress)
+    return teacher, data, test, test_labels
 
 
 def _test_set(config: DistillConfig):
