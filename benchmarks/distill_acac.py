@@ -80,8 +80,22 @@ def sweep_entry(channels: int, max_l: int) -> dict[str, int]:
     return {"num_channels": channels, "max_L": max_l}
 
 
-def training_section(budget_s: float) -> dict[str, Any]:
-    """Optimisation of every student (acac_train.py's settings, a wall-clock budget)."""
+def training_section(budget_s: float, stage_two_fraction: float | None) -> dict[str, Any]:
+    """Optimisation of every student (acac_train.py's settings, a wall-clock budget).
+
+    ``stage_two_fraction``: start mace-torch's final stage (lr 1e-3, energy weight 1000) after
+    this fraction of the budget; ``None``: the plateau schedule throughout.
+    """
+    stage_two = {"enabled": False}
+    if stage_two_fraction is not None:
+        stage_two = {
+            "enabled": True,
+            "start_time_fraction": stage_two_fraction,
+            "lr": 1e-3,
+            "energy_weight": 1000.0,
+            "forces_weight": 100.0,
+            "stress_weight": 0.0,
+        }
     return {
         "max_epochs": 100000,
         "lr": 0.01,
@@ -89,6 +103,7 @@ def training_section(budget_s: float) -> dict[str, Any]:
         "forces_weight": 100.0,
         "stress_weight": 0.0,
         "scheduler": {"factor": 0.8, "patience": 5},
+        "stage_two": stage_two,
         "time_budget_s": budget_s,
         "device": "cpu",
         "progress_bar": False,
@@ -142,7 +157,7 @@ def distill_config(args: argparse.Namespace, paths: dict[str, Path], out: Path) 
             "hessian_structures": args.hessian_structures,
         },
         "student": base,
-        "training": training_section(args.budget_s),
+        "training": training_section(args.budget_s, args.stage_two_fraction),
         "report": {"timing_calls": 5, "warmup_calls": 2},
         "sweep": {"students": [sweep_entry(c, L) for c, L in args.students]},
     }
@@ -198,7 +213,7 @@ def baseline_run_config(args, paths, out: Path, channels: int, max_l: int) -> di
         "seed": 0,
         "data": data_section(paths),
         "model": student_model(channels, max_l),
-        "training": training_section(args.budget_s),
+        "training": training_section(args.budget_s, args.stage_two_fraction),
     }
 
 
@@ -507,6 +522,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rattle", type=float, nargs="*", default=[0.01, 0.02], help="rattle scales, Å"
     )
     parser.add_argument("--budget-s", type=float, default=300.0, help="training loop per student")
+    parser.add_argument(
+        "--stage-two-fraction",
+        type=float,
+        default=None,
+        help="students: final stage (lr 1e-3, energy weight 1000) after this budget fraction",
+    )
     parser.add_argument(
         "--baselines",
         type=student_size,

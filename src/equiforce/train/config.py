@@ -258,6 +258,11 @@ class TrainConfig:
         time_budget_s: wall time of the training loop (data preparation excluded) after
             which training stops cleanly: the current epoch is cut short, validated,
             checkpointed and exported, and counts as done (a resumed run starts the next).
+        init_model: start from the weights of this equiforce model file (or training
+            checkpoint) instead of a fresh initialisation: fine-tuning, or a trained model
+            continued with a new schedule (optimizer, EMA and schedule start afresh). Its
+            family and hyperparameters must equal ``model``'s and its species the training
+            set's; its E0s, average neighbour count and scale/shift are kept.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         log_every: optimizer steps between progress-bar/log updates of the running loss.
         progress_bar: show tqdm progress bars (epochs and batches, with ETA).
@@ -276,6 +281,7 @@ class TrainConfig:
     clip_grad_norm: float | None = 10.0
     stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
     time_budget_s: float | None = None
+    init_model: str | None = None
     device: str = "auto"
     log_every: int = 10
     progress_bar: bool = True

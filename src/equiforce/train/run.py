@@ -34,6 +34,7 @@ from equiforce.train.setup import (
     batch_sources,
     build_model_from_config,
     key_spec,
+    model_to_fine_tune,
     prepare_data,
     resolve_device,
 )
@@ -117,7 +118,7 @@ def train(
         LOG.info("training on %s, output in %s", device, paths.output_dir)
         data = prepare_data(config)
         if checkpoint is None:
-            model = build_model_from_config(_model_config(config), data.statistics, config.seed)
+            model = _initial_model(config, data)
             atomic_write_text(dump_config(config), paths.config)
         else:
             model = model_from_payload(checkpoint["model"], str(paths.last_checkpoint))
@@ -178,6 +179,17 @@ def _trainer(
         auxiliary,
         precision=config.precision.policy(),
         scaler=scaler,
+    )
+
+
+def _initial_model(config: RunConfig, data: TrainingData) -> Potential:
+    """A fresh model, or the weights of ``training.init_model`` to fine-tune."""
+    model_config = _model_config(config)
+    if config.training.init_model is None:
+        return build_model_from_config(model_config, data.statistics, config.seed)
+    LOG.info("starting from the weights of %s", config.training.init_model)
+    return model_to_fine_tune(
+        config.training.init_model, model_config, data.statistics, config.seed
     )
 
 

@@ -19,9 +19,10 @@ from equiforce.data.statistics import (
     compute_statistics,
     read_isolated_atom_energies,
 )
+from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
-from equiforce.train.config import DataConfig, ModelConfig, RunConfig
+from equiforce.train.config import DATASET_DERIVED_FIELDS, DataConfig, ModelConfig, RunConfig
 from equiforce.train.trainer import BatchSource
 
 
@@ -125,6 +126,53 @@ def build_model_from_config(
     spec = spec_from_statistics(model, statistics, seed)
     potential = build_model(model.family, spec)
     return potential.to(getattr(torch, spec.dtype))
+
+
+def model_to_fine_tune(
+    path: str, model: ModelConfig, statistics: DatasetStatistics, seed: int
+) -> Potential:
+    """The model of ``training.init_model``, checked against the run's model and data.
+
+    Args:
+        path: equiforce model file or training checkpoint.
+        model: the run's model section (family and hyperparameters the file must have).
+        statistics: training-set statistics (its species must be the file's).
+        seed: run seed (the ``seed`` field is not compared: it only seeds initialisation).
+
+    Returns:
+        The loaded potential on the CPU, with its own E0s and scaling.
+
+    Raises:
+        ValueError: the file is unreadable, of another family, has other hyperparameters
+            (every differing field is named) or other species.
+    """
+    where = f"training.init_model {path}"
+    try:
+        loaded = load_model(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from err
+    if loaded.family != model.family:
+        raise ValueError(
+            f"{where}: a {loaded.family!r} model, but model.family is {model.family!r}"
+        )
+    wanted = dataclasses.asdict(spec_from_statistics(model, statistics, seed))
+    have = loaded.spec_dict()
+    ignored = set(DATASET_DERIVED_FIELDS) | {"seed"}
+    differ = [
+        f"{name}: file {have.get(name)!r}, config {wanted[name]!r}"
+        for name in sorted(wanted)
+        if name not in ignored and have.get(name) != wanted[name]
+    ]
+    if differ:
+        raise ValueError(
+            f"{where}: hyperparameters differ from the model section: {'; '.join(differ)}"
+        )
+    if tuple(loaded.type_names) != tuple(statistics.type_names):
+        raise ValueError(
+            f"{where}: the model's species {list(loaded.type_names)} are not the training "
+            f"set's {list(statistics.type_names)}"
+        )
+    return loaded
 
 
 def batch_sources(data: TrainingData, config: RunConfig) -> tuple[BatchSource, BatchSource]:
