@@ -261,11 +261,23 @@ class SweepConfig:
     Attributes:
         students: overrides of the ``student`` section, one mapping per student, e.g.
             ``[{num_channels: 16}, {num_channels: 32, max_L: 0}]``.
+        jobs: students trained at a time, each in its own process (after the teacher has
+            labelled everything once); they are timed one after another once all have
+            trained, so timings are not disturbed by the others' training.
+        threads_per_job: torch threads of each parallel student; ``None``: the machine's
+            cores divided by ``jobs`` (at least 1).
     """
 
     students: tuple[Mapping[str, Any], ...] = ()
+    jobs: int = 1
+    threads_per_job: int | None = None
 
     def __post_init__(self):
+        check_field(self.jobs >= 1, "sweep.jobs", "must be >= 1")
+        threads = self.threads_per_job
+        check_field(
+            threads is None or threads >= 1, "sweep.threads_per_job", "must be >= 1 or null"
+        )
         check_field(isinstance(self.students, (list, tuple)), "sweep.students", "must be a list")
         for k, entry in enumerate(self.students):
             check_field(isinstance(entry, Mapping), f"sweep.students[{k}]", "must be a mapping")

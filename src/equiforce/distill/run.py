@@ -5,6 +5,8 @@ student data (``prepare_student_data``, cached); train each student with the ord
 training pipeline (``equiforce.train.train``, with the feature/Hessian terms through its
 auxiliary-loss hook); evaluate teacher and students on the ground-truth test set; time both;
 write ``report.json``/``report.md`` (and, for a sweep, ``pareto.png``/``pareto.json``).
+With ``sweep.jobs > 1`` the sweep students train ``jobs`` at a time in spawned processes and
+are timed one by one afterwards.
 
 Output folder: ``data/`` (student files), ``students/<name>/`` (one training run each, plus
 ``student_report.json`` once it is evaluated, and ``distill_settings.json``: the teacher
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,6 +103,9 @@ def distill(
     teacher_row = _teacher_row(config, teacher, test, test_labels, timing_file)
     rows = [teacher_row]
     entries = config.sweep.students if sweep else ({},)
+    if sweep and config.sweep.jobs > 1:
+        _train_in_parallel(config, resume)
+        resume = True  # every student is trained and evaluated: collect (and time) them
     for override in entries:
         name = student_name(override) if sweep else "student"
         model_config = config.student_variant(override)
@@ -113,6 +120,29 @@ def distill(
         pareto_png = plot_pareto(rows, out / "pareto.png")
         pareto_json = atomic_write_text(json.dumps(rows, indent=2), out / "pareto.json")
     return DistillResult(out, rows, report_json, report_md, pareto_png, pareto_json, data.counts)
+
+
+def _train_in_parallel(config: DistillConfig, resume: bool) -> None:
+    """Train and evaluate the sweep students ``sweep.jobs`` at a time, in spawned processes.
+
+    Each worker reads the labels from the cache and writes ``student_report.json`` without
+    timings; ``distill`` then times the students one by one.
+    """
+    threads = config.sweep.threads_per_job or max(1, (os.cpu_count() or 1) // config.sweep.jobs)
+    work = [(config, override, resume, threads) for override in config.sweep.students]
+    LOG.info("training %d students, %d at a time", len(work), config.sweep.jobs)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(config.sweep.jobs, maxtasksperchild=1) as pool:
+        pool.map(_train_one_student, work, chunksize=1)
+
+
+def _train_one_student(work: tuple[DistillConfig, Mapping[str, Any], bool, int]) -> None:
+    """Worker of ``_train_in_parallel``: train and evaluate one sweep student, untimed."""
+    config, override, resume, threads = work
+    torch.set_num_threads(threads)
+    teacher, data, test, test_labels = label_everything(config, progress=False)
+    name, model_config = student_name(override), config.student_variant(override)
+    _student(config, name, model_config, data, test, test_labels, resume, None, teacher)
 
 
 def label_everything(config: DistillConfig, progress: bool = True):
@@ -176,17 +206,25 @@ def _student(
     test,
     test_labels: list[Labels] | None,
     resume: bool,
-    timing_file: str,
+    timing_file: str | None,
     teacher: Teacher,
 ) -> dict[str, Any]:
-    """Train (or resume, or reuse) one student and return its report row."""
+    """Train (or resume, or reuse) one student and return its report row.
+
+    ``timing_file``: structure to time the student on; ``None`` leaves the timing out (a
+    reused row without one is timed when a file is given).
+    """
     run_dir = Path(config.output_dir) / "students" / name
     done = run_dir / "student_report.json"
     settings = student_settings(config, teacher.fingerprint)
     if resume:
         _check_settings(run_dir / SETTINGS_FILE, settings, name)
     if done.exists() and resume:
-        return json.loads(done.read_text())
+        row = json.loads(done.read_text())
+        if timing_file is not None and "ms_per_call" not in row:
+            row.update(_timing(config, {"model": row["model_path"]}, timing_file))
+            atomic_write_text(json.dumps(row, indent=2), done)
+        return row
     run_config = RunConfig(
         output_dir=str(run_dir),
         data=student_data_config(config.data, data.train_file, data.valid_file),
@@ -201,6 +239,7 @@ def _student(
     result = train(run_config, resume=resume_run, auxiliary=_auxiliary_factory(config, data))
     model = load_model(result.model_path)
     row: dict[str, Any] = {"name": name, "role": "student", "model": model_config.to_dict()}
+    row["model_path"] = str(result.model_path)
     row["n_parameters"] = sum(p.numel() for p in model.parameters())
     row["epochs"] = result.epochs_completed
     if test is not None:
@@ -211,7 +250,8 @@ def _student(
         ]
         row.update(prefixed("test", label_errors(student_labels, test)))
         row.update(prefixed("teacher", label_errors(student_labels, test_labels)))
-    row.update(_timing(config, {"model": str(result.model_path)}, timing_file))
+    if timing_file is not None:
+        row.update(_timing(config, {"model": str(result.model_path)}, timing_file))
     atomic_write_text(json.dumps(row, indent=2), done)
     return row
 
