@@ -86,9 +86,19 @@ def training_section(budget_s: float, stage_two_fraction: float | None) -> dict[
     ``stage_two_fraction``: start mace-torch's final stage (lr 1e-3, energy weight 1000) after
     this fraction of the budget; ``None``: the plateau schedule throughout.
     """
-    stage_two = {"enabled": False}
+    training = {
+        "max_epochs": 100000,
+        "lr": 0.01,
+        "energy_weight": 1.0,
+        "forces_weight": 100.0,
+        "stress_weight": 0.0,
+        "scheduler": {"factor": 0.8, "patience": 5},
+        "time_budget_s": budget_s,
+        "device": "cpu",
+        "progress_bar": False,
+    }
     if stage_two_fraction is not None:
-        stage_two = {
+        training["stage_two"] = {
             "enabled": True,
             "start_time_fraction": stage_two_fraction,
             "lr": 1e-3,
@@ -96,18 +106,7 @@ def training_section(budget_s: float, stage_two_fraction: float | None) -> dict[
             "forces_weight": 100.0,
             "stress_weight": 0.0,
         }
-    return {
-        "max_epochs": 100000,
-        "lr": 0.01,
-        "energy_weight": 1.0,
-        "forces_weight": 100.0,
-        "stress_weight": 0.0,
-        "scheduler": {"factor": 0.8, "patience": 5},
-        "stage_two": stage_two,
-        "time_budget_s": budget_s,
-        "device": "cpu",
-        "progress_bar": False,
-    }
+    return training
 
 
 def data_section(paths: dict[str, Path]) -> dict[str, Any]:
