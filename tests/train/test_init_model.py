@@ -19,7 +19,7 @@ def _max_weight_difference(a, b) -> float:
 
 def test_run_starts_from_the_given_model(tmp_path, emt_train_file, reference_run):
     start = load_model(reference_run.model_path)
-    # lr and EMA so small that one epoch leaves the weights where they started
+    # an lr so small that one epoch leaves the weights (and so their EMA) where they started
     tuned = train(
         make_config(
             tmp_path / "tuned",
