@@ -20,6 +20,7 @@ def test_example_config_parses_with_documented_defaults():
     assert config.data.train_file == "quickstart_out/data/train.xyz"
     assert len(config.sweep.students) == 3
     assert config.student_variant(config.sweep.students[2]).params["max_L"] == 1
+    assert config.losses.validation_labels == "ground_truth"
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,7 @@ def test_example_config_parses_with_documented_defaults():
         ("student", {"family": "mace", "num_chanels": 8}, "student.num_chanels"),
         ("sweep", {"students": [{"num_chanels": 8}]}, "sweep.students[0]"),
         ("augment", {"rattle": {"scales": [-0.1]}}, "augment.rattle.scales"),
+        ("losses", {"validation_labels": "dft"}, "losses.validation_labels"),
         ("teacher", {"model": "a.pt", "calculator": "ase.calculators.emt:EMT"}, "teacher"),
         ("teacher", {"calculator": "ase.calculators.emt"}, "teacher.calculator"),
     ],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from equiforce.cli.main import main
 from equiforce.data.dataset import load_dataset, make_loader
+from equiforce.data.extxyz import read_configurations
 from equiforce.distill.config import DistillConfig
 from equiforce.distill.data import configuration_to_atoms, read_structures
 from equiforce.distill.prepare import prepare_student_data
@@ -114,3 +117,35 @@ def test_resume_refuses_changed_distillation_settings(tmp_path, emt_files):
     changed = dict(values, losses={"teacher_weight": 0.5})
     with pytest.raises(ValueError, match=r"student student: cannot resume.*losses.teacher_weight"):
         distill(DistillConfig.from_dict(changed), resume=True, progress=False)
+
+
+@pytest.mark.parametrize("source", ["ground_truth", "teacher"])
+def test_validation_file_holds_each_structure_once_with_the_chosen_labels(
+    tmp_path, emt_files, source
+):
+    """The tiny MACE teacher's labels differ from the EMT ground truth, so the source shows."""
+    path = save_model(tiny_mace(), tmp_path / "teacher.pt")
+    values = distill_dict(
+        tmp_path / "out",
+        emt_files,
+        teacher={"model": str(path)},
+        losses={"validation_labels": source},
+    )
+    config = DistillConfig.from_dict(values)
+    train_set, valid_set = read_structures(config.data, config.seed)
+    valid_set[-1] = dataclasses.replace(valid_set[-1], energy=None, forces=None)  # unlabelled
+    teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
+    data = prepare_student_data(config, teacher, train_set, valid_set, progress=False)
+    written = read_configurations(data.valid_file, key_spec(config.data))
+    assert len(written) == len(valid_set) == data.counts["valid_frames"]
+    teacher_labels = teacher.label([configuration_to_atoms(c) for c in valid_set])
+    rows = zip(written, valid_set, teacher_labels, strict=True)
+    for k, (frame, original, labels) in enumerate(rows):
+        np.testing.assert_allclose(frame.positions, original.positions, atol=1e-8)
+        assert frame.weight == 1.0
+        from_truth = source == "ground_truth" and k < len(valid_set) - 1
+        expected = original if from_truth else labels
+        energy, forces = expected.energy, expected.forces
+        assert abs(frame.energy - energy) < 1e-6
+        np.testing.assert_allclose(frame.forces, forces, atol=1e-6)
+        assert abs(frame.energy - labels.energy) > 1e-3 or not from_truth

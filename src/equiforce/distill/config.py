@@ -35,6 +35,9 @@ from equiforce.train.config import (
     read_yaml_config,
 )
 
+# Choices of ``losses.validation_labels``.
+VALIDATION_LABELS = ("ground_truth", "teacher")
+
 
 def _floats(values: Any, path: str, positive: bool = True) -> tuple[float, ...]:
     """A list of finite numbers (each > 0 when ``positive``) as a tuple."""
@@ -209,6 +212,10 @@ class LossConfig:
         hessian_structures: number of teacher-labelled training structures given Hessian
             targets (evenly spaced); ``None`` = all.
         hessian_step: central-difference step of the teacher HVP for calculator teachers, Å.
+        validation_labels: the labels of the validation frames, which drive the learning-rate
+            schedule and the choice of the best model: ``"ground_truth"`` (default; each
+            validation structure once with its own energy and forces, the teacher's where it
+            has none) or ``"teacher"`` (agreement with the teacher).
     """
 
     teacher_weight: float = 1.0
@@ -218,6 +225,7 @@ class LossConfig:
     hessian_vectors: int = 1
     hessian_structures: int | None = None
     hessian_step: float = 0.001
+    validation_labels: str = "ground_truth"
 
     def __post_init__(self):
         p = "losses"
@@ -232,6 +240,11 @@ class LossConfig:
         count = self.hessian_structures
         check_field(count is None or count >= 1, f"{p}.hessian_structures", "must be >= 1 or null")
         check_field(self.hessian_step > 0, f"{p}.hessian_step", "must be > 0")
+        check_field(
+            self.validation_labels in VALIDATION_LABELS,
+            f"{p}.validation_labels",
+            f"must be one of {list(VALIDATION_LABELS)}",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """The student's data: teacher-labelled structures (and ground-truth copies) as extxyz files.
 
-Distillation reuses the ordinary training pipeline: every structure the teacher labelled
-becomes a frame of ``<output_dir>/data/train.xyz`` (or ``valid.xyz``) with the teacher's
-energy, forces and (for 3D-periodic structures) stress and the per-config weight
+Distillation reuses the ordinary training pipeline: every training structure the teacher
+labelled (augmentations included) becomes a frame of ``<output_dir>/data/train.xyz`` with the
+teacher's energy, forces and (for 3D-periodic structures) stress and the per-config weight
 ``losses.teacher_weight``; training structures that carry ground-truth energies and forces
-are also written once more with those labels and ``losses.ground_truth_weight``. The frames
-use the label key names of the config's ``data`` section, so its isolated-atoms file and keys
-apply unchanged.
+are also written once more with those labels and ``losses.ground_truth_weight``. Validation
+structures go to ``valid.xyz`` once each, with the labels ``losses.validation_labels`` names.
+The frames use the label key names of the config's ``data`` section, so its isolated-atoms
+file and keys apply unchanged.
 """
 
 from __future__ import annotations
@@ -107,6 +108,28 @@ def frames_for(
             frames.append(
                 Frame(configuration_to_atoms(config), labels, ground_truth_weight, "ground_truth")
             )
+    return frames
+
+
+def validation_frames(
+    configs: Sequence[Configuration], teacher_labels: Sequence[Labels], source: str
+) -> list[Frame]:
+    """One weight-1 frame per validation structure.
+
+    Args:
+        configs: the validation structures (ground-truth labels optional).
+        teacher_labels: the teacher's labels of ``configs``, in order.
+        source: ``"ground_truth"`` (a structure's own energy and forces where it has both,
+            else the teacher's labels) or ``"teacher"`` (the teacher's labels throughout).
+    """
+    frames = []
+    for config, labels in zip(configs, teacher_labels, strict=True):
+        atoms = configuration_to_atoms(config)
+        if source == "ground_truth" and config.energy is not None and config.forces is not None:
+            truth = Labels(energy=config.energy, forces=config.forces, stress=config.stress)
+            frames.append(Frame(atoms, truth, 1.0, "ground_truth"))
+        else:
+            frames.append(Frame(atoms, labels, 1.0, "teacher"))
     return frames
 
 

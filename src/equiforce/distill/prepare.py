@@ -24,6 +24,7 @@ from equiforce.distill.data import (
     frames_for,
     labels_to_record,
     record_to_labels,
+    validation_frames,
     write_frames,
 )
 from equiforce.distill.hessian import probe_vectors
@@ -177,9 +178,7 @@ def prepare_student_data(
     train_frames = frames_for(
         train, extra, labelled[:n_train], losses.teacher_weight, losses.ground_truth_weight
     )
-    valid_frames = frames_for(
-        valid, [], labelled[n_train:], losses.teacher_weight, losses.ground_truth_weight
-    )
+    valid_frames = validation_frames(valid, labelled[n_train:], losses.validation_labels)
     train_file = write_frames(train_frames, directory / "train.xyz", config.data)
     valid_file = write_frames(valid_frames, directory / "valid.xyz", config.data)
     targets = {}
