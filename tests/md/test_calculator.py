@@ -12,6 +12,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from equiforce.data import keys
 from equiforce.md import EquiforceCalculator
 from equiforce.testing import checks
+from equiforce.testing.models import tiny_allegro
 from equiforce.testing.structures import (
     make_fcc_cu,
     make_molecule,
@@ -147,3 +148,19 @@ def test_calculator_is_importable_from_the_package_root():
     import equiforce
 
     assert equiforce.EquiforceCalculator is EquiforceCalculator
+
+
+def test_compiled_calculator_matches_the_eager_one():
+    """``compile`` (aot_eager: the same trace, no code generation) changes no number."""
+    model = tiny_allegro(num_layers=1).to(torch.float64)
+    eager = with_calculator(make_fcc_cu(repeat=1, seed=3), EquiforceCalculator(model))
+    compiled = with_calculator(eager, EquiforceCalculator(model, compile="aot_eager"))
+    for step in range(2):  # the second call reuses the first call's compiled trace
+        for atoms in (eager, compiled):
+            atoms.positions += 0.01 * step
+        assert_close(
+            compiled.get_potential_energy(), eager.get_potential_energy(), TOL.fp64, "energy"
+        )
+        assert_close(compiled.get_forces(), eager.get_forces(), TOL.fp64, "forces")
+        assert_close(compiled.get_stress(), eager.get_stress(), TOL.fp64, "stress")
+    assert len(compiled.calc._call._compiled) == 3  # energy; energy + forces; + stress

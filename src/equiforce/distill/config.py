@@ -255,16 +255,26 @@ class ReportConfig:
         timing_calls: timed energy+forces calls per model (median reported).
         warmup_calls: untimed calls before.
         threads: torch threads of the timing processes.
+        compile: time equiforce models (teacher and students) compiled
+            (``EquiforceCalculator(compile=True)``, Inductor; compiled in the first warm-up
+            call, minutes each on a CPU; needs ``warmup_calls`` >= 1); calculator teachers
+            run as they are.
     """
 
     timing_calls: int = 20
     warmup_calls: int = 3
     threads: int = 1
+    compile: bool = False
 
     def __post_init__(self):
         check_field(self.timing_calls >= 1, "report.timing_calls", "must be >= 1")
         check_field(self.warmup_calls >= 0, "report.warmup_calls", "must be >= 0")
         check_field(self.threads >= 1, "report.threads", "must be >= 1")
+        check_field(
+            not self.compile or self.warmup_calls >= 1,
+            "report.warmup_calls",
+            "must be >= 1 with report.compile (the first call compiles)",
+        )
 
 
 @dataclass(frozen=True)

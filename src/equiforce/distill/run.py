@@ -180,6 +180,8 @@ def _timing(config: DistillConfig, spec: dict[str, Any], structure_file: str) ->
         "warmup": report.warmup_calls,
         "threads": report.threads,
     }
+    if "model" in spec:
+        spec["compile"] = report.compile
     return measure_in_subprocess(spec)
 
 

@@ -38,7 +38,9 @@ def _calculator(spec: Mapping[str, Any]):
     if "model" in spec:
         from equiforce.md.calculator import EquiforceCalculator
 
-        return EquiforceCalculator(spec["model"], device=spec.get("device", "cpu"))
+        return EquiforceCalculator(
+            spec["model"], device=spec.get("device", "cpu"), compile=spec.get("compile", False)
+        )
     import importlib
 
     module, _, name = spec["calculator"].partition(":")
@@ -51,7 +53,8 @@ def measure(spec: Mapping[str, Any]) -> dict[str, float]:
     Args:
         spec: ``{"model": path}`` or ``{"calculator": "module:Class", "kwargs": {...}}``, plus
             ``structure_file`` (extxyz; its first frame is used), ``calls``, ``warmup``,
-            ``threads`` and optionally ``device``.
+            ``threads`` and optionally ``device`` and ``compile`` (equiforce models: the
+            ``EquiforceCalculator`` option; compiled during the warm-up calls).
 
     Returns:
         ``ms_per_call``, ``ms_per_atom_step``, ``peak_memory_mb``, ``n_atoms``.

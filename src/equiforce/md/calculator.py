@@ -14,6 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.models.compile import compile_potential
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 from equiforce.precision import PrecisionPolicy, apply_policy
@@ -47,6 +48,12 @@ class EquiforceCalculator(Calculator):
         precision: a precision mode name (``equiforce.precision.MODES``, e.g.
             ``"bf16-mixed"``) or a ``PrecisionPolicy`` to run the model in (it sets the
             parameter dtype, so ``dtype`` must then be None); None keeps the model as it is.
+        compile: run the model through ``equiforce.models.compile_potential``: True for
+            Inductor, or a ``torch.compile`` backend name. The first call of each kind
+            (energy only, forces, forces and stress) traces and compiles (minutes on a CPU);
+            later calls on any atom count reuse it. Pays off for long MD of small systems,
+            where per-operation overhead dominates (a 15-atom molecule: 1.6-2.5x faster on
+            CPU, docs/performance.md); large MACE systems can run slower than eager.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
 
     Example:
@@ -62,6 +69,7 @@ class EquiforceCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         precision: str | PrecisionPolicy | None = None,
+        compile: bool | str = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,6 +89,10 @@ class EquiforceCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=target_dtype).eval()
         if precision is not None:
             apply_policy(self.model, precision)
+        self._call = self.model
+        if compile:
+            backend = "inductor" if compile is True else str(compile)
+            self._call = compile_potential(self.model, backend=backend).eval()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -120,7 +132,7 @@ class EquiforceCalculator(Calculator):
         # An energy-only request (finite differences, screening) skips the backward pass.
         want_forces = not set(properties) <= {"energy", "free_energy"}
         with torch.enable_grad():
-            out = self.model(
+            out = self._call(
                 self._batch(self.atoms),
                 compute_forces=want_forces,
                 compute_stress=want_stress,
