@@ -11,7 +11,7 @@ import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync, then rename it over ``path``.
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync, rename it to ``path``.
 
     Args:
         path: destination; its folder is created if needed.
