@@ -51,9 +51,10 @@ class EquiforceCalculator(Calculator):
         compile: run the model through ``equiforce.models.compile_potential``: True for
             Inductor, or a ``torch.compile`` backend name. The first call of each kind
             (energy only, forces, forces and stress) traces and compiles (minutes on a CPU);
-            later calls on any atom count reuse it. Pays off for long MD of small systems,
-            where per-operation overhead dominates (a 15-atom molecule: 1.6-2.5x faster on
-            CPU, docs/performance.md); large MACE systems can run slower than eager.
+            later calls on any atom count reuse it. Pays off for long MD of small systems with
+            small models, where per-operation overhead dominates (16-32-channel MACEs on a
+            15-atom molecule: 1.9-2.4x faster on one CPU thread; a 128-channel one: no gain;
+            docs/distillation.md); large MACE systems can run slower than eager.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
 
     Example:
