@@ -32,6 +32,7 @@ def test_example_config_parses_with_documented_defaults():
         ("sweep", {"students": [{"num_chanels": 8}]}, "sweep.students[0]"),
         ("augment", {"rattle": {"scales": [-0.1]}}, "augment.rattle.scales"),
         ("losses", {"validation_labels": "dft"}, "losses.validation_labels"),
+        ("report", {"compile": True, "warmup_calls": 0}, "report.warmup_calls"),
         ("teacher", {"model": "a.pt", "calculator": "ase.calculators.emt:EMT"}, "teacher"),
         ("teacher", {"calculator": "ase.calculators.emt"}, "teacher.calculator"),
     ],
