@@ -14,7 +14,6 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
-from equiforce.models.compile import compile_potential
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 from equiforce.precision import PrecisionPolicy, apply_policy
@@ -92,6 +91,8 @@ class EquiforceCalculator(Calculator):
             apply_policy(self.model, precision)
         self._call = self.model
         if compile:
+            from equiforce.models.compile import compile_potential  # torch.compile machinery
+
             backend = "inductor" if compile is True else str(compile)
             self._call = compile_potential(self.model, backend=backend).eval()
 
