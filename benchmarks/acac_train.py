@@ -72,7 +72,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
-
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -34,8 +34,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Eager vs compiled, inference and training step, one model in this process."""
     import torch
 
-    from equiforce.bench.presets import preset_potential
     from equiforce.models.compile import compile_potential
+    from equiforce.workflows.bench.presets import preset_potential
 
     torch.set_num_threads(args.threads)
     eager = preset_potential(args.model, args.dtype, seed=3)

@@ -7,7 +7,7 @@ scarce DFT data and a teacher trained on more), the last 50 validate; E0s from
 
 For every student in ``--students`` (``channels:max_L`` pairs; MACE, 2 interactions, float32):
 
-* distilled: ``equiforce.distill.distill`` with ``--sweep`` over the students: the teacher labels
+* distilled: ``equiforce.workflows.distill.distill`` with ``--sweep`` over the students: the teacher labels
   the 450 training structures, rattled copies (``--rattle``, default 0.01 and 0.02 Å: larger
   independent displacements of a molecule's stiff bonds cost eV), teacher-driven Langevin MD at
   300 K and 600 K (4 starts x 25 snapshots each) and normal-mode samples (2 starts x 25 at 300 K)
@@ -27,7 +27,7 @@ assembled from the finished students. ``--phase baselines`` trains only the DFT-
 reuses a finished baseline whose run configuration is unchanged.
 
 Phases: ``train`` (default; long, run it niced, without the benchmark lock) writes
-``results.json``; ``time`` re-times every model (``equiforce.distill.timing``: fresh process,
+``results.json``; ``time`` re-times every model (``equiforce.workflows.distill.timing``: fresh process,
 one thread, median of ``--calls`` energy+forces calls after 5 warm-up calls; peak memory = growth
 of the peak RSS over loading and calling) on one AcAc molecule and on 64 molecules 12 Å apart in
 one structure (960 atoms, where the model's cost rather than per-call overhead dominates), and
@@ -182,7 +182,7 @@ def evaluate_teacher(teacher, tests: dict[str, Any]) -> dict[str, dict[str, floa
     """Errors of the teacher (any kind) on each test set."""
     import numpy as np
 
-    from equiforce.distill.data import configuration_to_atoms
+    from equiforce.workflows.distill.data import configuration_to_atoms
 
     out = {}
     for name, (configs, reference) in tests.items():
@@ -206,7 +206,7 @@ def prepare_split(args: argparse.Namespace, out: Path) -> dict[str, Path]:
 
 def baseline_run_config(args, paths, out: Path, channels: int, max_l: int) -> dict[str, Any]:
     """The DFT-only student's run configuration (as a dict)."""
-    from equiforce.distill.run import student_name
+    from equiforce.workflows.distill.run import student_name
 
     name = student_name(sweep_entry(channels, max_l))
     return {
@@ -250,8 +250,8 @@ def distill_one(values: dict[str, Any], threads: int) -> None:
     """Distil the single sweep student of ``values`` (a worker process of ``--jobs``)."""
     import torch
 
-    from equiforce.distill.config import DistillConfig
-    from equiforce.distill.run import distill
+    from equiforce.workflows.distill.config import DistillConfig
+    from equiforce.workflows.distill.run import distill
 
     torch.set_num_threads(threads)
     distill(DistillConfig.from_dict(values), sweep=True, progress=False)
@@ -285,10 +285,10 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import torch
 
     from equiforce.data.extxyz import read_configurations
-    from equiforce.distill.config import DistillConfig
-    from equiforce.distill.data import configuration_to_atoms
-    from equiforce.distill.run import distill, label_everything
-    from equiforce.distill.teacher import load_teacher
+    from equiforce.workflows.distill.config import DistillConfig
+    from equiforce.workflows.distill.data import configuration_to_atoms
+    from equiforce.workflows.distill.run import distill, label_everything
+    from equiforce.workflows.distill.teacher import load_teacher
 
     torch.set_num_threads(args.threads)
     paths = prepare_split(args, out)
@@ -361,7 +361,7 @@ def phase_train(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def timing_spec(args: argparse.Namespace, structure_file: str, model: dict) -> dict:
-    """Spec for ``equiforce.distill.timing`` (``--compile``: equiforce models compiled)."""
+    """Spec for ``equiforce.workflows.distill.timing`` (``--compile``: equiforce models compiled)."""
     spec = {
         **model,
         "structure_file": structure_file,
@@ -406,7 +406,7 @@ def phase_time(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     molecules in one structure (960 atoms; the model's cost dominates). The Pareto plot uses
     the 64-molecule ms per atom-step.
     """
-    from equiforce.distill.timing import measure_in_subprocess
+    from equiforce.workflows.distill.timing import measure_in_subprocess
 
     results = json.loads((out / "results.json").read_text())
     source = Path(args.data_dir) / "acac" / "test_MD_300K.xyz"
@@ -436,7 +436,7 @@ def phase_time(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Pareto plot: test_MD_300K force RMSE against ms per atom-step, all models."""
-    from equiforce.distill.report import plot_pareto
+    from equiforce.workflows.distill.report import plot_pareto
 
     def row(name, role, entry):
         return {

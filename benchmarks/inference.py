@@ -470,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         import mace  # noqa: F401
+
         import equiforce  # noqa: F401
     except ImportError as err:
         print(f"inference.py needs mace-torch and equiforce in one environment: {err}")

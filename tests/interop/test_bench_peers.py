@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from equiforce.bench.run import BenchConfig, run_bench
 from equiforce.models import save_model
 from equiforce.testing.models import tiny_allegro, tiny_mace
+from equiforce.workflows.bench.run import BenchConfig, run_bench
 
 CASES = {
     "mace-torch": ("mace", lambda: tiny_mace(torch.float64, type_names=("H", "C", "O"))),

@@ -12,7 +12,6 @@ import torch
 
 pytest.importorskip("mace.modules")
 
-from equiforce.bench.peers import mace_call  # noqa: E402
 from equiforce.data import keys  # noqa: E402
 from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
@@ -20,6 +19,7 @@ from equiforce.interop import from_mace_torch, to_mace_torch  # noqa: E402
 from equiforce.testing.models import tiny_mace  # noqa: E402
 from equiforce.testing.structures import make_periodic_hco, peer_parity_structures  # noqa: E402
 from equiforce.testing.tolerances import TOL  # noqa: E402
+from equiforce.workflows.bench.peers import mace_call  # noqa: E402
 
 TYPE_NAMES = ("H", "C", "O")
 

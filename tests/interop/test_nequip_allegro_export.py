@@ -11,7 +11,6 @@ import torch
 
 pytest.importorskip("allegro")
 
-from equiforce.bench.peers import nequip_call  # noqa: E402
 from equiforce.data import keys  # noqa: E402
 from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
@@ -19,6 +18,7 @@ from equiforce.interop import from_nequip_allegro, to_nequip_allegro  # noqa: E4
 from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
 from equiforce.testing.structures import make_periodic_hco, peer_parity_structures  # noqa: E402
 from equiforce.testing.tolerances import TOL  # noqa: E402
+from equiforce.workflows.bench.peers import nequip_call  # noqa: E402
 
 TYPE_NAMES = ("H", "C", "O")
 PER_TYPE = {

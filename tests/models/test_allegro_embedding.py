@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from equiforce.nn.allegro_embedding import enveloped_bessel_basis, unit_sh
-from equiforce.nn.allegro_mlp import WeightedChannels
+from equiforce.nn.allegro.embedding import enveloped_bessel_basis, unit_sh
+from equiforce.nn.allegro.mlp import WeightedChannels
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.radial import polynomial_cutoff
 from equiforce.o3.spherical_harmonics import spherical_harmonics

@@ -14,7 +14,7 @@ from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.models import MODELS, build_model
 from equiforce.models.mace import MACESpec, build_mace
 from equiforce.models.registry import spec_from_dict
-from equiforce.nn import Product
+from equiforce.nn.mace import Product
 from equiforce.o3 import Irreps, wigner_D
 from equiforce.testing.structures import make_molecule
 from equiforce.testing.tolerances import TOL

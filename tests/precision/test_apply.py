@@ -14,9 +14,9 @@ from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.precision import MODES, apply_policy, current_policy, from_name, op_class
 from equiforce.precision.apply import precision_scope
-from equiforce.precision_audit import SYMMETRY_RTOL
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule
+from equiforce.workflows.precision_audit import SYMMETRY_RTOL
 
 BUILDERS = {"mace": tiny_mace, "allegro": tiny_allegro}
 

@@ -12,10 +12,11 @@ from ase.io import write
 from equiforce.cli import train as cli_train
 from equiforce.cli.main import main
 from equiforce.models import load_model, save_model
-from equiforce.precision_audit import SYMMETRY_RTOL
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
-from equiforce.train.config import ConfigError, load_config
+from equiforce.train.config import load_config
+from equiforce.typed_config import ConfigError
+from equiforce.workflows.precision_audit import SYMMETRY_RTOL
 
 from ..train.conftest import config_dict
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from equiforce.precision import MODES, PrecisionPolicy, from_name
-from equiforce.train.config import ConfigError, RunConfig
+from equiforce.train.config import RunConfig
+from equiforce.typed_config import ConfigError
 
 
 def test_named_modes_have_the_documented_settings():

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from equiforce.train.config import ConfigError, RunConfig, dump_config, load_config
+from equiforce.train.config import RunConfig, dump_config, load_config
+from equiforce.typed_config import ConfigError
 
 from .conftest import config_dict
 

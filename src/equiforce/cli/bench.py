@@ -9,8 +9,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``bench`` options on ``parser``."""
-    from equiforce.bench.presets import PRESETS
-    from equiforce.bench.systems import DEFAULT_SYSTEMS
+    from equiforce.workflows.bench.presets import PRESETS
+    from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS
 
     parser.add_argument("model", nargs="?", default=None, help="equiforce model file")
     parser.add_argument(
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, or 1 when a system or a peer failed (the report says which and why).
     """
-    from equiforce.bench.report import format_table, write_json, write_plot
-    from equiforce.bench.run import BenchConfig, run_bench
+    from equiforce.workflows.bench.report import format_table, write_json, write_plot
+    from equiforce.workflows.bench.run import BenchConfig, run_bench
 
     pythons = {"mace-torch": args.mace_python, "nequip-allegro": args.nequip_python}
     options = {"threads": args.threads} if args.threads is not None else {}

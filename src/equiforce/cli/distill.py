@@ -8,9 +8,9 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from equiforce.distill import distill, load_distill_config
-from equiforce.distill.report import format_table
 from equiforce.train.trainer import NonFiniteLossError
+from equiforce.workflows.distill import distill, load_distill_config
+from equiforce.workflows.distill.report import format_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

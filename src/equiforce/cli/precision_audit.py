@@ -35,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the audit, print the table, write the JSON when asked."""
     from equiforce.data.extxyz import read_configurations
     from equiforce.models import load_model
-    from equiforce.precision_audit import AuditOptions, audit_to_json, format_audit_table, run_audit
+    from equiforce.workflows.precision_audit import (
+        AuditOptions,
+        audit_to_json,
+        format_audit_table,
+        run_audit,
+    )
 
     if args.max_structures < 1:
         raise ValueError(f"--max-structures must be >= 1, got {args.max_structures}")

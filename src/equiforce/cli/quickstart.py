@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the quickstart and print its summary."""
     import torch
 
-    from equiforce.quickstart import QuickstartOptions, run_quickstart, summary_table
+    from equiforce.workflows.quickstart import QuickstartOptions, run_quickstart, summary_table
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")

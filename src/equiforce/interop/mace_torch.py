@@ -25,8 +25,8 @@ import torch
 from equiforce.models.mace import MACE, MACESpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
-from equiforce.nn.mlp import normalized_silu_scale
-from equiforce.nn.readout import LinearReadout
+from equiforce.nn.mace.mlp import normalized_silu_scale
+from equiforce.nn.mace.readout import LinearReadout
 from equiforce.o3.irreps import Irreps, hidden_irreps
 from equiforce.o3.symmetric import monomial_coefficients
 from equiforce.o3.wigner import wigner_3j

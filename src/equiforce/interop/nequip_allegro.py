@@ -23,7 +23,7 @@ from torch import nn
 from equiforce.models.allegro import AllegroSpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
-from equiforce.nn.allegro_mlp import AllegroMLP
+from equiforce.nn.allegro.mlp import AllegroMLP
 from equiforce.o3.allegro_tp import tensor_track_irreps
 
 __all__ = ["from_nequip_allegro", "spec_from_nequip_allegro"]

@@ -3,7 +3,7 @@
 Strictly local: every ordered pair (i, j) with ``r_ij < r_max`` carries a scalar latent and
 ``num_tensor_features`` channels of equivariant tensor features; nothing is passed between
 atoms beyond the centre's environment sum. With the two-body embedding
-(``equiforce.nn.allegro_embedding``), the layers (``equiforce.nn.allegro_layers``) and a
+(``equiforce.nn.allegro.embedding``), the layers (``equiforce.nn.allegro.layers``) and a
 readout MLP giving a pair energy ``e_ij``, the atomic energy is
 
     E_i = E0[t_i] + shift + scale * type_scales[t_i] * sum_j e_ij / sqrt(2 * avg_num_neighbors[t_i])
@@ -24,9 +24,7 @@ from torch import nn
 from equiforce.data import keys
 from equiforce.models.potential import NODE_FEATURES
 from equiforce.models.registry import register
-from equiforce.nn.allegro_embedding import AllegroEdgeEmbedding
-from equiforce.nn.allegro_layers import AllegroLayers
-from equiforce.nn.allegro_mlp import NONLINEARITIES, AllegroMLP
+from equiforce.nn.allegro import NONLINEARITIES, AllegroEdgeEmbedding, AllegroLayers, AllegroMLP
 from equiforce.nn.scale_shift import ScaleShiftEnergy
 from equiforce.o3.allegro_tp import allegro_layer_irreps, tensor_track_irreps
 

@@ -35,17 +35,17 @@ from torch.utils.checkpoint import checkpoint
 from equiforce.data import keys
 from equiforce.models.potential import NODE_FEATURES
 from equiforce.models.registry import register
-from equiforce.nn import (
+from equiforce.nn import ScaleShiftEnergy
+from equiforce.nn.edge_chunks import ReceiverChunks, receiver_chunks
+from equiforce.nn.mace import (
     EdgeEmbedding,
     Interaction,
     InteractionIrreps,
     LinearReadout,
     MLPReadout,
     Product,
-    ScaleShiftEnergy,
     SpeciesEmbedding,
 )
-from equiforce.nn.edge_chunks import ReceiverChunks, receiver_chunks
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

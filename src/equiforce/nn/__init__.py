@@ -1,22 +1,9 @@
-"""Blocks: embeddings, radial MLP, interaction, product, readouts, scale-shift."""
+"""Blocks, one subpackage per family (``mace``, ``allegro``) and shared ones here.
 
-from equiforce.nn.embedding import EdgeEmbedding, SpeciesEmbedding
-from equiforce.nn.interaction import Interaction, InteractionIrreps
-from equiforce.nn.mlp import RadialMLP, ScaledSiLU, normalized_silu_scale
-from equiforce.nn.product import Product
-from equiforce.nn.readout import LinearReadout, MLPReadout
+``scale_shift`` (per-atom energy head, both families) and ``edge_chunks`` (a message-passing
+layer in checkpointed chunks of receivers) sit at this level.
+"""
+
 from equiforce.nn.scale_shift import ScaleShiftEnergy
 
-__all__ = [
-    "EdgeEmbedding",
-    "Interaction",
-    "InteractionIrreps",
-    "LinearReadout",
-    "MLPReadout",
-    "Product",
-    "RadialMLP",
-    "ScaleShiftEnergy",
-    "ScaledSiLU",
-    "SpeciesEmbedding",
-    "normalized_silu_scale",
-]
+__all__ = ["ScaleShiftEnergy"]

@@ -29,8 +29,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from equiforce.nn.allegro_mlp import AllegroMLP
-from equiforce.nn.mlp import RadialMLP
+from equiforce.nn.allegro.mlp import AllegroMLP
+from equiforce.nn.mace.mlp import RadialMLP
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.symmetric import SymmetricContractionDescriptor

@@ -6,7 +6,6 @@ would use (the quickstart and benchmarks reuse them).
 """
 
 from equiforce.train.config import (
-    ConfigError,
     DataConfig,
     EMAConfig,
     ModelConfig,
@@ -28,6 +27,7 @@ from equiforce.train.losses import (
 from equiforce.train.run import TrainResult, train
 from equiforce.train.setup import TrainingData, build_model_from_config, prepare_data
 from equiforce.train.trainer import NonFiniteLossError, Trainer
+from equiforce.typed_config import ConfigError
 
 __all__ = [
     "ConfigError",

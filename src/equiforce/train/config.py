@@ -19,15 +19,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, TypeVar
+from typing import Any, Literal, Mapping
 
 import yaml
 
 from equiforce.models import registry
 from equiforce.precision import MODES, OP_CLASSES, PrecisionPolicy
+from equiforce.typed_config import ConfigError, build_section, check_field, plain, read_yaml_config
 
 # Spec fields the trainer fills from the training-set statistics (see ``train.setup``), with
 # the values of a one-species placeholder dataset used to validate a model section on its own.
@@ -41,19 +41,6 @@ DERIVED_PLACEHOLDERS: Mapping[str, Any] = types.MappingProxyType(
     }
 )
 DATASET_DERIVED_FIELDS = tuple(DERIVED_PLACEHOLDERS)
-
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the key path."""
-
-
-def check_field(condition: bool, path: str, message: str) -> None:
-    """Raise ``ConfigError("<path>: <message>")`` unless ``condition`` holds."""
-    if not condition:
-        raise ConfigError(f"{path}: {message}")
 
 
 @dataclass(frozen=True)
@@ -105,28 +92,35 @@ class ModelConfig:
         params: the family's spec fields except the dataset-derived ones
             (``DATASET_DERIVED_FIELDS``); checked against the spec dataclass on construction.
             ``seed`` defaults to the run seed when absent.
+        section: the key path of this section in its file, for error messages (``model``
+            in a run file, ``student`` in a distillation file); not part of the value.
     """
 
     family: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    section: str = field(default="model", compare=False, repr=False)
 
     def __post_init__(self):
         try:
             fam = registry.family(self.family)
         except KeyError as err:
-            raise ConfigError(f"model.family: {err.args[0]}") from None
+            raise ConfigError(f"{self.section}.family: {err.args[0]}") from None
         known = {f.name for f in dataclasses.fields(fam.spec_type)}
         for name in self.params:
-            check_field(name in known, f"model.{name}", f"unknown key for family {self.family!r}")
+            check_field(
+                name in known,
+                f"{self.section}.{name}",
+                f"unknown key for family {self.family!r}",
+            )
             check_field(
                 name not in DATASET_DERIVED_FIELDS,
-                f"model.{name}",
+                f"{self.section}.{name}",
                 "is derived from the training set statistics and cannot be set",
             )
         try:
             self.spec()
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"model: {err}") from err
+            raise ConfigError(f"{self.section}: {err}") from err
 
     def spec(self) -> Any:
         """The family's spec from ``params``, dataset-derived fields set to placeholders.
@@ -146,7 +140,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict as written in YAML (family next to the hyperparameters)."""
-        return {"family": self.family, **_plain(dict(self.params))}
+        return {"family": self.family, **plain(dict(self.params))}
 
 
 @dataclass(frozen=True)
@@ -407,10 +401,10 @@ class RunConfig:
         return {
             "output_dir": self.output_dir,
             "seed": self.seed,
-            "data": _plain(dataclasses.asdict(self.data)),
+            "data": plain(dataclasses.asdict(self.data)),
             "model": self.model.to_dict(),
-            "training": _plain(dataclasses.asdict(self.training)),
-            "precision": _plain(dataclasses.asdict(self.precision)),
+            "training": plain(dataclasses.asdict(self.training)),
+            "precision": plain(dataclasses.asdict(self.precision)),
         }
 
     @classmethod
@@ -424,102 +418,6 @@ class RunConfig:
         check_field("family" in model, "model.family", "is required")
         values["model"] = ModelConfig(family=model.pop("family"), params=model)
         return build_section(cls, values, "")
-
-
-def build_section(cls: type, values: Any, path: str) -> Any:
-    """Recursively build dataclass ``cls`` from ``values``, checking keys and scalar types."""
-    check_field(
-        isinstance(values, Mapping), path or "<root>", f"expected a mapping, got {values!r}"
-    )
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in values:
-        if name not in fields:
-            raise ConfigError(f"{path}{name}: unknown key; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        kwargs[name] = _convert(hints[name], value, f"{path}{name}")
-    missing = [n for n, f in fields.items() if n not in kwargs and _is_required(f)]
-    if missing:
-        raise ConfigError(f"{path}{missing[0]}: is required")
-    return cls(**kwargs)
-
-
-def _is_required(f: dataclasses.Field) -> bool:
-    no_default = f.default is dataclasses.MISSING
-    return no_default and f.default_factory is dataclasses.MISSING
-
-
-def _convert(hint: Any, value: Any, path: str) -> Any:
-    """Check/convert one value against its annotation (dataclass, Optional, scalar, Literal)."""
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else build_section(hint, value, path + ".")
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            check_field(type(None) in args, path, "cannot be null")
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path)
-    if origin is Literal:
-        check_field(value in args, path, f"must be one of {list(args)}, got {value!r}")
-        return value
-    if hint is float:
-        return _as_float(value, path)
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        check_field(ok, path, f"expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        check_field(isinstance(value, bool), path, f"expected true/false, got {value!r}")
-        return value
-    if hint is str:
-        check_field(isinstance(value, str), path, f"expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _as_float(value: Any, path: str) -> float:
-    """A number; also a numeric string, because YAML 1.1 reads ``1e-3`` (no dot) as text."""
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        check_field(math.isfinite(number), path, f"expected a number, got {value!r}")
-        return number
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    check_field(ok, path, f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists and mappings -> dicts, recursively (YAML friendly)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def read_yaml_config(path: str | Path, from_dict: Callable[[Mapping[str, Any]], T]) -> T:
-    """Parse a YAML file with ``from_dict`` (e.g. ``RunConfig.from_dict``).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ConfigError: a key is unknown or a value invalid (the message names the file and the
-            key path).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    with open(path) as handle:
-        values = yaml.safe_load(handle)
-    try:
-        return from_dict(values or {})
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -1,0 +1,160 @@
+"""Allegro's two-body embedding: the initial scalar latent and tensor features of every pair.
+
+For a pair (i, j) with ``x = r_ij / r_max(type_i, type_j)``:
+
+* radial basis ``b_n(x) = sinc(n x) * n * envelope(x)``, ``n = 1..N`` (``sinc(t) =
+  sin(pi t) / (pi t)``; nequip's normalised Bessel basis, ``= sin(n pi x) / (pi x)``);
+* chemistry enters only through two small embeddings, multiplied elementwise with a linear
+  projection of the basis: ``z = [E_centre(type_i), E_neighbour(type_j)] * (b @ W)``;
+* the scalar latent is ``MLP(z)``, and the tensor features are the edge spherical
+  harmonics weighted per channel and per irrep by a linear map of the latent.
+
+The edge vectors arrive in float64 (the ``Potential``'s geometry boundary) and are cast
+first: the geometry (lengths, basis, envelope, spherical harmonics) is evaluated in the model
+dtype (float32 for a half-precision one), as nequip-allegro does. A float32 model rounds
+everything after it to float32 anyway; its float64 geometry (``sinc`` in float64 alone ~4%
+of the tiny model's call) bought no accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from equiforce.nn.allegro.mlp import AllegroMLP, WeightedChannels
+from equiforce.o3.irreps import Irreps
+from equiforce.o3.radial import polynomial_cutoff
+from equiforce.o3.spherical_harmonics import spherical_harmonics
+
+
+def enveloped_bessel_basis(x: torch.Tensor, num_basis: int, p: int) -> torch.Tensor:
+    """``sinc(n x) * n * envelope(x) = sin(n pi x) * envelope(x) / (pi x)``, ``n = 1..N``.
+
+    Args:
+        x: (n_edges, 1) normalised lengths ``r / r_max``, non-zero.
+        num_basis: number of functions ``N``.
+        p: order of the polynomial envelope (``equiforce.o3.radial.polynomial_cutoff``).
+
+    Returns:
+        (n_edges, num_basis), the dtype of ``x``; zero for ``x >= 1``.
+    """
+    n_pi = torch.arange(1, num_basis + 1, dtype=x.dtype, device=x.device) * math.pi
+    return torch.sin(x * n_pi) * (polynomial_cutoff(x, 1.0, p) / (x * math.pi))
+
+
+def unit_sh(l_max: int, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Edge spherical harmonics (``equiforce.o3.spherical_harmonics``'s values).
+
+    ``l_max <= 1`` in closed form, ``Y_0 = 1`` and ``Y_1 = sqrt(3) v / |v|`` (x, y, z order),
+    from the lengths already computed; higher ``l_max`` through e3nn.
+
+    Args:
+        l_max: highest degree.
+        vectors: (n_edges, 3), non-zero.
+        lengths: (n_edges, 1) ``|vectors|``.
+
+    Returns:
+        (n_edges, (l_max + 1)^2), the dtype of ``vectors``.
+    """
+    if l_max > 1:
+        return spherical_harmonics(l_max, vectors)
+    ones = torch.ones_like(lengths)
+    if l_max == 0:
+        return ones
+    return torch.cat((ones, vectors * (math.sqrt(3.0) / lengths)), dim=-1)
+
+
+class AllegroEdgeEmbedding(nn.Module):
+    """Pair scalar latent, edge spherical harmonics and initial pair tensor features.
+
+    Parameters: ``centre_embed`` / ``neighbour_embed`` (n_types, embed_dim / 2), N(0, 1);
+    ``basis_linear``, ``scalar_mlp`` and ``tensor_linear`` are ``AllegroMLP``s.
+    ``inverse_r_max``: ``1 / r_max`` of every (centre, neighbour) type pair, row-major, kept
+    as Python floats (it is in the spec), so no ``.to(dtype)`` rounds it.
+
+    Args:
+        pair_r_max: (n_types, n_types) float64 cutoff per (centre, neighbour) type, Å.
+        num_bessels: radial basis size ``N``.
+        polynomial_cutoff_p: envelope order ``p``.
+        embed_dim: width of the radial-chemical embedding (even).
+        scalar_mlp_sizes: widths of the two-body MLP, ``embed_dim`` first, latent last.
+        nonlinearity: of the two-body MLP.
+        irreps_sh: edge spherical-harmonic irreps ``0e + 1o + ...``.
+        num_tensor_features: tensor-track channels.
+        generator: random source for the initial weights.
+    """
+
+    def __init__(
+        self,
+        pair_r_max: torch.Tensor,
+        num_bessels: int,
+        polynomial_cutoff_p: int,
+        embed_dim: int,
+        scalar_mlp_sizes: tuple[int, ...],
+        nonlinearity: str | None,
+        irreps_sh: Irreps,
+        num_tensor_features: int,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        if embed_dim % 2 or scalar_mlp_sizes[0] != embed_dim:
+            raise ValueError(f"embed_dim must be even and feed the MLP, got {embed_dim}")
+        self.n_types = int(pair_r_max.shape[0])
+        self.num_bessels = num_bessels
+        self.polynomial_cutoff_p = polynomial_cutoff_p
+        self.l_max = Irreps(irreps_sh).lmax
+        self.inverse_r_max = tuple(pair_r_max.to(torch.float64).reciprocal().flatten().tolist())
+        half = (self.n_types, embed_dim // 2)
+        self.centre_embed = nn.Parameter(
+            torch.randn(half, generator=generator, dtype=torch.float64)
+        )
+        self.neighbour_embed = nn.Parameter(
+            torch.randn(half, generator=generator, dtype=torch.float64)
+        )
+        self.basis_linear = AllegroMLP((num_bessels, embed_dim), None, generator)
+        self.scalar_mlp = AllegroMLP(scalar_mlp_sizes, nonlinearity, generator)
+        self.weighter = WeightedChannels(irreps_sh, num_tensor_features)
+        self.tensor_linear = AllegroMLP(
+            (scalar_mlp_sizes[-1], self.weighter.weight_numel), None, generator
+        )
+
+    def forward(
+        self, edge_vec: torch.Tensor, edge_types: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embed every pair.
+
+        Args:
+            edge_vec: (n_edges, 3) float64, Å, centre -> neighbour, non-zero.
+            edge_types: (2, n_edges) int64 ``[type of centre, type of neighbour]``.
+
+        Returns:
+            ``latent`` (n_edges, latent dim), ``edge_sh`` (n_edges, irreps_sh.dim) and
+            ``tensor_features`` (n_edges, num_tensor_features, irreps_sh.dim), model dtype.
+        """
+        dtype = self.centre_embed.dtype
+        geometry = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        edge_vec = edge_vec.to(geometry)
+        lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
+        pair = edge_types[0] * self.n_types + edge_types[1]
+        if len(set(self.inverse_r_max)) == 1:
+            x = lengths * self.inverse_r_max[0]
+        else:
+            inverse = torch.tensor(self.inverse_r_max, dtype=geometry, device=lengths.device)
+            x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
+        basis = enveloped_bessel_basis(x, self.num_bessels, self.polynomial_cutoff_p)
+        # [E_centre, E_neighbour] of every type pair, then one gather per pair
+        n, half = self.centre_embed.shape
+        species = torch.cat(
+            (
+                self.centre_embed.unsqueeze(1).expand(n, n, half),
+                self.neighbour_embed.unsqueeze(0).expand(n, n, half),
+            ),
+            dim=-1,
+        )
+        species = species.reshape(n * n, 2 * half).index_select(0, pair)
+        latent = self.scalar_mlp(species * self.basis_linear(basis.to(dtype)))
+        edge_sh = unit_sh(self.l_max, edge_vec, lengths).to(dtype)
+        tensor_features = self.weighter(edge_sh, self.tensor_linear(latent))
+        return latent, edge_sh, tensor_features

@@ -1,0 +1,146 @@
+"""MACE interaction block: equivariant convolution over neighbours, plus species mixing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from equiforce.kernels import make_channelwise_tp, make_linear
+from equiforce.nn.mace.mlp import RadialMLP
+from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
+from equiforce.o3.irreps import Irreps
+
+
+@dataclass(frozen=True)
+class InteractionIrreps:
+    """Resolved irreps of one interaction.
+
+    Attributes:
+        node_in: node features entering the block.
+        edge_attrs: edge spherical harmonics.
+        target: irreps of the message (input of the product block).
+        skip_out: output of the residual self-connection (the layer's hidden irreps).
+    """
+
+    node_in: Irreps
+    edge_attrs: Irreps
+    target: Irreps
+    skip_out: Irreps
+
+
+class Interaction(nn.Module):
+    """``message_i = Linear(sum_j TP(Linear(h_j), Y(r_ij), R(|r_ij|))) / avg_num_neighbors``.
+
+    ``R`` is a radial MLP producing one weight per TP path and channel. Species enter in one
+    of two ways, as in mace-torch:
+
+    * ``residual=False`` (``RealAgnosticInteractionBlock``): the message is mixed by a
+      species-dependent linear map; no self-connection.
+    * ``residual=True`` (``RealAgnosticResidualInteractionBlock``): a species-dependent
+      linear map of the input features is returned as the self-connection ``sc``, added
+      after the product block.
+
+    Args:
+        irreps: resolved irreps of the block.
+        n_types: number of species.
+        radial_sizes: radial MLP widths, input (number of radial basis functions) first,
+            without the output layer.
+        avg_num_neighbors: message normalisation.
+        residual: self-connection variant (see above).
+        generator: random source for the initial weights.
+    """
+
+    def __init__(
+        self,
+        irreps: InteractionIrreps,
+        n_types: int,
+        radial_sizes: tuple[int, ...],
+        avg_num_neighbors: float,
+        residual: bool,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        self.irreps = irreps
+        self.avg_num_neighbors = avg_num_neighbors
+        self.residual = residual
+        self.linear_up = make_linear(LinearDescriptor(irreps.node_in, irreps.node_in), generator)
+        tp = ChannelwiseTPDescriptor(irreps.node_in, irreps.edge_attrs, irreps.target)
+        self.conv_tp = make_channelwise_tp(tp)
+        self.radial_mlp = RadialMLP((*radial_sizes, tp.weight_numel), generator)
+        self.linear = make_linear(LinearDescriptor(tp.irreps_out, irreps.target), generator)
+        if residual:
+            skip = LinearDescriptor(irreps.node_in, irreps.skip_out, n_types)
+        else:
+            skip = LinearDescriptor(irreps.target, irreps.target, n_types)
+        self.skip = make_linear(skip, generator)
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        atom_type: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_radial: torch.Tensor,
+        edge_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Compute messages.
+
+        Args:
+            node_feats: (n_atoms, node_in.dim).
+            atom_type: (n_atoms,) int64.
+            edge_attrs: (n_edges, edge_attrs.dim) SH of the sender -> receiver vector.
+            edge_radial: (n_edges, n_radial) radial basis times envelope.
+            edge_index: (2, n_edges) int64, ``[receiver, sender]``: messages flow from
+                ``edge_index[1]`` to ``edge_index[0]``.
+
+        Returns:
+            ``message`` (n_atoms, target.dim) and ``sc`` (n_atoms, skip_out.dim) or None.
+        """
+        up = self.linear_up(node_feats)
+        return self.messages(
+            up, node_feats, atom_type, edge_attrs, edge_radial, edge_index[1], edge_index[0]
+        )
+
+    def messages(
+        self,
+        up: torch.Tensor,
+        node_feats: torch.Tensor,
+        atom_type: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_radial: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+        first_row: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Messages onto a block of receivers, from up-projected node features.
+
+        ``forward`` calls it on the whole graph; a chunk of a graph
+        (``equiforce.nn.edge_chunks``) calls it on its local nodes, whose receivers are the
+        rows ``first_row .. first_row + n_receivers - 1`` of ``up``.
+
+        Args:
+            up: (n_nodes, node_in.dim) ``linear_up`` of the features of every node the
+                edges touch.
+            node_feats: (n_receivers, node_in.dim) features of the receivers.
+            atom_type: (n_receivers,) int64 species of the receivers.
+            edge_attrs: (n_edges, edge_attrs.dim).
+            edge_radial: (n_edges, n_radial).
+            sender: (n_edges,) int64 row of ``up`` sending each message.
+            receiver: (n_edges,) int64 row of ``up`` receiving it.
+            first_row: row of ``up`` of the first receiver.
+
+        Returns:
+            ``message`` (n_receivers, target.dim) and ``sc`` (n_receivers, skip_out.dim) or
+            None.
+        """
+        sc = self.skip(node_feats, atom_type) if self.residual else None
+        weights = self.radial_mlp(edge_radial)
+        summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
+        n_receivers = node_feats.shape[0]
+        if first_row != 0 or n_receivers != summed.shape[0]:
+            summed = summed[first_row : first_row + n_receivers]
+        message = self.linear(summed) / self.avg_num_neighbors
+        if not self.residual:
+            message = self.skip(message, atom_type)
+        return message, sc

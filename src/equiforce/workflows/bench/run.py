@@ -1,0 +1,303 @@
+"""The speed bench: time a model (and, on request, its peers on the same weights) per system.
+
+For every system a fresh worker process per implementation builds the batch (its neighbour
+list is timed once, outside the calls), then the driver alternates single calls between the
+workers: ``warmup`` untimed rounds, then ``repeats`` timed ones. Reported per implementation:
+median ms per energy+forces call, the first call's ms (compilation included), atoms x steps
+per second, ms per atom-step, the peak memory of the calls (resident set on CPU, CUDA
+allocator on GPU) above the worker's baseline, and for peers the ratios peer / ours of time
+and memory plus the parity of the first call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from equiforce.models import Potential, load_model, save_model
+from equiforce.workflows.bench.machine import machine_info, mem_available_gb
+from equiforce.workflows.bench.options import check_backend, check_compile, model_dtype
+from equiforce.workflows.bench.peers import PEERS, peer_for_family, peer_python
+from equiforce.workflows.bench.presets import preset_potential, with_dtype
+from equiforce.workflows.bench.protocol import WorkerError, WorkerProcess, worker_environment
+from equiforce.workflows.bench.report import scaling_exponents
+from equiforce.workflows.bench.systems import (
+    DEFAULT_SYSTEMS,
+    make_system,
+    parse_system,
+    save_frames,
+)
+from equiforce.workflows.bench.timing import interleave, summarize
+
+__all__ = ["OURS", "BenchConfig", "run_bench"]
+
+OURS = "equiforce"
+
+
+def _default_threads() -> int:
+    return torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything one bench run needs.
+
+    Attributes:
+        model: equiforce model file (exclusive with ``preset``).
+        preset: name of a preset model with random weights (``equiforce.workflows.bench.presets``).
+        systems: system names (``equiforce.workflows.bench.systems``).
+        precision: "float32", "float64" or a precision-policy mode.
+        backend: kernel backend for our model (None: as built).
+        compile: compile our model with ``equiforce.models.compile.compile_potential``.
+        peers: also run the peer framework on the same weights.
+        repeats: timed calls per implementation and system (>= 1).
+        warmup: untimed calls first (>= 0; >= 1 with ``compile``).
+        threads: torch threads of every worker.
+        device: "cpu", "cuda" or "cuda:N".
+        seed: seed of preset weights and of the systems.
+        peer_python: peer name -> python executable (defaults: see ``peers.peer_python``).
+    """
+
+    model: str | None = None
+    preset: str | None = None
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS
+    precision: str = "float32"
+    backend: str | None = None
+    compile: bool = False
+    peers: bool = False
+    repeats: int = 5
+    warmup: int = 2
+    threads: int = field(default_factory=_default_threads)
+    device: str = "cpu"
+    seed: int = 0
+    peer_python: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "systems", tuple(self.systems))
+        if (self.model is None) == (self.preset is None):
+            raise ValueError("give either a model file or --preset NAME (not both)")
+        if not self.systems:
+            raise ValueError("no systems to run")
+        for name in self.systems:
+            parse_system(name)
+        if self.repeats < 1 or self.warmup < 0:
+            raise ValueError(
+                f"need --repeats >= 1 and --warmup >= 0, got {self.repeats}, {self.warmup}"
+            )
+        if self.compile and self.warmup < 1:
+            raise ValueError("--compile needs --warmup >= 1 (the first call compiles)")
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but CUDA is not available")
+        unknown = sorted(set(self.peer_python) - set(PEERS))
+        if unknown:
+            raise ValueError(f"unknown peers {unknown}; known: {sorted(PEERS)}")
+
+
+def _source_model(config: BenchConfig) -> Potential:
+    dtype = model_dtype(config.precision)
+    if config.preset is not None:
+        return preset_potential(config.preset, dtype, config.seed)
+    return with_dtype(load_model(config.model).eval(), dtype)
+
+
+def _worker_commands(config: BenchConfig, family: str, files: dict[str, Path]) -> dict:
+    """Implementation name -> command line of its worker for one system."""
+    common = ["--model", str(files["model"]), "--frames", str(files["frames"])]
+    common += ["--device", config.device, "--threads", str(config.threads)]
+    ours = [sys.executable, "-m", "equiforce.workflows.bench.worker", *common]
+    ours += ["--outputs", str(files["outputs"] / f"{OURS}.npz"), "--precision", config.precision]
+    ours += (["--backend", config.backend] if config.backend else []) + (
+        ["--compile"] if config.compile else []
+    )
+    commands = {OURS: ours}
+    if config.peers:
+        peer = peer_for_family(family)
+        python = peer_python(peer, config.peer_python.get(peer.name))
+        commands[peer.name] = [
+            python,
+            *("-m", "equiforce.workflows.bench.peer_worker", "--peer", peer.name, *common),
+            *("--outputs", str(files["outputs"] / f"{peer.name}.npz")),
+        ]
+    return commands
+
+
+def _parity(ours: Path, theirs: Path, n_atoms: np.ndarray) -> dict[str, float]:
+    """Largest |dE| per atom (eV) and |dF| (eV/Å) between two first calls."""
+    with np.load(ours) as a, np.load(theirs) as b:
+        de = float(np.max(np.abs(a["energy"] - b["energy"]) / n_atoms))
+        df = float(np.max(np.abs(a["forces"] - b["forces"])))
+        scale = float(np.max(np.abs(a["forces"])))
+    return {
+        "max_abs_energy_diff_per_atom_eV": de,
+        "max_abs_force_diff_eV_per_A": df,
+        "max_abs_force_eV_per_A": scale,
+    }
+
+
+def _implementation_result(times: list[float], finish: dict, info: dict) -> dict[str, Any]:
+    stats = summarize(times)
+    n_atoms = info["n_atoms"]
+    return {
+        "timing": dataclasses.asdict(stats),
+        "times_ms": times,
+        "atom_steps_per_s": n_atoms / (stats.median_ms / 1000.0),
+        "ms_per_atom_step": stats.median_ms / n_atoms,
+        "first_call_ms": finish["first_call_ms"],
+        "memory": finish["memory"],
+        "info": info,
+    }
+
+
+def _measure(config: BenchConfig, commands: dict[str, list[str]], name: str) -> tuple:
+    """Start the workers, alternate their calls, finish them.
+
+    A failing peer (e.g. out of memory) is dropped and the others go on; a failure of ours
+    raises ``WorkerError``.
+
+    Returns:
+        ``(infos, times, memory, errors)``, each keyed by implementation; ``errors`` holds
+        the failed peers' messages.
+    """
+    env = worker_environment(config.threads)
+    workers: dict[str, WorkerProcess] = {}
+    errors: dict[str, str] = {}
+
+    def guarded(impl: str, action: Callable[[], Any]) -> Any:
+        if impl in errors:
+            return math.nan
+        try:
+            return action()
+        except WorkerError as err:
+            if impl == OURS:
+                raise
+            errors[impl] = str(err)
+            return math.nan
+
+    try:
+        for impl, command in commands.items():
+            label = f"{impl} on {name}"
+            worker = guarded(impl, lambda c=command, label=label: WorkerProcess(c, env, label))
+            if impl not in errors:
+                workers[impl] = worker
+        calls = {
+            impl: (lambda i=impl, w=worker: guarded(i, w.call)) for impl, worker in workers.items()
+        }
+        times = interleave(calls, config.warmup, config.repeats)
+        memory = {impl: guarded(impl, worker.finish) for impl, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    ok = [impl for impl in workers if impl not in errors]
+    infos = {impl: workers[impl].info for impl in ok}
+    return infos, {i: times[i] for i in ok}, {i: memory[i] for i in ok}, errors
+
+
+def _run_system(config: BenchConfig, name: str, family: str, files: dict, log) -> dict:
+    frames = make_system(name, config.seed)
+    save_frames(frames, files["frames"])
+    n_atoms = np.array([len(a) for a in frames], dtype=np.float64)
+    result: dict[str, Any] = {
+        "system": name,
+        "n_atoms": int(n_atoms.sum()),
+        "n_graphs": len(frames),
+        "mem_available_gb": mem_available_gb(),
+    }
+    try:
+        infos, times, memory, errors = _measure(
+            config, _worker_commands(config, family, files), name
+        )
+    except WorkerError as err:
+        log(f"  {name}: failed: {str(err)[:2000]}")
+        return {**result, "error": str(err)}
+    for impl, message in errors.items():
+        log(f"  {name}: {impl} failed, dropped: {message[:2000]}")
+    result.update(
+        {
+            "n_edges": infos[OURS]["n_edges"],
+            "neighbour_list_ms": infos[OURS]["neighbour_list_ms"],
+            "implementations": {
+                impl: _implementation_result(times[impl], memory[impl], info)
+                for impl, info in infos.items()
+            },
+            "failed": errors,
+        }
+    )
+    ours = result["implementations"][OURS]
+    result["ratios"] = {}
+    for impl in infos.keys() - {OURS}:
+        theirs = result["implementations"][impl]
+        result["ratios"][impl] = {
+            "time": theirs["timing"]["median_ms"] / ours["timing"]["median_ms"],
+            "memory": _ratio(
+                theirs["memory"]["peak_minus_baseline_mb"], ours["memory"]["peak_minus_baseline_mb"]
+            ),
+            "parity": _parity(
+                files["outputs"] / f"{OURS}.npz", files["outputs"] / f"{impl}.npz", n_atoms
+            ),
+        }
+    return result
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the bench and return the report (see the module docstring).
+
+    Args:
+        config: what to run.
+        log: receives one progress line per step.
+
+    Returns:
+        JSON-ready dict: ``date``, ``machine``, ``settings``, ``model`` (family, spec,
+        source) and ``results`` (one entry per system).
+
+    Raises:
+        ValueError, FileNotFoundError: bad options, a missing model or peer environment
+            (before any timing starts).
+    """
+    check_backend(config.backend)
+    check_compile(config.compile)
+    potential = _source_model(config)
+    family = potential.family
+    if config.peers:
+        peer = peer_for_family(family)
+        peer_python(peer, config.peer_python.get(peer.name))
+    report: dict[str, Any] = {
+        "benchmark": "equiforce bench",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": dataclasses.asdict(config),
+        "model": {
+            "source": config.model or f"preset {config.preset}",
+            "family": family,
+            "spec": potential.spec_dict(),
+            "n_parameters": sum(p.numel() for p in potential.parameters()),
+        },
+        "results": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="equiforce-bench-") as tmp:
+        files = {
+            "model": Path(tmp) / "model.pt",
+            "frames": Path(tmp) / "frames.npz",
+            "outputs": Path(tmp),
+        }
+        save_model(potential, files["model"])
+        for name in config.systems:
+            log(f"[{_dt.datetime.now():%H:%M:%S}] {name} ...")
+            report["results"].append(_run_system(config, name, family, files, log))
+    report["scaling_exponents"] = scaling_exponents(report)
+    return report

@@ -1,0 +1,108 @@
+"""Worker process timing equiforce itself: ``python -m equiforce.workflows.bench.worker ...``.
+
+Loads an equiforce model file, optionally switches its kernel backend and compiles it,
+builds the batch of the given structures (the neighbour list is timed here, once, outside
+the timed calls) and serves the protocol of ``equiforce.workflows.bench.protocol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import torch
+
+from equiforce.data.batch import batch_to, collate
+from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.workflows.bench.protocol import Session, serve
+from equiforce.workflows.bench.systems import load_frames
+
+__all__ = ["add_common_arguments", "prepare_batch"]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every worker (ours and the peers')."""
+    parser.add_argument("--model", required=True, help="equiforce model file")
+    parser.add_argument("--frames", required=True, help=".npz of structures (systems.save_frames)")
+    parser.add_argument("--outputs", required=True, help=".npz receiving the first call's E, F")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def prepare_batch(
+    frames_path: str, type_names: list[str], r_max: float, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Batch of the structures in ``frames_path`` and facts about it.
+
+    Returns:
+        The batch dict on ``device`` and ``{"n_atoms", "n_edges", "n_graphs",
+        "neighbour_list_ms"}`` (neighbour list + graph building + collation, wall ms).
+    """
+    frames = load_frames(frames_path)
+    start = time.perf_counter()
+    graphs = [
+        configuration_to_graph(atoms_to_configuration(a, f"structure {k}"), type_names, r_max)
+        for k, a in enumerate(frames)
+    ]
+    batch = batch_to(collate(graphs), device)
+    elapsed_ms = (time.perf_counter() - start) * 1000.0
+    info = {
+        "n_atoms": sum(len(a) for a in frames),
+        "n_edges": int(batch["edge_index"].shape[1]),
+        "n_graphs": len(frames),
+        "neighbour_list_ms": elapsed_ms,
+    }
+    return batch, info
+
+
+def _prepare(args: argparse.Namespace) -> Session:
+    from equiforce.models import load_model
+    from equiforce.workflows.bench.options import (
+        apply_backend,
+        apply_compile,
+        apply_precision,
+        executor_backends,
+    )
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    potential = load_model(args.model, map_location=device).eval()
+    potential = apply_precision(potential, args.precision)
+    potential = apply_backend(potential, args.backend)
+    potential = apply_compile(potential, args.compile)
+    batch, info = prepare_batch(args.frames, potential.type_names, potential.r_max, device)
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        out = potential(batch, compute_forces=True)
+        return out["energy"], out["forces"]
+
+    info.update(
+        {
+            "implementation": "equiforce",
+            "torch_version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "dtype": str(potential.dtype).replace("torch.", ""),
+            "precision": args.precision,
+            "backend": args.backend,
+            "executor_backends": executor_backends(potential),
+            "compile": args.compile,
+        }
+    )
+    return Session(call=call, device=device, info=info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the worker process."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--precision", default="float32", help="float32, float64 or a mode")
+    parser.add_argument("--backend", default=None, help="kernel backend (default: the model's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    args = parser.parse_args(argv)
+    return serve(lambda: _prepare(args), args.outputs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Generated benchmark systems: counts, density, no overlapping atoms, seeds, names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.data import atomic_masses
+
+from equiforce.data.neighbors import neighbor_list
+from equiforce.workflows.bench.systems import (
+    MIN_INTERMOLECULAR_A,
+    load_frames,
+    make_system,
+    parse_system,
+    save_frames,
+    water_box,
+)
+
+AMU_G = 1.66053906660e-24  # g per atomic mass unit
+
+
+@pytest.mark.parametrize("wanted", [3, 100, 1000, 3000])
+def test_water_box_has_the_rounded_atom_count_and_water_density(wanted):
+    atoms = water_box(wanted, seed=1)
+    assert len(atoms) == 3 * round(wanted / 3)
+    assert sorted(atoms.get_chemical_symbols()) == sorted(["O", "H", "H"] * (len(atoms) // 3))
+    grams = atomic_masses[atoms.numbers].sum() * AMU_G
+    density = grams / (atoms.get_volume() * 1e-24)
+    assert density == pytest.approx(1.0, rel=1e-3)
+    assert atoms.pbc.all() and np.allclose(atoms.cell.array, np.eye(3) * atoms.cell[0, 0])
+
+
+def test_water_box_keeps_molecules_intact_and_apart():
+    atoms = water_box(3000, seed=2)
+    edges, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, MIN_INTERMOLECULAR_A)
+    molecule = edges // 3
+    assert np.all(molecule[0] == molecule[1]), "atoms of different molecules overlap"
+    d = atoms.positions.reshape(-1, 3, 3)
+    oh = np.linalg.norm(d[:, 1:] - d[:, :1], axis=-1)
+    np.testing.assert_allclose(oh, 0.9572, atol=1e-9)
+
+
+def test_water_box_is_reproducible_per_seed():
+    np.testing.assert_array_equal(water_box(300, 5).positions, water_box(300, 5).positions)
+    assert not np.allclose(water_box(300, 5).positions, water_box(300, 6).positions)
+
+
+def test_molecule_and_batch_are_rattled_acetylacetone():
+    (molecule,) = make_system("molecule")
+    assert molecule.get_chemical_formula() == "C5H8O2" and not molecule.pbc.any()
+    distances = molecule.get_all_distances()[np.triu_indices(15, 1)]
+    assert distances.min() > 0.8
+    batch = make_system("batch64", seed=3)
+    assert len(batch) == 64 and all(a.get_chemical_formula() == "C5H8O2" for a in batch)
+    positions = np.stack([a.positions for a in batch])
+    assert np.unique(positions.round(6), axis=0).shape[0] == 64
+
+
+def test_frames_round_trip_through_npz(tmp_path):
+    frames = make_system("batch3") + make_system("box-30")
+    save_frames(frames, tmp_path / "frames.npz")
+    back = load_frames(tmp_path / "frames.npz")
+    assert len(back) == 4
+    for a, b in zip(frames, back, strict=True):
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.cell.array, b.cell.array)
+        np.testing.assert_array_equal(a.pbc, b.pbc)
+
+
+@pytest.mark.parametrize("name", ["box", "box-2", "batch0", "water", "box-3k", "batch-4"])
+def test_bad_system_names_are_rejected_with_the_accepted_forms(name):
+    with pytest.raises(ValueError, match="molecule.*batchN.*box-N"):
+        parse_system(name)
+
+
+def test_system_names_parse():
+    assert parse_system("molecule") == ("molecule", 1)
+    assert parse_system("batch64") == ("batch", 64)
+    assert parse_system("box-100000") == ("box", 100000)

@@ -1,0 +1,71 @@
+"""Timing primitives on fake callables and a fake clock, scaling fits on made-up results."""
+
+from __future__ import annotations
+
+import pytest
+
+from equiforce.workflows.bench.report import scaling_exponents
+from equiforce.workflows.bench.timing import interleave, summarize, time_call
+
+
+def test_summary_statistics_of_known_times():
+    stats = summarize([5.0, 1.0, 3.0, 100.0])
+    assert stats.median_ms == 4.0 and stats.mean_ms == 27.25
+    assert (stats.min_ms, stats.max_ms, stats.n) == (1.0, 100.0, 4)
+    assert summarize([2.0, 9.0, 4.0]).median_ms == 4.0
+
+
+def test_summary_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no timed calls"):
+        summarize([])
+
+
+def test_time_call_reads_the_clock_around_the_call_and_syncs():
+    events = []
+    ticks = iter([10.0, 10.25])
+
+    def clock():
+        events.append("clock")
+        return next(ticks)
+
+    elapsed = time_call(
+        lambda: events.append("call"), sync=lambda: events.append("sync"), clock=clock
+    )
+    assert elapsed == pytest.approx(250.0)
+    assert events == ["sync", "clock", "call", "sync", "clock"]
+
+
+def test_interleave_alternates_implementations_and_drops_warmup():
+    order = []
+    counters = {"a": iter(range(100)), "b": iter(range(100, 200))}
+
+    def make(name):
+        def call():
+            order.append(name)
+            return float(next(counters[name]))
+
+        return call
+
+    times = interleave({"a": make("a"), "b": make("b")}, warmup=2, repeats=3)
+    assert order == ["a", "b"] * 5
+    assert times == {"a": [2.0, 3.0, 4.0], "b": [102.0, 103.0, 104.0]}
+
+
+@pytest.mark.parametrize(("warmup", "repeats"), [(-1, 3), (0, 0)])
+def test_interleave_rejects_bad_counts(warmup, repeats):
+    with pytest.raises(ValueError, match="warmup"):
+        interleave({"a": lambda: 1.0}, warmup=warmup, repeats=repeats)
+
+
+def _box(atoms: int, ms: float, mb: float) -> dict:
+    data = {"timing": {"median_ms": ms}, "memory": {"peak_minus_baseline_mb": mb}}
+    return {"system": f"box-{atoms}", "n_atoms": atoms, "implementations": {"ours": data}}
+
+
+def test_scaling_exponents_fit_log_log_slopes_over_boxes_only():
+    molecule = {**_box(15, 1.0, 1.0), "system": "molecule"}
+    results = [molecule, _box(1000, 10.0, 5.0), _box(10000, 100.0, 50.0), _box(100000, 1e4, 500.0)]
+    slopes = scaling_exponents({"results": results})["ours"]
+    # time: 1.0 then 2.0 decades per decade of atoms -> least-squares slope 1.5
+    assert slopes == pytest.approx({"time": 1.5, "memory": 1.0, "n_boxes": 3})
+    assert scaling_exponents({"results": [molecule, _box(1000, 10.0, 5.0)]}) == {}

@@ -1,0 +1,1 @@
+"""Tests of equiforce.workflows.distill."""
