@@ -35,7 +35,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from equiforce.models.compile import compile_potential
-    from equiforce.workflows.bench.presets import preset_potential
+    from equiforce.models.presets import preset_potential
 
     torch.set_num_threads(args.threads)
     eager = preset_potential(args.model, args.dtype, seed=3)

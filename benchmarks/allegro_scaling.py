@@ -110,7 +110,7 @@ MODEL: dict[str, Any] = {
     "polynomial_cutoff_p": 6,
     "avg_num_neighbors": 13.0,
 }
-# The MACE (``equiforce.workflows.bench.presets`` "mace-128-l1" on this script's species).
+# The MACE (``equiforce.models.presets`` "mace-128-l1" on this script's species).
 MACE_MODEL: dict[str, Any] = {
     "r_max": 5.0,
     "num_channels": 128,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``bench`` options on ``parser``."""
-    from equiforce.workflows.bench.presets import PRESETS
+    from equiforce.models.presets import PRESETS
     from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS
 
     parser.add_argument("model", nargs="?", default=None, help="equiforce model file")

@@ -12,7 +12,7 @@ import torch
 from equiforce.cli.main import main
 from equiforce.models import save_model
 from equiforce.testing.models import tiny_mace
-from equiforce.workflows.bench.presets import PRESETS, preset_potential, with_dtype
+from equiforce.models.presets import PRESETS, preset_potential, with_dtype
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

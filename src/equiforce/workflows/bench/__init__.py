@@ -7,7 +7,7 @@ generated systems (``systems``), each implementation in a fresh worker process
 ``data`` and ``interop``; nothing imports it.
 """
 
-from equiforce.workflows.bench.presets import PRESETS, preset_potential
+from equiforce.models.presets import PRESETS, preset_potential
 from equiforce.workflows.bench.run import BenchConfig, run_bench
 from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS, make_system
 

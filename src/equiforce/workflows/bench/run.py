@@ -28,7 +28,7 @@ from equiforce.models import Potential, load_model, save_model
 from equiforce.workflows.bench.machine import machine_info, mem_available_gb
 from equiforce.workflows.bench.options import check_backend, check_compile, model_dtype
 from equiforce.workflows.bench.peers import PEERS, peer_for_family, peer_python
-from equiforce.workflows.bench.presets import preset_potential, with_dtype
+from equiforce.models.presets import preset_potential, with_dtype
 from equiforce.workflows.bench.protocol import WorkerError, WorkerProcess, worker_environment
 from equiforce.workflows.bench.report import scaling_exponents
 from equiforce.workflows.bench.systems import (
@@ -54,7 +54,7 @@ class BenchConfig:
 
     Attributes:
         model: equiforce model file (exclusive with ``preset``).
-        preset: name of a preset model with random weights (``equiforce.workflows.bench.presets``).
+        preset: name of a preset model with random weights (``equiforce.models.presets``).
         systems: system names (``equiforce.workflows.bench.systems``).
         precision: "float32", "float64" or a precision-policy mode.
         backend: kernel backend for our model (None: as built).

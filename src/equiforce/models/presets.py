@@ -1,4 +1,5 @@
-"""Named benchmark models: random weights from a seed (timing does not depend on weights).
+"""The one catalogue of named models (random weights from a seed): ``equiforce bench --preset``,
+the benchmark scripts and the tests build their models from it.
 
 Every preset covers H, C and O (the benchmark systems' species), r_max 5 Å, with fixed
 dataset constants so that energies stay O(1) eV per atom in float32.
