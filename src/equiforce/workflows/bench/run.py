@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from equiforce.models import Potential, load_model, save_model
+from equiforce.models.presets import preset_potential, with_dtype
 from equiforce.workflows.bench.machine import machine_info, mem_available_gb
 from equiforce.workflows.bench.options import check_backend, check_compile, model_dtype
 from equiforce.workflows.bench.peers import PEERS, peer_for_family, peer_python
-from equiforce.models.presets import preset_potential, with_dtype
 from equiforce.workflows.bench.protocol import WorkerError, WorkerProcess, worker_environment
 from equiforce.workflows.bench.report import scaling_exponents
 from equiforce.workflows.bench.systems import (
