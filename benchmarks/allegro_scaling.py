@@ -29,7 +29,7 @@ Method, one fresh subprocess per (implementation, size):
 * model: ``--warmup`` untimed energy+forces calls, then ``--repeats`` timed calls (forces by
   autograd from float64 positions, eval mode, no graph kept); median and minimum are reported
   and both are fitted (on a loaded shared machine the minimum is the less noisy estimate);
-* memory: ``equiforce.workflows.bench.memory.MemoryProbe`` around the model calls (freed heap handed
+* memory: ``equiforce.measure.memory.MemoryProbe`` around the model calls (freed heap handed
   back to the OS, the resident set read, the kernel's peak-RSS mark reset, ``VmHWM`` read
   after all calls):
   ``call_rss_increase_mb`` is what the energy+forces calls added on top of the resident model,
@@ -331,7 +331,7 @@ def worker(args: argparse.Namespace) -> dict:
                 out[AtomicDataDict.FORCE_KEY].detach(),
             )
 
-    from equiforce.workflows.bench.memory import MemoryProbe
+    from equiforce.measure.memory import MemoryProbe
 
     result["process_peak_before_call_mb"] = _rss_mb()
     probe = MemoryProbe(torch.device("cpu"))

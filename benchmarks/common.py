@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from equiforce.workflows.bench.machine import git_commit, machine_info, mem_available_gb
+from equiforce.measure.machine import git_commit, machine_info, mem_available_gb
 
 __all__ = [
     "DEFAULT_DATA_DIR",

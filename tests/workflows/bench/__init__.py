@@ -1,1 +1,1 @@
-"""Tests of the speed bench (systems, timing, worker protocol, CLI)."""
+"""Tests of the speed bench (systems, reports, CLI)."""

@@ -5,7 +5,7 @@ Run in the peer's own environment (which has equiforce installed):
 --outputs O``.
 It loads the equiforce model, exports it to the peer (``equiforce.interop.to_*``), builds
 the peer's inputs from our batch (same neighbour list) and serves the protocol of
-``equiforce.workflows.bench.protocol``.
+``equiforce.measure.protocol``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 
 import torch
 
+from equiforce.measure.protocol import Session, serve
 from equiforce.workflows.bench.peers import CALLS, PEERS
-from equiforce.workflows.bench.protocol import Session, serve
 from equiforce.workflows.bench.worker import add_common_arguments, prepare_batch
 
 _DISTRIBUTION = {"mace-torch": "mace-torch", "nequip-allegro": "nequip-allegro"}

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from equiforce.measure.machine import machine_info, mem_available_gb
+from equiforce.measure.protocol import WorkerError, WorkerProcess, worker_environment
+from equiforce.measure.timing import interleave, summarize
 from equiforce.models import Potential, load_model, save_model
 from equiforce.models.presets import preset_potential, with_dtype
-from equiforce.workflows.bench.machine import machine_info, mem_available_gb
 from equiforce.workflows.bench.options import check_backend, check_compile, model_dtype
 from equiforce.workflows.bench.peers import PEERS, peer_for_family, peer_python
-from equiforce.workflows.bench.protocol import WorkerError, WorkerProcess, worker_environment
 from equiforce.workflows.bench.report import scaling_exponents
 from equiforce.workflows.bench.systems import (
     DEFAULT_SYSTEMS,
@@ -37,7 +38,6 @@ from equiforce.workflows.bench.systems import (
     parse_system,
     save_frames,
 )
-from equiforce.workflows.bench.timing import interleave, summarize
 
 __all__ = ["OURS", "BenchConfig", "run_bench"]
 

@@ -2,7 +2,7 @@
 
 Loads an equiforce model file, optionally switches its kernel backend and compiles it,
 builds the batch of the given structures (the neighbour list is timed here, once, outside
-the timed calls) and serves the protocol of ``equiforce.workflows.bench.protocol``.
+the timed calls) and serves the protocol of ``equiforce.measure.protocol``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
-from equiforce.workflows.bench.protocol import Session, serve
+from equiforce.measure.protocol import Session, serve
 from equiforce.workflows.bench.systems import load_frames
 
 __all__ = ["add_common_arguments", "prepare_batch"]

@@ -1,4 +1,4 @@
-"""Facts about the machine and the code a benchmark ran on (recorded in every report)."""
+"""Facts about the machine and the code a measurement ran on (recorded in every report)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from typing import Any, Sequence
 
 import equiforce
 
-__all__ = ["git_commit", "machine_info", "mem_available_gb", "source_root"]
+__all__ = [
+    "LOW_PRECISION_FLAGS",
+    "cpu_flags",
+    "git_commit",
+    "machine_info",
+    "mem_available_gb",
+    "source_root",
+]
+
+# CPU features that decide how fast reduced precision runs: bf16 dot products (AVX512-BF16),
+# bf16 tile matrix multiplies (AMX), and the vector widths float32 falls back to
+LOW_PRECISION_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
 def source_root() -> Path:
@@ -62,12 +73,30 @@ def _cpu_fields() -> dict[str, Any]:
     return {
         "cpu_model": fields.get("Model name"),
         "cpus": fields.get("CPU(s)"),
-        "flags_avx512": "avx512f" in fields.get("Flags", ""),
     }
 
 
+def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
+    """Which of ``LOW_PRECISION_FLAGS`` the CPU has (empty when /proc/cpuinfo is unreadable).
+
+    Args:
+        cpuinfo: text of /proc/cpuinfo; read from the file when None.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            present = set(value.split())
+            return {flag: flag in present for flag in LOW_PRECISION_FLAGS}
+    return {}
+
+
 def machine_info(packages: Sequence[str] = ("torch", "e3nn", "equiforce")) -> dict[str, Any]:
-    """CPU, GPU, memory, OS, load, versions of ``packages`` (as importable here) and commit."""
+    """CPU (model, count, ``cpu_flags``), GPU, memory, OS, load, ``packages`` versions, commit."""
     info: dict[str, Any] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
@@ -76,6 +105,7 @@ def machine_info(packages: Sequence[str] = ("torch", "e3nn", "equiforce")) -> di
         "load_avg": os.getloadavg(),
         "mem_available_gb": mem_available_gb(),
         **_cpu_fields(),
+        "cpu_flags": cpu_flags(),
     }
     try:
         with open("/proc/meminfo") as handle:

@@ -1,10 +1,14 @@
-"""Driver <-> worker protocol: one fresh process per (implementation, model, system) point.
+"""Driver <-> worker protocol: a call timed and its memory measured in a fresh process.
+
+``equiforce bench`` starts one worker per (implementation, model, system) point; a fresh
+process keeps the memory of other models and points out of the figures.
 
 A worker builds its model and batch, then answers commands on stdin, one per line:
 ``call`` (one timed energy+forces call; the reply carries its ms) and ``finish`` (the reply
 carries the peak memory of the calls and the first call's ms, compilation included; the
-first call's energies and forces go to the ``--outputs`` file for the parity check).
-Replies are JSON lines on stdout prefixed with ``@bench ``, so that anything a library
+first call's energies and forces go to the ``--outputs`` file for the parity check), plus
+any further commands the session names (``Session.commands``, e.g. the bench's ``profile``).
+Replies are JSON lines on stdout prefixed with ``@measure ``, so that anything a library
 prints is ignored. Because the driver sends one command at a time and a worker waits idle
 between commands, two workers alternate without competing for the CPU, which lets the
 driver interleave ours and a peer call by call.
@@ -19,18 +23,18 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
 import torch
 
-from equiforce.workflows.bench.memory import MemoryProbe
-from equiforce.workflows.bench.timing import time_call
+from equiforce.measure.memory import MemoryProbe
+from equiforce.measure.timing import time_call
 
 __all__ = ["PREFIX", "Session", "WorkerError", "WorkerProcess", "serve", "worker_environment"]
 
-PREFIX = "@bench "
+PREFIX = "@measure "
 
 
 @dataclass
@@ -42,11 +46,14 @@ class Session:
             (n_atoms, 3))`` tensors.
         device: where it runs (CUDA calls are synchronised around the clock).
         info: facts reported once when ready (atoms, edges, neighbour-list ms, versions...).
+        commands: further commands the worker answers: name -> function returning the
+            reply's JSON payload (``WorkerProcess.request``).
     """
 
     call: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     device: torch.device
     info: dict[str, Any]
+    commands: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
 
 def _reply(stream: IO[str], payload: dict[str, Any]) -> None:
@@ -102,6 +109,8 @@ def serve(
                 np.savez(outputs_path, energy=energy, forces=forces)
                 _reply(replies, {"memory": memory, "first_call_ms": first_ms[0]})
                 return 0
+            elif command in session.commands:
+                _reply(replies, session.commands[command]())
             else:
                 raise ValueError(f"unknown command {command!r}")
         except Exception as err:  # noqa: BLE001
@@ -164,6 +173,10 @@ class WorkerProcess:
     def call(self) -> float:
         """One timed call; its wall time in ms (measured inside the worker)."""
         return float(self._send("call")["ms"])
+
+    def request(self, command: str) -> dict[str, Any]:
+        """One of the worker's further commands (``Session.commands``); its reply."""
+        return self._send(command)
 
     def finish(self) -> dict[str, Any]:
         """End the worker; its memory figures (``memory``) and ``first_call_ms``."""

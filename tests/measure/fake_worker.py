@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import torch
 
-from equiforce.workflows.bench.protocol import Session, serve
+from equiforce.measure.protocol import Session, serve
 
 
 def _session(call_mb: int, fail: bool) -> Session:

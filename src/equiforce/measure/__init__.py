@@ -1,0 +1,48 @@
+"""How equiforce measures: wall time, peak memory, a call in a fresh process, the machine.
+
+One definition for every figure the package reports (``equiforce bench``, the precision
+audit, distillation's student timings), so that they are comparable:
+
+* ``timing``: ``time_call`` (one call, ms, synchronised on CUDA), ``interleave`` (warm-up
+  rounds, then timed rounds alternating implementations), ``summarize`` (median, mean, min,
+  max; the median is the reported figure).
+* ``memory``: ``MemoryProbe``, the peak of a stretch of work over its baseline, MB: resident
+  set on CPU (freed heap returned with ``malloc_trim``, high-water mark reset through
+  ``/proc/self/clear_refs``), allocator peak on CUDA.
+* ``protocol``: ``WorkerProcess`` (driver) and ``serve`` (worker): a prepared call timed and
+  its memory probed in a fresh process, commands and JSON replies over pipes.
+* ``machine``: ``machine_info`` (CPU with its low-precision flags, GPU, memory, versions,
+  commit), recorded beside every report.
+
+A low tier: imports torch and numpy, never models, train or workflows.
+"""
+
+from equiforce.measure.machine import cpu_flags, git_commit, machine_info, mem_available_gb
+from equiforce.measure.memory import MemoryProbe, current_rss_mb, peak_rss_mb
+from equiforce.measure.protocol import (
+    Session,
+    WorkerError,
+    WorkerProcess,
+    serve,
+    worker_environment,
+)
+from equiforce.measure.timing import TimingStats, interleave, summarize, time_call
+
+__all__ = [
+    "MemoryProbe",
+    "Session",
+    "TimingStats",
+    "WorkerError",
+    "WorkerProcess",
+    "cpu_flags",
+    "current_rss_mb",
+    "git_commit",
+    "interleave",
+    "machine_info",
+    "mem_available_gb",
+    "peak_rss_mb",
+    "serve",
+    "summarize",
+    "time_call",
+    "worker_environment",
+]

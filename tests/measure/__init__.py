@@ -1,0 +1,1 @@
+"""Tests of the measurement module (timing, memory, worker protocol, machine facts)."""
