@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -65,3 +66,21 @@ def test_serve_answers_commands_and_rejects_unknown_ones(tmp_path):
     lines = [line for line in replies.getvalue().splitlines() if line.startswith(PREFIX)]
     assert status == 1 and len(lines) == 3
     assert '"ready"' in lines[0] and '"ms"' in lines[1] and "unknown command" in lines[2]
+
+
+def test_serve_answers_the_sessions_own_commands_and_keeps_no_outputs_without_a_path():
+    session = Session(
+        call=lambda: (torch.zeros(1), torch.zeros(1, 3)),
+        device=torch.device("cpu"),
+        info={},
+        commands={"profile": lambda: {"profile": {"ops": 3}}},
+    )
+    replies = io.StringIO()
+    status = serve(lambda: session, None, io.StringIO("call\nprofile\nfinish\n"), replies)
+    payloads = [
+        json.loads(line[len(PREFIX) :])
+        for line in replies.getvalue().splitlines()
+        if line.startswith(PREFIX)
+    ]
+    assert status == 0
+    assert payloads[2] == {"profile": {"ops": 3}} and payloads[3]["first_call_ms"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from equiforce.measure.timing import interleave, summarize, time_call
+from equiforce.measure.timing import device_sync, interleave, summarize, time_call
 
 
 def test_summary_statistics_of_known_times():
@@ -54,3 +54,8 @@ def test_interleave_alternates_implementations_and_drops_warmup():
 def test_interleave_rejects_bad_counts(warmup, repeats):
     with pytest.raises(ValueError, match="warmup"):
         interleave({"a": lambda: 1.0}, warmup=warmup, repeats=repeats)
+
+
+def test_device_sync_waits_on_cuda_only():
+    assert device_sync("cpu") is None
+    assert callable(device_sync("cuda:0"))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import ctypes
 import gc
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-__all__ = ["MemoryProbe", "current_rss_mb", "peak_rss_mb"]
+__all__ = ["MemoryProbe", "current_rss_mb", "peak_memory_mb", "peak_rss_mb"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -104,3 +105,17 @@ class MemoryProbe:
             "peak_minus_baseline_mb": peak - self.baseline_mb,
             "source": source,
         }
+
+
+def peak_memory_mb(call: Callable[[], object], device: torch.device | str) -> float | None:
+    """Peak memory of one ``call()`` over the memory in use before it, MB (``MemoryProbe``).
+
+    The in-process form of the figure a worker reports (``peak_minus_baseline_mb``).
+    None on CPU where the high-water mark cannot be reset (no ``/proc/self/clear_refs``), as
+    the process's lifetime peak would not be the call's.
+    """
+    probe = MemoryProbe(torch.device(device))
+    probe.start()
+    call()
+    memory = probe.stop()
+    return float(memory["peak_minus_baseline_mb"]) if probe.reset else None

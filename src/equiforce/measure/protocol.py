@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from equiforce.measure.memory import MemoryProbe
-from equiforce.measure.timing import time_call
+from equiforce.measure.timing import device_sync, time_call
 
 __all__ = ["PREFIX", "Session", "WorkerError", "WorkerProcess", "serve", "worker_environment"]
 
@@ -63,7 +63,7 @@ def _reply(stream: IO[str], payload: dict[str, Any]) -> None:
 
 def serve(
     prepare: Callable[[], Session],
-    outputs_path: str,
+    outputs_path: str | None,
     commands: IO[str] = sys.stdin,
     replies: IO[str] = sys.stdout,
 ) -> int:
@@ -71,7 +71,8 @@ def serve(
 
     Args:
         prepare: builds the session (its errors are reported to the driver, not raised).
-        outputs_path: ``.npz`` file receiving the first call's energy and forces (float64).
+        outputs_path: ``.npz`` file receiving the first call's energy and forces (float64);
+            None: not kept.
         commands: command stream (stdin).
         replies: reply stream (stdout).
 
@@ -84,7 +85,7 @@ def serve(
         _reply(replies, {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
         return 1
     _reply(replies, {"ready": session.info})
-    sync = torch.cuda.synchronize if session.device.type == "cuda" else None
+    sync = device_sync(session.device)
     probe = MemoryProbe(session.device)
     first: list[tuple[torch.Tensor, torch.Tensor]] = []
     first_ms: list[float] = []
@@ -105,8 +106,9 @@ def serve(
                 _reply(replies, {"ms": elapsed})
             elif command == "finish":
                 memory = probe.stop()
-                energy, forces = (t.to("cpu", torch.float64).numpy() for t in first[0])
-                np.savez(outputs_path, energy=energy, forces=forces)
+                if outputs_path is not None:
+                    energy, forces = (t.to("cpu", torch.float64).numpy() for t in first[0])
+                    np.savez(outputs_path, energy=energy, forces=forces)
                 _reply(replies, {"memory": memory, "first_call_ms": first_ms[0]})
                 return 0
             elif command in session.commands:

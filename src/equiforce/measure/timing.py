@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TimingStats", "interleave", "summarize", "time_call"]
+import torch
+
+__all__ = ["TimingStats", "device_sync", "interleave", "summarize", "time_call"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,14 @@ def summarize(times_ms: Sequence[float]) -> TimingStats:
         max_ms=max(times_ms),
         n=len(times_ms),
     )
+
+
+def device_sync(device: torch.device | str) -> Callable[[], None] | None:
+    """The ``sync`` of ``time_call`` for work on ``device``: CUDA's synchronize, else None."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
 
 
 def time_call(

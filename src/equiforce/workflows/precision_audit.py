@@ -7,9 +7,11 @@ runs the same weights, and the audit reports per mode:
   max, meV; RMS per atom, meV/atom) and force components (RMS and max, meV/Å);
 * errors against the labels (energy per atom RMSE, meV/atom; force RMSE, meV/Å), through
   ``equiforce.train.evaluate``;
-* ms per energy+forces call on the first structure (median after warm-up), and the peak
-  memory of one such call (CPU: peak resident-set growth, reset through
-  ``/proc/self/clear_refs``; CUDA: ``torch.cuda.max_memory_allocated``);
+* ms per energy+forces call on the first structure: median of ``timing_repeats`` calls after
+  2 warm-up rounds, the modes interleaved call by call (``equiforce.measure.timing``, as
+  ``equiforce bench``); and the peak memory of one such call over the memory in use before
+  it (``equiforce.measure.memory.peak_memory_mb``: CPU resident set, high-water mark reset
+  through ``/proc/self/clear_refs``; CUDA ``torch.cuda.max_memory_allocated``);
 * the total-energy drift of a short NVE run from the first structure (``equiforce.md``),
   meV/atom/ps;
 * the rotation error: forces of rotated structures against rotated forces, RMS relative to
@@ -23,13 +25,11 @@ tolerance; the fastest such mode is the recommendation.
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
 import json
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,6 +41,8 @@ from equiforce.data.graph import Configuration, configuration_to_graph
 from equiforce.files import atomic_write_text
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.dynamics import run_md
+from equiforce.measure.memory import peak_memory_mb
+from equiforce.measure.timing import device_sync, interleave, summarize, time_call
 from equiforce.models.potential import Potential
 from equiforce.precision import MODES, PrecisionPolicy, apply_policy
 from equiforce.train.evaluate import Predictions, errors_of, predict
@@ -61,7 +63,7 @@ class AuditOptions:
         force_tol: largest acceptable force RMS deviation from float64, meV/Å.
         energy_tol: largest acceptable energy RMS deviation from float64, meV/atom.
         batch_size: structures per forward pass for the deviations and errors.
-        timing_repeats: timed calls per mode (after 2 warm-up calls).
+        timing_repeats: timed calls per mode (after 2 warm-up rounds of all modes).
         md_steps: NVE steps for the drift (0 skips the MD).
         md_timestep_fs: NVE time step, fs.
         md_temperature_K: initial-velocity temperature, K.
@@ -142,11 +144,12 @@ def run_audit(
         raise ValueError(f"unknown precision modes {unknown}; known: {list(MODES)}")
     reference = _predictions(_in_mode(model, MODES["float64"], options), structures, options)
     rotation = _random_rotation(options.seed)
-    audits = []
-    for name in options.modes:
-        policy = MODES[name]
-        candidate = _in_mode(model, policy, options)
-        audits.append(_audit_mode(candidate, policy, structures, reference, rotation, options))
+    candidates = {name: _in_mode(model, MODES[name], options) for name in options.modes}
+    speed = _speed_and_memory(candidates, structures[0], options)
+    audits = [
+        _audit_mode(candidate, MODES[name], structures, reference, rotation, options, speed[name])
+        for name, candidate in candidates.items()
+    ]
     within = [a for a in audits if a.within_tolerance]
     fastest = min(within, key=lambda a: a.ms_per_call).mode if within else None
     return AuditResult(audits, fastest, options, len(structures), structures[0].n_atoms)
@@ -162,6 +165,27 @@ def _predictions(
     return predict(model, structures, batch_size=options.batch_size)
 
 
+def _speed_and_memory(
+    models: dict[str, Potential], structure: Configuration, options: AuditOptions
+) -> dict[str, dict[str, float | None]]:
+    """Mode -> ``ms_per_call`` and ``peak_memory_MB`` of energy+forces calls on ``structure``.
+
+    The modes' calls alternate (``interleave``: 2 warm-up rounds, then ``timing_repeats``
+    timed ones) so that load from elsewhere hits all modes alike; the median is reported.
+    """
+    device = torch.device(options.device)
+    calls = {name: _single_call(model, structure, device) for name, model in models.items()}
+    timers = {name: partial(time_call, call, device_sync(device)) for name, call in calls.items()}
+    times = interleave(timers, warmup=2, repeats=max(options.timing_repeats, 1))
+    return {
+        name: {
+            "ms_per_call": summarize(times[name]).median_ms,
+            "peak_memory_MB": peak_memory_mb(call, device),
+        }
+        for name, call in calls.items()
+    }
+
+
 def _audit_mode(
     model: Potential,
     policy: PrecisionPolicy,
@@ -169,13 +193,12 @@ def _audit_mode(
     reference: Predictions,
     rotation: np.ndarray,
     options: AuditOptions,
+    speed: dict[str, float | None],
 ) -> ModeAudit:
     pred = _predictions(model, structures, options)
     energy_dev = _MILLI * (pred.energy - reference.energy)
     forces_dev = _MILLI * (pred.forces - reference.forces)
     errors = errors_of(structures, pred).metrics
-    call = _single_call(model, structures[0], options.device)
-    ms = _median_ms(call, options.timing_repeats)
     rotation_error = _rotation_error(model, structures, pred, rotation, options)
     tolerance = SYMMETRY_RTOL[policy.autocast if policy.autocast != "none" else policy.model_dtype]
     energy_rms_per_atom = _rms(energy_dev / pred.n_atoms)
@@ -194,8 +217,7 @@ def _audit_mode(
         forces_dev_max_meV_per_A=float(np.abs(forces_dev).max()),
         energy_rmse_meV_per_atom=errors["energy_per_atom"].rmse if "energy" in errors else None,
         forces_rmse_meV_per_A=errors["forces"].rmse if "forces" in errors else None,
-        ms_per_call=ms,
-        peak_memory_MB=peak_memory_mb(call, torch.device(options.device)),
+        **speed,
         nve_drift_meV_per_atom_per_ps=_nve_drift(model, structures[0], options),
         rotation_error_rel=rotation_error,
         rotation_tol_rel=tolerance,
@@ -207,7 +229,9 @@ def _rms(values: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-def _single_call(model: Potential, structure: Configuration, device: str) -> Callable[[], None]:
+def _single_call(
+    model: Potential, structure: Configuration, device: torch.device
+) -> Callable[[], None]:
     """An energy+forces call of ``model`` on ``structure`` (graph built once)."""
     batch = batch_to(
         collate([configuration_to_graph(structure, model.type_names, model.r_max)]), device
@@ -215,62 +239,9 @@ def _single_call(model: Potential, structure: Configuration, device: str) -> Cal
 
     def call() -> None:
         with torch.enable_grad():
-            out = model(batch, compute_forces=True, create_graph=False)
-        out["forces"].sum().item()  # wait for asynchronous devices
+            model(batch, compute_forces=True, create_graph=False)
 
     return call
-
-
-def _median_ms(call: Callable[[], None], repeats: int) -> float:
-    for _ in range(2):
-        call()
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        call()
-        times.append(1e3 * (time.perf_counter() - start))
-    return float(statistics.median(times))
-
-
-def peak_memory_mb(call: Callable[[], None], device: torch.device) -> float | None:
-    """Peak memory of one ``call`` above what was in use before it, MB.
-
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU: growth of the process's peak resident
-    set (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``) over the resident set
-    before the call, after freed heap pages went back to the OS (glibc ``malloc_trim``);
-    None where ``clear_refs`` cannot be written (not Linux).
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        call()
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    _release_free_heap()
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return None
-    before = _status_mb("VmRSS")
-    call()
-    return max(_status_mb("VmHWM") - before, 0.0)
-
-
-def _release_free_heap() -> None:
-    """Return freed heap pages to the OS (glibc), so RSS before a call is what is in use."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise OSError(f"/proc/self/status has no {field}")
 
 
 def _random_rotation(seed: int) -> np.ndarray:
