@@ -22,7 +22,7 @@ Three phases, each writing JSON into ``--out`` (default ``bench_out/precision_ac
     rounds, medians after warm-up): energy+forces ms per call for one molecule, a batch of 64
     molecules and a ~3000-atom periodic box (200 molecules, random orientations, on a 6x6x6
     grid with 6 Å spacing); the peak memory of one call (process peak RSS growth, see
-    ``equiforce.workflows.precision_audit.peak_memory_mb``); and the time of one training step (batch 5,
+    ``equiforce.measure.memory.peak_memory_mb``); and the time of one training step (batch 5,
     energy + force loss, backward, Adam step; loss scaling in fp16), whence s/epoch for the
     training set size of the ``train`` phase. ``--systems`` picks a subset (each lock hold
     short); ``--mace-channels N`` times a random MACE of width N instead (same other settings).
@@ -60,7 +60,7 @@ from equiforce.precision import DynamicLossScaler, PrecisionPolicy, apply_policy
 from equiforce.train.config import RunConfig
 from equiforce.train.evaluate import evaluate
 from equiforce.train.run import train
-from equiforce.workflows.precision_audit import peak_memory_mb
+from equiforce.measure.memory import peak_memory_mb
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "acac"
 FAMILIES = ("mace", "allegro")
