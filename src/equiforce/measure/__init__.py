@@ -1,14 +1,14 @@
 """How equiforce measures: wall time, peak memory, a call in a fresh process, the machine.
 
 One definition for every figure the package reports (``equiforce bench``, the precision
-audit, distillation's student timings), so that they are comparable:
+audit, distillation's teacher and student timings), so that they are comparable:
 
-* ``timing``: ``time_call`` (one call, ms, synchronised on CUDA), ``interleave`` (warm-up
-  rounds, then timed rounds alternating implementations), ``summarize`` (median, mean, min,
-  max; the median is the reported figure).
+* ``timing``: ``time_call`` (one call, ms; ``device_sync`` makes it wait for CUDA work),
+  ``interleave`` (warm-up rounds, then timed rounds alternating implementations),
+  ``summarize`` (median, mean, min, max; the median is the reported figure).
 * ``memory``: ``MemoryProbe``, the peak of a stretch of work over its baseline, MB: resident
   set on CPU (freed heap returned with ``malloc_trim``, high-water mark reset through
-  ``/proc/self/clear_refs``), allocator peak on CUDA.
+  ``/proc/self/clear_refs``), allocator peak on CUDA; ``peak_memory_mb`` for one call.
 * ``protocol``: ``WorkerProcess`` (driver) and ``serve`` (worker): a prepared call timed and
   its memory probed in a fresh process, commands and JSON replies over pipes.
 * ``machine``: ``machine_info`` (CPU with its low-precision flags, GPU, memory, versions,
@@ -18,7 +18,7 @@ A low tier: imports torch and numpy, never models, train or workflows.
 """
 
 from equiforce.measure.machine import cpu_flags, git_commit, machine_info, mem_available_gb
-from equiforce.measure.memory import MemoryProbe, current_rss_mb, peak_rss_mb
+from equiforce.measure.memory import MemoryProbe, current_rss_mb, peak_memory_mb, peak_rss_mb
 from equiforce.measure.protocol import (
     Session,
     WorkerError,
@@ -26,7 +26,7 @@ from equiforce.measure.protocol import (
     serve,
     worker_environment,
 )
-from equiforce.measure.timing import TimingStats, interleave, summarize, time_call
+from equiforce.measure.timing import TimingStats, device_sync, interleave, summarize, time_call
 
 __all__ = [
     "MemoryProbe",
@@ -36,10 +36,12 @@ __all__ = [
     "WorkerProcess",
     "cpu_flags",
     "current_rss_mb",
+    "device_sync",
     "git_commit",
     "interleave",
     "machine_info",
     "mem_available_gb",
+    "peak_memory_mb",
     "peak_rss_mb",
     "serve",
     "summarize",

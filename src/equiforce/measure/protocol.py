@@ -1,7 +1,8 @@
 """Driver <-> worker protocol: a call timed and its memory measured in a fresh process.
 
-``equiforce bench`` starts one worker per (implementation, model, system) point; a fresh
-process keeps the memory of other models and points out of the figures.
+``equiforce bench`` starts one worker per (implementation, model, system) point and
+distillation one per model it times (``workflows.distill.timing``); a fresh process keeps the
+memory of other models and points out of the figures.
 
 A worker builds its model and batch, then answers commands on stdin, one per line:
 ``call`` (one timed energy+forces call; the reply carries its ms) and ``finish`` (the reply
