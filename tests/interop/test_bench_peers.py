@@ -22,8 +22,9 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("kind", ["inference", "train"])
 @pytest.mark.parametrize("peer", sorted(CASES))
-def test_bench_runs_the_peer_on_the_same_weights(peer, tmp_path):
+def test_bench_runs_the_peer_on_the_same_weights(peer, kind, tmp_path):
     module, make_model = CASES[peer]
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{peer} is not installed here")
@@ -32,6 +33,7 @@ def test_bench_runs_the_peer_on_the_same_weights(peer, tmp_path):
         model=str(tmp_path / "model.pt"),
         systems=("batch2",),
         precision="float64",
+        kind=kind,
         peers=True,
         repeats=2,
         warmup=0,
@@ -40,6 +42,7 @@ def test_bench_runs_the_peer_on_the_same_weights(peer, tmp_path):
     )
     (result,) = run_bench(config, log=lambda line: None)["results"]
     assert set(result["implementations"]) == {"equiforce", peer}
+    assert result["implementations"][peer]["info"]["kind"] == kind
     assert result["implementations"][peer]["info"]["n_edges"] == result["n_edges"]
     ratio = result["ratios"][peer]
     assert ratio["time"] > 0 and len(result["implementations"][peer]["times_ms"]) == 2

@@ -60,7 +60,7 @@ def _assert_round_trip(model) -> None:
 
 def _assert_mace_agrees(model, tolerance) -> None:
     batch = _batch(peer_parity_structures() + [make_periodic_hco(4)])
-    energy, forces = mace_call(model, batch)()
+    energy, forces = mace_call(model, batch, "inference")()
     ours = model(batch, compute_forces=True)
     assert ours[keys.FORCES].abs().max() > 0.1  # a wrong weight would show
     torch.testing.assert_close(energy.double(), ours[keys.ENERGY], **tolerance.__dict__)

@@ -62,7 +62,7 @@ def _assert_nequip_agrees(model, tolerance) -> None:
         configuration_to_graph(atoms_to_configuration(a), TYPE_NAMES, 4.0) for a in structures
     ]
     batch = collate(graphs)
-    energy, forces = nequip_call(model, batch)()
+    energy, forces = nequip_call(model, batch, "inference")()
     ours = model(batch, compute_forces=True)
     assert ours[keys.FORCES].abs().max() > 0.1  # a wrong weight would show
     torch.testing.assert_close(energy.double(), ours[keys.ENERGY], **tolerance.__dict__)

@@ -111,3 +111,20 @@ def test_yaml_integers_are_accepted_for_floats_and_file_errors_name_the_file(tmp
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(ConfigError, match=rf"{path}: training\.lr_typo"):
         load_config(path)
+
+
+def test_model_section_from_a_preset_drops_the_dataset_constants():
+    from equiforce.models.presets import PRESETS
+    from equiforce.train.config import DATASET_DERIVED_FIELDS, ModelConfig
+
+    config = ModelConfig.from_preset("mace-small", dtype="float64", max_L=0)
+    assert config.family == "mace"
+    assert not set(config.params) & set(DATASET_DERIVED_FIELDS)
+    spec = config.spec()
+    assert (spec.num_channels, spec.max_L, spec.dtype) == (32, 0, "float64")
+    assert spec.radial_mlp == PRESETS["mace-small"][1]["radial_mlp"]
+    assert ModelConfig.from_preset("allegro-l1").spec().l_max == 1
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        ModelConfig.from_preset("nope")
+    with pytest.raises(ConfigError, match="model.l_max: unknown key for family 'mace'"):
+        ModelConfig.from_preset("mace-small", l_max=2)

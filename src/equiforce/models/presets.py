@@ -2,7 +2,8 @@
 the benchmark scripts and the tests build their models from it.
 
 Every preset covers H, C and O (the benchmark systems' species), r_max 5 Å, with fixed
-dataset constants so that energies stay O(1) eV per atom in float32.
+dataset constants so that energies stay O(1) eV per atom in float32; the ``-al`` presets (the
+scaling models) cover H, O and Al instead, for the fcc aluminium boxes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ _ALLEGRO: dict[str, Any] = {
     "polynomial_cutoff_p": 6,
     "scale": 0.5,
 }
+_TINY_ALLEGRO: dict[str, Any] = {
+    **_ALLEGRO,
+    "l_max": 1,
+    "num_layers": 1,
+    "num_scalar_features": 32,
+    "num_tensor_features": 8,
+    "two_body_mlp_hidden": (32,),
+    "latent_mlp_hidden": (32,),
+    "readout_mlp_hidden": (16,),
+}
+_AL: dict[str, Any] = {"type_names": ("H", "O", "Al"), "atomic_energies": (-1.0, -3.0, -2.0)}
 
 # name -> (family, spec fields, one-line description)
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -53,7 +65,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "mace-small": (
         "mace",
         {**_COMMON, **_MACE, "num_channels": 32},
-        "MACE 32x0e+32x1o, otherwise as mace-128-l1",
+        "MACE 32x0e+32x1o, otherwise as mace-128-l1 (AcAc training and precision runs; the "
+        "distillation students change its channels and max_L)",
     ),
     "allegro-big": (
         "allegro",
@@ -64,6 +77,52 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "allegro",
         {**_COMMON, **_ALLEGRO, "num_scalar_features": 64, "num_tensor_features": 32},
         "Allegro l_max 2, 2 layers, 64 scalar / 32 tensor features",
+    ),
+    "allegro-tiny": (
+        "allegro",
+        {**_COMMON, **_TINY_ALLEGRO},
+        "Allegro l_max 1, 1 layer, 32 scalar / 8 tensor features, MLP hidden 32 / 32 / 16",
+    ),
+    # The AcAc training benchmarks (benchmarks/acac_train, precision_acac, distill_acac; the
+    # training scripts drop the dataset constants and fit them to the training set).
+    "allegro-l1": (
+        "allegro",
+        {**_COMMON, **_ALLEGRO, "l_max": 1, "num_scalar_features": 64, "num_tensor_features": 16},
+        "Allegro l_max 1, 2 layers, 64 scalar / 16 tensor features, MLP hidden 64 / 64 / 32 "
+        "(configs/allegro_example.yaml's model; AcAc training vs nequip-allegro)",
+    ),
+    "allegro-l1-32": (
+        "allegro",
+        {
+            **_COMMON,
+            **_ALLEGRO,
+            "l_max": 1,
+            "num_scalar_features": 32,
+            "num_tensor_features": 16,
+            "two_body_mlp_hidden": (32,),
+            "latent_mlp_hidden": (32,),
+            "readout_mlp_hidden": (16,),
+        },
+        "Allegro l_max 1, 2 layers, 32 scalar / 16 tensor features, MLP hidden 32 / 32 / 16 "
+        "(the AcAc precision runs)",
+    ),
+    "mace-tiny": (
+        "mace",
+        {**_COMMON, **_MACE, "num_channels": 8, "max_ell": 2, "radial_mlp": (16,)},
+        "MACE 8x0e+8x1o, max_ell 2, radial MLP [16] (smoke tests of the training scripts)",
+    ),
+    # The scaling models: periodic fcc aluminium boxes (bench systems fcc-N) at fixed density.
+    "allegro-tiny-al": (
+        "allegro",
+        {**_COMMON, **_TINY_ALLEGRO, **_AL, "r_max": 4.0, "avg_num_neighbors": 13.0},
+        "allegro-tiny on H/O/Al with r_max 4 Å (~13.4 edges per atom in fcc Al): the Allegro "
+        "scaling model, 10^6 atoms in ~2.3 GB",
+    ),
+    "mace-128-l1-al": (
+        "mace",
+        {**_COMMON, **_MACE, **_AL, "num_channels": 128, "avg_num_neighbors": 43.0},
+        "mace-128-l1 on H/O/Al (~35 edges per atom in fcc Al at r_max 5 Å): the MACE scaling "
+        "and receiver-chunking model",
     ),
 }
 

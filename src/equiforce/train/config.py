@@ -142,6 +142,29 @@ class ModelConfig:
         """Plain dict as written in YAML (family next to the hyperparameters)."""
         return {"family": self.family, **plain(dict(self.params))}
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """The architecture of a ``equiforce.models.presets`` model, to train from scratch.
+
+        The preset's dataset constants (``DATASET_DERIVED_FIELDS``) are dropped: training
+        fits them to the training set.
+
+        Args:
+            name: a key of ``PRESETS``.
+            overrides: spec fields to change (e.g. ``dtype``, ``num_channels``).
+
+        Raises:
+            ValueError: unknown preset.
+            ConfigError: an override is not a settable field of the family.
+        """
+        from equiforce.models.presets import PRESETS
+
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        family, fields, _ = PRESETS[name]
+        params = {k: v for k, v in fields.items() if k not in DATASET_DERIVED_FIELDS}
+        return cls(family=family, params={**params, **overrides})
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:

@@ -11,8 +11,8 @@ import torch
 
 from equiforce.cli.main import main
 from equiforce.models import save_model
-from equiforce.testing.models import tiny_mace
 from equiforce.models.presets import PRESETS, preset_potential, with_dtype
+from equiforce.testing.models import tiny_mace
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -77,8 +77,12 @@ def test_presets_have_the_issue_hyperparameters():
         64,
     )
     assert big.dtype == "float64" and set(PRESETS) >= {"mace-small", "allegro-small"}
-    for name in PRESETS:
-        assert PRESETS[name][1]["type_names"] == ("H", "C", "O")
+    tiny = preset_potential("allegro-tiny-al").spec
+    assert (tiny.l_max, tiny.num_layers, tiny.num_scalar_features, tiny.r_max) == (1, 1, 32, 4.0)
+    assert preset_potential("mace-128-l1-al").spec.num_channels == 128
+    for name, (_, fields, _) in PRESETS.items():
+        scaling = name.endswith("-al")  # the fcc aluminium scaling models
+        assert fields["type_names"] == (("H", "O", "Al") if scaling else ("H", "C", "O"))
 
 
 def test_with_dtype_keeps_the_weights():

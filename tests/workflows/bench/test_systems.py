@@ -8,7 +8,9 @@ from ase.data import atomic_masses
 
 from equiforce.data.neighbors import neighbor_list
 from equiforce.workflows.bench.systems import (
+    FCC_AL_A,
     MIN_INTERMOLECULAR_A,
+    fcc_box,
     load_frames,
     make_system,
     parse_system,
@@ -68,9 +70,11 @@ def test_frames_round_trip_through_npz(tmp_path):
         np.testing.assert_array_equal(a.pbc, b.pbc)
 
 
-@pytest.mark.parametrize("name", ["box", "box-2", "batch0", "water", "box-3k", "batch-4"])
+@pytest.mark.parametrize(
+    "name", ["box", "box-2", "batch0", "water", "box-3k", "batch-4", "fcc-3", "fcc-32-random"]
+)
 def test_bad_system_names_are_rejected_with_the_accepted_forms(name):
-    with pytest.raises(ValueError, match="molecule.*batchN.*box-N"):
+    with pytest.raises(ValueError, match="molecule.*batchN.*box-N.*fcc-N"):
         parse_system(name)
 
 
@@ -78,3 +82,25 @@ def test_system_names_parse():
     assert parse_system("molecule") == ("molecule", 1)
     assert parse_system("batch64") == ("batch", 64)
     assert parse_system("box-100000") == ("box", 100000)
+    assert parse_system("fcc-864") == ("fcc", 864)
+    assert parse_system("fcc-864-shuffled") == ("fcc-shuffled", 864)
+
+
+@pytest.mark.parametrize(("wanted", "cells"), [(4, 1), (864, 6), (900, 6), (97556, 29)])
+def test_fcc_box_is_the_nearest_cubic_supercell_at_aluminium_density(wanted, cells):
+    atoms = fcc_box(wanted, seed=1)
+    assert len(atoms) == 4 * cells**3 and set(atoms.get_chemical_symbols()) == {"Al"}
+    assert atoms.pbc.all() and np.allclose(atoms.cell.array, np.eye(3) * FCC_AL_A * cells)
+    assert len(atoms) / atoms.get_volume() == pytest.approx(4 / FCC_AL_A**3)
+
+
+def test_fcc_box_is_rattled_about_the_lattice_and_shuffles_only_the_order():
+    (atoms,) = make_system("fcc-108", seed=3)
+    (shuffled,) = make_system("fcc-108-shuffled", seed=3)
+    lattice = np.round(atoms.positions / (FCC_AL_A / 2)) * (FCC_AL_A / 2)
+    displacement = atoms.positions - lattice
+    assert 0.02 < displacement.std() < 0.08 and np.abs(displacement).max() < 0.5
+    assert len(np.unique(lattice.round(6), axis=0)) == 108
+    assert not np.allclose(atoms.positions, shuffled.positions)
+    order = np.lexsort(atoms.positions.T), np.lexsort(shuffled.positions.T)
+    np.testing.assert_array_equal(atoms.positions[order[0]], shuffled.positions[order[1]])

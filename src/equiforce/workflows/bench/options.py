@@ -1,21 +1,31 @@
-"""The bench's model options: precision, kernel backend and torch.compile, checked early.
+"""The bench's model options: precision, kernel backend, torch.compile, variants, checked early.
 
 Each option is handed to the library that owns it: precision policies to
 ``equiforce.precision`` (when that package is present; plain ``float32``/``float64`` always
 work), backends to ``equiforce.kernels.use_backend``, compilation to
-``equiforce.models.compile.compile_potential``. Names are checked in the driver before any
+``equiforce.models.compile.compile_potential``, MACE receiver chunks to ``MACE.chunk_edges``,
+blocks of centre atoms to ``Potential.blocking``. Names are checked in the driver before any
 worker starts, so a typo fails in a second with the known names.
+
+A ``Variant`` is one equiforce worker's model settings: a bench run times the model as
+built (``equiforce``) and, interleaved with it, any further variants (compiled, one pass
+instead of chunks, the whole graph instead of blocks).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from equiforce.models import Potential
 
 __all__ = [
     "PLAIN_PRECISIONS",
+    "Variant",
     "apply_backend",
+    "apply_chunk_edges",
     "apply_compile",
     "apply_precision",
+    "apply_whole_graph",
     "check_backend",
     "check_compile",
     "executor_backends",
@@ -43,9 +53,7 @@ def model_dtype(precision: str) -> str:
 
 
 def apply_precision(potential: Potential, precision: str) -> Potential:
-    """Install a precision policy on ``potential`` (plain dtypes need nothing more)."""
-    if precision in PLAIN_PRECISIONS:
-        return potential
+    """Run ``potential`` in the precision mode ``precision`` (replacing any saved policy)."""
     from equiforce.precision import apply_policy, from_name
 
     return apply_policy(potential, from_name(precision))
@@ -85,14 +93,68 @@ def check_compile(enabled: bool) -> None:
         raise ValueError(f"--compile: this equiforce cannot compile models ({err})") from None
 
 
-def apply_compile(potential: Potential, enabled: bool) -> Potential:
-    """``compile_potential(potential)`` when ``enabled``, else ``potential``."""
+def apply_compile(potential: Potential, enabled: bool, backend: str = "inductor") -> Potential:
+    """``compile_potential(potential, backend)`` when ``enabled``, else ``potential``."""
     if not enabled:
         return potential
     check_compile(enabled)
     from equiforce.models.compile import compile_potential
 
-    return compile_potential(potential)
+    return compile_potential(potential, backend=backend)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One equiforce worker's model settings, on top of the run's precision and backend.
+
+    Attributes:
+        name: label of its implementation in the report (unique within a run).
+        compile: run it through ``compile_potential``.
+        compile_backend: its ``torch.compile`` backend ("inductor"; "aot_eager" traces
+            without generating code, for quick checks).
+        chunk_edges: MACE only: edges per receiver chunk (``MACE.chunk_edges``); 0 runs every
+            graph in one pass; None keeps the model's setting.
+        whole_graph: strictly local models: one pass over the whole graph instead of blocks
+            of centre atoms (``Potential.blocking = None``).
+    """
+
+    name: str
+    compile: bool = False
+    compile_backend: str = "inductor"
+    chunk_edges: int | None = None
+    whole_graph: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk_edges is not None and self.chunk_edges < 0:
+            raise ValueError(f"variant {self.name}: chunk_edges must be >= 0 or None")
+
+    def worker_options(self) -> list[str]:
+        """This variant's options of ``python -m equiforce.workflows.bench.worker``."""
+        options = ["--compile", "--compile-backend", self.compile_backend] if self.compile else []
+        if self.chunk_edges is not None:
+            options += ["--chunk-edges", str(self.chunk_edges)]
+        return options + (["--whole-graph"] if self.whole_graph else [])
+
+
+def apply_chunk_edges(potential: Potential, chunk_edges: int | None) -> Potential:
+    """Set a MACE model's receiver chunks (0: one pass; None: keep them).
+
+    Raises:
+        ValueError: ``chunk_edges`` given for a model without receiver chunks.
+    """
+    if chunk_edges is None:
+        return potential
+    if not hasattr(potential.energy_model, "chunk_edges"):
+        raise ValueError(f"--chunk-edges: {potential.family} models have no receiver chunks")
+    potential.energy_model.chunk_edges = chunk_edges or None
+    return potential
+
+
+def apply_whole_graph(potential: Potential, whole_graph: bool) -> Potential:
+    """Run ``potential`` in one pass over the whole graph when ``whole_graph`` (no blocks)."""
+    if whole_graph:
+        potential.blocking = None
+    return potential
 
 
 def executor_backends(potential: Potential) -> list[str]:

@@ -5,7 +5,8 @@ Run in the peer's own environment (which has equiforce installed):
 --outputs O``.
 It loads the equiforce model, exports it to the peer (``equiforce.interop.to_*``), builds
 the peer's inputs from our batch (same neighbour list) and serves the protocol of
-``equiforce.measure.protocol``.
+``equiforce.measure.protocol`` with calls of one kind (``kinds``), plus the ``profile``
+command.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from equiforce.measure.protocol import Session, serve
 from equiforce.workflows.bench.peers import CALLS, PEERS
+from equiforce.workflows.bench.profile import profile_call
 from equiforce.workflows.bench.worker import add_common_arguments, prepare_batch
 
 _DISTRIBUTION = {"mace-torch": "mace-torch", "nequip-allegro": "nequip-allegro"}
@@ -37,7 +39,7 @@ def _prepare(args: argparse.Namespace) -> Session:
             f"{args.peer} runs {PEERS[args.peer].family} models, not {potential.family}"
         )
     batch, info = prepare_batch(args.frames, potential.type_names, potential.r_max, device)
-    call = CALLS[args.peer](potential, batch)
+    call = CALLS[args.peer](potential, batch, args.kind)
     info.update(
         {
             "implementation": args.peer,
@@ -45,9 +47,11 @@ def _prepare(args: argparse.Namespace) -> Session:
             "torch_version": torch.__version__,
             "threads": torch.get_num_threads(),
             "dtype": str(potential.dtype).replace("torch.", ""),
+            "kind": args.kind,
         }
     )
-    return Session(call=call, device=device, info=info)
+    profile = {"profile": lambda: {"profile": profile_call(call)}}
+    return Session(call=call, device=device, info=info, commands=profile)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 A peer runs the very weights of the benchmarked equiforce model, exported by
 ``equiforce.interop`` (``to_mace_torch`` / ``to_nequip_allegro``), in its own virtual
 environment. Its inputs are built from our batch (same neighbour list, same edges), so
-only the model call differs. mace-torch and nequip are imported lazily, inside the peer's
-worker process.
+only the model call differs; a call is of one of the kinds of ``kinds`` (inference or a
+training step with the same loss as ours). mace-torch and nequip are imported lazily, inside
+the peer's worker process.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import torch
 
 from equiforce.data import keys
 from equiforce.models import Potential
+from equiforce.workflows.bench.kinds import Call, check_kind, step_loss
 
 __all__ = ["PEERS", "Peer", "peer_for_family", "peer_python"]
-
-Call = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,27 @@ def peer_python(peer: Peer, explicit: str | None) -> str:
     return python
 
 
-def mace_call(potential: Potential, batch: dict[str, torch.Tensor]) -> Call:
-    """One mace-torch energy+forces call on our batch, with ``potential``'s weights."""
+def _peer_step(
+    model: torch.nn.Module, forward: Callable[[], tuple[torch.Tensor, torch.Tensor]], kind: str
+) -> Call:
+    """``forward`` as a call of ``kind``: as is, or a training step with ``step_loss``."""
+    check_kind(kind)
+    if kind == "inference":
+        model.eval()
+        return forward
+    model.train()
+
+    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        energy, forces = forward()
+        step_loss(energy.double(), forces.double()).backward()
+        return energy.detach(), forces.detach()
+
+    return train_step
+
+
+def mace_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
+    """One mace-torch call of ``kind`` on our batch, with ``potential``'s weights."""
     from equiforce.interop import to_mace_torch
 
     model = to_mace_torch(potential).to(batch[keys.POSITIONS].device)
@@ -116,14 +135,18 @@ def mace_call(potential: Potential, batch: dict[str, torch.Tensor]) -> Call:
     }
 
     def call() -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(dict(inputs), training=False, compute_force=True)
+        # training=True: forces with create_graph, as mace-torch trains
+        out = model(dict(inputs), training=kind == "train", compute_force=True)
         return out["energy"], out["forces"]
 
-    return call
+    return _peer_step(model, call, kind)
 
 
-def nequip_call(potential: Potential, batch: dict[str, torch.Tensor]) -> Call:
-    """One nequip-allegro energy+forces call on our batch, with ``potential``'s weights."""
+def nequip_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
+    """One nequip-allegro call of ``kind`` on our batch, with ``potential``'s weights.
+
+    In train mode nequip's force output keeps the graph (``create_graph=self.training``).
+    """
     from nequip.data import AtomicDataDict
 
     from equiforce.interop import to_nequip_allegro
@@ -148,10 +171,10 @@ def nequip_call(potential: Potential, batch: dict[str, torch.Tensor]) -> Call:
             out[AtomicDataDict.FORCE_KEY],
         )
 
-    return call
+    return _peer_step(model, call, kind)
 
 
-CALLS: dict[str, Callable[[Potential, dict[str, torch.Tensor]], Call]] = {
+CALLS: dict[str, Callable[[Potential, dict[str, torch.Tensor], str], Call]] = {
     "mace-torch": mace_call,
     "nequip-allegro": nequip_call,
 }

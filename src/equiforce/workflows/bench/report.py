@@ -10,7 +10,13 @@ from typing import Any
 
 from equiforce.files import atomic_write, atomic_write_text
 
-__all__ = ["format_table", "scaling_exponents", "write_json", "write_plot"]
+__all__ = [
+    "extrapolated_peak_mb",
+    "format_table",
+    "scaling_exponents",
+    "write_json",
+    "write_plot",
+]
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -51,7 +57,9 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{_fmt(ratio.get('time'), '7.2f'):>7s} {_fmt(ratio.get('memory'), '6.2f'):>6s}"
                 f"{agreement}"
             )
-    lines.append("x time, x mem: peer / equiforce (above 1: equiforce is faster / leaner)")
+    lines.append(
+        "x time, x mem: peer (or variant) / equiforce (above 1: equiforce is faster / leaner)"
+    )
     for impl, slope in scaling_exponents(report).items():
         memory = f", memory {slope['memory']:.3f}" if "memory" in slope else ""
         lines.append(
@@ -62,7 +70,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def scaling_exponents(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Log-log slopes of time and memory against atoms over the ``box-N`` systems.
+    """Log-log slopes of time and memory against atoms over the periodic boxes (``box-N``,
+    ``fcc-N``).
 
     A slope of 1 is linear scaling. Implementations with fewer than two boxes are left out.
 
@@ -72,7 +81,7 @@ def scaling_exponents(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     """
     points: dict[str, list[tuple[float, float, float]]] = {}
     for result in report["results"]:
-        if not result["system"].startswith("box-") or "error" in result:
+        if not result["system"].startswith(("box-", "fcc-")) or "error" in result:
             continue
         for impl, data in result["implementations"].items():
             memory = data["memory"]["peak_minus_baseline_mb"]
@@ -87,6 +96,23 @@ def scaling_exponents(report: dict[str, Any]) -> dict[str, dict[str, float]]:
         if all(m > 0 for _, _, m in values):
             slopes[impl]["memory"] = _slope([(n, m) for n, _, m in values])
     return slopes
+
+
+def extrapolated_peak_mb(results: list[dict[str, Any]], n_atoms: int) -> float:
+    """A worker's peak memory (MB) predicted at ``n_atoms`` from systems already measured.
+
+    The largest worker peak of each measured system, extrapolated linearly in atoms through
+    the two largest systems; 0 with fewer than two measured systems.
+    """
+    points = sorted(
+        (result["n_atoms"], max(d["memory"]["peak_mb"] for d in result["implementations"].values()))
+        for result in results
+        if result.get("implementations")
+    )
+    if len(points) < 2:
+        return 0.0
+    (n_small, small), (n_large, large) = points[-2:]
+    return large + (large - small) / max(1, n_large - n_small) * (n_atoms - n_large)
 
 
 def _slope(pairs: list[tuple[float, float]]) -> float:

@@ -2,11 +2,15 @@
 
 For every system a fresh worker process per implementation builds the batch (its neighbour
 list is timed once, outside the calls), then the driver alternates single calls between the
-workers: ``warmup`` untimed rounds, then ``repeats`` timed ones. Reported per implementation:
-median ms per energy+forces call, the first call's ms (compilation included), atoms x steps
-per second, ms per atom-step, the peak memory of the calls (resident set on CPU, CUDA
-allocator on GPU) above the worker's baseline, and for peers the ratios peer / ours of time
-and memory plus the parity of the first call.
+workers: ``warmup`` untimed rounds, then ``repeats`` timed ones. A call is of one kind
+(``kinds``: energy+forces inference, or a force-training step). The implementations are ours
+as built (``equiforce``), any further ``variants`` of ours (compiled, other receiver chunks,
+whole graph) and, on request, the peer. Reported per implementation: median ms per call, the
+first call's ms (compilation included), atoms x steps per second, ms per atom-step, the peak
+memory of the calls (resident set on CPU, CUDA allocator on GPU) above the worker's baseline,
+optionally one profiled call (``profile``),
+and for peers and variants the ratios other / ours of time and memory plus the parity of the
+first call.
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ from equiforce.measure.protocol import WorkerError, WorkerProcess, worker_enviro
 from equiforce.measure.timing import interleave, summarize
 from equiforce.models import Potential, load_model, save_model
 from equiforce.models.presets import preset_potential, with_dtype
-from equiforce.workflows.bench.options import check_backend, check_compile, model_dtype
+from equiforce.workflows.bench.kinds import check_kind
+from equiforce.workflows.bench.options import Variant, check_backend, check_compile, model_dtype
 from equiforce.workflows.bench.peers import PEERS, peer_for_family, peer_python
-from equiforce.workflows.bench.report import scaling_exponents
+from equiforce.workflows.bench.report import extrapolated_peak_mb, scaling_exponents
 from equiforce.workflows.bench.systems import (
     DEFAULT_SYSTEMS,
     make_system,
     parse_system,
     save_frames,
+    system_atoms,
 )
 
 __all__ = ["OURS", "BenchConfig", "run_bench"]
@@ -59,6 +65,11 @@ class BenchConfig:
         precision: "float32", "float64" or a precision-policy mode.
         backend: kernel backend for our model (None: as built).
         compile: compile our model with ``equiforce.models.compile.compile_potential``.
+        kind: what a call is: "inference" (energy + forces) or "train" (a training step).
+        variants: further equiforce workers with their own model settings, interleaved with
+            ours (e.g. ``Variant("compiled", compile=True)``).
+        profile: after the timed calls, profile one more call of each implementation
+            (``profile.profile_call``; its memory then counts towards the peak).
         peers: also run the peer framework on the same weights.
         repeats: timed calls per implementation and system (>= 1).
         warmup: untimed calls first (>= 0; >= 1 with ``compile``).
@@ -66,6 +77,9 @@ class BenchConfig:
         device: "cpu", "cuda" or "cuda:N".
         seed: seed of preset weights and of the systems.
         peer_python: peer name -> python executable (defaults: see ``peers.peer_python``).
+        max_peak_gb: skip a system (recorded as ``skipped``) when a worker's peak memory,
+            extrapolated linearly in atoms from the two largest systems run before it, would
+            exceed this or the memory available (None: run everything).
     """
 
     model: str | None = None
@@ -74,6 +88,9 @@ class BenchConfig:
     precision: str = "float32"
     backend: str | None = None
     compile: bool = False
+    kind: str = "inference"
+    variants: tuple[Variant, ...] = ()
+    profile: bool = False
     peers: bool = False
     repeats: int = 5
     warmup: int = 2
@@ -81,9 +98,15 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     peer_python: dict[str, str] = field(default_factory=dict)
+    max_peak_gb: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "systems", tuple(self.systems))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        check_kind(self.kind)
+        names = [OURS, *PEERS, *(v.name for v in self.variants)]
+        if len(set(names)) < len(names):
+            raise ValueError(f"variant names must differ from each other and from {names[:3]}")
         if (self.model is None) == (self.preset is None):
             raise ValueError("give either a model file or --preset NAME (not both)")
         if not self.systems:
@@ -94,7 +117,7 @@ class BenchConfig:
             raise ValueError(
                 f"need --repeats >= 1 and --warmup >= 0, got {self.repeats}, {self.warmup}"
             )
-        if self.compile and self.warmup < 1:
+        if (self.compile or any(v.compile for v in self.variants)) and self.warmup < 1:
             raise ValueError("--compile needs --warmup >= 1 (the first call compiles)")
         if self.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
@@ -116,12 +139,20 @@ def _worker_commands(config: BenchConfig, family: str, files: dict[str, Path]) -
     """Implementation name -> command line of its worker for one system."""
     common = ["--model", str(files["model"]), "--frames", str(files["frames"])]
     common += ["--device", config.device, "--threads", str(config.threads)]
+    common += ["--kind", config.kind]
     ours = [sys.executable, "-m", "equiforce.workflows.bench.worker", *common]
-    ours += ["--outputs", str(files["outputs"] / f"{OURS}.npz"), "--precision", config.precision]
+    ours += ["--precision", config.precision]
     ours += (["--backend", config.backend] if config.backend else []) + (
         ["--compile"] if config.compile else []
     )
-    commands = {OURS: ours}
+    commands = {
+        variant.name: [
+            *ours,
+            *("--outputs", str(files["outputs"] / f"{variant.name}.npz")),
+            *variant.worker_options(),
+        ]
+        for variant in (Variant(OURS), *config.variants)
+    }
     if config.peers:
         peer = peer_for_family(family)
         python = peer_python(peer, config.peer_python.get(peer.name))
@@ -149,6 +180,7 @@ def _parity(ours: Path, theirs: Path, n_atoms: np.ndarray) -> dict[str, float]:
 def _implementation_result(times: list[float], finish: dict, info: dict) -> dict[str, Any]:
     stats = summarize(times)
     n_atoms = info["n_atoms"]
+    profile = {"profile": finish["profile"]} if "profile" in finish else {}
     return {
         "timing": dataclasses.asdict(stats),
         "times_ms": times,
@@ -157,6 +189,7 @@ def _implementation_result(times: list[float], finish: dict, info: dict) -> dict
         "first_call_ms": finish["first_call_ms"],
         "memory": finish["memory"],
         "info": info,
+        **profile,
     }
 
 
@@ -195,7 +228,15 @@ def _measure(config: BenchConfig, commands: dict[str, list[str]], name: str) -> 
             impl: (lambda i=impl, w=worker: guarded(i, w.call)) for impl, worker in workers.items()
         }
         times = interleave(calls, config.warmup, config.repeats)
-        memory = {impl: guarded(impl, worker.finish) for impl, worker in workers.items()}
+        profiles = {
+            impl: guarded(impl, lambda w=worker: w.request("profile"))
+            for impl, worker in workers.items()
+            if config.profile
+        }
+        memory = {
+            impl: guarded(impl, lambda w=worker, i=impl: {**w.finish(), **profiles.get(i, {})})
+            for impl, worker in workers.items()
+        }
     finally:
         for worker in workers.values():
             worker.close()
@@ -250,6 +291,19 @@ def _run_system(config: BenchConfig, name: str, family: str, files: dict, log) -
     return result
 
 
+def _skipped(config: BenchConfig, name: str, done: list[dict]) -> dict[str, Any] | None:
+    """The ``skipped`` result of system ``name`` if it would exceed the memory limit, else None."""
+    if config.max_peak_gb is None:
+        return None
+    n_atoms = system_atoms(name)
+    predicted_gb = extrapolated_peak_mb(done, n_atoms) / 1024.0
+    limit_gb = min(config.max_peak_gb, mem_available_gb() - 1.0)
+    if predicted_gb <= limit_gb:
+        return None
+    message = f"skipped: predicted peak {predicted_gb:.1f} GB > limit {limit_gb:.1f} GB"
+    return {"system": name, "n_atoms": n_atoms, "error": message, "skipped": True}
+
+
 def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator > 0 else None
 
@@ -297,6 +351,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         }
         save_model(potential, files["model"])
         for name in config.systems:
+            skipped = _skipped(config, name, report["results"])
+            if skipped is not None:
+                log(f"  {name}: {skipped['error']}")
+                report["results"].append(skipped)
+                continue
             log(f"[{_dt.datetime.now():%H:%M:%S}] {name} ...")
             report["results"].append(_run_system(config, name, family, files, log))
     report["scaling_exponents"] = scaling_exponents(report)

@@ -9,7 +9,14 @@ Nothing is downloaded or read from disk. Names:
   atoms (``box-3000``: 1,000 molecules, 31.0 Å). Molecules sit on the sites of a simple cubic
   grid (a seeded random subset when ``round(N / 3)`` is not a cube) with seeded random
   orientations, re-drawn until no two atoms of different molecules are closer than
-  ``MIN_INTERMOLECULAR_A``.
+  ``MIN_INTERMOLECULAR_A``;
+* ``fcc-N``: periodic fcc aluminium (a = 4.05 Å, 0.060 atoms/Å^3), the cubic supercell of
+  ``n = round((N / 4) ** (1/3))`` cells per side (``4 n^3`` atoms: ``fcc-864``, ``fcc-97556``,
+  ``fcc-1000188``), every atom displaced by seeded Gaussian noise (``_RATTLE_A``) so that forces
+  are not zero by symmetry; lattice-ordered atoms. The scaling series: the edge count grows in
+  proportion to the atoms (~13.4 edges per atom at r_max 4 Å, ~35 at 5 Å);
+* ``fcc-N-shuffled``: the same box with its atoms in seeded random order (neighbours in space
+  are no longer neighbours in the atom index).
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ __all__ = [
     "MIN_INTERMOLECULAR_A",
     "WATER_VOLUME_A3",
     "acetylacetone",
+    "fcc_box",
     "load_frames",
     "make_system",
     "parse_system",
     "save_frames",
+    "system_atoms",
     "water_box",
 ]
 
@@ -42,6 +51,7 @@ MIN_INTERMOLECULAR_A = 1.5  # closest allowed approach of atoms in different mol
 _RATTLE_A = 0.05  # standard deviation of the molecule rattle, Å
 _MAX_REDRAWS = 200
 _OH_A, _HOH_DEG = 0.9572, 104.52  # rigid TIP3P-like water geometry
+FCC_AL_A = 4.05  # lattice constant of aluminium, Å
 
 # Enol acetylacetone, planar backbone with the intramolecular O-H...O bond; Å.
 _ACAC = (
@@ -135,29 +145,73 @@ def water_box(n_atoms: int, seed: int = 0) -> Atoms:
     raise ValueError(f"no clash-free water box of {n_molecules} molecules (seed {seed})")
 
 
+def _fcc_cells(n_atoms: int) -> int:
+    """Cubic fcc cells per side of the supercell nearest ``n_atoms`` atoms (at least 1)."""
+    return max(1, round((n_atoms / 4) ** (1.0 / 3.0)))
+
+
+def fcc_box(n_atoms: int, seed: int = 0, shuffled: bool = False) -> Atoms:
+    """Periodic fcc aluminium, the cubic supercell with the atom count nearest ``n_atoms``.
+
+    Args:
+        n_atoms: wanted number of atoms (>= 4); the box has ``4 n^3`` with
+            ``n = round((n_atoms / 4) ** (1/3))``.
+        seed: seed of the rattle (and of the order when ``shuffled``).
+        shuffled: atoms in seeded random order instead of the lattice order.
+    """
+    cells = _fcc_cells(n_atoms)
+    corner = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    positions = ((grid + corner) * FCC_AL_A).reshape(-1, 3)
+    rng = np.random.default_rng(seed)
+    positions = positions + rng.normal(scale=_RATTLE_A, size=positions.shape)
+    if shuffled:
+        positions = positions[rng.permutation(len(positions))]
+    cell = np.eye(3) * FCC_AL_A * cells
+    return Atoms(f"Al{len(positions)}", positions=positions, cell=cell, pbc=True)
+
+
 def parse_system(name: str) -> tuple[str, int]:
-    """``(kind, count)`` of a system name: ``("molecule", 1)``, ``("batch", N)``, ``("box", N)``.
+    """``(kind, count)`` of a system name: ``("molecule", 1)``, ``("batch", N)``, ``("box", N)``,
+    ``("fcc", N)``, ``("fcc-shuffled", N)``.
 
     Raises:
         ValueError: an unknown or malformed name (the accepted forms are listed).
     """
     if name == "molecule":
         return "molecule", 1
-    for kind, pattern, least in (("batch", r"batch(\d+)", 1), ("box", r"box-(\d+)", 3)):
+    forms = (
+        ("batch", r"batch(\d+)", 1),
+        ("box", r"box-(\d+)", 3),
+        ("fcc", r"fcc-(\d+)", 4),
+        ("fcc-shuffled", r"fcc-(\d+)-shuffled", 4),
+    )
+    for kind, pattern, least in forms:
         match = re.fullmatch(pattern, name)
         if match and int(match.group(1)) >= least:
             return kind, int(match.group(1))
     raise ValueError(
-        f"unknown system {name!r}: use 'molecule', 'batchN' (N >= 1 copies, e.g. batch64) "
-        "or 'box-N' (a water box of about N >= 3 atoms, e.g. box-3000)"
+        f"unknown system {name!r}: use 'molecule', 'batchN' (N >= 1 copies, e.g. batch64), "
+        "'box-N' (a water box of about N >= 3 atoms, e.g. box-3000) or 'fcc-N' / "
+        "'fcc-N-shuffled' (fcc aluminium of about N >= 4 atoms, e.g. fcc-97556)"
     )
+
+
+def system_atoms(name: str) -> int:
+    """Number of atoms of ``make_system(name)``, without building it."""
+    kind, count = parse_system(name)
+    if kind == "box":
+        return 3 * round(count / 3)
+    if kind.startswith("fcc"):
+        return 4 * _fcc_cells(count) ** 3
+    return len(_ACAC) * count
 
 
 def make_system(name: str, seed: int = 0) -> list[Atoms]:
     """The structures of one named system (see the module docstring).
 
     Args:
-        name: ``molecule``, ``batchN`` or ``box-N``.
+        name: ``molecule``, ``batchN``, ``box-N``, ``fcc-N`` or ``fcc-N-shuffled``.
         seed: base seed of rattles and water orientations.
 
     Returns:
@@ -169,6 +223,8 @@ def make_system(name: str, seed: int = 0) -> list[Atoms]:
     kind, count = parse_system(name)
     if kind == "box":
         return [water_box(count, seed)]
+    if kind.startswith("fcc"):
+        return [fcc_box(count, seed, shuffled=kind == "fcc-shuffled")]
     return [acetylacetone(seed + k) for k in range(count)]
 
 

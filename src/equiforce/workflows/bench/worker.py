@@ -1,8 +1,10 @@
 """Worker process timing equiforce itself: ``python -m equiforce.workflows.bench.worker ...``.
 
-Loads an equiforce model file, optionally switches its kernel backend and compiles it,
-builds the batch of the given structures (the neighbour list is timed here, once, outside
-the timed calls) and serves the protocol of ``equiforce.measure.protocol``.
+Loads an equiforce model file, optionally switches its kernel backend, sets its receiver
+chunks or whole-graph pass (``options.Variant``) and compiles it, builds the batch of the
+given structures (the neighbour list is timed here, once, outside the timed calls) and serves
+the protocol of ``equiforce.measure.protocol`` with calls of one kind (``kinds``: inference
+or a training step), plus the ``profile`` command.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.measure.protocol import Session, serve
+from equiforce.precision import from_name, precision_scope
 from equiforce.workflows.bench.systems import load_frames
 
 __all__ = ["add_common_arguments", "prepare_batch"]
@@ -29,6 +32,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outputs", required=True, help=".npz receiving the first call's E, F")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kind", default="inference", help="call kind: inference or train")
 
 
 def prepare_batch(
@@ -59,24 +63,27 @@ def prepare_batch(
 
 def _prepare(args: argparse.Namespace) -> Session:
     from equiforce.models import load_model
+    from equiforce.workflows.bench.kinds import potential_call
     from equiforce.workflows.bench.options import (
         apply_backend,
+        apply_chunk_edges,
         apply_compile,
         apply_precision,
+        apply_whole_graph,
         executor_backends,
     )
+    from equiforce.workflows.bench.profile import profile_call
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     potential = load_model(args.model, map_location=device).eval()
     potential = apply_precision(potential, args.precision)
     potential = apply_backend(potential, args.backend)
-    potential = apply_compile(potential, args.compile)
+    potential = apply_chunk_edges(potential, args.chunk_edges)
+    potential = apply_whole_graph(potential, args.whole_graph)
+    potential = apply_compile(potential, args.compile, args.compile_backend)
     batch, info = prepare_batch(args.frames, potential.type_names, potential.r_max, device)
-
-    def call() -> tuple[torch.Tensor, torch.Tensor]:
-        out = potential(batch, compute_forces=True)
-        return out["energy"], out["forces"]
+    call = potential_call(potential, batch, args.kind)
 
     info.update(
         {
@@ -88,9 +95,13 @@ def _prepare(args: argparse.Namespace) -> Session:
             "backend": args.backend,
             "executor_backends": executor_backends(potential),
             "compile": args.compile,
+            "chunk_edges": args.chunk_edges,
+            "whole_graph": args.whole_graph,
+            "kind": args.kind,
         }
     )
-    return Session(call=call, device=device, info=info)
+    profile = {"profile": lambda: {"profile": profile_call(call)}}
+    return Session(call=call, device=device, info=info, commands=profile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="float32", help="float32, float64 or a mode")
     parser.add_argument("--backend", default=None, help="kernel backend (default: the model's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
+    parser.add_argument(
+        "--chunk-edges", type=int, default=None, help="MACE receiver chunks (0: one pass)"
+    )
+    parser.add_argument(
+        "--whole-graph", action="store_true", help="no blocks of centre atoms (local models)"
+    )
     args = parser.parse_args(argv)
-    return serve(lambda: _prepare(args), args.outputs)
+    with precision_scope(from_name(args.precision)):  # the run's float32 matmul precision
+        return serve(lambda: _prepare(args), args.outputs)
 
 
 if __name__ == "__main__":
