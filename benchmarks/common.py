@@ -3,7 +3,9 @@
 ``add_common_arguments`` gives every script ``--data-dir`` (default ``../shared/data`` beside
 the checkout: the real datasets are never copied into the project) and ``--out``;
 ``run_record`` is the header every JSON result starts with (date, machine, commit, the command
-line that reproduces it), the same facts ``equiforce bench`` records.
+line that reproduces it), the same facts ``equiforce bench`` records. ``run_benches`` runs a
+speed script's cases (``equiforce.workflows.bench`` configurations) and writes them under one
+such header.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import datetime
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,12 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "REPO_ROOT",
     "add_common_arguments",
+    "failures",
     "git_commit",
     "machine_info",
     "mem_available_gb",
     "require_data",
+    "run_benches",
     "run_record",
 ]
 
@@ -69,3 +74,54 @@ def run_record(script: str, argv: list[str] | None = None) -> dict[str, Any]:
         "command": shlex.join(["python", "-m", script, *args]),
         "machine": machine_info(),
     }
+
+
+def run_benches(
+    script: str,
+    argv: list[str] | None,
+    configs: Sequence[Any],
+    out: Path,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run each ``BenchConfig`` through ``run_bench``; print its table; write one JSON.
+
+    The file ``out/<script>_<time>.json`` (rewritten after every case, so an interrupted run
+    keeps what it measured) holds ``run_record(script, argv)`` and ``runs``: one bench report
+    per configuration, in order.
+
+    Args:
+        script: the module name, e.g. ``benchmarks.inference``.
+        argv: the script's arguments (``run_record``).
+        configs: the cases, ``equiforce.workflows.bench.BenchConfig`` each.
+        out: output folder.
+        log: receives progress lines and the tables.
+
+    Returns:
+        The JSON document written (with ``path``, the file's name).
+    """
+    from equiforce.workflows.bench import run_bench
+    from equiforce.workflows.bench.report import format_table, write_json
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(out) / f"{script.rsplit('.', 1)[-1]}_{stamp}.json"
+    document: dict[str, Any] = {**run_record(script, argv), "path": str(path), "runs": []}
+    for config in configs:
+        report = run_bench(config, log=log)
+        document["runs"].append(report)
+        write_json(document, path)
+        log(format_table(report))
+    log(f"wrote {path}")
+    return document
+
+
+def failures(document: dict[str, Any]) -> list[str]:
+    """``"<model> <system>"`` of every case of ``run_benches`` that failed, whole or in part.
+
+    Systems skipped for memory (``BenchConfig.max_peak_gb``) are not failures.
+    """
+    return [
+        f"{run['model']['source']} {result['system']}"
+        for run in document["runs"]
+        for result in run["results"]
+        if ("error" in result and not result.get("skipped")) or result.get("failed")
+    ]

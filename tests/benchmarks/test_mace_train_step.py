@@ -1,0 +1,22 @@
+"""Smoke test of ``python -m benchmarks.mace_train_step``: training steps on a batch of two."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.mace_train_step import main
+
+
+def test_mace_train_step_times_training_steps_and_mace_torch_when_its_venv_exists(tmp_path):
+    peers = Path(".venv-mace/bin/python").exists()
+    argv = ["--presets", "mace-small", "--systems", "batch2", "--warmup", "0", "--repeats", "1"]
+    argv += ["--backend", "reference", "--peers" if peers else "--no-peers", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (run,) = json.loads(next(tmp_path.glob("mace_train_step_*.json")).read_text())["runs"]
+    assert run["settings"]["kind"] == "train" and run["settings"]["threads"] == 1
+    (result,) = run["results"]
+    assert result["implementations"]["equiforce"]["info"]["kind"] == "train"
+    if peers:
+        parity = result["ratios"]["mace-torch"]["parity"]
+        assert parity["max_abs_force_diff_eV_per_A"] < 1e-4
