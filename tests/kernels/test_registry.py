@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
+from equiforce import kernels
 from equiforce.kernels import (
     BACKENDS,
+    CONSTRUCTOR_ARGS,
     executor_class,
     executor_key,
+    make_executor,
     make_linear,
     resolve_backend,
     use_backend,
@@ -71,3 +76,21 @@ def test_use_backend_keeps_weights_device_dtype_and_training_flag(backend):
     assert not any(m.training for m in model.modules())
     keys = {executor_key(m) for m in model.modules()} - {None}
     assert keys and all(name in _chain(backend) for _, name in keys)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_executor_and_shorthand_follows_the_constructor_table(kind):
+    names = list(CONSTRUCTOR_ARGS[kind])
+    for backend in BACKENDS:
+        cls = executor_class(kind, backend)
+        assert list(inspect.signature(cls.__init__).parameters)[1:] == [*names, "math_dtype"]
+    shorthand = getattr(kernels, f"make_{kind}")
+    assert list(inspect.signature(shorthand).parameters) == [*names, "backend", "math_dtype"]
+
+
+def test_make_executor_names_the_arguments_of_a_kind():
+    desc = LinearDescriptor(Irreps("2x0e"), Irreps("2x0e"))
+    with pytest.raises(TypeError, match=r"linear executors take \['descriptor', 'generator'\]"):
+        make_executor("linear", descriptor=desc)
+    with pytest.raises(ValueError, match="unknown executor kind"):
+        make_executor("conv", descriptor=desc)

@@ -1,8 +1,10 @@
 """Executors for the ``equiforce.o3`` descriptors, chosen by backend name.
 
-``make_*(descriptor, ..., backend="auto", math_dtype=None)`` is the single place a backend is
-chosen; all backends of a descriptor share parameter names, shapes and layout, and
-``use_backend(model, name)`` moves a built model to another backend. Backends:
+``make_executor(kind, backend="auto", math_dtype=None, **arguments)`` (and its typed
+shorthands ``make_*(descriptor, ..., backend="auto", math_dtype=None)``; the arguments of each
+kind are ``registry.CONSTRUCTOR_ARGS``) is the single place a backend is chosen; all backends
+of a descriptor share parameter names, shapes and layout, and ``use_backend(model, name)``
+moves a built model to another backend. Backends:
 
 * ``reference``: plain PyTorch, readable, the ground truth (``reference``,
   ``allegro_reference``);
@@ -31,9 +33,11 @@ from equiforce.kernels import (
 )
 from equiforce.kernels.registry import (
     BACKENDS,
+    CONSTRUCTOR_ARGS,
     cueq_available,
     executor_class,
     executor_key,
+    make_executor,
     register_executor,
     resolve_backend,
 )
@@ -44,12 +48,14 @@ from equiforce.o3.symmetric import SymmetricContractionDescriptor
 
 __all__ = [
     "BACKENDS",
+    "CONSTRUCTOR_ARGS",
     "KEEP",
     "cueq_available",
     "executor_class",
     "executor_key",
     "make_allegro_tp",
     "make_channelwise_tp",
+    "make_executor",
     "make_linear",
     "make_symmetric_contraction",
     "register_executor",
@@ -74,8 +80,8 @@ def make_linear(
     backend: str = "auto",
     math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Executor of an equivariant linear map (see ``reference.Linear``)."""
-    return executor_class("linear", backend)(descriptor, generator, math_dtype=math_dtype)
+    """Equivariant linear map (``make_executor("linear", ...)``; see ``reference.Linear``)."""
+    return make_executor("linear", backend, math_dtype, descriptor=descriptor, generator=generator)
 
 
 def make_channelwise_tp(
@@ -83,8 +89,8 @@ def make_channelwise_tp(
     backend: str = "auto",
     math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Executor of the gather -> tensor product -> scatter edge convolution."""
-    return executor_class("channelwise_tp", backend)(descriptor, math_dtype=math_dtype)
+    """Gather -> tensor product -> scatter edge convolution (``make_executor``)."""
+    return make_executor("channelwise_tp", backend, math_dtype, descriptor=descriptor)
 
 
 def make_symmetric_contraction(
@@ -94,9 +100,15 @@ def make_symmetric_contraction(
     backend: str = "auto",
     math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Executor of MACE's symmetric contraction (see ``reference.SymmetricContraction``)."""
-    cls = executor_class("symmetric_contraction", backend)
-    return cls(descriptor, n_types, generator, math_dtype=math_dtype)
+    """MACE's symmetric contraction (``make_executor``; see ``reference.SymmetricContraction``)."""
+    return make_executor(
+        "symmetric_contraction",
+        backend,
+        math_dtype,
+        descriptor=descriptor,
+        n_types=n_types,
+        generator=generator,
+    )
 
 
 def make_allegro_tp(
@@ -105,5 +117,7 @@ def make_allegro_tp(
     backend: str = "auto",
     math_dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Executor of Allegro's gather + channel-wise tensor product."""
-    return executor_class("allegro_tp", backend)(descriptor, generator, math_dtype=math_dtype)
+    """Allegro's gather + channel-wise tensor product (``make_executor``)."""
+    return make_executor(
+        "allegro_tp", backend, math_dtype, descriptor=descriptor, generator=generator
+    )

@@ -2,21 +2,24 @@
 
 An *executor kind* is one of ``KINDS``: what a descriptor computes. A *backend* is a way of
 computing it (``reference``, ``fast``, ``cueq``, ...). Every executor of one kind takes the
-same constructor arguments (below) plus ``math_dtype`` and keeps the same parameter names,
-shapes and layout, so a state dict moves between backends unchanged.
+same constructor arguments and keeps the same parameter names, shapes and layout, so a state
+dict moves between backends unchanged.
 
-Constructor arguments per kind (the ``make_*`` functions of ``equiforce.kernels``):
+Constructor arguments per kind are written once, in ``CONSTRUCTOR_ARGS`` (positional, in
+that order), followed by the keyword ``math_dtype: torch.dtype | None`` (None: the executor's
+parameter dtype, or the input dtype for executors without parameters): the dtype the
+contraction runs in; outputs come back in the input dtype. The arguments are:
 
-* ``linear``: ``(descriptor: LinearDescriptor, generator)``
-* ``channelwise_tp``: ``(descriptor: ChannelwiseTPDescriptor,)``
-* ``symmetric_contraction``: ``(descriptor: SymmetricContractionDescriptor, n_types, generator)``
-* ``allegro_tp``: ``(descriptor: AllegroTPDescriptor, generator)``
+* ``descriptor``: the kind's descriptor (``LinearDescriptor``, ``ChannelwiseTPDescriptor``,
+  ``SymmetricContractionDescriptor``, ``AllegroTPDescriptor``);
+* ``n_types``: number of species (symmetric contraction);
+* ``generator``: ``torch.Generator`` for the initial weights (executors with weights).
 
-plus the keyword ``math_dtype: torch.dtype | None`` (None: the executor's parameter dtype, or
-the input dtype for executors without parameters): the dtype the contraction runs in; outputs
-come back in the input dtype. Executors store ``descriptor`` and ``math_dtype`` (and
-``n_types`` for the symmetric contraction) as attributes, which is what ``use_backend`` reads
-to rebuild them.
+Executors keep every argument but ``generator`` as an attribute of the same name, and
+``math_dtype``: ``make_executor`` builds from the names, ``equiforce.kernels.use_backend``
+rebuilds from the attributes, and the ``make_*`` functions of ``equiforce.kernels`` are
+typed shorthands of ``make_executor`` (``tests/kernels/test_registry.py`` checks that every
+executor class and shorthand follows the table).
 
 A backend need not implement every kind: a kind it lacks falls back along ``FALLBACK``
 (``cueq`` -> ``fast`` -> ``reference``), so ``use_backend(model, "cueq")`` moves what cueq
@@ -27,24 +30,34 @@ from __future__ import annotations
 
 import importlib.util
 from types import MappingProxyType
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 __all__ = [
     "BACKENDS",
+    "CONSTRUCTOR_ARGS",
     "FALLBACK",
     "KINDS",
     "cueq_available",
     "cueq_installed",
     "executor_class",
     "executor_key",
+    "make_executor",
     "register_executor",
     "resolve_backend",
 ]
 
-KINDS = ("linear", "channelwise_tp", "symmetric_contraction", "allegro_tp")
+CONSTRUCTOR_ARGS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "linear": ("descriptor", "generator"),
+        "channelwise_tp": ("descriptor",),
+        "symmetric_contraction": ("descriptor", "n_types", "generator"),
+        "allegro_tp": ("descriptor", "generator"),
+    }
+)
+KINDS = tuple(CONSTRUCTOR_ARGS)
 BACKENDS = ("reference", "fast", "cueq")
 FALLBACK = MappingProxyType({"cueq": "fast", "fast": "reference"})
 
@@ -110,3 +123,21 @@ def executor_class(kind: str, backend: str) -> Callable[..., nn.Module]:
 def executor_key(module: nn.Module) -> tuple[str, str] | None:
     """``(kind, backend)`` of a registered executor module, or None for any other module."""
     return _KEY_OF.get(type(module))
+
+
+def make_executor(
+    kind: str, backend: str = "auto", math_dtype: torch.dtype | None = None, **arguments: Any
+) -> nn.Module:
+    """The executor of ``kind`` for ``backend``, from its ``CONSTRUCTOR_ARGS`` by name.
+
+    Raises:
+        ValueError: unknown kind or backend.
+        TypeError: ``arguments`` are not exactly the kind's constructor arguments.
+    """
+    if kind not in CONSTRUCTOR_ARGS:
+        raise ValueError(f"unknown executor kind {kind!r}; known: {list(KINDS)}")
+    names = CONSTRUCTOR_ARGS[kind]
+    if set(arguments) != set(names):
+        raise TypeError(f"{kind} executors take {list(names)}, got {sorted(arguments)}")
+    cls = executor_class(kind, backend)
+    return cls(*(arguments[name] for name in names), math_dtype=math_dtype)

@@ -7,20 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiforce.kernels.registry import executor_class, executor_key
+from equiforce.kernels.registry import CONSTRUCTOR_ARGS, executor_key, make_executor
 
 __all__ = ["KEEP", "use_backend"]
 
 KEEP: Any = object()  # ``use_backend(..., math_dtype=KEEP)``: keep each executor's math dtype
-
-
-def _constructor_args(kind: str, module: nn.Module, generator: torch.Generator) -> tuple:
-    """Arguments that rebuild an executor of ``kind`` (see ``equiforce.kernels.registry``)."""
-    if kind == "channelwise_tp":
-        return (module.descriptor,)
-    if kind == "symmetric_contraction":
-        return (module.descriptor, module.n_types, generator)
-    return (module.descriptor, generator)
 
 
 def _placement(module: nn.Module, default: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -67,8 +58,12 @@ def use_backend(model: nn.Module, backend: str, math_dtype: Any = KEEP) -> nn.Mo
                 continue
             kind = key[0]
             dtype_math = child.math_dtype if math_dtype is KEEP else math_dtype
-            cls = executor_class(kind, backend)
-            new = cls(*_constructor_args(kind, child, generator), math_dtype=dtype_math)
+            # the constructor arguments from the attributes of the same name (registry)
+            arguments = {
+                name: generator if name == "generator" else getattr(child, name)
+                for name in CONSTRUCTOR_ARGS[kind]
+            }
+            new = make_executor(kind, backend, dtype_math, **arguments)
             device, dtype = _placement(child, anchor)
             new = new.to(device=device, dtype=dtype)
             if _layout(new) != _layout(child):
