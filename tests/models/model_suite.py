@@ -1,9 +1,10 @@
 """Shared physics test suite: every model family subclasses ``ModelTestSuite``.
 
 A subclass provides ``make_model(dtype)``, a small randomly initialised ``Potential`` whose
-type names include H, C, O, Cu and Au. The suite checks E(3) and permutation symmetry,
-forces and stress against finite differences, batching, additivity of separated parts, model
-files, and float32 operation.
+type names include H, C, O, Cu and Au. The suite checks the model contract (``check_model``;
+layer by layer with a halo exchange equals the whole structure), E(3) and permutation
+symmetry, forces and stress against finite differences, batching, additivity of separated
+parts, model files, and float32 operation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from equiforce.data import keys
-from equiforce.models import load_model, save_model
+from equiforce.models import check_model, load_model, save_model
 from equiforce.testing import checks
 from equiforce.testing.structures import (
     make_fcc_cu,
@@ -22,6 +23,7 @@ from equiforce.testing.structures import (
     make_triclinic_cu,
 )
 from equiforce.testing.tolerances import TOL
+from tests.models.halo import assert_halo_run_equals_whole
 
 
 def assert_close(actual, expected, tol, what: str) -> None:
@@ -48,6 +50,17 @@ class ModelTestSuite:
             "molecule": make_molecule("CH3CH2OH", seed=1),
             "periodic": make_triclinic_cu(seed=2),
         }
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_model_satisfies_the_contract(self, model64, dtype):
+        model = model64 if dtype == torch.float64 else self.make_model(dtype)
+        assert check_model(model) is model
+
+    @pytest.mark.parametrize("kind", ["molecule", "periodic"])
+    def test_local_atoms_with_halo_exchange_equal_the_whole_structure(
+        self, model64, structures, kind
+    ):
+        assert_halo_run_equals_whole(model64.energy_model, structures[kind])
 
     @pytest.mark.parametrize("kind", ["molecule", "periodic"])
     @pytest.mark.parametrize("reflect", [False, True])

@@ -14,6 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.models.check import check_model
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 from equiforce.precision import PrecisionPolicy, apply_policy
@@ -89,6 +90,7 @@ class EquiforceCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=target_dtype).eval()
         if precision is not None:
             apply_policy(self.model, precision)
+        check_model(self.model)  # as it will run: after the dtype and precision changes
         self._call = self.model
         if compile:
             from equiforce.models.compile import compile_potential  # torch.compile machinery

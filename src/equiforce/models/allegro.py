@@ -19,31 +19,30 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from equiforce.data import keys
-from equiforce.models.potential import NODE_FEATURES
+from equiforce.models.contract import EDGE_ENERGY, NODE_FEATURES, AtomicEnergyModel, LayerState
 from equiforce.models.registry import register
+from equiforce.models.spec import ModelSpec, integer_problems, positive_problems
 from equiforce.nn.allegro import NONLINEARITIES, AllegroEdgeEmbedding, AllegroLayers, AllegroMLP
 from equiforce.nn.scale_shift import ScaleShiftEnergy
 from equiforce.o3.allegro_tp import allegro_layer_irreps, tensor_track_irreps
 
-__all__ = ["EDGE_ENERGY", "Allegro", "AllegroSpec", "build_allegro"]
-
-EDGE_ENERGY = "edge_energy"  # (n_edges,) float64, eV: pair (i, j)'s share of E_i (no E0/shift)
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+__all__ = ["Allegro", "AllegroSpec", "build_allegro"]
 
 
-@dataclass(frozen=True)
-class AllegroSpec:
+@dataclass(frozen=True, kw_only=True)
+class AllegroSpec(ModelSpec):
     """Every hyperparameter and dataset constant of an Allegro model.
 
-    Defaults are nequip-allegro 0.8's ``AllegroModel`` defaults unless noted.
+    Defaults are nequip-allegro 0.8's ``AllegroModel`` defaults unless noted. The common
+    fields (``type_names``, ``r_max``, ``avg_num_neighbors``, ``atomic_energies``, ``scale``,
+    ``shift``, ``dtype``, ``seed``) are ``ModelSpec``'s; Allegro is strictly local, so r_max
+    is the whole receptive field (4-6 Å is typical, cost grows with r_max^3), and
+    ``avg_num_neighbors`` normalises the environment and energy sums by
+    ``1/sqrt(avg_num_neighbors)``.
 
     Attributes:
-        type_names: chemical symbols, in ``atom_type`` order. Required.
-        r_max: cutoff radius, Å (default 5.0). Allegro is strictly local, so r_max is the
-            whole receptive field; 4-6 Å is typical, cost grows with r_max^3.
         pair_r_max: optional cutoff per (centre, neighbour) type pair, Å, row-major
             ``n_types x n_types`` flattened, every entry <= r_max (default: empty = r_max
             everywhere). nequip's ``per_edge_type_cutoff``; pairs beyond their own cutoff
@@ -68,23 +67,12 @@ class AllegroSpec:
         num_bessels: radial basis size (default 8).
         polynomial_cutoff_p: order p of the smooth envelope (default 6); smaller p decays
             more strongly with distance.
-        avg_num_neighbors: normalises the environment and energy sums by
-            ``1/sqrt(avg_num_neighbors)`` (default 1.0); the trainer sets it to the training
-            set's mean neighbour count.
         per_type_avg_num_neighbors: optional per-centre-type replacement of
             avg_num_neighbors (default: empty).
-        atomic_energies: isolated-atom energy E0 per type, eV (default: zeros); the trainer
-            fills them.
-        scale: multiplier of the learned energy, eV (default 1.0); typically the force RMS.
         type_scales: optional extra per-type factors on ``scale`` (default: empty = 1);
             nequip's per-type energy scales.
-        shift: per-atom energy shift, eV (default 0.0).
-        dtype: parameter dtype, "float64" (default; exact forces, MD) or "float32".
-        seed: seed of the local generator for the initial weights (default 0).
     """
 
-    type_names: tuple[str, ...]
-    r_max: float = 5.0
     pair_r_max: tuple[float, ...] = ()
     l_max: int = 1
     parity: bool = True
@@ -99,28 +87,8 @@ class AllegroSpec:
     tp_path_channel_coupling: bool = True
     num_bessels: int = 8
     polynomial_cutoff_p: int = 6
-    avg_num_neighbors: float = 1.0
     per_type_avg_num_neighbors: tuple[float, ...] = ()
-    atomic_energies: tuple[float, ...] = ()
-    scale: float = 1.0
     type_scales: tuple[float, ...] = ()
-    shift: float = 0.0
-    dtype: str = "float64"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "type_names", tuple(self.type_names))
-        for name in ("two_body_mlp_hidden", "latent_mlp_hidden", "readout_mlp_hidden"):
-            object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
-        for name in ("pair_r_max", "per_type_avg_num_neighbors", "atomic_energies", "type_scales"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        for problem in _spec_problems(self):
-            raise ValueError(f"invalid AllegroSpec: {problem}")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """Parameter dtype as a ``torch.dtype``."""
-        return _DTYPES[self.dtype]
 
     def pair_r_max_matrix(self) -> torch.Tensor:
         """(n_types, n_types) float64 cutoff per (centre, neighbour) type, Å."""
@@ -128,65 +96,55 @@ class AllegroSpec:
         values = self.pair_r_max or (float(self.r_max),) * (n * n)
         return torch.tensor(values, dtype=torch.float64).reshape(n, n)
 
-
-def _spec_problems(spec: AllegroSpec) -> list[str]:
-    n_types = len(spec.type_names)
-    problems = []
-    if not spec.type_names or len(set(spec.type_names)) != n_types:
-        problems.append(f"type_names must be non-empty and unique, got {spec.type_names}")
-    ranges = {
-        "l_max": (spec.l_max, 0, None),
-        "num_layers": (spec.num_layers, 1, None),
-        "num_scalar_features": (spec.num_scalar_features, 1, None),
-        "num_tensor_features": (spec.num_tensor_features, 1, None),
-        "radial_chemical_embed_dim": (spec.radial_chemical_embed_dim, 0, None),
-        "num_bessels": (spec.num_bessels, 1, None),
-        "polynomial_cutoff_p": (spec.polynomial_cutoff_p, 2, None),
-        "seed": (spec.seed, 0, None),
-    }
-    for name, (value, low, _) in ranges.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            problems.append(f"{name} must be an integer >= {low}, got {value!r}")
-    if (spec.radial_chemical_embed_dim or spec.num_scalar_features) % 2:
-        problems.append("radial_chemical_embed_dim (or num_scalar_features) must be even")
-    hidden = spec.two_body_mlp_hidden + spec.latent_mlp_hidden + spec.readout_mlp_hidden
-    if any(w < 1 for w in hidden):
-        problems.append("MLP hidden widths must be >= 1")
-    if spec.mlp_nonlinearity not in (None, *NONLINEARITIES):
-        problems.append(f"mlp_nonlinearity must be None or one of {list(NONLINEARITIES)}")
-    positive = {"r_max": spec.r_max, "avg_num_neighbors": spec.avg_num_neighbors}
-    positive.update({f"pair_r_max[{k}]": v for k, v in enumerate(spec.pair_r_max)})
-    positive.update(
-        {
-            f"per_type_avg_num_neighbors[{k}]": v
-            for k, v in enumerate(spec.per_type_avg_num_neighbors)
+    def problems(self) -> list[str]:
+        """``ModelSpec.problems`` plus Allegro's ranges, sizes and per-pair cutoffs."""
+        n_types = len(self.type_names)
+        problems = super().problems() + integer_problems(
+            {
+                "l_max": (self.l_max, 0, None),
+                "num_layers": (self.num_layers, 1, None),
+                "num_scalar_features": (self.num_scalar_features, 1, None),
+                "num_tensor_features": (self.num_tensor_features, 1, None),
+                "radial_chemical_embed_dim": (self.radial_chemical_embed_dim, 0, None),
+                "num_bessels": (self.num_bessels, 1, None),
+                "polynomial_cutoff_p": (self.polynomial_cutoff_p, 2, None),
+            }
+        )
+        if (self.radial_chemical_embed_dim or self.num_scalar_features) % 2:
+            problems.append("radial_chemical_embed_dim (or num_scalar_features) must be even")
+        hidden = self.two_body_mlp_hidden + self.latent_mlp_hidden + self.readout_mlp_hidden
+        if any(w < 1 for w in hidden):
+            problems.append("MLP hidden widths must be >= 1")
+        if self.mlp_nonlinearity not in (None, *NONLINEARITIES):
+            problems.append(f"mlp_nonlinearity must be None or one of {list(NONLINEARITIES)}")
+        problems += positive_problems(
+            {f"pair_r_max[{k}]": v for k, v in enumerate(self.pair_r_max)}
+            | {
+                f"per_type_avg_num_neighbors[{k}]": v
+                for k, v in enumerate(self.per_type_avg_num_neighbors)
+            }
+        )
+        if any(v > self.r_max for v in self.pair_r_max):
+            problems.append(f"pair_r_max entries must be <= r_max = {self.r_max}")
+        sizes = {
+            "pair_r_max": n_types * n_types,
+            "per_type_avg_num_neighbors": n_types,
+            "type_scales": n_types,
         }
-    )
-    for name, value in positive.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            problems.append(f"{name} must be a positive number, got {value!r}")
-    if any(v > spec.r_max for v in spec.pair_r_max):
-        problems.append(f"pair_r_max entries must be <= r_max = {spec.r_max}")
-    sizes = {
-        "pair_r_max": n_types * n_types,
-        "per_type_avg_num_neighbors": n_types,
-        "atomic_energies": n_types,
-        "type_scales": n_types,
-    }
-    for name, size in sizes.items():
-        value = getattr(spec, name)
-        if value and len(value) != size:
-            problems.append(f"{name} has {len(value)} entries, expected {size} (or none)")
-    finite = (spec.scale, spec.shift, *spec.atomic_energies, *spec.type_scales)
-    if not all(math.isfinite(v) for v in finite):
-        problems.append("scale, shift, atomic_energies and type_scales must be finite")
-    if spec.dtype not in _DTYPES:
-        problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {spec.dtype!r}")
-    return problems
+        for name, size in sizes.items():
+            value = getattr(self, name)
+            if value and len(value) != size:
+                problems.append(f"{name} has {len(value)} entries, expected {size} (or none)")
+        if not all(math.isfinite(v) for v in self.type_scales):
+            problems.append("type_scales must be finite")
+        return problems
 
 
-class Allegro(nn.Module):
+class Allegro(AtomicEnergyModel):
     """Allegro atomic energy model (see module docstring); build it with ``build_allegro``.
+
+    Strictly local: the contract's layers are the Allegro layers acting on pairs, with no
+    halo (nothing crosses atoms), so a domain-decomposed run needs ghosts to r_max only.
 
     Args:
         spec: hyperparameters.
@@ -194,12 +152,11 @@ class Allegro(nn.Module):
     """
 
     strictly_local = True  # E_i depends on edges centred at i only (models/local_blocks.py)
+    outputs = frozenset({keys.NODE_ENERGY, EDGE_ENERGY, NODE_FEATURES})
 
     def __init__(self, spec: AllegroSpec, generator: torch.Generator):
         super().__init__()
         self.spec = spec
-        self.type_names = list(spec.type_names)
-        self.r_max = float(spec.r_max)
         n_types = len(spec.type_names)
         irreps_sh, _ = tensor_track_irreps(spec.l_max, spec.parity)
         latent = spec.num_scalar_features
@@ -233,12 +190,54 @@ class Allegro(nn.Module):
         energies = spec.atomic_energies or (0.0,) * n_types
         self.scale_shift = ScaleShiftEnergy(energies, 1.0, spec.shift)
 
-    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-atom and per-pair energies and invariant per-atom features.
+    @property
+    def num_layers(self) -> int:
+        """Allegro layers (``spec.num_layers``)."""
+        return self.layers.num_layers
+
+    def initial_state(self, data: dict[str, torch.Tensor]) -> LayerState:
+        """Two-body embedding of every pair and the first layer's inputs (no halo).
 
         Args:
             data: batch dict with ``edge_vec`` (n_edges, 3) float64, ``edge_index``
                 (2, n_edges) ``[centre, neighbour]``, ``atom_type`` (n_atoms,).
+        """
+        atom_type = data[keys.ATOM_TYPE]
+        edge_index = data[keys.EDGE_INDEX]
+        edge_types = atom_type.index_select(0, edge_index.flatten()).view_as(edge_index)
+        latent, edge_sh, tensor_features = self.embedding(data[keys.EDGE_VEC], edge_types)
+        # index_select, not advanced indexing: ~5x faster on CPU, forward and backward
+        norm = torch.tensor(self.edge_norm, dtype=latent.dtype, device=latent.device)
+        scalars, env_weights = self.layers.start(latent)
+        private = {
+            "atom_type": atom_type,
+            "centre": edge_index[0],
+            "norm": norm.index_select(0, atom_type),
+            "edge_sh": edge_sh,
+            "scalars": scalars,
+            "env_weights": env_weights,
+            "tensor_features": tensor_features,
+        }
+        return LayerState(None, private)
+
+    def run_layer(self, index: int, state: LayerState) -> LayerState:
+        """Allegro layer ``index`` on every pair (``AllegroLayers.layer``)."""
+        carry = state.private
+        scalars, env_weights, tensor_features = self.layers.layer(
+            index,
+            carry["scalars"],
+            carry["env_weights"],
+            carry["tensor_features"],
+            carry["edge_sh"],
+            carry["centre"],
+            carry["norm"].unsqueeze(-1),
+        )
+        private = dict(carry)
+        private.update(scalars=scalars, env_weights=env_weights, tensor_features=tensor_features)
+        return LayerState(None, private)
+
+    def final_outputs(self, state: LayerState) -> dict[str, torch.Tensor]:
+        """Per-atom and per-pair energies and invariant per-atom features.
 
         Returns:
             ``node_energy`` (n_atoms,) float64 eV; ``edge_energy`` (n_edges,) float64 eV, the
@@ -246,20 +245,14 @@ class Allegro(nn.Module):
             num_scalar_features * (num_layers + 1)) model dtype, the normalised sum of the
             centre's pair latents.
         """
-        atom_type = data[keys.ATOM_TYPE]
-        edge_index = data[keys.EDGE_INDEX]
-        centre = edge_index[0]
-        edge_types = atom_type.index_select(0, edge_index.flatten()).view_as(edge_index)
-        latent, edge_sh, tensor_features = self.embedding(data[keys.EDGE_VEC], edge_types)
-        device, n_atoms = latent.device, atom_type.shape[0]
-        # index_select, not advanced indexing: ~5x faster on CPU, forward and backward
-        norm = torch.tensor(self.edge_norm, dtype=latent.dtype, device=device)
-        norm = norm.index_select(0, atom_type)
-        features = self.layers(latent, edge_sh, tensor_features, centre, norm.unsqueeze(-1))
+        carry = state.private
+        atom_type, centre, norm = carry["atom_type"], carry["centre"], carry["norm"]
+        features = torch.cat(carry["scalars"], dim=-1)
+        n_atoms = atom_type.shape[0]
         pair_energy = self.readout(features).squeeze(-1)
         # nequip's order: sum and normalise in the model dtype, scale in float64
         edge_sum = pair_energy.new_zeros(n_atoms).index_add(0, centre, pair_energy)
-        scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=device)
+        scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=norm.device)
         scale = scale.index_select(0, atom_type)
         energy = (edge_sum * norm / math.sqrt(2.0)).to(torch.float64) * scale
         pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0)).index_select(0, centre)

@@ -50,6 +50,8 @@ from torch.fx.experimental.symbolic_shapes import (
 )
 
 from equiforce.data import keys
+from equiforce.models.check import check_model
+from equiforce.models.contract import POTENTIAL_METADATA
 from equiforce.models.potential import Potential
 
 __all__ = ["CompiledPotential", "compile_potential"]
@@ -80,7 +82,9 @@ class CompiledPotential(nn.Module):
     """A ``Potential`` whose calls run a compiled trace (see the module docstring).
 
     Holds the wrapped potential as ``potential`` (its parameters are this module's
-    parameters, so optimisers, EMA and ``state_dict()["potential.*"]`` see the same tensors).
+    parameters, so optimisers, EMA and ``state_dict()["potential.*"]`` see the same tensors)
+    and satisfies ``PotentialInterface`` by delegating its metadata (``family``, ``spec``,
+    ``type_names``, ``r_max``, ...) to it.
 
     Args:
         potential: the eager potential (not modified).
@@ -96,34 +100,11 @@ class CompiledPotential(nn.Module):
         self.options = options
         self._compiled: dict[tuple, tuple[Callable, list[str]]] = {}
 
-    @property
-    def type_names(self) -> list[str]:
-        """Chemical symbols in ``atom_type`` order."""
-        return self.potential.type_names
-
-    @property
-    def r_max(self) -> float:
-        """Cutoff radius, Å."""
-        return self.potential.r_max
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Model (parameter) dtype."""
-        return self.potential.dtype
-
-    @property
-    def family(self) -> str:
-        """Registered architecture name."""
-        return self.potential.family
-
-    @property
-    def spec(self) -> Any:
-        """The wrapped potential's spec."""
-        return self.potential.spec
-
-    def spec_dict(self) -> dict[str, Any]:
-        """The spec as a plain dict."""
-        return self.potential.spec_dict()
+    def __getattr__(self, name: str) -> Any:
+        """The ``PotentialInterface`` metadata (``POTENTIAL_METADATA``) of the wrapped potential."""
+        if name in POTENTIAL_METADATA:
+            return getattr(self.potential, name)
+        return super().__getattr__(name)
 
     def forward(
         self,
@@ -255,5 +236,10 @@ def compile_potential(
     Returns:
         A ``CompiledPotential`` sharing the potential's parameters; traces and compiles
         lazily on the first call of each signature (number of graphs, outputs requested).
+
+    Raises:
+        ModelContractError: the eager potential breaks the contract (``check_model``, run
+            before anything is traced).
     """
+    check_model(potential)
     return CompiledPotential(potential, backend, **options)

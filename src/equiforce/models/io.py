@@ -10,6 +10,7 @@ import torch
 
 from equiforce import __version__
 from equiforce.files import atomic_torch_save
+from equiforce.models.check import check_model
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
 
@@ -81,4 +82,4 @@ def load_model(
     if isinstance(payload, dict) and "model" in payload and "format" not in payload:
         payload = payload["model"]  # a training checkpoint stores the model payload inside
     model = model_from_payload(payload, str(path), backend)
-    return model.to(map_location)
+    return check_model(model.to(map_location))

@@ -1,13 +1,13 @@
 """Cutting a batch into blocks of centre atoms for strictly local energy models (inference).
 
-A *strictly local* energy model (class attribute ``strictly_local = True``, e.g. Allegro) gives
-atom i an energy that depends only on the edges centred at i: their vectors and the types of
-both atoms. Its energy and derivatives for a large structure can then be evaluated block by
-block: each block is a contiguous range of centre atoms, the edges centred on them and a
-sub-graph holding those centres plus their neighbours (atom indices relabelled). Every
-intermediate of the model is then sized by the block, not by the structure, so the working
-set stays in cache and the peak memory stops growing with the model's per-edge
-intermediates (``docs/performance.md``, "Scaling").
+A *strictly local* energy model (``strictly_local`` in ``equiforce.models.contract``, e.g.
+Allegro) gives atom i an energy that depends only on the edges centred at i: their vectors
+and the types of both atoms. Its energy and derivatives for a large structure can then be
+evaluated block by block: each block is a contiguous range of centre atoms, the edges
+centred on them and a sub-graph holding those centres plus their neighbours (atom indices
+relabelled). Every intermediate of the model is then sized by the block, not by the
+structure, so the working set stays in cache and the peak memory stops growing with the
+model's per-edge intermediates (``docs/performance.md``, "Scaling").
 
 Contract of a strictly local model's outputs: a name starting with ``edge_`` is per edge
 (first axis the block's edges), every other output is per atom (first axis the sub-graph's
@@ -23,11 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from equiforce.data import keys
 
-__all__ = ["Block", "BlockPlan", "BlockSettings", "SavedBytes", "is_strictly_local"]
+__all__ = ["Block", "BlockPlan", "BlockSettings", "SavedBytes"]
 
 EDGE_OUTPUT_PREFIX = "edge_"
 
@@ -85,11 +84,6 @@ class SavedBytes:
 
     def __exit__(self, *exc: object) -> None:
         self._hooks.__exit__(*exc)
-
-
-def is_strictly_local(energy_model: nn.Module) -> bool:
-    """Whether ``energy_model`` declares ``strictly_local = True`` (may run in blocks)."""
-    return bool(getattr(energy_model, "strictly_local", False))
 
 
 @dataclass(frozen=True)

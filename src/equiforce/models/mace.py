@@ -25,7 +25,6 @@ Results equal the unchunked path to rounding, derivatives of any order included.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -33,8 +32,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from equiforce.data import keys
-from equiforce.models.potential import NODE_FEATURES
+from equiforce.models.contract import NODE_FEATURES, AtomicEnergyModel, LayerState
 from equiforce.models.registry import register
+from equiforce.models.spec import ModelSpec, integer_problems
 from equiforce.nn import ScaleShiftEnergy
 from equiforce.nn.edge_chunks import ReceiverChunks, receiver_chunks
 from equiforce.nn.mace import (
@@ -48,8 +48,6 @@ from equiforce.nn.mace import (
 )
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 # Edges per chunk of a large graph, and how many chunks' worth of edges a graph needs to be
 # chunked; chosen by measurement (docs/performance.md, "MACE at 10^5 atoms"): smaller chunks
 # pay more per-chunk overhead, larger ones leave the caches; below four chunks the
@@ -58,14 +56,16 @@ DEFAULT_CHUNK_EDGES = 16384
 CHUNKED_FROM = 4
 
 
-@dataclass(frozen=True)
-class MACESpec:
+@dataclass(frozen=True, kw_only=True)
+class MACESpec(ModelSpec):
     """Every hyperparameter and dataset constant of a MACE model.
 
+    The common fields (``type_names``, ``r_max``, ``avg_num_neighbors``, ``atomic_energies``,
+    ``scale``, ``shift``, ``dtype``, ``seed``) are ``ModelSpec``'s; for MACE, r_max is 4-6 Å
+    for most materials and molecules (cost grows with r_max^3), ``avg_num_neighbors``
+    normalises the messages, and "float32" trains about 2x faster than "float64".
+
     Attributes:
-        type_names: chemical symbols, in ``atom_type`` order. Required.
-        r_max: cutoff radius, Å (default 5.0). 4-6 Å for most materials and molecules;
-            cost grows with r_max^3.
         num_channels: feature channels per irrep (default 64). 32 is a fast start, 128 the
             accurate mace "medium/large" setting; cost grows ~quadratically.
         max_L: highest irrep degree of the hidden features, 0..2 (default 1). 0 is fast
@@ -78,17 +78,6 @@ class MACESpec:
         num_polynomial_cutoff: order p of the smooth envelope (default 5).
         radial_mlp: hidden widths of the radial MLP (default (64, 64, 64)).
         readout_mlp_hidden: hidden scalars of the last layer's readout MLP (default 16).
-        avg_num_neighbors: message normalisation (default 1.0); set it to the training
-            set's mean neighbour count (the trainer does).
-        atomic_energies: isolated-atom energy E0 per type, eV (default: zeros); the trainer
-            fills them from the data (least squares or given E0s).
-        scale: multiplier of the learned per-atom energy, eV (default 1.0); typically the
-            force RMS of the training data.
-        shift: per-atom energy shift, eV (default 0.0); typically 0 when E0s are used.
-        dtype: parameter dtype, "float64" (default; exact forces, MD) or "float32"
-            (about 2x faster training).
-        seed: seed of the local generator for the initial weights (default 0); building
-            never touches the global RNG.
         first_interaction_residual: the first interaction uses the residual block with a
             species-dependent self-connection (default True, mace-torch's default
             ``--interaction_first RealAgnosticResidualInteractionBlock``); False gives the plain
@@ -97,8 +86,6 @@ class MACESpec:
             was still ~0.5 eV/atom off after 25 epochs, against ~2 meV/atom with the default).
     """
 
-    type_names: tuple[str, ...]
-    r_max: float = 5.0
     num_channels: int = 64
     max_L: int = 1  # noqa: N815 (MACE's name)
     max_ell: int = 3
@@ -108,65 +95,25 @@ class MACESpec:
     num_polynomial_cutoff: int = 5
     radial_mlp: tuple[int, ...] = (64, 64, 64)
     readout_mlp_hidden: int = 16
-    avg_num_neighbors: float = 1.0
-    atomic_energies: tuple[float, ...] = ()
-    scale: float = 1.0
-    shift: float = 0.0
-    dtype: str = "float64"
-    seed: int = 0
     first_interaction_residual: bool = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "type_names", tuple(self.type_names))
-        object.__setattr__(self, "radial_mlp", tuple(int(w) for w in self.radial_mlp))
-        object.__setattr__(self, "atomic_energies", tuple(float(e) for e in self.atomic_energies))
-        for problem in _spec_problems(self):
-            raise ValueError(f"invalid MACESpec: {problem}")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """Parameter dtype as a ``torch.dtype``."""
-        return _DTYPES[self.dtype]
-
-
-def _spec_problems(spec: MACESpec) -> list[str]:
-    problems = []
-    if not spec.type_names or len(set(spec.type_names)) != len(spec.type_names):
-        problems.append(f"type_names must be non-empty and unique, got {spec.type_names}")
-    ranges = {
-        "num_channels": (spec.num_channels, 1, None),
-        "max_L": (spec.max_L, 0, 2),
-        "max_ell": (spec.max_ell, 1, 4),
-        "correlation": (spec.correlation, 1, 3),
-        "num_interactions": (spec.num_interactions, 1, None),
-        "num_radial_basis": (spec.num_radial_basis, 1, None),
-        "num_polynomial_cutoff": (spec.num_polynomial_cutoff, 1, None),
-        "readout_mlp_hidden": (spec.readout_mlp_hidden, 1, None),
-        "seed": (spec.seed, 0, None),
-    }
-    for name, (value, low, high) in ranges.items():
-        if not isinstance(value, int) or value < low or (high is not None and value > high):
-            bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-            problems.append(f"{name} must be an integer in {bound}, got {value!r}")
-    if any(w < 1 for w in spec.radial_mlp):
-        problems.append(f"radial_mlp widths must be >= 1, got {spec.radial_mlp}")
-    for name in ("r_max", "avg_num_neighbors"):
-        value = getattr(spec, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            problems.append(f"{name} must be a positive number, got {value!r}")
-    for name in ("scale", "shift"):
-        if not math.isfinite(getattr(spec, name)):
-            problems.append(f"{name} must be finite, got {getattr(spec, name)!r}")
-    if spec.atomic_energies and len(spec.atomic_energies) != len(spec.type_names):
-        problems.append(
-            f"atomic_energies has {len(spec.atomic_energies)} entries for "
-            f"{len(spec.type_names)} types"
+    def problems(self) -> list[str]:
+        """``ModelSpec.problems`` plus MACE's ranges."""
+        problems = super().problems() + integer_problems(
+            {
+                "num_channels": (self.num_channels, 1, None),
+                "max_L": (self.max_L, 0, 2),
+                "max_ell": (self.max_ell, 1, 4),
+                "correlation": (self.correlation, 1, 3),
+                "num_interactions": (self.num_interactions, 1, None),
+                "num_radial_basis": (self.num_radial_basis, 1, None),
+                "num_polynomial_cutoff": (self.num_polynomial_cutoff, 1, None),
+                "readout_mlp_hidden": (self.readout_mlp_hidden, 1, None),
+            }
         )
-    if not all(math.isfinite(e) for e in spec.atomic_energies):
-        problems.append("atomic_energies must be finite")
-    if spec.dtype not in _DTYPES:
-        problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {spec.dtype!r}")
-    return problems
+        if any(w < 1 for w in self.radial_mlp):
+            problems.append(f"radial_mlp widths must be >= 1, got {self.radial_mlp}")
+        return problems
 
 
 def layer_irreps(spec: MACESpec) -> list[InteractionIrreps]:
@@ -183,8 +130,12 @@ def layer_irreps(spec: MACESpec) -> list[InteractionIrreps]:
     return layers
 
 
-class MACE(nn.Module):
+class MACE(AtomicEnergyModel):
     """MACE atomic energy model (see module docstring); build it with ``build_mace``.
+
+    Layer ``k`` of the contract's layer-at-a-time API is interaction ``k`` + its product
+    block + its readout; the halo is the node features (n_atoms, hidden dim of layer k-1)
+    that interaction ``k`` reads from the neighbours.
 
     Attributes:
         chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges run layer
@@ -197,11 +148,11 @@ class MACE(nn.Module):
         generator: random source for the initial weights.
     """
 
+    outputs = frozenset({keys.NODE_ENERGY, NODE_FEATURES})
+
     def __init__(self, spec: MACESpec, generator: torch.Generator):
         super().__init__()
         self.spec = spec
-        self.type_names = list(spec.type_names)
-        self.r_max = float(spec.r_max)
         n_types = len(spec.type_names)
         self.embedding = SpeciesEmbedding(n_types, spec.num_channels, generator)
         self.edge_embedding = EdgeEmbedding(
@@ -227,17 +178,17 @@ class MACE(nn.Module):
         self.scale_shift = ScaleShiftEnergy(energies, spec.scale, spec.shift)
         self.chunk_edges: int | None = DEFAULT_CHUNK_EDGES
 
-    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-atom energies and invariant features.
+    @property
+    def num_layers(self) -> int:
+        """Interactions (``spec.num_interactions``)."""
+        return len(self.interactions)
+
+    def initial_state(self, data: dict[str, torch.Tensor]) -> LayerState:
+        """Species embedding as the halo; edge embeddings, chunk plan, zero energies.
 
         Args:
             data: batch dict with ``edge_vec`` (n_edges, 3) float64, ``edge_index``
                 (2, n_edges) ``[centre, neighbour]`` and ``atom_type`` (n_atoms,).
-
-        Returns:
-            ``node_energy`` (n_atoms,) float64, eV, and ``node_features``
-            (n_atoms, num_channels * num_interactions) model dtype, the scalar channels of
-            every layer.
         """
         dtype = self.embedding.weight.dtype
         atom_type = data[keys.ATOM_TYPE]
@@ -248,36 +199,57 @@ class MACE(nn.Module):
         chunks = self._chunks(edge_index, node_feats.shape[0])
         if chunks is not None and chunks.edge_order is not None:
             edge_attrs, edge_radial = edge_attrs[chunks.edge_order], edge_radial[chunks.edge_order]
-        # checkpoint only for inference with derivatives: training (create_graph) keeps the
-        # recomputed graph anyway, and without gradients nothing is stored
-        recompute = torch.is_grad_enabled() and not self.training
-        channels = self.spec.num_channels
-        energy = node_feats.new_zeros(node_feats.shape[0])
-        features = []
-        for interaction, product, readout in zip(
-            self.interactions, self.products, self.readouts, strict=True
-        ):
-            if chunks is None:
-                message, sc = interaction(
-                    node_feats, atom_type, edge_attrs, edge_radial, edge_index
-                )
-                node_feats = product(message, atom_type, sc)
-            else:
-                node_feats = _layer_in_chunks(
-                    interaction,
-                    product,
-                    node_feats,
-                    atom_type,
-                    edge_attrs,
-                    edge_radial,
-                    chunks,
-                    recompute,
-                )
-            features.append(node_feats[:, :channels])
-            energy = energy + readout(node_feats)
+        private = {
+            "atom_type": atom_type,
+            "edge_index": edge_index,
+            "edge_attrs": edge_attrs,
+            "edge_radial": edge_radial,
+            "chunks": chunks,
+            # checkpoint only for inference with derivatives: training (create_graph) keeps
+            # the recomputed graph anyway, and without gradients nothing is stored
+            "recompute": torch.is_grad_enabled() and not self.training,
+            "energy": node_feats.new_zeros(node_feats.shape[0]),
+            "features": [],
+        }
+        return LayerState(node_feats, private)
+
+    def run_layer(self, index: int, state: LayerState) -> LayerState:
+        """Interaction ``index`` + product (whole graph or in receiver chunks) + readout."""
+        carry = state.private
+        interaction, product = self.interactions[index], self.products[index]
+        atom_type, edge_attrs, edge_radial = (
+            carry["atom_type"],
+            carry["edge_attrs"],
+            carry["edge_radial"],
+        )
+        if carry["chunks"] is None:
+            message, sc = interaction(
+                state.halo, atom_type, edge_attrs, edge_radial, carry["edge_index"]
+            )
+            node_feats = product(message, atom_type, sc)
+        else:
+            node_feats = _layer_in_chunks(
+                interaction,
+                product,
+                state.halo,
+                atom_type,
+                edge_attrs,
+                edge_radial,
+                carry["chunks"],
+                carry["recompute"],
+            )
+        private = dict(carry)
+        private["features"] = [*carry["features"], node_feats[:, : self.spec.num_channels]]
+        private["energy"] = carry["energy"] + self.readouts[index](node_feats)
+        return LayerState(node_feats, private)
+
+    def final_outputs(self, state: LayerState) -> dict[str, torch.Tensor]:
+        """``node_energy`` (n_atoms,) float64 eV and ``node_features``
+        (n_atoms, num_channels * num_interactions) model dtype, every layer's scalars."""
+        carry = state.private
         return {
-            keys.NODE_ENERGY: self.scale_shift(energy, atom_type),
-            NODE_FEATURES: torch.cat(features, dim=1),
+            keys.NODE_ENERGY: self.scale_shift(carry["energy"], carry["atom_type"]),
+            NODE_FEATURES: torch.cat(carry["features"], dim=1),
         }
 
     def _chunks(self, edge_index: torch.Tensor, n_atoms: int) -> ReceiverChunks | None:

@@ -1,8 +1,10 @@
-"""``Potential``: the model interface shared by every architecture, trainer and calculator.
+"""``Potential``: energies, forces and stress from any architecture.
 
-An architecture (MACE, Allegro, ...) is an *atomic energy model*: a module mapping a batch dict
-that contains ``edge_vec`` to per-atom energies. ``Potential`` wraps it with the geometry and
-the derivatives, identical for every architecture:
+An architecture (MACE, Allegro, ...) is an ``AtomicEnergyModel`` (``equiforce.models.contract``,
+where the contract between them is written and ``equiforce.models.check`` checks it): a module
+mapping a batch dict that contains ``edge_vec`` to per-atom energies. ``Potential`` wraps it
+with the geometry and the derivatives, identical for every architecture, and satisfies the
+contract's ``PotentialInterface``:
 
 * geometry boundary: edge vectors are formed in float64 from float64 positions, cell and
   integer lattice shifts; the architecture casts them to its own dtype;
@@ -32,13 +34,7 @@ import torch
 from torch import nn
 
 from equiforce.data import keys
-from equiforce.models.local_blocks import (
-    Block,
-    BlockPlan,
-    BlockSettings,
-    SavedBytes,
-    is_strictly_local,
-)
+from equiforce.models.local_blocks import Block, BlockPlan, BlockSettings, SavedBytes
 
 NODE_FEATURES = "node_features"  # (n_atoms, n_features) model dtype, invariant per-atom features
 
@@ -47,11 +43,9 @@ class Potential(nn.Module):
     """Energy, forces, virial and stress from an atomic energy model.
 
     Args:
-        energy_model: module with ``forward(data: dict) -> dict`` returning at least
-            ``node_energy`` (n_atoms,) float64 in eV; it reads ``edge_vec``, ``edge_index``,
-            ``atom_type``, ``batch``. It exposes ``type_names`` and ``r_max``.
+        energy_model: the architecture, an ``AtomicEnergyModel`` built from ``spec``.
         family: registered architecture name (``"mace"``, ...).
-        spec: the architecture's frozen spec dataclass; saved verbatim in checkpoints.
+        spec: the architecture's frozen spec (a ``ModelSpec``); saved verbatim in model files.
 
     Attributes:
         blocking: when and how inference of a strictly local model runs in blocks of
@@ -67,18 +61,23 @@ class Potential(nn.Module):
 
     @property
     def type_names(self) -> list[str]:
-        """Chemical symbols in the order of ``atom_type`` indices."""
-        return list(self.spec.type_names)
+        """The energy model's chemical symbols, in ``atom_type`` order."""
+        return self.energy_model.type_names
 
     @property
     def r_max(self) -> float:
-        """Cutoff radius, Å."""
-        return float(self.spec.r_max)
+        """The energy model's cutoff radius, Å."""
+        return self.energy_model.r_max
 
     @property
     def dtype(self) -> torch.dtype:
         """Model (parameter) dtype."""
         return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
 
     def forward(
         self,
@@ -109,7 +108,7 @@ class Potential(nn.Module):
         blocked = (
             not create_graph
             and self.blocking is not None
-            and is_strictly_local(self.energy_model)
+            and self.energy_model.strictly_local
             and inputs[keys.EDGE_INDEX].shape[1] > self.blocking.min_edges
         )
         if blocked:

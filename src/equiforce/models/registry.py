@@ -1,4 +1,9 @@
-"""Registry of model families: name -> (spec dataclass, builder)."""
+"""Registry of model families: name -> (spec dataclass, builder).
+
+A family's spec extends ``ModelSpec`` and its builder returns an ``AtomicEnergyModel``
+(``equiforce.models.contract``); ``build_model`` wraps it in a ``Potential`` and checks the
+declarations (``check_declaration``, attribute reads only: cheap enough for every build).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from torch import nn
-
 from equiforce.kernels import use_backend
+from equiforce.models.check import check_declaration
+from equiforce.models.contract import AtomicEnergyModel
 from equiforce.models.potential import Potential
+from equiforce.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -18,22 +24,27 @@ class ModelFamily:
 
     Attributes:
         name: lower-case family name used in configs and checkpoints.
-        spec_type: frozen dataclass holding every hyperparameter and dataset constant.
-        build: function ``spec -> atomic energy model``.
+        spec_type: frozen ``ModelSpec`` subclass holding every hyperparameter and dataset
+            constant.
+        build: function ``spec -> AtomicEnergyModel``.
     """
 
     name: str
-    spec_type: type
-    build: Callable[[Any], nn.Module]
+    spec_type: type[ModelSpec]
+    build: Callable[[Any], AtomicEnergyModel]
 
 
 MODELS: dict[str, ModelFamily] = {}
 
 
-def register(name: str, spec_type: type, build: Callable[[Any], nn.Module]) -> None:
+def register(
+    name: str, spec_type: type[ModelSpec], build: Callable[[Any], AtomicEnergyModel]
+) -> None:
     """Register an architecture under ``name``."""
     if name in MODELS:
         raise ValueError(f"model family {name!r} is already registered")
+    if not issubclass(spec_type, ModelSpec):
+        raise TypeError(f"{name}: spec type {spec_type.__name__} must extend ModelSpec")
     MODELS[name] = ModelFamily(name, spec_type, build)
 
 
@@ -50,6 +61,9 @@ def build_model(name: str, spec: Any, backend: str = "auto") -> Potential:
 
     ``backend`` is the kernel backend of its executors (``equiforce.kernels``); blocks are
     built with ``"auto"`` and moved by ``use_backend`` when another is asked for.
+
+    Raises:
+        ModelContractError: the built model's declarations break the contract.
     """
     fam = family(name)
     if isinstance(spec, dict):
@@ -57,6 +71,7 @@ def build_model(name: str, spec: Any, backend: str = "auto") -> Potential:
     if not isinstance(spec, fam.spec_type):
         raise TypeError(f"{name} needs a {fam.spec_type.__name__}, got {type(spec).__name__}")
     model = Potential(fam.build(spec), name, spec)
+    check_declaration(model)
     return model if backend == "auto" else use_backend(model, backend)
 
 

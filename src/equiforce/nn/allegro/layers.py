@@ -8,7 +8,8 @@ Layer ``k`` for pair (i, j) with centre i:
 3. scalar track (densely connected): ``x_ij^{k+1} = MLP([x^0, ..., x^k, scalars(V_ij)])``,
    whose extra outputs are the next layer's environment weights.
 
-The output is the concatenation of every layer's scalar latents ``[x^0, ..., x^L]``.
+The model's readout reads the concatenation of every layer's scalar latents
+``[x^0, ..., x^L]``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from equiforce.o3.irreps import Irreps
 
 
 class AllegroLayers(nn.Module):
-    """All Allegro layers of a model.
+    """All Allegro layers of a model, run one at a time (``start``, then ``layer(k, ...)``).
 
     Parameters: ``first_projection`` (linear ``AllegroMLP``: two-body latent -> latent +
     first environment weights), ``tps.{k}`` (executors of ``AllegroTPDescriptor``),
@@ -78,43 +79,59 @@ class AllegroLayers(nn.Module):
             sizes = (latent_dim * (k + 1) + mul, *latent_hidden, n_out)
             self.latents.append(AllegroMLP(sizes, nonlinearity, generator))
 
-    def forward(
-        self,
-        latent: torch.Tensor,
-        edge_sh: torch.Tensor,
-        tensor_features: torch.Tensor,
-        centre: torch.Tensor,
-        node_norm: torch.Tensor,
-    ) -> torch.Tensor:
-        """Run every layer.
+    def start(self, latent: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Layer-0 scalars ``[x^0]`` and the first environment weights.
 
         Args:
             latent: (n_edges, latent_dim) two-body scalar latent.
+
+        Returns:
+            ``[x^0]`` ((n_edges, latent_dim)) and (n_edges, weight_numel) weights.
+        """
+        # split, not sliced: the backward of two slices zero-fills two full-size gradients
+        scalar, env_weights = self.first_projection(latent).split(self._sizes(), dim=-1)
+        return [scalar], env_weights
+
+    def layer(
+        self,
+        index: int,
+        scalars: list[torch.Tensor],
+        env_weights: torch.Tensor,
+        tensor_features: torch.Tensor,
+        edge_sh: torch.Tensor,
+        centre: torch.Tensor,
+        node_norm: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+        """Run layer ``index`` (0-based); ``start`` gives the first inputs.
+
+        Args:
+            index: the layer.
+            scalars: ``[x^0, ..., x^index]``, each (n_edges, latent_dim).
+            env_weights: (n_edges, weight_numel) this layer's environment weights.
+            tensor_features: (n_edges, mul, irreps dim) the tensor track.
             edge_sh: (n_edges, irreps_sh.dim) edge spherical harmonics.
-            tensor_features: (n_edges, mul, irreps_sh.dim) initial tensor features.
             centre: (n_edges,) int64 centre atom of each pair.
             node_norm: (n_atoms, 1) environment normalisation per atom.
 
         Returns:
-            (n_edges, latent_dim * (num_layers + 1)) scalar features of every layer.
+            ``scalars`` with ``x^{index+1}`` appended, the next layer's environment weights
+            (None after the last layer) and the new tensor track.
         """
-        # split, not sliced: the backward of two slices zero-fills two full-size gradients
-        sizes = [self.latent_dim, self.weighter.weight_numel]
-        scalar, env_weights = self.first_projection(latent).split(sizes, dim=-1)
-        scalars = [scalar]
         n_atoms, dim = node_norm.shape[0], edge_sh.shape[1]
-        for k, (tp, mlp) in enumerate(zip(self.tps, self.latents, strict=True)):
-            # environment sums atom-major, (n_atoms, dim, mul), viewed as (n_atoms, mul, dim)
-            env_edges = self.weighter.edge_major(edge_sh, env_weights)
-            env = env_edges.new_zeros(n_atoms, env_edges.shape[1])
-            env = (env.index_add(0, centre, env_edges) * node_norm).view(
-                n_atoms, dim, self.weighter.mul
-            )
-            tensor_features = tp(tensor_features, env.transpose(1, 2), centre)
-            out = mlp(torch.cat([*scalars, tensor_features[:, :, 0]], dim=-1))
-            if k < self.num_layers - 1:
-                scalar, env_weights = out.split(sizes, dim=-1)
-            else:
-                scalar = out
-            scalars.append(scalar)
-        return torch.cat(scalars, dim=-1)
+        # environment sums atom-major, (n_atoms, dim, mul), viewed as (n_atoms, mul, dim)
+        env_edges = self.weighter.edge_major(edge_sh, env_weights)
+        env = env_edges.new_zeros(n_atoms, env_edges.shape[1])
+        env = (env.index_add(0, centre, env_edges) * node_norm).view(
+            n_atoms, dim, self.weighter.mul
+        )
+        tensor_features = self.tps[index](tensor_features, env.transpose(1, 2), centre)
+        out = self.latents[index](torch.cat([*scalars, tensor_features[:, :, 0]], dim=-1))
+        if index < self.num_layers - 1:
+            scalar, next_weights = out.split(self._sizes(), dim=-1)
+        else:
+            scalar, next_weights = out, None
+        return [*scalars, scalar], next_weights, tensor_features
+
+    def _sizes(self) -> list[int]:
+        """Widths of an MLP output holding scalars and environment weights."""
+        return [self.latent_dim, self.weighter.weight_numel]
