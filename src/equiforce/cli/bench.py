@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--systems",
         nargs="+",
         default=list(DEFAULT_SYSTEMS),
-        help="molecule, batchN (N rattled copies in one batch), box-N (water box, ~N atoms); "
+        help="molecule, batchN (N rattled copies in one batch), box-N (water box, ~N atoms), "
+        "fcc-N (fcc Al box, ~N atoms, for the -al presets); "
         f"default: {' '.join(DEFAULT_SYSTEMS)}",
     )
     parser.add_argument(
