@@ -25,6 +25,8 @@ training), float32/float64, any device, deterministic.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -49,6 +51,8 @@ class FastAllegroTensorProduct(nn.Module):
         math_dtype: dtype of the contraction (None: the weight's); the output comes back in
             the dtype of ``x1``.
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ the dtype the contraction runs in; outputs come back in the input dtype.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,6 +44,8 @@ class AllegroTensorProduct(nn.Module):
         generator: random source for the initial weights.
         math_dtype: dtype of the contraction (None: the weight's).
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(
         self,

@@ -18,6 +18,8 @@ The symmetric contraction and linears of the ``cueq`` backend fall back to ``fas
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -90,6 +92,8 @@ class CueqChannelwiseTensorProduct(nn.Module):
         descriptor: what to compute.
         math_dtype: dtype of the contraction (None: the inputs').
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(self, descriptor: ChannelwiseTPDescriptor, math_dtype: torch.dtype | None = None):
         super().__init__()

@@ -15,6 +15,8 @@ dtype of the products; the output comes back in the input dtype.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -33,6 +35,8 @@ class FastLinear(nn.Module):
         generator: random source for the initial weights.
         math_dtype: dtype of the products (None: the weight's).
     """
+
+    op_class: ClassVar[str] = "linear"  # equiforce.precision.OP_CLASSES
 
     def __init__(
         self,

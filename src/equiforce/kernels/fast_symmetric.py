@@ -28,6 +28,8 @@ back in the input dtype.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -53,6 +55,8 @@ class FastSymmetricContraction(nn.Module):
         generator: random source for the initial weights (as the reference executor).
         math_dtype: dtype of the polynomial (None: the weights').
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(
         self,

@@ -22,6 +22,8 @@ Node features must have one multiplicity across blocks (MACE's hidden irreps do)
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -96,6 +98,8 @@ class FastChannelwiseTensorProduct(nn.Module):
         descriptor: what to compute.
         math_dtype: dtype of the contraction (None: the node features').
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(self, descriptor: ChannelwiseTPDescriptor, math_dtype: torch.dtype | None = None):
         super().__init__()

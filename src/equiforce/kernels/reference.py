@@ -14,6 +14,8 @@ on CPU (``index_add`` on CUDA is not); plain tensor ops, so ``torch.compile`` an
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -34,6 +36,8 @@ class Linear(nn.Module):
         generator: random source for the initial weights.
         math_dtype: dtype of the contraction (None: the weight's).
     """
+
+    op_class: ClassVar[str] = "linear"  # equiforce.precision.OP_CLASSES
 
     def __init__(
         self,
@@ -97,6 +101,8 @@ class ChannelwiseTensorProduct(nn.Module):
         descriptor: what to compute.
         math_dtype: dtype of the contraction (None: the node features').
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(self, descriptor: ChannelwiseTPDescriptor, math_dtype: torch.dtype | None = None):
         super().__init__()
@@ -167,6 +173,8 @@ class SymmetricContraction(nn.Module):
         generator: random source for the initial weights.
         math_dtype: dtype of the contraction (None: the weights').
     """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
 
     def __init__(
         self,

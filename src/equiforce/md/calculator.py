@@ -17,7 +17,7 @@ from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.models.check import check_model
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
-from equiforce.precision import PrecisionPolicy, apply_policy
+from equiforce.precision import PrecisionPolicy, apply_policy, current_policy, precision_scope
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -44,10 +44,13 @@ class EquiforceCalculator(Calculator):
             is copied first; otherwise it is used as is and put in eval mode.
         device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: model parameter dtype, ``"float32"``/``"float64"`` or a ``torch.dtype``; None
-            keeps the model's. Positions, energies, forces and stress stay float64 either way.
+            keeps the model's; another dtype runs the model in that dtype's plain float mode.
+            Positions, energies, forces and stress stay float64 either way.
         precision: a precision mode name (``equiforce.precision.MODES``, e.g.
             ``"bf16-mixed"``) or a ``PrecisionPolicy`` to run the model in (it sets the
-            parameter dtype, so ``dtype`` must then be None); None keeps the model as it is.
+            parameter dtype, so ``dtype`` must then be None); None keeps the model as it is
+            (a model file: the policy saved with it). Each call runs in the policy's matmul
+            precision (``equiforce.precision.precision_scope``).
         compile: run the model through ``equiforce.models.compile_potential``: True for
             Inductor, or a ``torch.compile`` backend name. The first call of each kind
             (energy only, forces, forces and stress) traces and compiles (minutes on a CPU);
@@ -87,7 +90,9 @@ class EquiforceCalculator(Calculator):
                 model = copy.deepcopy(model)
         else:
             model = load_model(model, map_location=self.device)
-        self.model = model.to(device=self.device, dtype=target_dtype).eval()
+        if target_dtype not in (None, model.dtype):  # a plain dtype: that dtype's float mode
+            precision = PrecisionPolicy.from_name(str(target_dtype).removeprefix("torch."))
+        self.model = model.to(device=self.device).eval()
         if precision is not None:
             apply_policy(self.model, precision)
         check_model(self.model)  # as it will run: after the dtype and precision changes
@@ -135,7 +140,7 @@ class EquiforceCalculator(Calculator):
             )
         # An energy-only request (finite differences, screening) skips the backward pass.
         want_forces = not set(properties) <= {"energy", "free_energy"}
-        with torch.enable_grad():
+        with torch.enable_grad(), precision_scope(current_policy(self.model)):
             out = self._call(
                 self._batch(self.atoms),
                 compute_forces=want_forces,

@@ -5,9 +5,10 @@ A policy has three independent parts (STYLE §7):
 * ``model_dtype``: parameter dtype, ``"float64"`` or ``"float32"``;
 * ``matmul``: float32 matmul precision, ``"highest"`` (true float32) or ``"tf32"`` (TF32 tensor
   cores on NVIDIA GPUs; PyTorch ignores it for CPU matmuls, so it equals ``float32`` there);
-* ``autocast``: ``"none"``, ``"bf16"`` or ``"fp16"``, applied only inside the op classes in
-  ``autocast_ops``; each region returns float32, so sums across regions (messages, energies)
-  accumulate in float32 and everything outside the regions stays in the model dtype.
+* ``autocast``: ``"none"``, ``"bf16"`` or ``"fp16"``, the compute dtype of the blocks whose op
+  class is in ``autocast_ops``; each such block returns float32, so sums across blocks
+  (messages, energies) accumulate in float32 and everything outside them stays in the model
+  dtype.
 
 The geometry (positions, cell, edge vectors), the per-species shift and the energy sum stay
 float64 under every policy (``equiforce.models.potential``), and forces/stress are autograd
@@ -36,11 +37,12 @@ __all__ = [
     "from_name",
 ]
 
-# Op classes an autocast can be applied to:
+# Op classes a low-precision compute dtype can be applied to; a block declares its own as the
+# class attribute ``op_class`` (see ``equiforce.precision.apply``):
 #   linear: equivariant linear maps (kernel executors of a ``LinearDescriptor``);
 #   mlp: scalar MLPs (MACE's radial MLP; Allegro's two-body, latent and readout MLPs);
-#   tensor_product: edge tensor products and MACE's symmetric contraction (needs a kernel
-#       backend with a ``math_dtype``; see ``equiforce.precision.apply``).
+#   tensor_product: edge tensor products, MACE's symmetric contraction and Allegro's tensor
+#       product (kernel executors).
 OP_CLASSES = ("linear", "mlp", "tensor_product")
 
 # Linear layers and MLPs: the published MACE recipe (linears cast to bf16/fp16 with float32

@@ -21,6 +21,7 @@ from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import Configuration, configuration_to_graph, type_indices
 from equiforce.files import atomic_write_text
 from equiforce.models.potential import Potential
+from equiforce.precision import current_policy, precision_scope
 
 # A structure to evaluate: a ``Configuration`` or a single-structure graph dict.
 Structure = Union[Configuration, Mapping[str, torch.Tensor]]
@@ -165,7 +166,8 @@ def predict(
     """Batched inference without keeping the derivative graph.
 
     Args:
-        model: the potential; evaluated in eval mode, its training flag is restored after.
+        model: the potential; evaluated in eval mode, its training flag is restored after,
+            in the matmul precision of its policy (``equiforce.precision.precision_scope``).
         structures: ``Configuration`` objects (converted with the model's type names and
             cutoff) or single-structure graph dicts from ``configuration_to_graph``.
         batch_size: structures per forward pass.
@@ -192,7 +194,8 @@ def predict(
     wanted = [keys.ENERGY, keys.FORCES] + ([keys.STRESS] if compute_stress else [])
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
     try:
-        with torch.enable_grad():  # forces are autograd derivatives, even under no_grad
+        # forces are autograd derivatives, even under no_grad
+        with torch.enable_grad(), precision_scope(current_policy(model)):
             for start in range(0, len(structures), batch_size):
                 stop = min(start + batch_size, len(structures))
                 graphs = [_to_graph(structures[k], model, k) for k in range(start, stop)]

@@ -44,7 +44,13 @@ from equiforce.md.dynamics import run_md
 from equiforce.measure.memory import peak_memory_mb
 from equiforce.measure.timing import device_sync, interleave, summarize, time_call
 from equiforce.models.potential import Potential
-from equiforce.precision import MODES, PrecisionPolicy, apply_policy
+from equiforce.precision import (
+    MODES,
+    PrecisionPolicy,
+    apply_policy,
+    current_policy,
+    precision_scope,
+)
 from equiforce.train.evaluate import Predictions, errors_of, predict
 
 # Relative rotation error of the forces allowed per arithmetic (RMS of F(Rx) - R F(x) over
@@ -238,7 +244,7 @@ def _single_call(
     )
 
     def call() -> None:
-        with torch.enable_grad():
+        with torch.enable_grad(), precision_scope(current_policy(model)):
             model(batch, compute_forces=True, create_graph=False)
 
     return call

@@ -10,7 +10,7 @@ what makes Allegro strictly local.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -29,11 +29,18 @@ class AllegroMLP(nn.Module):
 
     Parameters: ``weights.{k}`` (sizes[k], sizes[k + 1]) float64.
 
+    Precision: op class ``mlp``. ``math_dtype`` (None: the parameter dtype; set by
+    ``equiforce.precision.apply_policy``) is the dtype of the matmuls and nonlinearities: the
+    input and each scaled weight are cast to it, and the output is cast back to the input
+    dtype (what ``torch.autocast`` does to this net).
+
     Args:
         sizes: layer widths, input first, at least two entries.
         nonlinearity: key of ``NONLINEARITIES``, or None for a (deep) linear map.
         generator: random source for the initial weights.
     """
+
+    op_class: ClassVar[str] = "mlp"
 
     def __init__(self, sizes: Sequence[int], nonlinearity: str | None, generator: torch.Generator):
         super().__init__()
@@ -57,6 +64,7 @@ class AllegroMLP(nn.Module):
         self.alphas = tuple(
             (1.0 if k == 0 else gain) / math.sqrt(h_in) for k, h_in in enumerate(self.sizes[:-1])
         )
+        self.math_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the net.
@@ -65,14 +73,16 @@ class AllegroMLP(nn.Module):
             x: (n, sizes[0]).
 
         Returns:
-            (n, sizes[-1]).
+            (n, sizes[-1]), dtype of ``x``.
         """
+        dtype = self.math_dtype or self.weights[0].dtype
+        h = x.to(dtype)
         last = len(self.weights) - 1
         for index, (weight, alpha) in enumerate(zip(self.weights, self.alphas, strict=True)):
-            x = x @ (weight * alpha)
+            h = h @ (weight * alpha).to(dtype)
             if index < last and self.nonlinearity is not None:
-                x = NONLINEARITIES[self.nonlinearity](x)
-        return x
+                h = NONLINEARITIES[self.nonlinearity](h)
+        return h.to(x.dtype)
 
 
 class WeightedChannels(nn.Module):

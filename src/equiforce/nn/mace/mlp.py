@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -42,10 +42,17 @@ class RadialMLP(nn.Module):
 
     Parameters: ``weights.{i}`` (sizes[i], sizes[i + 1]) float64.
 
+    Precision: op class ``mlp``. ``math_dtype`` (None: the parameter dtype; set by
+    ``equiforce.precision.apply_policy``) is the dtype of the matmuls and activations: the
+    input and each normalised weight are cast to it, and the output is cast back to the input
+    dtype (what ``torch.autocast`` does to this net).
+
     Args:
         sizes: layer widths, input first, at least two entries.
         generator: random source for the initial weights.
     """
+
+    op_class: ClassVar[str] = "mlp"
 
     def __init__(self, sizes: Sequence[int], generator: torch.Generator):
         super().__init__()
@@ -57,6 +64,7 @@ class RadialMLP(nn.Module):
             for h_in, h_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.activation = ScaledSiLU()
+        self.math_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the net.
@@ -65,12 +73,14 @@ class RadialMLP(nn.Module):
             x: (n, sizes[0]).
 
         Returns:
-            (n, sizes[-1]).
+            (n, sizes[-1]), dtype of ``x``.
         """
+        dtype = self.math_dtype or self.weights[0].dtype
+        h = x.to(dtype)
         last = len(self.weights) - 1
         for index, weight in enumerate(self.weights):
             # normalise the (small) weight, not the (n_edges, width) product
-            x = x @ (weight / math.sqrt(weight.shape[0]))
+            h = h @ (weight / math.sqrt(weight.shape[0])).to(dtype)
             if index < last:
-                x = self.activation(x)
-        return x
+                h = self.activation(h)
+        return h.to(x.dtype)
