@@ -11,7 +11,7 @@ import torch
 from ase.io import write
 
 from equiforce.models import load_model
-from equiforce.precision import MODES, DynamicLossScaler
+from equiforce.precision import MODES, DynamicLossScaler, current_policy
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
 from equiforce.train.checkpoint import load_checkpoint
 from equiforce.train.config import RunConfig
@@ -49,6 +49,7 @@ def test_every_mode_trains_and_evaluates(tmp_path, data_file, family, mode):
     result = train(_config(tmp_path, data_file, family, mode=mode))
     assert result.epochs_completed == 2
     model = load_model(result.model_path)
+    assert current_policy(model) == MODES[mode]  # the policy travels in the model file
     assert model.dtype == MODES[mode].torch_dtype
     assert model.spec.dtype == MODES[mode].model_dtype
     assert all(torch.isfinite(p).all() for p in model.parameters())

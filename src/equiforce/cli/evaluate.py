@@ -34,12 +34,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from equiforce.data.extxyz import KeySpec, read_configurations
     from equiforce.models import load_model
-    from equiforce.precision import PrecisionPolicy, apply_policy
     from equiforce.train.evaluate import evaluate, format_table, plot_parity, to_json
 
-    model = load_model(args.model, map_location=args.device)
-    if args.precision is not None:
-        apply_policy(model, PrecisionPolicy.from_name(args.precision))
+    model = load_model(args.model, map_location=args.device, precision=args.precision)
     label_keys = KeySpec(
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
     )

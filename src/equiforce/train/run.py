@@ -23,7 +23,7 @@ from equiforce.data.dataset import load_dataset
 from equiforce.files import atomic_write_text
 from equiforce.models.io import model_from_payload
 from equiforce.models.potential import Potential
-from equiforce.precision import DynamicLossScaler, apply_policy
+from equiforce.precision import MODES, DynamicLossScaler, apply_policy
 from equiforce.train import evaluate as evaluation
 from equiforce.train.checkpoint import Progress, load_checkpoint, restore_rng_state
 from equiforce.train.config import ModelConfig, PrecisionConfig, RunConfig, dump_config
@@ -203,10 +203,14 @@ def _model_config(config: RunConfig) -> ModelConfig:
 
 
 def _with_precision(model: Potential, config: RunConfig) -> Potential:
-    """``model`` with the run's precision policy applied (unchanged without one)."""
+    """``model`` with the run's precision policy applied.
+
+    Without a precision mode that is the plain float mode of the model's dtype, which also
+    drops any policy a fine-tuned model file was saved with.
+    """
     policy = config.precision.policy()
     if policy is None:
-        return model
+        return apply_policy(model, MODES[str(model.dtype).removeprefix("torch.")])
     LOG.info(
         "precision %s: %s weights, matmul %s, autocast %s on %s",
         policy.name,
