@@ -54,7 +54,7 @@ from equiforce.models.check import check_model
 from equiforce.models.contract import POTENTIAL_METADATA
 from equiforce.models.potential import Potential
 
-__all__ = ["CompiledPotential", "compile_potential"]
+__all__ = ["CompiledPotential", "compile_potential", "trace_potential"]
 
 # the one symbolic axis of each batch input that has one: atoms or edges
 _SYMBOLIC_AXIS = {
@@ -147,33 +147,53 @@ class CompiledPotential(nn.Module):
         self, names: list[str], args: list[torch.Tensor], forces: bool, stress: bool
     ) -> tuple[Callable, list[str]]:
         """Trace one whole call (derivatives included) and compile the graph."""
-        potential = self.potential
-        state_names = [n for n, _ in potential.named_parameters()]
-        state_names += [n for n, _ in potential.named_buffers()]
-        out_keys: list[str] = []
-
-        def flat_call(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            data = dict(zip(names, flat[: len(names)], strict=True))
-            state = dict(zip(state_names, flat[len(names) :], strict=True))
-            out = torch.func.functional_call(
-                potential,
-                state,
-                (data,),
-                {"compute_forces": forces, "compute_stress": stress, "create_graph": True},
-            )
-            out_keys[:] = sorted(out)
-            return tuple(out[k] for k in out_keys)
-
-        graph = make_fx(
-            flat_call,
-            decomposition_table=_decompositions(),
-            tracing_mode="symbolic",
-            _allow_non_fake_inputs=True,
-        )(*_fake_inputs(names, args))
-        _contiguous_single_cats(graph)
-        _sum_into_single_rows(graph)
+        graph, out_keys = trace_potential(self.potential, names, args, forces, stress)
         compiled = torch.compile(graph, backend=self.backend, dynamic=True, **self.options)
-        return compiled, list(out_keys)
+        return compiled, out_keys
+
+
+def trace_potential(
+    potential: Potential, names: list[str], args: list[torch.Tensor], forces: bool, stress: bool
+) -> tuple[torch.fx.GraphModule, list[str]]:
+    """Trace one whole call of ``potential``, derivatives included (step 1 of the docstring).
+
+    Args:
+        potential: the eager potential.
+        names: the batch keys of the leading ``args``, sorted (``MODEL_INPUT_KEYS`` present).
+        args: the batch tensors in ``names`` order, then ``potential``'s parameters and
+            buffers in ``named_parameters()`` / ``named_buffers()`` order.
+        forces: compute forces.
+        stress: compute stress and virial.
+
+    Returns:
+        The graph (its inputs ``args``, the atom and edge axes symbolic; ``create_graph``
+        semantics) and the output keys, in the order of the graph's outputs.
+    """
+    state_names = [n for n, _ in potential.named_parameters()]
+    state_names += [n for n, _ in potential.named_buffers()]
+    out_keys: list[str] = []
+
+    def flat_call(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        data = dict(zip(names, flat[: len(names)], strict=True))
+        state = dict(zip(state_names, flat[len(names) :], strict=True))
+        out = torch.func.functional_call(
+            potential,
+            state,
+            (data,),
+            {"compute_forces": forces, "compute_stress": stress, "create_graph": True},
+        )
+        out_keys[:] = sorted(out)
+        return tuple(out[k] for k in out_keys)
+
+    graph = make_fx(
+        flat_call,
+        decomposition_table=_decompositions(),
+        tracing_mode="symbolic",
+        _allow_non_fake_inputs=True,
+    )(*_fake_inputs(names, args))
+    _contiguous_single_cats(graph)
+    _sum_into_single_rows(graph)
+    return graph, list(out_keys)
 
 
 def _fake_inputs(names: list[str], args: list[torch.Tensor]) -> list[torch.Tensor]:
