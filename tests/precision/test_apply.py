@@ -260,3 +260,12 @@ def test_calculator_runs_a_saved_model_in_any_mode_without_touching_it():
     plain = EquiforceCalculator(calculator.model, dtype="float64").model
     assert current_policy(plain) == MODES["float64"]
     assert all(getattr(m, "math_dtype", None) is None for m in plain.modules())
+
+
+def test_a_compiled_wrapper_reports_the_policy_of_the_potential_it_wraps():
+    from equiforce.models.compile import compile_potential
+
+    model = apply_policy(tiny_mace(dtype="float32"), from_name("tf32"))
+    wrapper = compile_potential(model, backend="aot_eager")
+    assert current_policy(wrapper) is current_policy(model) is from_name("tf32")
+    assert current_policy(tiny_mace()) is None

@@ -50,8 +50,12 @@ def op_class(module: nn.Module) -> str | None:
 
 
 def current_policy(model: nn.Module) -> PrecisionPolicy | None:
-    """The policy last applied to ``model`` by ``apply_policy``, or None."""
-    return getattr(model, _POLICY_ATTR, None)
+    """The policy last applied by ``apply_policy`` to ``model`` or a module inside it, or None.
+
+    A wrapper (``CompiledPotential``) thus reports the policy of the potential it wraps.
+    """
+    carriers = (m for m in model.modules() if hasattr(m, _POLICY_ATTR))
+    return next((getattr(m, _POLICY_ATTR) for m in carriers), None)
 
 
 def apply_policy(model: nn.Module, policy: PrecisionPolicy) -> nn.Module:

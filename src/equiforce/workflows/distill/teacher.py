@@ -31,6 +31,7 @@ from equiforce.data.dataset import file_sha256
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.models.io import load_model
 from equiforce.models.potential import NODE_FEATURES, Potential
+from equiforce.precision import current_policy, precision_scope
 from equiforce.workflows.distill.config import TeacherConfig
 from equiforce.workflows.distill.hessian import hessian_vector_product
 
@@ -138,7 +139,7 @@ class ModelTeacher(Teacher):
             chunk = structures[start : start + self.batch_size]
             batch = self._batch(chunk)
             stress = any(is_periodic(a) for a in chunk)
-            with torch.enable_grad():
+            with torch.enable_grad(), precision_scope(current_policy(self.model)):
                 pred = self.model(
                     batch, compute_forces=True, compute_stress=stress, create_graph=False
                 )
