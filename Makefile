@@ -24,7 +24,8 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/equiforce quickstart --out quickstart_out
 
-test: test-core test-interop
+# the peers' venvs first: the benchmark smoke tests in test-core run their peer cases in them
+test: install-mace install-nequip test-core test-interop
 
 test-interop: test-interop-mace test-interop-nequip
 
