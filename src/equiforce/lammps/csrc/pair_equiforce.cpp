@@ -1,0 +1,222 @@
+/* pair_style equiforce model.pt / pair_coeff * * C H O (see pair_equiforce.h, docs/lammps.md).
+
+   Requires units metal and newton_pair on: forces on ghost atoms are summed into their owners
+   by LAMMPS's reverse communication, and the global virial is sum_i x_i (x) f_i over local and
+   ghost atoms (virial_fdotr_compute). */
+#include "pair_equiforce.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "lammps.h"
+#include "lammpsplugin.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include <algorithm>
+#include <cstring>
+
+using namespace LAMMPS_NS;
+
+namespace {
+equiforce_callbacks_t callbacks = {nullptr, nullptr, nullptr};
+constexpr int kChunk = 32;    // columns per halo message (comm buffers are sized for this)
+constexpr int kErrLen = 4096;
+}    // namespace
+
+extern "C" void equiforce_set_callbacks(const equiforce_callbacks_t *source)
+{
+  callbacks = *source;
+}
+
+extern "C" void equiforce_exchange(void *pair, double *rows, int width, int reverse)
+{
+  static_cast<PairEquiforce *>(pair)->exchange(rows, width, reverse);
+}
+
+PairEquiforce::PairEquiforce(LAMMPS *lmp) :
+    Pair(lmp), handle(-1), r_max(0.0), halo_rows(nullptr), halo_width(0), halo_first(0)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  comm_forward = kChunk;
+  comm_reverse = kChunk;
+}
+
+PairEquiforce::~PairEquiforce()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairEquiforce::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+}
+
+void PairEquiforce::settings(int narg, char **arg)
+{
+  if (narg != 1) error->all(FLERR, "Illegal pair_style equiforce command: pair_style equiforce MODEL");
+  if (callbacks.load == nullptr)
+    error->all(FLERR,
+               "pair_style equiforce runs inside the equiforce driver: equiforce lammps in.lmp");
+  char err[kErrLen] = "";
+  if (callbacks.load(arg[0], &handle, &r_max, err, kErrLen) != 0) error->all(FLERR, err);
+}
+
+void PairEquiforce::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  int n_types = atom->ntypes;
+  if (narg != 2 + n_types || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR,
+               "pair_coeff for equiforce is 'pair_coeff * * ELEMENT...' with one element per "
+               "atom type: {} types, {} elements given",
+               n_types, std::max(0, narg - 2));
+  std::vector<const char *> elements(arg + 2, arg + narg);
+  type_map.assign(n_types + 1, -1);
+  char err[kErrLen] = "";
+  if (callbacks.map_types(handle, n_types, elements.data(), type_map.data() + 1, err, kErrLen))
+    error->all(FLERR, err);
+  for (int i = 1; i <= n_types; i++)
+    for (int j = i; j <= n_types; j++) setflag[i][j] = 1;
+}
+
+void PairEquiforce::init_style()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style equiforce needs 'units metal' (eV, Å, ps); the input has 'units {}'",
+               update->unit_style);
+  if (force->newton_pair == 0) error->all(FLERR, "pair_style equiforce needs 'newton on'");
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+double PairEquiforce::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0)
+    error->all(FLERR, "pair_style equiforce: atom types {} and {} have no element "
+               "(pair_coeff * * ELEMENT...)", i, j);
+  return r_max;
+}
+
+void PairEquiforce::build_edges()
+{
+  double **x = atom->x;
+  double r_max_sq = r_max * r_max;
+  centre.clear();
+  neighbour.clear();
+  for (int ii = 0; ii < list->inum; ii++) {
+    int i = list->ilist[ii];
+    int *neighbours = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      int j = neighbours[jj] & NEIGHMASK;
+      double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz < r_max_sq) {
+        centre.push_back(i);
+        neighbour.push_back(j);
+      }
+    }
+  }
+}
+
+void PairEquiforce::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "pair_style equiforce does not compute per-atom virials (stress/atom)");
+  int n_local = atom->nlocal, n_all = atom->nlocal + atom->nghost;
+  model_types.resize(n_all);
+  for (int i = 0; i < n_all; i++) model_types[i] = type_map[atom->type[i]];
+  build_edges();
+  double energy = 0.0;
+  char err[kErrLen] = "";
+  int status = callbacks.compute(handle, this, n_local, n_all - n_local, atom->x[0],
+                                 model_types.data(), (int) centre.size(), centre.data(),
+                                 neighbour.data(), atom->f[0], eflag_atom ? eatom : nullptr,
+                                 &energy, err, kErrLen);
+  if (status != 0) error->one(FLERR, err);
+  if (eflag_global) eng_vdwl += energy;
+  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+void PairEquiforce::exchange(double *rows, int width, int reverse)
+{
+  halo_rows = rows;
+  halo_width = width;
+  for (halo_first = 0; halo_first < width; halo_first += kChunk) {
+    int size = std::min(kChunk, width - halo_first);
+    if (reverse)
+      comm->reverse_comm(this, size);
+    else
+      comm->forward_comm(this, size);
+  }
+  halo_rows = nullptr;
+}
+
+int PairEquiforce::pack_forward_comm(int n, int *list_, double *buf, int, int *)
+{
+  int size = std::min(kChunk, halo_width - halo_first), m = 0;
+  for (int i = 0; i < n; i++) {
+    const double *row = halo_rows + (size_t) list_[i] * halo_width + halo_first;
+    for (int c = 0; c < size; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairEquiforce::unpack_forward_comm(int n, int first, double *buf)
+{
+  int size = std::min(kChunk, halo_width - halo_first), m = 0;
+  for (int i = first; i < first + n; i++) {
+    double *row = halo_rows + (size_t) i * halo_width + halo_first;
+    for (int c = 0; c < size; c++) row[c] = buf[m++];
+  }
+}
+
+int PairEquiforce::pack_reverse_comm(int n, int first, double *buf)
+{
+  int size = std::min(kChunk, halo_width - halo_first), m = 0;
+  for (int i = first; i < first + n; i++) {
+    const double *row = halo_rows + (size_t) i * halo_width + halo_first;
+    for (int c = 0; c < size; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairEquiforce::unpack_reverse_comm(int n, int *list_, double *buf)
+{
+  int size = std::min(kChunk, halo_width - halo_first), m = 0;
+  for (int i = 0; i < n; i++) {
+    double *row = halo_rows + (size_t) list_[i] * halo_width + halo_first;
+    for (int c = 0; c < size; c++) row[c] += buf[m++];
+  }
+}
+
+static Pair *create_pair(LAMMPS *lmp)
+{
+  return new PairEquiforce(lmp);
+}
+
+extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
+{
+  lammpsplugin_t plugin;
+  plugin.version = static_cast<LAMMPS *>(lmp)->version;    // the build is keyed by version
+  plugin.style = "pair";
+  plugin.name = "equiforce";
+  plugin.info = "equiforce pair style (E(3)-equivariant ML potentials through Python)";
+  plugin.author = "equiforce";
+  plugin.creator.v1 = (lammpsplugin_factory1 *) &create_pair;
+  plugin.handle = handle;
+  (*(lammpsplugin_regfunc) regfunc)(&plugin, lmp);
+}

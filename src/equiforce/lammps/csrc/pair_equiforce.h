@@ -1,0 +1,71 @@
+/* pair_style equiforce: an equiforce model evaluated in Python, called through C callbacks
+   that the `equiforce lammps` driver registers (equiforce/lammps/driver.py). */
+#ifndef EQUIFORCE_PAIR_EQUIFORCE_H
+#define EQUIFORCE_PAIR_EQUIFORCE_H
+
+#include "pair.h"
+
+#include <vector>
+
+extern "C" {
+
+/* Callbacks into the driver. Each returns 0 on success; on failure it writes a message
+   (at most `errlen` bytes, NUL-terminated) into `err`. Units: Å, eV, eV/Å. */
+typedef struct {
+  /* load the model file `path`: its handle and cutoff r_max (Å) */
+  int (*load)(const char *path, int *handle, double *r_max, char *err, int errlen);
+  /* model type index (0-based) of each of `n_types` element symbols */
+  int (*map_types)(int handle, int n_types, const char **elements, int *model_types, char *err,
+                   int errlen);
+  /* energies and forces of the local atoms: x (n_all, 3) positions of local then ghost atoms,
+     model_types (n_all,), edges centre -> neighbour (n_edges,) with centre < n_local;
+     adds -dE/dx to f (n_all, 3), E_i to eatom (n_local,) when eatom is not NULL, and writes
+     the sum of the local E_i to *energy. `pair` is passed back to equiforce_exchange. */
+  int (*compute)(int handle, void *pair, int n_local, int n_ghost, const double *x,
+                 const int *model_types, int n_edges, const int *centre, const int *neighbour,
+                 double *f, double *eatom, double *energy, char *err, int errlen);
+} equiforce_callbacks_t;
+
+void equiforce_set_callbacks(const equiforce_callbacks_t *callbacks);
+
+/* Halo exchange of a row-major (n_all, width) float64 array during `compute`: forward
+   (reverse == 0) copies each owned row into its ghost copies; reverse adds each ghost row
+   into its owner's row. Collective over all ranks. */
+void equiforce_exchange(void *pair, double *rows, int width, int reverse);
+}
+
+namespace LAMMPS_NS {
+
+class PairEquiforce : public Pair {
+ public:
+  PairEquiforce(class LAMMPS *);
+  ~PairEquiforce() override;
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  void exchange(double *rows, int width, int reverse);
+
+ protected:
+  void allocate();
+  void build_edges();
+
+  int handle;
+  double r_max;
+  std::vector<int> type_map;    // LAMMPS type (1-based) -> model type index
+  std::vector<int> model_types;    // (n_all,) per compute
+  std::vector<int> centre, neighbour;    // edges within r_max, per compute
+  // the array being exchanged: `halo_rows` (n_all, halo_width), columns [halo_first,
+  // halo_first + comm size) in the current message
+  double *halo_rows;
+  int halo_width, halo_first;
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

