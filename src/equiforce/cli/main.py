@@ -16,6 +16,10 @@ SUBCOMMANDS = {
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",
     ),
+    "export": (
+        "equiforce.cli.export",
+        "compile a model into a .pt2 package that runs without equiforce",
+    ),
     "bench": ("equiforce.cli.bench", "inference speed and memory, optionally against the peers"),
     "distill": (
         "equiforce.cli.distill",

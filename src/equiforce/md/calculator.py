@@ -1,9 +1,17 @@
-"""ASE calculator over any equiforce ``Potential`` (a model object or a saved model file)."""
+"""ASE calculator over any equiforce ``Potential`` (a model object or a saved model file) or an
+exported package (``.pt2``, ``equiforce.export``).
+
+The model stack (``equiforce.models``) is imported only for model objects and files, so a
+calculator over a package needs torch, numpy, vesin and ase only.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,12 +20,11 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.data import keys
-from equiforce.data.batch import batch_to, collate
-from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
-from equiforce.models.check import check_model
-from equiforce.models.io import load_model
-from equiforce.models.potential import Potential
+from equiforce.export.package import ExportedPotential, atoms_batch, load_exported
 from equiforce.precision import PrecisionPolicy, apply_policy, current_policy, precision_scope
+
+if TYPE_CHECKING:
+    from equiforce.models.potential import Potential
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -39,9 +46,12 @@ class EquiforceCalculator(Calculator):
     raise a ``ValueError`` naming the element and the model's types.
 
     Args:
-        model: a ``Potential`` or the path of a file written by ``equiforce.models.save_model``
-            (or a training checkpoint). A ``Potential`` that needs a different device or dtype
-            is copied first; otherwise it is used as is and put in eval mode.
+        model: a ``Potential``, the path of a file written by ``equiforce.models.save_model``
+            (or a training checkpoint), or the path of a package written by ``equiforce
+            export`` (``.pt2``: runs in the precision and on the device type it was exported
+            for, so ``dtype``, ``precision`` and ``compile`` must stay unset). A ``Potential``
+            that needs a different device or dtype is copied first; otherwise it is used as is
+            and put in eval mode.
         device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: model parameter dtype, ``"float32"``/``"float64"`` or a ``torch.dtype``; None
             keeps the model's; another dtype runs the model in that dtype's plain float mode.
@@ -78,30 +88,44 @@ class EquiforceCalculator(Calculator):
     ):
         super().__init__(**kwargs)
         self.device = torch.device(device)
-        target_dtype = _resolve_dtype(dtype)
-        if isinstance(precision, str):
-            precision = PrecisionPolicy.from_name(precision)
-        if precision is not None and target_dtype is not None:
-            raise ValueError("give either dtype or precision (which sets the dtype), not both")
-        if isinstance(model, Potential):
-            moved = next(model.parameters()).device != self.device
-            cast = target_dtype is not None and target_dtype != model.dtype
-            if moved or cast or precision is not None:
-                model = copy.deepcopy(model)
-        else:
-            model = load_model(model, map_location=self.device)
-        if target_dtype not in (None, model.dtype):  # a plain dtype: that dtype's float mode
-            precision = PrecisionPolicy.from_name(str(target_dtype).removeprefix("torch."))
-        self.model = model.to(device=self.device).eval()
-        if precision is not None:
-            apply_policy(self.model, precision)
-        check_model(self.model)  # as it will run: after the dtype and precision changes
-        self._call = self.model
+        if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".pt2":
+            if dtype is not None or precision is not None or compile:
+                raise ValueError(
+                    f"{model}: a package runs as exported; dtype, precision and compile apply "
+                    "to model files"
+                )
+            self.model = self._call = load_exported(model, self.device)
+            return
+        self.model = self._call = self._eager(model, _resolve_dtype(dtype), precision)
         if compile:
             from equiforce.models.compile import compile_potential  # torch.compile machinery
 
             backend = "inductor" if compile is True else str(compile)
             self._call = compile_potential(self.model, backend=backend).eval()
+
+    def _eager(self, model, target_dtype: torch.dtype | None, precision):
+        """The model object or file as a ``Potential`` on ``self.device``, checked."""
+        from equiforce.models.check import check_model
+        from equiforce.models.io import load_model
+
+        if isinstance(precision, str):
+            precision = PrecisionPolicy.from_name(precision)
+        if precision is not None and target_dtype is not None:
+            raise ValueError("give either dtype or precision (which sets the dtype), not both")
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model, map_location=self.device)
+        else:
+            moved = next(model.parameters()).device != self.device
+            cast = target_dtype is not None and target_dtype != model.dtype
+            if moved or cast or precision is not None:
+                model = copy.deepcopy(model)
+        if target_dtype not in (None, model.dtype):  # a plain dtype: that dtype's float mode
+            precision = PrecisionPolicy.from_name(str(target_dtype).removeprefix("torch."))
+        model = model.to(device=self.device).eval()
+        if precision is not None:
+            apply_policy(model, precision)
+        check_model(model)  # as it will run: after the dtype and precision changes
+        return model
 
     @property
     def dtype(self) -> torch.dtype:
@@ -109,10 +133,7 @@ class EquiforceCalculator(Calculator):
         return self.model.dtype
 
     def _batch(self, atoms: Atoms) -> dict[str, torch.Tensor]:
-        source = f"Atoms({atoms.get_chemical_formula()})"
-        config = atoms_to_configuration(atoms, source=source)
-        graph = configuration_to_graph(config, self.model.type_names, self.model.r_max)
-        return batch_to(collate([graph]), self.device)
+        return atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
 
     def calculate(
         self,
@@ -140,7 +161,11 @@ class EquiforceCalculator(Calculator):
             )
         # An energy-only request (finite differences, screening) skips the backward pass.
         want_forces = not set(properties) <= {"energy", "free_energy"}
-        with torch.enable_grad(), precision_scope(current_policy(self.model)):
+        if isinstance(self.model, ExportedPotential):
+            scope = contextlib.nullcontext()  # compiled in its precision at export
+        else:
+            scope = precision_scope(current_policy(self.model))
+        with torch.enable_grad(), scope:
             out = self._call(
                 self._batch(self.atoms),
                 compute_forces=want_forces,

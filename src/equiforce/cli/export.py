@@ -1,0 +1,56 @@
+"""``equiforce export MODEL OUT.pt2``: an AOTInductor package that runs without equiforce."""
+
+from __future__ import annotations
+
+import argparse
+
+from equiforce.precision import MODES as PRECISION_MODES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``export`` options on ``parser``."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("out", help="package to write (.pt2)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISION_MODES),
+        help="export in this precision mode (default: as saved); see docs/precision.md",
+    )
+    parser.add_argument(
+        "--backend",
+        default="reference",
+        choices=("reference", "fast"),
+        help="kernel backend to trace; fast works for Allegro only (MACE's are custom ops)",
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--stress", action="store_true", help="also output stress and virial")
+    parser.add_argument("--per-atom", action="store_true", help="also output atomic energies")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, print the validation figures; nothing is written when validation fails.
+
+    Raises:
+        ValueError: the model cannot be exported or its package fails validation
+            (``equiforce.export.ExportError``, with the figures).
+    """
+    from equiforce.export.build import export_potential, format_validation
+    from equiforce.models import load_model
+
+    if not args.out.endswith(".pt2"):
+        raise ValueError(f"the package name must end in .pt2, got {args.out}")
+    model = load_model(args.model, backend=args.backend, precision=args.precision)
+    metadata = export_potential(
+        model,
+        args.out,
+        backend=args.backend,
+        device=args.device,
+        stress=args.stress,
+        per_atom=args.per_atom,
+    )
+    validation = metadata["validation"]
+    print(f"package vs eager, (atol, rtol) = {tuple(validation['tolerance'])}:")
+    print(format_validation(validation["figures"]))
+    print(f"exported {metadata['family']} ({metadata['dtype']}) to {args.out}")
+    return 0

@@ -1,0 +1,313 @@
+"""Writing an exported potential: trace, ``torch.export``, AOTInductor, validate, package.
+
+``export_potential`` turns an eager ``Potential`` into a ``.pt2`` package that
+``equiforce.export.package.load_exported`` (torch, numpy, vesin and ase only) and C++
+AOTInductor loaders run:
+
+1. the potential is copied onto the target device and kernel backend;
+2. ``models.compile.trace_potential`` traces one whole energy → forces (→ stress) call
+   (derivatives included) with symbolic atom and edge axes, on the periodic validation cell;
+3. the weights become buffers of the graph (so they are packaged), the outputs are cut to the
+   requested ones, and ``torch.export.export`` exports it with the atom and edge axes dynamic
+   (from 2 up);
+4. ``torch._inductor.aot_compile`` compiles it; the candidate package is loaded and compared
+   with the eager potential (called as traced, ``create_graph=True``) on a molecule, a
+   periodic triclinic cell, a slab (mixed pbc) and a periodic cell larger than the traced
+   one (``validation_structures``); beyond the dtype's ``EXPORT_TOLERANCES`` nothing is
+   written (``ExportValidationError`` with the figures);
+5. the package is written atomically with the metadata and figures in it.
+
+Custom ops (the ``fast`` backend's C++ edge convolution of MACE) would need equiforce's
+kernels at load time, so a trace containing any is refused (export with ``reference``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import atomic_numbers
+from torch.export import Dim
+from torch.export.pt2_archive._package import package_pt2
+
+import equiforce
+from equiforce.data import keys
+from equiforce.export.package import (
+    FORMAT,
+    METADATA_FILE,
+    ExportedPotential,
+    atoms_batch,
+    load_exported,
+)
+from equiforce.files import atomic_write
+from equiforce.kernels import use_backend
+from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
+from equiforce.models.potential import Potential
+from equiforce.precision import current_policy
+
+__all__ = [
+    "EXPORT_TOLERANCES",
+    "ExportError",
+    "ExportValidationError",
+    "export_potential",
+    "format_validation",
+    "validation_structures",
+]
+
+# (atol, rtol) of package vs eager by the lowest compute dtype of the model: elementwise
+# |package - eager| <= atol + rtol * |eager| for energy (eV), forces (eV/Å), stress, virial and
+# node energies. float64/float32 equal equiforce.testing's TOL.fp64/TOL.fp32; bf16/fp16 allow
+# a few roundings of an 8/11-bit mantissa where Inductor fuses differently.
+EXPORT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-10, 1e-10),
+    "float32": (1e-4, 1e-4),
+    "bf16": (2e-2, 2e-2),
+    "fp16": (2e-2, 2e-2),
+}
+_GRID_SPACING = 2.0  # Å between generated atoms (~0.125 atoms/Å^3, a condensed-phase density)
+
+
+class ExportError(ValueError):
+    """The potential cannot be exported as asked (e.g. custom ops in the trace)."""
+
+
+class ExportValidationError(ExportError):
+    """The compiled package disagrees with the eager potential; ``figures`` holds the check."""
+
+    def __init__(self, message: str, figures: list[dict[str, Any]]):
+        super().__init__(message)
+        self.figures = figures
+
+
+def _grid_atoms(type_names, shape, pbc, seed: int) -> Atoms:
+    """Atoms on a jittered grid (``_GRID_SPACING``), species cycled in random order."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    positions = grid.reshape(-1, 3) * _GRID_SPACING
+    positions = positions + rng.normal(scale=0.1, size=positions.shape)
+    numbers = [atomic_numbers[type_names[k % len(type_names)]] for k in range(len(positions))]
+    cell = np.diag(np.asarray(shape, dtype=float) * _GRID_SPACING)
+    cell[1, 0], cell[2, 1] = 0.3, -0.2  # triclinic
+    return Atoms(numbers=rng.permutation(numbers), positions=positions, cell=cell, pbc=pbc)
+
+
+def validation_structures(type_names: list[str] | tuple[str, ...]) -> dict[str, Atoms]:
+    """The export check's structures, covering every species (fixed seeds).
+
+    Returns:
+        ``molecule`` (12 atoms, no cell), ``periodic`` (8 atoms, triclinic, the traced one),
+        ``slab`` (18 atoms, pbc x and y) and ``large`` (64 atoms, periodic).
+    """
+    return {
+        "molecule": _grid_atoms(type_names, (3, 2, 2), False, seed=0),
+        "periodic": _grid_atoms(type_names, (2, 2, 2), True, seed=1),
+        "slab": _grid_atoms(type_names, (3, 3, 2), (True, True, False), seed=2),
+        "large": _grid_atoms(type_names, (4, 4, 4), True, seed=3),
+    }
+
+
+def _lowest_compute_dtype(potential: Potential) -> str:
+    """``EXPORT_TOLERANCES`` key: the policy's autocast dtype, else the parameter dtype."""
+    policy = current_policy(potential)
+    if policy is not None and policy.autocast != "none":
+        return policy.autocast
+    return str(potential.dtype).removeprefix("torch.")
+
+
+def _freeze(graph: torch.fx.GraphModule, n_inputs: int, state, picks: list[int]) -> None:
+    """Turn the trailing placeholders into buffers (``state``), keep outputs ``picks``."""
+    placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
+    for index, (node, tensor) in enumerate(zip(placeholders[n_inputs:], state, strict=True)):
+        graph.register_buffer(f"_weight_{index}", tensor)
+        with graph.graph.inserting_before(node):
+            node.replace_all_uses_with(graph.graph.get_attr(f"_weight_{index}"))
+        graph.graph.erase_node(node)
+    output = next(node for node in graph.graph.nodes if node.op == "output")
+    output.args = (tuple(output.args[0][k] for k in picks),)
+    graph.graph._codegen = torch.fx.graph.CodeGen()  # plain positional inputs, tuple out
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+
+
+def _custom_ops(graph: torch.fx.GraphModule) -> list[str]:
+    """Names of the non-aten/prims operators in ``graph``."""
+    names = {
+        node.target.name()
+        for node in graph.graph.nodes
+        if isinstance(node.target, torch._ops.OpOverload)
+        and node.target.namespace not in ("aten", "prims")
+    }
+    return sorted(names)
+
+
+def _exported_program(
+    potential: Potential, batch: dict[str, torch.Tensor], outputs: list[str], stress: bool
+) -> tuple[torch.export.ExportedProgram, list[str]]:
+    """Steps 2-3 of the module docstring; returns the program and its input keys."""
+    names = sorted(name for name in keys.MODEL_INPUT_KEYS if name in batch)
+    state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
+    args = [batch[name] for name in names]
+    graph, out_keys = trace_potential(potential, names, args + state, True, stress)
+    custom = _custom_ops(graph)
+    if custom:
+        raise ExportError(
+            f"the trace calls custom ops {custom}, which a package cannot carry (they need "
+            "equiforce's C++ kernels at load time); export with --backend reference"
+        )
+    missing = sorted(set(outputs) - set(out_keys))
+    if missing:
+        raise ExportError(f"the potential does not produce {missing}")
+    _freeze(graph, len(names), state, [out_keys.index(name) for name in outputs])
+    atoms, edges = Dim("n_atoms", min=2), Dim("n_edges", min=2)
+    per_axis = {keys.EDGE_INDEX: edges, keys.EDGE_SHIFT: edges}
+    dynamic = tuple(
+        {_SYMBOLIC_AXIS[name]: per_axis.get(name, atoms)} if name in _SYMBOLIC_AXIS else None
+        for name in names
+    )
+    return torch.export.export(graph, tuple(args), dynamic_shapes=dynamic), names
+
+
+def _validate(
+    package: ExportedPotential, potential: Potential, tolerance: tuple[float, float]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Package vs eager on ``validation_structures``: figures per structure, all within?"""
+    atol, rtol = tolerance
+    stress = keys.STRESS in package.outputs
+    figures, passed = [], True
+    for name, atoms in validation_structures(package.type_names).items():
+        batch = package.batch(atoms)
+        got = package(batch, compute_stress=stress)
+        want = potential(batch, compute_forces=True, compute_stress=stress, create_graph=True)
+        deviation, within = {}, True
+        for key in package.outputs:
+            diff = (got[key] - want[key].detach()).abs()
+            deviation[key] = float(diff.max())
+            within &= bool((diff <= atol + rtol * want[key].detach().abs()).all())
+        figures.append(
+            {
+                "structure": name,
+                "n_atoms": len(atoms),
+                "n_edges": int(batch[keys.EDGE_INDEX].shape[1]),
+                "pbc": [bool(p) for p in atoms.pbc],
+                "max_abs_deviation": deviation,
+                "within_tolerance": within,
+            }
+        )
+        passed &= within
+    return figures, passed
+
+
+def _metadata(
+    potential: Potential, outputs: list[str], inputs: list[str], device: torch.device
+) -> dict[str, Any]:
+    policy = current_policy(potential)
+    return {
+        "format": FORMAT,
+        "family": potential.family,
+        "type_names": list(potential.type_names),
+        "r_max": float(potential.r_max),
+        "units": {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"},
+        "dtype": str(potential.dtype).removeprefix("torch."),
+        "precision": None if policy is None else dataclasses.asdict(policy),
+        "inputs": inputs,
+        "outputs": outputs,
+        "device": device.type,
+        "equiforce_version": equiforce.__version__,
+        "torch_version": torch.__version__,
+        "spec": json.loads(json.dumps(potential.spec_dict(), default=str)),
+    }
+
+
+def export_potential(
+    potential: Potential,
+    path: str | os.PathLike,
+    *,
+    backend: str = "reference",
+    device: str | torch.device = "cpu",
+    stress: bool = False,
+    per_atom: bool = False,
+) -> dict[str, Any]:
+    """Export ``potential`` into an AOTInductor package at ``path`` (module docstring).
+
+    Args:
+        potential: the eager potential in the precision to export (not modified).
+        path: destination ``.pt2`` file, written atomically and only after validation.
+        backend: kernel backend to trace (``reference``: plain torch ops; ``fast`` works for
+            Allegro and is refused for MACE, whose fast kernels are custom ops).
+        device: ``cpu`` or ``cuda``: the package runs on this device type only.
+        stress: also output ``stress`` and ``virial`` (1, 3, 3) float64 eV/Å^3 and eV.
+        per_atom: also output ``node_energy`` (n_atoms,) float64 eV.
+
+    Returns:
+        The metadata written into the package (``validation``: the figures).
+
+    Raises:
+        ExportError: custom ops in the trace.
+        ExportValidationError: the package disagrees with eager beyond ``EXPORT_TOLERANCES``
+            of the model's lowest compute dtype; nothing is written.
+    """
+    device = torch.device(device)
+    model = use_backend(copy.deepcopy(potential), backend).to(device).eval()
+    outputs = [keys.ENERGY, keys.FORCES]
+    outputs += [keys.STRESS, keys.VIRIAL] if stress else []
+    outputs += [keys.NODE_ENERGY] if per_atom else []
+    periodic = validation_structures(model.type_names)["periodic"]
+    traced = atoms_batch(periodic, model.type_names, model.r_max, device)
+    program, inputs = _exported_program(model, traced, outputs, stress)
+    metadata = _metadata(model, outputs, inputs, device)
+    aoti_files = torch._inductor.aot_compile(
+        program.module(check_guards=False),
+        program.example_inputs[0],
+        options={
+            "aot_inductor.package": True,
+            "aot_inductor.metadata": _string_metadata(metadata),
+        },
+    )
+    compute = _lowest_compute_dtype(model)
+    with tempfile.TemporaryDirectory(prefix="equiforce-export-") as scratch:
+        candidate = Path(scratch) / "candidate.pt2"
+        package_pt2(str(candidate), aoti_files=aoti_files, extra_files=_extra(metadata))
+        package = load_exported(candidate, device)
+        figures, passed = _validate(package, model, EXPORT_TOLERANCES[compute])
+    metadata["validation"] = {"tolerance": list(EXPORT_TOLERANCES[compute]), "figures": figures}
+    if not passed:
+        raise ExportValidationError(
+            f"the compiled package disagrees with the eager model beyond the {compute} tolerance "
+            f"(atol, rtol) = {EXPORT_TOLERANCES[compute]}; nothing written:\n"
+            + format_validation(figures),
+            figures,
+        )
+    extra = _extra(metadata)
+    atomic_write(path, lambda handle: package_pt2(handle, aoti_files=aoti_files, extra_files=extra))
+    return metadata
+
+
+def _extra(metadata: dict[str, Any]) -> dict[str, str]:
+    """The archive's extra files: the metadata as JSON (read by ``read_metadata``)."""
+    return {METADATA_FILE: json.dumps(metadata, indent=1)}
+
+
+def _string_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    """AOTInductor metadata (string values, for C++ loaders): ``equiforce.<key>`` -> JSON."""
+    return {f"equiforce.{key}": json.dumps(value) for key, value in metadata.items()}
+
+
+def format_validation(figures: list[dict[str, Any]]) -> str:
+    """One line per validation structure: sizes, max |package - eager| per output."""
+    lines = []
+    for row in figures:
+        deviations = ", ".join(f"{k} {v:.2e}" for k, v in row["max_abs_deviation"].items())
+        status = "ok" if row["within_tolerance"] else "FAILS"
+        lines.append(
+            f"  {row['structure']:<9} {row['n_atoms']:>4} atoms {row['n_edges']:>6} edges  "
+            f"{deviations}  {status}"
+        )
+    return "\n".join(lines)

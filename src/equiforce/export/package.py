@@ -1,0 +1,236 @@
+"""Loading an exported potential (a ``.pt2`` AOTInductor package) without the model code.
+
+A package written by ``equiforce.export.build.export_potential`` holds the compiled
+energy → forces (→ stress) program with its weights (an AOTInductor shared library) and, as
+``extra/equiforce.json`` in the archive, its metadata: species, r_max, units, precision,
+outputs, input order, device, equiforce/torch versions and the export-time validation figures
+(the same fields, as strings, are in the AOTInductor metadata that C++ loaders read with
+``AOTIModelPackageLoader::get_metadata()``; see docs/export.md).
+
+This module needs torch, numpy, vesin and ase only: it imports ``equiforce.data`` (neighbour
+list and batching) and nothing of ``equiforce.models`` or ``equiforce.train``
+(``tests/export/test_export.py`` checks ``sys.modules`` in a fresh process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equiforce.data import keys
+from equiforce.data.batch import collate
+from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+
+__all__ = [
+    "FORMAT",
+    "METADATA_FILE",
+    "ExportedPackageError",
+    "ExportedPotential",
+    "atoms_batch",
+    "load_exported",
+    "read_metadata",
+]
+
+FORMAT = "equiforce-aoti-1"  # metadata["format"] of packages this module reads
+METADATA_FILE = "equiforce.json"  # in the archive's extra/ folder (PT2 archive extra files)
+_MIN_ATOMS = _MIN_EDGES = 2  # the exported atom/edge axes are dynamic from 2 up
+
+
+def atoms_batch(
+    atoms: Any, type_names: list[str], r_max: float, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The batch of one ``ase.Atoms`` (neighbour list within ``r_max`` Å), on ``device``.
+
+    Raises:
+        ValueError: an element not in ``type_names`` (named, with the model's species).
+    """
+    source = f"Atoms({atoms.get_chemical_formula()})"
+    config = atoms_to_configuration(atoms, source=source)
+    graph = configuration_to_graph(config, type_names, r_max)
+    return {name: value.to(device) for name, value in collate([graph]).items()}
+
+
+class ExportedPackageError(ValueError):
+    """A package that cannot be used here: corrupted, foreign, incompatible or misapplied."""
+
+
+def _torch_release(version: str) -> tuple[str, ...]:
+    """``"2.13.0+cpu"`` -> ``("2", "13")``: AOTInductor packages are tied to a torch release."""
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a package, read without loading its compiled code.
+
+    The whole archive is checked against its CRCs first, so a truncated or corrupted file is
+    reported here rather than crashing the loader.
+
+    Args:
+        path: the ``.pt2`` file.
+
+    Returns:
+        The metadata dict (see the module docstring; ``validation`` holds the figures).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ExportedPackageError: not a readable zip archive, a damaged member, or no equiforce
+            metadata in it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"exported package {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            names = archive.namelist()
+            member = next((n for n in names if n.endswith(f"/extra/{METADATA_FILE}")), None)
+            text = None if member is None else archive.read(member).decode("utf-8")
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise ExportedPackageError(
+            f"{path}: not a readable .pt2 package (truncated or corrupted?): {err}"
+        ) from err
+    if damaged is not None:
+        raise ExportedPackageError(f"{path}: corrupted package, member {damaged} fails its CRC")
+    if text is None:
+        raise ExportedPackageError(
+            f"{path}: no extra/{METADATA_FILE} in the archive; not written by equiforce export"
+        )
+    metadata = json.loads(text)
+    if metadata.get("format") != FORMAT:
+        raise ExportedPackageError(
+            f"{path}: package format {metadata.get('format')!r}, this equiforce reads {FORMAT!r}"
+        )
+    return metadata
+
+
+def _check_compatible(path: Path, metadata: dict[str, Any], device: torch.device) -> None:
+    """Raise ``ExportedPackageError`` for another torch release or an unusable device."""
+    built = metadata["torch_version"]
+    if _torch_release(built) != _torch_release(torch.__version__):
+        raise ExportedPackageError(
+            f"{path}: exported with torch {built}, this is torch {torch.__version__}; "
+            "AOTInductor packages run only under the torch release that compiled them "
+            "(re-export the model file with this torch)"
+        )
+    if device.type != metadata["device"]:
+        raise ExportedPackageError(
+            f"{path}: compiled for device {metadata['device']!r}, asked to run on "
+            f"{device.type!r}; export again with --device {device.type}"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExportedPackageError(f"{path}: compiled for CUDA, but CUDA is not available here")
+
+
+def load_exported(
+    path: str | os.PathLike, device: str | torch.device | None = None
+) -> ExportedPotential:
+    """Load a package written by ``equiforce export``.
+
+    Args:
+        path: the ``.pt2`` file.
+        device: where to run; None: the device it was compiled for. A package runs only on
+            the device type it was compiled for.
+
+    Returns:
+        The ``ExportedPotential``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ExportedPackageError: truncated/corrupted or foreign file, another torch release, a
+            device mismatch, or AOTInductor failing to load the compiled code.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    device = torch.device(device if device is not None else metadata["device"])
+    _check_compatible(path, metadata, device)
+    index = -1 if device.index is None else device.index
+    try:
+        runner = torch._inductor.aoti_load_package(str(path), device_index=index)
+    except Exception as err:  # the C++ loader raises RuntimeError and friends
+        raise ExportedPackageError(
+            f"{path}: AOTInductor cannot load the package ({type(err).__name__}: {err})"
+        ) from err
+    return ExportedPotential(runner, metadata, device)
+
+
+class ExportedPotential:
+    """A loaded package: one structure's batch in, float64 energy/forces (/stress) out.
+
+    The call matches ``Potential.forward`` for what a package provides, so the ASE calculator
+    uses either alike. Attributes: ``metadata`` (the package's dict), ``type_names``,
+    ``r_max`` (Å), ``outputs`` (the output keys), ``dtype`` (parameter dtype), ``device``.
+
+    Args:
+        runner: the loaded AOTInductor model (``torch._inductor.aoti_load_package``).
+        metadata: the package's metadata (``read_metadata``).
+        device: the device it runs on.
+    """
+
+    def __init__(self, runner: Any, metadata: dict[str, Any], device: torch.device):
+        self.runner = runner
+        self.metadata = metadata
+        self.device = device
+        self.type_names: list[str] = list(metadata["type_names"])
+        self.r_max = float(metadata["r_max"])
+        self.outputs: list[str] = list(metadata["outputs"])
+        self.inputs: list[str] = list(metadata["inputs"])
+        self.dtype: torch.dtype = getattr(torch, metadata["dtype"])
+
+    def eval(self) -> ExportedPotential:
+        """``self``: a package always runs inference (for code that sets a model's mode)."""
+        return self
+
+    def batch(self, atoms: Any) -> dict[str, torch.Tensor]:
+        """The batch of one ``ase.Atoms`` (neighbour list within ``r_max``), on ``device``.
+
+        Raises:
+            ValueError: an element the package's model does not know (named, with the
+                model's species).
+        """
+        return atoms_batch(atoms, self.type_names, self.r_max, self.device)
+
+    def __call__(
+        self,
+        data: dict[str, torch.Tensor],
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        create_graph: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Run the package on one structure's batch.
+
+        Args:
+            data: batch of one graph (``equiforce.data.keys``; ``batch`` as produced by
+                ``batch``), at least 2 atoms and 2 edges.
+            compute_forces: accepted for ``Potential.forward`` compatibility; a package
+                always computes forces.
+            compute_stress: requires a package exported with stress.
+            create_graph: must be False (the program is not differentiable).
+
+        Returns:
+            ``energy`` (1,) float64 eV, ``forces`` (n_atoms, 3) float64 eV/Å, and as exported
+            ``stress``/``virial`` (1, 3, 3) float64 eV/Å^3 / eV, ``node_energy`` (n_atoms,)
+            float64 eV.
+
+        Raises:
+            ValueError: stress asked of a package without it, ``create_graph``, more than one
+                graph, or fewer than 2 atoms or edges.
+        """
+        if create_graph:
+            raise ValueError("an exported package is not differentiable (create_graph=True)")
+        if compute_stress and keys.STRESS not in self.outputs:
+            raise ValueError("this package was exported without stress (equiforce export --stress)")
+        if int(data[keys.PTR].shape[0]) != 2:
+            raise ValueError("an exported package evaluates one structure per call")
+        n_atoms, n_edges = data[keys.POSITIONS].shape[0], data[keys.EDGE_INDEX].shape[1]
+        if n_atoms < _MIN_ATOMS or n_edges < _MIN_EDGES:
+            raise ValueError(
+                f"exported packages need >= {_MIN_ATOMS} atoms and >= {_MIN_EDGES} edges within "
+                f"r_max = {self.r_max} Å; got {n_atoms} atoms, {n_edges} edges"
+            )
+        inputs = [data[name].to(self.device) for name in self.inputs]
+        return dict(zip(self.outputs, self.runner(*inputs), strict=True))

@@ -1,0 +1,251 @@
+"""Exported packages (``equiforce.export``): export → load → equal to eager, and every refusal.
+
+AOTInductor compiles for ~45-70 s per tiny model on one core, so each package is exported
+once per module (fixtures). The normal suite exports a float64 MACE and a float32 Allegro;
+the other two combinations are slow. Tests of the refusal and the CLI reuse a compiled
+package's files in place of a new compile (``_reuse_compiled``), so they cost a trace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from equiforce.cli.main import main
+from equiforce.data import keys
+from equiforce.export import ExportedPackageError, load_exported, read_metadata
+from equiforce.export.build import (
+    ExportError,
+    ExportValidationError,
+    export_potential,
+)
+from equiforce.md.calculator import EquiforceCalculator
+from equiforce.models import save_model
+from equiforce.testing.models import tiny_allegro, tiny_mace
+from equiforce.testing.structures import (
+    make_fcc_cu,
+    make_molecule,
+    make_slab,
+    make_triclinic_cu,
+)
+from equiforce.testing.tolerances import TOL
+
+BUILDERS = {
+    "mace": lambda dtype, **kw: tiny_mace(dtype, num_interactions=1, **kw),
+    "allegro": lambda dtype, **kw: tiny_allegro(dtype, num_layers=1, **kw),
+}
+TOLERANCES = {torch.float64: TOL.fp64, torch.float32: TOL.fp32}
+
+
+def _export(family: str, dtype: torch.dtype, folder: Path):
+    model = BUILDERS[family](dtype).eval()
+    path = folder / f"{family}.pt2"
+    metadata = export_potential(model, path, stress=True, per_atom=True)
+    return model, path, metadata
+
+
+@pytest.fixture(scope="module")
+def mace_float64(tmp_path_factory):
+    return _export("mace", torch.float64, tmp_path_factory.mktemp("mace64"))
+
+
+@pytest.fixture(scope="module")
+def allegro_float32(tmp_path_factory):
+    return _export("allegro", torch.float32, tmp_path_factory.mktemp("allegro32"))
+
+
+@pytest.fixture(scope="module")
+def mace_float32(tmp_path_factory):
+    return _export("mace", torch.float32, tmp_path_factory.mktemp("mace32"))
+
+
+@pytest.fixture(scope="module")
+def allegro_float64(tmp_path_factory):
+    return _export("allegro", torch.float64, tmp_path_factory.mktemp("allegro64"))
+
+
+@pytest.fixture(
+    params=[
+        "mace_float64",
+        "allegro_float32",
+        pytest.param("mace_float32", marks=pytest.mark.slow),
+        pytest.param("allegro_float64", marks=pytest.mark.slow),
+    ]
+)
+def exported(request):
+    return request.getfixturevalue(request.param)
+
+
+def _assert_close(got, want, tolerance, name):
+    assert torch.allclose(got, want, atol=tolerance.atol, rtol=tolerance.rtol), (
+        name,
+        float((got - want).abs().max()),
+    )
+
+
+def test_package_equals_eager_on_structures_unseen_at_export(exported):
+    model, path, metadata = exported
+    package = load_exported(path)
+    largest_validated = max(row["n_atoms"] for row in metadata["validation"]["figures"])
+    structures = [make_molecule(), make_triclinic_cu(seed=4), make_slab(), make_fcc_cu(3)]
+    assert len(structures[-1]) > largest_validated  # dynamic sizes beyond any seen
+    for atoms in structures:
+        batch = package.batch(atoms)
+        stress = bool(atoms.pbc.all())
+        got = package(batch, compute_stress=stress)
+        want = model(batch, compute_stress=stress, create_graph=False)
+        for name in [keys.ENERGY, keys.FORCES, keys.NODE_ENERGY] + [keys.STRESS] * stress:
+            assert got[name].dtype == torch.float64
+            _assert_close(got[name], want[name], TOLERANCES[model.dtype], name)
+
+
+def test_package_metadata_describes_model_and_validation(allegro_float32):
+    model, path, written = allegro_float32
+    metadata = read_metadata(path)
+    assert metadata == json.loads(json.dumps(written))
+    assert metadata["type_names"] == list(model.type_names)
+    assert metadata["r_max"] == model.r_max
+    assert metadata["dtype"] == "float32"
+    assert metadata["torch_version"] == torch.__version__
+    assert metadata["outputs"] == ["energy", "forces", "stress", "virial", "node_energy"]
+    figures = metadata["validation"]["figures"]
+    assert [row["structure"] for row in figures] == ["molecule", "periodic", "slab", "large"]
+    assert all(row["within_tolerance"] for row in figures)
+    runner_metadata = load_exported(path).runner.get_metadata()  # what C++ loaders read
+    assert json.loads(runner_metadata["equiforce.type_names"]) == list(model.type_names)
+
+
+def test_loading_a_package_imports_no_model_or_training_code(allegro_float32):
+    _, path, _ = allegro_float32
+    script = f"""
+import sys
+from ase.build import molecule
+from equiforce.md.calculator import EquiforceCalculator
+atoms = molecule("CH3CH2OH")
+atoms.calc = EquiforceCalculator({str(path)!r})
+print(atoms.get_potential_energy(), atoms.get_forces().shape)
+loaded = sorted(m for m in sys.modules if m.startswith(("equiforce.models", "equiforce.train")))
+assert not loaded, loaded
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(9, 3)" in result.stdout
+
+
+def test_calculator_over_package_equals_calculator_over_model(allegro_float32):
+    model, path, _ = allegro_float32
+    atoms = make_triclinic_cu(seed=5)
+    results = []
+    for calculator in (EquiforceCalculator(path), EquiforceCalculator(model)):
+        atoms.calc = calculator
+        results.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()))
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, atol=TOL.fp32.atol, rtol=TOL.fp32.rtol)
+    with pytest.raises(ValueError, match="runs as exported"):
+        EquiforceCalculator(path, precision="float64")
+
+
+def test_species_the_model_lacks_are_named(allegro_float32):
+    package = load_exported(allegro_float32[1])
+    with pytest.raises(ValueError, match="element N .* unknown to the model"):
+        package.batch(make_molecule("CH3CN"))
+
+
+def _copy_with_metadata(source: Path, target: Path, **changes) -> None:
+    """Copy a package, changing fields of its equiforce metadata."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename.endswith("/extra/equiforce.json"):
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            new.writestr(item, data)
+
+
+def test_package_from_another_torch_release_is_refused(allegro_float32, tmp_path):
+    other = tmp_path / "old.pt2"
+    _copy_with_metadata(allegro_float32[1], other, torch_version="2.9.1+cpu")
+    with pytest.raises(ExportedPackageError, match="exported with torch 2.9.1"):
+        load_exported(other)
+
+
+def test_package_on_another_device_is_refused(allegro_float32, tmp_path):
+    with pytest.raises(ExportedPackageError, match="compiled for device 'cpu'.*'cuda'"):
+        load_exported(allegro_float32[1], device="cuda")
+    cuda_package = tmp_path / "cuda.pt2"
+    _copy_with_metadata(allegro_float32[1], cuda_package, device="cuda")
+    with pytest.raises(ExportedPackageError, match="compiled for device 'cuda'"):
+        load_exported(cuda_package, device="cpu")
+
+
+def test_truncated_or_corrupted_package_is_refused(allegro_float32, tmp_path):
+    data = allegro_float32[1].read_bytes()
+    truncated = tmp_path / "truncated.pt2"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportedPackageError, match="truncated or corrupted"):
+        load_exported(truncated)
+    corrupted = tmp_path / "corrupted.pt2"
+    flipped = bytearray(data)
+    middle = len(data) // 2
+    flipped[middle : middle + 64] = bytes(b ^ 0xFF for b in flipped[middle : middle + 64])
+    corrupted.write_bytes(bytes(flipped))
+    with pytest.raises(ExportedPackageError, match="corrupted"):
+        load_exported(corrupted)
+    foreign = tmp_path / "foreign.pt2"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("m/archive_format", "pt2")
+    with pytest.raises(ExportedPackageError, match="not written by equiforce export"):
+        load_exported(foreign)
+
+
+def _reuse_compiled(monkeypatch, package: Path, folder: Path) -> None:
+    """Make ``torch._inductor.aot_compile`` return ``package``'s compiled files (no compile)."""
+    files = []
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            if "/data/aotinductor/model/" in name:
+                files.append(folder / Path(name).name)
+                files[-1].write_bytes(archive.read(name))
+    monkeypatch.setattr(torch._inductor, "aot_compile", lambda *args, **kw: list(map(str, files)))
+
+
+def test_export_refuses_a_package_that_disagrees_with_eager(allegro_float32, tmp_path, monkeypatch):
+    _reuse_compiled(monkeypatch, allegro_float32[1], tmp_path)
+    other_weights = BUILDERS["allegro"](torch.float32, seed=12)  # the package has seed 11's
+    target = tmp_path / "refused.pt2"
+    with pytest.raises(ExportValidationError, match="beyond the float32 tolerance") as info:
+        export_potential(other_weights, target, stress=True, per_atom=True)
+    assert not target.exists()
+    assert not any(row["within_tolerance"] for row in info.value.figures)
+    assert "FAILS" in str(info.value)
+
+
+def test_cli_exports_a_model_file_and_prints_the_check(
+    allegro_float32, tmp_path, monkeypatch, capsys
+):
+    model, package, _ = allegro_float32
+    _reuse_compiled(monkeypatch, package, tmp_path)
+    save_model(model, tmp_path / "model.pt")
+    out = tmp_path / "model.pt2"
+    argv = ["export", str(tmp_path / "model.pt"), str(out), "--stress", "--per-atom"]
+    assert main(argv) == 0
+    assert "large" in capsys.readouterr().out
+    assert read_metadata(out)["family"] == "allegro"
+    assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
+
+
+def test_fast_mace_kernels_are_refused_as_custom_ops(tmp_path):
+    from equiforce.kernels.extension import cpu_kernels
+
+    if cpu_kernels() is None:
+        pytest.skip("the C++ kernels do not build here, so fast MACE has no custom ops")
+    with pytest.raises(ExportError, match="custom ops .*equiforce::cwtp"):
+        export_potential(BUILDERS["mace"](torch.float64), tmp_path / "m.pt2", backend="fast")
