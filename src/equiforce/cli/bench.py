@@ -30,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, help="kernel backend for equiforce")
     parser.add_argument("--compile", action="store_true", help="torch.compile equiforce's model")
     parser.add_argument(
+        "--exported",
+        default=None,
+        choices=("reference", "fast"),
+        metavar="BACKEND",
+        help="also time the model's exported .pt2 package (equiforce export), traced with this "
+        "kernel backend (reference; fast: Allegro only); inference only",
+    )
+    parser.add_argument(
         "--peers", action="store_true", help="also run mace-torch / nequip-allegro on the weights"
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per system")
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, or 1 when a system or a peer failed (the report says which and why).
     """
+    from equiforce.workflows.bench.options import Variant
     from equiforce.workflows.bench.report import format_table, write_json, write_plot
     from equiforce.workflows.bench.run import BenchConfig, run_bench
 
@@ -62,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         backend=args.backend,
         compile=args.compile,
+        variants=(Variant("exported", export_backend=args.exported),) if args.exported else (),
         peers=args.peers,
         repeats=args.repeats,
         warmup=args.warmup,

@@ -3,18 +3,21 @@
 Each option is handed to the library that owns it: precision policies to
 ``equiforce.precision`` (when that package is present; plain ``float32``/``float64`` always
 work), backends to ``equiforce.kernels.use_backend``, compilation to
-``equiforce.models.compile.compile_potential``, MACE receiver chunks to ``MACE.chunk_edges``,
+``equiforce.models.compile.compile_potential``, export to ``equiforce.export`` (the variant then
+times the loaded ``.pt2`` package), MACE receiver chunks to ``MACE.chunk_edges``,
 blocks of centre atoms to ``Potential.blocking``. Names are checked in the driver before any
 worker starts, so a typo fails in a second with the known names.
 
 A ``Variant`` is one equiforce worker's model settings: a bench run times the model as
-built (``equiforce``) and, interleaved with it, any further variants (compiled, one pass
-instead of chunks, the whole graph instead of blocks).
+built (``equiforce``) and, interleaved with it, any further variants (compiled, exported, one
+pass instead of chunks, the whole graph instead of blocks).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from equiforce.models import Potential
 
@@ -24,6 +27,7 @@ __all__ = [
     "apply_backend",
     "apply_chunk_edges",
     "apply_compile",
+    "apply_export",
     "apply_precision",
     "apply_whole_graph",
     "check_backend",
@@ -103,6 +107,19 @@ def apply_compile(potential: Potential, enabled: bool, backend: str = "inductor"
     return compile_potential(potential, backend=backend)
 
 
+def apply_export(potential: Potential, backend: str | None, folder: str) -> Any:
+    """The loaded ``.pt2`` package of ``potential`` (exported into ``folder`` with the kernel
+    backend ``backend``, ``equiforce.export``), or ``potential`` itself when ``backend`` is None.
+    """
+    if backend is None:
+        return potential
+    from equiforce.export import export_potential, load_exported
+
+    path = Path(folder) / "model.pt2"
+    export_potential(potential, path, backend=backend, device=potential.device)
+    return load_exported(path, potential.device)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One equiforce worker's model settings, on top of the run's precision and backend.
@@ -116,6 +133,10 @@ class Variant:
             graph in one pass; None keeps the model's setting.
         whole_graph: strictly local models: one pass over the whole graph instead of blocks
             of centre atoms (``Potential.blocking = None``).
+        export_backend: time the model's exported ``.pt2`` package (``equiforce.export``),
+            traced with this kernel backend (``reference``; ``fast`` for Allegro only); None:
+            not exported. Inference only; the worker's start includes the AOTInductor compile
+            (about a minute for tiny models, several for large ones on one CPU thread).
     """
 
     name: str
@@ -123,6 +144,7 @@ class Variant:
     compile_backend: str = "inductor"
     chunk_edges: int | None = None
     whole_graph: bool = False
+    export_backend: str | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_edges is not None and self.chunk_edges < 0:
@@ -133,6 +155,8 @@ class Variant:
         options = ["--compile", "--compile-backend", self.compile_backend] if self.compile else []
         if self.chunk_edges is not None:
             options += ["--chunk-edges", str(self.chunk_edges)]
+        if self.export_backend is not None:
+            options += ["--export-backend", self.export_backend]
         return options + (["--whole-graph"] if self.whole_graph else [])
 
 

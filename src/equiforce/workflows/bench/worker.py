@@ -1,7 +1,8 @@
 """Worker process timing equiforce itself: ``python -m equiforce.workflows.bench.worker ...``.
 
 Loads an equiforce model file, optionally switches its kernel backend, sets its receiver
-chunks or whole-graph pass (``options.Variant``) and compiles it, builds the batch of the
+chunks or whole-graph pass (``options.Variant``) and compiles or exports it (then the loaded
+``.pt2`` package is timed), builds the batch of the
 given structures (the neighbour list is timed here, once, outside the timed calls) and serves
 the protocol of ``equiforce.measure.protocol`` with calls of one kind (``kinds``: inference
 or a training step), plus the ``profile`` command.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -68,6 +70,7 @@ def _prepare(args: argparse.Namespace) -> Session:
         apply_backend,
         apply_chunk_edges,
         apply_compile,
+        apply_export,
         apply_precision,
         apply_whole_graph,
         executor_backends,
@@ -82,6 +85,11 @@ def _prepare(args: argparse.Namespace) -> Session:
     potential = apply_chunk_edges(potential, args.chunk_edges)
     potential = apply_whole_graph(potential, args.whole_graph)
     potential = apply_compile(potential, args.compile, args.compile_backend)
+    backends = executor_backends(potential)
+    if args.export_backend is not None and args.kind != "inference":
+        raise ValueError(f"an exported package cannot run {args.kind!r} calls (inference only)")
+    with tempfile.TemporaryDirectory(prefix="equiforce-bench-") as folder:
+        potential = apply_export(potential, args.export_backend, folder)
     batch, info = prepare_batch(args.frames, potential.type_names, potential.r_max, device)
     call = potential_call(potential, batch, args.kind)
 
@@ -93,8 +101,9 @@ def _prepare(args: argparse.Namespace) -> Session:
             "dtype": str(potential.dtype).replace("torch.", ""),
             "precision": args.precision,
             "backend": args.backend,
-            "executor_backends": executor_backends(potential),
+            "executor_backends": backends,
             "compile": args.compile,
+            "export_backend": args.export_backend,
             "chunk_edges": args.chunk_edges,
             "whole_graph": args.whole_graph,
             "kind": args.kind,
@@ -112,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="kernel backend (default: the model's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
+    parser.add_argument(
+        "--export-backend", default=None, help="time the exported .pt2 traced with this backend"
+    )
     parser.add_argument(
         "--chunk-edges", type=int, default=None, help="MACE receiver chunks (0: one pass)"
     )
