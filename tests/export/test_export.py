@@ -249,3 +249,13 @@ def test_fast_mace_kernels_are_refused_as_custom_ops(tmp_path):
         pytest.skip("the C++ kernels do not build here, so fast MACE has no custom ops")
     with pytest.raises(ExportError, match="custom ops .*equiforce::cwtp"):
         export_potential(BUILDERS["mace"](torch.float64), tmp_path / "m.pt2", backend="fast")
+
+
+def test_md_cli_runs_a_package(allegro_float32, tmp_path):
+    from ase.io import write
+
+    write(tmp_path / "start.xyz", make_fcc_cu(repeat=1, seed=1))
+    out = tmp_path / "run"
+    argv = ["md", str(allegro_float32[1]), str(tmp_path / "start.xyz"), "--ensemble", "nve"]
+    assert main(argv + ["--steps", "4", "--log-interval", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "md_summary.json").read_text())["n_steps"] == 4
