@@ -78,8 +78,11 @@ def files(tmp_path_factory) -> Path:
         masses=True,
     )
     molecule = make_molecule("CH3CH2OH", seed=2)
-    molecule.set_cell([40.0, 12.0, 12.0])  # split along x in three, two domains are empty
+    # 3 slabs along x of 13.3 Å, ghosts to 6 Å (r_max + skin): the molecule (x 8.5-12.5 Å)
+    # lies in the first; the second has ghosts only, the third nothing
+    molecule.set_cell([40.0, 12.0, 12.0])
     molecule.center()
+    molecule.positions[:, 0] -= 9.5
     write(
         folder / "molecule.data",
         molecule,
@@ -183,7 +186,9 @@ def test_a_molecule_in_a_non_periodic_box_equals_ase(files, tmp_path, model):
     )
 
 
-def test_three_ranks_two_of_them_empty_give_the_serial_mace_trajectory(files, tmp_path):
+def test_three_ranks_one_with_ghosts_only_one_empty_give_the_serial_mace_trajectory(
+    files, tmp_path
+):
     nve = {}
     for ranks in (1, 3):
         out = tmp_path / f"ranks{ranks}"
@@ -191,6 +196,7 @@ def test_three_ranks_two_of_them_empty_give_the_serial_mace_trajectory(files, tm
         screen = _run_on_ranks(files / "nve.lmp", variables, ranks)
         nve[ranks] = np.loadtxt(out / "nve.dump", skiprows=9)
     assert re.search(r"Nlocal: .* 9 max +0 min", screen), screen
+    assert re.search(r"Nghost: .* [1-9]\d* max +0 min", screen), screen
     np.testing.assert_allclose(nve[3], nve[1], rtol=0, atol=EXACT)
 
 

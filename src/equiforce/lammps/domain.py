@@ -90,6 +90,10 @@ def evaluate_domain(
     model = potential.energy_model
     if model.message_passing_layers and communicate is None:
         raise ValueError("a message-passing model needs a halo exchange (communicate)")
+    n_all = pos.shape[0]
+    if n_all == 0:  # a rank without atoms still takes part in every (collective) exchange:
+        # one placeholder atom without edges, which no communication list names
+        pos, atom_type = pos.new_zeros(1, 3), atom_type.new_zeros(1)
     pos = pos.to(potential.device).detach().requires_grad_(True)
     centre, neighbour = edge_index.to(potential.device)
     inputs = {
@@ -108,4 +112,5 @@ def evaluate_domain(
         energy = node_energy.sum()
         (grad,) = torch.autograd.grad(energy, pos, allow_unused=True)
     forces = torch.zeros_like(pos) if grad is None else -grad
-    return DomainResult(float(energy.detach()), node_energy.detach().cpu(), forces.detach().cpu())
+    forces = forces[:n_all].detach().cpu()
+    return DomainResult(float(energy.detach()), node_energy.detach().cpu(), forces)

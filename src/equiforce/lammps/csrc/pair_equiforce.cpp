@@ -32,6 +32,11 @@ extern "C" void equiforce_set_callbacks(const equiforce_callbacks_t *source)
   callbacks = *source;
 }
 
+extern "C" void equiforce_mpi_abort(int code)
+{
+  MPI_Abort(MPI_COMM_WORLD, code);
+}
+
 extern "C" void equiforce_exchange(void *pair, double *rows, int width, int reverse)
 {
   static_cast<PairEquiforce *>(pair)->exchange(rows, width, reverse);
@@ -142,10 +147,11 @@ void PairEquiforce::compute(int eflag, int vflag)
   build_edges();
   double energy = 0.0;
   char err[kErrLen] = "";
-  int status = callbacks.compute(handle, this, n_local, n_all - n_local, atom->x[0],
-                                 model_types.data(), (int) centre.size(), centre.data(),
-                                 neighbour.data(), atom->f[0], eflag_atom ? eatom : nullptr,
-                                 &energy, err, kErrLen);
+  // a rank without atoms still calls the model: its halo exchanges are collective
+  double *x = n_all ? atom->x[0] : nullptr, *f = n_all ? atom->f[0] : nullptr;
+  int status = callbacks.compute(handle, this, n_local, n_all - n_local, x, model_types.data(),
+                                 (int) centre.size(), centre.data(), neighbour.data(), f,
+                                 eflag_atom ? eatom : nullptr, &energy, err, kErrLen);
   if (status != 0) error->one(FLERR, err);
   if (eflag_global) eng_vdwl += energy;
   if (vflag_fdotr) virial_fdotr_compute();

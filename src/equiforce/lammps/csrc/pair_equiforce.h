@@ -32,6 +32,10 @@ void equiforce_set_callbacks(const equiforce_callbacks_t *callbacks);
    (reverse == 0) copies each owned row into its ghost copies; reverse adds each ghost row
    into its owner's row. Collective over all ranks. */
 void equiforce_exchange(void *pair, double *rows, int width, int reverse);
+
+/* End every rank (MPI_Abort on MPI_COMM_WORLD): after an error on some ranks only, whose
+   peers would otherwise wait in a collective forever. */
+void equiforce_mpi_abort(int code);
 }
 
 namespace LAMMPS_NS {
