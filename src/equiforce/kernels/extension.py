@@ -3,9 +3,12 @@
 The sources are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3
 -march=native``) the first time a fast kernel runs on CPU, into torch's per-user extension
 cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The module name
-carries a hash of the sources, this machine's CPU flags and torch's version, so an edited
-source, another CPU or another torch builds afresh and a cached build is reused otherwise
-(concurrent builds wait on torch's file lock). When no compiler is available the build
+carries a hash of the sources (their path included), this machine's CPU flags, torch's version
+and the Python environment, so an edited source, another CPU, another torch, another checkout or
+venv builds afresh and a cached build is reused otherwise (concurrent builds wait on torch's
+file lock). The path and the environment are in the name because the build files record
+absolute include and source paths: two venvs sharing one name rebuilt each other's module at
+every process start (~40 s each). When no compiler is available the build
 fails once, a warning says why, and the fast executors use their plain-torch path.
 """
 
@@ -15,6 +18,7 @@ import functools
 import hashlib
 import logging
 import platform
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -37,7 +41,9 @@ def _cpu_fingerprint() -> str:
 def _module_name() -> str:
     digest = hashlib.sha256()
     for source in _SOURCES:
+        digest.update(str(source.resolve()).encode())
         digest.update(source.read_bytes())
+    digest.update(sys.prefix.encode())
     digest.update(_cpu_fingerprint().encode())
     digest.update(" ".join(_FLAGS).encode())
     digest.update(torch.__version__.encode())
