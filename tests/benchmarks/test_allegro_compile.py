@@ -20,6 +20,7 @@ def test_allegro_compile_interleaves_eager_and_compiled_workers(tmp_path):
             "compile_backend": "aot_eager",
             "chunk_edges": None,
             "whole_graph": False,
+            "export_backend": None,
         }
     ]
     (result,) = run["results"]
