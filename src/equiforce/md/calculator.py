@@ -38,6 +38,53 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}") from None
 
 
+def load_potential(
+    model: Potential | str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    precision: str | PrecisionPolicy | None = None,
+) -> Potential:
+    """A ``Potential`` ready for inference: loaded, on ``device``, in eval mode, checked.
+
+    Shared by the ASE calculator and the TorchSim model (``equiforce.md.torchsim``).
+
+    Args:
+        model: a ``Potential`` (copied first when it needs another device, dtype or
+            precision; otherwise used as is) or the path of a model file or checkpoint.
+        device: torch device to run on.
+        dtype: parameter dtype (``"float32"``/``"float64"`` or a ``torch.dtype``); None keeps
+            the model's; another dtype runs the model in that dtype's plain float mode.
+        precision: a precision mode name or ``PrecisionPolicy`` (sets the dtype, so ``dtype``
+            must then be None); None keeps the model's (a file: the policy saved with it).
+
+    Returns:
+        The potential, checked against the model contract as it will run.
+    """
+    from equiforce.models.check import check_model
+    from equiforce.models.io import load_model
+
+    device = torch.device(device)
+    target_dtype = _resolve_dtype(dtype)
+    if isinstance(precision, str):
+        precision = PrecisionPolicy.from_name(precision)
+    if precision is not None and target_dtype is not None:
+        raise ValueError("give either dtype or precision (which sets the dtype), not both")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, map_location=device)
+    else:
+        moved = next(model.parameters()).device != device
+        cast = target_dtype is not None and target_dtype != model.dtype
+        if moved or cast or precision is not None:
+            model = copy.deepcopy(model)
+    if target_dtype not in (None, model.dtype):  # a plain dtype: that dtype's float mode
+        precision = PrecisionPolicy.from_name(str(target_dtype).removeprefix("torch."))
+    model = model.to(device=device).eval()
+    if precision is not None:
+        apply_policy(model, precision)
+    check_model(model)  # as it will run: after the dtype and precision changes
+    return model
+
+
 class EquiforceCalculator(Calculator):
     """Energy, forces and stress of an equiforce model for ``ase.Atoms``.
 
@@ -105,27 +152,7 @@ class EquiforceCalculator(Calculator):
 
     def _eager(self, model, target_dtype: torch.dtype | None, precision):
         """The model object or file as a ``Potential`` on ``self.device``, checked."""
-        from equiforce.models.check import check_model
-        from equiforce.models.io import load_model
-
-        if isinstance(precision, str):
-            precision = PrecisionPolicy.from_name(precision)
-        if precision is not None and target_dtype is not None:
-            raise ValueError("give either dtype or precision (which sets the dtype), not both")
-        if isinstance(model, (str, os.PathLike)):
-            model = load_model(model, map_location=self.device)
-        else:
-            moved = next(model.parameters()).device != self.device
-            cast = target_dtype is not None and target_dtype != model.dtype
-            if moved or cast or precision is not None:
-                model = copy.deepcopy(model)
-        if target_dtype not in (None, model.dtype):  # a plain dtype: that dtype's float mode
-            precision = PrecisionPolicy.from_name(str(target_dtype).removeprefix("torch."))
-        model = model.to(device=self.device).eval()
-        if precision is not None:
-            apply_policy(model, precision)
-        check_model(model)  # as it will run: after the dtype and precision changes
-        return model
+        return load_potential(model, self.device, target_dtype, precision)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -1,0 +1,242 @@
+"""TorchSim model interface for any equiforce model: batched energies, forces and stress.
+
+``EquiforceModel`` is a ``torch_sim.models.interface.ModelInterface``, so TorchSim's
+integrators (``ts.nvt_langevin``, ``ts.nve``, ``ts.npt_langevin``, ...), optimizers
+(``ts.optimizers.fire``, ``frechet_cell_fire``) and runners (``ts.integrate``,
+``ts.optimize``) drive an equiforce model on many systems of different sizes at once: every
+call evaluates the whole batch in one model call.
+
+Supported torch-sim: 0.3.0 (the release that installs on Python 3.11; ``pip install
+equiforce[sim]``). Its ``SimState`` stores cells as *column* vectors and ``pbc`` as one bool
+for the whole batch; this interface also accepts ``pbc`` as a bool tensor of shape (3,) or
+(n_systems, 3) (per system, for direct model calls on mixed batches), and treats a system
+whose cell is all zeros as non-periodic (a molecule), as the ASE calculator does.
+
+The batch is built with the same neighbour list (``equiforce.data.neighbors``, vesin on the
+CPU) and the same geometry/derivative path (``Potential``) as ``EquiforceCalculator``, so the
+two agree to float64 round-off (``tests/md/test_torchsim.py``). torch-sim itself is imported
+only here; ``import equiforce`` does not need it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from equiforce.data import keys
+from equiforce.data.neighbors import neighbor_list
+from equiforce.md.calculator import load_potential
+from equiforce.precision import PrecisionPolicy, current_policy, precision_scope
+
+try:
+    import torch_sim as ts
+    from torch_sim.models.interface import ModelInterface
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "equiforce.md.torchsim needs torch-sim: pip install 'equiforce[sim]' "
+        "(torch-sim-atomistic==0.3.0)"
+    ) from error
+
+if TYPE_CHECKING:
+    from equiforce.models.potential import Potential
+
+__all__ = ["SUPPORTED_TORCH_SIM", "EquiforceModel", "atoms_to_state"]
+
+SUPPORTED_TORCH_SIM = ">=0.3.0,<0.4"  # tested with 0.3.0; 0.4+ needs Python 3.12 here
+
+
+class EquiforceModel(ModelInterface):
+    """An equiforce ``Potential`` behind TorchSim's ``ModelInterface``.
+
+    Args:
+        model: a ``Potential`` or the path of a model file / training checkpoint.
+        device: torch device of the model and of the states it accepts; None: the model's
+            (a file: CPU).
+        dtype: dtype of TorchSim states and of the returned energy/forces/stress (float64
+            by default). The model's geometry and derivatives run in float64 regardless.
+        model_dtype: parameter dtype to run the model in (None keeps the model's).
+        precision: precision mode name or ``PrecisionPolicy`` to run the model in (None
+            keeps the model's; exclusive with ``model_dtype``).
+        compute_forces: return ``forces`` (n_atoms, 3), eV/Å.
+        compute_stress: return ``stress`` (n_systems, 3, 3), eV/Å^3, ASE sign (zero for
+            systems without a 3D cell).
+    """
+
+    def __init__(
+        self,
+        model: Potential | str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float64,
+        model_dtype: str | torch.dtype | None = None,
+        precision: str | PrecisionPolicy | None = None,
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+    ) -> None:
+        super().__init__()
+        if device is None:
+            device = "cpu" if isinstance(model, (str, os.PathLike)) else model.device
+        self._device = torch.device(device)
+        self._dtype = dtype
+        self._compute_forces = bool(compute_forces)
+        self._compute_stress = bool(compute_stress)
+        self._memory_scales_with = "n_atoms_x_density"
+        self.model = load_potential(model, self._device, model_dtype, precision)
+        self.type_names = list(self.model.type_names)
+        self.r_max = float(self.model.r_max)
+        from ase.data import atomic_numbers as symbol_to_z
+
+        table = torch.full((119,), -1, dtype=torch.long)
+        for index, name in enumerate(self.type_names):
+            table[symbol_to_z[name]] = index
+        self.register_buffer("_type_of_z", table.to(self._device), persistent=False)
+
+    @ModelInterface.compute_stress.setter
+    def compute_stress(self, value: bool) -> None:
+        """Switch stress on or off."""
+        self._compute_stress = bool(value)
+
+    @ModelInterface.compute_forces.setter
+    def compute_forces(self, value: bool) -> None:
+        """Switch forces on or off."""
+        self._compute_forces = bool(value)
+
+    def forward(self, state: ts.SimState | dict[str, Any], **_: Any) -> dict[str, torch.Tensor]:
+        """Energies, forces and stress of every system of ``state`` in one model call.
+
+        Args:
+            state: a ``SimState`` or a dict with ``positions`` (n_atoms, 3) Å, ``cell``
+                (n_systems, 3, 3) Å as column vectors, ``atomic_numbers`` (n_atoms,),
+                ``system_idx`` (n_atoms,) and ``pbc`` (bool, (3,) or (n_systems, 3)). Not
+                modified.
+
+        Returns:
+            ``energy`` (n_systems,) eV, and as configured ``forces`` (n_atoms, 3) eV/Å and
+            ``stress`` (n_systems, 3, 3) eV/Å^3, all in ``self.dtype``, detached.
+
+        Raises:
+            ValueError: an element the model does not know (named with its system and atom).
+        """
+        if isinstance(state, dict):
+            state = ts.SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
+        batch = self.batch(state)
+        with torch.enable_grad(), precision_scope(current_policy(self.model)):
+            out = self.model(
+                batch,
+                compute_forces=self._compute_forces,
+                compute_stress=self._compute_stress,
+                create_graph=False,
+            )
+        results = {"energy": out[keys.ENERGY].detach().to(self._dtype)}
+        if self._compute_forces:
+            results["forces"] = out[keys.FORCES].detach().to(self._dtype)
+        if self._compute_stress:
+            results["stress"] = out[keys.STRESS].detach().to(self._dtype)
+        return results
+
+    def batch(self, state: ts.SimState) -> dict[str, torch.Tensor]:
+        """The equiforce batch dict of a state (neighbour lists within ``r_max`` per system).
+
+        Returns:
+            Batch dict with ``pos``, ``atom_type``, ``edge_index``, ``edge_shift``, ``cell``
+            (row vectors, zeros for non-periodic systems), ``batch`` and ``ptr``.
+        """
+        system_idx = state.system_idx.to(self._device)
+        n_systems = int(state.cell.shape[0])
+        counts = torch.bincount(system_idx, minlength=n_systems)
+        ptr = torch.zeros(n_systems + 1, dtype=torch.long, device=self._device)
+        ptr[1:] = torch.cumsum(counts, 0)
+        positions = state.positions.detach().to(self._device, torch.float64)
+        cells = state.cell.detach().to(torch.float64).transpose(1, 2)  # rows: lattice vectors
+        pbc = _system_pbc(state.pbc, cells)
+        pos_np, cell_np, ptr_np = positions.cpu().numpy(), cells.cpu().numpy(), ptr.tolist()
+        edge_index, edge_shift = [], []
+        for b in range(n_systems):
+            cell_np[b] = cell_np[b] if pbc[b].any() else 0.0
+            index, shift = neighbor_list(
+                pos_np[ptr_np[b] : ptr_np[b + 1]], cell_np[b], pbc[b], self.r_max
+            )
+            edge_index.append(index + ptr_np[b])
+            edge_shift.append(shift)
+        # contiguous: a transposed (strided) edge_index gives wrong MACE energies (see report)
+        edge_index_np = np.ascontiguousarray(np.concatenate(edge_index, axis=1))
+        return {
+            keys.POSITIONS: positions,
+            keys.ATOM_TYPE: self._atom_types(state.atomic_numbers.to(self._device), ptr),
+            keys.EDGE_INDEX: torch.as_tensor(edge_index_np).to(self._device),
+            keys.EDGE_SHIFT: torch.as_tensor(np.concatenate(edge_shift)).to(self._device),
+            keys.CELL: torch.as_tensor(cell_np).to(self._device),
+            keys.BATCH: system_idx.long(),
+            keys.PTR: ptr,
+        }
+
+    def _atom_types(self, atomic_numbers: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+        numbers = atomic_numbers.long()
+        valid = (numbers > 0) & (numbers < len(self._type_of_z))
+        types = torch.where(valid, self._type_of_z[numbers.clamp(0, 118)], -1)
+        unknown = torch.nonzero(types < 0)
+        if len(unknown):
+            from ase.data import chemical_symbols
+
+            atom = int(unknown[0, 0])
+            system = int(torch.searchsorted(ptr, atom, right=True)) - 1
+            z = int(numbers[atom])
+            element = chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+            raise ValueError(
+                f"system {system}: element {element} (atom {atom - int(ptr[system])}) is unknown "
+                f"to the model, which knows {self.type_names}"
+            )
+        return types
+
+
+def _system_pbc(pbc: bool | torch.Tensor, cells: torch.Tensor) -> np.ndarray:
+    """(n_systems, 3) bool: the state's pbc per system, off for systems with a zero cell."""
+    n_systems = cells.shape[0]
+    flags = torch.as_tensor(pbc, dtype=torch.bool).cpu()
+    if flags.ndim == 0:
+        flags = flags.expand(3)
+    if flags.shape == (3,):
+        flags = flags.expand(n_systems, 3)
+    if flags.shape != (n_systems, 3):
+        raise ValueError(f"pbc must be a bool, (3,) or (n_systems={n_systems}, 3), got {pbc}")
+    has_cell = (cells != 0).any(dim=2).any(dim=1).cpu()
+    return (flags & has_cell[:, None]).numpy()
+
+
+def atoms_to_state(
+    atoms: list, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
+) -> ts.SimState:
+    """A TorchSim state of structures that are all periodic or all non-periodic.
+
+    TorchSim 0.3 keeps one ``pbc`` flag per state; ``ts.io.atoms_to_state`` refuses mixed
+    lists, and so does this, naming the structures. Non-periodic structures get a zero cell.
+
+    Args:
+        atoms: ``ase.Atoms`` list, each periodic along all three axes or along none.
+        device: torch device of the state.
+        dtype: float dtype of positions, masses and cells.
+
+    Raises:
+        ValueError: a structure periodic along some axes only, or a mix of periodic and
+            non-periodic structures.
+    """
+    kinds = {bool(a.pbc.all()) if a.pbc.all() or not a.pbc.any() else None for a in atoms}
+    if None in kinds or len(kinds) != 1:
+        pbcs = [a.pbc.tolist() for a in atoms]
+        raise ValueError(
+            "a TorchSim 0.3 state needs structures all periodic along x, y, z or all "
+            f"non-periodic (one pbc flag per state); got pbc {pbcs}"
+        )
+    periodic = kinds.pop()
+    copies = []
+    for frame in atoms:
+        frame = frame.copy()
+        if not periodic:
+            frame.cell = np.zeros((3, 3))
+        copies.append(frame)
+    state = ts.io.atoms_to_state(copies, torch.device(device), dtype)
+    state.pbc = periodic
+    return state
