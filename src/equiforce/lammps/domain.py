@@ -1,21 +1,28 @@
 """One MPI rank's share of the energy: its local atoms, with ghost atoms around them.
 
-LAMMPS gives each rank its local atoms and copies of the atoms around its sub-domain (ghosts,
-periodic images included) out to r_max. The rank's graph holds the edges centred on local
-atoms; the energy is the sum of the local atoms' energies and ``-dE/dx`` is taken for local
-and ghost atoms alike (LAMMPS adds ghost forces into their owners: ``newton on``).
+LAMMPS (``pair_style equiforce``, or ``pair_style mliap unified`` through
+``equiforce.lammps.mliap``) gives each rank its local atoms and copies of the atoms around its
+sub-domain (ghosts, periodic images included) out to r_max. The rank's graph holds the edges
+centred on local atoms; the energy is the sum of the local atoms' energies. What goes back is
+the gradient of that energy with respect to every edge vector, ``dE/dr_ij`` with
+``r_ij = x_j - x_i``: the force on the centre is ``+dE/dr_ij``, on the neighbour
+``-dE/dr_ij`` (ghosts included: LAMMPS adds ghost forces into their owners, ``newton on``),
+and the edge's virial ``-r_ij (x) dE/dr_ij`` (global, and per atom half to each end).
 
 A strictly local model (Allegro) needs nothing more. A message-passing model (MACE) reads, in
 layer k >= 1, the features its neighbours computed in layer k - 1; a ghost has no complete
 neighbourhood on this rank, so before each such layer the ghost rows are overwritten with their
 owners' (``HaloExchange``: a forward communication; its backward adds the gradient of every
 ghost row into its owner's row, a reverse communication). The ghost shell then stays at r_max
-whatever the number of layers.
+whatever the number of layers. The exchange is a ``Communicate`` function; the plugin's goes
+through LAMMPS's ``comm->forward_comm`` / ``reverse_comm``, ML-IAP's through its data object's
+``forward_exchange`` / ``reverse_exchange``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -27,6 +34,21 @@ from equiforce.precision import current_policy, precision_scope
 # ``communicate(rows, reverse)``: rows (n_all, F) float64 contiguous, changed in place: forward
 # copies owners' rows into their ghost rows, reverse adds ghost rows into their owners' rows
 Communicate = Callable[[torch.Tensor, bool], None]
+
+
+@dataclass
+class DomainTimes:
+    """Wall seconds of one ``evaluate_domain`` call (``time.perf_counter``).
+
+    Attributes:
+        forward: the layers (``run_layers``), halo exchanges included.
+        backward: ``dE/dr_ij`` (autograd), reverse exchanges included.
+        exchange: inside ``communicate`` (both directions; waiting for other ranks included).
+    """
+
+    forward: float = 0.0
+    backward: float = 0.0
+    exchange: float = 0.0
 
 
 class HaloExchange(torch.autograd.Function):
@@ -54,14 +76,24 @@ class DomainResult:
     """What one rank hands back to LAMMPS.
 
     Attributes:
-        energy: sum of the local atoms' energies, eV.
-        node_energy: (n_local,) float64, eV.
-        forces: (n_all, 3) float64, eV/Å: ``-dE/dx`` of local and ghost atoms.
+        energy: sum of the local (mapped) atoms' energies, eV.
+        node_energy: (n_local,) float64, eV; 0 for atoms of unmapped types.
+        pair_gradient: (n_edges, 3) float64, eV/Å: ``dE/dr_ij`` of each edge, in the order
+            of ``edge_index``.
+        times: where the call's time went.
     """
 
     energy: float
     node_energy: torch.Tensor
-    forces: torch.Tensor
+    pair_gradient: torch.Tensor
+    times: DomainTimes = field(default_factory=DomainTimes)
+
+    def forces(self, edge_index: torch.Tensor, n_all: int) -> torch.Tensor:
+        """(n_all, 3) float64 eV/Å ``-dE/dx`` of local and ghost atoms from the edges."""
+        forces = torch.zeros(n_all, 3, dtype=torch.float64)
+        forces.index_add_(0, edge_index[0], self.pair_gradient)
+        forces.index_add_(0, edge_index[1], -self.pair_gradient)
+        return forces
 
 
 def evaluate_domain(
@@ -72,12 +104,14 @@ def evaluate_domain(
     edge_index: torch.Tensor,
     communicate: Communicate | None = None,
 ) -> DomainResult:
-    """Energy of one rank's local atoms and its derivatives (module docstring).
+    """Energy of one rank's local atoms and its edge gradients (module docstring).
 
     Args:
         potential: the model; its energy model runs layer by layer (``run_layers``).
         pos: (n_all, 3) float64, Å: local atoms first, then ghosts.
-        atom_type: (n_all,) int64 model type indices.
+        atom_type: (n_all,) int64 model type indices; -1 for an atom of a type the model
+            does not cover (``pair_coeff ... NULL`` under ``pair_style hybrid``): it must be in
+            no edge, and its energy is not counted.
         n_local: number of local atoms.
         edge_index: (2, n_edges) int64 ``[centre, neighbour]``, centres local, pairs closer
             than r_max.
@@ -85,32 +119,48 @@ def evaluate_domain(
             for one domain without ghosts or a strictly local model.
 
     Returns:
-        The local energies and the forces on all atoms.
+        The local energies and ``dE/dr_ij`` of every edge.
     """
     model = potential.energy_model
     if model.message_passing_layers and communicate is None:
         raise ValueError("a message-passing model needs a halo exchange (communicate)")
-    n_all = pos.shape[0]
-    if n_all == 0:  # a rank without atoms still takes part in every (collective) exchange:
-        # one placeholder atom without edges, which no communication list names
-        pos, atom_type = pos.new_zeros(1, 3), atom_type.new_zeros(1)
-    pos = pos.to(potential.device).detach().requires_grad_(True)
-    centre, neighbour = edge_index.to(potential.device)
+    times = DomainTimes()
+    if pos.shape[0] == 0:  # a rank without atoms still takes part in every (collective)
+        # exchange: one placeholder atom without edges, which no communication list names
+        pos, atom_type = pos.new_zeros(1, 3), atom_type.new_full((1,), -1)
+    device = potential.device
+    mapped = (atom_type >= 0).to(device)
+    centre, neighbour = edge_index.to(device)
+    pos = pos.to(device)
+    edge_vec = (pos[neighbour] - pos[centre]).requires_grad_(True)
+    atom_type = atom_type.clamp(min=0).to(device)
     inputs = {
-        keys.ATOM_TYPE: atom_type.to(potential.device),
-        keys.BATCH: torch.zeros_like(atom_type, device=potential.device),
+        keys.ATOM_TYPE: atom_type,
+        keys.BATCH: torch.zeros_like(atom_type),
         keys.EDGE_INDEX: torch.stack([centre, neighbour]),
-        keys.EDGE_VEC: pos[neighbour] - pos[centre],
+        keys.EDGE_VEC: edge_vec,
     }
 
-    def exchange(index: int, halo: torch.Tensor) -> torch.Tensor:
-        return HaloExchange.apply(halo, n_local, communicate)
+    def timed(rows: torch.Tensor, reverse: bool) -> None:
+        start = time.perf_counter()
+        communicate(rows, reverse)
+        times.exchange += time.perf_counter() - start
 
+    def exchange(index: int, halo: torch.Tensor) -> torch.Tensor:
+        return HaloExchange.apply(halo, n_local, timed)
+
+    start = time.perf_counter()
     with torch.enable_grad(), precision_scope(current_policy(potential)):
         out = run_layers(model, inputs, exchange if communicate is not None else None)
-        node_energy = out[keys.NODE_ENERGY][:n_local]
+        node_energy = torch.where(mapped, out[keys.NODE_ENERGY], 0.0)[:n_local]
         energy = node_energy.sum()
-        (grad,) = torch.autograd.grad(energy, pos, allow_unused=True)
-    forces = torch.zeros_like(pos) if grad is None else -grad
-    forces = forces[:n_all].detach().cpu()
-    return DomainResult(float(energy.detach()), node_energy.detach().cpu(), forces)
+        times.forward = time.perf_counter() - start
+        (grad,) = torch.autograd.grad(energy, edge_vec, allow_unused=True)
+    times.backward = time.perf_counter() - start - times.forward
+    grad = torch.zeros_like(edge_vec) if grad is None else grad
+    return DomainResult(
+        float(energy.detach()),
+        node_energy.detach().to("cpu", torch.float64),
+        grad.detach().to("cpu", torch.float64),
+        times,
+    )

