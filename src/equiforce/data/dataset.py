@@ -145,6 +145,7 @@ def load_dataset(
     index: str | int | slice = ":",
     require_energy: bool = True,
     require_forces: bool = True,
+    require_label: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> GraphDataset:
     """Read an extxyz file into a ``GraphDataset``, through an on-disk cache if asked.
@@ -157,12 +158,16 @@ def load_dataset(
         index: ASE frame selection.
         require_energy: every frame must have an energy (training/validation files).
         require_forces: every frame must have forces.
+        require_label: every frame must have at least one of energy, forces and stress
+            (training with partial labels).
         cache_dir: folder for the cache file ``<stem>.<key>.pt``; None disables caching.
 
     Returns:
         The dataset.
     """
     options = {"index": index, "require_energy": require_energy, "require_forces": require_forces}
+    if require_label:  # only when set, so that existing caches keep their keys
+        options["require_label"] = True
     cache_file = None
     if cache_dir is not None:
         key = cache_key(path, r_max, type_names, keys, options)
@@ -171,7 +176,12 @@ def load_dataset(
         if cached is not None:
             return cached
     configs = read_configurations(
-        path, keys, index, require_energy=require_energy, require_forces=require_forces
+        path,
+        keys,
+        index,
+        require_energy=require_energy,
+        require_forces=require_forces,
+        require_label=require_label,
     )
     if type_names is None:
         type_names = species_names(c.atomic_numbers for c in configs)
@@ -254,12 +264,13 @@ def load_train_validation(
     keys: KeySpec = DEFAULT_KEYS,
     require_energy: bool = True,
     require_forces: bool = True,
+    require_label: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[GraphDataset, GraphDataset]:
     """Training and validation datasets, from an explicit validation file or a split.
 
     Args:
-        train_path: training extxyz file (energies and forces required).
+        train_path: training extxyz file.
         r_max: neighbour cutoff, Å.
         valid_path: validation file; None splits ``valid_fraction`` off the training file.
         valid_fraction: validation fraction when splitting.
@@ -268,6 +279,7 @@ def load_train_validation(
         keys: label key names.
         require_energy: every frame of both files must have an energy.
         require_forces: every frame of both files must have forces.
+        require_label: every frame of both files must have some label (partial labels).
         cache_dir: dataset cache folder, or None.
 
     Returns:
@@ -276,6 +288,7 @@ def load_train_validation(
     options = {
         "require_energy": require_energy,
         "require_forces": require_forces,
+        "require_label": require_label,
         "cache_dir": cache_dir,
     }
     train = load_dataset(train_path, r_max, type_names, keys, **options)

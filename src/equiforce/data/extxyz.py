@@ -70,6 +70,7 @@ def read_configurations(
     *,
     require_energy: bool = False,
     require_forces: bool = False,
+    require_label: bool = False,
 ) -> list[Configuration]:
     """Read and validate the frames of an extended XYZ file.
 
@@ -77,8 +78,10 @@ def read_configurations(
         path: extxyz file.
         keys: label key names.
         index: ASE frame selection (``":"``, ``"10:20"``, an int or a slice).
-        require_energy: raise when a frame has no energy (use for training files).
+        require_energy: raise when a frame has no energy.
         require_forces: raise when a frame has no forces.
+        require_label: raise when a frame has none of energy, forces and stress (training
+            files with partial labels: each frame must teach something).
 
     Returns:
         One ``Configuration`` per selected frame, in file order, with ``source`` set to
@@ -99,15 +102,13 @@ def read_configurations(
     configs = []
     for label, atoms in _iter_frames(path, index):
         source = f"{path}, {label}"
-        configs.append(
-            configuration_from_atoms(
-                atoms,
-                keys,
-                source,
-                require_energy=require_energy,
-                require_forces=require_forces,
-            )
+        config = configuration_from_atoms(
+            atoms, keys, source, require_energy=require_energy, require_forces=require_forces
         )
+        labels = (config.energy, config.forces, config.stress)
+        if require_label and all(label is None for label in labels):
+            raise _unlabelled(atoms, keys, source)
+        configs.append(config)
     if not configs:
         raise DataError(f"{path}: no frames selected by index {index!r} (empty file?)")
     return configs
@@ -230,11 +231,24 @@ def _require_finite(array: np.ndarray, source: str, field: str) -> None:
         raise DataError(f"{source}: field {field!r} contains NaN or inf (first at index {bad})")
 
 
+def _present_keys(atoms: Any) -> list[str]:
+    """Sorted keys of ``atoms.info``, ``atoms.arrays`` and the calculator results."""
+    results = getattr(atoms.calc, "results", None) or {}
+    return sorted(set(atoms.info) | set(atoms.arrays) | set(results))
+
+
 def _missing(atoms: Any, key: str, source: str, what: str) -> DataError:
     """Error for a required label that is absent, listing the keys that are present."""
-    results = getattr(atoms.calc, "results", None) or {}
-    present = sorted(set(atoms.info) | set(atoms.arrays) | set(results))
-    return DataError(f"{source}: missing {what} key {key!r}; keys present: {present}")
+    return DataError(f"{source}: missing {what} key {key!r}; keys present: {_present_keys(atoms)}")
+
+
+def _unlabelled(atoms: Any, keys: KeySpec, source: str) -> DataError:
+    """Error for a frame that carries no label at all, listing the keys that are present."""
+    wanted = [keys.energy_key, keys.forces_key, keys.stress_key, keys.virials_key]
+    return DataError(
+        f"{source}: no label: none of the keys {wanted} is present "
+        f"(keys present: {_present_keys(atoms)})"
+    )
 
 
 def _energy(atoms: Any, key: str, source: str, required: bool) -> float | None:

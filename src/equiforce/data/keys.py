@@ -49,6 +49,7 @@ STRESS_WEIGHT = "stress_weight"  # (n_graphs,) float64
 HAS_ENERGY = "has_energy"  # (n_graphs,) bool, label present
 HAS_FORCES = "has_forces"  # (n_graphs,) bool
 HAS_STRESS = "has_stress"  # (n_graphs,) bool
+DATASET_INDEX = "dataset_index"  # (n_graphs,) int64, which training file a graph came from
 
 # --- index fields, not concatenated directly ---------------------------------------------
 PTR = "ptr"  # (n_graphs + 1,) int64, first atom of each graph
@@ -75,6 +76,7 @@ FIELD_SCOPES: Mapping[str, Scope] = MappingProxyType(
         HAS_ENERGY: Scope.GRAPH,
         HAS_FORCES: Scope.GRAPH,
         HAS_STRESS: Scope.GRAPH,
+        DATASET_INDEX: Scope.GRAPH,
     }
 )
 

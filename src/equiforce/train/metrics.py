@@ -1,7 +1,11 @@
 """Error metrics accumulated over batches, and the per-epoch ``metrics.csv`` file.
 
 Errors are unweighted and cover labelled entries only (``has_*`` masks): energy per atom in
-meV/atom, force components in meV/Å, stress components (all nine) in meV/Å^3.
+meV/atom, force components in meV/Å, stress components (all nine) in meV/Å^3. A frame without
+forces adds nothing to the force errors (neither to the sum nor to the count), so an RMSE is
+never diluted by masked zeros. With several training files (``groups``), errors are also
+accumulated per file (``dataset_index`` of each graph) into ``{prefix}_{file}_{...}`` columns,
+which ``metrics.csv`` appends after its fixed ``CSV_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -43,61 +47,162 @@ CSV_COLUMNS = (
 )
 
 
-class ErrorAccumulator:
-    """Running sums of absolute and squared errors of energy/atom, forces and stress."""
+class _Sums:
+    """Sums of absolute and squared errors and counts per quantity."""
 
     def __init__(self):
-        self._abs = {q: 0.0 for q in QUANTITIES}
-        self._sq = {q: 0.0 for q in QUANTITIES}
-        self._count = {q: 0 for q in QUANTITIES}
+        self.abs = {q: 0.0 for q in QUANTITIES}
+        self.sq = {q: 0.0 for q in QUANTITIES}
+        self.count = {q: 0 for q in QUANTITIES}
+
+    def add(self, quantity: str, errors: torch.Tensor) -> None:
+        errors = errors.to(torch.float64) * _MILLI
+        self.abs[quantity] += float(errors.abs().sum())
+        self.sq[quantity] += float(errors.square().sum())
+        self.count[quantity] += int(errors.numel())
+
+    def totals(self) -> list[float]:
+        """``[abs, squared, count]`` per quantity, in ``QUANTITIES`` order (9 numbers)."""
+        return [v for q in QUANTITIES for v in (self.abs[q], self.sq[q], float(self.count[q]))]
+
+    def load_totals(self, values: Sequence[float]) -> None:
+        for k, q in enumerate(QUANTITIES):
+            self.abs[q], self.sq[q] = float(values[3 * k]), float(values[3 * k + 1])
+            self.count[q] = int(round(float(values[3 * k + 2])))
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        out = {}
+        for q in QUANTITIES:
+            n = self.count[q]
+            out[f"{prefix}_{q}_rmse"] = math.sqrt(self.sq[q] / n) if n else math.nan
+            out[f"{prefix}_{q}_mae"] = self.abs[q] / n if n else math.nan
+        return out
+
+
+class ErrorAccumulator:
+    """Running sums of absolute and squared errors of energy/atom, forces and stress.
+
+    Args:
+        groups: names of the training files, indexed by the batches' ``dataset_index``;
+            when given (and the batches carry ``dataset_index``), errors are also summed per
+            file.
+    """
+
+    def __init__(self, groups: Sequence[str] = ()):
+        self.groups = tuple(groups)
+        self._total = _Sums()
+        self._per_group = [_Sums() for _ in self.groups]
 
     @torch.no_grad()
     def add(self, batch: Mapping[str, torch.Tensor], pred: Mapping[str, torch.Tensor]) -> None:
         """Accumulate the errors of one batch.
 
         Args:
-            batch: batch dict with labels, ``ptr``, ``batch`` and ``has_*`` masks.
+            batch: batch dict with labels, ``ptr``, ``batch`` and ``has_*`` masks (and
+                ``dataset_index`` (n_graphs,) for per-file errors).
             pred: model output with ``energy`` (n_graphs,), ``forces`` (n_atoms, 3) and,
                 optionally ``stress`` (n_graphs, 3, 3); float64. Stress errors are counted
                 only when predicted.
         """
         n_atoms = (batch[keys.PTR][1:] - batch[keys.PTR][:-1]).to(torch.float64)
         energy_err = (pred[keys.ENERGY] - batch[keys.ENERGY]).detach() / n_atoms
-        self._add("energy", energy_err[batch[keys.HAS_ENERGY]])
-        atom_mask = batch[keys.HAS_FORCES][batch[keys.BATCH]]
-        self._add("forces", (pred[keys.FORCES] - batch[keys.FORCES]).detach()[atom_mask])
-        stress_mask = batch[keys.HAS_STRESS]
-        if keys.STRESS in pred and bool(stress_mask.any()):
-            self._add("stress", (pred[keys.STRESS] - batch[keys.STRESS]).detach()[stress_mask])
+        force_err = (pred[keys.FORCES] - batch[keys.FORCES]).detach()
+        stress_err = None
+        if keys.STRESS in pred:
+            stress_err = (pred[keys.STRESS] - batch[keys.STRESS]).detach()
+        graph_masks = [(self._total, torch.ones_like(batch[keys.HAS_ENERGY]))]
+        if self.groups and keys.DATASET_INDEX in batch:
+            index = batch[keys.DATASET_INDEX]
+            graph_masks += [(sums, index == k) for k, sums in enumerate(self._per_group)]
+        for sums, graphs in graph_masks:
+            sums.add("energy", energy_err[batch[keys.HAS_ENERGY] & graphs])
+            atom_mask = (batch[keys.HAS_FORCES] & graphs)[batch[keys.BATCH]]
+            sums.add("forces", force_err[atom_mask])
+            stress_mask = batch[keys.HAS_STRESS] & graphs
+            if stress_err is not None and bool(stress_mask.any()):
+                sums.add("stress", stress_err[stress_mask])
 
-    def _add(self, quantity: str, errors: torch.Tensor) -> None:
-        errors = errors.to(torch.float64) * _MILLI
-        self._abs[quantity] += float(errors.abs().sum())
-        self._sq[quantity] += float(errors.square().sum())
-        self._count[quantity] += int(errors.numel())
+    def totals(self) -> torch.Tensor:
+        """All sums and counts as one (9 * (1 + n_groups),) float64 tensor (for a reduction
+        over ranks): the totals, then each group's, ``[abs, squared, count]`` per quantity."""
+        sums = [self._total, *self._per_group]
+        return torch.tensor([v for s in sums for v in s.totals()], dtype=torch.float64)
+
+    @classmethod
+    def from_totals(cls, totals: torch.Tensor, groups: Sequence[str] = ()) -> "ErrorAccumulator":
+        """An accumulator holding ``totals`` (``totals()`` output, e.g. summed over ranks).
+
+        Raises:
+            ValueError: ``totals`` does not have 9 numbers for the total and each of ``groups``.
+        """
+        values = totals.detach().to("cpu", torch.float64).reshape(-1).tolist()
+        size = 3 * len(QUANTITIES)
+        if len(values) != size * (1 + len(groups)):
+            raise ValueError(
+                f"{len(values)} totals for {len(groups)} groups; expected "
+                f"{size * (1 + len(groups))} (pass the groups of the accumulator that made them)"
+            )
+        out = cls(groups)
+        for k, sums in enumerate([out._total, *out._per_group]):
+            sums.load_totals(values[k * size : (k + 1) * size])
+        return out
 
     def metrics(self, prefix: str) -> dict[str, float]:
-        """``{prefix}_{quantity}_{rmse|mae}`` in meV units; NaN where nothing was labelled."""
-        out = {}
-        for q in QUANTITIES:
-            n = self._count[q]
-            out[f"{prefix}_{q}_rmse"] = math.sqrt(self._sq[q] / n) if n else math.nan
-            out[f"{prefix}_{q}_mae"] = self._abs[q] / n if n else math.nan
+        """``{prefix}_{quantity}_{rmse|mae}`` in meV units; NaN where nothing was labelled.
+
+        With ``groups``, also ``{prefix}_{group}_{quantity}_{rmse|mae}`` per file.
+        """
+        out = self._total.metrics(prefix)
+        for name, sums in zip(self.groups, self._per_group, strict=True):
+            out.update(sums.metrics(f"{prefix}_{name}"))
         return out
 
 
-def _csv_text(rows: Sequence[Mapping[str, object]], header: bool) -> str:
+def group_summary(row: Mapping[str, object], prefix: str, groups: Sequence[str]) -> str:
+    """One line of per-file RMSEs of a metrics row, e.g. for the log.
+
+    Args:
+        row: a metrics row with ``{prefix}_{group}_{quantity}_rmse`` entries.
+        prefix: ``"valid"`` or ``"train"``.
+        groups: the file names.
+
+    Returns:
+        ``"name: E 1.2 meV/atom, F 34.5 meV/Å, S nan meV/Å^3; ..."``.
+    """
+    units = {"energy": ("E", "meV/atom"), "forces": ("F", "meV/Å"), "stress": ("S", "meV/Å^3")}
+    parts = []
+    for name in groups:
+        values = [
+            f"{letter} {float(row.get(f'{prefix}_{name}_{q}_rmse', math.nan)):.3f} {unit}"
+            for q, (letter, unit) in units.items()
+        ]
+        parts.append(f"{name}: " + ", ".join(values))
+    return "; ".join(parts)
+
+
+def _columns(rows: Sequence[Mapping[str, object]]) -> list[str]:
+    """``CSV_COLUMNS``, then any other key of ``rows`` (per-file metrics) in first-seen order."""
+    extra: dict[str, None] = {}
+    for row in rows:
+        extra.update((name, None) for name in row if name not in CSV_COLUMNS)
+    return [*CSV_COLUMNS, *extra]
+
+
+def _csv_text(rows: Sequence[Mapping[str, object]], columns: Sequence[str], header: bool) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({name: row.get(name, math.nan) for name in CSV_COLUMNS})
+        writer.writerow({name: row.get(name, math.nan) for name in columns})
     return buffer.getvalue()
 
 
 class MetricsCSV:
     """``metrics.csv``: one row per epoch, appended and flushed as epochs finish.
+
+    Columns are ``CSV_COLUMNS`` followed by any other key the rows carry (per-file metrics);
+    a row with a new key rewrites the file atomically with the wider header.
 
     Args:
         path: the CSV file.
@@ -108,12 +213,19 @@ class MetricsCSV:
 
     def __init__(self, path: str | os.PathLike, history: Sequence[Mapping[str, object]] = ()):
         self.path = Path(path)
-        atomic_write_text(_csv_text(history, header=True), self.path)
+        self._rows = [dict(row) for row in history]
+        self._columns = _columns(self._rows)
+        atomic_write_text(_csv_text(self._rows, self._columns, header=True), self.path)
 
     def append(self, row: Mapping[str, object]) -> None:
-        """Append one epoch's row (keys ``CSV_COLUMNS``) and flush it to disk."""
+        """Append one epoch's row (keys ``CSV_COLUMNS`` and more) and flush it to disk."""
+        self._rows.append(dict(row))
+        if any(name not in self._columns for name in row):
+            self._columns = _columns(self._rows)
+            atomic_write_text(_csv_text(self._rows, self._columns, header=True), self.path)
+            return
         with open(self.path, "a") as handle:
-            handle.write(_csv_text([row], header=False))
+            handle.write(_csv_text([row], self._columns, header=False))
             handle.flush()
             os.fsync(handle.fileno())
 
