@@ -15,6 +15,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from equiforce.nn.scaled_mlp import scaled_mlp_forward
 from equiforce.o3.irreps import Irreps
 
 NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -75,14 +76,9 @@ class AllegroMLP(nn.Module):
         Returns:
             (n, sizes[-1]), dtype of ``x``.
         """
-        dtype = self.math_dtype or self.weights[0].dtype
-        h = x.to(dtype)
-        last = len(self.weights) - 1
-        for index, (weight, alpha) in enumerate(zip(self.weights, self.alphas, strict=True)):
-            h = h @ (weight * alpha).to(dtype)
-            if index < last and self.nonlinearity is not None:
-                h = NONLINEARITIES[self.nonlinearity](h)
-        return h.to(x.dtype)
+        activation = None if self.nonlinearity is None else NONLINEARITIES[self.nonlinearity]
+        scaled = [weight * alpha for weight, alpha in zip(self.weights, self.alphas, strict=True)]
+        return scaled_mlp_forward(x, scaled, activation, self.math_dtype)
 
 
 class WeightedChannels(nn.Module):

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from equiforce.nn.scaled_mlp import scaled_mlp_forward
+
 
 def normalized_silu_scale() -> float:
     """``1 / sqrt(E[silu(z)^2])`` for ``z ~ N(0, 1)``, so ``scale * silu`` keeps unit variance.
@@ -75,12 +77,5 @@ class RadialMLP(nn.Module):
         Returns:
             (n, sizes[-1]), dtype of ``x``.
         """
-        dtype = self.math_dtype or self.weights[0].dtype
-        h = x.to(dtype)
-        last = len(self.weights) - 1
-        for index, weight in enumerate(self.weights):
-            # normalise the (small) weight, not the (n_edges, width) product
-            h = h @ (weight / math.sqrt(weight.shape[0])).to(dtype)
-            if index < last:
-                h = self.activation(h)
-        return h.to(x.dtype)
+        scaled = [weight / math.sqrt(weight.shape[0]) for weight in self.weights]
+        return scaled_mlp_forward(x, scaled, self.activation, self.math_dtype)
