@@ -21,3 +21,11 @@ def model_file(tmp_path_factory, model64) -> str:
     path = tmp_path_factory.mktemp("model") / "tiny_mace.pt"
     save_model(model64, path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def emt_cu_model(tmp_path_factory) -> str:
+    """A tiny MACE trained on EMT Cu (``tests/md/emt_model.py``): a physically sensible model."""
+    from .emt_model import train_emt_cu_model
+
+    return str(train_emt_cu_model(tmp_path_factory.mktemp("emt_cu")))

@@ -1,0 +1,95 @@
+"""``equiforce relax MODEL IN OUT``: relax every structure of a file (positions, and cells)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from equiforce.precision import MODES as PRECISION_MODES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``relax`` options on ``parser``."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("input", help="structures to relax, any ASE format (all frames)")
+    parser.add_argument(
+        "output",
+        help="relaxed structures (extxyz: energy, forces, stress, relax_converged, relax_steps);"
+        " a JSON summary is written beside it (OUTPUT with suffix .json)",
+    )
+    parser.add_argument("--fmax", type=float, default=0.05, help="force threshold, eV/Å")
+    parser.add_argument("--steps", type=int, default=500, help="most optimizer steps")
+    parser.add_argument("--optimizer", choices=("fire", "bfgs"), default="fire")
+    parser.add_argument(
+        "--cell",
+        action="store_true",
+        help="relax the cells of 3D-periodic structures too (ASE's FrechetCellFilter)",
+    )
+    parser.add_argument(
+        "--pressure", type=float, default=0.0, help="external pressure with --cell, GPa"
+    )
+    parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="relax all structures at once with TorchSim's batched FIRE (needs equiforce[sim])",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISION_MODES),
+        help="run the model in this precision mode (default: as saved); see docs/precision.md",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Relax, print the per-structure summary, write the structures and the JSON summary."""
+    from ase.io import read
+
+    from equiforce.files import atomic_write_text
+    from equiforce.md.relax import (
+        format_relax_summary,
+        relax_batched,
+        relax_structures,
+        write_relaxed,
+    )
+
+    if not Path(args.input).exists():
+        raise FileNotFoundError(f"structure file {args.input} does not exist")
+    if Path(args.output).suffix not in (".xyz", ".extxyz"):
+        raise ValueError(f"output {args.output}: use a .xyz or .extxyz file name (extxyz)")
+    if args.pressure != 0.0 and not args.cell:
+        raise ValueError("--pressure needs --cell (the pressure acts on the cell)")
+    frames = read(args.input, index=":")
+    options = dict(fmax=args.fmax, steps=args.steps, cell=args.cell, pressure_GPa=args.pressure)
+    if args.batched:
+        if args.optimizer != "fire":
+            raise ValueError("--batched relaxes with TorchSim's FIRE; drop --optimizer bfgs")
+        from equiforce.md.torchsim import EquiforceModel
+
+        model = EquiforceModel(args.model, device=args.device, precision=args.precision)
+        results = relax_batched(frames, model, **options)
+    else:
+        from equiforce.md.calculator import EquiforceCalculator
+
+        calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+        results = relax_structures(frames, calculator, optimizer=args.optimizer, **options)
+    print(format_relax_summary(results))
+    write_relaxed(results, args.output)
+    summary = [
+        {
+            "index": index,
+            "formula": result.atoms.get_chemical_formula(),
+            "converged": result.converged,
+            "steps": result.n_steps,
+            "fmax_eV_per_A": result.fmax,
+            "energy_eV": result.energy,
+            "cell_relaxed": result.cell_relaxed,
+        }
+        for index, result in enumerate(results)
+    ]
+    summary_path = Path(args.output).with_suffix(".json")
+    atomic_write_text(json.dumps(summary, indent=2) + "\n", summary_path)
+    print(f"relaxed structures written to {args.output}, summary to {summary_path}")
+    return 0

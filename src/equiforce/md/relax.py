@@ -1,0 +1,301 @@
+"""Structure relaxation: positions and (for 3D-periodic cells) the cell, one by one or batched.
+
+``relax_structures`` runs ASE's FIRE or BFGS on each structure with any ASE calculator; with
+``cell=True`` a 3D-periodic structure relaxes inside ASE's ``FrechetCellFilter`` under a
+hydrostatic ``pressure_GPa`` (positions only for molecules and slabs). ``relax_batched``
+relaxes all structures at once through TorchSim's batched FIRE (``frechet_cell_fire`` for
+cells) with ``equiforce.md.torchsim.EquiforceModel``: one model call per step for the whole
+batch. Both return one ``RelaxResult`` per structure, in input order; ``write_relaxed`` writes
+them (extxyz: energy, forces, stress, and per frame ``relax_converged``/``relax_steps``).
+
+Convergence is ASE's: the largest force norm is below ``fmax`` (eV/Å); with a cell filter the
+filter's cell "forces" (virial / number of atoms) count too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+from ase.calculators.singlepoint import SinglePointCalculator
+
+if TYPE_CHECKING:
+    from equiforce.md.torchsim import EquiforceModel
+
+Optimizer = Literal["fire", "bfgs"]
+
+
+@dataclass(frozen=True)
+class RelaxResult:
+    """One relaxed structure.
+
+    Attributes:
+        atoms: the final structure, carrying a ``SinglePointCalculator`` with its energy (eV),
+            forces (eV/Å) and, for 3D-periodic cells, stress (eV/Å^3).
+        converged: whether the largest force fell below ``fmax`` within the step budget.
+        n_steps: optimizer steps taken (0: already converged).
+        fmax: the largest force norm at the end, eV/Å (cell forces included with ``cell``).
+        cell_relaxed: whether the cell was a degree of freedom.
+    """
+
+    atoms: Atoms
+    converged: bool
+    n_steps: int
+    fmax: float
+    cell_relaxed: bool
+
+    @property
+    def energy(self) -> float:
+        """Final potential energy, eV."""
+        return float(self.atoms.get_potential_energy())
+
+
+def _check_options(fmax: float, steps: int, optimizer: str) -> None:
+    if not fmax > 0:
+        raise ValueError(f"fmax must be positive, got {fmax} eV/Å")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if optimizer not in ("fire", "bfgs"):
+        raise ValueError(f"optimizer must be 'fire' or 'bfgs', got {optimizer!r}")
+
+
+def _frozen(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None) -> Atoms:
+    """A copy of ``atoms`` with its final numbers attached as a SinglePointCalculator."""
+    final = atoms.copy()
+    results = {"energy": float(energy), "forces": np.asarray(forces, dtype=np.float64)}
+    if stress is not None and atoms.pbc.all():
+        results["stress"] = np.asarray(stress, dtype=np.float64)
+    final.calc = SinglePointCalculator(final, **results)
+    return final
+
+
+def relax_structure(
+    atoms: Atoms,
+    calculator: Calculator,
+    fmax: float = 0.05,
+    steps: int = 500,
+    optimizer: Optimizer = "fire",
+    cell: bool = False,
+    pressure_GPa: float = 0.0,
+) -> RelaxResult:
+    """Relax one structure with ASE's FIRE or BFGS.
+
+    Args:
+        atoms: the starting structure; not modified.
+        calculator: any ASE calculator (stress needed with ``cell``).
+        fmax: force convergence threshold, eV/Å.
+        steps: most optimizer steps.
+        optimizer: ``"fire"`` or ``"bfgs"``.
+        cell: relax the cell too (``FrechetCellFilter``), for 3D-periodic structures only.
+        pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
+
+    Returns:
+        The ``RelaxResult``.
+    """
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS, FIRE
+
+    _check_options(fmax, steps, optimizer)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    with_cell = bool(cell and atoms.pbc.all())
+    target = atoms
+    if with_cell:
+        target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa)
+    dynamics = (FIRE if optimizer == "fire" else BFGS)(target, logfile=None)
+    converged = bool(dynamics.run(fmax=fmax, steps=steps))
+    final_fmax = float(np.linalg.norm(target.get_forces(), axis=1).max(initial=0.0))
+    stress = atoms.get_stress() if atoms.pbc.all() else None
+    return RelaxResult(
+        atoms=_frozen(atoms, atoms.get_potential_energy(), atoms.get_forces(), stress),
+        converged=converged,
+        n_steps=int(dynamics.nsteps),
+        fmax=final_fmax,
+        cell_relaxed=with_cell,
+    )
+
+
+def relax_structures(
+    frames: Sequence[Atoms], calculator: Calculator, progress: bool = False, **options
+) -> list[RelaxResult]:
+    """``relax_structure`` on each frame in turn (options as there)."""
+    from tqdm.auto import tqdm
+
+    return [
+        relax_structure(atoms, calculator, **options)
+        for atoms in tqdm(frames, disable=not progress, desc="relax", unit="structure")
+    ]
+
+
+def relax_batched(
+    frames: Sequence[Atoms],
+    model: EquiforceModel,
+    fmax: float = 0.05,
+    steps: int = 500,
+    cell: bool = False,
+    pressure_GPa: float = 0.0,
+) -> list[RelaxResult]:
+    """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
+
+    Periodic and non-periodic structures run as two batches (TorchSim 0.3 keeps one pbc
+    flag per state). Each structure's result is taken at the step it first converges; the
+    batch steps on until all have converged or ``steps`` is reached.
+
+    Args:
+        frames: structures, each periodic along x, y, z or along none (no slabs).
+        model: the TorchSim model (``EquiforceModel``, stress on for ``cell``).
+        fmax: force convergence threshold, eV/Å.
+        steps: most FIRE steps.
+        cell: relax the cells of the periodic structures too (``frechet_cell_fire``).
+        pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
+
+    Returns:
+        One ``RelaxResult`` per frame, in input order.
+
+    Raises:
+        ValueError: a structure periodic along some axes only (named by index).
+    """
+    _check_options(fmax, steps, "fire")
+    for index, atoms in enumerate(frames):
+        if atoms.pbc.any() and not atoms.pbc.all():
+            raise ValueError(
+                f"structure {index}: pbc {atoms.pbc.tolist()} (periodic along some axes "
+                "only) cannot be relaxed batched with TorchSim 0.3; relax it without --batched"
+            )
+    results: list[RelaxResult | None] = [None] * len(frames)
+    for periodic in (True, False):
+        group = [i for i, atoms in enumerate(frames) if bool(atoms.pbc.all()) == periodic]
+        if group:
+            relaxed = _relax_group(
+                [frames[i] for i in group], model, fmax, steps, cell and periodic, pressure_GPa
+            )
+            for index, result in zip(group, relaxed, strict=True):
+                results[index] = result
+    return results  # type: ignore[return-value]
+
+
+def _relax_group(
+    frames: list[Atoms],
+    model: EquiforceModel,
+    fmax: float,
+    steps: int,
+    cell: bool,
+    pressure_GPa: float,
+) -> list[RelaxResult]:
+    """Batched FIRE over structures of one periodicity; results at first convergence."""
+    import torch_sim as ts
+
+    from equiforce.md.torchsim import atoms_to_state
+
+    if cell:
+        init, step = ts.optimizers.frechet_cell_fire(
+            model, scalar_pressure=pressure_GPa * units.GPa
+        )
+    else:
+        init, step = ts.optimizers.fire(model)
+    state = init(atoms_to_state(frames, model.device, model.dtype))
+    snapshots: list[RelaxResult | None] = [None] * len(frames)
+    for n_steps in range(steps + 1):
+        if n_steps > 0:
+            state = step(state)
+        system_fmax = _system_fmax(state, cell)
+        done = system_fmax < fmax
+        last = n_steps == steps
+        for index in range(len(frames)):
+            if snapshots[index] is None and (bool(done[index]) or last):
+                snapshots[index] = _snapshot(
+                    frames[index],
+                    state,
+                    index,
+                    bool(done[index]),
+                    n_steps,
+                    cell,
+                    float(system_fmax[index]),
+                )
+        if all(s is not None for s in snapshots):
+            break
+    return snapshots  # type: ignore[return-value]
+
+
+def _system_fmax(state, cell: bool) -> np.ndarray:
+    """(n_systems,) largest force norm per system, cell forces included with ``cell``."""
+    import torch
+
+    norms = state.forces.norm(dim=1)
+    fmax = torch.zeros(state.n_systems, dtype=norms.dtype, device=norms.device)
+    fmax = fmax.scatter_reduce(0, state.system_idx, norms, reduce="amax", include_self=True)
+    if cell:
+        fmax = torch.maximum(fmax, state.cell_forces.norm(dim=2).max(dim=1).values)
+    return fmax.detach().cpu().numpy().astype(np.float64)
+
+
+def _snapshot(
+    atoms: Atoms, state, index: int, converged: bool, n_steps: int, cell: bool, fmax: float
+) -> RelaxResult:
+    """System ``index`` of a TorchSim optimizer state as a ``RelaxResult``."""
+    mask = (state.system_idx == index).cpu().numpy()
+    final = atoms.copy()
+    final.positions = state.positions.detach().cpu().numpy()[mask].astype(np.float64)
+    if atoms.pbc.all():
+        final.set_cell(state.cell[index].detach().cpu().numpy().T.astype(np.float64))
+    stress = None
+    if getattr(state, "stress", None) is not None and atoms.pbc.all():
+        from ase.stress import full_3x3_to_voigt_6_stress
+
+        stress = full_3x3_to_voigt_6_stress(state.stress[index].detach().cpu().numpy())
+    energy = float(state.energy[index])
+    forces = state.forces.detach().cpu().numpy()[mask]
+    return RelaxResult(
+        atoms=_frozen(final, energy, forces, stress),
+        converged=converged,
+        n_steps=n_steps,
+        fmax=fmax,
+        cell_relaxed=cell,
+    )
+
+
+def write_relaxed(results: Sequence[RelaxResult], path: str | os.PathLike) -> Path:
+    """Write the relaxed structures to an extxyz file (atomically).
+
+    Each frame carries energy, forces and (3D-periodic) stress, and in its info
+    ``relax_converged``, ``relax_steps`` and ``relax_fmax`` (eV/Å).
+    """
+    import io
+
+    from ase.io import write
+
+    from equiforce.files import atomic_write_text
+
+    frames = []
+    for result in results:
+        atoms = result.atoms.copy()
+        atoms.calc = result.atoms.calc
+        atoms.info.update(
+            relax_converged=result.converged, relax_steps=result.n_steps, relax_fmax=result.fmax
+        )
+        frames.append(atoms)
+    buffer = io.StringIO()
+    write(buffer, frames, format="extxyz")
+    path = Path(path)
+    atomic_write_text(buffer.getvalue(), path)
+    return path
+
+
+def format_relax_summary(results: Sequence[RelaxResult]) -> str:
+    """One line per structure: index, formula, converged, steps, final fmax, energy."""
+    header = f"{'#':>4}  {'formula':<14}{'converged':<11}{'steps':>6}  {'fmax eV/Å':>10}  energy eV"
+    lines = [header]
+    for index, result in enumerate(results):
+        lines.append(
+            f"{index:>4}  {result.atoms.get_chemical_formula():<14}"
+            f"{'yes' if result.converged else 'NO':<11}{result.n_steps:>6}  "
+            f"{result.fmax:>10.4f}  {result.energy:.6f}"
+        )
+    n_converged = sum(result.converged for result in results)
+    lines.append(f"{n_converged} of {len(results)} converged")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""Relaxation: fmax reached on a rattled crystal with its cell and on molecules; batched
+(TorchSim) equals one by one (ASE); ``equiforce relax`` writes energies and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
+from ase.cluster import Octahedron
+from ase.io import read, write
+
+from equiforce.cli.relax import add_arguments, run
+from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.relax import format_relax_summary, relax_structure, relax_structures
+from equiforce.testing.structures import make_slab
+
+FMAX = 0.01  # eV/Å
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` with the ``relax`` subcommand's options."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def rattled_cu(a: float = 3.68, repeat: int = 1, seed: int = 1):
+    """An fcc Cu cell away from equilibrium: strained lattice, rattled atoms."""
+    atoms = bulk("Cu", "fcc", a=a, cubic=True) * (repeat, repeat, repeat)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def pressure_GPa(atoms) -> float:
+    """Hydrostatic pressure of the structure's stress (no kinetic part), GPa."""
+    return float(-atoms.get_stress()[:3].mean() / units.GPa)
+
+
+def forces_fmax(atoms) -> float:
+    """The largest force norm, eV/Å."""
+    return float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+
+
+@pytest.mark.parametrize(("optimizer", "target_GPa"), [("fire", 0.0), ("bfgs", 2.0)])
+def test_cell_relaxation_reaches_fmax_and_target_pressure(emt_cu_model, optimizer, target_GPa):
+    start = rattled_cu()
+    result = relax_structure(
+        start,
+        EquiforceCalculator(emt_cu_model),
+        fmax=FMAX,
+        steps=300,
+        optimizer=optimizer,
+        cell=True,
+        pressure_GPa=target_GPa,
+    )
+    assert result.converged and result.cell_relaxed and 0 < result.n_steps < 300
+    assert result.fmax < FMAX and forces_fmax(result.atoms) < FMAX
+    # cell forces (virial / n_atoms) below fmax bound |P - P_target| by fmax * n / V
+    bound = FMAX * len(start) / result.atoms.get_volume() / units.GPa
+    assert abs(pressure_GPa(result.atoms) - target_GPa) < bound
+    assert result.atoms.get_volume() < start.get_volume()  # a = 3.68 Å is stretched
+
+
+def test_molecules_relax_to_fmax(emt_cu_model):
+    methane = molecule("CH4")
+    methane.rattle(0.1, seed=2)
+    emt = relax_structure(methane, EMT(), fmax=FMAX, steps=300, optimizer="bfgs", cell=True)
+    assert emt.converged and not emt.cell_relaxed and forces_fmax(emt.atoms) < FMAX
+    assert "stress" not in emt.atoms.calc.results
+    cluster = Octahedron("Cu", 3)
+    cluster.rattle(0.05, seed=3)
+    model = relax_structure(cluster, EquiforceCalculator(emt_cu_model), fmax=FMAX, steps=300)
+    assert model.converged and forces_fmax(model.atoms) < FMAX
+    assert np.allclose(model.atoms.cell.array, 0.0)
+
+
+def test_unconverged_structures_are_reported(emt_cu_model):
+    results = relax_structures([rattled_cu()], EquiforceCalculator(emt_cu_model), steps=2)
+    assert not results[0].converged and results[0].n_steps == 2 and results[0].fmax > 0.05
+    assert "0 of 1 converged" in format_relax_summary(results)
+
+
+def test_batched_relaxation_equals_one_by_one(emt_cu_model):
+    pytest.importorskip("torch_sim")
+    from equiforce.md.relax import relax_batched
+    from equiforce.md.torchsim import EquiforceModel
+
+    cluster = Octahedron("Cu", 2)
+    cluster.rattle(0.05, seed=3)
+    frames = [rattled_cu(3.70, seed=1), cluster]
+    options = dict(fmax=FMAX, steps=300, cell=True, pressure_GPa=0.5)
+    serial = relax_structures(frames, EquiforceCalculator(emt_cu_model), **options)
+    batched = relax_batched(frames, EquiforceModel(emt_cu_model), **options)
+    for one, many in zip(serial, batched, strict=True):
+        assert one.converged and many.converged
+        assert one.cell_relaxed == many.cell_relaxed
+        assert abs(one.n_steps - many.n_steps) <= 1
+        assert abs(one.energy - many.energy) < 1e-4
+        np.testing.assert_allclose(many.atoms.positions, one.atoms.positions, atol=1e-3)
+        np.testing.assert_allclose(many.atoms.cell.array, one.atoms.cell.array, atol=1e-3)
+    with pytest.raises(ValueError, match="structure 1: pbc"):
+        relax_batched([frames[0], make_slab()], EquiforceModel(emt_cu_model))
+
+
+def test_cli_relax_writes_structures_and_summary(emt_cu_model, tmp_path, capsys):
+    frames = [rattled_cu(seed=1), Octahedron("Cu", 2)]
+    write(tmp_path / "in.xyz", frames)
+    out = tmp_path / "out.xyz"
+    status = run(
+        parse([emt_cu_model, str(tmp_path / "in.xyz"), str(out), "--cell", "--fmax", "0.02"])
+    )
+    assert status == 0
+    relaxed = read(out, index=":")
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert len(relaxed) == len(summary) == 2
+    for atoms, row in zip(relaxed, summary, strict=True):
+        assert atoms.info["relax_converged"] and row["converged"] and row["steps"] > 0
+        assert atoms.get_potential_energy() == pytest.approx(row["energy_eV"])
+        assert forces_fmax(atoms) < 0.02
+    assert relaxed[0].get_stress().shape == (6,) and "stress" not in relaxed[1].calc.results
+    assert "2 of 2 converged" in capsys.readouterr().out
+
+
+def test_cli_relax_rejects_bad_options(emt_cu_model, tmp_path):
+    write(tmp_path / "in.xyz", rattled_cu())
+    for extra, message in [
+        (["--pressure", "1"], "needs --cell"),
+        (["--batched", "--optimizer", "bfgs"], "drop --optimizer bfgs"),
+    ]:
+        args = parse([emt_cu_model, str(tmp_path / "in.xyz"), str(tmp_path / "o.xyz"), *extra])
+        with pytest.raises(ValueError, match=message):
+            run(args)
+    args = parse([emt_cu_model, str(tmp_path / "in.xyz"), str(tmp_path / "o.json")])
+    with pytest.raises(ValueError, match="xyz"):
+        run(args)
