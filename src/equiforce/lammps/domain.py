@@ -90,7 +90,8 @@ class DomainResult:
 
     def forces(self, edge_index: torch.Tensor, n_all: int) -> torch.Tensor:
         """(n_all, 3) float64 eV/Å ``-dE/dx`` of local and ghost atoms from the edges."""
-        forces = torch.zeros(n_all, 3, dtype=torch.float64)
+        forces = self.pair_gradient.new_zeros(n_all, 3)
+        edge_index = edge_index.to(forces.device)
         forces.index_add_(0, edge_index[0], self.pair_gradient)
         forces.index_add_(0, edge_index[1], -self.pair_gradient)
         return forces
@@ -98,46 +99,44 @@ class DomainResult:
 
 def evaluate_domain(
     potential: PotentialInterface,
-    pos: torch.Tensor,
     atom_type: torch.Tensor,
     n_local: int,
     edge_index: torch.Tensor,
+    edge_vec: torch.Tensor,
     communicate: Communicate | None = None,
 ) -> DomainResult:
     """Energy of one rank's local atoms and its edge gradients (module docstring).
 
     Args:
         potential: the model; its energy model runs layer by layer (``run_layers``).
-        pos: (n_all, 3) float64, Å: local atoms first, then ghosts.
-        atom_type: (n_all,) int64 model type indices; -1 for an atom of a type the model
-            does not cover (``pair_coeff ... NULL`` under ``pair_style hybrid``): it must be in
-            no edge, and its energy is not counted.
+        atom_type: (n_all,) int64 model type indices of the local atoms, then the ghosts;
+            -1 for an atom of a type the model does not cover (``pair_coeff ... NULL`` under
+            ``pair_style hybrid``): it must be in no edge, and its energy is not counted.
         n_local: number of local atoms.
         edge_index: (2, n_edges) int64 ``[centre, neighbour]``, centres local, pairs closer
             than r_max.
+        edge_vec: (n_edges, 3) float64, Å: ``r_ij = x_j - x_i`` of each edge.
         communicate: the halo exchange of a message-passing model (``Communicate``); None
             for one domain without ghosts or a strictly local model.
 
     Returns:
-        The local energies and ``dE/dr_ij`` of every edge.
+        The local energies and ``dE/dr_ij`` of every edge, float64 on the model's device.
     """
     model = potential.energy_model
     if model.message_passing_layers and communicate is None:
         raise ValueError("a message-passing model needs a halo exchange (communicate)")
     times = DomainTimes()
-    if pos.shape[0] == 0:  # a rank without atoms still takes part in every (collective)
-        # exchange: one placeholder atom without edges, which no communication list names
-        pos, atom_type = pos.new_zeros(1, 3), atom_type.new_full((1,), -1)
     device = potential.device
+    if atom_type.shape[0] == 0:  # a rank without atoms still takes part in every
+        # (collective) exchange: one placeholder atom without edges, which no exchange names
+        atom_type = atom_type.new_full((1,), -1)
     mapped = (atom_type >= 0).to(device)
-    centre, neighbour = edge_index.to(device)
-    pos = pos.to(device)
-    edge_vec = (pos[neighbour] - pos[centre]).requires_grad_(True)
     atom_type = atom_type.clamp(min=0).to(device)
+    edge_vec = edge_vec.to(device).detach().requires_grad_(True)
     inputs = {
         keys.ATOM_TYPE: atom_type,
         keys.BATCH: torch.zeros_like(atom_type),
-        keys.EDGE_INDEX: torch.stack([centre, neighbour]),
+        keys.EDGE_INDEX: edge_index.to(device),
         keys.EDGE_VEC: edge_vec,
     }
 
@@ -160,7 +159,7 @@ def evaluate_domain(
     grad = torch.zeros_like(edge_vec) if grad is None else grad
     return DomainResult(
         float(energy.detach()),
-        node_energy.detach().to("cpu", torch.float64),
-        grad.detach().to("cpu", torch.float64),
+        node_energy.detach().to(torch.float64),
+        grad.detach().to(torch.float64),
         times,
     )

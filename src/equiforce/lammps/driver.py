@@ -194,21 +194,21 @@ class ModelSession:
         start = time.perf_counter()
         potential = self.potentials[handle]
         n_all = n_local + n_ghost
-        pos = torch.from_numpy(_array(x, (n_all, 3)))
+        pos = _array(x, (n_all, 3))
         atom_type = torch.from_numpy(_array(types, (n_all,)).astype(np.int64))
-        edge_index = torch.from_numpy(
-            np.stack([_array(centre, (n_edges,)), _array(neighbour, (n_edges,))]).astype(np.int64)
-        )
+        pairs = np.stack([_array(centre, (n_edges,)), _array(neighbour, (n_edges,))])
+        edge_vec = torch.from_numpy(pos[pairs[1]] - pos[pairs[0]])
+        edge_index = torch.from_numpy(pairs.astype(np.int64))
 
         def communicate(rows: torch.Tensor, reverse: bool) -> None:
             self.plugin.equiforce_exchange(pair, rows.data_ptr(), rows.shape[1], int(reverse))
 
         converted = time.perf_counter()
-        result = evaluate_domain(potential, pos, atom_type, n_local, edge_index, communicate)
+        result = evaluate_domain(potential, atom_type, n_local, edge_index, edge_vec, communicate)
         back = time.perf_counter()
-        _array(f, (n_all, 3))[:] += result.forces(edge_index, n_all).numpy()
+        _array(f, (n_all, 3))[:] += result.forces(edge_index, n_all).cpu().numpy()
         if eatom:
-            _array(eatom, (n_local,))[:] += result.node_energy.numpy()
+            _array(eatom, (n_local,))[:] += result.node_energy.cpu().numpy()
         energy[0] = result.energy
         end = time.perf_counter()
         if self.records is not None:

@@ -1,0 +1,145 @@
+"""``equiforce.lammps.mliap.MLIAPModel`` against the ASE calculator, through a stand-in data object.
+
+``FakeMLIAPData`` has the fields and calls of LAMMPS's (KOKKOS) ML-IAP data object for one
+rank that owns a whole periodic box: the ghosts are the periodic images within r_max of the
+box's atoms, ``forward_exchange`` copies each owner's row into its ghost rows and
+``reverse_exchange`` adds the ghost rows into their owners, as LAMMPS's communication does;
+``update_pair_forces_gpu`` adds ``fij`` to ``f_i`` and subtracts it from ``f_j``, after which
+the ghost forces are summed into their owners. Energies, per-atom energies and forces of a
+random 2-layer MACE and Allegro (float64) equal the ASE calculator's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.neighborlist import neighbor_list
+
+from equiforce.lammps.mliap import MLIAPModel, save_mliap
+from equiforce.md.calculator import EquiforceCalculator
+from equiforce.models.io import save_model
+from equiforce.testing.models import tiny_allegro, tiny_mace
+from equiforce.testing.structures import make_fcc_cu
+
+EXACT = 1e-10  # float64, relative
+
+
+class FakeMLIAPData:
+    """One rank's ML-IAP data for a periodic ``atoms`` box: local atoms, then image ghosts.
+
+    Args:
+        atoms: the periodic box (its atoms are the local atoms).
+        element_types: the model's type names (``elems`` indexes them).
+        cutoff: pair cutoff, Å (``2 * rcutfac``).
+    """
+
+    def __init__(self, atoms, element_types: list[str], cutoff: float):
+        i, j, shift = neighbor_list("ijS", atoms, cutoff)
+        ghost_of: dict[tuple[int, int, int, int], int] = {}
+        owner: list[int] = []
+        pair_j = []
+        for atom, image in zip(j, map(tuple, shift), strict=True):
+            if image == (0, 0, 0):
+                pair_j.append(atom)
+                continue
+            key = (atom, *image)
+            if key not in ghost_of:
+                ghost_of[key] = len(atoms) + len(owner)
+                owner.append(atom)
+            pair_j.append(ghost_of[key])
+        self.nlocal = self.nlistatoms = len(atoms)
+        self.ntotal = len(atoms) + len(owner)
+        self.owner = np.array(owner, dtype=np.int64)
+        types = [element_types.index(s) for s in atoms.get_chemical_symbols()]
+        self.elems = np.array(types + [types[o] for o in owner], dtype=np.int32)
+        self.pair_i = i.astype(np.int32)
+        self.pair_j = np.array(pair_j, dtype=np.int32)
+        self.npairs = len(i)
+        self.rij = atoms.positions[j] + shift @ atoms.cell.array - atoms.positions[i]
+        self.eatoms = np.zeros(self.nlocal)
+        self.energy = 0.0
+        self.f = np.zeros((self.ntotal, 3))
+        self.exchanges = {"forward": 0, "reverse": 0}
+
+    def forward_exchange(self, src: torch.Tensor, dst: torch.Tensor, width: int) -> None:
+        assert src.shape == dst.shape == (self.ntotal, width)
+        self.exchanges["forward"] += 1
+        dst.copy_(src)
+        dst[self.nlocal :] = src[torch.from_numpy(self.owner)]
+
+    def reverse_exchange(self, src: torch.Tensor, dst: torch.Tensor, width: int) -> None:
+        assert src.shape == dst.shape == (self.ntotal, width)
+        self.exchanges["reverse"] += 1
+        dst.copy_(src)
+        dst.index_add_(0, torch.from_numpy(self.owner), src[self.nlocal :])
+
+    def update_pair_forces_gpu(self, fij: torch.Tensor) -> None:
+        fij = fij.cpu().numpy()
+        np.add.at(self.f, self.pair_i, fij)
+        np.subtract.at(self.f, self.pair_j, fij)
+
+    def local_forces(self) -> np.ndarray:
+        """Forces on the local atoms after LAMMPS's reverse communication of ghost forces."""
+        forces = self.f[: self.nlocal].copy()
+        np.add.at(forces, self.owner, self.f[self.nlocal :])
+        return forces
+
+
+class PlainMLIAPData(FakeMLIAPData):
+    """The non-KOKKOS ML-IAP data object: no exchange calls, pair forces as NumPy arrays."""
+
+    def __getattribute__(self, name: str):
+        if name in ("forward_exchange", "reverse_exchange", "update_pair_forces_gpu"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+    def update_pair_forces(self, fij: np.ndarray) -> None:
+        assert isinstance(fij, np.ndarray) and fij.shape == (self.npairs, 3)
+        FakeMLIAPData.update_pair_forces_gpu(self, torch.from_numpy(fij))
+
+
+@pytest.fixture(scope="module")
+def box():
+    atoms = make_fcc_cu(2, seed=3)
+    atoms.rattle(0.1, seed=4)
+    return atoms
+
+
+@pytest.mark.parametrize("family", ["mace", "allegro"])
+def test_adapter_equals_the_ase_calculator(box, family):
+    potential = {"mace": tiny_mace, "allegro": tiny_allegro}[family]()
+    adapter = MLIAPModel(potential, device="cpu")
+    data = FakeMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
+    assert data.ntotal > 3 * data.nlocal  # the ghosts of a small periodic box
+    adapter.compute_forces(data)
+
+    atoms = box.copy()
+    atoms.calc = EquiforceCalculator(potential)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    np.testing.assert_allclose(data.energy, energy, rtol=EXACT, atol=0)
+    np.testing.assert_allclose(data.eatoms.sum(), energy, rtol=EXACT, atol=0)
+    np.testing.assert_allclose(
+        data.local_forces(), forces, rtol=0, atol=EXACT * np.abs(forces).max()
+    )
+    layers = potential.energy_model.num_layers if family == "mace" else 1
+    assert data.exchanges == {"forward": layers - 1, "reverse": layers - 1}
+
+
+def test_a_plain_mliap_build_runs_allegro_from_the_saved_file_and_refuses_mace(box, tmp_path):
+    potential = tiny_allegro()
+    save_model(potential, tmp_path / "allegro.pt")
+    path = save_mliap(tmp_path / "allegro.pt", tmp_path / "allegro-mliap.pt", device="cpu")
+    adapter = torch.load(path, weights_only=False)  # as LAMMPS loads a .pt unified model
+    data = PlainMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
+    adapter.compute_forces(data)
+    atoms = box.copy()
+    atoms.calc = EquiforceCalculator(potential)
+    forces = atoms.get_forces()
+    np.testing.assert_allclose(data.energy, atoms.get_potential_energy(), rtol=EXACT, atol=0)
+    np.testing.assert_allclose(
+        data.local_forces(), forces, rtol=0, atol=EXACT * np.abs(forces).max()
+    )
+    mace = MLIAPModel(tiny_mace(), device="cpu")
+    with pytest.raises(RuntimeError, match="needs LAMMPS to exchange ghost-atom features"):
+        mace.compute_forces(PlainMLIAPData(box, mace.element_types, 2 * mace.rcutfac))
