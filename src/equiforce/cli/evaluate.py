@@ -1,4 +1,8 @@
-"""``equiforce evaluate MODEL DATA.xyz``: error table, JSON report and parity plots."""
+"""``equiforce evaluate MODEL DATA.xyz [MORE.xyz ...]``: error tables, JSON report, parity plots.
+
+With several files, each gets its own table (and parity plots in ``--plots DIR/<stem>``), and a
+last table covers all files together.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from equiforce.precision import MODES as PRECISION_MODES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``evaluate`` options on ``parser``."""
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
-    parser.add_argument("data", help="labelled extended XYZ file")
+    parser.add_argument("data", nargs="+", help="labelled extended XYZ file(s)")
     parser.add_argument("--energy-key", default="energy", help="energy label name (eV)")
     parser.add_argument("--forces-key", default="forces", help="forces label name (eV/Å)")
     parser.add_argument("--stress-key", default="stress", help="stress label name (eV/Å^3)")
@@ -27,31 +31,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate the model on the file, print the table, write the requested reports.
+    """Evaluate the model on the file(s), print the tables, write the requested reports.
 
     Raises:
-        ValueError: the file carries none of the requested labels.
+        ValueError: a file carries none of the requested labels.
     """
+    from pathlib import Path
+
     from equiforce.data.extxyz import KeySpec, read_configurations
     from equiforce.models import load_model
-    from equiforce.train.evaluate import evaluate, format_table, plot_parity, to_json
+    from equiforce.train.evaluate import evaluate_files, format_table, plot_parity, to_json
 
     model = load_model(args.model, map_location=args.device, precision=args.precision)
     label_keys = KeySpec(
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
     )
-    configs = read_configurations(args.data, label_keys)
-    result = evaluate(model, configs, batch_size=args.batch_size)
-    if not result.metrics:
-        raise ValueError(
-            f"{args.data}: no frame has an energy, forces or stress label under the keys "
-            f"{args.energy_key!r}, {args.forces_key!r}, {args.stress_key!r}"
-        )
-    print(format_table(result))
+    files = {path: read_configurations(path, label_keys) for path in args.data}
+    results = evaluate_files(model, files, batch_size=args.batch_size)
+    for path in args.data:
+        if not results[path].metrics:
+            raise ValueError(
+                f"{path}: no frame has an energy, forces or stress label under the keys "
+                f"{args.energy_key!r}, {args.forces_key!r}, {args.stress_key!r}"
+            )
+    several = len(args.data) > 1
+    shown = list(results) if several else args.data
+    for name in shown:
+        if several:
+            print(f"== {'all files' if name not in files else name} ==")
+        print(format_table(results[name]))
     if args.json:
-        to_json(result, args.json)
+        to_json(results if several else results[args.data[0]], args.json)
         print(f"metrics written to {args.json}")
     if args.plots:
-        for path in plot_parity(result, args.plots):
-            print(f"parity plot written to {path}")
+        for path in args.data:
+            folder = Path(args.plots) / Path(path).stem if several else args.plots
+            for plot in plot_parity(results[path], folder):
+                print(f"parity plot written to {plot}")
     return 0

@@ -242,6 +242,47 @@ def evaluate(
     return errors_of(structures, pred)
 
 
+ALL_FILES = "all"  # key of ``evaluate_files``'s result over every file together
+
+
+def evaluate_files(
+    model: Potential,
+    files: Mapping[str, Sequence[Structure]],
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> dict[str, EvaluationResult]:
+    """Errors per file and over all files together, from one prediction pass.
+
+    Args:
+        model: the potential.
+        files: file name -> its structures (see ``evaluate``); names other than ``"all"``.
+        batch_size: structures per forward pass (batches may span files).
+        device: see ``predict``.
+
+    Returns:
+        ``EvaluationResult`` per file name, in the order of ``files``, then ``"all"``.
+    """
+    if ALL_FILES in files:
+        raise ValueError(f"{ALL_FILES!r} is reserved for the result over all files")
+    structures = [s for group in files.values() for s in group]
+    with_stress = any(_reference_of(s).stress is not None for s in structures)
+    pred = predict(model, structures, batch_size, device, compute_stress=with_stress)
+    results, graph, atom = {}, 0, 0
+    for name, group in files.items():
+        n_graphs = len(group)
+        n_atoms = int(pred.n_atoms[graph : graph + n_graphs].sum())
+        part = Predictions(
+            energy=pred.energy[graph : graph + n_graphs],
+            forces=pred.forces[atom : atom + n_atoms],
+            n_atoms=pred.n_atoms[graph : graph + n_graphs],
+            stress=None if pred.stress is None else pred.stress[graph : graph + n_graphs],
+        )
+        results[name] = errors_of(group, part)
+        graph, atom = graph + n_graphs, atom + n_atoms
+    results[ALL_FILES] = errors_of(structures, pred)
+    return results
+
+
 def errors_of(structures: Sequence[Structure], pred: Predictions) -> EvaluationResult:
     """Compare given predictions (``predict`` output for ``structures``) with the labels.
 
@@ -336,9 +377,8 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def to_json(result: EvaluationResult, path: str | os.PathLike | None = None) -> str:
-    """Counts and metrics as JSON text, also written atomically to ``path`` when given."""
-    payload = {
+def _payload(result: EvaluationResult) -> dict:
+    return {
         "n_configs": result.n_configs,
         "n_atoms": result.n_atoms,
         "metrics": {
@@ -346,6 +386,22 @@ def to_json(result: EvaluationResult, path: str | os.PathLike | None = None) -> 
             for name, m in result.metrics.items()
         },
     }
+
+
+def to_json(
+    result: EvaluationResult | Mapping[str, EvaluationResult],
+    path: str | os.PathLike | None = None,
+) -> str:
+    """Counts and metrics as JSON text, also written atomically to ``path`` when given.
+
+    Args:
+        result: one result, or ``evaluate_files``'s results (then ``{"files": {name: ...}}``).
+        path: where to write, or None.
+    """
+    if isinstance(result, EvaluationResult):
+        payload = _payload(result)
+    else:
+        payload = {"files": {name: _payload(r) for name, r in result.items()}}
     text = json.dumps(payload, indent=2) + "\n"
     if path is not None:
         atomic_write_text(text, path)
