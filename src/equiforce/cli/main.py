@@ -25,6 +25,10 @@ SUBCOMMANDS = {
         "equiforce.cli.distill",
         "distil a teacher (model or ASE calculator) into a fast student",
     ),
+    "committee": (
+        "equiforce.cli.committee",
+        "train N models of a run file (seeds, subsets) for uncertainty",
+    ),
     "precision-audit": (
         "equiforce.cli.precision_audit",
         "accuracy, speed and symmetry of every precision mode for a model",

@@ -1,6 +1,7 @@
 """ASE calculator and molecular dynamics with stability figures."""
 
 from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.committee import CommitteeCalculator
 from equiforce.md.dynamics import (
     BondDeviation,
     BondMonitor,
@@ -15,6 +16,7 @@ from equiforce.md.dynamics import (
 __all__ = [
     "BondDeviation",
     "BondMonitor",
+    "CommitteeCalculator",
     "EquiforceCalculator",
     "MDResult",
     "bond_length_deviation",

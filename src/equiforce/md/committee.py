@@ -1,0 +1,166 @@
+"""A committee of equiforce models as one ASE calculator: mean predictions plus their spread.
+
+Each member runs through its own ``EquiforceCalculator`` (the same batch building, precision
+scope and checks as a single model); the committee returns the members' mean energy, forces and
+stress, and two uncertainties:
+
+* ``energy_uncertainty``: standard deviation of the member energies, eV (population std,
+  ``ddof=0``);
+* ``force_uncertainty``: (n_atoms,) per-atom spread of the member forces, eV/Å:
+  ``sqrt(mean_k |F_k,i - mean_k F_k,i|^2)`` (the root-mean-square distance of the member force
+  vectors from their mean; zero when all members agree).
+
+The members' own predictions are kept as ``committee_energies`` (n_members,) eV and
+``committee_forces`` (n_members, n_atoms, 3) eV/Å. ``load_committee`` reads a committee folder
+written by ``equiforce committee`` (its ``committee.json``) or a list of model files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from equiforce.md.calculator import EquiforceCalculator
+
+if TYPE_CHECKING:
+    from equiforce.models.potential import Potential
+
+MANIFEST_NAME = "committee.json"
+
+# Results the committee adds to the mean energy/forces/stress.
+UNCERTAINTY_PROPERTIES = (
+    "energy_uncertainty",
+    "force_uncertainty",
+    "committee_energies",
+    "committee_forces",
+)
+
+
+def committee_members(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Model files of a committee given as model files and/or committee folders.
+
+    A folder contributes the members listed in its ``committee.json`` (paths relative to the
+    folder), in order.
+
+    Raises:
+        FileNotFoundError: a path, a manifest or a listed member does not exist.
+        ValueError: a folder without ``committee.json``.
+    """
+    members: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"model or committee folder {path} does not exist")
+        if not path.is_dir():
+            members.append(path)
+            continue
+        manifest = path / MANIFEST_NAME
+        if not manifest.exists():
+            raise ValueError(f"{path} is a folder without {MANIFEST_NAME}: not a committee")
+        for name in json.loads(manifest.read_text())["members"]:
+            member = path / name
+            if not member.exists():
+                raise FileNotFoundError(f"{manifest} lists {name}, but {member} does not exist")
+            members.append(member)
+    return members
+
+
+class CommitteeCalculator(Calculator):
+    """Mean energy, forces and stress of several equiforce models, and their spread.
+
+    Args:
+        models: the members: ``Potential`` objects, model files, or ``EquiforceCalculator``s
+            (used as they are). At least two for a meaningful spread; one gives zero spread.
+        device: torch device of members given as models or files.
+        dtype: parameter dtype of members given as models or files (see
+            ``EquiforceCalculator``).
+        precision: precision mode of members given as models or files.
+        **kwargs: passed to ``ase.calculators.calculator.Calculator``.
+
+    Results (``self.results``): ``energy``/``free_energy`` (eV), ``forces`` (n_atoms, 3) eV/Å,
+    ``stress`` (Voigt, eV/Å^3, when asked for) are the members' means; plus
+    ``UNCERTAINTY_PROPERTIES`` (module docstring).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", *UNCERTAINTY_PROPERTIES]
+
+    def __init__(
+        self,
+        models: Sequence[Potential | str | os.PathLike | EquiforceCalculator],
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        precision: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(models) == 0:
+            raise ValueError("a committee needs at least one model")
+        self.members = [
+            m
+            if isinstance(m, EquiforceCalculator)
+            else EquiforceCalculator(m, device=device, dtype=dtype, precision=precision)
+            for m in models
+        ]
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], **kwargs) -> CommitteeCalculator:
+        """A committee of model files and/or committee folders (``committee_members``)."""
+        return cls(committee_members(paths), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def calculate(
+        self,
+        atoms=None,
+        properties: list[str] | tuple[str, ...] = ("energy",),
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        """Fill ``self.results`` with the committee mean and spread (see the class docstring).
+
+        Forces (and their spread) are computed unless only energies and the energy spread are
+        asked for; stress only when asked for.
+        """
+        super().calculate(atoms, properties, system_changes)
+        energy_only = set(properties) <= {"energy", "free_energy", "energy_uncertainty"}
+        asked = ["energy"] if energy_only else ["energy", "forces"]
+        if "stress" in properties:
+            asked.append("stress")
+        results = []
+        for member in self.members:
+            member.calculate(self.atoms, asked, system_changes)
+            results.append(member.results)
+        energies = np.array([r["energy"] for r in results], dtype=np.float64)
+        self.results = {
+            "energy": float(energies.mean()),
+            "free_energy": float(energies.mean()),
+            "energy_uncertainty": float(energies.std()),
+            "committee_energies": energies,
+        }
+        if not energy_only:
+            forces = np.stack([r["forces"] for r in results])  # (n_members, n_atoms, 3)
+            mean = forces.mean(axis=0)
+            self.results["forces"] = mean
+            self.results["committee_forces"] = forces
+            self.results["force_uncertainty"] = force_spread(forces, mean)
+        if "stress" in asked:
+            self.results["stress"] = np.stack([r["stress"] for r in results]).mean(axis=0)
+
+
+def force_spread(forces: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """Per-atom spread of committee forces, eV/Å.
+
+    Args:
+        forces: (n_members, n_atoms, 3) member forces, eV/Å.
+        mean: (n_atoms, 3) their mean (computed when None).
+
+    Returns:
+        (n_atoms,) ``sqrt(mean_k |F_k,i - mean_i|^2)``.
+    """
+    mean = forces.mean(axis=0) if mean is None else mean
+    return np.sqrt(np.mean(np.sum((forces - mean) ** 2, axis=-1), axis=0))
