@@ -69,7 +69,9 @@ class AuditOptions:
         force_tol: largest acceptable force RMS deviation from float64, meV/Å.
         energy_tol: largest acceptable energy RMS deviation from float64, meV/atom.
         batch_size: structures per forward pass for the deviations and errors.
-        timing_repeats: timed calls per mode (after 2 warm-up rounds of all modes).
+        timing_repeats: timed calls per mode (after 2 warm-up rounds of all modes); 0: no
+            timing (``ms_per_call`` and ``peak_memory_MB`` are None, no recommendation),
+            for callers that time the modes themselves (``equiforce compress``).
         md_steps: NVE steps for the drift (0 skips the MD).
         md_timestep_fs: NVE time step, fs.
         md_temperature_K: initial-velocity temperature, K.
@@ -101,7 +103,7 @@ class ModeAudit:
     forces_dev_max_meV_per_A: float
     energy_rmse_meV_per_atom: float | None
     forces_rmse_meV_per_A: float | None
-    ms_per_call: float
+    ms_per_call: float | None
     peak_memory_MB: float | None
     nve_drift_meV_per_atom_per_ps: float | None
     rotation_error_rel: float
@@ -116,7 +118,7 @@ class AuditResult:
     Attributes:
         modes: one ``ModeAudit`` per audited mode.
         fastest_within_tolerance: name of the fastest mode within tolerance (float64 always
-            is), or None when no audited mode is.
+            is), or None when no audited mode is or the modes were not timed.
         options: the settings used.
         n_structures: structures compared.
         n_atoms_timed: atoms of the structure used for timing, memory and MD.
@@ -151,12 +153,15 @@ def run_audit(
     reference = _predictions(_in_mode(model, MODES["float64"], options), structures, options)
     rotation = _random_rotation(options.seed)
     candidates = {name: _in_mode(model, MODES[name], options) for name in options.modes}
-    speed = _speed_and_memory(candidates, structures[0], options)
+    if options.timing_repeats > 0:
+        speed = _speed_and_memory(candidates, structures[0], options)
+    else:
+        speed = {name: {"ms_per_call": None, "peak_memory_MB": None} for name in candidates}
     audits = [
         _audit_mode(candidate, MODES[name], structures, reference, rotation, options, speed[name])
         for name, candidate in candidates.items()
     ]
-    within = [a for a in audits if a.within_tolerance]
+    within = [a for a in audits if a.within_tolerance and a.ms_per_call is not None]
     fastest = min(within, key=lambda a: a.ms_per_call).mode if within else None
     return AuditResult(audits, fastest, options, len(structures), structures[0].n_atoms)
 
@@ -182,7 +187,7 @@ def _speed_and_memory(
     device = torch.device(options.device)
     calls = {name: _single_call(model, structure, device) for name, model in models.items()}
     timers = {name: partial(time_call, call, device_sync(device)) for name, call in calls.items()}
-    times = interleave(timers, warmup=2, repeats=max(options.timing_repeats, 1))
+    times = interleave(timers, warmup=2, repeats=options.timing_repeats)
     return {
         name: {
             "ms_per_call": summarize(times[name]).median_ms,
