@@ -212,6 +212,9 @@ def _metadata(
     return {
         "format": FORMAT,
         "family": potential.family,
+        # LAMMPS runs a package in C++ only for strictly local models (csrc/aoti_model.cpp)
+        "strictly_local": bool(potential.energy_model.strictly_local),
+        "message_passing_layers": int(potential.energy_model.message_passing_layers),
         "type_names": list(potential.type_names),
         "r_max": float(potential.r_max),
         "units": {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"},

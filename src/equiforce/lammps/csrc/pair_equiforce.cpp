@@ -1,9 +1,14 @@
-/* pair_style equiforce model.pt / pair_coeff * * C H O (see pair_equiforce.h, docs/lammps.md).
+/* pair_style equiforce model.pt (Python callbacks) or model.pt2 (an exported package of a
+   strictly local model, run in C++) / pair_coeff * * C H O (pair_equiforce.h, docs/lammps.md).
 
    Requires units metal and newton_pair on: forces on ghost atoms are summed into their owners
    by LAMMPS's reverse communication, and the global virial is sum_i x_i (x) f_i over local and
    ghost atoms (virial_fdotr_compute). */
 #include "pair_equiforce.h"
+
+#ifdef EQUIFORCE_AOTI
+#include "aoti_model.h"
+#endif
 
 #include "atom.h"
 #include "comm.h"
@@ -15,9 +20,12 @@
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
+#include "utils.h"
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <string>
 
 using namespace LAMMPS_NS;
 
@@ -74,12 +82,63 @@ void PairEquiforce::allocate()
 void PairEquiforce::settings(int narg, char **arg)
 {
   if (narg != 1) error->all(FLERR, "Illegal pair_style equiforce command: pair_style equiforce MODEL");
+  package.reset();
+  if (utils::strmatch(arg[0], "\\.pt2$")) return load_package(arg[0]);
   if (callbacks.load == nullptr)
     error->all(FLERR,
                "pair_style equiforce runs inside the equiforce driver: equiforce lammps in.lmp");
   char err[kErrLen] = "";
   if (callbacks.load(arg[0], &handle, &r_max, err, kErrLen) != 0) error->all(FLERR, err);
 }
+
+#ifdef EQUIFORCE_AOTI
+void PairEquiforce::load_package(const char *path)
+{
+  try {
+    package = std::make_shared<equiforce::AotiModel>(path);
+  } catch (const std::exception &err) {
+    error->all(FLERR, err.what());
+  }
+  r_max = package->r_max();
+}
+
+void PairEquiforce::map_package_types(const std::vector<const char *> &elements)
+{
+  for (size_t i = 1; i <= elements.size(); i++) {
+    type_map[i] = package->type_index(elements[i - 1]);
+    if (type_map[i] < 0) {
+      std::string known;
+      for (const auto &name : package->type_names()) known += " " + name;
+      error->all(FLERR, "pair_coeff maps atom type {} to {}, which the model does not know "
+                 "(its elements:{})", i, elements[i - 1], known);
+    }
+  }
+}
+
+void PairEquiforce::compute_package(int n_local, int n_all)
+{
+  double energy = 0.0;
+  try {
+    equiforce::Domain domain{n_local, n_all, n_all ? atom->x[0] : nullptr, model_types.data(),
+                             (int) centre.size(), centre.data(), neighbour.data()};
+    energy = package->compute(domain, n_all ? atom->f[0] : nullptr, eflag_atom ? eatom : nullptr);
+  } catch (const std::exception &err) {
+    error->one(FLERR, err.what());
+  }
+  if (eflag_global) eng_vdwl += energy;
+}
+#else
+void PairEquiforce::load_package(const char *path)
+{
+  error->all(FLERR, "pair_style equiforce {}: this plugin was built without libtorch, which a "
+             ".pt2 package needs (torch's C++ headers were not found at build time)", path);
+}
+
+// never called: without libtorch `package` stays null
+void PairEquiforce::map_package_types(const std::vector<const char *> &) {}
+
+void PairEquiforce::compute_package(int, int) {}
+#endif
 
 void PairEquiforce::coeff(int narg, char **arg)
 {
@@ -92,9 +151,13 @@ void PairEquiforce::coeff(int narg, char **arg)
                n_types, std::max(0, narg - 2));
   std::vector<const char *> elements(arg + 2, arg + narg);
   type_map.assign(n_types + 1, -1);
-  char err[kErrLen] = "";
-  if (callbacks.map_types(handle, n_types, elements.data(), type_map.data() + 1, err, kErrLen))
-    error->all(FLERR, err);
+  if (package) {
+    map_package_types(elements);
+  } else {
+    char err[kErrLen] = "";
+    if (callbacks.map_types(handle, n_types, elements.data(), type_map.data() + 1, err, kErrLen))
+      error->all(FLERR, err);
+  }
   for (int i = 1; i <= n_types; i++)
     for (int j = i; j <= n_types; j++) setflag[i][j] = 1;
 }
@@ -145,6 +208,11 @@ void PairEquiforce::compute(int eflag, int vflag)
   model_types.resize(n_all);
   for (int i = 0; i < n_all; i++) model_types[i] = type_map[atom->type[i]];
   build_edges();
+  if (package) {    // in C++, no exchange (strictly local)
+    compute_package(n_local, n_all);
+    if (vflag_fdotr) virial_fdotr_compute();
+    return;
+  }
   double energy = 0.0;
   char err[kErrLen] = "";
   // a rank without atoms still calls the model: its halo exchanges are collective
@@ -220,7 +288,8 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.version = static_cast<LAMMPS *>(lmp)->version;    // the build is keyed by version
   plugin.style = "pair";
   plugin.name = "equiforce";
-  plugin.info = "equiforce pair style (E(3)-equivariant ML potentials through Python)";
+  plugin.info = "equiforce pair style (E(3)-equivariant ML potentials: model files through Python, "
+                "strictly local .pt2 packages in C++)";
   plugin.author = "equiforce";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &create_pair;
   plugin.handle = handle;

@@ -1,10 +1,14 @@
-/* pair_style equiforce: an equiforce model evaluated in Python, called through C callbacks
-   that the `equiforce lammps` driver registers (equiforce/lammps/driver.py). */
+/* pair_style equiforce MODEL: an equiforce model file (.pt, any family) evaluated in Python,
+   called through C callbacks that the `equiforce lammps` driver registers
+   (equiforce/lammps/driver.py); or, for MODEL ending in .pt2, an exported package of a strictly
+   local model run in C++ by libtorch (aoti_model.h; needs the plugin built with libtorch,
+   EQUIFORCE_AOTI), with no Python in the loop and no driver needed. */
 #ifndef EQUIFORCE_PAIR_EQUIFORCE_H
 #define EQUIFORCE_PAIR_EQUIFORCE_H
 
 #include "pair.h"
 
+#include <memory>
 #include <vector>
 
 extern "C" {
@@ -38,6 +42,10 @@ void equiforce_exchange(void *pair, double *rows, int width, int reverse);
 void equiforce_mpi_abort(int code);
 }
 
+namespace equiforce {
+class AotiModel;
+}
+
 namespace LAMMPS_NS {
 
 class PairEquiforce : public Pair {
@@ -58,7 +66,13 @@ class PairEquiforce : public Pair {
  protected:
   void allocate();
   void build_edges();
+  void load_package(const char *path);
+  void map_package_types(const std::vector<const char *> &elements);
+  void compute_package(int n_local, int n_all);
 
+  // a .pt2 model; null: the Python path (shared_ptr: a plugin built without libtorch never
+  // creates one and so needs no AotiModel code)
+  std::shared_ptr<equiforce::AotiModel> package;
   int handle;
   double r_max;
   std::vector<int> type_map;    // LAMMPS type (1-based) -> model type index

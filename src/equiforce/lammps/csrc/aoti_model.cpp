@@ -1,0 +1,271 @@
+/* AotiModel (aoti_model.h): an exported package run by libtorch's AOTIModelPackageLoader.
+
+   The package's program is the one the Python loader runs (docs/export.md): inputs, in the
+   order of its `inputs` metadata, atom_type (n,) int64, batch (n,) int64 zeros, cell (1,3,3)
+   float64, edge_index (2,E) int64 [centre, neighbour], edge_shift (E,3) float64, pos (n,3)
+   float64 Å, ptr (2,) int64 [0, n]; outputs energy (1,), forces (n,3), node_energy (n,), all
+   float64. A rank's domain is one "structure" of local + ghost atoms without a cell (ghosts
+   are explicit periodic images: zero shifts), its edges centred on local atoms. A ghost is the
+   centre of no edge, so its energy E_g is a per-species constant and the package's forces
+   -d(sum_all E_i)/dx equal -d(sum_local E_i)/dx; the local energy is summed from node_energy.
+   A domain with fewer than 2 atoms or 2 edges (the exported axes start at 2) gets two padding
+   atoms joined by two edges of their own: they touch no real atom's energy and are dropped. */
+#include "aoti_model.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/headeronly/version.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace equiforce {
+
+namespace {
+
+using Metadata = std::unordered_map<std::string, std::string>;
+
+[[noreturn]] void fail(const std::string &path, const std::string &reason)
+{
+  throw std::runtime_error("equiforce: " + path + ": " + reason);
+}
+
+/* A JSON string literal starting at text[at] (at its opening quote); `at` moves past it.
+   Escapes \" \\ \/ \n \t are decoded; \uXXXX is kept verbatim (element symbols, input and
+   output names are ASCII). */
+std::string json_string(const std::string &text, size_t &at)
+{
+  if (at >= text.size() || text[at] != '"') throw std::invalid_argument("expected a string");
+  std::string value;
+  for (++at; at < text.size() && text[at] != '"'; ++at) {
+    char c = text[at];
+    if (c == '\\' && at + 1 < text.size()) {
+      c = text[++at];
+      if (c == 'n') c = '\n';
+      if (c == 't') c = '\t';
+      if (c == 'u') value += '\\';
+    }
+    value += c;
+  }
+  if (at >= text.size()) throw std::invalid_argument("unterminated string");
+  ++at;
+  return value;
+}
+
+void skip_blanks(const std::string &text, size_t &at)
+{
+  while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
+}
+
+/* A JSON array of strings, e.g. ["H", "C"]. */
+std::vector<std::string> json_strings(const std::string &text)
+{
+  std::vector<std::string> values;
+  size_t at = 0;
+  skip_blanks(text, at);
+  if (at >= text.size() || text[at] != '[') throw std::invalid_argument("expected a list");
+  ++at;
+  skip_blanks(text, at);
+  while (at < text.size() && text[at] != ']') {
+    values.push_back(json_string(text, at));
+    skip_blanks(text, at);
+    if (at < text.size() && text[at] == ',') ++at;
+    skip_blanks(text, at);
+  }
+  if (at >= text.size()) throw std::invalid_argument("unterminated list");
+  return values;
+}
+
+/* The JSON text of metadata field `key` (AOTInductor metadata `equiforce.<key>`). */
+const std::string &field(const Metadata &metadata, const std::string &path, const std::string &key)
+{
+  auto found = metadata.find("equiforce." + key);
+  if (found == metadata.end())
+    fail(path, "no '" + key + "' in the package's metadata: not a package written by "
+                              "`equiforce export` (or one from an older equiforce: export it again)");
+  return found->second;
+}
+
+std::string string_field(const Metadata &metadata, const std::string &path, const std::string &key)
+{
+  size_t at = 0;
+  try {
+    return json_string(field(metadata, path, key), at);
+  } catch (const std::invalid_argument &err) {
+    fail(path, "metadata field '" + key + "': " + err.what());
+  }
+}
+
+std::vector<std::string> strings_field(const Metadata &metadata, const std::string &path,
+                                       const std::string &key)
+{
+  try {
+    return json_strings(field(metadata, path, key));
+  } catch (const std::invalid_argument &err) {
+    fail(path, "metadata field '" + key + "': " + err.what());
+  }
+}
+
+std::string joined(const std::vector<std::string> &words)
+{
+  std::string text;
+  for (const auto &word : words) text += (text.empty() ? "" : " ") + word;
+  return text;
+}
+
+/* "2.13.0+cpu" -> "2.13" */
+std::string release(const std::string &version)
+{
+  size_t first = version.find('.');
+  size_t second = first == std::string::npos ? first : version.find('.', first + 1);
+  return version.substr(0, second);
+}
+
+/* Refuse a package this path cannot run: another torch release, a model that passes
+   messages, no per-atom energies. */
+void check_runnable(const Metadata &metadata, const std::string &path)
+{
+  std::string built = string_field(metadata, path, "torch_version");
+  std::string here = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
+  if (release(built) != here)
+    fail(path, "exported with torch " + built + ", this plugin is linked to libtorch " + here +
+                   "; AOTInductor packages run only under the torch release that compiled them "
+                   "(export the model file again with this torch)");
+  std::string family = string_field(metadata, path, "family");
+  auto local = metadata.find("equiforce.strictly_local");
+  if (local == metadata.end() || local->second != "true") {
+    auto layers = metadata.find("equiforce.message_passing_layers");
+    std::string count = layers == metadata.end() ? "" : " (" + layers->second + " layers)";
+    fail(path, "a " + family + " package is not strictly local: its model passes messages "
+                   "between atoms" + count + ", which needs a halo exchange between layers on "
+                   "every MPI rank, and a package runs as one program. Run the model file "
+                   "instead (pair_style equiforce model.pt under `equiforce lammps`: the "
+                   "Python-callback path, which exchanges per layer); packages run in C++ for "
+                   "strictly local models (Allegro)");
+  }
+  auto outputs = strings_field(metadata, path, "outputs");
+  for (const char *name : {"forces", "node_energy"})
+    if (std::find(outputs.begin(), outputs.end(), name) == outputs.end())
+      fail(path, std::string("the package has no '") + name + "' output (its outputs: " +
+                     joined(outputs) + "); LAMMPS needs the per-atom energies of local atoms: "
+                     "equiforce export MODEL OUT.pt2 --per-atom");
+}
+
+size_t index_of(const std::vector<std::string> &names, const std::string &name)
+{
+  return std::find(names.begin(), names.end(), name) - names.begin();
+}
+
+}    // namespace
+
+struct AotiModel::Program {
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+  std::vector<std::string> inputs;
+  size_t forces, node_energy;    // output positions
+  c10::Device device{c10::kCPU};
+};
+
+AotiModel::AotiModel(const std::string &path) : path_(path), r_max_(0.0)
+{
+  Metadata metadata;
+  try {
+    metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+  } catch (const std::exception &err) {
+    fail(path, std::string("not a readable AOTInductor package (missing, truncated or "
+                           "corrupted?): ") + err.what());
+  }
+  check_runnable(metadata, path);
+  try {
+    r_max_ = std::stod(field(metadata, path, "r_max"));
+  } catch (const std::logic_error &err) {
+    fail(path, "metadata field 'r_max' is not a number");
+  }
+  type_names_ = strings_field(metadata, path, "type_names");
+  program_ = std::make_unique<Program>();
+  program_->inputs = strings_field(metadata, path, "inputs");
+  for (const auto &name : program_->inputs)
+    if (name != "atom_type" && name != "batch" && name != "cell" && name != "edge_index" &&
+        name != "edge_shift" && name != "pos" && name != "ptr")
+      fail(path, "the package takes an input '" + name + "' that this plugin cannot provide");
+  auto outputs = strings_field(metadata, path, "outputs");
+  program_->forces = index_of(outputs, "forces");
+  program_->node_energy = index_of(outputs, "node_energy");
+  std::string device = string_field(metadata, path, "device");
+  program_->device = c10::Device(device == "cuda" ? c10::kCUDA : c10::kCPU);
+  try {
+    program_->loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
+  } catch (const std::exception &err) {
+    fail(path, std::string("AOTInductor cannot load the package: ") + err.what());
+  }
+}
+
+AotiModel::~AotiModel() = default;
+
+int AotiModel::type_index(const std::string &element) const
+{
+  size_t index = index_of(type_names_, element);
+  return index < type_names_.size() ? static_cast<int>(index) : -1;
+}
+
+double AotiModel::compute(const Domain &domain, double *f, double *eatom)
+{
+  const bool pad = domain.n_all < 2 || domain.n_edges < 2;
+  const int64_t n = domain.n_all + (pad ? 2 : 0), n_edges = domain.n_edges + (pad ? 2 : 0);
+  c10::InferenceMode guard;
+  auto options = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor pos = at::empty({n, 3}, options);
+  at::Tensor atom_type = at::empty({n}, options.dtype(at::kLong));
+  at::Tensor edge_index = at::empty({2, n_edges}, options.dtype(at::kLong));
+  double *p = pos.data_ptr<double>();
+  int64_t *t = atom_type.data_ptr<int64_t>(), *e = edge_index.data_ptr<int64_t>();
+  if (domain.n_all > 0) std::memcpy(p, domain.x, sizeof(double) * 3 * domain.n_all);
+  for (int i = 0; i < domain.n_all; i++) t[i] = domain.types[i];
+  for (int k = 0; k < domain.n_edges; k++) {
+    e[k] = domain.centre[k];
+    e[n_edges + k] = domain.neighbour[k];
+  }
+  if (pad) {    // atoms a, b = n-2, n-1 of type 0, r_max / 2 apart; edges a->b, b->a
+    const int64_t a = n - 2, b = n - 1;
+    for (int c = 0; c < 3; c++) p[3 * a + c] = p[3 * b + c] = 0.0;
+    p[3 * b] = 0.5 * r_max_;
+    t[a] = t[b] = 0;
+    e[n_edges - 2] = a, e[2 * n_edges - 2] = b;
+    e[n_edges - 1] = b, e[2 * n_edges - 1] = a;
+  }
+  std::vector<at::Tensor> inputs;
+  for (const auto &name : program_->inputs) {
+    at::Tensor value;
+    if (name == "pos") value = pos;
+    else if (name == "atom_type") value = atom_type;
+    else if (name == "edge_index") value = edge_index;
+    else if (name == "batch") value = at::zeros({n}, options.dtype(at::kLong));
+    else if (name == "cell") value = at::zeros({1, 3, 3}, options);
+    else if (name == "edge_shift") value = at::zeros({n_edges, 3}, options);
+    else value = at::tensor({int64_t(0), n}, options.dtype(at::kLong));    // ptr
+    inputs.push_back(value.to(program_->device));
+  }
+  std::vector<at::Tensor> outputs;
+  try {
+    outputs = program_->loader->run(inputs);
+  } catch (const std::exception &err) {
+    fail(path_, std::string("the package failed on ") + std::to_string(domain.n_local) +
+                    " local, " + std::to_string(domain.n_all - domain.n_local) + " ghost atoms, " +
+                    std::to_string(domain.n_edges) + " edges: " + err.what());
+  }
+  at::Tensor forces = outputs.at(program_->forces).to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor node_energy =
+      outputs.at(program_->node_energy).to(at::kCPU, at::kDouble).contiguous();
+  const double *fo = forces.data_ptr<double>(), *en = node_energy.data_ptr<double>();
+  for (int64_t k = 0; k < 3 * int64_t(domain.n_all); k++) f[k] += fo[k];
+  double energy = 0.0;
+  for (int i = 0; i < domain.n_local; i++) {
+    energy += en[i];
+    if (eatom) eatom[i] += en[i];
+  }
+  return energy;
+}
+
+}    // namespace equiforce

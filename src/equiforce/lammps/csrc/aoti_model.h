@@ -1,0 +1,59 @@
+/* An exported equiforce package (`equiforce export --per-atom`, a .pt2 AOTInductor archive) run
+   in C++ through libtorch's AOTIModelPackageLoader: no Python in the loop (docs/lammps.md,
+   "Python-free Allegro"). Only strictly local models (Allegro) are accepted: atom i's energy
+   depends on the edges centred at i alone, so one rank's local atoms, their ghosts out to r_max
+   and the edges centred on local atoms give the local energies exactly, with no exchange.
+
+   This header has no torch types (aoti_model.cpp holds them), so the LAMMPS side compiles
+   without libtorch's headers. Units: Å, eV, eV/Å. */
+#ifndef EQUIFORCE_AOTI_MODEL_H
+#define EQUIFORCE_AOTI_MODEL_H
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace equiforce {
+
+/* One rank's atoms and edges, as LAMMPS holds them (pointers, not copied here). */
+struct Domain {
+  int n_local;    // local atoms, first in `x` and `types`
+  int n_all;    // local + ghost atoms
+  const double *x;    // (n_all, 3) positions, Å
+  const int *types;    // (n_all,) model type indices (0-based, the package's type_names)
+  int n_edges;
+  const int *centre;    // (n_edges,) local atoms
+  const int *neighbour;    // (n_edges,) local or ghost atoms, |x_j - x_i| < r_max
+};
+
+class AotiModel {
+ public:
+  /* Reads the package's metadata (the AOTInductor metadata strings `equiforce.<field>` that
+     `equiforce export` writes), refuses what this path cannot run, then loads the compiled
+     program. Throws std::runtime_error naming the file and the reason. */
+  explicit AotiModel(const std::string &path);
+  ~AotiModel();
+  AotiModel(const AotiModel &) = delete;
+  AotiModel &operator=(const AotiModel &) = delete;
+
+  double r_max() const { return r_max_; }
+  const std::vector<std::string> &type_names() const { return type_names_; }
+  /* model type index of an element symbol, -1 if the model lacks it */
+  int type_index(const std::string &element) const;
+
+  /* Adds -dE/dx of the local energy E = sum_{i local} E_i to f (n_all, 3) for local and ghost
+     atoms (LAMMPS sums ghost rows into their owners: newton on), adds E_i to eatom (n_local,)
+     when eatom is not null, and returns E (eV). Throws std::runtime_error. */
+  double compute(const Domain &domain, double *f, double *eatom);
+
+ private:
+  struct Program;
+  std::string path_;
+  double r_max_;
+  std::vector<std::string> type_names_;
+  std::unique_ptr<Program> program_;
+};
+
+}    // namespace equiforce
+
+#endif

