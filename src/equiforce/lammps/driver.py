@@ -45,12 +45,12 @@ _COMPUTE = ctypes.CFUNCTYPE(
     ctypes.c_void_p,  # pair
     ctypes.c_int,  # n_local
     ctypes.c_int,  # n_ghost
-    _DOUBLE_P,  # x (n_all, 3)
-    _INT_P,  # model types (n_all,)
+    _INT_P,  # model types (n_all,), -1 for NULL
     ctypes.c_int,  # n_edges
     _INT_P,  # centre
     _INT_P,  # neighbour
-    _DOUBLE_P,  # f (n_all, 3), added to
+    _DOUBLE_P,  # rij (n_edges, 3)
+    _DOUBLE_P,  # pair_gradient (n_edges, 3), written
     _DOUBLE_P,  # eatom (n_local,) or NULL
     _DOUBLE_P,  # energy
     ctypes.c_void_p,  # err
@@ -69,7 +69,9 @@ class CallRecord:
     Attributes:
         n_local, n_ghost, n_edges: the rank's atoms and edges (within r_max) in this call.
         lammps: since the end of the rank's previous call (None for its first): LAMMPS's
-            integration, neighbour lists, communication and the plugin's C++ edge building.
+            integration, neighbour lists and communication, the plugin's C++ edge list and
+            its accumulation of forces (and virials) from dE/dr_ij; on several ranks also the
+            wait for the slowest.
         callback: inside the Python callback, in total.
         convert: C arrays to tensors and results back.
         forward, backward, exchange: ``DomainTimes`` (exchange is inside the other two).
@@ -176,10 +178,14 @@ class ModelSession:
         r_max[0] = potential.r_max
 
     def map_types(self, handle: int, n_types: int, elements, model_types) -> None:
-        """``pair_coeff * * C H O``: the model's type index of each LAMMPS type's element."""
+        """``pair_coeff * * C H O``: the model's type index of each LAMMPS type's element
+        (-1 for ``NULL``)."""
         type_names = self.potentials[handle].type_names
         for index in range(n_types):
             element = elements[index].decode()
+            if element == "NULL":  # pair_style hybrid: another style covers this type
+                model_types[index] = -1
+                continue
             if element not in type_names:
                 raise ValueError(
                     f"pair_coeff maps atom type {index + 1} to {element}, which the model "
@@ -188,17 +194,28 @@ class ModelSession:
             model_types[index] = type_names.index(element)
 
     def compute(
-        self, handle, pair, n_local, n_ghost, x, types, n_edges, centre, neighbour, f, eatom, energy
+        self,
+        handle,
+        pair,
+        n_local,
+        n_ghost,
+        types,
+        n_edges,
+        centre,
+        neighbour,
+        rij,
+        pair_gradient,
+        eatom,
+        energy,
     ) -> None:
-        """One rank's energy, forces and per-atom energies (``pair_equiforce.h``)."""
+        """One rank's energy, dE/dr_ij and per-atom energies (``pair_equiforce.h``)."""
         start = time.perf_counter()
         potential = self.potentials[handle]
         n_all = n_local + n_ghost
-        pos = _array(x, (n_all, 3))
         atom_type = torch.from_numpy(_array(types, (n_all,)).astype(np.int64))
         pairs = np.stack([_array(centre, (n_edges,)), _array(neighbour, (n_edges,))])
-        edge_vec = torch.from_numpy(pos[pairs[1]] - pos[pairs[0]])
         edge_index = torch.from_numpy(pairs.astype(np.int64))
+        edge_vec = torch.from_numpy(_array(rij, (n_edges, 3)))
 
         def communicate(rows: torch.Tensor, reverse: bool) -> None:
             self.plugin.equiforce_exchange(pair, rows.data_ptr(), rows.shape[1], int(reverse))
@@ -206,7 +223,7 @@ class ModelSession:
         converted = time.perf_counter()
         result = evaluate_domain(potential, atom_type, n_local, edge_index, edge_vec, communicate)
         back = time.perf_counter()
-        _array(f, (n_all, 3))[:] += result.forces(edge_index, n_all).cpu().numpy()
+        _array(pair_gradient, (n_edges, 3))[:] = result.pair_gradient.cpu().numpy()
         if eatom:
             _array(eatom, (n_local,))[:] += result.node_energy.cpu().numpy()
         energy[0] = result.energy

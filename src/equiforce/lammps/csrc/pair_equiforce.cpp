@@ -3,7 +3,10 @@
 
    Requires units metal and newton_pair on: forces on ghost atoms are summed into their owners
    by LAMMPS's reverse communication, and the global virial is sum_i x_i (x) f_i over local and
-   ghost atoms (virial_fdotr_compute). */
+   ghost atoms (virial_fdotr_compute). The Python path gets dE/dr_ij per edge back: f_i += it,
+   f_j -= it, and the edge's virial -r_ij (x) dE/dr_ij goes half to each atom (stress/atom) and
+   to the global virial when F.r is not used (pair_style hybrid). Types mapped to NULL
+   (hybrid) are in no edge and count no energy. */
 #include "pair_equiforce.h"
 
 #ifdef EQUIFORCE_AOTI
@@ -54,6 +57,7 @@ PairEquiforce::PairEquiforce(LAMMPS *lmp) :
     Pair(lmp), handle(-1), r_max(0.0), halo_rows(nullptr), halo_width(0), halo_first(0)
 {
   single_enable = 0;
+  centroidstressflag = CENTROID_NOTAVAIL;    // per-atom virials are split half/half per edge
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
@@ -159,7 +163,7 @@ void PairEquiforce::coeff(int narg, char **arg)
       error->all(FLERR, err);
   }
   for (int i = 1; i <= n_types; i++)
-    for (int j = i; j <= n_types; j++) setflag[i][j] = 1;
+    for (int j = i; j <= n_types; j++) setflag[i][j] = type_map[i] >= 0 && type_map[j] >= 0;
 }
 
 void PairEquiforce::init_style()
@@ -175,7 +179,8 @@ double PairEquiforce::init_one(int i, int j)
 {
   if (setflag[i][j] == 0)
     error->all(FLERR, "pair_style equiforce: atom types {} and {} have no element "
-               "(pair_coeff * * ELEMENT...)", i, j);
+               "(pair_coeff * * ELEMENT...; a type mapped to NULL needs pair_style hybrid)",
+               i, j);
   return r_max;
 }
 
@@ -185,15 +190,18 @@ void PairEquiforce::build_edges()
   double r_max_sq = r_max * r_max;
   centre.clear();
   neighbour.clear();
+  edge_vec.clear();
   for (int ii = 0; ii < list->inum; ii++) {
     int i = list->ilist[ii];
+    if (model_types[i] < 0) continue;
     int *neighbours = list->firstneigh[i];
     for (int jj = 0; jj < list->numneigh[i]; jj++) {
       int j = neighbours[jj] & NEIGHMASK;
       double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz < r_max_sq) {
+      if (dx * dx + dy * dy + dz * dz < r_max_sq && model_types[j] >= 0) {
         centre.push_back(i);
         neighbour.push_back(j);
+        edge_vec.insert(edge_vec.end(), {dx, dy, dz});
       }
     }
   }
@@ -202,8 +210,9 @@ void PairEquiforce::build_edges()
 void PairEquiforce::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (vflag_atom)
-    error->all(FLERR, "pair_style equiforce does not compute per-atom virials (stress/atom)");
+  if (vflag_atom && package)
+    error->all(FLERR, "pair_style equiforce with a .pt2 package does not compute per-atom "
+               "virials (stress/atom)");
   int n_local = atom->nlocal, n_all = atom->nlocal + atom->nghost;
   model_types.resize(n_all);
   for (int i = 0; i < n_all; i++) model_types[i] = type_map[atom->type[i]];
@@ -215,14 +224,34 @@ void PairEquiforce::compute(int eflag, int vflag)
   }
   double energy = 0.0;
   char err[kErrLen] = "";
+  int n_edges = (int) centre.size();
+  pair_gradient.assign(3 * (size_t) n_edges, 0.0);
   // a rank without atoms still calls the model: its halo exchanges are collective
-  double *x = n_all ? atom->x[0] : nullptr, *f = n_all ? atom->f[0] : nullptr;
-  int status = callbacks.compute(handle, this, n_local, n_all - n_local, x, model_types.data(),
-                                 (int) centre.size(), centre.data(), neighbour.data(), f,
-                                 eflag_atom ? eatom : nullptr, &energy, err, kErrLen);
+  int status = callbacks.compute(handle, this, n_local, n_all - n_local, model_types.data(),
+                                 n_edges, centre.data(), neighbour.data(), edge_vec.data(),
+                                 pair_gradient.data(), eflag_atom ? eatom : nullptr, &energy, err,
+                                 kErrLen);
   if (status != 0) error->one(FLERR, err);
+  apply_pair_gradient();
   if (eflag_global) eng_vdwl += energy;
   if (vflag_fdotr) virial_fdotr_compute();
+}
+
+void PairEquiforce::apply_pair_gradient()
+{
+  double **f = atom->f;
+  int n_local = atom->nlocal;
+  for (size_t e = 0; e < centre.size(); e++) {
+    int i = centre[e], j = neighbour[e];
+    const double *g = &pair_gradient[3 * e], *r = &edge_vec[3 * e];
+    for (int k = 0; k < 3; k++) {
+      f[i][k] += g[k];
+      f[j][k] -= g[k];
+    }
+    // the force on i is g, x_i - x_j = -r_ij: virial -r_ij (x) g, half to i and half to j
+    if (vflag_either)
+      ev_tally_xyz(i, j, n_local, 1, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
+  }
 }
 
 void PairEquiforce::exchange(double *rows, int width, int reverse)

@@ -21,13 +21,14 @@ typedef struct {
   /* model type index (0-based) of each of `n_types` element symbols */
   int (*map_types)(int handle, int n_types, const char **elements, int *model_types, char *err,
                    int errlen);
-  /* energies and forces of the local atoms: x (n_all, 3) positions of local then ghost atoms,
-     model_types (n_all,), edges centre -> neighbour (n_edges,) with centre < n_local;
-     adds -dE/dx to f (n_all, 3), E_i to eatom (n_local,) when eatom is not NULL, and writes
+  /* energies of the local atoms and dE/dr_ij of the edges: model_types (n_all,) of the local
+     then the ghost atoms (-1: a type mapped to NULL, in no edge), edges centre -> neighbour
+     (n_edges,) with centre < n_local and rij (n_edges, 3) = x_j - x_i; writes dE/dr_ij to
+     pair_gradient (n_edges, 3), adds E_i to eatom (n_local,) when eatom is not NULL and writes
      the sum of the local E_i to *energy. `pair` is passed back to equiforce_exchange. */
-  int (*compute)(int handle, void *pair, int n_local, int n_ghost, const double *x,
-                 const int *model_types, int n_edges, const int *centre, const int *neighbour,
-                 double *f, double *eatom, double *energy, char *err, int errlen);
+  int (*compute)(int handle, void *pair, int n_local, int n_ghost, const int *model_types,
+                 int n_edges, const int *centre, const int *neighbour, const double *rij,
+                 double *pair_gradient, double *eatom, double *energy, char *err, int errlen);
 } equiforce_callbacks_t;
 
 void equiforce_set_callbacks(const equiforce_callbacks_t *callbacks);
@@ -66,6 +67,7 @@ class PairEquiforce : public Pair {
  protected:
   void allocate();
   void build_edges();
+  void apply_pair_gradient();
   void load_package(const char *path);
   void map_package_types(const std::vector<const char *> &elements);
   void compute_package(int n_local, int n_all);
@@ -78,6 +80,7 @@ class PairEquiforce : public Pair {
   std::vector<int> type_map;    // LAMMPS type (1-based) -> model type index
   std::vector<int> model_types;    // (n_all,) per compute
   std::vector<int> centre, neighbour;    // edges within r_max, per compute
+  std::vector<double> edge_vec, pair_gradient;    // (n_edges, 3): x_j - x_i and dE/dr_ij
   // the array being exchanged: `halo_rows` (n_all, halo_width), columns [halo_first,
   // halo_first + comm size) in the current message
   double *halo_rows;
