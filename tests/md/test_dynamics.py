@@ -171,7 +171,7 @@ def test_tiny_mace_runs_20_steps(model64, tmp_path, ensemble):
 def test_md_arguments_are_checked():
     atoms = make_fcc_cu(repeat=1)
     with pytest.raises(ValueError, match="ensemble"):
-        run_md(atoms, EMT(), ensemble="npt", n_steps=10)
+        run_md(atoms, EMT(), ensemble="nph", n_steps=10)
     with pytest.raises(ValueError, match="log_interval"):
         run_md(atoms, EMT(), n_steps=5, log_interval=10)
     with pytest.raises(ValueError, match=".traj, .xyz or .extxyz"):

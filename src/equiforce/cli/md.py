@@ -1,4 +1,4 @@
-"""``equiforce md MODEL STRUCTURE``: NVT/NVE MD with a model, trajectory + stability report."""
+"""``equiforce md MODEL STRUCTURE``: NVT/NVE/NPT MD with a model, trajectory + stability report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from equiforce.md.dynamics import BAROSTATS
 from equiforce.precision import MODES as PRECISION_MODES
 
 TRAJECTORY_NAME = "md.traj"
@@ -18,12 +19,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``md`` options on ``parser``."""
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("structure", help="starting structure, any ASE format (first frame)")
-    parser.add_argument("--ensemble", choices=("nvt", "nve"), default="nvt")
+    parser.add_argument("--ensemble", choices=("nvt", "nve", "npt"), default="nvt")
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
     parser.add_argument("--log-interval", type=int, default=10, help="steps between samples")
+    npt = parser.add_argument_group("NPT (--ensemble npt, 3D-periodic cells)")
+    npt.add_argument("--pressure", type=float, default=None, help="target pressure, GPa (0)")
+    npt.add_argument(
+        "--barostat",
+        choices=BAROSTATS,
+        default=None,
+        help="mtk: Martyna-Tobias-Klein + Nose-Hoover chains (samples NPT; default); "
+        "berendsen: simple first-order coupling (equilibration)",
+    )
+    npt.add_argument("--anisotropic", action="store_true", help="every cell component fluctuates")
+    npt.add_argument("--barostat-time", type=float, default=None, help="barostat time, fs (1000)")
+    npt.add_argument(
+        "--thermostat-time", type=float, default=None, help="NPT thermostat time, fs (100)"
+    )
+    npt.add_argument(
+        "--compressibility",
+        type=float,
+        default=None,
+        help="Berendsen coupling compressibility, 1/GPa (0.01)",
+    )
     parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -51,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.structure).exists():
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
+    npt = npt_settings(args)
     atoms = read(args.structure, index=0)
     calculator = EquiforceCalculator(
         args.model, device=args.device, precision=args.precision, compile=args.compile
@@ -68,9 +90,37 @@ def run(args: argparse.Namespace) -> int:
         log_interval=min(args.log_interval, max(args.steps, 1)),
         seed=args.seed,
         progress=sys.stderr.isatty(),
+        npt=npt,
     )
     print(format_md_summary(result))
     atomic_write_text(json.dumps(result.summary(), indent=2) + "\n", out / SUMMARY_NAME)
     plot_md(result, out / PLOT_NAME)
     print(f"trajectory, summary and plot written to {out}/")
     return 0
+
+
+_NPT_OPTIONS = {  # NPTSettings field -> command-line option
+    "pressure_GPa": "pressure",
+    "barostat": "barostat",
+    "barostat_time_fs": "barostat_time",
+    "thermostat_time_fs": "thermostat_time",
+    "compressibility_per_GPa": "compressibility",
+}
+
+
+def npt_settings(args: argparse.Namespace):
+    """The ``NPTSettings`` of ``--ensemble npt`` (None otherwise; NPT options then refused)."""
+    from equiforce.md.dynamics import NPTSettings
+
+    given = {
+        field: getattr(args, option)
+        for field, option in _NPT_OPTIONS.items()
+        if getattr(args, option) is not None
+    }
+    if args.ensemble != "npt":
+        if given or args.anisotropic:
+            names = [f"--{_NPT_OPTIONS[f].replace('_', '-')}" for f in given]
+            names += ["--anisotropic"] if args.anisotropic else []
+            raise ValueError(f"{', '.join(names)} need --ensemble npt")
+        return None
+    return NPTSettings(anisotropic=args.anisotropic, **given)

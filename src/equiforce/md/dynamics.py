@@ -1,7 +1,10 @@
 """Molecular dynamics through ASE, with stability figures: energy drift, bond lengths, temperature.
 
-``run_md`` runs Langevin NVT or velocity-Verlet NVE from Maxwell–Boltzmann velocities (seeded),
-writes the trajectory and returns an ``MDResult``. The figures are sampled every
+``run_md`` runs Langevin NVT, velocity-Verlet NVE or NPT from Maxwell–Boltzmann velocities
+(seeded), writes the trajectory and returns an ``MDResult``. NPT (3D-periodic cells) uses ASE's
+Martyna–Tobias–Klein integrators with Nosé–Hoover chains (``IsotropicMTKNPT``; ``MTKNPT``
+anisotropic: every cell component fluctuates) or, as the simple option, Berendsen coupling
+(``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen`` anisotropic). The figures are sampled every
 ``log_interval`` steps, step 0 included:
 
 * energy drift (NVE): slope of a least-squares line through total energy per atom vs time,
@@ -9,7 +12,8 @@ writes the trajectory and returns an ``MDResult``. The figures are sampled every
 * bond-length deviation: over the pairs bonded in the starting structure (distance below
   ``bond_scale`` x the sum of covalent radii), the largest ``|d(t) - d(0)|`` in Å; a bond
   counts as broken when it stretches beyond ``break_scale`` x the sum of covalent radii;
-* temperature trace with its mean and standard deviation.
+* temperature trace with its mean and standard deviation;
+* NPT: volume (Å^3) and pressure (GPa, virial + ideal-gas part) traces with their means.
 """
 
 from __future__ import annotations
@@ -25,7 +29,43 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-Ensemble = Literal["nvt", "nve"]
+Ensemble = Literal["nvt", "nve", "npt"]
+Barostat = Literal["mtk", "berendsen"]
+BAROSTATS = ("mtk", "berendsen")
+
+
+@dataclass(frozen=True)
+class NPTSettings:
+    """Pressure coupling of an NPT run.
+
+    Attributes:
+        pressure_GPa: target (external, hydrostatic) pressure, GPa.
+        barostat: ``"mtk"`` (Martyna–Tobias–Klein with Nosé–Hoover chains: samples the NPT
+            ensemble) or ``"berendsen"`` (first-order relaxation of pressure and temperature:
+            robust for equilibration, does not sample the ensemble's fluctuations).
+        anisotropic: let every cell component fluctuate (MTK: ``MTKNPT``; Berendsen: each
+            axis scaled by its own pressure) instead of a uniform scaling of the cell.
+        barostat_time_fs: barostat damping (MTK ``pdamp``) or relaxation (Berendsen ``taup``)
+            time, fs; ~1000 fs is safe for metals, ~100 timesteps at least.
+        thermostat_time_fs: thermostat damping (MTK ``tdamp``) or relaxation (Berendsen
+            ``taut``) time, fs.
+        compressibility_per_GPa: Berendsen's coupling compressibility, 1/GPa (the material's
+            own, order 0.01 for metals; it only scales how fast the volume relaxes).
+    """
+
+    pressure_GPa: float = 0.0
+    barostat: Barostat = "mtk"
+    anisotropic: bool = False
+    barostat_time_fs: float = 1000.0
+    thermostat_time_fs: float = 100.0
+    compressibility_per_GPa: float = 0.01
+
+    def __post_init__(self):
+        if self.barostat not in BAROSTATS:
+            raise ValueError(f"barostat must be one of {BAROSTATS}, got {self.barostat!r}")
+        for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"NPT {name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +187,10 @@ class MDResult:
         trajectory_path: where the trajectory was written, or None.
         wall_time_s: wall-clock time of the integration, s.
         final_atoms: the structure after the last step.
+        volume_A3: (n_samples,) cell volume, Å^3 (NPT only, else None).
+        pressure_GPa: (n_samples,) instantaneous pressure including the ideal-gas part, GPa
+            (NPT only, else None).
+        npt: the pressure coupling (NPT only, else None).
     """
 
     ensemble: str
@@ -163,6 +207,9 @@ class MDResult:
     trajectory_path: Path | None
     wall_time_s: float
     final_atoms: Atoms
+    volume_A3: np.ndarray | None = None
+    pressure_GPa: np.ndarray | None = None
+    npt: NPTSettings | None = None
 
     @property
     def total_energy(self) -> np.ndarray:
@@ -180,8 +227,8 @@ class MDResult:
         return float(np.std(self.temperature_K))
 
     def summary(self) -> dict:
-        """JSON-friendly figures of the run; the only per-sample arrays are time and temperature."""
-        return {
+        """JSON-friendly figures; per-sample arrays: time, temperature (NPT: volume, pressure)."""
+        figures = {
             "ensemble": self.ensemble,
             "n_atoms": self.n_atoms,
             "n_steps": self.n_steps,
@@ -200,6 +247,18 @@ class MDResult:
             "time_fs": self.time_fs.tolist(),
             "temperature_K": self.temperature_K.tolist(),
         }
+        if self.npt is not None:
+            figures.update(
+                barostat=self.npt.barostat,
+                anisotropic=self.npt.anisotropic,
+                pressure_target_GPa=self.npt.pressure_GPa,
+                pressure_mean_GPa=float(np.mean(self.pressure_GPa)),
+                pressure_std_GPa=float(np.std(self.pressure_GPa)),
+                volume_mean_A3=float(np.mean(self.volume_A3)),
+                volume_A3=self.volume_A3.tolist(),
+                pressure_GPa=self.pressure_GPa.tolist(),
+            )
+        return figures
 
 
 def format_md_summary(result: MDResult) -> str:
@@ -215,12 +274,20 @@ def format_md_summary(result: MDResult) -> str:
         ("broken bonds", f"{result.bonds.n_broken} of {result.bonds.n_bonds}"),
         ("wall time (s)", f"{result.wall_time_s:.2f}"),
     ]
+    if result.npt is not None:
+        kind = f"{result.npt.barostat}, {'an' if result.npt.anisotropic else ''}isotropic"
+        pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
+        rows[1:1] = [
+            ("barostat", kind),
+            ("pressure (GPa)", f"{pressure} (target {result.npt.pressure_GPa:g})"),
+            ("volume (Å^3)", f"{result.volume_A3[0]:.2f} -> mean {np.mean(result.volume_A3):.2f}"),
+        ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
-    """Write a PNG with energy change per atom and temperature vs time.
+    """Write a PNG with energy change per atom and temperature (NPT: volume, pressure) vs time.
 
     Args:
         result: output of ``run_md``.
@@ -236,9 +303,11 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     time_ps = result.time_fs / 1000.0
     origin = result.total_energy[0]
-    fig = Figure(figsize=(6.5, 5.5), dpi=120)
+    npt = result.npt is not None
+    fig = Figure(figsize=(6.5, 9.5 if npt else 5.5), dpi=120)
     FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    axes = fig.subplots(4 if npt else 2, 1, sharex=True)
+    top, bottom = axes[0], axes[1]
     for values, label in ((result.total_energy, "total"), (result.potential_energy, "potential")):
         top.plot(time_ps, 1000.0 * (values - origin) / result.n_atoms, label=label)
     top.set_ylabel("E - E_total(0) (meV/atom)")
@@ -247,9 +316,16 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
     top.legend()
     bottom.plot(time_ps, result.temperature_K, label="instantaneous")
     bottom.axhline(result.temperature_target_K, color="black", linewidth=0.8, label="target")
-    bottom.set_xlabel("time (ps)")
     bottom.set_ylabel("temperature (K)")
     bottom.legend()
+    if npt:
+        axes[2].plot(time_ps, result.volume_A3)
+        axes[2].set_ylabel("volume (Å$^3$)")
+        axes[3].plot(time_ps, result.pressure_GPa, label="instantaneous")
+        axes[3].axhline(result.npt.pressure_GPa, color="black", linewidth=0.8, label="target")
+        axes[3].set_ylabel("pressure (GPa)")
+        axes[3].legend()
+    axes[-1].set_xlabel("time (ps)")
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -277,13 +353,14 @@ def _trajectory_writer(path: Path | None, atoms: Atoms):
 
 
 class _Recorder:
-    """Samples time, energies and temperature of ``atoms`` and feeds a ``BondMonitor``."""
+    """Samples time, energies, temperature (``track_cell``: volume, pressure); feeds bonds."""
 
-    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float]):
+    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float], track_cell: bool = False):
         self.atoms = atoms
         self.clock_fs = clock_fs
         self.bonds = BondMonitor(atoms)
         self.rows: list[tuple[float, float, float, float]] = []
+        self.cell_rows: list[tuple[float, float]] | None = [] if track_cell else None
 
     def sample(self) -> None:
         """Record the current state (an MD observer)."""
@@ -296,19 +373,64 @@ class _Recorder:
                 self.atoms.get_temperature(),
             )
         )
+        if self.cell_rows is not None:
+            stress = self.atoms.get_stress(include_ideal_gas=True)
+            self.cell_rows.append((self.atoms.get_volume(), -stress[:3].mean() / units.GPa))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """time_fs, potential (eV), kinetic (eV), temperature (K), each (n_samples,)."""
         return tuple(np.array(column, dtype=np.float64) for column in zip(*self.rows, strict=True))
 
+    def cell_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Volume (Å^3) and pressure (GPa), each (n_samples,), or None without ``track_cell``."""
+        if self.cell_rows is None:
+            return None, None
+        volume, pressure = zip(*self.cell_rows, strict=True)
+        return np.array(volume, dtype=np.float64), np.array(pressure, dtype=np.float64)
+
+
+def _barostat(atoms: Atoms, temperature_K: float, timestep_fs: float, npt: NPTSettings):
+    """ASE's NPT integrator for ``npt`` (MTK with Nosé–Hoover chains, or Berendsen)."""
+    pressure_au = npt.pressure_GPa * units.GPa
+    if npt.barostat == "mtk":
+        from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT
+
+        return (MTKNPT if npt.anisotropic else IsotropicMTKNPT)(
+            atoms,
+            timestep_fs * units.fs,
+            temperature_K=temperature_K,
+            pressure_au=pressure_au,
+            tdamp=npt.thermostat_time_fs * units.fs,
+            pdamp=npt.barostat_time_fs * units.fs,
+        )
+    from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen, NPTBerendsen
+
+    return (Inhomogeneous_NPTBerendsen if npt.anisotropic else NPTBerendsen)(
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K=temperature_K,
+        pressure_au=pressure_au,
+        taut=npt.thermostat_time_fs * units.fs,
+        taup=npt.barostat_time_fs * units.fs,
+        compressibility_au=npt.compressibility_per_GPa / units.GPa,
+    )
+
 
 def _integrator(
-    atoms: Atoms, ensemble: str, temperature_K: float, timestep_fs: float, friction: float, rng
+    atoms: Atoms,
+    ensemble: str,
+    temperature_K: float,
+    timestep_fs: float,
+    friction: float,
+    rng,
+    npt: NPTSettings | None = None,
 ):
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
+    if ensemble == "npt":
+        return _barostat(atoms, temperature_K, timestep_fs, npt or NPTSettings())
     if ensemble == "nvt":
         # ASE >= 3.28: Langevin's own ``fixcm`` samples a biased distribution; use FixCom.
         atoms.set_constraint(atoms.constraints + [FixCom()])
@@ -337,8 +459,8 @@ def _thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) ->
 
 
 def _check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction: float) -> None:
-    if ensemble not in ("nvt", "nve"):
-        raise ValueError(f"ensemble must be 'nvt' or 'nve', got {ensemble!r}")
+    if ensemble not in ("nvt", "nve", "npt"):
+        raise ValueError(f"ensemble must be 'nvt', 'nve' or 'npt', got {ensemble!r}")
     if n_steps < 1 or log_interval < 1:
         raise ValueError(f"n_steps and log_interval must be >= 1, got {n_steps}, {log_interval}")
     if log_interval > n_steps:
@@ -359,8 +481,9 @@ def run_md(
     log_interval: int = 10,
     seed: int = 0,
     progress: bool = False,
+    npt: NPTSettings | None = None,
 ) -> MDResult:
-    """Run NVT (Langevin) or NVE (velocity Verlet) MD and measure its stability.
+    """Run NVT (Langevin), NVE (velocity Verlet) or NPT MD and measure its stability.
 
     Velocities are drawn from a Maxwell–Boltzmann distribution at ``temperature_K`` with a
     generator seeded by ``seed`` and the centre-of-mass momentum is removed; the Langevin
@@ -369,7 +492,7 @@ def run_md(
     Args:
         atoms: starting structure; not modified (the run works on a copy).
         calculator: any ASE calculator, e.g. ``EquiforceCalculator``.
-        ensemble: ``"nvt"`` or ``"nve"``.
+        ensemble: ``"nvt"``, ``"nve"`` or ``"npt"`` (3D-periodic structures only).
         temperature_K: thermostat and initial-velocity temperature, K.
         timestep_fs: integration time step, fs.
         n_steps: number of steps.
@@ -379,19 +502,28 @@ def run_md(
         log_interval: sampling and trajectory interval, steps (at most ``n_steps``).
         seed: seeds velocities and thermostat noise.
         progress: show a tqdm progress bar.
+        npt: pressure coupling of an NPT run (None: ``NPTSettings()``, MTK isotropic at 0 GPa);
+            only with ``ensemble="npt"``.
 
     Returns:
-        ``MDResult`` with the sampled energies, temperature and stability figures.
+        ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
+        stability figures.
     """
     from tqdm.auto import tqdm
 
     _check_md_arguments(ensemble, n_steps, log_interval, friction)
+    if npt is not None and ensemble != "npt":
+        raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
+    if ensemble == "npt":
+        npt = npt or NPTSettings()
+        if not atoms.pbc.all():
+            raise ValueError(f"NPT needs a cell periodic in 3D; this structure has pbc={atoms.pbc}")
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
     _thermalise(atoms, temperature_K, rng)
-    dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng)
-    recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs)
+    dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng, npt)
+    recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
     path = None if trajectory_path is None else Path(trajectory_path)
     start = time.perf_counter()
     with (
@@ -405,6 +537,7 @@ def run_md(
         dynamics.run(n_steps)
     wall_time = time.perf_counter() - start
     time_fs, potential, kinetic, temperature = recorder.arrays()
+    volume, pressure = recorder.cell_arrays()
     drift = energy_drift(time_fs, potential + kinetic, len(atoms)) if ensemble == "nve" else None
     return MDResult(
         ensemble=ensemble,
@@ -421,4 +554,7 @@ def run_md(
         trajectory_path=path,
         wall_time_s=wall_time,
         final_atoms=atoms,
+        volume_A3=volume,
+        pressure_GPa=pressure,
+        npt=npt,
     )

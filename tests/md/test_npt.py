@@ -1,0 +1,111 @@
+"""NPT in ``run_md`` and ``equiforce md``: a compressed Cu cell under an EMT-trained model
+expands to the target pressure (MTK, Berendsen); volume and pressure are recorded and drawn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import write
+
+from equiforce.cli import md as md_cli
+from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.dynamics import NPTSettings, format_md_summary, plot_md, run_md
+from equiforce.testing.structures import make_molecule
+
+
+def compressed_cu():
+    """32-atom fcc Cu at a = 3.55 Å: ~4.5 GPa under the model (equilibrium a ~ 3.60 Å)."""
+    return bulk("Cu", "fcc", a=3.55, cubic=True) * (2, 2, 2)
+
+
+def second_half(values: np.ndarray) -> np.ndarray:
+    """The samples after the first half of the run (the equilibration)."""
+    return values[len(values) // 2 :]
+
+
+def run_npt(model_file: str, n_steps: int, settings: NPTSettings):
+    """100 K NPT of ``compressed_cu`` with 2 fs steps, sampled every 5 steps."""
+    return run_md(
+        compressed_cu(),
+        EquiforceCalculator(model_file),
+        ensemble="npt",
+        temperature_K=100.0,
+        timestep_fs=2.0,
+        n_steps=n_steps,
+        log_interval=5,
+        seed=1,
+        npt=settings,
+    )
+
+
+def test_berendsen_npt_relaxes_to_the_target_pressure(emt_cu_model, tmp_path):
+    settings = NPTSettings(
+        pressure_GPa=0.0, barostat="berendsen", barostat_time_fs=50.0, thermostat_time_fs=50.0
+    )
+    result = run_npt(emt_cu_model, 150, settings)
+    assert result.pressure_GPa[0] > 3.0  # starts far from the target
+    assert abs(second_half(result.pressure_GPa).mean() - 0.0) < 0.3
+    assert second_half(result.pressure_GPa).std() < 0.5
+    assert result.volume_A3[-1] > 1.03 * result.volume_A3[0]
+    assert abs(second_half(result.temperature_K).mean() - 100.0) < 30.0
+    summary = result.summary()
+    assert summary["barostat"] == "berendsen" and summary["pressure_target_GPa"] == 0.0
+    assert len(summary["pressure_GPa"]) == len(summary["volume_A3"]) == len(result.time_fs)
+    assert "pressure (GPa)" in format_md_summary(result)
+    assert plot_md(result, tmp_path / "npt.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_mtk_npt_oscillates_about_the_target_pressure(emt_cu_model, anisotropic):
+    """MTK's barostat oscillates (period ~120 fs here); over >2 periods its mean is the target."""
+    settings = NPTSettings(
+        pressure_GPa=1.0,
+        barostat="mtk",
+        anisotropic=anisotropic,
+        barostat_time_fs=200.0,
+        thermostat_time_fs=50.0,
+    )
+    result = run_npt(emt_cu_model, 300, settings)
+    assert result.pressure_GPa[0] > 3.0
+    assert abs(second_half(result.pressure_GPa).mean() - 1.0) < 0.5
+    assert result.volume_A3.max() > 1.02 * result.volume_A3[0]
+    cell = result.final_atoms.cell.array
+    if not anisotropic:  # uniform scaling keeps the cubic cell cubic
+        np.testing.assert_allclose(cell, np.diag([cell[0, 0]] * 3), atol=1e-9)
+
+
+def test_npt_refuses_non_periodic_structures_and_bad_settings(emt_cu_model):
+    one_step = {"n_steps": 1, "log_interval": 1}
+    with pytest.raises(ValueError, match="periodic in 3D"):
+        run_md(make_molecule(), EquiforceCalculator(emt_cu_model), ensemble="npt", **one_step)
+    with pytest.raises(ValueError, match="ensemble='npt'"):
+        run_md(compressed_cu(), EquiforceCalculator(emt_cu_model), npt=NPTSettings(), **one_step)
+    with pytest.raises(ValueError, match="barostat_time_fs"):
+        NPTSettings(barostat_time_fs=0.0)
+    with pytest.raises(ValueError, match="barostat must be"):
+        NPTSettings(barostat="parrinello")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` with the ``md`` subcommand's options."""
+    parser = argparse.ArgumentParser()
+    md_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_md_npt_writes_volume_and_pressure(emt_cu_model, tmp_path):
+    write(tmp_path / "start.xyz", compressed_cu())
+    out = tmp_path / "run"
+    argv = [emt_cu_model, str(tmp_path / "start.xyz"), "--steps", "6", "--log-interval", "3"]
+    npt = ["--ensemble", "npt", "--pressure", "2", "--barostat", "berendsen", "--anisotropic"]
+    assert md_cli.run(parse([*argv, *npt, "--barostat-time", "80", "--out", str(out)])) == 0
+    summary = json.loads((out / md_cli.SUMMARY_NAME).read_text())
+    assert summary["ensemble"] == "npt" and summary["anisotropic"] is True
+    assert summary["pressure_target_GPa"] == 2.0 and len(summary["volume_A3"]) == 3
+    with pytest.raises(ValueError, match="--pressure, --anisotropic need --ensemble npt"):
+        md_cli.run(parse([*argv, "--pressure", "1", "--anisotropic"]))
