@@ -138,3 +138,17 @@ def test_cli_relax_rejects_bad_options(emt_cu_model, tmp_path):
     args = parse([emt_cu_model, str(tmp_path / "in.xyz"), str(tmp_path / "o.json")])
     with pytest.raises(ValueError, match="xyz"):
         run(args)
+
+
+def test_equiforce_relax_batched_through_main(emt_cu_model, tmp_path):
+    pytest.importorskip("torch_sim")
+    from equiforce.cli.main import main
+
+    write(tmp_path / "in.xyz", [rattled_cu(seed=4), Octahedron("Cu", 2)])
+    out = tmp_path / "out.extxyz"
+    argv = ["relax", emt_cu_model, str(tmp_path / "in.xyz"), str(out), "--batched", "--cell"]
+    assert main([*argv, "--fmax", "0.02"]) == 0
+    relaxed = read(out, index=":")
+    assert [atoms.info["relax_converged"] for atoms in relaxed] == [True, True]
+    assert max(forces_fmax(atoms) for atoms in relaxed) < 0.02
+    assert main([*argv[:-2], "--pressure", "1"]) == 2  # an error: --pressure needs --cell

@@ -12,6 +12,10 @@ SUBCOMMANDS = {
     "train": ("equiforce.cli.train", "train a model from a YAML config"),
     "evaluate": ("equiforce.cli.evaluate", "errors of a model on a labelled extxyz file"),
     "md": ("equiforce.cli.md", "molecular dynamics with a model (ASE)"),
+    "relax": (
+        "equiforce.cli.relax",
+        "relax structures (positions, cells under pressure), one by one or batched (TorchSim)",
+    ),
     "lammps": (
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",
