@@ -1,0 +1,299 @@
+"""LAMMPS ``pair_style equiforce`` throughput vs MPI ranks and system size, beside ASE.
+
+Each case is a periodic fcc aluminium box (bench systems ``fcc-N``: ``--reps`` n -> 4 n^3
+atoms; 6, 14, 29 -> 864, 10,976, 97,556) run for ``--steps`` NVE steps of 1 fs with
+``equiforce lammps`` under the environment's ``mpirun -np R`` (``--ranks``, every rank with
+``--threads`` torch threads), for Allegro (``--allegro``, default ``allegro-tiny-al``) and MACE
+(``--mace``, default ``mace-tiny``: 8 channels, 2 layers, r_max 5 Å; a preset without Al reads
+the box as its last element). The same model and box then step through ASE
+(``EquiforceCalculator``, velocity Verlet) in this process. Every rank times each pair call
+(``run_lammps(timing=True)``: ``equiforce.lammps.driver.CallRecord``); the first
+``--warmup`` + 1 calls are dropped. A step is the LAMMPS time between calls plus the call; the
+slowest rank's mean step gives atom-steps/s and ns/day. Per rank: local and ghost atoms,
+edges, and where the step went: the model (forward + backward), the halo exchange, the
+Python glue of the callback (C arrays to tensors and back) and LAMMPS (integration,
+neighbour lists, communication, the plugin's edge list). ``--repeats`` runs every
+(family, size) that many times, ranks interleaved, with the load average before and after
+each run (the cores may be shared).
+
+    python -m benchmarks.lammps_scaling --reps 6 14 --ranks 1 2 --steps 5 --repeats 2
+
+Output: ``<out>/lammps_scaling_<time>.json`` (rewritten after every run) and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import run_record
+from equiforce.workflows.bench.report import write_json
+
+__all__ = ["main", "parser", "summarize_ranks"]
+
+TIMESTEP_FS = 1.0
+INPUT = """units metal
+atom_style atomic
+boundary p p p
+read_data {data}
+pair_style equiforce {model}
+pair_coeff * * {element}
+timestep {timestep_ps}
+velocity all create 300 5 loop geom
+fix nve all nve
+thermo 0
+run {steps}
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The options (module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", nargs="+", default=["allegro", "mace"])
+    p.add_argument("--allegro", default="allegro-tiny-al", help="Allegro preset")
+    p.add_argument("--mace", default="mace-tiny", help="MACE preset")
+    p.add_argument("--reps", nargs="+", type=int, default=[6, 14], help="fcc cells per side")
+    p.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--threads", type=int, default=1, help="torch threads per rank (and ASE)")
+    p.add_argument("--steps", type=int, default=5, help="MD steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="pair calls dropped after setup's")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each (family, size, ranks)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--no-ase", dest="ase", action="store_false", help="skip the ASE baseline")
+    p.add_argument("--out", type=Path, default=Path("bench_out/lammps_scaling"))
+    p.add_argument("--worker", nargs=2, metavar=("INPUT", "FOLDER"), help=argparse.SUPPRESS)
+    return p
+
+
+def _worker(script: Path, folder: Path) -> int:
+    """One rank under mpirun: run ``script`` with timing, write ``folder/rank<R>.json``."""
+    from equiforce.lammps.driver import run_lammps
+
+    records = run_lammps(script, log=None, screen=False, timing=True, finalize=True)
+    rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+    rows = [record.as_dict() for record in records or []]
+    (folder / f"rank{rank}.json").write_text(json.dumps(rows))
+    return 0
+
+
+def summarize_ranks(ranks: list[list[dict[str, Any]]], dropped: int) -> dict[str, Any]:
+    """Mean seconds per step of each rank's calls after the first ``dropped``.
+
+    Args:
+        ranks: each rank's ``CallRecord.as_dict()`` rows, in call order.
+        dropped: leading calls left out (setup and warm-up).
+
+    Returns:
+        ``step_s`` (the slowest rank's mean step) and ``per_rank``: atoms, ghosts, edges
+        and the mean seconds of each part of the step.
+    """
+    per_rank = []
+    for rows in ranks:
+        kept = rows[dropped:]
+        if not kept:
+            raise ValueError(f"no pair calls left after dropping {dropped} (more --steps)")
+        mean = {k: float(np.mean([r[k] for r in kept])) for k in kept[0] if k != "lammps"}
+        lammps = float(np.mean([r["lammps"] for r in kept]))
+        model = mean["forward"] + mean["backward"] - mean["exchange"]
+        glue = mean["callback"] - mean["forward"] - mean["backward"]
+        step = lammps + mean["callback"]
+        per_rank.append(
+            {
+                "n_local": kept[-1]["n_local"],
+                "n_ghost": kept[-1]["n_ghost"],
+                "n_edges": kept[-1]["n_edges"],
+                "step_s": step,
+                "model_s": model,
+                "exchange_s": mean["exchange"],
+                "callback_glue_s": glue,
+                "lammps_s": lammps,
+                "overhead_fraction": (lammps + glue + mean["exchange"]) / step,
+                "steps_timed": len(kept),
+            }
+        )
+    return {"step_s": max(r["step_s"] for r in per_rank), "per_rank": per_rank}
+
+
+def _throughput(n_atoms: int, step_s: float) -> dict[str, float]:
+    return {
+        "atom_steps_per_s": n_atoms / step_s,
+        "ns_per_day": TIMESTEP_FS * 1e-6 * 86400.0 / step_s,
+    }
+
+
+def _model_file(preset: str, dtype: str, folder: Path) -> tuple[Path, str]:
+    """The preset saved as a model file in ``folder``, and the element the box is read as."""
+    from equiforce.models.io import save_model
+    from equiforce.models.presets import preset_potential
+
+    potential = preset_potential(preset, dtype)
+    path = folder / f"{preset}-{dtype}.pt"
+    if not path.exists():
+        save_model(potential, path)
+    names = potential.type_names
+    return path, "Al" if "Al" in names else names[-1]
+
+
+def _box(reps: int, element: str, folder: Path) -> tuple[Path, Any]:
+    from ase.io import write
+
+    from equiforce.workflows.bench.systems import fcc_box
+
+    atoms = fcc_box(4 * reps**3)
+    atoms.symbols[:] = element
+    path = folder / f"fcc-{len(atoms)}-{element}.data"
+    write(path, atoms, format="lammps-data", specorder=[element], masses=True)
+    return path, atoms
+
+
+def _run_lammps(
+    ranks: int, threads: int, data: Path, model: Path, element: str, steps: int, folder: Path
+) -> list[list[dict[str, Any]]]:
+    """``mpirun -np ranks`` workers on the input; each rank's call records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "in.lmp"
+    script.write_text(
+        INPUT.format(
+            data=data, model=model, element=element, steps=steps, timestep_ps=TIMESTEP_FS / 1e3
+        )
+    )
+    command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks), sys.executable]
+    command += ["-m", "benchmarks.lammps_scaling", "--worker", str(script), str(folder)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
+    return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(ranks)]
+
+
+def _run_ase(model: Path, atoms, steps: int, warmup: int) -> dict[str, Any]:
+    """Seconds per velocity-Verlet step through ``EquiforceCalculator`` (after ``warmup``)."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from equiforce.md.calculator import EquiforceCalculator
+
+    atoms = atoms.copy()
+    atoms.calc = EquiforceCalculator(model)
+    sigma = np.sqrt(300 * units.kB / atoms.get_masses())[:, None]  # 300 K, as the input
+    atoms.set_momenta(
+        atoms.get_masses()[:, None] * sigma * np.random.default_rng(5).normal(size=(len(atoms), 3))
+    )
+    dynamics = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
+    dynamics.run(warmup)
+    start = time.perf_counter()
+    dynamics.run(steps)
+    return {"step_s": (time.perf_counter() - start) / steps, "steps_timed": steps}
+
+
+def _print_row(case: dict[str, Any]) -> None:
+    ranks = case.get("per_rank", [])
+    ghosts = "/".join(str(r["n_ghost"]) for r in ranks) or "-"
+    overhead = max((r["overhead_fraction"] for r in ranks), default=float("nan"))
+    print(
+        f"{case['family']:8s} {case['n_atoms']:>7d} {case['engine']:7s} {case['ranks']:>5d} "
+        f"{case['step_s'] * 1e3:>10.1f} {case['atom_steps_per_s']:>12.0f} "
+        f"{case['ns_per_day']:>9.4f} {overhead:>8.3f} {ghosts:>15s} "
+        f"load {case['load_before'][0]:.2f}",
+        flush=True,
+    )
+
+
+def _speedups(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """R ranks over 1 rank, run by run (the i-th repeat of each) and of the medians."""
+    out = []
+    groups: dict[tuple[str, int], dict[int, list[float]]] = {}
+    for case in cases:
+        if case["engine"] == "lammps":
+            key = (case["family"], case["n_atoms"])
+            groups.setdefault(key, {}).setdefault(case["ranks"], []).append(case["step_s"])
+    for (family, n_atoms), by_ranks in groups.items():
+        one = by_ranks.get(1)
+        for ranks, steps in by_ranks.items():
+            if ranks == 1 or not one:
+                continue
+            out.append(
+                {
+                    "family": family,
+                    "n_atoms": n_atoms,
+                    "ranks": ranks,
+                    "speedup_median": float(np.median(one) / np.median(steps)),
+                    "speedup_runs": [a / b for a, b in zip(one, steps, strict=True)],
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cases (module docstring); 0 on success."""
+    args = parser().parse_args(argv)
+    if args.worker:
+        return _worker(Path(args.worker[0]), Path(args.worker[1]))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    work = args.out / f"lammps_scaling_{stamp}"
+    work.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"lammps_scaling_{stamp}.json"
+    document: dict[str, Any] = {**run_record("benchmarks.lammps_scaling", argv), "cases": []}
+    document["settings"] = {k: str(v) for k, v in vars(args).items() if k != "worker"}
+    print(
+        f"{'family':8s} {'atoms':>7s} {'engine':7s} {'ranks':>5s} {'ms/step':>10s} "
+        f"{'atom-steps/s':>12s} {'ns/day':>9s} {'overhead':>8s} {'ghosts/rank':>15s}"
+    )
+    for family in args.families:
+        preset = {"allegro": args.allegro, "mace": args.mace}[family]
+        model, element = _model_file(preset, args.dtype, work)
+        for reps in sorted(args.reps):
+            data, atoms = _box(reps, element, work)
+            runs = [("lammps", r) for _ in range(args.repeats) for r in args.ranks]
+            runs += [("ase", 1)] if args.ase else []
+            for index, (engine, ranks) in enumerate(runs):
+                load_before = os.getloadavg()
+                if engine == "lammps":
+                    folder = work / f"{family}-{len(atoms)}-r{ranks}-{index}"
+                    records = _run_lammps(
+                        ranks, args.threads, data, model, element, args.steps, folder
+                    )
+                    measured = summarize_ranks(records, 1 + args.warmup)
+                else:
+                    measured = _run_ase(model, atoms, args.steps, args.warmup)
+                case = {
+                    "family": family,
+                    "preset": preset,
+                    "n_atoms": len(atoms),
+                    "engine": engine,
+                    "ranks": ranks,
+                    "threads": args.threads,
+                    **measured,
+                    **_throughput(len(atoms), measured["step_s"]),
+                    "load_before": list(load_before),
+                    "load_after": list(os.getloadavg()),
+                }
+                document["cases"].append(case)
+                document["speedups"] = _speedups(document["cases"])
+                write_json(document, path)
+                _print_row(case)
+    for row in document.get("speedups", []):
+        print(
+            f"{row['family']} {row['n_atoms']} atoms: {row['ranks']} ranks "
+            f"{row['speedup_median']:.2f}x 1 rank (runs {row['speedup_runs']})"
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

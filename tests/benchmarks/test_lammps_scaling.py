@@ -1,0 +1,29 @@
+"""Smoke test of ``python -m benchmarks.lammps_scaling``: 2-layer MACE on a 32-atom box."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("lammps")
+
+from benchmarks.lammps_scaling import main  # noqa: E402
+
+
+def test_lammps_scaling_records_throughput_ghosts_and_the_time_split(tmp_path):
+    argv = ["--families", "mace", "--reps", "2", "--ranks", "2", "--steps", "2"]
+    argv += ["--warmup", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (path,) = tmp_path.glob("lammps_scaling_*.json")
+    document = json.loads(path.read_text())
+    lammps, ase = document["cases"]
+    assert (lammps["engine"], lammps["ranks"], ase["engine"]) == ("lammps", 2, "ase")
+    assert lammps["n_atoms"] == ase["n_atoms"] == 32
+    assert sum(rank["n_local"] for rank in lammps["per_rank"]) == 32
+    for rank in lammps["per_rank"]:
+        assert rank["n_ghost"] > 0 and rank["n_edges"] > 0 and rank["steps_timed"] == 2
+        assert rank["model_s"] > 0 and rank["exchange_s"] > 0 and rank["lammps_s"] > 0
+        assert 0 < rank["overhead_fraction"] < 1
+    assert lammps["atom_steps_per_s"] > 0 and ase["ns_per_day"] > 0
+    assert len(lammps["load_before"]) == 3 and "commit" in json.dumps(document["machine"])
