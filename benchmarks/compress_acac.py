@@ -32,6 +32,7 @@ from benchmarks.common import add_common_arguments, run_record
 from equiforce.data.extxyz import read_configurations
 from equiforce.kernels.registry import resolve_backend
 from equiforce.models import load_model
+from equiforce.precision import MODES
 from equiforce.train import ModelConfig, RunConfig, train
 from equiforce.workflows.compress import CompressConfig, CompressRefused, compress, plan
 from equiforce.workflows.compress.targets import target_frames, write_target
@@ -59,7 +60,7 @@ def train_teacher(args: argparse.Namespace, split: acac.Split) -> Path:
 
 def search_config(args: argparse.Namespace, split: acac.Split, teacher: Path, tol: float):
     """The compression search."""
-    starts, snapshots = (1, 2) if args.smoke else (2, 10)
+    starts, snapshots = (1, 2) if args.smoke else (args.md_starts, 10)
     return CompressConfig(
         model=str(teacher),
         train_file=str(split.train),
@@ -71,6 +72,7 @@ def search_config(args: argparse.Namespace, split: acac.Split, teacher: Path, to
         budget_s=args.budget_s,
         out=str(args.out / "search"),
         threads=1,
+        modes=tuple(args.modes),
         compile=not args.no_compile,
         export=not args.no_export,
         ladder=None if args.ladder is None else json.loads(args.ladder),
@@ -119,9 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=1500.0, help="the search's budget, s")
     p.add_argument("--ladder", help="student rungs as JSON (default: compress's ladder)")
     p.add_argument("--student-epochs", type=int, help="cap on each student's epochs")
+    p.add_argument("--md-starts", type=int, default=2, help="teacher MD starts per temperature")
     p.add_argument("--test-frames", type=int, default=200, help="test frames per set")
     p.add_argument("--md-steps", type=int, default=50, help="NVE steps of the audit")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per variant")
+    p.add_argument("--modes", nargs="+", default=list(MODES), help="precision modes audited")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue a killed search")

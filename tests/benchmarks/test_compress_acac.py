@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_search_chooses_a_model_and_times_it_on_one_and_64_molecules(tmp_path):
     """The run record, the tolerance from the teacher's test error, the choice, the speed-ups."""
     teacher = save_model(preset_potential("mace-tiny"), tmp_path / "teacher.pt")
