@@ -3,7 +3,6 @@ an impossible tolerance refused with the best errors; ``--plan`` prints without 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from ase.io import write
 
-from equiforce.cli.compress import add_arguments, run
+from equiforce.cli.main import main
 from equiforce.data.extxyz import read_configurations
 from equiforce.models import load_model
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
@@ -168,17 +167,14 @@ def test_impossible_tolerance_is_refused_with_the_best_errors(files, tmp_path):
 def test_plan_prints_the_search_without_training(files, tmp_path, capsys):
     """``equiforce compress --plan``: stages, rungs and estimates printed, nothing written."""
     out = tmp_path / "planned"
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(
+    status = main(
         [
-            str(files["model"]),
+            *("compress", str(files["model"])),
             *("--data", str(files["train"]), "--valid", str(files["valid"])),
             *("--force-tol", "50", "--out", str(out), "--plan", "--budget-s", "600"),
             *("--ladder", '[{"num_channels": 4}]'),
         ]
     )
-    status = run(args)
     text = capsys.readouterr().out
     assert status == 0
     assert "precision audit" in text and "free speed" in text and "num_channels=4" in text

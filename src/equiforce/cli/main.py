@@ -37,6 +37,11 @@ SUBCOMMANDS = {
         "equiforce.cli.precision_audit",
         "accuracy, speed and symmetry of every precision mode for a model",
     ),
+    "compress": (
+        "equiforce.cli.compress",
+        "the fastest model within a force tolerance (backends, compile, export, precision, "
+        "distilled students)",
+    ),
 }
 
 
