@@ -1,4 +1,9 @@
-"""``equiforce train CONFIG.yaml [--resume]``: parse the config, call ``equiforce.train.train``."""
+"""``equiforce train CONFIG.yaml [--resume]``: parse the config, call ``equiforce.train.train``.
+
+Data-parallel: ``torchrun --nproc_per_node N -m equiforce train CONFIG.yaml`` (see
+``equiforce.train.distributed`` and docs/training.md); ranks other than 0 log warnings only
+and print nothing on success.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from equiforce.precision import MODES as PRECISION_MODES
 from equiforce.train.config import RunConfig, load_config
+from equiforce.train.distributed import (
+    DEFAULT_TIMEOUT_S,
+    RankFailure,
+    launched_rank,
+    launched_ranks,
+)
 from equiforce.train.run import train
 from equiforce.train.trainer import NonFiniteLossError
 
@@ -28,17 +39,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(PRECISION_MODES),
         help="precision mode (overrides precision.mode of the config); see docs/precision.md",
     )
+    parser.add_argument(
+        "--distributed-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="under torchrun: seconds a rank waits for the others in a collective before it "
+        f"stops with an error (a dead rank is noticed at once; default {DEFAULT_TIMEOUT_S:g})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Train as configured; prints where the outputs are. Returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rank = launched_rank()
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s")
+    where = f" (rank {rank} of {launched_ranks()})" if launched_ranks() > 1 else ""
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
-            result = train(_config(args), resume=args.resume)
-    except (NonFiniteLossError, FileExistsError) as err:
-        print(f"equiforce train: error: {err}", file=sys.stderr)
+            result = train(
+                _config(args), resume=args.resume, distributed_timeout_s=args.distributed_timeout
+            )
+    except (NonFiniteLossError, FileExistsError, RankFailure) as err:
+        print(f"equiforce train{where}: error: {err}", file=sys.stderr)
         return 1
+    if rank != 0:
+        return 0
     metrics = result.final_metrics
     print(
         f"{result.stop_reason}: {result.epochs_completed} epochs, best epoch {result.best_epoch}; "

@@ -5,6 +5,12 @@ It reads the data, builds (or restores) the model, optimizer, schedule and EMA, 
 run continues ``checkpoints/last.pt`` exactly, and only settings that do not change the
 computation (``RESUMABLE_CHANGES``: more epochs, a time budget, the device, logging, the
 output and cache folders) may differ from the checkpoint's configuration.
+
+Under ``torchrun`` every rank calls ``train``: ``train.distributed`` opens the process group,
+each rank reads the data and builds the model (rank 0's weights are then broadcast), trains on
+its share of every global batch, and only rank 0 writes the log file, ``config.yaml``, the
+checkpoints, the model and the test metrics. A resumed run may use another world size: the
+batches and the optimisation do not depend on it (up to the reduction order of float sums).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from equiforce.files import atomic_write_text
 from equiforce.models.io import model_from_payload
 from equiforce.models.potential import Potential
 from equiforce.precision import MODES, DynamicLossScaler, apply_policy
+from equiforce.train import distributed
 from equiforce.train import evaluate as evaluation
 from equiforce.train.checkpoint import Progress, load_checkpoint, restore_rng_state
 from equiforce.train.config import ModelConfig, PrecisionConfig, RunConfig, dump_config
@@ -38,7 +45,7 @@ from equiforce.train.setup import (
     prepare_data,
     resolve_device,
 )
-from equiforce.train.trainer import RunPaths, Trainer
+from equiforce.train.trainer import BatchSource, RunPaths, Trainer
 
 LOG = logging.getLogger(__name__)
 
@@ -90,7 +97,10 @@ AuxiliaryFactory = Callable[[Potential], torch.nn.Module]
 
 
 def train(
-    config: RunConfig, resume: bool = False, auxiliary: AuxiliaryFactory | None = None
+    config: RunConfig,
+    resume: bool = False,
+    auxiliary: AuxiliaryFactory | None = None,
+    distributed_timeout_s: float = distributed.DEFAULT_TIMEOUT_S,
 ) -> TrainResult:
     """Train a model as configured.
 
@@ -101,6 +111,8 @@ def train(
             ``Trainer``); called once with the built (or restored) model; its parameters are
             optimised with the model's and its state is checkpointed and restored on resume.
             The caller is responsible for passing an equivalent factory when resuming.
+        distributed_timeout_s: under torchrun, seconds a rank waits in a collective for the
+            others before it stops with ``RankFailure`` (a rank that dies is noticed at once).
 
     Returns:
         Paths of the outputs and the final validation metrics.
@@ -108,31 +120,65 @@ def train(
     Raises:
         FileExistsError: a fresh run in an ``output_dir`` that has a checkpoint.
         FileNotFoundError: ``resume`` without a checkpoint.
-        ValueError: a resumed run whose configuration changed incompatibly, or bad data.
+        ValueError: a resumed run whose configuration changed incompatibly, bad data, a
+            global batch that is not a multiple of the world size, or an auxiliary loss
+            under several ranks.
         NonFiniteLossError: the loss diverged (``last.pt`` keeps the last good epoch).
+        RankFailure: under several ranks, another rank died or hung (``last.pt`` keeps the
+            last completed epoch).
     """
     paths = RunPaths(Path(config.output_dir))
     checkpoint = _checkpoint_to_resume(paths, config, resume)
     device = resolve_device(config.training.device)
-    with _run_log(paths.log), _seeded_rng(config.seed):
-        LOG.info("training on %s, output in %s", device, paths.output_dir)
-        data = prepare_data(config)
-        if checkpoint is None:
-            model = _initial_model(config, data)
-            atomic_write_text(dump_config(config), paths.config)
-        else:
-            model = model_from_payload(checkpoint["model"], str(paths.last_checkpoint))
-            model.load_state_dict(checkpoint["train_state_dict"])
-            if tuple(model.type_names) != data.train.type_names:
-                raise ValueError(
-                    f"the training data now has species {list(data.train.type_names)}, the "
-                    f"checkpoint's model {model.type_names}; the data changed since the run began"
-                )
-        model = _with_precision(model.to(device), config)
-        extra = None if auxiliary is None else auxiliary(model).to(device)
-        trainer = _trainer(config, model.to(device), data, paths, checkpoint, extra)
-        progress = trainer.fit()
+    with distributed.open_world(device, distributed_timeout_s) as world:
+        if world.distributed and auxiliary is not None:
+            raise ValueError("an auxiliary loss (distillation) cannot be trained on several ranks")
+        with _run_log(paths.log, world.is_main), _seeded_rng(config.seed):
+            progress = _train(config, paths, checkpoint, world, auxiliary)
+        world.barrier("end of training")
+    if not world.is_main:
+        return _result(config, paths, progress, test=False)
     return _result(config, paths, progress)
+
+
+def _train(
+    config: RunConfig,
+    paths: RunPaths,
+    checkpoint: dict[str, Any] | None,
+    world: distributed.World,
+    auxiliary: AuxiliaryFactory | None,
+) -> Progress:
+    """Data, model and trainer on this rank; the progress at the end of training."""
+    device = world.device
+    LOG.info("training on %s, output in %s", device, paths.output_dir)
+    LOG.info(
+        "training.world: %s", world.summary(config.data.batch_size, config.data.valid_batch_size)
+    )
+    if checkpoint is not None and checkpoint.get("world_size", 1) != world.size:
+        LOG.info(
+            "the checkpoint was written by a run on %d rank(s), this one has %d: the "
+            "optimisation is the same up to the rounding of the reductions",
+            checkpoint.get("world_size", 1),
+            world.size,
+        )
+    data = prepare_data(config)
+    if checkpoint is None:
+        model = _initial_model(config, data)
+        if world.is_main:
+            atomic_write_text(dump_config(config), paths.config)
+    else:
+        model = model_from_payload(checkpoint["model"], str(paths.last_checkpoint))
+        model.load_state_dict(checkpoint["train_state_dict"])
+        if tuple(model.type_names) != data.train.type_names:
+            raise ValueError(
+                f"the training data now has species {list(data.train.type_names)}, the "
+                f"checkpoint's model {model.type_names}; the data changed since the run began"
+            )
+    model = _with_precision(model.to(device), config)
+    distributed.broadcast_module(model, world)
+    extra = None if auxiliary is None else auxiliary(model).to(device)
+    trainer = _trainer(config, model.to(device), data, paths, checkpoint, extra, world)
+    return trainer.fit()
 
 
 def _trainer(
@@ -142,6 +188,7 @@ def _trainer(
     paths: RunPaths,
     checkpoint: dict[str, Any] | None,
     auxiliary: torch.nn.Module | None = None,
+    world: distributed.World | None = None,
 ) -> Trainer:
     """Assemble the trainer, restoring component states from ``checkpoint`` if given."""
     settings = config.training
@@ -165,7 +212,7 @@ def _trainer(
             scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_state(checkpoint["rng"])
         LOG.info("resuming after epoch %d", progress.epochs_done)
-    train_data, valid_data = batch_sources(data, config)
+    train_data, valid_data = _batch_sources(data, config, world)
     return Trainer(
         model,
         optimizer,
@@ -179,6 +226,29 @@ def _trainer(
         auxiliary,
         precision=config.precision.policy(),
         scaler=scaler,
+        world=world,
+    )
+
+
+def _batch_sources(
+    data: TrainingData, config: RunConfig, world: distributed.World | None
+) -> tuple[BatchSource, BatchSource]:
+    """``setup.batch_sources`` on one rank; on several, this rank's share of every global
+    batch (``distributed.rank_batches``; None for an empty share), as many on every rank."""
+    if world is None or not world.distributed:
+        return batch_sources(data, config)
+    batch_size, valid_batch_size = config.data.batch_size, config.data.valid_batch_size
+    world.per_rank_batch(batch_size)  # raises unless a multiple of the world size
+
+    def train_batches(epoch: int):
+        return distributed.sharded_loader(data.train, batch_size, world, True, config.seed, epoch)
+
+    def valid_batches(epoch: int):
+        return distributed.sharded_loader(data.valid, valid_batch_size, world, shuffle=False)
+
+    return (
+        BatchSource(train_batches, -(-len(data.train) // batch_size)),
+        BatchSource(valid_batches, -(-len(data.valid) // valid_batch_size)),
     )
 
 
@@ -289,9 +359,12 @@ def _check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
         )
 
 
-def _result(config: RunConfig, paths: RunPaths, progress: Progress) -> TrainResult:
+def _result(
+    config: RunConfig, paths: RunPaths, progress: Progress, test: bool = True
+) -> TrainResult:
+    """The outcome; ``test``: evaluate ``data.test_file`` (rank 0 only)."""
     test_path = None
-    if config.data.test_file is not None and paths.model.exists():
+    if test and config.data.test_file is not None and paths.model.exists():
         test_path = _evaluate_test_set(config, paths)
     return TrainResult(
         output_dir=paths.output_dir,
@@ -346,8 +419,11 @@ def _seeded_rng(seed: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _run_log(path: Path) -> Iterator[None]:
-    """Also log ``equiforce`` INFO messages to ``path`` during the run."""
+def _run_log(path: Path, enabled: bool = True) -> Iterator[None]:
+    """Also log ``equiforce`` INFO messages to ``path`` during the run (when ``enabled``)."""
+    if not enabled:  # ranks other than 0 log warnings to their stderr only
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

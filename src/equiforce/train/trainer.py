@@ -10,6 +10,10 @@ order, ``best.pt`` + ``model.pt`` (on a new best validation loss), ``last.pt``, 
 ``metrics.csv`` row. Because the shuffle order, the optimizer, scheduler, EMA and generator
 states are all in ``last.pt``, a resumed run repeats the interrupted epoch exactly.
 
+Under several ranks (``train.distributed``) every rank runs this loop on its share of each
+global batch; the gradients, the loss and the metrics are reduced over the ranks, and only
+rank 0 writes files (checkpoints, model, metrics, plot).
+
 The learning-curve PNG is redrawn when an epoch ends at least ``CURVE_REDRAW_S`` after the
 last drawing, and always when training stops (also on divergence): drawing costs ~0.5 s,
 which would dominate short epochs.
@@ -33,8 +37,10 @@ from equiforce.data.batch import batch_to
 from equiforce.models.io import model_payload, save_model
 from equiforce.models.potential import Potential
 from equiforce.precision import DynamicLossScaler, PrecisionPolicy, precision_scope
+from equiforce.train import distributed
 from equiforce.train.checkpoint import Progress, capture_rng_state, save_checkpoint
 from equiforce.train.curves import plot_learning_curve
+from equiforce.train.distributed import World
 from equiforce.train.ema import ExponentialMovingAverage
 from equiforce.train.losses import LossParts, WeightedLoss
 from equiforce.train.metrics import ErrorAccumulator, MetricsCSV
@@ -129,6 +135,9 @@ class Trainer:
         scaler: dynamic loss scaling (fp16): a step with non-finite gradients is skipped
             (never applied), counted in the epoch's ``skipped_steps`` (log and history) and
             the scale backs off; its state is checkpointed (key ``"scaler"``).
+        world: the ranks (default: one); with several, the batch sources yield this rank's
+            share of each global batch (None for an empty share), and ``auxiliary`` must be
+            None (its reduction over ranks is not defined).
     """
 
     def __init__(
@@ -145,7 +154,11 @@ class Trainer:
         auxiliary: torch.nn.Module | None = None,
         precision: PrecisionPolicy | None = None,
         scaler: DynamicLossScaler | None = None,
+        world: World | None = None,
     ):
+        self.world = World(device=next(model.parameters()).device) if world is None else world
+        if self.world.distributed and auxiliary is not None:
+            raise ValueError("an auxiliary loss cannot be trained on several ranks")
         self.model = model
         self.auxiliary = auxiliary
         self.precision = precision
@@ -161,6 +174,7 @@ class Trainer:
         self.progress = progress
         self.settings = schedule.config
         self.device = next(model.parameters()).device
+        self._time_is_up = False  # several ranks: the deadline as agreed in the last step
 
     def fit(self) -> Progress:
         """Train until ``max_epochs`` or the time budget; returns the final progress.
@@ -174,20 +188,21 @@ class Trainer:
         deadline = None if budget is None else start + budget
         # wall_s accumulates over resumed invocations (the lost part of a killed epoch aside)
         clock_zero = start - (self.progress.history[-1]["wall_s"] if self.progress.history else 0)
-        csv = MetricsCSV(self.paths.metrics_csv, self.progress.history)
+        main = self.world.is_main
+        csv = MetricsCSV(self.paths.metrics_csv, self.progress.history) if main else None
         epochs = tqdm(
             total=self.settings.max_epochs,
             initial=self.progress.epochs_done,
             desc="epochs",
             unit="epoch",
-            disable=not self.settings.progress_bar,
+            disable=not (self.settings.progress_bar and main),
         )
         last_drawn = start
         try:
             with epochs, precision_scope(self.precision):
                 while self.progress.epochs_done < self.settings.max_epochs:
                     epoch = self.progress.epochs_done
-                    self.schedule.start_stage_two_if_due(epoch, time.monotonic() - start)
+                    self.schedule.start_stage_two_if_due(epoch, self._elapsed(start, epoch))
                     out_of_time = self._run_epoch(epoch, deadline, clock_zero, csv)
                     epochs.update(1)
                     if time.monotonic() - last_drawn >= CURVE_REDRAW_S:
@@ -203,12 +218,18 @@ class Trainer:
             self._draw_curve()
         return self.progress
 
+    def _elapsed(self, start: float, epoch: int) -> float:
+        """Seconds since ``start``: rank 0's under several ranks, so that all decide alike."""
+        elapsed = torch.tensor([time.monotonic() - start], dtype=torch.float64)
+        what = f"epoch {epoch + 1}: agreeing on the elapsed time"
+        return float(self.world.broadcast(elapsed.to(self.world.device), what))
+
     def _draw_curve(self) -> None:
-        if self.progress.history:
+        if self.progress.history and self.world.is_main:
             plot_learning_curve(self.progress.history, self.paths.learning_curve)
 
     def _run_epoch(
-        self, epoch: int, deadline: float | None, clock_zero: float, csv: MetricsCSV
+        self, epoch: int, deadline: float | None, clock_zero: float, csv: MetricsCSV | None
     ) -> bool:
         """One epoch with validation and outputs; returns whether the time budget ran out.
 
@@ -216,7 +237,7 @@ class Trainer:
             epoch: 0-based epoch.
             deadline: ``time.monotonic()`` value at which the time budget ends, or None.
             clock_zero: ``time.monotonic()`` value that ``wall_s`` counts from.
-            csv: the metrics file.
+            csv: the metrics file (None on ranks other than 0).
         """
         if self.schedule.begin_epoch(epoch):
             LOG.info(
@@ -229,6 +250,9 @@ class Trainer:
         lr = self.schedule.lr
         self.skipped_steps = 0
         train_parts, train_errors, out_of_time = self._train_epoch(epoch, loss_fn, deadline)
+        what = f"epoch {epoch + 1}: reducing the training metrics"
+        train_parts = distributed.reduce_loss_parts(train_parts, loss_fn, self.world, what)
+        train_errors = distributed.reduce_errors(train_errors, self.world, what)
         valid_loss, valid_metrics = self._validate(loss_fn)
         if not math.isfinite(valid_loss):
             raise self._diverged(f"epoch {epoch + 1}: validation loss is {valid_loss}")
@@ -245,8 +269,10 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "loss_scale": math.nan if self.scaler is None else self.scaler.scale,
         }
+        distributed.check_in_sync(self.model, self.world, f"end of epoch {epoch + 1}")
         self._finish_epoch(row, valid_loss)
-        csv.append(row)
+        if csv is not None:
+            csv.append(row)
         LOG.info(
             "epoch %d/%d: train loss %.4g, valid loss %.4g, valid RMSE E %.3f meV/atom, "
             "F %.3f meV/Å, lr %.3g",
@@ -283,40 +309,98 @@ class Trainer:
             desc=f"epoch {epoch + 1}",
             unit="batch",
             leave=False,
-            disable=not self.settings.progress_bar,
+            disable=not (self.settings.progress_bar and self.world.is_main),
         )
         with bar:
             for step, batch in enumerate(self.train_data.batches(epoch)):
-                batch = batch_to(batch, self.device)
-                pred, loss = self._step(batch, loss_fn, epoch, step)
-                parts = parts + loss_fn.parts(batch, pred)
-                errors.add(batch, pred)
+                batch = None if batch is None else batch_to(batch, self.device)
+                pred, loss = self._step(batch, loss_fn, epoch, step, deadline)
+                if batch is not None:
+                    parts = parts + loss_fn.parts(batch, pred)
+                    errors.add(batch, pred)
                 bar.update(1)
                 if (step + 1) % self.settings.log_every == 0:
                     bar.set_postfix(loss=f"{float(loss):.4g}")
-                if deadline is not None and time.monotonic() > deadline:
+                if self._out_of_time(deadline):
                     return parts, errors, True
         return parts, errors, False
 
     def _step(
-        self, batch: Batch, loss_fn: WeightedLoss, epoch: int, step: int
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One optimizer step; returns the predictions and the (detached) loss."""
+        self,
+        batch: Batch | None,
+        loss_fn: WeightedLoss,
+        epoch: int,
+        step: int,
+        deadline: float | None = None,
+    ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+        """One optimizer step.
+
+        Returns:
+            This rank's detached predictions (None for an empty share) and the detached loss
+            of the (global) batch.
+        """
         self.optimizer.zero_grad(set_to_none=True)
+        where = f"epoch {epoch + 1}, step {step + 1}"
+        pred = None if batch is None else self._predict(batch, loss_fn)
+        if self.world.distributed:
+            loss = self._sharded_backward(batch, pred, loss_fn, deadline, where)
+        else:
+            loss = loss_fn(batch, pred)
+            if self.auxiliary is not None:
+                loss = loss + self.auxiliary(self.model, batch, pred)
+            if not torch.isfinite(loss):
+                raise self._diverged(f"{where}: training loss is {float(loss.detach())}")
+            self._backward(loss)
+        if self.scaler is None or self._unscale(where):
+            self._apply_gradients(where)
+        detached = None if pred is None else {k: v.detach() for k, v in pred.items()}
+        return detached, loss.detach()
+
+    def _predict(self, batch: Batch, loss_fn: WeightedLoss) -> dict[str, torch.Tensor]:
+        """Energies and forces (and stress when the loss needs it) for a training step."""
         stress = loss_fn.needs_stress and bool(batch[keys.HAS_STRESS].any())
         pred = self.model(batch, compute_forces=True, compute_stress=stress)
         if loss_fn.needs_stress:
             pred = _with_stress(pred, batch)
-        loss = loss_fn(batch, pred)
-        if self.auxiliary is not None:
-            loss = loss + self.auxiliary(self.model, batch, pred)
-        where = f"epoch {epoch + 1}, step {step + 1}"
-        if not torch.isfinite(loss):
-            raise self._diverged(f"{where}: training loss is {float(loss.detach())}")
-        if self.scaler is None:
-            loss.backward()
-        elif not self._scaled_backward(loss, where):
-            return {k: v.detach() for k, v in pred.items()}, loss.detach()
+        return pred
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Backward of the loss (scaled when loss scaling is on)."""
+        (loss if self.scaler is None else self.scaler.scale_loss(loss)).backward()
+
+    def _sharded_backward(
+        self,
+        batch: Batch | None,
+        pred: dict[str, torch.Tensor] | None,
+        loss_fn: WeightedLoss,
+        deadline: float | None,
+        where: str,
+    ) -> torch.Tensor:
+        """Backward of this rank's share and the gradient sum over ranks (several ranks).
+
+        Returns:
+            The loss of the global batch (equal on every rank).
+        """
+        share = distributed.sharded_loss(loss_fn, batch, pred, self.world, where)
+        if share.requires_grad:
+            self._backward(share)
+        late = float(deadline is not None and time.monotonic() > deadline)
+        loss, n_late = distributed.reduce_gradients(
+            self._trained_parameters(), self.world, [float(share.detach()), late], where
+        )
+        self._time_is_up = n_late > 0
+        if not math.isfinite(loss):
+            raise self._diverged(f"{where}: training loss is {loss}")
+        return torch.tensor(loss, dtype=torch.float64)
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        """Whether the time budget ran out (as agreed by the ranks in the last step)."""
+        if self.world.distributed:
+            return self._time_is_up
+        return deadline is not None and time.monotonic() > deadline
+
+    def _apply_gradients(self, where: str) -> None:
+        """Clip, step the optimizer, update the EMA."""
         clip = self.settings.clip_grad_norm
         if clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._trained_parameters(), clip)
@@ -325,12 +409,10 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        return {k: v.detach() for k, v in pred.items()}, loss.detach()
 
-    def _scaled_backward(self, loss: torch.Tensor, where: str) -> bool:
-        """Backward of the scaled loss and unscaling; False when the step must be skipped."""
+    def _unscale(self, where: str) -> bool:
+        """Unscale the gradients (fp16); False when the step must be skipped."""
         scaler = self.scaler
-        scaler.scale_loss(loss).backward()
         finite = scaler.unscale_(self._trained_parameters())
         scaler.update(finite)
         if finite:
@@ -363,11 +445,13 @@ class Trainer:
         return self.ema.average_parameters(self.model)
 
     def _validate(self, loss_fn: WeightedLoss) -> tuple[float, dict[str, float]]:
-        """Validation loss and ``valid_*`` metrics of the evaluated weights."""
+        """Validation loss and ``valid_*`` metrics of the evaluated weights (over all ranks)."""
         self.model.eval()
         parts, errors = LossParts({}, {}), ErrorAccumulator()
         with self._evaluated_weights(), torch.enable_grad():
             for batch in self.valid_data.batches(0):
+                if batch is None:  # this rank's share of a short last batch is empty
+                    continue
                 batch = batch_to(batch, self.device)
                 stress = bool(batch[keys.HAS_STRESS].any())
                 pred = self.model(
@@ -377,10 +461,12 @@ class Trainer:
                 parts = parts + loss_fn.parts(batch, pred)
                 errors.add(batch, pred)
         self.model.train()
+        parts = distributed.reduce_loss_parts(parts, loss_fn, self.world, "validation loss")
+        errors = distributed.reduce_errors(errors, self.world, "validation metrics")
         return loss_fn.combine(parts), errors.metrics("valid")
 
     def _finish_epoch(self, row: dict[str, Any], valid_loss: float) -> None:
-        """Record the epoch and write ``best.pt``/``model.pt`` (if improved) and ``last.pt``."""
+        """Record the epoch; rank 0 writes ``best.pt``/``model.pt`` (if improved), ``last.pt``."""
         progress = self.progress
         progress.epochs_done = int(row["epoch"])
         progress.history.append(row)
@@ -388,6 +474,8 @@ class Trainer:
         if improved:
             progress.best_valid_loss = valid_loss
             progress.best_epoch = progress.epochs_done
+        if not self.world.is_main:
+            return
         with self._evaluated_weights():
             evaluated = model_payload(self.model)
             evaluated["state_dict"] = {k: v.clone() for k, v in evaluated["state_dict"].items()}
@@ -412,6 +500,7 @@ class Trainer:
             "progress": self.progress.to_dict(),
             "rng": capture_rng_state(),
             "config": self.config,
+            "world_size": self.world.size,  # informative: any world size resumes it
         }
 
 
