@@ -1,4 +1,10 @@
-"""``equiforce md MODEL STRUCTURE``: NVT/NVE/NPT MD with a model, trajectory + stability report."""
+"""``equiforce md MODEL STRUCTURE``: NVT/NVE/NPT MD with a model, trajectory + stability report.
+
+Several models (``equiforce md m0.pt m1.pt m2.pt start.xyz``) or a committee folder
+(``equiforce committee``) run as a committee: mean forces, and with ``--max-uncertainty X``
+frames whose largest per-atom force spread exceeds X eV/Å go to ``uncertain.xyz`` and stop the
+run (``--uncertainty-action stop``, default) or are flagged and the run goes on (``flag``).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,18 @@ from equiforce.precision import MODES as PRECISION_MODES
 TRAJECTORY_NAME = "md.traj"
 SUMMARY_NAME = "md_summary.json"
 PLOT_NAME = "md.png"
+UNCERTAIN_NAME = "uncertain.xyz"
+UNCERTAINTY_PLOT_NAME = "uncertainty.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``md`` options on ``parser``."""
-    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument(
+        "model",
+        nargs="+",
+        help="model file (save_model output or training checkpoint); several files or a "
+        "committee folder (equiforce committee) run as a committee",
+    )
     parser.add_argument("structure", help="starting structure, any ASE format (first frame)")
     parser.add_argument("--ensemble", choices=("nvt", "nve", "npt"), default="nvt")
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
@@ -45,6 +58,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Berendsen coupling compressibility, 1/GPa (0.01)",
     )
+    committee = parser.add_argument_group("committee uncertainty (several models)")
+    committee.add_argument(
+        "--max-uncertainty",
+        type=float,
+        default=None,
+        metavar="X",
+        help="eV/Å: frames whose largest per-atom committee force spread exceeds X are "
+        f"written to {UNCERTAIN_NAME}",
+    )
+    committee.add_argument(
+        "--uncertainty-action",
+        choices=("stop", "flag"),
+        default="stop",
+        help="stop the run at the first such frame (default) or flag them and run on",
+    )
     parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -67,17 +95,22 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from equiforce.files import atomic_write_text
-    from equiforce.md.calculator import EquiforceCalculator
     from equiforce.md.dynamics import format_md_summary, plot_md, run_md
+    from equiforce.md.uncertainty import UncertaintyWatch, plot_uncertainty
 
     if not Path(args.structure).exists():
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
     npt = npt_settings(args)
     atoms = read(args.structure, index=0)
-    calculator = EquiforceCalculator(
-        args.model, device=args.device, precision=args.precision, compile=args.compile
-    )
+    calculator = _calculator(args)
     out = Path(args.out)
+    watch = None
+    if args.max_uncertainty is not None:
+        if not hasattr(calculator, "members"):
+            raise ValueError("--max-uncertainty needs a committee: several models or a folder")
+        watch = UncertaintyWatch(
+            args.max_uncertainty, args.uncertainty_action, path=out / UNCERTAIN_NAME
+        )
     result = run_md(
         atoms,
         calculator,
@@ -91,12 +124,30 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=sys.stderr.isatty(),
         npt=npt,
+        watch=watch,
     )
     print(format_md_summary(result))
     atomic_write_text(json.dumps(result.summary(), indent=2) + "\n", out / SUMMARY_NAME)
     plot_md(result, out / PLOT_NAME)
+    if result.uncertainty is not None:
+        plot_uncertainty(result.uncertainty, args.timestep, out / UNCERTAINTY_PLOT_NAME)
     print(f"trajectory, summary and plot written to {out}/")
     return 0
+
+
+def _calculator(args: argparse.Namespace):
+    """One model's ``EquiforceCalculator``, or a ``CommitteeCalculator`` of several/a folder."""
+    if len(args.model) == 1 and not Path(args.model[0]).is_dir():
+        from equiforce.md.calculator import EquiforceCalculator
+
+        return EquiforceCalculator(
+            args.model[0], device=args.device, precision=args.precision, compile=args.compile
+        )
+    from equiforce.md.committee import CommitteeCalculator
+
+    if args.compile:
+        raise ValueError("--compile runs one model; a committee runs its members eagerly")
+    return CommitteeCalculator.from_paths(args.model, device=args.device, precision=args.precision)
 
 
 _NPT_OPTIONS = {  # NPTSettings field -> command-line option

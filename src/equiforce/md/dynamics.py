@@ -23,11 +23,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+
+if TYPE_CHECKING:
+    from equiforce.md.uncertainty import UncertaintySummary, UncertaintyWatch
 
 Ensemble = Literal["nvt", "nve", "npt"]
 Barostat = Literal["mtk", "berendsen"]
@@ -191,6 +194,7 @@ class MDResult:
         pressure_GPa: (n_samples,) instantaneous pressure including the ideal-gas part, GPa
             (NPT only, else None).
         npt: the pressure coupling (NPT only, else None).
+        uncertainty: what the run's ``UncertaintyWatch`` saw (committee runs), or None.
     """
 
     ensemble: str
@@ -210,6 +214,7 @@ class MDResult:
     volume_A3: np.ndarray | None = None
     pressure_GPa: np.ndarray | None = None
     npt: NPTSettings | None = None
+    uncertainty: UncertaintySummary | None = None
 
     @property
     def total_energy(self) -> np.ndarray:
@@ -246,6 +251,7 @@ class MDResult:
             "trajectory": None if self.trajectory_path is None else str(self.trajectory_path),
             "time_fs": self.time_fs.tolist(),
             "temperature_K": self.temperature_K.tolist(),
+            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
         }
         if self.npt is not None:
             figures.update(
@@ -274,6 +280,11 @@ def format_md_summary(result: MDResult) -> str:
         ("broken bonds", f"{result.bonds.n_broken} of {result.bonds.n_bonds}"),
         ("wall time (s)", f"{result.wall_time_s:.2f}"),
     ]
+    if result.uncertainty is not None:
+        watch = result.uncertainty
+        stop = f", stopped at step {watch.first_flagged_step}" if watch.stopped_early else ""
+        rows.append(("max force spread (eV/Å)", f"{watch.max_force_uncertainty:.4f}"))
+        rows.append(("frames over threshold", f"{watch.n_flagged} (> {watch.threshold:g}{stop})"))
     if result.npt is not None:
         kind = f"{result.npt.barostat}, {'an' if result.npt.anisotropic else ''}isotropic"
         pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
@@ -482,6 +493,7 @@ def run_md(
     seed: int = 0,
     progress: bool = False,
     npt: NPTSettings | None = None,
+    watch: UncertaintyWatch | None = None,
 ) -> MDResult:
     """Run NVT (Langevin), NVE (velocity Verlet) or NPT MD and measure its stability.
 
@@ -504,6 +516,9 @@ def run_md(
         progress: show a tqdm progress bar.
         npt: pressure coupling of an NPT run (None: ``NPTSettings()``, MTK isotropic at 0 GPa);
             only with ``ensemble="npt"``.
+        watch: an ``equiforce.md.uncertainty.UncertaintyWatch`` checking every step's committee
+            force spread (the calculator must be a ``CommitteeCalculator``); the run ends early
+            when it says so, and ``n_steps`` of the result counts the steps taken.
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
@@ -534,15 +549,21 @@ def run_md(
     ):
         for observer in (recorder.sample, write, lambda: bar.update(dynamics.nsteps - bar.n)):
             dynamics.attach(observer, interval=log_interval)
-        dynamics.run(n_steps)
+        if watch is not None:
+            clock = recorder.clock_fs
+            dynamics.attach(lambda: watch.check(atoms, dynamics.nsteps, clock()), interval=1)
+        for _ in dynamics.irun(n_steps):
+            if watch is not None and watch.should_stop:
+                break
     wall_time = time.perf_counter() - start
     time_fs, potential, kinetic, temperature = recorder.arrays()
     volume, pressure = recorder.cell_arrays()
-    drift = energy_drift(time_fs, potential + kinetic, len(atoms)) if ensemble == "nve" else None
+    drifting = ensemble == "nve" and len(time_fs) > 1  # a watch may stop a run at step 0
+    drift = energy_drift(time_fs, potential + kinetic, len(atoms)) if drifting else None
     return MDResult(
         ensemble=ensemble,
         n_atoms=len(atoms),
-        n_steps=n_steps,
+        n_steps=dynamics.nsteps,
         timestep_fs=timestep_fs,
         temperature_target_K=temperature_K,
         time_fs=time_fs,
@@ -557,4 +578,5 @@ def run_md(
         volume_A3=volume,
         pressure_GPa=pressure,
         npt=npt,
+        uncertainty=None if watch is None else watch.summary(),
     )
