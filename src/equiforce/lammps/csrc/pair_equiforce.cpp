@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 #include <exception>
 #include <string>
 
@@ -225,16 +226,44 @@ void PairEquiforce::compute(int eflag, int vflag)
   double energy = 0.0;
   char err[kErrLen] = "";
   int n_edges = (int) centre.size();
+  assign_rows();
+  neighbour_row.resize(n_edges);
+  for (int e = 0; e < n_edges; e++) neighbour_row[e] = row[neighbour[e]];
   pair_gradient.assign(3 * (size_t) n_edges, 0.0);
   // a rank without atoms still calls the model: its halo exchanges are collective
-  int status = callbacks.compute(handle, this, n_local, n_all - n_local, model_types.data(),
-                                 n_edges, centre.data(), neighbour.data(), edge_vec.data(),
+  int n_rows = (int) row_atom.size();
+  int status = callbacks.compute(handle, this, n_local, n_rows - n_local, row_types.data(),
+                                 n_edges, centre.data(), neighbour_row.data(), edge_vec.data(),
                                  pair_gradient.data(), eflag_atom ? eatom : nullptr, &energy, err,
                                  kErrLen);
   if (status != 0) error->one(FLERR, err);
   apply_pair_gradient();
   if (eflag_global) eng_vdwl += energy;
   if (vflag_fdotr) virial_fdotr_compute();
+}
+
+void PairEquiforce::assign_rows()
+{
+  int n_local = atom->nlocal, n_all = atom->nlocal + atom->nghost;
+  row.resize(n_all);
+  row_atom.resize(n_local);
+  for (int i = 0; i < n_local; i++) row[i] = row_atom[i] = i;
+  if (atom->tag_enable) {    // atoms with IDs: one row per ID
+    std::unordered_map<tagint, int> row_of(2 * (size_t) n_all);
+    for (int i = 0; i < n_local; i++) row_of.emplace(atom->tag[i], i);
+    for (int j = n_local; j < n_all; j++) {
+      auto found = row_of.emplace(atom->tag[j], (int) row_atom.size());
+      if (found.second) row_atom.push_back(j);
+      row[j] = found.first->second;
+    }
+  } else {
+    for (int j = n_local; j < n_all; j++) {
+      row[j] = j;
+      row_atom.push_back(j);
+    }
+  }
+  row_types.resize(row_atom.size());
+  for (size_t r = 0; r < row_atom.size(); r++) row_types[r] = model_types[row_atom[r]];
 }
 
 void PairEquiforce::apply_pair_gradient()
@@ -268,12 +297,17 @@ void PairEquiforce::exchange(double *rows, int width, int reverse)
   halo_rows = nullptr;
 }
 
+// Halo rows are indexed by `row`: copies of one atom share a row. Forward: every copy reads
+// and writes its atom's row (the same owner value). Reverse: only the first copy of a ghost
+// atom sends its row (it holds the gradients of all copies, and is the last of them to be
+// sent: reverse communication runs the swaps backwards); other copies, and images of local
+// atoms, send zeros.
 int PairEquiforce::pack_forward_comm(int n, int *list_, double *buf, int, int *)
 {
   int size = std::min(kChunk, halo_width - halo_first), m = 0;
   for (int i = 0; i < n; i++) {
-    const double *row = halo_rows + (size_t) list_[i] * halo_width + halo_first;
-    for (int c = 0; c < size; c++) buf[m++] = row[c];
+    const double *values = halo_rows + (size_t) row[list_[i]] * halo_width + halo_first;
+    for (int c = 0; c < size; c++) buf[m++] = values[c];
   }
   return m;
 }
@@ -282,8 +316,8 @@ void PairEquiforce::unpack_forward_comm(int n, int first, double *buf)
 {
   int size = std::min(kChunk, halo_width - halo_first), m = 0;
   for (int i = first; i < first + n; i++) {
-    double *row = halo_rows + (size_t) i * halo_width + halo_first;
-    for (int c = 0; c < size; c++) row[c] = buf[m++];
+    double *values = halo_rows + (size_t) row[i] * halo_width + halo_first;
+    for (int c = 0; c < size; c++) values[c] = buf[m++];
   }
 }
 
@@ -291,8 +325,13 @@ int PairEquiforce::pack_reverse_comm(int n, int first, double *buf)
 {
   int size = std::min(kChunk, halo_width - halo_first), m = 0;
   for (int i = first; i < first + n; i++) {
-    const double *row = halo_rows + (size_t) i * halo_width + halo_first;
-    for (int c = 0; c < size; c++) buf[m++] = row[c];
+    int r = row[i];
+    if (row_atom[r] != i) {
+      for (int c = 0; c < size; c++) buf[m++] = 0.0;
+      continue;
+    }
+    const double *values = halo_rows + (size_t) r * halo_width + halo_first;
+    for (int c = 0; c < size; c++) buf[m++] = values[c];
   }
   return m;
 }
@@ -301,8 +340,8 @@ void PairEquiforce::unpack_reverse_comm(int n, int *list_, double *buf)
 {
   int size = std::min(kChunk, halo_width - halo_first), m = 0;
   for (int i = 0; i < n; i++) {
-    double *row = halo_rows + (size_t) list_[i] * halo_width + halo_first;
-    for (int c = 0; c < size; c++) row[c] += buf[m++];
+    double *values = halo_rows + (size_t) row[list_[i]] * halo_width + halo_first;
+    for (int c = 0; c < size; c++) values[c] += buf[m++];
   }
 }
 

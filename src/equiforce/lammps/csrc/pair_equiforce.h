@@ -68,6 +68,7 @@ class PairEquiforce : public Pair {
   void allocate();
   void build_edges();
   void apply_pair_gradient();
+  void assign_rows();
   void load_package(const char *path);
   void map_package_types(const std::vector<const char *> &elements);
   void compute_package(int n_local, int n_all);
@@ -81,7 +82,13 @@ class PairEquiforce : public Pair {
   std::vector<int> model_types;    // (n_all,) per compute
   std::vector<int> centre, neighbour;    // edges within r_max, per compute
   std::vector<double> edge_vec, pair_gradient;    // (n_edges, 3): x_j - x_i and dE/dr_ij
-  // the array being exchanged: `halo_rows` (n_all, halo_width), columns [halo_first,
+  // the model's graph has one row per atom (not per copy): local atoms keep their index,
+  // the copies of a ghost atom share the row of its first copy, and periodic images of a
+  // local atom share their owner's row (Python path only)
+  std::vector<int> row;    // (n_all,) LAMMPS atom -> row
+  std::vector<int> row_atom;    // (n_rows,) the LAMMPS atom first holding each row
+  std::vector<int> row_types, neighbour_row;    // (n_rows,) model types; (n_edges,) rows
+  // the array being exchanged: `halo_rows` (n_rows, halo_width), columns [halo_first,
   // halo_first + comm size) in the current message
   double *halo_rows;
   int halo_width, halo_first;
