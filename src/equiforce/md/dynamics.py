@@ -269,7 +269,11 @@ class MDResult:
 
 def format_md_summary(result: MDResult) -> str:
     """A short two-column table of the run's stability figures."""
-    drift = "n/a (NVT)" if result.energy_drift is None else f"{result.energy_drift:.4g}"
+    drift = (
+        f"n/a ({result.ensemble.upper()})"
+        if result.energy_drift is None
+        else f"{result.energy_drift:.4g}"
+    )
     rows = [
         ("ensemble", result.ensemble.upper()),
         ("atoms", str(result.n_atoms)),
