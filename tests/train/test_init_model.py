@@ -50,15 +50,34 @@ def test_other_hyperparameters_are_named(tmp_path, emt_train_file, reference_run
         train(config)
 
 
-def test_other_species_are_an_error(tmp_path, reference_run):
-    cu_only = tmp_path / "cu.xyz"
-    frames = [
-        emt_labelled(make_fcc_cu(repeat=1, seed=seed, rattle=0.1, au_fraction=0.0))
-        for seed in range(8)
-    ]
-    write(cu_only, frames, format="extxyz")
-    config = make_config(tmp_path / "bad", cu_only, init_model=str(reference_run.model_path))
-    with pytest.raises(ValueError, match=r"species \['Cu', 'Au'\] are not the training set's"):
+def _write_frames(path, au_fraction: float, symbol: str | None = None):
+    frames = []
+    for seed in range(8):
+        atoms = make_fcc_cu(repeat=1, seed=seed, rattle=0.1, au_fraction=au_fraction)
+        if symbol is not None:
+            atoms.symbols[0] = symbol
+        frames.append(emt_labelled(atoms))
+    write(path, frames, format="extxyz")
+    return path
+
+
+def test_data_with_a_subset_of_the_species_fine_tunes(tmp_path, reference_run):
+    cu_only = _write_frames(tmp_path / "cu.xyz", au_fraction=0.0)
+    config = make_config(
+        tmp_path / "cu",
+        cu_only,
+        init_model=str(reference_run.model_path),
+        max_epochs=1,
+        stage_two={"enabled": False},
+    )
+    tuned = load_model(train(config).model_path)
+    assert tuned.type_names == load_model(reference_run.model_path).type_names == ["Cu", "Au"]
+
+
+def test_a_species_the_init_model_lacks_is_named_with_its_file(tmp_path, reference_run):
+    with_ag = _write_frames(tmp_path / "with_ag.xyz", au_fraction=0.5, symbol="Ag")
+    config = make_config(tmp_path / "bad", with_ag, init_model=str(reference_run.model_path))
+    with pytest.raises(ValueError, match=r"with_ag.xyz: species \['Ag'\] are not among the "):
         train(config)
 
 

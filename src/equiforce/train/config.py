@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +44,46 @@ DERIVED_PLACEHOLDERS: Mapping[str, Any] = types.MappingProxyType(
 DATASET_DERIVED_FIELDS = tuple(DERIVED_PLACEHOLDERS)
 
 
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class TrainFileConfig:
+    """One of several training files (``data.train_files``), with its weight.
+
+    Attributes:
+        path: extxyz file; frames may lack forces or stress or carry the energy only (the
+            missing terms are masked), but each must have some label.
+        weight: multiplies every loss term of this file's frames (> 0); e.g. 0.1 for a replay
+            set of a foundation model's training data mixed into a fine-tuning run.
+        name: label of the file's columns in ``metrics.csv`` (``valid_<name>_forces_rmse``)
+            and in the log; default: the file's stem. Letters, digits, ``_`` and ``-``.
+        valid_file: validation file of this data; when absent, ``data.valid_fraction`` of
+            ``path`` is held out.
+    """
+
+    path: str
+    weight: float = 1.0
+    name: str | None = None
+    valid_file: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``name``, or the stem of ``path``."""
+        return self.name if self.name is not None else Path(self.path).stem
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data is and how it is read and batched.
 
     Attributes:
-        train_file: extxyz file with the labelled training structures.
-        valid_file: extxyz validation file; when absent, ``valid_fraction`` of the training
-            file is held out (split seeded by the run seed).
+        train_file: extxyz file with the labelled training structures (frames may lack
+            forces or stress, or carry the energy only; those terms are masked).
+        train_files: instead of ``train_file``: several weighted training files
+            (``TrainFileConfig``), each validated on its own (per-file metrics).
+        valid_file: extxyz validation file (with ``train_file`` only); when absent,
+            ``valid_fraction`` of the training file is held out (split seeded by the run seed).
         valid_fraction: fraction held out when there is no ``valid_file``, in (0, 1).
         test_file: optional extxyz test file (evaluated by ``equiforce evaluate``).
         isolated_atoms_file: optional extxyz of single-atom structures whose energies are the
@@ -62,7 +95,8 @@ class DataConfig:
         cache_dir: folder for preprocessed graphs (neighbour lists); ``None`` disables caching.
     """
 
-    train_file: str
+    train_file: str | None = None
+    train_files: tuple[TrainFileConfig, ...] | None = None
     valid_file: str | None = None
     valid_fraction: float = 0.1
     test_file: str | None = None
@@ -77,10 +111,55 @@ class DataConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        check_field(bool(self.train_file), "data.train_file", "is required")
+        if self.train_files is None:
+            check_field(bool(self.train_file), "data.train_file", "is required")
+        else:
+            self._check_train_files()
         check_field(0.0 < self.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
         check_field(self.batch_size >= 1, "data.batch_size", "must be >= 1")
         check_field(self.valid_batch_size >= 1, "data.valid_batch_size", "must be >= 1")
+
+    def _check_train_files(self) -> None:
+        """Build ``train_files`` entries from mappings and validate them (key paths named)."""
+        check_field(self.train_file is None, "data.train_file", "give train_file or train_files")
+        check_field(
+            self.valid_file is None,
+            "data.valid_file",
+            "not with train_files; give each entry its own valid_file",
+        )
+        entries = self.train_files
+        ok = isinstance(entries, (list, tuple)) and len(entries) > 0
+        check_field(ok, "data.train_files", "must be a non-empty list of {path, weight, ...}")
+        built, labels = [], {}
+        for k, entry in enumerate(entries):
+            path = f"data.train_files[{k}]"
+            if not isinstance(entry, TrainFileConfig):
+                entry = build_section(TrainFileConfig, entry, f"{path}.")
+            check_field(bool(entry.path), f"{path}.path", "is required")
+            check_field(
+                math.isfinite(entry.weight) and entry.weight > 0.0,
+                f"{path}.weight",
+                f"must be > 0, got {entry.weight}",
+            )
+            check_field(
+                _NAME_PATTERN.fullmatch(entry.label) is not None,
+                f"{path}.name",
+                f"{entry.label!r} may only hold letters, digits, _ and - (set name:)",
+            )
+            check_field(
+                entry.label not in labels,
+                f"{path}.name",
+                f"{entry.label!r} is also train_files[{labels.get(entry.label)}]'s; set name:",
+            )
+            labels[entry.label] = k
+            built.append(entry)
+        object.__setattr__(self, "train_files", tuple(built))
+
+    def training_files(self) -> tuple[TrainFileConfig, ...]:
+        """The training files: ``train_files``, or ``train_file`` as one entry of weight 1."""
+        if self.train_files is not None:
+            return self.train_files
+        return (TrainFileConfig(path=self.train_file, valid_file=self.valid_file),)
 
 
 @dataclass(frozen=True)
@@ -255,6 +334,56 @@ class StageTwoConfig:
         return min(max_epochs - 1, max(1, math.floor(self.start_fraction * max_epochs)))
 
 
+_PART_PATTERN = re.compile(r"embeddings|readouts|layer_[0-9]+")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Which named parts of the model train, and how fast (see ``train.finetune``).
+
+    Part names: ``embeddings`` (species/edge embeddings), ``layer_<k>`` (interaction block
+    k, 0-based; MACE: interaction + product, Allegro: tensor product + latent MLP) and
+    ``readouts``; an unknown name is an error listing the model's parts.
+
+    Attributes:
+        freeze: parts whose parameters do not train (e.g. ``[embeddings, layer_0]``).
+        lr_scale: part -> factor on ``training.lr`` (and ``stage_two.lr``), > 0; parts not
+            listed train at the full rate.
+    """
+
+    freeze: tuple[str, ...] = ()
+    lr_scale: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        p = "training.finetune"
+        ok = isinstance(self.freeze, (list, tuple)) and all(isinstance(n, str) for n in self.freeze)
+        check_field(ok, f"{p}.freeze", f"must be a list of part names, got {self.freeze!r}")
+        for name in self.freeze:
+            check_field(
+                _PART_PATTERN.fullmatch(name) is not None,
+                f"{p}.freeze",
+                f"unknown part {name!r}; parts are embeddings, layer_<k>, readouts",
+            )
+        object.__setattr__(self, "freeze", tuple(self.freeze))
+        check_field(isinstance(self.lr_scale, Mapping), f"{p}.lr_scale", "must be a mapping")
+        scales = {}
+        for name, value in self.lr_scale.items():
+            check_field(
+                isinstance(name, str) and _PART_PATTERN.fullmatch(name) is not None,
+                f"{p}.lr_scale.{name}",
+                "unknown part; parts are embeddings, layer_<k>, readouts",
+            )
+            check_field(name not in self.freeze, f"{p}.lr_scale.{name}", "is also frozen")
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            check_field(
+                number and math.isfinite(value) and value > 0.0,
+                f"{p}.lr_scale.{name}",
+                f"must be a number > 0, got {value!r}",
+            )
+            scales[name] = float(value)
+        object.__setattr__(self, "lr_scale", scales)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings.
@@ -275,11 +404,16 @@ class TrainConfig:
         time_budget_s: wall time of the training loop (data preparation excluded) after
             which training stops cleanly: the current epoch is cut short, validated,
             checkpointed and exported, and counts as done (a resumed run starts the next).
-        init_model: start from the weights of this equiforce model file (or training
+        init_model: start from the weights of this model file (anything
+            ``equiforce.models.load_model`` reads: a saved or converted model, e.g. a
+            mace-torch foundation model through ``interop.mace_torch``, or a training
             checkpoint) instead of a fresh initialisation: fine-tuning, or a trained model
             continued with a new schedule (optimizer, EMA and schedule start afresh). Its
-            family and hyperparameters must equal ``model``'s and its species the training
-            set's; its E0s, average neighbour count and scale/shift are kept.
+            family must be ``model.family``; the hyperparameters set in ``model`` must equal
+            the file's (those left out are taken from it; ``dtype`` converts it); every
+            species of the data must be among its ``type_names``; its E0s, average
+            neighbour count and scale/shift are kept.
+        finetune: frozen parts and per-part learning-rate factors.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         log_every: optimizer steps between progress-bar/log updates of the running loss.
         progress_bar: show tqdm progress bars (epochs and batches, with ETA).
@@ -299,6 +433,7 @@ class TrainConfig:
     stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
     time_budget_s: float | None = None
     init_model: str | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: str = "auto"
     log_every: int = 10
     progress_bar: bool = True

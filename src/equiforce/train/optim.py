@@ -9,6 +9,7 @@ Two stages, as in mace-torch with ``--swa``:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -16,26 +17,58 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from equiforce.train.config import TrainConfig
+from equiforce.train.finetune import (
+    apply_freeze,
+    count_trainable,
+    find_potential,
+    parameter_groups,
+)
 from equiforce.train.losses import WeightedLoss, energy_forces_stress_loss
+
+LOG = logging.getLogger(__name__)
 
 MAIN_STAGE = "main"
 STAGE_TWO = "stage_two"
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over the trainable parameters of ``model``.
+    """Adam or AdamW over the trainable parameters of ``model``, fine-tuning applied.
+
+    The parts in ``config.finetune.freeze`` are frozen here (``requires_grad=False``, so they
+    get no gradient, no update, no EMA and do not count in gradient clipping); the parts in
+    ``config.finetune.lr_scale`` get their own parameter group at ``lr * scale``. Because a
+    resumed run builds its optimizer the same way, it freezes the same parameters.
 
     Args:
-        model: the module being trained.
-        config: optimizer name, learning rate, weight decay, amsgrad flag.
+        model: the module being trained (a ``Potential``, or one holding it).
+        config: optimizer name, learning rate, weight decay, amsgrad flag, fine-tuning.
 
     Returns:
-        The optimizer (one parameter group).
+        The optimizer; its first group is the base learning rate, each group carries its
+        ``lr_scale`` (see ``train.finetune.parameter_groups``).
+
+    Raises:
+        ValueError: a frozen or scaled part the model does not have (the model's parts are
+            listed), or every parameter frozen.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    tuning = config.finetune
+    if tuning.freeze:
+        potential = find_potential(model, "training.finetune.freeze")
+        frozen = apply_freeze(potential, tuning.freeze)
+        trainable, total = count_trainable(model)
+        LOG.info(
+            "fine-tuning: froze %s (%d tensors); %d of %d parameters train",
+            ", ".join(tuning.freeze),
+            len(frozen),
+            trainable,
+            total,
+        )
+    groups = parameter_groups(model, config.lr, tuning.lr_scale)
+    if not groups:
+        raise ValueError("training.finetune.freeze: no parameter is left to train")
     optimizer_type = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
     return optimizer_type(
-        params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+        groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
     )
 
 
@@ -90,7 +123,7 @@ class TrainingSchedule:
         if self.stage(epoch) != STAGE_TWO:
             return False
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.stage_two.lr
+            group["lr"] = self.config.stage_two.lr * group.get("lr_scale", 1.0)
         return epoch == self.stage_two_start
 
     def end_epoch(self, epoch: int, valid_loss: float) -> None:
@@ -100,8 +133,9 @@ class TrainingSchedule:
 
     @property
     def lr(self) -> float:
-        """Current learning rate."""
-        return float(self.optimizer.param_groups[0]["lr"])
+        """Current base learning rate (``training.lr``'s; scaled parts run at their factor)."""
+        group = self.optimizer.param_groups[0]
+        return float(group["lr"]) / float(group.get("lr_scale", 1.0))
 
     def state_dict(self) -> dict[str, Any]:
         """Serializable state (the plateau scheduler's counters)."""

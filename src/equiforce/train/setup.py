@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from equiforce.data.dataset import GraphDataset, load_train_validation, make_loader
+from equiforce.data.dataset import GraphDataset, make_loader
 from equiforce.data.extxyz import KeySpec
+from equiforce.data.mixing import dataset_species
 from equiforce.data.statistics import (
     DatasetStatistics,
     compute_statistics,
@@ -21,8 +22,10 @@ from equiforce.data.statistics import (
 )
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
+from equiforce.models.presets import with_dtype
 from equiforce.models.registry import build_model
 from equiforce.train.config import DATASET_DERIVED_FIELDS, DataConfig, ModelConfig, RunConfig
+from equiforce.train.datafiles import load_file_sets
 from equiforce.train.trainer import BatchSource
 
 
@@ -31,15 +34,18 @@ class TrainingData:
     """Datasets of a run and the statistics of its training set.
 
     Attributes:
-        train: training graphs.
+        train: training graphs (of all training files, weights applied).
         valid: validation graphs (same ``type_names`` and ``r_max``).
         statistics: E0s, average neighbour count, force RMS, mean interaction energy of
-            ``train``.
+            ``train``, each from the frames that carry the label it needs.
+        groups: names of the training files for per-file metrics (``data.train_files``;
+            empty for a single ``train_file``).
     """
 
     train: GraphDataset
     valid: GraphDataset
     statistics: DatasetStatistics
+    groups: tuple[str, ...] = ()
 
 
 def key_spec(data: DataConfig) -> KeySpec:
@@ -56,31 +62,50 @@ def key_spec(data: DataConfig) -> KeySpec:
 def prepare_data(config: RunConfig) -> TrainingData:
     """Read (or load from the cache) the training and validation sets and their statistics.
 
-    Species are those of the training file, sorted by atomic number; E0s come from the
-    isolated-atoms file when given, else from a least-squares fit on the training energies.
+    Species are those of the training files, sorted by atomic number, or, when fine-tuning
+    (``training.init_model``), the init model's (the data's must be among them). E0s come
+    from the isolated-atoms file when given, else from a least-squares fit on the training
+    energies; when fine-tuning, the statistics cover the species present (the model keeps
+    its own constants).
 
     Args:
-        config: the run; uses ``data``, ``model.r_max`` and ``seed`` (validation split).
+        config: the run; uses ``data``, ``model.r_max``, ``seed`` (validation split) and
+            ``training.init_model``.
 
     Returns:
-        The datasets and the training-set statistics.
+        The datasets, the training-set statistics and the per-file group names.
+
+    Raises:
+        ValueError: a bad frame or label (file, frame, field named), or a species that the
+            init model does not know (file and species named).
     """
     data, keys = config.data, key_spec(config.data)
     r_max = config.model.r_max
-    train, valid = load_train_validation(
-        data.train_file,
-        r_max,
-        valid_path=data.valid_file,
-        valid_fraction=data.valid_fraction,
-        seed=config.seed,
-        keys=keys,
-        cache_dir=data.cache_dir,
-    )
+    init_model = config.training.init_model
+    model_species = None if init_model is None else init_model_species(init_model)
+    sets = load_file_sets(data, keys, r_max, config.seed, model_species, init_model)
     isolated = None
     if data.isolated_atoms_file is not None:
         isolated = read_isolated_atom_energies(data.isolated_atoms_file, keys)
-    statistics = compute_statistics(train, r_max, isolated_atoms=isolated)
-    return TrainingData(train, valid, statistics)
+    present = None if init_model is None else dataset_species(sets.train)
+    statistics = compute_statistics(sets.train, r_max, present, isolated_atoms=isolated)
+    return TrainingData(sets.train, sets.valid, statistics, sets.groups)
+
+
+def init_model_species(path: str) -> tuple[str, ...]:
+    """The ``type_names`` of the model file of ``training.init_model``.
+
+    Raises:
+        ValueError: the file is missing or unreadable (the setting and the path named).
+    """
+    return tuple(_load_init_model(path).type_names)
+
+
+def _load_init_model(path: str) -> Potential:
+    try:
+        return load_model(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"training.init_model {path}: {err}") from err
 
 
 def spec_from_statistics(model: ModelConfig, statistics: DatasetStatistics, seed: int) -> Any:
@@ -133,46 +158,49 @@ def model_to_fine_tune(
 ) -> Potential:
     """The model of ``training.init_model``, checked against the run's model and data.
 
+    The hyperparameters set in the model section must equal the file's; those left out are
+    the file's (``model: {family: mace}`` fine-tunes any MACE file, e.g. a converted
+    mace-torch foundation model). A ``dtype`` that differs converts the weights.
+
     Args:
-        path: equiforce model file or training checkpoint.
-        model: the run's model section (family and hyperparameters the file must have).
-        statistics: training-set statistics (its species must be the file's).
-        seed: run seed (the ``seed`` field is not compared: it only seeds initialisation).
+        path: any file ``equiforce.models.load_model`` reads (model file or checkpoint).
+        model: the run's model section (its family, and the hyperparameters it sets).
+        statistics: training-set statistics (its species must be among the file's).
+        seed: unused (kept for the call signature; ``seed`` only seeds initialisation).
 
     Returns:
         The loaded potential on the CPU, with its own E0s and scaling.
 
     Raises:
         ValueError: the file is unreadable, of another family, has other hyperparameters
-            (every differing field is named) or other species.
+            (every differing field is named), or lacks a species of the data.
     """
     where = f"training.init_model {path}"
-    try:
-        loaded = load_model(path)
-    except (FileNotFoundError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from err
+    loaded = _load_init_model(path)
     if loaded.family != model.family:
         raise ValueError(
             f"{where}: a {loaded.family!r} model, but model.family is {model.family!r}"
         )
-    wanted = dataclasses.asdict(spec_from_statistics(model, statistics, seed))
+    wanted = dataclasses.asdict(model.spec())
     have = loaded.spec_dict()
-    ignored = set(DATASET_DERIVED_FIELDS) | {"seed"}
+    ignored = set(DATASET_DERIVED_FIELDS) | {"seed", "dtype"}
     differ = [
         f"{name}: file {have.get(name)!r}, config {wanted[name]!r}"
-        for name in sorted(wanted)
+        for name in sorted(model.params)
         if name not in ignored and have.get(name) != wanted[name]
     ]
     if differ:
         raise ValueError(
             f"{where}: hyperparameters differ from the model section: {'; '.join(differ)}"
         )
-    if tuple(loaded.type_names) != tuple(statistics.type_names):
+    unknown = [name for name in statistics.type_names if name not in loaded.type_names]
+    if unknown:
         raise ValueError(
-            f"{where}: the model's species {list(loaded.type_names)} are not the training "
-            f"set's {list(statistics.type_names)}"
+            f"{where}: the training set's species {unknown} are not among the model's "
+            f"{list(loaded.type_names)}"
         )
-    return loaded
+    dtype = model.params.get("dtype")
+    return loaded if dtype is None else with_dtype(loaded, str(dtype))
 
 
 def batch_sources(data: TrainingData, config: RunConfig) -> tuple[BatchSource, BatchSource]:
