@@ -186,7 +186,7 @@ def _package_metadata(model, outputs: list[str], inputs: list[str]) -> dict[str,
         (
             "mace",
             [keys.ENERGY, keys.FORCES, keys.NODE_ENERGY],
-            r"a mace package is not strictly local: .* \(2 layers\), which needs a halo "
+            r"this mace package is not strictly local: .* \(2 layers\), which needs a halo "
             r"exchange .*pair_style equiforce model.pt under `equiforce lammps`",
         ),
         ("allegro", [keys.ENERGY, keys.FORCES], r"no 'node_energy' output .* --per-atom"),

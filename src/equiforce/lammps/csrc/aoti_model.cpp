@@ -135,11 +135,13 @@ void check_runnable(const Metadata &metadata, const std::string &path)
                    "; AOTInductor packages run only under the torch release that compiled them "
                    "(export the model file again with this torch)");
   std::string family = string_field(metadata, path, "family");
-  auto local = metadata.find("equiforce.strictly_local");
-  if (local == metadata.end() || local->second != "true") {
+  if (string_field(metadata, path, "format") != "equiforce-aoti-1")
+    fail(path, "package format " + field(metadata, path, "format") + ", this plugin reads "
+                   "equiforce-aoti-1");
+  if (field(metadata, path, "strictly_local") != "true") {
     auto layers = metadata.find("equiforce.message_passing_layers");
     std::string count = layers == metadata.end() ? "" : " (" + layers->second + " layers)";
-    fail(path, "a " + family + " package is not strictly local: its model passes messages "
+    fail(path, "this " + family + " package is not strictly local: its model passes messages "
                    "between atoms" + count + ", which needs a halo exchange between layers on "
                    "every MPI rank, and a package runs as one program. Run the model file "
                    "instead (pair_style equiforce model.pt under `equiforce lammps`: the "
