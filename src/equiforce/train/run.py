@@ -248,7 +248,7 @@ def _batch_sources(
 
     return (
         BatchSource(train_batches, -(-len(data.train) // batch_size)),
-        BatchSource(valid_batches, -(-len(data.valid) // valid_batch_size)),
+        BatchSource(valid_batches, -(-len(data.valid) // valid_batch_size), data.groups),
     )
 
 

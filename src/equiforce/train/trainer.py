@@ -43,7 +43,7 @@ from equiforce.train.curves import plot_learning_curve
 from equiforce.train.distributed import World
 from equiforce.train.ema import ExponentialMovingAverage
 from equiforce.train.losses import LossParts, WeightedLoss
-from equiforce.train.metrics import ErrorAccumulator, MetricsCSV
+from equiforce.train.metrics import ErrorAccumulator, MetricsCSV, group_summary
 from equiforce.train.optim import TrainingSchedule
 
 LOG = logging.getLogger(__name__)
@@ -107,10 +107,13 @@ class BatchSource:
         batches: ``epoch -> iterable of batch dicts``; the order must depend only on the
             epoch (and a fixed seed) for runs to be reproducible and resumable.
         n_batches: number of batches per pass.
+        groups: names of the training files, indexed by the batches' ``dataset_index``:
+            validation metrics are also reported per file (``valid_<name>_...``).
     """
 
     batches: Callable[[int], Iterable[Batch]]
     n_batches: int
+    groups: tuple[str, ...] = ()
 
 
 class Trainer:
@@ -284,6 +287,9 @@ class Trainer:
             row["valid_forces_rmse"],
             lr,
         )
+        if self.valid_data.groups:
+            summary = group_summary(row, "valid", self.valid_data.groups)
+            LOG.info("epoch %d: valid RMSE per file: %s", epoch + 1, summary)
         if self.scaler is not None:
             LOG.info(
                 "epoch %d: %d optimizer steps skipped (non-finite fp16 gradients), loss scale %g",
@@ -447,7 +453,7 @@ class Trainer:
     def _validate(self, loss_fn: WeightedLoss) -> tuple[float, dict[str, float]]:
         """Validation loss and ``valid_*`` metrics of the evaluated weights (over all ranks)."""
         self.model.eval()
-        parts, errors = LossParts({}, {}), ErrorAccumulator()
+        parts, errors = LossParts({}, {}), ErrorAccumulator(self.valid_data.groups)
         with self._evaluated_weights(), torch.enable_grad():
             for batch in self.valid_data.batches(0):
                 if batch is None:  # this rank's share of a short last batch is empty
