@@ -204,7 +204,10 @@ def model_to_fine_tune(
 
 
 def batch_sources(data: TrainingData, config: RunConfig) -> tuple[BatchSource, BatchSource]:
-    """Training (shuffled by ``(seed, epoch)``) and validation (fixed order) batch sources."""
+    """Training (shuffled by ``(seed, epoch)``) and validation (fixed order) batch sources.
+
+    The validation source carries ``data.groups``: metrics per training file.
+    """
     batch_size, valid_batch_size = config.data.batch_size, config.data.valid_batch_size
 
     def train_batches(epoch: int):
@@ -215,7 +218,7 @@ def batch_sources(data: TrainingData, config: RunConfig) -> tuple[BatchSource, B
 
     return (
         BatchSource(train_batches, -(-len(data.train) // batch_size)),
-        BatchSource(valid_batches, -(-len(data.valid) // valid_batch_size)),
+        BatchSource(valid_batches, -(-len(data.valid) // valid_batch_size), data.groups),
     )
 
 
