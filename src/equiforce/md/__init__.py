@@ -1,4 +1,8 @@
-"""ASE calculator and molecular dynamics with stability figures."""
+"""ASE calculator, molecular dynamics (NVT/NVE/NPT) with stability figures, relaxation.
+
+The TorchSim model (``equiforce.md.torchsim``) needs the ``sim`` extra and is imported from
+there.
+"""
 
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.committee import CommitteeCalculator
@@ -6,11 +10,20 @@ from equiforce.md.dynamics import (
     BondDeviation,
     BondMonitor,
     MDResult,
+    NPTSettings,
     bond_length_deviation,
     energy_drift,
     format_md_summary,
     plot_md,
     run_md,
+)
+from equiforce.md.relax import (
+    RelaxResult,
+    format_relax_summary,
+    relax_batched,
+    relax_structure,
+    relax_structures,
+    write_relaxed,
 )
 
 __all__ = [
@@ -19,9 +32,16 @@ __all__ = [
     "CommitteeCalculator",
     "EquiforceCalculator",
     "MDResult",
+    "NPTSettings",
+    "RelaxResult",
     "bond_length_deviation",
     "energy_drift",
     "format_md_summary",
+    "format_relax_summary",
     "plot_md",
+    "relax_batched",
+    "relax_structure",
+    "relax_structures",
     "run_md",
+    "write_relaxed",
 ]
