@@ -130,3 +130,5 @@ def test_foundation_model_fine_tunes_with_frozen_parts_and_replay(tmp_path, smal
             assert not any(changed), part
         else:
             assert all(changed), part
+    header = result.metrics_csv.read_text().splitlines()[0].split(",")
+    assert {"valid_tune_forces_rmse", "valid_replay_energy_rmse"} <= set(header)
