@@ -42,6 +42,7 @@ last completed epoch (``--resume`` continues it exactly).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -215,7 +216,7 @@ def open_world(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> It
         places: list[str | None] = [None] * world.size
         with world._collective("exchanging the ranks' hosts and devices"):
             dist.all_gather_object(places, f"{socket.gethostname()} {device}")
-        yield World(**{**world.__dict__, "places": tuple(places)})
+        yield dataclasses.replace(world, places=tuple(places))
     finally:
         if created:
             dist.destroy_process_group()
