@@ -67,7 +67,9 @@ class CallRecord:
     """One ``compute`` call of one rank (``run_lammps(timing=True)``), wall seconds.
 
     Attributes:
-        n_local, n_ghost, n_edges: the rank's atoms and edges (within r_max) in this call.
+        n_local, n_ghost, n_edges: the rank's local atoms, ghost rows (distinct atoms of
+            other ranks: LAMMPS's ghost copies and periodic images share rows) and edges
+            (within r_max) in this call.
         lammps: since the end of the rank's previous call (None for its first): LAMMPS's
             integration, neighbour lists and communication, the plugin's C++ edge list and
             its accumulation of forces (and virials) from dE/dr_ij; on several ranks also the
