@@ -64,8 +64,9 @@ class MLIAPModel(MLIAPUnified):
 
     Args:
         potential: the model (``Potential``) or a model file ``load_model`` accepts.
-        device: torch device of the model (None: CUDA when available, else CPU); LAMMPS's
-            arrays are moved there and the pair forces handed back from there.
+        device: torch device of the model; None: the device of LAMMPS's arrays (KOKKOS:
+            the GPU), found at the first call. LAMMPS's arrays are moved there and the pair
+            forces handed back from there.
         precision: precision mode (``docs/precision.md``; None: as saved).
 
     Attributes:
@@ -78,11 +79,11 @@ class MLIAPModel(MLIAPUnified):
         device: str | torch.device | None = None,
         precision: str | None = None,
     ):
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = None if device is None else torch.device(device)
         if not isinstance(potential, Potential):
-            potential = load_model(str(potential), map_location=device, precision=precision)
-        self.potential = potential.to(device).eval()
+            location = self.device or "cpu"
+            potential = load_model(str(potential), map_location=location, precision=precision)
+        self.potential = potential.eval()
         r_max = float(self.potential.r_max)
         # ML-IAP's pair cutoff is rcutfac * (radius_i + radius_j), radii 1: 2 * rcutfac = r_max
         super().__init__(None, list(self.potential.type_names), 1, 1, 0.5 * r_max)
@@ -101,8 +102,10 @@ class MLIAPModel(MLIAPUnified):
             RuntimeError: a message-passing model in a LAMMPS without the exchange calls
                 (a non-KOKKOS build).
         """
+        device = self.device or torch.as_tensor(data.elems).device
+        if self.potential.device != device:
+            self.potential = self.potential.to(device)
         potential = self.potential
-        device = potential.device
         n_local, n_all = int(data.nlocal), int(data.ntotal)
         communicate = None
         if potential.energy_model.message_passing_layers:
@@ -152,7 +155,7 @@ def save_mliap(
     Args:
         model: a model file ``load_model`` accepts.
         out: the file LAMMPS loads (``.pt``).
-        device: the model's device in LAMMPS (None: CUDA when available when loaded here).
+        device: the model's device in LAMMPS (None: where LAMMPS's arrays are).
         precision: precision mode (None: as saved in the model file).
     """
     from equiforce.files import atomic_torch_save
