@@ -33,6 +33,10 @@ SUBCOMMANDS = {
         "equiforce.cli.committee",
         "train N models of a run file (seeds, subsets) for uncertainty",
     ),
+    "learn": (
+        "equiforce.cli.learn",
+        "active learning: MD with a committee, label uncertain frames, fine-tune, repeat",
+    ),
     "precision-audit": (
         "equiforce.cli.precision_audit",
         "accuracy, speed and symmetry of every precision mode for a model",

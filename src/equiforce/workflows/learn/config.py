@@ -1,0 +1,177 @@
+"""Typed active-learning configuration: YAML -> frozen dataclasses, validated on construction.
+
+A learn file has these sections (``configs/learn_example.yaml`` shows every key with a hint)::
+
+    output_dir: runs/learn
+    seed: 0
+    start:     {models: [model.pt]}      # a model, several, a committee folder, or [] (train)
+    teacher:   {calculator: "ase.calculators.emt:EMT", kwargs: {}}   # the labeller (as distill)
+    data:      {train_file: initial.xyz, valid_file: ...}             # train.config.DataConfig
+    model:     {family: mace, ...}       # the members' architecture (``{family: mace}`` takes
+                                         # the start model's hyperparameters)
+    training:  {max_epochs: 20, lr: 0.005}   # each round's fine-tuning (train.config)
+    committee: {size: 4, workers: 1}         # workflows.committee.CommitteeConfig
+    md:        {structures: start.xyz, temperature_K: 300, n_steps: 500, ...}
+    selection: {threshold: 0.1, max_frames: 10, min_separation: 10, stop_after: 50}
+    labels:    {cache_dir: null, save_every: 25}
+    max_rounds: 5
+
+Unknown keys anywhere are errors naming the full key path (``md.temprature_K``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from equiforce.train.config import DataConfig, ModelConfig, TrainConfig
+from equiforce.typed_config import build_section, check_field, read_yaml_config
+from equiforce.workflows.committee import CommitteeConfig
+from equiforce.workflows.distill.config import LabelsConfig, TeacherConfig
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    """The models the loop starts from.
+
+    Attributes:
+        models: model files and/or committee folders. As many members as ``committee.size``:
+            round 0 uses them as they are; one model: round 0 fine-tunes ``committee.size``
+            copies of it (seeds ``seed .. seed+size-1``) on ``data.train_file``; none: round 0
+            trains the committee from scratch on it.
+    """
+
+    models: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        models = self.models
+        check_field(isinstance(models, (list, tuple)), "start.models", "must be a list of paths")
+        check_field(all(isinstance(m, str) for m in models), "start.models", "must be paths")
+        object.__setattr__(self, "models", tuple(models))
+
+
+@dataclass(frozen=True)
+class LearnMDConfig:
+    """The exploration MD of each round (Langevin NVT, ``equiforce.md.run_md``).
+
+    Attributes:
+        structures: file of starting structures (any ASE format); round ``k`` starts from frame
+            ``(k - 1) mod n_frames`` with seed ``seed + k``.
+        temperature_K: thermostat temperature, K.
+        timestep_fs: time step, fs.
+        n_steps: steps a round runs when nothing is uncertain.
+        friction: Langevin friction, 1/fs.
+        log_interval: sampling interval of the trajectory and figures, steps.
+    """
+
+    structures: str
+    temperature_K: float = 300.0
+    timestep_fs: float = 1.0
+    n_steps: int = 500
+    friction: float = 0.02
+    log_interval: int = 10
+
+    def __post_init__(self):
+        p = "md"
+        check_field(bool(self.structures), f"{p}.structures", "is required")
+        check_field(self.temperature_K > 0, f"{p}.temperature_K", "must be > 0")
+        check_field(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
+        check_field(self.n_steps >= 1, f"{p}.n_steps", "must be >= 1")
+        check_field(self.friction > 0, f"{p}.friction", "must be > 0")
+        check_field(
+            1 <= self.log_interval <= self.n_steps, f"{p}.log_interval", "must be in [1, n_steps]"
+        )
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Which MD frames get labelled.
+
+    Attributes:
+        threshold: largest per-atom committee force spread, eV/Å, above which a frame is
+            uncertain; a round whose MD runs ``md.n_steps`` without one ends the loop.
+        max_frames: most uncertain frames labelled per round (largest spread first).
+        min_separation: steps between two selected frames (decorrelates them).
+        stop_after: the MD stops after this many uncertain frames (a model far outside its
+            data drifts into nonsense; these frames are enough to choose from).
+    """
+
+    threshold: float = 0.1
+    max_frames: int = 10
+    min_separation: int = 10
+    stop_after: int = 50
+
+    def __post_init__(self):
+        p = "selection"
+        check_field(self.threshold > 0, f"{p}.threshold", "must be > 0 (eV/Å)")
+        check_field(self.max_frames >= 1, f"{p}.max_frames", "must be >= 1")
+        check_field(self.min_separation >= 1, f"{p}.min_separation", "must be >= 1")
+        check_field(self.stop_after >= 1, f"{p}.stop_after", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """A whole active-learning loop.
+
+    Attributes:
+        output_dir: folder of the rounds (``round_<k>/``), label cache and report.
+        data: the initial labelled data (``train_file``; validation as in a run file).
+        model: the members' architecture (family required).
+        teacher: the labeller, as distillation's teacher: ``calculator`` (any ASE calculator,
+            ``"module:Class"`` + ``kwargs``) or ``model`` (an equiforce model file).
+        md: the exploration MD.
+        start: the starting models.
+        training: settings of each fine-tuning (and of round 0's training).
+        committee: size and parallelism of the committee.
+        selection: the uncertainty threshold and how many frames a round labels.
+        labels: the label cache (shared with ``equiforce distill``'s layout).
+        max_rounds: rounds of MD + labelling + fine-tuning at most.
+        seed: base seed (members, MD).
+    """
+
+    output_dir: str
+    data: DataConfig
+    model: ModelConfig
+    teacher: TeacherConfig
+    md: LearnMDConfig
+    start: StartConfig = field(default_factory=StartConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    committee: CommitteeConfig = field(default_factory=CommitteeConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    max_rounds: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        check_field(bool(self.output_dir), "output_dir", "is required")
+        check_field(self.max_rounds >= 1, "max_rounds", "must be >= 1")
+        n = len(self.start.models)
+        check_field(
+            n in (0, 1) or n == self.committee.size,
+            "start.models",
+            f"give 0, 1 or committee.size ({self.committee.size}) models, got {n}",
+        )
+
+    @property
+    def label_cache(self) -> Path:
+        """Folder of the label cache."""
+        cache = self.labels.cache_dir
+        return Path(self.output_dir) / "teacher_labels" if cache is None else Path(cache)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> LearnConfig:
+        """Build from a nested mapping; unknown keys raise ``ConfigError`` naming the path."""
+        check_field(isinstance(values, Mapping), "<root>", "a learn config must be a mapping")
+        values = dict(values)
+        model = values.get("model")
+        check_field(isinstance(model, Mapping), "model", "is required and must be a mapping")
+        model = dict(model)
+        check_field("family" in model, "model.family", "is required")
+        values["model"] = ModelConfig(family=model.pop("family"), params=model)
+        return build_section(cls, values, "")
+
+
+def load_learn_config(path: str | Path) -> LearnConfig:
+    """Parse a YAML learn file into a ``LearnConfig`` (errors name the file and key path)."""
+    return read_yaml_config(path, LearnConfig.from_dict)

@@ -1,0 +1,313 @@
+"""``learn(config)``: the library entry point of ``equiforce learn``.
+
+Round 0 makes the starting committee (``start.models`` as they are, fine-tuned copies of one
+model, or members trained from scratch on ``data.train_file``). Round ``k >= 1``:
+
+1. MD (``md``) with the committee of round ``k - 1`` and an ``UncertaintyWatch``: every frame
+   whose largest per-atom force spread exceeds ``selection.threshold`` is flagged; the MD stops
+   after ``selection.stop_after`` of them. No flagged frame in ``md.n_steps`` steps: the loop
+   has converged and ends.
+2. Selection: the ``selection.max_frames`` most uncertain flagged frames, at least
+   ``selection.min_separation`` steps apart.
+3. Labels from the teacher (distillation's teachers: any ASE calculator or an equiforce model),
+   cached per structure in the label store (``labels``), so a rerun never labels twice.
+4. Fine-tuning: every member continues from its round ``k - 1`` weights
+   (``training.init_model``) on the grown training file.
+
+Everything of a round stays in ``output_dir/round_<k>/``: ``md/`` (trajectory, summary,
+``uncertain.xyz``, ``md.png``), ``uncertainty.png``, ``selected.xyz`` (the new labelled frames),
+``data/train.xyz`` (the grown training file), ``committee/`` (the fine-tuned members,
+``committee.json``) and ``round.json`` (written last: the round is done). A rerun (after a kill)
+skips the rounds with a ``round.json`` and continues the interrupted one: its MD again (seeded,
+so the same frames), labels from the cache, members resumed from their checkpoints. The loop's
+settings are kept in ``learn_settings.json``; a rerun may only change ``max_rounds``, the
+committee's workers and threads and the progress bars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equiforce.files import atomic_write_text
+from equiforce.md.committee import CommitteeCalculator
+from equiforce.md.dynamics import format_md_summary, plot_md, run_md
+from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
+from equiforce.train.config import RunConfig
+from equiforce.train.run import changed_settings
+from equiforce.workflows.committee import train_committee
+from equiforce.workflows.distill.data import (
+    Frame,
+    labels_to_record,
+    record_to_labels,
+    write_frames,
+)
+from equiforce.workflows.distill.store import RecordStore, fill_store, store_dir, structure_key
+from equiforce.workflows.distill.teacher import Teacher, load_teacher
+from equiforce.workflows.learn.config import LearnConfig
+from equiforce.workflows.learn.report import plot_rounds
+
+LOG = logging.getLogger(__name__)
+
+ROUND_FILE = "round.json"
+SETTINGS_FILE = "learn_settings.json"
+UNCERTAIN_FRAMES = "uncertain.xyz"
+# Settings a rerun may change: they do not change what the rounds compute.
+RERUN_CHANGES = (
+    "max_rounds",
+    "committee.workers",
+    "committee.threads_per_worker",
+    "training.progress_bar",
+)
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    """Outcome of ``learn``.
+
+    Attributes:
+        output_dir: the loop's folder.
+        rounds: one ``round.json`` record per round, round 0 first.
+        converged: whether the last round's MD ran its length under the threshold.
+        models: the final committee's model files.
+        report: ``learn.json`` (settings and rounds).
+        figure: ``learn.png`` (uncertainty and data size per round).
+    """
+
+    output_dir: Path
+    rounds: list[dict[str, Any]]
+    converged: bool
+    models: list[Path]
+    report: Path
+    figure: Path
+
+
+def learn(config: LearnConfig, progress: bool = False) -> LearnResult:
+    """Run (or continue) the active-learning loop; see the module docstring.
+
+    Args:
+        config: the loop.
+        progress: show MD and labelling progress bars.
+
+    Raises:
+        TeacherError: the teacher is unusable.
+        ValueError: a rerun with changed settings, or bad data.
+    """
+    from ase.io import read
+
+    out = Path(config.output_dir)
+    _check_settings(out / SETTINGS_FILE, config)
+    starts = read(config.md.structures, index=":")
+    teacher = load_teacher(config.teacher, starts[0])
+    LOG.info("teacher %s (%s)", teacher.description, teacher.fingerprint[:24])
+    rounds = [_round_zero(config)]
+    for k in range(1, config.max_rounds + 1):
+        done = out / f"round_{k}" / ROUND_FILE
+        if done.exists():
+            record = json.loads(done.read_text())
+        else:
+            record = _round(config, k, rounds[-1], starts[(k - 1) % len(starts)], teacher, progress)
+        rounds.append(record)
+        if record["converged"]:
+            break
+    converged = rounds[-1].get("converged", False)
+    final = rounds[-1] if not converged else rounds[-2]
+    report = {"settings": _settings(config), "converged": converged, "rounds": rounds}
+    report_path = atomic_write_text(json.dumps(report, indent=2) + "\n", out / "learn.json")
+    figure = plot_rounds(rounds, config.selection.threshold, out / "learn.png")
+    return LearnResult(
+        out, rounds, converged, [Path(p) for p in final["models"]], report_path, figure
+    )
+
+
+def _settings(config: LearnConfig) -> dict[str, Any]:
+    """The loop's settings as plain JSON values."""
+    values = dataclasses.asdict(config)
+    values["model"] = config.model.to_dict()
+    return json.loads(json.dumps(values, default=str))
+
+
+def _check_settings(path: Path, config: LearnConfig) -> None:
+    """Write the settings on the first run; refuse a rerun that changed them."""
+    settings = _settings(config)
+    if not path.exists():
+        atomic_write_text(json.dumps(settings, indent=2) + "\n", path)
+        return
+    changed = changed_settings(json.loads(path.read_text()), settings, RERUN_CHANGES)
+    if changed:
+        raise ValueError(
+            f"{path.parent} holds a loop with other settings ({path}); only "
+            f"{', '.join(RERUN_CHANGES)} may change on a rerun: " + "; ".join(changed)
+        )
+    atomic_write_text(json.dumps(settings, indent=2) + "\n", path)
+
+
+def _round_zero(config: LearnConfig) -> dict[str, Any]:
+    """The starting committee and training file (``round_0/``)."""
+    folder = Path(config.output_dir) / "round_0"
+    done = folder / ROUND_FILE
+    if done.exists():
+        return json.loads(done.read_text())
+    train_file = folder / "data" / "train.xyz"
+    train_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config.data.train_file, train_file)
+    start = [str(Path(m).resolve()) for m in config.start.models]
+    if len(start) == config.committee.size:
+        from equiforce.md.committee import committee_members
+
+        models = [str(p) for p in committee_members(start)]
+    else:
+        init = start * config.committee.size if start else None
+        models = _train(config, folder, train_file, init)
+    record = {
+        "round": 0,
+        "converged": False,
+        "models": models,
+        "train_file": str(train_file),
+        "n_train_frames": _count_frames(train_file),
+    }
+    atomic_write_text(json.dumps(record, indent=2) + "\n", done)
+    return record
+
+
+def _train(config: LearnConfig, folder: Path, train_file: Path, init_models) -> list[str]:
+    """Train (or fine-tune) the committee of a round on ``train_file``; its model files."""
+    run = RunConfig(
+        output_dir=str(folder / "committee"),
+        data=dataclasses.replace(config.data, train_file=str(train_file)),
+        model=config.model,
+        training=config.training,
+        seed=config.seed,
+    )
+    result = train_committee(run, config.committee, resume=True, init_models=init_models)
+    return [str(p.resolve()) for p in result.model_paths]
+
+
+def _round(
+    config: LearnConfig, k: int, previous: dict[str, Any], start, teacher: Teacher, progress: bool
+) -> dict[str, Any]:
+    """Round ``k``: MD, selection, labels, fine-tuning; returns (and writes) its record."""
+    folder = Path(config.output_dir) / f"round_{k}"
+    calculator = CommitteeCalculator(previous["models"])
+    watch, md_figures = _explore(config, k, folder / "md", start, calculator, progress)
+    summary = watch.summary()
+    plot_uncertainty(summary, config.md.timestep_fs, folder / "uncertainty.png")
+    record: dict[str, Any] = {
+        "round": k,
+        "md": md_figures,
+        "n_flagged": summary.n_flagged,
+        "max_force_uncertainty": summary.max_force_uncertainty,
+        "mean_max_force_uncertainty": float(np.mean(summary.trace_max)),
+        "converged": summary.n_flagged == 0,
+    }
+    if record["converged"]:
+        LOG.info("round %d: MD ran %d steps under the threshold", k, config.md.n_steps)
+        record.update(models=previous["models"], train_file=previous["train_file"])
+        record["n_train_frames"] = previous["n_train_frames"]
+        atomic_write_text(json.dumps(record, indent=2) + "\n", folder / ROUND_FILE)
+        return record
+    chosen = select_frames(
+        watch.flagged, config.selection.max_frames, config.selection.min_separation
+    )
+    frames, computed = _label(config, teacher, [f.atoms for f in chosen], progress)
+    selected = write_frames(frames, folder / "selected.xyz", config.data)
+    train_file = folder / "data" / "train.xyz"
+    text = Path(previous["train_file"]).read_text() + selected.read_text()
+    atomic_write_text(text, train_file)
+    models = _train(config, folder, train_file, previous["models"])
+    record.update(
+        selected_steps=[f.step for f in chosen],
+        selected_uncertainty=[f.max_force_uncertainty for f in chosen],
+        labels_computed=computed,
+        models=models,
+        train_file=str(train_file),
+        n_train_frames=_count_frames(train_file),
+    )
+    LOG.info(
+        "round %d: %d uncertain frames, %d labelled, %d training frames",
+        k,
+        summary.n_flagged,
+        len(chosen),
+        record["n_train_frames"],
+    )
+    atomic_write_text(json.dumps(record, indent=2) + "\n", folder / ROUND_FILE)
+    return record
+
+
+def _explore(config: LearnConfig, k: int, folder: Path, start, calculator, progress: bool):
+    """The round's MD (seed ``seed + k``) with an uncertainty watch; (watch, MD summary)."""
+    md = config.md
+    selection = config.selection
+    watch = UncertaintyWatch(
+        selection.threshold,
+        action="flag",
+        path=folder / UNCERTAIN_FRAMES,
+        stop_after=selection.stop_after,
+    )
+    result = run_md(
+        start,
+        calculator,
+        ensemble="nvt",
+        temperature_K=md.temperature_K,
+        timestep_fs=md.timestep_fs,
+        n_steps=md.n_steps,
+        friction=md.friction,
+        trajectory_path=folder / "md.traj",
+        log_interval=md.log_interval,
+        seed=config.seed + k,
+        progress=progress,
+        watch=watch,
+    )
+    LOG.info("round %d MD:\n%s", k, format_md_summary(result))
+    plot_md(result, folder / "md.png")
+    figures = result.summary()
+    atomic_write_text(json.dumps(figures, indent=2) + "\n", folder / "md_summary.json")
+    return watch, {key: figures[key] for key in ("n_steps", "temperature_mean_K", "bond_broken")}
+
+
+def select_frames(
+    flagged: list[FlaggedFrame], max_frames: int, min_separation: int
+) -> list[FlaggedFrame]:
+    """The most uncertain flagged frames, at least ``min_separation`` steps apart.
+
+    Greedy: frames by decreasing largest spread, each kept unless within ``min_separation``
+    steps of one already kept, until ``max_frames``. Returned in step order.
+    """
+    kept: list[FlaggedFrame] = []
+    for frame in sorted(flagged, key=lambda f: -f.max_force_uncertainty):
+        if all(abs(frame.step - other.step) >= min_separation for other in kept):
+            kept.append(frame)
+        if len(kept) == max_frames:
+            break
+    return sorted(kept, key=lambda f: f.step)
+
+
+def _label(config: LearnConfig, teacher: Teacher, structures, progress: bool):
+    """Teacher labels of ``structures`` through the label cache; (frames, newly computed)."""
+    store = RecordStore(store_dir(config.label_cache, "labels", teacher.fingerprint, {}))
+    computed = fill_store(
+        store,
+        structures,
+        lambda chunk: [labels_to_record(x) for x in teacher.label(chunk)],
+        config.labels.save_every,
+        "labels",
+        progress,
+    )
+    frames = [
+        Frame(atoms, record_to_labels(store[structure_key(atoms)]), 1.0, "active_learning")
+        for atoms in structures
+    ]
+    return frames, computed
+
+
+def _count_frames(path: Path) -> int:
+    from ase.io import read
+
+    return len(read(path, index=":"))

@@ -1,0 +1,131 @@
+"""equiforce learn with EMT as labeller on 4-atom Cu/Au cells: rounds, growth, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ase.io import read, write
+
+from equiforce.cli.main import main
+from equiforce.testing.structures import emt_labelled, make_fcc_cu
+from equiforce.typed_config import ConfigError
+from equiforce.workflows.learn import LearnConfig, learn, select_frames
+from equiforce.workflows.learn import run as learn_run
+from tests.train.conftest import TINY_MACE
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Initial data: 6 slightly rattled cells (EMT labels); MD starts: two cells."""
+    folder = tmp_path_factory.mktemp("learn")
+    initial = [emt_labelled(make_fcc_cu(repeat=1, seed=s, rattle=0.05)) for s in range(6)]
+    write(folder / "initial.xyz", initial, format="extxyz")
+    write(folder / "starts.xyz", [make_fcc_cu(repeat=1, seed=s, rattle=0.0) for s in (7, 8)])
+    return {"train": folder / "initial.xyz", "starts": folder / "starts.xyz"}
+
+
+def learn_dict(out: Path, files: dict[str, Path], **changes: Any) -> dict[str, Any]:
+    """Two tiny members, 40 MD steps at 600 K, up to 4 frames labelled per round."""
+    values: dict[str, Any] = {
+        "output_dir": str(out),
+        "seed": 1,
+        "teacher": {"calculator": "ase.calculators.emt:EMT"},
+        "data": {"train_file": str(files["train"]), "valid_fraction": 0.2, "batch_size": 4},
+        "model": dict(TINY_MACE),
+        "training": {"max_epochs": 15, "lr": 0.02, "progress_bar": False, "device": "cpu"},
+        "committee": {"size": 2},
+        "md": {
+            "structures": str(files["starts"]),
+            "temperature_K": 600.0,
+            "timestep_fs": 2.0,
+            "n_steps": 40,
+            "log_interval": 10,
+        },
+        "selection": {"threshold": 0.1, "max_frames": 4, "min_separation": 5, "stop_after": 20},
+        "max_rounds": 2,
+    }
+    values.update(changes)
+    return values
+
+
+def test_rounds_grow_the_data_and_a_killed_loop_resumes(tmp_path, files, monkeypatch):
+    """Round 1 is killed while fine-tuning, the rerun continues it (labels from the cache)."""
+    config = LearnConfig.from_dict(learn_dict(tmp_path / "out", files))
+    out = tmp_path / "out"
+    real_train = learn_run._train
+
+    def killed_in_round_one(config, folder, train_file, init_models):
+        if folder.name == "round_1":
+            raise KeyboardInterrupt("killed")
+        return real_train(config, folder, train_file, init_models)
+
+    monkeypatch.setattr(learn_run, "_train", killed_in_round_one)
+    with pytest.raises(KeyboardInterrupt):
+        learn(config)
+    assert (out / "round_1" / "selected.xyz").exists()
+    assert not (out / "round_1" / "round.json").exists()
+    mtime = (out / "round_0" / "round.json").stat().st_mtime_ns
+
+    monkeypatch.setattr(learn_run, "_train", real_train)
+    result = learn(config)
+    assert (out / "round_0" / "round.json").stat().st_mtime_ns == mtime  # kept, not redone
+    zero, one, *rest = result.rounds
+    assert zero["n_train_frames"] == 6
+    assert one["n_flagged"] >= 1 and 1 <= len(one["selected_steps"]) <= 4
+    assert one["labels_computed"] == 0  # the killed run labelled them: read from the cache
+    assert one["n_train_frames"] == 6 + len(one["selected_steps"])
+    selected = read(out / "round_1" / "selected.xyz", index=":")
+    assert len(selected) == len(one["selected_steps"])
+    for k in range(1, len(result.rounds)):
+        assert (out / f"round_{k}" / "uncertainty.png").exists()
+        assert (out / f"round_{k}" / "md" / "md_summary.json").exists()
+    assert all(Path(p).exists() for p in result.models) and result.figure.exists()
+    # with the labelled frames the committee is more certain: the loop stops (MD under the
+    # threshold for its full length) or the largest spread fell
+    last = result.rounds[-1]
+    assert result.converged or last["max_force_uncertainty"] < one["max_force_uncertainty"]
+    if result.converged:
+        assert last["md"]["n_steps"] == 40 and last["n_flagged"] == 0
+
+
+def test_cli_continues_with_more_rounds_and_refuses_changed_settings(tmp_path, files):
+    """``equiforce learn`` runs one round; ``--max-rounds 2`` adds one; other changes fail."""
+    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    values["training"]["max_epochs"] = 2  # the plumbing only: short training and MD
+    values["md"].update(n_steps=10, log_interval=5)
+    values["selection"].update(threshold=0.001, stop_after=4)  # barely trained members agree
+    path = tmp_path / "learn.yaml"
+    path.write_text(json.dumps(values))
+    assert main(["learn", str(path)]) == 0
+    assert main(["learn", str(path), "--max-rounds", "2"]) == 0
+    assert (tmp_path / "out" / "round_2" / "round.json").exists()
+    values["selection"]["threshold"] = 0.2
+    path.write_text(json.dumps(values))
+    assert main(["learn", str(path)]) == 2  # ValueError naming the changed key
+
+
+def test_selection_takes_the_most_uncertain_frames_apart():
+    """Largest spread first, at least min_separation steps apart, returned in step order."""
+    frames = [
+        learn_run.FlaggedFrame(s, 2.0 * s, u, 0.0, None)
+        for s, u in [(0, 0.5), (2, 0.9), (3, 0.8), (10, 0.6), (20, 0.7)]
+    ]
+    chosen = select_frames(frames, max_frames=3, min_separation=5)
+    assert [f.step for f in chosen] == [2, 10, 20]
+
+
+def test_config_errors_name_the_key(files, tmp_path):
+    """Unknown keys and bad values are reported with their key path."""
+    with pytest.raises(ConfigError, match="md.temprature_K"):
+        LearnConfig.from_dict(
+            learn_dict(tmp_path, files, md={"structures": "x", "temprature_K": 3})
+        )
+    with pytest.raises(ConfigError, match="selection.threshold"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, selection={"threshold": 0}))
+    with pytest.raises(ConfigError, match="start.models"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, start={"models": ["a", "b", "c"]}))
+    with pytest.raises(ConfigError, match="teacher"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, teacher={}))
