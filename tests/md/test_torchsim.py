@@ -139,3 +139,19 @@ def test_torch_sim_langevin_and_fire_run_a_batch(model64):
         opt_state = step(opt_state)
     assert torch.all(opt_state.energy < model(state)["energy"])
     assert opt_state.forces.norm(dim=1).max() < start.max()
+
+
+def test_torch_sim_runners_take_the_model(model64):
+    model = EquiforceModel(model64)
+    frames = [make_fcc_cu(repeat=1, seed=3), make_fcc_cu(repeat=2, seed=1)]
+    (static,) = ts.static(system=frames, model=model)[:1]
+    assert_close(static["potential_energy"], model(atoms_to_state(frames[:1]))["energy"], "static")
+    state = ts.integrate(
+        system=frames,
+        model=model,
+        integrator=ts.nvt_langevin,
+        n_steps=3,
+        temperature=300,
+        timestep=0.001,
+    )
+    assert state.n_systems == 2 and torch.isfinite(state.energy).all()
