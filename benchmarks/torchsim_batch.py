@@ -1,4 +1,4 @@
-"""N structures relaxed and MD'd: batched through TorchSim vs one by one through ASE.
+r"""N structures relaxed and MD'd: batched through TorchSim vs one by one through ASE.
 
 The structures are rattled fcc Al cells of the sizes ``--repeats`` cycles through (repeat 1: 4
 atoms, 2: 32, 3: 108), run with a preset's random-weight ``-al`` model (``equiforce.models.
