@@ -143,8 +143,8 @@ def relax_batched(
     """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
 
     Periodic and non-periodic structures run as two batches (TorchSim 0.3 keeps one pbc
-    flag per state). Each structure's result is taken at the step it first converges; the
-    batch steps on until all have converged or ``steps`` is reached.
+    flag per state). A structure leaves its batch at the step it converges, which is its
+    result; the rest step on until all have converged or ``steps`` is reached.
 
     Args:
         frames: structures, each periodic along x, y, z or along none (no slabs).
@@ -187,7 +187,11 @@ def _relax_group(
     cell: bool,
     pressure_GPa: float,
 ) -> list[RelaxResult]:
-    """Batched FIRE over structures of one periodicity; results at first convergence."""
+    """Batched FIRE over structures of one periodicity; results at first convergence.
+
+    A structure leaves the batch at the step it converges (TorchSim states slice by system),
+    so later steps evaluate the model on the structures still relaxing only.
+    """
     import torch_sim as ts
 
     from equiforce.md.torchsim import atoms_to_state
@@ -200,25 +204,29 @@ def _relax_group(
         init, step = ts.optimizers.fire(model)
     state = init(atoms_to_state(frames, model.device, model.dtype))
     snapshots: list[RelaxResult | None] = [None] * len(frames)
+    active = list(range(len(frames)))  # frame index of each system of ``state``
     for n_steps in range(steps + 1):
         if n_steps > 0:
             state = step(state)
         system_fmax = _system_fmax(state, cell)
         done = system_fmax < fmax
-        last = n_steps == steps
-        for index in range(len(frames)):
-            if snapshots[index] is None and (bool(done[index]) or last):
+        for local, index in enumerate(active):
+            if done[local] or n_steps == steps:
                 snapshots[index] = _snapshot(
                     frames[index],
                     state,
-                    index,
-                    bool(done[index]),
+                    local,
+                    bool(done[local]),
                     n_steps,
                     cell,
-                    float(system_fmax[index]),
+                    float(system_fmax[local]),
                 )
-        if all(s is not None for s in snapshots):
+        remaining = [local for local in range(len(active)) if not done[local]]
+        if not remaining or n_steps == steps:
             break
+        if len(remaining) < len(active):
+            state = state[remaining]
+            active = [active[local] for local in remaining]
     return snapshots  # type: ignore[return-value]
 
 
