@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from ase.io import read, write
 
 from equiforce.cli.main import main
+from equiforce.models import save_model
+from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
 from equiforce.typed_config import ConfigError
 from equiforce.workflows.learn import LearnConfig, learn, select_frames
@@ -92,8 +95,11 @@ def test_rounds_grow_the_data_and_a_killed_loop_resumes(tmp_path, files, monkeyp
 
 
 def test_cli_continues_with_more_rounds_and_refuses_changed_settings(tmp_path, files):
-    """``equiforce learn`` runs one round; ``--max-rounds 2`` adds one; other changes fail."""
-    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    """From one model file: round 0 fine-tunes two copies of it; ``equiforce learn`` runs one
+    round, ``--max-rounds 2`` adds one; other changes fail."""
+    start = save_model(tiny_mace(torch.float64), tmp_path / "start.pt")
+    values = learn_dict(tmp_path / "out", files, max_rounds=1, start={"models": [str(start)]})
+    values["model"] = {"family": "mace"}  # the start model's hyperparameters
     values["training"]["max_epochs"] = 2  # the plumbing only: short training and MD
     values["md"].update(n_steps=10, log_interval=5)
     values["selection"].update(threshold=0.001, stop_after=4)  # barely trained members agree
@@ -102,6 +108,8 @@ def test_cli_continues_with_more_rounds_and_refuses_changed_settings(tmp_path, f
     assert main(["learn", str(path)]) == 0
     assert main(["learn", str(path), "--max-rounds", "2"]) == 0
     assert (tmp_path / "out" / "round_2" / "round.json").exists()
+    member = json.loads((tmp_path / "out/round_0/committee/member_1/member.json").read_text())
+    assert member["init_model"] == str(start.resolve())
     values["selection"]["threshold"] = 0.2
     path.write_text(json.dumps(values))
     assert main(["learn", str(path)]) == 2  # ValueError naming the changed key
@@ -126,6 +134,12 @@ def test_config_errors_name_the_key(files, tmp_path):
     with pytest.raises(ConfigError, match="selection.threshold"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, selection={"threshold": 0}))
     with pytest.raises(ConfigError, match="start.models"):
-        LearnConfig.from_dict(learn_dict(tmp_path, files, start={"models": ["a", "b", "c"]}))
+        LearnConfig.from_dict(learn_dict(tmp_path, files, start={"models": "model.pt"}))
+    three = [tmp_path / f"m{k}.pt" for k in range(3)]
+    for path in three:
+        path.touch()
+    config = learn_dict(tmp_path / "out", files, start={"models": [str(p) for p in three]})
+    with pytest.raises(ValueError, match="start.models: 3 models, but committee.size is 2"):
+        learn(LearnConfig.from_dict(config))
     with pytest.raises(ConfigError, match="teacher"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, teacher={}))

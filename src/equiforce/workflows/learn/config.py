@@ -36,7 +36,8 @@ class StartConfig:
     """The models the loop starts from.
 
     Attributes:
-        models: model files and/or committee folders. As many members as ``committee.size``:
+        models: model files and/or committee folders (a folder counts as its members). As
+            many members as ``committee.size``:
             round 0 uses them as they are; one model: round 0 fine-tunes ``committee.size``
             copies of it (seeds ``seed .. seed+size-1``) on ``data.train_file``; none: round 0
             trains the committee from scratch on it.
@@ -146,12 +147,6 @@ class LearnConfig:
     def __post_init__(self):
         check_field(bool(self.output_dir), "output_dir", "is required")
         check_field(self.max_rounds >= 1, "max_rounds", "must be >= 1")
-        n = len(self.start.models)
-        check_field(
-            n in (0, 1) or n == self.committee.size,
-            "start.models",
-            f"give 0, 1 or committee.size ({self.committee.size}) models, got {n}",
-        )
 
     @property
     def label_cache(self) -> Path:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from equiforce.files import atomic_write_text
-from equiforce.md.committee import CommitteeCalculator
+from equiforce.md.committee import CommitteeCalculator, committee_members
 from equiforce.md.dynamics import format_md_summary, plot_md, run_md
 from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
 from equiforce.train.config import RunConfig
@@ -158,11 +158,14 @@ def _round_zero(config: LearnConfig) -> dict[str, Any]:
     train_file = folder / "data" / "train.xyz"
     train_file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config.data.train_file, train_file)
-    start = [str(Path(m).resolve()) for m in config.start.models]
+    start = [str(p.resolve()) for p in committee_members(config.start.models)]
+    if len(start) not in (0, 1, config.committee.size):
+        raise ValueError(
+            f"start.models: {len(start)} models, but committee.size is {config.committee.size} "
+            "(give 0, 1 or that many)"
+        )
     if len(start) == config.committee.size:
-        from equiforce.md.committee import committee_members
-
-        models = [str(p) for p in committee_members(start)]
+        models = start
     else:
         init = start * config.committee.size if start else None
         models = _train(config, folder, train_file, init)
