@@ -90,8 +90,13 @@ class DataConfig:
             E0s; without it the E0s are fitted by least squares on the training energies.
         energy_key, forces_key, stress_key, virials_key, weight_key: label names in the
             extxyz ``info``/``arrays`` (virials, when present, are converted to stress).
-        batch_size: training structures per optimizer step.
-        valid_batch_size: structures per validation batch (no gradients kept, so larger).
+        batch_size: training structures per optimizer step: the *global* batch. Under
+            ``torchrun`` with N ranks each rank holds ``batch_size / N`` structures of every
+            step (it must be a multiple of N), so one run file is the same optimisation on any
+            number of ranks; to keep the per-rank batch when adding ranks, multiply it (see
+            ``train.distributed`` and docs/training.md).
+        valid_batch_size: structures per validation batch (no gradients kept, so larger);
+            also global: split over the ranks.
         cache_dir: folder for preprocessed graphs (neighbour lists); ``None`` disables caching.
     """
 
