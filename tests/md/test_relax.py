@@ -105,6 +105,12 @@ def test_batched_relaxation_equals_one_by_one(emt_cu_model):
         np.testing.assert_allclose(many.atoms.cell.array, one.atoms.cell.array, atol=1e-3)
     with pytest.raises(ValueError, match="structure 1: pbc"):
         relax_batched([frames[0], make_slab()], EquiforceModel(emt_cu_model))
+    # a relaxed cell leaves the batch at step 0; the cluster runs out of steps
+    mixed = [serial[0].atoms, frames[1]]
+    short = relax_batched(mixed, EquiforceModel(emt_cu_model), **{**options, "steps": 3})
+    assert [(r.converged, r.n_steps) for r in short] == [(True, 0), (False, 3)]
+    np.testing.assert_allclose(short[0].atoms.positions, mixed[0].positions, atol=1e-12)
+    assert short[1].fmax >= FMAX
 
 
 def test_cli_relax_writes_structures_and_summary(emt_cu_model, tmp_path, capsys):
