@@ -21,6 +21,7 @@ the folder. A rerun with ``resume`` skips finished members and continues interru
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import multiprocessing
@@ -139,10 +140,9 @@ def _write_subsample(train_file: str, fraction: float, seed: int, path: Path) ->
     frames = read(train_file, index=":")
     count = max(1, round(fraction * len(frames)))
     chosen = np.sort(np.random.default_rng(seed).choice(len(frames), count, replace=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp, [frames[i] for i in chosen], format="extxyz")
-    os.replace(tmp, path)
+    text = io.StringIO()
+    write(text, [frames[i] for i in chosen], format="extxyz")
+    atomic_write_text(text.getvalue(), path)
 
 
 def train_committee(
