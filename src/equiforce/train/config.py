@@ -573,14 +573,33 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
         """Build from a nested mapping; unknown keys raise ``ConfigError`` naming the path."""
-        check_field(isinstance(values, Mapping), "<root>", "a run config must be a mapping")
-        values = dict(values)
-        model = values.get("model")
-        check_field(isinstance(model, Mapping), "model", "is required and must be a mapping")
-        model = dict(model)
-        check_field("family" in model, "model.family", "is required")
-        values["model"] = ModelConfig(family=model.pop("family"), params=model)
-        return build_section(cls, values, "")
+        return build_with_model_section(cls, values, "run")
+
+
+def build_with_model_section(cls: type, values: Mapping[str, Any], kind: str) -> Any:
+    """Build the config dataclass ``cls`` of a file with a ``model`` section.
+
+    The ``model`` section (``family`` plus the family's hyperparameters, as in a run file)
+    becomes a ``ModelConfig``; the other keys are built by ``build_section``.
+
+    Args:
+        cls: the file's dataclass (``RunConfig``, ``LearnConfig``, ...).
+        values: the parsed file.
+        kind: the file's kind, named when the file is not a mapping (``"run"``: "a run
+            config must be a mapping").
+
+    Raises:
+        ConfigError: the file or its model section is not a mapping, ``family`` is missing, or any
+            key is unknown or invalid (naming its key path).
+    """
+    check_field(isinstance(values, Mapping), "<root>", f"a {kind} config must be a mapping")
+    values = dict(values)
+    model = values.get("model")
+    check_field(isinstance(model, Mapping), "model", "is required and must be a mapping")
+    model = dict(model)
+    check_field("family" in model, "model.family", "is required")
+    values["model"] = ModelConfig(family=model.pop("family"), params=model)
+    return build_section(cls, values, "")
 
 
 def load_config(path: str | Path) -> RunConfig:

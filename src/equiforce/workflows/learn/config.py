@@ -25,8 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from equiforce.train.config import DataConfig, ModelConfig, TrainConfig
-from equiforce.typed_config import build_section, check_field, read_yaml_config
+from equiforce.train.config import (
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    build_with_model_section,
+)
+from equiforce.typed_config import check_field, read_yaml_config
 from equiforce.workflows.committee import CommitteeConfig
 from equiforce.workflows.distill.config import LabelsConfig, TeacherConfig
 
@@ -157,14 +162,7 @@ class LearnConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> LearnConfig:
         """Build from a nested mapping; unknown keys raise ``ConfigError`` naming the path."""
-        check_field(isinstance(values, Mapping), "<root>", "a learn config must be a mapping")
-        values = dict(values)
-        model = values.get("model")
-        check_field(isinstance(model, Mapping), "model", "is required and must be a mapping")
-        model = dict(model)
-        check_field("family" in model, "model.family", "is required")
-        values["model"] = ModelConfig(family=model.pop("family"), params=model)
-        return build_section(cls, values, "")
+        return build_with_model_section(cls, values, "learn")
 
 
 def load_learn_config(path: str | Path) -> LearnConfig:
