@@ -150,6 +150,30 @@ def test_channelwise_tp_matches_reference(backend, size, dtype, device):
     _assert_agree(_force_style(ref, inputs, call), _force_style(other, inputs, call), dtype)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_channelwise_tp_reads_strided_edge_indices(backend):
+    """Edge indices that are strided views (rows of ``index.T.contiguous().T``, as a caller
+    that builds pairs row by row passes them) give the reference results: the C++ kernels
+    index raw pointers and once read such views as if contiguous (silently wrong energies)."""
+    desc = _tp(16, 1)
+    ref, other = _pair("channelwise_tp", backend, (desc,), torch.float64, "cpu")
+    n_nodes, n_edges = 7, 24
+    nodes = _randn(n_nodes, desc.irreps_in1.dim, dtype=torch.float64, device="cpu", seed=3)
+    sh = _randn(n_edges, desc.irreps_in2.dim, dtype=torch.float64, device="cpu", seed=4)
+    weights = _randn(n_edges, desc.weight_numel, dtype=torch.float64, device="cpu", seed=5)
+    index = torch.randint(0, n_nodes, (2, n_edges), generator=torch.Generator().manual_seed(6))
+    strided = index.T.contiguous().T
+    assert not strided[0].is_contiguous()
+
+    def call(module, nodes, sh, weights):
+        return module(nodes, sh, weights, strided[1], strided[0])
+
+    inputs = [nodes, sh, weights]
+    _assert_agree(
+        _force_style(ref, inputs, call), _force_style(other, inputs, call), torch.float64
+    )
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("size", list(SIZES))

@@ -161,8 +161,7 @@ class EquiforceModel(ModelInterface):
             )
             edge_index.append(index + ptr_np[b])
             edge_shift.append(shift)
-        # contiguous: a transposed (strided) edge_index gives wrong MACE energies (see report)
-        edge_index_np = np.ascontiguousarray(np.concatenate(edge_index, axis=1))
+        edge_index_np = np.concatenate(edge_index, axis=1)
         return {
             keys.POSITIONS: positions,
             keys.ATOM_TYPE: self._atom_types(state.atomic_numbers.to(self._device), ptr),

@@ -42,6 +42,17 @@ void check_inputs(const torch::Tensor& a, const torch::Tensor& s, const torch::T
   TORCH_CHECK(a.size(2) == r.size(2), "A and R have different channel counts");
 }
 
+// An index argument as the kernels read it: int64 on the CPU, `dim` dimensions, unit strides.
+// The loops index raw pointers, so a strided view (e.g. a row of edge_index.T.contiguous().T)
+// must be copied, never read as if it were contiguous.
+torch::Tensor index_input(const torch::Tensor& index, const char* name, int64_t dim) {
+  TORCH_CHECK(index.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(index.scalar_type() == torch::kLong, name, " must be int64, got ",
+              index.scalar_type());
+  TORCH_CHECK(index.dim() == dim, name, " must have ", dim, " dimensions, got ", index.dim());
+  return index.contiguous();
+}
+
 template <typename T>
 void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
                    const int64_t* perm, const int64_t* offsets, const int64_t* triples,
@@ -136,6 +147,13 @@ torch::Tensor node_out(torch::Tensor a, torch::Tensor s, torch::Tensor r, torch:
   a = a.contiguous();
   s = s.contiguous();
   r = r.contiguous();
+  gather = index_input(gather, "gather", 1);
+  perm = index_input(perm, "perm", 1);
+  offsets = index_input(offsets, "offsets", 1);
+  triples = index_input(triples, "triples", 2);
+  TORCH_CHECK(gather.size(0) == s.size(0) && perm.size(0) == s.size(0),
+              "gather and perm need one entry per edge");
+  TORCH_CHECK(offsets.size(0) == n_out + 1, "offsets needs n_out + 1 entries");
   auto out = torch::zeros({n_out, d_out, a.size(2)}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "node_out", [&] {
     node_out_impl<scalar_t>(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
@@ -154,6 +172,11 @@ torch::Tensor edge_r(torch::Tensor a, torch::Tensor s, torch::Tensor b, torch::T
   a = a.contiguous();
   s = s.contiguous();
   b = b.contiguous();
+  gather = index_input(gather, "gather", 1);
+  other = index_input(other, "other", 1);
+  triples = index_input(triples, "triples", 2);
+  TORCH_CHECK(gather.size(0) == s.size(0) && other.size(0) == s.size(0),
+              "gather and other need one entry per edge");
   auto out = torch::zeros({s.size(0), n_paths, a.size(2)}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_r", [&] {
     edge_r_impl<scalar_t>(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
@@ -175,6 +198,12 @@ torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::T
   a = a.contiguous();
   r = r.contiguous();
   b = b.contiguous();
+  gather = index_input(gather, "gather", 1);
+  other = index_input(other, "other", 1);
+  triples = index_input(triples, "triples", 2);
+  TORCH_CHECK(triples.size(1) == 4, "triples must be (T, 4)");
+  TORCH_CHECK(gather.size(0) == r.size(0) && other.size(0) == r.size(0),
+              "gather and other need one entry per edge");
   auto out = torch::empty({r.size(0), triples.size(0)}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_s", [&] {
     edge_s_impl<scalar_t>(a.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
