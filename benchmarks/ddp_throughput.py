@@ -12,10 +12,13 @@ with the same run file (global batch ``--batch``) twice, each in fresh processes
 
 The figure is structures per second of whole epochs (training steps, the gradient
 all-reduce, validation of the small set, the checkpoint write) from ``metrics.csv``'s
-``wall_s``, the median over the epochs after the first (which warms up). The machine's load
-average before and after each run is recorded: other processes on the cores take time from
-both runs, and from the 2-rank run twice; ``process_cpu_s`` (all processes of a run,
-start-up and data preparation included) shows the work apart from the waiting. Output:
+``wall_s``, the median over the epochs after the first (which warms up); with ``--repeats R``
+the two world sizes alternate R times and each keeps its best run (the least disturbed by
+other processes). Unless ``--no-cpu-projection``, a one-epoch run per world size gives the
+CPU seconds per epoch and the speed-up they imply on idle cores (``cpu_projection``). The
+machine's load average before and after each run is recorded: other processes on the cores
+take time from both runs, and from the 2-rank run twice; ``process_cpu_s`` (all processes of
+a run, start-up and data preparation included) shows the work apart from the waiting. Output:
 ``<out>/ddp_throughput_<time>.json`` (run record with the reproducing command, settings, per
 case both runs and the speed-up)::
 
@@ -51,14 +54,19 @@ LAUNCHERS = {
 }  # fmt: skip
 
 
-def run_file(args: argparse.Namespace, split: acac.Split, preset: str, folder: Path) -> Path:
-    """The run file of one case (the same for both world sizes but the output folder)."""
+def run_file(
+    args: argparse.Namespace, split: acac.Split, preset: str, folder: Path, epochs: int = 0
+) -> Path:
+    """The run file of one case (the same for both world sizes but the output folder).
+
+    ``epochs``: instead of ``args.epochs`` (the one-epoch runs of the CPU projection).
+    """
     values = {
         "output_dir": str(folder),
         "seed": 0,
         "data": {**acac.data_section(split), "batch_size": args.batch, "valid_batch_size": 8},
         "model": ModelConfig.from_preset(preset, dtype="float32").to_dict(),
-        "training": acac.training_section(max_epochs=args.epochs),
+        "training": acac.training_section(max_epochs=epochs or args.epochs),
     }
     path = folder.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(values, sort_keys=False))
@@ -86,6 +94,25 @@ def train_once(path: Path, ranks: int, n_train: int) -> dict[str, Any]:
             "structures_per_s": n_train / statistics.median(timed)}
 
 
+def cpu_projection(
+    args: argparse.Namespace, split: acac.Split, preset: str, out: Path, runs: list[dict]
+) -> dict[str, Any]:
+    """CPU seconds per epoch (all ranks) and the speed-up they imply on idle cores.
+
+    One-epoch runs give each world size's start-up CPU; the least CPU of its full runs minus
+    that, over the remaining epochs, is the CPU of an epoch. On cores of their own the 2 ranks
+    would take half their summed CPU per epoch (an upper bound: waiting is not counted).
+    """
+    per_epoch = {}
+    for n in (1, 2):
+        short = train_once(run_file(args, split, preset, out / f"{preset}_{n}rank_1epoch", 1),
+                           n, args.n_train)
+        full = min(r["process_cpu_s"] for r in runs if r["ranks"] == n and "error" not in r)
+        per_epoch[n] = (full - short["process_cpu_s"]) / (args.epochs - 1)
+    return {"cpu_s_per_epoch": per_epoch,
+            "projected_speedup": 2.0 * per_epoch[1] / per_epoch[2]}
+
+
 def _children_cpu_s() -> float:
     """User + system CPU seconds of the finished child processes (start-up included)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -101,10 +128,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-valid", type=int, default=4, help="validation frames")
     p.add_argument("--batch", type=int, default=8, help="global batch (structures per step)")
     p.add_argument("--epochs", type=int, default=3, help="epochs (the first is not timed)")
-    p.add_argument("--smoke", action="store_true", help="8 training frames, 2 epochs")
+    p.add_argument("--repeats", type=int, default=2, help="alternations of 1 and 2 ranks")
+    p.add_argument("--no-cpu-projection", dest="cpu_projection", action="store_false",
+                   help="skip the one-epoch runs of the CPU-time projection")
+    p.add_argument("--smoke", action="store_true", help="8 training frames, 2 epochs, 1 repeat")
     args = p.parse_args(argv)
     if args.smoke:
-        args.n_train, args.n_valid, args.epochs, args.batch = 8, 2, 2, 4
+        args.n_train, args.n_valid, args.epochs, args.batch, args.repeats = 8, 2, 2, 4, 1
+        args.cpu_projection = False
     return args
 
 
@@ -117,16 +148,22 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     for preset in args.presets:
         runs = [
-            train_once(run_file(args, split, preset, out / f"{preset}_{n}rank"), n, args.n_train)
-            for n in (1, 2)
+            train_once(run_file(args, split, preset, out / f"{preset}_{n}rank_{k}"), n,
+                       args.n_train)
+            for k in range(args.repeats) for n in (1, 2)
         ]
-        speeds = [r.get("structures_per_s") for r in runs]
+        speeds = [max((r.get("structures_per_s") or 0.0 for r in runs if r["ranks"] == n),
+                      default=0.0) or None for n in (1, 2)]
         speedup = speeds[1] / speeds[0] if None not in speeds else None
-        cases.append({"preset": preset, "runs": runs, "speedup": speedup})
+        case = {"preset": preset, "runs": runs, "structures_per_s": speeds, "speedup": speedup}
+        if args.cpu_projection and speedup is not None:
+            case.update(cpu_projection(args, split, preset, out, runs))
+        cases.append(case)
+        loads = [r["load_average_1min"][0] for r in runs]
         print(f"{preset:12s} 1 rank {speeds[0] or float('nan'):7.2f} structures/s, 2 ranks "
               f"{speeds[1] or float('nan'):7.2f}: x{speedup or float('nan'):.2f} "
-              f"(load {runs[0]['load_average_1min']}, {runs[1]['load_average_1min']})",
-              flush=True)
+              f"(1-min load averages at the starts {loads}); CPU projection "
+              f"x{case.get('projected_speedup', float('nan')):.2f}", flush=True)
     report = {**run_record("benchmarks.ddp_throughput", argv), "settings": vars(args),
               "cases": cases}
     path = out / "results.json"
