@@ -8,6 +8,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.data import keys
 from equiforce.md import EquiforceCalculator
@@ -98,6 +99,26 @@ def test_energy_only_request_skips_forces_which_follow_on_demand(model64):
     direct = checks.predict(model64, [atoms])
     assert_close(atoms.get_forces(), direct[keys.FORCES], TOL.fp64, "forces")
     assert atoms.get_potential_energy() == energy
+
+
+def test_once_stress_is_asked_for_forces_and_stress_come_from_one_call(model64):
+    """NPT and cell filters ask for forces, then stress, of the same positions every step."""
+    calculator = EquiforceCalculator(model64)
+    calls = []
+    model_call = calculator._call
+    calculator._call = lambda batch, **kw: calls.append(kw) or model_call(batch, **kw)
+    atoms = with_calculator(make_fcc_cu(repeat=1, seed=8), calculator)
+    atoms.get_forces()
+    assert not calls[-1]["compute_stress"]  # plain MD pays no stress
+    atoms.get_stress()
+    for step in range(2):
+        atoms.positions[0] += [0.01, 0.0, -0.01]
+        n_calls = len(calls)
+        forces, stress = atoms.get_forces(), atoms.get_stress()
+        assert len(calls) == n_calls + 1, f"step {step}: one model call for forces and stress"
+        direct = checks.predict(model64, [atoms], stress=True)
+        assert_close(forces, direct[keys.FORCES], TOL.fp64, "forces")
+        assert_close(stress, full_3x3_to_voigt_6_stress(direct[keys.STRESS][0]), TOL.fp64, "stress")
 
 
 def test_calculator_follows_position_changes(model64):

@@ -135,6 +135,10 @@ class EquiforceCalculator(Calculator):
     ):
         super().__init__(**kwargs)
         self.device = torch.device(device)
+        # Set once stress is asked for: from then on every force call on a 3D-periodic cell
+        # also returns the stress, so NPT and cell relaxation (forces, then stress, of the same
+        # positions) cost one model call per step instead of two.
+        self._stress_wanted = False
         if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".pt2":
             if dtype is not None or precision is not None or compile:
                 raise ValueError(
@@ -173,7 +177,8 @@ class EquiforceCalculator(Calculator):
         Args:
             atoms: the structure (ASE keeps a copy in ``self.atoms``).
             properties: requested names; forces are computed unless only energies are
-                asked for, stress only when asked for.
+                asked for, stress when asked for and, once it has been, with every later force
+                call on a 3D-periodic cell (one call per step for NPT and cell filters).
             system_changes: what changed since the last call (ASE bookkeeping).
 
         Raises:
@@ -188,6 +193,8 @@ class EquiforceCalculator(Calculator):
             )
         # An energy-only request (finite differences, screening) skips the backward pass.
         want_forces = not set(properties) <= {"energy", "free_energy"}
+        self._stress_wanted = self._stress_wanted or want_stress
+        want_stress = want_stress or (want_forces and self._stress_wanted and self.atoms.pbc.all())
         if isinstance(self.model, ExportedPotential):
             scope = contextlib.nullcontext()  # compiled in its precision at export
         else:
