@@ -1,0 +1,42 @@
+"""Smoke test of ``python -m benchmarks.active_learning_xtb``: two tiny members, one round."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from ase.io import read
+
+from benchmarks.common import DEFAULT_DATA_DIR
+
+pytest.importorskip("tblite", reason="the xTB labeller needs the xtb extra (tblite)")
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_DATA_DIR / "acac").exists(), reason=f"no AcAc data in {DEFAULT_DATA_DIR}"
+)
+
+
+def test_rounds_are_labelled_by_xtb_and_scored_on_the_test_sets(tmp_path):
+    """Round 0 and round 1 are scored on both xTB-relabelled test sets; round 1 adds xTB frames
+    whose labels are GFN2-xTB's (about -620 eV for AcAc, not the data's DFT -9390 eV)."""
+    from benchmarks.active_learning_xtb import main
+
+    assert main(["--smoke", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("active_learning_xtb_*/results.json")
+    results = json.loads(path.read_text())
+    command = f"python -m benchmarks.active_learning_xtb --smoke --out {tmp_path}"
+    assert results["command"] == command
+    zero, one = results["rounds"]
+    assert zero["n_train_frames"] == 4 and one["n_train_frames"] == 4 + len(one["selected_steps"])
+    assert one["n_flagged"] >= 1 and one["labels_computed"] == len(one["selected_steps"]) >= 1
+    for record in (zero, one):
+        for name in ("test_MD_300K", "test_MD_600K"):
+            errors = record["tests"][name]
+            assert math.isfinite(errors["forces_rmse_meV_A"]) and errors["forces_rmse_meV_A"] > 0
+            assert errors["force_spread_mean_meV_A"] > 0
+    run_dir = path.parent
+    for name in ("initial.xyz", "test_MD_300K_xtb.xyz", "round_1/selected.xyz"):
+        folder = run_dir / ("learn" if name.startswith("round") else "data")
+        for atoms in read(folder / name, index=":"):
+            assert -700.0 < atoms.get_potential_energy() < -550.0
+    assert (run_dir / "active_learning_xtb.png").stat().st_size > 0
