@@ -6,7 +6,8 @@ box's atoms, ``forward_exchange`` copies each owner's row into its ghost rows an
 ``reverse_exchange`` adds the ghost rows into their owners, as LAMMPS's communication does;
 ``update_pair_forces_gpu`` adds ``fij`` to ``f_i`` and subtracts it from ``f_j``, after which
 the ghost forces are summed into their owners. Energies, per-atom energies and forces of a
-random 2-layer MACE and Allegro (float64) equal the ASE calculator's.
+random 2-layer MACE and Allegro (float64, whole and in blocks of centre atoms) equal the ASE
+calculator's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ase.neighborlist import neighbor_list
 from equiforce.lammps.mliap import MLIAPModel, save_mliap
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.models.io import save_model
+from equiforce.models.local_blocks import BlockSettings
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import make_fcc_cu
 
@@ -106,12 +108,17 @@ def box():
     return atoms
 
 
-@pytest.mark.parametrize("family", ["mace", "allegro"])
+@pytest.mark.parametrize("family", ["mace", "allegro", "allegro-in-blocks"])
 def test_adapter_equals_the_ase_calculator(box, family):
-    potential = {"mace": tiny_mace, "allegro": tiny_allegro}[family]()
+    potential = {"mace": tiny_mace, "allegro": tiny_allegro}[family.split("-")[0]]()
+    if family == "allegro-in-blocks":  # blocks of ~100 edges (Potential.blocking)
+        potential.blocking = BlockSettings(block_bytes=2**18, probe_edges=64, min_edges=0)
     adapter = MLIAPModel(potential, device="cpu")
     data = FakeMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
     assert data.ntotal > 3 * data.nlocal  # the ghosts of a small periodic box
+    if family == "allegro-in-blocks":  # pairs out of centre order: the blocks sort them
+        order = np.random.default_rng(0).permutation(data.npairs)
+        data.pair_i, data.pair_j, data.rij = data.pair_i[order], data.pair_j[order], data.rij[order]
     adapter.compute_forces(data)
 
     atoms = box.copy()
@@ -122,6 +129,8 @@ def test_adapter_equals_the_ase_calculator(box, family):
     np.testing.assert_allclose(
         data.local_forces(), forces, rtol=0, atol=EXACT * np.abs(forces).max()
     )
+    if family == "allegro-in-blocks":
+        assert adapter.last_result.times.blocks > 3
     layers = potential.energy_model.num_layers if family == "mace" else 1
     assert data.exchanges == {"forward": layers - 1, "reverse": layers - 1}
 

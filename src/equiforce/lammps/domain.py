@@ -9,7 +9,9 @@ the gradient of that energy with respect to every edge vector, ``dE/dr_ij`` with
 ``-dE/dr_ij`` (ghosts included: LAMMPS adds ghost forces into their owners, ``newton on``),
 and the edge's virial ``-r_ij (x) dE/dr_ij`` (global, and per atom half to each end).
 
-A strictly local model (Allegro) needs nothing more. A message-passing model (MACE) reads, in
+A strictly local model (Allegro) needs nothing more; on a large domain it runs in blocks of
+centre atoms (``Potential.blocking``, ``equiforce.models.local_blocks``), as the ASE path
+does, so that its intermediates stay near the caches. A message-passing model (MACE) reads, in
 layer k >= 1, the features its neighbours computed in layer k - 1; a ghost has no complete
 neighbourhood on this rank, so before each such layer the ghost rows are overwritten with their
 owners' (``HaloExchange``: a forward communication; its backward adds the gradient of every
@@ -29,6 +31,7 @@ import torch
 
 from equiforce.data import keys
 from equiforce.models.contract import PotentialInterface, run_layers
+from equiforce.models.local_blocks import BlockPlan, SavedBytes
 from equiforce.precision import current_policy, precision_scope
 
 # ``communicate(rows, reverse)``: rows (n_all, F) float64 contiguous, changed in place: forward
@@ -44,11 +47,14 @@ class DomainTimes:
         forward: the layers (``run_layers``), halo exchanges included.
         backward: ``dE/dr_ij`` (autograd), reverse exchanges included.
         exchange: inside ``communicate`` (both directions; waiting for other ranks included).
+        blocks: model passes (several: a strictly local model in blocks of centre atoms,
+            whose forward and backward interleave and are all counted in ``forward``).
     """
 
     forward: float = 0.0
     backward: float = 0.0
     exchange: float = 0.0
+    blocks: int = 1
 
 
 class HaloExchange(torch.autograd.Function):
@@ -148,6 +154,9 @@ def evaluate_domain(
     def exchange(index: int, halo: torch.Tensor) -> torch.Tensor:
         return HaloExchange.apply(halo, n_local, timed)
 
+    blocking = getattr(potential, "blocking", None)
+    if model.strictly_local and blocking is not None and edge_vec.shape[0] > blocking.min_edges:
+        return _evaluate_blocks(potential, inputs, n_local, mapped, blocking)
     start = time.perf_counter()
     with torch.enable_grad(), precision_scope(current_policy(potential)):
         out = run_layers(model, inputs, exchange if communicate is not None else None)
@@ -163,3 +172,51 @@ def evaluate_domain(
         grad.detach().to(torch.float64),
         times,
     )
+
+
+def _evaluate_blocks(potential, inputs, n_local, mapped, blocking) -> DomainResult:
+    """``evaluate_domain`` of a strictly local model in blocks of centre atoms.
+
+    Blocks as ``Potential`` cuts them (``BlockPlan``; the first block measures the model's
+    autograd-saved bytes per edge and sizes the others to ``blocking.block_bytes``); each
+    block's energy is differentiated with respect to its own edge vectors.
+    """
+    times = DomainTimes()
+    start = time.perf_counter()
+    edge_vec = inputs[keys.EDGE_VEC].detach()
+    n_edges = edge_vec.shape[0]
+    # the plan carries per-edge lattice shifts; LAMMPS's ghosts are real positions: none
+    no_shift = edge_vec.new_zeros(1, 3).expand(n_edges, 3)
+    plan = BlockPlan({**inputs, keys.EDGE_SHIFT: no_shift})
+    vec_sorted = edge_vec if plan.order is None else edge_vec.index_select(0, plan.order)
+    energies, gradients = [], []
+
+    def run(first_atom: int, last_atom: int) -> None:
+        block = plan.block(first_atom, last_atom)
+        first, last = plan.edge_ptr[first_atom], plan.edge_ptr[last_atom]
+        vec = vec_sorted[first:last].clone().requires_grad_(True)
+        block.inputs[keys.EDGE_VEC] = vec
+        out = block.keep_centres(run_layers(potential.energy_model, block.inputs))
+        node_energy = out[keys.NODE_ENERGY]
+        ids = torch.arange(first_atom, last_atom, device=vec.device)
+        node_energy = torch.where(mapped[first_atom:last_atom] & (ids < n_local), node_energy, 0.0)
+        grad = None
+        if node_energy.requires_grad:  # a block of ghosts only has no edges
+            (grad,) = torch.autograd.grad(node_energy.sum(), vec, allow_unused=True)
+        energies.append(node_energy.detach())
+        times.blocks = len(energies)
+        gradients.append(torch.zeros_like(vec) if grad is None else grad)
+
+    with torch.enable_grad(), precision_scope(current_policy(potential)):
+        probe = plan.ranges(0, blocking.probe_edges)[0]
+        with SavedBytes() as saved:
+            run(*probe)
+        per_edge = saved.nbytes / max(1, plan.n_edges(*probe))
+        for first_atom, last_atom in plan.ranges(probe[1], blocking.edges_per_block(per_edge)):
+            run(first_atom, last_atom)
+    node_energy = torch.cat(energies).to(torch.float64)[:n_local]
+    grad = torch.cat(gradients).to(torch.float64)
+    if plan.order is not None:
+        grad = torch.empty_like(grad).index_copy(0, plan.order, grad)
+    times.forward = time.perf_counter() - start
+    return DomainResult(float(node_energy.sum()), node_energy, grad, times)
