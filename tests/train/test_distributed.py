@@ -4,13 +4,14 @@
   weights after every step to float64 rounding, with a short last batch that leaves rank 1
   empty;
 * a rank killed mid-epoch stops the other at once with a clear error, and ``--resume`` on 2
-  ranks ends bit for bit where the uninterrupted 2-rank run ends;
+  ranks ends bit for bit where the uninterrupted 2-rank run ends; a 2-rank run resumes on 1;
 * a hung rank stops the other after ``--distributed-timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -171,6 +172,22 @@ def test_two_ranks_of_batch_two_equal_one_rank_of_batch_four(
     for got, row in zip(rows, want, strict=True):
         for name in ("train_loss", "valid_loss", "train_forces_rmse", "valid_energy_rmse"):
             assert got[name] == pytest.approx(row[name], rel=TOL.fp64.rtol), name
+
+
+def test_a_two_rank_run_resumes_on_one_rank(tmp_path, emt_train_file, two_rank_run):
+    """Checkpoints do not depend on the world size: 3 epochs on 2 ranks + 1 on 1 rank equal
+    4 epochs on 1 rank (to float64 rounding)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(two_rank_run, copy)
+    values = yaml.safe_load((two_rank_run / "config.yaml").read_text())
+    values["output_dir"], values["training"]["max_epochs"] = str(copy), 4
+    resumed = train(RunConfig.from_dict(values), resume=True)
+    values["output_dir"] = str(tmp_path / "one")
+    one_rank = train(RunConfig.from_dict(values))
+    actual, expected = (load_checkpoint(r.last_checkpoint) for r in (resumed, one_rank))
+    assert actual["world_size"] == 1 and actual["progress"]["epochs_done"] == 4
+    _assert_close_states(actual["train_state_dict"], expected["train_state_dict"])
+    _assert_close_states(actual["ema"]["shadow"], expected["ema"]["shadow"])
 
 
 def test_a_killed_rank_stops_the_other_and_the_run_resumes_exactly(
