@@ -259,3 +259,26 @@ def test_md_cli_runs_a_package(allegro_float32, tmp_path):
     argv = ["md", str(allegro_float32[1]), str(tmp_path / "start.xyz"), "--ensemble", "nve"]
     assert main(argv + ["--steps", "4", "--log-interval", "2", "--out", str(out)]) == 0
     assert json.loads((out / "md_summary.json").read_text())["n_steps"] == 4
+
+
+def test_bench_times_a_package_as_exported(allegro_float32, tmp_path, capsys):
+    model, path, _ = allegro_float32
+    out = tmp_path / "bench"
+    argv = ["bench", str(path), "--systems", "molecule", "--repeats", "2", "--warmup", "1"]
+    assert main(argv + ["--threads", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["model"]["family"] == "allegro"
+    assert report["model"]["package"]["dtype"] == "float32"
+    assert report["settings"]["precision"] == "float32"  # taken from the package
+    (result,) = report["results"]
+    ours = result["implementations"]["equiforce"]
+    assert ours["info"]["package"] is True
+    assert ours["info"]["n_atoms"] == 15 and len(ours["times_ms"]) == 2
+    capsys.readouterr()
+    refused = [["--backend", "fast"], ["--compile"], ["--precision", "float64"]]
+    refused += [["--exported", "reference"], ["--peers"]]
+    for option in refused:
+        assert main(["bench", str(path), "--systems", "molecule", *option]) == 2
+        assert f"timed as exported: {option[0]}" in capsys.readouterr().err
+    assert main(["bench", str(path), "--systems", "batch4"]) == 2
+    assert "one structure per call" in capsys.readouterr().err

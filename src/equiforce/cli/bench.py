@@ -12,7 +12,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from equiforce.models.presets import PRESETS
     from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS
 
-    parser.add_argument("model", nargs="?", default=None, help="equiforce model file")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="equiforce model file, or an exported .pt2 package (timed as exported: "
+        "--precision, --backend, --compile, --exported and --peers do not apply)",
+    )
     parser.add_argument(
         "--preset", default=None, help=f"random-weight model instead: {', '.join(PRESETS)}"
     )
@@ -25,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"default: {' '.join(DEFAULT_SYSTEMS)}",
     )
     parser.add_argument(
-        "--precision", default="float32", help="float32 (default), float64 or a precision mode"
+        "--precision",
+        default=None,
+        help="float32 (default), float64 or a precision mode (a package: as exported)",
     )
     parser.add_argument("--backend", default=None, help="kernel backend for equiforce")
     parser.add_argument("--compile", action="store_true", help="torch.compile equiforce's model")

@@ -33,7 +33,10 @@ __all__ = [
     "check_backend",
     "check_compile",
     "executor_backends",
+    "is_package",
     "model_dtype",
+    "package_precision",
+    "refuse_package_options",
 ]
 
 PLAIN_PRECISIONS = ("float32", "float64")
@@ -61,6 +64,38 @@ def apply_precision(potential: Potential, precision: str) -> Potential:
     from equiforce.precision import apply_policy, from_name
 
     return apply_policy(potential, from_name(precision))
+
+
+def is_package(model: str | None) -> bool:
+    """Whether ``model`` names an exported package (``.pt2``, ``equiforce export``).
+
+    The bench then times the package as exported (``load_exported``): its precision, kernel
+    backend and compilation were fixed at export.
+    """
+    return model is not None and Path(model).suffix == ".pt2"
+
+
+def package_precision(metadata: dict[str, Any]) -> str:
+    """The precision mode a package was exported in (its policy's name, else its dtype)."""
+    from equiforce.precision import MODES
+
+    name = (metadata.get("precision") or {}).get("name")
+    return name if name in MODES else metadata["dtype"]
+
+
+def refuse_package_options(package: str, given: dict[str, bool]) -> None:
+    """Raise ``ValueError`` naming the options (name -> given?) that a package cannot take.
+
+    A package runs as exported: precision, kernel backend and compilation were fixed by
+    ``equiforce export``, and it has no model code for peers, variants or training steps.
+    """
+    refused = [name for name, on in given.items() if on]
+    if refused:
+        raise ValueError(
+            f"{package} is an exported package, timed as exported: {', '.join(refused)} "
+            "do not apply to it (re-export the model file with equiforce export --precision/"
+            "--backend, or bench the model file itself)"
+        )
 
 
 def check_backend(backend: str | None) -> None:

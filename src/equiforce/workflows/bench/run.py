@@ -34,7 +34,15 @@ from equiforce.measure.timing import interleave, summarize
 from equiforce.models import Potential, load_model, save_model
 from equiforce.models.presets import preset_potential, with_dtype
 from equiforce.workflows.bench.kinds import check_kind
-from equiforce.workflows.bench.options import Variant, check_backend, check_compile, model_dtype
+from equiforce.workflows.bench.options import (
+    Variant,
+    check_backend,
+    check_compile,
+    is_package,
+    model_dtype,
+    package_precision,
+    refuse_package_options,
+)
 from equiforce.workflows.bench.peers import PEERS, peer_for_family, peer_python
 from equiforce.workflows.bench.report import extrapolated_peak_mb, scaling_exponents
 from equiforce.workflows.bench.systems import (
@@ -59,10 +67,14 @@ class BenchConfig:
     """Everything one bench run needs.
 
     Attributes:
-        model: equiforce model file (exclusive with ``preset``).
+        model: equiforce model file, or an exported package (``.pt2``, timed as exported
+            through ``load_exported``: no precision, backend, compile, variants, peers or
+            training steps; one structure per call, so no ``batchN`` with N > 1); exclusive
+            with ``preset``.
         preset: name of a preset model with random weights (``equiforce.models.presets``).
         systems: system names (``equiforce.workflows.bench.systems``).
-        precision: "float32", "float64" or a precision-policy mode.
+        precision: "float32", "float64" or a precision-policy mode; None: float32, or for a
+            package the mode it was exported in (filled in here).
         backend: kernel backend for our model (None: as built).
         compile: compile our model with ``equiforce.models.compile.compile_potential``.
         kind: what a call is: "inference" (energy + forces) or "train" (a training step).
@@ -85,7 +97,7 @@ class BenchConfig:
     model: str | None = None
     preset: str | None = None
     systems: tuple[str, ...] = DEFAULT_SYSTEMS
-    precision: str = "float32"
+    precision: str | None = None
     backend: str | None = None
     compile: bool = False
     kind: str = "inference"
@@ -126,6 +138,54 @@ class BenchConfig:
         unknown = sorted(set(self.peer_python) - set(PEERS))
         if unknown:
             raise ValueError(f"unknown peers {unknown}; known: {sorted(PEERS)}")
+        if is_package(self.model):
+            self._check_package()
+        elif self.precision is None:
+            object.__setattr__(self, "precision", "float32")
+
+    def _check_package(self) -> None:
+        """Refuse what a package cannot do; take its precision (``read_metadata``)."""
+        from equiforce.export import read_metadata
+
+        refuse_package_options(
+            self.model,
+            {
+                "--precision": self.precision is not None,
+                "--backend": self.backend is not None,
+                "--compile": self.compile,
+                "--exported (variants)": bool(self.variants),
+                "--peers": self.peers,
+                f"kind {self.kind!r}": self.kind != "inference",
+            },
+        )
+        batches = [s for s in self.systems if parse_system(s)[0] == "batch" and s != "batch1"]
+        if batches:
+            raise ValueError(
+                f"{self.model}: an exported package evaluates one structure per call; "
+                f"systems {batches} are batches of several (use molecule, box-N or fcc-N)"
+            )
+        metadata = read_metadata(self.model)
+        if metadata["device"] != torch.device(self.device).type:
+            raise ValueError(
+                f"{self.model}: compiled for device {metadata['device']!r}, the bench runs on "
+                f"{self.device!r} (export again with --device, or bench with --device)"
+            )
+        object.__setattr__(self, "precision", package_precision(metadata))
+
+
+def _package_model_report(path: str) -> dict[str, Any]:
+    """The report's ``model`` entry of an exported package (from its metadata)."""
+    from equiforce.export import read_metadata
+
+    metadata = read_metadata(path)
+    package = ("dtype", "precision", "device", "outputs", "torch_version", "equiforce_version")
+    return {
+        "source": path,
+        "family": metadata["family"],
+        "spec": metadata["spec"],
+        "n_parameters": None,  # the weights are compiled into the package
+        "package": {key: metadata.get(key) for key in package},
+    }
 
 
 def _source_model(config: BenchConfig) -> Potential:
@@ -325,8 +385,17 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
     """
     check_backend(config.backend)
     check_compile(config.compile)
-    potential = _source_model(config)
-    family = potential.family
+    if is_package(config.model):
+        potential, model_report = None, _package_model_report(config.model)
+    else:
+        potential = _source_model(config)
+        model_report = {
+            "source": config.model or f"preset {config.preset}",
+            "family": potential.family,
+            "spec": potential.spec_dict(),
+            "n_parameters": sum(p.numel() for p in potential.parameters()),
+        }
+    family = model_report["family"]
     if config.peers:
         peer = peer_for_family(family)
         peer_python(peer, config.peer_python.get(peer.name))
@@ -335,21 +404,17 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": dataclasses.asdict(config),
-        "model": {
-            "source": config.model or f"preset {config.preset}",
-            "family": family,
-            "spec": potential.spec_dict(),
-            "n_parameters": sum(p.numel() for p in potential.parameters()),
-        },
+        "model": model_report,
         "results": [],
     }
     with tempfile.TemporaryDirectory(prefix="equiforce-bench-") as tmp:
         files = {
-            "model": Path(tmp) / "model.pt",
+            "model": Path(config.model).resolve() if potential is None else Path(tmp) / "model.pt",
             "frames": Path(tmp) / "frames.npz",
             "outputs": Path(tmp),
         }
-        save_model(potential, files["model"])
+        if potential is not None:
+            save_model(potential, files["model"])
         for name in config.systems:
             skipped = _skipped(config, name, report["results"])
             if skipped is not None:

@@ -1,11 +1,12 @@
 """Worker process timing equiforce itself: ``python -m equiforce.workflows.bench.worker ...``.
 
-Loads an equiforce model file, optionally switches its kernel backend, sets its receiver
-chunks or whole-graph pass (``options.Variant``) and compiles or exports it (then the loaded
-``.pt2`` package is timed), builds the batch of the
-given structures (the neighbour list is timed here, once, outside the timed calls) and serves
-the protocol of ``equiforce.measure.protocol`` with calls of one kind (``kinds``: inference
-or a training step), plus the ``profile`` command.
+Loads an equiforce model file (or an exported ``.pt2`` package, timed as exported through
+``equiforce.export.load_exported``; the model options below are then refused), optionally
+switches its kernel backend, sets its receiver chunks or whole-graph pass
+(``options.Variant``) and compiles or exports it (then the loaded ``.pt2`` package is timed),
+builds the batch of the given structures (the neighbour list is timed here, once, outside the
+timed calls) and serves the protocol of ``equiforce.measure.protocol`` with calls of one
+kind (``kinds``: inference or a training step), plus the ``profile`` command.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = ["add_common_arguments", "prepare_batch"]
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every worker (ours and the peers')."""
-    parser.add_argument("--model", required=True, help="equiforce model file")
+    parser.add_argument("--model", required=True, help="equiforce model file or .pt2 package")
     parser.add_argument("--frames", required=True, help=".npz of structures (systems.save_frames)")
     parser.add_argument("--outputs", required=True, help=".npz receiving the first call's E, F")
     parser.add_argument("--device", default="cpu")
@@ -63,9 +64,29 @@ def prepare_batch(
     return batch, info
 
 
-def _prepare(args: argparse.Namespace) -> Session:
+def _load_package(args: argparse.Namespace, device: torch.device) -> Any:
+    """The loaded package ``args.model``; refuses the options that apply to model files."""
+    from equiforce.export import load_exported
+    from equiforce.workflows.bench.options import refuse_package_options
+
+    refuse_package_options(
+        args.model,
+        {
+            "--backend": args.backend is not None,
+            "--compile": args.compile,
+            "--export-backend": args.export_backend is not None,
+            "--chunk-edges": args.chunk_edges is not None,
+            "--whole-graph": args.whole_graph,
+            f"--kind {args.kind}": args.kind != "inference",
+        },
+    )
+    return load_exported(args.model, device)
+
+
+def _load_potential(args: argparse.Namespace, device: torch.device) -> tuple[Any, list[str]]:
+    """The model file ``args.model`` with the variant's options applied (module docstring),
+    and its executors' kernel backends (before any export)."""
     from equiforce.models import load_model
-    from equiforce.workflows.bench.kinds import potential_call
     from equiforce.workflows.bench.options import (
         apply_backend,
         apply_chunk_edges,
@@ -75,10 +96,7 @@ def _prepare(args: argparse.Namespace) -> Session:
         apply_whole_graph,
         executor_backends,
     )
-    from equiforce.workflows.bench.profile import profile_call
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     potential = load_model(args.model, map_location=device).eval()
     potential = apply_precision(potential, args.precision)
     potential = apply_backend(potential, args.backend)
@@ -89,7 +107,21 @@ def _prepare(args: argparse.Namespace) -> Session:
     if args.export_backend is not None and args.kind != "inference":
         raise ValueError(f"an exported package cannot run {args.kind!r} calls (inference only)")
     with tempfile.TemporaryDirectory(prefix="equiforce-bench-") as folder:
-        potential = apply_export(potential, args.export_backend, folder)
+        return apply_export(potential, args.export_backend, folder), backends
+
+
+def _prepare(args: argparse.Namespace) -> Session:
+    from equiforce.workflows.bench.kinds import potential_call
+    from equiforce.workflows.bench.options import is_package
+    from equiforce.workflows.bench.profile import profile_call
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    package = is_package(args.model)
+    if package:
+        potential, backends = _load_package(args, device), []
+    else:
+        potential, backends = _load_potential(args, device)
     batch, info = prepare_batch(args.frames, potential.type_names, potential.r_max, device)
     call = potential_call(potential, batch, args.kind)
 
@@ -104,6 +136,7 @@ def _prepare(args: argparse.Namespace) -> Session:
             "executor_backends": backends,
             "compile": args.compile,
             "export_backend": args.export_backend,
+            "package": package,
             "chunk_edges": args.chunk_edges,
             "whole_graph": args.whole_graph,
             "kind": args.kind,
