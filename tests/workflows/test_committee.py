@@ -56,6 +56,23 @@ def test_members_differ_by_seed_and_subset(tmp_path, emt_train_file):
     assert again.model_paths == result.model_paths
 
 
+def test_subsampling_several_training_files_subsamples_each(tmp_path, emt_train_file):
+    """With data.train_files each weighted file is subsampled; its metric name stays."""
+    values = config_dict(tmp_path / "committee", emt_train_file, max_epochs=1)
+    values["training"]["stage_two"] = {"enabled": False}
+    data = values["data"]
+    data["train_files"] = [
+        {"path": str(data.pop("train_file")), "weight": 1.0, "name": "main"},
+        {"path": str(emt_train_file), "weight": 0.5, "name": "replay"},
+    ]
+    data.pop("valid_file", None)
+    member = member_config(RunConfig.from_dict(values), CommitteeConfig(size=2, subsample=0.5), 1)
+    entries = member.data.train_files
+    assert [e.label for e in entries] == ["main", "replay"]
+    assert [e.weight for e in entries] == [1.0, 0.5]
+    assert [len(read(e.path, index=":")) for e in entries] == [6, 6]
+
+
 @pytest.mark.slow
 def test_members_train_in_parallel_processes(tmp_path, emt_train_file):
     """workers=2: both members train in spawned processes (~10 s of process start-up)."""

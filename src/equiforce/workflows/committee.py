@@ -118,7 +118,15 @@ def member_config(
     folder = member_dir(run.output_dir, index)
     seed = run.seed + index
     data = run.data
-    if committee.subsample is not None:
+    if committee.subsample is not None and data.train_files is not None:
+        entries = []
+        for k, entry in enumerate(data.train_files):  # each weighted file subsampled alike
+            subset = folder / f"train_subset_{k}.xyz"
+            _write_subsample(entry.path, committee.subsample, seed, subset)
+            # the name stays the original file's: metrics.csv columns are named after it
+            entries.append(dataclasses.replace(entry, path=str(subset), name=entry.label))
+        data = dataclasses.replace(data, train_files=tuple(entries))
+    elif committee.subsample is not None:
         subset = folder / "train_subset.xyz"
         _write_subsample(data.train_file, committee.subsample, seed, subset)
         data = dataclasses.replace(data, train_file=str(subset))
@@ -217,6 +225,7 @@ def _train_member(work: tuple[RunConfig, bool, int]) -> None:
         "model": f"{folder.name}/{result.model_path.name}",
         "seed": config.seed,
         "train_file": config.data.train_file,
+        "train_files": [e.path for e in config.data.train_files or ()],
         "init_model": config.training.init_model,
         "epochs": result.epochs_completed,
         "best_epoch": result.best_epoch,
