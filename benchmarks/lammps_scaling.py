@@ -9,12 +9,13 @@ the box as its last element). The same model and box then step through ASE
 (``EquiforceCalculator``, velocity Verlet) in this process. Every rank times each pair call
 (``run_lammps(timing=True)``: ``equiforce.lammps.driver.CallRecord``); the first
 ``--warmup`` + 1 calls are dropped. A step is the LAMMPS time between calls plus the call; the
-slowest rank's mean step gives atom-steps/s and ns/day. Per rank: local and ghost atoms,
-edges, and where the step went: the model (forward + backward), the halo exchange, the
-Python glue of the callback (C arrays to tensors and back) and LAMMPS (integration,
-neighbour lists, communication, the plugin's edge list). ``--repeats`` runs every
+slowest rank's mean step gives atom-steps/s and ns/day. Per rank: local atoms, ghost rows
+(the model's: one per atom of another rank), edges, and where the step went: the model
+(forward + backward), the halo exchange, the Python glue of the callback (C arrays to tensors
+and back) and LAMMPS (integration, neighbour lists, communication, the plugin's edge list and
+force accumulation; on several ranks also the wait for the slowest). ``--repeats`` runs every
 (family, size) that many times, ranks interleaved, with the load average before and after
-each run (the cores may be shared).
+each run (the cores may be shared; docs/lammps.md has the figures).
 
     python -m benchmarks.lammps_scaling --reps 6 14 --ranks 1 2 --steps 5 --repeats 2
 
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     document["settings"] = {k: str(v) for k, v in vars(args).items() if k != "worker"}
     print(
         f"{'family':8s} {'atoms':>7s} {'engine':7s} {'ranks':>5s} {'ms/step':>10s} "
-        f"{'atom-steps/s':>12s} {'ns/day':>9s} {'overhead':>8s} {'ghosts/rank':>15s}"
+        f"{'atom-steps/s':>12s} {'ns/day':>9s} {'overhead':>8s} {'ghost rows':>15s}"
     )
     for family in args.families:
         preset = {"allegro": args.allegro, "mace": args.mace}[family]
