@@ -14,11 +14,10 @@ The figure is structures per second of whole epochs (training steps, the gradien
 all-reduce, validation of the small set, the checkpoint write) from ``metrics.csv``'s
 ``wall_s``, the median over the epochs after the first (which warms up); with ``--repeats R``
 the two world sizes alternate R times and each keeps its best run (the least disturbed by
-other processes). Unless ``--no-cpu-projection``, a one-epoch run per world size gives the
-CPU seconds per epoch and the speed-up they imply on idle cores (``cpu_projection``). The
-machine's load average before and after each run is recorded: other processes on the cores
-take time from both runs, and from the 2-rank run twice; ``process_cpu_s`` (all processes of
-a run, start-up and data preparation included) shows the work apart from the waiting. Output:
+other processes). The machine's load average before and after each run is recorded: other
+processes on the cores take time from both runs, and from the 2-rank run twice;
+``process_cpu_s`` (all processes of a run, start-up and data preparation included) shows the
+work apart from the waiting. Output:
 ``<out>/ddp_throughput_<time>.json`` (run record with the reproducing command, settings, per
 case both runs and the speed-up)::
 
@@ -54,19 +53,14 @@ LAUNCHERS = {
 }  # fmt: skip
 
 
-def run_file(
-    args: argparse.Namespace, split: acac.Split, preset: str, folder: Path, epochs: int = 0
-) -> Path:
-    """The run file of one case (the same for both world sizes but the output folder).
-
-    ``epochs``: instead of ``args.epochs`` (the one-epoch runs of the CPU projection).
-    """
+def run_file(args: argparse.Namespace, split: acac.Split, preset: str, folder: Path) -> Path:
+    """The run file of one case (the same for both world sizes but the output folder)."""
     values = {
         "output_dir": str(folder),
         "seed": 0,
         "data": {**acac.data_section(split), "batch_size": args.batch, "valid_batch_size": 8},
         "model": ModelConfig.from_preset(preset, dtype="float32").to_dict(),
-        "training": acac.training_section(max_epochs=epochs or args.epochs),
+        "training": acac.training_section(max_epochs=args.epochs),
     }
     path = folder.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(values, sort_keys=False))
@@ -94,25 +88,6 @@ def train_once(path: Path, ranks: int, n_train: int) -> dict[str, Any]:
             "structures_per_s": n_train / statistics.median(timed)}
 
 
-def cpu_projection(
-    args: argparse.Namespace, split: acac.Split, preset: str, out: Path, runs: list[dict]
-) -> dict[str, Any]:
-    """CPU seconds per epoch (all ranks) and the speed-up they imply on idle cores.
-
-    One-epoch runs give each world size's start-up CPU; the least CPU of its full runs minus
-    that, over the remaining epochs, is the CPU of an epoch. On cores of their own the 2 ranks
-    would take half their summed CPU per epoch (an upper bound: waiting is not counted).
-    """
-    per_epoch = {}
-    for n in (1, 2):
-        short = train_once(run_file(args, split, preset, out / f"{preset}_{n}rank_1epoch", 1),
-                           n, args.n_train)
-        full = min(r["process_cpu_s"] for r in runs if r["ranks"] == n and "error" not in r)
-        per_epoch[n] = (full - short["process_cpu_s"]) / (args.epochs - 1)
-    return {"cpu_s_per_epoch": per_epoch,
-            "projected_speedup": 2.0 * per_epoch[1] / per_epoch[2]}
-
-
 def _children_cpu_s() -> float:
     """User + system CPU seconds of the finished child processes (start-up included)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -129,13 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8, help="global batch (structures per step)")
     p.add_argument("--epochs", type=int, default=3, help="epochs (the first is not timed)")
     p.add_argument("--repeats", type=int, default=2, help="alternations of 1 and 2 ranks")
-    p.add_argument("--no-cpu-projection", dest="cpu_projection", action="store_false",
-                   help="skip the one-epoch runs of the CPU-time projection")
     p.add_argument("--smoke", action="store_true", help="8 training frames, 2 epochs, 1 repeat")
     args = p.parse_args(argv)
     if args.smoke:
         args.n_train, args.n_valid, args.epochs, args.batch, args.repeats = 8, 2, 2, 4, 1
-        args.cpu_projection = False
     return args
 
 
@@ -155,15 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         speeds = [max((r.get("structures_per_s") or 0.0 for r in runs if r["ranks"] == n),
                       default=0.0) or None for n in (1, 2)]
         speedup = speeds[1] / speeds[0] if None not in speeds else None
-        case = {"preset": preset, "runs": runs, "structures_per_s": speeds, "speedup": speedup}
-        if args.cpu_projection and speedup is not None:
-            case.update(cpu_projection(args, split, preset, out, runs))
-        cases.append(case)
+        cases.append({"preset": preset, "runs": runs, "structures_per_s": speeds,
+                      "speedup": speedup})
         loads = [r["load_average_1min"][0] for r in runs]
         print(f"{preset:12s} 1 rank {speeds[0] or float('nan'):7.2f} structures/s, 2 ranks "
               f"{speeds[1] or float('nan'):7.2f}: x{speedup or float('nan'):.2f} "
-              f"(1-min load averages at the starts {loads}); CPU projection "
-              f"x{case.get('projected_speedup', float('nan')):.2f}", flush=True)
+              f"(1-min load averages at the starts {loads})", flush=True)
     report = {**run_record("benchmarks.ddp_throughput", argv), "settings": vars(args),
               "cases": cases}
     path = out / "results.json"
