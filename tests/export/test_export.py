@@ -236,9 +236,10 @@ def test_cli_exports_a_model_file_and_prints_the_check(
     save_model(model, tmp_path / "model.pt")
     out = tmp_path / "model.pt2"
     argv = ["export", str(tmp_path / "model.pt"), str(out), "--stress", "--per-atom"]
-    assert main(argv) == 0
+    assert main(argv + ["--max-atoms", "80"]) == 0
     assert "large" in capsys.readouterr().out
     assert read_metadata(out)["family"] == "allegro"
+    assert read_metadata(out)["max_atoms"] == 80
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
 
 
@@ -282,3 +283,37 @@ def test_bench_times_a_package_as_exported(allegro_float32, tmp_path, capsys):
         assert f"timed as exported: {option[0]}" in capsys.readouterr().err
     assert main(["bench", str(path), "--systems", "batch4"]) == 2
     assert "one structure per call" in capsys.readouterr().err
+
+
+def test_max_atoms_bounds_the_atom_axis_and_refuses_larger_structures(
+    allegro_float32, tmp_path, monkeypatch
+):
+    from equiforce.export import build
+
+    model, compiled, _ = allegro_float32
+    with pytest.raises(ExportError, match="--max-atoms 20 is below .*'large', 64 atoms"):
+        export_potential(model, tmp_path / "small.pt2", max_atoms=20)
+    _reuse_compiled(monkeypatch, compiled, tmp_path)
+    programs = []
+
+    def recording(*args):
+        programs.append(build_exported_program(*args))
+        return programs[-1]
+
+    build_exported_program = build._exported_program
+    monkeypatch.setattr(build, "_exported_program", recording)
+    path = tmp_path / "bounded.pt2"
+    export_potential(model, path, stress=True, per_atom=True, max_atoms=100)
+    bounds = {(str(r.lower), str(r.upper)) for r in programs[0][0].range_constraints.values()}
+    assert bounds == {("2", "100"), ("2", "int_oo")}  # atoms; edges stay unbounded
+    assert read_metadata(path)["max_atoms"] == 100
+    package = load_exported(path)
+    fits, too_large = make_fcc_cu(2), make_fcc_cu(3)  # 32 and 108 atoms
+    assert len(fits) <= 100 < len(too_large)
+    want = model(package.batch(fits), create_graph=False)[keys.ENERGY]
+    _assert_close(package(package.batch(fits))[keys.ENERGY], want, TOL.fp32, "energy")
+    with pytest.raises(ValueError, match="--max-atoms 100; the structure has 108 atoms"):
+        package(package.batch(too_large))
+    too_large.calc = EquiforceCalculator(path)
+    with pytest.raises(ValueError, match="--max-atoms 100"):
+        too_large.get_potential_energy()

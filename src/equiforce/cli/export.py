@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--stress", action="store_true", help="also output stress and virial")
     parser.add_argument("--per-atom", action="store_true", help="also output atomic energies")
+    parser.add_argument(
+        "--max-atoms",
+        type=int,
+        default=None,
+        metavar="N",
+        help="bound the package's atom axis to N atoms per structure (>= 64, the export "
+        "check's largest structure); larger structures are refused when run; default: unbounded",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         stress=args.stress,
         per_atom=args.per_atom,
+        max_atoms=args.max_atoms,
     )
     validation = metadata["validation"]
     print(f"package vs eager, (atol, rtol) = {tuple(validation['tolerance'])}:")

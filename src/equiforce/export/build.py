@@ -9,7 +9,8 @@ AOTInductor loaders run:
    (derivatives included) with symbolic atom and edge axes, on the periodic validation cell;
 3. the weights become buffers of the graph (so they are packaged), the outputs are cut to the
    requested ones, and ``torch.export.export`` exports it with the atom and edge axes dynamic
-   (from 2 up);
+   (from 2 up; the atom axis up to ``max_atoms`` when given, the edge axis unbounded: its
+   count depends on the density and r_max, not on the atoms alone);
 4. ``torch._inductor.aot_compile`` compiles it; the candidate package is loaded and compared
    with the eager potential (called as traced, ``create_graph=True``) on a molecule, a
    periodic triclinic cell, a slab (mixed pbc) and a periodic cell larger than the traced
@@ -114,6 +115,19 @@ def validation_structures(type_names: list[str] | tuple[str, ...]) -> dict[str, 
     }
 
 
+def _check_max_atoms(max_atoms: int | None, structures: dict[str, Atoms]) -> None:
+    """Raise ``ExportError`` unless every validation structure fits in ``max_atoms``."""
+    if max_atoms is None:
+        return
+    name, largest = max(structures.items(), key=lambda item: len(item[1]))
+    if max_atoms < len(largest):
+        raise ExportError(
+            f"--max-atoms {max_atoms} is below the export check's largest structure "
+            f"({name!r}, {len(largest)} atoms), so the package could not be validated; "
+            f"use --max-atoms >= {len(largest)}"
+        )
+
+
 def _lowest_compute_dtype(potential: Potential) -> str:
     """``EXPORT_TOLERANCES`` key: the policy's autocast dtype, else the parameter dtype."""
     policy = current_policy(potential)
@@ -149,7 +163,11 @@ def _custom_ops(graph: torch.fx.GraphModule) -> list[str]:
 
 
 def _exported_program(
-    potential: Potential, batch: dict[str, torch.Tensor], outputs: list[str], stress: bool
+    potential: Potential,
+    batch: dict[str, torch.Tensor],
+    outputs: list[str],
+    stress: bool,
+    max_atoms: int | None,
 ) -> tuple[torch.export.ExportedProgram, list[str]]:
     """Steps 2-3 of the module docstring; returns the program and its input keys."""
     names = sorted(name for name in keys.MODEL_INPUT_KEYS if name in batch)
@@ -166,7 +184,7 @@ def _exported_program(
     if missing:
         raise ExportError(f"the potential does not produce {missing}")
     _freeze(graph, len(names), state, [out_keys.index(name) for name in outputs])
-    atoms, edges = Dim("n_atoms", min=2), Dim("n_edges", min=2)
+    atoms, edges = Dim("n_atoms", min=2, max=max_atoms), Dim("n_edges", min=2)
     per_axis = {keys.EDGE_INDEX: edges, keys.EDGE_SHIFT: edges}
     dynamic = tuple(
         {_SYMBOLIC_AXIS[name]: per_axis.get(name, atoms)} if name in _SYMBOLIC_AXIS else None
@@ -206,7 +224,11 @@ def _validate(
 
 
 def _metadata(
-    potential: Potential, outputs: list[str], inputs: list[str], device: torch.device
+    potential: Potential,
+    outputs: list[str],
+    inputs: list[str],
+    device: torch.device,
+    max_atoms: int | None,
 ) -> dict[str, Any]:
     policy = current_policy(potential)
     return {
@@ -223,6 +245,7 @@ def _metadata(
         "inputs": inputs,
         "outputs": outputs,
         "device": device.type,
+        "max_atoms": max_atoms,
         "equiforce_version": equiforce.__version__,
         "torch_version": torch.__version__,
         "spec": json.loads(json.dumps(potential.spec_dict(), default=str)),
@@ -237,6 +260,7 @@ def export_potential(
     device: str | torch.device = "cpu",
     stress: bool = False,
     per_atom: bool = False,
+    max_atoms: int | None = None,
 ) -> dict[str, Any]:
     """Export ``potential`` into an AOTInductor package at ``path`` (module docstring).
 
@@ -248,24 +272,28 @@ def export_potential(
         device: ``cpu`` or ``cuda``: the package runs on this device type only.
         stress: also output ``stress`` and ``virial`` (1, 3, 3) float64 eV/Å^3 and eV.
         per_atom: also output ``node_energy`` (n_atoms,) float64 eV.
+        max_atoms: the most atoms per structure the package takes (the upper bound of the
+            exported atom axis, stored as ``metadata["max_atoms"]``; loading refuses larger
+            structures); at least the largest validation structure (64). None: unbounded.
 
     Returns:
         The metadata written into the package (``validation``: the figures).
 
     Raises:
-        ExportError: custom ops in the trace.
+        ExportError: custom ops in the trace; ``max_atoms`` below the validation structures.
         ExportValidationError: the package disagrees with eager beyond ``EXPORT_TOLERANCES``
             of the model's lowest compute dtype; nothing is written.
     """
     device = torch.device(device)
+    _check_max_atoms(max_atoms, validation_structures(potential.type_names))
     model = use_backend(copy.deepcopy(potential), backend).to(device).eval()
     outputs = [keys.ENERGY, keys.FORCES]
     outputs += [keys.STRESS, keys.VIRIAL] if stress else []
     outputs += [keys.NODE_ENERGY] if per_atom else []
     periodic = validation_structures(model.type_names)["periodic"]
     traced = atoms_batch(periodic, model.type_names, model.r_max, device)
-    program, inputs = _exported_program(model, traced, outputs, stress)
-    metadata = _metadata(model, outputs, inputs, device)
+    program, inputs = _exported_program(model, traced, outputs, stress, max_atoms)
+    metadata = _metadata(model, outputs, inputs, device, max_atoms)
     aoti_files = torch._inductor.aot_compile(
         program.module(check_guards=False),
         program.example_inputs[0],

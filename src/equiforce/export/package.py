@@ -180,6 +180,8 @@ class ExportedPotential:
         self.outputs: list[str] = list(metadata["outputs"])
         self.inputs: list[str] = list(metadata["inputs"])
         self.dtype: torch.dtype = getattr(torch, metadata["dtype"])
+        # the exported atom axis's upper bound (equiforce export --max-atoms); None: unbounded
+        self.max_atoms: int | None = metadata.get("max_atoms")
 
     def eval(self) -> ExportedPotential:
         """``self``: a package always runs inference (for code that sets a model's mode)."""
@@ -218,7 +220,8 @@ class ExportedPotential:
 
         Raises:
             ValueError: stress asked of a package without it, ``create_graph``, more than one
-                graph, or fewer than 2 atoms or edges.
+                graph, fewer than 2 atoms or edges, or more atoms than the package's
+                ``max_atoms``.
         """
         if create_graph:
             raise ValueError("an exported package is not differentiable (create_graph=True)")
@@ -231,6 +234,11 @@ class ExportedPotential:
             raise ValueError(
                 f"exported packages need >= {_MIN_ATOMS} atoms and >= {_MIN_EDGES} edges within "
                 f"r_max = {self.r_max} Å; got {n_atoms} atoms, {n_edges} edges"
+            )
+        if self.max_atoms is not None and n_atoms > self.max_atoms:
+            raise ValueError(
+                f"this package was exported with --max-atoms {self.max_atoms}; the structure "
+                f"has {n_atoms} atoms (export again with a larger --max-atoms)"
             )
         inputs = [data[name].to(self.device) for name in self.inputs]
         return dict(zip(self.outputs, self.runner(*inputs), strict=True))
