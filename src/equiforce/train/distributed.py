@@ -329,7 +329,8 @@ def reduce_gradients(
     """Sum the gradients over ranks in place, with a few numbers riding along.
 
     A parameter whose gradient is None on every rank keeps None; one that has a gradient on
-    some rank gets the sum (zeros counted for the others).
+    some rank gets the sum (zeros counted for the others); frozen ones (``requires_grad``
+    False) are left out.
 
     Args:
         parameters: the trained parameters (same order on every rank).
@@ -342,30 +343,29 @@ def reduce_gradients(
     """
     groups: dict[torch.dtype, list[torch.nn.Parameter]] = {}
     for param in parameters:
-        groups.setdefault(param.dtype, []).append(param)
+        if param.requires_grad:  # frozen parameters (fine-tuning) are not sent
+            groups.setdefault(param.dtype, []).append(param)
+    extras_tensor = torch.tensor(list(extras), dtype=torch.float64, device=world.device)
+    if not groups:  # nothing trains: only the extras travel
+        return world.all_reduce_sum(extras_tensor, f"{where}: loss all-reduce").tolist()
     summed: list[float] = []
     for index, (dtype, params) in enumerate(groups.items()):
-        riders = [1.0 if p.grad is not None else 0.0 for p in params]
-        if index == 0:
-            riders += list(extras)
-        flat = torch.cat(
-            [
-                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                for p in params
-            ]
-            + [torch.tensor(riders, dtype=torch.float64).to(dtype=dtype, device=world.device)]
-        )
+        has_grad = [float(p.grad is not None) for p in params]
+        riders = torch.tensor(has_grad, dtype=torch.float64, device=world.device)
+        if index == 0:  # the extras ride with the first group (in its dtype: flags, a loss)
+            riders = torch.cat([riders, extras_tensor])
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([*(g.reshape(-1) for g in grads), riders.to(dtype)])
         world.all_reduce_sum(flat, f"{where}: gradient all-reduce")
+        tail = flat[flat.numel() - riders.numel() :].to(torch.float64).tolist()
         offset = 0
-        for k, param in enumerate(params):
+        for param, summed_flag in zip(params, tail, strict=False):
             size = param.numel()
-            if float(flat[-len(riders) + k]) > 0.0:
-                param.grad = flat[offset : offset + size].view_as(param).clone()
-            else:
-                param.grad = None
+            keep = summed_flag > 0.0
+            param.grad = flat[offset : offset + size].view_as(param).clone() if keep else None
             offset += size
         if index == 0:
-            summed = flat[len(flat) - len(extras) :].to(torch.float64).tolist()
+            summed = tail[len(params) :]
     return summed
 
 
