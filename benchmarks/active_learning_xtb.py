@@ -209,15 +209,16 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path:
         top.plot(index, [r["tests"][name]["forces_rmse_meV_A"] for r in rounds], "o-", label=name)
         middle.plot(index, [r["tests"][name]["energy_rmse_meV_atom"] for r in rounds], "o-",
                     label=name)
-    top.set_ylabel("force RMSE vs xTB (meV/Å)")
+    top.set_ylabel("force RMSE (meV/Å)")
     top.legend()
     middle.set_ylabel("energy RMSE (meV/atom)")
     bottom.plot(index, [r["n_train_frames"] for r in rounds], "s-", color="black")
     bottom.set_ylabel("training frames")
     bottom.set_xlabel("round (0: initial committee)")
+    bottom.set_xticks(index)
     for ax in (top, middle):
         ax.set_yscale("log")
-    fig.suptitle("AcAc active learning, GFN2-xTB labels: committee mean on xTB MD test sets")
+    fig.suptitle("AcAc, GFN2-xTB labels: committee mean vs xTB on MD test sets", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     return path
