@@ -106,3 +106,32 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, labelled, capsys):
     assert "fastest mode within tolerance" in capsys.readouterr().out
     payload = json.loads((tmp_path / "audit.json").read_text())
     assert [m["mode"] for m in payload["modes"]] == ["float64", "fp16-mixed"]
+
+
+def test_modes_are_timed_round_robin_and_bit_identical_modes_only_once(structures, monkeypatch):
+    """The timed calls alternate between modes (warm-up rounds included); tf32, whose CPU
+    arithmetic is float32's, is reported as the same arithmetic and not timed again."""
+    from equiforce.precision import current_policy
+    from equiforce.workflows import precision_audit
+
+    order: list[str] = []
+
+    def recording_call(model, structure, device):
+        name = current_policy(model).name
+        return lambda: order.append(name)
+
+    monkeypatch.setattr(precision_audit, "_single_call", recording_call)
+    modes = ("float32", "tf32", "bf16-mixed")
+    options = AuditOptions(modes=modes, timing_repeats=3, md_steps=0, batch_size=3)
+    result = run_audit(tiny_mace(), structures, options)
+    timed = ["float32", "bf16-mixed"]
+    rounds = 2 + options.timing_repeats  # warm-up + timed rounds, then one memory call each
+    assert order == timed * rounds + timed
+    by_mode = {a.mode: a for a in result.modes}
+    assert by_mode["tf32"].same_arithmetic_as == "float32"
+    assert by_mode["float32"].same_arithmetic_as is None
+    assert by_mode["bf16-mixed"].same_arithmetic_as is None
+    assert by_mode["tf32"].ms_per_call == by_mode["float32"].ms_per_call
+    assert by_mode["tf32"].forces_dev_max_meV_per_A == by_mode["float32"].forces_dev_max_meV_per_A
+    table = precision_audit.format_audit_table(result)
+    assert "tf32: bit-identical to float32" in table
