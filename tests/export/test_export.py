@@ -22,12 +22,14 @@ from equiforce.cli.main import main
 from equiforce.data import keys
 from equiforce.export import ExportedPackageError, load_exported, read_metadata
 from equiforce.export.build import (
+    EXPORT_TOLERANCES,
     ExportError,
     ExportValidationError,
     export_potential,
 )
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.models import save_model
+from equiforce.precision import apply_policy, from_name
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import (
     make_fcc_cu,
@@ -35,20 +37,32 @@ from equiforce.testing.structures import (
     make_slab,
     make_triclinic_cu,
 )
-from equiforce.testing.tolerances import TOL
+from equiforce.testing.tolerances import TOL, Tolerance
 
 BUILDERS = {
     "mace": lambda dtype, **kw: tiny_mace(dtype, num_interactions=1, **kw),
     "allegro": lambda dtype, **kw: tiny_allegro(dtype, num_layers=1, **kw),
 }
-TOLERANCES = {torch.float64: TOL.fp64, torch.float32: TOL.fp32}
+# package vs eager by precision mode; the mixed modes' is the export check's own (build.py)
+TOLERANCES = {
+    "float64": TOL.fp64,
+    "float32": TOL.fp32,
+    "bf16-mixed": Tolerance(*EXPORT_TOLERANCES["bf16"]),
+    "fp16-mixed": Tolerance(*EXPORT_TOLERANCES["fp16"]),
+}
 
 
-def _export(family: str, dtype: torch.dtype, folder: Path):
+def _export(family: str, dtype: torch.dtype, folder: Path, mode=None, backend="reference"):
     model = BUILDERS[family](dtype).eval()
+    if mode is not None:
+        model = apply_policy(model, from_name(mode))
     path = folder / f"{family}.pt2"
-    metadata = export_potential(model, path, stress=True, per_atom=True)
+    metadata = export_potential(model, path, backend=backend, stress=True, per_atom=True)
     return model, path, metadata
+
+
+def _mode(metadata) -> str:
+    return (metadata["precision"] or {}).get("name") or metadata["dtype"]
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +85,35 @@ def allegro_float64(tmp_path_factory):
     return _export("allegro", torch.float64, tmp_path_factory.mktemp("allegro64"))
 
 
+@pytest.fixture(scope="module")
+def allegro_fast_float64(tmp_path_factory):
+    """Allegro's fast kernels (plain torch ops, so they export), float64: exact parity."""
+    folder = tmp_path_factory.mktemp("allegro_fast64")
+    return _export("allegro", torch.float64, folder, backend="fast")
+
+
+@pytest.fixture(scope="module")
+def allegro_bf16(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("allegro_bf16")
+    return _export("allegro", torch.float32, folder, mode="bf16-mixed")
+
+
+@pytest.fixture(scope="module")
+def allegro_fp16_fast(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("allegro_fp16_fast")
+    return _export("allegro", torch.float32, folder, mode="fp16-mixed", backend="fast")
+
+
+# tf32 is float32 on CPU (its matmul setting acts on GPUs only), so it is not exported apart
 @pytest.fixture(
     params=[
         "mace_float64",
         "allegro_float32",
+        "allegro_fast_float64",
         pytest.param("mace_float32", marks=pytest.mark.slow),
         pytest.param("allegro_float64", marks=pytest.mark.slow),
+        pytest.param("allegro_bf16", marks=pytest.mark.slow),
+        pytest.param("allegro_fp16_fast", marks=pytest.mark.slow),
     ]
 )
 def exported(request):
@@ -93,6 +130,7 @@ def _assert_close(got, want, tolerance, name):
 def test_package_equals_eager_on_structures_unseen_at_export(exported):
     model, path, metadata = exported
     package = load_exported(path)
+    assert metadata["backend"] == ("fast" if "fast" in str(path.parent) else "reference")
     largest_validated = max(row["n_atoms"] for row in metadata["validation"]["figures"])
     structures = [make_molecule(), make_triclinic_cu(seed=4), make_slab(), make_fcc_cu(3)]
     assert len(structures[-1]) > largest_validated  # dynamic sizes beyond any seen
@@ -103,7 +141,7 @@ def test_package_equals_eager_on_structures_unseen_at_export(exported):
         want = model(batch, compute_stress=stress, create_graph=False)
         for name in [keys.ENERGY, keys.FORCES, keys.NODE_ENERGY] + [keys.STRESS] * stress:
             assert got[name].dtype == torch.float64
-            _assert_close(got[name], want[name], TOLERANCES[model.dtype], name)
+            _assert_close(got[name], want[name], TOLERANCES[_mode(metadata)], name)
 
 
 def test_package_metadata_describes_model_and_validation(allegro_float32):
