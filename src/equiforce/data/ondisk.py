@@ -1,0 +1,642 @@
+"""A preprocessed on-disk dataset: memory-mapped NumPy shards read lazily, bounded memory.
+
+``preprocess`` streams extxyz files (frames read in chunks, never a whole file), builds every
+neighbour list once and writes shards of ``shard_size`` structures. Each shard is a folder of
+plain ``.npy`` arrays, one concatenated array per field, plus per-structure offsets::
+
+    OUT/manifest.json            format, species, r_max, key spec, counts, statistics, sources
+    OUT/shard_00000/pos.npy       (n_atoms_total, 3) float64, Å
+                   numbers.npy   (n_atoms_total,) int64 atomic numbers
+                   forces.npy    (n_atoms_total, 3) float64, eV/Å (zeros where unlabelled)
+                   edge_index.npy (2, n_edges_total) int32, per-structure atom indices
+                   edge_shift.npy (n_edges_total, 3) int32 lattice shifts
+                   atom_offset.npy / edge_offset.npy (n_structures + 1,) int64
+                   cell.npy (n, 3, 3), pbc.npy (n, 3), energy.npy (n,), stress.npy (n, 3, 3),
+                   weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks
+
+Why memory-mapped arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra
+dependency; ``np.load(mmap_mode="r")`` gives zero-copy slices of one structure, so a process
+touches only the pages of what it indexes; the OS page cache is shared between loader
+workers and ranks on a node; a shard is a folder of files that maps onto ranks/workers and
+can be checked by size alone. ``atom_type`` is not stored: it is looked up from the atomic
+numbers at read time, so a dataset can be moved onto another species order (``retype``)
+without rewriting it.
+
+``OnDiskDataset`` returns the same graph dicts as ``GraphDataset`` (equal tensors, dtypes and
+shapes), so ``collate``, ``make_loader``, ``rank_batches`` and the trainer work unchanged.
+Its memory maps are opened lazily in each process (never pickled), so forked or spawned loader
+workers and ranks each map the files themselves and read only the structures they index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from equiforce.data import keys
+from equiforce.data.dataset import file_sha256
+from equiforce.data.extxyz import DEFAULT_KEYS, DataError, KeySpec, configuration_from_atoms
+from equiforce.data.graph import Configuration, type_indices
+from equiforce.data.statistics import DatasetStatistics, species_names
+from equiforce.files import atomic_write_text
+
+FORMAT = "equiforce-ondisk"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_N_Z = 119  # atomic numbers 0..118
+
+# field -> (dtype, trailing shape, scope): "atom" arrays are indexed by atom_offset, "edge"
+# arrays by edge_offset (edge_index along its last axis), "graph" arrays by structure.
+SHARD_FIELDS: Mapping[str, tuple[str, tuple[int, ...], str]] = {
+    "pos": ("float64", (3,), "atom"),
+    "numbers": ("int64", (), "atom"),
+    "forces": ("float64", (3,), "atom"),
+    "edge_index": ("int32", (2,), "edge"),
+    "edge_shift": ("int32", (3,), "edge"),
+    "cell": ("float64", (3, 3), "graph"),
+    "pbc": ("bool", (3,), "graph"),
+    "energy": ("float64", (), "graph"),
+    "stress": ("float64", (3, 3), "graph"),
+    "weights": ("float64", (3,), "graph"),
+    "has": ("bool", (3,), "graph"),
+    "atom_offset": ("int64", (), "offset"),
+    "edge_offset": ("int64", (), "offset"),
+}
+
+
+class OnDiskError(DataError):
+    """A preprocessed directory that cannot be used; the message names the file."""
+
+
+def is_preprocessed(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a directory holding a preprocessed-dataset manifest."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+# --- streaming statistics ---------------------------------------------------------------
+
+
+class StatisticsAccumulator:
+    """Sums from which ``DatasetStatistics`` follow, accumulated one structure at a time.
+
+    E0s solve the least-squares normal equations ``(CᵀC) e0 = Cᵀ E`` (C: per-structure atom
+    counts by atomic number, E: energies); the minimum-norm solution equals ``np.linalg.lstsq``
+    on the counts (as ``data.statistics`` does), also when the stoichiometry is fixed. Memory
+    is O(119²) whatever the data size.
+    """
+
+    def __init__(self) -> None:
+        self.ctc = np.zeros((_N_Z, _N_Z))
+        self.cte = np.zeros(_N_Z)
+        self.count_per_atom = np.zeros(_N_Z)  # sum over labelled structures of counts / n_atoms
+        self.energy_per_atom = 0.0  # sum over labelled structures of E / n_atoms, eV
+        self.n_energies = 0
+        self.present = np.zeros(_N_Z, dtype=bool)
+        self.force_sq = 0.0  # sum of squared force components, (eV/Å)²
+        self.n_force_components = 0
+        self.n_atoms = 0
+        self.n_edges = 0
+        self.n_configs = 0
+
+    def add(self, numbers: np.ndarray, n_edges: int, energy: float | None, forces) -> None:
+        """Add one structure: atomic numbers (n,), its edge count, energy (eV), forces."""
+        counts = np.bincount(numbers, minlength=_N_Z).astype(np.float64)
+        self.present |= counts > 0
+        self.n_atoms += len(numbers)
+        self.n_edges += int(n_edges)
+        self.n_configs += 1
+        if energy is not None:
+            self.ctc += np.outer(counts, counts)
+            self.cte += counts * energy
+            self.count_per_atom += counts / len(numbers)
+            self.energy_per_atom += energy / len(numbers)
+            self.n_energies += 1
+        if forces is not None:
+            self.force_sq += float(np.square(forces).sum())
+            self.n_force_components += int(np.size(forces))
+
+    def statistics(
+        self,
+        type_names: Sequence[str] | None = None,
+        isolated_atoms: Mapping[str, float] | None = None,
+    ) -> DatasetStatistics:
+        """The statistics, as ``data.statistics.compute_statistics`` defines them.
+
+        Args:
+            type_names: species order; None: the species present, sorted by atomic number.
+            isolated_atoms: E0 per symbol, eV; None fits E0s by least squares.
+
+        Raises:
+            ValueError: no structure, a species outside ``type_names``, E0s not determined.
+        """
+        from ase.data import atomic_numbers
+
+        if self.n_configs == 0:
+            raise ValueError("statistics need at least one configuration")
+        present = species_names([np.flatnonzero(self.present)])
+        type_names = tuple(type_names) if type_names is not None else present
+        unknown = sorted(set(present) - set(type_names))
+        if unknown:
+            raise ValueError(f"species {unknown} occur in the data but not in {list(type_names)}")
+        z = np.array([atomic_numbers[name] for name in type_names])
+        if isolated_atoms is None:
+            e0s = self._fit(type_names, z)
+        else:
+            missing = [name for name in type_names if name not in isolated_atoms]
+            if missing:
+                raise ValueError(
+                    f"isolated-atom energies lack {missing} (have {sorted(isolated_atoms)})"
+                )
+            e0s = np.array([float(isolated_atoms[name]) for name in type_names])
+        mean_energy = 0.0
+        if self.n_energies:
+            shifted = self.energy_per_atom - float(self.count_per_atom[z] @ e0s)
+            mean_energy = shifted / self.n_energies
+        rms = np.sqrt(self.force_sq / self.n_force_components) if self.n_force_components else 0
+        if rms == 0.0:
+            rms = 1.0  # as data.statistics: no non-zero forces
+        return DatasetStatistics(
+            type_names=type_names,
+            atomic_energies=tuple(float(e) for e in e0s),
+            avg_num_neighbors=self.n_edges / self.n_atoms,
+            force_rms=float(rms),
+            mean_interaction_energy=float(mean_energy),
+            n_configs=self.n_configs,
+        )
+
+    def _fit(self, type_names: Sequence[str], z: np.ndarray) -> np.ndarray:
+        if self.n_energies == 0:
+            raise ValueError("no energies in the data to fit E0s; give isolated_atoms")
+        diagonal = np.diag(self.ctc)[z]
+        missing = [name for name, d in zip(type_names, diagonal, strict=True) if d == 0]
+        if missing:
+            raise ValueError(
+                f"cannot fit E0s of {missing}: no labelled configuration contains them; "
+                "give isolated_atoms"
+            )
+        e0s, *_ = np.linalg.lstsq(self.ctc[np.ix_(z, z)], self.cte[z], rcond=None)
+        return e0s
+
+    def to_json(self) -> dict[str, Any]:
+        """The sums as JSON-able lists (kept in the manifest)."""
+        out = {}
+        for name, value in vars(self).items():
+            out[name] = value.tolist() if isinstance(value, np.ndarray) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "StatisticsAccumulator":
+        acc = cls()
+        for name, value in data.items():
+            current = getattr(acc, name)
+            if isinstance(current, np.ndarray):
+                value = np.asarray(value, dtype=current.dtype)
+            setattr(acc, name, value)
+        return acc
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def iter_configurations(
+    path: str | os.PathLike, keys_spec: KeySpec = DEFAULT_KEYS
+) -> Iterator[Configuration]:
+    """Validated configurations of an extxyz file, one frame at a time (partial labels allowed).
+
+    Raises:
+        DataError: a frame that cannot be parsed, is invalid or carries no label (file, frame
+            and field named).
+    """
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    frames = ase.io.iread(str(path), index=":", format="extxyz")
+    count = 0
+    while True:
+        source = f"{path}, frame {count}"
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            break
+        except Exception as exc:  # ASE raises many types
+            raise DataError(f"{source}: cannot parse extended XYZ: {exc}") from exc
+        config = configuration_from_atoms(atoms, keys_spec, source)
+        if config.energy is None and config.forces is None and config.stress is None:
+            raise DataError(f"{source}: no label: none of energy, forces and stress is present")
+        yield config
+        count += 1
+    if count == 0:
+        raise DataError(f"{path}: no frames (empty file?)")
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _structure_arrays(config: Configuration, r_max: float) -> dict[str, np.ndarray]:
+    """One structure's arrays (the graph of ``configuration_to_graph``, without atom types)."""
+    from equiforce.data.neighbors import neighbor_list
+
+    edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
+    n = config.n_atoms
+    return {
+        "pos": config.positions,
+        "numbers": np.asarray(config.atomic_numbers, dtype=np.int64),
+        "forces": np.zeros((n, 3)) if config.forces is None else config.forces,
+        "edge_index": edge_index.astype(np.int32),
+        "edge_shift": np.rint(edge_shift).astype(np.int32),
+        "cell": config.cell.reshape(1, 3, 3),
+        "pbc": np.asarray(config.pbc, dtype=bool).reshape(1, 3),
+        "energy": np.array([0.0 if config.energy is None else config.energy]),
+        "stress": (np.zeros((3, 3)) if config.stress is None else config.stress).reshape(1, 3, 3),
+        "weights": config.weight
+        * np.array([[config.energy_weight, config.forces_weight, config.stress_weight]]),
+        "has": np.array(
+            [[config.energy is not None, config.forces is not None, config.stress is not None]]
+        ),
+    }
+
+
+def _chunk_arrays(args: tuple[list[Configuration], float]) -> list[dict[str, np.ndarray]]:
+    configs, r_max = args
+    return [_structure_arrays(c, r_max) for c in configs]
+
+
+class _ShardWriter:
+    """Collects structures and writes a shard folder every ``shard_size`` structures."""
+
+    def __init__(self, out_dir: Path, shard_size: int):
+        self.out_dir, self.shard_size = out_dir, shard_size
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.shards: list[dict[str, Any]] = []
+
+    def add(self, arrays: dict[str, np.ndarray]) -> None:
+        self.pending.append(arrays)
+        if len(self.pending) == self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        name = f"shard_{len(self.shards):05d}"
+        folder = self.out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        items, self.pending = self.pending, []
+        n_atoms = np.array([len(a["numbers"]) for a in items])
+        n_edges = np.array([a["edge_index"].shape[1] for a in items])
+        joined = {
+            "atom_offset": np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
+            "edge_offset": np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64),
+        }
+        for field, (dtype, _, _) in SHARD_FIELDS.items():
+            if field in joined:
+                continue
+            axis = 1 if field == "edge_index" else 0
+            joined[field] = np.concatenate([a[field] for a in items], axis=axis).astype(dtype)
+        sizes = {}
+        for field, array in joined.items():
+            target = folder / f"{field}.npy"
+            np.save(target, array)
+            sizes[field] = target.stat().st_size
+        self.shards.append(
+            {
+                "name": name,
+                "n_structures": len(items),
+                "n_atoms": int(n_atoms.sum()),
+                "n_edges": int(n_edges.sum()),
+                "bytes": sizes,
+            }
+        )
+
+
+def preprocess(
+    xyz_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    type_names: Sequence[str] | None,
+    r_max: float,
+    key_spec: KeySpec = DEFAULT_KEYS,
+    workers: int = 1,
+    *,
+    shard_size: int = 10_000,
+    chunk_size: int = 256,
+) -> dict[str, Any]:
+    """Stream extxyz files into a preprocessed directory (neighbour lists, labels, statistics).
+
+    Frames are read ``chunk_size`` at a time; neighbour lists of a chunk are built in one of
+    ``workers`` processes; shards of ``shard_size`` structures are written as they fill, so
+    memory is bounded by a shard, not by the data.
+
+    Args:
+        xyz_paths: one or more extxyz files (joined in order).
+        out_dir: output folder (created; must not hold a manifest already).
+        type_names: species order of the manifest; None: the species present, sorted by
+            atomic number. An element outside a given list raises naming the frame.
+        r_max: neighbour cutoff, Å.
+        key_spec: label key names.
+        workers: processes building neighbour lists (1: in this process).
+        shard_size: structures per shard.
+        chunk_size: frames read and handed to a worker at a time.
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json`` last, atomically).
+    """
+    from ase.data import chemical_symbols
+
+    single = isinstance(xyz_paths, (str, os.PathLike))
+    paths = [Path(xyz_paths)] if single else [Path(p) for p in xyz_paths]
+    out = Path(out_dir)
+    if is_preprocessed(out):
+        raise FileExistsError(f"{out / MANIFEST}: already a preprocessed dataset; remove it first")
+    if not r_max > 0:
+        raise ValueError(f"r_max must be positive, got {r_max}")
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out, shard_size)
+    accumulator = StatisticsAccumulator()
+    sources: list[dict[str, Any]] = []
+    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        for path in paths:
+            configs = iter_configurations(path, key_spec)
+            chunks = ((chunk, float(r_max)) for chunk in _chunks(configs, chunk_size))
+            mapped = pool.imap(_chunk_arrays, chunks) if pool else map(_chunk_arrays, chunks)
+            first = accumulator.n_configs
+            for chunk in mapped:
+                for arrays in chunk:
+                    has = arrays["has"][0]
+                    accumulator.add(
+                        arrays["numbers"],
+                        arrays["edge_index"].shape[1],
+                        float(arrays["energy"][0]) if has[0] else None,
+                        arrays["forces"] if has[1] else None,
+                    )
+                    if type_names is not None:  # refuse early, naming the frame
+                        source = f"{path}, frame {accumulator.n_configs - 1 - first}"
+                        type_indices(arrays["numbers"], type_names, source)
+                    writer.add(arrays)
+            sources.append(
+                {
+                    "path": str(path),
+                    "sha256": file_sha256(path),
+                    "first": first,
+                    "n_structures": accumulator.n_configs - first,
+                }
+            )
+        writer.flush()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    present = [chemical_symbols[z] for z in np.flatnonzero(accumulator.present)]
+    names = list(type_names) if type_names is not None else present
+    statistics = accumulator.statistics(names)
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "type_names": names,
+        "r_max": float(r_max),
+        "keys": dataclasses.asdict(key_spec),
+        "n_structures": accumulator.n_configs,
+        "n_atoms": accumulator.n_atoms,
+        "n_edges": accumulator.n_edges,
+        "shards": writer.shards,
+        "sources": sources,
+        "statistics": dataclasses.asdict(statistics),
+        "accumulator": accumulator.to_json(),
+    }
+    atomic_write_text(json.dumps(manifest, indent=1), out / MANIFEST)
+    return manifest
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a preprocessed directory, checked for format and version.
+
+    Raises:
+        OnDiskError: naming the manifest file when it is missing, unreadable or of another
+            format or version.
+    """
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise OnDiskError(f"{file}: no manifest; not a preprocessed dataset (equiforce preprocess)")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise OnDiskError(f"{file}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise OnDiskError(f"{file}: not an {FORMAT} manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise OnDiskError(
+            f"{file}: format version {manifest.get('version')}, this equiforce reads "
+            f"{FORMAT_VERSION}; preprocess the data again"
+        )
+    return manifest
+
+
+class OnDiskDataset(Dataset):
+    """Graphs of a preprocessed directory, read lazily from memory-mapped shards.
+
+    Args:
+        path: the directory ``preprocess`` wrote.
+        type_names: species order of ``atom_type``; None: the manifest's.
+        indices: structures of this view (global indices, any order); None: all.
+
+    ``dataset[k]`` is the graph dict ``configuration_to_graph`` builds for structure
+    ``indices[k]`` (equal tensors). Shard files are checked by size when first opened in a
+    process; a truncated or corrupt shard raises ``OnDiskError`` naming the file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        type_names: Sequence[str] | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self.r_max = float(self.manifest["r_max"])
+        self.type_names = tuple(type_names or self.manifest["type_names"])
+        counts = [s["n_structures"] for s in self.manifest["shards"]]
+        self._shard_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        total = int(self._shard_start[-1])
+        if total != self.manifest["n_structures"]:
+            raise OnDiskError(
+                f"{self.path / MANIFEST}: shards hold {total} structures, manifest says "
+                f"{self.manifest['n_structures']}"
+            )
+        self.indices = np.arange(total) if indices is None else np.asarray(indices, np.int64)
+        self._lookup = self._type_lookup(self.type_names)
+        self._open: dict[int, dict[str, np.ndarray]] = {}
+
+    def _type_lookup(self, type_names: Sequence[str]) -> np.ndarray:
+        from ase.data import atomic_numbers
+
+        present = self.manifest["type_names"]
+        lookup = np.full(_N_Z, -1, dtype=np.int64)
+        for index, name in enumerate(type_names):
+            lookup[atomic_numbers[name]] = index
+        unknown = [name for name in present if lookup[atomic_numbers[name]] < 0]
+        if unknown:
+            raise ValueError(f"{self.path}: species {unknown} are not in {list(type_names)}")
+        return lookup
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_open"] = {}  # each process maps the files itself
+        return state
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _shard(self, k: int) -> dict[str, np.ndarray]:
+        arrays = self._open.get(k)
+        if arrays is None:
+            arrays = self._open[k] = self._map_shard(k)
+        return arrays
+
+    def _map_shard(self, k: int) -> dict[str, np.ndarray]:
+        info = self.manifest["shards"][k]
+        folder = self.path / info["name"]
+        n = info["n_structures"]
+        arrays = {}
+        for field, (dtype, tail, scope) in SHARD_FIELDS.items():
+            file = folder / f"{field}.npy"
+            expected = info["bytes"].get(field)
+            try:
+                size = file.stat().st_size
+            except OSError as exc:
+                raise OnDiskError(f"{file}: missing shard file ({exc})") from exc
+            if size != expected:
+                raise OnDiskError(
+                    f"{file}: {size} bytes, the manifest says {expected}: truncated or "
+                    "corrupt shard; preprocess the data again"
+                )
+            try:
+                array = np.load(file, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise OnDiskError(f"{file}: corrupt shard file: {exc}") from exc
+            rows = {
+                "atom": info["n_atoms"],
+                "edge": info["n_edges"],
+                "graph": n,
+                "offset": n + 1,
+            }[scope]
+            shape = (2, rows) if field == "edge_index" else (rows, *tail)
+            if array.dtype != np.dtype(dtype) or array.shape != shape:
+                raise OnDiskError(
+                    f"{file}: {array.dtype} {array.shape}, expected {dtype} {shape}: "
+                    "corrupt shard; preprocess the data again"
+                )
+            arrays[field] = array
+        return arrays
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard, row in the shard) of view item ``index``."""
+        structure = int(self.indices[index])
+        shard = int(np.searchsorted(self._shard_start, structure, side="right")) - 1
+        return shard, structure - int(self._shard_start[shard])
+
+    def source(self, index: int) -> str:
+        """Where view item ``index`` came from: ``"<file>, frame k"``."""
+        structure = int(self.indices[index])
+        for entry in self.manifest["sources"]:
+            if entry["first"] <= structure < entry["first"] + entry["n_structures"]:
+                return f"{entry['path']}, frame {structure - entry['first']}"
+        return f"{self.path}, structure {structure}"
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        shard, row = self.locate(index)
+        a = self._shard(shard)
+        a0, a1 = int(a["atom_offset"][row]), int(a["atom_offset"][row + 1])
+        e0, e1 = int(a["edge_offset"][row]), int(a["edge_offset"][row + 1])
+        f64 = torch.float64
+        numbers = np.array(a["numbers"][a0:a1])
+        weights = np.array(a["weights"][row])
+        has = np.array(a["has"][row])
+
+        def graph_field(name: str, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(np.array(a[name][row : row + 1]), dtype=dtype)
+
+        return {
+            keys.POSITIONS: torch.from_numpy(np.array(a["pos"][a0:a1])),
+            keys.ATOMIC_NUMBERS: torch.from_numpy(numbers),
+            keys.ATOM_TYPE: torch.from_numpy(self._lookup[numbers]),
+            keys.FORCES: torch.from_numpy(np.array(a["forces"][a0:a1])),
+            keys.EDGE_INDEX: torch.from_numpy(a["edge_index"][:, e0:e1].astype(np.int64)),
+            keys.EDGE_SHIFT: torch.from_numpy(a["edge_shift"][e0:e1].astype(np.float64)),
+            keys.CELL: graph_field("cell", f64),
+            keys.PBC: graph_field("pbc", torch.bool),
+            keys.ENERGY: graph_field("energy", f64),
+            keys.STRESS: graph_field("stress", f64),
+            keys.N_ATOMS: torch.tensor([a1 - a0], dtype=torch.long),
+            keys.ENERGY_WEIGHT: torch.tensor([weights[0]], dtype=f64),
+            keys.FORCES_WEIGHT: torch.tensor([weights[1]], dtype=f64),
+            keys.STRESS_WEIGHT: torch.tensor([weights[2]], dtype=f64),
+            keys.HAS_ENERGY: torch.tensor([bool(has[0])]),
+            keys.HAS_FORCES: torch.tensor([bool(has[1])]),
+            keys.HAS_STRESS: torch.tensor([bool(has[2])]),
+        }
+
+    def subset(self, indices: Sequence[int]) -> "OnDiskDataset":
+        """A view of the items at ``indices`` (nothing read or copied)."""
+        picked = self.indices[np.asarray(indices, dtype=np.int64)]
+        return OnDiskDataset(self.path, self.type_names, picked)
+
+    def retype(self, type_names: Sequence[str]) -> "OnDiskDataset":
+        """The same view with ``atom_type`` indexing ``type_names``."""
+        return OnDiskDataset(self.path, type_names, self.indices)
+
+    @property
+    def species(self) -> tuple[str, ...]:
+        """Chemical symbols in the whole directory, sorted by atomic number."""
+        from ase.data import atomic_numbers
+
+        return tuple(sorted(self.manifest["type_names"], key=atomic_numbers.get))
+
+    def statistics(
+        self,
+        type_names: Sequence[str] | None = None,
+        isolated_atoms: Mapping[str, float] | None = None,
+    ) -> DatasetStatistics:
+        """Streaming statistics of this view (the manifest's sums when it is the whole set).
+
+        Args:
+            type_names: species order; None: this dataset's ``type_names``.
+            isolated_atoms: E0 per symbol, eV; None fits E0s.
+        """
+        type_names = self.type_names if type_names is None else type_names
+        total = int(self._shard_start[-1])
+        if len(self.indices) == total and np.array_equal(self.indices, np.arange(total)):
+            accumulator = StatisticsAccumulator.from_json(self.manifest["accumulator"])
+        else:
+            accumulator = StatisticsAccumulator()
+            for index in range(len(self)):
+                shard, row = self.locate(index)
+                a = self._shard(shard)
+                a0, a1 = int(a["atom_offset"][row]), int(a["atom_offset"][row + 1])
+                has = a["has"][row]
+                accumulator.add(
+                    np.asarray(a["numbers"][a0:a1]),
+                    int(a["edge_offset"][row + 1] - a["edge_offset"][row]),
+                    float(a["energy"][row]) if has[0] else None,
+                    np.asarray(a["forces"][a0:a1]) if has[1] else None,
+                )
+        return accumulator.statistics(type_names, isolated_atoms)

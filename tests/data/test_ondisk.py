@@ -1,0 +1,152 @@
+"""The preprocessed on-disk format: graphs, statistics, training and corrupt-shard errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from equiforce.data.dataset import load_dataset, make_loader
+from equiforce.data.ondisk import OnDiskDataset, OnDiskError, preprocess
+from equiforce.data.statistics import compute_statistics
+
+R_MAX = 4.0
+
+
+def _frames(n: int, seed: int = 0) -> list[Atoms]:
+    """Cu/Au cells and Cu/Au clusters with EMT labels; some frames carry partial labels."""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n):
+        if k % 3 == 2:  # a non-periodic cluster
+            n_atoms = int(rng.integers(3, 7))
+            chain = np.cumsum(np.full((n_atoms, 3), 1.5), axis=0)
+            atoms = Atoms(positions=chain + rng.uniform(0.0, 1.0, size=(n_atoms, 3)), pbc=False)
+        else:
+            atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+            atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        numbers = np.where(rng.random(len(atoms)) < 0.3, 79, 29)
+        atoms.numbers = numbers
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        stress = atoms.get_stress() if atoms.pbc.all() else None
+        labels = {"energy": energy, "forces": forces}
+        if stress is not None:
+            labels["stress"] = stress
+        if k % 5 == 4:
+            labels.pop("forces")  # energy (and stress) only
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        if k % 7 == 6:
+            atoms.info["config_weight"] = 2.5
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture
+def data(tmp_path, write_frames):
+    xyz = write_frames(_frames(23), "data.xyz")
+    out = tmp_path / "pre"
+    preprocess(xyz, out, None, R_MAX, shard_size=7, chunk_size=4)
+    return xyz, out
+
+
+def _assert_same_graph(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        assert a[name].shape == b[name].shape, name
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_round_trip_equals_graph_dataset(data):
+    xyz, out = data
+    reference = load_dataset(xyz, R_MAX, require_energy=False, require_forces=False)
+    dataset = OnDiskDataset(out)
+    assert len(dataset) == len(reference) == 23 and len(dataset.manifest["shards"]) == 4
+    assert dataset.type_names == reference.type_names == ("Cu", "Au")
+    for k in range(len(reference)):
+        _assert_same_graph(dataset[k], reference[k])
+    assert dataset.source(9) == f"{xyz}, frame 9"
+    view = dataset.subset([5, 0, 17])
+    _assert_same_graph(view[2], reference[17])
+    batches = list(make_loader(dataset, 5, shuffle=True, seed=3, epoch=1))
+    expected = list(make_loader(reference, 5, shuffle=True, seed=3, epoch=1))
+    for got, want in zip(batches, expected, strict=True):
+        _assert_same_graph(dict(got), dict(want))
+
+
+def test_streaming_statistics_equal_in_memory_ones(data):
+    xyz, out = data
+    reference = load_dataset(xyz, R_MAX, require_energy=False, require_forces=False)
+    want = compute_statistics(reference, R_MAX)
+    dataset = OnDiskDataset(out)
+    view_indices = [1, 4, 6, 9, 10, 15, 22]
+    for got, expected in [
+        (dataset.statistics(), want),
+        (
+            dataset.subset(view_indices).statistics(),
+            compute_statistics(reference.subset(view_indices), R_MAX),
+        ),
+        (
+            dataset.statistics(isolated_atoms={"Cu": -0.1, "Au": 0.2}),
+            compute_statistics(reference, R_MAX, isolated_atoms={"Cu": -0.1, "Au": 0.2}),
+        ),
+    ]:
+        assert got.type_names == expected.type_names and got.n_configs == expected.n_configs
+        np.testing.assert_allclose(got.atomic_energies, expected.atomic_energies, rtol=1e-10)
+        for name in ("avg_num_neighbors", "force_rms", "mean_interaction_energy"):
+            assert getattr(got, name) == pytest.approx(getattr(expected, name), rel=1e-10)
+    assert dataset.manifest["statistics"]["force_rms"] == pytest.approx(want.force_rms, rel=1e-12)
+
+
+def test_workers_write_the_same_arrays(tmp_path, data):
+    xyz, out = data
+    parallel = tmp_path / "parallel"
+    preprocess(xyz, parallel, None, R_MAX, workers=2, shard_size=7, chunk_size=4)
+    one, two = OnDiskDataset(out), OnDiskDataset(parallel)
+    for k in range(len(one)):
+        _assert_same_graph(one[k], two[k])
+
+
+def test_retype_and_unknown_species(data, tmp_path, write_frames):
+    _, out = data
+    dataset = OnDiskDataset(out, ("Au", "Cu", "H"))
+    graph = dataset[0]
+    assert torch.equal(graph["atom_type"], (graph["atomic_numbers"] == 29).long())
+    with pytest.raises(ValueError, match="species \\['Au'\\] are not in"):
+        OnDiskDataset(out, ("Cu",))
+    xyz = write_frames(_frames(2), "two.xyz")
+    with pytest.raises(ValueError, match="frame 0: element Au"):
+        preprocess(xyz, tmp_path / "cu_only", ["Cu"], R_MAX)
+
+
+def test_truncated_or_corrupt_shard_is_named(data):
+    _, out = data
+    target = out / "shard_00001" / "pos.npy"
+    target.write_bytes(target.read_bytes()[:-40])
+    dataset = OnDiskDataset(out)
+    dataset[0]  # shard 0 is intact
+    with pytest.raises(OnDiskError, match="shard_00001/pos.npy: .* truncated or corrupt"):
+        dataset[8]
+    header = out / "shard_00002" / "energy.npy"
+    raw = bytearray(header.read_bytes())
+    raw[:6] = b"xxxxxx"  # magic string destroyed, size unchanged
+    header.write_bytes(bytes(raw))
+    with pytest.raises(OnDiskError, match="shard_00002/energy.npy: corrupt shard file"):
+        dataset[15]
+
+
+def test_manifest_version_mismatch_is_named(data):
+    import json
+
+    _, out = data
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["version"] = 99
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OnDiskError, match="manifest.json: format version 99"):
+        OnDiskDataset(out)
