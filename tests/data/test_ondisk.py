@@ -87,13 +87,13 @@ def test_streaming_statistics_equal_in_memory_ones(data):
     dataset = OnDiskDataset(out)
     view_indices = [1, 4, 6, 9, 10, 15, 22]
     for got, expected in [
-        (dataset.statistics(), want),
+        (dataset.accumulate().statistics(dataset.type_names), want),
         (
-            dataset.subset(view_indices).statistics(),
+            dataset.subset(view_indices).accumulate().statistics(),
             compute_statistics(reference.subset(view_indices), R_MAX),
         ),
         (
-            dataset.statistics(isolated_atoms={"Cu": -0.1, "Au": 0.2}),
+            dataset.accumulate().statistics(None, {"Cu": -0.1, "Au": 0.2}),
             compute_statistics(reference, R_MAX, isolated_atoms={"Cu": -0.1, "Au": 0.2}),
         ),
     ]:
@@ -150,3 +150,52 @@ def test_manifest_version_mismatch_is_named(data):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(OnDiskError, match="manifest.json: format version 99"):
         OnDiskDataset(out)
+
+
+def test_cli_preprocess_then_training_from_the_directory_equals_the_xyz_run(tmp_path, data):
+    from equiforce.cli.main import main
+    from equiforce.models.io import load_model
+    from equiforce.train.config import RunConfig
+    from equiforce.train.run import train
+    from tests.train.conftest import config_dict
+
+    xyz, _ = data
+    out = tmp_path / "cli_pre"
+    assert main(["preprocess", str(xyz), str(out), "--r-max", str(R_MAX), "--workers", "1"]) == 0
+    runs = {}
+    for name, source in (("xyz", xyz), ("dir", out)):
+        settings = config_dict(tmp_path / name, source, max_epochs=2)
+        settings["training"]["stage_two"] = {"enabled": False}
+        runs[name] = train(RunConfig.from_dict(settings))
+    want = load_model(runs["xyz"].model_path).state_dict()
+    got = load_model(runs["dir"].model_path).state_dict()
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-12, msg=name)
+    assert runs["dir"].final_metrics["valid_forces_rmse"] == pytest.approx(
+        runs["xyz"].final_metrics["valid_forces_rmse"], rel=1e-9
+    )
+
+
+def test_cli_preprocess_refuses_a_used_directory(data, capsys):
+    from equiforce.cli.main import main
+
+    xyz, out = data
+    assert main(["preprocess", str(xyz), str(out), "--r-max", "4"]) == 2
+    assert "already a preprocessed dataset" in capsys.readouterr().err
+
+
+def test_a_directory_of_another_cutoff_or_key_spec_is_refused(tmp_path, data):
+    from equiforce.train.config import RunConfig
+    from equiforce.train.setup import prepare_data
+    from tests.train.conftest import config_dict
+
+    _, out = data
+    settings = config_dict(tmp_path, out)
+    settings["model"]["r_max"] = 3.0
+    with pytest.raises(ValueError, match="pre: preprocessed with r_max 4.0 Å but model.r_max"):
+        prepare_data(RunConfig.from_dict(settings))
+    settings = config_dict(tmp_path, out)
+    settings["data"]["energy_key"] = "REF_energy"
+    with pytest.raises(ValueError, match="pre: preprocessed with label keys"):
+        prepare_data(RunConfig.from_dict(settings))

@@ -10,6 +10,10 @@ import sys
 SUBCOMMANDS = {
     "quickstart": ("equiforce.cli.quickstart", "generate data, train, evaluate and run MD"),
     "train": ("equiforce.cli.train", "train a model from a YAML config"),
+    "preprocess": (
+        "equiforce.cli.preprocess",
+        "extxyz -> memory-mapped on-disk dataset (neighbour lists, statistics) for training",
+    ),
     "evaluate": ("equiforce.cli.evaluate", "errors of a model on a labelled extxyz file"),
     "md": ("equiforce.cli.md", "molecular dynamics with a model (ASE)"),
     "relax": (

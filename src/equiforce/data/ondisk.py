@@ -363,7 +363,7 @@ def preprocess(
     paths = [Path(xyz_paths)] if single else [Path(p) for p in xyz_paths]
     out = Path(out_dir)
     if is_preprocessed(out):
-        raise FileExistsError(f"{out / MANIFEST}: already a preprocessed dataset; remove it first")
+        raise OnDiskError(f"{out / MANIFEST}: already a preprocessed dataset; remove it first")
     if not r_max > 0:
         raise ValueError(f"r_max must be positive, got {r_max}")
     out.mkdir(parents=True, exist_ok=True)
@@ -611,18 +611,12 @@ class OnDiskDataset(Dataset):
 
         return tuple(sorted(self.manifest["type_names"], key=atomic_numbers.get))
 
-    def statistics(
-        self,
-        type_names: Sequence[str] | None = None,
-        isolated_atoms: Mapping[str, float] | None = None,
-    ) -> DatasetStatistics:
-        """Streaming statistics of this view (the manifest's sums when it is the whole set).
+    def accumulate(self) -> StatisticsAccumulator:
+        """Streaming statistics sums of this view (the manifest's when it is the whole set).
 
-        Args:
-            type_names: species order; None: this dataset's ``type_names``.
-            isolated_atoms: E0 per symbol, eV; None fits E0s.
+        ``accumulate().statistics(type_names, isolated_atoms)`` equals ``compute_statistics``
+        on the same graphs; reading streams the per-atom fields, one structure at a time.
         """
-        type_names = self.type_names if type_names is None else type_names
         total = int(self._shard_start[-1])
         if len(self.indices) == total and np.array_equal(self.indices, np.arange(total)):
             accumulator = StatisticsAccumulator.from_json(self.manifest["accumulator"])
@@ -639,4 +633,4 @@ class OnDiskDataset(Dataset):
                     float(a["energy"][row]) if has[0] else None,
                     np.asarray(a["forces"][a0:a1]) if has[1] else None,
                 )
-        return accumulator.statistics(type_names, isolated_atoms)
+        return accumulator

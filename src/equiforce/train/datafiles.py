@@ -4,18 +4,27 @@ Each file is read (through the cache) on its own, split or paired with its valid
 checked against the species of ``training.init_model`` when fine-tuning, moved onto the run's
 species order, tagged with its index and weight (``data.mixing``), and the files are joined.
 Frames may carry partial labels (no forces, no stress, energy only); a frame with no label at
-all, or a malformed label, is an error naming the file, the frame and the field.
+all, or a malformed label, is an error naming the file, the frame and the field. A single
+``data.train_file`` (and its ``valid_file``) may name a directory written by ``equiforce
+preprocess`` (``data.ondisk``): it is read lazily from disk, never loaded whole.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-from equiforce.data.dataset import GraphDataset, load_dataset, split_train_validation
+from equiforce.data.dataset import (
+    GraphDataset,
+    load_dataset,
+    split_indices,
+    split_train_validation,
+)
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.mixing import concatenate, dataset_species, retype, tag
+from equiforce.data.ondisk import OnDiskDataset, is_preprocessed
 from equiforce.data.statistics import species_names
 from equiforce.train.config import DataConfig, TrainFileConfig
 
@@ -33,13 +42,34 @@ class FileSets:
             (no per-file metrics then).
     """
 
-    train: GraphDataset
-    valid: GraphDataset
+    train: GraphDataset | OnDiskDataset
+    valid: GraphDataset | OnDiskDataset
     groups: tuple[str, ...]
 
 
-def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphDataset:
-    """One file's graphs, partial labels allowed, in the file's own species order."""
+def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphDataset | OnDiskDataset:
+    """One file's graphs, partial labels allowed, in the file's own species order.
+
+    A preprocessed directory is opened lazily; its cutoff must be ``r_max`` (directory named).
+    """
+    if is_preprocessed(path):
+        if data.train_files is not None:
+            raise ValueError(
+                f"data.train_files: {path} is a preprocessed directory; several training files "
+                "must be extxyz files (a preprocessed directory works as data.train_file)"
+            )
+        dataset = OnDiskDataset(path)
+        if dataset.r_max != float(r_max):
+            raise ValueError(
+                f"{path}: preprocessed with r_max {dataset.r_max} Å but model.r_max is {r_max}; "
+                "run equiforce preprocess again with --r-max"
+            )
+        if dataset.manifest["keys"] != dataclasses.asdict(keys):
+            raise ValueError(
+                f"{path}: preprocessed with label keys {dataset.manifest['keys']}, the data "
+                f"section asks for {dataclasses.asdict(keys)}; preprocess again with its keys"
+            )
+        return dataset
     return load_dataset(
         path,
         r_max,
@@ -52,13 +82,37 @@ def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphData
     )
 
 
+def _species(dataset: GraphDataset | OnDiskDataset) -> tuple[str, ...]:
+    """Species present, sorted by atomic number (an on-disk dataset's from its manifest)."""
+    if isinstance(dataset, OnDiskDataset):
+        return dataset.species
+    return dataset_species(dataset)
+
+
+def _split(dataset: GraphDataset | OnDiskDataset, fraction: float, seed: int) -> tuple:
+    """Train/validation split; an on-disk dataset is split into views (nothing read)."""
+    if isinstance(dataset, OnDiskDataset):
+        train_index, valid_index = split_indices(len(dataset), fraction, seed)
+        return dataset.subset(train_index), dataset.subset(valid_index)
+    return split_train_validation(dataset, fraction, seed)
+
+
+def _retype(dataset: GraphDataset | OnDiskDataset, type_names: Sequence[str]):
+    if isinstance(dataset, OnDiskDataset):
+        return dataset.retype(type_names)
+    return retype(dataset, type_names)
+
+
 def _check_species(
-    dataset: GraphDataset, where: str, allowed: Sequence[str] | None, model_path: str | None
+    dataset: GraphDataset | OnDiskDataset,
+    where: str,
+    allowed: Sequence[str] | None,
+    model_path: str | None,
 ) -> None:
     """Raise naming the file and the species the init model does not know."""
     if allowed is None:
         return
-    unknown = [name for name in dataset_species(dataset) if name not in allowed]
+    unknown = [name for name in _species(dataset) if name not in allowed]
     if unknown:
         raise ValueError(
             f"{where}: species {unknown} are not among the type_names {list(allowed)} of "
@@ -100,9 +154,9 @@ def load_file_sets(
         where = f"data.train_files[{k}] {entry.path}" if data.train_files else entry.path
         train = _read(entry.path, data, keys, r_max)
         _check_species(train, where, type_names, model_path)
-        present.update(dataset_species(train))
+        present.update(_species(train))
         if entry.valid_file is None:
-            train, valid = split_train_validation(train, data.valid_fraction, seed)
+            train, valid = _split(train, data.valid_fraction, seed)
         else:
             valid = _read(entry.valid_file, data, keys, r_max)
             where = f"{where} (valid_file {entry.valid_file})"
@@ -113,7 +167,7 @@ def load_file_sets(
     single = data.train_files is None
     trains, valids = [], []
     for k, (train, valid) in enumerate(pairs):
-        train, valid = retype(train, type_names), retype(valid, type_names)
+        train, valid = _retype(train, type_names), _retype(valid, type_names)
         if not single:
             weight = entries[k].weight
             train, valid = tag(train, k, weight), tag(valid, k, weight)
@@ -127,5 +181,6 @@ def load_file_sets(
             )
         trains.append(train)
         valids.append(valid)
-    groups = () if single else tuple(entry.label for entry in entries)
-    return FileSets(concatenate(trains), concatenate(valids), groups)
+    if single:  # nothing to join (an on-disk dataset stays on disk)
+        return FileSets(trains[0], valids[0], ())
+    return FileSets(concatenate(trains), concatenate(valids), tuple(e.label for e in entries))

@@ -15,6 +15,7 @@ import torch
 from equiforce.data.dataset import GraphDataset, make_loader
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.mixing import dataset_species
+from equiforce.data.ondisk import OnDiskDataset
 from equiforce.data.statistics import (
     DatasetStatistics,
     compute_statistics,
@@ -34,7 +35,8 @@ class TrainingData:
     """Datasets of a run and the statistics of its training set.
 
     Attributes:
-        train: training graphs (of all training files, weights applied).
+        train: training graphs (of all training files, weights applied); an
+            ``OnDiskDataset`` when ``data.train_file`` is a preprocessed directory.
         valid: validation graphs (same ``type_names`` and ``r_max``).
         statistics: E0s, average neighbour count, force RMS, mean interaction energy of
             ``train``, each from the frames that carry the label it needs.
@@ -42,8 +44,8 @@ class TrainingData:
             empty for a single ``train_file``).
     """
 
-    train: GraphDataset
-    valid: GraphDataset
+    train: GraphDataset | OnDiskDataset
+    valid: GraphDataset | OnDiskDataset
     statistics: DatasetStatistics
     groups: tuple[str, ...] = ()
 
@@ -87,8 +89,13 @@ def prepare_data(config: RunConfig) -> TrainingData:
     isolated = None
     if data.isolated_atoms_file is not None:
         isolated = read_isolated_atom_energies(data.isolated_atoms_file, keys)
-    present = None if init_model is None else dataset_species(sets.train)
-    statistics = compute_statistics(sets.train, r_max, present, isolated_atoms=isolated)
+    if isinstance(sets.train, OnDiskDataset):  # a preprocessed directory: streamed
+        sums = sets.train.accumulate()  # None below: the species present (fine-tuning)
+        names = sets.train.type_names if init_model is None else None
+        statistics = sums.statistics(names, isolated_atoms=isolated)
+    else:
+        present = None if init_model is None else dataset_species(sets.train)
+        statistics = compute_statistics(sets.train, r_max, present, isolated_atoms=isolated)
     return TrainingData(sets.train, sets.valid, statistics, sets.groups)
 
 
