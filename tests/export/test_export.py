@@ -323,6 +323,20 @@ def test_bench_times_a_package_as_exported(allegro_float32, tmp_path, capsys):
     assert "one structure per call" in capsys.readouterr().err
 
 
+def test_bench_leaves_batches_out_of_a_packages_default_systems(allegro_float32):
+    from equiforce.cli.bench import default_systems
+    from equiforce.workflows.bench.options import Variant
+    from equiforce.workflows.bench.run import BenchConfig
+    from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS
+
+    assert default_systems("model.pt") == DEFAULT_SYSTEMS
+    assert "batch64" in DEFAULT_SYSTEMS
+    assert default_systems(str(allegro_float32[1])) == ("molecule", "box-3000")
+    exported = (Variant("exported", export_backend="reference"),)
+    with pytest.raises(ValueError, match="one structure per call.*'batch4'"):
+        BenchConfig(preset="allegro-tiny", systems=("molecule", "batch4"), variants=exported)
+
+
 def test_max_atoms_bounds_the_atom_axis_and_refuses_larger_structures(
     allegro_float32, tmp_path, monkeypatch
 ):

@@ -25,10 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--systems",
         nargs="+",
-        default=list(DEFAULT_SYSTEMS),
+        default=None,
         help="molecule, batchN (N rattled copies in one batch), box-N (water box, ~N atoms), "
         "fcc-N (fcc Al box, ~N atoms, for the -al presets); "
-        f"default: {' '.join(DEFAULT_SYSTEMS)}",
+        f"default: {' '.join(DEFAULT_SYSTEMS)} (a .pt2 package, one structure per call: "
+        "without the batches)",
     )
     parser.add_argument(
         "--precision",
@@ -60,6 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_systems(model: str | None) -> tuple[str, ...]:
+    """The systems when ``--systems`` is not given: ``DEFAULT_SYSTEMS``, less the batches of
+    several structures for an exported package (it evaluates one structure per call)."""
+    from equiforce.workflows.bench.options import is_package
+    from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS, parse_system
+
+    if not is_package(model):
+        return DEFAULT_SYSTEMS
+    return tuple(name for name in DEFAULT_SYSTEMS if parse_system(name)[0] != "batch")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bench, print the table and write ``bench.json`` and ``bench.png``.
 
@@ -75,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         model=args.model,
         preset=args.preset,
-        systems=tuple(args.systems),
+        systems=tuple(args.systems or default_systems(args.model)),
         precision=args.precision,
         backend=args.backend,
         compile=args.compile,

@@ -138,6 +138,13 @@ class BenchConfig:
         unknown = sorted(set(self.peer_python) - set(PEERS))
         if unknown:
             raise ValueError(f"unknown peers {unknown}; known: {sorted(PEERS)}")
+        batches = [s for s in self.systems if parse_system(s)[0] == "batch" and s != "batch1"]
+        exported = is_package(self.model) or any(v.export_backend for v in self.variants)
+        if exported and batches:
+            raise ValueError(
+                "an exported package evaluates one structure per call; systems "
+                f"{batches} are batches of several (use molecule, box-N or fcc-N)"
+            )
         if is_package(self.model):
             self._check_package()
         elif self.precision is None:
@@ -158,12 +165,6 @@ class BenchConfig:
                 f"kind {self.kind!r}": self.kind != "inference",
             },
         )
-        batches = [s for s in self.systems if parse_system(s)[0] == "batch" and s != "batch1"]
-        if batches:
-            raise ValueError(
-                f"{self.model}: an exported package evaluates one structure per call; "
-                f"systems {batches} are batches of several (use molecule, box-N or fcc-N)"
-            )
         metadata = read_metadata(self.model)
         if metadata["device"] != torch.device(self.device).type:
             raise ValueError(
