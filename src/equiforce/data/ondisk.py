@@ -52,6 +52,9 @@ FORMAT = "equiforce-ondisk"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _N_Z = 119  # atomic numbers 0..118
+# Mapped pages a process has read count in its resident set until unmapped; dropping the maps
+# every REMAP_EVERY reads bounds that to what those reads touched (the page cache keeps them).
+REMAP_EVERY = 4096
 
 # field -> (dtype, trailing shape, scope): "atom" arrays are indexed by atom_offset, "edge"
 # arrays by edge_offset (edge_index along its last axis), "graph" arrays by structure.
@@ -461,7 +464,9 @@ class OnDiskDataset(Dataset):
 
     ``dataset[k]`` is the graph dict ``configuration_to_graph`` builds for structure
     ``indices[k]`` (equal tensors). Shard files are checked by size when first opened in a
-    process; a truncated or corrupt shard raises ``OnDiskError`` naming the file.
+    process; a truncated or corrupt shard raises ``OnDiskError`` naming the file. The maps
+    are dropped and reopened every ``REMAP_EVERY`` reads, so the pages an epoch reads do not
+    pile up in the process's resident set (they stay in the shared page cache).
     """
 
     def __init__(
@@ -485,6 +490,7 @@ class OnDiskDataset(Dataset):
         self.indices = np.arange(total) if indices is None else np.asarray(indices, np.int64)
         self._lookup = self._type_lookup(self.type_names)
         self._open: dict[int, dict[str, np.ndarray]] = {}
+        self._reads = 0
 
     def _type_lookup(self, type_names: Sequence[str]) -> np.ndarray:
         from ase.data import atomic_numbers
@@ -500,13 +506,16 @@ class OnDiskDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_open"] = {}  # each process maps the files itself
+        state["_open"], state["_reads"] = {}, 0  # each process maps the files itself
         return state
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def _shard(self, k: int) -> dict[str, np.ndarray]:
+        self._reads += 1
+        if self._reads % REMAP_EVERY == 0:
+            self._open.clear()  # unmap: the resident set stays bounded over an epoch
         arrays = self._open.get(k)
         if arrays is None:
             arrays = self._open[k] = self._map_shard(k)
