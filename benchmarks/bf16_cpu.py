@@ -1,8 +1,8 @@
 """bf16-mixed against float32 on this CPU: interleaved energy+forces timings and op profiles.
 
 For each preset and system, the same random weights run as ``float32`` and as ``bf16-mixed``
-(``equiforce.precision.apply_policy``) in one process and one thread (``--threads``); the two
-calls alternate (``equiforce.measure.timing.interleave``: ``--warmup`` rounds, then
+(``equiforce.precision.apply_policy``) in one process and one thread (``--threads``); the calls
+alternate (``equiforce.measure.timing.interleave``: ``--warmup`` rounds, then
 ``--repeats`` timed rounds) and the medians are reported with their ratio, the force RMS
 deviation of bf16-mixed from float32 (meV/Å), one ``torch.profiler`` profile per mode by op
 category (``equiforce.workflows.bench.profile``), the CPU's low-precision flags
@@ -37,6 +37,12 @@ from equiforce.workflows.bench.worker import prepare_batch
 MODES = ("float32", "bf16-mixed")
 
 
+def _policy(mode: str):
+    """``name`` or ``name:op+op`` (a precision mode with other autocast op classes)."""
+    name, _, ops = mode.partition(":")
+    return from_name(name, tuple(ops.split("+")) if ops else None)
+
+
 def _call(model, batch):
     def call() -> torch.Tensor:
         with torch.enable_grad():
@@ -49,13 +55,15 @@ def run_case(preset: str, system: str, args: argparse.Namespace, folder: Path) -
     """Timings, deviation and profiles of ``MODES`` for one preset on one system."""
     load_before = os.getloadavg()
     base = preset_potential(preset, "float32", args.seed)
-    models = {m: apply_policy(copy.deepcopy(base), from_name(m)).eval() for m in MODES}
+    models = {m: apply_policy(copy.deepcopy(base), _policy(m)).eval() for m in args.modes}
     frames_path = folder / f"{system}.npz"
     save_frames(make_system(system, args.seed), frames_path)
     batch, info = prepare_batch(str(frames_path), base.type_names, base.r_max, torch.device("cpu"))
     calls = {m: _call(model, batch) for m, model in models.items()}
     forces = {m: call().double().numpy() for m, call in calls.items()}
-    deviation = float(np.sqrt(np.mean((forces["bf16-mixed"] - forces["float32"]) ** 2))) * 1e3
+    deviation = {
+        m: float(np.sqrt(np.mean((f - forces["float32"]) ** 2))) * 1e3 for m, f in forces.items()
+    }
     times = interleave(
         {m: partial(time_call, c) for m, c in calls.items()}, args.warmup, args.repeats
     )
@@ -68,7 +76,9 @@ def run_case(preset: str, system: str, args: argparse.Namespace, folder: Path) -
         "times_ms": times,
         "median_ms": {m: s.median_ms for m, s in stats.items()},
         "min_ms": {m: s.min_ms for m, s in stats.items()},
-        "speedup_bf16_over_fp32": stats["float32"].median_ms / stats["bf16-mixed"].median_ms,
+        "speedup_over_fp32": {
+            m: stats["float32"].median_ms / s.median_ms for m, s in stats.items()
+        },
         "forces_dev_rms_meV_per_A": deviation,
         "profiles": profiles,
         "loadavg_before": load_before,
@@ -79,6 +89,9 @@ def run_case(preset: str, system: str, args: argparse.Namespace, folder: Path) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", default=["mace-128-l1:box-1000"])
+    parser.add_argument(
+        "--modes", nargs="+", default=list(MODES), help="float32 first; name or name:op+op"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
@@ -101,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run_case(preset, system, args, args.out)
         document["cases"].append(result)
         path.write_text(json.dumps(document, indent=2) + "\n")
-        med = result["median_ms"]
+        rows = ", ".join(
+            f"{m} {ms:.0f} ms ({result['speedup_over_fp32'][m]:.2f}x, dF rms "
+            f"{result['forces_dev_rms_meV_per_A'][m]:.3g} meV/Å)"
+            for m, ms in result["median_ms"].items()
+        )
         print(
-            f"{preset} {system} ({result['n_atoms']} atoms): float32 {med['float32']:.0f} ms, "
-            f"bf16-mixed {med['bf16-mixed']:.0f} ms, ratio {result['speedup_bf16_over_fp32']:.2f}x,"
-            f" dF rms {result['forces_dev_rms_meV_per_A']:.3g} meV/Å, load "
+            f"{preset} {system} ({result['n_atoms']} atoms): {rows}; load "
             f"{result['loadavg_before'][0]:.2f}->{result['loadavg_after'][0]:.2f}",
             flush=True,
         )
