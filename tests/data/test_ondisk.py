@@ -211,3 +211,17 @@ def test_maps_dropped_and_reopened_during_an_epoch_give_the_same_graphs(data, mo
     for k in [0, 8, 16, 22, 1, 9, 3, 21]:
         _assert_same_graph(dataset[k], reference[k])
     assert len(dataset._open) <= 3
+
+
+def test_train_and_valid_directories_stay_on_disk_with_the_manifest_statistics(tmp_path, data):
+    from equiforce.train.config import RunConfig
+    from equiforce.train.setup import prepare_data
+    from tests.train.conftest import config_dict
+
+    _, out = data
+    settings = config_dict(tmp_path, out)
+    settings["data"]["valid_file"] = str(out)
+    prepared = prepare_data(RunConfig.from_dict(settings))
+    assert isinstance(prepared.train, OnDiskDataset) and isinstance(prepared.valid, OnDiskDataset)
+    assert len(prepared.train) == len(prepared.valid) == 23
+    assert prepared.statistics.force_rms == prepared.train.manifest["statistics"]["force_rms"]
