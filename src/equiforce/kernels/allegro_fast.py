@@ -31,12 +31,13 @@ import torch
 from torch import nn
 
 from equiforce.kernels.allegro_reference import initial_weight
+from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 
 __all__ = ["FastAllegroTensorProduct"]
 
 
-class FastAllegroTensorProduct(nn.Module):
+class FastAllegroTensorProduct(ExactConstants):
     """Gather the centre's environment, then the channel-wise Allegro tensor product.
 
     Parameters: ``weight`` ``descriptor.weight_shape``, initialised as the reference (same
@@ -79,14 +80,14 @@ class FastAllegroTensorProduct(nn.Module):
             raise AssertionError("dot mode needs a single scalar output")
         self._register_rows(i, j)
         self.register_buffer("row_path", path, persistent=False)
-        self.register_buffer("row_const", coupling[path, i, j, k], persistent=False)
+        self.register_constant("row_const", coupling[path, i, j, k])
 
     def _build_general(self, coupling: torch.Tensor) -> None:
         """Coupling as ``(n_paths, dim2 * dim1 * dim_out)``, ``x2``'s axis first."""
         n_paths, d1, d2, d_out = coupling.shape
         self.dims = (d1, d2, d_out)
         flat = coupling.permute(0, 2, 1, 3).reshape(n_paths, d2 * d1 * d_out)
-        self.register_buffer("coupling", flat.contiguous(), persistent=False)
+        self.register_constant("coupling", flat.contiguous())
 
     def _register_rows(self, rows1: torch.Tensor, rows2: torch.Tensor) -> None:
         """Store the (x1, x2) component pairs multiplied, and whether they are ``(i, i)``."""

@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 
 __all__ = ["AllegroTensorProduct", "initial_weight"]
@@ -31,7 +32,7 @@ def initial_weight(descriptor: AllegroTPDescriptor, generator: torch.Generator) 
     return (2.0 * weight - 1.0) * math.sqrt(3.0)
 
 
-class AllegroTensorProduct(nn.Module):
+class AllegroTensorProduct(ExactConstants):
     """Gather the centre's environment, then the channel-wise Allegro tensor product.
 
     Parameters: ``weight`` ``descriptor.weight_shape`` float64, uniform on
@@ -59,9 +60,7 @@ class AllegroTensorProduct(nn.Module):
         self.weight = nn.Parameter(initial_weight(descriptor, generator))
         coupling = descriptor.coupling()
         n_paths, dim1, dim2, dim_out = coupling.shape
-        self.register_buffer(
-            "coupling", coupling.reshape(n_paths, dim1 * dim2, dim_out), persistent=False
-        )
+        self.register_constant("coupling", coupling.reshape(n_paths, dim1 * dim2, dim_out))
 
     def forward(self, x1: torch.Tensor, env: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """Tensor product of pair features with the environment of each pair's centre.

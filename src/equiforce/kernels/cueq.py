@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels import reference
+from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor
 from equiforce.o3.irreps import Irreps
 
@@ -83,7 +84,7 @@ def _path_factors(desc: ChannelwiseTPDescriptor) -> torch.Tensor:
     return torch.tensor(factors, dtype=torch.float64)
 
 
-class CueqChannelwiseTensorProduct(nn.Module):
+class CueqChannelwiseTensorProduct(ExactConstants):
     """Gather -> channel-wise TP -> scatter through cuEquivariance (see module docstring).
 
     Buffers (not saved): ``path_factors`` (weight_numel,).
@@ -99,7 +100,7 @@ class CueqChannelwiseTensorProduct(nn.Module):
         super().__init__()
         self.descriptor = descriptor
         self.math_dtype = math_dtype
-        self.register_buffer("path_factors", _path_factors(descriptor), persistent=False)
+        self.register_constant("path_factors", _path_factors(descriptor))
         self._ops: dict[tuple, nn.Module] = {}  # per (device, dtype): built on first use
 
     def _op(self, x: torch.Tensor) -> nn.Module:

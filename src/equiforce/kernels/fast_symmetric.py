@@ -33,6 +33,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 
 __all__ = ["FastSymmetricContraction"]
@@ -40,7 +41,7 @@ __all__ = ["FastSymmetricContraction"]
 _ZERO = 1e-12  # basis coefficients below this are rounding noise of the Gram–Schmidt
 
 
-class FastSymmetricContraction(nn.Module):
+class FastSymmetricContraction(ExactConstants):
     """Per-channel, per-species equivariant polynomial (see module docstring).
 
     Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built, and
@@ -82,7 +83,7 @@ class FastSymmetricContraction(nn.Module):
         # middle axis) is slow on CPU
         factors = torch.zeros(2 * pairs.shape[1], dim, dtype=torch.float64)
         factors[torch.arange(2 * pairs.shape[1]), pairs.reshape(-1)] = 1.0
-        self.register_buffer("pair_factors", factors, persistent=False)
+        self.register_constant("pair_factors", factors)
         self.weights = nn.ParameterList()
         for o in range(n_outputs):
             init = [
@@ -94,11 +95,9 @@ class FastSymmetricContraction(nn.Module):
             basis = _horner_basis(dim, pairs, bases[o])
             n_pairs = pairs.shape[1]
             cubic = basis[dim + n_pairs :].reshape(dim, n_pairs, *basis.shape[1:])
-            self.register_buffer(f"linear_{o}", basis[:dim].clone(), persistent=False)
-            self.register_buffer(
-                f"quadratic_{o}", basis[dim : dim + n_pairs].clone(), persistent=False
-            )
-            self.register_buffer(f"cubic_{o}", cubic.clone(), persistent=False)
+            self.register_constant(f"linear_{o}", basis[:dim].clone())
+            self.register_constant(f"quadratic_{o}", basis[dim : dim + n_pairs].clone())
+            self.register_constant(f"cubic_{o}", cubic.clone())
         self.out_dims = [ir.dim for _, ir in descriptor.irreps_out]
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:

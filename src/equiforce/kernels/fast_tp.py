@@ -25,9 +25,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from equiforce.kernels import edge_ops
+from equiforce.kernels.constants import ExactConstants
 from equiforce.kernels.extension import cpu_kernels
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor
 from equiforce.o3.wigner import wigner_3j
@@ -89,7 +89,7 @@ def e3nn_layout(x: torch.Tensor, irreps) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-class FastChannelwiseTensorProduct(nn.Module):
+class FastChannelwiseTensorProduct(ExactConstants):
     """Gather -> channel-wise TP with edge SH -> scatter-sum, on sparse CG triples.
 
     Buffers (not saved): ``coupling`` (sh_dim, T), ``triples`` and ``swapped`` (T, 4) int64.
@@ -116,7 +116,7 @@ class FastChannelwiseTensorProduct(nn.Module):
         triples, coupling = sparse_triples(descriptor)
         order = sorted(range(len(triples)), key=lambda t: (triples[t, 0], triples[t, 2]))
         swapped = triples[order][:, [0, 2, 1, 3]]
-        self.register_buffer("coupling", coupling, persistent=False)
+        self.register_constant("coupling", coupling)
         self.register_buffer("triples", triples, persistent=False)
         self.register_buffer("swapped", swapped.contiguous(), persistent=False)
 

@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 from equiforce.o3.wigner import wigner_3j
@@ -90,7 +91,7 @@ class Linear(nn.Module):
         return torch.cat(flat, dim=1).to(io_dtype)
 
 
-class ChannelwiseTensorProduct(nn.Module):
+class ChannelwiseTensorProduct(ExactConstants):
     """Edge tensor product: gather neighbour features, couple with edge SH, scatter-sum.
 
     ``out[r, u, k] = sum_{edges e -> r} sum_paths scale * w[e, path, u] *
@@ -112,7 +113,7 @@ class ChannelwiseTensorProduct(nn.Module):
         self._dims2 = [mul * ir.dim for mul, ir in descriptor.irreps_in2]
         for index, path in enumerate(descriptor.paths):
             coupling = wigner_3j(path.l1, path.l2, path.l_out) * path.scale
-            self.register_buffer(f"coupling_{index}", coupling, persistent=False)
+            self.register_constant(f"coupling_{index}", coupling)
 
     def forward(
         self,
@@ -157,7 +158,7 @@ class ChannelwiseTensorProduct(nn.Module):
         return summed.index_add(0, receiver, edge_out).to(io_dtype)
 
 
-class SymmetricContraction(nn.Module):
+class SymmetricContraction(ExactConstants):
     """Per-channel, per-species equivariant polynomial (MACE's product basis).
 
     For each output block o: ``out[n, c, :] = sum_k W_o[type_n, k, c] B_k(x[n, c, :])``
@@ -195,7 +196,7 @@ class SymmetricContraction(nn.Module):
             bases = [descriptor.basis(o, nu) for o in range(self.n_outputs)]
             self.sizes.append([b.shape[2] for b in bases])
             flat = torch.cat([b.reshape(b.shape[0], -1) for b in bases], dim=1)
-            self.register_buffer(f"basis_{nu}", flat, persistent=False)
+            self.register_constant(f"basis_{nu}", flat)
         dim = descriptor.coupling_irreps.dim
         self.starts = [_suffix_starts(dim, nu) for nu in range(1, descriptor.correlation + 1)]
         self.weights = nn.ParameterList()
