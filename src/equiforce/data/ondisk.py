@@ -8,14 +8,14 @@ plain ``.npy`` arrays, one concatenated array per field, plus per-structure offs
     OUT/shard_00000/pos.npy       (n_atoms_total, 3) float64, Å
                    numbers.npy   (n_atoms_total,) int64 atomic numbers
                    forces.npy    (n_atoms_total, 3) float64, eV/Å (zeros where unlabelled)
-                   edge_index.npy (2, n_edges_total) int32, per-structure atom indices
+                   edge_index.npy (n_edges_total, 2) int32, per-structure atom indices
                    edge_shift.npy (n_edges_total, 3) int32 lattice shifts
                    atom_offset.npy / edge_offset.npy (n_structures + 1,) int64
                    cell.npy (n, 3, 3), pbc.npy (n, 3), energy.npy (n,), stress.npy (n, 3, 3),
                    weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks
 
 Why memory-mapped arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra
-dependency; ``np.load(mmap_mode="r")`` gives zero-copy slices of one structure, so a process
+dependency; one structure is a contiguous byte range of each array, so a process
 touches only the pages of what it indexes; the OS page cache is shared between loader
 workers and ranks on a node; a shard is a folder of files that maps onto ranks/workers and
 can be checked by size alone. ``atom_type`` is not stored: it is looked up from the atomic
@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import weakref
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -52,12 +53,12 @@ FORMAT = "equiforce-ondisk"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _N_Z = 119  # atomic numbers 0..118 (the species lookup table)
-# Mapped pages a process has read count in its resident set until unmapped; dropping the maps
-# every REMAP_EVERY reads bounds that to what those reads touched (the page cache keeps them).
-REMAP_EVERY = 4096
+# Shards whose files a process keeps open at once (13 descriptors each); more are closed oldest
+# first and reopened when read again.
+MAX_OPEN_SHARDS = 16
 
 # field -> (dtype, trailing shape, scope): "atom" arrays are indexed by atom_offset, "edge"
-# arrays by edge_offset (edge_index along its last axis), "graph" arrays by structure.
+# arrays by edge_offset, "graph" arrays by structure; every array has its rows along axis 0.
 SHARD_FIELDS: Mapping[str, tuple[str, tuple[int, ...], str]] = {
     "pos": ("float64", (3,), "atom"),
     "numbers": ("int64", (), "atom"),
@@ -141,7 +142,7 @@ def _structure_arrays(config: Configuration, r_max: float) -> dict[str, np.ndarr
         "pos": config.positions,
         "numbers": np.asarray(config.atomic_numbers, dtype=np.int64),
         "forces": np.zeros((n, 3)) if config.forces is None else config.forces,
-        "edge_index": edge_index.astype(np.int32),
+        "edge_index": edge_index.T.astype(np.int32),
         "edge_shift": np.rint(edge_shift).astype(np.int32),
         "cell": config.cell.reshape(1, 3, 3),
         "pbc": np.asarray(config.pbc, dtype=bool).reshape(1, 3),
@@ -181,7 +182,7 @@ class _ShardWriter:
         folder.mkdir(parents=True, exist_ok=True)
         items, self.pending = self.pending, []
         n_atoms = np.array([len(a["numbers"]) for a in items])
-        n_edges = np.array([a["edge_index"].shape[1] for a in items])
+        n_edges = np.array([len(a["edge_index"]) for a in items])
         joined = {
             "atom_offset": np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
             "edge_offset": np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64),
@@ -189,8 +190,7 @@ class _ShardWriter:
         for field, (dtype, _, _) in SHARD_FIELDS.items():
             if field in joined:
                 continue
-            axis = 1 if field == "edge_index" else 0
-            joined[field] = np.concatenate([a[field] for a in items], axis=axis).astype(dtype)
+            joined[field] = np.concatenate([a[field] for a in items]).astype(dtype)
         sizes = {}
         for field, array in joined.items():
             target = folder / f"{field}.npy"
@@ -263,7 +263,7 @@ def preprocess(
                     has = arrays["has"][0]
                     accumulator.add(
                         arrays["numbers"],
-                        arrays["edge_index"].shape[1],
+                        len(arrays["edge_index"]),
                         float(arrays["energy"][0]) if has[0] else None,
                         arrays["forces"] if has[1] else None,
                     )
@@ -332,8 +332,68 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+class _FileArray:
+    """Rows of one ``.npy`` file, read on demand with ``os.pread`` into fresh arrays.
+
+    Nothing is mapped, so only the copies count in the process's resident set (the file's
+    pages stay in the shared page cache); ``array[k]`` and ``array[a:b]`` index along axis 0.
+
+    Raises:
+        OnDiskError: naming the file, when its header is unreadable, its dtype or shape is
+            not ``dtype``/``shape``, or it is shorter than its header says (truncated).
+    """
+
+    def __init__(self, file: Path, dtype: str, shape: tuple[int, ...]):
+        from numpy.lib import format as npy
+
+        self.file, self.dtype, self.shape = file, np.dtype(dtype), shape
+        self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        try:
+            self.fd = os.open(file, os.O_RDONLY)
+        except OSError as exc:
+            raise OnDiskError(f"{file}: missing shard file ({exc})") from exc
+        self._closer = weakref.finalize(self, os.close, self.fd)
+        try:
+            with open(file, "rb") as handle:
+                version = npy.read_magic(handle)
+                header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+                found_shape, fortran, found_dtype = header[version](handle)
+                self.offset = handle.tell()
+        except (OSError, ValueError, KeyError) as exc:
+            self.close()
+            raise OnDiskError(f"{file}: corrupt shard file: {exc}") from exc
+        if found_dtype != self.dtype or tuple(found_shape) != shape or fortran:
+            self.close()
+            raise OnDiskError(
+                f"{file}: {found_dtype} {tuple(found_shape)}, expected {dtype} {shape}: "
+                "corrupt shard; preprocess the data again"
+            )
+        size = os.fstat(self.fd).st_size
+        if size < self.offset + shape[0] * self.row_bytes:
+            self.close()
+            raise OnDiskError(
+                f"{file}: {size} bytes, its header needs {self.offset + shape[0] * self.row_bytes}:"
+                " truncated or corrupt shard; preprocess the data again"
+            )
+
+    def close(self) -> None:
+        self._closer()
+
+    def __getitem__(self, key: int | slice) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop = int(key.start), int(key.stop)
+        else:
+            start, stop = int(key), int(key) + 1
+        buffer = bytearray((stop - start) * self.row_bytes)
+        read = os.preadv(self.fd, [buffer], self.offset + start * self.row_bytes)
+        if read != len(buffer):
+            raise OnDiskError(f"{self.file}: short read (file changed?); preprocess again")
+        rows = np.frombuffer(buffer, dtype=self.dtype).reshape(stop - start, *self.shape[1:])
+        return rows if isinstance(key, slice) else rows[0]
+
+
 class OnDiskDataset(Dataset):
-    """Graphs of a preprocessed directory, read lazily from memory-mapped shards.
+    """Graphs of a preprocessed directory, read lazily from the shards' ``.npy`` files.
 
     Args:
         path: the directory ``preprocess`` wrote.
@@ -342,9 +402,9 @@ class OnDiskDataset(Dataset):
 
     ``dataset[k]`` is the graph dict ``configuration_to_graph`` builds for structure
     ``indices[k]`` (equal tensors). Shard files are checked by size when first opened in a
-    process; a truncated or corrupt shard raises ``OnDiskError`` naming the file. The maps
-    are dropped and reopened every ``REMAP_EVERY`` reads, so the pages an epoch reads do not
-    pile up in the process's resident set (they stay in the shared page cache).
+    process; a truncated or corrupt shard raises ``OnDiskError`` naming the file. Reads are
+    positioned reads of one structure's byte ranges (no memory map: the pages an epoch reads
+    do not pile up in the process's resident set; they stay in the shared page cache).
     """
 
     def __init__(
@@ -367,8 +427,7 @@ class OnDiskDataset(Dataset):
             )
         self.indices = np.arange(total) if indices is None else np.asarray(indices, np.int64)
         self._lookup = self._type_lookup(self.type_names)
-        self._open: dict[int, dict[str, np.ndarray]] = {}
-        self._reads = 0
+        self._open: dict[int, dict[str, _FileArray]] = {}
 
     def _type_lookup(self, type_names: Sequence[str]) -> np.ndarray:
         from ase.data import atomic_numbers
@@ -384,22 +443,22 @@ class OnDiskDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_open"], state["_reads"] = {}, 0  # each process maps the files itself
+        state["_open"] = {}  # each process opens the files itself
         return state
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _shard(self, k: int) -> dict[str, np.ndarray]:
-        self._reads += 1
-        if self._reads % REMAP_EVERY == 0:
-            self._open.clear()  # unmap: the resident set stays bounded over an epoch
+    def _shard(self, k: int) -> dict[str, _FileArray]:
         arrays = self._open.get(k)
         if arrays is None:
-            arrays = self._open[k] = self._map_shard(k)
+            if len(self._open) >= MAX_OPEN_SHARDS:
+                for array in self._open.pop(next(iter(self._open))).values():
+                    array.close()
+            arrays = self._open[k] = self._open_shard(k)
         return arrays
 
-    def _map_shard(self, k: int) -> dict[str, np.ndarray]:
+    def _open_shard(self, k: int) -> dict[str, _FileArray]:
         info = self.manifest["shards"][k]
         folder = self.path / info["name"]
         n = info["n_structures"]
@@ -416,23 +475,13 @@ class OnDiskDataset(Dataset):
                     f"{file}: {size} bytes, the manifest says {expected}: truncated or "
                     "corrupt shard; preprocess the data again"
                 )
-            try:
-                array = np.load(file, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise OnDiskError(f"{file}: corrupt shard file: {exc}") from exc
             rows = {
                 "atom": info["n_atoms"],
                 "edge": info["n_edges"],
                 "graph": n,
                 "offset": n + 1,
             }[scope]
-            shape = (2, rows) if field == "edge_index" else (rows, *tail)
-            if array.dtype != np.dtype(dtype) or array.shape != shape:
-                raise OnDiskError(
-                    f"{file}: {array.dtype} {array.shape}, expected {dtype} {shape}: "
-                    "corrupt shard; preprocess the data again"
-                )
-            arrays[field] = array
+            arrays[field] = _FileArray(file, dtype, (rows, *tail))
         return arrays
 
     def locate(self, index: int) -> tuple[int, int]:
@@ -467,7 +516,7 @@ class OnDiskDataset(Dataset):
             keys.ATOMIC_NUMBERS: torch.from_numpy(numbers),
             keys.ATOM_TYPE: torch.from_numpy(self._lookup[numbers]),
             keys.FORCES: torch.from_numpy(np.array(a["forces"][a0:a1])),
-            keys.EDGE_INDEX: torch.from_numpy(a["edge_index"][:, e0:e1].astype(np.int64)),
+            keys.EDGE_INDEX: torch.from_numpy(a["edge_index"][e0:e1].T.astype(np.int64, order="C")),
             keys.EDGE_SHIFT: torch.from_numpy(a["edge_shift"][e0:e1].astype(np.float64)),
             keys.CELL: graph_field("cell", f64),
             keys.PBC: graph_field("pbc", torch.bool),
