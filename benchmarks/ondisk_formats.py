@@ -1,10 +1,12 @@
-"""Random access to one structure: memory-mapped .npy vs HDF5 (h5py) vs LMDB (pickled dicts).
+"""Random access to one structure: .npy (memory map, pread) vs HDF5 (h5py) vs LMDB (pickles).
 
 The three layouts the field uses for preprocessed graphs, filled with the same N structures
 (4 atoms, 72 edges each, the shape of ``benchmarks.preprocess_scale``'s cells):
 
-* ``npy``: ``equiforce.data.ondisk``'s layout: one concatenated array per field plus offsets,
-  opened with ``np.load(mmap_mode="r")``; a read slices each field.
+* ``npy`` (memory map): one concatenated array per field plus offsets, opened with
+  ``np.load(mmap_mode="r")``; a read slices each field.
+* ``npy`` (pread): the same files, each field's byte range read with ``os.preadv`` into a
+  fresh array (what ``equiforce.data.ondisk`` does: no mapped pages in the resident set).
 * ``hdf5``: the same concatenated arrays as datasets of one HDF5 file (h5py), read by slicing
   (a best case for HDF5: mace-torch keeps one group per structure, which is slower to read).
 * ``lmdb``: one pickled dict of arrays per structure under its index (fairchem's layout).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 import tempfile
@@ -80,6 +83,16 @@ def measure(n: int, reads: int, repeats: int, folder: Path) -> dict[str, float]:
         for name, (rows, _, _) in FIELDS.items():
             np.array(maps[name][k * rows : (k + 1) * rows])
 
+    headers = {name: (np.load(folder / f"{name}.npy", mmap_mode="r").offset) for name in FIELDS}
+    fds = {name: os.open(folder / f"{name}.npy", os.O_RDONLY) for name in FIELDS}
+
+    def read_pread(k: int) -> None:
+        for name, (rows, tail, dtype) in FIELDS.items():
+            row_bytes = np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
+            buffer = bytearray(rows * row_bytes)
+            os.preadv(fds[name], [buffer], headers[name] + k * rows * row_bytes)
+            np.frombuffer(buffer, dtype=dtype)
+
     h5 = h5py.File(folder / "data.h5", "r")
     sets = {name: h5[name] for name in FIELDS}
 
@@ -93,12 +106,15 @@ def measure(n: int, reads: int, repeats: int, folder: Path) -> dict[str, float]:
         pickle.loads(txn.get(str(k).encode()))
 
     result = {
-        "npy_us": _timed(read_npy, order, repeats),
+        "npy_mmap_us": _timed(read_npy, order, repeats),
+        "npy_pread_us": _timed(read_pread, order, repeats),
         "hdf5_us": _timed(read_h5, order, repeats),
         "lmdb_us": _timed(read_lmdb, order, repeats),
     }
     h5.close()
     env.close()
+    for fd in fds.values():
+        os.close(fd)
     return result
 
 

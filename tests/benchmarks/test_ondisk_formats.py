@@ -12,5 +12,5 @@ pytest.importorskip("lmdb")
 
 def test_each_format_reports_a_read_time(tmp_path):
     result = measure(n=50, reads=20, repeats=1, folder=tmp_path)
-    assert set(result) == {"npy_us", "hdf5_us", "lmdb_us"}
+    assert set(result) == {"npy_mmap_us", "npy_pread_us", "hdf5_us", "lmdb_us"}
     assert all(value > 0 for value in result.values())
