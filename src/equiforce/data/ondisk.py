@@ -1,4 +1,4 @@
-"""A preprocessed on-disk dataset: memory-mapped NumPy shards read lazily, bounded memory.
+"""A preprocessed on-disk dataset: NumPy ``.npy`` shards read lazily, with bounded memory.
 
 ``preprocess`` streams extxyz files (frames read in chunks, never a whole file), builds every
 neighbour list once and writes shards of ``shard_size`` structures. Each shard is a folder of
@@ -14,18 +14,18 @@ plain ``.npy`` arrays, one concatenated array per field, plus per-structure offs
                    cell.npy (n, 3, 3), pbc.npy (n, 3), energy.npy (n,), stress.npy (n, 3, 3),
                    weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks
 
-Why memory-mapped arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra
-dependency; one structure is a contiguous byte range of each array, so a process
-touches only the pages of what it indexes; the OS page cache is shared between loader
-workers and ranks on a node; a shard is a folder of files that maps onto ranks/workers and
-can be checked by size alone. ``atom_type`` is not stored: it is looked up from the atomic
-numbers at read time, so a dataset can be moved onto another species order (``retype``)
-without rewriting it.
+Why ``.npy`` arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra dependency and
+no pickles; one structure is a contiguous byte range of each array, read with ``os.preadv``
+(a memory map would keep every page an epoch touched in the resident set: measured in
+docs/training.md); the OS page cache is shared between loader workers and ranks on a node; a
+shard is a folder of files that maps onto ranks/workers and can be checked by size alone.
+``atom_type`` is not stored: it is looked up from the atomic numbers at read time, so a dataset
+can be moved onto another species order (``retype``) without rewriting it.
 
 ``OnDiskDataset`` returns the same graph dicts as ``GraphDataset`` (equal tensors, dtypes and
 shapes), so ``collate``, ``make_loader``, ``rank_batches`` and the trainer work unchanged.
-Its memory maps are opened lazily in each process (never pickled), so forked or spawned loader
-workers and ranks each map the files themselves and read only the structures they index.
+Its files are opened lazily in each process (never pickled), so forked or spawned loader
+workers and ranks each open them themselves and read only the structures they index.
 """
 
 from __future__ import annotations
