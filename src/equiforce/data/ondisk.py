@@ -53,9 +53,9 @@ FORMAT = "equiforce-ondisk"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _N_Z = 119  # atomic numbers 0..118 (the species lookup table)
-# Shards whose files a process keeps open at once (13 descriptors each); more are closed oldest
-# first and reopened when read again.
-MAX_OPEN_SHARDS = 16
+# Shards whose files a process keeps open at once (13 descriptors each); more are closed least
+# recently used first and reopened when read again (headers are parsed once per process).
+MAX_OPEN_SHARDS = 32
 
 # field -> (dtype, trailing shape, scope): "atom" arrays are indexed by atom_offset, "edge"
 # arrays by edge_offset, "graph" arrays by structure; every array has its rows along axis 0.
@@ -332,6 +332,19 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _check_size(file: Path, expected: int | None) -> None:
+    """Raise naming ``file`` when it is missing or its size is not the manifest's."""
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise OnDiskError(f"{file}: missing shard file ({exc})") from exc
+    if size != expected:
+        raise OnDiskError(
+            f"{file}: {size} bytes, the manifest says {expected}: truncated or "
+            "corrupt shard; preprocess the data again"
+        )
+
+
 class _FileArray:
     """Rows of one ``.npy`` file, read on demand with ``os.pread`` into fresh arrays.
 
@@ -343,9 +356,7 @@ class _FileArray:
             not ``dtype``/``shape``, or it is shorter than its header says (truncated).
     """
 
-    def __init__(self, file: Path, dtype: str, shape: tuple[int, ...]):
-        from numpy.lib import format as npy
-
+    def __init__(self, file: Path, dtype: str, shape: tuple[int, ...], offset: int | None):
         self.file, self.dtype, self.shape = file, np.dtype(dtype), shape
         self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         try:
@@ -353,21 +364,7 @@ class _FileArray:
         except OSError as exc:
             raise OnDiskError(f"{file}: missing shard file ({exc})") from exc
         self._closer = weakref.finalize(self, os.close, self.fd)
-        try:
-            with open(file, "rb") as handle:
-                version = npy.read_magic(handle)
-                header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
-                found_shape, fortran, found_dtype = header[version](handle)
-                self.offset = handle.tell()
-        except (OSError, ValueError, KeyError) as exc:
-            self.close()
-            raise OnDiskError(f"{file}: corrupt shard file: {exc}") from exc
-        if found_dtype != self.dtype or tuple(found_shape) != shape or fortran:
-            self.close()
-            raise OnDiskError(
-                f"{file}: {found_dtype} {tuple(found_shape)}, expected {dtype} {shape}: "
-                "corrupt shard; preprocess the data again"
-            )
+        self.offset = self._check_header() if offset is None else offset
         size = os.fstat(self.fd).st_size
         if size < self.offset + shape[0] * self.row_bytes:
             self.close()
@@ -375,6 +372,28 @@ class _FileArray:
                 f"{file}: {size} bytes, its header needs {self.offset + shape[0] * self.row_bytes}:"
                 " truncated or corrupt shard; preprocess the data again"
             )
+
+    def _check_header(self) -> int:
+        """The data offset, after checking the header's dtype and shape."""
+        from numpy.lib import format as npy
+
+        file, dtype, shape = self.file, self.dtype, self.shape
+        try:
+            with open(file, "rb") as handle:
+                version = npy.read_magic(handle)
+                header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+                found_shape, fortran, found_dtype = header[version](handle)
+                offset = handle.tell()
+        except (OSError, ValueError, KeyError) as exc:
+            self.close()
+            raise OnDiskError(f"{file}: corrupt shard file: {exc}") from exc
+        if found_dtype != dtype or tuple(found_shape) != shape or fortran:
+            self.close()
+            raise OnDiskError(
+                f"{file}: {found_dtype} {tuple(found_shape)}, expected {dtype} {shape}: "
+                "corrupt shard; preprocess the data again"
+            )
+        return offset
 
     def close(self) -> None:
         self._closer()
@@ -428,6 +447,7 @@ class OnDiskDataset(Dataset):
         self.indices = np.arange(total) if indices is None else np.asarray(indices, np.int64)
         self._lookup = self._type_lookup(self.type_names)
         self._open: dict[int, dict[str, _FileArray]] = {}
+        self._offsets: dict[int, dict[str, int]] = {}  # checked headers: data offsets
 
     def _type_lookup(self, type_names: Sequence[str]) -> np.ndarray:
         from ase.data import atomic_numbers
@@ -443,19 +463,21 @@ class OnDiskDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_open"] = {}  # each process opens the files itself
+        state["_open"], state["_offsets"] = {}, {}  # each process opens the files itself
         return state
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def _shard(self, k: int) -> dict[str, _FileArray]:
-        arrays = self._open.get(k)
+        arrays = self._open.pop(k, None)  # re-inserted last: least recently used first
         if arrays is None:
             if len(self._open) >= MAX_OPEN_SHARDS:
                 for array in self._open.pop(next(iter(self._open))).values():
                     array.close()
-            arrays = self._open[k] = self._open_shard(k)
+            arrays = self._open_shard(k)
+            self._offsets[k] = {field: array.offset for field, array in arrays.items()}
+        self._open[k] = arrays
         return arrays
 
     def _open_shard(self, k: int) -> dict[str, _FileArray]:
@@ -465,23 +487,16 @@ class OnDiskDataset(Dataset):
         arrays = {}
         for field, (dtype, tail, scope) in SHARD_FIELDS.items():
             file = folder / f"{field}.npy"
-            expected = info["bytes"].get(field)
-            try:
-                size = file.stat().st_size
-            except OSError as exc:
-                raise OnDiskError(f"{file}: missing shard file ({exc})") from exc
-            if size != expected:
-                raise OnDiskError(
-                    f"{file}: {size} bytes, the manifest says {expected}: truncated or "
-                    "corrupt shard; preprocess the data again"
-                )
+            if k not in self._offsets:  # first open in this process
+                _check_size(file, info["bytes"].get(field))
             rows = {
                 "atom": info["n_atoms"],
                 "edge": info["n_edges"],
                 "graph": n,
                 "offset": n + 1,
             }[scope]
-            arrays[field] = _FileArray(file, dtype, (rows, *tail))
+            offset = self._offsets.get(k, {}).get(field)
+            arrays[field] = _FileArray(file, dtype, (rows, *tail), offset)
         return arrays
 
     def locate(self, index: int) -> tuple[int, int]:
