@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from equiforce.precision import MODES as PRECISION_MODES
+from equiforce.cli.options import add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=list(PRECISION_MODES),
-        help="run the model in this precision mode (default: as saved); see docs/precision.md",
-    )
+    add_precision_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

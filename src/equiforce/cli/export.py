@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from equiforce.precision import MODES as PRECISION_MODES
+from equiforce.cli.options import add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``export`` options on ``parser``."""
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("out", help="package to write (.pt2)")
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=list(PRECISION_MODES),
-        help="export in this precision mode (default: as saved); see docs/precision.md",
-    )
+    add_precision_option(parser, "export in this precision mode (default: as saved)")
     parser.add_argument(
         "--backend",
         default="reference",

@@ -9,19 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equiforce.precision import MODES as PRECISION_MODES
+from equiforce.cli.options import add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``lammps`` options on ``parser``."""
     parser.add_argument("input", help="LAMMPS input file (pair_style equiforce MODEL)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=list(PRECISION_MODES),
-        help="run the models in this precision mode (default: as saved); see docs/precision.md",
-    )
+    add_precision_option(parser, "run the models in this precision mode (default: as saved)")
     parser.add_argument(
         "--var",
         nargs=2,

@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from equiforce.cli.options import add_precision_option
 from equiforce.md.dynamics import BAROSTATS
-from equiforce.precision import MODES as PRECISION_MODES
 
 TRAJECTORY_NAME = "md.traj"
 SUMMARY_NAME = "md_summary.json"
@@ -76,12 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=list(PRECISION_MODES),
-        help="run the model in this precision mode (default: as saved); see docs/precision.md",
-    )
+    add_precision_option(parser)
     parser.add_argument(
         "--compile",
         action="store_true",

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from equiforce.precision import MODES as PRECISION_MODES
+from equiforce.cli.options import add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,12 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="relax all structures at once with TorchSim's batched FIRE (needs equiforce[sim])",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=list(PRECISION_MODES),
-        help="run the model in this precision mode (default: as saved); see docs/precision.md",
-    )
+    add_precision_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

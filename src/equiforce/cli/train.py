@@ -13,7 +13,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from equiforce.precision import MODES as PRECISION_MODES
+from equiforce.cli.options import add_precision_option
 from equiforce.train.config import RunConfig, load_config
 from equiforce.train.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -33,12 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in output_dir exactly from checkpoints/last.pt",
     )
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=list(PRECISION_MODES),
-        help="precision mode (overrides precision.mode of the config); see docs/precision.md",
-    )
+    add_precision_option(parser, "precision mode (overrides precision.mode of the config)")
     parser.add_argument(
         "--distributed-timeout",
         type=float,
