@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from equiforce.files import atomic_write, atomic_write_text
-from equiforce.workflows.distill.report import pareto_front
+from equiforce.workflows.distill.report import draw_pareto_front
 
 __all__ = ["format_markdown", "plot_pareto", "write_report"]
 
@@ -81,15 +81,7 @@ def plot_pareto(
     for model in dict.fromkeys(r["model"] for r in timed):
         xy = [p for r, p in zip(timed, points, strict=True) if r["model"] == model]
         ax.plot([x for x, _ in xy], [y for _, y in xy], "o", ms=4, label=str(model))
-    front = pareto_front(points)
-    if len(front) > 1:
-        ax.plot(
-            [points[k][0] for k in front],
-            [points[k][1] for k in front],
-            "k--",
-            lw=0.8,
-            label="Pareto front",
-        )
+    draw_pareto_front(ax, points)
     ax.axhline(force_tol, color="r", lw=0.8, label=f"tolerance {force_tol:g} meV/Å")
     for row, (x, y) in zip(timed, points, strict=True):
         if row["name"] == chosen:

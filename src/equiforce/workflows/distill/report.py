@@ -99,6 +99,19 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def draw_pareto_front(ax, points: Sequence[tuple[float, float]]) -> None:
+    """Join the non-dominated ``points`` (cost, error) on ``ax`` with a dashed line (2+ points)."""
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.plot(
+            [points[k][0] for k in front],
+            [points[k][1] for k in front],
+            "k--",
+            lw=0.8,
+            label="Pareto front",
+        )
+
+
 def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Test force RMSE against ms per atom-step, Pareto front joined; PNG.
 
@@ -117,15 +130,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     for row, (x, y) in zip(usable, points, strict=True):
         marker = "s" if row.get("role") == "teacher" else "o"
         ax.plot([x], [y], marker=marker, linestyle="none", label=str(row["name"]))
-    front = pareto_front(points)
-    if len(front) > 1:
-        ax.plot(
-            [points[k][0] for k in front],
-            [points[k][1] for k in front],
-            "k--",
-            lw=0.8,
-            label="Pareto front",
-        )
+    draw_pareto_front(ax, points)
     ax.set_xscale("log")
     ax.set_xlabel("inference time (ms per atom-step)")
     ax.set_ylabel("test force RMSE (meV/Å)")
