@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from equiforce.train.checkpoint import load_checkpoint
-from equiforce.train.config import load_config
+from equiforce.train.checkpoint import load_checkpoint, save_checkpoint
+from equiforce.train.config import RunConfig, load_config
 from equiforce.train.metrics import read_metrics_csv
 from equiforce.train.run import train
 
@@ -97,3 +97,26 @@ def test_resume_after_sigkill_mid_epoch_reproduces_uninterrupted_run(
         assert torch.equal(actual["model"]["state_dict"][name], value), name
     for name, value in expected["ema"]["shadow"].items():
         assert torch.equal(actual["ema"]["shadow"][name], value), name
+
+
+def test_resume_a_checkpoint_written_before_newer_settings_existed(tmp_path, emt_train_file):
+    """A checkpoint whose config lacks sections added later resumes with their defaults."""
+    config = config_dict(tmp_path / "run", emt_train_file, max_epochs=1)
+    config["training"]["stage_two"] = {"enabled": False}
+    train(RunConfig.from_dict(config))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint = load_checkpoint(last)
+    del checkpoint["config"]["precision"]  # as written before these sections existed
+    del checkpoint["config"]["training"]["finetune"]
+    save_checkpoint(checkpoint, last)
+
+    config["training"]["max_epochs"] = 2
+    assert train(RunConfig.from_dict(config), resume=True).epochs_completed == 2
+
+    checkpoint = load_checkpoint(last)
+    checkpoint["config"]["training"]["retired_setting"] = 1
+    save_checkpoint(checkpoint, last)
+    config["training"]["max_epochs"] = 3
+    with pytest.raises(ValueError, match=r"last\.pt: its configuration no longer parses.*"
+                       r"retired_setting"):
+        train(RunConfig.from_dict(config), resume=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -46,6 +46,7 @@ from equiforce.train.setup import (
     resolve_device,
 )
 from equiforce.train.trainer import BatchSource, RunPaths, Trainer
+from equiforce.typed_config import ConfigError
 
 LOG = logging.getLogger(__name__)
 
@@ -319,9 +320,13 @@ def _checkpoint_to_resume(
     if not last.exists():
         raise FileNotFoundError(f"nothing to resume: {last} does not exist")
     checkpoint = load_checkpoint(last)
-    saved = dict(checkpoint["config"])
-    # runs from before the precision section had the default (no policy)
-    saved.setdefault("precision", asdict(PrecisionConfig()))
+    # Settings added after the checkpoint was written take their defaults (what that run did).
+    try:
+        saved = RunConfig.from_dict(checkpoint["config"]).to_dict()
+    except ConfigError as err:
+        raise ValueError(
+            f"{last}: its configuration no longer parses, so the run cannot be resumed: {err}"
+        ) from err
     _check_compatible(saved, config.to_dict())
     return checkpoint
 
