@@ -16,8 +16,10 @@ layer k >= 1, the features its neighbours computed in layer k - 1; a ghost has n
 neighbourhood on this rank, so before each such layer the ghost rows are overwritten with their
 owners' (``HaloExchange``: a forward communication; its backward adds the gradient of every
 ghost row into its owner's row, a reverse communication). The ghost shell then stays at r_max
-whatever the number of layers. The exchange is a ``Communicate`` function; the plugin's goes
-through LAMMPS's ``comm->forward_comm`` / ``reverse_comm``, ML-IAP's through its data object's
+whatever the number of layers. The batch names the local atoms (``LOCAL_ATOMS``), so the model
+runs its node-wise work on their rows only and the exchange fills the ghost rows. The
+exchange is a ``Communicate`` function; the plugin's goes through LAMMPS's
+``comm->forward_comm`` / ``reverse_comm``, ML-IAP's through its data object's
 ``forward_exchange`` / ``reverse_exchange``.
 """
 
@@ -30,7 +32,7 @@ from typing import Callable
 import torch
 
 from equiforce.data import keys
-from equiforce.models.contract import PotentialInterface, run_layers
+from equiforce.models.contract import LOCAL_ATOMS, PotentialInterface, run_layers
 from equiforce.models.local_blocks import BlockPlan, SavedBytes
 from equiforce.precision import current_policy, precision_scope
 
@@ -49,32 +51,40 @@ class DomainTimes:
         exchange: inside ``communicate`` (both directions; waiting for other ranks included).
         blocks: model passes (several: a strictly local model in blocks of centre atoms,
             whose forward and backward interleave and are all counted in ``forward``).
+        node_rows: rows of the model's per-atom outputs (``node_energy``): the rows its
+            node-wise work ran on, n_local when it skips the ghosts (``LOCAL_ATOMS``).
     """
 
     forward: float = 0.0
     backward: float = 0.0
     exchange: float = 0.0
     blocks: int = 1
+    node_rows: int = 0
 
 
 class HaloExchange(torch.autograd.Function):
     """Ghost rows of a per-atom tensor := their owners' rows; backward: the reverse sum."""
 
     @staticmethod
-    def forward(ctx, halo: torch.Tensor, n_local: int, communicate: Communicate) -> torch.Tensor:
-        """(n_all, F) halo -> (n_all, F): local rows unchanged, ghost rows from their owners."""
-        ctx.n_local, ctx.communicate = n_local, communicate
-        rows = halo.detach().to(torch.float64).contiguous().clone()
+    def forward(
+        ctx, halo: torch.Tensor, n_local: int, n_all: int, communicate: Communicate
+    ) -> torch.Tensor:
+        """(n_local or n_all, F) halo -> (n_all, F): local rows unchanged, ghost rows from
+        their owners (the halo's own ghost rows, if it has any, are not read)."""
+        ctx.n_local, ctx.n_rows, ctx.communicate = n_local, halo.shape[0], communicate
+        rows = halo.new_empty((n_all, halo.shape[1]), dtype=torch.float64)
+        rows[:n_local] = halo[:n_local].detach()
+        rows[n_local:] = 0.0  # LAMMPS writes every ghost row; zeros keep unused ones defined
         communicate(rows, False)
         return rows.to(halo.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         """Each owner row gets its ghosts' gradients; ghost inputs had no effect (zero)."""
         rows = grad.to(torch.float64).contiguous().clone()
         ctx.communicate(rows, True)
         rows[ctx.n_local :] = 0.0
-        return rows.to(grad.dtype), None, None
+        return rows[: ctx.n_rows].to(grad.dtype), None, None, None
 
 
 @dataclass
@@ -145,6 +155,7 @@ def evaluate_domain(
         keys.EDGE_INDEX: edge_index.to(device),
         keys.EDGE_VEC: edge_vec,
     }
+    n_all = atom_type.shape[0]
 
     def timed(rows: torch.Tensor, reverse: bool) -> None:
         start = time.perf_counter()
@@ -152,15 +163,19 @@ def evaluate_domain(
         times.exchange += time.perf_counter() - start
 
     def exchange(index: int, halo: torch.Tensor) -> torch.Tensor:
-        return HaloExchange.apply(halo, n_local, timed)
+        return HaloExchange.apply(halo, n_local, n_all, timed)
 
     blocking = getattr(potential, "blocking", None)
     if model.strictly_local and blocking is not None and edge_vec.shape[0] > blocking.min_edges:
         return _evaluate_blocks(potential, inputs, n_local, mapped, blocking)
     start = time.perf_counter()
+    if model.message_passing_layers and n_local > 0:  # node-wise work on the local rows only
+        inputs[LOCAL_ATOMS] = n_local  # (the kernels take no 0-row tensors: a rank without
+        # local atoms runs its few ghost rows, or the placeholder, as before)
     with torch.enable_grad(), precision_scope(current_policy(potential)):
         out = run_layers(model, inputs, exchange if communicate is not None else None)
-        node_energy = torch.where(mapped, out[keys.NODE_ENERGY], 0.0)[:n_local]
+        times.node_rows = out[keys.NODE_ENERGY].shape[0]
+        node_energy = torch.where(mapped[:n_local], out[keys.NODE_ENERGY][:n_local], 0.0)
         energy = node_energy.sum()
         times.forward = time.perf_counter() - start
         (grad,) = torch.autograd.grad(energy, edge_vec, allow_unused=True)
@@ -214,7 +229,9 @@ def _evaluate_blocks(potential, inputs, n_local, mapped, blocking) -> DomainResu
         per_edge = saved.nbytes / max(1, plan.n_edges(*probe))
         for first_atom, last_atom in plan.ranges(probe[1], blocking.edges_per_block(per_edge)):
             run(first_atom, last_atom)
-    node_energy = torch.cat(energies).to(torch.float64)[:n_local]
+    node_energy = torch.cat(energies).to(torch.float64)
+    times.node_rows = node_energy.shape[0]
+    node_energy = node_energy[:n_local]
     grad = torch.cat(gradients).to(torch.float64)
     if plan.order is not None:
         grad = torch.empty_like(grad).index_copy(0, plan.order, grad)

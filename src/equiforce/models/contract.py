@@ -16,7 +16,12 @@ calculator, the trainer) read instead of guessing:
   tensor the next layer reads from neighbours (``LayerState.halo``, (n_atoms, F)) to
   ``f(k, halo) -> halo``: the place where a domain-decomposed run overwrites its ghost
   atoms' rows with their owners' (a forward halo exchange, whose backward is a reverse
-  one). With ``f`` the identity the result is ``forward``'s, bit for bit.
+  one). With ``f`` the identity the result is ``forward``'s, bit for bit. A domain's batch
+  may name its local atoms (``LOCAL_ATOMS``: the first ``n_local`` rows; the others are
+  ghosts, neighbours only); a model may then run its node-wise work (everything after the
+  messages are summed) on those rows alone, so that ``halo``, ``node_energy`` and
+  ``node_features`` have ``n_local`` rows and ``f`` fills the ghost rows (MACE does; a model
+  that ignores it keeps one row per atom, which ``f`` also accepts).
 * ``PotentialInterface`` (potential level, a Protocol that ``Potential`` and
   ``CompiledPotential`` satisfy; STYLE §9): a batch in, ``energy`` / ``forces`` /
   ``stress`` out, plus ``family``, ``spec``, ``energy_model``, ``type_names``, ``r_max``,
@@ -52,6 +57,7 @@ from equiforce.models.spec import ModelSpec
 
 __all__ = [
     "EDGE_ENERGY",
+    "LOCAL_ATOMS",
     "NODE_FEATURES",
     "OUTPUTS",
     "POTENTIAL_METADATA",
@@ -64,8 +70,13 @@ __all__ = [
 
 EDGE_ENERGY = "edge_energy"  # (n_edges,) float64, eV: pair (i, j)'s share of E_i (no E0/shift)
 OUTPUTS = frozenset({keys.NODE_ENERGY, EDGE_ENERGY, NODE_FEATURES})
+# optional batch entry, an int: the first n_local atoms are a domain's own, the rest ghosts
+# (in edges as neighbours only); outputs are wanted for the local atoms alone
+LOCAL_ATOMS = "n_local"
 
-# ``exchange(k, halo) -> halo``: called on the (n_atoms, F) halo entering layer k >= 1
+# ``exchange(k, halo) -> halo``: called on the halo entering layer k >= 1, (n_atoms, F) or,
+# with ``LOCAL_ATOMS`` in the batch, possibly only the local rows (n_local, F); returns the
+# (n_atoms, F) halo with every ghost row filled
 Exchange = Callable[[int, torch.Tensor], torch.Tensor]
 
 
@@ -76,7 +87,8 @@ class LayerState:
     Attributes:
         halo: (n_atoms, F) model dtype: the per-atom tensor the next layer reads from each
             atom's neighbours, i.e. what a halo exchange forwards to ghost atoms; None for
-            strictly local models (nothing crosses atoms).
+            strictly local models (nothing crosses atoms). After a layer of a model that
+            honours ``LOCAL_ATOMS``, only the local rows (n_local, F).
         private: the family's own carry (edge embeddings, running energies, ...); callers
             pass it on untouched.
     """
@@ -135,13 +147,15 @@ class AtomicEnergyModel(nn.Module, ABC):
         Args:
             data: batch dict with ``edge_vec`` (n_edges, 3) float64 Å, ``edge_index``
                 (2, n_edges) ``[centre, neighbour]``, ``atom_type`` (n_atoms,) and ``batch``
-                (n_atoms,); any atom may be a ghost (only its species and the edges matter).
+                (n_atoms,); any atom may be a ghost (only its species and the edges matter);
+                optionally ``LOCAL_ATOMS`` (module docstring).
         """
 
     @abstractmethod
     def run_layer(self, index: int, state: LayerState) -> LayerState:
         """Layer ``index`` (0-based). Rows of atoms with incomplete neighbourhoods (ghosts)
-        come out wrong in ``halo``; a halo exchange overwrites them before the next layer."""
+        come out wrong in ``halo`` (or are left out: ``LOCAL_ATOMS``); a halo exchange
+        overwrites (fills) them before the next layer."""
 
     @abstractmethod
     def final_outputs(self, state: LayerState) -> dict[str, torch.Tensor]:
@@ -160,9 +174,10 @@ def run_layers(
     Args:
         model: the architecture.
         data: its input batch (see ``AtomicEnergyModel.initial_state``).
-        exchange: ``f(k, halo) -> halo`` of the same shape, called before every layer
-            k = 1..num_layers-1 of a model with ``message_passing_layers`` > 0 (never for
-            strictly local ones); None: no exchange (identical to the identity).
+        exchange: ``f(k, halo) -> halo`` (``Exchange``: one row per atom out), called
+            before every layer k = 1..num_layers-1 of a model with
+            ``message_passing_layers`` > 0 (never for strictly local ones); None: no
+            exchange (identical to the identity).
 
     Returns:
         ``model.final_outputs`` of the last state.
