@@ -6,8 +6,9 @@ box's atoms, ``forward_exchange`` copies each owner's row into its ghost rows an
 ``reverse_exchange`` adds the ghost rows into their owners, as LAMMPS's communication does;
 ``update_pair_forces_gpu`` adds ``fij`` to ``f_i`` and subtracts it from ``f_j``, after which
 the ghost forces are summed into their owners. Energies, per-atom energies and forces of a
-random 2-layer MACE and Allegro (float64, whole and in blocks of centre atoms) equal the ASE
-calculator's.
+random 2-layer MACE (whole and in receiver chunks) and Allegro (whole and in blocks of centre
+atoms), float64, equal the ASE calculator's; MACE's node-wise work runs on the local rows only
+(the model returns one row per local atom, not per ghost).
 """
 
 from __future__ import annotations
@@ -108,11 +109,13 @@ def box():
     return atoms
 
 
-@pytest.mark.parametrize("family", ["mace", "allegro", "allegro-in-blocks"])
+@pytest.mark.parametrize("family", ["mace", "mace-in-chunks", "allegro", "allegro-in-blocks"])
 def test_adapter_equals_the_ase_calculator(box, family):
     potential = {"mace": tiny_mace, "allegro": tiny_allegro}[family.split("-")[0]]()
     if family == "allegro-in-blocks":  # blocks of ~100 edges (Potential.blocking)
         potential.blocking = BlockSettings(block_bytes=2**18, probe_edges=64, min_edges=0)
+    if family == "mace-in-chunks":  # receiver chunks of ~100 edges (MACE.chunk_edges)
+        potential.energy_model.chunk_edges = 100
     adapter = MLIAPModel(potential, device="cpu")
     data = FakeMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
     assert data.ntotal > 3 * data.nlocal  # the ghosts of a small periodic box
@@ -131,7 +134,12 @@ def test_adapter_equals_the_ase_calculator(box, family):
     )
     if family == "allegro-in-blocks":
         assert adapter.last_result.times.blocks > 3
-    layers = potential.energy_model.num_layers if family == "mace" else 1
+    if family.startswith("mace"):  # no node-wise work on the ghost rows
+        assert adapter.last_result.times.node_rows == data.nlocal
+    if family == "mace-in-chunks":
+        edge_index = torch.stack([torch.from_numpy(data.pair_i), torch.from_numpy(data.pair_j)])
+        assert potential.energy_model._chunks(edge_index.long(), data.nlocal) is not None
+    layers = potential.energy_model.num_layers if family.startswith("mace") else 1
     assert data.exchanges == {"forward": layers - 1, "reverse": layers - 1}
 
 

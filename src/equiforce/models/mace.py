@@ -32,7 +32,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from equiforce.data import keys
-from equiforce.models.contract import NODE_FEATURES, AtomicEnergyModel, LayerState
+from equiforce.models.contract import (
+    LOCAL_ATOMS,
+    NODE_FEATURES,
+    AtomicEnergyModel,
+    LayerState,
+)
 from equiforce.models.registry import register
 from equiforce.models.spec import ModelSpec, integer_problems
 from equiforce.nn import ScaleShiftEnergy
@@ -135,7 +140,11 @@ class MACE(AtomicEnergyModel):
 
     Layer ``k`` of the contract's layer-at-a-time API is interaction ``k`` + its product
     block + its readout; the halo is the node features (n_atoms, hidden dim of layer k-1)
-    that interaction ``k`` reads from the neighbours.
+    that interaction ``k`` reads from the neighbours. With ``LOCAL_ATOMS`` in the batch
+    (a domain of a domain-decomposed run), everything but ``linear_up`` of the senders
+    (the receivers' messages, self-connection, product, readout) runs on the local rows
+    only: the ghosts' rows would be overwritten by the next exchange, and their energies
+    are not wanted.
 
     Attributes:
         chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges run layer
@@ -188,7 +197,8 @@ class MACE(AtomicEnergyModel):
 
         Args:
             data: batch dict with ``edge_vec`` (n_edges, 3) float64, ``edge_index``
-                (2, n_edges) ``[centre, neighbour]`` and ``atom_type`` (n_atoms,).
+                (2, n_edges) ``[centre, neighbour]`` and ``atom_type`` (n_atoms,); optionally
+                ``LOCAL_ATOMS`` (an int: centres are below it; class docstring).
         """
         dtype = self.embedding.weight.dtype
         atom_type = data[keys.ATOM_TYPE]
@@ -196,11 +206,14 @@ class MACE(AtomicEnergyModel):
         # mace-torch's edge vector points from sender (our neighbour) to receiver (centre)
         edge_attrs, edge_radial = self.edge_embedding(-data[keys.EDGE_VEC].to(dtype))
         node_feats = self.embedding(atom_type)
-        chunks = self._chunks(edge_index, node_feats.shape[0])
+        n_local = data.get(LOCAL_ATOMS)
+        n_rows = node_feats.shape[0] if n_local is None else int(n_local)
+        chunks = self._chunks(edge_index, n_rows)
         if chunks is not None and chunks.edge_order is not None:
             edge_attrs, edge_radial = edge_attrs[chunks.edge_order], edge_radial[chunks.edge_order]
         private = {
             "atom_type": atom_type,
+            "n_local": None if n_local is None else n_rows,
             "edge_index": edge_index,
             "edge_attrs": edge_attrs,
             "edge_radial": edge_radial,
@@ -208,7 +221,7 @@ class MACE(AtomicEnergyModel):
             # checkpoint only for inference with derivatives: training (create_graph) keeps
             # the recomputed graph anyway, and without gradients nothing is stored
             "recompute": torch.is_grad_enabled() and not self.training,
-            "energy": node_feats.new_zeros(node_feats.shape[0]),
+            "energy": node_feats.new_zeros(n_rows),
             "features": [],
         }
         return LayerState(node_feats, private)
@@ -217,16 +230,27 @@ class MACE(AtomicEnergyModel):
         """Interaction ``index`` + product (whole graph or in receiver chunks) + readout."""
         carry = state.private
         interaction, product = self.interactions[index], self.products[index]
-        atom_type, edge_attrs, edge_radial = (
+        atom_type, edge_attrs, edge_radial, edge_index, n_local = (
             carry["atom_type"],
             carry["edge_attrs"],
             carry["edge_radial"],
+            carry["edge_index"],
+            carry["n_local"],
         )
-        if carry["chunks"] is None:
-            message, sc = interaction(
-                state.halo, atom_type, edge_attrs, edge_radial, carry["edge_index"]
-            )
+        if carry["chunks"] is None and n_local is None:
+            message, sc = interaction(state.halo, atom_type, edge_attrs, edge_radial, edge_index)
             node_feats = product(message, atom_type, sc)
+        elif carry["chunks"] is None:  # messages onto the local rows (the receivers) only
+            message, sc = interaction.messages(
+                interaction.linear_up(state.halo),
+                state.halo[:n_local],
+                atom_type[:n_local],
+                edge_attrs,
+                edge_radial,
+                edge_index[1],
+                edge_index[0],
+            )
+            node_feats = product(message, atom_type[:n_local], sc)
         else:
             node_feats = _layer_in_chunks(
                 interaction,
@@ -247,8 +271,9 @@ class MACE(AtomicEnergyModel):
         """``node_energy`` (n_atoms,) float64 eV and ``node_features``
         (n_atoms, num_channels * num_interactions) model dtype, every layer's scalars."""
         carry = state.private
+        atom_type = carry["atom_type"][: carry["energy"].shape[0]]
         return {
-            keys.NODE_ENERGY: self.scale_shift(carry["energy"], carry["atom_type"]),
+            keys.NODE_ENERGY: self.scale_shift(carry["energy"], atom_type),
             NODE_FEATURES: torch.cat(carry["features"], dim=1),
         }
 
@@ -278,17 +303,19 @@ def _layer_in_chunks(
     chunks: ReceiverChunks,
     recompute: bool,
 ) -> torch.Tensor:
-    """One layer (interaction + product) chunk by chunk; (n_atoms, skip_out.dim).
+    """One layer (interaction + product) chunk by chunk; (n_receivers, skip_out.dim).
 
     Each chunk gets its local nodes' up-projected features (one gather for all chunks, so
     the backward scatters once, not once per chunk), its receivers' features and species
-    and its edges' embeddings; with ``recompute`` its forward is checkpointed.
+    and its edges' embeddings; with ``recompute`` its forward is checkpointed. The chunks'
+    receivers are the first ``n_receivers`` atoms (all, or a domain's local atoms).
     """
     up = interaction.linear_up(node_feats).index_select(0, chunks.nodes)
+    n_receivers = sum(chunks.receiver_sizes)
     parts = zip(
         up.split(chunks.node_sizes),
-        node_feats.split(chunks.receiver_sizes),
-        atom_type.split(chunks.receiver_sizes),
+        node_feats[:n_receivers].split(chunks.receiver_sizes),
+        atom_type[:n_receivers].split(chunks.receiver_sizes),
         edge_attrs.split(chunks.edge_sizes),
         edge_radial.split(chunks.edge_sizes),
         chunks.senders,
