@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from equiforce.cli.options import add_precision_option
+from equiforce.cli.options import add_device_option, add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_device_option(parser)
     add_precision_option(parser)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from equiforce.cli.options import add_precision_option
+from equiforce.cli.options import add_device_option, add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("reference", "fast"),
         help="kernel backend to trace; fast works for Allegro only (MACE's are custom ops)",
     )
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    add_device_option(parser, choices=("cpu", "cuda"))
     parser.add_argument("--stress", action="store_true", help="also output stress and virial")
     parser.add_argument("--per-atom", action="store_true", help="also output atomic energies")
     parser.add_argument(

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equiforce.cli.options import add_precision_option
+from equiforce.cli.options import add_device_option, add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``lammps`` options on ``parser``."""
     parser.add_argument("input", help="LAMMPS input file (pair_style equiforce MODEL)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_device_option(parser)
     add_precision_option(parser, "run the models in this precision mode (default: as saved)")
     parser.add_argument(
         "--var",

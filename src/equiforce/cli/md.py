@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from equiforce.cli.options import add_precision_option
+from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.md.dynamics import BAROSTATS
 
 TRAJECTORY_NAME = "md.traj"
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_device_option(parser)
     add_precision_option(parser)
     parser.add_argument(
         "--compile",

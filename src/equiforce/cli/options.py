@@ -23,3 +23,34 @@ def add_precision_option(
         choices=list(PRECISION_MODES),
         help=f"{doing}; see docs/precision.md",
     )
+
+
+def add_device_option(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...] | None = None
+) -> None:
+    """``--device DEVICE`` (default ``cpu``), checked while the command line is parsed.
+
+    Args:
+        parser: the subcommand's parser.
+        choices: the devices the command supports (None: any torch device, e.g. ``cuda:1``).
+    """
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        type=_torch_device,
+        choices=choices,
+        help="torch device: " + (", ".join(choices) if choices else "cpu, cuda or cuda:N"),
+    )
+
+
+def _torch_device(text: str) -> str:
+    """``text`` if torch parses it as a device, else an argparse error naming the value."""
+    import torch
+
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+        ) from None
+    return text

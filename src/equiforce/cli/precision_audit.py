@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from equiforce.cli.options import add_device_option
 from equiforce.precision import MODES
 
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timestep", type=float, default=0.5, help="NVE time step, fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="NVE start, K")
     parser.add_argument("--seed", type=int, default=0, help="rotation and velocity seed")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_device_option(parser)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the audit as JSON")
 
 

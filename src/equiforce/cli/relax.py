@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from equiforce.cli.options import add_precision_option
+from equiforce.cli.options import add_device_option, add_precision_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="relax all structures at once with TorchSim's batched FIRE (needs equiforce[sim])",
     )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_device_option(parser)
     add_precision_option(parser)
 
 
