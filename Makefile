@@ -30,7 +30,7 @@ test: install-mace install-nequip test-core test-interop
 test-interop: test-interop-mace test-interop-nequip
 
 test-core: install
-	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q tests --durations=25 $(PYTEST_ARGS)
 
 # mace-torch pins e3nn 0.4.4, so its parity tests run in their own venv, which also proves
 # equiforce installs and runs beside e3nn 0.4.4.
