@@ -107,7 +107,7 @@ def test_with_dtype_keeps_the_weights():
         (["missing.pt"], "missing.pt does not exist"),
         (
             ["--preset", "mace-small", "--peers", "--mace-python", "/nowhere/python"],
-            "mace-torch python /nowhere/python .* does not exist",
+            "--mace-python /nowhere/python: does not exist",
         ),
         (["--preset", "mace-small", "--threads", "0"], "--threads must be >= 1"),
     ],

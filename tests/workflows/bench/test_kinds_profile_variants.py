@@ -47,7 +47,7 @@ def test_a_training_step_gives_the_inference_outputs_and_the_loss_gradients():
     for expected, got in zip((p.grad for p in model.parameters()), first, strict=True):
         torch.testing.assert_close(got, expected)
     assert torch.equal(step_loss(torch.ones(2), torch.full((3, 3), 2.0)), torch.tensor(4.002))
-    with pytest.raises(ValueError, match="known: \\['inference', 'train'\\]"):
+    with pytest.raises(ValueError, match="known: \\['inference', 'train', 'train-step'\\]"):
         check_kind("md")
 
 

@@ -1,12 +1,19 @@
-"""What one timed call is: ``inference`` or ``train`` (a force-training step).
+"""What one timed call is: ``inference``, ``train`` (gradients of the force loss) or
+``train-step`` (a whole optimiser step).
 
 * ``inference``: energy + forces (eval mode, forces by autograd, no graph kept);
-* ``train``: one optimiser-free training step: energy + forces with ``create_graph``,
-  ``step_loss`` and its backward (the double backward of force training), parameter
-  gradients cleared before each step.
+* ``train``: energy + forces with ``create_graph``, ``step_loss`` and its backward (the double
+  backward of force training), parameter gradients cleared before each call; no optimiser
+  (what ``benchmarks/mace_train_step`` times);
+* ``train-step``: ``train`` followed by the optimiser step ``equiforce train`` takes by
+  default (``train.optim.build_optimizer`` of a default ``TrainConfig``: Adam with AMSGrad,
+  lr 0.01, weight decay 5e-7), so the weights change from call to call
+  (``equiforce bench --train-step``). Gradient clipping and the EMA of the trainer are not
+  part of it.
 
-Our worker and the peers' workers run the same kinds on the same batch, so their times and
-first-call outputs compare.
+Our worker and the peers' workers build their calls with ``training_call`` and run the same
+kinds on the same batch, so their times and first-call outputs compare: a call returns the
+energies and forces of the weights it started from.
 """
 
 from __future__ import annotations
@@ -17,9 +24,18 @@ import torch
 
 from equiforce.models import Potential
 
-__all__ = ["KINDS", "Call", "check_kind", "potential_call", "step_loss"]
+__all__ = [
+    "KINDS",
+    "TRAINING_KINDS",
+    "Call",
+    "check_kind",
+    "potential_call",
+    "step_loss",
+    "training_call",
+]
 
-KINDS = ("inference", "train")
+KINDS = ("inference", "train", "train-step")
+TRAINING_KINDS = ("train", "train-step")
 
 Call = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
@@ -38,10 +54,41 @@ def step_loss(energy: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
     return 1e-3 * energy.sum() + forces.pow(2).mean()
 
 
+def training_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
+    """``forward`` (energies ``(n_graphs,)``, forces ``(n_atoms, 3)`` with their graph kept)
+    as a call of a training ``kind`` on ``model``'s parameters; puts ``model`` in train mode.
+
+    The loss is ``step_loss`` in float64 (of float32 or float64 outputs alike); ``train-step``
+    builds its optimiser here, once, from ``equiforce.train.optim.build_optimizer``.
+
+    Returns:
+        The call; it returns the detached energies and forces of the weights it started from.
+    """
+    if kind not in TRAINING_KINDS:
+        raise ValueError(f"not a training kind: {kind!r}; training kinds: {list(TRAINING_KINDS)}")
+    model.train()
+    optimizer = None
+    if kind == "train-step":
+        from equiforce.train.config import TrainConfig
+        from equiforce.train.optim import build_optimizer
+
+        optimizer = build_optimizer(model, TrainConfig())
+
+    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        energy, forces = forward()
+        step_loss(energy.double(), forces.double()).backward()
+        if optimizer is not None:
+            optimizer.step()
+        return energy.detach(), forces.detach()
+
+    return train_step
+
+
 def potential_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
     """One call of ``kind`` on an equiforce model; returns detached ``(energy, forces)``.
 
-    Puts ``potential`` in eval mode for ``inference`` and in train mode for ``train``.
+    Puts ``potential`` in eval mode for ``inference`` and in train mode for the training kinds.
     """
     check_kind(kind)
     if kind == "inference":
@@ -52,12 +99,9 @@ def potential_call(potential: Potential, batch: dict[str, torch.Tensor], kind: s
             return out["energy"], out["forces"]
 
         return infer
-    potential.train()
 
-    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
-        potential.zero_grad(set_to_none=True)
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
         out = potential(batch, compute_forces=True, create_graph=True)
-        step_loss(out["energy"], out["forces"]).backward()
-        return out["energy"].detach(), out["forces"].detach()
+        return out["energy"], out["forces"]
 
-    return train_step
+    return training_call(potential, forward, kind)

@@ -19,7 +19,7 @@ import torch
 
 from equiforce.data import keys
 from equiforce.models import Potential
-from equiforce.workflows.bench.kinds import Call, check_kind, step_loss
+from equiforce.workflows.bench.kinds import TRAINING_KINDS, Call, check_kind, training_call
 
 __all__ = ["PEERS", "Peer", "peer_for_family", "peer_python"]
 
@@ -68,48 +68,54 @@ def peer_for_family(family: str) -> Peer:
     raise ValueError(f"no peer framework runs {family!r} models (peers: {sorted(PEERS)})")
 
 
+def _default_pythons(peer: Peer) -> list[Path]:
+    """``<venv>/bin/python`` under the working directory, then under equiforce's checkout."""
+    from equiforce.measure.machine import source_root
+
+    return [Path(peer.venv) / "bin" / "python", source_root() / peer.venv / "bin" / "python"]
+
+
 def peer_python(peer: Peer, explicit: str | None) -> str:
     """The python executable of ``peer``'s environment.
 
-    Order: ``explicit`` (the command-line option), the environment variable, then
-    ``<venv>/bin/python`` under the working directory.
+    Order: ``explicit`` (the command-line option ``peer.option``), the environment variable
+    ``peer.env_var``, then ``<venv>/bin/python`` under the working directory or under the
+    checkout equiforce is imported from (where ``make install-mace`` / ``install-nequip``
+    put it).
 
     Raises:
-        FileNotFoundError: the chosen executable does not exist (the message says how to
-            create the venv or point elsewhere).
+        FileNotFoundError: the option or variable names no executable file, or no default
+            venv exists; the message names the option and the variable and says how to
+            create the venv.
     """
-    source = "option"
-    python = explicit
-    if python is None and os.environ.get(peer.env_var):
-        python, source = os.environ[peer.env_var], f"${peer.env_var}"
-    if python is None:
-        python, source = str(Path(peer.venv) / "bin" / "python"), "default"
-    if not Path(python).exists():
-        raise FileNotFoundError(
-            f"--peers: {peer.name} python {python} ({source}) does not exist; create the venv "
-            f"with `make {peer.make_target}` in an equiforce checkout, or pass {peer.option} "
-            f"PYTHON / set {peer.env_var} to a python with {peer.name} and equiforce installed"
-        )
-    return python
+    hint = (
+        f"pass {peer.option} PYTHON or set {peer.env_var} to a python with {peer.name} and "
+        f"equiforce installed, or create {peer.venv} with `make {peer.make_target}` in an "
+        "equiforce checkout"
+    )
+    if explicit is not None or os.environ.get(peer.env_var):
+        source = peer.option if explicit is not None else f"${peer.env_var}"
+        python = Path(explicit if explicit is not None else os.environ[peer.env_var])
+        if not python.is_file() or not os.access(python, os.X_OK):
+            problem = "is not an executable file" if python.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"{source} {python}: {problem} (the {peer.name} python for --peers); {hint}"
+            )
+        return str(python)
+    for python in _default_pythons(peer):
+        if python.is_file() and os.access(python, os.X_OK):
+            return str(python)
+    tried = ", ".join(str(p) for p in _default_pythons(peer))
+    raise FileNotFoundError(f"--peers: no {peer.name} python found (tried {tried}); {hint}")
 
 
-def _peer_step(
-    model: torch.nn.Module, forward: Callable[[], tuple[torch.Tensor, torch.Tensor]], kind: str
-) -> Call:
-    """``forward`` as a call of ``kind``: as is, or a training step with ``step_loss``."""
+def _peer_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
+    """``forward`` as a call of ``kind``: as is (eval mode), or ``kinds.training_call``."""
     check_kind(kind)
     if kind == "inference":
         model.eval()
         return forward
-    model.train()
-
-    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
-        model.zero_grad(set_to_none=True)
-        energy, forces = forward()
-        step_loss(energy.double(), forces.double()).backward()
-        return energy.detach(), forces.detach()
-
-    return train_step
+    return training_call(model, forward, kind)
 
 
 def mace_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
@@ -136,10 +142,10 @@ def mace_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -
 
     def call() -> tuple[torch.Tensor, torch.Tensor]:
         # training=True: forces with create_graph, as mace-torch trains
-        out = model(dict(inputs), training=kind == "train", compute_force=True)
+        out = model(dict(inputs), training=kind in TRAINING_KINDS, compute_force=True)
         return out["energy"], out["forces"]
 
-    return _peer_step(model, call, kind)
+    return _peer_call(model, call, kind)
 
 
 def nequip_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
@@ -171,7 +177,7 @@ def nequip_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str)
             out[AtomicDataDict.FORCE_KEY],
         )
 
-    return _peer_step(model, call, kind)
+    return _peer_call(model, call, kind)
 
 
 CALLS: dict[str, Callable[[Potential, dict[str, torch.Tensor], str], Call]] = {

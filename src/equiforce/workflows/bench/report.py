@@ -1,4 +1,5 @@
-"""Bench report outputs: the JSON file, a text table and the ms-per-atom-step plot."""
+"""Bench report outputs: the JSON file, a text table, the ms-per-atom-step plot, and the rows
+of the "current ratios" table of docs/performance.md (``RATIO_HEADER``, ``ratio_rows``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,31 @@ from typing import Any
 from equiforce.files import atomic_write, atomic_write_text
 
 __all__ = [
+    "CALL_LABELS",
+    "RATIO_HEADER",
     "extrapolated_peak_mb",
     "format_table",
+    "machine_summary",
+    "ratio_rows",
     "scaling_exponents",
     "write_json",
     "write_plot",
 ]
+
+
+CALL_LABELS = {
+    "inference": "energy + forces",
+    "train": "force-loss gradients",
+    "train-step": "training step",
+}
+"""What one call of each kind (``kinds``) is, as the plot's axis says."""
+
+RATIO_HEADER = (
+    "| date | commit | machine (CPU flags) | load | model | precision | call | system (atoms) "
+    "| equiforce ms | other | other ms | other / equiforce | command |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+"""Header of the "current ratios" table of docs/performance.md; ``ratio_rows`` fills it."""
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -30,7 +50,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """One line per (system, implementation): ms/call, atom-steps/s, memory, peer ratios."""
+    settings = report["settings"]
     lines = [
+        f"{_model_label(report)}, {settings['precision']}, {settings['kind']} calls, "
+        f"{settings['threads']} thread(s), {settings['device']}",
         f"{'system':10s} {'atoms':>7s} {'edges':>9s} {'impl':15s} {'ms/call':>10s} "
         f"{'atom-steps/s':>12s} {'peak MB':>9s} {'x time':>7s} {'x mem':>6s}  parity (dE/atom, dF)"
     ]
@@ -147,14 +170,66 @@ def write_plot(report: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("atoms")
-    ax.set_ylabel("ms per atom-step (energy + forces)")
     settings = report["settings"]
-    model = settings["preset"] or Path(settings["model"]).name
+    ax.set_ylabel(f"ms per atom-step ({CALL_LABELS.get(settings['kind'], settings['kind'])})")
     ax.set_title(
-        f"{model}, {settings['precision']}, threads: {settings['threads']}, {settings['device']}"
+        f"{_model_label(report)}, {settings['precision']}, threads: {settings['threads']}, "
+        f"{settings['device']}"
     )
     if series:
         ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+
+
+def _model_label(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    return settings["preset"] or Path(settings["model"]).name
+
+
+def machine_summary(machine: dict[str, Any]) -> str:
+    """``"<cpu model>, <n> CPUs, <flags present>"`` of a report's ``machine`` entry
+    (``equiforce.measure.machine.machine_info``; flags of ``LOW_PRECISION_FLAGS``), plus the
+    GPU when there is one."""
+    flags = " ".join(flag for flag, present in machine.get("cpu_flags", {}).items() if present)
+    cpus = machine.get("cpus") or machine.get("cpu_count")
+    gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+    return f"{machine.get('cpu_model') or 'unknown CPU'}, {cpus} CPUs, {flags or 'none'}{gpu}"
+
+
+def ratio_rows(report: dict[str, Any], command: str) -> list[str]:
+    """Markdown rows of the "current ratios" table (``RATIO_HEADER``), one per system and
+    peer or variant of ``report``: date, commit, machine, the 1-minute load average when the
+    system started, model, precision, call kind, median ms of both and other / equiforce.
+
+    Args:
+        report: a ``run_bench`` report.
+        command: the command that made it (the row's last cell).
+    """
+    machine, settings = report["machine"], report["settings"]
+    commit = machine.get("git_commit", "unknown")
+    dirty = "-dirty" if commit.endswith("-dirty") else ""
+    head = [report["date"][:10], f"`{commit[:10]}`{dirty}", machine_summary(machine)]
+    rows = []
+    for result in report["results"]:
+        ours = result.get("implementations", {}).get("equiforce")
+        if ours is None:
+            continue
+        load = result.get("load_avg", machine.get("load_avg", [math.nan]))[0]
+        for impl, ratio in result["ratios"].items():
+            cells = [
+                *head,
+                f"{load:.1f}",
+                _model_label(report),
+                settings["precision"],
+                settings["kind"],
+                f"{result['system']} ({result['n_atoms']:,})",
+                f"{ours['timing']['median_ms']:,.1f}",
+                impl,
+                f"{result['implementations'][impl]['timing']['median_ms']:,.1f}",
+                f"**{ratio['time']:.2f}**",
+                f"`{command}`",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -77,7 +78,8 @@ class BenchConfig:
             package the mode it was exported in (filled in here).
         backend: kernel backend for our model (None: as built).
         compile: compile our model with ``equiforce.models.compile.compile_potential``.
-        kind: what a call is: "inference" (energy + forces) or "train" (a training step).
+        kind: what a call is (``kinds``): "inference" (energy + forces), "train" (the force
+            loss and its double backward) or "train-step" (that and an optimiser step).
         variants: further equiforce workers with their own model settings, interleaved with
             ours (e.g. ``Variant("compiled", compile=True)``).
         profile: after the timed calls, profile one more call of each implementation
@@ -138,6 +140,10 @@ class BenchConfig:
         unknown = sorted(set(self.peer_python) - set(PEERS))
         if unknown:
             raise ValueError(f"unknown peers {unknown}; known: {sorted(PEERS)}")
+        if self.kind != "inference" and any(v.export_backend for v in self.variants):
+            raise ValueError(
+                f"--exported: an exported package runs inference only, not {self.kind!r} calls"
+            )
         batches = [s for s in self.systems if parse_system(s)[0] == "batch" and s != "batch1"]
         exported = is_package(self.model) or any(v.export_backend for v in self.variants)
         if exported and batches:
@@ -315,6 +321,7 @@ def _run_system(config: BenchConfig, name: str, family: str, files: dict, log) -
         "n_atoms": int(n_atoms.sum()),
         "n_graphs": len(frames),
         "mem_available_gb": mem_available_gb(),
+        "load_avg": os.getloadavg(),
     }
     try:
         infos, times, memory, errors = _measure(

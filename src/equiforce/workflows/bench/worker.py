@@ -35,7 +35,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outputs", required=True, help=".npz receiving the first call's E, F")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--kind", default="inference", help="call kind: inference or train")
+    parser.add_argument(
+        "--kind", default="inference", help="call kind: inference, train or train-step"
+    )
 
 
 def prepare_batch(
