@@ -13,10 +13,7 @@ The edge vectors arrive in float64 (the ``Potential``'s geometry boundary) and a
 first: the geometry (lengths, basis, envelope, spherical harmonics) is evaluated in the model
 dtype (float32 for a half-precision one), as nequip-allegro does. A float32 model rounds
 everything after it to float32 anyway; its float64 geometry (``sinc`` in float64 alone ~4%
-of the tiny model's call) bought no accuracy. Lengths, basis, envelope and the ``l <= 1``
-harmonics are one autograd node (``equiforce.kernels.allegro_geometry``);
-``enveloped_bessel_basis`` and ``unit_sh`` below are their plain definitions, which the
-kernel's tests compare it with.
+of the tiny model's call) bought no accuracy.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import math
 import torch
 from torch import nn
 
-from equiforce.kernels.allegro_geometry import edge_geometry
 from equiforce.nn.allegro.mlp import AllegroMLP, WeightedChannels
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.radial import polynomial_cutoff
@@ -139,24 +135,15 @@ class AllegroEdgeEmbedding(nn.Module):
         """
         dtype = self.centre_embed.dtype
         geometry = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        edge_vec = edge_vec.to(geometry)
+        lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
         pair = edge_types[0] * self.n_types + edge_types[1]
         if len(set(self.inverse_r_max)) == 1:
-            scale: torch.Tensor | float = self.inverse_r_max[0]
+            x = lengths * self.inverse_r_max[0]
         else:
-            inverse = torch.tensor(self.inverse_r_max, dtype=geometry, device=edge_vec.device)
-            scale = inverse.index_select(0, pair).unsqueeze(-1)
-        # one fused node (kernels/allegro_geometry): lengths, basis, envelope, Y_0 and Y_1
-        closed_form = self.l_max <= 1
-        basis, edge_sh = edge_geometry(
-            edge_vec,
-            scale,
-            self.num_bessels,
-            self.polynomial_cutoff_p,
-            self.l_max if closed_form else 0,
-            geometry,
-        )
-        if not closed_form:
-            edge_sh = spherical_harmonics(self.l_max, edge_vec.to(geometry))
+            inverse = torch.tensor(self.inverse_r_max, dtype=geometry, device=lengths.device)
+            x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
+        basis = enveloped_bessel_basis(x, self.num_bessels, self.polynomial_cutoff_p)
         # [E_centre, E_neighbour] of every type pair, then one gather per pair
         n, half = self.centre_embed.shape
         species = torch.cat(
@@ -168,6 +155,6 @@ class AllegroEdgeEmbedding(nn.Module):
         )
         species = species.reshape(n * n, 2 * half).index_select(0, pair)
         latent = self.scalar_mlp(species * self.basis_linear(basis.to(dtype)))
-        edge_sh = edge_sh.to(dtype)
+        edge_sh = unit_sh(self.l_max, edge_vec, lengths).to(dtype)
         tensor_features = self.weighter(edge_sh, self.tensor_linear(latent))
         return latent, edge_sh, tensor_features
