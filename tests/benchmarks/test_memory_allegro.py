@@ -20,5 +20,5 @@ def test_main_runs_a_worker_per_size_and_skips_one_predicted_above_the_limit(tmp
     (path,) = tmp_path.glob("memory_allegro_*.json")
     document = json.loads(path.read_text())
     first, second = document["results"]
-    assert first["n_atoms"] == 4 and first["us_per_atom"] > 0
+    assert first["n_atoms"] == 4 and first["us_per_atom"] > 0 and first["cpu_us_per_atom"] > 0
     assert "skipped" in second and "command" in document
