@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import run_record
+from benchmarks.common import git_commit, run_record
 
 __all__ = ["main", "measure"]
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     document: dict[str, Any] = {**run_record("benchmarks.allegro_cpu_time", argv), "results": []}
+    document["commit"] = git_commit()
     document["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     document["load_average_start"] = os.getloadavg()
     lines = [

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import run_record
+from benchmarks.common import git_commit, run_record
 
 __all__ = ["main", "measure", "parser"]
 
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.preset, args.dtype, reps, args.repeats, args.seed)))
         return 0
     document: dict[str, Any] = {**run_record("benchmarks.memory_allegro", argv), "results": []}
+    document["commit"] = git_commit()
     document["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "worker")}
     previous = None
     for reps in sorted(args.reps):
