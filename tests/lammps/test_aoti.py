@@ -7,7 +7,8 @@ to 1e-10: on one rank under the driver (``run_lammps``) and on two ranks of the 
 non-periodic box on three plain ranks, one with ghosts only and one empty (the C++ side pads
 their graphs), equals ASE too. NVE steps equal those of the Python-callback path on the model
 file. A MACE package is refused, naming the halo exchange and the Python path; so is a package
-without per-atom energies.
+without per-atom energies, and a rank with more atoms than the package's ``max_atoms``
+(``equiforce export --max-atoms``), naming the rank and its atom counts.
 
 The refusals depend only on a package's metadata, read before its program loads; a MACE
 export costs ~70 s, so the MACE package is the exported Allegro's archive with the AOTInductor
@@ -248,4 +249,34 @@ def test_what_the_cpp_path_cannot_run_is_refused(files, tmp_path, family, output
 def test_an_element_the_package_lacks_is_named(files, tmp_path):
     variables = _box(files, tmp_path, elements="Cu Fe")
     with pytest.raises(LammpsError, match="atom type 2 to Fe, which the model does not know"):
+        run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
+
+
+def _with_max_atoms(package: Path, target: Path, max_atoms: int) -> Path:
+    """A copy of ``package`` whose ``max_atoms`` metadata is ``max_atoms`` (nothing else)."""
+    metadata = {}
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            if name.endswith("_metadata.json"):
+                fields = json.loads(archive.read(name))
+                metadata.update({k: v for k, v in fields.items() if k.startswith("equiforce.")})
+    assert metadata["equiforce.max_atoms"] == "null"
+    return _with_metadata(package, target, {**metadata, "equiforce.max_atoms": str(max_atoms)})
+
+
+def test_a_rank_with_more_atoms_than_the_package_takes_is_refused(files, tmp_path):
+    exported = files / "allegro.pt2"
+    fits = _with_max_atoms(exported, tmp_path / "fits.pt2", 100_000)
+    run_lammps(files / "driver.lmp", variables=_box(files, tmp_path / "fits", model=str(fits)),
+               log=None, screen=False)
+    _assert_run0_equals_ase(
+        tmp_path / "fits", files / "box.data", "Cu Au", files / "allegro.pt", periodic=True
+    )
+    small = _with_max_atoms(exported, tmp_path / "small.pt2", 40)
+    variables = _box(files, tmp_path / "small", model=str(small))
+    message = (
+        r"rank 0 of 1: .*small.pt2: 32 local \+ \d+ ghost atoms = \d+ atoms on this rank, more "
+        r"than the 40 the package was exported for \(equiforce export --max-atoms 40\)"
+    )
+    with pytest.raises(LammpsError, match=message):
         run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)

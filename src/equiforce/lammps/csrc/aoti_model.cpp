@@ -172,7 +172,7 @@ struct AotiModel::Program {
   c10::Device device{c10::kCPU};
 };
 
-AotiModel::AotiModel(const std::string &path) : path_(path), r_max_(0.0)
+AotiModel::AotiModel(const std::string &path) : path_(path), r_max_(0.0), max_atoms_(-1)
 {
   Metadata metadata;
   try {
@@ -186,6 +186,14 @@ AotiModel::AotiModel(const std::string &path) : path_(path), r_max_(0.0)
     r_max_ = std::stod(field(metadata, path, "r_max"));
   } catch (const std::logic_error &err) {
     fail(path, "metadata field 'r_max' is not a number");
+  }
+  auto bound = metadata.find("equiforce.max_atoms");    // absent before --max-atoms existed
+  if (bound != metadata.end() && bound->second != "null") {
+    try {
+      max_atoms_ = std::stoll(bound->second);
+    } catch (const std::logic_error &err) {
+      fail(path, "metadata field 'max_atoms' is not an integer: " + bound->second);
+    }
   }
   type_names_ = strings_field(metadata, path, "type_names");
   program_ = std::make_unique<Program>();
@@ -218,6 +226,14 @@ double AotiModel::compute(const Domain &domain, double *f, double *eatom, double
 {
   const bool pad = domain.n_all < 2 || domain.n_edges < 2;
   const int64_t n = domain.n_all + (pad ? 2 : 0), n_edges = domain.n_edges + (pad ? 2 : 0);
+  if (max_atoms_ >= 0 && n > max_atoms_)
+    fail(path_, std::to_string(domain.n_local) + " local + " +
+                    std::to_string(domain.n_all - domain.n_local) + " ghost atoms" +
+                    (pad ? " + 2 padding atoms" : "") + " = " + std::to_string(n) +
+                    " atoms on this rank, more than the " + std::to_string(max_atoms_) +
+                    " the package was exported for (equiforce export --max-atoms " +
+                    std::to_string(max_atoms_) + "): export it again with a larger "
+                    "--max-atoms, or run on more MPI ranks");
   c10::InferenceMode guard;
   auto options = at::TensorOptions().dtype(at::kDouble);
   at::Tensor pos = at::empty({n, 3}, options);

@@ -38,6 +38,9 @@ class AotiModel {
   AotiModel &operator=(const AotiModel &) = delete;
 
   double r_max() const { return r_max_; }
+  /* the most atoms (local + ghost) one call takes (`equiforce export --max-atoms`, the upper
+     bound of the program's atom axis); -1: unbounded */
+  long long max_atoms() const { return max_atoms_; }
   const std::vector<std::string> &type_names() const { return type_names_; }
   /* model type index of an element symbol, -1 if the model lacks it */
   int type_index(const std::string &element) const;
@@ -47,13 +50,14 @@ class AotiModel {
      when eatom is not null, adds sum_i x_i (x) f_i of these forces over all n_all atoms (eV;
      xx yy zz xy xz yz) to virial when it is not null (the global virial when LAMMPS's F.r over
      the total forces cannot be used, as under pair_style hybrid), and returns E (eV). Throws
-     std::runtime_error. */
+     std::runtime_error, also for a domain of more than max_atoms() atoms (padding included). */
   double compute(const Domain &domain, double *f, double *eatom, double *virial);
 
  private:
   struct Program;
   std::string path_;
   double r_max_;
+  long long max_atoms_;
   std::vector<std::string> type_names_;
   std::unique_ptr<Program> program_;
 };
