@@ -10,10 +10,14 @@ the box as its last element). The same model and box then step through ASE
 (``run_lammps(timing=True)``: ``equiforce.lammps.driver.CallRecord``); the first
 ``--warmup`` + 1 calls are dropped. A step is the LAMMPS time between calls plus the call; the
 slowest rank's mean step gives atom-steps/s and ns/day. Per rank: local atoms, ghost rows
-(the model's: one per atom of another rank), edges, and where the step went: the model
-(forward + backward), the halo exchange, the Python glue of the callback (C arrays to tensors
-and back) and LAMMPS (integration, neighbour lists, communication, the plugin's edge list and
-force accumulation; on several ranks also the wait for the slowest). ``--repeats`` runs every
+(the model's: one per atom of another rank), the rows the model's node-wise work ran on,
+edges, and where the step went: the model (forward + backward), the halo exchange (the
+communication alone), the wait for the slowest rank (MPI barriers that timing puts at the
+start and end of every pair call and before every exchange: ``CallRecord``), the Python glue
+of the callback (C arrays to tensors and back) and LAMMPS (integration, neighbour lists,
+communication, the plugin's edge list and force accumulation). The overhead is everything
+but the model (LAMMPS + glue + exchange + wait); ``overhead_no_wait`` leaves the wait out.
+``--repeats`` runs every
 (family, size) that many times, ranks interleaved, with the load average before and after
 each run (the cores may be shared; docs/lammps.md has the figures).
 
@@ -105,19 +109,24 @@ def summarize_ranks(ranks: list[list[dict[str, Any]]], dropped: int) -> dict[str
         mean = {k: float(np.mean([r[k] for r in kept])) for k in kept[0] if k != "lammps"}
         lammps = float(np.mean([r["lammps"] for r in kept]))
         model = mean["forward"] + mean["backward"] - mean["exchange"]
-        glue = mean["callback"] - mean["forward"] - mean["backward"]
+        exchange = mean["exchange"] - mean["exchange_wait"]
+        wait, call_wait = mean["wait"], mean["wait"] - mean["exchange_wait"]
+        glue = mean["callback"] - mean["forward"] - mean["backward"] - call_wait
         step = lammps + mean["callback"]
         per_rank.append(
             {
                 "n_local": kept[-1]["n_local"],
                 "n_ghost": kept[-1]["n_ghost"],
+                "node_rows": kept[-1]["node_rows"],
                 "n_edges": kept[-1]["n_edges"],
                 "step_s": step,
                 "model_s": model,
-                "exchange_s": mean["exchange"],
+                "exchange_s": exchange,
+                "wait_s": wait,
                 "callback_glue_s": glue,
                 "lammps_s": lammps,
-                "overhead_fraction": (lammps + glue + mean["exchange"]) / step,
+                "overhead_fraction": (lammps + glue + exchange + wait) / step,
+                "overhead_no_wait_fraction": (lammps + glue + exchange) / step,
                 "steps_timed": len(kept),
             }
         )
@@ -201,14 +210,19 @@ def _run_ase(model: Path, atoms, steps: int, warmup: int) -> dict[str, Any]:
 def _print_row(case: dict[str, Any]) -> None:
     ranks = case.get("per_rank", [])
     ghosts = "/".join(str(r["n_ghost"]) for r in ranks) or "-"
+    rows = "/".join(str(r["node_rows"]) for r in ranks) or "-"
     overhead = max((r["overhead_fraction"] for r in ranks), default=float("nan"))
     print(
         f"{case['family']:8s} {case['n_atoms']:>7d} {case['engine']:7s} {case['ranks']:>5d} "
         f"{case['step_s'] * 1e3:>10.1f} {case['atom_steps_per_s']:>12.0f} "
-        f"{case['ns_per_day']:>9.4f} {overhead:>8.3f} {ghosts:>15s} "
+        f"{case['ns_per_day']:>9.4f} {overhead:>8.3f} {ghosts:>15s} {rows:>15s} "
         f"load {case['load_before'][0]:.2f}",
         flush=True,
     )
+    for rank, r in enumerate(ranks):
+        parts = ("model", "exchange", "wait", "callback_glue", "lammps")
+        split = " / ".join(f"{100 * r[f'{k}_s'] / r['step_s']:.1f}" for k in parts)
+        print(f"    rank {rank}: model / exchange / wait / glue / LAMMPS % of step: {split}")
 
 
 def _speedups(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -253,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     document["settings"] = {k: str(v) for k, v in vars(args).items() if k != "worker"}
     print(
         f"{'family':8s} {'atoms':>7s} {'engine':7s} {'ranks':>5s} {'ms/step':>10s} "
-        f"{'atom-steps/s':>12s} {'ns/day':>9s} {'overhead':>8s} {'ghost rows':>15s}"
+        f"{'atom-steps/s':>12s} {'ns/day':>9s} {'overhead':>8s} {'ghost rows':>15s} "
+        f"{'model rows':>15s}"
     )
     for family in args.families:
         preset = {"allegro": args.allegro, "mace": args.mace}[family]

@@ -66,28 +66,42 @@ class _Callbacks(ctypes.Structure):
 class CallRecord:
     """One ``compute`` call of one rank (``run_lammps(timing=True)``), wall seconds.
 
+    With timing on, every rank meets the others in an ``MPI_Barrier`` when the call starts,
+    before each halo exchange and before the call returns (``equiforce_barrier``): the time
+    a rank spends there is its wait for the slowest rank (load imbalance, or a rank that got
+    less CPU), counted in ``wait`` and in no other field but ``callback`` (and ``exchange``,
+    which ``exchange_wait`` of it is).
+
     Attributes:
         n_local, n_ghost, n_edges: the rank's local atoms, ghost rows (distinct atoms of
             other ranks: LAMMPS's ghost copies and periodic images share rows) and edges
             (within r_max) in this call.
+        node_rows: rows the model's node-wise work ran on (``DomainTimes.node_rows``): n_local
+            for a model that skips the ghost rows (MACE), n_local + n_ghost otherwise.
         lammps: since the end of the rank's previous call (None for its first): LAMMPS's
             integration, neighbour lists and communication, the plugin's C++ edge list and
-            its accumulation of forces (and virials) from dE/dr_ij; on several ranks also the
-            wait for the slowest.
-        callback: inside the Python callback, in total.
+            its accumulation of forces (and virials) from dE/dr_ij (with the barriers, its
+            share of waiting for other ranks is in ``wait`` of the next call).
+        callback: inside the Python callback, in total (waits included).
         convert: C arrays to tensors and results back.
-        forward, backward, exchange: ``DomainTimes`` (exchange is inside the other two).
+        forward, backward, exchange: ``DomainTimes`` (exchange, waits before it included,
+            is inside the other two).
+        wait: in the barriers (all of them, ``exchange_wait`` included).
+        exchange_wait: in the barriers before the halo exchanges.
     """
 
     n_local: int
     n_ghost: int
     n_edges: int
+    node_rows: int
     lammps: float | None
     callback: float
     convert: float
     forward: float
     backward: float
     exchange: float
+    wait: float = 0.0
+    exchange_wait: float = 0.0
 
     def as_dict(self) -> dict[str, float | int | None]:
         """The fields as a plain dict (JSON)."""
@@ -171,6 +185,15 @@ class ModelSession:
             ctypes.c_int,
             ctypes.c_int,
         ]
+        plugin.equiforce_barrier.argtypes = [ctypes.c_void_p]
+
+    def _barrier(self, pair) -> float:
+        """Seconds waited in an MPI barrier with the other ranks (timing only; else 0)."""
+        if self.records is None:
+            return 0.0
+        start = time.perf_counter()
+        self.plugin.equiforce_barrier(pair)
+        return time.perf_counter() - start
 
     def load(self, path: bytes, handle, r_max) -> None:
         """``pair_style equiforce PATH``: load the model; its handle and r_max (Å)."""
@@ -212,14 +235,20 @@ class ModelSession:
     ) -> None:
         """One rank's energy, dE/dr_ij and per-atom energies (``pair_equiforce.h``)."""
         start = time.perf_counter()
+        wait_start = self._barrier(pair)
+        begun = time.perf_counter()
         potential = self.potentials[handle]
         n_all = n_local + n_ghost
         atom_type = torch.from_numpy(_array(types, (n_all,)).astype(np.int64))
-        pairs = np.stack([_array(centre, (n_edges,)), _array(neighbour, (n_edges,))])
-        edge_index = torch.from_numpy(pairs.astype(np.int64))
+        edge_index = torch.empty((2, n_edges), dtype=torch.int64)
+        edge_index.numpy()[0] = _array(centre, (n_edges,))
+        edge_index.numpy()[1] = _array(neighbour, (n_edges,))
         edge_vec = torch.from_numpy(_array(rij, (n_edges, 3)))
+        exchange_wait = 0.0
 
         def communicate(rows: torch.Tensor, reverse: bool) -> None:
+            nonlocal exchange_wait
+            exchange_wait += self._barrier(pair)
             self.plugin.equiforce_exchange(pair, rows.data_ptr(), rows.shape[1], int(reverse))
 
         converted = time.perf_counter()
@@ -229,6 +258,8 @@ class ModelSession:
         if eatom:
             _array(eatom, (n_local,))[:] += result.node_energy.cpu().numpy()
         energy[0] = result.energy
+        written = time.perf_counter()
+        wait_end = self._barrier(pair)
         end = time.perf_counter()
         if self.records is not None:
             times = result.times
@@ -237,12 +268,15 @@ class ModelSession:
                     n_local,
                     n_ghost,
                     n_edges,
+                    times.node_rows,
                     None if self._last_end is None else start - self._last_end,
                     end - start,
-                    (converted - start) + (end - back),
+                    (converted - begun) + (written - back),
                     times.forward,
                     times.backward,
                     times.exchange,
+                    wait_start + exchange_wait + wait_end,
+                    exchange_wait,
                 )
             )
         self._last_end = end

@@ -54,6 +54,11 @@ extern "C" void equiforce_exchange(void *pair, double *rows, int width, int reve
   static_cast<PairEquiforce *>(pair)->exchange(rows, width, reverse);
 }
 
+extern "C" void equiforce_barrier(void *pair)
+{
+  static_cast<PairEquiforce *>(pair)->barrier();
+}
+
 PairEquiforce::PairEquiforce(LAMMPS *lmp) :
     Pair(lmp), handle(-1), r_max(0.0), halo_rows(nullptr), halo_width(0), halo_first(0)
 {
@@ -131,7 +136,7 @@ void PairEquiforce::compute_package(int n_local, int n_all)
     double *v = vflag_global && !vflag_fdotr ? virial : nullptr;
     energy = package->compute(domain, n_all ? atom->f[0] : nullptr, eflag_atom ? eatom : nullptr, v);
   } catch (const std::exception &err) {
-    error->one(FLERR, err.what());
+    error->one(FLERR, "rank {} of {}: {}", comm->me, comm->nprocs, err.what());
   }
   if (eflag_global) eng_vdwl += energy;
 }
@@ -232,7 +237,7 @@ void PairEquiforce::compute(int eflag, int vflag)
   assign_rows();
   neighbour_row.resize(n_edges);
   for (int e = 0; e < n_edges; e++) neighbour_row[e] = row[neighbour[e]];
-  pair_gradient.assign(3 * (size_t) n_edges, 0.0);
+  pair_gradient.resize(3 * (size_t) n_edges);    // the callback writes every entry
   // a rank without atoms still calls the model: its halo exchanges are collective
   int n_rows = (int) row_atom.size();
   int status = callbacks.compute(handle, this, n_local, n_rows - n_local, row_types.data(),
@@ -252,7 +257,8 @@ void PairEquiforce::assign_rows()
   row_atom.resize(n_local);
   for (int i = 0; i < n_local; i++) row[i] = row_atom[i] = i;
   if (atom->tag_enable) {    // atoms with IDs: one row per ID
-    std::unordered_map<tagint, int> row_of(2 * (size_t) n_all);
+    row_of.clear();    // keeps its buckets from the last call
+    row_of.reserve(n_all);
     for (int i = 0; i < n_local; i++) row_of.emplace(atom->tag[i], i);
     for (int j = n_local; j < n_all; j++) {
       auto found = row_of.emplace(atom->tag[j], (int) row_atom.size());
@@ -298,6 +304,11 @@ void PairEquiforce::exchange(double *rows, int width, int reverse)
       comm->forward_comm(this, size);
   }
   halo_rows = nullptr;
+}
+
+void PairEquiforce::barrier()
+{
+  MPI_Barrier(world);
 }
 
 // Halo rows are indexed by `row`: copies of one atom share a row. Forward: every copy reads

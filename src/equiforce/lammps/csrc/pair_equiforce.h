@@ -9,6 +9,7 @@
 #include "pair.h"
 
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 extern "C" {
@@ -41,6 +42,10 @@ void equiforce_exchange(void *pair, double *rows, int width, int reverse);
 /* End every rank (MPI_Abort on MPI_COMM_WORLD): after an error on some ranks only, whose
    peers would otherwise wait in a collective forever. */
 void equiforce_mpi_abort(int code);
+
+/* MPI_Barrier on the pair style's communicator, during `compute`: the driver's timing
+   (run_lammps(timing=True)) measures the wait for the slowest rank with it. */
+void equiforce_barrier(void *pair);
 }
 
 namespace equiforce {
@@ -63,6 +68,7 @@ class PairEquiforce : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   void exchange(double *rows, int width, int reverse);
+  void barrier();
 
  protected:
   void allocate();
@@ -88,6 +94,7 @@ class PairEquiforce : public Pair {
   std::vector<int> row;    // (n_all,) LAMMPS atom -> row
   std::vector<int> row_atom;    // (n_rows,) the LAMMPS atom first holding each row
   std::vector<int> row_types, neighbour_row;    // (n_rows,) model types; (n_edges,) rows
+  std::unordered_map<tagint, int> row_of;    // atom ID -> row, per compute
   // the array being exchanged: `halo_rows` (n_rows, halo_width), columns [halo_first,
   // halo_first + comm size) in the current message
   double *halo_rows;
