@@ -12,14 +12,13 @@ neighbour -> centre, the negative of ``edge_vec``), so weights carry over unchan
 
 Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, eager mode) run each layer
 in chunks of about ``chunk_edges`` edges into consecutive receivers
-(``equiforce.nn.edge_chunks``): interaction and product of one chunk at a time, so per-edge
-and per-atom intermediates stay chunk-sized and cache-friendly. When gradients are on and
-the model is in eval mode (forces, stress, no training), each chunk is also checkpointed
-(``torch.utils.checkpoint``, non-reentrant): the backward pass recomputes the chunk instead
-of keeping its radial-MLP activations, per-edge weights and symmetric-contraction
-intermediates. That cuts the memory of an energy + forces call several-fold (~70 KB instead
-of ~850 KB per atom for the 128-channel MACE); the recomputed forward (about a third more
-work) is roughly paid back by the chunks' smaller working set.
+(``equiforce.nn.edge_chunks``): edge embedding, interaction and product of one chunk at a
+time, so per-edge and per-atom intermediates stay chunk-sized and cache-friendly. Outside
+training (inference, energy + forces or stress) each layer is one autograd node
+(``equiforce.nn.mace.recompute``) whose backward recomputes one chunk at a time: between
+forward and backward only the layers' node features and the edge vectors are kept, never
+an (n_edges x features) tensor or the edge embeddings of the whole graph. Training
+(``create_graph`` in train mode) runs the same chunks with their autograd graphs kept.
 Results equal the unchunked path to rounding, derivatives of any order included.
 """
 
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from equiforce.data import keys
 from equiforce.models.contract import (
@@ -41,7 +39,7 @@ from equiforce.models.contract import (
 from equiforce.models.registry import register
 from equiforce.models.spec import ModelSpec, integer_problems
 from equiforce.nn import ScaleShiftEnergy
-from equiforce.nn.edge_chunks import ReceiverChunks, receiver_chunks
+from equiforce.nn.edge_chunks import ChunkBounds, ReceiverChunks, chunk_bounds
 from equiforce.nn.mace import (
     EdgeEmbedding,
     Interaction,
@@ -51,6 +49,7 @@ from equiforce.nn.mace import (
     Product,
     SpeciesEmbedding,
 )
+from equiforce.nn.mace.recompute import recomputed_layer
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
 
 # Edges per chunk of a large graph, and how many chunks' worth of edges a graph needs to be
@@ -149,7 +148,7 @@ class MACE(AtomicEnergyModel):
     Attributes:
         chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges run layer
             by layer in chunks of about this many edges (default ``DEFAULT_CHUNK_EDGES``),
-            checkpointed in eval mode with gradients on; None: never chunk. A runtime
+            recomputed in the backward unless training; None: never chunk. A runtime
             setting, not saved in model files.
 
     Args:
@@ -202,25 +201,31 @@ class MACE(AtomicEnergyModel):
         """
         dtype = self.embedding.weight.dtype
         atom_type = data[keys.ATOM_TYPE]
-        edge_index = data[keys.EDGE_INDEX]
-        # mace-torch's edge vector points from sender (our neighbour) to receiver (centre)
-        edge_attrs, edge_radial = self.edge_embedding(-data[keys.EDGE_VEC].to(dtype))
+        edge_index, edge_vec = data[keys.EDGE_INDEX], data[keys.EDGE_VEC]
         node_feats = self.embedding(atom_type)
         n_local = data.get(LOCAL_ATOMS)
         n_rows = node_feats.shape[0] if n_local is None else int(n_local)
         chunks = self._chunks(edge_index, n_rows)
         if chunks is not None and chunks.edge_order is not None:
-            edge_attrs, edge_radial = edge_attrs[chunks.edge_order], edge_radial[chunks.edge_order]
+            edge_vec = edge_vec[chunks.edge_order]
+        # chunks recomputed in the backward (their layers embed the edges) unless training,
+        # whose double backward keeps every chunk's graph anyway
+        recompute = chunks is not None and not (torch.is_grad_enabled() and self.training)
+        edge_attrs = edge_radial = None
+        if not recompute:
+            # mace-torch's edge vector points from sender (our neighbour) to receiver (centre)
+            edge_attrs, edge_radial = self.edge_embedding(-edge_vec.to(dtype))
+        if chunks is not None and not recompute:
+            chunks = ReceiverChunks.from_bounds(chunks)
         private = {
             "atom_type": atom_type,
             "n_local": None if n_local is None else n_rows,
             "edge_index": edge_index,
             "edge_attrs": edge_attrs,
             "edge_radial": edge_radial,
+            "edge_vec": edge_vec,
             "chunks": chunks,
-            # checkpoint only for inference with derivatives: training (create_graph) keeps
-            # the recomputed graph anyway, and without gradients nothing is stored
-            "recompute": torch.is_grad_enabled() and not self.training,
+            "recompute": recompute,
             "energy": node_feats.new_zeros(n_rows),
             "features": [],
         }
@@ -237,7 +242,17 @@ class MACE(AtomicEnergyModel):
             carry["edge_index"],
             carry["n_local"],
         )
-        if carry["chunks"] is None and n_local is None:
+        if carry["recompute"]:
+            node_feats = recomputed_layer(
+                self.edge_embedding,
+                interaction,
+                product,
+                state.halo,
+                carry["edge_vec"],
+                atom_type,
+                carry["chunks"],
+            )
+        elif carry["chunks"] is None and n_local is None:
             message, sc = interaction(state.halo, atom_type, edge_attrs, edge_radial, edge_index)
             node_feats = product(message, atom_type, sc)
         elif carry["chunks"] is None:  # messages onto the local rows (the receivers) only
@@ -260,7 +275,6 @@ class MACE(AtomicEnergyModel):
                 edge_attrs,
                 edge_radial,
                 carry["chunks"],
-                carry["recompute"],
             )
         private = dict(carry)
         private["features"] = [*carry["features"], node_feats[:, : self.spec.num_channels]]
@@ -277,7 +291,7 @@ class MACE(AtomicEnergyModel):
             NODE_FEATURES: torch.cat(carry["features"], dim=1),
         }
 
-    def _chunks(self, edge_index: torch.Tensor, n_atoms: int) -> ReceiverChunks | None:
+    def _chunks(self, edge_index: torch.Tensor, n_atoms: int) -> ChunkBounds | None:
         """The chunks of a large graph in eager mode, else None (one pass over the graph).
 
         Traced or compiled calls (symbolic sizes) never chunk: the plan depends on the data.
@@ -290,7 +304,7 @@ class MACE(AtomicEnergyModel):
             or n_edges <= CHUNKED_FROM * self.chunk_edges
         ):
             return None
-        return receiver_chunks(edge_index, n_atoms, self.chunk_edges)
+        return chunk_bounds(edge_index, n_atoms, self.chunk_edges)
 
 
 def _layer_in_chunks(
@@ -301,13 +315,12 @@ def _layer_in_chunks(
     edge_attrs: torch.Tensor,
     edge_radial: torch.Tensor,
     chunks: ReceiverChunks,
-    recompute: bool,
 ) -> torch.Tensor:
     """One layer (interaction + product) chunk by chunk; (n_receivers, skip_out.dim).
 
     Each chunk gets its local nodes' up-projected features (one gather for all chunks, so
     the backward scatters once, not once per chunk), its receivers' features and species
-    and its edges' embeddings; with ``recompute`` its forward is checkpointed. The chunks'
+    and its edges' embeddings, its autograd graph kept (training). The chunks'
     receivers are the first ``n_receivers`` atoms (all, or a domain's local atoms).
     """
     up = interaction.linear_up(node_feats).index_select(0, chunks.nodes)
@@ -323,21 +336,7 @@ def _layer_in_chunks(
         chunks.first_rows,
         strict=True,
     )
-    outputs = []
-    for args in parts:
-        if recompute:
-            out = checkpoint(
-                _chunk_layer,
-                interaction,
-                product,
-                *args,
-                use_reentrant=False,
-                preserve_rng_state=False,
-            )
-        else:
-            out = _chunk_layer(interaction, product, *args)
-        outputs.append(out)
-    return torch.cat(outputs)
+    return torch.cat([_chunk_layer(interaction, product, *args) for args in parts])
 
 
 def _chunk_layer(
