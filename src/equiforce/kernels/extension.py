@@ -1,6 +1,7 @@
 """Build-on-first-use loader of the C++ CPU kernels in ``kernels/csrc``.
 
-The sources are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3
+The sources (``channelwise_tp.cpp``, which holds the bindings, and
+``symmetric_contraction.cpp``) are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3
 -march=native``) the first time a fast kernel runs on CPU, into torch's per-user extension
 cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The module name
 carries a hash of the sources (their path included), this machine's CPU flags, torch's version
@@ -25,7 +26,10 @@ from types import ModuleType
 import torch
 
 _LOG = logging.getLogger(__name__)
-_SOURCES = (Path(__file__).parent / "csrc" / "channelwise_tp.cpp",)
+_SOURCES = tuple(
+    Path(__file__).parent / "csrc" / name
+    for name in ("channelwise_tp.cpp", "symmetric_contraction.cpp")
+)
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast"]
 
 

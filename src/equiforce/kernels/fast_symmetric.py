@@ -19,11 +19,18 @@ polynomial of degree <= 3 in the d coupling components of ``x[n, c, :]``. This e
    there every species' polynomial runs on every atom and a one-hot mask keeps each
    atom's own (``n_types`` times the GEMM work; shapes depend on the atom count only).
 
+On CPU in float32/float64 (eager, C++ kernels built) the polynomial runs instead as the
+kernels of ``symmetric_ops`` on the monomials some output uses (``x``, the ``pairs``, the
+``cubes``: 16 + 123 + 355 for the first MACE-128 layer), with the weights folded into a
+(n_types, out_dim, n_monomials, C) tensor by one einsum per output; forces and the
+parameter gradients of a force loss stay in those kernels (second derivatives; third
+derivatives raise). Elsewhere the plain-torch path below runs.
+
 The cubic monomials (816, or the 355 used) are never materialised, nor per-atom weights;
-every step is a plain torch op (any grad order). Support: any device and floating dtype;
-deterministic on CPU. The eager per-species split reads the species counts (a host sync on
-GPU). ``math_dtype`` (None: the weights') is the dtype of the polynomial; the output comes
-back in the input dtype.
+every step of the plain-torch path is a torch op (any grad order). Support: any device and
+floating dtype; deterministic on CPU. The eager per-species split reads the species counts
+(a host sync on GPU). ``math_dtype`` (None: the weights') is the dtype of the polynomial;
+the output comes back in the input dtype.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equiforce.kernels import symmetric_ops
 from equiforce.kernels.constants import ExactConstants
+from equiforce.kernels.extension import cpu_kernels
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 
 __all__ = ["FastSymmetricContraction"]
@@ -44,7 +53,10 @@ _ZERO = 1e-12  # basis coefficients below this are rounding noise of the Gram–
 class FastSymmetricContraction(ExactConstants):
     """Per-channel, per-species equivariant polynomial (see module docstring).
 
-    Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built, and
+    Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built,
+    ``cubes`` (2, n_cubes) int64 ``[largest factor, pair]`` of the cubic ones used,
+    ``monomial_{o}`` (d + n_pairs + n_cubes, ir_o.dim, n_weights_o) their coefficients (the
+    kernels' basis), and
     ``pair_factors`` (2 * n_pairs, d) their one-hot factor rows;
     coefficients per output o, block-diagonal in (degree, weight): ``linear_{o}``
     (d, ir_o.dim, n_weights_o), ``quadratic_{o}`` (n_pairs, ...), ``cubic_{o}``
@@ -98,6 +110,12 @@ class FastSymmetricContraction(ExactConstants):
             self.register_constant(f"linear_{o}", basis[:dim].clone())
             self.register_constant(f"quadratic_{o}", basis[dim : dim + n_pairs].clone())
             self.register_constant(f"cubic_{o}", cubic.clone())
+        cubes = _cubes(dim, pairs, bases)
+        self.register_buffer("cubes", cubes, persistent=False)
+        for o in range(n_outputs):
+            linear, quadratic = getattr(self, f"linear_{o}"), getattr(self, f"quadratic_{o}")
+            cubic = getattr(self, f"cubic_{o}")[cubes[0], cubes[1]]
+            self.register_constant(f"monomial_{o}", torch.cat([linear, quadratic, cubic]))
         self.out_dims = [ir.dim for _, ir in descriptor.irreps_out]
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
@@ -114,12 +132,32 @@ class FastSymmetricContraction(ExactConstants):
         dtype = self.math_dtype or self.weights[0].dtype
         n = x.shape[0]
         weights = [w.to(dtype) for w in self.weights]
-        if isinstance(n, int) and not torch.compiler.is_compiling():
-            out = self._species_blocks(x.to(dtype), atom_type, weights)
-        else:
+        if not (isinstance(n, int) and not torch.compiler.is_compiling()):
             out = self._every_species(x.to(dtype), atom_type, weights)
+        elif _use_cpu_kernels(x, dtype):
+            out = self._kernels(x.to(dtype), atom_type, weights)
+        else:
+            out = self._species_blocks(x.to(dtype), atom_type, weights)
         blocks = out.split(self.out_dims, dim=2)  # out: (n, C, out_dim)
         return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
+
+    def _kernels(
+        self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Eager on CPU: the C++ kernels of ``symmetric_ops`` on the used monomials.
+
+        Returns (n, C, out_dim).
+        """
+        folded = torch.cat(
+            [
+                torch.einsum("mik,skc->simc", getattr(self, f"monomial_{o}").to(w.dtype), w)
+                for o, w in enumerate(weights)
+            ],
+            dim=1,
+        )  # (n_types, out_dim, M, C)
+        table = symmetric_ops.MonomialTable(atom_type, self.pairs, self.cubes, self.n_types)
+        y = symmetric_ops.contract(folded, x.transpose(1, 2).contiguous(), table)  # (n, out_dim, C)
+        return y.transpose(1, 2)
 
     def _species_blocks(
         self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]
@@ -188,6 +226,14 @@ class FastSymmetricContraction(ExactConstants):
         return terms + partial.sum(dim=2)
 
 
+def _use_cpu_kernels(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    return (
+        x.device.type == "cpu"
+        and dtype in (torch.float32, torch.float64)
+        and cpu_kernels() is not None
+    )
+
+
 def _used(basis: torch.Tensor) -> torch.Tensor:
     """(n_monomials,) bool: rows of a basis with a non-zero coefficient."""
     if basis.shape[2] == 0:
@@ -206,6 +252,19 @@ def _pairs(dim: int, bases: list[list[torch.Tensor]]) -> torch.Tensor:
             rows = symmetric_monomials(dim, 3)[0][_used(per_degree[2])]
             wanted |= {tuple(r[:2]) for r in rows.tolist()}
     return torch.tensor(sorted(wanted), dtype=torch.long).reshape(-1, 2).T.contiguous()
+
+
+def _cubes(dim: int, pairs: torch.Tensor, bases: list[list[torch.Tensor]]) -> torch.Tensor:
+    """(2, n_cubes) cubic monomials ``x_a x_b x_c`` (a <= b <= c) some output uses, as rows
+    ``[c, index of the pair (a, b) in pairs]``, in lexicographic order of (a, b, c)."""
+    position = {pair: i for i, pair in enumerate(map(tuple, pairs.T.tolist()))}
+    wanted: set[tuple[int, int, int]] = set()
+    for per_degree in bases:
+        if len(per_degree) >= 3:
+            rows = symmetric_monomials(dim, 3)[0][_used(per_degree[2])]
+            wanted |= {tuple(r) for r in rows.tolist()}
+    cubes = [[c, position[(a, b)]] for a, b, c in sorted(wanted)]
+    return torch.tensor(cubes, dtype=torch.long).reshape(-1, 2).T.contiguous()
 
 
 def _horner_basis(dim: int, pairs: torch.Tensor, per_degree: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,417 @@
+// MACE symmetric contraction on sparse monomials (CPU, float32/float64), with its derivatives.
+//
+// Per atom n (species s = type[n]) and channel c the contraction is a polynomial of degree <= 3
+// in the d components x[n, :, c]. It is written on the monomials some output uses,
+//
+//   mu = [x_a (d of them), Q_q = x_{a_q} x_{b_q} (the pairs), x_{k_j} Q_{q_j} (the cubes)],
+//
+// (M = d + n_pairs + n_cubes), as  y[n, o, c] = sum_m P[s, o, m, c] mu_m(x[n, :, c]), with the
+// weights already folded into P (a small torch einsum, differentiated by torch). Three kernels
+// evaluate the bilinear form  Phi = sum G[n, o, c] P[s, o, m, c] nu_m(n, c)  and its
+// derivatives, where nu is either mu(x) (order 0) or its directional derivative along a second
+// node tensor v, mu'(x)[v] (order 1):
+//
+//   forward   dPhi/dG: y[n, o, c]  = sum_m P[s, o, m, c] nu_m
+//   moment    dPhi/dP: gP[s, o, m, c] = sum_{n of s} G[n, o, c] nu_m
+//   gradient  dPhi/dx: gx[n, a, c] = sum_m beta_m d nu_m / d x_a,  beta_m = sum_o P G
+//
+// The derivatives of an order-0 kernel are order-0 or order-1 kernels (d nu / d v of an order-1
+// nu is the order-0 gradient), which is what forces (first backward) and force training
+// (second backward) need; the x-derivative of an order-1 gradient (a third derivative) is not
+// provided. Node tensors are channel-last, (n, rows, C), so every inner loop runs over the C
+// channels with unit stride; each output element is summed by one thread in a fixed order
+// (deterministic).
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+struct Monomials {
+  int64_t d, n_pairs, n_cubes;
+  const int64_t* pair_a;  // (n_pairs,)
+  const int64_t* pair_b;
+  const int64_t* cube_k;  // (n_cubes,) largest factor
+  const int64_t* cube_q;  // (n_cubes,) pair of the other two
+  int64_t count() const { return d + n_pairs + n_cubes; }
+};
+
+// nu (M rows of L channels, row stride L) of one atom: x and v rows have stride `stride`.
+// Order 0: mu(x); order 1 (v != nullptr): mu'(x)[v]; `quad` (n_pairs x L) receives Q(x).
+// `width` is the block's channel count: std::integral_constant<kBlock> for full blocks (the
+// inner loops then have a compile-time trip count and vectorise fully) or an int64_t.
+template <typename T, typename W>
+void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W width,
+              T* __restrict__ nu, T* __restrict__ quad) {
+  const int64_t L = width;
+  const int64_t d = mono.d, np = mono.n_pairs;
+  for (int64_t a = 0; a < d; ++a) {
+    const T* src = (v ? v : x) + a * stride;
+    T* dst = nu + a * L;
+    for (int64_t c = 0; c < L; ++c) dst[c] = src[c];
+  }
+  for (int64_t q = 0; q < np; ++q) {
+    const T* xa = x + mono.pair_a[q] * stride;
+    const T* xb = x + mono.pair_b[q] * stride;
+    T* qq = quad + q * L;
+    for (int64_t c = 0; c < L; ++c) qq[c] = xa[c] * xb[c];
+    T* dst = nu + (d + q) * L;
+    if (v) {
+      const T* va = v + mono.pair_a[q] * stride;
+      const T* vb = v + mono.pair_b[q] * stride;
+      for (int64_t c = 0; c < L; ++c) dst[c] = va[c] * xb[c] + xa[c] * vb[c];
+    } else {
+      for (int64_t c = 0; c < L; ++c) dst[c] = qq[c];
+    }
+  }
+  for (int64_t j = 0; j < mono.n_cubes; ++j) {
+    const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
+    const T* xk = x + k * stride;
+    const T* qq = quad + q * L;
+    T* dst = nu + (d + np + j) * L;
+    if (v) {
+      const T* vk = v + k * stride;
+      const T* dq = nu + (d + q) * L;
+      for (int64_t c = 0; c < L; ++c) dst[c] = vk[c] * qq[c] + xk[c] * dq[c];
+    } else {
+      for (int64_t c = 0; c < L; ++c) dst[c] = xk[c] * qq[c];
+    }
+  }
+}
+
+// Every kernel runs over blocks of `kBlock` channels (parallel over blocks) and, inside a
+// block, over the atoms: a species' coefficients for one block (n_out * M * kBlock values)
+// stay in cache while its atoms stream past, and each output element is written by one thread.
+constexpr int64_t kBlock = 16;
+
+using FullBlock = std::integral_constant<int64_t, kBlock>;
+
+template <typename F>
+void over_channel_blocks(int64_t C, const F& body) {
+  const int64_t n_blocks = (C + kBlock - 1) / kBlock;
+  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t cb = begin; cb < end; ++cb) {
+      const int64_t c0 = cb * kBlock;
+      if (C - c0 >= kBlock) {
+        body(c0, FullBlock{});
+      } else {
+        body(c0, C - c0);
+      }
+    }
+  });
+}
+
+// P[:, :, :, c0:c0+L] (S * n_out * M rows of stride C) <-> a contiguous (rows, L) buffer, so
+// that the atoms' loops stream through memory the prefetcher follows.
+template <typename T>
+void pack_block(const T* p, int64_t rows, int64_t C, int64_t c0, int64_t L, T* out) {
+  for (int64_t r = 0; r < rows; ++r) std::copy(p + r * C + c0, p + r * C + c0 + L, out + r * L);
+}
+
+template <typename T>
+void unpack_block(const T* block, int64_t rows, int64_t C, int64_t c0, int64_t L, T* p) {
+  for (int64_t r = 0; r < rows; ++r) std::copy(block + r * L, block + r * L + L, p + r * C + c0);
+}
+
+template <typename T>
+void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, const int64_t* type,
+                  int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* y) {
+  const int64_t M = mono.count(), d = mono.d;
+  over_channel_blocks(C, [&](int64_t c0, auto width) {
+    const int64_t L = width;
+    std::vector<T> nu(M * kBlock), quad(mono.n_pairs * kBlock), pb(n_types * n_out * M * L);
+    pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t off = i * d * C + c0;
+      build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data(), quad.data());
+      const T* ps = pb.data() + type[i] * n_out * M * L;
+      for (int64_t o = 0; o < n_out; ++o) {
+        T acc[kBlock] = {};
+        for (int64_t m = 0; m < M; ++m) {
+          const T* __restrict__ pm = ps + (o * M + m) * L;
+          const T* __restrict__ num = nu.data() + m * L;
+          for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * num[c];
+        }
+        T* yo = y + (i * n_out + o) * C + c0;
+        for (int64_t c = 0; c < L; ++c) yo[c] = acc[c];
+      }
+    }
+  });
+}
+
+// Atoms grouped by species (counting sort): `order` lists them, species s at
+// order[starts[s] .. starts[s + 1]).
+void group_by_species(const int64_t* type, int64_t n, int64_t n_types,
+                      std::vector<int64_t>& order, std::vector<int64_t>& starts) {
+  starts.assign(n_types + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++starts[type[i] + 1];
+  for (int64_t s = 0; s < n_types; ++s) starts[s + 1] += starts[s];
+  std::vector<int64_t> next(starts.begin(), starts.end() - 1);
+  order.resize(n);
+  for (int64_t i = 0; i < n; ++i) order[next[type[i]]++] = i;
+}
+
+// Atoms of one species are taken kAtoms at a time, so each coefficient row of the (cached)
+// accumulator is read and written once per group instead of once per atom.
+constexpr int64_t kAtoms = 8;
+
+template <typename T>
+void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, const int64_t* type,
+                 int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* gp) {
+  const int64_t M = mono.count(), d = mono.d;
+  std::vector<int64_t> order, starts;
+  group_by_species(type, n, n_types, order, starts);
+  over_channel_blocks(C, [&](int64_t c0, auto width) {
+    const int64_t L = width;
+    std::vector<T> nu(kAtoms * M * kBlock), quad(mono.n_pairs * kBlock);
+    std::vector<T> gb(n_types * n_out * M * L, T(0));
+    for (int64_t s = 0; s < n_types; ++s) {
+      for (int64_t first = starts[s]; first < starts[s + 1]; first += kAtoms) {
+        const int64_t count = std::min(kAtoms, starts[s + 1] - first);
+        for (int64_t a = 0; a < count; ++a) {
+          const int64_t off = order[first + a] * d * C + c0;
+          build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
+                   quad.data());
+        }
+        for (int64_t o = 0; o < n_out; ++o) {
+          const T* go[kAtoms];
+          for (int64_t a = 0; a < count; ++a) go[a] = g + (order[first + a] * n_out + o) * C + c0;
+          T* ps = gb.data() + (s * n_out + o) * M * L;
+          for (int64_t m = 0; m < M; ++m) {
+            T acc[kBlock];
+            T* __restrict__ pm = ps + m * L;
+            for (int64_t c = 0; c < L; ++c) acc[c] = pm[c];
+            for (int64_t a = 0; a < count; ++a) {
+              const T* __restrict__ num = nu.data() + (a * M + m) * L;
+              const T* __restrict__ ga = go[a];
+              for (int64_t c = 0; c < L; ++c) acc[c] += ga[c] * num[c];
+            }
+            for (int64_t c = 0; c < L; ++c) pm[c] = acc[c];
+          }
+        }
+      }
+    }
+    unpack_block(gb.data(), n_types * n_out * M, C, c0, L, gp);
+  });
+}
+
+template <typename T>
+void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, const T* v,
+                   const int64_t* type, int64_t n, int64_t n_types, int64_t n_out, int64_t C,
+                   T* gx) {
+  const int64_t M = mono.count(), d = mono.d, np = mono.n_pairs;
+  over_channel_blocks(C, [&](int64_t c0, auto width) {
+    const int64_t L = width;
+    // beta (M x L), then the coefficients of Q (value) and, at order 1, of dQ
+    std::vector<T> beta(M * kBlock), gamma(np * kBlock), quad(np * kBlock), dquad(np * kBlock);
+    std::vector<T> pb(n_types * n_out * M * L);
+    pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const T* xi = x + i * d * C + c0;
+      const T* vi = v ? v + i * d * C + c0 : nullptr;
+      T* gi = gx + i * d * C + c0;
+      const T* ps = pb.data() + type[i] * n_out * M * L;
+      const T* gi_out = g + i * n_out * C + c0;
+      for (int64_t m = 0; m < M; ++m) {
+        T acc[kBlock] = {};
+        for (int64_t o = 0; o < n_out; ++o) {
+          const T* __restrict__ pm = ps + (o * M + m) * L;
+          const T* __restrict__ go = gi_out + o * C;
+          for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * go[c];
+        }
+        T* bm = beta.data() + m * L;
+        for (int64_t c = 0; c < L; ++c) bm[c] = acc[c];
+      }
+      // the linear rows: d x_a / d x_a = 1 at order 0; v_a does not depend on x at order 1
+      if (!vi) {
+        for (int64_t a = 0; a < d; ++a) {
+          T* ga = gi + a * C;
+          const T* ba = beta.data() + a * L;
+          for (int64_t c = 0; c < L; ++c) ga[c] += ba[c];
+        }
+      }
+      for (int64_t q = 0; q < np; ++q) {
+        const T* xa = xi + mono.pair_a[q] * C;
+        const T* xb = xi + mono.pair_b[q] * C;
+        T* qq = quad.data() + q * L;
+        for (int64_t c = 0; c < L; ++c) qq[c] = xa[c] * xb[c];
+        if (vi) {
+          const T* va = vi + mono.pair_a[q] * C;
+          const T* vb = vi + mono.pair_b[q] * C;
+          T* dq = dquad.data() + q * L;
+          for (int64_t c = 0; c < L; ++c) dq[c] = va[c] * xb[c] + xa[c] * vb[c];
+        }
+      }
+      // gamma: coefficient of Q_q (value); the pair rows of beta stay the coefficient of nu's
+      // own pair term (Q at order 0, dQ at order 1), to which the cubes add at order 1
+      std::fill(gamma.begin(), gamma.end(), T(0));
+      for (int64_t j = 0; j < mono.n_cubes; ++j) {
+        const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
+        const T* bj = beta.data() + (d + np + j) * L;
+        const T* xk = xi + k * C;
+        T* gk = gi + k * C;
+        T* gq = gamma.data() + q * L;
+        if (vi) {
+          // nu_j = v_k Q_q + x_k dQ_q
+          const T* vk = vi + k * C;
+          const T* dq = dquad.data() + q * L;
+          T* bq = beta.data() + (d + q) * L;
+          for (int64_t c = 0; c < L; ++c) {
+            gk[c] += bj[c] * dq[c];
+            gq[c] += bj[c] * vk[c];
+            bq[c] += bj[c] * xk[c];
+          }
+        } else {
+          // nu_j = x_k Q_q
+          const T* qq = quad.data() + q * L;
+          for (int64_t c = 0; c < L; ++c) {
+            gk[c] += bj[c] * qq[c];
+            gq[c] += bj[c] * xk[c];
+          }
+        }
+      }
+      for (int64_t q = 0; q < np; ++q) {
+        const int64_t a = mono.pair_a[q], b = mono.pair_b[q];
+        const T* xa = xi + a * C;
+        const T* xb = xi + b * C;
+        T* ga = gi + a * C;
+        T* gb = gi + b * C;
+        const T* bq = beta.data() + (d + q) * L;
+        const T* gq = gamma.data() + q * L;
+        if (vi) {
+          // gamma * dQ/dx  +  beta_q * d(dQ)/dx, with dQ = v_a x_b + x_a v_b
+          const T* va = vi + a * C;
+          const T* vb = vi + b * C;
+          for (int64_t c = 0; c < L; ++c) {
+            ga[c] += gq[c] * xb[c] + bq[c] * vb[c];
+            gb[c] += gq[c] * xa[c] + bq[c] * va[c];
+          }
+        } else {
+          for (int64_t c = 0; c < L; ++c) {
+            const T total = bq[c] + gq[c];
+            ga[c] += total * xb[c];
+            gb[c] += total * xa[c];
+          }
+        }
+      }
+    }
+  });
+}
+
+Monomials monomials(const torch::Tensor& pairs, const torch::Tensor& cubes, int64_t d) {
+  TORCH_CHECK(pairs.dim() == 2 && pairs.size(0) == 2 && cubes.dim() == 2 && cubes.size(0) == 2,
+              "pairs and cubes must be (2, n) int64");
+  TORCH_CHECK(pairs.is_contiguous() && cubes.is_contiguous(), "pairs and cubes: contiguous");
+  TORCH_CHECK(pairs.scalar_type() == torch::kLong && cubes.scalar_type() == torch::kLong,
+              "pairs and cubes must be int64");
+  const int64_t np = pairs.size(1), nc = cubes.size(1);
+  const int64_t* pp = pairs.data_ptr<int64_t>();
+  const int64_t* cp = cubes.data_ptr<int64_t>();
+  return Monomials{d, np, nc, pp, pp + np, cp, cp + nc};
+}
+
+void check_node(const torch::Tensor& t, const torch::Tensor& x, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == x.scalar_type(), name,
+              " must be a CPU tensor of x's dtype");
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == x.size(0) && t.size(2) == x.size(2), name,
+              " must be (n, rows, C) like x");
+}
+
+torch::Tensor type_input(const torch::Tensor& type, const torch::Tensor& x, int64_t n_types) {
+  TORCH_CHECK(type.device().is_cpu() && type.scalar_type() == torch::kLong && type.dim() == 1 &&
+                  type.size(0) == x.size(0),
+              "atom_type must be (n,) int64 on the CPU");
+  auto out = type.contiguous();
+  const int64_t* t = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < out.size(0); ++i) {
+    TORCH_CHECK(t[i] >= 0 && t[i] < n_types, "atom_type ", t[i], " of atom ", i,
+                " is outside 0..", n_types - 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+// y[n, o, c] = sum_m P[type[n], o, m, c] nu_m(x[n, :, c]) (nu = mu(x), or mu'(x)[v] if v given).
+torch::Tensor sc_forward(torch::Tensor p, torch::Tensor x, c10::optional<torch::Tensor> v,
+                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be (n, d, C) on the CPU");
+  x = x.contiguous();
+  p = p.contiguous();
+  check_node(x, x, "x");
+  TORCH_CHECK(p.dim() == 4 && p.size(3) == x.size(2) && p.scalar_type() == x.scalar_type(),
+              "P must be (n_types, n_out, M, C) of x's dtype");
+  Monomials mono = monomials(pairs, cubes, x.size(1));
+  TORCH_CHECK(p.size(2) == mono.count(), "P has one row per monomial");
+  torch::Tensor vc;
+  if (v) {
+    vc = v->contiguous();
+    check_node(vc, x, "v");
+  }
+  type = type_input(type, x, p.size(0));
+  auto y = torch::zeros({x.size(0), p.size(1), x.size(2)}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_forward", [&] {
+    forward_impl<scalar_t>(mono, p.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                           v ? vc.data_ptr<scalar_t>() : nullptr, type.data_ptr<int64_t>(),
+                           x.size(0), p.size(0), p.size(1), x.size(2), y.data_ptr<scalar_t>());
+  });
+  return y;
+}
+
+// gP[s, o, m, c] = sum_{n: type[n] = s} G[n, o, c] nu_m(x[n, :, c]).
+torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::Tensor> v,
+                        torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
+                        int64_t n_types) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be (n, d, C) on the CPU");
+  x = x.contiguous();
+  g = g.contiguous();
+  check_node(g, x, "G");
+  Monomials mono = monomials(pairs, cubes, x.size(1));
+  torch::Tensor vc;
+  if (v) {
+    vc = v->contiguous();
+    check_node(vc, x, "v");
+  }
+  type = type_input(type, x, n_types);
+  auto gp = torch::zeros({n_types, g.size(1), mono.count(), x.size(2)}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_moment", [&] {
+    moment_impl<scalar_t>(mono, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                          v ? vc.data_ptr<scalar_t>() : nullptr, type.data_ptr<int64_t>(),
+                          x.size(0), n_types, g.size(1), x.size(2), gp.data_ptr<scalar_t>());
+  });
+  return gp;
+}
+
+// gx[n, a, c] = sum_{o, m} P[type[n], o, m, c] G[n, o, c] d nu_m / d x[n, a, c].
+torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
+                          c10::optional<torch::Tensor> v, torch::Tensor type,
+                          torch::Tensor pairs, torch::Tensor cubes) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be (n, d, C) on the CPU");
+  x = x.contiguous();
+  g = g.contiguous();
+  p = p.contiguous();
+  check_node(g, x, "G");
+  Monomials mono = monomials(pairs, cubes, x.size(1));
+  TORCH_CHECK(p.dim() == 4 && p.size(1) == g.size(1) && p.size(2) == mono.count() &&
+                  p.size(3) == x.size(2) && p.scalar_type() == x.scalar_type(),
+              "P must be (n_types, n_out, M, C) of x's dtype");
+  torch::Tensor vc;
+  if (v) {
+    vc = v->contiguous();
+    check_node(vc, x, "v");
+  }
+  type = type_input(type, x, p.size(0));
+  auto gx = torch::zeros_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_gradient", [&] {
+    gradient_impl<scalar_t>(mono, p.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                            x.data_ptr<scalar_t>(), v ? vc.data_ptr<scalar_t>() : nullptr,
+                            type.data_ptr<int64_t>(), x.size(0), p.size(0), p.size(1),
+                            x.size(2), gx.data_ptr<scalar_t>());
+  });
+  return gx;
+}

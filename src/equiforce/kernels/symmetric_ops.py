@@ -1,0 +1,134 @@
+"""Autograd functions over the C++ symmetric-contraction kernels (``csrc/symmetric_contraction``).
+
+The contraction of ``fast_symmetric`` on CPU: per atom n of species s and channel c,
+
+    y[n, o, c] = sum_m P[s, o, m, c] mu_m(x[n, :, c]),
+
+with ``mu`` the monomials some output uses (the d components, the ``pairs``, the ``cubes``)
+and ``P`` the weights folded into the basis (differentiated by torch). Three kernels are the
+partial derivatives of ``Phi = sum G[n, o, c] P[s, o, m, c] nu_m(n, c)``, where ``nu`` is
+``mu(x)`` or, given a direction ``v``, its directional derivative ``mu'(x)[v]``:
+
+    forward  = dPhi/dG,   moment = dPhi/dP,   gradient = dPhi/dx,
+
+so the backward of each is again these kernels: forces (first backward) and the parameter
+gradients of a force loss (second backward) never leave them and build no per-monomial
+intermediates (the old torch path kept (C, d * out_dim, n) Horner partials and their
+gradients). Not provided: third derivatives (the x-, P- or G-derivative of a ``gradient``
+that already has a direction), which raise ``NotImplementedError``.
+
+Tensors: ``x``, ``v`` (n, d, C) and ``G`` (n, out_dim, C) channel-last; ``P`` (n_types,
+out_dim, M, C); ``atom_type`` (n,) int64; ``pairs`` (2, n_pairs), ``cubes`` (2, n_cubes) int64.
+CPU, float32/float64, deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from equiforce.kernels.extension import cpu_kernels
+
+__all__ = ["MonomialTable", "contract"]
+
+
+class MonomialTable(NamedTuple):
+    """Which monomials exist and which atom has which species (all int64)."""
+
+    atom_type: Tensor  # (n,)
+    pairs: Tensor  # (2, n_pairs) factors a <= b of x_a x_b
+    cubes: Tensor  # (2, n_cubes) [largest factor k, pair q] of x_k * pair_q
+    n_types: int
+
+
+def _forward(p: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
+    return _Forward.apply(p, x, v, table)
+
+
+def _moment(g: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
+    return _Moment.apply(g, x, v, table)
+
+
+def _gradient(p: Tensor, g: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
+    return _Gradient.apply(p, g, x, v, table)
+
+
+class _Forward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p, x, v, table):
+        ctx.table = table
+        ctx.save_for_backward(p, x, v)
+        return cpu_kernels().sc_forward(p, x, v, table.atom_type, table.pairs, table.cubes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, x, v = ctx.saved_tensors
+        table, need = ctx.table, ctx.needs_input_grad
+        grad_p = _moment(grad, x, v, table) if need[0] else None
+        grad_x = _gradient(p, grad, x, v, table) if need[1] else None
+        grad_v = _gradient(p, grad, x, None, table) if v is not None and need[2] else None
+        return grad_p, grad_x, grad_v, None
+
+
+class _Moment(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, x, v, table):
+        ctx.table = table
+        ctx.save_for_backward(g, x, v)
+        kernels = cpu_kernels()
+        return kernels.sc_moment(
+            g, x, v, table.atom_type, table.pairs, table.cubes, table.n_types
+        )
+
+    @staticmethod
+    def backward(ctx, grad):
+        g, x, v = ctx.saved_tensors
+        table, need = ctx.table, ctx.needs_input_grad
+        grad_g = _forward(grad, x, v, table) if need[0] else None
+        grad_x = _gradient(grad, g, x, v, table) if need[1] else None
+        grad_v = _gradient(grad, g, x, None, table) if v is not None and need[2] else None
+        return grad_g, grad_x, grad_v, None
+
+
+class _Gradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p, g, x, v, table):
+        ctx.table = table
+        ctx.save_for_backward(p, g, x, v)
+        return cpu_kernels().sc_gradient(p, g, x, v, table.atom_type, table.pairs, table.cubes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, g, x, v = ctx.saved_tensors
+        table, need = ctx.table, ctx.needs_input_grad
+        if v is not None and any(need[:3]):
+            raise NotImplementedError(
+                "third derivatives of the fast symmetric contraction (CPU kernels) are not "
+                "implemented; use the reference backend for them"
+            )
+        # d/dv of a gradient with direction v is the same Hessian applied to ``grad``
+        grad_v = _gradient(p, g, x, grad, table) if v is not None and need[3] else None
+        if v is not None:
+            return None, None, None, grad_v, None
+        grad_p = _moment(g, x, grad, table) if need[0] else None
+        grad_g = _forward(p, x, grad, table) if need[1] else None
+        # a linear polynomial (no pairs) has an x-independent gradient
+        curved = table.pairs.shape[1] > 0
+        grad_x = _gradient(p, g, x, grad, table) if need[2] and curved else None
+        return grad_p, grad_g, grad_x, None, None
+
+
+def contract(p: Tensor, x: Tensor, table: MonomialTable) -> Tensor:
+    """``y[n, o, c] = sum_m P[atom_type[n], o, m, c] mu_m(x[n, :, c])``, differentiable twice.
+
+    Args:
+        p: (n_types, out_dim, M, C) folded coefficients.
+        x: (n, d, C) channel-last features.
+        table: the monomials and species.
+
+    Returns:
+        (n, out_dim, C).
+    """
+    return _forward(p, x, None, table)
