@@ -69,16 +69,16 @@ def measure(preset: str, dtype: str, reps: int, repeats: int, seed: int) -> dict
 
     from equiforce.data.batch import collate
     from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
-    from equiforce.measure.memory import MemoryProbe, current_rss_mb
+    from equiforce.measure.memory import MemoryProbe
     from equiforce.models.presets import preset_potential
     from equiforce.workflows.bench.systems import make_system
 
     potential = preset_potential(preset, dtype, seed).eval()
     (atoms,) = make_system(f"fcc-{4 * reps**3}", seed)
     cpu = torch.device("cpu")
-    baseline_mb = current_rss_mb()
     probe = MemoryProbe(cpu)
-    probe.start()
+    probe.start()  # hands freed heap back first, then reads the resident set
+    baseline_mb = probe.baseline_mb
     start = time.perf_counter()
     config = atoms_to_configuration(atoms, f"fcc {reps}")
     batch = collate([configuration_to_graph(config, potential.type_names, potential.r_max)])
