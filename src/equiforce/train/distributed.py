@@ -284,6 +284,20 @@ def sharded_loader(
     )
 
 
+def global_counts(counts: Sequence[float], world: World, where: str) -> list[float]:
+    """Element counts per loss term summed over the ranks (one rank: ``counts`` as given).
+
+    Args:
+        counts: this rank's counts (zeros for an empty share).
+        world: the ranks.
+        where: epoch and step, for errors.
+    """
+    if not world.distributed:
+        return [float(c) for c in counts]
+    totals = torch.tensor([float(c) for c in counts], dtype=torch.float64, device=world.device)
+    return world.all_reduce_sum(totals, f"{where}: loss element counts").tolist()
+
+
 def sharded_loss(
     loss_fn: WeightedLoss,
     batch: Batch | None,
@@ -294,7 +308,8 @@ def sharded_loss(
     """This rank's share of the global batch's loss: ``sum_k w_k S_k^r / N_k``.
 
     Summed over ranks it is ``loss_fn`` of the whole global batch, and so are its gradients.
-    The terms' sums and element counts are those of ``WeightedLoss.parts``.
+    The terms' sums and element counts are those of ``WeightedLoss.term_sums``; the trainer
+    composes the same two steps (``term_sums``, ``global_counts``) itself to reuse the sums.
 
     Args:
         loss_fn: the loss.
@@ -305,22 +320,11 @@ def sharded_loss(
     Returns:
         Scalar float64 (differentiable; a constant zero for an empty share).
     """
-    sums, counts = [], []
-    for _, term in loss_fn.terms:
-        if batch is None:
-            sums.append(None)
-            counts.append(0.0)
-        else:
-            errors = term.squared_errors(batch, pred)
-            sums.append(errors.sum())
-            counts.append(float(errors.numel()))
-    totals = torch.tensor(counts, dtype=torch.float64, device=world.device)
-    totals = world.all_reduce_sum(totals, f"{where}: loss element counts").tolist()
-    loss = torch.zeros((), dtype=torch.float64, device=world.device)
-    for (weight, _), local, total in zip(loss_fn.terms, sums, totals, strict=True):
-        if local is not None:
-            loss = loss + weight * local / max(total, 1.0)
-    return loss
+    if batch is None:
+        global_counts([0.0] * len(loss_fn.terms), world, where)
+        return torch.zeros((), dtype=torch.float64, device=world.device)
+    sums, counts = loss_fn.term_sums(batch, pred)
+    return loss_fn.from_sums(sums, global_counts(counts, world, where))
 
 
 def reduce_gradients(
@@ -358,11 +362,11 @@ def reduce_gradients(
         flat = torch.cat([*(g.reshape(-1) for g in grads), riders.to(dtype)])
         world.all_reduce_sum(flat, f"{where}: gradient all-reduce")
         tail = flat[flat.numel() - riders.numel() :].to(torch.float64).tolist()
-        offset = 0
+        offset = 0  # the summed gradients stay views of the one flat buffer (no copies)
         for param, summed_flag in zip(params, tail, strict=False):
             size = param.numel()
             keep = summed_flag > 0.0
-            param.grad = flat[offset : offset + size].view_as(param).clone() if keep else None
+            param.grad = flat[offset : offset + size].view_as(param) if keep else None
             offset += size
         if index == 0:
             summed = tail[len(params) :]

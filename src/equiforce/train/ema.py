@@ -40,11 +40,15 @@ class ExponentialMovingAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Blend the current parameters of ``model`` into the average."""
+        """Blend the current parameters of ``model`` into the average.
+
+        One foreach ``lerp`` over all tensors (a single call per step, the arithmetic of a
+        ``lerp_`` per tensor).
+        """
         decay = self.current_decay()
-        for name, param in model.named_parameters():
-            if name in self.shadow:
-                self.shadow[name].lerp_(param.detach(), 1.0 - decay)
+        named = dict(model.named_parameters())
+        shadows = list(self.shadow.values())
+        torch._foreach_lerp_(shadows, [named[n].detach() for n in self.shadow], 1.0 - decay)
         self.num_updates += 1
 
     @torch.no_grad()

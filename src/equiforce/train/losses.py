@@ -12,7 +12,7 @@ Losses are computed in float64 (the data dtype) whatever the model dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -164,19 +164,81 @@ class WeightedLoss:
             total = total + weight * term(batch, pred)
         return total
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Term names, in the order of ``term_sums``."""
+        return tuple(term.name for _, term in self.terms)
+
+    def term_sums(
+        self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]
+    ) -> tuple[Tensor, tuple[int, ...]]:
+        """Per-term sums of weighted squared errors and element counts of one batch.
+
+        Returns:
+            ``(sums, counts)``: sums (n_terms,) float64 (differentiable, on the batch's
+            device), counts per term (host integers: no device synchronisation).
+        """
+        device = batch[keys.PTR].device
+        sums, counts = [], []
+        for _, term in self.terms:
+            errors = term.squared_errors(batch, pred)
+            sums.append(errors.sum())
+            counts.append(int(errors.numel()))
+        if not sums:
+            return torch.zeros(0, dtype=torch.float64, device=device), ()
+        return torch.stack(sums), tuple(counts)
+
+    def from_sums(self, sums: Tensor, counts: Sequence[float]) -> Tensor:
+        """``sum_k w_k sums_k / counts_k``: the loss when ``counts`` are the batch's own
+        (equal to ``__call__``), a rank's share of it when they are the global batch's."""
+        total = torch.zeros((), dtype=torch.float64, device=sums.device)
+        for k, (weight, _) in enumerate(self.terms):
+            total = total + weight * sums[k] / max(float(counts[k]), 1.0)
+        return total
+
     def parts(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> LossParts:
         """Detached per-term sums and counts of one batch, for accumulation."""
-        sums, counts = {}, {}
-        for _, term in self.terms:
-            errors = term.squared_errors(batch, pred).detach()
-            sums[term.name] = float(errors.sum())
-            counts[term.name] = int(errors.numel())
-        return LossParts(sums, counts)
+        sums, counts = self.term_sums(batch, pred)
+        values = sums.detach().tolist()
+        return LossParts(
+            dict(zip(self.names, values, strict=True)),
+            dict(zip(self.names, counts, strict=True)),
+        )
 
     def combine(self, parts: LossParts) -> float:
         """Loss value of accumulated ``parts`` (equals ``__call__`` for a single batch)."""
         means = parts.means()
         return sum(w * means[name] for name, w in self.weights.items())
+
+
+class LossSums:
+    """``LossParts`` accumulated over batches on the device, read once at the end.
+
+    Adding a batch is a tensor addition (no host synchronisation per step, which on a GPU
+    would stall the queue of kernels); ``parts`` converts once.
+
+    Args:
+        loss_fn: the loss whose ``term_sums`` are added.
+    """
+
+    def __init__(self, loss_fn: WeightedLoss):
+        self.names = loss_fn.names
+        self._sums: Tensor | None = None
+        self._counts = [0] * len(self.names)
+
+    def add(self, sums: Tensor, counts: Sequence[int]) -> None:
+        """Add one batch's ``term_sums`` (``sums`` is detached here)."""
+        sums = sums.detach()
+        self._sums = sums.clone() if self._sums is None else self._sums + sums
+        self._counts = [a + int(b) for a, b in zip(self._counts, counts, strict=True)]
+
+    def parts(self) -> LossParts:
+        """The accumulated sums and counts (zeros when nothing was added)."""
+        values = [0.0] * len(self.names) if self._sums is None else self._sums.tolist()
+        return LossParts(
+            dict(zip(self.names, values, strict=True)),
+            dict(zip(self.names, self._counts, strict=True)),
+        )
 
 
 def energy_forces_stress_loss(

@@ -47,40 +47,42 @@ CSV_COLUMNS = (
 )
 
 
-class _Sums:
-    """Sums of absolute and squared errors and counts per quantity."""
+_STATS = 3  # per quantity: sum of |error|, sum of error^2, count
 
-    def __init__(self):
-        self.abs = {q: 0.0 for q in QUANTITIES}
-        self.sq = {q: 0.0 for q in QUANTITIES}
-        self.count = {q: 0 for q in QUANTITIES}
 
-    def add(self, quantity: str, errors: torch.Tensor) -> None:
-        errors = errors.to(torch.float64) * _MILLI
-        self.abs[quantity] += float(errors.abs().sum())
-        self.sq[quantity] += float(errors.square().sum())
-        self.count[quantity] += int(errors.numel())
+def _metrics(sums: Sequence[float], prefix: str) -> dict[str, float]:
+    """RMSE and MAE per quantity from ``[abs, squared, count]`` per quantity (9 numbers)."""
+    out = {}
+    for k, q in enumerate(QUANTITIES):
+        abs_sum, sq_sum, n = sums[_STATS * k : _STATS * (k + 1)]
+        out[f"{prefix}_{q}_rmse"] = math.sqrt(sq_sum / n) if n else math.nan
+        out[f"{prefix}_{q}_mae"] = abs_sum / n if n else math.nan
+    return out
 
-    def totals(self) -> list[float]:
-        """``[abs, squared, count]`` per quantity, in ``QUANTITIES`` order (9 numbers)."""
-        return [v for q in QUANTITIES for v in (self.abs[q], self.sq[q], float(self.count[q]))]
 
-    def load_totals(self, values: Sequence[float]) -> None:
-        for k, q in enumerate(QUANTITIES):
-            self.abs[q], self.sq[q] = float(values[3 * k]), float(values[3 * k + 1])
-            self.count[q] = int(round(float(values[3 * k + 2])))
+def _masked_sums(errors: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``[abs, squared, count]`` of the entries each mask selects.
 
-    def metrics(self, prefix: str) -> dict[str, float]:
-        out = {}
-        for q in QUANTITIES:
-            n = self.count[q]
-            out[f"{prefix}_{q}_rmse"] = math.sqrt(self.sq[q] / n) if n else math.nan
-            out[f"{prefix}_{q}_mae"] = self.abs[q] / n if n else math.nan
-        return out
+    Args:
+        errors: (n_items, n_components) errors, meV units.
+        masks: (n_sets, n_items) bool: the items each set counts.
+
+    Returns:
+        (n_sets, 3) float64 (counts are items x components).
+    """
+    items = torch.stack([errors.abs().sum(dim=1), errors.square().sum(dim=1)])  # (2, n_items)
+    zero = torch.zeros((), dtype=errors.dtype, device=errors.device)
+    picked = torch.where(masks[:, None, :], items[None], zero).sum(dim=2)  # (n_sets, 2)
+    count = masks.sum(dim=1, dtype=torch.float64)[:, None] * errors.shape[1]
+    return torch.cat([picked, count], dim=1)
 
 
 class ErrorAccumulator:
     """Running sums of absolute and squared errors of energy/atom, forces and stress.
+
+    The sums stay on the batches' device as one tensor: adding a batch synchronises nothing
+    with the host (masks select by ``torch.where``, not by boolean indexing); ``totals`` and
+    ``metrics`` read them once.
 
     Args:
         groups: names of the training files, indexed by the batches' ``dataset_index``;
@@ -90,8 +92,8 @@ class ErrorAccumulator:
 
     def __init__(self, groups: Sequence[str] = ()):
         self.groups = tuple(groups)
-        self._total = _Sums()
-        self._per_group = [_Sums() for _ in self.groups]
+        # (1 + n_groups, quantities, [abs, squared, count]) float64; None before any batch
+        self._sums: torch.Tensor | None = None
 
     @torch.no_grad()
     def add(self, batch: Mapping[str, torch.Tensor], pred: Mapping[str, torch.Tensor]) -> None:
@@ -105,28 +107,39 @@ class ErrorAccumulator:
                 only when predicted.
         """
         n_atoms = (batch[keys.PTR][1:] - batch[keys.PTR][:-1]).to(torch.float64)
-        energy_err = (pred[keys.ENERGY] - batch[keys.ENERGY]).detach() / n_atoms
-        force_err = (pred[keys.FORCES] - batch[keys.FORCES]).detach()
-        stress_err = None
-        if keys.STRESS in pred:
-            stress_err = (pred[keys.STRESS] - batch[keys.STRESS]).detach()
-        graph_masks = [(self._total, torch.ones_like(batch[keys.HAS_ENERGY]))]
+        milli = _MILLI
+        energy_err = (pred[keys.ENERGY] - batch[keys.ENERGY]).to(torch.float64) / n_atoms
+        force_err = (pred[keys.FORCES] - batch[keys.FORCES]).to(torch.float64)
+        graphs = torch.ones_like(batch[keys.HAS_ENERGY])[None]  # (n_sets, n_graphs)
         if self.groups and keys.DATASET_INDEX in batch:
             index = batch[keys.DATASET_INDEX]
-            graph_masks += [(sums, index == k) for k, sums in enumerate(self._per_group)]
-        for sums, graphs in graph_masks:
-            sums.add("energy", energy_err[batch[keys.HAS_ENERGY] & graphs])
-            atom_mask = (batch[keys.HAS_FORCES] & graphs)[batch[keys.BATCH]]
-            sums.add("forces", force_err[atom_mask])
-            stress_mask = batch[keys.HAS_STRESS] & graphs
-            if stress_err is not None and bool(stress_mask.any()):
-                sums.add("stress", stress_err[stress_mask])
+            per_file = torch.arange(len(self.groups), device=index.device)[:, None] == index
+            graphs = torch.cat([graphs, per_file])
+        n_sets = 1 + len(self.groups)
+        rows = [
+            _masked_sums(energy_err[:, None] * milli, graphs & batch[keys.HAS_ENERGY]),
+            _masked_sums(
+                force_err * milli, (graphs & batch[keys.HAS_FORCES])[:, batch[keys.BATCH]]
+            ),
+        ]
+        if keys.STRESS in pred:
+            stress_err = (pred[keys.STRESS] - batch[keys.STRESS]).to(torch.float64)
+            stress_err = stress_err.reshape(len(n_atoms), -1) * milli
+            rows.append(_masked_sums(stress_err, graphs & batch[keys.HAS_STRESS]))
+        else:
+            rows.append(torch.zeros_like(rows[0]))
+        sums = torch.stack(rows, dim=1)  # (sets in this batch, quantities, 3)
+        if sums.shape[0] < n_sets:  # no dataset_index in the batch: the files get nothing
+            sums = torch.cat([sums, sums.new_zeros(n_sets - sums.shape[0], *sums.shape[1:])])
+        self._sums = sums if self._sums is None else self._sums + sums
 
     def totals(self) -> torch.Tensor:
         """All sums and counts as one (9 * (1 + n_groups),) float64 tensor (for a reduction
         over ranks): the totals, then each group's, ``[abs, squared, count]`` per quantity."""
-        sums = [self._total, *self._per_group]
-        return torch.tensor([v for s in sums for v in s.totals()], dtype=torch.float64)
+        if self._sums is None:
+            size = _STATS * len(QUANTITIES) * (1 + len(self.groups))
+            return torch.zeros(size, dtype=torch.float64)
+        return self._sums.reshape(-1).clone()
 
     @classmethod
     def from_totals(cls, totals: torch.Tensor, groups: Sequence[str] = ()) -> "ErrorAccumulator":
@@ -135,16 +148,15 @@ class ErrorAccumulator:
         Raises:
             ValueError: ``totals`` does not have 9 numbers for the total and each of ``groups``.
         """
-        values = totals.detach().to("cpu", torch.float64).reshape(-1).tolist()
-        size = 3 * len(QUANTITIES)
-        if len(values) != size * (1 + len(groups)):
+        values = totals.detach().to("cpu", torch.float64).reshape(-1)
+        size = _STATS * len(QUANTITIES)
+        if values.numel() != size * (1 + len(groups)):
             raise ValueError(
-                f"{len(values)} totals for {len(groups)} groups; expected "
+                f"{values.numel()} totals for {len(groups)} groups; expected "
                 f"{size * (1 + len(groups))} (pass the groups of the accumulator that made them)"
             )
         out = cls(groups)
-        for k, sums in enumerate([out._total, *out._per_group]):
-            sums.load_totals(values[k * size : (k + 1) * size])
+        out._sums = values.reshape(1 + len(groups), len(QUANTITIES), _STATS).clone()
         return out
 
     def metrics(self, prefix: str) -> dict[str, float]:
@@ -152,9 +164,11 @@ class ErrorAccumulator:
 
         With ``groups``, also ``{prefix}_{group}_{quantity}_{rmse|mae}`` per file.
         """
-        out = self._total.metrics(prefix)
-        for name, sums in zip(self.groups, self._per_group, strict=True):
-            out.update(sums.metrics(f"{prefix}_{name}"))
+        sets = self.totals().tolist()
+        size = _STATS * len(QUANTITIES)
+        out = _metrics(sets[:size], prefix)
+        for k, name in enumerate(self.groups, start=1):
+            out.update(_metrics(sets[k * size : (k + 1) * size], f"{prefix}_{name}"))
         return out
 
 

@@ -7,8 +7,10 @@ Epoch ``e`` (0-based): apply the stage's learning rate and loss; one pass over t
 batches (order fixed by ``(seed, e)`` in the batch source) with gradient clipping and an EMA
 update per step; validation with the EMA weights; plateau-scheduler step; then, in this
 order, ``best.pt`` + ``model.pt`` (on a new best validation loss), ``last.pt``, a
-``metrics.csv`` row. Because the shuffle order, the optimizer, scheduler, EMA and generator
-states are all in ``last.pt``, a resumed run repeats the interrupted epoch exactly.
+``metrics.csv`` row. One training step (loss, backward, gradient sum over ranks, clipping,
+optimizer, EMA) is ``train.step.OptimizerStep``'s job. Because the shuffle order, the
+optimizer, scheduler, EMA and generator states are all in ``last.pt``, a resumed run repeats
+the interrupted epoch exactly.
 
 Under several ranks (``train.distributed``) every rank runs this loop on its share of each
 global batch; the gradients, the loss and the metrics are reduced over the ranks, and only
@@ -42,19 +44,16 @@ from equiforce.train.checkpoint import Progress, capture_rng_state, save_checkpo
 from equiforce.train.curves import plot_learning_curve
 from equiforce.train.distributed import World
 from equiforce.train.ema import ExponentialMovingAverage
-from equiforce.train.losses import LossParts, WeightedLoss
+from equiforce.train.losses import LossParts, LossSums, WeightedLoss
 from equiforce.train.metrics import ErrorAccumulator, MetricsCSV, group_summary
 from equiforce.train.optim import TrainingSchedule
+from equiforce.train.step import NonFiniteLossError, OptimizerStep, with_stress
 
 LOG = logging.getLogger(__name__)
 
 CURVE_REDRAW_S = 30.0  # minimum wall time between two drawings of the learning curve
 
 Batch = dict[str, torch.Tensor]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the last checkpoint is the last good state."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,6 @@ class Trainer:
         self.auxiliary = auxiliary
         self.precision = precision
         self.scaler = scaler
-        self.skipped_steps = 0  # optimizer steps skipped in the current epoch (fp16 overflow)
         self.optimizer = optimizer
         self.schedule = schedule
         self.ema = ema
@@ -177,7 +175,16 @@ class Trainer:
         self.progress = progress
         self.settings = schedule.config
         self.device = next(model.parameters()).device
-        self._time_is_up = False  # several ranks: the deadline as agreed in the last step
+        self.step = OptimizerStep(
+            model,
+            optimizer,
+            ema,
+            self.settings.clip_grad_norm,
+            self.world,
+            auxiliary,
+            scaler,
+            diverged=self._diverged,
+        )
 
     def fit(self) -> Progress:
         """Train until ``max_epochs`` or the time budget; returns the final progress.
@@ -251,7 +258,7 @@ class Trainer:
             self.progress.best_valid_loss = math.inf  # the loss changed; restart best tracking
         loss_fn = self.schedule.loss(epoch)
         lr = self.schedule.lr
-        self.skipped_steps = 0
+        self.step.skipped_steps = 0  # optimizer steps skipped in this epoch (fp16 overflow)
         train_parts, train_errors, out_of_time = self._train_epoch(epoch, loss_fn, deadline)
         what = f"epoch {epoch + 1}: reducing the training metrics"
         train_parts = distributed.reduce_loss_parts(train_parts, loss_fn, self.world, what)
@@ -269,7 +276,7 @@ class Trainer:
             **train_errors.metrics("train"),
             **valid_metrics,
             "wall_s": time.monotonic() - clock_zero,
-            "skipped_steps": self.skipped_steps,
+            "skipped_steps": self.step.skipped_steps,
             "loss_scale": math.nan if self.scaler is None else self.scaler.scale,
         }
         distributed.check_in_sync(self.model, self.world, f"end of epoch {epoch + 1}")
@@ -294,7 +301,7 @@ class Trainer:
             LOG.info(
                 "epoch %d: %d optimizer steps skipped (non-finite fp16 gradients), loss scale %g",
                 epoch + 1,
-                self.skipped_steps,
+                self.step.skipped_steps,
                 self.scaler.scale,
             )
         return out_of_time
@@ -309,7 +316,7 @@ class Trainer:
             (the epoch is then cut short and counts as done).
         """
         self.model.train()
-        parts, errors = LossParts({}, {}), ErrorAccumulator()
+        parts, errors = LossSums(loss_fn), ErrorAccumulator()
         bar = tqdm(
             total=self.train_data.n_batches,
             desc=f"epoch {epoch + 1}",
@@ -320,123 +327,17 @@ class Trainer:
         with bar:
             for step, batch in enumerate(self.train_data.batches(epoch)):
                 batch = None if batch is None else batch_to(batch, self.device)
-                pred, loss = self._step(batch, loss_fn, epoch, step, deadline)
-                if batch is not None:
-                    parts = parts + loss_fn.parts(batch, pred)
+                where = f"epoch {epoch + 1}, step {step + 1}"
+                pred, loss, sums = self.step(batch, loss_fn, where, deadline)
+                if batch is not None:  # device-side sums: no host synchronisation per step
+                    parts.add(*sums)
                     errors.add(batch, pred)
                 bar.update(1)
                 if (step + 1) % self.settings.log_every == 0:
                     bar.set_postfix(loss=f"{float(loss):.4g}")
-                if self._out_of_time(deadline):
-                    return parts, errors, True
-        return parts, errors, False
-
-    def _step(
-        self,
-        batch: Batch | None,
-        loss_fn: WeightedLoss,
-        epoch: int,
-        step: int,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
-        """One optimizer step.
-
-        Returns:
-            This rank's detached predictions (None for an empty share) and the detached loss
-            of the (global) batch.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        where = f"epoch {epoch + 1}, step {step + 1}"
-        pred = None if batch is None else self._predict(batch, loss_fn)
-        if self.world.distributed:
-            loss = self._sharded_backward(batch, pred, loss_fn, deadline, where)
-        else:
-            loss = loss_fn(batch, pred)
-            if self.auxiliary is not None:
-                loss = loss + self.auxiliary(self.model, batch, pred)
-            if not torch.isfinite(loss):
-                raise self._diverged(f"{where}: training loss is {float(loss.detach())}")
-            self._backward(loss)
-        if self.scaler is None or self._unscale(where):
-            self._apply_gradients(where)
-        detached = None if pred is None else {k: v.detach() for k, v in pred.items()}
-        return detached, loss.detach()
-
-    def _predict(self, batch: Batch, loss_fn: WeightedLoss) -> dict[str, torch.Tensor]:
-        """Energies and forces (and stress when the loss needs it) for a training step."""
-        stress = loss_fn.needs_stress and bool(batch[keys.HAS_STRESS].any())
-        pred = self.model(batch, compute_forces=True, compute_stress=stress)
-        if loss_fn.needs_stress:
-            pred = _with_stress(pred, batch)
-        return pred
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        """Backward of the loss (scaled when loss scaling is on)."""
-        (loss if self.scaler is None else self.scaler.scale_loss(loss)).backward()
-
-    def _sharded_backward(
-        self,
-        batch: Batch | None,
-        pred: dict[str, torch.Tensor] | None,
-        loss_fn: WeightedLoss,
-        deadline: float | None,
-        where: str,
-    ) -> torch.Tensor:
-        """Backward of this rank's share and the gradient sum over ranks (several ranks).
-
-        Returns:
-            The loss of the global batch (equal on every rank).
-        """
-        share = distributed.sharded_loss(loss_fn, batch, pred, self.world, where)
-        if share.requires_grad:
-            self._backward(share)
-        late = float(deadline is not None and time.monotonic() > deadline)
-        loss, n_late = distributed.reduce_gradients(
-            self._trained_parameters(), self.world, [float(share.detach()), late], where
-        )
-        self._time_is_up = n_late > 0
-        if not math.isfinite(loss):
-            raise self._diverged(f"{where}: training loss is {loss}")
-        return torch.tensor(loss, dtype=torch.float64)
-
-    def _out_of_time(self, deadline: float | None) -> bool:
-        """Whether the time budget ran out (as agreed by the ranks in the last step)."""
-        if self.world.distributed:
-            return self._time_is_up
-        return deadline is not None and time.monotonic() > deadline
-
-    def _apply_gradients(self, where: str) -> None:
-        """Clip, step the optimizer, update the EMA."""
-        clip = self.settings.clip_grad_norm
-        if clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self._trained_parameters(), clip)
-            if not torch.isfinite(norm):
-                raise self._diverged(f"{where}: gradient norm is {float(norm)}")
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-
-    def _unscale(self, where: str) -> bool:
-        """Unscale the gradients (fp16); False when the step must be skipped."""
-        scaler = self.scaler
-        finite = scaler.unscale_(self._trained_parameters())
-        scaler.update(finite)
-        if finite:
-            return True
-        self.skipped_steps += 1
-        LOG.warning(
-            "%s: non-finite gradients, step skipped; loss scale now %g", where, scaler.scale
-        )
-        if scaler.diverged:
-            raise self._diverged(
-                f"{where}: {scaler.consecutive_skips} consecutive steps had non-finite gradients"
-            )
-        return False
-
-    def _trained_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters of the model and of the auxiliary loss (gradient clipping)."""
-        extra = [] if self.auxiliary is None else list(self.auxiliary.parameters())
-        return list(self.model.parameters()) + extra
+                if self.step.out_of_time(deadline):
+                    return parts.parts(), errors, True
+        return parts.parts(), errors, False
 
     def _diverged(self, what: str) -> NonFiniteLossError:
         """The error for a non-finite value; nothing of the current epoch has been saved."""
@@ -453,7 +354,7 @@ class Trainer:
     def _validate(self, loss_fn: WeightedLoss) -> tuple[float, dict[str, float]]:
         """Validation loss and ``valid_*`` metrics of the evaluated weights (over all ranks)."""
         self.model.eval()
-        parts, errors = LossParts({}, {}), ErrorAccumulator(self.valid_data.groups)
+        parts, errors = LossSums(loss_fn), ErrorAccumulator(self.valid_data.groups)
         with self._evaluated_weights(), torch.enable_grad():
             for batch in self.valid_data.batches(0):
                 if batch is None:  # this rank's share of a short last batch is empty
@@ -463,11 +364,13 @@ class Trainer:
                 pred = self.model(
                     batch, compute_forces=True, compute_stress=stress, create_graph=False
                 )
-                pred = _with_stress({k: v.detach() for k, v in pred.items()}, batch)
-                parts = parts + loss_fn.parts(batch, pred)
+                pred = with_stress({k: v.detach() for k, v in pred.items()}, batch)
+                parts.add(*loss_fn.term_sums(batch, pred))
                 errors.add(batch, pred)
         self.model.train()
-        parts = distributed.reduce_loss_parts(parts, loss_fn, self.world, "validation loss")
+        parts = distributed.reduce_loss_parts(
+            parts.parts(), loss_fn, self.world, "validation loss"
+        )
         errors = distributed.reduce_errors(errors, self.world, "validation metrics")
         return loss_fn.combine(parts), errors.metrics("valid")
 
@@ -508,14 +411,3 @@ class Trainer:
             "config": self.config,
             "world_size": self.world.size,  # informative: any world size resumes it
         }
-
-
-def _with_stress(pred: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
-    """Add a zero stress prediction where none was computed (no stress labels in the batch).
-
-    The stress loss and metrics mask graphs without labels, so the zeros never count; this
-    saves the strain derivative on batches that carry no stress.
-    """
-    if keys.STRESS not in pred:
-        pred[keys.STRESS] = torch.zeros_like(batch[keys.STRESS])
-    return pred
