@@ -225,3 +225,56 @@ def test_train_and_valid_directories_stay_on_disk_with_the_manifest_statistics(t
     assert isinstance(prepared.train, OnDiskDataset) and isinstance(prepared.valid, OnDiskDataset)
     assert len(prepared.train) == len(prepared.valid) == 23
     assert prepared.statistics.force_rms == prepared.train.manifest["statistics"]["force_rms"]
+
+
+def test_a_directory_tagged_and_joined_reads_the_graphs_of_its_tagged_xyz(data, write_frames):
+    from equiforce.data.mixing import JoinedDataset, concatenate, retype, tag
+
+    xyz, out = data
+    other = write_frames(_frames(5, seed=1), "other.xyz")
+    names = ("Cu", "Au")
+    memory = [retype(load_dataset(p, R_MAX, require_energy=False, require_forces=False), names)
+              for p in (xyz, other)]  # fmt: skip
+    want = concatenate([tag(memory[0], 0, 2.5), tag(memory[1], 1, 1.0)])
+    got = concatenate([tag(OnDiskDataset(out).retype(names), 0, 2.5), tag(memory[1], 1, 1.0)])
+    assert isinstance(got, JoinedDataset) and len(got) == len(want) == 28
+    for k in range(len(want)):
+        _assert_same_graph(got[k], want[k])
+    view = tag(OnDiskDataset(out).retype(names), 0, 2.5).subset([3, 1])  # views keep the tag
+    _assert_same_graph(view[0], want[3])
+    expected = compute_statistics(want, R_MAX)
+    streamed = got.accumulate().statistics(names)
+    assert streamed.type_names == expected.type_names and streamed.n_configs == 28
+    for field in ("atomic_energies", "avg_num_neighbors", "force_rms", "mean_interaction_energy"):
+        assert getattr(streamed, field) == pytest.approx(getattr(expected, field), rel=1e-10)
+    with pytest.raises(IndexError, match="index 28 out of range"):
+        got[28]
+
+
+def test_a_directory_in_train_files_trains_as_its_xyz_with_weight_and_per_file_metrics(
+    tmp_path, data, write_frames
+):
+    from equiforce.models.io import load_model
+    from equiforce.train.config import RunConfig
+    from equiforce.train.run import train
+    from tests.train.conftest import config_dict
+
+    xyz, out = data
+    other = write_frames(_frames(6, seed=1), "other.xyz")
+    runs = {}
+    for name, source in (("xyz", xyz), ("dir", out)):
+        settings = config_dict(tmp_path / name, xyz, max_epochs=2)
+        settings["training"]["stage_two"] = {"enabled": False}
+        del settings["data"]["train_file"]
+        settings["data"]["train_files"] = [
+            {"path": str(source), "weight": 2.0, "name": "big"},
+            {"path": str(other), "name": "small"},
+        ]
+        runs[name] = train(RunConfig.from_dict(settings))
+    want = load_model(runs["xyz"].model_path).state_dict()
+    got = load_model(runs["dir"].model_path).state_dict()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-12, msg=name)
+    metrics = runs["dir"].final_metrics
+    for key in ("valid_big_forces_rmse", "valid_small_energy_rmse", "train_loss"):
+        assert metrics[key] == pytest.approx(runs["xyz"].final_metrics[key], rel=1e-9), key

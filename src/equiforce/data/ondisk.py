@@ -418,6 +418,10 @@ class OnDiskDataset(Dataset):
         path: the directory ``preprocess`` wrote.
         type_names: species order of ``atom_type``; None: the manifest's.
         indices: structures of this view (global indices, any order); None: all.
+        dataset_index: the training file's position in ``data.train_files``, stored in every
+            graph as ``dataset_index`` (per-file metrics); None: no such field.
+        weight: the file's weight, multiplying the graphs' ``energy_weight``,
+            ``forces_weight`` and ``stress_weight`` when read (as ``data.mixing.tag``).
 
     ``dataset[k]`` is the graph dict ``configuration_to_graph`` builds for structure
     ``indices[k]`` (equal tensors). Shard files are checked by size when first opened in a
@@ -431,8 +435,12 @@ class OnDiskDataset(Dataset):
         path: str | os.PathLike,
         type_names: Sequence[str] | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
+        dataset_index: int | None = None,
+        weight: float = 1.0,
     ):
         self.path = Path(path)
+        self.dataset_index = dataset_index
+        self.weight = float(weight)
         self.manifest = read_manifest(self.path)
         self.r_max = float(self.manifest["r_max"])
         self.type_names = tuple(type_names or self.manifest["type_names"])
@@ -526,7 +534,7 @@ class OnDiskDataset(Dataset):
         def graph_field(name: str, dtype: torch.dtype) -> torch.Tensor:
             return torch.as_tensor(np.array(a[name][row : row + 1]), dtype=dtype)
 
-        return {
+        graph = {
             keys.POSITIONS: torch.from_numpy(np.array(a["pos"][a0:a1])),
             keys.ATOMIC_NUMBERS: torch.from_numpy(numbers),
             keys.ATOM_TYPE: torch.from_numpy(self._lookup[numbers]),
@@ -545,15 +553,30 @@ class OnDiskDataset(Dataset):
             keys.HAS_FORCES: torch.tensor([bool(has[1])]),
             keys.HAS_STRESS: torch.tensor([bool(has[2])]),
         }
+        return self._tagged(graph)
+
+    def _tagged(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``graph`` with this view's file index and weight (``data.mixing.tag``'s fields)."""
+        if self.dataset_index is not None:
+            graph[keys.DATASET_INDEX] = torch.tensor([self.dataset_index], dtype=torch.long)
+        if self.weight != 1.0:
+            for name in (keys.ENERGY_WEIGHT, keys.FORCES_WEIGHT, keys.STRESS_WEIGHT):
+                graph[name] = graph[name] * self.weight
+        return graph
 
     def subset(self, indices: Sequence[int]) -> "OnDiskDataset":
         """A view of the items at ``indices`` (nothing read or copied)."""
         picked = self.indices[np.asarray(indices, dtype=np.int64)]
-        return OnDiskDataset(self.path, self.type_names, picked)
+        return OnDiskDataset(self.path, self.type_names, picked, self.dataset_index, self.weight)
 
     def retype(self, type_names: Sequence[str]) -> "OnDiskDataset":
         """The same view with ``atom_type`` indexing ``type_names``."""
-        return OnDiskDataset(self.path, type_names, self.indices)
+        return OnDiskDataset(self.path, type_names, self.indices, self.dataset_index, self.weight)
+
+    def tag(self, index: int, weight: float) -> "OnDiskDataset":
+        """The same view with graphs tagged by file ``index`` and scaled by ``weight``
+        (``data.mixing.tag`` for a directory: applied when read, nothing rewritten)."""
+        return OnDiskDataset(self.path, self.type_names, self.indices, int(index), weight)
 
     @property
     def species(self) -> tuple[str, ...]:

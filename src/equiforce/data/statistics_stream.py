@@ -57,6 +57,14 @@ class StatisticsAccumulator:
             self.force_sq += float(np.square(forces).sum())
             self.n_force_components += int(np.size(forces))
 
+    def merge(self, other: "StatisticsAccumulator") -> None:
+        """Add the sums of ``other`` (structures accumulated elsewhere, e.g. another file)."""
+        for name, value in vars(other).items():
+            if name == "present":
+                self.present |= value
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
     def statistics(
         self,
         type_names: Sequence[str] | None = None,

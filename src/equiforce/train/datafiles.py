@@ -4,9 +4,11 @@ Each file is read (through the cache) on its own, split or paired with its valid
 checked against the species of ``training.init_model`` when fine-tuning, moved onto the run's
 species order, tagged with its index and weight (``data.mixing``), and the files are joined.
 Frames may carry partial labels (no forces, no stress, energy only); a frame with no label at
-all, or a malformed label, is an error naming the file, the frame and the field. A single
-``data.train_file`` (and its ``valid_file``) may name a directory written by ``equiforce
-preprocess`` (``data.ondisk``): it is read lazily from disk, never loaded whole.
+all, or a malformed label, is an error naming the file, the frame and the field. Any training
+or validation file (``data.train_file``, an entry of ``data.train_files``, their
+``valid_file``) may name a directory written by ``equiforce preprocess`` (``data.ondisk``): it
+is read lazily from disk, never loaded whole, split and tagged as views (``JoinedDataset``
+joins it with the other files).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from equiforce.data.dataset import (
     split_train_validation,
 )
 from equiforce.data.extxyz import KeySpec
-from equiforce.data.mixing import concatenate, dataset_species, retype, tag
+from equiforce.data.mixing import JoinedDataset, concatenate, dataset_species, retype, tag
 from equiforce.data.ondisk import OnDiskDataset, is_preprocessed
 from equiforce.data.statistics import species_names
 from equiforce.train.config import DataConfig, TrainFileConfig
@@ -37,13 +39,14 @@ class FileSets:
 
     Attributes:
         train, valid: graphs of all files, in file order (``dataset_index`` set when
-            ``groups`` is not empty).
+            ``groups`` is not empty); a ``JoinedDataset`` when a file is a preprocessed
+            directory among several.
         groups: file labels indexed by ``dataset_index``; empty for a single ``train_file``
             (no per-file metrics then).
     """
 
-    train: GraphDataset | OnDiskDataset
-    valid: GraphDataset | OnDiskDataset
+    train: GraphDataset | OnDiskDataset | JoinedDataset
+    valid: GraphDataset | OnDiskDataset | JoinedDataset
     groups: tuple[str, ...]
 
 
@@ -53,11 +56,6 @@ def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphData
     A preprocessed directory is opened lazily; its cutoff must be ``r_max`` (directory named).
     """
     if is_preprocessed(path):
-        if data.train_files is not None:
-            raise ValueError(
-                f"data.train_files: {path} is a preprocessed directory; several training files "
-                "must be extxyz files (a preprocessed directory works as data.train_file)"
-            )
         dataset = OnDiskDataset(path)
         if dataset.r_max != float(r_max):
             raise ValueError(

@@ -14,7 +14,7 @@ import torch
 
 from equiforce.data.dataset import GraphDataset, make_loader
 from equiforce.data.extxyz import KeySpec
-from equiforce.data.mixing import dataset_species
+from equiforce.data.mixing import JoinedDataset, dataset_species
 from equiforce.data.ondisk import OnDiskDataset
 from equiforce.data.statistics import (
     DatasetStatistics,
@@ -36,7 +36,8 @@ class TrainingData:
 
     Attributes:
         train: training graphs (of all training files, weights applied); an
-            ``OnDiskDataset`` when ``data.train_file`` is a preprocessed directory.
+            ``OnDiskDataset`` when ``data.train_file`` is a preprocessed directory, a
+            ``JoinedDataset`` when one of ``data.train_files`` is.
         valid: validation graphs (same ``type_names`` and ``r_max``).
         statistics: E0s, average neighbour count, force RMS, mean interaction energy of
             ``train``, each from the frames that carry the label it needs.
@@ -44,8 +45,8 @@ class TrainingData:
             empty for a single ``train_file``).
     """
 
-    train: GraphDataset | OnDiskDataset
-    valid: GraphDataset | OnDiskDataset
+    train: GraphDataset | OnDiskDataset | JoinedDataset
+    valid: GraphDataset | OnDiskDataset | JoinedDataset
     statistics: DatasetStatistics
     groups: tuple[str, ...] = ()
 
@@ -89,7 +90,7 @@ def prepare_data(config: RunConfig) -> TrainingData:
     isolated = None
     if data.isolated_atoms_file is not None:
         isolated = read_isolated_atom_energies(data.isolated_atoms_file, keys)
-    if isinstance(sets.train, OnDiskDataset):  # a preprocessed directory: streamed
+    if not isinstance(sets.train, GraphDataset):  # preprocessed directories: streamed
         sums = sets.train.accumulate()  # None below: the species present (fine-tuning)
         names = sets.train.type_names if init_model is None else None
         statistics = sums.statistics(names, isolated_atoms=isolated)
