@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m benchmarks.ddp_throughput``: the run file and one 1-rank run.
+"""Smoke test of ``python -m benchmarks.ddp_throughput``: the run file, one 1-rank run, the
+step phases.
 
 The 2-rank path is ``tests/train/test_distributed.py``'s (the same command); the AcAc files
 come from ``../shared/data`` (skipped without them).
@@ -31,3 +32,16 @@ def test_one_rank_run_of_the_smoke_case_reports_structures_per_second(tmp_path):
     assert "error" not in record, record.get("error")
     assert len(record["epoch_s"]) == 2 and record["structures_per_s"] > 0
     assert record["threads_per_rank"] == 1 and len(record["load_average_1min"]) == 2
+
+
+def test_step_phases_of_the_smoke_case_time_every_phase(tmp_path):
+    from benchmarks.ddp_throughput import step_phases
+
+    args = parse_args(["--presets", "mace-tiny", "--smoke", "--out", str(tmp_path)])
+    split = acac.write_split(args.data_dir, tmp_path, n_train=args.n_train, n_valid=args.n_valid)
+    phases = step_phases(args, split, "mace-tiny", batch=2, repeats=1)
+    assert set(phases) == {
+        "collate", "forward_and_loss", "backward", "clip_grad_norm", "optimizer_fused",
+        "optimizer_loop", "ema_update", "metrics",
+    }  # fmt: skip
+    assert all(value > 0.0 for value in phases.values()), phases
