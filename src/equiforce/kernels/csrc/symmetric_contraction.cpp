@@ -51,19 +51,19 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
   const int64_t L = width;
   const int64_t d = mono.d, np = mono.n_pairs;
   for (int64_t a = 0; a < d; ++a) {
-    const T* src = (v ? v : x) + a * stride;
-    T* dst = nu + a * L;
+    const T* __restrict__ src = (v ? v : x) + a * stride;
+    T* __restrict__ dst = nu + a * L;
     for (int64_t c = 0; c < L; ++c) dst[c] = src[c];
   }
   for (int64_t q = 0; q < np; ++q) {
-    const T* xa = x + mono.pair_a[q] * stride;
-    const T* xb = x + mono.pair_b[q] * stride;
-    T* qq = quad + q * L;
+    const T* __restrict__ xa = x + mono.pair_a[q] * stride;
+    const T* __restrict__ xb = x + mono.pair_b[q] * stride;
+    T* __restrict__ qq = quad + q * L;
     for (int64_t c = 0; c < L; ++c) qq[c] = xa[c] * xb[c];
-    T* dst = nu + (d + q) * L;
+    T* __restrict__ dst = nu + (d + q) * L;
     if (v) {
-      const T* va = v + mono.pair_a[q] * stride;
-      const T* vb = v + mono.pair_b[q] * stride;
+      const T* __restrict__ va = v + mono.pair_a[q] * stride;
+      const T* __restrict__ vb = v + mono.pair_b[q] * stride;
       for (int64_t c = 0; c < L; ++c) dst[c] = va[c] * xb[c] + xa[c] * vb[c];
     } else {
       for (int64_t c = 0; c < L; ++c) dst[c] = qq[c];
@@ -71,12 +71,12 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
   }
   for (int64_t j = 0; j < mono.n_cubes; ++j) {
     const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
-    const T* xk = x + k * stride;
-    const T* qq = quad + q * L;
-    T* dst = nu + (d + np + j) * L;
+    const T* __restrict__ xk = x + k * stride;
+    const T* __restrict__ qq = quad + q * L;
+    T* __restrict__ dst = nu + (d + np + j) * L;
     if (v) {
-      const T* vk = v + k * stride;
-      const T* dq = nu + (d + q) * L;
+      const T* __restrict__ vk = v + k * stride;
+      const T* __restrict__ dq = nu + (d + q) * L;
       for (int64_t c = 0; c < L; ++c) dst[c] = vk[c] * qq[c] + xk[c] * dq[c];
     } else {
       for (int64_t c = 0; c < L; ++c) dst[c] = xk[c] * qq[c];
@@ -212,11 +212,11 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
     std::vector<T> pb(n_types * n_out * M * L);
     pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
     for (int64_t i = 0; i < n; ++i) {
-      const T* xi = x + i * d * C + c0;
-      const T* vi = v ? v + i * d * C + c0 : nullptr;
-      T* gi = gx + i * d * C + c0;
-      const T* ps = pb.data() + type[i] * n_out * M * L;
-      const T* gi_out = g + i * n_out * C + c0;
+      const T* __restrict__ xi = x + i * d * C + c0;
+      const T* __restrict__ vi = v ? v + i * d * C + c0 : nullptr;
+      T* __restrict__ gi = gx + i * d * C + c0;
+      const T* __restrict__ ps = pb.data() + type[i] * n_out * M * L;
+      const T* __restrict__ gi_out = g + i * n_out * C + c0;
       for (int64_t m = 0; m < M; ++m) {
         T acc[kBlock] = {};
         for (int64_t o = 0; o < n_out; ++o) {
@@ -224,26 +224,26 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
           const T* __restrict__ go = gi_out + o * C;
           for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * go[c];
         }
-        T* bm = beta.data() + m * L;
+        T* __restrict__ bm = beta.data() + m * L;
         for (int64_t c = 0; c < L; ++c) bm[c] = acc[c];
       }
       // the linear rows: d x_a / d x_a = 1 at order 0; v_a does not depend on x at order 1
       if (!vi) {
         for (int64_t a = 0; a < d; ++a) {
-          T* ga = gi + a * C;
-          const T* ba = beta.data() + a * L;
+          T* __restrict__ ga = gi + a * C;
+          const T* __restrict__ ba = beta.data() + a * L;
           for (int64_t c = 0; c < L; ++c) ga[c] += ba[c];
         }
       }
       for (int64_t q = 0; q < np; ++q) {
-        const T* xa = xi + mono.pair_a[q] * C;
-        const T* xb = xi + mono.pair_b[q] * C;
-        T* qq = quad.data() + q * L;
+        const T* __restrict__ xa = xi + mono.pair_a[q] * C;
+        const T* __restrict__ xb = xi + mono.pair_b[q] * C;
+        T* __restrict__ qq = quad.data() + q * L;
         for (int64_t c = 0; c < L; ++c) qq[c] = xa[c] * xb[c];
         if (vi) {
-          const T* va = vi + mono.pair_a[q] * C;
-          const T* vb = vi + mono.pair_b[q] * C;
-          T* dq = dquad.data() + q * L;
+          const T* __restrict__ va = vi + mono.pair_a[q] * C;
+          const T* __restrict__ vb = vi + mono.pair_b[q] * C;
+          T* __restrict__ dq = dquad.data() + q * L;
           for (int64_t c = 0; c < L; ++c) dq[c] = va[c] * xb[c] + xa[c] * vb[c];
         }
       }
@@ -252,51 +252,44 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
       std::fill(gamma.begin(), gamma.end(), T(0));
       for (int64_t j = 0; j < mono.n_cubes; ++j) {
         const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
-        const T* bj = beta.data() + (d + np + j) * L;
-        const T* xk = xi + k * C;
-        T* gk = gi + k * C;
-        T* gq = gamma.data() + q * L;
+        const T* __restrict__ bj = beta.data() + (d + np + j) * L;
+        const T* __restrict__ xk = xi + k * C;
+        T* __restrict__ gk = gi + k * C;
+        T* __restrict__ gq = gamma.data() + q * L;
         if (vi) {
           // nu_j = v_k Q_q + x_k dQ_q
-          const T* vk = vi + k * C;
-          const T* dq = dquad.data() + q * L;
-          T* bq = beta.data() + (d + q) * L;
-          for (int64_t c = 0; c < L; ++c) {
-            gk[c] += bj[c] * dq[c];
-            gq[c] += bj[c] * vk[c];
-            bq[c] += bj[c] * xk[c];
-          }
+          const T* __restrict__ vk = vi + k * C;
+          const T* __restrict__ dq = dquad.data() + q * L;
+          T* __restrict__ bq = beta.data() + (d + q) * L;
+          // one store stream per loop (vectorises; rows of different arrays)
+          for (int64_t c = 0; c < L; ++c) gk[c] += bj[c] * dq[c];
+          for (int64_t c = 0; c < L; ++c) gq[c] += bj[c] * vk[c];
+          for (int64_t c = 0; c < L; ++c) bq[c] += bj[c] * xk[c];
         } else {
           // nu_j = x_k Q_q
-          const T* qq = quad.data() + q * L;
-          for (int64_t c = 0; c < L; ++c) {
-            gk[c] += bj[c] * qq[c];
-            gq[c] += bj[c] * xk[c];
-          }
+          const T* __restrict__ qq = quad.data() + q * L;
+          for (int64_t c = 0; c < L; ++c) gk[c] += bj[c] * qq[c];
+          for (int64_t c = 0; c < L; ++c) gq[c] += bj[c] * xk[c];
         }
       }
       for (int64_t q = 0; q < np; ++q) {
         const int64_t a = mono.pair_a[q], b = mono.pair_b[q];
-        const T* xa = xi + a * C;
-        const T* xb = xi + b * C;
-        T* ga = gi + a * C;
+        const T* __restrict__ xa = xi + a * C;
+        const T* __restrict__ xb = xi + b * C;
+        T* ga = gi + a * C;  // ga == gb for a square (a == b): no __restrict__
         T* gb = gi + b * C;
-        const T* bq = beta.data() + (d + q) * L;
-        const T* gq = gamma.data() + q * L;
+        const T* __restrict__ bq = beta.data() + (d + q) * L;
+        const T* __restrict__ gq = gamma.data() + q * L;
         if (vi) {
           // gamma * dQ/dx  +  beta_q * d(dQ)/dx, with dQ = v_a x_b + x_a v_b
-          const T* va = vi + a * C;
-          const T* vb = vi + b * C;
-          for (int64_t c = 0; c < L; ++c) {
-            ga[c] += gq[c] * xb[c] + bq[c] * vb[c];
-            gb[c] += gq[c] * xa[c] + bq[c] * va[c];
-          }
+          const T* __restrict__ va = vi + a * C;
+          const T* __restrict__ vb = vi + b * C;
+          // ga and gb may be one row: two loops, each with one store stream
+          for (int64_t c = 0; c < L; ++c) ga[c] += gq[c] * xb[c] + bq[c] * vb[c];
+          for (int64_t c = 0; c < L; ++c) gb[c] += gq[c] * xa[c] + bq[c] * va[c];
         } else {
-          for (int64_t c = 0; c < L; ++c) {
-            const T total = bq[c] + gq[c];
-            ga[c] += total * xb[c];
-            gb[c] += total * xa[c];
-          }
+          for (int64_t c = 0; c < L; ++c) ga[c] += (bq[c] + gq[c]) * xb[c];
+          for (int64_t c = 0; c < L; ++c) gb[c] += (bq[c] + gq[c]) * xa[c];
         }
       }
     }
