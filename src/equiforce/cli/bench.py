@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         help="equiforce model file, or an exported .pt2 package (timed as exported: "
-        "--precision, --backend, --compile, --exported and --peers do not apply)",
+        "--precision, --backend, --compile, --exported, --peers, --train-step do not apply)",
     )
     parser.add_argument(
         "--preset", default=None, help=f"random-weight model instead: {', '.join(PRESETS)}"

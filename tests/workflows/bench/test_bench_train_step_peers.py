@@ -106,56 +106,17 @@ def test_a_training_step_is_the_force_loss_backward_and_one_amsgrad_adam_step():
     assert (second - energy).abs().max() > 1e-6
 
 
-def test_bench_train_step_times_a_tiny_model_and_writes_no_ratio_rows_alone(
-    tiny_model_file, tmp_path
-):
-    out = tmp_path / "bench"
-    argv = ["bench", str(tiny_model_file), "--systems", "molecule", "--train-step"]
-    assert (
-        main([*argv, "--repeats", "2", "--warmup", "0", "--threads", "1", "--out", str(out)]) == 0
-    )
-    report = json.loads((out / "bench.json").read_text())
-    assert report["settings"]["kind"] == "train-step"
-    expected = [*argv, "--repeats", "2", "--warmup", "0", "--threads", "1"]
-    assert report["command"] == shlex.join(["equiforce", *expected])
-    (result,) = report["results"]
-    ours = result["implementations"]["equiforce"]
-    assert ours["info"]["kind"] == "train-step" and len(ours["times_ms"]) == 2
-    assert len(result["load_avg"]) == 3 and result["ratios"] == {}
-    assert ratio_rows(report, report["command"]) == [] and not (out / "ratios.md").exists()
-
-
-def _peer_python_or_skip(name: str) -> str:
+def _mace_python() -> str | None:
+    """The mace-torch venv's python as ``--peers`` finds it, or None without the venv."""
     try:
-        return peers.peer_python(peers.PEERS[name], None)
-    except FileNotFoundError as err:
-        pytest.skip(f"no {name} venv here: {err}")
+        return peers.peer_python(peers.PEERS["mace-torch"], None)
+    except FileNotFoundError:
+        return None
 
 
-@pytest.mark.slow  # two worker processes, one of them importing mace-torch (~10-30 s)
-@pytest.mark.parametrize(
-    ("dtype", "kind", "energy_tol", "force_tol"),
-    # eV per atom; relative to the largest force (~30 eV/Å on these random weights)
-    [("float32", "inference", 1e-5, 1e-5), ("float64", "train-step", 1e-12, 1e-12)],
-)
-def test_the_peer_worker_in_its_venv_computes_our_energies_on_the_same_weights(
-    dtype, kind, energy_tol, force_tol, tmp_path
-):
-    python = _peer_python_or_skip("mace-torch")
-    save_model(tiny_mace(getattr(torch, dtype), type_names=TYPES), tmp_path / "model.pt")
-    config = BenchConfig(
-        model=str(tmp_path / "model.pt"),
-        systems=("batch2",),
-        precision=dtype,
-        kind=kind,
-        peers=True,
-        repeats=1,
-        warmup=0,
-        threads=1,
-        peer_python={"mace-torch": python},
-    )
-    report = run_bench(config, log=lambda line: None)
-    (result,) = report["results"]
+def _check_parity(result: dict, kind: str, dtype: str, energy_tol: float, force_tol: float):
+    """The mace-torch worker ran ``kind`` on our batch and agrees with ours to the tolerances
+    (eV per atom; relative to the largest force, ~30 eV/Å on these random weights)."""
     assert result["failed"] == {}
     theirs = result["implementations"]["mace-torch"]["info"]
     assert theirs["kind"] == kind and theirs["n_edges"] == result["n_edges"]
@@ -164,6 +125,51 @@ def test_the_peer_worker_in_its_venv_computes_our_energies_on_the_same_weights(
     assert parity["max_abs_force_eV_per_A"] > 0.01
     assert parity["max_abs_energy_diff_per_atom_eV"] < energy_tol
     assert parity["max_abs_force_diff_eV_per_A"] < force_tol * parity["max_abs_force_eV_per_A"]
-    (row,) = ratio_rows(report, "equiforce bench ...")
-    assert row.count("|") == RATIO_HEADER.splitlines()[0].count("|")
-    assert f"| {dtype} | {kind} | batch2 (30) |" in row and "| mace-torch |" in row
+
+
+def test_bench_train_step_on_a_tiny_model_and_against_mace_torch_when_its_venv_exists(
+    tiny_model_file, tmp_path
+):
+    """One CLI run: our training step timed; with the mace venv also the peer's, its ratio
+    row, and its float64 parity on the same weights (the venv is found as --peers finds it)."""
+    python = _mace_python()
+    out = tmp_path / "bench"
+    argv = ["bench", str(tiny_model_file), "--systems", "molecule", "--precision", "float64"]
+    argv += ["--peers", "--train-step"] if python else ["--train-step"]
+    argv += ["--repeats", "2", "--warmup", "0", "--threads", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["settings"]["kind"] == "train-step"
+    assert report["command"] == shlex.join(["equiforce", *argv])
+    (result,) = report["results"]
+    ours = result["implementations"]["equiforce"]
+    assert ours["info"]["kind"] == "train-step" and len(ours["times_ms"]) == 2
+    assert len(result["load_avg"]) == 3
+    if python is None:
+        assert result["ratios"] == {} and not (out / "ratios.md").exists()
+        return
+    _check_parity(result, "train-step", "float64", 1e-12, 1e-12)
+    header, rule, row = (out / "ratios.md").read_text().splitlines()
+    assert f"{header}\n{rule}" == RATIO_HEADER and row.count("|") == header.count("|")
+    assert "| float64 | train-step | molecule (15) |" in row and "| mace-torch |" in row
+    assert row == ratio_rows(report, report["command"])[0]
+
+
+@pytest.mark.slow  # two worker processes, one of them importing mace-torch (~10-30 s)
+def test_the_peer_worker_in_its_venv_computes_our_float32_energies_on_the_same_weights(tmp_path):
+    python = _mace_python()
+    if python is None:
+        pytest.skip("no mace-torch venv here (make install-mace)")
+    save_model(tiny_mace(torch.float32, type_names=TYPES), tmp_path / "model.pt")
+    config = BenchConfig(
+        model=str(tmp_path / "model.pt"),
+        systems=("batch2",),
+        precision="float32",
+        peers=True,
+        repeats=1,
+        warmup=0,
+        threads=1,
+        peer_python={"mace-torch": python},
+    )
+    (result,) = run_bench(config, log=lambda line: None)["results"]
+    _check_parity(result, "inference", "float32", 1e-5, 1e-5)
