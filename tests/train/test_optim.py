@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -73,3 +75,27 @@ def test_final_stage_can_start_after_a_share_of_the_time_budget_and_is_checkpoin
 def test_time_fraction_start_needs_a_time_budget():
     with pytest.raises(ValueError, match="start_time_fraction"):
         TrainConfig(stage_two=StageTwoConfig(enabled=True, start_time_fraction=0.5))
+
+
+def test_adam_is_fused_and_a_checkpoint_of_the_loop_adam_resumes_with_the_loop():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    config = TrainConfig(lr=0.01, weight_decay=1e-3)
+    fused = build_optimizer(model, config)
+    assert fused.param_groups[0]["fused"] is True
+    older = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3, amsgrad=True)
+    twin = nn.Linear(3, 2)
+    for _ in range(2):
+        model(torch.ones(4, 3)).square().sum().backward()
+        older.step()
+        older.zero_grad()
+    resumed = build_optimizer(twin, config)
+    checkpoint = copy.deepcopy(older.state_dict())  # a checkpoint written before fused Adam
+    resumed.load_state_dict(checkpoint)
+    assert not resumed.param_groups[0]["fused"]
+    twin.load_state_dict(model.state_dict())
+    for module, optimizer in ((model, older), (twin, resumed)):
+        module(torch.ones(4, 3)).square().sum().backward()
+        optimizer.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)  # the resumed step is the loop's, bit for bit
