@@ -174,6 +174,42 @@ def test_two_ranks_of_batch_two_equal_one_rank_of_batch_four(
             assert got[name] == pytest.approx(row[name], rel=TOL.fp64.rtol), name
 
 
+def test_two_ranks_train_a_preprocessed_directory_among_train_files_as_one_rank(
+    tmp_path, emt_train_file
+):
+    """``data.train_files`` = [a preprocessed directory (weight 2), an xyz file]: 2 ranks x 2
+    structures give 1 rank x 4's weights and per-file validation metrics."""
+    from equiforce.data.ondisk import preprocess
+
+    preprocess(emt_train_file, tmp_path / "pre", None, 4.0, shard_size=5)
+    values = yaml.safe_load(_run_file(tmp_path, emt_train_file, "two").read_text())
+    del values["data"]["train_file"]
+    values["data"]["train_files"] = [
+        {"path": str(tmp_path / "pre"), "weight": 2.0, "name": "disk"},
+        {"path": str(emt_train_file), "name": "memory"},
+    ]
+    values["training"].update(max_epochs=2, stage_two={"enabled": False})
+    run_file = tmp_path / "two.yaml"
+    run_file.write_text(yaml.safe_dump(values))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "equiforce", "train", str(run_file),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    values["output_dir"] = str(tmp_path / "one")
+    one_rank = train(RunConfig.from_dict(values))
+    expected = load_checkpoint(one_rank.last_checkpoint)
+    actual = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert actual["world_size"] == 2
+    _assert_close_states(actual["train_state_dict"], expected["train_state_dict"])
+    got = read_metrics_csv(tmp_path / "two" / "metrics.csv")[-1]
+    want = read_metrics_csv(one_rank.metrics_csv)[-1]
+    for name in ("train_loss", "valid_disk_forces_rmse", "valid_memory_energy_rmse"):
+        assert got[name] == pytest.approx(want[name], rel=TOL.fp64.rtol), name
+
+
 def test_a_two_rank_run_resumes_on_one_rank(tmp_path, emt_train_file, two_rank_run):
     """Checkpoints do not depend on the world size: 3 epochs on 2 ranks + 1 on 1 rank equal
     4 epochs on 1 rank (to float64 rounding)."""
