@@ -20,3 +20,16 @@ def test_mace_train_step_times_training_steps_and_mace_torch_when_its_venv_exist
     if peers:
         parity = result["ratios"]["mace-torch"]["parity"]
         assert parity["max_abs_force_diff_eV_per_A"] < 1e-4
+
+
+def test_phases_profiles_forward_forces_and_parameter_backward(tmp_path, capsys):
+    argv = ["--phases", "--presets", "mace-small", "--systems", "molecule", "--warmup", "0"]
+    argv += ["--repeats", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    record = json.loads(next(tmp_path.glob("mace_train_phases_*.json")).read_text())
+    (case,) = record["cases"]
+    assert list(case["phase_ms"]) == ["forward", "forces backward", "parameter backward"]
+    assert all(ms > 0 for ms in case["phase_ms"].values())
+    # the parameter backward runs the double backward of the edge tensor product kernels
+    assert any("cwtp" in op for op, _ in case["ops"]["parameter backward"])
+    assert "forces backward" in capsys.readouterr().out
