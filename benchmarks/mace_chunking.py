@@ -2,7 +2,7 @@
 
 ``allegro_scaling``'s runner with the MACE scaling model ``mace-128-l1-al`` (the issue's MACE,
 128 channels, L = 1, correlation 3, 2 layers, max_ell 3, r_max 5 Å; ~35 edges per atom in the
-fcc boxes): ours as built (``MACE.chunk_edges`` = 16,384, checkpointed chunks above 4 x that
+fcc boxes): ours as built (``MACE.chunk_edges`` = 16,384, recomputed chunks above 4 x that
 many edges) and, interleaved in their own workers, every ``--chunk-edges`` setting (0: one
 pass), with the parity of each against ours. 1 thread, one timed call per box by default.
 
