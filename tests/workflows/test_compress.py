@@ -17,6 +17,7 @@ from equiforce.testing.structures import emt_labelled, make_fcc_cu
 from equiforce.train.config import RunConfig
 from equiforce.train.evaluate import evaluate
 from equiforce.train.run import train
+from equiforce.workflows.bench.peers import PEERS, peer_python
 from equiforce.workflows.compress import CompressConfig, CompressRefused, compress
 from equiforce.workflows.compress.targets import target_frames
 from tests.train.conftest import TINY_MACE
@@ -88,10 +89,15 @@ def _config(files, out: Path, **changes) -> CompressConfig:
 
 @pytest.fixture(scope="module")
 def resumed(files, tmp_path_factory):
-    """A search killed after the input's precision audit, then resumed to the end."""
+    """A search killed after the input's precision audit, then resumed to the end (timing
+    the input in mace-torch too where it is installed)."""
     out = tmp_path_factory.mktemp("search")
     teacher_force_rmse = _valid_force_rmse(files["model"], files["valid"])
-    config = _config(files, out, force_tol=2.0 * teacher_force_rmse)
+    try:  # the peer's timing joins the search where mace-torch is installed
+        peer = {"peer": True, "peer_python": {"mace-torch": peer_python(PEERS["mace-torch"], None)}}
+    except FileNotFoundError:
+        peer = {}
+    config = _config(files, out, force_tol=2.0 * teacher_force_rmse, **peer)
     first: list[str] = []
 
     def kill(step: str) -> None:
@@ -191,3 +197,30 @@ def test_md_box_replicates_the_structure_and_batch_cycles_the_structures(files):
     assert len(box) == 4 * 27 and np.allclose(box.cell.array, 3 * frames[0].cell.array)
     batch = target_frames("batch", frames, batch_size=20)
     assert len(batch) == 20 and np.allclose(batch[17].positions, frames[1].positions)
+
+
+def test_peer_times_the_inputs_weights_beside_the_input(resumed):
+    """``peer``: mace-torch runs the input's weights interleaved with the input eager; the
+    report gives the chosen model's speed-up over it."""
+    config, result, _, _ = resumed
+    if not config.peer:
+        pytest.skip("no mace-torch python (make install-mace)")
+    state = json.loads((Path(config.out) / "state.json").read_text())
+    timing = state["steps"]["input:peer"]
+    assert timing["peer"] == "mace-torch" and timing["peer_ms"] > 0 and timing["input_ms"] > 0
+    summary = json.loads(result.reports["json"].read_text())["summary"]
+    assert summary["peer"].startswith("mace-torch on the input's weights")
+    ratio = timing["peer_ms"] / result.chosen["ms_per_call"]
+    assert summary["speedup_over_peer"] == f"{ratio:.2f}x over mace-torch on the input's weights"
+    assert "speedup_over_peer" in result.reports["markdown"].read_text()
+
+
+def test_a_missing_peer_python_is_refused_before_the_search(files, tmp_path):
+    config = _config(
+        files, tmp_path / "o", ladder=(), peer=True, peer_python={"mace-torch": "/no/python"}
+    )
+    with pytest.raises(FileNotFoundError, match="--mace-python /no/python: does not exist"):
+        compress(config, progress=False)
+    assert not (tmp_path / "o" / "state.json").exists() or "input:precision" not in (
+        json.loads((tmp_path / "o" / "state.json").read_text())["steps"]
+    )

@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", default="{}", help="JSON distillation augment section")
     parser.add_argument("--md-steps", type=int, default=100, help="NVE steps of the audit")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also time the input's weights in mace-torch / nequip-allegro (its family's peer)",
+    )
+    parser.add_argument("--mace-python", default=None, help="python of the mace-torch venv")
+    parser.add_argument("--nequip-python", default=None, help="python of the nequip venv")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -78,6 +85,15 @@ def config_from_args(args: argparse.Namespace):
         augment=json.loads(args.augment),
         md_steps=args.md_steps,
         repeats=args.repeats,
+        peer=args.peer,
+        peer_python={
+            name: python
+            for name, python in (
+                ("mace-torch", args.mace_python),
+                ("nequip-allegro", args.nequip_python),
+            )
+            if python is not None
+        },
     )
 
 

@@ -110,6 +110,12 @@ class CompressConfig:
         box_atoms: atoms of the ``md-box`` target (about).
         batch_size: structures of the ``batch`` target.
         warmup, repeats: untimed and timed calls per timed variant.
+        peer: also time the input's weights in the peer framework of its family (mace-torch
+            for MACE, nequip-allegro for Allegro; ``equiforce.workflows.bench.peers``) beside
+            the input eager, and report the chosen model's speed-up over it.
+        peer_python: peer name -> its Python (``--mace-python`` / ``--nequip-python``; a peer
+            not named here: ``$EQUIFORCE_MACE_PYTHON`` / ``$EQUIFORCE_NEQUIP_PYTHON``, then the
+            checkout's ``.venv-mace`` / ``.venv-nequip``).
     """
 
     model: str
@@ -141,6 +147,8 @@ class CompressConfig:
     batch_size: int = 64
     warmup: int = 2
     repeats: int = 10
+    peer: bool = False
+    peer_python: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         check_field(bool(self.model), "model", "is required")

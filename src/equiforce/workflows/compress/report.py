@@ -48,7 +48,9 @@ def _cell(row: Mapping[str, Any], key: str, fmt: str) -> str:
 def format_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     """The report as Markdown: the choice, the stages' notes, then every candidate."""
     lines = ["# equiforce compress", ""]
-    for key in ("input", "target", "tolerance", "chosen", "why", "speedup", "outputs", "cost"):
+    keys = ("input", "target", "tolerance", "chosen", "why", "speedup", "peer",
+            "speedup_over_peer", "outputs", "cost")
+    for key in keys:
         if summary.get(key) is not None:
             lines.append(f"- **{key}**: {summary[key]}")
     notes = summary.get("notes") or []

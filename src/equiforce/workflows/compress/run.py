@@ -37,6 +37,7 @@ from equiforce.kernels.registry import resolve_backend
 from equiforce.models.io import load_model, save_model
 from equiforce.models.potential import Potential
 from equiforce.train.evaluate import errors_of, predict
+from equiforce.workflows.bench import peers as bench_peers
 from equiforce.workflows.compress.config import CompressConfig, default_ladder, settings_of
 from equiforce.workflows.compress.plan import SearchPlan, format_plan, plan_search
 from equiforce.workflows.compress.precision import accepted_modes, audit_model, own_mode
@@ -51,6 +52,7 @@ from equiforce.workflows.compress.students import (
     train_student,
 )
 from equiforce.workflows.compress.targets import target_frames, write_target
+from equiforce.workflows.compress.timing import ExecVariant, time_variants
 from equiforce.workflows.distill.data import configuration_to_atoms, read_structures
 
 __all__ = ["CompressRefused", "CompressResult", "compress", "plan"]
@@ -392,18 +394,26 @@ def compress(
     teacher = load_model(config.model).eval()
     ladder = _ladder(config, teacher)
     planned = search.step("plan", lambda: _plan_record(config, teacher, ladder, data))
+    peer = _peer_of(config, teacher)
     notes: list[str] = []
     rows = _evaluate_model(search, INPUT, config.model, teacher)
-    if ladder:
-        rows += _students(search, teacher, ladder, planned["student_budget_s"], notes)
     mode = own_mode(teacher)
     baseline = _baseline(rows, mode)
+    peer_timing = None
+    if peer is not None and baseline is not None:
+        peer_timing = search.step(
+            "input:peer", lambda: _time_peer(search, peer, mode, baseline["variant"])
+        )
+    if ladder:
+        rows += _students(search, teacher, ladder, planned["student_budget_s"], notes)
     for row in rows:
         ok = baseline is not None and "ms_per_call" in row
         row["speedup"] = baseline["ms_per_call"] / row["ms_per_call"] if ok else None
     accepted = [r for r in rows if r["accepted"]]
     chosen = min(accepted, key=lambda r: r["ms_per_call"]) if accepted else None
     summary = _summary(config, chosen, baseline, planned, notes, started)
+    if peer_timing is not None:
+        summary.update(_peer_summary(peer_timing, chosen))
     if chosen is None:
         write_report(summary, rows, config.force_tol, out)
         raise _refusal(config, rows)
@@ -412,6 +422,54 @@ def compress(
     summary["cost"] = f"{time.perf_counter() - started:.0f} s in this invocation"
     reports = write_report(summary, rows, config.force_tol, out)
     return CompressResult(out, rows, chosen, model_path, package, reports)
+
+
+def _peer_of(config: CompressConfig, teacher: Potential) -> str | None:
+    """The peer framework to time the input in (None: not asked for).
+
+    Raises:
+        ValueError: the input's family has no peer.
+        FileNotFoundError: the peer's Python is not found (the message says how to get it).
+    """
+    if not config.peer:
+        return None
+    peer = bench_peers.peer_for_family(teacher.family)
+    bench_peers.peer_python(peer, config.peer_python.get(peer.name))  # fail before the search
+    return peer.name
+
+
+def _time_peer(search: _Search, peer: str, mode: str, variant: dict) -> dict[str, Any]:
+    """The input eager (its baseline variant) and ``peer`` on the same weights, interleaved."""
+    config = search.config
+    ours, theirs = time_variants(
+        config.model,
+        mode,
+        search.frames_file,
+        [ExecVariant(**variant), ExecVariant(variant["backend"], peer=peer)],
+        config.warmup,
+        config.repeats,
+        search.out / "timing" / INPUT / "peer",
+        peer_python=config.peer_python.get(peer),
+    )
+    if "error" in theirs:
+        raise RuntimeError(f"{peer} on the input's weights failed: {theirs['error']}")
+    if "error" in ours:
+        raise RuntimeError(f"the input beside {peer} failed: {ours['error']}")
+    return {"peer": peer, "peer_ms": theirs["ms_per_call"], "input_ms": ours["ms_per_call"]}
+
+
+def _peer_summary(timing: dict[str, Any], chosen: dict | None) -> dict[str, str]:
+    """Summary lines: the input against its peer, and the chosen model against the peer."""
+    peer, peer_ms, input_ms = timing["peer"], timing["peer_ms"], timing["input_ms"]
+    lines = {
+        "peer": f"{peer} on the input's weights: {peer_ms:.3g} ms per call, the input eager "
+        f"{input_ms:.3g} ms in the same interleaved run ({peer_ms / input_ms:.2f}x)"
+    }
+    if chosen is not None:
+        lines["speedup_over_peer"] = (
+            f"{peer_ms / chosen['ms_per_call']:.2f}x over {peer} on the input's weights"
+        )
+    return lines
 
 
 def _plan_record(config, teacher, ladder, data) -> dict[str, Any]:
