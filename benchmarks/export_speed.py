@@ -1,14 +1,17 @@
-"""Small-molecule MD step time: eager vs compiled vs the exported ``.pt2`` package.
+"""Small-molecule MD step time: eager vs compiled vs the exported ``.pt2`` package vs the peer.
 
 ``inference``'s runner with two further equiforce variants, interleaved call by call with the
-eager model (its own kernel backend, ``auto``) in their own workers: ``compiled``
-(``compile_potential``, Inductor) and ``exported`` (``equiforce.export``: the AOTInductor
-package traced with ``--export-backend``, loaded and called as ``EquiforceCalculator`` calls
-it). One AcAc molecule (15 atoms), energy + forces, one thread. The workers' start includes the
-compile and the export (minutes for mace-128-l1 on one thread).
+eager model (its own kernel backend, ``auto``) and the peer framework on the same weights
+(mace-torch for MACE, nequip-allegro for Allegro, each in its own venv; ``--no-peers`` leaves
+it out), each in its own worker: ``compiled`` (``compile_potential``, Inductor) and
+``exported`` (``equiforce.export``: the AOTInductor package traced with ``--export-backend``,
+default ``fast``, loaded and called as ``EquiforceCalculator`` calls it). One AcAc molecule
+(15 atoms), energy + forces, one thread. The workers' start includes the compile and the
+export (minutes for mace-128-l1 on one thread). The bench reports wall times; on shared cores
+compare the ratios of one run.
 
-    python -m benchmarks.export_speed --presets mace-128-l1 allegro-small --dtypes float32 \\
-        float64 --threads 1 --warmup 3 --repeats 30
+    python -m benchmarks.export_speed --presets mace-128-l1 --dtypes float32 float64 \\
+        --no-compiled --threads 1 --warmup 3 --repeats 30
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from equiforce.workflows.bench.options import Variant
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export-backend",
-        default="reference",
+        default="fast",
         choices=("reference", "fast"),
-        help="kernel backend traced into the package (fast: Allegro only)",
+        help="kernel backend traced into the package (fast: MACE's via kernels.export_ops)",
     )
     parser.add_argument(
         "--compiled", action=argparse.BooleanOptionalAction, default=True, help="Inductor variant"
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         dtypes=("float32", "float64"),
         systems=("molecule",),
         kinds=("inference",),
-        peers=False,
+        peers=True,
         threads=1,
         warmup=3,
         repeats=30,

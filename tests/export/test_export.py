@@ -1,8 +1,9 @@
 """Exported packages (``equiforce.export``): export → load → equal to eager, and every refusal.
 
 AOTInductor compiles for ~45-70 s per tiny model on one core, so each package is exported
-once per module (fixtures). The normal suite exports a float64 MACE and a float32 Allegro;
-the other two combinations are slow. Tests of the refusal and the CLI reuse a compiled
+once per module (fixtures). The normal suite exports a float64 MACE (``fast``: its executors
+through ``kernels.export_ops``), a float32 Allegro and a float64 ``fast`` Allegro; the other
+combinations are slow. Tests of the refusal and the CLI reuse a compiled
 package's files in place of a new compile (``_reuse_compiled``), so they cost a trace.
 """
 
@@ -66,8 +67,10 @@ def _mode(metadata) -> str:
 
 
 @pytest.fixture(scope="module")
-def mace_float64(tmp_path_factory):
-    return _export("mace", torch.float64, tmp_path_factory.mktemp("mace64"))
+def mace_fast_float64(tmp_path_factory):
+    """MACE's fast kernels (export_ops: plain torch ops, weights folded), float64: exact."""
+    folder = tmp_path_factory.mktemp("mace_fast64")
+    return _export("mace", torch.float64, folder, backend="fast")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +110,7 @@ def allegro_fp16_fast(tmp_path_factory):
 # tf32 is float32 on CPU (its matmul setting acts on GPUs only), so it is not exported apart
 @pytest.fixture(
     params=[
-        "mace_float64",
+        "mace_fast_float64",
         "allegro_float32",
         "allegro_fast_float64",
         pytest.param("mace_float32", marks=pytest.mark.slow),
@@ -281,13 +284,21 @@ def test_cli_exports_a_model_file_and_prints_the_check(
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
 
 
-def test_fast_mace_kernels_are_refused_as_custom_ops(tmp_path):
+def test_custom_ops_in_the_trace_are_refused():
+    from equiforce.export import build
+    from equiforce.export.package import atoms_batch
+    from equiforce.kernels import use_backend
     from equiforce.kernels.extension import cpu_kernels
 
     if cpu_kernels() is None:
         pytest.skip("the C++ kernels do not build here, so fast MACE has no custom ops")
+    # the fast edge convolution as the eager model runs it (export_potential swaps it for
+    # export_ops' plain torch version first)
+    model = use_backend(BUILDERS["mace"](torch.float64), "fast").eval()
+    atoms = build.validation_structures(model.type_names)["periodic"]
+    batch = atoms_batch(atoms, list(model.type_names), model.r_max, torch.device("cpu"))
     with pytest.raises(ExportError, match="custom ops .*equiforce::cwtp"):
-        export_potential(BUILDERS["mace"](torch.float64), tmp_path / "m.pt2", backend="fast")
+        build._exported_program(model, batch, [keys.ENERGY, keys.FORCES], False, None)
 
 
 def test_md_cli_runs_a_package(allegro_float32, tmp_path):

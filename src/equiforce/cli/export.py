@@ -14,9 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision_option(parser, "export in this precision mode (default: as saved)")
     parser.add_argument(
         "--backend",
-        default="reference",
+        default="fast",
         choices=("reference", "fast"),
-        help="kernel backend to trace; fast works for Allegro only (MACE's are custom ops)",
+        help="kernel backend to trace (default fast: packages ~2x (MACE) and ~1.7x (Allegro) "
+        "faster than reference on one molecule; MACE's through equiforce.kernels.export_ops)",
     )
     add_device_option(parser, choices=("cpu", "cuda"))
     parser.add_argument("--stress", action="store_true", help="also output stress and virial")

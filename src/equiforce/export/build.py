@@ -4,7 +4,10 @@
 ``equiforce.export.package.load_exported`` (torch, numpy, vesin and ase only) and C++
 AOTInductor loaders run:
 
-1. the potential is copied onto the target device and kernel backend;
+1. the potential is copied onto the target device and kernel backend, and
+   ``kernels.export_ops.exportable`` swaps the ``fast`` MACE executors for plain-torch ones
+   (the edge convolution on sparse Clebsch–Gordan triples instead of the C++ custom ops, the
+   symmetric contraction as one product over the used monomials with the weights folded in);
 2. ``models.compile.trace_potential`` traces one whole energy → forces (→ stress) call
    (derivatives included) with symbolic atom and edge axes, on the periodic validation cell;
 3. the weights become buffers of the graph (so they are packaged), the outputs are cut to the
@@ -21,8 +24,8 @@ AOTInductor loaders run:
    written (``ExportValidationError`` with the figures);
 5. the package is written atomically with the metadata and figures in it.
 
-Custom ops (the ``fast`` backend's C++ edge convolution of MACE) would need equiforce's
-kernels at load time, so a trace containing any is refused (export with ``reference``).
+Custom ops would need equiforce's kernels at load time, so a trace still containing any
+(an executor ``exportable`` does not know) is refused.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from equiforce.export.package import (
 )
 from equiforce.files import atomic_write
 from equiforce.kernels import use_backend
+from equiforce.kernels.export_ops import exportable
 from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
 from equiforce.models.potential import Potential
 from equiforce.precision import current_policy
@@ -261,7 +265,7 @@ def export_potential(
     potential: Potential,
     path: str | os.PathLike,
     *,
-    backend: str = "reference",
+    backend: str = "fast",
     device: str | torch.device = "cpu",
     stress: bool = False,
     per_atom: bool = False,
@@ -272,8 +276,8 @@ def export_potential(
     Args:
         potential: the eager potential in the precision to export (not modified).
         path: destination ``.pt2`` file, written atomically and only after validation.
-        backend: kernel backend to trace (``reference``: plain torch ops; ``fast`` works for
-            Allegro and is refused for MACE, whose fast kernels are custom ops).
+        backend: kernel backend to trace (``reference``: plain torch ops; ``fast``: the fast
+            executors, MACE's through ``kernels.export_ops``).
         device: ``cpu`` or ``cuda``: the package runs on this device type only.
         stress: also output ``stress`` and ``virial`` (1, 3, 3) float64 eV/Å^3 and eV.
         per_atom: also output ``node_energy`` (n_atoms,) float64 eV.
@@ -285,13 +289,15 @@ def export_potential(
         The metadata written into the package (``validation``: the figures).
 
     Raises:
-        ExportError: custom ops in the trace; ``max_atoms`` below the validation structures.
+        ExportError: custom ops left in the trace; ``max_atoms`` below the validation
+            structures.
         ExportValidationError: the package disagrees with eager beyond ``EXPORT_TOLERANCES``
             of the model's lowest compute dtype; nothing is written.
     """
     device = torch.device(device)
     _check_max_atoms(max_atoms, validation_structures(potential.type_names))
     model = use_backend(copy.deepcopy(potential), backend).to(device).eval()
+    model = exportable(model)  # fast MACE kernels as plain torch ops, weights folded
     outputs = [keys.ENERGY, keys.FORCES]
     outputs += [keys.STRESS, keys.VIRIAL] if stress else []
     outputs += [keys.NODE_ENERGY] if per_atom else []

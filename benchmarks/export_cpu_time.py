@@ -1,0 +1,223 @@
+"""CPU time per energy + forces call: the exported package vs eager equiforce vs mace-torch.
+
+On cores shared with other jobs a call's wall time mostly measures the wait for a core (at a
+load average of 7 on 2 cores, 4x its CPU time); the CPU time the calling thread used
+(``time.thread_time``, one torch thread) does not. For each molecule and dtype this script
+builds the preset's MACE (random weights from ``--seed``; species H, C, O, plus N for 3BPA),
+exports it (``equiforce.export.export_potential``, ``--backend``, validated as always) and
+times, interleaved call by call in this process, eager equiforce (its ``fast`` kernels, as a
+model file runs) and the package (as ``EquiforceCalculator`` calls it); then mace-torch on the
+same weights (``equiforce.interop.to_mace_torch``, the bench's ``peers.mace_call``: the same
+edges) in a child process in ``.venv-mace``, timed the same way. Wall times are recorded too.
+
+Molecules: ``acac`` (the bench's rattled acetylacetone, 15 atoms) and ``3bpa`` (the first
+structure of ``<data-dir>/3bpa/train_300K.xyz``, 27 atoms).
+
+    python -m benchmarks.export_cpu_time --molecules acac 3bpa --dtypes float32 float64
+
+Output: ``<out>/export_cpu_time_<time>.json`` (run record, load average, per case the times of
+every implementation, ms, and the parity of the package with eager) and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import DEFAULT_DATA_DIR, require_data, run_record
+from equiforce.measure.timing import interleave, time_call
+from equiforce.models import build_model, save_model
+from equiforce.models.presets import PRESETS
+from equiforce.workflows.bench.report import write_json
+
+__all__ = ["main", "molecule", "preset_with_species"]
+
+MOLECULE_SPECIES = {"acac": ("H", "C", "O"), "3bpa": ("H", "C", "N", "O")}
+_ATOMIC_ENERGIES = {"H": -1.0, "C": -2.0, "N": -2.5, "O": -3.0}
+
+
+def molecule(name: str, data_dir: Path):
+    """The ``ase.Atoms`` of ``acac`` or ``3bpa`` (module docstring)."""
+    if name == "acac":
+        from equiforce.workflows.bench.systems import acetylacetone
+
+        return acetylacetone(0)
+    from ase.io import read
+
+    (path,) = require_data(data_dir, "3bpa/train_300K.xyz")
+    return read(path, index=0)
+
+
+def preset_with_species(preset: str, species: tuple[str, ...], dtype: str, seed: int):
+    """The preset's model with ``species`` (random weights from ``seed``)."""
+    family, fields, _ = PRESETS[preset]
+    energies = tuple(_ATOMIC_ENERGIES[s] for s in species)
+    spec = {**fields, "type_names": species, "atomic_energies": energies}
+    return build_model(family, {**spec, "dtype": dtype, "seed": seed}).eval()
+
+
+def _times(clock_ms: dict[str, list[float]]) -> dict[str, float]:
+    return {"median": statistics.median(clock_ms), "min": min(clock_ms)}
+
+
+def _timed(call) -> tuple[float, float]:
+    """(CPU ms, wall ms) of one call."""
+    wall = time.perf_counter()
+    cpu = time_call(call, clock=time.thread_time)
+    return cpu, (time.perf_counter() - wall) * 1000.0
+
+
+def _child_mace(args: argparse.Namespace) -> int:
+    """In ``.venv-mace``: time mace-torch on the model file's weights; JSON on stdout."""
+    import mace  # noqa: F401  (mace first: it patches torch.load for e3nn 0.4.4)
+
+    from equiforce.export.package import atoms_batch
+    from equiforce.models import load_model
+    from equiforce.workflows.bench.peers import mace_call
+
+    torch.set_num_threads(1)
+    potential = load_model(args.child_model, map_location="cpu", backend="reference").eval()
+    atoms = molecule(args.molecules[0], args.data_dir)
+    batch = atoms_batch(atoms, list(potential.type_names), potential.r_max, torch.device("cpu"))
+    call = mace_call(potential, batch, "inference")
+    for _ in range(args.warmup):
+        call()
+    cpu, wall = zip(*(_timed(call) for _ in range(args.repeats)), strict=True)
+    energy, forces = call()
+    print(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "energy": float(energy.detach().sum())}))
+    return 0
+
+
+def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    from equiforce.export import export_potential, load_exported
+    from equiforce.kernels import use_backend
+
+    model = preset_with_species(args.preset, MOLECULE_SPECIES[name], dtype, args.seed)
+    eager = use_backend(model, "fast")
+    package_path = folder / f"{name}_{dtype}.pt2"
+    start = time.perf_counter()
+    export_potential(model, package_path, backend=args.backend)
+    export_s = time.perf_counter() - start
+    package = load_exported(package_path)
+    batch = package.batch(molecule(name, args.data_dir))
+    calls = {
+        "eager": lambda: eager(batch, compute_forces=True, create_graph=False),
+        "exported": lambda: package(batch),
+    }
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    wall: dict[str, list[float]] = {k: [] for k in calls}
+
+    def recorder(key):
+        def run() -> float:
+            c, w = _timed(calls[key])
+            cpu[key].append(c)
+            wall[key].append(w)
+            return c
+
+        return run
+
+    interleave({k: recorder(k) for k in calls}, args.warmup, args.repeats)
+    for key in calls:  # drop the warm-up rounds
+        cpu[key], wall[key] = cpu[key][args.warmup :], wall[key][args.warmup :]
+    got, want = package(batch), eager(batch, compute_forces=True, create_graph=False)
+    result = {
+        "molecule": name,
+        "dtype": dtype,
+        "n_atoms": int(batch["pos"].shape[0]),
+        "n_edges": int(batch["edge_index"].shape[1]),
+        "export_s": export_s,
+        "parity": {
+            "energy_eV": float((got["energy"] - want["energy"]).abs().max()),
+            "forces_eV_per_A": float((got["forces"] - want["forces"]).abs().max()),
+        },
+        "cpu_ms": {k: _times(v) for k, v in cpu.items()},
+        "wall_ms": {k: _times(v) for k, v in wall.items()},
+    }
+    if args.mace_python:
+        model_file = save_model(model, folder / f"{name}_{dtype}.pt")
+        command = [args.mace_python, "-m", "benchmarks.export_cpu_time", "--molecules", name]
+        command += ["--child-model", str(model_file), "--data-dir", str(args.data_dir)]
+        command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            result["mace-torch"] = {"error": done.stderr[-2000:]}
+        else:
+            peer = json.loads(done.stdout.strip().splitlines()[-1])
+            result["cpu_ms"]["mace-torch"] = _times(peer["cpu_ms"])
+            result["wall_ms"]["mace-torch"] = _times(peer["wall_ms"])
+            result["parity"]["mace_torch_energy_eV"] = abs(peer["energy"] - float(want["energy"]))
+    return result
+
+
+def _table(cases: list[dict[str, Any]]) -> str:
+    lines = [
+        "| molecule | dtype | eager CPU ms | exported CPU ms | mace-torch CPU ms "
+        "| eager / exported | mace-torch / exported |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        ms = {k: v["median"] for k, v in case["cpu_ms"].items()}
+        peer = ms.get("mace-torch")
+        peer_ms = "-" if peer is None else f"{peer:.2f}"
+        peer_ratio = "-" if peer is None else f"{peer / ms['exported']:.2f}"
+        lines.append(
+            f"| {case['molecule']} | {case['dtype']} | {ms['eager']:.2f} | {ms['exported']:.2f} "
+            f"| {peer_ms} | {ms['eager'] / ms['exported']:.2f} | {peer_ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export, time and report every (molecule, dtype) case (module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="mace-128-l1", choices=sorted(PRESETS))
+    p.add_argument("--molecules", nargs="+", default=["acac", "3bpa"], choices=MOLECULE_SPECIES)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    p.add_argument("--backend", default="fast", choices=("reference", "fast"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument(
+        "--mace-python",
+        default=".venv-mace/bin/python",
+        help="python of the mace-torch venv ('' leaves mace-torch out)",
+    )
+    p.add_argument("--out", type=Path, default=Path("bench_out"))
+    p.add_argument("--child-model", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.child_model is not None:
+        return _child_mace(args)
+    if args.mace_python and not Path(args.mace_python).exists():
+        raise FileNotFoundError(f"{args.mace_python} not found (make install-mace, or pass '')")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = args.out / f"export_cpu_time_{stamp}.json"
+    document: dict[str, Any] = {**run_record("benchmarks.export_cpu_time", argv), "cases": []}
+    document["load_average_start"] = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="export-cpu-time-") as scratch:
+        for name in args.molecules:
+            for dtype in args.dtypes:
+                document["cases"].append(_case(name, dtype, args, Path(scratch)))
+                document["load_average_end"] = os.getloadavg()
+                write_json(document, path)
+    print(_table(document["cases"]))
+    print(f"load average {document['load_average_start']} -> {document['load_average_end']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
