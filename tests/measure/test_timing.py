@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from equiforce.measure.timing import device_sync, interleave, summarize, time_call
+from equiforce.measure.timing import (
+    CallTime,
+    device_sync,
+    interleave,
+    measure_call,
+    summarize,
+    time_call,
+)
 
 
 def test_summary_statistics_of_known_times():
@@ -12,6 +19,37 @@ def test_summary_statistics_of_known_times():
     assert stats.median_ms == 4.0 and stats.mean_ms == 27.25
     assert (stats.min_ms, stats.max_ms, stats.n) == (1.0, 100.0, 4)
     assert summarize([2.0, 9.0, 4.0]).median_ms == 4.0
+
+
+def test_summary_of_call_times_has_wall_and_cpu_medians():
+    times = [CallTime(5.0, 1.0), CallTime(1.0, 0.5), CallTime(3.0, 2.0), CallTime(100.0, 9.0)]
+    stats = summarize(times)
+    assert (stats.median_ms, stats.min_ms, stats.max_ms) == (4.0, 1.0, 100.0)
+    assert (stats.median_cpu_ms, stats.min_cpu_ms, stats.n) == (1.5, 0.5, 4)
+    assert summarize([2.0, 9.0]).median_cpu_ms is None
+    with pytest.raises(ValueError, match="together"):
+        summarize([CallTime(1.0, 1.0), 2.0])
+
+
+def test_measure_call_reads_both_clocks_around_the_call_and_syncs():
+    events = []
+    walls, cpus = iter([10.0, 10.25]), iter([3.0, 3.1])
+
+    def clock(name, ticks):
+        def read():
+            events.append(name)
+            return next(ticks)
+
+        return read
+
+    elapsed = measure_call(
+        lambda: events.append("call"),
+        sync=lambda: events.append("sync"),
+        wall_clock=clock("wall", walls),
+        cpu_clock=clock("cpu", cpus),
+    )
+    assert elapsed.wall_ms == pytest.approx(250.0) and elapsed.cpu_ms == pytest.approx(100.0)
+    assert events == ["sync", "cpu", "wall", "call", "sync", "wall", "cpu"]
 
 
 def test_summary_of_nothing_is_an_error():

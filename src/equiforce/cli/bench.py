@@ -12,6 +12,7 @@ from typing import Any
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``bench`` options on ``parser``."""
+    from equiforce.cli.options import add_device_option
     from equiforce.models.presets import PRESETS
     from equiforce.workflows.bench.systems import DEFAULT_SYSTEMS
 
@@ -66,8 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per system")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: all); every call's wall time and the worker's CPU time "
+        "are reported: on a loaded machine, with 1 thread, quote the CPU-time ratio",
+    )
+    add_device_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of preset weights and systems")
     parser.add_argument(
         "--mace-python", default=None, help="python of the mace-torch venv (for --peers)"

@@ -3,14 +3,17 @@
 One definition for every figure the package reports (``equiforce bench``, the precision
 audit, distillation's teacher and student timings), so that they are comparable:
 
-* ``timing``: ``time_call`` (one call, ms; ``device_sync`` makes it wait for CUDA work),
+* ``timing``: ``measure_call`` (one call's wall ms and the process's CPU ms, a
+  ``CallTime``), ``time_call`` (wall ms only; ``device_sync`` makes both wait for CUDA work),
   ``interleave`` (warm-up rounds, then timed rounds alternating implementations),
-  ``summarize`` (median, mean, min, max; the median is the reported figure).
+  ``summarize`` (median, mean, min, max of wall ms, median and min CPU ms; the medians are
+  the reported figures; on a loaded machine with one thread, quote the CPU-time ratio).
 * ``memory``: ``MemoryProbe``, the peak of a stretch of work over its baseline, MB: resident
   set on CPU (freed heap returned with ``malloc_trim``, high-water mark reset through
   ``/proc/self/clear_refs``), allocator peak on CUDA; ``peak_memory_mb`` for one call.
-* ``protocol``: ``WorkerProcess`` (driver) and ``serve`` (worker): a prepared call timed and
-  its memory probed in a fresh process, commands and JSON replies over pipes.
+* ``protocol``: ``WorkerProcess`` (driver) and ``serve`` (worker): a prepared call timed (wall
+  and CPU, in the worker) and its memory probed in a fresh process, commands and JSON replies
+  over pipes.
 * ``machine``: ``machine_info`` (CPU with its low-precision flags, GPU, memory, versions,
   commit), recorded beside every report.
 
@@ -26,9 +29,18 @@ from equiforce.measure.protocol import (
     serve,
     worker_environment,
 )
-from equiforce.measure.timing import TimingStats, device_sync, interleave, summarize, time_call
+from equiforce.measure.timing import (
+    CallTime,
+    TimingStats,
+    device_sync,
+    interleave,
+    measure_call,
+    summarize,
+    time_call,
+)
 
 __all__ = [
+    "CallTime",
     "MemoryProbe",
     "Session",
     "TimingStats",
@@ -40,6 +52,7 @@ __all__ = [
     "git_commit",
     "interleave",
     "machine_info",
+    "measure_call",
     "mem_available_gb",
     "peak_memory_mb",
     "peak_rss_mb",

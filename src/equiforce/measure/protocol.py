@@ -5,10 +5,13 @@ distillation one per model it times (``workflows.distill.timing``); a fresh proc
 memory of other models and points out of the figures.
 
 A worker builds its model and batch, then answers commands on stdin, one per line:
-``call`` (one timed energy+forces call; the reply carries its ms) and ``finish`` (the reply
-carries the peak memory of the calls and the first call's ms, compilation included; the
-first call's energies and forces go to the ``--outputs`` file for the parity check), plus
-any further commands the session names (``Session.commands``, e.g. the bench's ``profile``).
+``call`` (one timed energy+forces call; the reply carries its wall ms, ``ms``, and the
+worker process's CPU ms over the call, ``cpu_ms``: ``timing.measure_call``, both clocks read
+inside the worker around the call alone, so pipe traffic and the driver are not counted) and
+``finish`` (the reply carries the peak memory of the calls and the first call's ms,
+compilation included; the first call's energies and forces go to the ``--outputs`` file for
+the parity check), plus any further commands the session names (``Session.commands``, e.g.
+the bench's ``profile``).
 Replies are JSON lines on stdout prefixed with ``@measure ``, so that anything a library
 prints is ignored. Because the driver sends one command at a time and a worker waits idle
 between commands, two workers alternate without competing for the CPU, which lets the
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from equiforce.measure.memory import MemoryProbe
-from equiforce.measure.timing import device_sync, time_call
+from equiforce.measure.timing import CallTime, device_sync, measure_call
 
 __all__ = ["PREFIX", "Session", "WorkerError", "WorkerProcess", "serve", "worker_environment"]
 
@@ -102,9 +105,9 @@ def serve(
             if command == "call":
                 if not first:
                     probe.start()
-                elapsed = time_call(one_call, sync)
-                first_ms[:] = first_ms or [elapsed]
-                _reply(replies, {"ms": elapsed})
+                elapsed = measure_call(one_call, sync)
+                first_ms[:] = first_ms or [elapsed.wall_ms]
+                _reply(replies, {"ms": elapsed.wall_ms, "cpu_ms": elapsed.cpu_ms})
             elif command == "finish":
                 memory = probe.stop()
                 if outputs_path is not None:
@@ -173,9 +176,11 @@ class WorkerProcess:
             raise WorkerError(f"{self.label}: worker died\n{self._stderr_tail()}") from None
         return self._read()
 
-    def call(self) -> float:
-        """One timed call; its wall time in ms (measured inside the worker)."""
-        return float(self._send("call")["ms"])
+    def call(self) -> CallTime:
+        """One timed call; its wall time and the worker's CPU time, ms (measured inside the
+        worker around the call)."""
+        reply = self._send("call")
+        return CallTime(wall_ms=float(reply["ms"]), cpu_ms=float(reply["cpu_ms"]))
 
     def request(self, command: str) -> dict[str, Any]:
         """One of the worker's further commands (``Session.commands``); its reply."""

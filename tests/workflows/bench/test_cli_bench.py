@@ -41,13 +41,16 @@ def test_bench_writes_json_and_plot_for_a_model_file(tiny_model_file, tmp_path, 
         assert result["n_edges"] > 0 and result["neighbour_list_ms"] > 0
         ours = result["implementations"]["equiforce"]
         assert len(ours["times_ms"]) == 2 and ours["timing"]["n"] == 2
+        assert len(ours["cpu_times_ms"]) == 2 and min(ours["cpu_times_ms"]) > 0
+        assert ours["timing"]["median_cpu_ms"] == pytest.approx(sum(ours["cpu_times_ms"]) / 2)
         median = ours["timing"]["median_ms"]
         assert ours["ms_per_atom_step"] == pytest.approx(median / result["n_atoms"])
         assert ours["atom_steps_per_s"] == pytest.approx(1000.0 * result["n_atoms"] / median)
         assert ours["memory"]["peak_mb"] >= ours["memory"]["baseline_mb"] > 0
         assert ours["info"]["dtype"] == "float32" and ours["info"]["threads"] == 1
         assert result["ratios"] == {}
-    assert "box-60" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "box-60" in table and "cpu ms" in table and "x cpu" in table
 
 
 def test_a_failing_peer_is_dropped_and_reported_while_ours_is_timed(tiny_model_file, tmp_path):
@@ -117,3 +120,9 @@ def test_bad_arguments_give_clear_errors(options, message, tiny_model_file, tmp_
     assert main(["bench", *options, "--out", str(tmp_path / "never")]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_device_torch_does_not_know_is_refused_while_parsing(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--preset", "mace-small", "--device", "gpu"])
+    assert "'gpu' is not a torch device" in capsys.readouterr().err

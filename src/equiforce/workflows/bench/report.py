@@ -33,10 +33,13 @@ CALL_LABELS = {
 
 RATIO_HEADER = (
     "| date | commit | machine (CPU flags) | load | model | precision | call | system (atoms) "
-    "| equiforce ms | other | other ms | other / equiforce | command |\n"
+    "| equiforce ms wall / CPU | other | other ms wall / CPU | other / equiforce wall / CPU "
+    "| command |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
-"""Header of the "current ratios" table of docs/performance.md; ``ratio_rows`` fills it."""
+"""Header of the "current ratios" table of docs/performance.md; ``ratio_rows`` fills it.
+Time cells carry the median wall time and, after a slash, the median CPU time of the worker
+process (a report without CPU times, from before they were recorded: wall only)."""
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -55,7 +58,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"{_model_label(report)}, {settings['precision']}, {settings['kind']} calls, "
         f"{settings['threads']} thread(s), {settings['device']}",
         f"{'system':10s} {'atoms':>7s} {'edges':>9s} {'impl':15s} {'ms/call':>10s} "
-        f"{'atom-steps/s':>12s} {'peak MB':>9s} {'x time':>7s} {'x mem':>6s}  parity (dE/atom, dF)"
+        f"{'cpu ms':>10s} {'atom-steps/s':>12s} {'peak MB':>9s} {'x time':>7s} {'x cpu':>6s} "
+        f"{'x mem':>6s}  parity (dE/atom, dF)",
     ]
     for result in report["results"]:
         head = f"{result['system']:10s} {result['n_atoms']:7d}"
@@ -75,13 +79,18 @@ def format_table(report: dict[str, Any]) -> str:
             )
             lines.append(
                 f"{head} {result['n_edges']:9d} {impl:15s} {data['timing']['median_ms']:10.2f} "
+                f"{_fmt(data['timing'].get('median_cpu_ms'), '10.2f'):>10s} "
                 f"{data['atom_steps_per_s']:12.4g} "
                 f"{data['memory']['peak_minus_baseline_mb']:9.1f} "
-                f"{_fmt(ratio.get('time'), '7.2f'):>7s} {_fmt(ratio.get('memory'), '6.2f'):>6s}"
-                f"{agreement}"
+                f"{_fmt(ratio.get('time'), '7.2f'):>7s} {_fmt(ratio.get('cpu_time'), '6.2f'):>6s} "
+                f"{_fmt(ratio.get('memory'), '6.2f'):>6s}{agreement}"
             )
     lines.append(
-        "x time, x mem: peer (or variant) / equiforce (above 1: equiforce is faster / leaner)"
+        "ms/call: median wall time; cpu ms: median CPU time of the worker process (all threads)"
+    )
+    lines.append(
+        "x time, x cpu, x mem: peer (or variant) / equiforce in wall time, CPU time, memory "
+        "(above 1: equiforce is faster / leaner); on a loaded machine with 1 thread quote x cpu"
     )
     for impl, slope in scaling_exponents(report).items():
         memory = f", memory {slope['memory']:.3f}" if "memory" in slope else ""
@@ -201,7 +210,9 @@ def machine_summary(machine: dict[str, Any]) -> str:
 def ratio_rows(report: dict[str, Any], command: str) -> list[str]:
     """Markdown rows of the "current ratios" table (``RATIO_HEADER``), one per system and
     peer or variant of ``report``: date, commit, machine, the 1-minute load average when the
-    system started, model, precision, call kind, median ms of both and other / equiforce.
+    system started, model, precision, call kind, median ms of both and other / equiforce, each
+    as wall / CPU time (the CPU ratio in bold: the figure to quote on a loaded machine with
+    one thread; wall only for a report without CPU times).
 
     Args:
         report: a ``run_bench`` report.
@@ -225,11 +236,26 @@ def ratio_rows(report: dict[str, Any], command: str) -> list[str]:
                 settings["precision"],
                 settings["kind"],
                 f"{result['system']} ({result['n_atoms']:,})",
-                f"{ours['timing']['median_ms']:,.1f}",
+                _wall_cpu_ms(ours["timing"]),
                 impl,
-                f"{result['implementations'][impl]['timing']['median_ms']:,.1f}",
-                f"**{ratio['time']:.2f}**",
+                _wall_cpu_ms(result["implementations"][impl]["timing"]),
+                _wall_cpu_ratio(ratio),
                 f"`{command}`",
             ]
             rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _wall_cpu_ms(timing: dict[str, Any]) -> str:
+    """``"wall / CPU"`` median ms of a ``timing`` entry (wall alone without a CPU time)."""
+    cpu = timing.get("median_cpu_ms")
+    wall = f"{timing['median_ms']:,.1f}"
+    return wall if cpu is None else f"{wall} / {cpu:,.1f}"
+
+
+def _wall_cpu_ratio(ratio: dict[str, Any]) -> str:
+    """``"wall / **CPU**"`` ratio cell (wall ratio alone, in bold, without a CPU ratio)."""
+    cpu = ratio.get("cpu_time")
+    if cpu is None:
+        return f"**{ratio['time']:.2f}**"
+    return f"{ratio['time']:.2f} / **{cpu:.2f}**"

@@ -2,15 +2,19 @@
 
 For every system a fresh worker process per implementation builds the batch (its neighbour
 list is timed once, outside the calls), then the driver alternates single calls between the
-workers: ``warmup`` untimed rounds, then ``repeats`` timed ones. A call is of one kind
+workers: ``warmup`` untimed rounds, then ``repeats`` timed ones. Each call is timed inside its
+worker by two clocks (``equiforce.measure.timing.measure_call``): wall time and the worker
+process's CPU time (all its threads, so torch's intra-op threads count). A call is of one kind
 (``kinds``: energy+forces inference, or a force-training step). The implementations are ours
 as built (``equiforce``), any further ``variants`` of ours (compiled, other receiver chunks,
-whole graph) and, on request, the peer. Reported per implementation: median ms per call, the
-first call's ms (compilation included), atoms x steps per second, ms per atom-step, the peak
-memory of the calls (resident set on CPU, CUDA allocator on GPU) above the worker's baseline,
-optionally one profiled call (``profile``),
-and for peers and variants the ratios other / ours of time and memory plus the parity of the
-first call.
+whole graph) and, on request, the peer. Reported per implementation: median wall ms and
+median CPU ms per call, the first call's ms (compilation included), atoms x steps per second
+and ms per atom-step (of the wall time), the peak memory of the calls (resident set on CPU,
+CUDA allocator on GPU) above the worker's baseline, optionally one profiled call
+(``profile``), and for peers and variants the ratios other / ours of wall time (``time``),
+CPU time (``cpu_time``) and memory plus the parity of the first call. On a loaded machine
+with one thread the CPU-time ratio is the one to quote: the wall time there is mostly the
+wait for a core.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 
 from equiforce.measure.machine import machine_info, mem_available_gb
 from equiforce.measure.protocol import WorkerError, WorkerProcess, worker_environment
-from equiforce.measure.timing import interleave, summarize
+from equiforce.measure.timing import CallTime, interleave, summarize
 from equiforce.models import Potential, load_model, save_model
 from equiforce.models.presets import preset_potential, with_dtype
 from equiforce.workflows.bench.kinds import check_kind
@@ -244,13 +248,14 @@ def _parity(ours: Path, theirs: Path, n_atoms: np.ndarray) -> dict[str, float]:
     }
 
 
-def _implementation_result(times: list[float], finish: dict, info: dict) -> dict[str, Any]:
+def _implementation_result(times: list[CallTime], finish: dict, info: dict) -> dict[str, Any]:
     stats = summarize(times)
     n_atoms = info["n_atoms"]
     profile = {"profile": finish["profile"]} if "profile" in finish else {}
     return {
         "timing": dataclasses.asdict(stats),
-        "times_ms": times,
+        "times_ms": [t.wall_ms for t in times],
+        "cpu_times_ms": [t.cpu_ms for t in times],
         "atom_steps_per_s": n_atoms / (stats.median_ms / 1000.0),
         "ms_per_atom_step": stats.median_ms / n_atoms,
         "first_call_ms": finish["first_call_ms"],
@@ -349,6 +354,7 @@ def _run_system(config: BenchConfig, name: str, family: str, files: dict, log) -
         theirs = result["implementations"][impl]
         result["ratios"][impl] = {
             "time": theirs["timing"]["median_ms"] / ours["timing"]["median_ms"],
+            "cpu_time": _ratio(theirs["timing"]["median_cpu_ms"], ours["timing"]["median_cpu_ms"]),
             "memory": _ratio(
                 theirs["memory"]["peak_minus_baseline_mb"], ours["memory"]["peak_minus_baseline_mb"]
             ),
