@@ -130,7 +130,9 @@ def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
     interleave({k: recorder(k) for k in calls}, args.warmup, args.repeats)
     for key in calls:  # drop the warm-up rounds
         cpu[key], wall[key] = cpu[key][args.warmup :], wall[key][args.warmup :]
-    got, want = package(batch), eager(batch, compute_forces=True, create_graph=False)
+    got = package(batch)
+    want = eager(batch, compute_forces=True, create_graph=False)
+    want = {k: v.detach() for k, v in want.items()}
     result = {
         "molecule": name,
         "dtype": dtype,
