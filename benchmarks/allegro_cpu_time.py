@@ -35,9 +35,19 @@ __all__ = ["main", "measure"]
 
 
 def measure(
-    preset: str, system: str, dtype: str, warmup: int, repeats: int, seed: int
+    preset: str,
+    system: str,
+    dtype: str,
+    warmup: int,
+    repeats: int,
+    seed: int,
+    kind: str = "inference",
 ) -> dict[str, Any]:
-    """Both codes on one system: CPU and wall ms per call, medians, ratios, parity."""
+    """Both codes on one system: CPU and wall ms per call, medians, ratios, parity.
+
+    ``kind`` is a bench call kind (``equiforce.workflows.bench.kinds``): ``inference`` or
+    ``train-step`` (force loss, double backward, Adam step; each code its own optimiser).
+    """
     import torch
 
     from equiforce.data.batch import collate
@@ -57,8 +67,8 @@ def measure(
     ]
     batch = collate(graphs)
     calls = {
-        "equiforce": potential_call(potential, batch, "inference"),
-        "nequip-allegro": nequip_call(potential, batch, "inference"),
+        "equiforce": potential_call(potential, batch, kind),
+        "nequip-allegro": nequip_call(potential, batch, kind),
     }
     (e1, f1), (e2, f2) = ([t.detach() for t in call()] for call in calls.values())
     cpu: dict[str, list[float]] = {name: [] for name in calls}
@@ -83,6 +93,7 @@ def measure(
     per_round = [n / e for e, n in zip(cpu["equiforce"], cpu["nequip-allegro"], strict=True)]
     return {
         "system": system,
+        "kind": kind,
         "n_atoms": int(batch["pos"].shape[0]),
         "n_edges": int(batch["edge_index"].shape[1]),
         "medians": medians,
@@ -109,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=41, help="rounds, molecules and batches")
     p.add_argument("--box-repeats", type=int, default=7, help="rounds, boxes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", default="inference", choices=["inference", "train-step"])
     p.add_argument("--out", type=Path, default=Path("bench_out"))
     args = p.parse_args(argv)
     import torch
@@ -125,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     for system in args.systems:
         box = not system.startswith(("molecule", "batch"))
         repeats = args.box_repeats if box else args.repeats
-        r = measure(args.preset, system, args.dtype, args.warmup, repeats, args.seed)
+        r = measure(
+            args.preset, system, args.dtype, args.warmup, repeats, args.seed, args.kind
+        )
         document["results"].append(r)
         m = r["medians"]
         lines.append(

@@ -1,16 +1,19 @@
 """Build-on-first-use loader of the C++ CPU kernels in ``kernels/csrc``.
 
-The sources (``channelwise_tp.cpp``, which holds the bindings, and
-``symmetric_contraction.cpp``) are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3
--march=native``) the first time a fast kernel runs on CPU, into torch's per-user extension
-cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The module name
-carries a hash of the sources (their path included), this machine's CPU flags, torch's version
-and the Python environment, so an edited source, another CPU, another torch, another checkout or
-venv builds afresh and a cached build is reused otherwise (concurrent builds wait on torch's
-file lock). The path and the environment are in the name because the build files record
-absolute include and source paths: two venvs sharing one name rebuilt each other's module at
-every process start (~40 s each). When no compiler is available the build
-fails once, a warning says why, and the fast executors use their plain-torch path.
+The default sources (``channelwise_tp.cpp``, which holds the bindings, and
+``symmetric_contraction.cpp``; ``cpu_kernels()``) are compiled with
+``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3 -march=native``) the first time a fast kernel
+runs on CPU, into torch's per-user extension cache (``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``). The module name carries a hash of the sources (their path
+included), this machine's CPU flags, torch's version and the Python environment, so an edited
+source, another CPU, another torch, another checkout or venv builds afresh and a cached build is
+reused otherwise (concurrent builds wait on torch's file lock). The path and the environment are in
+the name because the build files record absolute include and source paths: two venvs sharing one
+name rebuilt each other's module at every process start (~40 s each). When no compiler is available
+the build fails once, a warning says why, and the fast executors use their plain-torch path.
+
+Another set of sources (one of which holds its own ``PYBIND11_MODULE``) is a separate module:
+``cpu_kernels(("allegro_silu.cpp",))`` builds and caches it the same way.
 """
 
 from __future__ import annotations
@@ -26,10 +29,8 @@ from types import ModuleType
 import torch
 
 _LOG = logging.getLogger(__name__)
-_SOURCES = tuple(
-    Path(__file__).parent / "csrc" / name
-    for name in ("channelwise_tp.cpp", "symmetric_contraction.cpp")
-)
+_CSRC = Path(__file__).parent / "csrc"
+_DEFAULT_SOURCES = ("channelwise_tp.cpp", "symmetric_contraction.cpp")
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast"]
 
 
@@ -42,9 +43,9 @@ def _cpu_fingerprint() -> str:
     return platform.machine() + flags
 
 
-def _module_name() -> str:
+def _module_name(sources: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
-    for source in _SOURCES:
+    for source in sources:
         digest.update(str(source.resolve()).encode())
         digest.update(source.read_bytes())
     digest.update(sys.prefix.encode())
@@ -54,16 +55,22 @@ def _module_name() -> str:
     return f"equiforce_cpu_kernels_{digest.hexdigest()[:12]}"
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_kernels() -> ModuleType | None:
-    """The compiled kernels module, building it on the first call; None if it cannot build."""
+@functools.lru_cache(maxsize=8)
+def cpu_kernels(sources: tuple[str, ...] = _DEFAULT_SOURCES) -> ModuleType | None:
+    """The compiled kernels module, building it on the first call; None if it cannot build.
+
+    Args:
+        sources: file names in ``kernels/csrc`` compiled into one module (one of them holds
+            its ``PYBIND11_MODULE``); default: the channel-wise TP and symmetric contraction.
+    """
     from torch.utils.cpp_extension import load
 
-    name = _module_name()
+    paths = tuple(_CSRC / name for name in sources)
+    name = _module_name(paths)
     try:
         return load(
             name=name,
-            sources=[str(s) for s in _SOURCES],
+            sources=[str(s) for s in paths],
             extra_cflags=_FLAGS,
             verbose=False,
         )

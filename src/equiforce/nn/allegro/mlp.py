@@ -15,11 +15,13 @@ from typing import Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from equiforce.kernels.allegro_silu import silu
 from equiforce.nn.scaled_mlp import scaled_mlp_forward
 from equiforce.o3.irreps import Irreps
 
+# silu: torch's values; its first and second derivatives in C++ (kernels.allegro_silu)
 NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": nn.functional.silu,
+    "silu": silu,
     "mish": nn.functional.mish,
     "gelu": nn.functional.gelu,
 }
