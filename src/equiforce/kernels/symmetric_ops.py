@@ -14,8 +14,10 @@ partial derivatives of ``Phi = sum G[n, o, c] P[s, o, m, c] nu_m(n, c)``, where 
 so the backward of each is again these kernels: forces (first backward) and the parameter
 gradients of a force loss (second backward) never leave them and build no per-monomial
 intermediates (the old torch path kept (C, d * out_dim, n) Horner partials and their
-gradients). Not provided: third derivatives (the x-, P- or G-derivative of a ``gradient``
-that already has a direction), which raise ``NotImplementedError``.
+gradients). Third derivatives (the x-, P- or G-derivative of a ``gradient`` that already has
+a direction: a Hessian or Hessian-vector loss trained through the model, as distillation's
+Hessian term is) are rarer and take a plain-torch path over the same monomials
+(``_torch_gradient``), differentiable to any order.
 
 Tensors: ``x``, ``v`` (n, d, C) and ``G`` (n, out_dim, C) channel-last; ``P`` (n_types,
 out_dim, M, C); ``atom_type`` (n,) int64; ``pairs`` (2, n_pairs), ``cubes`` (2, n_cubes) int64.
@@ -104,10 +106,7 @@ class _Gradient(torch.autograd.Function):
         p, g, x, v = ctx.saved_tensors
         table, need = ctx.table, ctx.needs_input_grad
         if v is not None and any(need[:3]):
-            raise NotImplementedError(
-                "third derivatives of the fast symmetric contraction (CPU kernels) are not "
-                "implemented; use the reference backend for them"
-            )
+            return _third_derivatives(grad, p, g, x, v, table, need)
         # d/dv of a gradient with direction v is the same Hessian applied to ``grad``
         grad_v = _gradient(p, g, x, grad, table) if v is not None and need[3] else None
         if v is not None:
@@ -120,8 +119,50 @@ class _Gradient(torch.autograd.Function):
         return grad_p, grad_g, grad_x, None, None
 
 
+def _monomials(x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
+    """``mu(x)`` (``v`` None) or its directional derivative ``mu'(x)[v]``, (n, M, C), in torch."""
+    a, b = table.pairs
+    k, q = table.cubes
+    pair = x[:, a] * x[:, b]
+    if v is None:
+        return torch.cat([x, pair, x[:, k] * pair[:, q]], dim=1)
+    pair_dot = v[:, a] * x[:, b] + x[:, a] * v[:, b]
+    return torch.cat([v, pair_dot, v[:, k] * pair[:, q] + x[:, k] * pair_dot[:, q]], dim=1)
+
+
+def _torch_gradient(p: Tensor, g: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable):
+    """``dPhi/dx`` (the ``gradient`` kernel) through torch's autograd, differentiable to any
+    order; ``x`` must require grad."""
+    nu = _monomials(x, v, table)
+    phi = x.new_zeros(())
+    for s in range(table.n_types):  # per species: no (n, out_dim, M, C) gather of P
+        rows = (table.atom_type == s).nonzero().squeeze(1)
+        phi = phi + torch.einsum("omc,noc,nmc->", p[s], g[rows], nu[rows])
+    (grad_x,) = torch.autograd.grad(phi, x, create_graph=True)
+    return grad_x
+
+
+def _third_derivatives(grad, p, g, x, v, table, need) -> tuple:
+    """The backward of ``gradient`` with a direction, in torch (``_torch_gradient``)."""
+    with torch.enable_grad():
+        # Derivatives with respect to aliases are partial ones: ``g`` or ``v`` may depend on
+        # ``x`` upstream (a force loss's ``g`` does), and that path is not this function's.
+        inputs = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True)
+                  for t in (p, g, x, v)]
+        out = _torch_gradient(*inputs, table)
+        wanted = [t for t, n in zip(inputs, need[:4], strict=True) if n]
+        found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    grads = [next(found) if n else None for n in need[:4]]
+    grads = [
+        torch.zeros_like(t) if n and d is None else d
+        for t, n, d in zip(inputs, need[:4], grads, strict=True)
+    ]
+    return (*grads, None)
+
+
 def contract(p: Tensor, x: Tensor, table: MonomialTable) -> Tensor:
-    """``y[n, o, c] = sum_m P[atom_type[n], o, m, c] mu_m(x[n, :, c])``, differentiable twice.
+    """``y[n, o, c] = sum_m P[atom_type[n], o, m, c] mu_m(x[n, :, c])``, differentiable to any
+    order (the first two in the C++ kernels).
 
     Args:
         p: (n_types, out_dim, M, C) folded coefficients.
