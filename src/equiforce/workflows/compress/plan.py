@@ -88,10 +88,10 @@ def _audit_s(config: CompressConfig, n_valid: int, n_test: int, call_s: float) -
     return call_s * (n_valid * (1 + 2 * modes) + config.md_steps * modes + 2 * n_test)
 
 
-def _speed_s(config: CompressConfig, family: str, call_s: float, target_s: float) -> float:
+def _speed_s(config: CompressConfig, call_s: float, target_s: float) -> float:
     calls = (config.warmup + config.repeats) * target_s
     total = 0.0
-    for variant in base_variants(family, config):
+    for variant in base_variants(config):
         total += STARTUP_S + calls
         total += (COMPILE_S + COMPILE_CALLS * call_s) if variant.compile else 0.0
         total += (EXPORT_S + EXPORT_CALLS * call_s) if variant.export else 0.0
@@ -128,8 +128,7 @@ def plan_search(
     target_s = (
         call_s if len(target) == 1 and target[0] is train[0] else call_seconds(teacher, target)
     )
-    family = teacher.family
-    variants = [v.label for v in base_variants(family, config)]
+    variants = [v.label for v in base_variants(config)]
     stages = [
         PlanStage(
             "input: precision audit",
@@ -139,7 +138,7 @@ def plan_search(
         PlanStage(
             "input: free speed",
             (*variants, *(f"fastest at {n} threads" for n in thread_counts(config.threads))),
-            _speed_s(config, family, call_s, target_s),
+            _speed_s(config, call_s, target_s),
         ),
     ]
     student_budget = 0.0
@@ -148,7 +147,7 @@ def plan_search(
         stages.append(PlanStage("labels", (f"{n_labelled} structures (cached)",), calls * call_s))
         small_s, small_target = STUDENT_CALL_FRACTION * call_s, STUDENT_CALL_FRACTION * target_s
         evaluation = _audit_s(config, len(valid), len(test), small_s)
-        evaluation += _speed_s(config, family, small_s, small_target)
+        evaluation += _speed_s(config, small_s, small_target)
         spent = sum(stage.estimate_s for stage in stages)
         left = config.budget_s - spent - len(ladder) * evaluation
         student_budget = max(config.min_student_s, left / len(ladder))

@@ -11,7 +11,7 @@ Steps, each recorded in ``<out>/state.json`` once finished (``state.SearchState`
    candidates is within the tolerances;
 4. the choice: the fastest candidate whose *validation* errors are within ``force_tol`` (and
    ``energy_tol``) in a mode the audit kept; written as ``<out>/model.pt`` (the model in
-   that mode) and ``<out>/model.pt2`` (exported, where the family exports), with the report
+   that mode) and ``<out>/model.pt2`` (exported), with the report
    (``report``). If no candidate is within the tolerances the report is still written and
    ``CompressRefused`` names the best validation errors found.
 
@@ -227,12 +227,11 @@ def _evaluate_model(search: _Search, name: str, model_file: str, model: Potentia
     for current in [mode] + [m for m in kept if m != mode]:
 
         def work(current: str = current, beat: float | None = own_eager_ms) -> list[dict]:
-            total = n_variants(model.family, search.config)
+            total = n_variants(search.config)
             with search.bar(total, f"{name} {current}: free speed") as bar:
                 return free_speed(
                     model_file,
                     current,
-                    model.family,
                     search.frames_file,
                     search.config,
                     search.out / "timing" / name / current,
@@ -333,13 +332,12 @@ def _write_outputs(
     out = Path(config.out)
     model = load_model(chosen["model_file"], precision=chosen["mode"])
     model_path = save_model(model, out / "model.pt")
-    family = model.family
-    if not config.export or family not in EXPORT_BACKEND:
+    if not config.export:
         return model_path, None
     from equiforce.export import ExportError, export_potential
 
     try:
-        export_potential(model, out / "model.pt2", backend=EXPORT_BACKEND[family])
+        export_potential(model, out / "model.pt2", backend=EXPORT_BACKEND)
     except ExportError as err:
         notes.append(f"export of the chosen model failed: {err}")
         return model_path, None

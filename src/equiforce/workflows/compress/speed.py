@@ -5,8 +5,8 @@ Variants (``timing.ExecVariant``), all on the target system, one thread first:
 * eager with each kernel backend of ``backends`` (default ``reference`` and ``fast``,
   ``equiforce.kernels``; ``cueq`` too where it runs fused, on CUDA);
 * compiled (``equiforce.models.compile``, Inductor) with the ``fast`` backend;
-* exported (``equiforce.export``): MACE traced with ``reference`` (export refuses MACE's fast
-  kernels, which are custom ops a package cannot carry), Allegro with ``fast``.
+* exported (``equiforce.export``), traced with the ``fast`` backend (export swaps MACE's C++
+  executors for package-friendly torch ones, ``kernels.export_ops``).
 
 The eager variants are timed first, then the compiled and exported ones, then the fastest
 of all at 2, 4, ... threads up to ``threads``. None of these changes the
@@ -33,19 +33,19 @@ __all__ = [
     "thread_counts",
 ]
 
-# the kernel backend each family is exported with
-EXPORT_BACKEND = {"mace": "reference", "allegro": "fast"}
+# the kernel backend every family is exported with
+EXPORT_BACKEND = "fast"
 
 
-def base_variants(family: str, config: CompressConfig) -> list[ExecVariant]:
-    """The one-thread variants tried for a model of ``family``."""
+def base_variants(config: CompressConfig) -> list[ExecVariant]:
+    """The one-thread variants tried for a model (of any family)."""
     extra = ["cueq"] if cueq_available() and "cueq" not in config.backends else []
     backends = list(config.backends) + extra
     variants = [ExecVariant(b) for b in backends]
     if config.compile:
         variants.append(ExecVariant("fast", compile=True))
-    if config.export and family in EXPORT_BACKEND:
-        variants.append(ExecVariant(EXPORT_BACKEND[family], export=True))
+    if config.export:
+        variants.append(ExecVariant(EXPORT_BACKEND, export=True))
     return variants
 
 
@@ -67,7 +67,6 @@ def fastest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def free_speed(
     model_file: str | Path,
     mode: str,
-    family: str,
     frames_file: str | Path,
     config: CompressConfig,
     scratch: str | Path,
@@ -83,7 +82,7 @@ def free_speed(
             eager calls is not worth compiling and exporting).
         step: progress callback (``time_variants``).
     """
-    variants = base_variants(family, config)
+    variants = base_variants(config)
     eager = [v for v in variants if not (v.compile or v.export)]
     rows = time_variants(
         model_file, mode, frames_file, eager, config.warmup, config.repeats, scratch, step
@@ -107,6 +106,6 @@ def free_speed(
     return rows
 
 
-def n_variants(family: str, config: CompressConfig) -> int:
+def n_variants(config: CompressConfig) -> int:
     """Timed variants of one (model, mode) without pruning (progress totals)."""
-    return len(base_variants(family, config)) + len(thread_counts(config.threads))
+    return len(base_variants(config)) + len(thread_counts(config.threads))
