@@ -34,12 +34,16 @@ def test_gradcheck_gradgradcheck():
     assert torch.autograd.gradgradcheck(silu, (x,))
 
 
-def test_third_derivative_is_refused():
-    x = _x((5,))
-    g = torch.autograd.grad(silu(x).sum(), x, create_graph=True)[0]
-    h = torch.autograd.grad(g.sum(), x, create_graph=True)[0]
-    with pytest.raises(RuntimeError, match="third derivatives"):
-        torch.autograd.grad(h.sum(), x)
+def test_third_derivative_equals_torch():
+    """A Hessian-vector loss (distillation) differentiates the double backward once more."""
+    x, w = _x((30, 4)), torch.randn(30, 4, dtype=torch.float64)
+    thirds = []
+    for f in (silu, torch.nn.functional.silu):
+        g = torch.autograd.grad((w * f(x)).sum(), x, create_graph=True)[0]
+        h = torch.autograd.grad((w * g**2).sum(), x, create_graph=True)[0]
+        thirds.append(torch.autograd.grad((h**2).sum(), x)[0])
+    assert torch.allclose(thirds[0], thirds[1], rtol=0, atol=1e-10)
+    assert thirds[0].abs().max() > 1e-3
 
 
 def test_plain_torch_without_grad_or_in_float32_graph_free_calls():

@@ -5,8 +5,10 @@ Force training differentiates every MLP twice. Torch's own ``silu`` backward und
 ``(n_edges, width)`` tensor (the largest cost of the tiny Allegro's training step on a
 999-atom box after the matmuls). The C++ op saves ``s = sigmoid(x)`` in the forward and runs
 the backward (``g * silu'(x)``) and the double backward (``gg * silu'(x)`` and
-``gg * g * silu''(x)``) as one pass each, with their autograd nodes in C++; a third derivative
-raises. Same values as ``torch.nn.functional.silu`` (float64 to rounding).
+``gg * g * silu''(x)``) as one pass each, with their autograd nodes in C++; a double backward
+run with grad mode on (a third derivative, e.g. a Hessian-vector loss) is written with
+differentiable ATen ops instead, so every order is exact. Same values as
+``torch.nn.functional.silu`` (float64 to rounding).
 
 Used for CPU float32/float64 tensors that require grad, outside tracing (``torch.export``,
 ``torch.compile``, TorchScript see plain torch); everything else calls torch's ``silu``.

@@ -4,8 +4,9 @@
 // silu''(x) = s (1 - s) (2 + x (1 - 2 s)).
 // Under create_graph, torch's own silu backward is ~6 elementwise ops and its double backward
 // ~15 more, each a full pass over an (n_edges, width) tensor. Here: the forward saves s, the
-// backward is one pass (SiluGrad), the double backward one pass giving both gradients
-// (SiluGradGrad); a third derivative is refused (it would need silu''').
+// backward is one pass (SiluGrad), the double backward one pass giving both gradients; when
+// that double backward itself runs with grad mode on (a third derivative is wanted, e.g. a
+// Hessian-vector loss), it is written with differentiable ATen ops instead.
 #include <torch/extension.h>
 
 #include <tuple>
@@ -71,18 +72,6 @@ std::tuple<Tensor, Tensor> silu_grad_grad_kernel(const Tensor& gg_in, const Tens
   return {dg, dx};
 }
 
-struct SiluGradGrad : public torch::autograd::Function<SiluGradGrad> {
-  static tensor_list forward(AutogradContext*, const Tensor& gg, const Tensor& g,
-                             const Tensor& x, const Tensor& s) {
-    auto [dg, dx] = silu_grad_grad_kernel(gg, g, x, s);
-    return {dg, dx};
-  }
-  static tensor_list backward(AutogradContext*, tensor_list) {
-    TORCH_CHECK(false, "allegro_silu: third derivatives are not implemented");
-    return {};
-  }
-};
-
 struct SiluGrad : public torch::autograd::Function<SiluGrad> {
   static Tensor forward(AutogradContext* ctx, const Tensor& g, const Tensor& x,
                         const Tensor& s) {
@@ -91,8 +80,17 @@ struct SiluGrad : public torch::autograd::Function<SiluGrad> {
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto out = SiluGradGrad::apply(grads[0], saved[0], saved[1], saved[2]);
-    return {out[0], out[1], Tensor()};  // s is sigmoid(x): its dependence is in silu''
+    const Tensor &gg = grads[0], &g = saved[0], &x = saved[1];
+    if (torch::GradMode::is_enabled()) {
+      // a higher derivative is wanted: differentiable ATen ops of x (sigmoid recomputed
+      // inside the graph), so every further order is exact
+      auto s = torch::sigmoid(x);
+      auto one_minus = 1 - s;
+      return {gg * (s * (1 + x * one_minus)),
+              gg * g * (s * one_minus * (2 + x * (one_minus - s))), Tensor()};
+    }
+    auto [dg, dx] = silu_grad_grad_kernel(gg, g, x, saved[2]);
+    return {dg, dx, Tensor()};  // s is sigmoid(x): its dependence is in silu''
   }
 };
 
@@ -116,5 +114,5 @@ Tensor silu(const Tensor& x) {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("silu", &silu, "SiLU with C++ first and second derivatives (third refused)");
+  m.def("silu", &silu, "SiLU with C++ first and second derivatives (any order exact)");
 }
