@@ -75,6 +75,8 @@ def search_config(args: argparse.Namespace, split: acac.Split, teacher: Path, to
         modes=tuple(args.modes),
         compile=not args.no_compile,
         export=not args.no_export,
+        peer=args.peer,
+        peer_python={} if args.mace_python is None else {"mace-torch": args.mace_python},
         ladder=None if args.ladder is None else json.loads(args.ladder),
         student_epochs=args.student_epochs,
         min_student_s=min(args.budget_s / 4, 60.0),
@@ -128,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", default=list(MODES), help="precision modes audited")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--peer", action="store_true", help="time the teacher in mace-torch too")
+    p.add_argument("--mace-python", help="mace-torch's python (default: .venv-mace)")
     p.add_argument("--resume", action="store_true", help="continue a killed search")
     p.add_argument("--smoke", action="store_true", help="tiny split and augmentation")
     return p.parse_args(argv)
