@@ -23,7 +23,8 @@ def test_search_chooses_a_model_and_times_it_on_one_and_64_molecules(tmp_path):
     argv = [
         "--smoke", "--teacher-model", str(teacher), "--ladder", '[{"num_channels": 4}]',
         "--student-epochs", "1", "--budget-s", "30", "--no-compile", "--no-export",
-        "--md-steps", "2", "--repeats", "2", "--tol-factor", "100", "--out", str(tmp_path / "o"),
+        "--md-steps", "2", "--repeats", "2", "--tol-factor", "100", "--modes", "float32",
+        "float64", "--out", str(tmp_path / "o"),
     ]
     assert main(argv) == 0
     results = json.loads((tmp_path / "o" / "results.json").read_text())

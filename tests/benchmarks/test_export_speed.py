@@ -16,6 +16,6 @@ def test_export_speed_times_the_exported_package_beside_eager(tmp_path):
     assert main(argv) == 0
     (run,) = json.loads(next(tmp_path.glob("export_speed_*.json")).read_text())["runs"]
     (result,) = run["results"]
-    assert result["implementations"]["exported"]["info"]["export_backend"] == "reference"
+    assert result["implementations"]["exported"]["info"]["export_backend"] == "fast"
     parity = result["ratios"]["exported"]["parity"]
     assert parity["max_abs_force_diff_eV_per_A"] < 1e-10 < parity["max_abs_force_eV_per_A"]

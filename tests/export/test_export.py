@@ -84,11 +84,6 @@ def mace_float32(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def allegro_float64(tmp_path_factory):
-    return _export("allegro", torch.float64, tmp_path_factory.mktemp("allegro64"))
-
-
-@pytest.fixture(scope="module")
 def allegro_fast_float64(tmp_path_factory):
     """Allegro's fast kernels (plain torch ops, so they export), float64: exact parity."""
     folder = tmp_path_factory.mktemp("allegro_fast64")
@@ -114,7 +109,6 @@ def allegro_fp16_fast(tmp_path_factory):
         "allegro_float32",
         "allegro_fast_float64",
         pytest.param("mace_float32", marks=pytest.mark.slow),
-        pytest.param("allegro_float64", marks=pytest.mark.slow),
         pytest.param("allegro_bf16", marks=pytest.mark.slow),
         pytest.param("allegro_fp16_fast", marks=pytest.mark.slow),
     ]

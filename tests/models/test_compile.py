@@ -76,12 +76,6 @@ def test_tiny_batches_run_eager():
 
 
 @pytest.mark.slow
-def test_compiled_mace_matches_eager_inference_and_force_training():
-    """The same for MACE (reference kernels)."""
-    _check_against_eager(use_backend(tiny_mace(), "reference"), "aot_eager")
-
-
-@pytest.mark.slow
 def test_compiled_fast_mace_matches_eager_inference_and_force_training():
     """The same for MACE on the fast kernels (C++ custom ops, per-species contraction)."""
     _check_against_eager(use_backend(tiny_mace(correlation=3), "fast"), "aot_eager")
