@@ -162,12 +162,8 @@ class Trainer:
         if self.world.distributed and auxiliary is not None:
             raise ValueError("an auxiliary loss cannot be trained on several ranks")
         self.model = model
-        self.auxiliary = auxiliary
         self.precision = precision
-        self.scaler = scaler
-        self.optimizer = optimizer
         self.schedule = schedule
-        self.ema = ema
         self.train_data = train_data
         self.valid_data = valid_data
         self.paths = paths
@@ -277,7 +273,7 @@ class Trainer:
             **valid_metrics,
             "wall_s": time.monotonic() - clock_zero,
             "skipped_steps": self.step.skipped_steps,
-            "loss_scale": math.nan if self.scaler is None else self.scaler.scale,
+            "loss_scale": math.nan if self.step.scaler is None else self.step.scaler.scale,
         }
         distributed.check_in_sync(self.model, self.world, f"end of epoch {epoch + 1}")
         self._finish_epoch(row, valid_loss)
@@ -297,12 +293,12 @@ class Trainer:
         if self.valid_data.groups:
             summary = group_summary(row, "valid", self.valid_data.groups)
             LOG.info("epoch %d: valid RMSE per file: %s", epoch + 1, summary)
-        if self.scaler is not None:
+        if self.step.scaler is not None:
             LOG.info(
                 "epoch %d: %d optimizer steps skipped (non-finite fp16 gradients), loss scale %g",
                 epoch + 1,
                 self.step.skipped_steps,
-                self.scaler.scale,
+                self.step.scaler.scale,
             )
         return out_of_time
 
@@ -347,9 +343,9 @@ class Trainer:
 
     def _evaluated_weights(self):
         """Context in which the model holds the weights that are evaluated and exported."""
-        if self.ema is None:
+        if self.step.ema is None:
             return contextlib.nullcontext()
-        return self.ema.average_parameters(self.model)
+        return self.step.ema.average_parameters(self.model)
 
     def _validate(self, loss_fn: WeightedLoss) -> tuple[float, dict[str, float]]:
         """Validation loss and ``valid_*`` metrics of the evaluated weights (over all ranks)."""
@@ -401,11 +397,11 @@ class Trainer:
             "train_state_dict": {
                 k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
             },
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.step.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "auxiliary": None if self.auxiliary is None else self.auxiliary.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "ema": None if self.step.ema is None else self.step.ema.state_dict(),
+            "auxiliary": None if self.step.auxiliary is None else self.step.auxiliary.state_dict(),
+            "scaler": None if self.step.scaler is None else self.step.scaler.state_dict(),
             "progress": self.progress.to_dict(),
             "rng": capture_rng_state(),
             "config": self.config,
