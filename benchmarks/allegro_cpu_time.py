@@ -6,8 +6,9 @@ ratios of the worker benchmarks (``allegro_inference``) swing by ±50% between r
 script times the *thread CPU time* of each call (``time.thread_time``, user + system, page
 faults included; waiting excluded) together with its wall time: both codes in **one
 process**, one thread, the same batch, nequip-allegro on our weights exported with
-``equiforce.interop.to_nequip_allegro`` (the bench's ``nequip_call``), calls alternated
-(``equiforce.measure.timing.interleave``), medians over rounds. Run it with the nequip
+``equiforce.interop.to_nequip_allegro`` (the bench's ``nequip_call``), calls alternated,
+medians over rounds (``equiforce.measure.timing``: ``measure_call`` with
+``cpu_clock=time.thread_time``, ``interleave``, ``summarize``). Run it with the nequip
 environment's python (it has equiforce installed):
 
     .venv-nequip/bin/python -m benchmarks.allegro_cpu_time --preset allegro-tiny \\
@@ -26,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def measure(
 
     from equiforce.data.batch import collate
     from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
-    from equiforce.measure.timing import interleave, time_call
+    from equiforce.measure.timing import interleave, measure_call, summarize
     from equiforce.models.presets import preset_potential
     from equiforce.workflows.bench.kinds import potential_call
     from equiforce.workflows.bench.peers import nequip_call
@@ -71,24 +73,14 @@ def measure(
         "nequip-allegro": nequip_call(potential, batch, kind),
     }
     (e1, f1), (e2, f2) = ([t.detach() for t in call()] for call in calls.values())
-    cpu: dict[str, list[float]] = {name: [] for name in calls}
-    wall: dict[str, list[float]] = {name: [] for name in calls}
-
-    def timed(name: str):
-        def one() -> float:
-            start = time.perf_counter()
-            cpu[name].append(time_call(calls[name], clock=time.thread_time))
-            wall[name].append((time.perf_counter() - start) * 1e3)
-            return cpu[name][-1]
-
-        return one
-
-    interleave({name: timed(name) for name in calls}, warmup, repeats)
-    for times in (*cpu.values(), *wall.values()):
-        del times[: len(times) - repeats]  # the warm-up rounds
+    # thread CPU time: the figure the docs quote (module docstring), one torch thread
+    timers = {n: partial(measure_call, c, cpu_clock=time.thread_time) for n, c in calls.items()}
+    times = interleave(timers, warmup, repeats)
+    cpu = {name: [t.cpu_ms for t in ts] for name, ts in times.items()}
+    wall = {name: [t.wall_ms for t in ts] for name, ts in times.items()}
+    stats = {name: summarize(ts) for name, ts in times.items()}
     medians = {
-        name: {"cpu_ms": statistics.median(cpu[name]), "wall_ms": statistics.median(wall[name])}
-        for name in calls
+        name: {"cpu_ms": s.median_cpu_ms, "wall_ms": s.median_ms} for name, s in stats.items()
     }
     per_round = [n / e for e, n in zip(cpu["equiforce"], cpu["nequip-allegro"], strict=True)]
     return {

@@ -8,7 +8,9 @@ exports it (``equiforce.export.export_potential``, ``--backend``, validated as a
 times, interleaved call by call in this process, eager equiforce (its ``fast`` kernels, as a
 model file runs) and the package (as ``EquiforceCalculator`` calls it); then mace-torch on the
 same weights (``equiforce.interop.to_mace_torch``, the bench's ``peers.mace_call``: the same
-edges) in a child process in ``.venv-mace``, timed the same way. Wall times are recorded too.
+edges) in a child process in ``.venv-mace``, timed the same way. Wall times are recorded too;
+every call is timed by ``equiforce.measure.timing`` (``measure_call`` with
+``cpu_clock=time.thread_time``, ``interleave``, ``summarize``).
 
 Molecules: ``acac`` (the bench's rattled acetylacetone, 15 atoms) and ``3bpa`` (the first
 structure of ``<data-dir>/3bpa/train_300K.xyz``, 27 atoms).
@@ -25,18 +27,19 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.common import DEFAULT_DATA_DIR, require_data, run_record
-from equiforce.measure.timing import interleave, time_call
+from equiforce.measure.timing import CallTime, interleave, measure_call, summarize
 from equiforce.models import build_model, save_model
 from equiforce.models.presets import PRESETS
 from equiforce.workflows.bench.report import write_json
@@ -67,15 +70,22 @@ def preset_with_species(preset: str, species: tuple[str, ...], dtype: str, seed:
     return build_model(family, {**spec, "dtype": dtype, "seed": seed}).eval()
 
 
-def _times(clock_ms: dict[str, list[float]]) -> dict[str, float]:
-    return {"median": statistics.median(clock_ms), "min": min(clock_ms)}
+def _thread_timed(
+    calls: dict[str, Callable[[], object]], args: argparse.Namespace
+) -> dict[str, list[CallTime]]:
+    """``calls`` interleaved, ``args.warmup`` then ``args.repeats`` rounds: name -> CallTimes.
+
+    CPU time is the calling thread's (``time.thread_time``, the figure the docs quote).
+    """
+    timers = {k: partial(measure_call, c, cpu_clock=time.thread_time) for k, c in calls.items()}
+    return interleave(timers, args.warmup, args.repeats)
 
 
-def _timed(call) -> tuple[float, float]:
-    """(CPU ms, wall ms) of one call."""
-    wall = time.perf_counter()
-    cpu = time_call(call, clock=time.thread_time)
-    return cpu, (time.perf_counter() - wall) * 1000.0
+def _summary(times: Sequence[CallTime]) -> tuple[dict[str, float], dict[str, float]]:
+    """({"median", "min"} of CPU ms, the same of wall ms) over ``times``."""
+    stats = summarize(times)
+    cpu = {"median": stats.median_cpu_ms, "min": stats.min_cpu_ms}
+    return cpu, {"median": stats.median_ms, "min": stats.min_ms}
 
 
 def _child_mace(args: argparse.Namespace) -> int:
@@ -91,10 +101,9 @@ def _child_mace(args: argparse.Namespace) -> int:
     atoms = molecule(args.molecules[0], args.data_dir)
     batch = atoms_batch(atoms, list(potential.type_names), potential.r_max, torch.device("cpu"))
     call = mace_call(potential, batch, "inference")
-    for _ in range(args.warmup):
-        call()
-    cpu, wall = zip(*(_timed(call) for _ in range(args.repeats)), strict=True)
+    times = _thread_timed({"mace-torch": call}, args)["mace-torch"]
     energy, forces = call()
+    cpu, wall = [t.cpu_ms for t in times], [t.wall_ms for t in times]
     print(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "energy": float(energy.detach().sum())}))
     return 0
 
@@ -115,21 +124,7 @@ def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
         "eager": lambda: eager(batch, compute_forces=True, create_graph=False),
         "exported": lambda: package(batch),
     }
-    cpu: dict[str, list[float]] = {k: [] for k in calls}
-    wall: dict[str, list[float]] = {k: [] for k in calls}
-
-    def recorder(key):
-        def run() -> float:
-            c, w = _timed(calls[key])
-            cpu[key].append(c)
-            wall[key].append(w)
-            return c
-
-        return run
-
-    interleave({k: recorder(k) for k in calls}, args.warmup, args.repeats)
-    for key in calls:  # drop the warm-up rounds
-        cpu[key], wall[key] = cpu[key][args.warmup :], wall[key][args.warmup :]
+    summaries = {k: _summary(v) for k, v in _thread_timed(calls, args).items()}
     got = package(batch)
     want = eager(batch, compute_forces=True, create_graph=False)
     want = {k: v.detach() for k, v in want.items()}
@@ -143,8 +138,8 @@ def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
             "energy_eV": float((got["energy"] - want["energy"]).abs().max()),
             "forces_eV_per_A": float((got["forces"] - want["forces"]).abs().max()),
         },
-        "cpu_ms": {k: _times(v) for k, v in cpu.items()},
-        "wall_ms": {k: _times(v) for k, v in wall.items()},
+        "cpu_ms": {k: cpu for k, (cpu, _) in summaries.items()},
+        "wall_ms": {k: wall for k, (_, wall) in summaries.items()},
     }
     if args.mace_python:
         model_file = save_model(model, folder / f"{name}_{dtype}.pt")
@@ -157,8 +152,8 @@ def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
             result["mace-torch"] = {"error": done.stderr[-2000:]}
         else:
             peer = json.loads(done.stdout.strip().splitlines()[-1])
-            result["cpu_ms"]["mace-torch"] = _times(peer["cpu_ms"])
-            result["wall_ms"]["mace-torch"] = _times(peer["wall_ms"])
+            times = [CallTime(w, c) for c, w in zip(peer["cpu_ms"], peer["wall_ms"], strict=True)]
+            result["cpu_ms"]["mace-torch"], result["wall_ms"]["mace-torch"] = _summary(times)
             result["parity"]["mace_torch_energy_eV"] = abs(peer["energy"] - float(want["energy"]))
     return result
 

@@ -5,7 +5,9 @@ the calling **process** (``time.process_time``: user + system of all its threads
 waiting for a core excluded). Process rather than thread time because torch's intra-op
 threads do their part of the work on threads other than the caller's: with ``--threads N``
 thread time would miss it, process time counts it (and may then exceed wall time, up to N
-times). With one thread the two are the same. On cores shared with other jobs the wall time
+times). With one thread the two nearly agree; a caller that pins torch to one thread and
+quotes the calling thread's figure passes ``cpu_clock=time.thread_time`` (the work of any
+other thread of the process then left out). On cores shared with other jobs the wall time
 mostly measures the wait for a core (wall ratios of the same code swung ±50% between runs at
 a load of 7-13 on 2 cores); with one thread the CPU-time ratio is the figure to quote there.
 """
@@ -39,7 +41,8 @@ class CallTime:
 
     Attributes:
         wall_ms: wall-clock time, ms.
-        cpu_ms: CPU time of the calling process over the call (all its threads), ms.
+        cpu_ms: CPU time over the call by ``measure_call``'s ``cpu_clock``: the calling
+            process's (all its threads) unless the caller chose the thread's, ms.
     """
 
     wall_ms: float
@@ -56,8 +59,8 @@ class TimingStats:
         min_ms: fastest call, ms.
         max_ms: slowest call, ms.
         n: number of timed calls.
-        median_cpu_ms: median CPU time of the process per call, ms (None: only wall times
-            were given).
+        median_cpu_ms: median CPU time per call (``CallTime.cpu_ms``), ms (None: only wall
+            times were given).
         min_cpu_ms: least CPU time of a call, ms (None likewise).
     """
 
@@ -130,7 +133,7 @@ def measure_call(
     wall_clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
 ) -> CallTime:
-    """Wall time and process CPU time of one ``fn()`` call (module docstring), ms.
+    """Wall time and CPU time (process's by default) of one ``fn()`` call (module docstring), ms.
 
     Both clocks are read right around the call, inside the process that makes it (a
     worker's pipe traffic is not counted).
@@ -139,7 +142,9 @@ def measure_call(
         fn: the call to time.
         sync: called before starting and before stopping the clocks (``device_sync``); the
             CPU a CUDA synchronisation spends waiting counts as CPU time.
-        wall_clock, cpu_clock: seconds-valued clocks.
+        wall_clock: seconds-valued wall clock.
+        cpu_clock: seconds-valued CPU clock: ``time.process_time`` (all threads of the
+            process) or ``time.thread_time`` (the calling thread only).
     """
     if sync is not None:
         sync()
