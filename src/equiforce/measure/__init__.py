@@ -3,7 +3,7 @@
 One definition for every figure the package reports (``equiforce bench``, the precision
 audit, distillation's teacher and student timings), so that they are comparable:
 
-* ``timing``: ``measure_call`` (one call's wall ms and the process's CPU ms, a
+* ``timing``: ``measure_call`` (one call's wall ms and CPU ms on its ``cpu_clock``, a
   ``CallTime``), ``time_call`` (wall ms only; ``device_sync`` makes both wait for CUDA work),
   ``interleave`` (warm-up rounds, then timed rounds alternating implementations),
   ``summarize`` (median, mean, min, max of wall ms, median and min CPU ms; the medians are
