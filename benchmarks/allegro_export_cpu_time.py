@@ -41,11 +41,11 @@ import torch
 from benchmarks.common import DEFAULT_DATA_DIR, run_record
 from benchmarks.export_cpu_time import (
     MOLECULE_SPECIES,
-    _case,
-    _summary,
-    _thread_timed,
+    export_case,
     molecule,
     preset_with_species,
+    summary,
+    thread_timed,
 )
 from equiforce.data import keys
 from equiforce.measure.timing import CallTime
@@ -134,7 +134,7 @@ def _child_nequip(args: argparse.Namespace) -> int:
     compile_s = time.perf_counter() - start
     target = NequIPCalculator._get_aoti_compile_target()
     package, _ = load_compiled_model(str(path), "cpu", target["input"], target["output"])
-    times = _thread_timed({_PEER: lambda: package(dict(data))}, args)[_PEER]
+    times = thread_timed({_PEER: lambda: package(dict(data))}, args)[_PEER]
     out = {k: v.detach() for k, v in package(dict(data)).items()}
     print(
         json.dumps(
@@ -215,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="allegro-export-cpu-time-") as scratch:
         for name in args.molecules:
             for dtype in args.dtypes:
-                result = _case(name, dtype, args, Path(scratch))
+                result = export_case(name, dtype, args, Path(scratch))
                 peer = _peer(name, dtype, args, Path(scratch))
                 if "error" in peer:
                     result[_PEER] = peer
                 else:
                     pairs = zip(peer["cpu_ms"], peer["wall_ms"], strict=True)
                     times = [CallTime(w, c) for c, w in pairs]
-                    result["cpu_ms"][_PEER], result["wall_ms"][_PEER] = _summary(times)
+                    result["cpu_ms"][_PEER], result["wall_ms"][_PEER] = summary(times)
                     result["nequip_compile_s"] = peer["compile_s"]
                     result["parity"]["nequip_energy_eV"] = peer["energy_eV"]
                     result["parity"]["nequip_forces_eV_per_A"] = peer["forces_eV_per_A"]

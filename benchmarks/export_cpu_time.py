@@ -70,7 +70,7 @@ def preset_with_species(preset: str, species: tuple[str, ...], dtype: str, seed:
     return build_model(family, {**spec, "dtype": dtype, "seed": seed}).eval()
 
 
-def _thread_timed(
+def thread_timed(
     calls: dict[str, Callable[[], object]], args: argparse.Namespace
 ) -> dict[str, list[CallTime]]:
     """``calls`` interleaved, ``args.warmup`` then ``args.repeats`` rounds: name -> CallTimes.
@@ -81,7 +81,7 @@ def _thread_timed(
     return interleave(timers, args.warmup, args.repeats)
 
 
-def _summary(times: Sequence[CallTime]) -> tuple[dict[str, float], dict[str, float]]:
+def summary(times: Sequence[CallTime]) -> tuple[dict[str, float], dict[str, float]]:
     """({"median", "min"} of CPU ms, the same of wall ms) over ``times``."""
     stats = summarize(times)
     cpu = {"median": stats.median_cpu_ms, "min": stats.min_cpu_ms}
@@ -101,14 +101,14 @@ def _child_mace(args: argparse.Namespace) -> int:
     atoms = molecule(args.molecules[0], args.data_dir)
     batch = atoms_batch(atoms, list(potential.type_names), potential.r_max, torch.device("cpu"))
     call = mace_call(potential, batch, "inference")
-    times = _thread_timed({"mace-torch": call}, args)["mace-torch"]
+    times = thread_timed({"mace-torch": call}, args)["mace-torch"]
     energy, forces = call()
     cpu, wall = [t.cpu_ms for t in times], [t.wall_ms for t in times]
     print(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "energy": float(energy.detach().sum())}))
     return 0
 
 
-def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from equiforce.export import export_potential, load_exported
     from equiforce.kernels import use_backend
 
@@ -124,7 +124,7 @@ def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
         "eager": lambda: eager(batch, compute_forces=True, create_graph=False),
         "exported": lambda: package(batch),
     }
-    summaries = {k: _summary(v) for k, v in _thread_timed(calls, args).items()}
+    summaries = {k: summary(v) for k, v in thread_timed(calls, args).items()}
     got = package(batch)
     want = eager(batch, compute_forces=True, create_graph=False)
     want = {k: v.detach() for k, v in want.items()}
@@ -153,7 +153,7 @@ def _case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
         else:
             peer = json.loads(done.stdout.strip().splitlines()[-1])
             times = [CallTime(w, c) for c, w in zip(peer["cpu_ms"], peer["wall_ms"], strict=True)]
-            result["cpu_ms"]["mace-torch"], result["wall_ms"]["mace-torch"] = _summary(times)
+            result["cpu_ms"]["mace-torch"], result["wall_ms"]["mace-torch"] = summary(times)
             result["parity"]["mace_torch_energy_eV"] = abs(peer["energy"] - float(want["energy"]))
     return result
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="export-cpu-time-") as scratch:
         for name in args.molecules:
             for dtype in args.dtypes:
-                document["cases"].append(_case(name, dtype, args, Path(scratch)))
+                document["cases"].append(export_case(name, dtype, args, Path(scratch)))
                 document["load_average_end"] = os.getloadavg()
                 write_json(document, path)
     print(_table(document["cases"]))
