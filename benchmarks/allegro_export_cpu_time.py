@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,10 +40,12 @@ import torch
 from benchmarks.common import DEFAULT_DATA_DIR, run_record
 from benchmarks.export_cpu_time import (
     MOLECULE_SPECIES,
+    child_json,
     export_case,
     molecule,
     preset_with_species,
     summary,
+    table,
     thread_timed,
 )
 from equiforce.data import keys
@@ -157,32 +158,18 @@ def _peer(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
     command = [args.nequip_python, "-m", "benchmarks.allegro_export_cpu_time"]
     command += ["--molecules", name, "--child-model", str(model_file)]
     command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        return {"error": done.stderr[-2000:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(command)
+
+
+_PARITY = (
+    ("max dE nequip (eV)", "nequip_energy_eV"),
+    ("max dF nequip (eV/A)", "nequip_forces_eV_per_A"),
+)
 
 
 def _table(cases: list[dict[str, Any]]) -> str:
-    lines = [
-        "| molecule | dtype | eager CPU ms | ours exported CPU ms | nequip AOTI CPU ms "
-        "| nequip / ours | max dE nequip (eV) | max dF nequip (eV/A) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for case in cases:
-        ms = {k: v["median"] for k, v in case["cpu_ms"].items()}
-        peer = ms.get(_PEER)
-        peer_ms = "-" if peer is None else f"{peer:.2f}"
-        ratio = "-" if peer is None else f"{peer / ms['exported']:.2f}"
-        de = case["parity"].get("nequip_energy_eV")
-        df = case["parity"].get("nequip_forces_eV_per_A")
-        lines.append(
-            f"| {case['molecule']} | {case['dtype']} | {ms['eager']:.2f} | {ms['exported']:.2f} "
-            f"| {peer_ms} | {ratio} | {'-' if de is None else f'{de:.1e}'} "
-            f"| {'-' if df is None else f'{df:.1e}'} |"
-        )
-    return "\n".join(lines)
+    """The results table with nequip's package as the peer."""
+    return table(cases, _PEER, _PARITY)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,33 +146,45 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
         command = [args.mace_python, "-m", "benchmarks.export_cpu_time", "--molecules", name]
         command += ["--child-model", str(model_file), "--data-dir", str(args.data_dir)]
         command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            result["mace-torch"] = {"error": done.stderr[-2000:]}
+        peer = child_json(command)
+        if "error" in peer:
+            result["mace-torch"] = peer
         else:
-            peer = json.loads(done.stdout.strip().splitlines()[-1])
             times = [CallTime(w, c) for c, w in zip(peer["cpu_ms"], peer["wall_ms"], strict=True)]
             result["cpu_ms"]["mace-torch"], result["wall_ms"]["mace-torch"] = summary(times)
             result["parity"]["mace_torch_energy_eV"] = abs(peer["energy"] - float(want["energy"]))
     return result
 
 
-def _table(cases: list[dict[str, Any]]) -> str:
-    lines = [
-        "| molecule | dtype | eager CPU ms | exported CPU ms | mace-torch CPU ms "
-        "| eager / exported | mace-torch / exported |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def child_json(command: list[str]) -> dict[str, Any]:
+    """Run a peer child (one thread) and read the JSON of its last stdout line, or
+    ``{"error": <stderr tail>}`` when it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(
+    cases: list[dict[str, Any]], peer: str, parity: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """Markdown table of median CPU ms (eager, exported, ``peer``), the ratios to the package,
+    and the ``parity`` columns given as (header, key of ``case["parity"]``)."""
+    header = f"| molecule | dtype | eager CPU ms | exported CPU ms | {peer} CPU ms "
+    header += f"| eager / exported | {peer} / exported |"
+    header += "".join(f" {title} |" for title, _ in parity)
+    lines = [header, "|---" * (7 + len(parity)) + "|"]
     for case in cases:
         ms = {k: v["median"] for k, v in case["cpu_ms"].items()}
-        peer = ms.get("mace-torch")
-        peer_ms = "-" if peer is None else f"{peer:.2f}"
-        peer_ratio = "-" if peer is None else f"{peer / ms['exported']:.2f}"
-        lines.append(
-            f"| {case['molecule']} | {case['dtype']} | {ms['eager']:.2f} | {ms['exported']:.2f} "
-            f"| {peer_ms} | {ms['eager'] / ms['exported']:.2f} | {peer_ratio} |"
-        )
+        other = ms.get(peer)
+        cells = [case["molecule"], case["dtype"], f"{ms['eager']:.2f}", f"{ms['exported']:.2f}"]
+        cells += ["-" if other is None else f"{other:.2f}", f"{ms['eager'] / ms['exported']:.2f}"]
+        cells.append("-" if other is None else f"{other / ms['exported']:.2f}")
+        for _, key in parity:
+            value = case["parity"].get(key)
+            cells.append("-" if value is None else f"{value:.1e}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -210,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 document["cases"].append(export_case(name, dtype, args, Path(scratch)))
                 document["load_average_end"] = os.getloadavg()
                 write_json(document, path)
-    print(_table(document["cases"]))
+    print(table(document["cases"], "mace-torch"))
     print(f"load average {document['load_average_start']} -> {document['load_average_end']}")
     print(f"wrote {path}")
     return 0
