@@ -26,6 +26,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -92,12 +93,18 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
                  const int64_t* other, const int64_t* triples, int64_t n_edges,
                  int64_t n_triples, int64_t da, int64_t db, int64_t n_paths, int64_t channels,
                  T* out) {
+  // `out` is uninitialised: a path's first triple writes its row, later ones add, and the
+  // rows of paths without triples are zeroed (no separate zero-fill pass over the output)
+  std::vector<char> has_triple(n_paths, 0);
+  for (int64_t t = 0; t < n_triples; ++t) has_triple[triples[4 * t]] = 1;
   at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
+    std::vector<char> written(n_paths);
     for (int64_t e = begin; e < end; ++e) {
       const T* a_row = a + gather[e] * da * channels;
       const T* b_row = b + other[e] * db * channels;
       const T* s_row = s + e * n_triples;
       T* o_row = out + e * n_paths * channels;
+      std::fill(written.begin(), written.end(), 0);
       for (int64_t t = 0; t < n_triples; ++t) {
         const int64_t* row = triples + 4 * t;
         const int64_t p = row[0], ia = row[1], ib = row[2], column = row[3];
@@ -105,8 +112,15 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
         const T* x = a_row + ia * channels;
         const T* y = b_row + ib * channels;
         T* z = o_row + p * channels;
-        for (int64_t u = 0; u < channels; ++u) z[u] += coefficient * x[u] * y[u];
+        if (written[p]) {
+          for (int64_t u = 0; u < channels; ++u) z[u] += coefficient * x[u] * y[u];
+        } else {
+          for (int64_t u = 0; u < channels; ++u) z[u] = coefficient * x[u] * y[u];
+          written[p] = 1;
+        }
       }
+      for (int64_t p = 0; p < n_paths; ++p)
+        if (!has_triple[p]) std::fill(o_row + p * channels, o_row + (p + 1) * channels, T(0));
     }
   });
 }
@@ -177,7 +191,7 @@ torch::Tensor edge_r(torch::Tensor a, torch::Tensor s, torch::Tensor b, torch::T
   triples = index_input(triples, "triples", 2);
   TORCH_CHECK(gather.size(0) == s.size(0) && other.size(0) == s.size(0),
               "gather and other need one entry per edge");
-  auto out = torch::zeros({s.size(0), n_paths, a.size(2)}, a.options());
+  auto out = torch::empty({s.size(0), n_paths, a.size(2)}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_r", [&] {
     edge_r_impl<scalar_t>(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                           b.data_ptr<scalar_t>(), gather.data_ptr<int64_t>(),

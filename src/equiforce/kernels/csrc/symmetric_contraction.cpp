@@ -41,6 +41,54 @@ struct Monomials {
   int64_t count() const { return d + n_pairs + n_cubes; }
 };
 
+// Row helpers: every inner loop of the kernels is one of these, over the L channels of one
+// row. GCC honours __restrict__ on function parameters (not on local pointers), so only as
+// parameters do these loops vectorise; `width` is a compile-time block width or an int64_t.
+template <typename T, typename W>
+inline void row_copy(T* __restrict__ out, const T* __restrict__ a, W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] = a[c];
+}
+
+template <typename T, typename W>
+inline void row_add(T* __restrict__ out, const T* __restrict__ a, W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] += a[c];
+}
+
+// out = a * b
+template <typename T, typename W>
+inline void row_mul(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
+                    W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] = a[c] * b[c];
+}
+
+// out = a * b + p * q
+template <typename T, typename W>
+inline void row_mul2(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
+                     const T* __restrict__ p, const T* __restrict__ q, W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] = a[c] * b[c] + p[c] * q[c];
+}
+
+// out += a * b
+template <typename T, typename W>
+inline void row_add_mul(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
+                        W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] += a[c] * b[c];
+}
+
+// out += a * b + p * q
+template <typename T, typename W>
+inline void row_add_mul2(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
+                         const T* __restrict__ p, const T* __restrict__ q, W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] += a[c] * b[c] + p[c] * q[c];
+}
+
+// out += (a + b) * x
+template <typename T, typename W>
+inline void row_add_sum_mul(T* __restrict__ out, const T* __restrict__ a,
+                            const T* __restrict__ b, const T* __restrict__ x, W width) {
+  for (int64_t c = 0; c < int64_t(width); ++c) out[c] += (a[c] + b[c]) * x[c];
+}
+
 // nu (M rows of L channels, row stride L) of one atom: x and v rows have stride `stride`.
 // Order 0: mu(x); order 1 (v != nullptr): mu'(x)[v]; `quad` (n_pairs x L) receives Q(x).
 // `width` is the block's channel count: std::integral_constant<kBlock> for full blocks (the
@@ -53,20 +101,20 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
   for (int64_t a = 0; a < d; ++a) {
     const T* __restrict__ src = (v ? v : x) + a * stride;
     T* __restrict__ dst = nu + a * L;
-    for (int64_t c = 0; c < L; ++c) dst[c] = src[c];
+    row_copy(dst, src, width);
   }
   for (int64_t q = 0; q < np; ++q) {
     const T* __restrict__ xa = x + mono.pair_a[q] * stride;
     const T* __restrict__ xb = x + mono.pair_b[q] * stride;
     T* __restrict__ qq = quad + q * L;
-    for (int64_t c = 0; c < L; ++c) qq[c] = xa[c] * xb[c];
+    row_mul(qq, xa, xb, width);
     T* __restrict__ dst = nu + (d + q) * L;
     if (v) {
       const T* __restrict__ va = v + mono.pair_a[q] * stride;
       const T* __restrict__ vb = v + mono.pair_b[q] * stride;
-      for (int64_t c = 0; c < L; ++c) dst[c] = va[c] * xb[c] + xa[c] * vb[c];
+      row_mul2(dst, va, xb, xa, vb, width);
     } else {
-      for (int64_t c = 0; c < L; ++c) dst[c] = qq[c];
+      row_copy(dst, qq, width);
     }
   }
   for (int64_t j = 0; j < mono.n_cubes; ++j) {
@@ -77,9 +125,9 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
     if (v) {
       const T* __restrict__ vk = v + k * stride;
       const T* __restrict__ dq = nu + (d + q) * L;
-      for (int64_t c = 0; c < L; ++c) dst[c] = vk[c] * qq[c] + xk[c] * dq[c];
+      row_mul2(dst, vk, qq, xk, dq, width);
     } else {
-      for (int64_t c = 0; c < L; ++c) dst[c] = xk[c] * qq[c];
+      row_mul(dst, xk, qq, width);
     }
   }
 }
@@ -232,19 +280,19 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
         for (int64_t a = 0; a < d; ++a) {
           T* __restrict__ ga = gi + a * C;
           const T* __restrict__ ba = beta.data() + a * L;
-          for (int64_t c = 0; c < L; ++c) ga[c] += ba[c];
+          row_add(ga, ba, width);
         }
       }
       for (int64_t q = 0; q < np; ++q) {
         const T* __restrict__ xa = xi + mono.pair_a[q] * C;
         const T* __restrict__ xb = xi + mono.pair_b[q] * C;
         T* __restrict__ qq = quad.data() + q * L;
-        for (int64_t c = 0; c < L; ++c) qq[c] = xa[c] * xb[c];
+        row_mul(qq, xa, xb, width);
         if (vi) {
           const T* __restrict__ va = vi + mono.pair_a[q] * C;
           const T* __restrict__ vb = vi + mono.pair_b[q] * C;
           T* __restrict__ dq = dquad.data() + q * L;
-          for (int64_t c = 0; c < L; ++c) dq[c] = va[c] * xb[c] + xa[c] * vb[c];
+          row_mul2(dq, va, xb, xa, vb, width);
         }
       }
       // gamma: coefficient of Q_q (value); the pair rows of beta stay the coefficient of nu's
@@ -262,14 +310,14 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
           const T* __restrict__ dq = dquad.data() + q * L;
           T* __restrict__ bq = beta.data() + (d + q) * L;
           // one store stream per loop (vectorises; rows of different arrays)
-          for (int64_t c = 0; c < L; ++c) gk[c] += bj[c] * dq[c];
-          for (int64_t c = 0; c < L; ++c) gq[c] += bj[c] * vk[c];
-          for (int64_t c = 0; c < L; ++c) bq[c] += bj[c] * xk[c];
+          row_add_mul(gk, bj, dq, width);
+          row_add_mul(gq, bj, vk, width);
+          row_add_mul(bq, bj, xk, width);
         } else {
           // nu_j = x_k Q_q
           const T* __restrict__ qq = quad.data() + q * L;
-          for (int64_t c = 0; c < L; ++c) gk[c] += bj[c] * qq[c];
-          for (int64_t c = 0; c < L; ++c) gq[c] += bj[c] * xk[c];
+          row_add_mul(gk, bj, qq, width);
+          row_add_mul(gq, bj, xk, width);
         }
       }
       for (int64_t q = 0; q < np; ++q) {
@@ -285,11 +333,11 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
           const T* __restrict__ va = vi + a * C;
           const T* __restrict__ vb = vi + b * C;
           // ga and gb may be one row: two loops, each with one store stream
-          for (int64_t c = 0; c < L; ++c) ga[c] += gq[c] * xb[c] + bq[c] * vb[c];
-          for (int64_t c = 0; c < L; ++c) gb[c] += gq[c] * xa[c] + bq[c] * va[c];
+          row_add_mul2(ga, gq, xb, bq, vb, width);
+          row_add_mul2(gb, gq, xa, bq, va, width);
         } else {
-          for (int64_t c = 0; c < L; ++c) ga[c] += (bq[c] + gq[c]) * xb[c];
-          for (int64_t c = 0; c < L; ++c) gb[c] += (bq[c] + gq[c]) * xa[c];
+          row_add_sum_mul(ga, bq, gq, xb, width);
+          row_add_sum_mul(gb, bq, gq, xa, width);
         }
       }
     }
