@@ -57,17 +57,36 @@ def _gradient(p: Tensor, g: Tensor, x: Tensor, v: Tensor | None, table: Monomial
     return _Gradient.apply(p, g, x, v, table)
 
 
+def _needed(ctx) -> tuple[bool, ...]:
+    """Which inputs' gradients this backward must compute: ``ctx.needs_input_grad``, less
+    those whose graph the running backward does not execute, e.g. the folded weights' when
+    forces are taken with ``autograd.grad(E, positions)`` (the moment kernel is then skipped).
+    ``ctx.next_functions`` has one entry per tensor input, ``ctx.is_tensor`` (set in forward)
+    says which inputs those are.
+    """
+    nodes = iter(ctx.next_functions)
+    needed = []
+    for need, is_tensor in zip(ctx.needs_input_grad, ctx.is_tensor, strict=False):
+        node = next(nodes)[0] if is_tensor else None
+        try:
+            runs = node is not None and torch._C._will_engine_execute_node(node)
+        except RuntimeError:  # a leaf under autograd.grad: not answerable, so computed
+            runs = True
+        needed.append(need and runs)
+    return tuple(needed)
+
+
 class _Forward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, x, v, table):
-        ctx.table = table
+        ctx.table, ctx.is_tensor = table, (True, True, v is not None)
         ctx.save_for_backward(p, x, v)
         return cpu_kernels().sc_forward(p, x, v, table.atom_type, table.pairs, table.cubes)
 
     @staticmethod
     def backward(ctx, grad):
         p, x, v = ctx.saved_tensors
-        table, need = ctx.table, ctx.needs_input_grad
+        table, need = ctx.table, _needed(ctx)
         grad_p = _moment(grad, x, v, table) if need[0] else None
         grad_x = _gradient(p, grad, x, v, table) if need[1] else None
         grad_v = _gradient(p, grad, x, None, table) if v is not None and need[2] else None
@@ -77,7 +96,7 @@ class _Forward(torch.autograd.Function):
 class _Moment(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g, x, v, table):
-        ctx.table = table
+        ctx.table, ctx.is_tensor = table, (True, True, v is not None)
         ctx.save_for_backward(g, x, v)
         kernels = cpu_kernels()
         return kernels.sc_moment(
@@ -87,7 +106,7 @@ class _Moment(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         g, x, v = ctx.saved_tensors
-        table, need = ctx.table, ctx.needs_input_grad
+        table, need = ctx.table, _needed(ctx)
         grad_g = _forward(grad, x, v, table) if need[0] else None
         grad_x = _gradient(grad, g, x, v, table) if need[1] else None
         grad_v = _gradient(grad, g, x, None, table) if v is not None and need[2] else None
@@ -97,14 +116,14 @@ class _Moment(torch.autograd.Function):
 class _Gradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, g, x, v, table):
-        ctx.table = table
+        ctx.table, ctx.is_tensor = table, (True, True, True, v is not None)
         ctx.save_for_backward(p, g, x, v)
         return cpu_kernels().sc_gradient(p, g, x, v, table.atom_type, table.pairs, table.cubes)
 
     @staticmethod
     def backward(ctx, grad):
         p, g, x, v = ctx.saved_tensors
-        table, need = ctx.table, ctx.needs_input_grad
+        table, need = ctx.table, _needed(ctx)
         if v is not None and any(need[:3]):
             return _third_derivatives(grad, p, g, x, v, table, need)
         # d/dv of a gradient with direction v is the same Hessian applied to ``grad``

@@ -395,7 +395,7 @@ torch::Tensor sc_forward(torch::Tensor p, torch::Tensor x, c10::optional<torch::
     check_node(vc, x, "v");
   }
   type = type_input(type, x, p.size(0));
-  auto y = torch::zeros({x.size(0), p.size(1), x.size(2)}, x.options());
+  auto y = torch::empty({x.size(0), p.size(1), x.size(2)}, x.options());  // all written
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_forward", [&] {
     forward_impl<scalar_t>(mono, p.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                            v ? vc.data_ptr<scalar_t>() : nullptr, type.data_ptr<int64_t>(),
@@ -419,7 +419,7 @@ torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::T
     check_node(vc, x, "v");
   }
   type = type_input(type, x, n_types);
-  auto gp = torch::zeros({n_types, g.size(1), mono.count(), x.size(2)}, x.options());
+  auto gp = torch::empty({n_types, g.size(1), mono.count(), x.size(2)}, x.options());  // all written
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_moment", [&] {
     moment_impl<scalar_t>(mono, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                           v ? vc.data_ptr<scalar_t>() : nullptr, type.data_ptr<int64_t>(),
