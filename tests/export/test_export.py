@@ -58,7 +58,12 @@ def _export(family: str, dtype: torch.dtype, folder: Path, mode=None, backend="r
     if mode is not None:
         model = apply_policy(model, from_name(mode))
     path = folder / f"{family}.pt2"
-    metadata = export_potential(model, path, backend=backend, stress=True, per_atom=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on a multi-core machine: the package must not depend on it
+    try:
+        metadata = export_potential(model, path, backend=backend, stress=True, per_atom=True)
+    finally:
+        torch.set_num_threads(threads)
     return model, path, metadata
 
 
@@ -141,6 +146,15 @@ def test_package_equals_eager_on_structures_unseen_at_export(exported):
             _assert_close(got[name], want[name], TOLERANCES[_mode(metadata)], name)
 
 
+def test_package_kernels_are_serial_whatever_the_threads_of_the_export(mace_fast_float64):
+    """Parallel (OpenMP) kernels would scatter-add atomically, 2-5x slower (docs/export.md)."""
+    _, path, _ = mace_fast_float64
+    with zipfile.ZipFile(path) as archive:
+        sources = [archive.read(n).decode() for n in archive.namelist() if n.endswith(".cpp")]
+    assert sources
+    assert not any("#pragma omp parallel" in text or "atomic_add" in text for text in sources)
+
+
 def test_package_metadata_describes_model_and_validation(allegro_float32):
     model, path, written = allegro_float32
     metadata = read_metadata(path)
@@ -150,6 +164,7 @@ def test_package_metadata_describes_model_and_validation(allegro_float32):
     assert metadata["dtype"] == "float32"
     assert metadata["torch_version"] == torch.__version__
     assert metadata["outputs"] == ["energy", "forces", "stress", "virial", "node_energy"]
+    assert metadata["threads"] == 1
     figures = metadata["validation"]["figures"]
     assert [row["structure"] for row in figures] == ["molecule", "periodic", "slab", "large"]
     assert all(row["within_tolerance"] for row in figures)
@@ -350,6 +365,8 @@ def test_max_atoms_bounds_the_atom_axis_and_refuses_larger_structures(
     model, compiled, _ = allegro_float32
     with pytest.raises(ExportError, match="--max-atoms 20 is below .*'large', 64 atoms"):
         export_potential(model, tmp_path / "small.pt2", max_atoms=20)
+    with pytest.raises(ExportError, match="threads must be >= 1, got 0"):
+        export_potential(model, tmp_path / "serial.pt2", threads=0)
     _reuse_compiled(monkeypatch, compiled, tmp_path)
     programs = []
 

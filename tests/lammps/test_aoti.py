@@ -220,7 +220,15 @@ def _with_metadata(package: Path, target: Path, metadata: dict[str, str]) -> Pat
 def _package_metadata(model, outputs: list[str], inputs: list[str]) -> dict[str, str]:
     """The AOTInductor metadata ``export_potential`` writes for ``model``."""
     return _string_metadata(
-        _metadata(model, outputs, inputs, torch.device("cpu"), max_atoms=None, backend="reference")
+        _metadata(
+            model,
+            outputs,
+            inputs,
+            torch.device("cpu"),
+            max_atoms=None,
+            backend="reference",
+            threads=1,
+        )
     )
 
 

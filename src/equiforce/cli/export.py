@@ -30,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bound the package's atom axis to N atoms per structure (>= 64, the export "
         "check's largest structure); larger structures are refused when run; default: unbounded",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="OpenMP threads the package's CPU loops are compiled for (default 1: serial loops; "
+        "2-thread packages ran 2.2-4.6x slower here, their scatter-adds atomic; docs/export.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         stress=args.stress,
         per_atom=args.per_atom,
         max_atoms=args.max_atoms,
+        threads=args.threads,
     )
     validation = metadata["validation"]
     print(f"package vs eager, (atol, rtol) = {tuple(validation['tolerance'])}:")

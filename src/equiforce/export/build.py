@@ -14,7 +14,11 @@ AOTInductor loaders run:
    requested ones, and ``torch.export.export`` exports it with the atom and edge axes dynamic
    (from 2 up; the atom axis up to ``max_atoms`` when given, the edge axis unbounded: its
    count depends on the density and r_max, not on the atoms alone);
-4. ``torch._inductor.aot_compile`` compiles it; the candidate package is loaded and compared
+4. ``torch._inductor.aot_compile`` compiles it, its CPU loops for ``threads`` OpenMP threads
+   (default 1, serial, whatever the exporting process's torch threads: Inductor would
+   otherwise compile for ``torch.get_num_threads()``, and its parallel loops write the
+   forces' scatter-adds as atomic adds, 2.2-4.6x slower at 2 threads, docs/export.md); the
+   candidate package is loaded and compared
    with the eager potential (an inference call, ``create_graph=False``, as the calculator
    makes it: a tiny bf16-mixed Allegro's package is within 1e-6-2.5e-2 eV/Å of it, but
    2.7-7.6e-2 eV/Å from eager with ``create_graph=True``, whose SiLU derivative rounds
@@ -237,6 +241,7 @@ def _metadata(
     device: torch.device,
     max_atoms: int | None,
     backend: str,
+    threads: int,
 ) -> dict[str, Any]:
     policy = current_policy(potential)
     return {
@@ -255,6 +260,7 @@ def _metadata(
         "device": device.type,
         "backend": backend,
         "max_atoms": max_atoms,
+        "threads": threads,
         "equiforce_version": equiforce.__version__,
         "torch_version": torch.__version__,
         "spec": json.loads(json.dumps(potential.spec_dict(), default=str)),
@@ -270,6 +276,7 @@ def export_potential(
     stress: bool = False,
     per_atom: bool = False,
     max_atoms: int | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Export ``potential`` into an AOTInductor package at ``path`` (module docstring).
 
@@ -284,17 +291,21 @@ def export_potential(
         max_atoms: the most atoms per structure the package takes (the upper bound of the
             exported atom axis, stored as ``metadata["max_atoms"]``; loading refuses larger
             structures); at least the largest validation structure (64). None: unbounded.
+        threads: OpenMP threads the CPU loops are compiled for (``metadata["threads"]``;
+            step 4 of the module docstring: 1, serial, is the fast choice measured here).
 
     Returns:
         The metadata written into the package (``validation``: the figures).
 
     Raises:
         ExportError: custom ops left in the trace; ``max_atoms`` below the validation
-            structures.
+            structures; ``threads`` below 1.
         ExportValidationError: the package disagrees with eager beyond ``EXPORT_TOLERANCES``
             of the model's lowest compute dtype; nothing is written.
     """
     device = torch.device(device)
+    if threads < 1:
+        raise ExportError(f"threads must be >= 1, got {threads}")
     _check_max_atoms(max_atoms, validation_structures(potential.type_names))
     model = use_backend(copy.deepcopy(potential), backend).to(device).eval()
     model = exportable(model)  # fast MACE kernels as plain torch ops, weights folded
@@ -304,11 +315,12 @@ def export_potential(
     periodic = validation_structures(model.type_names)["periodic"]
     traced = atoms_batch(periodic, model.type_names, model.r_max, device)
     program, inputs = _exported_program(model, traced, outputs, stress, max_atoms)
-    metadata = _metadata(model, outputs, inputs, device, max_atoms, backend)
+    metadata = _metadata(model, outputs, inputs, device, max_atoms, backend, threads)
     aoti_files = torch._inductor.aot_compile(
         program.module(check_guards=False),
         program.example_inputs[0],
         options={
+            "cpp.threads": threads,
             "aot_inductor.package": True,
             "aot_inductor.metadata": _string_metadata(metadata),
         },
