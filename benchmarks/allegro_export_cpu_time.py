@@ -37,13 +37,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import DEFAULT_DATA_DIR, run_record
+from benchmarks.common import DEFAULT_DATA_DIR, preset_with_species, run_record
 from benchmarks.export_cpu_time import (
     MOLECULE_SPECIES,
     child_json,
     export_case,
     molecule,
-    preset_with_species,
     summary,
     table,
     thread_timed,

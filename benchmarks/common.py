@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from equiforce.measure.machine import git_commit, machine_info, mem_available_gb
+from equiforce.models import build_model
+from equiforce.models.presets import PRESETS
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -28,6 +30,7 @@ __all__ = [
     "git_commit",
     "machine_info",
     "mem_available_gb",
+    "preset_with_species",
     "require_data",
     "run_benches",
     "run_record",
@@ -35,6 +38,15 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+_ATOMIC_ENERGIES = {"H": -1.0, "C": -2.0, "N": -2.5, "O": -3.0}  # eV, of preset_with_species
+
+
+def preset_with_species(preset: str, species: tuple[str, ...], dtype: str, seed: int):
+    """The preset's model on ``species`` (any of H, C, N, O), random weights from ``seed``."""
+    family, fields, _ = PRESETS[preset]
+    energies = tuple(_ATOMIC_ENERGIES[s] for s in species)
+    spec = {**fields, "type_names": species, "atomic_energies": energies}
+    return build_model(family, {**spec, "dtype": dtype, "seed": seed}).eval()
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, out: str) -> None:

@@ -38,16 +38,15 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import DEFAULT_DATA_DIR, require_data, run_record
+from benchmarks.common import DEFAULT_DATA_DIR, preset_with_species, require_data, run_record
 from equiforce.measure.timing import CallTime, interleave, measure_call, summarize
-from equiforce.models import build_model, save_model
+from equiforce.models import save_model
 from equiforce.models.presets import PRESETS
 from equiforce.workflows.bench.report import write_json
 
-__all__ = ["main", "molecule", "preset_with_species"]
+__all__ = ["MOLECULE_SPECIES", "main", "molecule"]
 
 MOLECULE_SPECIES = {"acac": ("H", "C", "O"), "3bpa": ("H", "C", "N", "O")}
-_ATOMIC_ENERGIES = {"H": -1.0, "C": -2.0, "N": -2.5, "O": -3.0}
 
 
 def molecule(name: str, data_dir: Path):
@@ -60,14 +59,6 @@ def molecule(name: str, data_dir: Path):
 
     (path,) = require_data(data_dir, "3bpa/train_300K.xyz")
     return read(path, index=0)
-
-
-def preset_with_species(preset: str, species: tuple[str, ...], dtype: str, seed: int):
-    """The preset's model with ``species`` (random weights from ``seed``)."""
-    family, fields, _ = PRESETS[preset]
-    energies = tuple(_ATOMIC_ENERGIES[s] for s in species)
-    spec = {**fields, "type_names": species, "atomic_energies": energies}
-    return build_model(family, {**spec, "dtype": dtype, "seed": seed}).eval()
 
 
 def thread_timed(

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import run_record
-from benchmarks.export_cpu_time import MOLECULE_SPECIES, molecule, preset_with_species
+from benchmarks.common import preset_with_species, run_record
+from benchmarks.export_cpu_time import MOLECULE_SPECIES, molecule
 from equiforce.measure.timing import interleave, measure_call, summarize
 from equiforce.workflows.bench.report import write_json
 

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import failures, run_benches
+from benchmarks.common import failures, preset_with_species, run_benches
+from equiforce.models import save_model
 from equiforce.models.presets import PRESETS
 from equiforce.workflows.bench import BenchConfig
 from equiforce.workflows.bench.kinds import KINDS
@@ -77,6 +78,13 @@ def parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
     p.add_argument("--box-warmup", type=int, default=d["box_warmup"], help="boxes: untimed")
     p.add_argument("--box-repeats", type=int, default=d["box_repeats"], help="boxes: timed")
     p.add_argument("--seed", type=int, default=0, help="weights and systems")
+    p.add_argument(
+        "--species",
+        nargs="+",
+        default=None,
+        help="build the presets on these species (of H C N O; e.g. for file:3bpa.xyz systems), "
+        "saved as model files in --out; default: the presets' own",
+    )
     return p
 
 
@@ -84,13 +92,14 @@ def cases(
     args: argparse.Namespace, variants: tuple[Variant, ...] = (), profile: bool = False
 ) -> list[BenchConfig]:
     """One bench configuration per (preset, dtype, kind, molecules-or-boxes)."""
+    molecules = ("molecule", "batch", "file")
     groups = (
-        ([s for s in args.systems if parse_system(s)[0] in ("molecule", "batch")], False),
-        ([s for s in args.systems if parse_system(s)[0] not in ("molecule", "batch")], True),
+        ([s for s in args.systems if parse_system(s)[0] in molecules], False),
+        ([s for s in args.systems if parse_system(s)[0] not in molecules], True),
     )
     return [
         BenchConfig(
-            preset=preset,
+            **_source(args, preset),
             systems=tuple(systems),
             precision=dtype,
             kind=kind,
@@ -109,6 +118,19 @@ def cases(
         for systems, boxes in groups
         if systems
     ]
+
+
+def _source(args: argparse.Namespace, preset: str) -> dict[str, str]:
+    """The ``BenchConfig`` model source: the preset, or with ``--species`` its model on those
+    species (weights from ``--seed``) saved in ``--out``."""
+    if not args.species:
+        return {"preset": preset}
+    path = args.out / f"{preset}_{'-'.join(args.species)}_seed{args.seed}.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = preset_with_species(preset, tuple(args.species), "float64", args.seed)
+        save_model(model, path)
+    return {"model": str(path)}
 
 
 def run(

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="molecule, batchN (N rattled copies in one batch), box-N (water box, ~N atoms), "
-        "fcc-N (fcc Al box, ~N atoms, for the -al presets); "
+        "fcc-N (fcc Al box, ~N atoms, for the -al presets), file:PATH[@INDEX] (a structure "
+        "file's frames, e.g. file:train.xyz@:5, in one batch); "
         f"default: {' '.join(DEFAULT_SYSTEMS)} (a .pt2 package, one structure per call: "
         "without the batches)",
     )

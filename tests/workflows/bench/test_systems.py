@@ -104,3 +104,30 @@ def test_fcc_box_is_rattled_about_the_lattice_and_shuffles_only_the_order():
     assert not np.allclose(atoms.positions, shuffled.positions)
     order = np.lexsort(atoms.positions.T), np.lexsort(shuffled.positions.T)
     np.testing.assert_array_equal(atoms.positions[order[0]], shuffled.positions[order[1]])
+
+
+def test_file_systems_are_the_frames_a_structure_file_holds(tmp_path):
+    from ase.io import write
+
+    from equiforce.workflows.bench import BenchConfig
+    from equiforce.workflows.bench.options import Variant
+    from equiforce.workflows.bench.systems import system_atoms
+
+    frames = [make_system("molecule", seed=k)[0] for k in range(3)]
+    frames[2] = frames[2][:7]
+    path = tmp_path / "mine.xyz"
+    write(path, frames, format="extxyz")
+    assert parse_system(f"file:{path}") == ("file", 3)
+    assert parse_system(f"file:{path}@:2") == ("file", 2)
+    assert system_atoms(f"file:{path}") == 15 + 15 + 7
+    (last,) = make_system(f"file:{path}@2", seed=9)  # a file's frames are as read
+    np.testing.assert_allclose(last.positions, frames[2].positions, atol=1e-8)  # as written
+    assert last.get_chemical_formula() == frames[2].get_chemical_formula()
+    with pytest.raises(ValueError, match=r"'file:.*nothere.xyz': no file .*nothere.xyz"):
+        parse_system(f"file:{tmp_path / 'nothere.xyz'}")
+    with pytest.raises(ValueError, match="selects no frame"):
+        parse_system(f"file:{path}@5:")
+    exported = (Variant("exported", export_backend="reference"),)
+    with pytest.raises(ValueError, match="one structure per call"):
+        BenchConfig(preset="allegro-tiny", systems=(f"file:{path}@:2",), variants=exported)
+    BenchConfig(preset="allegro-tiny", systems=(f"file:{path}@0",), variants=exported)

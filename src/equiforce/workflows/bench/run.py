@@ -129,8 +129,7 @@ class BenchConfig:
             raise ValueError("give either a model file or --preset NAME (not both)")
         if not self.systems:
             raise ValueError("no systems to run")
-        for name in self.systems:
-            parse_system(name)
+        parsed = {name: parse_system(name) for name in self.systems}
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(
                 f"need --repeats >= 1 and --warmup >= 0, got {self.repeats}, {self.warmup}"
@@ -148,7 +147,7 @@ class BenchConfig:
             raise ValueError(
                 f"--exported: an exported package runs inference only, not {self.kind!r} calls"
             )
-        batches = [s for s in self.systems if parse_system(s)[0] == "batch" and s != "batch1"]
+        batches = [s for s, (kind, n) in parsed.items() if kind in ("batch", "file") and n > 1]
         exported = is_package(self.model) or any(v.export_backend for v in self.variants)
         if exported and batches:
             raise ValueError(

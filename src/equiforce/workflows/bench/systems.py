@@ -1,6 +1,6 @@
-"""Generated benchmark systems: one molecule, a batch of rattled copies, periodic water boxes.
+"""Benchmark systems: one molecule, a batch of rattled copies, periodic boxes, or a file's frames.
 
-Nothing is downloaded or read from disk. Names:
+The generated ones download and read nothing. Names:
 
 * ``molecule``: acetylacetone (enol form, C5H8O2, 15 atoms), rattled with ``seed``;
 * ``batchN`` (``batch64`` by default): N copies of it, each with its own seeded rattle, run as
@@ -16,7 +16,11 @@ Nothing is downloaded or read from disk. Names:
   are not zero by symmetry; lattice-ordered atoms. The scaling series: the edge count grows in
   proportion to the atoms (~13.4 edges per atom at r_max 4 Å, ~35 at 5 Å);
 * ``fcc-N-shuffled``: the same box with its atoms in seeded random order (neighbours in space
-  are no longer neighbours in the atom index).
+  are no longer neighbours in the atom index);
+* ``file:PATH`` or ``file:PATH@INDEX``: the frames of a structure file ``ase.io.read`` reads
+  (extxyz, ...), ``INDEX`` in its syntax (``@0``, ``@:5`` the first five; default all), run as
+  one batch of those graphs: the user's own structures (e.g.
+  ``file:../shared/data/3bpa/train_300K.xyz@:5``, a 3BPA batch of 5).
 """
 
 from __future__ import annotations
@@ -171,15 +175,39 @@ def fcc_box(n_atoms: int, seed: int = 0, shuffled: bool = False) -> Atoms:
     return Atoms(f"Al{len(positions)}", positions=positions, cell=cell, pbc=True)
 
 
-def parse_system(name: str) -> tuple[str, int]:
-    """``(kind, count)`` of a system name: ``("molecule", 1)``, ``("batch", N)``, ``("box", N)``,
-    ``("fcc", N)``, ``("fcc-shuffled", N)``.
+def _file_frames(name: str) -> list[Atoms]:
+    """The frames of a ``file:PATH[@INDEX]`` system (module docstring).
 
     Raises:
-        ValueError: an unknown or malformed name (the accepted forms are listed).
+        ValueError: a missing or unreadable file, or an index selecting no frame (named).
+    """
+    from ase.io import read
+
+    path, _, index = name.removeprefix("file:").partition("@")
+    if not os.path.isfile(path):
+        raise ValueError(f"system {name!r}: no file {path}")
+    try:
+        frames = read(path, index=index or ":")
+    except Exception as err:  # ase raises many kinds for a malformed file or index
+        raise ValueError(f"system {name!r}: cannot read {path} at index {index!r}: {err}") from err
+    frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise ValueError(f"system {name!r}: index {index!r} selects no frame of {path}")
+    return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
+
+
+def parse_system(name: str) -> tuple[str, int]:
+    """``(kind, count)`` of a system name: ``("molecule", 1)``, ``("batch", N)``, ``("box", N)``,
+    ``("fcc", N)``, ``("fcc-shuffled", N)``, ``("file", number of frames)`` (a file is read).
+
+    Raises:
+        ValueError: an unknown or malformed name (the accepted forms are listed), or a file
+            system that cannot be read.
     """
     if name == "molecule":
         return "molecule", 1
+    if name.startswith("file:"):
+        return "file", len(_file_frames(name))
     forms = (
         ("batch", r"batch(\d+)", 1),
         ("box", r"box-(\d+)", 3),
@@ -193,13 +221,16 @@ def parse_system(name: str) -> tuple[str, int]:
     raise ValueError(
         f"unknown system {name!r}: use 'molecule', 'batchN' (N >= 1 copies, e.g. batch64), "
         "'box-N' (a water box of about N >= 3 atoms, e.g. box-3000) or 'fcc-N' / "
-        "'fcc-N-shuffled' (fcc aluminium of about N >= 4 atoms, e.g. fcc-97556)"
+        "'fcc-N-shuffled' (fcc aluminium of about N >= 4 atoms, e.g. fcc-97556) or "
+        "'file:PATH[@INDEX]' (the frames of a structure file)"
     )
 
 
 def system_atoms(name: str) -> int:
     """Number of atoms of ``make_system(name)``, without building it."""
     kind, count = parse_system(name)
+    if kind == "file":
+        return sum(len(a) for a in _file_frames(name))
     if kind == "box":
         return 3 * round(count / 3)
     if kind.startswith("fcc"):
@@ -211,8 +242,9 @@ def make_system(name: str, seed: int = 0) -> list[Atoms]:
     """The structures of one named system (see the module docstring).
 
     Args:
-        name: ``molecule``, ``batchN``, ``box-N``, ``fcc-N`` or ``fcc-N-shuffled``.
-        seed: base seed of rattles and water orientations.
+        name: ``molecule``, ``batchN``, ``box-N``, ``fcc-N``, ``fcc-N-shuffled`` or
+            ``file:PATH[@INDEX]``.
+        seed: base seed of rattles and water orientations (a file's frames are as read).
 
     Returns:
         The structures, evaluated together as one batch.
@@ -221,6 +253,8 @@ def make_system(name: str, seed: int = 0) -> list[Atoms]:
         ValueError: an unknown or malformed name.
     """
     kind, count = parse_system(name)
+    if kind == "file":
+        return _file_frames(name)
     if kind == "box":
         return [water_box(count, seed)]
     if kind.startswith("fcc"):
