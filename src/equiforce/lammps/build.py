@@ -14,11 +14,14 @@ lock.
 
 With libtorch (the torch wheel's ``include/`` and ``lib/``: always, unless its headers were
 stripped) the plugin also runs exported ``.pt2`` packages of strictly local models in C++
-(``csrc/aoti_model.cpp``, ``-DEQUIFORCE_AOTI``): that source is compiled as torch's own
-extensions are (``-std=c++20``, torch's include paths and C++ ABI) and the plugin is linked to
-``torch``, ``torch_cpu`` and ``c10`` with an rpath to torch's ``lib/``, so a plain ``lmp``
-binary can ``plugin load`` it without Python. The LAMMPS side stays ``-std=c++17`` and
-never includes a torch header. That build takes ~17 s of CPU (torch's headers) against
+(``-DEQUIFORCE_AOTI``): ``csrc/aoti_model.cpp`` is compiled as torch's own extensions are
+(``-std=c++20``, torch's include paths and C++ ABI) into a library of its own beside the
+plugin (``aoti_library``), linked to ``torch``, ``torch_cpu`` and ``c10`` with an rpath to
+torch's ``lib/``, which the plugin opens with ``RTLD_DEEPBIND`` at the first package
+(``csrc/aoti_model.h`` says why: in a plain ``lmp``, liblammps's reference ``dgemm_`` would
+otherwise serve libtorch's float64 matrix products). So a plain ``lmp`` binary can ``plugin
+load`` it without Python. The LAMMPS side stays ``-std=c++17``, never includes a torch header
+and is not linked to libtorch. That build takes ~17 s of CPU (torch's headers) against
 ~2 s without; ``python -c "from equiforce.lammps import plugin_path; print(plugin_path())"`` builds
 and prints the plugin's path.
 """
@@ -109,23 +112,31 @@ def _run(command: list[str]) -> None:
         raise PluginBuildError(f"{' '.join(command)} failed:\n{done.stderr}")
 
 
+def aoti_library(plugin: Path) -> Path:
+    """The package runner built beside ``plugin`` (``pair_equiforce_<hash>.aoti.so``)."""
+    return plugin.with_suffix(".aoti.so")
+
+
 def _compile(compiler: Path, include: Path, torch_build: Libtorch | None, target: Path) -> None:
-    """Compile the sources into ``target`` (module docstring), via files beside it."""
+    """Compile the sources into ``target`` (and, with libtorch, ``aoti_library(target)``; module
+    docstring), via files beside it; the plugin is written last."""
     scratch = target.with_suffix(f".{os.getpid()}")
-    objects, link = [Path(f"{scratch}.pair.o")], []
+    pair_object, aoti_object = Path(f"{scratch}.pair.o"), Path(f"{scratch}.aoti.o")
+    plugin, runner = Path(f"{scratch}.so"), Path(f"{scratch}.aoti.so")
     aoti = ["-DEQUIFORCE_AOTI"] if torch_build else []
     try:
         pair = [str(compiler), *_FLAGS, *aoti, f"-I{include}", f"-I{_CSRC}", "-c"]
-        _run(pair + [str(_CSRC / "pair_equiforce.cpp"), "-o", str(objects[0])])
+        _run(pair + [str(_CSRC / "pair_equiforce.cpp"), "-o", str(pair_object)])
         if torch_build is not None:
-            objects.append(Path(f"{scratch}.aoti.o"))
             flags = [*torch_build.compile_flags, f"-I{_CSRC}", "-c"]
-            _run([str(compiler), *flags, str(_CSRC / "aoti_model.cpp"), "-o", str(objects[1])])
-            link = list(torch_build.link_flags)
-        _run([str(compiler), "-shared", *map(str, objects), "-o", f"{scratch}.so", *link])
-        os.replace(f"{scratch}.so", target)
+            _run([str(compiler), *flags, str(_CSRC / "aoti_model.cpp"), "-o", str(aoti_object)])
+            link = [str(compiler), "-shared", str(aoti_object), "-o", str(runner)]
+            _run(link + list(torch_build.link_flags))
+            os.replace(runner, aoti_library(target))
+        _run([str(compiler), "-shared", str(pair_object), "-o", str(plugin), "-ldl"])
+        os.replace(plugin, target)
     finally:
-        for name in (*objects, Path(f"{scratch}.so")):
+        for name in (pair_object, aoti_object, plugin, runner):
             name.unlink(missing_ok=True)
 
 

@@ -1,4 +1,6 @@
-/* AotiModel (aoti_model.h): an exported package run by libtorch's AOTIModelPackageLoader.
+/* PackageModel, the AotiModel of aoti_model.h: an exported package run by libtorch's
+   AOTIModelPackageLoader, built into its own shared object (`<plugin>.aoti.so`) with the entry
+   point equiforce_open_aoti_model.
 
    The package's program is the one the Python loader runs (docs/export.md): inputs, in the
    order of its `inputs` metadata, atom_type (n,) int64, batch (n,) int64 zeros, cell (1,3,3)
@@ -20,7 +22,9 @@
 #include <torch/headeronly/version.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -165,14 +169,28 @@ size_t index_of(const std::vector<std::string> &names, const std::string &name)
 
 }    // namespace
 
-struct AotiModel::Program {
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
-  std::vector<std::string> inputs;
-  size_t forces, node_energy;    // output positions
-  c10::Device device{c10::kCPU};
+class PackageModel final : public AotiModel {
+ public:
+  explicit PackageModel(const std::string &path);
+
+  double r_max() const override { return r_max_; }
+  long long max_atoms() const override { return max_atoms_; }
+  const std::vector<std::string> &type_names() const override { return type_names_; }
+  int type_index(const std::string &element) const override;
+  double compute(const Domain &domain, double *f, double *eatom, double *virial) override;
+
+ private:
+  std::string path_;
+  double r_max_;
+  long long max_atoms_;
+  std::vector<std::string> type_names_;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+  std::vector<std::string> inputs_;
+  size_t forces_, node_energy_;    // output positions
+  c10::Device device_{c10::kCPU};
 };
 
-AotiModel::AotiModel(const std::string &path) : path_(path), r_max_(0.0), max_atoms_(-1)
+PackageModel::PackageModel(const std::string &path) : path_(path), r_max_(0.0), max_atoms_(-1)
 {
   Metadata metadata;
   try {
@@ -196,33 +214,30 @@ AotiModel::AotiModel(const std::string &path) : path_(path), r_max_(0.0), max_at
     }
   }
   type_names_ = strings_field(metadata, path, "type_names");
-  program_ = std::make_unique<Program>();
-  program_->inputs = strings_field(metadata, path, "inputs");
-  for (const auto &name : program_->inputs)
+  inputs_ = strings_field(metadata, path, "inputs");
+  for (const auto &name : inputs_)
     if (name != "atom_type" && name != "batch" && name != "cell" && name != "edge_index" &&
         name != "edge_shift" && name != "pos" && name != "ptr")
       fail(path, "the package takes an input '" + name + "' that this plugin cannot provide");
   auto outputs = strings_field(metadata, path, "outputs");
-  program_->forces = index_of(outputs, "forces");
-  program_->node_energy = index_of(outputs, "node_energy");
+  forces_ = index_of(outputs, "forces");
+  node_energy_ = index_of(outputs, "node_energy");
   std::string device = string_field(metadata, path, "device");
-  program_->device = c10::Device(device == "cuda" ? c10::kCUDA : c10::kCPU);
+  device_ = c10::Device(device == "cuda" ? c10::kCUDA : c10::kCPU);
   try {
-    program_->loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
+    loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
   } catch (const std::exception &err) {
     fail(path, std::string("AOTInductor cannot load the package: ") + err.what());
   }
 }
 
-AotiModel::~AotiModel() = default;
-
-int AotiModel::type_index(const std::string &element) const
+int PackageModel::type_index(const std::string &element) const
 {
   size_t index = index_of(type_names_, element);
   return index < type_names_.size() ? static_cast<int>(index) : -1;
 }
 
-double AotiModel::compute(const Domain &domain, double *f, double *eatom, double *virial)
+double PackageModel::compute(const Domain &domain, double *f, double *eatom, double *virial)
 {
   const bool pad = domain.n_all < 2 || domain.n_edges < 2;
   const int64_t n = domain.n_all + (pad ? 2 : 0), n_edges = domain.n_edges + (pad ? 2 : 0);
@@ -256,7 +271,7 @@ double AotiModel::compute(const Domain &domain, double *f, double *eatom, double
     e[n_edges - 1] = b, e[2 * n_edges - 1] = a;
   }
   std::vector<at::Tensor> inputs;
-  for (const auto &name : program_->inputs) {
+  for (const auto &name : inputs_) {
     at::Tensor value;
     if (name == "pos") value = pos;
     else if (name == "atom_type") value = atom_type;
@@ -265,19 +280,19 @@ double AotiModel::compute(const Domain &domain, double *f, double *eatom, double
     else if (name == "cell") value = at::zeros({1, 3, 3}, options);
     else if (name == "edge_shift") value = at::zeros({n_edges, 3}, options);
     else value = at::tensor({int64_t(0), n}, options.dtype(at::kLong));    // ptr
-    inputs.push_back(value.to(program_->device));
+    inputs.push_back(value.to(device_));
   }
   std::vector<at::Tensor> outputs;
   try {
-    outputs = program_->loader->run(inputs);
+    outputs = loader_->run(inputs);
   } catch (const std::exception &err) {
     fail(path_, std::string("the package failed on ") + std::to_string(domain.n_local) +
                     " local, " + std::to_string(domain.n_all - domain.n_local) + " ghost atoms, " +
                     std::to_string(domain.n_edges) + " edges: " + err.what());
   }
-  at::Tensor forces = outputs.at(program_->forces).to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor forces = outputs.at(forces_).to(at::kCPU, at::kDouble).contiguous();
   at::Tensor node_energy =
-      outputs.at(program_->node_energy).to(at::kCPU, at::kDouble).contiguous();
+      outputs.at(node_energy_).to(at::kCPU, at::kDouble).contiguous();
   const double *fo = forces.data_ptr<double>(), *en = node_energy.data_ptr<double>();
   for (int64_t k = 0; k < 3 * int64_t(domain.n_all); k++) f[k] += fo[k];
   if (virial) {
@@ -297,3 +312,14 @@ double AotiModel::compute(const Domain &domain, double *f, double *eatom, double
 }
 
 }    // namespace equiforce
+
+extern "C" equiforce::AotiModel *equiforce_open_aoti_model(const char *path, char *error,
+                                                            int error_len)
+{
+  try {
+    return new equiforce::PackageModel(path);
+  } catch (const std::exception &err) {
+    std::snprintf(error, error_len, "%s", err.what());
+  }
+  return nullptr;
+}

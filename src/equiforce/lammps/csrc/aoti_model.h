@@ -5,11 +5,10 @@
    and the edges centred on local atoms give the local energies exactly, with no exchange.
 
    This header has no torch types (aoti_model.cpp holds them), so the LAMMPS side compiles
-   without libtorch's headers. Units: Å, eV, eV/Å. */
+   without libtorch's headers and links without libtorch. Units: Å, eV, eV/Å. */
 #ifndef EQUIFORCE_AOTI_MODEL_H
 #define EQUIFORCE_AOTI_MODEL_H
 
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,23 +26,23 @@ struct Domain {
   const int *neighbour;    // (n_edges,) local or ghost atoms, |x_j - x_i| < r_max
 };
 
+/* The interface the plugin sees. The implementation (aoti_model.cpp) is its own shared object,
+   `<plugin>.aoti.so` beside the plugin (equiforce/lammps/build.py), linked to libtorch and
+   opened by the plugin with RTLD_DEEPBIND (pair_equiforce.cpp, open_package): a plain `lmp`
+   holds liblammps.so, whose bundled reference BLAS exports `dgemm_`, in the global scope, and
+   libtorch linked into the plugin bound its float64 matrix products to it (61% of a float64
+   package's step); opened deep-bound, libtorch binds its own. */
 class AotiModel {
  public:
-  /* Reads the package's metadata (the AOTInductor metadata strings `equiforce.<field>` that
-     `equiforce export` writes), refuses what this path cannot run, then loads the compiled
-     program. Throws std::runtime_error naming the file and the reason. */
-  explicit AotiModel(const std::string &path);
-  ~AotiModel();
-  AotiModel(const AotiModel &) = delete;
-  AotiModel &operator=(const AotiModel &) = delete;
+  virtual ~AotiModel() = default;
 
-  double r_max() const { return r_max_; }
+  virtual double r_max() const = 0;
   /* the most atoms (local + ghost) one call takes (`equiforce export --max-atoms`, the upper
      bound of the program's atom axis); -1: unbounded */
-  long long max_atoms() const { return max_atoms_; }
-  const std::vector<std::string> &type_names() const { return type_names_; }
+  virtual long long max_atoms() const = 0;
+  virtual const std::vector<std::string> &type_names() const = 0;
   /* model type index of an element symbol, -1 if the model lacks it */
-  int type_index(const std::string &element) const;
+  virtual int type_index(const std::string &element) const = 0;
 
   /* Adds -dE/dx of the local energy E = sum_{i local} E_i to f (n_all, 3) for local and ghost
      atoms (LAMMPS sums ghost rows into their owners: newton on), adds E_i to eatom (n_local,)
@@ -51,17 +50,20 @@ class AotiModel {
      xx yy zz xy xz yz) to virial when it is not null (the global virial when LAMMPS's F.r over
      the total forces cannot be used, as under pair_style hybrid), and returns E (eV). Throws
      std::runtime_error, also for a domain of more than max_atoms() atoms (padding included). */
-  double compute(const Domain &domain, double *f, double *eatom, double *virial);
-
- private:
-  struct Program;
-  std::string path_;
-  double r_max_;
-  long long max_atoms_;
-  std::vector<std::string> type_names_;
-  std::unique_ptr<Program> program_;
+  virtual double compute(const Domain &domain, double *f, double *eatom, double *virial) = 0;
 };
 
+/* The entry point of `<plugin>.aoti.so`, looked up by name (kOpenAotiModel): reads the package's
+   metadata (the AOTInductor metadata strings `equiforce.<field>` that `equiforce export`
+   writes), refuses what this path cannot run, then loads the compiled program. Returns the
+   model (the caller deletes it), or null with a message naming the file and the reason in
+   `error` (error_len bytes, NUL-terminated). */
+using OpenAotiModel = AotiModel *(*) (const char *path, char *error, int error_len);
+constexpr const char *kOpenAotiModel = "equiforce_open_aoti_model";
+
 }    // namespace equiforce
+
+extern "C" equiforce::AotiModel *equiforce_open_aoti_model(const char *path, char *error,
+                                                            int error_len);
 
 #endif

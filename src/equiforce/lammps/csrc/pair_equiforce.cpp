@@ -11,6 +11,8 @@
 
 #ifdef EQUIFORCE_AOTI
 #include "aoti_model.h"
+
+#include <dlfcn.h>
 #endif
 
 #include "atom.h"
@@ -102,13 +104,37 @@ void PairEquiforce::settings(int narg, char **arg)
 }
 
 #ifdef EQUIFORCE_AOTI
+/* equiforce_open_aoti_model of `<this plugin>.aoti.so` (aoti_model.h: why a library of its own,
+   opened deep-bound), opened on the first package; null with `error` set if it cannot be. */
+static equiforce::OpenAotiModel open_aoti_model(std::string &error)
+{
+  static equiforce::OpenAotiModel open = nullptr;
+  if (open != nullptr) return open;
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void *>(&open_aoti_model), &self) == 0 || !self.dli_fname) {
+    error = "cannot locate the plugin's own file (dladdr)";
+    return nullptr;
+  }
+  std::string library = self.dli_fname;
+  library = library.substr(0, library.size() - 3) + ".aoti.so";    // pair_equiforce_<hash>.so
+  void *handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (handle == nullptr) {
+    error = "cannot load " + library + " (built with the plugin): " + dlerror();
+    return nullptr;
+  }
+  open = reinterpret_cast<equiforce::OpenAotiModel>(dlsym(handle, equiforce::kOpenAotiModel));
+  if (open == nullptr) error = library + " has no " + equiforce::kOpenAotiModel;
+  return open;
+}
+
 void PairEquiforce::load_package(const char *path)
 {
-  try {
-    package = std::make_shared<equiforce::AotiModel>(path);
-  } catch (const std::exception &err) {
-    error->all(FLERR, err.what());
-  }
+  std::string reason;
+  equiforce::OpenAotiModel open = open_aoti_model(reason);
+  if (open == nullptr) error->all(FLERR, "pair_style equiforce {}: {}", path, reason);
+  char err[kErrLen] = "";
+  package.reset(open(path, err, kErrLen));
+  if (!package) error->all(FLERR, err);
   r_max = package->r_max();
 }
 
