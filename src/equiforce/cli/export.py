@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="OpenMP threads the package's CPU loops are compiled for (default 1: serial loops; "
-        "2-thread packages ran 2.2-4.6x slower here, their scatter-adds atomic; docs/export.md)",
+        "2-thread packages ran 2.1-4.6x slower here, their scatter-adds atomic; docs/export.md)",
     )
 
 

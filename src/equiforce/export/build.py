@@ -17,7 +17,7 @@ AOTInductor loaders run:
 4. ``torch._inductor.aot_compile`` compiles it, its CPU loops for ``threads`` OpenMP threads
    (default 1, serial, whatever the exporting process's torch threads: Inductor would
    otherwise compile for ``torch.get_num_threads()``, and its parallel loops write the
-   forces' scatter-adds as atomic adds, 2.2-4.6x slower at 2 threads, docs/export.md); the
+   forces' scatter-adds as atomic adds, 2.1-4.6x slower at 2 threads, docs/export.md); the
    candidate package is loaded and compared
    with the eager potential (an inference call, ``create_graph=False``, as the calculator
    makes it: a tiny bf16-mixed Allegro's package is within 1e-6-2.5e-2 eV/Å of it, but
