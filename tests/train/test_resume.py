@@ -21,22 +21,26 @@ from equiforce.train.run import train
 
 from .conftest import TINY_MODELS, assert_same_rows, config_dict
 
-# The child counts optimizer steps in a file (after each EMA update), so the parent can kill
-# it at a known point; the counting does not touch the numbers.
+# The child counts optimizer steps in a file (after each EMA update) and waits after step
+# argv[3] until the parent kills it, so the kill lands at a known point however the two
+# processes are scheduled; neither touches the numbers.
 _CHILD = textwrap.dedent(
     """
     import sys
+    import time
     from pathlib import Path
     from equiforce.train import ema
     from equiforce.train.config import load_config
     from equiforce.train.run import train
 
-    steps_file = Path(sys.argv[2])
+    steps_file, kill_step = Path(sys.argv[2]), int(sys.argv[3])
     update = ema.ExponentialMovingAverage.update
 
     def counting_update(self, model):
         update(self, model)
         steps_file.write_text(f"{self.num_updates}\\n")
+        if self.num_updates == kill_step:
+            time.sleep(600)  # the parent kills it here
 
     ema.ExponentialMovingAverage.update = counting_update
     train(load_config(sys.argv[1]))
@@ -54,7 +58,7 @@ def _kill_after_step(config_file: Path, steps_file: Path, step: int, log: Path) 
     """Run training in a child process and SIGKILL it once ``step`` steps are done."""
     with open(log, "wb") as stderr:
         child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(config_file), str(steps_file)],
+            [sys.executable, "-c", _CHILD, str(config_file), str(steps_file), str(step)],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
