@@ -5,7 +5,8 @@ Runs on 1 rank in this process (``run_lammps``) and on 2-3 ranks under the mpich
 energy, per-atom energies, forces and pressure of a periodic Cu/Au box and of a molecule in a
 non-periodic box equal the ASE calculator's; 50 NVE and 20 NPT steps give the same trajectory
 on 1 and 2 ranks and NVE conserves energy; 3 ranks, two of them empty, give the serial MACE
-trajectory; input errors name the problem.
+trajectory; input errors name the problem, and neighbour settings that
+would drop pairs (`neigh_modify exclude`, `special_bonds` below 1 with bonds) are refused.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ run ${steps}
 print "$(pe:%.17g) $(etotal:%.17g)" file ${out}/nve_end.txt
 write_dump all custom ${out}/nve.dump id x y z vx vy vz modify format float %.17g sort id
 """
+BONDED = """units metal
+atom_style bond
+boundary f f f
+read_data ${data}
+bond_style zero
+bond_coeff *
+${settings}
+pair_style equiforce ${model}
+pair_coeff * * H C O
+"""
 NPT = """unfix nve
 fix npt all npt temp 600 600 0.1 iso 0 0 1.0
 run 20
@@ -90,10 +101,40 @@ def files(tmp_path_factory) -> Path:
         specorder=["H", "C", "O"],
         masses=True,
     )
+    _write_bonded_data(folder / "molecule.data", folder / "bonded.data")
+    (folder / "bonded.lmp").write_text(BONDED + RUN0)
     (folder / "box.lmp").write_text(HEADER + RUN0 + NVE + NPT)
     (folder / "nve.lmp").write_text(HEADER + RUN0 + NVE)
     (folder / "run0.lmp").write_text(HEADER + RUN0)
     return folder
+
+
+def _write_bonded_data(atomic: Path, bonded: Path) -> None:
+    """``atomic``'s molecule as ``atom_style bond`` data, one bond per pair closer than 1.6 Å."""
+    atoms = read(atomic, format="lammps-data", units="metal")
+    distances = atoms.get_all_distances()
+    pairs = [(i, j) for i in range(len(atoms)) for j in range(i + 1, len(atoms))]
+    bonds = [(i, j) for i, j in pairs if distances[i, j] < 1.6]
+    lines = [
+        "ethanol with bonds",
+        "",
+        f"{len(atoms)} atoms",
+        "3 atom types",
+        f"{len(bonds)} bonds",
+        "1 bond types",
+        "",
+    ]
+    lines += [
+        f"0 {length} {axis}lo {axis}hi"
+        for length, axis in zip(atoms.cell.lengths(), "xyz", strict=True)
+    ]
+    lines += ["", "Masses", "", "1 1.008", "2 12.011", "3 15.999", "", "Atoms # bond", ""]
+    types = atoms.get_array("type")
+    for i, (x, y, z) in enumerate(atoms.positions):
+        lines.append(f"{i + 1} 1 {types[i]} {x:.17g} {y:.17g} {z:.17g}")
+    lines += ["", "Bonds", ""]
+    lines += [f"{k + 1} 1 {i + 1} {j + 1}" for k, (i, j) in enumerate(bonds)]
+    bonded.write_text("\n".join(lines) + "\n")
 
 
 def _variables(files: Path, family: str, out: Path, **changes: str) -> dict[str, str]:
@@ -220,6 +261,43 @@ def test_input_errors_name_the_problem(files, tmp_path, changes, message):
     variables = _variables(files, "allegro", tmp_path, **changes)
     with pytest.raises(LammpsError, match=message):
         run_lammps(files / "run0.lmp", variables=variables, log=None, screen=False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            "special_bonds lj/coul 0.0 0.0 0.0",
+            "1-2 pairs by lj 0 coul 0.*special_bonds lj/coul 1.0",
+        ),
+        ("special_bonds lj/coul 1.0 1.0 0.5", "1-4 pairs by lj 0.5 coul 0.5"),
+        ("neigh_modify exclude type 1 2", "'neigh_modify exclude' removes some"),
+    ],
+)
+def test_settings_that_drop_pairs_from_the_neighbour_list_are_refused(
+    files, tmp_path, settings, message
+):
+    variables = {"data": str(files / "bonded.data"), "model": str(files / "mace.pt")}
+    with pytest.raises(LammpsError, match=message):
+        run_lammps(
+            files / "bonded.lmp",
+            variables={**variables, "settings": settings, "out": str(tmp_path)},
+            log=None,
+            screen=False,
+        )
+
+
+def test_a_bonded_molecule_with_every_pair_listed_equals_ase(files, tmp_path):
+    variables = {
+        "data": str(files / "bonded.data"),
+        "model": str(files / "mace.pt"),
+        "settings": "special_bonds lj/coul 1.0 1.0 1.0",
+        "out": str(tmp_path),
+    }
+    run_lammps(files / "bonded.lmp", variables=variables, log=None, screen=False)
+    _assert_run0_matches_ase(
+        tmp_path, files / "molecule.data", ["H", "C", "O"], files / "mace.pt", stress=False
+    )
 
 
 def test_the_plugin_outside_the_driver_says_how_to_run_it(files, tmp_path):

@@ -207,7 +207,24 @@ void PairEquiforce::init_style()
     error->all(FLERR, "pair_style equiforce needs 'units metal' (eV, Å, ps); the input has 'units {}'",
                update->unit_style);
   if (force->newton_pair == 0) error->all(FLERR, "pair_style equiforce needs 'newton on'");
+  check_every_pair_listed();
   neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+void PairEquiforce::check_every_pair_listed()
+{
+  if (neighbor->nex_type || neighbor->nex_group || neighbor->nex_mol)    // set by neigh_modify
+    error->all(FLERR, "pair_style equiforce needs every pair within r_max = {} Å in its "
+               "neighbour list; 'neigh_modify exclude' removes some (a type mapped to NULL "
+               "under pair_style hybrid leaves those atoms out instead)", r_max);
+  if (atom->molecular == Atom::ATOMIC || atom->nbonds == 0) return;
+  for (int k = 1; k <= 3; k++)
+    if (force->special_lj[k] != 1.0 || force->special_coul[k] != 1.0)
+      error->all(FLERR, "pair_style equiforce needs every pair within r_max = {} Å; the data "
+                 "has bonds and special_bonds weights 1-{} pairs by lj {} coul {}, which "
+                 "drops or marks them in the neighbour list: use 'special_bonds lj/coul 1.0 "
+                 "1.0 1.0' (and pair_modify pair STYLE special for other hybrid sub-styles)",
+                 r_max, k + 1, force->special_lj[k], force->special_coul[k]);
 }
 
 double PairEquiforce::init_one(int i, int j)

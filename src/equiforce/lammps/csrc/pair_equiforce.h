@@ -72,6 +72,8 @@ class PairEquiforce : public Pair {
 
  protected:
   void allocate();
+  // neigh_modify exclude, or special_bonds below 1 with bonds, would silently drop edges
+  void check_every_pair_listed();
   void build_edges();
   void apply_pair_gradient();
   void assign_rows();
