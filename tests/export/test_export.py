@@ -140,8 +140,9 @@ def test_package_equals_eager_on_structures_unseen_at_export(exported):
         batch = package.batch(atoms)
         stress = bool(atoms.pbc.all())
         got = package(batch, compute_stress=stress)
-        want = model(batch, compute_stress=stress, create_graph=False)
-        for name in [keys.ENERGY, keys.FORCES, keys.NODE_ENERGY] + [keys.STRESS] * stress:
+        want = model(batch, compute_stress=stress, create_graph=False, compute_edge_gradients=True)
+        names = [keys.ENERGY, keys.FORCES, keys.NODE_ENERGY, keys.EDGE_GRADIENT]
+        for name in names + [keys.STRESS] * stress:
             assert got[name].dtype == torch.float64
             _assert_close(got[name], want[name], TOLERANCES[_mode(metadata)], name)
 
@@ -163,7 +164,8 @@ def test_package_metadata_describes_model_and_validation(allegro_float32):
     assert metadata["r_max"] == model.r_max
     assert metadata["dtype"] == "float32"
     assert metadata["torch_version"] == torch.__version__
-    assert metadata["outputs"] == ["energy", "forces", "stress", "virial", "node_energy"]
+    outputs = ["energy", "forces", "stress", "virial", "node_energy", "edge_gradient"]
+    assert metadata["outputs"] == outputs
     assert metadata["threads"] == 1
     figures = metadata["validation"]["figures"]
     assert [row["structure"] for row in figures] == ["molecule", "periodic", "slab", "large"]

@@ -6,8 +6,9 @@ to 1e-10: on one rank under the driver (``run_lammps``) and on two ranks of the 
 ``lmp`` binary, which has no Python in it at all (``plugin load`` in the input). Ethanol in a
 non-periodic box on three plain ranks, one with ghosts only and one empty (the C++ side pads
 their graphs), equals ASE too. NVE steps equal those of the Python-callback path on the model
-file. A MACE package is refused, naming the halo exchange and the Python path; so is a package
-without per-atom energies, and a rank with more atoms than the package's ``max_atoms``
+file, and so do per-atom virials (``compute stress/atom``, from the package's edge
+gradients). A MACE package is refused, naming the halo exchange and the Python path; so is a
+package without per-atom energies, and a rank with more atoms than the package's ``max_atoms``
 (``equiforce export --max-atoms``), naming the rank and its atom counts.
 
 The refusals depend only on a package's metadata, read before its program loads; a MACE
@@ -63,14 +64,28 @@ write_dump all custom ${out}/nve.dump id x y z vx vy vz modify format float %.17
 PAIR = "pair_style equiforce ${model}\npair_coeff * * ${elements}"
 assert PAIR in INPUT
 # ZBL on every pair plus the model on Cu only; a pressure of the equiforce sub-style makes
-# hybrid ask its sub-styles for their virials (no F.r over the total forces): the package's
-# x (x) f sum (a mutation of it fails this test; without the compute, hybrid uses F.r)
+# hybrid ask its sub-styles for their virials (no F.r over the total forces): the sum of the
+# package's edge virials -r_ij (x) dE/dr_ij (without the compute, hybrid uses F.r)
 HYBRID = (
     "pair_style hybrid/overlay equiforce ${model} "
     + ZBL.replace("${zbl}", "zbl")
     + "\npair_coeff * * equiforce Cu NULL"
     + "\ncompute model_pressure all pressure NULL pair/hybrid equiforce"
 )
+
+# per-atom virials (eV; LAMMPS's stress/atom is -virial, in bar Å^3) of the box, run 0
+STRESS_ATOM = """units metal
+atom_style atomic
+boundary p p p
+processors ${processors}
+read_data ${data}
+pair_style equiforce ${model}
+pair_coeff * * ${elements}
+compute s all stress/atom NULL virial
+dump d all custom 1 ${out}/virial.dump id c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[6]
+dump_modify d format float %.17g sort id
+run 0
+"""
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +108,8 @@ def files(tmp_path_factory) -> Path:
     (folder / "hybrid_plain.lmp").write_text(
         f"plugin load {plugin_path()}\n" + INPUT.replace(PAIR, HYBRID)
     )
+    (folder / "stress_atom.lmp").write_text(STRESS_ATOM)
+    (folder / "stress_atom_plain.lmp").write_text(f"plugin load {plugin_path()}\n" + STRESS_ATOM)
     return folder
 
 
@@ -222,6 +239,22 @@ def test_hybrid_overlay_with_zbl_and_a_null_type_equals_the_python_callback_path
             np.testing.assert_allclose(run[key], value, rtol=0, atol=EXACT * scale, err_msg=key)
 
 
+def test_per_atom_virials_equal_the_python_callback_path(files, tmp_path):
+    """``compute stress/atom`` of the package (edge gradients) on 1 and 2 ranks."""
+    virials = {}
+    for name, model in (("python", "allegro.pt"), ("package", "allegro.pt2")):
+        variables = _box(files, tmp_path / name, model=str(files / model))
+        run_lammps(files / "stress_atom.lmp", variables=variables, log=None, screen=False)
+        virials[name] = np.loadtxt(tmp_path / name / "virial.dump", skiprows=9)
+    _plain_lmp(files, _box(files, tmp_path / "plain"), ranks=2, script="stress_atom_plain.lmp")
+    virials["package on 2 plain ranks"] = np.loadtxt(tmp_path / "plain" / "virial.dump", skiprows=9)
+    reference = virials.pop("python")
+    scale = np.abs(reference[:, 1:]).max()
+    assert scale > 1.0  # bar Å^3: the box is strained, the virials are not trivially zero
+    for name, virial in virials.items():
+        np.testing.assert_allclose(virial, reference, rtol=0, atol=EXACT * scale, err_msg=name)
+
+
 def _with_metadata(package: Path, target: Path, metadata: dict[str, str]) -> Path:
     """A copy of ``package`` whose AOTInductor metadata (``*_metadata.json``) is ``metadata``."""
     with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as copy:
@@ -292,8 +325,12 @@ def _with_max_atoms(package: Path, target: Path, max_atoms: int) -> Path:
 def test_a_rank_with_more_atoms_than_the_package_takes_is_refused(files, tmp_path):
     exported = files / "allegro.pt2"
     fits = _with_max_atoms(exported, tmp_path / "fits.pt2", 100_000)
-    run_lammps(files / "driver.lmp", variables=_box(files, tmp_path / "fits", model=str(fits)),
-               log=None, screen=False)
+    run_lammps(
+        files / "driver.lmp",
+        variables=_box(files, tmp_path / "fits", model=str(fits)),
+        log=None,
+        screen=False,
+    )
     _assert_run0_equals_ase(
         tmp_path / "fits", files / "box.data", "Cu Au", files / "allegro.pt", periodic=True
     )

@@ -24,6 +24,7 @@ OUTPUTS = (
     keys.FORCES,
     keys.STRESS,
     keys.VIRIAL,
+    keys.EDGE_GRADIENT,
     EDGE_ENERGY,
     NODE_FEATURES,
 )
@@ -50,7 +51,12 @@ def _calls(model, batch, **options) -> tuple[dict[str, torch.Tensor], int]:
 
 def _compare(model, batch, stress: bool = True, blocking: BlockSettings = SMALL_BLOCKS) -> int:
     """Assert blocked == whole-graph for every output; return the number of blocks."""
-    options = {"compute_forces": True, "compute_stress": stress, "create_graph": False}
+    options = {
+        "compute_forces": True,
+        "compute_stress": stress,
+        "create_graph": False,
+        "compute_edge_gradients": True,
+    }
     model.blocking = None
     whole, one = _calls(model, batch, **options)
     model.blocking = blocking

@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_option(parser, choices=("cpu", "cuda"))
     parser.add_argument("--stress", action="store_true", help="also output stress and virial")
-    parser.add_argument("--per-atom", action="store_true", help="also output atomic energies")
+    parser.add_argument(
+        "--per-atom",
+        action="store_true",
+        help="also output atomic energies and per-edge energy gradients (per-atom virials; "
+        "the LAMMPS pair style needs them)",
+    )
     parser.add_argument(
         "--max-atoms",
         type=int,

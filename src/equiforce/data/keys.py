@@ -35,6 +35,7 @@ NODE_ENERGY = "node_energy"  # (n_atoms,) float64, eV (model output)
 EDGE_INDEX = "edge_index"  # (2, n_edges) int64: [centre i, neighbour j]
 EDGE_SHIFT = "edge_shift"  # (n_edges, 3) float64, integer lattice shifts of neighbour j
 EDGE_VEC = "edge_vec"  # (n_edges, 3) float64, Å, pos[j] - pos[i] + edge_shift @ cell
+EDGE_GRADIENT = "edge_gradient"  # (n_edges, 3) float64, eV/Å, dE/d(edge_vec) (model output)
 
 # --- per graph ----------------------------------------------------------------------------
 CELL = "cell"  # (n_graphs, 3, 3) float64, Å, rows are lattice vectors (zeros if none)
@@ -64,6 +65,7 @@ FIELD_SCOPES: Mapping[str, Scope] = MappingProxyType(
         EDGE_INDEX: Scope.EDGE,
         EDGE_SHIFT: Scope.EDGE,
         EDGE_VEC: Scope.EDGE,
+        EDGE_GRADIENT: Scope.EDGE,
         CELL: Scope.GRAPH,
         PBC: Scope.GRAPH,
         ENERGY: Scope.GRAPH,

@@ -184,7 +184,8 @@ def _exported_program(
     names = sorted(name for name in keys.MODEL_INPUT_KEYS if name in batch)
     state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
     args = [batch[name] for name in names]
-    graph, out_keys = trace_potential(potential, names, args + state, True, stress)
+    edge_gradients = keys.EDGE_GRADIENT in outputs
+    graph, out_keys = trace_potential(potential, names, args + state, True, stress, edge_gradients)
     custom = _custom_ops(graph)
     if custom:
         raise ExportError(
@@ -214,7 +215,13 @@ def _validate(
     for name, atoms in validation_structures(package.type_names).items():
         batch = package.batch(atoms)
         got = package(batch, compute_stress=stress)
-        want = potential(batch, compute_forces=True, compute_stress=stress, create_graph=False)
+        want = potential(
+            batch,
+            compute_forces=True,
+            compute_stress=stress,
+            create_graph=False,
+            compute_edge_gradients=keys.EDGE_GRADIENT in package.outputs,
+        )
         deviation, within = {}, True
         for key in package.outputs:
             diff = (got[key] - want[key].detach()).abs()
@@ -287,7 +294,9 @@ def export_potential(
             executors, MACE's through ``kernels.export_ops``).
         device: ``cpu`` or ``cuda``: the package runs on this device type only.
         stress: also output ``stress`` and ``virial`` (1, 3, 3) float64 eV/Å^3 and eV.
-        per_atom: also output ``node_energy`` (n_atoms,) float64 eV.
+        per_atom: also output ``node_energy`` (n_atoms,) float64 eV and ``edge_gradient``
+            (n_edges, 3) float64 eV/Å, ``dE/dr_ij`` per edge (per-atom virials; the LAMMPS
+            pair style needs both).
         max_atoms: the most atoms per structure the package takes (the upper bound of the
             exported atom axis, stored as ``metadata["max_atoms"]``; loading refuses larger
             structures); at least the largest validation structure (64). None: unbounded.
@@ -311,7 +320,7 @@ def export_potential(
     model = exportable(model)  # fast MACE kernels as plain torch ops, weights folded
     outputs = [keys.ENERGY, keys.FORCES]
     outputs += [keys.STRESS, keys.VIRIAL] if stress else []
-    outputs += [keys.NODE_ENERGY] if per_atom else []
+    outputs += [keys.NODE_ENERGY, keys.EDGE_GRADIENT] if per_atom else []
     periodic = validation_structures(model.type_names)["periodic"]
     traced = atoms_batch(periodic, model.type_names, model.r_max, device)
     program, inputs = _exported_program(model, traced, outputs, stress, max_atoms)

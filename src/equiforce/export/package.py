@@ -216,7 +216,7 @@ class ExportedPotential:
         Returns:
             ``energy`` (1,) float64 eV, ``forces`` (n_atoms, 3) float64 eV/Å, and as exported
             ``stress``/``virial`` (1, 3, 3) float64 eV/Å^3 / eV, ``node_energy`` (n_atoms,)
-            float64 eV.
+            float64 eV and ``edge_gradient`` (n_edges, 3) float64 eV/Å.
 
         Raises:
             ValueError: stress asked of a package without it, ``create_graph``, more than one

@@ -153,7 +153,12 @@ class CompiledPotential(nn.Module):
 
 
 def trace_potential(
-    potential: Potential, names: list[str], args: list[torch.Tensor], forces: bool, stress: bool
+    potential: Potential,
+    names: list[str],
+    args: list[torch.Tensor],
+    forces: bool,
+    stress: bool,
+    edge_gradients: bool = False,
 ) -> tuple[torch.fx.GraphModule, list[str]]:
     """Trace one whole call of ``potential``, derivatives included (step 1 of the docstring).
 
@@ -164,6 +169,7 @@ def trace_potential(
             buffers in ``named_parameters()`` / ``named_buffers()`` order.
         forces: compute forces.
         stress: compute stress and virial.
+        edge_gradients: output ``edge_gradient``, ``dE/dr_ij`` per edge.
 
     Returns:
         The graph (its inputs ``args``, the atom and edge axes symbolic; ``create_graph``
@@ -180,7 +186,12 @@ def trace_potential(
             potential,
             state,
             (data,),
-            {"compute_forces": forces, "compute_stress": stress, "create_graph": True},
+            {
+                "compute_forces": forces,
+                "compute_stress": stress,
+                "create_graph": True,
+                "compute_edge_gradients": edge_gradients,
+            },
         )
         out_keys[:] = sorted(out)
         return tuple(out[k] for k in out_keys)

@@ -85,6 +85,7 @@ class Potential(nn.Module):
         compute_forces: bool = True,
         compute_stress: bool = False,
         create_graph: bool | None = None,
+        compute_edge_gradients: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Predict energies and, on request, forces and stress for a batch.
 
@@ -95,6 +96,10 @@ class Potential(nn.Module):
                 eV/Å^3 and eV; graphs without a 3D cell get zero stress.
             create_graph: keep the derivative graph (needed to train on forces); defaults
                 to ``self.training``.
+            compute_edge_gradients: return ``edge_gradient`` (n_edges, 3) float64, eV/Å,
+                ``dE/dr_ij`` of every edge (forces are their sums, ``f_i = sum_j g_ij -
+                sum_j g_ji``; an edge's virial is ``-r_ij (x) g_ij``): what per-atom virials
+                (LAMMPS ``compute stress/atom``) are made of.
 
         Returns:
             Dict with ``energy`` (n_graphs,) float64 eV, ``node_energy`` (n_atoms,) float64,
@@ -112,10 +117,12 @@ class Potential(nn.Module):
             and inputs[keys.EDGE_INDEX].shape[1] > self.blocking.min_edges
         )
         if blocked:
-            out, de_dpos, de_dstrain = self._blocked_forward(inputs, compute_forces, compute_stress)
+            out, de_dpos, de_dstrain = self._blocked_forward(
+                inputs, compute_forces, compute_stress, compute_edge_gradients
+            )
         else:
             out, de_dpos, de_dstrain = self._whole_forward(
-                inputs, compute_forces, compute_stress, create_graph
+                inputs, compute_forces, compute_stress, create_graph, compute_edge_gradients
             )
         if compute_forces:
             out[keys.FORCES] = -de_dpos
@@ -133,16 +140,17 @@ class Potential(nn.Module):
         compute_forces: bool,
         compute_stress: bool,
         create_graph: bool,
+        compute_edge_gradients: bool,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         """One pass over the whole batch; derivatives by autograd through a strain.
 
         Returns:
-            The model's outputs plus ``energy``; ``dE/dpos`` (n_atoms, 3) and ``dE/deps``
-            (n_graphs, 3, 3) float64 (None when not requested).
+            The model's outputs plus ``energy`` (and ``edge_gradient`` when asked); ``dE/dpos``
+            (n_atoms, 3) and ``dE/deps`` (n_graphs, 3, 3) float64 (None when not requested).
         """
         n_graphs = int(inputs[keys.PTR].shape[0]) - 1
         pos, cell, batch = inputs[keys.POSITIONS], inputs[keys.CELL], inputs[keys.BATCH]
-        if compute_forces or compute_stress:
+        if compute_forces or compute_stress or compute_edge_gradients:
             pos = pos.detach().requires_grad_(True)
         strain = None
         if compute_stress:
@@ -159,13 +167,16 @@ class Potential(nn.Module):
         inputs[keys.EDGE_VEC] = edge_vectors(pos_strained, cell, inputs)
         out = dict(self.energy_model(inputs))
         out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)
-        if not (compute_forces or compute_stress):
+        if not (compute_forces or compute_stress or compute_edge_gradients):
             return out, None, None
         wrt = [pos] + ([strain] if strain is not None else [])
+        wrt += [inputs[keys.EDGE_VEC]] if compute_edge_gradients else []
         grads = torch.autograd.grad(
             out[keys.ENERGY].sum(), wrt, create_graph=create_graph, allow_unused=True
         )
         grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
+        if compute_edge_gradients:
+            out[keys.EDGE_GRADIENT] = grads.pop()
         return out, grads[0], grads[1] if strain is not None else None
 
     def _blocked_forward(
@@ -173,6 +184,7 @@ class Potential(nn.Module):
         inputs: dict[str, torch.Tensor],
         compute_forces: bool,
         compute_stress: bool,
+        compute_edge_gradients: bool,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         """Blocks of centre atoms (``local_blocks.BlockPlan``); returns as ``_whole_forward``.
 
@@ -182,16 +194,17 @@ class Potential(nn.Module):
         """
         n_graphs = int(inputs[keys.PTR].shape[0]) - 1
         pos, batch = inputs[keys.POSITIONS], inputs[keys.BATCH]
-        need_grad = compute_forces or compute_stress
+        need_grad = compute_forces or compute_stress or compute_edge_gradients
         de_dpos = torch.zeros_like(pos) if need_grad else None
         virial_sum = pos.new_zeros(n_graphs, 9) if compute_stress else None
         plan = BlockPlan(inputs)
         probe = plan.ranges(0, self.blocking.probe_edges)[0]
+        sums = (inputs, de_dpos, virial_sum, compute_edge_gradients)
         with SavedBytes() as saved:
-            pieces = [self._block_pass(plan.block(*probe), inputs, de_dpos, virial_sum)]
+            pieces = [self._block_pass(plan.block(*probe), *sums)]
         per_edge = saved.nbytes / max(1, plan.n_edges(*probe))
         for start, stop in plan.ranges(probe[1], self.blocking.edges_per_block(per_edge)):
-            pieces.append(self._block_pass(plan.block(start, stop), inputs, de_dpos, virial_sum))
+            pieces.append(self._block_pass(plan.block(start, stop), *sums))
         out = plan.merge(pieces)
         out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)
         de_dstrain = None
@@ -206,6 +219,7 @@ class Potential(nn.Module):
         inputs: dict[str, torch.Tensor],
         de_dpos: torch.Tensor | None,
         virial_sum: torch.Tensor | None,
+        keep_edge_gradients: bool,
     ) -> dict[str, torch.Tensor]:
         """Evaluate one block; accumulate its ``dE/dpos`` and ``sum_e r_e (x) dE/dr_e``.
 
@@ -214,6 +228,7 @@ class Potential(nn.Module):
             inputs: the whole batch (float64 ``pos`` and ``cell``).
             de_dpos: (n_atoms, 3) float64 accumulator, or None (no derivatives).
             virial_sum: (n_graphs, 9) float64 accumulator, or None (no stress).
+            keep_edge_gradients: add the block's ``dE/dr_e`` as ``edge_gradient``.
 
         Returns:
             The model's outputs of the block's centre atoms and edges (detached when
@@ -240,6 +255,8 @@ class Potential(nn.Module):
         if virial_sum is not None:
             outer = (vec.detach().unsqueeze(2) * g.unsqueeze(1)).reshape(-1, 9)
             virial_sum.index_add_(0, batch.index_select(0, centre), outer)
+        if keep_edge_gradients:
+            out[keys.EDGE_GRADIENT] = g
         return {name: value.detach() for name, value in out.items()}
 
     def spec_dict(self) -> dict[str, Any]:

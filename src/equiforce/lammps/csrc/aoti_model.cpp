@@ -5,11 +5,12 @@
    The package's program is the one the Python loader runs (docs/export.md): inputs, in the
    order of its `inputs` metadata, atom_type (n,) int64, batch (n,) int64 zeros, cell (1,3,3)
    float64, edge_index (2,E) int64 [centre, neighbour], edge_shift (E,3) float64, pos (n,3)
-   float64 Å, ptr (2,) int64 [0, n]; outputs energy (1,), forces (n,3), node_energy (n,), all
-   float64. A rank's domain is one "structure" of local + ghost atoms without a cell (ghosts
-   are explicit periodic images: zero shifts), its edges centred on local atoms. A ghost is the
-   centre of no edge, so its energy E_g is a per-species constant and the package's forces
-   -d(sum_all E_i)/dx equal -d(sum_local E_i)/dx; the local energy is summed from node_energy.
+   float64 Å, ptr (2,) int64 [0, n]; outputs energy (1,), forces (n,3), node_energy (n,),
+   edge_gradient (E,3), all float64. A rank's domain is one "structure" of local + ghost atoms
+   without a cell (ghosts are explicit periodic images: zero shifts), its edges centred on local
+   atoms. A ghost is the centre of no edge, so its energy E_g is a per-species constant and the
+   package's edge gradients d(sum_all E_i)/dr_ij equal d(sum_local E_i)/dr_ij; the local
+   energy is summed from node_energy.
    A domain with fewer than 2 atoms or 2 edges (the exported axes start at 2) gets two padding
    atoms joined by two edges of their own: they touch no real atom's energy and are dropped.
    Atoms of types mapped to NULL (pair_style hybrid) enter as type 0 without edges; their
@@ -131,7 +132,7 @@ std::string release(const std::string &version)
 }
 
 /* Refuse a package this path cannot run: another torch release, a model that passes
-   messages, no per-atom energies. */
+   messages, no per-atom energies or edge gradients. */
 void check_runnable(const Metadata &metadata, const std::string &path)
 {
   std::string built = string_field(metadata, path, "torch_version");
@@ -155,11 +156,12 @@ void check_runnable(const Metadata &metadata, const std::string &path)
                    "strictly local models (Allegro)");
   }
   auto outputs = strings_field(metadata, path, "outputs");
-  for (const char *name : {"forces", "node_energy"})
+  for (const char *name : {"node_energy", "edge_gradient"})
     if (std::find(outputs.begin(), outputs.end(), name) == outputs.end())
       fail(path, std::string("the package has no '") + name + "' output (its outputs: " +
-                     joined(outputs) + "); LAMMPS needs the per-atom energies of local atoms: "
-                     "equiforce export MODEL OUT.pt2 --per-atom");
+                     joined(outputs) + "); LAMMPS needs the per-atom energies and the edge "
+                     "gradients of local atoms: equiforce export MODEL OUT.pt2 --per-atom (with "
+                     "this equiforce: packages before edge_gradient lack it)");
 }
 
 size_t index_of(const std::vector<std::string> &names, const std::string &name)
@@ -177,7 +179,7 @@ class PackageModel final : public AotiModel {
   long long max_atoms() const override { return max_atoms_; }
   const std::vector<std::string> &type_names() const override { return type_names_; }
   int type_index(const std::string &element) const override;
-  double compute(const Domain &domain, double *f, double *eatom, double *virial) override;
+  double compute(const Domain &domain, double *pair_gradient, double *eatom) override;
 
  private:
   std::string path_;
@@ -186,7 +188,7 @@ class PackageModel final : public AotiModel {
   std::vector<std::string> type_names_;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
   std::vector<std::string> inputs_;
-  size_t forces_, node_energy_;    // output positions
+  size_t edge_gradient_, node_energy_;    // output positions
   c10::Device device_{c10::kCPU};
 };
 
@@ -220,7 +222,7 @@ PackageModel::PackageModel(const std::string &path) : path_(path), r_max_(0.0), 
         name != "edge_shift" && name != "pos" && name != "ptr")
       fail(path, "the package takes an input '" + name + "' that this plugin cannot provide");
   auto outputs = strings_field(metadata, path, "outputs");
-  forces_ = index_of(outputs, "forces");
+  edge_gradient_ = index_of(outputs, "edge_gradient");
   node_energy_ = index_of(outputs, "node_energy");
   std::string device = string_field(metadata, path, "device");
   device_ = c10::Device(device == "cuda" ? c10::kCUDA : c10::kCPU);
@@ -237,7 +239,7 @@ int PackageModel::type_index(const std::string &element) const
   return index < type_names_.size() ? static_cast<int>(index) : -1;
 }
 
-double PackageModel::compute(const Domain &domain, double *f, double *eatom, double *virial)
+double PackageModel::compute(const Domain &domain, double *pair_gradient, double *eatom)
 {
   const bool pad = domain.n_all < 2 || domain.n_edges < 2;
   const int64_t n = domain.n_all + (pad ? 2 : 0), n_edges = domain.n_edges + (pad ? 2 : 0);
@@ -290,18 +292,12 @@ double PackageModel::compute(const Domain &domain, double *f, double *eatom, dou
                     " local, " + std::to_string(domain.n_all - domain.n_local) + " ghost atoms, " +
                     std::to_string(domain.n_edges) + " edges: " + err.what());
   }
-  at::Tensor forces = outputs.at(forces_).to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor gradient = outputs.at(edge_gradient_).to(at::kCPU, at::kDouble).contiguous();
   at::Tensor node_energy =
       outputs.at(node_energy_).to(at::kCPU, at::kDouble).contiguous();
-  const double *fo = forces.data_ptr<double>(), *en = node_energy.data_ptr<double>();
-  for (int64_t k = 0; k < 3 * int64_t(domain.n_all); k++) f[k] += fo[k];
-  if (virial) {
-    for (int i = 0; i < domain.n_all; i++) {
-      const double *x = domain.x + 3 * i, *fi = fo + 3 * i;
-      virial[0] += x[0] * fi[0], virial[1] += x[1] * fi[1], virial[2] += x[2] * fi[2];
-      virial[3] += x[0] * fi[1], virial[4] += x[0] * fi[2], virial[5] += x[1] * fi[2];
-    }
-  }
+  const double *en = node_energy.data_ptr<double>();
+  if (domain.n_edges > 0)    // the padding edges come last
+    std::memcpy(pair_gradient, gradient.data_ptr<double>(), sizeof(double) * 3 * domain.n_edges);
   double energy = 0.0;
   for (int i = 0; i < domain.n_local; i++) {
     if (domain.types[i] < 0) continue;

@@ -44,13 +44,12 @@ class AotiModel {
   /* model type index of an element symbol, -1 if the model lacks it */
   virtual int type_index(const std::string &element) const = 0;
 
-  /* Adds -dE/dx of the local energy E = sum_{i local} E_i to f (n_all, 3) for local and ghost
-     atoms (LAMMPS sums ghost rows into their owners: newton on), adds E_i to eatom (n_local,)
-     when eatom is not null, adds sum_i x_i (x) f_i of these forces over all n_all atoms (eV;
-     xx yy zz xy xz yz) to virial when it is not null (the global virial when LAMMPS's F.r over
-     the total forces cannot be used, as under pair_style hybrid), and returns E (eV). Throws
+  /* Writes dE/dr_ij of the local energy E = sum_{i local} E_i for every edge into
+     pair_gradient (n_edges, 3; eV/Å, r_ij = x_j - x_i), adds E_i to eatom (n_local,) when
+     eatom is not null, and returns E (eV): what the Python callback gives the pair style, which
+     makes forces and (per-atom) virials of them alike for both paths. Throws
      std::runtime_error, also for a domain of more than max_atoms() atoms (padding included). */
-  virtual double compute(const Domain &domain, double *f, double *eatom, double *virial) = 0;
+  virtual double compute(const Domain &domain, double *pair_gradient, double *eatom) = 0;
 };
 
 /* The entry point of `<plugin>.aoti.so`, looked up by name (kOpenAotiModel): reads the package's

@@ -3,10 +3,11 @@
 
    Requires units metal and newton_pair on: forces on ghost atoms are summed into their owners
    by LAMMPS's reverse communication, and the global virial is sum_i x_i (x) f_i over local and
-   ghost atoms (virial_fdotr_compute). The Python path gets dE/dr_ij per edge back: f_i += it,
-   f_j -= it, and the edge's virial -r_ij (x) dE/dr_ij goes half to each atom (stress/atom) and
-   to the global virial when F.r is not used (pair_style hybrid). Types mapped to NULL
-   (hybrid) are in no edge and count no energy. */
+   ghost atoms (virial_fdotr_compute). Both paths (the Python callback, the package's
+   edge_gradient output) give dE/dr_ij per edge back: f_i += it, f_j -= it, and the edge's
+   virial -r_ij (x) dE/dr_ij goes half to each atom (stress/atom) and to the global virial when
+   F.r is not used (pair_style hybrid). Types mapped to NULL (hybrid) are in no edge and count
+   no energy. */
 #include "pair_equiforce.h"
 
 #ifdef EQUIFORCE_AOTI
@@ -152,19 +153,16 @@ void PairEquiforce::map_package_types(const std::vector<const char *> &elements)
   }
 }
 
-void PairEquiforce::compute_package(int n_local, int n_all)
+double PairEquiforce::compute_package(int n_local, int n_all)
 {
-  double energy = 0.0;
   try {
     equiforce::Domain domain{n_local, n_all, n_all ? atom->x[0] : nullptr, model_types.data(),
                              (int) centre.size(), centre.data(), neighbour.data()};
-    // F.r over the total forces (fdotr) is LAMMPS's when it can; else (hybrid) the package's
-    double *v = vflag_global && !vflag_fdotr ? virial : nullptr;
-    energy = package->compute(domain, n_all ? atom->f[0] : nullptr, eflag_atom ? eatom : nullptr, v);
+    return package->compute(domain, pair_gradient.data(), eflag_atom ? eatom : nullptr);
   } catch (const std::exception &err) {
     error->one(FLERR, "rank {} of {}: {}", comm->me, comm->nprocs, err.what());
   }
-  if (eflag_global) eng_vdwl += energy;
+  return 0.0;
 }
 #else
 void PairEquiforce::load_package(const char *path)
@@ -176,7 +174,7 @@ void PairEquiforce::load_package(const char *path)
 // never called: without libtorch `package` stays null
 void PairEquiforce::map_package_types(const std::vector<const char *> &) {}
 
-void PairEquiforce::compute_package(int, int) {}
+double PairEquiforce::compute_package(int, int) { return 0.0; }
 #endif
 
 void PairEquiforce::coeff(int narg, char **arg)
@@ -262,25 +260,26 @@ void PairEquiforce::build_edges()
 void PairEquiforce::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (vflag_atom && package)
-    error->all(FLERR, "pair_style equiforce with a .pt2 package does not compute per-atom "
-               "virials (stress/atom)");
   int n_local = atom->nlocal, n_all = atom->nlocal + atom->nghost;
   model_types.resize(n_all);
   for (int i = 0; i < n_all; i++) model_types[i] = type_map[atom->type[i]];
   build_edges();
-  if (package) {    // in C++, no exchange (strictly local)
-    compute_package(n_local, n_all);
-    if (vflag_fdotr) virial_fdotr_compute();
-    return;
-  }
+  int n_edges = (int) centre.size();
+  pair_gradient.resize(3 * (size_t) n_edges);    // the model writes every entry
+  double energy = package ? compute_package(n_local, n_all) : compute_callback(n_local);
+  apply_pair_gradient();
+  if (eflag_global) eng_vdwl += energy;
+  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+double PairEquiforce::compute_callback(int n_local)
+{
   double energy = 0.0;
   char err[kErrLen] = "";
   int n_edges = (int) centre.size();
   assign_rows();
   neighbour_row.resize(n_edges);
   for (int e = 0; e < n_edges; e++) neighbour_row[e] = row[neighbour[e]];
-  pair_gradient.resize(3 * (size_t) n_edges);    // the callback writes every entry
   // a rank without atoms still calls the model: its halo exchanges are collective
   int n_rows = (int) row_atom.size();
   int status = callbacks.compute(handle, this, n_local, n_rows - n_local, row_types.data(),
@@ -288,9 +287,7 @@ void PairEquiforce::compute(int eflag, int vflag)
                                  pair_gradient.data(), eflag_atom ? eatom : nullptr, &energy, err,
                                  kErrLen);
   if (status != 0) error->one(FLERR, err);
-  apply_pair_gradient();
-  if (eflag_global) eng_vdwl += energy;
-  if (vflag_fdotr) virial_fdotr_compute();
+  return energy;
 }
 
 void PairEquiforce::assign_rows()

@@ -79,7 +79,9 @@ class PairEquiforce : public Pair {
   void assign_rows();
   void load_package(const char *path);
   void map_package_types(const std::vector<const char *> &elements);
-  void compute_package(int n_local, int n_all);
+  // the model's energy of the local atoms (eV); each writes pair_gradient and eatom
+  double compute_callback(int n_local);
+  double compute_package(int n_local, int n_all);
 
   // a .pt2 model; null: the Python path (shared_ptr: a plugin built without libtorch never
   // creates one and so needs no AotiModel code)
