@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equiforce.kernels import split_cat
 from equiforce.o3.descriptors import LinearDescriptor
 
 __all__ = ["FastLinear"]
@@ -78,11 +79,11 @@ class FastLinear(nn.Module):
                 outputs.append(x.new_zeros(n, mul_out * ir.dim))
                 continue
             # (n * dim, sum mul_in): channels of every input block of this irrep, side by side
-            stacked = torch.cat(
+            stacked = split_cat.cat(
                 [blocks[p.i_in].reshape(n, p.mul_in, ir.dim).transpose(1, 2) for p in paths],
                 dim=2,
             ).reshape(n * ir.dim, -1)
-            w = torch.cat(
+            w = split_cat.cat(
                 [
                     weight[p.weight_offset : p.weight_offset + p.mul_in * types * mul_out].reshape(
                         p.mul_in, types * mul_out
@@ -100,4 +101,4 @@ class FastLinear(nn.Module):
                 rows = (rows + atom_type.reshape(n, 1)).reshape(-1)
                 y = y.reshape(-1, mul_out).index_select(0, rows)
             outputs.append(y.reshape(n, ir.dim, mul_out).transpose(1, 2).reshape(n, -1))
-        return torch.cat(outputs, dim=1).to(io_dtype)
+        return split_cat.cat(outputs, dim=1).to(io_dtype)

@@ -40,7 +40,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from equiforce.kernels import symmetric_ops
+from equiforce.kernels import split_cat, symmetric_ops
 from equiforce.kernels.constants import ExactConstants
 from equiforce.kernels.extension import cpu_kernels
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
@@ -139,7 +139,7 @@ class FastSymmetricContraction(ExactConstants):
         else:
             out = self._species_blocks(x.to(dtype), atom_type, weights)
         blocks = out.split(self.out_dims, dim=2)  # out: (n, C, out_dim)
-        return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
+        return split_cat.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
 
     def _kernels(
         self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]
@@ -148,7 +148,7 @@ class FastSymmetricContraction(ExactConstants):
 
         Returns (n, C, out_dim).
         """
-        folded = torch.cat(
+        folded = split_cat.cat(
             [
                 torch.einsum("mik,skc->simc", getattr(self, f"monomial_{o}").to(w.dtype), w)
                 for o, w in enumerate(weights)

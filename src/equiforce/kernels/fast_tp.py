@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import torch
 
-from equiforce.kernels import edge_ops
+from equiforce.kernels import edge_ops, split_cat
 from equiforce.kernels.constants import ExactConstants
 from equiforce.kernels.extension import cpu_kernels
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor
@@ -79,14 +79,14 @@ def channel_last(x: torch.Tensor, irreps) -> torch.Tensor:
         b.reshape(x.shape[0], mul, ir.dim).transpose(1, 2)
         for b, (mul, ir) in zip(blocks, irreps, strict=True)
     ]
-    return torch.cat(parts, dim=1)
+    return split_cat.cat(parts, dim=1)
 
 
 def e3nn_layout(x: torch.Tensor, irreps) -> torch.Tensor:
     """(n, sum dim, mul) -> e3nn layout (n, sum mul * dim); inverse of ``channel_last``."""
     blocks = x.split([ir.dim for _, ir in irreps], dim=1)
     parts = [b.transpose(1, 2).reshape(x.shape[0], -1) for b in blocks]
-    return torch.cat(parts, dim=1)
+    return split_cat.cat(parts, dim=1)
 
 
 class FastChannelwiseTensorProduct(ExactConstants):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.kernels import make_linear, make_symmetric_contraction
+from equiforce.kernels import make_linear, make_symmetric_contraction, split_cat
 from equiforce.o3.descriptors import LinearDescriptor
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.symmetric import SymmetricContractionDescriptor
@@ -53,7 +53,7 @@ class Product(nn.Module):
         """
         n = message.shape[0]
         blocks = message.split(self._dims, dim=1)
-        per_channel = torch.cat(
+        per_channel = split_cat.cat(
             [
                 block.reshape(n, self.num_channels, ir.dim)
                 for block, (_, ir) in zip(blocks, self.irreps_in, strict=True)
