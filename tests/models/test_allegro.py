@@ -22,7 +22,7 @@ def _pair_energies(model, atoms: Atoms) -> dict[tuple[int, int], float]:
     """Energy of every ordered pair (centre, neighbour) of a non-periodic structure."""
     graph = configuration_to_graph(atoms_to_configuration(atoms), model.type_names, model.r_max)
     batch = collate([graph])
-    out = model(batch, compute_forces=False)
+    out = model(batch, compute_forces=False, extra_outputs=(EDGE_ENERGY,))
     centre, neighbour = batch[keys.EDGE_INDEX].tolist()
     energies = out[EDGE_ENERGY].detach().tolist()
     return dict(zip(zip(centre, neighbour, strict=True), energies, strict=True))

@@ -44,7 +44,9 @@ def _patch_outputs(monkeypatch, model, change) -> None:
     energy_model = model.energy_model
     original = type(energy_model).final_outputs
     monkeypatch.setattr(
-        energy_model, "final_outputs", lambda state: change(original(energy_model, state))
+        energy_model,
+        "final_outputs",
+        lambda state, extra: change(original(energy_model, state, extra)),
     )
 
 
@@ -73,9 +75,13 @@ def test_layer_by_layer_with_identity_exchange_equals_forward(make):
         calls.append((index, halo.shape[0]))
         return halo
 
-    reference = model(inputs)
-    layered = run_layers(model, inputs, identity)
+    extra = model.outputs - {keys.NODE_ENERGY}
+    reference = model(inputs, extra)
+    layered = run_layers(model, inputs, identity, extra)
     assert set(layered) == set(reference) == model.outputs
+    assert set(model(inputs)) == {keys.NODE_ENERGY}  # the others only when asked
+    with pytest.raises(ValueError, match="has no output \\['virial'\\]"):
+        model(inputs, frozenset({keys.VIRIAL}))
     for name in reference:
         torch.testing.assert_close(layered[name], reference[name], rtol=1e-12, atol=1e-12)
     n_atoms = inputs[keys.ATOM_TYPE].shape[0]
@@ -153,8 +159,8 @@ def test_a_missing_declared_output_is_caught(monkeypatch):
 
 def test_an_undeclared_output_is_caught(monkeypatch):
     model = tiny_mace()
-    monkeypatch.setattr(MACE, "outputs", frozenset({keys.NODE_ENERGY}))
-    with pytest.raises(ModelContractError, match="'node_features' is not declared"):
+    _patch_outputs(monkeypatch, model, lambda out: {**out, "node_charges": out[keys.NODE_ENERGY]})
+    with pytest.raises(ModelContractError, match="'node_charges' is not declared"):
         check_model(model)
 
 

@@ -56,6 +56,7 @@ def _compare(model, batch, stress: bool = True, blocking: BlockSettings = SMALL_
         "compute_stress": stress,
         "create_graph": False,
         "compute_edge_gradients": True,
+        "extra_outputs": model.energy_model.outputs - {keys.NODE_ENERGY},
     }
     model.blocking = None
     whole, one = _calls(model, batch, **options)

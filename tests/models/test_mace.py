@@ -50,7 +50,7 @@ def test_mace_is_registered():
 def test_model_runs_with_float64_energies_and_scalar_features(dtype, max_L):  # noqa: N803
     model = build_model("mace", _spec(dtype=dtype, max_L=max_L))
     batch = _batch()
-    out = model(batch)
+    out = model(batch, extra_outputs=("node_features",))
     assert all(p.dtype == getattr(torch, dtype) for p in model.parameters())
     assert out[keys.NODE_ENERGY].dtype == torch.float64 and out[keys.ENERGY].shape == (2,)
     assert out["node_features"].shape == (batch[keys.POSITIONS].shape[0], 8 * 2)
@@ -70,7 +70,10 @@ def test_node_features_are_rotation_invariant():
     rotated = atoms.copy()
     rotated.positions = atoms.positions @ Rotation.random(random_state=2).as_matrix().T
     features = [
-        model(collate([configuration_to_graph(atoms_to_configuration(a), TYPES, 5.0)]))
+        model(
+            collate([configuration_to_graph(atoms_to_configuration(a), TYPES, 5.0)]),
+            extra_outputs=("node_features",),
+        )
         for a in (atoms, rotated)
     ]
     torch.testing.assert_close(features[0]["node_features"], features[1]["node_features"])

@@ -128,7 +128,11 @@ def test_every_output_has_its_documented_dtype(family, mode):
     model.energy_model.register_forward_pre_hook(
         lambda module, args: seen.update(edge_vec=args[0][keys.EDGE_VEC].dtype)
     )
-    out = model(_batch(model, [make_fcc_cu(2), make_molecule()]), compute_stress=True)
+    out = model(
+        _batch(model, [make_fcc_cu(2), make_molecule()]),
+        compute_stress=True,
+        extra_outputs=("node_features",),
+    )
     assert seen["edge_vec"] == torch.float64  # geometry boundary: vectors formed in float64
     for name in (keys.ENERGY, keys.NODE_ENERGY, keys.FORCES, keys.STRESS, keys.VIRIAL):
         assert out[name].dtype == torch.float64, name

@@ -236,14 +236,16 @@ class Allegro(AtomicEnergyModel):
         private.update(scalars=scalars, env_weights=env_weights, tensor_features=tensor_features)
         return LayerState(None, private)
 
-    def final_outputs(self, state: LayerState) -> dict[str, torch.Tensor]:
-        """Per-atom and per-pair energies and invariant per-atom features.
+    def final_outputs(
+        self, state: LayerState, extra_outputs: frozenset[str]
+    ) -> dict[str, torch.Tensor]:
+        """Per-atom energies and, when asked, per-pair energies and invariant per-atom features.
 
         Returns:
-            ``node_energy`` (n_atoms,) float64 eV; ``edge_energy`` (n_edges,) float64 eV, the
-            pair's share of its centre's energy; ``node_features`` (n_atoms,
-            num_scalar_features * (num_layers + 1)) model dtype, the normalised sum of the
-            centre's pair latents.
+            ``node_energy`` (n_atoms,) float64 eV; in ``extra_outputs``: ``edge_energy``
+            (n_edges,) float64 eV, the pair's share of its centre's energy; ``node_features``
+            (n_atoms, num_scalar_features * (num_layers + 1)) model dtype, the normalised sum
+            of the centre's pair latents.
         """
         carry = state.private
         atom_type, centre, norm = carry["atom_type"], carry["centre"], carry["norm"]
@@ -255,15 +257,14 @@ class Allegro(AtomicEnergyModel):
         scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=norm.device)
         scale = scale.index_select(0, atom_type)
         energy = (edge_sum * norm / math.sqrt(2.0)).to(torch.float64) * scale
-        pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0)).index_select(0, centre)
-        node_features = features.new_zeros(n_atoms, features.shape[1]).index_add(
-            0, centre, features
-        )
-        return {
-            keys.NODE_ENERGY: self.scale_shift(energy, atom_type),
-            EDGE_ENERGY: pair_energy.to(torch.float64) * pair_factor,
-            NODE_FEATURES: node_features * norm.unsqueeze(-1),
-        }
+        out = {keys.NODE_ENERGY: self.scale_shift(energy, atom_type)}
+        if EDGE_ENERGY in extra_outputs:
+            pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0)).index_select(0, centre)
+            out[EDGE_ENERGY] = pair_energy.to(torch.float64) * pair_factor
+        if NODE_FEATURES in extra_outputs:
+            summed = features.new_zeros(n_atoms, features.shape[1]).index_add(0, centre, features)
+            out[NODE_FEATURES] = summed * norm.unsqueeze(-1)
+        return out
 
 
 def build_allegro(spec: AllegroSpec) -> Allegro:

@@ -164,7 +164,13 @@ def check_model(model: ModelT) -> ModelT:
     batch = batch_to(check_batch(model.type_names, model.r_max), model.device)
     try:
         with torch.enable_grad():
-            out = model(batch, compute_forces=True, compute_stress=True, create_graph=False)
+            out = model(
+                batch,
+                compute_forces=True,
+                compute_stress=True,
+                create_graph=False,
+                extra_outputs=model.energy_model.outputs - {keys.NODE_ENERGY},
+            )
     except Exception as err:
         _raise(model, [f"running it on check_batch failed ({type(err).__name__}: {err})"])
     energy_model = model.energy_model
@@ -257,8 +263,9 @@ def _layer_problems(
         calls.append((index, tuple(halo.shape)))
         return halo
 
-    reference = model(inputs)
-    layered = run_layers(model, inputs, record)
+    extra = model.outputs - {keys.NODE_ENERGY}
+    reference = model(inputs, extra)
+    layered = run_layers(model, inputs, record, extra)
     problems = []
     if set(layered) != set(reference):
         problems.append(f"run_layers gives {sorted(layered)}, forward {sorted(reference)}")

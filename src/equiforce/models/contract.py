@@ -8,10 +8,12 @@ calculator, the trainer) read instead of guessing:
   ``spec`` (``type_names``, ``r_max``, ...), whether it is ``strictly_local`` (atom i's
   energy depends only on the edges centred at i: no message passing, LAMMPS needs ghosts
   to r_max and no exchange), its ``num_layers``, ``message_passing_layers`` and
-  ``receptive_field`` (Å), and which ``outputs`` it gives (``OUTPUTS``: ``node_energy``
-  always, ``edge_energy`` per pair for Allegro, ``node_features``). It runs one layer at a
-  time: ``initial_state(data)`` -> ``run_layer(k, state)`` for k = 0..num_layers-1 ->
-  ``final_outputs(state)``; ``forward`` is exactly ``run_layers(model, data)``. Between
+  ``receptive_field`` (Å), and which ``outputs`` it can give (``OUTPUTS``: ``node_energy``
+  always; on request, ``extra_outputs``, ``edge_energy`` per pair for Allegro and
+  ``node_features``: made only when asked, since energy and forces never need them and they
+  cost up to ~10% of an Allegro inference call). It runs one layer at a time:
+  ``initial_state(data)`` -> ``run_layer(k, state)`` for k = 0..num_layers-1 ->
+  ``final_outputs(state, extra_outputs)``; ``forward`` is exactly ``run_layers``. Between
   layers of a message-passing model, ``run_layers(..., exchange=f)`` hands the per-atom
   tensor the next layer reads from neighbours (``LayerState.halo``, (n_atoms, F)) to
   ``f(k, halo) -> halo``: the place where a domain-decomposed run overwrites its ghost
@@ -108,7 +110,8 @@ class AtomicEnergyModel(nn.Module, ABC):
         strictly_local: E_i depends only on the edges centred at i (their vectors and both
             atoms' species); such a model may run in blocks of centre atoms
             (``models/local_blocks.py``) and needs no halo exchange.
-        outputs: the names in ``OUTPUTS`` that ``forward`` returns.
+        outputs: the names in ``OUTPUTS`` that ``forward`` can return (``node_energy``
+            always, the others when asked for in ``extra_outputs``).
     """
 
     strictly_local: ClassVar[bool] = False
@@ -158,16 +161,25 @@ class AtomicEnergyModel(nn.Module, ABC):
         overwrites (fills) them before the next layer."""
 
     @abstractmethod
-    def final_outputs(self, state: LayerState) -> dict[str, torch.Tensor]:
-        """The declared ``outputs`` from the state after the last layer (conventions above)."""
+    def final_outputs(
+        self, state: LayerState, extra_outputs: frozenset[str]
+    ) -> dict[str, torch.Tensor]:
+        """``node_energy`` and the ``extra_outputs`` (declared ``outputs``) from the state
+        after the last layer (conventions above)."""
 
-    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``run_layers(self, data)``: the declared outputs of a batch (module docstring)."""
-        return run_layers(self, data)
+    def forward(
+        self, data: dict[str, torch.Tensor], extra_outputs: frozenset[str] = frozenset()
+    ) -> dict[str, torch.Tensor]:
+        """``run_layers(self, data, extra_outputs=...)``: a batch's ``node_energy`` and the
+        ``extra_outputs`` asked for (module docstring)."""
+        return run_layers(self, data, extra_outputs=extra_outputs)
 
 
 def run_layers(
-    model: AtomicEnergyModel, data: dict[str, torch.Tensor], exchange: Exchange | None = None
+    model: AtomicEnergyModel,
+    data: dict[str, torch.Tensor],
+    exchange: Exchange | None = None,
+    extra_outputs: frozenset[str] = frozenset(),
 ) -> dict[str, torch.Tensor]:
     """Evaluate ``model`` layer by layer, exchanging the halo between message-passing layers.
 
@@ -178,16 +190,26 @@ def run_layers(
             before every layer k = 1..num_layers-1 of a model with
             ``message_passing_layers`` > 0 (never for strictly local ones); None: no
             exchange (identical to the identity).
+        extra_outputs: names of ``model.outputs`` wanted besides ``node_energy``.
 
     Returns:
         ``model.final_outputs`` of the last state.
+
+    Raises:
+        ValueError: an extra output the model does not declare.
     """
+    unknown = set(extra_outputs) - (model.outputs - {keys.NODE_ENERGY})
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__} has no output {sorted(unknown)}; its extra outputs: "
+            f"{sorted(model.outputs - {keys.NODE_ENERGY})}"
+        )
     state = model.initial_state(data)
     for index in range(model.num_layers):
         if index > 0 and exchange is not None and model.message_passing_layers:
             state = dataclasses.replace(state, halo=exchange(index, state.halo))
         state = model.run_layer(index, state)
-    return model.final_outputs(state)
+    return model.final_outputs(state, frozenset(extra_outputs))
 
 
 @runtime_checkable

@@ -281,15 +281,17 @@ class MACE(AtomicEnergyModel):
         private["energy"] = carry["energy"] + self.readouts[index](node_feats)
         return LayerState(node_feats, private)
 
-    def final_outputs(self, state: LayerState) -> dict[str, torch.Tensor]:
-        """``node_energy`` (n_atoms,) float64 eV and ``node_features``
+    def final_outputs(
+        self, state: LayerState, extra_outputs: frozenset[str]
+    ) -> dict[str, torch.Tensor]:
+        """``node_energy`` (n_atoms,) float64 eV and, when asked, ``node_features``
         (n_atoms, num_channels * num_interactions) model dtype, every layer's scalars."""
         carry = state.private
         atom_type = carry["atom_type"][: carry["energy"].shape[0]]
-        return {
-            keys.NODE_ENERGY: self.scale_shift(carry["energy"], atom_type),
-            NODE_FEATURES: torch.cat(carry["features"], dim=1),
-        }
+        out = {keys.NODE_ENERGY: self.scale_shift(carry["energy"], atom_type)}
+        if NODE_FEATURES in extra_outputs:
+            out[NODE_FEATURES] = torch.cat(carry["features"], dim=1)
+        return out
 
     def _chunks(self, edge_index: torch.Tensor, n_atoms: int) -> ChunkBounds | None:
         """The chunks of a large graph in eager mode, else None (one pass over the graph).

@@ -28,7 +28,7 @@ dtype in every mode).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Collection
 
 import torch
 from torch import nn
@@ -86,6 +86,7 @@ class Potential(nn.Module):
         compute_stress: bool = False,
         create_graph: bool | None = None,
         compute_edge_gradients: bool = False,
+        extra_outputs: Collection[str] = (),
     ) -> dict[str, torch.Tensor]:
         """Predict energies and, on request, forces and stress for a batch.
 
@@ -100,10 +101,16 @@ class Potential(nn.Module):
                 ``dE/dr_ij`` of every edge (forces are their sums, ``f_i = sum_j g_ij -
                 sum_j g_ji``; an edge's virial is ``-r_ij (x) g_ij``): what per-atom virials
                 (LAMMPS ``compute stress/atom``) are made of.
+            extra_outputs: the energy model's optional outputs to return too
+                (``AtomicEnergyModel.outputs``: ``node_features``, ``edge_energy``); only
+                made when asked.
 
         Returns:
             Dict with ``energy`` (n_graphs,) float64 eV, ``node_energy`` (n_atoms,) float64,
-            and the requested derivatives, plus any extra outputs of the energy model.
+            the requested derivatives and ``extra_outputs``.
+
+        Raises:
+            ValueError: an extra output the energy model does not declare.
         """
         create_graph = self.training if create_graph is None else create_graph
         inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
@@ -116,13 +123,14 @@ class Potential(nn.Module):
             and self.energy_model.strictly_local
             and inputs[keys.EDGE_INDEX].shape[1] > self.blocking.min_edges
         )
+        extra = frozenset(extra_outputs)
         if blocked:
             out, de_dpos, de_dstrain = self._blocked_forward(
-                inputs, compute_forces, compute_stress, compute_edge_gradients
+                inputs, compute_forces, compute_stress, compute_edge_gradients, extra
             )
         else:
             out, de_dpos, de_dstrain = self._whole_forward(
-                inputs, compute_forces, compute_stress, create_graph, compute_edge_gradients
+                inputs, compute_forces, compute_stress, create_graph, compute_edge_gradients, extra
             )
         if compute_forces:
             out[keys.FORCES] = -de_dpos
@@ -141,6 +149,7 @@ class Potential(nn.Module):
         compute_stress: bool,
         create_graph: bool,
         compute_edge_gradients: bool,
+        extra_outputs: frozenset[str],
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         """One pass over the whole batch; derivatives by autograd through a strain.
 
@@ -165,7 +174,7 @@ class Potential(nn.Module):
         inputs[keys.POSITIONS] = pos_strained
         inputs[keys.CELL] = cell
         inputs[keys.EDGE_VEC] = edge_vectors(pos_strained, cell, inputs)
-        out = dict(self.energy_model(inputs))
+        out = dict(self.energy_model(inputs, extra_outputs))
         out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)
         if not (compute_forces or compute_stress or compute_edge_gradients):
             return out, None, None
@@ -185,6 +194,7 @@ class Potential(nn.Module):
         compute_forces: bool,
         compute_stress: bool,
         compute_edge_gradients: bool,
+        extra_outputs: frozenset[str],
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         """Blocks of centre atoms (``local_blocks.BlockPlan``); returns as ``_whole_forward``.
 
@@ -199,7 +209,7 @@ class Potential(nn.Module):
         virial_sum = pos.new_zeros(n_graphs, 9) if compute_stress else None
         plan = BlockPlan(inputs)
         probe = plan.ranges(0, self.blocking.probe_edges)[0]
-        sums = (inputs, de_dpos, virial_sum, compute_edge_gradients)
+        sums = (inputs, de_dpos, virial_sum, compute_edge_gradients, extra_outputs)
         with SavedBytes() as saved:
             pieces = [self._block_pass(plan.block(*probe), *sums)]
         per_edge = saved.nbytes / max(1, plan.n_edges(*probe))
@@ -220,6 +230,7 @@ class Potential(nn.Module):
         de_dpos: torch.Tensor | None,
         virial_sum: torch.Tensor | None,
         keep_edge_gradients: bool,
+        extra_outputs: frozenset[str],
     ) -> dict[str, torch.Tensor]:
         """Evaluate one block; accumulate its ``dE/dpos`` and ``sum_e r_e (x) dE/dr_e``.
 
@@ -229,6 +240,7 @@ class Potential(nn.Module):
             de_dpos: (n_atoms, 3) float64 accumulator, or None (no derivatives).
             virial_sum: (n_graphs, 9) float64 accumulator, or None (no stress).
             keep_edge_gradients: add the block's ``dE/dr_e`` as ``edge_gradient``.
+            extra_outputs: the energy model's optional outputs wanted.
 
         Returns:
             The model's outputs of the block's centre atoms and edges (detached when
@@ -244,7 +256,7 @@ class Potential(nn.Module):
         if de_dpos is not None:
             vec.requires_grad_(True)
         block.inputs[keys.EDGE_VEC] = vec
-        out = block.keep_centres(dict(self.energy_model(block.inputs)))
+        out = block.keep_centres(dict(self.energy_model(block.inputs, extra_outputs)))
         if de_dpos is None:
             return out
         (g,) = torch.autograd.grad(out[keys.NODE_ENERGY].sum(), vec, allow_unused=True)

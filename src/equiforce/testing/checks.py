@@ -21,12 +21,19 @@ from equiforce.models.potential import Potential
 def predict(
     model: Potential, structures: Sequence[Atoms], stress: bool = False
 ) -> dict[str, np.ndarray]:
-    """Energy (n_graphs,), forces (n_atoms, 3) and optionally stress (n_graphs, 3, 3) in float64."""
+    """Energy (n_graphs,), forces (n_atoms, 3), optionally stress (n_graphs, 3, 3) in float64,
+    and every optional output the energy model declares (``node_features``, ...)."""
     graphs = [
         configuration_to_graph(atoms_to_configuration(a), model.type_names, model.r_max)
         for a in structures
     ]
-    out = model(collate(graphs), compute_forces=True, compute_stress=stress, create_graph=False)
+    out = model(
+        collate(graphs),
+        compute_forces=True,
+        compute_stress=stress,
+        create_graph=False,
+        extra_outputs=model.energy_model.outputs - {keys.NODE_ENERGY},
+    )
     return {name: value.detach().numpy() for name, value in out.items()}
 
 

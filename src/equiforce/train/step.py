@@ -47,7 +47,8 @@ class OptimizerStep:
         ema: EMA of the weights, updated after every applied step, or None.
         clip_grad_norm: maximum gradient norm, or None for no clipping.
         world: the ranks.
-        auxiliary: optional extra loss ``auxiliary(model, batch, pred) -> scalar`` (one rank).
+        auxiliary: optional extra loss ``auxiliary(model, batch, pred) -> scalar`` (one rank);
+            its ``extra_outputs`` (if any) are the model outputs it reads from ``pred``.
         scaler: dynamic loss scaling (fp16), or None.
         diverged: builds the error raised for a non-finite loss or gradient norm (the
             trainer's, which names the last good checkpoint).
@@ -74,6 +75,7 @@ class OptimizerStep:
         self.clip_grad_norm = clip_grad_norm
         self.world = world
         self.auxiliary = auxiliary
+        self.extra_outputs = frozenset(getattr(auxiliary, "extra_outputs", ()))
         self.scaler = scaler
         self.diverged = diverged
         self.device = next(model.parameters()).device
@@ -132,7 +134,9 @@ class OptimizerStep:
     def _predict(self, batch: Batch, loss_fn: WeightedLoss) -> dict[str, torch.Tensor]:
         """Energies and forces (and stress when the loss needs it) for a training step."""
         stress = loss_fn.needs_stress and bool(batch[keys.HAS_STRESS].any())
-        pred = self.model(batch, compute_forces=True, compute_stress=stress)
+        pred = self.model(
+            batch, compute_forces=True, compute_stress=stress, extra_outputs=self.extra_outputs
+        )
         if loss_fn.needs_stress:
             pred = with_stress(pred, batch)
         return pred

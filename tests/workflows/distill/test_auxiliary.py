@@ -58,7 +58,9 @@ class _Wrapped(nn.Module):
         self.loss = loss
 
     def forward(self, batch):
-        pred = self.model(batch, compute_forces=True, create_graph=True)
+        pred = self.model(
+            batch, compute_forces=True, create_graph=True, extra_outputs=self.loss.extra_outputs
+        )
         return self.loss(self.model, batch, pred)
 
 
@@ -82,7 +84,8 @@ def test_feature_and_hessian_terms_pass_gradcheck_in_float64():
     model = tiny_mace(num_interactions=1, num_channels=4, max_L=0, radial_mlp=(4,))
     structures = [make_molecule("CH3CH2OH", seed=1), make_fcc_cu(repeat=1, seed=2)]
     batch = _batch(model, structures)
-    n_student = model(batch, compute_forces=False)[NODE_FEATURES].shape[1]
+    n_student = model(batch, compute_forces=False, extra_outputs=(NODE_FEATURES,))
+    n_student = n_student[NODE_FEATURES].shape[1]
     loss = DistillationLoss(_targets(model, structures, 5), 0.7, 0.3, n_student, seed=1)
     wrapped = _Wrapped(model, loss)
     names = ["loss.feature_map.weight", "loss.feature_map.bias"]
@@ -104,7 +107,7 @@ def test_loss_ignores_graphs_without_targets():
     model = tiny_mace()
     structures = [make_molecule("CH3CH2OH", seed=1), make_fcc_cu(repeat=1, seed=2)]
     batch = _batch(model, structures)
-    pred = model(batch, compute_forces=True)
+    pred = model(batch, compute_forces=True, extra_outputs=(NODE_FEATURES,))
     n_student = pred[NODE_FEATURES].shape[1]
     both = _targets(model, structures, 3)
     first_key = next(iter(both))
@@ -114,6 +117,7 @@ def test_loss_ignores_graphs_without_targets():
     assert len(loss_both._lookup(batch)) == 2 and len(loss_first._lookup(batch)) == 1
     single = _batch(model, structures[:1])
     value_in_pair = loss_first(model, batch, pred)
-    value_alone = loss_single(model, single, model(single, compute_forces=True))
+    pred_alone = model(single, compute_forces=True, extra_outputs=loss_single.extra_outputs)
+    value_alone = loss_single(model, single, pred_alone)
     torch.testing.assert_close(value_in_pair, value_alone, atol=TOL.fp64.atol, rtol=TOL.fp64.rtol)
     assert float(DistillationLoss({}, 0.0, 1.0)(model, batch, pred)) == 0.0

@@ -52,6 +52,11 @@ class DistillationLoss(nn.Module):
         n_student_features: width F_s of the student's ``node_features`` (feature term).
         seed: seeds the initial linear map.
 
+    Attributes:
+        extra_outputs: the model outputs the loss reads from ``pred`` besides energy and
+            forces (``node_features`` for the feature term), which the training step asks
+            the model for.
+
     Raises:
         ValueError: ``feature_weight > 0`` but no target has teacher features.
     """
@@ -69,6 +74,7 @@ class DistillationLoss(nn.Module):
         self.feature_weight = float(feature_weight)
         self.hessian_weight = float(hessian_weight)
         self.feature_map = None
+        self.extra_outputs = frozenset({NODE_FEATURES} if self.feature_weight > 0 else ())
         if self.feature_weight > 0:
             features = [r["features"] for r in self.targets.values() if "features" in r]
             if not features:

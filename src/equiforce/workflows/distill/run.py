@@ -310,7 +310,7 @@ def _auxiliary_factory(config: DistillConfig, data: StudentData):
         if losses.feature_weight > 0:
             graph = configuration_to_graph(data.sample, model.type_names, model.r_max)
             with torch.no_grad():
-                out = model(collate([graph]), compute_forces=False)
+                out = model(collate([graph]), compute_forces=False, extra_outputs=(NODE_FEATURES,))
             n_features = int(out[NODE_FEATURES].shape[1])
         return DistillationLoss(
             data.targets, losses.feature_weight, losses.hessian_weight, n_features, config.seed

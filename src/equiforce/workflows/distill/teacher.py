@@ -141,7 +141,11 @@ class ModelTeacher(Teacher):
             stress = any(is_periodic(a) for a in chunk)
             with torch.enable_grad(), precision_scope(current_policy(self.model)):
                 pred = self.model(
-                    batch, compute_forces=True, compute_stress=stress, create_graph=False
+                    batch,
+                    compute_forces=True,
+                    compute_stress=stress,
+                    create_graph=False,
+                    extra_outputs=(NODE_FEATURES,) if features else (),
                 )
             ptr = batch[keys.PTR].tolist()
             for g, atoms in enumerate(chunk):
