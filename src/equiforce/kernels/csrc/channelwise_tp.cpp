@@ -18,18 +18,54 @@
 //   edge_s    dF/dS: out[e, t],    parallel over edges.
 //
 // Node tensors are channel-last, (n_nodes, n_components, U), so the inner loops run over the
-// U channels with unit stride (vectorised by the compiler). Triples arrive sorted by
-// (p, ia) so node_out forms A * R once per run of equal (p, ia). The edge_s dot products are
-// plain loops with an ``omp simd`` reduction (fixed order: deterministic).
+// U channels with unit stride. node_out and edge_r sum each output row in vector registers
+// (GCC vector types, kRowBlock channels at a time) over the triples of its output component
+// or path, in table order, and store it once: a row updated in memory triple after triple is
+// bound by its stores. The edge_s dot products are plain loops with an ``omp simd``
+// reduction. Every sum runs in a fixed order (deterministic).
 
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 namespace {
+
+// GCC vector types: kVectors 512-bit registers hold kRowBlock channels of a running sum.
+template <typename T>
+using Vec __attribute__((vector_size(64))) = T;
+template <typename T>
+constexpr int64_t kLanes = 64 / sizeof(T);
+constexpr int64_t kVectors = 4;
+template <typename T>
+constexpr int64_t kRowBlock = kVectors * kLanes<T>;
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// acc += c * x * y over kRowBlock channels (kVectors registers).
+template <typename T>
+inline void add_product(Vec<T>* acc, T c, const T* x, const T* y) {
+  for (int64_t k = 0; k < kVectors; ++k)
+    acc[k] += c * load<T>(x + k * kLanes<T>) * load<T>(y + k * kLanes<T>);
+}
+
+template <typename T>
+inline void store_block(T* z, const Vec<T>* acc) {
+  for (int64_t k = 0; k < kVectors; ++k) store<T>(z + k * kLanes<T>, acc[k]);
+}
 
 void check_inputs(const torch::Tensor& a, const torch::Tensor& s, const torch::Tensor& r,
                   const torch::Tensor& triples) {
@@ -54,38 +90,117 @@ torch::Tensor index_input(const torch::Tensor& index, const char* name, int64_t 
   return index.contiguous();
 }
 
+// The triples grouped by one of their columns (a counting sort, stable): group g owns
+// order[first[g] .. first[g + 1]). Checks that the column's values lie in 0 .. n_groups - 1.
+struct TripleGroups {
+  std::vector<int64_t> first, order;
+};
+
+TripleGroups group_triples(const int64_t* triples, int64_t n_triples, int64_t column,
+                           int64_t n_groups, const char* what) {
+  TripleGroups groups{std::vector<int64_t>(n_groups + 1, 0), std::vector<int64_t>(n_triples)};
+  for (int64_t t = 0; t < n_triples; ++t) {
+    const int64_t g = triples[4 * t + column];
+    TORCH_CHECK(g >= 0 && g < n_groups, "triple ", t, ": ", what, " ", g, " outside 0..",
+                n_groups - 1);
+    ++groups.first[g + 1];
+  }
+  for (int64_t g = 0; g < n_groups; ++g) groups.first[g + 1] += groups.first[g];
+  std::vector<int64_t> next(groups.first.begin(), groups.first.end() - 1);
+  for (int64_t t = 0; t < n_triples; ++t) groups.order[next[triples[4 * t + column]]++] = t;
+  return groups;
+}
+
+// out[node, ib, u0 .. u0 + kRowBlock) summed in vector registers over the node's edges and
+// the triples [t0, t1) of output component ib (`order` lists the triples by ib), then stored.
+template <typename T>
+inline void node_out_component(const T* a, const T* s, const T* r, const int64_t* gather,
+                               const int64_t* perm, int64_t q0, int64_t q1,
+                               const int64_t* triples, const int64_t* order, int64_t t0,
+                               int64_t t1, int64_t n_triples, int64_t da, int64_t n_paths,
+                               int64_t channels, int64_t u0, T* __restrict__ y) {
+  Vec<T> acc[kVectors] = {};
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t e = perm[q];
+    const T* a_row = a + gather[e] * da * channels + u0;
+    const T* r_row = r + e * n_paths * channels + u0;
+    const T* s_row = s + e * n_triples;
+    for (int64_t j = t0; j < t1; ++j) {
+      const int64_t* row = triples + 4 * order[j];
+      add_product<T>(acc, s_row[row[3]], a_row + row[1] * channels, r_row + row[0] * channels);
+    }
+  }
+  store_block<T>(y, acc);
+}
+
 template <typename T>
 void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
                    const int64_t* perm, const int64_t* offsets, const int64_t* triples,
                    int64_t n_out, int64_t n_triples, int64_t da, int64_t d_out, int64_t n_paths,
                    int64_t channels, T* out) {
+  // each output row is summed in registers over its component's triples and the node's edges
+  const TripleGroups by_ib = group_triples(triples, n_triples, 2, d_out, "output component");
+  const std::vector<int64_t>& first = by_ib.first;
+  const std::vector<int64_t>& order = by_ib.order;
+  constexpr int64_t B = kRowBlock<T>;
+  const int64_t full = channels - channels % B;
   at::parallel_for(0, n_out, 16, [&](int64_t begin, int64_t end) {
-    std::vector<T> prod(channels);
     for (int64_t node = begin; node < end; ++node) {
       T* acc = out + node * d_out * channels;
-      for (int64_t q = offsets[node]; q < offsets[node + 1]; ++q) {
-        const int64_t e = perm[q];
-        const T* a_row = a + gather[e] * da * channels;
-        const T* r_row = r + e * n_paths * channels;
-        const T* s_row = s + e * n_triples;
-        int64_t last_p = -1, last_ia = -1;
-        for (int64_t t = 0; t < n_triples; ++t) {
-          const int64_t* row = triples + 4 * t;
-          const int64_t p = row[0], ia = row[1], ib = row[2], column = row[3];
-          if (p != last_p || ia != last_ia) {
-            const T* x = a_row + ia * channels;
-            const T* w = r_row + p * channels;
-            for (int64_t u = 0; u < channels; ++u) prod[u] = x[u] * w[u];
-            last_p = p;
-            last_ia = ia;
+      for (int64_t ib = 0; ib < d_out; ++ib) {
+        for (int64_t u0 = 0; u0 < full; u0 += B) {
+          node_out_component(a, s, r, gather, perm, offsets[node], offsets[node + 1], triples,
+                             order.data(), first[ib], first[ib + 1], n_triples, da, n_paths,
+                             channels, u0, acc + ib * channels + u0);
+        }
+        // the channel tail, element by element
+        T* __restrict__ y = acc + ib * channels;
+        for (int64_t u = full; u < channels; ++u) y[u] = T(0);
+        if (full == channels) continue;
+        for (int64_t q = offsets[node]; q < offsets[node + 1]; ++q) {
+          const int64_t e = perm[q];
+          for (int64_t j = first[ib]; j < first[ib + 1]; ++j) {
+            const int64_t* row = triples + 4 * order[j];
+            const T coefficient = s[e * n_triples + row[3]];
+            const T* __restrict__ x = a + (gather[e] * da + row[1]) * channels;
+            const T* __restrict__ w = r + (e * n_paths + row[0]) * channels;
+            for (int64_t u = full; u < channels; ++u) y[u] += coefficient * x[u] * w[u];
           }
-          const T coefficient = s_row[column];
-          T* y = acc + ib * channels;
-          for (int64_t u = 0; u < channels; ++u) y[u] += coefficient * prod[u];
         }
       }
     }
   });
+}
+
+// One path's rows of out[e, p, u0 .. u0 + kRowBlock) summed in vector registers over the
+// path's triples [t0, t1), then stored once.
+template <typename T>
+inline void edge_r_path(const T* __restrict__ a_row, const T* __restrict__ b_row,
+                        const T* __restrict__ s_row, const int64_t* triples,
+                        const int64_t* order, int64_t t0, int64_t t1, int64_t channels,
+                        T* __restrict__ z) {
+  Vec<T> acc[kVectors] = {};
+  for (int64_t j = t0; j < t1; ++j) {
+    const int64_t* row = triples + 4 * order[j];
+    add_product<T>(acc, s_row[row[3]], a_row + row[1] * channels, b_row + row[2] * channels);
+  }
+  store_block<T>(z, acc);
+}
+
+// The same for a block of width < kRowBlock (the channel tail).
+template <typename T>
+inline void edge_r_path_tail(const T* __restrict__ a_row, const T* __restrict__ b_row,
+                             const T* __restrict__ s_row, const int64_t* triples,
+                             const int64_t* order, int64_t t0, int64_t t1, int64_t channels,
+                             int64_t width, T* __restrict__ z) {
+  for (int64_t u = 0; u < width; ++u) z[u] = T(0);
+  for (int64_t j = t0; j < t1; ++j) {
+    const int64_t* row = triples + 4 * order[j];
+    const T coefficient = s_row[row[3]];
+    const T* __restrict__ x = a_row + row[1] * channels;
+    const T* __restrict__ y = b_row + row[2] * channels;
+    for (int64_t u = 0; u < width; ++u) z[u] += coefficient * x[u] * y[u];
+  }
 }
 
 template <typename T>
@@ -93,34 +208,30 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
                  const int64_t* other, const int64_t* triples, int64_t n_edges,
                  int64_t n_triples, int64_t da, int64_t db, int64_t n_paths, int64_t channels,
                  T* out) {
-  // `out` is uninitialised: a path's first triple writes its row, later ones add, and the
-  // rows of paths without triples are zeroed (no separate zero-fill pass over the output)
-  std::vector<char> has_triple(n_paths, 0);
-  for (int64_t t = 0; t < n_triples; ++t) has_triple[triples[4 * t]] = 1;
+  // each output row is summed in registers over its path's triples and written once (a path
+  // without triples writes zeros)
+  const TripleGroups by_p = group_triples(triples, n_triples, 0, n_paths, "path");
+  const std::vector<int64_t>& first = by_p.first;
+  const int64_t* order = by_p.order.data();
+  constexpr int64_t B = kRowBlock<T>;
   at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
-    std::vector<char> written(n_paths);
     for (int64_t e = begin; e < end; ++e) {
       const T* a_row = a + gather[e] * da * channels;
       const T* b_row = b + other[e] * db * channels;
       const T* s_row = s + e * n_triples;
       T* o_row = out + e * n_paths * channels;
-      std::fill(written.begin(), written.end(), 0);
-      for (int64_t t = 0; t < n_triples; ++t) {
-        const int64_t* row = triples + 4 * t;
-        const int64_t p = row[0], ia = row[1], ib = row[2], column = row[3];
-        const T coefficient = s_row[column];
-        const T* x = a_row + ia * channels;
-        const T* y = b_row + ib * channels;
-        T* z = o_row + p * channels;
-        if (written[p]) {
-          for (int64_t u = 0; u < channels; ++u) z[u] += coefficient * x[u] * y[u];
-        } else {
-          for (int64_t u = 0; u < channels; ++u) z[u] = coefficient * x[u] * y[u];
-          written[p] = 1;
+      for (int64_t p = 0; p < n_paths; ++p) {
+        for (int64_t u0 = 0; u0 < channels; u0 += B) {
+          T* z = o_row + p * channels + u0;
+          if (channels - u0 >= B) {
+            edge_r_path(a_row + u0, b_row + u0, s_row, triples, order, first[p],
+                        first[p + 1], channels, z);
+          } else {
+            edge_r_path_tail(a_row + u0, b_row + u0, s_row, triples, order, first[p],
+                             first[p + 1], channels, channels - u0, z);
+          }
         }
       }
-      for (int64_t p = 0; p < n_paths; ++p)
-        if (!has_triple[p]) std::fill(o_row + p * channels, o_row + (p + 1) * channels, T(0));
     }
   });
 }
@@ -168,7 +279,7 @@ torch::Tensor node_out(torch::Tensor a, torch::Tensor s, torch::Tensor r, torch:
   TORCH_CHECK(gather.size(0) == s.size(0) && perm.size(0) == s.size(0),
               "gather and perm need one entry per edge");
   TORCH_CHECK(offsets.size(0) == n_out + 1, "offsets needs n_out + 1 entries");
-  auto out = torch::zeros({n_out, d_out, a.size(2)}, a.options());
+  auto out = torch::empty({n_out, d_out, a.size(2)}, a.options());  // all written
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "node_out", [&] {
     node_out_impl<scalar_t>(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                             r.data_ptr<scalar_t>(), gather.data_ptr<int64_t>(),
