@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from equiforce.allocator import retain_freed_memory
+
 # subcommand -> (module exposing add_arguments(parser) and run(args), one-line help)
 SUBCOMMANDS = {
     "quickstart": ("equiforce.cli.quickstart", "generate data, train, evaluate and run MD"),
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``equiforce`` script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # steps reuse their freed pages instead of faulting them in again
     try:
         status = args.run(args)
     except (FileNotFoundError, ValueError, KeyError) as err:

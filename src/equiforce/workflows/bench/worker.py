@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from equiforce.allocator import retain_freed_memory
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.measure.protocol import Session, serve
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "--whole-graph", action="store_true", help="no blocks of centre atoms (local models)"
     )
     args = parser.parse_args(argv)
+    retain_freed_memory()  # as the equiforce command line runs
     with precision_scope(from_name(args.precision)):  # the run's float32 matmul precision
         return serve(lambda: _prepare(args), args.outputs)
 
