@@ -4,9 +4,10 @@ The default sources (``channelwise_tp.cpp``, which holds the bindings, and
 ``symmetric_contraction.cpp``; ``cpu_kernels()``) are compiled with
 ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3 -march=native``) the first time a fast kernel
 runs on CPU, into torch's per-user extension cache (``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``). The module name carries a hash of the sources (their path
-included), this machine's CPU flags, torch's version and the Python environment, so an edited
-source, another CPU, another torch, another checkout or venv builds afresh and a cached build is
+``~/.cache/torch_extensions``). The module name carries a hash of the sources and of the
+headers in ``kernels/csrc`` (their paths included), this machine's CPU flags, torch's version
+and the Python environment, so an edited source or header, another CPU, another torch, another
+checkout or venv builds afresh and a cached build is
 reused otherwise (concurrent builds wait on torch's file lock). The path and the environment are in
 the name because the build files record absolute include and source paths: two venvs sharing one
 name rebuilt each other's module at every process start (~40 s each). When no compiler is available
@@ -48,7 +49,8 @@ def _cpu_fingerprint() -> str:
 
 def _module_name(sources: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
-    for source in sources:
+    # the headers every source may include count as sources
+    for source in (*sources, *sorted(_CSRC.glob("*.h"))):
         digest.update(str(source.resolve()).encode())
         digest.update(source.read_bytes())
     digest.update(sys.prefix.encode())

@@ -29,31 +29,21 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
+
+#include "vector_registers.h"
 
 namespace {
 
-// GCC vector types: kVectors 512-bit registers hold kRowBlock channels of a running sum.
-template <typename T>
-using Vec __attribute__((vector_size(64))) = T;
-template <typename T>
-constexpr int64_t kLanes = 64 / sizeof(T);
+using equiforce_vec::kLanes;
+using equiforce_vec::load;
+using equiforce_vec::store;
+using equiforce_vec::Vec;
+
+// kVectors registers hold kRowBlock channels of a running sum.
 constexpr int64_t kVectors = 4;
 template <typename T>
 constexpr int64_t kRowBlock = kVectors * kLanes<T>;
-
-template <typename T>
-inline Vec<T> load(const T* p) {
-  Vec<T> v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store(T* p, Vec<T> v) {
-  __builtin_memcpy(p, &v, sizeof(v));
-}
 
 // acc += c * x * y over kRowBlock channels (kVectors registers).
 template <typename T>

@@ -30,7 +30,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "vector_registers.h"
+
 namespace {
+
+using equiforce_vec::kLanes;
+using equiforce_vec::load;
+using equiforce_vec::store;
+using equiforce_vec::Vec;
 
 struct Monomials {
   int64_t d, n_pairs, n_cubes;
@@ -133,8 +140,11 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
 }
 
 // Every kernel runs over blocks of `kBlock` channels (parallel over blocks) and, inside a
-// block, over the atoms: a species' coefficients for one block (n_out * M * kBlock values)
-// stay in cache while its atoms stream past, and each output element is written by one thread.
+// block, over the atoms grouped by species: a species' coefficients for one block
+// (n_out * M * kBlock values) stay in cache while its atoms stream past, and each output
+// element is written by one thread. That block is larger than L1, so the forward and the
+// gradient's beta = P . G take a few atoms at a time with their sums in vector registers and
+// read each coefficient row once per group; the moment sums kAtoms atoms into each row.
 constexpr int64_t kBlock = 16;
 
 using FullBlock = std::integral_constant<int64_t, kBlock>;
@@ -166,32 +176,6 @@ void unpack_block(const T* block, int64_t rows, int64_t C, int64_t c0, int64_t L
   for (int64_t r = 0; r < rows; ++r) std::copy(block + r * L, block + r * L + L, p + r * C + c0);
 }
 
-template <typename T>
-void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, const int64_t* type,
-                  int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* y) {
-  const int64_t M = mono.count(), d = mono.d;
-  over_channel_blocks(C, [&](int64_t c0, auto width) {
-    const int64_t L = width;
-    std::vector<T> nu(M * kBlock), quad(mono.n_pairs * kBlock), pb(n_types * n_out * M * L);
-    pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t off = i * d * C + c0;
-      build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data(), quad.data());
-      const T* ps = pb.data() + type[i] * n_out * M * L;
-      for (int64_t o = 0; o < n_out; ++o) {
-        T acc[kBlock] = {};
-        for (int64_t m = 0; m < M; ++m) {
-          const T* __restrict__ pm = ps + (o * M + m) * L;
-          const T* __restrict__ num = nu.data() + m * L;
-          for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * num[c];
-        }
-        T* yo = y + (i * n_out + o) * C + c0;
-        for (int64_t c = 0; c < L; ++c) yo[c] = acc[c];
-      }
-    }
-  });
-}
-
 // Atoms grouped by species (counting sort): `order` lists them, species s at
 // order[starts[s] .. starts[s + 1]).
 void group_by_species(const int64_t* type, int64_t n, int64_t n_types,
@@ -204,6 +188,104 @@ void group_by_species(const int64_t* type, int64_t n, int64_t n_types,
   for (int64_t i = 0; i < n; ++i) order[next[type[i]]++] = i;
 }
 
+// A run of at most a group size of atoms of one species: order[first .. first + count).
+struct SpeciesGroup {
+  int64_t species, first, count;
+};
+
+// The atoms grouped by species (`order`, group_by_species) and cut into groups of `size`.
+std::vector<SpeciesGroup> species_groups(const int64_t* type, int64_t n, int64_t n_types,
+                                         int64_t size, std::vector<int64_t>& order) {
+  std::vector<int64_t> starts;
+  group_by_species(type, n, n_types, order, starts);
+  std::vector<SpeciesGroup> groups;
+  for (int64_t s = 0; s < n_types; ++s)
+    for (int64_t first = starts[s]; first < starts[s + 1]; first += size)
+      groups.push_back({s, first, std::min(size, starts[s + 1] - first)});
+  return groups;
+}
+
+// The forward sums y[n, o] = sum_m P[s, o, m] nu_m(n) for kGroup<T> atoms of one species and
+// O outputs at once in vector registers: each row of P is loaded once per group, not once per
+// atom (a species' P block, n_out * M rows, is larger than L1 and would stream from L2 for
+// every atom).
+template <typename T>
+constexpr int64_t kVecs = kBlock / kLanes<T>;  // vectors per kBlock channels
+template <typename T>
+constexpr int64_t kGroup = 4 / kVecs<T>;  // atoms per group: 16 accumulators with O = 4
+
+// y rows of the `count` (<= kGroup) atoms `atoms`, outputs o0 .. o0 + O - 1, from their nu
+// (kGroup x M x kBlock) and the species' packed P (n_out x M x kBlock).
+template <typename T, int64_t O>
+void forward_group(const T* nu, const T* ps, int64_t M, int64_t n_out, int64_t o0,
+                   const int64_t* atoms, int64_t count, int64_t C, int64_t c0, T* y) {
+  constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
+  Vec<T> acc[G][O][nv] = {};
+  for (int64_t m = 0; m < M; ++m) {
+    Vec<T> pm[O][nv];
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < nv; ++k)
+        pm[o][k] = load<T>(ps + ((o0 + o) * M + m) * kBlock + k * lanes);
+    // rows of atoms past `count` hold stale values: summed, never stored
+    for (int64_t a = 0; a < G; ++a) {
+      for (int64_t k = 0; k < nv; ++k) {
+        const Vec<T> value = load<T>(nu + (a * M + m) * kBlock + k * lanes);
+        for (int64_t o = 0; o < O; ++o) acc[a][o][k] += pm[o][k] * value;
+      }
+    }
+  }
+  for (int64_t a = 0; a < count; ++a)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < nv; ++k)
+        store<T>(y + (atoms[a] * n_out + o0 + o) * C + c0 + k * lanes, acc[a][o][k]);
+}
+
+template <typename T>
+void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, const int64_t* type,
+                  int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* y) {
+  const int64_t M = mono.count(), d = mono.d;
+  constexpr int64_t G = kGroup<T>;
+  std::vector<int64_t> order;
+  const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
+  over_channel_blocks(C, [&](int64_t c0, auto width) {
+    const int64_t L = width;
+    std::vector<T> nu(G * M * kBlock, T(0)), quad(mono.n_pairs * kBlock);
+    std::vector<T> pb(n_types * n_out * M * L);
+    pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
+    for (const SpeciesGroup& group : groups) {
+      const T* ps = pb.data() + group.species * n_out * M * L;
+      const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
+      const int64_t* atoms = order.data() + group.first;
+      for (int64_t a = 0; a < count; ++a) {
+        const int64_t off = atoms[a] * d * C + c0;
+        build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
+                 quad.data());
+      }
+      if constexpr (std::is_same_v<decltype(width), FullBlock>) {
+        int64_t o0 = 0;
+        for (; o0 + 4 <= n_out; o0 += 4)
+          forward_group<T, 4>(nu.data(), ps, M, n_out, o0, atoms, count, C, c0, y);
+        for (; o0 < n_out; ++o0)
+          forward_group<T, 1>(nu.data(), ps, M, n_out, o0, atoms, count, C, c0, y);
+      } else {
+        // the channel tail (L < kBlock), atom by atom
+        for (int64_t a = 0; a < count; ++a) {
+          for (int64_t o = 0; o < n_out; ++o) {
+            T acc[kBlock] = {};
+            for (int64_t m = 0; m < M; ++m) {
+              const T* __restrict__ pm = ps + (o * M + m) * L;
+              const T* __restrict__ num = nu.data() + (a * M + m) * L;
+              for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * num[c];
+            }
+            T* yo = y + (atoms[a] * n_out + o) * C + c0;
+            for (int64_t c = 0; c < L; ++c) yo[c] = acc[c];
+          }
+        }
+      }
+    }
+  });
+}
+
 // Atoms of one species are taken kAtoms at a time, so each coefficient row of the (cached)
 // accumulator is read and written once per group instead of once per atom.
 constexpr int64_t kAtoms = 8;
@@ -212,35 +294,34 @@ template <typename T>
 void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, const int64_t* type,
                  int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* gp) {
   const int64_t M = mono.count(), d = mono.d;
-  std::vector<int64_t> order, starts;
-  group_by_species(type, n, n_types, order, starts);
+  std::vector<int64_t> order;
+  const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, kAtoms, order);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
     std::vector<T> nu(kAtoms * M * kBlock), quad(mono.n_pairs * kBlock);
     std::vector<T> gb(n_types * n_out * M * L, T(0));
-    for (int64_t s = 0; s < n_types; ++s) {
-      for (int64_t first = starts[s]; first < starts[s + 1]; first += kAtoms) {
-        const int64_t count = std::min(kAtoms, starts[s + 1] - first);
-        for (int64_t a = 0; a < count; ++a) {
-          const int64_t off = order[first + a] * d * C + c0;
-          build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
-                   quad.data());
-        }
-        for (int64_t o = 0; o < n_out; ++o) {
-          const T* go[kAtoms];
-          for (int64_t a = 0; a < count; ++a) go[a] = g + (order[first + a] * n_out + o) * C + c0;
-          T* ps = gb.data() + (s * n_out + o) * M * L;
-          for (int64_t m = 0; m < M; ++m) {
-            T acc[kBlock];
-            T* __restrict__ pm = ps + m * L;
-            for (int64_t c = 0; c < L; ++c) acc[c] = pm[c];
-            for (int64_t a = 0; a < count; ++a) {
-              const T* __restrict__ num = nu.data() + (a * M + m) * L;
-              const T* __restrict__ ga = go[a];
-              for (int64_t c = 0; c < L; ++c) acc[c] += ga[c] * num[c];
-            }
-            for (int64_t c = 0; c < L; ++c) pm[c] = acc[c];
+    for (const SpeciesGroup& group : groups) {
+      const int64_t s = group.species, first = group.first;
+      const int64_t count = std::min(kAtoms, group.count);  // the bound lets loops unroll
+      for (int64_t a = 0; a < count; ++a) {
+        const int64_t off = order[first + a] * d * C + c0;
+        build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
+                 quad.data());
+      }
+      for (int64_t o = 0; o < n_out; ++o) {
+        const T* go[kAtoms];
+        for (int64_t a = 0; a < count; ++a) go[a] = g + (order[first + a] * n_out + o) * C + c0;
+        T* ps = gb.data() + (s * n_out + o) * M * L;
+        for (int64_t m = 0; m < M; ++m) {
+          T acc[kBlock];
+          T* __restrict__ pm = ps + m * L;
+          for (int64_t c = 0; c < L; ++c) acc[c] = pm[c];
+          for (int64_t a = 0; a < count; ++a) {
+            const T* __restrict__ num = nu.data() + (a * M + m) * L;
+            const T* __restrict__ ga = go[a];
+            for (int64_t c = 0; c < L; ++c) acc[c] += ga[c] * num[c];
           }
+          for (int64_t c = 0; c < L; ++c) pm[c] = acc[c];
         }
       }
     }
@@ -248,96 +329,152 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
   });
 }
 
+// beta[a, m] = sum_o P[s, o, m] G[atoms[a], o] for a group of `count` (<= kGroup) atoms of
+// species s and O = n_out outputs: G's rows in registers, each row of P loaded once per group.
+// Rows of atoms past `count` come out zero.
+template <typename T, int64_t O>
+void beta_group(const T* ps, const T* g, const int64_t* atoms, int64_t count, int64_t M,
+                int64_t C, int64_t c0, T* betas) {
+  constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
+  Vec<T> go[G][O][nv] = {};
+  for (int64_t a = 0; a < count; ++a)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < nv; ++k)
+        go[a][o][k] = load<T>(g + (atoms[a] * O + o) * C + c0 + k * lanes);
+  for (int64_t m = 0; m < M; ++m) {
+    Vec<T> pm[O][nv];
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < nv; ++k) pm[o][k] = load<T>(ps + (o * M + m) * kBlock + k * lanes);
+    for (int64_t a = 0; a < G; ++a) {
+      for (int64_t k = 0; k < nv; ++k) {
+        Vec<T> total = pm[0][k] * go[a][0][k];
+        for (int64_t o = 1; o < O; ++o) total += pm[o][k] * go[a][o][k];
+        store<T>(betas + (a * M + m) * kBlock + k * lanes, total);
+      }
+    }
+  }
+}
+
+// The same for any n_out and a block of any width (the channel tail), atom by atom.
+template <typename T, typename W>
+void beta_rows(const T* ps, const T* g, const int64_t* atoms, int64_t count, int64_t M,
+               int64_t n_out, int64_t C, int64_t c0, W width, T* betas) {
+  const int64_t L = width;
+  for (int64_t a = 0; a < count; ++a) {
+    const T* __restrict__ gi_out = g + atoms[a] * n_out * C + c0;
+    for (int64_t m = 0; m < M; ++m) {
+      T acc[kBlock] = {};
+      for (int64_t o = 0; o < n_out; ++o) {
+        const T* __restrict__ pm = ps + (o * M + m) * L;
+        const T* __restrict__ go = gi_out + o * C;
+        for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * go[c];
+      }
+      T* __restrict__ bm = betas + (a * M + m) * L;
+      for (int64_t c = 0; c < L; ++c) bm[c] = acc[c];
+    }
+  }
+}
+
 template <typename T>
 void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, const T* v,
                    const int64_t* type, int64_t n, int64_t n_types, int64_t n_out, int64_t C,
                    T* gx) {
   const int64_t M = mono.count(), d = mono.d, np = mono.n_pairs;
+  constexpr int64_t G = kGroup<T>;
+  std::vector<int64_t> order;
+  const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
-    // beta (M x L), then the coefficients of Q (value) and, at order 1, of dQ
-    std::vector<T> beta(M * kBlock), gamma(np * kBlock), quad(np * kBlock), dquad(np * kBlock);
-    std::vector<T> pb(n_types * n_out * M * L);
+    // beta (M x L) of a group of atoms of one species, then per atom the coefficients of Q
+    // (value) and, at order 1, of dQ
+    std::vector<T> betas(G * M * kBlock), gamma(np * kBlock), quad(np * kBlock);
+    std::vector<T> dquad(np * kBlock), pb(n_types * n_out * M * L);
     pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
-    for (int64_t i = 0; i < n; ++i) {
-      const T* __restrict__ xi = x + i * d * C + c0;
-      const T* __restrict__ vi = v ? v + i * d * C + c0 : nullptr;
-      T* __restrict__ gi = gx + i * d * C + c0;
-      const T* __restrict__ ps = pb.data() + type[i] * n_out * M * L;
-      const T* __restrict__ gi_out = g + i * n_out * C + c0;
-      for (int64_t m = 0; m < M; ++m) {
-        T acc[kBlock] = {};
-        for (int64_t o = 0; o < n_out; ++o) {
-          const T* __restrict__ pm = ps + (o * M + m) * L;
-          const T* __restrict__ go = gi_out + o * C;
-          for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * go[c];
-        }
-        T* __restrict__ bm = beta.data() + m * L;
-        for (int64_t c = 0; c < L; ++c) bm[c] = acc[c];
-      }
-      // the linear rows: d x_a / d x_a = 1 at order 0; v_a does not depend on x at order 1
-      if (!vi) {
-        for (int64_t a = 0; a < d; ++a) {
-          T* __restrict__ ga = gi + a * C;
-          const T* __restrict__ ba = beta.data() + a * L;
-          row_add(ga, ba, width);
-        }
-      }
-      for (int64_t q = 0; q < np; ++q) {
-        const T* __restrict__ xa = xi + mono.pair_a[q] * C;
-        const T* __restrict__ xb = xi + mono.pair_b[q] * C;
-        T* __restrict__ qq = quad.data() + q * L;
-        row_mul(qq, xa, xb, width);
-        if (vi) {
-          const T* __restrict__ va = vi + mono.pair_a[q] * C;
-          const T* __restrict__ vb = vi + mono.pair_b[q] * C;
-          T* __restrict__ dq = dquad.data() + q * L;
-          row_mul2(dq, va, xb, xa, vb, width);
-        }
-      }
-      // gamma: coefficient of Q_q (value); the pair rows of beta stay the coefficient of nu's
-      // own pair term (Q at order 0, dQ at order 1), to which the cubes add at order 1
-      std::fill(gamma.begin(), gamma.end(), T(0));
-      for (int64_t j = 0; j < mono.n_cubes; ++j) {
-        const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
-        const T* __restrict__ bj = beta.data() + (d + np + j) * L;
-        const T* __restrict__ xk = xi + k * C;
-        T* __restrict__ gk = gi + k * C;
-        T* __restrict__ gq = gamma.data() + q * L;
-        if (vi) {
-          // nu_j = v_k Q_q + x_k dQ_q
-          const T* __restrict__ vk = vi + k * C;
-          const T* __restrict__ dq = dquad.data() + q * L;
-          T* __restrict__ bq = beta.data() + (d + q) * L;
-          // one store stream per loop (vectorises; rows of different arrays)
-          row_add_mul(gk, bj, dq, width);
-          row_add_mul(gq, bj, vk, width);
-          row_add_mul(bq, bj, xk, width);
+    for (const SpeciesGroup& group : groups) {
+      const T* __restrict__ ps = pb.data() + group.species * n_out * M * L;
+      const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
+      const int64_t* atoms = order.data() + group.first;
+      if constexpr (std::is_same_v<decltype(width), FullBlock>) {
+        if (n_out == 4) {
+          beta_group<T, 4>(ps, g, atoms, count, M, C, c0, betas.data());
+        } else if (n_out == 1) {
+          beta_group<T, 1>(ps, g, atoms, count, M, C, c0, betas.data());
         } else {
-          // nu_j = x_k Q_q
-          const T* __restrict__ qq = quad.data() + q * L;
-          row_add_mul(gk, bj, qq, width);
-          row_add_mul(gq, bj, xk, width);
+          beta_rows(ps, g, atoms, count, M, n_out, C, c0, width, betas.data());
         }
+      } else {
+        beta_rows(ps, g, atoms, count, M, n_out, C, c0, width, betas.data());
       }
-      for (int64_t q = 0; q < np; ++q) {
-        const int64_t a = mono.pair_a[q], b = mono.pair_b[q];
-        const T* __restrict__ xa = xi + a * C;
-        const T* __restrict__ xb = xi + b * C;
-        T* ga = gi + a * C;  // ga == gb for a square (a == b): no __restrict__
-        T* gb = gi + b * C;
-        const T* __restrict__ bq = beta.data() + (d + q) * L;
-        const T* __restrict__ gq = gamma.data() + q * L;
-        if (vi) {
-          // gamma * dQ/dx  +  beta_q * d(dQ)/dx, with dQ = v_a x_b + x_a v_b
-          const T* __restrict__ va = vi + a * C;
-          const T* __restrict__ vb = vi + b * C;
-          // ga and gb may be one row: two loops, each with one store stream
-          row_add_mul2(ga, gq, xb, bq, vb, width);
-          row_add_mul2(gb, gq, xa, bq, va, width);
-        } else {
-          row_add_sum_mul(ga, bq, gq, xb, width);
-          row_add_sum_mul(gb, bq, gq, xa, width);
+      for (int64_t member = 0; member < count; ++member) {
+        const int64_t i = atoms[member];
+        T* __restrict__ beta = betas.data() + member * M * L;
+        const T* __restrict__ xi = x + i * d * C + c0;
+        const T* __restrict__ vi = v ? v + i * d * C + c0 : nullptr;
+        T* __restrict__ gi = gx + i * d * C + c0;
+        // the linear rows: d x_a / d x_a = 1 at order 0; v_a does not depend on x at order 1
+        if (!vi) {
+          for (int64_t a = 0; a < d; ++a) {
+            T* __restrict__ ga = gi + a * C;
+            const T* __restrict__ ba = beta + a * L;
+            row_add(ga, ba, width);
+          }
+        }
+        for (int64_t q = 0; q < np; ++q) {
+          const T* __restrict__ xa = xi + mono.pair_a[q] * C;
+          const T* __restrict__ xb = xi + mono.pair_b[q] * C;
+          T* __restrict__ qq = quad.data() + q * L;
+          row_mul(qq, xa, xb, width);
+          if (vi) {
+            const T* __restrict__ va = vi + mono.pair_a[q] * C;
+            const T* __restrict__ vb = vi + mono.pair_b[q] * C;
+            T* __restrict__ dq = dquad.data() + q * L;
+            row_mul2(dq, va, xb, xa, vb, width);
+          }
+        }
+        // gamma: coefficient of Q_q (value); the pair rows of beta stay the coefficient of nu's
+        // own pair term (Q at order 0, dQ at order 1), to which the cubes add at order 1
+        std::fill(gamma.begin(), gamma.end(), T(0));
+        for (int64_t j = 0; j < mono.n_cubes; ++j) {
+          const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
+          const T* __restrict__ bj = beta + (d + np + j) * L;
+          const T* __restrict__ xk = xi + k * C;
+          T* __restrict__ gk = gi + k * C;
+          T* __restrict__ gq = gamma.data() + q * L;
+          if (vi) {
+            // nu_j = v_k Q_q + x_k dQ_q
+            const T* __restrict__ vk = vi + k * C;
+            const T* __restrict__ dq = dquad.data() + q * L;
+            T* __restrict__ bq = beta + (d + q) * L;
+            // one store stream per loop (vectorises; rows of different arrays)
+            row_add_mul(gk, bj, dq, width);
+            row_add_mul(gq, bj, vk, width);
+            row_add_mul(bq, bj, xk, width);
+          } else {
+            // nu_j = x_k Q_q
+            const T* __restrict__ qq = quad.data() + q * L;
+            row_add_mul(gk, bj, qq, width);
+            row_add_mul(gq, bj, xk, width);
+          }
+        }
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t a = mono.pair_a[q], b = mono.pair_b[q];
+          const T* __restrict__ xa = xi + a * C;
+          const T* __restrict__ xb = xi + b * C;
+          T* ga = gi + a * C;  // ga == gb for a square (a == b): no __restrict__
+          T* gb = gi + b * C;
+          const T* __restrict__ bq = beta + (d + q) * L;
+          const T* __restrict__ gq = gamma.data() + q * L;
+          if (vi) {
+            // gamma * dQ/dx  +  beta_q * d(dQ)/dx, with dQ = v_a x_b + x_a v_b
+            const T* __restrict__ va = vi + a * C;
+            const T* __restrict__ vb = vi + b * C;
+            // ga and gb may be one row: two loops, each with one store stream
+            row_add_mul2(ga, gq, xb, bq, vb, width);
+            row_add_mul2(gb, gq, xa, bq, va, width);
+          } else {
+            row_add_sum_mul(ga, bq, gq, xb, width);
+            row_add_sum_mul(gb, bq, gq, xa, width);
+          }
         }
       }
     }

@@ -1,0 +1,19 @@
+"""``kernels.extension``: a cached kernel build is keyed by everything that goes into it."""
+
+from __future__ import annotations
+
+from equiforce.kernels import extension
+
+
+def test_module_name_changes_with_a_source_or_a_header(tmp_path, monkeypatch):
+    monkeypatch.setattr(extension, "_CSRC", tmp_path)
+    source, header = tmp_path / "kernel.cpp", tmp_path / "shared.h"
+    source.write_text('#include "shared.h"\nint f() { return g(); }\n')
+    header.write_text("inline int g() { return 1; }\n")
+    first = extension._module_name((source,))
+    assert extension._module_name((source,)) == first
+    header.write_text("inline int g() { return 2; }\n")
+    second = extension._module_name((source,))
+    assert second != first
+    source.write_text('#include "shared.h"\nint f() { return -g(); }\n')
+    assert extension._module_name((source,)) not in (first, second)
