@@ -144,7 +144,7 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
 // (n_out * M * kBlock values) stay in cache while its atoms stream past, and each output
 // element is written by one thread. That block is larger than L1, so the forward and the
 // gradient's beta = P . G take a few atoms at a time with their sums in vector registers and
-// read each coefficient row once per group; the moment sums kAtoms atoms into each row.
+// read each coefficient row once per group; the moment adds a group into each row at once.
 constexpr int64_t kBlock = 16;
 
 using FullBlock = std::integral_constant<int64_t, kBlock>;
@@ -286,39 +286,73 @@ void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, con
   });
 }
 
-// Atoms of one species are taken kAtoms at a time, so each coefficient row of the (cached)
-// accumulator is read and written once per group instead of once per atom.
-constexpr int64_t kAtoms = 8;
+// gP[s, o, m] += sum_a G[atoms[a], o] nu_m(atoms[a]) for a group of `count` (<= kGroup) atoms
+// of species s and O = n_out outputs: G's rows in registers, each atom's nu row loaded once per
+// m and each accumulator row read and written once per group; the group's `count` atoms are
+// added in order (the same sums as atom by atom).
+template <typename T, int64_t O>
+void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t count, int64_t M,
+                  int64_t C, int64_t c0, T* gs) {
+  constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
+  Vec<T> go[G][O][nv] = {};
+  for (int64_t a = 0; a < count; ++a)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < nv; ++k)
+        go[a][o][k] = load<T>(g + (atoms[a] * O + o) * C + c0 + k * lanes);
+  for (int64_t m = 0; m < M; ++m) {
+    Vec<T> value[G][nv];
+    for (int64_t a = 0; a < G; ++a)
+      for (int64_t k = 0; k < nv; ++k) value[a][k] = load<T>(nu + (a * M + m) * kBlock + k * lanes);
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t k = 0; k < nv; ++k) {
+        T* row = gs + (o * M + m) * kBlock + k * lanes;
+        Vec<T> acc = load<T>(row);
+        for (int64_t a = 0; a < count; ++a) acc += go[a][o][k] * value[a][k];
+        store<T>(row, acc);
+      }
+    }
+  }
+}
 
 template <typename T>
 void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, const int64_t* type,
                  int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* gp) {
   const int64_t M = mono.count(), d = mono.d;
+  constexpr int64_t G = kGroup<T>;
   std::vector<int64_t> order;
-  const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, kAtoms, order);
+  const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
-    std::vector<T> nu(kAtoms * M * kBlock), quad(mono.n_pairs * kBlock);
+    std::vector<T> nu(G * M * kBlock), quad(mono.n_pairs * kBlock);
     std::vector<T> gb(n_types * n_out * M * L, T(0));
     for (const SpeciesGroup& group : groups) {
-      const int64_t s = group.species, first = group.first;
-      const int64_t count = std::min(kAtoms, group.count);  // the bound lets loops unroll
+      const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
+      const int64_t* atoms = order.data() + group.first;
+      T* gs = gb.data() + group.species * n_out * M * L;
       for (int64_t a = 0; a < count; ++a) {
-        const int64_t off = order[first + a] * d * C + c0;
+        const int64_t off = atoms[a] * d * C + c0;
         build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
                  quad.data());
       }
+      if constexpr (std::is_same_v<decltype(width), FullBlock>) {
+        if (n_out == 4) {
+          moment_group<T, 4>(nu.data(), g, atoms, count, M, C, c0, gs);
+          continue;
+        }
+        if (n_out == 1) {
+          moment_group<T, 1>(nu.data(), g, atoms, count, M, C, c0, gs);
+          continue;
+        }
+      }
+      // any n_out, any width: row by row
       for (int64_t o = 0; o < n_out; ++o) {
-        const T* go[kAtoms];
-        for (int64_t a = 0; a < count; ++a) go[a] = g + (order[first + a] * n_out + o) * C + c0;
-        T* ps = gb.data() + (s * n_out + o) * M * L;
         for (int64_t m = 0; m < M; ++m) {
           T acc[kBlock];
-          T* __restrict__ pm = ps + m * L;
+          T* __restrict__ pm = gs + (o * M + m) * L;
           for (int64_t c = 0; c < L; ++c) acc[c] = pm[c];
           for (int64_t a = 0; a < count; ++a) {
             const T* __restrict__ num = nu.data() + (a * M + m) * L;
-            const T* __restrict__ ga = go[a];
+            const T* __restrict__ ga = g + (atoms[a] * n_out + o) * C + c0;
             for (int64_t c = 0; c < L; ++c) acc[c] += ga[c] * num[c];
           }
           for (int64_t c = 0; c < L; ++c) pm[c] = acc[c];
