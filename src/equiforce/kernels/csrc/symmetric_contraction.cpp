@@ -286,6 +286,20 @@ void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, con
   });
 }
 
+// The rows G[atoms[a], o, c0 .. c0 + kBlock) of a group of `count` (<= kGroup) atoms and O
+// outputs (n_out == O), in registers; zero for the group's places past `count`.
+template <typename T, int64_t O>
+struct GroupRows {
+  Vec<T> v[kGroup<T>][O][kVecs<T>] = {};
+
+  GroupRows(const T* g, const int64_t* atoms, int64_t count, int64_t C, int64_t c0) {
+    for (int64_t a = 0; a < count; ++a)
+      for (int64_t o = 0; o < O; ++o)
+        for (int64_t k = 0; k < kVecs<T>; ++k)
+          v[a][o][k] = load<T>(g + (atoms[a] * O + o) * C + c0 + k * kLanes<T>);
+  }
+};
+
 // gP[s, o, m] += sum_a G[atoms[a], o] nu_m(atoms[a]) for a group of `count` (<= kGroup) atoms
 // of species s and O = n_out outputs: G's rows in registers, each atom's nu row loaded once per
 // m and each accumulator row read and written once per group; the group's `count` atoms are
@@ -294,11 +308,7 @@ template <typename T, int64_t O>
 void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t count, int64_t M,
                   int64_t C, int64_t c0, T* gs) {
   constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
-  Vec<T> go[G][O][nv] = {};
-  for (int64_t a = 0; a < count; ++a)
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t k = 0; k < nv; ++k)
-        go[a][o][k] = load<T>(g + (atoms[a] * O + o) * C + c0 + k * lanes);
+  const GroupRows<T, O> go(g, atoms, count, C, c0);
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> value[G][nv];
     for (int64_t a = 0; a < G; ++a)
@@ -307,7 +317,7 @@ void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t count, 
       for (int64_t k = 0; k < nv; ++k) {
         T* row = gs + (o * M + m) * kBlock + k * lanes;
         Vec<T> acc = load<T>(row);
-        for (int64_t a = 0; a < count; ++a) acc += go[a][o][k] * value[a][k];
+        for (int64_t a = 0; a < count; ++a) acc += go.v[a][o][k] * value[a][k];
         store<T>(row, acc);
       }
     }
@@ -370,19 +380,15 @@ template <typename T, int64_t O>
 void beta_group(const T* ps, const T* g, const int64_t* atoms, int64_t count, int64_t M,
                 int64_t C, int64_t c0, T* betas) {
   constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
-  Vec<T> go[G][O][nv] = {};
-  for (int64_t a = 0; a < count; ++a)
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t k = 0; k < nv; ++k)
-        go[a][o][k] = load<T>(g + (atoms[a] * O + o) * C + c0 + k * lanes);
+  const GroupRows<T, O> go(g, atoms, count, C, c0);
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> pm[O][nv];
     for (int64_t o = 0; o < O; ++o)
       for (int64_t k = 0; k < nv; ++k) pm[o][k] = load<T>(ps + (o * M + m) * kBlock + k * lanes);
     for (int64_t a = 0; a < G; ++a) {
       for (int64_t k = 0; k < nv; ++k) {
-        Vec<T> total = pm[0][k] * go[a][0][k];
-        for (int64_t o = 1; o < O; ++o) total += pm[o][k] * go[a][o][k];
+        Vec<T> total = pm[0][k] * go.v[a][0][k];
+        for (int64_t o = 1; o < O; ++o) total += pm[o][k] * go.v[a][o][k];
         store<T>(betas + (a * M + m) * kBlock + k * lanes, total);
       }
     }
