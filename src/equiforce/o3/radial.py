@@ -37,11 +37,21 @@ def polynomial_cutoff(lengths: torch.Tensor, r_max: float, p: int) -> torch.Tens
     Returns:
         (n_edges, 1), the dtype of ``lengths``.
     """
-    x = lengths / r_max
-    envelope = (
-        1.0
-        - ((p + 1.0) * (p + 2.0) / 2.0) * torch.pow(x, p)
-        + p * (p + 2.0) * torch.pow(x, p + 1)
-        - (p * (p + 1.0) / 2.0) * torch.pow(x, p + 2)
-    )
-    return envelope * (lengths < r_max)
+    return envelope(lengths / r_max, p) * (lengths < r_max)
+
+
+def envelope(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``polynomial_cutoff``'s polynomial at normalised lengths ``x = r / r_max``, any ``x``.
+
+    Horner form, ``1 + x^p (a + x (b + c x))``: one power and a few products (the call is
+    per-operation bound on small systems).
+
+    Args:
+        x: (n_edges, 1) normalised lengths.
+        p: polynomial order.
+
+    Returns:
+        (n_edges, 1), the dtype of ``x``.
+    """
+    a, b, c = -(p + 1.0) * (p + 2.0) / 2.0, p * (p + 2.0), -p * (p + 1.0) / 2.0
+    return 1.0 + torch.pow(x, p) * (a + x * (b + c * x))

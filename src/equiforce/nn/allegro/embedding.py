@@ -25,7 +25,7 @@ from torch import nn
 
 from equiforce.nn.allegro.mlp import AllegroMLP, WeightedChannels
 from equiforce.o3.irreps import Irreps
-from equiforce.o3.radial import polynomial_cutoff
+from equiforce.o3.radial import envelope
 from equiforce.o3.spherical_harmonics import spherical_harmonics
 
 
@@ -35,13 +35,13 @@ def enveloped_bessel_basis(x: torch.Tensor, num_basis: int, p: int) -> torch.Ten
     Args:
         x: (n_edges, 1) normalised lengths ``r / r_max``, non-zero.
         num_basis: number of functions ``N``.
-        p: order of the polynomial envelope (``equiforce.o3.radial.polynomial_cutoff``).
+        p: order of the polynomial envelope (``equiforce.o3.radial.envelope``).
 
     Returns:
         (n_edges, num_basis), the dtype of ``x``; zero for ``x >= 1``.
     """
     n_pi = torch.arange(1, num_basis + 1, dtype=x.dtype, device=x.device) * math.pi
-    return torch.sin(x * n_pi) * (polynomial_cutoff(x, 1.0, p) / (x * math.pi))
+    return torch.sin(x * n_pi) * (envelope(x, p) * (x < 1.0) / (x * math.pi))
 
 
 def unit_sh(l_max: int, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -137,23 +137,21 @@ class AllegroEdgeEmbedding(nn.Module):
         geometry = dtype if dtype in (torch.float32, torch.float64) else torch.float32
         edge_vec = edge_vec.to(geometry)
         lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
-        pair = edge_types[0] * self.n_types + edge_types[1]
         if len(set(self.inverse_r_max)) == 1:
             x = lengths * self.inverse_r_max[0]
         else:
+            pair = edge_types[0] * self.n_types + edge_types[1]
             inverse = torch.tensor(self.inverse_r_max, dtype=geometry, device=lengths.device)
             x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
         basis = enveloped_bessel_basis(x, self.num_bessels, self.polynomial_cutoff_p)
-        # [E_centre, E_neighbour] of every type pair, then one gather per pair
-        n, half = self.centre_embed.shape
+        # [E_centre, E_neighbour] of each edge's pair of types
         species = torch.cat(
             (
-                self.centre_embed.unsqueeze(1).expand(n, n, half),
-                self.neighbour_embed.unsqueeze(0).expand(n, n, half),
+                self.centre_embed.index_select(0, edge_types[0]),
+                self.neighbour_embed.index_select(0, edge_types[1]),
             ),
             dim=-1,
         )
-        species = species.reshape(n * n, 2 * half).index_select(0, pair)
         latent = self.scalar_mlp(species * self.basis_linear(basis.to(dtype)))
         edge_sh = unit_sh(self.l_max, edge_vec, lengths).to(dtype)
         tensor_features = self.weighter(edge_sh, self.tensor_linear(latent))
