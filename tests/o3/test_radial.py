@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from equiforce.o3 import bessel_basis, polynomial_cutoff
+from equiforce.o3.radial import envelope
 
 
 def test_bessel_basis_matches_formula():
@@ -36,3 +38,19 @@ def test_cutoff_decreases_monotonically():
     r = torch.linspace(0.0, 5.0, 200, dtype=torch.float64)[:, None]
     values = polynomial_cutoff(r, 5.0, 5)[:, 0]
     assert (values[1:] <= values[:-1] + 1e-15).all()
+
+
+@pytest.mark.parametrize("p", [2, 5, 6])
+def test_envelope_in_horner_form_is_the_expanded_polynomial(p):
+    x = torch.linspace(0.0, 1.2, 61, dtype=torch.float64).reshape(-1, 1)
+    expanded = (
+        1.0
+        - (p + 1.0) * (p + 2.0) / 2.0 * x**p
+        + p * (p + 2.0) * x ** (p + 1)
+        - p * (p + 1.0) / 2.0 * x ** (p + 2)
+    )
+    torch.testing.assert_close(envelope(x, p), expanded, atol=1e-14, rtol=1e-13)
+    # the cutoff is the envelope inside r_max and zero beyond
+    torch.testing.assert_close(
+        polynomial_cutoff(3.0 * x, 3.0, p), envelope(x, p) * (x < 1.0), atol=1e-14, rtol=1e-13
+    )
