@@ -5,13 +5,15 @@ PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves large b
 step that frees and re-allocates the same multi-megabyte tensors every call — a MACE step's
 (n_edges, paths x channels) radial weights and their gradients — takes a fresh page fault for
 every 4 KiB page each time: 2,400-6,400 minor faults per step of the 128-channel MACE on a
-batch of five AcAc molecules, ~4% of the step (docs/performance.md, "Page faults").
+batch of five AcAc molecules, ~4-5% of the step (docs/performance.md, "freed pages kept").
 
 ``retain_freed_memory`` sets glibc's thresholds once (``mallopt``): blocks below
 ``MMAP_THRESHOLD`` come from the heap, and up to ``TRIM_THRESHOLD`` of free memory at its top
-stays mapped, so steady-state steps reuse pages that are already there. Peak memory is
-unchanged (the pages were in use at the peak anyway); a process keeps up to
-``TRIM_THRESHOLD`` more resident after a peak. The ``equiforce`` command line calls it for
+stays mapped, so steady-state steps reuse pages that are already there. The AcAc step's peak
+RSS is unchanged (400 MB); a process keeps up to ``TRIM_THRESHOLD`` more resident after a
+peak, and blocks below ``MMAP_THRESHOLD`` share the heap, where fragmentation can add to a peak
+made of many such blocks (not measured on the 10^6-atom runs, whose benchmarks do not call it).
+The ``equiforce`` command line calls it for
 every subcommand; a script that drives equiforce itself (an ASE calculator, TorchSim) may call
 it too. Other C libraries (musl, macOS) are left alone, and ``EQUIFORCE_MALLOC=default``
 turns it off.
