@@ -214,6 +214,15 @@ constexpr int64_t kVecs = kBlock / kLanes<T>;  // vectors per kBlock channels
 template <typename T>
 constexpr int64_t kGroup = 4 / kVecs<T>;  // atoms per group: 16 accumulators with O = 4
 
+// Row m of each of R blocks of M rows (block r starts at base + r * M * kBlock), in registers:
+// the rows of one monomial for R outputs (of P) or R atoms (of nu).
+template <typename T, int64_t R>
+inline void load_rows(const T* base, int64_t M, int64_t m, Vec<T> (&rows)[R][kVecs<T>]) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t k = 0; k < kVecs<T>; ++k)
+      rows[r][k] = load<T>(base + (r * M + m) * kBlock + k * kLanes<T>);
+}
+
 // y rows of the `count` (<= kGroup) atoms `atoms`, outputs o0 .. o0 + O - 1, from their nu
 // (kGroup x M x kBlock) and the species' packed P (n_out x M x kBlock).
 template <typename T, int64_t O>
@@ -223,9 +232,7 @@ void forward_group(const T* nu, const T* ps, int64_t M, int64_t n_out, int64_t o
   Vec<T> acc[G][O][nv] = {};
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> pm[O][nv];
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t k = 0; k < nv; ++k)
-        pm[o][k] = load<T>(ps + ((o0 + o) * M + m) * kBlock + k * lanes);
+    load_rows<T, O>(ps + o0 * M * kBlock, M, m, pm);
     // rows of atoms past `count` hold stale values: summed, never stored
     for (int64_t a = 0; a < G; ++a) {
       for (int64_t k = 0; k < nv; ++k) {
@@ -311,8 +318,7 @@ void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t count, 
   const GroupRows<T, O> go(g, atoms, count, C, c0);
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> value[G][nv];
-    for (int64_t a = 0; a < G; ++a)
-      for (int64_t k = 0; k < nv; ++k) value[a][k] = load<T>(nu + (a * M + m) * kBlock + k * lanes);
+    load_rows<T, G>(nu, M, m, value);
     for (int64_t o = 0; o < O; ++o) {
       for (int64_t k = 0; k < nv; ++k) {
         T* row = gs + (o * M + m) * kBlock + k * lanes;
@@ -383,8 +389,7 @@ void beta_group(const T* ps, const T* g, const int64_t* atoms, int64_t count, in
   const GroupRows<T, O> go(g, atoms, count, C, c0);
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> pm[O][nv];
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t k = 0; k < nv; ++k) pm[o][k] = load<T>(ps + (o * M + m) * kBlock + k * lanes);
+    load_rows<T, O>(ps, M, m, pm);
     for (int64_t a = 0; a < G; ++a) {
       for (int64_t k = 0; k < nv; ++k) {
         Vec<T> total = pm[0][k] * go.v[a][0][k];
