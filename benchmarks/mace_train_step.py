@@ -35,8 +35,9 @@ from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.files import atomic_write_text
 from equiforce.measure import machine_info
-from equiforce.models.potential import edge_vectors, graph_energy
+from equiforce.models.potential import EDGE_PAIRS, edge_vectors, graph_energy
 from equiforce.models.presets import preset_potential
+from equiforce.nn.edge_pairs import edge_pairs
 from equiforce.workflows.bench.kinds import step_loss
 from equiforce.workflows.bench.systems import make_system
 
@@ -57,6 +58,7 @@ def _phased_step(potential, batch: dict[str, torch.Tensor]) -> list[float]:
     marks = [time.perf_counter()]
     with torch.profiler.record_function(PHASES[0]):
         inputs[keys.EDGE_VEC] = edge_vectors(pos, inputs[keys.CELL], inputs)
+        inputs[EDGE_PAIRS] = edge_pairs(inputs[keys.EDGE_INDEX], inputs[keys.EDGE_SHIFT])
         node_energy = potential.energy_model(inputs)[keys.NODE_ENERGY]
         energy = graph_energy(node_energy, inputs[keys.BATCH], n_graphs)
     marks.append(time.perf_counter())

@@ -42,4 +42,8 @@ def test_edge_gradients_sum_to_the_forces_and_the_virial(family):
     torch.testing.assert_close(virial, out[keys.VIRIAL], rtol=0, atol=1e-11)
     plain = model(batch, compute_stress=True)
     assert keys.EDGE_GRADIENT not in plain
-    torch.testing.assert_close(plain[keys.FORCES], out[keys.FORCES], rtol=0, atol=0)
+    # MACE's plain call runs its radial MLP once per bond (EDGE_PAIRS): equal to rounding
+    exact = not model.energy_model.uses_edge_pairs
+    torch.testing.assert_close(
+        plain[keys.FORCES], out[keys.FORCES], rtol=0, atol=0 if exact else 1e-12
+    )

@@ -23,7 +23,12 @@ calculator, the trainer) read instead of guessing:
   ghosts, neighbours only); a model may then run its node-wise work (everything after the
   messages are summed) on those rows alone, so that ``halo``, ``node_energy`` and
   ``node_features`` have ``n_local`` rows and ``f`` fills the ghost rows (MACE does; a model
-  that ignores it keeps one row per atom, which ``f`` also accepts).
+  that ignores it keeps one row per atom, which ``f`` also accepts). A model that declares
+  ``uses_edge_pairs`` may get ``EDGE_PAIRS`` in its batch (``equiforce.nn.edge_pairs``: which
+  edges are the two directions of one bond, whose vectors are then opposite) and evaluate a
+  function of the bond length once per bond; ``Potential`` gives it whenever no per-edge
+  gradient ``dE/d(edge_vec)`` is asked for (pairing changes those, not the energy, forces or
+  stress).
 * ``PotentialInterface`` (potential level, a Protocol that ``Potential`` and
   ``CompiledPotential`` satisfy; STYLE §9): a batch in, ``energy`` / ``forces`` /
   ``stress`` out, plus ``family``, ``spec``, ``energy_model``, ``type_names``, ``r_max``,
@@ -54,11 +59,12 @@ import torch
 from torch import nn
 
 from equiforce.data import keys
-from equiforce.models.potential import NODE_FEATURES
+from equiforce.models.potential import EDGE_PAIRS, NODE_FEATURES
 from equiforce.models.spec import ModelSpec
 
 __all__ = [
     "EDGE_ENERGY",
+    "EDGE_PAIRS",
     "LOCAL_ATOMS",
     "NODE_FEATURES",
     "OUTPUTS",
@@ -112,9 +118,12 @@ class AtomicEnergyModel(nn.Module, ABC):
             (``models/local_blocks.py``) and needs no halo exchange.
         outputs: the names in ``OUTPUTS`` that ``forward`` can return (``node_energy``
             always, the others when asked for in ``extra_outputs``).
+        uses_edge_pairs: the model reads ``EDGE_PAIRS`` when the batch has it (module
+            docstring), so ``Potential`` computes them for it.
     """
 
     strictly_local: ClassVar[bool] = False
+    uses_edge_pairs: ClassVar[bool] = False
     outputs: ClassVar[frozenset[str]] = frozenset({keys.NODE_ENERGY})
     spec: ModelSpec
 
@@ -151,7 +160,7 @@ class AtomicEnergyModel(nn.Module, ABC):
             data: batch dict with ``edge_vec`` (n_edges, 3) float64 Å, ``edge_index``
                 (2, n_edges) ``[centre, neighbour]``, ``atom_type`` (n_atoms,) and ``batch``
                 (n_atoms,); any atom may be a ghost (only its species and the edges matter);
-                optionally ``LOCAL_ATOMS`` (module docstring).
+                optionally ``LOCAL_ATOMS`` and ``EDGE_PAIRS`` (module docstring).
         """
 
     @abstractmethod

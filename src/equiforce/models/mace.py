@@ -31,6 +31,7 @@ from torch import nn
 
 from equiforce.data import keys
 from equiforce.models.contract import (
+    EDGE_PAIRS,
     LOCAL_ATOMS,
     NODE_FEATURES,
     AtomicEnergyModel,
@@ -157,6 +158,7 @@ class MACE(AtomicEnergyModel):
     """
 
     outputs = frozenset({keys.NODE_ENERGY, NODE_FEATURES})
+    uses_edge_pairs = True  # the radial MLP runs once per bond when the batch has EDGE_PAIRS
 
     def __init__(self, spec: MACESpec, generator: torch.Generator):
         super().__init__()
@@ -197,7 +199,9 @@ class MACE(AtomicEnergyModel):
         Args:
             data: batch dict with ``edge_vec`` (n_edges, 3) float64, ``edge_index``
                 (2, n_edges) ``[centre, neighbour]`` and ``atom_type`` (n_atoms,); optionally
-                ``LOCAL_ATOMS`` (an int: centres are below it; class docstring).
+                ``LOCAL_ATOMS`` (an int: centres are below it; class docstring) and
+                ``EDGE_PAIRS`` (the radial MLP then runs once per bond; ignored with chunks or
+                ``LOCAL_ATOMS``).
         """
         dtype = self.embedding.weight.dtype
         atom_type = data[keys.ATOM_TYPE]
@@ -223,6 +227,7 @@ class MACE(AtomicEnergyModel):
             "edge_index": edge_index,
             "edge_attrs": edge_attrs,
             "edge_radial": edge_radial,
+            "edge_pairs": data.get(EDGE_PAIRS) if chunks is None and n_local is None else None,
             "edge_vec": edge_vec,
             "chunks": chunks,
             "recompute": recompute,
@@ -253,7 +258,9 @@ class MACE(AtomicEnergyModel):
                 carry["chunks"],
             )
         elif carry["chunks"] is None and n_local is None:
-            message, sc = interaction(state.halo, atom_type, edge_attrs, edge_radial, edge_index)
+            message, sc = interaction(
+                state.halo, atom_type, edge_attrs, edge_radial, edge_index, carry["edge_pairs"]
+            )
             node_feats = product(message, atom_type, sc)
         elif carry["chunks"] is None:  # messages onto the local rows (the receivers) only
             message, sc = interaction.messages(

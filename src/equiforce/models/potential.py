@@ -35,8 +35,12 @@ from torch import nn
 
 from equiforce.data import keys
 from equiforce.models.local_blocks import Block, BlockPlan, BlockSettings, SavedBytes
+from equiforce.nn.edge_pairs import edge_pairs
 
 NODE_FEATURES = "node_features"  # (n_atoms, n_features) model dtype, invariant per-atom features
+# optional batch entry, an ``equiforce.nn.edge_pairs.EdgePairs``: the bonds of the edges,
+# given to an energy model that declares ``uses_edge_pairs`` unless per-edge gradients are asked
+EDGE_PAIRS = "edge_pairs"
 
 
 class Potential(nn.Module):
@@ -50,6 +54,11 @@ class Potential(nn.Module):
     Attributes:
         blocking: when and how inference of a strictly local model runs in blocks of
             centre atoms (``local_blocks.BlockSettings``; None: never); not saved.
+        pair_edges: give an energy model that ``uses_edge_pairs`` (MACE) the bonds of the
+            edges (``EDGE_PAIRS``, ``equiforce.nn.edge_pairs``) on eager calls that ask for
+            no per-edge gradients, so that it evaluates its radial functions once per bond;
+            equal to the per-edge evaluation to rounding. False: always per edge (what a
+            traced or exported graph runs). Not saved.
     """
 
     def __init__(self, energy_model: nn.Module, family: str, spec: Any):
@@ -58,6 +67,7 @@ class Potential(nn.Module):
         self.family = family
         self.spec = spec
         self.blocking: BlockSettings | None = BlockSettings()
+        self.pair_edges = True
 
     @property
     def type_names(self) -> list[str]:
@@ -174,6 +184,8 @@ class Potential(nn.Module):
         inputs[keys.POSITIONS] = pos_strained
         inputs[keys.CELL] = cell
         inputs[keys.EDGE_VEC] = edge_vectors(pos_strained, cell, inputs)
+        if self.pair_edges and self.energy_model.uses_edge_pairs and not compute_edge_gradients:
+            inputs[EDGE_PAIRS] = edge_pairs(inputs[keys.EDGE_INDEX], inputs[keys.EDGE_SHIFT])
         out = dict(self.energy_model(inputs, extra_outputs))
         out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)
         if not (compute_forces or compute_stress or compute_edge_gradients):

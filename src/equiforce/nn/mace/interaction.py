@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels import make_channelwise_tp, make_linear
+from equiforce.nn.edge_pairs import EdgePairs
 from equiforce.nn.mace.mlp import RadialMLP
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.irreps import Irreps
@@ -83,6 +84,7 @@ class Interaction(nn.Module):
         edge_attrs: torch.Tensor,
         edge_radial: torch.Tensor,
         edge_index: torch.Tensor,
+        pairs: EdgePairs | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Compute messages.
 
@@ -93,13 +95,22 @@ class Interaction(nn.Module):
             edge_radial: (n_edges, n_radial) radial basis times envelope.
             edge_index: (2, n_edges) int64, ``[receiver, sender]``: messages flow from
                 ``edge_index[1]`` to ``edge_index[0]``.
+            pairs: the edges' bonds (``equiforce.nn.edge_pairs``), or None: the radial MLP
+                then runs on every edge instead of once per bond.
 
         Returns:
             ``message`` (n_atoms, target.dim) and ``sc`` (n_atoms, skip_out.dim) or None.
         """
         up = self.linear_up(node_feats)
         return self.messages(
-            up, node_feats, atom_type, edge_attrs, edge_radial, edge_index[1], edge_index[0]
+            up,
+            node_feats,
+            atom_type,
+            edge_attrs,
+            edge_radial,
+            edge_index[1],
+            edge_index[0],
+            pairs=pairs,
         )
 
     def messages(
@@ -112,6 +123,7 @@ class Interaction(nn.Module):
         sender: torch.Tensor,
         receiver: torch.Tensor,
         first_row: int = 0,
+        pairs: EdgePairs | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Messages onto a block of receivers, from up-projected node features.
 
@@ -129,13 +141,17 @@ class Interaction(nn.Module):
             sender: (n_edges,) int64 row of ``up`` sending each message.
             receiver: (n_edges,) int64 row of ``up`` receiving it.
             first_row: row of ``up`` of the first receiver.
+            pairs: bonds of these edges, or None (see ``forward``).
 
         Returns:
             ``message`` (n_receivers, target.dim) and ``sc`` (n_receivers, skip_out.dim) or
             None.
         """
         sc = self.skip(node_feats, atom_type) if self.residual else None
-        weights = self.radial_mlp(edge_radial)
+        if pairs is None:
+            weights = self.radial_mlp(edge_radial)
+        else:  # a function of the length: the same on both edges of a bond
+            weights = pairs.spread(self.radial_mlp(pairs.gather(edge_radial)))
         summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
         n_receivers = node_feats.shape[0]
         if first_row != 0 or n_receivers != summed.shape[0]:
