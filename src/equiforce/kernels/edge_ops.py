@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from equiforce.kernels.backward_needs import needed_inputs
 from equiforce.kernels.extension import cpu_kernels
 
 __all__ = ["EdgeGraph", "edge_graph", "edge_r", "edge_s", "node_out"]
@@ -201,7 +202,7 @@ def _setup_three(ctx, inputs, output) -> None:
 def _node_out_backward(ctx, grad):
     a, s, r = ctx.saved_tensors
     graph = ctx.graph
-    need = ctx.needs_input_grad
+    need = needed_inputs(ctx)
     grad_a = node_out(grad, s, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
     grad_s = edge_s(a, r, grad, graph) if need[1] else None
     grad_r = edge_r(a, s, grad, graph, r.shape[1]) if need[2] else None
@@ -211,7 +212,7 @@ def _node_out_backward(ctx, grad):
 def _edge_r_backward(ctx, grad):
     a, s, b = ctx.saved_tensors
     graph = ctx.graph
-    need = ctx.needs_input_grad
+    need = needed_inputs(ctx)
     grad_a = node_out(b, s, grad, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
     grad_s = edge_s(a, grad, b, graph) if need[1] else None
     grad_b = node_out(a, s, grad, graph, b.shape[0], b.shape[1]) if need[2] else None
@@ -221,7 +222,7 @@ def _edge_r_backward(ctx, grad):
 def _edge_s_backward(ctx, grad):
     a, r, b = ctx.saved_tensors
     graph = ctx.graph
-    need = ctx.needs_input_grad
+    need = needed_inputs(ctx)
     grad_a = node_out(b, grad, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
     grad_r = edge_r(a, grad, b, graph, r.shape[1]) if need[1] else None
     grad_b = node_out(a, grad, r, graph, b.shape[0], b.shape[1]) if need[2] else None

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from equiforce.kernels.backward_needs import needed_inputs
 from equiforce.kernels.extension import cpu_kernels
 
 __all__ = ["MonomialTable", "contract"]
@@ -57,25 +58,6 @@ def _gradient(p: Tensor, g: Tensor, x: Tensor, v: Tensor | None, table: Monomial
     return _Gradient.apply(p, g, x, v, table)
 
 
-def _needed(ctx) -> tuple[bool, ...]:
-    """Which inputs' gradients this backward must compute: ``ctx.needs_input_grad``, less
-    those whose graph the running backward does not execute, e.g. the folded weights' when
-    forces are taken with ``autograd.grad(E, positions)`` (the moment kernel is then skipped).
-    ``ctx.next_functions`` has one entry per tensor input, ``ctx.is_tensor`` (set in forward)
-    says which inputs those are.
-    """
-    nodes = iter(ctx.next_functions)
-    needed = []
-    for need, is_tensor in zip(ctx.needs_input_grad, ctx.is_tensor, strict=False):
-        node = next(nodes)[0] if is_tensor else None
-        try:
-            runs = node is not None and torch._C._will_engine_execute_node(node)
-        except RuntimeError:  # a leaf under autograd.grad: not answerable, so computed
-            runs = True
-        needed.append(need and runs)
-    return tuple(needed)
-
-
 class _Forward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, x, v, table):
@@ -86,7 +68,7 @@ class _Forward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         p, x, v = ctx.saved_tensors
-        table, need = ctx.table, _needed(ctx)
+        table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
         grad_p = _moment(grad, x, v, table) if need[0] else None
         grad_x = _gradient(p, grad, x, v, table) if need[1] else None
         grad_v = _gradient(p, grad, x, None, table) if v is not None and need[2] else None
@@ -106,7 +88,7 @@ class _Moment(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         g, x, v = ctx.saved_tensors
-        table, need = ctx.table, _needed(ctx)
+        table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
         grad_g = _forward(grad, x, v, table) if need[0] else None
         grad_x = _gradient(grad, g, x, v, table) if need[1] else None
         grad_v = _gradient(grad, g, x, None, table) if v is not None and need[2] else None
@@ -123,7 +105,7 @@ class _Gradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         p, g, x, v = ctx.saved_tensors
-        table, need = ctx.table, _needed(ctx)
+        table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
         if v is not None and any(need[:3]):
             return _third_derivatives(grad, p, g, x, v, table, need)
         # d/dv of a gradient with direction v is the same Hessian applied to ``grad``

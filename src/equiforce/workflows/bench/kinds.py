@@ -2,9 +2,10 @@
 ``train-step`` (a whole optimiser step).
 
 * ``inference``: energy + forces (eval mode, forces by autograd, no graph kept);
-* ``train``: energy + forces with ``create_graph``, ``step_loss`` and its backward (the double
-  backward of force training), parameter gradients cleared before each call; no optimiser
-  (what ``benchmarks/mace_train_step`` times);
+* ``train``: energy + forces with ``create_graph``, ``step_loss`` and its backward into the
+  parameters (the double backward of force training, as the trainer runs it:
+  ``train.step.parameter_backward``), parameter gradients cleared before each call; no
+  optimiser (what ``benchmarks/mace_train_step`` times);
 * ``train-step``: ``train`` followed by the optimiser step ``equiforce train`` takes by
   default (``train.optim.build_optimizer`` of a default ``TrainConfig``: Adam with AMSGrad,
   lr 0.01, weight decay 5e-7), so the weights change from call to call
@@ -66,7 +67,10 @@ def training_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
     """
     if kind not in TRAINING_KINDS:
         raise ValueError(f"not a training kind: {kind!r}; training kinds: {list(TRAINING_KINDS)}")
+    from equiforce.train.step import parameter_backward
+
     model.train()
+    parameters = list(model.parameters())
     optimizer = None
     if kind == "train-step":
         from equiforce.train.config import TrainConfig
@@ -77,7 +81,7 @@ def training_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
     def train_step() -> tuple[torch.Tensor, torch.Tensor]:
         model.zero_grad(set_to_none=True)
         energy, forces = forward()
-        step_loss(energy.double(), forces.double()).backward()
+        parameter_backward(step_loss(energy.double(), forces.double()), parameters)
         if optimizer is not None:
             optimizer.step()
         return energy.detach(), forces.detach()
