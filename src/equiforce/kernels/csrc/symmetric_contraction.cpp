@@ -145,6 +145,9 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
 // element is written by one thread. That block is larger than L1, so the forward and the
 // gradient's beta = P . G take a few atoms at a time with their sums in vector registers and
 // read each coefficient row once per group; the moment adds a group into each row at once.
+// P and gP are read and written in place (a row's kBlock channels are one cache line in
+// float32, two in float64): nothing of the size of P is copied per call, whose fixed cost
+// would otherwise be paid again for every small batch (0.6 ms of a 1-atom call once).
 constexpr int64_t kBlock = 16;
 
 using FullBlock = std::integral_constant<int64_t, kBlock>;
@@ -162,18 +165,6 @@ void over_channel_blocks(int64_t C, const F& body) {
       }
     }
   });
-}
-
-// P[:, :, :, c0:c0+L] (S * n_out * M rows of stride C) <-> a contiguous (rows, L) buffer, so
-// that the atoms' loops stream through memory the prefetcher follows.
-template <typename T>
-void pack_block(const T* p, int64_t rows, int64_t C, int64_t c0, int64_t L, T* out) {
-  for (int64_t r = 0; r < rows; ++r) std::copy(p + r * C + c0, p + r * C + c0 + L, out + r * L);
-}
-
-template <typename T>
-void unpack_block(const T* block, int64_t rows, int64_t C, int64_t c0, int64_t L, T* p) {
-  for (int64_t r = 0; r < rows; ++r) std::copy(block + r * L, block + r * L + L, p + r * C + c0);
 }
 
 // Atoms grouped by species (counting sort): `order` lists them, species s at
@@ -205,6 +196,69 @@ std::vector<SpeciesGroup> species_groups(const int64_t* type, int64_t n, int64_t
   return groups;
 }
 
+// Atoms of each species in `groups`.
+std::vector<int64_t> atoms_per_species(const std::vector<SpeciesGroup>& groups, int64_t n_types) {
+  std::vector<int64_t> counts(n_types, 0);
+  for (const SpeciesGroup& group : groups) counts[group.species] += group.count;
+  return counts;
+}
+
+// A species with at least this many atoms in a call gets its coefficient rows of a channel
+// block packed into a contiguous buffer (stride L); the others read or write them in place in
+// P (stride C). Packed rows stream through memory the prefetcher follows; in place costs
+// nothing per call, which small batches (a few atoms per species) pay otherwise.
+constexpr int64_t kPackAtoms = 16;
+
+// Row j of species s's n_out * M coefficient rows of one channel block (channels c0 .. c0 + L)
+// is at base[s] + j * stride[s]: packed (a copy of P's rows, or zeros that a gradient is summed
+// into) or in place in P (home[s], stride C).
+template <typename T, typename Ptr>
+struct SpeciesRows {
+  std::vector<T> packed;
+  std::vector<Ptr> base, home;
+  std::vector<int64_t> stride;
+  int64_t rows, C, L;
+
+  // `p`: P (const: packed rows are copies of P's) or gP (every row of the block starts at
+  // zero, in place or packed; `copy_out` stores the packed ones).
+  SpeciesRows(Ptr p, const std::vector<int64_t>& counts, int64_t rows, int64_t C, int64_t c0,
+              int64_t L)
+      : base(counts.size()), home(counts.size()), stride(counts.size()), rows(rows), C(C), L(L) {
+    int64_t n_packed = 0;
+    for (int64_t count : counts) n_packed += count >= kPackAtoms;
+    packed.assign(n_packed * rows * L, T(0));
+    T* next = packed.data();
+    for (size_t s = 0; s < counts.size(); ++s) {
+      home[s] = base[s] = p + int64_t(s) * rows * C + c0;
+      stride[s] = C;
+      if (counts[s] < kPackAtoms) {
+        if constexpr (!std::is_const_v<std::remove_pointer_t<Ptr>>) {
+          for (int64_t r = 0; r < rows; ++r) std::fill(home[s] + r * C, home[s] + r * C + L, T(0));
+        }
+        continue;
+      }
+      if constexpr (std::is_const_v<std::remove_pointer_t<Ptr>>) {
+        for (int64_t r = 0; r < rows; ++r)
+          std::copy(home[s] + r * C, home[s] + r * C + L, next + r * L);
+      }
+      base[s] = next;
+      stride[s] = L;
+      next += rows * L;
+    }
+  }
+
+  bool is_packed(size_t s) const { return base[s] != home[s]; }
+
+  // The packed rows into their place in gP (the in-place rows are there already).
+  void copy_out() const {
+    for (size_t s = 0; s < base.size(); ++s) {
+      if (!is_packed(s)) continue;
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(base[s] + r * L, base[s] + r * L + L, home[s] + r * C);
+    }
+  }
+};
+
 // The forward sums y[n, o] = sum_m P[s, o, m] nu_m(n) for kGroup<T> atoms of one species and
 // O outputs at once in vector registers: each row of P is loaded once per group, not once per
 // atom (a species' P block, n_out * M rows, is larger than L1 and would stream from L2 for
@@ -214,25 +268,27 @@ constexpr int64_t kVecs = kBlock / kLanes<T>;  // vectors per kBlock channels
 template <typename T>
 constexpr int64_t kGroup = 4 / kVecs<T>;  // atoms per group: 16 accumulators with O = 4
 
-// Row m of each of R blocks of M rows (block r starts at base + r * M * kBlock), in registers:
-// the rows of one monomial for R outputs (of P) or R atoms (of nu).
+// Row m of each of R blocks of M rows (row j of the blocks at base + j * stride), in
+// registers: the rows of one monomial for R outputs (of P, stride C) or R atoms (of nu,
+// stride kBlock).
 template <typename T, int64_t R>
-inline void load_rows(const T* base, int64_t M, int64_t m, Vec<T> (&rows)[R][kVecs<T>]) {
+inline void load_rows(const T* base, int64_t M, int64_t m, int64_t stride,
+                      Vec<T> (&rows)[R][kVecs<T>]) {
   for (int64_t r = 0; r < R; ++r)
     for (int64_t k = 0; k < kVecs<T>; ++k)
-      rows[r][k] = load<T>(base + (r * M + m) * kBlock + k * kLanes<T>);
+      rows[r][k] = load<T>(base + (r * M + m) * stride + k * kLanes<T>);
 }
 
 // y rows of the `count` (<= kGroup) atoms `atoms`, outputs o0 .. o0 + O - 1, from their nu
-// (kGroup x M x kBlock) and the species' packed P (n_out x M x kBlock).
+// (kGroup x M x kBlock) and the species' coefficient rows (n_out x M, `stride` apart).
 template <typename T, int64_t O>
-void forward_group(const T* nu, const T* ps, int64_t M, int64_t n_out, int64_t o0,
-                   const int64_t* atoms, int64_t count, int64_t C, int64_t c0, T* y) {
+void forward_group(const T* nu, const T* ps, int64_t stride, int64_t M, int64_t n_out,
+                   int64_t o0, const int64_t* atoms, int64_t count, int64_t C, int64_t c0, T* y) {
   constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
   Vec<T> acc[G][O][nv] = {};
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> pm[O][nv];
-    load_rows<T, O>(ps + o0 * M * kBlock, M, m, pm);
+    load_rows<T, O>(ps + o0 * M * stride, M, m, stride, pm);
     // rows of atoms past `count` hold stale values: summed, never stored
     for (int64_t a = 0; a < G; ++a) {
       for (int64_t k = 0; k < nv; ++k) {
@@ -254,13 +310,14 @@ void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, con
   constexpr int64_t G = kGroup<T>;
   std::vector<int64_t> order;
   const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
+  const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
     std::vector<T> nu(G * M * kBlock, T(0)), quad(mono.n_pairs * kBlock);
-    std::vector<T> pb(n_types * n_out * M * L);
-    pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
+    const SpeciesRows<T, const T*> coefficients(p, counts, n_out * M, C, c0, L);
     for (const SpeciesGroup& group : groups) {
-      const T* ps = pb.data() + group.species * n_out * M * L;
+      const T* ps = coefficients.base[group.species];
+      const int64_t stride = coefficients.stride[group.species];
       const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
       const int64_t* atoms = order.data() + group.first;
       for (int64_t a = 0; a < count; ++a) {
@@ -271,16 +328,16 @@ void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, con
       if constexpr (std::is_same_v<decltype(width), FullBlock>) {
         int64_t o0 = 0;
         for (; o0 + 4 <= n_out; o0 += 4)
-          forward_group<T, 4>(nu.data(), ps, M, n_out, o0, atoms, count, C, c0, y);
+          forward_group<T, 4>(nu.data(), ps, stride, M, n_out, o0, atoms, count, C, c0, y);
         for (; o0 < n_out; ++o0)
-          forward_group<T, 1>(nu.data(), ps, M, n_out, o0, atoms, count, C, c0, y);
+          forward_group<T, 1>(nu.data(), ps, stride, M, n_out, o0, atoms, count, C, c0, y);
       } else {
         // the channel tail (L < kBlock), atom by atom
         for (int64_t a = 0; a < count; ++a) {
           for (int64_t o = 0; o < n_out; ++o) {
             T acc[kBlock] = {};
             for (int64_t m = 0; m < M; ++m) {
-              const T* __restrict__ pm = ps + (o * M + m) * L;
+              const T* __restrict__ pm = ps + (o * M + m) * stride;
               const T* __restrict__ num = nu.data() + (a * M + m) * L;
               for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * num[c];
             }
@@ -308,20 +365,20 @@ struct GroupRows {
 };
 
 // gP[s, o, m] += sum_a G[atoms[a], o] nu_m(atoms[a]) for a group of `count` (<= kGroup) atoms
-// of species s and O = n_out outputs: G's rows in registers, each atom's nu row loaded once per
-// m and each accumulator row read and written once per group; the group's `count` atoms are
-// added in order (the same sums as atom by atom).
+// of species s and O = n_out outputs (gs: species s's rows of gP, `stride` apart): G's rows in
+// registers, each atom's nu row loaded once per m and each output row read and written once per
+// group; the group's `count` atoms are added in order (the same sums as atom by atom).
 template <typename T, int64_t O>
 void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t count, int64_t M,
-                  int64_t C, int64_t c0, T* gs) {
+                  int64_t C, int64_t c0, T* gs, int64_t stride) {
   constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
   const GroupRows<T, O> go(g, atoms, count, C, c0);
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> value[G][nv];
-    load_rows<T, G>(nu, M, m, value);
+    load_rows<T, G>(nu, M, m, kBlock, value);
     for (int64_t o = 0; o < O; ++o) {
       for (int64_t k = 0; k < nv; ++k) {
-        T* row = gs + (o * M + m) * kBlock + k * lanes;
+        T* row = gs + (o * M + m) * stride + k * lanes;
         Vec<T> acc = load<T>(row);
         for (int64_t a = 0; a < count; ++a) acc += go.v[a][o][k] * value[a][k];
         store<T>(row, acc);
@@ -337,14 +394,16 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
   constexpr int64_t G = kGroup<T>;
   std::vector<int64_t> order;
   const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
+  const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
     std::vector<T> nu(G * M * kBlock), quad(mono.n_pairs * kBlock);
-    std::vector<T> gb(n_types * n_out * M * L, T(0));
+    const SpeciesRows<T, T*> moments(gp, counts, n_out * M, C, c0, L);
     for (const SpeciesGroup& group : groups) {
       const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
       const int64_t* atoms = order.data() + group.first;
-      T* gs = gb.data() + group.species * n_out * M * L;
+      T* gs = moments.base[group.species];
+      const int64_t stride = moments.stride[group.species];
       for (int64_t a = 0; a < count; ++a) {
         const int64_t off = atoms[a] * d * C + c0;
         build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
@@ -352,11 +411,11 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
       }
       if constexpr (std::is_same_v<decltype(width), FullBlock>) {
         if (n_out == 4) {
-          moment_group<T, 4>(nu.data(), g, atoms, count, M, C, c0, gs);
+          moment_group<T, 4>(nu.data(), g, atoms, count, M, C, c0, gs, stride);
           continue;
         }
         if (n_out == 1) {
-          moment_group<T, 1>(nu.data(), g, atoms, count, M, C, c0, gs);
+          moment_group<T, 1>(nu.data(), g, atoms, count, M, C, c0, gs, stride);
           continue;
         }
       }
@@ -364,7 +423,7 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
       for (int64_t o = 0; o < n_out; ++o) {
         for (int64_t m = 0; m < M; ++m) {
           T acc[kBlock];
-          T* __restrict__ pm = gs + (o * M + m) * L;
+          T* __restrict__ pm = gs + (o * M + m) * stride;
           for (int64_t c = 0; c < L; ++c) acc[c] = pm[c];
           for (int64_t a = 0; a < count; ++a) {
             const T* __restrict__ num = nu.data() + (a * M + m) * L;
@@ -375,7 +434,7 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
         }
       }
     }
-    unpack_block(gb.data(), n_types * n_out * M, C, c0, L, gp);
+    moments.copy_out();
   });
 }
 
@@ -383,13 +442,13 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
 // species s and O = n_out outputs: G's rows in registers, each row of P loaded once per group.
 // Rows of atoms past `count` come out zero.
 template <typename T, int64_t O>
-void beta_group(const T* ps, const T* g, const int64_t* atoms, int64_t count, int64_t M,
-                int64_t C, int64_t c0, T* betas) {
+void beta_group(const T* ps, int64_t stride, const T* g, const int64_t* atoms, int64_t count,
+                int64_t M, int64_t C, int64_t c0, T* betas) {
   constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
   const GroupRows<T, O> go(g, atoms, count, C, c0);
   for (int64_t m = 0; m < M; ++m) {
     Vec<T> pm[O][nv];
-    load_rows<T, O>(ps, M, m, pm);
+    load_rows<T, O>(ps, M, m, stride, pm);
     for (int64_t a = 0; a < G; ++a) {
       for (int64_t k = 0; k < nv; ++k) {
         Vec<T> total = pm[0][k] * go.v[a][0][k];
@@ -402,15 +461,15 @@ void beta_group(const T* ps, const T* g, const int64_t* atoms, int64_t count, in
 
 // The same for any n_out and a block of any width (the channel tail), atom by atom.
 template <typename T, typename W>
-void beta_rows(const T* ps, const T* g, const int64_t* atoms, int64_t count, int64_t M,
-               int64_t n_out, int64_t C, int64_t c0, W width, T* betas) {
+void beta_rows(const T* ps, int64_t stride, const T* g, const int64_t* atoms, int64_t count,
+               int64_t M, int64_t n_out, int64_t C, int64_t c0, W width, T* betas) {
   const int64_t L = width;
   for (int64_t a = 0; a < count; ++a) {
     const T* __restrict__ gi_out = g + atoms[a] * n_out * C + c0;
     for (int64_t m = 0; m < M; ++m) {
       T acc[kBlock] = {};
       for (int64_t o = 0; o < n_out; ++o) {
-        const T* __restrict__ pm = ps + (o * M + m) * L;
+        const T* __restrict__ pm = ps + (o * M + m) * stride;
         const T* __restrict__ go = gi_out + o * C;
         for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * go[c];
       }
@@ -428,27 +487,29 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
   constexpr int64_t G = kGroup<T>;
   std::vector<int64_t> order;
   const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
+  const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
     // beta (M x L) of a group of atoms of one species, then per atom the coefficients of Q
     // (value) and, at order 1, of dQ
     std::vector<T> betas(G * M * kBlock), gamma(np * kBlock), quad(np * kBlock);
-    std::vector<T> dquad(np * kBlock), pb(n_types * n_out * M * L);
-    pack_block(p, n_types * n_out * M, C, c0, L, pb.data());
+    std::vector<T> dquad(np * kBlock);
+    const SpeciesRows<T, const T*> coefficients(p, counts, n_out * M, C, c0, L);
     for (const SpeciesGroup& group : groups) {
-      const T* __restrict__ ps = pb.data() + group.species * n_out * M * L;
+      const T* __restrict__ ps = coefficients.base[group.species];
+      const int64_t stride = coefficients.stride[group.species];
       const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
       const int64_t* atoms = order.data() + group.first;
       if constexpr (std::is_same_v<decltype(width), FullBlock>) {
         if (n_out == 4) {
-          beta_group<T, 4>(ps, g, atoms, count, M, C, c0, betas.data());
+          beta_group<T, 4>(ps, stride, g, atoms, count, M, C, c0, betas.data());
         } else if (n_out == 1) {
-          beta_group<T, 1>(ps, g, atoms, count, M, C, c0, betas.data());
+          beta_group<T, 1>(ps, stride, g, atoms, count, M, C, c0, betas.data());
         } else {
-          beta_rows(ps, g, atoms, count, M, n_out, C, c0, width, betas.data());
+          beta_rows(ps, stride, g, atoms, count, M, n_out, C, c0, width, betas.data());
         }
       } else {
-        beta_rows(ps, g, atoms, count, M, n_out, C, c0, width, betas.data());
+        beta_rows(ps, stride, g, atoms, count, M, n_out, C, c0, width, betas.data());
       }
       for (int64_t member = 0; member < count; ++member) {
         const int64_t i = atoms[member];
