@@ -55,6 +55,10 @@ class FastLinear(nn.Module):
             [p for p in descriptor.paths if p.i_out == i_out]
             for i_out in range(len(descriptor.irreps_out))
         ]
+        # one normalisation per output block (1 / sqrt(fan_in)), applied once to its weights
+        self._scales = [paths[0].scale if paths else 0.0 for paths in self._paths_into]
+        if any(p.scale != self._scales[p.i_out] for p in descriptor.paths):
+            raise ValueError("paths into one output irrep must share their normalisation")
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the map.
@@ -74,25 +78,27 @@ class FastLinear(nn.Module):
         blocks = x.split(self._in_dims, dim=1)
         types = max(desc.n_types, 1)
         outputs = []
-        for (mul_out, ir), paths in zip(desc.irreps_out, self._paths_into, strict=True):
+        for (mul_out, ir), paths, scale in zip(
+            desc.irreps_out, self._paths_into, self._scales, strict=True
+        ):
             if not paths:
                 outputs.append(x.new_zeros(n, mul_out * ir.dim))
                 continue
             # (n * dim, sum mul_in): channels of every input block of this irrep, side by side
-            stacked = split_cat.cat(
+            # (a scalar block alone is a view: no copy)
+            stacked = _cat(
                 [blocks[p.i_in].reshape(n, p.mul_in, ir.dim).transpose(1, 2) for p in paths],
                 dim=2,
             ).reshape(n * ir.dim, -1)
-            w = split_cat.cat(
+            size = types * mul_out
+            w = _cat(
                 [
-                    weight[p.weight_offset : p.weight_offset + p.mul_in * types * mul_out].reshape(
-                        p.mul_in, types * mul_out
-                    )
-                    * p.scale
+                    weight[p.weight_offset : p.weight_offset + p.mul_in * size].view(p.mul_in, size)
                     for p in paths
                 ],
                 dim=0,
             )
+            w = w * scale
             y = stacked @ w  # (n * dim, types * mul_out)
             if desc.n_types > 0:
                 # row (atom, component, own species) of the (n * dim * types, mul_out) view:
@@ -102,3 +108,8 @@ class FastLinear(nn.Module):
                 y = y.reshape(-1, mul_out).index_select(0, rows)
             outputs.append(y.reshape(n, ir.dim, mul_out).transpose(1, 2).reshape(n, -1))
         return split_cat.cat(outputs, dim=1).to(io_dtype)
+
+
+def _cat(blocks: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``split_cat.cat``, or the block itself when there is one (no copy)."""
+    return blocks[0] if len(blocks) == 1 else split_cat.cat(blocks, dim=dim)
