@@ -53,12 +53,14 @@ class Product(nn.Module):
         """
         n = message.shape[0]
         blocks = message.split(self._dims, dim=1)
-        per_channel = split_cat.cat(
+        # stored channel-last (n, d, C), handed over as its (n, C, d) view: the fast
+        # contraction's kernels read (n, d, C) rows, so they need no copy of their own
+        channel_last = split_cat.cat(
             [
-                block.reshape(n, self.num_channels, ir.dim)
+                block.reshape(n, self.num_channels, ir.dim).transpose(1, 2)
                 for block, (_, ir) in zip(blocks, self.irreps_in, strict=True)
             ],
-            dim=2,
+            dim=1,
         )
-        out = self.linear(self.contraction(per_channel, atom_type))
+        out = self.linear(self.contraction(channel_last.transpose(1, 2), atom_type))
         return out if sc is None else out + sc
