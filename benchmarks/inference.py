@@ -74,6 +74,12 @@ def parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
         default=d["peers"],
         help="also the peer (mace-torch / nequip-allegro) on the same weights",
     )
+    p.add_argument(
+        "--peers-same-backward",
+        action="store_true",
+        help="training kinds: the peer's backward into its parameters only, as ours (default: "
+        "its trainers' loss.backward())",
+    )
     add_run_arguments(p, d)
     p.add_argument("--box-warmup", type=int, default=d["box_warmup"], help="boxes: untimed")
     p.add_argument("--box-repeats", type=int, default=d["box_repeats"], help="boxes: timed")
@@ -107,6 +113,7 @@ def cases(
             variants=variants,
             profile=profile,
             peers=args.peers,
+            peers_same_backward=args.peers_same_backward,
             repeats=args.box_repeats if boxes else args.repeats,
             warmup=args.box_warmup if boxes else args.warmup,
             threads=args.threads,

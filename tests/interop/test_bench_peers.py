@@ -22,9 +22,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("kind", ["inference", "train"])
+@pytest.mark.parametrize(
+    "kind, same_backward",
+    [("inference", False), ("train", False), ("train", True)],
+    ids=["inference", "train", "train-same-backward"],
+)
 @pytest.mark.parametrize("peer", sorted(CASES))
-def test_bench_runs_the_peer_on_the_same_weights(peer, kind, tmp_path):
+def test_bench_runs_the_peer_on_the_same_weights(peer, kind, same_backward, tmp_path):
     module, make_model = CASES[peer]
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{peer} is not installed here")
@@ -35,6 +39,7 @@ def test_bench_runs_the_peer_on_the_same_weights(peer, kind, tmp_path):
         precision="float64",
         kind=kind,
         peers=True,
+        peers_same_backward=same_backward,
         repeats=2,
         warmup=0,
         threads=1,
@@ -42,8 +47,10 @@ def test_bench_runs_the_peer_on_the_same_weights(peer, kind, tmp_path):
     )
     (result,) = run_bench(config, log=lambda line: None)["results"]
     assert set(result["implementations"]) == {"equiforce", peer}
-    assert result["implementations"][peer]["info"]["kind"] == kind
-    assert result["implementations"][peer]["info"]["n_edges"] == result["n_edges"]
+    info = result["implementations"][peer]["info"]
+    assert info["kind"] == kind
+    assert info["backward"] == ("parameters" if same_backward else "loss.backward()")
+    assert info["n_edges"] == result["n_edges"]
     ratio = result["ratios"][peer]
     assert ratio["time"] > 0 and len(result["implementations"][peer]["times_ms"]) == 2
     assert ratio["parity"]["max_abs_force_eV_per_A"] > 0.01

@@ -64,7 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="time a training step instead of inference: energy + forces with create_graph, "
         "the force loss, its (double) backward and an Adam step (equiforce train's default "
-        "optimiser); the peer too with --peers",
+        "optimiser); the peer too with --peers, with its own trainers' loss.backward() (ours "
+        "goes into the parameters only)",
+    )
+    parser.add_argument(
+        "--peers-same-backward",
+        action="store_true",
+        help="with --train-step: the peer's backward into its parameters only, as ours",
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per system")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
@@ -135,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         kind="train-step" if args.train_step else "inference",
         variants=(Variant("exported", export_backend=args.exported),) if args.exported else (),
         peers=args.peers,
+        peers_same_backward=args.peers_same_backward,
         repeats=args.repeats,
         warmup=args.warmup,
         device=args.device,

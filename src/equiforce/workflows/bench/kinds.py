@@ -2,10 +2,12 @@
 ``train-step`` (a whole optimiser step).
 
 * ``inference``: energy + forces (eval mode, forces by autograd, no graph kept);
-* ``train``: energy + forces with ``create_graph``, ``step_loss`` and its backward into the
-  parameters (the double backward of force training, as the trainer runs it:
-  ``train.step.parameter_backward``), parameter gradients cleared before each call; no
-  optimiser (what ``benchmarks/mace_train_step`` times);
+* ``train``: energy + forces with ``create_graph``, ``step_loss`` and its backward (the double
+  backward of force training), parameter gradients cleared before each call; no optimiser
+  (what ``benchmarks/mace_train_step`` times). The backward is each code's trainer's: ours
+  ``train.step.parameter_backward`` (into the parameters only), the peers' ``plain_backward``
+  (``loss.backward()``, as mace-torch's ``tools/train.py`` and nequip's Lightning module call
+  it) unless they are given ours (``BenchConfig.peers_same_backward``);
 * ``train-step``: ``train`` followed by the optimiser step ``equiforce train`` takes by
   default (``train.optim.build_optimizer`` of a default ``TrainConfig``: Adam with AMSGrad,
   lr 0.01, weight decay 5e-7), so the weights change from call to call
@@ -30,6 +32,7 @@ __all__ = [
     "TRAINING_KINDS",
     "Call",
     "check_kind",
+    "plain_backward",
     "potential_call",
     "step_loss",
     "training_call",
@@ -55,12 +58,24 @@ def step_loss(energy: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
     return 1e-3 * energy.sum() + forces.pow(2).mean()
 
 
-def training_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
+def plain_backward(loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
+    """``loss.backward()``: every leaf's gradient, the positions' too (the peers' trainers)."""
+    loss.backward()
+
+
+def training_call(
+    model: torch.nn.Module,
+    forward: Call,
+    kind: str,
+    backward: Callable[[torch.Tensor, list[torch.Tensor]], None] | None = None,
+) -> Call:
     """``forward`` (energies ``(n_graphs,)``, forces ``(n_atoms, 3)`` with their graph kept)
     as a call of a training ``kind`` on ``model``'s parameters; puts ``model`` in train mode.
 
-    The loss is ``step_loss`` in float64 (of float32 or float64 outputs alike); ``train-step``
-    builds its optimiser here, once, from ``equiforce.train.optim.build_optimizer``.
+    The loss is ``step_loss`` in float64 (of float32 or float64 outputs alike); ``backward``
+    (``(loss, parameters)``; None: ``train.step.parameter_backward``, the trainer's) runs its
+    backward; ``train-step`` builds its optimiser here, once, from
+    ``equiforce.train.optim.build_optimizer``.
 
     Returns:
         The call; it returns the detached energies and forces of the weights it started from.
@@ -69,6 +84,7 @@ def training_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
         raise ValueError(f"not a training kind: {kind!r}; training kinds: {list(TRAINING_KINDS)}")
     from equiforce.train.step import parameter_backward
 
+    backward = parameter_backward if backward is None else backward
     model.train()
     parameters = list(model.parameters())
     optimizer = None
@@ -81,7 +97,7 @@ def training_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
     def train_step() -> tuple[torch.Tensor, torch.Tensor]:
         model.zero_grad(set_to_none=True)
         energy, forces = forward()
-        parameter_backward(step_loss(energy.double(), forces.double()), parameters)
+        backward(step_loss(energy.double(), forces.double()), parameters)
         if optimizer is not None:
             optimizer.step()
         return energy.detach(), forces.detach()

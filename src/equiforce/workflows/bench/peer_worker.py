@@ -39,7 +39,7 @@ def _prepare(args: argparse.Namespace) -> Session:
             f"{args.peer} runs {PEERS[args.peer].family} models, not {potential.family}"
         )
     batch, info = prepare_batch(args.frames, potential.type_names, potential.r_max, device)
-    call = CALLS[args.peer](potential, batch, args.kind)
+    call = CALLS[args.peer](potential, batch, args.kind, args.same_backward)
     info.update(
         {
             "implementation": args.peer,
@@ -48,6 +48,7 @@ def _prepare(args: argparse.Namespace) -> Session:
             "threads": torch.get_num_threads(),
             "dtype": str(potential.dtype).replace("torch.", ""),
             "kind": args.kind,
+            "backward": "parameters" if args.same_backward else "loss.backward()",
         }
     )
     profile = {"profile": lambda: {"profile": profile_call(call)}}
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_arguments(parser)
     parser.add_argument("--peer", required=True, choices=sorted(CALLS))
+    parser.add_argument(
+        "--same-backward",
+        action="store_true",
+        help="training kinds: backward into the parameters only, as equiforce's trainer, "
+        "instead of the peer's trainers' loss.backward()",
+    )
     args = parser.parse_args(argv)
     return serve(lambda: _prepare(args), args.outputs)
 

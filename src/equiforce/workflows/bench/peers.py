@@ -19,7 +19,13 @@ import torch
 
 from equiforce.data import keys
 from equiforce.models import Potential
-from equiforce.workflows.bench.kinds import TRAINING_KINDS, Call, check_kind, training_call
+from equiforce.workflows.bench.kinds import (
+    TRAINING_KINDS,
+    Call,
+    check_kind,
+    plain_backward,
+    training_call,
+)
 
 __all__ = ["PEERS", "Peer", "peer_for_family", "peer_python"]
 
@@ -109,17 +115,21 @@ def peer_python(peer: Peer, explicit: str | None) -> str:
     raise FileNotFoundError(f"--peers: no {peer.name} python found (tried {tried}); {hint}")
 
 
-def _peer_call(model: torch.nn.Module, forward: Call, kind: str) -> Call:
-    """``forward`` as a call of ``kind``: as is (eval mode), or ``kinds.training_call``."""
+def _peer_call(model: torch.nn.Module, forward: Call, kind: str, same_backward: bool) -> Call:
+    """``forward`` as a call of ``kind``: as is (eval mode), or ``kinds.training_call`` with the
+    peer's trainers' ``loss.backward()`` (``same_backward``: ours, into the parameters only)."""
     check_kind(kind)
     if kind == "inference":
         model.eval()
         return forward
-    return training_call(model, forward, kind)
+    return training_call(model, forward, kind, None if same_backward else plain_backward)
 
 
-def mace_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
-    """One mace-torch call of ``kind`` on our batch, with ``potential``'s weights."""
+def mace_call(
+    potential: Potential, batch: dict[str, torch.Tensor], kind: str, same_backward: bool = False
+) -> Call:
+    """One mace-torch call of ``kind`` on our batch, with ``potential``'s weights
+    (``same_backward``: see ``_peer_call``)."""
     from equiforce.interop import to_mace_torch
 
     model = to_mace_torch(potential).to(batch[keys.POSITIONS].device)
@@ -145,11 +155,14 @@ def mace_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -
         out = model(dict(inputs), training=kind in TRAINING_KINDS, compute_force=True)
         return out["energy"], out["forces"]
 
-    return _peer_call(model, call, kind)
+    return _peer_call(model, call, kind, same_backward)
 
 
-def nequip_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str) -> Call:
-    """One nequip-allegro call of ``kind`` on our batch, with ``potential``'s weights.
+def nequip_call(
+    potential: Potential, batch: dict[str, torch.Tensor], kind: str, same_backward: bool = False
+) -> Call:
+    """One nequip-allegro call of ``kind`` on our batch, with ``potential``'s weights
+    (``same_backward``: see ``_peer_call``).
 
     In train mode nequip's force output keeps the graph (``create_graph=self.training``).
     """
@@ -177,7 +190,7 @@ def nequip_call(potential: Potential, batch: dict[str, torch.Tensor], kind: str)
             out[AtomicDataDict.FORCE_KEY],
         )
 
-    return _peer_call(model, call, kind)
+    return _peer_call(model, call, kind, same_backward)
 
 
 CALLS: dict[str, Callable[[Potential, dict[str, torch.Tensor], str], Call]] = {

@@ -89,6 +89,9 @@ class BenchConfig:
         profile: after the timed calls, profile one more call of each implementation
             (``profile.profile_call``; its memory then counts towards the peak).
         peers: also run the peer framework on the same weights.
+        peers_same_backward: training kinds: the peer's backward goes into its parameters
+            only, as ours does (``train.step.parameter_backward``); False: its own trainers'
+            ``loss.backward()`` (``kinds.plain_backward``), what its users run.
         repeats: timed calls per implementation and system (>= 1).
         warmup: untimed calls first (>= 0; >= 1 with ``compile``).
         threads: torch threads of every worker.
@@ -110,6 +113,7 @@ class BenchConfig:
     variants: tuple[Variant, ...] = ()
     profile: bool = False
     peers: bool = False
+    peers_same_backward: bool = False
     repeats: int = 5
     warmup: int = 2
     threads: int = field(default_factory=_default_threads)
@@ -230,6 +234,7 @@ def _worker_commands(config: BenchConfig, family: str, files: dict[str, Path]) -
             python,
             *("-m", "equiforce.workflows.bench.peer_worker", "--peer", peer.name, *common),
             *("--outputs", str(files["outputs"] / f"{peer.name}.npz")),
+            *(["--same-backward"] if config.peers_same_backward else []),
         ]
     return commands
 
