@@ -75,8 +75,10 @@ def test_a_sleeping_call_reports_wall_time_and_almost_no_cpu_time():
         time.sleep(0.05)
         return _result()
 
+    # the process's own bookkeeping (and its other threads) costs some CPU time; on a busy
+    # host that was 5.4 ms once: half the sleep still tells sleeping from working
     for reply in _served_call_times(sleep):
-        assert reply["ms"] >= 50.0 and reply["cpu_ms"] < 5.0
+        assert reply["ms"] >= 50.0 and reply["cpu_ms"] < 25.0
 
 
 def test_cpu_time_counts_the_work_of_the_calls_other_threads():
