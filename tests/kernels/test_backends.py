@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from equiforce.kernels import executor_class
-from equiforce.kernels.registry import BACKENDS, cueq_installed, executor_key
+from equiforce.kernels.registry import executor_key
 from equiforce.o3 import (
     ChannelwiseTPDescriptor,
     Irreps,
@@ -24,6 +24,7 @@ from equiforce.o3 import (
     tp_target_irreps,
 )
 from equiforce.testing.tolerances import TOL
+from tests.backends import BACKEND_PARAMS
 
 SH = sh_irreps(3)
 SIZES = {"small": (16, 0), "medium": (64, 1), "large": (128, 2)}  # channels, hidden L
@@ -36,16 +37,7 @@ DEVICES = [
 ]
 TOLERANCES = {torch.float64: TOL.fp64, torch.float32: TOL.fp32}
 GRAD_TOLERANCES = {torch.float64: TOL.fp64_grad, torch.float32: TOL.fp32}
-FAST_BACKENDS = [
-    pytest.param(
-        b,
-        marks=pytest.mark.skipif(
-            b == "cueq" and not cueq_installed(), reason="cuequivariance-torch not installed"
-        ),
-    )
-    for b in BACKENDS
-    if b != "reference"
-]
+FAST_BACKENDS = [p for p in BACKEND_PARAMS if p.values[0] != "reference"]
 
 
 def _linear_case(size: str) -> tuple:
@@ -169,9 +161,7 @@ def test_channelwise_tp_reads_strided_edge_indices(backend):
         return module(nodes, sh, weights, strided[1], strided[0])
 
     inputs = [nodes, sh, weights]
-    _assert_agree(
-        _force_style(ref, inputs, call), _force_style(other, inputs, call), torch.float64
-    )
+    _assert_agree(_force_style(ref, inputs, call), _force_style(other, inputs, call), torch.float64)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -17,17 +17,10 @@ import torch
 
 from equiforce.kernels import use_backend
 from equiforce.kernels.constants import ExactConstants
-from equiforce.kernels.registry import BACKENDS, cueq_installed
 from equiforce.testing import checks
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule
-
-CPU_BACKENDS = [
-    pytest.param(
-        b, marks=pytest.mark.skipif(b == "cueq" and not cueq_installed(), reason="no cueq")
-    )
-    for b in BACKENDS
-]
+from tests.backends import BACKEND_PARAMS
 
 
 def _float32_weights(model):
@@ -38,7 +31,7 @@ def _float32_weights(model):
     return model
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("family", ["mace", "allegro"])
 def test_a_float32_round_trip_leaves_float64_results_exact(family, backend):
     build = tiny_mace if family == "mace" else tiny_allegro

@@ -18,9 +18,10 @@ from equiforce.kernels import (
     resolve_backend,
     use_backend,
 )
-from equiforce.kernels.registry import FALLBACK, KINDS, cueq_available, cueq_installed
+from equiforce.kernels.registry import FALLBACK, KINDS, cueq_available
 from equiforce.o3 import Irreps, LinearDescriptor
 from equiforce.testing.models import tiny_mace
+from tests.backends import BACKEND_PARAMS
 
 
 def _chain(backend: str) -> list[str]:
@@ -52,18 +53,7 @@ def test_make_linear_honours_an_explicit_backend():
     assert executor_key(linear) == ("linear", "reference")
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            b,
-            marks=pytest.mark.skipif(
-                b == "cueq" and not cueq_installed(), reason="cuequivariance-torch not installed"
-            ),
-        )
-        for b in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_use_backend_keeps_weights_device_dtype_and_training_flag(backend):
     model = tiny_mace(torch.float32).eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}

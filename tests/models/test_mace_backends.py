@@ -14,23 +14,13 @@ import torch
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import executor_key, use_backend
-from equiforce.kernels.registry import BACKENDS, cueq_installed
 from equiforce.models import load_model, save_model
 from equiforce.testing import checks
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_molecule, make_triclinic_cu
 from equiforce.testing.tolerances import TOL
+from tests.backends import BACKEND_PARAMS
 from tests.models.model_suite import ModelTestSuite
-
-BACKEND_PARAMS = [
-    pytest.param(
-        b,
-        marks=pytest.mark.skipif(
-            b == "cueq" and not cueq_installed(), reason="cuequivariance-torch not installed"
-        ),
-    )
-    for b in BACKENDS
-]
 
 
 def _model(backend: str) -> torch.nn.Module:
