@@ -118,8 +118,12 @@ class CueqChannelwiseTensorProduct(ExactConstants):
         edge_weights: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        weight_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Messages summed onto receivers (shapes as ``reference.ChannelwiseTensorProduct``)."""
+        """Messages summed onto receivers (arguments and shapes as
+        ``reference.ChannelwiseTensorProduct``)."""
+        if weight_row is not None:
+            edge_weights = edge_weights.index_select(0, weight_row)
         weights = edge_weights * self.path_factors.to(edge_weights.dtype)
         return self._op(node_feats)(
             node_feats,

@@ -2,18 +2,22 @@
 
 The three ops are the partial derivatives of one trilinear form over the edges,
 
-    F = sum_e sum_t S[e, c_t] * sum_u A[g(e), ia_t, u] * R[e, p_t, u] * B[o(e), ib_t, u],
+    F = sum_e sum_t S[e, c_t] * sum_u A[g(e), ia_t, u] * R[w(e), p_t, u] * B[o(e), ib_t, u],
 
 (see ``csrc/channelwise_tp.cpp``): ``node_out = dF/dB``, ``edge_r = dF/dR``,
-``edge_s = dF/dS``. The gradient of each with respect to any input is again one of them with
-the roles of A and B (gather and scatter side) possibly swapped, so forces (first backward)
-and force training (double backward) never leave these kernels and never build
-(n_edges x features) intermediates beyond R and S themselves.
+``edge_s = dF/dS``. R has one row per edge (w(e) = e) or one per group of edges that share
+their weights (the two directions of a bond, ``equiforce.nn.edge_pairs``): then ``edge_r``
+sums a row's edges in the kernel, without an (n_edges x features) gather and scatter. The
+gradient of each with respect to any input is again one of them with the roles of A and B
+(gather and scatter side) possibly swapped, so forces (first backward) and force training
+(double backward) never leave these kernels and never build (n_edges x features)
+intermediates beyond R and S themselves.
 
 Every op takes the same ``EdgeGraph`` tensors: ``gather`` g and ``other`` o (n_edges,), CSRs
-of the edges by o (``perm_o``, ``offsets_o``) and by g (``perm_g``, ``offsets_g``), and the
-triple table in two orders, ``triples`` (sorted by (p, ia)) and ``swapped`` (the A and B
-columns exchanged, sorted by (p, ib)).
+of the edges by o (``perm_o``, ``offsets_o``) and by g (``perm_g``, ``offsets_g``), the row
+of R of each edge ``weight_row`` w and the CSR of the edges by it (``perm_w``,
+``offsets_w``), and the triple table in two orders, ``triples`` (sorted by (p, ia)) and
+``swapped`` (the A and B columns exchanged, sorted by (p, ib)).
 
 Support: CPU, float32 and float64 (the C++ kernels of ``extension.cpu_kernels``);
 deterministic (each output row is summed by one thread in a fixed order); registered with
@@ -42,6 +46,9 @@ class EdgeGraph(NamedTuple):
     offsets_o: Tensor  # (n_b + 1,) CSR offsets into ``perm_o``
     perm_g: Tensor  # (n_edges,) edges sorted by ``gather``
     offsets_g: Tensor  # (n_a + 1,) CSR offsets into ``perm_g``
+    weight_row: Tensor  # (n_edges,) row of R for each edge
+    perm_w: Tensor  # (n_edges,) edges sorted by ``weight_row``
+    offsets_w: Tensor  # (n_r + 1,) CSR offsets into ``perm_w``
     triples: Tensor  # (T, 4) [p, ia, ib, column of S], sorted by (p, ia)
     swapped: Tensor  # (T, 4) [p, ib, ia, column of S], sorted by (p, ib)
 
@@ -54,6 +61,9 @@ class EdgeGraph(NamedTuple):
             self.offsets_g,
             self.perm_o,
             self.offsets_o,
+            self.weight_row,
+            self.perm_w,
+            self.offsets_w,
             self.swapped,
             self.triples,
         )
@@ -72,7 +82,14 @@ def _csr(index: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
 
 
 def edge_graph(
-    gather: Tensor, other: Tensor, n_a: int, n_b: int, triples: Tensor, swapped: Tensor
+    gather: Tensor,
+    other: Tensor,
+    n_a: int,
+    n_b: int,
+    triples: Tensor,
+    swapped: Tensor,
+    weight_row: Tensor | None = None,
+    n_weight_rows: int | None = None,
 ) -> EdgeGraph:
     """Build the CSRs of an edge list for the ops.
 
@@ -83,10 +100,32 @@ def edge_graph(
         n_b: rows of B.
         triples: (T, 4) triple table sorted by (p, ia) (see module docstring).
         swapped: the same with the A and B columns exchanged, sorted by (p, ib).
+        weight_row: (n_edges,) int64 row of R per edge, or None: one row per edge.
+        n_weight_rows: rows of R (needed with ``weight_row``).
     """
     perm_o, offsets_o = _csr(other, n_b)
     perm_g, offsets_g = _csr(gather, n_a)
-    return EdgeGraph(gather, other, perm_o, offsets_o, perm_g, offsets_g, triples, swapped)
+    if weight_row is None:
+        weight_row = torch.arange(gather.shape[0], dtype=gather.dtype, device=gather.device)
+        perm_w = weight_row
+        offsets_w = torch.arange(gather.shape[0] + 1, dtype=gather.dtype, device=gather.device)
+    else:
+        if n_weight_rows is None:
+            raise ValueError("edge_graph: weight_row needs n_weight_rows")
+        perm_w, offsets_w = _csr(weight_row, n_weight_rows)
+    return EdgeGraph(
+        gather,
+        other,
+        perm_o,
+        offsets_o,
+        perm_g,
+        offsets_g,
+        weight_row,
+        perm_w,
+        offsets_w,
+        triples,
+        swapped,
+    )
 
 
 @torch.library.custom_op("equiforce::cwtp_node_out", mutates_args=())
@@ -100,12 +139,17 @@ def _node_out(
     offsets_o: Tensor,
     perm_g: Tensor,
     offsets_g: Tensor,
+    weight_row: Tensor,
+    perm_w: Tensor,
+    offsets_w: Tensor,
     triples: Tensor,
     swapped: Tensor,
     n_out: int,
     d_out: int,
 ) -> Tensor:
-    return cpu_kernels().node_out(a, s, r, gather, perm_o, offsets_o, triples, n_out, d_out)
+    return cpu_kernels().node_out(
+        a, s, r, gather, weight_row, perm_o, offsets_o, triples, n_out, d_out
+    )
 
 
 @torch.library.custom_op("equiforce::cwtp_edge_r", mutates_args=())
@@ -119,11 +163,14 @@ def _edge_r(
     offsets_o: Tensor,
     perm_g: Tensor,
     offsets_g: Tensor,
+    weight_row: Tensor,
+    perm_w: Tensor,
+    offsets_w: Tensor,
     triples: Tensor,
     swapped: Tensor,
     n_paths: int,
 ) -> Tensor:
-    return cpu_kernels().edge_r(a, s, b, gather, other, triples, n_paths)
+    return cpu_kernels().edge_r(a, s, b, gather, other, perm_w, offsets_w, triples, n_paths)
 
 
 @torch.library.custom_op("equiforce::cwtp_edge_s", mutates_args=())
@@ -137,19 +184,23 @@ def _edge_s(
     offsets_o: Tensor,
     perm_g: Tensor,
     offsets_g: Tensor,
+    weight_row: Tensor,
+    perm_w: Tensor,
+    offsets_w: Tensor,
     triples: Tensor,
     swapped: Tensor,
 ) -> Tensor:
-    return cpu_kernels().edge_s(a, r, b, gather, other, triples)
+    return cpu_kernels().edge_s(a, r, b, gather, other, weight_row, triples)
 
 
 def node_out(a: Tensor, s: Tensor, r: Tensor, graph: EdgeGraph, n_out: int, d_out: int) -> Tensor:
-    """``out[o, ib, u] = sum_{e: other(e) = o} sum_t S[e, c_t] A[gather(e), ia_t, u] R[e, p_t, u]``.
+    """``out[o, ib, u] = sum_{e: other(e) = o} sum_t S[e, c_t] A[gather(e), ia_t, u]
+    R[w(e), p_t, u]``.
 
     Args:
         a: (n_a, d_a, U) gathered node tensor.
         s: (n_edges, T) coupling coefficients per edge.
-        r: (n_edges, n_paths, U) per-edge path weights.
+        r: (n_r, n_paths, U) path weights; edge e reads row ``graph.weight_row[e]``.
         graph: the edge graph.
         n_out: rows of the output.
         d_out: components of the output.
@@ -161,16 +212,17 @@ def node_out(a: Tensor, s: Tensor, r: Tensor, graph: EdgeGraph, n_out: int, d_ou
 
 
 def edge_r(a: Tensor, s: Tensor, b: Tensor, graph: EdgeGraph, n_paths: int) -> Tensor:
-    """``out[e, p, u] = sum_{t: p_t = p} S[e, c_t] A[gather(e), ia_t, u] B[other(e), ib_t, u]``.
+    """``out[w, p, u] = sum_{e: w(e) = w} sum_{t: p_t = p} S[e, c_t] A[gather(e), ia_t, u]
+    B[other(e), ib_t, u]``.
 
     Returns:
-        (n_edges, n_paths, U).
+        (n_r, n_paths, U): the gradient of R's rows.
     """
     return _edge_r(a, s, b, *graph, n_paths)
 
 
 def edge_s(a: Tensor, r: Tensor, b: Tensor, graph: EdgeGraph) -> Tensor:
-    """``out[e, c_t] = sum_u A[gather(e), ia_t, u] R[e, p_t, u] B[other(e), ib_t, u]``.
+    """``out[e, c_t] = sum_u A[gather(e), ia_t, u] R[w(e), p_t, u] B[other(e), ib_t, u]``.
 
     Returns:
         (n_edges, T).
@@ -186,16 +238,21 @@ def _(a, s, r, *rest):
 
 @_edge_r.register_fake
 def _(a, s, b, *rest):
-    return a.new_empty(s.shape[0], rest[-1], a.shape[2])
+    offsets_w = rest[EdgeGraph._fields.index("offsets_w")]
+    return a.new_empty(offsets_w.shape[0] - 1, rest[-1], a.shape[2])
 
 
 @_edge_s.register_fake
 def _(a, r, b, *rest):
-    return a.new_empty(r.shape[0], rest[-1].shape[0])
+    gather, swapped = rest[0], rest[-1]
+    return a.new_empty(gather.shape[0], swapped.shape[0])
+
+
+_N_GRAPH = len(EdgeGraph._fields)
 
 
 def _setup_three(ctx, inputs, output) -> None:
-    ctx.graph = EdgeGraph(*inputs[3:11])
+    ctx.graph = EdgeGraph(*inputs[3 : 3 + _N_GRAPH])
     ctx.save_for_backward(*inputs[:3])
 
 
@@ -206,7 +263,7 @@ def _node_out_backward(ctx, grad):
     grad_a = node_out(grad, s, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
     grad_s = edge_s(a, r, grad, graph) if need[1] else None
     grad_r = edge_r(a, s, grad, graph, r.shape[1]) if need[2] else None
-    return (grad_a, grad_s, grad_r) + (None,) * 10
+    return (grad_a, grad_s, grad_r) + (None,) * (_N_GRAPH + 2)
 
 
 def _edge_r_backward(ctx, grad):
@@ -216,7 +273,7 @@ def _edge_r_backward(ctx, grad):
     grad_a = node_out(b, s, grad, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
     grad_s = edge_s(a, grad, b, graph) if need[1] else None
     grad_b = node_out(a, s, grad, graph, b.shape[0], b.shape[1]) if need[2] else None
-    return (grad_a, grad_s, grad_b) + (None,) * 9
+    return (grad_a, grad_s, grad_b) + (None,) * (_N_GRAPH + 1)
 
 
 def _edge_s_backward(ctx, grad):
@@ -226,7 +283,7 @@ def _edge_s_backward(ctx, grad):
     grad_a = node_out(b, grad, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
     grad_r = edge_r(a, grad, b, graph, r.shape[1]) if need[1] else None
     grad_b = node_out(a, grad, r, graph, b.shape[0], b.shape[1]) if need[2] else None
-    return (grad_a, grad_r, grad_b) + (None,) * 8
+    return (grad_a, grad_r, grad_b) + (None,) * _N_GRAPH
 
 
 _node_out.register_autograd(_node_out_backward, setup_context=_setup_three)

@@ -53,9 +53,12 @@ class ExportChannelwiseTensorProduct(FastChannelwiseTensorProduct):
         edge_weights: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        weight_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Messages summed onto receivers: (n_nodes, irreps_out.dim); arguments, shapes and
         dtypes as ``reference.ChannelwiseTensorProduct.forward``."""
+        if weight_row is not None:
+            edge_weights = edge_weights.index_select(0, weight_row)
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
         n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]

@@ -127,15 +127,18 @@ class FastChannelwiseTensorProduct(ExactConstants):
         edge_weights: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        weight_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Messages summed onto receivers (shapes as ``reference.ChannelwiseTensorProduct``).
 
         Args:
             node_feats: (n_nodes, irreps_in1.dim).
             edge_attrs: (n_edges, irreps_in2.dim).
-            edge_weights: (n_edges, weight_numel).
+            edge_weights: (n_rows, weight_numel).
             sender: (n_edges,) int64.
             receiver: (n_edges,) int64.
+            weight_row: (n_edges,) int64 row of ``edge_weights`` of each edge, or None (one
+                row per edge). The CPU kernels read the shared rows in place.
 
         Returns:
             (n_nodes, irreps_out.dim).
@@ -145,13 +148,22 @@ class FastChannelwiseTensorProduct(ExactConstants):
         n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]
         x = channel_last(node_feats.to(dtype), self.descriptor.irreps_in1)
         s = edge_attrs.to(dtype) @ self.coupling.to(dtype)
-        w = edge_weights.to(dtype).reshape(n_edges, self.n_paths, self.channels)
+        w = edge_weights.to(dtype).reshape(-1, self.n_paths, self.channels)
         if _use_cpu_kernels(x):
             graph = edge_ops.edge_graph(
-                sender, receiver, n_nodes, n_nodes, self.triples, self.swapped
+                sender,
+                receiver,
+                n_nodes,
+                n_nodes,
+                self.triples,
+                self.swapped,
+                weight_row,
+                w.shape[0],
             )
             out = edge_ops.node_out(x, s, w, graph, n_nodes, self.d_out)
         else:
+            if weight_row is not None:
+                w = w.index_select(0, weight_row)
             p, i, k, t = self.triples.unbind(1)
             products = x[sender][:, i, :] * w[:, p, :] * s[:, t, None]  # (n_edges, T, U)
             messages = products.new_zeros(n_edges, self.d_out, self.channels).index_add(

@@ -122,15 +122,19 @@ class ChannelwiseTensorProduct(ExactConstants):
         edge_weights: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        weight_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Messages summed onto receivers.
 
         Args:
             node_feats: (n_nodes, irreps_in1.dim).
             edge_attrs: (n_edges, irreps_in2.dim), e.g. spherical harmonics.
-            edge_weights: (n_edges, weight_numel) per-edge path weights.
+            edge_weights: (n_rows, weight_numel) path weights, one row per edge unless
+                ``weight_row`` is given.
             sender: (n_edges,) int64 node whose features are sent.
             receiver: (n_edges,) int64 node that sums the messages.
+            weight_row: (n_edges,) int64 row of ``edge_weights`` of each edge (edges that
+                share weights, e.g. the two directions of a bond), or None.
 
         Returns:
             (n_nodes, irreps_out.dim).
@@ -138,6 +142,8 @@ class ChannelwiseTensorProduct(ExactConstants):
         desc = self.descriptor
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
+        if weight_row is not None:
+            edge_weights = edge_weights.index_select(0, weight_row)
         node_feats, edge_attrs, edge_weights = (
             t.to(dtype) for t in (node_feats, edge_attrs, edge_weights)
         )

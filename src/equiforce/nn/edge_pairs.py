@@ -4,7 +4,9 @@ A full neighbour list holds every bond twice, ``(i, j, S)`` and ``(j, i, -S)`` (
 neighbour, lattice shift). Their vectors are opposite, so anything that depends on the length
 alone, like MACE's radial MLP, has the same value on both: computing it once per pair and
 giving it to both edges halves that work (the largest matrix products of a MACE layer, and
-their derivatives in the force and the training backward), exactly.
+their derivatives in the force and the training backward), exactly. The edge convolution
+reads each pair's row in place for both edges (``weight_row`` of the channel-wise TP
+executors), so no (n_edges x weights) copy is made, nor summed back in the backward.
 
 ``edge_pairs`` finds the pairs from the integer edge list; an edge whose reverse is absent
 (a half list, a LAMMPS domain's edges into ghost atoms) is a pair of its own, so the result
@@ -28,9 +30,10 @@ import torch
 __all__ = ["EdgePairs", "edge_pairs"]
 
 # Use pairs only when they are at most this fraction of the edges, and on graphs of at
-# least _MIN_EDGES edges: below either the saved rows do not pay for the gather and its
-# scatter-add gradient (mace-128-l1 inference, one thread: 182 edges 0.98x, 446 edges 1.01x,
-# 11,578 edges 1.04x; a training step on 916 edges 1.06x).
+# least _MIN_EDGES edges: below either the saved rows do not pay for finding the pairs
+# (mace-128-l1 inference, one thread, when the rows were still copied to every edge: 182
+# edges 0.98x, 446 edges 1.01x, 11,578 edges 1.04x; a training step on 916 edges 1.06x; with
+# the rows read in place, 182 edges (one AcAc molecule) pairing on or off is within noise).
 _MAX_PAIR_FRACTION = 0.75
 _MIN_EDGES = 256
 # Keys are int64: n_atoms^2 * (2 * max|shift| + 1)^3 must stay below this.
@@ -51,10 +54,6 @@ class EdgePairs(NamedTuple):
     def gather(self, edge_values: torch.Tensor) -> torch.Tensor:
         """(n_edges, ...) -> (n_pairs, ...): each pair's representative's row."""
         return edge_values.index_select(0, self.first)
-
-    def spread(self, pair_values: torch.Tensor) -> torch.Tensor:
-        """(n_pairs, ...) -> (n_edges, ...): each edge gets its pair's row."""
-        return pair_values.index_select(0, self.of_edge)
 
 
 def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:

@@ -2,27 +2,30 @@
 //
 // All three kernels evaluate slices of one trilinear form over the edges e of a graph,
 //
-//   F = sum_e sum_t S[e, t] * sum_u A[g(e), ia_t, u] * R[e, p_t, u] * B[o(e), ib_t, u],
+//   F = sum_e sum_t S[e, t] * sum_u A[g(e), ia_t, u] * R[w(e), p_t, u] * B[o(e), ib_t, u],
 //
 // where t runs over "triples" (p_t, ia_t, ib_t, c_t): a tensor-product path p, a pair of
 // components of the two node tensors it couples and the column c_t of S that weights it
 // (the same triple table may come in another order, e.g. sorted for the swapped roles of A
 // and B, and still address the same S columns). S holds the Clebsch-Gordan coefficients
-// already contracted with the edge spherical harmonics, and R the per-edge, per-path,
-// per-channel radial weights. Each kernel returns the gradient of F with respect to one
+// already contracted with the edge spherical harmonics, and R the per-path, per-channel
+// radial weights: row w(e) of R belongs to edge e, so edges that share their weights (the
+// two directions of a bond) read one row, and dF/dR sums both edges into it without an
+// (n_edges x features) copy. Each kernel returns the gradient of F with respect to one
 // argument, so the derivatives of each kernel are again these kernels (any grad order):
 //
 //   node_out  dF/dB: out[o, ib, u], edges visited per output node o through a CSR (perm,
 //             offsets); no atomics, deterministic, parallel over output nodes.
-//   edge_r    dF/dR: out[e, p, u], parallel over edges.
+//   edge_r    dF/dR: out[w, p, u], edges visited per row w of R through a CSR; parallel
+//             over rows.
 //   edge_s    dF/dS: out[e, t],    parallel over edges.
 //
 // Node tensors are channel-last, (n_nodes, n_components, U), so the inner loops run over the
 // U channels with unit stride. node_out and edge_r sum each output row in vector registers
 // (GCC vector types, kRowBlock channels at a time) over the triples of its output component
-// or path, in table order, and store it once: a row updated in memory triple after triple is
-// bound by its stores. The edge_s dot products are plain loops with an ``omp simd``
-// reduction. Every sum runs in a fixed order (deterministic).
+// or path and the row's edges, in table and CSR order, and store it once: a row updated in
+// memory triple after triple is bound by its stores. The edge_s dot products are plain loops
+// with an ``omp simd`` reduction. Every sum runs in a fixed order (deterministic).
 
 #include <torch/extension.h>
 
@@ -105,15 +108,16 @@ TripleGroups group_triples(const int64_t* triples, int64_t n_triples, int64_t co
 // the triples [t0, t1) of output component ib (`order` lists the triples by ib), then stored.
 template <typename T>
 inline void node_out_component(const T* a, const T* s, const T* r, const int64_t* gather,
-                               const int64_t* perm, int64_t q0, int64_t q1,
-                               const int64_t* triples, const int64_t* order, int64_t t0,
-                               int64_t t1, int64_t n_triples, int64_t da, int64_t n_paths,
-                               int64_t channels, int64_t u0, T* __restrict__ y) {
+                               const int64_t* weight_row, const int64_t* perm, int64_t q0,
+                               int64_t q1, const int64_t* triples, const int64_t* order,
+                               int64_t t0, int64_t t1, int64_t n_triples, int64_t da,
+                               int64_t n_paths, int64_t channels, int64_t u0,
+                               T* __restrict__ y) {
   Vec<T> acc[kVectors] = {};
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t e = perm[q];
     const T* a_row = a + gather[e] * da * channels + u0;
-    const T* r_row = r + e * n_paths * channels + u0;
+    const T* r_row = r + weight_row[e] * n_paths * channels + u0;
     const T* s_row = s + e * n_triples;
     for (int64_t j = t0; j < t1; ++j) {
       const int64_t* row = triples + 4 * order[j];
@@ -125,9 +129,9 @@ inline void node_out_component(const T* a, const T* s, const T* r, const int64_t
 
 template <typename T>
 void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
-                   const int64_t* perm, const int64_t* offsets, const int64_t* triples,
-                   int64_t n_out, int64_t n_triples, int64_t da, int64_t d_out, int64_t n_paths,
-                   int64_t channels, T* out) {
+                   const int64_t* weight_row, const int64_t* perm, const int64_t* offsets,
+                   const int64_t* triples, int64_t n_out, int64_t n_triples, int64_t da,
+                   int64_t d_out, int64_t n_paths, int64_t channels, T* out) {
   // each output row is summed in registers over its component's triples and the node's edges
   const TripleGroups by_ib = group_triples(triples, n_triples, 2, d_out, "output component");
   const std::vector<int64_t>& first = by_ib.first;
@@ -139,9 +143,9 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
       T* acc = out + node * d_out * channels;
       for (int64_t ib = 0; ib < d_out; ++ib) {
         for (int64_t u0 = 0; u0 < full; u0 += B) {
-          node_out_component(a, s, r, gather, perm, offsets[node], offsets[node + 1], triples,
-                             order.data(), first[ib], first[ib + 1], n_triples, da, n_paths,
-                             channels, u0, acc + ib * channels + u0);
+          node_out_component(a, s, r, gather, weight_row, perm, offsets[node],
+                             offsets[node + 1], triples, order.data(), first[ib], first[ib + 1],
+                             n_triples, da, n_paths, channels, u0, acc + ib * channels + u0);
         }
         // the channel tail, element by element
         T* __restrict__ y = acc + ib * channels;
@@ -153,7 +157,7 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
             const int64_t* row = triples + 4 * order[j];
             const T coefficient = s[e * n_triples + row[3]];
             const T* __restrict__ x = a + (gather[e] * da + row[1]) * channels;
-            const T* __restrict__ w = r + (e * n_paths + row[0]) * channels;
+            const T* __restrict__ w = r + (weight_row[e] * n_paths + row[0]) * channels;
             for (int64_t u = full; u < channels; ++u) y[u] += coefficient * x[u] * w[u];
           }
         }
@@ -162,63 +166,83 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
   });
 }
 
-// One path's rows of out[e, p, u0 .. u0 + kRowBlock) summed in vector registers over the
-// path's triples [t0, t1), then stored once.
+// Where edge_r reads its inputs: the edges of each row of R (a CSR) and their rows of A, B, S.
 template <typename T>
-inline void edge_r_path(const T* __restrict__ a_row, const T* __restrict__ b_row,
-                        const T* __restrict__ s_row, const int64_t* triples,
-                        const int64_t* order, int64_t t0, int64_t t1, int64_t channels,
-                        T* __restrict__ z) {
+struct EdgeRInputs {
+  const T* a;
+  const T* b;
+  const T* s;
+  const int64_t* gather;
+  const int64_t* other;
+  const int64_t* perm;  // edges sorted by their row of R
+  const int64_t* triples;
+  const int64_t* order;  // triples sorted by path
+  int64_t da, db, n_triples, channels;
+};
+
+// out[w, p, u0 .. u0 + kRowBlock) summed in vector registers over the edges [q0, q1) of row w
+// and the path's triples [t0, t1), then stored once.
+template <typename T>
+inline void edge_r_block(const EdgeRInputs<T>& in, int64_t q0, int64_t q1, int64_t t0,
+                         int64_t t1, int64_t u0, T* __restrict__ z) {
   Vec<T> acc[kVectors] = {};
-  for (int64_t j = t0; j < t1; ++j) {
-    const int64_t* row = triples + 4 * order[j];
-    add_product<T>(acc, s_row[row[3]], a_row + row[1] * channels, b_row + row[2] * channels);
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t e = in.perm[q];
+    const T* a_row = in.a + in.gather[e] * in.da * in.channels + u0;
+    const T* b_row = in.b + in.other[e] * in.db * in.channels + u0;
+    const T* s_row = in.s + e * in.n_triples;
+    for (int64_t j = t0; j < t1; ++j) {
+      const int64_t* row = in.triples + 4 * in.order[j];
+      add_product<T>(acc, s_row[row[3]], a_row + row[1] * in.channels,
+                     b_row + row[2] * in.channels);
+    }
   }
   store_block<T>(z, acc);
 }
 
 // The same for a block of width < kRowBlock (the channel tail).
 template <typename T>
-inline void edge_r_path_tail(const T* __restrict__ a_row, const T* __restrict__ b_row,
-                             const T* __restrict__ s_row, const int64_t* triples,
-                             const int64_t* order, int64_t t0, int64_t t1, int64_t channels,
-                             int64_t width, T* __restrict__ z) {
+inline void edge_r_block_tail(const EdgeRInputs<T>& in, int64_t q0, int64_t q1, int64_t t0,
+                              int64_t t1, int64_t u0, int64_t width, T* __restrict__ z) {
   for (int64_t u = 0; u < width; ++u) z[u] = T(0);
-  for (int64_t j = t0; j < t1; ++j) {
-    const int64_t* row = triples + 4 * order[j];
-    const T coefficient = s_row[row[3]];
-    const T* __restrict__ x = a_row + row[1] * channels;
-    const T* __restrict__ y = b_row + row[2] * channels;
-    for (int64_t u = 0; u < width; ++u) z[u] += coefficient * x[u] * y[u];
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t e = in.perm[q];
+    const T* __restrict__ a_row = in.a + in.gather[e] * in.da * in.channels + u0;
+    const T* __restrict__ b_row = in.b + in.other[e] * in.db * in.channels + u0;
+    const T* s_row = in.s + e * in.n_triples;
+    for (int64_t j = t0; j < t1; ++j) {
+      const int64_t* row = in.triples + 4 * in.order[j];
+      const T coefficient = s_row[row[3]];
+      const T* __restrict__ x = a_row + row[1] * in.channels;
+      const T* __restrict__ y = b_row + row[2] * in.channels;
+      for (int64_t u = 0; u < width; ++u) z[u] += coefficient * x[u] * y[u];
+    }
   }
 }
 
 template <typename T>
 void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
-                 const int64_t* other, const int64_t* triples, int64_t n_edges,
-                 int64_t n_triples, int64_t da, int64_t db, int64_t n_paths, int64_t channels,
-                 T* out) {
-  // each output row is summed in registers over its path's triples and written once (a path
-  // without triples writes zeros)
+                 const int64_t* other, const int64_t* perm, const int64_t* offsets,
+                 const int64_t* triples, int64_t n_rows, int64_t n_triples, int64_t da,
+                 int64_t db, int64_t n_paths, int64_t channels, T* out) {
+  // each output row is summed in registers over its edges and its path's triples and written
+  // once (a path without triples, or a row without edges, writes zeros)
   const TripleGroups by_p = group_triples(triples, n_triples, 0, n_paths, "path");
   const std::vector<int64_t>& first = by_p.first;
-  const int64_t* order = by_p.order.data();
+  const EdgeRInputs<T> in{a,       b,  s,  gather,    other,   perm, triples,
+                          by_p.order.data(), da, db, n_triples, channels};
   constexpr int64_t B = kRowBlock<T>;
-  at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      const T* a_row = a + gather[e] * da * channels;
-      const T* b_row = b + other[e] * db * channels;
-      const T* s_row = s + e * n_triples;
-      T* o_row = out + e * n_paths * channels;
+  at::parallel_for(0, n_rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      T* o_row = out + w * n_paths * channels;
       for (int64_t p = 0; p < n_paths; ++p) {
         for (int64_t u0 = 0; u0 < channels; u0 += B) {
           T* z = o_row + p * channels + u0;
           if (channels - u0 >= B) {
-            edge_r_path(a_row + u0, b_row + u0, s_row, triples, order, first[p],
-                        first[p + 1], channels, z);
+            edge_r_block(in, offsets[w], offsets[w + 1], first[p], first[p + 1], u0, z);
           } else {
-            edge_r_path_tail(a_row + u0, b_row + u0, s_row, triples, order, first[p],
-                             first[p + 1], channels, channels - u0, z);
+            edge_r_block_tail(in, offsets[w], offsets[w + 1], first[p], first[p + 1], u0,
+                              channels - u0, z);
           }
         }
       }
@@ -228,14 +252,14 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
 
 template <typename T>
 void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
-                 const int64_t* other, const int64_t* triples, int64_t n_edges,
-                 int64_t n_triples, int64_t da, int64_t db, int64_t n_paths, int64_t channels,
-                 T* out) {
+                 const int64_t* other, const int64_t* weight_row, const int64_t* triples,
+                 int64_t n_edges, int64_t n_triples, int64_t da, int64_t db, int64_t n_paths,
+                 int64_t channels, T* out) {
   at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
       const T* a_row = a + gather[e] * da * channels;
       const T* b_row = b + other[e] * db * channels;
-      const T* r_row = r + e * n_paths * channels;
+      const T* r_row = r + weight_row[e] * n_paths * channels;
       for (int64_t t = 0; t < n_triples; ++t) {
         const int64_t* row = triples + 4 * t;
         const int64_t p = row[0], ia = row[1], ib = row[2], column = row[3];
@@ -253,16 +277,29 @@ void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
 
 }  // namespace
 
-// out[o, ib, u] = sum_{q in CSR row o} sum_t S[e, t] A[gather[e], ia_t, u] R[e, p_t, u],
-// e = perm[q].
+// The row of R of each edge: int64, one per edge, every entry in 0 .. n_rows - 1.
+torch::Tensor weight_rows(const torch::Tensor& weight_row, int64_t n_edges, int64_t n_rows) {
+  auto rows = index_input(weight_row, "weight_row", 1);
+  TORCH_CHECK(rows.size(0) == n_edges, "weight_row needs one entry per edge, got ",
+              rows.size(0), " for ", n_edges, " edges");
+  if (n_edges > 0) {
+    TORCH_CHECK(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < n_rows,
+                "weight_row outside 0..", n_rows - 1);
+  }
+  return rows;
+}
+
+// out[o, ib, u] = sum_{q in CSR row o} sum_t S[e, t] A[gather[e], ia_t, u] R[w(e), p_t, u],
+// e = perm[q], w = weight_row.
 torch::Tensor node_out(torch::Tensor a, torch::Tensor s, torch::Tensor r, torch::Tensor gather,
-                       torch::Tensor perm, torch::Tensor offsets, torch::Tensor triples,
-                       int64_t n_out, int64_t d_out) {
+                       torch::Tensor weight_row, torch::Tensor perm, torch::Tensor offsets,
+                       torch::Tensor triples, int64_t n_out, int64_t d_out) {
   check_inputs(a, s, r, triples);
   a = a.contiguous();
   s = s.contiguous();
   r = r.contiguous();
   gather = index_input(gather, "gather", 1);
+  weight_row = weight_rows(weight_row, s.size(0), r.size(0));
   perm = index_input(perm, "perm", 1);
   offsets = index_input(offsets, "offsets", 1);
   triples = index_input(triples, "triples", 2);
@@ -273,39 +310,48 @@ torch::Tensor node_out(torch::Tensor a, torch::Tensor s, torch::Tensor r, torch:
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "node_out", [&] {
     node_out_impl<scalar_t>(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                             r.data_ptr<scalar_t>(), gather.data_ptr<int64_t>(),
-                            perm.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(),
-                            triples.data_ptr<int64_t>(), n_out, triples.size(0), a.size(1),
-                            d_out, r.size(1), a.size(2), out.data_ptr<scalar_t>());
+                            weight_row.data_ptr<int64_t>(), perm.data_ptr<int64_t>(),
+                            offsets.data_ptr<int64_t>(), triples.data_ptr<int64_t>(), n_out,
+                            triples.size(0), a.size(1), d_out, r.size(1), a.size(2),
+                            out.data_ptr<scalar_t>());
   });
   return out;
 }
 
-// out[e, p, u] = sum_{t: p_t = p} S[e, t] A[gather[e], ia_t, u] B[other[e], ib_t, u].
+// out[w, p, u] = sum_{q in CSR row w} sum_{t: p_t = p} S[e, t] A[gather[e], ia_t, u]
+// B[other[e], ib_t, u], e = perm[q]: the (n_rows, n_paths, U) gradient of R.
 torch::Tensor edge_r(torch::Tensor a, torch::Tensor s, torch::Tensor b, torch::Tensor gather,
-                     torch::Tensor other, torch::Tensor triples, int64_t n_paths) {
+                     torch::Tensor other, torch::Tensor perm, torch::Tensor offsets,
+                     torch::Tensor triples, int64_t n_paths) {
   check_inputs(a, s, b, triples);
   a = a.contiguous();
   s = s.contiguous();
   b = b.contiguous();
   gather = index_input(gather, "gather", 1);
   other = index_input(other, "other", 1);
+  perm = index_input(perm, "perm", 1);
+  offsets = index_input(offsets, "offsets", 1);
   triples = index_input(triples, "triples", 2);
-  TORCH_CHECK(gather.size(0) == s.size(0) && other.size(0) == s.size(0),
-              "gather and other need one entry per edge");
-  auto out = torch::empty({s.size(0), n_paths, a.size(2)}, a.options());
+  TORCH_CHECK(gather.size(0) == s.size(0) && other.size(0) == s.size(0) &&
+                  perm.size(0) == s.size(0),
+              "gather, other and perm need one entry per edge");
+  TORCH_CHECK(offsets.size(0) >= 1, "offsets needs n_rows + 1 entries");
+  const int64_t n_rows = offsets.size(0) - 1;
+  auto out = torch::empty({n_rows, n_paths, a.size(2)}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_r", [&] {
     edge_r_impl<scalar_t>(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                           b.data_ptr<scalar_t>(), gather.data_ptr<int64_t>(),
-                          other.data_ptr<int64_t>(), triples.data_ptr<int64_t>(), s.size(0),
+                          other.data_ptr<int64_t>(), perm.data_ptr<int64_t>(),
+                          offsets.data_ptr<int64_t>(), triples.data_ptr<int64_t>(), n_rows,
                           triples.size(0), a.size(1), b.size(1), n_paths, a.size(2),
                           out.data_ptr<scalar_t>());
   });
   return out;
 }
 
-// out[e, t] = sum_u A[gather[e], ia_t, u] R[e, p_t, u] B[other[e], ib_t, u].
+// out[e, t] = sum_u A[gather[e], ia_t, u] R[w(e), p_t, u] B[other[e], ib_t, u].
 torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::Tensor gather,
-                     torch::Tensor other, torch::Tensor triples) {
+                     torch::Tensor other, torch::Tensor weight_row, torch::Tensor triples) {
   TORCH_CHECK(a.device().is_cpu() && r.device().is_cpu() && b.device().is_cpu(),
               "equiforce channel-wise TP kernels run on CPU tensors");
   TORCH_CHECK(a.scalar_type() == r.scalar_type() && a.scalar_type() == b.scalar_type(),
@@ -317,15 +363,16 @@ torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::T
   other = index_input(other, "other", 1);
   triples = index_input(triples, "triples", 2);
   TORCH_CHECK(triples.size(1) == 4, "triples must be (T, 4)");
-  TORCH_CHECK(gather.size(0) == r.size(0) && other.size(0) == r.size(0),
-              "gather and other need one entry per edge");
-  auto out = torch::empty({r.size(0), triples.size(0)}, a.options());
+  const int64_t n_edges = gather.size(0);
+  TORCH_CHECK(other.size(0) == n_edges, "gather and other need one entry per edge");
+  weight_row = weight_rows(weight_row, n_edges, r.size(0));
+  auto out = torch::empty({n_edges, triples.size(0)}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_s", [&] {
     edge_s_impl<scalar_t>(a.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
                           b.data_ptr<scalar_t>(), gather.data_ptr<int64_t>(),
-                          other.data_ptr<int64_t>(), triples.data_ptr<int64_t>(), r.size(0),
-                          triples.size(0), a.size(1), b.size(1), r.size(1), a.size(2),
-                          out.data_ptr<scalar_t>());
+                          other.data_ptr<int64_t>(), weight_row.data_ptr<int64_t>(),
+                          triples.data_ptr<int64_t>(), n_edges, triples.size(0), a.size(1),
+                          b.size(1), r.size(1), a.size(2), out.data_ptr<scalar_t>());
   });
   return out;
 }

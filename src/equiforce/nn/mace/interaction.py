@@ -150,9 +150,10 @@ class Interaction(nn.Module):
         sc = self.skip(node_feats, atom_type) if self.residual else None
         if pairs is None:
             weights = self.radial_mlp(edge_radial)
-        else:  # a function of the length: the same on both edges of a bond
-            weights = pairs.spread(self.radial_mlp(pairs.gather(edge_radial)))
-        summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
+            summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
+        else:  # a function of the length: the same on both edges of a bond, shared in place
+            weights = self.radial_mlp(pairs.gather(edge_radial))
+            summed = self.conv_tp(up, edge_attrs, weights, sender, receiver, pairs.of_edge)
         n_receivers = node_feats.shape[0]
         if first_row != 0 or n_receivers != summed.shape[0]:
             summed = summed[first_row : first_row + n_receivers]
