@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels.fast_symmetric import FastSymmetricContraction, _used
-from equiforce.kernels.fast_tp import FastChannelwiseTensorProduct, channel_last, e3nn_layout
+from equiforce.kernels.fast_tp import FastChannelwiseTensorProduct
 from equiforce.kernels.registry import CONSTRUCTOR_ARGS, executor_key
 from equiforce.o3.symmetric import symmetric_monomials
 
@@ -62,7 +62,7 @@ class ExportChannelwiseTensorProduct(FastChannelwiseTensorProduct):
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
         n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]
-        x = channel_last(node_feats.to(dtype), self.descriptor.irreps_in1)  # (n, d_in, U)
+        x = self.channel_last(node_feats.to(dtype))  # (n, d_in, U)
         d_in, channels = x.shape[1], x.shape[2]
         path, i_in, k_out, column = self.triples.unbind(1)
         s = (edge_attrs.to(dtype) @ self.coupling.to(dtype)).index_select(1, column)
@@ -76,7 +76,7 @@ class ExportChannelwiseTensorProduct(FastChannelwiseTensorProduct):
             0, rows_out, products.reshape(-1, channels)
         )
         out = out.reshape(n_nodes, self.d_out, channels)
-        return e3nn_layout(out, self.descriptor.irreps_out).to(io_dtype)
+        return self.e3nn_layout(out).to(io_dtype)
 
 
 class ExportSymmetricContraction(FastSymmetricContraction):
@@ -183,8 +183,7 @@ class ExportSymmetricContraction(FastSymmetricContraction):
         every = every.reshape(every.shape[0], self.n_types, -1, n)  # (C, S, o, n)
         own = nn.functional.one_hot(atom_type, self.n_types).T.to(every.dtype)  # (S, n)
         out = (every * own[None, :, None, :]).sum(dim=1).permute(2, 0, 1)  # (n, C, o)
-        blocks = out.split(self.out_dims, dim=2)
-        return torch.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
+        return self.e3nn_layout(out).to(io_dtype)
 
 
 _EXPORT_CLASSES = {

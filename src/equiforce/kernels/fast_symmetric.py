@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels import split_cat, symmetric_ops
+from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.kernels.constants import ExactConstants
 from equiforce.kernels.extension import cpu_kernels
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
@@ -116,7 +117,9 @@ class FastSymmetricContraction(ExactConstants):
             linear, quadratic = getattr(self, f"linear_{o}"), getattr(self, f"quadratic_{o}")
             cubic = getattr(self, f"cubic_{o}")[cubes[0], cubes[1]]
             self.register_constant(f"monomial_{o}", torch.cat([linear, quadratic, cubic]))
-        self.out_dims = [ir.dim for _, ir in descriptor.irreps_out]
+        perm, inverse = channel_last_permutation(descriptor.irreps_out)
+        self.register_buffer("out_perm", perm, persistent=False)
+        self.register_buffer("out_inverse", inverse, persistent=False)
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
         """Evaluate the polynomial.
@@ -138,8 +141,13 @@ class FastSymmetricContraction(ExactConstants):
             out = self._kernels(x.to(dtype), atom_type, weights)
         else:
             out = self._species_blocks(x.to(dtype), atom_type, weights)
-        blocks = out.split(self.out_dims, dim=2)  # out: (n, C, out_dim)
-        return split_cat.cat([b.reshape(n, -1) for b in blocks], dim=1).to(io_dtype)
+        return self.e3nn_layout(out).to(io_dtype)
+
+    def e3nn_layout(self, out: torch.Tensor) -> torch.Tensor:
+        """(n, C, out_dim) -> (n, irreps_out.dim) in e3nn layout (no copy before the
+        permutation when ``out`` is the transposed view of a channel-last tensor)."""
+        flat = out.transpose(1, 2).reshape(out.shape[0], -1)  # (n, out_dim * C) channel-last
+        return permute_columns(flat, self.out_inverse, self.out_perm)
 
     def _kernels(
         self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]

@@ -26,13 +26,14 @@ from typing import ClassVar
 
 import torch
 
-from equiforce.kernels import edge_ops, split_cat
+from equiforce.kernels import edge_ops
+from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.kernels.constants import ExactConstants
 from equiforce.kernels.extension import cpu_kernels
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor
 from equiforce.o3.wigner import wigner_3j
 
-__all__ = ["FastChannelwiseTensorProduct", "channel_last", "e3nn_layout", "sparse_triples"]
+__all__ = ["FastChannelwiseTensorProduct", "sparse_triples"]
 
 _ZERO = 1e-12  # Clebsch–Gordan entries below this (relative to 1) are rounding noise
 
@@ -72,23 +73,6 @@ def _component_starts(irreps) -> list[int]:
     return starts
 
 
-def channel_last(x: torch.Tensor, irreps) -> torch.Tensor:
-    """e3nn layout (n, sum mul * dim) -> (n, sum dim, mul); every block has the same mul."""
-    blocks = x.split([mul * ir.dim for mul, ir in irreps], dim=1)
-    parts = [
-        b.reshape(x.shape[0], mul, ir.dim).transpose(1, 2)
-        for b, (mul, ir) in zip(blocks, irreps, strict=True)
-    ]
-    return split_cat.cat(parts, dim=1)
-
-
-def e3nn_layout(x: torch.Tensor, irreps) -> torch.Tensor:
-    """(n, sum dim, mul) -> e3nn layout (n, sum mul * dim); inverse of ``channel_last``."""
-    blocks = x.split([ir.dim for _, ir in irreps], dim=1)
-    parts = [b.transpose(1, 2).reshape(x.shape[0], -1) for b in blocks]
-    return split_cat.cat(parts, dim=1)
-
-
 class FastChannelwiseTensorProduct(ExactConstants):
     """Gather -> channel-wise TP with edge SH -> scatter-sum, on sparse CG triples.
 
@@ -119,6 +103,20 @@ class FastChannelwiseTensorProduct(ExactConstants):
         self.register_constant("coupling", coupling)
         self.register_buffer("triples", triples, persistent=False)
         self.register_buffer("swapped", swapped.contiguous(), persistent=False)
+        # node features in and messages out between the e3nn and channel-last layouts
+        for name, irreps in (("in", descriptor.irreps_in1), ("out", descriptor.irreps_out)):
+            perm, inverse = channel_last_permutation(irreps)
+            self.register_buffer(f"{name}_perm", perm, persistent=False)
+            self.register_buffer(f"{name}_inverse", inverse, persistent=False)
+
+    def channel_last(self, node_feats: torch.Tensor) -> torch.Tensor:
+        """(n, irreps_in1.dim) e3nn layout -> (n, d_in, U) channel-last."""
+        x = permute_columns(node_feats, self.in_perm, self.in_inverse)
+        return x.view(x.shape[0], -1, self.channels)
+
+    def e3nn_layout(self, out: torch.Tensor) -> torch.Tensor:
+        """(n, d_out, U) channel-last -> (n, irreps_out.dim) e3nn layout."""
+        return permute_columns(out.reshape(out.shape[0], -1), self.out_inverse, self.out_perm)
 
     def forward(
         self,
@@ -146,7 +144,7 @@ class FastChannelwiseTensorProduct(ExactConstants):
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
         n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]
-        x = channel_last(node_feats.to(dtype), self.descriptor.irreps_in1)
+        x = self.channel_last(node_feats.to(dtype))
         s = edge_attrs.to(dtype) @ self.coupling.to(dtype)
         w = edge_weights.to(dtype).reshape(-1, self.n_paths, self.channels)
         if _use_cpu_kernels(x):
@@ -170,7 +168,7 @@ class FastChannelwiseTensorProduct(ExactConstants):
                 1, k, products
             )
             out = messages.new_zeros(n_nodes, *messages.shape[1:]).index_add(0, receiver, messages)
-        return e3nn_layout(out, self.descriptor.irreps_out).to(io_dtype)
+        return self.e3nn_layout(out).to(io_dtype)
 
 
 def _use_cpu_kernels(x: torch.Tensor) -> bool:

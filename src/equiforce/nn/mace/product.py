@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.kernels import make_linear, make_symmetric_contraction, split_cat
+from equiforce.kernels import make_linear, make_symmetric_contraction
+from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.o3.descriptors import LinearDescriptor
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.symmetric import SymmetricContractionDescriptor
@@ -36,7 +37,9 @@ class Product(nn.Module):
         self.num_channels = descriptor.num_channels
         self.contraction = make_symmetric_contraction(descriptor, n_types, generator)
         self.linear = make_linear(LinearDescriptor(irreps_out, irreps_out), generator)
-        self._dims = [mul * ir.dim for mul, ir in self.irreps_in]
+        perm, inverse = channel_last_permutation(self.irreps_in)
+        self.register_buffer("channel_last_perm", perm, persistent=False)
+        self.register_buffer("channel_last_inverse", inverse, persistent=False)
 
     def forward(
         self, message: torch.Tensor, atom_type: torch.Tensor, sc: torch.Tensor | None
@@ -51,16 +54,10 @@ class Product(nn.Module):
         Returns:
             (n_atoms, irreps_out.dim).
         """
-        n = message.shape[0]
-        blocks = message.split(self._dims, dim=1)
         # stored channel-last (n, d, C), handed over as its (n, C, d) view: the fast
         # contraction's kernels read (n, d, C) rows, so they need no copy of their own
-        channel_last = split_cat.cat(
-            [
-                block.reshape(n, self.num_channels, ir.dim).transpose(1, 2)
-                for block, (_, ir) in zip(blocks, self.irreps_in, strict=True)
-            ],
-            dim=1,
-        )
+        channel_last = permute_columns(
+            message, self.channel_last_perm, self.channel_last_inverse
+        ).view(message.shape[0], -1, self.num_channels)
         out = self.linear(self.contraction(channel_last.transpose(1, 2), atom_type))
         return out if sc is None else out + sc
