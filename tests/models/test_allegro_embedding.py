@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from equiforce.nn.allegro.embedding import enveloped_bessel_basis, unit_sh
-from equiforce.nn.allegro.mlp import WeightedChannels
+from equiforce.nn.allegro.mlp import EdgeMajorWeightedChannels, WeightedChannels
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.radial import polynomial_cutoff
 from equiforce.o3.spherical_harmonics import spherical_harmonics
@@ -48,19 +48,29 @@ def test_unit_sh_gradient_matches_spherical_harmonics():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_weighted_channels_edge_major_is_forward_transposed():
-    """The edge-major layout holds the same numbers as ``forward``, one row per edge."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_weighted_channels_edge_major_is_forward_transposed(dtype):
+    """The edge-major layout holds the same numbers as ``forward``, one row per edge, and so
+    do its derivatives (the one-hot products only move numbers)."""
     irreps = Irreps("1x0e + 1x1o + 1x2e")
     mul, n_edges = 5, 7
-    weighter = WeightedChannels(irreps, mul)
-    basis = torch.randn(n_edges, irreps.dim, dtype=torch.float64)
-    weights = torch.randn(n_edges, weighter.weight_numel, dtype=torch.float64)
+    weighter = WeightedChannels(irreps, mul).to(dtype)
+    edge_weighter = EdgeMajorWeightedChannels(irreps, mul).to(dtype)
+    basis = torch.randn(n_edges, irreps.dim, dtype=dtype, requires_grad=True)
+    weights = torch.randn(n_edges, weighter.weight_numel, dtype=dtype, requires_grad=True)
     per_channel = weighter(basis, weights)  # (n_edges, mul, dim)
-    edge_major = weighter.edge_major(basis, weights)
+    edge_major = edge_weighter(basis, weights)
     assert edge_major.shape == (n_edges, irreps.dim * mul) and edge_major.is_contiguous()
-    torch.testing.assert_close(
-        edge_major.view(n_edges, irreps.dim, mul).transpose(1, 2), per_channel
-    )
+    assert edge_major.dtype == dtype
+    transposed = edge_major.view(n_edges, irreps.dim, mul).transpose(1, 2)
+    torch.testing.assert_close(transposed, per_channel, rtol=0, atol=0)
+    probe = torch.randn(n_edges, mul, irreps.dim, dtype=dtype)
+    for got, want in zip(
+        torch.autograd.grad((transposed * probe).sum(), (basis, weights)),
+        torch.autograd.grad((per_channel * probe).sum(), (basis, weights)),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want)
     # spot check one entry against the definition out[e, u, i] = basis[e, i] * w[e, u, irrep(i)]
     e, u, i = 3, 2, 5  # component 5 lies in the 2e block (irrep 2)
     expected = basis[e, i] * weights[e, u * 3 + 2]

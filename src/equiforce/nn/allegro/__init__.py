@@ -2,12 +2,18 @@
 
 from equiforce.nn.allegro.embedding import AllegroEdgeEmbedding
 from equiforce.nn.allegro.layers import AllegroLayers
-from equiforce.nn.allegro.mlp import NONLINEARITIES, AllegroMLP, WeightedChannels
+from equiforce.nn.allegro.mlp import (
+    NONLINEARITIES,
+    AllegroMLP,
+    EdgeMajorWeightedChannels,
+    WeightedChannels,
+)
 
 __all__ = [
     "NONLINEARITIES",
     "AllegroEdgeEmbedding",
     "AllegroLayers",
     "AllegroMLP",
+    "EdgeMajorWeightedChannels",
     "WeightedChannels",
 ]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels import make_allegro_tp
-from equiforce.nn.allegro.mlp import AllegroMLP, WeightedChannels
+from equiforce.nn.allegro.mlp import AllegroMLP, EdgeMajorWeightedChannels
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 from equiforce.o3.irreps import Irreps
 
@@ -63,7 +63,7 @@ class AllegroLayers(nn.Module):
             raise ValueError(f"first layer input {irreps_chain[0]} must be {irreps_sh}")
         self.latent_dim = latent_dim
         self.num_layers = len(irreps_chain) - 1
-        self.weighter = WeightedChannels(irreps_sh, mul)
+        self.weighter = EdgeMajorWeightedChannels(irreps_sh, mul)
         env_numel = self.weighter.weight_numel
         self.first_projection = AllegroMLP((latent_dim, latent_dim + env_numel), None, generator)
         self.tps = nn.ModuleList()
@@ -119,7 +119,7 @@ class AllegroLayers(nn.Module):
         """
         n_atoms, dim = node_norm.shape[0], edge_sh.shape[1]
         # environment sums atom-major, (n_atoms, dim, mul), viewed as (n_atoms, mul, dim)
-        env_edges = self.weighter.edge_major(edge_sh, env_weights)
+        env_edges = self.weighter(edge_sh, env_weights)
         env = env_edges.new_zeros(n_atoms, env_edges.shape[1])
         env = (env.index_add(0, centre, env_edges) * node_norm).view(
             n_atoms, dim, self.weighter.mul

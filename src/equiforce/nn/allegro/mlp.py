@@ -118,18 +118,53 @@ class WeightedChannels(nn.Module):
         out = per_irrep.index_select(0, self.irrep_of) * basis.t().unsqueeze(-1)
         return out.permute(1, 2, 0)
 
-    def edge_major(self, basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The same weighting, laid out for a sum over each atom's pairs.
+
+class EdgeMajorWeightedChannels(WeightedChannels):
+    """``WeightedChannels`` laid out for a sum over each atom's pairs (the environment).
+
+    Both factors are spread to the output's columns by one-hot products (0/1 matrices:
+    exact in every dtype), ``(weights @ S_w) * (basis @ S_b)``: GEMMs whose backward is a
+    GEMM. Against an ``index_select`` of the weights per component and a broadcast product
+    (its backward an ``index_add`` and reductions over the broadcast axes) this ran 1.6x
+    faster (forward + gradients, 11,578 pairs of allegro-tiny, float32, one thread; inference
+    on that 64-molecule batch 1.067x, on a 999-atom box 1.057x). It is a tensor-product block
+    for the precision policies (``op_class``): its products run in ``math_dtype`` when one
+    is set (None: the inputs' promoted dtype).
+    """
+
+    op_class: ClassVar[str] = "tensor_product"  # equiforce.precision.OP_CLASSES
+
+    def __init__(self, irreps: Irreps, mul: int):
+        super().__init__(irreps, mul)
+        # column i * mul + u of the output takes weight column u * n_irreps + irrep(i) and
+        # basis column i
+        index = self.irrep_of.tolist()
+        dim = len(index)
+        weight_spread = torch.zeros(self.weight_numel, dim * mul, dtype=torch.float64)
+        basis_spread = torch.zeros(dim, dim * mul, dtype=torch.float64)
+        for i, k in enumerate(index):
+            for u in range(mul):
+                weight_spread[u * self.n_irreps + k, i * mul + u] = 1.0
+                basis_spread[i, i * mul + u] = 1.0
+        self.register_buffer("weight_spread", weight_spread, persistent=False)
+        self.register_buffer("basis_spread", basis_spread, persistent=False)
+        self.math_dtype: torch.dtype | None = None
+
+    def forward(self, basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weight the basis.
 
         Args:
             basis: (n_edges, irreps.dim).
             weights: (n_edges, mul * n_irreps), channel-major.
 
         Returns:
-            (n_edges, irreps.dim * mul) contiguous, ``[e, i * mul + u] = out[e, u, i]``: one
-            row per pair, so that ``index_add`` over pairs moves whole rows (per-component
-            rows of ``mul`` numbers made it ~6x slower).
+            (n_edges, irreps.dim * mul) contiguous, ``[e, i * mul + u] = basis[e, i] *
+            w[e, u, irrep(i)]``: one row per pair, so that ``index_add`` over pairs moves
+            whole rows (per-component rows of ``mul`` numbers made it ~6x slower); the
+            inputs' promoted dtype.
         """
-        per_irrep = weights.reshape(-1, self.mul, self.n_irreps).transpose(1, 2)
-        out = per_irrep.index_select(1, self.irrep_of) * basis.unsqueeze(-1)
-        return out.reshape(out.shape[0], basis.shape[1] * self.mul)
+        io_dtype = torch.promote_types(weights.dtype, basis.dtype)
+        dtype = self.math_dtype or io_dtype
+        spread_weights = weights.to(dtype) @ self.weight_spread.to(dtype)
+        out = spread_weights * (basis.to(dtype) @ self.basis_spread.to(dtype))
+        return out.to(io_dtype)
