@@ -1,5 +1,6 @@
-"""The C++ SiLU of Allegro's MLPs (kernels/allegro_silu): values, first and second derivatives
-equal torch's silu in float64, and the Allegro force-loss parameter gradients equal torch's."""
+"""The C++ SiLU of Allegro's MLPs (kernels/allegro_silu): values, first, second and third
+derivatives equal torch's silu in float64. A whole Allegro's force-loss parameter gradients with
+it (and Allegro's other C++ ops) against torch's: tests/kernels/test_allegro_tensor_track.py."""
 
 import pytest
 import torch
@@ -50,33 +51,3 @@ def test_plain_torch_without_grad_or_in_float32_graph_free_calls():
     x = _x().detach()
     assert silu(x).grad_fn is None
     assert torch.equal(silu(x), torch.nn.functional.silu(x))
-
-
-def test_allegro_force_loss_gradients_equal_torch_silu(monkeypatch):
-    from equiforce.data.batch import collate
-    from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
-    from equiforce.models.presets import preset_potential
-    from equiforce.nn.allegro import mlp
-    from equiforce.workflows.bench.systems import make_system
-
-    potential = preset_potential("allegro-tiny", "float64", 0).train()
-    graphs = [
-        configuration_to_graph(atoms_to_configuration(a, "m"), potential.type_names, 5.0)
-        for a in make_system("batch2", 0)
-    ]
-    batch = collate(graphs)
-
-    def force_loss_grads():
-        potential.zero_grad(set_to_none=True)
-        out = potential(batch, compute_forces=True, create_graph=True)
-        loss = (out["forces"] ** 2).sum() + out["energy"].sum() ** 2
-        loss.backward()
-        return out, {n: p.grad.clone() for n, p in potential.named_parameters()}
-
-    ours, grads = force_loss_grads()
-    monkeypatch.setitem(mlp.NONLINEARITIES, "silu", torch.nn.functional.silu)
-    ref, ref_grads = force_loss_grads()
-    assert torch.allclose(ours["energy"], ref["energy"], rtol=0, atol=1e-10)
-    assert torch.allclose(ours["forces"], ref["forces"], rtol=0, atol=1e-10)
-    for name, grad in grads.items():
-        assert torch.allclose(grad, ref_grads[name], rtol=1e-10, atol=1e-10), name

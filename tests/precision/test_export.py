@@ -6,7 +6,9 @@ edge axes. The graph goes through ``torch.export.export`` with those axes dynami
 exported program runs a structure of another size. Eager is called with ``create_graph=True``,
 as traced: autograd then differentiates SiLU with its differentiable formula, whose bf16
 roundings differ from the fused kernel of an inference call by ~1% of the forces.
-``compile_potential`` (aot_eager) of the same model gives eager's numbers.
+``compile_potential`` (aot_eager) of the same model gives eager's numbers. Allegro's C++ CPU
+ops (which a trace does not record: it sees their torch formulations) are switched off in eager
+for these bit-for-bit comparisons; tests/kernels compares them with the torch formulations.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from equiforce.models.compile import _SYMBOLIC_AXIS, compile_potential, trace_po
 from equiforce.precision import apply_policy, from_name
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule
+from tests.backends import allegro_torch_ops
 
 BUILDERS = {
     "mace": lambda: tiny_mace(num_interactions=1),
@@ -49,7 +52,8 @@ def _bf16_model(family: str):
 @pytest.mark.parametrize(
     "family", ["allegro", pytest.param("mace", marks=pytest.mark.slow)]  # MACE: ~20 s
 )
-def test_bf16_mixed_model_traces_and_exports_with_symbolic_atoms_and_edges(family):
+def test_bf16_mixed_model_traces_and_exports_with_symbolic_atoms_and_edges(family, monkeypatch):
+    allegro_torch_ops(monkeypatch)  # eager runs the ops the trace records
     bf16_model = _bf16_model(family)
     names, args = _flat_inputs(bf16_model, _batch(bf16_model, make_fcc_cu(2, seed=0)))
     graph, out_keys = trace_potential(bf16_model, names, args, forces=True, stress=False)
@@ -77,7 +81,8 @@ def test_bf16_mixed_model_traces_and_exports_with_symbolic_atoms_and_edges(famil
         assert torch.equal(got[name], want[name].detach()), name
 
 
-def test_compiled_bf16_mixed_model_equals_eager():
+def test_compiled_bf16_mixed_model_equals_eager(monkeypatch):
+    allegro_torch_ops(monkeypatch)  # eager runs the ops the trace records
     bf16_model = _bf16_model("allegro")
     compiled = compile_potential(bf16_model, backend="aot_eager")
     for atoms in (make_fcc_cu(2, seed=0), make_molecule()):

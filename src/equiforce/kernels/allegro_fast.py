@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels.allegro_reference import initial_weight
+from equiforce.kernels.allegro_tensor_track import dot_gather, use_tensor_track_kernels
 from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 
@@ -124,6 +125,8 @@ class FastAllegroTensorProduct(ExactConstants):
             b = b if self.diagonal else b.index_select(1, self.rows2)
             weights = self._term_weights(weight) * self.row_const.to(weight.dtype).view(-1, 1, 1)
             b = b * weights.transpose(0, 1)
+            if use_tensor_track_kernels(a, b):
+                return dot_gather(a, b, centre, self.rows1).unsqueeze(-1).to(io_dtype)
             # gathered atom-major (whole rows; its backward is a fast index_add over rows)
             n_atoms, n_terms = b.shape[0], b.shape[1]
             b = (

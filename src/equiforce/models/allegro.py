@@ -249,9 +249,9 @@ class Allegro(AtomicEnergyModel):
         """
         carry = state.private
         atom_type, centre, norm = carry["atom_type"], carry["centre"], carry["norm"]
-        features = torch.cat(carry["scalars"], dim=-1)
         n_atoms = atom_type.shape[0]
-        pair_energy = self.readout(features).squeeze(-1)
+        # every layer's latents as blocks of the readout's input, not concatenated
+        pair_energy = self.readout(carry["scalars"]).squeeze(-1)
         # nequip's order: sum and normalise in the model dtype, scale in float64
         edge_sum = pair_energy.new_zeros(n_atoms).index_add(0, centre, pair_energy)
         scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=norm.device)
@@ -262,6 +262,7 @@ class Allegro(AtomicEnergyModel):
             pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0)).index_select(0, centre)
             out[EDGE_ENERGY] = pair_energy.to(torch.float64) * pair_factor
         if NODE_FEATURES in extra_outputs:
+            features = torch.cat(carry["scalars"], dim=-1)
             summed = features.new_zeros(n_atoms, features.shape[1]).index_add(0, centre, features)
             out[NODE_FEATURES] = summed * norm.unsqueeze(-1)
         return out

@@ -13,7 +13,7 @@ import torch
 
 
 def scaled_mlp_forward(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     scaled_weights: Sequence[torch.Tensor],
     activation: Callable[[torch.Tensor], torch.Tensor] | None,
     math_dtype: torch.dtype | None,
@@ -21,7 +21,10 @@ def scaled_mlp_forward(
     """``act(... act(x @ W0) @ W1 ...) @ Wlast`` in ``math_dtype``, cast back to ``x.dtype``.
 
     Args:
-        x: (n, d_in) input, any float dtype.
+        x: (n, d_in) input, any float dtype; or its column blocks ``[(n, d_0), (n, d_1), ...]``
+            (``d_in = sum d_k``, one dtype), multiplied by the matching rows of ``W0`` and
+            summed: the product with their concatenation without forming it (a concatenation
+            of pair-sized blocks and its gradient are two passes over memory each).
         scaled_weights: the layers' weights already multiplied by their normalisation,
             (d_k, d_{k+1}) each; scaling the small weight, not the (n, width) product.
         activation: applied after every layer but the last; None for a (deep) linear map.
@@ -31,11 +34,18 @@ def scaled_mlp_forward(
     Returns:
         (n, d_out), dtype of ``x``.
     """
+    blocks = [x] if isinstance(x, torch.Tensor) else list(x)
     dtype = math_dtype or scaled_weights[0].dtype
-    h = x.to(dtype)
+    first = scaled_weights[0].to(dtype)
+    h, start = None, 0
+    for block in blocks:
+        rows = first.narrow(0, start, block.shape[-1]) if len(blocks) > 1 else first
+        start += block.shape[-1]
+        h = block.to(dtype) @ rows if h is None else torch.addmm(h, block.to(dtype), rows)
     last = len(scaled_weights) - 1
     for index, weight in enumerate(scaled_weights):
-        h = h @ weight.to(dtype)
+        if index > 0:
+            h = h @ weight.to(dtype)
         if index < last and activation is not None:
             h = activation(h)
-    return h.to(x.dtype)
+    return h.to(blocks[0].dtype)

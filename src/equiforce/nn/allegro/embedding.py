@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from equiforce.kernels.allegro_geometry import edge_geometry, use_geometry_kernel
 from equiforce.nn.allegro.mlp import AllegroMLP, WeightedChannels
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.radial import envelope
@@ -135,15 +136,7 @@ class AllegroEdgeEmbedding(nn.Module):
         """
         dtype = self.centre_embed.dtype
         geometry = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        edge_vec = edge_vec.to(geometry)
-        lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
-        if len(set(self.inverse_r_max)) == 1:
-            x = lengths * self.inverse_r_max[0]
-        else:
-            pair = edge_types[0] * self.n_types + edge_types[1]
-            inverse = torch.tensor(self.inverse_r_max, dtype=geometry, device=lengths.device)
-            x = lengths * inverse.index_select(0, pair).unsqueeze(-1)
-        basis = enveloped_bessel_basis(x, self.num_bessels, self.polynomial_cutoff_p)
+        basis, edge_sh = self._geometry(edge_vec, edge_types, geometry)
         # [E_centre, E_neighbour] of each edge's pair of types
         species = torch.cat(
             (
@@ -153,6 +146,30 @@ class AllegroEdgeEmbedding(nn.Module):
             dim=-1,
         )
         latent = self.scalar_mlp(species * self.basis_linear(basis.to(dtype)))
-        edge_sh = unit_sh(self.l_max, edge_vec, lengths).to(dtype)
+        edge_sh = edge_sh.to(dtype)
         tensor_features = self.weighter(edge_sh, self.tensor_linear(latent))
         return latent, edge_sh, tensor_features
+
+    def _geometry(
+        self, edge_vec: torch.Tensor, edge_types: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radial basis (n_edges, num_bessels) and harmonics (n_edges, (l_max + 1)^2) in ``dtype``.
+
+        One C++ op where it applies (``kernels.allegro_geometry``), else the torch ops below
+        (the same values to rounding).
+        """
+        if len(set(self.inverse_r_max)) == 1:
+            inverse: torch.Tensor | float = self.inverse_r_max[0]
+        else:
+            pair = edge_types[0] * self.n_types + edge_types[1]
+            table = torch.tensor(self.inverse_r_max, dtype=dtype, device=edge_vec.device)
+            inverse = table.index_select(0, pair)
+        if use_geometry_kernel(edge_vec, dtype, self.l_max):
+            return edge_geometry(
+                edge_vec, inverse, self.num_bessels, self.polynomial_cutoff_p, self.l_max, dtype
+            )
+        edge_vec = edge_vec.to(dtype)
+        lengths = torch.linalg.norm(edge_vec, dim=-1, keepdim=True)
+        x = lengths * (inverse.unsqueeze(-1) if isinstance(inverse, torch.Tensor) else inverse)
+        basis = enveloped_bessel_basis(x, self.num_bessels, self.polynomial_cutoff_p)
+        return basis, unit_sh(self.l_max, edge_vec, lengths)

@@ -119,13 +119,11 @@ class AllegroLayers(nn.Module):
         """
         n_atoms, dim = node_norm.shape[0], edge_sh.shape[1]
         # environment sums atom-major, (n_atoms, dim, mul), viewed as (n_atoms, mul, dim)
-        env_edges = self.weighter(edge_sh, env_weights)
-        env = env_edges.new_zeros(n_atoms, env_edges.shape[1])
-        env = (env.index_add(0, centre, env_edges) * node_norm).view(
-            n_atoms, dim, self.weighter.mul
-        )
+        env = self.weighter.environment(edge_sh, env_weights, centre, n_atoms)
+        env = (env * node_norm).view(n_atoms, dim, self.weighter.mul)
         tensor_features = self.tps[index](tensor_features, env.transpose(1, 2), centre)
-        out = self.latents[index](torch.cat([*scalars, tensor_features[:, :, 0]], dim=-1))
+        # the MLP's first layer takes the blocks: no pair-sized concatenation (scaled_mlp_forward)
+        out = self.latents[index]([*scalars, tensor_features[:, :, 0]])
         if index < self.num_layers - 1:
             scalar, next_weights = out.split(self._sizes(), dim=-1)
         else:

@@ -16,6 +16,11 @@ import torch
 from torch import nn
 
 from equiforce.kernels.allegro_silu import silu
+from equiforce.kernels.allegro_tensor_track import (
+    environment,
+    use_tensor_track_kernels,
+    weighted_channels,
+)
 from equiforce.nn.scaled_mlp import scaled_mlp_forward
 from equiforce.o3.irreps import Irreps
 
@@ -69,11 +74,12 @@ class AllegroMLP(nn.Module):
         )
         self.math_dtype: torch.dtype | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Apply the net.
 
         Args:
-            x: (n, sizes[0]).
+            x: (n, sizes[0]), or its column blocks (n, d_k) with ``sum d_k = sizes[0]``: the
+                net of their concatenation, without forming it (``scaled_mlp_forward``).
 
         Returns:
             (n, sizes[-1]), dtype of ``x``.
@@ -113,7 +119,10 @@ class WeightedChannels(nn.Module):
             (n_edges, mul, irreps.dim), a view of a component-major ``(irreps.dim, n_edges,
             mul)`` tensor: each component is one contiguous row, the layout of the fast
             Allegro kernels (broadcasts over the short irrep axis are ~5x slower on CPU).
+            One C++ op where it applies (``kernels.allegro_tensor_track.weighted_channels``).
         """
+        if use_tensor_track_kernels(basis, weights):
+            return weighted_channels(basis, weights, self.irrep_of, self.mul).permute(1, 2, 0)
         per_irrep = weights.reshape(-1, self.mul, self.n_irreps).permute(2, 0, 1)
         out = per_irrep.index_select(0, self.irrep_of) * basis.t().unsqueeze(-1)
         return out.permute(1, 2, 0)
@@ -168,3 +177,25 @@ class EdgeMajorWeightedChannels(WeightedChannels):
         spread_weights = weights.to(dtype) @ self.weight_spread.to(dtype)
         out = spread_weights * (basis.to(dtype) @ self.basis_spread.to(dtype))
         return out.to(io_dtype)
+
+    def environment(
+        self, basis: torch.Tensor, weights: torch.Tensor, centre: torch.Tensor, n_atoms: int
+    ) -> torch.Tensor:
+        """The weighted basis summed over each atom's pairs.
+
+        Args:
+            basis: (n_edges, irreps.dim).
+            weights: (n_edges, mul * n_irreps), channel-major.
+            centre: (n_edges,) int64 centre atom of each pair.
+            n_atoms: atoms.
+
+        Returns:
+            (n_atoms, irreps.dim * mul), ``[n, i * mul + u] = sum_{e: centre[e] = n} basis[e,
+            i] * w[e, u, irrep(i)]``, the inputs' promoted dtype. One C++ op where it
+            applies (``kernels.allegro_tensor_track.environment``: no pair-sized
+            intermediate), else ``forward`` and a scatter-add.
+        """
+        if self.math_dtype in (None, basis.dtype) and use_tensor_track_kernels(basis, weights):
+            return environment(basis, weights, self.irrep_of, centre, self.mul, n_atoms)
+        per_pair = self(basis, weights)
+        return per_pair.new_zeros(n_atoms, per_pair.shape[1]).index_add(0, centre, per_pair)

@@ -1,0 +1,109 @@
+"""Allegro's tensor track on pairs in C++ (``csrc/allegro_tensor_track.cpp``).
+
+Three ops, each one loop forward and one backward where torch needs a handful of passes over
+pair-sized tensors (on one molecule of the tiny Allegro every op costs its dispatch; on a
+batch, its memory traffic):
+
+* ``weighted_channels``: the initial pair tensor features, ``out[i, e, u] = basis[e, i] *
+  w[e, u * n_irreps + irrep(i)]``, component-major ``(dim, n_edges, mul)``
+  (``nn.allegro.mlp.WeightedChannels``; torch: a gather of the weights per component and a
+  product, and in the backward two products, a sum, a scatter-add and a transposing copy);
+* ``environment``: a layer's environment, ``env[n, i * mul + u] = sum_{e: centre[e] = n}
+  basis[e, i] * w[e, u * n_irreps + irrep(i)]``, the weighted harmonics summed over each
+  atom's pairs (``nn.allegro.mlp.EdgeMajorWeightedChannels.environment``; torch: two one-hot
+  GEMMs, a product and a scatter-add, and a gather, two products and two GEMMs backward);
+* ``dot_gather``: the last layer's tensor product (dot mode), ``out[e, u] = sum_t a[rows[t],
+  e, u] * b[centre[e], t, u]``, pair features ``a`` (component-major ``(d1, n_edges, mul)``)
+  against each term's per-atom factor ``b`` (``(n_atoms, n_terms, mul)``: the centre's
+  environment component times the path weight and coupling), gathered to the pairs
+  (``allegro_fast.FastAllegroTensorProduct``; torch: a gather, a transposing copy, a product
+  and a sum, and three products, a copy, a sum and a scatter-add in the backward).
+
+A derivative taken with ``create_graph`` (force training) runs differentiable ATen ops, so
+every order is exact. Used for CPU float32/float64 tensors outside tracing (``torch.export``,
+``torch.compile`` and TorchScript see the torch ops), where the module builds.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from equiforce.kernels.extension import cpu_kernels
+
+__all__ = ["dot_gather", "environment", "use_tensor_track_kernels", "weighted_channels"]
+
+_SOURCES = ("allegro_tensor_track.cpp",)
+
+
+def use_tensor_track_kernels(*tensors: torch.Tensor) -> bool:
+    """Whether the ops apply to these float operands (module docstring)."""
+    dtype = tensors[0].dtype
+    return (
+        all(type(t) is torch.Tensor for t in tensors)  # not a tracer's tensor
+        and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+        and dtype in (torch.float32, torch.float64)
+        and not torch.jit.is_scripting()
+        and not torch.compiler.is_compiling()
+        and cpu_kernels(_SOURCES) is not None
+    )
+
+
+def weighted_channels(
+    basis: torch.Tensor, weights: torch.Tensor, irrep_of: torch.Tensor, mul: int
+) -> torch.Tensor:
+    """``out[i, e, u] = basis[e, i] * weights[e, u * n_irreps + irrep_of[i]]`` (C++).
+
+    Args:
+        basis: (n_edges, dim).
+        weights: (n_edges, mul * n_irreps), channel-major.
+        irrep_of: (dim,) int64 irrep of each basis component.
+        mul: channels.
+
+    Returns:
+        (dim, n_edges, mul) contiguous, the dtype of ``basis``.
+    """
+    return cpu_kernels(_SOURCES).weighted_channels(basis, weights, irrep_of, mul)
+
+
+def environment(
+    basis: torch.Tensor,
+    weights: torch.Tensor,
+    irrep_of: torch.Tensor,
+    centre: torch.Tensor,
+    mul: int,
+    n_atoms: int,
+) -> torch.Tensor:
+    """``env[n, i * mul + u] = sum_{e: centre[e] = n} basis[e, i] * weights[e, u * n_irreps +
+    irrep_of[i]]`` (C++).
+
+    Args:
+        basis: (n_edges, dim).
+        weights: (n_edges, mul * n_irreps), channel-major.
+        irrep_of: (dim,) int64 irrep of each basis component.
+        centre: (n_edges,) int64 centre atom of each pair.
+        mul: channels.
+        n_atoms: atoms (rows of the result).
+
+    Returns:
+        (n_atoms, dim * mul), the dtype of ``basis``; zero for atoms without pairs.
+    """
+    return cpu_kernels(_SOURCES).environment(
+        basis, weights, irrep_of, centre.contiguous(), mul, n_atoms
+    )
+
+
+def dot_gather(
+    a: torch.Tensor, b: torch.Tensor, centre: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """``out[e, u] = sum_t a[rows[t], e, u] * b[centre[e], t, u]`` (C++).
+
+    Args:
+        a: (d1, n_edges, mul) pair features, component-major.
+        b: (n_atoms, n_terms, mul) per-atom factor of every term.
+        centre: (n_edges,) int64 centre atom of each pair.
+        rows: (n_terms,) int64 component of ``a`` in each term.
+
+    Returns:
+        (n_edges, mul), the dtype of ``a``.
+    """
+    return cpu_kernels(_SOURCES).dot_gather(a, b, centre.contiguous(), rows)
