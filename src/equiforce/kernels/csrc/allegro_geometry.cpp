@@ -52,6 +52,15 @@ struct Inverse {
   T at(int64_t e) const { return per_edge ? per_edge[e] : uniform; }
 };
 
+// one edge in the geometry dtype: its vector, length and normalised length x = r / r_max
+template <typename T>
+struct Edge {
+  T vx, vy, vz, r, inv, x;
+  Edge(const double* vec, int64_t e, const Inverse<T>& inverse)
+      : vx(T(vec[3 * e])), vy(T(vec[3 * e + 1])), vz(T(vec[3 * e + 2])),
+        r(std::sqrt(vx * vx + vy * vy + vz * vz)), inv(inverse.at(e)), x(r * inv) {}
+};
+
 template <typename T>
 void forward_loop(const double* __restrict__ vec, Inverse<T> inverse, const Envelope& env,
                   int64_t n_edges, int64_t n_basis, int64_t l_max, T* __restrict__ basis,
@@ -59,9 +68,8 @@ void forward_loop(const double* __restrict__ vec, Inverse<T> inverse, const Enve
   const T a = T(env.a), b = T(env.b), c = T(env.c), pi = T(kPi), sqrt3 = T(kSqrt3);
   const int64_t sh_dim = l_max == 0 ? 1 : 4;
   for (int64_t e = 0; e < n_edges; ++e) {
-    const T vx = T(vec[3 * e]), vy = T(vec[3 * e + 1]), vz = T(vec[3 * e + 2]);
-    const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
-    const T x = r * inverse.at(e);
+    const Edge<T> edge(vec, e, inverse);
+    const T vx = edge.vx, vy = edge.vy, vz = edge.vz, r = edge.r, x = edge.x;
     T* out = basis + e * n_basis;
     if (x < T(1)) {
       const T w = (T(1) + int_pow(x, env.p) * (a + x * (b + c * x))) / (x * pi);
@@ -96,9 +104,8 @@ void backward_loop(const double* __restrict__ vec, Inverse<T> inverse, const Env
   const T a = T(env.a), b = T(env.b), c = T(env.c), pi = T(kPi), sqrt3 = T(kSqrt3);
   const int64_t sh_dim = l_max == 0 ? 1 : 4;
   for (int64_t e = 0; e < n_edges; ++e) {
-    const T vx = T(vec[3 * e]), vy = T(vec[3 * e + 1]), vz = T(vec[3 * e + 2]);
-    const T r = std::sqrt(vx * vx + vy * vy + vz * vz);
-    const T inv = inverse.at(e), x = r * inv;
+    const Edge<T> edge(vec, e, inverse);
+    const T vx = edge.vx, vy = edge.vy, vz = edge.vz, r = edge.r, inv = edge.inv, x = edge.x;
     T grad_r = T(0);
     if (grad_basis != nullptr && x < T(1)) {
       const T xp = int_pow(x, env.p);
