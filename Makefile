@@ -9,8 +9,8 @@ MACE_VENV := .venv-mace
 NEQUIP_VENV := .venv-nequip
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-core test-interop test-interop-mace test-interop-nequip \
-	install-mace install-nequip clean
+.PHONY: install demo test test-core test-slow test-interop test-interop-mace \
+	test-interop-nequip install-mace install-nequip clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ test: install-mace install-nequip test-core test-interop
 
 test-interop: test-interop-mace test-interop-nequip
 
+# tests marked slow (benchmark smoke runs that export or train for a minute or more, extra
+# parametrisations of what faster tests cover) run in test-slow, outside the ~20-minute suite
 test-core: install
-	$(VENV)/bin/python -m pytest -q tests --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q tests -m "not slow" --durations=25 $(PYTEST_ARGS)
+
+test-slow: install-mace install-nequip install
+	$(VENV)/bin/python -m pytest -q tests -m slow --durations=25 $(PYTEST_ARGS)
 
 # mace-torch pins e3nn 0.4.4, so its parity tests run in their own venv, which also proves
 # equiforce installs and runs beside e3nn 0.4.4.

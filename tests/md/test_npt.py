@@ -59,7 +59,6 @@ def test_berendsen_npt_relaxes_to_the_target_pressure(emt_cu_model, tmp_path):
     assert plot_md(result, tmp_path / "npt.png").stat().st_size > 0
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("anisotropic", [False, True])
 def test_mtk_npt_oscillates_about_the_target_pressure(emt_cu_model, anisotropic):
     """MTK's barostat oscillates (period ~120 fs here); over >2 periods its mean is the target."""

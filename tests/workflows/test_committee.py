@@ -73,7 +73,6 @@ def test_subsampling_several_training_files_subsamples_each(tmp_path, emt_train_
     assert [len(read(e.path, index=":")) for e in entries] == [6, 6]
 
 
-@pytest.mark.slow
 def test_members_train_in_parallel_processes(tmp_path, emt_train_file):
     """workers=2: both members train in spawned processes (~10 s of process start-up)."""
     run = _run(tmp_path, emt_train_file)
