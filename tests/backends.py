@@ -18,18 +18,16 @@ BACKEND_PARAMS = [
 
 
 def allegro_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Switch Allegro's C++ CPU ops (geometry, tensor track, SiLU) to their torch formulations
+    """Switch Allegro's C++ CPU ops (geometry, tensor track, MLPs) to their torch formulations
     for the rest of a test: the reference a kernel is compared with, and the ops a trace
     records (eager equals a trace bit for bit only then)."""
-    import torch
-
     from equiforce.kernels import allegro_fast
     from equiforce.nn.allegro import embedding, mlp
 
     for module, name in (
         (embedding, "use_geometry_kernel"),
         (mlp, "use_tensor_track_kernels"),
+        (mlp, "use_mlp_kernel"),
         (allegro_fast, "use_tensor_track_kernels"),
     ):
         monkeypatch.setattr(module, name, lambda *args: False)
-    monkeypatch.setitem(mlp.NONLINEARITIES, "silu", torch.nn.functional.silu)

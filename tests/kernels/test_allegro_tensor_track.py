@@ -126,7 +126,7 @@ def test_bad_indices_are_refused():
     ids=["l1", "l2-pair-cutoffs"],
 )
 def test_allegro_outputs_and_force_loss_gradients_equal_torch_ops(monkeypatch, overrides):
-    """Every Allegro C++ op (geometry, weighting, environment, dot product, SiLU) against the
+    """Every Allegro C++ op (geometry, weighting, environment, dot product, MLPs) against the
     model with all of them replaced by their torch formulations."""
     from equiforce.data.batch import collate
     from equiforce.data.graph import atoms_to_configuration, configuration_to_graph

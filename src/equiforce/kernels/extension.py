@@ -14,7 +14,7 @@ name rebuilt each other's module at every process start (~40 s each). When no co
 the build fails once, a warning says why, and the fast executors use their plain-torch path.
 
 Another set of sources (one of which holds its own ``PYBIND11_MODULE``) is a separate module:
-``cpu_kernels(("allegro_silu.cpp",))`` and ``cpu_kernels(("split_cat.cpp",))`` build and cache
+``cpu_kernels(("allegro_mlp.cpp",))`` and ``cpu_kernels(("split_cat.cpp",))`` build and cache
 the same way.
 """
 

@@ -15,7 +15,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from equiforce.kernels.allegro_silu import silu
+from equiforce.kernels.allegro_mlp import scaled_mlp, use_mlp_kernel
 from equiforce.kernels.allegro_tensor_track import (
     environment,
     use_tensor_track_kernels,
@@ -24,9 +24,8 @@ from equiforce.kernels.allegro_tensor_track import (
 from equiforce.nn.scaled_mlp import scaled_mlp_forward
 from equiforce.o3.irreps import Irreps
 
-# silu: torch's values; its first and second derivatives in C++ (kernels.allegro_silu)
 NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": silu,
+    "silu": nn.functional.silu,
     "mish": nn.functional.mish,
     "gelu": nn.functional.gelu,
 }
@@ -84,9 +83,22 @@ class AllegroMLP(nn.Module):
         Returns:
             (n, sizes[-1]), dtype of ``x``.
         """
+        blocks = [x] if isinstance(x, torch.Tensor) else x
+        # the ParameterList's own dict: its __iter__ costs ~2 us per weight, a tenth of a
+        # 182-pair molecule's layer
+        weights = list(self.weights._parameters.values())
+        if (
+            self.nonlinearity in ("silu", None)
+            and self.math_dtype in (None, blocks[0].dtype)
+            and use_mlp_kernel(blocks[0], weights[0])
+        ):
+            # training mode keeps the derivative graph (Potential's create_graph default):
+            # recorded ops, whose double backward reuses the forward's intermediates
+            silu = self.nonlinearity == "silu"
+            return scaled_mlp(blocks, weights, self.alphas, silu, record=self.training)
         activation = None if self.nonlinearity is None else NONLINEARITIES[self.nonlinearity]
-        scaled = [weight * alpha for weight, alpha in zip(self.weights, self.alphas, strict=True)]
-        return scaled_mlp_forward(x, scaled, activation, self.math_dtype)
+        scaled = [weight * alpha for weight, alpha in zip(weights, self.alphas, strict=True)]
+        return scaled_mlp_forward(blocks, scaled, activation, self.math_dtype)
 
 
 class WeightedChannels(nn.Module):
