@@ -2,14 +2,17 @@
 
 AOTInductor compiles for ~45-70 s per tiny model on one core, so each package is exported
 once per module (fixtures). The normal suite exports a float64 MACE (``fast``: its executors
-through ``kernels.export_ops``), a float32 Allegro and a float64 ``fast`` Allegro; the other
+through ``kernels.export_ops``, calling the C++ kernel library the package carries), a float32
+Allegro and a float64 ``fast`` Allegro; the other
 combinations are slow. Tests of the refusal and the CLI reuse a compiled
 package's files in place of a new compile (``_reuse_compiled``), so they cost a trace.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -295,21 +298,104 @@ def test_cli_exports_a_model_file_and_prints_the_check(
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
 
 
-def test_custom_ops_in_the_trace_are_refused():
-    from equiforce.export import build
-    from equiforce.export.package import atoms_batch
-    from equiforce.kernels import use_backend
-    from equiforce.kernels.extension import cpu_kernels
+@torch.library.custom_op("equiforce_test::twice", mutates_args=())
+def _twice(x: torch.Tensor) -> torch.Tensor:
+    return 2 * x
 
-    if cpu_kernels() is None:
-        pytest.skip("the C++ kernels do not build here, so fast MACE has no custom ops")
-    # the fast edge convolution as the eager model runs it (export_potential swaps it for
-    # export_ops' plain torch version first)
-    model = use_backend(BUILDERS["mace"](torch.float64), "fast").eval()
-    atoms = build.validation_structures(model.type_names)["periodic"]
-    batch = atoms_batch(atoms, list(model.type_names), model.r_max, torch.device("cpu"))
-    with pytest.raises(ExportError, match="custom ops .*equiforce::cwtp"):
-        build._exported_program(model, batch, [keys.ENERGY, keys.FORCES], False, None)
+
+@_twice.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def test_custom_ops_other_than_the_kernel_librarys_are_refused():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from equiforce.export import build
+
+    graph = make_fx(lambda x: _twice(x).sum())(torch.ones(3))
+    with pytest.raises(ExportError, match="custom ops .*equiforce_test::twice"):
+        build._kernel_library(graph)
+
+
+def _kernels_built() -> bool:
+    from equiforce.kernels.extension import mace_ops
+
+    return mace_ops() is not None
+
+
+def test_mace_package_carries_the_kernel_library_it_calls(mace_fast_float64, allegro_float32):
+    from equiforce.kernels.extension import mace_ops
+
+    if not _kernels_built():
+        pytest.skip("the C++ kernels do not build here: the package runs plain torch ops")
+    library = read_metadata(mace_fast_float64[1])["kernel_library"]
+    assert library["namespace"] == mace_ops().namespace
+    for name in ("cwtp_node_out", "cwtp_edge_r", "cwtp_edge_s", "sc_forward", "sc_gradient"):
+        assert f"{library['namespace']}::{name}" in library["operators"]
+    with zipfile.ZipFile(mace_fast_float64[1]) as archive:
+        (member,) = [n for n in archive.namelist() if n.endswith("/" + library["file"])]
+        data = archive.read(member)
+    assert hashlib.sha256(data).hexdigest() == library["sha256"] and len(data) == library["bytes"]
+    assert read_metadata(allegro_float32[1])["kernel_library"] is None  # plain aten ops
+
+
+def test_a_fresh_process_runs_a_mace_package_from_its_own_library(mace_fast_float64, tmp_path):
+    """Without equiforce's kernels built or imported: the package's copy is unpacked into
+    the cache and loaded; forces equal eager's to 1e-10 (float64)."""
+    from ase.io import read, write
+
+    if not _kernels_built():
+        pytest.skip("the C++ kernels do not build here: the package runs plain torch ops")
+    model, path, _ = mace_fast_float64
+    write(tmp_path / "slab.xyz", make_slab(seed=4))
+    atoms = read(tmp_path / "slab.xyz")  # the positions as the child reads them
+    package = load_exported(path)
+    want = model(package.batch(atoms), compute_forces=True)["forces"].detach().numpy()
+    np.save(tmp_path / "forces.npy", want)
+    script = f"""
+import sys
+import numpy as np
+from ase.io import read
+from equiforce.export import load_exported
+package = load_exported({str(path)!r})
+forces = package(package.batch(read({str(tmp_path / "slab.xyz")!r})))["forces"].numpy()
+deviation = np.abs(forces - np.load({str(tmp_path / "forces.npy")!r})).max()
+assert deviation < 1e-10, deviation
+loaded = sorted(m for m in sys.modules if m.startswith(("equiforce.kernels", "equiforce.models")))
+assert not loaded, loaded
+print("deviation", deviation)
+"""
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "EQUIFORCE_CACHE": str(cache)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deviation" in result.stdout
+    assert [f.name.split("-")[0] for f in (cache / "kernels").iterdir()] == [
+        read_metadata(path)["kernel_library"]["namespace"]
+    ]
+
+
+def test_a_damaged_or_missing_kernel_library_is_refused(mace_fast_float64, tmp_path):
+    if not _kernels_built():
+        pytest.skip("the C++ kernels do not build here: the package runs plain torch ops")
+    library = read_metadata(mace_fast_float64[1])["kernel_library"]
+    # another namespace, so that this process (which has the real one loaded) reads the file
+    other = {**library, "namespace": "equiforce_mace_ops_000000000000"}
+    damaged = tmp_path / "damaged.pt2"
+    _copy_with_metadata(mace_fast_float64[1], damaged, kernel_library={**other, "sha256": "0" * 64})
+    with pytest.raises(ExportedPackageError, match="does not match its sha256"):
+        load_exported(damaged)
+    missing = tmp_path / "missing.pt2"
+    gone = {**other, "file": "equiforce_kernels/gone.so"}
+    _copy_with_metadata(mace_fast_float64[1], missing, kernel_library=gone)
+    with pytest.raises(ExportedPackageError, match="gone.so is missing from the archive"):
+        load_exported(missing)
 
 
 def test_md_cli_runs_a_package(allegro_float32, tmp_path):

@@ -2,7 +2,9 @@
 
 The packaged path is checked in ``test_export.py`` (a fast-backend MACE package equal to eager
 in float64); here the executors and ``exportable`` are checked without a compile: values and
-first derivatives (what forces need) of a MACE-sized layer, and whole models.
+first derivatives (what forces need) of a MACE-sized layer, and whole models, both ways an
+executor computes (``paths``): with the C++ kernel library (on CPU, where it builds) and with
+the plain-torch formulation (CUDA, other dtypes, no compiler).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import torch
 
 from equiforce.data import keys
 from equiforce.export.package import atoms_batch
-from equiforce.kernels import executor_class, use_backend
+from equiforce.kernels import executor_class, export_ops, use_backend
 from equiforce.kernels.export_ops import (
     ExportChannelwiseTensorProduct,
     ExportSymmetricContraction,
     exportable,
 )
+from equiforce.kernels.extension import mace_ops
 from equiforce.o3 import (
     ChannelwiseTPDescriptor,
     SymmetricContractionDescriptor,
@@ -32,6 +35,16 @@ from equiforce.testing.structures import make_molecule, make_triclinic_cu
 from equiforce.testing.tolerances import TOL
 
 SH = sh_irreps(3)
+
+
+@pytest.fixture(params=["kernels", "torch"])
+def paths(request, monkeypatch):
+    """Which way the export executors compute: the kernel library's or plain torch."""
+    if request.param == "kernels" and mace_ops() is None:
+        pytest.skip("the C++ kernels do not build here")
+    if request.param == "torch":
+        monkeypatch.setattr(export_ops, "mace_ops_apply", lambda device, dtype: False)
+    return request.param
 
 
 def _randn(*shape, seed):
@@ -47,7 +60,7 @@ def _value_and_grads(module, inputs, call):
 
 
 @pytest.mark.parametrize("lmax", [0, 1])
-def test_export_edge_convolution_equals_reference_with_derivatives(lmax):
+def test_export_edge_convolution_equals_reference_with_derivatives(lmax, paths):
     desc = ChannelwiseTPDescriptor(hidden_irreps(8, lmax), SH, tp_target_irreps(8, SH))
     n_nodes, n_edges = 5, 17
     sender = torch.randint(0, n_nodes, (n_edges,), generator=torch.Generator().manual_seed(1))
@@ -68,7 +81,9 @@ def test_export_edge_convolution_equals_reference_with_derivatives(lmax):
 
 
 @pytest.mark.parametrize("correlation, n_types", [(2, 1), (3, 3)])
-def test_export_symmetric_contraction_equals_reference_with_derivatives(correlation, n_types):
+def test_export_symmetric_contraction_equals_reference_with_derivatives(
+    correlation, n_types, paths
+):
     target = tp_target_irreps(4, SH)
     desc = SymmetricContractionDescriptor(target, hidden_irreps(4, 1), correlation)
     reference = executor_class("symmetric_contraction", "reference")(
@@ -77,6 +92,7 @@ def test_export_symmetric_contraction_equals_reference_with_derivatives(correlat
     export = ExportSymmetricContraction(desc, n_types, torch.Generator().manual_seed(1))
     export.load_state_dict(reference.state_dict())
     export.fold()
+    assert hasattr(export, "kernel_folded") == (paths == "kernels")
     n = 7
     atom_type = torch.arange(n) % n_types
     inputs = [_randn(n, 4, desc.coupling_irreps.dim, seed=6), atom_type]
@@ -87,7 +103,7 @@ def test_export_symmetric_contraction_equals_reference_with_derivatives(correlat
         torch.testing.assert_close(g, w, atol=TOL.fp64.atol, rtol=TOL.fp64.rtol, msg=name)
 
 
-def test_exportable_keeps_the_state_and_equals_the_reference_model():
+def test_exportable_keeps_the_state_and_equals_the_reference_model(paths):
     model = use_backend(tiny_mace(torch.float64, num_interactions=2).eval(), "fast")
     reference = use_backend(copy.deepcopy(model), "reference")
     state = {k: v.clone() for k, v in model.state_dict().items()}

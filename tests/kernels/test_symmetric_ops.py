@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from equiforce.kernels import executor_class, symmetric_ops
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import mace_ops
 from equiforce.o3 import SymmetricContractionDescriptor
 
-pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="no C++ compiler")
+pytestmark = pytest.mark.skipif(mace_ops() is None, reason="no C++ compiler")
 
 
 def _small_inputs(seed: int = 0):

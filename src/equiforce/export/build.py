@@ -5,9 +5,11 @@
 AOTInductor loaders run:
 
 1. the potential is copied onto the target device and kernel backend, and
-   ``kernels.export_ops.exportable`` swaps the ``fast`` MACE executors for plain-torch ones
-   (the edge convolution on sparse Clebsch–Gordan triples instead of the C++ custom ops, the
-   symmetric contraction as one product over the used monomials with the weights folded in);
+   ``kernels.export_ops.exportable`` readies the ``fast`` MACE executors: on CPU in float32
+   or float64 they call the operators of MACE's kernel library (``kernels.extension.
+   mace_ops``; the symmetric contraction's weights folded into its basis once), elsewhere
+   plain-torch formulations (the edge convolution on sparse Clebsch–Gordan triples, the
+   symmetric contraction as one product over the used monomials);
 2. ``models.compile.trace_potential`` traces one whole energy → forces (→ stress) call
    (derivatives included) with symbolic atom and edge axes, on the periodic validation cell;
 3. the weights become buffers of the graph (so they are packaged), the outputs are cut to the
@@ -26,16 +28,21 @@ AOTInductor loaders run:
    periodic triclinic cell, a slab (mixed pbc) and a periodic cell larger than the traced
    one (``validation_structures``); beyond the dtype's ``EXPORT_TOLERANCES`` nothing is
    written (``ExportValidationError`` with the figures);
-5. the package is written atomically with the metadata and figures in it.
+5. the package is written atomically with the metadata and figures in it, and with the
+   kernel library when the program calls it.
 
-Custom ops would need equiforce's kernels at load time, so a trace still containing any
-(an executor ``exportable`` does not know) is refused.
+A program calling MACE's kernel library carries the library (``equiforce_kernels/
+<namespace>.so`` in the archive, described by ``metadata["kernel_library"]``: namespace,
+file, sha256, operators), and ``load_exported`` loads it before the program; any other
+custom operator in the trace is refused (``ExportError``).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -47,12 +54,13 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 from torch.export import Dim
-from torch.export.pt2_archive._package import package_pt2
+from torch.export.pt2_archive._package import PT2ArchiveWriter, _package_aoti_files
 
 import equiforce
 from equiforce.data import keys
 from equiforce.export.package import (
     FORMAT,
+    KERNEL_LIBRARY_DIR,
     METADATA_FILE,
     ExportedPotential,
     atoms_batch,
@@ -61,6 +69,7 @@ from equiforce.export.package import (
 from equiforce.files import atomic_write
 from equiforce.kernels import use_backend
 from equiforce.kernels.export_ops import exportable
+from equiforce.kernels.extension import mace_ops
 from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
 from equiforce.models.potential import Potential
 from equiforce.precision import current_policy
@@ -162,15 +171,44 @@ def _freeze(graph: torch.fx.GraphModule, n_inputs: int, state, picks: list[int])
     graph.recompile()
 
 
-def _custom_ops(graph: torch.fx.GraphModule) -> list[str]:
-    """Names of the non-aten/prims operators in ``graph``."""
-    names = {
-        node.target.name()
+def _custom_ops(graph: torch.fx.GraphModule) -> list[torch._ops.OpOverload]:
+    """The non-aten/prims operators in ``graph``, sorted by name."""
+    ops = {
+        node.target
         for node in graph.graph.nodes
         if isinstance(node.target, torch._ops.OpOverload)
         and node.target.namespace not in ("aten", "prims")
     }
-    return sorted(names)
+    return sorted(ops, key=lambda op: op.name())
+
+
+def _kernel_library(graph: torch.fx.GraphModule) -> dict[str, Any] | None:
+    """The operator library the traced ``graph`` calls (metadata ``kernel_library``), or None.
+
+    The only operators a package may call besides aten's are those of MACE's kernel library
+    (``kernels.extension.mace_ops``), which the package carries; any other is refused.
+
+    Raises:
+        ExportError: an operator from elsewhere.
+    """
+    custom = _custom_ops(graph)
+    if not custom:
+        return None
+    library = mace_ops()
+    foreign = [op.name() for op in custom if library is None or op.namespace != library.namespace]
+    if foreign:
+        raise ExportError(
+            f"the trace calls custom ops {foreign}, which a package cannot carry (only "
+            "equiforce's MACE kernel library travels with it); export with --backend reference"
+        )
+    data = library.path.read_bytes()
+    return {
+        "namespace": library.namespace,
+        "file": f"{KERNEL_LIBRARY_DIR}/{library.namespace}.so",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "operators": [op.name() for op in custom],
+        "bytes": len(data),
+    }
 
 
 def _exported_program(
@@ -179,19 +217,15 @@ def _exported_program(
     outputs: list[str],
     stress: bool,
     max_atoms: int | None,
-) -> tuple[torch.export.ExportedProgram, list[str]]:
-    """Steps 2-3 of the module docstring; returns the program and its input keys."""
+) -> tuple[torch.export.ExportedProgram, list[str], dict[str, Any] | None]:
+    """Steps 2-3 of the module docstring; returns the program, its input keys and the
+    ``kernel_library`` it calls (``_kernel_library``)."""
     names = sorted(name for name in keys.MODEL_INPUT_KEYS if name in batch)
     state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
     args = [batch[name] for name in names]
     edge_gradients = keys.EDGE_GRADIENT in outputs
     graph, out_keys = trace_potential(potential, names, args + state, True, stress, edge_gradients)
-    custom = _custom_ops(graph)
-    if custom:
-        raise ExportError(
-            f"the trace calls custom ops {custom}, which a package cannot carry (they need "
-            "equiforce's C++ kernels at load time); export with --backend reference"
-        )
+    library = _kernel_library(graph)
     missing = sorted(set(outputs) - set(out_keys))
     if missing:
         raise ExportError(f"the potential does not produce {missing}")
@@ -202,7 +236,8 @@ def _exported_program(
         {_SYMBOLIC_AXIS[name]: per_axis.get(name, atoms)} if name in _SYMBOLIC_AXIS else None
         for name in names
     )
-    return torch.export.export(graph, tuple(args), dynamic_shapes=dynamic), names
+    program = torch.export.export(graph, tuple(args), dynamic_shapes=dynamic)
+    return program, names, library
 
 
 def _validate(
@@ -307,8 +342,8 @@ def export_potential(
         The metadata written into the package (``validation``: the figures).
 
     Raises:
-        ExportError: custom ops left in the trace; ``max_atoms`` below the validation
-            structures; ``threads`` below 1.
+        ExportError: custom ops other than the kernel library's in the trace; ``max_atoms``
+            below the validation structures; ``threads`` below 1.
         ExportValidationError: the package disagrees with eager beyond ``EXPORT_TOLERANCES``
             of the model's lowest compute dtype; nothing is written.
     """
@@ -323,8 +358,9 @@ def export_potential(
     outputs += [keys.NODE_ENERGY, keys.EDGE_GRADIENT] if per_atom else []
     periodic = validation_structures(model.type_names)["periodic"]
     traced = atoms_batch(periodic, model.type_names, model.r_max, device)
-    program, inputs = _exported_program(model, traced, outputs, stress, max_atoms)
+    program, inputs, library = _exported_program(model, traced, outputs, stress, max_atoms)
     metadata = _metadata(model, outputs, inputs, device, max_atoms, backend, threads)
+    metadata["kernel_library"] = library
     aoti_files = torch._inductor.aot_compile(
         program.module(check_guards=False),
         program.example_inputs[0],
@@ -337,7 +373,7 @@ def export_potential(
     compute = _lowest_compute_dtype(model)
     with tempfile.TemporaryDirectory(prefix="equiforce-export-") as scratch:
         candidate = Path(scratch) / "candidate.pt2"
-        package_pt2(str(candidate), aoti_files=aoti_files, extra_files=_extra(metadata))
+        candidate.write_bytes(_package_bytes(aoti_files, metadata))
         package = load_exported(candidate, device)
         figures, passed = _validate(package, model, EXPORT_TOLERANCES[compute])
     metadata["validation"] = {"tolerance": list(EXPORT_TOLERANCES[compute]), "figures": figures}
@@ -348,14 +384,26 @@ def export_potential(
             + format_validation(figures),
             figures,
         )
-    extra = _extra(metadata)
-    atomic_write(path, lambda handle: package_pt2(handle, aoti_files=aoti_files, extra_files=extra))
+    content = _package_bytes(aoti_files, metadata)
+    atomic_write(path, lambda handle: handle.write(content))
     return metadata
 
 
-def _extra(metadata: dict[str, Any]) -> dict[str, str]:
-    """The archive's extra files: the metadata as JSON (read by ``read_metadata``)."""
-    return {METADATA_FILE: json.dumps(metadata, indent=1)}
+def _package_bytes(aoti_files: list, metadata: dict[str, Any]) -> bytes:
+    """The PT2 archive: AOTInductor's files, the metadata as ``extra/equiforce.json`` (read
+    by ``read_metadata``) and, when the program calls it, the kernel library as
+    ``metadata["kernel_library"]["file"]``."""
+    buffer = io.BytesIO()
+    with PT2ArchiveWriter(buffer) as writer:
+        _package_aoti_files(writer, aoti_files)
+        writer.write_string(f"extra/{METADATA_FILE}", json.dumps(metadata, indent=1))
+        library = metadata.get("kernel_library")
+        if library is not None:
+            data = mace_ops().path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != library["sha256"]:
+                raise ExportError(f"{mace_ops().path} changed while exporting")
+            writer.write_bytes(library["file"], data)
+    return buffer.getvalue()
 
 
 def _string_metadata(metadata: dict[str, Any]) -> dict[str, str]:

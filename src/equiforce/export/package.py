@@ -14,6 +14,7 @@ list and batching) and nothing of ``equiforce.models`` or ``equiforce.train``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -25,6 +26,8 @@ import torch
 from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.files import atomic_write
+from equiforce.op_library import load_op_library, loaded_op_library
 
 __all__ = [
     "FORMAT",
@@ -38,6 +41,9 @@ __all__ = [
 
 FORMAT = "equiforce-aoti-1"  # metadata["format"] of packages this module reads
 METADATA_FILE = "equiforce.json"  # in the archive's extra/ folder (PT2 archive extra files)
+# <archive>/equiforce_kernels/<namespace>.so: the operators a package calls (not under extra/,
+# which torch's loader reads as text)
+KERNEL_LIBRARY_DIR = "equiforce_kernels"
 _MIN_ATOMS = _MIN_EDGES = 2  # the exported atom/edge axes are dynamic from 2 up
 
 
@@ -148,6 +154,7 @@ def load_exported(
     metadata = read_metadata(path)
     device = torch.device(device if device is not None else metadata["device"])
     _check_compatible(path, metadata, device)
+    _load_kernel_library(path, metadata.get("kernel_library"))
     index = -1 if device.index is None else device.index
     try:
         runner = torch._inductor.aoti_load_package(str(path), device_index=index)
@@ -156,6 +163,59 @@ def load_exported(
             f"{path}: AOTInductor cannot load the package ({type(err).__name__}: {err})"
         ) from err
     return ExportedPotential(runner, metadata, device)
+
+
+def _kernel_cache() -> Path:
+    """Where carried kernel libraries are unpacked: ``$EQUIFORCE_CACHE`` or
+    ``$XDG_CACHE_HOME/equiforce`` (default ``~/.cache/equiforce``), ``/kernels``."""
+    root = os.environ.get("EQUIFORCE_CACHE")
+    if root is None:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "equiforce"
+    return Path(root) / "kernels"
+
+
+def _load_kernel_library(path: Path, library: dict[str, Any] | None) -> None:
+    """Load the operator library a package carries (``metadata["kernel_library"]``) unless
+    its namespace is loaded already (the same build: the namespace hashes it).
+
+    The library is unpacked to ``_kernel_cache()/<namespace>-<sha256[:16]>.so`` (atomically;
+    an existing file with the right checksum is reused) and loaded with
+    ``equiforce.op_library.load_op_library``.
+
+    Raises:
+        ExportedPackageError: the library is missing from the archive, fails its checksum or
+            does not load here.
+    """
+    if library is None or loaded_op_library(library["namespace"]) is not None:
+        return
+    target = _kernel_cache() / f"{library['namespace']}-{library['sha256'][:16]}.so"
+
+    def checksum(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    if not target.exists() or checksum(target.read_bytes()) != library["sha256"]:
+        with zipfile.ZipFile(path) as archive:
+            member = next(
+                (n for n in archive.namelist() if n.endswith(f"/{library['file']}")), None
+            )
+            if member is None:
+                raise ExportedPackageError(
+                    f"{path}: the program calls operators of {library['namespace']}, but "
+                    f"{library['file']} is missing from the archive"
+                )
+            data = archive.read(member)
+        if checksum(data) != library["sha256"]:
+            raise ExportedPackageError(
+                f"{path}: {library['file']} does not match its sha256 in the metadata"
+            )
+        atomic_write(target, lambda handle: handle.write(data))
+    try:
+        load_op_library(library["namespace"], target)
+    except (OSError, RuntimeError) as err:
+        raise ExportedPackageError(
+            f"{path}: its kernel library ({target}) does not load here "
+            f"({type(err).__name__}: {err}); re-export the model file on this machine"
+        ) from err
 
 
 class ExportedPotential:

@@ -1,4 +1,4 @@
-"""Custom ops (``torch.library``) for the fused edge convolution, differentiable to any order.
+"""Operators for the fused edge convolution, differentiable to any order.
 
 The three ops are the partial derivatives of one trilinear form over the edges,
 
@@ -19,20 +19,24 @@ of R of each edge ``weight_row`` w and the CSR of the edges by it (``perm_w``,
 ``offsets_w``), and the triple table in two orders, ``triples`` (sorted by (p, ia)) and
 ``swapped`` (the A and B columns exchanged, sorted by (p, ib)).
 
-Support: CPU, float32 and float64 (the C++ kernels of ``extension.cpu_kernels``);
-deterministic (each output row is summed by one thread in a fixed order); registered with
-fake (meta) implementations, so ``torch.compile`` traces them as opaque ops.
+The operators (``cwtp_node_out``, ``cwtp_edge_r``, ``cwtp_edge_s``) are defined in C++
+(``csrc/mace_ops.cpp``, the library of ``extension.mace_ops``); this module registers their
+fake (meta) and autograd formulas, so ``make_fx``, ``torch.compile`` and ``torch.export``
+trace them as opaque calls and exported packages call the same kernels. Support: CPU,
+float32 and float64; deterministic (each output row is summed by one thread in a fixed
+order).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from equiforce.kernels.backward_needs import needed_inputs
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import mace_ops
 
 __all__ = ["EdgeGraph", "edge_graph", "edge_r", "edge_s", "node_out"]
 
@@ -128,69 +132,24 @@ def edge_graph(
     )
 
 
-@torch.library.custom_op("equiforce::cwtp_node_out", mutates_args=())
-def _node_out(
-    a: Tensor,
-    s: Tensor,
-    r: Tensor,
-    gather: Tensor,
-    other: Tensor,
-    perm_o: Tensor,
-    offsets_o: Tensor,
-    perm_g: Tensor,
-    offsets_g: Tensor,
-    weight_row: Tensor,
-    perm_w: Tensor,
-    offsets_w: Tensor,
-    triples: Tensor,
-    swapped: Tensor,
-    n_out: int,
-    d_out: int,
-) -> Tensor:
-    return cpu_kernels().node_out(
-        a, s, r, gather, weight_row, perm_o, offsets_o, triples, n_out, d_out
-    )
+def _ops():
+    """``torch.ops.<namespace>`` of the kernel library (``extension.mace_ops``), with this
+    module's fake (meta) and autograd formulas registered on the first call."""
+    return _registered(mace_ops().namespace)
 
 
-@torch.library.custom_op("equiforce::cwtp_edge_r", mutates_args=())
-def _edge_r(
-    a: Tensor,
-    s: Tensor,
-    b: Tensor,
-    gather: Tensor,
-    other: Tensor,
-    perm_o: Tensor,
-    offsets_o: Tensor,
-    perm_g: Tensor,
-    offsets_g: Tensor,
-    weight_row: Tensor,
-    perm_w: Tensor,
-    offsets_w: Tensor,
-    triples: Tensor,
-    swapped: Tensor,
-    n_paths: int,
-) -> Tensor:
-    return cpu_kernels().edge_r(a, s, b, gather, other, perm_w, offsets_w, triples, n_paths)
-
-
-@torch.library.custom_op("equiforce::cwtp_edge_s", mutates_args=())
-def _edge_s(
-    a: Tensor,
-    r: Tensor,
-    b: Tensor,
-    gather: Tensor,
-    other: Tensor,
-    perm_o: Tensor,
-    offsets_o: Tensor,
-    perm_g: Tensor,
-    offsets_g: Tensor,
-    weight_row: Tensor,
-    perm_w: Tensor,
-    offsets_w: Tensor,
-    triples: Tensor,
-    swapped: Tensor,
-) -> Tensor:
-    return cpu_kernels().edge_s(a, r, b, gather, other, weight_row, triples)
+@functools.lru_cache(maxsize=1)
+def _registered(namespace: str):
+    for name, fake, backward in (
+        ("cwtp_node_out", _node_out_fake, _node_out_backward),
+        ("cwtp_edge_r", _edge_r_fake, _edge_r_backward),
+        ("cwtp_edge_s", _edge_s_fake, _edge_s_backward),
+    ):
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+        torch.library.register_autograd(
+            f"{namespace}::{name}", backward, setup_context=_setup_three
+        )
+    return getattr(torch.ops, namespace)
 
 
 def node_out(a: Tensor, s: Tensor, r: Tensor, graph: EdgeGraph, n_out: int, d_out: int) -> Tensor:
@@ -208,7 +167,7 @@ def node_out(a: Tensor, s: Tensor, r: Tensor, graph: EdgeGraph, n_out: int, d_ou
     Returns:
         (n_out, d_out, U).
     """
-    return _node_out(a, s, r, *graph, n_out, d_out)
+    return _ops().cwtp_node_out(a, s, r, *graph, n_out, d_out)
 
 
 def edge_r(a: Tensor, s: Tensor, b: Tensor, graph: EdgeGraph, n_paths: int) -> Tensor:
@@ -218,7 +177,7 @@ def edge_r(a: Tensor, s: Tensor, b: Tensor, graph: EdgeGraph, n_paths: int) -> T
     Returns:
         (n_r, n_paths, U): the gradient of R's rows.
     """
-    return _edge_r(a, s, b, *graph, n_paths)
+    return _ops().cwtp_edge_r(a, s, b, *graph, n_paths)
 
 
 def edge_s(a: Tensor, r: Tensor, b: Tensor, graph: EdgeGraph) -> Tensor:
@@ -227,23 +186,20 @@ def edge_s(a: Tensor, r: Tensor, b: Tensor, graph: EdgeGraph) -> Tensor:
     Returns:
         (n_edges, T).
     """
-    return _edge_s(a, r, b, *graph)
+    return _ops().cwtp_edge_s(a, r, b, *graph)
 
 
-@_node_out.register_fake
-def _(a, s, r, *rest):
+def _node_out_fake(a, s, r, *rest):
     n_out, d_out = rest[-2], rest[-1]
     return a.new_empty(n_out, d_out, a.shape[2])
 
 
-@_edge_r.register_fake
-def _(a, s, b, *rest):
+def _edge_r_fake(a, s, b, *rest):
     offsets_w = rest[EdgeGraph._fields.index("offsets_w")]
     return a.new_empty(offsets_w.shape[0] - 1, rest[-1], a.shape[2])
 
 
-@_edge_s.register_fake
-def _(a, r, b, *rest):
+def _edge_s_fake(a, r, b, *rest):
     gather, swapped = rest[0], rest[-1]
     return a.new_empty(gather.shape[0], swapped.shape[0])
 
@@ -284,8 +240,3 @@ def _edge_s_backward(ctx, grad):
     grad_r = edge_r(a, grad, b, graph, r.shape[1]) if need[1] else None
     grad_b = node_out(a, grad, r, graph, b.shape[0], b.shape[1]) if need[2] else None
     return (grad_a, grad_r, grad_b) + (None,) * _N_GRAPH
-
-
-_node_out.register_autograd(_node_out_backward, setup_context=_setup_three)
-_edge_r.register_autograd(_edge_r_backward, setup_context=_setup_three)
-_edge_s.register_autograd(_edge_s_backward, setup_context=_setup_three)

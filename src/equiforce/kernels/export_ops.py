@@ -1,16 +1,16 @@
-"""Export-friendly executors: the ``fast`` backend's math in plain torch ops, constants folded.
+"""Export executors: the ``fast`` backend's MACE math as a package runs it, constants folded.
 
 ``equiforce.export`` traces a whole energy → forces call into one graph that AOTInductor
-compiles into a package running without equiforce. The ``fast`` MACE executors cannot go
-there as they are: the edge convolution is a set of ``torch.library`` custom ops
-(``equiforce::cwtp_*``, C++ kernels a package cannot carry), and the symmetric contraction
-folds its weights into its basis on every call (constant work, independent of the atoms, that
-a package would repeat at every step). ``exportable(model)`` swaps them, in place, for:
+compiles into a package. ``exportable(model)`` swaps the ``fast`` MACE executors, in place,
+for these subclasses, which on CPU in float32/float64 (``extension.mace_ops_apply``) call the
+operators of MACE's kernel library (the package carries the library) and elsewhere (CUDA,
+other dtypes, no compiler) run plain torch ops:
 
-* ``ExportChannelwiseTensorProduct``: the same sparse Clebsch–Gordan triples as
-  ``fast_tp`` (path p, input component i, output component k, coupling column t), as one
-  row gather, one elementwise product and one row scatter-add on flat (node, component) rows
-  of the channel-last features::
+* ``ExportChannelwiseTensorProduct``: with the kernels, exactly its base class (the
+  ``cwtp_*`` operators); otherwise the same sparse Clebsch–Gordan triples as ``fast_tp``
+  (path p, input component i, output component k, coupling column t), as one row gather,
+  one elementwise product and one row scatter-add on flat (node, component) rows of the
+  channel-last features::
 
       out[r * d_out + k_t, u] += x[s(e) * d_in + i_t, u] * w[e, p_t, u] * S[e, t]
 
@@ -19,10 +19,12 @@ a package would repeat at every step). ``exportable(model)`` swaps them, in plac
   Inductor fuses the products into the gather and scatter and the forces' backward stays
   the same three kinds of loops; no (n_edges x d x d) dense Clebsch–Gordan mixers as in the
   reference executor.
-* ``ExportSymmetricContraction``: ``fast_symmetric``'s polynomial (linear, quadratic and
-  Horner-cubic GEMMs over channels) with the weights folded into the basis once, in float64,
-  at ``exportable`` time (``fold``); the traced graph evaluates every species' polynomial
-  on every atom and keeps each atom's own (shapes depend on the atom count only).
+* ``ExportSymmetricContraction``: the weights folded into the basis once, in float64, at
+  ``exportable`` time (``fold``; the eager executor folds on every call): with the kernels,
+  into their (n_types, out_dim, M, C) coefficients (the ``sc_*`` operators, each atom with
+  its own species'); otherwise ``fast_symmetric``'s polynomial as one batched GEMM over the
+  used monomials, every species' polynomial on every atom, each atom keeping its own
+  (shapes depend on the atom count only).
 
 Both keep the parameters and state-dict layout of their ``fast`` base class; a model must not
 be trained after ``exportable`` (the folded coefficients are a snapshot of the weights, and
@@ -35,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from equiforce.kernels.extension import mace_ops_apply
 from equiforce.kernels.fast_symmetric import FastSymmetricContraction, _used
 from equiforce.kernels.fast_tp import FastChannelwiseTensorProduct
 from equiforce.kernels.registry import CONSTRUCTOR_ARGS, executor_key
@@ -57,10 +60,14 @@ class ExportChannelwiseTensorProduct(FastChannelwiseTensorProduct):
     ) -> torch.Tensor:
         """Messages summed onto receivers: (n_nodes, irreps_out.dim); arguments, shapes and
         dtypes as ``reference.ChannelwiseTensorProduct.forward``."""
-        if weight_row is not None:
-            edge_weights = edge_weights.index_select(0, weight_row)
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
+        if mace_ops_apply(node_feats.device, dtype):  # the C++ operators, carried by the package
+            return super().forward(
+                node_feats, edge_attrs, edge_weights, sender, receiver, weight_row
+            )
+        if weight_row is not None:
+            edge_weights = edge_weights.index_select(0, weight_row)
         n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]
         x = self.channel_last(node_feats.to(dtype))  # (n, d_in, U)
         d_in, channels = x.shape[1], x.shape[2]
@@ -136,9 +143,17 @@ class ExportSymmetricContraction(FastSymmetricContraction):
             self.register_constant(f"monomial_basis_{o}", basis)
 
     def fold(self) -> None:
-        """Fold the current weights into the basis (float64, then the math dtype)."""
+        """Fold the current weights into the basis (float64, then the math dtype): into the
+        C++ kernels' layout (``kernel_folded``) where they apply, else ``folded``."""
         dtype = self.math_dtype or self.weights[0].dtype
         device = self.weights[0].device
+        if mace_ops_apply(device, dtype):
+            weights = [w.detach().to("cpu", torch.float64) for w in self.weights]
+            bases = [self._constant_masters[f"monomial_{o}"] for o in range(len(weights))]
+            with torch.no_grad():
+                folded = self.kernel_coefficients(weights, bases)
+            self.register_buffer("kernel_folded", folded.to(device, dtype), persistent=False)
+            return
         folded = torch.cat(
             [
                 torch.einsum(
@@ -156,9 +171,12 @@ class ExportSymmetricContraction(FastSymmetricContraction):
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
         """The polynomial of x (n, C, d) for atoms of species atom_type (n,) int64:
         (n, irreps_out.dim) in e3nn layout, as ``reference.SymmetricContraction.forward``."""
+        io_dtype = x.dtype
+        if hasattr(self, "kernel_folded"):
+            out = self._kernels(x.to(self.kernel_folded.dtype), atom_type, self.kernel_folded)
+            return self.e3nn_layout(out).to(io_dtype)
         if not hasattr(self, "folded"):
             return super().forward(x, atom_type)
-        io_dtype = x.dtype
         n = x.shape[0]
         # (C, monomial, atom): every gather below and its backward (an index_add) moves
         # rows of atoms, contiguous, rather than single elements

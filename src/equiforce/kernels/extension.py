@@ -1,21 +1,26 @@
-"""Build-on-first-use loader of the C++ CPU kernels in ``kernels/csrc``.
+"""Build-on-first-use loaders of the C++ CPU kernels in ``kernels/csrc``.
 
-The default sources (``channelwise_tp.cpp``, which holds the bindings, and
-``symmetric_contraction.cpp``; ``cpu_kernels()``) are compiled with
-``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3 -march=native``) the first time a fast kernel
-runs on CPU, into torch's per-user extension cache (``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``). The module name carries a hash of the sources and of the
-headers in ``kernels/csrc`` (their paths included), this machine's CPU flags, torch's version
-and the Python environment, so an edited source or header, another CPU, another torch, another
-checkout or venv builds afresh and a cached build is
-reused otherwise (concurrent builds wait on torch's file lock). The path and the environment are in
-the name because the build files record absolute include and source paths: two venvs sharing one
-name rebuilt each other's module at every process start (~40 s each). When no compiler is available
-the build fails once, a warning says why, and the fast executors use their plain-torch path.
+Sources are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3 -march=native``)
+the first time a fast kernel runs on CPU, into torch's per-user extension cache
+(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The name of a build carries
+a hash of its sources and of the headers in ``kernels/csrc`` (their paths included), this
+machine's CPU flags, torch's version and the Python environment, so an edited source or
+header, another CPU, another torch, another checkout or venv builds afresh and a cached build
+is reused otherwise (concurrent builds wait on torch's file lock). The path and the
+environment are in the name because the build files record absolute include and source
+paths: two venvs sharing one name rebuilt each other's module at every process start (~40 s
+each). When no compiler is available a build fails once, a warning says why, and the fast
+executors use their plain-torch path.
 
-Another set of sources (one of which holds its own ``PYBIND11_MODULE``) is a separate module:
-``cpu_kernels(("allegro_mlp.cpp",))`` and ``cpu_kernels(("split_cat.cpp",))`` build and cache
-the same way.
+Two kinds of build:
+
+- ``mace_ops()``: MACE's edge convolution and symmetric contraction (``mace_ops.cpp``,
+  ``channelwise_tp.cpp``, ``symmetric_contraction.cpp``) as a library of dispatcher operators
+  (``TORCH_LIBRARY``, no Python in it) in the namespace named by the build's hash
+  (``torch.ops.<namespace>``). Eager equiforce calls them and exported packages carry the
+  library (``equiforce.export``); ``equiforce.op_library`` loads each namespace once.
+- ``cpu_kernels(sources)``: a Python extension module (one source holds its
+  ``PYBIND11_MODULE``), e.g. ``("allegro_mlp.cpp",)`` or ``("split_cat.cpp",)``.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ import platform
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
+from equiforce.op_library import load_op_library, loaded_op_library
+
 _LOG = logging.getLogger(__name__)
 _CSRC = Path(__file__).parent / "csrc"
-_DEFAULT_SOURCES = ("channelwise_tp.cpp", "symmetric_contraction.cpp")
+_MACE_OP_SOURCES = ("mace_ops.cpp", "channelwise_tp.cpp", "symmetric_contraction.cpp")
 # 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512",
           "-fopenmp-simd", "-ffp-contract=fast"]
@@ -47,7 +55,7 @@ def _cpu_fingerprint() -> str:
     return platform.machine() + flags
 
 
-def _module_name(sources: tuple[Path, ...]) -> str:
+def _module_name(sources: tuple[Path, ...], prefix: str = "equiforce_cpu_kernels") -> str:
     digest = hashlib.sha256()
     # the headers every source may include count as sources
     for source in (*sources, *sorted(_CSRC.glob("*.h"))):
@@ -57,16 +65,64 @@ def _module_name(sources: tuple[Path, ...]) -> str:
     digest.update(_cpu_fingerprint().encode())
     digest.update(" ".join(_FLAGS).encode())
     digest.update(torch.__version__.encode())
-    return f"equiforce_cpu_kernels_{digest.hexdigest()[:12]}"
+    return f"{prefix}_{digest.hexdigest()[:12]}"
+
+
+class OpLibrary(NamedTuple):
+    """A loaded operator library: its namespace and the shared library file."""
+
+    namespace: str
+    path: Path
+
+    @property
+    def ops(self):
+        """``torch.ops.<namespace>``."""
+        return getattr(torch.ops, self.namespace)
+
+
+@functools.lru_cache(maxsize=1)
+def mace_ops() -> OpLibrary | None:
+    """MACE's operator library (module docstring), built and loaded on the first call; None
+    if it cannot build."""
+    from torch.utils.cpp_extension import load
+
+    paths = tuple(_CSRC / name for name in _MACE_OP_SOURCES)
+    name = _module_name(paths, "equiforce_mace_ops")
+    if loaded_op_library(name) is None:  # not loaded yet (e.g. from a package's copy)
+        try:
+            path = load(
+                name=name,
+                sources=[str(s) for s in paths],
+                extra_cflags=[*_FLAGS, f"-DEQF_OPS_NAMESPACE={name}"],
+                is_python_module=False,
+                verbose=False,
+            )
+        except Exception as err:  # noqa: BLE001  (no compiler, headers, ...: fall back, say why)
+            _LOG.warning("equiforce C++ kernels unavailable (%s: %s); using torch ops",
+                         type(err), err)
+            return None
+        load_op_library(name, path)  # ``load`` loaded it; record where from
+    return OpLibrary(name, loaded_op_library(name))
+
+
+def mace_ops_apply(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether MACE's operators run tensors of ``device`` and ``dtype`` (CPU, float32 or
+    float64, and the library builds)."""
+    return (
+        device.type == "cpu"
+        and dtype in (torch.float32, torch.float64)
+        and mace_ops() is not None
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def cpu_kernels(sources: tuple[str, ...] = _DEFAULT_SOURCES) -> ModuleType | None:
-    """The compiled kernels module, building it on the first call; None if it cannot build.
+def cpu_kernels(sources: tuple[str, ...]) -> ModuleType | None:
+    """The compiled Python extension module of ``sources``, building it on the first call;
+    None if it cannot build.
 
     Args:
         sources: file names in ``kernels/csrc`` compiled into one module (one of them holds
-            its ``PYBIND11_MODULE``); default: the channel-wise TP and symmetric contraction.
+            its ``PYBIND11_MODULE``).
     """
     from torch.utils.cpp_extension import load
 

@@ -19,12 +19,15 @@ polynomial of degree <= 3 in the d coupling components of ``x[n, c, :]``. This e
    there every species' polynomial runs on every atom and a one-hot mask keeps each
    atom's own (``n_types`` times the GEMM work; shapes depend on the atom count only).
 
-On CPU in float32/float64 (eager, C++ kernels built) the polynomial runs instead as the
-kernels of ``symmetric_ops`` on the monomials some output uses (``x``, the ``pairs``, the
-``cubes``: 16 + 123 + 355 for the first MACE-128 layer), with the weights folded into a
-(n_types, out_dim, n_monomials, C) tensor by one einsum per output; forces and the
-parameter gradients of a force loss stay in those kernels (second derivatives; third
-derivatives raise). Elsewhere the plain-torch path below runs.
+On CPU in float32/float64 (C++ kernels built; eager, and under ``make_fx``, which traces
+them as opaque operators: an exported package calls them too) the polynomial runs instead as
+the kernels of ``symmetric_ops`` on the monomials some output uses (``x``, the ``pairs``,
+the ``cubes``: 16 + 123 + 355 for the first MACE-128 layer), each atom with its own
+species' coefficients, with the weights folded into a (n_types, out_dim, n_monomials, C)
+tensor by one einsum per output (``kernel_coefficients``); forces and the parameter
+gradients of a force loss stay in those kernels (second derivatives; third derivatives take
+a plain-torch path). Elsewhere (other devices and dtypes, Dynamo) the plain-torch path
+above runs.
 
 The cubic monomials (816, or the 355 used) are never materialised, nor per-atom weights;
 every step of the plain-torch path is a torch op (any grad order). Support: any device and
@@ -43,7 +46,7 @@ from torch import nn
 from equiforce.kernels import split_cat, symmetric_ops
 from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.kernels.constants import ExactConstants
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import mace_ops_apply
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 
 __all__ = ["FastSymmetricContraction"]
@@ -135,10 +138,11 @@ class FastSymmetricContraction(ExactConstants):
         dtype = self.math_dtype or self.weights[0].dtype
         n = x.shape[0]
         weights = [w.to(dtype) for w in self.weights]
-        if not (isinstance(n, int) and not torch.compiler.is_compiling()):
+        compiling = torch.compiler.is_compiling()
+        if mace_ops_apply(x.device, dtype) and not compiling:  # eager or make_fx: opaque operators
+            out = self._kernels(x.to(dtype), atom_type, self.kernel_coefficients(weights))
+        elif compiling or not isinstance(n, int):
             out = self._every_species(x.to(dtype), atom_type, weights)
-        elif _use_cpu_kernels(x, dtype):
-            out = self._kernels(x.to(dtype), atom_type, weights)
         else:
             out = self._species_blocks(x.to(dtype), atom_type, weights)
         return self.e3nn_layout(out).to(io_dtype)
@@ -149,20 +153,32 @@ class FastSymmetricContraction(ExactConstants):
         flat = out.transpose(1, 2).reshape(out.shape[0], -1)  # (n, out_dim * C) channel-last
         return permute_columns(flat, self.out_inverse, self.out_perm)
 
-    def _kernels(
-        self, x: torch.Tensor, atom_type: torch.Tensor, weights: list[torch.Tensor]
+    def kernel_coefficients(
+        self, weights: list[torch.Tensor], bases: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """Eager on CPU: the C++ kernels of ``symmetric_ops`` on the used monomials.
+        """The weights folded into the kernels' basis: (n_types, out_dim, M, C), M the
+        monomials ``x``, ``pairs``, ``cubes``; in the dtype of ``weights``.
 
-        Returns (n, C, out_dim).
+        Args:
+            weights: per output, (n_types, n_weights_o, C).
+            bases: per output, the (M, ir_o.dim, n_weights_o) basis; None: the
+                ``monomial_{o}`` buffers.
         """
-        folded = split_cat.cat(
+        if bases is None:
+            bases = [getattr(self, f"monomial_{o}") for o in range(len(weights))]
+        return split_cat.cat(
             [
-                torch.einsum("mik,skc->simc", getattr(self, f"monomial_{o}").to(w.dtype), w)
-                for o, w in enumerate(weights)
+                torch.einsum("mik,skc->simc", basis.to(w.dtype), w)
+                for basis, w in zip(bases, weights, strict=True)
             ],
             dim=1,
-        )  # (n_types, out_dim, M, C)
+        )
+
+    def _kernels(
+        self, x: torch.Tensor, atom_type: torch.Tensor, folded: torch.Tensor
+    ) -> torch.Tensor:
+        """On CPU: the C++ kernels of ``symmetric_ops`` on the used monomials, with the
+        ``kernel_coefficients`` ``folded``. Returns (n, C, out_dim)."""
         table = symmetric_ops.MonomialTable(atom_type, self.pairs, self.cubes, self.n_types)
         y = symmetric_ops.contract(folded, x.transpose(1, 2).contiguous(), table)  # (n, out_dim, C)
         return y.transpose(1, 2)
@@ -232,14 +248,6 @@ class FastSymmetricContraction(ExactConstants):
         partial = torch.bmm(cubic.reshape(channels, -1, cubic.shape[4]), quadratic)
         partial = partial.reshape(channels, species, dim, -1, m) * variables[:, None, :, None]
         return terms + partial.sum(dim=2)
-
-
-def _use_cpu_kernels(x: torch.Tensor, dtype: torch.dtype) -> bool:
-    return (
-        x.device.type == "cpu"
-        and dtype in (torch.float32, torch.float64)
-        and cpu_kernels() is not None
-    )
 
 
 def _used(basis: torch.Tensor) -> torch.Tensor:

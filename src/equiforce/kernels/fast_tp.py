@@ -29,7 +29,7 @@ import torch
 from equiforce.kernels import edge_ops
 from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.kernels.constants import ExactConstants
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import mace_ops_apply
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor
 from equiforce.o3.wigner import wigner_3j
 
@@ -147,7 +147,7 @@ class FastChannelwiseTensorProduct(ExactConstants):
         x = self.channel_last(node_feats.to(dtype))
         s = edge_attrs.to(dtype) @ self.coupling.to(dtype)
         w = edge_weights.to(dtype).reshape(-1, self.n_paths, self.channels)
-        if _use_cpu_kernels(x):
+        if mace_ops_apply(x.device, x.dtype):
             graph = edge_ops.edge_graph(
                 sender,
                 receiver,
@@ -169,11 +169,3 @@ class FastChannelwiseTensorProduct(ExactConstants):
             )
             out = messages.new_zeros(n_nodes, *messages.shape[1:]).index_add(0, receiver, messages)
         return self.e3nn_layout(out).to(io_dtype)
-
-
-def _use_cpu_kernels(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and cpu_kernels() is not None
-    )

@@ -1,4 +1,4 @@
-"""Autograd functions over the C++ symmetric-contraction kernels (``csrc/symmetric_contraction``).
+"""Autograd formulas of the C++ symmetric-contraction operators (``csrc/symmetric_contraction``).
 
 The contraction of ``fast_symmetric`` on CPU: per atom n of species s and channel c,
 
@@ -26,13 +26,14 @@ CPU, float32/float64, deterministic.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from equiforce.kernels.backward_needs import needed_inputs
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import mace_ops
 
 __all__ = ["MonomialTable", "contract"]
 
@@ -46,78 +47,106 @@ class MonomialTable(NamedTuple):
     n_types: int
 
 
+def _ops():
+    """``torch.ops.<namespace>`` of the kernel library (``extension.mace_ops``), with the
+    kernels' fake (meta) implementations registered on the first call (the autograd formulas
+    are the functions below)."""
+    return _registered(mace_ops().namespace)
+
+
+@functools.lru_cache(maxsize=1)
+def _registered(namespace: str):
+    def forward_fake(p, x, v, atom_type, pairs, cubes):
+        return x.new_empty(x.shape[0], p.shape[1], x.shape[2])
+
+    def moment_fake(g, x, v, atom_type, pairs, cubes, n_types):
+        n_monomials = x.shape[1] + pairs.shape[1] + cubes.shape[1]
+        return x.new_empty(n_types, g.shape[1], n_monomials, x.shape[2])
+
+    def gradient_fake(p, g, x, v, atom_type, pairs, cubes):
+        return x.new_empty(x.shape)
+
+    for name, fake, setup, backward in (
+        ("sc_forward", forward_fake, _setup_forward, _forward_backward),
+        ("sc_moment", moment_fake, _setup_moment, _moment_backward),
+        ("sc_gradient", gradient_fake, _setup_gradient, _gradient_backward),
+    ):
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup)
+    return getattr(torch.ops, namespace)
+
+
 def _forward(p: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
-    return _Forward.apply(p, x, v, table)
+    return _ops().sc_forward(p, x, v, table.atom_type, table.pairs, table.cubes)
 
 
 def _moment(g: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
-    return _Moment.apply(g, x, v, table)
+    return _ops().sc_moment(g, x, v, table.atom_type, table.pairs, table.cubes, table.n_types)
 
 
 def _gradient(p: Tensor, g: Tensor, x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
-    return _Gradient.apply(p, g, x, v, table)
+    return _ops().sc_gradient(p, g, x, v, table.atom_type, table.pairs, table.cubes)
 
 
-class _Forward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, p, x, v, table):
-        ctx.table, ctx.is_tensor = table, (True, True, v is not None)
-        ctx.save_for_backward(p, x, v)
-        return cpu_kernels().sc_forward(p, x, v, table.atom_type, table.pairs, table.cubes)
-
-    @staticmethod
-    def backward(ctx, grad):
-        p, x, v = ctx.saved_tensors
-        table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
-        grad_p = _moment(grad, x, v, table) if need[0] else None
-        grad_x = _gradient(p, grad, x, v, table) if need[1] else None
-        grad_v = _gradient(p, grad, x, None, table) if v is not None and need[2] else None
-        return grad_p, grad_x, grad_v, None
+# The operators' inputs after the tensors they differentiate: atom_type, pairs, cubes (and
+# sc_moment's n_types); ``needed_inputs`` counts the tensors among them.
+_TABLE_TENSORS = (True, True, True)
 
 
-class _Moment(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g, x, v, table):
-        ctx.table, ctx.is_tensor = table, (True, True, v is not None)
-        ctx.save_for_backward(g, x, v)
-        kernels = cpu_kernels()
-        return kernels.sc_moment(
-            g, x, v, table.atom_type, table.pairs, table.cubes, table.n_types
-        )
-
-    @staticmethod
-    def backward(ctx, grad):
-        g, x, v = ctx.saved_tensors
-        table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
-        grad_g = _forward(grad, x, v, table) if need[0] else None
-        grad_x = _gradient(grad, g, x, v, table) if need[1] else None
-        grad_v = _gradient(grad, g, x, None, table) if v is not None and need[2] else None
-        return grad_g, grad_x, grad_v, None
+def _setup_forward(ctx, inputs, output) -> None:
+    p, x, v, atom_type, pairs, cubes = inputs
+    ctx.table = MonomialTable(atom_type, pairs, cubes, p.shape[0])
+    ctx.is_tensor = (True, True, v is not None, *_TABLE_TENSORS)
+    ctx.save_for_backward(p, x, v)
 
 
-class _Gradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, p, g, x, v, table):
-        ctx.table, ctx.is_tensor = table, (True, True, True, v is not None)
-        ctx.save_for_backward(p, g, x, v)
-        return cpu_kernels().sc_gradient(p, g, x, v, table.atom_type, table.pairs, table.cubes)
+def _forward_backward(ctx, grad):
+    p, x, v = ctx.saved_tensors
+    table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
+    grad_p = _moment(grad, x, v, table) if need[0] else None
+    grad_x = _gradient(p, grad, x, v, table) if need[1] else None
+    grad_v = _gradient(p, grad, x, None, table) if v is not None and need[2] else None
+    return grad_p, grad_x, grad_v, None, None, None
 
-    @staticmethod
-    def backward(ctx, grad):
-        p, g, x, v = ctx.saved_tensors
-        table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
-        if v is not None and any(need[:3]):
-            return _third_derivatives(grad, p, g, x, v, table, need)
-        # d/dv of a gradient with direction v is the same Hessian applied to ``grad``
-        grad_v = _gradient(p, g, x, grad, table) if v is not None and need[3] else None
-        if v is not None:
-            return None, None, None, grad_v, None
-        grad_p = _moment(g, x, grad, table) if need[0] else None
-        grad_g = _forward(p, x, grad, table) if need[1] else None
-        # a linear polynomial (no pairs) has an x-independent gradient
-        curved = table.pairs.shape[1] > 0
-        grad_x = _gradient(p, g, x, grad, table) if need[2] and curved else None
-        return grad_p, grad_g, grad_x, None, None
+
+def _setup_moment(ctx, inputs, output) -> None:
+    g, x, v, atom_type, pairs, cubes, n_types = inputs
+    ctx.table = MonomialTable(atom_type, pairs, cubes, n_types)
+    ctx.is_tensor = (True, True, v is not None, *_TABLE_TENSORS, False)
+    ctx.save_for_backward(g, x, v)
+
+
+def _moment_backward(ctx, grad):
+    g, x, v = ctx.saved_tensors
+    table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
+    grad_g = _forward(grad, x, v, table) if need[0] else None
+    grad_x = _gradient(grad, g, x, v, table) if need[1] else None
+    grad_v = _gradient(grad, g, x, None, table) if v is not None and need[2] else None
+    return grad_g, grad_x, grad_v, None, None, None, None
+
+
+def _setup_gradient(ctx, inputs, output) -> None:
+    p, g, x, v, atom_type, pairs, cubes = inputs
+    ctx.table = MonomialTable(atom_type, pairs, cubes, p.shape[0])
+    ctx.is_tensor = (True, True, True, v is not None, *_TABLE_TENSORS)
+    ctx.save_for_backward(p, g, x, v)
+
+
+def _gradient_backward(ctx, grad):
+    p, g, x, v = ctx.saved_tensors
+    table, need = ctx.table, needed_inputs(ctx, ctx.is_tensor)
+    if v is not None and any(need[:3]):
+        return _third_derivatives(grad, p, g, x, v, table, need)
+    # d/dv of a gradient with direction v is the same Hessian applied to ``grad``
+    grad_v = _gradient(p, g, x, grad, table) if v is not None and need[3] else None
+    if v is not None:
+        return None, None, None, grad_v, None, None, None
+    grad_p = _moment(g, x, grad, table) if need[0] else None
+    grad_g = _forward(p, x, grad, table) if need[1] else None
+    # a linear polynomial (no pairs) has an x-independent gradient
+    curved = table.pairs.shape[1] > 0
+    grad_x = _gradient(p, g, x, grad, table) if need[2] and curved else None
+    return grad_p, grad_g, grad_x, None, None, None, None
 
 
 def _monomials(x: Tensor, v: Tensor | None, table: MonomialTable) -> Tensor:
@@ -135,10 +164,12 @@ def _torch_gradient(p: Tensor, g: Tensor, x: Tensor, v: Tensor | None, table: Mo
     """``dPhi/dx`` (the ``gradient`` kernel) through torch's autograd, differentiable to any
     order; ``x`` must require grad."""
     nu = _monomials(x, v, table)
+    own = torch.nn.functional.one_hot(table.atom_type, p.shape[0]).to(x.dtype)  # (n, S)
     phi = x.new_zeros(())
-    for s in range(table.n_types):  # per species: no (n, out_dim, M, C) gather of P
-        rows = (table.atom_type == s).nonzero().squeeze(1)
-        phi = phi + torch.einsum("omc,noc,nmc->", p[s], g[rows], nu[rows])
+    # per species, its atoms masked (shapes independent of the species counts, so it traces
+    # symbolically): no (n, out_dim, M, C) gather of P
+    for s in range(p.shape[0]):
+        phi = phi + torch.einsum("omc,noc,nmc->", p[s], g * own[:, s, None, None], nu)
     (grad_x,) = torch.autograd.grad(phi, x, create_graph=True)
     return grad_x
 
@@ -158,7 +189,7 @@ def _third_derivatives(grad, p, g, x, v, table, need) -> tuple:
         torch.zeros_like(t) if n and d is None else d
         for t, n, d in zip(inputs, need[:4], grads, strict=True)
     ]
-    return (*grads, None)
+    return (*grads, None, None, None)
 
 
 def contract(p: Tensor, x: Tensor, table: MonomialTable) -> Tensor:

@@ -27,7 +27,7 @@
 // memory triple after triple is bound by its stores. The edge_s dot products are plain loops
 // with an ``omp simd`` reduction. Every sum runs in a fixed order (deterministic).
 
-#include <torch/extension.h>
+#include <torch/types.h>
 
 #include <ATen/Parallel.h>
 
@@ -375,23 +375,4 @@ torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::T
                           b.size(1), r.size(1), a.size(2), out.data_ptr<scalar_t>());
   });
   return out;
-}
-
-// symmetric_contraction.cpp
-torch::Tensor sc_forward(torch::Tensor p, torch::Tensor x, c10::optional<torch::Tensor> v,
-                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes);
-torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::Tensor> v,
-                        torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
-                        int64_t n_types);
-torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
-                          c10::optional<torch::Tensor> v, torch::Tensor type,
-                          torch::Tensor pairs, torch::Tensor cubes);
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("node_out", &node_out, "dF/dB of the trilinear edge form (see file header)");
-  m.def("edge_r", &edge_r, "dF/dR of the trilinear edge form");
-  m.def("edge_s", &edge_s, "dF/dS of the trilinear edge form");
-  m.def("sc_forward", &sc_forward, "symmetric contraction: y = P . nu(x)");
-  m.def("sc_moment", &sc_moment, "symmetric contraction: dPhi/dP");
-  m.def("sc_gradient", &sc_gradient, "symmetric contraction: dPhi/dx");
 }

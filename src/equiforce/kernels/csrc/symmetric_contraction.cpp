@@ -22,7 +22,7 @@
 // channels with unit stride; each output element is summed by one thread in a fixed order
 // (deterministic).
 
-#include <torch/extension.h>
+#include <torch/types.h>
 
 #include <ATen/Parallel.h>
 

@@ -1,0 +1,106 @@
+// The MACE kernels (channelwise_tp.cpp, symmetric_contraction.cpp) as dispatcher operators.
+//
+// Registered with TORCH_LIBRARY (CPU kernels; no Python in this library), so the same
+// operators serve eager equiforce (torch.ops.<namespace>.*, differentiated by the autograd
+// formulas edge_ops.py and symmetric_ops.py register) and exported packages: torch.export
+// traces them as opaque calls and AOTInductor's proxy executor calls them by name, once the
+// library is loaded in the process (equiforce.export.package loads the copy a package
+// carries). The namespace is EQF_OPS_NAMESPACE, defined at build time as the extension's
+// name, which hashes the sources, flags, CPU and torch (kernels/extension.py): two builds that
+// could differ never register one name twice.
+//
+// The edge operators take the whole EdgeGraph of edge_ops.py (so their autograd formulas see
+// every index tensor) and pass each kernel the ones it reads.
+
+#include <torch/library.h>
+#include <torch/types.h>
+
+#ifndef EQF_OPS_NAMESPACE
+#error "EQF_OPS_NAMESPACE must name the operator namespace"
+#endif
+
+// channelwise_tp.cpp
+torch::Tensor node_out(torch::Tensor a, torch::Tensor s, torch::Tensor r, torch::Tensor gather,
+                       torch::Tensor weight_row, torch::Tensor perm, torch::Tensor offsets,
+                       torch::Tensor triples, int64_t n_out, int64_t d_out);
+torch::Tensor edge_r(torch::Tensor a, torch::Tensor s, torch::Tensor b, torch::Tensor gather,
+                     torch::Tensor other, torch::Tensor perm, torch::Tensor offsets,
+                     torch::Tensor triples, int64_t n_paths);
+torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::Tensor gather,
+                     torch::Tensor other, torch::Tensor weight_row, torch::Tensor triples);
+
+// symmetric_contraction.cpp
+torch::Tensor sc_forward(torch::Tensor p, torch::Tensor x, c10::optional<torch::Tensor> v,
+                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes);
+torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::Tensor> v,
+                        torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
+                        int64_t n_types);
+torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
+                          c10::optional<torch::Tensor> v, torch::Tensor type,
+                          torch::Tensor pairs, torch::Tensor cubes);
+
+namespace {
+
+using torch::Tensor;
+
+// dF/dB: out[o, ib, u] (n_out, d_out, U), edges by `other` (perm_o, offsets_o).
+Tensor cwtp_node_out(Tensor a, Tensor s, Tensor r, Tensor gather, Tensor other, Tensor perm_o,
+                     Tensor offsets_o, Tensor perm_g, Tensor offsets_g, Tensor weight_row,
+                     Tensor perm_w, Tensor offsets_w, Tensor triples, Tensor swapped,
+                     int64_t n_out, int64_t d_out) {
+  return node_out(a, s, r, gather, weight_row, perm_o, offsets_o, triples, n_out, d_out);
+}
+
+// dF/dR: out[w, p, u] (n_r, n_paths, U), edges by weight row (perm_w, offsets_w).
+Tensor cwtp_edge_r(Tensor a, Tensor s, Tensor b, Tensor gather, Tensor other, Tensor perm_o,
+                   Tensor offsets_o, Tensor perm_g, Tensor offsets_g, Tensor weight_row,
+                   Tensor perm_w, Tensor offsets_w, Tensor triples, Tensor swapped,
+                   int64_t n_paths) {
+  return edge_r(a, s, b, gather, other, perm_w, offsets_w, triples, n_paths);
+}
+
+// dF/dS: out[e, t] (n_edges, T).
+Tensor cwtp_edge_s(Tensor a, Tensor r, Tensor b, Tensor gather, Tensor other, Tensor perm_o,
+                   Tensor offsets_o, Tensor perm_g, Tensor offsets_g, Tensor weight_row,
+                   Tensor perm_w, Tensor offsets_w, Tensor triples, Tensor swapped) {
+  return edge_s(a, r, b, gather, other, weight_row, triples);
+}
+
+// The EdgeGraph fields of every edge operator's schema.
+#define EQF_EDGE_GRAPH                                                                    \
+  "Tensor gather, Tensor other, Tensor perm_o, Tensor offsets_o, Tensor perm_g, "         \
+  "Tensor offsets_g, Tensor weight_row, Tensor perm_w, Tensor offsets_w, Tensor triples, " \
+  "Tensor swapped"
+
+void define(torch::Library& m) {
+  m.def("cwtp_node_out(Tensor a, Tensor s, Tensor r, " EQF_EDGE_GRAPH
+        ", SymInt n_out, SymInt d_out) -> Tensor");
+  m.def("cwtp_edge_r(Tensor a, Tensor s, Tensor b, " EQF_EDGE_GRAPH ", SymInt n_paths) -> Tensor");
+  m.def("cwtp_edge_s(Tensor a, Tensor r, Tensor b, " EQF_EDGE_GRAPH ") -> Tensor");
+  m.def("sc_forward(Tensor p, Tensor x, Tensor? v, Tensor atom_type, Tensor pairs, "
+        "Tensor cubes) -> Tensor");
+  m.def("sc_moment(Tensor g, Tensor x, Tensor? v, Tensor atom_type, Tensor pairs, "
+        "Tensor cubes, SymInt n_types) -> Tensor");
+  m.def("sc_gradient(Tensor p, Tensor g, Tensor x, Tensor? v, Tensor atom_type, "
+        "Tensor pairs, Tensor cubes) -> Tensor");
+}
+
+void implement_cpu(torch::Library& m) {
+  m.impl("cwtp_node_out", &cwtp_node_out);
+  m.impl("cwtp_edge_r", &cwtp_edge_r);
+  m.impl("cwtp_edge_s", &cwtp_edge_s);
+  m.impl("sc_forward", &sc_forward);
+  m.impl("sc_moment", &sc_moment);
+  m.impl("sc_gradient", &sc_gradient);
+}
+
+}  // namespace
+
+// TORCH_LIBRARY pastes its namespace argument (##), which would not expand a macro: one level
+// of indirection expands EQF_OPS_NAMESPACE first.
+#define EQF_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define EQF_LIBRARY_IMPL(ns, key, m) TORCH_LIBRARY_IMPL(ns, key, m)
+
+EQF_LIBRARY(EQF_OPS_NAMESPACE, m) { define(m); }
+
+EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, CPU, m) { implement_cpu(m); }

@@ -1,0 +1,99 @@
+"""MACE's kernel library as dispatcher operators (``kernels.extension.mace_ops``).
+
+The six operators are registered in C++ (``csrc/mace_ops.cpp``) in a namespace named by the
+build's hash; their fake (meta) and autograd formulas in Python (``edge_ops``,
+``symmetric_ops``). ``torch.library.opcheck`` checks each against its schema, its fake
+implementation (shapes, dtypes, symbolic sizes under ``make_fx``/``torch.export``) and its
+autograd registration, on inputs that need every derivative.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from equiforce.kernels import edge_ops, executor_class, symmetric_ops
+from equiforce.kernels.extension import mace_ops, mace_ops_apply
+from equiforce.o3 import SymmetricContractionDescriptor
+from equiforce.op_library import load_op_library, loaded_op_library
+
+pytestmark = pytest.mark.skipif(mace_ops() is None, reason="no C++ compiler")
+
+CHECKS = (
+    "test_schema",
+    "test_autograd_registration",
+    "test_faketensor",
+    "test_aot_dispatch_dynamic",
+)
+
+
+def _randn(*shape: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+
+def _edge_inputs():
+    """4 nodes, 7 edges (two sharing a weight row), 2 components, 8 channels, 3 triples."""
+    triples = torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [1, 0, 1, 2]])
+    swapped = triples[:, [0, 2, 1, 3]]
+    swapped = swapped[torch.argsort(swapped[:, 0] * 10 + swapped[:, 1], stable=True)]
+    sender = torch.tensor([0, 1, 2, 3, 0, 2, 1])
+    receiver = torch.tensor([1, 0, 3, 2, 2, 0, 3])
+    weight_row = torch.tensor([0, 0, 1, 1, 2, 3, 4])
+    graph = edge_ops.edge_graph(sender, receiver, 4, 4, triples, swapped, weight_row, 5)
+    a = _randn(4, 2, 8, seed=0).requires_grad_(True)
+    s = _randn(7, 3, seed=1).requires_grad_(True)
+    r = _randn(5, 2, 8, seed=2).requires_grad_(True)
+    b = _randn(4, 2, 8, seed=3).requires_grad_(True)
+    return a, s, r, b, graph
+
+
+def _symmetric_inputs(with_direction: bool):
+    desc = SymmetricContractionDescriptor("3x0e+3x1o", "3x0e+3x1o", 3)
+    module = executor_class("symmetric_contraction", "fast")(
+        desc, 2, torch.Generator().manual_seed(0)
+    ).double()
+    n_monomials = 4 + module.pairs.shape[1] + module.cubes.shape[1]
+    p = _randn(2, 4, n_monomials, 3, seed=1).requires_grad_(True)
+    x = (0.7 * _randn(5, 4, 3, seed=2)).requires_grad_(True)
+    g = _randn(5, 4, 3, seed=3).requires_grad_(True)
+    v = _randn(5, 4, 3, seed=4).requires_grad_(True) if with_direction else None
+    atom_type = torch.tensor([1, 0, 1, 1, 0])
+    return p, x, g, v, (atom_type, module.pairs, module.cubes)
+
+
+def test_edge_operators_pass_opcheck():
+    ops = mace_ops().ops
+    a, s, r, b, graph = _edge_inputs()
+    edge_ops.node_out(a, s, r, graph, 4, 2)  # registers the fake and autograd formulas
+    torch.library.opcheck(ops.cwtp_node_out, (a, s, r, *graph, 4, 2), test_utils=CHECKS)
+    torch.library.opcheck(ops.cwtp_edge_r, (a, s, b, *graph, 2), test_utils=CHECKS)
+    torch.library.opcheck(ops.cwtp_edge_s, (a, r, b, *graph), test_utils=CHECKS)
+
+
+@pytest.mark.parametrize("with_direction", [False, True])
+def test_symmetric_operators_pass_opcheck(with_direction):
+    ops = mace_ops().ops
+    p, x, g, v, table = _symmetric_inputs(with_direction)
+    symmetric_ops.contract(p, x, symmetric_ops.MonomialTable(*table, 2))  # registers formulas
+    torch.library.opcheck(ops.sc_forward, (p, x, v, *table), test_utils=CHECKS)
+    torch.library.opcheck(ops.sc_moment, (g, x, v, *table, 2), test_utils=CHECKS)
+    torch.library.opcheck(ops.sc_gradient, (p, g, x, v, *table), test_utils=CHECKS)
+
+
+def test_the_library_is_loaded_once_per_namespace(tmp_path):
+    library = mace_ops()
+    assert loaded_op_library(library.namespace) == library.path
+    # a second copy of the same build (as a package carries) is not loaded again: the
+    # dispatcher would refuse its operators' second registration
+    copy = tmp_path / "copy.so"
+    copy.write_bytes(library.path.read_bytes())
+    assert load_op_library(library.namespace, copy) == library.path
+    assert library.namespace.startswith("equiforce_mace_ops_")
+
+
+def test_operators_apply_to_cpu_float32_and_float64_only():
+    cpu = torch.device("cpu")
+    assert mace_ops_apply(cpu, torch.float64) and mace_ops_apply(cpu, torch.float32)
+    assert not mace_ops_apply(cpu, torch.bfloat16)
+    assert not mace_ops_apply(torch.device("meta"), torch.float64)
