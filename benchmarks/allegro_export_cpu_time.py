@@ -40,6 +40,7 @@ import torch
 from benchmarks.common import DEFAULT_DATA_DIR, preset_with_species, run_record
 from benchmarks.export_cpu_time import (
     MOLECULE_SPECIES,
+    add_settle_argument,
     child_json,
     export_case,
     molecule,
@@ -157,6 +158,7 @@ def _peer(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
     command = [args.nequip_python, "-m", "benchmarks.allegro_export_cpu_time"]
     command += ["--molecules", name, "--child-model", str(model_file)]
     command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    command += ["--settle", str(args.settle)]
     return child_json(command)
 
 
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=30)
+    add_settle_argument(p)
     p.add_argument("--nequip-python", default=".venv-nequip/bin/python")
     p.add_argument("--out", type=Path, default=Path("bench_out"))
     p.add_argument("--child-model", default=None, help=argparse.SUPPRESS)

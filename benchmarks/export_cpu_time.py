@@ -10,7 +10,10 @@ model file runs) and the package (as ``EquiforceCalculator`` calls it); then mac
 same weights (``equiforce.interop.to_mace_torch``, the bench's ``peers.mace_call``: the same
 edges) in a child process in ``.venv-mace``, timed the same way. Wall times are recorded too;
 every call is timed by ``equiforce.measure.timing`` (``measure_call`` with
-``cpu_clock=time.thread_time``, ``interleave``, ``summarize``).
+``cpu_clock=time.thread_time``, ``interleave``, ``summarize``). ``--settle N`` makes N untimed
+calls of an implementation before each timed one (an MD loop calls one model step after
+step; with strict alternation, the default, each call finds the caches full of the other
+implementation's data, which costs the smaller package more than eager).
 
 Molecules: ``acac`` (the bench's rattled acetylacetone, 15 atoms) and ``3bpa`` (the first
 structure of ``<data-dir>/3bpa/train_300K.xyz``, 27 atoms).
@@ -44,7 +47,7 @@ from equiforce.models import save_model
 from equiforce.models.presets import PRESETS
 from equiforce.workflows.bench.report import write_json
 
-__all__ = ["MOLECULE_SPECIES", "main", "molecule"]
+__all__ = ["MOLECULE_SPECIES", "add_settle_argument", "main", "molecule"]
 
 MOLECULE_SPECIES = {"acac": ("H", "C", "O"), "3bpa": ("H", "C", "N", "O")}
 
@@ -64,12 +67,25 @@ def molecule(name: str, data_dir: Path):
 def thread_timed(
     calls: dict[str, Callable[[], object]], args: argparse.Namespace
 ) -> dict[str, list[CallTime]]:
-    """``calls`` interleaved, ``args.warmup`` then ``args.repeats`` rounds: name -> CallTimes.
+    """``calls`` interleaved, ``args.warmup`` then ``args.repeats`` rounds, each timed call
+    after ``args.settle`` untimed ones of the same implementation: name -> CallTimes.
 
     CPU time is the calling thread's (``time.thread_time``, the figure the docs quote).
     """
     timers = {k: partial(measure_call, c, cpu_clock=time.thread_time) for k, c in calls.items()}
-    return interleave(timers, args.warmup, args.repeats)
+    return interleave(timers, args.warmup, args.repeats, args.settle)
+
+
+def add_settle_argument(parser: argparse.ArgumentParser) -> None:
+    """``--settle N``: untimed calls of an implementation before each timed one."""
+    parser.add_argument(
+        "--settle",
+        type=int,
+        default=0,
+        help="untimed calls of an implementation right before each timed one (as in MD, where "
+        "one model runs step after step; 0: strict alternation, each call finding the caches "
+        "full of the other implementation's data)",
+    )
 
 
 def summary(times: Sequence[CallTime]) -> tuple[dict[str, float], dict[str, float]]:
@@ -137,6 +153,7 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
         command = [args.mace_python, "-m", "benchmarks.export_cpu_time", "--molecules", name]
         command += ["--child-model", str(model_file), "--data-dir", str(args.data_dir)]
         command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        command += ["--settle", str(args.settle)]
         peer = child_json(command)
         if "error" in peer:
             result["mace-torch"] = peer
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=30)
+    add_settle_argument(p)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument(
         "--mace-python",

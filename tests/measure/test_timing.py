@@ -88,10 +88,26 @@ def test_interleave_alternates_implementations_and_drops_warmup():
     assert times == {"a": [2.0, 3.0, 4.0], "b": [102.0, 103.0, 104.0]}
 
 
-@pytest.mark.parametrize(("warmup", "repeats"), [(-1, 3), (0, 0)])
-def test_interleave_rejects_bad_counts(warmup, repeats):
+def test_interleave_settles_each_implementation_before_timing_it():
+    order = []
+    counters = {"a": iter(range(100)), "b": iter(range(100, 200))}
+
+    def make(name):
+        def call():
+            order.append(name)
+            return float(next(counters[name]))
+
+        return call
+
+    times = interleave({"a": make("a"), "b": make("b")}, warmup=1, repeats=2, settle=2)
+    assert order == ["a", "b"] + ["a", "a", "a", "b", "b", "b"] * 2
+    assert times == {"a": [3.0, 6.0], "b": [103.0, 106.0]}  # the third call of each block
+
+
+@pytest.mark.parametrize(("warmup", "repeats", "settle"), [(-1, 3, 0), (0, 0, 0), (0, 1, -1)])
+def test_interleave_rejects_bad_counts(warmup, repeats, settle):
     with pytest.raises(ValueError, match="warmup"):
-        interleave({"a": lambda: 1.0}, warmup=warmup, repeats=repeats)
+        interleave({"a": lambda: 1.0}, warmup=warmup, repeats=repeats, settle=settle)
 
 
 def test_device_sync_waits_on_cuda_only():

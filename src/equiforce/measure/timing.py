@@ -159,7 +159,7 @@ def measure_call(
 
 
 def interleave(
-    calls: Mapping[str, Callable[[], T]], warmup: int, repeats: int
+    calls: Mapping[str, Callable[[], T]], warmup: int, repeats: int, settle: int = 0
 ) -> dict[str, list[T]]:
     """Time several implementations alternately, so that outside load hits all alike.
 
@@ -168,17 +168,25 @@ def interleave(
             ``CallTime``).
         warmup: untimed rounds first (each implementation once per round).
         repeats: timed rounds.
+        settle: untimed calls of an implementation right before each of its timed ones, so
+            that it is timed with its own data in the caches, as in an MD loop that calls
+            one model step after step (0: strict alternation, where each call finds the
+            caches holding the previous implementation's data).
 
     Returns:
         name -> the ``repeats`` times of that implementation, in call order.
     """
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if warmup < 0 or repeats < 1 or settle < 0:
+        raise ValueError(
+            f"need warmup >= 0, repeats >= 1 and settle >= 0, got {warmup}, {repeats}, {settle}"
+        )
     for _ in range(warmup):
         for call in calls.values():
             call()
     times: dict[str, list[T]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
+            for _ in range(settle):
+                call()
             times[name].append(call())
     return times
