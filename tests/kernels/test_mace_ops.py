@@ -9,6 +9,9 @@ autograd registration, on inputs that need every derivative.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 import torch
 
@@ -97,3 +100,18 @@ def test_operators_apply_to_cpu_float32_and_float64_only():
     assert mace_ops_apply(cpu, torch.float64) and mace_ops_apply(cpu, torch.float32)
     assert not mace_ops_apply(cpu, torch.bfloat16)
     assert not mace_ops_apply(torch.device("meta"), torch.float64)
+
+
+def test_the_library_needs_no_python():
+    """A C++ program (no interpreter) can load it: it links libtorch_cpu, not libtorch_python
+    or libpython, and leaves no Python symbol undefined."""
+    if shutil.which("readelf") is None or shutil.which("nm") is None:
+        pytest.skip("binutils (readelf, nm) not installed")
+    path = str(mace_ops().path)
+    dynamic = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, check=True)
+    needed = [line for line in dynamic.stdout.splitlines() if "(NEEDED)" in line]
+    assert any("libtorch_cpu" in line for line in needed)
+    assert not any("python" in line.lower() for line in needed), needed
+    undefined = subprocess.run(["nm", "-D", "-u", path], capture_output=True, text=True, check=True)
+    symbols = [line.split()[-1] for line in undefined.stdout.splitlines() if line.strip()]
+    assert not [s for s in symbols if s.startswith(("Py", "_Py"))]
