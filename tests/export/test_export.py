@@ -340,9 +340,13 @@ def test_mace_package_carries_the_kernel_library_it_calls(mace_fast_float64, all
     assert read_metadata(allegro_float32[1])["kernel_library"] is None  # plain aten ops
 
 
-def test_a_fresh_process_runs_a_mace_package_from_its_own_library(mace_fast_float64, tmp_path):
+@pytest.mark.parametrize("cache", ["writable", "unwritable"])
+def test_a_fresh_process_runs_a_mace_package_from_its_own_library(
+    mace_fast_float64, tmp_path, cache
+):
     """Without equiforce's kernels built or imported: the package's copy is unpacked into
-    the cache and loaded; forces equal eager's to 1e-10 (float64)."""
+    the cache (or, where that cannot be written, a temporary folder) and loaded; forces
+    equal eager's to 1e-10 (float64)."""
     from ase.io import read, write
 
     if not _kernels_built():
@@ -366,19 +370,22 @@ loaded = sorted(m for m in sys.modules if m.startswith(("equiforce.kernels", "eq
 assert not loaded, loaded
 print("deviation", deviation)
 """
-    cache = tmp_path / "cache"
+    folder = tmp_path / "cache"
+    if cache == "unwritable":
+        folder.write_text("a file where the cache folder would be")
     result = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "EQUIFORCE_CACHE": str(cache)},
+        env={**os.environ, "EQUIFORCE_CACHE": str(folder)},
     )
     assert result.returncode == 0, result.stderr
     assert "deviation" in result.stdout
-    assert [f.name.split("-")[0] for f in (cache / "kernels").iterdir()] == [
-        read_metadata(path)["kernel_library"]["namespace"]
-    ]
+    if cache == "writable":
+        assert [f.name.split("-")[0] for f in (folder / "kernels").iterdir()] == [
+            read_metadata(path)["kernel_library"]["namespace"]
+        ]
 
 
 def test_a_damaged_or_missing_kernel_library_is_refused(mace_fast_float64, tmp_path):

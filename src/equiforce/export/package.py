@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,8 @@ def _load_kernel_library(path: Path, library: dict[str, Any] | None) -> None:
     its namespace is loaded already (the same build: the namespace hashes it).
 
     The library is unpacked to ``_kernel_cache()/<namespace>-<sha256[:16]>.so`` (atomically;
-    an existing file with the right checksum is reused) and loaded with
-    ``equiforce.op_library.load_op_library``.
+    an existing file with the right checksum is reused; a cache that cannot be written gives
+    way to a temporary folder) and loaded with ``equiforce.op_library.load_op_library``.
 
     Raises:
         ExportedPackageError: the library is missing from the archive, fails its checksum or
@@ -208,7 +209,11 @@ def _load_kernel_library(path: Path, library: dict[str, Any] | None) -> None:
             raise ExportedPackageError(
                 f"{path}: {library['file']} does not match its sha256 in the metadata"
             )
-        atomic_write(target, lambda handle: handle.write(data))
+        try:
+            atomic_write(target, lambda handle: handle.write(data))
+        except OSError:  # a read-only or full cache: a private temporary folder instead
+            target = Path(tempfile.mkdtemp(prefix="equiforce-kernels-")) / target.name
+            target.write_bytes(data)
     try:
         load_op_library(library["namespace"], target)
     except (OSError, RuntimeError) as err:
