@@ -292,10 +292,27 @@ def test_cli_exports_a_model_file_and_prints_the_check(
     out = tmp_path / "model.pt2"
     argv = ["export", str(tmp_path / "model.pt"), str(out), "--stress", "--per-atom"]
     assert main(argv + ["--max-atoms", "80"]) == 0
-    assert "large" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "large" in printed and "kernel library" not in printed
     assert read_metadata(out)["family"] == "allegro"
     assert read_metadata(out)["max_atoms"] == 80
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
+
+
+def test_cli_names_the_kernel_library_a_mace_package_carries(
+    mace_fast_float64, tmp_path, monkeypatch, capsys
+):
+    if not _kernels_built():
+        pytest.skip("the C++ kernels do not build here: the package runs plain torch ops")
+    model, package, _ = mace_fast_float64
+    _reuse_compiled(monkeypatch, package, tmp_path)
+    save_model(model, tmp_path / "model.pt")
+    argv = ["export", str(tmp_path / "model.pt"), str(tmp_path / "model.pt2")]
+    assert main(argv + ["--stress", "--per-atom"]) == 0
+    library = read_metadata(tmp_path / "model.pt2")["kernel_library"]
+    printed = f"carries the kernel library {library['namespace']} ({len(library['operators'])} "
+    assert printed in capsys.readouterr().out
+    assert load_exported(tmp_path / "model.pt2")(load_exported(package).batch(make_slab()))
 
 
 @torch.library.custom_op("equiforce_test::twice", mutates_args=())

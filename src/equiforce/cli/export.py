@@ -71,5 +71,12 @@ def run(args: argparse.Namespace) -> int:
     validation = metadata["validation"]
     print(f"package vs eager, (atol, rtol) = {tuple(validation['tolerance'])}:")
     print(format_validation(validation["figures"]))
+    library = metadata["kernel_library"]
+    if library is not None:
+        print(
+            f"the package carries the kernel library {library['namespace']} "
+            f"({len(library['operators'])} operators, {library['bytes'] / 1e6:.1f} MB), "
+            "loaded with it by load_exported"
+        )
     print(f"exported {metadata['family']} ({metadata['dtype']}) to {args.out}")
     return 0
