@@ -9,7 +9,10 @@ alone on fresh contiguous operands of the same shapes and dtype and timed in CPU
 calling thread (``time.thread_time``: on shared cores wall time mostly measures the wait for a
 core; median of ``--repeats`` after a warm-up); the sum of those medians is the time of the
 arithmetic with no other op, no framework and no memory traffic beyond each product's own. A
-large square GEMM gives the core's rate for reference. One thread.
+large square GEMM gives the core's rate for reference. One thread. Where MACE's C++ kernel
+library applies (CPU, float32/float64) the edge convolution and the symmetric contraction run
+as its operators, which are not aten products and are not counted here (their share of a
+package's time is in docs/export.md's profile).
 
     python -m benchmarks.export_arithmetic --presets mace-128-l1 --dtypes float32 float64
 
