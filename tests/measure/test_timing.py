@@ -72,8 +72,9 @@ def test_time_call_reads_the_clock_around_the_call_and_syncs():
     assert events == ["sync", "clock", "call", "sync", "clock"]
 
 
-def test_interleave_alternates_implementations_and_drops_warmup():
-    order = []
+def _counting_calls() -> tuple[dict, list[str]]:
+    """Calls "a" and "b" returning 0, 1, ... and 100, 101, ...; the order they ran in."""
+    order: list[str] = []
     counters = {"a": iter(range(100)), "b": iter(range(100, 200))}
 
     def make(name):
@@ -83,23 +84,19 @@ def test_interleave_alternates_implementations_and_drops_warmup():
 
         return call
 
-    times = interleave({"a": make("a"), "b": make("b")}, warmup=2, repeats=3)
+    return {"a": make("a"), "b": make("b")}, order
+
+
+def test_interleave_alternates_implementations_and_drops_warmup():
+    calls, order = _counting_calls()
+    times = interleave(calls, warmup=2, repeats=3)
     assert order == ["a", "b"] * 5
     assert times == {"a": [2.0, 3.0, 4.0], "b": [102.0, 103.0, 104.0]}
 
 
 def test_interleave_settles_each_implementation_before_timing_it():
-    order = []
-    counters = {"a": iter(range(100)), "b": iter(range(100, 200))}
-
-    def make(name):
-        def call():
-            order.append(name)
-            return float(next(counters[name]))
-
-        return call
-
-    times = interleave({"a": make("a"), "b": make("b")}, warmup=1, repeats=2, settle=2)
+    calls, order = _counting_calls()
+    times = interleave(calls, warmup=1, repeats=2, settle=2)
     assert order == ["a", "b"] + ["a", "a", "a", "b", "b", "b"] * 2
     assert times == {"a": [3.0, 6.0], "b": [103.0, 106.0]}  # the third call of each block
 

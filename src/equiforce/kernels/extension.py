@@ -80,26 +80,34 @@ class OpLibrary(NamedTuple):
         return getattr(torch.ops, self.namespace)
 
 
+def _build(name: str, paths: tuple[Path, ...], python_module: bool, flags: tuple[str, ...] = ()):
+    """``torch.utils.cpp_extension.load`` of ``paths`` as ``name`` (a Python module, or a
+    plain library it loads and whose path it returns); None, with a warning saying why, when
+    it cannot build."""
+    from torch.utils.cpp_extension import load
+
+    try:
+        return load(
+            name=name,
+            sources=[str(s) for s in paths],
+            extra_cflags=[*_FLAGS, *flags],
+            is_python_module=python_module,
+            verbose=False,
+        )
+    except Exception as err:  # noqa: BLE001  (no compiler, headers, ...: fall back, say why)
+        _LOG.warning("equiforce C++ kernels unavailable (%s: %s); using torch ops", type(err), err)
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def mace_ops() -> OpLibrary | None:
     """MACE's operator library (module docstring), built and loaded on the first call; None
     if it cannot build."""
-    from torch.utils.cpp_extension import load
-
     paths = tuple(_CSRC / name for name in _MACE_OP_SOURCES)
     name = _module_name(paths, "equiforce_mace_ops")
     if loaded_op_library(name) is None:  # not loaded yet (e.g. from a package's copy)
-        try:
-            path = load(
-                name=name,
-                sources=[str(s) for s in paths],
-                extra_cflags=[*_FLAGS, f"-DEQF_OPS_NAMESPACE={name}"],
-                is_python_module=False,
-                verbose=False,
-            )
-        except Exception as err:  # noqa: BLE001  (no compiler, headers, ...: fall back, say why)
-            _LOG.warning("equiforce C++ kernels unavailable (%s: %s); using torch ops",
-                         type(err), err)
+        path = _build(name, paths, False, (f"-DEQF_OPS_NAMESPACE={name}",))
+        if path is None:
             return None
         load_op_library(name, path)  # ``load`` loaded it; record where from
     return OpLibrary(name, loaded_op_library(name))
@@ -124,17 +132,5 @@ def cpu_kernels(sources: tuple[str, ...]) -> ModuleType | None:
         sources: file names in ``kernels/csrc`` compiled into one module (one of them holds
             its ``PYBIND11_MODULE``).
     """
-    from torch.utils.cpp_extension import load
-
     paths = tuple(_CSRC / name for name in sources)
-    name = _module_name(paths)
-    try:
-        return load(
-            name=name,
-            sources=[str(s) for s in paths],
-            extra_cflags=_FLAGS,
-            verbose=False,
-        )
-    except Exception as err:  # noqa: BLE001  (no compiler, headers, ...: fall back, say why)
-        _LOG.warning("equiforce C++ kernels unavailable (%s: %s); using torch ops", type(err), err)
-        return None
+    return _build(_module_name(paths), paths, True)
