@@ -56,13 +56,12 @@ def _symmetric_inputs(with_direction: bool):
     module = executor_class("symmetric_contraction", "fast")(
         desc, 2, torch.Generator().manual_seed(0)
     ).double()
-    n_monomials = 4 + module.pairs.shape[1] + module.cubes.shape[1]
-    p = _randn(2, 4, n_monomials, 3, seed=1).requires_grad_(True)
+    p = _randn(2, module.terms.shape[1], 3, seed=1).requires_grad_(True)
     x = (0.7 * _randn(5, 4, 3, seed=2)).requires_grad_(True)
     g = _randn(5, 4, 3, seed=3).requires_grad_(True)
     v = _randn(5, 4, 3, seed=4).requires_grad_(True) if with_direction else None
     atom_type = torch.tensor([1, 0, 1, 1, 0])
-    return p, x, g, v, (atom_type, module.pairs, module.cubes)
+    return p, x, g, v, (atom_type, module.pairs, module.cubes, module.terms)
 
 
 def test_edge_operators_pass_opcheck():
@@ -78,8 +77,8 @@ def test_edge_operators_pass_opcheck():
 def test_symmetric_operators_pass_opcheck(with_direction):
     ops = mace_ops().ops
     p, x, g, v, table = _symmetric_inputs(with_direction)
-    symmetric_ops.contract(p, x, symmetric_ops.MonomialTable(*table, 2))  # registers formulas
-    torch.library.opcheck(ops.sc_forward, (p, x, v, *table), test_utils=CHECKS)
+    symmetric_ops.contract(p, x, symmetric_ops.MonomialTable(*table, 4, 2))  # registers formulas
+    torch.library.opcheck(ops.sc_forward, (p, x, v, *table, 4), test_utils=CHECKS)
     torch.library.opcheck(ops.sc_moment, (g, x, v, *table, 2), test_utils=CHECKS)
     torch.library.opcheck(ops.sc_gradient, (p, g, x, v, *table), test_utils=CHECKS)
 

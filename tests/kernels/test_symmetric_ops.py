@@ -1,11 +1,15 @@
 """The C++ symmetric-contraction kernels (``kernels.symmetric_ops``) and their derivatives.
 
-The fast executor runs them on CPU in float32/float64. Checked here: first and second
-derivatives against finite differences (``gradcheck``/``gradgradcheck`` on a small polynomial,
-every input: folded coefficients, features), the parameter and input gradients of a force
-loss of a MACE-sized layer equal to the reference executor's to 1e-10 in float64 (also with a
-species that has no atom, and with 20 channels: a partial 16-channel block), and third
-derivatives (their torch path) against finite differences and the reference executor.
+The fast executor runs them on CPU in float32/float64. Checked here: the contraction equals
+the polynomial of the monomials with dense coefficients, for the executor's sparse terms and
+for every (output, monomial) pair (a monomial feeding several outputs, as with l >= 2
+outputs), in float32 with 16 and 20 channels too (the vector blocks and the channel tail);
+first and second derivatives against finite differences (``gradcheck``/``gradgradcheck`` on a
+small polynomial, every input: folded coefficients, features), the parameter and input
+gradients of a force loss of a MACE-sized layer equal to the reference executor's to 1e-10
+in float64 (also with a species that has no atom, and with 20 channels: a partial 16-channel
+block), and third derivatives (their torch path) against finite differences and the
+reference executor.
 """
 
 from __future__ import annotations
@@ -20,23 +24,48 @@ from equiforce.o3 import SymmetricContractionDescriptor
 pytestmark = pytest.mark.skipif(mace_ops() is None, reason="no C++ compiler")
 
 
-def _small_inputs(seed: int = 0):
-    """A 0e+1o -> 0e+1o, correlation-3 contraction of 3 channels and 2 species, float64."""
+def _small_inputs(
+    seed: int = 0,
+    terms: str = "sparse",
+    channels: int = 3,
+    atoms: int = 5,
+    dtype: torch.dtype = torch.float64,
+):
+    """A 0e+1o -> 0e+1o, correlation-3 contraction of ``channels`` channels and 2 species.
+
+    ``terms``: ``sparse``, the executor's (each monomial feeds one output component), or
+    ``dense``, every (output, monomial) pair.
+    """
     desc = SymmetricContractionDescriptor("3x0e+3x1o", "3x0e+3x1o", 3)
     module = executor_class("symmetric_contraction", "fast")(
         desc, 2, torch.Generator().manual_seed(seed)
     ).double()
+    table_terms = module.terms
+    if terms == "dense":
+        n_monomials = 4 + module.pairs.shape[1] + module.cubes.shape[1]
+        table_terms = torch.cartesian_prod(torch.arange(4), torch.arange(n_monomials)).T
     generator = torch.Generator().manual_seed(seed + 1)
-    n_monomials = 4 + module.pairs.shape[1] + module.cubes.shape[1]
-    p = torch.randn(2, 4, n_monomials, 3, generator=generator, dtype=torch.float64)
-    x = 0.7 * torch.randn(5, 4, 3, generator=generator, dtype=torch.float64)
-    atom_type = torch.tensor([1, 0, 1, 1, 0])
-    table = symmetric_ops.MonomialTable(atom_type, module.pairs, module.cubes, 2)
+    p = torch.randn(2, table_terms.shape[1], channels, generator=generator, dtype=dtype)
+    x = 0.7 * torch.randn(atoms, 4, channels, generator=generator, dtype=dtype)
+    atom_type = torch.randint(0, 2, (atoms,), generator=generator)
+    table = symmetric_ops.MonomialTable(
+        atom_type, module.pairs, module.cubes, table_terms.contiguous(), 4, 2
+    )
     return p.requires_grad_(True), x.requires_grad_(True), table
 
 
-def test_contract_first_and_second_derivatives_match_finite_differences():
-    p, x, table = _small_inputs()
+def _dense(p, table, d: int):
+    """P as (n_types, out_dim, M, C): each term's row at (output, monomial), zeros elsewhere
+    (d: the number of components, x's second axis)."""
+    n_monomials = d + table.pairs.shape[1] + table.cubes.shape[1]
+    dense = p.new_zeros(p.shape[0], table.n_out, n_monomials, p.shape[2])
+    dense[:, table.terms[0], table.terms[1]] = p
+    return dense
+
+
+@pytest.mark.parametrize("terms", ["sparse", "dense"])
+def test_contract_first_and_second_derivatives_match_finite_differences(terms):
+    p, x, table = _small_inputs(terms=terms)
     assert table.cubes.shape[1] > 0 and table.pairs.shape[1] > 0
 
     def f(p, x):
@@ -46,16 +75,38 @@ def test_contract_first_and_second_derivatives_match_finite_differences():
     assert torch.autograd.gradgradcheck(f, (p, x))
 
 
-def test_contract_is_the_polynomial_of_the_monomials():
-    p, x, table = _small_inputs()
+@pytest.mark.parametrize(
+    ("terms", "channels", "dtype"),
+    [
+        ("sparse", 3, torch.float64),
+        ("dense", 3, torch.float64),
+        ("sparse", 20, torch.float64),
+        ("dense", 16, torch.float32),
+        ("sparse", 20, torch.float32),
+    ],
+)
+def test_contract_and_its_derivatives_are_the_dense_polynomials(terms, channels, dtype):
+    """Forward, moment (dP) and gradient (dx) of the kernels on 19 atoms (a full group of
+    atoms of one species and a partial one) against the polynomial of the monomials."""
+    p, x, table = _small_inputs(terms=terms, channels=channels, atoms=19, dtype=dtype)
     a, b = table.pairs
     k, q = table.cubes
-    quadratic = x[:, a] * x[:, b]  # (n, n_pairs, C)
-    monomials = torch.cat([x, quadratic, x[:, k] * quadratic[:, q]], dim=1)
-    expected = torch.einsum("nomc,nmc->noc", p[table.atom_type], monomials)
-    torch.testing.assert_close(
-        symmetric_ops.contract(p, x, table), expected, atol=1e-13, rtol=1e-13
-    )
+
+    def polynomial(p, x):
+        quadratic = x[:, a] * x[:, b]  # (n, n_pairs, C)
+        monomials = torch.cat([x, quadratic, x[:, k] * quadratic[:, q]], dim=1)
+        dense = _dense(p, table, x.shape[1])
+        return torch.einsum("nomc,nmc->noc", dense[table.atom_type], monomials)
+
+    y = symmetric_ops.contract(p, x, table)
+    expected = polynomial(p, x)
+    weight = torch.randn_like(y)
+    got = torch.autograd.grad((y * weight).sum(), [p, x])
+    want = torch.autograd.grad((expected * weight).sum(), [p, x])
+    tolerance = {"atol": 1e-12, "rtol": 1e-12} if dtype == torch.float64 else {}
+    torch.testing.assert_close(y, expected, **tolerance)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, **tolerance)
 
 
 def _force_loss_grads(module, x, atom_type):

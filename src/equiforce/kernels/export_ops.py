@@ -21,10 +21,10 @@ other dtypes, no compiler) run plain torch ops:
   reference executor.
 * ``ExportSymmetricContraction``: the weights folded into the basis once, in float64, at
   ``exportable`` time (``fold``; the eager executor folds on every call): with the kernels,
-  into their (n_types, out_dim, M, C) coefficients (the ``sc_*`` operators, each atom with
-  its own species'); otherwise ``fast_symmetric``'s polynomial as one batched GEMM over the
-  used monomials, every species' polynomial on every atom, each atom keeping its own
-  (shapes depend on the atom count only).
+  into their (n_types, K, C) coefficients, one row per non-zero (output, monomial) term (the
+  ``sc_*`` operators, each atom with its own species'); otherwise ``fast_symmetric``'s
+  polynomial as one batched GEMM over the used monomials, every species' polynomial on every
+  atom, each atom keeping its own (shapes depend on the atom count only).
 
 Both keep the parameters and state-dict layout of their ``fast`` base class; a model must not
 be trained after ``exportable`` (the folded coefficients are a snapshot of the weights, and
@@ -149,7 +149,7 @@ class ExportSymmetricContraction(FastSymmetricContraction):
         device = self.weights[0].device
         if mace_ops_apply(device, dtype):
             weights = [w.detach().to("cpu", torch.float64) for w in self.weights]
-            bases = [self._constant_masters[f"monomial_{o}"] for o in range(len(weights))]
+            bases = [self._constant_masters[f"term_basis_{o}"] for o in range(len(weights))]
             with torch.no_grad():
                 folded = self.kernel_coefficients(weights, bases)
             self.register_buffer("kernel_folded", folded.to(device, dtype), persistent=False)

@@ -23,8 +23,10 @@ On CPU in float32/float64 (C++ kernels built; eager, and under ``make_fx``, whic
 them as opaque operators: an exported package calls them too) the polynomial runs instead as
 the kernels of ``symmetric_ops`` on the monomials some output uses (``x``, the ``pairs``,
 the ``cubes``: 16 + 123 + 355 for the first MACE-128 layer), each atom with its own
-species' coefficients, with the weights folded into a (n_types, out_dim, n_monomials, C)
-tensor by one einsum per output (``kernel_coefficients``); forces and the parameter
+species' coefficients, with the weights folded into a (n_types, K, C) tensor by one einsum
+per output (``kernel_coefficients``), one row per ``terms`` entry: the (output component,
+monomial) pairs with a non-zero basis coefficient (410 of the 4 x 494 of that layer, whose
+monomials each feed one output component); forces and the parameter
 gradients of a force loss stay in those kernels (second derivatives; third derivatives take
 a plain-torch path). Elsewhere (other devices and dtypes, Dynamo) the plain-torch path
 above runs.
@@ -59,8 +61,9 @@ class FastSymmetricContraction(ExactConstants):
 
     Buffers (not saved): ``pairs`` (2, n_pairs) int64, the quadratic monomials built,
     ``cubes`` (2, n_cubes) int64 ``[largest factor, pair]`` of the cubic ones used,
-    ``monomial_{o}`` (d + n_pairs + n_cubes, ir_o.dim, n_weights_o) their coefficients (the
-    kernels' basis), and
+    ``terms`` (2, K) int64 ``[output component; monomial]`` of the kernels' coefficient rows
+    (monomials in the order x, pairs, cubes; sorted by output component, then monomial),
+    ``term_basis_{o}`` (K_o, n_weights_o) the basis coefficients of output o's terms, and
     ``pair_factors`` (2 * n_pairs, d) their one-hot factor rows;
     coefficients per output o, block-diagonal in (degree, weight): ``linear_{o}``
     (d, ir_o.dim, n_weights_o), ``quadratic_{o}`` (n_pairs, ...), ``cubic_{o}``
@@ -116,10 +119,17 @@ class FastSymmetricContraction(ExactConstants):
             self.register_constant(f"cubic_{o}", cubic.clone())
         cubes = _cubes(dim, pairs, bases)
         self.register_buffer("cubes", cubes, persistent=False)
+        terms, offset = [], 0
         for o in range(n_outputs):
             linear, quadratic = getattr(self, f"linear_{o}"), getattr(self, f"quadratic_{o}")
             cubic = getattr(self, f"cubic_{o}")[cubes[0], cubes[1]]
-            self.register_constant(f"monomial_{o}", torch.cat([linear, quadratic, cubic]))
+            monomial = torch.cat([linear, quadratic, cubic])  # (M, ir_o.dim, n_weights_o)
+            component, row = (monomial.abs() > _ZERO).any(dim=2).T.nonzero().T
+            terms.append(torch.stack([component + offset, row]))
+            self.register_constant(f"term_basis_{o}", monomial[row, component].clone())
+            offset += monomial.shape[1]
+        self.register_buffer("terms", torch.cat(terms, dim=1).contiguous(), persistent=False)
+        self.out_dim = offset
         perm, inverse = channel_last_permutation(descriptor.irreps_out)
         self.register_buffer("out_perm", perm, persistent=False)
         self.register_buffer("out_inverse", inverse, persistent=False)
@@ -156,19 +166,19 @@ class FastSymmetricContraction(ExactConstants):
     def kernel_coefficients(
         self, weights: list[torch.Tensor], bases: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """The weights folded into the kernels' basis: (n_types, out_dim, M, C), M the
-        monomials ``x``, ``pairs``, ``cubes``; in the dtype of ``weights``.
+        """The weights folded into the kernels' basis: (n_types, K, C), one row per
+        ``terms`` entry; in the dtype of ``weights``.
 
         Args:
             weights: per output, (n_types, n_weights_o, C).
-            bases: per output, the (M, ir_o.dim, n_weights_o) basis; None: the
-                ``monomial_{o}`` buffers.
+            bases: per output, the (K_o, n_weights_o) basis of its terms; None: the
+                ``term_basis_{o}`` buffers.
         """
         if bases is None:
-            bases = [getattr(self, f"monomial_{o}") for o in range(len(weights))]
+            bases = [getattr(self, f"term_basis_{o}") for o in range(len(weights))]
         return split_cat.cat(
             [
-                torch.einsum("mik,skc->simc", basis.to(w.dtype), w)
+                torch.einsum("kw,swc->skc", basis.to(w.dtype), w)
                 for basis, w in zip(bases, weights, strict=True)
             ],
             dim=1,
@@ -179,7 +189,9 @@ class FastSymmetricContraction(ExactConstants):
     ) -> torch.Tensor:
         """On CPU: the C++ kernels of ``symmetric_ops`` on the used monomials, with the
         ``kernel_coefficients`` ``folded``. Returns (n, C, out_dim)."""
-        table = symmetric_ops.MonomialTable(atom_type, self.pairs, self.cubes, self.n_types)
+        table = symmetric_ops.MonomialTable(
+            atom_type, self.pairs, self.cubes, self.terms, self.out_dim, self.n_types
+        )
         y = symmetric_ops.contract(folded, x.transpose(1, 2).contiguous(), table)  # (n, out_dim, C)
         return y.transpose(1, 2)
 

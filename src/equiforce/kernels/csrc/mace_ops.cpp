@@ -31,13 +31,14 @@ torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::T
 
 // symmetric_contraction.cpp
 torch::Tensor sc_forward(torch::Tensor p, torch::Tensor x, c10::optional<torch::Tensor> v,
-                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes);
+                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
+                         torch::Tensor terms, int64_t n_out);
 torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::Tensor> v,
                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
-                        int64_t n_types);
+                        torch::Tensor terms, int64_t n_types);
 torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
                           c10::optional<torch::Tensor> v, torch::Tensor type,
-                          torch::Tensor pairs, torch::Tensor cubes);
+                          torch::Tensor pairs, torch::Tensor cubes, torch::Tensor terms);
 
 namespace {
 
@@ -78,11 +79,11 @@ void define(torch::Library& m) {
   m.def("cwtp_edge_r(Tensor a, Tensor s, Tensor b, " EQF_EDGE_GRAPH ", SymInt n_paths) -> Tensor");
   m.def("cwtp_edge_s(Tensor a, Tensor r, Tensor b, " EQF_EDGE_GRAPH ") -> Tensor");
   m.def("sc_forward(Tensor p, Tensor x, Tensor? v, Tensor atom_type, Tensor pairs, "
-        "Tensor cubes) -> Tensor");
+        "Tensor cubes, Tensor terms, SymInt n_out) -> Tensor");
   m.def("sc_moment(Tensor g, Tensor x, Tensor? v, Tensor atom_type, Tensor pairs, "
-        "Tensor cubes, SymInt n_types) -> Tensor");
+        "Tensor cubes, Tensor terms, SymInt n_types) -> Tensor");
   m.def("sc_gradient(Tensor p, Tensor g, Tensor x, Tensor? v, Tensor atom_type, "
-        "Tensor pairs, Tensor cubes) -> Tensor");
+        "Tensor pairs, Tensor cubes, Tensor terms) -> Tensor");
 }
 
 void implement_cpu(torch::Library& m) {

@@ -5,15 +5,16 @@
 //
 //   mu = [x_a (d of them), Q_q = x_{a_q} x_{b_q} (the pairs), x_{k_j} Q_{q_j} (the cubes)],
 //
-// (M = d + n_pairs + n_cubes), as  y[n, o, c] = sum_m P[s, o, m, c] mu_m(x[n, :, c]), with the
-// weights already folded into P (a small torch einsum, differentiated by torch). Three kernels
-// evaluate the bilinear form  Phi = sum G[n, o, c] P[s, o, m, c] nu_m(n, c)  and its
+// (M = d + n_pairs + n_cubes), as  y[n, o, c] = sum_{k: out[k] = o} P[s, k, c] mu_{mono[k]}(x[n, :, c])
+// over the `terms` k, the (output, monomial) pairs with a non-zero coefficient (sorted by output),
+// with the weights already folded into P (a small torch einsum, differentiated by torch). Three
+// kernels evaluate the bilinear form  Phi = sum G[n, out[k], c] P[s, k, c] nu_{mono[k]}(n, c) and its
 // derivatives, where nu is either mu(x) (order 0) or its directional derivative along a second
 // node tensor v, mu'(x)[v] (order 1):
 //
-//   forward   dPhi/dG: y[n, o, c]  = sum_m P[s, o, m, c] nu_m
-//   moment    dPhi/dP: gP[s, o, m, c] = sum_{n of s} G[n, o, c] nu_m
-//   gradient  dPhi/dx: gx[n, a, c] = sum_m beta_m d nu_m / d x_a,  beta_m = sum_o P G
+//   forward   dPhi/dG: y[n, o, c]  = sum_{k of o} P[s, k, c] nu_{mono[k]}
+//   moment    dPhi/dP: gP[s, k, c] = sum_{n of s} G[n, out[k], c] nu_{mono[k]}
+//   gradient  dPhi/dx: gx[n, a, c] = sum_m beta_m d nu_m / d x_a,  beta_m = sum_{k: mono[k] = m} P G
 //
 // The derivatives of an order-0 kernel are order-0 or order-1 kernels (d nu / d v of an order-1
 // nu is the order-0 gradient), which is what forces (first backward) and force training
@@ -141,7 +142,7 @@ void build_nu(const Monomials& mono, const T* x, const T* v, int64_t stride, W w
 
 // Every kernel runs over blocks of `kBlock` channels (parallel over blocks) and, inside a
 // block, over the atoms grouped by species: a species' coefficients for one block
-// (n_out * M * kBlock values) stay in cache while its atoms stream past, and each output
+// (K * kBlock values) stay in cache while its atoms stream past, and each output
 // element is written by one thread. That block is larger than L1, so the forward and the
 // gradient's beta = P . G take a few atoms at a time with their sums in vector registers and
 // read each coefficient row once per group; the moment adds a group into each row at once.
@@ -165,6 +166,17 @@ void over_channel_blocks(int64_t C, const F& body) {
       }
     }
   });
+}
+
+// Scratch rows of the calling thread (slot: which buffer of a kernel), kept between calls and
+// not initialised: a kernel's buffers (the monomials of a group of atoms: 250 KB for MACE-128's
+// first layer in float32) cost neither an allocation, its page faults nor a zero fill per
+// channel block, which a one-molecule call paid in full.
+template <typename T, int Slot>
+T* thread_scratch(size_t count) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
 }
 
 // Atoms grouped by species (counting sort): `order` lists them, species s at
@@ -209,7 +221,7 @@ std::vector<int64_t> atoms_per_species(const std::vector<SpeciesGroup>& groups, 
 // nothing per call, which small batches (a few atoms per species) pay otherwise.
 constexpr int64_t kPackAtoms = 16;
 
-// Row j of species s's n_out * M coefficient rows of one channel block (channels c0 .. c0 + L)
+// Row j of species s's K coefficient rows of one channel block (channels c0 .. c0 + L)
 // is at base[s] + j * stride[s]: packed (a copy of P's rows, or zeros that a gradient is summed
 // into) or in place in P (home[s], stride C).
 template <typename T, typename Ptr>
@@ -259,53 +271,99 @@ struct SpeciesRows {
   }
 };
 
-// The forward sums y[n, o] = sum_m P[s, o, m] nu_m(n) for kGroup<T> atoms of one species and
-// O outputs at once in vector registers: each row of P is loaded once per group, not once per
-// atom (a species' P block, n_out * M rows, is larger than L1 and would stream from L2 for
-// every atom).
+// The non-zero (output, monomial) entries of P, sorted by output: a species' coefficient row k
+// multiplies monomial mono[k] into output out[k]; output o owns rows start[o] .. start[o + 1].
+// (Each monomial of an equivariant polynomial feeds few of the outputs: for MACE-128's first
+// layer, 0e+1o+2e+3o -> 0e+1o, 410 of the 4 x 494 (output, monomial) pairs; dense rows would
+// be 79 % zeros, multiplied and streamed from memory all the same.)
+// For the gradient's beta: the terms that are their monomial's first (`first`, output o's at
+// first[first_start[o] .. first_start[o + 1])), the others (`repeat`, likewise), and the
+// monomials of no term (`unused`).
+struct Terms {
+  int64_t count, n_out;
+  const int64_t* out;   // (count,) non-decreasing
+  const int64_t* mono;  // (count,)
+  std::vector<int64_t> start;  // (n_out + 1,)
+  std::vector<int64_t> first, first_start, repeat, repeat_start, unused;
+};
+
+// atoms per group: 4 accumulator vectors (float32: 4 atoms of one vector each; 8 measured no
+// faster on one molecule, with twice the monomial buffer)
 template <typename T>
 constexpr int64_t kVecs = kBlock / kLanes<T>;  // vectors per kBlock channels
 template <typename T>
-constexpr int64_t kGroup = 4 / kVecs<T>;  // atoms per group: 16 accumulators with O = 4
+constexpr int64_t kGroup = 4 / kVecs<T>;
 
-// Row m of each of R blocks of M rows (row j of the blocks at base + j * stride), in
-// registers: the rows of one monomial for R outputs (of P, stride C) or R atoms (of nu,
-// stride kBlock).
-template <typename T, int64_t R>
-inline void load_rows(const T* base, int64_t M, int64_t m, int64_t stride,
-                      Vec<T> (&rows)[R][kVecs<T>]) {
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t k = 0; k < kVecs<T>; ++k)
-      rows[r][k] = load<T>(base + (r * M + m) * stride + k * kLanes<T>);
+// body(std::integral_constant<int64_t, N>{}) for N == count, 1 <= count <= Max: each group
+// size its own instantiation, so the per-atom loops have a compile-time trip count and their
+// sums stay in registers (no padding of a short group with unused atoms).
+template <int64_t Max, typename F>
+inline void with_group_size(int64_t count, const F& body) {
+  if constexpr (Max >= 1) {
+    if (count == Max) {
+      body(std::integral_constant<int64_t, Max>{});
+      return;
+    }
+    with_group_size<Max - 1>(count, body);
+  }
 }
 
-// y rows of the `count` (<= kGroup) atoms `atoms`, outputs o0 .. o0 + O - 1, from their nu
-// (kGroup x M x kBlock) and the species' coefficient rows (n_out x M, `stride` apart).
-template <typename T, int64_t O>
-void forward_group(const T* nu, const T* ps, int64_t stride, int64_t M, int64_t n_out,
-                   int64_t o0, const int64_t* atoms, int64_t count, int64_t C, int64_t c0, T* y) {
-  constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
-  Vec<T> acc[G][O][nv] = {};
-  for (int64_t m = 0; m < M; ++m) {
-    Vec<T> pm[O][nv];
-    load_rows<T, O>(ps + o0 * M * stride, M, m, stride, pm);
-    // rows of atoms past `count` hold stale values: summed, never stored
-    for (int64_t a = 0; a < G; ++a) {
-      for (int64_t k = 0; k < nv; ++k) {
-        const Vec<T> value = load<T>(nu + (a * M + m) * kBlock + k * lanes);
-        for (int64_t o = 0; o < O; ++o) acc[a][o][k] += pm[o][k] * value;
+// Rows G[atoms[a], o, c0 .. c0 + kBlock) of A atoms, in registers.
+template <typename T, int64_t A>
+struct GroupRows {
+  Vec<T> v[A][kVecs<T>];
+
+  GroupRows(const T* g, const int64_t* atoms, int64_t n_out, int64_t o, int64_t C, int64_t c0) {
+    for (int64_t a = 0; a < A; ++a)
+      for (int64_t j = 0; j < kVecs<T>; ++j)
+        v[a][j] = load<T>(g + (atoms[a] * n_out + o) * C + c0 + j * kLanes<T>);
+  }
+};
+
+// The forward y[n, o] = sum_{k of o} P[s, k] nu_{mono[k]}(n) for A atoms of one species (nu:
+// A x M x kBlock; ps: the species' rows, `stride` apart), their sums in registers: each row of
+// P is loaded once per group, not once per atom (a species' rows of a block are larger than L1).
+template <typename T, int64_t A>
+void forward_group(const T* nu, const T* ps, int64_t stride, int64_t M, const Terms& terms,
+                   const int64_t* atoms, int64_t C, int64_t c0, T* y) {
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  for (int64_t o = 0; o < terms.n_out; ++o) {
+    Vec<T> acc[A][nv] = {};
+    for (int64_t k = terms.start[o]; k < terms.start[o + 1]; ++k) {
+      const int64_t m = terms.mono[k];
+      Vec<T> pk[nv];
+      for (int64_t j = 0; j < nv; ++j) pk[j] = load<T>(ps + k * stride + j * lanes);
+      for (int64_t a = 0; a < A; ++a)
+        for (int64_t j = 0; j < nv; ++j)
+          acc[a][j] += pk[j] * load<T>(nu + (a * M + m) * kBlock + j * lanes);
+    }
+    for (int64_t a = 0; a < A; ++a)
+      for (int64_t j = 0; j < nv; ++j)
+        store<T>(y + (atoms[a] * terms.n_out + o) * C + c0 + j * lanes, acc[a][j]);
+  }
+}
+
+// The same for a block of any width (the channel tail, L < kBlock), atom by atom.
+template <typename T>
+void forward_rows(const T* nu, const T* ps, int64_t stride, int64_t M, const Terms& terms,
+                  const int64_t* atoms, int64_t count, int64_t C, int64_t c0, int64_t L, T* y) {
+  for (int64_t a = 0; a < count; ++a) {
+    for (int64_t o = 0; o < terms.n_out; ++o) {
+      T acc[kBlock] = {};
+      for (int64_t k = terms.start[o]; k < terms.start[o + 1]; ++k) {
+        const T* __restrict__ pk = ps + k * stride;
+        const T* __restrict__ num = nu + (a * M + terms.mono[k]) * L;
+        for (int64_t c = 0; c < L; ++c) acc[c] += pk[c] * num[c];
       }
+      T* yo = y + (atoms[a] * terms.n_out + o) * C + c0;
+      for (int64_t c = 0; c < L; ++c) yo[c] = acc[c];
     }
   }
-  for (int64_t a = 0; a < count; ++a)
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t k = 0; k < nv; ++k)
-        store<T>(y + (atoms[a] * n_out + o0 + o) * C + c0 + k * lanes, acc[a][o][k]);
 }
 
 template <typename T>
-void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, const int64_t* type,
-                  int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* y) {
+void forward_impl(const Monomials& mono, const Terms& terms, const T* p, const T* x, const T* v,
+                  const int64_t* type, int64_t n, int64_t n_types, int64_t C, T* y) {
   const int64_t M = mono.count(), d = mono.d;
   constexpr int64_t G = kGroup<T>;
   std::vector<int64_t> order;
@@ -313,83 +371,72 @@ void forward_impl(const Monomials& mono, const T* p, const T* x, const T* v, con
   const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
-    std::vector<T> nu(G * M * kBlock, T(0)), quad(mono.n_pairs * kBlock);
-    const SpeciesRows<T, const T*> coefficients(p, counts, n_out * M, C, c0, L);
+    T* nu = thread_scratch<T, 0>(G * M * kBlock);
+    T* quad = thread_scratch<T, 1>(mono.n_pairs * kBlock);
+    const SpeciesRows<T, const T*> coefficients(p, counts, terms.count, C, c0, L);
     for (const SpeciesGroup& group : groups) {
       const T* ps = coefficients.base[group.species];
       const int64_t stride = coefficients.stride[group.species];
-      const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
       const int64_t* atoms = order.data() + group.first;
-      for (int64_t a = 0; a < count; ++a) {
+      for (int64_t a = 0; a < group.count; ++a) {
         const int64_t off = atoms[a] * d * C + c0;
-        build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
-                 quad.data());
+        build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu + a * M * L,
+                 quad);
       }
       if constexpr (std::is_same_v<decltype(width), FullBlock>) {
-        int64_t o0 = 0;
-        for (; o0 + 4 <= n_out; o0 += 4)
-          forward_group<T, 4>(nu.data(), ps, stride, M, n_out, o0, atoms, count, C, c0, y);
-        for (; o0 < n_out; ++o0)
-          forward_group<T, 1>(nu.data(), ps, stride, M, n_out, o0, atoms, count, C, c0, y);
+        with_group_size<G>(group.count, [&](auto size) {
+          forward_group<T, size()>(nu, ps, stride, M, terms, atoms, C, c0, y);
+        });
       } else {
-        // the channel tail (L < kBlock), atom by atom
-        for (int64_t a = 0; a < count; ++a) {
-          for (int64_t o = 0; o < n_out; ++o) {
-            T acc[kBlock] = {};
-            for (int64_t m = 0; m < M; ++m) {
-              const T* __restrict__ pm = ps + (o * M + m) * stride;
-              const T* __restrict__ num = nu.data() + (a * M + m) * L;
-              for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * num[c];
-            }
-            T* yo = y + (atoms[a] * n_out + o) * C + c0;
-            for (int64_t c = 0; c < L; ++c) yo[c] = acc[c];
-          }
-        }
+        forward_rows(nu, ps, stride, M, terms, atoms, group.count, C, c0, L, y);
       }
     }
   });
 }
 
-// The rows G[atoms[a], o, c0 .. c0 + kBlock) of a group of `count` (<= kGroup) atoms and O
-// outputs (n_out == O), in registers; zero for the group's places past `count`.
-template <typename T, int64_t O>
-struct GroupRows {
-  Vec<T> v[kGroup<T>][O][kVecs<T>] = {};
-
-  GroupRows(const T* g, const int64_t* atoms, int64_t count, int64_t C, int64_t c0) {
-    for (int64_t a = 0; a < count; ++a)
-      for (int64_t o = 0; o < O; ++o)
-        for (int64_t k = 0; k < kVecs<T>; ++k)
-          v[a][o][k] = load<T>(g + (atoms[a] * O + o) * C + c0 + k * kLanes<T>);
-  }
-};
-
-// gP[s, o, m] += sum_a G[atoms[a], o] nu_m(atoms[a]) for a group of `count` (<= kGroup) atoms
-// of species s and O = n_out outputs (gs: species s's rows of gP, `stride` apart): G's rows in
-// registers, each atom's nu row loaded once per m and each output row read and written once per
-// group; the group's `count` atoms are added in order (the same sums as atom by atom).
-template <typename T, int64_t O>
-void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t count, int64_t M,
+// gP[s, k] += sum_a G[atoms[a], out[k]] nu_{mono[k]}(atoms[a]) for A atoms of species s (gs:
+// its rows of gP, `stride` apart): one output's G rows in registers, each gP row read and
+// written once per group; the atoms are added in order (the same sums as atom by atom).
+template <typename T, int64_t A>
+void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t M, const Terms& terms,
                   int64_t C, int64_t c0, T* gs, int64_t stride) {
-  constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
-  const GroupRows<T, O> go(g, atoms, count, C, c0);
-  for (int64_t m = 0; m < M; ++m) {
-    Vec<T> value[G][nv];
-    load_rows<T, G>(nu, M, m, kBlock, value);
-    for (int64_t o = 0; o < O; ++o) {
-      for (int64_t k = 0; k < nv; ++k) {
-        T* row = gs + (o * M + m) * stride + k * lanes;
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  for (int64_t o = 0; o < terms.n_out; ++o) {
+    const GroupRows<T, A> go(g, atoms, terms.n_out, o, C, c0);
+    for (int64_t k = terms.start[o]; k < terms.start[o + 1]; ++k) {
+      const int64_t m = terms.mono[k];
+      for (int64_t j = 0; j < nv; ++j) {
+        T* row = gs + k * stride + j * lanes;
         Vec<T> acc = load<T>(row);
-        for (int64_t a = 0; a < count; ++a) acc += go.v[a][o][k] * value[a][k];
+        for (int64_t a = 0; a < A; ++a)
+          acc += go.v[a][j] * load<T>(nu + (a * M + m) * kBlock + j * lanes);
         store<T>(row, acc);
       }
     }
   }
 }
 
+// The same for a block of any width, row by row.
 template <typename T>
-void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, const int64_t* type,
-                 int64_t n, int64_t n_types, int64_t n_out, int64_t C, T* gp) {
+void moment_rows(const T* nu, const T* g, const int64_t* atoms, int64_t count, int64_t M,
+                 const Terms& terms, int64_t C, int64_t c0, int64_t L, T* gs, int64_t stride) {
+  for (int64_t k = 0; k < terms.count; ++k) {
+    const int64_t o = terms.out[k], m = terms.mono[k];
+    T acc[kBlock];
+    T* __restrict__ pk = gs + k * stride;
+    for (int64_t c = 0; c < L; ++c) acc[c] = pk[c];
+    for (int64_t a = 0; a < count; ++a) {
+      const T* __restrict__ num = nu + (a * M + m) * L;
+      const T* __restrict__ ga = g + (atoms[a] * terms.n_out + o) * C + c0;
+      for (int64_t c = 0; c < L; ++c) acc[c] += ga[c] * num[c];
+    }
+    for (int64_t c = 0; c < L; ++c) pk[c] = acc[c];
+  }
+}
+
+template <typename T>
+void moment_impl(const Monomials& mono, const Terms& terms, const T* g, const T* x, const T* v,
+                 const int64_t* type, int64_t n, int64_t n_types, int64_t C, T* gp) {
   const int64_t M = mono.count(), d = mono.d;
   constexpr int64_t G = kGroup<T>;
   std::vector<int64_t> order;
@@ -397,91 +444,91 @@ void moment_impl(const Monomials& mono, const T* g, const T* x, const T* v, cons
   const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
-    std::vector<T> nu(G * M * kBlock), quad(mono.n_pairs * kBlock);
-    const SpeciesRows<T, T*> moments(gp, counts, n_out * M, C, c0, L);
+    T* nu = thread_scratch<T, 0>(G * M * kBlock);
+    T* quad = thread_scratch<T, 1>(mono.n_pairs * kBlock);
+    const SpeciesRows<T, T*> moments(gp, counts, terms.count, C, c0, L);
     for (const SpeciesGroup& group : groups) {
-      const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
       const int64_t* atoms = order.data() + group.first;
       T* gs = moments.base[group.species];
       const int64_t stride = moments.stride[group.species];
-      for (int64_t a = 0; a < count; ++a) {
+      for (int64_t a = 0; a < group.count; ++a) {
         const int64_t off = atoms[a] * d * C + c0;
-        build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu.data() + a * M * L,
-                 quad.data());
+        build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu + a * M * L,
+                 quad);
       }
       if constexpr (std::is_same_v<decltype(width), FullBlock>) {
-        if (n_out == 4) {
-          moment_group<T, 4>(nu.data(), g, atoms, count, M, C, c0, gs, stride);
-          continue;
-        }
-        if (n_out == 1) {
-          moment_group<T, 1>(nu.data(), g, atoms, count, M, C, c0, gs, stride);
-          continue;
-        }
-      }
-      // any n_out, any width: row by row
-      for (int64_t o = 0; o < n_out; ++o) {
-        for (int64_t m = 0; m < M; ++m) {
-          T acc[kBlock];
-          T* __restrict__ pm = gs + (o * M + m) * stride;
-          for (int64_t c = 0; c < L; ++c) acc[c] = pm[c];
-          for (int64_t a = 0; a < count; ++a) {
-            const T* __restrict__ num = nu.data() + (a * M + m) * L;
-            const T* __restrict__ ga = g + (atoms[a] * n_out + o) * C + c0;
-            for (int64_t c = 0; c < L; ++c) acc[c] += ga[c] * num[c];
-          }
-          for (int64_t c = 0; c < L; ++c) pm[c] = acc[c];
-        }
+        with_group_size<G>(group.count, [&](auto size) {
+          moment_group<T, size()>(nu, g, atoms, M, terms, C, c0, gs, stride);
+        });
+      } else {
+        moment_rows(nu, g, atoms, group.count, M, terms, C, c0, L, gs, stride);
       }
     }
     moments.copy_out();
   });
 }
 
-// beta[a, m] = sum_o P[s, o, m] G[atoms[a], o] for a group of `count` (<= kGroup) atoms of
-// species s and O = n_out outputs: G's rows in registers, each row of P loaded once per group.
-// Rows of atoms past `count` come out zero.
-template <typename T, int64_t O>
-void beta_group(const T* ps, int64_t stride, const T* g, const int64_t* atoms, int64_t count,
-                int64_t M, int64_t C, int64_t c0, T* betas) {
-  constexpr int64_t nv = kVecs<T>, G = kGroup<T>, lanes = kLanes<T>;
-  const GroupRows<T, O> go(g, atoms, count, C, c0);
-  for (int64_t m = 0; m < M; ++m) {
-    Vec<T> pm[O][nv];
-    load_rows<T, O>(ps, M, m, stride, pm);
-    for (int64_t a = 0; a < G; ++a) {
-      for (int64_t k = 0; k < nv; ++k) {
-        Vec<T> total = pm[0][k] * go.v[a][0][k];
-        for (int64_t o = 1; o < O; ++o) total += pm[o][k] * go.v[a][o][k];
-        store<T>(betas + (a * M + m) * kBlock + k * lanes, total);
+// beta[a, m] = sum_{k: mono[k] = m} P[s, k] G[atoms[a], out[k]] for A atoms of species s
+// (betas: A x M x kBlock): output by output with its G rows in registers, each row of P loaded
+// once per group; a monomial's first term stores its beta rows, further terms (a monomial
+// feeding several outputs) add to them, and the monomials of no term are zeroed: each row is
+// written once in the common case, with no zero fill of all A x M rows first.
+template <typename T, int64_t A, bool Add>
+void beta_pass(const T* ps, int64_t stride, const T* g, const int64_t* atoms, int64_t M,
+               const Terms& terms, const std::vector<int64_t>& list,
+               const std::vector<int64_t>& start, int64_t C, int64_t c0, T* betas) {
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  for (int64_t o = 0; o < terms.n_out; ++o) {
+    if (start[o] == start[o + 1]) continue;
+    const GroupRows<T, A> go(g, atoms, terms.n_out, o, C, c0);
+    for (int64_t t = start[o]; t < start[o + 1]; ++t) {
+      const int64_t k = list[t], m = terms.mono[k];
+      Vec<T> pk[nv];
+      for (int64_t j = 0; j < nv; ++j) pk[j] = load<T>(ps + k * stride + j * lanes);
+      for (int64_t a = 0; a < A; ++a) {
+        for (int64_t j = 0; j < nv; ++j) {
+          T* row = betas + (a * M + m) * kBlock + j * lanes;
+          if constexpr (Add) {
+            store<T>(row, load<T>(row) + pk[j] * go.v[a][j]);
+          } else {
+            store<T>(row, pk[j] * go.v[a][j]);
+          }
+        }
       }
     }
   }
 }
 
-// The same for any n_out and a block of any width (the channel tail), atom by atom.
-template <typename T, typename W>
+template <typename T, int64_t A>
+void beta_group(const T* ps, int64_t stride, const T* g, const int64_t* atoms, int64_t M,
+                const Terms& terms, int64_t C, int64_t c0, T* betas) {
+  for (int64_t m : terms.unused)
+    for (int64_t a = 0; a < A; ++a)
+      std::fill(betas + (a * M + m) * kBlock, betas + (a * M + m + 1) * kBlock, T(0));
+  beta_pass<T, A, false>(ps, stride, g, atoms, M, terms, terms.first, terms.first_start, C, c0,
+                         betas);
+  beta_pass<T, A, true>(ps, stride, g, atoms, M, terms, terms.repeat, terms.repeat_start, C,
+                        c0, betas);
+}
+
+// The same for a block of any width (the channel tail), atom by atom.
+template <typename T>
 void beta_rows(const T* ps, int64_t stride, const T* g, const int64_t* atoms, int64_t count,
-               int64_t M, int64_t n_out, int64_t C, int64_t c0, W width, T* betas) {
-  const int64_t L = width;
+               int64_t M, const Terms& terms, int64_t C, int64_t c0, int64_t L, T* betas) {
+  std::fill(betas, betas + count * M * L, T(0));
   for (int64_t a = 0; a < count; ++a) {
-    const T* __restrict__ gi_out = g + atoms[a] * n_out * C + c0;
-    for (int64_t m = 0; m < M; ++m) {
-      T acc[kBlock] = {};
-      for (int64_t o = 0; o < n_out; ++o) {
-        const T* __restrict__ pm = ps + (o * M + m) * stride;
-        const T* __restrict__ go = gi_out + o * C;
-        for (int64_t c = 0; c < L; ++c) acc[c] += pm[c] * go[c];
-      }
-      T* __restrict__ bm = betas + (a * M + m) * L;
-      for (int64_t c = 0; c < L; ++c) bm[c] = acc[c];
+    for (int64_t k = 0; k < terms.count; ++k) {
+      const T* __restrict__ pk = ps + k * stride;
+      const T* __restrict__ go = g + (atoms[a] * terms.n_out + terms.out[k]) * C + c0;
+      T* __restrict__ bm = betas + (a * M + terms.mono[k]) * L;
+      for (int64_t c = 0; c < L; ++c) bm[c] += pk[c] * go[c];
     }
   }
 }
 
 template <typename T>
-void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, const T* v,
-                   const int64_t* type, int64_t n, int64_t n_types, int64_t n_out, int64_t C,
+void gradient_impl(const Monomials& mono, const Terms& terms, const T* p, const T* g, const T* x,
+                   const T* v, const int64_t* type, int64_t n, int64_t n_types, int64_t C,
                    T* gx) {
   const int64_t M = mono.count(), d = mono.d, np = mono.n_pairs;
   constexpr int64_t G = kGroup<T>;
@@ -492,28 +539,25 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
     const int64_t L = width;
     // beta (M x L) of a group of atoms of one species, then per atom the coefficients of Q
     // (value) and, at order 1, of dQ
-    std::vector<T> betas(G * M * kBlock), gamma(np * kBlock), quad(np * kBlock);
-    std::vector<T> dquad(np * kBlock);
-    const SpeciesRows<T, const T*> coefficients(p, counts, n_out * M, C, c0, L);
+    T* betas = thread_scratch<T, 0>(G * M * kBlock);
+    T* quad = thread_scratch<T, 1>(np * kBlock);
+    T* gamma = thread_scratch<T, 2>(np * kBlock);
+    T* dquad = thread_scratch<T, 3>(np * kBlock);
+    const SpeciesRows<T, const T*> coefficients(p, counts, terms.count, C, c0, L);
     for (const SpeciesGroup& group : groups) {
       const T* __restrict__ ps = coefficients.base[group.species];
       const int64_t stride = coefficients.stride[group.species];
-      const int64_t count = std::min(G, group.count);  // the bound lets loops unroll
       const int64_t* atoms = order.data() + group.first;
       if constexpr (std::is_same_v<decltype(width), FullBlock>) {
-        if (n_out == 4) {
-          beta_group<T, 4>(ps, stride, g, atoms, count, M, C, c0, betas.data());
-        } else if (n_out == 1) {
-          beta_group<T, 1>(ps, stride, g, atoms, count, M, C, c0, betas.data());
-        } else {
-          beta_rows(ps, stride, g, atoms, count, M, n_out, C, c0, width, betas.data());
-        }
+        with_group_size<G>(group.count, [&](auto size) {
+          beta_group<T, size()>(ps, stride, g, atoms, M, terms, C, c0, betas);
+        });
       } else {
-        beta_rows(ps, stride, g, atoms, count, M, n_out, C, c0, width, betas.data());
+        beta_rows(ps, stride, g, atoms, group.count, M, terms, C, c0, L, betas);
       }
-      for (int64_t member = 0; member < count; ++member) {
+      for (int64_t member = 0; member < group.count; ++member) {
         const int64_t i = atoms[member];
-        T* __restrict__ beta = betas.data() + member * M * L;
+        T* __restrict__ beta = betas + member * M * L;
         const T* __restrict__ xi = x + i * d * C + c0;
         const T* __restrict__ vi = v ? v + i * d * C + c0 : nullptr;
         T* __restrict__ gi = gx + i * d * C + c0;
@@ -528,28 +572,28 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
         for (int64_t q = 0; q < np; ++q) {
           const T* __restrict__ xa = xi + mono.pair_a[q] * C;
           const T* __restrict__ xb = xi + mono.pair_b[q] * C;
-          T* __restrict__ qq = quad.data() + q * L;
+          T* __restrict__ qq = quad + q * L;
           row_mul(qq, xa, xb, width);
           if (vi) {
             const T* __restrict__ va = vi + mono.pair_a[q] * C;
             const T* __restrict__ vb = vi + mono.pair_b[q] * C;
-            T* __restrict__ dq = dquad.data() + q * L;
+            T* __restrict__ dq = dquad + q * L;
             row_mul2(dq, va, xb, xa, vb, width);
           }
         }
         // gamma: coefficient of Q_q (value); the pair rows of beta stay the coefficient of nu's
         // own pair term (Q at order 0, dQ at order 1), to which the cubes add at order 1
-        std::fill(gamma.begin(), gamma.end(), T(0));
+        std::fill(gamma, gamma + np * L, T(0));
         for (int64_t j = 0; j < mono.n_cubes; ++j) {
           const int64_t k = mono.cube_k[j], q = mono.cube_q[j];
           const T* __restrict__ bj = beta + (d + np + j) * L;
           const T* __restrict__ xk = xi + k * C;
           T* __restrict__ gk = gi + k * C;
-          T* __restrict__ gq = gamma.data() + q * L;
+          T* __restrict__ gq = gamma + q * L;
           if (vi) {
             // nu_j = v_k Q_q + x_k dQ_q
             const T* __restrict__ vk = vi + k * C;
-            const T* __restrict__ dq = dquad.data() + q * L;
+            const T* __restrict__ dq = dquad + q * L;
             T* __restrict__ bq = beta + (d + q) * L;
             // one store stream per loop (vectorises; rows of different arrays)
             row_add_mul(gk, bj, dq, width);
@@ -557,7 +601,7 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
             row_add_mul(bq, bj, xk, width);
           } else {
             // nu_j = x_k Q_q
-            const T* __restrict__ qq = quad.data() + q * L;
+            const T* __restrict__ qq = quad + q * L;
             row_add_mul(gk, bj, qq, width);
             row_add_mul(gq, bj, xk, width);
           }
@@ -569,7 +613,7 @@ void gradient_impl(const Monomials& mono, const T* p, const T* g, const T* x, co
           T* ga = gi + a * C;  // ga == gb for a square (a == b): no __restrict__
           T* gb = gi + b * C;
           const T* __restrict__ bq = beta + (d + q) * L;
-          const T* __restrict__ gq = gamma.data() + q * L;
+          const T* __restrict__ gq = gamma + q * L;
           if (vi) {
             // gamma * dQ/dx  +  beta_q * d(dQ)/dx, with dQ = v_a x_b + x_a v_b
             const T* __restrict__ va = vi + a * C;
@@ -599,6 +643,39 @@ Monomials monomials(const torch::Tensor& pairs, const torch::Tensor& cubes, int6
   return Monomials{d, np, nc, pp, pp + np, cp, cp + nc};
 }
 
+// `terms` (2, K) int64 [output; monomial], outputs sorted, checked against n_out and M.
+Terms terms_input(const torch::Tensor& terms, int64_t n_out, int64_t M) {
+  TORCH_CHECK(terms.dim() == 2 && terms.size(0) == 2 && terms.is_contiguous() &&
+                  terms.scalar_type() == torch::kLong,
+              "terms must be a contiguous (2, K) int64 tensor [output; monomial]");
+  const int64_t K = terms.size(1);
+  const int64_t* data = terms.data_ptr<int64_t>();
+  Terms out{K, n_out, data, data + K, std::vector<int64_t>(n_out + 1, 0)};
+  out.first_start.assign(n_out + 1, 0);
+  out.repeat_start.assign(n_out + 1, 0);
+  std::vector<bool> seen(M, false);
+  for (int64_t k = 0; k < K; ++k) {
+    TORCH_CHECK(out.out[k] >= 0 && out.out[k] < n_out && (k == 0 || out.out[k] >= out.out[k - 1]),
+                "terms: output ", out.out[k], " of term ", k, " is not sorted within 0..",
+                n_out - 1);
+    TORCH_CHECK(out.mono[k] >= 0 && out.mono[k] < M, "terms: monomial ", out.mono[k],
+                " of term ", k, " is outside 0..", M - 1);
+    ++out.start[out.out[k] + 1];
+    const bool repeated = seen[out.mono[k]];
+    seen[out.mono[k]] = true;
+    (repeated ? out.repeat : out.first).push_back(k);  // both stay sorted by output
+    ++(repeated ? out.repeat_start : out.first_start)[out.out[k] + 1];
+  }
+  for (int64_t o = 0; o < n_out; ++o) {
+    out.start[o + 1] += out.start[o];
+    out.first_start[o + 1] += out.first_start[o];
+    out.repeat_start[o + 1] += out.repeat_start[o];
+  }
+  for (int64_t m = 0; m < M; ++m)
+    if (!seen[m]) out.unused.push_back(m);
+  return out;
+}
+
 void check_node(const torch::Tensor& t, const torch::Tensor& x, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == x.scalar_type(), name,
               " must be a CPU tensor of x's dtype");
@@ -619,71 +696,79 @@ torch::Tensor type_input(const torch::Tensor& type, const torch::Tensor& x, int6
   return out;
 }
 
+// P (n_types, K, C) of x's dtype, one row per term.
+void check_coefficients(const torch::Tensor& p, const torch::Tensor& x, const Terms& terms) {
+  TORCH_CHECK(p.dim() == 3 && p.size(1) == terms.count && p.size(2) == x.size(2) &&
+                  p.scalar_type() == x.scalar_type(),
+              "P must be (n_types, K, C) of x's dtype, one row per term");
+}
+
 }  // namespace
 
-// y[n, o, c] = sum_m P[type[n], o, m, c] nu_m(x[n, :, c]) (nu = mu(x), or mu'(x)[v] if v given).
+// y[n, o, c] = sum_{k: out[k] = o} P[type[n], k, c] nu_{mono[k]}(x[n, :, c]) (nu = mu(x), or
+// mu'(x)[v] if v given), (n, n_out, C).
 torch::Tensor sc_forward(torch::Tensor p, torch::Tensor x, c10::optional<torch::Tensor> v,
-                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes) {
+                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
+                         torch::Tensor terms, int64_t n_out) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be (n, d, C) on the CPU");
   x = x.contiguous();
   p = p.contiguous();
   check_node(x, x, "x");
-  TORCH_CHECK(p.dim() == 4 && p.size(3) == x.size(2) && p.scalar_type() == x.scalar_type(),
-              "P must be (n_types, n_out, M, C) of x's dtype");
   Monomials mono = monomials(pairs, cubes, x.size(1));
-  TORCH_CHECK(p.size(2) == mono.count(), "P has one row per monomial");
+  const Terms table = terms_input(terms, n_out, mono.count());
+  check_coefficients(p, x, table);
   torch::Tensor vc;
   if (v) {
     vc = v->contiguous();
     check_node(vc, x, "v");
   }
   type = type_input(type, x, p.size(0));
-  auto y = torch::empty({x.size(0), p.size(1), x.size(2)}, x.options());  // all written
+  auto y = torch::empty({x.size(0), n_out, x.size(2)}, x.options());  // all written
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_forward", [&] {
-    forward_impl<scalar_t>(mono, p.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+    forward_impl<scalar_t>(mono, table, p.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                            v ? vc.data_ptr<scalar_t>() : nullptr, type.data_ptr<int64_t>(),
-                           x.size(0), p.size(0), p.size(1), x.size(2), y.data_ptr<scalar_t>());
+                           x.size(0), p.size(0), x.size(2), y.data_ptr<scalar_t>());
   });
   return y;
 }
 
-// gP[s, o, m, c] = sum_{n: type[n] = s} G[n, o, c] nu_m(x[n, :, c]).
+// gP[s, k, c] = sum_{n: type[n] = s} G[n, out[k], c] nu_{mono[k]}(x[n, :, c]), (n_types, K, C).
 torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::Tensor> v,
                         torch::Tensor type, torch::Tensor pairs, torch::Tensor cubes,
-                        int64_t n_types) {
+                        torch::Tensor terms, int64_t n_types) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be (n, d, C) on the CPU");
   x = x.contiguous();
   g = g.contiguous();
   check_node(g, x, "G");
   Monomials mono = monomials(pairs, cubes, x.size(1));
+  const Terms table = terms_input(terms, g.size(1), mono.count());
   torch::Tensor vc;
   if (v) {
     vc = v->contiguous();
     check_node(vc, x, "v");
   }
   type = type_input(type, x, n_types);
-  auto gp = torch::empty({n_types, g.size(1), mono.count(), x.size(2)}, x.options());  // all written
+  auto gp = torch::empty({n_types, table.count, x.size(2)}, x.options());  // all written
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_moment", [&] {
-    moment_impl<scalar_t>(mono, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+    moment_impl<scalar_t>(mono, table, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                           v ? vc.data_ptr<scalar_t>() : nullptr, type.data_ptr<int64_t>(),
-                          x.size(0), n_types, g.size(1), x.size(2), gp.data_ptr<scalar_t>());
+                          x.size(0), n_types, x.size(2), gp.data_ptr<scalar_t>());
   });
   return gp;
 }
 
-// gx[n, a, c] = sum_{o, m} P[type[n], o, m, c] G[n, o, c] d nu_m / d x[n, a, c].
+// gx[n, a, c] = sum_k P[type[n], k, c] G[n, out[k], c] d nu_{mono[k]} / d x[n, a, c].
 torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
                           c10::optional<torch::Tensor> v, torch::Tensor type,
-                          torch::Tensor pairs, torch::Tensor cubes) {
+                          torch::Tensor pairs, torch::Tensor cubes, torch::Tensor terms) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be (n, d, C) on the CPU");
   x = x.contiguous();
   g = g.contiguous();
   p = p.contiguous();
   check_node(g, x, "G");
   Monomials mono = monomials(pairs, cubes, x.size(1));
-  TORCH_CHECK(p.dim() == 4 && p.size(1) == g.size(1) && p.size(2) == mono.count() &&
-                  p.size(3) == x.size(2) && p.scalar_type() == x.scalar_type(),
-              "P must be (n_types, n_out, M, C) of x's dtype");
+  const Terms table = terms_input(terms, g.size(1), mono.count());
+  check_coefficients(p, x, table);
   torch::Tensor vc;
   if (v) {
     vc = v->contiguous();
@@ -692,10 +777,10 @@ torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
   type = type_input(type, x, p.size(0));
   auto gx = torch::zeros_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sc_gradient", [&] {
-    gradient_impl<scalar_t>(mono, p.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+    gradient_impl<scalar_t>(mono, table, p.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
                             x.data_ptr<scalar_t>(), v ? vc.data_ptr<scalar_t>() : nullptr,
-                            type.data_ptr<int64_t>(), x.size(0), p.size(0), p.size(1),
-                            x.size(2), gx.data_ptr<scalar_t>());
+                            type.data_ptr<int64_t>(), x.size(0), p.size(0), x.size(2),
+                            gx.data_ptr<scalar_t>());
   });
   return gx;
 }
