@@ -33,6 +33,7 @@ from equiforce.export.build import (
 )
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.models import save_model
+from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_INPUTS, PAIR_OF_EDGE, pair_inputs
 from equiforce.precision import apply_policy, from_name
 from equiforce.testing.models import tiny_allegro, tiny_mace
 from equiforce.testing.structures import (
@@ -56,7 +57,14 @@ TOLERANCES = {
 }
 
 
-def _export(family: str, dtype: torch.dtype, folder: Path, mode=None, backend="reference"):
+def _export(
+    family: str,
+    dtype: torch.dtype,
+    folder: Path,
+    mode=None,
+    backend="reference",
+    per_atom: bool = True,
+):
     model = BUILDERS[family](dtype).eval()
     if mode is not None:
         model = apply_policy(model, from_name(mode))
@@ -64,7 +72,7 @@ def _export(family: str, dtype: torch.dtype, folder: Path, mode=None, backend="r
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # as on a multi-core machine: the package must not depend on it
     try:
-        metadata = export_potential(model, path, backend=backend, stress=True, per_atom=True)
+        metadata = export_potential(model, path, backend=backend, stress=True, per_atom=per_atom)
     finally:
         torch.set_num_threads(threads)
     return model, path, metadata
@@ -79,6 +87,13 @@ def mace_fast_float64(tmp_path_factory):
     """MACE's fast kernels (export_ops: plain torch ops, weights folded), float64: exact."""
     folder = tmp_path_factory.mktemp("mace_fast64")
     return _export("mace", torch.float64, folder, backend="fast")
+
+
+@pytest.fixture(scope="module")
+def mace_paired_float64(tmp_path_factory):
+    """The same without per-atom outputs: the program takes the edges' bonds."""
+    folder = tmp_path_factory.mktemp("mace_paired64")
+    return _export("mace", torch.float64, folder, backend="fast", per_atom=False)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +163,36 @@ def test_package_equals_eager_on_structures_unseen_at_export(exported):
         for name in names + [keys.STRESS] * stress:
             assert got[name].dtype == torch.float64
             _assert_close(got[name], want[name], TOLERANCES[_mode(metadata)], name)
+
+
+def test_a_mace_package_runs_its_radial_mlps_once_per_bond(mace_paired_float64, mace_fast_float64):
+    """Without per-atom outputs a MACE program takes the edges' bonds (its loader finds them):
+    equal to eager per edge in float64, also with each edge its own bond; a pairing that ties
+    edges of different lengths changes the energy (the inputs are read, not ignored)."""
+    model, path, metadata = mace_paired_float64
+    assert set(PAIR_INPUTS) <= set(metadata["inputs"])
+    assert not set(PAIR_INPUTS) & set(mace_fast_float64[2]["inputs"])  # per-edge gradients
+    package = load_exported(path)
+    model.pair_edges = False  # eager per edge
+    try:
+        for atoms in [make_molecule(), make_triclinic_cu(seed=4), make_slab(), make_fcc_cu(3)]:
+            batch = package.batch(atoms)
+            stress = bool(atoms.pbc.all())
+            want = model(batch, compute_stress=stress, create_graph=False)
+            bonds = pair_inputs(batch)
+            assert bonds[PAIR_FIRST].shape[0] < batch[keys.EDGE_INDEX].shape[1]
+            edges = torch.arange(batch[keys.EDGE_INDEX].shape[1])
+            for pairs in [{}, bonds, {PAIR_FIRST: edges, PAIR_OF_EDGE: edges}]:
+                got = package({**batch, **pairs}, compute_stress=stress)
+                for name in [keys.ENERGY, keys.FORCES] + [keys.STRESS] * stress:
+                    _assert_close(got[name], want[name], TOL.fp64, name)
+        batch = package.batch(make_molecule())
+        want = model(batch, create_graph=False)[keys.ENERGY]
+    finally:
+        model.pair_edges = True
+    tied = {PAIR_FIRST: torch.zeros(1, dtype=torch.long)}  # every edge reads edge 0's radii
+    tied[PAIR_OF_EDGE] = torch.zeros(batch[keys.EDGE_INDEX].shape[1], dtype=torch.long)
+    assert (package({**batch, **tied})[keys.ENERGY] - want).abs().max() > 1e-3
 
 
 def test_package_kernels_are_serial_whatever_the_threads_of_the_export(mace_fast_float64):

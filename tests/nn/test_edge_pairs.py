@@ -1,7 +1,10 @@
 """Edges paired with their reverses, and MACE with its radial MLP once per bond.
 
 ``edge_pairs`` must put exactly ``(i, j, S)`` and ``(j, i, -S)`` together (an atom's own
-periodic images included), leave a half list alone, and MACE evaluated with pairs must equal
+periodic images included), leave a half list alone (``bond_pairs``, which an exported
+package's loader uses, pairs every list: a half list's edges are their own pairs, a small
+molecule's reverses are paired), and MACE evaluated with pairs (found, or carried by the
+batch as ``PAIR_INPUTS``) must equal
 MACE evaluated per edge: energies, forces, stress and the parameter gradients of a force
 loss (double backward), float64 to 1e-10. Per-edge gradients are asked of the model without
 pairs (they would differ), so they too equal the per-edge evaluation's.
@@ -17,7 +20,7 @@ from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import use_backend
 from equiforce.models import potential as potential_module
-from equiforce.nn.edge_pairs import edge_pairs
+from equiforce.nn.edge_pairs import bond_pairs, edge_pairs, pair_inputs
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule, make_triclinic_cu
 
@@ -127,6 +130,45 @@ def test_mace_with_pairs_equals_mace_per_edge(batch, backend, train, edge_gradie
     want = _predict(model, batch, train, edge_gradients)
     assert len(calls) == (0 if edge_gradients else 1)
     assert got.keys() == want.keys()
+    for name, value in want.items():
+        scale = max(float(value.abs().max()), 1.0)
+        assert float((got[name] - value).abs().max()) <= TOL * scale, name
+
+
+def test_bond_pairs_pair_every_list():
+    """``bond_pairs`` pairs a molecule of < 256 edges (which ``edge_pairs`` leaves alone) as
+    ``edge_pairs`` pairs a large list, and a half list's edges each with itself."""
+    small = _graph(make_molecule("CH3CH2OH", seed=1), 4.0)
+    edges = _edge_keys(small)
+    pairs = bond_pairs(small[keys.EDGE_INDEX], small[keys.EDGE_SHIFT])
+    assert 2 * pairs.first.shape[0] == len(edges)
+    for edge, pair in enumerate(pairs.of_edge.tolist()):
+        i, j, *shift = edges[int(pairs.first[pair])]
+        assert edges[edge] in {(i, j, *shift), (j, i, *(-s for s in shift))}
+    half = pairs.first
+    alone = bond_pairs(small[keys.EDGE_INDEX][:, half], small[keys.EDGE_SHIFT][half])
+    assert torch.equal(alone.first, torch.arange(half.shape[0]))
+    assert torch.equal(alone.of_edge, torch.arange(half.shape[0]))
+
+
+@pytest.mark.parametrize("edge_gradients", [False, True])
+def test_pairs_the_batch_carries_are_used(batch, edge_gradients, monkeypatch):
+    """A batch with ``PAIR_INPUTS`` (an exported program's inputs) gives MACE those pairs,
+    found by no one else, unless per-edge gradients are asked; the result equals per edge."""
+    model = use_backend(tiny_mace(torch.float64, correlation=3, seed=4), "fast")
+    given = []
+    original = potential_module.EdgePairs
+
+    def recorded(*args):
+        given.append(original(*args))
+        return given[-1]
+
+    monkeypatch.setattr(potential_module, "EdgePairs", recorded)
+    monkeypatch.setattr(potential_module, "edge_pairs", lambda *args: pytest.fail("searched"))
+    got = _predict(model, {**batch, **pair_inputs(batch)}, False, edge_gradients)
+    assert len(given) == 1  # built from the batch (and dropped with per-edge gradients)
+    model.pair_edges = False
+    want = _predict(model, batch, False, edge_gradients)
     for name, value in want.items():
         scale = max(float(value.abs().max()), 1.0)
         assert float((got[name] - value).abs().max()) <= TOL * scale, name

@@ -12,6 +12,9 @@ AOTInductor loaders run:
    symmetric contraction as one product over the used monomials);
 2. ``models.compile.trace_potential`` traces one whole energy → forces (→ stress) call
    (derivatives included) with symbolic atom and edge axes, on the periodic validation cell;
+   a MACE program without per-edge outputs also takes the edges' bonds
+   (``nn.edge_pairs.PAIR_INPUTS``, a symbolic pair axis; ``load_exported``'s call finds them),
+   so its radial MLPs run once per bond, not once per edge;
 3. the weights become buffers of the graph (so they are packaged), the outputs are cut to the
    requested ones, and ``torch.export.export`` exports it with the atom and edge axes dynamic
    (from 2 up; the atom axis up to ``max_atoms`` when given, the edge axis unbounded: its
@@ -72,6 +75,7 @@ from equiforce.kernels.export_ops import exportable
 from equiforce.kernels.extension import mace_ops
 from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
 from equiforce.models.potential import Potential
+from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_INPUTS, PAIR_OF_EDGE, pair_inputs
 from equiforce.precision import current_policy
 
 __all__ = [
@@ -220,7 +224,7 @@ def _exported_program(
 ) -> tuple[torch.export.ExportedProgram, list[str], dict[str, Any] | None]:
     """Steps 2-3 of the module docstring; returns the program, its input keys and the
     ``kernel_library`` it calls (``_kernel_library``)."""
-    names = sorted(name for name in keys.MODEL_INPUT_KEYS if name in batch)
+    names = sorted(name for name in (*keys.MODEL_INPUT_KEYS, *PAIR_INPUTS) if name in batch)
     state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
     args = [batch[name] for name in names]
     edge_gradients = keys.EDGE_GRADIENT in outputs
@@ -231,7 +235,8 @@ def _exported_program(
         raise ExportError(f"the potential does not produce {missing}")
     _freeze(graph, len(names), state, [out_keys.index(name) for name in outputs])
     atoms, edges = Dim("n_atoms", min=2, max=max_atoms), Dim("n_edges", min=2)
-    per_axis = {keys.EDGE_INDEX: edges, keys.EDGE_SHIFT: edges}
+    per_axis = {keys.EDGE_INDEX: edges, keys.EDGE_SHIFT: edges, PAIR_OF_EDGE: edges}
+    per_axis[PAIR_FIRST] = Dim("n_pairs", min=1)
     dynamic = tuple(
         {_SYMBOLIC_AXIS[name]: per_axis.get(name, atoms)} if name in _SYMBOLIC_AXIS else None
         for name in names
@@ -358,6 +363,8 @@ def export_potential(
     outputs += [keys.NODE_ENERGY, keys.EDGE_GRADIENT] if per_atom else []
     periodic = validation_structures(model.type_names)["periodic"]
     traced = atoms_batch(periodic, model.type_names, model.r_max, device)
+    if model.energy_model.uses_edge_pairs and not per_atom:
+        traced.update(pair_inputs(traced))  # MACE's radial MLPs once per bond (step 2)
     program, inputs, library = _exported_program(model, traced, outputs, stress, max_atoms)
     metadata = _metadata(model, outputs, inputs, device, max_atoms, backend, threads)
     metadata["kernel_library"] = library

@@ -29,6 +29,7 @@ from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.files import atomic_write
+from equiforce.nn.edge_pairs import PAIR_FIRST, pair_inputs
 from equiforce.op_library import load_op_library, loaded_op_library
 
 __all__ = [
@@ -288,7 +289,9 @@ class ExportedPotential:
 
         Args:
             data: batch of one graph (``equiforce.data.keys``; ``batch`` as produced by
-                ``batch``), at least 2 atoms and 2 edges.
+                ``batch``), at least 2 atoms and 2 edges. Where the program takes the edges'
+                bonds (MACE; ``inputs`` lists ``nn.edge_pairs.PAIR_INPUTS``) and ``data``
+                carries none, they are found here (``nn.edge_pairs.pair_inputs``).
             compute_forces: accepted for ``Potential.forward`` compatibility; a package
                 always computes forces.
             compute_stress: requires a package exported with stress.
@@ -321,5 +324,7 @@ class ExportedPotential:
                 f"this package was exported with --max-atoms {self.max_atoms}; the structure "
                 f"has {n_atoms} atoms (export again with a larger --max-atoms)"
             )
+        if PAIR_FIRST in self.inputs and PAIR_FIRST not in data:
+            data = {**data, **pair_inputs(data)}  # the program takes the edges' bonds
         inputs = [data[name].to(self.device) for name in self.inputs]
         return dict(zip(self.outputs, self._run(inputs), strict=True))

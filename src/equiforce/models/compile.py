@@ -53,16 +53,19 @@ from equiforce.data import keys
 from equiforce.models.check import check_model
 from equiforce.models.contract import POTENTIAL_METADATA
 from equiforce.models.potential import Potential
+from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_OF_EDGE
 
 __all__ = ["CompiledPotential", "compile_potential", "trace_potential"]
 
-# the one symbolic axis of each batch input that has one: atoms or edges
+# the one symbolic axis of each batch input that has one: atoms, edges or bonds (edge pairs)
 _SYMBOLIC_AXIS = {
     keys.POSITIONS: 0,
     keys.ATOM_TYPE: 0,
     keys.BATCH: 0,
     keys.EDGE_INDEX: 1,
     keys.EDGE_SHIFT: 0,
+    PAIR_FIRST: 0,
+    PAIR_OF_EDGE: 0,
 }
 
 

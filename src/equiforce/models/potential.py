@@ -35,7 +35,7 @@ from torch import nn
 
 from equiforce.data import keys
 from equiforce.models.local_blocks import Block, BlockPlan, BlockSettings, SavedBytes
-from equiforce.nn.edge_pairs import edge_pairs
+from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_OF_EDGE, EdgePairs, edge_pairs
 
 NODE_FEATURES = "node_features"  # (n_atoms, n_features) model dtype, invariant per-atom features
 # optional batch entry, an ``equiforce.nn.edge_pairs.EdgePairs``: the bonds of the edges,
@@ -57,8 +57,9 @@ class Potential(nn.Module):
         pair_edges: give an energy model that ``uses_edge_pairs`` (MACE) the bonds of the
             edges (``EDGE_PAIRS``, ``equiforce.nn.edge_pairs``) on eager calls that ask for
             no per-edge gradients, so that it evaluates its radial functions once per bond;
-            equal to the per-edge evaluation to rounding. False: always per edge (what a
-            traced or exported graph runs). Not saved.
+            equal to the per-edge evaluation to rounding. False: per edge unless the batch
+            carries its pairs (``PAIR_INPUTS`` of ``equiforce.nn.edge_pairs``, as an exported
+            MACE package's program takes them). Not saved.
     """
 
     def __init__(self, energy_model: nn.Module, family: str, spec: Any):
@@ -124,6 +125,8 @@ class Potential(nn.Module):
         """
         create_graph = self.training if create_graph is None else create_graph
         inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
+        if PAIR_FIRST in data and self.energy_model.uses_edge_pairs:  # the batch's own bonds
+            inputs[EDGE_PAIRS] = EdgePairs(data[PAIR_FIRST], data[PAIR_OF_EDGE])
         inputs[keys.POSITIONS] = inputs[keys.POSITIONS].to(torch.float64)
         inputs[keys.CELL] = inputs[keys.CELL].to(torch.float64)
         # create_graph first: a traced (compiled) call must not read the edge count
@@ -184,7 +187,9 @@ class Potential(nn.Module):
         inputs[keys.POSITIONS] = pos_strained
         inputs[keys.CELL] = cell
         inputs[keys.EDGE_VEC] = edge_vectors(pos_strained, cell, inputs)
-        if self.pair_edges and self.energy_model.uses_edge_pairs and not compute_edge_gradients:
+        if compute_edge_gradients:
+            inputs.pop(EDGE_PAIRS, None)
+        elif EDGE_PAIRS not in inputs and self.pair_edges and self.energy_model.uses_edge_pairs:
             inputs[EDGE_PAIRS] = edge_pairs(inputs[keys.EDGE_INDEX], inputs[keys.EDGE_SHIFT])
         out = dict(self.energy_model(inputs, extra_outputs))
         out[keys.ENERGY] = graph_energy(out[keys.NODE_ENERGY], batch, n_graphs)

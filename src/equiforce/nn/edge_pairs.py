@@ -10,9 +10,13 @@ executors), so no (n_edges x weights) copy is made, nor summed back in the backw
 
 ``edge_pairs`` finds the pairs from the integer edge list; an edge whose reverse is absent
 (a half list, a LAMMPS domain's edges into ghost atoms) is a pair of its own, so the result
-is right for any list. When pairing would save little (fewer than a quarter of the edges
-merged, or fewer than 256 edges), and under symbolic tracing or compilation (the pairs
-depend on the data), it returns None and the caller evaluates per edge.
+is right for any list. When pairing would save little in eager code (fewer than a quarter of
+the edges merged, or fewer than 256 edges, where the per-operation overhead hides the saved
+rows), and under symbolic tracing or compilation (the pairs depend on the data), it returns
+None and the caller evaluates per edge. ``bond_pairs`` always pairs: an exported MACE package
+takes the pairs as two inputs (``PAIR_INPUTS``: ``EdgePairs.first``, ``EdgePairs.of_edge``;
+their count is a dynamic axis of the program) and its loader finds them with it
+(``pair_inputs``), so a package runs its radial MLPs once per bond at any size.
 
 Pairing ties the two edges of a bond together: the energy is then a different function of
 *independent* edge vectors (the same on the physical ones, where reverse edges are
@@ -27,7 +31,23 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["EdgePairs", "edge_pairs"]
+from equiforce.data import keys
+
+__all__ = [
+    "PAIR_FIRST",
+    "PAIR_INPUTS",
+    "PAIR_OF_EDGE",
+    "EdgePairs",
+    "bond_pairs",
+    "edge_pairs",
+    "pair_inputs",
+]
+
+# Batch keys of the pairs where a program takes them as inputs (an exported package): the
+# (n_pairs,) ``EdgePairs.first`` and the (n_edges,) ``EdgePairs.of_edge``, int64.
+PAIR_FIRST = "edge_pair_first"
+PAIR_OF_EDGE = "edge_pair_of"
+PAIR_INPUTS = (PAIR_FIRST, PAIR_OF_EDGE)
 
 # Use pairs only when they are at most this fraction of the edges, and on graphs of at
 # least _MIN_EDGES edges: below either the saved rows do not pay for finding the pairs
@@ -71,6 +91,32 @@ def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs 
     n_edges = edge_index.shape[1]
     if not isinstance(n_edges, int) or torch.compiler.is_compiling() or n_edges < _MIN_EDGES:
         return None
+    pairs = _find_pairs(edge_index, edge_shift)
+    if pairs is None or pairs.first.shape[0] > _MAX_PAIR_FRACTION * n_edges:
+        return None
+    return pairs
+
+
+def bond_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs:
+    """``edge_pairs`` at any size and pairing fraction (an eager call, at least one edge);
+    where the pair keys would not fit in int64, each edge is a pair of its own."""
+    pairs = _find_pairs(edge_index, edge_shift)
+    if pairs is None:
+        edges = torch.arange(edge_index.shape[1], device=edge_index.device)
+        return EdgePairs(edges, edges)
+    return pairs
+
+
+def pair_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``PAIR_INPUTS`` of a batch's edges (``bond_pairs``), for a program that takes them."""
+    pairs = bond_pairs(batch[keys.EDGE_INDEX], batch[keys.EDGE_SHIFT])
+    return {PAIR_FIRST: pairs.first, PAIR_OF_EDGE: pairs.of_edge}
+
+
+def _find_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:
+    """The pairs of an eager edge list (at least one edge), or None where the keys would
+    not fit in int64."""
+    n_edges = edge_index.shape[1]
     centre, neighbour = edge_index[0], edge_index[1]
     shift = edge_shift.round().to(torch.int64)
     reach = int(shift.abs().max())
@@ -88,13 +134,11 @@ def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs 
         torch.where(centre > neighbour, flipped, torch.maximum(code, flipped)),
     )
     low, high = torch.minimum(centre, neighbour), torch.maximum(centre, neighbour)
-    keys = (low * n_nodes + high) * base**3 + code
-    unique, of_edge = torch.unique(keys, return_inverse=True)
+    bond = (low * n_nodes + high) * base**3 + code
+    unique, of_edge = torch.unique(bond, return_inverse=True)
     n_pairs = unique.shape[0]
-    if n_pairs > _MAX_PAIR_FRACTION * n_edges:
-        return None
-    edges = torch.arange(n_edges, device=keys.device)
-    first = torch.full((n_pairs,), n_edges, dtype=torch.int64, device=keys.device)
+    edges = torch.arange(n_edges, device=bond.device)
+    first = torch.full((n_pairs,), n_edges, dtype=torch.int64, device=bond.device)
     first = first.scatter_reduce(0, of_edge, edges, "amin")
     return EdgePairs(first, of_edge)
 
