@@ -2,7 +2,8 @@
 
 For the model an exported package runs (the preset on ``--backend``, passed through
 ``equiforce.kernels.export_ops.exportable`` as ``equiforce export`` does), one energy + forces
-call on one AcAc molecule is run eagerly under a dispatch mode that records every aten op
+call on one AcAc molecule (MACE: with the edges' bonds, radial MLPs once per bond, as a
+package runs them) is run eagerly under a dispatch mode that records every aten op
 torch's FLOP counter knows (``torch.utils.flop_counter``: mm, addmm, bmm, baddbmm, ...: the
 matrix products) with its operand shapes and FLOPs. Each recorded product is then replayed
 alone on fresh contiguous operands of the same shapes and dtype and timed in CPU time of the
@@ -42,6 +43,7 @@ from equiforce.kernels import use_backend
 from equiforce.kernels.export_ops import exportable
 from equiforce.measure.timing import time_call
 from equiforce.models.presets import PRESETS, preset_potential
+from equiforce.nn.edge_pairs import pair_inputs
 from equiforce.workflows.bench.report import write_json
 from equiforce.workflows.bench.systems import acetylacetone
 
@@ -95,6 +97,8 @@ def _case(preset: str, dtype: str, backend: str, repeats: int) -> dict[str, Any]
     model = exportable(use_backend(preset_potential(preset, dtype).eval(), backend))
     atoms = acetylacetone(0)
     batch = atoms_batch(atoms, list(model.type_names), model.r_max, torch.device("cpu"))
+    if model.energy_model.uses_edge_pairs:  # as a package without per-atom outputs runs
+        batch.update(pair_inputs(batch))
     calls = record_products(model, batch)
     torch_dtype = getattr(torch, dtype)
     per_op: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0, "gflop": 0.0, "ms": 0.0})
