@@ -1,13 +1,16 @@
 """Every kernel backend against ``reference`` over a catalogue of real MACE layer shapes.
 
 For each executor kind, size (small/medium/large: 16/64/128 channels, hidden L 0/1/2,
-max_ell 3, correlation 1..3, 1..4 species), dtype (float32, float64) and device (CPU; CUDA
-cases skip without a GPU): forward outputs, first derivatives, and the parameter (and input)
+max_ell 3, correlation 1..3, 1..4 species), feature layout (``mul_ir``, and ``ir_mul`` as
+MACE runs them), dtype (float32, float64) and device (CPU; CUDA cases skip without a GPU):
+forward outputs, first derivatives, and the parameter (and input)
 gradients of a force-style loss ``|d(y . v)/dx|^2`` (double backward) agree with the
 reference executor holding the same weights.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -38,6 +41,7 @@ DEVICES = [
 TOLERANCES = {torch.float64: TOL.fp64, torch.float32: TOL.fp32}
 GRAD_TOLERANCES = {torch.float64: TOL.fp64_grad, torch.float32: TOL.fp32}
 FAST_BACKENDS = [p for p in BACKEND_PARAMS if p.values[0] != "reference"]
+LAYOUTS = ["mul_ir", "ir_mul"]
 
 
 def _linear_case(size: str) -> tuple:
@@ -106,9 +110,11 @@ def _assert_agree(ref: dict, other: dict, dtype) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_linear_matches_reference(backend, size, dtype, device):
+def test_linear_matches_reference(backend, layout, size, dtype, device):
     desc, n_types = _linear_case(size)
+    desc = dataclasses.replace(desc, layout=layout)
     ref, other = _pair("linear", backend, (desc, torch.Generator().manual_seed(1)), dtype, device)
     x = _randn(9, desc.irreps_in.dim, dtype=dtype, device=device, seed=2)
     atom_type = torch.arange(9, device=device) % max(n_types, 1)
@@ -122,11 +128,12 @@ def test_linear_matches_reference(backend, size, dtype, device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_channelwise_tp_matches_reference(backend, size, dtype, device):
+def test_channelwise_tp_matches_reference(backend, layout, size, dtype, device):
     channels, lmax = SIZES[size]
     layer_one = size == "small"  # scalar node features: MACE's first interaction
-    desc = _tp(channels, 0 if layer_one else lmax)
+    desc = dataclasses.replace(_tp(channels, 0 if layer_one else lmax), layout=layout)
     ref, other = _pair("channelwise_tp", backend, (desc,), dtype, device)
     n_nodes, n_edges = 6, 20
     nodes = _randn(n_nodes, desc.irreps_in1.dim, dtype=dtype, device=device, seed=3)
@@ -167,9 +174,11 @@ def test_channelwise_tp_reads_strided_edge_indices(backend):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_symmetric_contraction_matches_reference(backend, size, dtype, device):
+def test_symmetric_contraction_matches_reference(backend, layout, size, dtype, device):
     desc, n_types = _symmetric_case(size)
+    desc = dataclasses.replace(desc, layout=layout)
     args = (desc, n_types, torch.Generator().manual_seed(7))
     ref, other = _pair("symmetric_contraction", backend, args, dtype, device)
     dim = desc.coupling_irreps.dim

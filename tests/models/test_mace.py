@@ -15,6 +15,7 @@ from equiforce.models import MODELS, build_model
 from equiforce.models.mace import MACESpec, build_mace
 from equiforce.models.registry import spec_from_dict
 from equiforce.nn.mace import Product
+from equiforce.nn.mace.layout import NODE_LAYOUT
 from equiforce.o3 import Irreps, wigner_D
 from equiforce.testing.structures import make_molecule
 from equiforce.testing.tolerances import TOL
@@ -164,9 +165,12 @@ def test_product_block_is_equivariant(reflect):
     det = float(torch.linalg.det(matrix))
 
     def representation(irreps: Irreps) -> torch.Tensor:
+        """The rotation on features in MACE's ``ir_mul`` layout: ``D (x) 1`` per block."""
+        assert NODE_LAYOUT == "ir_mul"
         blocks = []
         for mul, ir in irreps:
-            blocks += [wigner_D(ir.l, matrix * det) * (det if ir.p == -1 else 1.0)] * mul
+            rotation = wigner_D(ir.l, matrix * det) * (det if ir.p == -1 else 1.0)
+            blocks.append(torch.kron(rotation, torch.eye(mul, dtype=rotation.dtype)))
         return torch.block_diag(*blocks)
 
     x = torch.randn(

@@ -1,7 +1,8 @@
 """Layout changes of node features as one column permutation, one autograd node per pass.
 
-The MACE fast executors move node features between the e3nn layout ``(n, sum mul * dim)``
-(per irrep block: channel-major, ``[u * dim + m]``) and the channel-last layout
+The fast executors of a descriptor in e3nn's ``mul_ir`` layout (``o3.irreps.LAYOUTS``; MACE
+itself runs ``ir_mul`` and needs none of this) move node features between ``(n, sum mul *
+dim)`` (per irrep block: channel-major, ``[u * dim + m]``) and the channel-last layout
 ``(n, sum dim, mul)`` of the C++ kernels. Written with torch ops, each move is a split, a
 reshape and a transpose per block and a cat: about a dozen autograd nodes, again in the force
 backward and in the parameter backward of force training. Both layouts hold the same numbers,

@@ -2,7 +2,8 @@
 
 Wraps ``cuequivariance_torch.ChannelWiseTensorProduct`` (gather by sender, scatter by
 receiver inside the op) behind the same contract and (empty) state dict as
-``reference.ChannelwiseTensorProduct``. cuEquivariance builds the same paths in the same
+``reference.ChannelwiseTensorProduct``, in either feature layout (cuEquivariance's own
+``mul_ir`` / ``ir_mul``). cuEquivariance builds the same paths in the same
 order and normalisation as ``ChannelwiseTPDescriptor`` but with its own Clebsch–Gordan
 phases, so one factor per path (±1, measured once at construction against the reference on
 a one-channel copy of the descriptor) is folded into the per-edge weights.
@@ -49,7 +50,7 @@ def _module(desc: ChannelwiseTPDescriptor, method: str, math_dtype, device, dtyp
         cue.Irreps("O3", str(desc.irreps_in1)),
         cue.Irreps("O3", str(desc.irreps_in2)),
         [cue.O3(ir.l, ir.p) for _, ir in desc.irreps_filter],
-        layout=cue.mul_ir,
+        layout=cue.ir_mul if desc.layout == "ir_mul" else cue.mul_ir,
         shared_weights=False,
         internal_weights=False,
         method=method,
@@ -61,7 +62,7 @@ def _module(desc: ChannelwiseTPDescriptor, method: str, math_dtype, device, dtyp
 
 def _path_factors(desc: ChannelwiseTPDescriptor) -> torch.Tensor:
     """Per weight: reference output / cuEquivariance output, path by path (±1)."""
-    single = ChannelwiseTPDescriptor(
+    single = ChannelwiseTPDescriptor(  # one channel: the same numbers in either layout
         Irreps([(1, ir) for _, ir in desc.irreps_in1]), desc.irreps_in2, desc.irreps_filter
     )
     ours = reference.ChannelwiseTensorProduct(single)

@@ -83,7 +83,7 @@ class ExportChannelwiseTensorProduct(FastChannelwiseTensorProduct):
             0, rows_out, products.reshape(-1, channels)
         )
         out = out.reshape(n_nodes, self.d_out, channels)
-        return self.e3nn_layout(out).to(io_dtype)
+        return self.output_layout(out).to(io_dtype)
 
 
 class ExportSymmetricContraction(FastSymmetricContraction):
@@ -170,11 +170,12 @@ class ExportSymmetricContraction(FastSymmetricContraction):
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
         """The polynomial of x (n, C, d) for atoms of species atom_type (n,) int64:
-        (n, irreps_out.dim) in e3nn layout, as ``reference.SymmetricContraction.forward``."""
+        (n, irreps_out.dim) in ``descriptor.layout``, as
+        ``reference.SymmetricContraction.forward``."""
         io_dtype = x.dtype
         if hasattr(self, "kernel_folded"):
             out = self._kernels(x.to(self.kernel_folded.dtype), atom_type, self.kernel_folded)
-            return self.e3nn_layout(out).to(io_dtype)
+            return self.output_layout(out).to(io_dtype)
         if not hasattr(self, "folded"):
             return super().forward(x, atom_type)
         n = x.shape[0]
@@ -201,7 +202,7 @@ class ExportSymmetricContraction(FastSymmetricContraction):
         every = every.reshape(every.shape[0], self.n_types, -1, n)  # (C, S, o, n)
         own = nn.functional.one_hot(atom_type, self.n_types).T.to(every.dtype)  # (S, n)
         out = (every * own[None, :, None, :]).sum(dim=1).permute(2, 0, 1)  # (n, C, o)
-        return self.e3nn_layout(out).to(io_dtype)
+        return self.output_layout(out).to(io_dtype)
 
 
 _EXPORT_CLASSES = {

@@ -8,6 +8,10 @@ produces every species' output, ``(sum mul_in, n_types * mul_out)``, and each ro
 own species' (a dense product instead of a per-atom gathered weight tensor; ``n_types`` times
 the multiply-adds, which are few at node level).
 
+In the ``ir_mul`` layout (``descriptor.layout``) a block already is ``(n, dim, mul)``: its
+rows go into the GEMM's operand by one contiguous copy (none for a lone scalar block) and the
+GEMM's output is the output block as it lies, with no transposes either way.
+
 Support: any device and floating dtype; any grad order; deterministic; plain torch ops
 (``torch.compile``/``torch.export`` friendly). ``math_dtype`` (None: the weight's) is the
 dtype of the products; the output comes back in the input dtype.
@@ -22,6 +26,7 @@ from torch import nn
 
 from equiforce.kernels import split_cat
 from equiforce.o3.descriptors import LinearDescriptor
+from equiforce.o3.irreps import flatten_block, unflatten_block
 
 __all__ = ["FastLinear"]
 
@@ -64,11 +69,11 @@ class FastLinear(nn.Module):
         """Apply the map.
 
         Args:
-            x: (n, irreps_in.dim).
+            x: (n, irreps_in.dim) in ``descriptor.layout``.
             atom_type: (n,) int64 species index; required iff ``n_types > 0``.
 
         Returns:
-            (n, irreps_out.dim).
+            (n, irreps_out.dim) in ``descriptor.layout``.
         """
         desc = self.descriptor
         io_dtype = x.dtype
@@ -87,7 +92,10 @@ class FastLinear(nn.Module):
             # (n * dim, sum mul_in): channels of every input block of this irrep, side by side
             # (a scalar block alone is a view: no copy)
             stacked = _cat(
-                [blocks[p.i_in].reshape(n, p.mul_in, ir.dim).transpose(1, 2) for p in paths],
+                [
+                    unflatten_block(blocks[p.i_in], p.mul_in, ir.dim, desc.layout).transpose(1, 2)
+                    for p in paths
+                ],
                 dim=2,
             ).reshape(n * ir.dim, -1)
             size = types * mul_out
@@ -106,7 +114,8 @@ class FastLinear(nn.Module):
                 rows = (torch.arange(n * ir.dim, device=x.device) * types).reshape(n, ir.dim)
                 rows = (rows + atom_type.reshape(n, 1)).reshape(-1)
                 y = y.reshape(-1, mul_out).index_select(0, rows)
-            outputs.append(y.reshape(n, ir.dim, mul_out).transpose(1, 2).reshape(n, -1))
+            block = y.reshape(n, ir.dim, mul_out).transpose(1, 2)  # (n, mul_out, dim)
+            outputs.append(flatten_block(block, desc.layout))
         return split_cat.cat(outputs, dim=1).to(io_dtype)
 
 

@@ -130,9 +130,10 @@ class FastSymmetricContraction(ExactConstants):
             offset += monomial.shape[1]
         self.register_buffer("terms", torch.cat(terms, dim=1).contiguous(), persistent=False)
         self.out_dim = offset
-        perm, inverse = channel_last_permutation(descriptor.irreps_out)
-        self.register_buffer("out_perm", perm, persistent=False)
-        self.register_buffer("out_inverse", inverse, persistent=False)
+        if descriptor.layout == "mul_ir":  # the output, permuted from channel-last
+            perm, inverse = channel_last_permutation(descriptor.irreps_out)
+            self.register_buffer("out_perm", perm, persistent=False)
+            self.register_buffer("out_inverse", inverse, persistent=False)
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
         """Evaluate the polynomial.
@@ -142,7 +143,7 @@ class FastSymmetricContraction(ExactConstants):
             atom_type: (n,) int64.
 
         Returns:
-            (n, irreps_out.dim) in e3nn layout.
+            (n, irreps_out.dim) in ``descriptor.layout``.
         """
         io_dtype = x.dtype
         dtype = self.math_dtype or self.weights[0].dtype
@@ -155,12 +156,14 @@ class FastSymmetricContraction(ExactConstants):
             out = self._every_species(x.to(dtype), atom_type, weights)
         else:
             out = self._species_blocks(x.to(dtype), atom_type, weights)
-        return self.e3nn_layout(out).to(io_dtype)
+        return self.output_layout(out).to(io_dtype)
 
-    def e3nn_layout(self, out: torch.Tensor) -> torch.Tensor:
-        """(n, C, out_dim) -> (n, irreps_out.dim) in e3nn layout (no copy before the
-        permutation when ``out`` is the transposed view of a channel-last tensor)."""
+    def output_layout(self, out: torch.Tensor) -> torch.Tensor:
+        """(n, C, out_dim) -> (n, irreps_out.dim) in ``descriptor.layout`` (no copy for
+        ``ir_mul`` when ``out`` is the transposed view of a channel-last tensor)."""
         flat = out.transpose(1, 2).reshape(out.shape[0], -1)  # (n, out_dim * C) channel-last
+        if self.descriptor.layout == "ir_mul":
+            return flat
         return permute_columns(flat, self.out_inverse, self.out_perm)
 
     def kernel_coefficients(

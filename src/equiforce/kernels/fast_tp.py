@@ -103,20 +103,24 @@ class FastChannelwiseTensorProduct(ExactConstants):
         self.register_constant("coupling", coupling)
         self.register_buffer("triples", triples, persistent=False)
         self.register_buffer("swapped", swapped.contiguous(), persistent=False)
-        # node features in and messages out between the e3nn and channel-last layouts
-        for name, irreps in (("in", descriptor.irreps_in1), ("out", descriptor.irreps_out)):
-            perm, inverse = channel_last_permutation(irreps)
-            self.register_buffer(f"{name}_perm", perm, persistent=False)
-            self.register_buffer(f"{name}_inverse", inverse, persistent=False)
+        if descriptor.layout == "mul_ir":  # node features in and messages out, permuted
+            for name, irreps in (("in", descriptor.irreps_in1), ("out", descriptor.irreps_out)):
+                perm, inverse = channel_last_permutation(irreps)
+                self.register_buffer(f"{name}_perm", perm, persistent=False)
+                self.register_buffer(f"{name}_inverse", inverse, persistent=False)
 
     def channel_last(self, node_feats: torch.Tensor) -> torch.Tensor:
-        """(n, irreps_in1.dim) e3nn layout -> (n, d_in, U) channel-last."""
-        x = permute_columns(node_feats, self.in_perm, self.in_inverse)
-        return x.view(x.shape[0], -1, self.channels)
+        """(n, irreps_in1.dim) in ``descriptor.layout`` -> (n, d_in, U) channel-last."""
+        if self.descriptor.layout == "mul_ir":
+            node_feats = permute_columns(node_feats, self.in_perm, self.in_inverse)
+        return node_feats.reshape(node_feats.shape[0], -1, self.channels)
 
-    def e3nn_layout(self, out: torch.Tensor) -> torch.Tensor:
-        """(n, d_out, U) channel-last -> (n, irreps_out.dim) e3nn layout."""
-        return permute_columns(out.reshape(out.shape[0], -1), self.out_inverse, self.out_perm)
+    def output_layout(self, out: torch.Tensor) -> torch.Tensor:
+        """(n, d_out, U) channel-last -> (n, irreps_out.dim) in ``descriptor.layout``."""
+        flat = out.reshape(out.shape[0], -1)
+        if self.descriptor.layout == "ir_mul":
+            return flat
+        return permute_columns(flat, self.out_inverse, self.out_perm)
 
     def forward(
         self,
@@ -130,7 +134,7 @@ class FastChannelwiseTensorProduct(ExactConstants):
         """Messages summed onto receivers (shapes as ``reference.ChannelwiseTensorProduct``).
 
         Args:
-            node_feats: (n_nodes, irreps_in1.dim).
+            node_feats: (n_nodes, irreps_in1.dim) in ``descriptor.layout``.
             edge_attrs: (n_edges, irreps_in2.dim).
             edge_weights: (n_rows, weight_numel).
             sender: (n_edges,) int64.
@@ -139,7 +143,7 @@ class FastChannelwiseTensorProduct(ExactConstants):
                 row per edge). The CPU kernels read the shared rows in place.
 
         Returns:
-            (n_nodes, irreps_out.dim).
+            (n_nodes, irreps_out.dim) in ``descriptor.layout``.
         """
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
@@ -168,4 +172,4 @@ class FastChannelwiseTensorProduct(ExactConstants):
                 1, k, products
             )
             out = messages.new_zeros(n_nodes, *messages.shape[1:]).index_add(0, receiver, messages)
-        return self.e3nn_layout(out).to(io_dtype)
+        return self.output_layout(out).to(io_dtype)

@@ -21,6 +21,7 @@ from torch import nn
 
 from equiforce.kernels.constants import ExactConstants
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
+from equiforce.o3.irreps import flatten_block, unflatten_block
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 from equiforce.o3.wigner import wigner_3j
 
@@ -57,11 +58,11 @@ class Linear(nn.Module):
         """Apply the map.
 
         Args:
-            x: (n, irreps_in.dim).
+            x: (n, irreps_in.dim) in ``descriptor.layout``.
             atom_type: (n,) int64 species index; required iff ``n_types > 0``.
 
         Returns:
-            (n, irreps_out.dim).
+            (n, irreps_out.dim) in ``descriptor.layout``.
         """
         desc = self.descriptor
         io_dtype = x.dtype
@@ -70,7 +71,7 @@ class Linear(nn.Module):
         outputs: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
         blocks = x.split(self._in_dims, dim=1)  # split, not slicing: cheaper backward
         for path in desc.paths:
-            block = blocks[path.i_in].reshape(x.shape[0], path.mul_in, path.ir_dim)
+            block = unflatten_block(blocks[path.i_in], path.mul_in, path.ir_dim, desc.layout)
             if desc.n_types == 0:
                 size = path.mul_in * path.mul_out
                 w = weight[path.weight_offset : path.weight_offset + size]
@@ -87,7 +88,7 @@ class Linear(nn.Module):
         for out, (mul, ir) in zip(outputs, desc.irreps_out, strict=True):
             if out is None:
                 out = x.new_zeros(x.shape[0], mul, ir.dim)
-            flat.append(out.reshape(x.shape[0], mul * ir.dim))
+            flat.append(flatten_block(out, desc.layout))
         return torch.cat(flat, dim=1).to(io_dtype)
 
 
@@ -127,7 +128,7 @@ class ChannelwiseTensorProduct(ExactConstants):
         """Messages summed onto receivers.
 
         Args:
-            node_feats: (n_nodes, irreps_in1.dim).
+            node_feats: (n_nodes, irreps_in1.dim) in ``descriptor.layout``.
             edge_attrs: (n_edges, irreps_in2.dim), e.g. spherical harmonics.
             edge_weights: (n_rows, weight_numel) path weights, one row per edge unless
                 ``weight_row`` is given.
@@ -137,7 +138,7 @@ class ChannelwiseTensorProduct(ExactConstants):
                 share weights, e.g. the two directions of a bond), or None.
 
         Returns:
-            (n_nodes, irreps_out.dim).
+            (n_nodes, irreps_out.dim) in ``descriptor.layout``.
         """
         desc = self.descriptor
         io_dtype = node_feats.dtype
@@ -148,17 +149,16 @@ class ChannelwiseTensorProduct(ExactConstants):
             t.to(dtype) for t in (node_feats, edge_attrs, edge_weights)
         )
         gathered = node_feats[sender]
-        n_edges = gathered.shape[0]
         nodes = gathered.split(self._dims1, dim=1)
         attrs = edge_attrs.split(self._dims2, dim=1)
         weights = edge_weights.split([path.mul for path in desc.paths], dim=1)
         messages = [gathered.new_zeros(0)] * len(desc.paths)
         for index, path in enumerate(desc.paths):
             coupling = getattr(self, f"coupling_{index}").to(dtype)
-            x1 = nodes[path.i_in1].reshape(n_edges, path.mul, 2 * path.l1 + 1)
+            x1 = unflatten_block(nodes[path.i_in1], path.mul, 2 * path.l1 + 1, desc.layout)
             mixer = torch.einsum("ej,ijk->eik", attrs[path.i_in2], coupling)
             message = torch.einsum("eui,eik->euk", x1, mixer) * weights[index][:, :, None]
-            messages[path.i_out] = message.reshape(n_edges, path.mul * (2 * path.l_out + 1))
+            messages[path.i_out] = flatten_block(message, desc.layout)
         edge_out = torch.cat(messages, dim=1)
         summed = node_feats.new_zeros(node_feats.shape[0], edge_out.shape[1])
         return summed.index_add(0, receiver, edge_out).to(io_dtype)
@@ -218,11 +218,11 @@ class SymmetricContraction(ExactConstants):
         """Evaluate the polynomial.
 
         Args:
-            x: (n, C, d) features, d = coupling_irreps.dim (e3nn order of the blocks).
+            x: (n, C, d) features, d = coupling_irreps.dim (the blocks in irreps order).
             atom_type: (n,) int64.
 
         Returns:
-            (n, irreps_out.dim) in e3nn layout.
+            (n, irreps_out.dim) in ``descriptor.layout``.
         """
         io_dtype = x.dtype
         dtype = self.math_dtype or self.weights[0].dtype
@@ -254,7 +254,7 @@ class SymmetricContraction(ExactConstants):
         for o, blocks in enumerate(per_output):
             w = self.weights[o].to(dtype)[atom_type]
             out = torch.einsum("ncik,nkc->nci", torch.cat(blocks, dim=3), w)
-            outputs.append(out.reshape(n, channels * out.shape[2]))
+            outputs.append(flatten_block(out, self.descriptor.layout))
         return torch.cat(outputs, dim=1).to(io_dtype)
 
 

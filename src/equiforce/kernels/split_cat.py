@@ -1,6 +1,6 @@
 """``torch.cat`` whose backward is one ``split`` (``csrc/split_cat.cpp``), for block layouts.
 
-The MACE fast executors move node features between the e3nn layout and per-irrep blocks with
+The MACE fast executors assemble node features from per-irrep blocks with
 concatenations. torch's cat backward cuts the gradient into one ``narrow`` per block; under
 ``create_graph`` (force training) every narrow's own backward, in the parameter backward,
 zero-fills an array the size of the whole concatenation, copies its block in and adds the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from equiforce.o3.irreps import Irreps, block_slices
+from equiforce.o3.irreps import Irreps, block_slices, check_layout
 
 __all__ = ["ChannelwiseTPDescriptor", "LinearDescriptor", "LinearPath", "TPPath"]
 
@@ -57,6 +57,8 @@ class LinearDescriptor:
         irreps_in: input irreps.
         irreps_out: output irreps; blocks with no matching input are zero.
         n_types: number of species, or 0 for shared weights.
+        layout: order inside the blocks of the input and output features (``o3.irreps.LAYOUTS``;
+            the weights' layout does not depend on it).
         paths: derived list of ``LinearPath``.
         weight_numel: derived size of the flat weight vector.
     """
@@ -64,12 +66,14 @@ class LinearDescriptor:
     irreps_in: Irreps
     irreps_out: Irreps
     n_types: int = 0
+    layout: str = "mul_ir"
     paths: tuple[LinearPath, ...] = field(init=False)
     weight_numel: int = field(init=False)
 
     def __post_init__(self) -> None:
         _irreps_field(self, "irreps_in")
         _irreps_field(self, "irreps_out")
+        check_layout(self.layout)
         if self.n_types < 0:
             raise ValueError(f"n_types must be >= 0, got {self.n_types}")
         pairs = [
@@ -130,6 +134,8 @@ class ChannelwiseTPDescriptor:
         irreps_in1: node-feature irreps.
         irreps_in2: edge-attribute (SH) irreps, multiplicity 1 per block.
         irreps_filter: which output irreps to keep.
+        layout: order inside the blocks of the node features and the output
+            (``o3.irreps.LAYOUTS``; the edge attributes have multiplicity 1, the same in both).
         irreps_out: derived output irreps (sorted, not simplified).
         paths: derived paths, in weight order.
         weight_numel: derived number of per-edge weights.
@@ -138,6 +144,7 @@ class ChannelwiseTPDescriptor:
     irreps_in1: Irreps
     irreps_in2: Irreps
     irreps_filter: Irreps
+    layout: str = "mul_ir"
     irreps_out: Irreps = field(init=False)
     paths: tuple[TPPath, ...] = field(init=False)
     weight_numel: int = field(init=False)
@@ -145,6 +152,7 @@ class ChannelwiseTPDescriptor:
     def __post_init__(self) -> None:
         for name in ("irreps_in1", "irreps_in2", "irreps_filter"):
             _irreps_field(self, name)
+        check_layout(self.layout)
         if any(mul != 1 for mul, _ in self.irreps_in2):
             raise ValueError(f"irreps_in2 must have multiplicity 1, got {self.irreps_in2}")
         keep = {ir for _, ir in self.irreps_filter}

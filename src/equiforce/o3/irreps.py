@@ -1,10 +1,20 @@
 """Irreps helpers on top of ``e3nn.o3.Irreps`` (only APIs identical in e3nn 0.4.4 and 0.6).
 
-Feature layout everywhere is e3nn's: a flat ``(..., irreps.dim)`` vector made of blocks
-``mul x ir`` stored multiplicity-major, ``block.reshape(..., mul, ir.dim)``.
+A feature vector is a flat ``(..., irreps.dim)`` row of blocks ``mul x ir``, in irreps order;
+``LAYOUTS`` names the two orders of the numbers inside a block (cuEquivariance's names):
+
+* ``"mul_ir"``, e3nn's: multiplicity-major, ``block.reshape(..., mul, ir.dim)``;
+* ``"ir_mul"``, channel-last: component-major, ``block.reshape(..., ir.dim, mul)``. Where
+  every block has the same ``mul`` (MACE's features), the whole row is then
+  ``row.reshape(..., irreps.dim // mul, mul)``: one channel axis, which the C++ kernels and
+  the GEMMs of the fast executors read without a copy.
+
+Scalar blocks and blocks of multiplicity 1 are the same in both.
 """
 
 from __future__ import annotations
+
+from torch import Tensor
 
 from equiforce.o3.e3nn_compat import e3nn_o3
 
@@ -12,14 +22,20 @@ Irrep = e3nn_o3.Irrep
 Irreps = e3nn_o3.Irreps
 
 __all__ = [
+    "LAYOUTS",
     "Irrep",
     "Irreps",
     "block_slices",
+    "check_layout",
+    "flatten_block",
     "hidden_irreps",
     "scalar_irreps",
     "sh_irreps",
     "tp_target_irreps",
+    "unflatten_block",
 ]
+
+LAYOUTS = ("mul_ir", "ir_mul")
 
 
 def sh_irreps(lmax: int) -> Irreps:
@@ -49,3 +65,23 @@ def block_slices(irreps: Irreps) -> list[slice]:
         out.append(slice(start, start + mul * ir.dim))
         start += mul * ir.dim
     return out
+
+
+def check_layout(layout: str) -> None:
+    """Raises ValueError unless ``layout`` is one of ``LAYOUTS``."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown feature layout {layout!r}; known: {list(LAYOUTS)}")
+
+
+def unflatten_block(block: Tensor, mul: int, dim: int, layout: str) -> Tensor:
+    """A block ``(..., mul * dim)`` stored in ``layout`` as ``(..., mul, dim)`` (a view)."""
+    if layout == "mul_ir":
+        return block.unflatten(-1, (mul, dim))
+    return block.unflatten(-1, (dim, mul)).transpose(-1, -2)
+
+
+def flatten_block(block: Tensor, layout: str) -> Tensor:
+    """``(..., mul, dim)`` -> the block ``(..., mul * dim)`` stored in ``layout``."""
+    if layout == "ir_mul":
+        block = block.transpose(-1, -2)
+    return block.reshape(*block.shape[:-2], block.shape[-2] * block.shape[-1])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from equiforce.o3.irreps import Irrep, Irreps, block_slices
+from equiforce.o3.irreps import Irrep, Irreps, block_slices, check_layout
 from equiforce.o3.wigner import wigner_3j
 
 __all__ = [
@@ -51,6 +51,8 @@ class SymmetricContractionDescriptor:
         irreps_in: ``C x ir_1 + C x ir_2 + ...``, all with the same multiplicity ``C``.
         irreps_out: ``C x ir`` blocks (distinct irreps), the same ``C``.
         correlation: highest polynomial degree (body order - 1), 1..3.
+        layout: order inside the output's blocks (``o3.irreps.LAYOUTS``); the input is
+            ``(n, C, coupling_irreps.dim)`` in either.
         num_channels: derived ``C``.
         coupling_irreps: derived ``ir_1 + ir_2 + ...`` with multiplicity 1.
     """
@@ -58,12 +60,14 @@ class SymmetricContractionDescriptor:
     irreps_in: Irreps
     irreps_out: Irreps
     correlation: int
+    layout: str = "mul_ir"
     num_channels: int = field(init=False)
     coupling_irreps: Irreps = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "irreps_in", Irreps(self.irreps_in))
         object.__setattr__(self, "irreps_out", Irreps(self.irreps_out))
+        check_layout(self.layout)
         muls = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
         if len(muls) != 1:
             raise ValueError(

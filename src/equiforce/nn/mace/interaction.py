@@ -9,6 +9,7 @@ from torch import nn
 
 from equiforce.kernels import make_channelwise_tp, make_linear
 from equiforce.nn.edge_pairs import EdgePairs
+from equiforce.nn.mace.layout import NODE_LAYOUT
 from equiforce.nn.mace.mlp import RadialMLP
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
 from equiforce.o3.irreps import Irreps
@@ -66,15 +67,18 @@ class Interaction(nn.Module):
         self.irreps = irreps
         self.avg_num_neighbors = avg_num_neighbors
         self.residual = residual
-        self.linear_up = make_linear(LinearDescriptor(irreps.node_in, irreps.node_in), generator)
-        tp = ChannelwiseTPDescriptor(irreps.node_in, irreps.edge_attrs, irreps.target)
+        layout = NODE_LAYOUT
+        up = LinearDescriptor(irreps.node_in, irreps.node_in, layout=layout)
+        self.linear_up = make_linear(up, generator)
+        tp = ChannelwiseTPDescriptor(irreps.node_in, irreps.edge_attrs, irreps.target, layout)
         self.conv_tp = make_channelwise_tp(tp)
         self.radial_mlp = RadialMLP((*radial_sizes, tp.weight_numel), generator)
-        self.linear = make_linear(LinearDescriptor(tp.irreps_out, irreps.target), generator)
+        linear = LinearDescriptor(tp.irreps_out, irreps.target, layout=layout)
+        self.linear = make_linear(linear, generator)
         if residual:
-            skip = LinearDescriptor(irreps.node_in, irreps.skip_out, n_types)
+            skip = LinearDescriptor(irreps.node_in, irreps.skip_out, n_types, layout)
         else:
-            skip = LinearDescriptor(irreps.target, irreps.target, n_types)
+            skip = LinearDescriptor(irreps.target, irreps.target, n_types, layout)
         self.skip = make_linear(skip, generator)
 
     def forward(

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels import make_linear, make_symmetric_contraction
-from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
+from equiforce.nn.mace.layout import NODE_LAYOUT
 from equiforce.o3.descriptors import LinearDescriptor
 from equiforce.o3.irreps import Irreps
 from equiforce.o3.symmetric import SymmetricContractionDescriptor
@@ -33,13 +33,13 @@ class Product(nn.Module):
     ):
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
-        descriptor = SymmetricContractionDescriptor(irreps_in, irreps_out, correlation)
+        descriptor = SymmetricContractionDescriptor(
+            irreps_in, irreps_out, correlation, NODE_LAYOUT
+        )
         self.num_channels = descriptor.num_channels
         self.contraction = make_symmetric_contraction(descriptor, n_types, generator)
-        self.linear = make_linear(LinearDescriptor(irreps_out, irreps_out), generator)
-        perm, inverse = channel_last_permutation(self.irreps_in)
-        self.register_buffer("channel_last_perm", perm, persistent=False)
-        self.register_buffer("channel_last_inverse", inverse, persistent=False)
+        linear = LinearDescriptor(irreps_out, irreps_out, layout=NODE_LAYOUT)
+        self.linear = make_linear(linear, generator)
 
     def forward(
         self, message: torch.Tensor, atom_type: torch.Tensor, sc: torch.Tensor | None
@@ -47,17 +47,15 @@ class Product(nn.Module):
         """Update node features.
 
         Args:
-            message: (n_atoms, irreps_in.dim).
+            message: (n_atoms, irreps_in.dim), ``NODE_LAYOUT``.
             atom_type: (n_atoms,) int64.
             sc: (n_atoms, irreps_out.dim) self-connection or None.
 
         Returns:
-            (n_atoms, irreps_out.dim).
+            (n_atoms, irreps_out.dim), ``NODE_LAYOUT``.
         """
-        # stored channel-last (n, d, C), handed over as its (n, C, d) view: the fast
-        # contraction's kernels read (n, d, C) rows, so they need no copy of their own
-        channel_last = permute_columns(
-            message, self.channel_last_perm, self.channel_last_inverse
-        ).view(message.shape[0], -1, self.num_channels)
+        # channel-last (n, d, C), handed over as its (n, C, d) view: the fast contraction's
+        # kernels read (n, d, C) rows, so they need no copy of their own
+        channel_last = message.reshape(message.shape[0], -1, self.num_channels)
         out = self.linear(self.contraction(channel_last.transpose(1, 2), atom_type))
         return out if sc is None else out + sc

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from equiforce.kernels import make_linear
+from equiforce.nn.mace.layout import NODE_LAYOUT
 from equiforce.nn.mace.mlp import ScaledSiLU
 from equiforce.o3.descriptors import LinearDescriptor
 from equiforce.o3.irreps import Irreps, scalar_irreps
@@ -21,7 +22,8 @@ class LinearReadout(nn.Module):
 
     def __init__(self, irreps_in: Irreps, generator: torch.Generator):
         super().__init__()
-        self.linear = make_linear(LinearDescriptor(irreps_in, scalar_irreps(1)), generator)
+        readout = LinearDescriptor(irreps_in, scalar_irreps(1), layout=NODE_LAYOUT)
+        self.linear = make_linear(readout, generator)
 
     def forward(self, node_feats: torch.Tensor) -> torch.Tensor:
         """(n_atoms, irreps_in.dim) -> (n_atoms,) model dtype, eV before scaling."""
@@ -39,7 +41,8 @@ class MLPReadout(nn.Module):
 
     def __init__(self, irreps_in: Irreps, hidden: int, generator: torch.Generator):
         super().__init__()
-        self.linear_1 = make_linear(LinearDescriptor(irreps_in, scalar_irreps(hidden)), generator)
+        hidden_layer = LinearDescriptor(irreps_in, scalar_irreps(hidden), layout=NODE_LAYOUT)
+        self.linear_1 = make_linear(hidden_layer, generator)
         self.activation = ScaledSiLU()
         self.linear_2 = make_linear(
             LinearDescriptor(scalar_irreps(hidden), scalar_irreps(1)), generator
