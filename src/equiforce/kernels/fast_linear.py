@@ -92,10 +92,7 @@ class FastLinear(nn.Module):
             # (n * dim, sum mul_in): channels of every input block of this irrep, side by side
             # (a scalar block alone is a view: no copy)
             stacked = _cat(
-                [
-                    unflatten_block(blocks[p.i_in], p.mul_in, ir.dim, desc.layout).transpose(1, 2)
-                    for p in paths
-                ],
+                [unflatten_block(blocks[p.i_in], p.mul_in, ir.dim, desc.layout) for p in paths],
                 dim=2,
             ).reshape(n * ir.dim, -1)
             size = types * mul_out
@@ -114,8 +111,7 @@ class FastLinear(nn.Module):
                 rows = (torch.arange(n * ir.dim, device=x.device) * types).reshape(n, ir.dim)
                 rows = (rows + atom_type.reshape(n, 1)).reshape(-1)
                 y = y.reshape(-1, mul_out).index_select(0, rows)
-            block = y.reshape(n, ir.dim, mul_out).transpose(1, 2)  # (n, mul_out, dim)
-            outputs.append(flatten_block(block, desc.layout))
+            outputs.append(flatten_block(y.view(n, ir.dim, mul_out), desc.layout))
         return split_cat.cat(outputs, dim=1).to(io_dtype)
 
 

@@ -75,19 +75,19 @@ class Linear(nn.Module):
             if desc.n_types == 0:
                 size = path.mul_in * path.mul_out
                 w = weight[path.weight_offset : path.weight_offset + size]
-                y = torch.einsum("nui,uw->nwi", block, w.reshape(path.mul_in, path.mul_out))
+                y = torch.einsum("niu,uw->niw", block, w.reshape(path.mul_in, path.mul_out))
             else:
                 size = path.mul_in * desc.n_types * path.mul_out
                 w = weight[path.weight_offset : path.weight_offset + size]
                 w = w.reshape(path.mul_in, desc.n_types, path.mul_out)[:, atom_type]
-                y = torch.einsum("nui,unw->nwi", block, w)
+                y = torch.einsum("niu,unw->niw", block, w)
             y = path.scale * y
             previous = outputs[path.i_out]
             outputs[path.i_out] = y if previous is None else previous + y
         flat = []
         for out, (mul, ir) in zip(outputs, desc.irreps_out, strict=True):
             if out is None:
-                out = x.new_zeros(x.shape[0], mul, ir.dim)
+                out = x.new_zeros(x.shape[0], ir.dim, mul)
             flat.append(flatten_block(out, desc.layout))
         return torch.cat(flat, dim=1).to(io_dtype)
 
@@ -157,7 +157,7 @@ class ChannelwiseTensorProduct(ExactConstants):
             coupling = getattr(self, f"coupling_{index}").to(dtype)
             x1 = unflatten_block(nodes[path.i_in1], path.mul, 2 * path.l1 + 1, desc.layout)
             mixer = torch.einsum("ej,ijk->eik", attrs[path.i_in2], coupling)
-            message = torch.einsum("eui,eik->euk", x1, mixer) * weights[index][:, :, None]
+            message = torch.einsum("eiu,eik->eku", x1, mixer) * weights[index][:, None, :]
             messages[path.i_out] = flatten_block(message, desc.layout)
         edge_out = torch.cat(messages, dim=1)
         summed = node_feats.new_zeros(node_feats.shape[0], edge_out.shape[1])
@@ -253,7 +253,7 @@ class SymmetricContraction(ExactConstants):
         outputs = []
         for o, blocks in enumerate(per_output):
             w = self.weights[o].to(dtype)[atom_type]
-            out = torch.einsum("ncik,nkc->nci", torch.cat(blocks, dim=3), w)
+            out = torch.einsum("ncik,nkc->nic", torch.cat(blocks, dim=3), w)
             outputs.append(flatten_block(out, self.descriptor.layout))
         return torch.cat(outputs, dim=1).to(io_dtype)
 

@@ -74,14 +74,16 @@ def check_layout(layout: str) -> None:
 
 
 def unflatten_block(block: Tensor, mul: int, dim: int, layout: str) -> Tensor:
-    """A block ``(..., mul * dim)`` stored in ``layout`` as ``(..., mul, dim)`` (a view)."""
-    if layout == "mul_ir":
-        return block.unflatten(-1, (mul, dim))
-    return block.unflatten(-1, (dim, mul)).transpose(-1, -2)
+    """A block ``(..., mul * dim)`` stored in ``layout`` as ``(..., dim, mul)``, a view (no
+    copy, and a single view op for ``ir_mul``)."""
+    if layout == "ir_mul":
+        return block.unflatten(-1, (dim, mul))
+    return block.unflatten(-1, (mul, dim)).transpose(-1, -2)
 
 
 def flatten_block(block: Tensor, layout: str) -> Tensor:
-    """``(..., mul, dim)`` -> the block ``(..., mul * dim)`` stored in ``layout``."""
-    if layout == "ir_mul":
+    """``(..., dim, mul)`` -> the block ``(..., mul * dim)`` stored in ``layout`` (a view
+    when ``ir_mul`` and ``block`` is contiguous)."""
+    if layout == "mul_ir":
         block = block.transpose(-1, -2)
     return block.reshape(*block.shape[:-2], block.shape[-2] * block.shape[-1])
