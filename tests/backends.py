@@ -18,7 +18,7 @@ BACKEND_PARAMS = [
 
 
 def allegro_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Switch Allegro's C++ CPU ops (geometry, tensor track, MLPs) to their torch formulations
+    """Switch Allegro's C++ CPU ops (geometry, tensor track, product, MLPs) to torch formulations
     for the rest of a test: the reference a kernel is compared with, and the ops a trace
     records (eager equals a trace bit for bit only then)."""
     from equiforce.kernels import allegro_fast
@@ -28,6 +28,6 @@ def allegro_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
         (embedding, "use_geometry_kernel"),
         (mlp, "use_tensor_track_kernels"),
         (mlp, "use_mlp_kernel"),
-        (allegro_fast, "use_tensor_track_kernels"),
+        (allegro_fast, "kernel_ops_apply"),
     ):
         monkeypatch.setattr(module, name, lambda *args: False)

@@ -1,8 +1,9 @@
 """Loading a library of dispatcher operators (``TORCH_LIBRARY``) once per process.
 
-equiforce's MACE kernels are such a library (``kernels/csrc/mace_ops.cpp``): eager equiforce
-builds and loads it (``equiforce.kernels.extension.mace_ops``), and an exported package that
-calls its operators carries a copy that ``equiforce.export.package.load_exported`` loads. Both
+equiforce's kernel library is one (``kernels/csrc/kernel_ops.cpp``: MACE's edge convolution
+and symmetric contraction, Allegro's tensor product): eager equiforce builds and loads it
+(``equiforce.kernels.extension.kernel_ops``), and an exported package that calls its operators
+carries a copy that ``equiforce.export.package.load_exported`` loads. Both
 go through ``load_op_library``, which loads a namespace at most once: a second copy of the
 same library would register its operators twice, which the dispatcher refuses. The namespace
 is a hash of what built the library, so one namespace is one build.

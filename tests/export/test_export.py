@@ -108,7 +108,7 @@ def mace_float32(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def allegro_fast_float64(tmp_path_factory):
-    """Allegro's fast kernels (plain torch ops, so they export), float64: exact parity."""
+    """Allegro's fast kernels (the product as the kernel library's operators), float64."""
     folder = tmp_path_factory.mktemp("allegro_fast64")
     return _export("allegro", torch.float64, folder, backend="fast")
 
@@ -338,7 +338,7 @@ def test_cli_exports_a_model_file_and_prints_the_check(
     argv = ["export", str(tmp_path / "model.pt"), str(out), "--stress", "--per-atom"]
     assert main(argv + ["--max-atoms", "80"]) == 0
     printed = capsys.readouterr().out
-    assert "large" in printed and "kernel library" not in printed
+    assert "large" in printed
     assert read_metadata(out)["family"] == "allegro"
     assert read_metadata(out)["max_atoms"] == 80
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
@@ -381,25 +381,31 @@ def test_custom_ops_other_than_the_kernel_librarys_are_refused():
 
 
 def _kernels_built() -> bool:
-    from equiforce.kernels.extension import mace_ops
+    from equiforce.kernels.extension import kernel_ops
 
-    return mace_ops() is not None
+    return kernel_ops() is not None
 
 
-def test_mace_package_carries_the_kernel_library_it_calls(mace_fast_float64, allegro_float32):
-    from equiforce.kernels.extension import mace_ops
+def test_packages_carry_the_kernel_library_they_call(
+    mace_fast_float64, allegro_fast_float64, allegro_float32
+):
+    from equiforce.kernels.extension import kernel_ops
 
     if not _kernels_built():
         pytest.skip("the C++ kernels do not build here: the package runs plain torch ops")
     library = read_metadata(mace_fast_float64[1])["kernel_library"]
-    assert library["namespace"] == mace_ops().namespace
+    assert library["namespace"] == kernel_ops().namespace
     for name in ("cwtp_node_out", "cwtp_edge_r", "cwtp_edge_s", "sc_forward", "sc_gradient"):
         assert f"{library['namespace']}::{name}" in library["operators"]
     with zipfile.ZipFile(mace_fast_float64[1]) as archive:
         (member,) = [n for n in archive.namelist() if n.endswith("/" + library["file"])]
         data = archive.read(member)
     assert hashlib.sha256(data).hexdigest() == library["sha256"] and len(data) == library["bytes"]
-    assert read_metadata(allegro_float32[1])["kernel_library"] is None  # plain aten ops
+    assert read_metadata(allegro_float32[1])["kernel_library"] is None  # reference: aten ops
+    allegro_library = read_metadata(allegro_fast_float64[1])["kernel_library"]
+    assert allegro_library["namespace"] == library["namespace"]
+    # the general-mode product's forward and its gradient with respect to the pair features
+    assert f"{library['namespace']}::allegro_gather_contract" in allegro_library["operators"]
 
 
 @pytest.mark.parametrize("cache", ["writable", "unwritable"])
@@ -455,7 +461,7 @@ def test_a_damaged_or_missing_kernel_library_is_refused(mace_fast_float64, tmp_p
         pytest.skip("the C++ kernels do not build here: the package runs plain torch ops")
     library = read_metadata(mace_fast_float64[1])["kernel_library"]
     # another namespace, so that this process (which has the real one loaded) reads the file
-    other = {**library, "namespace": "equiforce_mace_ops_000000000000"}
+    other = {**library, "namespace": "equiforce_kernel_ops_000000000000"}
     damaged = tmp_path / "damaged.pt2"
     _copy_with_metadata(mace_fast_float64[1], damaged, kernel_library={**other, "sha256": "0" * 64})
     with pytest.raises(ExportedPackageError, match="does not match its sha256"):

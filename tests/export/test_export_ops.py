@@ -22,7 +22,7 @@ from equiforce.kernels.export_ops import (
     ExportSymmetricContraction,
     exportable,
 )
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 from equiforce.o3 import (
     ChannelwiseTPDescriptor,
     SymmetricContractionDescriptor,
@@ -40,10 +40,10 @@ SH = sh_irreps(3)
 @pytest.fixture(params=["kernels", "torch"])
 def paths(request, monkeypatch):
     """Which way the export executors compute: the kernel library's or plain torch."""
-    if request.param == "kernels" and mace_ops() is None:
+    if request.param == "kernels" and kernel_ops() is None:
         pytest.skip("the C++ kernels do not build here")
     if request.param == "torch":
-        monkeypatch.setattr(export_ops, "mace_ops_apply", lambda device, dtype: False)
+        monkeypatch.setattr(export_ops, "kernel_ops_apply", lambda device, dtype: False)
     return request.param
 
 

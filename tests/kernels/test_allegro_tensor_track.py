@@ -6,7 +6,7 @@ C++ ops switched off (float64 to 1e-10)."""
 import pytest
 import torch
 
-from equiforce.kernels.allegro_tensor_track import dot_gather, environment, weighted_channels
+from equiforce.kernels.allegro_tensor_track import environment, weighted_channels
 from equiforce.kernels.extension import cpu_kernels
 from tests.backends import allegro_torch_ops
 
@@ -44,10 +44,6 @@ def _torch_weighted(basis, weights):
 def _torch_environment(basis, weights, centre):
     per_edge = _torch_weighted(basis, weights).permute(1, 0, 2).reshape(N_EDGES, -1)
     return per_edge.new_zeros(N_ATOMS, per_edge.shape[1]).index_add(0, centre, per_edge)
-
-
-def _torch_dot(a, b, centre, rows):
-    return (a.index_select(0, rows) * b.index_select(0, centre).transpose(0, 1)).sum(0)
 
 
 def _check(ours, ref, inputs):
@@ -90,20 +86,6 @@ def test_environment():
     )
 
 
-def test_dot_gather():
-    g = torch.Generator().manual_seed(9)
-    a = torch.randn(4, N_EDGES, MUL, generator=g, dtype=torch.float64).requires_grad_()
-    # b arrives transposed (not contiguous), as the model's per-atom factors may
-    b = torch.randn(N_ATOMS, MUL, 5, generator=g, dtype=torch.float64).requires_grad_()
-    centre = torch.randint(0, N_ATOMS, (N_EDGES,), generator=g)
-    rows = torch.tensor([0, 1, 1, 3, 2])
-    _check(
-        lambda a, b: dot_gather(a, b.transpose(1, 2), centre, rows),
-        lambda a, b: _torch_dot(a, b.transpose(1, 2), centre, rows),
-        (a, b),
-    )
-
-
 def test_bad_indices_are_refused():
     basis, wide, centre = _inputs()
     weights = _view(wide)
@@ -111,13 +93,6 @@ def test_bad_indices_are_refused():
         weighted_channels(basis, weights, torch.tensor([0, 3, 1, 1, 2, 2, 2, 2, 2]), MUL)
     with pytest.raises(RuntimeError, match="is not an atom index below 6"):
         environment(basis, weights, IRREP_OF, torch.full_like(centre, 6), MUL, N_ATOMS)
-    a, b = torch.randn(4, N_EDGES, MUL, dtype=torch.float64), torch.randn(N_ATOMS, 2, MUL)
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        dot_gather(a, b.half(), centre, torch.tensor([0, 1]))
-    with pytest.raises(RuntimeError, match="rows\\[1\\] = 4 is not a component"):
-        dot_gather(a, b.double(), centre, torch.tensor([0, 4]))
-    with pytest.raises(RuntimeError, match="centre\\[0\\] = -1"):
-        dot_gather(a, b.double(), torch.full_like(centre, -1), torch.tensor([0, 1]))
 
 
 @pytest.mark.parametrize(

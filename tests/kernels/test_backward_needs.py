@@ -15,13 +15,13 @@ import torch
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import edge_ops, use_backend
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule
 from equiforce.train.step import parameter_backward
 from equiforce.workflows.bench.kinds import step_loss
 
-pytestmark = pytest.mark.skipif(mace_ops() is None, reason="no C++ kernels here")
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ kernels here")
 
 
 @pytest.fixture(scope="module")

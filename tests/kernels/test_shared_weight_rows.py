@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from equiforce.kernels import edge_ops, executor_class
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 from equiforce.o3 import ChannelwiseTPDescriptor, hidden_irreps, sh_irreps, tp_target_irreps
 from equiforce.testing.tolerances import TOL
 from tests.backends import BACKEND_PARAMS
@@ -57,7 +57,7 @@ def _force_style(module, x, attrs, rows, sender, receiver, weight_row):
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_shared_rows_equal_rows_spread_to_every_edge(backend):
-    if backend == "fast" and mace_ops() is None:
+    if backend == "fast" and kernel_ops() is None:
         pytest.skip("no C++ kernels here")
     desc, x, attrs, rows, sender, receiver, weight_row = _case()
     module = executor_class("channelwise_tp", backend)(desc)
@@ -72,7 +72,7 @@ def test_shared_rows_equal_rows_spread_to_every_edge(backend):
     assert got[3][-1].abs().max() == 0  # the unused row
 
 
-@pytest.mark.skipif(mace_ops() is None, reason="no C++ kernels here")
+@pytest.mark.skipif(kernel_ops() is None, reason="no C++ kernels here")
 def test_kernels_with_shared_rows_pass_gradcheck_and_gradgradcheck():
     desc, x, attrs, rows, sender, receiver, weight_row = _case(n_nodes=4, n_rows=5, channels=3)
     module = executor_class("channelwise_tp", "fast")(desc)
@@ -86,7 +86,7 @@ def test_kernels_with_shared_rows_pass_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(f, inputs)
 
 
-@pytest.mark.skipif(mace_ops() is None, reason="no C++ kernels here")
+@pytest.mark.skipif(kernel_ops() is None, reason="no C++ kernels here")
 def test_a_weight_row_outside_the_weights_is_refused():
     desc, x, attrs, rows, sender, receiver, weight_row = _case()
     module = executor_class("channelwise_tp", "fast")(desc)

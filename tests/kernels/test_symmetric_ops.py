@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from equiforce.kernels import executor_class, symmetric_ops
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 from equiforce.o3 import SymmetricContractionDescriptor
 
-pytestmark = pytest.mark.skipif(mace_ops() is None, reason="no C++ compiler")
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
 
 def _small_inputs(

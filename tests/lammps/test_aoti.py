@@ -310,14 +310,20 @@ def test_an_element_the_package_lacks_is_named(files, tmp_path):
         run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
 
 
-def _with_max_atoms(package: Path, target: Path, max_atoms: int) -> Path:
-    """A copy of ``package`` whose ``max_atoms`` metadata is ``max_atoms`` (nothing else)."""
+def _equiforce_metadata(package: Path) -> dict[str, str]:
+    """The ``equiforce.*`` AOTInductor metadata strings of ``package``."""
     metadata = {}
     with zipfile.ZipFile(package) as archive:
         for name in archive.namelist():
             if name.endswith("_metadata.json"):
                 fields = json.loads(archive.read(name))
                 metadata.update({k: v for k, v in fields.items() if k.startswith("equiforce.")})
+    return metadata
+
+
+def _with_max_atoms(package: Path, target: Path, max_atoms: int) -> Path:
+    """A copy of ``package`` whose ``max_atoms`` metadata is ``max_atoms`` (nothing else)."""
+    metadata = _equiforce_metadata(package)
     assert metadata["equiforce.max_atoms"] == "null"
     return _with_metadata(package, target, {**metadata, "equiforce.max_atoms": str(max_atoms)})
 
@@ -342,3 +348,26 @@ def test_a_rank_with_more_atoms_than_the_package_takes_is_refused(files, tmp_pat
     )
     with pytest.raises(LammpsError, match=message):
         run_lammps(files / "driver.lmp", variables=variables, log=None, screen=False)
+
+
+def test_the_plugin_loads_the_kernel_library_the_package_carries(files, tmp_path):
+    """The package (``fast`` backend) calls the kernel library's Allegro operators: the runs
+    above in a plain ``lmp``, where nothing else registers them, load the copy it carries.
+    One that names a library the archive lacks is refused with the reason."""
+    library = read_metadata(files / "allegro.pt2")["kernel_library"]
+    if library is None:
+        pytest.skip("the C++ kernels do not build here: the package calls aten ops only")
+    assert f"{library['namespace']}::allegro_gather_contract" in library["operators"]
+    metadata = _equiforce_metadata(files / "allegro.pt2")
+    missing = {**library, "file": "equiforce_kernels/missing.so"}
+    metadata["equiforce.kernel_library"] = json.dumps(missing)
+    package = _with_metadata(files / "allegro.pt2", tmp_path / "missing.pt2", metadata)
+    command, environment = plain_lmp(1)
+    command += ["-in", str(files / "plain.lmp"), "-log", "none"]
+    for name, value in _box(files, tmp_path, model=str(package)).items():
+        command += ["-var", name, value]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode != 0
+    assert "kernel library equiforce_kernels/missing.so, which the archive does not hold" in (
+        done.stdout + done.stderr
+    )

@@ -6,8 +6,8 @@ AOTInductor loaders run:
 
 1. the potential is copied onto the target device and kernel backend, and
    ``kernels.export_ops.exportable`` readies the ``fast`` MACE executors: on CPU in float32
-   or float64 they call the operators of MACE's kernel library (``kernels.extension.
-   mace_ops``; the symmetric contraction's weights folded into its basis once), elsewhere
+   or float64 they call the operators of the kernel library (``kernels.extension.
+   kernel_ops``; the symmetric contraction's weights folded into its basis once), elsewhere
    plain-torch formulations (the edge convolution on sparse Clebsch–Gordan triples, the
    symmetric contraction as one product over the used monomials);
 2. ``models.compile.trace_potential`` traces one whole energy → forces (→ stress) call
@@ -34,10 +34,11 @@ AOTInductor loaders run:
 5. the package is written atomically with the metadata and figures in it, and with the
    kernel library when the program calls it.
 
-A program calling MACE's kernel library carries the library (``equiforce_kernels/
-<namespace>.so`` in the archive, described by ``metadata["kernel_library"]``: namespace,
-file, sha256, operators), and ``load_exported`` loads it before the program; any other
-custom operator in the trace is refused (``ExportError``).
+A program calling the kernel library (MACE's operators; Allegro's tensor product with the
+``fast`` backend) carries the library (``equiforce_kernels/<namespace>.so`` in the archive,
+described by ``metadata["kernel_library"]``: namespace, file, sha256, operators), and
+``load_exported`` loads it before the program; any other custom operator in the trace is
+refused (``ExportError``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from equiforce.export.package import (
 from equiforce.files import atomic_write
 from equiforce.kernels import use_backend
 from equiforce.kernels.export_ops import exportable
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
 from equiforce.models.potential import Potential
 from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_INPUTS, PAIR_OF_EDGE, pair_inputs
@@ -189,8 +190,8 @@ def _custom_ops(graph: torch.fx.GraphModule) -> list[torch._ops.OpOverload]:
 def _kernel_library(graph: torch.fx.GraphModule) -> dict[str, Any] | None:
     """The operator library the traced ``graph`` calls (metadata ``kernel_library``), or None.
 
-    The only operators a package may call besides aten's are those of MACE's kernel library
-    (``kernels.extension.mace_ops``), which the package carries; any other is refused.
+    The only operators a package may call besides aten's are those of the kernel library
+    (``kernels.extension.kernel_ops``), which the package carries; any other is refused.
 
     Raises:
         ExportError: an operator from elsewhere.
@@ -198,7 +199,7 @@ def _kernel_library(graph: torch.fx.GraphModule) -> dict[str, Any] | None:
     custom = _custom_ops(graph)
     if not custom:
         return None
-    library = mace_ops()
+    library = kernel_ops()
     foreign = [op.name() for op in custom if library is None or op.namespace != library.namespace]
     if foreign:
         raise ExportError(
@@ -406,9 +407,9 @@ def _package_bytes(aoti_files: list, metadata: dict[str, Any]) -> bytes:
         writer.write_string(f"extra/{METADATA_FILE}", json.dumps(metadata, indent=1))
         library = metadata.get("kernel_library")
         if library is not None:
-            data = mace_ops().path.read_bytes()
+            data = kernel_ops().path.read_bytes()
             if hashlib.sha256(data).hexdigest() != library["sha256"]:
-                raise ExportError(f"{mace_ops().path} changed while exporting")
+                raise ExportError(f"{kernel_ops().path} changed while exporting")
             writer.write_bytes(library["file"], data)
     return buffer.getvalue()
 

@@ -7,20 +7,23 @@ The reference forms ``x1 ⊗ x2`` per (pair, channel), ``mul * dim1 * dim2`` num
 with the small irrep axis innermost, and contracts it with one batched matmul per channel; on a
 CPU its broadcasts over axes of length 1-9 run far below memory bandwidth. Here the pair
 features are laid out **component-major**, ``(dim, n_edges, mul)`` (every irrep component one
-long contiguous row), and the work that depends only on the centre atom is done per atom:
+long contiguous row), and the work that depends only on the centre atom is done per atom, a
+factor ``P (dim1, dim_out, n_atoms, mul)``:
 
 * ``general`` mode: ``x2`` is the centre's environment, so the weight-mixed coupling
-  ``M[u] = sum_p w[u, p] C_p`` is contracted with it **per atom** (one batched matmul,
-  ``T[n, u] = env[n, u] . M[u]``, ``dim1 * dim_out`` numbers per atom and channel), gathered to
-  the pairs and contracted with ``x1`` by one broadcast product and one sum over ``dim1``.
-  There are ~10-50x fewer atoms than pairs, so the coupling never runs per pair and no outer
-  product is formed;
+  ``M[u] = sum_p w[u, p] C_p`` is contracted with it per atom (one batched matmul,
+  ``P[:, :, n, u] = env[n, u] . M[u]``). There are ~10-50x fewer atoms than pairs, so the
+  coupling never runs per pair and no outer product is formed;
 * ``dot`` mode (every path has ``l_out = 0``: the last Allegro layer, output ``0e``): the
-  coupling is ``c_p δ_ij``, so ``out = sum_rows (x1[i] x2[j]) (c w)[row]``, one product and
-  one weighted sum.
+  coupling is ``c_p δ_ij``, so ``P[i, 0, n, u]`` is the sum of the terms ``(c w)[row] x2[n,
+  j, u]`` that multiply ``x1[i]``.
 
-All operations are plain differentiable torch ops: any grad order (double backward for force
-training), float32/float64, any device, deterministic.
+Then ``out[k, e, u] = sum_i x1[i, e, u] P[i, k, centre[e], u]``: on CPU in float32/float64
+the kernel library's ``allegro_gather_contract`` (``allegro_product_ops``: no pair-sized
+``(dim1, dim_out, n_edges, mul)`` product, its derivatives again the library's operators,
+traced as opaque calls so exported packages run them too), elsewhere a gather, a broadcast
+product and a sum in torch ops. Any grad order (double backward for force training),
+float32/float64, any device, deterministic.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equiforce.kernels.allegro_product_ops import gather_contract
 from equiforce.kernels.allegro_reference import initial_weight
-from equiforce.kernels.allegro_tensor_track import dot_gather, use_tensor_track_kernels
 from equiforce.kernels.constants import ExactConstants
+from equiforce.kernels.extension import kernel_ops_apply
 from equiforce.o3.allegro_tp import AllegroTPDescriptor
 
 __all__ = ["FastAllegroTensorProduct"]
@@ -115,37 +119,37 @@ class FastAllegroTensorProduct(ExactConstants):
         Returns:
             (n_edges, mul, irreps_out.dim), a view of a component-major tensor.
         """
-        n_edges, mul, io_dtype = x1.shape[0], x1.shape[1], x1.dtype
+        io_dtype = x1.dtype
         weight = self.weight.to(self.math_dtype or self.weight.dtype)
         a = x1.to(weight.dtype).permute(2, 0, 1)  # (d1, n_edges, mul)
         env = env.to(weight.dtype)
-        if self.dot_mode:
-            # per atom: each term's environment component times its weight, (n_atoms, terms, mul)
-            b = env.transpose(1, 2)
-            b = b if self.diagonal else b.index_select(1, self.rows2)
-            weights = self._term_weights(weight) * self.row_const.to(weight.dtype).view(-1, 1, 1)
-            b = b * weights.transpose(0, 1)
-            if use_tensor_track_kernels(a, b):
-                return dot_gather(a, b, centre, self.rows1).unsqueeze(-1).to(io_dtype)
-            # gathered atom-major (whole rows; its backward is a fast index_add over rows)
-            n_atoms, n_terms = b.shape[0], b.shape[1]
-            b = (
-                b.reshape(n_atoms, n_terms * mul)
-                .index_select(0, centre)
-                .view(n_edges, n_terms, mul)
-            )
-            a = a if self.diagonal else a.index_select(0, self.rows1)
-            pairs = a * b.transpose(0, 1).contiguous()
-            return pairs.sum(0, keepdim=True).permute(1, 2, 0).to(io_dtype)
+        factor = self._dot_factor(env, weight) if self.dot_mode else self._factor(env, weight)
+        if kernel_ops_apply(a.device, a.dtype):  # no (d1, d_out, n_edges, mul) product
+            out = gather_contract(a, factor, centre)
+        else:
+            out = (factor.index_select(2, centre) * a.unsqueeze(1)).sum(0)
+        return out.permute(1, 2, 0).to(io_dtype)  # out: (d_out, n_edges, mul)
+
+    def _factor(self, env: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """General mode: (d1, d_out, n_atoms, mul), the weight-mixed coupling contracted with
+        each atom's environment ``env`` (n_atoms, mul, d2)."""
         d1, d2, d_out = self.dims
+        mul = env.shape[1]
         mixed = weight @ self.coupling.to(weight.dtype)  # ([mul,] d2 * d1 * d_out)
-        if self.descriptor.path_channel_coupling:  # per atom: (mul, n_atoms, d1 * d_out)
+        if self.descriptor.path_channel_coupling:  # (mul, n_atoms, d1 * d_out)
             per_atom = torch.bmm(env.transpose(0, 1), mixed.view(mul, d2, d1 * d_out))
             per_atom = per_atom.permute(2, 1, 0)
         else:  # (n_atoms, mul, d1 * d_out)
             per_atom = (env @ mixed.view(d2, d1 * d_out)).permute(2, 0, 1)
-        # gathered component-major: an atom-major gather needs one more pair-sized copy into
-        # this layout (+30% page faults per call for the small model on 64 AcAc)
-        per_pair = per_atom.index_select(1, centre).view(d1, d_out, n_edges, mul)
-        out = (per_pair * a.unsqueeze(1)).sum(0)  # (d_out, n_edges, mul)
-        return out.permute(1, 2, 0).to(io_dtype)
+        return per_atom.reshape(d1, d_out, -1, mul)
+
+    def _dot_factor(self, env: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Dot mode: (d1, 1, n_atoms, mul), per component i of ``x1`` the sum of its terms'
+        environment components (``env`` (n_atoms, mul, d2)) times path weight and coupling."""
+        b = env.permute(2, 0, 1)  # (d2, n_atoms, mul)
+        b = b if self.diagonal else b.index_select(0, self.rows2)  # (n_terms, n_atoms, mul)
+        b = b * (self._term_weights(weight) * self.row_const.to(weight.dtype).view(-1, 1, 1))
+        if not self.diagonal:
+            d1 = self.descriptor.irreps_in1.dim
+            b = b.new_zeros(d1, b.shape[1], b.shape[2]).index_add(0, self.rows1, b)
+        return b.unsqueeze(1)

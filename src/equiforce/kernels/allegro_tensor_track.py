@@ -1,6 +1,6 @@
 """Allegro's tensor track on pairs in C++ (``csrc/allegro_tensor_track.cpp``).
 
-Three ops, each one loop forward and one backward where torch needs a handful of passes over
+Two ops, each one loop forward and one backward where torch needs a handful of passes over
 pair-sized tensors (on one molecule of the tiny Allegro every op costs its dispatch; on a
 batch, its memory traffic):
 
@@ -11,13 +11,7 @@ batch, its memory traffic):
 * ``environment``: a layer's environment, ``env[n, i * mul + u] = sum_{e: centre[e] = n}
   basis[e, i] * w[e, u * n_irreps + irrep(i)]``, the weighted harmonics summed over each
   atom's pairs (``nn.allegro.mlp.EdgeMajorWeightedChannels.environment``; torch: two one-hot
-  GEMMs, a product and a scatter-add, and a gather, two products and two GEMMs backward);
-* ``dot_gather``: the last layer's tensor product (dot mode), ``out[e, u] = sum_t a[rows[t],
-  e, u] * b[centre[e], t, u]``, pair features ``a`` (component-major ``(d1, n_edges, mul)``)
-  against each term's per-atom factor ``b`` (``(n_atoms, n_terms, mul)``: the centre's
-  environment component times the path weight and coupling), gathered to the pairs
-  (``allegro_fast.FastAllegroTensorProduct``; torch: a gather, a transposing copy, a product
-  and a sum, and three products, a copy, a sum and a scatter-add in the backward).
+  GEMMs, a product and a scatter-add, and a gather, two products and two GEMMs backward).
 
 A derivative taken with ``create_graph`` (force training) runs differentiable ATen ops, so
 every order is exact. Used for CPU float32/float64 tensors outside tracing (``torch.export``,
@@ -30,7 +24,7 @@ import torch
 
 from equiforce.kernels.extension import cpu_kernels
 
-__all__ = ["dot_gather", "environment", "use_tensor_track_kernels", "weighted_channels"]
+__all__ = ["environment", "use_tensor_track_kernels", "weighted_channels"]
 
 _SOURCES = ("allegro_tensor_track.cpp",)
 
@@ -90,20 +84,3 @@ def environment(
     return cpu_kernels(_SOURCES).environment(
         basis, weights, irrep_of, centre.contiguous(), mul, n_atoms
     )
-
-
-def dot_gather(
-    a: torch.Tensor, b: torch.Tensor, centre: torch.Tensor, rows: torch.Tensor
-) -> torch.Tensor:
-    """``out[e, u] = sum_t a[rows[t], e, u] * b[centre[e], t, u]`` (C++).
-
-    Args:
-        a: (d1, n_edges, mul) pair features, component-major.
-        b: (n_atoms, n_terms, mul) per-atom factor of every term.
-        centre: (n_edges,) int64 centre atom of each pair.
-        rows: (n_terms,) int64 component of ``a`` in each term.
-
-    Returns:
-        (n_edges, mul), the dtype of ``a``.
-    """
-    return cpu_kernels(_SOURCES).dot_gather(a, b, centre.contiguous(), rows)

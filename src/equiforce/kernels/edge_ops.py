@@ -20,7 +20,7 @@ of R of each edge ``weight_row`` w and the CSR of the edges by it (``perm_w``,
 ``swapped`` (the A and B columns exchanged, sorted by (p, ib)).
 
 The operators (``cwtp_node_out``, ``cwtp_edge_r``, ``cwtp_edge_s``) are defined in C++
-(``csrc/mace_ops.cpp``, the library of ``extension.mace_ops``); this module registers their
+(``csrc/kernel_ops.cpp``, the library of ``extension.kernel_ops``); this module registers their
 fake (meta) and autograd formulas, so ``make_fx``, ``torch.compile`` and ``torch.export``
 trace them as opaque calls and exported packages call the same kernels. Support: CPU,
 float32 and float64; deterministic (each output row is summed by one thread in a fixed
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from equiforce.kernels.backward_needs import needed_inputs
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 
 __all__ = ["EdgeGraph", "edge_graph", "edge_r", "edge_s", "node_out"]
 
@@ -133,9 +133,9 @@ def edge_graph(
 
 
 def _ops():
-    """``torch.ops.<namespace>`` of the kernel library (``extension.mace_ops``), with this
+    """``torch.ops.<namespace>`` of the kernel library (``extension.kernel_ops``), with this
     module's fake (meta) and autograd formulas registered on the first call."""
-    return _registered(mace_ops().namespace)
+    return _registered(kernel_ops().namespace)
 
 
 @functools.lru_cache(maxsize=1)

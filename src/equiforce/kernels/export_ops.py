@@ -2,8 +2,8 @@
 
 ``equiforce.export`` traces a whole energy → forces call into one graph that AOTInductor
 compiles into a package. ``exportable(model)`` swaps the ``fast`` MACE executors, in place,
-for these subclasses, which on CPU in float32/float64 (``extension.mace_ops_apply``) call the
-operators of MACE's kernel library (the package carries the library) and elsewhere (CUDA,
+for these subclasses, which on CPU in float32/float64 (``extension.kernel_ops_apply``) call the
+operators of the kernel library (the package carries the library) and elsewhere (CUDA,
 other dtypes, no compiler) run plain torch ops:
 
 * ``ExportChannelwiseTensorProduct``: with the kernels, exactly its base class (the
@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.kernels.extension import mace_ops_apply
+from equiforce.kernels.extension import kernel_ops_apply
 from equiforce.kernels.fast_symmetric import FastSymmetricContraction, _used
 from equiforce.kernels.fast_tp import FastChannelwiseTensorProduct
 from equiforce.kernels.registry import CONSTRUCTOR_ARGS, executor_key
@@ -62,7 +62,7 @@ class ExportChannelwiseTensorProduct(FastChannelwiseTensorProduct):
         dtypes as ``reference.ChannelwiseTensorProduct.forward``."""
         io_dtype = node_feats.dtype
         dtype = self.math_dtype or io_dtype
-        if mace_ops_apply(node_feats.device, dtype):  # the C++ operators, carried by the package
+        if kernel_ops_apply(node_feats.device, dtype):  # the C++ operators, carried by the package
             return super().forward(
                 node_feats, edge_attrs, edge_weights, sender, receiver, weight_row
             )
@@ -147,7 +147,7 @@ class ExportSymmetricContraction(FastSymmetricContraction):
         C++ kernels' layout (``kernel_folded``) where they apply, else ``folded``."""
         dtype = self.math_dtype or self.weights[0].dtype
         device = self.weights[0].device
-        if mace_ops_apply(device, dtype):
+        if kernel_ops_apply(device, dtype):
             weights = [w.detach().to("cpu", torch.float64) for w in self.weights]
             bases = [self._constant_masters[f"term_basis_{o}"] for o in range(len(weights))]
             with torch.no_grad():

@@ -14,8 +14,9 @@ executors use their plain-torch path.
 
 Two kinds of build:
 
-- ``mace_ops()``: MACE's edge convolution and symmetric contraction (``mace_ops.cpp``,
-  ``channelwise_tp.cpp``, ``symmetric_contraction.cpp``) as a library of dispatcher operators
+- ``kernel_ops()``: MACE's edge convolution and symmetric contraction and Allegro's tensor
+  product (``kernel_ops.cpp``, ``channelwise_tp.cpp``, ``symmetric_contraction.cpp``,
+  ``allegro_product.cpp``) as a library of dispatcher operators
   (``TORCH_LIBRARY``, no Python in it) in the namespace named by the build's hash
   (``torch.ops.<namespace>``). Eager equiforce calls them and exported packages carry the
   library (``equiforce.export``); ``equiforce.op_library`` loads each namespace once.
@@ -40,7 +41,12 @@ from equiforce.op_library import load_op_library, loaded_op_library
 
 _LOG = logging.getLogger(__name__)
 _CSRC = Path(__file__).parent / "csrc"
-_MACE_OP_SOURCES = ("mace_ops.cpp", "channelwise_tp.cpp", "symmetric_contraction.cpp")
+_KERNEL_OP_SOURCES = (
+    "kernel_ops.cpp",
+    "channelwise_tp.cpp",
+    "symmetric_contraction.cpp",
+    "allegro_product.cpp",
+)
 # 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512",
           "-fopenmp-simd", "-ffp-contract=fast"]
@@ -100,11 +106,11 @@ def _build(name: str, paths: tuple[Path, ...], python_module: bool, flags: tuple
 
 
 @functools.lru_cache(maxsize=1)
-def mace_ops() -> OpLibrary | None:
-    """MACE's operator library (module docstring), built and loaded on the first call; None
+def kernel_ops() -> OpLibrary | None:
+    """The operator library (module docstring), built and loaded on the first call; None
     if it cannot build."""
-    paths = tuple(_CSRC / name for name in _MACE_OP_SOURCES)
-    name = _module_name(paths, "equiforce_mace_ops")
+    paths = tuple(_CSRC / name for name in _KERNEL_OP_SOURCES)
+    name = _module_name(paths, "equiforce_kernel_ops")
     if loaded_op_library(name) is None:  # not loaded yet (e.g. from a package's copy)
         path = _build(name, paths, False, (f"-DEQF_OPS_NAMESPACE={name}",))
         if path is None:
@@ -113,13 +119,13 @@ def mace_ops() -> OpLibrary | None:
     return OpLibrary(name, loaded_op_library(name))
 
 
-def mace_ops_apply(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether MACE's operators run tensors of ``device`` and ``dtype`` (CPU, float32 or
+def kernel_ops_apply(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the library's operators run tensors of ``device`` and ``dtype`` (CPU, float32 or
     float64, and the library builds)."""
     return (
         device.type == "cpu"
         and dtype in (torch.float32, torch.float64)
-        and mace_ops() is not None
+        and kernel_ops() is not None
     )
 
 

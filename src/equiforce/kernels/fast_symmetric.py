@@ -48,7 +48,7 @@ from torch import nn
 from equiforce.kernels import split_cat, symmetric_ops
 from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.kernels.constants import ExactConstants
-from equiforce.kernels.extension import mace_ops_apply
+from equiforce.kernels.extension import kernel_ops_apply
 from equiforce.o3.symmetric import SymmetricContractionDescriptor, symmetric_monomials
 
 __all__ = ["FastSymmetricContraction"]
@@ -150,7 +150,7 @@ class FastSymmetricContraction(ExactConstants):
         n = x.shape[0]
         weights = [w.to(dtype) for w in self.weights]
         compiling = torch.compiler.is_compiling()
-        if mace_ops_apply(x.device, dtype) and not compiling:  # eager or make_fx: opaque operators
+        if kernel_ops_apply(x.device, dtype) and not compiling:  # eager, make_fx: opaque ops
             out = self._kernels(x.to(dtype), atom_type, self.kernel_coefficients(weights))
         elif compiling or not isinstance(n, int):
             out = self._every_species(x.to(dtype), atom_type, weights)

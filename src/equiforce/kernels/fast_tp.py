@@ -29,7 +29,7 @@ import torch
 from equiforce.kernels import edge_ops
 from equiforce.kernels.column_permutation import channel_last_permutation, permute_columns
 from equiforce.kernels.constants import ExactConstants
-from equiforce.kernels.extension import mace_ops_apply
+from equiforce.kernels.extension import kernel_ops_apply
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor
 from equiforce.o3.wigner import wigner_3j
 
@@ -151,7 +151,7 @@ class FastChannelwiseTensorProduct(ExactConstants):
         x = self.channel_last(node_feats.to(dtype))
         s = edge_attrs.to(dtype) @ self.coupling.to(dtype)
         w = edge_weights.to(dtype).reshape(-1, self.n_paths, self.channels)
-        if mace_ops_apply(x.device, x.dtype):
+        if kernel_ops_apply(x.device, x.dtype):
             graph = edge_ops.edge_graph(
                 sender,
                 receiver,

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from equiforce.kernels.backward_needs import needed_inputs
-from equiforce.kernels.extension import mace_ops
+from equiforce.kernels.extension import kernel_ops
 
 __all__ = ["MonomialTable", "contract"]
 
@@ -55,10 +55,10 @@ class MonomialTable(NamedTuple):
 
 
 def _ops():
-    """``torch.ops.<namespace>`` of the kernel library (``extension.mace_ops``), with the
+    """``torch.ops.<namespace>`` of the kernel library (``extension.kernel_ops``), with the
     kernels' fake (meta) implementations registered on the first call (the autograd formulas
     are the functions below)."""
-    return _registered(mace_ops().namespace)
+    return _registered(kernel_ops().namespace)
 
 
 @functools.lru_cache(maxsize=1)

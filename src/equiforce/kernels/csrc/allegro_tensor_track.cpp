@@ -1,5 +1,5 @@
-// Allegro's tensor track on pairs: the channel weighting of the edge harmonics and the last
-// layer's tensor product (dot mode), one loop each way.
+// Allegro's tensor track on pairs: the channel weighting of the edge harmonics (the tensor
+// product with the centre's environment is allegro_product.cpp's).
 //
 // weighted_channels: out[i, e, u] = basis[e, i] * w[e, u * n_irreps + irrep_i]
 // (the initial pair tensor features, component-major (dim, n_edges, mul)). In torch ops a
@@ -11,15 +11,9 @@
 // torch ops two one-hot GEMMs, a product and a scatter-add forward, a gather, two products
 // and two GEMMs backward.
 //
-// dot_gather: out[e, u] = sum_t a[row_t, e, u] * b[centre_e, t, u]
-//
-// a: (d1, n_edges, mul) the pair features, component-major; b: (n_atoms, n_terms, mul) each
-// term's environment component times its weight and coupling, per atom; row_t: the component
-// of a in term t. In torch ops this is a gather of b to the pairs, a transposing copy, a
-// product and a sum, and in the backward three products, a copy, a sum and a scatter-add:
-// every one a pass over an (n_terms, n_edges, mul) tensor. Here: one loop forward, one
-// backward (the atom gradient accumulated serially, deterministic). A backward run with grad
-// mode on (force training differentiates it again) is written with differentiable ATen ops.
+// Each runs one loop forward and one backward (the atom gradients accumulated serially,
+// deterministic). A backward run with grad mode on (force training differentiates it again)
+// is written with differentiable ATen ops.
 #include <torch/extension.h>
 
 #include <tuple>
@@ -30,55 +24,6 @@ namespace {
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
-
-template <typename T>
-void forward_loop(const T* __restrict__ a, const T* __restrict__ b,
-                  const int64_t* __restrict__ centre, const int64_t* __restrict__ rows,
-                  int64_t n_edges, int64_t n_terms, int64_t mul, int64_t n_atoms,
-                  int64_t d1, T* __restrict__ out) {
-  for (int64_t t = 0; t < n_terms; ++t) {
-    TORCH_CHECK(rows[t] >= 0 && rows[t] < d1, "dot_gather: rows[", t, "] = ", rows[t],
-                " is not a component of a (", d1, ")");
-  }
-  for (int64_t e = 0; e < n_edges; ++e) {
-    TORCH_CHECK(centre[e] >= 0 && centre[e] < n_atoms, "dot_gather: centre[", e, "] = ",
-                centre[e], " is not an atom index below ", n_atoms);
-    const T* be = b + centre[e] * n_terms * mul;
-    T* oe = out + e * mul;
-    for (int64_t u = 0; u < mul; ++u) oe[u] = T(0);
-    for (int64_t t = 0; t < n_terms; ++t) {
-      const T* at = a + (rows[t] * n_edges + e) * mul;
-      const T* bt = be + t * mul;
-#pragma omp simd
-      for (int64_t u = 0; u < mul; ++u) oe[u] += at[u] * bt[u];
-    }
-  }
-}
-
-template <typename T>
-void backward_loop(const T* __restrict__ g, const T* __restrict__ a, const T* __restrict__ b,
-                   const int64_t* __restrict__ centre, const int64_t* __restrict__ rows,
-                   int64_t n_edges, int64_t n_terms, int64_t mul, T* __restrict__ grad_a,
-                   T* __restrict__ grad_b) {
-  for (int64_t e = 0; e < n_edges; ++e) {
-    const int64_t offset = centre[e] * n_terms * mul;
-    const T* be = b + offset;
-    T* gbe = grad_b + offset;
-    const T* ge = g + e * mul;
-    for (int64_t t = 0; t < n_terms; ++t) {
-      const int64_t at_offset = (rows[t] * n_edges + e) * mul;
-      const T* at = a + at_offset;
-      T* gat = grad_a + at_offset;
-      const T* bt = be + t * mul;
-      T* gbt = gbe + t * mul;
-#pragma omp simd
-      for (int64_t u = 0; u < mul; ++u) {
-        gat[u] += ge[u] * bt[u];
-        gbt[u] += ge[u] * at[u];
-      }
-    }
-  }
-}
 
 template <typename T>
 void weighting_forward_loop(const T* __restrict__ basis, const T* __restrict__ w,
@@ -262,47 +207,6 @@ struct Environment : public torch::autograd::Function<Environment> {
   }
 };
 
-struct DotGather : public torch::autograd::Function<DotGather> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& a_in, const Tensor& b_in,
-                        const Tensor& centre, const Tensor& rows) {
-    auto a = a_in.contiguous(), b = b_in.contiguous();
-    const int64_t n_edges = a.size(1), mul = a.size(2), n_terms = b.size(1);
-    auto out = torch::empty({n_edges, mul}, a.options());
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "dot_gather", [&] {
-      forward_loop<scalar_t>(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                             centre.data_ptr<int64_t>(), rows.data_ptr<int64_t>(), n_edges,
-                             n_terms, mul, b.size(0), a.size(0),
-                             out.data_ptr<scalar_t>());
-    });
-    ctx->save_for_backward({a_in, b_in, centre, rows});  // the inputs: in the graph
-    return out;
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const Tensor &a = saved[0], &b = saved[1], &centre = saved[2], &rows = saved[3];
-    const Tensor& g = grads[0];
-    if (torch::GradMode::is_enabled()) {
-      // (n_terms, n_edges, mul) products in differentiable ATen ops
-      auto b_pairs = b.index_select(0, centre).transpose(0, 1);
-      auto a_rows = a.index_select(0, rows);
-      auto grad_a = torch::zeros_like(a).index_add(0, rows, g.unsqueeze(0) * b_pairs);
-      auto grad_b = torch::zeros_like(b).index_add(
-          0, centre, (g.unsqueeze(0) * a_rows).transpose(0, 1));
-      return {grad_a, grad_b, Tensor(), Tensor()};
-    }
-    auto gc = g.contiguous(), ac = a.contiguous(), bc = b.contiguous();
-    auto grad_a = torch::zeros_like(ac), grad_b = torch::zeros_like(bc);
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "dot_gather_backward", [&] {
-      backward_loop<scalar_t>(gc.data_ptr<scalar_t>(), ac.data_ptr<scalar_t>(),
-                              bc.data_ptr<scalar_t>(), centre.data_ptr<int64_t>(),
-                              rows.data_ptr<int64_t>(), a.size(1), b.size(1), a.size(2),
-                              grad_a.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>());
-    });
-    return {grad_a, grad_b, Tensor(), Tensor()};
-  }
-};
-
 // basis (n_edges, dim), w (n_edges, mul * n_irreps), irrep_of (dim,) in range
 void check_weighting(const char* op, const Tensor& basis, const Tensor& w,
                      const Tensor& irrep_of, int64_t mul) {
@@ -339,22 +243,6 @@ Tensor environment(const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
   return Environment::apply(basis, w, irrep_of, centre, mul, n_atoms);
 }
 
-Tensor dot_gather(const Tensor& a, const Tensor& b, const Tensor& centre, const Tensor& rows) {
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "dot_gather: CPU tensors only");
-  TORCH_CHECK(a.scalar_type() == b.scalar_type() &&
-                  (a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble),
-              "dot_gather: a and b must both be float32 or float64");
-  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(2) == b.size(2),
-              "dot_gather: a (d1, n_edges, mul) and b (n_atoms, n_terms, mul) expected");
-  TORCH_CHECK(centre.scalar_type() == at::kLong && centre.dim() == 1 &&
-                  centre.size(0) == a.size(1) && centre.is_contiguous(),
-              "dot_gather: centre must be a contiguous (n_edges,) int64 tensor");
-  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.dim() == 1 && rows.size(0) == b.size(1) &&
-                  rows.is_contiguous(),
-              "dot_gather: rows must be a contiguous (n_terms,) int64 tensor");
-  return DotGather::apply(a, b, centre, rows);
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -363,6 +251,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("environment", &environment,
         "env[n, i * mul + u] = sum over n's pairs e of basis[e, i] * w[e, u * n_irreps + "
         "irrep_of[i]] (any order exact)");
-  m.def("dot_gather", &dot_gather,
-        "out[e, u] = sum_t a[rows[t], e, u] * b[centre[e], t, u] (any order exact)");
 }

@@ -14,19 +14,27 @@
    A domain with fewer than 2 atoms or 2 edges (the exported axes start at 2) gets two padding
    atoms joined by two edges of their own: they touch no real atom's energy and are dropped.
    Atoms of types mapped to NULL (pair_style hybrid) enter as type 0 without edges; their
-   constant energies are left out. */
+   constant energies are left out. A package whose program calls equiforce's kernel library
+   (Allegro's tensor product, `fast` backend) carries it; it is loaded before the program. */
 #include "aoti_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/InferenceMode.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/headeronly/version.h>
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 namespace equiforce {
@@ -164,6 +172,61 @@ void check_runnable(const Metadata &metadata, const std::string &path)
                      "this equiforce: packages before edge_gradient lack it)");
 }
 
+/* The text after `"key":` in a flat JSON object (blanks skipped). */
+size_t member_value(const std::string &object, const std::string &key)
+{
+  size_t at = object.find("\"" + key + "\"");
+  if (at == std::string::npos) throw std::invalid_argument("no member '" + key + "'");
+  at = object.find(':', at + key.size() + 2);
+  if (at == std::string::npos) throw std::invalid_argument("no value of '" + key + "'");
+  ++at;
+  skip_blanks(object, at);
+  return at;
+}
+
+/* Load the operator library a package carries (metadata `kernel_library`, null when its
+   program calls aten's operators only; docs/export.md), as equiforce.export.load_exported
+   does: the shared object is unpacked from the archive into a temporary file, dlopen'ed (its
+   TORCH_LIBRARY registers the operators the program calls by name) and the file removed.
+   Nothing is done when the operators are registered already (the namespace hashes the build:
+   one namespace is one library). */
+void load_kernel_library(const Metadata &metadata, const std::string &path)
+{
+  auto found = metadata.find("equiforce.kernel_library");
+  if (found == metadata.end() || found->second == "null") return;
+  const std::string &library = found->second;
+  std::string file, first_operator;
+  try {
+    size_t at = member_value(library, "file");
+    file = json_string(library, at);
+    auto operators = json_strings(library.substr(member_value(library, "operators")));
+    if (operators.empty()) throw std::invalid_argument("no operators");
+    first_operator = operators.front();
+  } catch (const std::invalid_argument &err) {
+    fail(path, std::string("metadata field 'kernel_library': ") + err.what());
+  }
+  if (c10::Dispatcher::singleton().findSchema({first_operator, ""}).has_value()) return;
+  at::DataPtr data;
+  size_t size = 0;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    std::tie(data, size) = reader.getRecord(file);
+  } catch (const std::exception &err) {
+    fail(path, "the program calls operators of the kernel library " + file + ", which the "
+                   "archive does not hold (" + err.what() + "): export the model file again");
+  }
+  const char *folder = std::getenv("TMPDIR");
+  std::string name = std::string(folder && *folder ? folder : "/tmp") +
+                     "/equiforce-kernels-XXXXXX.so";
+  int fd = mkstemps(name.data(), 3);
+  bool written = fd >= 0 && write(fd, data.get(), size) == static_cast<ssize_t>(size);
+  if (fd >= 0) close(fd);
+  void *handle = written ? dlopen(name.c_str(), RTLD_NOW | RTLD_GLOBAL) : nullptr;
+  std::string why = written ? (handle ? "" : dlerror()) : "cannot write " + name;
+  if (fd >= 0) unlink(name.c_str());    // the loaded library stays mapped
+  if (!handle) fail(path, "cannot load the kernel library " + file + " it carries: " + why);
+}
+
 size_t index_of(const std::vector<std::string> &names, const std::string &name)
 {
   return std::find(names.begin(), names.end(), name) - names.begin();
@@ -226,6 +289,7 @@ PackageModel::PackageModel(const std::string &path) : path_(path), r_max_(0.0), 
   node_energy_ = index_of(outputs, "node_energy");
   std::string device = string_field(metadata, path, "device");
   device_ = c10::Device(device == "cuda" ? c10::kCUDA : c10::kCPU);
+  load_kernel_library(metadata, path);
   try {
     loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
   } catch (const std::exception &err) {

@@ -1,6 +1,6 @@
-"""MACE's kernel library as dispatcher operators (``kernels.extension.mace_ops``).
+"""MACE's operators of the kernel library (``kernels.extension.kernel_ops``).
 
-The six operators are registered in C++ (``csrc/mace_ops.cpp``) in a namespace named by the
+The six operators are registered in C++ (``csrc/kernel_ops.cpp``) in a namespace named by the
 build's hash; their fake (meta) and autograd formulas in Python (``edge_ops``,
 ``symmetric_ops``). ``torch.library.opcheck`` checks each against its schema, its fake
 implementation (shapes, dtypes, symbolic sizes under ``make_fx``/``torch.export``) and its
@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from equiforce.kernels import edge_ops, executor_class, symmetric_ops
-from equiforce.kernels.extension import mace_ops, mace_ops_apply
+from equiforce.kernels.extension import kernel_ops, kernel_ops_apply
 from equiforce.o3 import SymmetricContractionDescriptor
 from equiforce.op_library import load_op_library, loaded_op_library
 
-pytestmark = pytest.mark.skipif(mace_ops() is None, reason="no C++ compiler")
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
 CHECKS = (
     "test_schema",
@@ -65,7 +65,7 @@ def _symmetric_inputs(with_direction: bool):
 
 
 def test_edge_operators_pass_opcheck():
-    ops = mace_ops().ops
+    ops = kernel_ops().ops
     a, s, r, b, graph = _edge_inputs()
     edge_ops.node_out(a, s, r, graph, 4, 2)  # registers the fake and autograd formulas
     torch.library.opcheck(ops.cwtp_node_out, (a, s, r, *graph, 4, 2), test_utils=CHECKS)
@@ -75,7 +75,7 @@ def test_edge_operators_pass_opcheck():
 
 @pytest.mark.parametrize("with_direction", [False, True])
 def test_symmetric_operators_pass_opcheck(with_direction):
-    ops = mace_ops().ops
+    ops = kernel_ops().ops
     p, x, g, v, table = _symmetric_inputs(with_direction)
     symmetric_ops.contract(p, x, symmetric_ops.MonomialTable(*table, 4, 2))  # registers formulas
     torch.library.opcheck(ops.sc_forward, (p, x, v, *table, 4), test_utils=CHECKS)
@@ -84,21 +84,21 @@ def test_symmetric_operators_pass_opcheck(with_direction):
 
 
 def test_the_library_is_loaded_once_per_namespace(tmp_path):
-    library = mace_ops()
+    library = kernel_ops()
     assert loaded_op_library(library.namespace) == library.path
     # a second copy of the same build (as a package carries) is not loaded again: the
     # dispatcher would refuse its operators' second registration
     copy = tmp_path / "copy.so"
     copy.write_bytes(library.path.read_bytes())
     assert load_op_library(library.namespace, copy) == library.path
-    assert library.namespace.startswith("equiforce_mace_ops_")
+    assert library.namespace.startswith("equiforce_kernel_ops_")
 
 
 def test_operators_apply_to_cpu_float32_and_float64_only():
     cpu = torch.device("cpu")
-    assert mace_ops_apply(cpu, torch.float64) and mace_ops_apply(cpu, torch.float32)
-    assert not mace_ops_apply(cpu, torch.bfloat16)
-    assert not mace_ops_apply(torch.device("meta"), torch.float64)
+    assert kernel_ops_apply(cpu, torch.float64) and kernel_ops_apply(cpu, torch.float32)
+    assert not kernel_ops_apply(cpu, torch.bfloat16)
+    assert not kernel_ops_apply(torch.device("meta"), torch.float64)
 
 
 def test_the_library_needs_no_python():
@@ -106,7 +106,7 @@ def test_the_library_needs_no_python():
     or libpython, and leaves no Python symbol undefined."""
     if shutil.which("readelf") is None or shutil.which("nm") is None:
         pytest.skip("binutils (readelf, nm) not installed")
-    path = str(mace_ops().path)
+    path = str(kernel_ops().path)
     dynamic = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, check=True)
     needed = [line for line in dynamic.stdout.splitlines() if "(NEEDED)" in line]
     assert any("libtorch_cpu" in line for line in needed)

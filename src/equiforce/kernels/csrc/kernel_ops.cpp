@@ -1,8 +1,9 @@
-// The MACE kernels (channelwise_tp.cpp, symmetric_contraction.cpp) as dispatcher operators.
+// The kernels of MACE (channelwise_tp.cpp, symmetric_contraction.cpp) and Allegro's tensor
+// product (allegro_product.cpp) as dispatcher operators.
 //
 // Registered with TORCH_LIBRARY (CPU kernels; no Python in this library), so the same
 // operators serve eager equiforce (torch.ops.<namespace>.*, differentiated by the autograd
-// formulas edge_ops.py and symmetric_ops.py register) and exported packages: torch.export
+// formulas edge_ops.py, symmetric_ops.py and allegro_product_ops.py register) and exported packages: torch.export
 // traces them as opaque calls and AOTInductor's proxy executor calls them by name, once the
 // library is loaded in the process (equiforce.export.package loads the copy a package
 // carries). The namespace is EQF_OPS_NAMESPACE, defined at build time as the extension's
@@ -39,6 +40,16 @@ torch::Tensor sc_moment(torch::Tensor g, torch::Tensor x, c10::optional<torch::T
 torch::Tensor sc_gradient(torch::Tensor p, torch::Tensor g, torch::Tensor x,
                           c10::optional<torch::Tensor> v, torch::Tensor type,
                           torch::Tensor pairs, torch::Tensor cubes, torch::Tensor terms);
+
+// allegro_product.cpp
+torch::Tensor allegro_gather_contract(const torch::Tensor& x, const torch::Tensor& p,
+                                      const torch::Tensor& centre);
+torch::Tensor allegro_scatter_outer(const torch::Tensor& x, const torch::Tensor& y,
+                                    const torch::Tensor& centre, c10::SymInt n_atoms);
+torch::Tensor allegro_gather_contract_autograd(const torch::Tensor& x, const torch::Tensor& p,
+                                               const torch::Tensor& centre);
+torch::Tensor allegro_scatter_outer_autograd(const torch::Tensor& x, const torch::Tensor& y,
+                                             const torch::Tensor& centre, c10::SymInt n_atoms);
 
 namespace {
 
@@ -84,6 +95,8 @@ void define(torch::Library& m) {
         "Tensor cubes, Tensor terms, SymInt n_types) -> Tensor");
   m.def("sc_gradient(Tensor p, Tensor g, Tensor x, Tensor? v, Tensor atom_type, "
         "Tensor pairs, Tensor cubes, Tensor terms) -> Tensor");
+  m.def("allegro_gather_contract(Tensor x, Tensor p, Tensor centre) -> Tensor");
+  m.def("allegro_scatter_outer(Tensor x, Tensor y, Tensor centre, SymInt n_atoms) -> Tensor");
 }
 
 void implement_cpu(torch::Library& m) {
@@ -93,6 +106,8 @@ void implement_cpu(torch::Library& m) {
   m.impl("sc_forward", &sc_forward);
   m.impl("sc_moment", &sc_moment);
   m.impl("sc_gradient", &sc_gradient);
+  m.impl("allegro_gather_contract", &allegro_gather_contract);
+  m.impl("allegro_scatter_outer", &allegro_scatter_outer);
 }
 
 }  // namespace
@@ -105,3 +120,10 @@ void implement_cpu(torch::Library& m) {
 EQF_LIBRARY(EQF_OPS_NAMESPACE, m) { define(m); }
 
 EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, CPU, m) { implement_cpu(m); }
+
+// Allegro's product differentiates itself in C++ (allegro_product.cpp); MACE's operators get
+// their autograd formulas from Python (edge_ops.py, symmetric_ops.py).
+EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, Autograd, m) {
+  m.impl("allegro_gather_contract", &allegro_gather_contract_autograd);
+  m.impl("allegro_scatter_outer", &allegro_scatter_outer_autograd);
+}
