@@ -18,20 +18,21 @@ D1, D2, N_ATOMS, N_EDGES, MUL = 4, 3, 5, 23, 6
 
 
 def _torch_gather_contract(x, p, centre):
-    return (p.index_select(2, centre) * x.unsqueeze(1)).sum(0)
+    per_pair = p.index_select(0, centre).permute(1, 2, 0, 3)  # (d1, d2, n_edges, U)
+    return (per_pair * x.unsqueeze(1)).sum(0)
 
 
 def _torch_scatter_outer(x, y, centre, n_atoms):
-    outer = x.unsqueeze(1) * y.unsqueeze(0)  # (d1, d2, n_edges, U)
-    zeros = outer.new_zeros(x.shape[0], y.shape[0], n_atoms, x.shape[2])
-    return zeros.index_add(2, centre, outer)
+    outer = (x.unsqueeze(1) * y.unsqueeze(0)).permute(2, 0, 1, 3)  # (n_edges, d1, d2, U)
+    zeros = outer.new_zeros(n_atoms, x.shape[0], y.shape[0], x.shape[2])
+    return zeros.index_add(0, centre, outer)
 
 
 def _inputs(dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(D1, N_EDGES, MUL, generator=g, dtype=dtype).requires_grad_()
     y = torch.randn(D2, N_EDGES, MUL, generator=g, dtype=dtype).requires_grad_()
-    p = torch.randn(D1, D2, N_ATOMS, MUL, generator=g, dtype=dtype).requires_grad_()
+    p = torch.randn(N_ATOMS, D1, D2, MUL, generator=g, dtype=dtype).requires_grad_()
     centre = torch.randint(0, N_ATOMS - 1, (N_EDGES,), generator=g)  # last atom: no pairs
     return x, y, p, centre
 
@@ -74,7 +75,7 @@ def test_opcheck_and_gradcheck():
 
 def test_float32_and_non_contiguous_inputs():
     x, y, p, centre = _inputs(torch.float32)
-    p_t = p.detach().transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    p_t = p.detach().transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
     torch.testing.assert_close(
         gather_contract(x, p_t, centre), _torch_gather_contract(x, p, centre)
     )
@@ -123,8 +124,8 @@ def test_bad_input_is_refused():
         gather_contract(x.half(), p.half(), centre)
     with pytest.raises(RuntimeError, match="one dtype"):
         gather_contract(x, p.float(), centre)
-    with pytest.raises(RuntimeError, match="p \\(d1, d2, n_atoms, U\\) expected"):
-        gather_contract(x, p[:2], centre)
+    with pytest.raises(RuntimeError, match="p \\(n_atoms, d1, d2, U\\) expected"):
+        gather_contract(x, p[:, :2], centre)
 
 
 @pytest.mark.parametrize("layer", [0, 1])

@@ -8,17 +8,17 @@ with the small irrep axis innermost, and contracts it with one batched matmul pe
 CPU its broadcasts over axes of length 1-9 run far below memory bandwidth. Here the pair
 features are laid out **component-major**, ``(dim, n_edges, mul)`` (every irrep component one
 long contiguous row), and the work that depends only on the centre atom is done per atom, a
-factor ``P (dim1, dim_out, n_atoms, mul)``:
+factor ``P (n_atoms, dim1, dim_out, mul)``:
 
 * ``general`` mode: ``x2`` is the centre's environment, so the weight-mixed coupling
   ``M[u] = sum_p w[u, p] C_p`` is contracted with it per atom (one batched matmul,
-  ``P[:, :, n, u] = env[n, u] . M[u]``). There are ~10-50x fewer atoms than pairs, so the
+  ``P[n, :, :, u] = env[n, u] . M[u]``). There are ~10-50x fewer atoms than pairs, so the
   coupling never runs per pair and no outer product is formed;
 * ``dot`` mode (every path has ``l_out = 0``: the last Allegro layer, output ``0e``): the
-  coupling is ``c_p δ_ij``, so ``P[i, 0, n, u]`` is the sum of the terms ``(c w)[row] x2[n,
+  coupling is ``c_p δ_ij``, so ``P[n, i, 0, u]`` is the sum of the terms ``(c w)[row] x2[n,
   j, u]`` that multiply ``x1[i]``.
 
-Then ``out[k, e, u] = sum_i x1[i, e, u] P[i, k, centre[e], u]``: on CPU in float32/float64
+Then ``out[k, e, u] = sum_i x1[i, e, u] P[centre[e], i, k, u]``: on CPU in float32/float64
 the kernel library's ``allegro_gather_contract`` (``allegro_product_ops``: no pair-sized
 ``(dim1, dim_out, n_edges, mul)`` product, its derivatives again the library's operators,
 traced as opaque calls so exported packages run them too), elsewhere a gather, a broadcast
@@ -125,31 +125,33 @@ class FastAllegroTensorProduct(ExactConstants):
         env = env.to(weight.dtype)
         factor = self._dot_factor(env, weight) if self.dot_mode else self._factor(env, weight)
         if kernel_ops_apply(a.device, a.dtype):  # no (d1, d_out, n_edges, mul) product
-            out = gather_contract(a, factor, centre)
-        else:
-            out = (factor.index_select(2, centre) * a.unsqueeze(1)).sum(0)
-        return out.permute(1, 2, 0).to(io_dtype)  # out: (d_out, n_edges, mul)
+            out = gather_contract(a, factor, centre).permute(1, 2, 0)
+        else:  # (n_edges, d1, d_out, mul) products summed over d1
+            out = (factor.index_select(0, centre) * a.transpose(0, 1).unsqueeze(2)).sum(1)
+            out = out.transpose(1, 2)
+        return out.to(io_dtype)  # (n_edges, mul, d_out)
 
     def _factor(self, env: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """General mode: (d1, d_out, n_atoms, mul), the weight-mixed coupling contracted with
+        """General mode: (n_atoms, d1, d_out, mul), the weight-mixed coupling contracted with
         each atom's environment ``env`` (n_atoms, mul, d2)."""
         d1, d2, d_out = self.dims
         mul = env.shape[1]
         mixed = weight @ self.coupling.to(weight.dtype)  # ([mul,] d2 * d1 * d_out)
         if self.descriptor.path_channel_coupling:  # (mul, n_atoms, d1 * d_out)
             per_atom = torch.bmm(env.transpose(0, 1), mixed.view(mul, d2, d1 * d_out))
-            per_atom = per_atom.permute(2, 1, 0)
+            per_atom = per_atom.permute(1, 2, 0)
         else:  # (n_atoms, mul, d1 * d_out)
-            per_atom = (env @ mixed.view(d2, d1 * d_out)).permute(2, 0, 1)
-        return per_atom.reshape(d1, d_out, -1, mul)
+            per_atom = (env @ mixed.view(d2, d1 * d_out)).transpose(1, 2)
+        return per_atom.reshape(-1, d1, d_out, mul)
 
     def _dot_factor(self, env: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Dot mode: (d1, 1, n_atoms, mul), per component i of ``x1`` the sum of its terms'
+        """Dot mode: (n_atoms, d1, 1, mul), per component i of ``x1`` the sum of its terms'
         environment components (``env`` (n_atoms, mul, d2)) times path weight and coupling."""
-        b = env.permute(2, 0, 1)  # (d2, n_atoms, mul)
-        b = b if self.diagonal else b.index_select(0, self.rows2)  # (n_terms, n_atoms, mul)
-        b = b * (self._term_weights(weight) * self.row_const.to(weight.dtype).view(-1, 1, 1))
+        b = env.transpose(1, 2)  # (n_atoms, d2, mul)
+        b = b if self.diagonal else b.index_select(1, self.rows2)  # (n_atoms, n_terms, mul)
+        weights = self._term_weights(weight) * self.row_const.to(weight.dtype).view(-1, 1, 1)
+        b = b * weights.transpose(0, 1)  # weights: (n_terms, 1, mul or 1)
         if not self.diagonal:
             d1 = self.descriptor.irreps_in1.dim
-            b = b.new_zeros(d1, b.shape[1], b.shape[2]).index_add(0, self.rows1, b)
-        return b.unsqueeze(1)
+            b = b.new_zeros(b.shape[0], d1, b.shape[2]).index_add(1, self.rows1, b)
+        return b.unsqueeze(2)

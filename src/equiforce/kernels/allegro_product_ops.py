@@ -4,16 +4,17 @@ Two operators of the kernel library (``csrc/allegro_product.cpp``, registered in
 ``csrc/kernel_ops.cpp``; ``extension.kernel_ops``), the partial derivatives of one trilinear
 form over the pairs,
 
-    F = sum_{e, i, k, u} y[k, e, u] * x[i, e, u] * p[i, k, centre[e], u]:
+    F = sum_{e, i, k, u} y[k, e, u] * x[i, e, u] * p[centre[e], i, k, u]:
 
-* ``gather_contract(x, p, centre) = dF/dy``: ``out[k, e, u] = sum_i x[i, e, u] p[i, k,
-  centre[e], u]``, pair features (component-major ``(d1, n_edges, U)``) against their centre's
-  factor ``(d1, d2, n_atoms, U)``, out ``(d2, n_edges, U)``;
-* ``scatter_outer(x, y, centre, n_atoms) = dF/dp``: ``q[i, k, n, u] = sum_{e: centre[e] = n}
-  x[i, e, u] y[k, e, u]``, out ``(d1, d2, n_atoms, U)``.
+* ``gather_contract(x, p, centre) = dF/dy``: ``out[k, e, u] = sum_i x[i, e, u] p[centre[e],
+  i, k, u]``, pair features (component-major ``(d1, n_edges, U)``) against their centre's
+  factor (atom-major ``(n_atoms, d1, d2, U)``: one contiguous block per pair), out
+  ``(d2, n_edges, U)``;
+* ``scatter_outer(x, y, centre, n_atoms) = dF/dp``: ``q[n, i, k, u] = sum_{e: centre[e] = n}
+  x[i, e, u] y[k, e, u]``, out ``(n_atoms, d1, d2, U)``.
 
 The gradient of each with respect to any input is one of the two again (``p`` transposed in
-its first two axes where ``x`` and ``y`` swap roles), so forces and force training never
+its axes 1 and 2 where ``x`` and ``y`` swap roles), so forces and force training never
 build the ``(d1, d2, n_edges, U)`` product a torch formulation gathers (81 numbers per pair
 and channel at l_max 2). Their autograd kernels are C++ (``csrc/allegro_product.cpp``: a
 Python formula cost ~0.1 ms per call, a tenth of a tiny Allegro's call on a molecule); this
@@ -49,11 +50,11 @@ def _registered(namespace: str):
 
 
 def gather_contract(x: Tensor, p: Tensor, centre: Tensor) -> Tensor:
-    """``out[k, e, u] = sum_i x[i, e, u] * p[i, k, centre[e], u]``.
+    """``out[k, e, u] = sum_i x[i, e, u] * p[centre[e], i, k, u]``.
 
     Args:
         x: (d1, n_edges, U) pair features, component-major.
-        p: (d1, d2, n_atoms, U) factor per atom.
+        p: (n_atoms, d1, d2, U) factor per atom.
         centre: (n_edges,) int64 centre atom of each pair.
 
     Returns:
@@ -63,7 +64,7 @@ def gather_contract(x: Tensor, p: Tensor, centre: Tensor) -> Tensor:
 
 
 def scatter_outer(x: Tensor, y: Tensor, centre: Tensor, n_atoms: int) -> Tensor:
-    """``q[i, k, n, u] = sum_{e: centre[e] = n} x[i, e, u] * y[k, e, u]``.
+    """``q[n, i, k, u] = sum_{e: centre[e] = n} x[i, e, u] * y[k, e, u]``.
 
     Args:
         x: (d1, n_edges, U).
@@ -72,7 +73,7 @@ def scatter_outer(x: Tensor, y: Tensor, centre: Tensor, n_atoms: int) -> Tensor:
         n_atoms: atoms (zero rows for atoms without pairs).
 
     Returns:
-        (d1, d2, n_atoms, U), the dtype of ``x``.
+        (n_atoms, d1, d2, U), the dtype of ``x``.
     """
     return _ops().allegro_scatter_outer(
         x.contiguous(), y.contiguous(), centre.contiguous(), n_atoms
@@ -80,8 +81,8 @@ def scatter_outer(x: Tensor, y: Tensor, centre: Tensor, n_atoms: int) -> Tensor:
 
 
 def _gather_contract_fake(x, p, centre):
-    return x.new_empty(p.shape[1], x.shape[1], x.shape[2])
+    return x.new_empty(p.shape[2], x.shape[1], x.shape[2])
 
 
 def _scatter_outer_fake(x, y, centre, n_atoms):
-    return x.new_empty(x.shape[0], y.shape[0], n_atoms, x.shape[2])
+    return x.new_empty(n_atoms, x.shape[0], y.shape[0], x.shape[2])
