@@ -75,6 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per system")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     parser.add_argument(
+        "--settle",
+        type=int,
+        default=0,
+        help="untimed calls of an implementation right before each of its timed ones (as an "
+        "MD loop calls one model step after step; default 0: calls strictly alternate "
+        "between the implementations' processes, each finding the caches as the other left "
+        "them, which inflates sub-millisecond calls)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -144,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         peers_same_backward=args.peers_same_backward,
         repeats=args.repeats,
         warmup=args.warmup,
+        settle=args.settle,
         device=args.device,
         seed=args.seed,
         peer_python={k: v for k, v in pythons.items() if v is not None},

@@ -89,6 +89,8 @@ def test_variants_set_chunks_or_the_whole_graph_and_name_their_worker_options():
         BenchConfig(preset="mace-small", warmup=0, variants=(Variant("c", compile=True),))
     with pytest.raises(ValueError, match="unknown call kind"):
         BenchConfig(preset="mace-small", kind="md")
+    with pytest.raises(ValueError, match="--settle >= 0"):
+        BenchConfig(preset="mace-small", settle=-1)
 
 
 def _measured(atoms: int, *peaks_mb: float) -> dict:
@@ -116,10 +118,12 @@ def test_bench_runs_variants_training_steps_and_profiles_and_skips_by_memory(tmp
         profile=True,
         repeats=1,
         warmup=0,
+        settle=1,
         threads=1,
         max_peak_gb=1e-3,
     )
     report = run_bench(config, log=lambda line: None)
+    assert report["settings"]["settle"] == 1
     molecule, batch, skipped = report["results"]
     assert skipped["skipped"] and "predicted peak" in skipped["error"]
     assert skipped["n_atoms"] == 45

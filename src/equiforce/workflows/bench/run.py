@@ -2,7 +2,9 @@
 
 For every system a fresh worker process per implementation builds the batch (its neighbour
 list is timed once, outside the calls), then the driver alternates single calls between the
-workers: ``warmup`` untimed rounds, then ``repeats`` timed ones. Each call is timed inside its
+workers: ``warmup`` untimed rounds, then ``repeats`` timed ones (each after ``settle`` untimed
+calls of the same implementation, when asked: timed as an MD loop runs one model step after
+step, not right after the other implementation's call). Each call is timed inside its
 worker by two clocks (``equiforce.measure.timing.measure_call``): wall time and the worker
 process's CPU time (all its threads, so torch's intra-op threads count). A call is of one kind
 (``kinds``: energy+forces inference, or a force-training step). The implementations are ours
@@ -94,6 +96,9 @@ class BenchConfig:
             ``loss.backward()`` (``kinds.plain_backward``), what its users run.
         repeats: timed calls per implementation and system (>= 1).
         warmup: untimed calls first (>= 0; >= 1 with ``compile``).
+        settle: untimed calls of an implementation right before each of its timed ones
+            (``measure.timing.interleave``; 0: strict alternation, each call finding the
+            caches as the other implementation's process left them).
         threads: torch threads of every worker.
         device: "cpu", "cuda" or "cuda:N".
         seed: seed of preset weights and of the systems.
@@ -116,6 +121,7 @@ class BenchConfig:
     peers_same_backward: bool = False
     repeats: int = 5
     warmup: int = 2
+    settle: int = 0
     threads: int = field(default_factory=_default_threads)
     device: str = "cpu"
     seed: int = 0
@@ -134,9 +140,10 @@ class BenchConfig:
         if not self.systems:
             raise ValueError("no systems to run")
         parsed = {name: parse_system(name) for name in self.systems}
-        if self.repeats < 1 or self.warmup < 0:
+        if self.repeats < 1 or self.warmup < 0 or self.settle < 0:
             raise ValueError(
-                f"need --repeats >= 1 and --warmup >= 0, got {self.repeats}, {self.warmup}"
+                "need --repeats >= 1, --warmup >= 0 and --settle >= 0, got "
+                f"{self.repeats}, {self.warmup}, {self.settle}"
             )
         if (self.compile or any(v.compile for v in self.variants)) and self.warmup < 1:
             raise ValueError("--compile needs --warmup >= 1 (the first call compiles)")
@@ -303,7 +310,7 @@ def _measure(config: BenchConfig, commands: dict[str, list[str]], name: str) -> 
         calls = {
             impl: (lambda i=impl, w=worker: guarded(i, w.call)) for impl, worker in workers.items()
         }
-        times = interleave(calls, config.warmup, config.repeats)
+        times = interleave(calls, config.warmup, config.repeats, config.settle)
         profiles = {
             impl: guarded(impl, lambda w=worker: w.request("profile"))
             for impl, worker in workers.items()
