@@ -19,8 +19,9 @@ BACKEND_PARAMS = [
 
 def allegro_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     """Switch Allegro's C++ CPU ops (geometry, tensor track, product, MLPs) to torch formulations
-    for the rest of a test: the reference a kernel is compared with, and the ops a trace
-    records (eager equals a trace bit for bit only then)."""
+    and the environment's spreads to the column gathers a trace records, for the rest of a
+    test: the reference a kernel is compared with, and the ops a trace of a low-precision
+    model records (eager equals a trace bit for bit only then)."""
     from equiforce.kernels import allegro_fast
     from equiforce.nn.allegro import embedding, mlp
 
@@ -31,3 +32,4 @@ def allegro_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
         (allegro_fast, "kernel_ops_apply"),
     ):
         monkeypatch.setattr(module, name, lambda *args: False)
+    monkeypatch.setattr(mlp, "spread_by_gathers", lambda *args: True)  # as traced

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from equiforce.nn.allegro import mlp
 from equiforce.nn.allegro.embedding import enveloped_bessel_basis, unit_sh
 from equiforce.nn.allegro.mlp import EdgeMajorWeightedChannels, WeightedChannels
 from equiforce.o3.irreps import Irreps
@@ -48,10 +49,13 @@ def test_unit_sh_gradient_matches_spherical_harmonics():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_weighted_channels_edge_major_is_forward_transposed(dtype):
+def test_weighted_channels_edge_major_is_forward_transposed(dtype, traced, monkeypatch):
     """The edge-major layout holds the same numbers as ``forward``, one row per edge, and so
-    do its derivatives (the one-hot products only move numbers)."""
+    do its derivatives, whether spread by one-hot products (eager) or column gathers (as
+    traced): both only move numbers."""
+    monkeypatch.setattr(mlp, "spread_by_gathers", lambda weights: traced)
     irreps = Irreps("1x0e + 1x1o + 1x2e")
     mul, n_edges = 5, 7
     weighter = WeightedChannels(irreps, mul).to(dtype)

@@ -101,6 +101,13 @@ class AllegroMLP(nn.Module):
         return scaled_mlp_forward(blocks, scaled, activation, self.math_dtype)
 
 
+def spread_by_gathers(weights: torch.Tensor) -> bool:
+    """Whether ``EdgeMajorWeightedChannels`` spreads its factors by column gathers (a trace:
+    ``torch.compile``, or a tracer's tensor under ``make_fx``/``torch.export``) rather than
+    by one-hot GEMMs (eager; see the class)."""
+    return torch.compiler.is_compiling() or type(weights) is not torch.Tensor
+
+
 class WeightedChannels(nn.Module):
     """``out[e, u, i] = basis[e, i] * w[e, u, irrep(i)]``: per-channel, per-irrep weights.
 
@@ -143,12 +150,16 @@ class WeightedChannels(nn.Module):
 class EdgeMajorWeightedChannels(WeightedChannels):
     """``WeightedChannels`` laid out for a sum over each atom's pairs (the environment).
 
-    Both factors are spread to the output's columns by one-hot products (0/1 matrices:
-    exact in every dtype), ``(weights @ S_w) * (basis @ S_b)``: GEMMs whose backward is a
-    GEMM. Against an ``index_select`` of the weights per component and a broadcast product
-    (its backward an ``index_add`` and reductions over the broadcast axes) this ran 1.6x
-    faster (forward + gradients, 11,578 pairs of allegro-tiny, float32, one thread; inference
-    on that 64-molecule batch 1.067x, on a 999-atom box 1.057x). It is a tensor-product block
+    Eagerly both factors are spread to the output's columns by one-hot products (0/1
+    matrices: exact in every dtype), ``(weights @ S_w) * (basis @ S_b)``: GEMMs whose backward
+    is a GEMM. Against an ``index_select`` of the weights per component and a broadcast
+    product (its backward an ``index_add`` and reductions over the broadcast axes) this ran
+    1.6x faster (forward + gradients, 11,578 pairs of allegro-tiny, float32, one thread;
+    inference on that 64-molecule batch 1.067x, on a 999-atom box 1.057x). A trace
+    (``torch.export``, ``torch.compile``) records column gathers instead, which Inductor fuses
+    with the product: the one-hot GEMMs multiply ``mul * n_irreps`` numbers per output where
+    one is used (``allegro-big``: 192, 59 % of a float64 3BPA package's GEMM work). It is a
+    tensor-product block
     for the precision policies (``op_class``): its products run in ``math_dtype`` when one
     is set (None: the inputs' promoted dtype).
     """
@@ -169,6 +180,11 @@ class EdgeMajorWeightedChannels(WeightedChannels):
                 basis_spread[i, i * mul + u] = 1.0
         self.register_buffer("weight_spread", weight_spread, persistent=False)
         self.register_buffer("basis_spread", basis_spread, persistent=False)
+        # the same spreads as column indices (traced): output column i * mul + u
+        columns = [(u * self.n_irreps + k, i) for i, k in enumerate(index) for u in range(mul)]
+        weight_column, basis_column = torch.tensor(columns, dtype=torch.int64).unbind(1)
+        self.register_buffer("weight_column", weight_column.contiguous(), persistent=False)
+        self.register_buffer("basis_column", basis_column.contiguous(), persistent=False)
         self.math_dtype: torch.dtype | None = None
 
     def forward(self, basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -186,8 +202,12 @@ class EdgeMajorWeightedChannels(WeightedChannels):
         """
         io_dtype = torch.promote_types(weights.dtype, basis.dtype)
         dtype = self.math_dtype or io_dtype
-        spread_weights = weights.to(dtype) @ self.weight_spread.to(dtype)
-        out = spread_weights * (basis.to(dtype) @ self.basis_spread.to(dtype))
+        weights, basis = weights.to(dtype), basis.to(dtype)
+        if spread_by_gathers(weights):
+            out = weights.index_select(1, self.weight_column)
+            out = out * basis.index_select(1, self.basis_column)
+        else:
+            out = (weights @ self.weight_spread.to(dtype)) * (basis @ self.basis_spread.to(dtype))
         return out.to(io_dtype)
 
     def environment(
