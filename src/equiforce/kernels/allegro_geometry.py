@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.tracing import traced
 
 __all__ = ["edge_geometry", "use_geometry_kernel"]
 
@@ -27,13 +28,11 @@ _SOURCES = ("allegro_geometry.cpp",)
 def use_geometry_kernel(edge_vec: torch.Tensor, dtype: torch.dtype, l_max: int) -> bool:
     """Whether ``edge_geometry`` applies to these inputs (module docstring)."""
     return (
-        type(edge_vec) is torch.Tensor  # not a FakeTensor / functional tensor of a tracer
+        not traced(edge_vec)
         and edge_vec.device.type == "cpu"
         and edge_vec.dtype == torch.float64
         and dtype in (torch.float32, torch.float64)
         and l_max <= 1
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
         and cpu_kernels(_SOURCES) is not None
     )
 

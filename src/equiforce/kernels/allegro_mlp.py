@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 
 from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.tracing import traced
 
 __all__ = ["mlp_kernels", "scaled_mlp", "use_mlp_kernel"]
 
@@ -49,14 +50,12 @@ def use_mlp_kernel(x: torch.Tensor, weight: torch.Tensor) -> bool:
     dtype or device.
     """
     return (
-        type(x) is torch.Tensor  # not a tracer's tensor (a FakeTensor, a functional tensor)
+        not traced(x)
         and x.dtype in (torch.float32, torch.float64)
         and x.device.type == "cpu"
         and weight.dtype == x.dtype
         and weight.device.type == "cpu"
         and not torch.is_autocast_enabled("cpu")  # autocast's casts are the torch ops'
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
         and mlp_kernels() is not None
     )
 

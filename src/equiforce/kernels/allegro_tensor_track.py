@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.tracing import traced
 
 __all__ = ["environment", "use_tensor_track_kernels", "weighted_channels"]
 
@@ -33,11 +34,9 @@ def use_tensor_track_kernels(*tensors: torch.Tensor) -> bool:
     """Whether the ops apply to these float operands (module docstring)."""
     dtype = tensors[0].dtype
     return (
-        all(type(t) is torch.Tensor for t in tensors)  # not a tracer's tensor
+        not traced(*tensors)
         and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
         and dtype in (torch.float32, torch.float64)
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
         and cpu_kernels(_SOURCES) is not None
     )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from equiforce.kernels.tracing import traced
 from equiforce.o3 import Irreps
 
 __all__ = ["channel_last_permutation", "permute_columns"]
@@ -73,6 +74,6 @@ def permute_columns(x: Tensor, perm: Tensor, inverse: Tensor) -> Tensor:
     Returns:
         (n, D) contiguous.
     """
-    if type(x) is not torch.Tensor or torch.compiler.is_compiling():  # a tracer's tensor
+    if traced(x):
         return x.index_select(1, perm)
     return _PermuteColumns.apply(x, perm, inverse)

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.tracing import traced
 
 __all__ = ["cat"]
 
@@ -31,9 +32,7 @@ def _use_kernel(blocks: Sequence[torch.Tensor]) -> bool:
         len(blocks) > 1
         and torch.is_grad_enabled()
         and any(b.requires_grad for b in blocks)
-        and all(type(b) is torch.Tensor for b in blocks)  # not a tracer's tensor
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
+        and not traced(*blocks)
         and cpu_kernels(_SOURCES) is not None
     )
 

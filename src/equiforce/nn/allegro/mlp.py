@@ -21,6 +21,7 @@ from equiforce.kernels.allegro_tensor_track import (
     use_tensor_track_kernels,
     weighted_channels,
 )
+from equiforce.kernels.tracing import traced
 from equiforce.nn.scaled_mlp import scaled_mlp_forward
 from equiforce.o3.irreps import Irreps
 
@@ -105,7 +106,7 @@ def spread_by_gathers(weights: torch.Tensor) -> bool:
     """Whether ``EdgeMajorWeightedChannels`` spreads its factors by column gathers (a trace:
     ``torch.compile``, or a tracer's tensor under ``make_fx``/``torch.export``) rather than
     by one-hot GEMMs (eager; see the class)."""
-    return torch.compiler.is_compiling() or type(weights) is not torch.Tensor
+    return traced(weights)
 
 
 class WeightedChannels(nn.Module):
