@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("reference", "fast"),
         metavar="BACKEND",
         help="also time the model's exported .pt2 package (equiforce export), traced with this "
-        "kernel backend (reference; fast: Allegro only); inference only",
+        "kernel backend (fast: the C++ kernel library, carried by the package; reference: plain "
+        "torch ops); inference only",
     )
     parser.add_argument(
         "--peers",

@@ -204,7 +204,7 @@ def _kernel_library(graph: torch.fx.GraphModule) -> dict[str, Any] | None:
     if foreign:
         raise ExportError(
             f"the trace calls custom ops {foreign}, which a package cannot carry (only "
-            "equiforce's MACE kernel library travels with it); export with --backend reference"
+            "equiforce's kernel library travels with it); export with --backend reference"
         )
     data = library.path.read_bytes()
     return {
@@ -332,7 +332,7 @@ def export_potential(
         potential: the eager potential in the precision to export (not modified).
         path: destination ``.pt2`` file, written atomically and only after validation.
         backend: kernel backend to trace (``reference``: plain torch ops; ``fast``: the fast
-            executors, MACE's through ``kernels.export_ops``).
+            executors, calling the kernel library's operators).
         device: ``cpu`` or ``cuda``: the package runs on this device type only.
         stress: also output ``stress`` and ``virial`` (1, 3, 3) float64 eV/Å^3 and eV.
         per_atom: also output ``node_energy`` (n_atoms,) float64 eV and ``edge_gradient``

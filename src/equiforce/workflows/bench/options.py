@@ -169,7 +169,7 @@ class Variant:
         whole_graph: strictly local models: one pass over the whole graph instead of blocks
             of centre atoms (``Potential.blocking = None``).
         export_backend: time the model's exported ``.pt2`` package (``equiforce.export``),
-            traced with this kernel backend (``reference``; ``fast`` for Allegro only); None:
+            traced with this kernel backend (``fast`` or ``reference``); None:
             not exported. Inference only; the worker's start includes the AOTInductor compile
             (about a minute for tiny models, several for large ones on one CPU thread).
     """
