@@ -67,7 +67,7 @@ def _symmetric_inputs(with_direction: bool):
 def test_edge_operators_pass_opcheck():
     ops = kernel_ops().ops
     a, s, r, b, graph = _edge_inputs()
-    edge_ops.node_out(a, s, r, graph, 4, 2)  # registers the fake and autograd formulas
+    edge_ops.node_out(a, s, r, graph, 4, 2)  # registers the fake formulas
     torch.library.opcheck(ops.cwtp_node_out, (a, s, r, *graph, 4, 2), test_utils=CHECKS)
     torch.library.opcheck(ops.cwtp_edge_r, (a, s, b, *graph, 2), test_utils=CHECKS)
     torch.library.opcheck(ops.cwtp_edge_s, (a, r, b, *graph), test_utils=CHECKS)
@@ -77,7 +77,7 @@ def test_edge_operators_pass_opcheck():
 def test_symmetric_operators_pass_opcheck(with_direction):
     ops = kernel_ops().ops
     p, x, g, v, table = _symmetric_inputs(with_direction)
-    symmetric_ops.contract(p, x, symmetric_ops.MonomialTable(*table, 4, 2))  # registers formulas
+    symmetric_ops.contract(p, x, symmetric_ops.MonomialTable(*table, 4))  # registers fakes
     torch.library.opcheck(ops.sc_forward, (p, x, v, *table, 4), test_utils=CHECKS)
     torch.library.opcheck(ops.sc_moment, (g, x, v, *table, 2), test_utils=CHECKS)
     torch.library.opcheck(ops.sc_gradient, (p, g, x, v, *table), test_utils=CHECKS)

@@ -49,7 +49,7 @@ def _small_inputs(
     x = 0.7 * torch.randn(atoms, 4, channels, generator=generator, dtype=dtype)
     atom_type = torch.randint(0, 2, (atoms,), generator=generator)
     table = symmetric_ops.MonomialTable(
-        atom_type, module.pairs, module.cubes, table_terms.contiguous(), 4, 2
+        atom_type, module.pairs, module.cubes, table_terms.contiguous(), 4
     )
     return p.requires_grad_(True), x.requires_grad_(True), table
 

@@ -19,10 +19,11 @@ of R of each edge ``weight_row`` w and the CSR of the edges by it (``perm_w``,
 ``offsets_w``), and the triple table in two orders, ``triples`` (sorted by (p, ia)) and
 ``swapped`` (the A and B columns exchanged, sorted by (p, ib)).
 
-The operators (``cwtp_node_out``, ``cwtp_edge_r``, ``cwtp_edge_s``) are defined in C++
-(``csrc/kernel_ops.cpp``, the library of ``extension.kernel_ops``); this module registers their
-fake (meta) and autograd formulas, so ``make_fx``, ``torch.compile`` and ``torch.export``
-trace them as opaque calls and exported packages call the same kernels. Support: CPU,
+The operators (``cwtp_node_out``, ``cwtp_edge_r``, ``cwtp_edge_s``) and their autograd
+kernels are C++ (``csrc/kernel_ops.cpp``, ``csrc/channelwise_tp_autograd.cpp``: the library of
+``extension.kernel_ops``); this module registers their fake (meta) formulas, so ``make_fx``,
+``torch.compile`` and ``torch.export`` trace them as opaque calls and exported packages call
+the same kernels. Support: CPU,
 float32 and float64; deterministic (each output row is summed by one thread in a fixed
 order).
 """
@@ -35,7 +36,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from equiforce.kernels.backward_needs import needed_inputs
 from equiforce.kernels.extension import kernel_ops
 
 __all__ = ["EdgeGraph", "edge_graph", "edge_r", "edge_s", "node_out"]
@@ -134,21 +134,18 @@ def edge_graph(
 
 def _ops():
     """``torch.ops.<namespace>`` of the kernel library (``extension.kernel_ops``), with this
-    module's fake (meta) and autograd formulas registered on the first call."""
+    module's fake (meta) formulas registered on the first call."""
     return _registered(kernel_ops().namespace)
 
 
 @functools.lru_cache(maxsize=1)
 def _registered(namespace: str):
-    for name, fake, backward in (
-        ("cwtp_node_out", _node_out_fake, _node_out_backward),
-        ("cwtp_edge_r", _edge_r_fake, _edge_r_backward),
-        ("cwtp_edge_s", _edge_s_fake, _edge_s_backward),
+    for name, fake in (
+        ("cwtp_node_out", _node_out_fake),
+        ("cwtp_edge_r", _edge_r_fake),
+        ("cwtp_edge_s", _edge_s_fake),
     ):
         torch.library.register_fake(f"{namespace}::{name}", fake)
-        torch.library.register_autograd(
-            f"{namespace}::{name}", backward, setup_context=_setup_three
-        )
     return getattr(torch.ops, namespace)
 
 
@@ -203,40 +200,3 @@ def _edge_s_fake(a, r, b, *rest):
     gather, swapped = rest[0], rest[-1]
     return a.new_empty(gather.shape[0], swapped.shape[0])
 
-
-_N_GRAPH = len(EdgeGraph._fields)
-
-
-def _setup_three(ctx, inputs, output) -> None:
-    ctx.graph = EdgeGraph(*inputs[3 : 3 + _N_GRAPH])
-    ctx.save_for_backward(*inputs[:3])
-
-
-def _node_out_backward(ctx, grad):
-    a, s, r = ctx.saved_tensors
-    graph = ctx.graph
-    need = needed_inputs(ctx)
-    grad_a = node_out(grad, s, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
-    grad_s = edge_s(a, r, grad, graph) if need[1] else None
-    grad_r = edge_r(a, s, grad, graph, r.shape[1]) if need[2] else None
-    return (grad_a, grad_s, grad_r) + (None,) * (_N_GRAPH + 2)
-
-
-def _edge_r_backward(ctx, grad):
-    a, s, b = ctx.saved_tensors
-    graph = ctx.graph
-    need = needed_inputs(ctx)
-    grad_a = node_out(b, s, grad, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
-    grad_s = edge_s(a, grad, b, graph) if need[1] else None
-    grad_b = node_out(a, s, grad, graph, b.shape[0], b.shape[1]) if need[2] else None
-    return (grad_a, grad_s, grad_b) + (None,) * (_N_GRAPH + 1)
-
-
-def _edge_s_backward(ctx, grad):
-    a, r, b = ctx.saved_tensors
-    graph = ctx.graph
-    need = needed_inputs(ctx)
-    grad_a = node_out(b, grad, r, graph.transposed(), a.shape[0], a.shape[1]) if need[0] else None
-    grad_r = edge_r(a, grad, b, graph, r.shape[1]) if need[1] else None
-    grad_b = node_out(a, grad, r, graph, b.shape[0], b.shape[1]) if need[2] else None
-    return (grad_a, grad_r, grad_b) + (None,) * _N_GRAPH

@@ -15,11 +15,11 @@ executors use their plain-torch path.
 Two kinds of build:
 
 - ``kernel_ops()``: MACE's edge convolution and symmetric contraction and Allegro's tensor
-  product (``kernel_ops.cpp``, ``channelwise_tp.cpp``, ``symmetric_contraction.cpp``,
-  ``allegro_product.cpp``) as a library of dispatcher operators
-  (``TORCH_LIBRARY``, no Python in it) in the namespace named by the build's hash
-  (``torch.ops.<namespace>``). Eager equiforce calls them and exported packages carry the
-  library (``equiforce.export``); ``equiforce.op_library`` loads each namespace once.
+  product (``kernel_ops.cpp`` and the sources it registers) as a library of dispatcher
+  operators with C++ autograd kernels (``TORCH_LIBRARY``, no Python in it) in the namespace
+  named by the build's hash (``torch.ops.<namespace>``). Eager equiforce calls them and
+  exported packages carry the library (``equiforce.export``); ``equiforce.op_library`` loads
+  each namespace once.
 - ``cpu_kernels(sources)``: a Python extension module (one source holds its
   ``PYBIND11_MODULE``), e.g. ``("allegro_mlp.cpp",)`` or ``("split_cat.cpp",)``.
 """
@@ -44,7 +44,9 @@ _CSRC = Path(__file__).parent / "csrc"
 _KERNEL_OP_SOURCES = (
     "kernel_ops.cpp",
     "channelwise_tp.cpp",
+    "channelwise_tp_autograd.cpp",
     "symmetric_contraction.cpp",
+    "symmetric_contraction_autograd.cpp",
     "allegro_product.cpp",
 )
 # 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound

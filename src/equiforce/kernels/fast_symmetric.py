@@ -193,7 +193,7 @@ class FastSymmetricContraction(ExactConstants):
         """On CPU: the C++ kernels of ``symmetric_ops`` on the used monomials, with the
         ``kernel_coefficients`` ``folded``. Returns (n, C, out_dim)."""
         table = symmetric_ops.MonomialTable(
-            atom_type, self.pairs, self.cubes, self.terms, self.out_dim, self.n_types
+            atom_type, self.pairs, self.cubes, self.terms, self.out_dim
         )
         y = symmetric_ops.contract(folded, x.transpose(1, 2).contiguous(), table)  # (n, out_dim, C)
         return y.transpose(1, 2)

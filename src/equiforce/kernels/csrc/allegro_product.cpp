@@ -1,5 +1,5 @@
 // Allegro's tensor product on pairs against their centre's per-atom factor, two kernels closed
-// under differentiation (their autograd formulas: kernels/allegro_product_ops.py).
+// under differentiation (their fake formulas: kernels/allegro_product_ops.py).
 //
 // gather_contract: out[k, e, u] = sum_i x[i, e, u] * p[centre_e, i, k, u]
 //   x (d1, n_edges, U) pair features, component-major; p (n_atoms, d1, d2, U) a factor per
@@ -21,17 +21,12 @@
 // through the dispatcher, so every order is differentiable. (A Python autograd formula cost
 // ~0.1 ms per forward and backward, a tenth of one tiny Allegro's call on a molecule.)
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/types.h>
 
 #include <type_traits>
 
-#ifndef EQF_OPS_NAMESPACE
-#error "EQF_OPS_NAMESPACE must name the operator namespace"
-#endif
-#define EQF_STRING(x) #x
-#define EQF_OPERATOR(ns, name) EQF_STRING(ns) "::" name
+#include "library_operator.h"
 
 namespace {
 
@@ -170,19 +165,17 @@ using torch::autograd::tensor_list;
 
 // the operators through the dispatcher (autograd included, unless a guard excludes it)
 Tensor call_gather_contract(const Tensor& x, const Tensor& p, const Tensor& centre) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow(
-                           EQF_OPERATOR(EQF_OPS_NAMESPACE, "allegro_gather_contract"), "")
-                       .typed<Tensor(const Tensor&, const Tensor&, const Tensor&)>();
+  static auto op = equiforce_ops::library_operator<Tensor(const Tensor&, const Tensor&,
+                                                          const Tensor&)>(
+      EQF_OPERATOR("allegro_gather_contract"));
   return op.call(x, p, centre);
 }
 
 Tensor call_scatter_outer(const Tensor& x, const Tensor& y, const Tensor& centre,
                           c10::SymInt n_atoms) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow(
-                           EQF_OPERATOR(EQF_OPS_NAMESPACE, "allegro_scatter_outer"), "")
-                       .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, c10::SymInt)>();
+  static auto op = equiforce_ops::library_operator<Tensor(const Tensor&, const Tensor&,
+                                                          const Tensor&, c10::SymInt)>(
+      EQF_OPERATOR("allegro_scatter_outer"));
   return op.call(x, y, centre, std::move(n_atoms));
 }
 

@@ -1,20 +1,24 @@
 // The kernels of MACE (channelwise_tp.cpp, symmetric_contraction.cpp) and Allegro's tensor
 // product (allegro_product.cpp) as dispatcher operators.
 //
-// Registered with TORCH_LIBRARY (CPU kernels; no Python in this library), so the same
-// operators serve eager equiforce (torch.ops.<namespace>.*, differentiated by the autograd
-// formulas edge_ops.py, symmetric_ops.py and allegro_product_ops.py register) and exported packages: torch.export
-// traces them as opaque calls and AOTInductor's proxy executor calls them by name, once the
-// library is loaded in the process (equiforce.export.package loads the copy a package
-// carries). The namespace is EQF_OPS_NAMESPACE, defined at build time as the extension's
-// name, which hashes the sources, flags, CPU and torch (kernels/extension.py): two builds that
-// could differ never register one name twice.
+// Registered with TORCH_LIBRARY (CPU and autograd kernels, all C++; no Python in this
+// library), so the same operators serve eager equiforce (torch.ops.<namespace>.*) and exported
+// packages: torch.export traces them as opaque calls and AOTInductor's proxy executor calls
+// them by name, once the library is loaded in the process (equiforce.export.package loads the
+// copy a package carries). Every operator's autograd kernel differentiates it with the
+// library's operators (channelwise_tp_autograd.cpp, symmetric_contraction_autograd.cpp,
+// allegro_product.cpp); their fake (meta) formulas are Python (edge_ops.py, symmetric_ops.py,
+// allegro_product_ops.py), needed only to trace. The namespace is EQF_OPS_NAMESPACE, defined
+// at build time as the extension's name, which hashes the sources, flags, CPU and torch
+// (kernels/extension.py): two builds that could differ never register one name twice.
 //
-// The edge operators take the whole EdgeGraph of edge_ops.py (so their autograd formulas see
+// The edge operators take the whole EdgeGraph of edge_ops.py (so their autograd kernels see
 // every index tensor) and pass each kernel the ones it reads.
 
 #include <torch/library.h>
 #include <torch/types.h>
+
+#include <optional>
 
 #ifndef EQF_OPS_NAMESPACE
 #error "EQF_OPS_NAMESPACE must name the operator namespace"
@@ -51,31 +55,78 @@ torch::Tensor allegro_gather_contract_autograd(const torch::Tensor& x, const tor
 torch::Tensor allegro_scatter_outer_autograd(const torch::Tensor& x, const torch::Tensor& y,
                                              const torch::Tensor& centre, c10::SymInt n_atoms);
 
+// channelwise_tp_autograd.cpp
+using Index = const torch::Tensor&;
+torch::Tensor cwtp_node_out_autograd(const torch::Tensor& a, const torch::Tensor& s,
+                                     const torch::Tensor& r, Index gather, Index other,
+                                     Index perm_o, Index offsets_o, Index perm_g, Index offsets_g,
+                                     Index weight_row, Index perm_w, Index offsets_w,
+                                     Index triples, Index swapped, c10::SymInt n_out,
+                                     c10::SymInt d_out);
+torch::Tensor cwtp_edge_r_autograd(const torch::Tensor& a, const torch::Tensor& s,
+                                   const torch::Tensor& b, Index gather, Index other,
+                                   Index perm_o, Index offsets_o, Index perm_g, Index offsets_g,
+                                   Index weight_row, Index perm_w, Index offsets_w, Index triples,
+                                   Index swapped, c10::SymInt n_paths);
+torch::Tensor cwtp_edge_s_autograd(const torch::Tensor& a, const torch::Tensor& r,
+                                   const torch::Tensor& b, Index gather, Index other,
+                                   Index perm_o, Index offsets_o, Index perm_g, Index offsets_g,
+                                   Index weight_row, Index perm_w, Index offsets_w, Index triples,
+                                   Index swapped);
+
+// symmetric_contraction_autograd.cpp
+torch::Tensor sc_forward_autograd(const torch::Tensor& p, const torch::Tensor& x,
+                                  const std::optional<torch::Tensor>& v, Index atom_type,
+                                  Index pairs, Index cubes, Index terms, c10::SymInt n_out);
+torch::Tensor sc_moment_autograd(const torch::Tensor& g, const torch::Tensor& x,
+                                 const std::optional<torch::Tensor>& v, Index atom_type,
+                                 Index pairs, Index cubes, Index terms, c10::SymInt n_types);
+torch::Tensor sc_gradient_autograd(const torch::Tensor& p, const torch::Tensor& g,
+                                   const torch::Tensor& x, const std::optional<torch::Tensor>& v,
+                                   Index atom_type, Index pairs, Index cubes, Index terms);
+
 namespace {
 
 using torch::Tensor;
 
+// Every kernel of an operator takes the arguments as the autograd kernel does (const
+// references, SymInt): the dispatcher requires one C++ signature per operator.
+using T = const Tensor&;
+
 // dF/dB: out[o, ib, u] (n_out, d_out, U), edges by `other` (perm_o, offsets_o).
-Tensor cwtp_node_out(Tensor a, Tensor s, Tensor r, Tensor gather, Tensor other, Tensor perm_o,
-                     Tensor offsets_o, Tensor perm_g, Tensor offsets_g, Tensor weight_row,
-                     Tensor perm_w, Tensor offsets_w, Tensor triples, Tensor swapped,
-                     int64_t n_out, int64_t d_out) {
-  return node_out(a, s, r, gather, weight_row, perm_o, offsets_o, triples, n_out, d_out);
+Tensor cwtp_node_out(T a, T s, T r, T gather, T other, T perm_o, T offsets_o, T perm_g,
+                     T offsets_g, T weight_row, T perm_w, T offsets_w, T triples, T swapped,
+                     c10::SymInt n_out, c10::SymInt d_out) {
+  return node_out(a, s, r, gather, weight_row, perm_o, offsets_o, triples, n_out.expect_int(),
+                  d_out.expect_int());
 }
 
 // dF/dR: out[w, p, u] (n_r, n_paths, U), edges by weight row (perm_w, offsets_w).
-Tensor cwtp_edge_r(Tensor a, Tensor s, Tensor b, Tensor gather, Tensor other, Tensor perm_o,
-                   Tensor offsets_o, Tensor perm_g, Tensor offsets_g, Tensor weight_row,
-                   Tensor perm_w, Tensor offsets_w, Tensor triples, Tensor swapped,
-                   int64_t n_paths) {
-  return edge_r(a, s, b, gather, other, perm_w, offsets_w, triples, n_paths);
+Tensor cwtp_edge_r(T a, T s, T b, T gather, T other, T perm_o, T offsets_o, T perm_g,
+                   T offsets_g, T weight_row, T perm_w, T offsets_w, T triples, T swapped,
+                   c10::SymInt n_paths) {
+  return edge_r(a, s, b, gather, other, perm_w, offsets_w, triples, n_paths.expect_int());
 }
 
 // dF/dS: out[e, t] (n_edges, T).
-Tensor cwtp_edge_s(Tensor a, Tensor r, Tensor b, Tensor gather, Tensor other, Tensor perm_o,
-                   Tensor offsets_o, Tensor perm_g, Tensor offsets_g, Tensor weight_row,
-                   Tensor perm_w, Tensor offsets_w, Tensor triples, Tensor swapped) {
+Tensor cwtp_edge_s(T a, T r, T b, T gather, T other, T perm_o, T offsets_o, T perm_g,
+                   T offsets_g, T weight_row, T perm_w, T offsets_w, T triples, T swapped) {
   return edge_s(a, r, b, gather, other, weight_row, triples);
+}
+
+Tensor sc_forward_cpu(T p, T x, const std::optional<Tensor>& v, T atom_type, T pairs, T cubes,
+                      T terms, c10::SymInt n_out) {
+  return sc_forward(p, x, v, atom_type, pairs, cubes, terms, n_out.expect_int());
+}
+
+Tensor sc_moment_cpu(T g, T x, const std::optional<Tensor>& v, T atom_type, T pairs, T cubes,
+                     T terms, c10::SymInt n_types) {
+  return sc_moment(g, x, v, atom_type, pairs, cubes, terms, n_types.expect_int());
+}
+
+Tensor sc_gradient_cpu(T p, T g, T x, const std::optional<Tensor>& v, T atom_type, T pairs,
+                       T cubes, T terms) {
+  return sc_gradient(p, g, x, v, atom_type, pairs, cubes, terms);
 }
 
 // The EdgeGraph fields of every edge operator's schema.
@@ -103,9 +154,9 @@ void implement_cpu(torch::Library& m) {
   m.impl("cwtp_node_out", &cwtp_node_out);
   m.impl("cwtp_edge_r", &cwtp_edge_r);
   m.impl("cwtp_edge_s", &cwtp_edge_s);
-  m.impl("sc_forward", &sc_forward);
-  m.impl("sc_moment", &sc_moment);
-  m.impl("sc_gradient", &sc_gradient);
+  m.impl("sc_forward", &sc_forward_cpu);
+  m.impl("sc_moment", &sc_moment_cpu);
+  m.impl("sc_gradient", &sc_gradient_cpu);
   m.impl("allegro_gather_contract", &allegro_gather_contract);
   m.impl("allegro_scatter_outer", &allegro_scatter_outer);
 }
@@ -121,9 +172,13 @@ EQF_LIBRARY(EQF_OPS_NAMESPACE, m) { define(m); }
 
 EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, CPU, m) { implement_cpu(m); }
 
-// Allegro's product differentiates itself in C++ (allegro_product.cpp); MACE's operators get
-// their autograd formulas from Python (edge_ops.py, symmetric_ops.py).
 EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, Autograd, m) {
+  m.impl("cwtp_node_out", &cwtp_node_out_autograd);
+  m.impl("cwtp_edge_r", &cwtp_edge_r_autograd);
+  m.impl("cwtp_edge_s", &cwtp_edge_s_autograd);
+  m.impl("sc_forward", &sc_forward_autograd);
+  m.impl("sc_moment", &sc_moment_autograd);
+  m.impl("sc_gradient", &sc_gradient_autograd);
   m.impl("allegro_gather_contract", &allegro_gather_contract_autograd);
   m.impl("allegro_scatter_outer", &allegro_scatter_outer_autograd);
 }
