@@ -114,8 +114,8 @@ def test_adapter_equals_the_ase_calculator(box, family):
     potential = {"mace": tiny_mace, "allegro": tiny_allegro}[family.split("-")[0]]()
     if family == "allegro-in-blocks":  # blocks of ~100 edges (Potential.blocking)
         potential.blocking = BlockSettings(block_bytes=2**18, probe_edges=64, min_edges=0)
-    if family == "mace-in-chunks":  # receiver chunks of ~100 edges (MACE.chunk_edges)
-        potential.energy_model.chunk_edges = 100
+    if family == "mace-in-chunks":  # receiver chunks of ~24 edges (MACE.chunk_edges)
+        potential.energy_model.chunk_edges = 24
     adapter = MLIAPModel(potential, device="cpu")
     data = FakeMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
     assert data.ntotal > 3 * data.nlocal  # the ghosts of a small periodic box

@@ -21,7 +21,7 @@ from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule, make_triclinic_cu
 
 TOL = 1e-10
-CHUNK_EDGES = 60
+CHUNK_EDGES = 40  # the batch's 720 edges: above CHUNKED_FROM chunks' worth
 
 
 def _model(backend: str) -> torch.nn.Module:
@@ -52,6 +52,8 @@ def _shuffled_edges(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _predict(model, batch, chunk_edges, train: bool) -> dict[str, torch.Tensor]:
     """Energy, forces, stress and (train) the parameter gradients of a force + stress loss."""
     model.energy_model.chunk_edges = chunk_edges
+    if chunk_edges is not None:  # the graph runs in chunks (models.mace.MACE._chunks)
+        assert batch[keys.EDGE_INDEX].shape[1] > CHUNKED_FROM * chunk_edges
     model.train(train)
     model.zero_grad()
     out = model(batch, compute_forces=True, compute_stress=True, create_graph=train)

@@ -20,7 +20,7 @@ from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu
 
 TOL = 1e-10
-CHUNK_EDGES = 40
+CHUNK_EDGES = 32  # the box's 576 edges: above CHUNKED_FROM chunks' worth
 
 
 def _setup():

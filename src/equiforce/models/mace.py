@@ -54,11 +54,14 @@ from equiforce.nn.mace.recompute import recomputed_layer
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
 
 # Edges per chunk of a large graph, and how many chunks' worth of edges a graph needs to be
-# chunked; chosen by measurement (docs/performance.md, "MACE at 10^5 atoms"): smaller chunks
-# pay more per-chunk overhead, larger ones leave the caches; below four chunks the
-# recomputation costs more than the smaller working set saves.
+# chunked; chosen by measurement (docs/performance.md, "MACE at 10^5 atoms" and "When to
+# chunk"): smaller chunks pay more per-chunk overhead, larger ones leave the caches. Chunks
+# save memory, not time: they run the radial MLP three times per edge (forward, recomputed
+# forward, backward) where one pass runs it twice per bond, 1.7x the time of one pass at
+# 100k-170k edges; so graphs up to 16 chunks' worth (262,144 edges, ~3 GB in one pass) run in
+# one pass.
 DEFAULT_CHUNK_EDGES = 16384
-CHUNKED_FROM = 4
+CHUNKED_FROM = 16
 
 
 @dataclass(frozen=True, kw_only=True)
