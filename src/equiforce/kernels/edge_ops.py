@@ -23,9 +23,8 @@ The operators (``cwtp_node_out``, ``cwtp_edge_r``, ``cwtp_edge_s``) and their au
 kernels are C++ (``csrc/kernel_ops.cpp``, ``csrc/channelwise_tp_autograd.cpp``: the library of
 ``extension.kernel_ops``); this module registers their fake (meta) formulas, so ``make_fx``,
 ``torch.compile`` and ``torch.export`` trace them as opaque calls and exported packages call
-the same kernels. Support: CPU,
-float32 and float64; deterministic (each output row is summed by one thread in a fixed
-order).
+the same kernels. Support: CPU, float32 and float64; deterministic (each output row is summed
+by one thread in a fixed order).
 """
 
 from __future__ import annotations
@@ -55,22 +54,6 @@ class EdgeGraph(NamedTuple):
     offsets_w: Tensor  # (n_r + 1,) CSR offsets into ``perm_w``
     triples: Tensor  # (T, 4) [p, ia, ib, column of S], sorted by (p, ia)
     swapped: Tensor  # (T, 4) [p, ib, ia, column of S], sorted by (p, ib)
-
-    def transposed(self) -> EdgeGraph:
-        """The same graph seen from B's side (gather from B, scatter onto A)."""
-        return EdgeGraph(
-            self.other,
-            self.gather,
-            self.perm_g,
-            self.offsets_g,
-            self.perm_o,
-            self.offsets_o,
-            self.weight_row,
-            self.perm_w,
-            self.offsets_w,
-            self.swapped,
-            self.triples,
-        )
 
 
 def _csr(index: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
@@ -199,4 +182,3 @@ def _edge_r_fake(a, s, b, *rest):
 def _edge_s_fake(a, r, b, *rest):
     gather, swapped = rest[0], rest[-1]
     return a.new_empty(gather.shape[0], swapped.shape[0])
-
