@@ -15,6 +15,7 @@ from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import use_backend
+from equiforce.models import mace as mace_module
 from equiforce.models.mace import CHUNKED_FROM
 from equiforce.nn.edge_chunks import receiver_chunks
 from equiforce.testing.models import tiny_mace
@@ -157,7 +158,7 @@ def test_checkpointing_keeps_less_for_the_backward(batch):
     assert _saved_bytes(model, batch) < 0.5 * one_pass
 
 
-def test_graphs_below_four_chunks_run_in_one_pass(batch):
+def test_graphs_below_sixteen_chunks_run_in_one_pass(batch):
     """Chunking starts above ``CHUNKED_FROM`` chunks' worth of edges."""
     mace = _model("fast").energy_model
     edge_index = batch[keys.EDGE_INDEX]
@@ -166,3 +167,19 @@ def test_graphs_below_four_chunks_run_in_one_pass(batch):
     assert mace._chunks(edge_index, n_atoms) is None
     mace.chunk_edges -= 1
     assert len(mace._chunks(edge_index, n_atoms)) > 1
+
+
+def test_graphs_whose_one_pass_exceeds_the_memory_budget_run_in_chunks(batch, monkeypatch):
+    """Below ``CHUNKED_FROM`` chunks' worth, a graph still chunks when its estimated one-pass
+    memory exceeds ``ONE_PASS_BYTES`` (a float64 model's budget is half a float32 one's)."""
+    mace = _model("fast").energy_model
+    edge_index = batch[keys.EDGE_INDEX]
+    n_atoms, n_edges = batch[keys.ATOM_TYPE].shape[0], edge_index.shape[1]
+    mace.chunk_edges = n_edges // 4  # 4 chunks' worth: one pass by the edge count
+    assert mace._chunks(edge_index, n_atoms) is None
+    bytes_per_edge = mace_module.ONE_PASS_BYTES / mace.one_pass_edges()
+    monkeypatch.setattr(mace_module, "ONE_PASS_BYTES", (n_edges - 1) * bytes_per_edge)
+    assert mace.one_pass_edges() < n_edges
+    assert len(mace._chunks(edge_index, n_atoms)) > 1
+    float32 = _model("fast").energy_model.float()
+    assert float32.one_pass_edges() in (2 * mace.one_pass_edges(), 2 * mace.one_pass_edges() + 1)

@@ -10,14 +10,14 @@ As in mace-torch, the last layer keeps only scalar features, and with a single i
 its readout is linear. Edge vectors follow mace-torch's direction (sender -> receiver, i.e.
 neighbour -> centre, the negative of ``edge_vec``), so weights carry over unchanged.
 
-Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, eager mode) run each layer
-in chunks of about ``chunk_edges`` edges into consecutive receivers
-(``equiforce.nn.edge_chunks``): edge embedding, interaction and product of one chunk at a
-time, so per-edge and per-atom intermediates stay chunk-sized and cache-friendly. Outside
-training (inference, energy + forces or stress) each layer is one autograd node
-(``equiforce.nn.mace.recompute``) whose backward recomputes one chunk at a time: between
-forward and backward only the layers' node features and the edge vectors are kept, never
-an (n_edges x features) tensor or the edge embeddings of the whole graph. Training
+Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, or than fit one pass in
+``ONE_PASS_BYTES``; eager mode) run each layer in chunks of about ``chunk_edges`` edges into
+consecutive receivers (``equiforce.nn.edge_chunks``): edge embedding, interaction and product
+of one chunk at a time, so per-edge and per-atom intermediates stay chunk-sized and
+cache-friendly. Outside training (inference, energy + forces or stress) each layer is one
+autograd node (``equiforce.nn.mace.recompute``) whose backward recomputes one chunk at a
+time: between forward and backward only the layers' node features and the edge vectors are
+kept, never an (n_edges x features) tensor or the edge embeddings of the whole graph. Training
 (``create_graph`` in train mode) runs the same chunks with their autograd graphs kept.
 Results equal the unchunked path to rounding, derivatives of any order included.
 """
@@ -58,10 +58,14 @@ from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps,
 # chunk"): smaller chunks pay more per-chunk overhead, larger ones leave the caches. Chunks
 # save memory, not time: they run the radial MLP three times per edge (forward, recomputed
 # forward, backward) where one pass runs it twice per bond, 1.7x the time of one pass at
-# 100k-170k edges; so graphs up to 16 chunks' worth (262,144 edges, ~3 GB in one pass) run in
-# one pass.
+# 100k-170k edges; so graphs up to 16 chunks' worth (262,144 edges) run in one pass, unless
+# that pass would need more than ONE_PASS_BYTES: its peak memory per edge is about
+# (768 + 1.05 W) numbers of the model's dtype, W the radial MLPs' output widths summed over the
+# layers (peak RSS of one-pass calls on 166,330 edges: mace-128-l1 10.3 KB per edge in float32
+# and 20.3 in float64, fit 10.5 and 21.0; mace-small 4.8, fit 4.9; mace-tiny 1.2, fit 3.4).
 DEFAULT_CHUNK_EDGES = 16384
 CHUNKED_FROM = 16
+ONE_PASS_BYTES = 3 * 2**30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,8 +154,9 @@ class MACE(AtomicEnergyModel):
     are not wanted.
 
     Attributes:
-        chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges run layer
-            by layer in chunks of about this many edges (default ``DEFAULT_CHUNK_EDGES``),
+        chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges (or more
+            than ``one_pass_edges()``) run layer by layer in chunks of about this many edges
+            (default ``DEFAULT_CHUNK_EDGES``),
             recomputed in the backward unless training; None: never chunk. A runtime
             setting, not saved in model files.
 
@@ -313,10 +318,17 @@ class MACE(AtomicEnergyModel):
             self.chunk_edges is None
             or not isinstance(n_edges, int)
             or torch.compiler.is_compiling()
-            or n_edges <= CHUNKED_FROM * self.chunk_edges
+            or n_edges <= min(CHUNKED_FROM * self.chunk_edges, self.one_pass_edges())
         ):
             return None
         return chunk_bounds(edge_index, n_atoms, self.chunk_edges)
+
+    def one_pass_edges(self) -> int:
+        """The most edges whose one-pass call stays within ``ONE_PASS_BYTES`` (estimated from
+        the radial MLPs' output widths and the dtype of their weights, see ``ONE_PASS_BYTES``)."""
+        widths = sum(interaction.radial_mlp.sizes[-1] for interaction in self.interactions)
+        itemsize = self.interactions[0].radial_mlp.weights[0].element_size()
+        return int(ONE_PASS_BYTES / ((768 + 1.05 * widths) * itemsize))
 
 
 def _layer_in_chunks(
