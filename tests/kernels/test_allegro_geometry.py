@@ -5,12 +5,10 @@ import pytest
 import torch
 
 from equiforce.kernels.allegro_geometry import edge_geometry, use_geometry_kernel
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import kernel_ops
 from equiforce.nn.allegro.embedding import enveloped_bessel_basis, unit_sh
 
-pytestmark = pytest.mark.skipif(
-    cpu_kernels(("allegro_geometry.cpp",)) is None, reason="no C++ compiler"
-)
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
 N_BASIS, P = 8, 6
 

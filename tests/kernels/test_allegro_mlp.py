@@ -7,11 +7,12 @@ tests/kernels/test_allegro_tensor_track.py."""
 import pytest
 import torch
 
-from equiforce.kernels.allegro_mlp import mlp_kernels, scaled_mlp
+from equiforce.kernels.allegro_mlp import scaled_mlp
+from equiforce.kernels.extension import kernel_ops
 from equiforce.nn.allegro.mlp import AllegroMLP
 from equiforce.nn.scaled_mlp import scaled_mlp_forward
 
-pytestmark = pytest.mark.skipif(mlp_kernels() is None, reason="no C++ compiler")
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
 # (sizes, silu): a hidden SiLU net, a deep SiLU net, a single linear layer, a deep linear map
 NETS = [((12, 10, 7), True), ((12, 9, 8, 3), True), ((12, 5), False), ((12, 6, 4), False)]

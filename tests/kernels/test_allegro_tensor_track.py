@@ -7,12 +7,10 @@ import pytest
 import torch
 
 from equiforce.kernels.allegro_tensor_track import environment, weighted_channels
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import kernel_ops
 from tests.backends import allegro_torch_ops
 
-pytestmark = pytest.mark.skipif(
-    cpu_kernels(("allegro_tensor_track.cpp",)) is None, reason="no C++ compiler"
-)
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
 MUL, N_ATOMS, N_EDGES = 3, 6, 30
 IRREP_OF = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2])  # 0e + 1o + 2e

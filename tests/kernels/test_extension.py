@@ -10,10 +10,10 @@ def test_module_name_changes_with_a_source_or_a_header(tmp_path, monkeypatch):
     source, header = tmp_path / "kernel.cpp", tmp_path / "shared.h"
     source.write_text('#include "shared.h"\nint f() { return g(); }\n')
     header.write_text("inline int g() { return 1; }\n")
-    first = extension._module_name((source,))
-    assert extension._module_name((source,)) == first
+    first = extension._module_name((source,), "test")
+    assert extension._module_name((source,), "test") == first
     header.write_text("inline int g() { return 2; }\n")
-    second = extension._module_name((source,))
+    second = extension._module_name((source,), "test")
     assert second != first
     source.write_text('#include "shared.h"\nint f() { return -g(); }\n')
-    assert extension._module_name((source,)) not in (first, second)
+    assert extension._module_name((source,), "test") not in (first, second)

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from equiforce.kernels import split_cat
+from equiforce.kernels.extension import kernel_ops
 
-pytestmark = pytest.mark.skipif(
-    split_cat.cpu_kernels(split_cat._SOURCES) is None, reason="no C++ compiler"
-)
+pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
 
 def _blocks(requires_grad=(True, False, True)):

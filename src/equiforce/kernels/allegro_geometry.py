@@ -1,4 +1,5 @@
-"""Allegro's edge geometry in C++, derivatives by hand (``csrc/allegro_geometry.cpp``).
+"""Allegro's edge geometry in C++, derivatives by hand (``csrc/allegro_geometry.cpp``, the
+kernel library's ``allegro_geometry``).
 
 From the float64 edge vectors, the enveloped Bessel basis ``sin(n pi x) e(x) / (pi x)``
 (``x = r / r_max``, ``n = 1..N``) and the ``l <= 1`` spherical harmonics ``[1, sqrt(3) v / r]``,
@@ -10,20 +11,17 @@ loop and the first derivative another. A derivative taken with ``create_graph`` 
 training) is written with differentiable ATen ops of the same formulas, so every order is exact.
 
 Used for CPU float32/float64 geometry with ``l_max <= 1``, outside tracing (``torch.export``,
-``torch.compile`` and TorchScript see the torch formulation), where the module builds.
+``torch.compile`` and TorchScript see the torch formulation), where the kernel library builds.
 """
 
 from __future__ import annotations
 
 import torch
 
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import kernel_ops, library_operator
 from equiforce.kernels.tracing import traced
 
 __all__ = ["edge_geometry", "use_geometry_kernel"]
-
-_SOURCES = ("allegro_geometry.cpp",)
-
 
 def use_geometry_kernel(edge_vec: torch.Tensor, dtype: torch.dtype, l_max: int) -> bool:
     """Whether ``edge_geometry`` applies to these inputs (module docstring)."""
@@ -33,7 +31,7 @@ def use_geometry_kernel(edge_vec: torch.Tensor, dtype: torch.dtype, l_max: int) 
         and edge_vec.dtype == torch.float64
         and dtype in (torch.float32, torch.float64)
         and l_max <= 1
-        and cpu_kernels(_SOURCES) is not None
+        and kernel_ops() is not None
     )
 
 
@@ -61,6 +59,6 @@ def edge_geometry(
     """
     per_edge = inverse_r_max if isinstance(inverse_r_max, torch.Tensor) else None
     uniform = 0.0 if per_edge is not None else float(inverse_r_max)
-    return cpu_kernels(_SOURCES).geometry(
+    return library_operator("allegro_geometry")(
         edge_vec, per_edge, uniform, num_basis, p, l_max, dtype == torch.float64
     )

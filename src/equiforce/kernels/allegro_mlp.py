@@ -1,4 +1,5 @@
-"""Allegro's scalar MLPs in C++ (``csrc/allegro_mlp.cpp``).
+"""Allegro's scalar MLPs in C++ (``csrc/allegro_mlp.cpp``, the kernel library's
+``allegro_scaled_mlp``).
 
 ``act(... act(x @ (W0 a0)) @ (W1 a1) ...) @ (W_L a_L)`` with ``act`` SiLU or the identity, ``x``
 given as column blocks (``nn.scaled_mlp.scaled_mlp_forward``'s convention). In torch ops every
@@ -21,7 +22,7 @@ backward with grad mode on (a third derivative) is differentiable ATen ops.
 
 Used for CPU float32/float64 operands of one dtype outside tracing (``torch.export``,
 ``torch.compile`` and TorchScript see the torch ops) and outside ``torch.autocast``, where the
-module builds.
+kernel library builds.
 """
 
 from __future__ import annotations
@@ -30,17 +31,10 @@ from typing import Sequence
 
 import torch
 
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import kernel_ops, library_operator
 from equiforce.kernels.tracing import traced
 
-__all__ = ["mlp_kernels", "scaled_mlp", "use_mlp_kernel"]
-
-_SOURCES = ("allegro_mlp.cpp",)
-
-
-def mlp_kernels():
-    """The compiled module (``scaled_mlp``), or None where it cannot build."""
-    return cpu_kernels(_SOURCES)
+__all__ = ["scaled_mlp", "use_mlp_kernel"]
 
 
 def use_mlp_kernel(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -56,7 +50,7 @@ def use_mlp_kernel(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == x.dtype
         and weight.device.type == "cpu"
         and not torch.is_autocast_enabled("cpu")  # autocast's casts are the torch ops'
-        and mlp_kernels() is not None
+        and kernel_ops() is not None
     )
 
 
@@ -80,4 +74,6 @@ def scaled_mlp(
     Returns:
         (n, d_last), the blocks' dtype.
     """
-    return mlp_kernels().scaled_mlp(blocks, weights, alphas, silu, record)
+    return library_operator("allegro_scaled_mlp")(
+        list(blocks), list(weights), list(alphas), silu, record
+    )

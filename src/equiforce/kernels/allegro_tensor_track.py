@@ -1,4 +1,5 @@
-"""Allegro's tensor track on pairs in C++ (``csrc/allegro_tensor_track.cpp``).
+"""Allegro's tensor track on pairs in C++ (``csrc/allegro_tensor_track.cpp``, the kernel
+library's ``allegro_weighted_channels`` and ``allegro_environment``).
 
 Two ops, each one loop forward and one backward where torch needs a handful of passes over
 pair-sized tensors (on one molecule of the tiny Allegro every op costs its dispatch; on a
@@ -15,20 +16,17 @@ batch, its memory traffic):
 
 A derivative taken with ``create_graph`` (force training) runs differentiable ATen ops, so
 every order is exact. Used for CPU float32/float64 tensors outside tracing (``torch.export``,
-``torch.compile`` and TorchScript see the torch ops), where the module builds.
+``torch.compile`` and TorchScript see the torch ops), where the kernel library builds.
 """
 
 from __future__ import annotations
 
 import torch
 
-from equiforce.kernels.extension import cpu_kernels
+from equiforce.kernels.extension import kernel_ops, library_operator
 from equiforce.kernels.tracing import traced
 
 __all__ = ["environment", "use_tensor_track_kernels", "weighted_channels"]
-
-_SOURCES = ("allegro_tensor_track.cpp",)
-
 
 def use_tensor_track_kernels(*tensors: torch.Tensor) -> bool:
     """Whether the ops apply to these float operands (module docstring)."""
@@ -37,7 +35,7 @@ def use_tensor_track_kernels(*tensors: torch.Tensor) -> bool:
         not traced(*tensors)
         and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
         and dtype in (torch.float32, torch.float64)
-        and cpu_kernels(_SOURCES) is not None
+        and kernel_ops() is not None
     )
 
 
@@ -55,7 +53,7 @@ def weighted_channels(
     Returns:
         (dim, n_edges, mul) contiguous, the dtype of ``basis``.
     """
-    return cpu_kernels(_SOURCES).weighted_channels(basis, weights, irrep_of, mul)
+    return library_operator("allegro_weighted_channels")(basis, weights, irrep_of, mul)
 
 
 def environment(
@@ -80,6 +78,6 @@ def environment(
     Returns:
         (n_atoms, dim * mul), the dtype of ``basis``; zero for atoms without pairs.
     """
-    return cpu_kernels(_SOURCES).environment(
+    return library_operator("allegro_environment")(
         basis, weights, irrep_of, centre.contiguous(), mul, n_atoms
     )

@@ -12,16 +12,12 @@ paths: two venvs sharing one name rebuilt each other's module at every process s
 each). When no compiler is available a build fails once, a warning says why, and the fast
 executors use their plain-torch path.
 
-Two kinds of build:
-
-- ``kernel_ops()``: MACE's edge convolution and symmetric contraction and Allegro's tensor
-  product (``kernel_ops.cpp`` and the sources it registers) as a library of dispatcher
-  operators with C++ autograd kernels (``TORCH_LIBRARY``, no Python in it) in the namespace
-  named by the build's hash (``torch.ops.<namespace>``). Eager equiforce calls them and
-  exported packages carry the library (``equiforce.export``); ``equiforce.op_library`` loads
-  each namespace once.
-- ``cpu_kernels(sources)``: a Python extension module (one source holds its
-  ``PYBIND11_MODULE``), e.g. ``("allegro_mlp.cpp",)`` or ``("split_cat.cpp",)``.
+One build, ``kernel_ops()``: every kernel (MACE's edge convolution and symmetric contraction,
+Allegro's tensor product, MLPs, geometry and tensor track, ``split_cat``: ``kernel_ops.cpp``
+and the sources it registers) as a library of dispatcher operators with C++ autograd
+(``TORCH_LIBRARY``, no Python in it) in the namespace named by the build's hash
+(``torch.ops.<namespace>``). Eager equiforce calls them and exported packages carry the
+library (``equiforce.export``); ``equiforce.op_library`` loads each namespace once.
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ import logging
 import platform
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import NamedTuple
 
 import torch
@@ -48,6 +43,10 @@ _KERNEL_OP_SOURCES = (
     "symmetric_contraction.cpp",
     "symmetric_contraction_autograd.cpp",
     "allegro_product.cpp",
+    "allegro_mlp.cpp",
+    "allegro_geometry.cpp",
+    "allegro_tensor_track.cpp",
+    "split_cat.cpp",
 )
 # 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512",
@@ -63,7 +62,7 @@ def _cpu_fingerprint() -> str:
     return platform.machine() + flags
 
 
-def _module_name(sources: tuple[Path, ...], prefix: str = "equiforce_cpu_kernels") -> str:
+def _module_name(sources: tuple[Path, ...], prefix: str) -> str:
     digest = hashlib.sha256()
     # the headers every source may include count as sources
     for source in (*sources, *sorted(_CSRC.glob("*.h"))):
@@ -88,10 +87,9 @@ class OpLibrary(NamedTuple):
         return getattr(torch.ops, self.namespace)
 
 
-def _build(name: str, paths: tuple[Path, ...], python_module: bool, flags: tuple[str, ...] = ()):
-    """``torch.utils.cpp_extension.load`` of ``paths`` as ``name`` (a Python module, or a
-    plain library it loads and whose path it returns); None, with a warning saying why, when
-    it cannot build."""
+def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...]) -> str | None:
+    """``torch.utils.cpp_extension.load`` of ``paths`` as the plain library ``name``, loaded;
+    its path, or None, with a warning saying why, when it cannot build."""
     from torch.utils.cpp_extension import load
 
     try:
@@ -99,7 +97,7 @@ def _build(name: str, paths: tuple[Path, ...], python_module: bool, flags: tuple
             name=name,
             sources=[str(s) for s in paths],
             extra_cflags=[*_FLAGS, *flags],
-            is_python_module=python_module,
+            is_python_module=False,
             verbose=False,
         )
     except Exception as err:  # noqa: BLE001  (no compiler, headers, ...: fall back, say why)
@@ -114,11 +112,18 @@ def kernel_ops() -> OpLibrary | None:
     paths = tuple(_CSRC / name for name in _KERNEL_OP_SOURCES)
     name = _module_name(paths, "equiforce_kernel_ops")
     if loaded_op_library(name) is None:  # not loaded yet (e.g. from a package's copy)
-        path = _build(name, paths, False, (f"-DEQF_OPS_NAMESPACE={name}",))
+        path = _build(name, paths, (f"-DEQF_OPS_NAMESPACE={name}",))
         if path is None:
             return None
         load_op_library(name, path)  # ``load`` loaded it; record where from
     return OpLibrary(name, loaded_op_library(name))
+
+
+@functools.cache
+def library_operator(name: str) -> torch._ops.OpOverload:
+    """``torch.ops.<namespace>.<name>.default`` of the library, looked up once (a call through
+    the overload packet costs ~1 µs more); only where ``kernel_ops()`` built."""
+    return getattr(kernel_ops().ops, name).default
 
 
 def kernel_ops_apply(device: torch.device, dtype: torch.dtype) -> bool:
@@ -129,16 +134,3 @@ def kernel_ops_apply(device: torch.device, dtype: torch.dtype) -> bool:
         and dtype in (torch.float32, torch.float64)
         and kernel_ops() is not None
     )
-
-
-@functools.lru_cache(maxsize=8)
-def cpu_kernels(sources: tuple[str, ...]) -> ModuleType | None:
-    """The compiled Python extension module of ``sources``, building it on the first call;
-    None if it cannot build.
-
-    Args:
-        sources: file names in ``kernels/csrc`` compiled into one module (one of them holds
-            its ``PYBIND11_MODULE``).
-    """
-    paths = tuple(_CSRC / name for name in sources)
-    return _build(_module_name(paths), paths, True)

@@ -13,7 +13,8 @@
 // When that derivative is itself differentiated (force training), the backward runs with
 // grad mode on and is written with differentiable ATen ops of the same formulas, so every
 // further order is exact.
-#include <torch/extension.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/types.h>
 
 #include <cmath>
 #include <tuple>
@@ -239,9 +240,11 @@ struct Geometry : public torch::autograd::Function<Geometry> {
   }
 };
 
-std::tuple<Tensor, Tensor> geometry(const Tensor& vec, const c10::optional<Tensor>& inverse,
-                                    double inverse_uniform, int64_t n_basis, int64_t p,
-                                    int64_t l_max, bool float64) {
+}  // namespace
+
+std::tuple<torch::Tensor, torch::Tensor> allegro_geometry(
+    const torch::Tensor& vec, const std::optional<torch::Tensor>& inverse,
+    double inverse_uniform, int64_t n_basis, int64_t p, int64_t l_max, bool float64) {
   const at::ScalarType dtype = float64 ? at::kDouble : at::kFloat;
   TORCH_CHECK(vec.device().is_cpu() && vec.scalar_type() == at::kDouble && vec.dim() == 2 &&
                   vec.size(1) == 3,
@@ -249,7 +252,7 @@ std::tuple<Tensor, Tensor> geometry(const Tensor& vec, const c10::optional<Tenso
   TORCH_CHECK(l_max == 0 || l_max == 1, "allegro_geometry: l_max must be 0 or 1");
   TORCH_CHECK(n_basis >= 1 && p >= 0, "allegro_geometry: n_basis >= 1 and p >= 0 needed");
   // no per-edge values: an empty tensor (undefined ones cannot pass through apply)
-  Tensor inv = torch::empty({0}, vec.options().dtype(dtype));
+  torch::Tensor inv = torch::empty({0}, vec.options().dtype(dtype));
   if (inverse.has_value() && inverse->defined()) {
     inv = inverse->to(dtype).contiguous();
     TORCH_CHECK(inv.dim() == 1 && inv.size(0) == vec.size(0),
@@ -258,11 +261,4 @@ std::tuple<Tensor, Tensor> geometry(const Tensor& vec, const c10::optional<Tenso
   auto out = Geometry::apply(vec, inv, inverse_uniform, n_basis, p, l_max,
                              static_cast<int64_t>(dtype));
   return {out[0], out[1]};
-}
-
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("geometry", &geometry,
-        "Allegro edge geometry: enveloped Bessel basis and l <= 1 harmonics (any order exact)");
 }

@@ -17,7 +17,8 @@
 // SiLU derivative as SiluGrad, whose own backward is one pass for both of its gradients (torch's
 // silu double backward is ~15 elementwise passes); SiluGrad's backward with grad mode on (a
 // third derivative) is differentiable ATen ops, so every order is exact.
-#include <torch/extension.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/types.h>
 
 #include <tuple>
 #include <vector>
@@ -230,8 +231,11 @@ void check(const Tensor& t, const Tensor& like, const char* what, size_t index) 
 
 // record: the net as recorded ATen ops and Silu nodes (a graph that force training's double
 // backward walks with the forward's intermediates), else one ScaledMlp node.
-Tensor scaled_mlp(std::vector<Tensor> blocks, std::vector<Tensor> weights,
-                  std::vector<double> alphas, bool silu, bool record) {
+}  // namespace
+
+torch::Tensor allegro_scaled_mlp(at::TensorList blocks, at::TensorList weights,
+                                 at::ArrayRef<double> alpha_values, bool silu, bool record) {
+  const std::vector<double> alphas(alpha_values.begin(), alpha_values.end());
   TORCH_CHECK(!blocks.empty() && !weights.empty(), "allegro_mlp: needs blocks and weights");
   TORCH_CHECK(alphas.size() == weights.size(), "allegro_mlp: one alpha per weight");
   const auto& like = blocks[0];
@@ -250,13 +254,5 @@ Tensor scaled_mlp(std::vector<Tensor> blocks, std::vector<Tensor> weights,
     width = weights[i].size(1);
   }
   if (record) return run_forward(blocks, scale(weights, alphas), silu).out;
-  return ScaledMlp::apply(at::TensorList(blocks), at::TensorList(weights), alphas, silu);
-}
-
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("scaled_mlp", &scaled_mlp,
-        "act(... act(sum_k blocks[k] @ (W0 a0)[rows k]) ...) @ (W_L a_L), act SiLU or "
-        "identity; every order of derivative exact");
+  return ScaledMlp::apply(blocks, weights, alphas, silu);
 }

@@ -14,7 +14,8 @@
 // Each runs one loop forward and one backward (the atom gradients accumulated serially,
 // deterministic). A backward run with grad mode on (force training differentiates it again)
 // is written with differentiable ATen ops.
-#include <torch/extension.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/types.h>
 
 #include <tuple>
 #include <vector>
@@ -228,27 +229,20 @@ void check_weighting(const char* op, const Tensor& basis, const Tensor& w,
   }
 }
 
-Tensor weighted_channels(const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
-                         int64_t mul) {
+}  // namespace
+
+torch::Tensor allegro_weighted_channels(const torch::Tensor& basis, const torch::Tensor& w,
+                                        const torch::Tensor& irrep_of, int64_t mul) {
   check_weighting("weighted_channels", basis, w, irrep_of, mul);
   return WeightedChannels::apply(basis, w, irrep_of, mul);
 }
 
-Tensor environment(const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
-                   const Tensor& centre, int64_t mul, int64_t n_atoms) {
+torch::Tensor allegro_environment(const torch::Tensor& basis, const torch::Tensor& w,
+                                  const torch::Tensor& irrep_of, const torch::Tensor& centre,
+                                  int64_t mul, int64_t n_atoms) {
   check_weighting("environment", basis, w, irrep_of, mul);
   TORCH_CHECK(centre.scalar_type() == at::kLong && centre.dim() == 1 &&
                   centre.size(0) == basis.size(0) && centre.is_contiguous(),
               "environment: centre must be a contiguous (n_edges,) int64 tensor");
   return Environment::apply(basis, w, irrep_of, centre, mul, n_atoms);
-}
-
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("weighted_channels", &weighted_channels,
-        "out[i, e, u] = basis[e, i] * w[e, u * n_irreps + irrep_of[i]] (any order exact)");
-  m.def("environment", &environment,
-        "env[n, i * mul + u] = sum over n's pairs e of basis[e, i] * w[e, u * n_irreps + "
-        "irrep_of[i]] (any order exact)");
 }

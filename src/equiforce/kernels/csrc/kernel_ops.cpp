@@ -1,16 +1,23 @@
-// The kernels of MACE (channelwise_tp.cpp, symmetric_contraction.cpp) and Allegro's tensor
-// product (allegro_product.cpp) as dispatcher operators.
+// equiforce's C++ kernels as one library of dispatcher operators (TORCH_LIBRARY; no Python in
+// it), called by eager equiforce as torch.ops.<namespace>.*.
 //
-// Registered with TORCH_LIBRARY (CPU and autograd kernels, all C++; no Python in this
-// library), so the same operators serve eager equiforce (torch.ops.<namespace>.*) and exported
-// packages: torch.export traces them as opaque calls and AOTInductor's proxy executor calls
-// them by name, once the library is loaded in the process (equiforce.export.package loads the
-// copy a package carries). Every operator's autograd kernel differentiates it with the
-// library's operators (channelwise_tp_autograd.cpp, symmetric_contraction_autograd.cpp,
-// allegro_product.cpp); their fake (meta) formulas are Python (edge_ops.py, symmetric_ops.py,
-// allegro_product_ops.py), needed only to trace. The namespace is EQF_OPS_NAMESPACE, defined
-// at build time as the extension's name, which hashes the sources, flags, CPU and torch
-// (kernels/extension.py): two builds that could differ never register one name twice.
+// Traced operators: MACE's kernels (channelwise_tp.cpp, symmetric_contraction.cpp) and
+// Allegro's tensor product (allegro_product.cpp) have CPU and autograd kernels, all C++, so the
+// same operators serve exported packages: torch.export traces them as opaque calls and
+// AOTInductor's proxy executor calls them by name, once the library is loaded in the process
+// (equiforce.export.package loads the copy a package carries). Every such operator's autograd
+// kernel differentiates it with the library's operators (channelwise_tp_autograd.cpp,
+// symmetric_contraction_autograd.cpp, allegro_product.cpp); their fake (meta) formulas are
+// Python (edge_ops.py, symmetric_ops.py, allegro_product_ops.py), needed only to trace.
+//
+// Composite operators: Allegro's scalar MLPs, edge geometry and tensor track
+// (allegro_mlp.cpp, allegro_geometry.cpp, allegro_tensor_track.cpp) and split_cat.cpp's cat
+// run eagerly only (C++ autograd Functions inside one CompositeImplicitAutograd kernel); a
+// trace uses their torch formulations.
+//
+// The namespace is EQF_OPS_NAMESPACE, defined at build time as the extension's name, which
+// hashes the sources, flags, CPU and torch (kernels/extension.py): two builds that could differ
+// never register one name twice.
 //
 // The edge operators take the whole EdgeGraph of edge_ops.py (so their autograd kernels see
 // every index tensor) and pass each kernel the ones it reads.
@@ -19,6 +26,7 @@
 #include <torch/types.h>
 
 #include <optional>
+#include <tuple>
 
 #ifndef EQF_OPS_NAMESPACE
 #error "EQF_OPS_NAMESPACE must name the operator namespace"
@@ -73,6 +81,20 @@ torch::Tensor cwtp_edge_s_autograd(const torch::Tensor& a, const torch::Tensor& 
                                    Index perm_o, Index offsets_o, Index perm_g, Index offsets_g,
                                    Index weight_row, Index perm_w, Index offsets_w, Index triples,
                                    Index swapped);
+
+// allegro_mlp.cpp, allegro_geometry.cpp, allegro_tensor_track.cpp, split_cat.cpp: composite
+// operators (below)
+torch::Tensor allegro_scaled_mlp(at::TensorList blocks, at::TensorList weights,
+                                 at::ArrayRef<double> alphas, bool silu, bool record);
+std::tuple<torch::Tensor, torch::Tensor> allegro_geometry(
+    const torch::Tensor& vec, const std::optional<torch::Tensor>& inverse,
+    double inverse_uniform, int64_t n_basis, int64_t p, int64_t l_max, bool float64);
+torch::Tensor allegro_weighted_channels(const torch::Tensor& basis, const torch::Tensor& w,
+                                        const torch::Tensor& irrep_of, int64_t mul);
+torch::Tensor allegro_environment(const torch::Tensor& basis, const torch::Tensor& w,
+                                  const torch::Tensor& irrep_of, const torch::Tensor& centre,
+                                  int64_t mul, int64_t n_atoms);
+torch::Tensor split_cat(at::TensorList blocks, int64_t dim);
 
 // symmetric_contraction_autograd.cpp
 torch::Tensor sc_forward_autograd(const torch::Tensor& p, const torch::Tensor& x,
@@ -148,6 +170,15 @@ void define(torch::Library& m) {
         "Tensor pairs, Tensor cubes, Tensor terms) -> Tensor");
   m.def("allegro_gather_contract(Tensor x, Tensor p, Tensor centre) -> Tensor");
   m.def("allegro_scatter_outer(Tensor x, Tensor y, Tensor centre, SymInt n_atoms) -> Tensor");
+  m.def("allegro_scaled_mlp(Tensor[] blocks, Tensor[] weights, float[] alphas, bool silu, "
+        "bool record) -> Tensor");
+  m.def("allegro_geometry(Tensor edge_vec, Tensor? inverse_r_max, float inverse_uniform, "
+        "int num_basis, int p, int l_max, bool float64) -> (Tensor, Tensor)");
+  m.def("allegro_weighted_channels(Tensor basis, Tensor weights, Tensor irrep_of, int mul) "
+        "-> Tensor");
+  m.def("allegro_environment(Tensor basis, Tensor weights, Tensor irrep_of, Tensor centre, "
+        "int mul, int n_atoms) -> Tensor");
+  m.def("split_cat(Tensor[] blocks, int dim) -> Tensor");
 }
 
 void implement_cpu(torch::Library& m) {
@@ -181,4 +212,15 @@ EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, Autograd, m) {
   m.impl("sc_gradient", &sc_gradient_autograd);
   m.impl("allegro_gather_contract", &allegro_gather_contract_autograd);
   m.impl("allegro_scatter_outer", &allegro_scatter_outer_autograd);
+}
+
+// Composite operators: one kernel for every device and mode, whose C++ autograd Functions
+// record their own nodes (the forward loops are CPU only and say so). Tracers would see
+// through them, so traces use the torch formulations instead (kernels/tracing.py).
+EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, CompositeImplicitAutograd, m) {
+  m.impl("allegro_scaled_mlp", &allegro_scaled_mlp);
+  m.impl("allegro_geometry", &allegro_geometry);
+  m.impl("allegro_weighted_channels", &allegro_weighted_channels);
+  m.impl("allegro_environment", &allegro_environment);
+  m.impl("split_cat", &split_cat);
 }

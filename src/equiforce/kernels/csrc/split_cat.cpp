@@ -6,7 +6,8 @@
 // copies its block in, and the blocks' zero tensors are summed: per block, two passes over the
 // whole array. Here the backward is split_with_sizes (views), whose own backward is a single
 // cat. Same values and derivatives of every order (the backward is differentiable ATen ops).
-#include <torch/extension.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/types.h>
 
 #include <vector>
 
@@ -34,15 +35,11 @@ struct SplitCat : public torch::autograd::Function<SplitCat> {
   }
 };
 
-// blocks: tensors of one dtype and device, equal but for `dim` (>= 0).
-Tensor split_cat(const std::vector<Tensor>& blocks, int64_t dim) {
-  TORCH_CHECK(!blocks.empty(), "split_cat: no tensors");
-  TORCH_CHECK(dim >= 0 && dim < blocks[0].dim(), "split_cat: dim ", dim, " out of range");
-  return SplitCat::apply(at::TensorList(blocks), dim);  // an ArrayRef: autograd sees its tensors
-}
-
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("split_cat", &split_cat, "torch.cat with a split_with_sizes backward (any order)");
+// blocks: tensors of one dtype and device, equal but for `dim` (>= 0).
+torch::Tensor split_cat(at::TensorList blocks, int64_t dim) {
+  TORCH_CHECK(!blocks.empty(), "split_cat: no tensors");
+  TORCH_CHECK(dim >= 0 && dim < blocks[0].dim(), "split_cat: dim ", dim, " out of range");
+  return SplitCat::apply(blocks, dim);  // an ArrayRef: autograd sees its tensors
 }
