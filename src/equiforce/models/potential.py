@@ -315,8 +315,11 @@ def edge_vectors(
     Returns:
         (n_edges, 3) float64, Å: ``pos[j] - pos[i] + edge_shift @ cell[graph of i]``.
     """
-    centre, neighbour = data[keys.EDGE_INDEX][0], data[keys.EDGE_INDEX][1]
+    centre, neighbour = data[keys.EDGE_INDEX].unbind(0)
     shift = data[keys.EDGE_SHIFT].to(pos.dtype)
-    edge_cell = cell[data[keys.BATCH][centre]]
+    # index_select, not advanced indexing: a few µs less per op and per backward (index's
+    # backward is an accumulating index_put), ~15 µs of a molecule's energy + forces call
+    edge_cell = cell.index_select(0, data[keys.BATCH].index_select(0, centre))
+    vec = pos.index_select(0, neighbour) - pos.index_select(0, centre)
     # (E, 1, 3) @ (E, 3, 3): one bmm (an einsum adds a permute and a view per operand)
-    return pos[neighbour] - pos[centre] + torch.bmm(shift.unsqueeze(1), edge_cell).squeeze(1)
+    return vec + torch.bmm(shift.unsqueeze(1), edge_cell).squeeze(1)
