@@ -1,8 +1,9 @@
 """Build-on-first-use loaders of the C++ CPU kernels in ``kernels/csrc``.
 
 Sources are compiled with ``torch.utils.cpp_extension.load`` (gcc/g++, ``-O3 -march=native``)
-the first time a fast kernel runs on CPU, into torch's per-user extension cache
-(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The name of a build carries
+the first time a fast kernel runs on CPU, into a folder of the build's name in torch's per-user
+extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); that first
+build (~75 s on 2 cores) logs a warning saying so. The name of a build carries
 a hash of its sources and of the headers in ``kernels/csrc`` (their paths included), this
 machine's CPU flags, torch's version and the Python environment, so an edited source or
 header, another CPU, another torch, another checkout or venv builds afresh and a cached build
@@ -25,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
@@ -49,8 +51,13 @@ _KERNEL_OP_SOURCES = (
     "split_cat.cpp",
 )
 # 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound
-_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512",
-          "-fopenmp-simd", "-ffp-contract=fast"]
+_FLAGS = [
+    "-O3",
+    "-march=native",
+    "-mprefer-vector-width=512",
+    "-fopenmp-simd",
+    "-ffp-contract=fast",
+]
 
 
 def _cpu_fingerprint() -> str:
@@ -90,11 +97,20 @@ class OpLibrary(NamedTuple):
 def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...]) -> str | None:
     """``torch.utils.cpp_extension.load`` of ``paths`` as the plain library ``name``, loaded;
     its path, or None, with a warning saying why, when it cannot build."""
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import get_default_build_root, load
 
+    folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
+    if not (folder / f"{name}.so").exists():  # say why the first call takes a while
+        _LOG.warning(
+            "compiling equiforce's C++ kernels for this CPU, torch and checkout into %s "
+            "(once; ~75 s on 2 cores)",
+            folder,
+        )
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         return load(
             name=name,
+            build_directory=str(folder),
             sources=[str(s) for s in paths],
             extra_cflags=[*_FLAGS, *flags],
             is_python_module=False,
