@@ -19,7 +19,9 @@ from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import use_backend
+from equiforce.kernels.extension import kernel_ops
 from equiforce.models import potential as potential_module
+from equiforce.nn import edge_pairs as edge_pairs_module
 from equiforce.nn.edge_pairs import bond_pairs, edge_pairs, pair_inputs
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule, make_triclinic_cu
@@ -149,6 +151,39 @@ def test_bond_pairs_pair_every_list():
     alone = bond_pairs(small[keys.EDGE_INDEX][:, half], small[keys.EDGE_SHIFT][half])
     assert torch.equal(alone.first, torch.arange(half.shape[0]))
     assert torch.equal(alone.of_edge, torch.arange(half.shape[0]))
+
+
+def _list_variants():
+    """Edge lists: periodic, own images, shuffled, a half list, integer and float32 shifts."""
+    fcc = _graph(make_fcc_cu(2), 4.0)
+    images = _graph(make_triclinic_cu(seed=2), 7.5)
+    index, shift = images[keys.EDGE_INDEX], images[keys.EDGE_SHIFT]
+    order = torch.randperm(index.shape[1], generator=torch.Generator().manual_seed(3))
+    half = edge_pairs(fcc[keys.EDGE_INDEX], fcc[keys.EDGE_SHIFT]).first
+    return {
+        "fcc": (fcc[keys.EDGE_INDEX], fcc[keys.EDGE_SHIFT]),
+        "own-images": (index, shift),
+        "shuffled": (index[:, order], shift[order]),
+        "half": (fcc[keys.EDGE_INDEX][:, half], fcc[keys.EDGE_SHIFT][half]),
+        "int-shifts": (index, shift.round().long()),
+        "float32-shifts": (index, shift.float()),
+    }
+
+
+@pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
+def test_the_cpp_pairs_equal_the_torch_formulation():
+    """The kernel library's ``bond_pairs`` gives the torch formulation's tensors exactly, and
+    None (keys past int64) and its errors where they apply."""
+    for name, (index, shift) in _list_variants().items():
+        got = edge_pairs_module._find_pairs(index, shift)
+        want = edge_pairs_module._find_pairs_torch(index, shift)
+        assert torch.equal(got.first, want.first) and torch.equal(got.of_edge, want.of_edge), name
+    far = torch.tensor([[0, 2**29], [2**29, 0]])  # 2^58 key range times 3^3 shift codes
+    shift = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    assert edge_pairs_module._find_pairs_torch(far, shift) is None
+    assert edge_pairs_module._find_pairs(far, shift) is None
+    with pytest.raises(RuntimeError, match="negative atom index"):
+        edge_pairs_module._find_pairs(torch.tensor([[0, -1], [1, 0]]), shift)
 
 
 @pytest.mark.parametrize("edge_gradients", [False, True])

@@ -23,6 +23,7 @@ from equiforce.kernels.tracing import traced
 
 __all__ = ["edge_geometry", "use_geometry_kernel"]
 
+
 def use_geometry_kernel(edge_vec: torch.Tensor, dtype: torch.dtype, l_max: int) -> bool:
     """Whether ``edge_geometry`` applies to these inputs (module docstring)."""
     return (

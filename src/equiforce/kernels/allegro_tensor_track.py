@@ -28,6 +28,7 @@ from equiforce.kernels.tracing import traced
 
 __all__ = ["environment", "use_tensor_track_kernels", "weighted_channels"]
 
+
 def use_tensor_track_kernels(*tensors: torch.Tensor) -> bool:
     """Whether the ops apply to these float operands (module docstring)."""
     dtype = tensors[0].dtype

@@ -14,7 +14,8 @@ each). When no compiler is available a build fails once, a warning says why, and
 executors use their plain-torch path.
 
 One build, ``kernel_ops()``: every kernel (MACE's edge convolution and symmetric contraction,
-Allegro's tensor product, MLPs, geometry and tensor track, ``split_cat``: ``kernel_ops.cpp``
+Allegro's tensor product, MLPs, geometry and tensor track, ``split_cat``, the bonds of an
+edge list: ``kernel_ops.cpp``
 and the sources it registers) as a library of dispatcher operators with C++ autograd
 (``TORCH_LIBRARY``, no Python in it) in the namespace named by the build's hash
 (``torch.ops.<namespace>``). Eager equiforce calls them and exported packages carry the
@@ -49,6 +50,7 @@ _KERNEL_OP_SOURCES = (
     "allegro_geometry.cpp",
     "allegro_tensor_track.cpp",
     "split_cat.cpp",
+    "edge_pairs.cpp",
 )
 # 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound
 _FLAGS = [

@@ -32,6 +32,8 @@ from typing import NamedTuple
 import torch
 
 from equiforce.data import keys
+from equiforce.kernels.extension import kernel_ops, library_operator
+from equiforce.kernels.tracing import traced
 
 __all__ = [
     "PAIR_FIRST",
@@ -115,7 +117,21 @@ def pair_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _find_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:
     """The pairs of an eager edge list (at least one edge), or None where the keys would
-    not fit in int64."""
+    not fit in int64: the kernel library's ``bond_pairs`` on CPU (one loop and one sort, the
+    same tensors), else ``_find_pairs_torch``."""
+    if (
+        edge_index.device.type == "cpu"
+        and edge_shift.device.type == "cpu"
+        and not traced(edge_index, edge_shift)
+        and kernel_ops() is not None
+    ):
+        first, of_edge = library_operator("bond_pairs")(edge_index, edge_shift)
+        return EdgePairs(first, of_edge) if first.shape[0] else None
+    return _find_pairs_torch(edge_index, edge_shift)
+
+
+def _find_pairs_torch(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:
+    """``_find_pairs`` in torch operations (any device)."""
     n_edges = edge_index.shape[1]
     centre, neighbour = edge_index[0], edge_index[1]
     shift = edge_shift.round().to(torch.int64)

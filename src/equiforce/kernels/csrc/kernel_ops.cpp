@@ -13,7 +13,8 @@
 // Composite operators: Allegro's scalar MLPs, edge geometry and tensor track
 // (allegro_mlp.cpp, allegro_geometry.cpp, allegro_tensor_track.cpp) and split_cat.cpp's cat
 // run eagerly only (C++ autograd Functions inside one CompositeImplicitAutograd kernel); a
-// trace uses their torch formulations.
+// trace uses their torch formulations. So does bond_pairs (edge_pairs.cpp: integer work, a CPU
+// kernel without derivatives).
 //
 // The namespace is EQF_OPS_NAMESPACE, defined at build time as the extension's name, which
 // hashes the sources, flags, CPU and torch (kernels/extension.py): two builds that could differ
@@ -95,6 +96,10 @@ torch::Tensor allegro_environment(const torch::Tensor& basis, const torch::Tenso
                                   const torch::Tensor& irrep_of, const torch::Tensor& centre,
                                   int64_t mul, int64_t n_atoms);
 torch::Tensor split_cat(at::TensorList blocks, int64_t dim);
+
+// edge_pairs.cpp
+std::tuple<torch::Tensor, torch::Tensor> bond_pairs(const torch::Tensor& edge_index,
+                                                    const torch::Tensor& edge_shift);
 
 // symmetric_contraction_autograd.cpp
 torch::Tensor sc_forward_autograd(const torch::Tensor& p, const torch::Tensor& x,
@@ -179,6 +184,7 @@ void define(torch::Library& m) {
   m.def("allegro_environment(Tensor basis, Tensor weights, Tensor irrep_of, Tensor centre, "
         "int mul, int n_atoms) -> Tensor");
   m.def("split_cat(Tensor[] blocks, int dim) -> Tensor");
+  m.def("bond_pairs(Tensor edge_index, Tensor edge_shift) -> (Tensor, Tensor)");
 }
 
 void implement_cpu(torch::Library& m) {
@@ -190,6 +196,7 @@ void implement_cpu(torch::Library& m) {
   m.impl("sc_gradient", &sc_gradient_cpu);
   m.impl("allegro_gather_contract", &allegro_gather_contract);
   m.impl("allegro_scatter_outer", &allegro_scatter_outer);
+  m.impl("bond_pairs", &bond_pairs);
 }
 
 }  // namespace
