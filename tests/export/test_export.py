@@ -413,8 +413,8 @@ def test_a_fresh_process_runs_a_mace_package_from_its_own_library(
     mace_fast_float64, tmp_path, cache
 ):
     """Without equiforce's kernels built or imported: the package's copy is unpacked into
-    the cache (or, where that cannot be written, a temporary folder) and loaded; forces
-    equal eager's to 1e-10 (float64)."""
+    the cache (or, where that cannot be written, a temporary folder) and loaded, and finds
+    the bonds too; forces equal eager's to 1e-10 (float64)."""
     from ase.io import read, write
 
     if not _kernels_built():
@@ -431,6 +431,7 @@ import numpy as np
 from ase.io import read
 from equiforce.export import load_exported
 package = load_exported({str(path)!r})
+assert package._bond_pairs is not None  # the bonds found by the package's own library
 forces = package(package.batch(read({str(tmp_path / "slab.xyz")!r})))["forces"].numpy()
 deviation = np.abs(forces - np.load({str(tmp_path / "forces.npy")!r})).max()
 assert deviation < 1e-10, deviation

@@ -59,7 +59,6 @@ def test_each_pair_is_an_edge_and_its_reverse(atoms, cutoff):
     edges = _edge_keys(graph)
     if cutoff > 5:
         assert any(e[0] == e[1] for e in edges)
-    assert len(edges) >= 256  # fewer are never paired
     assert 2 * pairs.first.shape[0] == len(edges)
     members: dict[int, list[int]] = {}
     for edge, pair in enumerate(pairs.of_edge.tolist()):
@@ -83,9 +82,8 @@ def test_a_half_list_is_not_paired():
     pairs = edge_pairs(edge_index, shift)
     half = pairs.first
     assert edge_pairs(edge_index[:, half], shift[half]) is None
-    small = _graph(make_molecule("CH3CH2OH", seed=1), 4.0)  # a full list of < 256 edges
-    assert small[keys.EDGE_INDEX].shape[1] < 256
-    assert edge_pairs(small[keys.EDGE_INDEX], small[keys.EDGE_SHIFT]) is None
+    few = pairs.of_edge < 4  # a full list of 4 bonds, 8 edges
+    assert int(few.sum()) == 8 and edge_pairs(edge_index[:, few], shift[few]) is None
     assert edge_pairs(edge_index[:, :0], shift[:0]) is None
 
 
@@ -138,8 +136,8 @@ def test_mace_with_pairs_equals_mace_per_edge(batch, backend, train, edge_gradie
 
 
 def test_bond_pairs_pair_every_list():
-    """``bond_pairs`` pairs a molecule of < 256 edges (which ``edge_pairs`` leaves alone) as
-    ``edge_pairs`` pairs a large list, and a half list's edges each with itself."""
+    """``bond_pairs`` pairs a molecule as ``edge_pairs`` pairs a large list, and a half list's
+    edges each with itself."""
     small = _graph(make_molecule("CH3CH2OH", seed=1), 4.0)
     edges = _edge_keys(small)
     pairs = bond_pairs(small[keys.EDGE_INDEX], small[keys.EDGE_SHIFT])
@@ -174,16 +172,17 @@ def _list_variants():
 def test_the_cpp_pairs_equal_the_torch_formulation():
     """The kernel library's ``bond_pairs`` gives the torch formulation's tensors exactly, and
     None (keys past int64) and its errors where they apply."""
+    operator = edge_pairs_module._library_operator()
     for name, (index, shift) in _list_variants().items():
-        got = edge_pairs_module._find_pairs(index, shift)
+        got = edge_pairs_module._find_pairs(index, shift, operator)
         want = edge_pairs_module._find_pairs_torch(index, shift)
         assert torch.equal(got.first, want.first) and torch.equal(got.of_edge, want.of_edge), name
     far = torch.tensor([[0, 2**29], [2**29, 0]])  # 2^58 key range times 3^3 shift codes
     shift = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
     assert edge_pairs_module._find_pairs_torch(far, shift) is None
-    assert edge_pairs_module._find_pairs(far, shift) is None
+    assert edge_pairs_module._find_pairs(far, shift, operator) is None
     with pytest.raises(RuntimeError, match="negative atom index"):
-        edge_pairs_module._find_pairs(torch.tensor([[0, -1], [1, 0]]), shift)
+        edge_pairs_module._find_pairs(torch.tensor([[0, -1], [1, 0]]), shift, operator)
 
 
 @pytest.mark.parametrize("edge_gradients", [False, True])

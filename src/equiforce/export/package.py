@@ -225,6 +225,16 @@ def _load_kernel_library(path: Path, library: dict[str, Any] | None) -> None:
         ) from err
 
 
+def _bond_pairs_operator(library: dict[str, Any] | None) -> Any:
+    """The ``bond_pairs`` operator of the kernel library a package carries (loaded by
+    ``_load_kernel_library``; libraries built since 2026-12-05 have it), else None: the
+    loader then finds the bonds in torch operations."""
+    if library is None:
+        return None
+    namespace = getattr(torch.ops, library["namespace"])
+    return namespace.bond_pairs.default if hasattr(namespace, "bond_pairs") else None
+
+
 class ExportedPotential:
     """A loaded package: one structure's batch in, float64 energy/forces (/stress) out.
 
@@ -255,6 +265,7 @@ class ExportedPotential:
                 f"and {len(metadata['outputs'])}"
             )
         self._run = runner.loader.boxed_run
+        self._bond_pairs = _bond_pairs_operator(metadata.get("kernel_library"))
         self.metadata = metadata
         self.device = device
         self.type_names: list[str] = list(metadata["type_names"])
@@ -325,6 +336,6 @@ class ExportedPotential:
                 f"has {n_atoms} atoms (export again with a larger --max-atoms)"
             )
         if PAIR_FIRST in self.inputs and PAIR_FIRST not in data:
-            data = {**data, **pair_inputs(data)}  # the program takes the edges' bonds
+            data = {**data, **pair_inputs(data, self._bond_pairs)}  # the program takes them
         inputs = [data[name].to(self.device) for name in self.inputs]
         return dict(zip(self.outputs, self._run(inputs), strict=True))

@@ -11,7 +11,7 @@ executors), so no (n_edges x weights) copy is made, nor summed back in the backw
 ``edge_pairs`` finds the pairs from the integer edge list; an edge whose reverse is absent
 (a half list, a LAMMPS domain's edges into ghost atoms) is a pair of its own, so the result
 is right for any list. When pairing would save little in eager code (fewer than a quarter of
-the edges merged, or fewer than 256 edges, where the per-operation overhead hides the saved
+the edges merged, or fewer than 16 edges, where the per-operation overhead hides the saved
 rows), and under symbolic tracing or compilation (the pairs depend on the data), it returns
 None and the caller evaluates per edge. ``bond_pairs`` always pairs: an exported MACE package
 takes the pairs as two inputs (``PAIR_INPUTS``: ``EdgePairs.first``, ``EdgePairs.of_edge``;
@@ -27,13 +27,12 @@ model only when no per-edge gradients are asked for (``equiforce.models.contract
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from equiforce.data import keys
-from equiforce.kernels.extension import kernel_ops, library_operator
-from equiforce.kernels.tracing import traced
 
 __all__ = [
     "PAIR_FIRST",
@@ -52,12 +51,12 @@ PAIR_OF_EDGE = "edge_pair_of"
 PAIR_INPUTS = (PAIR_FIRST, PAIR_OF_EDGE)
 
 # Use pairs only when they are at most this fraction of the edges, and on graphs of at
-# least _MIN_EDGES edges: below either the saved rows do not pay for finding the pairs
-# (mace-128-l1 inference, one thread, when the rows were still copied to every edge: 182
-# edges 0.98x, 446 edges 1.01x, 11,578 edges 1.04x; a training step on 916 edges 1.06x; with
-# the rows read in place, 182 edges (one AcAc molecule) pairing on or off is within noise).
+# least _MIN_EDGES edges: below either the saved rows do not pay for finding the pairs.
+# mace-128-l1 inference, one thread, pairing on / off with the pairs found in C++
+# (``bond_pairs``, ~9 µs for 182 edges; it was ~90 µs in torch ops, and the floor 256 edges):
+# water (6 edges) 1.00, ethanol (72) 0.97, AcAc (182) 0.92 float32 and 0.90 float64.
 _MAX_PAIR_FRACTION = 0.75
-_MIN_EDGES = 256
+_MIN_EDGES = 16
 # Keys are int64: n_atoms^2 * (2 * max|shift| + 1)^3 must stay below this.
 _MAX_KEY = 2**62
 
@@ -79,7 +78,8 @@ class EdgePairs(NamedTuple):
 
 
 def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:
-    """Pair every edge ``(i, j, S)`` with its reverse ``(j, i, -S)``.
+    """Pair every edge ``(i, j, S)`` with its reverse ``(j, i, -S)`` (the kernel library's
+    ``bond_pairs`` where it builds).
 
     Args:
         edge_index: (2, n_edges) int64, ``[centre, neighbour]``.
@@ -93,39 +93,65 @@ def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs 
     n_edges = edge_index.shape[1]
     if not isinstance(n_edges, int) or torch.compiler.is_compiling() or n_edges < _MIN_EDGES:
         return None
-    pairs = _find_pairs(edge_index, edge_shift)
+    pairs = _find_pairs(edge_index, edge_shift, _library_operator())
     if pairs is None or pairs.first.shape[0] > _MAX_PAIR_FRACTION * n_edges:
         return None
     return pairs
 
 
-def bond_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs:
+def bond_pairs(
+    edge_index: torch.Tensor, edge_shift: torch.Tensor, operator: Callable | None = None
+) -> EdgePairs:
     """``edge_pairs`` at any size and pairing fraction (an eager call, at least one edge);
-    where the pair keys would not fit in int64, each edge is a pair of its own."""
-    pairs = _find_pairs(edge_index, edge_shift)
+    where the pair keys would not fit in int64, each edge is a pair of its own.
+
+    Args:
+        edge_index, edge_shift: as ``edge_pairs``.
+        operator: a ``bond_pairs`` operator of a kernel library (``_find_pairs``), or None
+            for the torch formulation.
+    """
+    pairs = _find_pairs(edge_index, edge_shift, operator)
     if pairs is None:
         edges = torch.arange(edge_index.shape[1], device=edge_index.device)
         return EdgePairs(edges, edges)
     return pairs
 
 
-def pair_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``PAIR_INPUTS`` of a batch's edges (``bond_pairs``), for a program that takes them."""
-    pairs = bond_pairs(batch[keys.EDGE_INDEX], batch[keys.EDGE_SHIFT])
+def pair_inputs(
+    batch: dict[str, torch.Tensor], operator: Callable | None = None
+) -> dict[str, torch.Tensor]:
+    """``PAIR_INPUTS`` of a batch's edges (``bond_pairs`` with ``operator``), for a program
+    that takes them."""
+    pairs = bond_pairs(batch[keys.EDGE_INDEX], batch[keys.EDGE_SHIFT], operator)
     return {PAIR_FIRST: pairs.first, PAIR_OF_EDGE: pairs.of_edge}
 
 
-def _find_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:
+def _library_operator() -> Callable | None:
+    """The ``bond_pairs`` operator of equiforce's kernel library, None where it cannot build.
+
+    Imported here, not with this module: an exported package's loader imports this module
+    and runs the operator of the library the package carries, without equiforce's kernels.
+    """
+    from equiforce.kernels.extension import kernel_ops, library_operator
+
+    return library_operator("bond_pairs") if kernel_ops() is not None else None
+
+
+def _find_pairs(
+    edge_index: torch.Tensor, edge_shift: torch.Tensor, operator: Callable | None
+) -> EdgePairs | None:
     """The pairs of an eager edge list (at least one edge), or None where the keys would
-    not fit in int64: the kernel library's ``bond_pairs`` on CPU (one loop and one sort, the
-    same tensors), else ``_find_pairs_torch``."""
+    not fit in int64: ``operator`` (a kernel library's ``bond_pairs``, ``csrc/edge_pairs.cpp``:
+    one loop and one sort, the same tensors) on plain CPU tensors, else
+    ``_find_pairs_torch``."""
     if (
-        edge_index.device.type == "cpu"
+        operator is not None
+        and type(edge_index) is torch.Tensor  # not a tracer's tensor
+        and type(edge_shift) is torch.Tensor
+        and edge_index.device.type == "cpu"
         and edge_shift.device.type == "cpu"
-        and not traced(edge_index, edge_shift)
-        and kernel_ops() is not None
     ):
-        first, of_edge = library_operator("bond_pairs")(edge_index, edge_shift)
+        first, of_edge = operator(edge_index, edge_shift)
         return EdgePairs(first, of_edge) if first.shape[0] else None
     return _find_pairs_torch(edge_index, edge_shift)
 
