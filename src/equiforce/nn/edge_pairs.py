@@ -93,7 +93,9 @@ def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs 
     n_edges = edge_index.shape[1]
     if not isinstance(n_edges, int) or torch.compiler.is_compiling() or n_edges < _MIN_EDGES:
         return None
-    pairs = _find_pairs(edge_index, edge_shift, _library_operator())
+    # the library runs CPU tensors only: on a GPU it is neither built nor looked up
+    operator = _library_operator() if edge_index.device.type == "cpu" else None
+    pairs = _find_pairs(edge_index, edge_shift, operator)
     if pairs is None or pairs.first.shape[0] > _MAX_PAIR_FRACTION * n_edges:
         return None
     return pairs
