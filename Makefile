@@ -36,21 +36,24 @@ test-core: install
 
 test-slow: install-mace install-nequip install
 	$(VENV)/bin/python -m pytest -q tests -m slow --durations=25 $(PYTEST_ARGS)
+	$(MACE_VENV)/bin/python -m pytest -q tests/interop/test_gpu_mace.py -m slow $(PYTEST_ARGS)
 
 # mace-torch pins e3nn 0.4.4, so its parity tests run in their own venv, which also proves
-# equiforce installs and runs beside e3nn 0.4.4.
+# equiforce installs and runs beside e3nn 0.4.4; with cuEquivariance, so that the GPU script's
+# mace-torch + cuEquivariance conversion (benchmarks/gpu_mace.py) is tested on the CPU.
 $(MACE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(MACE_VENV)
 	$(MACE_VENV)/bin/pip install -q --upgrade pip
 	$(MACE_VENV)/bin/pip install -q $(TORCH_SPEC)
-	$(MACE_VENV)/bin/pip install -q -e ".[test,mace]"
+	$(MACE_VENV)/bin/pip install -q -e ".[test,mace,cueq]"
 	touch $@
 
 install-mace: $(MACE_VENV)/.installed
 
 test-interop-mace: install-mace
 	$(MACE_VENV)/bin/python -m pytest -q tests/interop/test_mace_torch.py \
-		tests/interop/test_mace_torch_export.py tests/interop/test_bench_peers.py $(PYTEST_ARGS)
+		tests/interop/test_mace_torch_export.py tests/interop/test_bench_peers.py \
+		tests/interop/test_gpu_mace.py -m "not slow" $(PYTEST_ARGS)
 
 # nequip + nequip-allegro need e3nn 0.6 and lightning: their parity tests get a venv too.
 $(NEQUIP_VENV)/.installed: pyproject.toml

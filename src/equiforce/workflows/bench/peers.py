@@ -27,7 +27,16 @@ from equiforce.workflows.bench.kinds import (
     training_call,
 )
 
-__all__ = ["PEERS", "Peer", "peer_for_family", "peer_python"]
+__all__ = [
+    "CALLS",
+    "PEERS",
+    "Peer",
+    "mace_call",
+    "mace_model",
+    "nequip_call",
+    "peer_for_family",
+    "peer_python",
+]
 
 
 @dataclass(frozen=True)
@@ -125,14 +134,44 @@ def _peer_call(model: torch.nn.Module, forward: Call, kind: str, same_backward: 
     return training_call(model, forward, kind, None if same_backward else plain_backward)
 
 
-def mace_call(
-    potential: Potential, batch: dict[str, torch.Tensor], kind: str, same_backward: bool = False
-) -> Call:
-    """One mace-torch call of ``kind`` on our batch, with ``potential``'s weights
-    (``same_backward``: see ``_peer_call``)."""
+def mace_model(potential: Potential, device: torch.device, cueq: bool = False) -> torch.nn.Module:
+    """mace-torch's model of ``potential``'s weights on ``device`` (``to_mace_torch``); with
+    ``cueq``, mace-torch's own cuEquivariance model of them (``mace.cli.convert_e3nn_cueq``,
+    as mace-torch users enable it: fused convolution on CUDA).
+
+    Raises:
+        ImportError: ``cueq`` without cuequivariance-torch installed (mace-torch would
+            silently build its plain e3nn model instead).
+    """
     from equiforce.interop import to_mace_torch
 
-    model = to_mace_torch(potential).to(batch[keys.POSITIONS].device)
+    model = to_mace_torch(potential).to(device)
+    if not cueq:
+        return model
+    from mace.cli.convert_e3nn_cueq import run
+    from mace.modules.wrapper_ops import CUET_AVAILABLE
+
+    if not CUET_AVAILABLE:
+        raise ImportError("mace-torch with cuEquivariance needs cuequivariance-torch installed")
+    saved = torch.get_default_dtype()  # ``run`` sets the model's dtype as the default
+    try:
+        return run(model, device=device.type, return_model=True)
+    finally:
+        torch.set_default_dtype(saved)
+
+
+def mace_call(
+    potential: Potential,
+    batch: dict[str, torch.Tensor],
+    kind: str,
+    same_backward: bool = False,
+    model: torch.nn.Module | None = None,
+) -> Call:
+    """One mace-torch call of ``kind`` on our batch, with ``potential``'s weights
+    (``same_backward``: see ``_peer_call``); ``model``: a ``mace_model`` of them (None:
+    built here, plain e3nn)."""
+    if model is None:
+        model = mace_model(potential, batch[keys.POSITIONS].device)
     dtype = potential.dtype
     centre = batch[keys.EDGE_INDEX][0]
     cell = batch[keys.CELL][batch[keys.BATCH][centre]]
