@@ -183,3 +183,24 @@ def test_graphs_whose_one_pass_exceeds_the_memory_budget_run_in_chunks(batch, mo
     assert len(mace._chunks(edge_index, n_atoms)) > 1
     float32 = _model("fast").energy_model.float()
     assert float32.one_pass_edges() in (2 * mace.one_pass_edges(), 2 * mace.one_pass_edges() + 1)
+
+
+def test_on_a_gpu_graphs_run_in_one_pass_while_it_fits_half_the_free_memory(monkeypatch):
+    """Chunks save memory, not time: on a CUDA device a graph of any number of chunks' worth
+    runs in one pass while its estimated peak fits ``GPU_ONE_PASS_FRACTION`` of the device
+    memory free at the call; on the CPU the edge-count rule stays."""
+    mace = _model("fast").energy_model.float()
+    mace.chunk_edges = 1024
+    per_edge = mace_module.ONE_PASS_BYTES / mace.one_pass_edges()  # bytes of the estimate
+    free = 80 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+    cuda = torch.device("cuda")
+    fits = int(mace_module.GPU_ONE_PASS_FRACTION * free / per_edge)
+    assert abs(mace.one_pass_edges(cuda) - fits) <= 1e-5 * fits  # per_edge: rounded
+    many = 100 * CHUNKED_FROM * mace.chunk_edges  # far above the CPU's edge-count rule
+    assert many < 0.9 * fits
+    assert mace.fits_one_pass(many, cuda)
+    assert not mace.fits_one_pass(many, torch.device("cpu"))
+    assert not mace.fits_one_pass(int(1.1 * fits), cuda)
+    free = 2**30  # a device mostly taken by other work: chunks again
+    assert not mace.fits_one_pass(many, cuda)

@@ -11,13 +11,14 @@ its readout is linear. Edge vectors follow mace-torch's direction (sender -> rec
 neighbour -> centre, the negative of ``edge_vec``), so weights carry over unchanged.
 
 Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, or than fit one pass in
-``ONE_PASS_BYTES``; eager mode) run each layer in chunks of about ``chunk_edges`` edges into
-consecutive receivers (``equiforce.nn.edge_chunks``): edge embedding, interaction and product
-of one chunk at a time, so per-edge and per-atom intermediates stay chunk-sized and
-cache-friendly. Outside training (inference, energy + forces or stress) each layer is one
-autograd node (``equiforce.nn.mace.recompute``) whose backward recomputes one chunk at a
-time: between forward and backward only the layers' node features and the edge vectors are
-kept, never an (n_edges x features) tensor or the edge embeddings of the whole graph. Training
+``ONE_PASS_BYTES``; on a GPU, than fit one pass in half its free memory; eager mode) run each
+layer in chunks of about ``chunk_edges`` edges into consecutive receivers
+(``equiforce.nn.edge_chunks``): edge embedding, interaction and product of one chunk at a time,
+so per-edge and per-atom intermediates stay chunk-sized and cache-friendly. Outside training
+(inference, energy + forces or stress) each layer is one autograd node
+(``equiforce.nn.mace.recompute``) whose backward recomputes one chunk at a time: between
+forward and backward only the layers' node features and the edge vectors are kept, never an
+(n_edges x features) tensor or the edge embeddings of the whole graph. Training
 (``create_graph`` in train mode) runs the same chunks with their autograd graphs kept.
 Results equal the unchunked path to rounding, derivatives of any order included.
 """
@@ -66,6 +67,9 @@ from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps,
 DEFAULT_CHUNK_EDGES = 16384
 CHUNKED_FROM = 16
 ONE_PASS_BYTES = 3 * 2**30
+# On a GPU: one pass whenever its estimated peak fits this fraction of the device memory
+# free at the call (the rest: the caller's tensors, the allocator's fragmentation).
+GPU_ONE_PASS_FRACTION = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,8 +159,8 @@ class MACE(AtomicEnergyModel):
 
     Attributes:
         chunk_edges: graphs with more than ``CHUNKED_FROM`` times this many edges (or more
-            than ``one_pass_edges()``) run layer by layer in chunks of about this many edges
-            (default ``DEFAULT_CHUNK_EDGES``),
+            than ``one_pass_edges()``; on a GPU: more than ``one_pass_edges(device)``) run
+            layer by layer in chunks of about this many edges (default ``DEFAULT_CHUNK_EDGES``),
             recomputed in the backward unless training; None: never chunk. A runtime
             setting, not saved in model files.
 
@@ -311,6 +315,10 @@ class MACE(AtomicEnergyModel):
     def _chunks(self, edge_index: torch.Tensor, n_atoms: int) -> ChunkBounds | None:
         """The chunks of a large graph in eager mode, else None (one pass over the graph).
 
+        On the CPU a graph runs in one pass up to ``CHUNKED_FROM`` chunks' worth of edges and
+        ``one_pass_edges()``; on a GPU whenever its one pass fits ``one_pass_edges(device)``
+        (chunks save memory, not time, and a GPU call has the device's memory to itself):
+        ``fits_one_pass``.
         Traced or compiled calls (symbolic sizes) never chunk: the plan depends on the data.
         """
         n_edges = edge_index.shape[1]
@@ -318,17 +326,33 @@ class MACE(AtomicEnergyModel):
             self.chunk_edges is None
             or not isinstance(n_edges, int)
             or torch.compiler.is_compiling()
-            or n_edges <= min(CHUNKED_FROM * self.chunk_edges, self.one_pass_edges())
+            or self.fits_one_pass(n_edges, edge_index.device)
         ):
             return None
         return chunk_bounds(edge_index, n_atoms, self.chunk_edges)
 
-    def one_pass_edges(self) -> int:
-        """The most edges whose one-pass call stays within ``ONE_PASS_BYTES`` (estimated from
-        the radial MLPs' output widths and the dtype of their weights, see ``ONE_PASS_BYTES``)."""
+    def fits_one_pass(self, n_edges: int, device: torch.device) -> bool:
+        """Whether a graph of ``n_edges`` edges on ``device`` runs in one pass (``_chunks``):
+        on a CUDA device when it fits ``one_pass_edges(device)``, elsewhere when it has at most
+        ``CHUNKED_FROM`` chunks' worth of edges and fits ``one_pass_edges()``."""
+        if device.type == "cuda":
+            return n_edges <= self.one_pass_edges(device)
+        return n_edges <= min(CHUNKED_FROM * self.chunk_edges, self.one_pass_edges())
+
+    def one_pass_edges(self, device: torch.device | None = None) -> int:
+        """The most edges whose one-pass call stays within the memory budget, estimated from
+        the radial MLPs' output widths and the dtype of their weights (``ONE_PASS_BYTES``).
+
+        Args:
+            device: where the call runs; the budget is ``ONE_PASS_BYTES`` on the CPU (None),
+                and on a CUDA device ``GPU_ONE_PASS_FRACTION`` of its memory free now.
+        """
         widths = sum(interaction.radial_mlp.sizes[-1] for interaction in self.interactions)
         itemsize = self.interactions[0].radial_mlp.weights[0].element_size()
-        return int(ONE_PASS_BYTES / ((768 + 1.05 * widths) * itemsize))
+        budget = ONE_PASS_BYTES
+        if device is not None and device.type == "cuda":
+            budget = GPU_ONE_PASS_FRACTION * torch.cuda.mem_get_info(device)[0]
+        return int(budget / ((768 + 1.05 * widths) * itemsize))
 
 
 def _layer_in_chunks(
