@@ -18,8 +18,15 @@ tar -C "$SITE" -xJf .whl/cuequivariance_ops.tar.xz
 export PYTHONPATH="$SITE:$PWD/src:$PWD" PYTHONUNBUFFERED=1
 OUT=${OUT:-bench_out/gpu}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-python3 -c "import torch, mace, cuequivariance_ops_torch; print('torch', torch.__version__, \
-torch.cuda.get_device_name(0))"
+python3 - <<'PY' || true  # what runs below; a missing CUDA ops package is reported there too
+import torch
+print("torch", torch.__version__, torch.cuda.get_device_name(0))
+try:
+    import cuequivariance_ops_torch  # noqa: F401
+    print("cuequivariance_ops_torch: importable")
+except Exception as err:  # noqa: BLE001
+    print("cuequivariance_ops_torch NOT importable:", type(err).__name__, err)
+PY
 quiet() { grep -v "UserWarning\|warnings.warn\|return visitor" || true; }
 case "$STAGE" in
   mace)
