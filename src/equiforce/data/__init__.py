@@ -20,6 +20,7 @@ from equiforce.data.graph import (
     Configuration,
     atoms_to_configuration,
     configuration_to_graph,
+    model_inputs,
     type_indices,
 )
 from equiforce.data.neighbors import neighbor_list
@@ -46,6 +47,7 @@ __all__ = [
     "load_dataset",
     "load_train_validation",
     "make_loader",
+    "model_inputs",
     "neighbor_list",
     "read_configurations",
     "read_isolated_atom_energies",

@@ -64,15 +64,21 @@ def type_indices(atomic_numbers: np.ndarray, type_names: Sequence[str], source: 
     from ase.data import atomic_numbers as symbol_to_z
     from ase.data import chemical_symbols
 
-    lookup = {symbol_to_z[name]: index for index, name in enumerate(type_names)}
-    indices = np.empty(len(atomic_numbers), dtype=np.int64)
-    for n, z in enumerate(atomic_numbers):
-        if int(z) not in lookup:
-            raise ValueError(
-                f"{source}: element {chemical_symbols[int(z)]} (atom {n}) is unknown to the "
-                f"model, which knows {list(type_names)}"
-            )
-        indices[n] = lookup[int(z)]
+    numbers = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
+    lookup = np.full(len(chemical_symbols), -1, dtype=np.int64)  # atomic number -> index
+    for index, name in enumerate(type_names):
+        lookup[symbol_to_z[name]] = index
+    valid = (numbers >= 0) & (numbers < len(lookup))
+    indices = np.where(valid, lookup[np.where(valid, numbers, 0)], -1)
+    unknown = np.flatnonzero(indices < 0)
+    if unknown.size:
+        n = int(unknown[0])
+        z = int(numbers[n])
+        element = chemical_symbols[z] if 0 <= z < len(chemical_symbols) else f"Z={z}"
+        raise ValueError(
+            f"{source}: element {element} (atom {n}) is unknown to the model, which knows "
+            f"{list(type_names)}"
+        )
     return indices
 
 
@@ -114,6 +120,39 @@ def configuration_to_graph(
         keys.HAS_ENERGY: torch.tensor([config.energy is not None]),
         keys.HAS_FORCES: torch.tensor([config.forces is not None]),
         keys.HAS_STRESS: torch.tensor([config.stress is not None]),
+    }
+
+
+def model_inputs(
+    config: Configuration, type_names: Sequence[str], r_max: float
+) -> dict[str, torch.Tensor]:
+    """The batch of one unlabelled structure with only the model's inputs
+    (``keys.MODEL_INPUT_KEYS``): what ``collate([configuration_to_graph(...)])`` gives for
+    those keys, without the label fields and the concatenation (an MD step's graph).
+
+    Args:
+        config: the structure (its labels, if any, are not used).
+        type_names: chemical symbols of the model's species, in ``atom_type`` order.
+        r_max: neighbour cutoff, Å.
+
+    Returns:
+        ``pos`` (n_atoms, 3) float64 Å, ``atom_type`` (n_atoms,), ``edge_index`` (2, n_edges),
+        ``edge_shift`` (n_edges, 3) float64, ``cell`` (1, 3, 3) float64 Å, ``batch``
+        (n_atoms,) zeros, ``ptr`` [0, n_atoms] (int64 where not said).
+    """
+    n_atoms = config.n_atoms
+    edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
+    f64 = torch.float64
+    return {
+        keys.POSITIONS: torch.as_tensor(config.positions, dtype=f64),
+        keys.ATOM_TYPE: torch.as_tensor(
+            type_indices(config.atomic_numbers, type_names, config.source)
+        ),
+        keys.EDGE_INDEX: torch.as_tensor(np.ascontiguousarray(edge_index)),  # as collate's
+        keys.EDGE_SHIFT: torch.as_tensor(edge_shift, dtype=f64),
+        keys.CELL: torch.as_tensor(config.cell, dtype=f64).reshape(1, 3, 3),
+        keys.BATCH: torch.zeros(n_atoms, dtype=torch.long),
+        keys.PTR: torch.tensor([0, n_atoms], dtype=torch.long),
     }
 
 

@@ -26,8 +26,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from equiforce.data import keys
-from equiforce.data.batch import collate
-from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.data.graph import atoms_to_configuration, model_inputs
 from equiforce.files import atomic_write
 from equiforce.nn.edge_pairs import PAIR_FIRST, pair_inputs
 from equiforce.op_library import load_op_library, loaded_op_library
@@ -53,15 +52,17 @@ _MIN_ATOMS = _MIN_EDGES = 2  # the exported atom/edge axes are dynamic from 2 up
 def atoms_batch(
     atoms: Any, type_names: list[str], r_max: float, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """The batch of one ``ase.Atoms`` (neighbour list within ``r_max`` Å), on ``device``.
+    """The model inputs of one ``ase.Atoms`` (neighbour list within ``r_max`` Å), on
+    ``device`` (``data.graph.model_inputs``: ``keys.MODEL_INPUT_KEYS``).
 
     Raises:
         ValueError: an element not in ``type_names`` (named, with the model's species).
     """
     source = f"Atoms({atoms.get_chemical_formula()})"
     config = atoms_to_configuration(atoms, source=source)
-    graph = configuration_to_graph(config, type_names, r_max)
-    return {name: value.to(device) for name, value in collate([graph]).items()}
+    return {
+        name: value.to(device) for name, value in model_inputs(config, type_names, r_max).items()
+    }
 
 
 class ExportedPackageError(ValueError):
