@@ -97,19 +97,13 @@ def configuration_to_graph(
         missing labels are zero-filled and flagged by ``has_energy/has_forces/has_stress``.
     """
     n_atoms = config.n_atoms
-    edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
-    atom_type = type_indices(config.atomic_numbers, type_names, config.source)
     f64 = torch.float64
     stress = np.zeros((3, 3)) if config.stress is None else config.stress
     forces = np.zeros((n_atoms, 3)) if config.forces is None else config.forces
     return {
-        keys.POSITIONS: torch.as_tensor(config.positions, dtype=f64),
+        **_structure(config, type_names, r_max),
         keys.ATOMIC_NUMBERS: torch.as_tensor(config.atomic_numbers, dtype=torch.long),
-        keys.ATOM_TYPE: torch.as_tensor(atom_type),
         keys.FORCES: torch.as_tensor(forces, dtype=f64),
-        keys.EDGE_INDEX: torch.as_tensor(edge_index),
-        keys.EDGE_SHIFT: torch.as_tensor(edge_shift, dtype=f64),
-        keys.CELL: torch.as_tensor(config.cell, dtype=f64).reshape(1, 3, 3),
         keys.PBC: torch.as_tensor(config.pbc, dtype=torch.bool).reshape(1, 3),
         keys.ENERGY: torch.tensor([0.0 if config.energy is None else config.energy], dtype=f64),
         keys.STRESS: torch.as_tensor(stress, dtype=f64).reshape(1, 3, 3),
@@ -120,6 +114,24 @@ def configuration_to_graph(
         keys.HAS_ENERGY: torch.tensor([config.energy is not None]),
         keys.HAS_FORCES: torch.tensor([config.forces is not None]),
         keys.HAS_STRESS: torch.tensor([config.stress is not None]),
+    }
+
+
+def _structure(
+    config: Configuration, type_names: Sequence[str], r_max: float
+) -> dict[str, torch.Tensor]:
+    """The model inputs of one structure that a batch concatenates: positions, species
+    indices, edges within ``r_max`` (contiguous), their shifts and the (1, 3, 3) cell."""
+    edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
+    f64 = torch.float64
+    return {
+        keys.POSITIONS: torch.as_tensor(config.positions, dtype=f64),
+        keys.ATOM_TYPE: torch.as_tensor(
+            type_indices(config.atomic_numbers, type_names, config.source)
+        ),
+        keys.EDGE_INDEX: torch.as_tensor(np.ascontiguousarray(edge_index)),
+        keys.EDGE_SHIFT: torch.as_tensor(edge_shift, dtype=f64),
+        keys.CELL: torch.as_tensor(config.cell, dtype=f64).reshape(1, 3, 3),
     }
 
 
@@ -141,16 +153,8 @@ def model_inputs(
         (n_atoms,) zeros, ``ptr`` [0, n_atoms] (int64 where not said).
     """
     n_atoms = config.n_atoms
-    edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
-    f64 = torch.float64
     return {
-        keys.POSITIONS: torch.as_tensor(config.positions, dtype=f64),
-        keys.ATOM_TYPE: torch.as_tensor(
-            type_indices(config.atomic_numbers, type_names, config.source)
-        ),
-        keys.EDGE_INDEX: torch.as_tensor(np.ascontiguousarray(edge_index)),  # as collate's
-        keys.EDGE_SHIFT: torch.as_tensor(edge_shift, dtype=f64),
-        keys.CELL: torch.as_tensor(config.cell, dtype=f64).reshape(1, 3, 3),
+        **_structure(config, type_names, r_max),
         keys.BATCH: torch.zeros(n_atoms, dtype=torch.long),
         keys.PTR: torch.tensor([0, n_atoms], dtype=torch.long),
     }
