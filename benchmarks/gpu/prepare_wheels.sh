@@ -4,9 +4,9 @@
 # for its Python 3.12 / torch cu13: mace-torch and the packages it imports that the image does
 # not hold, ase, vesin, e3nn 0.4.4 (mace-torch's pin), cuEquivariance, and cuEquivariance's two
 # CUDA ops wheels unpacked into one xz tarball (as wheels they are 73 MB, over the 64 MiB a
-# device call carries; xz makes them ~30 MB). The image's package list:
-# /work/.library/device/KINDS.md. Then: the device tool's run with carry [".whl"] and the
-# command `bash benchmarks/gpu/run_on_device.sh` (docs/performance.md, "GPU").
+# device call carries; xz makes them ~30 MB). The image's package list: the device tool's
+# KINDS.md. Then the device tool's run with carry [".whl"] and the command
+# `bash benchmarks/gpu/run_on_device.sh mace` (then `... export`; docs/performance.md, "GPU").
 set -euo pipefail
 CUEQ_VERSION=0.13.0
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}  # the GPU image's python

@@ -318,8 +318,8 @@ class MACE(AtomicEnergyModel):
         On the CPU a graph runs in one pass up to ``CHUNKED_FROM`` chunks' worth of edges and
         ``one_pass_edges()``; on a GPU whenever its one pass fits ``one_pass_edges(device)``
         (chunks save memory, not time, and a GPU call has the device's memory to itself):
-        ``fits_one_pass``.
-        Traced or compiled calls (symbolic sizes) never chunk: the plan depends on the data.
+        ``fits_one_pass``. Traced or compiled calls (symbolic sizes) never chunk: the plan
+        depends on the data.
         """
         n_edges = edge_index.shape[1]
         if (
