@@ -10,7 +10,9 @@ exactly as ``nequip-compile --mode aotinductor --device cpu --target ase`` does 
 (``nequip.utils.aot.aot_export_model`` with the ``ase`` target's fields, static frame count and
 the model's metadata), loaded as ``NequIPCalculator.from_compiled_model`` loads it
 (``load_compiled_model``) and called as the calculator calls it, on our batch's edges (the
-neighbour list is not timed for either package). One torch thread; the CPU time of the calling
+neighbour list is not timed for either package; with ``--md-step`` each runs behind its ASE
+calculator, ``NequIPCalculator.from_compiled_model`` for nequip's, neighbour lists included:
+``benchmarks.export_cpu_time``'s module docstring). One torch thread; the CPU time of the calling
 thread (``time.thread_time`` through ``equiforce.measure.timing``), median of ``--repeats``
 after ``--warmup``. The child checks nequip's package against our eager model on the same
 batch (max |ΔE|, max |ΔF|).
@@ -40,9 +42,10 @@ import torch
 from benchmarks.common import DEFAULT_DATA_DIR, preset_with_species, run_record
 from benchmarks.export_cpu_time import (
     MOLECULE_SPECIES,
-    add_settle_argument,
+    add_timing_arguments,
     child_json,
     export_case,
+    md_step,
     molecule,
     summary,
     table,
@@ -135,7 +138,11 @@ def _child_nequip(args: argparse.Namespace) -> int:
     compile_s = time.perf_counter() - start
     target = NequIPCalculator._get_aoti_compile_target()
     package, _ = load_compiled_model(str(path), "cpu", target["input"], target["output"])
-    times = thread_timed({_PEER: lambda: package(dict(data))}, args)[_PEER]
+    if args.md_step:  # nequip's calculator over its package: its neighbour list and conversions
+        calculator = NequIPCalculator.from_compiled_model(str(path), device="cpu")
+        times = thread_timed({_PEER: md_step(calculator, atoms)}, args)[_PEER]
+    else:
+        times = thread_timed({_PEER: lambda: package(dict(data))}, args)[_PEER]
     out = {k: v.detach() for k, v in package(dict(data)).items()}
     print(
         json.dumps(
@@ -158,7 +165,7 @@ def _peer(name: str, dtype: str, args: argparse.Namespace, folder: Path) -> dict
     command = [args.nequip_python, "-m", "benchmarks.allegro_export_cpu_time"]
     command += ["--molecules", name, "--child-model", str(model_file)]
     command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    command += ["--settle", str(args.settle)]
+    command += ["--settle", str(args.settle)] + ["--md-step"] * args.md_step
     return child_json(command)
 
 
@@ -182,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=30)
-    add_settle_argument(p)
+    add_timing_arguments(p)
     p.add_argument("--nequip-python", default=".venv-nequip/bin/python")
     p.add_argument("--out", type=Path, default=Path("bench_out"))
     p.add_argument("--child-model", default=None, help=argparse.SUPPRESS)
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     document: dict[str, Any] = {
         **run_record("benchmarks.allegro_export_cpu_time", argv),
         "cases": [],
+        "measure": "md-step" if args.md_step else "call",
         "load_average_start": os.getloadavg(),
     }
     with tempfile.TemporaryDirectory(prefix="allegro-export-cpu-time-") as scratch:

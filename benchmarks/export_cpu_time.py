@@ -15,13 +15,22 @@ calls of an implementation before each timed one (an MD loop calls one model ste
 step; with strict alternation, the default, each call finds the caches full of the other
 implementation's data, which costs the smaller package more than eager).
 
+``--md-step`` times what an MD step costs instead of the bare call: each implementation behind
+its ASE calculator (``EquiforceCalculator`` over the eager model and over the package;
+mace-torch's own ``MACECalculator`` over its model of the weights, with its own neighbour
+list and data conversion), each on its own copy of the molecule, one step = every atom moved
+(a fixed random pattern of 1 mÅ, its sign alternating so the molecule stays put, through
+``Atoms.set_positions`` as ASE's integrators move atoms) then ``get_forces()``: the neighbour
+list, the batch, ASE's change check and the results' conversion included.
+
 Molecules: ``acac`` (the bench's rattled acetylacetone, 15 atoms) and ``3bpa`` (the first
 structure of ``<data-dir>/3bpa/train_300K.xyz``, 27 atoms).
 
-    python -m benchmarks.export_cpu_time --molecules acac 3bpa --dtypes float32 float64
+    python -m benchmarks.export_cpu_time --molecules acac 3bpa --dtypes float32 float64 [--md-step]
 
-Output: ``<out>/export_cpu_time_<time>.json`` (run record, load average, per case the times of
-every implementation, ms, and the parity of the package with eager) and a table on stdout.
+Output: ``<out>/export_cpu_time_<time>.json`` (run record, ``measure``: ``call`` or ``md-step``,
+load average, per case the times of every implementation, ms, and the parity of the package
+with eager) and a table on stdout.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from equiforce.models import save_model
 from equiforce.models.presets import PRESETS
 from equiforce.workflows.bench.report import write_json
 
-__all__ = ["MOLECULE_SPECIES", "add_settle_argument", "main", "molecule"]
+__all__ = ["MOLECULE_SPECIES", "add_timing_arguments", "main", "md_step", "molecule"]
 
 MOLECULE_SPECIES = {"acac": ("H", "C", "O"), "3bpa": ("H", "C", "N", "O")}
 
@@ -76,8 +85,27 @@ def thread_timed(
     return interleave(timers, args.warmup, args.repeats, args.settle)
 
 
-def add_settle_argument(parser: argparse.ArgumentParser) -> None:
-    """``--settle N``: untimed calls of an implementation before each timed one."""
+def md_step(calculator: Any, atoms: Any, seed: int = 0) -> Callable[[], object]:
+    """One MD-like step of ``calculator`` on ``atoms`` (``--md-step``, module docstring; give
+    each implementation its own copy): every atom moved by a fixed random pattern (1 mÅ rms
+    per component, sign alternating), then ``get_forces()``, (n_atoms, 3) eV/Å."""
+    import numpy as np
+
+    atoms.calc = calculator
+    delta = np.random.default_rng(seed).normal(scale=1e-3, size=atoms.positions.shape)
+    sign = [1.0]
+
+    def step() -> object:
+        atoms.set_positions(atoms.positions + sign[0] * delta)
+        sign[0] = -sign[0]
+        return atoms.get_forces()
+
+    return step
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--settle N`` (untimed calls of an implementation before each timed one) and
+    ``--md-step`` (time ASE calculator steps, module docstring)."""
     parser.add_argument(
         "--settle",
         type=int,
@@ -85,6 +113,12 @@ def add_settle_argument(parser: argparse.ArgumentParser) -> None:
         help="untimed calls of an implementation right before each timed one (as in MD, where "
         "one model runs step after step; 0: strict alternation, each call finding the caches "
         "full of the other implementation's data)",
+    )
+    parser.add_argument(
+        "--md-step",
+        action="store_true",
+        help="time MD steps through each implementation's ASE calculator (atoms moved, then "
+        "get_forces: neighbour list and conversions included) instead of bare model calls",
     )
 
 
@@ -101,17 +135,26 @@ def _child_mace(args: argparse.Namespace) -> int:
 
     from equiforce.export.package import atoms_batch
     from equiforce.models import load_model
-    from equiforce.workflows.bench.peers import mace_call
+    from equiforce.workflows.bench.peers import mace_call, mace_model
 
     torch.set_num_threads(1)
     potential = load_model(args.child_model, map_location="cpu", backend="reference").eval()
     atoms = molecule(args.molecules[0], args.data_dir)
-    batch = atoms_batch(atoms, list(potential.type_names), potential.r_max, torch.device("cpu"))
-    call = mace_call(potential, batch, "inference")
+    if args.md_step:
+        from mace.calculators import MACECalculator
+
+        dtype = str(potential.dtype).removeprefix("torch.")
+        model = mace_model(potential, torch.device("cpu"))
+        calculator = MACECalculator(models=model, device="cpu", default_dtype=dtype)
+        call = md_step(calculator, atoms)
+        energy = calculator.get_potential_energy(atoms)
+    else:
+        batch = atoms_batch(atoms, list(potential.type_names), potential.r_max, torch.device("cpu"))
+        call = mace_call(potential, batch, "inference")
+        energy = float(call()[0].detach().sum())
     times = thread_timed({"mace-torch": call}, args)["mace-torch"]
-    energy, forces = call()
     cpu, wall = [t.cpu_ms for t in times], [t.wall_ms for t in times]
-    print(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "energy": float(energy.detach().sum())}))
+    print(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "energy": energy}))
     return 0
 
 
@@ -126,11 +169,20 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
     export_potential(model, package_path, backend=args.backend)
     export_s = time.perf_counter() - start
     package = load_exported(package_path)
-    batch = package.batch(molecule(name, args.data_dir))
-    calls = {
-        "eager": lambda: eager(batch, compute_forces=True, create_graph=False),
-        "exported": lambda: package(batch),
-    }
+    atoms = molecule(name, args.data_dir)
+    batch = package.batch(atoms)
+    if args.md_step:
+        from equiforce.md.calculator import EquiforceCalculator
+
+        calls = {
+            "eager": md_step(EquiforceCalculator(eager), atoms.copy()),
+            "exported": md_step(EquiforceCalculator(package_path), atoms.copy()),
+        }
+    else:
+        calls = {
+            "eager": lambda: eager(batch, compute_forces=True, create_graph=False),
+            "exported": lambda: package(batch),
+        }
     summaries = {k: summary(v) for k, v in thread_timed(calls, args).items()}
     got = package(batch)
     want = eager(batch, compute_forces=True, create_graph=False)
@@ -153,7 +205,7 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
         command = [args.mace_python, "-m", "benchmarks.export_cpu_time", "--molecules", name]
         command += ["--child-model", str(model_file), "--data-dir", str(args.data_dir)]
         command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-        command += ["--settle", str(args.settle)]
+        command += ["--settle", str(args.settle)] + ["--md-step"] * args.md_step
         peer = child_json(command)
         if "error" in peer:
             result["mace-torch"] = peer
@@ -174,9 +226,7 @@ def child_json(command: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table(
-    cases: list[dict[str, Any]], peer: str, parity: tuple[tuple[str, str], ...] = ()
-) -> str:
+def table(cases: list[dict[str, Any]], peer: str, parity: tuple[tuple[str, str], ...] = ()) -> str:
     """Markdown table of median CPU ms (eager, exported, ``peer``), the ratios to the package,
     and the ``parity`` columns given as (header, key of ``case["parity"]``)."""
     header = f"| molecule | dtype | eager CPU ms | exported CPU ms | {peer} CPU ms "
@@ -206,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=30)
-    add_settle_argument(p)
+    add_timing_arguments(p)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument(
         "--mace-python",
@@ -224,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = args.out / f"export_cpu_time_{stamp}.json"
     document: dict[str, Any] = {**run_record("benchmarks.export_cpu_time", argv), "cases": []}
+    document["measure"] = "md-step" if args.md_step else "call"
     document["load_average_start"] = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="export-cpu-time-") as scratch:
         for name in args.molecules:
@@ -231,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 document["cases"].append(export_case(name, dtype, args, Path(scratch)))
                 document["load_average_end"] = os.getloadavg()
                 write_json(document, path)
+    print(f"CPU ms per {document['measure']}")
     print(table(document["cases"], "mace-torch"))
     print(f"load average {document['load_average_start']} -> {document['load_average_end']}")
     print(f"wrote {path}")
