@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import PropertyNotImplementedError, compare_atoms
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.stress import full_3x3_to_voigt_6_stress
 
@@ -129,6 +129,56 @@ def test_calculator_follows_position_changes(model64):
     direct = checks.predict(model64, [atoms])[keys.ENERGY][0]
     assert after != before
     assert_close(after, direct, TOL.fp64, "energy after a move")
+
+
+def _changed(atoms: Atoms, change: str) -> Atoms:
+    """A copy of ``atoms`` with one kind of change (``test_check_state_answers_as_ase_does``)."""
+    atoms = atoms.copy()
+    if change == "positions":
+        atoms.positions[1] += [1e-3, 0.0, 0.0]
+    elif change == "positions within ase's tolerance":
+        atoms.positions[1, 0] = np.nextafter(atoms.positions[1, 0], np.inf)  # 1 ulp, < 1e-15
+    elif change == "cell":
+        atoms.set_cell(atoms.cell.array * 1.01)
+    elif change == "pbc":
+        atoms.pbc = [True, True, False]
+    elif change == "numbers":
+        atoms.numbers[0] = 28
+    elif change == "charges added":
+        atoms.set_initial_charges(np.zeros(len(atoms)))
+    elif change == "an atom added":
+        atoms += Atoms("Cu", positions=[[0.5, 0.5, 0.5]])
+    elif change == "momenta":
+        atoms.set_momenta(np.ones((len(atoms), 3)))
+    return atoms
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "none",
+        "positions",
+        "positions within ase's tolerance",
+        "cell",
+        "pbc",
+        "numbers",
+        "charges added",
+        "an atom added",
+        "momenta",
+    ],
+)
+def test_check_state_answers_as_ase_does(model64, change):
+    """The calculator's faster change check (bitwise-equal properties skipped) gives ASE's
+    ``compare_atoms`` answer, and a changed structure is computed again."""
+    calculator = EquiforceCalculator(model64)
+    atoms = with_calculator(make_fcc_cu(repeat=1, seed=6), calculator)
+    atoms.get_potential_energy()
+    other = _changed(atoms, change)
+    assert calculator.check_state(other) == compare_atoms(calculator.atoms, other)
+    if change in ("positions", "cell"):
+        other.calc = calculator
+        direct = checks.predict(model64, [other])[keys.ENERGY][0]
+        assert_close(other.get_potential_energy(), direct, TOL.fp64, f"energy after {change}")
 
 
 def test_dtype_option_casts_a_copy_and_leaves_the_callers_model_alone(model64):

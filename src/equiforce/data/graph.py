@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -61,13 +62,10 @@ def type_indices(atomic_numbers: np.ndarray, type_names: Sequence[str], source: 
     Raises:
         ValueError: naming ``source`` and the element when an element is not in the model.
     """
-    from ase.data import atomic_numbers as symbol_to_z
     from ase.data import chemical_symbols
 
     numbers = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
-    lookup = np.full(len(chemical_symbols), -1, dtype=np.int64)  # atomic number -> index
-    for index, name in enumerate(type_names):
-        lookup[symbol_to_z[name]] = index
+    lookup = _type_lookup(tuple(type_names))
     valid = (numbers >= 0) & (numbers < len(lookup))
     indices = np.where(valid, lookup[np.where(valid, numbers, 0)], -1)
     unknown = np.flatnonzero(indices < 0)
@@ -80,6 +78,21 @@ def type_indices(atomic_numbers: np.ndarray, type_names: Sequence[str], source: 
             f"{list(type_names)}"
         )
     return indices
+
+
+@functools.cache
+def _type_lookup(type_names: tuple[str, ...]) -> np.ndarray:
+    """(len(ase.data.chemical_symbols),) int64, read-only: atomic number -> index into
+    ``type_names``, -1 for elements not in it (built once per species list: an MD step's
+    batch asks for it every step)."""
+    from ase.data import atomic_numbers as symbol_to_z
+    from ase.data import chemical_symbols
+
+    lookup = np.full(len(chemical_symbols), -1, dtype=np.int64)
+    for index, name in enumerate(type_names):
+        lookup[symbol_to_z[name]] = index
+    lookup.flags.writeable = False
+    return lookup
 
 
 def configuration_to_graph(
