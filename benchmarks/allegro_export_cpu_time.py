@@ -140,7 +140,7 @@ def _child_nequip(args: argparse.Namespace) -> int:
     package, _ = load_compiled_model(str(path), "cpu", target["input"], target["output"])
     if args.md_step:  # nequip's calculator over its package: its neighbour list and conversions
         calculator = NequIPCalculator.from_compiled_model(str(path), device="cpu")
-        times = thread_timed({_PEER: md_step(calculator, atoms)}, args)[_PEER]
+        times = thread_timed({_PEER: md_step(calculator, atoms.copy())}, args)[_PEER]
     else:
         times = thread_timed({_PEER: lambda: package(dict(data))}, args)[_PEER]
     out = {k: v.detach() for k, v in package(dict(data)).items()}

@@ -146,7 +146,7 @@ def _child_mace(args: argparse.Namespace) -> int:
         dtype = str(potential.dtype).removeprefix("torch.")
         model = mace_model(potential, torch.device("cpu"))
         calculator = MACECalculator(models=model, device="cpu", default_dtype=dtype)
-        call = md_step(calculator, atoms)
+        call = md_step(calculator, atoms.copy())
         energy = calculator.get_potential_energy(atoms)
     else:
         batch = atoms_batch(atoms, list(potential.type_names), potential.r_max, torch.device("cpu"))

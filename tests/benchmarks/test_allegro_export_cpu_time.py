@@ -20,8 +20,10 @@ NEQUIP_PYTHON = Path(__file__).resolve().parents[2] / ".venv-nequip" / "bin" / "
 @pytest.mark.skipif(
     not (Path(DEFAULT_DATA_DIR) / "acac").is_dir(), reason="shared AcAc data absent"
 )
-def test_both_packages_timed_on_one_molecule_and_equal_to_eager(tmp_path):
+@pytest.mark.parametrize("measure", [[], ["--md-step"]], ids=["call", "md-step"])
+def test_both_packages_timed_on_one_molecule_and_equal_to_eager(tmp_path, measure):
     argv = ["--molecules", "acac", "--dtypes", "float64", "--warmup", "1", "--repeats", "2"]
+    argv += measure  # md-step: each behind its calculator, an odd number of steps timed
     assert main([*argv, "--nequip-python", str(NEQUIP_PYTHON), "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("allegro_export_cpu_time_*.json")
     (case,) = json.loads(path.read_text())["cases"]
