@@ -12,6 +12,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.data import keys
 from equiforce.md import EquiforceCalculator
+from equiforce.md.committee import CommitteeCalculator
 from equiforce.testing import checks
 from equiforce.testing.models import tiny_allegro
 from equiforce.testing.structures import (
@@ -167,10 +168,14 @@ def _changed(atoms: Atoms, change: str) -> Atoms:
         "momenta",
     ],
 )
-def test_check_state_answers_as_ase_does(model64, change):
-    """The calculator's faster change check (bitwise-equal properties skipped) gives ASE's
-    ``compare_atoms`` answer, and a changed structure is computed again."""
-    calculator = EquiforceCalculator(model64)
+@pytest.mark.parametrize("kind", ["single", "committee"])
+def test_check_state_answers_as_ase_does(model64, change, kind):
+    """The calculators' faster change check (``QuickChangeCheck``: bitwise-equal properties
+    skipped) gives ASE's ``compare_atoms`` answer, and a changed structure is computed again."""
+    if kind == "single":
+        calculator = EquiforceCalculator(model64)
+    else:
+        calculator = CommitteeCalculator([model64, model64])
     atoms = with_calculator(make_fcc_cu(repeat=1, seed=6), calculator)
     atoms.get_potential_energy()
     other = _changed(atoms, change)

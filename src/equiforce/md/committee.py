@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.calculator import EquiforceCalculator, QuickChangeCheck
 
 if TYPE_CHECKING:
     from equiforce.models.potential import Potential
@@ -70,7 +70,7 @@ def committee_members(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return members
 
 
-class CommitteeCalculator(Calculator):
+class CommitteeCalculator(QuickChangeCheck, Calculator):
     """Mean energy, forces and stress of several equiforce models, and their spread.
 
     Args:
