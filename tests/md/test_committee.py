@@ -49,6 +49,35 @@ def test_committee_mean_equals_the_members_mean(members):
     assert committee.results["energy_uncertainty"] == pytest.approx(np.std([s[0] for s in singles]))
 
 
+def test_members_share_one_batch_per_species_cutoff_and_device(members, monkeypatch):
+    """Members with the same species, r_max and device evaluate one neighbour list and batch;
+    a member with another r_max gets its own; every member's result and cache stay its own."""
+    import equiforce.md.calculator as calculator_module
+
+    wider = tiny_mace(torch.float64, seed=5, r_max=4.5)
+    built = []
+    atoms_batch = calculator_module.atoms_batch
+    monkeypatch.setattr(
+        calculator_module,
+        "atoms_batch",
+        lambda atoms, type_names, r_max, device: (
+            built.append(r_max) or atoms_batch(atoms, type_names, r_max, device)
+        ),
+    )
+    atoms = make_fcc_cu(repeat=1, seed=6, rattle=0.1)
+    committee = CommitteeCalculator([*members, wider])
+    atoms.calc = committee
+    forces = atoms.get_forces()
+    assert sorted(built) == [4.0, 4.5]
+    singles = []
+    for member, model in zip(committee.members, [*members, wider], strict=True):
+        single = atoms.copy()
+        single.calc = EquiforceCalculator(model)
+        singles.append(single.get_forces())
+        np.testing.assert_allclose(member.get_forces(atoms), singles[-1], **vars(TOL.fp64))
+    np.testing.assert_allclose(forces, np.mean(singles, axis=0), **vars(TOL.fp64))
+
+
 def test_identical_members_have_zero_spread(members):
     """A committee of one model three times has zero energy and force spread."""
     atoms = make_molecule("CH3CH2OH", seed=2)

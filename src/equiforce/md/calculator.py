@@ -199,7 +199,14 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         """Model parameter dtype."""
         return self.model.dtype
 
-    def _batch(self, atoms: Atoms) -> dict[str, torch.Tensor]:
+    def batch_key(self) -> tuple:
+        """What a structure's batch depends on besides the structure (species, r_max, device):
+        calculators with equal keys can evaluate one batch (``CommitteeCalculator``)."""
+        return tuple(self.model.type_names), float(self.model.r_max), self.device
+
+    def batch(self, atoms: Atoms) -> dict[str, torch.Tensor]:
+        """The model inputs of ``atoms`` (``export.package.atoms_batch``: neighbour list
+        within ``r_max``), on ``self.device``."""
         return atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
 
     def calculate(
@@ -222,6 +229,14 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
                 along all three cell vectors.
         """
         super().calculate(atoms, properties, system_changes)
+        self.evaluate(self.batch(self.atoms), properties)
+
+    def evaluate(
+        self, batch: dict[str, torch.Tensor], properties: list[str] | tuple[str, ...]
+    ) -> None:
+        """Fill ``self.results`` for ``self.atoms`` from its ``batch`` (``calculate`` after
+        the batch; ``CommitteeCalculator`` hands its members one batch); ``properties`` and
+        the errors as in ``calculate``."""
         want_stress = "stress" in properties
         if want_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError(
@@ -237,7 +252,7 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
             scope = precision_scope(current_policy(self.model))
         with torch.enable_grad(), scope:
             out = self._call(
-                self._batch(self.atoms),
+                batch,
                 compute_forces=want_forces,
                 compute_stress=want_stress,
                 create_graph=False,

@@ -131,9 +131,13 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         asked = ["energy"] if energy_only else ["energy", "forces"]
         if "stress" in properties:
             asked.append("stress")
-        results = []
-        for member in self.members:
-            member.calculate(self.atoms, asked, system_changes)
+        results, batches = [], {}
+        for member in self.members:  # one batch per (species, r_max, device): one neighbour list
+            key = member.batch_key()
+            if key not in batches:
+                batches[key] = member.batch(self.atoms)
+            member.atoms = self.atoms.copy()  # what its own calculate would keep (ASE's cache)
+            member.evaluate(batches[key], asked)
             results.append(member.results)
         energies = np.array([r["energy"] for r in results], dtype=np.float64)
         self.results = {
