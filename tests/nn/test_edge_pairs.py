@@ -12,6 +12,9 @@ pairs (they would differ), so they too equal the per-edge evaluation's.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -183,6 +186,24 @@ def test_the_cpp_pairs_equal_the_torch_formulation():
     assert edge_pairs_module._find_pairs(far, shift, operator) is None
     with pytest.raises(RuntimeError, match="negative atom index"):
         edge_pairs_module._find_pairs(torch.tensor([[0, -1], [1, 0]]), shift, operator)
+
+
+def test_a_reference_backend_process_never_builds_the_kernel_library():
+    """Finding the bonds leaves the library to the fast kernels: a fresh process that runs a
+    reference-backend MACE (a peer's bench worker does) never asks for it."""
+    script = (
+        "import torch\n"
+        "from equiforce.kernels import use_backend\n"
+        "from equiforce.kernels.extension import kernel_ops\n"
+        "from equiforce.testing import checks\n"
+        "from equiforce.testing.models import tiny_mace\n"
+        "from equiforce.testing.structures import make_fcc_cu\n"
+        "model = use_backend(tiny_mace(torch.float64), 'reference')\n"
+        "checks.predict(model, [make_fcc_cu(repeat=2)])\n"
+        "assert kernel_ops.cache_info().currsize == 0, 'kernel_ops() was called'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("edge_gradients", [False, True])

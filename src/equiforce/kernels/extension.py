@@ -137,6 +137,13 @@ def kernel_ops() -> OpLibrary | None:
     return OpLibrary(name, loaded_op_library(name))
 
 
+def kernel_ops_if_loaded() -> OpLibrary | None:
+    """``kernel_ops()`` where an earlier call in this process built or loaded it, else None:
+    never compiles (a caller that would only gain microseconds from the library, such as
+    finding the bonds of an edge list, leaves the ~75 s build to the fast kernels)."""
+    return kernel_ops() if kernel_ops.cache_info().currsize else None
+
+
 @functools.cache
 def library_operator(name: str) -> torch._ops.OpOverload:
     """``torch.ops.<namespace>.<name>.default`` of the library, looked up once (a call through

@@ -79,7 +79,7 @@ class EdgePairs(NamedTuple):
 
 def edge_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> EdgePairs | None:
     """Pair every edge ``(i, j, S)`` with its reverse ``(j, i, -S)`` (the kernel library's
-    ``bond_pairs`` where it builds).
+    ``bond_pairs`` once this process has loaded the library, ``_library_operator``).
 
     Args:
         edge_index: (2, n_edges) int64, ``[centre, neighbour]``.
@@ -129,14 +129,17 @@ def pair_inputs(
 
 
 def _library_operator() -> Callable | None:
-    """The ``bond_pairs`` operator of equiforce's kernel library, None where it cannot build.
+    """The ``bond_pairs`` operator of equiforce's kernel library once this process has the
+    library (the fast kernels build it at their first call), else None: finding the bonds
+    never compiles it (a reference-backend process, e.g. a peer's bench worker, needs no
+    compiled extension; the torch formulation gives the same tensors).
 
     Imported here, not with this module: an exported package's loader imports this module
     and runs the operator of the library the package carries, without equiforce's kernels.
     """
-    from equiforce.kernels.extension import kernel_ops, library_operator
+    from equiforce.kernels.extension import kernel_ops_if_loaded, library_operator
 
-    return library_operator("bond_pairs") if kernel_ops() is not None else None
+    return library_operator("bond_pairs") if kernel_ops_if_loaded() is not None else None
 
 
 def _find_pairs(
