@@ -73,6 +73,59 @@ def test_edge_operators_pass_opcheck():
     torch.library.opcheck(ops.cwtp_edge_s, (a, r, b, *graph), test_utils=CHECKS)
 
 
+def _trilinear_form(a, s, r, b, graph) -> torch.Tensor:
+    """F = sum_e sum_t S[e, c_t] sum_u A[g(e), ia_t, u] R[w(e), p_t, u] B[o(e), ib_t, u]."""
+    p, ia, ib, column = graph.triples.T
+    products = a[graph.gather][:, ia] * r[graph.weight_row][:, p] * b[graph.other][:, ib]
+    return (s[:, column] * products.sum(-1)).sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [3, 8, 24, 128, 133, 150, 259])
+def test_edge_operators_are_the_derivatives_of_their_trilinear_form(channels, dtype):
+    """Every channel count: whole 128-channel register blocks, single vectors and the
+    element-by-element tail (float32 vectors hold 16 lanes, float64 8), triples in a
+    scrambled order (several per path, per component of A and per component of B)."""
+    generator = torch.Generator().manual_seed(channels)
+    n_nodes, n_edges, n_rows, d_a, d_b, n_paths = 5, 11, 7, 3, 4, 3
+    triples = torch.tensor(
+        [
+            [p, ia, ib, 0]
+            for p in range(n_paths)
+            for ia in range(d_a)
+            for ib in range(d_b)
+            if (p + ia + ib) % 3 != 1
+        ]
+    )
+    triples = triples[torch.randperm(len(triples), generator=generator)]
+    triples[:, 3] = torch.randperm(len(triples), generator=generator)
+    swapped = triples[:, [0, 2, 1, 3]]
+    sender = torch.randint(n_nodes, (n_edges,), generator=generator)
+    receiver = torch.randint(n_nodes, (n_edges,), generator=generator)
+    weight_row = torch.randint(n_rows, (n_edges,), generator=generator)
+    graph = edge_ops.edge_graph(
+        sender, receiver, n_nodes, n_nodes, triples, swapped, weight_row, n_rows
+    )
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    a, s = draw(n_nodes, d_a, channels), draw(n_edges, len(triples))
+    r, b = draw(n_rows, n_paths, channels), draw(n_nodes, d_b, channels)
+    operands = [t.clone().requires_grad_(True) for t in (a, s, r, b)]
+    want = torch.autograd.grad(_trilinear_form(*operands, graph), operands)
+    a, s, r, b = (t.to(dtype) for t in (a, s, r, b))
+    got = {
+        "node_out": edge_ops.node_out(a, s, r, graph, n_nodes, d_b),
+        "edge_r": edge_ops.edge_r(a, s, b, graph, n_paths),
+        "edge_s": edge_ops.edge_s(a, r, b, graph),
+    }
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+    for name, index in (("node_out", 3), ("edge_r", 2), ("edge_s", 1)):
+        expected = want[index].to(dtype)
+        assert torch.allclose(got[name], expected, rtol=tolerance, atol=tolerance), name
+
+
 @pytest.mark.parametrize("with_direction", [False, True])
 def test_symmetric_operators_pass_opcheck(with_direction):
     ops = kernel_ops().ops

@@ -22,16 +22,20 @@
 //
 // Node tensors are channel-last, (n_nodes, n_components, U), so the inner loops run over the
 // U channels with unit stride. node_out and edge_r sum each output row in vector registers
-// (GCC vector types, kRowBlock channels at a time) over the triples of its output component
-// or path and the row's edges, in table and CSR order, and store it once: a row updated in
-// memory triple after triple is bound by its stores. The edge_s dot products are plain loops
-// with an ``omp simd`` reduction. Every sum runs in a fixed order (deterministic).
+// (GCC vector types; 128 channels at a time, then single vectors, then element by element)
+// over the triples of its output component or path and the row's edges, in table and CSR
+// order, and store it once: a row updated in memory triple after triple is bound by its
+// stores, and a whole 128-channel row pays the edge and triple bookkeeping once. edge_s
+// forms, per edge, each product row A[ia] * R[p] in registers once for up to four triples of
+// that (p, ia) and dots it with their rows of B, each sum reduced as a tree of lanes. Every
+// sum runs in a fixed order (deterministic).
 
 #include <torch/types.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "vector_registers.h"
@@ -41,23 +45,38 @@ namespace {
 using equiforce_vec::kLanes;
 using equiforce_vec::load;
 using equiforce_vec::store;
+using equiforce_vec::sum_lanes;
 using equiforce_vec::Vec;
 
-// kVectors registers hold kRowBlock channels of a running sum.
-constexpr int64_t kVectors = 4;
+// A running sum of up to kVectors registers: 128 channels (a whole 128-channel row, whose
+// edge and triple bookkeeping is then paid once per row).
 template <typename T>
-constexpr int64_t kRowBlock = kVectors * kLanes<T>;
+constexpr int64_t kVectors = 128 / kLanes<T>;
 
-// acc += c * x * y over kRowBlock channels (kVectors registers).
-template <typename T>
+// acc += c * x * y over V vectors.
+template <typename T, int64_t V>
 inline void add_product(Vec<T>* acc, T c, const T* x, const T* y) {
-  for (int64_t k = 0; k < kVectors; ++k)
+  for (int64_t k = 0; k < V; ++k)
     acc[k] += c * load<T>(x + k * kLanes<T>) * load<T>(y + k * kLanes<T>);
 }
 
-template <typename T>
+template <typename T, int64_t V>
 inline void store_block(T* z, const Vec<T>* acc) {
-  for (int64_t k = 0; k < kVectors; ++k) store<T>(z + k * kLanes<T>, acc[k]);
+  for (int64_t k = 0; k < V; ++k) store<T>(z + k * kLanes<T>, acc[k]);
+}
+
+// block(std::integral_constant<int64_t, V>{}, u0) over the channels in blocks of V vectors:
+// kVectors while they fit, then single vectors. Returns where the channel tail (fewer
+// channels than a vector's lanes, summed element by element) starts.
+template <typename T, typename Block>
+inline int64_t for_each_block(int64_t channels, Block&& block) {
+  constexpr int64_t L = kLanes<T>, wide = kVectors<T> * L;
+  int64_t u0 = 0;
+  for (; u0 + wide <= channels; u0 += wide) {
+    block(std::integral_constant<int64_t, kVectors<T>>{}, u0);
+  }
+  for (; u0 + L <= channels; u0 += L) block(std::integral_constant<int64_t, 1>{}, u0);
+  return u0;
 }
 
 void check_inputs(const torch::Tensor& a, const torch::Tensor& s, const torch::Tensor& r,
@@ -104,16 +123,15 @@ TripleGroups group_triples(const int64_t* triples, int64_t n_triples, int64_t co
   return groups;
 }
 
-// out[node, ib, u0 .. u0 + kRowBlock) summed in vector registers over the node's edges and
-// the triples [t0, t1) of output component ib (`order` lists the triples by ib), then stored.
-template <typename T>
-inline void node_out_component(const T* a, const T* s, const T* r, const int64_t* gather,
-                               const int64_t* weight_row, const int64_t* perm, int64_t q0,
-                               int64_t q1, const int64_t* triples, const int64_t* order,
-                               int64_t t0, int64_t t1, int64_t n_triples, int64_t da,
-                               int64_t n_paths, int64_t channels, int64_t u0,
-                               T* __restrict__ y) {
-  Vec<T> acc[kVectors] = {};
+// out[node, ib, u0 .. u0 + V lanes) summed in vector registers over the node's edges and the
+// triples [t0, t1) of output component ib (`order` lists the triples by ib), then stored.
+template <typename T, int64_t V>
+inline void node_out_block(const T* a, const T* s, const T* r, const int64_t* gather,
+                           const int64_t* weight_row, const int64_t* perm, int64_t q0, int64_t q1,
+                           const int64_t* triples, const int64_t* order, int64_t t0, int64_t t1,
+                           int64_t n_triples, int64_t da, int64_t n_paths, int64_t channels,
+                           int64_t u0, T* __restrict__ y) {
+  Vec<T> acc[V] = {};
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t e = perm[q];
     const T* a_row = a + gather[e] * da * channels + u0;
@@ -121,10 +139,10 @@ inline void node_out_component(const T* a, const T* s, const T* r, const int64_t
     const T* s_row = s + e * n_triples;
     for (int64_t j = t0; j < t1; ++j) {
       const int64_t* row = triples + 4 * order[j];
-      add_product<T>(acc, s_row[row[3]], a_row + row[1] * channels, r_row + row[0] * channels);
+      add_product<T, V>(acc, s_row[row[3]], a_row + row[1] * channels, r_row + row[0] * channels);
     }
   }
-  store_block<T>(y, acc);
+  store_block<T, V>(y, acc);
 }
 
 template <typename T>
@@ -135,30 +153,27 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
   // each output row is summed in registers over its component's triples and the node's edges
   const TripleGroups by_ib = group_triples(triples, n_triples, 2, d_out, "output component");
   const std::vector<int64_t>& first = by_ib.first;
-  const std::vector<int64_t>& order = by_ib.order;
-  constexpr int64_t B = kRowBlock<T>;
-  const int64_t full = channels - channels % B;
+  const int64_t* order = by_ib.order.data();
   at::parallel_for(0, n_out, 16, [&](int64_t begin, int64_t end) {
     for (int64_t node = begin; node < end; ++node) {
-      T* acc = out + node * d_out * channels;
+      const int64_t q0 = offsets[node], q1 = offsets[node + 1];
       for (int64_t ib = 0; ib < d_out; ++ib) {
-        for (int64_t u0 = 0; u0 < full; u0 += B) {
-          node_out_component(a, s, r, gather, weight_row, perm, offsets[node],
-                             offsets[node + 1], triples, order.data(), first[ib], first[ib + 1],
-                             n_triples, da, n_paths, channels, u0, acc + ib * channels + u0);
-        }
-        // the channel tail, element by element
-        T* __restrict__ y = acc + ib * channels;
-        for (int64_t u = full; u < channels; ++u) y[u] = T(0);
-        if (full == channels) continue;
-        for (int64_t q = offsets[node]; q < offsets[node + 1]; ++q) {
+        T* __restrict__ y = out + (node * d_out + ib) * channels;
+        const int64_t t0 = first[ib], t1 = first[ib + 1];
+        const int64_t tail = for_each_block<T>(channels, [&](auto vectors, int64_t u0) {
+          node_out_block<T, decltype(vectors)::value>(a, s, r, gather, weight_row, perm, q0, q1,
+                                                      triples, order, t0, t1, n_triples, da,
+                                                      n_paths, channels, u0, y + u0);
+        });
+        for (int64_t u = tail; u < channels; ++u) y[u] = T(0);
+        for (int64_t q = q0; q < q1 && tail < channels; ++q) {
           const int64_t e = perm[q];
-          for (int64_t j = first[ib]; j < first[ib + 1]; ++j) {
+          for (int64_t j = t0; j < t1; ++j) {
             const int64_t* row = triples + 4 * order[j];
             const T coefficient = s[e * n_triples + row[3]];
             const T* __restrict__ x = a + (gather[e] * da + row[1]) * channels;
             const T* __restrict__ w = r + (weight_row[e] * n_paths + row[0]) * channels;
-            for (int64_t u = full; u < channels; ++u) y[u] += coefficient * x[u] * w[u];
+            for (int64_t u = tail; u < channels; ++u) y[u] += coefficient * x[u] * w[u];
           }
         }
       }
@@ -180,12 +195,12 @@ struct EdgeRInputs {
   int64_t da, db, n_triples, channels;
 };
 
-// out[w, p, u0 .. u0 + kRowBlock) summed in vector registers over the edges [q0, q1) of row w
+// out[w, p, u0 .. u0 + V lanes) summed in vector registers over the edges [q0, q1) of row w
 // and the path's triples [t0, t1), then stored once.
-template <typename T>
+template <typename T, int64_t V>
 inline void edge_r_block(const EdgeRInputs<T>& in, int64_t q0, int64_t q1, int64_t t0,
                          int64_t t1, int64_t u0, T* __restrict__ z) {
-  Vec<T> acc[kVectors] = {};
+  Vec<T> acc[V] = {};
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t e = in.perm[q];
     const T* a_row = in.a + in.gather[e] * in.da * in.channels + u0;
@@ -193,29 +208,29 @@ inline void edge_r_block(const EdgeRInputs<T>& in, int64_t q0, int64_t q1, int64
     const T* s_row = in.s + e * in.n_triples;
     for (int64_t j = t0; j < t1; ++j) {
       const int64_t* row = in.triples + 4 * in.order[j];
-      add_product<T>(acc, s_row[row[3]], a_row + row[1] * in.channels,
-                     b_row + row[2] * in.channels);
+      add_product<T, V>(acc, s_row[row[3]], a_row + row[1] * in.channels,
+                        b_row + row[2] * in.channels);
     }
   }
-  store_block<T>(z, acc);
+  store_block<T, V>(z, acc);
 }
 
-// The same for a block of width < kRowBlock (the channel tail).
+// The same, element by element, for the channels [u0, channels) (fewer than a vector's lanes).
 template <typename T>
-inline void edge_r_block_tail(const EdgeRInputs<T>& in, int64_t q0, int64_t q1, int64_t t0,
-                              int64_t t1, int64_t u0, int64_t width, T* __restrict__ z) {
-  for (int64_t u = 0; u < width; ++u) z[u] = T(0);
+inline void edge_r_tail(const EdgeRInputs<T>& in, int64_t q0, int64_t q1, int64_t t0,
+                        int64_t t1, int64_t u0, T* __restrict__ z) {
+  for (int64_t u = u0; u < in.channels; ++u) z[u] = T(0);
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t e = in.perm[q];
-    const T* __restrict__ a_row = in.a + in.gather[e] * in.da * in.channels + u0;
-    const T* __restrict__ b_row = in.b + in.other[e] * in.db * in.channels + u0;
+    const T* __restrict__ a_row = in.a + in.gather[e] * in.da * in.channels;
+    const T* __restrict__ b_row = in.b + in.other[e] * in.db * in.channels;
     const T* s_row = in.s + e * in.n_triples;
     for (int64_t j = t0; j < t1; ++j) {
       const int64_t* row = in.triples + 4 * in.order[j];
       const T coefficient = s_row[row[3]];
       const T* __restrict__ x = a_row + row[1] * in.channels;
       const T* __restrict__ y = b_row + row[2] * in.channels;
-      for (int64_t u = 0; u < width; ++u) z[u] += coefficient * x[u] * y[u];
+      for (int64_t u = u0; u < in.channels; ++u) z[u] += coefficient * x[u] * y[u];
     }
   }
 }
@@ -231,23 +246,62 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
   const std::vector<int64_t>& first = by_p.first;
   const EdgeRInputs<T> in{a,       b,  s,  gather,    other,   perm, triples,
                           by_p.order.data(), da, db, n_triples, channels};
-  constexpr int64_t B = kRowBlock<T>;
   at::parallel_for(0, n_rows, 64, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
-      T* o_row = out + w * n_paths * channels;
+      const int64_t q0 = offsets[w], q1 = offsets[w + 1];
       for (int64_t p = 0; p < n_paths; ++p) {
-        for (int64_t u0 = 0; u0 < channels; u0 += B) {
-          T* z = o_row + p * channels + u0;
-          if (channels - u0 >= B) {
-            edge_r_block(in, offsets[w], offsets[w + 1], first[p], first[p + 1], u0, z);
-          } else {
-            edge_r_block_tail(in, offsets[w], offsets[w + 1], first[p], first[p + 1], u0,
-                              channels - u0, z);
-          }
-        }
+        T* z = out + (w * n_paths + p) * channels;
+        const int64_t tail = for_each_block<T>(channels, [&](auto vectors, int64_t u0) {
+          edge_r_block<T, decltype(vectors)::value>(in, q0, q1, first[p], first[p + 1], u0,
+                                                    z + u0);
+        });
+        if (tail < channels) edge_r_tail(in, q0, q1, first[p], first[p + 1], tail, z);
       }
     }
   });
+}
+
+// The triples grouped by (path, component of A) (a stable sort): a group's triples share the
+// product A[g(e), ia, u] * R[w(e), p, u] and differ in the row of B they are dotted with.
+TripleGroups group_triples_by_path_and_a(const int64_t* triples, int64_t n_triples, int64_t da,
+                                         int64_t n_paths) {
+  std::vector<int64_t> keys(n_triples * 4);
+  for (int64_t t = 0; t < n_triples; ++t) {
+    const int64_t p = triples[4 * t], ia = triples[4 * t + 1];
+    TORCH_CHECK(p >= 0 && p < n_paths, "triple ", t, ": path ", p, " outside 0..", n_paths - 1);
+    TORCH_CHECK(ia >= 0 && ia < da, "triple ", t, ": component of A ", ia, " outside 0..",
+                da - 1);
+    keys[4 * t] = p * da + ia;  // column 0 of a (T, 4) table, as group_triples reads it
+  }
+  return group_triples(keys.data(), n_triples, 0, n_paths * da, "(path, component of A)");
+}
+
+// Up to kDots dot products of one product row x * w (kept in registers, never stored) with
+// rows y[j] of B, over the channels [0, full) in whole vectors; two partial sums per dot
+// product hide the adds' latency.
+constexpr int64_t kDots = 4;
+
+template <typename T, int64_t M>
+inline void edge_s_dots(const T* __restrict__ x, const T* __restrict__ w,
+                        const T* const* y, int64_t full, T* totals) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[M][2] = {};
+  int64_t u = 0;
+  for (; u + 2 * L <= full; u += 2 * L) {
+    const Vec<T> xw0 = load<T>(x + u) * load<T>(w + u);
+    const Vec<T> xw1 = load<T>(x + u + L) * load<T>(w + u + L);
+    for (int64_t j = 0; j < M; ++j) {
+      acc[j][0] += xw0 * load<T>(y[j] + u);
+      acc[j][1] += xw1 * load<T>(y[j] + u + L);
+    }
+  }
+  if (u < full) {
+    const Vec<T> xw0 = load<T>(x + u) * load<T>(w + u);
+    for (int64_t j = 0; j < M; ++j) acc[j][0] += xw0 * load<T>(y[j] + u);
+  }
+  for (int64_t j = 0; j < M; ++j) {
+    totals[j] = sum_lanes<T>(acc[j][0] + acc[j][1]);
+  }
 }
 
 template <typename T>
@@ -255,21 +309,45 @@ void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
                  const int64_t* other, const int64_t* weight_row, const int64_t* triples,
                  int64_t n_edges, int64_t n_triples, int64_t da, int64_t db, int64_t n_paths,
                  int64_t channels, T* out) {
+  // per edge and (path, component of A) group, the product row A * R is formed in registers
+  // once for up to kDots triples and dotted with their rows of B
+  const TripleGroups groups = group_triples_by_path_and_a(triples, n_triples, da, n_paths);
+  for (int64_t t = 0; t < n_triples; ++t) {
+    TORCH_CHECK(triples[4 * t + 2] >= 0 && triples[4 * t + 2] < db, "triple ", t,
+                ": component of B outside 0..", db - 1);
+  }
+  const int64_t n_groups = static_cast<int64_t>(groups.first.size()) - 1;
+  const int64_t full = channels - channels % kLanes<T>;
   at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
+    const T* y[kDots];
+    T totals[kDots];
     for (int64_t e = begin; e < end; ++e) {
       const T* a_row = a + gather[e] * da * channels;
       const T* b_row = b + other[e] * db * channels;
       const T* r_row = r + weight_row[e] * n_paths * channels;
-      for (int64_t t = 0; t < n_triples; ++t) {
-        const int64_t* row = triples + 4 * t;
-        const int64_t p = row[0], ia = row[1], ib = row[2], column = row[3];
-        const T* x = a_row + ia * channels;
-        const T* y = b_row + ib * channels;
-        const T* w = r_row + p * channels;
-        T total = 0;
-#pragma omp simd reduction(+ : total)
-        for (int64_t u = 0; u < channels; ++u) total += x[u] * w[u] * y[u];
-        out[e * n_triples + column] = total;
+      T* o_row = out + e * n_triples;
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const int64_t* order = groups.order.data();
+        for (int64_t j0 = groups.first[g]; j0 < groups.first[g + 1]; j0 += kDots) {
+          const int64_t m = std::min(kDots, groups.first[g + 1] - j0);
+          const int64_t* first_row = triples + 4 * order[j0];
+          const T* x = a_row + first_row[1] * channels;
+          const T* w = r_row + first_row[0] * channels;
+          for (int64_t j = 0; j < m; ++j) {
+            y[j] = b_row + triples[4 * order[j0 + j] + 2] * channels;
+          }
+          switch (m) {
+            case 1: edge_s_dots<T, 1>(x, w, y, full, totals); break;
+            case 2: edge_s_dots<T, 2>(x, w, y, full, totals); break;
+            case 3: edge_s_dots<T, 3>(x, w, y, full, totals); break;
+            default: edge_s_dots<T, 4>(x, w, y, full, totals); break;
+          }
+          for (int64_t j = 0; j < m; ++j) {  // the channel tail, element by element
+            const T* yj = y[j];
+            for (int64_t u = full; u < channels; ++u) totals[j] += x[u] * w[u] * yj[u];
+            o_row[triples[4 * order[j0 + j] + 3]] = totals[j];
+          }
+        }
       }
     }
   });
