@@ -526,6 +526,84 @@ void beta_rows(const T* ps, int64_t stride, const T* g, const int64_t* atoms, in
   }
 }
 
+// The cubes' and the pairs' terms of one atom's gradient (gradient_impl, below) over a full
+// block (kBlock channels, kVecs vectors): the sums over a run of cubes of one pair (gamma_q, and
+// at order 1 beta's row of the pair) and over a run of pairs of one first factor (g_a) are kept
+// in registers and added to their rows once per run. (The cubes come sorted by pair and the
+// pairs by first factor, so runs are long; any order is summed right.) A row updated in memory
+// at consecutive iterations makes each update wait for the previous one's store: in MACE-128's
+// first layer that chain was most of the gradient's time.
+template <typename T>
+void cube_and_pair_terms_block(const Monomials& mono, T* __restrict__ beta,
+                               const T* __restrict__ xi, const T* __restrict__ vi, T* gi,
+                               int64_t C, const T* __restrict__ quad,
+                               const T* __restrict__ dquad, T* __restrict__ gamma) {
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  const int64_t d = mono.d, np = mono.n_pairs;
+  std::fill(gamma, gamma + np * kBlock, T(0));
+  for (int64_t j = 0; j < mono.n_cubes;) {
+    const int64_t q = mono.cube_q[j];
+    Vec<T> to_gamma[nv] = {}, to_beta[nv] = {};
+    for (; j < mono.n_cubes && mono.cube_q[j] == q; ++j) {
+      const int64_t k = mono.cube_k[j];
+      const T* bj = beta + (d + np + j) * kBlock;
+      const T* xk = xi + k * C;
+      T* gk = gi + k * C;
+      for (int64_t v = 0; v < nv; ++v) {
+        const Vec<T> b = load<T>(bj + v * lanes);
+        if (vi) {
+          // nu_j = v_k Q_q + x_k dQ_q
+          store<T>(gk + v * lanes, load<T>(gk + v * lanes) +
+                                       b * load<T>(dquad + q * kBlock + v * lanes));
+          to_gamma[v] += b * load<T>(vi + k * C + v * lanes);
+          to_beta[v] += b * load<T>(xk + v * lanes);
+        } else {
+          // nu_j = x_k Q_q
+          store<T>(gk + v * lanes, load<T>(gk + v * lanes) +
+                                       b * load<T>(quad + q * kBlock + v * lanes));
+          to_gamma[v] += b * load<T>(xk + v * lanes);
+        }
+      }
+    }
+    for (int64_t v = 0; v < nv; ++v) {
+      T* gq = gamma + q * kBlock + v * lanes;
+      store<T>(gq, load<T>(gq) + to_gamma[v]);
+      if (vi) {
+        T* bq = beta + (d + q) * kBlock + v * lanes;
+        store<T>(bq, load<T>(bq) + to_beta[v]);
+      }
+    }
+  }
+  for (int64_t q = 0; q < np;) {
+    const int64_t a = mono.pair_a[q];
+    const T* xa = xi + a * C;
+    const T* va = vi ? vi + a * C : nullptr;
+    Vec<T> to_a[nv] = {};
+    for (; q < np && mono.pair_a[q] == a; ++q) {
+      const int64_t b = mono.pair_b[q];
+      const T* bq = beta + (d + q) * kBlock;
+      const T* gq = gamma + q * kBlock;
+      T* gb = gi + b * C;  // row a itself for a square: both are additions
+      for (int64_t v = 0; v < nv; ++v) {
+        const int64_t o = v * lanes;
+        if (vi) {
+          // gamma * dQ/dx  +  beta_q * d(dQ)/dx, with dQ = v_a x_b + x_a v_b
+          to_a[v] += load<T>(gq + o) * load<T>(xi + b * C + o) +
+                     load<T>(bq + o) * load<T>(vi + b * C + o);
+          store<T>(gb + o, load<T>(gb + o) + load<T>(gq + o) * load<T>(xa + o) +
+                               load<T>(bq + o) * load<T>(va + o));
+        } else {
+          const Vec<T> coefficient = load<T>(bq + o) + load<T>(gq + o);
+          to_a[v] += coefficient * load<T>(xi + b * C + o);
+          store<T>(gb + o, load<T>(gb + o) + coefficient * load<T>(xa + o));
+        }
+      }
+    }
+    T* ga = gi + a * C;
+    for (int64_t v = 0; v < nv; ++v) store<T>(ga + v * lanes, load<T>(ga + v * lanes) + to_a[v]);
+  }
+}
+
 template <typename T>
 void gradient_impl(const Monomials& mono, const Terms& terms, const T* p, const T* g, const T* x,
                    const T* v, const int64_t* type, int64_t n, int64_t n_types, int64_t C,
@@ -580,6 +658,10 @@ void gradient_impl(const Monomials& mono, const Terms& terms, const T* p, const 
             T* __restrict__ dq = dquad + q * L;
             row_mul2(dq, va, xb, xa, vb, width);
           }
+        }
+        if constexpr (std::is_same_v<decltype(width), FullBlock>) {
+          cube_and_pair_terms_block(mono, beta, xi, vi, gi, C, quad, dquad, gamma);
+          continue;
         }
         // gamma: coefficient of Q_q (value); the pair rows of beta stay the coefficient of nu's
         // own pair term (Q at order 0, dQ at order 1), to which the cubes add at order 1
