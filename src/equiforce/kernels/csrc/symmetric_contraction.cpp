@@ -361,6 +361,74 @@ void forward_rows(const T* nu, const T* ps, int64_t stride, int64_t M, const Ter
   }
 }
 
+// The order-0 forward's monomials as products of two rows of a per-atom table of F = d + n_pairs
+// + 1 rows: the x rows, the pair products Q, and a row of ones. Term k's monomial is
+// table[first[k]] * table[second[k]]: x_a * 1, Q_q * 1 or x_k * Q_q (the value build_nu
+// stores, bit for bit). Only the F rows are written per atom, not all M monomials (494 rows
+// for 140 in MACE-128's first layer): the forward was bound by those stores.
+struct TermFactors {
+  int64_t rows;
+  std::vector<int64_t> first, second;
+
+  TermFactors(const Monomials& mono, const Terms& terms)
+      : rows(mono.d + mono.n_pairs + 1), first(terms.count), second(terms.count) {
+    const int64_t d = mono.d, np = mono.n_pairs, one = d + np;
+    for (int64_t k = 0; k < terms.count; ++k) {
+      const int64_t m = terms.mono[k];
+      if (m < d + np) {
+        first[k] = m;  // x_a, or Q_q at row d + q
+        second[k] = one;
+      } else {
+        first[k] = mono.cube_k[m - d - np];
+        second[k] = d + mono.cube_q[m - d - np];
+      }
+    }
+  }
+};
+
+// The factor table (TermFactors) of one atom over a full block: `table` (rows x kBlock).
+template <typename T>
+void factor_table(const Monomials& mono, const T* x, int64_t stride, T* __restrict__ table) {
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  const int64_t d = mono.d, np = mono.n_pairs;
+  for (int64_t a = 0; a < d; ++a)
+    for (int64_t j = 0; j < nv; ++j)
+      store<T>(table + a * kBlock + j * lanes, load<T>(x + a * stride + j * lanes));
+  for (int64_t q = 0; q < np; ++q)
+    for (int64_t j = 0; j < nv; ++j)
+      store<T>(table + (d + q) * kBlock + j * lanes,
+               load<T>(x + mono.pair_a[q] * stride + j * lanes) *
+                   load<T>(x + mono.pair_b[q] * stride + j * lanes));
+  Vec<T> ones;
+  for (int64_t l = 0; l < lanes; ++l) ones[l] = T(1);
+  for (int64_t j = 0; j < nv; ++j) store<T>(table + (d + np) * kBlock + j * lanes, ones);
+}
+
+// forward_group at order 0 on the atoms' factor tables (A x factors.rows x kBlock).
+template <typename T, int64_t A>
+void forward_group_factored(const T* tables, const TermFactors& factors, const T* ps,
+                            int64_t stride, const Terms& terms, const int64_t* atoms, int64_t C,
+                            int64_t c0, T* y) {
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  const int64_t table_size = factors.rows * kBlock;
+  for (int64_t o = 0; o < terms.n_out; ++o) {
+    Vec<T> acc[A][nv] = {};
+    for (int64_t k = terms.start[o]; k < terms.start[o + 1]; ++k) {
+      const T* first = tables + factors.first[k] * kBlock;
+      const T* second = tables + factors.second[k] * kBlock;
+      Vec<T> pk[nv];
+      for (int64_t j = 0; j < nv; ++j) pk[j] = load<T>(ps + k * stride + j * lanes);
+      for (int64_t a = 0; a < A; ++a)
+        for (int64_t j = 0; j < nv; ++j)
+          acc[a][j] += pk[j] * (load<T>(first + a * table_size + j * lanes) *
+                                load<T>(second + a * table_size + j * lanes));
+    }
+    for (int64_t a = 0; a < A; ++a)
+      for (int64_t j = 0; j < nv; ++j)
+        store<T>(y + (atoms[a] * terms.n_out + o) * C + c0 + j * lanes, acc[a][j]);
+  }
+}
+
 template <typename T>
 void forward_impl(const Monomials& mono, const Terms& terms, const T* p, const T* x, const T* v,
                   const int64_t* type, int64_t n, int64_t n_types, int64_t C, T* y) {
@@ -369,21 +437,31 @@ void forward_impl(const Monomials& mono, const Terms& terms, const T* p, const T
   std::vector<int64_t> order;
   const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
   const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
+  const TermFactors factors(mono, terms);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
-    T* nu = thread_scratch<T, 0>(G * M * kBlock);
+    constexpr bool full = std::is_same_v<decltype(width), FullBlock>;
+    T* nu = thread_scratch<T, 0>(G * std::max(M, factors.rows) * kBlock);
     T* quad = thread_scratch<T, 1>(mono.n_pairs * kBlock);
     const SpeciesRows<T, const T*> coefficients(p, counts, terms.count, C, c0, L);
     for (const SpeciesGroup& group : groups) {
       const T* ps = coefficients.base[group.species];
       const int64_t stride = coefficients.stride[group.species];
       const int64_t* atoms = order.data() + group.first;
+      if (full && !v) {  // order 0: the factor tables (TermFactors)
+        for (int64_t a = 0; a < group.count; ++a)
+          factor_table(mono, x + atoms[a] * d * C + c0, C, nu + a * factors.rows * kBlock);
+        with_group_size<G>(group.count, [&](auto size) {
+          forward_group_factored<T, size()>(nu, factors, ps, stride, terms, atoms, C, c0, y);
+        });
+        continue;
+      }
       for (int64_t a = 0; a < group.count; ++a) {
         const int64_t off = atoms[a] * d * C + c0;
         build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu + a * M * L,
                  quad);
       }
-      if constexpr (std::is_same_v<decltype(width), FullBlock>) {
+      if constexpr (full) {
         with_group_size<G>(group.count, [&](auto size) {
           forward_group<T, size()>(nu, ps, stride, M, terms, atoms, C, c0, y);
         });
