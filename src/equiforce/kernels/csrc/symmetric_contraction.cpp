@@ -404,6 +404,14 @@ void factor_table(const Monomials& mono, const T* x, int64_t stride, T* __restri
   for (int64_t j = 0; j < nv; ++j) store<T>(table + (d + np) * kBlock + j * lanes, ones);
 }
 
+// The factor tables of a group's atoms (count x rows x kBlock) at channels c0 .. c0 + kBlock.
+template <typename T>
+void group_factor_tables(const Monomials& mono, const T* x, const int64_t* atoms, int64_t count,
+                         int64_t C, int64_t c0, int64_t rows, T* tables) {
+  for (int64_t a = 0; a < count; ++a)
+    factor_table(mono, x + atoms[a] * mono.d * C + c0, C, tables + a * rows * kBlock);
+}
+
 // forward_group at order 0 on the atoms' factor tables (A x factors.rows x kBlock).
 template <typename T, int64_t A>
 void forward_group_factored(const T* tables, const TermFactors& factors, const T* ps,
@@ -449,8 +457,7 @@ void forward_impl(const Monomials& mono, const Terms& terms, const T* p, const T
       const int64_t stride = coefficients.stride[group.species];
       const int64_t* atoms = order.data() + group.first;
       if (full && !v) {  // order 0: the factor tables (TermFactors)
-        for (int64_t a = 0; a < group.count; ++a)
-          factor_table(mono, x + atoms[a] * d * C + c0, C, nu + a * factors.rows * kBlock);
+        group_factor_tables(mono, x, atoms, group.count, C, c0, factors.rows, nu);
         with_group_size<G>(group.count, [&](auto size) {
           forward_group_factored<T, size()>(nu, factors, ps, stride, terms, atoms, C, c0, y);
         });
@@ -494,6 +501,30 @@ void moment_group(const T* nu, const T* g, const int64_t* atoms, int64_t M, cons
   }
 }
 
+// moment_group at order 0 on the atoms' factor tables (A x factors.rows x kBlock, TermFactors).
+template <typename T, int64_t A>
+void moment_group_factored(const T* tables, const TermFactors& factors, const T* g,
+                           const int64_t* atoms, const Terms& terms, int64_t C, int64_t c0,
+                           T* gs, int64_t stride) {
+  constexpr int64_t nv = kVecs<T>, lanes = kLanes<T>;
+  const int64_t table_size = factors.rows * kBlock;
+  for (int64_t o = 0; o < terms.n_out; ++o) {
+    const GroupRows<T, A> go(g, atoms, terms.n_out, o, C, c0);
+    for (int64_t k = terms.start[o]; k < terms.start[o + 1]; ++k) {
+      const T* first = tables + factors.first[k] * kBlock;
+      const T* second = tables + factors.second[k] * kBlock;
+      for (int64_t j = 0; j < nv; ++j) {
+        T* row = gs + k * stride + j * lanes;
+        Vec<T> acc = load<T>(row);
+        for (int64_t a = 0; a < A; ++a)
+          acc += go.v[a][j] * (load<T>(first + a * table_size + j * lanes) *
+                               load<T>(second + a * table_size + j * lanes));
+        store<T>(row, acc);
+      }
+    }
+  }
+}
+
 // The same for a block of any width, row by row.
 template <typename T>
 void moment_rows(const T* nu, const T* g, const int64_t* atoms, int64_t count, int64_t M,
@@ -520,21 +551,30 @@ void moment_impl(const Monomials& mono, const Terms& terms, const T* g, const T*
   std::vector<int64_t> order;
   const std::vector<SpeciesGroup> groups = species_groups(type, n, n_types, G, order);
   const std::vector<int64_t> counts = atoms_per_species(groups, n_types);
+  const TermFactors factors(mono, terms);
   over_channel_blocks(C, [&](int64_t c0, auto width) {
     const int64_t L = width;
-    T* nu = thread_scratch<T, 0>(G * M * kBlock);
+    constexpr bool full = std::is_same_v<decltype(width), FullBlock>;
+    T* nu = thread_scratch<T, 0>(G * std::max(M, factors.rows) * kBlock);
     T* quad = thread_scratch<T, 1>(mono.n_pairs * kBlock);
     const SpeciesRows<T, T*> moments(gp, counts, terms.count, C, c0, L);
     for (const SpeciesGroup& group : groups) {
       const int64_t* atoms = order.data() + group.first;
       T* gs = moments.base[group.species];
       const int64_t stride = moments.stride[group.species];
+      if (full && !v) {  // order 0: the factor tables (TermFactors)
+        group_factor_tables(mono, x, atoms, group.count, C, c0, factors.rows, nu);
+        with_group_size<G>(group.count, [&](auto size) {
+          moment_group_factored<T, size()>(nu, factors, g, atoms, terms, C, c0, gs, stride);
+        });
+        continue;
+      }
       for (int64_t a = 0; a < group.count; ++a) {
         const int64_t off = atoms[a] * d * C + c0;
         build_nu(mono, x + off, v ? v + off : nullptr, C, width, nu + a * M * L,
                  quad);
       }
-      if constexpr (std::is_same_v<decltype(width), FullBlock>) {
+      if constexpr (full) {
         with_group_size<G>(group.count, [&](auto size) {
           moment_group<T, size()>(nu, g, atoms, M, terms, C, c0, gs, stride);
         });
