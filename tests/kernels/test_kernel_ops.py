@@ -126,6 +126,33 @@ def test_edge_operators_are_the_derivatives_of_their_trilinear_form(channels, dt
         assert torch.allclose(got[name], expected, rtol=tolerance, atol=tolerance), name
 
 
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        (0, "path 2 outside"),
+        (1, "component of A 2 outside"),
+        (2, "component of B 2 outside"),
+        (3, "column of S 3 outside"),
+    ],
+)
+def test_a_triple_outside_its_operands_is_refused_by_every_edge_operator(field, message):
+    """The kernels index raw pointers with the triples: a value out of range (here 2 paths,
+    2 components of A and of B, 3 columns of S) is an error naming the triple and field."""
+    a, s, r, b, graph = _edge_inputs()
+    triples = graph.triples.clone()
+    triples[1, field] = 3 if field == 3 else 2
+    graph = graph._replace(triples=triples)
+    calls = (
+        lambda: edge_ops.node_out(a, s, r, graph, 4, 2),
+        lambda: edge_ops.edge_r(a, s, b, graph, 2),
+        lambda: edge_ops.edge_s(a, r, b, graph),
+    )
+    with torch.no_grad():
+        for call in calls:
+            with pytest.raises(RuntimeError, match=f"triple 1: {message}"):
+                call()
+
+
 @pytest.mark.parametrize("with_direction", [False, True])
 def test_symmetric_operators_pass_opcheck(with_direction):
     ops = kernel_ops().ops

@@ -123,6 +123,21 @@ TripleGroups group_triples(const int64_t* triples, int64_t n_triples, int64_t co
   return groups;
 }
 
+// Every triple's path, components and column of S in range: the kernels index raw pointers
+// with them.
+void check_triples(const int64_t* triples, int64_t n_triples, int64_t n_paths, int64_t da,
+                   int64_t db) {
+  const int64_t bounds[4] = {n_paths, da, db, n_triples};
+  const char* names[4] = {"path", "component of A", "component of B", "column of S"};
+  for (int64_t t = 0; t < n_triples; ++t) {
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t value = triples[4 * t + i];
+      TORCH_CHECK(value >= 0 && value < bounds[i], "triple ", t, ": ", names[i], " ", value,
+                  " outside 0..", bounds[i] - 1);
+    }
+  }
+}
+
 // out[node, ib, u0 .. u0 + V lanes) summed in vector registers over the node's edges and the
 // triples [t0, t1) of output component ib (`order` lists the triples by ib), then stored.
 template <typename T, int64_t V>
@@ -151,6 +166,7 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
                    const int64_t* triples, int64_t n_out, int64_t n_triples, int64_t da,
                    int64_t d_out, int64_t n_paths, int64_t channels, T* out) {
   // each output row is summed in registers over its component's triples and the node's edges
+  check_triples(triples, n_triples, n_paths, da, d_out);
   const TripleGroups by_ib = group_triples(triples, n_triples, 2, d_out, "output component");
   const std::vector<int64_t>& first = by_ib.first;
   const int64_t* order = by_ib.order.data();
@@ -242,6 +258,7 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
                  int64_t db, int64_t n_paths, int64_t channels, T* out) {
   // each output row is summed in registers over its edges and its path's triples and written
   // once (a path without triples, or a row without edges, writes zeros)
+  check_triples(triples, n_triples, n_paths, da, db);
   const TripleGroups by_p = group_triples(triples, n_triples, 0, n_paths, "path");
   const std::vector<int64_t>& first = by_p.first;
   const EdgeRInputs<T> in{a,       b,  s,  gather,    other,   perm, triples,
@@ -265,14 +282,8 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
 // product A[g(e), ia, u] * R[w(e), p, u] and differ in the row of B they are dotted with.
 TripleGroups group_triples_by_path_and_a(const int64_t* triples, int64_t n_triples, int64_t da,
                                          int64_t n_paths) {
-  std::vector<int64_t> keys(n_triples * 4);
-  for (int64_t t = 0; t < n_triples; ++t) {
-    const int64_t p = triples[4 * t], ia = triples[4 * t + 1];
-    TORCH_CHECK(p >= 0 && p < n_paths, "triple ", t, ": path ", p, " outside 0..", n_paths - 1);
-    TORCH_CHECK(ia >= 0 && ia < da, "triple ", t, ": component of A ", ia, " outside 0..",
-                da - 1);
-    keys[4 * t] = p * da + ia;  // column 0 of a (T, 4) table, as group_triples reads it
-  }
+  std::vector<int64_t> keys(n_triples * 4);  // column 0 of a (T, 4) table, as group_triples reads
+  for (int64_t t = 0; t < n_triples; ++t) keys[4 * t] = triples[4 * t] * da + triples[4 * t + 1];
   return group_triples(keys.data(), n_triples, 0, n_paths * da, "(path, component of A)");
 }
 
@@ -311,11 +322,8 @@ void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
                  int64_t channels, T* out) {
   // per edge and (path, component of A) group, the product row A * R is formed in registers
   // once for up to kDots triples and dotted with their rows of B
+  check_triples(triples, n_triples, n_paths, da, db);
   const TripleGroups groups = group_triples_by_path_and_a(triples, n_triples, da, n_paths);
-  for (int64_t t = 0; t < n_triples; ++t) {
-    TORCH_CHECK(triples[4 * t + 2] >= 0 && triples[4 * t + 2] < db, "triple ", t,
-                ": component of B outside 0..", db - 1);
-  }
   const int64_t n_groups = static_cast<int64_t>(groups.first.size()) - 1;
   const int64_t full = channels - channels % kLanes<T>;
   at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
