@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from ase.io import write
 from equiforce.models import load_model
 from equiforce.testing.structures import emt_labelled, make_fcc_cu, make_molecule
 from equiforce.train import ema as ema_module
+from equiforce.train import trainer as trainer_module
 from equiforce.train.checkpoint import load_checkpoint
 from equiforce.train.config import RunConfig
 from equiforce.train.metrics import CSV_COLUMNS, read_metrics_csv
@@ -75,6 +77,33 @@ def test_time_budget_stops_cleanly_with_outputs_and_test_metrics(tmp_path, emt_t
     test_metrics = json.loads(result.test_metrics_path.read_text())
     assert test_metrics["n_configs"] == 12
     assert test_metrics["metrics"]["forces"]["count"] == 12 * 4 * 3
+
+
+def test_the_kernel_library_is_built_before_the_time_budget_starts(
+    tmp_path, emt_train_file, monkeypatch
+):
+    """A first run on a fresh checkout compiles the kernel library (~75 s): not training
+    time. Here the build moves the trainer's clock by 1000 s; the budget (60 s) and the
+    epochs' wall time leave it out."""
+    offset = [0.0]
+    built = []
+
+    class Clock:
+        @staticmethod
+        def monotonic() -> float:
+            return time.monotonic() + offset[0]
+
+    def build():
+        offset[0] += 1000.0
+        built.append(True)
+
+    monkeypatch.setattr(trainer_module, "time", Clock)
+    monkeypatch.setattr(trainer_module, "kernel_ops", build)
+    values = config_dict(tmp_path, emt_train_file, time_budget_s=60.0)
+    result = train(RunConfig.from_dict(values))
+    assert built == [True]
+    assert result.stop_reason == "max_epochs" and result.epochs_completed == 3
+    assert result.final_metrics["wall_s"] < 500
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(

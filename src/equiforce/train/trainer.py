@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from equiforce.data import keys
 from equiforce.data.batch import batch_to
+from equiforce.kernels.extension import kernel_ops
 from equiforce.models.io import model_payload, save_model
 from equiforce.models.potential import Potential
 from equiforce.precision import DynamicLossScaler, PrecisionPolicy, precision_scope
@@ -189,6 +190,10 @@ class Trainer:
             NonFiniteLossError: a loss or gradient norm was not finite; nothing of the failing
                 epoch is saved, ``last.pt`` keeps the last good state.
         """
+        if self.device.type == "cpu":
+            # the kernel library compiles once per checkout and CPU (~75 s on 2 cores): before
+            # the clock starts, so that a first run's time budget is all training
+            kernel_ops()
         start = time.monotonic()
         budget = self.settings.time_budget_s
         deadline = None if budget is None else start + budget
