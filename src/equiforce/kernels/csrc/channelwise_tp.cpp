@@ -102,24 +102,19 @@ torch::Tensor index_input(const torch::Tensor& index, const char* name, int64_t 
   return index.contiguous();
 }
 
-// The triples grouped by one of their columns (a counting sort, stable): group g owns
-// order[first[g] .. first[g + 1]). Checks that the column's values lie in 0 .. n_groups - 1.
+// The triples grouped by key(t) in 0 .. n_groups - 1 (a counting sort, stable; the triples are
+// checked first, check_triples): group g owns order[first[g] .. first[g + 1]).
 struct TripleGroups {
   std::vector<int64_t> first, order;
 };
 
-TripleGroups group_triples(const int64_t* triples, int64_t n_triples, int64_t column,
-                           int64_t n_groups, const char* what) {
+template <typename Key>
+TripleGroups group_triples(int64_t n_triples, int64_t n_groups, const Key& key) {
   TripleGroups groups{std::vector<int64_t>(n_groups + 1, 0), std::vector<int64_t>(n_triples)};
-  for (int64_t t = 0; t < n_triples; ++t) {
-    const int64_t g = triples[4 * t + column];
-    TORCH_CHECK(g >= 0 && g < n_groups, "triple ", t, ": ", what, " ", g, " outside 0..",
-                n_groups - 1);
-    ++groups.first[g + 1];
-  }
+  for (int64_t t = 0; t < n_triples; ++t) ++groups.first[key(t) + 1];
   for (int64_t g = 0; g < n_groups; ++g) groups.first[g + 1] += groups.first[g];
   std::vector<int64_t> next(groups.first.begin(), groups.first.end() - 1);
-  for (int64_t t = 0; t < n_triples; ++t) groups.order[next[triples[4 * t + column]]++] = t;
+  for (int64_t t = 0; t < n_triples; ++t) groups.order[next[key(t)]++] = t;
   return groups;
 }
 
@@ -167,7 +162,8 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
                    int64_t d_out, int64_t n_paths, int64_t channels, T* out) {
   // each output row is summed in registers over its component's triples and the node's edges
   check_triples(triples, n_triples, n_paths, da, d_out);
-  const TripleGroups by_ib = group_triples(triples, n_triples, 2, d_out, "output component");
+  const TripleGroups by_ib =
+      group_triples(n_triples, d_out, [&](int64_t t) { return triples[4 * t + 2]; });
   const std::vector<int64_t>& first = by_ib.first;
   const int64_t* order = by_ib.order.data();
   at::parallel_for(0, n_out, 16, [&](int64_t begin, int64_t end) {
@@ -259,7 +255,8 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
   // each output row is summed in registers over its edges and its path's triples and written
   // once (a path without triples, or a row without edges, writes zeros)
   check_triples(triples, n_triples, n_paths, da, db);
-  const TripleGroups by_p = group_triples(triples, n_triples, 0, n_paths, "path");
+  const TripleGroups by_p =
+      group_triples(n_triples, n_paths, [&](int64_t t) { return triples[4 * t]; });
   const std::vector<int64_t>& first = by_p.first;
   const EdgeRInputs<T> in{a,       b,  s,  gather,    other,   perm, triples,
                           by_p.order.data(), da, db, n_triples, channels};
@@ -276,15 +273,6 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
       }
     }
   });
-}
-
-// The triples grouped by (path, component of A) (a stable sort): a group's triples share the
-// product A[g(e), ia, u] * R[w(e), p, u] and differ in the row of B they are dotted with.
-TripleGroups group_triples_by_path_and_a(const int64_t* triples, int64_t n_triples, int64_t da,
-                                         int64_t n_paths) {
-  std::vector<int64_t> keys(n_triples * 4);  // column 0 of a (T, 4) table, as group_triples reads
-  for (int64_t t = 0; t < n_triples; ++t) keys[4 * t] = triples[4 * t] * da + triples[4 * t + 1];
-  return group_triples(keys.data(), n_triples, 0, n_paths * da, "(path, component of A)");
 }
 
 // Up to kDots dot products of one product row x * w (kept in registers, never stored) with
@@ -323,7 +311,9 @@ void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
   // per edge and (path, component of A) group, the product row A * R is formed in registers
   // once for up to kDots triples and dotted with their rows of B
   check_triples(triples, n_triples, n_paths, da, db);
-  const TripleGroups groups = group_triples_by_path_and_a(triples, n_triples, da, n_paths);
+  const TripleGroups groups = group_triples(
+      n_triples, n_paths * da, [&](int64_t t) { return triples[4 * t] * da + triples[4 * t + 1]; });
+  const int64_t* order = groups.order.data();
   const int64_t n_groups = static_cast<int64_t>(groups.first.size()) - 1;
   const int64_t full = channels - channels % kLanes<T>;
   at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
@@ -335,7 +325,6 @@ void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
       const T* r_row = r + weight_row[e] * n_paths * channels;
       T* o_row = out + e * n_triples;
       for (int64_t g = 0; g < n_groups; ++g) {
-        const int64_t* order = groups.order.data();
         for (int64_t j0 = groups.first[g]; j0 < groups.first[g + 1]; j0 += kDots) {
           const int64_t m = std::min(kDots, groups.first[g + 1] - j0);
           const int64_t* first_row = triples + 4 * order[j0];
