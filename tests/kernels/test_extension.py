@@ -1,6 +1,11 @@
-"""``kernels.extension``: a cached kernel build is keyed by everything that goes into it."""
+"""``kernels.extension``: a cached kernel build is keyed by everything that goes into it, and
+only the backends that use the library build it."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 from equiforce.kernels import extension
 
@@ -27,3 +32,34 @@ def test_every_source_is_built_into_the_one_library():
     for name in sources:
         text = (extension._CSRC / name).read_text()
         assert "PYBIND11_MODULE" not in text and "torch/extension.h" not in text, name
+
+
+_REFERENCE_PROCESS = textwrap.dedent(
+    """
+    from equiforce.data.batch import collate
+    from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+    from equiforce.kernels import use_backend
+    from equiforce.kernels.extension import kernel_ops
+    from equiforce.testing.models import tiny_allegro, tiny_mace
+    from equiforce.testing.structures import make_fcc_cu, make_molecule
+
+    for make in (tiny_allegro, tiny_mace):
+        model = use_backend(make(), "reference")
+        graphs = [
+            configuration_to_graph(atoms_to_configuration(a), model.type_names, model.r_max)
+            for a in (make_fcc_cu(2, seed=1), make_molecule())
+        ]
+        out = model(collate(graphs), compute_forces=True, compute_stress=True)
+        ((out["forces"] ** 2).sum() + (out["stress"] ** 2).sum()).backward()
+    print(kernel_ops.cache_info().currsize)
+    """
+)
+
+
+def test_a_reference_backend_process_never_builds_the_library():
+    """Force training of both families on the reference backend neither builds nor loads the
+    library (a peer's bench worker relies on it: a build costs ~75 s)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _REFERENCE_PROCESS], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == ["0"], run.stdout + run.stderr

@@ -9,6 +9,7 @@ from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.kernels import use_backend
 from equiforce.kernels.allegro_fast import FastAllegroTensorProduct
+from equiforce.kernels.extension import kernel_ops
 from equiforce.testing.models import tiny_allegro
 from equiforce.testing.structures import make_fcc_cu, make_molecule
 
@@ -56,3 +57,29 @@ def test_checkpoint_moves_between_backends():
         rtol=1e-10,
         atol=1e-10,
     )
+
+
+def _library_calls(model, batch) -> set[str]:
+    """The kernel library's operators one energy + forces call runs (the profiler sees those
+    a C++ kernel calls too)."""
+    with torch.profiler.profile() as profile:
+        model(batch, compute_forces=True, create_graph=False)
+    names = (event.name.split("::") for event in profile.events())
+    return {name[1] for name in names if name[0].startswith("equiforce_kernel_ops")}
+
+
+@pytest.mark.skipif(kernel_ops() is None, reason="the kernel library does not build here")
+def test_a_reference_model_runs_no_kernel_library_operator():
+    """``use_backend(model, "reference")`` turns off the Allegro modules' own C++ ops
+    (geometry, MLPs, tensor track) with the tensor products', and ``"fast"`` back on."""
+    model = tiny_allegro().eval()
+    batch = _batch(model)
+    fast_calls = _library_calls(model, batch)
+    own = {"allegro_geometry", "allegro_scaled_mlp", "allegro_weighted_channels"}
+    assert own | {"allegro_environment", "allegro_gather_contract"} <= fast_calls
+    fast_forces = model(batch, create_graph=False)["forces"]
+    assert _library_calls(use_backend(model, "reference"), batch) == set()
+    torch.testing.assert_close(
+        model(batch, create_graph=False)["forces"], fast_forces, rtol=1e-10, atol=1e-10
+    )
+    assert _library_calls(use_backend(model, "fast"), batch) == fast_calls

@@ -1,4 +1,11 @@
-"""``use_backend``: move every executor of a model to another kernel backend."""
+"""``use_backend``: move every executor of a model to another kernel backend.
+
+Modules that are not executors but call the kernel library's operators directly (Allegro's
+MLPs, tensor track and edge geometry; ``equiforce.nn.allegro``) carry a boolean
+``kernel_library`` (True when built): ``use_backend`` sets it False for the ``reference``
+backend, so a reference model runs torch operations only and never builds the library, and
+True for the others.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiforce.kernels.registry import CONSTRUCTOR_ARGS, executor_key, make_executor
+from equiforce.kernels.registry import (
+    CONSTRUCTOR_ARGS,
+    executor_key,
+    make_executor,
+    resolve_backend,
+)
 
 __all__ = ["KEEP", "use_backend"]
 
@@ -30,7 +42,8 @@ def use_backend(model: nn.Module, backend: str, math_dtype: Any = KEEP) -> nn.Mo
     """Replace every executor submodule of ``model`` by ``backend``'s, in place.
 
     Values are copied; device and dtype of each executor are kept. Kinds ``backend`` does
-    not implement fall back as in ``executor_class``.
+    not implement fall back as in ``executor_class``. Modules carrying ``kernel_library``
+    (module docstring) use the library unless ``backend`` is ``"reference"``.
 
     Args:
         model: any module containing executors (a ``Potential``, a block, an executor's
@@ -51,7 +64,10 @@ def use_backend(model: nn.Module, backend: str, math_dtype: Any = KEEP) -> nn.Mo
         torch.zeros((), dtype=torch.float64),
     )
     generator = torch.Generator().manual_seed(0)  # initial values are overwritten below
+    library = resolve_backend(backend) != "reference"
     for parent in list(model.modules()):
+        if hasattr(parent, "kernel_library"):
+            parent.kernel_library = library
         for name, child in list(parent.named_children()):
             key = executor_key(child)
             if key is None:

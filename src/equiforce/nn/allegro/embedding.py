@@ -74,6 +74,8 @@ class AllegroEdgeEmbedding(nn.Module):
     ``basis_linear``, ``scalar_mlp`` and ``tensor_linear`` are ``AllegroMLP``s.
     ``inverse_r_max``: ``1 / r_max`` of every (centre, neighbour) type pair, row-major, kept
     as Python floats (it is in the spec), so no ``.to(dtype)`` rounds it.
+    ``kernel_library`` (set by ``equiforce.kernels.use_backend``; True when built): the
+    geometry runs as the kernel library's op where that applies, else in torch ops.
 
     Args:
         pair_r_max: (n_types, n_types) float64 cutoff per (centre, neighbour) type, Å.
@@ -107,6 +109,7 @@ class AllegroEdgeEmbedding(nn.Module):
         self.polynomial_cutoff_p = polynomial_cutoff_p
         self.l_max = Irreps(irreps_sh).lmax
         self.inverse_r_max = tuple(pair_r_max.to(torch.float64).reciprocal().flatten().tolist())
+        self.kernel_library = True
         half = (self.n_types, embed_dim // 2)
         self.centre_embed = nn.Parameter(
             torch.randn(half, generator=generator, dtype=torch.float64)
@@ -164,7 +167,7 @@ class AllegroEdgeEmbedding(nn.Module):
             pair = edge_types[0] * self.n_types + edge_types[1]
             table = torch.tensor(self.inverse_r_max, dtype=dtype, device=edge_vec.device)
             inverse = table.index_select(0, pair)
-        if use_geometry_kernel(edge_vec, dtype, self.l_max):
+        if self.kernel_library and use_geometry_kernel(edge_vec, dtype, self.l_max):
             return edge_geometry(
                 edge_vec, inverse, self.num_bessels, self.polynomial_cutoff_p, self.l_max, dtype
             )

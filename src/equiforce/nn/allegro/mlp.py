@@ -42,6 +42,9 @@ class AllegroMLP(nn.Module):
     input and each scaled weight are cast to it, and the output is cast back to the input
     dtype (what ``torch.autocast`` does to this net).
 
+    ``kernel_library`` (set by ``equiforce.kernels.use_backend``; True when built): run the
+    net as the kernel library's op where that applies, else in torch ops.
+
     Args:
         sizes: layer widths, input first, at least two entries.
         nonlinearity: key of ``NONLINEARITIES``, or None for a (deep) linear map.
@@ -73,6 +76,7 @@ class AllegroMLP(nn.Module):
             (1.0 if k == 0 else gain) / math.sqrt(h_in) for k, h_in in enumerate(self.sizes[:-1])
         )
         self.math_dtype: torch.dtype | None = None
+        self.kernel_library = True
 
     def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Apply the net.
@@ -89,7 +93,8 @@ class AllegroMLP(nn.Module):
         # 182-pair molecule's layer
         weights = list(self.weights._parameters.values())
         if (
-            self.nonlinearity in ("silu", None)
+            self.kernel_library
+            and self.nonlinearity in ("silu", None)
             and self.math_dtype in (None, blocks[0].dtype)
             and use_mlp_kernel(blocks[0], weights[0])
         ):
@@ -112,7 +117,9 @@ def spread_by_gathers(weights: torch.Tensor) -> bool:
 class WeightedChannels(nn.Module):
     """``out[e, u, i] = basis[e, i] * w[e, u, irrep(i)]``: per-channel, per-irrep weights.
 
-    No parameters; the weights come from the scalar track.
+    No parameters; the weights come from the scalar track. ``kernel_library`` (set by
+    ``equiforce.kernels.use_backend``; True when built): the kernel library's ops where they
+    apply, else torch ops.
 
     Args:
         irreps: irreps of the basis (multiplicity 1 per block).
@@ -127,6 +134,7 @@ class WeightedChannels(nn.Module):
         self.weight_numel = mul * self.n_irreps
         index = [k for k, (_, ir) in enumerate(irreps) for _ in range(ir.dim)]
         self.register_buffer("irrep_of", torch.tensor(index, dtype=torch.int64), persistent=False)
+        self.kernel_library = True
 
     def forward(self, basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weight the basis.
@@ -141,7 +149,7 @@ class WeightedChannels(nn.Module):
             Allegro kernels (broadcasts over the short irrep axis are ~5x slower on CPU).
             One C++ op where it applies (``kernels.allegro_tensor_track.weighted_channels``).
         """
-        if use_tensor_track_kernels(basis, weights):
+        if self.kernel_library and use_tensor_track_kernels(basis, weights):
             return weighted_channels(basis, weights, self.irrep_of, self.mul).permute(1, 2, 0)
         per_irrep = weights.reshape(-1, self.mul, self.n_irreps).permute(2, 0, 1)
         out = per_irrep.index_select(0, self.irrep_of) * basis.t().unsqueeze(-1)
@@ -228,7 +236,11 @@ class EdgeMajorWeightedChannels(WeightedChannels):
             applies (``kernels.allegro_tensor_track.environment``: no pair-sized
             intermediate), else ``forward`` and a scatter-add.
         """
-        if self.math_dtype in (None, basis.dtype) and use_tensor_track_kernels(basis, weights):
+        if (
+            self.kernel_library
+            and self.math_dtype in (None, basis.dtype)
+            and use_tensor_track_kernels(basis, weights)
+        ):
             return environment(basis, weights, self.irrep_of, centre, self.mul, n_atoms)
         per_pair = self(basis, weights)
         return per_pair.new_zeros(n_atoms, per_pair.shape[1]).index_add(0, centre, per_pair)
