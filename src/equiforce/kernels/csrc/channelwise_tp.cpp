@@ -28,7 +28,8 @@
 // stores, and a whole 128-channel row pays the edge and triple bookkeeping once. edge_s
 // forms, per edge, each product row A[ia] * R[p] in registers once for up to four triples of
 // that (p, ia) and dots it with their rows of B, each sum reduced as a tree of lanes. Every
-// sum runs in a fixed order (deterministic).
+// sum runs in a fixed order (deterministic). Where R does not fit in the caches, node_out and
+// edge_s ask for the rows they will gather next (prefetch, below).
 
 #include <torch/types.h>
 
@@ -63,6 +64,26 @@ inline void add_product(Vec<T>* acc, T c, const T* x, const T* y) {
 template <typename T, int64_t V>
 inline void store_block(T* z, const Vec<T>* acc) {
   for (int64_t k = 0; k < V; ++k) store<T>(z + k * kLanes<T>, acc[k]);
+}
+
+// Asks for `count` elements from `p` on in the caches ahead of their use: rows gathered by
+// an index, which the hardware prefetchers do not foresee. Done only where R holds more than
+// kCached bytes: on a 999-atom water box (R: 141 MB float32) the first read of each edge's
+// rows of R came from memory, and asking ahead made node_out 1.12-1.16x and edge_s
+// 1.15-1.23x faster (float64: 1.0-1.1x, 1.2-1.4x; edge_r, whose rows of A and B were asked
+// for, gained nothing and asks for none); on one molecule (R: 0.5 MB) the rows stay in cache.
+constexpr int64_t kCached = int64_t(4) << 20;
+
+template <typename T>
+inline bool beyond_cache(int64_t elements) {
+  return elements * static_cast<int64_t>(sizeof(T)) > kCached;
+}
+
+template <typename T>
+inline void prefetch(const T* p, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  const int64_t n = count * static_cast<int64_t>(sizeof(T));
+  for (int64_t offset = 0; offset < n; offset += 64) __builtin_prefetch(bytes + offset, 0, 2);
 }
 
 // block(std::integral_constant<int64_t, V>{}, u0) over the channels in blocks of V vectors:
@@ -159,8 +180,9 @@ template <typename T>
 void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
                    const int64_t* weight_row, const int64_t* perm, const int64_t* offsets,
                    const int64_t* triples, int64_t n_out, int64_t n_triples, int64_t da,
-                   int64_t d_out, int64_t n_paths, int64_t channels, T* out) {
-  // each output row is summed in registers over its component's triples and the node's edges
+                   int64_t d_out, int64_t n_paths, int64_t channels, bool ask_ahead, T* out) {
+  // each output row is summed in registers over its component's triples and the node's edges;
+  // ask_ahead: R is beyond the caches (beyond_cache), its rows are prefetched
   check_triples(triples, n_triples, n_paths, da, d_out);
   const TripleGroups by_ib =
       group_triples(n_triples, d_out, [&](int64_t t) { return triples[4 * t + 2]; });
@@ -169,7 +191,12 @@ void node_out_impl(const T* a, const T* s, const T* r, const int64_t* gather,
   at::parallel_for(0, n_out, 16, [&](int64_t begin, int64_t end) {
     for (int64_t node = begin; node < end; ++node) {
       const int64_t q0 = offsets[node], q1 = offsets[node + 1];
+      // the next node's rows of R, asked for a share at each output component
+      const int64_t n0 = q1, n_next = node + 1 < end && ask_ahead ? offsets[node + 2] - q1 : 0;
       for (int64_t ib = 0; ib < d_out; ++ib) {
+        for (int64_t q = n0 + n_next * ib / d_out; q < n0 + n_next * (ib + 1) / d_out; ++q) {
+          prefetch(r + weight_row[perm[q]] * n_paths * channels, n_paths * channels);
+        }
         T* __restrict__ y = out + (node * d_out + ib) * channels;
         const int64_t t0 = first[ib], t1 = first[ib + 1];
         const int64_t tail = for_each_block<T>(channels, [&](auto vectors, int64_t u0) {
@@ -280,6 +307,9 @@ void edge_r_impl(const T* a, const T* s, const T* b, const int64_t* gather,
 // product hide the adds' latency.
 constexpr int64_t kDots = 4;
 
+// edge_s asks for the rows of the edge this many edges ahead.
+constexpr int64_t kAhead = 2;
+
 template <typename T, int64_t M>
 inline void edge_s_dots(const T* __restrict__ x, const T* __restrict__ w,
                         const T* const* y, int64_t full, T* totals) {
@@ -307,47 +337,65 @@ template <typename T>
 void edge_s_impl(const T* a, const T* r, const T* b, const int64_t* gather,
                  const int64_t* other, const int64_t* weight_row, const int64_t* triples,
                  int64_t n_edges, int64_t n_triples, int64_t da, int64_t db, int64_t n_paths,
-                 int64_t channels, T* out) {
+                 int64_t channels, bool ask_ahead, T* out) {
   // per edge and (path, component of A) group, the product row A * R is formed in registers
-  // once for up to kDots triples and dotted with their rows of B
+  // once for up to kDots triples and dotted with their rows of B; ask_ahead as node_out_impl
   check_triples(triples, n_triples, n_paths, da, db);
   const TripleGroups groups = group_triples(
       n_triples, n_paths * da, [&](int64_t t) { return triples[4 * t] * da + triples[4 * t + 1]; });
   const int64_t* order = groups.order.data();
   const int64_t n_groups = static_cast<int64_t>(groups.first.size()) - 1;
   const int64_t full = channels - channels % kLanes<T>;
-  at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
-    const T* y[kDots];
-    T totals[kDots];
-    for (int64_t e = begin; e < end; ++e) {
-      const T* a_row = a + gather[e] * da * channels;
-      const T* b_row = b + other[e] * db * channels;
-      const T* r_row = r + weight_row[e] * n_paths * channels;
-      T* o_row = out + e * n_triples;
-      for (int64_t g = 0; g < n_groups; ++g) {
-        for (int64_t j0 = groups.first[g]; j0 < groups.first[g + 1]; j0 += kDots) {
-          const int64_t m = std::min(kDots, groups.first[g + 1] - j0);
-          const int64_t* first_row = triples + 4 * order[j0];
-          const T* x = a_row + first_row[1] * channels;
-          const T* w = r_row + first_row[0] * channels;
-          for (int64_t j = 0; j < m; ++j) {
-            y[j] = b_row + triples[4 * order[j0 + j] + 2] * channels;
+  // two instantiations: with the requests ahead, and the loop as it is without them (a test
+  // inside one loop cost ~10 % on one molecule)
+  const auto run = [&](auto ask) {
+    at::parallel_for(0, n_edges, 64, [&](int64_t begin, int64_t end) {
+      const T* y[kDots];
+      T totals[kDots];
+      for (int64_t e = begin; e < end; ++e) {
+        if constexpr (decltype(ask)::value) {
+          if (const int64_t ahead = e + kAhead; ahead < end) {  // its rows of R, A and B
+            prefetch(r + weight_row[ahead] * n_paths * channels, n_paths * channels);
+            prefetch(a + gather[ahead] * da * channels, da * channels);
+            if (other[ahead] != other[ahead - 1]) {  // consecutive edges mostly share B's
+              prefetch(b + other[ahead] * db * channels, db * channels);
+            }
           }
-          switch (m) {
-            case 1: edge_s_dots<T, 1>(x, w, y, full, totals); break;
-            case 2: edge_s_dots<T, 2>(x, w, y, full, totals); break;
-            case 3: edge_s_dots<T, 3>(x, w, y, full, totals); break;
-            default: edge_s_dots<T, 4>(x, w, y, full, totals); break;
-          }
-          for (int64_t j = 0; j < m; ++j) {  // the channel tail, element by element
-            const T* yj = y[j];
-            for (int64_t u = full; u < channels; ++u) totals[j] += x[u] * w[u] * yj[u];
-            o_row[triples[4 * order[j0 + j] + 3]] = totals[j];
+        }
+        const T* a_row = a + gather[e] * da * channels;
+        const T* b_row = b + other[e] * db * channels;
+        const T* r_row = r + weight_row[e] * n_paths * channels;
+        T* o_row = out + e * n_triples;
+        for (int64_t g = 0; g < n_groups; ++g) {
+          for (int64_t j0 = groups.first[g]; j0 < groups.first[g + 1]; j0 += kDots) {
+            const int64_t m = std::min(kDots, groups.first[g + 1] - j0);
+            const int64_t* first_row = triples + 4 * order[j0];
+            const T* x = a_row + first_row[1] * channels;
+            const T* w = r_row + first_row[0] * channels;
+            for (int64_t j = 0; j < m; ++j) {
+              y[j] = b_row + triples[4 * order[j0 + j] + 2] * channels;
+            }
+            switch (m) {
+              case 1: edge_s_dots<T, 1>(x, w, y, full, totals); break;
+              case 2: edge_s_dots<T, 2>(x, w, y, full, totals); break;
+              case 3: edge_s_dots<T, 3>(x, w, y, full, totals); break;
+              default: edge_s_dots<T, 4>(x, w, y, full, totals); break;
+            }
+            for (int64_t j = 0; j < m; ++j) {  // the channel tail, element by element
+              const T* yj = y[j];
+              for (int64_t u = full; u < channels; ++u) totals[j] += x[u] * w[u] * yj[u];
+              o_row[triples[4 * order[j0 + j] + 3]] = totals[j];
+            }
           }
         }
       }
-    }
-  });
+    });
+  };
+  if (ask_ahead) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
+  }
 }
 
 }  // namespace
@@ -388,7 +436,7 @@ torch::Tensor node_out(torch::Tensor a, torch::Tensor s, torch::Tensor r, torch:
                             weight_row.data_ptr<int64_t>(), perm.data_ptr<int64_t>(),
                             offsets.data_ptr<int64_t>(), triples.data_ptr<int64_t>(), n_out,
                             triples.size(0), a.size(1), d_out, r.size(1), a.size(2),
-                            out.data_ptr<scalar_t>());
+                            beyond_cache<scalar_t>(r.numel()), out.data_ptr<scalar_t>());
   });
   return out;
 }
@@ -447,7 +495,8 @@ torch::Tensor edge_s(torch::Tensor a, torch::Tensor r, torch::Tensor b, torch::T
                           b.data_ptr<scalar_t>(), gather.data_ptr<int64_t>(),
                           other.data_ptr<int64_t>(), weight_row.data_ptr<int64_t>(),
                           triples.data_ptr<int64_t>(), n_edges, triples.size(0), a.size(1),
-                          b.size(1), r.size(1), a.size(2), out.data_ptr<scalar_t>());
+                          b.size(1), r.size(1), a.size(2), beyond_cache<scalar_t>(r.numel()),
+                          out.data_ptr<scalar_t>());
   });
   return out;
 }
