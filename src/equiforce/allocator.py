@@ -9,10 +9,14 @@ batch of five AcAc molecules, ~4-5% of the step (docs/performance.md, "freed pag
 
 ``retain_freed_memory`` sets glibc's thresholds once (``mallopt``): blocks below
 ``MMAP_THRESHOLD`` come from the heap, and up to ``TRIM_THRESHOLD`` of free memory at its top
-stays mapped, so steady-state steps reuse pages that are already there. The AcAc step's peak
-RSS is unchanged (400 MB); a process keeps up to ``TRIM_THRESHOLD`` more resident after a
-peak, and blocks below ``MMAP_THRESHOLD`` share the heap, where fragmentation can add to a peak
-made of many such blocks (not measured on the 10^6-atom runs, whose benchmarks do not call it).
+stays mapped, so steady-state steps reuse pages that are already there. Both are 1 GiB: a
+999-atom water box's MACE call allocates 141 MB radial weights and their gradient, which a 64
+MiB threshold (the first setting) still mapped afresh every call: 72,000 faults and 120 ms of
+system time in a 760 ms call; at 1 GiB none, the call 1.15x faster (3,000 atoms 1.2-1.4x,
+10,000 atoms in chunks 1.12x), peak RSS unchanged (2.22 GB at 3,000 atoms, 0.85-0.88 GB at
+10,000; docs/performance.md, "freed pages kept"). A process keeps up to ``TRIM_THRESHOLD``
+more resident after a peak, and blocks below ``MMAP_THRESHOLD`` share the heap, where
+fragmentation can add to a peak made of many such blocks.
 The ``equiforce`` command line calls it for
 every subcommand; a script that drives equiforce itself (an ASE calculator, TorchSim) may call
 it too. Other C libraries (musl, macOS) are left alone, and ``EQUIFORCE_MALLOC=default``
@@ -28,8 +32,8 @@ import os
 
 __all__ = ["MMAP_THRESHOLD", "TOP_PAD", "TRIM_THRESHOLD", "retain_freed_memory"]
 
-MMAP_THRESHOLD = 64 << 20  # bytes: larger blocks are mmapped (and unmapped when freed)
-TRIM_THRESHOLD = 256 << 20  # bytes of free heap top kept mapped
+MMAP_THRESHOLD = 1 << 30  # bytes: larger blocks are mmapped (and unmapped when freed)
+TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept mapped
 TOP_PAD = 16 << 20  # bytes added to every heap extension
 
 # mallopt parameter numbers (glibc's malloc.h)
