@@ -128,6 +128,12 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
     it otherwise raises ASE's ``PropertyNotImplementedError``. Elements the model does not know
     raise a ``ValueError`` naming the element and the model's types.
 
+    A script running MD of thousands of atoms with it should call
+    ``equiforce.allocator.retain_freed_memory()`` once, as the ``equiforce`` command line does:
+    each step then reuses the pages of its large per-step tensors instead of faulting them in
+    again (a 999-atom MACE step 1.15x faster on CPU). The calculator does not change the
+    process's ``malloc`` settings itself.
+
     Args:
         model: a ``Potential``, the path of a file written by ``equiforce.models.save_model``
             (or a training checkpoint), or the path of a package written by ``equiforce
