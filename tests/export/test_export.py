@@ -3,8 +3,9 @@
 AOTInductor compiles for ~45-70 s per tiny model on one core, so each package is exported
 once per module (fixtures). The normal suite exports a float64 MACE (``fast``: its executors
 through ``kernels.export_ops``, calling the C++ kernel library the package carries), a float32
-Allegro and a float64 ``fast`` Allegro; the other
-combinations are slow. Tests of the refusal and the CLI reuse a compiled
+Allegro and a float64 ``fast`` Allegro, the latter again for any AVX2 CPU
+(``cpu_target="x86-64-v3"``: the kernel library built for that target, ~75 s once per
+source hash); the other combinations are slow. Tests of the refusal and the CLI reuse a compiled
 package's files in place of a new compile (``_reuse_compiled``), so they cost a trace.
 """
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,6 +27,7 @@ import pytest
 import torch
 
 from equiforce.cli.main import main
+from equiforce.cpu_features import compiled_features, cpu_flag_set, missing_features
 from equiforce.data import keys
 from equiforce.export import ExportedPackageError, load_exported, read_metadata
 from equiforce.export.build import (
@@ -111,6 +116,20 @@ def allegro_fast_float64(tmp_path_factory):
     """Allegro's fast kernels (the product as the kernel library's operators), float64."""
     folder = tmp_path_factory.mktemp("allegro_fast64")
     return _export("allegro", torch.float64, folder, backend="fast")
+
+
+@pytest.fixture(scope="module")
+def allegro_fast_avx2(tmp_path_factory):
+    """The same compiled for any AVX2 CPU (``cpu_target="x86-64-v3"``): Inductor's code and
+    the kernel library it carries."""
+    if platform.machine() != "x86_64":
+        pytest.skip("--cpu-target other than native: x86-64 only")
+    model = BUILDERS["allegro"](torch.float64).eval()
+    path = tmp_path_factory.mktemp("allegro_avx2") / "allegro.pt2"
+    metadata = export_potential(
+        model, path, backend="fast", stress=True, per_atom=True, cpu_target="x86-64-v3"
+    )
+    return model, path, metadata
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +305,97 @@ def test_package_on_another_device_is_refused(allegro_float32, tmp_path):
         load_exported(cuda_package, device="cpu")
 
 
+def test_a_cpu_without_an_extension_the_package_uses_is_refused(allegro_float32, tmp_path):
+    """The package names the instruction-set extensions its compiled code may use (here: this
+    CPU's, as the compiler sees it); one this CPU lacks, or another machine type, is refused
+    by name before its code runs (it would die of an illegal instruction)."""
+    cpu = read_metadata(allegro_float32[1])["cpu"]
+    assert cpu["machine"] == platform.machine() and cpu["target"] == "native"
+    assert missing_features(cpu["features"]) == []
+    if platform.machine() == "x86_64" and shutil.which("g++"):
+        assert set(compiled_features("native", "g++")) <= set(cpu["features"])
+    newer = tmp_path / "newer.pt2"
+    _copy_with_metadata(
+        allegro_float32[1], newer, cpu={**cpu, "features": cpu["features"] + ["avx_future9"]}
+    )
+    message = r"compiled for CPUs with avx_future9 \(equiforce export --cpu-target native\)"
+    with pytest.raises(ExportedPackageError, match=message + ", which this CPU lacks"):
+        load_exported(newer)
+    other = tmp_path / "riscv.pt2"
+    _copy_with_metadata(allegro_float32[1], other, cpu={**cpu, "machine": "riscv64"})
+    with pytest.raises(ExportedPackageError, match="compiled for riscv64 CPUs, this is"):
+        load_exported(other)
+
+
+# what only AVX-512 encodes: 512-bit and opmask registers, vector registers 16-31
+_AVX512_OPERANDS = re.compile(r"%zmm|%k[0-7]|%[xy]mm(1[6-9]|2[0-9]|3[01])\b")
+
+
+def _avx512_instructions(library: Path) -> int:
+    disassembly = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(library)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(1 for line in disassembly.splitlines() if _AVX512_OPERANDS.search(line))
+
+
+def _compiled_files(package: Path, folder: Path) -> list[Path]:
+    """The package's shared objects (program and kernel library), unpacked into ``folder``."""
+    files = []
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            if name.endswith(".so"):
+                files.append(folder / Path(name).name)
+                files[-1].write_bytes(archive.read(name))
+    return files
+
+
+def test_a_package_for_avx2_cpus_holds_no_avx512_code_and_equals_this_cpus(
+    allegro_fast_avx2, allegro_fast_float64, tmp_path
+):
+    """``--cpu-target x86-64-v3``: the program and the kernel library it carries (its own
+    build, namespace and checksum) are compiled for AVX2; no instruction in either is AVX-512
+    (the ``native`` package's are, where this CPU has AVX-512); forces equal the native
+    package's to 1e-10."""
+    if shutil.which("objdump") is None or not _kernels_built():
+        pytest.skip("needs objdump and the C++ kernels")
+    model, path, metadata = allegro_fast_avx2
+    assert metadata["cpu"]["target"] == "x86-64-v3"
+    assert metadata["cpu"]["features"] == compiled_features("x86-64-v3", "g++")
+    library = metadata["kernel_library"]
+    native = read_metadata(allegro_fast_float64[1])
+    assert library["namespace"] != native["kernel_library"]["namespace"]
+    assert {op.split("::")[1] for op in library["operators"]} == {
+        op.split("::")[1] for op in native["kernel_library"]["operators"]
+    }
+    (tmp_path / "avx2").mkdir()
+    files = _compiled_files(path, tmp_path / "avx2")
+    assert len(files) == 2 and any(f.name == f"{library['namespace']}.so" for f in files)
+    assert [_avx512_instructions(f) for f in files] == [0, 0]
+    if "avx512f" in (cpu_flag_set() or ()):
+        (tmp_path / "native").mkdir()
+        native_files = _compiled_files(allegro_fast_float64[1], tmp_path / "native")
+        assert all(_avx512_instructions(f) > 0 for f in native_files)
+    portable, here = load_exported(path), load_exported(allegro_fast_float64[1])
+    for atoms in [make_molecule(), make_fcc_cu(3)]:
+        batch = here.batch(atoms)
+        want = model(batch, create_graph=False, compute_edge_gradients=True)
+        got = portable(batch)
+        for name in (keys.ENERGY, keys.FORCES, keys.EDGE_GRADIENT):
+            _assert_close(got[name], want[name], TOL.fp64, name)
+            _assert_close(got[name], here(batch)[name], TOL.fp64, name)
+
+
+def test_a_cpu_target_the_compiler_refuses_is_named_before_tracing():
+    if platform.machine() != "x86_64" or shutil.which("g++") is None:
+        pytest.skip("x86-64 g++ only")
+    model = BUILDERS["allegro"](torch.float64).eval()
+    with pytest.raises(ExportError, match="--cpu-target pentium9: .*-march=pentium9"):
+        export_potential(model, "never.pt2", cpu_target="pentium9")
+
+
 def test_truncated_or_corrupted_package_is_refused(allegro_float32, tmp_path):
     data = allegro_float32[1].read_bytes()
     truncated = tmp_path / "truncated.pt2"
@@ -341,7 +451,11 @@ def test_cli_exports_a_model_file_and_prints_the_check(
     assert "large" in printed
     assert read_metadata(out)["family"] == "allegro"
     assert read_metadata(out)["max_atoms"] == 80
+    assert f"compiled for {platform.machine()} CPUs with: " in printed
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.bin")]) == 2
+    if platform.machine() == "x86_64":  # the target reaches the export (the compile is reused)
+        assert main(argv + ["--cpu-target", "x86-64-v3"]) == 0
+        assert read_metadata(out)["cpu"]["target"] == "x86-64-v3"
 
 
 def test_cli_names_the_kernel_library_a_mace_package_carries(
@@ -377,7 +491,7 @@ def test_custom_ops_other_than_the_kernel_librarys_are_refused():
 
     graph = make_fx(lambda x: _twice(x).sum())(torch.ones(3))
     with pytest.raises(ExportError, match="custom ops .*equiforce_test::twice"):
-        build._kernel_library(graph)
+        build._kernel_library(graph, "native")
 
 
 def _kernels_built() -> bool:

@@ -10,18 +10,21 @@ import textwrap
 from equiforce.kernels import extension
 
 
-def test_module_name_changes_with_a_source_or_a_header(tmp_path, monkeypatch):
+def test_module_name_changes_with_a_source_a_header_or_the_target(tmp_path, monkeypatch):
     monkeypatch.setattr(extension, "_CSRC", tmp_path)
     source, header = tmp_path / "kernel.cpp", tmp_path / "shared.h"
     source.write_text('#include "shared.h"\nint f() { return g(); }\n')
     header.write_text("inline int g() { return 1; }\n")
-    first = extension._module_name((source,), "test")
-    assert extension._module_name((source,), "test") == first
+    native = extension._flags("native")
+    first = extension._module_name((source,), "test", native)
+    assert extension._module_name((source,), "test", native) == first
+    avx2 = extension._module_name((source,), "test", extension._flags("x86-64-v3"))
+    assert avx2 != first
     header.write_text("inline int g() { return 2; }\n")
-    second = extension._module_name((source,), "test")
-    assert second != first
+    second = extension._module_name((source,), "test", native)
+    assert second not in (first, avx2)
     source.write_text('#include "shared.h"\nint f() { return -g(); }\n')
-    assert extension._module_name((source,), "test") not in (first, second)
+    assert extension._module_name((source,), "test", native) not in (first, second, avx2)
 
 
 def test_every_source_is_built_into_the_one_library():

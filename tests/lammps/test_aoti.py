@@ -9,7 +9,9 @@ their graphs), equals ASE too. NVE steps equal those of the Python-callback path
 file, and so do per-atom virials (``compute stress/atom``, from the package's edge
 gradients). A MACE package is refused, naming the halo exchange and the Python path; so is a
 package without per-atom energies, and a rank with more atoms than the package's ``max_atoms``
-(``equiforce export --max-atoms``), naming the rank and its atom counts.
+(``equiforce export --max-atoms``), naming the rank and its atom counts, and a package needing
+an instruction-set extension this CPU lacks. A package for any AVX2 CPU (``--cpu-target
+x86-64-v3``, its kernel library built for that target) runs in the plain ``lmp`` and equals ASE.
 
 The refusals depend only on a package's metadata, read before its program loads; a MACE
 export costs ~70 s, so the MACE package is the exported Allegro's archive with the AOTInductor
@@ -20,6 +22,7 @@ own.
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import zipfile
@@ -39,7 +42,7 @@ from equiforce.export.build import _metadata, _string_metadata, export_potential
 from equiforce.lammps.build import libtorch, plain_lmp, plugin_path  # noqa: E402
 from equiforce.lammps.driver import LammpsError, run_lammps  # noqa: E402
 from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
-from equiforce.models.io import save_model  # noqa: E402
+from equiforce.models.io import load_model, save_model  # noqa: E402
 from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
 from equiforce.testing.structures import make_fcc_cu, make_molecule  # noqa: E402
 from tests.lammps.test_pair_physics import ZBL  # noqa: E402
@@ -326,6 +329,57 @@ def _with_max_atoms(package: Path, target: Path, max_atoms: int) -> Path:
     metadata = _equiforce_metadata(package)
     assert metadata["equiforce.max_atoms"] == "null"
     return _with_metadata(package, target, {**metadata, "equiforce.max_atoms": str(max_atoms)})
+
+
+def test_a_cpu_without_an_extension_the_package_uses_is_refused(files, tmp_path):
+    """A package whose compiled code may use an extension this CPU lacks would stop every rank
+    at an illegal instruction: the plugin names it (and refuses another machine type)."""
+    exported = files / "allegro.pt2"
+    metadata = _equiforce_metadata(exported)
+    cpu = json.loads(metadata["equiforce.cpu"])
+    newer = {**cpu, "features": cpu["features"] + ["avx_future9"]}
+    package = _with_metadata(
+        exported, tmp_path / "newer.pt2", {**metadata, "equiforce.cpu": json.dumps(newer)}
+    )
+    message = (
+        r"newer.pt2: compiled for CPUs with avx_future9 \(equiforce export --cpu-target "
+        r"native\), which this CPU lacks: its code would stop at an illegal instruction"
+    )
+    with pytest.raises(LammpsError, match=message):
+        run_lammps(
+            files / "driver.lmp",
+            variables=_box(files, tmp_path, model=str(package)),
+            log=None,
+            screen=False,
+        )
+    other = {**cpu, "machine": "riscv64"}
+    package = _with_metadata(
+        exported, tmp_path / "riscv.pt2", {**metadata, "equiforce.cpu": json.dumps(other)}
+    )
+    with pytest.raises(LammpsError, match="riscv.pt2: compiled for riscv64 CPUs, this is"):
+        run_lammps(
+            files / "driver.lmp",
+            variables=_box(files, tmp_path, model=str(package)),
+            log=None,
+            screen=False,
+        )
+
+
+def test_a_package_for_any_avx2_cpu_runs_in_a_plain_lmp(files, tmp_path):
+    """``equiforce export --cpu-target x86-64-v3`` (a cluster's nodes unlike the exporting
+    one): the plugin loads the kernel library built for that target, which the package
+    carries, and ``run 0`` on two plain ranks equals ASE on the model file."""
+    if platform.machine() != "x86_64":
+        pytest.skip("--cpu-target other than native: x86-64 only")
+    model = load_model(files / "allegro.pt")
+    package = tmp_path / "avx2.pt2"
+    metadata = export_potential(model, package, per_atom=True, cpu_target="x86-64-v3")
+    assert metadata["cpu"]["target"] == "x86-64-v3"
+    assert not any(name.startswith("avx512") for name in metadata["cpu"]["features"])
+    _plain_lmp(files, _box(files, tmp_path / "plain", model=str(package)), ranks=2)
+    _assert_run0_equals_ase(
+        tmp_path / "plain", files / "box.data", "Cu Au", files / "allegro.pt", periodic=True
+    )
 
 
 def test_a_rank_with_more_atoms_than_the_package_takes_is_refused(files, tmp_path):

@@ -43,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="OpenMP threads the package's CPU loops are compiled for (default 1: serial loops; "
         "2-thread packages ran 2.1-4.6x slower here, their scatter-adds atomic; docs/export.md)",
     )
+    parser.add_argument(
+        "--cpu-target",
+        default="native",
+        metavar="MARCH",
+        help="CPUs the package's compiled code is for, a -march value (default native: this "
+        "CPU's every instruction set; e.g. x86-64-v3 runs on any AVX2 CPU, x86-64-v4 on "
+        "AVX-512 ones: for cluster nodes unlike the exporting machine); a package is refused "
+        "on a CPU lacking one of them",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         per_atom=args.per_atom,
         max_atoms=args.max_atoms,
         threads=args.threads,
+        cpu_target=args.cpu_target,
     )
     validation = metadata["validation"]
     print(f"package vs eager, (atol, rtol) = {tuple(validation['tolerance'])}:")
@@ -78,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
             f"({len(library['operators'])} operators, {library['bytes'] / 1e6:.1f} MB), "
             "loaded with it by load_exported"
         )
+    cpu = metadata["cpu"]
+    print(f"compiled for {cpu['machine']} CPUs with: {' '.join(cpu['features'])}")
     print(f"exported {metadata['family']} ({metadata['dtype']}) to {args.out}")
     return 0

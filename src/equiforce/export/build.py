@@ -19,7 +19,8 @@ AOTInductor loaders run:
    requested ones, and ``torch.export.export`` exports it with the atom and edge axes dynamic
    (from 2 up; the atom axis up to ``max_atoms`` when given, the edge axis unbounded: its
    count depends on the density and r_max, not on the atoms alone);
-4. ``torch._inductor.aot_compile`` compiles it, its CPU loops for ``threads`` OpenMP threads
+4. ``torch._inductor.aot_compile`` compiles it for ``cpu_target`` (``-march``: ``native``, or
+   e.g. ``x86-64-v3`` for other CPUs, ``_cpu_target``), its CPU loops for ``threads`` OpenMP threads
    (default 1, serial, whatever the exporting process's torch threads: Inductor would
    otherwise compile for ``torch.get_num_threads()``, and its parallel loops write the
    forces' scatter-adds as atomic adds, 2.1-4.6x slower at 2 threads, docs/export.md); the
@@ -38,17 +39,21 @@ A program calling the kernel library (MACE's operators; Allegro's tensor product
 ``fast`` backend) carries the library (``equiforce_kernels/<namespace>.so`` in the archive,
 described by ``metadata["kernel_library"]``: namespace, file, sha256, operators), and
 ``load_exported`` loads it before the program; any other custom operator in the trace is
-refused (``ExportError``).
+refused (``ExportError``). The library is compiled for the same ``cpu_target``.
+``metadata["cpu"]`` names the instruction-set extensions the compiled code may use; loaders
+refuse a package on a CPU without one of them (it would die of an illegal instruction).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import os
+import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,6 +66,7 @@ from torch.export import Dim
 from torch.export.pt2_archive._package import PT2ArchiveWriter, _package_aoti_files
 
 import equiforce
+from equiforce.cpu_features import compiled_features
 from equiforce.data import keys
 from equiforce.export.package import (
     FORMAT,
@@ -73,7 +79,7 @@ from equiforce.export.package import (
 from equiforce.files import atomic_write
 from equiforce.kernels import use_backend
 from equiforce.kernels.export_ops import exportable
-from equiforce.kernels.extension import kernel_ops
+from equiforce.kernels.extension import OpLibrary, kernel_ops, target_kernel_ops
 from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
 from equiforce.models.potential import Potential
 from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_INPUTS, PAIR_OF_EDGE, pair_inputs
@@ -187,33 +193,108 @@ def _custom_ops(graph: torch.fx.GraphModule) -> list[torch._ops.OpOverload]:
     return sorted(ops, key=lambda op: op.name())
 
 
-def _kernel_library(graph: torch.fx.GraphModule) -> dict[str, Any] | None:
-    """The operator library the traced ``graph`` calls (metadata ``kernel_library``), or None.
+def _kernel_library(graph: torch.fx.GraphModule, march: str) -> OpLibrary | None:
+    """The operator library the traced ``graph`` calls, compiled for ``-march=<march>``
+    (``kernels.extension.target_kernel_ops``), or None when it calls aten's only.
 
-    The only operators a package may call besides aten's are those of the kernel library
-    (``kernels.extension.kernel_ops``), which the package carries; any other is refused.
+    The trace calls this CPU's build (``kernel_ops()``); for another target the graph's
+    operators are pointed at the target's build (the same operators in its own namespace).
+    The only operators a package may call besides aten's are those of the library, which the
+    package carries; any other is refused.
 
     Raises:
-        ExportError: an operator from elsewhere.
+        ExportError: an operator from elsewhere; the library does not build for ``march``.
     """
     custom = _custom_ops(graph)
     if not custom:
         return None
-    library = kernel_ops()
-    foreign = [op.name() for op in custom if library is None or op.namespace != library.namespace]
+    native = kernel_ops()
+    foreign = [op.name() for op in custom if native is None or op.namespace != native.namespace]
     if foreign:
         raise ExportError(
             f"the trace calls custom ops {foreign}, which a package cannot carry (only "
             "equiforce's kernel library travels with it); export with --backend reference"
         )
+    library = target_kernel_ops(march)
+    if library is None:
+        raise ExportError(
+            f"the kernel library does not compile for --cpu-target {march} (the log says why); "
+            "export with --backend reference, or for another target"
+        )
+    if library.namespace != native.namespace:
+        for node in graph.graph.nodes:
+            if node.target in custom:
+                _fake_as(f"{library.namespace}::{node.target._opname}", node.target)
+                packet = getattr(library.ops, node.target._opname)
+                node.target = getattr(packet, node.target._overloadname)
+        graph.recompile()
+    return library
+
+
+@functools.cache
+def _fake_as(qualname: str, native: torch._ops.OpOverload) -> None:
+    """Give operator ``qualname`` (``native``'s operator in another build of the library)
+    ``native``'s fake (meta) formula, which export and Inductor trace with."""
+    torch.library.register_fake(qualname, lambda *args, **kwargs: native(*args, **kwargs))
+
+
+def _library_metadata(graph: torch.fx.GraphModule, library: OpLibrary) -> dict[str, Any]:
+    """``metadata["kernel_library"]`` of a package whose ``graph`` calls ``library``."""
     data = library.path.read_bytes()
     return {
         "namespace": library.namespace,
         "file": f"{KERNEL_LIBRARY_DIR}/{library.namespace}.so",
         "sha256": hashlib.sha256(data).hexdigest(),
-        "operators": [op.name() for op in custom],
+        "operators": [op.name() for op in _custom_ops(graph)],
         "bytes": len(data),
     }
+
+
+def _cpu_target(march: str, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inductor's options for ``--cpu-target march`` and ``metadata["cpu"]``: the machine
+    type, the target and the instruction-set extensions the program's compiled code may use
+    (``cpu_features.compiled_features`` of Inductor's compile: ``-march`` and its vector ISA's
+    flags), which loaders check (``_library_features`` adds the kernel library's).
+
+    ``native`` compiles for this CPU (Inductor's default); another ``-march`` value (e.g.
+    ``x86-64-v3``: AVX2 CPUs since 2013-2015) also picks Inductor's widest vector ISA within
+    the target (``cpp.simdlen``: its vector flags are added to ``-march``).
+
+    Raises:
+        ExportError: a target other than ``native`` off x86-64 or for a CUDA package, or one
+            the compiler refuses.
+    """
+    from torch._inductor import config as inductor_config
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    options: dict[str, Any] = {}
+    compiler = get_cpp_compiler()
+    if march != "native":
+        if platform.machine() not in ("x86_64", "AMD64") or device.type != "cpu":
+            raise ExportError(
+                f"--cpu-target {march}: only CPU packages on x86-64 take a target other than native"
+            )
+        try:
+            target = compiled_features(march, compiler)
+        except ValueError as err:
+            raise ExportError(f"--cpu-target {march}: {err}") from err
+        wide = {"avx512f", "avx512dq", "avx512vl", "avx512bw", "fma"}.issubset(target)
+        simdlen = 512 if wide else 256 if {"avx2", "fma", "f16c"}.issubset(target) else 1
+        options = {"cpp.march": march, "cpp.simdlen": simdlen}
+    with inductor_config.patch(options):
+        isa_flags = pick_vec_isa().build_arch_flags().split()
+    features = compiled_features(march, compiler, isa_flags)
+    return options, {"machine": platform.machine(), "target": march, "features": features}
+
+
+def _library_features(cpu: dict[str, Any]) -> dict[str, Any]:
+    """``metadata["cpu"]`` with the extensions the kernel library's compile (its own
+    compiler, ``-march=<target>``) may use added."""
+    from torch.utils.cpp_extension import get_cxx_compiler
+
+    library = compiled_features(cpu["target"], get_cxx_compiler())
+    return {**cpu, "features": sorted({*cpu["features"], *library})}
 
 
 def _exported_program(
@@ -222,15 +303,17 @@ def _exported_program(
     outputs: list[str],
     stress: bool,
     max_atoms: int | None,
-) -> tuple[torch.export.ExportedProgram, list[str], dict[str, Any] | None]:
-    """Steps 2-3 of the module docstring; returns the program, its input keys and the
-    ``kernel_library`` it calls (``_kernel_library``)."""
+    march: str,
+) -> tuple[torch.export.ExportedProgram, list[str], OpLibrary | None, dict[str, Any] | None]:
+    """Steps 2-3 of the module docstring; returns the program, its input keys, the kernel
+    library it calls (compiled for ``-march=<march>``, ``_kernel_library``) and its
+    ``metadata["kernel_library"]``."""
     names = sorted(name for name in (*keys.MODEL_INPUT_KEYS, *PAIR_INPUTS) if name in batch)
     state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
     args = [batch[name] for name in names]
     edge_gradients = keys.EDGE_GRADIENT in outputs
     graph, out_keys = trace_potential(potential, names, args + state, True, stress, edge_gradients)
-    library = _kernel_library(graph)
+    library = _kernel_library(graph, march)
     missing = sorted(set(outputs) - set(out_keys))
     if missing:
         raise ExportError(f"the potential does not produce {missing}")
@@ -243,7 +326,8 @@ def _exported_program(
         for name in names
     )
     program = torch.export.export(graph, tuple(args), dynamic_shapes=dynamic)
-    return program, names, library
+    described = None if library is None else _library_metadata(graph, library)
+    return program, names, library, described
 
 
 def _validate(
@@ -325,6 +409,7 @@ def export_potential(
     per_atom: bool = False,
     max_atoms: int | None = None,
     threads: int = 1,
+    cpu_target: str = "native",
 ) -> dict[str, Any]:
     """Export ``potential`` into an AOTInductor package at ``path`` (module docstring).
 
@@ -343,13 +428,18 @@ def export_potential(
             structures); at least the largest validation structure (64). None: unbounded.
         threads: OpenMP threads the CPU loops are compiled for (``metadata["threads"]``;
             step 4 of the module docstring: 1, serial, is the fast choice measured here).
+        cpu_target: the CPUs the package's compiled code is for, a ``-march`` value:
+            ``native`` (this CPU's every extension), or e.g. ``x86-64-v3`` (any AVX2 CPU) or
+            ``x86-64-v4`` (AVX-512) for a cluster whose nodes differ from this one
+            (``_cpu_target``; ``metadata["cpu"]``, checked by the loaders).
 
     Returns:
         The metadata written into the package (``validation``: the figures).
 
     Raises:
         ExportError: custom ops other than the kernel library's in the trace; ``max_atoms``
-            below the validation structures; ``threads`` below 1.
+            below the validation structures; ``threads`` below 1; a ``cpu_target`` the
+            compiler refuses (or not ``native`` off x86-64 or for CUDA).
         ExportValidationError: the package disagrees with eager beyond ``EXPORT_TOLERANCES``
             of the model's lowest compute dtype; nothing is written.
     """
@@ -357,6 +447,7 @@ def export_potential(
     if threads < 1:
         raise ExportError(f"threads must be >= 1, got {threads}")
     _check_max_atoms(max_atoms, validation_structures(potential.type_names))
+    target_options, cpu = _cpu_target(cpu_target, device)
     model = use_backend(copy.deepcopy(potential), backend).to(device).eval()
     model = exportable(model)  # fast MACE kernels as plain torch ops, weights folded
     outputs = [keys.ENERGY, keys.FORCES]
@@ -366,13 +457,17 @@ def export_potential(
     traced = atoms_batch(periodic, model.type_names, model.r_max, device)
     if model.energy_model.uses_edge_pairs and not per_atom:
         traced.update(pair_inputs(traced))  # MACE's radial MLPs once per bond (step 2)
-    program, inputs, library = _exported_program(model, traced, outputs, stress, max_atoms)
+    program, inputs, library, described = _exported_program(
+        model, traced, outputs, stress, max_atoms, cpu_target
+    )
     metadata = _metadata(model, outputs, inputs, device, max_atoms, backend, threads)
-    metadata["kernel_library"] = library
+    metadata["kernel_library"] = described
+    metadata["cpu"] = cpu if library is None else _library_features(cpu)
     aoti_files = torch._inductor.aot_compile(
         program.module(check_guards=False),
         program.example_inputs[0],
         options={
+            **target_options,
             "cpp.threads": threads,
             "aot_inductor.package": True,
             "aot_inductor.metadata": _string_metadata(metadata),
@@ -381,7 +476,7 @@ def export_potential(
     compute = _lowest_compute_dtype(model)
     with tempfile.TemporaryDirectory(prefix="equiforce-export-") as scratch:
         candidate = Path(scratch) / "candidate.pt2"
-        candidate.write_bytes(_package_bytes(aoti_files, metadata))
+        candidate.write_bytes(_package_bytes(aoti_files, metadata, library))
         package = load_exported(candidate, device)
         figures, passed = _validate(package, model, EXPORT_TOLERANCES[compute])
     metadata["validation"] = {"tolerance": list(EXPORT_TOLERANCES[compute]), "figures": figures}
@@ -392,12 +487,12 @@ def export_potential(
             + format_validation(figures),
             figures,
         )
-    content = _package_bytes(aoti_files, metadata)
+    content = _package_bytes(aoti_files, metadata, library)
     atomic_write(path, lambda handle: handle.write(content))
     return metadata
 
 
-def _package_bytes(aoti_files: list, metadata: dict[str, Any]) -> bytes:
+def _package_bytes(aoti_files: list, metadata: dict[str, Any], library: OpLibrary | None) -> bytes:
     """The PT2 archive: AOTInductor's files, the metadata as ``extra/equiforce.json`` (read
     by ``read_metadata``) and, when the program calls it, the kernel library as
     ``metadata["kernel_library"]["file"]``."""
@@ -405,12 +500,12 @@ def _package_bytes(aoti_files: list, metadata: dict[str, Any]) -> bytes:
     with PT2ArchiveWriter(buffer) as writer:
         _package_aoti_files(writer, aoti_files)
         writer.write_string(f"extra/{METADATA_FILE}", json.dumps(metadata, indent=1))
-        library = metadata.get("kernel_library")
+        described = metadata["kernel_library"]
         if library is not None:
-            data = kernel_ops().path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != library["sha256"]:
-                raise ExportError(f"{kernel_ops().path} changed while exporting")
-            writer.write_bytes(library["file"], data)
+            data = library.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != described["sha256"]:
+                raise ExportError(f"{library.path} changed while exporting")
+            writer.write_bytes(described["file"], data)
     return buffer.getvalue()
 
 

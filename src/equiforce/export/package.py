@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from equiforce.cpu_features import missing_features
 from equiforce.data import keys
 from equiforce.data.graph import atoms_to_configuration, model_inputs
 from equiforce.files import atomic_write
@@ -119,7 +121,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_compatible(path: Path, metadata: dict[str, Any], device: torch.device) -> None:
-    """Raise ``ExportedPackageError`` for another torch release or an unusable device."""
+    """Raise ``ExportedPackageError`` for another torch release, an unusable device or a CPU
+    that cannot run the compiled code (``_check_cpu``)."""
     built = metadata["torch_version"]
     if _torch_release(built) != _torch_release(torch.__version__):
         raise ExportedPackageError(
@@ -134,6 +137,29 @@ def _check_compatible(path: Path, metadata: dict[str, Any], device: torch.device
         )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ExportedPackageError(f"{path}: compiled for CUDA, but CUDA is not available here")
+    _check_cpu(path, metadata.get("cpu"))
+
+
+def _check_cpu(path: Path, cpu: dict[str, Any] | None) -> None:
+    """Raise ``ExportedPackageError`` where this CPU lacks an instruction-set extension the
+    package's compiled code may use (``metadata["cpu"]``, ``equiforce.cpu_features``): its
+    first call would stop the process with an illegal instruction. Packages from before the
+    field, and CPUs whose flags cannot be read, are not checked."""
+    if cpu is None:
+        return
+    if cpu["machine"] != platform.machine():
+        raise ExportedPackageError(
+            f"{path}: compiled for {cpu['machine']} CPUs, this is {platform.machine()}; export "
+            "the model file again on this machine"
+        )
+    missing = missing_features(cpu["features"])
+    if missing:
+        raise ExportedPackageError(
+            f"{path}: compiled for CPUs with {', '.join(missing)} (equiforce export "
+            f"--cpu-target {cpu['target']}), which this CPU lacks: its code would stop at an "
+            "illegal instruction. Export the model file again on this machine, or for every "
+            "CPU of a cluster with --cpu-target x86-64-v3 (AVX2) or x86-64-v4 (AVX-512)"
+        )
 
 
 def load_exported(
@@ -152,7 +178,8 @@ def load_exported(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ExportedPackageError: truncated/corrupted or foreign file, another torch release, a
-            device mismatch, or AOTInductor failing to load the compiled code.
+            device mismatch, a CPU without an instruction-set extension the compiled code
+            may use, or AOTInductor failing to load the compiled code.
     """
     path = Path(path)
     metadata = read_metadata(path)

@@ -19,7 +19,10 @@ edge list: ``kernel_ops.cpp``
 and the sources it registers) as a library of dispatcher operators with C++ autograd
 (``TORCH_LIBRARY``, no Python in it) in the namespace named by the build's hash
 (``torch.ops.<namespace>``). Eager equiforce calls them and exported packages carry the
-library (``equiforce.export``); ``equiforce.op_library`` loads each namespace once.
+library (``equiforce.export``); ``equiforce.op_library`` loads each namespace once. A package
+for other CPUs (``equiforce export --cpu-target x86-64-v3``) carries the same sources compiled
+for that target (``target_kernel_ops``: ``-march=<target>`` in the flags, so a namespace of its
+own).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import NamedTuple
 
 import torch
 
+from equiforce.cpu_features import cpu_flag_set
 from equiforce.op_library import load_op_library, loaded_op_library
 
 _LOG = logging.getLogger(__name__)
@@ -52,34 +56,30 @@ _KERNEL_OP_SOURCES = (
     "split_cat.cpp",
     "edge_pairs.cpp",
 )
-# 512-bit vectors where the CPU has them: the kernels' row loops are load/store bound
-_FLAGS = [
-    "-O3",
-    "-march=native",
-    "-mprefer-vector-width=512",
-    "-fopenmp-simd",
-    "-ffp-contract=fast",
-]
 
 
-def _cpu_fingerprint() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return platform.machine() + flags
+def _flags(march: str) -> list[str]:
+    """Compiler flags for ``-march=<march>``; 512-bit vectors where the target has them: the
+    kernels' row loops are load/store bound."""
+    return [
+        "-O3",
+        f"-march={march}",
+        "-mprefer-vector-width=512",
+        "-fopenmp-simd",
+        "-ffp-contract=fast",
+    ]
 
 
-def _module_name(sources: tuple[Path, ...], prefix: str) -> str:
+def _module_name(sources: tuple[Path, ...], prefix: str, flags: list[str]) -> str:
     digest = hashlib.sha256()
     # the headers every source may include count as sources
     for source in (*sources, *sorted(_CSRC.glob("*.h"))):
         digest.update(str(source.resolve()).encode())
         digest.update(source.read_bytes())
     digest.update(sys.prefix.encode())
-    digest.update(_cpu_fingerprint().encode())
-    digest.update(" ".join(_FLAGS).encode())
+    digest.update(platform.machine().encode())
+    digest.update(" ".join(sorted(cpu_flag_set() or ())).encode())
+    digest.update(" ".join(flags).encode())
     digest.update(torch.__version__.encode())
     return f"{prefix}_{digest.hexdigest()[:12]}"
 
@@ -96,16 +96,18 @@ class OpLibrary(NamedTuple):
         return getattr(torch.ops, self.namespace)
 
 
-def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...]) -> str | None:
-    """``torch.utils.cpp_extension.load`` of ``paths`` as the plain library ``name``, loaded;
-    its path, or None, with a warning saying why, when it cannot build."""
+def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...], march: str) -> str | None:
+    """``torch.utils.cpp_extension.load`` of ``paths`` as the plain library ``name`` (compiled
+    with ``flags``, for ``-march=<march>``), loaded; its path, or None, with a warning saying
+    why, when it cannot build."""
     from torch.utils.cpp_extension import get_default_build_root, load
 
     folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
     if not (folder / f"{name}.so").exists():  # say why the first call takes a while
         _LOG.warning(
-            "compiling equiforce's C++ kernels for this CPU, torch and checkout into %s "
+            "compiling equiforce's C++ kernels for %s, this torch and checkout into %s "
             "(once; ~75 s on 2 cores)",
+            "this CPU" if march == "native" else f"-march={march}",
             folder,
         )
     try:
@@ -114,7 +116,7 @@ def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...]) -> str | 
             name=name,
             build_directory=str(folder),
             sources=[str(s) for s in paths],
-            extra_cflags=[*_FLAGS, *flags],
+            extra_cflags=list(flags),
             is_python_module=False,
             verbose=False,
         )
@@ -123,18 +125,33 @@ def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...]) -> str | 
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def kernel_ops() -> OpLibrary | None:
-    """The operator library (module docstring), built and loaded on the first call; None
-    if it cannot build."""
+def _library(march: str) -> OpLibrary | None:
+    """The operator library compiled for ``-march=<march>``, built (once per source hash) and
+    loaded; None if it cannot build."""
     paths = tuple(_CSRC / name for name in _KERNEL_OP_SOURCES)
-    name = _module_name(paths, "equiforce_kernel_ops")
+    flags = _flags(march)
+    name = _module_name(paths, "equiforce_kernel_ops", flags)
     if loaded_op_library(name) is None:  # not loaded yet (e.g. from a package's copy)
-        path = _build(name, paths, (f"-DEQF_OPS_NAMESPACE={name}",))
+        path = _build(name, paths, (*flags, f"-DEQF_OPS_NAMESPACE={name}"), march)
         if path is None:
             return None
         load_op_library(name, path)  # ``load`` loaded it; record where from
     return OpLibrary(name, loaded_op_library(name))
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_ops() -> OpLibrary | None:
+    """The operator library (module docstring) for this CPU (``-march=native``), built and
+    loaded on the first call; None if it cannot build."""
+    return _library("native")
+
+
+@functools.cache
+def target_kernel_ops(march: str) -> OpLibrary | None:
+    """The operator library compiled for ``-march=<march>`` (``equiforce export --cpu-target``:
+    a package for other CPUs carries it), in its own namespace; ``kernel_ops()`` for
+    ``native``. None if it cannot build."""
+    return kernel_ops() if march == "native" else _library(march)
 
 
 def kernel_ops_if_loaded() -> OpLibrary | None:

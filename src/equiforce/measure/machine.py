@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import equiforce
+from equiforce.cpu_features import cpu_flag_set
 
 __all__ = [
     "LOW_PRECISION_FLAGS",
@@ -82,17 +83,8 @@ def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
     Args:
         cpuinfo: text of /proc/cpuinfo; read from the file when None.
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            present = set(value.split())
-            return {flag: flag in present for flag in LOW_PRECISION_FLAGS}
-    return {}
+    present = cpu_flag_set(cpuinfo)
+    return {} if present is None else {flag: flag in present for flag in LOW_PRECISION_FLAGS}
 
 
 def machine_info(packages: Sequence[str] = ("torch", "e3nn", "equiforce")) -> dict[str, Any]:

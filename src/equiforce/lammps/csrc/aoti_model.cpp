@@ -26,13 +26,16 @@
 #include <torch/headeronly/version.h>
 
 #include <dlfcn.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -184,6 +187,59 @@ size_t member_value(const std::string &object, const std::string &key)
   return at;
 }
 
+/* The instruction-set extensions this CPU has: the first `flags` (x86) or `Features` (aarch64)
+   line of /proc/cpuinfo; false when there is none to read. */
+bool cpu_flags(std::vector<std::string> &flags)
+{
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    size_t colon = line.find(':');
+    std::string key = line.substr(0, std::min(line.find_first_of(" \t:"), colon));
+    if (colon == std::string::npos || (key != "flags" && key != "Features")) continue;
+    std::istringstream words(line.substr(colon + 1));
+    for (std::string word; words >> word;) flags.push_back(word);
+    return true;
+  }
+  return false;
+}
+
+/* Refuse a package whose compiled code may use an instruction-set extension this CPU lacks
+   (metadata `cpu`: machine, target, features; equiforce.cpu_features): its first call would
+   stop the rank at an illegal instruction, with no message. As equiforce.export.package does;
+   packages from before the field and CPUs whose flags cannot be read are not checked. */
+void check_cpu(const Metadata &metadata, const std::string &path)
+{
+  auto found = metadata.find("equiforce.cpu");
+  if (found == metadata.end() || found->second == "null") return;
+  const std::string &cpu = found->second;
+  std::string machine, target;
+  std::vector<std::string> features;
+  try {
+    size_t at = member_value(cpu, "machine");
+    machine = json_string(cpu, at);
+    at = member_value(cpu, "target");
+    target = json_string(cpu, at);
+    features = json_strings(cpu.substr(member_value(cpu, "features")));
+  } catch (const std::invalid_argument &err) {
+    fail(path, std::string("metadata field 'cpu': ") + err.what());
+  }
+  struct utsname name;
+  if (uname(&name) == 0 && machine != name.machine)
+    fail(path, "compiled for " + machine + " CPUs, this is " + name.machine +
+                   "; export the model file again on this machine");
+  std::vector<std::string> present, missing;
+  if (!cpu_flags(present)) return;
+  for (const auto &feature : features)
+    if (std::find(present.begin(), present.end(), feature) == present.end())
+      missing.push_back(feature);
+  if (!missing.empty())
+    fail(path, "compiled for CPUs with " + joined(missing) + " (equiforce export --cpu-target " +
+                   target + "), which this CPU lacks: its code would stop at an illegal "
+                   "instruction. Export the model file again on this machine, or for every CPU "
+                   "of a cluster with --cpu-target x86-64-v3 (AVX2) or x86-64-v4 (AVX-512)");
+}
+
 /* Load the operator library a package carries (metadata `kernel_library`, null when its
    program calls aten's operators only; docs/export.md), as equiforce.export.load_exported
    does: the shared object is unpacked from the archive into a temporary file, dlopen'ed (its
@@ -265,6 +321,7 @@ PackageModel::PackageModel(const std::string &path) : path_(path), r_max_(0.0), 
                            "corrupted?): ") + err.what());
   }
   check_runnable(metadata, path);
+  check_cpu(metadata, path);
   try {
     r_max_ = std::stod(field(metadata, path, "r_max"));
   } catch (const std::logic_error &err) {
