@@ -85,11 +85,14 @@ def _trilinear_form(a, s, r, b, graph) -> torch.Tensor:
     ("channels", "n_rows"),
     [(3, 7), (8, 7), (24, 7), (128, 7), (133, 7), (150, 7), (259, 7), (128, 3000)],
 )
-def test_edge_operators_are_the_derivatives_of_their_trilinear_form(channels, n_rows, dtype):
-    """Every channel count: whole 128-channel register blocks, single vectors and the
-    element-by-element tail (float32 vectors hold 16 lanes, float64 8), triples in a
-    scrambled order (several per path, per component of A and per component of B); with 3000
-    rows of R (4.6 / 9.2 MB), the loops that ask for the rows ahead (R beyond the caches)."""
+def test_edge_operators_are_the_derivatives_of_their_trilinear_form(
+    channels, n_rows, dtype, kernel_build
+):
+    """Every channel count: whole register blocks (AVX-512: 128 channels; the AVX2 build: 64
+    float32, 32 float64), single vectors and the element-by-element tail (float32 vectors hold
+    16 lanes, float64 8; half as many in the AVX2 build), triples in a scrambled order
+    (several per path, per component of A and per component of B); with 3000 rows of R
+    (4.6 / 9.2 MB), the loops that ask for the rows ahead (R beyond the caches)."""
     generator = torch.Generator().manual_seed(channels)
     n_nodes, n_edges, d_a, d_b, n_paths = 5, 11, 3, 4, 3
     triples = torch.tensor(

@@ -49,10 +49,10 @@ using equiforce_vec::store;
 using equiforce_vec::sum_lanes;
 using equiforce_vec::Vec;
 
-// A running sum of up to kVectors registers: 128 channels (a whole 128-channel row, whose
-// edge and triple bookkeeping is then paid once per row).
+// A running sum of up to kVectors vectors: kRowChannels channels (with AVX-512 a whole
+// 128-channel row, whose edge and triple bookkeeping is then paid once per row).
 template <typename T>
-constexpr int64_t kVectors = 128 / kLanes<T>;
+constexpr int64_t kVectors = equiforce_vec::kRowChannels<T> / kLanes<T>;
 
 // acc += c * x * y over V vectors.
 template <typename T, int64_t V>
