@@ -42,6 +42,7 @@ import torch
 from benchmarks.common import DEFAULT_DATA_DIR, preset_with_species, run_record
 from benchmarks.export_cpu_time import (
     MOLECULE_SPECIES,
+    add_target_argument,
     add_timing_arguments,
     child_json,
     export_case,
@@ -49,6 +50,7 @@ from benchmarks.export_cpu_time import (
     molecule,
     summary,
     table,
+    target_table,
     thread_timed,
 )
 from equiforce.data import keys
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=30)
     add_timing_arguments(p)
+    add_target_argument(p)
     p.add_argument("--nequip-python", default=".venv-nequip/bin/python")
     p.add_argument("--out", type=Path, default=Path("bench_out"))
     p.add_argument("--child-model", default=None, help=argparse.SUPPRESS)
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(document, path)
                 print(_table(document["cases"][-1:]), flush=True)
     print(_table(document["cases"]))
+    if len(args.cpu_targets) > 1:
+        print(target_table(document["cases"], args.cpu_targets))
     print(f"load average {document['load_average_start']} -> {document['load_average_end']}")
     print(f"wrote {path}")
     return 0

@@ -23,10 +23,16 @@ list and data conversion), each on its own copy of the molecule, one step = ever
 ``Atoms.set_positions`` as ASE's integrators move atoms) then ``get_forces()``: the neighbour
 list, the batch, ASE's change check and the results' conversion included.
 
+``--cpu-targets native x86-64-v3`` exports the package once per ``-march`` target
+(``equiforce export --cpu-target``) and times them all in the same interleaving: what a package
+for other CPUs costs on this one (``exported <target>`` in the JSON, and a table against the
+first target's).
+
 Molecules: ``acac`` (the bench's rattled acetylacetone, 15 atoms) and ``3bpa`` (the first
 structure of ``<data-dir>/3bpa/train_300K.xyz``, 27 atoms).
 
     python -m benchmarks.export_cpu_time --molecules acac 3bpa --dtypes float32 float64 [--md-step]
+        [--cpu-targets native x86-64-v3]
 
 Output: ``<out>/export_cpu_time_<time>.json`` (run record, ``measure``: ``call`` or ``md-step``,
 load average, per case the times of every implementation, ms, and the parity of the package
@@ -56,7 +62,14 @@ from equiforce.models import save_model
 from equiforce.models.presets import PRESETS
 from equiforce.workflows.bench.report import write_json
 
-__all__ = ["MOLECULE_SPECIES", "add_timing_arguments", "main", "md_step", "molecule"]
+__all__ = [
+    "MOLECULE_SPECIES",
+    "add_target_argument",
+    "add_timing_arguments",
+    "main",
+    "md_step",
+    "molecule",
+]
 
 MOLECULE_SPECIES = {"acac": ("H", "C", "O"), "3bpa": ("H", "C", "N", "O")}
 
@@ -122,6 +135,36 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cpu-targets``: the package is exported once per target (``equiforce export
+    --cpu-target``) and every one timed with the others."""
+    parser.add_argument(
+        "--cpu-targets",
+        nargs="+",
+        default=["native"],
+        metavar="MARCH",
+        help="export the package for each of these -march targets (the first is the table's "
+        "'exported'; the others are timed beside it as 'exported <target>' and tabled "
+        "against it, e.g. native x86-64-v3: what a package for any AVX2 CPU costs)",
+    )
+
+
+def target_table(cases: list[dict[str, Any]], targets: Sequence[str]) -> str:
+    """Median CPU ms of the package for each of ``targets`` and their ratio to the first's."""
+    first, others = targets[0], targets[1:]
+    header = f"| molecule | dtype | {first} CPU ms |"
+    header += "".join(f" {t} CPU ms | {t} / {first} |" for t in others)
+    lines = [header, "|---" * (3 + 2 * len(others)) + "|"]
+    for case in cases:
+        ms = {k: v["median"] for k, v in case["cpu_ms"].items()}
+        cells = [case["molecule"], case["dtype"], f"{ms['exported']:.2f}"]
+        for target in others:
+            other = ms[f"exported {target}"]
+            cells += [f"{other:.2f}", f"{other / ms['exported']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary(times: Sequence[CallTime]) -> tuple[dict[str, float], dict[str, float]]:
     """({"median", "min"} of CPU ms, the same of wall ms) over ``times``."""
     stats = summarize(times)
@@ -164,39 +207,42 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
 
     model = preset_with_species(args.preset, MOLECULE_SPECIES[name], dtype, args.seed)
     eager = use_backend(model, "fast")
-    package_path = folder / f"{name}_{dtype}.pt2"
-    start = time.perf_counter()
-    export_potential(model, package_path, backend=args.backend)
-    export_s = time.perf_counter() - start
-    package = load_exported(package_path)
+    paths, export_s = {}, {}
+    for target in args.cpu_targets:  # the first is "exported", the others "exported <target>"
+        key = "exported" if not paths else f"exported {target}"
+        paths[key] = folder / f"{name}_{dtype}_{target}.pt2"
+        start = time.perf_counter()
+        export_potential(model, paths[key], backend=args.backend, cpu_target=target)
+        export_s[key] = time.perf_counter() - start
+    packages = {key: load_exported(path) for key, path in paths.items()}
     atoms = molecule(name, args.data_dir)
-    batch = package.batch(atoms)
+    batch = packages["exported"].batch(atoms)
     if args.md_step:
         from equiforce.md.calculator import EquiforceCalculator
 
-        calls = {
-            "eager": md_step(EquiforceCalculator(eager), atoms.copy()),
-            "exported": md_step(EquiforceCalculator(package_path), atoms.copy()),
-        }
+        calls = {"eager": md_step(EquiforceCalculator(eager), atoms.copy())}
+        for key, path in paths.items():
+            calls[key] = md_step(EquiforceCalculator(path), atoms.copy())
     else:
-        calls = {
-            "eager": lambda: eager(batch, compute_forces=True, create_graph=False),
-            "exported": lambda: package(batch),
-        }
+        calls = {"eager": lambda: eager(batch, compute_forces=True, create_graph=False)}
+        calls.update({key: partial(package, batch) for key, package in packages.items()})
     summaries = {k: summary(v) for k, v in thread_timed(calls, args).items()}
-    got = package(batch)
     want = eager(batch, compute_forces=True, create_graph=False)
     want = {k: v.detach() for k, v in want.items()}
+    parity = {}
+    for key, package in packages.items():
+        got = package(batch)
+        tag = "" if key == "exported" else f" ({key.removeprefix('exported ')})"
+        parity[f"energy_eV{tag}"] = float((got["energy"] - want["energy"]).abs().max())
+        parity[f"forces_eV_per_A{tag}"] = float((got["forces"] - want["forces"]).abs().max())
     result = {
         "molecule": name,
         "dtype": dtype,
         "n_atoms": int(batch["pos"].shape[0]),
         "n_edges": int(batch["edge_index"].shape[1]),
-        "export_s": export_s,
-        "parity": {
-            "energy_eV": float((got["energy"] - want["energy"]).abs().max()),
-            "forces_eV_per_A": float((got["forces"] - want["forces"]).abs().max()),
-        },
+        "export_s": export_s["exported"],
+        "cpu_targets": list(args.cpu_targets),
+        "parity": parity,
         "cpu_ms": {k: cpu for k, (cpu, _) in summaries.items()},
         "wall_ms": {k: wall for k, (_, wall) in summaries.items()},
     }
@@ -257,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=30)
     add_timing_arguments(p)
+    add_target_argument(p)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument(
         "--mace-python",
@@ -284,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(document, path)
     print(f"CPU ms per {document['measure']}")
     print(table(document["cases"], "mace-torch"))
+    if len(args.cpu_targets) > 1:
+        print(target_table(document["cases"], args.cpu_targets))
     print(f"load average {document['load_average_start']} -> {document['load_average_end']}")
     print(f"wrote {path}")
     return 0
