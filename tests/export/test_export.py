@@ -669,3 +669,20 @@ def test_max_atoms_bounds_the_atom_axis_and_refuses_larger_structures(
     too_large.calc = EquiforceCalculator(path)
     with pytest.raises(ValueError, match="--max-atoms 100"):
         too_large.get_potential_energy()
+
+
+def test_a_native_package_asks_only_what_this_cpus_kernel_lists(monkeypatch):
+    """The compiler reads cpuid; /proc/cpuinfo leaves out what the operating system does not
+    enable (AMX under an older kernel). A native package asks other CPUs only for what this
+    one lists, so it loads (and validates) where it was exported; a named target asks for all
+    its extensions."""
+    from equiforce.export import build
+
+    if platform.machine() != "x86_64" or shutil.which("g++") is None:
+        pytest.skip("x86-64 g++ only")
+    native = build._cpu_target("native", torch.device("cpu"))[1]["features"]
+    hidden = frozenset(native) - {"avx2"}
+    monkeypatch.setattr(build, "cpu_flag_set", lambda: hidden)
+    assert build._cpu_target("native", torch.device("cpu"))[1]["features"] == sorted(hidden)
+    avx2 = build._cpu_target("x86-64-v3", torch.device("cpu"))[1]["features"]
+    assert "avx2" in avx2 and avx2 == compiled_features("x86-64-v3", "g++")

@@ -66,7 +66,7 @@ from torch.export import Dim
 from torch.export.pt2_archive._package import PT2ArchiveWriter, _package_aoti_files
 
 import equiforce
-from equiforce.cpu_features import compiled_features
+from equiforce.cpu_features import compiled_features, cpu_flag_set
 from equiforce.data import keys
 from equiforce.export.package import (
     FORMAT,
@@ -256,9 +256,12 @@ def _cpu_target(march: str, device: torch.device) -> tuple[dict[str, Any], dict[
     (``cpu_features.compiled_features`` of Inductor's compile: ``-march`` and its vector ISA's
     flags), which loaders check (``_library_features`` adds the kernel library's).
 
-    ``native`` compiles for this CPU (Inductor's default); another ``-march`` value (e.g.
-    ``x86-64-v3``: AVX2 CPUs since 2013-2015) also picks Inductor's widest vector ISA within
-    the target (``cpp.simdlen``: its vector flags are added to ``-march``).
+    ``native`` compiles for this CPU (Inductor's default; ``_required`` keeps the features
+    this CPU's /proc/cpuinfo lists); another
+    ``-march`` value (e.g. ``x86-64-v3``: AVX2 CPUs since 2013-2015) also picks Inductor's
+    widest vector ISA within the target (``cpp.simdlen``: its vector flags are added to
+    ``-march``). The validation runs the package here, so this CPU must have the target's
+    extensions.
 
     Raises:
         ExportError: a target other than ``native`` off x86-64 or for a CUDA package, or one
@@ -284,8 +287,19 @@ def _cpu_target(march: str, device: torch.device) -> tuple[dict[str, Any], dict[
         options = {"cpp.march": march, "cpp.simdlen": simdlen}
     with inductor_config.patch(options):
         isa_flags = pick_vec_isa().build_arch_flags().split()
-    features = compiled_features(march, compiler, isa_flags)
+    features = _required(march, compiled_features(march, compiler, isa_flags))
     return options, {"machine": platform.machine(), "target": march, "features": features}
+
+
+def _required(march: str, features: list[str]) -> list[str]:
+    """``features`` as a package for ``march`` asks them of a CPU, sorted: for ``native`` only
+    those this CPU's /proc/cpuinfo lists (the compiler reads cpuid, which also names what the
+    operating system does not enable, e.g. AMX under a kernel without its state; the package
+    must load where it was exported and validated)."""
+    present = cpu_flag_set()
+    if march != "native" or present is None:
+        return sorted(set(features))
+    return sorted(set(features) & present)
 
 
 def _library_features(cpu: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +308,7 @@ def _library_features(cpu: dict[str, Any]) -> dict[str, Any]:
     from torch.utils.cpp_extension import get_cxx_compiler
 
     library = compiled_features(cpu["target"], get_cxx_compiler())
-    return {**cpu, "features": sorted({*cpu["features"], *library})}
+    return {**cpu, "features": _required(cpu["target"], [*cpu["features"], *library])}
 
 
 def _exported_program(
