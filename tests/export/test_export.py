@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -352,6 +353,20 @@ def _compiled_files(package: Path, folder: Path) -> list[Path]:
     return files
 
 
+def _torch_package_warnings(load) -> list[str]:
+    """The messages torch's package loader logs while ``load()`` runs."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("torch.export.pt2_archive._package")
+    logger.addHandler(handler)
+    try:
+        load()
+    finally:
+        logger.removeHandler(handler)
+    return messages
+
+
 def test_a_package_for_avx2_cpus_holds_no_avx512_code_and_equals_this_cpus(
     allegro_fast_avx2, allegro_fast_float64, tmp_path
 ):
@@ -378,6 +393,8 @@ def test_a_package_for_avx2_cpus_holds_no_avx512_code_and_equals_this_cpus(
         (tmp_path / "native").mkdir()
         native_files = _compiled_files(allegro_fast_float64[1], tmp_path / "native")
         assert all(_avx512_instructions(f) > 0 for f in native_files)
+    messages = _torch_package_warnings(lambda: load_exported(path))
+    assert not [m for m in messages if "AOTI_CPU_ISA" in m]  # checked: no stray warning
     portable, here = load_exported(path), load_exported(allegro_fast_float64[1])
     for atoms in [make_molecule(), make_fcc_cu(3)]:
         batch = here.batch(atoms)

@@ -14,8 +14,10 @@ list and batching) and nothing of ``equiforce.models`` or ``equiforce.train``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -188,12 +190,31 @@ def load_exported(
     _load_kernel_library(path, metadata.get("kernel_library"))
     index = -1 if device.index is None else device.index
     try:
-        runner = torch._inductor.aoti_load_package(str(path), device_index=index)
+        with _cpu_isa_checked(metadata.get("cpu") is not None):
+            runner = torch._inductor.aoti_load_package(str(path), device_index=index)
     except Exception as err:  # the C++ loader raises RuntimeError and friends
         raise ExportedPackageError(
             f"{path}: AOTInductor cannot load the package ({type(err).__name__}: {err})"
         ) from err
     return ExportedPotential(runner, metadata, device)
+
+
+@contextlib.contextmanager
+def _cpu_isa_checked(checked: bool):
+    """While loading: where ``_check_cpu`` has checked the package's instruction sets
+    (``checked``), drop torch's warning that its ``AOTI_CPU_ISA`` differs from this CPU's (a
+    package for other CPUs, ``--cpu-target``, differs by design; the check said it runs)."""
+    logger = logging.getLogger("torch.export.pt2_archive._package")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "AOTI_CPU_ISA" not in record.getMessage()
+
+    if checked:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _kernel_cache() -> Path:
