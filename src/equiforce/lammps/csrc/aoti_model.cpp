@@ -15,150 +15,35 @@
    atoms joined by two edges of their own: they touch no real atom's energy and are dropped.
    Atoms of types mapped to NULL (pair_style hybrid) enter as type 0 without edges; their
    constant energies are left out. A package whose program calls equiforce's kernel library
-   (Allegro's tensor product, `fast` backend) carries it; it is loaded before the program. */
+   (Allegro's tensor product, `fast` backend) carries it; it is loaded before the program
+   (equiforce/export/csrc/package_reader.h: the metadata and checks every C++ consumer shares). */
 #include "aoti_model.h"
 
-#include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <c10/core/InferenceMode.h>
-#include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
-#include <torch/headeronly/version.h>
+#include "package_reader.h"
 
-#include <dlfcn.h>
-#include <sys/utsname.h>
-#include <unistd.h>
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
-#include <tuple>
-#include <unordered_map>
 
 namespace equiforce {
 
 namespace {
 
-using Metadata = std::unordered_map<std::string, std::string>;
-
-[[noreturn]] void fail(const std::string &path, const std::string &reason)
+/* Refuse a package the pair style cannot run: a model that passes messages, no per-atom
+   energies or edge gradients (the torch release, format and CPU are PackageReader's). */
+void check_runnable(const PackageReader &package)
 {
-  throw std::runtime_error("equiforce: " + path + ": " + reason);
-}
-
-/* A JSON string literal starting at text[at] (at its opening quote); `at` moves past it.
-   Escapes \" \\ \/ \n \t are decoded; \uXXXX is kept verbatim (element symbols, input and
-   output names are ASCII). */
-std::string json_string(const std::string &text, size_t &at)
-{
-  if (at >= text.size() || text[at] != '"') throw std::invalid_argument("expected a string");
-  std::string value;
-  for (++at; at < text.size() && text[at] != '"'; ++at) {
-    char c = text[at];
-    if (c == '\\' && at + 1 < text.size()) {
-      c = text[++at];
-      if (c == 'n') c = '\n';
-      if (c == 't') c = '\t';
-      if (c == 'u') value += '\\';
-    }
-    value += c;
-  }
-  if (at >= text.size()) throw std::invalid_argument("unterminated string");
-  ++at;
-  return value;
-}
-
-void skip_blanks(const std::string &text, size_t &at)
-{
-  while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
-}
-
-/* A JSON array of strings, e.g. ["H", "C"]. */
-std::vector<std::string> json_strings(const std::string &text)
-{
-  std::vector<std::string> values;
-  size_t at = 0;
-  skip_blanks(text, at);
-  if (at >= text.size() || text[at] != '[') throw std::invalid_argument("expected a list");
-  ++at;
-  skip_blanks(text, at);
-  while (at < text.size() && text[at] != ']') {
-    values.push_back(json_string(text, at));
-    skip_blanks(text, at);
-    if (at < text.size() && text[at] == ',') ++at;
-    skip_blanks(text, at);
-  }
-  if (at >= text.size()) throw std::invalid_argument("unterminated list");
-  return values;
-}
-
-/* The JSON text of metadata field `key` (AOTInductor metadata `equiforce.<key>`). */
-const std::string &field(const Metadata &metadata, const std::string &path, const std::string &key)
-{
-  auto found = metadata.find("equiforce." + key);
-  if (found == metadata.end())
-    fail(path, "no '" + key + "' in the package's metadata: not a package written by "
-                              "`equiforce export` (or one from an older equiforce: export it again)");
-  return found->second;
-}
-
-std::string string_field(const Metadata &metadata, const std::string &path, const std::string &key)
-{
-  size_t at = 0;
-  try {
-    return json_string(field(metadata, path, key), at);
-  } catch (const std::invalid_argument &err) {
-    fail(path, "metadata field '" + key + "': " + err.what());
-  }
-}
-
-std::vector<std::string> strings_field(const Metadata &metadata, const std::string &path,
-                                       const std::string &key)
-{
-  try {
-    return json_strings(field(metadata, path, key));
-  } catch (const std::invalid_argument &err) {
-    fail(path, "metadata field '" + key + "': " + err.what());
-  }
-}
-
-std::string joined(const std::vector<std::string> &words)
-{
-  std::string text;
-  for (const auto &word : words) text += (text.empty() ? "" : " ") + word;
-  return text;
-}
-
-/* "2.13.0+cpu" -> "2.13" */
-std::string release(const std::string &version)
-{
-  size_t first = version.find('.');
-  size_t second = first == std::string::npos ? first : version.find('.', first + 1);
-  return version.substr(0, second);
-}
-
-/* Refuse a package this path cannot run: another torch release, a model that passes
-   messages, no per-atom energies or edge gradients. */
-void check_runnable(const Metadata &metadata, const std::string &path)
-{
-  std::string built = string_field(metadata, path, "torch_version");
-  std::string here = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
-  if (release(built) != here)
-    fail(path, "exported with torch " + built + ", this plugin is linked to libtorch " + here +
-                   "; AOTInductor packages run only under the torch release that compiled them "
-                   "(export the model file again with this torch)");
-  std::string family = string_field(metadata, path, "family");
-  if (string_field(metadata, path, "format") != "equiforce-aoti-1")
-    fail(path, "package format " + field(metadata, path, "format") + ", this plugin reads "
-                   "equiforce-aoti-1");
-  if (field(metadata, path, "strictly_local") != "true") {
-    auto layers = metadata.find("equiforce.message_passing_layers");
-    std::string count = layers == metadata.end() ? "" : " (" + layers->second + " layers)";
+  const std::string &path = package.path();
+  std::string family = package.string_field("family");
+  if (package.field("strictly_local") != "true") {
+    std::string count = package.has("message_passing_layers")
+                            ? " (" + package.field("message_passing_layers") + " layers)"
+                            : "";
     fail(path, "this " + family + " package is not strictly local: its model passes messages "
                    "between atoms" + count + ", which needs a halo exchange between layers on "
                    "every MPI rank, and a package runs as one program. Run the model file "
@@ -166,121 +51,13 @@ void check_runnable(const Metadata &metadata, const std::string &path)
                    "Python-callback path, which exchanges per layer); packages run in C++ for "
                    "strictly local models (Allegro)");
   }
-  auto outputs = strings_field(metadata, path, "outputs");
+  auto outputs = package.strings_field("outputs");
   for (const char *name : {"node_energy", "edge_gradient"})
     if (std::find(outputs.begin(), outputs.end(), name) == outputs.end())
       fail(path, std::string("the package has no '") + name + "' output (its outputs: " +
                      joined(outputs) + "); LAMMPS needs the per-atom energies and the edge "
                      "gradients of local atoms: equiforce export MODEL OUT.pt2 --per-atom (with "
                      "this equiforce: packages before edge_gradient lack it)");
-}
-
-/* The text after `"key":` in a flat JSON object (blanks skipped). */
-size_t member_value(const std::string &object, const std::string &key)
-{
-  size_t at = object.find("\"" + key + "\"");
-  if (at == std::string::npos) throw std::invalid_argument("no member '" + key + "'");
-  at = object.find(':', at + key.size() + 2);
-  if (at == std::string::npos) throw std::invalid_argument("no value of '" + key + "'");
-  ++at;
-  skip_blanks(object, at);
-  return at;
-}
-
-/* The instruction-set extensions this CPU has: the first `flags` (x86) or `Features` (aarch64)
-   line of /proc/cpuinfo; false when there is none to read. */
-bool cpu_flags(std::vector<std::string> &flags)
-{
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    size_t colon = line.find(':');
-    std::string key = line.substr(0, std::min(line.find_first_of(" \t:"), colon));
-    if (colon == std::string::npos || (key != "flags" && key != "Features")) continue;
-    std::istringstream words(line.substr(colon + 1));
-    for (std::string word; words >> word;) flags.push_back(word);
-    return true;
-  }
-  return false;
-}
-
-/* Refuse a package whose compiled code may use an instruction-set extension this CPU lacks
-   (metadata `cpu`: machine, target, features; equiforce.cpu_features): its first call would
-   stop the rank at an illegal instruction, with no message. As equiforce.export.package does;
-   packages from before the field and CPUs whose flags cannot be read are not checked. */
-void check_cpu(const Metadata &metadata, const std::string &path)
-{
-  auto found = metadata.find("equiforce.cpu");
-  if (found == metadata.end() || found->second == "null") return;
-  const std::string &cpu = found->second;
-  std::string machine, target;
-  std::vector<std::string> features;
-  try {
-    size_t at = member_value(cpu, "machine");
-    machine = json_string(cpu, at);
-    at = member_value(cpu, "target");
-    target = json_string(cpu, at);
-    features = json_strings(cpu.substr(member_value(cpu, "features")));
-  } catch (const std::invalid_argument &err) {
-    fail(path, std::string("metadata field 'cpu': ") + err.what());
-  }
-  struct utsname name;
-  if (uname(&name) == 0 && machine != name.machine)
-    fail(path, "compiled for " + machine + " CPUs, this is " + name.machine +
-                   "; export the model file again on this machine");
-  std::vector<std::string> present, missing;
-  if (!cpu_flags(present)) return;
-  for (const auto &feature : features)
-    if (std::find(present.begin(), present.end(), feature) == present.end())
-      missing.push_back(feature);
-  if (!missing.empty())
-    fail(path, "compiled for CPUs with " + joined(missing) + " (equiforce export --cpu-target " +
-                   target + "), which this CPU lacks: its code would stop at an illegal "
-                   "instruction. Export the model file again on this machine, or for every CPU "
-                   "of a cluster with --cpu-target x86-64-v3 (AVX2) or x86-64-v4 (AVX-512)");
-}
-
-/* Load the operator library a package carries (metadata `kernel_library`, null when its
-   program calls aten's operators only; docs/export.md), as equiforce.export.load_exported
-   does: the shared object is unpacked from the archive into a temporary file, dlopen'ed (its
-   TORCH_LIBRARY registers the operators the program calls by name) and the file removed.
-   Nothing is done when the operators are registered already (the namespace hashes the build:
-   one namespace is one library). */
-void load_kernel_library(const Metadata &metadata, const std::string &path)
-{
-  auto found = metadata.find("equiforce.kernel_library");
-  if (found == metadata.end() || found->second == "null") return;
-  const std::string &library = found->second;
-  std::string file, first_operator;
-  try {
-    size_t at = member_value(library, "file");
-    file = json_string(library, at);
-    auto operators = json_strings(library.substr(member_value(library, "operators")));
-    if (operators.empty()) throw std::invalid_argument("no operators");
-    first_operator = operators.front();
-  } catch (const std::invalid_argument &err) {
-    fail(path, std::string("metadata field 'kernel_library': ") + err.what());
-  }
-  if (c10::Dispatcher::singleton().findSchema({first_operator, ""}).has_value()) return;
-  at::DataPtr data;
-  size_t size = 0;
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    std::tie(data, size) = reader.getRecord(file);
-  } catch (const std::exception &err) {
-    fail(path, "the program calls operators of the kernel library " + file + ", which the "
-                   "archive does not hold (" + err.what() + "): export the model file again");
-  }
-  const char *folder = std::getenv("TMPDIR");
-  std::string name = std::string(folder && *folder ? folder : "/tmp") +
-                     "/equiforce-kernels-XXXXXX.so";
-  int fd = mkstemps(name.data(), 3);
-  bool written = fd >= 0 && write(fd, data.get(), size) == static_cast<ssize_t>(size);
-  if (fd >= 0) close(fd);
-  void *handle = written ? dlopen(name.c_str(), RTLD_NOW | RTLD_GLOBAL) : nullptr;
-  std::string why = written ? (handle ? "" : dlerror()) : "cannot write " + name;
-  if (fd >= 0) unlink(name.c_str());    // the loaded library stays mapped
-  if (!handle) fail(path, "cannot load the kernel library " + file + " it carries: " + why);
 }
 
 size_t index_of(const std::vector<std::string> &names, const std::string &name)
@@ -313,45 +90,21 @@ class PackageModel final : public AotiModel {
 
 PackageModel::PackageModel(const std::string &path) : path_(path), r_max_(0.0), max_atoms_(-1)
 {
-  Metadata metadata;
-  try {
-    metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
-  } catch (const std::exception &err) {
-    fail(path, std::string("not a readable AOTInductor package (missing, truncated or "
-                           "corrupted?): ") + err.what());
-  }
-  check_runnable(metadata, path);
-  check_cpu(metadata, path);
-  try {
-    r_max_ = std::stod(field(metadata, path, "r_max"));
-  } catch (const std::logic_error &err) {
-    fail(path, "metadata field 'r_max' is not a number");
-  }
-  auto bound = metadata.find("equiforce.max_atoms");    // absent before --max-atoms existed
-  if (bound != metadata.end() && bound->second != "null") {
-    try {
-      max_atoms_ = std::stoll(bound->second);
-    } catch (const std::logic_error &err) {
-      fail(path, "metadata field 'max_atoms' is not an integer: " + bound->second);
-    }
-  }
-  type_names_ = strings_field(metadata, path, "type_names");
-  inputs_ = strings_field(metadata, path, "inputs");
+  PackageReader package(path, "this plugin");
+  check_runnable(package);
+  r_max_ = package.number_field("r_max");
+  max_atoms_ = package.integer_field("max_atoms", -1);    // absent before --max-atoms existed
+  type_names_ = package.strings_field("type_names");
+  inputs_ = package.strings_field("inputs");
   for (const auto &name : inputs_)
     if (name != "atom_type" && name != "batch" && name != "cell" && name != "edge_index" &&
         name != "edge_shift" && name != "pos" && name != "ptr")
       fail(path, "the package takes an input '" + name + "' that this plugin cannot provide");
-  auto outputs = strings_field(metadata, path, "outputs");
+  auto outputs = package.strings_field("outputs");
   edge_gradient_ = index_of(outputs, "edge_gradient");
   node_energy_ = index_of(outputs, "node_energy");
-  std::string device = string_field(metadata, path, "device");
-  device_ = c10::Device(device == "cuda" ? c10::kCUDA : c10::kCPU);
-  load_kernel_library(metadata, path);
-  try {
-    loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
-  } catch (const std::exception &err) {
-    fail(path, std::string("AOTInductor cannot load the package: ") + err.what());
-  }
+  device_ = c10::Device(package.string_field("device") == "cuda" ? c10::kCUDA : c10::kCPU);
+  loader_ = package.load_program();
 }
 
 int PackageModel::type_index(const std::string &element) const

@@ -1,0 +1,425 @@
+/* equiforce-run: an exported package run in C++ with no Python, on every frame of an XYZ file.
+
+     equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] [--repeat N]
+
+   Any package runs here, MACE included: the whole structure is one program call (periodic
+   images as lattice shifts of the edges, as the Python loader does), so no halo exchange is
+   needed; the LAMMPS pair style instead splits a structure over MPI ranks and so takes strictly
+   local packages only (docs/export.md, "Loading from C++"). This file is also the template for
+   a C++ MD code: what it builds from positions, species and a cell is the whole interface.
+
+   Input: an XYZ or extended XYZ file (what ase.io.write gives): per frame a line with the atom
+   count, a comment line, then one line per atom `element x y z` (Å; further columns ignored).
+   The comment may hold `Lattice="ax ay az bx by bz cx cy cz"` (Å, rows are the lattice
+   vectors) and `pbc="T T F"` (default "T T T" with a lattice, no periodic axis without one);
+   a `Properties=` that does not start with species:S:1:pos:R:3 is refused.
+
+   Output: one JSON object per frame on stdout, {"frame", "n_atoms", "n_edges", "energy" (eV),
+   "forces" (n_atoms x 3, eV/Å), "stress" (3 x 3, eV/Å^3, with --stress: a package exported
+   with --stress), and with --repeat N "call_cpu_ms" and "call_wall_ms", the median over N
+   further calls of the program alone (the neighbour list is built once per frame)}.
+
+   The program's inputs are named by the package's `inputs` metadata (docs/export.md, "What a
+   package contains"): atom_type (n,) int64, batch (n,) zeros, cell (1,3,3) float64 Å (zeros
+   without a periodic axis), edge_index (2,E) int64 [centre, neighbour], edge_shift (E,3)
+   float64 integer lattice shifts S (edge vector = pos[j] - pos[i] + S @ cell), pos (n,3)
+   float64 Å, ptr (2,) [0, n], and for MACE the bonds, edge_pair_first (B,) int64 (the lowest
+   edge of each bond) and edge_pair_of (E,) int64 (each edge's bond). The neighbour search
+   tries every pair of atoms and every lattice shift within reach (O(n^2) per frame) and makes
+   each bond's two edges, (i, j, S) and (j, i, -S), together, so the bonds are known as they
+   are made; the edges are then ordered by centre and neighbour, as the Python loader's list
+   (the kernels' memory access follows that order: on 3BPA the bond-by-bond order cost ~10 %). */
+#include "package_reader.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <malloc.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using equiforce::fail;
+using Vec3 = std::array<double, 3>;
+
+struct Frame {
+  std::vector<std::string> elements;
+  std::vector<Vec3> positions;    // Å
+  std::array<Vec3, 3> cell{};    // rows: lattice vectors, Å (zeros: none)
+  std::array<bool, 3> pbc{false, false, false};
+};
+
+/* The text of `key="..."` (or key=word) in an extended XYZ comment line; empty if absent. */
+std::string comment_value(const std::string &comment, const std::string &key)
+{
+  size_t at = 0;
+  while ((at = comment.find(key + "=", at)) != std::string::npos) {
+    if (at == 0 || std::isspace(static_cast<unsigned char>(comment[at - 1]))) break;
+    at += key.size();
+  }
+  if (at == std::string::npos) return "";
+  at += key.size() + 1;
+  if (at < comment.size() && comment[at] == '"') {
+    size_t end = comment.find('"', at + 1);
+    return comment.substr(at + 1, end == std::string::npos ? end : end - at - 1);
+  }
+  return comment.substr(at, comment.find_first_of(" \t", at) - at);
+}
+
+/* The next frame of `file` into `frame`; false at the end of the file. */
+bool read_frame(std::istream &file, const std::string &path, int index, Frame &frame)
+{
+  std::string line;
+  while (std::getline(file, line) && line.find_first_not_of(" \t\r") == std::string::npos) {}
+  if (!file) return false;
+  const std::string where = "frame " + std::to_string(index);
+  long long count = -1;
+  try {
+    size_t used = 0;
+    count = std::stoll(line, &used);
+    if (line.find_first_not_of(" \t\r", used) != std::string::npos) count = -1;
+  } catch (const std::logic_error &) {
+  }
+  if (count < 0) fail(path, where + ": the first line is not an atom count: '" + line + "'");
+  std::string comment;
+  if (!std::getline(file, comment)) fail(path, where + ": no comment line");
+  frame = Frame();
+  std::string properties = comment_value(comment, "Properties");
+  if (!properties.empty() && properties.rfind("species:S:1:pos:R:3", 0) != 0)
+    fail(path, where + ": Properties=" + properties + " (this reader takes the element and the "
+                           "position as the first four columns: species:S:1:pos:R:3...)");
+  std::string lattice = comment_value(comment, "Lattice");
+  if (!lattice.empty()) {
+    std::istringstream numbers(lattice);
+    for (auto &row : frame.cell)
+      for (double &value : row)
+        if (!(numbers >> value)) fail(path, where + ": Lattice=\"" + lattice + "\" is not 9 "
+                                                         "numbers");
+    frame.pbc = {true, true, true};
+  }
+  std::string pbc = comment_value(comment, "pbc");
+  if (!pbc.empty()) {
+    std::istringstream flags(pbc);
+    for (bool &periodic : frame.pbc) {
+      std::string flag;
+      if (!(flags >> flag) || (flag != "T" && flag != "F"))
+        fail(path, where + ": pbc=\"" + pbc + "\" is not three of T or F");
+      periodic = flag == "T";
+    }
+    if (lattice.empty() && pbc != "F F F")
+      fail(path, where + ": pbc=\"" + pbc + "\" without a Lattice");
+  }
+  for (long long atom = 0; atom < count; atom++) {
+    if (!std::getline(file, line))
+      fail(path, where + ": " + std::to_string(atom) + " of its " + std::to_string(count) +
+                     " atom lines (the file ends)");
+    std::istringstream words(line);
+    std::string element;
+    Vec3 position;
+    if (!(words >> element >> position[0] >> position[1] >> position[2]))
+      fail(path, where + ", atom " + std::to_string(atom) + ": '" + line + "' is not `element "
+                                                                           "x y z`");
+    frame.elements.push_back(element);
+    frame.positions.push_back(position);
+  }
+  return true;
+}
+
+struct Edges {
+  std::vector<int64_t> centre, neighbour;
+  std::vector<Vec3> shift;    // integer lattice shifts of the neighbour
+  std::vector<int64_t> pair_first;    // (n_bonds,) the lowest edge of each bond, ascending
+  std::vector<int64_t> pair_of;    // (n_edges,) the bond of each edge
+};
+
+/* `bonds` (edges 2b and 2b + 1 the two directions of bond b) ordered by centre, then
+   neighbour (stable), with their bonds. */
+Edges ordered(const Edges &bonds)
+{
+  const size_t n_edges = bonds.centre.size();
+  std::vector<size_t> order(n_edges), position(n_edges);
+  for (size_t e = 0; e < n_edges; e++) order[e] = e;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::tie(bonds.centre[a], bonds.neighbour[a]) <
+           std::tie(bonds.centre[b], bonds.neighbour[b]);
+  });
+  Edges edges;
+  for (size_t k = 0; k < n_edges; k++) {
+    position[order[k]] = k;
+    edges.centre.push_back(bonds.centre[order[k]]);
+    edges.neighbour.push_back(bonds.neighbour[order[k]]);
+    edges.shift.push_back(bonds.shift[order[k]]);
+  }
+  edges.pair_of.resize(n_edges);
+  std::vector<std::pair<size_t, size_t>> firsts;    // (lowest edge, bond)
+  for (size_t b = 0; 2 * b < n_edges; b++)
+    firsts.emplace_back(std::min(position[2 * b], position[2 * b + 1]), b);
+  std::sort(firsts.begin(), firsts.end());
+  for (size_t rank = 0; rank < firsts.size(); rank++) {
+    size_t b = firsts[rank].second;
+    edges.pair_first.push_back(static_cast<int64_t>(firsts[rank].first));
+    edges.pair_of[position[2 * b]] = edges.pair_of[position[2 * b + 1]] = rank;
+  }
+  return edges;
+}
+
+double dot(const Vec3 &a, const Vec3 &b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+Vec3 cross(const Vec3 &a, const Vec3 &b)
+{
+  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+
+/* Every edge i -> j with 0 < |pos[j] - pos[i] + S @ cell| < r_max and its bond (`ordered`).
+   Periodic axes: the positions are wrapped into the cell for the search
+   (their own shifts, W, go into the edges' S), and the shifts along axis d run over
+   |S_d| <= floor(r_max / h_d) + 1, h_d the cell's height across that axis. */
+Edges neighbour_list(const Frame &frame, double r_max, const std::string &where)
+{
+  const size_t n = frame.positions.size();
+  const auto &cell = frame.cell;
+  std::vector<Vec3> wrapped = frame.positions, wraps(n, Vec3{0, 0, 0});
+  std::array<int, 3> reach{0, 0, 0};
+  if (frame.pbc[0] || frame.pbc[1] || frame.pbc[2]) {
+    const double volume = dot(cell[0], cross(cell[1], cell[2]));
+    if (std::abs(volume) < 1e-12) fail(where, "the lattice has no volume");
+    std::array<Vec3, 3> normals;    // reciprocal rows: fraction f_d = pos . normals[d]
+    for (int d = 0; d < 3; d++) {
+      Vec3 normal = cross(cell[(d + 1) % 3], cell[(d + 2) % 3]);
+      for (double &value : normal) value /= volume;
+      normals[d] = normal;
+      if (frame.pbc[d]) reach[d] = static_cast<int>(r_max * std::sqrt(dot(normal, normal))) + 1;
+    }
+    for (size_t i = 0; i < n; i++)
+      for (int d = 0; d < 3; d++) {
+        if (!frame.pbc[d]) continue;
+        double w = std::floor(dot(frame.positions[i], normals[d]));
+        wraps[i][d] = w;
+        for (int c = 0; c < 3; c++) wrapped[i][c] -= w * cell[d][c];
+      }
+  }
+  Edges bonds;
+  const double cutoff = r_max * r_max;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = i; j < n; j++)
+      for (int a = -reach[0]; a <= reach[0]; a++)
+        for (int b = -reach[1]; b <= reach[1]; b++)
+          for (int c = -reach[2]; c <= reach[2]; c++) {
+            // one of (i, i, S) and (i, i, -S): the one whose first non-zero shift is positive
+            if (i == j && (a < 0 || (a == 0 && (b < 0 || (b == 0 && c <= 0))))) continue;
+            Vec3 vector;
+            for (int k = 0; k < 3; k++)
+              vector[k] = wrapped[j][k] - wrapped[i][k] + a * cell[0][k] + b * cell[1][k] +
+                          c * cell[2][k];
+            double length2 = dot(vector, vector);
+            if (length2 >= cutoff || length2 == 0.0) continue;
+            Vec3 shift{a - wraps[j][0] + wraps[i][0], b - wraps[j][1] + wraps[i][1],
+                       c - wraps[j][2] + wraps[i][2]};
+            bonds.centre.push_back(i), bonds.neighbour.push_back(j), bonds.shift.push_back(shift);
+            bonds.centre.push_back(j), bonds.neighbour.push_back(i);
+            bonds.shift.push_back({-shift[0], -shift[1], -shift[2]});
+          }
+  return ordered(bonds);
+}
+
+/* The program's inputs, in the package's `inputs` order (file docstring). */
+std::vector<at::Tensor> program_inputs(const std::vector<std::string> &names,
+                                       const std::vector<int64_t> &types, const Frame &frame,
+                                       const Edges &edges, bool periodic)
+{
+  const int64_t n = static_cast<int64_t>(types.size());
+  const int64_t n_edges = static_cast<int64_t>(edges.centre.size());
+  auto real = at::TensorOptions().dtype(at::kDouble), index = real.dtype(at::kLong);
+  std::vector<at::Tensor> inputs;
+  for (const auto &name : names) {
+    at::Tensor value;
+    if (name == "atom_type") {
+      value = at::tensor(types, index);
+    } else if (name == "batch") {
+      value = at::zeros({n}, index);
+    } else if (name == "ptr") {
+      value = at::tensor({int64_t(0), n}, index);
+    } else if (name == "pos") {
+      value = at::empty({n, 3}, real);
+      std::copy_n(frame.positions.data()->data(), 3 * n, value.data_ptr<double>());
+    } else if (name == "cell") {
+      value = at::zeros({1, 3, 3}, real);
+      if (periodic) std::copy_n(frame.cell.data()->data(), 9, value.data_ptr<double>());
+    } else if (name == "edge_index") {
+      value = at::empty({2, n_edges}, index);
+      std::copy(edges.centre.begin(), edges.centre.end(), value.data_ptr<int64_t>());
+      std::copy(edges.neighbour.begin(), edges.neighbour.end(),
+                value.data_ptr<int64_t>() + n_edges);
+    } else if (name == "edge_shift") {
+      value = at::empty({n_edges, 3}, real);
+      std::copy_n(edges.shift.data()->data(), 3 * n_edges, value.data_ptr<double>());
+    } else if (name == "edge_pair_first") {
+      value = at::tensor(edges.pair_first, index);
+    } else if (name == "edge_pair_of") {
+      value = at::tensor(edges.pair_of, index);
+    } else {
+      throw std::invalid_argument("the package takes an input '" + name + "' that "
+                                  "equiforce-run cannot provide");
+    }
+    inputs.push_back(value);
+  }
+  return inputs;
+}
+
+double median(std::vector<double> values)
+{
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+double seconds(clockid_t clock)
+{
+  timespec now;
+  clock_gettime(clock, &now);
+  return now.tv_sec + 1e-9 * now.tv_nsec;
+}
+
+void print_rows(const at::Tensor &matrix)
+{
+  at::Tensor values = matrix.to(at::kDouble).contiguous();
+  const double *v = values.data_ptr<double>();
+  const int64_t rows = values.size(0), columns = values.size(1);
+  std::printf("[");
+  for (int64_t r = 0; r < rows; r++) {
+    std::printf(r ? ", [" : "[");
+    for (int64_t c = 0; c < columns; c++) std::printf(c ? ", %.17g" : "%.17g", v[r * columns + c]);
+    std::printf("]");
+  }
+  std::printf("]");
+}
+
+/* Keep freed heap pages in the process, as the equiforce command line does
+   (equiforce/allocator.py, its thresholds and why: each call frees and re-allocates the same
+   buffers, which glibc would otherwise map afresh, ~10 % of a 3BPA float32 call);
+   EQUIFORCE_MALLOC=default keeps glibc's defaults. */
+void retain_freed_memory()
+{
+  const char *setting = std::getenv("EQUIFORCE_MALLOC");
+  if (setting && std::string(setting) == "default") return;
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 16 << 20);
+}
+
+int run(int argc, char **argv)
+{
+  retain_freed_memory();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> files;
+  bool stress = false;
+  int repeat = 0;
+  for (size_t k = 0; k < args.size(); k++) {
+    if (args[k] == "--stress") {
+      stress = true;
+    } else if (args[k] == "--repeat" && k + 1 < args.size()) {
+      repeat = std::stoi(args[++k]);
+    } else if (args[k].rfind("--", 0) == 0) {
+      throw std::invalid_argument("unknown option " + args[k]);
+    } else {
+      files.push_back(args[k]);
+    }
+  }
+  if (files.size() != 2)
+    throw std::invalid_argument("usage: equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] "
+                                "[--repeat N]");
+  const std::string &model = files[0], &path = files[1];
+  equiforce::PackageReader package(model, "equiforce-run");
+  const double r_max = package.number_field("r_max");
+  const long long max_atoms = package.integer_field("max_atoms", -1);
+  const auto type_names = package.strings_field("type_names");
+  const auto names = package.strings_field("inputs");
+  const auto outputs = package.strings_field("outputs");
+  auto output = [&](const std::string &name) {
+    return static_cast<size_t>(std::find(outputs.begin(), outputs.end(), name) - outputs.begin());
+  };
+  if (stress && output("stress") == outputs.size())
+    fail(model, "this package was exported without stress (equiforce export --stress)");
+  if (package.string_field("device") != "cpu")
+    fail(model, "exported for " + package.string_field("device") + "; equiforce-run runs CPU "
+                                                                   "packages");
+  auto program = package.load_program();
+  std::ifstream file(path);
+  if (!file) fail(path, "cannot read the file");
+  c10::InferenceMode guard;
+  Frame frame;
+  for (int index = 0; read_frame(file, path, index, frame); index++) {
+    const std::string where = path + ": frame " + std::to_string(index);
+    std::vector<int64_t> types;
+    for (size_t atom = 0; atom < frame.elements.size(); atom++) {
+      auto found = std::find(type_names.begin(), type_names.end(), frame.elements[atom]);
+      if (found == type_names.end())
+        fail(path, "frame " + std::to_string(index) + ", atom " + std::to_string(atom) +
+                       ": element " + frame.elements[atom] + ", which the model does not know "
+                       "(its species: " + equiforce::joined(type_names) + ")");
+      types.push_back(found - type_names.begin());
+    }
+    Edges edges = neighbour_list(frame, r_max, where);
+    const size_t n = types.size(), n_edges = edges.centre.size();
+    if (n < 2 || n_edges < 2)
+      fail(where, "exported packages need >= 2 atoms and >= 2 edges within r_max = " +
+                      std::to_string(r_max) + " Å; it has " + std::to_string(n) + " atoms, " +
+                      std::to_string(n_edges) + " edges");
+    if (max_atoms >= 0 && static_cast<long long>(n) > max_atoms)
+      fail(where, std::to_string(n) + " atoms, more than the " + std::to_string(max_atoms) +
+                      " the package was exported for (equiforce export --max-atoms)");
+    const bool periodic = frame.pbc[0] || frame.pbc[1] || frame.pbc[2];
+    auto inputs = program_inputs(names, types, frame, edges, periodic);
+    std::vector<at::Tensor> result;
+    try {
+      result = program->run(inputs);
+    } catch (const std::exception &err) {
+      fail(where, std::string("the package failed: ") + err.what());
+    }
+    std::vector<double> cpu_ms, wall_ms;
+    for (int k = 0; k < repeat; k++) {
+      double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
+      program->run(inputs);
+      cpu_ms.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
+      wall_ms.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
+    }
+    std::printf("{\"frame\": %d, \"n_atoms\": %zu, \"n_edges\": %zu, \"energy\": %.17g, "
+                "\"forces\": ",
+                index, n, n_edges, result.at(output("energy")).item<double>());
+    print_rows(result.at(output("forces")));
+    if (stress) {
+      std::printf(", \"stress\": ");
+      print_rows(result.at(output("stress")).reshape({3, 3}));
+    }
+    if (repeat > 0)
+      std::printf(", \"call_cpu_ms\": %.6g, \"call_wall_ms\": %.6g", median(cpu_ms),
+                  median(wall_ms));
+    std::printf("}\n");
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}    // namespace
+
+int main(int argc, char **argv)
+{
+  try {
+    return run(argc, argv);
+  } catch (const std::exception &err) {
+    std::fprintf(stderr, "%s\n", err.what());
+    return 1;
+  }
+}
