@@ -1,12 +1,14 @@
 """The C++ tensor-track ops of Allegro (kernels/allegro_tensor_track) against their torch
-formulations: values, first and second derivatives (float64 to 1e-12), bad indices refused, and
-a whole Allegro's energy, forces and force-loss parameter gradients equal with all of Allegro's
-C++ ops switched off (float64 to 1e-10)."""
+formulations: values, derivatives to third order (float64 to 1e-12), ``torch.library.opcheck``
+(schema, fake, autograd) of all three operators, symbolic tracing (a trace records the
+operators, as an exported package runs them), bad indices refused, and a whole Allegro's
+energy, forces and force-loss parameter gradients equal with all of Allegro's C++ ops
+switched off (float64 to 1e-10)."""
 
 import pytest
 import torch
 
-from equiforce.kernels.allegro_tensor_track import environment, weighted_channels
+from equiforce.kernels.allegro_tensor_track import _ops, environment, weighted_channels
 from equiforce.kernels.extension import kernel_ops
 from tests.backends import allegro_torch_ops
 
@@ -82,6 +84,73 @@ def test_environment():
         lambda b, w: _torch_environment(b, _view(w), centre),
         (basis, weights),
     )
+
+
+def _third_order(f, inputs):
+    """Values and three rounds of derivatives of a fixed projection (each round's gradients
+    squared and summed for the next)."""
+    out = f(*inputs)
+    results = [out]
+    scalar = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+    for _ in range(3):
+        grads = torch.autograd.grad(scalar, inputs, create_graph=True)
+        results += grads
+        scalar = sum((g**2).sum() for g in grads)
+    return results
+
+
+@pytest.mark.parametrize("op", ["weighted_channels", "environment"])
+def test_third_derivatives_match_torch(op):
+    """The third round differentiates the gradient operator's own autograd kernel."""
+    basis, weights, centre = _inputs()
+    if op == "weighted_channels":
+        ours = lambda b, w: weighted_channels(b, _view(w), IRREP_OF, MUL)  # noqa: E731
+        ref = lambda b, w: _torch_weighted(b, _view(w))  # noqa: E731
+    else:
+        ours = lambda b, w: environment(b, _view(w), IRREP_OF, centre, MUL, N_ATOMS)  # noqa: E731
+        ref = lambda b, w: _torch_environment(b, _view(w), centre)  # noqa: E731
+    for got, want in zip(
+        _third_order(ours, (basis, weights)), _third_order(ref, (basis, weights)), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_opcheck_of_all_three_operators():
+    basis, wide, centre = _inputs()
+    weights = _view(wide).detach().contiguous().requires_grad_()
+    pair_g = torch.randn(9, N_EDGES, MUL, dtype=torch.float64, requires_grad=True)
+    atom_g = torch.randn(N_ATOMS, 9 * MUL, dtype=torch.float64, requires_grad=True)
+    ops = _ops()
+    torch.library.opcheck(ops.allegro_weighted_channels, (basis, weights, IRREP_OF, MUL))
+    torch.library.opcheck(ops.allegro_environment, (basis, weights, IRREP_OF, centre, MUL, N_ATOMS))
+    for g, rows in ((pair_g, None), (atom_g, centre)):
+        args = (g, basis, weights, IRREP_OF, rows, MUL)
+        torch.library.opcheck(ops.allegro_weighting_backward, args)
+        assert torch.autograd.gradgradcheck(
+            lambda g, b, w, rows=rows: ops.allegro_weighting_backward(g, b, w, IRREP_OF, rows, MUL),
+            (g, basis, weights),
+        )
+
+
+def test_a_trace_records_the_operators():
+    """make_fx of a force-style derivative (symbolic sizes) records the environment and its
+    gradient operator, not their torch formulations: what an exported package calls."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def gradient(basis, weights, irrep_of, centre):
+        basis = basis.detach().requires_grad_()
+        env = environment(basis, weights, irrep_of, centre, MUL, N_ATOMS)
+        return torch.autograd.grad((env**2).sum(), basis)[0]
+
+    basis, wide, centre = _inputs()
+    weights = _view(wide).detach().contiguous()
+    inputs = (basis.detach(), weights, IRREP_OF, centre)
+    graph = make_fx(gradient, tracing_mode="symbolic")(*inputs)
+    names = {str(node.target) for node in graph.graph.nodes if node.op == "call_function"}
+    assert any("allegro_environment" in n for n in names), names
+    assert any("allegro_weighting_backward" in n for n in names), names
+    assert not any("index_add" in n or "index_select" in n for n in names), names
+    torch.testing.assert_close(graph(*inputs), gradient(*inputs))
 
 
 def test_bad_indices_are_refused():

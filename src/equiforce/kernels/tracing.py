@@ -1,7 +1,7 @@
 """Whether a call is being traced, for ops that run one way eagerly and another in a trace.
 
-The kernel library's composite operators (Allegro's MLPs, geometry and tensor track,
-``split_cat``: C++ autograd Functions over CPU loops) cannot be traced, and some torch
+The kernel library's composite operators (Allegro's MLPs and geometry, ``split_cat``: C++
+autograd Functions over CPU loops) cannot be traced, and some torch
 formulations are chosen for eager speed but not for Inductor's; both
 switch to a traceable formulation under a trace.
 """

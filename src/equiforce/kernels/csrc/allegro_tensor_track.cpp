@@ -1,30 +1,39 @@
 // Allegro's tensor track on pairs: the channel weighting of the edge harmonics (the tensor
-// product with the centre's environment is allegro_product.cpp's).
+// product with the centre's environment is allegro_product.cpp's). Three operators closed
+// under differentiation, the partial derivatives of one trilinear form
+//   F = sum_{e, i, u} g[i, e, u] * basis[e, i] * w[e, u * n_irreps + irrep_i],
+// with g either per pair, component-major (dim, n_edges, mul), or per atom,
+// g[i, e, u] = h[centre_e, i * mul + u] (the row of each pair's centre):
 //
-// weighted_channels: out[i, e, u] = basis[e, i] * w[e, u * n_irreps + irrep_i]
-// (the initial pair tensor features, component-major (dim, n_edges, mul)). In torch ops a
-// gather of the weights per component and a product forward, and two products, a sum, a
-// scatter-add and a transposing copy backward.
+// weighted_channels = dF/dg per pair: out[i, e, u] = basis[e, i] * w[e, u * n_irreps + irrep_i]
+//   (the initial pair tensor features, (dim, n_edges, mul)). In torch ops a gather of the
+//   weights per component and a product forward, and two products, a sum, a scatter-add and a
+//   transposing copy backward.
+// environment = dF/dh per atom: env[n, i * mul + u] = sum_{e: centre_e = n} basis[e, i] *
+//   w[e, u * n_irreps + irrep_i] (the density of a layer: the weighted harmonics summed over
+//   each atom's pairs). In torch ops two one-hot GEMMs (eager) or gathers (a trace), a product
+//   and a scatter-add forward; a gather, products and scatters backward.
+// weighting_backward = (dF/dbasis, dF/dw) for g per pair (centre absent) or per atom:
+//   grad_basis[e, i] = sum_u g[i, e, u] w[e, u * n_irreps + irrep_i],
+//   grad_w[e, u * n_irreps + k] = sum_{i: irrep_i = k} g[i, e, u] basis[e, i].
 //
-// environment: env[n, i * mul + u] = sum_{e: centre_e = n} basis[e, i] * w[e, u * n_irreps +
-// irrep_i] (the density of a layer: the weighted harmonics summed over each atom's pairs). In
-// torch ops two one-hot GEMMs, a product and a scatter-add forward, a gather, two products
-// and two GEMMs backward.
-//
-// Each runs one loop forward and one backward (the atom gradients accumulated serially,
-// deterministic). A backward run with grad mode on (force training differentiates it again)
-// is written with differentiable ATen ops.
+// Each is one loop over the pairs (atom rows accumulated serially: deterministic). Their
+// autograd kernels are here too: the derivative of each is the others again, called through
+// the dispatcher, so every order is differentiable and a trace (torch.export, torch.compile)
+// records the same opaque calls, which an exported package runs (their fake formulas:
+// kernels/allegro_tensor_track.py).
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/types.h>
 
+#include <optional>
 #include <tuple>
 #include <vector>
+
+#include "library_operator.h"
 
 namespace {
 
 using torch::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::tensor_list;
 
 template <typename T>
 void weighting_forward_loop(const T* __restrict__ basis, const T* __restrict__ w,
@@ -77,54 +86,6 @@ void weighting_backward_loop(const T* __restrict__ g, const T* __restrict__ basi
   }
 }
 
-// the torch formulation: weights as (n_irreps, n_edges, mul), gathered per component
-Tensor per_component_weights(const Tensor& w, const Tensor& irrep_of, int64_t mul) {
-  const int64_t n_irreps = w.size(1) / mul;
-  return w.reshape({-1, mul, n_irreps}).permute({2, 0, 1}).index_select(0, irrep_of);
-}
-
-struct WeightedChannels : public torch::autograd::Function<WeightedChannels> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& basis_in, const Tensor& w_in,
-                        const Tensor& irrep_of, int64_t mul) {
-    auto basis = basis_in.contiguous(), w = w_in.contiguous();
-    const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
-    auto out = torch::empty({dim, n_edges, mul}, basis.options());
-    AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "weighted_channels", [&] {
-      weighting_forward_loop<scalar_t>(basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                       irrep_of.data_ptr<int64_t>(), n_edges, dim, mul,
-                                       n_irreps, out.data_ptr<scalar_t>());
-    });
-    ctx->save_for_backward({basis_in, w_in, irrep_of});  // the inputs: connected to the graph
-    ctx->saved_data["mul"] = mul;
-    return out;
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const Tensor &basis = saved[0], &w = saved[1], &irrep_of = saved[2];
-    const int64_t mul = ctx->saved_data["mul"].toInt();
-    const Tensor& g = grads[0];
-    const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
-    if (torch::GradMode::is_enabled()) {
-      auto grad_basis = (g * per_component_weights(w, irrep_of, mul)).sum(-1).t();
-      auto per_irrep = torch::zeros({n_irreps, n_edges, mul}, g.options())
-                           .index_add(0, irrep_of, g * basis.t().unsqueeze(-1));
-      auto grad_w = per_irrep.permute({1, 2, 0}).reshape({n_edges, mul * n_irreps});
-      return {grad_basis, grad_w, Tensor(), Tensor()};
-    }
-    auto gc = g.contiguous(), bc = basis.contiguous(), wc = w.contiguous();
-    auto grad_basis = torch::empty_like(bc), grad_w = torch::zeros_like(wc);
-    AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "weighted_channels_backward", [&] {
-      weighting_backward_loop<scalar_t>(gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
-                                        wc.data_ptr<scalar_t>(), irrep_of.data_ptr<int64_t>(),
-                                        n_edges, dim, mul, n_irreps,
-                                        grad_basis.data_ptr<scalar_t>(),
-                                        grad_w.data_ptr<scalar_t>());
-    });
-    return {grad_basis, grad_w, Tensor(), Tensor()};
-  }
-};
-
 template <typename T>
 void environment_forward_loop(const T* __restrict__ basis, const T* __restrict__ w,
                               const int64_t* __restrict__ irrep_of,
@@ -161,53 +122,6 @@ void environment_backward_loop(const T* __restrict__ g, const T* __restrict__ ba
   }
 }
 
-struct Environment : public torch::autograd::Function<Environment> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& basis_in, const Tensor& w_in,
-                        const Tensor& irrep_of, const Tensor& centre, int64_t mul,
-                        int64_t n_atoms) {
-    auto basis = basis_in.contiguous(), w = w_in.contiguous();
-    const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
-    auto env = torch::zeros({n_atoms, dim * mul}, basis.options());
-    AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "environment", [&] {
-      environment_forward_loop<scalar_t>(basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                         irrep_of.data_ptr<int64_t>(),
-                                         centre.data_ptr<int64_t>(), n_edges, dim, mul,
-                                         n_irreps, n_atoms, env.data_ptr<scalar_t>());
-    });
-    ctx->save_for_backward({basis_in, w_in, irrep_of, centre});  // inputs: in the graph
-    ctx->saved_data["mul"] = mul;
-    return env;
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const Tensor &basis = saved[0], &w = saved[1], &irrep_of = saved[2], &centre = saved[3];
-    const int64_t mul = ctx->saved_data["mul"].toInt();
-    const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
-    const Tensor& g = grads[0];
-    if (torch::GradMode::is_enabled()) {
-      auto pairs = g.index_select(0, centre).view({n_edges, dim, mul});
-      auto w_per_component = w.view({n_edges, mul, n_irreps}).index_select(2, irrep_of);
-      auto grad_basis = (pairs * w_per_component.transpose(1, 2)).sum(-1);
-      auto grad_w = torch::zeros({n_edges, n_irreps, mul}, g.options())
-                        .index_add(1, irrep_of, pairs * basis.unsqueeze(-1))
-                        .transpose(1, 2)
-                        .reshape({n_edges, mul * n_irreps});
-      return {grad_basis, grad_w, Tensor(), Tensor(), Tensor(), Tensor()};
-    }
-    auto gc = g.contiguous(), bc = basis.contiguous(), wc = w.contiguous();
-    auto grad_basis = torch::empty_like(bc), grad_w = torch::zeros_like(wc);
-    AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "environment_backward", [&] {
-      environment_backward_loop<scalar_t>(gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
-                                          wc.data_ptr<scalar_t>(), irrep_of.data_ptr<int64_t>(),
-                                          centre.data_ptr<int64_t>(), n_edges, dim, mul,
-                                          n_irreps, grad_basis.data_ptr<scalar_t>(),
-                                          grad_w.data_ptr<scalar_t>());
-    });
-    return {grad_basis, grad_w, Tensor(), Tensor(), Tensor(), Tensor()};
-  }
-};
-
 // basis (n_edges, dim), w (n_edges, mul * n_irreps), irrep_of (dim,) in range
 void check_weighting(const char* op, const Tensor& basis, const Tensor& w,
                      const Tensor& irrep_of, int64_t mul) {
@@ -229,20 +143,204 @@ void check_weighting(const char* op, const Tensor& basis, const Tensor& w,
   }
 }
 
+void check_centre(const char* op, const Tensor& centre, int64_t n_edges) {
+  TORCH_CHECK(centre.scalar_type() == at::kLong && centre.dim() == 1 &&
+                  centre.size(0) == n_edges && centre.is_contiguous(),
+              op, ": centre must be a contiguous (n_edges,) int64 tensor");
+}
+
 }  // namespace
 
-torch::Tensor allegro_weighted_channels(const torch::Tensor& basis, const torch::Tensor& w,
-                                        const torch::Tensor& irrep_of, int64_t mul) {
-  check_weighting("weighted_channels", basis, w, irrep_of, mul);
+Tensor allegro_weighted_channels(const Tensor& basis_in, const Tensor& w_in,
+                                 const Tensor& irrep_of, int64_t mul) {
+  check_weighting("weighted_channels", basis_in, w_in, irrep_of, mul);
+  auto basis = basis_in.contiguous(), w = w_in.contiguous();
+  const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
+  auto out = torch::empty({dim, n_edges, mul}, basis.options());
+  AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "weighted_channels", [&] {
+    weighting_forward_loop<scalar_t>(basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                     irrep_of.data_ptr<int64_t>(), n_edges, dim, mul, n_irreps,
+                                     out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+Tensor allegro_environment(const Tensor& basis_in, const Tensor& w_in, const Tensor& irrep_of,
+                           const Tensor& centre, int64_t mul, c10::SymInt n_atoms_symbolic) {
+  check_weighting("environment", basis_in, w_in, irrep_of, mul);
+  check_centre("environment", centre, basis_in.size(0));
+  const int64_t n_atoms = n_atoms_symbolic.expect_int();
+  auto basis = basis_in.contiguous(), w = w_in.contiguous();
+  const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
+  auto env = torch::zeros({n_atoms, dim * mul}, basis.options());
+  AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "environment", [&] {
+    environment_forward_loop<scalar_t>(basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                       irrep_of.data_ptr<int64_t>(), centre.data_ptr<int64_t>(),
+                                       n_edges, dim, mul, n_irreps, n_atoms,
+                                       env.data_ptr<scalar_t>());
+  });
+  return env;
+}
+
+std::tuple<Tensor, Tensor> allegro_weighting_backward(const Tensor& g_in, const Tensor& basis_in,
+                                                      const Tensor& w_in, const Tensor& irrep_of,
+                                                      const std::optional<Tensor>& centre,
+                                                      int64_t mul) {
+  const char* op = "weighting_backward";
+  check_weighting(op, basis_in, w_in, irrep_of, mul);
+  auto g = g_in.contiguous(), basis = basis_in.contiguous(), w = w_in.contiguous();
+  const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
+  TORCH_CHECK(g.scalar_type() == basis.scalar_type(), op, ": g must have the basis's dtype");
+  if (centre.has_value()) {
+    check_centre(op, *centre, n_edges);
+    TORCH_CHECK(g.dim() == 2 && g.size(1) == dim * mul, op,
+                ": g per atom must be (n_atoms, dim * mul), got ", g.sizes());
+    const int64_t* c = centre->data_ptr<int64_t>();
+    for (int64_t e = 0; e < n_edges; ++e) {
+      TORCH_CHECK(c[e] >= 0 && c[e] < g.size(0), op, ": centre[", e, "] = ", c[e],
+                  " is not an atom index below ", g.size(0));
+    }
+  } else {
+    TORCH_CHECK(g.dim() == 3 && g.size(0) == dim && g.size(1) == n_edges && g.size(2) == mul,
+                op, ": g per pair must be (dim, n_edges, mul), got ", g.sizes());
+  }
+  auto grad_basis = torch::empty_like(basis), grad_w = torch::zeros_like(w);
+  AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "weighting_backward", [&] {
+    if (centre.has_value()) {
+      environment_backward_loop<scalar_t>(
+          g.data_ptr<scalar_t>(), basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+          irrep_of.data_ptr<int64_t>(), centre->data_ptr<int64_t>(), n_edges, dim, mul,
+          n_irreps, grad_basis.data_ptr<scalar_t>(), grad_w.data_ptr<scalar_t>());
+    } else {
+      weighting_backward_loop<scalar_t>(g.data_ptr<scalar_t>(), basis.data_ptr<scalar_t>(),
+                                        w.data_ptr<scalar_t>(), irrep_of.data_ptr<int64_t>(),
+                                        n_edges, dim, mul, n_irreps,
+                                        grad_basis.data_ptr<scalar_t>(),
+                                        grad_w.data_ptr<scalar_t>());
+    }
+  });
+  return {grad_basis, grad_w};
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// the operators through the dispatcher (autograd included, unless a guard excludes it)
+Tensor call_weighted_channels(const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
+                              int64_t mul) {
+  static auto op = equiforce_ops::library_operator<Tensor(const Tensor&, const Tensor&,
+                                                          const Tensor&, int64_t)>(
+      EQF_OPERATOR("allegro_weighted_channels"));
+  return op.call(basis, w, irrep_of, mul);
+}
+
+Tensor call_environment(const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
+                        const Tensor& centre, int64_t mul, c10::SymInt n_atoms) {
+  static auto op = equiforce_ops::library_operator<Tensor(
+      const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, c10::SymInt)>(
+      EQF_OPERATOR("allegro_environment"));
+  return op.call(basis, w, irrep_of, centre, mul, std::move(n_atoms));
+}
+
+std::tuple<Tensor, Tensor> call_weighting_backward(const Tensor& g, const Tensor& basis,
+                                                   const Tensor& w, const Tensor& irrep_of,
+                                                   const std::optional<Tensor>& centre,
+                                                   int64_t mul) {
+  static auto op = equiforce_ops::library_operator<std::tuple<Tensor, Tensor>(
+      const Tensor&, const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
+      int64_t)>(EQF_OPERATOR("allegro_weighting_backward"));
+  return op.call(g, basis, w, irrep_of, centre, mul);
+}
+
+struct WeightedChannels : public torch::autograd::Function<WeightedChannels> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& basis, const Tensor& w,
+                        const Tensor& irrep_of, int64_t mul) {
+    ctx->save_for_backward({basis, w, irrep_of});
+    ctx->saved_data["mul"] = mul;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_weighted_channels(basis, w, irrep_of, mul);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto [grad_basis, grad_w] = call_weighting_backward(
+        grads[0], saved[0], saved[1], saved[2], std::nullopt, ctx->saved_data["mul"].toInt());
+    return {grad_basis, grad_w, Tensor(), Tensor()};
+  }
+};
+
+struct Environment : public torch::autograd::Function<Environment> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& basis, const Tensor& w,
+                        const Tensor& irrep_of, const Tensor& centre, int64_t mul,
+                        c10::SymInt n_atoms) {
+    ctx->save_for_backward({basis, w, irrep_of, centre});
+    ctx->saved_data["mul"] = mul;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_environment(basis, w, irrep_of, centre, mul, std::move(n_atoms));
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto [grad_basis, grad_w] = call_weighting_backward(
+        grads[0], saved[0], saved[1], saved[2], saved[3], ctx->saved_data["mul"].toInt());
+    return {grad_basis, grad_w, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// weighting_backward's derivative: for upstream gradients (Gb, Gw) of its outputs, g's is the
+// forward operator on (Gb, w) plus on (basis, Gw); basis's and w's are weighting_backward(g,
+// Gb, Gw)'s two outputs (its grad_basis reads Gw, its grad_w reads Gb).
+struct WeightingBackward : public torch::autograd::Function<WeightingBackward> {
+  static tensor_list forward(AutogradContext* ctx, const Tensor& g, const Tensor& basis,
+                             const Tensor& w, const Tensor& irrep_of,
+                             const std::optional<Tensor>& centre, int64_t mul) {
+    ctx->save_for_backward({g, basis, w, irrep_of, centre.value_or(Tensor())});
+    ctx->saved_data["mul"] = mul;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [grad_basis, grad_w] = call_weighting_backward(g, basis, w, irrep_of, centre, mul);
+    return {grad_basis, grad_w};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor &g = saved[0], &basis = saved[1], &w = saved[2], &irrep_of = saved[3];
+    const Tensor& centre = saved[4];
+    const int64_t mul = ctx->saved_data["mul"].toInt();
+    const Tensor gb = grads[0].defined() ? grads[0] : torch::zeros_like(basis);
+    const Tensor gw = grads[1].defined() ? grads[1] : torch::zeros_like(w);
+    Tensor grad_g, grad_basis, grad_w;
+    if (ctx->needs_input_grad(0)) {
+      grad_g = centre.defined()
+                   ? call_environment(gb, w, irrep_of, centre, mul, g.sym_size(0)) +
+                         call_environment(basis, gw, irrep_of, centre, mul, g.sym_size(0))
+                   : call_weighted_channels(gb, w, irrep_of, mul) +
+                         call_weighted_channels(basis, gw, irrep_of, mul);
+    }
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      std::optional<Tensor> rows = centre.defined() ? std::optional<Tensor>(centre) : std::nullopt;
+      std::tie(grad_basis, grad_w) = call_weighting_backward(g, gb, gw, irrep_of, rows, mul);
+    }
+    return {grad_g, grad_basis, grad_w, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor allegro_weighted_channels_autograd(const Tensor& basis, const Tensor& w,
+                                          const Tensor& irrep_of, int64_t mul) {
   return WeightedChannels::apply(basis, w, irrep_of, mul);
 }
 
-torch::Tensor allegro_environment(const torch::Tensor& basis, const torch::Tensor& w,
-                                  const torch::Tensor& irrep_of, const torch::Tensor& centre,
-                                  int64_t mul, int64_t n_atoms) {
-  check_weighting("environment", basis, w, irrep_of, mul);
-  TORCH_CHECK(centre.scalar_type() == at::kLong && centre.dim() == 1 &&
-                  centre.size(0) == basis.size(0) && centre.is_contiguous(),
-              "environment: centre must be a contiguous (n_edges,) int64 tensor");
-  return Environment::apply(basis, w, irrep_of, centre, mul, n_atoms);
+Tensor allegro_environment_autograd(const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
+                                    const Tensor& centre, int64_t mul, c10::SymInt n_atoms) {
+  return Environment::apply(basis, w, irrep_of, centre, mul, std::move(n_atoms));
+}
+
+std::tuple<Tensor, Tensor> allegro_weighting_backward_autograd(
+    const Tensor& g, const Tensor& basis, const Tensor& w, const Tensor& irrep_of,
+    const std::optional<Tensor>& centre, int64_t mul) {
+  auto out = WeightingBackward::apply(g, basis, w, irrep_of, centre, mul);
+  return {out[0], out[1]};
 }

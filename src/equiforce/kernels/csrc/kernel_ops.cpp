@@ -2,16 +2,18 @@
 // it), called by eager equiforce as torch.ops.<namespace>.*.
 //
 // Traced operators: MACE's kernels (channelwise_tp.cpp, symmetric_contraction.cpp) and
-// Allegro's tensor product (allegro_product.cpp) have CPU and autograd kernels, all C++, so the
+// Allegro's tensor product and tensor track (allegro_product.cpp, allegro_tensor_track.cpp)
+// have CPU and autograd kernels, all C++, so the
 // same operators serve exported packages: torch.export traces them as opaque calls and
 // AOTInductor's proxy executor calls them by name, once the library is loaded in the process
 // (equiforce.export.package loads the copy a package carries). Every such operator's autograd
 // kernel differentiates it with the library's operators (channelwise_tp_autograd.cpp,
-// symmetric_contraction_autograd.cpp, allegro_product.cpp); their fake (meta) formulas are
-// Python (edge_ops.py, symmetric_ops.py, allegro_product_ops.py), needed only to trace.
+// symmetric_contraction_autograd.cpp, allegro_product.cpp, allegro_tensor_track.cpp); their
+// fake (meta) formulas are Python (edge_ops.py, symmetric_ops.py, allegro_product_ops.py,
+// allegro_tensor_track.py), needed only to trace.
 //
-// Composite operators: Allegro's scalar MLPs, edge geometry and tensor track
-// (allegro_mlp.cpp, allegro_geometry.cpp, allegro_tensor_track.cpp) and split_cat.cpp's cat
+// Composite operators: Allegro's scalar MLPs and edge geometry (allegro_mlp.cpp,
+// allegro_geometry.cpp) and split_cat.cpp's cat
 // run eagerly only (C++ autograd Functions inside one CompositeImplicitAutograd kernel); a
 // trace uses their torch formulations. So does bond_pairs (edge_pairs.cpp: integer work, a CPU
 // kernel without derivatives).
@@ -83,18 +85,32 @@ torch::Tensor cwtp_edge_s_autograd(const torch::Tensor& a, const torch::Tensor& 
                                    Index weight_row, Index perm_w, Index offsets_w, Index triples,
                                    Index swapped);
 
-// allegro_mlp.cpp, allegro_geometry.cpp, allegro_tensor_track.cpp, split_cat.cpp: composite
-// operators (below)
+// allegro_tensor_track.cpp
+torch::Tensor allegro_weighted_channels(const torch::Tensor& basis, const torch::Tensor& w,
+                                        const torch::Tensor& irrep_of, int64_t mul);
+torch::Tensor allegro_environment(const torch::Tensor& basis, const torch::Tensor& w,
+                                  const torch::Tensor& irrep_of, const torch::Tensor& centre,
+                                  int64_t mul, c10::SymInt n_atoms);
+std::tuple<torch::Tensor, torch::Tensor> allegro_weighting_backward(
+    const torch::Tensor& g, const torch::Tensor& basis, const torch::Tensor& w,
+    const torch::Tensor& irrep_of, const std::optional<torch::Tensor>& centre, int64_t mul);
+torch::Tensor allegro_weighted_channels_autograd(const torch::Tensor& basis,
+                                                 const torch::Tensor& w,
+                                                 const torch::Tensor& irrep_of, int64_t mul);
+torch::Tensor allegro_environment_autograd(const torch::Tensor& basis, const torch::Tensor& w,
+                                           const torch::Tensor& irrep_of,
+                                           const torch::Tensor& centre, int64_t mul,
+                                           c10::SymInt n_atoms);
+std::tuple<torch::Tensor, torch::Tensor> allegro_weighting_backward_autograd(
+    const torch::Tensor& g, const torch::Tensor& basis, const torch::Tensor& w,
+    const torch::Tensor& irrep_of, const std::optional<torch::Tensor>& centre, int64_t mul);
+
+// allegro_mlp.cpp, allegro_geometry.cpp, split_cat.cpp: composite operators (below)
 torch::Tensor allegro_scaled_mlp(at::TensorList blocks, at::TensorList weights,
                                  at::ArrayRef<double> alphas, bool silu, bool record);
 std::tuple<torch::Tensor, torch::Tensor> allegro_geometry(
     const torch::Tensor& vec, const std::optional<torch::Tensor>& inverse,
     double inverse_uniform, int64_t n_basis, int64_t p, int64_t l_max, bool float64);
-torch::Tensor allegro_weighted_channels(const torch::Tensor& basis, const torch::Tensor& w,
-                                        const torch::Tensor& irrep_of, int64_t mul);
-torch::Tensor allegro_environment(const torch::Tensor& basis, const torch::Tensor& w,
-                                  const torch::Tensor& irrep_of, const torch::Tensor& centre,
-                                  int64_t mul, int64_t n_atoms);
 torch::Tensor split_cat(at::TensorList blocks, int64_t dim);
 
 // edge_pairs.cpp
@@ -182,7 +198,9 @@ void define(torch::Library& m) {
   m.def("allegro_weighted_channels(Tensor basis, Tensor weights, Tensor irrep_of, int mul) "
         "-> Tensor");
   m.def("allegro_environment(Tensor basis, Tensor weights, Tensor irrep_of, Tensor centre, "
-        "int mul, int n_atoms) -> Tensor");
+        "int mul, SymInt n_atoms) -> Tensor");
+  m.def("allegro_weighting_backward(Tensor g, Tensor basis, Tensor weights, Tensor irrep_of, "
+        "Tensor? centre, int mul) -> (Tensor, Tensor)");
   m.def("split_cat(Tensor[] blocks, int dim) -> Tensor");
   m.def("bond_pairs(Tensor edge_index, Tensor edge_shift) -> (Tensor, Tensor)");
 }
@@ -196,6 +214,9 @@ void implement_cpu(torch::Library& m) {
   m.impl("sc_gradient", &sc_gradient_cpu);
   m.impl("allegro_gather_contract", &allegro_gather_contract);
   m.impl("allegro_scatter_outer", &allegro_scatter_outer);
+  m.impl("allegro_weighted_channels", &allegro_weighted_channels);
+  m.impl("allegro_environment", &allegro_environment);
+  m.impl("allegro_weighting_backward", &allegro_weighting_backward);
   m.impl("bond_pairs", &bond_pairs);
 }
 
@@ -219,6 +240,9 @@ EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, Autograd, m) {
   m.impl("sc_gradient", &sc_gradient_autograd);
   m.impl("allegro_gather_contract", &allegro_gather_contract_autograd);
   m.impl("allegro_scatter_outer", &allegro_scatter_outer_autograd);
+  m.impl("allegro_weighted_channels", &allegro_weighted_channels_autograd);
+  m.impl("allegro_environment", &allegro_environment_autograd);
+  m.impl("allegro_weighting_backward", &allegro_weighting_backward_autograd);
 }
 
 // Composite operators: one kernel for every device and mode, whose C++ autograd Functions
@@ -227,7 +251,5 @@ EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, Autograd, m) {
 EQF_LIBRARY_IMPL(EQF_OPS_NAMESPACE, CompositeImplicitAutograd, m) {
   m.impl("allegro_scaled_mlp", &allegro_scaled_mlp);
   m.impl("allegro_geometry", &allegro_geometry);
-  m.impl("allegro_weighted_channels", &allegro_weighted_channels);
-  m.impl("allegro_environment", &allegro_environment);
   m.impl("split_cat", &split_cat);
 }
