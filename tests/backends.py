@@ -1,8 +1,11 @@
-"""Every kernel backend as a pytest parameter; ``cueq`` skips where cuequivariance is absent."""
+"""Every kernel backend as a pytest parameter (``cueq`` skips where cuequivariance is absent),
+Allegro's C++ ops switched off, and a kernel's derivatives to any order, for comparing a kernel
+with its torch formulation."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from equiforce.kernels.registry import BACKENDS, cueq_installed
 
@@ -33,3 +36,16 @@ def allegro_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         monkeypatch.setattr(module, name, lambda *args: False)
     monkeypatch.setattr(mlp, "spread_by_gathers", lambda *args: True)  # as traced
+
+
+def derivatives(f, inputs: tuple[torch.Tensor, ...], order: int) -> list[torch.Tensor]:
+    """``f(*inputs)`` and ``order`` rounds of its derivatives with respect to ``inputs``: first
+    of a fixed projection of the output, then each round's gradients squared and summed."""
+    out = f(*inputs)
+    results = [out]
+    scalar = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+    for _ in range(order):
+        grads = torch.autograd.grad(scalar, inputs, create_graph=True)
+        results += grads
+        scalar = sum((g**2).sum() for g in grads)
+    return results

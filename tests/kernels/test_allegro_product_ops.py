@@ -11,6 +11,7 @@ from equiforce.kernels.allegro_fast import FastAllegroTensorProduct
 from equiforce.kernels.allegro_product_ops import _ops, gather_contract, scatter_outer
 from equiforce.kernels.extension import kernel_ops
 from equiforce.o3.allegro_tp import AllegroTPDescriptor, allegro_layer_irreps, tensor_track_irreps
+from tests.backends import derivatives
 
 pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
@@ -37,19 +38,6 @@ def _inputs(dtype=torch.float64, seed=0):
     return x, y, p, centre
 
 
-def _derivatives(f, inputs, order):
-    """Values and every derivative up to ``order`` of a random projection, each
-    differentiated again through a sum of squares."""
-    out = f(*inputs)
-    results = [out]
-    scalar = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
-    for _ in range(order):
-        grads = torch.autograd.grad(scalar, inputs, create_graph=True)
-        results += grads
-        scalar = sum((g**2).sum() for g in grads)
-    return results
-
-
 @pytest.mark.parametrize("op", ["gather_contract", "scatter_outer"])
 def test_values_and_derivatives_match_torch(op):
     x, y, p, centre = _inputs()
@@ -58,8 +46,8 @@ def test_values_and_derivatives_match_torch(op):
     else:
         ours, ref, inputs = scatter_outer, _torch_scatter_outer, (x, y)
     extra = (centre,) if op == "gather_contract" else (centre, N_ATOMS)
-    got = _derivatives(lambda *t: ours(*t, *extra), inputs, 3)
-    want = _derivatives(lambda *t: ref(*t, *extra), inputs, 3)
+    got = derivatives(lambda *t: ours(*t, *extra), inputs, 3)
+    want = derivatives(lambda *t: ref(*t, *extra), inputs, 3)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
@@ -147,8 +135,8 @@ def test_tensor_product_with_and_without_the_operators(layer, monkeypatch):
     def call(a, b, w):
         return tp(a, b, centre)
 
-    got = _derivatives(call, inputs, 2)
+    got = derivatives(call, inputs, 2)
     monkeypatch.setattr(allegro_fast, "kernel_ops_apply", lambda *args: False)
-    want = _derivatives(call, inputs, 2)
+    want = derivatives(call, inputs, 2)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ import torch
 
 from equiforce.kernels.allegro_tensor_track import _ops, environment, weighted_channels
 from equiforce.kernels.extension import kernel_ops
-from tests.backends import allegro_torch_ops
+from tests.backends import allegro_torch_ops, derivatives
 
 pytestmark = pytest.mark.skipif(kernel_ops() is None, reason="no C++ compiler")
 
@@ -86,19 +86,6 @@ def test_environment():
     )
 
 
-def _third_order(f, inputs):
-    """Values and three rounds of derivatives of a fixed projection (each round's gradients
-    squared and summed for the next)."""
-    out = f(*inputs)
-    results = [out]
-    scalar = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
-    for _ in range(3):
-        grads = torch.autograd.grad(scalar, inputs, create_graph=True)
-        results += grads
-        scalar = sum((g**2).sum() for g in grads)
-    return results
-
-
 @pytest.mark.parametrize("op", ["weighted_channels", "environment"])
 def test_third_derivatives_match_torch(op):
     """The third round differentiates the gradient operator's own autograd kernel."""
@@ -110,7 +97,7 @@ def test_third_derivatives_match_torch(op):
         ours = lambda b, w: environment(b, _view(w), IRREP_OF, centre, MUL, N_ATOMS)  # noqa: E731
         ref = lambda b, w: _torch_environment(b, _view(w), centre)  # noqa: E731
     for got, want in zip(
-        _third_order(ours, (basis, weights)), _third_order(ref, (basis, weights)), strict=True
+        derivatives(ours, (basis, weights), 3), derivatives(ref, (basis, weights), 3), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
