@@ -15,8 +15,9 @@
    atoms joined by two edges of their own: they touch no real atom's energy and are dropped.
    Atoms of types mapped to NULL (pair_style hybrid) enter as type 0 without edges; their
    constant energies are left out. A package whose program calls equiforce's kernel library
-   (Allegro's tensor product, `fast` backend) carries it; it is loaded before the program
-   (equiforce/export/csrc/package_reader.h: the metadata and checks every C++ consumer shares). */
+   (Allegro's tensor product and tensor track, `fast` backend) carries it; it is loaded before
+   the program (equiforce/export/csrc/package_reader.h: the metadata and checks every C++
+   consumer shares). */
 #include "aoti_model.h"
 
 #include "package_reader.h"
