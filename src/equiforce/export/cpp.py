@@ -33,6 +33,7 @@ __all__ = [
     "CppBuildError",
     "Libtorch",
     "libtorch",
+    "run_compiler",
     "runner_path",
 ]
 
