@@ -27,21 +27,12 @@
 #include <type_traits>
 
 #include "library_operator.h"
+#include "pair_centres.h"
 
 namespace {
 
+using equiforce_ops::check_centre;
 using torch::Tensor;
-
-void check_centre(const char* op, const Tensor& centre, int64_t n_edges, int64_t n_atoms) {
-  TORCH_CHECK(centre.scalar_type() == at::kLong && centre.dim() == 1 &&
-                  centre.size(0) == n_edges && centre.is_contiguous(),
-              op, ": centre must be a contiguous (n_edges,) int64 tensor");
-  const int64_t* c = centre.data_ptr<int64_t>();
-  for (int64_t e = 0; e < n_edges; ++e) {
-    TORCH_CHECK(c[e] >= 0 && c[e] < n_atoms, op, ": centre[", e, "] = ", c[e],
-                " is not an atom index below ", n_atoms);
-  }
-}
 
 void check_features(const char* op, const Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu(), op, ": CPU tensors only");

@@ -30,9 +30,11 @@
 #include <vector>
 
 #include "library_operator.h"
+#include "pair_centres.h"
 
 namespace {
 
+using equiforce_ops::check_centre;
 using torch::Tensor;
 
 template <typename T>
@@ -90,13 +92,10 @@ template <typename T>
 void environment_forward_loop(const T* __restrict__ basis, const T* __restrict__ w,
                               const int64_t* __restrict__ irrep_of,
                               const int64_t* __restrict__ centre, int64_t n_edges, int64_t dim,
-                              int64_t mul, int64_t n_irreps, int64_t n_atoms,
-                              T* __restrict__ env) {
+                              int64_t mul, int64_t n_irreps, T* __restrict__ env) {
   const int64_t row = mul * n_irreps;
   for (int64_t e = 0; e < n_edges; ++e) {
     const int64_t n = centre[e];
-    TORCH_CHECK(n >= 0 && n < n_atoms, "environment: centre[", e, "] = ", n,
-                " is not an atom index below ", n_atoms);
     const T* we = w + e * row;
     T* out = env + n * dim * mul;
     for (int64_t i = 0; i < dim; ++i) {
@@ -143,12 +142,6 @@ void check_weighting(const char* op, const Tensor& basis, const Tensor& w,
   }
 }
 
-void check_centre(const char* op, const Tensor& centre, int64_t n_edges) {
-  TORCH_CHECK(centre.scalar_type() == at::kLong && centre.dim() == 1 &&
-                  centre.size(0) == n_edges && centre.is_contiguous(),
-              op, ": centre must be a contiguous (n_edges,) int64 tensor");
-}
-
 }  // namespace
 
 Tensor allegro_weighted_channels(const Tensor& basis_in, const Tensor& w_in,
@@ -168,16 +161,15 @@ Tensor allegro_weighted_channels(const Tensor& basis_in, const Tensor& w_in,
 Tensor allegro_environment(const Tensor& basis_in, const Tensor& w_in, const Tensor& irrep_of,
                            const Tensor& centre, int64_t mul, c10::SymInt n_atoms_symbolic) {
   check_weighting("environment", basis_in, w_in, irrep_of, mul);
-  check_centre("environment", centre, basis_in.size(0));
   const int64_t n_atoms = n_atoms_symbolic.expect_int();
+  check_centre("environment", centre, basis_in.size(0), n_atoms);
   auto basis = basis_in.contiguous(), w = w_in.contiguous();
   const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
   auto env = torch::zeros({n_atoms, dim * mul}, basis.options());
   AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "environment", [&] {
     environment_forward_loop<scalar_t>(basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                                        irrep_of.data_ptr<int64_t>(), centre.data_ptr<int64_t>(),
-                                       n_edges, dim, mul, n_irreps, n_atoms,
-                                       env.data_ptr<scalar_t>());
+                                       n_edges, dim, mul, n_irreps, env.data_ptr<scalar_t>());
   });
   return env;
 }
@@ -192,14 +184,9 @@ std::tuple<Tensor, Tensor> allegro_weighting_backward(const Tensor& g_in, const 
   const int64_t n_edges = basis.size(0), dim = basis.size(1), n_irreps = w.size(1) / mul;
   TORCH_CHECK(g.scalar_type() == basis.scalar_type(), op, ": g must have the basis's dtype");
   if (centre.has_value()) {
-    check_centre(op, *centre, n_edges);
     TORCH_CHECK(g.dim() == 2 && g.size(1) == dim * mul, op,
                 ": g per atom must be (n_atoms, dim * mul), got ", g.sizes());
-    const int64_t* c = centre->data_ptr<int64_t>();
-    for (int64_t e = 0; e < n_edges; ++e) {
-      TORCH_CHECK(c[e] >= 0 && c[e] < g.size(0), op, ": centre[", e, "] = ", c[e],
-                  " is not an atom index below ", g.size(0));
-    }
+    check_centre(op, *centre, n_edges, g.size(0));
   } else {
     TORCH_CHECK(g.dim() == 3 && g.size(0) == dim && g.size(1) == n_edges && g.size(2) == mul,
                 op, ": g per pair must be (dim, n_edges, mul), got ", g.sizes());
