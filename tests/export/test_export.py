@@ -734,12 +734,15 @@ def _run_cpp(runner: Path, package: Path, structures: Path, *options: str):
 def test_the_cpp_runner_equals_the_python_loader(fixture, runner, tmp_path, request):
     """A MACE package (its inputs include the bonds, which the C++ neighbour list makes) and
     an Allegro package with the kernel library, run by a C++ program on a molecule, a triclinic
-    cell, a slab (mixed pbc) and a larger box, all frames of one extended XYZ file: energy,
-    forces and stress equal the Python loader's to 1e-10 (float64)."""
+    cell smaller than the cutoff's reach, a slab (mixed pbc), a larger box and two molecules
+    300 Å apart (the search's bins grow rather than fill the space between), all frames of one
+    extended XYZ file: energy, forces and stress equal the Python loader's to 1e-10 (float64)."""
     from ase.io import read, write
 
     _, path, _ = request.getfixturevalue(fixture)
-    structures = [make_molecule(), make_triclinic_cu(seed=4), make_slab(), make_fcc_cu(3)]
+    apart = make_molecule() + make_molecule(seed=1)
+    apart.positions[len(apart) // 2 :] += (300.0, 20.0, -5.0)
+    structures = [make_molecule(), make_triclinic_cu(seed=4), make_slab(), make_fcc_cu(3), apart]
     structures[2].positions[:2] += structures[2].cell[0] * 1.5  # atoms outside their cell
     write(tmp_path / "frames.xyz", structures, format="extxyz")
     structures = read(tmp_path / "frames.xyz", index=":")  # the positions as the program reads

@@ -25,10 +25,11 @@
    float64 integer lattice shifts S (edge vector = pos[j] - pos[i] + S @ cell), pos (n,3)
    float64 Å, ptr (2,) [0, n], and for MACE the bonds, edge_pair_first (B,) int64 (the lowest
    edge of each bond) and edge_pair_of (E,) int64 (each edge's bond). The neighbour search
-   tries every pair of atoms and every lattice shift within reach (O(n^2) per frame) and makes
-   each bond's two edges, (i, j, S) and (j, i, -S), together, so the bonds are known as they
-   are made; the edges are then ordered by centre and neighbour, as the Python loader's list
-   (the kernels' memory access follows that order: on 3BPA the bond-by-bond order cost ~10 %). */
+   bins the atoms' periodic images in cubes of side >= r_max (O(n) for a dense structure) and
+   makes each bond's two edges, (i, j, S) and (j, i, -S), together, so the bonds are known as
+   they are made; the edges are then ordered by centre, neighbour and shift, as the Python
+   loader's list (the kernels' memory access follows that order: on 3BPA the bond-by-bond
+   order cost ~10 %). */
 #include "package_reader.h"
 
 #include <ATen/ATen.h>
@@ -146,16 +147,20 @@ struct Edges {
 };
 
 /* `bonds` (edges 2b and 2b + 1 the two directions of bond b) ordered by centre, then
-   neighbour (stable), with their bonds. */
-Edges ordered(const Edges &bonds)
+   neighbour, then shift, with their bonds: counted into each centre's run, each run sorted. */
+Edges ordered(const Edges &bonds, size_t n_atoms)
 {
   const size_t n_edges = bonds.centre.size();
-  std::vector<size_t> order(n_edges), position(n_edges);
-  for (size_t e = 0; e < n_edges; e++) order[e] = e;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return std::tie(bonds.centre[a], bonds.neighbour[a]) <
-           std::tie(bonds.centre[b], bonds.neighbour[b]);
-  });
+  std::vector<size_t> start(n_atoms + 1, 0), order(n_edges), position(n_edges);
+  for (int64_t centre : bonds.centre) start[centre + 1]++;
+  for (size_t i = 0; i < n_atoms; i++) start[i + 1] += start[i];
+  std::vector<size_t> next(start.begin(), start.end() - 1);
+  for (size_t e = 0; e < n_edges; e++) order[next[bonds.centre[e]]++] = e;
+  for (size_t i = 0; i < n_atoms; i++)
+    std::sort(order.begin() + start[i], order.begin() + start[i + 1], [&](size_t a, size_t b) {
+      return std::tie(bonds.neighbour[a], bonds.shift[a]) <
+             std::tie(bonds.neighbour[b], bonds.shift[b]);
+    });
   Edges edges;
   for (size_t k = 0; k < n_edges; k++) {
     position[order[k]] = k;
@@ -183,10 +188,88 @@ Vec3 cross(const Vec3 &a, const Vec3 &b)
   return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
 }
 
+/* An atom's periodic image: the atom, its lattice shift and its position (Å). */
+struct Image {
+  size_t atom;
+  std::array<int, 3> shift;
+  Vec3 position;
+};
+
+/* Images in cubic bins of side >= r_max over the box [low, high] (Å): the images near a
+   point lie in its bin and the 26 around it. */
+class Bins {
+ public:
+  Bins(std::vector<Image> images, const Vec3 &low, const Vec3 &high, double r_max)
+      : images_(std::move(images)), low_(low)
+  {
+    // at most ~8 bins per image: a sparse frame (a molecule's far-apart fragments) gets
+    // larger bins, not a mostly empty grid
+    const double limit = 8.0 * static_cast<double>(images_.size()) + 64.0;
+    for (double side = r_max * (1 + 1e-9);; side *= 1.5) {
+      double total = 1;
+      for (int d = 0; d < 3; d++) {
+        count_[d] = std::max<int64_t>(1, static_cast<int64_t>((high[d] - low[d]) / side));
+        width_[d] = (high[d] - low[d]) / static_cast<double>(count_[d]);
+        total *= static_cast<double>(count_[d]);
+      }
+      if (total <= limit) break;
+    }
+    std::vector<int64_t> bin_of(images_.size());
+    start_.assign(count_[0] * count_[1] * count_[2] + 1, 0);
+    for (size_t k = 0; k < images_.size(); k++) {
+      bin_of[k] = flat(bin(images_[k].position));
+      start_[bin_of[k] + 1]++;
+    }
+    for (size_t b = 1; b < start_.size(); b++) start_[b] += start_[b - 1];
+    std::vector<int64_t> next(start_.begin(), start_.end() - 1);
+    members_.resize(images_.size());
+    for (size_t k = 0; k < images_.size(); k++) members_[next[bin_of[k]]++] = k;
+  }
+
+  /* Calls visit(image) for every image in the bins around `point`. */
+  template <typename Visit>
+  void around(const Vec3 &point, Visit visit) const
+  {
+    const std::array<int64_t, 3> at = bin(point);
+    for (int64_t a = at[0] - 1; a <= at[0] + 1; a++)
+      for (int64_t b = at[1] - 1; b <= at[1] + 1; b++)
+        for (int64_t c = at[2] - 1; c <= at[2] + 1; c++) {
+          if (a < 0 || b < 0 || c < 0 || a >= count_[0] || b >= count_[1] || c >= count_[2])
+            continue;
+          const int64_t here = flat({a, b, c});
+          for (int64_t k = start_[here]; k < start_[here + 1]; k++) visit(images_[members_[k]]);
+        }
+  }
+
+ private:
+  std::array<int64_t, 3> bin(const Vec3 &point) const
+  {
+    std::array<int64_t, 3> at;
+    for (int d = 0; d < 3; d++)
+      at[d] = std::clamp<int64_t>(static_cast<int64_t>((point[d] - low_[d]) / width_[d]), 0,
+                                  count_[d] - 1);
+    return at;
+  }
+  int64_t flat(const std::array<int64_t, 3> &at) const
+  {
+    return (at[0] * count_[1] + at[1]) * count_[2] + at[2];
+  }
+
+  std::vector<Image> images_;
+  Vec3 low_;
+  std::array<int64_t, 3> count_;
+  Vec3 width_;
+  std::vector<int64_t> start_, members_;    // the images of bin b: members_[start_[b]:start_[b+1]]
+};
+
 /* Every edge i -> j with 0 < |pos[j] - pos[i] + S @ cell| < r_max and its bond (`ordered`).
-   Periodic axes: the positions are wrapped into the cell for the search
-   (their own shifts, W, go into the edges' S), and the shifts along axis d run over
-   |S_d| <= floor(r_max / h_d) + 1, h_d the cell's height across that axis. */
+   Periodic axes: the positions are wrapped into the cell for the search (their own shifts,
+   W, go into the edges' S), and the images of the atoms within r_max of the box around the
+   wrapped atoms, shifts along axis d over |S_d| <= floor(r_max / h_d) + 1 (h_d the cell's
+   height across that axis), go into bins (`Bins`); each atom's bonds are found among the
+   images in its bin and those around it, each bond once (i < j, or i == j with the first
+   non-zero component of its shift positive), both its edges made together. O(n) per frame
+   for a dense structure. */
 Edges neighbour_list(const Frame &frame, double r_max, const std::string &where)
 {
   const size_t n = frame.positions.size();
@@ -211,28 +294,43 @@ Edges neighbour_list(const Frame &frame, double r_max, const std::string &where)
         for (int c = 0; c < 3; c++) wrapped[i][c] -= w * cell[d][c];
       }
   }
+  // the box around the wrapped atoms, widened by r_max: every image within r_max of an atom
+  Vec3 low = wrapped.empty() ? Vec3{0, 0, 0} : wrapped[0], high = low;
+  for (const Vec3 &position : wrapped)
+    for (int d = 0; d < 3; d++)
+      low[d] = std::min(low[d], position[d]), high[d] = std::max(high[d], position[d]);
+  for (int d = 0; d < 3; d++) low[d] -= 1.001 * r_max, high[d] += 1.001 * r_max;
+  std::vector<Image> images;
+  for (size_t j = 0; j < n; j++)
+    for (int a = -reach[0]; a <= reach[0]; a++)
+      for (int b = -reach[1]; b <= reach[1]; b++)
+        for (int c = -reach[2]; c <= reach[2]; c++) {
+          Vec3 position;
+          for (int k = 0; k < 3; k++)
+            position[k] = wrapped[j][k] + a * cell[0][k] + b * cell[1][k] + c * cell[2][k];
+          bool inside = true;
+          for (int k = 0; k < 3; k++) inside &= low[k] <= position[k] && position[k] <= high[k];
+          if (inside) images.push_back({j, {a, b, c}, position});
+        }
+  const Bins bins(std::move(images), low, high, r_max);
   Edges bonds;
   const double cutoff = r_max * r_max;
   for (size_t i = 0; i < n; i++)
-    for (size_t j = i; j < n; j++)
-      for (int a = -reach[0]; a <= reach[0]; a++)
-        for (int b = -reach[1]; b <= reach[1]; b++)
-          for (int c = -reach[2]; c <= reach[2]; c++) {
-            // one of (i, i, S) and (i, i, -S): the one whose first non-zero shift is positive
-            if (i == j && (a < 0 || (a == 0 && (b < 0 || (b == 0 && c <= 0))))) continue;
-            Vec3 vector;
-            for (int k = 0; k < 3; k++)
-              vector[k] = wrapped[j][k] - wrapped[i][k] + a * cell[0][k] + b * cell[1][k] +
-                          c * cell[2][k];
-            double length2 = dot(vector, vector);
-            if (length2 >= cutoff || length2 == 0.0) continue;
-            Vec3 shift{a - wraps[j][0] + wraps[i][0], b - wraps[j][1] + wraps[i][1],
-                       c - wraps[j][2] + wraps[i][2]};
-            bonds.centre.push_back(i), bonds.neighbour.push_back(j), bonds.shift.push_back(shift);
-            bonds.centre.push_back(j), bonds.neighbour.push_back(i);
-            bonds.shift.push_back({-shift[0], -shift[1], -shift[2]});
-          }
-  return ordered(bonds);
+    bins.around(wrapped[i], [&](const Image &image) {
+      const size_t j = image.atom;
+      const auto &[a, b, c] = image.shift;
+      if (j < i || (j == i && (a < 0 || (a == 0 && (b < 0 || (b == 0 && c <= 0)))))) return;
+      Vec3 vector;
+      for (int k = 0; k < 3; k++) vector[k] = image.position[k] - wrapped[i][k];
+      double length2 = dot(vector, vector);
+      if (length2 >= cutoff || length2 == 0.0) return;
+      Vec3 shift{a - wraps[j][0] + wraps[i][0], b - wraps[j][1] + wraps[i][1],
+                 c - wraps[j][2] + wraps[i][2]};
+      bonds.centre.push_back(i), bonds.neighbour.push_back(j), bonds.shift.push_back(shift);
+      bonds.centre.push_back(j), bonds.neighbour.push_back(i);
+      bonds.shift.push_back({-shift[0], -shift[1], -shift[2]});
+    });
+  return ordered(bonds, n);
 }
 
 /* The program's inputs, in the package's `inputs` order (file docstring). */
