@@ -12,20 +12,20 @@ are (``-std=c++20``, torch's include paths and C++ ABI; linked to ``torch``, ``t
 
 ``runner_path()`` builds the runner on first use (~40 s of CPU, torch's headers) with the
 environment's C++ compiler (``$CXX``, else ``c++``) into torch's per-user extension cache
-(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), named by a hash of the
-sources, flags, compiler and torch version; ``python -m equiforce.export.cpp`` builds it and
-prints its path.
+(``equiforce.build_cache``: ``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``), named by a hash of the sources, flags, compiler and torch
+version; ``python -m equiforce.export.cpp`` builds it and prints its path.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from equiforce.build_cache import cached_build
 
 __all__ = [
     "CSRC",
@@ -93,7 +93,7 @@ def _compiler() -> str:
 
 def runner_path() -> Path:
     """The compiled ``equiforce-run`` program, building it on the first call (module
-    docstring); concurrent callers build once (a file lock).
+    docstring; ``equiforce.build_cache.cached_build``).
 
     Raises:
         CppBuildError: no libtorch headers, no compiler, or the compiler failed.
@@ -102,32 +102,21 @@ def runner_path() -> Path:
     if torch_build is None:
         raise CppBuildError("torch's C++ headers are not installed (a stripped torch wheel)")
     compiler = _compiler()
-    digest = hashlib.sha256()
-    for source in _RUNNER_SOURCES:
-        digest.update(source.read_bytes())
-    for part in (
-        compiler,
-        torch_build.version,
-        *torch_build.compile_flags,
-        *torch_build.link_flags,
-    ):
-        digest.update(part.encode())
-    default = Path.home() / ".cache" / "torch_extensions"
-    folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR", default)) / "equiforce_export"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"equiforce-run-{digest.hexdigest()[:12]}"
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.exists():
-            scratch = target.with_suffix(f".{os.getpid()}")
-            sources = [str(s) for s in _RUNNER_SOURCES if s.suffix == ".cpp"]
-            command = [compiler, *torch_build.compile_flags, f"-I{CSRC}", *sources, "-o"]
-            try:
-                run_compiler(command + [str(scratch), *torch_build.link_flags])
-                os.replace(scratch, target)
-            finally:
-                scratch.unlink(missing_ok=True)
-    return target
+
+    def build(target: Path) -> None:
+        scratch = target.with_suffix(f".{os.getpid()}")
+        sources = [str(s) for s in _RUNNER_SOURCES if s.suffix == ".cpp"]
+        command = [compiler, *torch_build.compile_flags, f"-I{CSRC}", *sources, "-o"]
+        try:
+            run_compiler(command + [str(scratch), *torch_build.link_flags])
+            os.replace(scratch, target)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    settings = (compiler, torch_build.version, *torch_build.compile_flags, *torch_build.link_flags)
+    return cached_build(
+        "equiforce_export", "equiforce-run-{hash}", _RUNNER_SOURCES, settings, build
+    )
 
 
 if __name__ == "__main__":

