@@ -40,6 +40,7 @@ from equiforce.data import keys  # noqa: E402
 from equiforce.export import read_metadata  # noqa: E402
 from equiforce.export.build import _metadata, _string_metadata, export_potential  # noqa: E402
 from equiforce.export.cpp import libtorch  # noqa: E402
+from equiforce.export.package import atoms_batch  # noqa: E402
 from equiforce.lammps.build import plain_lmp, plugin_path  # noqa: E402
 from equiforce.lammps.driver import LammpsError, run_lammps  # noqa: E402
 from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
@@ -91,6 +92,20 @@ dump_modify d format float %.17g sort id
 run 0
 """
 
+# per-atom centroid virials (9 components; LAMMPS's centroid/stress/atom is -virial, bar Å^3)
+CENTROID = """units metal
+atom_style atomic
+boundary ${boundary}
+processors ${processors}
+read_data ${data}
+pair_style equiforce ${model}
+pair_coeff * * ${elements}
+compute s all centroid/stress/atom NULL virial
+dump d all custom 1 ${out}/centroid.dump id c_s[*]
+dump_modify d format float %.17g sort id
+run 0
+"""
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
@@ -114,6 +129,8 @@ def files(tmp_path_factory) -> Path:
     )
     (folder / "stress_atom.lmp").write_text(STRESS_ATOM)
     (folder / "stress_atom_plain.lmp").write_text(f"plugin load {plugin_path()}\n" + STRESS_ATOM)
+    (folder / "centroid.lmp").write_text(CENTROID)
+    (folder / "centroid_plain.lmp").write_text(f"plugin load {plugin_path()}\n" + CENTROID)
     return folder
 
 
@@ -257,6 +274,72 @@ def test_per_atom_virials_equal_the_python_callback_path(files, tmp_path):
     assert scale > 1.0  # bar Å^3: the box is strained, the virials are not trivially zero
     for name, virial in virials.items():
         np.testing.assert_allclose(virial, reference, rtol=0, atol=EXACT * scale, err_msg=name)
+
+
+def _heat_flux_virials(data: Path, elements: str, model: Path) -> np.ndarray:
+    """W_j = sum_c (x_c - x_j) (x) dE_c/dx_j (eV) of a structure without periodic images, from
+    the model file's per-atom energies E_c by autograd (one gradient per atom, no edges):
+    the per-atom virial of the heat flux. (n_atoms, 9), LAMMPS's order xx yy zz xy xz yz yx
+    zx zy (W^ab: a of the position, b of the gradient)."""
+    numbers = Atoms(elements.replace(" ", "")).numbers
+    atoms = read(data, format="lammps-data", Z_of_type=dict(enumerate(numbers, 1)), units="metal")
+    atoms.pbc = False
+    potential = load_model(model)
+    batch = atoms_batch(atoms, potential.type_names, potential.r_max, torch.device("cpu"))
+    positions = batch[keys.POSITIONS].clone().requires_grad_(True)
+    inputs = {**batch, keys.POSITIONS: positions}
+    energies = potential(inputs, compute_forces=False)[keys.NODE_ENERGY]
+    x = positions.detach()
+    virial = torch.zeros(len(atoms), 3, 3, dtype=torch.float64)
+    for c in range(len(atoms)):
+        (gradient,) = torch.autograd.grad(energies[c], positions, retain_graph=True)
+        virial += (x[c] - x)[:, :, None] * gradient[:, None, :]
+    rows, columns = [0, 1, 2, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 2, 0, 0, 1]
+    return virial[:, rows, columns].numpy()
+
+
+def _centroid(out: Path) -> np.ndarray:
+    """The run's centroid/stress/atom as virials (eV), (n_atoms, 9)."""
+    return -np.loadtxt(out / "centroid.dump", skiprows=9)[:, 1:] / LAMMPS_METAL_NKTV2P
+
+
+def test_centroid_virials_are_the_heat_flux_virials(files, tmp_path):
+    """``compute centroid/stress/atom`` (9 components) of a strictly local model: each edge's
+    virial goes to its neighbour atom, which is the per-atom virial of the heat flux (Green-Kubo
+    thermal conductivity). Ethanol without images: equal to sum_c (x_c - x_j) (x) dE_c/dx_j
+    from the per-atom energies by autograd, for the model file under the driver and the
+    package on 3 plain ranks (one with ghosts only, one empty). The rattled periodic box:
+    package on 2 plain ranks = model file, and the atoms' sum is the global virial."""
+    molecule = dict(boundary="f f f", data=str(files / "molecule.data"), elements="H C O")
+    want = _heat_flux_virials(files / "molecule.data", "H C O", files / "allegro.pt")
+    assert np.abs(want[:, 3] - want[:, 6]).max() > 1e-3  # eV: W_xy != W_yx per atom
+    for name, model, ranks in (("python", "allegro.pt", 1), ("package", "allegro.pt2", 3)):
+        variables = _box(files, tmp_path / name, model=str(files / model), **molecule)
+        if ranks == 1:
+            run_lammps(files / "centroid.lmp", variables=variables, log=None, screen=False)
+        else:
+            variables["processors"] = f"{ranks} 1 1"
+            _plain_lmp(files, variables, ranks=ranks, script="centroid_plain.lmp")
+        got = _centroid(tmp_path / name)
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=0, atol=EXACT * scale, err_msg=name)
+
+    box = {}
+    for name, model, ranks in (("python", "allegro.pt", 1), ("package", "allegro.pt2", 2)):
+        variables = _box(files, tmp_path / f"box_{name}", model=str(files / model))
+        if ranks == 1:
+            run_lammps(files / "centroid.lmp", variables=variables, log=None, screen=False)
+        else:
+            _plain_lmp(files, variables, ranks=ranks, script="centroid_plain.lmp")
+        box[name] = _centroid(tmp_path / f"box_{name}")
+    scale = np.abs(box["python"]).max()
+    np.testing.assert_allclose(box["package"], box["python"], rtol=0, atol=EXACT * scale)
+    atoms = read(files / "box.data", format="lammps-data", Z_of_type={1: 29, 2: 79})
+    atoms.calc = EquiforceCalculator(files / "allegro.pt")
+    virial = -atoms.get_stress(voigt=False) * atoms.get_volume()
+    rows, columns = [0, 1, 2, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 2, 0, 0, 1]
+    total = box["package"].sum(axis=0)
+    np.testing.assert_allclose(total, virial[rows, columns], rtol=0, atol=EXACT * scale)
 
 
 def _with_metadata(package: Path, target: Path, metadata: dict[str, str]) -> Path:

@@ -28,7 +28,7 @@ from equiforce.models.potential import Potential
 
 _INT_P, _DOUBLE_P = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double)
 _LOAD = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.c_char_p, _INT_P, _DOUBLE_P, ctypes.c_void_p, ctypes.c_int
+    ctypes.c_int, ctypes.c_char_p, _INT_P, _DOUBLE_P, _INT_P, ctypes.c_void_p, ctypes.c_int
 )
 _MAP_TYPES = ctypes.CFUNCTYPE(
     ctypes.c_int,
@@ -195,12 +195,14 @@ class ModelSession:
         self.plugin.equiforce_barrier(pair)
         return time.perf_counter() - start
 
-    def load(self, path: bytes, handle, r_max) -> None:
-        """``pair_style equiforce PATH``: load the model; its handle and r_max (Å)."""
+    def load(self, path: bytes, handle, r_max, strictly_local) -> None:
+        """``pair_style equiforce PATH``: load the model; its handle, r_max (Å) and whether it
+        is strictly local (``equiforce.models.contract``; 1 or 0)."""
         potential = load_model(path.decode(), map_location=self.device, precision=self.precision)
         self.potentials.append(potential.eval())
         handle[0] = len(self.potentials) - 1
         r_max[0] = potential.r_max
+        strictly_local[0] = int(potential.energy_model.strictly_local)
 
     def map_types(self, handle: int, n_types: int, elements, model_types) -> None:
         """``pair_coeff * * C H O``: the model's type index of each LAMMPS type's element

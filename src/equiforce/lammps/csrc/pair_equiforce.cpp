@@ -6,8 +6,12 @@
    ghost atoms (virial_fdotr_compute). Both paths (the Python callback, the package's
    edge_gradient output) give dE/dr_ij per edge back: f_i += it, f_j -= it, and the edge's
    virial -r_ij (x) dE/dr_ij goes half to each atom (stress/atom) and to the global virial when
-   F.r is not used (pair_style hybrid). Types mapped to NULL (hybrid) are in no edge and count
-   no energy. */
+   F.r is not used (pair_style hybrid). For a strictly local model (E_i depends only on the
+   edges centred at i: Allegro, every package) the edge's virial is also j's centroid virial
+   (centroid/stress/atom, all 9 components): the per-atom virial of the heat flux
+   sum_i (x_i - x_j) (x) dE_i/dx_j, exact for such a model; a message-passing model's E_i
+   depends on edges beyond i, so LAMMPS refuses centroid/stress/atom for it (CENTROID_NOTAVAIL).
+   Types mapped to NULL (hybrid) are in no edge and count no energy. */
 #include "pair_equiforce.h"
 
 #ifdef EQUIFORCE_AOTI
@@ -63,10 +67,11 @@ extern "C" void equiforce_barrier(void *pair)
 }
 
 PairEquiforce::PairEquiforce(LAMMPS *lmp) :
-    Pair(lmp), handle(-1), r_max(0.0), halo_rows(nullptr), halo_width(0), halo_first(0)
+    Pair(lmp), handle(-1), r_max(0.0), strictly_local(false), halo_rows(nullptr), halo_width(0),
+    halo_first(0)
 {
   single_enable = 0;
-  centroidstressflag = CENTROID_NOTAVAIL;    // per-atom virials are split half/half per edge
+  centroidstressflag = CENTROID_NOTAVAIL;    // until a strictly local model is loaded
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
@@ -96,12 +101,19 @@ void PairEquiforce::settings(int narg, char **arg)
 {
   if (narg != 1) error->all(FLERR, "Illegal pair_style equiforce command: pair_style equiforce MODEL");
   package.reset();
-  if (utils::strmatch(arg[0], "\\.pt2$")) return load_package(arg[0]);
-  if (callbacks.load == nullptr)
-    error->all(FLERR,
-               "pair_style equiforce runs inside the equiforce driver: equiforce lammps in.lmp");
-  char err[kErrLen] = "";
-  if (callbacks.load(arg[0], &handle, &r_max, err, kErrLen) != 0) error->all(FLERR, err);
+  if (utils::strmatch(arg[0], "\\.pt2$")) {
+    load_package(arg[0]);
+    strictly_local = true;    // load_package refuses any other
+  } else {
+    if (callbacks.load == nullptr)
+      error->all(FLERR,
+                 "pair_style equiforce runs inside the equiforce driver: equiforce lammps in.lmp");
+    char err[kErrLen] = "";
+    int local = 0;
+    if (callbacks.load(arg[0], &handle, &r_max, &local, err, kErrLen) != 0) error->all(FLERR, err);
+    strictly_local = local != 0;
+  }
+  centroidstressflag = strictly_local ? CENTROID_AVAIL : CENTROID_NOTAVAIL;
 }
 
 #ifdef EQUIFORCE_AOTI
@@ -329,6 +341,11 @@ void PairEquiforce::apply_pair_gradient()
     // the force on i is g, x_i - x_j = -r_ij: virial -r_ij (x) g, half to i and half to j
     if (vflag_either)
       ev_tally_xyz(i, j, n_local, 1, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
+    // all of it to j (file docstring), in LAMMPS's order xx yy zz xy xz yz yx zx zy
+    if (cvflag_atom) {
+      static constexpr int a[9] = {0, 1, 2, 0, 0, 1, 1, 2, 2}, b[9] = {0, 1, 2, 1, 2, 2, 0, 0, 1};
+      for (int c = 0; c < 9; c++) cvatom[j][c] -= r[a[c]] * g[b[c]];
+    }
   }
 }
 

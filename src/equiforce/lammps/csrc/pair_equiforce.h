@@ -17,8 +17,10 @@ extern "C" {
 /* Callbacks into the driver. Each returns 0 on success; on failure it writes a message
    (at most `errlen` bytes, NUL-terminated) into `err`. Units: Å, eV, eV/Å. */
 typedef struct {
-  /* load the model file `path`: its handle and cutoff r_max (Å) */
-  int (*load)(const char *path, int *handle, double *r_max, char *err, int errlen);
+  /* load the model file `path`: its handle, cutoff r_max (Å) and whether it is strictly local
+     (1: E_i depends only on the edges centred at i; 0: message passing) */
+  int (*load)(const char *path, int *handle, double *r_max, int *strictly_local, char *err,
+              int errlen);
   /* model type index (0-based) of each of `n_types` element symbols */
   int (*map_types)(int handle, int n_types, const char **elements, int *model_types, char *err,
                    int errlen);
@@ -88,6 +90,9 @@ class PairEquiforce : public Pair {
   std::shared_ptr<equiforce::AotiModel> package;
   int handle;
   double r_max;
+  // E_i depends only on the edges centred at i (every package; model files say): the
+  // centroid virial of an edge i -> j is then j's alone (CENTROID_AVAIL)
+  bool strictly_local;
   std::vector<int> type_map;    // LAMMPS type (1-based) -> model type index
   std::vector<int> model_types;    // (n_all,) per compute
   std::vector<int> centre, neighbour;    // edges within r_max, per compute
