@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase.calculators.calculator import PropertyNotImplementedError
 
 from equiforce.cli.main import main
 from equiforce.cpu_features import compiled_features, cpu_flag_set, missing_features
@@ -274,6 +275,25 @@ def test_calculator_over_package_equals_calculator_over_model(allegro_float32):
         np.testing.assert_allclose(got, want, atol=TOL.fp32.atol, rtol=TOL.fp32.rtol)
     with pytest.raises(ValueError, match="runs as exported"):
         EquiforceCalculator(path, precision="float64")
+
+
+def test_per_atom_energies_and_stresses_of_a_package_equal_the_models(
+    allegro_fast_float64, mace_paired_float64
+):
+    """A ``--per-atom`` package gives the calculator per-atom energies and stresses (from its
+    edge gradients) equal to the model file's to 1e-10; one exported without says so."""
+    model, path, _ = allegro_fast_float64
+    atoms = make_triclinic_cu(seed=5) * (2, 1, 1)
+    results = []
+    for calculator in (EquiforceCalculator(path), EquiforceCalculator(model)):
+        atoms.calc = calculator
+        results.append((atoms.get_potential_energies(), atoms.get_stresses()))
+    for got, want in zip(*results, strict=True):
+        _assert_close(torch.from_numpy(got), torch.from_numpy(want), TOL.fp64, "per atom")
+    atoms.calc = EquiforceCalculator(mace_paired_float64[1])
+    for ask in (atoms.get_potential_energies, atoms.get_stresses):
+        with pytest.raises(PropertyNotImplementedError, match="equiforce export --per-atom"):
+            ask()
 
 
 def test_species_the_model_lacks_are_named(allegro_float32):

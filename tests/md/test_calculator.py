@@ -240,3 +240,41 @@ def test_compiled_calculator_matches_the_eager_one():
         assert_close(compiled.get_forces(), eager.get_forces(), TOL.fp64, "forces")
         assert_close(compiled.get_stress(), eager.get_stress(), TOL.fp64, "stress")
     assert len(compiled.calc._call._compiled) == 3  # energy; energy + forces; + stress
+
+
+def _rotation(seed: int) -> np.ndarray:
+    """A random proper rotation matrix (3, 3)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+@pytest.mark.parametrize("family", ["mace", "allegro"])
+def test_per_atom_energies_and_stresses_sum_to_the_totals_and_rotate_with_the_cell(model64, family):
+    """``get_potential_energies`` / ``get_stresses``: they sum to the energy and the stress
+    (1e-10), and rotating the cell and atoms leaves each energy and rotates each atom's stress
+    tensor."""
+    model = model64 if family == "mace" else tiny_allegro(num_layers=1).to(torch.float64)
+    atoms = with_calculator(make_triclinic_cu(seed=4) * (2, 1, 1), EquiforceCalculator(model))
+    energies, stresses = atoms.get_potential_energies(), atoms.get_stresses(voigt=False)
+    assert energies.shape == (len(atoms),) and stresses.shape == (len(atoms), 3, 3)
+    assert_close(energies.sum(), atoms.get_potential_energy(), TOL.fp64, "energies")
+    assert_close(stresses.sum(axis=0), atoms.get_stress(voigt=False), TOL.fp64, "stresses")
+    assert np.abs(stresses - stresses.mean(axis=0)).max() > 1e-4  # eV/Å^3: atoms differ
+    rotation = _rotation(seed=7)
+    rotated = atoms.copy()
+    rotated.set_cell(atoms.cell.array @ rotation.T)
+    rotated.positions = atoms.positions @ rotation.T
+    rotated.calc = EquiforceCalculator(model)
+    assert_close(rotated.get_potential_energies(), energies, TOL.fp64, "energies, rotated")
+    want = np.einsum("ab,nbc,dc->nad", rotation, stresses, rotation)
+    assert_close(rotated.get_stresses(voigt=False), want, TOL.fp64, "stresses, rotated")
+
+
+def test_per_atom_stresses_need_a_3d_periodic_cell(model64):
+    atoms = with_calculator(make_molecule("CH3CH2OH"), EquiforceCalculator(model64))
+    assert_close(
+        atoms.get_potential_energies().sum(), atoms.get_potential_energy(), TOL.fp64, "energies"
+    )
+    with pytest.raises(PropertyNotImplementedError, match="stresses needs a cell periodic in 3D"):
+        atoms.get_stresses()

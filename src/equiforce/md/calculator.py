@@ -121,12 +121,36 @@ class QuickChangeCheck:
         )
 
 
+def atomic_virials(batch: dict[str, torch.Tensor], edge_gradient: torch.Tensor) -> torch.Tensor:
+    """Per-atom virials of one structure, (n_atoms, 3, 3) float64 eV: each edge's virial
+    ``-r_ij (x) dE/dr_ij``, symmetrised, half to each of its two atoms (LAMMPS's ``compute
+    stress/atom`` split, symmetrised so that each atom's tensor rotates with the structure);
+    their sum is the structure's virial ``-dE/d(strain)``.
+
+    Args:
+        batch: the structure's batch (one graph; positions, cell, edge_index, edge_shift).
+        edge_gradient: (n_edges, 3) ``dE/dr_ij``, eV/Å (the model's ``edge_gradient``).
+    """
+    centre, neighbour = batch[keys.EDGE_INDEX]
+    positions = batch[keys.POSITIONS].to(torch.float64)
+    cell = batch[keys.CELL].to(torch.float64).reshape(3, 3)
+    vectors = positions[neighbour] - positions[centre] + batch[keys.EDGE_SHIFT].double() @ cell
+    virial = -0.5 * vectors[:, :, None] * edge_gradient.to(torch.float64)[:, None, :]
+    virial = 0.5 * (virial + virial.transpose(1, 2))
+    atoms = torch.zeros(positions.shape[0], 3, 3, dtype=torch.float64, device=positions.device)
+    return atoms.index_add_(0, centre, virial).index_add_(0, neighbour, virial)
+
+
 class EquiforceCalculator(QuickChangeCheck, Calculator):
-    """Energy, forces and stress of an equiforce model for ``ase.Atoms``.
+    """Energy, forces and stress of an equiforce model for ``ase.Atoms``, and per atom the
+    energies (``get_potential_energies``) and stresses (``get_stresses``).
 
     Stress is available for structures periodic along all three cell vectors only; asking for
     it otherwise raises ASE's ``PropertyNotImplementedError``. Elements the model does not know
-    raise a ``ValueError`` naming the element and the model's types.
+    raise a ``ValueError`` naming the element and the model's types. Per-atom energies are the
+    model's own decomposition (what LAMMPS's ``compute pe/atom`` gives); per-atom stresses
+    (Voigt, eV/Å^3, summing to the stress; 3D-periodic cells) split each edge's virial half to
+    each atom (``atomic_virials``). A package has them when exported with ``--per-atom``.
 
     A script running MD of thousands of atoms with it should call
     ``equiforce.allocator.retain_freed_memory()`` once, as the ``equiforce`` command line does:
@@ -164,7 +188,7 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         >>> atoms.get_potential_energy()
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses"]
 
     def __init__(
         self,
@@ -243,28 +267,41 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         """Fill ``self.results`` for ``self.atoms`` from its ``batch`` (``calculate`` after
         the batch; ``CommitteeCalculator`` hands its members one batch); ``properties`` and
         the errors as in ``calculate``."""
-        want_stress = "stress" in properties
-        if want_stress and not self.atoms.pbc.all():
-            raise PropertyNotImplementedError(
-                f"stress needs a cell periodic in 3D; this structure has pbc={self.atoms.pbc}"
-            )
+        want_stress, want_stresses = "stress" in properties, "stresses" in properties
+        for name in ("stress", "stresses"):
+            if name in properties and not self.atoms.pbc.all():
+                raise PropertyNotImplementedError(
+                    f"{name} needs a cell periodic in 3D; this structure has pbc={self.atoms.pbc}"
+                )
         # An energy-only request (finite differences, screening) skips the backward pass.
-        want_forces = not set(properties) <= {"energy", "free_energy"}
+        want_forces = not set(properties) <= {"energy", "free_energy", "energies"}
         self._stress_wanted = self._stress_wanted or want_stress
         want_stress = want_stress or (want_forces and self._stress_wanted and self.atoms.pbc.all())
+        options = {"compute_forces": want_forces, "compute_stress": want_stress}
+        call = self._call
         if isinstance(self.model, ExportedPotential):
             scope = contextlib.nullcontext()  # compiled in its precision at export
+            for name, key in (("energies", keys.NODE_ENERGY), ("stresses", keys.EDGE_GRADIENT)):
+                if name in properties and key not in self.model.outputs:
+                    raise PropertyNotImplementedError(
+                        f"{name}: this package was exported without per-atom outputs "
+                        "(equiforce export --per-atom)"
+                    )
         else:
             scope = precision_scope(current_policy(self.model))
+            if want_stresses:  # the edge gradients: the eager model (a compiled one has none)
+                call, options["compute_edge_gradients"] = self.model, True
         with torch.enable_grad(), scope:
-            out = self._call(
-                batch,
-                compute_forces=want_forces,
-                compute_stress=want_stress,
-                create_graph=False,
-            )
+            out = call(batch, create_graph=False, **options)
         energy = float(out[keys.ENERGY].detach().cpu()[0])
         self.results = {"energy": energy, "free_energy": energy}
+        if "energies" in properties:
+            energies = out[keys.NODE_ENERGY].detach().cpu().numpy().astype(np.float64)
+            self.results["energies"] = energies
+        if want_stresses:
+            virials = atomic_virials(batch, out[keys.EDGE_GRADIENT].detach())
+            stresses = -virials.cpu().numpy() / abs(self.atoms.get_volume())
+            self.results["stresses"] = full_3x3_to_voigt_6_stress(stresses)
         if want_forces:
             self.results["forces"] = out[keys.FORCES].detach().cpu().numpy().astype(np.float64)
         if want_stress:
