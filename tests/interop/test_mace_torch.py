@@ -18,6 +18,7 @@ from equiforce.interop import from_mace_torch  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_periodic_hco,
     peer_parity_structures,
+    squeezed,
 )
 from equiforce.testing.tolerances import TOL  # noqa: E402
 
@@ -168,7 +169,36 @@ def test_spec_is_read_from_the_module(default_model):
     assert (spec.scale, spec.shift) == (1.7, -0.3) and not spec.first_interaction_residual
 
 
+def test_pair_repulsion_converts_and_edited_constants_are_named():
+    """A mace-built model with the ZBL ``pair_repulsion`` (plain and scale-shift) equals
+    mace-torch on squeezed structures (close contacts, where ZBL acts); one whose ZBL
+    constants differ from mace's defaults is refused, naming the constant."""
+    for plain in ({}, {"atomic_inter_scale": None, "atomic_inter_shift": None}):
+        model = _mace_model(pair_repulsion=True, **plain)
+        potential = from_mace_torch(model)
+        assert potential.spec.pair_repulsion
+        batch = _batch(
+            [squeezed(a) for a in peer_parity_structures()] + [squeezed(make_periodic_hco(3))]
+        )
+        # mace's ZBL multiplies k Z_i Z_j in the default dtype; its calculator sets it
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            reference = model(_mace_inputs(batch, torch.float64), compute_force=True)
+        finally:
+            torch.set_default_dtype(previous)
+        ours = potential(batch, compute_forces=True)
+        without = from_mace_torch(_mace_model(**plain))(batch, compute_forces=False)
+        assert (ours[keys.ENERGY] - without[keys.ENERGY]).abs().min() > 0.3  # eV: ZBL acts
+        torch.testing.assert_close(ours[keys.ENERGY], reference["energy"], **TOL.fp64.__dict__)
+        torch.testing.assert_close(ours[keys.FORCES], reference["forces"], **TOL.fp64.__dict__)
+    with torch.no_grad():
+        model.pair_repulsion_fn.a_exp.fill_(0.25)
+    with pytest.raises(ValueError, match="pair_repulsion's a_exp differs"):
+        from_mace_torch(model)
+
+
 def test_unsupported_options_are_named():
-    model = _mace_model(pair_repulsion=True, max_ell=1, correlation=1, radial_MLP=[8])
-    with pytest.raises(ValueError, match="pair_repulsion"):
+    model = _mace_model(use_agnostic_product=True, max_ell=1, correlation=1, radial_MLP=[8])
+    with pytest.raises(ValueError, match="use_agnostic_product"):
         from_mace_torch(model)

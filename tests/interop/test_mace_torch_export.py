@@ -17,7 +17,11 @@ from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
 from equiforce.interop import from_mace_torch, to_mace_torch  # noqa: E402
 from equiforce.testing.models import tiny_mace  # noqa: E402
-from equiforce.testing.structures import make_periodic_hco, peer_parity_structures  # noqa: E402
+from equiforce.testing.structures import (  # noqa: E402
+    make_periodic_hco,
+    peer_parity_structures,
+    squeezed,
+)
 from equiforce.testing.tolerances import TOL  # noqa: E402
 from equiforce.workflows.bench.peers import mace_call  # noqa: E402
 
@@ -75,6 +79,26 @@ def test_round_trip_is_exact_and_mace_torch_agrees_in_float64(overrides):
     model = _model(**overrides)
     _assert_round_trip(model)
     _assert_mace_agrees(model, TOL.fp64)
+
+
+def test_pair_repulsion_round_trips_and_mace_torch_agrees_on_close_contacts():
+    """mace-torch's ZBL ``pair_repulsion`` (``MACESpec.pair_repulsion``) both ways: exact
+    round trip, and mace-torch's energies and forces on squeezed structures, where the ZBL
+    term changes every energy by more than 0.3 eV."""
+    model = _model(pair_repulsion=True)
+    _assert_round_trip(model)
+    batch = _batch([squeezed(a) for a in peer_parity_structures() + [make_periodic_hco(4)]])
+    previous = torch.get_default_dtype()  # mace's ZBL computes k Z_i Z_j in it; as its
+    torch.set_default_dtype(torch.float64)  # calculator does for a float64 model
+    try:
+        energy, forces = mace_call(model, batch, "inference")()
+    finally:
+        torch.set_default_dtype(previous)
+    ours = model(batch, compute_forces=True)
+    without = _model()(batch, compute_forces=True)  # the same weights, no ZBL
+    assert (ours[keys.ENERGY] - without[keys.ENERGY]).abs().min() > 0.3  # eV: ZBL acts
+    torch.testing.assert_close(energy.double(), ours[keys.ENERGY], **TOL.fp64.__dict__)
+    torch.testing.assert_close(forces.double(), ours[keys.FORCES], **TOL.fp64.__dict__)
 
 
 def test_float32_export_agrees():

@@ -25,8 +25,10 @@ TOL = 1e-10
 CHUNK_EDGES = 40  # the batch's 720 edges: above CHUNKED_FROM chunks' worth
 
 
-def _model(backend: str) -> torch.nn.Module:
-    model = tiny_mace(torch.float64, correlation=3, avg_num_neighbors=6.0, scale=1.3, seed=4)
+def _model(backend: str, **overrides) -> torch.nn.Module:
+    model = tiny_mace(
+        torch.float64, correlation=3, avg_num_neighbors=6.0, scale=1.3, seed=4, **overrides
+    )
     return use_backend(model, backend)
 
 
@@ -106,6 +108,16 @@ def test_chunked_equals_one_pass(batch, backend, train):
     want = _predict(model, batch, None, train)
     _assert_equal(_predict(model, batch, CHUNK_EDGES, train), want)
     _assert_equal(_predict(model, _shuffled_edges(batch), CHUNK_EDGES, train), want)
+
+
+def test_chunked_equals_one_pass_with_the_zbl_repulsion(batch):
+    """The pair repulsion (``MACESpec.pair_repulsion``) comes from the whole edge list before
+    the chunks: shuffled edges in chunks equal one pass."""
+    model = _model("fast", pair_repulsion=True)
+    want = _predict(model, batch, None, False)
+    without = _predict(_model("fast"), batch, None, False)["energy"]
+    assert float((want["energy"] - without).abs().min()) > 1e-4  # eV: the repulsion acts
+    _assert_equal(_predict(model, _shuffled_edges(batch), CHUNK_EDGES, False), want)
 
 
 def test_checkpointed_force_loss_gradients(batch):

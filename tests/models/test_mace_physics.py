@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from equiforce.models.registry import build_model
 from equiforce.testing.models import tiny_mace
 from tests.models.model_suite import ModelTestSuite
 
@@ -21,3 +24,12 @@ class TestMACEPhysics(ModelTestSuite):
             shift=0.3,
             seed=1,
         )
+
+
+class TestMACEWithZBLPhysics(TestMACEPhysics):
+    """The same with the ZBL pair repulsion (``MACESpec.pair_repulsion``; it acts on the fcc
+    Cu/Au cells, whose nearest neighbours sit inside its covalent-radii cutoff)."""
+
+    def make_model(self, dtype: torch.dtype):
+        model = super().make_model(dtype)
+        return build_model("mace", dataclasses.replace(model.spec, pair_repulsion=True))

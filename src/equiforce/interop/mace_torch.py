@@ -2,7 +2,8 @@
 
 Supported: single-head models built with mace-torch's default options (Bessel basis,
 polynomial envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend,
-no pair repulsion or extra embeddings), float32 or float64. Everything is read from the
+no extra embeddings; the ZBL ``pair_repulsion`` with its default constants), float32 or
+float64. Everything is read from the
 module itself; energies and forces agree to ~1e-12 in float64.
 
 Most weights copy 1:1. Three places differ by a basis change, folded into the weights:
@@ -25,6 +26,7 @@ import torch
 from equiforce.models.mace import MACE, MACESpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
+from equiforce.nn import zbl as zbl_module
 from equiforce.nn.mace.mlp import normalized_silu_scale
 from equiforce.nn.mace.readout import LinearReadout
 from equiforce.o3.irreps import Irreps, hidden_irreps
@@ -92,6 +94,7 @@ def spec_from_mace_torch(model: torch.nn.Module) -> MACESpec:
         shift=shift,
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         first_interaction_residual=type(model.interactions[0]).__name__ == _LATER_BLOCK,
+        pair_repulsion=hasattr(model, "pair_repulsion"),
     )
 
 
@@ -107,7 +110,6 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         return [f"only MACE and ScaleShiftMACE are supported, got {name}"]
     problems = []
     flags = {
-        "pair_repulsion": hasattr(model, "pair_repulsion"),
         "embedding_specs (joint embedding)": hasattr(model, "joint_embedding"),
         "use_so3": getattr(model, "use_so3", False),
         "use_agnostic_product": getattr(model, "use_agnostic_product", False),
@@ -117,6 +119,8 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         "apply_cutoff=False": not getattr(model.radial_embedding, "apply_cutoff", True),
     }
     problems += [f"option {flag} is not supported" for flag, on in flags.items() if on]
+    if hasattr(model, "pair_repulsion"):
+        problems += _zbl_problems(model.pair_repulsion_fn, int(model.radial_embedding.cutoff_fn.p))
     if type(model.radial_embedding.bessel_fn).__name__ != "BesselBasis":
         problems.append("only the Bessel radial basis (radial_type='bessel') is supported")
     blocks = [type(block).__name__ for block in model.interactions]
@@ -124,6 +128,24 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         problems.append(f"interaction blocks {blocks} are not supported")
     problems += _irreps_problems(model)
     return problems
+
+
+def _zbl_problems(zbl: torch.nn.Module, p: int) -> list[str]:
+    """What of mace's ``ZBLBasis`` differs from ``equiforce.nn.zbl`` (its defaults)."""
+    from ase.data import covalent_radii
+
+    expected = {
+        "c": torch.tensor(zbl_module.PHI_COEFFICIENTS),
+        "a_exp": torch.tensor(zbl_module.SCREENING_EXPONENT),
+        "a_prefactor": torch.tensor(zbl_module.SCREENING_PREFACTOR),
+        "covalent_radii": torch.tensor(covalent_radii),
+        "p": torch.tensor(p),
+    }
+    return [
+        f"pair_repulsion's {name} differs from mace's default (trained or edited)"
+        for name, value in expected.items()
+        if not torch.allclose(getattr(zbl, name).detach().double(), value.double(), rtol=1e-6)
+    ]
 
 
 def _irreps_problems(model: torch.nn.Module) -> list[str]:

@@ -94,6 +94,7 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
                 radial_MLP=list(spec.radial_mlp),
                 atomic_inter_scale=spec.scale,
                 atomic_inter_shift=spec.shift,
+                pair_repulsion=spec.pair_repulsion,
             )
     finally:
         torch.set_default_dtype(previous)

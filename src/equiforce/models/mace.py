@@ -4,7 +4,8 @@ Defaults follow mace-torch's ``run_train`` for ``--model MACE``: Bessel radial b
 polynomial envelope, first interaction ``RealAgnosticInteractionBlock``, later ones
 ``RealAgnosticResidualInteractionBlock``, symmetric contraction of correlation 3, linear
 readouts on every layer but the last, whose readout is an MLP, and
-``E_i = E0[type_i] + scale * sum_layers(readout_i) + shift``.
+``E_i = E0[type_i] + scale * (ZBL_i + sum_layers(readout_i)) + shift`` (ZBL_i, the optional
+pair repulsion, ``MACESpec.pair_repulsion``; zero by default).
 
 As in mace-torch, the last layer keeps only scalar features, and with a single interaction
 its readout is linear. Edge vectors follow mace-torch's direction (sender -> receiver, i.e.
@@ -52,6 +53,7 @@ from equiforce.nn.mace import (
     SpeciesEmbedding,
 )
 from equiforce.nn.mace.recompute import recomputed_layer
+from equiforce.nn.zbl import ZBLRepulsion
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
 
 # Edges per chunk of a large graph, and how many chunks' worth of edges a graph needs to be
@@ -100,6 +102,10 @@ class MACESpec(ModelSpec):
             block (``RealAgnosticInteractionBlock``), whose model cannot shift a species'
             energy directly and learns the offset from the E0s slowly (a 16-channel AcAc model
             was still ~0.5 eV/atom off after 25 epochs, against ~2 meV/atom with the default).
+        pair_repulsion: add the ZBL screened nuclear repulsion (``equiforce.nn.zbl``,
+            mace-torch's ``--pair_repulsion``, envelope order ``num_polynomial_cutoff``) to the
+            layers' energies before the scale and shift (default False). It keeps atoms apart where
+            the data has no close contacts; mace-torch's MACE-MP-0b* foundation models use it.
     """
 
     num_channels: int = 64
@@ -112,6 +118,7 @@ class MACESpec(ModelSpec):
     radial_mlp: tuple[int, ...] = (64, 64, 64)
     readout_mlp_hidden: int = 16
     first_interaction_residual: bool = True
+    pair_repulsion: bool = False
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -198,6 +205,11 @@ class MACE(AtomicEnergyModel):
             self.readouts.append(_readout(spec, index, irreps.skip_out, generator))
         energies = spec.atomic_energies or (0.0,) * n_types
         self.scale_shift = ScaleShiftEnergy(energies, spec.scale, spec.shift)
+        self.pair_repulsion = (
+            ZBLRepulsion(spec.type_names, spec.num_polynomial_cutoff)
+            if spec.pair_repulsion
+            else None
+        )
         self.chunk_edges: int | None = DEFAULT_CHUNK_EDGES
 
     @property
@@ -206,7 +218,8 @@ class MACE(AtomicEnergyModel):
         return len(self.interactions)
 
     def initial_state(self, data: dict[str, torch.Tensor]) -> LayerState:
-        """Species embedding as the halo; edge embeddings, chunk plan, zero energies.
+        """Species embedding as the halo; edge embeddings, chunk plan, the energies the layers
+        add to (zero, or the ZBL pair energies with ``spec.pair_repulsion``).
 
         Args:
             data: batch dict with ``edge_vec`` (n_edges, 3) float64, ``edge_index``
@@ -221,6 +234,10 @@ class MACE(AtomicEnergyModel):
         node_feats = self.embedding(atom_type)
         n_local = data.get(LOCAL_ATOMS)
         n_rows = node_feats.shape[0] if n_local is None else int(n_local)
+        energy = node_feats.new_zeros(n_rows)
+        if self.pair_repulsion is not None:
+            zbl = self.pair_repulsion(edge_vec, edge_index, atom_type, n_rows)
+            energy = energy + zbl.to(energy.dtype)
         chunks = self._chunks(edge_index, n_rows)
         if chunks is not None and chunks.edge_order is not None:
             edge_vec = edge_vec[chunks.edge_order]
@@ -243,7 +260,7 @@ class MACE(AtomicEnergyModel):
             "edge_vec": edge_vec,
             "chunks": chunks,
             "recompute": recompute,
-            "energy": node_feats.new_zeros(n_rows),
+            "energy": energy,
             "features": [],
         }
         return LayerState(node_feats, private)

@@ -69,6 +69,17 @@ def make_periodic_hco(seed: int = 3) -> Atoms:
     return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
 
 
+def squeezed(atoms: Atoms, factor: float = 0.7) -> Atoms:
+    """A copy of ``atoms`` with every distance (and its cell) scaled by ``factor``: close
+    contacts, where a ZBL repulsion acts (bonds sit near its covalent-radii cutoff)."""
+    atoms = atoms.copy()
+    if atoms.pbc.any():
+        atoms.set_cell(atoms.cell.array * factor, scale_atoms=True)
+    else:
+        atoms.positions *= factor
+    return atoms
+
+
 def peer_parity_structures() -> list[Atoms]:
     """Ethanol, water and a periodic H/C/O cell: the structures of the peer-parity tests."""
     molecules = [make_molecule(name, seed=k) for k, name in enumerate(["CH3CH2OH", "H2O"])]
