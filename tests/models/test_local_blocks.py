@@ -82,6 +82,14 @@ def test_periodic_box_every_output_matches(allegro):
     assert _compare(allegro, batch) > 3
 
 
+def test_the_zbl_repulsion_in_blocks_equals_the_whole_graph():
+    """``AllegroSpec.pair_repulsion``: every output of a blocked call, the edge energies (its
+    per-edge share) included, equals the whole graph's."""
+    model = tiny_allegro(torch.float64, pair_repulsion=True).eval()
+    batch = _batch(model, [make_fcc_cu(repeat=4, seed=3)])
+    assert _compare(model, batch) > 3
+
+
 def test_batch_of_graphs_with_mixed_pbc(allegro):
     """A bulk cell, a slab (pbc T, T, F) and a molecule in one batch."""
     structures = [make_fcc_cu(repeat=3, seed=1), make_slab(seed=2), make_molecule("C6H6")]

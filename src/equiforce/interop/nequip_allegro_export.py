@@ -40,6 +40,11 @@ def to_nequip_allegro(potential: Potential) -> nn.Module:
 
     if potential.family != "allegro":
         raise ValueError(f"to_nequip_allegro exports Allegro models, got {potential.family!r}")
+    if potential.spec.pair_repulsion:
+        raise ValueError(
+            "pair_repulsion: nequip's ZBL uses another cutoff than equiforce's (mace-torch's); "
+            "a model with it has no nequip equivalent"
+        )
     model = _build(potential.spec)
     state = {k: v.detach().cpu().double() for k, v in potential.energy_model.state_dict().items()}
     ours = potential.energy_model

@@ -7,6 +7,7 @@ atoms beyond the centre's environment sum. With the two-body embedding
 readout MLP giving a pair energy ``e_ij``, the atomic energy is
 
     E_i = E0[t_i] + shift + scale * type_scales[t_i] * sum_j e_ij / sqrt(2 * avg_num_neighbors[t_i])
+          (+ ZBL_i, the optional pair repulsion, ``AllegroSpec.pair_repulsion``)
 
 which is nequip's ``EdgewiseReduce`` (1/sqrt(2) included) followed by ``PerTypeScaleShift``
 with scales ``scale * type_scales`` and shifts ``E0 + shift``. Species enter only through two
@@ -26,6 +27,7 @@ from equiforce.models.registry import register
 from equiforce.models.spec import ModelSpec, integer_problems, positive_problems
 from equiforce.nn.allegro import NONLINEARITIES, AllegroEdgeEmbedding, AllegroLayers, AllegroMLP
 from equiforce.nn.scale_shift import ScaleShiftEnergy
+from equiforce.nn.zbl import ZBLRepulsion
 from equiforce.o3.allegro_tp import allegro_layer_irreps, tensor_track_irreps
 
 __all__ = ["Allegro", "AllegroSpec", "build_allegro"]
@@ -71,6 +73,10 @@ class AllegroSpec(ModelSpec):
             avg_num_neighbors (default: empty).
         type_scales: optional extra per-type factors on ``scale`` (default: empty = 1);
             nequip's per-type energy scales.
+        pair_repulsion: add the ZBL screened nuclear repulsion (``equiforce.nn.zbl``, as
+            MACE's ``pair_repulsion``, envelope order ``polynomial_cutoff_p``, its own
+            covalent-radii cutoff) to each atom's energy, unscaled (default False). Per edge,
+            so the model stays strictly local; not nequip's ZBL (another cutoff).
     """
 
     pair_r_max: tuple[float, ...] = ()
@@ -89,6 +95,7 @@ class AllegroSpec(ModelSpec):
     polynomial_cutoff_p: int = 6
     per_type_avg_num_neighbors: tuple[float, ...] = ()
     type_scales: tuple[float, ...] = ()
+    pair_repulsion: bool = False
 
     def pair_r_max_matrix(self) -> torch.Tensor:
         """(n_types, n_types) float64 cutoff per (centre, neighbour) type, Å."""
@@ -189,6 +196,9 @@ class Allegro(AtomicEnergyModel):
         self.pair_scale = tuple(spec.scale * s for s in type_scales)
         energies = spec.atomic_energies or (0.0,) * n_types
         self.scale_shift = ScaleShiftEnergy(energies, 1.0, spec.shift)
+        self.pair_repulsion = (
+            ZBLRepulsion(spec.type_names, spec.polynomial_cutoff_p) if spec.pair_repulsion else None
+        )
 
     @property
     def num_layers(self) -> int:
@@ -212,6 +222,8 @@ class Allegro(AtomicEnergyModel):
         private = {
             "atom_type": atom_type,
             "centre": edge_index[0],
+            "edge_index": edge_index,
+            "edge_vec": data[keys.EDGE_VEC],
             "norm": norm.index_select(0, atom_type),
             "edge_sh": edge_sh,
             "scalars": scalars,
@@ -257,10 +269,18 @@ class Allegro(AtomicEnergyModel):
         scale = torch.tensor(self.pair_scale, dtype=torch.float64, device=norm.device)
         scale = scale.index_select(0, atom_type)
         energy = (edge_sum * norm / math.sqrt(2.0)).to(torch.float64) * scale
+        zbl = None
+        if self.pair_repulsion is not None:
+            zbl = self.pair_repulsion.edge_energies(
+                carry["edge_vec"], carry["edge_index"], atom_type
+            )
+            energy = energy.index_add(0, centre, zbl)
         out = {keys.NODE_ENERGY: self.scale_shift(energy, atom_type)}
         if EDGE_ENERGY in extra_outputs:
             pair_factor = (scale * norm.to(torch.float64) / math.sqrt(2.0)).index_select(0, centre)
             out[EDGE_ENERGY] = pair_energy.to(torch.float64) * pair_factor
+            if zbl is not None:
+                out[EDGE_ENERGY] = out[EDGE_ENERGY] + zbl
         if NODE_FEATURES in extra_outputs:
             features = torch.cat(carry["scalars"], dim=-1)
             summed = features.new_zeros(n_atoms, features.shape[1]).index_add(0, centre, features)

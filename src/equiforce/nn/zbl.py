@@ -73,6 +73,13 @@ class ZBLRepulsion(nn.Module):
         Returns:
             (n_rows,) float64, eV: half of each edge's V(r) on its centre.
         """
+        pair = self.edge_energies(edge_vec, edge_index, atom_type)
+        return pair.new_zeros(n_rows).index_add_(0, edge_index[0], pair)
+
+    def edge_energies(
+        self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor
+    ) -> torch.Tensor:
+        """(n_edges,) float64, eV: each edge's share, V(r) / 2 (arguments as ``forward``)."""
         centre, neighbour = edge_index
         z_i, z_j = self.numbers[atom_type[centre]], self.numbers[atom_type[neighbour]]
         r = torch.linalg.vector_norm(edge_vec.to(torch.float64), dim=1)
@@ -83,5 +90,4 @@ class ZBLRepulsion(nn.Module):
         )
         cutoff = self.radii[atom_type[centre]] + self.radii[atom_type[neighbour]]
         smooth = envelope(r / cutoff, self.p) * (r < cutoff)  # o3.radial.polynomial_cutoff's
-        pair = 0.5 * COULOMB * z_i * z_j / r * phi * smooth
-        return r.new_zeros(n_rows).index_add_(0, centre, pair)
+        return 0.5 * COULOMB * z_i * z_j / r * phi * smooth
