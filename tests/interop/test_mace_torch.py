@@ -198,6 +198,41 @@ def test_pair_repulsion_converts_and_edited_constants_are_named():
         from_mace_torch(model)
 
 
+@pytest.mark.parametrize("max_L", [1, 0])
+def test_each_head_of_a_multi_head_model_converts(max_L):  # noqa: N803
+    """mace's multi-head fine-tuning makes heads ["pt_head", "Default"] sharing the layers,
+    each with its readout outputs (the non-linear readout's hidden blocks), E0s, scale and
+    shift: each head converted alone equals mace-torch evaluated with that head."""
+    heads = ["pt_head", "Default"]
+    e0 = np.array([[-13.6, -1029.8, -2041.9], [-13.1, -1030.4, -2040.2]])
+    model = _mace_model(
+        max_L=max_L,
+        heads=heads,
+        atomic_energies=e0,
+        atomic_inter_scale=[1.7, 0.8],
+        atomic_inter_shift=[-0.3, 0.25],
+    )
+    batch = _batch(peer_parity_structures())
+    n_graphs = int(batch[keys.PTR].shape[0]) - 1
+    energies = []
+    for index, head in enumerate(heads):
+        potential = from_mace_torch(model, head=head)
+        assert potential.spec.atomic_energies == tuple(e0[index])
+        inputs = _mace_inputs(batch, torch.float64)
+        inputs["head"] = torch.full((n_graphs,), index, dtype=torch.long)
+        reference = model(inputs, compute_force=True)
+        ours = potential(batch, compute_forces=True)
+        tolerance = TOL.peer_parity.__dict__
+        torch.testing.assert_close(ours[keys.ENERGY], reference["energy"], **tolerance)
+        torch.testing.assert_close(ours[keys.FORCES], reference["forces"], **tolerance)
+        energies.append(ours[keys.ENERGY])
+    assert (energies[0] - energies[1]).abs().min() > 0.1  # eV: the heads differ
+    with pytest.raises(ValueError, match="has the heads pt_head, Default: choose one"):
+        from_mace_torch(model)
+    with pytest.raises(ValueError, match="head 'dft' is not one of the model's heads"):
+        from_mace_torch(model, head="dft")
+
+
 def test_unsupported_options_are_named():
     model = _mace_model(use_agnostic_product=True, max_ell=1, correlation=1, radial_MLP=[8])
     with pytest.raises(ValueError, match="use_agnostic_product"):

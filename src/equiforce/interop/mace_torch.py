@@ -1,6 +1,7 @@
 """Convert mace-torch 0.3.x ``MACE`` / ``ScaleShiftMACE`` models into equiforce ``Potential``s.
 
-Supported: single-head models built with mace-torch's default options (Bessel basis,
+Supported: models built with mace-torch's default options (a multi-head model converts one
+head at a time, ``head=``) (Bessel basis,
 polynomial envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend,
 no extra embeddings; the ZBL ``pair_repulsion`` with its default constants), float32 or
 float64. Everything is read from the
@@ -19,6 +20,7 @@ Most weights copy 1:1. Three places differ by a basis change, folded into the we
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import torch
@@ -37,45 +39,67 @@ _FIRST_BLOCKS = ("RealAgnosticInteractionBlock", "RealAgnosticResidualInteractio
 _LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
 
 
-def from_mace_torch(model: torch.nn.Module) -> Potential:
+def from_mace_torch(model: torch.nn.Module, head: str | None = None) -> Potential:
     """Convert a mace-torch ``MACE``/``ScaleShiftMACE`` into an equiforce ``Potential``.
 
     Args:
         model: the mace-torch module (not TorchScript-compiled), float32 or float64.
+        head: for a multi-head model (mace's multi-head fine-tuning makes ``["pt_head",
+            "Default"]``), the head to convert: its readouts, E0s, scale and shift; the
+            layers are shared. None: the model's only head.
 
     Returns:
         A ``Potential`` of family ``"mace"`` in the source dtype, in eval mode.
 
     Raises:
         ImportError: mace-torch is not installed.
-        ValueError: the model uses an option equiforce does not implement (named).
+        ValueError: the model uses an option equiforce does not implement (named), or
+            ``head`` is not one of its heads (they are listed).
     """
     import mace.modules  # noqa: F401  (lazy: mace-torch is optional)
 
     _check_supported(model)
-    spec = spec_from_mace_torch(model)
+    index = head_index(model, head)
+    spec = spec_from_mace_torch(model, head)
     potential = build_model("mace", spec)
-    state = _converted_state(model, potential.energy_model, spec.torch_dtype)
+    state = _converted_state(model, potential.energy_model, spec.torch_dtype, index)
     dtype = spec.torch_dtype
     potential.energy_model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
     return potential.eval()
 
 
-def spec_from_mace_torch(model: torch.nn.Module) -> MACESpec:
-    """The ``MACESpec`` describing a (supported) mace-torch model."""
+def head_index(model: torch.nn.Module, head: str | None) -> int:
+    """The index of ``head`` among the model's heads (None: the only one)."""
+    heads = list(getattr(model, "heads", None) or ["Default"])
+    if head is None and len(heads) == 1:
+        return 0
+    if head not in heads:
+        raise ValueError(
+            f"this model has the heads {', '.join(heads)}: choose one with head=..."
+            if head is None
+            else f"head {head!r} is not one of the model's heads ({', '.join(heads)})"
+        )
+    return heads.index(head)
+
+
+def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MACESpec:
+    """The ``MACESpec`` describing a (supported) mace-torch model, or one of its heads."""
     from ase.data import chemical_symbols
 
+    index = head_index(model, head)
+    n_heads = len(getattr(model, "heads", None) or ["Default"])
     embedding = model.radial_embedding
     n_layers = len(model.interactions)
     channels = model.node_embedding.linear.irreps_out.count((0, 1))
     max_L = model.products[0].linear.irreps_out.lmax if n_layers > 1 else 0  # noqa: N806
     fcnet = model.interactions[0].conv_tp_weights
-    readout_hidden = model.readouts[-1].hidden_irreps.dim if n_layers > 1 else 16
-    energies = model.atomic_energies_fn.atomic_energies.detach().double().flatten()
+    readout_hidden = model.readouts[-1].hidden_irreps.dim // n_heads if n_layers > 1 else 16
+    energies = model.atomic_energies_fn.atomic_energies.detach().double()
+    energies = energies.reshape(n_heads, -1)[index]
     scale, shift = 1.0, 0.0
     if hasattr(model, "scale_shift"):
-        scale = float(model.scale_shift.scale.detach().flatten()[0])
-        shift = float(model.scale_shift.shift.detach().flatten()[0])
+        scale = float(model.scale_shift.scale.detach().flatten()[index])
+        shift = float(model.scale_shift.shift.detach().flatten()[index])
     return MACESpec(
         type_names=tuple(chemical_symbols[int(z)] for z in model.atomic_numbers),
         r_max=float(model.r_max),
@@ -114,7 +138,6 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         "use_so3": getattr(model, "use_so3", False),
         "use_agnostic_product": getattr(model, "use_agnostic_product", False),
         "use_last_readout_only": getattr(model, "use_last_readout_only", False),
-        "multiple heads": len(getattr(model, "heads", ["Default"])) > 1,
         "distance_transform": hasattr(model.radial_embedding, "distance_transform"),
         "apply_cutoff=False": not getattr(model.radial_embedding, "apply_cutoff", True),
     }
@@ -170,15 +193,17 @@ def _irreps_problems(model: torch.nn.Module) -> list[str]:
 
 
 def _converted_state(
-    source: torch.nn.Module, target: MACE, dtype: torch.dtype
+    source: torch.nn.Module, target: MACE, dtype: torch.dtype, head: int = 0
 ) -> dict[str, torch.Tensor]:
-    """State dict of ``target`` carrying the weights of ``source`` (of ``dtype``), float64."""
+    """State dict of ``target`` carrying the weights of ``source`` (of ``dtype``; its head
+    ``head``), float64."""
     state = {"embedding.weight": _weight(source.node_embedding.linear)}
+    n_heads = len(getattr(source, "heads", None) or ["Default"])
     layers = zip(source.interactions, source.products, source.readouts, strict=True)
     for index, (interaction, product, readout) in enumerate(layers):
         state.update(_interaction_state(interaction, target.interactions[index], index, dtype))
         state.update(_product_state(product, target.products[index], index))
-        state.update(_readout_state(readout, target.readouts[index], index))
+        state.update(_readout_state(readout, target.readouts[index], index, head, n_heads))
     missing = set(target.state_dict()) ^ set(state)
     if missing:
         raise ValueError(f"conversion left these weights unmatched: {sorted(missing)}")
@@ -343,15 +368,41 @@ def _solve(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float, where: st
     return mapping
 
 
-def _readout_state(source, target, index: int) -> dict[str, torch.Tensor]:
+def _readout_state(source, target, index: int, head: int, n_heads: int) -> dict[str, torch.Tensor]:
+    """The readout weights of head ``head`` of ``n_heads``. mace's readouts give one output
+    per head (e3nn weights ``(mul_in, n_heads)``, the scalar inputs' rows only); its
+    non-linear readout's hidden layer has ``n_heads`` blocks of ``hidden`` units, head h's
+    output reading block h only (``mask_head``). Normalised by their fan-in (e3nn), the
+    second layer's weights are rescaled from ``n_heads * hidden`` inputs to ``hidden``."""
     prefix = f"readouts.{index}."
     if isinstance(target, LinearReadout):
-        _check_linear(source.linear, target.linear, prefix + "linear")
-        return {prefix + "linear.weight": _weight(source.linear)}
-    _check_linear(source.linear_1, target.linear_1, prefix + "linear_1")
-    _check_linear(source.linear_2, target.linear_2, prefix + "linear_2")
+        weight = _weight(source.linear).reshape(-1, n_heads)[:, head]
+        _check_head_linear(source.linear, target.linear, weight, prefix + "linear")
+        return {prefix + "linear.weight": weight}
+    hidden = target.linear_2.descriptor.irreps_in.dim
+    block = slice(head * hidden, (head + 1) * hidden)
+    first = _weight(source.linear_1).reshape(-1, n_heads * hidden)[:, block].flatten()
+    second = _weight(source.linear_2).reshape(n_heads * hidden, n_heads)[block, head]
+    _check_head_linear(source.linear_1, target.linear_1, first, prefix + "linear_1")
+    _check_head_linear(source.linear_2, target.linear_2, second, prefix + "linear_2", n_heads)
     (act,) = source.non_linearity.acts
     return {
-        prefix + "linear_1.weight": _weight(source.linear_1),
-        prefix + "linear_2.weight": _weight(source.linear_2) * _activation_ratio(act),
+        prefix + "linear_1.weight": first,
+        prefix + "linear_2.weight": second * _activation_ratio(act) / math.sqrt(n_heads),
     }
+
+
+def _check_head_linear(
+    source, target, weight: torch.Tensor, where: str, input_blocks: int = 1
+) -> None:
+    """``_check_linear`` for one head's ``weight`` of a readout layer: the inputs' irreps
+    equal (of the hidden layer, ``input_blocks`` heads' blocks: one block), one output."""
+    desc = target.descriptor
+    inputs = Irreps(source.irreps_in)
+    if input_blocks > 1:
+        inputs = Irreps(f"{inputs.dim // input_blocks}x0e")
+    if inputs != desc.irreps_in or weight.numel() != desc.weight_numel:
+        raise ValueError(
+            f"{where}: irreps {source.irreps_in} -> {source.irreps_out} do not match "
+            f"{desc.irreps_in} -> {desc.irreps_out} per head"
+        )
