@@ -21,6 +21,7 @@ from equiforce.interop import from_nequip_allegro  # noqa: E402
 from equiforce.testing import checks  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     peer_parity_structures,
+    squeezed,
 )
 from equiforce.testing.tolerances import TOL  # noqa: E402
 
@@ -129,13 +130,42 @@ def test_spec_is_read_from_the_module():
     assert spec.avg_num_neighbors == pytest.approx(5.0, rel=1e-14)
 
 
+ZBL = {
+    "_target_": "nequip.nn.pair_potential.ZBL",
+    "units": "metal",
+    "chemical_species": list(TYPE_NAMES),
+}
+
+
+def test_the_zbl_pair_potential_converts_on_close_contacts():
+    """nequip's ZBL (``pair_repulsion_form="lammps"``, cut at the per-type cutoffs too) on
+    structures squeezed to 0.7x, where it changes every energy by more than 0.3 eV."""
+    cutoffs = {"H": 3.0, "C": {"H": 3.5, "O": 3.8}}
+    model = _allegro_model(pair_potential=ZBL, per_edge_type_cutoff=cutoffs)
+    potential = from_nequip_allegro(model)
+    assert potential.spec.pair_repulsion and potential.spec.pair_repulsion_form == "lammps"
+    without = from_nequip_allegro(_allegro_model(per_edge_type_cutoff=cutoffs))
+    for atoms in (squeezed(a) for a in peer_parity_structures()):
+        reference = _reference(model, atoms)
+        ours = checks.predict(potential, [atoms])
+        gained = float(ours[keys.ENERGY][0] - checks.predict(without, [atoms])[keys.ENERGY][0])
+        assert gained > 0.3, gained
+        for name in (keys.ENERGY, keys.FORCES):
+            np.testing.assert_allclose(
+                ours[name].reshape(reference[name].shape), reference[name], rtol=0, atol=1e-9
+            )
+
+
 def test_unsupported_options_are_named():
     model = _allegro_model(
         pair_potential={
-            "_target_": "nequip.nn.pair_potential.ZBL",
-            "units": "metal",
-            "chemical_species": list(TYPE_NAMES),
+            "_target_": "nequip.nn.pair_potential.LennardJones",
+            "lj_sigma": 1.0,
+            "lj_epsilon": 0.1,
         }
     )
-    with pytest.raises(ValueError, match="pair potential"):
+    with pytest.raises(ValueError, match="pair potential LennardJones is not supported"):
+        from_nequip_allegro(model)
+    model = _allegro_model(pair_potential={**ZBL, "polynomial_cutoff_p": 8.0})
+    with pytest.raises(ValueError, match="ZBL's polynomial_cutoff_p 8 differs from the model's 6"):
         from_nequip_allegro(model)

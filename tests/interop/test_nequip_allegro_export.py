@@ -16,7 +16,11 @@ from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
 from equiforce.interop import from_nequip_allegro, to_nequip_allegro  # noqa: E402
 from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
-from equiforce.testing.structures import make_periodic_hco, peer_parity_structures  # noqa: E402
+from equiforce.testing.structures import (  # noqa: E402
+    make_periodic_hco,
+    peer_parity_structures,
+    squeezed,
+)
 from equiforce.testing.tolerances import TOL  # noqa: E402
 from equiforce.workflows.bench.peers import nequip_call  # noqa: E402
 
@@ -56,8 +60,10 @@ def _assert_round_trip(model) -> None:
     assert back.spec.pair_r_max == pytest.approx(model.spec.pair_r_max)
 
 
-def _assert_nequip_agrees(model, tolerance) -> None:
+def _assert_nequip_agrees(model, tolerance, squeeze: bool = False) -> None:
     structures = peer_parity_structures() + [make_periodic_hco(4)]
+    if squeeze:  # close contacts, where a ZBL repulsion acts
+        structures = [squeezed(a) for a in structures]
     graphs = [
         configuration_to_graph(atoms_to_configuration(a), TYPE_NAMES, 4.0) for a in structures
     ]
@@ -79,6 +85,17 @@ def test_round_trip_is_exact_and_nequip_agrees_in_float64(overrides):
     _assert_nequip_agrees(model, TOL.fp64)
 
 
+def test_the_lammps_form_zbl_exports_as_nequips_zbl():
+    """``pair_repulsion_form="lammps"`` is nequip's ZBL pair potential: round trip exact,
+    nequip equal on squeezed structures (per-type cutoffs too); the "mace" form is refused."""
+    model = _model(pair_repulsion=True, pair_repulsion_form="lammps", **PER_TYPE)
+    _assert_round_trip(model)
+    assert from_nequip_allegro(to_nequip_allegro(model)).spec.pair_repulsion
+    _assert_nequip_agrees(model, TOL.fp64, squeeze=True)
+    with pytest.raises(ValueError, match="nequip's ZBL is the 'lammps' form only"):
+        to_nequip_allegro(_model(pair_repulsion=True))
+
+
 def test_float32_export_agrees():
     _assert_nequip_agrees(_model(torch.float32, l_max=2), TOL.fp32)
 
@@ -94,5 +111,3 @@ def test_unequal_hidden_widths_and_other_families_are_refused():
         to_nequip_allegro(_model(latent_mlp_hidden=(16, 8)))
     with pytest.raises(ValueError, match="exports Allegro models"):
         to_nequip_allegro(tiny_mace())
-    with pytest.raises(ValueError, match="pair_repulsion: nequip's ZBL uses another cutoff"):
-        to_nequip_allegro(_model(pair_repulsion=True))

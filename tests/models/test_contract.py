@@ -223,6 +223,8 @@ def test_spec_base_holds_the_common_fields_and_checks():
         "shift",
         "dtype",
         "seed",
+        "pair_repulsion",
+        "pair_repulsion_form",
     }
     spec = MACESpec(["H", "C"], r_max=4, atomic_energies=[-1, -2], radial_mlp=[8])
     assert spec.type_names == ("H", "C") and spec.atomic_energies == (-1.0, -2.0)

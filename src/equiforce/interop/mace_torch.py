@@ -28,9 +28,9 @@ import torch
 from equiforce.models.mace import MACE, MACESpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
-from equiforce.nn import zbl as zbl_module
 from equiforce.nn.mace.mlp import normalized_silu_scale
 from equiforce.nn.mace.readout import LinearReadout
+from equiforce.nn.zbl import FORMS as ZBL_FORMS
 from equiforce.o3.irreps import Irreps, hidden_irreps
 from equiforce.o3.symmetric import monomial_coefficients
 from equiforce.o3.wigner import wigner_3j
@@ -154,13 +154,15 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
 
 
 def _zbl_problems(zbl: torch.nn.Module, p: int) -> list[str]:
-    """What of mace's ``ZBLBasis`` differs from ``equiforce.nn.zbl`` (its defaults)."""
+    """What of mace's ``ZBLBasis`` differs from ``equiforce.nn.zbl``'s ``"mace"`` form (its
+    defaults; mace's screening length is ``a_prefactor * 0.529``)."""
     from ase.data import covalent_radii
 
+    form = ZBL_FORMS["mace"]
     expected = {
-        "c": torch.tensor(zbl_module.PHI_COEFFICIENTS),
-        "a_exp": torch.tensor(zbl_module.SCREENING_EXPONENT),
-        "a_prefactor": torch.tensor(zbl_module.SCREENING_PREFACTOR),
+        "c": torch.tensor(form.coefficients),
+        "a_exp": torch.tensor(form.exponent),
+        "a_prefactor": torch.tensor(form.screening / 0.529),
         "covalent_radii": torch.tensor(covalent_radii),
         "p": torch.tensor(p),
     }

@@ -42,6 +42,11 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
     if potential.family != "mace":
         raise ValueError(f"to_mace_torch exports MACE models, got family {potential.family!r}")
     spec: MACESpec = potential.spec
+    if spec.pair_repulsion and spec.pair_repulsion_form != "mace":
+        raise ValueError(
+            f"pair_repulsion_form {spec.pair_repulsion_form!r}: mace-torch's pair_repulsion is "
+            "the 'mace' form only"
+        )
     dtype = spec.torch_dtype
     model = _build(spec, dtype)
     state = {

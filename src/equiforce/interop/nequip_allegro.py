@@ -3,7 +3,9 @@
 Supported: models built by ``allegro.model.AllegroModel`` / ``FullAllegroModel`` with the
 two-body Bessel scalar embedding (``TwoBodyBesselScalarEmbed``, fixed Bessel roots), one
 nonlinearity for every MLP, bias-free MLPs without parametrisations, per-irrep channel
-weights, spherical-harmonic tensor basis, no pair potential; global or per-type cutoffs,
+weights, spherical-harmonic tensor basis, no pair potential but nequip's ZBL (in metal units,
+the model's envelope order: ``ModelSpec.pair_repulsion_form="lammps"``); global or per-type
+cutoffs,
 average neighbour counts, energy scales and shifts; float32 or float64. Everything is read
 from the module; energies and forces agree to ~1e-12 in float64.
 
@@ -24,6 +26,7 @@ from equiforce.models.allegro import AllegroSpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
 from equiforce.nn.allegro.mlp import AllegroMLP
+from equiforce.nn.zbl import FORMS as ZBL_FORMS
 from equiforce.o3.allegro_tp import tensor_track_irreps
 
 __all__ = ["from_nequip_allegro", "spec_from_nequip_allegro"]
@@ -104,7 +107,26 @@ def spec_from_nequip_allegro(model: nn.Module) -> AllegroSpec:
         type_scales=tuple(scales) if scales is not None and len(set(scales)) > 1 else (),
         dtype=str(next(module.parameters()).dtype).replace("torch.", ""),
         seed=0,
+        pair_repulsion="pair_potential" in layers,
+        pair_repulsion_form="lammps",
     )
+
+
+def _check_zbl(pair_potential: nn.Module, embed: nn.Module) -> None:
+    """nequip's ``ZBL`` pair potential is ``equiforce.nn.zbl``'s ``"lammps"`` form when its
+    units are metal and its envelope order is the model's; anything else is refused."""
+    if type(pair_potential).__name__ != "ZBL":
+        raise ValueError(
+            f"pair potential {type(pair_potential).__name__} is not supported (nequip's ZBL is)"
+        )
+    coulomb = 2.0 * float(pair_potential._qqr2exesquare)
+    if abs(coulomb - ZBL_FORMS["lammps"].coulomb) > 1e-9:
+        raise ValueError(
+            f"ZBL in units other than metal (e^2/4 pi eps0 = {coulomb}) is not supported"
+        )
+    p, model_p = _cutoff_p(pair_potential.cutoff), _cutoff_p(embed.bessel_encode.cutoff)
+    if p != model_p:
+        raise ValueError(f"ZBL's polynomial_cutoff_p {p} differs from the model's {model_p}")
 
 
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -116,7 +138,7 @@ def _layers(model: nn.Module) -> dict[str, nn.Module]:
         raise ValueError("not a nequip-allegro AllegroModel (no 'allegro'/'edge_norm' layers)")
     layers = dict(network.named_children())
     if "pair_potential" in layers:
-        raise ValueError("pair potentials (e.g. ZBL) are not supported")
+        _check_zbl(layers["pair_potential"], layers["radial_chemical_embed"])
     embed = layers["radial_chemical_embed"]
     if not hasattr(embed, "bessel_encode"):
         raise ValueError(f"only TwoBodyBesselScalarEmbed is supported, got {type(embed).__name__}")

@@ -40,10 +40,10 @@ def to_nequip_allegro(potential: Potential) -> nn.Module:
 
     if potential.family != "allegro":
         raise ValueError(f"to_nequip_allegro exports Allegro models, got {potential.family!r}")
-    if potential.spec.pair_repulsion:
+    if potential.spec.pair_repulsion and potential.spec.pair_repulsion_form != "lammps":
         raise ValueError(
-            "pair_repulsion: nequip's ZBL uses another cutoff than equiforce's (mace-torch's); "
-            "a model with it has no nequip equivalent"
+            f"pair_repulsion_form {potential.spec.pair_repulsion_form!r}: nequip's ZBL is the "
+            "'lammps' form only"
         )
     model = _build(potential.spec)
     state = {k: v.detach().cpu().double() for k, v in potential.energy_model.state_dict().items()}
@@ -147,10 +147,21 @@ def _build(spec: AllegroSpec) -> nn.Module:
                 else spec.avg_num_neighbors,
                 per_type_energy_scales=scales,
                 per_type_energy_shifts=shifts,
+                pair_potential=_zbl(spec) if spec.pair_repulsion else None,
                 **options,
             )
     finally:
         torch.set_default_dtype(previous)
+
+
+def _zbl(spec: AllegroSpec) -> dict:
+    """nequip's ``ZBL`` pair potential for the spec's ``"lammps"``-form repulsion."""
+    return {
+        "_target_": "nequip.nn.pair_potential.ZBL",
+        "units": "metal",
+        "chemical_species": list(spec.type_names),
+        "polynomial_cutoff_p": float(spec.polynomial_cutoff_p),
+    }
 
 
 def _set_mlp(fn: nn.Module, ours: nn.Module, state: dict, prefix: str) -> None:

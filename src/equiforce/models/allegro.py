@@ -7,7 +7,7 @@ atoms beyond the centre's environment sum. With the two-body embedding
 readout MLP giving a pair energy ``e_ij``, the atomic energy is
 
     E_i = E0[t_i] + shift + scale * type_scales[t_i] * sum_j e_ij / sqrt(2 * avg_num_neighbors[t_i])
-          (+ ZBL_i, the optional pair repulsion, ``AllegroSpec.pair_repulsion``)
+          (+ ZBL_i, the optional pair repulsion, ``ModelSpec.pair_repulsion``)
 
 which is nequip's ``EdgewiseReduce`` (1/sqrt(2) included) followed by ``PerTypeScaleShift``
 with scales ``scale * type_scales`` and shifts ``E0 + shift``. Species enter only through two
@@ -73,10 +73,6 @@ class AllegroSpec(ModelSpec):
             avg_num_neighbors (default: empty).
         type_scales: optional extra per-type factors on ``scale`` (default: empty = 1);
             nequip's per-type energy scales.
-        pair_repulsion: add the ZBL screened nuclear repulsion (``equiforce.nn.zbl``, as
-            MACE's ``pair_repulsion``, envelope order ``polynomial_cutoff_p``, its own
-            covalent-radii cutoff) to each atom's energy, unscaled (default False). Per edge,
-            so the model stays strictly local; not nequip's ZBL (another cutoff).
     """
 
     pair_r_max: tuple[float, ...] = ()
@@ -95,7 +91,6 @@ class AllegroSpec(ModelSpec):
     polynomial_cutoff_p: int = 6
     per_type_avg_num_neighbors: tuple[float, ...] = ()
     type_scales: tuple[float, ...] = ()
-    pair_repulsion: bool = False
 
     def pair_r_max_matrix(self) -> torch.Tensor:
         """(n_types, n_types) float64 cutoff per (centre, neighbour) type, Å."""
@@ -196,9 +191,14 @@ class Allegro(AtomicEnergyModel):
         self.pair_scale = tuple(spec.scale * s for s in type_scales)
         energies = spec.atomic_energies or (0.0,) * n_types
         self.scale_shift = ScaleShiftEnergy(energies, 1.0, spec.shift)
-        self.pair_repulsion = (
-            ZBLRepulsion(spec.type_names, spec.polynomial_cutoff_p) if spec.pair_repulsion else None
-        )
+        self.pair_repulsion = None
+        if spec.pair_repulsion:
+            self.pair_repulsion = ZBLRepulsion(
+                spec.type_names,
+                spec.polynomial_cutoff_p,
+                spec.pair_repulsion_form,
+                spec.pair_r_max_matrix(),
+            )
 
     @property
     def num_layers(self) -> int:

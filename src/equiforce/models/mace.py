@@ -5,7 +5,7 @@ polynomial envelope, first interaction ``RealAgnosticInteractionBlock``, later o
 ``RealAgnosticResidualInteractionBlock``, symmetric contraction of correlation 3, linear
 readouts on every layer but the last, whose readout is an MLP, and
 ``E_i = E0[type_i] + scale * (ZBL_i + sum_layers(readout_i)) + shift`` (ZBL_i, the optional
-pair repulsion, ``MACESpec.pair_repulsion``; zero by default).
+pair repulsion, ``ModelSpec.pair_repulsion``; zero by default).
 
 As in mace-torch, the last layer keeps only scalar features, and with a single interaction
 its readout is linear. Edge vectors follow mace-torch's direction (sender -> receiver, i.e.
@@ -102,10 +102,6 @@ class MACESpec(ModelSpec):
             block (``RealAgnosticInteractionBlock``), whose model cannot shift a species'
             energy directly and learns the offset from the E0s slowly (a 16-channel AcAc model
             was still ~0.5 eV/atom off after 25 epochs, against ~2 meV/atom with the default).
-        pair_repulsion: add the ZBL screened nuclear repulsion (``equiforce.nn.zbl``,
-            mace-torch's ``--pair_repulsion``, envelope order ``num_polynomial_cutoff``) to the
-            layers' energies before the scale and shift (default False). It keeps atoms apart where
-            the data has no close contacts; mace-torch's MACE-MP-0b* foundation models use it.
     """
 
     num_channels: int = 64
@@ -118,7 +114,6 @@ class MACESpec(ModelSpec):
     radial_mlp: tuple[int, ...] = (64, 64, 64)
     readout_mlp_hidden: int = 16
     first_interaction_residual: bool = True
-    pair_repulsion: bool = False
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -205,11 +200,12 @@ class MACE(AtomicEnergyModel):
             self.readouts.append(_readout(spec, index, irreps.skip_out, generator))
         energies = spec.atomic_energies or (0.0,) * n_types
         self.scale_shift = ScaleShiftEnergy(energies, spec.scale, spec.shift)
-        self.pair_repulsion = (
-            ZBLRepulsion(spec.type_names, spec.num_polynomial_cutoff)
-            if spec.pair_repulsion
-            else None
-        )
+        self.pair_repulsion = None
+        if spec.pair_repulsion:
+            cutoffs = torch.full((n_types, n_types), float(spec.r_max), dtype=torch.float64)
+            self.pair_repulsion = ZBLRepulsion(
+                spec.type_names, spec.num_polynomial_cutoff, spec.pair_repulsion_form, cutoffs
+            )
         self.chunk_edges: int | None = DEFAULT_CHUNK_EDGES
 
     @property

@@ -22,6 +22,8 @@ from typing import Mapping
 
 import torch
 
+from equiforce.nn.zbl import FORMS as ZBL_FORMS
+
 __all__ = ["DTYPES", "ModelSpec", "integer_problems", "positive_problems"]
 
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
@@ -50,6 +52,15 @@ class ModelSpec:
         dtype: parameter dtype, "float64" (default; exact forces, MD) or "float32".
         seed: seed of the local generator for the initial weights (default 0); building
             never touches the global RNG.
+        pair_repulsion: add the ZBL screened nuclear repulsion to each atom's energy
+            (``equiforce.nn.zbl``; default False): it keeps atoms apart where the data has no
+            close contacts. Per edge, so a strictly local model stays so. MACE adds it before
+            its scale and shift (as mace-torch's ``--pair_repulsion``), Allegro after them,
+            unscaled (as nequip's ``ZBL`` pair potential).
+        pair_repulsion_form: ``"mace"`` (default; mace-torch's constants, cut off at the sum
+            of the covalent radii) or ``"lammps"`` (LAMMPS's ``pair_style zbl`` constants as
+            nequip uses them, cut off at the model's cutoff of the pair), both with the
+            model's envelope order.
     """
 
     type_names: tuple[str, ...]
@@ -61,6 +72,8 @@ class ModelSpec:
     shift: float = 0.0
     dtype: str = "float64"
     seed: int = 0
+    pair_repulsion: bool = False
+    pair_repulsion_form: str = "mace"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -103,6 +116,13 @@ class ModelSpec:
             problems.append("atomic_energies must be finite")
         if self.dtype not in DTYPES:
             problems.append(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.pair_repulsion, bool):
+            problems.append(f"pair_repulsion must be true or false, got {self.pair_repulsion!r}")
+        if self.pair_repulsion_form not in ZBL_FORMS:
+            problems.append(
+                f"pair_repulsion_form must be one of {sorted(ZBL_FORMS)}, "
+                f"got {self.pair_repulsion_form!r}"
+            )
         return problems
 
 

@@ -1,41 +1,71 @@
-"""Ziegler-Biersack-Littmark (ZBL) screened nuclear repulsion, as mace-torch's
-``pair_repulsion`` (``mace.modules.radial.ZBLBasis``, 0.3.16) computes it.
+"""Ziegler-Biersack-Littmark (ZBL) screened nuclear repulsion, in the two forms the peers use.
 
-Per edge i -> j at distance r (Å), with Z the atomic numbers and R the covalent radii
-(``ase.data.covalent_radii``, Å):
+Per edge i -> j at distance r (Å), with Z the atomic numbers:
 
-    V(r) = k Z_i Z_j / r * phi(r / a),  k = 14.3996 eV Å (e^2 / 4 pi eps0),
-    a = 0.4543 * 0.529 / (Z_i^0.3 + Z_j^0.3)  (Å),
-    phi(x) = 0.1818 e^(-3.2 x) + 0.5099 e^(-0.9423 x) + 0.2802 e^(-0.4028 x)
-             + 0.02817 e^(-0.2016 x),
+    V(r) = k Z_i Z_j / r * phi(r / a),  phi(x) = sum_m c_m exp(-d_m x),
 
-times mace's polynomial envelope of order p at the cutoff R_i + R_j (zero beyond it); half of
-it goes to the edge's centre, so a bond's two edges give each atom half the pair energy. The
-term keeps atoms apart where the training data has no close contacts (MD at high temperature,
-collisions, unrelaxed structures). It depends on each edge alone, so it keeps a model strictly
-local when it was. The covalent cutoff can exceed the model's r_max for heavy elements: pairs
-beyond r_max are not in the edge list, as in mace-torch. Computed in float64 here; mace-torch
-multiplies k Z_i Z_j in torch's default dtype (float32 unless set to float64, as its ASE
-calculator does for a float64 model), a relative 1e-8 apart otherwise.
+times a polynomial envelope of order p (``o3.radial.envelope``) that is zero from a cutoff r_c
+on; half of it goes to the edge's centre, so a bond's two edges give each atom half the pair
+energy. The forms (``ZBLForm``, chosen by ``ModelSpec.pair_repulsion_form``):
+
+* ``"mace"``, mace-torch's ``pair_repulsion`` (``mace.modules.radial.ZBLBasis``, 0.3.16):
+  k = 14.3996 eV Å, a = 0.4543 * 0.529 / (Z_i^0.3 + Z_j^0.3) Å, c = (0.1818, 0.5099, 0.2802,
+  0.02817), d = (3.2, 0.9423, 0.4028, 0.2016), r_c = R_i + R_j, the covalent radii
+  (``ase.data.covalent_radii``). mace-torch multiplies k Z_i Z_j in torch's default dtype
+  (float32 unless set to float64, as its ASE calculator does for a float64 model): a relative
+  1e-8 apart from this float64 form otherwise.
+* ``"lammps"``, LAMMPS's ``pair_style zbl`` constants as nequip's ``ZBL`` pair potential
+  (0.19) uses them: k = 14.399645 eV Å, a = 0.46850 / (Z_i^0.23 + Z_j^0.23) Å, c = (0.18175,
+  0.50986, 0.28022, 0.02817), d = (3.19980, 0.94229, 0.40290, 0.20162), r_c = the model's
+  cutoff of the pair's types (r_max, or Allegro's ``pair_r_max``).
+
+The term keeps atoms apart where the training data has no close contacts (MD at high
+temperature, collisions, unrelaxed structures). It depends on each edge alone, so a strictly
+local model stays strictly local. A covalent cutoff beyond the model's r_max (heavy
+elements) reaches only the pairs within r_max, which are the edges, as in mace-torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from equiforce.o3.radial import envelope
 
-__all__ = ["ZBLRepulsion"]
+__all__ = ["FORMS", "ZBLForm", "ZBLRepulsion"]
 
-COULOMB = 14.3996  # eV Å, e^2 / (4 pi eps0) as mace-torch rounds it
-BOHR = 0.529  # Å, as mace-torch rounds it
-SCREENING_PREFACTOR = 0.4543  # mace-torch's ZBLBasis defaults (not trainable there by default)
-SCREENING_EXPONENT = 0.300
-PHI_COEFFICIENTS = (0.1818, 0.5099, 0.2802, 0.02817)
-PHI_EXPONENTS = (3.2, 0.9423, 0.4028, 0.2016)
+
+@dataclass(frozen=True)
+class ZBLForm:
+    """One set of ZBL constants (module docstring): V = k Z_i Z_j / r * sum_m c_m e^(-d_m r/a),
+    a = screening / (Z_i^exponent + Z_j^exponent)."""
+
+    coulomb: float  # k, eV Å
+    screening: float  # Å
+    exponent: float
+    coefficients: tuple[float, ...]
+    decays: tuple[float, ...]
+
+
+FORMS = {
+    "mace": ZBLForm(
+        14.3996,
+        0.4543 * 0.529,
+        0.300,
+        (0.1818, 0.5099, 0.2802, 0.02817),
+        (3.2, 0.9423, 0.4028, 0.2016),
+    ),
+    "lammps": ZBLForm(
+        14.399645,
+        0.46850,
+        0.23,
+        (0.18175, 0.50986, 0.28022, 0.02817),
+        (3.19980, 0.94229, 0.40290, 0.20162),
+    ),
+}
 
 
 class ZBLRepulsion(nn.Module):
@@ -43,20 +73,41 @@ class ZBLRepulsion(nn.Module):
 
     Args:
         type_names: the model's element symbols (their atomic numbers and covalent radii).
-        p: order of the envelope (mace uses the model's ``num_polynomial_cutoff``).
+        p: order of the envelope (the model's polynomial envelope order).
+        form: ``"mace"`` or ``"lammps"`` (``FORMS``).
+        pair_cutoffs: (n_types, n_types) float64 cutoff per (centre, neighbour) type, Å: the
+            ``"lammps"`` form's r_c (the ``"mace"`` form uses the covalent radii instead).
     """
 
-    def __init__(self, type_names: Sequence[str], p: int):
+    def __init__(
+        self,
+        type_names: Sequence[str],
+        p: int,
+        form: str = "mace",
+        pair_cutoffs: torch.Tensor | None = None,
+    ):
         super().__init__()
         from ase.data import atomic_numbers, covalent_radii
 
+        if form not in FORMS:
+            raise ValueError(f"pair_repulsion_form must be one of {sorted(FORMS)}, got {form!r}")
+        self.form = FORMS[form]
+        unknown = [name for name in type_names if name not in atomic_numbers]
+        if unknown:
+            raise ValueError(f"pair_repulsion needs elements as type_names; {unknown} are not")
         numbers = [atomic_numbers[name] for name in type_names]
-        # derived from type_names, so not part of a model file's state
+        if form == "mace":
+            radii = torch.tensor([float(covalent_radii[z]) for z in numbers], dtype=torch.float64)
+            pair_cutoffs = radii[:, None] + radii[None, :]
+        elif pair_cutoffs is None:
+            raise ValueError("the 'lammps' ZBL form needs the model's pair cutoffs")
+        # derived from the spec, so not part of a model file's state
         self.register_buffer(
             "numbers", torch.tensor(numbers, dtype=torch.float64), persistent=False
         )
-        radii = [float(covalent_radii[z]) for z in numbers]
-        self.register_buffer("radii", torch.tensor(radii, dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "pair_cutoffs", pair_cutoffs.to(torch.float64).clone(), persistent=False
+        )
         self.p = int(p)
 
     def forward(
@@ -80,14 +131,13 @@ class ZBLRepulsion(nn.Module):
         self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor
     ) -> torch.Tensor:
         """(n_edges,) float64, eV: each edge's share, V(r) / 2 (arguments as ``forward``)."""
-        centre, neighbour = edge_index
-        z_i, z_j = self.numbers[atom_type[centre]], self.numbers[atom_type[neighbour]]
+        form = self.form
+        type_i, type_j = atom_type[edge_index[0]], atom_type[edge_index[1]]
+        z_i, z_j = self.numbers[type_i], self.numbers[type_j]
         r = torch.linalg.vector_norm(edge_vec.to(torch.float64), dim=1)
-        a = SCREENING_PREFACTOR * BOHR / (z_i**SCREENING_EXPONENT + z_j**SCREENING_EXPONENT)
-        x = r / a
-        phi = sum(
-            c * torch.exp(-e * x) for c, e in zip(PHI_COEFFICIENTS, PHI_EXPONENTS, strict=True)
-        )
-        cutoff = self.radii[atom_type[centre]] + self.radii[atom_type[neighbour]]
+        x = r * (z_i**form.exponent + z_j**form.exponent) / form.screening  # r / a
+        terms = zip(form.coefficients, form.decays, strict=True)
+        phi = sum(c * torch.exp(-d * x) for c, d in terms)
+        cutoff = self.pair_cutoffs[type_i, type_j]
         smooth = envelope(r / cutoff, self.p) * (r < cutoff)  # o3.radial.polynomial_cutoff's
-        return 0.5 * COULOMB * z_i * z_j / r * phi * smooth
+        return 0.5 * form.coulomb * z_i * z_j / r * phi * smooth
