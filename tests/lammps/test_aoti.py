@@ -49,7 +49,12 @@ from equiforce.models.io import load_model, save_model  # noqa: E402
 from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
 from equiforce.testing.structures import make_fcc_cu, make_molecule  # noqa: E402
 from tests.lammps.test_pair_physics import ZBL  # noqa: E402
-from tests.lammps.test_pair_style import HEADER, LAMMPS_METAL_NKTV2P, RUN0  # noqa: E402
+from tests.lammps.test_pair_style import (  # noqa: E402
+    HEADER,
+    LAMMPS_METAL_NKTV2P,
+    RUN0,
+    run0_outputs,
+)
 
 if libtorch() is None:
     pytest.skip("torch's C++ headers are not installed", allow_module_level=True)
@@ -262,21 +267,15 @@ def test_nve_steps_equal_the_python_callback_path(files, tmp_path):
     np.testing.assert_allclose(dumps["allegro.pt2"], dumps["allegro.pt"], rtol=0, atol=EXACT)
 
 
-def _run0(out: Path) -> dict[str, np.ndarray]:
-    values = np.loadtxt(out / "run0.txt")
-    dump = np.loadtxt(out / "run0.dump", skiprows=9)
-    return {"energy": values[0], "pressure": values[1:], "forces": dump[:, 1:4], "pe": dump[:, 4]}
-
-
 def test_hybrid_overlay_with_zbl_and_a_null_type_equals_the_python_callback_path(files, tmp_path):
     runs = {}
     for name, model in (("python", "allegro.pt"), ("package", "allegro.pt2")):
         variables = _box(files, tmp_path / name, model=str(files / model))
         run_lammps(files / "hybrid.lmp", variables=variables, log=None, screen=False)
-        runs[name] = _run0(tmp_path / name)
+        runs[name] = run0_outputs(tmp_path / name)
     variables = _box(files, tmp_path / "plain")
     _plain_lmp(files, variables, ranks=2, script="hybrid_plain.lmp")
-    runs["package on 2 plain ranks"] = _run0(tmp_path / "plain")
+    runs["package on 2 plain ranks"] = run0_outputs(tmp_path / "plain")
     reference = runs.pop("python")
     types = read(files / "box.data", format="lammps-data", Z_of_type={1: 29, 2: 79}).numbers
     assert 0 < (types == 79).sum() < len(types)  # Au atoms, which the model does not see

@@ -300,6 +300,38 @@ def test_a_bonded_molecule_with_every_pair_listed_equals_ase(files, tmp_path):
     )
 
 
+def test_two_models_overlaid_in_hybrid_sum_on_two_ranks(files, tmp_path):
+    """``pair_style hybrid/overlay equiforce allegro.pt equiforce mace.pt`` (two instances,
+    ``pair_coeff * * equiforce 1 ...`` / ``2``) on 2 ranks: energy, per-atom energies,
+    forces and pressure are the sums of each model run alone."""
+    pair = "pair_style equiforce ${model}\npair_coeff * * ${elements}"
+    overlay = (
+        "pair_style hybrid/overlay equiforce ${allegro} equiforce ${mace}\n"
+        "pair_coeff * * equiforce 1 ${elements}\npair_coeff * * equiforce 2 ${elements}"
+    )
+    script = tmp_path / "overlay.lmp"
+    script.write_text((HEADER + RUN0).replace(pair, overlay))
+    runs = {}
+    for family in ("allegro", "mace"):
+        variables = _variables(files, family, tmp_path / family)
+        _run_on_ranks(files / "run0.lmp", variables, ranks=2)
+        runs[family] = run0_outputs(tmp_path / family)
+    both = {"allegro": str(files / "allegro.pt"), "mace": str(files / "mace.pt")}
+    _run_on_ranks(script, _variables(files, "allegro", tmp_path / "both", **both), ranks=2)
+    overlaid = run0_outputs(tmp_path / "both")
+    for key, value in overlaid.items():
+        want = runs["allegro"][key] + runs["mace"][key]
+        scale = max(float(np.abs(want).max()), 1.0)
+        np.testing.assert_allclose(value, want, rtol=0, atol=1e-10 * scale, err_msg=key)
+
+
+def run0_outputs(out: Path) -> dict[str, np.ndarray]:
+    """``RUN0``'s outputs: energy and pressure (run0.txt), forces and per-atom energies."""
+    values = np.loadtxt(out / "run0.txt")
+    dump = np.loadtxt(out / "run0.dump", skiprows=9)
+    return {"energy": values[0], "pressure": values[1:], "forces": dump[:, 1:4], "pe": dump[:, 4]}
+
+
 def test_centroid_stress_is_refused_for_a_message_passing_model(files, tmp_path):
     """MACE's E_i depends on edges beyond atom i (its layers pass messages), so its per-edge
     gradients do not give the heat-flux virial: LAMMPS refuses ``compute centroid/stress/atom``
