@@ -63,3 +63,26 @@ def test_a_dimer_gains_the_zbl_energy(r, family, form):
 def test_an_unknown_form_is_named():
     with pytest.raises(ValueError, match="pair_repulsion_form must be one of"):
         tiny_mace(pair_repulsion=True, pair_repulsion_form="ziegler")
+
+
+@pytest.mark.parametrize("form", ["mace", "lammps"])
+def test_the_eager_subset_equals_the_traced_evaluation_of_every_edge(form, monkeypatch):
+    """Eagerly only the edges inside their cutoff are evaluated; a trace evaluates all of
+    them (data-independent shapes): energies and their gradients agree."""
+    from equiforce.nn import zbl as zbl_module
+
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(400, 3, generator=generator, dtype=torch.float64) * 1.8
+    edge_index = torch.randint(0, 30, (2, 400), generator=generator)
+    atom_type = torch.randint(0, 2, (30,), generator=generator)
+    module = zbl_module.ZBLRepulsion(["Cu", "Au"], 5, form, torch.full((2, 2), 3.5))
+    results = []
+    for traced in (False, True):
+        monkeypatch.setattr(zbl_module, "traced", lambda *_, t=traced: t)
+        edge_vec = vectors.clone().requires_grad_(True)
+        energies = module.edge_energies(edge_vec, edge_index, atom_type)
+        (gradient,) = torch.autograd.grad((energies * torch.arange(400.0)).sum(), edge_vec)
+        results.append((energies.detach(), gradient))
+    assert 0 < int((results[0][0] != 0).sum()) < 400  # some edges inside, some beyond
+    for got, want in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=0)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from equiforce.kernels.tracing import traced
 from equiforce.o3.radial import envelope
 
 __all__ = ["FORMS", "ZBLForm", "ZBLRepulsion"]
@@ -130,14 +131,29 @@ class ZBLRepulsion(nn.Module):
     def edge_energies(
         self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor
     ) -> torch.Tensor:
-        """(n_edges,) float64, eV: each edge's share, V(r) / 2 (arguments as ``forward``)."""
-        form = self.form
+        """(n_edges,) float64, eV: each edge's share, V(r) / 2 (arguments as ``forward``).
+
+        Eagerly only the edges inside their cutoff are evaluated (with the mace form's
+        covalent cutoffs a small part of the edges: 170 bytes and 0.4 µs per evaluated edge
+        with its backward, one CPU thread); a trace (packages, ``torch.compile``) evaluates
+        every edge, its shapes independent of the data."""
         type_i, type_j = atom_type[edge_index[0]], atom_type[edge_index[1]]
-        z_i, z_j = self.numbers[type_i], self.numbers[type_j]
         r = torch.linalg.vector_norm(edge_vec.to(torch.float64), dim=1)
+        cutoff = self.pair_cutoffs[type_i, type_j]
+        if traced(edge_vec):
+            return self._pair_energies(r, cutoff, type_i, type_j)
+        near = (r < cutoff).nonzero().squeeze(1)
+        pair = self._pair_energies(r[near], cutoff[near], type_i[near], type_j[near])
+        return r.new_zeros(r.shape[0]).index_copy(0, near, pair)
+
+    def _pair_energies(
+        self, r: torch.Tensor, cutoff: torch.Tensor, type_i: torch.Tensor, type_j: torch.Tensor
+    ) -> torch.Tensor:
+        """V(r) / 2 (module docstring) of pairs at distances ``r`` (Å) with their cutoffs."""
+        form = self.form
+        z_i, z_j = self.numbers[type_i], self.numbers[type_j]
         x = r * (z_i**form.exponent + z_j**form.exponent) / form.screening  # r / a
         terms = zip(form.coefficients, form.decays, strict=True)
         phi = sum(c * torch.exp(-d * x) for c, d in terms)
-        cutoff = self.pair_cutoffs[type_i, type_j]
         smooth = envelope(r / cutoff, self.p) * (r < cutoff)  # o3.radial.polynomial_cutoff's
         return 0.5 * form.coulomb * z_i * z_j / r * phi * smooth
