@@ -15,6 +15,7 @@ from equiforce.data import keys  # noqa: E402
 from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
 from equiforce.interop import from_mace_torch  # noqa: E402
+from equiforce.interop.mace_torch import mace_inputs  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_periodic_hco,
     peer_parity_structures,
@@ -91,27 +92,10 @@ def _batch(atoms_list: list[Atoms]) -> dict[str, torch.Tensor]:
     return collate(graphs)
 
 
-def _mace_inputs(batch: dict[str, torch.Tensor], dtype: torch.dtype) -> dict:
-    """mace-torch's input dict for the same graphs (edges reversed: sender = neighbour)."""
-    centre = batch[keys.EDGE_INDEX][0]
-    cell = batch[keys.CELL][batch[keys.BATCH][centre]]
-    shifts = -torch.einsum("ei,eij->ej", batch[keys.EDGE_SHIFT], cell)
-    return {
-        "positions": batch[keys.POSITIONS].to(dtype).clone(),
-        "node_attrs": torch.nn.functional.one_hot(batch[keys.ATOM_TYPE], 3).to(dtype),
-        "edge_index": batch[keys.EDGE_INDEX].flip(0),
-        "shifts": shifts.to(dtype),
-        "unit_shifts": -batch[keys.EDGE_SHIFT].to(dtype),
-        "cell": batch[keys.CELL].reshape(-1, 3).to(dtype),
-        "batch": batch[keys.BATCH],
-        "ptr": batch[keys.PTR],
-    }
-
-
 def _compare(model, dtype: torch.dtype, tolerance) -> None:
     potential = from_mace_torch(model)
     batch = _batch(peer_parity_structures())
-    reference = model(_mace_inputs(batch, dtype), compute_force=True)
+    reference = model(mace_inputs(batch, len(TYPE_NAMES), dtype), compute_force=True)
     ours = potential(batch, compute_forces=True)
     torch.testing.assert_close(
         ours[keys.ENERGY], reference["energy"].to(torch.float64), **tolerance.__dict__
@@ -154,7 +138,7 @@ def test_float32_built_model_cast_to_float64_converts():
 def test_stress_of_periodic_cells_matches(default_model):
     potential = from_mace_torch(default_model)
     batch = _batch([make_periodic_hco(3), make_periodic_hco(5)])
-    inputs = _mace_inputs(batch, torch.float64)
+    inputs = mace_inputs(batch, len(TYPE_NAMES), torch.float64)
     reference = default_model(inputs, compute_force=True, compute_stress=True)
     ours = potential(batch, compute_forces=True, compute_stress=True)
     torch.testing.assert_close(ours[keys.STRESS], reference["stress"], **TOL.peer_parity.__dict__)
@@ -184,7 +168,9 @@ def test_pair_repulsion_converts_and_edited_constants_are_named():
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:
-            reference = model(_mace_inputs(batch, torch.float64), compute_force=True)
+            reference = model(
+                mace_inputs(batch, len(TYPE_NAMES), torch.float64), compute_force=True
+            )
         finally:
             torch.set_default_dtype(previous)
         ours = potential(batch, compute_forces=True)
@@ -213,13 +199,11 @@ def test_each_head_of_a_multi_head_model_converts(max_L):  # noqa: N803
         atomic_inter_shift=[-0.3, 0.25],
     )
     batch = _batch(peer_parity_structures())
-    n_graphs = int(batch[keys.PTR].shape[0]) - 1
     energies = []
     for index, head in enumerate(heads):
         potential = from_mace_torch(model, head=head)
         assert potential.spec.atomic_energies == tuple(e0[index])
-        inputs = _mace_inputs(batch, torch.float64)
-        inputs["head"] = torch.full((n_graphs,), index, dtype=torch.long)
+        inputs = mace_inputs(batch, len(TYPE_NAMES), torch.float64, head=index)
         reference = model(inputs, compute_force=True)
         ours = potential(batch, compute_forces=True)
         tolerance = TOL.peer_parity.__dict__

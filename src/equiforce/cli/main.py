@@ -26,6 +26,10 @@ SUBCOMMANDS = {
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",
     ),
+    "convert": (
+        "equiforce.cli.convert",
+        "a mace-torch model file (one head of a multi-head one) as an equiforce model file",
+    ),
     "export": (
         "equiforce.cli.export",
         "compile a model into a .pt2 package that runs without equiforce",
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # steps reuse their freed pages instead of faulting them in again
     try:
         status = args.run(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ImportError, ValueError, KeyError) as err:
         print(f"equiforce {args.command}: error: {err}", file=sys.stderr)
         return 2
     return int(status or 0)

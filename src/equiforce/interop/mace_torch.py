@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from equiforce.data import keys
 from equiforce.models.mace import MACE, MACESpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
@@ -66,6 +67,28 @@ def from_mace_torch(model: torch.nn.Module, head: str | None = None) -> Potentia
     dtype = spec.torch_dtype
     potential.energy_model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
     return potential.eval()
+
+
+def mace_inputs(
+    batch: dict[str, torch.Tensor], n_types: int, dtype: torch.dtype, head: int = 0
+) -> dict[str, torch.Tensor]:
+    """mace-torch's input dict for our batch of the same graphs: its edges run sender (our
+    neighbour) -> receiver (our centre), so the edge index is flipped and the shifts negated;
+    positions and cell in ``dtype``; ``head`` the head index of every graph."""
+    centre = batch[keys.EDGE_INDEX][0]
+    cell = batch[keys.CELL][batch[keys.BATCH][centre]]
+    n_graphs = int(batch[keys.PTR].shape[0]) - 1
+    return {
+        "positions": batch[keys.POSITIONS].to(dtype),
+        "node_attrs": torch.nn.functional.one_hot(batch[keys.ATOM_TYPE], n_types).to(dtype),
+        "edge_index": batch[keys.EDGE_INDEX].flip(0),
+        "shifts": -torch.einsum("ei,eij->ej", batch[keys.EDGE_SHIFT], cell).to(dtype),
+        "unit_shifts": -batch[keys.EDGE_SHIFT].to(dtype),
+        "cell": batch[keys.CELL].reshape(-1, 3).to(dtype),
+        "batch": batch[keys.BATCH],
+        "ptr": batch[keys.PTR],
+        "head": torch.full((n_graphs,), head, dtype=torch.long, device=centre.device),
+    }
 
 
 def head_index(model: torch.nn.Module, head: str | None) -> int:

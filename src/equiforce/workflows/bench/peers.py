@@ -172,22 +172,9 @@ def mace_call(
     built here, plain e3nn)."""
     if model is None:
         model = mace_model(potential, batch[keys.POSITIONS].device)
-    dtype = potential.dtype
-    centre = batch[keys.EDGE_INDEX][0]
-    cell = batch[keys.CELL][batch[keys.BATCH][centre]]
-    # mace's edges run sender (our neighbour) -> receiver (our centre)
-    inputs = {
-        "positions": batch[keys.POSITIONS].to(dtype),
-        "node_attrs": torch.nn.functional.one_hot(
-            batch[keys.ATOM_TYPE], len(potential.type_names)
-        ).to(dtype),
-        "edge_index": batch[keys.EDGE_INDEX].flip(0),
-        "shifts": -torch.einsum("ei,eij->ej", batch[keys.EDGE_SHIFT], cell).to(dtype),
-        "unit_shifts": -batch[keys.EDGE_SHIFT].to(dtype),
-        "cell": batch[keys.CELL].reshape(-1, 3).to(dtype),
-        "batch": batch[keys.BATCH],
-        "ptr": batch[keys.PTR],
-    }
+    from equiforce.interop.mace_torch import mace_inputs
+
+    inputs = mace_inputs(batch, len(potential.type_names), potential.dtype)
 
     def call() -> tuple[torch.Tensor, torch.Tensor]:
         # training=True: forces with create_graph, as mace-torch trains

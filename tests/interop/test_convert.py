@@ -1,0 +1,83 @@
+"""``equiforce convert``: mace-torch model files as equiforce model files, checked before writing.
+
+Runs where mace-torch is installed (``.venv-mace``, ``make test-interop-mace``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mace.modules")
+
+from equiforce.cli.main import main  # noqa: E402
+from equiforce.data import keys  # noqa: E402
+from equiforce.export.package import atoms_batch  # noqa: E402
+from equiforce.interop import convert as convert_module  # noqa: E402
+from equiforce.interop.mace_torch import mace_inputs  # noqa: E402
+from equiforce.models import load_model  # noqa: E402
+from equiforce.testing.structures import peer_parity_structures  # noqa: E402
+from tests.interop.test_mace_torch import TYPE_NAMES, _mace_model  # noqa: E402
+
+
+def test_a_mace_model_file_converts_and_equals_mace_torch(tmp_path, capsys):
+    model = _mace_model(pair_repulsion=True)
+    torch.save(model, tmp_path / "mace.model")
+    assert main(["convert", str(tmp_path / "mace.model"), str(tmp_path / "ours.pt")]) == 0
+    printed = capsys.readouterr().out
+    assert "vs mace-torch" in printed and printed.count(" ok") == 4  # the four structures
+    potential = load_model(tmp_path / "ours.pt")
+    assert potential.spec.pair_repulsion
+    for atoms in peer_parity_structures():
+        batch = atoms_batch(atoms, TYPE_NAMES, potential.r_max, torch.device("cpu"))
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            want = model(mace_inputs(batch, len(TYPE_NAMES), torch.float64), compute_force=True)
+        finally:
+            torch.set_default_dtype(previous)
+        got = potential(batch, compute_forces=True)
+        np.testing.assert_allclose(got[keys.ENERGY].detach(), want["energy"].detach(), rtol=1e-10)
+        np.testing.assert_allclose(
+            got[keys.FORCES].detach(), want["forces"].detach(), rtol=0, atol=1e-9
+        )
+
+
+def test_a_head_is_chosen_and_bad_files_are_named(tmp_path, capsys):
+    heads = ["pt_head", "Default"]
+    e0 = np.array([[-13.6, -1029.8, -2041.9], [-13.1, -1030.4, -2040.2]])
+    model = _mace_model(
+        heads=heads, atomic_energies=e0, atomic_inter_scale=[1.7, 0.8], atomic_inter_shift=[0, 1]
+    )
+    torch.save(model, tmp_path / "two_heads.model")
+    source, out = str(tmp_path / "two_heads.model"), str(tmp_path / "ours.pt")
+    assert main(["convert", source, out]) == 2
+    assert "has the heads pt_head, Default" in capsys.readouterr().err
+    assert not (tmp_path / "ours.pt").exists()
+    assert main(["convert", source, out, "--head", "Default"]) == 0
+    assert load_model(out).spec.atomic_energies == tuple(e0[1])
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "dict.model")
+    assert main(["convert", str(tmp_path / "dict.model"), str(tmp_path / "x.pt")]) == 2
+    assert "dict.model: holds <class 'dict'>, not a mace-torch model" in capsys.readouterr().err
+
+
+def test_a_converted_model_that_disagrees_is_not_written(tmp_path, monkeypatch):
+    """The comparison guards the file: a converter error (here, one weight perturbed after
+    conversion) stops the write and names the structures that disagree."""
+    from equiforce.interop import mace_torch
+
+    convert = mace_torch.from_mace_torch
+
+    def wrong(model, head=None):
+        potential = convert(model, head)
+        with torch.no_grad():
+            next(potential.parameters()).add_(1e-3)
+        return potential
+
+    monkeypatch.setattr(mace_torch, "from_mace_torch", wrong)
+    torch.save(_mace_model(), tmp_path / "mace.model")
+    with pytest.raises(convert_module.ConversionError, match="disagrees with mace-torch") as err:
+        convert_module.convert_mace_torch_file(tmp_path / "mace.model", tmp_path / "ours.pt")
+    assert not (tmp_path / "ours.pt").exists()
+    assert not any(row["within_tolerance"] for row in err.value.figures)
