@@ -52,7 +52,8 @@ install-mace: $(MACE_VENV)/.installed
 
 test-interop-mace: install-mace
 	$(MACE_VENV)/bin/python -m pytest -q tests/interop/test_mace_torch.py \
-		tests/interop/test_mace_torch_export.py tests/interop/test_bench_peers.py \
+		tests/interop/test_mace_torch_export.py tests/interop/test_convert.py \
+		tests/interop/test_bench_peers.py \
 		tests/interop/test_gpu_mace.py -m "not slow" $(PYTEST_ARGS)
 
 # nequip + nequip-allegro need e3nn 0.6 and lightning: their parity tests get a venv too.
