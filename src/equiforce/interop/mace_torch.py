@@ -1,11 +1,10 @@
 """Convert mace-torch 0.3.x ``MACE`` / ``ScaleShiftMACE`` models into equiforce ``Potential``s.
 
-Supported: models built with mace-torch's default options (a multi-head model converts one
-head at a time, ``head=``) (Bessel basis,
-polynomial envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend,
-no extra embeddings; the ZBL ``pair_repulsion`` with its default constants), float32 or
-float64. Everything is read from the
-module itself; energies and forces agree to ~1e-12 in float64.
+Supported: models built with mace-torch's default options (Bessel basis, polynomial
+envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend, no extra
+embeddings; the ZBL ``pair_repulsion`` with its default constants), float32 or float64; a
+multi-head model converts one head at a time (``head=``). Everything is read from the module
+itself; energies and forces agree to ~1e-12 in float64.
 
 Most weights copy 1:1. Three places differ by a basis change, folded into the weights:
 
@@ -91,9 +90,14 @@ def mace_inputs(
     }
 
 
+def _heads(model: torch.nn.Module) -> list[str]:
+    """The model's head names (mace's single-head models: ``["Default"]``)."""
+    return list(getattr(model, "heads", None) or ["Default"])
+
+
 def head_index(model: torch.nn.Module, head: str | None) -> int:
     """The index of ``head`` among the model's heads (None: the only one)."""
-    heads = list(getattr(model, "heads", None) or ["Default"])
+    heads = _heads(model)
     if head is None and len(heads) == 1:
         return 0
     if head not in heads:
@@ -110,7 +114,7 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
     from ase.data import chemical_symbols
 
     index = head_index(model, head)
-    n_heads = len(getattr(model, "heads", None) or ["Default"])
+    n_heads = len(_heads(model))
     embedding = model.radial_embedding
     n_layers = len(model.interactions)
     channels = model.node_embedding.linear.irreps_out.count((0, 1))
@@ -223,7 +227,7 @@ def _converted_state(
     """State dict of ``target`` carrying the weights of ``source`` (of ``dtype``; its head
     ``head``), float64."""
     state = {"embedding.weight": _weight(source.node_embedding.linear)}
-    n_heads = len(getattr(source, "heads", None) or ["Default"])
+    n_heads = len(_heads(source))
     layers = zip(source.interactions, source.products, source.readouts, strict=True)
     for index, (interaction, product, readout) in enumerate(layers):
         state.update(_interaction_state(interaction, target.interactions[index], index, dtype))

@@ -3,11 +3,10 @@
 Supported: models built by ``allegro.model.AllegroModel`` / ``FullAllegroModel`` with the
 two-body Bessel scalar embedding (``TwoBodyBesselScalarEmbed``, fixed Bessel roots), one
 nonlinearity for every MLP, bias-free MLPs without parametrisations, per-irrep channel
-weights, spherical-harmonic tensor basis, no pair potential but nequip's ZBL (in metal units,
-the model's envelope order: ``ModelSpec.pair_repulsion_form="lammps"``); global or per-type
-cutoffs,
-average neighbour counts, energy scales and shifts; float32 or float64. Everything is read
-from the module; energies and forces agree to ~1e-12 in float64.
+weights, spherical-harmonic tensor basis; global or per-type cutoffs, average neighbour
+counts, energy scales and shifts; no pair potential but nequip's ZBL (metal units, the
+model's envelope order: ``ModelSpec.pair_repulsion_form="lammps"``); float32 or float64.
+Everything is read from the module; energies and forces agree to ~1e-12 in float64.
 
 Weights copy 1:1 with two foldings: each MLP layer's constant ``alpha`` (which depends on
 nequip's ``forward_normalize``) is folded into its weight relative to ours, and the sign

@@ -67,8 +67,7 @@ extern "C" void equiforce_barrier(void *pair)
 }
 
 PairEquiforce::PairEquiforce(LAMMPS *lmp) :
-    Pair(lmp), handle(-1), r_max(0.0), strictly_local(false), halo_rows(nullptr), halo_width(0),
-    halo_first(0)
+    Pair(lmp), handle(-1), r_max(0.0), halo_rows(nullptr), halo_width(0), halo_first(0)
 {
   single_enable = 0;
   centroidstressflag = CENTROID_NOTAVAIL;    // until a strictly local model is loaded
@@ -101,9 +100,9 @@ void PairEquiforce::settings(int narg, char **arg)
 {
   if (narg != 1) error->all(FLERR, "Illegal pair_style equiforce command: pair_style equiforce MODEL");
   package.reset();
+  bool strictly_local = true;    // a package: load_package refuses any other
   if (utils::strmatch(arg[0], "\\.pt2$")) {
     load_package(arg[0]);
-    strictly_local = true;    // load_package refuses any other
   } else {
     if (callbacks.load == nullptr)
       error->all(FLERR,

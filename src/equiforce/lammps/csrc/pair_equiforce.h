@@ -90,9 +90,6 @@ class PairEquiforce : public Pair {
   std::shared_ptr<equiforce::AotiModel> package;
   int handle;
   double r_max;
-  // E_i depends only on the edges centred at i (every package; model files say): the
-  // centroid virial of an edge i -> j is then j's alone (CENTROID_AVAIL)
-  bool strictly_local;
   std::vector<int> type_map;    // LAMMPS type (1-based) -> model type index
   std::vector<int> model_types;    // (n_all,) per compute
   std::vector<int> centre, neighbour;    // edges within r_max, per compute
