@@ -68,6 +68,7 @@ install-nequip: $(NEQUIP_VENV)/.installed
 
 test-interop-nequip: install-nequip
 	$(NEQUIP_VENV)/bin/python -m pytest -q tests/interop/test_nequip_allegro.py \
+		tests/interop/test_convert_nequip.py \
 		tests/interop/test_nequip_allegro_export.py tests/interop/test_bench_peers.py $(PYTEST_ARGS)
 
 clean:

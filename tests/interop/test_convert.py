@@ -1,9 +1,12 @@
-"""``equiforce convert``: mace-torch model files as equiforce model files, checked before writing.
+"""``equiforce convert``: mace-torch model files as equiforce model files, checked before writing
+(nequip-allegro files: ``test_convert_nequip.py``).
 
 Runs where mace-torch is installed (``.venv-mace``, ``make test-interop-mace``).
 """
 
 from __future__ import annotations
+
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from equiforce.cli.main import main  # noqa: E402
 from equiforce.data import keys  # noqa: E402
 from equiforce.export.package import atoms_batch  # noqa: E402
 from equiforce.interop import convert as convert_module  # noqa: E402
+from equiforce.interop.default_dtype import default_dtype  # noqa: E402
 from equiforce.interop.mace_torch import mace_inputs  # noqa: E402
 from equiforce.models import load_model  # noqa: E402
 from equiforce.testing.structures import peer_parity_structures  # noqa: E402
@@ -31,12 +35,8 @@ def test_a_mace_model_file_converts_and_equals_mace_torch(tmp_path, capsys):
     assert potential.spec.pair_repulsion
     for atoms in peer_parity_structures():
         batch = atoms_batch(atoms, TYPE_NAMES, potential.r_max, torch.device("cpu"))
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
+        with default_dtype(torch.float64):
             want = model(mace_inputs(batch, len(TYPE_NAMES), torch.float64), compute_force=True)
-        finally:
-            torch.set_default_dtype(previous)
         got = potential(batch, compute_forces=True)
         np.testing.assert_allclose(got[keys.ENERGY].detach(), want["energy"].detach(), rtol=1e-10)
         np.testing.assert_allclose(
@@ -62,6 +62,12 @@ def test_a_head_is_chosen_and_bad_files_are_named(tmp_path, capsys):
     assert "dict.model: holds <class 'dict'>, not a mace-torch model" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(find_spec("allegro") is not None, reason="nequip-allegro is installed here")
+def test_a_nequip_file_without_nequip_names_the_missing_peer(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "last.ckpt"), str(tmp_path / "ours.pt")]) == 2
+    assert "nequip-allegro is not installed here" in capsys.readouterr().err
+
+
 def test_a_converted_model_that_disagrees_is_not_written(tmp_path, monkeypatch):
     """The comparison guards the file: a converter error (here, one weight perturbed after
     conversion) stops the write and names the structures that disagree."""
@@ -78,6 +84,6 @@ def test_a_converted_model_that_disagrees_is_not_written(tmp_path, monkeypatch):
     monkeypatch.setattr(mace_torch, "from_mace_torch", wrong)
     torch.save(_mace_model(), tmp_path / "mace.model")
     with pytest.raises(convert_module.ConversionError, match="disagrees with mace-torch") as err:
-        convert_module.convert_mace_torch_file(tmp_path / "mace.model", tmp_path / "ours.pt")
+        convert_module.convert_model_file(tmp_path / "mace.model", tmp_path / "ours.pt")
     assert not (tmp_path / "ours.pt").exists()
     assert not any(row["within_tolerance"] for row in err.value.figures)

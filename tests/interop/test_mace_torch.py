@@ -15,6 +15,7 @@ from equiforce.data import keys  # noqa: E402
 from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
 from equiforce.interop import from_mace_torch  # noqa: E402
+from equiforce.interop.default_dtype import default_dtype  # noqa: E402
 from equiforce.interop.mace_torch import mace_inputs  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_periodic_hco,
@@ -65,17 +66,12 @@ def _mace_model(
     options.update(overrides)
     options = {name: value for name, value in options.items() if value is not None}
     cls = mace_modules.ScaleShiftMACE if "atomic_inter_scale" in options else mace_modules.MACE
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(7 + max_L)
-            model = cls(**options)
-            with torch.no_grad():
-                for parameter in model.parameters():
-                    parameter.add_(0.3 * torch.randn_like(parameter))
-    finally:
-        torch.set_default_dtype(previous)
+    with default_dtype(dtype), torch.random.fork_rng():
+        torch.manual_seed(7 + max_L)
+        model = cls(**options)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.3 * torch.randn_like(parameter))
     return model
 
 
@@ -165,14 +161,10 @@ def test_pair_repulsion_converts_and_edited_constants_are_named():
             [squeezed(a) for a in peer_parity_structures()] + [squeezed(make_periodic_hco(3))]
         )
         # mace's ZBL multiplies k Z_i Z_j in the default dtype; its calculator sets it
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
+        with default_dtype(torch.float64):
             reference = model(
                 mace_inputs(batch, len(TYPE_NAMES), torch.float64), compute_force=True
             )
-        finally:
-            torch.set_default_dtype(previous)
         ours = potential(batch, compute_forces=True)
         without = from_mace_torch(_mace_model(**plain))(batch, compute_forces=False)
         assert (ours[keys.ENERGY] - without[keys.ENERGY]).abs().min() > 0.3  # eV: ZBL acts

@@ -16,6 +16,7 @@ from equiforce.data import keys  # noqa: E402
 from equiforce.data.batch import collate  # noqa: E402
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph  # noqa: E402
 from equiforce.interop import from_mace_torch, to_mace_torch  # noqa: E402
+from equiforce.interop.default_dtype import default_dtype  # noqa: E402
 from equiforce.testing.models import tiny_mace  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_periodic_hco,
@@ -88,12 +89,10 @@ def test_pair_repulsion_round_trips_and_mace_torch_agrees_on_close_contacts():
     model = _model(pair_repulsion=True)
     _assert_round_trip(model)
     batch = _batch([squeezed(a) for a in peer_parity_structures() + [make_periodic_hco(4)]])
-    previous = torch.get_default_dtype()  # mace's ZBL computes k Z_i Z_j in it; as its
-    torch.set_default_dtype(torch.float64)  # calculator does for a float64 model
-    try:
+    # mace's ZBL computes k Z_i Z_j in the default dtype; as its calculator does for a
+    # float64 model
+    with default_dtype(torch.float64):
         energy, forces = mace_call(model, batch, "inference")()
-    finally:
-        torch.set_default_dtype(previous)
     ours = model(batch, compute_forces=True)
     without = _model()(batch, compute_forces=True)  # the same weights, no ZBL
     assert (ours[keys.ENERGY] - without[keys.ENERGY]).abs().min() > 0.3  # eV: ZBL acts

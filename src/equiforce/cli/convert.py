@@ -1,4 +1,5 @@
-"""``equiforce convert SOURCE OUT.pt``: a mace-torch model file as an equiforce model file."""
+"""``equiforce convert SOURCE OUT.pt``: a mace-torch or nequip-allegro model file as an
+equiforce model file."""
 
 from __future__ import annotations
 
@@ -9,28 +10,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``convert`` options on ``parser``."""
     parser.add_argument(
         "source",
-        help="mace-torch model file (torch.save of a MACE/ScaleShiftMACE, e.g. a *.model "
-        "training wrote or a foundation model); loaded with pickle: convert files you trust",
+        help="the peer's model file: nequip-allegro *.ckpt (nequip-train) or *.nequip.zip "
+        "(nequip-package); otherwise mace-torch (torch.save of a MACE/ScaleShiftMACE, e.g. a "
+        "*.model training wrote or a foundation model); loaded with pickle: convert files "
+        "you trust",
     )
     parser.add_argument("out", help="equiforce model file to write")
     parser.add_argument(
         "--head",
         default=None,
-        help="the head of a multi-head model (mace's multi-head fine-tuning: pt_head, Default)",
+        help="the head of a multi-head mace-torch model (mace's multi-head fine-tuning: "
+        "pt_head, Default)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert, check against mace-torch, print the figures; nothing is written on a mismatch.
+    """Convert, check against the peer, print the figures; nothing is written on a mismatch.
 
     Raises:
-        ValueError: not a mace-torch model, an unsupported option, a wrong head, or a
+        ValueError: not a model file of the peer, an unsupported option, a wrong head, or a
             mismatch (``equiforce.interop.convert.ConversionError``, with the figures).
     """
     from equiforce.export.build import format_validation
-    from equiforce.interop.convert import convert_mace_torch_file
+    from equiforce.interop.convert import convert_model_file
 
-    figures = convert_mace_torch_file(args.source, args.out, args.head)
-    print(f"converted {args.source} -> {args.out}; energies (eV) and forces (eV/Å) vs mace-torch:")
+    peer, figures = convert_model_file(args.source, args.out, args.head)
+    print(f"converted {args.source} -> {args.out}; energies (eV) and forces (eV/Å) vs {peer}:")
     print(format_validation(figures))
     return 0

@@ -28,7 +28,7 @@ SUBCOMMANDS = {
     ),
     "convert": (
         "equiforce.cli.convert",
-        "a mace-torch model file (one head of a multi-head one) as an equiforce model file",
+        "a mace-torch or nequip-allegro model file as an equiforce model file",
     ),
     "export": (
         "equiforce.cli.export",

@@ -1,31 +1,51 @@
-"""A mace-torch model file as an equiforce model file, checked against mace-torch before it is
+"""A peer's model file as an equiforce model file, checked against the peer before it is
 written (``equiforce convert``).
 
-The source is what mace-torch saves with ``torch.save`` (``mace_run_train``'s ``*.model``, the
-foundation models its ``mace_mp`` downloads): a pickled ``MACE`` / ``ScaleShiftMACE``, loaded
-here with ``torch.load(weights_only=False)``, so convert only files you trust, as mace-torch
-itself loads them. It is converted by ``from_mace_torch`` (one head of a multi-head model),
-then both models evaluate ``export.build.validation_structures`` of the model's species (a
-molecule, a triclinic cell, a slab and a 64-atom cell), mace-torch with torch's default dtype
-set to the model's (as its calculator does), and the file is written (``save_model``,
-atomically) only when every energy and force agrees within ``TOLERANCES``; otherwise a
-``ConversionError`` carries the figures and nothing is written. Needs mace-torch beside
-equiforce (``make install-mace`` builds ``.venv-mace`` with both).
+Sources, told apart by their names:
+
+- **nequip-allegro** (``*.ckpt``: the Lightning checkpoints ``nequip-train`` writes;
+  ``*.nequip.zip``: ``nequip-package build``): loaded with nequip's own
+  ``load_saved_model`` (the model is rebuilt from the file's config, or unpickled from the
+  package's code; both load pickles) and converted by ``from_nequip_allegro``. equiforce
+  types atoms by element: a checkpoint's types are named by the species its data transforms
+  map to them (``chemical_species_to_atom_type_map``, one species per type); a package holds
+  no such map, so its type names must be chemical symbols (as nequip's calculators assume).
+  nequip's compiled files (``*.nequip.pt2``, ``*.nequip.pth``) hold no modules to convert.
+- **mace-torch**, any other name: what mace-torch saves with ``torch.save``
+  (``mace_run_train``'s ``*.model``, the foundation models its ``mace_mp`` downloads): a
+  pickled ``MACE`` / ``ScaleShiftMACE``, loaded with ``torch.load(weights_only=False)``, and
+  converted by ``from_mace_torch`` (one head of a multi-head model).
+
+Files are unpickled as the peers load them: convert only files you trust. Both models then
+evaluate ``export.build.validation_structures`` of the model's species (a molecule, a
+triclinic cell, a slab and a 64-atom cell) on the same edges, and the file is written
+(``save_model``, atomically) only when every energy and force agrees within ``TOLERANCES``;
+otherwise a ``ConversionError`` carries the figures and nothing is written. Needs the peer
+beside equiforce (``make install-mace`` / ``make install-nequip`` build ``.venv-mace`` /
+``.venv-nequip`` with both).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from equiforce.data import keys
+from equiforce.interop.default_dtype import default_dtype
 
-__all__ = ["TOLERANCES", "ConversionError", "convert_mace_torch_file"]
+__all__ = ["TOLERANCES", "ConversionError", "convert_model_file", "source_peer"]
 
-# (atol, rtol) of energies (eV) and forces (eV/Å) against mace-torch, by parameter dtype
+# (atol, rtol) of energies (eV) and forces (eV/Å) against the peer, by parameter dtype
 TOLERANCES = {torch.float64: (1e-8, 1e-8), torch.float32: (1e-4, 1e-4)}
+
+# the peer's energies (n_graphs,) in eV and forces (n_atoms, 3) in eV/Å on our batch
+Reference = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+
+_NEQUIP_COMPILED = (".nequip.pt2", ".nequip.pth")
+_NEQUIP_FILES = (".ckpt", ".nequip.zip")
 
 
 class ConversionError(ValueError):
@@ -36,37 +56,63 @@ class ConversionError(ValueError):
         self.figures = figures
 
 
-def convert_mace_torch_file(
-    source: str | os.PathLike, out: str | os.PathLike, head: str | None = None
-) -> list[dict[str, Any]]:
-    """Convert the mace-torch model file ``source`` into the equiforce model file ``out``.
-
-    Args:
-        source: a ``torch.save``d mace-torch ``MACE``/``ScaleShiftMACE`` (module docstring).
-        out: the equiforce model file to write (``save_model``).
-        head: the head of a multi-head model (``from_mace_torch``).
-
-    Returns:
-        Per validation structure: name, atom and edge counts, max |ours - mace-torch| of the
-        energy (eV) and forces (eV/Å), and whether they are within ``TOLERANCES``.
+def source_peer(source: str | os.PathLike) -> str:
+    """The framework whose model file ``source`` is, by its name (module docstring).
 
     Raises:
-        ImportError: mace-torch is not installed here.
-        ValueError: ``source`` is not a mace-torch model (named), uses an option equiforce
+        ValueError: a nequip compiled model (nothing to convert).
+    """
+    name = os.fspath(source)
+    if name.endswith(_NEQUIP_COMPILED):
+        raise ValueError(
+            f"{name}: a compiled nequip model (nequip-compile) holds no modules to convert: "
+            "convert the checkpoint (*.ckpt) or the package (*.nequip.zip) it was compiled from"
+        )
+    return "nequip-allegro" if name.endswith(_NEQUIP_FILES) else "mace-torch"
+
+
+def convert_model_file(
+    source: str | os.PathLike, out: str | os.PathLike, head: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Convert the peer's model file ``source`` into the equiforce model file ``out``.
+
+    Args:
+        source: a mace-torch or nequip-allegro model file (module docstring).
+        out: the equiforce model file to write (``save_model``).
+        head: the head of a multi-head mace-torch model (``from_mace_torch``).
+
+    Returns:
+        The peer's name and, per validation structure: name, atom and edge counts, max |ours -
+        peer| of the energy (eV) and forces (eV/Å), and whether they are within ``TOLERANCES``.
+
+    Raises:
+        ImportError: the peer is not installed here.
+        ValueError: ``source`` is not a model of the peer (named), uses an option equiforce
             does not implement, or ``head`` is wrong.
-        ConversionError: the converted model disagrees with mace-torch (nothing written).
+        ConversionError: the converted model disagrees with the peer (nothing written).
     """
     from equiforce.export.build import format_validation
-    from equiforce.interop.mace_torch import from_mace_torch, head_index
     from equiforce.models import save_model
 
-    try:
-        import mace.modules  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            "mace-torch is not installed here: equiforce convert reads mace-torch model files "
-            "(pip install mace-torch beside equiforce; make install-mace builds .venv-mace)"
-        ) from err
+    peer = source_peer(source)
+    potential, reference = _LOADERS[peer](os.fspath(source), head)
+    figures = _compare(potential, reference)
+    if not all(row["within_tolerance"] for row in figures):
+        raise ConversionError(
+            f"{source}: the converted model disagrees with {peer} beyond "
+            f"{TOLERANCES[potential.dtype]} (atol, rtol); nothing written:\n"
+            + format_validation(figures),
+            figures,
+        )
+    save_model(potential, out)
+    return peer, figures
+
+
+def _mace_torch(source: str, head: str | None) -> tuple[Any, Reference]:
+    """The converted mace-torch model of ``source`` and mace-torch's evaluation of it."""
+    from equiforce.interop.mace_torch import from_mace_torch, head_index, mace_inputs
+
+    _require("mace.modules", "mace-torch", "make install-mace builds .venv-mace")
     model = torch.load(source, map_location="cpu", weights_only=False)
     if isinstance(model, torch.jit.ScriptModule) or not isinstance(model, torch.nn.Module):
         kind = "a TorchScript module" if isinstance(model, torch.jit.ScriptModule) else type(model)
@@ -75,40 +121,127 @@ def convert_mace_torch_file(
             "export cannot be converted: use the .model file training wrote)"
         )
     potential = from_mace_torch(model, head)
-    figures = _compare(model, potential, head_index(model, head))
-    if not all(row["within_tolerance"] for row in figures):
-        raise ConversionError(
-            f"{source}: the converted model disagrees with mace-torch beyond "
-            f"{TOLERANCES[potential.dtype]} (atol, rtol); nothing written:\n"
-            + format_validation(figures),
-            figures,
+    index, n_types, dtype = head_index(model, head), len(potential.type_names), potential.dtype
+
+    def reference(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with default_dtype(dtype):  # as mace-torch's calculator runs its models
+            out = model(mace_inputs(batch, n_types, dtype, index), compute_force=True)
+        return out["energy"], out["forces"]
+
+    return potential, reference
+
+
+def _nequip_allegro(source: str, head: str | None) -> tuple[Any, Reference]:
+    """The converted nequip-allegro model of ``source`` and nequip's evaluation of it."""
+    from ase.data import atomic_numbers
+
+    from equiforce.interop.nequip_allegro import (
+        from_nequip_allegro,
+        nequip_global_state,
+        nequip_inputs,
+    )
+
+    _require("allegro.nn", "nequip-allegro", "make install-nequip builds .venv-nequip")
+    from nequip.model.saved_models.load_utils import load_saved_model
+
+    if head is not None:
+        raise ValueError(f"{source}: --head selects a head of a mace-torch model, not nequip's")
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source}: no such nequip checkpoint or package file")
+    with nequip_global_state():
+        try:
+            models = load_saved_model(source, model_key=None)
+        except Exception as err:  # nequip's own errors name neither the file nor the field
+            raise ValueError(
+                f"{source}: nequip could not load this {source_peer(source)} file: {err}"
+            ) from err
+    if list(models.keys()) != ["sole_model"]:
+        raise ValueError(
+            f"{source}: holds the models {', '.join(models.keys())}; equiforce converts "
+            "files of one model"
         )
-    save_model(potential, out)
-    return figures
+    model = models["sole_model"]
+    species = _nequip_species(source, list(model.type_names))
+    try:
+        potential = from_nequip_allegro(model, species)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
+    foreign = [name for name in potential.type_names if name not in atomic_numbers]
+    if foreign:
+        raise ValueError(
+            f"{source}: the model's type names {', '.join(foreign)} are not chemical symbols "
+            "and the file does not map species to types (a package does not: convert the "
+            "checkpoint it was built from); equiforce models type atoms by element"
+        )
+
+    def reference(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        from nequip.data import AtomicDataDict
+
+        out = model(nequip_inputs(batch))
+        return out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1), out[AtomicDataDict.FORCE_KEY]
+
+    return potential, reference
 
 
-def _compare(model: torch.nn.Module, potential, head: int) -> list[dict[str, Any]]:
-    """Energies and forces of ``potential`` and of mace-torch's ``model`` (module docstring)."""
+def _nequip_species(source: str, type_names: list[str]) -> list[str] | None:
+    """The chemical symbol of each of the model's ``type_names``, from the
+    ``ChemicalSpeciesToAtomTypeMapper`` among a checkpoint's data transforms (None for
+    packages, or when it has none).
+
+    Raises:
+        ValueError: the map is not one species per type (named).
+    """
+    if not source.endswith(".ckpt"):
+        return None
+    config = torch.load(source, map_location="cpu", weights_only=False)["hyper_parameters"]
+    transforms = config["info_dict"].get("data", {}).get("transforms") or []
+    for transform in transforms:
+        mapping = transform.get("chemical_species_to_atom_type_map")
+        if mapping is None:
+            continue
+        species = {name: [s for s, t in mapping.items() if t == name] for name in type_names}
+        if any(len(symbols) != 1 for symbols in species.values()):
+            raise ValueError(
+                f"{source}: data.transforms maps species to types as {dict(mapping)}; "
+                "equiforce converts models with one species per type"
+            )
+        return [species[name][0] for name in type_names]
+    return None
+
+
+_LOADERS: dict[str, Callable[[str, str | None], tuple[Any, Reference]]] = {
+    "mace-torch": _mace_torch,
+    "nequip-allegro": _nequip_allegro,
+}
+
+
+def _require(module: str, peer: str, hint: str) -> None:
+    """Raise ``ImportError`` naming ``peer`` unless ``module`` imports."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"{peer} is not installed here: equiforce convert reads {peer} model files "
+            f"(pip install {peer} beside equiforce; {hint})"
+        ) from err
+
+
+def _compare(potential, reference: Reference) -> list[dict[str, Any]]:
+    """Energies and forces of ``potential`` and of the peer's ``reference`` (module docstring)."""
     from equiforce.export.build import validation_structures
     from equiforce.export.package import atoms_batch
-    from equiforce.interop.mace_torch import mace_inputs
 
     atol, rtol = TOLERANCES[potential.dtype]
-    dtype = potential.dtype
     figures = []
     for name, atoms in validation_structures(potential.type_names).items():
         batch = atoms_batch(atoms, potential.type_names, potential.r_max, torch.device("cpu"))
         ours = potential(batch, compute_forces=True, create_graph=False)
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            inputs = mace_inputs(batch, len(potential.type_names), dtype, head)
-            theirs = model(inputs, compute_force=True)
-        finally:
-            torch.set_default_dtype(previous)
+        theirs = dict(zip((keys.ENERGY, keys.FORCES), reference(batch), strict=True))
         deviation, within = {}, True
-        for key, their_key in ((keys.ENERGY, "energy"), (keys.FORCES, "forces")):
-            want = theirs[their_key].detach().to(torch.float64)
+        for key in (keys.ENERGY, keys.FORCES):
+            want = theirs[key].detach().to(torch.float64)
             diff = (ours[key].detach() - want).abs()
             deviation[key] = float(diff.max())
             within &= bool((diff <= atol + rtol * want.abs()).all())

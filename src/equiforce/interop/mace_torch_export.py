@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from equiforce.interop.default_dtype import default_dtype
 from equiforce.interop.mace_torch import (
     _activation_ratio,
     _path_signs,
@@ -76,33 +77,28 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
     hidden = "+".join(f"{spec.num_channels}x{deg}{'eo'[deg % 2]}" for deg in range(spec.max_L + 1))
     energies = spec.atomic_energies or (0.0,) * len(spec.type_names)
     # mace computes its coupling buffers in the default dtype at construction
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.random.fork_rng():
-            model = modules.ScaleShiftMACE(
-                r_max=spec.r_max,
-                num_bessel=spec.num_radial_basis,
-                num_polynomial_cutoff=spec.num_polynomial_cutoff,
-                max_ell=spec.max_ell,
-                interaction_cls=residual,
-                interaction_cls_first=residual if spec.first_interaction_residual else plain,
-                num_interactions=spec.num_interactions,
-                num_elements=len(spec.type_names),
-                hidden_irreps=o3.Irreps(hidden),
-                MLP_irreps=o3.Irreps(f"{spec.readout_mlp_hidden}x0e"),
-                atomic_energies=np.array(energies, dtype=np.float64),
-                avg_num_neighbors=spec.avg_num_neighbors,
-                atomic_numbers=[atomic_numbers[s] for s in spec.type_names],
-                correlation=spec.correlation,
-                gate=torch.nn.functional.silu,
-                radial_MLP=list(spec.radial_mlp),
-                atomic_inter_scale=spec.scale,
-                atomic_inter_shift=spec.shift,
-                pair_repulsion=spec.pair_repulsion,
-            )
-    finally:
-        torch.set_default_dtype(previous)
+    with default_dtype(dtype), torch.random.fork_rng():
+        model = modules.ScaleShiftMACE(
+            r_max=spec.r_max,
+            num_bessel=spec.num_radial_basis,
+            num_polynomial_cutoff=spec.num_polynomial_cutoff,
+            max_ell=spec.max_ell,
+            interaction_cls=residual,
+            interaction_cls_first=residual if spec.first_interaction_residual else plain,
+            num_interactions=spec.num_interactions,
+            num_elements=len(spec.type_names),
+            hidden_irreps=o3.Irreps(hidden),
+            MLP_irreps=o3.Irreps(f"{spec.readout_mlp_hidden}x0e"),
+            atomic_energies=np.array(energies, dtype=np.float64),
+            avg_num_neighbors=spec.avg_num_neighbors,
+            atomic_numbers=[atomic_numbers[s] for s in spec.type_names],
+            correlation=spec.correlation,
+            gate=torch.nn.functional.silu,
+            radial_MLP=list(spec.radial_mlp),
+            atomic_inter_scale=spec.scale,
+            atomic_inter_shift=spec.shift,
+            pair_repulsion=spec.pair_repulsion,
+        )
     return model.to(dtype)
 
 

@@ -16,11 +16,15 @@ that path's tensor-product weights.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from equiforce.data import keys
+from equiforce.interop.default_dtype import default_dtype
 from equiforce.models.allegro import AllegroSpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
@@ -28,17 +32,25 @@ from equiforce.nn.allegro.mlp import AllegroMLP
 from equiforce.nn.zbl import FORMS as ZBL_FORMS
 from equiforce.o3.allegro_tp import tensor_track_irreps
 
-__all__ = ["from_nequip_allegro", "spec_from_nequip_allegro"]
+__all__ = [
+    "from_nequip_allegro",
+    "nequip_global_state",
+    "nequip_inputs",
+    "spec_from_nequip_allegro",
+]
 
 _ACTIVATIONS = {nn.SiLU: "silu", nn.Mish: "mish", nn.GELU: "gelu", nn.Identity: None}
 _COUPLING_MATCH = 100  # |ours - theirs| of a path's coefficients, in eps of nequip's dtype
 
 
-def from_nequip_allegro(model: nn.Module) -> Potential:
+def from_nequip_allegro(model: nn.Module, species: Sequence[str] | None = None) -> Potential:
     """Convert a nequip-allegro ``AllegroModel`` into an equiforce ``Potential``.
 
     Args:
         model: the nequip ``GraphModel`` (or its ``SequentialGraphNetwork``), not compiled.
+        species: the chemical symbol of each of the model's types, in its type order (the
+            inverse of nequip's ``chemical_species_to_atom_type_map``); None: the type names
+            are the symbols. They are the converted model's type names.
 
     Returns:
         A ``Potential`` of family ``"allegro"`` in the source dtype, in eval mode.
@@ -50,7 +62,7 @@ def from_nequip_allegro(model: nn.Module) -> Potential:
     import allegro.nn  # noqa: F401  (lazy: nequip-allegro is optional)
 
     layers = _layers(model)
-    spec = spec_from_nequip_allegro(model)
+    spec = spec_from_nequip_allegro(model, species)
     potential = build_model("allegro", spec)
     ours = potential.energy_model
     state = {}
@@ -61,13 +73,51 @@ def from_nequip_allegro(model: nn.Module) -> Potential:
     return potential.eval()
 
 
-def spec_from_nequip_allegro(model: nn.Module) -> AllegroSpec:
-    """The ``AllegroSpec`` describing a (supported) nequip-allegro model."""
+@contextlib.contextmanager
+def nequip_global_state() -> Iterator[None]:
+    """Within the block nequip's global state is initialised (its model builders and loaders
+    require it); torch's default dtype, which that sets to float64, is restored after it."""
+    from nequip.utils.global_state import global_state_initialized, set_global_state
+
+    with default_dtype():
+        if not global_state_initialized():
+            set_global_state(allow_tf32=False)
+        yield
+
+
+def nequip_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """nequip's ``AtomicDataDict`` for our batch (``keys.MODEL_INPUT_KEYS``) of the same
+    graphs (nequip's edges run centre -> neighbour with integer cell shifts, as ours)."""
+    from nequip.data import AtomicDataDict
+
+    return {
+        AtomicDataDict.POSITIONS_KEY: batch[keys.POSITIONS],
+        AtomicDataDict.EDGE_INDEX_KEY: batch[keys.EDGE_INDEX],
+        AtomicDataDict.EDGE_CELL_SHIFT_KEY: batch[keys.EDGE_SHIFT],
+        AtomicDataDict.CELL_KEY: batch[keys.CELL],
+        AtomicDataDict.ATOM_TYPE_KEY: batch[keys.ATOM_TYPE],
+        AtomicDataDict.BATCH_KEY: batch[keys.BATCH],
+        AtomicDataDict.NUM_NODES_KEY: batch[keys.PTR].diff(),
+    }
+
+
+def spec_from_nequip_allegro(model: nn.Module, species: Sequence[str] | None = None) -> AllegroSpec:
+    """The ``AllegroSpec`` describing a (supported) nequip-allegro model (``species``: see
+    ``from_nequip_allegro``)."""
     layers = _layers(model)
     embed = layers["radial_chemical_embed"]
     module = layers["allegro"]
     scale_shift = layers["per_type_energy_scale_shift"]
     type_names = tuple(scale_shift.type_names)
+    if species is not None:
+        if len(species) != len(type_names):
+            raise ValueError(
+                f"{len(species)} species for the model's {len(type_names)} types "
+                f"{', '.join(type_names)}"
+            )
+        type_names = tuple(species)
+    if "pair_potential" in layers:
+        _check_zbl_species(layers["pair_potential"], type_names)
     n_types = len(type_names)
     l_max, parity = _irreps_settings(layers)
     hidden = {
@@ -126,6 +176,18 @@ def _check_zbl(pair_potential: nn.Module, embed: nn.Module) -> None:
     p, model_p = _cutoff_p(pair_potential.cutoff), _cutoff_p(embed.bessel_encode.cutoff)
     if p != model_p:
         raise ValueError(f"ZBL's polynomial_cutoff_p {p} differs from the model's {model_p}")
+
+
+def _check_zbl_species(pair_potential: nn.Module, type_names: tuple[str, ...]) -> None:
+    """nequip's ZBL holds an atomic number per type; ours takes them from the type names."""
+    from ase.data import atomic_numbers
+
+    theirs = [round(float(z)) for z in pair_potential.atomic_numbers.flatten()]
+    if theirs != [atomic_numbers.get(name) for name in type_names]:
+        raise ValueError(
+            f"nequip's ZBL has the atomic numbers {theirs} for the types "
+            f"{', '.join(type_names)}: give each type's chemical symbol (species=...)"
+        )
 
 
 def _layers(model: nn.Module) -> dict[str, nn.Module]:

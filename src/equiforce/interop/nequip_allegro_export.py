@@ -16,7 +16,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equiforce.interop.nequip_allegro import _layers, _mlp_layers, tp_path_signs
+from equiforce.interop.nequip_allegro import (
+    _layers,
+    _mlp_layers,
+    nequip_global_state,
+    tp_path_signs,
+)
 from equiforce.models.allegro import AllegroSpec
 from equiforce.models.potential import Potential
 
@@ -95,7 +100,6 @@ def _hidden(widths: tuple[int, ...], name: str) -> dict[str, int]:
 def _build(spec: AllegroSpec) -> nn.Module:
     """Random nequip-allegro model with ``spec``'s hyperparameters (global state restored)."""
     from allegro.model import AllegroModel
-    from nequip.utils.global_state import global_state_initialized, set_global_state
 
     names = list(spec.type_names)
     mlps = {
@@ -120,38 +124,30 @@ def _build(spec: AllegroSpec) -> nn.Module:
     if spec.atomic_energies or spec.shift != 0.0:
         energies = spec.atomic_energies or (0.0,) * len(names)
         shifts = {name: e + spec.shift for name, e in zip(names, energies, strict=True)}
-    previous = torch.get_default_dtype()
-    try:
-        with torch.random.fork_rng():
-            if not global_state_initialized():
-                set_global_state(allow_tf32=False)
-            return AllegroModel(
-                seed=spec.seed,
-                model_dtype=spec.dtype,
-                type_names=names,
-                r_max=spec.r_max,
-                l_max=spec.l_max,
-                parity=spec.parity,
-                radial_chemical_embed={
-                    "_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
-                    "num_bessels": spec.num_bessels,
-                    "polynomial_cutoff_p": spec.polynomial_cutoff_p,
-                },
-                radial_chemical_embed_dim=spec.radial_chemical_embed_dim or None,
-                num_layers=spec.num_layers,
-                num_scalar_features=spec.num_scalar_features,
-                num_tensor_features=spec.num_tensor_features,
-                tp_path_channel_coupling=spec.tp_path_channel_coupling,
-                avg_num_neighbors=dict(zip(names, avg, strict=True))
-                if avg
-                else spec.avg_num_neighbors,
-                per_type_energy_scales=scales,
-                per_type_energy_shifts=shifts,
-                pair_potential=_zbl(spec) if spec.pair_repulsion else None,
-                **options,
-            )
-    finally:
-        torch.set_default_dtype(previous)
+    with nequip_global_state(), torch.random.fork_rng():
+        return AllegroModel(
+            seed=spec.seed,
+            model_dtype=spec.dtype,
+            type_names=names,
+            r_max=spec.r_max,
+            l_max=spec.l_max,
+            parity=spec.parity,
+            radial_chemical_embed={
+                "_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
+                "num_bessels": spec.num_bessels,
+                "polynomial_cutoff_p": spec.polynomial_cutoff_p,
+            },
+            radial_chemical_embed_dim=spec.radial_chemical_embed_dim or None,
+            num_layers=spec.num_layers,
+            num_scalar_features=spec.num_scalar_features,
+            num_tensor_features=spec.num_tensor_features,
+            tp_path_channel_coupling=spec.tp_path_channel_coupling,
+            avg_num_neighbors=dict(zip(names, avg, strict=True)) if avg else spec.avg_num_neighbors,
+            per_type_energy_scales=scales,
+            per_type_energy_shifts=shifts,
+            pair_potential=_zbl(spec) if spec.pair_repulsion else None,
+            **options,
+        )
 
 
 def _zbl(spec: AllegroSpec) -> dict:

@@ -153,11 +153,10 @@ def mace_model(potential: Potential, device: torch.device, cueq: bool = False) -
 
     if not CUET_AVAILABLE:
         raise ImportError("mace-torch with cuEquivariance needs cuequivariance-torch installed")
-    saved = torch.get_default_dtype()  # ``run`` sets the model's dtype as the default
-    try:
+    from equiforce.interop.default_dtype import default_dtype
+
+    with default_dtype():  # ``run`` sets the model's dtype as the default
         return run(model, device=device.type, return_model=True)
-    finally:
-        torch.set_default_dtype(saved)
 
 
 def mace_call(
@@ -195,19 +194,10 @@ def nequip_call(
     from nequip.data import AtomicDataDict
 
     from equiforce.interop import to_nequip_allegro
+    from equiforce.interop.nequip_allegro import nequip_inputs
 
     model = to_nequip_allegro(potential).to(batch[keys.POSITIONS].device)
-    n_graphs = batch[keys.PTR].shape[0] - 1
-    inputs = {
-        AtomicDataDict.POSITIONS_KEY: batch[keys.POSITIONS],
-        AtomicDataDict.EDGE_INDEX_KEY: batch[keys.EDGE_INDEX],
-        AtomicDataDict.EDGE_CELL_SHIFT_KEY: batch[keys.EDGE_SHIFT],
-        AtomicDataDict.CELL_KEY: batch[keys.CELL],
-        AtomicDataDict.PBC_KEY: batch[keys.PBC].reshape(n_graphs, 3),
-        AtomicDataDict.ATOM_TYPE_KEY: batch[keys.ATOM_TYPE],
-        AtomicDataDict.BATCH_KEY: batch[keys.BATCH],
-        AtomicDataDict.NUM_NODES_KEY: batch[keys.PTR].diff(),
-    }
+    inputs = nequip_inputs(batch)
 
     def call() -> tuple[torch.Tensor, torch.Tensor]:
         out = model(dict(inputs))
