@@ -21,7 +21,11 @@ mace-torch's own ``MACECalculator`` over its model of the weights, with its own 
 list and data conversion), each on its own copy of the molecule, one step = every atom moved
 (a fixed random pattern of 1 mÅ, its sign alternating so the molecule stays put, through
 ``Atoms.set_positions`` as ASE's integrators move atoms) then ``get_forces()``: the neighbour
-list, the batch, ASE's change check and the results' conversion included.
+list, the batch, ASE's change check and the results' conversion included. The package then
+also runs Python-free in ``equiforce-run --md`` (its C++ velocity Verlet, ``--warmup +
+--repeats`` steps of 0.5 fs from the molecule at rest, in a child process): its median step
+(both half kicks, the drift, the neighbour list, the program call) is the ``equiforce-run``
+column.
 
 ``--cpu-targets native x86-64-v3`` exports the package once per ``-march`` target
 (``equiforce export --cpu-target``) and times them all in the same interleaving: what a package
@@ -223,7 +227,9 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
         calls = {"eager": md_step(EquiforceCalculator(eager), atoms.copy())}
         for key, path in paths.items():
             calls[key] = md_step(EquiforceCalculator(path), atoms.copy())
+        result_runner = runner_md_step(paths["exported"], atoms, args, folder)
     else:
+        result_runner = None
         calls = {"eager": lambda: eager(batch, compute_forces=True, create_graph=False)}
         calls.update({key: partial(package, batch) for key, package in packages.items()})
     summaries = {k: summary(v) for k, v in thread_timed(calls, args).items()}
@@ -246,6 +252,10 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
         "cpu_ms": {k: cpu for k, (cpu, _) in summaries.items()},
         "wall_ms": {k: wall for k, (_, wall) in summaries.items()},
     }
+    if result_runner is not None:
+        result["equiforce-run"] = result_runner
+        result["cpu_ms"]["equiforce-run"] = {"median": result_runner["step_cpu_ms"]}
+        result["wall_ms"]["equiforce-run"] = {"median": result_runner["step_wall_ms"]}
     if args.mace_python:
         model_file = save_model(model, folder / f"{name}_{dtype}.pt")
         command = [args.mace_python, "-m", "benchmarks.export_cpu_time", "--molecules", name]
@@ -260,6 +270,24 @@ def export_case(name: str, dtype: str, args: argparse.Namespace, folder: Path) -
             result["cpu_ms"]["mace-torch"], result["wall_ms"]["mace-torch"] = summary(times)
             result["parity"]["mace_torch_energy_eV"] = abs(peer["energy"] - float(want["energy"]))
     return result
+
+
+def runner_md_step(package: Path, atoms: Any, args: argparse.Namespace, folder: Path) -> dict:
+    """``equiforce-run --md`` of ``package`` from ``atoms`` at rest (module docstring): the
+    runner's timing line, median CPU and wall ms per step and CPU ms per program call."""
+    from ase.io import write
+
+    from equiforce.export.cpp import runner_path
+
+    start = folder / f"{package.stem}_start.xyz"
+    write(start, atoms, format="extxyz")
+    steps = str(args.warmup + args.repeats)
+    command = [str(runner_path()), str(package), str(start), "--md", steps, "--timestep", "0.5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(command + ["--every", steps], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"equiforce-run failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def child_json(command: list[str]) -> dict[str, Any]:
@@ -278,13 +306,19 @@ def table(cases: list[dict[str, Any]], peer: str, parity: tuple[tuple[str, str],
     header = f"| molecule | dtype | eager CPU ms | exported CPU ms | {peer} CPU ms "
     header += f"| eager / exported | {peer} / exported |"
     header += "".join(f" {title} |" for title, _ in parity)
-    lines = [header, "|---" * (7 + len(parity)) + "|"]
+    runner = any("equiforce-run" in case["cpu_ms"] for case in cases)
+    if runner:
+        header += " equiforce-run CPU ms | eager / equiforce-run |"
+    lines = [header, "|---" * (7 + 2 * runner + len(parity)) + "|"]
     for case in cases:
         ms = {k: v["median"] for k, v in case["cpu_ms"].items()}
         other = ms.get(peer)
         cells = [case["molecule"], case["dtype"], f"{ms['eager']:.2f}", f"{ms['exported']:.2f}"]
         cells += ["-" if other is None else f"{other:.2f}", f"{ms['eager'] / ms['exported']:.2f}"]
         cells.append("-" if other is None else f"{other / ms['exported']:.2f}")
+        if runner:
+            cpp = ms["equiforce-run"]
+            cells += [f"{cpp:.2f}", f"{ms['eager'] / cpp:.2f}"]
         for _, key in parity:
             value = case["parity"].get(key)
             cells.append("-" if value is None else f"{value:.1e}")

@@ -1,6 +1,6 @@
 """``python -m benchmarks.export_cpu_time``: its MD step (``md_step``), a smoke run with
 ``--md-step`` against mace-torch's own calculator (``.venv-mace``, which ``make test``
-installs; skipped without it), and packages for two CPU targets timed together."""
+installs; skipped without it) and the package's C++ MD (``equiforce-run --md``), and packages for two CPU targets timed together."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_md_step_moves_the_atoms_back_and_forth_and_returns_their_forces():
     np.testing.assert_allclose(forces[3], want, atol=1e-12, rtol=0)
 
 
-@pytest.mark.slow  # one AOTInductor compile (~20 s) and mace-torch in a child
+@pytest.mark.slow  # one AOTInductor compile (~20 s), mace-torch and equiforce-run in children
 @pytest.mark.skipif(not MACE_PYTHON.exists(), reason="no .venv-mace (make install-mace)")
 def test_md_steps_of_eager_package_and_mace_torch_calculators_are_timed(tmp_path):
     argv = ["--preset", "mace-tiny", "--molecules", "acac", "--dtypes", "float64"]
@@ -43,8 +43,9 @@ def test_md_steps_of_eager_package_and_mace_torch_calculators_are_timed(tmp_path
     document = json.loads(next(tmp_path.glob("export_cpu_time_*.json")).read_text())
     assert document["measure"] == "md-step"
     (case,) = document["cases"]
-    for name in ("eager", "exported", "mace-torch"):
+    for name in ("eager", "exported", "mace-torch", "equiforce-run"):
         assert case["cpu_ms"][name]["median"] > 0
+    assert case["equiforce-run"]["md_steps"] == 3  # --warmup + --repeats
     parity = case["parity"]
     assert parity["energy_eV"] < 1e-10 and parity["forces_eV_per_A"] < 1e-10
     assert parity["mace_torch_energy_eV"] < 1e-10  # its calculator, its neighbour list

@@ -782,6 +782,49 @@ def test_the_cpp_runner_equals_the_python_loader(fixture, runner, tmp_path, requ
             _assert_close(got, want[name], Tolerance(rtol=0, atol=1e-10 * scale), name)
 
 
+@pytest.mark.parametrize("fixture", ["mace_paired_float64", "allegro_fast_float64"])
+def test_the_cpp_runner_runs_md_as_ases_velocity_verlet(fixture, runner, tmp_path, request):
+    """``equiforce-run --md``: 40 steps of 1 fs from a molecule and from a periodic cell with
+    momenta (an atom starting outside the cell, hot enough for atoms to move 0.1-0.3 Å),
+    Python-free, equal ASE's ``VelocityVerlet`` over the Python loader's calculator at every
+    10th step: positions, velocities, potential and kinetic energy (float64, 1e-9)."""
+    from ase import units
+    from ase.io import read, write
+    from ase.md.verlet import VelocityVerlet
+
+    _, path, _ = request.getfixturevalue(fixture)
+    for atoms, kelvin in ((make_molecule(), 600.0), (make_fcc_cu(3), 3000.0)):
+        if atoms.pbc.any():
+            atoms.positions[0] -= atoms.cell[1] * 1.2  # outside the cell
+        sigma = np.sqrt(atoms.get_masses() * units.kB * kelvin)[:, None]  # Maxwell-Boltzmann
+        atoms.set_momenta(sigma * np.random.default_rng(3).standard_normal((len(atoms), 3)))
+        write(tmp_path / "start.xyz", atoms, format="extxyz")
+        start = read(tmp_path / "start.xyz")  # positions and momenta as the program reads them
+        assert np.abs(start.get_momenta()).max() > 0
+        options = ("--md", "40", "--timestep", "1.0", "--every", "10")
+        rows = _run_cpp(runner, path, tmp_path / "start.xyz", *options)
+        assert isinstance(rows, list), rows
+        timing = rows.pop()
+        assert timing["md_steps"] == 40 and timing["step_cpu_ms"] >= timing["call_cpu_ms"] > 0
+        assert [row["step"] for row in rows] == [0, 10, 20, 30, 40]
+        start.calc = EquiforceCalculator(str(path))
+        dynamics = VelocityVerlet(start, timestep=1.0 * units.fs)
+        moved = 0.0
+        for index, row in enumerate(rows):
+            if index:
+                dynamics.run(10)
+            moved = max(moved, float(np.abs(start.positions - atoms.positions).max()))
+            np.testing.assert_allclose(row["positions"], start.positions, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(
+                row["velocities"], start.get_velocities() * units.fs, rtol=0, atol=1e-9
+            )
+            assert row["time_fs"] == pytest.approx(row["step"] * 1.0)
+            assert row["energy"] == pytest.approx(start.get_potential_energy(), abs=1e-9)
+            assert row["kinetic_energy"] == pytest.approx(start.get_kinetic_energy(), abs=1e-9)
+            assert row["temperature_K"] == pytest.approx(start.get_temperature(), rel=1e-9)
+        assert moved > 0.05  # the dynamics moved the atoms
+
+
 def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
     mace_paired_float64, runner, tmp_path
 ):
@@ -801,3 +844,11 @@ def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
         assert isinstance(error, str) and f"bad.xyz: {message}" in error, error
     error = _run_cpp(runner, tmp_path / "missing.pt2", tmp_path / "bad.xyz")
     assert "missing.pt2: not a readable AOTInductor package" in error, error
+    (tmp_path / "start.xyz").write_text(
+        "3\nProperties=species:S:1:pos:R:3:momenta:R:3\nC 0 0 0 0 0 0\nO 1.2 0 0 0 0 0\n"
+        "H -1 0 0 0.1\n"
+    )
+    error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2", "--timestep", "1")
+    assert "start.xyz: frame 0, atom 2: 'H -1 0 0 0.1' has no momenta in its columns 4-6" in error
+    error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2")
+    assert "--md STEPS needs --timestep FS > 0" in error, error

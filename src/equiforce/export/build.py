@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
-from ase.data import atomic_numbers
+from ase.data import atomic_masses, atomic_numbers
 from torch.export import Dim
 from torch.export.pt2_archive._package import PT2ArchiveWriter, _package_aoti_files
 
@@ -397,8 +397,18 @@ def _metadata(
         "strictly_local": bool(potential.energy_model.strictly_local),
         "message_passing_layers": int(potential.energy_model.message_passing_layers),
         "type_names": list(potential.type_names),
+        # ASE's standard atomic weights: what a C++ MD loop integrates with (equiforce-run --md)
+        "type_masses": [
+            float(atomic_masses[atomic_numbers[name]]) for name in potential.type_names
+        ],
         "r_max": float(potential.r_max),
-        "units": {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"},
+        "units": {
+            "energy": "eV",
+            "length": "Å",
+            "forces": "eV/Å",
+            "stress": "eV/Å^3",
+            "mass": "amu",
+        },
         "dtype": str(potential.dtype).removeprefix("torch."),
         "precision": None if policy is None else dataclasses.asdict(policy),
         "inputs": inputs,

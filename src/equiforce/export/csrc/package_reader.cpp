@@ -61,23 +61,41 @@ void skip_blanks(const std::string &text, size_t &at)
   while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
 }
 
-/* A JSON array of strings, e.g. ["H", "C"]. */
-std::vector<std::string> json_strings(const std::string &text)
+/* A JSON array whose elements `element(text, at)` reads (advancing `at` past each). */
+template <typename Value, typename Element>
+std::vector<Value> json_list(const std::string &text, Element element)
 {
-  std::vector<std::string> values;
+  std::vector<Value> values;
   size_t at = 0;
   skip_blanks(text, at);
   if (at >= text.size() || text[at] != '[') throw std::invalid_argument("expected a list");
   ++at;
   skip_blanks(text, at);
   while (at < text.size() && text[at] != ']') {
-    values.push_back(json_string(text, at));
+    values.push_back(element(text, at));
     skip_blanks(text, at);
     if (at < text.size() && text[at] == ',') ++at;
     skip_blanks(text, at);
   }
   if (at >= text.size()) throw std::invalid_argument("unterminated list");
   return values;
+}
+
+/* A JSON array of strings, e.g. ["H", "C"]. */
+std::vector<std::string> json_strings(const std::string &text)
+{
+  return json_list<std::string>(text, json_string);
+}
+
+/* A JSON array of numbers, e.g. [1.008, 12.011]. */
+std::vector<double> json_numbers(const std::string &text)
+{
+  return json_list<double>(text, [](const std::string &list, size_t &at) {
+    size_t used = 0;
+    double value = std::stod(list.substr(at), &used);
+    at += used;
+    return value;
+  });
 }
 
 /* The text after `"key":` in a flat JSON object (blanks skipped). */
@@ -163,6 +181,15 @@ std::vector<std::string> PackageReader::strings_field(const std::string &key) co
     return json_strings(field(key));
   } catch (const std::invalid_argument &err) {
     fail(path_, "metadata field '" + key + "': " + err.what());
+  }
+}
+
+std::vector<double> PackageReader::numbers_field(const std::string &key) const
+{
+  try {
+    return json_numbers(field(key));
+  } catch (const std::logic_error &err) {
+    fail(path_, "metadata field '" + key + "' is not a list of numbers: " + field(key));
   }
 }
 

@@ -37,6 +37,7 @@ class PackageReader {
   std::string string_field(const std::string &key) const;
   std::vector<std::string> strings_field(const std::string &key) const;
   double number_field(const std::string &key) const;
+  std::vector<double> numbers_field(const std::string &key) const;
   /* An integer field, or `missing` where it is absent or null. */
   long long integer_field(const std::string &key, long long missing) const;
 

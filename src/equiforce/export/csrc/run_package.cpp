@@ -1,6 +1,8 @@
-/* equiforce-run: an exported package run in C++ with no Python, on every frame of an XYZ file.
+/* equiforce-run: an exported package run in C++ with no Python, on every frame of an XYZ file,
+   or as molecular dynamics from its first frame.
 
      equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] [--repeat N]
+     equiforce-run MODEL.pt2 START.xyz --md STEPS --timestep FS [--every N]
 
    Any package runs here, MACE included: the whole structure is one program call (periodic
    images as lattice shifts of the edges, as the Python loader does), so no halo exchange is
@@ -13,6 +15,11 @@
    The comment may hold `Lattice="ax ay az bx by bz cx cy cz"` (Å, rows are the lattice
    vectors) and `pbc="T T F"` (default "T T T" with a lattice, no periodic axis without one);
    a `Properties=` that does not start with species:S:1:pos:R:3 is refused.
+
+   With --md: velocity Verlet (NVE) as ASE's VelocityVerlet, from the frame's `momenta` column
+   (ASE's units, as ase.io.write gives them) or at rest, with the masses the package's metadata
+   holds (`type_masses`, amu; packages before it: export again); one JSON line per state every
+   N steps and a timing line (`run_md`).
 
    Output: one JSON object per frame on stdout, {"frame", "n_atoms", "n_edges", "energy" (eV),
    "forces" (n_atoms x 3, eV/Å), "stress" (3 x 3, eV/Å^3, with --stress: a package exported
@@ -61,7 +68,23 @@ struct Frame {
   std::vector<Vec3> positions;    // Å
   std::array<Vec3, 3> cell{};    // rows: lattice vectors, Å (zeros: none)
   std::array<bool, 3> pbc{false, false, false};
+  std::vector<Vec3> momenta;    // ASE's units (amu Å / (Å sqrt(amu/eV))); empty: none given
 };
+
+/* The first column of the real 3-vector `name` among `Properties=name:type:count:...`, or -1
+   when it is not there. */
+int vector_column(const std::string &properties, const std::string &name)
+{
+  std::istringstream fields(properties);
+  std::string field, type, count;
+  int column = 0;
+  while (std::getline(fields, field, ':') && std::getline(fields, type, ':') &&
+         std::getline(fields, count, ':')) {
+    if (field == name && type == "R" && count == "3") return column;
+    column += std::stoi(count);
+  }
+  return -1;
+}
 
 /* The text of `key="..."` (or key=word) in an extended XYZ comment line; empty if absent. */
 std::string comment_value(const std::string &comment, const std::string &key)
@@ -102,6 +125,7 @@ bool read_frame(std::istream &file, const std::string &path, int index, Frame &f
   if (!properties.empty() && properties.rfind("species:S:1:pos:R:3", 0) != 0)
     fail(path, where + ": Properties=" + properties + " (this reader takes the element and the "
                            "position as the first four columns: species:S:1:pos:R:3...)");
+  const int momenta_column = vector_column(properties, "momenta");
   std::string lattice = comment_value(comment, "Lattice");
   if (!lattice.empty()) {
     std::istringstream numbers(lattice);
@@ -135,6 +159,15 @@ bool read_frame(std::istream &file, const std::string &path, int index, Frame &f
                                                                            "x y z`");
     frame.elements.push_back(element);
     frame.positions.push_back(position);
+    if (momenta_column < 0) continue;
+    std::string word;
+    for (int column = 4; column < momenta_column && words >> word; column++) {}
+    Vec3 momentum;
+    if (!(words >> momentum[0] >> momentum[1] >> momentum[2]))
+      fail(path, where + ", atom " + std::to_string(atom) + ": '" + line + "' has no momenta "
+                                                                           "in its columns " +
+                     std::to_string(momenta_column) + "-" + std::to_string(momenta_column + 2));
+    frame.momenta.push_back(momentum);
   }
   return true;
 }
@@ -417,18 +450,240 @@ void retain_freed_memory()
   mallopt(M_TOP_PAD, 16 << 20);
 }
 
+/* A package ready to run on frames: its metadata (file docstring) and its program. */
+class Runner {
+ public:
+  explicit Runner(const std::string &model)
+      : package_(model, "equiforce-run"),
+        r_max_(package_.number_field("r_max")),
+        max_atoms_(package_.integer_field("max_atoms", -1)),
+        type_names_(package_.strings_field("type_names")),
+        inputs_(package_.strings_field("inputs")),
+        outputs_(package_.strings_field("outputs"))
+  {
+    if (package_.string_field("device") != "cpu")
+      fail(model, "exported for " + package_.string_field("device") + "; equiforce-run runs "
+                                                                      "CPU packages");
+    program_ = package_.load_program();
+  }
+
+  const equiforce::PackageReader &package() const { return package_; }
+  const std::vector<std::string> &type_names() const { return type_names_; }
+
+  /* Where the output `name` is among the program's results (outputs().size(): absent). */
+  size_t output(const std::string &name) const
+  {
+    return static_cast<size_t>(std::find(outputs_.begin(), outputs_.end(), name) -
+                               outputs_.begin());
+  }
+  bool has_output(const std::string &name) const { return output(name) < outputs_.size(); }
+
+  /* Each atom's type (its element's place in type_names); throws naming the frame and atom. */
+  std::vector<int64_t> types(const Frame &frame, const std::string &path, int index) const
+  {
+    std::vector<int64_t> types;
+    for (size_t atom = 0; atom < frame.elements.size(); atom++) {
+      auto found = std::find(type_names_.begin(), type_names_.end(), frame.elements[atom]);
+      if (found == type_names_.end())
+        fail(path, "frame " + std::to_string(index) + ", atom " + std::to_string(atom) +
+                       ": element " + frame.elements[atom] + ", which the model does not know "
+                       "(its species: " + equiforce::joined(type_names_) + ")");
+      types.push_back(found - type_names_.begin());
+    }
+    return types;
+  }
+
+  /* The program's inputs for `frame` (its neighbour list built here; `n_edges` set), checked
+     against what a package runs on; throws naming `where`. */
+  std::vector<at::Tensor> inputs(const Frame &frame, const std::vector<int64_t> &types,
+                                 const std::string &where, size_t &n_edges) const
+  {
+    Edges edges = neighbour_list(frame, r_max_, where);
+    const size_t n = types.size();
+    n_edges = edges.centre.size();
+    if (n < 2 || n_edges < 2)
+      fail(where, "exported packages need >= 2 atoms and >= 2 edges within r_max = " +
+                      std::to_string(r_max_) + " Å; it has " + std::to_string(n) + " atoms, " +
+                      std::to_string(n_edges) + " edges");
+    if (max_atoms_ >= 0 && static_cast<long long>(n) > max_atoms_)
+      fail(where, std::to_string(n) + " atoms, more than the " + std::to_string(max_atoms_) +
+                      " the package was exported for (equiforce export --max-atoms)");
+    const bool periodic = frame.pbc[0] || frame.pbc[1] || frame.pbc[2];
+    return program_inputs(inputs_, types, frame, edges, periodic);
+  }
+
+  /* One program call; throws naming `where`. */
+  std::vector<at::Tensor> call(std::vector<at::Tensor> &inputs, const std::string &where) const
+  {
+    try {
+      return program_->run(inputs);
+    } catch (const std::exception &err) {
+      fail(where, std::string("the package failed: ") + err.what());
+    }
+  }
+
+ private:
+  equiforce::PackageReader package_;
+  double r_max_;
+  long long max_atoms_;
+  std::vector<std::string> type_names_, inputs_, outputs_;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> program_;
+};
+
+/* One JSON line per frame of `path` (file docstring). */
+void run_frames(const Runner &runner, const std::string &path, bool stress, int repeat)
+{
+  if (stress && !runner.has_output("stress"))
+    fail(runner.package().path(), "this package was exported without stress (equiforce "
+                                  "export --stress)");
+  std::ifstream file(path);
+  if (!file) fail(path, "cannot read the file");
+  Frame frame;
+  for (int index = 0; read_frame(file, path, index, frame); index++) {
+    const std::string where = path + ": frame " + std::to_string(index);
+    const std::vector<int64_t> types = runner.types(frame, path, index);
+    size_t n_edges = 0;
+    auto inputs = runner.inputs(frame, types, where, n_edges);
+    std::vector<at::Tensor> result = runner.call(inputs, where);
+    std::vector<double> cpu_ms, wall_ms;
+    for (int k = 0; k < repeat; k++) {
+      double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
+      runner.call(inputs, where);
+      cpu_ms.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
+      wall_ms.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
+    }
+    std::printf("{\"frame\": %d, \"n_atoms\": %zu, \"n_edges\": %zu, \"energy\": %.17g, "
+                "\"forces\": ",
+                index, types.size(), n_edges, result.at(runner.output("energy")).item<double>());
+    print_rows(result.at(runner.output("forces")));
+    if (stress) {
+      std::printf(", \"stress\": ");
+      print_rows(result.at(runner.output("stress")).reshape({3, 3}));
+    }
+    if (repeat > 0)
+      std::printf(", \"call_cpu_ms\": %.6g, \"call_wall_ms\": %.6g", median(cpu_ms),
+                  median(wall_ms));
+    std::printf("}\n");
+    std::fflush(stdout);
+  }
+}
+
+// ASE's units (CODATA 2014, its default): time in Å sqrt(amu/eV), so 1 fs is FEMTOSECOND of
+// it, and Boltzmann's constant in eV/K
+constexpr double ELEMENTARY_CHARGE = 1.6021766208e-19, ATOMIC_MASS = 1.66053904e-27;
+const double FEMTOSECOND = 1e-5 * std::sqrt(ELEMENTARY_CHARGE / ATOMIC_MASS);
+constexpr double BOLTZMANN = 1.38064852e-23 / ELEMENTARY_CHARGE;
+
+/* Forces (eV/Å, n x 3) and energy (eV) of `frame`; `call_ms` gets the program call's CPU time. */
+std::vector<Vec3> forces_of(const Runner &runner, const Frame &frame,
+                            const std::vector<int64_t> &types, const std::string &where,
+                            double &energy, double &call_ms)
+{
+  size_t n_edges = 0;
+  auto inputs = runner.inputs(frame, types, where, n_edges);
+  const double start = seconds(CLOCK_THREAD_CPUTIME_ID);
+  std::vector<at::Tensor> result = runner.call(inputs, where);
+  call_ms = 1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - start);
+  energy = result.at(runner.output("energy")).item<double>();
+  at::Tensor forces = result.at(runner.output("forces")).to(at::kDouble).contiguous();
+  std::vector<Vec3> values(types.size());
+  std::copy_n(forces.data_ptr<double>(), 3 * types.size(), values.data()->data());
+  return values;
+}
+
+/* One JSON line of an MD state: step, time (fs), potential and kinetic energy (eV),
+   temperature (K, 3N degrees of freedom, as ASE's), positions (Å), velocities (Å/fs). */
+void print_state(int step, double timestep_fs, double energy, const Frame &frame,
+                 const std::vector<double> &masses)
+{
+  const size_t n = masses.size();
+  double kinetic = 0;
+  for (size_t i = 0; i < n; i++)
+    kinetic += 0.5 * dot(frame.momenta[i], frame.momenta[i]) / masses[i];
+  std::printf("{\"step\": %d, \"time_fs\": %.17g, \"energy\": %.17g, \"kinetic_energy\": %.17g, "
+              "\"temperature_K\": %.17g, \"positions\": ",
+              step, step * timestep_fs, energy, kinetic, 2 * kinetic / (3.0 * n * BOLTZMANN));
+  print_rows(at::from_blob(const_cast<double *>(frame.positions.data()->data()),
+                           {static_cast<int64_t>(n), 3}, at::kDouble));
+  at::Tensor velocities = at::empty({static_cast<int64_t>(n), 3}, at::kDouble);
+  for (size_t i = 0; i < n; i++)
+    for (int d = 0; d < 3; d++)
+      velocities.data_ptr<double>()[3 * i + d] = frame.momenta[i][d] / masses[i] * FEMTOSECOND;
+  std::printf(", \"velocities\": ");
+  print_rows(velocities);
+  std::printf("}\n");
+  std::fflush(stdout);
+}
+
+/* Velocity Verlet (NVE) from the first frame of `path` for `steps` steps of `timestep_fs`, as
+   ASE's VelocityVerlet (the same operations in the same order): a state line every `every`
+   steps and after the last, then {"md_steps", "n_atoms", "step_cpu_ms", "step_wall_ms",
+   "call_cpu_ms"} (medians over the steps; a step = both half kicks, the drift, the neighbour
+   list and the program call). Starts from the frame's momenta (an extended XYZ `momenta`
+   column, as ase.io.write gives), else at rest; masses from the package's `type_masses`. */
+void run_md(const Runner &runner, const std::string &path, int steps, double timestep_fs,
+            int every)
+{
+  std::ifstream file(path);
+  if (!file) fail(path, "cannot read the file");
+  Frame frame;
+  if (!read_frame(file, path, 0, frame)) fail(path, "no frame to start the MD from");
+  const std::vector<int64_t> types = runner.types(frame, path, 0);
+  const std::vector<double> type_masses = runner.package().numbers_field("type_masses");
+  if (type_masses.size() != runner.type_names().size())
+    fail(runner.package().path(), "metadata field 'type_masses' does not have one mass per "
+                                  "type");
+  const size_t n = types.size();
+  std::vector<double> masses(n);
+  for (size_t i = 0; i < n; i++) masses[i] = type_masses[types[i]];
+  if (frame.momenta.empty()) frame.momenta.assign(n, Vec3{0, 0, 0});
+  const double dt = timestep_fs * FEMTOSECOND;
+  const std::string where = path + ": MD step ";
+  double energy = 0, call_ms = 0;
+  std::vector<Vec3> forces = forces_of(runner, frame, types, where + "0", energy, call_ms);
+  print_state(0, timestep_fs, energy, frame, masses);
+  std::vector<double> step_cpu, step_wall, call_cpu;
+  for (int step = 1; step <= steps; step++) {
+    const double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
+    for (size_t i = 0; i < n; i++)
+      for (int d = 0; d < 3; d++) {
+        frame.momenta[i][d] += 0.5 * dt * forces[i][d];
+        frame.positions[i][d] += dt * frame.momenta[i][d] / masses[i];
+      }
+    forces = forces_of(runner, frame, types, where + std::to_string(step), energy, call_ms);
+    for (size_t i = 0; i < n; i++)
+      for (int d = 0; d < 3; d++) frame.momenta[i][d] += 0.5 * dt * forces[i][d];
+    step_cpu.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
+    step_wall.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
+    call_cpu.push_back(call_ms);
+    if (step % every == 0 || step == steps) print_state(step, timestep_fs, energy, frame, masses);
+  }
+  if (steps > 0)
+    std::printf("{\"md_steps\": %d, \"n_atoms\": %zu, \"step_cpu_ms\": %.6g, "
+                "\"step_wall_ms\": %.6g, \"call_cpu_ms\": %.6g}\n",
+                steps, n, median(step_cpu), median(step_wall), median(call_cpu));
+}
+
 int run(int argc, char **argv)
 {
   retain_freed_memory();
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> files;
   bool stress = false;
-  int repeat = 0;
+  int repeat = 0, steps = -1, every = 1;
+  double timestep_fs = 0;
   for (size_t k = 0; k < args.size(); k++) {
+    const bool valued = k + 1 < args.size();
     if (args[k] == "--stress") {
       stress = true;
-    } else if (args[k] == "--repeat" && k + 1 < args.size()) {
+    } else if (args[k] == "--repeat" && valued) {
       repeat = std::stoi(args[++k]);
+    } else if (args[k] == "--md" && valued) {
+      steps = std::stoi(args[++k]);
+    } else if (args[k] == "--timestep" && valued) {
+      timestep_fs = std::stod(args[++k]);
+    } else if (args[k] == "--every" && valued) {
+      every = std::stoi(args[++k]);
     } else if (args[k].rfind("--", 0) == 0) {
       throw std::invalid_argument("unknown option " + args[k]);
     } else {
@@ -437,76 +692,16 @@ int run(int argc, char **argv)
   }
   if (files.size() != 2)
     throw std::invalid_argument("usage: equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] "
-                                "[--repeat N]");
-  const std::string &model = files[0], &path = files[1];
-  equiforce::PackageReader package(model, "equiforce-run");
-  const double r_max = package.number_field("r_max");
-  const long long max_atoms = package.integer_field("max_atoms", -1);
-  const auto type_names = package.strings_field("type_names");
-  const auto names = package.strings_field("inputs");
-  const auto outputs = package.strings_field("outputs");
-  auto output = [&](const std::string &name) {
-    return static_cast<size_t>(std::find(outputs.begin(), outputs.end(), name) - outputs.begin());
-  };
-  if (stress && output("stress") == outputs.size())
-    fail(model, "this package was exported without stress (equiforce export --stress)");
-  if (package.string_field("device") != "cpu")
-    fail(model, "exported for " + package.string_field("device") + "; equiforce-run runs CPU "
-                                                                   "packages");
-  auto program = package.load_program();
-  std::ifstream file(path);
-  if (!file) fail(path, "cannot read the file");
+                                "[--repeat N] | [--md STEPS --timestep FS [--every N]]");
+  if (steps >= 0 && (timestep_fs <= 0 || every < 1 || stress || repeat))
+    throw std::invalid_argument("--md STEPS needs --timestep FS > 0 and --every N >= 1, and "
+                                "takes neither --stress nor --repeat");
+  Runner runner(files[0]);
   c10::InferenceMode guard;
-  Frame frame;
-  for (int index = 0; read_frame(file, path, index, frame); index++) {
-    const std::string where = path + ": frame " + std::to_string(index);
-    std::vector<int64_t> types;
-    for (size_t atom = 0; atom < frame.elements.size(); atom++) {
-      auto found = std::find(type_names.begin(), type_names.end(), frame.elements[atom]);
-      if (found == type_names.end())
-        fail(path, "frame " + std::to_string(index) + ", atom " + std::to_string(atom) +
-                       ": element " + frame.elements[atom] + ", which the model does not know "
-                       "(its species: " + equiforce::joined(type_names) + ")");
-      types.push_back(found - type_names.begin());
-    }
-    Edges edges = neighbour_list(frame, r_max, where);
-    const size_t n = types.size(), n_edges = edges.centre.size();
-    if (n < 2 || n_edges < 2)
-      fail(where, "exported packages need >= 2 atoms and >= 2 edges within r_max = " +
-                      std::to_string(r_max) + " Å; it has " + std::to_string(n) + " atoms, " +
-                      std::to_string(n_edges) + " edges");
-    if (max_atoms >= 0 && static_cast<long long>(n) > max_atoms)
-      fail(where, std::to_string(n) + " atoms, more than the " + std::to_string(max_atoms) +
-                      " the package was exported for (equiforce export --max-atoms)");
-    const bool periodic = frame.pbc[0] || frame.pbc[1] || frame.pbc[2];
-    auto inputs = program_inputs(names, types, frame, edges, periodic);
-    std::vector<at::Tensor> result;
-    try {
-      result = program->run(inputs);
-    } catch (const std::exception &err) {
-      fail(where, std::string("the package failed: ") + err.what());
-    }
-    std::vector<double> cpu_ms, wall_ms;
-    for (int k = 0; k < repeat; k++) {
-      double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
-      program->run(inputs);
-      cpu_ms.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
-      wall_ms.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
-    }
-    std::printf("{\"frame\": %d, \"n_atoms\": %zu, \"n_edges\": %zu, \"energy\": %.17g, "
-                "\"forces\": ",
-                index, n, n_edges, result.at(output("energy")).item<double>());
-    print_rows(result.at(output("forces")));
-    if (stress) {
-      std::printf(", \"stress\": ");
-      print_rows(result.at(output("stress")).reshape({3, 3}));
-    }
-    if (repeat > 0)
-      std::printf(", \"call_cpu_ms\": %.6g, \"call_wall_ms\": %.6g", median(cpu_ms),
-                  median(wall_ms));
-    std::printf("}\n");
-    std::fflush(stdout);
-  }
+  if (steps >= 0)
+    run_md(runner, files[1], steps, timestep_fs, every);
+  else
+    run_frames(runner, files[1], stress, repeat);
   return 0;
 }
 
