@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from equiforce.workflows.calibration import (
     calibration_curve,
     calibration_report,
     committee_errors,
+    fit_spread_scales,
     spearman,
 )
 
@@ -55,3 +58,89 @@ def test_committee_errors_measure_the_mean_force_against_the_reference():
     bare.calc = None
     with pytest.raises(ValueError, match="structure 0 has no reference forces"):
         committee_errors(calculator, [bare])
+
+
+def _nll(scale: float, error: np.ndarray, spread: np.ndarray) -> float:
+    """Negative log-likelihood (up to constants) of 3-vector errors of norm ``error`` under
+    isotropic Gaussians with E|dF|^2 = (scale spread)^2."""
+    variance = (scale * spread) ** 2 / 3.0
+    return float(np.sum(1.5 * np.log(variance) + error**2 / (2.0 * variance)))
+
+
+def test_fitted_scales_are_the_maximum_likelihood_error_scale():
+    """Errors drawn 2.5x wider than the spread give s ~ 2.5; the fitted s minimises the
+    Gaussian likelihood exactly; errors of exactly twice the spread give s = 2, zero spreads are
+    left out, and members that never disagree cannot be calibrated."""
+    rng = np.random.default_rng(0)
+    spread = rng.uniform(0.05, 0.5, 30000)
+    vectors = 2.5 * spread[:, None] * rng.standard_normal((30000, 3)) / np.sqrt(3.0)
+    error = np.linalg.norm(vectors, axis=1)
+    energy_spread = rng.uniform(0.01, 0.1, 5000)
+    energy_error = 0.7 * energy_spread * rng.standard_normal(5000)
+    errors = CommitteeErrors(error, spread, np.arange(30000) // 6, energy_error, energy_spread)
+    scales = fit_spread_scales(errors)
+    assert scales["force_spread_scale"] == pytest.approx(2.5, rel=0.02)
+    assert scales["energy_spread_scale"] == pytest.approx(0.7, rel=0.03)
+    best = scales["force_spread_scale"]
+    for other in (best * 0.999, best * 1.001):
+        assert _nll(other, error, spread) > _nll(best, error, spread)
+    exact = CommitteeErrors(np.array([0.2, 0.4, 0.6]), np.array([0.1, 0.2, 0.0]), np.zeros(3))
+    assert fit_spread_scales(exact) == {"force_spread_scale": 2.0, "energy_spread_scale": None}
+    with pytest.raises(ValueError, match="zero spread"):
+        fit_spread_scales(CommitteeErrors(np.ones(3), np.zeros(3), np.zeros(3)))
+
+
+def test_calibrate_stores_scales_the_committee_folder_applies(tmp_path, capsys):
+    """``equiforce calibrate``: the folder's calculator reports the raw spread times the
+    fitted scales (the members' own predictions unchanged), which on the calibration data
+    makes mean |dF|^2 / spread^2 and mean dE^2 / spread_E^2 one; model files given one by one
+    stay uncalibrated; bad data is named."""
+    from ase.io import read, write
+
+    from equiforce.cli.main import main
+    from equiforce.md.committee import MANIFEST_NAME, CommitteeCalculator
+    from equiforce.models import save_model
+
+    for seed in (1, 2, 3):
+        save_model(tiny_mace(torch.float64, seed=seed), tmp_path / f"m{seed}.pt")
+    manifest = {"members": ["m1.pt", "m2.pt", "m3.pt"]}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    frames = [emt_labelled(make_fcc_cu(repeat=1, seed=s, rattle=0.1)) for s in range(4)]
+    write(tmp_path / "valid.xyz", frames, format="extxyz")
+    frames = read(tmp_path / "valid.xyz", index=":")  # the structures as calibrate reads them
+    argv = ["calibrate", str(tmp_path), str(tmp_path / "valid.xyz")]
+    assert main([*argv, "--plot", str(tmp_path / "calibration.png")]) == 0
+    assert "force spread x" in capsys.readouterr().out
+    assert (tmp_path / "calibration.png").stat().st_size > 0
+    stored = json.loads((tmp_path / MANIFEST_NAME).read_text())["calibration"]
+    assert stored["after"]["mean_squared_error_over_spread"] == pytest.approx(1.0, rel=1e-10)
+    scales = (stored["force_spread_scale"], stored["energy_spread_scale"])
+    calibrated = CommitteeCalculator.from_paths([tmp_path])
+    raw = CommitteeCalculator.from_paths([tmp_path], calibrated=False)
+    ratios, energy_ratios = [], []
+    for frame in frames:
+        got, want = frame.copy(), frame.copy()
+        got.calc, want.calc = calibrated, raw
+        np.testing.assert_allclose(got.get_forces(), want.get_forces(), **vars(TOL.fp64))
+        spread = calibrated.results["force_uncertainty"]
+        np.testing.assert_allclose(spread, scales[0] * raw.results["force_uncertainty"])
+        np.testing.assert_array_equal(
+            calibrated.results["committee_forces"], raw.results["committee_forces"]
+        )
+        error = np.linalg.norm(got.get_forces() - frame.get_forces(), axis=1)
+        ratios.append(error**2 / spread**2)
+        energy_spread = calibrated.results["energy_uncertainty"]
+        assert energy_spread == pytest.approx(scales[1] * raw.results["energy_uncertainty"])
+        energy_error = got.get_potential_energy() - frame.get_potential_energy()
+        energy_ratios.append(energy_error**2 / energy_spread**2)
+    assert np.mean(np.concatenate(ratios)) == pytest.approx(1.0, rel=1e-10)
+    assert np.mean(energy_ratios) == pytest.approx(1.0, rel=1e-10)
+    files = CommitteeCalculator.from_paths([tmp_path / f"m{s}.pt" for s in (1, 2, 3)])
+    assert files.force_spread_scale == files.energy_spread_scale == 1.0
+    bare = frames[0].copy()
+    bare.calc = None
+    write(tmp_path / "unlabelled.xyz", [bare], format="extxyz")
+    assert main(["calibrate", str(tmp_path), str(tmp_path / "unlabelled.xyz")]) == 2
+    assert "unlabelled.xyz: structure 0 has no reference forces" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "m1.pt"), str(tmp_path / "valid.xyz")]) == 2
+    assert "not a committee folder" in capsys.readouterr().err

@@ -43,6 +43,10 @@ SUBCOMMANDS = {
         "equiforce.cli.committee",
         "train N models of a run file (seeds, subsets) for uncertainty",
     ),
+    "calibrate": (
+        "equiforce.cli.calibrate",
+        "fit a committee's uncertainty scale on validation data (stored in committee.json)",
+    ),
     "learn": (
         "equiforce.cli.learn",
         "active learning: MD with a committee, label uncertain frames, fine-tune, repeat",

@@ -10,9 +10,13 @@ stress, and two uncertainties:
   ``sqrt(mean_k |F_k,i - mean_k F_k,i|^2)`` (the root-mean-square distance of the member force
   vectors from their mean; zero when all members agree).
 
-The members' own predictions are kept as ``committee_energies`` (n_members,) eV and
-``committee_forces`` (n_members, n_atoms, 3) eV/Å. ``load_committee`` reads a committee folder
-written by ``equiforce committee`` (its ``committee.json``) or a list of model files.
+Both are multiplied by the committee's spread scales when it has been calibrated
+(``equiforce calibrate``, ``workflows.calibration``: factors fitted on validation data so that
+the spread is the maximum-likelihood error scale; stored in ``committee.json``); the members'
+own predictions are kept as they are, ``committee_energies`` (n_members,) eV and
+``committee_forces`` (n_members, n_atoms, 3) eV/Å. ``CommitteeCalculator.from_paths`` reads a
+committee folder written by ``equiforce committee`` (its ``committee.json``, calibration
+included) or a list of model files.
 """
 
 from __future__ import annotations
@@ -40,6 +44,22 @@ UNCERTAINTY_PROPERTIES = (
     "committee_energies",
     "committee_forces",
 )
+
+
+def spread_scales(paths: Sequence[str | os.PathLike]) -> dict[str, float]:
+    """The spread scales of a calibrated committee given as its one folder: the
+    ``force_spread_scale`` and ``energy_spread_scale`` keyword arguments of
+    ``CommitteeCalculator`` (empty for model files, several paths or an uncalibrated folder:
+    a calibration holds for the committee it was fitted to)."""
+    if len(paths) != 1 or not Path(paths[0]).is_dir():
+        return {}
+    manifest = json.loads((Path(paths[0]) / MANIFEST_NAME).read_text())
+    calibration = manifest.get("calibration") or {}
+    return {
+        key: float(calibration[key])
+        for key in ("force_spread_scale", "energy_spread_scale")
+        if calibration.get(key) is not None
+    }
 
 
 def committee_members(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -80,6 +100,8 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         dtype: parameter dtype of members given as models or files (see
             ``EquiforceCalculator``).
         precision: precision mode of members given as models or files.
+        force_spread_scale: factor on ``force_uncertainty`` (a calibration, module docstring).
+        energy_spread_scale: factor on ``energy_uncertainty``.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
 
     Results (``self.results``): ``energy``/``free_energy`` (eV), ``forces`` (n_atoms, 3) eV/Å,
@@ -95,11 +117,18 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         precision: str | None = None,
+        force_spread_scale: float = 1.0,
+        energy_spread_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if len(models) == 0:
             raise ValueError("a committee needs at least one model")
+        for name, scale in (("force", force_spread_scale), ("energy", energy_spread_scale)):
+            if not np.isfinite(scale) or scale <= 0:
+                raise ValueError(f"{name}_spread_scale must be positive and finite, got {scale}")
+        self.force_spread_scale = float(force_spread_scale)
+        self.energy_spread_scale = float(energy_spread_scale)
         self.members = [
             m
             if isinstance(m, EquiforceCalculator)
@@ -108,9 +137,13 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         ]
 
     @classmethod
-    def from_paths(cls, paths: Sequence[str | os.PathLike], **kwargs) -> CommitteeCalculator:
-        """A committee of model files and/or committee folders (``committee_members``)."""
-        return cls(committee_members(paths), **kwargs)
+    def from_paths(
+        cls, paths: Sequence[str | os.PathLike], calibrated: bool = True, **kwargs
+    ) -> CommitteeCalculator:
+        """A committee of model files and/or committee folders (``committee_members``), with
+        the folder's spread scales (``spread_scales``) unless ``calibrated`` is False."""
+        scales = spread_scales(paths) if calibrated else {}
+        return cls(committee_members(paths), **{**scales, **kwargs})
 
     def __len__(self) -> int:
         return len(self.members)
@@ -143,7 +176,7 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         self.results = {
             "energy": float(energies.mean()),
             "free_energy": float(energies.mean()),
-            "energy_uncertainty": float(energies.std()),
+            "energy_uncertainty": self.energy_spread_scale * float(energies.std()),
             "committee_energies": energies,
         }
         if not energy_only:
@@ -151,7 +184,7 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
             mean = forces.mean(axis=0)
             self.results["forces"] = mean
             self.results["committee_forces"] = forces
-            self.results["force_uncertainty"] = force_spread(forces, mean)
+            self.results["force_uncertainty"] = self.force_spread_scale * force_spread(forces, mean)
         if "stress" in asked:
             self.results["stress"] = np.stack([r["stress"] for r in results]).mean(axis=0)
 

@@ -8,10 +8,21 @@ binned by spread (equal-count bins), each bin's RMS spread against its RMS error
 lengths of 3-vectors, so a committee whose members scatter about the truth as the mean does lies
 on the diagonal; ranking (Spearman) is what an MD threshold needs. ``plot_calibration`` draws
 the curves of several test sets.
+
+``calibrate_committee`` (``equiforce calibrate``) rescales a committee's spread on validation
+data: ``fit_spread_scales`` finds the factors s that make s times the spread the
+maximum-likelihood error scale, each atom's force error vector taken as an isotropic Gaussian
+with ``E|dF_i|^2 = (s sigma_i)^2``, each structure's energy error as a Gaussian of standard
+deviation ``s sigma_E``: ``s_F^2 = mean_i |dF_i|^2 / sigma_i^2`` over atoms,
+``s_E^2 = mean_k dE_k^2 / sigma_E,k^2`` over structures (seed committees are typically
+overconfident: s > 1). The factors go into the committee's ``committee.json``, which
+``CommitteeCalculator.from_paths`` applies.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +41,16 @@ class CommitteeErrors:
         error: (n_atoms_total,) ``|F_mean - F_ref|`` per atom, eV/Å.
         spread: (n_atoms_total,) the committee's ``force_uncertainty`` per atom, eV/Å.
         structure: (n_atoms_total,) index of each atom's structure.
+        energy_error: (n_structures,) ``E_mean - E_ref``, eV; None when a structure has no
+            reference energy.
+        energy_spread: (n_structures,) the committee's ``energy_uncertainty``, eV.
     """
 
     error: np.ndarray
     spread: np.ndarray
     structure: np.ndarray
+    energy_error: np.ndarray | None = None
+    energy_spread: np.ndarray | None = None
 
     def per_structure_max(self) -> tuple[np.ndarray, np.ndarray]:
         """Each structure's largest atom error and largest atom spread, each (n_structures,)."""
@@ -53,22 +69,33 @@ def committee_errors(
     Args:
         calculator: the committee.
         structures: ASE ``Atoms`` with reference forces in ``arrays[forces_key]`` (eV/Å) or in
-            an attached single-point calculator (extxyz ``forces`` column).
+            an attached single-point calculator (extxyz ``forces`` column); reference energies
+            (eV) in ``info["energy"]`` or that calculator are used when every structure has one.
         forces_key: name of the reference forces array.
 
     Raises:
         ValueError: a structure without reference forces (naming its index).
     """
-    errors, spreads, index = [], [], []
+    errors, spreads, index, energy_errors, energy_spreads = [], [], [], [], []
     for k, atoms in enumerate(structures):
         reference = _reference_forces(atoms, forces_key, k)
+        energy = _reference_energy(atoms)
         work = atoms.copy()
         work.calc = calculator
         predicted = work.get_forces()
         errors.append(np.linalg.norm(predicted - reference, axis=1))
         spreads.append(np.asarray(calculator.results["force_uncertainty"]))
         index.append(np.full(len(atoms), k))
-    return CommitteeErrors(np.concatenate(errors), np.concatenate(spreads), np.concatenate(index))
+        energy_errors.append(None if energy is None else work.get_potential_energy() - energy)
+        energy_spreads.append(calculator.results["energy_uncertainty"])
+    with_energies = all(e is not None for e in energy_errors)
+    return CommitteeErrors(
+        np.concatenate(errors),
+        np.concatenate(spreads),
+        np.concatenate(index),
+        np.array(energy_errors, dtype=np.float64) if with_energies else None,
+        np.array(energy_spreads, dtype=np.float64) if with_energies else None,
+    )
 
 
 def _reference_forces(atoms, forces_key: str, index: int) -> np.ndarray:
@@ -77,6 +104,111 @@ def _reference_forces(atoms, forces_key: str, index: int) -> np.ndarray:
     if atoms.calc is not None and "forces" in atoms.calc.results:
         return np.asarray(atoms.calc.results["forces"], dtype=np.float64)
     raise ValueError(f"structure {index} has no reference forces ({forces_key!r})")
+
+
+def _reference_energy(atoms) -> float | None:
+    if "energy" in atoms.info:
+        return float(atoms.info["energy"])
+    if atoms.calc is not None and "energy" in atoms.calc.results:
+        return float(atoms.calc.results["energy"])
+    return None
+
+
+def fit_spread_scales(errors: CommitteeErrors) -> dict[str, float | None]:
+    """The maximum-likelihood spread scales (module docstring): ``force_spread_scale`` over
+    the atoms with a non-zero spread, ``energy_spread_scale`` over the structures with one
+    (None without reference energies or energy spreads).
+
+    Raises:
+        ValueError: no atom has a non-zero force spread (identical members).
+    """
+    spread = errors.spread > 0
+    if not spread.any():
+        raise ValueError("the members agree on every atom (zero spread): nothing to calibrate")
+    force = float(np.sqrt(np.mean(errors.error[spread] ** 2 / errors.spread[spread] ** 2)))
+    energy = None
+    if errors.energy_error is not None and (errors.energy_spread > 0).any():
+        have = errors.energy_spread > 0
+        ratio = errors.energy_error[have] ** 2 / errors.energy_spread[have] ** 2
+        energy = float(np.sqrt(np.mean(ratio)))
+    return {"force_spread_scale": force, "energy_spread_scale": energy}
+
+
+def scaled(errors: CommitteeErrors, scales: Mapping[str, float | None]) -> CommitteeErrors:
+    """``errors`` with the spreads multiplied by ``scales`` (``fit_spread_scales``'s keys)."""
+    energy = scales.get("energy_spread_scale") or 1.0
+    return dataclasses.replace(
+        errors,
+        spread=errors.spread * scales["force_spread_scale"],
+        energy_spread=None if errors.energy_spread is None else errors.energy_spread * energy,
+    )
+
+
+def calibrate_committee(
+    folder: str | os.PathLike,
+    data: str | os.PathLike,
+    forces_key: str = "forces",
+    plot: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Fit the spread scales of the committee in ``folder`` on the labelled structures of
+    ``data`` (an extxyz file of validation data, never the test set) and store them in its
+    ``committee.json`` (atomically; a previous calibration is replaced, the fit always starts
+    from the raw spread); ``plot``: a PNG of the spreads before and after
+    (``plot_calibration``).
+
+    Returns:
+        The stored ``calibration``: the scales, ``data``, ``n_structures``, ``n_atoms``, and
+        ``before`` / ``after``: force RMSE, mean spread (meV/Å), the mean squared ratio of
+        error to spread (1 after calibration) and the binned curve (``calibration_report``).
+
+    Raises:
+        ValueError: ``folder`` is not a committee folder, or a structure of ``data`` has no
+            reference forces (naming the file and structure).
+    """
+    from ase.io import read
+
+    from equiforce.files import atomic_write_text
+    from equiforce.md.committee import MANIFEST_NAME
+
+    manifest_path = Path(folder) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ValueError(f"{folder}: no {MANIFEST_NAME}; not a committee folder")
+    structures = read(data, index=":")
+    calculator = CommitteeCalculator.from_paths([folder], calibrated=False)
+    try:
+        errors = committee_errors(calculator, structures, forces_key)
+    except ValueError as err:
+        raise ValueError(f"{data}: {err}") from err
+    scales = fit_spread_scales(errors)
+    samples = {"before": errors, "after": scaled(errors, scales)}
+    summaries = {when: _summary(sample) for when, sample in samples.items()}
+    calibration = {
+        **scales,
+        "data": str(data),
+        "n_structures": len(structures),
+        "n_atoms": int(len(errors.error)),
+        **summaries,
+    }
+    if plot is not None:
+        plot_calibration(summaries, samples, plot, title=f"calibration of {folder} on {data}")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["calibration"] = calibration
+    atomic_write_text(json.dumps(manifest, indent=2) + "\n", manifest_path)
+    return calibration
+
+
+def _summary(errors: CommitteeErrors) -> dict[str, Any]:
+    """Force RMSE, mean spread, mean |dF|^2 / spread^2 and the binned curve of ``errors``."""
+    report = calibration_report(errors)
+    spread = errors.spread > 0
+    ratio = errors.error[spread] ** 2 / errors.spread[spread] ** 2
+    return {
+        "force_rmse_meV_A": report["force_rmse_meV_A"],
+        "spread_mean_meV_A": report["spread_mean_meV_A"],
+        "mean_squared_error_over_spread": float(np.mean(ratio)),
+        "spearman_atoms": report["spearman_atoms"],
+        "calibration": report["calibration"],
+    }
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
