@@ -3,6 +3,7 @@
 
      equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] [--repeat N]
      equiforce-run MODEL.pt2 START.xyz --md STEPS --timestep FS [--every N]
+                   [--temperature K --friction 1/FS [--seed N]]
 
    Any package runs here, MACE included: the whole structure is one program call (periodic
    images as lattice shifts of the edges, as the Python loader does), so no halo exchange is
@@ -16,10 +17,11 @@
    vectors) and `pbc="T T F"` (default "T T T" with a lattice, no periodic axis without one);
    a `Properties=` that does not start with species:S:1:pos:R:3 is refused.
 
-   With --md: velocity Verlet (NVE) as ASE's VelocityVerlet, from the frame's `momenta` column
-   (ASE's units, as ase.io.write gives them) or at rest, with the masses the package's metadata
-   holds (`type_masses`, amu; packages before it: export again); one JSON line per state every
-   N steps and a timing line (`run_md`).
+   With --md: velocity Verlet (NVE) as ASE's VelocityVerlet, or with --temperature and
+   --friction Langevin dynamics (BAOAB), from the frame's `momenta` column (ASE's units, as
+   ase.io.write gives them) or Maxwell-Boltzmann momenta (at rest for NVE), with the masses the
+   package's metadata holds (`type_masses`, amu; packages before it: export again); one JSON
+   line per state every N steps and a timing line (`run_md`).
 
    Output: one JSON object per frame on stdout, {"frame", "n_atoms", "n_edges", "energy" (eV),
    "forces" (n_atoms x 3, eV/Å), "stress" (3 x 3, eV/Å^3, with --stress: a package exported
@@ -51,6 +53,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -615,14 +618,27 @@ void print_state(int step, double timestep_fs, double energy, const Frame &frame
   std::fflush(stdout);
 }
 
-/* Velocity Verlet (NVE) from the first frame of `path` for `steps` steps of `timestep_fs`, as
-   ASE's VelocityVerlet (the same operations in the same order): a state line every `every`
+/* How `--md` runs (file docstring). */
+struct MDSettings {
+  int steps = -1;    // < 0: no MD
+  double timestep_fs = 0;
+  int every = 1;
+  double temperature_K = -1;    // < 0: NVE
+  double friction_per_fs = 0;    // Langevin friction, 1/fs (with a temperature)
+  unsigned long long seed = 0;
+};
+
+/* MD from the first frame of `path` (file docstring): NVE by velocity Verlet, as ASE's
+   VelocityVerlet (the same operations in the same order), or with a temperature Langevin
+   dynamics by BAOAB splitting (half kick, half drift, the exact Ornstein-Uhlenbeck update
+   p <- c p + sqrt((1 - c^2) m kT) xi with c = exp(-friction dt), half drift, new forces, half
+   kick; Leimkuhler and Matthews). Starts from the frame's momenta (an extended XYZ `momenta`
+   column, as ase.io.write gives), else from Maxwell-Boltzmann momenta at the temperature
+   (at rest for NVE); masses from the package's `type_masses`. A state line every `every`
    steps and after the last, then {"md_steps", "n_atoms", "step_cpu_ms", "step_wall_ms",
-   "call_cpu_ms"} (medians over the steps; a step = both half kicks, the drift, the neighbour
-   list and the program call). Starts from the frame's momenta (an extended XYZ `momenta`
-   column, as ase.io.write gives), else at rest; masses from the package's `type_masses`. */
-void run_md(const Runner &runner, const std::string &path, int steps, double timestep_fs,
-            int every)
+   "call_cpu_ms"} (medians over the steps; a step = the kicks, drifts and thermostat, the
+   neighbour list and the program call). */
+void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
 {
   std::ifstream file(path);
   if (!file) fail(path, "cannot read the file");
@@ -636,19 +652,35 @@ void run_md(const Runner &runner, const std::string &path, int steps, double tim
   const size_t n = types.size();
   std::vector<double> masses(n);
   for (size_t i = 0; i < n; i++) masses[i] = type_masses[types[i]];
-  if (frame.momenta.empty()) frame.momenta.assign(n, Vec3{0, 0, 0});
-  const double dt = timestep_fs * FEMTOSECOND;
+  const bool langevin = md.temperature_K >= 0;
+  const double kT = langevin ? BOLTZMANN * md.temperature_K : 0.0;
+  std::mt19937_64 random(md.seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  if (frame.momenta.empty()) {
+    frame.momenta.assign(n, Vec3{0, 0, 0});
+    for (size_t i = 0; i < n; i++)
+      for (double &p : frame.momenta[i]) p = std::sqrt(masses[i] * kT) * normal(random);
+  }
+  const double dt = md.timestep_fs * FEMTOSECOND;
+  const double c = std::exp(-md.friction_per_fs * md.timestep_fs);    // 1 for NVE
   const std::string where = path + ": MD step ";
   double energy = 0, call_ms = 0;
   std::vector<Vec3> forces = forces_of(runner, frame, types, where + "0", energy, call_ms);
-  print_state(0, timestep_fs, energy, frame, masses);
+  print_state(0, md.timestep_fs, energy, frame, masses);
   std::vector<double> step_cpu, step_wall, call_cpu;
-  for (int step = 1; step <= steps; step++) {
+  for (int step = 1; step <= md.steps; step++) {
     const double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
     for (size_t i = 0; i < n; i++)
       for (int d = 0; d < 3; d++) {
-        frame.momenta[i][d] += 0.5 * dt * forces[i][d];
-        frame.positions[i][d] += dt * frame.momenta[i][d] / masses[i];
+        double &p = frame.momenta[i][d], &x = frame.positions[i][d];
+        p += 0.5 * dt * forces[i][d];
+        if (!langevin) {
+          x += dt * p / masses[i];
+          continue;
+        }
+        x += 0.5 * dt * p / masses[i];
+        p = c * p + std::sqrt((1 - c * c) * masses[i] * kT) * normal(random);
+        x += 0.5 * dt * p / masses[i];
       }
     forces = forces_of(runner, frame, types, where + std::to_string(step), energy, call_ms);
     for (size_t i = 0; i < n; i++)
@@ -656,12 +688,13 @@ void run_md(const Runner &runner, const std::string &path, int steps, double tim
     step_cpu.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
     step_wall.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
     call_cpu.push_back(call_ms);
-    if (step % every == 0 || step == steps) print_state(step, timestep_fs, energy, frame, masses);
+    if (step % md.every == 0 || step == md.steps)
+      print_state(step, md.timestep_fs, energy, frame, masses);
   }
-  if (steps > 0)
+  if (md.steps > 0)
     std::printf("{\"md_steps\": %d, \"n_atoms\": %zu, \"step_cpu_ms\": %.6g, "
                 "\"step_wall_ms\": %.6g, \"call_cpu_ms\": %.6g}\n",
-                steps, n, median(step_cpu), median(step_wall), median(call_cpu));
+                md.steps, n, median(step_cpu), median(step_wall), median(call_cpu));
 }
 
 int run(int argc, char **argv)
@@ -670,8 +703,8 @@ int run(int argc, char **argv)
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> files;
   bool stress = false;
-  int repeat = 0, steps = -1, every = 1;
-  double timestep_fs = 0;
+  int repeat = 0;
+  MDSettings md;
   for (size_t k = 0; k < args.size(); k++) {
     const bool valued = k + 1 < args.size();
     if (args[k] == "--stress") {
@@ -679,11 +712,17 @@ int run(int argc, char **argv)
     } else if (args[k] == "--repeat" && valued) {
       repeat = std::stoi(args[++k]);
     } else if (args[k] == "--md" && valued) {
-      steps = std::stoi(args[++k]);
+      md.steps = std::stoi(args[++k]);
     } else if (args[k] == "--timestep" && valued) {
-      timestep_fs = std::stod(args[++k]);
+      md.timestep_fs = std::stod(args[++k]);
     } else if (args[k] == "--every" && valued) {
-      every = std::stoi(args[++k]);
+      md.every = std::stoi(args[++k]);
+    } else if (args[k] == "--temperature" && valued) {
+      md.temperature_K = std::stod(args[++k]);
+    } else if (args[k] == "--friction" && valued) {
+      md.friction_per_fs = std::stod(args[++k]);
+    } else if (args[k] == "--seed" && valued) {
+      md.seed = std::stoull(args[++k]);
     } else if (args[k].rfind("--", 0) == 0) {
       throw std::invalid_argument("unknown option " + args[k]);
     } else {
@@ -692,14 +731,18 @@ int run(int argc, char **argv)
   }
   if (files.size() != 2)
     throw std::invalid_argument("usage: equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] "
-                                "[--repeat N] | [--md STEPS --timestep FS [--every N]]");
-  if (steps >= 0 && (timestep_fs <= 0 || every < 1 || stress || repeat))
+                                "[--repeat N] | [--md STEPS --timestep FS [--every N] "
+                                "[--temperature K --friction 1/FS [--seed N]]]");
+  if (md.steps >= 0 && (md.timestep_fs <= 0 || md.every < 1 || stress || repeat))
     throw std::invalid_argument("--md STEPS needs --timestep FS > 0 and --every N >= 1, and "
                                 "takes neither --stress nor --repeat");
+  if ((md.temperature_K >= 0) != (md.friction_per_fs > 0))
+    throw std::invalid_argument("Langevin MD needs both --temperature K >= 0 and --friction "
+                                "1/FS > 0 (neither: NVE)");
   Runner runner(files[0]);
   c10::InferenceMode guard;
-  if (steps >= 0)
-    run_md(runner, files[1], steps, timestep_fs, every);
+  if (md.steps >= 0)
+    run_md(runner, files[1], md);
   else
     run_frames(runner, files[1], stress, repeat);
   return 0;
