@@ -825,6 +825,47 @@ def test_the_cpp_runner_runs_md_as_ases_velocity_verlet(fixture, runner, tmp_pat
         assert moved > 0.05  # the dynamics moved the atoms
 
 
+def test_the_cpp_runners_trajectory_reads_in_ase_and_restarts_exactly(
+    mace_paired_float64, runner, tmp_path
+):
+    """``--trajectory``: the printed states as extended XYZ that ASE reads (energy, momenta,
+    forces) and the runner restarts from: 20 steps, then 10 from the last frame, equal 30 in
+    one run bit for bit (NVE, a periodic cell)."""
+    from ase import units
+    from ase.io import read, write
+
+    _, path, _ = mace_paired_float64
+    atoms = make_fcc_cu(3)
+    sigma = np.sqrt(atoms.get_masses() * units.kB * 1000.0)[:, None]
+    atoms.set_momenta(sigma * np.random.default_rng(5).standard_normal((len(atoms), 3)))
+    write(tmp_path / "start.xyz", atoms, format="extxyz")
+    options = ("--timestep", "1.0", "--every", "10")
+
+    def md(start: Path, steps: int, trajectory: Path):
+        rows = _run_cpp(
+            runner, path, start, "--md", str(steps), *options, "--trajectory", str(trajectory)
+        )
+        assert isinstance(rows, list), rows
+        return rows[:-1]
+
+    first = md(tmp_path / "start.xyz", 20, tmp_path / "first.xyz")
+    frames = read(tmp_path / "first.xyz", index=":")
+    assert [frame.info["step"] for frame in frames] == [0, 10, 20]
+    for frame, row in zip(frames, first, strict=True):
+        assert frame.get_potential_energy() == row["energy"]
+        np.testing.assert_array_equal(frame.positions, row["positions"])
+        np.testing.assert_allclose(
+            frame.get_velocities() * units.fs, row["velocities"], rtol=1e-12, atol=1e-15
+        )
+        assert np.abs(frame.get_forces()).max() > 0
+    lines = (tmp_path / "first.xyz").read_text().splitlines()
+    (tmp_path / "last.xyz").write_text("\n".join(lines[-(len(atoms) + 2) :]) + "\n")
+    restarted = md(tmp_path / "last.xyz", 10, tmp_path / "second.xyz")
+    whole = md(tmp_path / "start.xyz", 30, tmp_path / "whole.xyz")
+    for key in ("positions", "velocities", "energy"):
+        np.testing.assert_array_equal(restarted[-1][key], whole[-1][key])
+
+
 def test_the_cpp_runners_langevin_dynamics_holds_its_temperature(
     mace_paired_float64, runner, tmp_path
 ):

@@ -3,7 +3,7 @@
 
      equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] [--repeat N]
      equiforce-run MODEL.pt2 START.xyz --md STEPS --timestep FS [--every N]
-                   [--temperature K --friction 1/FS [--seed N]]
+                   [--temperature K --friction 1/FS [--seed N]] [--trajectory OUT.xyz]
 
    Any package runs here, MACE included: the whole structure is one program call (periodic
    images as lattice shifts of the edges, as the Python loader does), so no halo exchange is
@@ -21,7 +21,9 @@
    --friction Langevin dynamics (BAOAB), from the frame's `momenta` column (ASE's units, as
    ase.io.write gives them) or Maxwell-Boltzmann momenta (at rest for NVE), with the masses the
    package's metadata holds (`type_masses`, amu; packages before it: export again); one JSON
-   line per state every N steps and a timing line (`run_md`).
+   line per state every N steps and a timing line (`run_md`), and with --trajectory the same
+   states as extended XYZ frames (momenta and forces included, full precision: a run restarts
+   exactly from its last frame; `write_state`).
 
    Output: one JSON object per frame on stdout, {"frame", "n_atoms", "n_edges", "energy" (eV),
    "forces" (n_atoms x 3, eV/Å), "stress" (3 x 3, eV/Å^3, with --stress: a package exported
@@ -618,6 +620,36 @@ void print_state(int step, double timestep_fs, double energy, const Frame &frame
   std::fflush(stdout);
 }
 
+/* One extended XYZ frame of an MD state, as ase.io.read reads it and `read_frame` restarts
+   from (full precision): the lattice and pbc, `energy` (eV), `step`, `time_fs`, and per atom
+   the element, position (Å), momenta (ASE's units) and forces (eV/Å). */
+void write_state(std::ostream &out, int step, double time_fs, double energy, const Frame &frame,
+                 const std::vector<Vec3> &forces)
+{
+  auto text = [](double value) {
+    char digits[32];
+    std::snprintf(digits, sizeof digits, "%.17g", value);
+    return std::string(digits);
+  };
+  out << frame.positions.size() << "\n";
+  if (frame.pbc[0] || frame.pbc[1] || frame.pbc[2]) {
+    out << "Lattice=\"";
+    for (int row = 0; row < 3; row++)
+      for (int d = 0; d < 3; d++) out << (row || d ? " " : "") << text(frame.cell[row][d]);
+    out << "\" ";
+  }
+  out << "Properties=species:S:1:pos:R:3:momenta:R:3:forces:R:3 energy=" << text(energy)
+      << " step=" << step << " time_fs=" << text(time_fs) << " pbc=\"" << "FT"[frame.pbc[0]]
+      << " " << "FT"[frame.pbc[1]] << " " << "FT"[frame.pbc[2]] << "\"\n";
+  for (size_t i = 0; i < frame.positions.size(); i++) {
+    out << frame.elements[i];
+    for (const Vec3 *vector : {&frame.positions[i], &frame.momenta[i], &forces[i]})
+      for (double value : *vector) out << " " << text(value);
+    out << "\n";
+  }
+  out.flush();
+}
+
 /* How `--md` runs (file docstring). */
 struct MDSettings {
   int steps = -1;    // < 0: no MD
@@ -626,6 +658,7 @@ struct MDSettings {
   double temperature_K = -1;    // < 0: NVE
   double friction_per_fs = 0;    // Langevin friction, 1/fs (with a temperature)
   unsigned long long seed = 0;
+  std::string trajectory;    // extended XYZ of the states printed (empty: none)
 };
 
 /* MD from the first frame of `path` (file docstring): NVE by velocity Verlet, as ASE's
@@ -664,9 +697,19 @@ void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
   const double dt = md.timestep_fs * FEMTOSECOND;
   const double c = std::exp(-md.friction_per_fs * md.timestep_fs);    // 1 for NVE
   const std::string where = path + ": MD step ";
+  std::ofstream trajectory;
+  if (!md.trajectory.empty()) {
+    trajectory.open(md.trajectory);
+    if (!trajectory) fail(md.trajectory, "cannot write the trajectory");
+  }
+  auto state = [&](int step, double energy, const std::vector<Vec3> &forces) {
+    print_state(step, md.timestep_fs, energy, frame, masses);
+    if (trajectory.is_open())
+      write_state(trajectory, step, step * md.timestep_fs, energy, frame, forces);
+  };
   double energy = 0, call_ms = 0;
   std::vector<Vec3> forces = forces_of(runner, frame, types, where + "0", energy, call_ms);
-  print_state(0, md.timestep_fs, energy, frame, masses);
+  state(0, energy, forces);
   std::vector<double> step_cpu, step_wall, call_cpu;
   for (int step = 1; step <= md.steps; step++) {
     const double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
@@ -688,8 +731,7 @@ void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
     step_cpu.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
     step_wall.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
     call_cpu.push_back(call_ms);
-    if (step % md.every == 0 || step == md.steps)
-      print_state(step, md.timestep_fs, energy, frame, masses);
+    if (step % md.every == 0 || step == md.steps) state(step, energy, forces);
   }
   if (md.steps > 0)
     std::printf("{\"md_steps\": %d, \"n_atoms\": %zu, \"step_cpu_ms\": %.6g, "
@@ -723,6 +765,8 @@ int run(int argc, char **argv)
       md.friction_per_fs = std::stod(args[++k]);
     } else if (args[k] == "--seed" && valued) {
       md.seed = std::stoull(args[++k]);
+    } else if (args[k] == "--trajectory" && valued) {
+      md.trajectory = args[++k];
     } else if (args[k].rfind("--", 0) == 0) {
       throw std::invalid_argument("unknown option " + args[k]);
     } else {
@@ -732,7 +776,8 @@ int run(int argc, char **argv)
   if (files.size() != 2)
     throw std::invalid_argument("usage: equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] "
                                 "[--repeat N] | [--md STEPS --timestep FS [--every N] "
-                                "[--temperature K --friction 1/FS [--seed N]]]");
+                                "[--temperature K --friction 1/FS [--seed N]] "
+                                "[--trajectory OUT.xyz]]");
   if (md.steps >= 0 && (md.timestep_fs <= 0 || md.every < 1 || stress || repeat))
     throw std::invalid_argument("--md STEPS needs --timestep FS > 0 and --every N >= 1, and "
                                 "takes neither --stress nor --repeat");
