@@ -118,6 +118,6 @@ def test_committee_folder_lists_its_members(tmp_path, members):
     assert committee_members([tmp_path]) == expected
     assert len(CommitteeCalculator.from_paths([tmp_path])) == 2
     with pytest.raises(ValueError, match="without committee.json"):
-        committee_members([tmp_path / "member_0"])
+        CommitteeCalculator.from_paths([tmp_path / "member_0"])
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         committee_members([tmp_path / "missing.pt"])

@@ -51,9 +51,10 @@ def spread_scales(paths: Sequence[str | os.PathLike]) -> dict[str, float]:
     ``force_spread_scale`` and ``energy_spread_scale`` keyword arguments of
     ``CommitteeCalculator`` (empty for model files, several paths or an uncalibrated folder:
     a calibration holds for the committee it was fitted to)."""
-    if len(paths) != 1 or not Path(paths[0]).is_dir():
-        return {}
-    manifest = json.loads((Path(paths[0]) / MANIFEST_NAME).read_text())
+    manifest_path = Path(paths[0]) / MANIFEST_NAME if len(paths) == 1 else None
+    if manifest_path is None or not manifest_path.is_file():
+        return {}  # committee_members names what is wrong with the paths
+    manifest = json.loads(manifest_path.read_text())
     calibration = manifest.get("calibration") or {}
     return {
         key: float(calibration[key])
