@@ -86,6 +86,7 @@ def test_nequip_gets_the_settings_and_statistics_of_the_equiforce_run(tmp_path):
     )
 
 
+@pytest.mark.slow  # two short trainings of each code, ~35 s on two cores
 @pytest.mark.parametrize(
     "preset, venv", [("mace-tiny", ".venv-mace"), ("allegro-l1-32", ".venv-nequip")]
 )

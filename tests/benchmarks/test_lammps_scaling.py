@@ -11,6 +11,7 @@ pytest.importorskip("lammps")
 from benchmarks.lammps_scaling import main  # noqa: E402
 
 
+@pytest.mark.slow  # LAMMPS on 2 ranks with a 2-layer MACE, ~20 s (tests/lammps test the plugin)
 def test_lammps_scaling_records_throughput_ghosts_and_the_time_split(tmp_path):
     argv = ["--families", "mace", "--reps", "2", "--ranks", "2", "--steps", "2"]
     argv += ["--warmup", "0", "--out", str(tmp_path)]
