@@ -923,3 +923,9 @@ def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
     assert "start.xyz: frame 0, atom 2: 'H -1 0 0 0.1' has no momenta in its columns 4-6" in error
     error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2")
     assert "--md STEPS needs --timestep FS > 0" in error, error
+    (tmp_path / "start.xyz").write_text(
+        "2\nProperties=species:S:1:pos:R:3:tags:I:x:momenta:R:3\nC 0 0 0 1 0 0 0\n"
+        "O 1.2 0 0 1 0 0 0\n"
+    )
+    error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2", "--timestep", "1")
+    assert "frame 0: Properties=species:S:1:pos:R:3:tags:I:x:momenta:R:3 is not" in error

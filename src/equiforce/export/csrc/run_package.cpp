@@ -77,7 +77,7 @@ struct Frame {
 };
 
 /* The first column of the real 3-vector `name` among `Properties=name:type:count:...`, or -1
-   when it is not there. */
+   when it is not there; throws std::invalid_argument when a count is not a number. */
 int vector_column(const std::string &properties, const std::string &name)
 {
   std::istringstream fields(properties);
@@ -86,6 +86,8 @@ int vector_column(const std::string &properties, const std::string &name)
   while (std::getline(fields, field, ':') && std::getline(fields, type, ':') &&
          std::getline(fields, count, ':')) {
     if (field == name && type == "R" && count == "3") return column;
+    if (count.empty() || count.find_first_not_of("0123456789") != std::string::npos)
+      throw std::invalid_argument("column count '" + count + "' of " + field);
     column += std::stoi(count);
   }
   return -1;
@@ -130,7 +132,13 @@ bool read_frame(std::istream &file, const std::string &path, int index, Frame &f
   if (!properties.empty() && properties.rfind("species:S:1:pos:R:3", 0) != 0)
     fail(path, where + ": Properties=" + properties + " (this reader takes the element and the "
                            "position as the first four columns: species:S:1:pos:R:3...)");
-  const int momenta_column = vector_column(properties, "momenta");
+  int momenta_column = -1;
+  try {
+    momenta_column = vector_column(properties, "momenta");
+  } catch (const std::invalid_argument &err) {
+    fail(path, where + ": Properties=" + properties + " is not name:type:count triples (" +
+                   err.what() + ")");
+  }
   std::string lattice = comment_value(comment, "Lattice");
   if (!lattice.empty()) {
     std::istringstream numbers(lattice);
