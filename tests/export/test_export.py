@@ -915,17 +915,22 @@ def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
         assert isinstance(error, str) and f"bad.xyz: {message}" in error, error
     error = _run_cpp(runner, tmp_path / "missing.pt2", tmp_path / "bad.xyz")
     assert "missing.pt2: not a readable AOTInductor package" in error, error
-    (tmp_path / "start.xyz").write_text(
-        "3\nProperties=species:S:1:pos:R:3:momenta:R:3\nC 0 0 0 0 0 0\nO 1.2 0 0 0 0 0\n"
-        "H -1 0 0 0.1\n"
-    )
-    error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2", "--timestep", "1")
-    assert "start.xyz: frame 0, atom 2: 'H -1 0 0 0.1' has no momenta in its columns 4-6" in error
-    error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2")
-    assert "--md STEPS needs --timestep FS > 0" in error, error
-    (tmp_path / "start.xyz").write_text(
-        "2\nProperties=species:S:1:pos:R:3:tags:I:x:momenta:R:3\nC 0 0 0 1 0 0 0\n"
-        "O 1.2 0 0 1 0 0 0\n"
-    )
-    error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2", "--timestep", "1")
-    assert "frame 0: Properties=species:S:1:pos:R:3:tags:I:x:momenta:R:3 is not" in error
+    short = "3\nProperties=species:S:1:pos:R:3:momenta:R:3\nC 0 0 0 0 0 0\nO 1.2 0 0 0 0 0\n"
+    md_cases = [  # (start file, options after --md 2, message)
+        (
+            short + "H -1 0 0 0.1\n",
+            ("--timestep", "1"),
+            "start.xyz: frame 0, atom 2: 'H -1 0 0 0.1' has no momenta in its columns 4-6",
+        ),
+        (short + "H -1 0 0 0.1\n", (), "--md STEPS needs --timestep FS > 0"),
+        (
+            "2\nProperties=species:S:1:pos:R:3:tags:I:x:momenta:R:3\nC 0 0 0 1 0 0 0\n"
+            "O 1.2 0 0 1 0 0 0\n",
+            ("--timestep", "1"),
+            "frame 0: Properties=species:S:1:pos:R:3:tags:I:x:momenta:R:3 is not",
+        ),
+    ]
+    for text, options, message in md_cases:
+        (tmp_path / "start.xyz").write_text(text)
+        error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2", *options)
+        assert isinstance(error, str) and message in error, error
