@@ -1,8 +1,6 @@
 """``python -m equiforce``: the ``equiforce`` command line (what ``torchrun -m equiforce`` runs)."""
 
-import sys
-
-from equiforce.cli.main import main
+from equiforce.cli.main import script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from equiforce.allocator import retain_freed_memory
+from equiforce.process_exit import exit_process
 
 # subcommand -> (module exposing add_arguments(parser) and run(args), one-line help)
 SUBCOMMANDS = {
@@ -89,5 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     return int(status or 0)
 
 
+def script() -> NoReturn:
+    """The ``equiforce`` console script and ``python -m equiforce``: ``main()`` on the
+    command line's arguments, then the process ends (``exit_process``: without its final
+    garbage collection)."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -14,6 +14,7 @@ import sys
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from equiforce.cli.options import add_precision_option
+from equiforce.process_exit import exit_process
 from equiforce.train.config import RunConfig, load_config
 from equiforce.train.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -88,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

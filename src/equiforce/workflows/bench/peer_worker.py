@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import sys
 
 import torch
 
 from equiforce.measure.protocol import Session, serve
+from equiforce.process_exit import exit_process
 from equiforce.workflows.bench.peers import CALLS, PEERS
 from equiforce.workflows.bench.profile import profile_call
 from equiforce.workflows.bench.worker import add_common_arguments, prepare_batch
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -12,7 +12,6 @@ kind (``kinds``: inference or a training step), plus the ``profile`` command.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from equiforce.data.batch import batch_to, collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.measure.protocol import Session, serve
 from equiforce.precision import from_name, precision_scope
+from equiforce.process_exit import exit_process
 from equiforce.workflows.bench.systems import load_frames
 
 __all__ = ["add_common_arguments", "prepare_batch"]
@@ -173,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

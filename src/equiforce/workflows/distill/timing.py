@@ -27,6 +27,7 @@ import torch
 
 from equiforce.measure.protocol import Session, WorkerProcess, serve, worker_environment
 from equiforce.measure.timing import interleave, summarize
+from equiforce.process_exit import exit_process
 
 __all__ = ["measure_in_subprocess"]
 
@@ -96,4 +97,4 @@ def measure_in_subprocess(spec: Mapping[str, Any]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(lambda: _session(json.loads(sys.argv[1])), None))
+    exit_process(serve(lambda: _session(json.loads(sys.argv[1])), None))
