@@ -32,7 +32,7 @@ from equiforce.train.config import ModelConfig, RunConfig
 from equiforce.train.distributed import World, open_world, rank_batches, sharded_loss
 from equiforce.train.losses import energy_forces_stress_loss
 from equiforce.train.metrics import read_metrics_csv
-from equiforce.train.run import train
+from equiforce.train.run import TrainResult, train
 from equiforce.train.setup import build_model_from_config
 
 from .conftest import TINY_MACE, config_dict
@@ -135,11 +135,8 @@ def _assert_close_states(actual: dict, expected: dict) -> None:
         ), name
 
 
-@pytest.fixture(scope="module")
-def two_rank_run(tmp_path_factory, emt_train_file) -> Path:
-    """An uninterrupted 3-epoch run of the real command on 2 ranks: its output folder."""
-    folder = tmp_path_factory.mktemp("two_ranks")
-    run_file = _run_file(folder, emt_train_file, "run")
+def _torchrun_train(run_file: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m equiforce train run_file``, one thread per rank."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "equiforce", "train", str(run_file),
@@ -147,6 +144,29 @@ def two_rank_run(tmp_path_factory, emt_train_file) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def _two_ranks_and_one(tmp_path: Path, values: dict) -> tuple[dict, TrainResult]:
+    """The run ``values`` (output in ``tmp_path / "two"``) on 2 ranks, then on 1 in this
+    process (``tmp_path / "one"``), whose weights it must end with: the 2-rank run's last
+    checkpoint and the 1-rank run's result."""
+    run_file = tmp_path / "two.yaml"
+    run_file.write_text(yaml.safe_dump(values))
+    _torchrun_train(run_file)
+    one_rank = train(RunConfig.from_dict({**values, "output_dir": str(tmp_path / "one")}))
+    expected = load_checkpoint(one_rank.last_checkpoint)
+    actual = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert actual["world_size"] == 2
+    _assert_close_states(actual["train_state_dict"], expected["train_state_dict"])
+    return actual, one_rank
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory, emt_train_file) -> Path:
+    """An uninterrupted 3-epoch run of the real command on 2 ranks: its output folder."""
+    folder = tmp_path_factory.mktemp("two_ranks")
+    done = _torchrun_train(_run_file(folder, emt_train_file, "run"))
     assert "training.world: 2 ranks (gloo" in done.stderr
     assert "global batch 4 = 2 ranks x 2" in done.stderr
     assert done.stdout.count("model: ") == 1, "rank 1 must print nothing"
@@ -189,25 +209,35 @@ def test_two_ranks_train_a_preprocessed_directory_among_train_files_as_one_rank(
         {"path": str(emt_train_file), "name": "memory"},
     ]
     values["training"].update(max_epochs=2, stage_two={"enabled": False})
-    run_file = tmp_path / "two.yaml"
-    run_file.write_text(yaml.safe_dump(values))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "equiforce", "train", str(run_file),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    values["output_dir"] = str(tmp_path / "one")
-    one_rank = train(RunConfig.from_dict(values))
-    expected = load_checkpoint(one_rank.last_checkpoint)
-    actual = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
-    assert actual["world_size"] == 2
-    _assert_close_states(actual["train_state_dict"], expected["train_state_dict"])
+    _, one_rank = _two_ranks_and_one(tmp_path, values)
     got = read_metrics_csv(tmp_path / "two" / "metrics.csv")[-1]
     want = read_metrics_csv(one_rank.metrics_csv)[-1]
     for name in ("train_loss", "valid_disk_forces_rmse", "valid_memory_energy_rmse"):
         assert got[name] == pytest.approx(want[name], rel=TOL.fp64.rtol), name
+
+
+def test_two_ranks_fine_tune_with_frozen_parts_as_one_rank(tmp_path, emt_train_file, two_rank_run):
+    """Fine-tuning the 2-rank run's model with its embeddings and first layer frozen and the
+    readouts at a tenth of the rate: the frozen parameters have no gradient on any rank and
+    stay out of the reduction; 2 ranks x 2 give 1 rank x 4's weights, the frozen ones those
+    of the starting model."""
+    from equiforce.models.io import load_model
+    from equiforce.train.finetune import model_parts
+
+    start = two_rank_run / "model.pt"
+    values = yaml.safe_load(_run_file(tmp_path, emt_train_file, "two").read_text())
+    values["training"].update(
+        init_model=str(start),
+        max_epochs=1,
+        stage_two={"enabled": False},
+        finetune={"freeze": ["embeddings", "layer_0"], "lr_scale": {"readouts": 0.1}},
+    )
+    actual, _ = _two_ranks_and_one(tmp_path, values)
+    before = load_model(start).state_dict()
+    after = actual["train_state_dict"]
+    for part, members in model_parts(load_model(start)).items():
+        changed = [not torch.equal(before[name], after[name]) for name, _ in members]
+        assert not any(changed) if part in ("embeddings", "layer_0") else all(changed), part
 
 
 def test_a_two_rank_run_resumes_on_one_rank(tmp_path, emt_train_file, two_rank_run):
