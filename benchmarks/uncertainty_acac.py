@@ -7,8 +7,13 @@ seconds of training loop per member, ``--workers`` members at a time with one th
 ``equiforce.workflows.calibration`` then scores the committee mean on the first ``--n-test``
 frames of ``test_MD_300K`` (in distribution) and ``test_MD_600K`` (out of distribution for a
 300 K model): per-atom force error vs predicted spread, Spearman rank correlation, binned
-calibration curve. Output in ``<out>/uncertainty_acac_<time>/``: ``results.json`` (run record
-with the reproducing command, settings, members, reports) and ``calibration.png``::
+calibration curve. The spread is then calibrated on the 50 validation frames (the split's
+``valid``; the test sets are never seen), with one force scale and with one per species
+(``fit_spread_scales``), and each test set's mean ``|dF|^2 / spread^2`` (1 for a calibrated
+spread), overall and per species, is reported raw, with the one scale and with the
+per-species scales. Output in ``<out>/uncertainty_acac_<time>/``: ``results.json`` (run
+record with the reproducing command, settings, members, reports, scales, calibrated
+figures) and ``calibration.png``::
 
     python -m benchmarks.uncertainty_acac --size 4 --channels 16 --budget-s 150 --workers 2
     python -m benchmarks.uncertainty_acac --smoke      # seconds: 2 mace-tiny members, 10 frames
@@ -29,7 +34,13 @@ from benchmarks import acac
 from benchmarks.common import add_common_arguments, run_record
 from equiforce.md.committee import CommitteeCalculator
 from equiforce.train import ModelConfig, RunConfig
-from equiforce.workflows.calibration import calibration_report, committee_errors, plot_calibration
+from equiforce.workflows.calibration import (
+    calibration_report,
+    committee_errors,
+    fit_spread_scales,
+    plot_calibration,
+    scaled,
+)
 from equiforce.workflows.committee import CommitteeConfig, train_committee
 
 
@@ -88,9 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         title=f"AcAc: {args.size} x {args.preset} ({args.channels or 'preset'} channels), "
         "trained at 300 K",
     )
+    valid = committee_errors(calculator, read(split.valid, index=":"))
+    scales = {"one scale": fit_spread_scales(valid),
+              "per species": fit_spread_scales(valid, per_species=True)}
+    calibrated = {
+        name: {how: _ratios(scaled(sample, s)) for how, s in
+               {"raw": {"force_spread_scale": 1.0}, **scales}.items()}
+        for name, sample in samples.items()
+    }
     report = {**run_record("benchmarks.uncertainty_acac", argv), "settings": vars(args),
               "run_config": config.to_dict(), "members": committee.members,
-              "reports": reports, "figure": str(figure)}
+              "reports": reports, "figure": str(figure), "scales": scales,
+              "calibrated": calibrated}
     path = run_dir / "results.json"
     path.write_text(json.dumps(report, indent=1, default=str))
     print(f"{'test set':14s} {'F RMSE':>8s} {'mean |dF|':>9s} {'spread':>8s} "
@@ -99,8 +119,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:14s} {r['force_rmse_meV_A']:8.1f} {r['force_error_mean_meV_A']:9.1f} "
               f"{r['spread_mean_meV_A']:8.1f} {r['spearman_atoms']:9.3f} "
               f"{r['spearman_structures']:10.3f}")
+    fitted = "; ".join(f"{how} {_scales_text(s)}" for how, s in scales.items())
+    print("\nmean |dF|^2 / spread^2 on the test sets (1: calibrated), scales fitted on the "
+          f"validation frames: {fitted}")
+    for name, rows in calibrated.items():
+        for how, ratios in rows.items():
+            print(f"{name:14s} {how:12s} " + "  ".join(f"{k} {v:.3g}" for k, v in ratios.items()))
     print(f"\nwrote {path} and {figure}")
     return 0
+
+
+def _ratios(errors) -> dict[str, float]:
+    """Mean |dF|^2 / spread^2 over all atoms and over each species' atoms."""
+    report = calibration_report(errors)
+    by_species = {s: r["mean_squared_error_over_spread"] for s, r in report["by_species"].items()}
+    return {"all": report["mean_squared_error_over_spread"], **by_species}
+
+
+def _scales_text(scales: dict[str, Any]) -> str:
+    by_species = scales.get("force_spread_scale_by_species") or {}
+    return f"x {scales['force_spread_scale']:.3g}" + "".join(
+        f", {s} x {v:.3g}" for s, v in by_species.items())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", default=None, metavar="PNG", help="write the calibration curves before/after"
     )
+    parser.add_argument(
+        "--per-species",
+        action="store_true",
+        help="also fit one force spread scale per chemical species (over its own atoms)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,22 +36,31 @@ def run(args: argparse.Namespace) -> int:
     """
     from equiforce.workflows.calibration import calibrate_committee
 
-    result = calibrate_committee(args.committee, args.data, args.forces_key, plot=args.plot)
+    result = calibrate_committee(
+        args.committee, args.data, args.forces_key, plot=args.plot, per_species=args.per_species
+    )
     energy = result["energy_spread_scale"]
+    by_species = result.get("force_spread_scale_by_species") or {}
     print(
         f"calibrated {args.committee} on {result['n_structures']} structures "
         f"({result['n_atoms']} atoms) of {args.data}: force spread x "
-        f"{result['force_spread_scale']:.4g}, energy spread x "
+        f"{result['force_spread_scale']:.4g}"
+        + "".join(f", {symbol} x {scale:.4g}" for symbol, scale in by_species.items())
+        + ", energy spread x "
         + ("- (no reference energies)" if energy is None else f"{energy:.4g}")
     )
-    print("| | force RMSE (meV/Å) | mean spread (meV/Å) | mean |dF|^2 / spread^2 |")
-    print("|---|---|---|---|")
+    print("| | atoms | force RMSE (meV/Å) | mean spread (meV/Å) | mean |dF|^2 / spread^2 |")
+    print("|---|---|---|---|---|")
     for when in ("before", "after"):
-        row = result[when]
-        print(
-            f"| {when} | {row['force_rmse_meV_A']:.2f} | {row['spread_mean_meV_A']:.2f} | "
-            f"{row['mean_squared_error_over_spread']:.3f} |"
-        )
+        rows = {"all": result[when], **result[when]["by_species"]}
+        for name, row in rows.items():
+            ratio = row["mean_squared_error_over_spread"]
+            print(
+                f"| {when} | {name} ({row['n_atoms']}) | {row['force_rmse_meV_A']:.2f} | "
+                f"{row['spread_mean_meV_A']:.2f} | "
+                + ("-" if ratio is None else f"{ratio:.3f}")
+                + " |"
+            )
     if args.plot:
         print(f"wrote {args.plot}")
     return 0

@@ -12,7 +12,8 @@ stress, and two uncertainties:
 
 Both are multiplied by the committee's spread scales when it has been calibrated
 (``equiforce calibrate``, ``workflows.calibration``: factors fitted on validation data so that
-the spread is the maximum-likelihood error scale; stored in ``committee.json``); the members'
+the spread is the maximum-likelihood error scale, the force factor optionally one per
+species; stored in ``committee.json``); the members'
 own predictions are kept as they are, ``committee_energies`` (n_members,) eV and
 ``committee_forces`` (n_members, n_atoms, 3) eV/Å. ``CommitteeCalculator.from_paths`` reads a
 committee folder written by ``equiforce committee`` (its ``committee.json``, calibration
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,21 +47,36 @@ UNCERTAINTY_PROPERTIES = (
 )
 
 
-def spread_scales(paths: Sequence[str | os.PathLike]) -> dict[str, float]:
+def spread_scales(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """The spread scales of a calibrated committee given as its one folder: the
-    ``force_spread_scale`` and ``energy_spread_scale`` keyword arguments of
-    ``CommitteeCalculator`` (empty for model files, several paths or an uncalibrated folder:
-    a calibration holds for the committee it was fitted to)."""
+    ``force_spread_scale``, ``energy_spread_scale`` and ``force_spread_scale_by_species``
+    keyword arguments of ``CommitteeCalculator`` (empty for model files, several paths or an
+    uncalibrated folder: a calibration holds for the committee it was fitted to)."""
     manifest_path = Path(paths[0]) / MANIFEST_NAME if len(paths) == 1 else None
     if manifest_path is None or not manifest_path.is_file():
         return {}  # committee_members names what is wrong with the paths
     manifest = json.loads(manifest_path.read_text())
     calibration = manifest.get("calibration") or {}
-    return {
+    scales: dict[str, Any] = {
         key: float(calibration[key])
         for key in ("force_spread_scale", "energy_spread_scale")
         if calibration.get(key) is not None
     }
+    by_species = calibration.get("force_spread_scale_by_species")
+    if by_species:
+        scales["force_spread_scale_by_species"] = {s: float(v) for s, v in by_species.items()}
+    return scales
+
+
+def force_spread_factors(
+    symbols: Sequence[str],
+    force_spread_scale: float = 1.0,
+    by_species: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """(n_atoms,) the factor on each atom's force spread: its species' scale in
+    ``by_species``, else ``force_spread_scale`` (a species the calibration data lacked)."""
+    by_species = by_species or {}
+    return np.array([by_species.get(s, force_spread_scale) for s in symbols], dtype=np.float64)
 
 
 def committee_members(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -103,6 +119,9 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         precision: precision mode of members given as models or files.
         force_spread_scale: factor on ``force_uncertainty`` (a calibration, module docstring).
         energy_spread_scale: factor on ``energy_uncertainty``.
+        force_spread_scale_by_species: chemical symbol -> factor on the ``force_uncertainty``
+            of that species' atoms, in place of ``force_spread_scale`` (which the species not
+            listed keep).
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
 
     Results (``self.results``): ``energy``/``free_energy`` (eV), ``forces`` (n_atoms, 3) eV/Å,
@@ -120,16 +139,24 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         precision: str | None = None,
         force_spread_scale: float = 1.0,
         energy_spread_scale: float = 1.0,
+        force_spread_scale_by_species: Mapping[str, float] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if len(models) == 0:
             raise ValueError("a committee needs at least one model")
-        for name, scale in (("force", force_spread_scale), ("energy", energy_spread_scale)):
+        by_species = dict(force_spread_scale_by_species or {})
+        named = {
+            "force_spread_scale": force_spread_scale,
+            "energy_spread_scale": energy_spread_scale,
+        }
+        named.update({f"force_spread_scale_by_species[{s!r}]": v for s, v in by_species.items()})
+        for name, scale in named.items():
             if not np.isfinite(scale) or scale <= 0:
-                raise ValueError(f"{name}_spread_scale must be positive and finite, got {scale}")
+                raise ValueError(f"{name} must be positive and finite, got {scale}")
         self.force_spread_scale = float(force_spread_scale)
         self.energy_spread_scale = float(energy_spread_scale)
+        self.force_spread_scale_by_species = {s: float(v) for s, v in by_species.items()}
         self.members = [
             m
             if isinstance(m, EquiforceCalculator)
@@ -185,7 +212,12 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
             mean = forces.mean(axis=0)
             self.results["forces"] = mean
             self.results["committee_forces"] = forces
-            self.results["force_uncertainty"] = self.force_spread_scale * force_spread(forces, mean)
+            factors = force_spread_factors(
+                self.atoms.get_chemical_symbols(),
+                self.force_spread_scale,
+                self.force_spread_scale_by_species,
+            )
+            self.results["force_uncertainty"] = factors * force_spread(forces, mean)
         if "stress" in asked:
             self.results["stress"] = np.stack([r["stress"] for r in results]).mean(axis=0)
 

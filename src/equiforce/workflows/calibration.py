@@ -15,8 +15,11 @@ maximum-likelihood error scale, each atom's force error vector taken as an isotr
 with ``E|dF_i|^2 = (s sigma_i)^2``, each structure's energy error as a Gaussian of standard
 deviation ``s sigma_E``: ``s_F^2 = mean_i |dF_i|^2 / sigma_i^2`` over atoms,
 ``s_E^2 = mean_k dE_k^2 / sigma_E,k^2`` over structures (seed committees are typically
-overconfident: s > 1). The factors go into the committee's ``committee.json``, which
-``CommitteeCalculator.from_paths`` applies.
+overconfident: s > 1). With ``per_species`` the force factor is also fitted for each
+chemical species over its own atoms (``force_spread_scale_by_species``: a committee's spread
+can be too small for one element and too large for another, which one factor cannot mend);
+a species the validation data lacks keeps the overall factor. The factors go into the
+committee's ``committee.json``, which ``CommitteeCalculator.from_paths`` applies.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from equiforce.md.committee import CommitteeCalculator
+from equiforce.md.committee import CommitteeCalculator, force_spread_factors
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class CommitteeErrors:
         energy_error: (n_structures,) ``E_mean - E_ref``, eV; None when a structure has no
             reference energy.
         energy_spread: (n_structures,) the committee's ``energy_uncertainty``, eV.
+        species: (n_atoms_total,) each atom's chemical symbol (str); None when not recorded.
     """
 
     error: np.ndarray
@@ -51,6 +55,7 @@ class CommitteeErrors:
     structure: np.ndarray
     energy_error: np.ndarray | None = None
     energy_spread: np.ndarray | None = None
+    species: np.ndarray | None = None
 
     def per_structure_max(self) -> tuple[np.ndarray, np.ndarray]:
         """Each structure's largest atom error and largest atom spread, each (n_structures,)."""
@@ -76,7 +81,7 @@ def committee_errors(
     Raises:
         ValueError: a structure without reference forces (naming its index).
     """
-    errors, spreads, index, energy_errors, energy_spreads = [], [], [], [], []
+    errors, spreads, index, energy_errors, energy_spreads, species = [], [], [], [], [], []
     for k, atoms in enumerate(structures):
         reference = _reference_forces(atoms, forces_key, k)
         energy = _reference_energy(atoms)
@@ -86,6 +91,7 @@ def committee_errors(
         errors.append(np.linalg.norm(predicted - reference, axis=1))
         spreads.append(np.asarray(calculator.results["force_uncertainty"]))
         index.append(np.full(len(atoms), k))
+        species.extend(atoms.get_chemical_symbols())
         energy_errors.append(None if energy is None else work.get_potential_energy() - energy)
         energy_spreads.append(calculator.results["energy_uncertainty"])
     with_energies = all(e is not None for e in energy_errors)
@@ -95,6 +101,7 @@ def committee_errors(
         np.concatenate(index),
         np.array(energy_errors, dtype=np.float64) if with_energies else None,
         np.array(energy_spreads, dtype=np.float64) if with_energies else None,
+        np.array(species),
     )
 
 
@@ -114,32 +121,56 @@ def _reference_energy(atoms) -> float | None:
     return None
 
 
-def fit_spread_scales(errors: CommitteeErrors) -> dict[str, float | None]:
+def _likelihood_scale(error: np.ndarray, spread: np.ndarray) -> float | None:
+    """``sqrt(mean(error^2 / spread^2))`` over the entries with a non-zero spread; None if
+    there is none."""
+    have = spread > 0
+    return float(np.sqrt(np.mean(error[have] ** 2 / spread[have] ** 2))) if have.any() else None
+
+
+def fit_spread_scales(errors: CommitteeErrors, per_species: bool = False) -> dict[str, Any]:
     """The maximum-likelihood spread scales (module docstring): ``force_spread_scale`` over
     the atoms with a non-zero spread, ``energy_spread_scale`` over the structures with one
-    (None without reference energies or energy spreads).
+    (None without reference energies or energy spreads); with ``per_species`` also
+    ``force_spread_scale_by_species`` (symbol -> scale over that species' atoms, for the
+    species with a non-zero spread on some atom).
 
     Raises:
-        ValueError: no atom has a non-zero force spread (identical members).
+        ValueError: no atom has a non-zero force spread (identical members), or
+            ``per_species`` without recorded species.
     """
-    spread = errors.spread > 0
-    if not spread.any():
+    force = _likelihood_scale(errors.error, errors.spread)
+    if force is None:
         raise ValueError("the members agree on every atom (zero spread): nothing to calibrate")
-    force = float(np.sqrt(np.mean(errors.error[spread] ** 2 / errors.spread[spread] ** 2)))
     energy = None
-    if errors.energy_error is not None and (errors.energy_spread > 0).any():
-        have = errors.energy_spread > 0
-        ratio = errors.energy_error[have] ** 2 / errors.energy_spread[have] ** 2
-        energy = float(np.sqrt(np.mean(ratio)))
-    return {"force_spread_scale": force, "energy_spread_scale": energy}
+    if errors.energy_error is not None:
+        energy = _likelihood_scale(errors.energy_error, errors.energy_spread)
+    scales: dict[str, Any] = {"force_spread_scale": force, "energy_spread_scale": energy}
+    if per_species:
+        if errors.species is None:
+            raise ValueError("per-species scales need the atoms' species (committee_errors)")
+        by_species = {}
+        for symbol in sorted(set(errors.species.tolist())):
+            atoms = errors.species == symbol
+            scale = _likelihood_scale(errors.error[atoms], errors.spread[atoms])
+            if scale is not None:
+                by_species[symbol] = scale
+        scales["force_spread_scale_by_species"] = by_species
+    return scales
 
 
-def scaled(errors: CommitteeErrors, scales: Mapping[str, float | None]) -> CommitteeErrors:
-    """``errors`` with the spreads multiplied by ``scales`` (``fit_spread_scales``'s keys)."""
+def scaled(errors: CommitteeErrors, scales: Mapping[str, Any]) -> CommitteeErrors:
+    """``errors`` with the spreads multiplied by ``scales`` (``fit_spread_scales``'s keys; the
+    per-species force scales need ``errors.species``)."""
+    by_species = scales.get("force_spread_scale_by_species")
+    if by_species:
+        force = force_spread_factors(errors.species, scales["force_spread_scale"], by_species)
+    else:
+        force = scales["force_spread_scale"]
     energy = scales.get("energy_spread_scale") or 1.0
     return dataclasses.replace(
         errors,
-        spread=errors.spread * scales["force_spread_scale"],
+        spread=errors.spread * force,
         energy_spread=None if errors.energy_spread is None else errors.energy_spread * energy,
     )
 
@@ -149,17 +180,20 @@ def calibrate_committee(
     data: str | os.PathLike,
     forces_key: str = "forces",
     plot: str | os.PathLike | None = None,
+    per_species: bool = False,
 ) -> dict[str, Any]:
     """Fit the spread scales of the committee in ``folder`` on the labelled structures of
     ``data`` (an extxyz file of validation data, never the test set) and store them in its
     ``committee.json`` (atomically; a previous calibration is replaced, the fit always starts
     from the raw spread); ``plot``: a PNG of the spreads before and after
-    (``plot_calibration``).
+    (``plot_calibration``); ``per_species``: a force scale for each species too
+    (``fit_spread_scales``).
 
     Returns:
         The stored ``calibration``: the scales, ``data``, ``n_structures``, ``n_atoms``, and
-        ``before`` / ``after``: force RMSE, mean spread (meV/Å), the mean squared ratio of
-        error to spread (1 after calibration) and the binned curve (``calibration_report``).
+        ``before`` / ``after``: the ``calibration_report`` of the raw and the scaled spread
+        (force RMSE, mean spread, the mean squared ratio of error to spread: 1 after
+        calibration, per species too with ``per_species``; the binned curve).
 
     Raises:
         ValueError: ``folder`` is not a committee folder, or a structure of ``data`` has no
@@ -179,9 +213,9 @@ def calibrate_committee(
         errors = committee_errors(calculator, structures, forces_key)
     except ValueError as err:
         raise ValueError(f"{data}: {err}") from err
-    scales = fit_spread_scales(errors)
+    scales = fit_spread_scales(errors, per_species)
     samples = {"before": errors, "after": scaled(errors, scales)}
-    summaries = {when: _summary(sample) for when, sample in samples.items()}
+    summaries = {when: calibration_report(sample) for when, sample in samples.items()}
     calibration = {
         **scales,
         "data": str(data),
@@ -197,17 +231,18 @@ def calibrate_committee(
     return calibration
 
 
-def _summary(errors: CommitteeErrors) -> dict[str, Any]:
-    """Force RMSE, mean spread, mean |dF|^2 / spread^2 and the binned curve of ``errors``."""
-    report = calibration_report(errors)
-    spread = errors.spread > 0
-    ratio = errors.error[spread] ** 2 / errors.spread[spread] ** 2
+def _force_figures(error: np.ndarray, spread: np.ndarray) -> dict[str, Any]:
+    """``n_atoms``, force RMSE (of the mean force, per component) and mean spread (meV/Å) and
+    ``mean_squared_error_over_spread`` (mean |dF|^2 / spread^2 over the atoms with a spread;
+    1 for a calibrated spread) of per-atom error and spread norms (eV/Å)."""
+    have = spread > 0
     return {
-        "force_rmse_meV_A": report["force_rmse_meV_A"],
-        "spread_mean_meV_A": report["spread_mean_meV_A"],
-        "mean_squared_error_over_spread": float(np.mean(ratio)),
-        "spearman_atoms": report["spearman_atoms"],
-        "calibration": report["calibration"],
+        "n_atoms": int(len(error)),
+        "force_rmse_meV_A": 1000.0 * float(np.sqrt(np.mean(error**2) / 3.0)),
+        "spread_mean_meV_A": 1000.0 * float(np.mean(spread)),
+        "mean_squared_error_over_spread": (
+            float(np.mean(error[have] ** 2 / spread[have] ** 2)) if have.any() else None
+        ),
     }
 
 
@@ -234,20 +269,28 @@ def calibration_report(errors: CommitteeErrors, n_bins: int = 10) -> dict[str, A
 
     Keys: ``n_structures``, ``n_atoms``, ``force_rmse_meV_A`` (of the mean force, per
     component), ``force_error_mean_meV_A`` (mean ``|dF|``), ``spread_mean_meV_A``,
-    ``spearman_atoms``, ``spearman_structures`` (largest atom error vs largest atom spread of
-    each structure), ``calibration``.
+    ``mean_squared_error_over_spread`` (mean ``|dF|^2 / spread^2`` over the atoms with a
+    spread: 1 for a calibrated spread), ``spearman_atoms``, ``spearman_structures`` (largest
+    atom error vs largest atom spread of each structure), ``calibration``; ``by_species`` when
+    the species are recorded: symbol -> ``n_atoms``, ``force_rmse_meV_A``,
+    ``spread_mean_meV_A``, ``mean_squared_error_over_spread`` of its atoms.
     """
     frame_error, frame_spread = errors.per_structure_max()
-    return {
+    report = {
         "n_structures": len(frame_error),
-        "n_atoms": len(errors.error),
-        "force_rmse_meV_A": 1000.0 * float(np.sqrt(np.mean(errors.error**2) / 3.0)),
+        **_force_figures(errors.error, errors.spread),
         "force_error_mean_meV_A": 1000.0 * float(np.mean(errors.error)),
-        "spread_mean_meV_A": 1000.0 * float(np.mean(errors.spread)),
         "spearman_atoms": spearman(errors.spread, errors.error),
         "spearman_structures": spearman(frame_spread, frame_error),
         "calibration": calibration_curve(errors, n_bins),
     }
+    if errors.species is not None:
+        report["by_species"] = {
+            symbol: _force_figures(errors.error[atoms], errors.spread[atoms])
+            for symbol in sorted(set(errors.species.tolist()))
+            for atoms in [errors.species == symbol]
+        }
+    return report
 
 
 def plot_calibration(
