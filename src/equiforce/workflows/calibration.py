@@ -121,11 +121,18 @@ def _reference_energy(atoms) -> float | None:
     return None
 
 
-def _likelihood_scale(error: np.ndarray, spread: np.ndarray) -> float | None:
-    """``sqrt(mean(error^2 / spread^2))`` over the entries with a non-zero spread; None if
-    there is none."""
+def _mean_squared_ratio(error: np.ndarray, spread: np.ndarray) -> float | None:
+    """``mean(error^2 / spread^2)`` over the entries with a non-zero spread (1 for a
+    calibrated spread); None if there is none."""
     have = spread > 0
-    return float(np.sqrt(np.mean(error[have] ** 2 / spread[have] ** 2))) if have.any() else None
+    return float(np.mean(error[have] ** 2 / spread[have] ** 2)) if have.any() else None
+
+
+def _likelihood_scale(error: np.ndarray, spread: np.ndarray) -> float | None:
+    """The maximum-likelihood factor on ``spread`` (module docstring): the square root of
+    ``_mean_squared_ratio``."""
+    ratio = _mean_squared_ratio(error, spread)
+    return None if ratio is None else float(np.sqrt(ratio))
 
 
 def fit_spread_scales(errors: CommitteeErrors, per_species: bool = False) -> dict[str, Any]:
@@ -235,14 +242,11 @@ def _force_figures(error: np.ndarray, spread: np.ndarray) -> dict[str, Any]:
     """``n_atoms``, force RMSE (of the mean force, per component) and mean spread (meV/Å) and
     ``mean_squared_error_over_spread`` (mean |dF|^2 / spread^2 over the atoms with a spread;
     1 for a calibrated spread) of per-atom error and spread norms (eV/Å)."""
-    have = spread > 0
     return {
         "n_atoms": int(len(error)),
         "force_rmse_meV_A": 1000.0 * float(np.sqrt(np.mean(error**2) / 3.0)),
         "spread_mean_meV_A": 1000.0 * float(np.mean(spread)),
-        "mean_squared_error_over_spread": (
-            float(np.mean(error[have] ** 2 / spread[have] ** 2)) if have.any() else None
-        ),
+        "mean_squared_error_over_spread": _mean_squared_ratio(error, spread),
     }
 
 
