@@ -11,10 +11,12 @@ import torch
 from ase.io import read, write
 
 from equiforce.cli.main import main
+from equiforce.md.committee import CommitteeCalculator
 from equiforce.models import save_model
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
 from equiforce.typed_config import ConfigError
+from equiforce.workflows.calibration import committee_errors, fit_spread_scales
 from equiforce.workflows.learn import LearnConfig, learn, select_frames
 from equiforce.workflows.learn import run as learn_run
 from tests.train.conftest import TINY_MACE
@@ -27,7 +29,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     initial = [emt_labelled(make_fcc_cu(repeat=1, seed=s, rattle=0.05)) for s in range(6)]
     write(folder / "initial.xyz", initial, format="extxyz")
     write(folder / "starts.xyz", [make_fcc_cu(repeat=1, seed=s, rattle=0.0) for s in (7, 8)])
-    return {"train": folder / "initial.xyz", "starts": folder / "starts.xyz"}
+    valid = [emt_labelled(make_fcc_cu(repeat=1, seed=s, rattle=0.08)) for s in (20, 21, 22)]
+    write(folder / "valid.xyz", valid, format="extxyz")
+    return {
+        "train": folder / "initial.xyz",
+        "starts": folder / "starts.xyz",
+        "valid": folder / "valid.xyz",
+    }
 
 
 def learn_dict(out: Path, files: dict[str, Path], **changes: Any) -> dict[str, Any]:
@@ -113,6 +121,46 @@ def test_cli_continues_with_more_rounds_and_refuses_changed_settings(tmp_path, f
     values["selection"]["threshold"] = 0.2
     path.write_text(json.dumps(values))
     assert main(["learn", str(path)]) == 2  # ValueError naming the changed key
+
+
+def test_each_rounds_committee_is_calibrated_and_the_next_md_uses_its_scales(
+    tmp_path, files, monkeypatch
+):
+    """``selection.calibration: per-species``: round 0's committee gets the per-species
+    scales that ``fit_spread_scales`` finds on ``data.valid_file``, stored in its record, and
+    round 1's MD watches that calibrated committee; without a valid file the key is named."""
+    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    values["data"] = {"train_file": str(files["train"]), "valid_file": str(files["valid"])}
+    values["data"]["batch_size"] = 4
+    values["training"]["max_epochs"] = 4
+    values["md"].update(n_steps=10, log_interval=5)
+    values["selection"].update(calibration="per-species", stop_after=4)
+    watched = []
+    real_explore = learn_run._explore
+
+    def explore(config, k, folder, start, calculator, progress):
+        watched.append(calculator)
+        return real_explore(config, k, folder, start, calculator, progress)
+
+    monkeypatch.setattr(learn_run, "_explore", explore)
+    result = learn(LearnConfig.from_dict(values))
+    zero = result.rounds[0]
+    errors = committee_errors(CommitteeCalculator(zero["models"]), read(files["valid"], ":"))
+    want = fit_spread_scales(errors, per_species=True)
+    assert zero["spread_scales"] == {key: v for key, v in want.items() if v is not None}
+    assert sorted(zero["spread_scales"]["force_spread_scale_by_species"]) == ["Au", "Cu"]
+    (calculator,) = watched
+    assert calculator.force_spread_scale == zero["spread_scales"]["force_spread_scale"]
+    assert calculator.force_spread_scale_by_species == want["force_spread_scale_by_species"]
+    one = result.rounds[1]
+    assert not one["converged"] and one["spread_scales"] != zero["spread_scales"]  # refitted
+    assert sorted(one["spread_scales"]["force_spread_scale_by_species"]) == ["Au", "Cu"]
+    del values["data"]["valid_file"]
+    with pytest.raises(ConfigError, match="selection.calibration: needs data.valid_file"):
+        LearnConfig.from_dict(values)
+    values["selection"]["calibration"] = "isotonic"
+    with pytest.raises(ConfigError, match="selection.calibration"):
+        LearnConfig.from_dict(values)
 
 
 def test_selection_takes_the_most_uncertain_frames_apart():

@@ -90,6 +90,10 @@ class LearnMDConfig:
         )
 
 
+# selection.calibration: the raw committee spread, or calibrated (workflows.calibration)
+CALIBRATIONS = (None, "one-scale", "per-species")
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
     """Which MD frames get labelled.
@@ -101,12 +105,16 @@ class SelectionConfig:
         min_separation: steps between two selected frames (decorrelates them).
         stop_after: the MD stops after this many uncertain frames (a model far outside its
             data drifts into nonsense; these frames are enough to choose from).
+        calibration: ``null`` (the raw spread), ``one-scale`` or ``per-species``: each round's
+            committee is calibrated on ``data.valid_file`` (``workflows.calibration``, one
+            force scale or one per species), so ``threshold`` is an expected force error.
     """
 
     threshold: float = 0.1
     max_frames: int = 10
     min_separation: int = 10
     stop_after: int = 50
+    calibration: str | None = None
 
     def __post_init__(self):
         p = "selection"
@@ -114,6 +122,11 @@ class SelectionConfig:
         check_field(self.max_frames >= 1, f"{p}.max_frames", "must be >= 1")
         check_field(self.min_separation >= 1, f"{p}.min_separation", "must be >= 1")
         check_field(self.stop_after >= 1, f"{p}.stop_after", "must be >= 1")
+        check_field(
+            self.calibration in CALIBRATIONS,
+            f"{p}.calibration",
+            "must be null, one-scale or per-species",
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,11 @@ class LearnConfig:
     def __post_init__(self):
         check_field(bool(self.output_dir), "output_dir", "is required")
         check_field(self.max_rounds >= 1, "max_rounds", "must be >= 1")
+        check_field(
+            self.selection.calibration is None or self.data.valid_file is not None,
+            "selection.calibration",
+            "needs data.valid_file (labelled validation structures to calibrate on)",
+        )
 
     @property
     def label_cache(self) -> Path:

@@ -14,6 +14,11 @@ model, or members trained from scratch on ``data.train_file``). Round ``k >= 1``
 4. Fine-tuning: every member continues from its round ``k - 1`` weights
    (``training.init_model``) on the grown training file.
 
+With ``selection.calibration`` each round's committee (round 0's too) is calibrated on
+``data.valid_file`` (``workflows.calibration``: one force scale or one per species, kept in
+the round's record as ``spread_scales``), and the next round's MD compares the calibrated
+spread, an expected force error, with the threshold.
+
 Everything of a round stays in ``output_dir/round_<k>/``: ``md/`` (trajectory, summary,
 ``uncertain.xyz``, ``md.png``), ``uncertainty.png``, ``selected.xyz`` (the new labelled frames),
 ``data/train.xyz`` (the grown training file), ``committee/`` (the fine-tuned members,
@@ -42,6 +47,7 @@ from equiforce.md.dynamics import format_md_summary, plot_md, run_md
 from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
 from equiforce.train.config import RunConfig
 from equiforce.train.run import changed_settings
+from equiforce.workflows.calibration import committee_errors, fit_spread_scales
 from equiforce.workflows.committee import train_committee
 from equiforce.workflows.distill.data import (
     Frame,
@@ -173,6 +179,7 @@ def _round_zero(config: LearnConfig) -> dict[str, Any]:
         "round": 0,
         "converged": False,
         "models": models,
+        "spread_scales": _spread_scales(config, models),
         "train_file": str(train_file),
         "n_train_frames": _count_frames(train_file),
     }
@@ -193,12 +200,29 @@ def _train(config: LearnConfig, folder: Path, train_file: Path, init_models) -> 
     return [str(p.resolve()) for p in result.model_paths]
 
 
+def _spread_scales(config: LearnConfig, models: list[str]) -> dict[str, Any]:
+    """The committee's spread scales on ``data.valid_file`` (``selection.calibration``; the
+    ``CommitteeCalculator`` keyword arguments, none for the raw spread)."""
+    from ase.io import read
+
+    if config.selection.calibration is None:
+        return {}
+    structures = read(config.data.valid_file, index=":")
+    try:
+        errors = committee_errors(CommitteeCalculator(models), structures)
+    except ValueError as err:
+        raise ValueError(f"data.valid_file {config.data.valid_file}: {err}") from err
+    per_species = config.selection.calibration == "per-species"
+    scales = fit_spread_scales(errors, per_species)
+    return {key: value for key, value in scales.items() if value is not None}
+
+
 def _round(
     config: LearnConfig, k: int, previous: dict[str, Any], start, teacher: Teacher, progress: bool
 ) -> dict[str, Any]:
     """Round ``k``: MD, selection, labels, fine-tuning; returns (and writes) its record."""
     folder = Path(config.output_dir) / f"round_{k}"
-    calculator = CommitteeCalculator(previous["models"])
+    calculator = CommitteeCalculator(previous["models"], **previous.get("spread_scales", {}))
     watch, md_figures = _explore(config, k, folder / "md", start, calculator, progress)
     summary = watch.summary()
     plot_uncertainty(summary, config.md.timestep_fs, folder / "uncertainty.png")
@@ -213,6 +237,7 @@ def _round(
     if record["converged"]:
         LOG.info("round %d: MD ran %d steps under the threshold", k, config.md.n_steps)
         record.update(models=previous["models"], train_file=previous["train_file"])
+        record["spread_scales"] = previous.get("spread_scales", {})
         record["n_train_frames"] = previous["n_train_frames"]
         atomic_write_text(json.dumps(record, indent=2) + "\n", folder / ROUND_FILE)
         return record
@@ -230,6 +255,7 @@ def _round(
         selected_uncertainty=[f.max_force_uncertainty for f in chosen],
         labels_computed=computed,
         models=models,
+        spread_scales=_spread_scales(config, models),
         train_file=str(train_file),
         n_train_frames=_count_frames(train_file),
     )
