@@ -105,6 +105,22 @@ def committee_errors(
     )
 
 
+def file_committee_errors(
+    calculator: CommitteeCalculator, data: str | os.PathLike, forces_key: str = "forces"
+) -> CommitteeErrors:
+    """``committee_errors`` on every structure of the extxyz file ``data``.
+
+    Raises:
+        ValueError: a structure without reference forces (naming the file and structure).
+    """
+    from ase.io import read
+
+    try:
+        return committee_errors(calculator, read(data, index=":"), forces_key)
+    except ValueError as err:
+        raise ValueError(f"{data}: {err}") from err
+
+
 def _reference_forces(atoms, forces_key: str, index: int) -> np.ndarray:
     if forces_key in atoms.arrays:
         return np.asarray(atoms.arrays[forces_key], dtype=np.float64)
@@ -206,27 +222,21 @@ def calibrate_committee(
         ValueError: ``folder`` is not a committee folder, or a structure of ``data`` has no
             reference forces (naming the file and structure).
     """
-    from ase.io import read
-
     from equiforce.files import atomic_write_text
     from equiforce.md.committee import MANIFEST_NAME
 
     manifest_path = Path(folder) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ValueError(f"{folder}: no {MANIFEST_NAME}; not a committee folder")
-    structures = read(data, index=":")
     calculator = CommitteeCalculator.from_paths([folder], calibrated=False)
-    try:
-        errors = committee_errors(calculator, structures, forces_key)
-    except ValueError as err:
-        raise ValueError(f"{data}: {err}") from err
+    errors = file_committee_errors(calculator, data, forces_key)
     scales = fit_spread_scales(errors, per_species)
     samples = {"before": errors, "after": scaled(errors, scales)}
     summaries = {when: calibration_report(sample) for when, sample in samples.items()}
     calibration = {
         **scales,
         "data": str(data),
-        "n_structures": len(structures),
+        "n_structures": int(errors.structure.max()) + 1,
         "n_atoms": int(len(errors.error)),
         **summaries,
     }

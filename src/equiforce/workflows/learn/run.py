@@ -47,7 +47,7 @@ from equiforce.md.dynamics import format_md_summary, plot_md, run_md
 from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
 from equiforce.train.config import RunConfig
 from equiforce.train.run import changed_settings
-from equiforce.workflows.calibration import committee_errors, fit_spread_scales
+from equiforce.workflows.calibration import file_committee_errors, fit_spread_scales
 from equiforce.workflows.committee import train_committee
 from equiforce.workflows.distill.data import (
     Frame,
@@ -203,15 +203,9 @@ def _train(config: LearnConfig, folder: Path, train_file: Path, init_models) -> 
 def _spread_scales(config: LearnConfig, models: list[str]) -> dict[str, Any]:
     """The committee's spread scales on ``data.valid_file`` (``selection.calibration``; the
     ``CommitteeCalculator`` keyword arguments, none for the raw spread)."""
-    from ase.io import read
-
     if config.selection.calibration is None:
         return {}
-    structures = read(config.data.valid_file, index=":")
-    try:
-        errors = committee_errors(CommitteeCalculator(models), structures)
-    except ValueError as err:
-        raise ValueError(f"data.valid_file {config.data.valid_file}: {err}") from err
+    errors = file_committee_errors(CommitteeCalculator(models), config.data.valid_file)
     per_species = config.selection.calibration == "per-species"
     scales = fit_spread_scales(errors, per_species)
     return {key: value for key, value in scales.items() if value is not None}
