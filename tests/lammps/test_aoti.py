@@ -41,11 +41,12 @@ from equiforce.data import keys  # noqa: E402
 from equiforce.export import read_metadata  # noqa: E402
 from equiforce.export.build import _metadata, _string_metadata, export_potential  # noqa: E402
 from equiforce.export.cpp import libtorch  # noqa: E402
-from equiforce.export.package import atoms_batch  # noqa: E402
 from equiforce.lammps.build import plain_lmp, plugin_path  # noqa: E402
+from equiforce.lammps.domain import lammps_order  # noqa: E402
 from equiforce.lammps.driver import LammpsError, run_lammps  # noqa: E402
 from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
 from equiforce.models.io import load_model, save_model  # noqa: E402
+from equiforce.testing.heat_flux import heat_flux_virials  # noqa: E402
 from equiforce.testing.models import tiny_allegro, tiny_mace  # noqa: E402
 from equiforce.testing.structures import make_fcc_cu, make_molecule  # noqa: E402
 from tests.lammps.test_pair_physics import ZBL  # noqa: E402
@@ -303,24 +304,13 @@ def test_per_atom_virials_equal_the_python_callback_path(files, tmp_path):
 
 def _heat_flux_virials(data: Path, elements: str, model: Path) -> np.ndarray:
     """W_j = sum_c (x_c - x_j) (x) dE_c/dx_j (eV) of a structure without periodic images, from
-    the model file's per-atom energies E_c by autograd (one gradient per atom, no edges):
+    the model file's per-atom energies E_c by autograd (``equiforce.testing.heat_flux``):
     the per-atom virial of the heat flux. (n_atoms, 9), LAMMPS's order xx yy zz xy xz yz yx
     zx zy (W^ab: a of the position, b of the gradient)."""
     numbers = Atoms(elements.replace(" ", "")).numbers
     atoms = read(data, format="lammps-data", Z_of_type=dict(enumerate(numbers, 1)), units="metal")
     atoms.pbc = False
-    potential = load_model(model)
-    batch = atoms_batch(atoms, potential.type_names, potential.r_max, torch.device("cpu"))
-    positions = batch[keys.POSITIONS].clone().requires_grad_(True)
-    inputs = {**batch, keys.POSITIONS: positions}
-    energies = potential(inputs, compute_forces=False)[keys.NODE_ENERGY]
-    x = positions.detach()
-    virial = torch.zeros(len(atoms), 3, 3, dtype=torch.float64)
-    for c in range(len(atoms)):
-        (gradient,) = torch.autograd.grad(energies[c], positions, retain_graph=True)
-        virial += (x[c] - x)[:, :, None] * gradient[:, None, :]
-    rows, columns = [0, 1, 2, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 2, 0, 0, 1]
-    return virial[:, rows, columns].numpy()
+    return lammps_order(heat_flux_virials(atoms, load_model(model)))
 
 
 def _centroid(out: Path) -> np.ndarray:
@@ -362,9 +352,8 @@ def test_centroid_virials_are_the_heat_flux_virials(files, tmp_path):
     atoms = read(files / "box.data", format="lammps-data", Z_of_type={1: 29, 2: 79})
     atoms.calc = EquiforceCalculator(files / "allegro.pt")
     virial = -atoms.get_stress(voigt=False) * atoms.get_volume()
-    rows, columns = [0, 1, 2, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 2, 0, 0, 1]
     total = box["package"].sum(axis=0)
-    np.testing.assert_allclose(total, virial[rows, columns], rtol=0, atol=EXACT * scale)
+    np.testing.assert_allclose(total, lammps_order(virial[None])[0], rtol=0, atol=EXACT * scale)
 
 
 def test_the_heat_flux_is_the_time_derivative_of_the_energy_moment(files, tmp_path):

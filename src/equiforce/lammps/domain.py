@@ -21,6 +21,19 @@ runs its node-wise work on their rows only and the exchange fills the ghost rows
 exchange is a ``Communicate`` function; the plugin's goes through LAMMPS's
 ``comm->forward_comm`` / ``reverse_comm``, ML-IAP's through its data object's
 ``forward_exchange`` / ``reverse_exchange``.
+
+Heat-flux (centroid) virials, ``evaluate_domain(positions=...)``: LAMMPS's ``compute
+centroid/stress/atom`` wants ``W_k = sum_i (x_i - x_k) (x) dE_i/dx_k`` per atom k, the sum over
+every atom i whose energy depends on k, with ``x_i - x_k`` the displacement between the two
+copies that actually interact. ``W_k = dPhi/dx_k - x_k (x) dE/dx_k`` with the energy moment
+``Phi^a = sum_i x_i^a E_i`` (positions held fixed; Langer et al., PRB 108, L100302 (2023)):
+three more backward passes, one per component a. Within a rank every row is one copy at its own
+position (the caller gives one row per copy), so the edges need no image shifts; what crosses
+the halo exchange into an owner's row lives in a frame shifted by ``T = x_ghost - x_owner``
+(a periodic image, or 0), so the exchange's reverse of the moment's gradient subtracts ``T^a``
+times the energy's gradient of the same rows (``CentroidPasses``). This is exact for any
+number of layers and ranks; a strictly local model needs none of it (its E_i depends only on
+the edges centred at i, and an edge's virial is its neighbour's).
 """
 
 from __future__ import annotations
@@ -35,6 +48,10 @@ from equiforce.data import keys
 from equiforce.models.contract import LOCAL_ATOMS, PotentialInterface, run_layers
 from equiforce.models.local_blocks import BlockPlan, SavedBytes
 from equiforce.precision import current_policy, precision_scope
+
+# LAMMPS's order of a per-atom virial's 9 components, xx yy zz xy xz yz yx zx zy: (position,
+# gradient) axes of W^ab
+LAMMPS_VIRIAL_ORDER = ([0, 1, 2, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 2, 0, 0, 1])
 
 # ``communicate(rows, reverse)``: rows (n_all, F) float64 contiguous, changed in place: forward
 # copies owners' rows into their ghost rows, reverse adds ghost rows into their owners' rows
@@ -62,16 +79,38 @@ class DomainTimes:
     node_rows: int = 0
 
 
+@dataclass
+class CentroidPasses:
+    """The backward passes of the heat-flux virials, as the halo exchanges see them.
+
+    Attributes:
+        shift: (n_all, 3) float64, Å: each row's position minus its owner's (0 for local
+            rows; a lattice vector for a periodic image).
+        component: None in the energy's backward pass; a in 0, 1, 2 in the backward pass of
+            the energy moment ``sum_i x_i^a E_i`` (module docstring).
+    """
+
+    shift: torch.Tensor
+    component: int | None = None
+
+
 class HaloExchange(torch.autograd.Function):
     """Ghost rows of a per-atom tensor := their owners' rows; backward: the reverse sum."""
 
     @staticmethod
     def forward(
-        ctx, halo: torch.Tensor, n_local: int, n_all: int, communicate: Communicate
+        ctx,
+        halo: torch.Tensor,
+        n_local: int,
+        n_all: int,
+        communicate: Communicate,
+        passes: CentroidPasses | None,
     ) -> torch.Tensor:
         """(n_local or n_all, F) halo -> (n_all, F): local rows unchanged, ghost rows from
-        their owners (the halo's own ghost rows, if it has any, are not read)."""
+        their owners (the halo's own ghost rows, if it has any, are not read). ``passes``:
+        the heat-flux virials' backward passes (None: the energy's only)."""
         ctx.n_local, ctx.n_rows, ctx.communicate = n_local, halo.shape[0], communicate
+        ctx.passes = passes
         rows = halo.new_empty((n_all, halo.shape[1]), dtype=torch.float64)
         rows[:n_local] = halo[:n_local].detach()
         rows[n_local:] = 0.0  # LAMMPS writes every ghost row; zeros keep unused ones defined
@@ -79,12 +118,19 @@ class HaloExchange(torch.autograd.Function):
         return rows.to(halo.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        """Each owner row gets its ghosts' gradients; ghost inputs had no effect (zero)."""
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        """Each owner row gets its ghosts' gradients; ghost inputs had no effect (zero).
+        In a moment's pass the ghost rows move into their owners' frame first (module
+        docstring), with the energy pass's ghost rows of this same exchange."""
         rows = grad.to(torch.float64).contiguous().clone()
+        passes, ghosts = ctx.passes, rows[ctx.n_local :]
+        if passes is not None and passes.component is None:
+            ctx.energy_ghosts = ghosts.clone()
+        elif passes is not None:
+            ghosts -= passes.shift[ctx.n_local :, passes.component, None] * ctx.energy_ghosts
         ctx.communicate(rows, True)
         rows[ctx.n_local :] = 0.0
-        return rows[: ctx.n_rows].to(grad.dtype), None, None, None
+        return rows[: ctx.n_rows].to(grad.dtype), None, None, None, None
 
 
 @dataclass
@@ -97,12 +143,16 @@ class DomainResult:
         pair_gradient: (n_edges, 3) float64, eV/Å: ``dE/dr_ij`` of each edge, in the order
             of ``edge_index``.
         times: where the call's time went.
+        centroid_virial: (n_all, 3, 3) float64, eV: this rank's share of each row's heat-flux
+            virial ``W^ab`` (a of the position, b of the gradient); the shares of a ghost
+            row belong to its owner. None unless asked for (``positions``).
     """
 
     energy: float
     node_energy: torch.Tensor
     pair_gradient: torch.Tensor
     times: DomainTimes = field(default_factory=DomainTimes)
+    centroid_virial: torch.Tensor | None = None
 
     def forces(self, edge_index: torch.Tensor, n_all: int) -> torch.Tensor:
         """(n_all, 3) float64 eV/Å ``-dE/dx`` of local and ghost atoms from the edges."""
@@ -120,6 +170,7 @@ def evaluate_domain(
     edge_index: torch.Tensor,
     edge_vec: torch.Tensor,
     communicate: Communicate | None = None,
+    positions: torch.Tensor | None = None,
 ) -> DomainResult:
     """Energy of one rank's local atoms and its edge gradients (module docstring).
 
@@ -134,6 +185,10 @@ def evaluate_domain(
         edge_vec: (n_edges, 3) float64, Å: ``r_ij = x_j - x_i`` of each edge.
         communicate: the halo exchange of a message-passing model (``Communicate``); None
             for one domain without ghosts or a strictly local model.
+        positions: (n_all, 3) float64, Å, of every row, with one row per copy of an atom
+            (each ghost copy, periodic images of local atoms included, a row of its own):
+            also compute the heat-flux virials (``DomainResult.centroid_virial``, module
+            docstring); every rank must ask for them in the same call. None: not.
 
     Returns:
         The local energies and ``dE/dr_ij`` of every edge, float64 on the model's device.
@@ -146,6 +201,7 @@ def evaluate_domain(
     if atom_type.shape[0] == 0:  # a rank without atoms still takes part in every
         # (collective) exchange: one placeholder atom without edges, which no exchange names
         atom_type = atom_type.new_full((1,), -1)
+        positions = None if positions is None else positions.new_zeros(1, 3)
     mapped = (atom_type >= 0).to(device)
     atom_type = atom_type.clamp(min=0).to(device)
     edge_vec = edge_vec.to(device).detach().requires_grad_(True)
@@ -162,11 +218,26 @@ def evaluate_domain(
         communicate(rows, reverse)
         times.exchange += time.perf_counter() - start
 
+    passes = None
+    if positions is not None:  # centred: the moment's rounding scales with |x| (any origin
+        # per rank will do: the owner shifts below are measured between centred positions)
+        positions = positions.to(torch.float64)
+        positions = positions - positions.mean(dim=0)
+        shift = torch.zeros_like(positions)
+        if communicate is not None and model.message_passing_layers:
+            shift = _owner_shift(positions, n_local, timed)
+        positions, passes = positions.to(device), CentroidPasses(shift.to(device))
+
     def exchange(index: int, halo: torch.Tensor) -> torch.Tensor:
-        return HaloExchange.apply(halo, n_local, n_all, timed)
+        return HaloExchange.apply(halo, n_local, n_all, timed, passes)
 
     blocking = getattr(potential, "blocking", None)
-    if model.strictly_local and blocking is not None and edge_vec.shape[0] > blocking.min_edges:
+    if (
+        model.strictly_local
+        and blocking is not None
+        and edge_vec.shape[0] > blocking.min_edges
+        and passes is None
+    ):
         return _evaluate_blocks(potential, inputs, n_local, mapped, blocking)
     start = time.perf_counter()
     if model.message_passing_layers and n_local > 0:  # node-wise work on the local rows only
@@ -178,15 +249,71 @@ def evaluate_domain(
         node_energy = torch.where(mapped[:n_local], out[keys.NODE_ENERGY][:n_local], 0.0)
         energy = node_energy.sum()
         times.forward = time.perf_counter() - start
-        (grad,) = torch.autograd.grad(energy, edge_vec, allow_unused=True)
+        retain = passes is not None
+        (grad,) = torch.autograd.grad(energy, edge_vec, allow_unused=True, retain_graph=retain)
+        if passes is not None:
+            moment = _moment_gradient(node_energy, positions[:n_local], edge_vec, passes)
     times.backward = time.perf_counter() - start - times.forward
-    grad = torch.zeros_like(edge_vec) if grad is None else grad
+    grad = (torch.zeros_like(edge_vec) if grad is None else grad).detach().to(torch.float64)
+    centroid_virial = None
+    if passes is not None:
+        centroid_virial = _centroid_virial(moment, grad, positions, inputs[keys.EDGE_INDEX])
     return DomainResult(
         float(energy.detach()),
         node_energy.detach().to(torch.float64),
-        grad.detach().to(torch.float64),
+        grad,
         times,
+        centroid_virial,
     )
+
+
+def lammps_order(virials):
+    """(n, 3, 3) per-atom virials -> (n, 9) in LAMMPS's order (``LAMMPS_VIRIAL_ORDER``);
+    NumPy or torch."""
+    rows, columns = LAMMPS_VIRIAL_ORDER
+    return virials[:, rows, columns]
+
+
+def _owner_shift(positions: torch.Tensor, n_local: int, communicate: Communicate) -> torch.Tensor:
+    """(n_all, 3) float64 Å: each row's position minus its owner's, each in its own rank's
+    frame (one forward exchange)."""
+    owners = positions.detach().cpu().clone()
+    owners[n_local:] = 0.0
+    communicate(owners, False)
+    return positions.cpu() - owners
+
+
+def _moment_gradient(
+    node_energy: torch.Tensor,
+    local_positions: torch.Tensor,
+    edge_vec: torch.Tensor,
+    passes: CentroidPasses,
+) -> torch.Tensor:
+    """(n_edges, a, b) float64, Å eV/Å: ``dPhi^a/dr_ij^b`` of the energy moment
+    ``Phi^a = sum_i x_i^a E_i`` over the local atoms, positions held fixed (three backward
+    passes, after the energy's, which must have kept the graph)."""
+    gradients = []
+    for component in range(3):
+        passes.component = component
+        weights = local_positions[:, component].to(node_energy.dtype)
+        (gradient,) = torch.autograd.grad(
+            (weights * node_energy).sum(), edge_vec, allow_unused=True, retain_graph=component < 2
+        )
+        gradients.append(torch.zeros_like(edge_vec) if gradient is None else gradient)
+    return torch.stack(gradients, dim=1).detach().to(torch.float64)
+
+
+def _centroid_virial(
+    moment: torch.Tensor, grad: torch.Tensor, positions: torch.Tensor, edge_index: torch.Tensor
+) -> torch.Tensor:
+    """(n_all, 3, 3) float64 eV: ``W_k = dPhi/dx_k - x_k (x) dE/dx_k`` per row from the edges'
+    ``dPhi^a/dr_ij`` (n_edges, 3, 3) and ``dE/dr_ij`` (n_edges, 3): ``r_ij = x_j - x_i``,
+    so x_j gets each edge's gradient and x_i its negative."""
+    centre, neighbour = edge_index
+    virial = positions.new_zeros(positions.shape[0], 3, 3)
+    virial.index_add_(0, neighbour, moment - positions[neighbour, :, None] * grad[:, None, :])
+    virial.index_add_(0, centre, positions[centre, :, None] * grad[:, None, :] - moment)
+    return virial
 
 
 def _evaluate_blocks(potential, inputs, n_local, mapped, blocking) -> DomainResult:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from equiforce.lammps.build import lammps_package_dir, plugin_path
-from equiforce.lammps.domain import evaluate_domain
+from equiforce.lammps.domain import evaluate_domain, lammps_order
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 
@@ -50,8 +50,10 @@ _COMPUTE = ctypes.CFUNCTYPE(
     _INT_P,  # centre
     _INT_P,  # neighbour
     _DOUBLE_P,  # rij (n_edges, 3)
+    _DOUBLE_P,  # x (n_all, 3) with one row per copy, or NULL
     _DOUBLE_P,  # pair_gradient (n_edges, 3), written
     _DOUBLE_P,  # eatom (n_local,) or NULL
+    _DOUBLE_P,  # centroid_virial (n_all, 9), written, or NULL
     _DOUBLE_P,  # energy
     ctypes.c_void_p,  # err
     ctypes.c_int,  # errlen
@@ -231,11 +233,14 @@ class ModelSession:
         centre,
         neighbour,
         rij,
+        x,
         pair_gradient,
         eatom,
+        centroid_virial,
         energy,
     ) -> None:
-        """One rank's energy, dE/dr_ij and per-atom energies (``pair_equiforce.h``)."""
+        """One rank's energy, dE/dr_ij, per-atom energies and, when ``centroid_virial`` is
+        not NULL, heat-flux virials (``pair_equiforce.h``)."""
         start = time.perf_counter()
         wait_start = self._barrier(pair)
         begun = time.perf_counter()
@@ -246,6 +251,7 @@ class ModelSession:
         edge_index.numpy()[0] = _array(centre, (n_edges,))
         edge_index.numpy()[1] = _array(neighbour, (n_edges,))
         edge_vec = torch.from_numpy(_array(rij, (n_edges, 3)))
+        positions = torch.from_numpy(_array(x, (n_all, 3))) if centroid_virial else None
         exchange_wait = 0.0
 
         def communicate(rows: torch.Tensor, reverse: bool) -> None:
@@ -254,9 +260,14 @@ class ModelSession:
             self.plugin.equiforce_exchange(pair, rows.data_ptr(), rows.shape[1], int(reverse))
 
         converted = time.perf_counter()
-        result = evaluate_domain(potential, atom_type, n_local, edge_index, edge_vec, communicate)
+        result = evaluate_domain(
+            potential, atom_type, n_local, edge_index, edge_vec, communicate, positions
+        )
         back = time.perf_counter()
         _array(pair_gradient, (n_edges, 3))[:] = result.pair_gradient.cpu().numpy()
+        if centroid_virial:
+            virial = lammps_order(result.centroid_virial[:n_all].cpu().numpy())
+            _array(centroid_virial, (n_all, 9))[:] = virial
         if eatom:
             _array(eatom, (n_local,))[:] += result.node_energy.cpu().numpy()
         energy[0] = result.energy

@@ -6,12 +6,13 @@
    ghost atoms (virial_fdotr_compute). Both paths (the Python callback, the package's
    edge_gradient output) give dE/dr_ij per edge back: f_i += it, f_j -= it, and the edge's
    virial -r_ij (x) dE/dr_ij goes half to each atom (stress/atom) and to the global virial when
-   F.r is not used (pair_style hybrid). For a strictly local model (E_i depends only on the
-   edges centred at i: Allegro, every package) the edge's virial is also j's centroid virial
-   (centroid/stress/atom, all 9 components): the per-atom virial of the heat flux
-   sum_i (x_i - x_j) (x) dE_i/dx_j, exact for such a model; a message-passing model's E_i
-   depends on edges beyond i, so LAMMPS refuses centroid/stress/atom for it (CENTROID_NOTAVAIL).
-   Types mapped to NULL (hybrid) are in no edge and count no energy. */
+   F.r is not used (pair_style hybrid). centroid/stress/atom (all 9 components) is the per-atom
+   virial of the heat flux, W_j = sum_i (x_i - x_j) (x) dE_i/dx_j: for a strictly local model
+   (E_i depends only on the edges centred at i: Allegro, every package) it is each edge's
+   virial, all of it j's; a message-passing model's E_i depends on edges beyond i, so the
+   callback computes W from the gradients of the energy moment sum_i x_i E_i
+   (equiforce/lammps/domain.py), on a graph with one row per copy of an atom, for the steps
+   that ask for it. Types mapped to NULL (hybrid) are in no edge and count no energy. */
 #include "pair_equiforce.h"
 
 #ifdef EQUIFORCE_AOTI
@@ -67,10 +68,11 @@ extern "C" void equiforce_barrier(void *pair)
 }
 
 PairEquiforce::PairEquiforce(LAMMPS *lmp) :
-    Pair(lmp), handle(-1), r_max(0.0), halo_rows(nullptr), halo_width(0), halo_first(0)
+    Pair(lmp), handle(-1), r_max(0.0), strictly_local(true), halo_rows(nullptr), halo_width(0),
+    halo_first(0)
 {
   single_enable = 0;
-  centroidstressflag = CENTROID_NOTAVAIL;    // until a strictly local model is loaded
+  centroidstressflag = CENTROID_AVAIL;
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
@@ -100,7 +102,7 @@ void PairEquiforce::settings(int narg, char **arg)
 {
   if (narg != 1) error->all(FLERR, "Illegal pair_style equiforce command: pair_style equiforce MODEL");
   package.reset();
-  bool strictly_local = true;    // a package: load_package refuses any other
+  strictly_local = true;    // a package: load_package refuses any other
   if (utils::strmatch(arg[0], "\\.pt2$")) {
     load_package(arg[0]);
   } else {
@@ -112,7 +114,6 @@ void PairEquiforce::settings(int narg, char **arg)
     if (callbacks.load(arg[0], &handle, &r_max, &local, err, kErrLen) != 0) error->all(FLERR, err);
     strictly_local = local != 0;
   }
-  centroidstressflag = strictly_local ? CENTROID_AVAIL : CENTROID_NOTAVAIL;
 }
 
 #ifdef EQUIFORCE_AOTI
@@ -288,26 +289,32 @@ double PairEquiforce::compute_callback(int n_local)
   double energy = 0.0;
   char err[kErrLen] = "";
   int n_edges = (int) centre.size();
-  assign_rows();
+  // a message-passing model's heat-flux virials: one row per copy, so rows are LAMMPS atoms
+  bool centroid = cvflag_atom && !strictly_local;
+  assign_rows(centroid);
   neighbour_row.resize(n_edges);
   for (int e = 0; e < n_edges; e++) neighbour_row[e] = row[neighbour[e]];
   // a rank without atoms still calls the model: its halo exchanges are collective
   int n_rows = (int) row_atom.size();
+  centroid_rows.assign(centroid ? 9 * (size_t) std::max(n_rows, 1) : 0, 0.0);    // non-null
+  const double *x = centroid && n_rows ? atom->x[0] : nullptr;
   int status = callbacks.compute(handle, this, n_local, n_rows - n_local, row_types.data(),
-                                 n_edges, centre.data(), neighbour_row.data(), edge_vec.data(),
-                                 pair_gradient.data(), eflag_atom ? eatom : nullptr, &energy, err,
-                                 kErrLen);
+                                 n_edges, centre.data(), neighbour_row.data(), edge_vec.data(), x,
+                                 pair_gradient.data(), eflag_atom ? eatom : nullptr,
+                                 centroid ? centroid_rows.data() : nullptr, &energy, err, kErrLen);
   if (status != 0) error->one(FLERR, err);
+  for (int r = 0; centroid && r < n_rows; r++)
+    for (int c = 0; c < 9; c++) cvatom[row_atom[r]][c] += centroid_rows[9 * (size_t) r + c];
   return energy;
 }
 
-void PairEquiforce::assign_rows()
+void PairEquiforce::assign_rows(bool per_copy)
 {
   int n_local = atom->nlocal, n_all = atom->nlocal + atom->nghost;
   row.resize(n_all);
   row_atom.resize(n_local);
   for (int i = 0; i < n_local; i++) row[i] = row_atom[i] = i;
-  if (atom->tag_enable) {    // atoms with IDs: one row per ID
+  if (atom->tag_enable && !per_copy) {    // atoms with IDs: one row per ID
     row_of.clear();    // keeps its buckets from the last call
     row_of.reserve(n_all);
     for (int i = 0; i < n_local; i++) row_of.emplace(atom->tag[i], i);
@@ -340,8 +347,9 @@ void PairEquiforce::apply_pair_gradient()
     // the force on i is g, x_i - x_j = -r_ij: virial -r_ij (x) g, half to i and half to j
     if (vflag_either)
       ev_tally_xyz(i, j, n_local, 1, 0.0, 0.0, g[0], g[1], g[2], -r[0], -r[1], -r[2]);
-    // all of it to j (file docstring), in LAMMPS's order xx yy zz xy xz yz yx zx zy
-    if (cvflag_atom) {
+    // a strictly local model's: all of it to j (file docstring), in LAMMPS's order xx yy zz
+    // xy xz yz yx zx zy (a message-passing model's come from the callback)
+    if (cvflag_atom && strictly_local) {
       static constexpr int a[9] = {0, 1, 2, 0, 0, 1, 1, 2, 2}, b[9] = {0, 1, 2, 1, 2, 2, 0, 0, 1};
       for (int c = 0; c < 9; c++) cvatom[j][c] -= r[a[c]] * g[b[c]];
     }
