@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from equiforce.data.dataset import load_dataset, make_loader
-from equiforce.data.ondisk import OnDiskDataset, OnDiskError, preprocess
+from equiforce.data.ondisk import OnDiskDataset, OnDiskError, preprocess, verify_preprocessed
 from equiforce.data.statistics import compute_statistics
 
 R_MAX = 4.0
@@ -137,13 +139,46 @@ def test_truncated_or_corrupt_shard_is_named(data):
     raw = bytearray(header.read_bytes())
     raw[:6] = b"xxxxxx"  # magic string destroyed, size unchanged
     header.write_bytes(bytes(raw))
-    with pytest.raises(OnDiskError, match="shard_00002/energy.npy: corrupt shard file"):
+    with pytest.raises(OnDiskError, match="shard_00002/energy.npy: CRC-32 .* changed since"):
         dataset[15]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        del shard["crc32"]  # as written before checksums: sizes and headers are still checked
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OnDiskError, match="shard_00002/energy.npy: corrupt shard file"):
+        OnDiskDataset(out)[15]
+
+
+def test_a_changed_byte_in_a_shard_is_named_when_read_and_by_verify(data, capsys):
+    """One force component's byte changed (size and header intact: what only the bytes'
+    checksum sees) and one file cut short: reading the shard, ``verify_preprocessed`` and
+    ``equiforce preprocess --verify`` name them; the intact directory verifies clean."""
+    from equiforce.cli.main import main
+
+    _, out = data
+    assert verify_preprocessed(out) == []
+    assert main(["preprocess", "--verify", str(out)]) == 0
+    assert "every shard file matches" in capsys.readouterr().out
+    forces = out / "shard_00001" / "forces.npy"
+    raw = bytearray(forces.read_bytes())
+    raw[-3] ^= 0x10  # the last force component changes in its third significant digit
+    forces.write_bytes(bytes(raw))
+    edges = out / "shard_00002" / "edge_index.npy"
+    edges.write_bytes(edges.read_bytes()[:-8])
+    dataset = OnDiskDataset(out)
+    dataset[0]  # shard 0 is intact
+    with pytest.raises(OnDiskError, match="shard_00001/forces.npy: CRC-32 .* changed since"):
+        dataset[7]
+    problems = verify_preprocessed(out)
+    assert len(problems) == 2, problems
+    assert "shard_00001/forces.npy: CRC-32" in problems[0]
+    assert "shard_00002/edge_index.npy" in problems[1] and "truncated" in problems[1]
+    assert main(["preprocess", "--verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "forces.npy" in printed and "edge_index.npy" in printed and "2 shard file(s)" in printed
 
 
 def test_manifest_version_mismatch_is_named(data):
-    import json
-
     _, out = data
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["version"] = 99

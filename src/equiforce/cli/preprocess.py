@@ -1,8 +1,10 @@
 """``equiforce preprocess DATA.xyz [MORE.xyz ...] OUT/ --r-max R``: the on-disk dataset format.
 
-Streams the extxyz files into memory-mapped shards with neighbour lists and streaming
+Streams the extxyz files into shards of ``.npy`` arrays with neighbour lists and streaming
 statistics (``equiforce.data.ondisk``); ``data.train_file: OUT/`` then trains from the
 directory without loading it (docs/training.md, "Datasets larger than memory").
+``equiforce preprocess --verify OUT/`` checks every shard file against the manifest's size and
+CRC-32 (after copying a dataset to another machine, say), naming each file that differs.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ import argparse
 import time
 
 from equiforce.data.extxyz import KeySpec
-from equiforce.data.ondisk import preprocess
+from equiforce.data.ondisk import preprocess, verify_preprocessed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``preprocess`` subcommand."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help="extxyz file(s), then OUT/")
-    parser.add_argument("--r-max", type=float, required=True, help="neighbour cutoff, Å")
+    parser.add_argument("--r-max", type=float, help="neighbour cutoff, Å (required to preprocess)")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the shard files of the preprocessed directory PATH against its manifest",
+    )
     parser.add_argument(
         "--species",
         nargs="+",
@@ -35,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Preprocess and print a one-line summary."""
+    """Preprocess and print a one-line summary (or verify: 1 when a file differs)."""
+    if args.verify:
+        return _verify(args.paths)
+    if args.r_max is None:
+        raise ValueError("--r-max is required to preprocess")
     if len(args.paths) < 2:
         raise ValueError("give one or more extxyz files and then the output directory")
     if args.workers < 1 or args.shard_size < 1:
@@ -58,4 +69,22 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest['type_names']}, r_max {manifest['r_max']} Å "
         f"({time.perf_counter() - start:.1f} s)"
     )
+    return 0
+
+
+def _verify(paths: list[str]) -> int:
+    """``--verify DIR``: every problem on a line of its own; 0 when every file is intact."""
+    if len(paths) != 1:
+        raise ValueError("--verify takes one preprocessed directory")
+    start = time.perf_counter()
+    problems = verify_preprocessed(paths[0])
+    for problem in problems:
+        print(problem)
+    seconds = time.perf_counter() - start
+    if problems:
+        print(
+            f"{paths[0]}: {len(problems)} shard file(s) differ from the manifest ({seconds:.1f} s)"
+        )
+        return 1
+    print(f"{paths[0]}: every shard file matches the manifest's size and CRC-32 ({seconds:.1f} s)")
     return 0

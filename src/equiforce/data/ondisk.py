@@ -18,7 +18,10 @@ Why ``.npy`` arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra d
 no pickles; one structure is a contiguous byte range of each array, read with ``os.preadv``
 (a memory map would keep every page an epoch touched in the resident set: measured in
 docs/training.md); the OS page cache is shared between loader workers and ranks on a node; a
-shard is a folder of files that maps onto ranks/workers and can be checked by size alone.
+shard is a folder of files that maps onto ranks/workers. The manifest holds each file's size
+and CRC-32: a process checks both when it first opens a shard (one sequential read of it), so
+a shard truncated or changed since it was written (a partial copy, bit rot) is refused by name
+instead of training on its bytes; ``verify_preprocessed`` checks a whole directory.
 ``atom_type`` is not stored: it is looked up from the atomic numbers at read time, so a dataset
 can be moved onto another species order (``retype``) without rewriting it.
 
@@ -34,6 +37,7 @@ import dataclasses
 import json
 import os
 import weakref
+import zlib
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -191,11 +195,12 @@ class _ShardWriter:
             if field in joined:
                 continue
             joined[field] = np.concatenate([a[field] for a in items]).astype(dtype)
-        sizes = {}
+        sizes, checksums = {}, {}
         for field, array in joined.items():
             target = folder / f"{field}.npy"
             np.save(target, array)
             sizes[field] = target.stat().st_size
+            checksums[field] = file_crc32(target)
         self.shards.append(
             {
                 "name": name,
@@ -203,6 +208,7 @@ class _ShardWriter:
                 "n_atoms": int(n_atoms.sum()),
                 "n_edges": int(n_edges.sum()),
                 "bytes": sizes,
+                "crc32": checksums,
             }
         )
 
@@ -332,17 +338,57 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _check_size(file: Path, expected: int | None) -> None:
-    """Raise naming ``file`` when it is missing or its size is not the manifest's."""
+def file_crc32(file: Path) -> int:
+    """CRC-32 (zlib's) of a file's bytes, read in 4 MiB blocks."""
+    checksum = 0
+    with open(file, "rb") as handle:
+        while block := handle.read(1 << 22):
+            checksum = zlib.crc32(block, checksum)
+    return checksum
+
+
+def _check_file(file: Path, size: int | None, crc32: int | None) -> None:
+    """Raise naming ``file`` when it is missing, or its size or CRC-32 is not the manifest's
+    (a manifest written before checksums has no ``crc32``: size only)."""
     try:
-        size = file.stat().st_size
+        found = file.stat().st_size
     except OSError as exc:
         raise OnDiskError(f"{file}: missing shard file ({exc})") from exc
-    if size != expected:
+    if found != size:
         raise OnDiskError(
-            f"{file}: {size} bytes, the manifest says {expected}: truncated or "
+            f"{file}: {found} bytes, the manifest says {size}: truncated or "
             "corrupt shard; preprocess the data again"
         )
+    if crc32 is not None and (checksum := file_crc32(file)) != crc32:
+        raise OnDiskError(
+            f"{file}: CRC-32 {checksum:08x}, the manifest says {crc32:08x}: the shard's bytes "
+            "changed since it was written (corrupt or partial copy); preprocess the data again"
+        )
+
+
+def verify_preprocessed(path: str | os.PathLike) -> list[str]:
+    """Check every shard file of a preprocessed directory against its manifest (size and
+    CRC-32: one read of the whole directory).
+
+    Returns:
+        One message per missing, truncated or changed file, naming it (empty: all intact).
+
+    Raises:
+        OnDiskError: the manifest itself is missing or unreadable.
+    """
+    manifest, problems = read_manifest(path), []
+    for info in manifest["shards"]:
+        for field, size in info["bytes"].items():
+            try:
+                _check_file(Path(path) / info["name"] / f"{field}.npy", size, _crc32(info, field))
+            except OnDiskError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def _crc32(info: Mapping[str, Any], field: str) -> int | None:
+    """The manifest's CRC-32 of a shard's field file (None: written before checksums)."""
+    return info.get("crc32", {}).get(field)
 
 
 class _FileArray:
@@ -424,9 +470,9 @@ class OnDiskDataset(Dataset):
             ``forces_weight`` and ``stress_weight`` when read (as ``data.mixing.tag``).
 
     ``dataset[k]`` is the graph dict ``configuration_to_graph`` builds for structure
-    ``indices[k]`` (equal tensors). Shard files are checked by size when first opened in a
-    process; a truncated or corrupt shard raises ``OnDiskError`` naming the file. Reads are
-    positioned reads of one structure's byte ranges (no memory map: the pages an epoch reads
+    ``indices[k]`` (equal tensors). Shard files are checked by size and CRC-32 when first
+    opened in a process; a truncated or corrupt shard raises ``OnDiskError`` naming the file.
+    Reads are positioned reads of one structure's byte ranges (no memory map: the pages an epoch reads
     do not pile up in the process's resident set; they stay in the shared page cache).
     """
 
@@ -496,7 +542,7 @@ class OnDiskDataset(Dataset):
         for field, (dtype, tail, scope) in SHARD_FIELDS.items():
             file = folder / f"{field}.npy"
             if k not in self._offsets:  # first open in this process
-                _check_size(file, info["bytes"].get(field))
+                _check_file(file, info["bytes"].get(field), _crc32(info, field))
             rows = {
                 "atom": info["n_atoms"],
                 "edge": info["n_edges"],
