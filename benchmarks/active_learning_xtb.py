@@ -15,13 +15,18 @@ frames (round 0); then ``equiforce.workflows.learn`` runs round after round (Lan
 ``--temperature`` with the committee, the ``--max-frames`` most uncertain frames over
 ``--threshold`` labelled by xTB, every member fine-tuned on the grown set). After each round
 the committee mean is scored against xTB on both test sets (energy per atom and force RMSE,
-mean force spread). E0s are fitted to the xTB energies (one composition: the least-squares
-minimum-norm solution). Output in ``<out>/active_learning_xtb_<time>/``: ``results.json`` (run
+mean force spread). ``--selection uncertainty random`` runs the loop once per strategy from the
+same labelled data and round-0 committee (``selection.strategy``: the most uncertain frames, or
+the control: as many random frames of each round's whole MD), so the two compare in one run.
+E0s are fitted to the xTB energies (one composition: the least-squares minimum-norm solution).
+Output in ``<out>/active_learning_xtb_<time>/``: ``results.json`` (run
 record with the reproducing command, settings, rounds), ``active_learning_xtb.png`` and the
-loop's folder ``learn/`` (every round's MD, data, committee)::
+loop's folder ``learn_<strategy>/`` per strategy (every round's MD, data, committee)::
 
     OMP_NUM_THREADS=1 python -m benchmarks.active_learning_xtb            # ~10-20 min on 2 cores
     OMP_NUM_THREADS=1 python -m benchmarks.active_learning_xtb --smoke    # seconds
+    OMP_NUM_THREADS=1 python -m benchmarks.active_learning_xtb --selection uncertainty random \
+        --max-frames 5 --min-separation 5                                 # with the control
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from equiforce.workflows.distill.config import TeacherConfig
 from equiforce.workflows.distill.data import Frame, write_frames
 from equiforce.workflows.distill.teacher import Teacher, load_teacher
 from equiforce.workflows.learn import LearnConfig, learn
+from equiforce.workflows.learn.config import STRATEGIES
 
 XTB = {"calculator": "tblite.ase:TBLite", "kwargs": {"method": "GFN2-xTB", "verbosity": 0}}
 TEST_SETS = ("test_MD_300K", "test_MD_600K")
@@ -78,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=500.0, help="exploration MD, K")
     p.add_argument("--threshold", type=float, default=0.1, help="force spread, eV/Å")
     p.add_argument("--max-frames", type=int, default=10, help="frames labelled per round")
+    p.add_argument("--min-separation", type=int, default=10, help="steps between labelled frames")
+    p.add_argument("--selection", nargs="+", default=["uncertainty"], choices=STRATEGIES,
+                   help="selection.strategy of each loop (one loop per strategy, same start)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
                    help="mace-tiny, 2 members, 4 / 2 frames, 5 test frames, 1 round of 20 steps")
@@ -165,7 +174,7 @@ def learn_values(args: argparse.Namespace, files: dict[str, Path], out: Path) ->
         "selection": {
             "threshold": args.threshold,
             "max_frames": args.max_frames,
-            "min_separation": min(10, args.md_steps),
+            "min_separation": min(args.min_separation, args.md_steps),
             "stop_after": 5 * args.max_frames,
         },
         "max_rounds": args.rounds,
@@ -196,27 +205,30 @@ def write_data(
     return files
 
 
-def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path:
-    """Force and energy RMSE on the test sets, and training frames, against the round."""
+def plot_runs(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Force and energy RMSE on the test sets against the training frames, round by round,
+    one line style per selection strategy."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    index = [r["round"] for r in rounds]
-    fig = Figure(figsize=(6.5, 6.5), dpi=120)
+    fig = Figure(figsize=(6.5, 5.5), dpi=120)
     FigureCanvasAgg(fig)
-    top, middle, bottom = fig.subplots(3, 1, sharex=True)
-    for name in TEST_SETS:
-        top.plot(index, [r["tests"][name]["forces_rmse_meV_A"] for r in rounds], "o-", label=name)
-        middle.plot(index, [r["tests"][name]["energy_rmse_meV_atom"] for r in rounds], "o-",
-                    label=name)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    styles = {"uncertainty": "o-", "random": "s--"}
+    colors = dict(zip(TEST_SETS, ("tab:blue", "tab:red"), strict=True))
+    for strategy, rounds in runs.items():
+        frames = [r["n_train_frames"] for r in rounds]
+        for name in TEST_SETS:
+            label = f"{name}, {strategy}"
+            forces = [r["tests"][name]["forces_rmse_meV_A"] for r in rounds]
+            energies = [r["tests"][name]["energy_rmse_meV_atom"] for r in rounds]
+            top.plot(frames, forces, styles[strategy], color=colors[name], label=label)
+            bottom.plot(frames, energies, styles[strategy], color=colors[name], label=label)
     top.set_ylabel("force RMSE (meV/Å)")
-    top.legend()
-    middle.set_ylabel("energy RMSE (meV/atom)")
-    bottom.plot(index, [r["n_train_frames"] for r in rounds], "s-", color="black")
-    bottom.set_ylabel("training frames")
-    bottom.set_xlabel("round (0: initial committee)")
-    bottom.set_xticks(index)
-    for ax in (top, middle):
+    top.legend(fontsize=7)
+    bottom.set_ylabel("energy RMSE (meV/atom)")
+    bottom.set_xlabel("training frames (one point per round, 0 first)")
+    for ax in (top, bottom):
         ax.set_yscale("log")
     fig.suptitle("AcAc, GFN2-xTB labels: committee mean vs xTB on MD test sets", fontsize=10)
     fig.tight_layout()
@@ -252,29 +264,34 @@ def main(argv: list[str] | None = None) -> int:
     label_s = time.perf_counter() - start
     values = learn_values(args, files, run_dir / "learn")
     values["start"]["models"] = initial_committee(args, values, run_dir / "initial_committee")
-    config = LearnConfig.from_dict(values)
     tests = {name: files[name] for name in TEST_SETS}
     report: dict[str, Any] = {
         **run_record("benchmarks.active_learning_xtb", argv),
         "settings": vars(args),
         "learn_config": values,
         "labelling_s": label_s,
-        "rounds": [],
+        "runs": {},
     }
     path = run_dir / "results.json"
-    print(f"{'round':>5s} {'train':>5s} {'flagged':>7s} {'MD spread':>9s} "
-          + " ".join(f"{n + ' F/E':>18s}" for n in TEST_SETS) + "   (meV/Å, meV/atom)")
-    for k in range(1, args.rounds + 1):
-        result = learn(dataclasses.replace(config, max_rounds=k))  # rounds < k are kept
-        for record in result.rounds[len(report["rounds"]):]:
-            record = {**record, "tests": committee_test_errors(record["models"], tests),
-                      "elapsed_s": time.perf_counter() - start}
-            report["rounds"].append(record)
-            atomic_write_text(json.dumps(report, indent=1, default=str) + "\n", path)
-            _print_round(record)
-        if result.converged:
-            break
-    report["figure"] = str(plot_rounds(report["rounds"], run_dir / "active_learning_xtb.png"))
+    for strategy in args.selection:
+        selection = {**values["selection"], "strategy": strategy}
+        loop = {**values, "output_dir": str(run_dir / f"learn_{strategy}"), "selection": selection}
+        rounds = report["runs"].setdefault(strategy, [])
+        print(f"\nselection: {strategy}\n{'round':>5s} {'train':>5s} {'flagged':>7s} "
+              f"{'MD spread':>9s} " + " ".join(f"{n + ' F/E':>18s}" for n in TEST_SETS)
+              + "   (meV/Å, meV/atom)")
+        config = LearnConfig.from_dict(loop)
+        for k in range(1, args.rounds + 1):
+            result = learn(dataclasses.replace(config, max_rounds=k))  # rounds < k are kept
+            for record in result.rounds[len(rounds):]:
+                record = {**record, "tests": committee_test_errors(record["models"], tests),
+                          "elapsed_s": time.perf_counter() - start}
+                rounds.append(record)
+                atomic_write_text(json.dumps(report, indent=1, default=str) + "\n", path)
+                _print_round(record)
+            if result.converged:
+                break
+    report["figure"] = str(plot_runs(report["runs"], run_dir / "active_learning_xtb.png"))
     report["total_s"] = time.perf_counter() - start
     atomic_write_text(json.dumps(report, indent=1, default=str) + "\n", path)
     print(f"\nwrote {path} and {report['figure']}")

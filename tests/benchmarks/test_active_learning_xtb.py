@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m benchmarks.active_learning_xtb``: two tiny members, one round."""
+"""Smoke test of ``python -m benchmarks.active_learning_xtb``: two tiny members, one round of
+each selection strategy."""
 
 from __future__ import annotations
 
@@ -17,26 +18,33 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_rounds_are_labelled_by_xtb_and_scored_on_the_test_sets(tmp_path):
-    """Round 0 and round 1 are scored on both xTB-relabelled test sets; round 1 adds xTB frames
-    whose labels are GFN2-xTB's (about -620 eV for AcAc, not the data's DFT -9390 eV)."""
+    """For each strategy, round 0 and round 1 are scored on both xTB-relabelled test sets;
+    round 1 adds xTB frames whose labels are GFN2-xTB's (about -620 eV for AcAc, not the
+    data's DFT -9390 eV); both loops start from the same round-0 committee."""
     from benchmarks.active_learning_xtb import main
 
-    assert main(["--smoke", "--out", str(tmp_path)]) == 0
+    argv = ["--smoke", "--selection", "uncertainty", "random", "--out", str(tmp_path)]
+    assert main(argv) == 0
     (path,) = tmp_path.glob("active_learning_xtb_*/results.json")
     results = json.loads(path.read_text())
-    command = f"python -m benchmarks.active_learning_xtb --smoke --out {tmp_path}"
-    assert results["command"] == command
-    zero, one = results["rounds"]
-    assert zero["n_train_frames"] == 4 and one["n_train_frames"] == 4 + len(one["selected_steps"])
-    assert one["n_flagged"] >= 1 and one["labels_computed"] == len(one["selected_steps"]) >= 1
-    for record in (zero, one):
-        for name in ("test_MD_300K", "test_MD_600K"):
-            errors = record["tests"][name]
-            assert math.isfinite(errors["forces_rmse_meV_A"]) and errors["forces_rmse_meV_A"] > 0
-            assert errors["force_spread_mean_meV_A"] > 0
+    assert results["command"] == "python -m benchmarks.active_learning_xtb " + " ".join(argv)
+    assert sorted(results["runs"]) == ["random", "uncertainty"]
+    for zero, one in results["runs"].values():
+        assert zero["models"] == results["runs"]["uncertainty"][0]["models"]  # the same start
+        assert zero["n_train_frames"] == 4
+        assert one["n_train_frames"] == 4 + len(one["selected_steps"])
+        assert one["n_flagged"] >= 1 and one["labels_computed"] == len(one["selected_steps"]) >= 1
+        for record in (zero, one):
+            for name in ("test_MD_300K", "test_MD_600K"):
+                errors = record["tests"][name]
+                assert math.isfinite(errors["forces_rmse_meV_A"])
+                assert errors["forces_rmse_meV_A"] > 0 and errors["force_spread_mean_meV_A"] > 0
+    assert results["runs"]["random"][1]["md"]["n_steps"] == 20  # the whole MD, not stopped
     run_dir = path.parent
-    for name in ("initial.xyz", "test_MD_300K_xtb.xyz", "round_1/selected.xyz"):
-        folder = run_dir / ("learn" if name.startswith("round") else "data")
-        for atoms in read(folder / name, index=":"):
+    for name in ("initial.xyz", "test_MD_300K_xtb.xyz"):
+        for atoms in read(run_dir / "data" / name, index=":"):
+            assert -700.0 < atoms.get_potential_energy() < -550.0
+    for strategy in ("uncertainty", "random"):
+        for atoms in read(run_dir / f"learn_{strategy}/round_1/selected.xyz", index=":"):
             assert -700.0 < atoms.get_potential_energy() < -550.0
     assert (run_dir / "active_learning_xtb.png").stat().st_size > 0

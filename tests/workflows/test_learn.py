@@ -163,6 +163,36 @@ def test_each_rounds_committee_is_calibrated_and_the_next_md_uses_its_scales(
         LearnConfig.from_dict(values)
 
 
+def test_random_strategy_labels_random_frames_of_the_whole_md(tmp_path, files):
+    """``selection.strategy: random`` (the control of active learning): with every frame over
+    the threshold and ``stop_after: 2``, round 1's MD still runs all its 40 steps, and the
+    labelled frames are trajectory frames (steps 10-40, every ``log_interval``) apart by
+    ``min_separation``, whatever their spread (the default strategy would stop that MD after
+    2 steps and label from those)."""
+    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    values["training"]["max_epochs"] = 2
+    values["selection"].update(
+        threshold=1e-6, stop_after=2, max_frames=2, min_separation=10, strategy="random"
+    )
+    one = learn(LearnConfig.from_dict(values)).rounds[1]
+    assert one["md"]["n_steps"] == 40 and one["n_flagged"] == 40  # steps 1-40: not stopped
+    steps = one["selected_steps"]
+    assert len(steps) == 2 and set(steps) <= {10, 20, 30, 40} and steps[1] - steps[0] >= 10
+    trajectory = read(tmp_path / "out" / "round_1" / "md" / "md.traj", ":")
+    selected = read(tmp_path / "out" / "round_1" / "selected.xyz", ":")
+    for step, atoms in zip(steps, selected, strict=True):
+        assert abs(atoms.positions - trajectory[step // 10].positions).max() < 1e-6
+    candidates = learn_run.trajectory_frames(
+        tmp_path / "out" / "round_1" / "md" / "md.traj",
+        LearnConfig.from_dict(values).md,
+        [(s, u) for s, u in zip(range(41), [0.0] * 41, strict=True)],
+    )
+    assert [f.step for f in candidates] == [10, 20, 30, 40]
+    values["selection"]["strategy"] = "entropy"
+    with pytest.raises(ConfigError, match="selection.strategy"):
+        LearnConfig.from_dict(values)
+
+
 def test_selection_takes_the_most_uncertain_frames_apart():
     """Largest spread first, at least min_separation steps apart, returned in step order."""
     frames = [

@@ -92,6 +92,8 @@ class LearnMDConfig:
 
 # selection.calibration: the raw committee spread, or calibrated (workflows.calibration)
 CALIBRATIONS = (None, "one-scale", "per-species")
+# selection.strategy: the most uncertain frames, or random frames of the MD (the control)
+STRATEGIES = ("uncertainty", "random")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,12 @@ class SelectionConfig:
         calibration: ``null`` (the raw spread), ``one-scale`` or ``per-species``: each round's
             committee is calibrated on ``data.valid_file`` (``workflows.calibration``, one
             force scale or one per species), so ``threshold`` is an expected force error.
+        strategy: ``uncertainty`` (the most uncertain flagged frames) or ``random``: the
+            control that active learning should beat; the MD runs its whole length (no
+            ``stop_after``) and ``max_frames`` of its trajectory frames (every
+            ``md.log_interval``-th step, the start excluded) are drawn at random, at least
+            ``min_separation`` steps apart, whatever their spread. Convergence is the same
+            (an MD without a frame over ``threshold``).
     """
 
     threshold: float = 0.1
@@ -115,6 +123,7 @@ class SelectionConfig:
     min_separation: int = 10
     stop_after: int = 50
     calibration: str | None = None
+    strategy: str = "uncertainty"
 
     def __post_init__(self):
         p = "selection"
@@ -126,6 +135,9 @@ class SelectionConfig:
             self.calibration in CALIBRATIONS,
             f"{p}.calibration",
             "must be null, one-scale or per-species",
+        )
+        check_field(
+            self.strategy in STRATEGIES, f"{p}.strategy", "must be uncertainty or random"
         )
 
 

@@ -8,7 +8,8 @@ model, or members trained from scratch on ``data.train_file``). Round ``k >= 1``
    after ``selection.stop_after`` of them. No flagged frame in ``md.n_steps`` steps: the loop
    has converged and ends.
 2. Selection: the ``selection.max_frames`` most uncertain flagged frames, at least
-   ``selection.min_separation`` steps apart.
+   ``selection.min_separation`` steps apart (``selection.strategy: random``, the control:
+   as many frames of the whole MD drawn at random, whatever their spread).
 3. Labels from the teacher (distillation's teachers: any ASE calculator or an equiforce model),
    cached per structure in the label store (``labels``), so a rerun never labels twice.
 4. Fine-tuning: every member continues from its round ``k - 1`` weights
@@ -235,9 +236,14 @@ def _round(
         record["n_train_frames"] = previous["n_train_frames"]
         atomic_write_text(json.dumps(record, indent=2) + "\n", folder / ROUND_FILE)
         return record
-    chosen = select_frames(
-        watch.flagged, config.selection.max_frames, config.selection.min_separation
-    )
+    selection = config.selection
+    if selection.strategy == "random":
+        candidates = trajectory_frames(folder / "md" / "md.traj", config.md, watch.trace)
+        rng = np.random.default_rng(config.seed + k)
+        ordered = [candidates[i] for i in rng.permutation(len(candidates))]
+        chosen = separated(ordered, selection.max_frames, selection.min_separation)
+    else:
+        chosen = select_frames(watch.flagged, selection.max_frames, selection.min_separation)
     frames, computed = _label(config, teacher, [f.atoms for f in chosen], progress)
     selected = write_frames(frames, folder / "selected.xyz", config.data)
     train_file = folder / "data" / "train.xyz"
@@ -272,7 +278,7 @@ def _explore(config: LearnConfig, k: int, folder: Path, start, calculator, progr
         selection.threshold,
         action="flag",
         path=folder / UNCERTAIN_FRAMES,
-        stop_after=selection.stop_after,
+        stop_after=None if selection.strategy == "random" else selection.stop_after,
     )
     result = run_md(
         start,
@@ -298,18 +304,42 @@ def _explore(config: LearnConfig, k: int, folder: Path, start, calculator, progr
 def select_frames(
     flagged: list[FlaggedFrame], max_frames: int, min_separation: int
 ) -> list[FlaggedFrame]:
-    """The most uncertain flagged frames, at least ``min_separation`` steps apart.
+    """The most uncertain flagged frames, at least ``min_separation`` steps apart
+    (``separated`` of the frames by decreasing largest spread)."""
+    ordered = sorted(flagged, key=lambda f: -f.max_force_uncertainty)
+    return separated(ordered, max_frames, min_separation)
 
-    Greedy: frames by decreasing largest spread, each kept unless within ``min_separation``
-    steps of one already kept, until ``max_frames``. Returned in step order.
-    """
+
+def separated(
+    ordered: list[FlaggedFrame], max_frames: int, min_separation: int
+) -> list[FlaggedFrame]:
+    """Greedy in the order given: each frame kept unless within ``min_separation`` steps of
+    one already kept, until ``max_frames``. Returned in step order."""
     kept: list[FlaggedFrame] = []
-    for frame in sorted(flagged, key=lambda f: -f.max_force_uncertainty):
+    for frame in ordered:
         if all(abs(frame.step - other.step) >= min_separation for other in kept):
             kept.append(frame)
         if len(kept) == max_frames:
             break
     return sorted(kept, key=lambda f: f.step)
+
+
+def trajectory_frames(path: Path, md, trace: list[tuple[int, float]]) -> list[FlaggedFrame]:
+    """The frames of a round's MD trajectory (every ``md.log_interval``-th step), the start
+    excluded, with the largest per-atom spread the watch saw at their step (eV/Å; the
+    energy spread is not recorded: NaN)."""
+    from ase.io import read
+
+    largest = dict(trace)
+    frames = []
+    for index, atoms in enumerate(read(path, ":")):
+        step = index * md.log_interval
+        if step == 0:
+            continue
+        atoms.calc = None
+        spread = largest[step]
+        frames.append(FlaggedFrame(step, step * md.timestep_fs, spread, float("nan"), atoms))
+    return frames
 
 
 def _label(config: LearnConfig, teacher: Teacher, structures, progress: bool):
