@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=0.1, help="force spread, eV/Å")
     p.add_argument("--max-frames", type=int, default=10, help="frames labelled per round")
     p.add_argument("--min-separation", type=int, default=10, help="steps between labelled frames")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="uncertain frames that stop a round's MD (default 5 x --max-frames)")
     p.add_argument("--selection", nargs="+", default=["uncertainty"], choices=STRATEGIES,
                    help="selection.strategy of each loop (one loop per strategy, same start)")
     p.add_argument("--seed", type=int, default=0)
@@ -175,7 +177,7 @@ def learn_values(args: argparse.Namespace, files: dict[str, Path], out: Path) ->
             "threshold": args.threshold,
             "max_frames": args.max_frames,
             "min_separation": min(args.min_separation, args.md_steps),
-            "stop_after": 5 * args.max_frames,
+            "stop_after": args.stop_after or 5 * args.max_frames,
         },
         "max_rounds": args.rounds,
     }
