@@ -7,7 +7,8 @@ per-edge virials against LAMMPS's F.r virial); ``pair_style hybrid/overlay equif
 with Au mapped to NULL gives ZBL (LAMMPS alone) plus the model on the Cu atoms only (ASE):
 energy, per-atom energies, forces, pressure; per-atom virials equal on 1 and 2 ranks. MACE's
 heat-flux virials (``compute centroid/stress/atom``) on 1 and 3 ranks equal the reference from
-per-atom energies on explicit periodic images.
+per-atom energies on explicit periodic images; under hybrid/overlay they are ZBL's plus the
+model's on the Cu atoms alone, and every run's sum to the virial pressure times the volume.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ ${pair}
 compute pe all pe/atom
 compute s all stress/atom NULL virial
 compute p all pressure NULL virial
-dump d all custom 1 ${out}/run0.dump id fx fy fz c_pe c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[6]
+compute c all centroid/stress/atom NULL virial
+dump d all custom 1 ${out}/run0.dump id fx fy fz c_pe c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[6] &
+  c_c[*]
 dump_modify d format float %.17g sort id
 run 0
 print "$(pe:%.17g) $(c_p[1]:%.17g) $(c_p[2]:%.17g) $(c_p[3]:%.17g) $(c_p[4]:%.17g) \
@@ -97,13 +100,17 @@ def _run0(folder, tmp_path, pair: str, ranks: int = 1) -> dict[str, np.ndarray]:
         "forces": dump[:, 1:4],
         "pe": dump[:, 4],
         "stress": dump[:, 5:11],
+        "centroid": dump[:, 11:20],
     }
 
 
 def _assert_per_atom_virials_sum_to_the_pressure(run: dict[str, np.ndarray]) -> None:
+    """stress/atom and centroid/stress/atom (xx yy zz xy xz yz yx zx zy) sum to -P V."""
     total = -run["pressure"] * run["volume"]  # bar Å^3, Voigt xx yy zz xy xz yz
     scale = np.abs(total).max()
     np.testing.assert_allclose(run["stress"].sum(axis=0), total, rtol=0, atol=EXACT * scale)
+    centroid = run["centroid"].sum(axis=0)
+    np.testing.assert_allclose(centroid, total[[0, 1, 2, 3, 4, 5, 3, 4, 5]], atol=EXACT * scale)
 
 
 def test_per_atom_virials_sum_to_the_pressure(files, tmp_path):  # noqa: F811
@@ -139,6 +146,13 @@ def test_hybrid_overlay_with_zbl_and_null_types(files, tmp_path):  # noqa: F811
     assert abs(zbl["energy"]) > 1e-3 and np.abs(zbl["forces"]).max() > 1e-3  # eV, eV/Å
     scale = np.abs(hybrid[1]["stress"]).max()
     np.testing.assert_allclose(hybrid[2]["stress"], hybrid[1]["stress"], rtol=0, atol=EXACT * scale)
+    # heat-flux virials (bar Å^3): zbl's plus the MACE's of the Cu atoms alone, on 1 and 2 ranks
+    model = np.zeros((len(atoms), 9))
+    model[copper] = lammps_order(heat_flux_virials(cu_only, load_model(files / "mace.pt")))
+    centroid = zbl["centroid"] - model * LAMMPS_METAL_NKTV2P
+    scale = np.abs(centroid).max()
+    for run in hybrid.values():
+        np.testing.assert_allclose(run["centroid"], centroid, rtol=0, atol=1e-10 * scale)
 
 
 def test_mace_heat_flux_virials_on_one_and_three_ranks(files, tmp_path):  # noqa: F811
