@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +190,30 @@ def test_random_strategy_labels_random_frames_of_the_whole_md(tmp_path, files):
         [(s, u) for s, u in zip(range(41), [0.0] * 41, strict=True)],
     )
     assert [f.step for f in candidates] == [10, 20, 30, 40]
+    assert not one["threshold_below_spread"]  # the MD ran its length
     values["selection"]["strategy"] = "entropy"
     with pytest.raises(ConfigError, match="selection.strategy"):
         LearnConfig.from_dict(values)
+
+
+def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
+    """Every step over the threshold: the MD stops after ``stop_after`` (2) steps of its 40;
+    the round says so (``threshold_below_spread``) and a warning names the keys to change."""
+    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    values["training"]["max_epochs"] = 2
+    values["selection"].update(threshold=1e-6, stop_after=2)
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    learn_run.LOG.addHandler(handler)
+    try:
+        one = learn(LearnConfig.from_dict(values)).rounds[1]
+    finally:
+        learn_run.LOG.removeHandler(handler)
+    assert one["md"]["n_steps"] == 2 and one["threshold_below_spread"]
+    (warning,) = [w for w in warnings if "over selection.threshold" in w]
+    assert "explored 2 of md.n_steps = 40 steps" in warning
+    assert "stop_after >= md.n_steps" in warning
 
 
 def test_selection_takes_the_most_uncertain_frames_apart():

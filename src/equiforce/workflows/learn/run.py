@@ -228,7 +228,23 @@ def _round(
         "max_force_uncertainty": summary.max_force_uncertainty,
         "mean_max_force_uncertainty": float(np.mean(summary.trace_max)),
         "converged": summary.n_flagged == 0,
+        "threshold_below_spread": _threshold_below_spread(summary),
     }
+    if record["threshold_below_spread"]:
+        LOG.warning(
+            "round %d: %d of the MD's %d steps were over selection.threshold = %g eV/Å, so "
+            "it stopped after selection.stop_after = %d of them: the round explored %d of "
+            "md.n_steps = %d steps. Raise the threshold (or calibrate the committee, "
+            "selection.calibration), or set stop_after >= md.n_steps "
+            "(docs/active_learning.md, 'Against random frames')",
+            k,
+            summary.n_flagged,
+            len(summary.trace_step),
+            config.selection.threshold,
+            config.selection.stop_after,
+            md_figures["n_steps"],
+            config.md.n_steps,
+        )
     if record["converged"]:
         LOG.info("round %d: MD ran %d steps under the threshold", k, config.md.n_steps)
         record.update(models=previous["models"], train_file=previous["train_file"])
@@ -299,6 +315,12 @@ def _explore(config: LearnConfig, k: int, folder: Path, start, calculator, progr
     figures = result.summary()
     atomic_write_text(json.dumps(figures, indent=2) + "\n", folder / "md_summary.json")
     return watch, {key: figures[key] for key in ("n_steps", "temperature_mean_K", "bond_broken")}
+
+
+def _threshold_below_spread(summary) -> bool:
+    """Whether the watch stopped an MD in which most steps were over the threshold: then
+    ``stop_after``, not the MD's length, set how far the round explored."""
+    return summary.stopped_early and summary.n_flagged >= 0.5 * len(summary.trace_step)
 
 
 def select_frames(
