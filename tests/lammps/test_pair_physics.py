@@ -162,8 +162,17 @@ def test_mace_heat_flux_virials_on_one_and_three_ranks(files, tmp_path):  # noqa
     than r_max: images and ghosts over several swaps) and ethanol on 3 (one rank with ghosts
     only, one empty) equal ``W_k = sum_i sum_c (x_i - x_k^c) (x) dE_i/dx_k^c`` from per-atom
     energies on explicit images (``equiforce.testing.heat_flux``) to 1e-10."""
-    script = tmp_path / "centroid.lmp"
-    script.write_text(HEADER + CENTROID)
+    box_only = tmp_path / "centroid.lmp"
+    box_only.write_text(HEADER + CENTROID)
+    # on 3 ranks the box, then (after `clear`, in the same mpirun) the molecule
+    molecule_out = _molecule_variables(files, "mace", tmp_path / "molecule3")
+    molecule_part = HEADER + CENTROID
+    for name in ("boundary", "data", "elements", "out"):
+        molecule_part = molecule_part.replace(f"${{{name}}}", molecule_out[name])
+    both = tmp_path / "centroid_both.lmp"
+    both.write_text(HEADER + CENTROID + "clear\n" + molecule_part)
+    _run_on_ranks(both, _variables(files, "mace", tmp_path / "box3", processors="3 1 1"), 3)
+    _run_on_ranks(box_only, _variables(files, "mace", tmp_path / "box1", processors="1 1 1"), 1)
     potential = load_model(files / "mace.pt")
     box = read(files / "box.data", format="lammps-data", Z_of_type={1: 29, 2: 79}, units="metal")
     molecule = read(
@@ -172,10 +181,6 @@ def test_mace_heat_flux_virials_on_one_and_three_ranks(files, tmp_path):  # noqa
     molecule.pbc = False
     for name, atoms, ranks in (("box", box, 1), ("box", box, 3), ("molecule", molecule, 3)):
         out = tmp_path / f"{name}{ranks}"
-        variables = (_molecule_variables if name == "molecule" else _variables)(
-            files, "mace", out, processors=f"{ranks} 1 1"
-        )
-        _run_on_ranks(script, variables, ranks)
         got = -np.loadtxt(out / "centroid.dump", skiprows=9)[:, 1:] / LAMMPS_METAL_NKTV2P
         want = lammps_order(heat_flux_virials(atoms, potential))
         scale = np.abs(want).max()
