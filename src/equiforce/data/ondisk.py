@@ -472,8 +472,9 @@ class OnDiskDataset(Dataset):
     ``dataset[k]`` is the graph dict ``configuration_to_graph`` builds for structure
     ``indices[k]`` (equal tensors). Shard files are checked by size and CRC-32 when first
     opened in a process; a truncated or corrupt shard raises ``OnDiskError`` naming the file.
-    Reads are positioned reads of one structure's byte ranges (no memory map: the pages an epoch reads
-    do not pile up in the process's resident set; they stay in the shared page cache).
+    Reads are positioned reads of one structure's byte ranges (no memory map: the pages an
+    epoch reads do not pile up in the process's resident set; they stay in the shared page
+    cache).
     """
 
     def __init__(
