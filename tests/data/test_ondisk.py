@@ -127,6 +127,13 @@ def test_retype_and_unknown_species(data, tmp_path, write_frames):
         preprocess(xyz, tmp_path / "cu_only", ["Cu"], R_MAX)
 
 
+def _overwrite(file, offset: int, data: bytes) -> None:
+    """Replace ``len(data)`` bytes of ``file`` at ``offset`` (its size unchanged)."""
+    raw = bytearray(file.read_bytes())
+    raw[offset : offset + len(data)] = data
+    file.write_bytes(bytes(raw))
+
+
 def test_truncated_or_corrupt_shard_is_named(data):
     _, out = data
     target = out / "shard_00001" / "pos.npy"
@@ -135,10 +142,7 @@ def test_truncated_or_corrupt_shard_is_named(data):
     dataset[0]  # shard 0 is intact
     with pytest.raises(OnDiskError, match="shard_00001/pos.npy: .* truncated or corrupt"):
         dataset[8]
-    header = out / "shard_00002" / "energy.npy"
-    raw = bytearray(header.read_bytes())
-    raw[:6] = b"xxxxxx"  # magic string destroyed, size unchanged
-    header.write_bytes(bytes(raw))
+    _overwrite(out / "shard_00002" / "energy.npy", 0, b"xxxxxx")  # magic string destroyed
     with pytest.raises(OnDiskError, match="shard_00002/energy.npy: CRC-32 .* changed since"):
         dataset[15]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -160,9 +164,8 @@ def test_a_changed_byte_in_a_shard_is_named_when_read_and_by_verify(data, capsys
     assert main(["preprocess", "--verify", str(out)]) == 0
     assert "every shard file matches" in capsys.readouterr().out
     forces = out / "shard_00001" / "forces.npy"
-    raw = bytearray(forces.read_bytes())
-    raw[-3] ^= 0x10  # the last force component changes in its third significant digit
-    forces.write_bytes(bytes(raw))
+    last = forces.read_bytes()[-3]  # the last force component changes in its 3rd digit
+    _overwrite(forces, forces.stat().st_size - 3, bytes([last ^ 0x10]))
     edges = out / "shard_00002" / "edge_index.npy"
     edges.write_bytes(edges.read_bytes()[:-8])
     dataset = OnDiskDataset(out)
