@@ -8,16 +8,17 @@ own lock), the stand-alone package runner (``equiforce.export.cpp``) and the LAM
 carries a hash of its sources and of everything else that went into it (flags, compiler,
 versions), so an edited source or another toolchain builds afresh and a cached build is reused
 otherwise; processes that ask at once (the ranks of one ``mpirun``, parallel tests) build
-once, the others wait on a file lock beside the target.
+once, the others wait on a file lock beside the target (``equiforce.files.build_once``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from equiforce.files import build_once
 
 __all__ = ["cached_build", "extension_cache"]
 
@@ -48,11 +49,5 @@ def cached_build(
         digest.update(source.read_bytes())
     for setting in settings:
         digest.update(setting.encode())
-    directory = extension_cache() / folder
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name.format(hash=digest.hexdigest()[:12])
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.exists():
-            build(target)
-    return target
+    target = extension_cache() / folder / name.format(hash=digest.hexdigest()[:12])
+    return build_once(target, build)

@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint, model, report or plot."""
+"""Atomic file writes: a reader never sees a half-written checkpoint, model, report or plot;
+and ``build_once``: artefacts that concurrent processes build once and then share."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -44,3 +46,29 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write UTF-8 text to ``path`` atomically."""
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def build_once(target: str | os.PathLike, build: Callable[[Path], Any]) -> Path:
+    """``target`` (a file or a folder), made by ``build(target)`` unless it exists.
+
+    Processes that ask at once (the ranks of one ``mpirun`` or ``torchrun``, parallel runs,
+    threads) build it once: each waits on an exclusive lock on ``<target>.lock`` beside it,
+    and whoever holds the lock when ``target`` is still missing builds it. ``build`` must make
+    ``target`` last and atomically (in a scratch path, then ``os.replace`` / ``os.rename``),
+    so that ``target`` existing means a finished build; its exceptions propagate and leave no
+    ``target``.
+
+    Args:
+        target: the artefact's path; its folder is created if needed.
+        build: makes ``target``.
+
+    Returns:
+        ``target`` as a ``Path``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            build(target)
+    return target

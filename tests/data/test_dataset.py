@@ -1,4 +1,4 @@
-"""Graph datasets: no work after construction, cache, splits, reproducible loaders."""
+"""Graph datasets: no work after construction, splits, reproducible loaders."""
 
 from __future__ import annotations
 
@@ -66,37 +66,6 @@ def test_batches_mix_graphs_of_different_sizes(cu_file):
 
 def test_type_names_default_to_the_file_species_by_atomic_number(cu_file):
     assert load_dataset(cu_file, R_MAX).type_names == ("Cu", "Au")
-
-
-def test_cache_is_reused_without_reading_the_file(cu_file, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    first = load_dataset(cu_file, R_MAX, cache_dir=cache)
-    assert len(list(cache.glob("cu.*.pt"))) == 1
-    _forbid_preprocessing(monkeypatch)
-    second = load_dataset(cu_file, R_MAX, cache_dir=cache)
-    assert second.type_names == first.type_names and second.sources == first.sources
-    for a, b in zip(first, second, strict=True):
-        assert a.keys() == b.keys()
-        assert all(torch.equal(a[name], b[name]) for name in a)
-
-
-def test_cache_key_changes_with_file_bytes_and_settings(cu_file, tmp_path):
-    cache = tmp_path / "cache"
-    load_dataset(cu_file, R_MAX, cache_dir=cache)
-    load_dataset(cu_file, R_MAX + 0.5, cache_dir=cache)
-    load_dataset(cu_file, R_MAX, ["Cu", "Au", "Ag"], cache_dir=cache)
-    cu_file.write_text(cu_file.read_text().replace("energy=", "energy=1", 1))
-    load_dataset(cu_file, R_MAX, cache_dir=cache)
-    assert len(list(cache.glob("cu.*.pt"))) == 4
-
-
-def test_damaged_cache_is_rebuilt_with_a_warning(cu_file, tmp_path):
-    cache = tmp_path / "cache"
-    expected = len(load_dataset(cu_file, R_MAX, cache_dir=cache))
-    (cache_file,) = cache.glob("cu.*.pt")
-    cache_file.write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="unreadable dataset cache"):
-        assert len(load_dataset(cu_file, R_MAX, cache_dir=cache)) == expected
 
 
 def test_split_is_deterministic_disjoint_and_complete():

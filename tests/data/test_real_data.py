@@ -27,11 +27,11 @@ def test_acac_frames_read_with_labels_and_no_cell():
     assert all(not c.pbc.any() and not c.cell.any() for c in configs)
 
 
-def test_acac_statistics_with_isolated_atoms(tmp_path):
+def test_acac_statistics_with_isolated_atoms():
     isolated = read_isolated_atom_energies(ACAC / "isolated_atoms.xyz")
     assert sorted(isolated) == ["C", "H", "O"]
     train, valid = load_train_validation(
-        ACAC / "train_300K.xyz", 5.0, valid_fraction=0.1, seed=0, cache_dir=tmp_path
+        ACAC / "train_300K.xyz", 5.0, valid_fraction=0.1, seed=0
     )
     assert (len(train), len(valid)) == (450, 50)
     stats = compute_statistics(train, 5.0, isolated_atoms=isolated)

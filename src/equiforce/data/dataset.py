@@ -1,21 +1,17 @@
-"""Preprocessed graph datasets, their on-disk cache, train/validation splits and loaders.
+"""Preprocessed graph datasets in memory, train/validation splits and loaders.
 
 A ``GraphDataset`` holds graph dicts built once by ``configuration_to_graph``; iterating it does
-no ASE or neighbour-list work. ``load_dataset`` caches those graphs on disk, keyed by a hash of
-the file bytes and of everything that changes the graphs (``r_max``, ``type_names``, keys,
-frame selection), so a second run loads them without reading the file. ``make_loader`` shuffles
-with an order that depends only on ``(seed, epoch)``, so training is reproducible and resumable.
+no ASE or neighbour-list work. Graphs preprocessed once into files and read lazily are
+``equiforce.data.ondisk``'s (``data.cache_dir`` builds them on first use: ``ondisk_cache``).
+``make_loader`` shuffles with an order that depends only on ``(seed, epoch)``, so training is
+reproducible and resumable.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
-import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -25,9 +21,7 @@ from equiforce.data.batch import collate
 from equiforce.data.extxyz import DEFAULT_KEYS, KeySpec, read_configurations
 from equiforce.data.graph import Configuration, configuration_to_graph
 from equiforce.data.statistics import species_names
-from equiforce.files import atomic_torch_save
 
-CACHE_FORMAT = 1  # bump when the graph layout or the validation changes
 _HASH_CHUNK = 1 << 20
 
 Graph = dict[str, torch.Tensor]
@@ -106,36 +100,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def cache_key(
-    path: str | os.PathLike,
-    r_max: float,
-    type_names: Sequence[str] | None,
-    keys: KeySpec,
-    options: Mapping[str, Any],
-) -> str:
-    """Hex digest identifying the graphs built from ``path`` with these settings.
-
-    Args:
-        path: data file (its bytes are hashed, not its name or time stamp).
-        r_max: cutoff, Å.
-        type_names: requested species, or None for "species of the file".
-        keys: label key names.
-        options: any other setting that changes the graphs (frame selection, checks).
-
-    Returns:
-        64 hex characters.
-    """
-    settings = {
-        "format": CACHE_FORMAT,
-        "file_sha256": file_sha256(path),
-        "r_max": float(r_max),
-        "type_names": None if type_names is None else list(type_names),
-        "keys": dataclasses.asdict(keys),
-        "options": {name: repr(value) for name, value in sorted(options.items())},
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
 def load_dataset(
     path: str | os.PathLike,
     r_max: float,
@@ -146,9 +110,8 @@ def load_dataset(
     require_energy: bool = True,
     require_forces: bool = True,
     require_label: bool = False,
-    cache_dir: str | os.PathLike | None = None,
 ) -> GraphDataset:
-    """Read an extxyz file into a ``GraphDataset``, through an on-disk cache if asked.
+    """Read an extxyz file into a ``GraphDataset``.
 
     Args:
         path: extxyz file.
@@ -160,21 +123,10 @@ def load_dataset(
         require_forces: every frame must have forces.
         require_label: every frame must have at least one of energy, forces and stress
             (training with partial labels).
-        cache_dir: folder for the cache file ``<stem>.<key>.pt``; None disables caching.
 
     Returns:
         The dataset.
     """
-    options = {"index": index, "require_energy": require_energy, "require_forces": require_forces}
-    if require_label:  # only when set, so that existing caches keep their keys
-        options["require_label"] = True
-    cache_file = None
-    if cache_dir is not None:
-        key = cache_key(path, r_max, type_names, keys, options)
-        cache_file = Path(cache_dir) / f"{Path(path).stem}.{key[:24]}.pt"
-        cached = _load_cache(cache_file)
-        if cached is not None:
-            return cached
     configs = read_configurations(
         path,
         keys,
@@ -185,34 +137,7 @@ def load_dataset(
     )
     if type_names is None:
         type_names = species_names(c.atomic_numbers for c in configs)
-    dataset = GraphDataset.from_configurations(configs, type_names, r_max)
-    if cache_file is not None:
-        payload = {
-            "format": CACHE_FORMAT,
-            "type_names": list(dataset.type_names),
-            "r_max": dataset.r_max,
-            "sources": dataset.sources,
-            "graphs": dataset.graphs,
-        }
-        atomic_torch_save(payload, cache_file)
-    return dataset
-
-
-def _load_cache(cache_file: Path) -> GraphDataset | None:
-    """The cached dataset, or None when absent or unreadable (then it is rebuilt)."""
-    if not cache_file.is_file():
-        return None
-    try:
-        payload = torch.load(cache_file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged cache is rebuilt, never trusted
-        warnings.warn(f"{cache_file}: unreadable dataset cache ({exc}); rebuilding", stacklevel=3)
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
-        warnings.warn(f"{cache_file}: dataset cache of another format; rebuilding", stacklevel=3)
-        return None
-    return GraphDataset(
-        payload["graphs"], payload["type_names"], payload["r_max"], payload["sources"]
-    )
+    return GraphDataset.from_configurations(configs, type_names, r_max)
 
 
 def split_indices(n_items: int, valid_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -265,7 +190,6 @@ def load_train_validation(
     require_energy: bool = True,
     require_forces: bool = True,
     require_label: bool = False,
-    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[GraphDataset, GraphDataset]:
     """Training and validation datasets, from an explicit validation file or a split.
 
@@ -280,7 +204,6 @@ def load_train_validation(
         require_energy: every frame of both files must have an energy.
         require_forces: every frame of both files must have forces.
         require_label: every frame of both files must have some label (partial labels).
-        cache_dir: dataset cache folder, or None.
 
     Returns:
         ``(train, valid)`` sharing ``type_names`` and ``r_max``.
@@ -289,7 +212,6 @@ def load_train_validation(
         "require_energy": require_energy,
         "require_forces": require_forces,
         "require_label": require_label,
-        "cache_dir": cache_dir,
     }
     train = load_dataset(train_path, r_max, type_names, keys, **options)
     if valid_path is None:

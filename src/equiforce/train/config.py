@@ -97,7 +97,11 @@ class DataConfig:
             ``train.distributed`` and docs/training.md).
         valid_batch_size: structures per validation batch (no gradients kept, so larger);
             also global: split over the ranks.
-        cache_dir: folder for preprocessed graphs (neighbour lists); ``None`` disables caching.
+        cache_dir: folder where every training and validation extxyz file is preprocessed on
+            first use into the on-disk format (``equiforce.data.ondisk_cache``: neighbour
+            lists built once, keyed by the file's bytes, ``r_max`` and the label keys) and
+            read lazily from there by this and later runs; ``None``: files are read into
+            memory each run.
     """
 
     train_file: str | None = None

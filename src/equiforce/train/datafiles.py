@@ -1,6 +1,6 @@
 """The training and validation sets of a run from its training files (``data.train_files``).
 
-Each file is read (through the cache) on its own, split or paired with its validation file,
+Each file is read on its own, split or paired with its validation file,
 checked against the species of ``training.init_model`` when fine-tuning, moved onto the run's
 species order, tagged with its index and weight (``data.mixing``), and the files are joined.
 Frames may carry partial labels (no forces, no stress, energy only); a frame with no label at
@@ -8,7 +8,8 @@ all, or a malformed label, is an error naming the file, the frame and the field.
 or validation file (``data.train_file``, an entry of ``data.train_files``, their
 ``valid_file``) may name a directory written by ``equiforce preprocess`` (``data.ondisk``): it
 is read lazily from disk, never loaded whole, split and tagged as views (``JoinedDataset``
-joins it with the other files).
+joins it with the other files). With ``data.cache_dir`` every extxyz file is preprocessed into
+such a directory on first use (``equiforce.data.ondisk_cache``) and read from it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from equiforce.data.dataset import (
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.mixing import JoinedDataset, concatenate, dataset_species, retype, tag
 from equiforce.data.ondisk import OnDiskDataset, is_preprocessed
+from equiforce.data.ondisk_cache import cached_preprocessed
 from equiforce.data.statistics import species_names
 from equiforce.train.config import DataConfig, TrainFileConfig
 
@@ -54,7 +56,10 @@ def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphData
     """One file's graphs, partial labels allowed, in the file's own species order.
 
     A preprocessed directory is opened lazily; its cutoff must be ``r_max`` (directory named).
+    With ``data.cache_dir`` an extxyz file is preprocessed there on first use and opened so.
     """
+    if data.cache_dir is not None and not is_preprocessed(path):
+        path = cached_preprocessed(path, data.cache_dir, r_max, keys)
     if is_preprocessed(path):
         dataset = OnDiskDataset(path)
         if dataset.r_max != float(r_max):
@@ -76,7 +81,6 @@ def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphData
         require_energy=False,
         require_forces=False,
         require_label=True,
-        cache_dir=data.cache_dir,
     )
 
 

@@ -398,7 +398,6 @@ def _evaluate_test_set(config: RunConfig, paths: RunPaths) -> Path:
         key_spec(config.data),
         require_energy=False,
         require_forces=False,
-        cache_dir=config.data.cache_dir,
     )
     result = evaluation.evaluate(model, test.graphs, batch_size=config.data.valid_batch_size)
     path = paths.output_dir / "test_metrics.json"
