@@ -4,6 +4,9 @@ Several models (``equiforce md m0.pt m1.pt m2.pt start.xyz``) or a committee fol
 (``equiforce committee``) run as a committee: mean forces, and with ``--max-uncertainty X``
 frames whose largest per-atom force spread exceeds X eV/Å go to ``uncertain.xyz`` and stop the
 run (``--uncertainty-action stop``, default) or are flagged and the run goes on (``flag``).
+Every ``--restart-every`` steps the run's state goes to ``md_restart.npz`` in ``--out``;
+``--resume`` continues that run exactly (after a kill, or to extend it with a larger
+``--steps``), and a new run into a folder that holds one is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ SUMMARY_NAME = "md_summary.json"
 PLOT_NAME = "md.png"
 UNCERTAIN_NAME = "uncertain.xyz"
 UNCERTAINTY_PLOT_NAME = "uncertainty.png"
+RESTART_NAME = "md_restart.npz"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +79,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="md", metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seeds velocities and thermostat")
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help=f"steps between two writes of the run's state to --out/{RESTART_NAME} (100)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue the run of --out/{RESTART_NAME} exactly, up to --steps in all (the "
+        "other options must be the run's)",
+    )
     add_device_option(parser)
     add_precision_option(parser)
     parser.add_argument(
@@ -97,8 +114,18 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
     npt = npt_settings(args)
     atoms = read(args.structure, index=0)
-    calculator = _calculator(args)
     out = Path(args.out)
+    restart = out / RESTART_NAME
+    if args.resume and args.max_uncertainty is not None:  # before the watch empties its file
+        raise ValueError("--resume with --max-uncertainty is not supported")
+    if restart.exists() and not args.resume:  # as train: a run's state is never overwritten
+        print(
+            f"equiforce md: error: {out} holds a run ({RESTART_NAME}): --resume continues it; "
+            "remove the file or choose another --out for a new run",
+            file=sys.stderr,
+        )
+        return 1
+    calculator = _calculator(args)
     watch = None
     if args.max_uncertainty is not None:
         if not hasattr(calculator, "members"):
@@ -120,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         npt=npt,
         watch=watch,
+        restart_path=restart,
+        restart_every=args.restart_every,
+        resume=args.resume,
     )
     print(format_md_summary(result))
     atomic_write_text(json.dumps(result.summary(), indent=2) + "\n", out / SUMMARY_NAME)

@@ -19,6 +19,8 @@ anisotropic: every cell component fluctuates) or, as the simple option, Berendse
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Literal
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+
+from equiforce.md.restart import Restart, keep_frames, load_restart, save_restart
 
 if TYPE_CHECKING:
     from equiforce.md.uncertainty import UncertaintySummary, UncertaintyWatch
@@ -346,25 +350,51 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
     return path
 
 
+class _Frames:
+    """Writes the current frame to the run's trajectory and counts the frames written."""
+
+    def __init__(self, write_frame: Callable[[], None], handle=None, n_frames: int = 0):
+        self._write_frame = write_frame
+        self._handle = handle
+        self.n_frames = n_frames
+
+    def write(self) -> None:
+        """Write the current frame (an MD observer)."""
+        self._write_frame()
+        self.n_frames += 1
+
+    def flushed_size(self) -> int | None:
+        """An extended XYZ file's size after flushing it, bytes (None: ``.traj`` or none)."""
+        if self._handle is None:
+            return None
+        self._handle.flush()
+        return self._handle.tell()
+
+
 @contextlib.contextmanager
-def _trajectory_writer(path: Path | None, atoms: Atoms):
-    """Yield a function writing the current frame to ``path`` (.traj or .xyz/.extxyz)."""
+def _trajectory_writer(path: Path | None, atoms: Atoms, restart: Restart | None = None):
+    """Yield the ``_Frames`` of ``path`` (.traj or .xyz/.extxyz); with ``restart``, the file
+    cut back to the frames it counted and appended to."""
     if path is None:
-        yield lambda: None
+        yield _Frames(lambda: None)
         return
     if path.suffix not in (".traj", ".xyz", ".extxyz"):
         raise ValueError(f"trajectory {path}: use a .traj, .xyz or .extxyz file name")
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode, n_frames = "w", 0
+    if restart is not None:
+        keep_frames(path, restart.n_frames, restart.trajectory_bytes)
+        mode, n_frames = "a", restart.n_frames
     if path.suffix == ".traj":
         from ase.io.trajectory import Trajectory
 
-        with Trajectory(str(path), "w", atoms) as trajectory:
-            yield trajectory.write
+        with Trajectory(str(path), mode, atoms) as trajectory:
+            yield _Frames(trajectory.write, None, n_frames)
     else:
         from ase.io import write
 
-        with open(path, "w") as handle:
-            yield lambda: write(handle, atoms, format="extxyz")
+        with open(path, mode) as handle:
+            yield _Frames(lambda: write(handle, atoms, format="extxyz"), handle, n_frames)
 
 
 class _Recorder:
@@ -484,6 +514,32 @@ def _check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction
         raise ValueError(f"Langevin friction must be positive, got {friction} per fs")
 
 
+def _restart_to_resume(
+    restart_path: str | os.PathLike | None,
+    resume: bool,
+    watch: UncertaintyWatch | None,
+    settings: dict,
+    n_steps: int,
+) -> Restart | None:
+    """The restart file ``resume`` continues, checked against this call (None: a new run)."""
+    if not resume:
+        return None
+    if restart_path is None:
+        raise ValueError("resume needs the restart_path of the run to continue")
+    if watch is not None:
+        raise ValueError(
+            "resuming a run with an uncertainty watch (--max-uncertainty) is not supported"
+        )
+    restart = load_restart(restart_path)
+    restart.check_settings(settings)
+    if restart.n_steps_done >= n_steps:
+        raise ValueError(
+            f"{restart_path}: the run has taken {restart.n_steps_done} steps already; give "
+            f"more than that as the number of steps to extend it"
+        )
+    return restart
+
+
 def run_md(
     atoms: Atoms,
     calculator: Calculator,
@@ -498,12 +554,19 @@ def run_md(
     progress: bool = False,
     npt: NPTSettings | None = None,
     watch: UncertaintyWatch | None = None,
+    restart_path: str | os.PathLike | None = None,
+    restart_every: int = 100,
+    resume: bool = False,
 ) -> MDResult:
     """Run NVT (Langevin), NVE (velocity Verlet) or NPT MD and measure its stability.
 
     Velocities are drawn from a Maxwell–Boltzmann distribution at ``temperature_K`` with a
     generator seeded by ``seed`` and the centre-of-mass momentum is removed; the Langevin
-    thermostat draws from the same generator, so a run is reproducible.
+    thermostat draws from the same generator, so a run is reproducible. With
+    ``restart_path`` the run's state is written there every ``restart_every`` steps and after
+    the last (``equiforce.md.restart``); ``resume`` continues the run of that file exactly
+    (the same steps, samples and trajectory frames as a run never stopped) up to ``n_steps``
+    in all.
 
     Args:
         atoms: starting structure; not modified (the run works on a copy).
@@ -523,6 +586,12 @@ def run_md(
         watch: an ``equiforce.md.uncertainty.UncertaintyWatch`` checking every step's committee
             force spread (the calculator must be a ``CommitteeCalculator``); the run ends early
             when it says so, and ``n_steps`` of the result counts the steps taken.
+        restart_path: the run's restart file (``.npz``), or None (none written).
+        restart_every: steps between two restart files, >= 1.
+        resume: continue the run of ``restart_path``: ``atoms`` must be its starting
+            structure's atoms (the state comes from the file) and the other arguments its
+            settings (a differing one is refused by name); ``n_steps`` may exceed the run's
+            first length (the run is extended).
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
@@ -537,29 +606,69 @@ def run_md(
         npt = npt or NPTSettings()
         if not atoms.pbc.all():
             raise ValueError(f"NPT needs a cell periodic in 3D; this structure has pbc={atoms.pbc}")
+    if restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+    settings = {
+        "ensemble": ensemble,
+        "temperature_K": temperature_K,
+        "timestep_fs": timestep_fs,
+        "friction_per_fs": friction if ensemble == "nvt" else None,
+        "log_interval": log_interval,
+        "seed": seed,
+        "npt": None if npt is None else dataclasses.asdict(npt),
+        "atomic_numbers_sha256": hashlib.sha256(atoms.numbers.astype(np.int64)).hexdigest(),
+    }
+    restart = _restart_to_resume(restart_path, resume, watch, settings, n_steps)
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    _thermalise(atoms, temperature_K, rng)
+    if restart is None:
+        _thermalise(atoms, temperature_K, rng)
+    else:
+        restart.restore_atoms(atoms)
     dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng, npt)
     recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
+    wall_before = 0.0
+    if restart is not None:
+        restart.restore(dynamics, rng, recorder)
+        wall_before = restart.wall_time_s
     path = None if trajectory_path is None else Path(trajectory_path)
     start = time.perf_counter()
     with (
-        _trajectory_writer(path, atoms) as write,
+        _trajectory_writer(path, atoms, restart) as frames,
         tqdm(
-            total=n_steps, disable=not progress, desc=f"{ensemble.upper()} MD", unit="step"
+            total=n_steps,
+            initial=dynamics.nsteps,
+            disable=not progress,
+            desc=f"{ensemble.upper()} MD",
+            unit="step",
         ) as bar,
     ):
-        for observer in (recorder.sample, write, lambda: bar.update(dynamics.nsteps - bar.n)):
+
+        def save() -> None:
+            wall = wall_before + time.perf_counter() - start
+            size = frames.flushed_size()
+            save_restart(
+                restart_path, atoms, dynamics, rng, recorder, settings, frames.n_frames, size, wall
+            )
+
+        for observer in (
+            recorder.sample,
+            frames.write,
+            lambda: bar.update(dynamics.nsteps - bar.n),
+        ):
             dynamics.attach(observer, interval=log_interval)
         if watch is not None:
             clock = recorder.clock_fs
             dynamics.attach(lambda: watch.check(atoms, dynamics.nsteps, clock()), interval=1)
-        for _ in dynamics.irun(n_steps):
+        if restart_path is not None:
+            dynamics.attach(save, interval=restart_every)  # last: after the samples and frames
+        for _ in dynamics.irun(n_steps - dynamics.nsteps):
             if watch is not None and watch.should_stop:
                 break
-    wall_time = time.perf_counter() - start
+        if restart_path is not None:
+            save()
+    wall_time = wall_before + time.perf_counter() - start
     time_fs, potential, kinetic, temperature = recorder.arrays()
     volume, pressure = recorder.cell_arrays()
     drifting = ensemble == "nve" and len(time_fs) > 1  # a watch may stop a run at step 0

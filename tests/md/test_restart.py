@@ -1,0 +1,138 @@
+"""MD restart files: a run killed at any step, resumed, equals the run never stopped (bit for
+bit: samples, final state, trajectory), for every ensemble; bad resumes are named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.io import read, write
+
+from equiforce.cli.main import main
+from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.dynamics import NPTSettings, run_md
+from equiforce.md.uncertainty import UncertaintyWatch
+from equiforce.testing.structures import make_fcc_cu
+
+RUN = {"temperature_K": 600.0, "timestep_fs": 1.0, "log_interval": 5, "seed": 4}
+
+
+class _KilledAfter(EquiforceCalculator):
+    """Raises ``KeyboardInterrupt`` (a kill) in its ``calls``+1-th evaluation."""
+
+    def __init__(self, model, calls: int):
+        super().__init__(model)
+        self.calls_left = calls
+
+    def calculate(self, *args, **kwargs):
+        if self.calls_left == 0:
+            raise KeyboardInterrupt
+        self.calls_left -= 1
+        super().calculate(*args, **kwargs)
+
+
+def _frames_equal(a, b) -> bool:
+    return len(a) == len(b) and all(
+        np.array_equal(x.positions, y.positions)
+        and np.array_equal(x.get_momenta(), y.get_momenta())
+        and np.array_equal(x.cell.array, y.cell.array)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "ensemble, npt, suffix",
+    [
+        ("nvt", None, ".traj"),
+        ("nve", None, ".xyz"),
+        ("npt", NPTSettings(anisotropic=True, barostat_time_fs=100.0), ".xyz"),
+        ("npt", NPTSettings(barostat_time_fs=100.0), ".traj"),
+    ],
+)
+def test_a_killed_run_resumed_equals_the_run_never_stopped(
+    model64, tmp_path, ensemble, npt, suffix
+):
+    atoms = make_fcc_cu(repeat=1, seed=2)
+    settings = dict(RUN, ensemble=ensemble, npt=npt, restart_every=10)
+    whole = run_md(
+        atoms,
+        EquiforceCalculator(model64),
+        n_steps=30,
+        trajectory_path=tmp_path / f"whole{suffix}",
+        restart_path=tmp_path / "whole.npz",
+        **settings,
+    )
+    trajectory, restart = tmp_path / f"killed{suffix}", tmp_path / "killed.npz"
+    with pytest.raises(KeyboardInterrupt):  # killed in step 27: restart file of step 20
+        run_md(
+            atoms,
+            _KilledAfter(model64, calls=27),
+            n_steps=30,
+            trajectory_path=trajectory,
+            restart_path=restart,
+            **settings,
+        )
+    assert len(read(trajectory, ":")) == 6  # steps 0-25: frame 25 is written again
+    resumed = run_md(
+        atoms,
+        EquiforceCalculator(model64),
+        n_steps=30,
+        trajectory_path=trajectory,
+        restart_path=restart,
+        resume=True,
+        **settings,
+    )
+    assert resumed.n_steps == whole.n_steps == 30
+    for name in ("time_fs", "potential_energy", "kinetic_energy", "temperature_K"):
+        assert np.array_equal(getattr(resumed, name), getattr(whole, name)), name
+    if npt is not None:
+        assert np.array_equal(resumed.volume_A3, whole.volume_A3)
+        assert np.array_equal(resumed.pressure_GPa, whole.pressure_GPa)
+    assert resumed.bonds == whole.bonds
+    assert _frames_equal([resumed.final_atoms], [whole.final_atoms])
+    assert _frames_equal(read(trajectory, ":"), read(tmp_path / f"whole{suffix}", ":"))
+    if suffix == ".xyz":
+        assert trajectory.read_bytes() == (tmp_path / f"whole{suffix}").read_bytes()
+
+
+def test_a_resume_with_other_settings_or_no_steps_left_is_refused(model64, tmp_path):
+    atoms = make_fcc_cu(repeat=1, seed=2)
+    restart = tmp_path / "run.npz"
+    common = dict(RUN, ensemble="nvt", restart_path=restart)
+    run_md(atoms, EquiforceCalculator(model64), n_steps=10, **common)
+    calculator = EquiforceCalculator(model64)
+    with pytest.raises(ValueError, match="started with temperature_K = 600.0; this call gives 300"):
+        run_md(atoms, calculator, n_steps=20, resume=True, **dict(common, temperature_K=300.0))
+    with pytest.raises(ValueError, match="started with atomic_numbers_sha256"):
+        run_md(make_fcc_cu(repeat=1, seed=5), calculator, n_steps=20, resume=True, **common)
+    with pytest.raises(ValueError, match="has taken 10 steps already"):
+        run_md(atoms, calculator, n_steps=10, resume=True, **common)
+    with pytest.raises(ValueError, match="uncertainty watch"):
+        run_md(atoms, calculator, n_steps=20, resume=True, watch=UncertaintyWatch(1.0), **common)
+    with pytest.raises(FileNotFoundError, match="other.npz: no restart file"):
+        run_md(
+            atoms,
+            calculator,
+            n_steps=20,
+            resume=True,
+            **dict(common, restart_path=tmp_path / "other.npz"),
+        )
+
+
+def test_cli_md_resume_extends_a_run_as_one_longer_run(model_file, tmp_path, capsys):
+    start = tmp_path / "start.xyz"
+    write(start, make_fcc_cu(repeat=1, seed=3))
+    argv = ["md", model_file, str(start), "--log-interval", "2", "--restart-every", "3"]
+    assert main([*argv, "--steps", "12", "--out", str(tmp_path / "one")]) == 0
+    two = tmp_path / "two"
+    assert main([*argv, "--steps", "8", "--out", str(two)]) == 0
+    assert main([*argv, "--steps", "12", "--out", str(two)]) == 1
+    assert "holds a run (md_restart.npz): --resume continues it" in capsys.readouterr().err
+    assert main([*argv, "--steps", "12", "--out", str(two), "--resume"]) == 0
+    one, two = (json.loads((tmp_path / k / "md_summary.json").read_text()) for k in ("one", "two"))
+    assert one["n_steps"] == two["n_steps"] == 12
+    assert one["temperature_K"] == two["temperature_K"] and len(one["time_fs"]) == 7
+    assert _frames_equal(
+        read(tmp_path / "one" / "md.traj", ":"), read(tmp_path / "two" / "md.traj", ":")
+    )
