@@ -7,12 +7,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from ase.io import read, write
 
 from equiforce.cli.main import main
 from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.committee import CommitteeCalculator
 from equiforce.md.dynamics import NPTSettings, run_md
 from equiforce.md.uncertainty import UncertaintyWatch
+from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu
 
 RUN = {"temperature_K": 600.0, "timestep_fs": 1.0, "log_interval": 5, "seed": 4}
@@ -108,7 +111,7 @@ def test_a_resume_with_other_settings_or_no_steps_left_is_refused(model64, tmp_p
         run_md(make_fcc_cu(repeat=1, seed=5), calculator, n_steps=20, resume=True, **common)
     with pytest.raises(ValueError, match="has taken 10 steps already"):
         run_md(atoms, calculator, n_steps=10, resume=True, **common)
-    with pytest.raises(ValueError, match="uncertainty watch"):
+    with pytest.raises(ValueError, match="started with uncertainty_watch = None"):
         run_md(atoms, calculator, n_steps=20, resume=True, watch=UncertaintyWatch(1.0), **common)
     with pytest.raises(FileNotFoundError, match="other.npz: no restart file"):
         run_md(
@@ -117,6 +120,67 @@ def test_a_resume_with_other_settings_or_no_steps_left_is_refused(model64, tmp_p
             n_steps=20,
             resume=True,
             **dict(common, restart_path=tmp_path / "other.npz"),
+        )
+
+
+class _KilledCommittee(CommitteeCalculator):
+    """A committee killed (``KeyboardInterrupt``) in its ``calls``+1-th evaluation."""
+
+    def __init__(self, members, calls: int):
+        super().__init__(members)
+        self.calls_left = calls
+
+    def calculate(self, *args, **kwargs):
+        if self.calls_left == 0:
+            raise KeyboardInterrupt
+        self.calls_left -= 1
+        super().calculate(*args, **kwargs)
+
+
+def test_a_committee_run_with_an_uncertainty_watch_resumes_exactly(tmp_path):
+    members = [tiny_mace(torch.float64, seed=s) for s in (1, 2)]
+    atoms = make_fcc_cu(repeat=1, seed=3)
+    settings = dict(RUN, ensemble="nvt", n_steps=30, restart_every=10)
+    probe = run_md(
+        atoms, CommitteeCalculator(members), watch=UncertaintyWatch(1e6, "flag"), **settings
+    )
+    threshold = float(np.median(probe.uncertainty.trace_max))  # about half the steps flagged
+
+    def run(name, calculator, resume=False):
+        watch = UncertaintyWatch(threshold, "flag", path=tmp_path / f"{name}.xyz")
+        restart = tmp_path / f"{name}.npz"
+        return run_md(
+            atoms, calculator, watch=watch, restart_path=restart, resume=resume, **settings
+        )
+
+    whole = run("whole", CommitteeCalculator(members))
+    with pytest.raises(KeyboardInterrupt):
+        run("killed", _KilledCommittee(members, calls=27))
+    resumed = run("killed", CommitteeCalculator(members), resume=True)
+    want, got = whole.uncertainty, resumed.uncertainty
+    assert 5 < want.n_flagged < 25 and got.flagged_steps == want.flagged_steps
+    assert np.array_equal(got.trace_step, want.trace_step)
+    assert np.array_equal(got.trace_max, want.trace_max)
+    assert (tmp_path / "killed.xyz").read_bytes() == (tmp_path / "whole.xyz").read_bytes()
+    assert np.array_equal(resumed.temperature_K, whole.temperature_K)
+
+    stopped = UncertaintyWatch(threshold, "stop", path=tmp_path / "stop.xyz")
+    run_md(
+        atoms,
+        CommitteeCalculator(members),
+        watch=stopped,
+        restart_path=tmp_path / "stop.npz",
+        **settings,
+    )
+    again = UncertaintyWatch(threshold, "stop", path=tmp_path / "stop.xyz")
+    with pytest.raises(ValueError, match="the uncertainty watch stopped this run"):
+        run_md(
+            atoms,
+            CommitteeCalculator(members),
+            watch=again,
+            restart_path=tmp_path / "stop.npz",
+            resume=True,
+            **dict(settings, n_steps=40),
         )
 
 

@@ -116,8 +116,6 @@ def run(args: argparse.Namespace) -> int:
     atoms = read(args.structure, index=0)
     out = Path(args.out)
     restart = out / RESTART_NAME
-    if args.resume and args.max_uncertainty is not None:  # before the watch empties its file
-        raise ValueError("--resume with --max-uncertainty is not supported")
     if restart.exists() and not args.resume:  # as train: a run's state is never overwritten
         print(
             f"equiforce md: error: {out} holds a run ({RESTART_NAME}): --resume continues it; "

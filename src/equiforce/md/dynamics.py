@@ -517,7 +517,6 @@ def _check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction
 def _restart_to_resume(
     restart_path: str | os.PathLike | None,
     resume: bool,
-    watch: UncertaintyWatch | None,
     settings: dict,
     n_steps: int,
 ) -> Restart | None:
@@ -526,10 +525,6 @@ def _restart_to_resume(
         return None
     if restart_path is None:
         raise ValueError("resume needs the restart_path of the run to continue")
-    if watch is not None:
-        raise ValueError(
-            "resuming a run with an uncertainty watch (--max-uncertainty) is not supported"
-        )
     restart = load_restart(restart_path)
     restart.check_settings(settings)
     if restart.n_steps_done >= n_steps:
@@ -617,8 +612,9 @@ def run_md(
         "seed": seed,
         "npt": None if npt is None else dataclasses.asdict(npt),
         "atomic_numbers_sha256": hashlib.sha256(atoms.numbers.astype(np.int64)).hexdigest(),
+        "uncertainty_watch": None if watch is None else watch.settings(),
     }
-    restart = _restart_to_resume(restart_path, resume, watch, settings, n_steps)
+    restart = _restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
@@ -630,8 +626,15 @@ def run_md(
     recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
     wall_before = 0.0
     if restart is not None:
-        restart.restore(dynamics, rng, recorder)
+        restart.restore(dynamics, rng, recorder, watch)
         wall_before = restart.wall_time_s
+        if watch is not None and watch.should_stop:
+            raise ValueError(
+                f"{restart_path}: the uncertainty watch stopped this run (flagged steps "
+                f"{[f.step for f in watch.flagged]}): there is nothing to resume"
+            )
+    elif watch is not None:
+        watch.begin()
     path = None if trajectory_path is None else Path(trajectory_path)
     start = time.perf_counter()
     with (
@@ -648,9 +651,9 @@ def run_md(
         def save() -> None:
             wall = wall_before + time.perf_counter() - start
             size = frames.flushed_size()
-            save_restart(
-                restart_path, atoms, dynamics, rng, recorder, settings, frames.n_frames, size, wall
-            )
+            n_frames = frames.n_frames
+            args = (atoms, dynamics, rng, recorder, settings, n_frames, size, wall, watch)
+            save_restart(restart_path, *args)
 
         for observer in (
             recorder.sample,

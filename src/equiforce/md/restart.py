@@ -12,7 +12,8 @@ It holds what the next steps depend on, to the bit:
   ``bit_generator.state``);
 * what the run has recorded: the sampled energies, temperatures (volume, pressure), the bond
   monitor's arrays, the number of trajectory frames written (and, for extended XYZ, the
-  file's size then), the wall time so far;
+  file's size then), the wall time so far; with a committee's ``UncertaintyWatch``, its trace,
+  its flagged frames' figures and the size of its frames file (``UncertaintyWatch.state``);
 * the settings that define the run (ensemble, temperatures, time step, friction, seed, sampling
   interval, NPT coupling, the atoms' numbers): a resumed call that gives others is refused,
   naming the setting. The length (``n_steps``) may grow: a finished run can be extended.
@@ -80,8 +81,9 @@ class Restart:
             None), ``"wall_time_s"`` and the generator state (``"rng"``).
         arrays: ``positions`` (n, 3) Å, ``momenta`` (n, 3) ASE units, ``cell`` (3, 3) Å,
             ``rows`` (n_samples, 4) time fs / potential eV / kinetic eV / temperature K,
-            ``cell_rows`` (n_samples, 2) volume Å^3 / pressure GPa (NPT), and the numeric
-            state of the integrator (``dynamics.*``) and bond monitor (``bonds.*``).
+            ``cell_rows`` (n_samples, 2) volume Å^3 / pressure GPa (NPT), the numeric state
+            of the integrator (``dynamics.*``) and bond monitor (``bonds.*``), and an
+            uncertainty watch's ``state()`` (``watch.*``).
     """
 
     path: Path
@@ -130,14 +132,19 @@ class Restart:
         atoms.arrays["positions"][:] = self.arrays["positions"]
         atoms.set_momenta(self.arrays["momenta"], apply_constraint=False)
 
-    def restore(self, dynamics: Any, rng: np.random.Generator, recorder: Any) -> None:
-        """The integrator's numbers, the generator's state and the recorder's samples."""
+    def restore(
+        self, dynamics: Any, rng: np.random.Generator, recorder: Any, watch: Any = None
+    ) -> None:
+        """The integrator's numbers, the generator's state, the recorder's samples and the
+        uncertainty watch's record (when the run has one)."""
         _put_numeric_state(dynamics, "dynamics", self.arrays)
         rng.bit_generator.state = self.meta["rng"]
         recorder.rows = [tuple(row) for row in self.arrays["rows"].tolist()]
         if recorder.cell_rows is not None:
             recorder.cell_rows = [tuple(row) for row in self.arrays["cell_rows"].tolist()]
         _put_numeric_state(recorder.bonds, "bonds", self.arrays)
+        if watch is not None:
+            watch.restore({k[6:]: v for k, v in self.arrays.items() if k.startswith("watch.")})
 
 
 def _jsonable(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,6 +162,7 @@ def save_restart(
     n_frames: int,
     trajectory_bytes: int | None,
     wall_time_s: float,
+    watch: Any = None,
 ) -> Path:
     """Write the restart file of the run's current state atomically (module docstring).
 
@@ -168,6 +176,7 @@ def save_restart(
         n_frames: trajectory frames written so far.
         trajectory_bytes: an extended XYZ trajectory's size now (flushed), else None.
         wall_time_s: integration wall time so far, s.
+        watch: the run's ``UncertaintyWatch``, or None.
     """
     meta = {
         "format": RESTART_FORMAT,
@@ -186,6 +195,8 @@ def save_restart(
         **numeric_state(dynamics, "dynamics"),
         **numeric_state(recorder.bonds, "bonds"),
     }
+    if watch is not None:
+        arrays.update({f"watch.{name}": value for name, value in watch.state().items()})
     if recorder.cell_rows is not None:
         arrays["cell_rows"] = np.array(recorder.cell_rows, dtype=np.float64).reshape(-1, 2)
     arrays["meta"] = np.array(json.dumps(meta))

@@ -112,9 +112,61 @@ class UncertaintyWatch:
         self.path = None if path is None else Path(path)
         self.flagged: list[FlaggedFrame] = []
         self.trace: list[tuple[int, float]] = []
+
+    def begin(self) -> None:
+        """A new run: the frames file created empty (``run_md`` calls it; a resumed run
+        calls ``restore`` instead)."""
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("")
+
+    def settings(self) -> dict[str, Any]:
+        """What defines the watch (a resumed run must give the same)."""
+        return {"threshold": self.threshold, "action": self.action, "stop_after": self.stop_after}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What a restart file keeps: ``trace`` (n_steps, 2) step and largest spread (eV/Å),
+        ``flagged`` (n_flagged, 4) step, time (fs), largest spread (eV/Å) and energy spread
+        (eV), ``frames_bytes`` () the frames file's size (-1: no file)."""
+        frames_bytes = -1 if self.path is None else self.path.stat().st_size
+        rows = [
+            (f.step, f.time_fs, f.max_force_uncertainty, f.energy_uncertainty) for f in self.flagged
+        ]
+        return {
+            "trace": np.array(self.trace, dtype=np.float64).reshape(-1, 2),
+            "flagged": np.array(rows, dtype=np.float64).reshape(-1, 4),
+            "frames_bytes": np.array(frames_bytes),
+        }
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Put back what ``state()`` gave: the trace, and the flagged frames read back from
+        the frames file, cut back to its size then (frames flagged after it are flagged again
+        by the resumed run). The frames' atoms are as the file has them (extended XYZ
+        precision).
+
+        Raises:
+            ValueError: the frames file is shorter than it was (replaced or cut), naming it.
+        """
+        from ase.io import read
+
+        self.trace = [(int(step), float(value)) for step, value in state["trace"].tolist()]
+        rows = state["flagged"].tolist()
+        frames = []
+        if self.path is not None:
+            size = int(state["frames_bytes"])
+            if not self.path.is_file() or self.path.stat().st_size < size:
+                raise ValueError(f"{self.path}: shorter than when the restart file was written")
+            os.truncate(self.path, size)
+            frames = read(self.path, index=":") if rows else []
+        self.flagged = []
+        for k, (step, time_fs, largest, energy_spread) in enumerate(rows):
+            frame = frames[k] if frames else None
+            if frame is not None:
+                frame.calc = None
+                for name in ("step", "time_fs", "max_force_uncertainty", "energy_uncertainty"):
+                    frame.info.pop(name, None)
+                frame.arrays.pop("force_uncertainty", None)
+            self.flagged.append(FlaggedFrame(int(step), time_fs, largest, energy_spread, frame))
 
     @property
     def should_stop(self) -> bool:
