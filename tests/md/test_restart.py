@@ -21,18 +21,18 @@ from equiforce.testing.structures import make_fcc_cu
 RUN = {"temperature_K": 600.0, "timestep_fs": 1.0, "log_interval": 5, "seed": 4}
 
 
-class _KilledAfter(EquiforceCalculator):
-    """Raises ``KeyboardInterrupt`` (a kill) in its ``calls``+1-th evaluation."""
+def _killed_after(calculator, calls: int):
+    """``calculator``, raising ``KeyboardInterrupt`` (a kill) in its ``calls``+1-th evaluation."""
+    evaluate, left = calculator.calculate, [calls]
 
-    def __init__(self, model, calls: int):
-        super().__init__(model)
-        self.calls_left = calls
-
-    def calculate(self, *args, **kwargs):
-        if self.calls_left == 0:
+    def calculate(*args, **kwargs):
+        if left[0] == 0:
             raise KeyboardInterrupt
-        self.calls_left -= 1
-        super().calculate(*args, **kwargs)
+        left[0] -= 1
+        evaluate(*args, **kwargs)
+
+    calculator.calculate = calculate
+    return calculator
 
 
 def _frames_equal(a, b) -> bool:
@@ -70,7 +70,7 @@ def test_a_killed_run_resumed_equals_the_run_never_stopped(
     with pytest.raises(KeyboardInterrupt):  # killed in step 27: restart file of step 20
         run_md(
             atoms,
-            _KilledAfter(model64, calls=27),
+            _killed_after(EquiforceCalculator(model64), calls=27),
             n_steps=30,
             trajectory_path=trajectory,
             restart_path=restart,
@@ -123,20 +123,6 @@ def test_a_resume_with_other_settings_or_no_steps_left_is_refused(model64, tmp_p
         )
 
 
-class _KilledCommittee(CommitteeCalculator):
-    """A committee killed (``KeyboardInterrupt``) in its ``calls``+1-th evaluation."""
-
-    def __init__(self, members, calls: int):
-        super().__init__(members)
-        self.calls_left = calls
-
-    def calculate(self, *args, **kwargs):
-        if self.calls_left == 0:
-            raise KeyboardInterrupt
-        self.calls_left -= 1
-        super().calculate(*args, **kwargs)
-
-
 def test_a_committee_run_with_an_uncertainty_watch_resumes_exactly(tmp_path):
     members = [tiny_mace(torch.float64, seed=s) for s in (1, 2)]
     atoms = make_fcc_cu(repeat=1, seed=3)
@@ -155,7 +141,7 @@ def test_a_committee_run_with_an_uncertainty_watch_resumes_exactly(tmp_path):
 
     whole = run("whole", CommitteeCalculator(members))
     with pytest.raises(KeyboardInterrupt):
-        run("killed", _KilledCommittee(members, calls=27))
+        run("killed", _killed_after(CommitteeCalculator(members), calls=27))
     resumed = run("killed", CommitteeCalculator(members), resume=True)
     want, got = whole.uncertainty, resumed.uncertainty
     assert 5 < want.n_flagged < 25 and got.flagged_steps == want.flagged_steps
