@@ -825,12 +825,16 @@ def test_the_cpp_runner_runs_md_as_ases_velocity_verlet(fixture, runner, tmp_pat
         assert moved > 0.05  # the dynamics moved the atoms
 
 
+@pytest.mark.parametrize(
+    "thermostat", [(), ("--temperature", "600", "--friction", "0.02", "--seed", "3")]
+)
 def test_the_cpp_runners_trajectory_reads_in_ase_and_restarts_exactly(
-    mace_paired_float64, runner, tmp_path
+    mace_paired_float64, runner, tmp_path, thermostat
 ):
     """``--trajectory``: the printed states as extended XYZ that ASE reads (energy, momenta,
-    forces) and the runner restarts from: 20 steps, then 10 from the last frame, equal 30 in
-    one run bit for bit (NVE, a periodic cell)."""
+    forces) and the runner restarts from: 20 steps, then 10 from the last frame (its
+    ``step=20`` continues the numbering and the Langevin noise), equal 30 in one run bit for
+    bit (NVE and Langevin, a periodic cell)."""
     from ase import units
     from ase.io import read, write
 
@@ -839,7 +843,7 @@ def test_the_cpp_runners_trajectory_reads_in_ase_and_restarts_exactly(
     sigma = np.sqrt(atoms.get_masses() * units.kB * 1000.0)[:, None]
     atoms.set_momenta(sigma * np.random.default_rng(5).standard_normal((len(atoms), 3)))
     write(tmp_path / "start.xyz", atoms, format="extxyz")
-    options = ("--timestep", "1.0", "--every", "10")
+    options = ("--timestep", "1.0", "--every", "10", *thermostat)
 
     def md(start: Path, steps: int, trajectory: Path):
         rows = _run_cpp(
@@ -862,8 +866,11 @@ def test_the_cpp_runners_trajectory_reads_in_ase_and_restarts_exactly(
     (tmp_path / "last.xyz").write_text("\n".join(lines[-(len(atoms) + 2) :]) + "\n")
     restarted = md(tmp_path / "last.xyz", 10, tmp_path / "second.xyz")
     whole = md(tmp_path / "start.xyz", 30, tmp_path / "whole.xyz")
+    assert [row["step"] for row in restarted] == [20, 30]
+    assert [row["time_fs"] for row in restarted] == [20.0, 30.0]
     for key in ("positions", "velocities", "energy"):
         np.testing.assert_array_equal(restarted[-1][key], whole[-1][key])
+    assert [frame.info["step"] for frame in read(tmp_path / "second.xyz", index=":")] == [20, 30]
 
 
 def test_the_cpp_runners_langevin_dynamics_holds_its_temperature(
@@ -908,6 +915,7 @@ def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
         "'H 1.0 oops 0' is not `element x y z`",
         frame.format("H -1 0 0").replace("3", "4", 1): "frame 0: 3 of its 4 atom lines",
         '3\nLattice="1 0 0 0 1 0"\n': 'frame 0: Lattice="1 0 0 0 1 0" is not 9 numbers',
+        "3\nstep=2.5\n": "frame 0: step=2.5 is not a step number",
     }
     for text, message in cases.items():
         (tmp_path / "bad.xyz").write_text(text)

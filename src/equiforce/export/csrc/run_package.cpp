@@ -22,8 +22,8 @@
    ase.io.write gives them) or Maxwell-Boltzmann momenta (at rest for NVE), with the masses the
    package's metadata holds (`type_masses`, amu; packages before it: export again); one JSON
    line per state every N steps and a timing line (`run_md`), and with --trajectory the same
-   states as extended XYZ frames (momenta and forces included, full precision: a run restarts
-   exactly from its last frame; `write_state`).
+   states as extended XYZ frames (momenta and forces included, full precision, and the `step`:
+   a run continues exactly from its last frame, Langevin noise included; `write_state`).
 
    Output: one JSON object per frame on stdout, {"frame", "n_atoms", "n_edges", "energy" (eV),
    "forces" (n_atoms x 3, eV/Å), "stress" (3 x 3, eV/Å^3, with --stress: a package exported
@@ -50,12 +50,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <iostream>
-#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -74,6 +74,7 @@ struct Frame {
   std::array<Vec3, 3> cell{};    // rows: lattice vectors, Å (zeros: none)
   std::array<bool, 3> pbc{false, false, false};
   std::vector<Vec3> momenta;    // ASE's units (amu Å / (Å sqrt(amu/eV))); empty: none given
+  long long step = 0;    // the comment's `step=` (a trajectory frame of this runner), else 0
 };
 
 /* The first column of the real 3-vector `name` among `Properties=name:type:count:...`, or -1
@@ -138,6 +139,17 @@ bool read_frame(std::istream &file, const std::string &path, int index, Frame &f
   } catch (const std::invalid_argument &err) {
     fail(path, where + ": Properties=" + properties + " is not name:type:count triples (" +
                    err.what() + ")");
+  }
+  const std::string step = comment_value(comment, "step");
+  if (!step.empty()) {
+    size_t used = 0;
+    try {
+      frame.step = std::stoll(step, &used);
+    } catch (const std::logic_error &) {
+      used = 0;
+    }
+    if (used != step.size() || frame.step < 0)
+      fail(path, where + ": step=" + step + " is not a step number");
   }
   std::string lattice = comment_value(comment, "Lattice");
   if (!lattice.empty()) {
@@ -604,16 +616,38 @@ std::vector<Vec3> forces_of(const Runner &runner, const Frame &frame,
   return values;
 }
 
+/* SplitMix64's output function (Steele, Lea and Flood 2014): a bijective mix of 64 bits. */
+uint64_t mix64(uint64_t z)
+{
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/* Standard normal number `index` of the stream `seed`: Box-Muller on draws 2 index + 1 and
+   2 index + 2 of SplitMix64 started at mix64(seed). A pure function of (seed, index), so the
+   noise of step s is the same whether the run started at step 0 or restarted at step s - 1. */
+double normal_number(uint64_t seed, uint64_t index)
+{
+  constexpr uint64_t golden = 0x9e3779b97f4a7c15ULL;
+  const uint64_t state = mix64(seed);
+  const uint64_t a = mix64(state + (2 * index + 1) * golden);
+  const uint64_t b = mix64(state + (2 * index + 2) * golden);
+  const double u1 = (static_cast<double>(a >> 11) + 0.5) * 0x1.0p-53;    // in (0, 1)
+  const double u2 = static_cast<double>(b >> 11) * 0x1.0p-53;    // in [0, 1)
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
 /* One JSON line of an MD state: step, time (fs), potential and kinetic energy (eV),
    temperature (K, 3N degrees of freedom, as ASE's), positions (Å), velocities (Å/fs). */
-void print_state(int step, double timestep_fs, double energy, const Frame &frame,
+void print_state(long long step, double timestep_fs, double energy, const Frame &frame,
                  const std::vector<double> &masses)
 {
   const size_t n = masses.size();
   double kinetic = 0;
   for (size_t i = 0; i < n; i++)
     kinetic += 0.5 * dot(frame.momenta[i], frame.momenta[i]) / masses[i];
-  std::printf("{\"step\": %d, \"time_fs\": %.17g, \"energy\": %.17g, \"kinetic_energy\": %.17g, "
+  std::printf("{\"step\": %lld, \"time_fs\": %.17g, \"energy\": %.17g, \"kinetic_energy\": %.17g, "
               "\"temperature_K\": %.17g, \"positions\": ",
               step, step * timestep_fs, energy, kinetic, 2 * kinetic / (3.0 * n * BOLTZMANN));
   print_rows(at::from_blob(const_cast<double *>(frame.positions.data()->data()),
@@ -631,8 +665,8 @@ void print_state(int step, double timestep_fs, double energy, const Frame &frame
 /* One extended XYZ frame of an MD state, as ase.io.read reads it and `read_frame` restarts
    from (full precision): the lattice and pbc, `energy` (eV), `step`, `time_fs`, and per atom
    the element, position (Å), momenta (ASE's units) and forces (eV/Å). */
-void write_state(std::ostream &out, int step, double time_fs, double energy, const Frame &frame,
-                 const std::vector<Vec3> &forces)
+void write_state(std::ostream &out, long long step, double time_fs, double energy,
+                 const Frame &frame, const std::vector<Vec3> &forces)
 {
   auto text = [](double value) {
     char digits[32];
@@ -673,10 +707,13 @@ struct MDSettings {
    VelocityVerlet (the same operations in the same order), or with a temperature Langevin
    dynamics by BAOAB splitting (half kick, half drift, the exact Ornstein-Uhlenbeck update
    p <- c p + sqrt((1 - c^2) m kT) xi with c = exp(-friction dt), half drift, new forces, half
-   kick; Leimkuhler and Matthews). Starts from the frame's momenta (an extended XYZ `momenta`
-   column, as ase.io.write gives), else from Maxwell-Boltzmann momenta at the temperature
-   (at rest for NVE); masses from the package's `type_masses`. A state line every `every`
-   steps and after the last, then {"md_steps", "n_atoms", "step_cpu_ms", "step_wall_ms",
+   kick; Leimkuhler and Matthews), xi drawn by `normal_number` from (seed, step, atom, axis).
+   Starts from the frame's momenta (an extended XYZ `momenta` column, as ase.io.write gives),
+   else from Maxwell-Boltzmann momenta at the temperature (at rest for NVE), and from the
+   frame's `step=` (0 if none): steps `step + 1` to `step + steps` are run, so a restart from
+   a trajectory frame continues the numbering, the time and the noise. Masses from the
+   package's `type_masses`. A state line every `every`-th step (of the numbering) and after
+   the last, then {"md_steps", "n_atoms", "step_cpu_ms", "step_wall_ms",
    "call_cpu_ms"} (medians over the steps; a step = the kicks, drifts and thermostat, the
    neighbour list and the program call). */
 void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
@@ -695,12 +732,17 @@ void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
   for (size_t i = 0; i < n; i++) masses[i] = type_masses[types[i]];
   const bool langevin = md.temperature_K >= 0;
   const double kT = langevin ? BOLTZMANN * md.temperature_K : 0.0;
-  std::mt19937_64 random(md.seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
+  // Normal number (s n + i) 3 + d of the seed's stream is the noise of step s, atom i, axis d
+  // (step 0: the starting momenta), so a restart from a frame of step s draws what a run
+  // never stopped draws after step s.
+  auto noise = [&](long long step, size_t i, int d) {
+    return normal_number(md.seed, (static_cast<uint64_t>(step) * n + i) * 3 + d);
+  };
   if (frame.momenta.empty()) {
     frame.momenta.assign(n, Vec3{0, 0, 0});
     for (size_t i = 0; i < n; i++)
-      for (double &p : frame.momenta[i]) p = std::sqrt(masses[i] * kT) * normal(random);
+      for (int d = 0; d < 3; d++)
+        frame.momenta[i][d] = std::sqrt(masses[i] * kT) * noise(frame.step, i, d);
   }
   const double dt = md.timestep_fs * FEMTOSECOND;
   const double c = std::exp(-md.friction_per_fs * md.timestep_fs);    // 1 for NVE
@@ -710,16 +752,18 @@ void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
     trajectory.open(md.trajectory);
     if (!trajectory) fail(md.trajectory, "cannot write the trajectory");
   }
-  auto state = [&](int step, double energy, const std::vector<Vec3> &forces) {
+  auto state = [&](long long step, double energy, const std::vector<Vec3> &forces) {
     print_state(step, md.timestep_fs, energy, frame, masses);
     if (trajectory.is_open())
       write_state(trajectory, step, step * md.timestep_fs, energy, frame, forces);
   };
   double energy = 0, call_ms = 0;
-  std::vector<Vec3> forces = forces_of(runner, frame, types, where + "0", energy, call_ms);
-  state(0, energy, forces);
+  const long long first = frame.step, last = first + md.steps;
+  std::vector<Vec3> forces =
+      forces_of(runner, frame, types, where + std::to_string(first), energy, call_ms);
+  state(first, energy, forces);
   std::vector<double> step_cpu, step_wall, call_cpu;
-  for (int step = 1; step <= md.steps; step++) {
+  for (long long step = first + 1; step <= last; step++) {
     const double cpu = seconds(CLOCK_THREAD_CPUTIME_ID), wall = seconds(CLOCK_MONOTONIC);
     for (size_t i = 0; i < n; i++)
       for (int d = 0; d < 3; d++) {
@@ -730,7 +774,7 @@ void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
           continue;
         }
         x += 0.5 * dt * p / masses[i];
-        p = c * p + std::sqrt((1 - c * c) * masses[i] * kT) * normal(random);
+        p = c * p + std::sqrt((1 - c * c) * masses[i] * kT) * noise(step, i, d);
         x += 0.5 * dt * p / masses[i];
       }
     forces = forces_of(runner, frame, types, where + std::to_string(step), energy, call_ms);
@@ -739,7 +783,7 @@ void run_md(const Runner &runner, const std::string &path, const MDSettings &md)
     step_cpu.push_back(1e3 * (seconds(CLOCK_THREAD_CPUTIME_ID) - cpu));
     step_wall.push_back(1e3 * (seconds(CLOCK_MONOTONIC) - wall));
     call_cpu.push_back(call_ms);
-    if (step % md.every == 0 || step == md.steps) state(step, energy, forces);
+    if (step % md.every == 0 || step == last) state(step, energy, forces);
   }
   if (md.steps > 0)
     std::printf("{\"md_steps\": %d, \"n_atoms\": %zu, \"step_cpu_ms\": %.6g, "
