@@ -4,8 +4,8 @@ Runs on 1 rank in this process (``run_lammps``) and on 2-3 ranks under the mpich
 ``mpirun`` (``equiforce lammps``), random tiny Allegro and 2-layer MACE in float64: ``run 0``
 energy, per-atom energies, forces and pressure of a periodic Cu/Au box and of a molecule in a
 non-periodic box equal the ASE calculator's; 50 NVE and 20 NPT steps give the same trajectory
-on 1 and 2 ranks and NVE conserves energy; 3 ranks, two of them empty, give the serial MACE
-trajectory; input errors name the problem, and neighbour settings that
+on 1 and 2 ranks and NVE conserves energy; a run read back from a restart file continues
+exactly; 3 ranks, two of them empty, give the serial MACE trajectory; input errors name the problem, and neighbour settings that
 would drop pairs (`neigh_modify exclude`, `special_bonds` below 1 with bonds) are refused.
 """
 
@@ -68,6 +68,20 @@ ${settings}
 pair_style equiforce ${model}
 pair_coeff * * H C O
 """
+RESTART = """velocity all create 600 5 loop geom
+fix t all nvt temp 600 600 0.1
+run 5
+write_restart ${out}/ten.restart
+run 5
+write_dump all custom ${out}/whole.dump id x y z vx vy vz modify format float %.17g sort id
+clear
+read_restart ${out}/ten.restart
+pair_style equiforce ${model}
+pair_coeff * * ${elements}
+fix t all nvt temp 600 600 0.1
+run 5
+write_dump all custom ${out}/restarted.dump id x y z vx vy vz modify format float %.17g sort id
+"""
 NPT = """unfix nve
 fix npt all npt temp 600 600 0.1 iso 0 0 1.0
 run 20
@@ -106,6 +120,7 @@ def files(tmp_path_factory) -> Path:
     (folder / "box.lmp").write_text(HEADER + RUN0 + NVE + NPT)
     (folder / "nve.lmp").write_text(HEADER + RUN0 + NVE)
     (folder / "run0.lmp").write_text(HEADER + RUN0)
+    (folder / "restart.lmp").write_text(HEADER + RESTART)
     return folder
 
 
@@ -216,6 +231,17 @@ def test_one_and_two_ranks_equal_ase_and_each_other(files, tmp_path, model):
     )
     assert abs(pe_end - pe_start) > 0.1  # the 50 steps went somewhere
     assert abs(total_end - total_start) < 1e-3  # eV, 32 atoms, 1 fs steps
+
+
+def test_a_run_read_back_from_a_restart_file_continues_exactly_on_two_ranks(files, tmp_path):
+    """MACE (halo exchanges between layers) under Nose-Hoover on 2 ranks: 5 steps,
+    ``write_restart``, 5 more; then ``read_restart`` (``pair_style``/``pair_coeff`` given
+    again: the plugin keeps no state in the file, ``restartinfo = 0``) and 5 steps give the
+    same positions and velocities, bit for bit."""
+    out = tmp_path / "restart"
+    _run_on_ranks(files / "restart.lmp", _variables(files, "mace", out), 2)
+    whole, restarted = (np.loadtxt(out / f"{k}.dump", skiprows=9) for k in ("whole", "restarted"))
+    np.testing.assert_array_equal(restarted, whole)
 
 
 @pytest.mark.parametrize("model", ["allegro", "mace"])
