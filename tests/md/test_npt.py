@@ -13,7 +13,8 @@ from ase.io import write
 
 from equiforce.cli import md as md_cli
 from equiforce.md.calculator import EquiforceCalculator
-from equiforce.md.dynamics import NPTSettings, format_md_summary, plot_md, run_md
+from equiforce.md.dynamics import NPTSettings, run_md
+from equiforce.md.report import format_md_summary, plot_md
 from equiforce.testing.structures import make_molecule
 
 

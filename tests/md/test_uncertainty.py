@@ -12,7 +12,8 @@ from ase.io import read, write
 from equiforce.cli.main import main
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.committee import CommitteeCalculator
-from equiforce.md.dynamics import format_md_summary, run_md
+from equiforce.md.dynamics import run_md
+from equiforce.md.report import format_md_summary
 from equiforce.md.uncertainty import UncertaintyWatch
 from equiforce.models import save_model
 from equiforce.testing.models import tiny_mace

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from equiforce.files import atomic_write_text
-    from equiforce.md.dynamics import format_md_summary, plot_md, run_md
+    from equiforce.md.dynamics import run_md
+    from equiforce.md.report import format_md_summary, plot_md
     from equiforce.md.uncertainty import UncertaintyWatch, plot_uncertainty
 
     if not Path(args.structure).exists():

@@ -6,17 +6,7 @@ there.
 
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.committee import CommitteeCalculator
-from equiforce.md.dynamics import (
-    BondDeviation,
-    BondMonitor,
-    MDResult,
-    NPTSettings,
-    bond_length_deviation,
-    energy_drift,
-    format_md_summary,
-    plot_md,
-    run_md,
-)
+from equiforce.md.dynamics import NPTSettings, run_md
 from equiforce.md.relax import (
     RelaxResult,
     format_relax_summary,
@@ -25,6 +15,8 @@ from equiforce.md.relax import (
     relax_structures,
     write_relaxed,
 )
+from equiforce.md.report import MDResult, format_md_summary, plot_md
+from equiforce.md.stability import BondDeviation, BondMonitor, bond_length_deviation, energy_drift
 
 __all__ = [
     "BondDeviation",

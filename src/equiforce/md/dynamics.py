@@ -1,19 +1,14 @@
-"""Molecular dynamics through ASE, with stability figures: energy drift, bond lengths, temperature.
+"""Molecular dynamics through ASE: ``run_md``, with its samples, trajectory and restarts.
 
 ``run_md`` runs Langevin NVT, velocity-Verlet NVE or NPT from Maxwell–Boltzmann velocities
-(seeded), writes the trajectory and returns an ``MDResult``. NPT (3D-periodic cells) uses ASE's
-Martyna–Tobias–Klein integrators with Nosé–Hoover chains (``IsotropicMTKNPT``; ``MTKNPT``
-anisotropic: every cell component fluctuates) or, as the simple option, Berendsen coupling
-(``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen`` anisotropic). The figures are sampled every
-``log_interval`` steps, step 0 included:
-
-* energy drift (NVE): slope of a least-squares line through total energy per atom vs time,
-  in meV/atom/ps;
-* bond-length deviation: over the pairs bonded in the starting structure (distance below
-  ``bond_scale`` x the sum of covalent radii), the largest ``|d(t) - d(0)|`` in Å; a bond
-  counts as broken when it stretches beyond ``break_scale`` x the sum of covalent radii;
-* temperature trace with its mean and standard deviation;
-* NPT: volume (Å^3) and pressure (GPa, virial + ideal-gas part) traces with their means.
+(seeded), writes the trajectory and returns an ``MDResult`` (``equiforce.md.report``). NPT
+(3D-periodic cells) uses ASE's Martyna–Tobias–Klein integrators with Nosé–Hoover chains
+(``IsotropicMTKNPT``; ``MTKNPT`` anisotropic: every cell component fluctuates) or, as the
+simple option, Berendsen coupling (``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen``
+anisotropic). Every ``log_interval`` steps, step 0 included, it samples the energies and the
+temperature (NPT: volume, and pressure with its ideal-gas part) and follows the bonds
+(``equiforce.md.stability``); with a restart file it can stop and go on exactly
+(``equiforce.md.restart``).
 """
 
 from __future__ import annotations
@@ -25,16 +20,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
+from equiforce.md.report import MDResult
 from equiforce.md.restart import Restart, keep_frames, load_restart, save_restart
+from equiforce.md.stability import BondMonitor, energy_drift
 
 if TYPE_CHECKING:
-    from equiforce.md.uncertainty import UncertaintySummary, UncertaintyWatch
+    from equiforce.md.uncertainty import UncertaintyWatch
 
 Ensemble = Literal["nvt", "nve", "npt"]
 Barostat = Literal["mtk", "berendsen"]
@@ -73,281 +70,6 @@ class NPTSettings:
         for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NPT {name} must be positive, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class BondDeviation:
-    """How far the bonds of the starting structure moved along a trajectory.
-
-    Attributes:
-        n_bonds: bonded pairs in the first frame (each pair, periodic image included, once).
-        max_deviation: largest ``|d(t) - d(0)|`` over bonds and frames, Å (0 without bonds).
-        n_broken: bonds that exceeded the break length in at least one frame.
-    """
-
-    n_bonds: int
-    max_deviation: float
-    n_broken: int
-
-    @property
-    def broken(self) -> bool:
-        """Whether any bond broke."""
-        return self.n_broken > 0
-
-
-class BondMonitor:
-    """Follows the bonds of a reference structure through later frames.
-
-    Bonds keep the lattice image they had in the reference frame, so frames must carry
-    unwrapped positions (as ASE's integrators produce them).
-
-    Args:
-        reference: the starting structure.
-        bond_scale: pairs closer than ``bond_scale * (r_cov_i + r_cov_j)`` are bonded.
-        break_scale: a bond longer than ``break_scale * (r_cov_i + r_cov_j)`` is broken.
-    """
-
-    def __init__(self, reference: Atoms, bond_scale: float = 1.2, break_scale: float = 1.5):
-        from ase.data import covalent_radii
-        from ase.neighborlist import neighbor_list
-
-        radii = covalent_radii[reference.numbers]
-        i, j, shift = neighbor_list("ijS", reference, list(bond_scale * radii))
-        # i-j and j-i (image -S) are one bond; an atom bonded to its own image S also has -S.
-        leading_shift = shift[np.arange(len(shift)), np.argmax(shift != 0, axis=1)]
-        keep = (i < j) | ((i == j) & (leading_shift > 0))
-        self._i, self._j, self._shift = i[keep], j[keep], shift[keep].astype(np.float64)
-        self._break_length = break_scale * (radii[self._i] + radii[self._j])
-        self._d0 = self._lengths(reference)
-        self._max_deviation = np.zeros(len(self._i))
-        self._broken = np.zeros(len(self._i), dtype=bool)
-
-    def _lengths(self, atoms: Atoms) -> np.ndarray:
-        pos = atoms.positions
-        vec = pos[self._j] - pos[self._i] + self._shift @ atoms.cell.array
-        return np.linalg.norm(vec, axis=1)
-
-    def update(self, atoms: Atoms) -> None:
-        """Account for one frame (same atoms, same order as the reference)."""
-        lengths = self._lengths(atoms)
-        np.maximum(self._max_deviation, np.abs(lengths - self._d0), out=self._max_deviation)
-        self._broken |= lengths > self._break_length
-
-    def result(self) -> BondDeviation:
-        """The deviation over all frames seen so far."""
-        return BondDeviation(
-            n_bonds=len(self._i),
-            max_deviation=float(self._max_deviation.max(initial=0.0)),
-            n_broken=int(self._broken.sum()),
-        )
-
-
-def bond_length_deviation(
-    frames: Iterable[Atoms], bond_scale: float = 1.2, break_scale: float = 1.5
-) -> BondDeviation:
-    """Bond-length deviation of a trajectory relative to its first frame (see ``BondMonitor``)."""
-    iterator = iter(frames)
-    try:
-        monitor = BondMonitor(next(iterator), bond_scale, break_scale)
-    except StopIteration:
-        raise ValueError("bond_length_deviation needs at least one frame") from None
-    for atoms in iterator:
-        monitor.update(atoms)
-    return monitor.result()
-
-
-def energy_drift(time_fs: np.ndarray, total_energy: np.ndarray, n_atoms: int) -> float:
-    """Slope of the least-squares line through total energy per atom vs time.
-
-    Args:
-        time_fs: (n_samples,) simulation times, fs.
-        total_energy: (n_samples,) potential + kinetic energy, eV.
-        n_atoms: atoms in the system.
-
-    Returns:
-        Drift in meV/atom/ps.
-    """
-    if len(time_fs) < 2:
-        raise ValueError("energy_drift needs at least two samples")
-    time_ps = np.asarray(time_fs, dtype=np.float64) / 1000.0
-    energy_mev = 1000.0 * np.asarray(total_energy, dtype=np.float64) / n_atoms
-    slope, _ = np.polyfit(time_ps, energy_mev, 1)
-    return float(slope)
-
-
-@dataclass(frozen=True)
-class MDResult:
-    """Samples and stability figures of one MD run.
-
-    Attributes:
-        ensemble: ``"nvt"`` or ``"nve"``.
-        n_atoms: atoms in the system.
-        n_steps: integration steps taken.
-        timestep_fs: time step, fs.
-        temperature_target_K: thermostat (NVT) or initial-velocity (NVE) temperature, K.
-        time_fs: (n_samples,) sample times, fs.
-        potential_energy: (n_samples,) eV.
-        kinetic_energy: (n_samples,) eV.
-        temperature_K: (n_samples,) instantaneous temperature, K.
-        energy_drift: total-energy drift, meV/atom/ps (NVE only, else None).
-        bonds: bond-length deviation over the samples.
-        trajectory_path: where the trajectory was written, or None.
-        wall_time_s: wall-clock time of the integration, s.
-        final_atoms: the structure after the last step.
-        volume_A3: (n_samples,) cell volume, Å^3 (NPT only, else None).
-        pressure_GPa: (n_samples,) instantaneous pressure including the ideal-gas part, GPa
-            (NPT only, else None).
-        npt: the pressure coupling (NPT only, else None).
-        uncertainty: what the run's ``UncertaintyWatch`` saw (committee runs), or None.
-    """
-
-    ensemble: str
-    n_atoms: int
-    n_steps: int
-    timestep_fs: float
-    temperature_target_K: float
-    time_fs: np.ndarray
-    potential_energy: np.ndarray
-    kinetic_energy: np.ndarray
-    temperature_K: np.ndarray
-    energy_drift: float | None
-    bonds: BondDeviation
-    trajectory_path: Path | None
-    wall_time_s: float
-    final_atoms: Atoms
-    volume_A3: np.ndarray | None = None
-    pressure_GPa: np.ndarray | None = None
-    npt: NPTSettings | None = None
-    uncertainty: UncertaintySummary | None = None
-
-    @property
-    def total_energy(self) -> np.ndarray:
-        """(n_samples,) potential + kinetic energy, eV."""
-        return self.potential_energy + self.kinetic_energy
-
-    @property
-    def temperature_mean(self) -> float:
-        """Mean of the temperature samples, K."""
-        return float(np.mean(self.temperature_K))
-
-    @property
-    def temperature_std(self) -> float:
-        """Standard deviation of the temperature samples, K."""
-        return float(np.std(self.temperature_K))
-
-    def summary(self) -> dict:
-        """JSON-friendly figures; per-sample arrays: time, temperature (NPT: volume, pressure)."""
-        figures = {
-            "ensemble": self.ensemble,
-            "n_atoms": self.n_atoms,
-            "n_steps": self.n_steps,
-            "timestep_fs": self.timestep_fs,
-            "simulated_time_ps": self.n_steps * self.timestep_fs / 1000.0,
-            "temperature_target_K": self.temperature_target_K,
-            "temperature_mean_K": self.temperature_mean,
-            "temperature_std_K": self.temperature_std,
-            "energy_drift_meV_per_atom_per_ps": self.energy_drift,
-            "n_bonds": self.bonds.n_bonds,
-            "max_bond_deviation_A": self.bonds.max_deviation,
-            "n_broken_bonds": self.bonds.n_broken,
-            "bond_broken": self.bonds.broken,
-            "steps_per_second": self.n_steps / self.wall_time_s if self.wall_time_s > 0 else None,
-            "trajectory": None if self.trajectory_path is None else str(self.trajectory_path),
-            "time_fs": self.time_fs.tolist(),
-            "temperature_K": self.temperature_K.tolist(),
-            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
-        }
-        if self.npt is not None:
-            figures.update(
-                barostat=self.npt.barostat,
-                anisotropic=self.npt.anisotropic,
-                pressure_target_GPa=self.npt.pressure_GPa,
-                pressure_mean_GPa=float(np.mean(self.pressure_GPa)),
-                pressure_std_GPa=float(np.std(self.pressure_GPa)),
-                volume_mean_A3=float(np.mean(self.volume_A3)),
-                volume_A3=self.volume_A3.tolist(),
-                pressure_GPa=self.pressure_GPa.tolist(),
-            )
-        return figures
-
-
-def format_md_summary(result: MDResult) -> str:
-    """A short two-column table of the run's stability figures."""
-    drift = (
-        f"n/a ({result.ensemble.upper()})"
-        if result.energy_drift is None
-        else f"{result.energy_drift:.4g}"
-    )
-    rows = [
-        ("ensemble", result.ensemble.upper()),
-        ("atoms", str(result.n_atoms)),
-        ("steps x timestep", f"{result.n_steps} x {result.timestep_fs:g} fs"),
-        ("temperature (K)", f"{result.temperature_mean:.1f} +- {result.temperature_std:.1f}"),
-        ("energy drift (meV/atom/ps)", drift),
-        ("max bond deviation (Å)", f"{result.bonds.max_deviation:.4f}"),
-        ("broken bonds", f"{result.bonds.n_broken} of {result.bonds.n_bonds}"),
-        ("wall time (s)", f"{result.wall_time_s:.2f}"),
-    ]
-    if result.uncertainty is not None:
-        watch = result.uncertainty
-        stop = f", stopped at step {watch.first_flagged_step}" if watch.stopped_early else ""
-        rows.append(("max force spread (eV/Å)", f"{watch.max_force_uncertainty:.4f}"))
-        rows.append(("frames over threshold", f"{watch.n_flagged} (> {watch.threshold:g}{stop})"))
-    if result.npt is not None:
-        kind = f"{result.npt.barostat}, {'an' if result.npt.anisotropic else ''}isotropic"
-        pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
-        rows[1:1] = [
-            ("barostat", kind),
-            ("pressure (GPa)", f"{pressure} (target {result.npt.pressure_GPa:g})"),
-            ("volume (Å^3)", f"{result.volume_A3[0]:.2f} -> mean {np.mean(result.volume_A3):.2f}"),
-        ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
-    """Write a PNG with energy change per atom and temperature (NPT: volume, pressure) vs time.
-
-    Args:
-        result: output of ``run_md``.
-        path: PNG file to write (parent folders are created).
-
-    Returns:
-        The written path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    time_ps = result.time_fs / 1000.0
-    origin = result.total_energy[0]
-    npt = result.npt is not None
-    fig = Figure(figsize=(6.5, 9.5 if npt else 5.5), dpi=120)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(4 if npt else 2, 1, sharex=True)
-    top, bottom = axes[0], axes[1]
-    for values, label in ((result.total_energy, "total"), (result.potential_energy, "potential")):
-        top.plot(time_ps, 1000.0 * (values - origin) / result.n_atoms, label=label)
-    top.set_ylabel("E - E_total(0) (meV/atom)")
-    drift = "" if result.energy_drift is None else f", drift {result.energy_drift:.3g} meV/atom/ps"
-    top.set_title(f"{result.ensemble.upper()} MD{drift}")
-    top.legend()
-    bottom.plot(time_ps, result.temperature_K, label="instantaneous")
-    bottom.axhline(result.temperature_target_K, color="black", linewidth=0.8, label="target")
-    bottom.set_ylabel("temperature (K)")
-    bottom.legend()
-    if npt:
-        axes[2].plot(time_ps, result.volume_A3)
-        axes[2].set_ylabel("volume (Å$^3$)")
-        axes[3].plot(time_ps, result.pressure_GPa, label="instantaneous")
-        axes[3].axhline(result.npt.pressure_GPa, color="black", linewidth=0.8, label="target")
-        axes[3].set_ylabel("pressure (GPa)")
-        axes[3].legend()
-    axes[-1].set_xlabel("time (ps)")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
 
 
 class _Frames:
@@ -624,17 +346,7 @@ def run_md(
         restart.restore_atoms(atoms)
     dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng, npt)
     recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
-    wall_before = 0.0
-    if restart is not None:
-        restart.restore(dynamics, rng, recorder, watch)
-        wall_before = restart.wall_time_s
-        if watch is not None and watch.should_stop:
-            raise ValueError(
-                f"{restart_path}: the uncertainty watch stopped this run (flagged steps "
-                f"{[f.step for f in watch.flagged]}): there is nothing to resume"
-            )
-    elif watch is not None:
-        watch.begin()
+    wall_before = _restored(restart, dynamics, rng, recorder, watch)
     path = None if trajectory_path is None else Path(trajectory_path)
     start = time.perf_counter()
     with (
@@ -672,6 +384,40 @@ def run_md(
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
+    sampled = (ensemble, timestep_fs, temperature_K, npt)
+    return _result(recorder, dynamics, sampled, path, wall_time, watch)
+
+
+def _restored(
+    restart: Restart | None, dynamics, rng, recorder: _Recorder, watch: UncertaintyWatch | None
+) -> float:
+    """Put a resumed run's state back (a new run: start the watch's file); the wall time
+    the run had taken, s."""
+    if restart is None:
+        if watch is not None:
+            watch.begin()
+        return 0.0
+    restart.restore(dynamics, rng, recorder, watch)
+    if watch is not None and watch.should_stop:
+        raise ValueError(
+            f"{restart.path}: the uncertainty watch stopped this run (flagged steps "
+            f"{[f.step for f in watch.flagged]}): there is nothing to resume"
+        )
+    return restart.wall_time_s
+
+
+def _result(
+    recorder: _Recorder,
+    dynamics,
+    sampled: tuple[str, float, float, NPTSettings | None],
+    path: Path | None,
+    wall_time_s: float,
+    watch: UncertaintyWatch | None,
+) -> MDResult:
+    """The ``MDResult`` of a finished run (``sampled``: its ensemble, time step in fs,
+    temperature in K and NPT coupling)."""
+    ensemble, timestep_fs, temperature_K, npt = sampled
+    atoms = recorder.atoms
     time_fs, potential, kinetic, temperature = recorder.arrays()
     volume, pressure = recorder.cell_arrays()
     drifting = ensemble == "nve" and len(time_fs) > 1  # a watch may stop a run at step 0
@@ -689,7 +435,7 @@ def run_md(
         energy_drift=drift,
         bonds=recorder.bonds.result(),
         trajectory_path=path,
-        wall_time_s=wall_time,
+        wall_time_s=wall_time_s,
         final_atoms=atoms,
         volume_A3=volume,
         pressure_GPa=pressure,

@@ -15,7 +15,8 @@ from equiforce.data.extxyz import KeySpec, read_configurations
 from equiforce.data.synthetic import EMTDatasetSpec, generate_emt_dataset, write_splits
 from equiforce.files import atomic_write_text
 from equiforce.md.calculator import EquiforceCalculator
-from equiforce.md.dynamics import plot_md, run_md
+from equiforce.md.dynamics import run_md
+from equiforce.md.report import plot_md
 from equiforce.models.io import load_model, save_model
 from equiforce.train import evaluate as evaluation
 from equiforce.train.config import RunConfig, dump_config

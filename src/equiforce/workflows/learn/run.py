@@ -44,7 +44,8 @@ import numpy as np
 
 from equiforce.files import atomic_write_text
 from equiforce.md.committee import CommitteeCalculator, committee_members
-from equiforce.md.dynamics import format_md_summary, plot_md, run_md
+from equiforce.md.dynamics import run_md
+from equiforce.md.report import format_md_summary, plot_md
 from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
 from equiforce.train.config import RunConfig
 from equiforce.train.run import changed_settings

@@ -1,0 +1,193 @@
+"""What an MD run of ``run_md`` reports: ``MDResult`` (samples and stability figures), its
+printed summary and its figure (energy and temperature; NPT: volume and pressure vs time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from ase import Atoms
+
+from equiforce.md.stability import BondDeviation
+
+if TYPE_CHECKING:
+    from equiforce.md.dynamics import NPTSettings
+    from equiforce.md.uncertainty import UncertaintySummary
+
+
+@dataclass(frozen=True)
+class MDResult:
+    """Samples and stability figures of one MD run.
+
+    Attributes:
+        ensemble: ``"nvt"`` or ``"nve"``.
+        n_atoms: atoms in the system.
+        n_steps: integration steps taken.
+        timestep_fs: time step, fs.
+        temperature_target_K: thermostat (NVT) or initial-velocity (NVE) temperature, K.
+        time_fs: (n_samples,) sample times, fs.
+        potential_energy: (n_samples,) eV.
+        kinetic_energy: (n_samples,) eV.
+        temperature_K: (n_samples,) instantaneous temperature, K.
+        energy_drift: total-energy drift, meV/atom/ps (NVE only, else None).
+        bonds: bond-length deviation over the samples.
+        trajectory_path: where the trajectory was written, or None.
+        wall_time_s: wall-clock time of the integration, s.
+        final_atoms: the structure after the last step.
+        volume_A3: (n_samples,) cell volume, Å^3 (NPT only, else None).
+        pressure_GPa: (n_samples,) instantaneous pressure including the ideal-gas part, GPa
+            (NPT only, else None).
+        npt: the pressure coupling (NPT only, else None).
+        uncertainty: what the run's ``UncertaintyWatch`` saw (committee runs), or None.
+    """
+
+    ensemble: str
+    n_atoms: int
+    n_steps: int
+    timestep_fs: float
+    temperature_target_K: float
+    time_fs: np.ndarray
+    potential_energy: np.ndarray
+    kinetic_energy: np.ndarray
+    temperature_K: np.ndarray
+    energy_drift: float | None
+    bonds: BondDeviation
+    trajectory_path: Path | None
+    wall_time_s: float
+    final_atoms: Atoms
+    volume_A3: np.ndarray | None = None
+    pressure_GPa: np.ndarray | None = None
+    npt: NPTSettings | None = None
+    uncertainty: UncertaintySummary | None = None
+
+    @property
+    def total_energy(self) -> np.ndarray:
+        """(n_samples,) potential + kinetic energy, eV."""
+        return self.potential_energy + self.kinetic_energy
+
+    @property
+    def temperature_mean(self) -> float:
+        """Mean of the temperature samples, K."""
+        return float(np.mean(self.temperature_K))
+
+    @property
+    def temperature_std(self) -> float:
+        """Standard deviation of the temperature samples, K."""
+        return float(np.std(self.temperature_K))
+
+    def summary(self) -> dict:
+        """JSON-friendly figures; per-sample arrays: time, temperature (NPT: volume, pressure)."""
+        figures = {
+            "ensemble": self.ensemble,
+            "n_atoms": self.n_atoms,
+            "n_steps": self.n_steps,
+            "timestep_fs": self.timestep_fs,
+            "simulated_time_ps": self.n_steps * self.timestep_fs / 1000.0,
+            "temperature_target_K": self.temperature_target_K,
+            "temperature_mean_K": self.temperature_mean,
+            "temperature_std_K": self.temperature_std,
+            "energy_drift_meV_per_atom_per_ps": self.energy_drift,
+            "n_bonds": self.bonds.n_bonds,
+            "max_bond_deviation_A": self.bonds.max_deviation,
+            "n_broken_bonds": self.bonds.n_broken,
+            "bond_broken": self.bonds.broken,
+            "steps_per_second": self.n_steps / self.wall_time_s if self.wall_time_s > 0 else None,
+            "trajectory": None if self.trajectory_path is None else str(self.trajectory_path),
+            "time_fs": self.time_fs.tolist(),
+            "temperature_K": self.temperature_K.tolist(),
+            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
+        }
+        if self.npt is not None:
+            figures.update(
+                barostat=self.npt.barostat,
+                anisotropic=self.npt.anisotropic,
+                pressure_target_GPa=self.npt.pressure_GPa,
+                pressure_mean_GPa=float(np.mean(self.pressure_GPa)),
+                pressure_std_GPa=float(np.std(self.pressure_GPa)),
+                volume_mean_A3=float(np.mean(self.volume_A3)),
+                volume_A3=self.volume_A3.tolist(),
+                pressure_GPa=self.pressure_GPa.tolist(),
+            )
+        return figures
+
+
+def format_md_summary(result: MDResult) -> str:
+    """A short two-column table of the run's stability figures."""
+    drift = (
+        f"n/a ({result.ensemble.upper()})"
+        if result.energy_drift is None
+        else f"{result.energy_drift:.4g}"
+    )
+    rows = [
+        ("ensemble", result.ensemble.upper()),
+        ("atoms", str(result.n_atoms)),
+        ("steps x timestep", f"{result.n_steps} x {result.timestep_fs:g} fs"),
+        ("temperature (K)", f"{result.temperature_mean:.1f} +- {result.temperature_std:.1f}"),
+        ("energy drift (meV/atom/ps)", drift),
+        ("max bond deviation (Å)", f"{result.bonds.max_deviation:.4f}"),
+        ("broken bonds", f"{result.bonds.n_broken} of {result.bonds.n_bonds}"),
+        ("wall time (s)", f"{result.wall_time_s:.2f}"),
+    ]
+    if result.uncertainty is not None:
+        watch = result.uncertainty
+        stop = f", stopped at step {watch.first_flagged_step}" if watch.stopped_early else ""
+        rows.append(("max force spread (eV/Å)", f"{watch.max_force_uncertainty:.4f}"))
+        rows.append(("frames over threshold", f"{watch.n_flagged} (> {watch.threshold:g}{stop})"))
+    if result.npt is not None:
+        kind = f"{result.npt.barostat}, {'an' if result.npt.anisotropic else ''}isotropic"
+        pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
+        rows[1:1] = [
+            ("barostat", kind),
+            ("pressure (GPa)", f"{pressure} (target {result.npt.pressure_GPa:g})"),
+            ("volume (Å^3)", f"{result.volume_A3[0]:.2f} -> mean {np.mean(result.volume_A3):.2f}"),
+        ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
+    """Write a PNG with energy change per atom and temperature (NPT: volume, pressure) vs time.
+
+    Args:
+        result: output of ``run_md``.
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        The written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    time_ps = result.time_fs / 1000.0
+    origin = result.total_energy[0]
+    npt = result.npt is not None
+    fig = Figure(figsize=(6.5, 9.5 if npt else 5.5), dpi=120)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(4 if npt else 2, 1, sharex=True)
+    top, bottom = axes[0], axes[1]
+    for values, label in ((result.total_energy, "total"), (result.potential_energy, "potential")):
+        top.plot(time_ps, 1000.0 * (values - origin) / result.n_atoms, label=label)
+    top.set_ylabel("E - E_total(0) (meV/atom)")
+    drift = "" if result.energy_drift is None else f", drift {result.energy_drift:.3g} meV/atom/ps"
+    top.set_title(f"{result.ensemble.upper()} MD{drift}")
+    top.legend()
+    bottom.plot(time_ps, result.temperature_K, label="instantaneous")
+    bottom.axhline(result.temperature_target_K, color="black", linewidth=0.8, label="target")
+    bottom.set_ylabel("temperature (K)")
+    bottom.legend()
+    if npt:
+        axes[2].plot(time_ps, result.volume_A3)
+        axes[2].set_ylabel("volume (Å$^3$)")
+        axes[3].plot(time_ps, result.pressure_GPa, label="instantaneous")
+        axes[3].axhline(result.npt.pressure_GPa, color="black", linewidth=0.8, label="target")
+        axes[3].set_ylabel("pressure (GPa)")
+        axes[3].legend()
+    axes[-1].set_xlabel("time (ps)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
