@@ -4,7 +4,8 @@ The toolkit every command's config uses (``train.config``, ``workflows.distill.c
 ``build_section`` builds a dataclass from a mapping, recursing into nested dataclass fields,
 rejecting unknown keys and checking scalar types against the annotations; ``check_field``
 raises a ``ConfigError`` whose message starts with the key path (``training.lr: must be > 0``);
-``read_yaml_config`` adds the file name.
+``read_yaml_config`` adds the file name and applies command-line overrides
+(``apply_overrides``: ``--set training.lr=0.01``), which are checked like the file's values.
 """
 
 from __future__ import annotations
@@ -14,11 +15,18 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "build_section", "check_field", "plain", "read_yaml_config"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "build_section",
+    "check_field",
+    "plain",
+    "read_yaml_config",
+]
 
 T = TypeVar("T")
 
@@ -110,13 +118,46 @@ def plain(value: Any) -> Any:
     return value
 
 
-def read_yaml_config(path: str | Path, from_dict: Callable[[Mapping[str, Any]], T]) -> T:
-    """Parse a YAML file with ``from_dict`` (e.g. ``RunConfig.from_dict``).
+def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``values`` with ``KEY.PATH=VALUE`` overrides applied, in order (``values`` untouched).
+
+    VALUE is read as YAML: ``0.01`` a number, ``true``/``false``, ``null``, ``[16, 16]`` a
+    list, ``{enabled: false}`` a mapping, anything else a string. Sections missing from
+    ``values`` are created; whether a key exists and a value fits is left to the config's
+    own checks (which name the key path).
+
+    Raises:
+        ConfigError: an override that is not ``KEY.PATH=VALUE``, or a path through a value
+            that is not a section (naming the override).
+    """
+    result = plain(values)
+    if overrides and not isinstance(result, dict):
+        raise ConfigError(f"--set: the configuration is not a mapping of sections ({result!r})")
+    for item in overrides:
+        key, equals, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not equals or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.lr=0.01")
+        section = result
+        for depth, name in enumerate(parts[:-1]):
+            section = section.setdefault(name, {})
+            if not isinstance(section, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {where} is a value, not a section")
+        section[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    return result
+
+
+def read_yaml_config(
+    path: str | Path, from_dict: Callable[[Mapping[str, Any]], T], overrides: Sequence[str] = ()
+) -> T:
+    """Parse a YAML file with ``from_dict`` (e.g. ``RunConfig.from_dict``), after
+    ``apply_overrides``.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ConfigError: a key is unknown or a value invalid (the message names the file and the
-            key path).
+            key path), or an override is malformed.
     """
     path = Path(path)
     if not path.exists():
@@ -124,6 +165,6 @@ def read_yaml_config(path: str | Path, from_dict: Callable[[Mapping[str, Any]], 
     with open(path) as handle:
         values = yaml.safe_load(handle)
     try:
-        return from_dict(values or {})
+        return from_dict(apply_overrides(values or {}, overrides))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

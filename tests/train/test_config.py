@@ -128,3 +128,57 @@ def test_model_section_from_a_preset_drops_the_dataset_constants():
         ModelConfig.from_preset("nope")
     with pytest.raises(ConfigError, match="model.l_max: unknown key for family 'mace'"):
         ModelConfig.from_preset("mace-small", l_max=2)
+
+
+def test_set_overrides_values_create_sections_and_read_yaml_types():
+    config = load_config(
+        EXAMPLES["mace"],
+        [
+            "training.lr=1e-3",
+            "model.num_channels=32",
+            "model.radial_mlp=[16, 16]",
+            "training.stage_two.enabled=false",
+            "output_dir=runs/lr",
+            "training.lr=0.02",  # later overrides win
+        ],
+    )
+    assert config.training.lr == 0.02 and config.model.params["num_channels"] == 32
+    assert tuple(config.model.params["radial_mlp"]) == (16, 16)
+    assert not config.training.stage_two.enabled and config.output_dir == "runs/lr"
+    assert load_config(EXAMPLES["mace"], ["training.stage_two.enabled=false"]) != load_config(
+        EXAMPLES["mace"]
+    )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.lr", r"--set 'training.lr': expected KEY.PATH=VALUE"),
+        ("=1", r"--set '=1': expected KEY.PATH=VALUE"),
+        ("training.lr.value=1", r"--set 'training.lr.value=1': training.lr is a value"),
+        ("training.lrr=1", r"mace_example.yaml: training\.lrr"),
+        ("training.lr=-1", r"mace_example.yaml: training\.lr"),
+    ],
+)
+def test_bad_set_overrides_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(EXAMPLES["mace"], [override])
+
+
+def test_every_config_command_takes_set_overrides(tmp_path):
+    from equiforce.cli import train as train_cli
+    from equiforce.cli.main import build_parser
+    from equiforce.workflows.distill.config import load_distill_config
+    from equiforce.workflows.learn.config import load_learn_config
+
+    args = build_parser().parse_args(
+        ["train", str(EXAMPLES["mace"]), "--set", "training.max_epochs=3", "--precision", "float64"]
+    )
+    config = train_cli._config(args)
+    assert config.training.max_epochs == 3 and config.precision.mode == "float64"
+    for command in ("committee", "distill", "learn"):
+        parsed = build_parser().parse_args([command, "x.yaml", "--set", "a.b=1", "--set", "c=2"])
+        assert parsed.overrides == ["a.b=1", "c=2"], command
+    assert load_learn_config(CONFIGS / "learn_example.yaml", ["max_rounds=2"]).max_rounds == 2
+    distill = load_distill_config(CONFIGS / "distill_example.yaml", ["seed=7"])
+    assert distill.seed == 7

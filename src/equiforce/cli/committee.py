@@ -13,6 +13,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from equiforce.cli.options import add_set_option
 from equiforce.train.config import load_config
 from equiforce.train.trainer import NonFiniteLossError
 from equiforce.workflows.committee import CommitteeConfig, train_committee
@@ -21,6 +22,7 @@ from equiforce.workflows.committee import CommitteeConfig, train_committee
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``committee`` subcommand."""
     parser.add_argument("config", help="YAML run file, as for equiforce train")
+    add_set_option(parser)
     parser.add_argument("--size", type=int, default=4, help="number of members (default 4)")
     parser.add_argument(
         "--subsample",
@@ -49,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads_per_worker=args.threads,
     )
+    config = load_config(args.config, args.overrides)
     try:
         with logging_redirect_tqdm():
-            result = train_committee(load_config(args.config), committee, resume=args.resume)
+            result = train_committee(config, committee, resume=args.resume)
     except (NonFiniteLossError, FileExistsError) as err:
         print(f"equiforce committee: error: {err}", file=sys.stderr)
         return 1

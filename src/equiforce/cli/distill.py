@@ -8,6 +8,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from equiforce.cli.options import add_set_option
 from equiforce.train.trainer import NonFiniteLossError
 from equiforce.workflows.distill import distill, load_distill_config
 from equiforce.workflows.distill.report import format_table
@@ -16,6 +17,7 @@ from equiforce.workflows.distill.report import format_table
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``distill`` subcommand."""
     parser.add_argument("config", help="YAML distillation file (see configs/distill_example.yaml)")
+    add_set_option(parser)
     parser.add_argument(
         "--sweep",
         action="store_true",
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Distil as configured; prints the report table. Returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = load_distill_config(args.config)
+    config = load_distill_config(args.config, args.overrides)
     try:
         with logging_redirect_tqdm():
             result = distill(config, sweep=args.sweep, resume=args.resume)

@@ -13,6 +13,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from equiforce.cli.options import add_set_option
 from equiforce.train.trainer import NonFiniteLossError
 from equiforce.workflows.learn import learn, load_learn_config
 
@@ -20,6 +21,7 @@ from equiforce.workflows.learn import learn, load_learn_config
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``learn`` subcommand."""
     parser.add_argument("config", help="YAML learn file (see configs/learn_example.yaml)")
+    add_set_option(parser)
     parser.add_argument(
         "--max-rounds", type=int, default=None, help="override max_rounds of the config"
     )
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run or continue the loop; prints one line per round. Returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = load_learn_config(args.config)
+    config = load_learn_config(args.config, args.overrides)
     if args.max_rounds is not None:
         config = dataclasses.replace(config, max_rounds=args.max_rounds)
     try:

@@ -25,6 +25,20 @@ def add_precision_option(
     )
 
 
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY.PATH=VALUE`` (repeatable): overrides of the config file's values
+    (``equiforce.typed_config.apply_overrides``)."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        dest="overrides",
+        help="override a value of the config file, e.g. --set training.lr=0.01 --set "
+        "model.num_channels=64 (VALUE read as YAML; repeatable; checked like the file)",
+    )
+
+
 def add_device_option(
     parser: argparse.ArgumentParser, choices: tuple[str, ...] | None = None
 ) -> None:

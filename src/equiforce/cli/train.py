@@ -13,7 +13,7 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from equiforce.cli.options import add_precision_option
+from equiforce.cli.options import add_precision_option, add_set_option
 from equiforce.process_exit import exit_process
 from equiforce.train.config import RunConfig, load_config
 from equiforce.train.distributed import (
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in output_dir exactly from checkpoints/last.pt",
     )
-    add_precision_option(parser, "precision mode (overrides precision.mode of the config)")
+    add_precision_option(parser, "precision mode (as --set precision.mode=MODE)")
+    add_set_option(parser)
     parser.add_argument(
         "--distributed-timeout",
         type=float,
@@ -72,13 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    """The run file's configuration, with ``--precision`` applied."""
-    config = load_config(args.config)
-    if args.precision is None:
-        return config
-    values = config.to_dict()
-    values["precision"] = {**values["precision"], "mode": args.precision}
-    return RunConfig.from_dict(values)
+    """The run file's configuration, with ``--set`` and ``--precision`` applied."""
+    precision = [] if args.precision is None else [f"precision.mode={args.precision}"]
+    return load_config(args.config, [*args.overrides, *precision])
 
 
 def main(argv: list[str] | None = None) -> int:

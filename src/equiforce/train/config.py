@@ -22,7 +22,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -606,9 +606,10 @@ def build_with_model_section(cls: type, values: Mapping[str, Any], kind: str) ->
     return build_section(cls, values, "")
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Parse a YAML run file into a ``RunConfig`` (errors as ``read_yaml_config``)."""
-    return read_yaml_config(path, RunConfig.from_dict)
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Parse a YAML run file into a ``RunConfig``, with ``KEY.PATH=VALUE`` overrides
+    (``typed_config.apply_overrides``; errors as ``read_yaml_config``)."""
+    return read_yaml_config(path, RunConfig.from_dict, overrides)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from equiforce.train.config import DataConfig, ModelConfig, TrainConfig
 from equiforce.typed_config import build_section, check_field, read_yaml_config
@@ -368,11 +368,13 @@ class DistillConfig:
         return build_section(cls, values, "")
 
 
-def load_distill_config(path: str | Path) -> DistillConfig:
-    """Parse a YAML distillation file into a ``DistillConfig``.
+def load_distill_config(path: str | Path, overrides: Sequence[str] = ()) -> DistillConfig:
+    """Parse a YAML distillation file into a ``DistillConfig``, with ``KEY.PATH=VALUE``
+    overrides (``typed_config.apply_overrides``).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ConfigError: a key is unknown or a value invalid (the message names the key path).
+        ConfigError: a key is unknown or a value invalid (the message names the key path), or
+            an override is malformed.
     """
-    return read_yaml_config(path, DistillConfig.from_dict)
+    return read_yaml_config(path, DistillConfig.from_dict, overrides)

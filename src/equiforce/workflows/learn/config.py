@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from equiforce.train.config import (
     DataConfig,
@@ -195,6 +195,7 @@ class LearnConfig:
         return build_with_model_section(cls, values, "learn")
 
 
-def load_learn_config(path: str | Path) -> LearnConfig:
-    """Parse a YAML learn file into a ``LearnConfig`` (errors name the file and key path)."""
-    return read_yaml_config(path, LearnConfig.from_dict)
+def load_learn_config(path: str | Path, overrides: Sequence[str] = ()) -> LearnConfig:
+    """Parse a YAML learn file into a ``LearnConfig``, with ``KEY.PATH=VALUE`` overrides
+    (errors name the file and key path)."""
+    return read_yaml_config(path, LearnConfig.from_dict, overrides)
