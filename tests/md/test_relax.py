@@ -158,3 +158,47 @@ def test_equiforce_relax_batched_through_main(emt_cu_model, tmp_path):
     assert [atoms.info["relax_converged"] for atoms in relaxed] == [True, True]
     assert max(forces_fmax(atoms) for atoms in relaxed) < 0.02
     assert main([*argv[:-2], "--pressure", "1"]) == 2  # an error: --pressure needs --cell
+
+
+def test_cli_relax_resumes_a_stopped_run_without_redoing_its_structures(
+    emt_cu_model, tmp_path, monkeypatch
+):
+    """One by one, each structure is appended as it finishes: a run stopped in its third
+    structure (and a frame cut short by the kill) resumes with the other two only, and the
+    output equals an uninterrupted run's, byte for byte."""
+    from equiforce.md import relax as relax_module
+
+    frames = [rattled_cu(seed=s) for s in (1, 2)] + [Octahedron("Cu", 2), rattled_cu(seed=3)]
+    write(tmp_path / "in.xyz", frames)
+    argv = [emt_cu_model, str(tmp_path / "in.xyz")]
+    assert run(parse([*argv, str(tmp_path / "whole.xyz")])) == 0
+    relax_one, calls = relax_module.relax_structure, []
+
+    def killed_in_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return relax_one(*args, **kwargs)
+
+    out = tmp_path / "out.xyz"
+    monkeypatch.setattr(relax_module, "relax_structure", killed_in_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(parse([*argv, str(out)]))
+    assert len(read(out, index=":")) == 2
+    with open(out, "a") as handle:
+        handle.write('4\nLattice="3.6 0 0 0 3.6 0 0 0 3.6"\nCu 0 0 0\n')  # cut by the kill
+    counted = []
+    monkeypatch.setattr(
+        relax_module, "relax_structure", lambda *a, **k: counted.append(1) or relax_one(*a, **k)
+    )
+    assert run(parse([*argv, str(out), "--resume"])) == 0
+    assert len(counted) == 2  # the two unfinished structures only
+    assert out.read_bytes() == (tmp_path / "whole.xyz").read_bytes()
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert [row["formula"] for row in summary] == [a.get_chemical_formula() for a in frames]
+
+    write(tmp_path / "other.xyz", [Octahedron("Cu", 2)] + frames[1:])
+    with pytest.raises(ValueError, match=r"out.xyz, frame 0: Cu4 is not the input's structure 0"):
+        run(parse([emt_cu_model, str(tmp_path / "other.xyz"), str(out), "--resume"]))
+    with pytest.raises(ValueError, match="drop --batched"):
+        run(parse([*argv, str(out), "--resume", "--batched"]))

@@ -1,4 +1,8 @@
-"""``equiforce relax MODEL IN OUT``: relax every structure of a file (positions, and cells)."""
+"""``equiforce relax MODEL IN OUT``: relax every structure of a file (positions, and cells).
+
+One by one, each relaxed structure is appended to OUT as it finishes, so a stopped run keeps
+them and ``--resume`` relaxes only the rest; ``--batched`` writes OUT at the end.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="relax all structures at once with TorchSim's batched FIRE (needs equiforce[sim])",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the structures OUTPUT already holds (a stopped run over the same input) and "
+        "relax the rest",
+    )
     add_device_option(parser)
     add_precision_option(parser)
 
@@ -44,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
     from equiforce.files import atomic_write_text
     from equiforce.md.relax import (
+        append_relaxed,
         format_relax_summary,
+        read_relaxed,
         relax_batched,
         relax_structures,
         write_relaxed,
@@ -61,17 +73,27 @@ def run(args: argparse.Namespace) -> int:
     if args.batched:
         if args.optimizer != "fire":
             raise ValueError("--batched relaxes with TorchSim's FIRE; drop --optimizer bfgs")
+        if args.resume:
+            raise ValueError("--resume continues a run one by one; drop --batched")
         from equiforce.md.torchsim import EquiforceModel
 
         model = EquiforceModel(args.model, device=args.device, precision=args.precision)
         results = relax_batched(frames, model, **options)
+        write_relaxed(results, args.output)
     else:
         from equiforce.md.calculator import EquiforceCalculator
 
         calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
-        results = relax_structures(frames, calculator, optimizer=args.optimizer, **options)
+        done = read_relaxed(args.output, frames) if args.resume else []
+        with open(args.output, "a" if args.resume else "w") as handle:
+            results = done + relax_structures(
+                frames[len(done) :],
+                calculator,
+                optimizer=args.optimizer,
+                on_result=lambda result: append_relaxed(result, handle),
+                **options,
+            )
     print(format_relax_summary(results))
-    write_relaxed(results, args.output)
     summary = [
         {
             "index": index,

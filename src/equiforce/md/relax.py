@@ -6,7 +6,10 @@ hydrostatic ``pressure_GPa`` (positions only for molecules and slabs). ``relax_b
 relaxes all structures at once through TorchSim's batched FIRE (``frechet_cell_fire`` for
 cells) with ``equiforce.md.torchsim.EquiforceModel``: one model call per step for the whole
 batch. Both return one ``RelaxResult`` per structure, in input order; ``write_relaxed`` writes
-them (extxyz: energy, forces, stress, and per frame ``relax_converged``/``relax_steps``).
+them (extxyz: energy, forces, stress, and per frame ``relax_converged``, ``relax_steps``,
+``relax_fmax``, ``relax_cell``). One by one, each result can be appended to the output as it
+comes (``append_relaxed``), and ``read_relaxed`` takes such a file back as the finished part
+of a run over the same input (``equiforce relax --resume``).
 
 Convergence is ASE's: the largest force norm is below ``fmax`` (eV/Å); with a cell filter the
 filter's cell "forces" (virial / number of atoms) count too.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -121,15 +124,22 @@ def relax_structure(
 
 
 def relax_structures(
-    frames: Sequence[Atoms], calculator: Calculator, progress: bool = False, **options
+    frames: Sequence[Atoms],
+    calculator: Calculator,
+    progress: bool = False,
+    on_result: Callable[[RelaxResult], None] | None = None,
+    **options,
 ) -> list[RelaxResult]:
-    """``relax_structure`` on each frame in turn (options as there)."""
+    """``relax_structure`` on each frame in turn (options as there); ``on_result`` is called
+    with each result as soon as it is ready (e.g. ``append_relaxed``)."""
     from tqdm.auto import tqdm
 
-    return [
-        relax_structure(atoms, calculator, **options)
-        for atoms in tqdm(frames, disable=not progress, desc="relax", unit="structure")
-    ]
+    results = []
+    for atoms in tqdm(frames, disable=not progress, desc="relax", unit="structure"):
+        results.append(relax_structure(atoms, calculator, **options))
+        if on_result is not None:
+            on_result(results[-1])
+    return results
 
 
 def relax_batched(
@@ -267,31 +277,103 @@ def _snapshot(
     )
 
 
-def write_relaxed(results: Sequence[RelaxResult], path: str | os.PathLike) -> Path:
-    """Write the relaxed structures to an extxyz file (atomically).
+def _relaxed_frame(result: RelaxResult) -> Atoms:
+    """The frame a result is written as: energy, forces, (3D-periodic) stress, and in its
+    info ``relax_converged``, ``relax_steps``, ``relax_fmax`` (eV/Å) and ``relax_cell``."""
+    atoms = result.atoms.copy()
+    atoms.calc = result.atoms.calc
+    atoms.info.update(
+        relax_converged=result.converged,
+        relax_steps=result.n_steps,
+        relax_fmax=result.fmax,
+        relax_cell=result.cell_relaxed,
+    )
+    return atoms
 
-    Each frame carries energy, forces and (3D-periodic) stress, and in its info
-    ``relax_converged``, ``relax_steps`` and ``relax_fmax`` (eV/Å).
-    """
+
+def write_relaxed(results: Sequence[RelaxResult], path: str | os.PathLike) -> Path:
+    """Write the relaxed structures to an extxyz file (atomically; frames as
+    ``append_relaxed`` writes them)."""
     import io
 
     from ase.io import write
 
     from equiforce.files import atomic_write_text
 
-    frames = []
-    for result in results:
-        atoms = result.atoms.copy()
-        atoms.calc = result.atoms.calc
-        atoms.info.update(
-            relax_converged=result.converged, relax_steps=result.n_steps, relax_fmax=result.fmax
-        )
-        frames.append(atoms)
     buffer = io.StringIO()
-    write(buffer, frames, format="extxyz")
+    write(buffer, [_relaxed_frame(result) for result in results], format="extxyz")
     path = Path(path)
     atomic_write_text(buffer.getvalue(), path)
     return path
+
+
+def append_relaxed(result: RelaxResult, handle: IO[str]) -> None:
+    """Append one relaxed structure to an open extxyz file and flush it (a run stopped
+    later keeps every structure finished before)."""
+    from ase.io import write
+
+    write(handle, _relaxed_frame(result), format="extxyz")
+    handle.flush()
+
+
+def _complete_frames(path: Path) -> int:
+    """Bytes of ``path`` holding whole extxyz frames (count line, comment, that many atom
+    lines, each ending in a newline): a frame cut by a kill while it was written ends
+    before it."""
+    complete = 0
+    with open(path, "rb") as handle:
+        while True:
+            count = handle.readline()
+            if not count.endswith(b"\n") or not count.strip().isdigit():
+                return complete
+            lines = [handle.readline() for _ in range(int(count) + 1)]
+            if not all(line.endswith(b"\n") for line in lines):
+                return complete
+            complete = handle.tell()
+
+
+def read_relaxed(path: str | os.PathLike, frames: Sequence[Atoms]) -> list[RelaxResult]:
+    """The results in ``path`` (written by ``append_relaxed``/``write_relaxed``), checked to
+    be the relaxations of the first structures of ``frames``, in order. A last frame cut
+    short (a kill while it was written) is removed from the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: more results than structures, or a result whose atoms are not those of
+            the structure at its position (naming both), or a frame without the ``relax_*``
+            fields.
+    """
+    from ase.io import read
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no relaxed structures to resume from")
+    os.truncate(path, _complete_frames(path))
+    done = read(path, index=":") if path.stat().st_size else []
+    if len(done) > len(frames):
+        raise ValueError(f"{path}: {len(done)} relaxed structures, the input has {len(frames)}")
+    results = []
+    for index, (atoms, start) in enumerate(zip(done, frames, strict=False)):
+        if not np.array_equal(atoms.numbers, start.numbers):
+            raise ValueError(
+                f"{path}, frame {index}: {atoms.get_chemical_formula()} is not the input's "
+                f"structure {index} ({start.get_chemical_formula()}): not this input's run"
+            )
+        missing = [
+            k for k in ("relax_converged", "relax_steps", "relax_fmax") if k not in atoms.info
+        ]
+        if missing:
+            raise ValueError(f"{path}, frame {index}: no {', '.join(missing)} (not a relax output)")
+        results.append(
+            RelaxResult(
+                atoms=atoms,
+                converged=bool(atoms.info["relax_converged"]),
+                n_steps=int(atoms.info["relax_steps"]),
+                fmax=float(atoms.info["relax_fmax"]),
+                cell_relaxed=bool(atoms.info.get("relax_cell", False)),
+            )
+        )
+    return results
 
 
 def format_relax_summary(results: Sequence[RelaxResult]) -> str:
