@@ -213,7 +213,7 @@ def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
     assert one["md"]["n_steps"] == 2 and one["threshold_below_spread"]
     (warning,) = [w for w in warnings if "over selection.threshold" in w]
     assert "explored 2 of md.n_steps = 40 steps" in warning
-    assert "stop_after >= md.n_steps" in warning
+    assert "stop_after > md.n_steps" in warning
 
 
 def test_selection_takes_the_most_uncertain_frames_apart():

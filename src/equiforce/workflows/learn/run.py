@@ -236,7 +236,8 @@ def _round(
             "round %d: %d of the MD's %d steps were over selection.threshold = %g eV/Å, so "
             "it stopped after selection.stop_after = %d of them: the round explored %d of "
             "md.n_steps = %d steps. Raise the threshold (or calibrate the committee, "
-            "selection.calibration), or set stop_after >= md.n_steps "
+            "selection.calibration), or set stop_after > md.n_steps (the start and every step "
+            "can be flagged) "
             "(docs/active_learning.md, 'Against random frames')",
             k,
             summary.n_flagged,
