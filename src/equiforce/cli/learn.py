@@ -7,7 +7,6 @@ labels come from the cache); ``--max-rounds`` may raise the limit of a finished 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 
@@ -22,17 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``learn`` subcommand."""
     parser.add_argument("config", help="YAML learn file (see configs/learn_example.yaml)")
     add_set_option(parser)
-    parser.add_argument(
-        "--max-rounds", type=int, default=None, help="override max_rounds of the config"
-    )
+    parser.add_argument("--max-rounds", type=int, default=None, help="as --set max_rounds=N")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run or continue the loop; prints one line per round. Returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = load_learn_config(args.config, args.overrides)
-    if args.max_rounds is not None:
-        config = dataclasses.replace(config, max_rounds=args.max_rounds)
+    rounds = [] if args.max_rounds is None else [f"max_rounds={args.max_rounds}"]
+    config = load_learn_config(args.config, [*args.overrides, *rounds])
     try:
         with logging_redirect_tqdm():
             result = learn(config, progress=sys.stderr.isatty())
