@@ -134,10 +134,14 @@ def _overwrite(file, offset: int, data: bytes) -> None:
     file.write_bytes(bytes(raw))
 
 
+def _cut(file, n_bytes: int) -> None:
+    """Remove the last ``n_bytes`` of ``file`` (a partial copy)."""
+    file.write_bytes(file.read_bytes()[:-n_bytes])
+
+
 def test_truncated_or_corrupt_shard_is_named(data):
     _, out = data
-    target = out / "shard_00001" / "pos.npy"
-    target.write_bytes(target.read_bytes()[:-40])
+    _cut(out / "shard_00001" / "pos.npy", 40)
     dataset = OnDiskDataset(out)
     dataset[0]  # shard 0 is intact
     with pytest.raises(OnDiskError, match="shard_00001/pos.npy: .* truncated or corrupt"):
@@ -166,8 +170,7 @@ def test_a_changed_byte_in_a_shard_is_named_when_read_and_by_verify(data, capsys
     forces = out / "shard_00001" / "forces.npy"
     last = forces.read_bytes()[-3]  # the last force component changes in its 3rd digit
     _overwrite(forces, forces.stat().st_size - 3, bytes([last ^ 0x10]))
-    edges = out / "shard_00002" / "edge_index.npy"
-    edges.write_bytes(edges.read_bytes()[:-8])
+    _cut(out / "shard_00002" / "edge_index.npy", 8)
     dataset = OnDiskDataset(out)
     dataset[0]  # shard 0 is intact
     with pytest.raises(OnDiskError, match="shard_00001/forces.npy: CRC-32 .* changed since"):
