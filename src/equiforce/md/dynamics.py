@@ -7,28 +7,33 @@
 simple option, Berendsen coupling (``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen``
 anisotropic). Every ``log_interval`` steps, step 0 included, it samples the energies and the
 temperature (NPT: volume, and pressure with its ideal-gas part) and follows the bonds
-(``equiforce.md.stability``); with a restart file it can stop and go on exactly
-(``equiforce.md.restart``).
+(``equiforce.md.stability``) through ``equiforce.md.sampling``, which batched MD shares; with
+a restart file it can stop and go on exactly (``equiforce.md.restart``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from equiforce.md.report import MDResult
-from equiforce.md.restart import Restart, keep_frames, load_restart, save_restart
-from equiforce.md.stability import BondMonitor, energy_drift
+from equiforce.md.restart import Restart, restart_to_resume, save_restart
+from equiforce.md.sampling import (
+    Recorder,
+    check_md_arguments,
+    md_result,
+    thermalise,
+    trajectory_writer,
+)
 
 if TYPE_CHECKING:
     from equiforce.md.uncertainty import UncertaintyWatch
@@ -70,90 +75,6 @@ class NPTSettings:
         for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NPT {name} must be positive, got {getattr(self, name)}")
-
-
-class _Frames:
-    """Writes the current frame to the run's trajectory and counts the frames written."""
-
-    def __init__(self, write_frame: Callable[[], None], handle=None, n_frames: int = 0):
-        self._write_frame = write_frame
-        self._handle = handle
-        self.n_frames = n_frames
-
-    def write(self) -> None:
-        """Write the current frame (an MD observer)."""
-        self._write_frame()
-        self.n_frames += 1
-
-    def flushed_size(self) -> int | None:
-        """An extended XYZ file's size after flushing it, bytes (None: ``.traj`` or none)."""
-        if self._handle is None:
-            return None
-        self._handle.flush()
-        return self._handle.tell()
-
-
-@contextlib.contextmanager
-def _trajectory_writer(path: Path | None, atoms: Atoms, restart: Restart | None = None):
-    """Yield the ``_Frames`` of ``path`` (.traj or .xyz/.extxyz); with ``restart``, the file
-    cut back to the frames it counted and appended to."""
-    if path is None:
-        yield _Frames(lambda: None)
-        return
-    if path.suffix not in (".traj", ".xyz", ".extxyz"):
-        raise ValueError(f"trajectory {path}: use a .traj, .xyz or .extxyz file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode, n_frames = "w", 0
-    if restart is not None:
-        keep_frames(path, restart.n_frames, restart.trajectory_bytes)
-        mode, n_frames = "a", restart.n_frames
-    if path.suffix == ".traj":
-        from ase.io.trajectory import Trajectory
-
-        with Trajectory(str(path), mode, atoms) as trajectory:
-            yield _Frames(trajectory.write, None, n_frames)
-    else:
-        from ase.io import write
-
-        with open(path, mode) as handle:
-            yield _Frames(lambda: write(handle, atoms, format="extxyz"), handle, n_frames)
-
-
-class _Recorder:
-    """Samples time, energies, temperature (``track_cell``: volume, pressure); feeds bonds."""
-
-    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float], track_cell: bool = False):
-        self.atoms = atoms
-        self.clock_fs = clock_fs
-        self.bonds = BondMonitor(atoms)
-        self.rows: list[tuple[float, float, float, float]] = []
-        self.cell_rows: list[tuple[float, float]] | None = [] if track_cell else None
-
-    def sample(self) -> None:
-        """Record the current state (an MD observer)."""
-        self.bonds.update(self.atoms)
-        self.rows.append(
-            (
-                self.clock_fs(),
-                self.atoms.get_potential_energy(),
-                self.atoms.get_kinetic_energy(),
-                self.atoms.get_temperature(),
-            )
-        )
-        if self.cell_rows is not None:
-            stress = self.atoms.get_stress(include_ideal_gas=True)
-            self.cell_rows.append((self.atoms.get_volume(), -stress[:3].mean() / units.GPa))
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """time_fs, potential (eV), kinetic (eV), temperature (K), each (n_samples,)."""
-        return tuple(np.array(column, dtype=np.float64) for column in zip(*self.rows, strict=True))
-
-    def cell_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Volume (Å^3) and pressure (GPa), each (n_samples,), or None without ``track_cell``."""
-        if self.cell_rows is None:
-            return None, None
-        volume, pressure = zip(*self.cell_rows, strict=True)
-        return np.array(volume, dtype=np.float64), np.array(pressure, dtype=np.float64)
 
 
 def _barostat(atoms: Atoms, temperature_K: float, timestep_fs: float, npt: NPTSettings):
@@ -210,51 +131,6 @@ def _integrator(
             rng=rng,
         )
     return VelocityVerlet(atoms, timestep_fs * units.fs)
-
-
-def _thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    """Maxwell–Boltzmann momenta at ``temperature_K`` from ``rng``, centre of mass at rest."""
-    from ase.md.velocitydistribution import Stationary
-
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # ase < 3.29 only has the (since deprecated) older name
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
-
-    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
-
-
-def _check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction: float) -> None:
-    if ensemble not in ("nvt", "nve", "npt"):
-        raise ValueError(f"ensemble must be 'nvt', 'nve' or 'npt', got {ensemble!r}")
-    if n_steps < 1 or log_interval < 1:
-        raise ValueError(f"n_steps and log_interval must be >= 1, got {n_steps}, {log_interval}")
-    if log_interval > n_steps:
-        raise ValueError(f"log_interval ({log_interval}) must not exceed n_steps ({n_steps})")
-    if ensemble == "nvt" and friction <= 0:
-        raise ValueError(f"Langevin friction must be positive, got {friction} per fs")
-
-
-def _restart_to_resume(
-    restart_path: str | os.PathLike | None,
-    resume: bool,
-    settings: dict,
-    n_steps: int,
-) -> Restart | None:
-    """The restart file ``resume`` continues, checked against this call (None: a new run)."""
-    if not resume:
-        return None
-    if restart_path is None:
-        raise ValueError("resume needs the restart_path of the run to continue")
-    restart = load_restart(restart_path)
-    restart.check_settings(settings)
-    if restart.n_steps_done >= n_steps:
-        raise ValueError(
-            f"{restart_path}: the run has taken {restart.n_steps_done} steps already; give "
-            f"more than that as the number of steps to extend it"
-        )
-    return restart
 
 
 def run_md(
@@ -316,7 +192,7 @@ def run_md(
     """
     from tqdm.auto import tqdm
 
-    _check_md_arguments(ensemble, n_steps, log_interval, friction)
+    check_md_arguments(ensemble, n_steps, log_interval, friction)
     if npt is not None and ensemble != "npt":
         raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
     if ensemble == "npt":
@@ -336,21 +212,22 @@ def run_md(
         "atomic_numbers_sha256": hashlib.sha256(atoms.numbers.astype(np.int64)).hexdigest(),
         "uncertainty_watch": None if watch is None else watch.settings(),
     }
-    restart = _restart_to_resume(restart_path, resume, settings, n_steps)
+    restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
     if restart is None:
-        _thermalise(atoms, temperature_K, rng)
+        thermalise(atoms, temperature_K, rng)
     else:
         restart.restore_atoms(atoms)
     dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng, npt)
-    recorder = _Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
+    recorder = Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
     wall_before = _restored(restart, dynamics, rng, recorder, watch)
     path = None if trajectory_path is None else Path(trajectory_path)
+    resume_at = None if restart is None else (restart.n_frames, restart.trajectory_bytes)
     start = time.perf_counter()
     with (
-        _trajectory_writer(path, atoms, restart) as frames,
+        trajectory_writer(path, atoms, resume_at) as frames,
         tqdm(
             total=n_steps,
             initial=dynamics.nsteps,
@@ -385,11 +262,11 @@ def run_md(
             save()
     wall_time = wall_before + time.perf_counter() - start
     sampled = (ensemble, timestep_fs, temperature_K, npt)
-    return _result(recorder, dynamics, sampled, path, wall_time, watch)
+    return md_result(recorder, dynamics.nsteps, sampled, path, wall_time, watch)
 
 
 def _restored(
-    restart: Restart | None, dynamics, rng, recorder: _Recorder, watch: UncertaintyWatch | None
+    restart: Restart | None, dynamics, rng, recorder: Recorder, watch: UncertaintyWatch | None
 ) -> float:
     """Put a resumed run's state back (a new run: start the watch's file); the wall time
     the run had taken, s."""
@@ -404,41 +281,3 @@ def _restored(
             f"{[f.step for f in watch.flagged]}): there is nothing to resume"
         )
     return restart.wall_time_s
-
-
-def _result(
-    recorder: _Recorder,
-    dynamics,
-    sampled: tuple[str, float, float, NPTSettings | None],
-    path: Path | None,
-    wall_time_s: float,
-    watch: UncertaintyWatch | None,
-) -> MDResult:
-    """The ``MDResult`` of a finished run (``sampled``: its ensemble, time step in fs,
-    temperature in K and NPT coupling)."""
-    ensemble, timestep_fs, temperature_K, npt = sampled
-    atoms = recorder.atoms
-    time_fs, potential, kinetic, temperature = recorder.arrays()
-    volume, pressure = recorder.cell_arrays()
-    drifting = ensemble == "nve" and len(time_fs) > 1  # a watch may stop a run at step 0
-    drift = energy_drift(time_fs, potential + kinetic, len(atoms)) if drifting else None
-    return MDResult(
-        ensemble=ensemble,
-        n_atoms=len(atoms),
-        n_steps=dynamics.nsteps,
-        timestep_fs=timestep_fs,
-        temperature_target_K=temperature_K,
-        time_fs=time_fs,
-        potential_energy=potential,
-        kinetic_energy=kinetic,
-        temperature_K=temperature,
-        energy_drift=drift,
-        bonds=recorder.bonds.result(),
-        trajectory_path=path,
-        wall_time_s=wall_time_s,
-        final_atoms=atoms,
-        volume_A3=volume,
-        pressure_GPa=pressure,
-        npt=npt,
-        uncertainty=None if watch is None else watch.summary(),
-    )

@@ -18,7 +18,8 @@ It holds what the next steps depend on, to the bit:
   interval, NPT coupling, the atoms' numbers): a resumed call that gives others is refused,
   naming the setting. The length (``n_steps``) may grow: a finished run can be extended.
 
-``load_restart`` reads such a file; ``Restart.restore_atoms`` and ``Restart.restore`` put the
+``load_restart`` reads such a file (``restart_to_resume``: the file a resumed call continues,
+checked against the call); ``Restart.restore_atoms`` and ``Restart.restore`` put the
 state back before the run goes on; ``keep_frames`` cuts a trajectory back to the frames the
 restart file counted (those written after it are written again, identically: the resumed run
 appends to it).
@@ -56,13 +57,13 @@ def numeric_state(obj: Any, prefix: str) -> dict[str, np.ndarray]:
     return state
 
 
-def _put_numeric_state(obj: Any, prefix: str, arrays: Mapping[str, np.ndarray]) -> None:
+def put_numeric_state(obj: Any, prefix: str, arrays: Mapping[str, np.ndarray]) -> None:
     """Set back what ``numeric_state(obj, prefix)`` saved (arrays stay arrays, numbers
     numbers of their own type)."""
     for name, value in vars(obj).items():
         key = f"{prefix}.{name}"
         if name in _NESTED and value is not None:
-            _put_numeric_state(value, key, arrays)
+            put_numeric_state(value, key, arrays)
         elif key in arrays:
             saved = arrays[key]
             setattr(
@@ -137,12 +138,12 @@ class Restart:
     ) -> None:
         """The integrator's numbers, the generator's state, the recorder's samples and the
         uncertainty watch's record (when the run has one)."""
-        _put_numeric_state(dynamics, "dynamics", self.arrays)
+        put_numeric_state(dynamics, "dynamics", self.arrays)
         rng.bit_generator.state = self.meta["rng"]
         recorder.rows = [tuple(row) for row in self.arrays["rows"].tolist()]
         if recorder.cell_rows is not None:
             recorder.cell_rows = [tuple(row) for row in self.arrays["cell_rows"].tolist()]
-        _put_numeric_state(recorder.bonds, "bonds", self.arrays)
+        put_numeric_state(recorder.bonds, "bonds", self.arrays)
         if watch is not None:
             watch.restore({k[6:]: v for k, v in self.arrays.items() if k.startswith("watch.")})
 
@@ -171,7 +172,7 @@ def save_restart(
         atoms: the MD's atoms.
         dynamics: the ASE integrator.
         rng: the generator of its noise.
-        recorder: ``equiforce.md.dynamics._Recorder`` of the run.
+        recorder: ``equiforce.md.sampling.Recorder`` of the run.
         settings: what defines the run (``check_settings`` compares them on resume).
         n_frames: trajectory frames written so far.
         trajectory_bytes: an extended XYZ trajectory's size now (flushed), else None.
@@ -224,6 +225,27 @@ def load_restart(path: str | os.PathLike) -> Restart:
             f"{path}: restart format {meta.get('format')}, this equiforce reads {RESTART_FORMAT}"
         )
     return Restart(path, meta, arrays)
+
+
+def restart_to_resume(
+    restart_path: str | os.PathLike | None,
+    resume: bool,
+    settings: dict,
+    n_steps: int,
+) -> Restart | None:
+    """The restart file ``resume`` continues, checked against this call (None: a new run)."""
+    if not resume:
+        return None
+    if restart_path is None:
+        raise ValueError("resume needs the restart_path of the run to continue")
+    restart = load_restart(restart_path)
+    restart.check_settings(settings)
+    if restart.n_steps_done >= n_steps:
+        raise ValueError(
+            f"{restart_path}: the run has taken {restart.n_steps_done} steps already; give "
+            f"more than that as the number of steps to extend it"
+        )
+    return restart
 
 
 def keep_frames(path: Path, n_frames: int, n_bytes: int | None) -> None:

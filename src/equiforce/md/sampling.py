@@ -1,0 +1,173 @@
+"""What every MD run of ``equiforce.md`` shares: starting velocities, argument checks, the
+trajectory writer, the sampler of energies/temperature/bonds and the ``MDResult`` it makes.
+
+``run_md`` (ASE, one structure) and ``run_batched_md`` (TorchSim, many at once) both sample
+through ``Recorder`` and write frames through ``trajectory_writer``, so their samples,
+trajectories and results have one format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+from ase import Atoms, units
+
+from equiforce.md.report import MDResult
+from equiforce.md.restart import keep_frames
+from equiforce.md.stability import BondMonitor, energy_drift
+
+if TYPE_CHECKING:
+    from equiforce.md.dynamics import NPTSettings
+    from equiforce.md.uncertainty import UncertaintyWatch
+
+
+class Frames:
+    """Writes the current frame to the run's trajectory and counts the frames written."""
+
+    def __init__(self, write_frame: Callable[[], None], handle=None, n_frames: int = 0):
+        self._write_frame = write_frame
+        self._handle = handle
+        self.n_frames = n_frames
+
+    def write(self) -> None:
+        """Write the current frame (an MD observer)."""
+        self._write_frame()
+        self.n_frames += 1
+
+    def flushed_size(self) -> int | None:
+        """An extended XYZ file's size after flushing it, bytes (None: ``.traj`` or none)."""
+        if self._handle is None:
+            return None
+        self._handle.flush()
+        return self._handle.tell()
+
+
+@contextlib.contextmanager
+def trajectory_writer(
+    path: Path | None, atoms: Atoms, resume_at: tuple[int, int | None] | None = None
+):
+    """Yield the ``Frames`` of ``path`` (.traj or .xyz/.extxyz) writing ``atoms``; with
+    ``resume_at`` (frames, extended XYZ bytes or None, as a restart file counted them), the
+    file cut back to those frames (``keep_frames``) and appended to."""
+    if path is None:
+        yield Frames(lambda: None)
+        return
+    if path.suffix not in (".traj", ".xyz", ".extxyz"):
+        raise ValueError(f"trajectory {path}: use a .traj, .xyz or .extxyz file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode, n_frames = "w", 0
+    if resume_at is not None:
+        keep_frames(path, *resume_at)
+        mode, n_frames = "a", resume_at[0]
+    if path.suffix == ".traj":
+        from ase.io.trajectory import Trajectory
+
+        with Trajectory(str(path), mode, atoms) as trajectory:
+            yield Frames(trajectory.write, None, n_frames)
+    else:
+        from ase.io import write
+
+        with open(path, mode) as handle:
+            yield Frames(lambda: write(handle, atoms, format="extxyz"), handle, n_frames)
+
+
+class Recorder:
+    """Samples time, energies, temperature (``track_cell``: volume, pressure); feeds bonds."""
+
+    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float], track_cell: bool = False):
+        self.atoms = atoms
+        self.clock_fs = clock_fs
+        self.bonds = BondMonitor(atoms)
+        self.rows: list[tuple[float, float, float, float]] = []
+        self.cell_rows: list[tuple[float, float]] | None = [] if track_cell else None
+
+    def sample(self) -> None:
+        """Record the current state (an MD observer)."""
+        self.bonds.update(self.atoms)
+        self.rows.append(
+            (
+                self.clock_fs(),
+                self.atoms.get_potential_energy(),
+                self.atoms.get_kinetic_energy(),
+                self.atoms.get_temperature(),
+            )
+        )
+        if self.cell_rows is not None:
+            stress = self.atoms.get_stress(include_ideal_gas=True)
+            self.cell_rows.append((self.atoms.get_volume(), -stress[:3].mean() / units.GPa))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """time_fs, potential (eV), kinetic (eV), temperature (K), each (n_samples,)."""
+        return tuple(np.array(column, dtype=np.float64) for column in zip(*self.rows, strict=True))
+
+    def cell_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Volume (Å^3) and pressure (GPa), each (n_samples,), or None without ``track_cell``."""
+        if self.cell_rows is None:
+            return None, None
+        volume, pressure = zip(*self.cell_rows, strict=True)
+        return np.array(volume, dtype=np.float64), np.array(pressure, dtype=np.float64)
+
+
+def thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell–Boltzmann momenta at ``temperature_K`` from ``rng``, centre of mass at rest."""
+    from ase.md.velocitydistribution import Stationary
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ase < 3.29 only has the (since deprecated) older name
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+
+
+def check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction: float) -> None:
+    if ensemble not in ("nvt", "nve", "npt"):
+        raise ValueError(f"ensemble must be 'nvt', 'nve' or 'npt', got {ensemble!r}")
+    if n_steps < 1 or log_interval < 1:
+        raise ValueError(f"n_steps and log_interval must be >= 1, got {n_steps}, {log_interval}")
+    if log_interval > n_steps:
+        raise ValueError(f"log_interval ({log_interval}) must not exceed n_steps ({n_steps})")
+    if ensemble == "nvt" and friction <= 0:
+        raise ValueError(f"Langevin friction must be positive, got {friction} per fs")
+
+
+def md_result(
+    recorder: Recorder,
+    n_steps: int,
+    sampled: tuple[str, float, float, NPTSettings | None],
+    path: Path | None,
+    wall_time_s: float,
+    watch: UncertaintyWatch | None,
+) -> MDResult:
+    """The ``MDResult`` of a finished run (``sampled``: its ensemble, time step in fs,
+    temperature in K and NPT coupling)."""
+    ensemble, timestep_fs, temperature_K, npt = sampled
+    atoms = recorder.atoms
+    time_fs, potential, kinetic, temperature = recorder.arrays()
+    volume, pressure = recorder.cell_arrays()
+    drifting = ensemble == "nve" and len(time_fs) > 1  # a watch may stop a run at step 0
+    drift = energy_drift(time_fs, potential + kinetic, len(atoms)) if drifting else None
+    return MDResult(
+        ensemble=ensemble,
+        n_atoms=len(atoms),
+        n_steps=n_steps,
+        timestep_fs=timestep_fs,
+        temperature_target_K=temperature_K,
+        time_fs=time_fs,
+        potential_energy=potential,
+        kinetic_energy=kinetic,
+        temperature_K=temperature,
+        energy_drift=drift,
+        bonds=recorder.bonds.result(),
+        trajectory_path=path,
+        wall_time_s=wall_time_s,
+        final_atoms=atoms,
+        volume_A3=volume,
+        pressure_GPa=pressure,
+        npt=npt,
+        uncertainty=None if watch is None else watch.summary(),
+    )
