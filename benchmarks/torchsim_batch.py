@@ -8,8 +8,8 @@ presets``) or a model file (``--model``, any species in ``--element``). Per pres
   eV/Å, so no structure stops early and both paths do the same work): ``relax_batched``
   (``EquiforceModel``, one model call per step for all structures) vs ``relax_structures``
   (``EquiforceCalculator``, ASE's FIRE, structure after structure);
-* md: Langevin NVT at 300 K, ``--md-steps`` steps: TorchSim's ``nvt_langevin`` on the batch vs
-  ``run_md`` per structure;
+* md: Langevin NVT at 300 K, ``--md-steps`` steps of 0.5 fs: ``run_batched_md`` (TorchSim's
+  ``nvt_langevin`` on the batch) vs ``run_md`` per structure (ASE's Langevin);
 * parity: the largest |energy| difference between the batch and the calculator on the starting
   structures (float64: round-off).
 
@@ -53,21 +53,9 @@ def _timed(call) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def _batched_md(model, frames: list[Atoms], steps: int) -> None:
-    import torch_sim as ts
-
-    from equiforce.md.torchsim import atoms_to_state
-
-    units = ts.units.MetalUnits
-    kT = torch.tensor(300.0 * units.temperature, dtype=model.dtype)
-    init, step = ts.nvt_langevin(model, dt=torch.tensor(0.001 * units.time), kT=kT)
-    state = init(atoms_to_state(frames, model.device, model.dtype), seed=0)
-    for _ in range(steps):
-        state = step(state, kT=kT)
-
-
 def run_case(model_source: Any, frames: list[Atoms], args: argparse.Namespace) -> dict:
     """Relax and MD ``frames`` both ways with one model; timings and parity."""
+    from equiforce.md.batched import run_batched_md
     from equiforce.md.calculator import EquiforceCalculator
     from equiforce.md.dynamics import run_md
     from equiforce.md.relax import relax_batched, relax_structures
@@ -80,12 +68,10 @@ def run_case(model_source: Any, frames: list[Atoms], args: argparse.Namespace) -
     relax = dict(fmax=1e-9, steps=args.relax_steps)
     _, relax_batched_s = _timed(lambda: relax_batched(frames, model, **relax))
     _, relax_serial_s = _timed(lambda: relax_structures(frames, calculator, **relax))
-    _, md_batched_s = _timed(lambda: _batched_md(model, frames, args.md_steps))
+    md = dict(n_steps=args.md_steps, log_interval=args.md_steps)
+    _, md_batched_s = _timed(lambda: run_batched_md(frames, model, **md))
     _, md_serial_s = _timed(
-        lambda: [
-            run_md(atoms, calculator, n_steps=args.md_steps, log_interval=args.md_steps)
-            for atoms in frames
-        ]
+        lambda: [run_md(atoms, calculator, seed=k, **md) for k, atoms in enumerate(frames)]
     )
     n = len(frames)
     return {

@@ -7,6 +7,10 @@ run (``--uncertainty-action stop``, default) or are flagged and the run goes on 
 Every ``--restart-every`` steps the run's state goes to ``md_restart.npz`` in ``--out``;
 ``--resume`` continues that run exactly (after a kill, or to extend it with a larger
 ``--steps``), and a new run into a folder that holds one is refused.
+
+``--batched`` runs every frame of STRUCTURE at once through TorchSim (NVT or NVE, one model
+call per step for the whole batch): one trajectory per structure (``md_0000.traj``, ...), a
+summary row per structure, ``--resume`` as above (``equiforce.md.batched``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model file (save_model output or training checkpoint); several files or a "
         "committee folder (equiforce committee) run as a committee",
     )
-    parser.add_argument("structure", help="starting structure, any ASE format (first frame)")
+    parser.add_argument(
+        "structure", help="starting structure, any ASE format (first frame; --batched: every frame)"
+    )
     parser.add_argument("--ensemble", choices=("nvt", "nve", "npt"), default="nvt")
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
@@ -92,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"continue the run of --out/{RESTART_NAME} exactly, up to --steps in all (the "
         "other options must be the run's)",
     )
+    parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="run every frame of STRUCTURE at once through TorchSim, one model call per step "
+        "(NVT/NVE, one model; needs equiforce[sim]); trajectories md_0000.traj, ...",
+    )
     add_device_option(parser)
     add_precision_option(parser)
     parser.add_argument(
@@ -114,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.structure).exists():
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
     npt = npt_settings(args)
-    atoms = read(args.structure, index=0)
     out = Path(args.out)
     restart = out / RESTART_NAME
     if restart.exists() and not args.resume:  # as train: a run's state is never overwritten
@@ -124,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.batched:
+        return _run_batched(args, out, restart)
+    atoms = read(args.structure, index=0)
     calculator = _calculator(args)
     watch = None
     if args.max_uncertainty is not None:
@@ -135,20 +149,10 @@ def run(args: argparse.Namespace) -> int:
     result = run_md(
         atoms,
         calculator,
-        ensemble=args.ensemble,
-        temperature_K=args.temperature,
-        timestep_fs=args.timestep,
-        n_steps=args.steps,
-        friction=args.friction,
         trajectory_path=out / TRAJECTORY_NAME,
-        log_interval=min(args.log_interval, max(args.steps, 1)),
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
         npt=npt,
         watch=watch,
-        restart_path=restart,
-        restart_every=args.restart_every,
-        resume=args.resume,
+        **_run_options(args, restart),
     )
     print(format_md_summary(result))
     atomic_write_text(json.dumps(result.summary(), indent=2) + "\n", out / SUMMARY_NAME)
@@ -156,6 +160,75 @@ def run(args: argparse.Namespace) -> int:
     if result.uncertainty is not None:
         plot_uncertainty(result.uncertainty, args.timestep, out / UNCERTAINTY_PLOT_NAME)
     print(f"trajectory, summary and plot written to {out}/")
+    return 0
+
+
+def _run_options(args: argparse.Namespace, restart: Path) -> dict:
+    """The keyword arguments ``run_md`` and ``run_batched_md`` share, from the options."""
+    return {
+        "ensemble": args.ensemble,
+        "temperature_K": args.temperature,
+        "timestep_fs": args.timestep,
+        "n_steps": args.steps,
+        "friction": args.friction,
+        "log_interval": min(args.log_interval, max(args.steps, 1)),
+        "seed": args.seed,
+        "progress": sys.stderr.isatty(),
+        "restart_path": restart,
+        "restart_every": args.restart_every,
+        "resume": args.resume,
+    }
+
+
+def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
+    """``--batched``: every frame of ``args.structure`` through ``run_batched_md``."""
+    from ase.io import read
+
+    from equiforce.files import atomic_write_text
+    from equiforce.md.batched import run_batched_md
+    from equiforce.md.report import format_batched_summary, plot_batched_md
+    from equiforce.md.torchsim import EquiforceModel
+
+    refused = [
+        name
+        for name, given in (
+            (
+                "the committee (several models or a folder)",
+                len(args.model) > 1 or Path(args.model[0]).is_dir(),
+            ),
+            ("--max-uncertainty", args.max_uncertainty is not None),
+            ("--compile", args.compile),
+        )
+        if given
+    ]
+    if refused:
+        raise ValueError(f"--batched runs one model eagerly: drop {refused[0]}")
+    structures = read(args.structure, index=":")
+    model = EquiforceModel(
+        args.model[0], device=args.device, precision=args.precision, compute_stress=False
+    )
+    paths = [out / f"md_{k:04d}.traj" for k in range(len(structures))]
+    results = run_batched_md(
+        structures, model, trajectory_paths=paths, **_run_options(args, restart)
+    )
+    formulas = [atoms.get_chemical_formula() for atoms in structures]
+    print(format_batched_summary(results, formulas))
+    rows = [
+        {"index": k, "formula": formula, **result.summary()}
+        for k, (formula, result) in enumerate(zip(formulas, results, strict=True))
+    ]
+    wall = results[0].wall_time_s
+    summary = {
+        "batched": True,
+        "n_structures": len(results),
+        "n_atoms": sum(result.n_atoms for result in results),
+        "wall_time_s": wall,
+        "steps_per_second": results[0].n_steps / wall if wall > 0 else None,
+        "structures": rows,
+    }
+    atomic_write_text(json.dumps(summary, indent=2) + "\n", out / SUMMARY_NAME)
+    plot_batched_md(results, out / PLOT_NAME)
+    print(f"trajectories, summary and plot written to {out}/")
     return 0
 
 

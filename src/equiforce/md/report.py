@@ -1,12 +1,13 @@
-"""What an MD run of ``run_md`` reports: ``MDResult`` (samples and stability figures), its
-printed summary and its figure (energy and temperature; NPT: volume and pressure vs time)."""
+"""What an MD run reports: ``MDResult`` (samples and stability figures), its printed summary
+and its figure (energy and temperature; NPT: volume and pressure vs time); for a batched run
+(``run_batched_md``) a table with a row per structure and one figure of them all."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -188,6 +189,66 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
         axes[3].set_ylabel("pressure (GPa)")
         axes[3].legend()
     axes[-1].set_xlabel("time (ps)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def format_batched_summary(results: Sequence[MDResult], formulas: Sequence[str]) -> str:
+    """One row per structure of a batched run (``run_batched_md``): temperature, NVE drift,
+    bonds; then the batch's wall time and steps per second."""
+    header = (
+        f"{'#':>4}  {'formula':<12}{'atoms':>6}  {'T (K)':>15}  {'drift meV/atom/ps':>18}"
+        f"  {'max bond dev Å':>14}  {'broken':>9}"
+    )
+    lines = [header]
+    for index, (result, formula) in enumerate(zip(results, formulas, strict=True)):
+        drift = "n/a" if result.energy_drift is None else f"{result.energy_drift:.4g}"
+        temperature = f"{result.temperature_mean:.1f} +- {result.temperature_std:.1f}"
+        broken = f"{result.bonds.n_broken}/{result.bonds.n_bonds}"
+        lines.append(
+            f"{index:>4}  {formula:<12}{result.n_atoms:>6}  {temperature:>15}  {drift:>18}"
+            f"  {result.bonds.max_deviation:>14.4f}  {broken:>9}"
+        )
+    first = results[0]
+    steps_per_s = first.n_steps / first.wall_time_s if first.wall_time_s > 0 else float("nan")
+    lines.append(
+        f"{len(results)} structures, {sum(r.n_atoms for r in results)} atoms, "
+        f"{first.ensemble.upper()}, {first.n_steps} x {first.timestep_fs:g} fs in "
+        f"{first.wall_time_s:.2f} s ({steps_per_s:.1f} steps/s)"
+    )
+    return "\n".join(lines)
+
+
+def plot_batched_md(results: Sequence[MDResult], path: str | os.PathLike) -> Path:
+    """Write a PNG of every structure's total-energy change per atom and temperature vs time.
+
+    Args:
+        results: output of ``run_batched_md``.
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        The written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6.5, 5.5), dpi=120)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for result in results:
+        time_ps = result.time_fs / 1000.0
+        total = result.total_energy
+        top.plot(time_ps, 1000.0 * (total - total[0]) / result.n_atoms, linewidth=0.8)
+        bottom.plot(time_ps, result.temperature_K, linewidth=0.8)
+    top.set_ylabel("E_total - E_total(0) (meV/atom)")
+    top.set_title(f"batched {results[0].ensemble.upper()} MD, {len(results)} structures")
+    bottom.axhline(results[0].temperature_target_K, color="black", linewidth=1.0, label="target")
+    bottom.set_ylabel("temperature (K)")
+    bottom.set_xlabel("time (ps)")
+    bottom.legend()
     fig.tight_layout()
     fig.savefig(path)
     return path

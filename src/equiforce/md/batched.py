@@ -1,0 +1,420 @@
+"""Batched MD of many structures at once through TorchSim: ``run_batched_md``.
+
+Every structure of a list runs its own NVT (Langevin) or NVE (velocity Verlet) MD, all of
+them advancing together: each step is one model call on the whole batch
+(``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update. TorchSim 0.3
+keeps one ``pbc`` flag per state, so 3D-periodic and non-periodic structures form two states
+that step in turn; slabs (periodic along some axes only) are refused.
+
+Each structure gets what ``run_md`` gives one structure: structure k starts from the
+Maxwell–Boltzmann velocities ``run_md(seed=seed + k)`` draws (centre of mass at rest); it is
+sampled every ``log_interval`` steps, step 0 included, by the same ``Recorder`` (energies,
+temperature, bonds), its frames go to its own trajectory and its ``MDResult`` has the same
+figures. NVE is velocity Verlet as ASE's, so it equals ``run_md``'s NVE step for step to
+float64 round-off (tested). NVT is TorchSim's BAOAB Langevin (ASE's Langevin is another
+splitting and fixes the centre of mass; here it moves, and the temperature counts 3N degrees
+of freedom), its noise drawn from torch's generator seeded with ``seed`` inside a forked
+generator state, so the caller's is left alone. Time steps, temperatures and frictions go to
+TorchSim in ASE's units (eV, Å, amu; ``ase.units.fs``), TorchSim's own internal ones.
+
+TorchSim wraps positions into the cell; the samples, the bonds and the trajectories use
+unwrapped positions (each step's displacement, taken to its minimum image, is accumulated),
+as ASE's integrators give them.
+
+With ``restart_path`` the state is written every ``restart_every`` steps and at the end
+(``equiforce.md.restart``'s file format: positions wrapped and unwrapped, momenta, energies,
+forces, the generator's state, each structure's samples, bond arrays and trajectory length),
+and ``resume`` continues that run bit for bit (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from equiforce.files import atomic_write
+from equiforce.md.report import MDResult
+from equiforce.md.restart import (
+    RESTART_FORMAT,
+    Restart,
+    numeric_state,
+    put_numeric_state,
+    restart_to_resume,
+)
+from equiforce.md.sampling import (
+    Frames,
+    Recorder,
+    check_md_arguments,
+    md_result,
+    thermalise,
+    trajectory_writer,
+)
+
+if TYPE_CHECKING:
+    from equiforce.md.torchsim import EquiforceModel
+    from equiforce.models.potential import Potential
+
+BATCHED_ENSEMBLES = ("nvt", "nve")
+
+
+@dataclass
+class _Group:
+    """Structures that share one TorchSim state (all 3D-periodic or all non-periodic).
+
+    Attributes:
+        indices: the structures' positions in the input list.
+        ptr: (len(indices) + 1,) first atom of each structure in the state, then the total.
+        state: the TorchSim ``MDState``.
+        unwrapped: (n_atoms, 3) unwrapped positions, Å.
+    """
+
+    indices: list[int]
+    ptr: list[int]
+    state: Any
+    unwrapped: torch.Tensor
+
+
+def _groups(atoms: Sequence[Atoms]) -> list[list[int]]:
+    """Indices of the 3D-periodic and of the non-periodic structures (empty groups dropped).
+
+    Raises:
+        ValueError: a structure periodic along some axes only, named by its index.
+    """
+    periodic, molecules = [], []
+    for index, frame in enumerate(atoms):
+        if frame.pbc.all():
+            periodic.append(index)
+        elif not frame.pbc.any():
+            molecules.append(index)
+        else:
+            raise ValueError(
+                f"structure {index} ({frame.get_chemical_formula()}) has pbc "
+                f"{frame.pbc.tolist()}: batched MD runs structures periodic along x, y, z or "
+                "along none (TorchSim 0.3 keeps one pbc flag per state); run it with run_md"
+            )
+    return [group for group in (periodic, molecules) if group]
+
+
+def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]) -> _Group:
+    """A group's state at step 0: the structures' positions and momenta, their energies and
+    forces."""
+    from torch_sim.integrators import MDState
+
+    from equiforce.md.torchsim import atoms_to_state
+
+    members = [atoms[k] for k in indices]
+    state = atoms_to_state(members, model.device, model.dtype)
+    momenta = np.concatenate([frame.get_momenta() for frame in members])
+    out = model(state)
+    state = MDState(
+        positions=state.positions,
+        momenta=torch.as_tensor(momenta, dtype=model.dtype, device=model.device),
+        energy=out["energy"],
+        forces=out["forces"],
+        masses=state.masses,
+        cell=state.cell,
+        pbc=state.pbc,
+        system_idx=state.system_idx,
+        atomic_numbers=state.atomic_numbers,
+    )
+    ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
+    return _Group(indices, ptr, state, state.positions.clone())
+
+
+def _advance(group: _Group, update) -> None:
+    """One integrator step of the group; the unwrapped positions follow by minimum image."""
+    before = group.state.positions.clone()
+    group.state = update(group.state)
+    step = group.state.positions - before
+    if group.state.pbc:  # undo the wrap: the displacement's nearest lattice image
+        cells = group.state.cell[group.state.system_idx]  # (n_atoms, 3, 3), column vectors
+        fractional = torch.linalg.solve(cells, step.unsqueeze(-1))
+        step = step - (cells @ torch.round(fractional)).squeeze(-1)
+    group.unwrapped += step
+
+
+def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
+    """Set each structure's ``Atoms`` to the group's current state (unwrapped positions,
+    momenta, and its energy and forces as a single-point calculator)."""
+    state = group.state
+    positions = group.unwrapped.detach().cpu().to(torch.float64).numpy()
+    momenta = state.momenta.detach().cpu().to(torch.float64).numpy()
+    forces = state.forces.detach().cpu().to(torch.float64).numpy()
+    energy = state.energy.detach().cpu().to(torch.float64).numpy()
+    for j, index in enumerate(group.indices):
+        a, b = group.ptr[j], group.ptr[j + 1]
+        frame = atoms[index]
+        frame.calc = None
+        frame.arrays["positions"][:] = positions[a:b]
+        frame.set_momenta(momenta[a:b], apply_constraint=False)
+        frame.calc = SinglePointCalculator(frame, energy=float(energy[j]), forces=forces[a:b])
+
+
+def _integrator(model: EquiforceModel, ensemble: str, temperature_K, timestep_fs, friction):
+    """TorchSim's update function of ``ensemble``, its times, temperature and friction in
+    ASE's units."""
+    import torch_sim as ts
+
+    def scalar(value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=model.dtype, device=model.device)
+
+    dt, kT = scalar(timestep_fs * units.fs), scalar(units.kB * temperature_K)
+    if ensemble == "nvt":
+        _, update = ts.nvt_langevin(model, dt=dt, kT=kT, gamma=scalar(friction / units.fs))
+    else:
+        _, update = ts.nve(model, dt=dt, kT=kT)
+    return update
+
+
+def _generator_state(device: torch.device) -> torch.Tensor:
+    """State of torch's generator on ``device`` (the one TorchSim's noise draws from)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state()
+
+
+def _set_generator_state(device: torch.device, state: torch.Tensor) -> None:
+    """Set what ``_generator_state`` returned."""
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+def _settings(
+    structures: Sequence[Atoms], ensemble, temperature_K, timestep_fs, friction, log_interval, seed
+) -> dict[str, Any]:
+    """What defines a batched run (a resumed call must give the same)."""
+    digest = hashlib.sha256()
+    for frame in structures:
+        digest.update(np.int64(len(frame)).tobytes())
+        digest.update(frame.numbers.astype(np.int64).tobytes())
+    return {
+        "run": "batched",
+        "ensemble": ensemble,
+        "temperature_K": temperature_K,
+        "timestep_fs": timestep_fs,
+        "friction_per_fs": friction if ensemble == "nvt" else None,
+        "log_interval": log_interval,
+        "seed": seed,
+        "n_structures": len(structures),
+        "atomic_numbers_sha256": digest.hexdigest(),
+    }
+
+
+def _save(
+    path: str | os.PathLike,
+    groups: Sequence[_Group],
+    recorders: Sequence[Recorder],
+    frames: Sequence[Frames],
+    step: int,
+    settings: dict[str, Any],
+    wall_time_s: float,
+    device: torch.device,
+) -> Path:
+    """Write the run's restart file after ``step`` steps atomically (module docstring)."""
+    meta = {
+        "format": RESTART_FORMAT,
+        "settings": settings,
+        "n_steps_done": step,
+        "n_frames": frames[0].n_frames,
+        "trajectory_bytes": [f.flushed_size() for f in frames],
+        "wall_time_s": wall_time_s,
+    }
+    arrays = {"generator": _generator_state(device).cpu().numpy()}
+    for g, group in enumerate(groups):
+        state = group.state
+        for name, value in (
+            ("positions", state.positions),
+            ("momenta", state.momenta),
+            ("energy", state.energy),
+            ("forces", state.forces),
+            ("unwrapped", group.unwrapped),
+        ):
+            arrays[f"group{g}.{name}"] = value.detach().cpu().numpy()
+    for k, recorder in enumerate(recorders):
+        arrays[f"rows.{k}"] = np.array(recorder.rows, dtype=np.float64).reshape(-1, 4)
+        arrays.update(numeric_state(recorder.bonds, f"bonds.{k}"))
+    arrays["meta"] = np.array(json.dumps(meta))
+    return atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+
+def _restore(
+    restart: Restart,
+    groups: Sequence[_Group],
+    recorders: Sequence[Recorder],
+    device: torch.device,
+) -> None:
+    """Put the state of ``restart`` back into the groups, the recorders and the generator."""
+    arrays = restart.arrays
+    for g, group in enumerate(groups):
+        state = group.state
+        for name in ("positions", "momenta", "energy", "forces"):
+            saved = torch.as_tensor(arrays[f"group{g}.{name}"])
+            setattr(state, name, saved.to(device, getattr(state, name).dtype))
+        group.unwrapped = torch.as_tensor(arrays[f"group{g}.unwrapped"]).to(device)
+    for k, recorder in enumerate(recorders):
+        recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
+        put_numeric_state(recorder.bonds, f"bonds.{k}", arrays)
+    _set_generator_state(device, torch.as_tensor(arrays["generator"]))
+
+
+def run_batched_md(
+    structures: Sequence[Atoms],
+    model: EquiforceModel | Potential | str | os.PathLike,
+    ensemble: str = "nvt",
+    temperature_K: float = 300.0,
+    timestep_fs: float = 0.5,
+    n_steps: int = 1000,
+    friction: float = 0.01,
+    trajectory_paths: Sequence[str | os.PathLike] | None = None,
+    log_interval: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+    restart_path: str | os.PathLike | None = None,
+    restart_every: int = 100,
+    resume: bool = False,
+) -> list[MDResult]:
+    """Run NVT (Langevin) or NVE MD of every structure at once (module docstring).
+
+    Args:
+        structures: the starting structures (not modified), each 3D-periodic or
+            non-periodic; any sizes and elements the model knows.
+        model: an ``EquiforceModel`` (its device, dtype and precision; keep its stress off for
+            speed), or a ``Potential`` / model file (run as ``EquiforceModel(model,
+            compute_stress=False)`` on the CPU).
+        ensemble: ``"nvt"`` or ``"nve"``.
+        temperature_K: thermostat and initial-velocity temperature, K.
+        timestep_fs: time step, fs.
+        n_steps: number of steps (all structures).
+        friction: Langevin friction, 1/fs (NVT only).
+        trajectory_paths: one ``.traj`` / ``.xyz`` file per structure for every
+            ``log_interval``-th frame, or None.
+        log_interval: sampling and trajectory interval, steps (at most ``n_steps``).
+        seed: structure k's velocities are ``run_md(seed=seed + k)``'s; the Langevin noise is
+            torch's generator seeded with ``seed``.
+        progress: show a tqdm progress bar.
+        restart_path: the run's restart file (``.npz``), or None (none written).
+        restart_every: steps between two restart files, >= 1.
+        resume: continue the run of ``restart_path`` exactly: ``structures`` must be its
+            starting structures and the other arguments its settings (a differing one is
+            refused by name); ``n_steps`` may exceed its first length.
+
+    Returns:
+        One ``MDResult`` per structure, in order (``wall_time_s``: the whole batch's).
+
+    Raises:
+        ValueError: an ensemble other than NVT/NVE, a slab, a structure with constraints, bad
+            step counts, or a resumed call that differs from the run.
+    """
+    from tqdm.auto import tqdm
+
+    from equiforce.md.torchsim import EquiforceModel
+
+    check_md_arguments(ensemble, n_steps, log_interval, friction)
+    if ensemble not in BATCHED_ENSEMBLES:
+        raise ValueError(
+            f"batched MD runs {' or '.join(BATCHED_ENSEMBLES)}, got {ensemble!r}: run NPT one "
+            "structure at a time (run_md)"
+        )
+    if restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+    if trajectory_paths is not None and len(trajectory_paths) != len(structures):
+        raise ValueError(
+            f"{len(trajectory_paths)} trajectory paths for {len(structures)} structures"
+        )
+    if not isinstance(model, EquiforceModel):
+        model = EquiforceModel(model, compute_stress=False)
+    settings = _settings(
+        structures, ensemble, temperature_K, timestep_fs, friction, log_interval, seed
+    )
+    restart = restart_to_resume(restart_path, resume, settings, n_steps)
+    atoms = [frame.copy() for frame in structures]
+    for k, frame in enumerate(atoms):
+        if frame.constraints:
+            raise ValueError(
+                f"structure {k} ({frame.get_chemical_formula()}) has constraints "
+                f"{frame.constraints}: batched MD does not apply them; remove them or run the "
+                "structure with run_md"
+            )
+        frame.calc = None
+        thermalise(frame, temperature_K, np.random.default_rng(seed + k))
+    groups = [_new_group(model, atoms, indices) for indices in _groups(atoms)]
+    step = 0 if restart is None else restart.n_steps_done
+    recorders = [Recorder(frame, lambda: step * timestep_fs) for frame in atoms]
+    update = _integrator(model, ensemble, temperature_K, timestep_fs, friction)
+    device = torch.device(model.device)
+    wall_before = 0.0 if restart is None else restart.wall_time_s
+    paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
+    start = time.perf_counter()
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        contextlib.ExitStack() as stack,
+    ):
+        if restart is None:
+            torch.manual_seed(seed)
+        else:
+            _restore(restart, groups, recorders, device)
+        frames = [
+            stack.enter_context(
+                trajectory_writer(
+                    path,
+                    frame,
+                    None if restart is None else (restart.n_frames, restart.trajectory_bytes[k]),
+                )
+            )
+            for k, (path, frame) in enumerate(zip(paths, atoms, strict=True))
+        ]
+        bar = stack.enter_context(
+            tqdm(
+                total=n_steps,
+                initial=step,
+                disable=not progress,
+                desc=f"batched {ensemble.upper()} MD",
+                unit="step",
+            )
+        )
+
+        def sample() -> None:
+            for group in groups:
+                _put_frames(group, atoms)
+            for recorder, frame in zip(recorders, frames, strict=True):
+                recorder.sample()
+                frame.write()
+
+        def save() -> None:
+            wall = wall_before + time.perf_counter() - start
+            _save(restart_path, groups, recorders, frames, step, settings, wall, device)
+
+        if restart is None:
+            sample()
+        while step < n_steps:
+            for group in groups:
+                _advance(group, update)
+            step += 1
+            bar.update(1)
+            if step % log_interval == 0:
+                sample()
+            if restart_path is not None and step % restart_every == 0:
+                save()
+        if restart_path is not None:
+            save()
+    wall_time = wall_before + time.perf_counter() - start
+    sampled = (ensemble, timestep_fs, temperature_K, None)
+    for group in groups:  # the recorders' structures end at the final state
+        _put_frames(group, atoms)
+    return [
+        md_result(recorder, n_steps, sampled, path, wall_time, None)
+        for recorder, path in zip(recorders, paths, strict=True)
+    ]

@@ -1,0 +1,197 @@
+"""Batched MD through TorchSim (``run_batched_md``, ``equiforce md --batched``): NVE equals
+``run_md`` structure by structure, Langevin holds the temperature, a killed run resumed equals
+the run never stopped bit for bit, and what it cannot run is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch_sim")
+
+from ase.build import bulk  # noqa: E402
+from ase.constraints import FixAtoms  # noqa: E402
+from ase.io import read, write  # noqa: E402
+
+from equiforce.cli.main import main  # noqa: E402
+from equiforce.md import EquiforceCalculator, run_md  # noqa: E402
+from equiforce.md.batched import run_batched_md  # noqa: E402
+from equiforce.md.torchsim import EquiforceModel  # noqa: E402
+from equiforce.testing.structures import (  # noqa: E402
+    make_fcc_cu,
+    make_molecule,
+    make_slab,
+    make_triclinic_cu,
+)
+
+RUN = {"temperature_K": 400.0, "timestep_fs": 0.5, "log_interval": 5, "seed": 3}
+
+
+def structures():
+    """Two molecules and two periodic cells, interleaved (two TorchSim states)."""
+    return [
+        make_molecule("H2O", seed=1),
+        make_fcc_cu(repeat=2, seed=1),
+        make_molecule("CH4", seed=2),
+        make_triclinic_cu(seed=4),
+    ]
+
+
+def test_nve_equals_run_md_structure_by_structure(model64, tmp_path):
+    frames = structures()
+    paths = [tmp_path / f"batched_{k}.xyz" for k in range(len(frames))]
+    batched = run_batched_md(
+        frames, model64, ensemble="nve", n_steps=20, trajectory_paths=paths, **RUN
+    )
+    for k, atoms in enumerate(frames):
+        alone = run_md(
+            atoms,
+            EquiforceCalculator(model64),
+            ensemble="nve",
+            n_steps=20,
+            **{**RUN, "seed": 3 + k},
+        )
+        mine = batched[k]
+        assert mine.n_steps == 20 and mine.energy_drift is not None
+        for name in ("time_fs", "potential_energy", "kinetic_energy", "temperature_K"):
+            np.testing.assert_allclose(
+                getattr(mine, name), getattr(alone, name), rtol=0, atol=1e-9, err_msg=name
+            )
+        final, reference = mine.final_atoms, alone.final_atoms  # unwrapped, as ASE's
+        np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(final.get_momenta(), reference.get_momenta(), atol=1e-9)
+        assert mine.bonds.n_bonds == alone.bonds.n_bonds
+        assert mine.bonds.max_deviation == pytest.approx(alone.bonds.max_deviation, abs=1e-9)
+        written = read(paths[k], ":")
+        assert len(written) == 5 and len(written[0]) == len(atoms)
+        assert written[-1].get_potential_energy() == pytest.approx(mine.potential_energy[-1])
+
+
+def test_langevin_holds_the_temperature(emt_cu_model):
+    """Eight 32-atom Cu cells at 300 K: the second half's mean temperature is the target's
+    (a 10x weaker friction, a unit slip, gives ~284 K; the systems' spread ~2.5 K)."""
+    frames = []
+    for seed in range(8):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+        atoms.rattle(0.02, seed=seed)
+        frames.append(atoms)
+    settings = dict(temperature_K=300.0, timestep_fs=2.0, friction=0.05, log_interval=5)
+    results = run_batched_md(frames, emt_cu_model, n_steps=300, **settings)
+    temperatures = np.array([result.temperature_K for result in results])  # (8, 61)
+    assert abs(temperatures[:, 30:].mean() - 300.0) < 10.0
+    again = run_batched_md(frames[:2], emt_cu_model, n_steps=10, **settings)
+    assert np.array_equal(
+        again[0].temperature_K,
+        run_batched_md(frames[:2], emt_cu_model, n_steps=10, **settings)[0].temperature_K,
+    )  # seeded: reproducible
+
+
+def _killed_after(model: EquiforceModel, calls: int) -> EquiforceModel:
+    """``model`` raising ``KeyboardInterrupt`` (a kill) in its ``calls``+1-th call."""
+    forward, left = model.forward, [calls]
+
+    def killing_forward(*args, **kwargs):
+        if left[0] == 0:
+            raise KeyboardInterrupt
+        left[0] -= 1
+        return forward(*args, **kwargs)
+
+    model.forward = killing_forward
+    return model
+
+
+def test_a_killed_run_resumed_equals_the_run_never_stopped(model64, tmp_path):
+    frames = structures()
+    settings = dict(RUN, ensemble="nvt", friction=0.02, restart_every=10)
+
+    def paths(name):
+        return [tmp_path / f"{name}_{k}{'.xyz' if k % 2 else '.traj'}" for k in range(4)]
+
+    whole = run_batched_md(
+        frames,
+        model64,
+        n_steps=30,
+        trajectory_paths=paths("whole"),
+        restart_path=tmp_path / "whole.npz",
+        **settings,
+    )
+    restart = tmp_path / "killed.npz"
+    model = _killed_after(EquiforceModel(model64, compute_stress=False), calls=2 + 2 * 27)
+    with pytest.raises(KeyboardInterrupt):  # killed in step 28: restart file of step 20
+        run_batched_md(
+            frames,
+            model,
+            n_steps=30,
+            trajectory_paths=paths("killed"),
+            restart_path=restart,
+            **settings,
+        )
+    assert len(read(paths("killed")[1], ":")) == 6  # steps 0-25: frame 25 is written again
+    resumed = run_batched_md(
+        frames,
+        model64,
+        n_steps=30,
+        trajectory_paths=paths("killed"),
+        restart_path=restart,
+        resume=True,
+        **settings,
+    )
+    for a, b in zip(whole, resumed, strict=True):
+        for name in ("time_fs", "potential_energy", "kinetic_energy", "temperature_K"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
+        assert np.array_equal(a.final_atoms.get_momenta(), b.final_atoms.get_momenta())
+        assert a.bonds == b.bonds
+    for a, b in zip(paths("whole"), paths("killed"), strict=True):
+        if a.suffix == ".xyz":
+            assert a.read_bytes() == b.read_bytes()
+        else:
+            assert all(
+                np.array_equal(x.positions, y.positions)
+                and np.array_equal(x.get_momenta(), y.get_momenta())
+                for x, y in zip(read(a, ":"), read(b, ":"), strict=True)
+            )
+    with pytest.raises(ValueError, match="temperature_K = 400.0; this call gives 300"):
+        run_batched_md(
+            frames,
+            model64,
+            n_steps=40,
+            restart_path=restart,
+            resume=True,
+            **{**settings, "temperature_K": 300.0},
+        )
+
+
+def test_what_batched_md_cannot_run_is_refused(model64):
+    with pytest.raises(ValueError, match=r"structure 1 \(.*\) has pbc \[True, True, False\]"):
+        run_batched_md([make_molecule(), make_slab()], model64, n_steps=2, log_interval=1)
+    with pytest.raises(ValueError, match="batched MD runs nvt or nve, got 'npt'"):
+        run_batched_md([make_fcc_cu()], model64, ensemble="npt", n_steps=2, log_interval=1)
+    fixed = make_fcc_cu()
+    fixed.set_constraint(FixAtoms([0]))
+    with pytest.raises(ValueError, match="structure 0 .* has constraints"):
+        run_batched_md([fixed], model64, n_steps=2, log_interval=1)
+    with pytest.raises(ValueError, match="1 trajectory paths for 2 structures"):
+        run_batched_md(
+            [make_fcc_cu()] * 2, model64, n_steps=2, log_interval=1, trajectory_paths=["a.xyz"]
+        )
+
+
+def test_cli_md_batched_runs_every_frame_and_resumes(model_file, tmp_path):
+    write(tmp_path / "start.xyz", structures(), format="extxyz")
+    out = tmp_path / "md"
+    argv = ["md", model_file, str(tmp_path / "start.xyz"), "--batched", "--out", str(out)]
+    argv += ["--steps", "6", "--log-interval", "3", "--restart-every", "3"]
+    assert main(argv) == 0
+    summary = json.loads((out / "md_summary.json").read_text())
+    formulas = [atoms.get_chemical_formula() for atoms in structures()]
+    assert [s["formula"] for s in summary["structures"]] == formulas
+    assert all(s["n_steps"] == 6 for s in summary["structures"])
+    assert len(read(out / "md_0002.traj", ":")) == 3 and (out / "md.png").exists()
+    assert main(argv) == 1  # a run is there: --resume continues it
+    assert main([*argv[:-6], "--steps", "9", "--log-interval", "3", "--resume"]) == 0
+    summary = json.loads((out / "md_summary.json").read_text())
+    assert summary["structures"][3]["n_steps"] == 9
+    assert len(read(out / "md_0003.traj", ":")) == 4
