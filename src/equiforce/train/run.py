@@ -121,9 +121,8 @@ def train(
     Raises:
         FileExistsError: a fresh run in an ``output_dir`` that has a checkpoint.
         FileNotFoundError: ``resume`` without a checkpoint.
-        ValueError: a resumed run whose configuration changed incompatibly, bad data, a
-            global batch that is not a multiple of the world size, or an auxiliary loss
-            under several ranks.
+        ValueError: a resumed run whose configuration changed incompatibly, bad data, or a
+            global batch that is not a multiple of the world size.
         NonFiniteLossError: the loss diverged (``last.pt`` keeps the last good epoch).
         RankFailure: under several ranks, another rank died or hung (``last.pt`` keeps the
             last completed epoch).
@@ -132,8 +131,6 @@ def train(
     checkpoint = _checkpoint_to_resume(paths, config, resume)
     device = resolve_device(config.training.device)
     with distributed.open_world(device, distributed_timeout_s) as world:
-        if world.distributed and auxiliary is not None:
-            raise ValueError("an auxiliary loss (distillation) cannot be trained on several ranks")
         with _run_log(paths.log, world.is_main), _seeded_rng(config.seed):
             progress = _train(config, paths, checkpoint, world, auxiliary)
         world.barrier("end of training")
@@ -178,6 +175,8 @@ def _train(
     model = _with_precision(model.to(device), config)
     distributed.broadcast_module(model, world)
     extra = None if auxiliary is None else auxiliary(model).to(device)
+    if extra is not None:
+        distributed.broadcast_module(extra, world)
     trainer = _trainer(config, model.to(device), data, paths, checkpoint, extra, world)
     return trainer.fit()
 

@@ -64,8 +64,11 @@ class OptimizerStep:
         ema: EMA of the weights, updated after every applied step, or None.
         clip_grad_norm: maximum gradient norm, or None for no clipping.
         world: the ranks.
-        auxiliary: optional extra loss ``auxiliary(model, batch, pred) -> scalar`` (one rank);
-            its ``extra_outputs`` (if any) are the model outputs it reads from ``pred``.
+        auxiliary: optional extra loss in the ``WeightedLoss`` form: ``term_sums(model, batch,
+            pred) -> (sums (T,), counts)`` and ``from_sums(sums, totals) -> scalar``, so that
+            under several ranks its terms are divided by their counts over the global batch
+            like the main loss's; its ``extra_outputs`` (if any) are the model outputs it reads
+            from ``pred``.
         scaler: dynamic loss scaling (fp16), or None.
         diverged: builds the error raised for a non-finite loss or gradient norm (the
             trainer's, which names the last good checkpoint).
@@ -120,15 +123,18 @@ class OptimizerStep:
         """
         self.optimizer.zero_grad(set_to_none=True)
         pred, sums, counts = None, None, (0,) * len(loss_fn.terms)
+        extra = None
         if batch is not None:
             pred = self._predict(batch, loss_fn)
             sums, counts = loss_fn.term_sums(batch, pred)  # once, for the loss and the metrics
+            if self.auxiliary is not None:
+                extra = self.auxiliary.term_sums(self.model, batch, pred)
         if self.world.distributed:
-            loss = self._sharded_backward(sums, counts, loss_fn, deadline, where)
+            loss = self._sharded_backward((sums, counts), extra, loss_fn, deadline, where)
         else:
             loss = loss_fn.from_sums(sums, counts)
-            if self.auxiliary is not None:
-                loss = loss + self.auxiliary(self.model, batch, pred)
+            if extra is not None:
+                loss = loss + self.auxiliary.from_sums(*extra)
             if not torch.isfinite(loss):
                 raise self.diverged(f"{where}: training loss is {float(loss.detach())}")
             self._backward(loss)
@@ -165,8 +171,8 @@ class OptimizerStep:
 
     def _sharded_backward(
         self,
-        sums: torch.Tensor | None,
-        counts: tuple[int, ...],
+        terms: tuple[torch.Tensor | None, tuple[int, ...]],
+        extra: tuple[torch.Tensor, tuple[int, ...]] | None,
         loss_fn: WeightedLoss,
         deadline: float | None,
         where: str,
@@ -174,16 +180,23 @@ class OptimizerStep:
         """Backward of this rank's share and the gradient sum over ranks (several ranks).
 
         Args:
-            sums, counts: this rank's ``term_sums`` (None and zeros for an empty share).
+            terms: this rank's ``term_sums`` (None and zeros for an empty share).
+            extra: the auxiliary loss's ``term_sums`` of this rank's share (None for an empty
+                share or without one).
 
         Returns:
             The loss of the global batch (equal on every rank).
         """
-        totals = distributed.global_counts(counts, self.world, where)
+        sums, counts = terms
+        n_extra = 0 if self.auxiliary is None else len(self.auxiliary.terms)
+        extra_counts = (0,) * n_extra if extra is None else extra[1]
+        totals = distributed.global_counts((*counts, *extra_counts), self.world, where)
         if sums is None:
             share = torch.zeros((), dtype=torch.float64, device=self.device)
         else:
-            share = loss_fn.from_sums(sums, totals)  # sum_k w_k S_k^r / N_k
+            share = loss_fn.from_sums(sums, totals[: len(counts)])  # sum_k w_k S_k^r / N_k
+        if extra is not None:
+            share = share + self.auxiliary.from_sums(extra[0], totals[len(counts) :])
         if share.requires_grad:
             self._backward(share)
         late = float(deadline is not None and time.monotonic() > deadline)

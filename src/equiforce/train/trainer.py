@@ -129,8 +129,10 @@ class Trainer:
         config: the run configuration as a plain dict (stored in checkpoints).
         progress: where the run stands (fresh or restored from a checkpoint).
         auxiliary: optional extra training loss (e.g. distillation's feature and Hessian
-            matching): a module called as ``auxiliary(model, batch, pred) -> scalar float64``
-            and added to the loss of every optimizer step (not to the validation loss); its
+            matching) in the form of ``WeightedLoss``: ``terms`` (names), ``term_sums(model,
+            batch, pred) -> (sums (T,) float64, counts)`` and ``from_sums(sums, totals) ->
+            scalar float64`` (``OptimizerStep``); added to the loss of every optimizer step,
+            under several ranks exactly as on one (not to the validation loss); its
             parameters must be in ``optimizer``, and its state dict is saved in checkpoints
             (key ``"auxiliary"``) so a resumed run continues it exactly.
         precision: the policy applied to ``model`` (``equiforce.precision.apply_policy``);
@@ -139,8 +141,7 @@ class Trainer:
             (never applied), counted in the epoch's ``skipped_steps`` (log and history) and
             the scale backs off; its state is checkpointed (key ``"scaler"``).
         world: the ranks (default: one); with several, the batch sources yield this rank's
-            share of each global batch (None for an empty share), and ``auxiliary`` must be
-            None (its reduction over ranks is not defined).
+            share of each global batch (None for an empty share).
     """
 
     def __init__(
@@ -160,8 +161,6 @@ class Trainer:
         world: World | None = None,
     ):
         self.world = World(device=next(model.parameters()).device) if world is None else world
-        if self.world.distributed and auxiliary is not None:
-            raise ValueError("an auxiliary loss cannot be trained on several ranks")
         self.model = model
         self.precision = precision
         self.schedule = schedule
@@ -369,9 +368,7 @@ class Trainer:
                 parts.add(*loss_fn.term_sums(batch, pred))
                 errors.add(batch, pred)
         self.model.train()
-        parts = distributed.reduce_loss_parts(
-            parts.parts(), loss_fn, self.world, "validation loss"
-        )
+        parts = distributed.reduce_loss_parts(parts.parts(), loss_fn, self.world, "validation loss")
         errors = distributed.reduce_errors(errors, self.world, "validation metrics")
         return loss_fn.combine(parts), errors.metrics("valid")
 

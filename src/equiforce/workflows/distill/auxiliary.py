@@ -1,7 +1,9 @@
 """Feature- and Hessian-matching terms of the student's loss.
 
 They enter training through the trainer's auxiliary-loss hook
-(``equiforce.train.trainer.Trainer(auxiliary=...)``).
+(``equiforce.train.trainer.Trainer(auxiliary=...)``) in ``WeightedLoss``'s form: per term the
+sum of squared errors and its element count (``term_sums``), divided by the counts over the
+global batch (``from_sums``), so a student trained on several ranks takes the steps of one.
 
 Targets are precomputed per teacher-labelled structure and looked up by a hash of the exact
 atomic numbers and positions of each graph in the batch (``geometry_key``): the positions of
@@ -43,6 +45,9 @@ def geometry_key(atomic_numbers: np.ndarray, positions: np.ndarray) -> str:
 class DistillationLoss(nn.Module):
     """``feature_weight * feature MSE + hessian_weight * HVP MSE`` of a batch.
 
+    Each MSE is over the batch's graphs that have targets: the squared errors' sum over their
+    elements (atoms x components, or vectors x atoms x 3) divided by the number of elements.
+
     Args:
         targets: geometry key -> record with ``features`` (n_atoms, F_t) (when
             ``feature_weight > 0``) and ``vectors``, ``hvp`` (n_atoms, n_vectors, 3) (when
@@ -53,6 +58,7 @@ class DistillationLoss(nn.Module):
         seed: seeds the initial linear map.
 
     Attributes:
+        terms: the terms' names, in the order of ``term_sums``.
         extra_outputs: the model outputs the loss reads from ``pred`` besides energy and
             forces (``node_features`` for the feature term), which the training step asks
             the model for.
@@ -74,6 +80,7 @@ class DistillationLoss(nn.Module):
         self.feature_weight = float(feature_weight)
         self.hessian_weight = float(hessian_weight)
         self.feature_map = None
+        self.terms = ("features", "hessian")
         self.extra_outputs = frozenset({NODE_FEATURES} if self.feature_weight > 0 else ())
         if self.feature_weight > 0:
             features = [r["features"] for r in self.targets.values() if "features" in r]
@@ -104,16 +111,19 @@ class DistillationLoss(nn.Module):
                 found.append((start, stop, record))
         return found
 
-    def feature_loss(self, pred: Mapping[str, torch.Tensor], found) -> torch.Tensor:
-        """Mean squared error of the mapped student features, scalar float64."""
+    def feature_sum(self, pred: Mapping[str, torch.Tensor], found) -> tuple[torch.Tensor, int]:
+        """Sum of the mapped student features' squared errors (scalar float64) and its
+        element count."""
         rows = torch.cat([torch.arange(a, b) for a, b, _ in found]).to(pred[NODE_FEATURES].device)
         student = self.feature_map(pred[NODE_FEATURES][rows].to(torch.float64))
         teacher = np.concatenate([r["features"] for _, _, r in found])
         teacher = torch.as_tensor(teacher, dtype=torch.float64, device=student.device)
-        return ((student - (teacher - self.feature_mean) / self.feature_std) ** 2).mean()
+        errors = (student - (teacher - self.feature_mean) / self.feature_std) ** 2
+        return errors.sum(), errors.numel()
 
-    def hessian_loss(self, model: Potential, batch, found) -> torch.Tensor:
-        """Mean squared error of the student's Hessian-vector products, scalar float64."""
+    def hessian_sum(self, model: Potential, batch, found) -> tuple[torch.Tensor, int]:
+        """Sum of the student's Hessian-vector products' squared errors (scalar float64) and
+        its element count."""
         pos = batch[keys.POSITIONS]
         n_vectors = found[0][2]["vectors"].shape[1]
         vectors = torch.zeros(n_vectors, pos.shape[0], 3, dtype=torch.float64, device=pos.device)
@@ -124,18 +134,44 @@ class DistillationLoss(nn.Module):
             target[:, a:b] = torch.as_tensor(record["hvp"]).transpose(0, 1)
             mask[a:b] = True
         student = hessian_vector_product(model, batch, vectors, create_graph=True)
-        return ((student - target)[:, mask] ** 2).mean()
+        errors = (student - target)[:, mask] ** 2
+        return errors.sum(), errors.numel()
+
+    def term_sums(
+        self, model: Potential, batch: Mapping[str, torch.Tensor], pred: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Per term (``terms``), the squared errors' sum over this batch and their count.
+
+        Returns:
+            ``sums`` (2,) float64 (differentiable) and the element counts (0 for a term
+            without weight or without targets in the batch).
+        """
+        zero = torch.zeros((), dtype=torch.float64, device=batch[keys.PTR].device)
+        sums, counts = [zero, zero], [0, 0]
+        found = self._lookup(batch)
+        with_features = [f for f in found if "features" in f[2]]
+        with_hvp = [f for f in found if "hvp" in f[2]]
+        if self.feature_weight > 0 and with_features:
+            sums[0], counts[0] = self.feature_sum(pred, with_features)
+        if self.hessian_weight > 0 and with_hvp:
+            sums[1], counts[1] = self.hessian_sum(model, batch, with_hvp)
+        return torch.stack(sums), (counts[0], counts[1])
+
+    def from_sums(self, sums: torch.Tensor, totals) -> torch.Tensor:
+        """``sum_k w_k S_k / N_k`` over the terms with ``N_k > 0``, scalar float64.
+
+        Args:
+            sums: ``term_sums``'s sums (of this batch, or of this rank's share).
+            totals: the element counts of the batch (or of the global batch over ranks).
+        """
+        loss = torch.zeros((), dtype=torch.float64, device=sums.device)
+        for k, weight in enumerate((self.feature_weight, self.hessian_weight)):
+            if weight > 0 and totals[k] > 0:
+                loss = loss + weight * sums[k] / totals[k]
+        return loss
 
     def forward(
         self, model: Potential, batch: Mapping[str, torch.Tensor], pred: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """The weighted auxiliary loss of one batch, scalar float64 (0 without targets)."""
-        total = torch.zeros((), dtype=torch.float64, device=batch[keys.PTR].device)
-        found = self._lookup(batch)
-        with_features = [f for f in found if "features" in f[2]]
-        with_hvp = [f for f in found if "hvp" in f[2]]
-        if self.feature_weight > 0 and with_features:
-            total = total + self.feature_weight * self.feature_loss(pred, with_features)
-        if self.hessian_weight > 0 and with_hvp:
-            total = total + self.hessian_weight * self.hessian_loss(model, batch, with_hvp)
-        return total
+        return self.from_sums(*self.term_sums(model, batch, pred))
