@@ -27,6 +27,7 @@ import yaml
 from equiforce.data.dataset import load_dataset, make_loader
 from equiforce.data.statistics import compute_statistics
 from equiforce.testing.tolerances import TOL
+from equiforce.testing.torchrun import torchrun_equiforce
 from equiforce.train.checkpoint import load_checkpoint
 from equiforce.train.config import ModelConfig, RunConfig
 from equiforce.train.distributed import World, open_world, rank_batches, sharded_loss
@@ -137,14 +138,7 @@ def _assert_close_states(actual: dict, expected: dict) -> None:
 
 def _torchrun_train(run_file: Path) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node 2 -m equiforce train run_file``, one thread per rank."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "equiforce", "train", str(run_file),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return done
+    return torchrun_equiforce("train", str(run_file), timeout_s=300)
 
 
 def _two_ranks_and_one(tmp_path: Path, values: dict) -> tuple[dict, TrainResult]:

@@ -10,6 +10,9 @@
   of its forces), mass weighted and diagonalised; modes with positive curvature are displaced
   with harmonic amplitudes ``sqrt(kB T) / omega`` times standard normal numbers; cached the
   same way.
+
+Under several ranks the trajectories and normal-mode samples are shared out: rank r makes
+the cache files r, r + size, ...; after a barrier every rank reads them all.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from equiforce.train.distributed import World
 from equiforce.workflows.distill.config import (
     AugmentConfig,
     MDConfig,
@@ -91,6 +95,18 @@ def _cached_frames(path: Path, make: Callable[[], list[Any]]) -> list[Any]:
     return [_bare(atoms) for atoms in read(path, index=":", format="extxyz")]
 
 
+def _shared_frames(
+    jobs: Sequence[tuple[Path, Callable[[], list[Any]]]], world: World, what: str
+) -> list[Any]:
+    """The frames of every ``(cache file, make)`` job, concatenated; this rank makes the
+    missing files of its share (jobs rank, rank + size, ...), then waits for the others."""
+    if world.distributed:
+        for path, make in jobs[world.rank :: world.size]:
+            _cached_frames(path, make)
+        world.barrier(f"{what}: waiting for the other ranks' shares")
+    return [atoms for path, make in jobs for atoms in _cached_frames(path, make)]
+
+
 def md_snapshots(
     teacher: Teacher,
     starts: Sequence[Any],
@@ -98,6 +114,7 @@ def md_snapshots(
     seed: int,
     cache_dir: Path,
     progress: bool = True,
+    world: World | None = None,
 ) -> list[Any]:
     """Snapshots of teacher-driven Langevin MD (one trajectory per start and temperature).
 
@@ -108,6 +125,7 @@ def md_snapshots(
         seed: seeds velocities and thermostat noise (offset per trajectory).
         cache_dir: where trajectories are cached.
         progress: show MD progress bars.
+        world: the ranks, which share the trajectories out (None: one).
 
     Returns:
         ``len(starts) * len(temperatures) * n_snapshots`` ``Atoms``.
@@ -115,7 +133,7 @@ def md_snapshots(
     from equiforce.md.dynamics import run_md
 
     n_steps = config.n_snapshots * config.interval
-    out = []
+    jobs = []
     for t_index, temperature in enumerate(config.temperatures):
         for s_index, atoms in enumerate(starts):
             run_seed = seed + 1000 * t_index + s_index
@@ -149,9 +167,8 @@ def md_snapshots(
                     frames = read(path, index=":", format="extxyz")
                 return [_bare(a) for a in frames[-config.n_snapshots :]]
 
-            path = _cache_file(cache_dir, "md", teacher, atoms, settings)
-            out.extend(_cached_frames(path, make))
-    return out
+            jobs.append((_cache_file(cache_dir, "md", teacher, atoms, settings), make))
+    return _shared_frames(jobs, world or World(), "teacher MD")
 
 
 def teacher_hessian(teacher: Teacher, atoms, step: float) -> np.ndarray:
@@ -172,7 +189,12 @@ def teacher_hessian(teacher: Teacher, atoms, step: float) -> np.ndarray:
 
 
 def normal_mode_samples(
-    teacher: Teacher, starts: Sequence[Any], config: NormalModeConfig, seed: int, cache_dir: Path
+    teacher: Teacher,
+    starts: Sequence[Any],
+    config: NormalModeConfig,
+    seed: int,
+    cache_dir: Path,
+    world: World | None = None,
 ) -> list[Any]:
     """Harmonic samples along the teacher's normal modes at ``config.temperature``.
 
@@ -185,7 +207,7 @@ def normal_mode_samples(
     from ase import units
 
     kt = units.kB * config.temperature
-    out = []
+    jobs = []
     for s_index, atoms in enumerate(starts):
         settings = (config.n_samples, config.temperature, config.step, seed + s_index)
 
@@ -206,9 +228,8 @@ def normal_mode_samples(
                 samples.append(copy)
             return samples
 
-        path = _cache_file(cache_dir, "modes", teacher, atoms, settings)
-        out.extend(_cached_frames(path, make))
-    return out
+        jobs.append((_cache_file(cache_dir, "modes", teacher, atoms, settings), make))
+    return _shared_frames(jobs, world or World(), "teacher normal modes")
 
 
 def augmented_structures(
@@ -218,12 +239,14 @@ def augmented_structures(
     seed: int,
     cache_dir: Path,
     progress: bool = True,
+    world: World | None = None,
 ) -> dict[str, list[Any]]:
-    """All augmentations of ``structures``, by kind (``rattle``, ``md``, ``normal_modes``)."""
+    """All augmentations of ``structures``, by kind (``rattle``, ``md``, ``normal_modes``);
+    ``world``: the ranks that share the teacher's work out (None: one)."""
     md, modes = config.md, config.normal_modes
     out = {"rattle": rattled(structures, config.rattle, seed)}
     md_starts = evenly_spaced(structures, md.n_starts) if md.temperatures else []
-    out["md"] = md_snapshots(teacher, md_starts, md, seed, cache_dir, progress)
+    out["md"] = md_snapshots(teacher, md_starts, md, seed, cache_dir, progress, world)
     mode_starts = evenly_spaced(structures, modes.n_starts)
-    out["normal_modes"] = normal_mode_samples(teacher, mode_starts, modes, seed, cache_dir)
+    out["normal_modes"] = normal_mode_samples(teacher, mode_starts, modes, seed, cache_dir, world)
     return out

@@ -4,6 +4,8 @@
 runs cached (MD trajectories and normal-mode samples under ``<label cache>/structures``,
 labels, features and Hessian-vector products in ``RecordStore`` folders keyed by the
 teacher's fingerprint), so an interrupted labelling resumes and further students reuse it.
+Under several ranks (``world``) the teacher's work is shared out and every rank ends with the
+same data; rank 0 writes the student files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from equiforce.data.extxyz import read_configurations
 from equiforce.data.graph import Configuration
+from equiforce.train.distributed import World
 from equiforce.train.setup import key_spec
 from equiforce.workflows.distill.augment import augmented_structures, evenly_spaced
 from equiforce.workflows.distill.auxiliary import geometry_key
@@ -58,9 +61,14 @@ def label_store(config: DistillConfig, teacher: Teacher) -> RecordStore:
 
 
 def teacher_labels(
-    config: DistillConfig, teacher: Teacher, structures: Sequence[Any], progress: bool = True
+    config: DistillConfig,
+    teacher: Teacher,
+    structures: Sequence[Any],
+    progress: bool = True,
+    world: World | None = None,
 ) -> list[Labels]:
-    """Labels of ``structures``, computing (and caching) only those not cached yet."""
+    """Labels of ``structures``, computing (and caching) only those not cached yet (shared out
+    over the ranks of ``world``)."""
     store = label_store(config, teacher)
     fill_store(
         store,
@@ -69,11 +77,12 @@ def teacher_labels(
         config.labels.save_every,
         "teacher labels",
         progress,
+        world,
     )
     return [record_to_labels(store[structure_key(a)]) for a in structures]
 
 
-def _feature_store(config, teacher, structures, progress) -> RecordStore:
+def _feature_store(config, teacher, structures, progress, world) -> RecordStore:
     store = RecordStore(store_dir(config.label_cache, "features", teacher.fingerprint, {}))
     fill_store(
         store,
@@ -82,11 +91,12 @@ def _feature_store(config, teacher, structures, progress) -> RecordStore:
         config.labels.save_every,
         "teacher features",
         progress,
+        world,
     )
     return store
 
 
-def _hvp_store(config, teacher, structures, progress) -> RecordStore:
+def _hvp_store(config, teacher, structures, progress, world) -> RecordStore:
     losses = config.losses
     settings = {"n_vectors": losses.hessian_vectors, "seed": config.seed}
     if isinstance(teacher, CalculatorTeacher):
@@ -105,7 +115,8 @@ def _hvp_store(config, teacher, structures, progress) -> RecordStore:
         return records
 
     store = RecordStore(store_dir(config.label_cache, "hvp", teacher.fingerprint, settings))
-    fill_store(store, structures, compute, config.labels.save_every, "teacher HVPs", progress)
+    save_every = config.labels.save_every
+    fill_store(store, structures, compute, save_every, "teacher HVPs", progress, world)
     return store
 
 
@@ -115,16 +126,17 @@ def _matching_targets(
     structures: Sequence[Any],
     train_file: Path,
     progress: bool,
+    world: World,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Feature/HVP targets keyed by the geometry of the frames as read back from the file."""
     losses = config.losses
     stores = []
     if losses.feature_weight > 0:
-        stores.append(_feature_store(config, teacher, structures, progress))
+        stores.append(_feature_store(config, teacher, structures, progress, world))
     if losses.hessian_weight > 0:
         count = losses.hessian_structures or len(structures)
         chosen = evenly_spaced(structures, count)
-        stores.append(_hvp_store(config, teacher, chosen, progress))
+        stores.append(_hvp_store(config, teacher, chosen, progress, world))
     if not stores:
         return {}
     # Teacher frames come first in the file, in the order of ``structures``.
@@ -147,6 +159,7 @@ def prepare_student_data(
     train: Sequence[Configuration],
     valid: Sequence[Configuration],
     progress: bool = True,
+    world: World | None = None,
 ) -> StudentData:
     """Augment, label, write ``<output_dir>/data/{train,valid}.xyz`` and build targets.
 
@@ -156,11 +169,14 @@ def prepare_student_data(
         train: the user's training structures (labels optional).
         valid: the user's validation structures.
         progress: show progress bars.
+        world: the ranks that share the teacher's work out (None: one); every rank calls
+            with the same arguments, rank 0 writes the files.
 
     Returns:
         The files, the matching targets and the structure counts.
     """
     losses = config.losses
+    world = World() if world is None else world
     train_atoms = [configuration_to_atoms(c) for c in train]
     valid_atoms = [configuration_to_atoms(c) for c in valid]
     augmented = augmented_structures(
@@ -170,21 +186,25 @@ def prepare_student_data(
         config.seed,
         config.label_cache / "structures",
         progress,
+        world,
     )
     extra = [atoms for kind in ("rattle", "md", "normal_modes") for atoms in augmented[kind]]
-    labelled = teacher_labels(config, teacher, train_atoms + extra + valid_atoms, progress)
+    labelled = teacher_labels(config, teacher, train_atoms + extra + valid_atoms, progress, world)
     n_train = len(train_atoms) + len(extra)
     directory = Path(config.output_dir) / "data"
     train_frames = frames_for(
         train, extra, labelled[:n_train], losses.teacher_weight, losses.ground_truth_weight
     )
     valid_frames = validation_frames(valid, labelled[n_train:], losses.validation_labels)
-    train_file = write_frames(train_frames, directory / "train.xyz", config.data)
-    valid_file = write_frames(valid_frames, directory / "valid.xyz", config.data)
+    train_file, valid_file = directory / "train.xyz", directory / "valid.xyz"
+    if world.is_main:
+        write_frames(train_frames, train_file, config.data)
+        write_frames(valid_frames, valid_file, config.data)
+    world.barrier("writing the student files")
     targets = {}
     if losses.teacher_weight > 0:
         structures = train_atoms + extra
-        targets = _matching_targets(config, teacher, structures, train_file, progress)
+        targets = _matching_targets(config, teacher, structures, train_file, progress, world)
     counts = {
         "train": len(train),
         "valid": len(valid),

@@ -8,6 +8,12 @@ write ``report.json``/``report.md`` (and, for a sweep, ``pareto.png``/``pareto.j
 With ``sweep.jobs > 1`` the sweep students train ``jobs`` at a time in spawned processes and
 are timed one by one afterwards.
 
+Under torchrun (``torchrun --nproc_per_node N -m equiforce distill``) the ranks share the
+teacher's work out (MD trajectories, normal modes, labels, features and Hessian-vector
+products: each rank a share, then every rank reads all), train each student data-parallel
+(the matching terms reduced over the global batch as the force loss is, so the student is the
+one rank's to rounding), and rank 0 evaluates, times and writes the report.
+
 Output folder: ``data/`` (student files), ``students/<name>/`` (one training run each, plus
 ``student_report.json`` once it is evaluated, and ``distill_settings.json``: the teacher
 fingerprint and the data, augmentation and loss settings the student started with, which
@@ -34,10 +40,12 @@ from equiforce.data.graph import configuration_to_graph
 from equiforce.files import atomic_write_text
 from equiforce.models.io import load_model
 from equiforce.models.potential import NODE_FEATURES, Potential
+from equiforce.train import distributed
 from equiforce.train.config import ModelConfig, RunConfig
+from equiforce.train.distributed import World
 from equiforce.train.evaluate import predict
 from equiforce.train.run import changed_settings, train
-from equiforce.train.setup import key_spec
+from equiforce.train.setup import key_spec, resolve_device
 from equiforce.workflows.distill.auxiliary import DistillationLoss
 from equiforce.workflows.distill.config import DistillConfig
 from equiforce.workflows.distill.data import (
@@ -83,8 +91,12 @@ def student_name(override: Mapping[str, Any]) -> str:
 
 
 def distill(
-    config: DistillConfig, sweep: bool = False, resume: bool = False, progress: bool = True
-) -> DistillResult:
+    config: DistillConfig,
+    sweep: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    distributed_timeout_s: float = distributed.DEFAULT_TIMEOUT_S,
+) -> DistillResult | None:
     """Distil the teacher into the student (or every sweep student).
 
     Args:
@@ -92,20 +104,43 @@ def distill(
         sweep: train every ``sweep.students`` entry instead of the single student.
         resume: continue interrupted student runs (``--resume`` of ``equiforce train``);
             students already evaluated are kept. The configuration must be unchanged.
-        progress: show progress bars.
+        progress: show progress bars (rank 0).
+        distributed_timeout_s: under torchrun, seconds a rank waits for the others in a
+            collective (keep it above the time the teacher's work can differ between ranks:
+            a few teacher calls or one MD trajectory).
+
+    Returns:
+        The result on rank 0 (or one rank); None on the other ranks.
 
     Raises:
         TeacherError: the teacher is unusable.
-        ValueError: ``sweep`` without ``sweep.students``, or bad data.
+        ValueError: ``sweep`` without ``sweep.students``, bad data, or ``sweep.jobs > 1``
+            under several ranks.
         FileExistsError: a student run exists and ``resume`` is not set.
+        RankFailure: another rank died or hung.
     """
     if sweep and not config.sweep.students:
         raise ValueError("--sweep needs sweep.students in the config")
+    device = resolve_device(config.training.device)
+    with distributed.open_world(device, distributed_timeout_s) as world:
+        if world.distributed and sweep and config.sweep.jobs > 1:
+            raise ValueError(
+                f"sweep.jobs is {config.sweep.jobs}: under torchrun every student trains on "
+                "all ranks, one after the other; set sweep.jobs to 1"
+            )
+        return _distill(config, sweep, resume, progress and world.is_main, world)
+
+
+def _distill(
+    config: DistillConfig, sweep: bool, resume: bool, progress: bool, world: World
+) -> DistillResult | None:
+    """``distill`` in its world of ranks."""
     out = Path(config.output_dir)
-    teacher, data, test, test_labels = label_everything(config, progress)
+    teacher, data, test, test_labels = label_everything(config, progress, world)
     timing_file = config.data.test_file or config.data.train_file
-    teacher_row = _teacher_row(config, teacher, test, test_labels, timing_file)
-    rows = [teacher_row]
+    if world.is_main:
+        teacher_row = _teacher_row(config, teacher, test, test_labels, timing_file)
+    rows = [teacher_row] if world.is_main else []
     entries = config.sweep.students if sweep else ({},)
     if sweep and config.sweep.jobs > 1:
         _train_in_parallel(config, resume)
@@ -113,11 +148,13 @@ def distill(
     for override in entries:
         name = student_name(override) if sweep else "student"
         model_config = config.student_variant(override)
-        row = _student(
-            config, name, model_config, data, test, test_labels, resume, timing_file, teacher
-        )
-        row["speedup"] = teacher_row["ms_per_call"] / row["ms_per_call"]
-        rows.append(row)
+        args = (name, model_config, data, test, test_labels, resume, timing_file, teacher)
+        row = _student(config, *args, world=world)
+        if world.is_main:
+            row["speedup"] = teacher_row["ms_per_call"] / row["ms_per_call"]
+            rows.append(row)
+    if not world.is_main:
+        return None
     report_json, report_md = write_report(rows, out)
     pareto_png = pareto_json = None
     if sweep:
@@ -149,8 +186,9 @@ def _train_one_student(work: tuple[DistillConfig, Mapping[str, Any], bool, int])
     _student(config, name, model_config, data, test, test_labels, resume, None, teacher)
 
 
-def label_everything(config: DistillConfig, progress: bool = True):
-    """Load the teacher and let it label the student data and the test set (cached on disk).
+def label_everything(config: DistillConfig, progress: bool = True, world: World | None = None):
+    """Load the teacher and let it label the student data and the test set (cached on disk;
+    shared out over the ranks of ``world``, None: one).
 
     Returns:
         ``(teacher, student data, test configurations or None, teacher labels of the test set
@@ -159,13 +197,13 @@ def label_everything(config: DistillConfig, progress: bool = True):
     train_set, valid_set = read_structures(config.data, config.seed)
     teacher = load_teacher(config.teacher, configuration_to_atoms(train_set[0]))
     LOG.info("teacher %s (%s)", teacher.description, teacher.fingerprint[:24])
-    data = prepare_student_data(config, teacher, train_set, valid_set, progress)
+    data = prepare_student_data(config, teacher, train_set, valid_set, progress, world)
     LOG.info("student data: %s", data.counts)
     test = _test_set(config)
     test_labels = None
     if test is not None:
         test_atoms = [configuration_to_atoms(c) for c in test]
-        test_labels = teacher_labels(config, teacher, test_atoms, progress)
+        test_labels = teacher_labels(config, teacher, test_atoms, progress, world)
     return teacher, data, test, test_labels
 
 
@@ -214,18 +252,23 @@ def _student(
     resume: bool,
     timing_file: str | None,
     teacher: Teacher,
-) -> dict[str, Any]:
+    world: World | None = None,
+) -> dict[str, Any] | None:
     """Train (or resume, or reuse) one student and return its report row.
 
     ``timing_file``: structure to time the student on; ``None`` leaves the timing out (a
-    reused row without one is timed when a file is given).
+    reused row without one is timed when a file is given). Under several ranks (``world``)
+    every rank trains; rank 0 evaluates, times and returns the row, the others None.
     """
+    world = World() if world is None else world
     run_dir = Path(config.output_dir) / "students" / name
     done = run_dir / "student_report.json"
     settings = student_settings(config, teacher.fingerprint)
     if resume:
         _check_settings(run_dir / SETTINGS_FILE, settings, name)
     if done.exists() and resume:
+        if not world.is_main:
+            return None
         row = json.loads(done.read_text())
         if timing_file is not None and "ms_per_call" not in row:
             row.update(_timing(config, {"model": row["model_path"]}, timing_file))
@@ -239,10 +282,13 @@ def _student(
         seed=config.seed,
     )
     resume_run = resume and (run_dir / "checkpoints" / "last.pt").exists()
-    if not resume_run:
+    if not resume_run and world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(settings, indent=2), run_dir / SETTINGS_FILE)
-    result = train(run_config, resume=resume_run, auxiliary=_auxiliary_factory(config, data))
+    auxiliary = _auxiliary_factory(config, data)
+    result = train(run_config, resume_run, auxiliary, world.timeout_s)
+    if not world.is_main:
+        return None
     model = load_model(result.model_path)
     row: dict[str, Any] = {"name": name, "role": "student", "model": model_config.to_dict()}
     row["model_path"] = str(result.model_path)

@@ -7,6 +7,10 @@ along axis 0 with their row counts in ``<field>__rows``. Chunks are written with
 complete chunks, and the records it had finished survive. The folder name carries the
 teacher's fingerprint and the settings of the records (``store_dir``), so a different teacher
 or setting never reads stale results, and every student of the same teacher shares them.
+
+Under several ranks (``fill_store(world=...)``) each rank computes its share of the missing
+structures and writes its own chunks; after a barrier every rank reads the others' chunks
+(``RecordStore.refresh``), so all hold the same records.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from equiforce.files import atomic_write
+from equiforce.train.distributed import World
 
 Record = dict[str, np.ndarray]
 
@@ -52,8 +57,15 @@ class RecordStore:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.records: dict[str, Record] = {}
+        self._chunks_read: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the chunks written since this store last looked (by other processes)."""
         for chunk in sorted(self.directory.glob("chunk-*.npz")):
-            self._read_chunk(chunk)
+            if chunk.name not in self._chunks_read:
+                self._read_chunk(chunk)
+                self._chunks_read.add(chunk.name)
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -97,6 +109,7 @@ class RecordStore:
         )
         for key, record in zip(keys, records, strict=True):
             self.records[key] = {name: np.asarray(record[name]) for name in fields}
+        self._chunks_read.add(path.name)
         return path
 
 
@@ -107,6 +120,7 @@ def fill_store(
     save_every: int,
     description: str,
     progress: bool = True,
+    world: World | None = None,
 ) -> int:
     """Compute the records of the structures missing from ``store``, saving as it goes.
 
@@ -117,17 +131,25 @@ def fill_store(
         save_every: structures per chunk write.
         description: progress-bar label.
         progress: show a tqdm bar (cached structures count as done).
+        world: the ranks (None: one). Every rank must call with the same structures and a
+            store read before this call; rank r computes the missing structures r, r + size,
+            ... and, after the others have finished theirs, reads their chunks.
 
     Returns:
-        The number of structures computed (0 when everything was cached).
+        The number of structures this rank computed (0 when everything was cached).
+
+    Raises:
+        RankFailure: another rank died or took longer than the timeout for its share.
     """
+    world = World() if world is None else world
+    world.barrier(f"{description}: before labelling")  # every rank has read the store
     missing: dict[str, Any] = {}
     for atoms in structures:
         key = structure_key(atoms)
         if key not in store and key not in missing:
             missing[key] = atoms
     total = len({structure_key(a) for a in structures})
-    todo = list(missing.items())
+    todo = list(missing.items())[world.rank :: world.size]
     with tqdm(
         total=total,
         initial=total - len(todo),
@@ -140,4 +162,7 @@ def fill_store(
             records = compute([atoms for _, atoms in chunk])
             store.add([key for key, _ in chunk], records)
             bar.update(len(chunk))
+    if world.distributed:
+        world.barrier(f"{description}: waiting for the other ranks' shares")
+        store.refresh()
     return len(todo)
