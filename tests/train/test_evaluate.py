@@ -23,6 +23,7 @@ from equiforce.train.evaluate import (
     format_table,
     plot_parity,
     predict,
+    predict_batches,
     to_json,
 )
 
@@ -216,4 +217,74 @@ def test_cli_evaluate_with_custom_keys(model64, tmp_path, capsys):
     assert (tmp_path / "plots" / "parity_forces.png").exists()
     args.energy_key, args.forces_key = "nope", "nope"
     with pytest.raises(ValueError, match="no frame has an energy, forces or stress label"):
+        evaluate_cli.run(args)
+
+
+def test_structures_are_streamed_one_batch_at_a_time(model64, structures):
+    """``evaluate`` takes any iterable and pulls only a batch ahead of the model."""
+    pulled = []
+
+    def stream():
+        for config in structures * 3:
+            pulled.append(config)
+            yield config
+
+    batches = predict_batches(model64, stream(), batch_size=5, compute_stress=None)
+    first, pred = next(batches)
+    assert len(pulled) == 5 and len(first) == 5 and pred.stress is not None
+    batches.close()
+    whole = evaluate(model64, structures * 3, batch_size=len(structures) * 3)
+    streamed = evaluate(model64, iter(structures * 3), batch_size=5)
+    for name, stats in whole.metrics.items():
+        assert streamed.metrics[name].count == stats.count
+        assert streamed.metrics[name].rmse == pytest.approx(stats.rmse, rel=1e-12)
+        assert streamed.metrics[name].mae == pytest.approx(stats.mae, rel=1e-12)
+
+
+def test_parity_data_is_a_bounded_uniform_sample(model64):
+    """Above ``max_parity_points`` a parity plot keeps a reproducible sample in stream order;
+    the errors still cover every value."""
+    structures = [labelled(make_fcc_cu(repeat=1, seed=k)) for k in range(12)]
+    full = evaluate(model64, structures, batch_size=5)
+    capped = evaluate(model64, structures, batch_size=5, max_parity_points=10)
+    assert capped.metrics == full.metrics
+    reference = full.parity["forces"].reference
+    sample = capped.parity["forces"]
+    assert len(sample.reference) == 10 < len(reference)
+    positions = [int(np.flatnonzero(reference == value)[0]) for value in sample.reference]
+    assert positions == sorted(positions)  # a subset, in order
+    again = evaluate(model64, structures, batch_size=5, max_parity_points=10).parity["forces"]
+    assert np.array_equal(again.reference, sample.reference)
+    assert len(capped.parity["energy_per_atom"].reference) == 10
+
+
+def test_cli_evaluates_a_preprocessed_directory_as_its_file(model64, tmp_path, capsys):
+    from equiforce.data.ondisk import preprocess
+
+    frames = [emt_labelled(make_fcc_cu(repeat=1, seed=seed)) for seed in range(5)]
+    frames.append(emt_labelled(make_molecule("CH3CH2OH", seed=3)))
+    write(tmp_path / "data.xyz", frames, format="extxyz")
+    save_model(model64, tmp_path / "model.pt")
+    preprocess(tmp_path / "data.xyz", tmp_path / "pre", None, model64.r_max, shard_size=4)
+    parser = argparse.ArgumentParser()
+    evaluate_cli.add_arguments(parser)
+    reports = {}
+    for source in ("data.xyz", "pre"):
+        out = tmp_path / f"{source}.json"
+        argv = [str(tmp_path / "model.pt"), str(tmp_path / source), "--json", str(out)]
+        assert evaluate_cli.run(parser.parse_args([*argv, "--batch-size", "4"])) == 0
+        reports[source] = json.loads(out.read_text())
+    assert reports["pre"]["n_configs"] == 6
+    assert set(reports["pre"]["metrics"]) == {"energy", "energy_per_atom", "forces", "stress"}
+    for name, stats in reports["data.xyz"]["metrics"].items():
+        assert reports["pre"]["metrics"][name]["count"] == stats["count"]
+        assert reports["pre"]["metrics"][name]["rmse"] == pytest.approx(stats["rmse"], rel=1e-10)
+    preprocess(tmp_path / "data.xyz", tmp_path / "wide", None, model64.r_max + 1.0)
+    args = parser.parse_args([str(tmp_path / "model.pt"), str(tmp_path / "wide")])
+    with pytest.raises(ValueError, match=r"wide: preprocessed with r_max .*--r-max"):
+        evaluate_cli.run(args)
+    args = parser.parse_args(
+        [str(tmp_path / "model.pt"), str(tmp_path / "pre"), "--energy-key", "e"]
+    )
+    with pytest.raises(ValueError, match="pre: preprocessed with label keys"):
         evaluate_cli.run(args)

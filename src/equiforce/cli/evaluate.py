@@ -1,7 +1,9 @@
-"""``equiforce evaluate MODEL DATA.xyz [MORE.xyz ...]``: error tables, JSON report, parity plots.
+"""``equiforce evaluate MODEL DATA [MORE ...]``: error tables, JSON report, parity plots.
 
-With several files, each gets its own table (and parity plots in ``--plots DIR/<stem>``), and a
-last table covers all files together.
+DATA is a labelled extended XYZ file or a directory of ``equiforce preprocess``; either is
+streamed (one batch in memory at a time), so it may be larger than memory. With several, each
+gets its own table (and parity plots in ``--plots DIR/<stem>``), and a last table covers all
+together.
 """
 
 from __future__ import annotations
@@ -14,13 +16,26 @@ from equiforce.cli.options import add_device_option, add_precision_option
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``evaluate`` options on ``parser``."""
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
-    parser.add_argument("data", nargs="+", help="labelled extended XYZ file(s)")
+    parser.add_argument(
+        "data",
+        nargs="+",
+        help="labelled extended XYZ file(s) or directories of equiforce preprocess (their "
+        "cutoff must be the model's; their label keys those given here)",
+    )
     parser.add_argument("--energy-key", default="energy", help="energy label name (eV)")
     parser.add_argument("--forces-key", default="forces", help="forces label name (eV/Å)")
     parser.add_argument("--stress-key", default="stress", help="stress label name (eV/Å^3)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG)")
+    parser.add_argument(
+        "--parity-points",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="values per quantity in a parity plot: all of them, or a uniform random sample "
+        "of N (100000)",
+    )
     add_device_option(parser)
     add_precision_option(parser)
 
@@ -29,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate the model on the file(s), print the tables, write the requested reports.
 
     Raises:
-        ValueError: a file carries none of the requested labels.
+        ValueError: a file carries none of the requested labels, or a preprocessed directory
+            was built with another cutoff or other label keys.
     """
     from pathlib import Path
 
-    from equiforce.data.extxyz import KeySpec, read_configurations
+    from equiforce.data.extxyz import KeySpec
     from equiforce.models import load_model
     from equiforce.train.evaluate import evaluate_files, format_table, plot_parity, to_json
 
@@ -41,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     label_keys = KeySpec(
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
     )
-    files = {path: read_configurations(path, label_keys) for path in args.data}
-    results = evaluate_files(model, files, batch_size=args.batch_size)
+    files = {path: _structures(path, model, label_keys) for path in args.data}
+    results = evaluate_files(
+        model, files, batch_size=args.batch_size, max_parity_points=args.parity_points
+    )
     for path in args.data:
         if not results[path].metrics:
             raise ValueError(
@@ -64,3 +82,35 @@ def run(args: argparse.Namespace) -> int:
             for plot in plot_parity(results[path], folder):
                 print(f"parity plot written to {plot}")
     return 0
+
+
+def _structures(path: str, model, label_keys):
+    """The structures of ``path``, streamed: an extxyz file's configurations one frame at a
+    time (unlabelled frames included, left out of the errors), or a preprocessed directory's
+    graphs in the model's species order.
+
+    Raises:
+        ValueError: a directory preprocessed with another cutoff or other label keys, or
+            holding a species the model lacks (the directory named).
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from equiforce.data.ondisk import OnDiskDataset, is_preprocessed, iter_configurations
+
+    if not is_preprocessed(path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        return iter_configurations(path, label_keys, require_label=False)
+    dataset = OnDiskDataset(path, model.type_names)
+    if dataset.r_max != float(model.r_max):
+        raise ValueError(
+            f"{path}: preprocessed with r_max {dataset.r_max} Å, the model's is {model.r_max} "
+            f"Å: preprocess it again with --r-max {model.r_max}"
+        )
+    if dataset.manifest["keys"] != dataclasses.asdict(label_keys):
+        raise ValueError(
+            f"{path}: preprocessed with label keys {dataset.manifest['keys']}, evaluated with "
+            f"{dataclasses.asdict(label_keys)}: give its keys (--energy-key, ...)"
+        )
+    return (dataset[k] for k in range(len(dataset)))

@@ -93,13 +93,19 @@ def is_preprocessed(path: str | os.PathLike) -> bool:
 
 
 def iter_configurations(
-    path: str | os.PathLike, keys_spec: KeySpec = DEFAULT_KEYS
+    path: str | os.PathLike, keys_spec: KeySpec = DEFAULT_KEYS, require_label: bool = True
 ) -> Iterator[Configuration]:
     """Validated configurations of an extxyz file, one frame at a time (partial labels allowed).
 
+    Args:
+        path: the extxyz file.
+        keys_spec: label key names.
+        require_label: refuse a frame with none of energy, forces and stress (training data:
+            each frame must teach something); False yields it (evaluation leaves it out).
+
     Raises:
-        DataError: a frame that cannot be parsed, is invalid or carries no label (file, frame
-            and field named).
+        DataError: a frame that cannot be parsed, is invalid or (``require_label``) carries no
+            label (file, frame and field named).
     """
     import ase.io
 
@@ -117,7 +123,8 @@ def iter_configurations(
         except Exception as exc:  # ASE raises many types
             raise DataError(f"{source}: cannot parse extended XYZ: {exc}") from exc
         config = configuration_from_atoms(atoms, keys_spec, source)
-        if config.energy is None and config.forces is None and config.stress is None:
+        unlabelled = config.energy is None and config.forces is None and config.stress is None
+        if require_label and unlabelled:
             raise DataError(f"{source}: no label: none of energy, forces and stress is present")
         yield config
         count += 1

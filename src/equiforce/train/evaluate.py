@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -63,24 +63,14 @@ class ErrorStats:
     count: int
     unit: str
 
-    @classmethod
-    def from_errors(cls, errors: np.ndarray, unit: str) -> "ErrorStats":
-        """Statistics of signed errors (any shape), already in ``unit``."""
-        errors = np.asarray(errors, dtype=np.float64).ravel()
-        return cls(
-            mae=float(np.mean(np.abs(errors))),
-            rmse=float(np.sqrt(np.mean(errors**2))),
-            count=int(errors.size),
-            unit=unit,
-        )
-
 
 @dataclass(frozen=True)
 class ParityData:
     """Reference and predicted values of one quantity, for a parity plot.
 
     Attributes:
-        reference: (n_values,) float64 reference values, in ``label``'s unit.
+        reference: (n_values,) float64 reference values, in ``label``'s unit; every value, or
+            a uniform random sample of ``max_parity_points`` of them (in their order).
         predicted: (n_values,) float64 model values.
         label: axis label with unit, e.g. ``"energy per atom (eV/atom)"``.
     """
@@ -156,34 +146,38 @@ def _reference_of(structure: Structure) -> _Reference:
     )
 
 
-def predict(
+def predict_batches(
     model: Potential,
-    structures: Sequence[Structure],
+    structures: Iterable[Structure],
     batch_size: int = 32,
     device: str | torch.device | None = None,
-    compute_stress: bool = False,
-) -> Predictions:
-    """Batched inference without keeping the derivative graph.
+    compute_stress: bool | None = False,
+) -> Iterator[tuple[list[Structure], Predictions]]:
+    """Batched inference over a stream of structures, without keeping the derivative graph.
+
+    Only one batch of structures and predictions is held at a time, so a file or preprocessed
+    directory larger than memory can be evaluated.
 
     Args:
         model: the potential; evaluated in eval mode, its training flag is restored after,
             in the matmul precision of its policy (``equiforce.precision.precision_scope``).
         structures: ``Configuration`` objects (converted with the model's type names and
-            cutoff) or single-structure graph dicts from ``configuration_to_graph``.
+            cutoff) or single-structure graph dicts from ``configuration_to_graph``, any
+            iterable.
         batch_size: structures per forward pass.
         device: where to run; None keeps the model's device, otherwise the model is moved
             there (in place).
-        compute_stress: also predict the stress.
+        compute_stress: also predict the stress; None: for the batches where a structure
+            carries a stress label.
 
-    Returns:
-        ``Predictions`` in float64, whatever the model dtype.
+    Yields:
+        Each batch's structures and their ``Predictions`` (float64, whatever the model dtype;
+        ``stress`` None when not computed).
 
     Raises:
-        ValueError: ``structures`` is empty, ``batch_size`` < 1, a structure has an element
-            the model does not know, or a graph was built for another type order.
+        ValueError: ``batch_size`` < 1, a structure has an element the model does not know,
+            or a graph was built for another type order.
     """
-    if len(structures) == 0:
-        raise ValueError("predict needs at least one structure")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if device is not None:
@@ -191,55 +185,230 @@ def predict(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    wanted = [keys.ENERGY, keys.FORCES] + ([keys.STRESS] if compute_stress else [])
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    index = 0
     try:
-        # forces are autograd derivatives, even under no_grad
-        with torch.enable_grad(), precision_scope(current_policy(model)):
-            for start in range(0, len(structures), batch_size):
-                stop = min(start + batch_size, len(structures))
-                graphs = [_to_graph(structures[k], model, k) for k in range(start, stop)]
-                batch = batch_to(collate(graphs), device)
+        for chunk in _batches_of(structures, batch_size):
+            stress = compute_stress
+            if stress is None:
+                stress = any(_reference_of(s).stress is not None for s in chunk)
+            graphs = [_to_graph(s, model, index + k) for k, s in enumerate(chunk)]
+            index += len(chunk)
+            # forces are autograd derivatives, even under no_grad
+            with torch.enable_grad(), precision_scope(current_policy(model)):
                 out = model(
-                    batch,
+                    batch_to(collate(graphs), device),
                     compute_forces=True,
-                    compute_stress=compute_stress,
+                    compute_stress=stress,
                     create_graph=False,
                 )
-                for name in wanted:
-                    chunks[name].append(out[name].detach().to("cpu", torch.float64).numpy())
+
+            yield (
+                chunk,
+                Predictions(
+                    energy=_float64(out[keys.ENERGY]),
+                    forces=_float64(out[keys.FORCES]),
+                    n_atoms=np.asarray([_n_atoms(s) for s in chunk], dtype=np.int64),
+                    stress=_float64(out[keys.STRESS]) if stress else None,
+                ),
+            )
     finally:
         model.train(was_training)
-    n_atoms = [_n_atoms(s) for s in structures]
-    return Predictions(
-        energy=np.concatenate(chunks[keys.ENERGY]),
-        forces=np.concatenate(chunks[keys.FORCES]),
-        n_atoms=np.asarray(n_atoms, dtype=np.int64),
-        stress=np.concatenate(chunks[keys.STRESS]) if compute_stress else None,
-    )
 
 
-def evaluate(
+def _float64(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def _batches_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict(
     model: Potential,
     structures: Sequence[Structure],
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    compute_stress: bool = False,
+) -> Predictions:
+    """Batched inference without keeping the derivative graph (``predict_batches``, all
+    predictions concatenated).
+
+    Returns:
+        ``Predictions`` in float64, whatever the model dtype.
+
+    Raises:
+        ValueError: ``structures`` is empty, or as ``predict_batches``.
+    """
+    if len(structures) == 0:
+        raise ValueError("predict needs at least one structure")
+    parts = [p for _, p in predict_batches(model, structures, batch_size, device, compute_stress)]
+    return Predictions(
+        energy=np.concatenate([p.energy for p in parts]),
+        forces=np.concatenate([p.forces for p in parts]),
+        n_atoms=np.concatenate([p.n_atoms for p in parts]),
+        stress=np.concatenate([p.stress for p in parts]) if compute_stress else None,
+    )
+
+
+DEFAULT_PARITY_POINTS = 100_000  # values per quantity a result keeps for its parity plot
+
+
+class _ParitySample:
+    """A uniform random sample of at most ``limit`` (reference, predicted) pairs of a stream,
+    in stream order: each pair draws a key, the ``limit`` smallest keys are kept (pruned when
+    twice as many are held), so memory stays bounded and a stream under the limit is kept
+    whole."""
+
+    def __init__(self, limit: int, seed: Sequence[int]):
+        self._limit = limit
+        self._rng = np.random.default_rng(seed)
+        self._parts: list[np.ndarray] = []  # (n, 4): key, sequence number, reference, predicted
+        self._held = 0
+        self._seen = 0
+        self._threshold = np.inf
+
+    def add(self, reference: np.ndarray, predicted: np.ndarray) -> None:
+        n = reference.size
+        rows = np.stack(
+            [
+                self._rng.random(n),
+                np.arange(self._seen, self._seen + n, dtype=np.float64),
+                reference.ravel(),
+                predicted.ravel(),
+            ],
+            axis=1,
+        )
+        self._seen += n
+        rows = rows[rows[:, 0] < self._threshold]
+        self._parts.append(rows)
+        self._held += len(rows)
+        if self._held > 2 * self._limit:
+            self._prune()
+
+    def _prune(self) -> np.ndarray:
+        rows = np.concatenate(self._parts) if self._parts else np.zeros((0, 4))
+        if len(rows) > self._limit:
+            rows = rows[np.argpartition(rows[:, 0], self._limit - 1)[: self._limit]]
+            self._threshold = rows[:, 0].max()
+        self._parts, self._held = [rows], len(rows)
+        return rows
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled reference and predicted values, in stream order."""
+        rows = self._prune()
+        rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        return rows[:, 2].copy(), rows[:, 3].copy()
+
+
+_QUANTITIES = {  # name: (unit of the error, parity label or None)
+    "energy": ("meV", None),
+    "energy_per_atom": ("meV/atom", "energy per atom (eV/atom)"),
+    "forces": ("meV/Å", "force component (eV/Å)"),
+    "stress": ("meV/Å^3", "stress component (eV/Å^3)"),
+}
+
+
+class ErrorTally:
+    """Errors of a model over a stream of labelled structures, batch after batch.
+
+    Per quantity it keeps the sums of |error| and error^2 and their count, and a uniform
+    random sample of at most ``max_parity_points`` (reference, predicted) pairs for the parity
+    plot (all of them below that), so memory does not grow with the data.
+
+    Args:
+        max_parity_points: pairs per quantity kept for the parity plot.
+        seed: seeds the sample's draws (a result is reproducible).
+    """
+
+    def __init__(self, max_parity_points: int = DEFAULT_PARITY_POINTS, seed: int = 0):
+        if max_parity_points < 1:
+            raise ValueError(f"max_parity_points must be >= 1, got {max_parity_points}")
+        self.n_configs = 0
+        self.n_atoms = 0
+        self._sums = {name: np.zeros(3) for name in _QUANTITIES}  # |e|, e^2, count
+        self._samples = {
+            name: _ParitySample(max_parity_points, (seed, k))
+            for k, (name, (_, label)) in enumerate(_QUANTITIES.items())
+            if label is not None
+        }
+
+    def add(self, structures: Sequence[Structure], pred: Predictions) -> None:
+        """Account for ``structures`` and their predictions (``pred.stress`` None: their stress
+        labels are not compared)."""
+        references = [_reference_of(s) for s in structures]
+        self.n_configs += len(structures)
+        self.n_atoms += int(pred.n_atoms.sum())
+        energies = [k for k, r in enumerate(references) if r.energy is not None]
+        if energies:
+            reference = np.array([references[k].energy for k in energies])
+            predicted, n_atoms = pred.energy[energies], pred.n_atoms[energies]
+            self._count("energy", _MILLI * (predicted - reference))
+            self._count("energy_per_atom", _MILLI * (predicted - reference) / n_atoms)
+            self._samples["energy_per_atom"].add(reference / n_atoms, predicted / n_atoms)
+        forces = [k for k, r in enumerate(references) if r.forces is not None]
+        if forces:
+            offsets = np.concatenate([[0], np.cumsum(pred.n_atoms)])
+            reference = np.concatenate([references[k].forces for k in forces]).ravel()
+            predicted = np.concatenate([pred.forces[offsets[k] : offsets[k + 1]] for k in forces])
+            self._count("forces", _MILLI * (predicted.ravel() - reference))
+            self._samples["forces"].add(reference, predicted.ravel())
+        stresses = [k for k, r in enumerate(references) if r.stress is not None]
+        if stresses and pred.stress is not None:
+            reference = np.stack([references[k].stress for k in stresses]).ravel()
+            predicted = pred.stress[stresses].ravel()
+            self._count("stress", _MILLI * (predicted - reference))
+            self._samples["stress"].add(reference, predicted)
+
+    def _count(self, name: str, errors: np.ndarray) -> None:
+        errors = np.asarray(errors, dtype=np.float64).ravel()
+        self._sums[name] += (np.abs(errors).sum(), np.square(errors).sum(), errors.size)
+
+    def result(self) -> EvaluationResult:
+        """The errors so far (quantities without any label left out)."""
+        metrics, parity = {}, {}
+        for name, (unit, label) in _QUANTITIES.items():
+            abs_sum, sq_sum, count = self._sums[name]
+            if count == 0:
+                continue
+            mae, rmse = float(abs_sum / count), float(np.sqrt(sq_sum / count))
+            metrics[name] = ErrorStats(mae=mae, rmse=rmse, count=int(count), unit=unit)
+            if label is not None:
+                parity[name] = ParityData(*self._samples[name].arrays(), label)
+        return EvaluationResult(self.n_configs, self.n_atoms, metrics, parity)
+
+
+def evaluate(
+    model: Potential,
+    structures: Iterable[Structure],
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    max_parity_points: int = DEFAULT_PARITY_POINTS,
 ) -> EvaluationResult:
-    """Compare model predictions with the labels of ``structures``.
+    """Compare model predictions with the labels of ``structures``, streamed batch by batch.
 
     Args:
         model: the potential.
-        structures: labelled ``Configuration`` objects or graph dicts (see ``predict``);
-            stress is predicted only when at least one structure carries a stress label.
+        structures: labelled ``Configuration`` objects or graph dicts (see ``predict``), any
+            iterable (only a batch is held at a time); stress is predicted for the batches
+            with a stress label.
         batch_size: structures per forward pass.
         device: see ``predict``.
+        max_parity_points: pairs per quantity kept for the parity plots.
 
     Returns:
         ``EvaluationResult`` with errors in meV units and the parity data.
     """
-    with_stress = any(_reference_of(s).stress is not None for s in structures)
-    pred = predict(model, structures, batch_size, device, compute_stress=with_stress)
-    return errors_of(structures, pred)
+    tally = ErrorTally(max_parity_points)
+    for chunk, pred in predict_batches(model, structures, batch_size, device, None):
+        tally.add(chunk, pred)
+    return tally.result()
 
 
 ALL_FILES = "all"  # key of ``evaluate_files``'s result over every file together
@@ -247,39 +416,34 @@ ALL_FILES = "all"  # key of ``evaluate_files``'s result over every file together
 
 def evaluate_files(
     model: Potential,
-    files: Mapping[str, Sequence[Structure]],
+    files: Mapping[str, Iterable[Structure]],
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    max_parity_points: int = DEFAULT_PARITY_POINTS,
 ) -> dict[str, EvaluationResult]:
-    """Errors per file and over all files together, from one prediction pass.
+    """Errors per file and over all files together, each file streamed batch by batch.
 
     Args:
         model: the potential.
-        files: file name -> its structures (see ``evaluate``); names other than ``"all"``.
-        batch_size: structures per forward pass (batches may span files).
+        files: file name -> its structures (see ``evaluate``; any iterable, e.g. a streaming
+            reader or an ``OnDiskDataset``); names other than ``"all"``.
+        batch_size: structures per forward pass.
         device: see ``predict``.
+        max_parity_points: pairs per quantity kept for each result's parity plots.
 
     Returns:
         ``EvaluationResult`` per file name, in the order of ``files``, then ``"all"``.
     """
     if ALL_FILES in files:
         raise ValueError(f"{ALL_FILES!r} is reserved for the result over all files")
-    structures = [s for group in files.values() for s in group]
-    with_stress = any(_reference_of(s).stress is not None for s in structures)
-    pred = predict(model, structures, batch_size, device, compute_stress=with_stress)
-    results, graph, atom = {}, 0, 0
-    for name, group in files.items():
-        n_graphs = len(group)
-        n_atoms = int(pred.n_atoms[graph : graph + n_graphs].sum())
-        part = Predictions(
-            energy=pred.energy[graph : graph + n_graphs],
-            forces=pred.forces[atom : atom + n_atoms],
-            n_atoms=pred.n_atoms[graph : graph + n_graphs],
-            stress=None if pred.stress is None else pred.stress[graph : graph + n_graphs],
-        )
-        results[name] = errors_of(group, part)
-        graph, atom = graph + n_graphs, atom + n_atoms
-    results[ALL_FILES] = errors_of(structures, pred)
+    results, together = {}, ErrorTally(max_parity_points, seed=len(files))
+    for number, (name, structures) in enumerate(files.items()):
+        tally = ErrorTally(max_parity_points, seed=number)
+        for chunk, pred in predict_batches(model, structures, batch_size, device, None):
+            tally.add(chunk, pred)
+            together.add(chunk, pred)
+        results[name] = tally.result()
+    results[ALL_FILES] = together.result()
     return results
 
 
@@ -293,72 +457,9 @@ def errors_of(structures: Sequence[Structure], pred: Predictions) -> EvaluationR
     Returns:
         ``EvaluationResult`` with errors in meV units and the parity data.
     """
-    references = [_reference_of(s) for s in structures]
-    if pred.stress is None:
-        references = [r._replace(stress=None) for r in references]
-    metrics: dict[str, ErrorStats] = {}
-    parity: dict[str, ParityData] = {}
-    _compare_energies(references, pred, metrics, parity)
-    _compare_forces(references, pred, metrics, parity)
-    _compare_stresses(references, pred, metrics, parity)
-    return EvaluationResult(
-        n_configs=len(structures),
-        n_atoms=int(pred.n_atoms.sum()),
-        metrics=metrics,
-        parity=parity,
-    )
-
-
-def _compare_energies(
-    references: Sequence[_Reference],
-    pred: Predictions,
-    metrics: dict[str, ErrorStats],
-    parity: dict[str, ParityData],
-) -> None:
-    index = [k for k, r in enumerate(references) if r.energy is not None]
-    if not index:
-        return
-    reference = np.array([references[k].energy for k in index])
-    predicted = pred.energy[index]
-    n_atoms = pred.n_atoms[index]
-    metrics["energy"] = ErrorStats.from_errors(_MILLI * (predicted - reference), "meV")
-    metrics["energy_per_atom"] = ErrorStats.from_errors(
-        _MILLI * (predicted - reference) / n_atoms, "meV/atom"
-    )
-    parity["energy_per_atom"] = ParityData(
-        reference / n_atoms, predicted / n_atoms, "energy per atom (eV/atom)"
-    )
-
-
-def _compare_forces(
-    references: Sequence[_Reference],
-    pred: Predictions,
-    metrics: dict[str, ErrorStats],
-    parity: dict[str, ParityData],
-) -> None:
-    index = [k for k, r in enumerate(references) if r.forces is not None]
-    if not index:
-        return
-    offsets = np.concatenate([[0], np.cumsum(pred.n_atoms)])
-    reference = np.concatenate([references[k].forces for k in index]).ravel()
-    predicted = np.concatenate([pred.forces[offsets[k] : offsets[k + 1]] for k in index]).ravel()
-    metrics["forces"] = ErrorStats.from_errors(_MILLI * (predicted - reference), "meV/Å")
-    parity["forces"] = ParityData(reference, predicted, "force component (eV/Å)")
-
-
-def _compare_stresses(
-    references: Sequence[_Reference],
-    pred: Predictions,
-    metrics: dict[str, ErrorStats],
-    parity: dict[str, ParityData],
-) -> None:
-    index = [k for k, r in enumerate(references) if r.stress is not None]
-    if not index:
-        return
-    reference = np.stack([references[k].stress for k in index]).ravel()
-    predicted = pred.stress[index].ravel()
-    metrics["stress"] = ErrorStats.from_errors(_MILLI * (predicted - reference), "meV/Å^3")
-    parity["stress"] = ParityData(reference, predicted, "stress component (eV/Å^3)")
+    tally = ErrorTally()
+    tally.add(structures, pred)
+    return tally.result()
 
 
 _TABLE_ORDER = ("energy_per_atom", "energy", "forces", "stress")
