@@ -18,7 +18,7 @@ from ase.io import read, write  # noqa: E402
 from equiforce.cli.main import main  # noqa: E402
 from equiforce.md import EquiforceCalculator, run_md  # noqa: E402
 from equiforce.md.batched import run_batched_md  # noqa: E402
-from equiforce.md.torchsim import EquiforceModel  # noqa: E402
+from equiforce.md.torchsim import EquiforceModel, state_groups  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_fcc_cu,
     make_molecule,
@@ -39,11 +39,18 @@ def structures():
     ]
 
 
-def test_nve_equals_run_md_structure_by_structure(model64, tmp_path):
+@pytest.mark.parametrize("max_batch_atoms", [None, 10])
+def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_atoms):
     frames = structures()
     paths = [tmp_path / f"batched_{k}.xyz" for k in range(len(frames))]
     batched = run_batched_md(
-        frames, model64, ensemble="nve", n_steps=20, trajectory_paths=paths, **RUN
+        frames,
+        model64,
+        ensemble="nve",
+        n_steps=20,
+        trajectory_paths=paths,
+        max_batch_atoms=max_batch_atoms,  # 10: four states, one structure each
+        **RUN,
     )
     for k, atoms in enumerate(frames):
         alone = run_md(
@@ -104,7 +111,7 @@ def _killed_after(model: EquiforceModel, calls: int) -> EquiforceModel:
 
 def test_a_killed_run_resumed_equals_the_run_never_stopped(model64, tmp_path):
     frames = structures()
-    settings = dict(RUN, ensemble="nvt", friction=0.02, restart_every=10)
+    settings = dict(RUN, ensemble="nvt", friction=0.02, restart_every=10, max_batch_atoms=35)
 
     def paths(name):
         return [tmp_path / f"{name}_{k}{'.xyz' if k % 2 else '.traj'}" for k in range(4)]
@@ -118,7 +125,8 @@ def test_a_killed_run_resumed_equals_the_run_never_stopped(model64, tmp_path):
         **settings,
     )
     restart = tmp_path / "killed.npz"
-    model = _killed_after(EquiforceModel(model64, compute_stress=False), calls=2 + 2 * 27)
+    # three states (the molecules; the 32-atom cell; the 4-atom cell): three calls a step
+    model = _killed_after(EquiforceModel(model64, compute_stress=False), calls=3 + 3 * 27)
     with pytest.raises(KeyboardInterrupt):  # killed in step 28: restart file of step 20
         run_batched_md(
             frames,
@@ -162,6 +170,20 @@ def test_a_killed_run_resumed_equals_the_run_never_stopped(model64, tmp_path):
             resume=True,
             **{**settings, "temperature_K": 300.0},
         )
+
+
+def test_states_group_structures_by_kind_and_size():
+    sizes_and_kinds = [(4, True), (3, False), (32, True), (5, False), (40, True), (2, True)]
+    frames = []
+    for n, periodic in sizes_and_kinds:
+        atoms = bulk("Cu", "fcc", a=3.61) * (n, 1, 1)
+        atoms.pbc = periodic
+        frames.append(atoms)
+    assert state_groups(frames, None, "") == [[0, 2, 4, 5], [1, 3]]
+    assert state_groups(frames, 36, "") == [[0, 2], [4], [5], [1, 3]]
+    assert state_groups(frames, 4, "") == [[0], [2], [4], [5], [1], [3]]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        state_groups(frames, 0, "")
 
 
 def test_what_batched_md_cannot_run_is_refused(model64):

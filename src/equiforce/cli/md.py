@@ -20,7 +20,11 @@ import json
 import sys
 from pathlib import Path
 
-from equiforce.cli.options import add_device_option, add_precision_option
+from equiforce.cli.options import (
+    add_batch_atoms_option,
+    add_device_option,
+    add_precision_option,
+)
 from equiforce.md.dynamics import BAROSTATS
 
 TRAJECTORY_NAME = "md.traj"
@@ -104,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run every frame of STRUCTURE at once through TorchSim, one model call per step "
         "(NVT/NVE, one model; needs equiforce[sim]); trajectories md_0000.traj, ...",
     )
+    add_batch_atoms_option(parser)
     add_device_option(parser)
     add_precision_option(parser)
     parser.add_argument(
@@ -209,7 +214,11 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
     )
     paths = [out / f"md_{k:04d}.traj" for k in range(len(structures))]
     results = run_batched_md(
-        structures, model, trajectory_paths=paths, **_run_options(args, restart)
+        structures,
+        model,
+        trajectory_paths=paths,
+        max_batch_atoms=args.max_batch_atoms,
+        **_run_options(args, restart),
     )
     formulas = [atoms.get_chemical_formula() for atoms in structures]
     print(format_batched_summary(results, formulas))

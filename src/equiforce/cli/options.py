@@ -39,6 +39,18 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_batch_atoms_option(parser: argparse.ArgumentParser) -> None:
+    """``--max-batch-atoms N`` (5000): the most atoms of one TorchSim batch (``--batched``)."""
+    parser.add_argument(
+        "--max-batch-atoms",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="with --batched: the most atoms of one model call (structures are grouped in "
+        "input order; a larger one runs alone): bounds memory; raise it on a GPU (5000)",
+    )
+
+
 def add_device_option(
     parser: argparse.ArgumentParser, choices: tuple[str, ...] | None = None
 ) -> None:

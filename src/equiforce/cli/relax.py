@@ -10,7 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from equiforce.cli.options import add_device_option, add_precision_option
+from equiforce.cli.options import (
+    add_batch_atoms_option,
+    add_device_option,
+    add_precision_option,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="relax all structures at once with TorchSim's batched FIRE (needs equiforce[sim])",
     )
+    add_batch_atoms_option(parser)
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         from equiforce.md.torchsim import EquiforceModel
 
         model = EquiforceModel(args.model, device=args.device, precision=args.precision)
-        results = relax_batched(frames, model, **options)
+        results = relax_batched(frames, model, max_batch_atoms=args.max_batch_atoms, **options)
         write_relaxed(results, args.output)
     else:
         from equiforce.md.calculator import EquiforceCalculator

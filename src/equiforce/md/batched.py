@@ -3,8 +3,10 @@
 Every structure of a list runs its own NVT (Langevin) or NVE (velocity Verlet) MD, all of
 them advancing together: each step is one model call on the whole batch
 (``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update. TorchSim 0.3
-keeps one ``pbc`` flag per state, so 3D-periodic and non-periodic structures form two states
-that step in turn; slabs (periodic along some axes only) are refused.
+keeps one ``pbc`` flag per state, so 3D-periodic and non-periodic structures form separate
+states, and each kind is split into states of at most ``max_batch_atoms`` atoms (bounding a
+model call's memory); the states step in turn. Slabs (periodic along some axes only) are
+refused.
 
 Each structure gets what ``run_md`` gives one structure: structure k starts from the
 Maxwell–Boltzmann velocities ``run_md(seed=seed + k)`` draws (centre of mass at rest); it is
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from equiforce.models.potential import Potential
 
 BATCHED_ENSEMBLES = ("nvt", "nve")
+DEFAULT_BATCH_ATOMS = 5000  # atoms of one model call: batching's gain saturates well below
 
 
 @dataclass
@@ -83,27 +86,6 @@ class _Group:
     ptr: list[int]
     state: Any
     unwrapped: torch.Tensor
-
-
-def _groups(atoms: Sequence[Atoms]) -> list[list[int]]:
-    """Indices of the 3D-periodic and of the non-periodic structures (empty groups dropped).
-
-    Raises:
-        ValueError: a structure periodic along some axes only, named by its index.
-    """
-    periodic, molecules = [], []
-    for index, frame in enumerate(atoms):
-        if frame.pbc.all():
-            periodic.append(index)
-        elif not frame.pbc.any():
-            molecules.append(index)
-        else:
-            raise ValueError(
-                f"structure {index} ({frame.get_chemical_formula()}) has pbc "
-                f"{frame.pbc.tolist()}: batched MD runs structures periodic along x, y, z or "
-                "along none (TorchSim 0.3 keeps one pbc flag per state); run it with run_md"
-            )
-    return [group for group in (periodic, molecules) if group]
 
 
 def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]) -> _Group:
@@ -285,6 +267,7 @@ def run_batched_md(
     restart_path: str | os.PathLike | None = None,
     restart_every: int = 100,
     resume: bool = False,
+    max_batch_atoms: int | None = DEFAULT_BATCH_ATOMS,
 ) -> list[MDResult]:
     """Run NVT (Langevin) or NVE MD of every structure at once (module docstring).
 
@@ -310,6 +293,9 @@ def run_batched_md(
         resume: continue the run of ``restart_path`` exactly: ``structures`` must be its
             starting structures and the other arguments its settings (a differing one is
             refused by name); ``n_steps`` may exceed its first length.
+        max_batch_atoms: the most atoms of one model call (a larger structure runs alone);
+            None: one call per kind (periodic / not). A setting of the run (it decides how
+            the Langevin noise is drawn).
 
     Returns:
         One ``MDResult`` per structure, in order (``wall_time_s``: the whole batch's).
@@ -320,7 +306,7 @@ def run_batched_md(
     """
     from tqdm.auto import tqdm
 
-    from equiforce.md.torchsim import EquiforceModel
+    from equiforce.md.torchsim import EquiforceModel, state_groups
 
     check_md_arguments(ensemble, n_steps, log_interval, friction)
     if ensemble not in BATCHED_ENSEMBLES:
@@ -339,6 +325,7 @@ def run_batched_md(
     settings = _settings(
         structures, ensemble, temperature_K, timestep_fs, friction, log_interval, seed
     )
+    settings["max_batch_atoms"] = max_batch_atoms
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = [frame.copy() for frame in structures]
     for k, frame in enumerate(atoms):
@@ -350,7 +337,8 @@ def run_batched_md(
             )
         frame.calc = None
         thermalise(frame, temperature_K, np.random.default_rng(seed + k))
-    groups = [_new_group(model, atoms, indices) for indices in _groups(atoms)]
+    indices = state_groups(atoms, max_batch_atoms, "run it with run_md")
+    groups = [_new_group(model, atoms, group) for group in indices]
     step = 0 if restart is None else restart.n_steps_done
     recorders = [Recorder(frame, lambda: step * timestep_fs) for frame in atoms]
     update = _integrator(model, ensemble, temperature_K, timestep_fs, friction)

@@ -149,12 +149,15 @@ def relax_batched(
     steps: int = 500,
     cell: bool = False,
     pressure_GPa: float = 0.0,
+    max_batch_atoms: int | None = 5000,
 ) -> list[RelaxResult]:
     """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
 
-    Periodic and non-periodic structures run as two batches (TorchSim 0.3 keeps one pbc
-    flag per state). A structure leaves its batch at the step it converges, which is its
-    result; the rest step on until all have converged or ``steps`` is reached.
+    Periodic and non-periodic structures run as separate batches (TorchSim 0.3 keeps one pbc
+    flag per state), one after the other, each of at most ``max_batch_atoms`` atoms
+    (``equiforce.md.torchsim.state_groups``). A structure leaves its batch at the step it
+    converges, which is its result; the rest step on until all have converged or ``steps``
+    is reached.
 
     Args:
         frames: structures, each periodic along x, y, z or along none (no slabs).
@@ -163,6 +166,8 @@ def relax_batched(
         steps: most FIRE steps.
         cell: relax the cells of the periodic structures too (``frechet_cell_fire``).
         pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
+        max_batch_atoms: the most atoms of one batch (a larger structure runs alone); None:
+            one batch per kind (periodic / not).
 
     Returns:
         One ``RelaxResult`` per frame, in input order.
@@ -170,22 +175,18 @@ def relax_batched(
     Raises:
         ValueError: a structure periodic along some axes only (named by index).
     """
+    from equiforce.md.torchsim import state_groups
+
     _check_options(fmax, steps, "fire")
-    for index, atoms in enumerate(frames):
-        if atoms.pbc.any() and not atoms.pbc.all():
-            raise ValueError(
-                f"structure {index}: pbc {atoms.pbc.tolist()} (periodic along some axes "
-                "only) cannot be relaxed batched with TorchSim 0.3; relax it without --batched"
-            )
+    groups = state_groups(frames, max_batch_atoms, "relax it without --batched")
     results: list[RelaxResult | None] = [None] * len(frames)
-    for periodic in (True, False):
-        group = [i for i, atoms in enumerate(frames) if bool(atoms.pbc.all()) == periodic]
-        if group:
-            relaxed = _relax_group(
-                [frames[i] for i in group], model, fmax, steps, cell and periodic, pressure_GPa
-            )
-            for index, result in zip(group, relaxed, strict=True):
-                results[index] = result
+    for group in groups:
+        periodic = bool(frames[group[0]].pbc.all())
+        relaxed = _relax_group(
+            [frames[i] for i in group], model, fmax, steps, cell and periodic, pressure_GPa
+        )
+        for index, result in zip(group, relaxed, strict=True):
+            results[index] = result
     return results  # type: ignore[return-value]
 
 

@@ -21,7 +21,7 @@ only here; ``import equiforce`` does not need it.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 if TYPE_CHECKING:
     from equiforce.models.potential import Potential
 
-__all__ = ["SUPPORTED_TORCH_SIM", "EquiforceModel", "atoms_to_state"]
+__all__ = ["SUPPORTED_TORCH_SIM", "EquiforceModel", "atoms_to_state", "state_groups"]
 
 SUPPORTED_TORCH_SIM = ">=0.3.0,<0.4"  # tested with 0.3.0; 0.4+ needs Python 3.12 here
 
@@ -239,3 +239,41 @@ def atoms_to_state(
     state = ts.io.atoms_to_state(copies, torch.device(device), dtype)
     state.pbc = periodic
     return state
+
+
+def state_groups(atoms: Sequence, max_atoms: int | None, hint: str) -> list[list[int]]:
+    """How many structures share each TorchSim state: the indices of each group.
+
+    3D-periodic and non-periodic structures go to different groups (TorchSim 0.3 keeps one
+    ``pbc`` flag per state); each kind is split, in input order, into groups of at most
+    ``max_atoms`` atoms (a larger structure gets a group of its own), which bounds the memory
+    of a model call.
+
+    Args:
+        atoms: ``ase.Atoms`` list.
+        max_atoms: the most atoms of a group, or None (one group per kind).
+        hint: what to do with a slab, appended to its error.
+
+    Raises:
+        ValueError: a structure periodic along some axes only (named by index), or
+            ``max_atoms`` < 1.
+    """
+    if max_atoms is not None and max_atoms < 1:
+        raise ValueError(f"the most atoms per batch must be >= 1, got {max_atoms}")
+    groups: dict[bool, list[list[int]]] = {True: [], False: []}
+    sizes: dict[bool, int] = {True: 0, False: 0}
+    for index, frame in enumerate(atoms):
+        if frame.pbc.any() and not frame.pbc.all():
+            raise ValueError(
+                f"structure {index} ({frame.get_chemical_formula()}) has pbc "
+                f"{frame.pbc.tolist()}: TorchSim 0.3 keeps one pbc flag per state, for "
+                f"structures periodic along x, y, z or along none; {hint}"
+            )
+        kind = bool(frame.pbc.all())
+        full = max_atoms is not None and sizes[kind] + len(frame) > max_atoms
+        if not groups[kind] or full:
+            groups[kind].append([])
+            sizes[kind] = 0
+        groups[kind][-1].append(index)
+        sizes[kind] += len(frame)
+    return groups[True] + groups[False]
