@@ -174,22 +174,16 @@ def _set_generator_state(device: torch.device, state: torch.Tensor) -> None:
         torch.set_rng_state(state)
 
 
-def _settings(
-    structures: Sequence[Atoms], ensemble, temperature_K, timestep_fs, friction, log_interval, seed
-) -> dict[str, Any]:
-    """What defines a batched run (a resumed call must give the same)."""
+def _settings(structures: Sequence[Atoms], **settings: Any) -> dict[str, Any]:
+    """What defines a batched run (a resumed call must give the same): ``settings`` and the
+    structures' atomic numbers."""
     digest = hashlib.sha256()
     for frame in structures:
         digest.update(np.int64(len(frame)).tobytes())
         digest.update(frame.numbers.astype(np.int64).tobytes())
     return {
         "run": "batched",
-        "ensemble": ensemble,
-        "temperature_K": temperature_K,
-        "timestep_fs": timestep_fs,
-        "friction_per_fs": friction if ensemble == "nvt" else None,
-        "log_interval": log_interval,
-        "seed": seed,
+        **settings,
         "n_structures": len(structures),
         "atomic_numbers_sha256": digest.hexdigest(),
     }
@@ -323,9 +317,15 @@ def run_batched_md(
     if not isinstance(model, EquiforceModel):
         model = EquiforceModel(model, compute_stress=False)
     settings = _settings(
-        structures, ensemble, temperature_K, timestep_fs, friction, log_interval, seed
+        structures,
+        ensemble=ensemble,
+        temperature_K=temperature_K,
+        timestep_fs=timestep_fs,
+        friction_per_fs=friction if ensemble == "nvt" else None,
+        log_interval=log_interval,
+        seed=seed,
+        max_batch_atoms=max_batch_atoms,
     )
-    settings["max_batch_atoms"] = max_batch_atoms
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = [frame.copy() for frame in structures]
     for k, frame in enumerate(atoms):
