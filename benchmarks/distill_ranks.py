@@ -36,8 +36,8 @@ import numpy as np
 import yaml
 
 from benchmarks.common import add_common_arguments, preset_with_species, require_data, run_record
-from equiforce.files import atomic_write_text
 from equiforce.train.config import ModelConfig
+from equiforce.workflows.bench.report import write_json
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (.*)$")
 RUNS = ("1 rank x 1 thread", "1 rank x T threads", "2 ranks x 1 thread")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         figures.update({f"speedup_{k}": base[k] / figures[k] for k in base})
     document = {**run_record("benchmarks.distill_ranks", argv), "runs": runs, "medians": medians}
     path = out / "distill_ranks.json"
-    atomic_write_text(_json(document), path)
+    write_json(document, path)
     for name, figures in medians.items():
         print(
             f"{name:>20}: teacher work {figures['teacher_work_s']:.1f} s "
@@ -158,12 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"wrote {path}")
     return 0
-
-
-def _json(document: dict) -> str:
-    import json
-
-    return json.dumps(document, indent=2) + "\n"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from benchmarks.common import add_common_arguments, run_record
-from equiforce.files import atomic_write_text
+from equiforce.workflows.bench.report import write_json
 
 
 def structures(n: int, repeats: list[int], element: str, seed: int = 0) -> list[Atoms]:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, source in sources.items():
         case = run_case(source, frames, args)
         document["cases"][name] = case
-        atomic_write_text(_json(document), path)
+        write_json(document, path)
         print(
             f"{name}: {case['n_structures']} structures ({sum(case['atoms'])} atoms): relax "
             f"{case['relax']['batched_s']:.2f} s batched vs {case['relax']['serial_s']:.2f} s "
@@ -141,12 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"wrote {path}")
     return 0
-
-
-def _json(document: dict) -> str:
-    import json
-
-    return json.dumps(document, indent=2) + "\n"
 
 
 if __name__ == "__main__":
