@@ -200,5 +200,38 @@ def test_cli_relax_resumes_a_stopped_run_without_redoing_its_structures(
     write(tmp_path / "other.xyz", [Octahedron("Cu", 2)] + frames[1:])
     with pytest.raises(ValueError, match=r"out.xyz, frame 0: Cu4 is not the input's structure 0"):
         run(parse([emt_cu_model, str(tmp_path / "other.xyz"), str(out), "--resume"]))
-    with pytest.raises(ValueError, match="drop --batched"):
-        run(parse([*argv, str(out), "--resume", "--batched"]))
+
+
+def test_cli_relax_batched_resumes_after_its_finished_batches(emt_cu_model, tmp_path, monkeypatch):
+    """``--batched`` appends each batch's structures (in input order) as the batch finishes:
+    stopped in its second batch, it resumes with the unfinished batches only, and the output
+    equals an uninterrupted batched run's, byte for byte."""
+    pytest.importorskip("torch_sim")
+    from equiforce.md import relax as relax_module
+
+    frames = [rattled_cu(seed=s) for s in (1, 2, 3, 5)]  # 4 atoms each: batches of 2
+    write(tmp_path / "in.xyz", frames)
+    argv = [emt_cu_model, str(tmp_path / "in.xyz"), "--batched", "--max-batch-atoms", "8"]
+    assert run(parse([*argv, str(tmp_path / "whole.xyz")])) == 0
+    relax_group, batches = relax_module._relax_group, []
+
+    def killed_in_the_second(frames, *args, **kwargs):
+        batches.append(len(frames))
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return relax_group(frames, *args, **kwargs)
+
+    out = tmp_path / "out.xyz"
+    monkeypatch.setattr(relax_module, "_relax_group", killed_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run(parse([*argv, str(out)]))
+    assert len(read(out, index=":")) == 2
+    batches.clear()
+    monkeypatch.setattr(
+        relax_module,
+        "_relax_group",
+        lambda f, *a, **k: batches.append(len(f)) or relax_group(f, *a, **k),
+    )
+    assert run(parse([*argv, str(out), "--resume"])) == 0
+    assert batches == [2]  # the unfinished batch only
+    assert out.read_bytes() == (tmp_path / "whole.xyz").read_bytes()

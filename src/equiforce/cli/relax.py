@@ -1,7 +1,7 @@
 """``equiforce relax MODEL IN OUT``: relax every structure of a file (positions, and cells).
 
-One by one, each relaxed structure is appended to OUT as it finishes, so a stopped run keeps
-them and ``--resume`` relaxes only the rest; ``--batched`` writes OUT at the end.
+Each relaxed structure is appended to OUT as it finishes (``--batched``: each batch's, in
+input order), so a stopped run keeps them and ``--resume`` relaxes only the rest.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
         read_relaxed,
         relax_batched,
         relax_structures,
-        write_relaxed,
     )
 
     if not Path(args.input).exists():
@@ -75,29 +74,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--pressure needs --cell (the pressure acts on the cell)")
     frames = read(args.input, index=":")
     options = dict(fmax=args.fmax, steps=args.steps, cell=args.cell, pressure_GPa=args.pressure)
-    if args.batched:
-        if args.optimizer != "fire":
-            raise ValueError("--batched relaxes with TorchSim's FIRE; drop --optimizer bfgs")
-        if args.resume:
-            raise ValueError("--resume continues a run one by one; drop --batched")
-        from equiforce.md.torchsim import EquiforceModel
+    if args.batched and args.optimizer != "fire":
+        raise ValueError("--batched relaxes with TorchSim's FIRE; drop --optimizer bfgs")
+    done = read_relaxed(args.output, frames) if args.resume else []
+    left = frames[len(done) :]
+    with open(args.output, "a" if args.resume else "w") as handle:
+        options["on_result"] = lambda result: append_relaxed(result, handle)
+        if args.batched:
+            from equiforce.md.torchsim import EquiforceModel
 
-        model = EquiforceModel(args.model, device=args.device, precision=args.precision)
-        results = relax_batched(frames, model, max_batch_atoms=args.max_batch_atoms, **options)
-        write_relaxed(results, args.output)
-    else:
-        from equiforce.md.calculator import EquiforceCalculator
+            model = EquiforceModel(args.model, device=args.device, precision=args.precision)
+            relaxed = relax_batched(left, model, max_batch_atoms=args.max_batch_atoms, **options)
+        else:
+            from equiforce.md.calculator import EquiforceCalculator
 
-        calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
-        done = read_relaxed(args.output, frames) if args.resume else []
-        with open(args.output, "a" if args.resume else "w") as handle:
-            results = done + relax_structures(
-                frames[len(done) :],
-                calculator,
-                optimizer=args.optimizer,
-                on_result=lambda result: append_relaxed(result, handle),
-                **options,
+            calculator = EquiforceCalculator(
+                args.model, device=args.device, precision=args.precision
             )
+            relaxed = relax_structures(left, calculator, optimizer=args.optimizer, **options)
+    results = done + relaxed
     print(format_relax_summary(results))
     summary = [
         {

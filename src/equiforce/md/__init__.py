@@ -14,7 +14,6 @@ from equiforce.md.relax import (
     relax_batched,
     relax_structure,
     relax_structures,
-    write_relaxed,
 )
 from equiforce.md.report import (
     MDResult,
@@ -45,5 +44,4 @@ __all__ = [
     "relax_structures",
     "run_batched_md",
     "run_md",
-    "write_relaxed",
 ]

@@ -5,11 +5,11 @@
 hydrostatic ``pressure_GPa`` (positions only for molecules and slabs). ``relax_batched``
 relaxes all structures at once through TorchSim's batched FIRE (``frechet_cell_fire`` for
 cells) with ``equiforce.md.torchsim.EquiforceModel``: one model call per step for the whole
-batch. Both return one ``RelaxResult`` per structure, in input order; ``write_relaxed`` writes
-them (extxyz: energy, forces, stress, and per frame ``relax_converged``, ``relax_steps``,
-``relax_fmax``, ``relax_cell``). One by one, each result can be appended to the output as it
-comes (``append_relaxed``), and ``read_relaxed`` takes such a file back as the finished part
-of a run over the same input (``equiforce relax --resume``).
+batch. Both return one ``RelaxResult`` per structure, in input order, and hand each to
+``on_result`` as soon as it is ready in that order: ``append_relaxed`` appends it to an extxyz
+file (energy, forces, stress, and per frame ``relax_converged``, ``relax_steps``,
+``relax_fmax``, ``relax_cell``), and ``read_relaxed`` takes such a file back as the finished
+part of a run over the same input (``equiforce relax --resume``).
 
 Convergence is ASE's: the largest force norm is below ``fmax`` (eV/Å); with a cell filter the
 filter's cell "forces" (virial / number of atoms) count too.
@@ -150,6 +150,7 @@ def relax_batched(
     cell: bool = False,
     pressure_GPa: float = 0.0,
     max_batch_atoms: int | None = 5000,
+    on_result: Callable[[RelaxResult], None] | None = None,
 ) -> list[RelaxResult]:
     """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
 
@@ -168,6 +169,9 @@ def relax_batched(
         pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
         max_batch_atoms: the most atoms of one batch (a larger structure runs alone); None:
             one batch per kind (periodic / not).
+        on_result: called with each result in input order, as soon as a batch has finished
+            every structure before it (e.g. ``append_relaxed``: a run stopped later keeps
+            them).
 
     Returns:
         One ``RelaxResult`` per frame, in input order.
@@ -180,6 +184,7 @@ def relax_batched(
     _check_options(fmax, steps, "fire")
     groups = state_groups(frames, max_batch_atoms, "relax it without --batched")
     results: list[RelaxResult | None] = [None] * len(frames)
+    handed = 0  # results given to on_result: the input's first ones
     for group in groups:
         periodic = bool(frames[group[0]].pbc.all())
         relaxed = _relax_group(
@@ -187,6 +192,9 @@ def relax_batched(
         )
         for index, result in zip(group, relaxed, strict=True):
             results[index] = result
+        while on_result is not None and handed < len(frames) and results[handed] is not None:
+            on_result(results[handed])
+            handed += 1
     return results  # type: ignore[return-value]
 
 
@@ -292,22 +300,6 @@ def _relaxed_frame(result: RelaxResult) -> Atoms:
     return atoms
 
 
-def write_relaxed(results: Sequence[RelaxResult], path: str | os.PathLike) -> Path:
-    """Write the relaxed structures to an extxyz file (atomically; frames as
-    ``append_relaxed`` writes them)."""
-    import io
-
-    from ase.io import write
-
-    from equiforce.files import atomic_write_text
-
-    buffer = io.StringIO()
-    write(buffer, [_relaxed_frame(result) for result in results], format="extxyz")
-    path = Path(path)
-    atomic_write_text(buffer.getvalue(), path)
-    return path
-
-
 def append_relaxed(result: RelaxResult, handle: IO[str]) -> None:
     """Append one relaxed structure to an open extxyz file and flush it (a run stopped
     later keeps every structure finished before)."""
@@ -334,7 +326,7 @@ def _complete_frames(path: Path) -> int:
 
 
 def read_relaxed(path: str | os.PathLike, frames: Sequence[Atoms]) -> list[RelaxResult]:
-    """The results in ``path`` (written by ``append_relaxed``/``write_relaxed``), checked to
+    """The results in ``path`` (written by ``append_relaxed``), checked to
     be the relaxations of the first structures of ``frames``, in order. A last frame cut
     short (a kill while it was written) is removed from the file.
 
