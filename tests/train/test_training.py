@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from ase.io import write
 
+from equiforce.data.ondisk import preprocess
 from equiforce.models import load_model
 from equiforce.testing.structures import emt_labelled, make_fcc_cu, make_molecule
 from equiforce.train import ema as ema_module
@@ -17,8 +19,8 @@ from equiforce.train import trainer as trainer_module
 from equiforce.train.checkpoint import load_checkpoint
 from equiforce.train.config import RunConfig
 from equiforce.train.metrics import CSV_COLUMNS, read_metrics_csv
-from equiforce.train.run import train
-from equiforce.train.trainer import NonFiniteLossError
+from equiforce.train.run import _evaluate_test_set, train
+from equiforce.train.trainer import NonFiniteLossError, RunPaths
 
 from .conftest import assert_same_rows, config_dict, make_config
 
@@ -77,6 +79,14 @@ def test_time_budget_stops_cleanly_with_outputs_and_test_metrics(tmp_path, emt_t
     test_metrics = json.loads(result.test_metrics_path.read_text())
     assert test_metrics["n_configs"] == 12
     assert test_metrics["metrics"]["forces"]["count"] == 12 * 4 * 3
+    # the same test set as a preprocessed directory, streamed: the same errors
+    preprocess(emt_train_file, tmp_path / "test_pre", None, 4.0, shard_size=5)
+    values["data"]["test_file"] = str(tmp_path / "test_pre")
+    config = RunConfig.from_dict(values)
+    path = _evaluate_test_set(config, RunPaths(Path(values["output_dir"])))
+    from_directory = json.loads(path.read_text())
+    for name, stats in test_metrics["metrics"].items():
+        assert from_directory["metrics"][name]["rmse"] == pytest.approx(stats["rmse"], rel=1e-10)
 
 
 def test_the_kernel_library_is_built_before_the_time_budget_starts(

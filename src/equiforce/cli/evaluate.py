@@ -51,13 +51,19 @@ def run(args: argparse.Namespace) -> int:
 
     from equiforce.data.extxyz import KeySpec
     from equiforce.models import load_model
-    from equiforce.train.evaluate import evaluate_files, format_table, plot_parity, to_json
+    from equiforce.train.evaluate import (
+        evaluate_files,
+        format_table,
+        plot_parity,
+        structures_in,
+        to_json,
+    )
 
     model = load_model(args.model, map_location=args.device, precision=args.precision)
     label_keys = KeySpec(
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
     )
-    files = {path: _structures(path, model, label_keys) for path in args.data}
+    files = {path: structures_in(path, model, label_keys) for path in args.data}
     results = evaluate_files(
         model, files, batch_size=args.batch_size, max_parity_points=args.parity_points
     )
@@ -82,35 +88,3 @@ def run(args: argparse.Namespace) -> int:
             for plot in plot_parity(results[path], folder):
                 print(f"parity plot written to {plot}")
     return 0
-
-
-def _structures(path: str, model, label_keys):
-    """The structures of ``path``, streamed: an extxyz file's configurations one frame at a
-    time (unlabelled frames included, left out of the errors), or a preprocessed directory's
-    graphs in the model's species order.
-
-    Raises:
-        ValueError: a directory preprocessed with another cutoff or other label keys, or
-            holding a species the model lacks (the directory named).
-    """
-    import dataclasses
-    from pathlib import Path
-
-    from equiforce.data.ondisk import OnDiskDataset, is_preprocessed, iter_configurations
-
-    if not is_preprocessed(path):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        return iter_configurations(path, label_keys, require_label=False)
-    dataset = OnDiskDataset(path, model.type_names)
-    if dataset.r_max != float(model.r_max):
-        raise ValueError(
-            f"{path}: preprocessed with r_max {dataset.r_max} Å, the model's is {model.r_max} "
-            f"Å: preprocess it again with --r-max {model.r_max}"
-        )
-    if dataset.manifest["keys"] != dataclasses.asdict(label_keys):
-        raise ValueError(
-            f"{path}: preprocessed with label keys {dataset.manifest['keys']}, evaluated with "
-            f"{dataclasses.asdict(label_keys)}: give its keys (--energy-key, ...)"
-        )
-    return (dataset[k] for k in range(len(dataset)))

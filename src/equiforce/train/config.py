@@ -85,7 +85,8 @@ class DataConfig:
         valid_file: extxyz validation file (with ``train_file`` only); when absent,
             ``valid_fraction`` of the training file is held out (split seeded by the run seed).
         valid_fraction: fraction held out when there is no ``valid_file``, in (0, 1).
-        test_file: optional extxyz test file (evaluated by ``equiforce evaluate``).
+        test_file: optional extxyz file or preprocessed directory, evaluated (streamed) with
+            the best model at the end (``test_metrics.json``).
         isolated_atoms_file: optional extxyz of single-atom structures whose energies are the
             E0s; without it the E0s are fitted by least squares on the training energies.
         energy_key, forces_key, stress_key, virials_key, weight_key: label names in the

@@ -18,6 +18,7 @@ import torch
 
 from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
+from equiforce.data.extxyz import KeySpec
 from equiforce.data.graph import Configuration, configuration_to_graph, type_indices
 from equiforce.files import atomic_write_text
 from equiforce.models.potential import Potential
@@ -144,6 +145,39 @@ def _reference_of(structure: Structure) -> _Reference:
         forces=label(keys.FORCES, keys.HAS_FORCES),
         stress=None if stress is None else stress.reshape(3, 3),
     )
+
+
+def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec) -> Iterator:
+    """The structures of a labelled data set, streamed (for ``evaluate``/``evaluate_files``):
+    an extxyz file's configurations one frame at a time (frames without labels included,
+    left out of the errors), or a preprocessed directory's graphs in ``model``'s species
+    order.
+
+    Raises:
+        FileNotFoundError: no such file or directory.
+        ValueError: a directory preprocessed with another cutoff or other label keys, or
+            holding a species the model lacks (the directory named).
+    """
+    import dataclasses
+
+    from equiforce.data.ondisk import OnDiskDataset, is_preprocessed, iter_configurations
+
+    if not is_preprocessed(path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        return iter_configurations(path, label_keys, require_label=False)
+    dataset = OnDiskDataset(path, model.type_names)
+    if dataset.r_max != float(model.r_max):
+        raise ValueError(
+            f"{path}: preprocessed with r_max {dataset.r_max} Å, the model's is {model.r_max} "
+            f"Å: preprocess it again with --r-max {model.r_max}"
+        )
+    if dataset.manifest["keys"] != dataclasses.asdict(label_keys):
+        raise ValueError(
+            f"{path}: preprocessed with label keys {dataset.manifest['keys']}, evaluated with "
+            f"{dataclasses.asdict(label_keys)}: give its keys (--energy-key, ...)"
+        )
+    return (dataset[k] for k in range(len(dataset)))
 
 
 def predict_batches(

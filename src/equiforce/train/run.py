@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from equiforce.data.dataset import load_dataset
 from equiforce.files import atomic_write_text
 from equiforce.models.io import model_from_payload
 from equiforce.models.potential import Potential
@@ -386,19 +385,13 @@ def _result(
 
 
 def _evaluate_test_set(config: RunConfig, paths: RunPaths) -> Path:
-    """Errors of the best model on ``data.test_file``, written to ``test_metrics.json``."""
+    """Errors of the best model on ``data.test_file`` (extxyz or a preprocessed directory,
+    streamed), written to ``test_metrics.json``."""
     from equiforce.models.io import load_model
 
     model = _with_precision(load_model(paths.model), config)
-    test = load_dataset(
-        config.data.test_file,
-        model.r_max,
-        model.type_names,
-        key_spec(config.data),
-        require_energy=False,
-        require_forces=False,
-    )
-    result = evaluation.evaluate(model, test.graphs, batch_size=config.data.valid_batch_size)
+    test = evaluation.structures_in(config.data.test_file, model, key_spec(config.data))
+    result = evaluation.evaluate(model, test, batch_size=config.data.valid_batch_size)
     path = paths.output_dir / "test_metrics.json"
     evaluation.to_json(result, path)
     LOG.info("test set:\n%s", evaluation.format_table(result))
