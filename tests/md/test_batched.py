@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("torch_sim")
 
@@ -16,9 +17,16 @@ from ase.constraints import FixAtoms  # noqa: E402
 from ase.io import read, write  # noqa: E402
 
 from equiforce.cli.main import main  # noqa: E402
-from equiforce.md import EquiforceCalculator, run_md  # noqa: E402
+from equiforce.md import CommitteeCalculator, EquiforceCalculator, run_md  # noqa: E402
 from equiforce.md.batched import run_batched_md  # noqa: E402
-from equiforce.md.torchsim import EquiforceModel, state_groups  # noqa: E402
+from equiforce.md.torchsim import (  # noqa: E402
+    CommitteeModel,
+    EquiforceModel,
+    atoms_to_state,
+    state_groups,
+)
+from equiforce.md.uncertainty import UncertaintyWatch  # noqa: E402
+from equiforce.testing.models import tiny_mace  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_fcc_cu,
     make_molecule,
@@ -217,3 +225,95 @@ def test_cli_md_batched_runs_every_frame_and_resumes(model_file, tmp_path):
     summary = json.loads((out / "md_summary.json").read_text())
     assert summary["structures"][3]["n_steps"] == 9
     assert len(read(out / "md_0003.traj", ":")) == 4
+
+
+def committee_members():
+    return [tiny_mace(torch.float64, seed=seed) for seed in (1, 2, 3)]
+
+
+def test_committee_model_gives_the_committee_calculators_numbers():
+    members = committee_members()
+    scales = dict(
+        force_spread_scale=2.0, energy_spread_scale=1.5, force_spread_scale_by_species={"Au": 3.0}
+    )
+    frames = [make_fcc_cu(repeat=2, seed=1), make_triclinic_cu(seed=4)]
+    model = CommitteeModel(members, **scales)
+    out = model(atoms_to_state(frames))
+    calculator = CommitteeCalculator(members, **scales)
+    start = 0
+    for k, atoms in enumerate(frames):
+        atoms.calc = calculator
+        stop = start + len(atoms)
+        assert float(out["energy"][k]) == pytest.approx(atoms.get_potential_energy(), abs=1e-12)
+        np.testing.assert_allclose(out["forces"][start:stop], atoms.get_forces(), atol=1e-12)
+        results = calculator.results
+        np.testing.assert_allclose(
+            model.force_uncertainty[start:stop], results["force_uncertainty"], atol=1e-12
+        )
+        assert model.energy_uncertainty[k] == pytest.approx(results["energy_uncertainty"])
+        start = stop
+    with pytest.raises(ValueError, match="committee member 1 knows"):
+        CommitteeModel([members[0], tiny_mace(torch.float64, r_max=4.5)])
+
+
+def test_committee_watches_flag_the_frames_run_md_flags(tmp_path):
+    """Batched NVE with a committee: each structure's trace and flagged frames are those of
+    its run alone (``run_md`` with ``CommitteeCalculator``); killed and resumed, the same."""
+    members = committee_members()
+    frames = [make_molecule("CH4", seed=2), make_fcc_cu(repeat=1, seed=3)]
+    frames.append(make_fcc_cu(repeat=1, seed=6))  # two cells in one state: per-atom slices
+
+    def watches(name):
+        return [UncertaintyWatch(0.33, "flag", tmp_path / f"{name}_{k}.xyz") for k in range(3)]
+
+    settings = dict(RUN, ensemble="nve", n_steps=20, restart_every=10)
+
+    whole = run_batched_md(
+        frames, CommitteeModel(members), watches=watches("whole"),
+        restart_path=tmp_path / "whole.npz", **settings,
+    )  # fmt: skip
+    for k, atoms in enumerate(frames):
+        alone = run_md(
+            atoms, CommitteeCalculator(members), watch=UncertaintyWatch(0.33, "flag"),
+            **{**settings, "seed": 3 + k, "restart_every": 100},
+        )  # fmt: skip
+        mine, reference = whole[k].uncertainty, alone.uncertainty
+        assert mine.flagged_steps == reference.flagged_steps  # CH4 all 21, Cu4 steps 12-20
+        np.testing.assert_allclose(mine.trace_max, reference.trace_max, rtol=0, atol=1e-9)
+    assert [w.uncertainty.n_flagged for w in whole][:2] == [21, 9]
+    assert len(read(tmp_path / "whole_1.xyz", ":")) == 9
+    model = _killed_after(CommitteeModel(members, compute_stress=False), calls=2 + 2 * 14)
+    with pytest.raises(KeyboardInterrupt):  # killed in step 15: restart file of step 10
+        run_batched_md(
+            frames, model, watches=watches("killed"), restart_path=tmp_path / "killed.npz",
+            **settings,
+        )  # fmt: skip
+    resumed = run_batched_md(
+        frames, CommitteeModel(members), watches=watches("killed"),
+        restart_path=tmp_path / "killed.npz", resume=True, **settings,
+    )  # fmt: skip
+    for k in range(3):
+        assert resumed[k].uncertainty.flagged_steps == whole[k].uncertainty.flagged_steps
+        assert np.array_equal(resumed[k].uncertainty.trace_max, whole[k].uncertainty.trace_max)
+        killed, straight = tmp_path / f"killed_{k}.xyz", tmp_path / f"whole_{k}.xyz"
+        assert killed.read_bytes() == straight.read_bytes()
+    with pytest.raises(ValueError, match="batched MD runs every structure to the end"):
+        run_batched_md(frames, CommitteeModel(members), watches=[UncertaintyWatch(0.1)] * 3)
+    with pytest.raises(ValueError, match="needs a committee"):
+        run_batched_md(frames, members[0], watches=[UncertaintyWatch(0.1, "flag")] * 3)
+
+
+def test_cli_md_batched_with_a_committee_flags_uncertain_frames(tmp_path):
+    from equiforce.models import save_model
+
+    paths = [str(save_model(m, tmp_path / f"m{k}.pt")) for k, m in enumerate(committee_members())]
+    write(tmp_path / "start.xyz", [make_molecule("CH4", seed=2), make_fcc_cu(repeat=1, seed=3)])
+    out = tmp_path / "md"
+    argv = ["md", *paths, str(tmp_path / "start.xyz"), "--batched", "--out", str(out)]
+    argv += ["--steps", "4", "--log-interval", "2", "--max-uncertainty", "0.33"]
+    assert main(argv) == 2  # stopping one structure of a batch: refused, --uncertainty-action
+    assert main([*argv, "--uncertainty-action", "flag"]) == 0
+    summary = json.loads((out / "md_summary.json").read_text())
+    assert [s["uncertainty"]["n_flagged"] for s in summary["structures"]] == [5, 0]
+    assert len(read(out / "uncertain_0000.xyz", ":")) == 5
+    assert (out / "uncertain_0001.xyz").read_text() == ""

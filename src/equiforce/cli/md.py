@@ -192,32 +192,38 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
     from equiforce.files import atomic_write_text
     from equiforce.md.batched import run_batched_md
     from equiforce.md.report import format_batched_summary, plot_batched_md
-    from equiforce.md.torchsim import EquiforceModel
+    from equiforce.md.torchsim import CommitteeModel, EquiforceModel
+    from equiforce.md.uncertainty import UncertaintyWatch
 
-    refused = [
-        name
-        for name, given in (
-            (
-                "the committee (several models or a folder)",
-                len(args.model) > 1 or Path(args.model[0]).is_dir(),
-            ),
-            ("--max-uncertainty", args.max_uncertainty is not None),
-            ("--compile", args.compile),
-        )
-        if given
-    ]
-    if refused:
-        raise ValueError(f"--batched runs one model eagerly: drop {refused[0]}")
+    if args.compile:
+        raise ValueError("--batched runs the model eagerly: drop --compile")
+    committee = len(args.model) > 1 or Path(args.model[0]).is_dir()
     structures = read(args.structure, index=":")
-    model = EquiforceModel(
-        args.model[0], device=args.device, precision=args.precision, compute_stress=False
-    )
+    options = {"device": args.device, "precision": args.precision, "compute_stress": False}
+    if committee:
+        model = CommitteeModel.from_paths(args.model, **options)
+    else:
+        model = EquiforceModel(args.model[0], **options)
+    watches = None
+    if args.max_uncertainty is not None:
+        if not committee:
+            raise ValueError("--max-uncertainty needs a committee: several models or a folder")
+        if args.uncertainty_action != "flag":
+            raise ValueError(
+                "--batched runs every structure to the end and flags its uncertain frames: "
+                "add --uncertainty-action flag (to stop at the first, run a structure alone)"
+            )
+        watches = [
+            UncertaintyWatch(args.max_uncertainty, "flag", out / f"uncertain_{k:04d}.xyz")
+            for k in range(len(structures))
+        ]
     paths = [out / f"md_{k:04d}.traj" for k in range(len(structures))]
     results = run_batched_md(
         structures,
         model,
         trajectory_paths=paths,
         max_batch_atoms=args.max_batch_atoms,
+        watches=watches,
         **_run_options(args, restart),
     )
     formulas = [atoms.get_chemical_formula() for atoms in structures]

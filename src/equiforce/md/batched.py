@@ -19,13 +19,19 @@ of freedom), its noise drawn from torch's generator seeded with ``seed`` inside 
 generator state, so the caller's is left alone. Time steps, temperatures and frictions go to
 TorchSim in ASE's units (eV, Å, amu; ``ase.units.fs``), TorchSim's own internal ones.
 
+With a committee (``equiforce.md.torchsim.CommitteeModel``: the members' mean drives the
+dynamics) each structure can have an ``UncertaintyWatch`` that checks every step's force
+spread and flags (writes) the frames over its threshold, as ``run_md``'s does; every
+structure runs all steps (stopping one structure of a batch is not supported).
+
 TorchSim wraps positions into the cell; the samples, the bonds and the trajectories use
 unwrapped positions (each step's displacement, taken to its minimum image, is accumulated),
 as ASE's integrators give them.
 
 With ``restart_path`` the state is written every ``restart_every`` steps and at the end
 (``equiforce.md.restart``'s file format: positions wrapped and unwrapped, momenta, energies,
-forces, the generator's state, each structure's samples, bond arrays and trajectory length),
+forces, the generator's state, each structure's samples, bond arrays, trajectory length and
+watch),
 and ``resume`` continues that run bit for bit (tested).
 """
 
@@ -65,6 +71,7 @@ from equiforce.md.sampling import (
 
 if TYPE_CHECKING:
     from equiforce.md.torchsim import EquiforceModel
+    from equiforce.md.uncertainty import UncertaintyWatch
     from equiforce.models.potential import Potential
 
 BATCHED_ENSEMBLES = ("nvt", "nve")
@@ -80,12 +87,22 @@ class _Group:
         ptr: (len(indices) + 1,) first atom of each structure in the state, then the total.
         state: the TorchSim ``MDState``.
         unwrapped: (n_atoms, 3) unwrapped positions, Å.
+        spreads: a committee's ``force_uncertainty`` (n_atoms,) eV/Å and
+            ``energy_uncertainty`` (n_systems,) eV of the state, or None (one model).
     """
 
     indices: list[int]
     ptr: list[int]
     state: Any
     unwrapped: torch.Tensor
+    spreads: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
+    """The spreads of the model's last call (a ``CommitteeModel``), or None."""
+    if getattr(model, "force_uncertainty", None) is None:
+        return None
+    return model.force_uncertainty, model.energy_uncertainty
 
 
 def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]) -> _Group:
@@ -111,13 +128,14 @@ def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]
         atomic_numbers=state.atomic_numbers,
     )
     ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
-    return _Group(indices, ptr, state, state.positions.clone())
+    return _Group(indices, ptr, state, state.positions.clone(), _spreads(model))
 
 
-def _advance(group: _Group, update) -> None:
+def _advance(group: _Group, update, model: EquiforceModel) -> None:
     """One integrator step of the group; the unwrapped positions follow by minimum image."""
     before = group.state.positions.clone()
     group.state = update(group.state)
+    group.spreads = _spreads(model)
     step = group.state.positions - before
     if group.state.pbc:  # undo the wrap: the displacement's nearest lattice image
         cells = group.state.cell[group.state.system_idx]  # (n_atoms, 3, 3), column vectors
@@ -141,6 +159,18 @@ def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
         frame.arrays["positions"][:] = positions[a:b]
         frame.set_momenta(momenta[a:b], apply_constraint=False)
         frame.calc = SinglePointCalculator(frame, energy=float(energy[j]), forces=forces[a:b])
+
+
+def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: float) -> None:
+    """Let each structure's ``UncertaintyWatch`` check the group's current state (its
+    ``Atoms`` carrying the committee's spreads as calculator results)."""
+    _put_frames(group, atoms)
+    force_spread, energy_spread = group.spreads
+    for j, index in enumerate(group.indices):
+        results = atoms[index].calc.results
+        results["force_uncertainty"] = force_spread[group.ptr[j] : group.ptr[j + 1]]
+        results["energy_uncertainty"] = float(energy_spread[j])
+        watches[index].check(atoms[index], step, time_fs)
 
 
 def _integrator(model: EquiforceModel, ensemble: str, temperature_K, timestep_fs, friction):
@@ -198,6 +228,7 @@ def _save(
     settings: dict[str, Any],
     wall_time_s: float,
     device: torch.device,
+    watches: Sequence[UncertaintyWatch] | None = None,
 ) -> Path:
     """Write the run's restart file after ``step`` steps atomically (module docstring)."""
     meta = {
@@ -222,6 +253,8 @@ def _save(
     for k, recorder in enumerate(recorders):
         arrays[f"rows.{k}"] = np.array(recorder.rows, dtype=np.float64).reshape(-1, 4)
         arrays.update(numeric_state(recorder.bonds, f"bonds.{k}"))
+    for k, watch in enumerate(watches or ()):
+        arrays.update({f"watch.{k}.{name}": value for name, value in watch.state().items()})
     arrays["meta"] = np.array(json.dumps(meta))
     return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
@@ -231,8 +264,10 @@ def _restore(
     groups: Sequence[_Group],
     recorders: Sequence[Recorder],
     device: torch.device,
+    watches: Sequence[UncertaintyWatch] | None = None,
 ) -> None:
-    """Put the state of ``restart`` back into the groups, the recorders and the generator."""
+    """Put the state of ``restart`` back into the groups, the recorders, the uncertainty
+    watches and the generator."""
     arrays = restart.arrays
     for g, group in enumerate(groups):
         state = group.state
@@ -243,6 +278,9 @@ def _restore(
     for k, recorder in enumerate(recorders):
         recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
         put_numeric_state(recorder.bonds, f"bonds.{k}", arrays)
+    for k, watch in enumerate(watches or ()):
+        prefix = f"watch.{k}."
+        watch.restore({n[len(prefix) :]: v for n, v in arrays.items() if n.startswith(prefix)})
     _set_generator_state(device, torch.as_tensor(arrays["generator"]))
 
 
@@ -262,6 +300,7 @@ def run_batched_md(
     restart_every: int = 100,
     resume: bool = False,
     max_batch_atoms: int | None = DEFAULT_BATCH_ATOMS,
+    watches: Sequence[UncertaintyWatch] | None = None,
 ) -> list[MDResult]:
     """Run NVT (Langevin) or NVE MD of every structure at once (module docstring).
 
@@ -290,6 +329,10 @@ def run_batched_md(
         max_batch_atoms: the most atoms of one model call (a larger structure runs alone);
             None: one call per kind (periodic / not). A setting of the run (it decides how
             the Langevin noise is drawn).
+        watches: one ``UncertaintyWatch`` per structure (``model`` a ``CommitteeModel``),
+            checking every step's committee force spread; action ``"flag"`` without
+            ``stop_after`` only (every structure runs all steps: stopping one structure of a
+            batch is not supported). Each result carries its watch's summary.
 
     Returns:
         One ``MDResult`` per structure, in order (``wall_time_s``: the whole batch's).
@@ -316,6 +359,7 @@ def run_batched_md(
         )
     if not isinstance(model, EquiforceModel):
         model = EquiforceModel(model, compute_stress=False)
+    _check_watches(watches, structures, model)
     settings = _settings(
         structures,
         ensemble=ensemble,
@@ -325,6 +369,7 @@ def run_batched_md(
         log_interval=log_interval,
         seed=seed,
         max_batch_atoms=max_batch_atoms,
+        uncertainty_watch=watches[0].settings() if watches else None,
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = [frame.copy() for frame in structures]
@@ -352,8 +397,10 @@ def run_batched_md(
     ):
         if restart is None:
             torch.manual_seed(seed)
+            for watch in watches or ():
+                watch.begin()
         else:
-            _restore(restart, groups, recorders, device)
+            _restore(restart, groups, recorders, device, watches)
         frames = [
             stack.enter_context(
                 trajectory_writer(
@@ -383,17 +430,24 @@ def run_batched_md(
 
         def save() -> None:
             wall = wall_before + time.perf_counter() - start
-            _save(restart_path, groups, recorders, frames, step, settings, wall, device)
+            args = (groups, recorders, frames, step, settings, wall, device, watches)
+            _save(restart_path, *args)
+
+        def check_spreads() -> None:  # after the samples, as run_md's observers
+            for group in groups if watches else ():
+                _watch(group, atoms, watches, step, step * timestep_fs)
 
         if restart is None:
             sample()
+            check_spreads()
         while step < n_steps:
             for group in groups:
-                _advance(group, update)
+                _advance(group, update, model)
             step += 1
             bar.update(1)
             if step % log_interval == 0:
                 sample()
+            check_spreads()
             if restart_path is not None and step % restart_every == 0:
                 save()
         if restart_path is not None:
@@ -403,6 +457,25 @@ def run_batched_md(
     for group in groups:  # the recorders' structures end at the final state
         _put_frames(group, atoms)
     return [
-        md_result(recorder, n_steps, sampled, path, wall_time, None)
-        for recorder, path in zip(recorders, paths, strict=True)
+        md_result(recorder, n_steps, sampled, path, wall_time, watches[k] if watches else None)
+        for k, (recorder, path) in enumerate(zip(recorders, paths, strict=True))
     ]
+
+
+def _check_watches(watches, structures: Sequence[Atoms], model: EquiforceModel) -> None:
+    """Raise unless ``watches`` is None or one flagging watch per structure of a committee."""
+    if watches is None:
+        return
+    if len(watches) != len(structures):
+        raise ValueError(f"{len(watches)} uncertainty watches for {len(structures)} structures")
+    if not hasattr(model, "force_uncertainty"):
+        raise ValueError("watching the uncertainty needs a committee (a CommitteeModel)")
+    for k, watch in enumerate(watches):
+        if watch.action != "flag" or watch.stop_after is not None:
+            raise ValueError(
+                f"watch {k} stops its run ({watch.action}, stop_after {watch.stop_after}): "
+                "batched MD runs every structure to the end and flags its uncertain frames "
+                "(action 'flag' without stop_after); run a structure alone to stop it"
+            )
+        if watch.settings() != watches[0].settings():
+            raise ValueError(f"watch {k} has other settings than watch 0")

@@ -196,20 +196,28 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
 
 def format_batched_summary(results: Sequence[MDResult], formulas: Sequence[str]) -> str:
     """One row per structure of a batched run (``run_batched_md``): temperature, NVE drift,
-    bonds; then the batch's wall time and steps per second."""
+    bonds (with committee watches: the largest force spread and the frames flagged); then the
+    batch's wall time and steps per second."""
+    watched = results[0].uncertainty is not None
     header = (
         f"{'#':>4}  {'formula':<12}{'atoms':>6}  {'T (K)':>15}  {'drift meV/atom/ps':>18}"
         f"  {'max bond dev Å':>14}  {'broken':>9}"
     )
+    if watched:
+        header += f"  {'max spread eV/Å':>15}  {'flagged':>7}"
     lines = [header]
     for index, (result, formula) in enumerate(zip(results, formulas, strict=True)):
         drift = "n/a" if result.energy_drift is None else f"{result.energy_drift:.4g}"
         temperature = f"{result.temperature_mean:.1f} +- {result.temperature_std:.1f}"
         broken = f"{result.bonds.n_broken}/{result.bonds.n_bonds}"
-        lines.append(
+        row = (
             f"{index:>4}  {formula:<12}{result.n_atoms:>6}  {temperature:>15}  {drift:>18}"
             f"  {result.bonds.max_deviation:>14.4f}  {broken:>9}"
         )
+        if watched:
+            watch = result.uncertainty
+            row += f"  {watch.max_force_uncertainty:>15.4f}  {watch.n_flagged:>7}"
+        lines.append(row)
     first = results[0]
     steps_per_s = first.n_steps / first.wall_time_s if first.wall_time_s > 0 else float("nan")
     lines.append(

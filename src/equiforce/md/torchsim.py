@@ -43,7 +43,13 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 if TYPE_CHECKING:
     from equiforce.models.potential import Potential
 
-__all__ = ["SUPPORTED_TORCH_SIM", "EquiforceModel", "atoms_to_state", "state_groups"]
+__all__ = [
+    "SUPPORTED_TORCH_SIM",
+    "CommitteeModel",
+    "EquiforceModel",
+    "atoms_to_state",
+    "state_groups",
+]
 
 SUPPORTED_TORCH_SIM = ">=0.3.0,<0.4"  # tested with 0.3.0; 0.4+ needs Python 3.12 here
 
@@ -277,3 +283,99 @@ def state_groups(atoms: Sequence, max_atoms: int | None, hint: str) -> list[list
         groups[kind][-1].append(index)
         sizes[kind] += len(frame)
     return groups[True] + groups[False]
+
+
+class CommitteeModel(EquiforceModel):
+    """A committee of equiforce models behind TorchSim's ``ModelInterface``.
+
+    Returns the members' mean energy, forces and stress (one batch, one neighbour list, each
+    member called on it) and keeps, for the last call, the spreads ``CommitteeCalculator``
+    gives (``equiforce.md.committee``, calibration scales included):
+    ``energy_uncertainty`` (n_systems,) eV and ``force_uncertainty`` (n_atoms,) eV/Å, as
+    float64 NumPy arrays.
+
+    Args:
+        members: ``Potential`` objects or model files, of one species list and cutoff.
+        force_spread_scale, energy_spread_scale, force_spread_scale_by_species: the
+            committee's calibration (``CommitteeCalculator``).
+        **options: ``EquiforceModel``'s keyword arguments (device, dtype, precision, ...),
+            applied to every member.
+
+    Raises:
+        ValueError: no members, or a member with other species or another cutoff (named).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Potential | str | os.PathLike],
+        force_spread_scale: float = 1.0,
+        energy_spread_scale: float = 1.0,
+        force_spread_scale_by_species: dict[str, float] | None = None,
+        **options: Any,
+    ) -> None:
+        if len(members) == 0:
+            raise ValueError("a committee needs at least one model")
+        super().__init__(members[0], **options)
+        self.members = [self.model]
+        for index, member in enumerate(members[1:], start=1):
+            potential = load_potential(
+                member, self._device, options.get("model_dtype"), options.get("precision")
+            )
+            if list(potential.type_names) != self.type_names or potential.r_max != self.r_max:
+                raise ValueError(
+                    f"committee member {index} knows {list(potential.type_names)} with r_max "
+                    f"{potential.r_max} Å; member 0 {self.type_names} with {self.r_max} Å"
+                )
+            self.members.append(potential)
+        self.force_spread_scale = float(force_spread_scale)
+        self.energy_spread_scale = float(energy_spread_scale)
+        self.force_spread_scale_by_species = dict(force_spread_scale_by_species or {})
+        self.energy_uncertainty: np.ndarray | None = None
+        self.force_uncertainty: np.ndarray | None = None
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], **options: Any) -> CommitteeModel:
+        """Model files and/or committee folders, with a folder's calibration scales
+        (``equiforce.md.committee.committee_members``, ``spread_scales``)."""
+        from equiforce.md.committee import committee_members, spread_scales
+
+        return cls(committee_members(paths), **spread_scales(paths), **options)
+
+    def forward(self, state: ts.SimState | dict[str, Any], **_: Any) -> dict[str, torch.Tensor]:
+        """The members' mean (as ``EquiforceModel.forward``); the spreads are kept."""
+        from equiforce.md.committee import force_spread, force_spread_factors
+
+        if isinstance(state, dict):
+            state = ts.SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
+        batch = self.batch(state)
+        outs = []
+        for member in self.members:
+            with torch.enable_grad(), precision_scope(current_policy(member)):
+                outs.append(
+                    member(
+                        batch,
+                        compute_forces=True,
+                        compute_stress=self._compute_stress,
+                        create_graph=False,
+                    )
+                )
+        energies = np.stack([o[keys.ENERGY].detach().cpu().to(torch.float64).numpy() for o in outs])
+        forces = np.stack([o[keys.FORCES].detach().cpu().to(torch.float64).numpy() for o in outs])
+        mean = forces.mean(axis=0)
+        symbols = [self.type_names[t] for t in batch[keys.ATOM_TYPE].tolist()]
+        factors = force_spread_factors(
+            symbols, self.force_spread_scale, self.force_spread_scale_by_species
+        )
+        self.energy_uncertainty = self.energy_spread_scale * energies.std(axis=0)
+        self.force_uncertainty = factors * force_spread(forces, mean)
+
+        def average(name: str) -> torch.Tensor:
+            stacked = torch.stack([o[name].detach() for o in outs])
+            return stacked.mean(dim=0).to(self._dtype)
+
+        results = {"energy": average(keys.ENERGY)}
+        if self._compute_forces:
+            results["forces"] = average(keys.FORCES)
+        if self._compute_stress:
+            results["stress"] = average(keys.STRESS)
+        return results
