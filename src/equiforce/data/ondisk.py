@@ -40,7 +40,7 @@ import weakref
 import zlib
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -132,7 +132,8 @@ def iter_configurations(
         raise DataError(f"{path}: no frames (empty file?)")
 
 
-def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last may be shorter), pulled lazily."""
     chunk = []
     for item in items:
         chunk.append(item)
@@ -268,7 +269,7 @@ def preprocess(
     try:
         for path in paths:
             configs = iter_configurations(path, key_spec)
-            chunks = ((chunk, float(r_max)) for chunk in _chunks(configs, chunk_size))
+            chunks = ((chunk, float(r_max)) for chunk in chunked(configs, chunk_size))
             mapped = pool.imap(_chunk_arrays, chunks) if pool else map(_chunk_arrays, chunks)
             first = accumulator.n_configs
             for chunk in mapped:

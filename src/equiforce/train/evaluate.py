@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.graph import Configuration, configuration_to_graph, type_indices
+from equiforce.data.ondisk import OnDiskDataset, chunked, is_preprocessed, iter_configurations
 from equiforce.files import atomic_write_text
 from equiforce.models.potential import Potential
 from equiforce.precision import current_policy, precision_scope
@@ -160,8 +161,6 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
     """
     import dataclasses
 
-    from equiforce.data.ondisk import OnDiskDataset, is_preprocessed, iter_configurations
-
     if not is_preprocessed(path):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such file")
@@ -221,7 +220,7 @@ def predict_batches(
     model.eval()
     index = 0
     try:
-        for chunk in _batches_of(structures, batch_size):
+        for chunk in chunked(structures, batch_size):
             stress = compute_stress
             if stress is None:
                 stress = any(_reference_of(s).stress is not None for s in chunk)
@@ -251,17 +250,6 @@ def predict_batches(
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float64).numpy()
-
-
-def _batches_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def predict(
