@@ -313,6 +313,8 @@ class CommitteeModel(EquiforceModel):
         force_spread_scale_by_species: dict[str, float] | None = None,
         **options: Any,
     ) -> None:
+        from equiforce.md.committee import force_spread_factors
+
         if len(members) == 0:
             raise ValueError("a committee needs at least one model")
         super().__init__(members[0], **options)
@@ -330,6 +332,9 @@ class CommitteeModel(EquiforceModel):
         self.force_spread_scale = float(force_spread_scale)
         self.energy_spread_scale = float(energy_spread_scale)
         self.force_spread_scale_by_species = dict(force_spread_scale_by_species or {})
+        self._spread_factors = force_spread_factors(  # per atom type
+            self.type_names, self.force_spread_scale, self.force_spread_scale_by_species
+        )
         self.energy_uncertainty: np.ndarray | None = None
         self.force_uncertainty: np.ndarray | None = None
 
@@ -343,7 +348,7 @@ class CommitteeModel(EquiforceModel):
 
     def forward(self, state: ts.SimState | dict[str, Any], **_: Any) -> dict[str, torch.Tensor]:
         """The members' mean (as ``EquiforceModel.forward``); the spreads are kept."""
-        from equiforce.md.committee import force_spread, force_spread_factors
+        from equiforce.md.committee import force_spread
 
         if isinstance(state, dict):
             state = ts.SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
@@ -362,10 +367,7 @@ class CommitteeModel(EquiforceModel):
         energies = np.stack([o[keys.ENERGY].detach().cpu().to(torch.float64).numpy() for o in outs])
         forces = np.stack([o[keys.FORCES].detach().cpu().to(torch.float64).numpy() for o in outs])
         mean = forces.mean(axis=0)
-        symbols = [self.type_names[t] for t in batch[keys.ATOM_TYPE].tolist()]
-        factors = force_spread_factors(
-            symbols, self.force_spread_scale, self.force_spread_scale_by_species
-        )
+        factors = self._spread_factors[batch[keys.ATOM_TYPE].cpu().numpy()]
         self.energy_uncertainty = self.energy_spread_scale * energies.std(axis=0)
         self.force_uncertainty = factors * force_spread(forces, mean)
 
