@@ -256,15 +256,20 @@ def test_committee_model_gives_the_committee_calculators_numbers():
         CommitteeModel([members[0], tiny_mace(torch.float64, r_max=4.5)])
 
 
-def test_committee_watches_flag_the_frames_run_md_flags(tmp_path):
-    """Batched NVE with a committee: each structure's trace and flagged frames are those of
-    its run alone (``run_md`` with ``CommitteeCalculator``); killed and resumed, the same."""
+def test_committee_watches_flag_and_stop_as_run_md_alone(tmp_path):
+    """Batched NVE with a committee, each watch stopping its structure after 3 flagged
+    frames: each structure's trace, flagged frames, steps and last frame are those of its run
+    alone (``run_md`` with ``CommitteeCalculator``), the others running on after a stop;
+    killed after a stop and resumed, the same."""
     members = committee_members()
     frames = [make_molecule("CH4", seed=2), make_fcc_cu(repeat=1, seed=3)]
-    frames.append(make_fcc_cu(repeat=1, seed=6))  # two cells in one state: per-atom slices
+    frames.append(make_fcc_cu(repeat=1, seed=4))  # two cells in one state: per-atom slices
 
     def watches(name):
-        return [UncertaintyWatch(0.33, "flag", tmp_path / f"{name}_{k}.xyz") for k in range(3)]
+        return [
+            UncertaintyWatch(0.33, "flag", tmp_path / f"{name}_{k}.xyz", stop_after=3)
+            for k in range(3)
+        ]
 
     settings = dict(RUN, ensemble="nve", n_steps=20, restart_every=10)
 
@@ -274,15 +279,22 @@ def test_committee_watches_flag_the_frames_run_md_flags(tmp_path):
     )  # fmt: skip
     for k, atoms in enumerate(frames):
         alone = run_md(
-            atoms, CommitteeCalculator(members), watch=UncertaintyWatch(0.33, "flag"),
+            atoms, CommitteeCalculator(members),
+            watch=UncertaintyWatch(0.33, "flag", stop_after=3),
             **{**settings, "seed": 3 + k, "restart_every": 100},
         )  # fmt: skip
         mine, reference = whole[k].uncertainty, alone.uncertainty
-        assert mine.flagged_steps == reference.flagged_steps  # CH4 all 21, Cu4 steps 12-20
+        assert mine.flagged_steps == reference.flagged_steps  # CH4 0-2, Cu4 12-14
         np.testing.assert_allclose(mine.trace_max, reference.trace_max, rtol=0, atol=1e-9)
-    assert [w.uncertainty.n_flagged for w in whole][:2] == [21, 9]
-    assert len(read(tmp_path / "whole_1.xyz", ":")) == 9
-    model = _killed_after(CommitteeModel(members, compute_stress=False), calls=2 + 2 * 14)
+        assert whole[k].n_steps == alone.n_steps
+        np.testing.assert_allclose(whole[k].time_fs, alone.time_fs)
+        np.testing.assert_allclose(
+            whole[k].final_atoms.positions, alone.final_atoms.positions, rtol=0, atol=1e-9
+        )
+    assert [w.n_steps for w in whole] == [2, 14, 20]
+    assert len(read(tmp_path / "whole_1.xyz", ":")) == 3
+    # two states (CH4; the cells) until CH4 stops after step 2, then one
+    model = _killed_after(CommitteeModel(members, compute_stress=False), calls=2 + 2 * 2 + 12)
     with pytest.raises(KeyboardInterrupt):  # killed in step 15: restart file of step 10
         run_batched_md(
             frames, model, watches=watches("killed"), restart_path=tmp_path / "killed.npz",
@@ -295,10 +307,17 @@ def test_committee_watches_flag_the_frames_run_md_flags(tmp_path):
     for k in range(3):
         assert resumed[k].uncertainty.flagged_steps == whole[k].uncertainty.flagged_steps
         assert np.array_equal(resumed[k].uncertainty.trace_max, whole[k].uncertainty.trace_max)
+        assert resumed[k].n_steps == whole[k].n_steps
+        assert np.array_equal(resumed[k].final_atoms.positions, whole[k].final_atoms.positions)
         killed, straight = tmp_path / f"killed_{k}.xyz", tmp_path / f"whole_{k}.xyz"
         assert killed.read_bytes() == straight.read_bytes()
-    with pytest.raises(ValueError, match="batched MD runs every structure to the end"):
-        run_batched_md(frames, CommitteeModel(members), watches=[UncertaintyWatch(0.1)] * 3)
+    stopped = dict(settings, n_steps=5, restart_path=tmp_path / "stopped.npz")
+    ch4 = [UncertaintyWatch(0.33, path=tmp_path / "stopped.xyz")]  # stops at step 0
+    assert (
+        run_batched_md(frames[:1], CommitteeModel(members), watches=ch4, **stopped)[0].n_steps == 0
+    )
+    with pytest.raises(ValueError, match="stopped every structure"):
+        run_batched_md(frames[:1], CommitteeModel(members), watches=ch4, resume=True, **stopped)
     with pytest.raises(ValueError, match="needs a committee"):
         run_batched_md(frames, members[0], watches=[UncertaintyWatch(0.1, "flag")] * 3)
 
@@ -311,7 +330,11 @@ def test_cli_md_batched_with_a_committee_flags_uncertain_frames(tmp_path):
     out = tmp_path / "md"
     argv = ["md", *paths, str(tmp_path / "start.xyz"), "--batched", "--out", str(out)]
     argv += ["--steps", "4", "--log-interval", "2", "--max-uncertainty", "0.33"]
-    assert main(argv) == 2  # stopping one structure of a batch: refused, --uncertainty-action
+    assert main(argv) == 0  # stop (default): CH4, flagged at step 0, stops; Cu4 runs on
+    summary = json.loads((out / "md_summary.json").read_text())
+    assert [s["n_steps"] for s in summary["structures"]] == [0, 4]
+    out = tmp_path / "flag"
+    argv[argv.index("--out") + 1] = str(out)
     assert main([*argv, "--uncertainty-action", "flag"]) == 0
     summary = json.loads((out / "md_summary.json").read_text())
     assert [s["uncertainty"]["n_flagged"] for s in summary["structures"]] == [5, 0]

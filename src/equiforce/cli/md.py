@@ -10,7 +10,9 @@ Every ``--restart-every`` steps the run's state goes to ``md_restart.npz`` in ``
 
 ``--batched`` runs every frame of STRUCTURE at once through TorchSim (NVT or NVE, one model
 call per step for the whole batch): one trajectory per structure (``md_0000.traj``, ...), a
-summary row per structure, ``--resume`` as above (``equiforce.md.batched``).
+summary row per structure, ``--resume`` as above (``equiforce.md.batched``); with a committee,
+each structure's uncertain frames go to ``uncertain_0000.xyz``, ... and ``stop`` ends that
+structure's MD while the others run on.
 """
 
 from __future__ import annotations
@@ -208,13 +210,10 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
     if args.max_uncertainty is not None:
         if not committee:
             raise ValueError("--max-uncertainty needs a committee: several models or a folder")
-        if args.uncertainty_action != "flag":
-            raise ValueError(
-                "--batched runs every structure to the end and flags its uncertain frames: "
-                "add --uncertainty-action flag (to stop at the first, run a structure alone)"
+        watches = [  # "stop" ends that structure's MD; the others run on
+            UncertaintyWatch(
+                args.max_uncertainty, args.uncertainty_action, out / f"uncertain_{k:04d}.xyz"
             )
-        watches = [
-            UncertaintyWatch(args.max_uncertainty, "flag", out / f"uncertain_{k:04d}.xyz")
             for k in range(len(structures))
         ]
     paths = [out / f"md_{k:04d}.traj" for k in range(len(structures))]
@@ -233,12 +232,13 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
         for k, (formula, result) in enumerate(zip(formulas, results, strict=True))
     ]
     wall = results[0].wall_time_s
+    n_steps = max(result.n_steps for result in results)  # a watch may stop some earlier
     summary = {
         "batched": True,
         "n_structures": len(results),
         "n_atoms": sum(result.n_atoms for result in results),
         "wall_time_s": wall,
-        "steps_per_second": results[0].n_steps / wall if wall > 0 else None,
+        "steps_per_second": n_steps / wall if wall > 0 else None,
         "structures": rows,
     }
     atomic_write_text(json.dumps(summary, indent=2) + "\n", out / SUMMARY_NAME)

@@ -21,18 +21,22 @@ TorchSim in ASE's units (eV, Å, amu; ``ase.units.fs``), TorchSim's own internal
 
 With a committee (``equiforce.md.torchsim.CommitteeModel``: the members' mean drives the
 dynamics) each structure can have an ``UncertaintyWatch`` that checks every step's force
-spread and flags (writes) the frames over its threshold, as ``run_md``'s does; every
-structure runs all steps (stopping one structure of a batch is not supported).
+spread and flags (writes) the frames over its threshold, as ``run_md``'s does. A watch that
+stops its run (action ``"stop"``, or ``stop_after`` flagged frames) ends that structure's MD
+at that step, as ``run_md`` would end it alone: the structure leaves its TorchSim state
+(``SimState`` slicing) and the others run on; the run ends at ``n_steps`` or when every
+structure has stopped. (NVE is then unchanged for the others; Langevin noise, drawn for the
+atoms of a state, differs from a run where none stopped, reproducibly.)
 
 TorchSim wraps positions into the cell; the samples, the bonds and the trajectories use
 unwrapped positions (each step's displacement, taken to its minimum image, is accumulated),
 as ASE's integrators give them.
 
 With ``restart_path`` the state is written every ``restart_every`` steps and at the end
-(``equiforce.md.restart``'s file format: positions wrapped and unwrapped, momenta, energies,
-forces, the generator's state, each structure's samples, bond arrays, trajectory length and
-watch),
-and ``resume`` continues that run bit for bit (tested).
+(``equiforce.md.restart``'s file format: each state's structures, positions wrapped and
+unwrapped, momenta, energies and forces, the generator's state, each structure's samples, bond
+arrays, trajectory length, watch, and the step and final frame of a stopped one), and
+``resume`` continues that run bit for bit (tested).
 """
 
 from __future__ import annotations
@@ -131,6 +135,24 @@ def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]
     return _Group(indices, ptr, state, state.positions.clone(), _spreads(model))
 
 
+def _without(group: _Group, stopped: set[int]) -> _Group | None:
+    """``group`` without the structures ``stopped`` (input positions), or None when none is
+    left: their systems and atoms sliced out of the state (``SimState[systems]``)."""
+    kept = [j for j, index in enumerate(group.indices) if index not in stopped]
+    if len(kept) == len(group.indices):
+        return group
+    if not kept:
+        return None
+    atoms_kept = torch.cat([torch.arange(group.ptr[j], group.ptr[j + 1]) for j in kept])
+    sizes = [group.ptr[j + 1] - group.ptr[j] for j in kept]
+    return _Group(
+        indices=[group.indices[j] for j in kept],
+        ptr=np.cumsum([0] + sizes).tolist(),
+        state=group.state[kept],
+        unwrapped=group.unwrapped[atoms_kept.to(group.unwrapped.device)],
+    )
+
+
 def _advance(group: _Group, update, model: EquiforceModel) -> None:
     """One integrator step of the group; the unwrapped positions follow by minimum image."""
     before = group.state.positions.clone()
@@ -144,6 +166,15 @@ def _advance(group: _Group, update, model: EquiforceModel) -> None:
     group.unwrapped += step
 
 
+def _set_frame(frame: Atoms, positions, momenta, energy: float, forces) -> None:
+    """Give ``frame`` these positions (Å), momenta (ASE units), and energy (eV) and forces
+    (eV/Å) as a single-point calculator's."""
+    frame.calc = None
+    frame.arrays["positions"][:] = positions
+    frame.set_momenta(momenta, apply_constraint=False)
+    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=forces)
+
+
 def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
     """Set each structure's ``Atoms`` to the group's current state (unwrapped positions,
     momenta, and its energy and forces as a single-point calculator)."""
@@ -154,11 +185,7 @@ def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
     energy = state.energy.detach().cpu().to(torch.float64).numpy()
     for j, index in enumerate(group.indices):
         a, b = group.ptr[j], group.ptr[j + 1]
-        frame = atoms[index]
-        frame.calc = None
-        frame.arrays["positions"][:] = positions[a:b]
-        frame.set_momenta(momenta[a:b], apply_constraint=False)
-        frame.calc = SinglePointCalculator(frame, energy=float(energy[j]), forces=forces[a:b])
+        _set_frame(atoms[index], positions[a:b], momenta[a:b], energy[j], forces[a:b])
 
 
 def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: float) -> None:
@@ -219,29 +246,52 @@ def _settings(structures: Sequence[Atoms], **settings: Any) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Structure:
+    """One structure of the run.
+
+    Attributes:
+        atoms: its current frame (set from its group's state before each use).
+        recorder: its sampler.
+        frames: its trajectory writer.
+        watch: its ``UncertaintyWatch``, or None.
+        stopped_at: the step its watch stopped it at, or None (running).
+    """
+
+    atoms: Atoms
+    recorder: Recorder
+    frames: Frames
+    watch: UncertaintyWatch | None
+    stopped_at: int | None = None
+
+
 def _save(
     path: str | os.PathLike,
     groups: Sequence[_Group],
-    recorders: Sequence[Recorder],
-    frames: Sequence[Frames],
+    structures: Sequence[_Structure],
     step: int,
     settings: dict[str, Any],
     wall_time_s: float,
     device: torch.device,
-    watches: Sequence[UncertaintyWatch] | None = None,
 ) -> Path:
     """Write the run's restart file after ``step`` steps atomically (module docstring)."""
     meta = {
         "format": RESTART_FORMAT,
         "settings": settings,
         "n_steps_done": step,
-        "n_frames": frames[0].n_frames,
-        "trajectory_bytes": [f.flushed_size() for f in frames],
+        "n_groups": len(groups),
+        "n_frames": [s.frames.n_frames for s in structures],
+        "trajectory_bytes": [s.frames.flushed_size() for s in structures],
         "wall_time_s": wall_time_s,
     }
-    arrays = {"generator": _generator_state(device).cpu().numpy()}
+    stopped_at = [-1 if s.stopped_at is None else s.stopped_at for s in structures]
+    arrays = {
+        "generator": _generator_state(device).cpu().numpy(),
+        "stopped_at": np.array(stopped_at, dtype=np.int64),
+    }
     for g, group in enumerate(groups):
         state = group.state
+        arrays[f"group{g}.indices"] = np.array(group.indices, dtype=np.int64)
         for name, value in (
             ("positions", state.positions),
             ("momenta", state.momenta),
@@ -250,24 +300,37 @@ def _save(
             ("unwrapped", group.unwrapped),
         ):
             arrays[f"group{g}.{name}"] = value.detach().cpu().numpy()
-    for k, recorder in enumerate(recorders):
-        arrays[f"rows.{k}"] = np.array(recorder.rows, dtype=np.float64).reshape(-1, 4)
-        arrays.update(numeric_state(recorder.bonds, f"bonds.{k}"))
-    for k, watch in enumerate(watches or ()):
-        arrays.update({f"watch.{k}.{name}": value for name, value in watch.state().items()})
+    for k, structure in enumerate(structures):
+        arrays[f"rows.{k}"] = np.array(structure.recorder.rows, dtype=np.float64).reshape(-1, 4)
+        arrays.update(numeric_state(structure.recorder.bonds, f"bonds.{k}"))
+        if structure.watch is not None:
+            state = structure.watch.state()
+            arrays.update({f"watch.{k}.{name}": value for name, value in state.items()})
+        if structure.stopped_at is not None:  # its last frame: the result's final atoms
+            atoms = structure.atoms
+            arrays[f"final.{k}.positions"] = atoms.positions
+            arrays[f"final.{k}.momenta"] = atoms.get_momenta()
+            arrays[f"final.{k}.energy"] = np.array(atoms.get_potential_energy())
+            arrays[f"final.{k}.forces"] = atoms.get_forces()
     arrays["meta"] = np.array(json.dumps(meta))
     return atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+
+def _saved_groups(restart: Restart) -> list[list[int]]:
+    """The structures (input positions) of each state when ``restart`` was written."""
+    n_groups = int(restart.meta["n_groups"])
+    return [restart.arrays[f"group{g}.indices"].tolist() for g in range(n_groups)]
 
 
 def _restore(
     restart: Restart,
     groups: Sequence[_Group],
-    recorders: Sequence[Recorder],
+    structures: Sequence[_Structure],
     device: torch.device,
-    watches: Sequence[UncertaintyWatch] | None = None,
 ) -> None:
-    """Put the state of ``restart`` back into the groups, the recorders, the uncertainty
-    watches and the generator."""
+    """Put the state of ``restart`` back into the groups (made of ``_saved_groups``), the
+    structures (samples, bonds, watches, stopped ones' step and last frame) and the
+    generator."""
     arrays = restart.arrays
     for g, group in enumerate(groups):
         state = group.state
@@ -275,12 +338,19 @@ def _restore(
             saved = torch.as_tensor(arrays[f"group{g}.{name}"])
             setattr(state, name, saved.to(device, getattr(state, name).dtype))
         group.unwrapped = torch.as_tensor(arrays[f"group{g}.unwrapped"]).to(device)
-    for k, recorder in enumerate(recorders):
-        recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
-        put_numeric_state(recorder.bonds, f"bonds.{k}", arrays)
-    for k, watch in enumerate(watches or ()):
-        prefix = f"watch.{k}."
-        watch.restore({n[len(prefix) :]: v for n, v in arrays.items() if n.startswith(prefix)})
+    for k, structure in enumerate(structures):
+        structure.recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
+        put_numeric_state(structure.recorder.bonds, f"bonds.{k}", arrays)
+        if structure.watch is not None:
+            prefix = f"watch.{k}."
+            structure.watch.restore(
+                {n[len(prefix) :]: v for n, v in arrays.items() if n.startswith(prefix)}
+            )
+        if arrays["stopped_at"][k] >= 0:
+            structure.stopped_at = int(arrays["stopped_at"][k])
+            final = [arrays[f"final.{k}.{name}"] for name in ("positions", "momenta")]
+            energy, forces = arrays[f"final.{k}.energy"], arrays[f"final.{k}.forces"]
+            _set_frame(structure.atoms, *final, energy, forces)
     _set_generator_state(device, torch.as_tensor(arrays["generator"]))
 
 
@@ -313,7 +383,7 @@ def run_batched_md(
         ensemble: ``"nvt"`` or ``"nve"``.
         temperature_K: thermostat and initial-velocity temperature, K.
         timestep_fs: time step, fs.
-        n_steps: number of steps (all structures).
+        n_steps: number of steps (all structures but those a watch stops).
         friction: Langevin friction, 1/fs (NVT only).
         trajectory_paths: one ``.traj`` / ``.xyz`` file per structure for every
             ``log_interval``-th frame, or None.
@@ -329,17 +399,19 @@ def run_batched_md(
         max_batch_atoms: the most atoms of one model call (a larger structure runs alone);
             None: one call per kind (periodic / not). A setting of the run (it decides how
             the Langevin noise is drawn).
-        watches: one ``UncertaintyWatch`` per structure (``model`` a ``CommitteeModel``),
-            checking every step's committee force spread; action ``"flag"`` without
-            ``stop_after`` only (every structure runs all steps: stopping one structure of a
-            batch is not supported). Each result carries its watch's summary.
+        watches: one ``UncertaintyWatch`` per structure (``model`` a ``CommitteeModel``, the
+            watches of one setting), checking every step's committee force spread; one that
+            stops its run ends its structure's MD there. Each result carries its watch's
+            summary.
 
     Returns:
-        One ``MDResult`` per structure, in order (``wall_time_s``: the whole batch's).
+        One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
+        ``wall_time_s``: the whole batch's).
 
     Raises:
         ValueError: an ensemble other than NVT/NVE, a slab, a structure with constraints, bad
-            step counts, or a resumed call that differs from the run.
+            step counts, or a resumed call that differs from the run or whose structures have
+            all stopped.
     """
     from tqdm.auto import tqdm
 
@@ -382,10 +454,17 @@ def run_batched_md(
             )
         frame.calc = None
         thermalise(frame, temperature_K, np.random.default_rng(seed + k))
-    indices = state_groups(atoms, max_batch_atoms, "run it with run_md")
+    if restart is None:
+        indices = state_groups(atoms, max_batch_atoms, "run it with run_md")
+    else:
+        indices = _saved_groups(restart)
+        if not indices:
+            raise ValueError(
+                f"{restart.path}: the uncertainty watches stopped every structure of this run "
+                "(see the results' uncertainty summaries): there is nothing to resume"
+            )
     groups = [_new_group(model, atoms, group) for group in indices]
     step = 0 if restart is None else restart.n_steps_done
-    recorders = [Recorder(frame, lambda: step * timestep_fs) for frame in atoms]
     update = _integrator(model, ensemble, temperature_K, timestep_fs, friction)
     device = torch.device(model.device)
     wall_before = 0.0 if restart is None else restart.wall_time_s
@@ -395,22 +474,29 @@ def run_batched_md(
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
         contextlib.ExitStack() as stack,
     ):
+        run = [
+            _Structure(
+                frame,
+                Recorder(frame, lambda: step * timestep_fs),
+                stack.enter_context(
+                    trajectory_writer(
+                        path,
+                        frame,
+                        None
+                        if restart is None
+                        else (restart.meta["n_frames"][k], restart.trajectory_bytes[k]),
+                    )
+                ),
+                watches[k] if watches else None,
+            )
+            for k, (path, frame) in enumerate(zip(paths, atoms, strict=True))
+        ]
         if restart is None:
             torch.manual_seed(seed)
             for watch in watches or ():
                 watch.begin()
         else:
-            _restore(restart, groups, recorders, device, watches)
-        frames = [
-            stack.enter_context(
-                trajectory_writer(
-                    path,
-                    frame,
-                    None if restart is None else (restart.n_frames, restart.trajectory_bytes[k]),
-                )
-            )
-            for k, (path, frame) in enumerate(zip(paths, atoms, strict=True))
-        ]
+            _restore(restart, groups, run, device)
         bar = stack.enter_context(
             tqdm(
                 total=n_steps,
@@ -424,23 +510,29 @@ def run_batched_md(
         def sample() -> None:
             for group in groups:
                 _put_frames(group, atoms)
-            for recorder, frame in zip(recorders, frames, strict=True):
-                recorder.sample()
-                frame.write()
+                for index in group.indices:
+                    run[index].recorder.sample()
+                    run[index].frames.write()
 
         def save() -> None:
             wall = wall_before + time.perf_counter() - start
-            args = (groups, recorders, frames, step, settings, wall, device, watches)
-            _save(restart_path, *args)
+            _save(restart_path, groups, run, step, settings, wall, device)
 
         def check_spreads() -> None:  # after the samples, as run_md's observers
-            for group in groups if watches else ():
+            nonlocal groups
+            if not watches:
+                return
+            for group in groups:
                 _watch(group, atoms, watches, step, step * timestep_fs)
+            stopped = {k for group in groups for k in group.indices if watches[k].should_stop}
+            for k in stopped:
+                run[k].stopped_at = step
+            groups = [g for g in (_without(group, stopped) for group in groups) if g is not None]
 
         if restart is None:
             sample()
             check_spreads()
-        while step < n_steps:
+        while step < n_steps and groups:
             for group in groups:
                 _advance(group, update, model)
             step += 1
@@ -454,16 +546,24 @@ def run_batched_md(
             save()
     wall_time = wall_before + time.perf_counter() - start
     sampled = (ensemble, timestep_fs, temperature_K, None)
-    for group in groups:  # the recorders' structures end at the final state
+    for group in groups:  # the running structures end at the final state
         _put_frames(group, atoms)
     return [
-        md_result(recorder, n_steps, sampled, path, wall_time, watches[k] if watches else None)
-        for k, (recorder, path) in enumerate(zip(recorders, paths, strict=True))
+        md_result(
+            s.recorder,
+            step if s.stopped_at is None else s.stopped_at,
+            sampled,
+            path,
+            wall_time,
+            s.watch,
+        )
+        for s, path in zip(run, paths, strict=True)
     ]
 
 
 def _check_watches(watches, structures: Sequence[Atoms], model: EquiforceModel) -> None:
-    """Raise unless ``watches`` is None or one flagging watch per structure of a committee."""
+    """Raise unless ``watches`` is None or one watch per structure, all of one setting, of a
+    committee."""
     if watches is None:
         return
     if len(watches) != len(structures):
@@ -471,11 +571,5 @@ def _check_watches(watches, structures: Sequence[Atoms], model: EquiforceModel) 
     if not hasattr(model, "force_uncertainty"):
         raise ValueError("watching the uncertainty needs a committee (a CommitteeModel)")
     for k, watch in enumerate(watches):
-        if watch.action != "flag" or watch.stop_after is not None:
-            raise ValueError(
-                f"watch {k} stops its run ({watch.action}, stop_after {watch.stop_after}): "
-                "batched MD runs every structure to the end and flags its uncertain frames "
-                "(action 'flag' without stop_after); run a structure alone to stop it"
-            )
         if watch.settings() != watches[0].settings():
             raise ValueError(f"watch {k} has other settings than watch 0")

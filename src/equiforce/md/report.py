@@ -196,15 +196,16 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
 
 def format_batched_summary(results: Sequence[MDResult], formulas: Sequence[str]) -> str:
     """One row per structure of a batched run (``run_batched_md``): temperature, NVE drift,
-    bonds (with committee watches: the largest force spread and the frames flagged); then the
-    batch's wall time and steps per second."""
+    bonds (with committee watches: the largest force spread, the frames flagged and the steps
+    run, fewer where a watch stopped the structure); then the batch's wall time and steps per
+    second."""
     watched = results[0].uncertainty is not None
     header = (
         f"{'#':>4}  {'formula':<12}{'atoms':>6}  {'T (K)':>15}  {'drift meV/atom/ps':>18}"
         f"  {'max bond dev Å':>14}  {'broken':>9}"
     )
     if watched:
-        header += f"  {'max spread eV/Å':>15}  {'flagged':>7}"
+        header += f"  {'max spread eV/Å':>15}  {'flagged':>7}  {'steps':>6}"
     lines = [header]
     for index, (result, formula) in enumerate(zip(results, formulas, strict=True)):
         drift = "n/a" if result.energy_drift is None else f"{result.energy_drift:.4g}"
@@ -217,12 +218,14 @@ def format_batched_summary(results: Sequence[MDResult], formulas: Sequence[str])
         if watched:
             watch = result.uncertainty
             row += f"  {watch.max_force_uncertainty:>15.4f}  {watch.n_flagged:>7}"
+            row += f"  {result.n_steps:>6}"
         lines.append(row)
     first = results[0]
-    steps_per_s = first.n_steps / first.wall_time_s if first.wall_time_s > 0 else float("nan")
+    n_steps = max(result.n_steps for result in results)
+    steps_per_s = n_steps / first.wall_time_s if first.wall_time_s > 0 else float("nan")
     lines.append(
         f"{len(results)} structures, {sum(r.n_atoms for r in results)} atoms, "
-        f"{first.ensemble.upper()}, {first.n_steps} x {first.timestep_fs:g} fs in "
+        f"{first.ensemble.upper()}, {n_steps} x {first.timestep_fs:g} fs in "
         f"{first.wall_time_s:.2f} s ({steps_per_s:.1f} steps/s)"
     )
     return "\n".join(lines)

@@ -79,7 +79,8 @@ class Restart:
         path: the file.
         meta: settings (``"settings"``), ``"n_steps_done"``, ``"n_frames"`` (trajectory frames
             written) and ``"trajectory_bytes"`` (an extended XYZ trajectory's size then, else
-            None), ``"wall_time_s"`` and the generator state (``"rng"``).
+            None; both lists, one per structure, in ``run_batched_md``'s files),
+            ``"wall_time_s"`` and the generator state (``"rng"``).
         arrays: ``positions`` (n, 3) Å, ``momenta`` (n, 3) ASE units, ``cell`` (3, 3) Å,
             ``rows`` (n_samples, 4) time fs / potential eV / kinetic eV / temperature K,
             ``cell_rows`` (n_samples, 2) volume Å^3 / pressure GPa (NPT), the numeric state
