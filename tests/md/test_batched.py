@@ -333,6 +333,7 @@ def test_cli_md_batched_with_a_committee_flags_uncertain_frames(tmp_path):
     assert main(argv) == 0  # stop (default): CH4, flagged at step 0, stops; Cu4 runs on
     summary = json.loads((out / "md_summary.json").read_text())
     assert [s["n_steps"] for s in summary["structures"]] == [0, 4]
+    assert (out / "uncertainty.png").exists()
     out = tmp_path / "flag"
     argv[argv.index("--out") + 1] = str(out)
     assert main([*argv, "--uncertainty-action", "flag"]) == 0

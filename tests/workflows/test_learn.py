@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from ase.io import read, write
@@ -137,13 +138,13 @@ def test_each_rounds_committee_is_calibrated_and_the_next_md_uses_its_scales(
     values["md"].update(n_steps=10, log_interval=5)
     values["selection"].update(calibration="per-species", stop_after=4)
     watched = []
-    real_explore = learn_run._explore
+    real_run_md = learn_run.run_md
 
-    def explore(config, k, folder, start, calculator, progress):
+    def run_md(atoms, calculator, **kwargs):
         watched.append(calculator)
-        return real_explore(config, k, folder, start, calculator, progress)
+        return real_run_md(atoms, calculator, **kwargs)
 
-    monkeypatch.setattr(learn_run, "_explore", explore)
+    monkeypatch.setattr(learn_run, "run_md", run_md)
     result = learn(LearnConfig.from_dict(values))
     zero = result.rounds[0]
     errors = committee_errors(CommitteeCalculator(zero["models"]), read(files["valid"], ":"))
@@ -217,13 +218,55 @@ def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
 
 
 def test_selection_takes_the_most_uncertain_frames_apart():
-    """Largest spread first, at least min_separation steps apart, returned in step order."""
+    """Largest spread first, at least min_separation steps apart within a walker, returned
+    in (walker, step) order."""
     frames = [
         learn_run.FlaggedFrame(s, 2.0 * s, u, 0.0, None)
         for s, u in [(0, 0.5), (2, 0.9), (3, 0.8), (10, 0.6), (20, 0.7)]
     ]
-    chosen = select_frames(frames, max_frames=3, min_separation=5)
-    assert [f.step for f in chosen] == [2, 10, 20]
+    chosen = select_frames([frames], max_frames=3, min_separation=5)
+    assert [(w, f.step) for w, f in chosen] == [(0, 2), (0, 10), (0, 20)]
+    other = [learn_run.FlaggedFrame(3, 6.0, 0.85, 0.0, None)]  # step 3 of another walker
+    chosen = select_frames([frames, other], max_frames=3, min_separation=5)
+    assert [(w, f.step) for w, f in chosen] == [(0, 2), (0, 20), (1, 3)]
+
+
+def test_walkers_explore_several_starts_at_once(tmp_path, files):
+    """``md.walkers: 2``: round 1 runs both starts at once (batched MD), walker w from frame
+    w with the velocities of seed ``seed + 1 * 2 + w``, each with its own trajectory and
+    flagged frames; the labelled frames are flagged frames of their walker."""
+    pytest.importorskip("torch_sim")
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    values["training"]["max_epochs"] = 2
+    values["md"].update(walkers=2, n_steps=20)
+    values["selection"].update(threshold=0.006, max_frames=4, stop_after=6)
+    one = learn(LearnConfig.from_dict(values)).rounds[1]
+    md = tmp_path / "out" / "round_1" / "md"
+    starts = read(files["starts"], ":")
+    flagged = []
+    for w in range(2):
+        first = read(md / f"md_{w:04d}.traj", 0)
+        np.testing.assert_allclose(first.positions, starts[w].positions, atol=1e-12)
+        expected = starts[w].copy()
+        thermalize_momenta(expected, temperature_K=600.0, rng=np.random.default_rng(1 + 2 + w))
+        Stationary(expected)
+        np.testing.assert_allclose(first.get_momenta(), expected.get_momenta(), atol=1e-12)
+        path = md / f"uncertain_{w:04d}.xyz"
+        flagged.append(read(path, ":") if path.stat().st_size else [])
+    assert one["n_flagged"] == sum(len(f) for f in flagged) >= 2
+    selected = read(tmp_path / "out" / "round_1" / "selected.xyz", ":")
+    assert len(selected) == len(one["selected_walkers"])
+    assert set(one["selected_walkers"]) == {0, 1}  # both walkers flagged (6 each, stopped)
+    summary = json.loads((md / "md_summary.json").read_text())
+    for w, step, atoms in zip(
+        one["selected_walkers"], one["selected_steps"], selected, strict=True
+    ):
+        steps = summary["walkers"][w]["uncertainty"]["flagged_steps"]
+        frame = flagged[w][steps.index(step)]
+        np.testing.assert_allclose(atoms.positions, frame.positions, atol=1e-6)
+    assert (tmp_path / "out" / "round_1" / "uncertainty.png").exists()
 
 
 def test_config_errors_name_the_key(files, tmp_path):

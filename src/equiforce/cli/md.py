@@ -195,7 +195,7 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
     from equiforce.md.batched import run_batched_md
     from equiforce.md.report import format_batched_summary, plot_batched_md
     from equiforce.md.torchsim import CommitteeModel, EquiforceModel
-    from equiforce.md.uncertainty import UncertaintyWatch
+    from equiforce.md.uncertainty import UncertaintyWatch, plot_uncertainty
 
     if args.compile:
         raise ValueError("--batched runs the model eagerly: drop --compile")
@@ -243,6 +243,9 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
     }
     atomic_write_text(json.dumps(summary, indent=2) + "\n", out / SUMMARY_NAME)
     plot_batched_md(results, out / PLOT_NAME)
+    if watches is not None:
+        spreads = [result.uncertainty for result in results]
+        plot_uncertainty(spreads, args.timestep, out / UNCERTAINTY_PLOT_NAME)
     print(f"trajectories, summary and plot written to {out}/")
     return 0
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -232,11 +232,16 @@ class UncertaintyWatch:
         )
 
 
-def plot_uncertainty(summary: UncertaintySummary, timestep_fs: float, path: str | os.PathLike):
+def plot_uncertainty(
+    summaries: UncertaintySummary | Sequence[UncertaintySummary],
+    timestep_fs: float,
+    path: str | os.PathLike,
+):
     """Write a PNG of the largest per-atom force spread vs time, the threshold and flags.
 
     Args:
-        summary: an ``UncertaintyWatch``'s summary.
+        summaries: an ``UncertaintyWatch``'s summary, or several (one line each: the
+            structures of a batched run, the walkers of a learning round).
         timestep_fs: MD time step, fs (the trace is per step).
         path: PNG file to write (parent folders are created).
 
@@ -251,15 +256,28 @@ def plot_uncertainty(summary: UncertaintySummary, timestep_fs: float, path: str 
     fig = Figure(figsize=(6.5, 3.5), dpi=120)
     FigureCanvasAgg(fig)
     axis = fig.subplots()
-    time_ps = summary.trace_step * timestep_fs / 1000.0
-    axis.plot(time_ps, 1000.0 * summary.trace_max, linewidth=0.8, label="largest atom spread")
-    axis.axhline(1000.0 * summary.threshold, color="black", linewidth=0.8, label="threshold")
-    flagged = np.isin(summary.trace_step, summary.flagged_steps)
-    axis.plot(time_ps[flagged], 1000.0 * summary.trace_max[flagged], "rx", label="flagged")
+    if isinstance(summaries, UncertaintySummary):
+        summaries = [summaries]
+    for k, summary in enumerate(summaries):
+        time_ps = summary.trace_step * timestep_fs / 1000.0
+        label = "largest atom spread" + (", one line per run" if len(summaries) > 1 else "")
+        axis.plot(
+            time_ps, 1000.0 * summary.trace_max, linewidth=0.8, label=label if k == 0 else None
+        )
+        flagged = np.isin(summary.trace_step, summary.flagged_steps)
+        label = "flagged" if k == 0 else None
+        axis.plot(time_ps[flagged], 1000.0 * summary.trace_max[flagged], "rx", label=label)
+    threshold = summaries[0].threshold
+    axis.axhline(1000.0 * threshold, color="black", linewidth=0.8, label="threshold")
     axis.set_xlabel("time (ps)")
     axis.set_ylabel("committee force spread (meV/Å)")
-    stop = ", stopped" if summary.stopped_early else ""
-    axis.set_title(f"{summary.n_flagged} frames over the threshold{stop}")
+    n_stopped = sum(summary.stopped_early for summary in summaries)
+    if len(summaries) == 1:
+        stop = ", stopped" if n_stopped else ""
+    else:
+        stop = f" by {len(summaries)} runs, {n_stopped} stopped"
+    n_flagged = sum(summary.n_flagged for summary in summaries)
+    axis.set_title(f"{n_flagged} frames over the threshold{stop}")
     axis.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -59,11 +59,16 @@ class StartConfig:
 
 @dataclass(frozen=True)
 class LearnMDConfig:
-    """The exploration MD of each round (Langevin NVT, ``equiforce.md.run_md``).
+    """The exploration MD of each round (Langevin NVT).
 
     Attributes:
-        structures: file of starting structures (any ASE format); round ``k`` starts from frame
-            ``(k - 1) mod n_frames`` with seed ``seed + k``.
+        structures: file of starting structures (any ASE format); walker ``w`` of round ``k``
+            starts from frame ``((k - 1) * walkers + w) mod n_frames`` with velocity seed
+            ``seed + k * walkers + w`` (one walker: frame ``k - 1``, seed ``seed + k``).
+        walkers: MD runs of a round. One runs through ASE (``equiforce.md.run_md``); several
+            run at once through TorchSim (``equiforce.md.run_batched_md``, its BAOAB Langevin;
+            the ``sim`` extra), each stopped by its own watch; their flagged frames are
+            selected from together.
         temperature_K: thermostat temperature, K.
         timestep_fs: time step, fs.
         n_steps: steps a round runs when nothing is uncertain.
@@ -72,6 +77,7 @@ class LearnMDConfig:
     """
 
     structures: str
+    walkers: int = 1
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     n_steps: int = 500
@@ -81,6 +87,7 @@ class LearnMDConfig:
     def __post_init__(self):
         p = "md"
         check_field(bool(self.structures), f"{p}.structures", "is required")
+        check_field(self.walkers >= 1, f"{p}.walkers", "must be >= 1")
         check_field(self.temperature_K > 0, f"{p}.temperature_K", "must be > 0")
         check_field(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
         check_field(self.n_steps >= 1, f"{p}.n_steps", "must be >= 1")
@@ -102,11 +109,13 @@ class SelectionConfig:
 
     Attributes:
         threshold: largest per-atom committee force spread, eV/Å, above which a frame is
-            uncertain; a round whose MD runs ``md.n_steps`` without one ends the loop.
-        max_frames: most uncertain frames labelled per round (largest spread first).
-        min_separation: steps between two selected frames (decorrelates them).
-        stop_after: the MD stops after this many uncertain frames (a model far outside its
-            data drifts into nonsense; these frames are enough to choose from).
+            uncertain; a round whose MD runs ``md.n_steps`` without one (every walker) ends the
+            loop.
+        max_frames: most uncertain frames labelled per round (largest spread first, of all
+            walkers).
+        min_separation: steps between two selected frames of one walker (decorrelates them).
+        stop_after: a walker's MD stops after this many uncertain frames (a model far outside
+            its data drifts into nonsense; these frames are enough to choose from).
         calibration: ``null`` (the raw spread), ``one-scale`` or ``per-species``: each round's
             committee is calibrated on ``data.valid_file`` (``workflows.calibration``, one
             force scale or one per species), so ``threshold`` is an expected force error.

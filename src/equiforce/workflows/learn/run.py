@@ -5,11 +5,14 @@ model, or members trained from scratch on ``data.train_file``). Round ``k >= 1``
 
 1. MD (``md``) with the committee of round ``k - 1`` and an ``UncertaintyWatch``: every frame
    whose largest per-atom force spread exceeds ``selection.threshold`` is flagged; the MD stops
-   after ``selection.stop_after`` of them. No flagged frame in ``md.n_steps`` steps: the loop
-   has converged and ends.
-2. Selection: the ``selection.max_frames`` most uncertain flagged frames, at least
-   ``selection.min_separation`` steps apart (``selection.strategy: random``, the control:
-   as many frames of the whole MD drawn at random, whatever their spread).
+   after ``selection.stop_after`` of them. With ``md.walkers > 1`` that many MDs from
+   different starts run at once (``equiforce.md.run_batched_md``, one watch each, a walker
+   stopping alone). No flagged frame in ``md.n_steps`` steps (of any walker): the loop has
+   converged and ends.
+2. Selection: the ``selection.max_frames`` most uncertain flagged frames of all walkers, at
+   least ``selection.min_separation`` steps apart within a walker (``selection.strategy:
+   random``, the control: as many frames of the whole MDs drawn at random, whatever their
+   spread).
 3. Labels from the teacher (distillation's teachers: any ASE calculator or an equiforce model),
    cached per structure in the label store (``labels``), so a rerun never labels twice.
 4. Fine-tuning: every member continues from its round ``k - 1`` weights
@@ -21,7 +24,8 @@ the round's record as ``spread_scales``), and the next round's MD compares the c
 spread, an expected force error, with the threshold.
 
 Everything of a round stays in ``output_dir/round_<k>/``: ``md/`` (trajectory, summary,
-``uncertain.xyz``, ``md.png``), ``uncertainty.png``, ``selected.xyz`` (the new labelled frames),
+``uncertain.xyz``, ``md.png``; walkers: ``md_<w>.traj`` and ``uncertain_<w>.xyz`` each),
+``uncertainty.png``, ``selected.xyz`` (the new labelled frames),
 ``data/train.xyz`` (the grown training file), ``committee/`` (the fine-tuned members,
 ``committee.json``) and ``round.json`` (written last: the round is done). A rerun (after a kill)
 skips the rounds with a ``round.json`` and continues the interrupted one: its MD again (seeded,
@@ -38,14 +42,14 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from equiforce.files import atomic_write_text
 from equiforce.md.committee import CommitteeCalculator, committee_members
 from equiforce.md.dynamics import run_md
-from equiforce.md.report import format_md_summary, plot_md
+from equiforce.md.report import format_batched_summary, format_md_summary, plot_batched_md, plot_md
 from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
 from equiforce.train.config import RunConfig
 from equiforce.train.run import changed_settings
@@ -121,7 +125,9 @@ def learn(config: LearnConfig, progress: bool = False) -> LearnResult:
         if done.exists():
             record = json.loads(done.read_text())
         else:
-            record = _round(config, k, rounds[-1], starts[(k - 1) % len(starts)], teacher, progress)
+            walkers = config.md.walkers
+            firsts = [starts[((k - 1) * walkers + w) % len(starts)] for w in range(walkers)]
+            record = _round(config, k, rounds[-1], firsts, teacher, progress)
         rounds.append(record)
         if record["converged"]:
             break
@@ -214,39 +220,45 @@ def _spread_scales(config: LearnConfig, models: list[str]) -> dict[str, Any]:
 
 
 def _round(
-    config: LearnConfig, k: int, previous: dict[str, Any], start, teacher: Teacher, progress: bool
+    config: LearnConfig, k: int, previous: dict[str, Any], starts, teacher: Teacher, progress: bool
 ) -> dict[str, Any]:
-    """Round ``k``: MD, selection, labels, fine-tuning; returns (and writes) its record."""
+    """Round ``k`` from ``starts`` (one structure per walker): MD, selection, labels,
+    fine-tuning; returns (and writes) its record."""
     folder = Path(config.output_dir) / f"round_{k}"
-    calculator = CommitteeCalculator(previous["models"], **previous.get("spread_scales", {}))
-    watch, md_figures = _explore(config, k, folder / "md", start, calculator, progress)
-    summary = watch.summary()
-    plot_uncertainty(summary, config.md.timestep_fs, folder / "uncertainty.png")
+    models, scales = previous["models"], previous.get("spread_scales", {})
+    watches, trajectories, md_figures = _explore(
+        config, k, folder / "md", starts, models, scales, progress
+    )
+    summaries = [watch.summary() for watch in watches]
+    plot_uncertainty(summaries, config.md.timestep_fs, folder / "uncertainty.png")
+    n_flagged = sum(summary.n_flagged for summary in summaries)
+    traces = np.concatenate([summary.trace_max for summary in summaries])
     record: dict[str, Any] = {
         "round": k,
         "md": md_figures,
-        "n_flagged": summary.n_flagged,
-        "max_force_uncertainty": summary.max_force_uncertainty,
-        "mean_max_force_uncertainty": float(np.mean(summary.trace_max)),
-        "converged": summary.n_flagged == 0,
-        "threshold_below_spread": _threshold_below_spread(summary),
+        "n_flagged": n_flagged,
+        "max_force_uncertainty": float(traces.max()),
+        "mean_max_force_uncertainty": float(traces.mean()),
+        "converged": n_flagged == 0,
+        "threshold_below_spread": any(_threshold_below_spread(s) for s in summaries),
     }
-    if record["threshold_below_spread"]:
-        LOG.warning(
-            "round %d: %d of the MD's %d steps were over selection.threshold = %g eV/Å, so "
-            "it stopped after selection.stop_after = %d of them: the round explored %d of "
-            "md.n_steps = %d steps. Raise the threshold (or calibrate the committee, "
-            "selection.calibration), or set stop_after > md.n_steps (the start and every step "
-            "can be flagged) "
-            "(docs/active_learning.md, 'Against random frames')",
-            k,
-            summary.n_flagged,
-            len(summary.trace_step),
-            config.selection.threshold,
-            config.selection.stop_after,
-            md_figures["n_steps"],
-            config.md.n_steps,
-        )
+    for w, summary in enumerate(summaries):
+        if _threshold_below_spread(summary):
+            LOG.warning(
+                "round %d%s: %d of the MD's %d steps were over selection.threshold = %g eV/Å, "
+                "so it stopped after selection.stop_after = %d of them: the round explored %d "
+                "of md.n_steps = %d steps. Raise the threshold (or calibrate the committee, "
+                "selection.calibration), or set stop_after > md.n_steps (the start and every "
+                "step can be flagged) (docs/active_learning.md, 'Against random frames')",
+                k,
+                f", walker {w}" if len(summaries) > 1 else "",
+                summary.n_flagged,
+                len(summary.trace_step),
+                config.selection.threshold,
+                config.selection.stop_after,
+                int(summary.trace_step[-1]),
+                config.md.n_steps,
+            )
     if record["converged"]:
         LOG.info("round %d: MD ran %d steps under the threshold", k, config.md.n_steps)
         record.update(models=previous["models"], train_file=previous["train_file"])
@@ -256,21 +268,27 @@ def _round(
         return record
     selection = config.selection
     if selection.strategy == "random":
-        candidates = trajectory_frames(folder / "md" / "md.traj", config.md, watch.trace)
+        candidates = [
+            (w, frame)
+            for w, (watch, path) in enumerate(zip(watches, trajectories, strict=True))
+            for frame in trajectory_frames(path, config.md, watch.trace)
+        ]
         rng = np.random.default_rng(config.seed + k)
         ordered = [candidates[i] for i in rng.permutation(len(candidates))]
         chosen = separated(ordered, selection.max_frames, selection.min_separation)
     else:
-        chosen = select_frames(watch.flagged, selection.max_frames, selection.min_separation)
-    frames, computed = _label(config, teacher, [f.atoms for f in chosen], progress)
+        flagged = [watch.flagged for watch in watches]
+        chosen = select_frames(flagged, selection.max_frames, selection.min_separation)
+    frames, computed = _label(config, teacher, [f.atoms for _, f in chosen], progress)
     selected = write_frames(frames, folder / "selected.xyz", config.data)
     train_file = folder / "data" / "train.xyz"
     text = Path(previous["train_file"]).read_text() + selected.read_text()
     atomic_write_text(text, train_file)
     models = _train(config, folder, train_file, previous["models"])
     record.update(
-        selected_steps=[f.step for f in chosen],
-        selected_uncertainty=[f.max_force_uncertainty for f in chosen],
+        selected_walkers=[w for w, _ in chosen],
+        selected_steps=[f.step for _, f in chosen],
+        selected_uncertainty=[f.max_force_uncertainty for _, f in chosen],
         labels_computed=computed,
         models=models,
         spread_scales=_spread_scales(config, models),
@@ -280,7 +298,7 @@ def _round(
     LOG.info(
         "round %d: %d uncertain frames, %d labelled, %d training frames",
         k,
-        summary.n_flagged,
+        n_flagged,
         len(chosen),
         record["n_train_frames"],
     )
@@ -288,35 +306,66 @@ def _round(
     return record
 
 
-def _explore(config: LearnConfig, k: int, folder: Path, start, calculator, progress: bool):
-    """The round's MD (seed ``seed + k``) with an uncertainty watch; (watch, MD summary)."""
-    md = config.md
-    selection = config.selection
-    watch = UncertaintyWatch(
-        selection.threshold,
-        action="flag",
-        path=folder / UNCERTAIN_FRAMES,
-        stop_after=None if selection.strategy == "random" else selection.stop_after,
-    )
-    result = run_md(
-        start,
-        calculator,
-        ensemble="nvt",
-        temperature_K=md.temperature_K,
-        timestep_fs=md.timestep_fs,
-        n_steps=md.n_steps,
-        friction=md.friction,
-        trajectory_path=folder / "md.traj",
-        log_interval=md.log_interval,
-        seed=config.seed + k,
-        progress=progress,
-        watch=watch,
-    )
-    LOG.info("round %d MD:\n%s", k, format_md_summary(result))
-    plot_md(result, folder / "md.png")
-    figures = result.summary()
+def _explore(
+    config: LearnConfig,
+    k: int,
+    folder: Path,
+    starts,
+    models: list[str],
+    scales: dict[str, Any],
+    progress: bool,
+):
+    """The round's MD of each walker (velocity seeds ``seed + k * walkers + w``) with an
+    uncertainty watch, the committee ``models`` with spread ``scales``; (watches, trajectory
+    paths, MD figures)."""
+    md, selection = config.md, config.selection
+    several = len(starts) > 1
+
+    def watch(w: int) -> UncertaintyWatch:
+        name = f"uncertain_{w:04d}.xyz" if several else UNCERTAIN_FRAMES
+        stop_after = None if selection.strategy == "random" else selection.stop_after
+        return UncertaintyWatch(selection.threshold, "flag", folder / name, stop_after)
+
+    watches = [watch(w) for w in range(len(starts))]
+    paths = [folder / (f"md_{w:04d}.traj" if several else "md.traj") for w in range(len(starts))]
+    run = {
+        "ensemble": "nvt",
+        "temperature_K": md.temperature_K,
+        "timestep_fs": md.timestep_fs,
+        "n_steps": md.n_steps,
+        "friction": md.friction,
+        "log_interval": md.log_interval,
+        "seed": config.seed + k * md.walkers,
+        "progress": progress,
+    }
+    if several:
+        from equiforce.md.batched import run_batched_md
+        from equiforce.md.torchsim import CommitteeModel
+
+        committee = CommitteeModel(models, compute_stress=False, **scales)
+        results = run_batched_md(starts, committee, trajectory_paths=paths, watches=watches, **run)
+        formulas = [atoms.get_chemical_formula() for atoms in starts]
+        LOG.info("round %d MD:\n%s", k, format_batched_summary(results, formulas))
+        plot_batched_md(results, folder / "md.png")
+        figures = {"walkers": [result.summary() for result in results]}
+    else:
+        calculator = CommitteeCalculator(models, **scales)
+        result = run_md(starts[0], calculator, trajectory_path=paths[0], watch=watches[0], **run)
+        results = [result]
+        LOG.info("round %d MD:\n%s", k, format_md_summary(result))
+        plot_md(result, folder / "md.png")
+        figures = result.summary()
     atomic_write_text(json.dumps(figures, indent=2) + "\n", folder / "md_summary.json")
-    return watch, {key: figures[key] for key in ("n_steps", "temperature_mean_K", "bond_broken")}
+    summaries = [result.summary() for result in results]
+    return (
+        watches,
+        paths,
+        {
+            "n_steps": max(s["n_steps"] for s in summaries),
+            "temperature_mean_K": float(np.mean([s["temperature_mean_K"] for s in summaries])),
+            "bond_broken": any(s["bond_broken"] for s in summaries),
+        },
+    )
 
 
 def _threshold_below_spread(summary) -> bool:
@@ -326,26 +375,29 @@ def _threshold_below_spread(summary) -> bool:
 
 
 def select_frames(
-    flagged: list[FlaggedFrame], max_frames: int, min_separation: int
-) -> list[FlaggedFrame]:
-    """The most uncertain flagged frames, at least ``min_separation`` steps apart
-    (``separated`` of the frames by decreasing largest spread)."""
-    ordered = sorted(flagged, key=lambda f: -f.max_force_uncertainty)
+    flagged: Sequence[Sequence[FlaggedFrame]], max_frames: int, min_separation: int
+) -> list[tuple[int, FlaggedFrame]]:
+    """The most uncertain of each walker's flagged frames (``flagged[w]``), at least
+    ``min_separation`` steps apart within a walker: ``separated`` of the (walker, frame)
+    pairs by decreasing largest spread."""
+    pairs = [(w, frame) for w, frames in enumerate(flagged) for frame in frames]
+    ordered = sorted(pairs, key=lambda pair: -pair[1].max_force_uncertainty)
     return separated(ordered, max_frames, min_separation)
 
 
 def separated(
-    ordered: list[FlaggedFrame], max_frames: int, min_separation: int
-) -> list[FlaggedFrame]:
-    """Greedy in the order given: each frame kept unless within ``min_separation`` steps of
-    one already kept, until ``max_frames``. Returned in step order."""
-    kept: list[FlaggedFrame] = []
-    for frame in ordered:
-        if all(abs(frame.step - other.step) >= min_separation for other in kept):
-            kept.append(frame)
+    ordered: list[tuple[int, FlaggedFrame]], max_frames: int, min_separation: int
+) -> list[tuple[int, FlaggedFrame]]:
+    """Greedy in the order given: each (walker, frame) kept unless within ``min_separation``
+    steps of one already kept of the same walker, until ``max_frames``. Returned in (walker,
+    step) order."""
+    kept: list[tuple[int, FlaggedFrame]] = []
+    for walker, frame in ordered:
+        if all(w != walker or abs(frame.step - other.step) >= min_separation for w, other in kept):
+            kept.append((walker, frame))
         if len(kept) == max_frames:
             break
-    return sorted(kept, key=lambda f: f.step)
+    return sorted(kept, key=lambda pair: (pair[0], pair[1].step))
 
 
 def trajectory_frames(path: Path, md, trace: list[tuple[int, float]]) -> list[FlaggedFrame]:
