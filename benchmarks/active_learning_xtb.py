@@ -17,7 +17,9 @@ frames (round 0); then ``equiforce.workflows.learn`` runs round after round (Lan
 the committee mean is scored against xTB on both test sets (energy per atom and force RMSE,
 mean force spread). ``--selection uncertainty random`` runs the loop once per strategy from the
 same labelled data and round-0 committee (``selection.strategy``: the most uncertain frames, or
-the control: as many random frames of each round's whole MD), so the two compare in one run.
+the control: as many random frames of each round's whole MD), so the two compare in one run;
+``--walkers 1 3`` likewise once per ``md.walkers`` (one MD a round, or three starts at once,
+selecting the same number of frames from all of them).
 E0s are fitted to the xTB energies (one composition: the least-squares minimum-norm solution).
 Output in ``<out>/active_learning_xtb_<time>/``: ``results.json`` (run
 record with the reproducing command, settings, rounds), ``active_learning_xtb.png`` and the
@@ -27,6 +29,7 @@ loop's folder ``learn_<strategy>/`` per strategy (every round's MD, data, commit
     OMP_NUM_THREADS=1 python -m benchmarks.active_learning_xtb --smoke    # seconds
     OMP_NUM_THREADS=1 python -m benchmarks.active_learning_xtb --selection uncertainty random \
         --max-frames 5 --min-separation 5                                 # with the control
+    OMP_NUM_THREADS=1 python -m benchmarks.active_learning_xtb --walkers 1 3  # 3 starts a round
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import json
 import sys
 import time
@@ -89,6 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="uncertain frames that stop a round's MD (default 5 x --max-frames)")
     p.add_argument("--selection", nargs="+", default=["uncertainty"], choices=STRATEGIES,
                    help="selection.strategy of each loop (one loop per strategy, same start)")
+    p.add_argument("--walkers", type=int, nargs="+", default=[1],
+                   help="md.walkers of each loop (one loop per strategy and walkers, same start)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
                    help="mace-tiny, 2 members, 4 / 2 frames, 5 test frames, 1 round of 20 steps")
@@ -209,23 +215,24 @@ def write_data(
 
 def plot_runs(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """Force and energy RMSE on the test sets against the training frames, round by round,
-    one line style per selection strategy."""
+    one line style per loop (selection strategy, walkers)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 5.5), dpi=120)
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    styles = {"uncertainty": "o-", "random": "s--"}
+    styles = ("o-", "s--", "^:", "d-.")
     colors = dict(zip(TEST_SETS, ("tab:blue", "tab:red"), strict=True))
-    for strategy, rounds in runs.items():
+    for index, (loop, rounds) in enumerate(runs.items()):
+        style = styles[index % len(styles)]
         frames = [r["n_train_frames"] for r in rounds]
         for name in TEST_SETS:
-            label = f"{name}, {strategy}"
+            label = f"{name}, {loop}"
             forces = [r["tests"][name]["forces_rmse_meV_A"] for r in rounds]
             energies = [r["tests"][name]["energy_rmse_meV_atom"] for r in rounds]
-            top.plot(frames, forces, styles[strategy], color=colors[name], label=label)
-            bottom.plot(frames, energies, styles[strategy], color=colors[name], label=label)
+            top.plot(frames, forces, style, color=colors[name], label=label)
+            bottom.plot(frames, energies, style, color=colors[name], label=label)
     top.set_ylabel("force RMSE (meV/Å)")
     top.legend(fontsize=7)
     bottom.set_ylabel("energy RMSE (meV/atom)")
@@ -275,11 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {},
     }
     path = run_dir / "results.json"
-    for strategy in args.selection:
+    for strategy, walkers in itertools.product(args.selection, args.walkers):
+        name = strategy if walkers == 1 else f"{strategy}, {walkers} walkers"
         selection = {**values["selection"], "strategy": strategy}
-        loop = {**values, "output_dir": str(run_dir / f"learn_{strategy}"), "selection": selection}
-        rounds = report["runs"].setdefault(strategy, [])
-        print(f"\nselection: {strategy}\n{'round':>5s} {'train':>5s} {'flagged':>7s} "
+        folder = run_dir / f"learn_{strategy}{'' if walkers == 1 else f'_{walkers}walkers'}"
+        md = {**values["md"], "walkers": walkers}
+        loop = {**values, "output_dir": str(folder), "selection": selection, "md": md}
+        rounds = report["runs"].setdefault(name, [])
+        print(f"\nselection: {name}\n{'round':>5s} {'train':>5s} {'flagged':>7s} "
               f"{'MD spread':>9s} " + " ".join(f"{n + ' F/E':>18s}" for n in TEST_SETS)
               + "   (meV/Å, meV/atom)")
         config = LearnConfig.from_dict(loop)

@@ -1,5 +1,5 @@
 """Smoke test of ``python -m benchmarks.active_learning_xtb``: two tiny members, one round of
-each selection strategy."""
+each selection strategy with one walker and two."""
 
 from __future__ import annotations
 
@@ -18,17 +18,19 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_rounds_are_labelled_by_xtb_and_scored_on_the_test_sets(tmp_path):
-    """For each strategy, round 0 and round 1 are scored on both xTB-relabelled test sets;
-    round 1 adds xTB frames whose labels are GFN2-xTB's (about -620 eV for AcAc, not the
-    data's DFT -9390 eV); both loops start from the same round-0 committee."""
+    """For each strategy and walkers, round 0 and round 1 are scored on both xTB-relabelled
+    test sets; round 1 adds xTB frames whose labels are GFN2-xTB's (about -620 eV for AcAc, not
+    the data's DFT -9390 eV); all loops start from the same round-0 committee."""
     from benchmarks.active_learning_xtb import main
 
-    argv = ["--smoke", "--selection", "uncertainty", "random", "--out", str(tmp_path)]
+    argv = ["--smoke", "--selection", "uncertainty", "random", "--walkers", "1", "2"]
+    argv += ["--out", str(tmp_path)]
     assert main(argv) == 0
     (path,) = tmp_path.glob("active_learning_xtb_*/results.json")
     results = json.loads(path.read_text())
     assert results["command"] == "python -m benchmarks.active_learning_xtb " + " ".join(argv)
-    assert sorted(results["runs"]) == ["random", "uncertainty"]
+    loops = ["random", "random, 2 walkers", "uncertainty", "uncertainty, 2 walkers"]
+    assert sorted(results["runs"]) == loops
     for zero, one in results["runs"].values():
         assert zero["models"] == results["runs"]["uncertainty"][0]["models"]  # the same start
         assert zero["n_train_frames"] == 4
@@ -44,7 +46,7 @@ def test_rounds_are_labelled_by_xtb_and_scored_on_the_test_sets(tmp_path):
     for name in ("initial.xyz", "test_MD_300K_xtb.xyz"):
         for atoms in read(run_dir / "data" / name, index=":"):
             assert -700.0 < atoms.get_potential_energy() < -550.0
-    for strategy in ("uncertainty", "random"):
-        for atoms in read(run_dir / f"learn_{strategy}/round_1/selected.xyz", index=":"):
+    for folder in ("uncertainty", "random", "uncertainty_2walkers"):
+        for atoms in read(run_dir / f"learn_{folder}/round_1/selected.xyz", index=":"):
             assert -700.0 < atoms.get_potential_energy() < -550.0
     assert (run_dir / "active_learning_xtb.png").stat().st_size > 0
