@@ -942,3 +942,31 @@ def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
         (tmp_path / "start.xyz").write_text(text)
         error = _run_cpp(runner, path, tmp_path / "start.xyz", "--md", "2", *options)
         assert isinstance(error, str) and message in error, error
+
+
+def test_evaluate_scores_a_package_as_its_model(mace_fast_float64, tmp_path, capsys):
+    """``equiforce evaluate model.pt2 data.xyz``: the package (float64: exact) gives the
+    model file's error table, stress included, one structure per call; --precision refused."""
+    from ase.io import write
+
+    from equiforce.testing.structures import emt_labelled
+
+    model, path, _ = mace_fast_float64
+    frames = [make_molecule("CH4", seed=2), make_fcc_cu(repeat=1, seed=1)]
+    frames += [make_triclinic_cu(seed=4), make_fcc_cu(repeat=2, seed=3)]
+    write(tmp_path / "data.xyz", [emt_labelled(a) for a in frames], format="extxyz")
+    model_file = str(save_model(model, tmp_path / "model.pt"))
+    reports = {}
+    for name, source in (("model", model_file), ("package", str(path))):
+        argv = ["evaluate", source, str(tmp_path / "data.xyz"), "--batch-size", "3"]
+        assert main([*argv, "--json", str(tmp_path / f"{name}.json")]) == 0
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
+    assert sorted(reports["package"]) == ["energy", "energy_per_atom", "forces", "stress"]
+    for quantity, metrics in reports["model"].items():
+        for statistic, value in metrics.items():
+            got = reports["package"][quantity][statistic]
+            want = value if isinstance(value, str) else pytest.approx(value, rel=1e-9, abs=1e-9)
+            assert got == want, (quantity, statistic)
+    capsys.readouterr()
+    assert main(["evaluate", str(path), str(tmp_path / "data.xyz"), "--precision", "float32"]) == 2
+    assert "a package runs as exported" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """``equiforce evaluate MODEL DATA [MORE ...]``: error tables, JSON report, parity plots.
 
-DATA is a labelled extended XYZ file or a directory of ``equiforce preprocess``; either is
-streamed (one batch in memory at a time), so it may be larger than memory. With several, each
+MODEL is a model file or an exported package (``equiforce export``, ``.pt2``: run as exported,
+one structure per call, so its accuracy in its precision is what is measured). DATA is a
+labelled extended XYZ file or a directory of ``equiforce preprocess``; either is streamed (one
+batch in memory at a time), so it may be larger than memory. With several, each
 gets its own table (and parity plots in ``--plots DIR/<stem>``), and a last table covers all
 together.
 """
@@ -15,7 +17,10 @@ from equiforce.cli.options import add_device_option, add_precision_option
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``evaluate`` options on ``parser``."""
-    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument(
+        "model",
+        help="model file (save_model output or training checkpoint) or exported .pt2 package",
+    )
     parser.add_argument(
         "data",
         nargs="+",
@@ -59,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
         to_json,
     )
 
-    model = load_model(args.model, map_location=args.device, precision=args.precision)
+    if Path(args.model).suffix == ".pt2":
+        from equiforce.export import load_exported
+
+        if args.precision is not None:
+            raise ValueError(f"{args.model}: a package runs as exported; drop --precision")
+        model = load_exported(args.model, args.device)
+    else:
+        model = load_model(args.model, map_location=args.device, precision=args.precision)
     label_keys = KeySpec(
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
     )
@@ -67,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_files(
         model, files, batch_size=args.batch_size, max_parity_points=args.parity_points
     )
+    if getattr(model, "outputs", None) is not None and "stress" not in model.outputs:
+        print(f"{args.model}: exported without stress (equiforce export --stress): not evaluated")
     for path in args.data:
         if not results[path].metrics:
             raise ValueError(

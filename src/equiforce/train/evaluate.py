@@ -21,6 +21,7 @@ from equiforce.data.batch import batch_to, collate
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.graph import Configuration, configuration_to_graph, type_indices
 from equiforce.data.ondisk import OnDiskDataset, chunked, is_preprocessed, iter_configurations
+from equiforce.export.package import ExportedPotential
 from equiforce.files import atomic_write_text
 from equiforce.models.potential import Potential
 from equiforce.precision import current_policy, precision_scope
@@ -180,7 +181,7 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
 
 
 def predict_batches(
-    model: Potential,
+    model: Potential | ExportedPotential,
     structures: Iterable[Structure],
     batch_size: int = 32,
     device: str | torch.device | None = None,
@@ -194,6 +195,8 @@ def predict_batches(
     Args:
         model: the potential; evaluated in eval mode, its training flag is restored after,
             in the matmul precision of its policy (``equiforce.precision.precision_scope``).
+            Or an exported package (``equiforce.export.load_exported``): run one structure
+            per call, as exported, on its device; stress where it was exported with it.
         structures: ``Configuration`` objects (converted with the model's type names and
             cutoff) or single-structure graph dicts from ``configuration_to_graph``, any
             iterable.
@@ -213,10 +216,19 @@ def predict_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if device is not None:
-        model.to(device)
-    device = next(model.parameters()).device
-    was_training = model.training
+    package = isinstance(model, ExportedPotential)
+    if package:
+        if device is not None and torch.device(device) != model.device:
+            raise ValueError(
+                f"the package was loaded for {model.device}, not {device}: load it there "
+                "(load_exported(path, device))"
+            )
+        device = model.device
+    else:
+        if device is not None:
+            model.to(device)
+        device = next(model.parameters()).device
+    was_training = model.training if not package else False
     model.eval()
     index = 0
     try:
@@ -224,16 +236,19 @@ def predict_batches(
             stress = compute_stress
             if stress is None:
                 stress = any(_reference_of(s).stress is not None for s in chunk)
+                stress = stress and (not package or keys.STRESS in model.outputs)
             graphs = [_to_graph(s, model, index + k) for k, s in enumerate(chunk)]
             index += len(chunk)
-            # forces are autograd derivatives, even under no_grad
-            with torch.enable_grad(), precision_scope(current_policy(model)):
-                out = model(
-                    batch_to(collate(graphs), device),
-                    compute_forces=True,
-                    compute_stress=stress,
-                    create_graph=False,
-                )
+            if package:
+                out = _package_outputs(model, graphs, device, stress)
+            else:  # forces are autograd derivatives, even under no_grad
+                with torch.enable_grad(), precision_scope(current_policy(model)):
+                    out = model(
+                        batch_to(collate(graphs), device),
+                        compute_forces=True,
+                        compute_stress=stress,
+                        create_graph=False,
+                    )
 
             yield (
                 chunk,
@@ -245,7 +260,18 @@ def predict_batches(
                 ),
             )
     finally:
-        model.train(was_training)
+        if not package:
+            model.train(was_training)
+
+
+def _package_outputs(
+    package: ExportedPotential, graphs: Sequence[Mapping[str, torch.Tensor]], device, stress: bool
+) -> dict[str, torch.Tensor]:
+    """Energy (n,), forces (n_atoms, 3) and with ``stress`` stress (n, 3, 3) of the graphs,
+    one package call each."""
+    outs = [package(batch_to(collate([g]), device), compute_stress=stress) for g in graphs]
+    names = (keys.ENERGY, keys.FORCES) + ((keys.STRESS,) if stress else ())
+    return {name: torch.cat([out[name] for out in outs]) for name in names}
 
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:
