@@ -217,6 +217,20 @@ def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
     assert "stop_after > md.n_steps" in warning
 
 
+def test_an_md_that_ran_its_length_is_not_reported_cut_short():
+    """Every step flagged with ``stop_after`` one more than ``md.n_steps``: the watch's stop
+    coincides with the MD's last step, which explored its whole length (no warning)."""
+    from types import SimpleNamespace
+
+    def summary(steps: int):
+        return SimpleNamespace(
+            stopped_early=True, trace_step=np.arange(steps + 1), n_flagged=steps + 1
+        )
+
+    assert not learn_run._threshold_below_spread(summary(40), n_steps=40)
+    assert learn_run._threshold_below_spread(summary(2), n_steps=40)
+
+
 def test_selection_takes_the_most_uncertain_frames_apart():
     """Largest spread first, at least min_separation steps apart within a walker, returned
     in (walker, step) order."""

@@ -240,10 +240,12 @@ def _round(
         "max_force_uncertainty": float(traces.max()),
         "mean_max_force_uncertainty": float(traces.mean()),
         "converged": n_flagged == 0,
-        "threshold_below_spread": any(_threshold_below_spread(s) for s in summaries),
+        "threshold_below_spread": any(
+            _threshold_below_spread(s, config.md.n_steps) for s in summaries
+        ),
     }
     for w, summary in enumerate(summaries):
-        if _threshold_below_spread(summary):
+        if _threshold_below_spread(summary, config.md.n_steps):
             LOG.warning(
                 "round %d%s: %d of the MD's %d steps were over selection.threshold = %g eV/Å, "
                 "so it stopped after selection.stop_after = %d of them: the round explored %d "
@@ -368,10 +370,11 @@ def _explore(
     )
 
 
-def _threshold_below_spread(summary) -> bool:
-    """Whether the watch stopped an MD in which most steps were over the threshold: then
-    ``stop_after``, not the MD's length, set how far the round explored."""
-    return summary.stopped_early and summary.n_flagged >= 0.5 * len(summary.trace_step)
+def _threshold_below_spread(summary, n_steps: int) -> bool:
+    """Whether the watch stopped an MD short of its ``n_steps`` with most steps over the
+    threshold: then ``stop_after``, not the MD's length, set how far the round explored."""
+    cut_short = summary.stopped_early and int(summary.trace_step[-1]) < n_steps
+    return cut_short and summary.n_flagged >= 0.5 * len(summary.trace_step)
 
 
 def select_frames(
