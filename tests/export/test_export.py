@@ -947,6 +947,7 @@ def test_the_cpp_runner_names_the_file_frame_and_atom_of_bad_input(
 def test_evaluate_scores_a_package_as_its_model(mace_fast_float64, tmp_path, capsys):
     """``equiforce evaluate model.pt2 data.xyz``: the package (float64: exact) gives the
     model file's error table, stress included, one structure per call; --precision refused."""
+    from ase import Atoms
     from ase.io import write
 
     from equiforce.testing.structures import emt_labelled
@@ -970,3 +971,7 @@ def test_evaluate_scores_a_package_as_its_model(mace_fast_float64, tmp_path, cap
     capsys.readouterr()
     assert main(["evaluate", str(path), str(tmp_path / "data.xyz"), "--precision", "float32"]) == 2
     assert "a package runs as exported" in capsys.readouterr().err
+    lone = emt_labelled(Atoms("Cu", cell=[10.0] * 3, pbc=True))  # an isolated-atom frame
+    write(tmp_path / "lone.xyz", [emt_labelled(a) for a in frames] + [lone], format="extxyz")
+    assert main(["evaluate", str(path), str(tmp_path / "lone.xyz")]) == 2
+    assert "structure 4: exported packages need >= 2 atoms" in capsys.readouterr().err

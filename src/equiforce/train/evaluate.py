@@ -228,7 +228,7 @@ def predict_batches(
         if device is not None:
             model.to(device)
         device = next(model.parameters()).device
-    was_training = model.training if not package else False
+    was_training = False if package else model.training
     model.eval()
     index = 0
     try:
@@ -238,9 +238,8 @@ def predict_batches(
                 stress = any(_reference_of(s).stress is not None for s in chunk)
                 stress = stress and (not package or keys.STRESS in model.outputs)
             graphs = [_to_graph(s, model, index + k) for k, s in enumerate(chunk)]
-            index += len(chunk)
             if package:
-                out = _package_outputs(model, graphs, device, stress)
+                out = _package_outputs(model, graphs, device, stress, index)
             else:  # forces are autograd derivatives, even under no_grad
                 with torch.enable_grad(), precision_scope(current_policy(model)):
                     out = model(
@@ -249,6 +248,7 @@ def predict_batches(
                         compute_stress=stress,
                         create_graph=False,
                     )
+            index += len(chunk)
 
             yield (
                 chunk,
@@ -265,11 +265,25 @@ def predict_batches(
 
 
 def _package_outputs(
-    package: ExportedPotential, graphs: Sequence[Mapping[str, torch.Tensor]], device, stress: bool
+    package: ExportedPotential,
+    graphs: Sequence[Mapping[str, torch.Tensor]],
+    device: torch.device,
+    stress: bool,
+    first: int,
 ) -> dict[str, torch.Tensor]:
-    """Energy (n,), forces (n_atoms, 3) and with ``stress`` stress (n, 3, 3) of the graphs,
-    one package call each."""
-    outs = [package(batch_to(collate([g]), device), compute_stress=stress) for g in graphs]
+    """Energy (n,), forces (n_atoms, 3) and with ``stress`` stress (n, 3, 3) of the graphs
+    (structures ``first``, ``first + 1``, ... of the stream), one package call each.
+
+    Raises:
+        ValueError: a structure the package cannot run (too few atoms or neighbour pairs,
+            more atoms than its ``max_atoms``), its index in the stream named.
+    """
+    outs = []
+    for k, graph in enumerate(graphs):
+        try:
+            outs.append(package(batch_to(collate([graph]), device), compute_stress=stress))
+        except ValueError as err:
+            raise ValueError(f"structure {first + k}: {err}") from err
     names = (keys.ENERGY, keys.FORCES) + ((keys.STRESS,) if stress else ())
     return {name: torch.cat([out[name] for out in outs]) for name in names}
 
