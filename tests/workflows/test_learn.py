@@ -291,6 +291,8 @@ def test_config_errors_name_the_key(files, tmp_path):
         )
     with pytest.raises(ConfigError, match="selection.threshold"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, selection={"threshold": 0}))
+    with pytest.raises(ConfigError, match="md.walkers: must be >= 1"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, md={"structures": "x", "walkers": 0}))
     with pytest.raises(ConfigError, match="start.models"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, start={"models": "model.pt"}))
     three = [tmp_path / f"m{k}.pt" for k in range(3)]
