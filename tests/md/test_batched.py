@@ -49,7 +49,9 @@ def structures():
 
 @pytest.mark.parametrize("max_batch_atoms", [None, 10])
 def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_atoms):
+    """Each structure at its own temperature (its start velocities) equals its run alone."""
     frames = structures()
+    temperatures = [300.0, 400.0, 500.0, 600.0]
     paths = [tmp_path / f"batched_{k}.xyz" for k in range(len(frames))]
     batched = run_batched_md(
         frames,
@@ -58,7 +60,7 @@ def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_a
         n_steps=20,
         trajectory_paths=paths,
         max_batch_atoms=max_batch_atoms,  # 10: four states, one structure each
-        **RUN,
+        **{**RUN, "temperature_K": temperatures},
     )
     for k, atoms in enumerate(frames):
         alone = run_md(
@@ -66,10 +68,11 @@ def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_a
             EquiforceCalculator(model64),
             ensemble="nve",
             n_steps=20,
-            **{**RUN, "seed": 3 + k},
+            **{**RUN, "seed": 3 + k, "temperature_K": temperatures[k]},
         )
         mine = batched[k]
         assert mine.n_steps == 20 and mine.energy_drift is not None
+        assert mine.temperature_target_K == temperatures[k]
         for name in ("time_fs", "potential_energy", "kinetic_energy", "temperature_K"):
             np.testing.assert_allclose(
                 getattr(mine, name), getattr(alone, name), rtol=0, atol=1e-9, err_msg=name
@@ -85,17 +88,22 @@ def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_a
 
 
 def test_langevin_holds_the_temperature(emt_cu_model):
-    """Eight 32-atom Cu cells at 300 K: the second half's mean temperature is the target's
-    (a 10x weaker friction, a unit slip, gives ~284 K; the systems' spread ~2.5 K)."""
+    """Eight 32-atom Cu cells, a temperature each (four at 300 K, four at 600 K,
+    alternating): over the second half each four hold their own target (a 10x weaker
+    friction, a unit slip, gives ~284 K at 300 K; the systems' spread ~2.5 K)."""
     frames = []
     for seed in range(8):
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
         atoms.rattle(0.02, seed=seed)
         frames.append(atoms)
     settings = dict(temperature_K=300.0, timestep_fs=2.0, friction=0.05, log_interval=5)
-    results = run_batched_md(frames, emt_cu_model, n_steps=300, **settings)
+    ladder = {**settings, "temperature_K": [300.0, 600.0] * 4}
+    results = run_batched_md(frames, emt_cu_model, n_steps=300, **ladder)
     temperatures = np.array([result.temperature_K for result in results])  # (8, 61)
-    assert abs(temperatures[:, 30:].mean() - 300.0) < 10.0
+    assert abs(temperatures[0::2, 30:].mean() - 300.0) < 10.0
+    assert abs(temperatures[1::2, 30:].mean() - 600.0) < 20.0
+    with pytest.raises(ValueError, match="3 temperatures for 8 structures"):
+        run_batched_md(frames, emt_cu_model, n_steps=5, **{**settings, "temperature_K": [3.0] * 3})
     again = run_batched_md(frames[:2], emt_cu_model, n_steps=10, **settings)
     assert np.array_equal(
         again[0].temperature_K,
@@ -227,6 +235,15 @@ def test_cli_md_batched_runs_every_frame_and_resumes(model_file, tmp_path):
     summary = json.loads((out / "md_summary.json").read_text())
     assert summary["structures"][3]["n_steps"] == 9
     assert len(read(out / "md_0003.traj", ":")) == 4
+    ladder = ["md", model_file, str(tmp_path / "start.xyz"), "--steps", "2", "--log-interval", "1"]
+    ladder += ["--out", str(tmp_path / "ladder"), "--temperature", "100", "200", "300", "400"]
+    assert main([*ladder, "--batched"]) == 0
+    summary = json.loads((tmp_path / "ladder" / "md_summary.json").read_text())
+    targets = [s["temperature_target_K"] for s in summary["structures"]]
+    assert targets == [100.0, 200.0, 300.0, 400.0]
+    ladder[ladder.index("--out") + 1] = str(tmp_path / "refused")
+    assert main([*ladder[:-1], "--batched"]) == 2  # 3 temperatures for 4 frames
+    assert main(ladder) == 2  # one structure, several temperatures
 
 
 def committee_members():

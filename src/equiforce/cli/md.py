@@ -49,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "structure", help="starting structure, any ASE format (first frame; --batched: every frame)"
     )
     parser.add_argument("--ensemble", choices=("nvt", "nve", "npt"), default="nvt")
-    parser.add_argument("--temperature", type=float, default=300.0, help="K")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        nargs="+",
+        default=[300.0],
+        help="K (--batched: one for every frame, or one per frame)",
+    )
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
@@ -144,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.batched:
         return _run_batched(args, out, restart)
+    if len(args.temperature) != 1:
+        raise ValueError("--temperature: one value (one per frame with --batched)")
     atoms = read(args.structure, index=0)
     calculator = _calculator(args)
     watch = None
@@ -174,7 +182,7 @@ def _run_options(args: argparse.Namespace, restart: Path) -> dict:
     """The keyword arguments ``run_md`` and ``run_batched_md`` share, from the options."""
     return {
         "ensemble": args.ensemble,
-        "temperature_K": args.temperature,
+        "temperature_K": args.temperature[0] if len(args.temperature) == 1 else args.temperature,
         "timestep_fs": args.timestep,
         "n_steps": args.steps,
         "friction": args.friction,

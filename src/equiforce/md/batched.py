@@ -9,7 +9,8 @@ model call's memory); the states step in turn. Slabs (periodic along some axes o
 refused.
 
 Each structure gets what ``run_md`` gives one structure: structure k starts from the
-Maxwell–Boltzmann velocities ``run_md(seed=seed + k)`` draws (centre of mass at rest); it is
+Maxwell–Boltzmann velocities ``run_md(seed=seed + k)`` draws (centre of mass at rest) at its
+temperature (one for all, or one per structure: a thermostat of its own); it is
 sampled every ``log_interval`` steps, step 0 included, by the same ``Recorder`` (energies,
 temperature, bonds), its frames go to its own trajectory and its ``MDResult`` has the same
 figures. NVE is velocity Verlet as ASE's, so it equals ``run_md``'s NVE step for step to
@@ -90,6 +91,7 @@ class _Group:
         indices: the structures' positions in the input list.
         ptr: (len(indices) + 1,) first atom of each structure in the state, then the total.
         state: the TorchSim ``MDState``.
+        kT: (len(indices),) each structure's thermostat temperature, eV (ASE units).
         unwrapped: (n_atoms, 3) unwrapped positions, Å.
         spreads: a committee's ``force_uncertainty`` (n_atoms,) eV/Å and
             ``energy_uncertainty`` (n_systems,) eV of the state, or None (one model).
@@ -98,6 +100,7 @@ class _Group:
     indices: list[int]
     ptr: list[int]
     state: Any
+    kT: torch.Tensor
     unwrapped: torch.Tensor
     spreads: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -109,9 +112,11 @@ def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
     return model.force_uncertainty, model.energy_uncertainty
 
 
-def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]) -> _Group:
+def _new_group(
+    model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int], temperatures: Sequence[float]
+) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces."""
+    forces, and their temperatures (K, one per structure of ``atoms``)."""
     from torch_sim.integrators import MDState
 
     from equiforce.md.torchsim import atoms_to_state
@@ -132,7 +137,9 @@ def _new_group(model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int]
         atomic_numbers=state.atomic_numbers,
     )
     ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
-    return _Group(indices, ptr, state, state.positions.clone(), _spreads(model))
+    kT = units.kB * torch.tensor([temperatures[k] for k in indices], dtype=torch.float64)
+    kT = kT.to(model.device, model.dtype)
+    return _Group(indices, ptr, state, kT, state.positions.clone(), _spreads(model))
 
 
 def _without(group: _Group, stopped: set[int]) -> _Group | None:
@@ -149,6 +156,7 @@ def _without(group: _Group, stopped: set[int]) -> _Group | None:
         indices=[group.indices[j] for j in kept],
         ptr=np.cumsum([0] + sizes).tolist(),
         state=group.state[kept],
+        kT=group.kT[torch.tensor(kept, device=group.kT.device)],
         unwrapped=group.unwrapped[atoms_kept.to(group.unwrapped.device)],
     )
 
@@ -156,7 +164,7 @@ def _without(group: _Group, stopped: set[int]) -> _Group | None:
 def _advance(group: _Group, update, model: EquiforceModel) -> None:
     """One integrator step of the group; the unwrapped positions follow by minimum image."""
     before = group.state.positions.clone()
-    group.state = update(group.state)
+    group.state = update(group.state, kT=group.kT)
     group.spreads = _spreads(model)
     step = group.state.positions - before
     if group.state.pbc:  # undo the wrap: the displacement's nearest lattice image
@@ -200,15 +208,15 @@ def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: f
         watches[index].check(atoms[index], step, time_fs)
 
 
-def _integrator(model: EquiforceModel, ensemble: str, temperature_K, timestep_fs, friction):
-    """TorchSim's update function of ``ensemble``, its times, temperature and friction in
-    ASE's units."""
+def _integrator(model: EquiforceModel, ensemble: str, timestep_fs: float, friction: float):
+    """TorchSim's update function of ``ensemble``, its time step and friction in ASE's units
+    (each call is given its state's temperatures, ``kT``)."""
     import torch_sim as ts
 
     def scalar(value: float) -> torch.Tensor:
         return torch.tensor(value, dtype=model.dtype, device=model.device)
 
-    dt, kT = scalar(timestep_fs * units.fs), scalar(units.kB * temperature_K)
+    dt, kT = scalar(timestep_fs * units.fs), scalar(0.0)  # kT: given with each state
     if ensemble == "nvt":
         _, update = ts.nvt_langevin(model, dt=dt, kT=kT, gamma=scalar(friction / units.fs))
     else:
@@ -358,7 +366,7 @@ def run_batched_md(
     structures: Sequence[Atoms],
     model: EquiforceModel | Potential | str | os.PathLike,
     ensemble: str = "nvt",
-    temperature_K: float = 300.0,
+    temperature_K: float | Sequence[float] = 300.0,
     timestep_fs: float = 0.5,
     n_steps: int = 1000,
     friction: float = 0.01,
@@ -381,7 +389,8 @@ def run_batched_md(
             speed), or a ``Potential`` / model file (run as ``EquiforceModel(model,
             compute_stress=False)`` on the CPU).
         ensemble: ``"nvt"`` or ``"nve"``.
-        temperature_K: thermostat and initial-velocity temperature, K.
+        temperature_K: thermostat and initial-velocity temperature, K: one for all, or one
+            per structure (e.g. a temperature ladder of walkers).
         timestep_fs: time step, fs.
         n_steps: number of steps (all structures but those a watch stops).
         friction: Langevin friction, 1/fs (NVT only).
@@ -432,10 +441,11 @@ def run_batched_md(
     if not isinstance(model, EquiforceModel):
         model = EquiforceModel(model, compute_stress=False)
     _check_watches(watches, structures, model)
+    temperatures = _temperatures(temperature_K, len(structures))
     settings = _settings(
         structures,
         ensemble=ensemble,
-        temperature_K=temperature_K,
+        temperature_K=temperature_K if np.ndim(temperature_K) == 0 else temperatures,
         timestep_fs=timestep_fs,
         friction_per_fs=friction if ensemble == "nvt" else None,
         log_interval=log_interval,
@@ -453,7 +463,7 @@ def run_batched_md(
                 "structure with run_md"
             )
         frame.calc = None
-        thermalise(frame, temperature_K, np.random.default_rng(seed + k))
+        thermalise(frame, temperatures[k], np.random.default_rng(seed + k))
     if restart is None:
         indices = state_groups(atoms, max_batch_atoms, "run it with run_md")
     else:
@@ -463,9 +473,9 @@ def run_batched_md(
                 f"{restart.path}: the uncertainty watches stopped every structure of this run "
                 "(see the results' uncertainty summaries): there is nothing to resume"
             )
-    groups = [_new_group(model, atoms, group) for group in indices]
+    groups = [_new_group(model, atoms, group, temperatures) for group in indices]
     step = 0 if restart is None else restart.n_steps_done
-    update = _integrator(model, ensemble, temperature_K, timestep_fs, friction)
+    update = _integrator(model, ensemble, timestep_fs, friction)
     device = torch.device(model.device)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
@@ -545,20 +555,37 @@ def run_batched_md(
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
-    sampled = (ensemble, timestep_fs, temperature_K, None)
     for group in groups:  # the running structures end at the final state
         _put_frames(group, atoms)
     return [
         md_result(
             s.recorder,
             step if s.stopped_at is None else s.stopped_at,
-            sampled,
+            (ensemble, timestep_fs, temperature, None),
             path,
             wall_time,
             s.watch,
         )
-        for s, path in zip(run, paths, strict=True)
+        for s, path, temperature in zip(run, paths, temperatures, strict=True)
     ]
+
+
+def _temperatures(temperature_K: float | Sequence[float], n_structures: int) -> list[float]:
+    """One temperature (K) per structure from one for all or one each.
+
+    Raises:
+        ValueError: not one per structure, or one not positive.
+    """
+    if np.ndim(temperature_K) == 0:
+        temperatures = [float(temperature_K)] * n_structures
+    else:
+        temperatures = [float(t) for t in temperature_K]
+    if len(temperatures) != n_structures:
+        raise ValueError(f"{len(temperatures)} temperatures for {n_structures} structures")
+    for k, temperature in enumerate(temperatures):
+        if temperature <= 0:
+            raise ValueError(f"structure {k}: temperature {temperature} K, must be > 0")
+    return temperatures
 
 
 def _check_watches(watches, structures: Sequence[Atoms], model: EquiforceModel) -> None:
