@@ -2,7 +2,8 @@
 
 The toolkit every command's config uses (``train.config``, ``workflows.distill.config``, ...):
 ``build_section`` builds a dataclass from a mapping, recursing into nested dataclass fields,
-rejecting unknown keys and checking scalar types against the annotations; ``check_field``
+rejecting unknown keys and checking scalar types against the annotations (``X | tuple[X,
+...]``: one value, or a list converted to a tuple element by element); ``check_field``
 raises a ``ConfigError`` whose message starts with the key path (``training.lr: must be > 0``);
 ``read_yaml_config`` adds the file name and applies command-line overrides
 (``apply_overrides``: ``--set training.lr=0.01``), which are checked like the file's values.
@@ -75,8 +76,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if value is None:
             check_field(type(None) in args, path, "cannot be null")
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, path)
+        return _scalar_or_tuple(inner, value, path)
     if origin is Literal:
         check_field(value in args, path, f"must be one of {list(args)}, got {value!r}")
         return value
@@ -93,6 +96,19 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         check_field(isinstance(value, str), path, f"expected a string, got {value!r}")
         return value
     return value
+
+
+def _scalar_or_tuple(hints: list[Any], value: Any, path: str) -> Any:
+    """``value`` against ``X | tuple[X, ...]``: a list is converted element by element to a
+    tuple, anything else as an ``X``."""
+    sequences = [h for h in hints if typing.get_origin(h) is tuple]
+    scalars = [h for h in hints if h not in sequences]
+    if len(sequences) != 1 or len(scalars) != 1:
+        raise TypeError(f"{path}: unsupported annotation {hints} (X | tuple[X, ...] only)")
+    if not isinstance(value, (list, tuple)):
+        return _convert(scalars[0], value, path)
+    element = typing.get_args(sequences[0])[0]
+    return tuple(_convert(element, item, f"{path}[{k}]") for k, item in enumerate(value))
 
 
 def _as_float(value: Any, path: str) -> float:

@@ -246,15 +246,16 @@ def test_selection_takes_the_most_uncertain_frames_apart():
 
 
 def test_walkers_explore_several_starts_at_once(tmp_path, files):
-    """``md.walkers: 2``: round 1 runs both starts at once (batched MD), walker w from frame
-    w with the velocities of seed ``seed + 1 * 2 + w``, each with its own trajectory and
-    flagged frames; the labelled frames are flagged frames of their walker."""
+    """``md.walkers: 2`` at 600 and 900 K: round 1 runs both starts at once (batched MD),
+    walker w from frame w with the velocities of seed ``seed + 1 * 2 + w`` at its temperature,
+    each with its own trajectory and flagged frames; the labelled frames are flagged frames of
+    their walker."""
     pytest.importorskip("torch_sim")
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
     values = learn_dict(tmp_path / "out", files, max_rounds=1)
     values["training"]["max_epochs"] = 2
-    values["md"].update(walkers=2, n_steps=20)
+    values["md"].update(walkers=2, n_steps=20, temperature_K=[600.0, 900.0])
     values["selection"].update(threshold=0.006, max_frames=4, stop_after=6)
     one = learn(LearnConfig.from_dict(values)).rounds[1]
     md = tmp_path / "out" / "round_1" / "md"
@@ -264,7 +265,8 @@ def test_walkers_explore_several_starts_at_once(tmp_path, files):
         first = read(md / f"md_{w:04d}.traj", 0)
         np.testing.assert_allclose(first.positions, starts[w].positions, atol=1e-12)
         expected = starts[w].copy()
-        thermalize_momenta(expected, temperature_K=600.0, rng=np.random.default_rng(1 + 2 + w))
+        temperature = (600.0, 900.0)[w]
+        thermalize_momenta(expected, temperature_K=temperature, rng=np.random.default_rng(3 + w))
         Stationary(expected)
         np.testing.assert_allclose(first.get_momenta(), expected.get_momenta(), atol=1e-12)
         path = md / f"uncertain_{w:04d}.xyz"
@@ -293,6 +295,12 @@ def test_config_errors_name_the_key(files, tmp_path):
         LearnConfig.from_dict(learn_dict(tmp_path, files, selection={"threshold": 0}))
     with pytest.raises(ConfigError, match="md.walkers: must be >= 1"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, md={"structures": "x", "walkers": 0}))
+    ladder = {"structures": "x", "walkers": 2, "temperature_K": [300, "hot"]}
+    with pytest.raises(ConfigError, match=r"md.temperature_K\[1\]: expected a number"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, md=ladder))
+    ladder["temperature_K"] = [300, 600, 900]
+    with pytest.raises(ConfigError, match="3 temperatures for md.walkers = 2"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, md=ladder))
     with pytest.raises(ConfigError, match="start.models"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, start={"models": "model.pt"}))
     three = [tmp_path / f"m{k}.pt" for k in range(3)]

@@ -69,7 +69,8 @@ class LearnMDConfig:
             run at once through TorchSim (``equiforce.md.run_batched_md``, its BAOAB Langevin;
             the ``sim`` extra), each stopped by its own watch; their flagged frames are
             selected from together.
-        temperature_K: thermostat temperature, K.
+        temperature_K: thermostat (and start-velocity) temperature, K; or a list of one per
+            walker (a temperature ladder: the hotter walkers reach rarer structures).
         timestep_fs: time step, fs.
         n_steps: steps a round runs when nothing is uncertain.
         friction: Langevin friction, 1/fs.
@@ -78,7 +79,7 @@ class LearnMDConfig:
 
     structures: str
     walkers: int = 1
-    temperature_K: float = 300.0
+    temperature_K: float | tuple[float, ...] = 300.0
     timestep_fs: float = 1.0
     n_steps: int = 500
     friction: float = 0.02
@@ -88,7 +89,17 @@ class LearnMDConfig:
         p = "md"
         check_field(bool(self.structures), f"{p}.structures", "is required")
         check_field(self.walkers >= 1, f"{p}.walkers", "must be >= 1")
-        check_field(self.temperature_K > 0, f"{p}.temperature_K", "must be > 0")
+        temperatures = self.temperature_K
+        if isinstance(temperatures, tuple):
+            check_field(
+                len(temperatures) == self.walkers,
+                f"{p}.temperature_K",
+                f"{len(temperatures)} temperatures for md.walkers = {self.walkers}: give one, "
+                "or one per walker",
+            )
+        else:
+            temperatures = (temperatures,)
+        check_field(all(t > 0 for t in temperatures), f"{p}.temperature_K", "must be > 0")
         check_field(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
         check_field(self.n_steps >= 1, f"{p}.n_steps", "must be >= 1")
         check_field(self.friction > 0, f"{p}.friction", "must be > 0")
@@ -145,9 +156,7 @@ class SelectionConfig:
             f"{p}.calibration",
             "must be null, one-scale or per-species",
         )
-        check_field(
-            self.strategy in STRATEGIES, f"{p}.strategy", "must be uncertainty or random"
-        )
+        check_field(self.strategy in STRATEGIES, f"{p}.strategy", "must be uncertainty or random")
 
 
 @dataclass(frozen=True)

@@ -330,9 +330,12 @@ def _explore(
 
     watches = [watch(w) for w in range(len(starts))]
     paths = [folder / (f"md_{w:04d}.traj" if several else "md.traj") for w in range(len(starts))]
+    temperature = md.temperature_K  # one, or one per walker
+    if not several and isinstance(temperature, tuple):
+        (temperature,) = temperature
     run = {
         "ensemble": "nvt",
-        "temperature_K": md.temperature_K,
+        "temperature_K": temperature,
         "timestep_fs": md.timestep_fs,
         "n_steps": md.n_steps,
         "friction": md.friction,
