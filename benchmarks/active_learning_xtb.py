@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=4, help="active-learning rounds")
     p.add_argument("--md-steps", type=int, default=400, help="MD steps per round")
     p.add_argument("--timestep-fs", type=float, default=0.5)
-    p.add_argument("--temperature", type=float, default=500.0, help="exploration MD, K")
+    p.add_argument("--temperature", type=float, nargs="+", default=[500.0],
+                   help="exploration MD, K: one, or one per walker (md.temperature_K)")
     p.add_argument("--threshold", type=float, default=0.1, help="force spread, eV/Å")
     p.add_argument("--max-frames", type=int, default=10, help="frames labelled per round")
     p.add_argument("--min-separation", type=int, default=10, help="steps between labelled frames")
@@ -174,7 +175,7 @@ def learn_values(args: argparse.Namespace, files: dict[str, Path], out: Path) ->
         "committee": {"size": args.size, "workers": args.workers, "threads_per_worker": 1},
         "md": {
             "structures": str(files["starts"]),
-            "temperature_K": args.temperature,
+            "temperature_K": args.temperature if len(args.temperature) > 1 else args.temperature[0],
             "timestep_fs": args.timestep_fs,
             "n_steps": args.md_steps,
             "log_interval": min(10, args.md_steps),
