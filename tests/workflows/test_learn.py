@@ -272,6 +272,9 @@ def test_walkers_explore_several_starts_at_once(tmp_path, files):
         path = md / f"uncertain_{w:04d}.xyz"
         flagged.append(read(path, ":") if path.stat().st_size else [])
     assert one["n_flagged"] == sum(len(f) for f in flagged) >= 2
+    walkers = one["md"]["walkers"]  # each walker's figures in the round's record
+    assert [w["n_flagged"] for w in walkers] == [len(f) for f in flagged]
+    assert [w["temperature_target_K"] for w in walkers] == [600.0, 900.0]
     selected = read(tmp_path / "out" / "round_1" / "selected.xyz", ":")
     assert len(selected) == len(one["selected_walkers"])
     assert set(one["selected_walkers"]) == {0, 1}  # both walkers flagged (6 each, stopped)

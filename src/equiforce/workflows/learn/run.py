@@ -362,15 +362,18 @@ def _explore(
         figures = result.summary()
     atomic_write_text(json.dumps(figures, indent=2) + "\n", folder / "md_summary.json")
     summaries = [result.summary() for result in results]
-    return (
-        watches,
-        paths,
-        {
-            "n_steps": max(s["n_steps"] for s in summaries),
-            "temperature_mean_K": float(np.mean([s["temperature_mean_K"] for s in summaries])),
-            "bond_broken": any(s["bond_broken"] for s in summaries),
-        },
-    )
+    record = {
+        "n_steps": max(s["n_steps"] for s in summaries),
+        "temperature_mean_K": float(np.mean([s["temperature_mean_K"] for s in summaries])),
+        "bond_broken": any(s["bond_broken"] for s in summaries),
+    }
+    if several:  # each walker's own figures
+        keys = ("n_steps", "temperature_target_K", "temperature_mean_K", "bond_broken")
+        record["walkers"] = [
+            {**{key: s[key] for key in keys}, "n_flagged": s["uncertainty"]["n_flagged"]}
+            for s in summaries
+        ]
+    return watches, paths, record
 
 
 def _threshold_below_spread(summary, n_steps: int) -> bool:
