@@ -19,6 +19,7 @@ from ase.io import read, write  # noqa: E402
 from equiforce.cli.main import main  # noqa: E402
 from equiforce.md import CommitteeCalculator, EquiforceCalculator, run_md  # noqa: E402
 from equiforce.md.batched import run_batched_md  # noqa: E402
+from equiforce.md.dynamics import NPTSettings  # noqa: E402
 from equiforce.md.torchsim import (  # noqa: E402
     CommitteeModel,
     EquiforceModel,
@@ -204,11 +205,59 @@ def test_states_group_structures_by_kind_and_size():
         state_groups(frames, 0, "")
 
 
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_berendsen_npt_equals_run_md_structure_by_structure(model64, tmp_path, anisotropic):
+    """Berendsen NPT of two cells in one state (at 1 GPa, strong couplings so that the cells
+    move in 20 steps): each structure's volumes, pressures, temperatures, last cell and
+    positions equal its ``run_md`` NPT alone (ASE's ``NPTBerendsen`` /
+    ``Inhomogeneous_NPTBerendsen``); killed in step 8 and resumed, the same to the bit."""
+    frames = [make_fcc_cu(repeat=2, seed=1), make_triclinic_cu(seed=4)]
+    npt = NPTSettings(
+        pressure_GPa=1.0,
+        barostat="berendsen",
+        anisotropic=anisotropic,
+        barostat_time_fs=50.0,
+        thermostat_time_fs=20.0,
+        compressibility_per_GPa=0.05,
+    )
+    settings = dict(RUN, ensemble="npt", n_steps=20, npt=npt)
+    restart = dict(restart_path=tmp_path / "whole.npz", restart_every=5)
+    batched = run_batched_md(frames, model64, **settings, **restart)
+    for k, atoms in enumerate(frames):
+        alone = run_md(atoms, EquiforceCalculator(model64), **{**settings, "seed": 3 + k})
+        mine = batched[k]
+        assert mine.npt == npt and alone.volume_A3[-1] > alone.volume_A3[0] + 0.1
+        for name in ("volume_A3", "pressure_GPa", "temperature_K", "potential_energy"):
+            np.testing.assert_allclose(
+                getattr(mine, name), getattr(alone, name), rtol=1e-12, atol=1e-9, err_msg=name
+            )
+        final, reference = mine.final_atoms, alone.final_atoms
+        np.testing.assert_allclose(final.cell.array, reference.cell.array, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
+    # one state: a call at the start, two a step; the restart file of step 5
+    model = _killed_after(EquiforceModel(model64), calls=1 + 2 * 7)
+    killed = dict(restart_path=tmp_path / "killed.npz", restart_every=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_batched_md(frames, model, **settings, **killed)
+    resumed = run_batched_md(frames, model64, **settings, **killed, resume=True)
+    for a, b in zip(batched, resumed, strict=True):
+        assert np.array_equal(a.volume_A3, b.volume_A3)
+        assert np.array_equal(a.final_atoms.cell.array, b.final_atoms.cell.array)
+        assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
+
+
 def test_what_batched_md_cannot_run_is_refused(model64):
     with pytest.raises(ValueError, match=r"structure 1 \(.*\) has pbc \[True, True, False\]"):
         run_batched_md([make_molecule(), make_slab()], model64, n_steps=2, log_interval=1)
-    with pytest.raises(ValueError, match="batched MD runs nvt or nve, got 'npt'"):
-        run_batched_md([make_fcc_cu()], model64, ensemble="npt", n_steps=2, log_interval=1)
+    with pytest.raises(ValueError, match="ensemble must be 'nvt', 'nve' or 'npt', got 'muvt'"):
+        run_batched_md([make_fcc_cu()], model64, ensemble="muvt", n_steps=2, log_interval=1)
+    npt = dict(ensemble="npt", n_steps=2, log_interval=1)
+    with pytest.raises(ValueError, match="Berendsen barostat .* got 'mtk'"):
+        run_batched_md([make_fcc_cu()], model64, npt=NPTSettings(barostat="mtk"), **npt)
+    with pytest.raises(ValueError, match=r"structure 1 \(CH4\) has pbc .*: NPT needs cells"):
+        run_batched_md([make_fcc_cu(), make_molecule("CH4")], model64, **npt)
+    with pytest.raises(ValueError, match="batched NPT needs the stress"):
+        run_batched_md([make_fcc_cu()], EquiforceModel(model64, compute_stress=False), **npt)
     fixed = make_fcc_cu()
     fixed.set_constraint(FixAtoms([0]))
     with pytest.raises(ValueError, match="structure 0 .* has constraints"):
@@ -244,6 +293,21 @@ def test_cli_md_batched_runs_every_frame_and_resumes(model_file, tmp_path):
     ladder[ladder.index("--out") + 1] = str(tmp_path / "refused")
     assert main([*ladder[:-1], "--batched"]) == 2  # 3 temperatures for 4 frames
     assert main(ladder) == 2  # one structure, several temperatures
+
+
+def test_cli_md_batched_npt(model_file, tmp_path, capsys):
+    """``md --batched --ensemble npt --barostat berendsen``: volume and pressure per
+    structure; MTK (the NPT default) is refused naming --barostat berendsen."""
+    write(tmp_path / "cells.xyz", [make_fcc_cu(repeat=1, seed=1), make_triclinic_cu(seed=4)])
+    argv = ["md", model_file, str(tmp_path / "cells.xyz"), "--batched", "--ensemble", "npt"]
+    argv += ["--steps", "4", "--log-interval", "2", "--out", str(tmp_path / "npt")]
+    assert main(argv) == 2
+    assert "--barostat berendsen" in capsys.readouterr().err
+    assert main([*argv, "--barostat", "berendsen", "--pressure", "2"]) == 0
+    assert "V0 -> mean V" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "npt" / "md_summary.json").read_text())
+    for row in summary["structures"]:
+        assert row["pressure_target_GPa"] == 2.0 and len(row["volume_A3"]) == 3
 
 
 def committee_members():

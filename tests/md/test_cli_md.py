@@ -53,7 +53,7 @@ def test_cli_md_writes_trajectory_summary_and_plot(model_file, tmp_path, capsys)
 
 def test_cli_md_defaults():
     args = parse(["model.pt", "start.xyz"])
-    assert (args.ensemble, args.temperature, args.timestep) == ("nvt", 300.0, 0.5)
+    assert (args.ensemble, args.temperature, args.timestep) == ("nvt", [300.0], 0.5)
     assert (args.steps, args.friction, args.seed) == (1000, 0.01, 0)
 
 

@@ -8,8 +8,9 @@ Every ``--restart-every`` steps the run's state goes to ``md_restart.npz`` in ``
 ``--resume`` continues that run exactly (after a kill, or to extend it with a larger
 ``--steps``), and a new run into a folder that holds one is refused.
 
-``--batched`` runs every frame of STRUCTURE at once through TorchSim (NVT or NVE, one model
-call per step for the whole batch): one trajectory per structure (``md_0000.traj``, ...), a
+``--batched`` runs every frame of STRUCTURE at once through TorchSim (NVT, NVE or Berendsen
+NPT; one model call per step for the whole batch): one trajectory per structure
+(``md_0000.traj``, ...), a
 summary row per structure, ``--resume`` as above (``equiforce.md.batched``); with a committee,
 each structure's uncertain frames go to ``uncertain_0000.xyz``, ... and ``stop`` ends that
 structure's MD while the others run on.
@@ -114,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batched",
         action="store_true",
         help="run every frame of STRUCTURE at once through TorchSim, one model call per step "
-        "(NVT/NVE, one model; needs equiforce[sim]); trajectories md_0000.traj, ...",
+        "(NVT, NVE, Berendsen NPT; needs equiforce[sim]); trajectories md_0000.traj, ...",
     )
     add_batch_atoms_option(parser)
     add_device_option(parser)
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     if args.batched:
-        return _run_batched(args, out, restart)
+        return _run_batched(args, out, restart, npt)
     if len(args.temperature) != 1:
         raise ValueError("--temperature: one value (one per frame with --batched)")
     atoms = read(args.structure, index=0)
@@ -195,8 +196,9 @@ def _run_options(args: argparse.Namespace, restart: Path) -> dict:
     }
 
 
-def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
-    """``--batched``: every frame of ``args.structure`` through ``run_batched_md``."""
+def _run_batched(args: argparse.Namespace, out: Path, restart: Path, npt) -> int:
+    """``--batched``: every frame of ``args.structure`` through ``run_batched_md`` (``npt``:
+    the ``NPTSettings`` of ``--ensemble npt``, else None)."""
     from ase.io import read
 
     from equiforce.files import atomic_write_text
@@ -209,7 +211,8 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
         raise ValueError("--batched runs the model eagerly: drop --compile")
     committee = len(args.model) > 1 or Path(args.model[0]).is_dir()
     structures = read(args.structure, index=":")
-    options = {"device": args.device, "precision": args.precision, "compute_stress": False}
+    stress = npt is not None  # the barostat's input
+    options = {"device": args.device, "precision": args.precision, "compute_stress": stress}
     if committee:
         model = CommitteeModel.from_paths(args.model, **options)
     else:
@@ -231,6 +234,7 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path) -> int:
         trajectory_paths=paths,
         max_batch_atoms=args.max_batch_atoms,
         watches=watches,
+        npt=npt,
         **_run_options(args, restart),
     )
     formulas = [atoms.get_chemical_formula() for atoms in structures]

@@ -1,8 +1,9 @@
 """Batched MD of many structures at once through TorchSim: ``run_batched_md``.
 
-Every structure of a list runs its own NVT (Langevin) or NVE (velocity Verlet) MD, all of
-them advancing together: each step is one model call on the whole batch
-(``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update. TorchSim 0.3
+Every structure of a list runs its own NVT (Langevin), NVE (velocity Verlet) or Berendsen
+NPT MD, all of them advancing together: each step is one model call on the whole batch
+(``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update (NPT: two calls
+and ``equiforce.md.batched_npt``'s step, ASE's ``NPTBerendsen`` for every cell). TorchSim 0.3
 keeps one ``pbc`` flag per state, so 3D-periodic and non-periodic structures form separate
 states, and each kind is split into states of at most ``max_batch_atoms`` atoms (bounding a
 model call's memory); the states step in turn. Slabs (periodic along some axes only) are
@@ -43,20 +44,23 @@ arrays, trajectory length, watch, and the step and final frame of a stopped one)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.files import atomic_write
+from equiforce.md.batched_npt import BerendsenCoupling, berendsen_npt_step
 from equiforce.md.report import MDResult
 from equiforce.md.restart import (
     RESTART_FORMAT,
@@ -75,11 +79,11 @@ from equiforce.md.sampling import (
 )
 
 if TYPE_CHECKING:
+    from equiforce.md.dynamics import NPTSettings
     from equiforce.md.torchsim import EquiforceModel
     from equiforce.md.uncertainty import UncertaintyWatch
     from equiforce.models.potential import Potential
 
-BATCHED_ENSEMBLES = ("nvt", "nve")
 DEFAULT_BATCH_ATOMS = 5000  # atoms of one model call: batching's gain saturates well below
 
 
@@ -95,6 +99,8 @@ class _Group:
         unwrapped: (n_atoms, 3) unwrapped positions, Å.
         spreads: a committee's ``force_uncertainty`` (n_atoms,) eV/Å and
             ``energy_uncertainty`` (n_systems,) eV of the state, or None (one model).
+        stress: (n_systems, 3, 3) stress of the current positions, eV/Å^3 (ASE sign, no
+            kinetic part), where the model computes it (NPT), else None.
     """
 
     indices: list[int]
@@ -103,6 +109,7 @@ class _Group:
     kT: torch.Tensor
     unwrapped: torch.Tensor
     spreads: tuple[np.ndarray, np.ndarray] | None = None
+    stress: torch.Tensor | None = None
 
 
 def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
@@ -113,10 +120,15 @@ def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _new_group(
-    model: EquiforceModel, atoms: Sequence[Atoms], indices: list[int], temperatures: Sequence[float]
+    model: EquiforceModel,
+    atoms: Sequence[Atoms],
+    indices: list[int],
+    temperatures: Sequence[float],
+    with_stress: bool,
 ) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces, and their temperatures (K, one per structure of ``atoms``)."""
+    forces (``with_stress``, NPT: and stresses), and their temperatures (K, one per structure
+    of ``atoms``)."""
     from torch_sim.integrators import MDState
 
     from equiforce.md.torchsim import atoms_to_state
@@ -139,7 +151,8 @@ def _new_group(
     ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
     kT = units.kB * torch.tensor([temperatures[k] for k in indices], dtype=torch.float64)
     kT = kT.to(model.device, model.dtype)
-    return _Group(indices, ptr, state, kT, state.positions.clone(), _spreads(model))
+    stress = out["stress"] if with_stress else None
+    return _Group(indices, ptr, state, kT, state.positions.clone(), _spreads(model), stress)
 
 
 def _without(group: _Group, stopped: set[int]) -> _Group | None:
@@ -152,19 +165,21 @@ def _without(group: _Group, stopped: set[int]) -> _Group | None:
         return None
     atoms_kept = torch.cat([torch.arange(group.ptr[j], group.ptr[j + 1]) for j in kept])
     sizes = [group.ptr[j + 1] - group.ptr[j] for j in kept]
+    systems = torch.tensor(kept, device=group.kT.device)
     return _Group(
         indices=[group.indices[j] for j in kept],
         ptr=np.cumsum([0] + sizes).tolist(),
         state=group.state[kept],
-        kT=group.kT[torch.tensor(kept, device=group.kT.device)],
+        kT=group.kT[systems],
         unwrapped=group.unwrapped[atoms_kept.to(group.unwrapped.device)],
+        stress=None if group.stress is None else group.stress[systems],
     )
 
 
-def _advance(group: _Group, update, model: EquiforceModel) -> None:
+def _advance(group: _Group, integrate: Callable[[_Group], None], model: EquiforceModel) -> None:
     """One integrator step of the group; the unwrapped positions follow by minimum image."""
     before = group.state.positions.clone()
-    group.state = update(group.state, kT=group.kT)
+    integrate(group)
     group.spreads = _spreads(model)
     step = group.state.positions - before
     if group.state.pbc:  # undo the wrap: the displacement's nearest lattice image
@@ -174,13 +189,21 @@ def _advance(group: _Group, update, model: EquiforceModel) -> None:
     group.unwrapped += step
 
 
-def _set_frame(frame: Atoms, positions, momenta, energy: float, forces) -> None:
-    """Give ``frame`` these positions (Å), momenta (ASE units), and energy (eV) and forces
-    (eV/Å) as a single-point calculator's."""
+def _set_frame(
+    frame: Atoms, positions, momenta, energy: float, forces, cell=None, stress=None
+) -> None:
+    """Give ``frame`` these positions (Å), momenta (ASE units), cell ((3, 3) rows, Å; None:
+    kept), and energy (eV), forces (eV/Å) and stress ((3, 3) eV/Å^3 or None) as a
+    single-point calculator's."""
     frame.calc = None
+    if cell is not None:
+        frame.set_cell(cell)
     frame.arrays["positions"][:] = positions
     frame.set_momenta(momenta, apply_constraint=False)
-    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=forces)
+    results = {"energy": float(energy), "forces": forces}
+    if stress is not None:
+        results["stress"] = full_3x3_to_voigt_6_stress(stress)
+    frame.calc = SinglePointCalculator(frame, **results)
 
 
 def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
@@ -191,9 +214,21 @@ def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
     momenta = state.momenta.detach().cpu().to(torch.float64).numpy()
     forces = state.forces.detach().cpu().to(torch.float64).numpy()
     energy = state.energy.detach().cpu().to(torch.float64).numpy()
+    cells = (
+        state.cell.detach().cpu().to(torch.float64).transpose(1, 2).numpy() if state.pbc else None
+    )
+    stress = None if group.stress is None else group.stress.detach().cpu().to(torch.float64).numpy()
     for j, index in enumerate(group.indices):
         a, b = group.ptr[j], group.ptr[j + 1]
-        _set_frame(atoms[index], positions[a:b], momenta[a:b], energy[j], forces[a:b])
+        _set_frame(
+            atoms[index],
+            positions[a:b],
+            momenta[a:b],
+            energy[j],
+            forces[a:b],
+            None if cells is None else cells[j],
+            None if stress is None else stress[j],
+        )
 
 
 def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: float) -> None:
@@ -208,10 +243,33 @@ def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: f
         watches[index].check(atoms[index], step, time_fs)
 
 
-def _integrator(model: EquiforceModel, ensemble: str, timestep_fs: float, friction: float):
-    """TorchSim's update function of ``ensemble``, its time step and friction in ASE's units
-    (each call is given its state's temperatures, ``kT``)."""
+def _integrator(
+    model: EquiforceModel,
+    ensemble: str,
+    timestep_fs: float,
+    friction: float,
+    npt: NPTSettings | None,
+) -> Callable[[_Group], None]:
+    """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet (time step
+    and friction in ASE's units, each group's temperatures ``kT``), or Berendsen NPT
+    (``equiforce.md.batched_npt``)."""
     import torch_sim as ts
+
+    if ensemble == "npt":
+        coupling = BerendsenCoupling(
+            dt=timestep_fs * units.fs,
+            taut=npt.thermostat_time_fs * units.fs,
+            taup=npt.barostat_time_fs * units.fs,
+            compressibility=npt.compressibility_per_GPa / units.GPa,
+            pressure=npt.pressure_GPa * units.GPa,
+            anisotropic=npt.anisotropic,
+        )
+
+        def berendsen(group: _Group) -> None:
+            args = (group.state, group.stress, group.kT, model, coupling)
+            group.state, group.stress = berendsen_npt_step(*args)
+
+        return berendsen
 
     def scalar(value: float) -> torch.Tensor:
         return torch.tensor(value, dtype=model.dtype, device=model.device)
@@ -221,7 +279,11 @@ def _integrator(model: EquiforceModel, ensemble: str, timestep_fs: float, fricti
         _, update = ts.nvt_langevin(model, dt=dt, kT=kT, gamma=scalar(friction / units.fs))
     else:
         _, update = ts.nve(model, dt=dt, kT=kT)
-    return update
+
+    def torchsim(group: _Group) -> None:
+        group.state = update(group.state, kT=group.kT)
+
+    return torchsim
 
 
 def _generator_state(device: torch.device) -> torch.Tensor:
@@ -305,11 +367,17 @@ def _save(
             ("momenta", state.momenta),
             ("energy", state.energy),
             ("forces", state.forces),
+            ("cell", state.cell),
             ("unwrapped", group.unwrapped),
         ):
             arrays[f"group{g}.{name}"] = value.detach().cpu().numpy()
+        if group.stress is not None:
+            arrays[f"group{g}.stress"] = group.stress.detach().cpu().numpy()
     for k, structure in enumerate(structures):
-        arrays[f"rows.{k}"] = np.array(structure.recorder.rows, dtype=np.float64).reshape(-1, 4)
+        recorder = structure.recorder
+        arrays[f"rows.{k}"] = np.array(recorder.rows, dtype=np.float64).reshape(-1, 4)
+        if recorder.cell_rows is not None:  # NPT: volume, pressure
+            arrays[f"cell_rows.{k}"] = np.array(recorder.cell_rows, dtype=np.float64).reshape(-1, 2)
         arrays.update(numeric_state(structure.recorder.bonds, f"bonds.{k}"))
         if structure.watch is not None:
             state = structure.watch.state()
@@ -320,6 +388,9 @@ def _save(
             arrays[f"final.{k}.momenta"] = atoms.get_momenta()
             arrays[f"final.{k}.energy"] = np.array(atoms.get_potential_energy())
             arrays[f"final.{k}.forces"] = atoms.get_forces()
+            arrays[f"final.{k}.cell"] = atoms.cell.array
+            if "stress" in atoms.calc.results:
+                arrays[f"final.{k}.stress"] = atoms.get_stress(voigt=False)
     arrays["meta"] = np.array(json.dumps(meta))
     return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
@@ -342,12 +413,17 @@ def _restore(
     arrays = restart.arrays
     for g, group in enumerate(groups):
         state = group.state
-        for name in ("positions", "momenta", "energy", "forces"):
+        for name in ("positions", "momenta", "energy", "forces", "cell"):
             saved = torch.as_tensor(arrays[f"group{g}.{name}"])
             setattr(state, name, saved.to(device, getattr(state, name).dtype))
         group.unwrapped = torch.as_tensor(arrays[f"group{g}.unwrapped"]).to(device)
+        if group.stress is not None:
+            group.stress = torch.as_tensor(arrays[f"group{g}.stress"]).to(device)
     for k, structure in enumerate(structures):
         structure.recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
+        if structure.recorder.cell_rows is not None:
+            rows = arrays[f"cell_rows.{k}"].tolist()
+            structure.recorder.cell_rows = [tuple(row) for row in rows]
         put_numeric_state(structure.recorder.bonds, f"bonds.{k}", arrays)
         if structure.watch is not None:
             prefix = f"watch.{k}."
@@ -356,9 +432,11 @@ def _restore(
             )
         if arrays["stopped_at"][k] >= 0:
             structure.stopped_at = int(arrays["stopped_at"][k])
-            final = [arrays[f"final.{k}.{name}"] for name in ("positions", "momenta")]
-            energy, forces = arrays[f"final.{k}.energy"], arrays[f"final.{k}.forces"]
-            _set_frame(structure.atoms, *final, energy, forces)
+            final = [
+                arrays.get(f"final.{k}.{name}")
+                for name in ("positions", "momenta", "energy", "forces", "cell", "stress")
+            ]
+            _set_frame(structure.atoms, *final)
     _set_generator_state(device, torch.as_tensor(arrays["generator"]))
 
 
@@ -379,8 +457,10 @@ def run_batched_md(
     resume: bool = False,
     max_batch_atoms: int | None = DEFAULT_BATCH_ATOMS,
     watches: Sequence[UncertaintyWatch] | None = None,
+    npt: NPTSettings | None = None,
 ) -> list[MDResult]:
-    """Run NVT (Langevin) or NVE MD of every structure at once (module docstring).
+    """Run NVT (Langevin), NVE or Berendsen NPT MD of every structure at once (module
+    docstring).
 
     Args:
         structures: the starting structures (not modified), each 3D-periodic or
@@ -388,7 +468,8 @@ def run_batched_md(
         model: an ``EquiforceModel`` (its device, dtype and precision; keep its stress off for
             speed), or a ``Potential`` / model file (run as ``EquiforceModel(model,
             compute_stress=False)`` on the CPU).
-        ensemble: ``"nvt"`` or ``"nve"``.
+        ensemble: ``"nvt"``, ``"nve"`` or ``"npt"`` (3D-periodic cells; Berendsen,
+            ``equiforce.md.batched_npt``).
         temperature_K: thermostat and initial-velocity temperature, K: one for all, or one
             per structure (e.g. a temperature ladder of walkers).
         timestep_fs: time step, fs.
@@ -412,13 +493,17 @@ def run_batched_md(
             watches of one setting), checking every step's committee force spread; one that
             stops its run ends its structure's MD there. Each result carries its watch's
             summary.
+        npt: the NPT coupling (``ensemble="npt"``; ``barostat="berendsen"``, the default
+            here; pressure, times, compressibility, anisotropic as ``run_md``'s). The model
+            must compute the stress.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
         ``wall_time_s``: the whole batch's).
 
     Raises:
-        ValueError: an ensemble other than NVT/NVE, a slab, a structure with constraints, bad
+        ValueError: an ensemble other than NVT/NVE/NPT, MTK NPT, a non-periodic structure in
+            NPT, a model without stress in NPT, a slab, a structure with constraints, bad
             step counts, or a resumed call that differs from the run or whose structures have
             all stopped.
     """
@@ -427,11 +512,7 @@ def run_batched_md(
     from equiforce.md.torchsim import EquiforceModel, state_groups
 
     check_md_arguments(ensemble, n_steps, log_interval, friction)
-    if ensemble not in BATCHED_ENSEMBLES:
-        raise ValueError(
-            f"batched MD runs {' or '.join(BATCHED_ENSEMBLES)}, got {ensemble!r}: run NPT one "
-            "structure at a time (run_md)"
-        )
+    npt = _check_npt(ensemble, npt, structures)
     if restart_every < 1:
         raise ValueError(f"restart_every must be >= 1, got {restart_every}")
     if trajectory_paths is not None and len(trajectory_paths) != len(structures):
@@ -439,7 +520,9 @@ def run_batched_md(
             f"{len(trajectory_paths)} trajectory paths for {len(structures)} structures"
         )
     if not isinstance(model, EquiforceModel):
-        model = EquiforceModel(model, compute_stress=False)
+        model = EquiforceModel(model, compute_stress=npt is not None)
+    if npt is not None and not model.compute_stress:
+        raise ValueError("batched NPT needs the stress: a model with compute_stress=True")
     _check_watches(watches, structures, model)
     temperatures = _temperatures(temperature_K, len(structures))
     settings = _settings(
@@ -452,6 +535,7 @@ def run_batched_md(
         seed=seed,
         max_batch_atoms=max_batch_atoms,
         uncertainty_watch=watches[0].settings() if watches else None,
+        npt=None if npt is None else dataclasses.asdict(npt),
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = [frame.copy() for frame in structures]
@@ -473,9 +557,9 @@ def run_batched_md(
                 f"{restart.path}: the uncertainty watches stopped every structure of this run "
                 "(see the results' uncertainty summaries): there is nothing to resume"
             )
-    groups = [_new_group(model, atoms, group, temperatures) for group in indices]
+    groups = [_new_group(model, atoms, g, temperatures, npt is not None) for g in indices]
     step = 0 if restart is None else restart.n_steps_done
-    update = _integrator(model, ensemble, timestep_fs, friction)
+    integrate = _integrator(model, ensemble, timestep_fs, friction, npt)
     device = torch.device(model.device)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
@@ -487,7 +571,7 @@ def run_batched_md(
         run = [
             _Structure(
                 frame,
-                Recorder(frame, lambda: step * timestep_fs),
+                Recorder(frame, lambda: step * timestep_fs, track_cell=npt is not None),
                 stack.enter_context(
                     trajectory_writer(
                         path,
@@ -544,7 +628,7 @@ def run_batched_md(
             check_spreads()
         while step < n_steps and groups:
             for group in groups:
-                _advance(group, update, model)
+                _advance(group, integrate, model)
             step += 1
             bar.update(1)
             if step % log_interval == 0:
@@ -561,13 +645,44 @@ def run_batched_md(
         md_result(
             s.recorder,
             step if s.stopped_at is None else s.stopped_at,
-            (ensemble, timestep_fs, temperature, None),
+            (ensemble, timestep_fs, temperature, npt),
             path,
             wall_time,
             s.watch,
         )
         for s, path, temperature in zip(run, paths, temperatures, strict=True)
     ]
+
+
+def _check_npt(
+    ensemble: str, npt: NPTSettings | None, structures: Sequence[Atoms]
+) -> NPTSettings | None:
+    """The NPT coupling of a batched run (None unless ``ensemble`` is ``"npt"``).
+
+    Raises:
+        ValueError: NPT settings without NPT, the MTK barostat, or a structure not periodic
+            in 3D (named).
+    """
+    from equiforce.md.dynamics import NPTSettings
+
+    if ensemble != "npt":
+        if npt is not None:
+            raise ValueError(f"NPT settings given for ensemble {ensemble!r}")
+        return None
+    npt = npt or NPTSettings(barostat="berendsen")
+    if npt.barostat != "berendsen":
+        raise ValueError(
+            f"batched NPT runs the Berendsen barostat (--barostat berendsen), got "
+            f"{npt.barostat!r}: run MTK (which samples the NPT ensemble) one structure at a "
+            "time (run_md), or equilibrate many at once with Berendsen"
+        )
+    for k, frame in enumerate(structures):
+        if not frame.pbc.all():
+            raise ValueError(
+                f"structure {k} ({frame.get_chemical_formula()}) has pbc {frame.pbc.tolist()}: "
+                "NPT needs cells periodic in 3D"
+            )
+    return npt
 
 
 def _temperatures(temperature_K: float | Sequence[float], n_structures: int) -> list[float]:

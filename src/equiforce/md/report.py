@@ -196,14 +196,17 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
 
 def format_batched_summary(results: Sequence[MDResult], formulas: Sequence[str]) -> str:
     """One row per structure of a batched run (``run_batched_md``): temperature, NVE drift,
-    bonds (with committee watches: the largest force spread, the frames flagged and the steps
-    run, fewer where a watch stopped the structure); then the batch's wall time and steps per
-    second."""
+    bonds (NPT: start and mean volume, mean pressure; with committee watches: the largest
+    force spread, the frames flagged and the steps run, fewer where a watch stopped the
+    structure); then the batch's wall time and steps per second."""
     watched = results[0].uncertainty is not None
+    barostat = results[0].npt is not None
     header = (
         f"{'#':>4}  {'formula':<12}{'atoms':>6}  {'T (K)':>15}  {'drift meV/atom/ps':>18}"
         f"  {'max bond dev Å':>14}  {'broken':>9}"
     )
+    if barostat:
+        header += f"  {'V0 -> mean V (Å^3)':>20}  {'P (GPa)':>15}"
     if watched:
         header += f"  {'max spread eV/Å':>15}  {'flagged':>7}  {'steps':>6}"
     lines = [header]
@@ -215,6 +218,10 @@ def format_batched_summary(results: Sequence[MDResult], formulas: Sequence[str])
             f"{index:>4}  {formula:<12}{result.n_atoms:>6}  {temperature:>15}  {drift:>18}"
             f"  {result.bonds.max_deviation:>14.4f}  {broken:>9}"
         )
+        if barostat:
+            volume = f"{result.volume_A3[0]:.1f} -> {np.mean(result.volume_A3):.1f}"
+            pressure = f"{np.mean(result.pressure_GPa):.2f} +- {np.std(result.pressure_GPa):.2f}"
+            row += f"  {volume:>20}  {pressure:>15}"
         if watched:
             watch = result.uncertainty
             row += f"  {watch.max_force_uncertainty:>15.4f}  {watch.n_flagged:>7}"

@@ -1,0 +1,119 @@
+"""Berendsen NPT for batched MD: ASE's ``NPTBerendsen`` step on a TorchSim state of many cells.
+
+``berendsen_npt_step`` advances every 3D-periodic system of a TorchSim ``MDState`` by one step
+of ASE's Berendsen NPT (``ase.md.nptberendsen``; ``Inhomogeneous_NPTBerendsen`` when
+anisotropic), with each system's own temperature and the same order of operations, so each
+system follows ``run_md(ensemble="npt", npt=NPTSettings(barostat="berendsen"))`` of that
+structure alone to round-off (tested):
+
+1. velocities scaled towards the target temperature (``sqrt(1 + (T0/T - 1) dt/tau_T)``,
+   clipped to [0.9, 1.1]; T from 3N degrees of freedom);
+2. cell and positions scaled by ``1 - dt beta/(3 tau_P) (P0 - P)`` (isotropic: P the mean of
+   the diagonal; anisotropic: each cell vector by its own diagonal component), P from the
+   stress of the current positions with its ideal-gas (kinetic) part;
+3. velocity Verlet with the forces of the scaled positions, the mean momentum per atom
+   subtracted after the first half kick (ASE's ``fixcm``).
+
+Two model calls a step, as ASE's: forces at the scaled positions, then at the new ones. All
+quantities in ASE units (eV, Å, amu, ``ase.units.fs``); cells are TorchSim's column vectors.
+Positions are never wrapped (they stay continuous, as ASE's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from ase import units
+
+
+@dataclass(frozen=True)
+class BerendsenCoupling:
+    """The Berendsen couplings in ASE units.
+
+    Attributes:
+        dt: time step (ASE time).
+        taut: thermostat time (ASE time).
+        taup: barostat time (ASE time).
+        compressibility: Å^3/eV.
+        pressure: target pressure, eV/Å^3.
+        anisotropic: scale each cell vector by its own pressure component.
+    """
+
+    dt: float
+    taut: float
+    taup: float
+    compressibility: float
+    pressure: float
+    anisotropic: bool
+
+
+def _per_system(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int) -> torch.Tensor:
+    """Sum of per-atom ``values`` (n_atoms, ...) over each system: (n_systems, ...)."""
+    out = torch.zeros((n_systems, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    return out.index_add_(0, system_idx, values)
+
+
+def ideal_gas_stress(state: Any) -> torch.Tensor:
+    """The kinetic part of each system's stress, -sum(p p^T / m) / V: (n_systems, 3, 3) eV/Å^3
+    (ASE's ``get_stress(include_ideal_gas=True)`` adds it)."""
+    p, m = state.momenta, state.masses
+    outer = p[:, :, None] * p[:, None, :] / m[:, None, None]
+    volume = torch.linalg.det(state.cell).abs()
+    return -_per_system(outer, state.system_idx, state.n_systems) / volume[:, None, None]
+
+
+def berendsen_npt_step(
+    state: Any,
+    stress: torch.Tensor,
+    kT: torch.Tensor,
+    model: Callable[[Any], dict[str, torch.Tensor]],
+    coupling: BerendsenCoupling,
+) -> tuple[Any, torch.Tensor]:
+    """One Berendsen NPT step of every system (module docstring).
+
+    Args:
+        state: TorchSim ``MDState`` (positions Å, momenta, masses amu, cell (n_systems, 3, 3)
+            column vectors Å, forces eV/Å, energy eV), changed in place.
+        stress: (n_systems, 3, 3) eV/Å^3, ASE sign, of the current positions (no kinetic
+            part).
+        kT: (n_systems,) each system's target temperature, eV.
+        model: the TorchSim model (energy, forces and stress of a state).
+        coupling: the couplings.
+
+    Returns:
+        The state and the stress of its new positions.
+    """
+    idx, n = state.system_idx, state.n_systems
+    dt = coupling.dt
+    n_atoms = torch.bincount(idx, minlength=n).to(state.momenta.dtype)
+    # 1. the thermostat (ASE NVTBerendsen.scale_velocities)
+    kinetic = 0.5 * _per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
+    temperature = 2.0 * kinetic / (3.0 * n_atoms * units.kB)
+    target = kT / units.kB
+    scale = torch.sqrt(1.0 + (target / temperature - 1.0) * dt / coupling.taut).clamp(0.9, 1.1)
+    state.momenta = state.momenta * scale[idx, None]
+    # 2. the barostat (ASE NPTBerendsen / Inhomogeneous_NPTBerendsen.scale_positions_and_cell)
+    total = stress + ideal_gas_stress(state)
+    diagonal = -torch.diagonal(total, dim1=-2, dim2=-1)  # (n, 3) pressure components
+    rate = dt * coupling.compressibility / coupling.taup / 3.0
+    if coupling.anisotropic:
+        factors = 1.0 - rate * (coupling.pressure - diagonal)  # (n, 3): one per cell vector
+    else:
+        factors = (1.0 - rate * (coupling.pressure - diagonal.mean(-1)))[:, None].expand(n, 3)
+    rows = state.cell.transpose(-1, -2)  # ASE's cell: lattice vectors as rows
+    new_rows = factors[:, :, None] * rows
+    transform = torch.linalg.solve(rows, new_rows)  # positions @ M, as ASE's set_cell
+    state.positions = torch.einsum("ai,aij->aj", state.positions, transform[idx])
+    state.cell = new_rows.transpose(-1, -2).contiguous()
+    # 3. velocity Verlet with the forces of the scaled positions, centre-of-mass momentum out
+    forces = model(state)["forces"]
+    momenta = state.momenta + 0.5 * dt * forces
+    momenta = momenta - (_per_system(momenta, idx, n) / n_atoms[:, None])[idx]
+    state.positions = state.positions + dt * momenta / state.masses[:, None]
+    state.momenta = momenta
+    out = model(state)
+    state.momenta = state.momenta + 0.5 * dt * out["forces"]
+    state.energy, state.forces = out["energy"], out["forces"]
+    return state, out["stress"]
