@@ -208,16 +208,18 @@ def _set_frame(
 
 def _put_frames(group: _Group, atoms: Sequence[Atoms]) -> None:
     """Set each structure's ``Atoms`` to the group's current state (unwrapped positions,
-    momenta, and its energy and forces as a single-point calculator)."""
+    momenta, and its energy and forces as a single-point calculator; NPT: its cell and
+    stress too, the cell being the only one that changes)."""
     state = group.state
-    positions = group.unwrapped.detach().cpu().to(torch.float64).numpy()
-    momenta = state.momenta.detach().cpu().to(torch.float64).numpy()
-    forces = state.forces.detach().cpu().to(torch.float64).numpy()
-    energy = state.energy.detach().cpu().to(torch.float64).numpy()
-    cells = (
-        state.cell.detach().cpu().to(torch.float64).transpose(1, 2).numpy() if state.pbc else None
-    )
-    stress = None if group.stress is None else group.stress.detach().cpu().to(torch.float64).numpy()
+
+    def array(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().to(torch.float64).numpy()
+
+    positions, momenta = array(group.unwrapped), array(state.momenta)
+    forces, energy = array(state.forces), array(state.energy)
+    npt = group.stress is not None
+    cells = array(state.cell.transpose(1, 2)) if npt else None  # rows: lattice vectors
+    stress = array(group.stress) if npt else None
     for j, index in enumerate(group.indices):
         a, b = group.ptr[j], group.ptr[j + 1]
         _set_frame(
