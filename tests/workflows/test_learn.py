@@ -217,6 +217,26 @@ def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
     assert "stop_after > md.n_steps" in warning
 
 
+@pytest.mark.parametrize("walkers", [1, 2])
+def test_npt_exploration_changes_the_cells(tmp_path, files, walkers):
+    """``md.pressure_GPa``: the round's MD is Berendsen NPT (one walker through ASE, two
+    batched), driven by the committee's stress: the cells' volumes move, the target is
+    recorded."""
+    if walkers > 1:
+        pytest.importorskip("torch_sim")
+    values = learn_dict(tmp_path / "out", files, max_rounds=1)
+    values["training"]["max_epochs"] = 2
+    values["md"].update(walkers=walkers, n_steps=10, log_interval=5, pressure_GPa=5.0)
+    values["md"]["barostat_time_fs"] = 100.0
+    learn(LearnConfig.from_dict(values))
+    summary = json.loads((tmp_path / "out" / "round_1" / "md" / "md_summary.json").read_text())
+    runs = summary["walkers"] if walkers > 1 else [summary]
+    assert len(runs) == walkers
+    for run in runs:
+        assert run["ensemble"] == "npt" and run["pressure_target_GPa"] == 5.0
+        assert abs(run["volume_A3"][-1] - run["volume_A3"][0]) > 1e-3
+
+
 def test_an_md_that_ran_its_length_is_not_reported_cut_short():
     """Every step flagged with ``stop_after`` one more than ``md.n_steps``: the watch's stop
     coincides with the MD's last step, which explored its whole length (no warning)."""

@@ -59,7 +59,7 @@ class StartConfig:
 
 @dataclass(frozen=True)
 class LearnMDConfig:
-    """The exploration MD of each round (Langevin NVT).
+    """The exploration MD of each round (Langevin NVT, or Berendsen NPT with a pressure).
 
     Attributes:
         structures: file of starting structures (any ASE format); walker ``w`` of round ``k``
@@ -73,8 +73,14 @@ class LearnMDConfig:
             walker (a temperature ladder: the hotter walkers reach rarer structures).
         timestep_fs: time step, fs.
         n_steps: steps a round runs when nothing is uncertain.
-        friction: Langevin friction, 1/fs.
+        friction: Langevin friction, 1/fs (NVT).
         log_interval: sampling interval of the trajectory and figures, steps.
+        pressure_GPa: None (NVT), or the target pressure, GPa, of a Berendsen NPT exploration
+            (3D-periodic starts; ``equiforce.md`` NPT with ``barostat="berendsen"``, the
+            committee's mean stress driving the cell): the cells change volume, so strained
+            cells are among the frames labelled.
+        anisotropic: NPT: every cell vector scales with its own pressure component.
+        barostat_time_fs: NPT: Berendsen's barostat time, fs.
     """
 
     structures: str
@@ -84,6 +90,9 @@ class LearnMDConfig:
     n_steps: int = 500
     friction: float = 0.02
     log_interval: int = 10
+    pressure_GPa: float | None = None
+    anisotropic: bool = False
+    barostat_time_fs: float = 1000.0
 
     def __post_init__(self):
         p = "md"
@@ -103,6 +112,7 @@ class LearnMDConfig:
         check_field(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
         check_field(self.n_steps >= 1, f"{p}.n_steps", "must be >= 1")
         check_field(self.friction > 0, f"{p}.friction", "must be > 0")
+        check_field(self.barostat_time_fs > 0, f"{p}.barostat_time_fs", "must be > 0")
         check_field(
             1 <= self.log_interval <= self.n_steps, f"{p}.log_interval", "must be in [1, n_steps]"
         )

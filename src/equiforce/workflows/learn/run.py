@@ -48,7 +48,7 @@ import numpy as np
 
 from equiforce.files import atomic_write_text
 from equiforce.md.committee import CommitteeCalculator, committee_members
-from equiforce.md.dynamics import run_md
+from equiforce.md.dynamics import NPTSettings, run_md
 from equiforce.md.report import format_batched_summary, format_md_summary, plot_batched_md, plot_md
 from equiforce.md.uncertainty import FlaggedFrame, UncertaintyWatch, plot_uncertainty
 from equiforce.train.config import RunConfig
@@ -333,8 +333,17 @@ def _explore(
     temperature = md.temperature_K  # one, or one per walker
     if not several and isinstance(temperature, tuple):
         (temperature,) = temperature
+    npt = None
+    if md.pressure_GPa is not None:
+        npt = NPTSettings(
+            pressure_GPa=md.pressure_GPa,
+            barostat="berendsen",
+            anisotropic=md.anisotropic,
+            barostat_time_fs=md.barostat_time_fs,
+        )
     run = {
-        "ensemble": "nvt",
+        "ensemble": "nvt" if npt is None else "npt",
+        "npt": npt,
         "temperature_K": temperature,
         "timestep_fs": md.timestep_fs,
         "n_steps": md.n_steps,
@@ -347,7 +356,7 @@ def _explore(
         from equiforce.md.batched import run_batched_md
         from equiforce.md.torchsim import CommitteeModel
 
-        committee = CommitteeModel(models, compute_stress=False, **scales)
+        committee = CommitteeModel(models, compute_stress=npt is not None, **scales)
         results = run_batched_md(starts, committee, trajectory_paths=paths, watches=watches, **run)
         formulas = [atoms.get_chemical_formula() for atoms in starts]
         LOG.info("round %d MD:\n%s", k, format_batched_summary(results, formulas))
