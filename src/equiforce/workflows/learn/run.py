@@ -333,14 +333,7 @@ def _explore(
     temperature = md.temperature_K  # one, or one per walker
     if not several and isinstance(temperature, tuple):
         (temperature,) = temperature
-    npt = None
-    if md.pressure_GPa is not None:
-        npt = NPTSettings(
-            pressure_GPa=md.pressure_GPa,
-            barostat="berendsen",
-            anisotropic=md.anisotropic,
-            barostat_time_fs=md.barostat_time_fs,
-        )
+    npt = _npt(md)
     run = {
         "ensemble": "nvt" if npt is None else "npt",
         "npt": npt,
@@ -383,6 +376,18 @@ def _explore(
             for s in summaries
         ]
     return watches, paths, record
+
+
+def _npt(md) -> NPTSettings | None:
+    """The exploration's Berendsen NPT coupling (``md.pressure_GPa`` set), else None."""
+    if md.pressure_GPa is None:
+        return None
+    return NPTSettings(
+        pressure_GPa=md.pressure_GPa,
+        barostat="berendsen",
+        anisotropic=md.anisotropic,
+        barostat_time_fs=md.barostat_time_fs,
+    )
 
 
 def _threshold_below_spread(summary, n_steps: int) -> bool:
