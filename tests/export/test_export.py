@@ -3,10 +3,9 @@
 AOTInductor compiles for ~45-70 s per tiny model on one core, so each package is exported
 once per module (fixtures). The normal suite exports a float64 MACE (``fast``: its executors
 through ``kernels.export_ops``, calling the C++ kernel library the package carries), a float32
-Allegro and a float64 ``fast`` Allegro; the latter again for any AVX2 CPU
+Allegro and a float64 ``fast`` Allegro, the latter again for any AVX2 CPU
 (``cpu_target="x86-64-v3"``: the kernel library built for that target, ~75 s once per
-source hash) and the other combinations are slow (``tests/lammps/test_aoti.py`` runs an AVX2
-package in the normal suite). Tests of the refusal and the CLI reuse a compiled
+source hash); the other combinations are slow. Tests of the refusal and the CLI reuse a compiled
 package's files in place of a new compile (``_reuse_compiled``), so they cost a trace.
 The stand-alone C++ runner (``equiforce.export.cpp``, built once, ~18 s) runs two of these
 packages and must equal the Python loader.
@@ -390,7 +389,6 @@ def _torch_package_warnings(load) -> list[str]:
     return messages
 
 
-@pytest.mark.slow  # builds the kernel library for AVX2 and compiles a package: ~1.5-2.5 min
 def test_a_package_for_avx2_cpus_holds_no_avx512_code_and_equals_this_cpus(
     allegro_fast_avx2, allegro_fast_float64, tmp_path
 ):
