@@ -13,14 +13,14 @@ from benchmarks.torchsim_batch import main  # noqa: E402
 
 def test_torchsim_batch_times_both_paths_and_checks_parity(tmp_path):
     argv = ["--n-structures", "3", "--repeats", "1", "2", "--relax-steps", "2"]
-    argv += ["--md-steps", "2", "--out", str(tmp_path)]
+    argv += ["--md-steps", "2", "--npt-steps", "2", "--timing-repeats", "1", "--out", str(tmp_path)]
     assert main(argv) == 0
     document = json.loads(next(tmp_path.glob("torchsim_batch_*.json")).read_text())
     assert document["command"].startswith("python -m benchmarks.torchsim_batch")
     case = document["cases"]["allegro-tiny-al"]
     assert case["atoms"] == [4, 32, 4]
     assert case["max_abs_energy_diff_eV"] < 1e-10
-    for kind in ("relax", "md"):
+    for kind in ("relax", "md", "npt_mtk", "npt_berendsen"):
         assert case[kind]["batched_s"] > 0 and case[kind]["serial_s"] > 0
         assert case[kind]["speedup"] == pytest.approx(
             case[kind]["serial_s"] / case[kind]["batched_s"]

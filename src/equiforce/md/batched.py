@@ -1,9 +1,10 @@
 """Batched MD of many structures at once through TorchSim: ``run_batched_md``.
 
-Every structure of a list runs its own NVT (Langevin), NVE (velocity Verlet) or Berendsen
-NPT MD, all of them advancing together: each step is one model call on the whole batch
-(``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update (NPT: two calls
-and ``equiforce.md.batched_npt``'s step, ASE's ``NPTBerendsen`` for every cell). TorchSim 0.3
+Every structure of a list runs its own NVT (Langevin), NVE (velocity Verlet) or NPT MD, all
+of them advancing together: each step is one model call on the whole batch
+(``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update (NPT:
+``equiforce.md.batched_mtk``'s step, ASE's ``IsotropicMTKNPT`` / ``MTKNPT`` for every cell, or
+two calls and ``equiforce.md.batched_npt``'s, ASE's ``NPTBerendsen``). TorchSim 0.3
 keeps one ``pbc`` flag per state, so 3D-periodic and non-periodic structures form separate
 states, and each kind is split into states of at most ``max_batch_atoms`` atoms (bounding a
 model call's memory); the states step in turn. Slabs (periodic along some axes only) are
@@ -60,6 +61,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.files import atomic_write
+from equiforce.md.batched_mtk import MTKCoupling, mtk_npt_step, mtk_variables
 from equiforce.md.batched_npt import BerendsenCoupling, berendsen_npt_step
 from equiforce.md.report import MDResult
 from equiforce.md.restart import (
@@ -101,6 +103,8 @@ class _Group:
             ``energy_uncertainty`` (n_systems,) eV of the state, or None (one model).
         stress: (n_systems, 3, 3) stress of the current positions, eV/Å^3 (ASE sign, no
             kinetic part), where the model computes it (NPT), else None.
+        variables: MTK NPT's per-system variables (``batched_mtk.mtk_variables``: chains,
+            cell momenta, ...; each (n_systems, ...)), else None.
     """
 
     indices: list[int]
@@ -110,6 +114,7 @@ class _Group:
     unwrapped: torch.Tensor
     spreads: tuple[np.ndarray, np.ndarray] | None = None
     stress: torch.Tensor | None = None
+    variables: dict[str, torch.Tensor] | None = None
 
 
 def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
@@ -124,11 +129,11 @@ def _new_group(
     atoms: Sequence[Atoms],
     indices: list[int],
     temperatures: Sequence[float],
-    with_stress: bool,
+    coupling: BerendsenCoupling | MTKCoupling | None,
 ) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces (``with_stress``, NPT: and stresses), and their temperatures (K, one per structure
-    of ``atoms``)."""
+    forces (NPT, ``coupling`` given: and stresses; MTK: its variables), and their temperatures
+    (K, one per structure of ``atoms``)."""
     from torch_sim.integrators import MDState
 
     from equiforce.md.torchsim import atoms_to_state
@@ -151,8 +156,10 @@ def _new_group(
     ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
     kT = units.kB * torch.tensor([temperatures[k] for k in indices], dtype=torch.float64)
     kT = kT.to(model.device, model.dtype)
-    stress = out["stress"] if with_stress else None
-    return _Group(indices, ptr, state, kT, state.positions.clone(), _spreads(model), stress)
+    stress = None if coupling is None else out["stress"]
+    variables = mtk_variables(state, coupling) if isinstance(coupling, MTKCoupling) else None
+    unwrapped = state.positions.clone()
+    return _Group(indices, ptr, state, kT, unwrapped, _spreads(model), stress, variables)
 
 
 def _without(group: _Group, stopped: set[int]) -> _Group | None:
@@ -173,6 +180,9 @@ def _without(group: _Group, stopped: set[int]) -> _Group | None:
         kT=group.kT[systems],
         unwrapped=group.unwrapped[atoms_kept.to(group.unwrapped.device)],
         stress=None if group.stress is None else group.stress[systems],
+        variables=None
+        if group.variables is None
+        else {name: value[systems] for name, value in group.variables.items()},
     )
 
 
@@ -245,27 +255,51 @@ def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: f
         watches[index].check(atoms[index], step, time_fs)
 
 
+def _coupling(
+    npt: NPTSettings | None, timestep_fs: float
+) -> BerendsenCoupling | MTKCoupling | None:
+    """The NPT step's couplings in ASE units (None: not NPT)."""
+    if npt is None:
+        return None
+    shared = dict(
+        dt=timestep_fs * units.fs,
+        pressure=npt.pressure_GPa * units.GPa,
+        anisotropic=npt.anisotropic,
+    )
+    if npt.barostat == "mtk":
+        return MTKCoupling(
+            tdamp=npt.thermostat_time_fs * units.fs,
+            pdamp=npt.barostat_time_fs * units.fs,
+            **shared,
+        )
+    return BerendsenCoupling(
+        taut=npt.thermostat_time_fs * units.fs,
+        taup=npt.barostat_time_fs * units.fs,
+        compressibility=npt.compressibility_per_GPa / units.GPa,
+        **shared,
+    )
+
+
 def _integrator(
     model: EquiforceModel,
     ensemble: str,
     timestep_fs: float,
     friction: float,
-    npt: NPTSettings | None,
+    coupling: BerendsenCoupling | MTKCoupling | None,
 ) -> Callable[[_Group], None]:
     """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet (time step
-    and friction in ASE's units, each group's temperatures ``kT``), or Berendsen NPT
-    (``equiforce.md.batched_npt``)."""
+    and friction in ASE's units, each group's temperatures ``kT``), or NPT
+    (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
     import torch_sim as ts
 
-    if ensemble == "npt":
-        coupling = BerendsenCoupling(
-            dt=timestep_fs * units.fs,
-            taut=npt.thermostat_time_fs * units.fs,
-            taup=npt.barostat_time_fs * units.fs,
-            compressibility=npt.compressibility_per_GPa / units.GPa,
-            pressure=npt.pressure_GPa * units.GPa,
-            anisotropic=npt.anisotropic,
-        )
+    if isinstance(coupling, MTKCoupling):
+
+        def mtk(group: _Group) -> None:
+            args = (group.state, group.stress, group.kT, group.variables, model, coupling)
+            group.state, group.stress = mtk_npt_step(*args)
+
+        return mtk
+    if isinstance(coupling, BerendsenCoupling):
 
         def berendsen(group: _Group) -> None:
             args = (group.state, group.stress, group.kT, model, coupling)
@@ -375,6 +409,8 @@ def _save(
             arrays[f"group{g}.{name}"] = value.detach().cpu().numpy()
         if group.stress is not None:
             arrays[f"group{g}.stress"] = group.stress.detach().cpu().numpy()
+        for name, value in (group.variables or {}).items():
+            arrays[f"group{g}.mtk.{name}"] = value.detach().cpu().numpy()
     for k, structure in enumerate(structures):
         recorder = structure.recorder
         arrays[f"rows.{k}"] = np.array(recorder.rows, dtype=np.float64).reshape(-1, 4)
@@ -421,6 +457,11 @@ def _restore(
         group.unwrapped = torch.as_tensor(arrays[f"group{g}.unwrapped"]).to(device)
         if group.stress is not None:
             group.stress = torch.as_tensor(arrays[f"group{g}.stress"]).to(device)
+        if group.variables is not None:
+            group.variables = {
+                name: torch.as_tensor(arrays[f"group{g}.mtk.{name}"]).to(device)
+                for name in group.variables
+            }
     for k, structure in enumerate(structures):
         structure.recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
         if structure.recorder.cell_rows is not None:
@@ -461,8 +502,8 @@ def run_batched_md(
     watches: Sequence[UncertaintyWatch] | None = None,
     npt: NPTSettings | None = None,
 ) -> list[MDResult]:
-    """Run NVT (Langevin), NVE or Berendsen NPT MD of every structure at once (module
-    docstring).
+    """Run NVT (Langevin), NVE or NPT (MTK or Berendsen) MD of every structure at once
+    (module docstring).
 
     Args:
         structures: the starting structures (not modified), each 3D-periodic or
@@ -470,8 +511,7 @@ def run_batched_md(
         model: an ``EquiforceModel`` (its device, dtype and precision; keep its stress off for
             speed), or a ``Potential`` / model file (run as ``EquiforceModel(model,
             compute_stress=False)`` on the CPU).
-        ensemble: ``"nvt"``, ``"nve"`` or ``"npt"`` (3D-periodic cells; Berendsen,
-            ``equiforce.md.batched_npt``).
+        ensemble: ``"nvt"``, ``"nve"`` or ``"npt"`` (3D-periodic cells).
         temperature_K: thermostat and initial-velocity temperature, K: one for all, or one
             per structure (e.g. a temperature ladder of walkers).
         timestep_fs: time step, fs.
@@ -495,19 +535,19 @@ def run_batched_md(
             watches of one setting), checking every step's committee force spread; one that
             stops its run ends its structure's MD there. Each result carries its watch's
             summary.
-        npt: the NPT coupling (``ensemble="npt"``; ``barostat="berendsen"``, the default
-            here; pressure, times, compressibility, anisotropic as ``run_md``'s). The model
-            must compute the stress.
+        npt: the NPT coupling (``ensemble="npt"``; None: ``NPTSettings()``, MTK isotropic at
+            0 GPa, as ``run_md``'s; each structure's run equals its ``run_md`` NPT alone). The
+            model must compute the stress.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
         ``wall_time_s``: the whole batch's).
 
     Raises:
-        ValueError: an ensemble other than NVT/NVE/NPT, MTK NPT, a non-periodic structure in
-            NPT, a model without stress in NPT, a slab, a structure with constraints, bad
-            step counts, or a resumed call that differs from the run or whose structures have
-            all stopped.
+        ValueError: an ensemble other than NVT/NVE/NPT, a non-periodic structure in NPT, a
+            model without stress in NPT, a slab, a structure with constraints, bad step
+            counts, or a resumed call that differs from the run or whose structures have all
+            stopped.
     """
     from tqdm.auto import tqdm
 
@@ -559,9 +599,10 @@ def run_batched_md(
                 f"{restart.path}: the uncertainty watches stopped every structure of this run "
                 "(see the results' uncertainty summaries): there is nothing to resume"
             )
-    groups = [_new_group(model, atoms, g, temperatures, npt is not None) for g in indices]
+    coupling = _coupling(npt, timestep_fs)
+    groups = [_new_group(model, atoms, g, temperatures, coupling) for g in indices]
     step = 0 if restart is None else restart.n_steps_done
-    integrate = _integrator(model, ensemble, timestep_fs, friction, npt)
+    integrate = _integrator(model, ensemble, timestep_fs, friction, coupling)
     device = torch.device(model.device)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
@@ -662,8 +703,7 @@ def _check_npt(
     """The NPT coupling of a batched run (None unless ``ensemble`` is ``"npt"``).
 
     Raises:
-        ValueError: NPT settings without NPT, the MTK barostat, or a structure not periodic
-            in 3D (named).
+        ValueError: NPT settings without NPT, or a structure not periodic in 3D (named).
     """
     from equiforce.md.dynamics import NPTSettings
 
@@ -671,13 +711,7 @@ def _check_npt(
         if npt is not None:
             raise ValueError(f"NPT settings given for ensemble {ensemble!r}")
         return None
-    npt = npt or NPTSettings(barostat="berendsen")
-    if npt.barostat != "berendsen":
-        raise ValueError(
-            f"batched NPT runs the Berendsen barostat (--barostat berendsen), got "
-            f"{npt.barostat!r}: run MTK (which samples the NPT ensemble) one structure at a "
-            "time (run_md), or equilibrate many at once with Berendsen"
-        )
+    npt = npt or NPTSettings()
     for k, frame in enumerate(structures):
         if not frame.pbc.all():
             raise ValueError(

@@ -49,7 +49,7 @@ class BerendsenCoupling:
     anisotropic: bool
 
 
-def _per_system(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int) -> torch.Tensor:
+def per_system(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int) -> torch.Tensor:
     """Sum of per-atom ``values`` (n_atoms, ...) over each system: (n_systems, ...)."""
     out = torch.zeros((n_systems, *values.shape[1:]), dtype=values.dtype, device=values.device)
     return out.index_add_(0, system_idx, values)
@@ -61,7 +61,7 @@ def ideal_gas_stress(state: Any) -> torch.Tensor:
     p, m = state.momenta, state.masses
     outer = p[:, :, None] * p[:, None, :] / m[:, None, None]
     volume = torch.linalg.det(state.cell).abs()
-    return -_per_system(outer, state.system_idx, state.n_systems) / volume[:, None, None]
+    return -per_system(outer, state.system_idx, state.n_systems) / volume[:, None, None]
 
 
 def berendsen_npt_step(
@@ -89,7 +89,7 @@ def berendsen_npt_step(
     dt = coupling.dt
     n_atoms = torch.bincount(idx, minlength=n).to(state.momenta.dtype)
     # 1. the thermostat (ASE NVTBerendsen.scale_velocities)
-    kinetic = 0.5 * _per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
+    kinetic = 0.5 * per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
     temperature = 2.0 * kinetic / (3.0 * n_atoms * units.kB)
     target = kT / units.kB
     scale = torch.sqrt(1.0 + (target / temperature - 1.0) * dt / coupling.taut).clamp(0.9, 1.1)
@@ -110,7 +110,7 @@ def berendsen_npt_step(
     # 3. velocity Verlet with the forces of the scaled positions, centre-of-mass momentum out
     forces = model(state)["forces"]
     momenta = state.momenta + 0.5 * dt * forces
-    momenta = momenta - (_per_system(momenta, idx, n) / n_atoms[:, None])[idx]
+    momenta = momenta - (per_system(momenta, idx, n) / n_atoms[:, None])[idx]
     state.positions = state.positions + dt * momenta / state.masses[:, None]
     state.momenta = momenta
     out = model(state)
