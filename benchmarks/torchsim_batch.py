@@ -10,17 +10,25 @@ presets``) or a model file (``--model``, any species in ``--element``). Per pres
   (``EquiforceCalculator``, ASE's FIRE, structure after structure);
 * md: Langevin NVT at 300 K, ``--md-steps`` steps of 0.5 fs: ``run_batched_md`` (TorchSim's
   ``nvt_langevin`` on the batch) vs ``run_md`` per structure (ASE's Langevin);
+* npt_<barostat>: for each of ``--barostats`` (mtk, berendsen), isotropic NPT at 300 K and
+  0 GPa, ``--npt-steps`` steps of 0.5 fs (barostat 200 fs, thermostat 50 fs), the model
+  computing the stress: ``run_batched_md`` (``equiforce.md.batched_mtk`` /
+  ``batched_npt``: ASE's step on every cell) vs ``run_md`` per structure (ASE's integrator);
 * parity: the largest |energy| difference between the batch and the calculator on the starting
   structures (float64: round-off).
 
+Each time is the median of ``--timing-repeats`` runs after the parity calls (the warm-up).
+
     python -m benchmarks.torchsim_batch --presets allegro-tiny-al mace-128-l1-al \\
-        --n-structures 8 --repeats 1 2 --relax-steps 20 --md-steps 20 --threads 2
+        --n-structures 8 --repeats 1 2 --relax-steps 20 --md-steps 20 --npt-steps 20 \\
+        --timing-repeats 3 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import sys
 import time
 from pathlib import Path
@@ -47,17 +55,21 @@ def structures(n: int, repeats: list[int], element: str, seed: int = 0) -> list[
     return frames
 
 
-def _timed(call) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = call()
-    return result, time.perf_counter() - start
+def _timed(call, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls, s."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def run_case(model_source: Any, frames: list[Atoms], args: argparse.Namespace) -> dict:
-    """Relax and MD ``frames`` both ways with one model; timings and parity."""
+    """Relax, MD and NPT-MD ``frames`` both ways with one model; timings and parity."""
     from equiforce.md.batched import run_batched_md
     from equiforce.md.calculator import EquiforceCalculator
-    from equiforce.md.dynamics import run_md
+    from equiforce.md.dynamics import NPTSettings, run_md
     from equiforce.md.relax import relax_batched, relax_structures
     from equiforce.md.torchsim import EquiforceModel, atoms_to_state
 
@@ -65,22 +77,37 @@ def run_case(model_source: Any, frames: list[Atoms], args: argparse.Namespace) -
     calculator = EquiforceCalculator(model.model)
     batch_energy = model(atoms_to_state(frames, model.device))["energy"].cpu().numpy()
     serial_energy = np.array([calculator.get_potential_energy(atoms) for atoms in frames])
+    repeats = args.timing_repeats
     relax = dict(fmax=1e-9, steps=args.relax_steps)
-    _, relax_batched_s = _timed(lambda: relax_batched(frames, model, **relax))
-    _, relax_serial_s = _timed(lambda: relax_structures(frames, calculator, **relax))
-    md = dict(n_steps=args.md_steps, log_interval=args.md_steps)
-    _, md_batched_s = _timed(lambda: run_batched_md(frames, model, **md))
-    _, md_serial_s = _timed(
-        lambda: [run_md(atoms, calculator, seed=k, **md) for k, atoms in enumerate(frames)]
-    )
+    relax_batched_s = _timed(lambda: relax_batched(frames, model, **relax), repeats)
+    relax_serial_s = _timed(lambda: relax_structures(frames, calculator, **relax), repeats)
     n = len(frames)
-    return {
+    case = {
         "n_structures": n,
         "atoms": [len(atoms) for atoms in frames],
         "max_abs_energy_diff_eV": float(np.abs(batch_energy - serial_energy).max()),
         "relax": _pair(relax_batched_s, relax_serial_s, n * args.relax_steps),
-        "md": _pair(md_batched_s, md_serial_s, n * args.md_steps),
     }
+    with_stress = EquiforceModel(model.model, device=args.device, compute_stress=True)
+    runs = {"md": (dict(n_steps=args.md_steps), model)}
+    for barostat in args.barostats:
+        npt = NPTSettings(barostat=barostat, barostat_time_fs=200.0, thermostat_time_fs=50.0)
+        runs[f"npt_{barostat}"] = (
+            dict(n_steps=args.npt_steps, ensemble="npt", npt=npt),
+            with_stress,
+        )
+
+    def one_by_one(**settings) -> None:
+        for k, atoms in enumerate(frames):
+            run_md(atoms, calculator, seed=k, **settings)
+
+    for name, (settings, batch_model) in runs.items():
+        settings = dict(settings, log_interval=settings["n_steps"])
+        batched = functools.partial(run_batched_md, frames, batch_model, **settings)
+        batched_s = _timed(batched, repeats)
+        serial_s = _timed(functools.partial(one_by_one, **settings), repeats)
+        case[name] = _pair(batched_s, serial_s, n * settings["n_steps"])
+    return case
 
 
 def _pair(batched_s: float, serial_s: float, structure_steps: int) -> dict[str, float]:
@@ -104,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--relax-steps", type=int, default=20)
     parser.add_argument("--md-steps", type=int, default=20)
+    parser.add_argument("--npt-steps", type=int, default=20)
+    parser.add_argument(
+        "--barostats", nargs="*", default=["mtk", "berendsen"], choices=("mtk", "berendsen")
+    )
+    parser.add_argument("--timing-repeats", type=int, default=3, help="median of this many")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="cpu")
     return parser
@@ -132,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         case = run_case(source, frames, args)
         document["cases"][name] = case
         write_json(document, path)
+        timings = "; ".join(
+            f"{kind} {pair['batched_s']:.2f} s batched vs {pair['serial_s']:.2f} s one by one "
+            f"(x{pair['speedup']:.2f})"
+            for kind, pair in case.items()
+            if isinstance(pair, dict)
+        )
         print(
-            f"{name}: {case['n_structures']} structures ({sum(case['atoms'])} atoms): relax "
-            f"{case['relax']['batched_s']:.2f} s batched vs {case['relax']['serial_s']:.2f} s "
-            f"one by one (x{case['relax']['speedup']:.2f}); md {case['md']['batched_s']:.2f} s "
-            f"vs {case['md']['serial_s']:.2f} s (x{case['md']['speedup']:.2f}); energy parity "
-            f"{case['max_abs_energy_diff_eV']:.1e} eV"
+            f"{name}: {case['n_structures']} structures ({sum(case['atoms'])} atoms): "
+            f"{timings}; energy parity {case['max_abs_energy_diff_eV']:.1e} eV"
         )
     print(f"wrote {path}")
     return 0
