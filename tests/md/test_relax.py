@@ -113,6 +113,41 @@ def test_batched_relaxation_equals_one_by_one(emt_cu_model):
     assert short[1].fmax >= FMAX
 
 
+def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
+    """FixAtoms in a batched relaxation: the fixed atoms stay where they are (exactly) and
+    the rest relaxes as ASE's FIRE with the constraint, also after a converged structure has
+    left the batch; other constraints, and FixAtoms in a cell relaxation, are refused."""
+    pytest.importorskip("torch_sim")
+    from ase.constraints import FixAtoms, FixBondLength
+
+    from equiforce.md.relax import relax_batched
+    from equiforce.md.torchsim import EquiforceModel
+
+    cluster = Octahedron("Cu", 2)
+    cluster.rattle(0.05, seed=3)
+    cluster.set_constraint(FixAtoms([0, 3]))
+    crystal = rattled_cu(3.61, repeat=2, seed=2)
+    crystal.set_constraint(FixAtoms(mask=crystal.positions[:, 2] < 1.0))
+    frames = [rattled_cu(3.61, seed=1), crystal, cluster]  # the first converges first
+    options = dict(fmax=FMAX, steps=300)
+    serial = relax_structures(frames, EquiforceCalculator(emt_cu_model), **options)
+    batched = relax_batched(frames, EquiforceModel(emt_cu_model), **options)
+    for start, one, many in zip(frames, serial, batched, strict=True):
+        assert one.converged and many.converged and abs(one.n_steps - many.n_steps) <= 1
+        fixed = start.constraints[0].get_indices() if start.constraints else []
+        np.testing.assert_array_equal(many.atoms.positions[fixed], start.positions[fixed])
+        np.testing.assert_array_equal(many.atoms.get_forces()[fixed], 0.0)
+        assert abs(one.energy - many.energy) < 1e-4  # a step apart at most: 2e-3 Å
+        np.testing.assert_allclose(many.atoms.positions, one.atoms.positions, atol=3e-3)
+    assert batched[0].n_steps < batched[1].n_steps
+    pair = cluster.copy()
+    pair.set_constraint(FixBondLength(0, 1))
+    with pytest.raises(ValueError, match=r"structure 1 \(Cu6\) has the constraint FixBondLengths:"):
+        relax_batched([frames[0], pair], EquiforceModel(emt_cu_model))
+    with pytest.raises(ValueError, match=r"structure 0 \(Cu32\) has FixAtoms and its cell"):
+        relax_batched([crystal], EquiforceModel(emt_cu_model), cell=True)
+
+
 def test_cli_relax_writes_structures_and_summary(emt_cu_model, tmp_path, capsys):
     frames = [rattled_cu(seed=1), Octahedron("Cu", 2)]
     write(tmp_path / "in.xyz", frames)

@@ -13,6 +13,12 @@ part of a run over the same input (``equiforce relax --resume``).
 
 Convergence is ASE's: the largest force norm is below ``fmax`` (eV/Å); with a cell filter the
 filter's cell "forces" (virial / number of atoms) count too.
+
+Constraints: ``relax_structures`` applies any ASE constraint (ASE's optimizers do).
+``relax_batched`` applies ``FixAtoms`` (the fixed atoms' forces are zero, so FIRE never moves
+them, and they are left out of the convergence test and the result's forces, as ASE's
+constrained forces) and refuses, naming the structure, any other constraint and ``FixAtoms``
+in a cell relaxation.
 """
 
 from __future__ import annotations
@@ -177,11 +183,13 @@ def relax_batched(
         One ``RelaxResult`` per frame, in input order.
 
     Raises:
-        ValueError: a structure periodic along some axes only (named by index).
+        ValueError: a structure periodic along some axes only, or with a constraint other
+            than ``FixAtoms`` or ``FixAtoms`` in a cell relaxation (named by index).
     """
     from equiforce.md.torchsim import state_groups
 
     _check_options(fmax, steps, "fire")
+    _check_constraints(frames, cell)
     groups = state_groups(frames, max_batch_atoms, "relax it without --batched")
     results: list[RelaxResult | None] = [None] * len(frames)
     handed = 0  # results given to on_result: the input's first ones
@@ -198,6 +206,63 @@ def relax_batched(
     return results  # type: ignore[return-value]
 
 
+def _check_constraints(frames: Sequence[Atoms], cell: bool) -> None:
+    """Raise unless every constraint of ``frames`` is a ``FixAtoms`` of a structure whose cell
+    stays fixed (what ``relax_batched`` applies)."""
+    from ase.constraints import FixAtoms
+
+    for index, frame in enumerate(frames):
+        name = f"structure {index} ({frame.get_chemical_formula()})"
+        for constraint in frame.constraints:
+            if not isinstance(constraint, FixAtoms):
+                raise ValueError(
+                    f"{name} has the constraint {type(constraint).__name__}: a batched relaxation "
+                    "applies FixAtoms only; relax it without --batched"
+                )
+            if cell and frame.pbc.all():
+                raise ValueError(
+                    f"{name} has FixAtoms and its cell would relax: a batched relaxation "
+                    "applies FixAtoms with fixed cells only; relax it without --batched"
+                )
+
+
+def _free_atoms(frames: Sequence[Atoms]) -> np.ndarray | None:
+    """(n_atoms,) 1.0 for the atoms of ``frames`` (concatenated) that move, 0.0 for those a
+    ``FixAtoms`` holds; None when nothing is fixed."""
+    free = [np.ones(len(frame)) for frame in frames]
+    for frame, mask in zip(frames, free, strict=True):
+        for constraint in frame.constraints:
+            mask[constraint.get_indices()] = 0.0
+    free = np.concatenate(free)
+    return None if free.all() else free
+
+
+class _FixedAtoms:
+    """A TorchSim model whose forces on fixed atoms are zero (ASE's ``FixAtoms``): FIRE's
+    velocities of those atoms start and stay zero, so they never move.
+
+    Attributes:
+        model: the model.
+        free: (n_atoms, 1) 1 for the atoms of the current state that move, 0 for fixed ones.
+    """
+
+    def __init__(self, model: EquiforceModel, free: np.ndarray) -> None:
+        import torch
+
+        self.model = model
+        self.free = torch.as_tensor(free, dtype=model.dtype, device=model.device)[:, None]
+        self.device, self.dtype = model.device, model.dtype
+
+    def __call__(self, state) -> dict:
+        out = dict(self.model(state))
+        out["forces"] = out["forces"] * self.free
+        return out
+
+    def keep(self, atoms) -> None:
+        """Keep the rows of the atoms a sliced state kept ((n_atoms,) bool mask)."""
+        self.free = self.free[atoms]
+
+
 def _relax_group(
     frames: list[Atoms],
     model: EquiforceModel,
@@ -211,16 +276,19 @@ def _relax_group(
     A structure leaves the batch at the step it converges (TorchSim states slice by system),
     so later steps evaluate the model on the structures still relaxing only.
     """
+    import torch
     import torch_sim as ts
 
     from equiforce.md.torchsim import atoms_to_state
 
+    free = _free_atoms(frames)
+    fixed = None if free is None else _FixedAtoms(model, free)
     if cell:
         init, step = ts.optimizers.frechet_cell_fire(
             model, scalar_pressure=pressure_GPa * units.GPa
         )
     else:
-        init, step = ts.optimizers.fire(model)
+        init, step = ts.optimizers.fire(model if fixed is None else fixed)
     state = init(atoms_to_state(frames, model.device, model.dtype))
     snapshots: list[RelaxResult | None] = [None] * len(frames)
     active = list(range(len(frames)))  # frame index of each system of ``state``
@@ -244,6 +312,9 @@ def _relax_group(
         if not remaining or n_steps == steps:
             break
         if len(remaining) < len(active):
+            if fixed is not None:
+                kept = torch.tensor(remaining, device=state.system_idx.device)
+                fixed.keep(torch.isin(state.system_idx, kept))
             state = state[remaining]
             active = [active[local] for local in remaining]
     return snapshots  # type: ignore[return-value]
