@@ -50,9 +50,10 @@ def structures():
 
 @pytest.mark.parametrize("max_batch_atoms", [None, 10])
 def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_atoms):
-    """Each structure at its own temperature (its start velocities) equals its run alone."""
-    frames = structures()
-    temperatures = [300.0, 400.0, 500.0, 600.0]
+    """Each structure at its own temperature (its start velocities) equals its run alone; a
+    slab shares the molecules' state (periodic along x and y only)."""
+    frames = [*structures(), make_slab(seed=3)]
+    temperatures = [300.0, 400.0, 500.0, 600.0, 700.0]
     paths = [tmp_path / f"batched_{k}.xyz" for k in range(len(frames))]
     batched = run_batched_md(
         frames,
@@ -60,7 +61,7 @@ def test_nve_equals_run_md_structure_by_structure(model64, tmp_path, max_batch_a
         ensemble="nve",
         n_steps=20,
         trajectory_paths=paths,
-        max_batch_atoms=max_batch_atoms,  # 10: four states, one structure each
+        max_batch_atoms=max_batch_atoms,  # 10: five states, one structure each
         **{**RUN, "temperature_K": temperatures},
     )
     for k, atoms in enumerate(frames):
@@ -192,17 +193,19 @@ def test_a_killed_run_resumed_equals_the_run_never_stopped(model64, tmp_path):
 
 
 def test_states_group_structures_by_kind_and_size():
-    sizes_and_kinds = [(4, True), (3, False), (32, True), (5, False), (40, True), (2, True)]
+    """3D-periodic cells in some states, molecules and slabs in others."""
+    slab = [True, True, False]
+    sizes_and_kinds = [(4, True), (3, False), (32, True), (5, slab), (40, True), (2, True)]
     frames = []
     for n, periodic in sizes_and_kinds:
         atoms = bulk("Cu", "fcc", a=3.61) * (n, 1, 1)
         atoms.pbc = periodic
         frames.append(atoms)
-    assert state_groups(frames, None, "") == [[0, 2, 4, 5], [1, 3]]
-    assert state_groups(frames, 36, "") == [[0, 2], [4], [5], [1, 3]]
-    assert state_groups(frames, 4, "") == [[0], [2], [4], [5], [1], [3]]
+    assert state_groups(frames, None) == [[0, 2, 4, 5], [1, 3]]
+    assert state_groups(frames, 36) == [[0, 2], [4], [5], [1, 3]]
+    assert state_groups(frames, 4) == [[0], [2], [4], [5], [1], [3]]
     with pytest.raises(ValueError, match="must be >= 1"):
-        state_groups(frames, 0, "")
+        state_groups(frames, 0)
 
 
 @pytest.mark.parametrize("barostat", ["mtk", "berendsen"])
@@ -249,8 +252,6 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
 
 
 def test_what_batched_md_cannot_run_is_refused(model64):
-    with pytest.raises(ValueError, match=r"structure 1 \(.*\) has pbc \[True, True, False\]"):
-        run_batched_md([make_molecule(), make_slab()], model64, n_steps=2, log_interval=1)
     with pytest.raises(ValueError, match="ensemble must be 'nvt', 'nve' or 'npt', got 'muvt'"):
         run_batched_md([make_fcc_cu()], model64, ensemble="muvt", n_steps=2, log_interval=1)
     npt = dict(ensemble="npt", n_steps=2, log_interval=1)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from ase import units
-from ase.build import bulk, molecule
+from ase.build import bulk, fcc111, molecule
 from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.io import read, write
@@ -17,7 +17,6 @@ from ase.io import read, write
 from equiforce.cli.relax import add_arguments, run
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.relax import format_relax_summary, relax_structure, relax_structures
-from equiforce.testing.structures import make_slab
 
 FMAX = 0.01  # eV/Å
 
@@ -103,8 +102,6 @@ def test_batched_relaxation_equals_one_by_one(emt_cu_model):
         assert abs(one.energy - many.energy) < 1e-4
         np.testing.assert_allclose(many.atoms.positions, one.atoms.positions, atol=1e-3)
         np.testing.assert_allclose(many.atoms.cell.array, one.atoms.cell.array, atol=1e-3)
-    with pytest.raises(ValueError, match=r"structure 1 \(.*\) has pbc"):
-        relax_batched([frames[0], make_slab()], EquiforceModel(emt_cu_model))
     # a relaxed cell leaves the batch at step 0; the cluster runs out of steps
     mixed = [serial[0].atoms, frames[1]]
     short = relax_batched(mixed, EquiforceModel(emt_cu_model), **{**options, "steps": 3})
@@ -116,7 +113,9 @@ def test_batched_relaxation_equals_one_by_one(emt_cu_model):
 def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
     """FixAtoms in a batched relaxation: the fixed atoms stay where they are (exactly) and
     the rest relaxes as ASE's FIRE with the constraint, also after a converged structure has
-    left the batch; other constraints, and FixAtoms in a cell relaxation, are refused."""
+    left the batch; a slab with its bottom layer fixed shares the cluster's batch (periodic
+    along x and y only); other constraints, and FixAtoms in a cell relaxation, are
+    refused."""
     pytest.importorskip("torch_sim")
     from ase.constraints import FixAtoms, FixBondLength
 
@@ -128,7 +127,10 @@ def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
     cluster.set_constraint(FixAtoms([0, 3]))
     crystal = rattled_cu(3.61, repeat=2, seed=2)
     crystal.set_constraint(FixAtoms(mask=crystal.positions[:, 2] < 1.0))
-    frames = [rattled_cu(3.61, seed=1), crystal, cluster]  # the first converges first
+    slab = fcc111("Cu", (2, 2, 3), a=3.61, vacuum=5.0)
+    slab.rattle(0.05, seed=4)
+    slab.set_constraint(FixAtoms(mask=slab.get_tags() == 3))
+    frames = [rattled_cu(3.61, seed=1), crystal, cluster, slab]  # the first converges first
     options = dict(fmax=FMAX, steps=300)
     serial = relax_structures(frames, EquiforceCalculator(emt_cu_model), **options)
     batched = relax_batched(frames, EquiforceModel(emt_cu_model), **options)

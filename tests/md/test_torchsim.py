@@ -12,7 +12,7 @@ ts = pytest.importorskip("torch_sim")
 from ase.stress import voigt_6_to_full_3x3_stress  # noqa: E402
 
 from equiforce.md import EquiforceCalculator  # noqa: E402
-from equiforce.md.torchsim import EquiforceModel, atoms_to_state  # noqa: E402
+from equiforce.md.torchsim import CellAxesModel, EquiforceModel, atoms_to_state  # noqa: E402
 from equiforce.testing.models import tiny_mace  # noqa: E402
 from equiforce.testing.structures import (  # noqa: E402
     make_fcc_cu,
@@ -112,11 +112,33 @@ def test_unknown_element_is_named(model64):
         EquiforceModel(model64)(state)
 
 
-def test_mixed_periodicity_state_is_refused():
+def test_molecules_and_slabs_share_a_state_through_cell_axes_model(model64):
+    """One pbc-False state of a molecule and slabs periodic along different axes (skewed
+    cells, so rows and columns differ): ``CellAxesModel`` equals the ASE calculator on each;
+    a state mixing 3D-periodic and other structures is refused."""
+    skewed = make_triclinic_cu(seed=4)
+    skewed.pbc = [True, True, False]
+    sideways = make_fcc_cu(repeat=1, seed=3)
+    sideways.set_cell(sideways.cell.array + [[0, 0, 0], [0.4, 0, 0.3], [0, 0.5, 0]])
+    sideways.pbc = [False, True, True]
+    frames = [make_molecule("CH3CH2OH", seed=5), make_slab(seed=2), skewed, sideways]
+    state = atoms_to_state(frames)
+    assert not state.pbc
+    out = CellAxesModel(EquiforceModel(model64))(state)
+    calculator = EquiforceCalculator(model64)
+    start = 0
+    for index, atoms in enumerate(frames):
+        atoms.calc = calculator
+        end = start + len(atoms)
+        assert_close(out["energy"][index], atoms.get_potential_energy(), f"energy {index}")
+        assert_close(out["forces"][start:end], atoms.get_forces(), f"forces {index}")
+        start = end
+    plain = EquiforceModel(model64)(state)  # without it the slabs lose their images
+    assert not torch.allclose(plain["energy"][1:], out["energy"][1:])
     with pytest.raises(ValueError, match="all periodic"):
         atoms_to_state([make_fcc_cu(repeat=1), make_molecule("H2O")])
     with pytest.raises(ValueError, match="all periodic"):
-        atoms_to_state([make_slab()])
+        atoms_to_state([make_fcc_cu(repeat=1), make_slab()])
 
 
 def test_torch_sim_langevin_and_fire_run_a_batch(model64):

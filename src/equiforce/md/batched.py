@@ -5,10 +5,10 @@ of them advancing together: each step is one model call on the whole batch
 (``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update (NPT:
 ``equiforce.md.batched_mtk``'s step, ASE's ``IsotropicMTKNPT`` / ``MTKNPT`` for every cell, or
 two calls and ``equiforce.md.batched_npt``'s, ASE's ``NPTBerendsen``). TorchSim 0.3
-keeps one ``pbc`` flag per state, so 3D-periodic and non-periodic structures form separate
-states, and each kind is split into states of at most ``max_batch_atoms`` atoms (bounding a
-model call's memory); the states step in turn. Slabs (periodic along some axes only) are
-refused.
+keeps one ``pbc`` flag per state, so 3D-periodic structures and the others (molecules and
+slabs, run through ``equiforce.md.torchsim.CellAxesModel``: a slab periodic along its
+periodic axes only) form separate states, and each kind is split into states of at most
+``max_batch_atoms`` atoms (bounding a model call's memory); the states step in turn.
 
 Each structure gets what ``run_md`` gives one structure: structure k starts from the
 Maxwell–Boltzmann velocities ``run_md(seed=seed + k)`` draws (centre of mass at rest) at its
@@ -91,7 +91,7 @@ DEFAULT_BATCH_ATOMS = 5000  # atoms of one model call: batching's gain saturates
 
 @dataclass
 class _Group:
-    """Structures that share one TorchSim state (all 3D-periodic or all non-periodic).
+    """Structures that share one TorchSim state (all 3D-periodic or none: molecules, slabs).
 
     Attributes:
         indices: the structures' positions in the input list.
@@ -136,12 +136,12 @@ def _new_group(
     (K, one per structure of ``atoms``)."""
     from torch_sim.integrators import MDState
 
-    from equiforce.md.torchsim import atoms_to_state
+    from equiforce.md.torchsim import CellAxesModel, atoms_to_state
 
     members = [atoms[k] for k in indices]
     state = atoms_to_state(members, model.device, model.dtype)
     momenta = np.concatenate([frame.get_momenta() for frame in members])
-    out = model(state)
+    out = CellAxesModel(model)(state)
     state = MDState(
         positions=state.positions,
         momenta=torch.as_tensor(momenta, dtype=model.dtype, device=model.device),
@@ -506,8 +506,8 @@ def run_batched_md(
     (module docstring).
 
     Args:
-        structures: the starting structures (not modified), each 3D-periodic or
-            non-periodic; any sizes and elements the model knows.
+        structures: the starting structures (not modified): cells, slabs, molecules; any
+            sizes and elements the model knows.
         model: an ``EquiforceModel`` (its device, dtype and precision; keep its stress off for
             speed), or a ``Potential`` / model file (run as ``EquiforceModel(model,
             compute_stress=False)`` on the CPU).
@@ -544,14 +544,13 @@ def run_batched_md(
         ``wall_time_s``: the whole batch's).
 
     Raises:
-        ValueError: an ensemble other than NVT/NVE/NPT, a non-periodic structure in NPT, a
-            model without stress in NPT, a slab, a structure with constraints, bad step
-            counts, or a resumed call that differs from the run or whose structures have all
-            stopped.
+        ValueError: an ensemble other than NVT/NVE/NPT, a structure not 3D-periodic in NPT,
+            a model without stress in NPT, a structure with constraints, bad step counts, or
+            a resumed call that differs from the run or whose structures have all stopped.
     """
     from tqdm.auto import tqdm
 
-    from equiforce.md.torchsim import EquiforceModel, state_groups
+    from equiforce.md.torchsim import CellAxesModel, EquiforceModel, state_groups
 
     check_md_arguments(ensemble, n_steps, log_interval, friction)
     npt = _check_npt(ensemble, npt, structures)
@@ -591,7 +590,7 @@ def run_batched_md(
         frame.calc = None
         thermalise(frame, temperatures[k], np.random.default_rng(seed + k))
     if restart is None:
-        indices = state_groups(atoms, max_batch_atoms, "run it with run_md")
+        indices = state_groups(atoms, max_batch_atoms)
     else:
         indices = _saved_groups(restart)
         if not indices:
@@ -602,7 +601,7 @@ def run_batched_md(
     coupling = _coupling(npt, timestep_fs)
     groups = [_new_group(model, atoms, g, temperatures, coupling) for g in indices]
     step = 0 if restart is None else restart.n_steps_done
-    integrate = _integrator(model, ensemble, timestep_fs, friction, coupling)
+    integrate = _integrator(CellAxesModel(model), ensemble, timestep_fs, friction, coupling)
     device = torch.device(model.device)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]

@@ -160,14 +160,14 @@ def relax_batched(
 ) -> list[RelaxResult]:
     """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
 
-    Periodic and non-periodic structures run as separate batches (TorchSim 0.3 keeps one pbc
-    flag per state), one after the other, each of at most ``max_batch_atoms`` atoms
-    (``equiforce.md.torchsim.state_groups``). A structure leaves its batch at the step it
-    converges, which is its result; the rest step on until all have converged or ``steps``
-    is reached.
+    3D-periodic structures and the others (molecules, slabs) run as separate batches
+    (TorchSim 0.3 keeps one pbc flag per state), one after the other, each of at most
+    ``max_batch_atoms`` atoms (``equiforce.md.torchsim.state_groups``). A structure leaves
+    its batch at the step it converges, which is its result; the rest step on until all have
+    converged or ``steps`` is reached.
 
     Args:
-        frames: structures, each periodic along x, y, z or along none (no slabs).
+        frames: structures (``FixAtoms`` the only constraint applied).
         model: the TorchSim model (``EquiforceModel``, stress on for ``cell``).
         fmax: force convergence threshold, eV/Å.
         steps: most FIRE steps.
@@ -183,14 +183,14 @@ def relax_batched(
         One ``RelaxResult`` per frame, in input order.
 
     Raises:
-        ValueError: a structure periodic along some axes only, or with a constraint other
-            than ``FixAtoms`` or ``FixAtoms`` in a cell relaxation (named by index).
+        ValueError: a structure with a constraint other than ``FixAtoms``, or ``FixAtoms``
+            in a cell relaxation (named by index).
     """
     from equiforce.md.torchsim import state_groups
 
     _check_options(fmax, steps, "fire")
     _check_constraints(frames, cell)
-    groups = state_groups(frames, max_batch_atoms, "relax it without --batched")
+    groups = state_groups(frames, max_batch_atoms)
     results: list[RelaxResult | None] = [None] * len(frames)
     handed = 0  # results given to on_result: the input's first ones
     for group in groups:
@@ -279,8 +279,9 @@ def _relax_group(
     import torch
     import torch_sim as ts
 
-    from equiforce.md.torchsim import atoms_to_state
+    from equiforce.md.torchsim import CellAxesModel, atoms_to_state
 
+    model = CellAxesModel(model)  # slabs periodic along their axes only
     free = _free_atoms(frames)
     fixed = None if free is None else _FixedAtoms(model, free)
     if cell:

@@ -12,6 +12,13 @@ for the whole batch; this interface also accepts ``pbc`` as a bool tensor of sha
 (n_systems, 3) (per system, for direct model calls on mixed batches), and treats a system
 whose cell is all zeros as non-periodic (a molecule), as the ASE calculator does.
 
+One bool per state cannot say which axes of a slab are periodic, so structures not periodic
+in 3D (molecules and slabs) share states with ``pbc`` False in which ``atoms_to_state`` zeroes
+every non-periodic cell vector, and ``CellAxesModel`` runs a model on such a state with each
+system periodic exactly along its non-zero cell vectors. TorchSim never wraps positions in a
+``pbc`` False state; a slab's atoms may leave its cell sideways, which the neighbour list
+handles.
+
 The batch is built with the same neighbour list (``equiforce.data.neighbors``, vesin on the
 CPU) and the same geometry/derivative path (``Potential``) as ``EquiforceCalculator``, so the
 two agree to float64 round-off (``tests/md/test_torchsim.py``). torch-sim itself is imported
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SUPPORTED_TORCH_SIM",
+    "CellAxesModel",
     "CommitteeModel",
     "EquiforceModel",
     "atoms_to_state",
@@ -214,67 +222,95 @@ def _system_pbc(pbc: bool | torch.Tensor, cells: torch.Tensor) -> np.ndarray:
 def atoms_to_state(
     atoms: list, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
 ) -> ts.SimState:
-    """A TorchSim state of structures that are all periodic or all non-periodic.
+    """A TorchSim state of structures that are all periodic in 3D or none of them.
 
-    TorchSim 0.3 keeps one ``pbc`` flag per state; ``ts.io.atoms_to_state`` refuses mixed
-    lists, and so does this, naming the structures. Non-periodic structures get a zero cell.
+    TorchSim 0.3 keeps one ``pbc`` flag per state, so a mix of 3D-periodic and other
+    structures is refused (naming the structures). A state of the others (molecules and
+    slabs) has ``pbc`` False and each structure's non-periodic cell vectors zeroed (a
+    molecule's whole cell): run a model on it through ``CellAxesModel`` (module docstring).
 
     Args:
-        atoms: ``ase.Atoms`` list, each periodic along all three axes or along none.
+        atoms: ``ase.Atoms`` list.
         device: torch device of the state.
         dtype: float dtype of positions, masses and cells.
 
     Raises:
-        ValueError: a structure periodic along some axes only, or a mix of periodic and
-            non-periodic structures.
+        ValueError: a mix of 3D-periodic structures and others.
     """
-    kinds = {bool(a.pbc.all()) if a.pbc.all() or not a.pbc.any() else None for a in atoms}
-    if None in kinds or len(kinds) != 1:
+    kinds = {bool(a.pbc.all()) for a in atoms}
+    if len(kinds) != 1:
         pbcs = [a.pbc.tolist() for a in atoms]
         raise ValueError(
-            "a TorchSim 0.3 state needs structures all periodic along x, y, z or all "
-            f"non-periodic (one pbc flag per state); got pbc {pbcs}"
+            "a TorchSim 0.3 state needs structures all periodic along x, y, z or none of "
+            f"them (one pbc flag per state); got pbc {pbcs}"
         )
     periodic = kinds.pop()
     copies = []
     for frame in atoms:
         frame = frame.copy()
         if not periodic:
-            frame.cell = np.zeros((3, 3))
+            frame.cell = frame.cell.array * frame.pbc[:, None]
+            frame.pbc = False
         copies.append(frame)
     state = ts.io.atoms_to_state(copies, torch.device(device), dtype)
     state.pbc = periodic
     return state
 
 
-def state_groups(atoms: Sequence, max_atoms: int | None, hint: str) -> list[list[int]]:
+class CellAxesModel(ModelInterface):
+    """A model on states of molecules and slabs: each system periodic along exactly its
+    non-zero cell vectors (``atoms_to_state``'s states of structures not periodic in 3D).
+
+    On a ``pbc`` True state it is the model itself. A committee's spreads stay on
+    ``model`` (``force_uncertainty``, ``energy_uncertainty`` of the last call).
+
+    Args:
+        model: an ``EquiforceModel`` (or ``CommitteeModel``).
+    """
+
+    def __init__(self, model: EquiforceModel) -> None:
+        super().__init__()
+        self.model = model
+        self._device, self._dtype = model.device, model.dtype
+        self._compute_forces, self._compute_stress = model.compute_forces, model.compute_stress
+        self._memory_scales_with = model.memory_scales_with
+
+    def forward(self, state: ts.SimState, **_: Any) -> dict[str, torch.Tensor]:
+        """The model's energies, forces (and stress: zero for systems not 3D-periodic)."""
+        if state.pbc:
+            return self.model(state)
+        periodic = state.cell.transpose(1, 2).abs().sum(dim=2) > 0  # (n_systems, 3): rows
+        return self.model(
+            {
+                "positions": state.positions,
+                "cell": state.cell,
+                "atomic_numbers": state.atomic_numbers,
+                "system_idx": state.system_idx,
+                "pbc": periodic,
+            }
+        )
+
+
+def state_groups(atoms: Sequence, max_atoms: int | None) -> list[list[int]]:
     """How many structures share each TorchSim state: the indices of each group.
 
-    3D-periodic and non-periodic structures go to different groups (TorchSim 0.3 keeps one
-    ``pbc`` flag per state); each kind is split, in input order, into groups of at most
-    ``max_atoms`` atoms (a larger structure gets a group of its own), which bounds the memory
-    of a model call.
+    3D-periodic structures and the others (molecules, slabs) go to different groups
+    (TorchSim 0.3 keeps one ``pbc`` flag per state); each kind is split, in input order, into
+    groups of at most ``max_atoms`` atoms (a larger structure gets a group of its own), which
+    bounds the memory of a model call.
 
     Args:
         atoms: ``ase.Atoms`` list.
         max_atoms: the most atoms of a group, or None (one group per kind).
-        hint: what to do with a slab, appended to its error.
 
     Raises:
-        ValueError: a structure periodic along some axes only (named by index), or
-            ``max_atoms`` < 1.
+        ValueError: ``max_atoms`` < 1.
     """
     if max_atoms is not None and max_atoms < 1:
         raise ValueError(f"the most atoms per batch must be >= 1, got {max_atoms}")
     groups: dict[bool, list[list[int]]] = {True: [], False: []}
     sizes: dict[bool, int] = {True: 0, False: 0}
     for index, frame in enumerate(atoms):
-        if frame.pbc.any() and not frame.pbc.all():
-            raise ValueError(
-                f"structure {index} ({frame.get_chemical_formula()}) has pbc "
-                f"{frame.pbc.tolist()}: TorchSim 0.3 keeps one pbc flag per state, for "
-                f"structures periodic along x, y, z or along none; {hint}"
-            )
         kind = bool(frame.pbc.all())
         full = max_atoms is not None and sizes[kind] + len(frame) > max_atoms
         if not groups[kind] or full:
