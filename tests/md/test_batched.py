@@ -338,6 +338,52 @@ def test_committee_model_gives_the_committee_calculators_numbers():
         CommitteeModel([members[0], tiny_mace(torch.float64, r_max=4.5)])
 
 
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_mtk_npt_structures_stopped_by_their_watches_leave_with_their_chains(tmp_path, anisotropic):
+    """MTK NPT of three cells in one state with a committee, each watch stopping its cell
+    after 3 flagged frames (steps 4, 6 and 11 or 12): each cell's volumes and last cell equal
+    its ``run_md`` alone, so the stopped cells' chains and cell momenta left the state with
+    them; killed in step 8 (after a stop) and resumed, the same to the bit."""
+    members = committee_members()
+    frames = [make_fcc_cu(repeat=1, seed=3), make_fcc_cu(repeat=1, seed=4)]
+    frames.append(make_triclinic_cu(seed=4))
+    npt = NPTSettings(
+        pressure_GPa=1.0, anisotropic=anisotropic, barostat_time_fs=50.0, thermostat_time_fs=20.0
+    )
+    settings = dict(RUN, ensemble="npt", npt=npt, n_steps=20, restart_every=5)
+
+    def run(model, name):
+        watches = [UncertaintyWatch(0.3, "flag", stop_after=3) for _ in frames]
+        path = tmp_path / f"{name}.npz"
+        return run_batched_md(frames, model, watches=watches, restart_path=path, **settings)
+
+    whole = run(CommitteeModel(members), "whole")
+    assert [r.n_steps for r in whole] == [4, 6, 12 if anisotropic else 11]
+    for k, atoms in enumerate(frames):
+        alone = run_md(
+            atoms, CommitteeCalculator(members), watch=UncertaintyWatch(0.3, "flag", stop_after=3),
+            **{**settings, "seed": 3 + k, "restart_every": 100},
+        )  # fmt: skip
+        assert whole[k].n_steps == alone.n_steps
+        np.testing.assert_allclose(whole[k].volume_A3, alone.volume_A3, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(
+            whole[k].final_atoms.cell.array, alone.final_atoms.cell.array, rtol=0, atol=1e-9
+        )
+    with pytest.raises(KeyboardInterrupt):  # one call at the start, one a step
+        run(_killed_after(CommitteeModel(members), calls=1 + 7), "killed")
+    resumed = run_batched_md(
+        frames,
+        CommitteeModel(members),
+        watches=[UncertaintyWatch(0.3, "flag", stop_after=3) for _ in frames],
+        restart_path=tmp_path / "killed.npz",
+        resume=True,
+        **settings,
+    )
+    for a, b in zip(whole, resumed, strict=True):
+        assert a.n_steps == b.n_steps and np.array_equal(a.volume_A3, b.volume_A3)
+        assert np.array_equal(a.final_atoms.cell.array, b.final_atoms.cell.array)
+
+
 def test_committee_watches_flag_and_stop_as_run_md_alone(tmp_path):
     """Batched NVE with a committee, each watch stopping its structure after 3 flagged
     frames: each structure's trace, flagged frames, steps and last frame are those of its run
