@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("torch_sim")
 
 from ase.build import bulk  # noqa: E402
-from ase.constraints import FixAtoms  # noqa: E402
+from ase.constraints import FixAtoms, FixBondLength  # noqa: E402
 from ase.io import read, write  # noqa: E402
 
 from equiforce.cli.main import main  # noqa: E402
@@ -192,6 +192,50 @@ def test_a_killed_run_resumed_equals_the_run_never_stopped(model64, tmp_path):
         )
 
 
+def test_fixed_atoms_stay_and_the_others_move_as_in_run_md(model64, tmp_path):
+    """FixAtoms (a slab's bottom layer, one atom of a cell): NVE equals ``run_md`` alone
+    (ASE's velocity Verlet with the constraint; the temperature counts the free atoms'
+    degrees of freedom) to 1e-9; in Langevin the fixed atoms stay put with zero momenta, the
+    energies are those of the frames as written (the model saw the fixed atoms where they
+    are held, not where the step's noise took them), and a run killed in step 8 and resumed
+    equals the run never stopped."""
+    slab = make_slab(seed=3)
+    slab.set_constraint(FixAtoms(mask=slab.positions[:, 2] < slab.positions[:, 2].min() + 1.0))
+    cell = make_fcc_cu(repeat=1, seed=2)
+    cell.set_constraint(FixAtoms([1]))
+    frames = [make_molecule("CH4", seed=2), slab, cell]
+    fixed = [[], slab.constraints[0].get_indices(), [1]]
+    nve = dict(RUN, ensemble="nve", n_steps=20)
+    batched = run_batched_md(frames, model64, **nve)
+    for k, atoms in enumerate(frames):
+        alone = run_md(atoms, EquiforceCalculator(model64), **{**nve, "seed": 3 + k})
+        for name in ("temperature_K", "potential_energy"):
+            np.testing.assert_allclose(
+                getattr(batched[k], name), getattr(alone, name), rtol=0, atol=1e-9, err_msg=name
+            )
+        final, reference = batched[k].final_atoms, alone.final_atoms
+        np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
+    nvt = dict(RUN, ensemble="nvt", n_steps=20, restart_every=5)
+    whole = run_batched_md(frames, model64, restart_path=tmp_path / "whole.npz", **nvt)
+    for k, atoms in enumerate(frames):
+        final = whole[k].final_atoms
+        assert np.array_equal(final.positions[fixed[k]], atoms.positions[fixed[k]])
+        assert not final.get_momenta()[fixed[k]].any()
+        moved = np.delete(final.positions - atoms.positions, fixed[k], axis=0)
+        assert np.linalg.norm(moved, axis=1).min() > 0
+        energy = EquiforceCalculator(model64).get_potential_energy(final.copy())
+        assert abs(energy - whole[k].potential_energy[-1]) < 1e-9
+    model = _killed_after(EquiforceModel(model64), calls=2 + 2 * 7)  # two states
+    with pytest.raises(KeyboardInterrupt):
+        run_batched_md(frames, model, restart_path=tmp_path / "killed.npz", **nvt)
+    resumed = run_batched_md(
+        frames, model64, restart_path=tmp_path / "killed.npz", resume=True, **nvt
+    )
+    for a, b in zip(whole, resumed, strict=True):
+        assert np.array_equal(a.temperature_K, b.temperature_K)
+        assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
+
+
 def test_states_group_structures_by_kind_and_size():
     """3D-periodic cells in some states, molecules and slabs in others."""
     slab = [True, True, False]
@@ -261,7 +305,10 @@ def test_what_batched_md_cannot_run_is_refused(model64):
         run_batched_md([make_fcc_cu()], EquiforceModel(model64, compute_stress=False), **npt)
     fixed = make_fcc_cu()
     fixed.set_constraint(FixAtoms([0]))
-    with pytest.raises(ValueError, match="structure 0 .* has constraints"):
+    with pytest.raises(ValueError, match=r"structure 0 .* has constraints \['FixAtoms'\]"):
+        run_batched_md([fixed], model64, **npt)
+    fixed.set_constraint(FixBondLength(0, 1))
+    with pytest.raises(ValueError, match=r"structure 0 .* has constraints \['FixBondLengths'\]"):
         run_batched_md([fixed], model64, n_steps=2, log_interval=1)
     with pytest.raises(ValueError, match="1 trajectory paths for 2 structures"):
         run_batched_md(

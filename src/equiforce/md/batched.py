@@ -105,6 +105,9 @@ class _Group:
             kinetic part), where the model computes it (NPT), else None.
         variables: MTK NPT's per-system variables (``batched_mtk.mtk_variables``: chains,
             cell momenta, ...; each (n_systems, ...)), else None.
+        fixed: (n_atoms,) bool, the atoms a ``FixAtoms`` holds, or None (none).
+        anchor: (n_atoms, 3) Å, the starting positions, where fixed atoms stay (with
+            ``fixed``).
     """
 
     indices: list[int]
@@ -115,6 +118,8 @@ class _Group:
     spreads: tuple[np.ndarray, np.ndarray] | None = None
     stress: torch.Tensor | None = None
     variables: dict[str, torch.Tensor] | None = None
+    fixed: torch.Tensor | None = None
+    anchor: torch.Tensor | None = None
 
 
 def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
@@ -136,12 +141,17 @@ def _new_group(
     (K, one per structure of ``atoms``)."""
     from torch_sim.integrators import MDState
 
-    from equiforce.md.torchsim import CellAxesModel, atoms_to_state
+    from equiforce.md.torchsim import CellAxesModel, FixedAtomsModel, atoms_to_state, fixed_atoms
 
     members = [atoms[k] for k in indices]
     state = atoms_to_state(members, model.device, model.dtype)
-    momenta = np.concatenate([frame.get_momenta() for frame in members])
-    out = CellAxesModel(model)(state)
+    momenta = np.concatenate([frame.get_momenta() for frame in members])  # fixed ones zero
+    fixed = fixed_atoms(members)
+    stepping = CellAxesModel(model)
+    if fixed is not None:
+        fixed = torch.as_tensor(fixed).to(model.device)
+        stepping = FixedAtomsModel(stepping, fixed)
+    out = stepping(state)
     state = MDState(
         positions=state.positions,
         momenta=torch.as_tensor(momenta, dtype=model.dtype, device=model.device),
@@ -159,7 +169,9 @@ def _new_group(
     stress = None if coupling is None else out["stress"]
     variables = mtk_variables(state, coupling) if isinstance(coupling, MTKCoupling) else None
     unwrapped = state.positions.clone()
-    return _Group(indices, ptr, state, kT, unwrapped, _spreads(model), stress, variables)
+    anchor = None if fixed is None else state.positions.clone()
+    spreads = _spreads(model)
+    return _Group(indices, ptr, state, kT, unwrapped, spreads, stress, variables, fixed, anchor)
 
 
 def _without(group: _Group, stopped: set[int]) -> _Group | None:
@@ -173,16 +185,19 @@ def _without(group: _Group, stopped: set[int]) -> _Group | None:
     atoms_kept = torch.cat([torch.arange(group.ptr[j], group.ptr[j + 1]) for j in kept])
     sizes = [group.ptr[j + 1] - group.ptr[j] for j in kept]
     systems = torch.tensor(kept, device=group.kT.device)
+    atoms_kept = atoms_kept.to(group.unwrapped.device)
     return _Group(
         indices=[group.indices[j] for j in kept],
         ptr=np.cumsum([0] + sizes).tolist(),
         state=group.state[kept],
         kT=group.kT[systems],
-        unwrapped=group.unwrapped[atoms_kept.to(group.unwrapped.device)],
+        unwrapped=group.unwrapped[atoms_kept],
         stress=None if group.stress is None else group.stress[systems],
         variables=None
         if group.variables is None
         else {name: value[systems] for name, value in group.variables.items()},
+        fixed=None if group.fixed is None else group.fixed[atoms_kept],
+        anchor=None if group.anchor is None else group.anchor[atoms_kept],
     )
 
 
@@ -288,7 +303,8 @@ def _integrator(
     coupling: BerendsenCoupling | MTKCoupling | None,
 ) -> Callable[[_Group], None]:
     """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet (time step
-    and friction in ASE's units, each group's temperatures ``kT``), or NPT
+    and friction in ASE's units, each group's temperatures ``kT``; a group's ``FixAtoms``
+    atoms feel no force and stay at their anchors with zero momenta), or NPT
     (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
     import torch_sim as ts
 
@@ -307,17 +323,33 @@ def _integrator(
 
         return berendsen
 
+    from equiforce.md.torchsim import FixedAtomsModel
+
     def scalar(value: float) -> torch.Tensor:
         return torch.tensor(value, dtype=model.dtype, device=model.device)
 
     dt, kT = scalar(timestep_fs * units.fs), scalar(0.0)  # kT: given with each state
-    if ensemble == "nvt":
-        _, update = ts.nvt_langevin(model, dt=dt, kT=kT, gamma=scalar(friction / units.fs))
-    else:
-        _, update = ts.nve(model, dt=dt, kT=kT)
+
+    def updater(stepping: Any) -> Callable:
+        if ensemble == "nvt":
+            gamma = scalar(friction / units.fs)
+            return ts.nvt_langevin(stepping, dt=dt, kT=kT, gamma=gamma)[1]
+        return ts.nve(stepping, dt=dt, kT=kT)[1]
+
+    update = updater(model)
 
     def torchsim(group: _Group) -> None:
-        group.state = update(group.state, kT=group.kT)
+        if group.fixed is None:
+            group.state = update(group.state, kT=group.kT)
+            return
+        # FixAtoms: no forces on the fixed atoms, which the model sees at their anchors
+        # (Langevin's noise moves them inside the step); then put back and stopped
+        fixed_model = FixedAtomsModel(model, group.fixed, group.anchor)
+        state = updater(fixed_model)(group.state, kT=group.kT)
+        fixed = group.fixed[:, None]
+        state.positions = torch.where(fixed, group.anchor, state.positions)
+        state.momenta = state.momenta.masked_fill(fixed, 0.0)
+        group.state = state
 
     return torchsim
 
@@ -554,6 +586,7 @@ def run_batched_md(
 
     check_md_arguments(ensemble, n_steps, log_interval, friction)
     npt = _check_npt(ensemble, npt, structures)
+    _check_constraints(structures, npt)
     if restart_every < 1:
         raise ValueError(f"restart_every must be >= 1, got {restart_every}")
     if trajectory_paths is not None and len(trajectory_paths) != len(structures):
@@ -577,16 +610,16 @@ def run_batched_md(
         max_batch_atoms=max_batch_atoms,
         uncertainty_watch=watches[0].settings() if watches else None,
         npt=None if npt is None else dataclasses.asdict(npt),
+        fixed_atoms={  # FixAtoms of a structure: its fixed atoms' indices
+            str(k): frame.constraints[0].get_indices().tolist()
+            for k, frame in enumerate(structures)
+            if frame.constraints
+        }
+        or None,
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = [frame.copy() for frame in structures]
     for k, frame in enumerate(atoms):
-        if frame.constraints:
-            raise ValueError(
-                f"structure {k} ({frame.get_chemical_formula()}) has constraints "
-                f"{frame.constraints}: batched MD does not apply them; remove them or run the "
-                "structure with run_md"
-            )
         frame.calc = None
         thermalise(frame, temperatures[k], np.random.default_rng(seed + k))
     if restart is None:
@@ -718,6 +751,18 @@ def _check_npt(
                 "NPT needs cells periodic in 3D"
             )
     return npt
+
+
+def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> None:
+    """Raise unless every constraint is one ``FixAtoms`` (applied in NVT and NVE)."""
+    for k, frame in enumerate(structures):
+        name = f"structure {k} ({frame.get_chemical_formula()})"
+        kinds = [type(constraint).__name__ for constraint in frame.constraints]
+        if kinds and (kinds != ["FixAtoms"] or npt is not None):
+            raise ValueError(
+                f"{name} has constraints {kinds}: batched MD applies one FixAtoms, in NVT and "
+                "NVE; run the structure with run_md (equiforce md without --batched)"
+            )
 
 
 def _temperatures(temperature_K: float | Sequence[float], n_structures: int) -> list[float]:

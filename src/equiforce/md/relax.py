@@ -226,43 +226,6 @@ def _check_constraints(frames: Sequence[Atoms], cell: bool) -> None:
                 )
 
 
-def _free_atoms(frames: Sequence[Atoms]) -> np.ndarray | None:
-    """(n_atoms,) 1.0 for the atoms of ``frames`` (concatenated) that move, 0.0 for those a
-    ``FixAtoms`` holds; None when nothing is fixed."""
-    free = [np.ones(len(frame)) for frame in frames]
-    for frame, mask in zip(frames, free, strict=True):
-        for constraint in frame.constraints:
-            mask[constraint.get_indices()] = 0.0
-    free = np.concatenate(free)
-    return None if free.all() else free
-
-
-class _FixedAtoms:
-    """A TorchSim model whose forces on fixed atoms are zero (ASE's ``FixAtoms``): FIRE's
-    velocities of those atoms start and stay zero, so they never move.
-
-    Attributes:
-        model: the model.
-        free: (n_atoms, 1) 1 for the atoms of the current state that move, 0 for fixed ones.
-    """
-
-    def __init__(self, model: EquiforceModel, free: np.ndarray) -> None:
-        import torch
-
-        self.model = model
-        self.free = torch.as_tensor(free, dtype=model.dtype, device=model.device)[:, None]
-        self.device, self.dtype = model.device, model.dtype
-
-    def __call__(self, state) -> dict:
-        out = dict(self.model(state))
-        out["forces"] = out["forces"] * self.free
-        return out
-
-    def keep(self, atoms) -> None:
-        """Keep the rows of the atoms a sliced state kept ((n_atoms,) bool mask)."""
-        self.free = self.free[atoms]
-
-
 def _relax_group(
     frames: list[Atoms],
     model: EquiforceModel,
@@ -279,11 +242,11 @@ def _relax_group(
     import torch
     import torch_sim as ts
 
-    from equiforce.md.torchsim import CellAxesModel, atoms_to_state
+    from equiforce.md.torchsim import CellAxesModel, FixedAtomsModel, atoms_to_state, fixed_atoms
 
     model = CellAxesModel(model)  # slabs periodic along their axes only
-    free = _free_atoms(frames)
-    fixed = None if free is None else _FixedAtoms(model, free)
+    mask = fixed_atoms(frames)  # FIRE's velocities of atoms without forces stay zero
+    fixed = None if mask is None else FixedAtomsModel(model, torch.as_tensor(mask).to(model.device))
     if cell:
         init, step = ts.optimizers.frechet_cell_fire(
             model, scalar_pressure=pressure_GPa * units.GPa

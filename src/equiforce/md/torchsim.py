@@ -27,6 +27,7 @@ only here; ``import equiforce`` does not need it.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -55,7 +56,9 @@ __all__ = [
     "CellAxesModel",
     "CommitteeModel",
     "EquiforceModel",
+    "FixedAtomsModel",
     "atoms_to_state",
+    "fixed_atoms",
     "state_groups",
 ]
 
@@ -289,6 +292,57 @@ class CellAxesModel(ModelInterface):
                 "pbc": periodic,
             }
         )
+
+
+class FixedAtomsModel(ModelInterface):
+    """A model under ASE's ``FixAtoms``: the fixed atoms feel no force and, with an anchor,
+    are seen where they are held whatever the state says.
+
+    An optimizer's or integrator's step then never moves them (velocity Verlet, FIRE), or
+    moves them only inside a step whose forces they must not change (Langevin's noise, after
+    which the caller puts them back at ``anchor``). The forces returned are ASE's
+    constrained ones (zero rows for fixed atoms).
+
+    Args:
+        model: the model (``EquiforceModel``, ``CellAxesModel``, ...).
+        fixed: (n_atoms,) bool, the state's fixed atoms.
+        anchor: (n_atoms, 3) Å, where the fixed atoms are held (other rows unused); None:
+            where the state has them.
+    """
+
+    def __init__(
+        self, model: ModelInterface, fixed: torch.Tensor, anchor: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.model, self.fixed, self.anchor = model, fixed, anchor
+        self._device, self._dtype = model.device, model.dtype
+        self._compute_forces, self._compute_stress = model.compute_forces, model.compute_stress
+        self._memory_scales_with = model.memory_scales_with
+
+    def forward(self, state: ts.SimState, **_: Any) -> dict[str, torch.Tensor]:
+        """The model's outputs, the fixed atoms' forces zero."""
+        if self.anchor is not None:
+            state = copy.copy(state)
+            state.positions = torch.where(self.fixed[:, None], self.anchor, state.positions)
+        out = dict(self.model(state))
+        out["forces"] = out["forces"].masked_fill(self.fixed[:, None], 0.0)
+        return out
+
+    def keep(self, atoms: torch.Tensor) -> None:
+        """Keep the rows of the atoms a sliced state kept ((n_atoms,) bool)."""
+        self.fixed = self.fixed[atoms]
+        self.anchor = None if self.anchor is None else self.anchor[atoms]
+
+
+def fixed_atoms(atoms: Sequence) -> np.ndarray | None:
+    """(n_atoms,) bool: the atoms of ``atoms`` (concatenated) a ``FixAtoms`` holds; None
+    when there are none. Other constraints are not looked at (the caller refuses them)."""
+    fixed = [np.zeros(len(frame), dtype=bool) for frame in atoms]
+    for frame, mask in zip(atoms, fixed, strict=True):
+        for constraint in frame.constraints:
+            mask[constraint.get_indices()] = True
+    fixed = np.concatenate(fixed)
+    return fixed if fixed.any() else None
 
 
 def state_groups(atoms: Sequence, max_atoms: int | None) -> list[list[int]]:
