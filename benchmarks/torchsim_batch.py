@@ -1,8 +1,11 @@
 r"""N structures relaxed and MD'd: batched through TorchSim vs one by one through ASE.
 
 The structures are rattled fcc Al cells of the sizes ``--repeats`` cycles through (repeat 1: 4
-atoms, 2: 32, 3: 108), run with a preset's random-weight ``-al`` model (``equiforce.models.
-presets``) or a model file (``--model``, any species in ``--element``). Per preset:
+atoms, 2: 32, 3: 108), or with ``--slabs`` fcc(111) slabs of 4 layers of repeat x repeat atoms
+with the bottom layer fixed (the surface-screening case: slabs share the molecules' TorchSim
+states, periodic in x and y only), run with a preset's random-weight ``-al`` model
+(``equiforce.models.presets``) or a model file (``--model``, any species in ``--element``).
+Per preset:
 
 * relax: FIRE with the cell fixed, ``--relax-steps`` steps for every structure (``fmax`` 1e-9
   eV/Å, so no structure stops early and both paths do the same work): ``relax_batched``
@@ -37,19 +40,28 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
-from ase.build import bulk
+from ase.build import bulk, fcc111
+from ase.constraints import FixAtoms
 
 from benchmarks.common import add_common_arguments, run_record
 from equiforce.workflows.bench.report import write_json
 
 
-def structures(n: int, repeats: list[int], element: str, seed: int = 0) -> list[Atoms]:
-    """``n`` rattled (0.05 Å) fcc cells of ``element``, sizes cycling through ``repeats``."""
+def structures(
+    n: int, repeats: list[int], element: str, seed: int = 0, slabs: bool = False
+) -> list[Atoms]:
+    """``n`` rattled (0.05 Å) fcc cells of ``element``, sizes cycling through ``repeats``;
+    ``slabs``: fcc(111) slabs of (repeat, repeat, 4) atoms instead, 8 Å of vacuum, periodic
+    in x and y, the bottom layer fixed (``FixAtoms``)."""
     lattice = {"Al": 4.05, "Cu": 3.61}.get(element, 4.0)
     frames = []
     for index in range(n):
         repeat = repeats[index % len(repeats)]
-        atoms = bulk(element, "fcc", a=lattice, cubic=True) * (repeat, repeat, repeat)
+        if slabs:
+            atoms = fcc111(element, (repeat, repeat, 4), a=lattice, vacuum=8.0)
+            atoms.set_constraint(FixAtoms(mask=atoms.get_tags() == 4))
+        else:
+            atoms = bulk(element, "fcc", a=lattice, cubic=True) * (repeat, repeat, repeat)
         atoms.rattle(0.05, seed=seed + index)
         frames.append(atoms)
     return frames
@@ -71,11 +83,12 @@ def run_case(model_source: Any, frames: list[Atoms], args: argparse.Namespace) -
     from equiforce.md.calculator import EquiforceCalculator
     from equiforce.md.dynamics import NPTSettings, run_md
     from equiforce.md.relax import relax_batched, relax_structures
-    from equiforce.md.torchsim import EquiforceModel, atoms_to_state
+    from equiforce.md.torchsim import CellAxesModel, EquiforceModel, atoms_to_state
 
     model = EquiforceModel(model_source, device=args.device, compute_stress=False)
     calculator = EquiforceCalculator(model.model)
-    batch_energy = model(atoms_to_state(frames, model.device))["energy"].cpu().numpy()
+    batch_energy = CellAxesModel(model)(atoms_to_state(frames, model.device))["energy"]
+    batch_energy = batch_energy.cpu().numpy()
     serial_energy = np.array([calculator.get_potential_energy(atoms) for atoms in frames])
     repeats = args.timing_repeats
     relax = dict(fmax=1e-9, steps=args.relax_steps)
@@ -90,7 +103,7 @@ def run_case(model_source: Any, frames: list[Atoms], args: argparse.Namespace) -
     }
     with_stress = EquiforceModel(model.model, device=args.device, compute_stress=True)
     runs = {"md": (dict(n_steps=args.md_steps), model)}
-    for barostat in args.barostats:
+    for barostat in [] if args.slabs else args.barostats:
         npt = NPTSettings(barostat=barostat, barostat_time_fs=200.0, thermostat_time_fs=50.0)
         runs[f"npt_{barostat}"] = (
             dict(n_steps=args.npt_steps, ensemble="npt", npt=npt),
@@ -129,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     parser.add_argument("--n-structures", type=int, default=8)
     parser.add_argument("--repeats", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--slabs",
+        action="store_true",
+        help="fcc(111) slabs with the bottom layer fixed instead of cells (no NPT)",
+    )
     parser.add_argument("--relax-steps", type=int, default=20)
     parser.add_argument("--md-steps", type=int, default=20)
     parser.add_argument("--npt-steps", type=int, default=20)
@@ -147,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    frames = structures(args.n_structures, args.repeats, args.element)
+    frames = structures(args.n_structures, args.repeats, args.element, slabs=args.slabs)
     sources = (
         {args.model: args.model}
         if args.model
@@ -156,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         **run_record("benchmarks.torchsim_batch", argv),
         "threads": args.threads,
+        "slabs": args.slabs,
         "cases": {},
     }
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

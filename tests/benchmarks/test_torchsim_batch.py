@@ -25,3 +25,15 @@ def test_torchsim_batch_times_both_paths_and_checks_parity(tmp_path):
         assert case[kind]["speedup"] == pytest.approx(
             case[kind]["serial_s"] / case[kind]["batched_s"]
         )
+
+
+def test_torchsim_batch_slabs(tmp_path):
+    """``--slabs``: fcc(111) slabs with a fixed bottom layer, relax and MD only."""
+    argv = ["--slabs", "--n-structures", "2", "--repeats", "1", "2", "--relax-steps", "2"]
+    argv += ["--md-steps", "2", "--timing-repeats", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    document = json.loads(next(tmp_path.glob("torchsim_batch_*.json")).read_text())
+    case = document["cases"]["allegro-tiny-al"]
+    assert document["slabs"] and case["atoms"] == [4, 16]
+    assert case["max_abs_energy_diff_eV"] < 1e-10 and set(case) >= {"relax", "md"}
+    assert "npt_mtk" not in case
