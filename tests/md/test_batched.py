@@ -310,6 +310,9 @@ def test_what_batched_md_cannot_run_is_refused(model64):
     fixed.set_constraint(FixBondLength(0, 1))
     with pytest.raises(ValueError, match=r"structure 0 .* has constraints \['FixBondLengths'\]"):
         run_batched_md([fixed], model64, n_steps=2, log_interval=1)
+    nh3 = [make_fcc_cu(), make_molecule("CH4"), make_molecule("NH3")]  # NH3 in the 2nd state
+    with pytest.raises(ValueError, match=r"structure 2 \(H3N\): element N is unknown"):
+        run_batched_md(nh3, model64, n_steps=2, log_interval=1)
     with pytest.raises(ValueError, match="1 trajectory paths for 2 structures"):
         run_batched_md(
             [make_fcc_cu()] * 2, model64, n_steps=2, log_interval=1, trajectory_paths=["a.xyz"]

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from ase import units
+from ase import Atoms, units
 from ase.build import bulk, fcc111, molecule
 from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
@@ -148,6 +148,8 @@ def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
         relax_batched([frames[0], pair], EquiforceModel(emt_cu_model))
     with pytest.raises(ValueError, match=r"structure 0 \(Cu32\) has FixAtoms and its cell"):
         relax_batched([crystal], EquiforceModel(emt_cu_model), cell=True)
+    with pytest.raises(ValueError, match=r"structure 1 \(Au\): element Au is unknown"):
+        relax_batched([frames[0], Atoms("Au")], EquiforceModel(emt_cu_model))
 
 
 def test_cli_relax_writes_structures_and_summary(emt_cu_model, tmp_path, capsys):

@@ -582,7 +582,7 @@ def run_batched_md(
     """
     from tqdm.auto import tqdm
 
-    from equiforce.md.torchsim import CellAxesModel, EquiforceModel, state_groups
+    from equiforce.md.torchsim import CellAxesModel, EquiforceModel, check_elements, state_groups
 
     check_md_arguments(ensemble, n_steps, log_interval, friction)
     npt = _check_npt(ensemble, npt, structures)
@@ -597,6 +597,7 @@ def run_batched_md(
         model = EquiforceModel(model, compute_stress=npt is not None)
     if npt is not None and not model.compute_stress:
         raise ValueError("batched NPT needs the stress: a model with compute_stress=True")
+    check_elements(structures, model)
     _check_watches(watches, structures, model)
     temperatures = _temperatures(temperature_K, len(structures))
     settings = _settings(

@@ -186,10 +186,11 @@ def relax_batched(
         ValueError: a structure with a constraint other than ``FixAtoms``, or ``FixAtoms``
             in a cell relaxation (named by index).
     """
-    from equiforce.md.torchsim import state_groups
+    from equiforce.md.torchsim import check_elements, state_groups
 
     _check_options(fmax, steps, "fire")
     _check_constraints(frames, cell)
+    check_elements(frames, model)
     groups = state_groups(frames, max_batch_atoms)
     results: list[RelaxResult | None] = [None] * len(frames)
     handed = 0  # results given to on_result: the input's first ones

@@ -58,6 +58,7 @@ __all__ = [
     "EquiforceModel",
     "FixedAtomsModel",
     "atoms_to_state",
+    "check_elements",
     "fixed_atoms",
     "state_groups",
 ]
@@ -332,6 +333,19 @@ class FixedAtomsModel(ModelInterface):
         """Keep the rows of the atoms a sliced state kept ((n_atoms,) bool)."""
         self.fixed = self.fixed[atoms]
         self.anchor = None if self.anchor is None else self.anchor[atoms]
+
+
+def check_elements(atoms: Sequence, model: EquiforceModel) -> None:
+    """Raise, naming the structure (its index in ``atoms``), its first element the model does
+    not know (a state's own error can only name the system within the state)."""
+    known = set(model.type_names)
+    for index, frame in enumerate(atoms):
+        unknown = [symbol for symbol in frame.get_chemical_symbols() if symbol not in known]
+        if unknown:
+            raise ValueError(
+                f"structure {index} ({frame.get_chemical_formula()}): element {unknown[0]} is "
+                f"unknown to the model, which knows {model.type_names}"
+            )
 
 
 def fixed_atoms(atoms: Sequence) -> np.ndarray | None:
