@@ -217,23 +217,24 @@ def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
     assert "stop_after > md.n_steps" in warning
 
 
-@pytest.mark.parametrize("walkers", [1, 2])
-def test_npt_exploration_changes_the_cells(tmp_path, files, walkers):
-    """``md.pressure_GPa``: the round's MD is Berendsen NPT (one walker through ASE, two
-    batched), driven by the committee's stress: the cells' volumes move, the target is
-    recorded."""
+@pytest.mark.parametrize("walkers, barostat", [(1, "berendsen"), (2, "mtk")])
+def test_npt_exploration_changes_the_cells(tmp_path, files, walkers, barostat):
+    """``md.pressure_GPa``: the round's MD is NPT (one walker through ASE, two batched),
+    driven by the committee's stress: the cells' volumes move, the target and the barostat
+    are recorded."""
     if walkers > 1:
         pytest.importorskip("torch_sim")
     values = learn_dict(tmp_path / "out", files, max_rounds=1)
     values["training"]["max_epochs"] = 2
     values["md"].update(walkers=walkers, n_steps=10, log_interval=5, pressure_GPa=5.0)
-    values["md"]["barostat_time_fs"] = 100.0
+    values["md"].update(barostat_time_fs=100.0, barostat=barostat)
     learn(LearnConfig.from_dict(values))
     summary = json.loads((tmp_path / "out" / "round_1" / "md" / "md_summary.json").read_text())
     runs = summary["walkers"] if walkers > 1 else [summary]
     assert len(runs) == walkers
     for run in runs:
         assert run["ensemble"] == "npt" and run["pressure_target_GPa"] == 5.0
+        assert run["barostat"] == barostat
         assert abs(run["volume_A3"][-1] - run["volume_A3"][0]) > 1e-3
 
 
@@ -318,6 +319,8 @@ def test_config_errors_name_the_key(files, tmp_path):
         LearnConfig.from_dict(learn_dict(tmp_path, files, selection={"threshold": 0}))
     with pytest.raises(ConfigError, match="md.walkers: must be >= 1"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, md={"structures": "x", "walkers": 0}))
+    with pytest.raises(ConfigError, match=r"md.barostat: must be one of \['mtk', 'berendsen'\]"):
+        LearnConfig.from_dict(learn_dict(tmp_path, files, md={"structures": "x", "barostat": "nh"}))
     ladder = {"structures": "x", "walkers": 2, "temperature_K": [300, "hot"]}
     with pytest.raises(ConfigError, match=r"md.temperature_K\[1\]: expected a number"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, md=ladder))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from equiforce.md.dynamics import BAROSTATS
 from equiforce.train.config import (
     DataConfig,
     ModelConfig,
@@ -59,7 +60,7 @@ class StartConfig:
 
 @dataclass(frozen=True)
 class LearnMDConfig:
-    """The exploration MD of each round (Langevin NVT, or Berendsen NPT with a pressure).
+    """The exploration MD of each round (Langevin NVT, or NPT with a pressure).
 
     Attributes:
         structures: file of starting structures (any ASE format); walker ``w`` of round ``k``
@@ -75,12 +76,16 @@ class LearnMDConfig:
         n_steps: steps a round runs when nothing is uncertain.
         friction: Langevin friction, 1/fs (NVT).
         log_interval: sampling interval of the trajectory and figures, steps.
-        pressure_GPa: None (NVT), or the target pressure, GPa, of a Berendsen NPT exploration
-            (3D-periodic starts; ``equiforce.md`` NPT with ``barostat="berendsen"``, the
-            committee's mean stress driving the cell): the cells change volume, so strained
-            cells are among the frames labelled.
-        anisotropic: NPT: every cell vector scales with its own pressure component.
-        barostat_time_fs: NPT: Berendsen's barostat time, fs.
+        pressure_GPa: None (NVT), or the target pressure, GPa, of an NPT exploration
+            (3D-periodic starts; ``equiforce.md`` NPT, the committee's mean stress driving
+            the cell): the cells change volume, so strained cells are among the frames
+            labelled.
+        barostat: NPT: ``"berendsen"`` (robust: relaxes towards the pressure) or ``"mtk"``
+            (Martyna–Tobias–Klein: samples the NPT ensemble's volume fluctuations).
+        anisotropic: NPT: every cell component moves (Berendsen: each cell vector with its
+            own pressure component).
+        barostat_time_fs: NPT: the barostat time, fs (Berendsen's ``taup``, MTK's
+            ``pdamp``).
     """
 
     structures: str
@@ -91,6 +96,7 @@ class LearnMDConfig:
     friction: float = 0.02
     log_interval: int = 10
     pressure_GPa: float | None = None
+    barostat: str = "berendsen"
     anisotropic: bool = False
     barostat_time_fs: float = 1000.0
 
@@ -113,6 +119,9 @@ class LearnMDConfig:
         check_field(self.n_steps >= 1, f"{p}.n_steps", "must be >= 1")
         check_field(self.friction > 0, f"{p}.friction", "must be > 0")
         check_field(self.barostat_time_fs > 0, f"{p}.barostat_time_fs", "must be > 0")
+        check_field(
+            self.barostat in BAROSTATS, f"{p}.barostat", f"must be one of {list(BAROSTATS)}"
+        )
         check_field(
             1 <= self.log_interval <= self.n_steps, f"{p}.log_interval", "must be in [1, n_steps]"
         )

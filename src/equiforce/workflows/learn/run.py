@@ -379,12 +379,12 @@ def _explore(
 
 
 def _npt(md) -> NPTSettings | None:
-    """The exploration's Berendsen NPT coupling (``md.pressure_GPa`` set), else None."""
+    """The exploration's NPT coupling (``md.pressure_GPa`` set), else None."""
     if md.pressure_GPa is None:
         return None
     return NPTSettings(
         pressure_GPa=md.pressure_GPa,
-        barostat="berendsen",
+        barostat=md.barostat,
         anisotropic=md.anisotropic,
         barostat_time_fs=md.barostat_time_fs,
     )
