@@ -176,6 +176,25 @@ def test_pair_repulsion_converts_and_edited_constants_are_named():
         from_mace_torch(model)
 
 
+def test_agnesi_distance_transform_converts():
+    """A model with mace's Agnesi distance transform (and the ZBL repulsion, as mace's later
+    foundation models have both) equals mace-torch; its (q, p, a) are read from the module."""
+    model = _mace_model(distance_transform="Agnesi", pair_repulsion=True)
+    with torch.no_grad():  # not mace's defaults: the values must be read, not assumed
+        model.radial_embedding.distance_transform.q.fill_(1.1)
+    potential = from_mace_torch(model)
+    assert potential.spec.distance_transform == "agnesi"
+    assert potential.spec.agnesi == pytest.approx((1.1, 4.5791, 1.0805))
+    batch = _batch(peer_parity_structures() + [make_periodic_hco(3)])
+    with default_dtype(torch.float64):  # mace's ZBL multiplies in the default dtype
+        reference = model(mace_inputs(batch, len(TYPE_NAMES), torch.float64), compute_force=True)
+    ours = potential(batch, compute_forces=True)
+    torch.testing.assert_close(ours[keys.ENERGY], reference["energy"], **TOL.fp64.__dict__)
+    torch.testing.assert_close(ours[keys.FORCES], reference["forces"], **TOL.fp64.__dict__)
+    plain = from_mace_torch(_mace_model(pair_repulsion=True))(batch, compute_forces=False)
+    assert (ours[keys.ENERGY] - plain[keys.ENERGY]).abs().min() > 1e-3  # eV: it acts
+
+
 @pytest.mark.parametrize("max_L", [1, 0])
 def test_each_head_of_a_multi_head_model_converts(max_L):  # noqa: N803
     """mace's multi-head fine-tuning makes heads ["pt_head", "Default"] sharing the layers,
@@ -212,4 +231,7 @@ def test_each_head_of_a_multi_head_model_converts(max_L):  # noqa: N803
 def test_unsupported_options_are_named():
     model = _mace_model(use_agnostic_product=True, max_ell=1, correlation=1, radial_MLP=[8])
     with pytest.raises(ValueError, match="use_agnostic_product"):
+        from_mace_torch(model)
+    model = _mace_model(distance_transform="Soft", max_ell=1, correlation=1, radial_MLP=[8])
+    with pytest.raises(ValueError, match=r"distance_transform \(SoftTransform\)"):
         from_mace_torch(model)

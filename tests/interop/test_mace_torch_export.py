@@ -74,7 +74,12 @@ def _assert_mace_agrees(model, tolerance) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"max_L": 2, "first_interaction_residual": False}, {"num_interactions": 1, "max_L": 0}],
+    [
+        {},
+        {"max_L": 2, "first_interaction_residual": False},
+        {"num_interactions": 1, "max_L": 0},
+        {"distance_transform": "agnesi", "agnesi": (1.1, 4.2, 0.9)},
+    ],
 )
 def test_round_trip_is_exact_and_mace_torch_agrees_in_float64(overrides):
     model = _model(**overrides)

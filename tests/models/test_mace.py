@@ -127,6 +127,8 @@ def test_spec_round_trips_through_a_plain_dict():
         ({"r_max": -1.0}, "r_max"),
         ({"radial_mlp": (0,)}, "radial_mlp"),
         ({"scale": float("nan")}, "scale"),
+        ({"distance_transform": "soft"}, "distance_transform must be null or 'agnesi'"),
+        ({"agnesi": (1.0, 2.0)}, "agnesi must be three finite numbers"),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_field(changes, message):

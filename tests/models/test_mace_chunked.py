@@ -120,6 +120,17 @@ def test_chunked_equals_one_pass_with_the_zbl_repulsion(batch):
     _assert_equal(_predict(model, _shuffled_edges(batch), CHUNK_EDGES, False), want)
 
 
+@pytest.mark.parametrize("train", [False, True], ids=["eval-checkpointed", "train-create-graph"])
+def test_chunked_equals_one_pass_with_the_agnesi_transform(batch, train):
+    """The Agnesi transform (``MACESpec.distance_transform``) needs each edge's species: the
+    chunks' (checkpointed or plain) shuffled edges equal one pass."""
+    model = _model("fast", distance_transform="agnesi")
+    want = _predict(model, batch, None, train)
+    without = _predict(_model("fast"), batch, None, False)["energy"]
+    assert float((want["energy"] - without).abs().min()) > 1e-4  # eV: the transform acts
+    _assert_equal(_predict(model, _shuffled_edges(batch), CHUNK_EDGES, train), want)
+
+
 def test_checkpointed_force_loss_gradients(batch):
     """Eval mode with create_graph: double backward through recomputed chunks.
 

@@ -33,3 +33,12 @@ class TestMACEWithZBLPhysics(TestMACEPhysics):
     def make_model(self, dtype: torch.dtype):
         model = super().make_model(dtype)
         return build_model("mace", dataclasses.replace(model.spec, pair_repulsion=True))
+
+
+class TestMACEWithAgnesiPhysics(TestMACEPhysics):
+    """The same with the Agnesi distance transform (``MACESpec.distance_transform``: the
+    radial basis of each edge depends on its pair's covalent radii)."""
+
+    def make_model(self, dtype: torch.dtype):
+        model = super().make_model(dtype)
+        return build_model("mace", dataclasses.replace(model.spec, distance_transform="agnesi"))

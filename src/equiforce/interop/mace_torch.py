@@ -2,9 +2,9 @@
 
 Supported: models built with mace-torch's default options (Bessel basis, polynomial
 envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend, no extra
-embeddings; the ZBL ``pair_repulsion`` with its default constants), float32 or float64; a
-multi-head model converts one head at a time (``head=``). Everything is read from the module
-itself; energies and forces agree to ~1e-12 in float64.
+embeddings; the ZBL ``pair_repulsion`` with its default constants; the ``Agnesi`` distance
+transform), float32 or float64; a multi-head model converts one head at a time (``head=``).
+Everything is read from the module itself; energies and forces agree to ~1e-12 in float64.
 
 Most weights copy 1:1. Three places differ by a basis change, folded into the weights:
 
@@ -146,6 +146,8 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         first_interaction_residual=type(model.interactions[0]).__name__ == _LATER_BLOCK,
         pair_repulsion=hasattr(model, "pair_repulsion"),
+        distance_transform="agnesi" if hasattr(embedding, "distance_transform") else None,
+        agnesi=_agnesi(embedding),
     )
 
 
@@ -165,10 +167,10 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         "use_so3": getattr(model, "use_so3", False),
         "use_agnostic_product": getattr(model, "use_agnostic_product", False),
         "use_last_readout_only": getattr(model, "use_last_readout_only", False),
-        "distance_transform": hasattr(model.radial_embedding, "distance_transform"),
         "apply_cutoff=False": not getattr(model.radial_embedding, "apply_cutoff", True),
     }
     problems += [f"option {flag} is not supported" for flag, on in flags.items() if on]
+    problems += _transform_problems(model.radial_embedding)
     if hasattr(model, "pair_repulsion"):
         problems += _zbl_problems(model.pair_repulsion_fn, int(model.radial_embedding.cutoff_fn.p))
     if type(model.radial_embedding.bessel_fn).__name__ != "BesselBasis":
@@ -178,6 +180,31 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         problems.append(f"interaction blocks {blocks} are not supported")
     problems += _irreps_problems(model)
     return problems
+
+
+def _transform_problems(radial_embedding: torch.nn.Module) -> list[str]:
+    """What of a distance transform equiforce cannot run: any but ``AgnesiTransform``, or one
+    whose covalent radii differ from ``ase.data.covalent_radii`` (edited)."""
+    transform = getattr(radial_embedding, "distance_transform", None)
+    if transform is None:
+        return []
+    name = type(transform).__name__
+    if name != "AgnesiTransform":
+        return [f"option distance_transform ({name}) is not supported (Agnesi is)"]
+    from ase.data import covalent_radii
+
+    radii = transform.covalent_radii.detach().double()
+    if not torch.allclose(radii, torch.as_tensor(covalent_radii, dtype=torch.float64)):
+        return ["the Agnesi transform's covalent_radii differ from ase.data.covalent_radii"]
+    return []
+
+
+def _agnesi(radial_embedding: torch.nn.Module) -> tuple[float, float, float]:
+    """The (q, p, a) of a model's Agnesi transform (mace-torch's defaults without one)."""
+    transform = getattr(radial_embedding, "distance_transform", None)
+    if transform is None:
+        return MACESpec.agnesi
+    return tuple(float(getattr(transform, name)) for name in ("q", "p", "a"))
 
 
 def _zbl_problems(zbl: torch.nn.Module, p: int) -> list[str]:

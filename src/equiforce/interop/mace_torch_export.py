@@ -98,7 +98,12 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
             atomic_inter_scale=spec.scale,
             atomic_inter_shift=spec.shift,
             pair_repulsion=spec.pair_repulsion,
+            distance_transform="Agnesi" if spec.distance_transform == "agnesi" else "None",
         )
+        if spec.distance_transform == "agnesi":  # mace builds it with its defaults
+            transform = model.radial_embedding.distance_transform
+            for name, value in zip(("q", "p", "a"), spec.agnesi, strict=True):
+                getattr(transform, name).fill_(value)
     return model.to(dtype)
 
 

@@ -26,6 +26,7 @@ Results equal the unchunked path to rounding, derivatives of any order included.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +103,12 @@ class MACESpec(ModelSpec):
             block (``RealAgnosticInteractionBlock``), whose model cannot shift a species'
             energy directly and learns the offset from the E0s slowly (a 16-channel AcAc model
             was still ~0.5 eV/atom off after 25 epochs, against ~2 meV/atom with the default).
+        distance_transform: None (default) or ``"agnesi"``: the radial basis sees each edge's
+            length through the Agnesi transform of its pair's covalent radii
+            (``equiforce.o3.radial.agnesi_transform``; mace-torch's ``--distance_transform
+            Agnesi``, as in its later foundation models), the envelope the length itself.
+        agnesi: the transform's constants (q, p, a) (default mace-torch's: 0.9183, 4.5791,
+            1.0805).
     """
 
     num_channels: int = 64
@@ -114,6 +121,8 @@ class MACESpec(ModelSpec):
     radial_mlp: tuple[int, ...] = (64, 64, 64)
     readout_mlp_hidden: int = 16
     first_interaction_residual: bool = True
+    distance_transform: str | None = None
+    agnesi: tuple[float, ...] = (0.9183, 4.5791, 1.0805)
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -131,6 +140,12 @@ class MACESpec(ModelSpec):
         )
         if any(w < 1 for w in self.radial_mlp):
             problems.append(f"radial_mlp widths must be >= 1, got {self.radial_mlp}")
+        if self.distance_transform not in (None, "agnesi"):
+            problems.append(
+                f"distance_transform must be null or 'agnesi', got {self.distance_transform!r}"
+            )
+        if len(self.agnesi) != 3 or not all(math.isfinite(v) for v in self.agnesi):
+            problems.append(f"agnesi must be three finite numbers (q, p, a), got {self.agnesi}")
         return problems
 
 
@@ -180,7 +195,12 @@ class MACE(AtomicEnergyModel):
         n_types = len(spec.type_names)
         self.embedding = SpeciesEmbedding(n_types, spec.num_channels, generator)
         self.edge_embedding = EdgeEmbedding(
-            spec.max_ell, spec.r_max, spec.num_radial_basis, spec.num_polynomial_cutoff
+            spec.max_ell,
+            spec.r_max,
+            spec.num_radial_basis,
+            spec.num_polynomial_cutoff,
+            tuple(spec.agnesi) if spec.distance_transform == "agnesi" else None,
+            spec.type_names,
         )
         self.interactions = nn.ModuleList()
         self.products = nn.ModuleList()
@@ -242,8 +262,12 @@ class MACE(AtomicEnergyModel):
         recompute = chunks is not None and not (torch.is_grad_enabled() and self.training)
         edge_attrs = edge_radial = None
         if not recompute:
+            edge_types = None
+            if self.edge_embedding.needs_types:  # in edge_vec's order
+                ends = edge_index if chunks is None else (chunks.receiver, chunks.sender)
+                edge_types = (atom_type[ends[0]], atom_type[ends[1]])
             # mace-torch's edge vector points from sender (our neighbour) to receiver (centre)
-            edge_attrs, edge_radial = self.edge_embedding(-edge_vec.to(dtype))
+            edge_attrs, edge_radial = self.edge_embedding(-edge_vec.to(dtype), edge_types)
         if chunks is not None and not recompute:
             chunks = ReceiverChunks.from_bounds(chunks)
         private = {

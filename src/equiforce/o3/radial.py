@@ -55,3 +55,26 @@ def envelope(x: torch.Tensor, p: int) -> torch.Tensor:
     """
     a, b, c = -(p + 1.0) * (p + 2.0) / 2.0, p * (p + 2.0), -p * (p + 1.0) / 2.0
     return 1.0 + torch.pow(x, p) * (a + x * (b + c * x))
+
+
+def agnesi_transform(
+    lengths: torch.Tensor, pair_radius: torch.Tensor, q: float, p: float, a: float
+) -> torch.Tensor:
+    """The Agnesi distance transform of ACEpotentials (Witt et al., J. Chem. Phys. 159,
+    164101 (2023)), mace-torch's ``distance_transform="Agnesi"``.
+
+    ``y = 1 / (1 + a x^q / (1 + x^(q - p)))`` with ``x = r / r_0``: 1 at r = 0, falling
+    through ~1/2 near the pair's bond length ``r_0`` to 0, so the radial basis resolves short
+    bonds of every pair alike.
+
+    Args:
+        lengths: (n_edges, 1) edge lengths, Å, strictly positive.
+        pair_radius: (n_edges, 1) ``r_0`` of each edge's pair (half the sum of the two
+            covalent radii), Å.
+        q, p, a: the transform's constants (mace-torch: 0.9183, 4.5791, 1.0805).
+
+    Returns:
+        (n_edges, 1) transformed lengths (dimensionless), the dtype of ``lengths``.
+    """
+    x = lengths / pair_radius
+    return 1.0 / (1.0 + a * torch.pow(x, q) / (1.0 + torch.pow(x, q - p)))

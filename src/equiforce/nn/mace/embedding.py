@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from equiforce.o3.radial import bessel_basis, polynomial_cutoff
+from equiforce.o3.radial import agnesi_transform, bessel_basis, polynomial_cutoff
 from equiforce.o3.spherical_harmonics import spherical_harmonics
 
 
@@ -38,37 +38,69 @@ class SpeciesEmbedding(nn.Module):
 
 
 class EdgeEmbedding(nn.Module):
-    """Edge spherical harmonics and the radial basis ``bessel(r) * envelope(r)``.
+    """Edge spherical harmonics and the radial basis ``bessel(r) * envelope(r)``, or with
+    the Agnesi transform ``bessel(y(r)) * envelope(r)`` (``agnesi_transform``; mace-torch's
+    ``distance_transform="Agnesi"``).
 
-    No parameters.
+    No parameters. With the transform, a buffer ``covalent_radii`` (n_types,) Å of the
+    model's species (``ase.data.covalent_radii``; not in the state dict: the spec's
+    ``type_names`` give it).
 
     Args:
         max_ell: highest SH degree.
         r_max: cutoff, Å.
         num_radial_basis: Bessel functions.
         num_polynomial_cutoff: envelope order ``p``.
+        agnesi: the transform's (q, p, a), or None (no transform).
+        type_names: the model's species (with ``agnesi``).
     """
 
     def __init__(
-        self, max_ell: int, r_max: float, num_radial_basis: int, num_polynomial_cutoff: int
+        self,
+        max_ell: int,
+        r_max: float,
+        num_radial_basis: int,
+        num_polynomial_cutoff: int,
+        agnesi: tuple[float, float, float] | None = None,
+        type_names: tuple[str, ...] = (),
     ):
         super().__init__()
         self.max_ell = max_ell
         self.r_max = r_max
         self.num_radial_basis = num_radial_basis
         self.num_polynomial_cutoff = num_polynomial_cutoff
+        self.agnesi = agnesi
+        if agnesi is not None:
+            from ase.data import atomic_numbers, covalent_radii
 
-    def forward(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            radii = [covalent_radii[atomic_numbers[name]] for name in type_names]
+            radii = torch.tensor(radii, dtype=torch.float64)  # from type_names: not saved
+            self.register_buffer("covalent_radii", radii, persistent=False)
+
+    @property
+    def needs_types(self) -> bool:
+        """Whether ``forward`` needs the edges' species (the Agnesi transform)."""
+        return self.agnesi is not None
+
+    def forward(
+        self, vectors: torch.Tensor, edge_types: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed edge vectors.
 
         Args:
             vectors: (n_edges, 3) model dtype, Å, non-zero.
+            edge_types: the species (``atom_type``) of each edge's two atoms, two (n_edges,)
+                int64, in either order; needed with the Agnesi transform (``needs_types``).
 
         Returns:
             ``edge_attrs`` (n_edges, (max_ell + 1)^2) and ``edge_radial``
             (n_edges, num_radial_basis).
         """
         lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
-        radial = bessel_basis(lengths, self.r_max, self.num_radial_basis)
         envelope = polynomial_cutoff(lengths, self.r_max, self.num_polynomial_cutoff)
+        if self.agnesi is not None:
+            radii = self.covalent_radii.to(lengths.dtype)
+            pair_radius = 0.5 * (radii[edge_types[0]] + radii[edge_types[1]])[:, None]
+            lengths = agnesi_transform(lengths, pair_radius, *self.agnesi)
+        radial = bessel_basis(lengths, self.r_max, self.num_radial_basis)
         return spherical_harmonics(self.max_ell, vectors), radial * envelope

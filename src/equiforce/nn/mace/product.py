@@ -33,9 +33,7 @@ class Product(nn.Module):
     ):
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
-        descriptor = SymmetricContractionDescriptor(
-            irreps_in, irreps_out, correlation, NODE_LAYOUT
-        )
+        descriptor = SymmetricContractionDescriptor(irreps_in, irreps_out, correlation, NODE_LAYOUT)
         self.num_channels = descriptor.num_channels
         self.contraction = make_symmetric_contraction(descriptor, n_types, generator)
         linear = LinearDescriptor(irreps_out, irreps_out, layout=NODE_LAYOUT)

@@ -71,7 +71,11 @@ def chunk_features(
     Returns:
         (n_receivers, skip_out.dim) model dtype.
     """
-    edge_attrs, edge_radial = edge_embedding(-edge_vec.to(local_feats.dtype))
+    edge_types = None
+    if edge_embedding.needs_types:
+        ends = graph.nodes[graph.senders], graph.nodes[graph.receivers]
+        edge_types = (atom_type[ends[0]], atom_type[ends[1]])
+    edge_attrs, edge_radial = edge_embedding(-edge_vec.to(local_feats.dtype), edge_types)
     r0, r1 = graph.atoms
     own_type = atom_type[r0:r1]
     own = local_feats[graph.first_row : graph.first_row + r1 - r0]
