@@ -261,7 +261,18 @@ def atoms_to_state(
     return state
 
 
-class CellAxesModel(ModelInterface):
+class _Wrapped(ModelInterface):
+    """A TorchSim model around another: its device, dtype and output flags."""
+
+    def __init__(self, model: ModelInterface) -> None:
+        super().__init__()
+        self.model = model
+        self._device, self._dtype = model.device, model.dtype
+        self._compute_forces, self._compute_stress = model.compute_forces, model.compute_stress
+        self._memory_scales_with = model.memory_scales_with
+
+
+class CellAxesModel(_Wrapped):
     """A model on states of molecules and slabs: each system periodic along exactly its
     non-zero cell vectors (``atoms_to_state``'s states of structures not periodic in 3D).
 
@@ -271,13 +282,6 @@ class CellAxesModel(ModelInterface):
     Args:
         model: an ``EquiforceModel`` (or ``CommitteeModel``).
     """
-
-    def __init__(self, model: EquiforceModel) -> None:
-        super().__init__()
-        self.model = model
-        self._device, self._dtype = model.device, model.dtype
-        self._compute_forces, self._compute_stress = model.compute_forces, model.compute_stress
-        self._memory_scales_with = model.memory_scales_with
 
     def forward(self, state: ts.SimState, **_: Any) -> dict[str, torch.Tensor]:
         """The model's energies, forces (and stress: zero for systems not 3D-periodic)."""
@@ -295,7 +299,7 @@ class CellAxesModel(ModelInterface):
         )
 
 
-class FixedAtomsModel(ModelInterface):
+class FixedAtomsModel(_Wrapped):
     """A model under ASE's ``FixAtoms``: the fixed atoms feel no force and, with an anchor,
     are seen where they are held whatever the state says.
 
@@ -314,11 +318,8 @@ class FixedAtomsModel(ModelInterface):
     def __init__(
         self, model: ModelInterface, fixed: torch.Tensor, anchor: torch.Tensor | None = None
     ) -> None:
-        super().__init__()
-        self.model, self.fixed, self.anchor = model, fixed, anchor
-        self._device, self._dtype = model.device, model.dtype
-        self._compute_forces, self._compute_stress = model.compute_forces, model.compute_stress
-        self._memory_scales_with = model.memory_scales_with
+        super().__init__(model)
+        self.fixed, self.anchor = fixed, anchor
 
     def forward(self, state: ts.SimState, **_: Any) -> dict[str, torch.Tensor]:
         """The model's outputs, the fixed atoms' forces zero."""
