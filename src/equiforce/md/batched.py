@@ -21,6 +21,9 @@ splitting and fixes the centre of mass; here it moves, and the temperature count
 of freedom), its noise drawn from torch's generator seeded with ``seed`` inside a forked
 generator state, so the caller's is left alone. Time steps, temperatures and frictions go to
 TorchSim in ASE's units (eV, Å, amu; ``ase.units.fs``), TorchSim's own internal ones.
+ASE's ``FixAtoms`` is applied in NVT and NVE (``equiforce.md.torchsim.FixedAtomsModel``: no
+force on the fixed atoms, which the model sees at their starting positions; after each step
+they are put back there with zero momenta); other constraints, and any in NPT, are refused.
 
 With a committee (``equiforce.md.torchsim.CommitteeModel``: the members' mean drives the
 dynamics) each structure can have an ``UncertaintyWatch`` that checks every step's force
