@@ -279,23 +279,8 @@ def _coupling(
     """The NPT step's couplings in ASE units (None: not NPT)."""
     if npt is None:
         return None
-    shared = dict(
-        dt=timestep_fs * units.fs,
-        pressure=npt.pressure_GPa * units.GPa,
-        anisotropic=npt.anisotropic,
-    )
-    if npt.barostat == "mtk":
-        return MTKCoupling(
-            tdamp=npt.thermostat_time_fs * units.fs,
-            pdamp=npt.barostat_time_fs * units.fs,
-            **shared,
-        )
-    return BerendsenCoupling(
-        taut=npt.thermostat_time_fs * units.fs,
-        taup=npt.barostat_time_fs * units.fs,
-        compressibility=npt.compressibility_per_GPa / units.GPa,
-        **shared,
-    )
+    coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
+    return coupling(dt=timestep_fs * units.fs, anisotropic=npt.anisotropic, **npt.ase_arguments())
 
 
 def _integrator(

@@ -44,13 +44,14 @@ _YOSHIDA = (
 
 @dataclass(frozen=True)
 class MTKCoupling:
-    """The MTK couplings in ASE units (ASE's ``IsotropicMTKNPT`` / ``MTKNPT`` arguments).
+    """The MTK couplings in ASE units (ASE's ``IsotropicMTKNPT`` / ``MTKNPT`` arguments, by
+    their names).
 
     Attributes:
         dt: time step (ASE time).
         tdamp: thermostat damping time (ASE time).
         pdamp: barostat damping time (ASE time).
-        pressure: target pressure, eV/Å^3.
+        pressure_au: target pressure, eV/Å^3.
         anisotropic: every cell component moves (``MTKNPT``), else a uniform scaling.
         tchain: thermostat chain length.
         pchain: barostat chain length.
@@ -61,7 +62,7 @@ class MTKCoupling:
     dt: float
     tdamp: float
     pdamp: float
-    pressure: float
+    pressure_au: float
     anisotropic: bool
     tchain: int = 3
     pchain: int = 3
@@ -228,12 +229,12 @@ def _kick_cell(state: Any, stress: torch.Tensor, v: dict, masses: _Masses, delta
     if c.anisotropic:
         volume = torch.linalg.det(state.cell).abs()
         eye = torch.eye(3, dtype=total.dtype, device=total.device)
-        force = volume[:, None, None] * (total - c.pressure * eye)
+        force = volume[:, None, None] * (total - c.pressure_au * eye)
         force = force + (twice_kinetic / (3 * masses.n_atoms))[:, None, None] * eye
     else:
         pressure = torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
         volume = v["volume0"] * torch.exp(3 * v["eps"])
-        force = 3 * volume * (pressure - c.pressure) + twice_kinetic / masses.n_atoms
+        force = 3 * volume * (pressure - c.pressure_au) + twice_kinetic / masses.n_atoms
     v["p_cell"] = v["p_cell"] + delta * force
 
 

@@ -36,16 +36,16 @@ class BerendsenCoupling:
         dt: time step (ASE time).
         taut: thermostat time (ASE time).
         taup: barostat time (ASE time).
-        compressibility: Å^3/eV.
-        pressure: target pressure, eV/Å^3.
+        compressibility_au: Å^3/eV.
+        pressure_au: target pressure, eV/Å^3.
         anisotropic: scale each cell vector by its own pressure component.
     """
 
     dt: float
     taut: float
     taup: float
-    compressibility: float
-    pressure: float
+    compressibility_au: float
+    pressure_au: float
     anisotropic: bool
 
 
@@ -97,11 +97,11 @@ def berendsen_npt_step(
     # 2. the barostat (ASE NPTBerendsen / Inhomogeneous_NPTBerendsen.scale_positions_and_cell)
     total = stress + ideal_gas_stress(state)
     diagonal = -torch.diagonal(total, dim1=-2, dim2=-1)  # (n, 3) pressure components
-    rate = dt * coupling.compressibility / coupling.taup / 3.0
+    rate = dt * coupling.compressibility_au / coupling.taup / 3.0
     if coupling.anisotropic:
-        factors = 1.0 - rate * (coupling.pressure - diagonal)  # (n, 3): one per cell vector
+        factors = 1.0 - rate * (coupling.pressure_au - diagonal)  # (n, 3): one per cell vector
     else:
-        factors = (1.0 - rate * (coupling.pressure - diagonal.mean(-1)))[:, None].expand(n, 3)
+        factors = (1.0 - rate * (coupling.pressure_au - diagonal.mean(-1)))[:, None].expand(n, 3)
     rows = state.cell.transpose(-1, -2)  # ASE's cell: lattice vectors as rows
     new_rows = factors[:, :, None] * rows
     transform = torch.linalg.solve(rows, new_rows)  # positions @ M, as ASE's set_cell

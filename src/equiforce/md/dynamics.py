@@ -69,6 +69,22 @@ class NPTSettings:
     thermostat_time_fs: float = 100.0
     compressibility_per_GPa: float = 0.01
 
+    def ase_arguments(self) -> dict[str, float]:
+        """The barostat's keyword arguments of ASE's integrator, in ASE units: MTK's
+        ``pressure_au``, ``tdamp``, ``pdamp``; Berendsen's ``pressure_au``, ``taut``,
+        ``taup``, ``compressibility_au`` (``run_md``'s and batched MD's one conversion)."""
+        times = (self.thermostat_time_fs * units.fs, self.barostat_time_fs * units.fs)
+        arguments = {"pressure_au": self.pressure_GPa * units.GPa}
+        if self.barostat == "mtk":
+            return {**arguments, "tdamp": times[0], "pdamp": times[1]}
+        compressibility = self.compressibility_per_GPa / units.GPa
+        return {
+            **arguments,
+            "taut": times[0],
+            "taup": times[1],
+            "compressibility_au": compressibility,
+        }
+
     def __post_init__(self):
         if self.barostat not in BAROSTATS:
             raise ValueError(f"barostat must be one of {BAROSTATS}, got {self.barostat!r}")
@@ -79,28 +95,16 @@ class NPTSettings:
 
 def _barostat(atoms: Atoms, temperature_K: float, timestep_fs: float, npt: NPTSettings):
     """ASE's NPT integrator for ``npt`` (MTK with Nosé–Hoover chains, or Berendsen)."""
-    pressure_au = npt.pressure_GPa * units.GPa
     if npt.barostat == "mtk":
         from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT
 
-        return (MTKNPT if npt.anisotropic else IsotropicMTKNPT)(
-            atoms,
-            timestep_fs * units.fs,
-            temperature_K=temperature_K,
-            pressure_au=pressure_au,
-            tdamp=npt.thermostat_time_fs * units.fs,
-            pdamp=npt.barostat_time_fs * units.fs,
-        )
-    from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen, NPTBerendsen
+        integrator = MTKNPT if npt.anisotropic else IsotropicMTKNPT
+    else:
+        from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen, NPTBerendsen
 
-    return (Inhomogeneous_NPTBerendsen if npt.anisotropic else NPTBerendsen)(
-        atoms,
-        timestep_fs * units.fs,
-        temperature_K=temperature_K,
-        pressure_au=pressure_au,
-        taut=npt.thermostat_time_fs * units.fs,
-        taup=npt.barostat_time_fs * units.fs,
-        compressibility_au=npt.compressibility_per_GPa / units.GPa,
+        integrator = Inhomogeneous_NPTBerendsen if npt.anisotropic else NPTBerendsen
+    return integrator(
+        atoms, timestep_fs * units.fs, temperature_K=temperature_K, **npt.ase_arguments()
     )
 
 
