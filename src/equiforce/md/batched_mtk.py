@@ -10,8 +10,9 @@ round-off (tested). Unlike Berendsen coupling this samples the isothermal-isobar
 The step is the MTK Trotter splitting (Martyna, Tobias & Klein, J. Chem. Phys. 101, 4177
 (1994)), half steps around a full one:
 
-1. the barostat's Nosé–Hoover chain on the cell momenta, then the thermostat's on the atoms'
-   momenta (fourth-order Suzuki–Yoshida, ``tloop`` / ``ploop`` substeps);
+1. the barostat's Nosé–Hoover chain on the cell momenta and the thermostat's on the atoms'
+   momenta (fourth-order Suzuki–Yoshida, one substep; the two chains of all systems
+   integrate together, each chain seeing its momenta only through their kinetic energy);
 2. the cell momenta kicked by ``V (P - P0)`` (P with its ideal-gas part) and the atoms'
    kinetic term, then the atoms' momenta by the forces with the cell momenta's drag;
 3. positions and cell advanced for a whole step (exactly, for the frozen momenta: ``exp`` and
@@ -32,7 +33,7 @@ from typing import Any, Callable
 
 import torch
 
-from equiforce.md.batched_npt import ideal_gas_stress, per_system
+from equiforce.md.batched_npt import ideal_gas_stress, per_system, system_count
 
 # Yoshida's fourth-order weights (Phys. Lett. A 150, 262 (1990)), as ASE's FOURTH_ORDER_COEFFS
 _YOSHIDA = (
@@ -40,6 +41,7 @@ _YOSHIDA = (
     -(2 ** (1 / 3)) / (2 - 2 ** (1 / 3)),
     1 / (2 - 2 ** (1 / 3)),
 )
+_CHAIN_LENGTH = 3  # links of every Nosé–Hoover chain (ASE's tchain and pchain default)
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,9 @@ class MTKCoupling:
         pdamp: barostat damping time (ASE time).
         pressure_au: target pressure, eV/Å^3.
         anisotropic: every cell component moves (``MTKNPT``), else a uniform scaling.
-        tchain: thermostat chain length.
-        pchain: barostat chain length.
-        tloop: thermostat substeps.
-        ploop: barostat substeps.
+
+    Both chains have ASE's default length (``tchain = pchain = 3``) and one substep a half step
+    (``tloop = ploop = 1``), as ``run_md``'s.
     """
 
     dt: float
@@ -64,10 +65,6 @@ class MTKCoupling:
     pdamp: float
     pressure_au: float
     anisotropic: bool
-    tchain: int = 3
-    pchain: int = 3
-    tloop: int = 1
-    ploop: int = 1
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,9 @@ class _Masses:
 
     Attributes:
         n_atoms: (n,) atoms per system.
-        Q: (n, tchain) thermostat chain masses.
+        Q: (n, chain) thermostat chain masses.
         W: (n,) cell momenta's mass.
-        R: (n, pchain) barostat chain masses.
+        R: (n, chain) barostat chain masses.
     """
 
     n_atoms: torch.Tensor
@@ -89,10 +86,10 @@ class _Masses:
 
 def _masses(state: Any, kT: torch.Tensor, coupling: MTKCoupling) -> _Masses:
     """The virtual masses of every system of ``state`` at temperatures ``kT`` (n,) eV."""
-    n_atoms = torch.bincount(state.system_idx, minlength=state.n_systems).to(kT.dtype)
-    Q = (kT * coupling.tdamp**2)[:, None].repeat(1, coupling.tchain)
+    n_atoms = torch.bincount(state.system_idx, minlength=system_count(state)).to(kT.dtype)
+    Q = (kT * coupling.tdamp**2)[:, None].repeat(1, _CHAIN_LENGTH)
     Q[:, 0] *= 3 * n_atoms
-    R = (kT * coupling.pdamp**2)[:, None].repeat(1, coupling.pchain)
+    R = (kT * coupling.pdamp**2)[:, None].repeat(1, _CHAIN_LENGTH)
     R[:, 0] *= 9
     if coupling.anisotropic:
         W = (n_atoms + 1) * kT * coupling.pdamp**2
@@ -103,17 +100,12 @@ def _masses(state: Any, kT: torch.Tensor, coupling: MTKCoupling) -> _Masses:
 
 def mtk_variables(state: Any, coupling: MTKCoupling) -> dict[str, torch.Tensor]:
     """Every system's MTK variables at the start of a run, each (n_systems, ...): the chains'
-    positions and momenta (``eta``, ``p_eta`` (n, tchain); ``xi``, ``p_xi`` (n, pchain)), the
+    positions and momenta (``eta``, ``p_eta``, ``xi``, ``p_xi``, each (n, chain)), the
     cell momenta ``p_cell`` (isotropic: (n,), ASE's ``p_eps``; anisotropic: (n, 3, 3), ASE's
     ``p_g``), all zero; isotropic also the log-strain ``eps`` (n,) and the starting cells
     ``cell0`` (n, 3, 3) and volumes ``volume0`` (n,) Å^3."""
-    n, like = state.n_systems, state.cell
-    variables = {
-        "eta": like.new_zeros(n, coupling.tchain),
-        "p_eta": like.new_zeros(n, coupling.tchain),
-        "xi": like.new_zeros(n, coupling.pchain),
-        "p_xi": like.new_zeros(n, coupling.pchain),
-    }
+    n, like = system_count(state), state.cell
+    variables = {name: like.new_zeros(n, _CHAIN_LENGTH) for name in ("eta", "p_eta", "xi", "p_xi")}
     if coupling.anisotropic:
         variables["p_cell"] = like.new_zeros(n, 3, 3)
     else:
@@ -124,57 +116,57 @@ def mtk_variables(state: Any, coupling: MTKCoupling) -> dict[str, torch.Tensor]:
     return variables
 
 
-def _chain(
-    thermostatted: torch.Tensor,
-    twice_kinetic: Callable[[torch.Tensor], torch.Tensor],
-    scale: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+def _chains(
+    twice_kinetic: torch.Tensor,
     target: torch.Tensor,
     position: torch.Tensor,
     momentum: torch.Tensor,
     mass: torch.Tensor,
     kT: torch.Tensor,
     delta: float,
-    loops: int,
-) -> torch.Tensor:
-    """Integrate one Nosé–Hoover chain per system over ``delta`` (ASE's ``integrate_nhc``).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrate m Nosé–Hoover chains over ``delta`` (ASE's ``integrate_nhc``), each acting on
+    a set of momenta by scaling it; the momenta themselves are not needed, only their kinetic
+    energy, which a scaling by ``f`` multiplies by ``f^2``.
 
     Args:
-        thermostatted: the momenta the chain acts on (atoms' or cell's).
-        twice_kinetic: (n,) twice their kinetic energy per system, of the momenta given.
-        scale: the momenta given multiplied by (n,) factors, one per system.
-        target: (n,) what ``twice_kinetic`` is driven to (degrees of freedom x kT), eV.
-        position, momentum: (n, chain) the chain's variables, changed in place.
-        mass: (n, chain) the chain's masses.
-        kT: (n,) eV.
-        delta: time (ASE time).
-        loops: substeps.
+        twice_kinetic: (m,) twice the kinetic energy of each chain's momenta, eV.
+        target: (m,) what ``twice_kinetic`` is driven to (degrees of freedom x kT), eV.
+        position, momentum: (m, length) the chains' variables.
+        mass: (m, length) the chains' masses.
+        kT: (m,) eV.
+        delta: time (ASE time), one substep.
 
     Returns:
-        The thermostatted momenta after ``delta``.
+        The chains' positions and momenta after ``delta``, each (m, length), and (m,) the
+        factors by which each chain scaled its momenta.
     """
-    length = position.shape[1]
+    p, inverse_mass = list(momentum.unbind(1)), 1 / mass
+    inverse = list(inverse_mass.unbind(1))
+    length = len(p)
+    factor = torch.ones_like(twice_kinetic)
 
     def kick(j: int, half: float, quarter: float) -> None:
-        if j < length - 1:
-            momentum[:, j] *= torch.exp(-quarter * momentum[:, j + 1] / mass[:, j + 1])
         if j == 0:
-            force = twice_kinetic(thermostatted) - target
+            force = twice_kinetic - target
         else:
-            force = momentum[:, j - 1] ** 2 / mass[:, j - 1] - kT
-        momentum[:, j] += half * force
-        if j < length - 1:
-            momentum[:, j] *= torch.exp(-quarter * momentum[:, j + 1] / mass[:, j + 1])
+            force = p[j - 1] ** 2 * inverse[j - 1] - kT
+        if j == length - 1:
+            p[j] = p[j] + half * force
+        else:  # the drag of the next link, a quarter step before and after
+            drag = torch.exp((-quarter) * p[j + 1] * inverse[j + 1])
+            p[j] = (p[j] * drag + half * force) * drag
 
-    for _ in range(loops):
-        for weight in _YOSHIDA:
-            step = weight * delta / loops
-            for j in reversed(range(length)):
-                kick(j, step / 2, step / 4)
-            position += step * momentum / mass
-            thermostatted = scale(thermostatted, torch.exp(-step * momentum[:, 0] / mass[:, 0]))
-            for j in range(length):
-                kick(j, step / 2, step / 4)
-    return thermostatted
+    for weight in _YOSHIDA:
+        step = weight * delta
+        for j in reversed(range(length)):
+            kick(j, step / 2, step / 4)
+        position = position + step * torch.stack(p, 1) * inverse_mass
+        scale = torch.exp((-step) * p[0] * inverse[0])
+        factor, twice_kinetic = factor * scale, twice_kinetic * scale**2
+        for j in range(length):
+            kick(j, step / 2, step / 4)
+    return position, torch.stack(p, 1), factor
 
 
 def _exprel(x: torch.Tensor) -> torch.Tensor:
@@ -182,48 +174,30 @@ def _exprel(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), torch.expm1(x) / torch.where(x == 0, 1, x))
 
 
-def _thermostat(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: float, c) -> None:
-    """The atoms' Nosé–Hoover chain over ``delta``: the momenta scaled per system."""
-    idx, n, m = state.system_idx, state.n_systems, state.masses
-
-    def twice_kinetic(p: torch.Tensor) -> torch.Tensor:
-        return per_system((p**2).sum(-1) / m, idx, n)
-
-    def scale(p: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        return p * factor[idx, None]
-
-    target = 3 * masses.n_atoms * kT
-    args = (v["eta"], v["p_eta"], masses.Q, kT, delta, c.tloop)
-    state.momenta = _chain(state.momenta, twice_kinetic, scale, target, *args)
-
-
-def _barostat(v: dict, masses: _Masses, kT: torch.Tensor, delta: float, c) -> None:
-    """The cell momenta's Nosé–Hoover chain over ``delta``."""
+def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: float, c) -> None:
+    """The atoms' (thermostat) and the cell momenta's (barostat) Nosé–Hoover chains over
+    ``delta``. They act on disjoint variables, so ASE's order (barostat first on the way in,
+    last on the way out) is immaterial: they integrate as one set of 2n chains."""
+    idx, n = state.system_idx, system_count(state)
+    atoms_kinetic = per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
+    p_cell = v["p_cell"]
     if c.anisotropic:  # 9 cell degrees of freedom
-
-        def twice_kinetic(p: torch.Tensor) -> torch.Tensor:
-            return (p**2).sum((-2, -1)) / masses.W
-
-        def scale(p: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-            return p * factor[:, None, None]
-
-        target = 9 * kT
+        cell_kinetic, cell_target = (p_cell**2).sum((-2, -1)) / masses.W, 9 * kT
     else:
-
-        def twice_kinetic(p: torch.Tensor) -> torch.Tensor:
-            return p**2 / masses.W
-
-        def scale(p: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-            return p * factor
-
-        target = kT
-    args = (v["xi"], v["p_xi"], masses.R, kT, delta, c.ploop)
-    v["p_cell"] = _chain(v["p_cell"], twice_kinetic, scale, target, *args)
+        cell_kinetic, cell_target = p_cell**2 / masses.W, kT
+    atoms = (atoms_kinetic, 3 * masses.n_atoms * kT, v["eta"], v["p_eta"], masses.Q, kT)
+    cell = (cell_kinetic, cell_target, v["xi"], v["p_xi"], masses.R, kT)
+    joined = _chains(*(torch.cat(pair) for pair in zip(atoms, cell, strict=True)), delta)
+    atoms_out, cell_out = zip(*(both.split(n) for both in joined), strict=True)
+    v["eta"], v["p_eta"], atoms_factor = atoms_out
+    v["xi"], v["p_xi"], cell_factor = cell_out
+    state.momenta = state.momenta * atoms_factor[idx, None]
+    v["p_cell"] = p_cell * (cell_factor[:, None, None] if c.anisotropic else cell_factor)
 
 
 def _kick_cell(state: Any, stress: torch.Tensor, v: dict, masses: _Masses, delta: float, c):
     """The cell momenta kicked by the pressure's excess and the atoms' kinetic term."""
-    idx, n = state.system_idx, state.n_systems
+    idx, n = state.system_idx, system_count(state)
     twice_kinetic = per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
     total = -(stress + ideal_gas_stress(state))  # (n, 3, 3) pressure tensor
     if c.anisotropic:
@@ -304,8 +278,7 @@ def mtk_npt_step(
     """
     masses = _masses(state, kT, coupling)
     half = coupling.dt / 2
-    _barostat(variables, masses, kT, half, coupling)
-    _thermostat(state, variables, masses, kT, half, coupling)
+    _thermostats(state, variables, masses, kT, half, coupling)
     _kick_cell(state, stress, variables, masses, half, coupling)
     _kick(state, variables, masses, half, coupling)
     _drift(state, variables, masses, coupling.dt, coupling)
@@ -313,6 +286,5 @@ def mtk_npt_step(
     state.energy, state.forces, stress = out["energy"], out["forces"], out["stress"]
     _kick(state, variables, masses, half, coupling)
     _kick_cell(state, stress, variables, masses, half, coupling)
-    _thermostat(state, variables, masses, kT, half, coupling)
-    _barostat(variables, masses, kT, half, coupling)
+    _thermostats(state, variables, masses, kT, half, coupling)
     return state, stress

@@ -49,6 +49,12 @@ class BerendsenCoupling:
     anisotropic: bool
 
 
+def system_count(state: Any) -> int:
+    """The number of systems of a TorchSim state, from its (n_systems, 3, 3) cells (TorchSim's
+    ``n_systems`` runs ``torch.unique``, a device sync, on every call)."""
+    return state.cell.shape[0]
+
+
 def per_system(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int) -> torch.Tensor:
     """Sum of per-atom ``values`` (n_atoms, ...) over each system: (n_systems, ...)."""
     out = torch.zeros((n_systems, *values.shape[1:]), dtype=values.dtype, device=values.device)
@@ -61,7 +67,7 @@ def ideal_gas_stress(state: Any) -> torch.Tensor:
     p, m = state.momenta, state.masses
     outer = p[:, :, None] * p[:, None, :] / m[:, None, None]
     volume = torch.linalg.det(state.cell).abs()
-    return -per_system(outer, state.system_idx, state.n_systems) / volume[:, None, None]
+    return -per_system(outer, state.system_idx, system_count(state)) / volume[:, None, None]
 
 
 def berendsen_npt_step(
@@ -85,7 +91,7 @@ def berendsen_npt_step(
     Returns:
         The state and the stress of its new positions.
     """
-    idx, n = state.system_idx, state.n_systems
+    idx, n = state.system_idx, system_count(state)
     dt = coupling.dt
     n_atoms = torch.bincount(idx, minlength=n).to(state.momenta.dtype)
     # 1. the thermostat (ASE NVTBerendsen.scale_velocities)
