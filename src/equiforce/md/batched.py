@@ -570,23 +570,13 @@ def run_batched_md(
     """
     from tqdm.auto import tqdm
 
-    from equiforce.md.torchsim import CellAxesModel, EquiforceModel, check_elements, state_groups
+    from equiforce.md.torchsim import CellAxesModel
 
     check_md_arguments(ensemble, n_steps, log_interval, friction)
     npt = _check_npt(ensemble, npt, structures)
     _check_constraints(structures, npt)
-    if restart_every < 1:
-        raise ValueError(f"restart_every must be >= 1, got {restart_every}")
-    if trajectory_paths is not None and len(trajectory_paths) != len(structures):
-        raise ValueError(
-            f"{len(trajectory_paths)} trajectory paths for {len(structures)} structures"
-        )
-    if not isinstance(model, EquiforceModel):
-        model = EquiforceModel(model, compute_stress=npt is not None)
-    if npt is not None and not model.compute_stress:
-        raise ValueError("batched NPT needs the stress: a model with compute_stress=True")
-    check_elements(structures, model)
-    _check_watches(watches, structures, model)
+    _check_outputs(structures, trajectory_paths, restart_every)
+    model = _checked_model(model, structures, npt, watches)
     temperatures = _temperatures(temperature_K, len(structures))
     settings = _settings(
         structures,
@@ -599,123 +589,238 @@ def run_batched_md(
         max_batch_atoms=max_batch_atoms,
         uncertainty_watch=watches[0].settings() if watches else None,
         npt=None if npt is None else dataclasses.asdict(npt),
-        fixed_atoms={  # FixAtoms of a structure: its fixed atoms' indices
-            str(k): frame.constraints[0].get_indices().tolist()
-            for k, frame in enumerate(structures)
-            if frame.constraints
-        }
-        or None,
+        fixed_atoms=_fixed_atoms_setting(structures),
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
-    atoms = [frame.copy() for frame in structures]
-    for k, frame in enumerate(atoms):
-        frame.calc = None
-        thermalise(frame, temperatures[k], np.random.default_rng(seed + k))
-    if restart is None:
-        indices = state_groups(atoms, max_batch_atoms)
-    else:
-        indices = _saved_groups(restart)
-        if not indices:
-            raise ValueError(
-                f"{restart.path}: the uncertainty watches stopped every structure of this run "
-                "(see the results' uncertainty summaries): there is nothing to resume"
-            )
+    atoms = _thermalised(structures, temperatures, seed)
     coupling = _coupling(npt, timestep_fs)
-    groups = [_new_group(model, atoms, g, temperatures, coupling) for g in indices]
-    step = 0 if restart is None else restart.n_steps_done
+    groups = [
+        _new_group(model, atoms, indices, temperatures, coupling)
+        for indices in _group_indices(atoms, restart, max_batch_atoms)
+    ]
     integrate = _integrator(CellAxesModel(model), ensemble, timestep_fs, friction, coupling)
     device = torch.device(model.device)
-    wall_before = 0.0 if restart is None else restart.wall_time_s
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
+    step = 0 if restart is None else restart.n_steps_done
+    run = _Run(atoms, groups, watches, timestep_fs, step, npt is not None)
+    wall_before = 0.0 if restart is None else restart.wall_time_s
     start = time.perf_counter()
+
+    def save() -> None:
+        wall = wall_before + time.perf_counter() - start
+        _save(restart_path, run.groups, run.structures, run.step, settings, wall, device)
+
     with (
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
         contextlib.ExitStack() as stack,
     ):
-        run = [
-            _Structure(
-                frame,
-                Recorder(frame, lambda: step * timestep_fs, track_cell=npt is not None),
-                stack.enter_context(
-                    trajectory_writer(
-                        path,
-                        frame,
-                        None
-                        if restart is None
-                        else (restart.meta["n_frames"][k], restart.trajectory_bytes[k]),
-                    )
-                ),
-                watches[k] if watches else None,
-            )
-            for k, (path, frame) in enumerate(zip(paths, atoms, strict=True))
-        ]
+        run.open_trajectories(paths, restart, stack)
         if restart is None:
             torch.manual_seed(seed)
             for watch in watches or ():
                 watch.begin()
         else:
-            _restore(restart, groups, run, device)
+            _restore(restart, run.groups, run.structures, device)
+        description = f"batched {ensemble.upper()} MD"
         bar = stack.enter_context(
-            tqdm(
-                total=n_steps,
-                initial=step,
-                disable=not progress,
-                desc=f"batched {ensemble.upper()} MD",
-                unit="step",
-            )
+            tqdm(total=n_steps, initial=step, disable=not progress, desc=description, unit="step")
         )
-
-        def sample() -> None:
-            for group in groups:
-                _put_frames(group, atoms)
-                for index in group.indices:
-                    run[index].recorder.sample()
-                    run[index].frames.write()
-
-        def save() -> None:
-            wall = wall_before + time.perf_counter() - start
-            _save(restart_path, groups, run, step, settings, wall, device)
-
-        def check_spreads() -> None:  # after the samples, as run_md's observers
-            nonlocal groups
-            if not watches:
-                return
-            for group in groups:
-                _watch(group, atoms, watches, step, step * timestep_fs)
-            stopped = {k for group in groups for k in group.indices if watches[k].should_stop}
-            for k in stopped:
-                run[k].stopped_at = step
-            groups = [g for g in (_without(group, stopped) for group in groups) if g is not None]
-
         if restart is None:
-            sample()
-            check_spreads()
-        while step < n_steps and groups:
-            for group in groups:
-                _advance(group, integrate, model)
-            step += 1
+            run.sample()
+            run.check_spreads()
+        while run.step < n_steps and run.groups:
+            run.advance(integrate, model)
             bar.update(1)
-            if step % log_interval == 0:
-                sample()
-            check_spreads()
-            if restart_path is not None and step % restart_every == 0:
+            if run.step % log_interval == 0:
+                run.sample()
+            run.check_spreads()
+            if restart_path is not None and run.step % restart_every == 0:
                 save()
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
-    for group in groups:  # the running structures end at the final state
-        _put_frames(group, atoms)
-    return [
-        md_result(
-            s.recorder,
-            step if s.stopped_at is None else s.stopped_at,
-            (ensemble, timestep_fs, temperature, npt),
-            path,
-            wall_time,
-            s.watch,
+    return run.results(paths, wall_time, ensemble, temperatures, npt)
+
+
+class _Run:
+    """A batched run between two steps: its structures (input order), the groups of those
+    still running and the step.
+
+    Args:
+        atoms: the structures' working copies (set from their groups' states before use).
+        groups: the groups (TorchSim states) of the running structures.
+        watches: one ``UncertaintyWatch`` per structure, or None.
+        timestep_fs: time step, fs.
+        step: steps done.
+        npt: whether the samples record the cells (volume, pressure).
+    """
+
+    def __init__(
+        self,
+        atoms: list[Atoms],
+        groups: list[_Group],
+        watches: Sequence[UncertaintyWatch] | None,
+        timestep_fs: float,
+        step: int,
+        npt: bool,
+    ) -> None:
+        self.atoms, self.groups, self.watches = atoms, groups, watches
+        self.timestep_fs, self.step, self._npt = timestep_fs, step, npt
+        self.structures: list[_Structure] = []
+
+    def time_fs(self) -> float:
+        """The run's time, fs."""
+        return self.step * self.timestep_fs
+
+    def open_trajectories(
+        self, paths: Sequence[Path | None], restart: Restart | None, stack: contextlib.ExitStack
+    ) -> None:
+        """Each structure's recorder and trajectory writer (entered on ``stack``; a resumed
+        trajectory cut back to the restart file's frames)."""
+        for k, (path, frame) in enumerate(zip(paths, self.atoms, strict=True)):
+            resumed = None
+            if restart is not None:
+                resumed = (restart.meta["n_frames"][k], restart.trajectory_bytes[k])
+            self.structures.append(
+                _Structure(
+                    frame,
+                    Recorder(frame, self.time_fs, track_cell=self._npt),
+                    stack.enter_context(trajectory_writer(path, frame, resumed)),
+                    self.watches[k] if self.watches else None,
+                )
+            )
+
+    def advance(self, integrate: Callable[[_Group], None], model: EquiforceModel) -> None:
+        """One step of every group."""
+        for group in self.groups:
+            _advance(group, integrate, model)
+        self.step += 1
+
+    def sample(self) -> None:
+        """Sample the running structures and write their frames."""
+        for group in self.groups:
+            _put_frames(group, self.atoms)
+            for index in group.indices:
+                self.structures[index].recorder.sample()
+                self.structures[index].frames.write()
+
+    def check_spreads(self) -> None:
+        """Let the watches check the step (after its samples, as ``run_md``'s observers) and
+        take the structures they stop out of their groups."""
+        if not self.watches:
+            return
+        for group in self.groups:
+            _watch(group, self.atoms, self.watches, self.step, self.time_fs())
+        stopped = {k for group in self.groups for k in group.indices if self.watches[k].should_stop}
+        for k in stopped:
+            self.structures[k].stopped_at = self.step
+        kept = (_without(group, stopped) for group in self.groups)
+        self.groups = [group for group in kept if group is not None]
+
+    def results(
+        self,
+        paths: Sequence[Path | None],
+        wall_time_s: float,
+        ensemble: str,
+        temperatures: Sequence[float],
+        npt: NPTSettings | None,
+    ) -> list[MDResult]:
+        """One ``MDResult`` per structure, the running ones ending at the current state."""
+        for group in self.groups:
+            _put_frames(group, self.atoms)
+        return [
+            md_result(
+                s.recorder,
+                self.step if s.stopped_at is None else s.stopped_at,
+                (ensemble, self.timestep_fs, temperature, npt),
+                path,
+                wall_time_s,
+                s.watch,
+            )
+            for s, path, temperature in zip(self.structures, paths, temperatures, strict=True)
+        ]
+
+
+def _checked_model(
+    model: EquiforceModel | Potential | str | os.PathLike,
+    structures: Sequence[Atoms],
+    npt: NPTSettings | None,
+    watches: Sequence[UncertaintyWatch] | None,
+) -> EquiforceModel:
+    """The run's TorchSim model (a ``Potential`` or file: on the CPU, stress for NPT only).
+
+    Raises:
+        ValueError: NPT with a model without stress, an element the model lacks (the
+            structure named), watches that do not fit the structures or the model.
+    """
+    from equiforce.md.torchsim import EquiforceModel, check_elements
+
+    if not isinstance(model, EquiforceModel):
+        model = EquiforceModel(model, compute_stress=npt is not None)
+    if npt is not None and not model.compute_stress:
+        raise ValueError("batched NPT needs the stress: a model with compute_stress=True")
+    check_elements(structures, model)
+    _check_watches(watches, structures, model)
+    return model
+
+
+def _check_outputs(
+    structures: Sequence[Atoms],
+    trajectory_paths: Sequence[str | os.PathLike] | None,
+    restart_every: int,
+) -> None:
+    """Raise unless there is one trajectory path per structure (or none) and
+    ``restart_every`` >= 1."""
+    if restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+    if trajectory_paths is not None and len(trajectory_paths) != len(structures):
+        raise ValueError(
+            f"{len(trajectory_paths)} trajectory paths for {len(structures)} structures"
         )
-        for s, path, temperature in zip(run, paths, temperatures, strict=True)
-    ]
+
+
+def _fixed_atoms_setting(structures: Sequence[Atoms]) -> dict[str, list[int]] | None:
+    """The run setting of the structures' ``FixAtoms``: each constrained structure's (by its
+    position, as a string) fixed atoms' indices, or None (none)."""
+    fixed = {
+        str(k): frame.constraints[0].get_indices().tolist()
+        for k, frame in enumerate(structures)
+        if frame.constraints
+    }
+    return fixed or None
+
+
+def _thermalised(
+    structures: Sequence[Atoms], temperatures: Sequence[float], seed: int
+) -> list[Atoms]:
+    """Copies of the structures without calculators, structure k with ``run_md(seed=seed +
+    k)``'s Maxwell–Boltzmann momenta at its temperature (K)."""
+    atoms = [frame.copy() for frame in structures]
+    for k, frame in enumerate(atoms):
+        frame.calc = None
+        thermalise(frame, temperatures[k], np.random.default_rng(seed + k))
+    return atoms
+
+
+def _group_indices(
+    atoms: Sequence[Atoms], restart: Restart | None, max_batch_atoms: int | None
+) -> list[list[int]]:
+    """The structures of each TorchSim state: new groups, or those of the restart file.
+
+    Raises:
+        ValueError: the restart file's run has no running structure left.
+    """
+    from equiforce.md.torchsim import state_groups
+
+    if restart is None:
+        return state_groups(atoms, max_batch_atoms)
+    indices = _saved_groups(restart)
+    if not indices:
+        raise ValueError(
+            f"{restart.path}: the uncertainty watches stopped every structure of this run "
+            "(see the results' uncertainty summaries): there is nothing to resume"
+        )
+    return indices
 
 
 def _check_npt(
