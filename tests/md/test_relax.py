@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.build import bulk, fcc111, molecule
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.io import read, write
@@ -63,6 +64,71 @@ def test_cell_relaxation_reaches_fmax_and_target_pressure(emt_cu_model, optimize
     bound = FMAX * len(start) / result.atoms.get_volume() / units.GPa
     assert abs(pressure_GPa(result.atoms) - target_GPa) < bound
     assert result.atoms.get_volume() < start.get_volume()  # a = 3.68 Å is stretched
+
+
+class PushedAtom(Calculator):
+    """A constant force (eV/Å) on atom 0, from the energy ``-force . r_0``: a model whose
+    forces break the crystal's symmetry a little."""
+
+    implemented_properties = ("energy", "forces", "stress")
+
+    def __init__(self, force) -> None:
+        super().__init__()
+        self.force = np.asarray(force, dtype=np.float64)
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        forces = np.zeros((len(self.atoms), 3))
+        forces[0] = self.force
+        energy = -float(self.force @ self.atoms.positions[0])
+        self.results = {"energy": energy, "forces": forces, "stress": np.zeros(6)}
+
+
+def test_fix_symmetry_keeps_the_space_group_exactly(emt_cu_model, tmp_path):
+    """A cubic cell distorted below the tolerance (atoms 2e-4 Å, a shear of 2e-4), relaxed
+    with its cell under a model plus a small push on one atom: with ``--fix-symmetry`` it is
+    symmetrised first and the push averages out, so the result is Fm-3m to spglib at 1e-6 Å
+    with a cubic cell; without, it is monoclinic or lower. The space group is in the output
+    and its summary, also after a resume; the input's own constraints are kept."""
+    pytest.importorskip("spglib")
+    from ase.calculators.mixing import SumCalculator
+    from ase.constraints import FixAtoms
+    from ase.spacegroup.symmetrize import check_symmetry
+
+    start = bulk("Cu", "fcc", a=3.7, cubic=True)
+    start.rattle(2e-4, seed=3)
+    shear = np.eye(3) + np.array([[0, 2e-4, 0], [0, 0, 0], [0, 0, -2e-4]])
+    start.set_cell(start.cell.array @ shear, scale_atoms=True)
+    options = dict(fmax=FMAX, steps=300, cell=True)
+    calculator = EquiforceCalculator(emt_cu_model)
+    pushed = SumCalculator([calculator, PushedAtom([3e-3, 2e-3, 0.0])])
+    plain = relax_structure(start, pushed, **options)
+    kept = relax_structure(start, pushed, symmetry_tolerance=0.01, **options)
+    assert plain.converged and kept.converged and kept.spacegroup == "Fm-3m (225)"
+    assert check_symmetry(plain.atoms, 1e-6).number < 16 and plain.spacegroup is None
+    assert check_symmetry(kept.atoms, 1e-6).number == 225 and kept.atoms.constraints == []
+    lengths, angles = np.split(kept.atoms.cell.cellpar(), 2)
+    np.testing.assert_allclose(lengths, lengths[0], rtol=1e-12)
+    np.testing.assert_allclose(angles, 90.0, rtol=1e-12)
+
+    fixed = start.copy()
+    fixed.set_constraint(FixAtoms([0]))  # FixSymmetry comes on top and leaves with the run
+    result = relax_structure(fixed, calculator, fmax=FMAX, steps=2, symmetry_tolerance=0.01)
+    assert [type(c).__name__ for c in result.atoms.constraints] == ["FixAtoms"]
+    with pytest.raises(ValueError, match="symmetry_tolerance must be positive, got 0"):
+        relax_structure(start, calculator, symmetry_tolerance=0.0)
+    with pytest.raises(ValueError, match="CH4 has no 3D cell: .* put the molecule in a box"):
+        relax_structure(molecule("CH4"), calculator, symmetry_tolerance=0.01)
+
+    write(tmp_path / "in.xyz", [start, bulk("Cu", "bcc", a=2.9)])
+    out = tmp_path / "out.xyz"
+    argv = [emt_cu_model, str(tmp_path / "in.xyz"), str(out), "--cell", "--fix-symmetry"]
+    assert run(parse(argv)) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert [row["spacegroup"] for row in summary] == ["Fm-3m (225)", "Im-3m (229)"]
+    assert read(out, index="0").info["relax_spacegroup"] == "Fm-3m (225)"
+    assert run(parse([*argv, "--resume"])) == 0  # nothing left: the results read back
+    assert json.loads(out.with_suffix(".json").read_text()) == summary
 
 
 def test_molecules_relax_to_fmax(emt_cu_model):
@@ -176,6 +242,7 @@ def test_cli_relax_rejects_bad_options(emt_cu_model, tmp_path):
     for extra, message in [
         (["--pressure", "1"], "needs --cell"),
         (["--batched", "--optimizer", "bfgs"], "drop --optimizer bfgs"),
+        (["--batched", "--fix-symmetry"], "TorchSim has no FixSymmetry"),
     ]:
         args = parse([emt_cu_model, str(tmp_path / "in.xyz"), str(tmp_path / "o.xyz"), *extra])
         with pytest.raises(ValueError, match=message):

@@ -38,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pressure", type=float, default=0.0, help="external pressure with --cell, GPa"
     )
     parser.add_argument(
+        "--fix-symmetry",
+        nargs="?",
+        type=float,
+        const=0.01,
+        default=None,
+        metavar="SYMPREC",
+        help="keep each structure's space group (ASE's FixSymmetry; spglib finds it within "
+        "SYMPREC Å, default 0.01); written as relax_spacegroup",
+    )
+    parser.add_argument(
         "--batched",
         action="store_true",
         help="relax all structures at once with TorchSim's batched FIRE (needs equiforce[sim])",
@@ -76,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     options = dict(fmax=args.fmax, steps=args.steps, cell=args.cell, pressure_GPa=args.pressure)
     if args.batched and args.optimizer != "fire":
         raise ValueError("--batched relaxes with TorchSim's FIRE; drop --optimizer bfgs")
+    if args.batched and args.fix_symmetry is not None:
+        raise ValueError(
+            "--batched cannot keep the symmetry (TorchSim has no FixSymmetry): drop --batched"
+        )
     done = read_relaxed(args.output, frames) if args.resume else []
     left = frames[len(done) :]
     with open(args.output, "a" if args.resume else "w") as handle:
@@ -91,7 +105,13 @@ def run(args: argparse.Namespace) -> int:
             calculator = EquiforceCalculator(
                 args.model, device=args.device, precision=args.precision
             )
-            relaxed = relax_structures(left, calculator, optimizer=args.optimizer, **options)
+            relaxed = relax_structures(
+                left,
+                calculator,
+                optimizer=args.optimizer,
+                symmetry_tolerance=args.fix_symmetry,
+                **options,
+            )
     results = done + relaxed
     print(format_relax_summary(results))
     summary = [
@@ -103,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "fmax_eV_per_A": result.fmax,
             "energy_eV": result.energy,
             "cell_relaxed": result.cell_relaxed,
+            "spacegroup": result.spacegroup,
         }
         for index, result in enumerate(results)
     ]

@@ -14,7 +14,11 @@ part of a run over the same input (``equiforce relax --resume``).
 Convergence is ASE's: the largest force norm is below ``fmax`` (eV/Å); with a cell filter the
 filter's cell "forces" (virial / number of atoms) count too.
 
-Constraints: ``relax_structures`` applies any ASE constraint (ASE's optimizers do).
+Constraints: ``relax_structures`` applies any ASE constraint (ASE's optimizers do), and with
+``symmetry_tolerance`` keeps the space group spglib finds in the starting structure within
+that tolerance (Å): ASE's ``FixSymmetry`` symmetrises the structure to it, then its forces,
+stress and steps, so the relaxed structure has it exactly (recorded as ``relax_spacegroup``,
+e.g. ``"Fm-3m (225)"``).
 ``relax_batched`` applies ``FixAtoms`` (the fixed atoms' forces are zero, so FIRE never moves
 them, and they are left out of the convergence test and the result's forces, as ASE's
 constrained forces) and refuses, naming the structure, any other constraint and ``FixAtoms``
@@ -50,6 +54,8 @@ class RelaxResult:
         n_steps: optimizer steps taken (0: already converged).
         fmax: the largest force norm at the end, eV/Å (cell forces included with ``cell``).
         cell_relaxed: whether the cell was a degree of freedom.
+        spacegroup: the space group the relaxation kept (``FixSymmetry``), as
+            ``"symbol (number)"``, or None (symmetry not fixed).
     """
 
     atoms: Atoms
@@ -57,6 +63,7 @@ class RelaxResult:
     n_steps: int
     fmax: float
     cell_relaxed: bool
+    spacegroup: str | None = None
 
     @property
     def energy(self) -> float:
@@ -65,6 +72,7 @@ class RelaxResult:
 
 
 def _check_options(fmax: float, steps: int, optimizer: str) -> None:
+    """Raise unless ``fmax`` > 0, ``steps`` >= 0 and the optimizer is FIRE or BFGS."""
     if not fmax > 0:
         raise ValueError(f"fmax must be positive, got {fmax} eV/Å")
     if steps < 0:
@@ -91,6 +99,7 @@ def relax_structure(
     optimizer: Optimizer = "fire",
     cell: bool = False,
     pressure_GPa: float = 0.0,
+    symmetry_tolerance: float | None = None,
 ) -> RelaxResult:
     """Relax one structure with ASE's FIRE or BFGS.
 
@@ -102,16 +111,25 @@ def relax_structure(
         optimizer: ``"fire"`` or ``"bfgs"``.
         cell: relax the cell too (``FrechetCellFilter``), for 3D-periodic structures only.
         pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
+        symmetry_tolerance: keep the space group spglib finds within this tolerance, Å
+            (ASE's ``FixSymmetry``, needs spglib), or None.
 
     Returns:
         The ``RelaxResult``.
+
+    Raises:
+        ValueError: a bad option, ``symmetry_tolerance`` <= 0, or with it no 3D cell.
     """
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS, FIRE
 
     _check_options(fmax, steps, optimizer)
+    given_constraints = atoms.constraints
     atoms = atoms.copy()
     atoms.calc = calculator
+    spacegroup = None
+    if symmetry_tolerance is not None:
+        spacegroup = _fix_symmetry(atoms, symmetry_tolerance)
     with_cell = bool(cell and atoms.pbc.all())
     target = atoms
     if with_cell:
@@ -120,13 +138,46 @@ def relax_structure(
     converged = bool(dynamics.run(fmax=fmax, steps=steps))
     final_fmax = float(np.linalg.norm(target.get_forces(), axis=1).max(initial=0.0))
     stress = atoms.get_stress() if atoms.pbc.all() else None
+    final = _frozen(atoms, atoms.get_potential_energy(), atoms.get_forces(), stress)
+    final.set_constraint([constraint.copy() for constraint in given_constraints])
     return RelaxResult(
-        atoms=_frozen(atoms, atoms.get_potential_energy(), atoms.get_forces(), stress),
+        atoms=final,
         converged=converged,
         n_steps=int(dynamics.nsteps),
         fmax=final_fmax,
         cell_relaxed=with_cell,
+        spacegroup=spacegroup,
     )
+
+
+def _fix_symmetry(atoms: Atoms, tolerance: float) -> str:
+    """Add ASE's ``FixSymmetry`` at ``tolerance`` (Å) to the constraints of ``atoms``, which
+    it first symmetrises to the space group spglib finds within that tolerance (cell and
+    positions move by less than it); the space group, ``"symbol (number)"``.
+
+    Raises:
+        ValueError: ``tolerance`` <= 0, or no 3D cell (a molecule without a box).
+        ImportError: spglib is missing (named, with its install command).
+    """
+    if not tolerance > 0:
+        raise ValueError(f"symmetry_tolerance must be positive, got {tolerance} Å")
+    if atoms.cell.rank < 3:
+        raise ValueError(
+            f"{atoms.get_chemical_formula()} has no 3D cell: keeping its symmetry needs one "
+            "(spglib finds space groups); put the molecule in a box"
+        )
+    try:
+        import spglib  # noqa: F401  (ASE's symmetry tools import it when they run)
+    except ImportError as err:
+        message = "keeping the symmetry needs spglib: pip install 'equiforce[sim]'"
+        raise ImportError(message) from err
+    from ase.constraints import FixSymmetry
+    from ase.spacegroup.symmetrize import check_symmetry
+
+    fix = FixSymmetry(atoms, symprec=tolerance)  # symmetrises atoms first
+    atoms.set_constraint([*atoms.constraints, fix])
+    dataset = check_symmetry(atoms, tolerance)
+    return f"{dataset.international} ({dataset.number})"
 
 
 def relax_structures(
@@ -324,7 +375,8 @@ def _snapshot(
 
 def _relaxed_frame(result: RelaxResult) -> Atoms:
     """The frame a result is written as: energy, forces, (3D-periodic) stress, and in its
-    info ``relax_converged``, ``relax_steps``, ``relax_fmax`` (eV/Å) and ``relax_cell``."""
+    info ``relax_converged``, ``relax_steps``, ``relax_fmax`` (eV/Å), ``relax_cell`` and
+    (symmetry kept) ``relax_spacegroup``."""
     atoms = result.atoms.copy()
     atoms.calc = result.atoms.calc
     atoms.info.update(
@@ -333,6 +385,8 @@ def _relaxed_frame(result: RelaxResult) -> Atoms:
         relax_fmax=result.fmax,
         relax_cell=result.cell_relaxed,
     )
+    if result.spacegroup is not None:
+        atoms.info["relax_spacegroup"] = result.spacegroup
     return atoms
 
 
@@ -400,6 +454,7 @@ def read_relaxed(path: str | os.PathLike, frames: Sequence[Atoms]) -> list[Relax
                 n_steps=int(atoms.info["relax_steps"]),
                 fmax=float(atoms.info["relax_fmax"]),
                 cell_relaxed=bool(atoms.info.get("relax_cell", False)),
+                spacegroup=atoms.info.get("relax_spacegroup"),
             )
         )
     return results
