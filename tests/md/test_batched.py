@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("torch_sim")
 
-from ase.build import bulk  # noqa: E402
+from ase.build import bulk, fcc111  # noqa: E402
 from ase.constraints import FixAtoms, FixBondLength  # noqa: E402
 from ase.io import read, write  # noqa: E402
 
@@ -111,6 +111,31 @@ def test_langevin_holds_the_temperature(emt_cu_model):
         again[0].temperature_K,
         run_batched_md(frames[:2], emt_cu_model, n_steps=10, **settings)[0].temperature_K,
     )  # seeded: reproducible
+
+
+def test_nose_hoover_holds_the_temperature_of_the_free_atoms(emt_cu_model):
+    """Four Cu(111) slabs with their bottom layer fixed and four 32-atom cells, at 300 and
+    600 K, Nosé–Hoover chains of 50 fs: over the second half each kind holds its target
+    within 6 % (a chain driving all 3N degrees of freedom, the fixed atoms' included, as
+    ASE's ``NoseHooverChainNVT`` does, heats the slabs' free atoms to 4/3 of it)."""
+    frames = []
+    for seed in range(4):
+        slab = fcc111("Cu", (3, 3, 4), a=3.61, vacuum=6.0)
+        slab.rattle(0.02, seed=seed)
+        bottom = slab.positions[:, 2] < slab.positions[:, 2].min() + 0.5
+        slab.set_constraint(FixAtoms(mask=bottom))
+        cell = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+        cell.rattle(0.02, seed=seed)
+        frames += [slab, cell]
+    settings = dict(ensemble="nvt", thermostat="nose-hoover", thermostat_time_fs=50.0)
+    targets = np.array([300.0, 300.0, 600.0, 600.0] * 2)
+    settings.update(timestep_fs=2.0, log_interval=5, temperature_K=targets.tolist())
+    results = run_batched_md(frames, emt_cu_model, n_steps=300, **settings)
+    temperatures = np.array([result.temperature_K[30:].mean() for result in results])
+    for kind in (slice(0, None, 2), slice(1, None, 2)):  # slabs, cells
+        for target in (300.0, 600.0):
+            mine = temperatures[kind][targets[kind] == target]
+            assert abs(mine.mean() / target - 1) < 0.06, (kind, target, mine)
 
 
 def _killed_after(model: EquiforceModel, calls: int) -> EquiforceModel:
@@ -234,6 +259,43 @@ def test_fixed_atoms_stay_and_the_others_move_as_in_run_md(model64, tmp_path):
     for a, b in zip(whole, resumed, strict=True):
         assert np.array_equal(a.temperature_K, b.temperature_K)
         assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
+
+
+def test_nose_hoover_nvt_equals_run_md_structure_by_structure(model64, tmp_path):
+    """Nosé–Hoover chain NVT of two molecules, two cells and a slab with its bottom layer
+    fixed (two states), each at its own temperature, coupled strongly (20 fs) so that the
+    chains act within 20 steps: each structure's temperatures, energies, last positions and
+    momenta equal its ``run_md`` alone (ASE's ``NoseHooverChainNVT``) to 1e-9, the fixed
+    atoms stay put; killed in step 8 and resumed, the same to the bit."""
+    slab = make_slab(seed=3)
+    slab.set_constraint(FixAtoms(mask=slab.positions[:, 2] < slab.positions[:, 2].min() + 1.0))
+    frames = [*structures(), slab]
+    temperatures = [300.0, 400.0, 500.0, 600.0, 700.0]
+    settings = dict(RUN, ensemble="nvt", n_steps=20, thermostat="nose-hoover")
+    settings.update(thermostat_time_fs=20.0, temperature_K=temperatures, restart_every=5)
+    whole = run_batched_md(frames, model64, **settings, restart_path=tmp_path / "whole.npz")
+    for k, atoms in enumerate(frames):
+        alone_settings = {**settings, "seed": 3 + k, "temperature_K": temperatures[k]}
+        alone = run_md(atoms, EquiforceCalculator(model64), **alone_settings)
+        for name in ("temperature_K", "potential_energy", "kinetic_energy"):
+            np.testing.assert_allclose(
+                getattr(whole[k], name), getattr(alone, name), rtol=0, atol=1e-9, err_msg=name
+            )
+        final, reference = whole[k].final_atoms, alone.final_atoms
+        np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(final.get_momenta(), reference.get_momenta(), atol=1e-9)
+    fixed = slab.constraints[0].get_indices()
+    assert np.array_equal(whole[4].final_atoms.positions[fixed], slab.positions[fixed])
+    model = _killed_after(EquiforceModel(model64), calls=2 + 2 * 7)  # two states
+    with pytest.raises(KeyboardInterrupt):
+        run_batched_md(frames, model, **settings, restart_path=tmp_path / "killed.npz")
+    resumed = run_batched_md(
+        frames, model64, **settings, restart_path=tmp_path / "killed.npz", resume=True
+    )
+    for a, b in zip(whole, resumed, strict=True):
+        assert np.array_equal(a.temperature_K, b.temperature_K)
+        assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
+        assert np.array_equal(a.final_atoms.get_momenta(), b.final_atoms.get_momenta())
 
 
 def test_states_group_structures_by_kind_and_size():

@@ -61,3 +61,22 @@ def test_cli_md_missing_structure_is_a_clear_error(model_file, tmp_path):
     args = parse([model_file, str(tmp_path / "missing.xyz"), "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="missing.xyz"):
         md_cli.run(args)
+
+
+def test_cli_md_nose_hoover_thermostat(model_file, tmp_path):
+    """``--thermostat nose-hoover --thermostat-time FS`` runs NVT with the chain (its damping
+    time a setting of the run: a resume with Langevin is refused); ``--thermostat-time``
+    without the chain or NPT is refused."""
+    from equiforce.md.restart import load_restart
+
+    write(tmp_path / "start.xyz", make_fcc_cu(repeat=1, seed=1))
+    out = tmp_path / "run"
+    argv = [model_file, str(tmp_path / "start.xyz"), "--steps", "6", "--log-interval", "3"]
+    chain = ["--thermostat", "nose-hoover", "--thermostat-time", "25"]
+    assert md_cli.run(parse([*argv, *chain, "--out", str(out)])) == 0
+    settings = load_restart(out / md_cli.RESTART_NAME).meta["settings"]
+    assert settings["nose_hoover_time_fs"] == 25.0 and settings["friction_per_fs"] is None
+    with pytest.raises(ValueError, match="started with friction_per_fs = None"):
+        md_cli.run(parse([*argv, "--steps", "9", "--out", str(out), "--resume"]))
+    with pytest.raises(ValueError, match="--thermostat-time need --ensemble npt"):
+        md_cli.run(parse([*argv, "--thermostat-time", "25", "--out", str(tmp_path / "b")]))

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from ase import Atoms
+from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import read
@@ -111,6 +111,42 @@ def test_nvt_is_reproducible_and_thermostatted(tmp_path):
     frames = read(tmp_path / "a.traj", ":")
     assert len(frames) == 150 // 5 + 1
     np.testing.assert_array_equal(frames[-1].positions, first.final_atoms.positions)
+
+
+def test_nose_hoover_is_ases_without_constraints_and_applies_fixed_atoms():
+    """``thermostat="nose-hoover"`` without constraints is ASE's ``NoseHooverChainNVT`` step
+    for step (same start, 20 steps: equal to 1e-12); with ``FixAtoms`` the fixed atom stays
+    put with zero momentum (ASE's own integrator lets it gather momentum in its copy of the
+    momenta); other constraints and other ensembles are refused by name."""
+    from ase.constraints import FixAtoms, FixBondLength
+    from ase.md.nose_hoover_chain import NoseHooverChainNVT
+
+    from equiforce.md.sampling import thermalise
+
+    atoms = make_fcc_cu(repeat=1, seed=3)
+    settings = dict(ensemble="nvt", thermostat="nose-hoover", thermostat_time_fs=20.0)
+    settings.update(temperature_K=500.0, timestep_fs=1.0, n_steps=20, log_interval=20, seed=5)
+    mine = run_md(atoms, EMT(), **settings)
+    reference = atoms.copy()
+    reference.calc = EMT()
+    thermalise(reference, 500.0, np.random.default_rng(5))
+    NoseHooverChainNVT(reference, units.fs, temperature_K=500.0, tdamp=20.0 * units.fs).run(20)
+    final = mine.final_atoms
+    np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(final.get_momenta(), reference.get_momenta(), rtol=0, atol=1e-12)
+
+    fixed = atoms.copy()
+    fixed.set_constraint(FixAtoms([0]))
+    held = run_md(fixed, EMT(), **settings).final_atoms
+    assert np.array_equal(held.positions[0], atoms.positions[0])
+    assert not held.get_momenta()[0].any() and np.abs(held.positions - atoms.positions).max() > 0
+    fixed.set_constraint(FixBondLength(0, 1))
+    with pytest.raises(ValueError, match=r"\['FixBondLengths'\]: the Nosé–Hoover thermostat"):
+        run_md(fixed, EMT(), **settings)
+    with pytest.raises(ValueError, match="nose-hoover thermostat is for NVT, not NVE"):
+        run_md(atoms, EMT(), **{**settings, "ensemble": "nve"})
+    with pytest.raises(ValueError, match="thermostat must be one of"):
+        run_md(atoms, EMT(), **{**settings, "thermostat": "bussi"})
 
 
 def test_bond_deviation_of_a_stretched_molecule():

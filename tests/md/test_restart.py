@@ -45,19 +45,20 @@ def _frames_equal(a, b) -> bool:
 
 
 @pytest.mark.parametrize(
-    "ensemble, npt, suffix",
+    "ensemble, npt, suffix, thermostat",
     [
-        ("nvt", None, ".traj"),
-        ("nve", None, ".xyz"),
-        ("npt", NPTSettings(anisotropic=True, barostat_time_fs=100.0), ".xyz"),
-        ("npt", NPTSettings(barostat_time_fs=100.0), ".traj"),
+        ("nvt", None, ".traj", "langevin"),
+        ("nvt", None, ".xyz", "nose-hoover"),
+        ("nve", None, ".xyz", "langevin"),
+        ("npt", NPTSettings(anisotropic=True, barostat_time_fs=100.0), ".xyz", "langevin"),
+        ("npt", NPTSettings(barostat_time_fs=100.0), ".traj", "langevin"),
     ],
 )
 def test_a_killed_run_resumed_equals_the_run_never_stopped(
-    model64, tmp_path, ensemble, npt, suffix
+    model64, tmp_path, ensemble, npt, suffix, thermostat
 ):
     atoms = make_fcc_cu(repeat=1, seed=2)
-    settings = dict(RUN, ensemble=ensemble, npt=npt, restart_every=10)
+    settings = dict(RUN, ensemble=ensemble, npt=npt, restart_every=10, thermostat=thermostat)
     whole = run_md(
         atoms,
         EquiforceCalculator(model64),

@@ -8,12 +8,12 @@ Every ``--restart-every`` steps the run's state goes to ``md_restart.npz`` in ``
 ``--resume`` continues that run exactly (after a kill, or to extend it with a larger
 ``--steps``), and a new run into a folder that holds one is refused.
 
-``--batched`` runs every frame of STRUCTURE at once through TorchSim (NVT, NVE or Berendsen
-NPT; one model call per step for the whole batch): one trajectory per structure
-(``md_0000.traj``, ...), a
-summary row per structure, ``--resume`` as above (``equiforce.md.batched``); with a committee,
-each structure's uncertain frames go to ``uncertain_0000.xyz``, ... and ``stop`` ends that
-structure's MD while the others run on.
+NVT runs Langevin (``--friction``) or a Nosé–Hoover chain (``--thermostat nose-hoover
+--thermostat-time FS``). ``--batched`` runs every frame of STRUCTURE at once through TorchSim
+(NVT, NVE or NPT; one model call per step for the whole batch): one trajectory per structure
+(``md_0000.traj``, ...), a summary row per structure, ``--resume`` as above
+(``equiforce.md.batched``); with a committee, each structure's uncertain frames go to
+``uncertain_0000.xyz``, ... and ``stop`` ends that structure's MD while the others run on.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from equiforce.cli.options import (
     add_precision_option,
 )
 from equiforce.md.dynamics import BAROSTATS
+from equiforce.md.sampling import THERMOSTATS
 
 TRAJECTORY_NAME = "md.traj"
 SUMMARY_NAME = "md_summary.json"
@@ -60,6 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    parser.add_argument(
+        "--thermostat",
+        choices=THERMOSTATS,
+        default="langevin",
+        help="NVT's thermostat: langevin (--friction) or nose-hoover (a Nose-Hoover chain, "
+        "--thermostat-time: deterministic, unkicked dynamics; FixAtoms its only constraint)",
+    )
+    parser.add_argument(
+        "--thermostat-time",
+        type=float,
+        default=None,
+        help="thermostat damping time, fs (100): NPT's, and NVT's with --thermostat nose-hoover",
+    )
     parser.add_argument("--log-interval", type=int, default=10, help="steps between samples")
     npt = parser.add_argument_group("NPT (--ensemble npt, 3D-periodic cells)")
     npt.add_argument("--pressure", type=float, default=None, help="target pressure, GPa (0)")
@@ -72,9 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     npt.add_argument("--anisotropic", action="store_true", help="every cell component fluctuates")
     npt.add_argument("--barostat-time", type=float, default=None, help="barostat time, fs (1000)")
-    npt.add_argument(
-        "--thermostat-time", type=float, default=None, help="NPT thermostat time, fs (100)"
-    )
     npt.add_argument(
         "--compressibility",
         type=float,
@@ -115,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batched",
         action="store_true",
         help="run every frame of STRUCTURE at once through TorchSim, one model call per step "
-        "(NVT, NVE, Berendsen NPT; needs equiforce[sim]); trajectories md_0000.traj, ...",
+        "(NVT, NVE, NPT; needs equiforce[sim]); trajectories md_0000.traj, ...",
     )
     add_batch_atoms_option(parser)
     add_device_option(parser)
@@ -187,6 +198,8 @@ def _run_options(args: argparse.Namespace, restart: Path) -> dict:
         "timestep_fs": args.timestep,
         "n_steps": args.steps,
         "friction": args.friction,
+        "thermostat": args.thermostat,
+        **nose_hoover_time(args),
         "log_interval": min(args.log_interval, max(args.steps, 1)),
         "seed": args.seed,
         "progress": sys.stderr.isatty(),
@@ -286,6 +299,15 @@ _NPT_OPTIONS = {  # NPTSettings field -> command-line option
 }
 
 
+def nose_hoover_time(args: argparse.Namespace) -> dict[str, float]:
+    """``thermostat_time_fs`` for NVT with the Nosé–Hoover chain, where ``--thermostat-time``
+    is given (else empty: the library's default)."""
+    nose_hoover = args.ensemble == "nvt" and args.thermostat == "nose-hoover"
+    if nose_hoover and args.thermostat_time is not None:
+        return {"thermostat_time_fs": args.thermostat_time}
+    return {}
+
+
 def npt_settings(args: argparse.Namespace):
     """The ``NPTSettings`` of ``--ensemble npt`` (None otherwise; NPT options then refused)."""
     from equiforce.md.dynamics import NPTSettings
@@ -296,6 +318,8 @@ def npt_settings(args: argparse.Namespace):
         if getattr(args, option) is not None
     }
     if args.ensemble != "npt":
+        if nose_hoover_time(args):  # NVT's Nosé–Hoover damping time, not an NPT one
+            given.pop("thermostat_time_fs")
         if given or args.anisotropic:
             names = [f"--{_NPT_OPTIONS[f].replace('_', '-')}" for f in given]
             names += ["--anisotropic"] if args.anisotropic else []

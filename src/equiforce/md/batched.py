@@ -1,8 +1,9 @@
 """Batched MD of many structures at once through TorchSim: ``run_batched_md``.
 
-Every structure of a list runs its own NVT (Langevin), NVE (velocity Verlet) or NPT MD, all
-of them advancing together: each step is one model call on the whole batch
-(``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update (NPT:
+Every structure of a list runs its own NVT (Langevin or Nosé–Hoover chain), NVE (velocity
+Verlet) or NPT MD, all of them advancing together: each step is one model call on the whole
+batch (``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update
+(Nosé–Hoover: ``equiforce.md.batched_nhc``'s step, ASE's ``NoseHooverChainNVT``; NPT:
 ``equiforce.md.batched_mtk``'s step, ASE's ``IsotropicMTKNPT`` / ``MTKNPT`` for every cell, or
 two calls and ``equiforce.md.batched_npt``'s, ASE's ``NPTBerendsen``). TorchSim 0.3
 keeps one ``pbc`` flag per state, so 3D-periodic structures and the others (molecules and
@@ -15,15 +16,17 @@ Maxwell–Boltzmann velocities ``run_md(seed=seed + k)`` draws (centre of mass a
 temperature (one for all, or one per structure: a thermostat of its own); it is
 sampled every ``log_interval`` steps, step 0 included, by the same ``Recorder`` (energies,
 temperature, bonds), its frames go to its own trajectory and its ``MDResult`` has the same
-figures. NVE is velocity Verlet as ASE's, so it equals ``run_md``'s NVE step for step to
-float64 round-off (tested). NVT is TorchSim's BAOAB Langevin (ASE's Langevin is another
-splitting and fixes the centre of mass; here it moves, and the temperature counts 3N degrees
-of freedom), its noise drawn from torch's generator seeded with ``seed`` inside a forked
-generator state, so the caller's is left alone. Time steps, temperatures and frictions go to
-TorchSim in ASE's units (eV, Å, amu; ``ase.units.fs``), TorchSim's own internal ones.
+figures. NVE is velocity Verlet as ASE's, and Nosé–Hoover NVT ASE's ``NoseHooverChainNVT``
+step, so each equals ``run_md``'s step for step to float64 round-off (tested). Langevin NVT
+is TorchSim's BAOAB Langevin (ASE's Langevin is another splitting and fixes the centre of
+mass; here it moves, and the temperature counts 3N degrees of freedom), its noise drawn
+from torch's generator seeded with ``seed`` inside a forked generator state, so the caller's
+is left alone. Time steps, temperatures and frictions go to TorchSim in ASE's units (eV, Å,
+amu; ``ase.units.fs``), TorchSim's own internal ones.
 ASE's ``FixAtoms`` is applied in NVT and NVE (``equiforce.md.torchsim.FixedAtomsModel``: no
-force on the fixed atoms, which the model sees at their starting positions; after each step
-they are put back there with zero momenta); other constraints, and any in NPT, are refused.
+force on the fixed atoms, which the model sees at their starting positions; after each
+Langevin or NVE step they are put back there with zero momenta; under Nosé–Hoover they start
+at rest and never move); other constraints, and any in NPT, are refused.
 
 With a committee (``equiforce.md.torchsim.CommitteeModel``: the members' mean drives the
 dynamics) each structure can have an ``UncertaintyWatch`` that checks every step's force
@@ -65,6 +68,11 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.files import atomic_write
 from equiforce.md.batched_mtk import MTKCoupling, mtk_npt_step, mtk_variables
+from equiforce.md.batched_nhc import (
+    NoseHooverCoupling,
+    nose_hoover_nvt_step,
+    nose_hoover_variables,
+)
 from equiforce.md.batched_npt import BerendsenCoupling, berendsen_npt_step
 from equiforce.md.report import MDResult
 from equiforce.md.restart import (
@@ -79,17 +87,19 @@ from equiforce.md.sampling import (
     Recorder,
     check_md_arguments,
     md_result,
+    nvt_settings,
     thermalise,
     trajectory_writer,
 )
 
 if TYPE_CHECKING:
-    from equiforce.md.dynamics import NPTSettings
+    from equiforce.md.dynamics import NPTSettings, Thermostat
     from equiforce.md.torchsim import EquiforceModel
     from equiforce.md.uncertainty import UncertaintyWatch
     from equiforce.models.potential import Potential
 
 DEFAULT_BATCH_ATOMS = 5000  # atoms of one model call: batching's gain saturates well below
+Coupling = BerendsenCoupling | MTKCoupling | NoseHooverCoupling  # of the steps not TorchSim's
 
 
 @dataclass
@@ -106,8 +116,9 @@ class _Group:
             ``energy_uncertainty`` (n_systems,) eV of the state, or None (one model).
         stress: (n_systems, 3, 3) stress of the current positions, eV/Å^3 (ASE sign, no
             kinetic part), where the model computes it (NPT), else None.
-        variables: MTK NPT's per-system variables (``batched_mtk.mtk_variables``: chains,
-            cell momenta, ...; each (n_systems, ...)), else None.
+        variables: the per-system variables of Nosé–Hoover NVT (``batched_nhc.
+            nose_hoover_variables``: the chains) or MTK NPT (``batched_mtk.mtk_variables``:
+            chains, cell momenta, ...), each (n_systems, ...), else None.
         fixed: (n_atoms,) bool, the atoms a ``FixAtoms`` holds, or None (none).
         anchor: (n_atoms, 3) Å, the starting positions, where fixed atoms stay (with
             ``fixed``).
@@ -137,10 +148,10 @@ def _new_group(
     atoms: Sequence[Atoms],
     indices: list[int],
     temperatures: Sequence[float],
-    coupling: BerendsenCoupling | MTKCoupling | None,
+    coupling: Coupling | None,
 ) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces (NPT, ``coupling`` given: and stresses; MTK: its variables), and their temperatures
+    forces (NPT: and stresses; Nosé–Hoover and MTK: their variables), and their temperatures
     (K, one per structure of ``atoms``)."""
     from torch_sim.integrators import MDState
 
@@ -169,8 +180,12 @@ def _new_group(
     ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
     kT = units.kB * torch.tensor([temperatures[k] for k in indices], dtype=torch.float64)
     kT = kT.to(model.device, model.dtype)
-    stress = None if coupling is None else out["stress"]
-    variables = mtk_variables(state, coupling) if isinstance(coupling, MTKCoupling) else None
+    stress = out["stress"] if isinstance(coupling, (MTKCoupling, BerendsenCoupling)) else None
+    variables = None
+    if isinstance(coupling, MTKCoupling):
+        variables = mtk_variables(state, coupling)
+    elif isinstance(coupling, NoseHooverCoupling):
+        variables = nose_hoover_variables(state, fixed)
     unwrapped = state.positions.clone()
     anchor = None if fixed is None else state.positions.clone()
     spreads = _spreads(model)
@@ -274,9 +289,12 @@ def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: f
 
 
 def _coupling(
-    npt: NPTSettings | None, timestep_fs: float
-) -> BerendsenCoupling | MTKCoupling | None:
-    """The NPT step's couplings in ASE units (None: not NPT)."""
+    npt: NPTSettings | None, timestep_fs: float, nose_hoover_time_fs: float | None
+) -> Coupling | None:
+    """The couplings in ASE units of the NPT step, or of the Nosé–Hoover NVT step (its
+    damping time given, fs); None: TorchSim's Langevin or NVE."""
+    if nose_hoover_time_fs is not None:
+        return NoseHooverCoupling(dt=timestep_fs * units.fs, tdamp=nose_hoover_time_fs * units.fs)
     if npt is None:
         return None
     coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
@@ -288,14 +306,27 @@ def _integrator(
     ensemble: str,
     timestep_fs: float,
     friction: float,
-    coupling: BerendsenCoupling | MTKCoupling | None,
+    coupling: Coupling | None,
 ) -> Callable[[_Group], None]:
     """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet (time step
     and friction in ASE's units, each group's temperatures ``kT``; a group's ``FixAtoms``
-    atoms feel no force and stay at their anchors with zero momenta), or NPT
-    (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
+    atoms feel no force and stay at their anchors with zero momenta), the Nosé–Hoover chain
+    (``equiforce.md.batched_nhc``; fixed atoms feel no force and start at rest, so they stay)
+    or NPT (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
     import torch_sim as ts
 
+    from equiforce.md.torchsim import FixedAtomsModel
+
+    if isinstance(coupling, NoseHooverCoupling):
+
+        def nose_hoover(group: _Group) -> None:
+            stepping = model
+            if group.fixed is not None:
+                stepping = FixedAtomsModel(model, group.fixed, group.anchor)
+            args = (group.state, group.kT, group.variables, stepping, coupling)
+            group.state = nose_hoover_nvt_step(*args)
+
+        return nose_hoover
     if isinstance(coupling, MTKCoupling):
 
         def mtk(group: _Group) -> None:
@@ -310,8 +341,6 @@ def _integrator(
             group.state, group.stress = berendsen_npt_step(*args)
 
         return berendsen
-
-    from equiforce.md.torchsim import FixedAtomsModel
 
     def scalar(value: float) -> torch.Tensor:
         return torch.tensor(value, dtype=model.dtype, device=model.device)
@@ -430,7 +459,7 @@ def _save(
         if group.stress is not None:
             arrays[f"group{g}.stress"] = group.stress.detach().cpu().numpy()
         for name, value in (group.variables or {}).items():
-            arrays[f"group{g}.mtk.{name}"] = value.detach().cpu().numpy()
+            arrays[f"group{g}.variables.{name}"] = value.detach().cpu().numpy()
     for k, structure in enumerate(structures):
         recorder = structure.recorder
         arrays[f"rows.{k}"] = np.array(recorder.rows, dtype=np.float64).reshape(-1, 4)
@@ -479,7 +508,7 @@ def _restore(
             group.stress = torch.as_tensor(arrays[f"group{g}.stress"]).to(device)
         if group.variables is not None:
             group.variables = {
-                name: torch.as_tensor(arrays[f"group{g}.mtk.{name}"]).to(device)
+                name: torch.as_tensor(arrays[f"group{g}.variables.{name}"]).to(device)
                 for name in group.variables
             }
     for k, structure in enumerate(structures):
@@ -521,9 +550,11 @@ def run_batched_md(
     max_batch_atoms: int | None = DEFAULT_BATCH_ATOMS,
     watches: Sequence[UncertaintyWatch] | None = None,
     npt: NPTSettings | None = None,
+    thermostat: Thermostat = "langevin",
+    thermostat_time_fs: float = 100.0,
 ) -> list[MDResult]:
-    """Run NVT (Langevin), NVE or NPT (MTK or Berendsen) MD of every structure at once
-    (module docstring).
+    """Run NVT (Langevin or Nosé–Hoover chain), NVE or NPT (MTK or Berendsen) MD of every
+    structure at once (module docstring).
 
     Args:
         structures: the starting structures (not modified): cells, slabs, molecules; any
@@ -558,6 +589,10 @@ def run_batched_md(
         npt: the NPT coupling (``ensemble="npt"``; None: ``NPTSettings()``, MTK isotropic at
             0 GPa, as ``run_md``'s; each structure's run equals its ``run_md`` NPT alone). The
             model must compute the stress.
+        thermostat: NVT's thermostat, ``"langevin"`` (TorchSim's, ``friction``) or
+            ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT`` for every structure, damping
+            ``thermostat_time_fs``: each structure's run equals its ``run_md`` alone).
+        thermostat_time_fs: the Nosé–Hoover chain's damping time, fs.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
@@ -572,7 +607,7 @@ def run_batched_md(
 
     from equiforce.md.torchsim import CellAxesModel
 
-    check_md_arguments(ensemble, n_steps, log_interval, friction)
+    check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
     npt = _check_npt(ensemble, npt, structures)
     _check_constraints(structures, npt)
     _check_outputs(structures, trajectory_paths, restart_every)
@@ -583,7 +618,7 @@ def run_batched_md(
         ensemble=ensemble,
         temperature_K=temperature_K if np.ndim(temperature_K) == 0 else temperatures,
         timestep_fs=timestep_fs,
-        friction_per_fs=friction if ensemble == "nvt" else None,
+        **nvt_settings(ensemble, friction, thermostat, thermostat_time_fs),
         log_interval=log_interval,
         seed=seed,
         max_batch_atoms=max_batch_atoms,
@@ -593,7 +628,7 @@ def run_batched_md(
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = _thermalised(structures, temperatures, seed)
-    coupling = _coupling(npt, timestep_fs)
+    coupling = _coupling(npt, timestep_fs, settings["nose_hoover_time_fs"])
     groups = [
         _new_group(model, atoms, indices, temperatures, coupling)
         for indices in _group_indices(atoms, restart, max_batch_atoms)

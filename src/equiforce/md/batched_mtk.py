@@ -12,7 +12,7 @@ The step is the MTK Trotter splitting (Martyna, Tobias & Klein, J. Chem. Phys. 1
 
 1. the barostat's Nosé–Hoover chain on the cell momenta and the thermostat's on the atoms'
    momenta (fourth-order Suzuki–Yoshida, one substep; the two chains of all systems
-   integrate together, each chain seeing its momenta only through their kinetic energy);
+   integrate together, ``equiforce.md.batched_nhc.integrate_chains``);
 2. the cell momenta kicked by ``V (P - P0)`` (P with its ideal-gas part) and the atoms'
    kinetic term, then the atoms' momenta by the forces with the cell momenta's drag;
 3. positions and cell advanced for a whole step (exactly, for the frozen momenta: ``exp`` and
@@ -33,15 +33,14 @@ from typing import Any, Callable
 
 import torch
 
-from equiforce.md.batched_npt import ideal_gas_stress, per_system, system_count
-
-# Yoshida's fourth-order weights (Phys. Lett. A 150, 262 (1990)), as ASE's FOURTH_ORDER_COEFFS
-_YOSHIDA = (
-    1 / (2 - 2 ** (1 / 3)),
-    -(2 ** (1 / 3)) / (2 - 2 ** (1 / 3)),
-    1 / (2 - 2 ** (1 / 3)),
+from equiforce.md.batched_nhc import (
+    CHAIN_LENGTH,
+    atom_counts,
+    chain_masses,
+    integrate_chains,
+    twice_kinetic_energy,
 )
-_CHAIN_LENGTH = 3  # links of every Nosé–Hoover chain (ASE's tchain and pchain default)
+from equiforce.md.batched_npt import ideal_gas_stress, system_count
 
 
 @dataclass(frozen=True)
@@ -86,11 +85,9 @@ class _Masses:
 
 def _masses(state: Any, kT: torch.Tensor, coupling: MTKCoupling) -> _Masses:
     """The virtual masses of every system of ``state`` at temperatures ``kT`` (n,) eV."""
-    n_atoms = torch.bincount(state.system_idx, minlength=system_count(state)).to(kT.dtype)
-    Q = (kT * coupling.tdamp**2)[:, None].repeat(1, _CHAIN_LENGTH)
-    Q[:, 0] *= 3 * n_atoms
-    R = (kT * coupling.pdamp**2)[:, None].repeat(1, _CHAIN_LENGTH)
-    R[:, 0] *= 9
+    n_atoms = atom_counts(state, kT.dtype)
+    Q = chain_masses(kT, coupling.tdamp, 3 * n_atoms)
+    R = chain_masses(kT, coupling.pdamp, 9)
     if coupling.anisotropic:
         W = (n_atoms + 1) * kT * coupling.pdamp**2
     else:
@@ -105,7 +102,7 @@ def mtk_variables(state: Any, coupling: MTKCoupling) -> dict[str, torch.Tensor]:
     ``p_g``), all zero; isotropic also the log-strain ``eps`` (n,) and the starting cells
     ``cell0`` (n, 3, 3) and volumes ``volume0`` (n,) Å^3."""
     n, like = system_count(state), state.cell
-    variables = {name: like.new_zeros(n, _CHAIN_LENGTH) for name in ("eta", "p_eta", "xi", "p_xi")}
+    variables = {name: like.new_zeros(n, CHAIN_LENGTH) for name in ("eta", "p_eta", "xi", "p_xi")}
     if coupling.anisotropic:
         variables["p_cell"] = like.new_zeros(n, 3, 3)
     else:
@@ -114,59 +111,6 @@ def mtk_variables(state: Any, coupling: MTKCoupling) -> dict[str, torch.Tensor]:
         variables["cell0"] = state.cell.clone()
         variables["volume0"] = torch.linalg.det(state.cell).abs()
     return variables
-
-
-def _chains(
-    twice_kinetic: torch.Tensor,
-    target: torch.Tensor,
-    position: torch.Tensor,
-    momentum: torch.Tensor,
-    mass: torch.Tensor,
-    kT: torch.Tensor,
-    delta: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integrate m Nosé–Hoover chains over ``delta`` (ASE's ``integrate_nhc``), each acting on
-    a set of momenta by scaling it; the momenta themselves are not needed, only their kinetic
-    energy, which a scaling by ``f`` multiplies by ``f^2``.
-
-    Args:
-        twice_kinetic: (m,) twice the kinetic energy of each chain's momenta, eV.
-        target: (m,) what ``twice_kinetic`` is driven to (degrees of freedom x kT), eV.
-        position, momentum: (m, length) the chains' variables.
-        mass: (m, length) the chains' masses.
-        kT: (m,) eV.
-        delta: time (ASE time), one substep.
-
-    Returns:
-        The chains' positions and momenta after ``delta``, each (m, length), and (m,) the
-        factors by which each chain scaled its momenta.
-    """
-    p, inverse_mass = list(momentum.unbind(1)), 1 / mass
-    inverse = list(inverse_mass.unbind(1))
-    length = len(p)
-    factor = torch.ones_like(twice_kinetic)
-
-    def kick(j: int, half: float, quarter: float) -> None:
-        if j == 0:
-            force = twice_kinetic - target
-        else:
-            force = p[j - 1] ** 2 * inverse[j - 1] - kT
-        if j == length - 1:
-            p[j] = p[j] + half * force
-        else:  # the drag of the next link, a quarter step before and after
-            drag = torch.exp((-quarter) * p[j + 1] * inverse[j + 1])
-            p[j] = (p[j] * drag + half * force) * drag
-
-    for weight in _YOSHIDA:
-        step = weight * delta
-        for j in reversed(range(length)):
-            kick(j, step / 2, step / 4)
-        position = position + step * torch.stack(p, 1) * inverse_mass
-        scale = torch.exp((-step) * p[0] * inverse[0])
-        factor, twice_kinetic = factor * scale, twice_kinetic * scale**2
-        for j in range(length):
-            kick(j, step / 2, step / 4)
-    return position, torch.stack(p, 1), factor
 
 
 def _exprel(x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +123,7 @@ def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: 
     ``delta``. They act on disjoint variables, so ASE's order (barostat first on the way in,
     last on the way out) is immaterial: they integrate as one set of 2n chains."""
     idx, n = state.system_idx, system_count(state)
-    atoms_kinetic = per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
+    atoms_kinetic = twice_kinetic_energy(state)
     p_cell = v["p_cell"]
     if c.anisotropic:  # 9 cell degrees of freedom
         cell_kinetic, cell_target = (p_cell**2).sum((-2, -1)) / masses.W, 9 * kT
@@ -187,7 +131,7 @@ def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: 
         cell_kinetic, cell_target = p_cell**2 / masses.W, kT
     atoms = (atoms_kinetic, 3 * masses.n_atoms * kT, v["eta"], v["p_eta"], masses.Q, kT)
     cell = (cell_kinetic, cell_target, v["xi"], v["p_xi"], masses.R, kT)
-    joined = _chains(*(torch.cat(pair) for pair in zip(atoms, cell, strict=True)), delta)
+    joined = integrate_chains(*(torch.cat(pair) for pair in zip(atoms, cell, strict=True)), delta)
     atoms_out, cell_out = zip(*(both.split(n) for both in joined), strict=True)
     v["eta"], v["p_eta"], atoms_factor = atoms_out
     v["xi"], v["p_xi"], cell_factor = cell_out
@@ -197,8 +141,7 @@ def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: 
 
 def _kick_cell(state: Any, stress: torch.Tensor, v: dict, masses: _Masses, delta: float, c):
     """The cell momenta kicked by the pressure's excess and the atoms' kinetic term."""
-    idx, n = state.system_idx, system_count(state)
-    twice_kinetic = per_system((state.momenta**2).sum(-1) / state.masses, idx, n)
+    twice_kinetic = twice_kinetic_energy(state)
     total = -(stress + ideal_gas_stress(state))  # (n, 3, 3) pressure tensor
     if c.anisotropic:
         volume = torch.linalg.det(state.cell).abs()

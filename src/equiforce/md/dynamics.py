@@ -1,14 +1,15 @@
 """Molecular dynamics through ASE: ``run_md``, with its samples, trajectory and restarts.
 
-``run_md`` runs Langevin NVT, velocity-Verlet NVE or NPT from Maxwell–Boltzmann velocities
-(seeded), writes the trajectory and returns an ``MDResult`` (``equiforce.md.report``). NPT
-(3D-periodic cells) uses ASE's Martyna–Tobias–Klein integrators with Nosé–Hoover chains
-(``IsotropicMTKNPT``; ``MTKNPT`` anisotropic: every cell component fluctuates) or, as the
-simple option, Berendsen coupling (``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen``
-anisotropic). Every ``log_interval`` steps, step 0 included, it samples the energies and the
-temperature (NPT: volume, and pressure with its ideal-gas part) and follows the bonds
-(``equiforce.md.stability``) through ``equiforce.md.sampling``, which batched MD shares; with
-a restart file it can stop and go on exactly (``equiforce.md.restart``).
+``run_md`` runs NVT (Langevin, or a Nosé–Hoover chain: ``equiforce.md.nose_hoover``), NVE
+(velocity Verlet) or NPT from Maxwell–Boltzmann velocities (seeded), writes the trajectory
+and returns an ``MDResult`` (``equiforce.md.report``). NPT (3D-periodic cells) uses ASE's
+Martyna–Tobias–Klein integrators with Nosé–Hoover chains (``IsotropicMTKNPT``; ``MTKNPT``
+anisotropic: every cell component fluctuates) or, as the simple option, Berendsen coupling
+(``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen`` anisotropic). Every ``log_interval``
+steps, step 0 included, it samples the energies and the temperature (NPT: volume, and
+pressure with its ideal-gas part) and follows the bonds (``equiforce.md.stability``) through
+``equiforce.md.sampling``, which batched MD shares; with a restart file it can stop and go on
+exactly (``equiforce.md.restart``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from equiforce.md.sampling import (
     Recorder,
     check_md_arguments,
     md_result,
+    nvt_settings,
     thermalise,
     trajectory_writer,
 )
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 Ensemble = Literal["nvt", "nve", "npt"]
 Barostat = Literal["mtk", "berendsen"]
+Thermostat = Literal["langevin", "nose-hoover"]
 BAROSTATS = ("mtk", "berendsen")
 
 
@@ -113,16 +116,25 @@ def _integrator(
     ensemble: str,
     temperature_K: float,
     timestep_fs: float,
-    friction: float,
+    thermostat: tuple[str, float, float],
     rng,
     npt: NPTSettings | None = None,
 ):
+    """ASE's integrator of the run (``thermostat``: NVT's kind, Langevin friction 1/fs and
+    Nosé–Hoover damping time fs)."""
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
+    kind, friction, damping_fs = thermostat
     if ensemble == "npt":
         return _barostat(atoms, temperature_K, timestep_fs, npt or NPTSettings())
+    if ensemble == "nvt" and kind == "nose-hoover":
+        from equiforce.md.nose_hoover import FixedAtomsNoseHooverChainNVT
+
+        return FixedAtomsNoseHooverChainNVT(
+            atoms, timestep_fs * units.fs, temperature_K=temperature_K, tdamp=damping_fs * units.fs
+        )
     if ensemble == "nvt":
         # ASE >= 3.28: Langevin's own ``fixcm`` samples a biased distribution; use FixCom.
         atoms.set_constraint(atoms.constraints + [FixCom()])
@@ -154,8 +166,11 @@ def run_md(
     restart_path: str | os.PathLike | None = None,
     restart_every: int = 100,
     resume: bool = False,
+    thermostat: Thermostat = "langevin",
+    thermostat_time_fs: float = 100.0,
 ) -> MDResult:
-    """Run NVT (Langevin), NVE (velocity Verlet) or NPT MD and measure its stability.
+    """Run NVT (Langevin or Nosé–Hoover chain), NVE (velocity Verlet) or NPT MD and measure
+    its stability.
 
     Velocities are drawn from a Maxwell–Boltzmann distribution at ``temperature_K`` with a
     generator seeded by ``seed`` and the centre-of-mass momentum is removed; the Langevin
@@ -189,6 +204,11 @@ def run_md(
             structure's atoms (the state comes from the file) and the other arguments its
             settings (a differing one is refused by name); ``n_steps`` may exceed the run's
             first length (the run is extended).
+        thermostat: NVT's thermostat: ``"langevin"`` (``friction``; the centre of mass kept
+            at rest) or ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT``: deterministic,
+            three links, damping ``thermostat_time_fs``; ~100 time steps; ``FixAtoms`` the
+            only constraint: ``equiforce.md.nose_hoover``).
+        thermostat_time_fs: the Nosé–Hoover chain's damping time, fs.
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
@@ -196,7 +216,7 @@ def run_md(
     """
     from tqdm.auto import tqdm
 
-    check_md_arguments(ensemble, n_steps, log_interval, friction)
+    check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
     if npt is not None and ensemble != "npt":
         raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
     if ensemble == "npt":
@@ -209,7 +229,7 @@ def run_md(
         "ensemble": ensemble,
         "temperature_K": temperature_K,
         "timestep_fs": timestep_fs,
-        "friction_per_fs": friction if ensemble == "nvt" else None,
+        **nvt_settings(ensemble, friction, thermostat, thermostat_time_fs),
         "log_interval": log_interval,
         "seed": seed,
         "npt": None if npt is None else dataclasses.asdict(npt),
@@ -224,7 +244,8 @@ def run_md(
         thermalise(atoms, temperature_K, rng)
     else:
         restart.restore_atoms(atoms)
-    dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, friction, rng, npt)
+    nvt = (thermostat, friction, thermostat_time_fs)
+    dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, nvt, rng, npt)
     recorder = Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, track_cell=npt is not None)
     wall_before = _restored(restart, dynamics, rng, recorder, watch)
     path = None if trajectory_path is None else Path(trajectory_path)

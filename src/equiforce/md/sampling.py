@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from equiforce.md.dynamics import NPTSettings
     from equiforce.md.uncertainty import UncertaintyWatch
 
+# NVT thermostats: Langevin (stochastic, friction) and the Nosé–Hoover chain (deterministic)
+THERMOSTATS = ("langevin", "nose-hoover")
+
 
 class Frames:
     """Writes the current frame to the run's trajectory and counts the frames written."""
@@ -124,15 +127,44 @@ def thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> 
     Stationary(atoms)
 
 
-def check_md_arguments(ensemble: str, n_steps: int, log_interval: int, friction: float) -> None:
+def check_md_arguments(
+    ensemble: str,
+    n_steps: int,
+    log_interval: int,
+    friction: float,
+    thermostat: str = "langevin",
+    thermostat_time_fs: float = 100.0,
+) -> None:
+    """Raise naming the first bad MD argument: the ensemble, the step counts, the NVT
+    thermostat (``THERMOSTATS``; another than Langevin only in NVT) and its Langevin
+    friction (1/fs) or Nosé–Hoover damping time (fs)."""
     if ensemble not in ("nvt", "nve", "npt"):
         raise ValueError(f"ensemble must be 'nvt', 'nve' or 'npt', got {ensemble!r}")
     if n_steps < 1 or log_interval < 1:
         raise ValueError(f"n_steps and log_interval must be >= 1, got {n_steps}, {log_interval}")
     if log_interval > n_steps:
         raise ValueError(f"log_interval ({log_interval}) must not exceed n_steps ({n_steps})")
-    if ensemble == "nvt" and friction <= 0:
+    if thermostat not in THERMOSTATS:
+        raise ValueError(f"thermostat must be one of {THERMOSTATS}, got {thermostat!r}")
+    if thermostat != "langevin" and ensemble != "nvt":
+        raise ValueError(f"the {thermostat} thermostat is for NVT, not {ensemble.upper()}")
+    if ensemble == "nvt" and thermostat == "langevin" and friction <= 0:
         raise ValueError(f"Langevin friction must be positive, got {friction} per fs")
+    if ensemble == "nvt" and thermostat == "nose-hoover" and not thermostat_time_fs > 0:
+        raise ValueError(f"thermostat_time_fs must be positive, got {thermostat_time_fs}")
+
+
+def nvt_settings(
+    ensemble: str, friction: float, thermostat: str, thermostat_time_fs: float
+) -> dict[str, float | None]:
+    """The NVT thermostat's run settings (a resumed run must give the same): Langevin's
+    ``friction_per_fs`` or the Nosé–Hoover chain's ``nose_hoover_time_fs``, None where the
+    run has no such thermostat (so files of runs before Nosé–Hoover existed still match)."""
+    nvt = ensemble == "nvt"
+    return {
+        "friction_per_fs": friction if nvt and thermostat == "langevin" else None,
+        "nose_hoover_time_fs": thermostat_time_fs if nvt and thermostat == "nose-hoover" else None,
+    }
 
 
 def md_result(
