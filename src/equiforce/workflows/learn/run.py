@@ -244,23 +244,7 @@ def _round(
             _threshold_below_spread(s, config.md.n_steps) for s in summaries
         ),
     }
-    for w, summary in enumerate(summaries):
-        if _threshold_below_spread(summary, config.md.n_steps):
-            LOG.warning(
-                "round %d%s: %d of the MD's %d steps were over selection.threshold = %g eV/Å, "
-                "so it stopped after selection.stop_after = %d of them: the round explored %d "
-                "of md.n_steps = %d steps. Raise the threshold (or calibrate the committee, "
-                "selection.calibration), or set stop_after > md.n_steps (the start and every "
-                "step can be flagged) (docs/active_learning.md, 'Against random frames')",
-                k,
-                f", walker {w}" if len(summaries) > 1 else "",
-                summary.n_flagged,
-                len(summary.trace_step),
-                config.selection.threshold,
-                config.selection.stop_after,
-                int(summary.trace_step[-1]),
-                config.md.n_steps,
-            )
+    _warn_of_short_runs(config, k, summaries)
     if record["converged"]:
         LOG.info("round %d: MD ran %d steps under the threshold", k, config.md.n_steps)
         record.update(models=previous["models"], train_file=previous["train_file"])
@@ -268,19 +252,7 @@ def _round(
         record["n_train_frames"] = previous["n_train_frames"]
         atomic_write_text(json.dumps(record, indent=2) + "\n", folder / ROUND_FILE)
         return record
-    selection = config.selection
-    if selection.strategy == "random":
-        candidates = [
-            (w, frame)
-            for w, (watch, path) in enumerate(zip(watches, trajectories, strict=True))
-            for frame in trajectory_frames(path, config.md, watch.trace)
-        ]
-        rng = np.random.default_rng(config.seed + k)
-        ordered = [candidates[i] for i in rng.permutation(len(candidates))]
-        chosen = separated(ordered, selection.max_frames, selection.min_separation)
-    else:
-        flagged = [watch.flagged for watch in watches]
-        chosen = select_frames(flagged, selection.max_frames, selection.min_separation)
+    chosen = _choose(config, k, watches, trajectories)
     frames, computed = _label(config, teacher, [f.atoms for _, f in chosen], progress)
     selected = write_frames(frames, folder / "selected.xyz", config.data)
     train_file = folder / "data" / "train.xyz"
@@ -306,6 +278,46 @@ def _round(
     )
     atomic_write_text(json.dumps(record, indent=2) + "\n", folder / ROUND_FILE)
     return record
+
+
+def _warn_of_short_runs(config: LearnConfig, k: int, summaries) -> None:
+    """Warn of each walker of round ``k`` whose MD its watch stopped because the threshold
+    sits below the committee's spread (``_threshold_below_spread``)."""
+    for w, summary in enumerate(summaries):
+        if _threshold_below_spread(summary, config.md.n_steps):
+            LOG.warning(
+                "round %d%s: %d of the MD's %d steps were over selection.threshold = %g eV/Å, "
+                "so it stopped after selection.stop_after = %d of them: the round explored %d "
+                "of md.n_steps = %d steps. Raise the threshold (or calibrate the committee, "
+                "selection.calibration), or set stop_after > md.n_steps (the start and every "
+                "step can be flagged) (docs/active_learning.md, 'Against random frames')",
+                k,
+                f", walker {w}" if len(summaries) > 1 else "",
+                summary.n_flagged,
+                len(summary.trace_step),
+                config.selection.threshold,
+                config.selection.stop_after,
+                int(summary.trace_step[-1]),
+                config.md.n_steps,
+            )
+
+
+def _choose(config: LearnConfig, k: int, watches, trajectories) -> list:
+    """Round ``k``'s frames to label, ``(walker, frame)`` pairs: the most uncertain flagged
+    frames, or (``selection.strategy: random``) frames of the walkers' trajectories in a
+    seeded random order; at most ``selection.max_frames``, ``min_separation`` steps apart."""
+    selection = config.selection
+    if selection.strategy == "random":
+        candidates = [
+            (w, frame)
+            for w, (watch, path) in enumerate(zip(watches, trajectories, strict=True))
+            for frame in trajectory_frames(path, config.md, watch.trace)
+        ]
+        rng = np.random.default_rng(config.seed + k)
+        ordered = [candidates[i] for i in rng.permutation(len(candidates))]
+        return separated(ordered, selection.max_frames, selection.min_separation)
+    flagged = [watch.flagged for watch in watches]
+    return select_frames(flagged, selection.max_frames, selection.min_separation)
 
 
 def _explore(
