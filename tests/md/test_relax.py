@@ -46,7 +46,9 @@ def forces_fmax(atoms) -> float:
     return float(np.linalg.norm(atoms.get_forces(), axis=1).max())
 
 
-@pytest.mark.parametrize(("optimizer", "target_GPa"), [("fire", 0.0), ("bfgs", 2.0)])
+@pytest.mark.parametrize(
+    ("optimizer", "target_GPa"), [("fire", 0.0), ("bfgs", 2.0), ("lbfgs", 1.0)]
+)
 def test_cell_relaxation_reaches_fmax_and_target_pressure(emt_cu_model, optimizer, target_GPa):
     start = rattled_cu()
     result = relax_structure(

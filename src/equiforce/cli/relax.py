@@ -15,6 +15,7 @@ from equiforce.cli.options import (
     add_device_option,
     add_precision_option,
 )
+from equiforce.md.relax import OPTIMIZERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fmax", type=float, default=0.05, help="force threshold, eV/Å")
     parser.add_argument("--steps", type=int, default=500, help="most optimizer steps")
-    parser.add_argument("--optimizer", choices=("fire", "bfgs"), default="fire")
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="fire",
+        help="ASE's FIRE (default), BFGS or LBFGS (limited memory: large structures)",
+    )
     parser.add_argument(
         "--cell",
         action="store_true",
@@ -85,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     frames = read(args.input, index=":")
     options = dict(fmax=args.fmax, steps=args.steps, cell=args.cell, pressure_GPa=args.pressure)
     if args.batched and args.optimizer != "fire":
-        raise ValueError("--batched relaxes with TorchSim's FIRE; drop --optimizer bfgs")
+        raise ValueError(
+            f"--batched relaxes with TorchSim's FIRE; drop --optimizer {args.optimizer}"
+        )
     if args.batched and args.fix_symmetry is not None:
         raise ValueError(
             "--batched cannot keep the symmetry (TorchSim has no FixSymmetry): drop --batched"

@@ -1,6 +1,6 @@
 """Structure relaxation: positions and (for 3D-periodic cells) the cell, one by one or batched.
 
-``relax_structures`` runs ASE's FIRE or BFGS on each structure with any ASE calculator; with
+``relax_structures`` runs ASE's FIRE, BFGS or LBFGS on each structure with any ASE calculator; with
 ``cell=True`` a 3D-periodic structure relaxes inside ASE's ``FrechetCellFilter`` under a
 hydrostatic ``pressure_GPa`` (positions only for molecules and slabs). ``relax_batched``
 relaxes all structures at once through TorchSim's batched FIRE (``frechet_cell_fire`` for
@@ -40,7 +40,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 if TYPE_CHECKING:
     from equiforce.md.torchsim import EquiforceModel
 
-Optimizer = Literal["fire", "bfgs"]
+Optimizer = Literal["fire", "bfgs", "lbfgs"]
+OPTIMIZERS = ("fire", "bfgs", "lbfgs")  # ASE's FIRE, BFGS, LBFGS
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,13 @@ class RelaxResult:
 
 
 def _check_options(fmax: float, steps: int, optimizer: str) -> None:
-    """Raise unless ``fmax`` > 0, ``steps`` >= 0 and the optimizer is FIRE or BFGS."""
+    """Raise unless ``fmax`` > 0, ``steps`` >= 0 and the optimizer is one of ``OPTIMIZERS``."""
     if not fmax > 0:
         raise ValueError(f"fmax must be positive, got {fmax} eV/Å")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if optimizer not in ("fire", "bfgs"):
-        raise ValueError(f"optimizer must be 'fire' or 'bfgs', got {optimizer!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
 def _frozen(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None) -> Atoms:
@@ -101,14 +102,15 @@ def relax_structure(
     pressure_GPa: float = 0.0,
     symmetry_tolerance: float | None = None,
 ) -> RelaxResult:
-    """Relax one structure with ASE's FIRE or BFGS.
+    """Relax one structure with ASE's FIRE, BFGS or LBFGS.
 
     Args:
         atoms: the starting structure; not modified.
         calculator: any ASE calculator (stress needed with ``cell``).
         fmax: force convergence threshold, eV/Å.
         steps: most optimizer steps.
-        optimizer: ``"fire"`` or ``"bfgs"``.
+        optimizer: ``"fire"``, ``"bfgs"`` or ``"lbfgs"`` (limited-memory BFGS: for large
+            structures, where BFGS's dense 3N x 3N Hessian costs).
         cell: relax the cell too (``FrechetCellFilter``), for 3D-periodic structures only.
         pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
         symmetry_tolerance: keep the space group spglib finds within this tolerance, Å
@@ -121,7 +123,7 @@ def relax_structure(
         ValueError: a bad option, ``symmetry_tolerance`` <= 0, or with it no 3D cell.
     """
     from ase.filters import FrechetCellFilter
-    from ase.optimize import BFGS, FIRE
+    from ase.optimize import BFGS, FIRE, LBFGS
 
     _check_options(fmax, steps, optimizer)
     given_constraints = atoms.constraints
@@ -134,7 +136,8 @@ def relax_structure(
     target = atoms
     if with_cell:
         target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa)
-    dynamics = (FIRE if optimizer == "fire" else BFGS)(target, logfile=None)
+    optimizers = {"fire": FIRE, "bfgs": BFGS, "lbfgs": LBFGS}
+    dynamics = optimizers[optimizer](target, logfile=None)
     converged = bool(dynamics.run(fmax=fmax, steps=steps))
     final_fmax = float(np.linalg.norm(target.get_forces(), axis=1).max(initial=0.0))
     stress = atoms.get_stress() if atoms.pbc.all() else None
