@@ -12,6 +12,7 @@ import torch
 
 pytest.importorskip("torch_sim")
 
+from ase import Atoms  # noqa: E402
 from ase.build import bulk, fcc111  # noqa: E402
 from ase.constraints import FixAtoms, FixBondLength  # noqa: E402
 from ase.io import read, write  # noqa: E402
@@ -261,17 +262,19 @@ def test_fixed_atoms_stay_and_the_others_move_as_in_run_md(model64, tmp_path):
         assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
 
 
-def test_nose_hoover_nvt_equals_run_md_structure_by_structure(model64, tmp_path):
-    """Nosé–Hoover chain NVT of two molecules, two cells and a slab with its bottom layer
-    fixed (two states), each at its own temperature, coupled strongly (20 fs) so that the
-    chains act within 20 steps: each structure's temperatures, energies, last positions and
-    momenta equal its ``run_md`` alone (ASE's ``NoseHooverChainNVT``) to 1e-9, the fixed
-    atoms stay put; killed in step 8 and resumed, the same to the bit."""
+@pytest.mark.parametrize("thermostat", ["nose-hoover", "bussi"])
+def test_nvt_thermostat_equals_run_md_structure_by_structure(model64, tmp_path, thermostat):
+    """Nosé–Hoover chain or Bussi NVT of two molecules, two cells and a slab with its bottom
+    layer fixed (two states), each at its own temperature, coupled strongly (20 fs) so that
+    the thermostat acts within 20 steps: each structure's temperatures, energies, last
+    positions and momenta equal its ``run_md`` alone (ASE's ``NoseHooverChainNVT`` with
+    ``FixAtoms`` honoured; ASE's ``Bussi``, each structure's noise from its own generator)
+    to 1e-9, the fixed atoms stay put; killed in step 8 and resumed, the same to the bit."""
     slab = make_slab(seed=3)
     slab.set_constraint(FixAtoms(mask=slab.positions[:, 2] < slab.positions[:, 2].min() + 1.0))
     frames = [*structures(), slab]
     temperatures = [300.0, 400.0, 500.0, 600.0, 700.0]
-    settings = dict(RUN, ensemble="nvt", n_steps=20, thermostat="nose-hoover")
+    settings = dict(RUN, ensemble="nvt", n_steps=20, thermostat=thermostat)
     settings.update(thermostat_time_fs=20.0, temperature_K=temperatures, restart_every=5)
     whole = run_batched_md(frames, model64, **settings, restart_path=tmp_path / "whole.npz")
     for k, atoms in enumerate(frames):
@@ -358,6 +361,10 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
 
 
 def test_what_batched_md_cannot_run_is_refused(model64):
+    at_rest = Atoms("Cu", positions=[[0.0, 0.0, 0.0]])  # one atom: no momentum once stationary
+    with pytest.raises(ValueError, match=r"structure 1 \(Cu\) starts at rest: Bussi's"):
+        nvt = dict(ensemble="nvt", thermostat="bussi", n_steps=2, log_interval=1)
+        run_batched_md([make_molecule("CH4"), at_rest], model64, **nvt)
     with pytest.raises(ValueError, match="ensemble must be 'nvt', 'nve' or 'npt', got 'muvt'"):
         run_batched_md([make_fcc_cu()], model64, ensemble="muvt", n_steps=2, log_interval=1)
     npt = dict(ensemble="npt", n_steps=2, log_interval=1)

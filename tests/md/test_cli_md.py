@@ -75,7 +75,8 @@ def test_cli_md_nose_hoover_thermostat(model_file, tmp_path):
     chain = ["--thermostat", "nose-hoover", "--thermostat-time", "25"]
     assert md_cli.run(parse([*argv, *chain, "--out", str(out)])) == 0
     settings = load_restart(out / md_cli.RESTART_NAME).meta["settings"]
-    assert settings["nose_hoover_time_fs"] == 25.0 and settings["friction_per_fs"] is None
+    assert settings["nvt_thermostat"] == "nose-hoover" and settings["thermostat_time_fs"] == 25.0
+    assert settings["friction_per_fs"] is None
     with pytest.raises(ValueError, match="started with friction_per_fs = None"):
         md_cli.run(parse([*argv, "--steps", "9", "--out", str(out), "--resume"]))
     with pytest.raises(ValueError, match="--thermostat-time need --ensemble npt"):

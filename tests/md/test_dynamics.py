@@ -146,7 +146,41 @@ def test_nose_hoover_is_ases_without_constraints_and_applies_fixed_atoms():
     with pytest.raises(ValueError, match="nose-hoover thermostat is for NVT, not NVE"):
         run_md(atoms, EMT(), **{**settings, "ensemble": "nve"})
     with pytest.raises(ValueError, match="thermostat must be one of"):
-        run_md(atoms, EMT(), **{**settings, "thermostat": "bussi"})
+        run_md(atoms, EMT(), **{**settings, "thermostat": "andersen"})
+
+
+def test_a_single_atom_starts_at_rest():
+    """The start velocities of one atom: its centre of mass at rest, so at rest (ASE's
+    temperature rescaling after removing it gave NaN momenta); its NVE run stays put."""
+    atom = Atoms("Cu", positions=[[0.0, 0.0, 0.0]], cell=[8.0, 8.0, 8.0], pbc=True)
+    result = run_md(atom, EMT(), ensemble="nve", n_steps=2, log_interval=1)
+    assert np.array_equal(result.final_atoms.get_momenta(), np.zeros((1, 3)))
+    assert np.array_equal(result.final_atoms.positions, atom.positions)
+
+
+def test_bussi_is_ases():
+    """``thermostat="bussi"`` is ASE's ``Bussi`` drawing from the run's generator after the
+    start velocities (same seed: 20 steps equal to 1e-12), with ``FixAtoms`` too."""
+    from ase.constraints import FixAtoms
+    from ase.md.bussi import Bussi
+
+    from equiforce.md.sampling import thermalise
+
+    atoms = make_fcc_cu(repeat=1, seed=3)
+    fixed = atoms.copy()
+    fixed.set_constraint(FixAtoms([0]))
+    settings = dict(ensemble="nvt", thermostat="bussi", thermostat_time_fs=20.0)
+    settings.update(temperature_K=500.0, timestep_fs=1.0, n_steps=20, log_interval=20, seed=5)
+    for start in (atoms, fixed):
+        final = run_md(start, EMT(), **settings).final_atoms
+        reference = start.copy()
+        reference.calc = EMT()
+        rng = np.random.default_rng(5)
+        thermalise(reference, 500.0, rng)
+        Bussi(reference, units.fs, temperature_K=500.0, taut=20.0 * units.fs, rng=rng).run(20)
+        np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(final.get_momenta(), reference.get_momenta(), atol=1e-12)
+    assert np.array_equal(final.positions[0], fixed.positions[0])
 
 
 def test_bond_deviation_of_a_stretched_molecule():

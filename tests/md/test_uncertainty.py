@@ -39,7 +39,9 @@ def test_flag_records_every_frame_over_the_threshold(tmp_path, committee):
     path = tmp_path / "uncertain.xyz"
     result = _md(committee, UncertaintyWatch(threshold, "flag", path=path))
     watched = result.uncertainty
-    expected = [int(s) for s, v in zip(probe.trace_step, probe.trace_max, strict=True) if v > threshold]
+    expected = [
+        int(s) for s, v in zip(probe.trace_step, probe.trace_max, strict=True) if v > threshold
+    ]
     assert watched.flagged_steps == expected and result.n_steps == 12
     assert not watched.stopped_early
     frames = read(path, index=":")

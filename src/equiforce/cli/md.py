@@ -8,12 +8,13 @@ Every ``--restart-every`` steps the run's state goes to ``md_restart.npz`` in ``
 ``--resume`` continues that run exactly (after a kill, or to extend it with a larger
 ``--steps``), and a new run into a folder that holds one is refused.
 
-NVT runs Langevin (``--friction``) or a Nosé–Hoover chain (``--thermostat nose-hoover
---thermostat-time FS``). ``--batched`` runs every frame of STRUCTURE at once through TorchSim
-(NVT, NVE or NPT; one model call per step for the whole batch): one trajectory per structure
-(``md_0000.traj``, ...), a summary row per structure, ``--resume`` as above
-(``equiforce.md.batched``); with a committee, each structure's uncertain frames go to
-``uncertain_0000.xyz``, ... and ``stop`` ends that structure's MD while the others run on.
+NVT runs Langevin (``--friction``), a Nosé–Hoover chain or Bussi's stochastic velocity
+rescaling (``--thermostat nose-hoover|bussi --thermostat-time FS``). ``--batched`` runs every
+frame of STRUCTURE at once through TorchSim (NVT, NVE or NPT; one model call per step for the
+whole batch): one trajectory per structure (``md_0000.traj``, ...), a summary row per
+structure, ``--resume`` as above (``equiforce.md.batched``); with a committee, each structure's
+uncertain frames go to ``uncertain_0000.xyz``, ... and ``stop`` ends that structure's MD while
+the others run on.
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--thermostat",
         choices=THERMOSTATS,
         default="langevin",
-        help="NVT's thermostat: langevin (--friction) or nose-hoover (a Nose-Hoover chain, "
-        "--thermostat-time: deterministic, unkicked dynamics; FixAtoms its only constraint)",
+        help="NVT's thermostat: langevin (--friction), nose-hoover (a Nose-Hoover chain: "
+        "deterministic; FixAtoms its only constraint) or bussi (stochastic velocity "
+        "rescaling: canonical, one random factor a step), both with --thermostat-time",
     )
     parser.add_argument(
         "--thermostat-time",
         type=float,
         default=None,
-        help="thermostat damping time, fs (100): NPT's, and NVT's with --thermostat nose-hoover",
+        help="thermostat time, fs (100): NPT's, and NVT's nose-hoover or bussi thermostat's",
     )
     parser.add_argument("--log-interval", type=int, default=10, help="steps between samples")
     npt = parser.add_argument_group("NPT (--ensemble npt, 3D-periodic cells)")
@@ -199,7 +201,7 @@ def _run_options(args: argparse.Namespace, restart: Path) -> dict:
         "n_steps": args.steps,
         "friction": args.friction,
         "thermostat": args.thermostat,
-        **nose_hoover_time(args),
+        **thermostat_time(args),
         "log_interval": min(args.log_interval, max(args.steps, 1)),
         "seed": args.seed,
         "progress": sys.stderr.isatty(),
@@ -299,11 +301,11 @@ _NPT_OPTIONS = {  # NPTSettings field -> command-line option
 }
 
 
-def nose_hoover_time(args: argparse.Namespace) -> dict[str, float]:
-    """``thermostat_time_fs`` for NVT with the Nosé–Hoover chain, where ``--thermostat-time``
-    is given (else empty: the library's default)."""
-    nose_hoover = args.ensemble == "nvt" and args.thermostat == "nose-hoover"
-    if nose_hoover and args.thermostat_time is not None:
+def thermostat_time(args: argparse.Namespace) -> dict[str, float]:
+    """``thermostat_time_fs`` for NVT with the Nosé–Hoover or Bussi thermostat, where
+    ``--thermostat-time`` is given (else empty: the library's default)."""
+    timed = args.ensemble == "nvt" and args.thermostat != "langevin"
+    if timed and args.thermostat_time is not None:
         return {"thermostat_time_fs": args.thermostat_time}
     return {}
 
@@ -318,7 +320,7 @@ def npt_settings(args: argparse.Namespace):
         if getattr(args, option) is not None
     }
     if args.ensemble != "npt":
-        if nose_hoover_time(args):  # NVT's Nosé–Hoover damping time, not an NPT one
+        if thermostat_time(args):  # NVT's thermostat time, not an NPT one
             given.pop("thermostat_time_fs")
         if given or args.anisotropic:
             names = [f"--{_NPT_OPTIONS[f].replace('_', '-')}" for f in given]

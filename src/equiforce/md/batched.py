@@ -67,6 +67,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.files import atomic_write
+from equiforce.md.batched_bussi import BussiCoupling, bussi_nvt_step
 from equiforce.md.batched_mtk import MTKCoupling, mtk_npt_step, mtk_variables
 from equiforce.md.batched_nhc import (
     NoseHooverCoupling,
@@ -74,6 +75,7 @@ from equiforce.md.batched_nhc import (
     nose_hoover_variables,
 )
 from equiforce.md.batched_npt import BerendsenCoupling, berendsen_npt_step
+from equiforce.md.batched_state import free_atom_counts, twice_kinetic_energy
 from equiforce.md.report import MDResult
 from equiforce.md.restart import (
     RESTART_FORMAT,
@@ -99,7 +101,8 @@ if TYPE_CHECKING:
     from equiforce.models.potential import Potential
 
 DEFAULT_BATCH_ATOMS = 5000  # atoms of one model call: batching's gain saturates well below
-Coupling = BerendsenCoupling | MTKCoupling | NoseHooverCoupling  # of the steps not TorchSim's
+# the couplings of the steps that are not TorchSim's
+Coupling = BerendsenCoupling | MTKCoupling | NoseHooverCoupling | BussiCoupling
 
 
 @dataclass
@@ -117,8 +120,9 @@ class _Group:
         stress: (n_systems, 3, 3) stress of the current positions, eV/Å^3 (ASE sign, no
             kinetic part), where the model computes it (NPT), else None.
         variables: the per-system variables of Nosé–Hoover NVT (``batched_nhc.
-            nose_hoover_variables``: the chains) or MTK NPT (``batched_mtk.mtk_variables``:
-            chains, cell momenta, ...), each (n_systems, ...), else None.
+            nose_hoover_variables``: the chains), Bussi NVT (``free_atoms``) or MTK NPT
+            (``batched_mtk.mtk_variables``: chains, cell momenta, ...), each
+            (n_systems, ...), else None.
         fixed: (n_atoms,) bool, the atoms a ``FixAtoms`` holds, or None (none).
         anchor: (n_atoms, 3) Å, the starting positions, where fixed atoms stay (with
             ``fixed``).
@@ -151,8 +155,12 @@ def _new_group(
     coupling: Coupling | None,
 ) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces (NPT: and stresses; Nosé–Hoover and MTK: their variables), and their temperatures
-    (K, one per structure of ``atoms``)."""
+    forces (NPT: and stresses; Nosé–Hoover, Bussi and MTK: their variables), and their
+    temperatures (K, one per structure of ``atoms``).
+
+    Raises:
+        ValueError: Bussi's thermostat on a structure at rest (named; it scales momenta).
+    """
     from torch_sim.integrators import MDState
 
     from equiforce.md.torchsim import CellAxesModel, FixedAtomsModel, atoms_to_state, fixed_atoms
@@ -186,6 +194,14 @@ def _new_group(
         variables = mtk_variables(state, coupling)
     elif isinstance(coupling, NoseHooverCoupling):
         variables = nose_hoover_variables(state, fixed)
+    elif isinstance(coupling, BussiCoupling):
+        variables = {"free_atoms": free_atom_counts(state, fixed, model.dtype)}
+        for j, kinetic in enumerate(twice_kinetic_energy(state).tolist()):
+            if not kinetic > 0:
+                raise ValueError(
+                    f"structure {indices[j]} ({members[j].get_chemical_formula()}) starts at "
+                    "rest: Bussi's thermostat scales its momenta (use another thermostat)"
+                )
     unwrapped = state.positions.clone()
     anchor = None if fixed is None else state.positions.clone()
     spreads = _spreads(model)
@@ -289,12 +305,15 @@ def _watch(group: _Group, atoms: Sequence[Atoms], watches, step: int, time_fs: f
 
 
 def _coupling(
-    npt: NPTSettings | None, timestep_fs: float, nose_hoover_time_fs: float | None
+    npt: NPTSettings | None, timestep_fs: float, nvt: tuple[str | None, float | None]
 ) -> Coupling | None:
-    """The couplings in ASE units of the NPT step, or of the Nosé–Hoover NVT step (its
-    damping time given, fs); None: TorchSim's Langevin or NVE."""
-    if nose_hoover_time_fs is not None:
-        return NoseHooverCoupling(dt=timestep_fs * units.fs, tdamp=nose_hoover_time_fs * units.fs)
+    """The couplings in ASE units of the NPT step, or of the Nosé–Hoover or Bussi NVT step
+    (``nvt``: the thermostat and its time, fs, or None); None: TorchSim's Langevin or NVE."""
+    thermostat, time_fs = nvt
+    if thermostat == "nose-hoover":
+        return NoseHooverCoupling(dt=timestep_fs * units.fs, tdamp=time_fs * units.fs)
+    if thermostat == "bussi":
+        return BussiCoupling(dt=timestep_fs * units.fs, taut=time_fs * units.fs)
     if npt is None:
         return None
     coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
@@ -307,26 +326,33 @@ def _integrator(
     timestep_fs: float,
     friction: float,
     coupling: Coupling | None,
+    generators: Sequence[np.random.Generator],
 ) -> Callable[[_Group], None]:
     """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet (time step
     and friction in ASE's units, each group's temperatures ``kT``; a group's ``FixAtoms``
     atoms feel no force and stay at their anchors with zero momenta), the Nosé–Hoover chain
-    (``equiforce.md.batched_nhc``; fixed atoms feel no force and start at rest, so they stay)
-    or NPT (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
+    or Bussi's rescaling (``equiforce.md.batched_nhc``, ``batched_bussi``: the structures'
+    ``generators`` draw Bussi's noise; fixed atoms feel no force and start at rest, so they
+    stay), or NPT (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
     import torch_sim as ts
 
     from equiforce.md.torchsim import FixedAtomsModel
 
-    if isinstance(coupling, NoseHooverCoupling):
+    if isinstance(coupling, (NoseHooverCoupling, BussiCoupling)):
 
-        def nose_hoover(group: _Group) -> None:
+        def rescaled(group: _Group) -> None:
             stepping = model
             if group.fixed is not None:
                 stepping = FixedAtomsModel(model, group.fixed, group.anchor)
-            args = (group.state, group.kT, group.variables, stepping, coupling)
-            group.state = nose_hoover_nvt_step(*args)
+            state, kT, variables = group.state, group.kT, group.variables
+            if isinstance(coupling, NoseHooverCoupling):
+                group.state = nose_hoover_nvt_step(state, kT, variables, stepping, coupling)
+                return
+            drawing = [generators[k] for k in group.indices]
+            free = variables["free_atoms"]
+            group.state = bussi_nvt_step(state, kT, free, drawing, stepping, coupling)
 
-        return nose_hoover
+        return rescaled
     if isinstance(coupling, MTKCoupling):
 
         def mtk(group: _Group) -> None:
@@ -410,6 +436,7 @@ class _Structure:
         recorder: its sampler.
         frames: its trajectory writer.
         watch: its ``UncertaintyWatch``, or None.
+        generator: its NumPy generator (its start velocities; Bussi's noise).
         stopped_at: the step its watch stopped it at, or None (running).
     """
 
@@ -417,6 +444,7 @@ class _Structure:
     recorder: Recorder
     frames: Frames
     watch: UncertaintyWatch | None
+    generator: np.random.Generator
     stopped_at: int | None = None
 
 
@@ -438,6 +466,7 @@ def _save(
         "n_frames": [s.frames.n_frames for s in structures],
         "trajectory_bytes": [s.frames.flushed_size() for s in structures],
         "wall_time_s": wall_time_s,
+        "generators": [s.generator.bit_generator.state for s in structures],
     }
     stopped_at = [-1 if s.stopped_at is None else s.stopped_at for s in structures]
     arrays = {
@@ -495,8 +524,8 @@ def _restore(
     device: torch.device,
 ) -> None:
     """Put the state of ``restart`` back into the groups (made of ``_saved_groups``), the
-    structures (samples, bonds, watches, stopped ones' step and last frame) and the
-    generator."""
+    structures (samples, bonds, watches, generators, stopped ones' step and last frame) and
+    torch's generator."""
     arrays = restart.arrays
     for g, group in enumerate(groups):
         state = group.state
@@ -522,6 +551,7 @@ def _restore(
             structure.watch.restore(
                 {n[len(prefix) :]: v for n, v in arrays.items() if n.startswith(prefix)}
             )
+        structure.generator.bit_generator.state = restart.meta["generators"][k]
         if arrays["stopped_at"][k] >= 0:
             structure.stopped_at = int(arrays["stopped_at"][k])
             final = [
@@ -627,17 +657,19 @@ def run_batched_md(
         fixed_atoms=_fixed_atoms_setting(structures),
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
-    atoms = _thermalised(structures, temperatures, seed)
-    coupling = _coupling(npt, timestep_fs, settings["nose_hoover_time_fs"])
+    atoms, generators = _thermalised(structures, temperatures, seed)
+    nvt = (settings["nvt_thermostat"], settings["thermostat_time_fs"])
+    coupling = _coupling(npt, timestep_fs, nvt)
     groups = [
         _new_group(model, atoms, indices, temperatures, coupling)
         for indices in _group_indices(atoms, restart, max_batch_atoms)
     ]
-    integrate = _integrator(CellAxesModel(model), ensemble, timestep_fs, friction, coupling)
+    stepping = CellAxesModel(model)
+    integrate = _integrator(stepping, ensemble, timestep_fs, friction, coupling, generators)
     device = torch.device(model.device)
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
     step = 0 if restart is None else restart.n_steps_done
-    run = _Run(atoms, groups, watches, timestep_fs, step, npt is not None)
+    run = _Run(atoms, generators, groups, watches, timestep_fs, step, npt is not None)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     start = time.perf_counter()
 
@@ -683,6 +715,7 @@ class _Run:
 
     Args:
         atoms: the structures' working copies (set from their groups' states before use).
+        generators: the structures' NumPy generators.
         groups: the groups (TorchSim states) of the running structures.
         watches: one ``UncertaintyWatch`` per structure, or None.
         timestep_fs: time step, fs.
@@ -693,13 +726,14 @@ class _Run:
     def __init__(
         self,
         atoms: list[Atoms],
+        generators: list[np.random.Generator],
         groups: list[_Group],
         watches: Sequence[UncertaintyWatch] | None,
         timestep_fs: float,
         step: int,
         npt: bool,
     ) -> None:
-        self.atoms, self.groups, self.watches = atoms, groups, watches
+        self.atoms, self.generators, self.groups, self.watches = atoms, generators, groups, watches
         self.timestep_fs, self.step, self._npt = timestep_fs, step, npt
         self.structures: list[_Structure] = []
 
@@ -722,6 +756,7 @@ class _Run:
                     Recorder(frame, self.time_fs, track_cell=self._npt),
                     stack.enter_context(trajectory_writer(path, frame, resumed)),
                     self.watches[k] if self.watches else None,
+                    self.generators[k],
                 )
             )
 
@@ -827,14 +862,16 @@ def _fixed_atoms_setting(structures: Sequence[Atoms]) -> dict[str, list[int]] | 
 
 def _thermalised(
     structures: Sequence[Atoms], temperatures: Sequence[float], seed: int
-) -> list[Atoms]:
+) -> tuple[list[Atoms], list[np.random.Generator]]:
     """Copies of the structures without calculators, structure k with ``run_md(seed=seed +
-    k)``'s Maxwell–Boltzmann momenta at its temperature (K)."""
+    k)``'s Maxwell–Boltzmann momenta at its temperature (K), and each structure's generator
+    after drawing them (``run_md``'s, which its Bussi thermostat draws from next)."""
     atoms = [frame.copy() for frame in structures]
-    for k, frame in enumerate(atoms):
+    generators = [np.random.default_rng(seed + k) for k in range(len(structures))]
+    for frame, temperature, generator in zip(atoms, temperatures, generators, strict=True):
         frame.calc = None
-        thermalise(frame, temperatures[k], np.random.default_rng(seed + k))
-    return atoms
+        thermalise(frame, temperature, generator)
+    return atoms, generators
 
 
 def _group_indices(

@@ -33,14 +33,13 @@ from typing import Any, Callable
 
 import torch
 
-from equiforce.md.batched_nhc import (
-    CHAIN_LENGTH,
+from equiforce.md.batched_nhc import CHAIN_LENGTH, chain_masses, integrate_chains
+from equiforce.md.batched_state import (
     atom_counts,
-    chain_masses,
-    integrate_chains,
+    ideal_gas_stress,
+    system_count,
     twice_kinetic_energy,
 )
-from equiforce.md.batched_npt import ideal_gas_stress, system_count
 
 
 @dataclass(frozen=True)

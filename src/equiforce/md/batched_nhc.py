@@ -27,7 +27,12 @@ from typing import Any, Callable
 
 import torch
 
-from equiforce.md.batched_npt import per_system, system_count
+from equiforce.md.batched_state import (
+    free_atom_counts,
+    system_count,
+    twice_kinetic_energy,
+    velocity_verlet,
+)
 
 # Yoshida's fourth-order weights (Phys. Lett. A 150, 262 (1990)), as ASE's FOURTH_ORDER_COEFFS
 _YOSHIDA = (
@@ -90,11 +95,6 @@ def integrate_chains(
     return position, torch.stack(p, 1), factor
 
 
-def atom_counts(state: Any, dtype: torch.dtype) -> torch.Tensor:
-    """(n_systems,) the number of atoms of each system of a TorchSim state, as ``dtype``."""
-    return torch.bincount(state.system_idx, minlength=system_count(state)).to(dtype)
-
-
 def chain_masses(kT: torch.Tensor, damping: float, first: torch.Tensor | float) -> torch.Tensor:
     """(n, chain) masses of n chains at temperatures ``kT`` (n,) eV with damping time
     ``damping`` (ASE time): ``kT damping^2`` each, the first link's times ``first`` (its
@@ -102,12 +102,6 @@ def chain_masses(kT: torch.Tensor, damping: float, first: torch.Tensor | float) 
     masses = (kT * damping**2)[:, None].repeat(1, CHAIN_LENGTH)
     masses[:, 0] *= first
     return masses
-
-
-def twice_kinetic_energy(state: Any) -> torch.Tensor:
-    """(n_systems,) twice each system's kinetic energy, sum(p^2 / m), eV."""
-    kinetic = (state.momenta**2).sum(-1) / state.masses
-    return per_system(kinetic, state.system_idx, system_count(state))
 
 
 @dataclass(frozen=True)
@@ -129,10 +123,7 @@ def nose_hoover_variables(state: Any, fixed: torch.Tensor | None) -> dict[str, t
     (n_systems,), those ``fixed`` (n_atoms,) bool (or None: none) does not hold."""
     n, like = system_count(state), state.cell
     variables = {name: like.new_zeros(n, CHAIN_LENGTH) for name in ("eta", "p_eta")}
-    variables["free_atoms"] = atom_counts(state, like.dtype)
-    if fixed is not None:
-        held = per_system(fixed.to(like.dtype), state.system_idx, n)
-        variables["free_atoms"] = variables["free_atoms"] - held
+    variables["free_atoms"] = free_atom_counts(state, fixed, like.dtype)
     return variables
 
 
@@ -168,12 +159,7 @@ def nose_hoover_nvt_step(
     Returns:
         The state.
     """
-    half = coupling.dt / 2
-    _thermostat(state, variables, kT, coupling, half)
-    state.momenta = state.momenta + half * state.forces
-    state.positions = state.positions + coupling.dt * state.momenta / state.masses[:, None]
-    out = model(state)
-    state.energy, state.forces = out["energy"], out["forces"]
-    state.momenta = state.momenta + half * state.forces
-    _thermostat(state, variables, kT, coupling, half)
+    _thermostat(state, variables, kT, coupling, coupling.dt / 2)
+    velocity_verlet(state, model, coupling.dt)
+    _thermostat(state, variables, kT, coupling, coupling.dt / 2)
     return state

@@ -27,6 +27,8 @@ from typing import Any, Callable
 import torch
 from ase import units
 
+from equiforce.md.batched_state import ideal_gas_stress, per_system, system_count
+
 
 @dataclass(frozen=True)
 class BerendsenCoupling:
@@ -47,27 +49,6 @@ class BerendsenCoupling:
     compressibility_au: float
     pressure_au: float
     anisotropic: bool
-
-
-def system_count(state: Any) -> int:
-    """The number of systems of a TorchSim state, from its (n_systems, 3, 3) cells (TorchSim's
-    ``n_systems`` runs ``torch.unique``, a device sync, on every call)."""
-    return state.cell.shape[0]
-
-
-def per_system(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int) -> torch.Tensor:
-    """Sum of per-atom ``values`` (n_atoms, ...) over each system: (n_systems, ...)."""
-    out = torch.zeros((n_systems, *values.shape[1:]), dtype=values.dtype, device=values.device)
-    return out.index_add_(0, system_idx, values)
-
-
-def ideal_gas_stress(state: Any) -> torch.Tensor:
-    """The kinetic part of each system's stress, -sum(p p^T / m) / V: (n_systems, 3, 3) eV/Å^3
-    (ASE's ``get_stress(include_ideal_gas=True)`` adds it)."""
-    p, m = state.momenta, state.masses
-    outer = p[:, :, None] * p[:, None, :] / m[:, None, None]
-    volume = torch.linalg.det(state.cell).abs()
-    return -per_system(outer, state.system_idx, system_count(state)) / volume[:, None, None]
 
 
 def berendsen_npt_step(

@@ -1,15 +1,15 @@
 """Molecular dynamics through ASE: ``run_md``, with its samples, trajectory and restarts.
 
-``run_md`` runs NVT (Langevin, or a Nosé–Hoover chain: ``equiforce.md.nose_hoover``), NVE
-(velocity Verlet) or NPT from Maxwell–Boltzmann velocities (seeded), writes the trajectory
-and returns an ``MDResult`` (``equiforce.md.report``). NPT (3D-periodic cells) uses ASE's
-Martyna–Tobias–Klein integrators with Nosé–Hoover chains (``IsotropicMTKNPT``; ``MTKNPT``
-anisotropic: every cell component fluctuates) or, as the simple option, Berendsen coupling
-(``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen`` anisotropic). Every ``log_interval``
-steps, step 0 included, it samples the energies and the temperature (NPT: volume, and
-pressure with its ideal-gas part) and follows the bonds (``equiforce.md.stability``) through
-``equiforce.md.sampling``, which batched MD shares; with a restart file it can stop and go on
-exactly (``equiforce.md.restart``).
+``run_md`` runs NVT (Langevin, a Nosé–Hoover chain: ``equiforce.md.nose_hoover``, or Bussi's
+stochastic velocity rescaling), NVE (velocity Verlet) or NPT from Maxwell–Boltzmann velocities
+(seeded), writes the trajectory and returns an ``MDResult`` (``equiforce.md.report``). NPT
+(3D-periodic cells) uses ASE's Martyna–Tobias–Klein integrators with Nosé–Hoover chains
+(``IsotropicMTKNPT``; ``MTKNPT`` anisotropic: every cell component fluctuates) or, as the
+simple option, Berendsen coupling (``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen``
+anisotropic). Every ``log_interval`` steps, step 0 included, it samples the energies and the
+temperature (NPT: volume, and pressure with its ideal-gas part) and follows the bonds
+(``equiforce.md.stability``) through ``equiforce.md.sampling``, which batched MD shares; with a
+restart file it can stop and go on exactly (``equiforce.md.restart``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 Ensemble = Literal["nvt", "nve", "npt"]
 Barostat = Literal["mtk", "berendsen"]
-Thermostat = Literal["langevin", "nose-hoover"]
+Thermostat = Literal["langevin", "nose-hoover", "bussi"]
 BAROSTATS = ("mtk", "berendsen")
 
 
@@ -121,14 +121,18 @@ def _integrator(
     npt: NPTSettings | None = None,
 ):
     """ASE's integrator of the run (``thermostat``: NVT's kind, Langevin friction 1/fs and
-    Nosé–Hoover damping time fs)."""
+    the other thermostats' damping time fs)."""
     from ase.constraints import FixCom
+    from ase.md.bussi import Bussi
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
     kind, friction, damping_fs = thermostat
     if ensemble == "npt":
         return _barostat(atoms, temperature_K, timestep_fs, npt or NPTSettings())
+    if ensemble == "nvt" and kind == "bussi":
+        taut = damping_fs * units.fs
+        return Bussi(atoms, timestep_fs * units.fs, temperature_K=temperature_K, taut=taut, rng=rng)
     if ensemble == "nvt" and kind == "nose-hoover":
         from equiforce.md.nose_hoover import FixedAtomsNoseHooverChainNVT
 
@@ -169,8 +173,8 @@ def run_md(
     thermostat: Thermostat = "langevin",
     thermostat_time_fs: float = 100.0,
 ) -> MDResult:
-    """Run NVT (Langevin or Nosé–Hoover chain), NVE (velocity Verlet) or NPT MD and measure
-    its stability.
+    """Run NVT (Langevin, Nosé–Hoover chain or Bussi), NVE (velocity Verlet) or NPT MD and
+    measure its stability.
 
     Velocities are drawn from a Maxwell–Boltzmann distribution at ``temperature_K`` with a
     generator seeded by ``seed`` and the centre-of-mass momentum is removed; the Langevin
@@ -207,8 +211,10 @@ def run_md(
         thermostat: NVT's thermostat: ``"langevin"`` (``friction``; the centre of mass kept
             at rest) or ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT``: deterministic,
             three links, damping ``thermostat_time_fs``; ~100 time steps; ``FixAtoms`` the
-            only constraint: ``equiforce.md.nose_hoover``).
-        thermostat_time_fs: the Nosé–Hoover chain's damping time, fs.
+            only constraint: ``equiforce.md.nose_hoover``) or ``"bussi"`` (ASE's ``Bussi``
+            stochastic velocity rescaling, Bussi, Donadio & Parrinello 2007: canonical, one
+            random factor a step on all momenta; time constant ``thermostat_time_fs``).
+        thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and

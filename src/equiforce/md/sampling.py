@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from equiforce.md.dynamics import NPTSettings
     from equiforce.md.uncertainty import UncertaintyWatch
 
-# NVT thermostats: Langevin (stochastic, friction) and the Nosé–Hoover chain (deterministic)
-THERMOSTATS = ("langevin", "nose-hoover")
+# NVT thermostats: Langevin (stochastic, friction), the Nosé–Hoover chain (deterministic) and
+# Bussi's stochastic velocity rescaling (both with a damping time)
+THERMOSTATS = ("langevin", "nose-hoover", "bussi")
 
 
 class Frames:
@@ -115,7 +116,9 @@ class Recorder:
 
 
 def thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    """Maxwell–Boltzmann momenta at ``temperature_K`` from ``rng``, centre of mass at rest."""
+    """Maxwell–Boltzmann momenta at ``temperature_K`` from ``rng``, centre of mass at rest
+    (the remaining momenta rescaled to the temperature drawn; a single atom is left at rest:
+    ASE's rescaling divides by its zero kinetic energy, giving NaN momenta)."""
     from ase.md.velocitydistribution import Stationary
 
     try:
@@ -124,7 +127,7 @@ def thermalise(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> 
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
+    Stationary(atoms, preserve_temperature=len(atoms) > 1)
 
 
 def check_md_arguments(
@@ -137,7 +140,7 @@ def check_md_arguments(
 ) -> None:
     """Raise naming the first bad MD argument: the ensemble, the step counts, the NVT
     thermostat (``THERMOSTATS``; another than Langevin only in NVT) and its Langevin
-    friction (1/fs) or Nosé–Hoover damping time (fs)."""
+    friction (1/fs) or the others' damping time (fs)."""
     if ensemble not in ("nvt", "nve", "npt"):
         raise ValueError(f"ensemble must be 'nvt', 'nve' or 'npt', got {ensemble!r}")
     if n_steps < 1 or log_interval < 1:
@@ -150,7 +153,7 @@ def check_md_arguments(
         raise ValueError(f"the {thermostat} thermostat is for NVT, not {ensemble.upper()}")
     if ensemble == "nvt" and thermostat == "langevin" and friction <= 0:
         raise ValueError(f"Langevin friction must be positive, got {friction} per fs")
-    if ensemble == "nvt" and thermostat == "nose-hoover" and not thermostat_time_fs > 0:
+    if ensemble == "nvt" and thermostat != "langevin" and not thermostat_time_fs > 0:
         raise ValueError(f"thermostat_time_fs must be positive, got {thermostat_time_fs}")
 
 
@@ -158,12 +161,15 @@ def nvt_settings(
     ensemble: str, friction: float, thermostat: str, thermostat_time_fs: float
 ) -> dict[str, float | None]:
     """The NVT thermostat's run settings (a resumed run must give the same): Langevin's
-    ``friction_per_fs`` or the Nosé–Hoover chain's ``nose_hoover_time_fs``, None where the
-    run has no such thermostat (so files of runs before Nosé–Hoover existed still match)."""
-    nvt = ensemble == "nvt"
+    ``friction_per_fs``, or another thermostat's name ``nvt_thermostat`` and damping time
+    ``thermostat_time_fs``; None where they do not apply (so the files of Langevin runs from
+    before the other thermostats existed still match)."""
+    langevin = ensemble == "nvt" and thermostat == "langevin"
+    other = ensemble == "nvt" and thermostat != "langevin"
     return {
-        "friction_per_fs": friction if nvt and thermostat == "langevin" else None,
-        "nose_hoover_time_fs": thermostat_time_fs if nvt and thermostat == "nose-hoover" else None,
+        "friction_per_fs": friction if langevin else None,
+        "nvt_thermostat": thermostat if other else None,
+        "thermostat_time_fs": thermostat_time_fs if other else None,
     }
 
 
