@@ -179,8 +179,9 @@ def test_two_ranks_of_batch_two_equal_one_rank_of_batch_four(
     assert actual["ema"]["num_updates"] == 3 * STEPS_PER_EPOCH
     _assert_close_states(actual["train_state_dict"], expected["train_state_dict"])
     _assert_close_states(actual["ema"]["shadow"], expected["ema"]["shadow"])
-    rows, want = read_metrics_csv(two_rank_run / "metrics.csv"), read_metrics_csv(
-        one_rank.metrics_csv
+    rows, want = (
+        read_metrics_csv(two_rank_run / "metrics.csv"),
+        read_metrics_csv(one_rank.metrics_csv),
     )
     assert len(rows) == len(want) == 3
     for got, row in zip(rows, want, strict=True):

@@ -23,7 +23,7 @@ from equiforce.data.statistics import compute_statistics
 from equiforce.testing.structures import emt_labelled, make_fcc_cu
 from equiforce.testing.tolerances import TOL
 from equiforce.train.config import ModelConfig
-from equiforce.train.losses import ForcesMSE, StressMSE
+from equiforce.train.losses import ForcesLoss, StressLoss
 from equiforce.train.metrics import ErrorAccumulator, read_metrics_csv
 from equiforce.train.run import train
 from equiforce.train.setup import build_model_from_config
@@ -149,7 +149,7 @@ def _gradient(model, loss) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("term", "flag"), [(ForcesMSE(), keys.HAS_FORCES), (StressMSE(), keys.HAS_STRESS)]
+    ("term", "flag"), [(ForcesLoss(), keys.HAS_FORCES), (StressLoss(), keys.HAS_STRESS)]
 )
 def test_masked_terms_give_no_gradient(model, mixed, term, flag):
     unlabelled = [g for g in mixed.graphs if not bool(g[flag])]
@@ -164,7 +164,7 @@ def test_masked_terms_give_no_gradient(model, mixed, term, flag):
     sums = []
     for b in (mixed_batch, alone):
         pred = model(b, compute_forces=True, compute_stress=True)
-        error_sum = term.squared_errors(b, pred).sum()
+        error_sum = term.errors(b, pred).sum()
         sums.append((float(error_sum.detach()), _gradient(model, error_sum)))
     assert sums[0][0] == pytest.approx(sums[1][0], rel=TOL.fp64.rtol)
     torch.testing.assert_close(sums[0][1], sums[1][1], **vars(TOL.fp64_grad))

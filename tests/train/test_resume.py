@@ -121,6 +121,9 @@ def test_resume_a_checkpoint_written_before_newer_settings_existed(tmp_path, emt
     checkpoint["config"]["training"]["retired_setting"] = 1
     save_checkpoint(checkpoint, last)
     config["training"]["max_epochs"] = 3
-    with pytest.raises(ValueError, match=r"last\.pt: its configuration no longer parses.*"
-                       r"retired_setting"):
+    with pytest.raises(
+        ValueError,
+        match=r"last\.pt: its configuration no longer parses.*"
+        r"retired_setting",
+    ):
         train(RunConfig.from_dict(config), resume=True)

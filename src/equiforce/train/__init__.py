@@ -18,9 +18,9 @@ from equiforce.train.config import (
 )
 from equiforce.train.ema import ExponentialMovingAverage
 from equiforce.train.losses import (
-    EnergyPerAtomMSE,
-    ForcesMSE,
-    StressMSE,
+    EnergyPerAtomLoss,
+    ForcesLoss,
+    StressLoss,
     WeightedLoss,
     energy_forces_stress_loss,
 )
@@ -33,15 +33,15 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EMAConfig",
-    "EnergyPerAtomMSE",
+    "EnergyPerAtomLoss",
     "ExponentialMovingAverage",
-    "ForcesMSE",
+    "ForcesLoss",
     "ModelConfig",
     "NonFiniteLossError",
     "RunConfig",
     "SchedulerConfig",
     "StageTwoConfig",
-    "StressMSE",
+    "StressLoss",
     "TrainConfig",
     "TrainResult",
     "Trainer",

@@ -407,6 +407,11 @@ class TrainConfig:
         energy_weight: weight of the energy-per-atom MSE, (eV/atom)^-2.
         forces_weight: weight of the per-component force MSE, (eV/Å)^-2.
         stress_weight: weight of the stress MSE, (eV/Å^3)^-2.
+        loss: each term's penalty of its errors: ``"mse"`` (squared) or ``"huber"``
+            (quadratic up to ``huber_delta``, linear beyond: outliers pull less; mace-torch's
+            ``--loss huber``; stage two uses it too).
+        huber_delta: where Huber's penalty turns linear, in each term's units (eV/atom,
+            eV/Å, eV/Å^3; mace-torch's default 0.01).
         scheduler: ReduceLROnPlateau settings.
         ema: EMA settings.
         clip_grad_norm: maximum gradient 2-norm; ``None`` disables clipping.
@@ -437,6 +442,8 @@ class TrainConfig:
     energy_weight: float = 1.0
     forces_weight: float = 100.0
     stress_weight: float = 1.0
+    loss: Literal["mse", "huber"] = "mse"
+    huber_delta: float = 0.01
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     clip_grad_norm: float | None = 10.0
@@ -456,6 +463,8 @@ class TrainConfig:
         check_field(self.weight_decay >= 0.0, f"{p}.weight_decay", "must be >= 0")
         for name in ("energy_weight", "forces_weight", "stress_weight"):
             check_field(getattr(self, name) >= 0.0, f"{p}.{name}", "must be >= 0")
+        check_field(self.loss in ("mse", "huber"), f"{p}.loss", "must be mse or huber")
+        check_field(self.huber_delta > 0.0, f"{p}.huber_delta", "must be > 0")
         clip = self.clip_grad_norm
         check_field(clip is None or clip > 0.0, f"{p}.clip_grad_norm", "must be > 0 or null")
         budget = self.time_budget_s

@@ -279,9 +279,7 @@ def sharded_loader(
 ) -> Iterable[Batch | None]:
     """This rank's batches (None for an empty share) of ``rank_batches``."""
     batches = rank_batches(len(dataset), batch_size, world, shuffle, seed, epoch)
-    return DataLoader(
-        dataset, batch_sampler=batches, collate_fn=_collate_or_none, num_workers=0
-    )
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=_collate_or_none, num_workers=0)
 
 
 def global_counts(counts: Sequence[float], world: World, where: str) -> list[float]:

@@ -1,10 +1,12 @@
 """Weighted, masked loss terms over batch dicts, and their weighted sum.
 
-Every term maps ``(batch, pred)`` to per-element squared errors already multiplied by the
-per-config weight and the ``has_*`` label mask; the loss is their mean over *all* elements of
-the batch, so unlabelled entries count as zero (as in mace-torch, where a missing label is a
-zero weight). Terms also expose the sum and element count, so a dataset-level loss can be
-accumulated over batches independently of the batch size.
+Every term maps ``(batch, pred)`` to per-element penalties of the errors (``squared``: the
+MSE's, or ``huber(delta)``: quadratic up to ``delta``, linear beyond, less pulled by
+outliers, as mace-torch's ``--loss huber``), already multiplied by the per-config weight and
+the ``has_*`` label mask; the loss is their mean over *all* elements of the batch, so
+unlabelled entries count as zero (as in mace-torch, where a missing label is a zero weight).
+Terms also expose the sum and element count, so a dataset-level loss can be accumulated over
+batches independently of the batch size.
 
 Losses are computed in float64 (the data dtype) whatever the model dtype.
 """
@@ -12,13 +14,36 @@ Losses are computed in float64 (the data dtype) whatever the model dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from equiforce.data import keys
 
 Tensor = torch.Tensor
+Penalty = Callable[[Tensor], Tensor]  # elementwise, of the errors (prediction - label)
+
+
+def squared(errors: Tensor) -> Tensor:
+    """The MSE's penalty, ``e^2``."""
+    return errors.square()
+
+
+def huber(delta: float) -> Penalty:
+    """Huber's penalty: ``e^2 / 2`` for ``|e| <= delta``, ``delta (|e| - delta / 2)`` beyond
+    (torch's ``huber_loss``; ``delta`` in the term's units: eV/atom, eV/Å, eV/Å^3).
+
+    Raises:
+        ValueError: ``delta`` <= 0.
+    """
+    if not delta > 0:
+        raise ValueError(f"the Huber delta must be positive, got {delta}")
+
+    def penalty(errors: Tensor) -> Tensor:
+        zero = torch.zeros_like(errors)
+        return torch.nn.functional.huber_loss(errors, zero, reduction="none", delta=delta)
+
+    return penalty
 
 
 def _graph_sizes(batch: Mapping[str, Tensor]) -> Tensor:
@@ -32,13 +57,20 @@ def _graph_factor(batch: Mapping[str, Tensor], weight_key: str, mask_key: str) -
     return weight * batch[mask_key].to(torch.float64)
 
 
-class EnergyPerAtomMSE:
-    """Squared error of the energy per atom, (eV/atom)^2, one element per graph."""
+class EnergyPerAtomLoss:
+    """Penalty of the energy-per-atom error, one element per graph.
+
+    Args:
+        penalty: ``squared`` (MSE, (eV/atom)^2) or ``huber(delta)``.
+    """
 
     name = "energy"
 
-    def squared_errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
-        """Weighted, masked squared errors.
+    def __init__(self, penalty: Penalty = squared) -> None:
+        self.penalty = penalty
+
+    def errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Weighted, masked penalties.
 
         Args:
             batch: batch dict with ``energy`` (n_graphs,), ``ptr``, ``energy_weight`` and
@@ -46,24 +78,31 @@ class EnergyPerAtomMSE:
             pred: model output with ``energy`` (n_graphs,) float64, eV.
 
         Returns:
-            (n_graphs,) float64, (eV/atom)^2.
+            (n_graphs,) float64.
         """
         n_atoms = _graph_sizes(batch).to(torch.float64)
         diff = (pred[keys.ENERGY] - batch[keys.ENERGY]) / n_atoms
-        return _graph_factor(batch, keys.ENERGY_WEIGHT, keys.HAS_ENERGY) * diff.square()
+        return _graph_factor(batch, keys.ENERGY_WEIGHT, keys.HAS_ENERGY) * self.penalty(diff)
 
     def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
         """Mean over graphs, scalar float64."""
-        return self.squared_errors(batch, pred).mean()
+        return self.errors(batch, pred).mean()
 
 
-class ForcesMSE:
-    """Per-component squared force error, (eV/Å)^2, three elements per atom."""
+class ForcesLoss:
+    """Penalty of each force component's error, three elements per atom.
+
+    Args:
+        penalty: ``squared`` (MSE, (eV/Å)^2) or ``huber(delta)``.
+    """
 
     name = "forces"
 
-    def squared_errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
-        """Weighted, masked squared errors.
+    def __init__(self, penalty: Penalty = squared) -> None:
+        self.penalty = penalty
+
+    def errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Weighted, masked penalties.
 
         Args:
             batch: batch dict with ``forces`` (n_atoms, 3), ``batch``, ``forces_weight`` and
@@ -71,24 +110,31 @@ class ForcesMSE:
             pred: model output with ``forces`` (n_atoms, 3) float64, eV/Å.
 
         Returns:
-            (n_atoms, 3) float64, (eV/Å)^2.
+            (n_atoms, 3) float64.
         """
         factor = _graph_factor(batch, keys.FORCES_WEIGHT, keys.HAS_FORCES)[batch[keys.BATCH]]
         diff = pred[keys.FORCES] - batch[keys.FORCES]
-        return factor[:, None] * diff.square()
+        return factor[:, None] * self.penalty(diff)
 
     def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
         """Mean over atoms and components, scalar float64."""
-        return self.squared_errors(batch, pred).mean()
+        return self.errors(batch, pred).mean()
 
 
-class StressMSE:
-    """Per-component squared stress error, (eV/Å^3)^2, nine elements per graph."""
+class StressLoss:
+    """Penalty of each stress component's error, nine elements per graph.
+
+    Args:
+        penalty: ``squared`` (MSE, (eV/Å^3)^2) or ``huber(delta)``.
+    """
 
     name = "stress"
 
-    def squared_errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
-        """Weighted, masked squared errors.
+    def __init__(self, penalty: Penalty = squared) -> None:
+        self.penalty = penalty
+
+    def errors(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
+        """Weighted, masked penalties.
 
         Args:
             batch: batch dict with ``stress`` (n_graphs, 3, 3), ``stress_weight`` and
@@ -96,23 +142,23 @@ class StressMSE:
             pred: model output with ``stress`` (n_graphs, 3, 3) float64, eV/Å^3.
 
         Returns:
-            (n_graphs, 3, 3) float64, (eV/Å^3)^2.
+            (n_graphs, 3, 3) float64.
         """
         factor = _graph_factor(batch, keys.STRESS_WEIGHT, keys.HAS_STRESS)
         diff = pred[keys.STRESS] - batch[keys.STRESS]
-        return factor[:, None, None] * diff.square()
+        return factor[:, None, None] * self.penalty(diff)
 
     def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
         """Mean over graphs and components, scalar float64."""
-        return self.squared_errors(batch, pred).mean()
+        return self.errors(batch, pred).mean()
 
 
 @dataclass(frozen=True)
 class LossParts:
-    """Per-term sums of weighted squared errors and element counts of one or more batches.
+    """Per-term sums of weighted penalties and element counts of one or more batches.
 
     Attributes:
-        sums: term name -> sum of weighted squared errors.
+        sums: term name -> sum of weighted penalties.
         counts: term name -> number of elements.
     """
 
@@ -127,7 +173,7 @@ class LossParts:
         )
 
     def means(self) -> dict[str, float]:
-        """Per-term mean squared error."""
+        """Per-term mean penalty."""
         return {n: self.sums[n] / max(self.counts[n], 1) for n in self.sums}
 
 
@@ -155,7 +201,7 @@ class WeightedLoss:
     @property
     def needs_stress(self) -> bool:
         """Whether a stress prediction is needed."""
-        return StressMSE.name in self.weights
+        return StressLoss.name in self.weights
 
     def __call__(self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]) -> Tensor:
         """Scalar float64 loss of one batch (differentiable)."""
@@ -172,7 +218,7 @@ class WeightedLoss:
     def term_sums(
         self, batch: Mapping[str, Tensor], pred: Mapping[str, Tensor]
     ) -> tuple[Tensor, tuple[int, ...]]:
-        """Per-term sums of weighted squared errors and element counts of one batch.
+        """Per-term sums of weighted penalties and element counts of one batch.
 
         Returns:
             ``(sums, counts)``: sums (n_terms,) float64 (differentiable, on the batch's
@@ -181,7 +227,7 @@ class WeightedLoss:
         device = batch[keys.PTR].device
         sums, counts = [], []
         for _, term in self.terms:
-            errors = term.squared_errors(batch, pred)
+            errors = term.errors(batch, pred)
             sums.append(errors.sum())
             counts.append(int(errors.numel()))
         if not sums:
@@ -242,13 +288,14 @@ class LossSums:
 
 
 def energy_forces_stress_loss(
-    energy_weight: float, forces_weight: float, stress_weight: float
+    energy_weight: float, forces_weight: float, stress_weight: float, penalty: Penalty = squared
 ) -> WeightedLoss:
-    """The standard loss: energy-per-atom MSE + force MSE + stress MSE with these weights."""
+    """The standard loss: energy-per-atom, force and stress terms with these weights, each
+    the mean ``penalty`` (the MSE's by default) of its errors."""
     return WeightedLoss(
         [
-            (energy_weight, EnergyPerAtomMSE()),
-            (forces_weight, ForcesMSE()),
-            (stress_weight, StressMSE()),
+            (energy_weight, EnergyPerAtomLoss(penalty)),
+            (forces_weight, ForcesLoss(penalty)),
+            (stress_weight, StressLoss(penalty)),
         ]
     )

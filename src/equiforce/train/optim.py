@@ -23,7 +23,7 @@ from equiforce.train.finetune import (
     find_potential,
     parameter_groups,
 )
-from equiforce.train.losses import WeightedLoss, energy_forces_stress_loss
+from equiforce.train.losses import WeightedLoss, energy_forces_stress_loss, huber, squared
 
 LOG = logging.getLogger(__name__)
 
@@ -133,8 +133,9 @@ class TrainingSchedule:
     def loss(self, epoch: int) -> WeightedLoss:
         """The loss of ``epoch`` (stage-dependent weights)."""
         weights = self.config.stage_two if self.stage(epoch) == STAGE_TWO else self.config
+        penalty = huber(self.config.huber_delta) if self.config.loss == "huber" else squared
         return energy_forces_stress_loss(
-            weights.energy_weight, weights.forces_weight, weights.stress_weight
+            weights.energy_weight, weights.forces_weight, weights.stress_weight, penalty
         )
 
     def begin_epoch(self, epoch: int) -> bool:
