@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from ase.data import chemical_symbols
 from ase.io import write
 
 from equiforce.cli import evaluate as evaluate_cli
@@ -105,6 +106,18 @@ def test_metrics_match_hand_computed_errors(model64, structures):
     assert result.metrics["stress"].count == 3 * 9
     assert (result.n_configs, result.n_atoms) == (4, int(n_atoms.sum()))
     assert result.metrics["forces"].unit == "meV/Å"
+    symbols = np.concatenate([[chemical_symbols[z] for z in c.atomic_numbers] for c in structures])
+    assert list(result.forces_by_species) == sorted(set(symbols))  # Au C Cu H O
+    for symbol, stats in result.forces_by_species.items():
+        errors = expected["forces"][symbols == symbol]
+        assert_close(stats.mae, np.abs(errors).mean(), TOL.fp64, f"{symbol} force MAE")
+        assert_close(stats.rmse, np.sqrt((errors**2).mean()), TOL.fp64, f"{symbol} force RMSE")
+        assert stats.count == errors.size
+    graphs = [configuration_to_graph(c, model64.type_names, model64.r_max) for c in structures]
+    from_graphs = evaluate(model64, graphs, batch_size=2).forces_by_species
+    assert from_graphs.keys() == result.forces_by_species.keys()
+    for symbol, stats in from_graphs.items():
+        assert_close(stats.rmse, result.forces_by_species[symbol].rmse, TOL.fp64, symbol)
 
 
 def test_predictions_do_not_depend_on_batch_size(model64, structures):
@@ -166,12 +179,14 @@ def test_empty_input_and_bad_batch_size_are_errors(model64, structures):
 def test_table_json_and_parity_plots(model64, structures, tmp_path):
     result = evaluate(model64, structures)
     table = format_table(result)
-    for name in ("energy_per_atom", "forces", "stress", "meV/atom"):
+    for name in ("energy_per_atom", "forces", "stress", "meV/atom", "forces [Cu]", "forces [H]"):
         assert name in table
     text = to_json(result, tmp_path / "metrics.json")
     loaded = json.loads((tmp_path / "metrics.json").read_text())
     assert loaded == json.loads(text)
     assert loaded["metrics"]["forces"]["rmse"] == pytest.approx(result.metrics["forces"].rmse)
+    by_species = loaded["forces_by_species"]
+    assert by_species["O"]["mae"] == pytest.approx(result.forces_by_species["O"].mae)
     paths = plot_parity(result, tmp_path / "plots")
     assert sorted(p.name for p in paths) == [
         "parity_energy_per_atom.png",

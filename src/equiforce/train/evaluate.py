@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
@@ -95,12 +95,15 @@ class EvaluationResult:
             no structure carries that label.
         parity: ``ParityData`` keyed by ``"energy_per_atom"``, ``"forces"`` and ``"stress"``
             (values in eV/atom, eV/Å, eV/Å^3), with the same presence rule.
+        forces_by_species: the force components' ``ErrorStats`` (meV/Å) of the atoms of each
+            element, keyed by its symbol (empty where the species were not known).
     """
 
     n_configs: int
     n_atoms: int
     metrics: dict[str, ErrorStats]
     parity: dict[str, ParityData]
+    forces_by_species: dict[str, ErrorStats] = field(default_factory=dict)
 
 
 class _Reference(NamedTuple):
@@ -128,6 +131,15 @@ def _n_atoms(structure: Structure) -> int:
     if isinstance(structure, Configuration):
         return structure.n_atoms
     return int(structure[keys.POSITIONS].shape[0])
+
+
+def _symbols(structure: Structure, type_names: Sequence[str]) -> np.ndarray:
+    """(n_atoms,) the element symbol of each atom (a graph's from the model's ``type_names``)."""
+    if isinstance(structure, Configuration):
+        from ase.data import chemical_symbols
+
+        return np.array([chemical_symbols[z] for z in structure.atomic_numbers])
+    return np.asarray(type_names)[structure[keys.ATOM_TYPE].cpu().numpy()]
 
 
 def _reference_of(structure: Structure) -> _Reference:
@@ -387,14 +399,23 @@ class ErrorTally:
     Args:
         max_parity_points: pairs per quantity kept for the parity plot.
         seed: seeds the sample's draws (a result is reproducible).
+        type_names: the model's species (its type indices' symbols): with them the force
+            errors are also tallied by element.
     """
 
-    def __init__(self, max_parity_points: int = DEFAULT_PARITY_POINTS, seed: int = 0):
+    def __init__(
+        self,
+        max_parity_points: int = DEFAULT_PARITY_POINTS,
+        seed: int = 0,
+        type_names: Sequence[str] | None = None,
+    ):
         if max_parity_points < 1:
             raise ValueError(f"max_parity_points must be >= 1, got {max_parity_points}")
         self.n_configs = 0
         self.n_atoms = 0
+        self._type_names = None if type_names is None else list(type_names)
         self._sums = {name: np.zeros(3) for name in _QUANTITIES}  # |e|, e^2, count
+        self._by_species: dict[str, np.ndarray] = {}  # symbol -> |e|, e^2, count of forces
         self._samples = {
             name: _ParitySample(max_parity_points, (seed, k))
             for k, (name, (_, label)) in enumerate(_QUANTITIES.items())
@@ -421,12 +442,24 @@ class ErrorTally:
             predicted = np.concatenate([pred.forces[offsets[k] : offsets[k + 1]] for k in forces])
             self._count("forces", _MILLI * (predicted.ravel() - reference))
             self._samples["forces"].add(reference, predicted.ravel())
+            if self._type_names is not None:
+                labelled = [structures[k] for k in forces]
+                self._count_by_species(labelled, predicted - reference.reshape(-1, 3))
         stresses = [k for k, r in enumerate(references) if r.stress is not None]
         if stresses and pred.stress is not None:
             reference = np.stack([references[k].stress for k in stresses]).ravel()
             predicted = pred.stress[stresses].ravel()
             self._count("stress", _MILLI * (predicted - reference))
             self._samples["stress"].add(reference, predicted)
+
+    def _count_by_species(self, structures: Sequence[Structure], errors: np.ndarray) -> None:
+        """Add the force errors (n_atoms, 3) eV/Å of ``structures`` (concatenated) to the
+        tallies of their atoms' elements."""
+        symbols = np.concatenate([_symbols(s, self._type_names) for s in structures])
+        for symbol in np.unique(symbols):
+            mine = _MILLI * errors[symbols == symbol].ravel()
+            sums = self._by_species.setdefault(str(symbol), np.zeros(3))
+            sums += (np.abs(mine).sum(), np.square(mine).sum(), mine.size)
 
     def _count(self, name: str, errors: np.ndarray) -> None:
         errors = np.asarray(errors, dtype=np.float64).ravel()
@@ -443,7 +476,14 @@ class ErrorTally:
             metrics[name] = ErrorStats(mae=mae, rmse=rmse, count=int(count), unit=unit)
             if label is not None:
                 parity[name] = ParityData(*self._samples[name].arrays(), label)
-        return EvaluationResult(self.n_configs, self.n_atoms, metrics, parity)
+        unit = _QUANTITIES["forces"][0]
+        by_species = {
+            symbol: ErrorStats(
+                float(abs_sum / count), float(np.sqrt(sq_sum / count)), int(count), unit
+            )
+            for symbol, (abs_sum, sq_sum, count) in sorted(self._by_species.items())
+        }
+        return EvaluationResult(self.n_configs, self.n_atoms, metrics, parity, by_species)
 
 
 def evaluate(
@@ -467,7 +507,7 @@ def evaluate(
     Returns:
         ``EvaluationResult`` with errors in meV units and the parity data.
     """
-    tally = ErrorTally(max_parity_points)
+    tally = ErrorTally(max_parity_points, type_names=model.type_names)
     for chunk, pred in predict_batches(model, structures, batch_size, device, None):
         tally.add(chunk, pred)
     return tally.result()
@@ -498,9 +538,10 @@ def evaluate_files(
     """
     if ALL_FILES in files:
         raise ValueError(f"{ALL_FILES!r} is reserved for the result over all files")
-    results, together = {}, ErrorTally(max_parity_points, seed=len(files))
+    names = model.type_names
+    results, together = {}, ErrorTally(max_parity_points, seed=len(files), type_names=names)
     for number, (name, structures) in enumerate(files.items()):
-        tally = ErrorTally(max_parity_points, seed=number)
+        tally = ErrorTally(max_parity_points, seed=number, type_names=names)
         for chunk, pred in predict_batches(model, structures, batch_size, device, None):
             tally.add(chunk, pred)
             together.add(chunk, pred)
@@ -528,26 +569,29 @@ _TABLE_ORDER = ("energy_per_atom", "energy", "forces", "stress")
 
 
 def format_table(result: EvaluationResult) -> str:
-    """A fixed-width table of MAE/RMSE/count per quantity, for the screen."""
+    """A fixed-width table of MAE/RMSE/count per quantity (and, with several elements, of the
+    forces of each), for the screen."""
     lines = [
         f"{result.n_configs} structures, {result.n_atoms} atoms",
         f"{'quantity':<16}{'unit':<10}{'MAE':>12}{'RMSE':>12}{'count':>10}",
     ]
-    for name in _TABLE_ORDER:
-        if name in result.metrics:
-            m = result.metrics[name]
-            lines.append(f"{name:<16}{m.unit:<10}{m.mae:>12.4f}{m.rmse:>12.4f}{m.count:>10d}")
+    rows = [(name, result.metrics[name]) for name in _TABLE_ORDER if name in result.metrics]
+    if len(result.forces_by_species) > 1:
+        rows += [(f"forces [{s}]", m) for s, m in result.forces_by_species.items()]
+    for name, m in rows:
+        lines.append(f"{name:<16}{m.unit:<10}{m.mae:>12.4f}{m.rmse:>12.4f}{m.count:>10d}")
     return "\n".join(lines)
 
 
 def _payload(result: EvaluationResult) -> dict:
+    def stats(m: ErrorStats) -> dict:
+        return {"mae": m.mae, "rmse": m.rmse, "count": m.count, "unit": m.unit}
+
     return {
         "n_configs": result.n_configs,
         "n_atoms": result.n_atoms,
-        "metrics": {
-            name: {"mae": m.mae, "rmse": m.rmse, "count": m.count, "unit": m.unit}
-            for name, m in result.metrics.items()
-        },
+        "metrics": {name: stats(m) for name, m in result.metrics.items()},
+        "forces_by_species": {s: stats(m) for s, m in result.forces_by_species.items()},
     }
 
 
