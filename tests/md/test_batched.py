@@ -262,20 +262,25 @@ def test_fixed_atoms_stay_and_the_others_move_as_in_run_md(model64, tmp_path):
         assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
 
 
+@pytest.mark.parametrize("final_K", [None, 150.0])
 @pytest.mark.parametrize("thermostat", ["nose-hoover", "bussi"])
-def test_nvt_thermostat_equals_run_md_structure_by_structure(model64, tmp_path, thermostat):
+def test_nvt_thermostat_equals_run_md_structure_by_structure(
+    model64, tmp_path, thermostat, final_K
+):
     """Nosé–Hoover chain or Bussi NVT of two molecules, two cells and a slab with its bottom
-    layer fixed (two states), each at its own temperature, coupled strongly (20 fs) so that
-    the thermostat acts within 20 steps: each structure's temperatures, energies, last
-    positions and momenta equal its ``run_md`` alone (ASE's ``NoseHooverChainNVT`` with
-    ``FixAtoms`` honoured; ASE's ``Bussi``, each structure's noise from its own generator)
-    to 1e-9, the fixed atoms stay put; killed in step 8 and resumed, the same to the bit."""
+    layer fixed (two states), each at its own temperature (or ramped from it to 150 K),
+    coupled strongly (20 fs) so that the thermostat acts within 20 steps: each structure's
+    temperatures, energies, last positions and momenta equal its ``run_md`` alone (ASE's
+    ``NoseHooverChainNVT`` with ``FixAtoms`` honoured; ASE's ``Bussi``, each structure's noise
+    from its own generator) to 1e-9, the fixed atoms stay put; killed in step 8 and resumed,
+    the same to the bit."""
     slab = make_slab(seed=3)
     slab.set_constraint(FixAtoms(mask=slab.positions[:, 2] < slab.positions[:, 2].min() + 1.0))
     frames = [*structures(), slab]
     temperatures = [300.0, 400.0, 500.0, 600.0, 700.0]
     settings = dict(RUN, ensemble="nvt", n_steps=20, thermostat=thermostat)
     settings.update(thermostat_time_fs=20.0, temperature_K=temperatures, restart_every=5)
+    settings.update(final_temperature_K=final_K)
     whole = run_batched_md(frames, model64, **settings, restart_path=tmp_path / "whole.npz")
     for k, atoms in enumerate(frames):
         alone_settings = {**settings, "seed": 3 + k, "temperature_K": temperatures[k]}

@@ -81,3 +81,16 @@ def test_cli_md_nose_hoover_thermostat(model_file, tmp_path):
         md_cli.run(parse([*argv, "--steps", "9", "--out", str(out), "--resume"]))
     with pytest.raises(ValueError, match="--thermostat-time need --ensemble npt"):
         md_cli.run(parse([*argv, "--thermostat-time", "25", "--out", str(tmp_path / "b")]))
+
+
+def test_cli_md_temperature_ramp(model_file, tmp_path):
+    """``--temperature-end`` ramps NVT's target (recorded in the summary); one value without
+    ``--batched``."""
+    write(tmp_path / "start.xyz", make_fcc_cu(repeat=1, seed=1))
+    out = tmp_path / "run"
+    argv = [model_file, str(tmp_path / "start.xyz"), "--steps", "4", "--log-interval", "2"]
+    assert md_cli.run(parse([*argv, "--temperature-end", "900", "--out", str(out)])) == 0
+    summary = json.loads((out / md_cli.SUMMARY_NAME).read_text())
+    assert summary["temperature_final_target_K"] == 900.0
+    with pytest.raises(ValueError, match="--temperature-end: one value"):
+        md_cli.run(parse([*argv, "--temperature-end", "9", "10", "--out", str(tmp_path / "b")]))

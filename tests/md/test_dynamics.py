@@ -183,6 +183,33 @@ def test_bussi_is_ases():
     assert np.array_equal(final.positions[0], fixed.positions[0])
 
 
+def test_a_temperature_ramp_heats_as_asked_and_is_a_setting_of_the_run(tmp_path):
+    """Langevin from 300 K ramped to 1500 K over 400 steps (32 Cu atoms, EMT, friction
+    0.05/fs): the temperature follows the target (its last 100 steps average above 1200 K,
+    while the constant-300 K run stays near 300 K); the result records the ramp; a ramp
+    outside NVT, a non-positive end and the extension of a ramped run are refused."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    settings = dict(ensemble="nvt", temperature_K=300.0, timestep_fs=2.0, friction=0.05)
+    settings.update(n_steps=400, log_interval=10, seed=2)
+    ramped = run_md(atoms, EMT(), final_temperature_K=1500.0, **settings)
+    constant = run_md(atoms, EMT(), **settings)
+    late = ramped.time_fs >= 600.0  # the last 100 steps
+    assert ramped.temperature_K[late].mean() > 1200.0
+    assert abs(constant.temperature_K[late].mean() - 300.0) < 60.0
+    assert ramped.summary()["temperature_final_target_K"] == 1500.0
+    np.testing.assert_allclose(
+        ramped.target_temperature(np.array([0.0, 400.0, 800.0])), [300, 900, 1500]
+    )
+    with pytest.raises(ValueError, match="a temperature ramp is for NVT, not NVE"):
+        run_md(atoms, EMT(), final_temperature_K=900.0, **{**settings, "ensemble": "nve"})
+    with pytest.raises(ValueError, match="final temperature must be > 0 K"):
+        run_md(atoms, EMT(), final_temperature_K=0.0, **settings)
+    short = {**settings, "n_steps": 4, "log_interval": 2, "restart_path": tmp_path / "r.npz"}
+    run_md(atoms, EMT(), final_temperature_K=900.0, **short)
+    with pytest.raises(ValueError, match="started with temperature_ramp"):
+        run_md(atoms, EMT(), final_temperature_K=900.0, **{**short, "n_steps": 8}, resume=True)
+
+
 def test_bond_deviation_of_a_stretched_molecule():
     h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
     frames = [h2.copy() for _ in range(3)]

@@ -59,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[300.0],
         help="K (--batched: one for every frame, or one per frame)",
     )
+    parser.add_argument(
+        "--temperature-end",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="NVT: ramp the thermostat's target linearly from --temperature to T over --steps "
+        "(melt-quench, heating; --batched: one for every frame, or one per frame)",
+    )
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
@@ -164,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.batched:
         return _run_batched(args, out, restart, npt)
-    if len(args.temperature) != 1:
-        raise ValueError("--temperature: one value (one per frame with --batched)")
+    for name in ("temperature", "temperature_end"):
+        if len(getattr(args, name) or [0]) != 1:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option}: one value (one per frame with --batched)")
     atoms = read(args.structure, index=0)
     calculator = _calculator(args)
     watch = None
@@ -192,11 +203,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_or_each(values: list[float] | None) -> float | list[float] | None:
+    """A per-frame option's value: one for all (a number), one per frame (a list), or None."""
+    if values is None or len(values) != 1:
+        return values
+    return values[0]
+
+
 def _run_options(args: argparse.Namespace, restart: Path) -> dict:
     """The keyword arguments ``run_md`` and ``run_batched_md`` share, from the options."""
     return {
         "ensemble": args.ensemble,
-        "temperature_K": args.temperature[0] if len(args.temperature) == 1 else args.temperature,
+        "temperature_K": _one_or_each(args.temperature),
+        "final_temperature_K": _one_or_each(args.temperature_end),
         "timestep_fs": args.timestep,
         "n_steps": args.steps,
         "friction": args.friction,

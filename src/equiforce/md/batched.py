@@ -87,6 +87,9 @@ from equiforce.md.restart import (
 from equiforce.md.sampling import (
     Frames,
     Recorder,
+    RunConditions,
+    TemperatureRamp,
+    check_final_temperature,
     check_md_arguments,
     md_result,
     nvt_settings,
@@ -582,6 +585,7 @@ def run_batched_md(
     npt: NPTSettings | None = None,
     thermostat: Thermostat = "langevin",
     thermostat_time_fs: float = 100.0,
+    final_temperature_K: float | Sequence[float] | None = None,
 ) -> list[MDResult]:
     """Run NVT (Langevin or Nosé–Hoover chain), NVE or NPT (MTK or Berendsen) MD of every
     structure at once (module docstring).
@@ -622,7 +626,10 @@ def run_batched_md(
         thermostat: NVT's thermostat, ``"langevin"`` (TorchSim's, ``friction``) or
             ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT`` for every structure, damping
             ``thermostat_time_fs``: each structure's run equals its ``run_md`` alone).
-        thermostat_time_fs: the Nosé–Hoover chain's damping time, fs.
+        thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
+        final_temperature_K: NVT: ramp each structure's thermostat target linearly from its
+            temperature to this (one for all, or one per structure) over the ``n_steps``,
+            as ``run_md``'s; None: constant targets.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
@@ -638,6 +645,7 @@ def run_batched_md(
     from equiforce.md.torchsim import CellAxesModel
 
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
+    ramps = _ramps(ensemble, final_temperature_K, len(structures), n_steps)
     npt = _check_npt(ensemble, npt, structures)
     _check_constraints(structures, npt)
     _check_outputs(structures, trajectory_paths, restart_every)
@@ -655,6 +663,7 @@ def run_batched_md(
         uncertainty_watch=watches[0].settings() if watches else None,
         npt=None if npt is None else dataclasses.asdict(npt),
         fixed_atoms=_fixed_atoms_setting(structures),
+        temperature_ramp=None if ramps is None else [dataclasses.asdict(r) for r in ramps],
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms, generators = _thermalised(structures, temperatures, seed)
@@ -670,6 +679,7 @@ def run_batched_md(
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
     step = 0 if restart is None else restart.n_steps_done
     run = _Run(atoms, generators, groups, watches, timestep_fs, step, npt is not None)
+    run.ramp(temperatures, ramps)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     start = time.perf_counter()
 
@@ -706,7 +716,7 @@ def run_batched_md(
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
-    return run.results(paths, wall_time, ensemble, temperatures, npt)
+    return run.results(paths, wall_time, ensemble, npt)
 
 
 class _Run:
@@ -736,6 +746,12 @@ class _Run:
         self.atoms, self.generators, self.groups, self.watches = atoms, generators, groups, watches
         self.timestep_fs, self.step, self._npt = timestep_fs, step, npt
         self.structures: list[_Structure] = []
+        self.temperatures: list[float] = []
+        self.ramps: list[TemperatureRamp] | None = None
+
+    def ramp(self, temperatures: list[float], ramps: list[TemperatureRamp] | None) -> None:
+        """Give the structures their (start) temperatures, K, and ramps (None: constant)."""
+        self.temperatures, self.ramps = temperatures, ramps
 
     def time_fs(self) -> float:
         """The run's time, fs."""
@@ -761,10 +777,20 @@ class _Run:
             )
 
     def advance(self, integrate: Callable[[_Group], None], model: EquiforceModel) -> None:
-        """One step of every group."""
+        """One step of every group (with ramps, at the step's targets)."""
         for group in self.groups:
+            if self.ramps is not None:
+                self._retarget(group)
             _advance(group, integrate, model)
         self.step += 1
+
+    def _retarget(self, group: _Group) -> None:
+        """Set the group's thermostat targets (``kT``) to its structures' ramps at the coming
+        step."""
+        step = self.step + 1
+        targets = [self.ramps[k].target(self.temperatures[k], step) for k in group.indices]
+        kT = units.kB * torch.tensor(targets, dtype=torch.float64)
+        group.kT = kT.to(group.kT.device, group.kT.dtype)
 
     def sample(self) -> None:
         """Sample the running structures and write their frames."""
@@ -792,23 +818,18 @@ class _Run:
         paths: Sequence[Path | None],
         wall_time_s: float,
         ensemble: str,
-        temperatures: Sequence[float],
         npt: NPTSettings | None,
     ) -> list[MDResult]:
         """One ``MDResult`` per structure, the running ones ending at the current state."""
         for group in self.groups:
             _put_frames(group, self.atoms)
-        return [
-            md_result(
-                s.recorder,
-                self.step if s.stopped_at is None else s.stopped_at,
-                (ensemble, self.timestep_fs, temperature, npt),
-                path,
-                wall_time_s,
-                s.watch,
-            )
-            for s, path, temperature in zip(self.structures, paths, temperatures, strict=True)
-        ]
+        results = []
+        for k, (s, path) in enumerate(zip(self.structures, paths, strict=True)):
+            ramp = None if self.ramps is None else self.ramps[k]
+            conditions = RunConditions(ensemble, self.timestep_fs, self.temperatures[k], npt, ramp)
+            steps = self.step if s.stopped_at is None else s.stopped_at
+            results.append(md_result(s.recorder, steps, conditions, path, wall_time_s, s.watch))
+        return results
 
 
 def _checked_model(
@@ -929,6 +950,25 @@ def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> 
                 f"{name} has constraints {kinds}: batched MD applies one FixAtoms, in NVT and "
                 "NVE; run the structure with run_md (equiforce md without --batched)"
             )
+
+
+def _ramps(
+    ensemble: str,
+    final_temperature_K: float | Sequence[float] | None,
+    n_structures: int,
+    n_steps: int,
+) -> list[TemperatureRamp] | None:
+    """Each structure's ramp to its final temperature over ``n_steps`` (None: no ramps).
+
+    Raises:
+        ValueError: not NVT, not one final temperature per structure, or one not positive.
+    """
+    if final_temperature_K is None:
+        return None
+    finals = _temperatures(final_temperature_K, n_structures)
+    for final in finals:
+        check_final_temperature(ensemble, final)
+    return [TemperatureRamp(final, n_steps) for final in finals]
 
 
 def _temperatures(temperature_K: float | Sequence[float], n_structures: int) -> list[float]:

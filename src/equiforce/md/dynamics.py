@@ -30,6 +30,9 @@ from equiforce.md.report import MDResult
 from equiforce.md.restart import Restart, restart_to_resume, save_restart
 from equiforce.md.sampling import (
     Recorder,
+    RunConditions,
+    TemperatureRamp,
+    check_final_temperature,
     check_md_arguments,
     md_result,
     nvt_settings,
@@ -172,6 +175,7 @@ def run_md(
     resume: bool = False,
     thermostat: Thermostat = "langevin",
     thermostat_time_fs: float = 100.0,
+    final_temperature_K: float | None = None,
 ) -> MDResult:
     """Run NVT (Langevin, Nosé–Hoover chain or Bussi), NVE (velocity Verlet) or NPT MD and
     measure its stability.
@@ -215,6 +219,10 @@ def run_md(
             stochastic velocity rescaling, Bussi, Donadio & Parrinello 2007: canonical, one
             random factor a step on all momenta; time constant ``thermostat_time_fs``).
         thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
+        final_temperature_K: NVT: ramp the thermostat's target linearly from
+            ``temperature_K`` (the start velocities') to this over the ``n_steps`` (a
+            melt-quench or a heating; ``equiforce.md.sampling.TemperatureRamp``); None: a
+            constant target. A ramped run cannot be extended by a resume.
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
@@ -223,6 +231,8 @@ def run_md(
     from tqdm.auto import tqdm
 
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
+    check_final_temperature(ensemble, final_temperature_K)
+    ramp = None if final_temperature_K is None else TemperatureRamp(final_temperature_K, n_steps)
     if npt is not None and ensemble != "npt":
         raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
     if ensemble == "npt":
@@ -241,6 +251,7 @@ def run_md(
         "npt": None if npt is None else dataclasses.asdict(npt),
         "atomic_numbers_sha256": hashlib.sha256(atoms.numbers.astype(np.int64)).hexdigest(),
         "uncertainty_watch": None if watch is None else watch.settings(),
+        "temperature_ramp": None if ramp is None else dataclasses.asdict(ramp),
     }
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = atoms.copy()
@@ -275,6 +286,9 @@ def run_md(
             args = (atoms, dynamics, rng, recorder, settings, n_frames, size, wall, watch)
             save_restart(restart_path, *args)
 
+        if ramp is not None:  # the next step's target, at step 0 and after each step
+            target = lambda: ramp.target(temperature_K, dynamics.nsteps + 1)  # noqa: E731
+            dynamics.attach(lambda: set_thermostat_target(dynamics, target()), interval=1)
         for observer in (
             recorder.sample,
             frames.write,
@@ -292,8 +306,21 @@ def run_md(
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
-    sampled = (ensemble, timestep_fs, temperature_K, npt)
+    sampled = RunConditions(ensemble, timestep_fs, temperature_K, npt, ramp)
     return md_result(recorder, dynamics.nsteps, sampled, path, wall_time, watch)
+
+
+def set_thermostat_target(dynamics, temperature_K: float) -> None:
+    """Set an NVT integrator's target temperature (K): ASE's ``Langevin``, ``Bussi`` (its
+    kinetic-energy target follows) or ``equiforce.md.nose_hoover``'s chain (its masses
+    follow, as LAMMPS's ``fix nvt`` ramp)."""
+    from ase.md.bussi import Bussi
+
+    if isinstance(dynamics, Bussi):
+        dynamics.temp = units.kB * temperature_K
+        dynamics.target_kinetic_energy = 0.5 * dynamics.temp * dynamics.ndof
+    else:
+        dynamics.set_temperature(temperature_K=temperature_K)
 
 
 def _restored(

@@ -13,7 +13,7 @@ constraints this is ASE's integrator, step for step (tested).
 
 from __future__ import annotations
 
-from ase import Atoms
+from ase import Atoms, units
 from ase.md.nose_hoover_chain import NoseHooverChainNVT, NoseHooverChainThermostat
 
 
@@ -45,6 +45,14 @@ class FixedAtomsNoseHooverChainNVT(NoseHooverChainNVT):
             temperature_K=temperature_K,
             tdamp=tdamp,
         )
+
+    def set_temperature(self, temperature_K: float) -> None:
+        """Set the chain's target temperature, K; its masses follow (``kT tdamp^2``, the
+        first times the degrees of freedom), as LAMMPS's ``fix nvt`` ramp."""
+        chain = self._thermostat
+        chain._kT = units.kB * temperature_K
+        chain._Q[:] = chain._kT * chain._tdamp**2
+        chain._Q[0] *= 3 * chain._num_atoms_global
 
     def _get_forces(self):
         """The forces with the constraints applied (the fixed atoms' zero), eV/Å."""

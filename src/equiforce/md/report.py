@@ -16,6 +16,7 @@ from equiforce.md.stability import BondDeviation
 
 if TYPE_CHECKING:
     from equiforce.md.dynamics import NPTSettings
+    from equiforce.md.sampling import TemperatureRamp
     from equiforce.md.uncertainty import UncertaintySummary
 
 
@@ -28,7 +29,8 @@ class MDResult:
         n_atoms: atoms in the system.
         n_steps: integration steps taken.
         timestep_fs: time step, fs.
-        temperature_target_K: thermostat (NVT) or initial-velocity (NVE) temperature, K.
+        temperature_target_K: thermostat (NVT) or initial-velocity (NVE) temperature, K (a
+            ramp's start).
         time_fs: (n_samples,) sample times, fs.
         potential_energy: (n_samples,) eV.
         kinetic_energy: (n_samples,) eV.
@@ -43,6 +45,8 @@ class MDResult:
             (NPT only, else None).
         npt: the pressure coupling (NPT only, else None).
         uncertainty: what the run's ``UncertaintyWatch`` saw (committee runs), or None.
+        temperature_ramp: the thermostat's ramp from ``temperature_target_K``
+            (``equiforce.md.sampling.TemperatureRamp``), or None (a constant target).
     """
 
     ensemble: str
@@ -63,6 +67,16 @@ class MDResult:
     pressure_GPa: np.ndarray | None = None
     npt: NPTSettings | None = None
     uncertainty: UncertaintySummary | None = None
+    temperature_ramp: TemperatureRamp | None = None
+
+    def target_temperature(self, time_fs: np.ndarray) -> np.ndarray:
+        """The thermostat's target at ``time_fs`` (n,), K."""
+        ramp = self.temperature_ramp
+        if ramp is None:
+            return np.full(len(time_fs), self.temperature_target_K)
+        steps = np.asarray(time_fs) / self.timestep_fs
+        fraction = np.clip(steps / ramp.steps, 0.0, 1.0)
+        return self.temperature_target_K + (ramp.final_K - self.temperature_target_K) * fraction
 
     @property
     def total_energy(self) -> np.ndarray:
@@ -88,6 +102,9 @@ class MDResult:
             "timestep_fs": self.timestep_fs,
             "simulated_time_ps": self.n_steps * self.timestep_fs / 1000.0,
             "temperature_target_K": self.temperature_target_K,
+            "temperature_final_target_K": None
+            if self.temperature_ramp is None
+            else self.temperature_ramp.final_K,
             "temperature_mean_K": self.temperature_mean,
             "temperature_std_K": self.temperature_std,
             "energy_drift_meV_per_atom_per_ps": self.energy_drift,
@@ -178,7 +195,8 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
     top.set_title(f"{result.ensemble.upper()} MD{drift}")
     top.legend()
     bottom.plot(time_ps, result.temperature_K, label="instantaneous")
-    bottom.axhline(result.temperature_target_K, color="black", linewidth=0.8, label="target")
+    target = result.target_temperature(result.time_fs)
+    bottom.plot(time_ps, target, color="black", linewidth=0.8, label="target")
     bottom.set_ylabel("temperature (K)")
     bottom.legend()
     if npt:
@@ -263,7 +281,9 @@ def plot_batched_md(results: Sequence[MDResult], path: str | os.PathLike) -> Pat
         bottom.plot(time_ps, result.temperature_K, linewidth=0.8)
     top.set_ylabel("E_total - E_total(0) (meV/atom)")
     top.set_title(f"batched {results[0].ensemble.upper()} MD, {len(results)} structures")
-    bottom.axhline(results[0].temperature_target_K, color="black", linewidth=1.0, label="target")
+    first = results[0]
+    target = first.target_temperature(first.time_fs)
+    bottom.plot(first.time_fs / 1000.0, target, color="black", linewidth=1.0, label="target")
     bottom.set_ylabel("temperature (K)")
     bottom.set_xlabel("time (ps)")
     bottom.legend()

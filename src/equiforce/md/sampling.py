@@ -9,8 +9,9 @@ trajectories and results have one format.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 from ase import Atoms, units
@@ -26,6 +27,35 @@ if TYPE_CHECKING:
 # NVT thermostats: Langevin (stochastic, friction), the Nosé–Hoover chain (deterministic) and
 # Bussi's stochastic velocity rescaling (both with a damping time)
 THERMOSTATS = ("langevin", "nose-hoover", "bussi")
+
+
+@dataclass(frozen=True)
+class TemperatureRamp:
+    """An NVT thermostat's target going linearly from the start temperature to ``final_K``
+    over ``steps`` steps (a melt-quench, a heating), then held there.
+
+    Attributes:
+        final_K: the target at the end of the ramp, K.
+        steps: the ramp's length (the run's ``n_steps``).
+    """
+
+    final_K: float
+    steps: int
+
+    def target(self, start_K: float, step: int) -> float:
+        """The target of the step that ends at ``step`` (1 the first), K."""
+        return start_K + (self.final_K - start_K) * min(step, self.steps) / self.steps
+
+
+class RunConditions(NamedTuple):
+    """What an ``MDResult`` records of a run's setting: its ensemble, time step (fs),
+    (start) temperature (K), NPT coupling (or None) and temperature ramp (or None)."""
+
+    ensemble: str
+    timestep_fs: float
+    temperature_K: float
+    npt: NPTSettings | None = None
+    ramp: TemperatureRamp | None = None
 
 
 class Frames:
@@ -157,6 +187,16 @@ def check_md_arguments(
         raise ValueError(f"thermostat_time_fs must be positive, got {thermostat_time_fs}")
 
 
+def check_final_temperature(ensemble: str, final_temperature_K: float | None) -> None:
+    """Raise unless a temperature ramp's end (K; None: no ramp) is positive, in NVT."""
+    if final_temperature_K is None:
+        return
+    if ensemble != "nvt":
+        raise ValueError(f"a temperature ramp is for NVT, not {ensemble.upper()}")
+    if not final_temperature_K > 0:
+        raise ValueError(f"the final temperature must be > 0 K, got {final_temperature_K}")
+
+
 def nvt_settings(
     ensemble: str, friction: float, thermostat: str, thermostat_time_fs: float
 ) -> dict[str, float | None]:
@@ -176,14 +216,13 @@ def nvt_settings(
 def md_result(
     recorder: Recorder,
     n_steps: int,
-    sampled: tuple[str, float, float, NPTSettings | None],
+    sampled: RunConditions,
     path: Path | None,
     wall_time_s: float,
     watch: UncertaintyWatch | None,
 ) -> MDResult:
-    """The ``MDResult`` of a finished run (``sampled``: its ensemble, time step in fs,
-    temperature in K and NPT coupling)."""
-    ensemble, timestep_fs, temperature_K, npt = sampled
+    """The ``MDResult`` of a finished run (``sampled``: its setting)."""
+    ensemble, timestep_fs, temperature_K, npt, ramp = sampled
     atoms = recorder.atoms
     time_fs, potential, kinetic, temperature = recorder.arrays()
     volume, pressure = recorder.cell_arrays()
@@ -208,4 +247,5 @@ def md_result(
         pressure_GPa=pressure,
         npt=npt,
         uncertainty=None if watch is None else watch.summary(),
+        temperature_ramp=ramp,
     )
