@@ -331,31 +331,11 @@ def _integrator(
     coupling: Coupling | None,
     generators: Sequence[np.random.Generator],
 ) -> Callable[[_Group], None]:
-    """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet (time step
-    and friction in ASE's units, each group's temperatures ``kT``; a group's ``FixAtoms``
-    atoms feel no force and stay at their anchors with zero momenta), the Nosé–Hoover chain
-    or Bussi's rescaling (``equiforce.md.batched_nhc``, ``batched_bussi``: the structures'
-    ``generators`` draw Bussi's noise; fixed atoms feel no force and start at rest, so they
-    stay), or NPT (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
-    import torch_sim as ts
-
-    from equiforce.md.torchsim import FixedAtomsModel
-
+    """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet
+    (``_torchsim_step``), the Nosé–Hoover chain or Bussi's rescaling (``_rescaling_step``), or
+    NPT (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
     if isinstance(coupling, (NoseHooverCoupling, BussiCoupling)):
-
-        def rescaled(group: _Group) -> None:
-            stepping = model
-            if group.fixed is not None:
-                stepping = FixedAtomsModel(model, group.fixed, group.anchor)
-            state, kT, variables = group.state, group.kT, group.variables
-            if isinstance(coupling, NoseHooverCoupling):
-                group.state = nose_hoover_nvt_step(state, kT, variables, stepping, coupling)
-                return
-            drawing = [generators[k] for k in group.indices]
-            free = variables["free_atoms"]
-            group.state = bussi_nvt_step(state, kT, free, drawing, stepping, coupling)
-
-        return rescaled
+        return _rescaling_step(model, coupling, generators)
     if isinstance(coupling, MTKCoupling):
 
         def mtk(group: _Group) -> None:
@@ -370,6 +350,43 @@ def _integrator(
             group.state, group.stress = berendsen_npt_step(*args)
 
         return berendsen
+    return _torchsim_step(model, ensemble, timestep_fs, friction)
+
+
+def _rescaling_step(
+    model: EquiforceModel,
+    coupling: NoseHooverCoupling | BussiCoupling,
+    generators: Sequence[np.random.Generator],
+) -> Callable[[_Group], None]:
+    """A group's Nosé–Hoover chain or Bussi step (``equiforce.md.batched_nhc``,
+    ``batched_bussi``; the structures' ``generators`` draw Bussi's noise). A group's
+    ``FixAtoms`` atoms feel no force and start at rest, so they stay."""
+    from equiforce.md.torchsim import FixedAtomsModel
+
+    def rescaled(group: _Group) -> None:
+        stepping = model
+        if group.fixed is not None:
+            stepping = FixedAtomsModel(model, group.fixed, group.anchor)
+        state, kT, variables = group.state, group.kT, group.variables
+        if isinstance(coupling, NoseHooverCoupling):
+            group.state = nose_hoover_nvt_step(state, kT, variables, stepping, coupling)
+            return
+        drawing = [generators[k] for k in group.indices]
+        free = variables["free_atoms"]
+        group.state = bussi_nvt_step(state, kT, free, drawing, stepping, coupling)
+
+    return rescaled
+
+
+def _torchsim_step(
+    model: EquiforceModel, ensemble: str, timestep_fs: float, friction: float
+) -> Callable[[_Group], None]:
+    """A group's step of TorchSim's Langevin (``ensemble="nvt"``) or velocity Verlet (time
+    step and friction in ASE's units, each group's temperatures ``kT``). A group's
+    ``FixAtoms`` atoms feel no force and stay at their anchors with zero momenta."""
+    import torch_sim as ts
+
+    from equiforce.md.torchsim import FixedAtomsModel
 
     def scalar(value: float) -> torch.Tensor:
         return torch.tensor(value, dtype=model.dtype, device=model.device)
