@@ -278,3 +278,30 @@ def test_per_atom_stresses_need_a_3d_periodic_cell(model64):
     )
     with pytest.raises(PropertyNotImplementedError, match="stresses needs a cell periodic in 3D"):
         atoms.get_stresses()
+
+
+@pytest.mark.parametrize("family", ["mace", "allegro"])
+@pytest.mark.parametrize("kind", ["periodic", "molecule"])
+def test_hessian_is_the_derivative_of_the_forces(model64, family, kind):
+    """``get_hessian`` (double backward): symmetric, equal to central differences of the
+    forces (h = 1e-5 Å), and translation invariant (each row sums to zero over the atoms)."""
+    model = model64 if family == "mace" else tiny_allegro(torch.float64)
+    calculator = EquiforceCalculator(model)
+    atoms = with_calculator(STRUCTURES[kind](), calculator)
+    matrix = calculator.get_hessian(atoms)
+    n = len(atoms)
+    assert matrix.shape == (3 * n, 3 * n)
+    np.testing.assert_allclose(matrix, matrix.T, rtol=0, atol=1e-10)
+    step, columns = 1e-5, []
+    for k in range(3 * n):
+        forces = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.positions[k // 3, k % 3] += sign * step
+            moved.calc = calculator
+            forces.append(moved.get_forces().reshape(-1))
+        columns.append(-(forces[0] - forces[1]) / (2 * step))
+    assert_close(matrix, np.array(columns).T, TOL.finite_difference, "Hessian vs forces")
+    np.testing.assert_allclose(matrix.reshape(3 * n, n, 3).sum(1), 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match="get_hessian needs a structure"):
+        EquiforceCalculator(model).get_hessian()

@@ -239,6 +239,29 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         within ``r_max``), on ``self.device``."""
         return atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
 
+    def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
+        """The exact Hessian of the energy with respect to the positions, by double backward
+        (``equiforce.models.hessian.hessian``; no finite differences): (3 n_atoms, 3 n_atoms)
+        float64, eV/Å^2, row and column ``3 i + a`` the component ``a`` of atom ``i``
+        (mace-torch's ``get_hessian`` layout, flattened). Vibrational frequencies of a
+        molecule, or a supercell's phonons, follow from it and the masses.
+
+        Raises:
+            ValueError: no structure given or set, or an exported package (not
+                differentiable; use the model file).
+        """
+        from equiforce.models.hessian import hessian
+
+        atoms = self.atoms if atoms is None else atoms
+        if atoms is None:
+            raise ValueError("get_hessian needs a structure")
+        if isinstance(self.model, ExportedPotential):
+            raise ValueError("an exported package is not differentiable: use the model file")
+        batch = self.batch(atoms)
+        with torch.enable_grad(), precision_scope(current_policy(self.model)):
+            matrix = hessian(self.model, batch)
+        return matrix.detach().cpu().numpy().astype(np.float64)
+
     def calculate(
         self,
         atoms: Atoms | None = None,

@@ -9,12 +9,13 @@ from torch import nn
 from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.models.hessian import hessian_vector_product
 from equiforce.models.potential import NODE_FEATURES
 from equiforce.testing.models import tiny_mace
 from equiforce.testing.structures import make_fcc_cu, make_molecule
 from equiforce.testing.tolerances import TOL
 from equiforce.workflows.distill.auxiliary import DistillationLoss, geometry_key
-from equiforce.workflows.distill.hessian import hessian_vector_product, probe_vectors
+from equiforce.workflows.distill.hessian import probe_vectors
 
 
 def _batch(model, structures):

@@ -20,4 +20,3 @@ def test_a_calculator_is_timed_in_a_worker_with_the_bench_memory_figure(tmp_path
     assert timing["ms_per_atom_step"] == pytest.approx(timing["ms_per_call"] / 32)
     # EMT on 32 atoms allocates next to nothing beyond the resident calculator
     assert math.isfinite(timing["peak_memory_mb"]) and timing["peak_memory_mb"] < 50
-

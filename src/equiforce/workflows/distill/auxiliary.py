@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from equiforce.data import keys
+from equiforce.models.hessian import hessian_vector_product
 from equiforce.models.potential import NODE_FEATURES, Potential
-from equiforce.workflows.distill.hessian import hessian_vector_product
 
 Targets = Mapping[str, Mapping[str, np.ndarray]]
 

@@ -29,11 +29,11 @@ from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.dataset import file_sha256
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+from equiforce.models.hessian import hessian_vector_product
 from equiforce.models.io import load_model
 from equiforce.models.potential import NODE_FEATURES, Potential
 from equiforce.precision import current_policy, precision_scope
 from equiforce.workflows.distill.config import TeacherConfig
-from equiforce.workflows.distill.hessian import hessian_vector_product
 
 
 class TeacherError(ValueError):
