@@ -282,6 +282,7 @@ def test_nvt_thermostat_equals_run_md_structure_by_structure(
     settings.update(thermostat_time_fs=20.0, temperature_K=temperatures, restart_every=5)
     settings.update(final_temperature_K=final_K)
     whole = run_batched_md(frames, model64, **settings, restart_path=tmp_path / "whole.npz")
+    assert {result.summary()["thermostat"] for result in whole} == {thermostat}
     for k, atoms in enumerate(frames):
         alone_settings = {**settings, "seed": 3 + k, "temperature_K": temperatures[k]}
         alone = run_md(atoms, EquiforceCalculator(model64), **alone_settings)

@@ -91,6 +91,6 @@ def test_cli_md_temperature_ramp(model_file, tmp_path):
     argv = [model_file, str(tmp_path / "start.xyz"), "--steps", "4", "--log-interval", "2"]
     assert md_cli.run(parse([*argv, "--temperature-end", "900", "--out", str(out)])) == 0
     summary = json.loads((out / md_cli.SUMMARY_NAME).read_text())
-    assert summary["temperature_final_target_K"] == 900.0
+    assert summary["temperature_final_target_K"] == 900.0 and summary["thermostat"] == "langevin"
     with pytest.raises(ValueError, match="--temperature-end: one value"):
         md_cli.run(parse([*argv, "--temperature-end", "9", "10", "--out", str(tmp_path / "b")]))

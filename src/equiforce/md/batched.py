@@ -696,7 +696,7 @@ def run_batched_md(
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
     step = 0 if restart is None else restart.n_steps_done
     run = _Run(atoms, generators, groups, watches, timestep_fs, step, npt is not None)
-    run.ramp(temperatures, ramps)
+    run.thermostat_targets(thermostat if ensemble == "nvt" else None, temperatures, ramps)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     start = time.perf_counter()
 
@@ -765,10 +765,17 @@ class _Run:
         self.structures: list[_Structure] = []
         self.temperatures: list[float] = []
         self.ramps: list[TemperatureRamp] | None = None
+        self.thermostat: str | None = None
 
-    def ramp(self, temperatures: list[float], ramps: list[TemperatureRamp] | None) -> None:
-        """Give the structures their (start) temperatures, K, and ramps (None: constant)."""
-        self.temperatures, self.ramps = temperatures, ramps
+    def thermostat_targets(
+        self,
+        thermostat: str | None,
+        temperatures: list[float],
+        ramps: list[TemperatureRamp] | None,
+    ) -> None:
+        """Give the run its NVT thermostat (None: none) and the structures their (start)
+        temperatures, K, and ramps (None: constant targets)."""
+        self.thermostat, self.temperatures, self.ramps = thermostat, temperatures, ramps
 
     def time_fs(self) -> float:
         """The run's time, fs."""
@@ -843,7 +850,9 @@ class _Run:
         results = []
         for k, (s, path) in enumerate(zip(self.structures, paths, strict=True)):
             ramp = None if self.ramps is None else self.ramps[k]
-            conditions = RunConditions(ensemble, self.timestep_fs, self.temperatures[k], npt, ramp)
+            conditions = RunConditions(
+                ensemble, self.timestep_fs, self.temperatures[k], npt, ramp, self.thermostat
+            )
             steps = self.step if s.stopped_at is None else s.stopped_at
             results.append(md_result(s.recorder, steps, conditions, path, wall_time_s, s.watch))
         return results

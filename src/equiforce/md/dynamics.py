@@ -306,7 +306,8 @@ def run_md(
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
-    sampled = RunConditions(ensemble, timestep_fs, temperature_K, npt, ramp)
+    nvt_thermostat = thermostat if ensemble == "nvt" else None
+    sampled = RunConditions(ensemble, timestep_fs, temperature_K, npt, ramp, nvt_thermostat)
     return md_result(recorder, dynamics.nsteps, sampled, path, wall_time, watch)
 
 

@@ -47,6 +47,8 @@ class MDResult:
         uncertainty: what the run's ``UncertaintyWatch`` saw (committee runs), or None.
         temperature_ramp: the thermostat's ramp from ``temperature_target_K``
             (``equiforce.md.sampling.TemperatureRamp``), or None (a constant target).
+        thermostat: NVT's thermostat (``"langevin"``, ``"nose-hoover"``, ``"bussi"``), or
+            None (NVE, NPT).
     """
 
     ensemble: str
@@ -68,6 +70,7 @@ class MDResult:
     npt: NPTSettings | None = None
     uncertainty: UncertaintySummary | None = None
     temperature_ramp: TemperatureRamp | None = None
+    thermostat: str | None = None
 
     def target_temperature(self, time_fs: np.ndarray) -> np.ndarray:
         """The thermostat's target at ``time_fs`` (n,), K."""
@@ -97,6 +100,7 @@ class MDResult:
         """JSON-friendly figures; per-sample arrays: time, temperature (NPT: volume, pressure)."""
         figures = {
             "ensemble": self.ensemble,
+            "thermostat": self.thermostat,
             "n_atoms": self.n_atoms,
             "n_steps": self.n_steps,
             "timestep_fs": self.timestep_fs,

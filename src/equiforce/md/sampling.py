@@ -49,13 +49,15 @@ class TemperatureRamp:
 
 class RunConditions(NamedTuple):
     """What an ``MDResult`` records of a run's setting: its ensemble, time step (fs),
-    (start) temperature (K), NPT coupling (or None) and temperature ramp (or None)."""
+    (start) temperature (K), NPT coupling (or None), temperature ramp (or None) and NVT
+    thermostat (``THERMOSTATS``; None outside NVT)."""
 
     ensemble: str
     timestep_fs: float
     temperature_K: float
     npt: NPTSettings | None = None
     ramp: TemperatureRamp | None = None
+    thermostat: str | None = None
 
 
 class Frames:
@@ -222,7 +224,7 @@ def md_result(
     watch: UncertaintyWatch | None,
 ) -> MDResult:
     """The ``MDResult`` of a finished run (``sampled``: its setting)."""
-    ensemble, timestep_fs, temperature_K, npt, ramp = sampled
+    ensemble, timestep_fs, temperature_K, npt, ramp, thermostat = sampled
     atoms = recorder.atoms
     time_fs, potential, kinetic, temperature = recorder.arrays()
     volume, pressure = recorder.cell_arrays()
@@ -248,4 +250,5 @@ def md_result(
         npt=npt,
         uncertainty=None if watch is None else watch.summary(),
         temperature_ramp=ramp,
+        thermostat=thermostat,
     )
