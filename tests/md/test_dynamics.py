@@ -200,8 +200,11 @@ def test_a_temperature_ramp_heats_as_asked_and_is_a_setting_of_the_run(tmp_path)
     np.testing.assert_allclose(
         ramped.target_temperature(np.array([0.0, 400.0, 800.0])), [300, 900, 1500]
     )
-    with pytest.raises(ValueError, match="a temperature ramp is for NVT, not NVE"):
+    with pytest.raises(ValueError, match="for NVT or Berendsen NPT, not NVE"):
         run_md(atoms, EMT(), final_temperature_K=900.0, **{**settings, "ensemble": "nve"})
+    cell = {**settings, "ensemble": "npt", "final_temperature_K": 900.0}
+    with pytest.raises(ValueError, match="not NPT with the mtk barostat"):
+        run_md(atoms, EMT(), **cell)
     with pytest.raises(ValueError, match="final temperature must be > 0 K"):
         run_md(atoms, EMT(), final_temperature_K=0.0, **settings)
     short = {**settings, "n_steps": 4, "log_interval": 2, "restart_path": tmp_path / "r.npz"}

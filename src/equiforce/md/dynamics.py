@@ -219,7 +219,7 @@ def run_md(
             stochastic velocity rescaling, Bussi, Donadio & Parrinello 2007: canonical, one
             random factor a step on all momenta; time constant ``thermostat_time_fs``).
         thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
-        final_temperature_K: NVT: ramp the thermostat's target linearly from
+        final_temperature_K: NVT or Berendsen NPT: ramp the thermostat's target linearly from
             ``temperature_K`` (the start velocities') to this over the ``n_steps`` (a
             melt-quench or a heating; ``equiforce.md.sampling.TemperatureRamp``); None: a
             constant target. A ramped run cannot be extended by a resume.
@@ -231,8 +231,6 @@ def run_md(
     from tqdm.auto import tqdm
 
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
-    check_final_temperature(ensemble, final_temperature_K)
-    ramp = None if final_temperature_K is None else TemperatureRamp(final_temperature_K, n_steps)
     if npt is not None and ensemble != "npt":
         raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
     if ensemble == "npt":
@@ -241,6 +239,8 @@ def run_md(
             raise ValueError(f"NPT needs a cell periodic in 3D; this structure has pbc={atoms.pbc}")
     if restart_every < 1:
         raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+    check_final_temperature(ensemble, final_temperature_K, None if npt is None else npt.barostat)
+    ramp = None if final_temperature_K is None else TemperatureRamp(final_temperature_K, n_steps)
     settings = {
         "ensemble": ensemble,
         "temperature_K": temperature_K,
@@ -312,9 +312,9 @@ def run_md(
 
 
 def set_thermostat_target(dynamics, temperature_K: float) -> None:
-    """Set an NVT integrator's target temperature (K): ASE's ``Langevin``, ``Bussi`` (its
-    kinetic-energy target follows) or ``equiforce.md.nose_hoover``'s chain (its masses
-    follow, as LAMMPS's ``fix nvt`` ramp)."""
+    """Set an integrator's target temperature (K): ASE's ``Langevin``, ``Bussi`` (its
+    kinetic-energy target follows), ``NPTBerendsen`` or ``equiforce.md.nose_hoover``'s chain
+    (its masses follow, as LAMMPS's ``fix nvt`` ramp)."""
     from ase.md.bussi import Bussi
 
     if isinstance(dynamics, Bussi):
