@@ -369,6 +369,25 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
         assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
 
 
+def test_restart_files_of_earlier_versions_resume(model64, tmp_path):
+    """A batched MTK restart file as equiforce wrote it before Bussi's thermostat (its MTK
+    variables under ``group<g>.mtk.*``, no generator states) resumes to the same run."""
+    frames = [make_fcc_cu(repeat=2, seed=1)]
+    settings = dict(RUN, ensemble="npt", n_steps=10, restart_every=5)
+    whole = run_batched_md(frames, model64, **settings)
+    path = tmp_path / "old.npz"
+    run_batched_md(frames, model64, **{**settings, "n_steps": 5}, restart_path=path)
+    with np.load(path) as content:
+        arrays = {name.replace(".variables.", ".mtk."): content[name] for name in content.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["generators"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    resumed = run_batched_md(frames, model64, **settings, restart_path=path, resume=True)
+    assert np.array_equal(resumed[0].volume_A3, whole[0].volume_A3)
+    assert np.array_equal(resumed[0].final_atoms.positions, whole[0].final_atoms.positions)
+
+
 def test_what_batched_md_cannot_run_is_refused(model64):
     at_rest = Atoms("Cu", positions=[[0.0, 0.0, 0.0]])  # one atom: no momentum once stationary
     with pytest.raises(ValueError, match=r"structure 1 \(Cu\) starts at rest: Bussi's"):

@@ -537,6 +537,13 @@ def _saved_groups(restart: Restart) -> list[list[int]]:
     return [restart.arrays[f"group{g}.indices"].tolist() for g in range(n_groups)]
 
 
+def _saved_variable(arrays: dict[str, np.ndarray], g: int, name: str) -> np.ndarray:
+    """Group ``g``'s saved thermostat/barostat variable ``name`` (``group<g>.variables.<name>``;
+    files of batched MTK runs from before 2026-12-06 named it ``group<g>.mtk.<name>``)."""
+    key = f"group{g}.variables.{name}"
+    return arrays[key] if key in arrays else arrays[f"group{g}.mtk.{name}"]
+
+
 def _restore(
     restart: Restart,
     groups: Sequence[_Group],
@@ -557,7 +564,7 @@ def _restore(
             group.stress = torch.as_tensor(arrays[f"group{g}.stress"]).to(device)
         if group.variables is not None:
             group.variables = {
-                name: torch.as_tensor(arrays[f"group{g}.variables.{name}"]).to(device)
+                name: torch.as_tensor(_saved_variable(arrays, g, name)).to(device)
                 for name in group.variables
             }
     for k, structure in enumerate(structures):
@@ -571,7 +578,8 @@ def _restore(
             structure.watch.restore(
                 {n[len(prefix) :]: v for n, v in arrays.items() if n.startswith(prefix)}
             )
-        structure.generator.bit_generator.state = restart.meta["generators"][k]
+        if "generators" in restart.meta:  # files from before Bussi: their runs drew none
+            structure.generator.bit_generator.state = restart.meta["generators"][k]
         if arrays["stopped_at"][k] >= 0:
             structure.stopped_at = int(arrays["stopped_at"][k])
             final = [
