@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="T",
-        help="NVT: ramp the thermostat's target linearly from --temperature to T over --steps "
-        "(melt-quench, heating; --batched: one for every frame, or one per frame)",
+        help="NVT (or Berendsen NPT): ramp the thermostat's target linearly from --temperature "
+        "to T over --steps (melt-quench, heating; --batched: one for every frame, or one per "
+        "frame)",
     )
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--steps", type=int, default=1000)
