@@ -343,8 +343,10 @@ def _system_fmax(state, cell: bool) -> np.ndarray:
     """(n_systems,) largest force norm per system, cell forces included with ``cell``."""
     import torch
 
+    from equiforce.md.batched_state import system_count
+
     norms = state.forces.norm(dim=1)
-    fmax = torch.zeros(state.n_systems, dtype=norms.dtype, device=norms.device)
+    fmax = torch.zeros(system_count(state), dtype=norms.dtype, device=norms.device)
     fmax = fmax.scatter_reduce(0, state.system_idx, norms, reduce="amax", include_self=True)
     if cell:
         fmax = torch.maximum(fmax, state.cell_forces.norm(dim=2).max(dim=1).values)

@@ -36,6 +36,7 @@ import torch
 
 from equiforce.data import keys
 from equiforce.data.neighbors import neighbor_list
+from equiforce.md.batched_state import system_count
 from equiforce.md.calculator import load_potential
 from equiforce.precision import PrecisionPolicy, current_policy, precision_scope
 
@@ -163,7 +164,7 @@ class EquiforceModel(ModelInterface):
             (row vectors, zeros for non-periodic systems), ``batch`` and ``ptr``.
         """
         system_idx = state.system_idx.to(self._device)
-        n_systems = int(state.cell.shape[0])
+        n_systems = system_count(state)
         counts = torch.bincount(system_idx, minlength=n_systems)
         ptr = torch.zeros(n_systems + 1, dtype=torch.long, device=self._device)
         ptr[1:] = torch.cumsum(counts, 0)
