@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from ase import units
 from ase.build import bulk
 from ase.io import write
 
@@ -77,6 +78,59 @@ def test_mtk_npt_oscillates_about_the_target_pressure(emt_cu_model, anisotropic)
     cell = result.final_atoms.cell.array
     if not anisotropic:  # uniform scaling keeps the cubic cell cubic
         np.testing.assert_allclose(cell, np.diag([cell[0, 0]] * 3), atol=1e-9)
+
+
+@pytest.mark.parametrize("integrator", ["nvt-chain", "mtk", "mtk-anisotropic"])
+def test_a_moved_target_is_the_integrator_built_at_it(integrator):
+    """``set_temperature`` of ``run_md``'s Nosé–Hoover integrators (NVT chain, MTK isotropic
+    and anisotropic) from 300 to 900 K leaves every number of the integrator and its chains
+    (kT, the chains' and the cell momenta's virtual masses) as ASE's integrator built at
+    900 K has them: the masses follow the target, as LAMMPS's ramps."""
+    from ase.calculators.emt import EMT
+    from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT
+
+    from equiforce.md.nose_hoover import (
+        FixedAtomsNoseHooverChainNVT,
+        IsotropicMTKNPTRamp,
+        MTKNPTRamp,
+    )
+    from equiforce.md.restart import numeric_state
+
+    atoms = compressed_cu()
+    atoms.calc = EMT()
+    dt, tdamp, pdamp = units.fs, 20 * units.fs, 200 * units.fs
+    barostat = dict(pressure_au=1e-3, tdamp=tdamp, pdamp=pdamp)
+    ramped, built = {
+        "nvt-chain": (FixedAtomsNoseHooverChainNVT, FixedAtomsNoseHooverChainNVT),
+        "mtk": (IsotropicMTKNPTRamp, IsotropicMTKNPT),
+        "mtk-anisotropic": (MTKNPTRamp, MTKNPT),
+    }[integrator]
+    arguments = dict(tdamp=tdamp) if integrator == "nvt-chain" else barostat
+    moved = ramped(atoms, dt, temperature_K=300.0, **arguments)
+    moved.set_temperature(900.0)
+    expected = numeric_state(built(atoms, dt, temperature_K=900.0, **arguments), "d")
+    mine = numeric_state(moved, "d")
+    assert sorted(mine) == sorted(expected) and any("._Q" in key for key in mine)
+    for key, value in expected.items():
+        np.testing.assert_allclose(mine[key], value, rtol=1e-14, atol=0, err_msg=key)
+
+
+def test_mtk_npt_follows_a_temperature_ramp():
+    """Isotropic MTK NPT of 32 Cu atoms (EMT) ramped from 300 to 1500 K over 300 steps of
+    2 fs: the last 50 steps average above 1100 K and the cell expands beyond the one of the
+    same run at a constant 300 K."""
+    from ase.calculators.emt import EMT
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    npt = NPTSettings(barostat_time_fs=300.0, thermostat_time_fs=40.0)
+    settings = dict(ensemble="npt", npt=npt, temperature_K=300.0, timestep_fs=2.0, seed=4)
+    settings.update(n_steps=300, log_interval=10)
+    ramped = run_md(atoms, EMT(), final_temperature_K=1500.0, **settings)
+    constant = run_md(atoms, EMT(), **settings)
+    late = ramped.time_fs >= 500.0
+    assert ramped.temperature_K[late].mean() > 1100.0
+    assert ramped.volume_A3[late].mean() > constant.volume_A3[late].mean() + 3.0
+    assert ramped.summary()["temperature_final_target_K"] == 1500.0
 
 
 def test_npt_refuses_non_periodic_structures_and_bad_settings(emt_cu_model):

@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="T",
-        help="NVT (or Berendsen NPT): ramp the thermostat's target linearly from --temperature "
+        help="NVT or NPT: ramp the thermostat's target linearly from --temperature "
         "to T over --steps (melt-quench, heating; --batched: one for every frame, or one per "
         "frame)",
     )

@@ -652,9 +652,9 @@ def run_batched_md(
             ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT`` for every structure, damping
             ``thermostat_time_fs``: each structure's run equals its ``run_md`` alone).
         thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
-        final_temperature_K: NVT or Berendsen NPT: ramp each structure's thermostat target
-            linearly from its temperature to this (one for all, or one per structure) over
-            the ``n_steps``, as ``run_md``'s; None: constant targets.
+        final_temperature_K: NVT or NPT: ramp each structure's thermostat target linearly
+            from its temperature to this (one for all, or one per structure) over the
+            ``n_steps``, as ``run_md``'s; None: constant targets.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
@@ -671,7 +671,7 @@ def run_batched_md(
 
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
     npt = _check_npt(ensemble, npt, structures)
-    ramps = _ramps(ensemble, npt, final_temperature_K, len(structures), n_steps)
+    ramps = _ramps(ensemble, final_temperature_K, len(structures), n_steps)
     _check_constraints(structures, npt)
     _check_outputs(structures, trajectory_paths, restart_every)
     model = _checked_model(model, structures, npt, watches)
@@ -988,7 +988,6 @@ def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> 
 
 def _ramps(
     ensemble: str,
-    npt: NPTSettings | None,
     final_temperature_K: float | Sequence[float] | None,
     n_structures: int,
     n_steps: int,
@@ -996,14 +995,13 @@ def _ramps(
     """Each structure's ramp to its final temperature over ``n_steps`` (None: no ramps).
 
     Raises:
-        ValueError: neither NVT nor Berendsen NPT, not one final temperature per structure,
-            or one not positive.
+        ValueError: NVE, not one final temperature per structure, or one not positive.
     """
     if final_temperature_K is None:
         return None
     finals = _temperatures(final_temperature_K, n_structures)
     for final in finals:
-        check_final_temperature(ensemble, final, None if npt is None else npt.barostat)
+        check_final_temperature(ensemble, final)
     return [TemperatureRamp(final, n_steps) for final in finals]
 
 

@@ -4,12 +4,13 @@
 stochastic velocity rescaling), NVE (velocity Verlet) or NPT from Maxwell–Boltzmann velocities
 (seeded), writes the trajectory and returns an ``MDResult`` (``equiforce.md.report``). NPT
 (3D-periodic cells) uses ASE's Martyna–Tobias–Klein integrators with Nosé–Hoover chains
-(``IsotropicMTKNPT``; ``MTKNPT`` anisotropic: every cell component fluctuates) or, as the
-simple option, Berendsen coupling (``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen``
-anisotropic). Every ``log_interval`` steps, step 0 included, it samples the energies and the
-temperature (NPT: volume, and pressure with its ideal-gas part) and follows the bonds
-(``equiforce.md.stability``) through ``equiforce.md.sampling``, which batched MD shares; with a
-restart file it can stop and go on exactly (``equiforce.md.restart``).
+(``IsotropicMTKNPT``; ``MTKNPT`` anisotropic: every cell component fluctuates; their targets
+made movable in ``equiforce.md.nose_hoover``) or, as the simple option, Berendsen coupling
+(``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen`` anisotropic). Every ``log_interval`` steps,
+step 0 included, it samples the energies and the temperature (NPT: volume, and pressure with
+its ideal-gas part) and follows the bonds (``equiforce.md.stability``) through
+``equiforce.md.sampling``, which batched MD shares; with a restart file it can stop and go
+on exactly (``equiforce.md.restart``).
 """
 
 from __future__ import annotations
@@ -102,9 +103,9 @@ class NPTSettings:
 def _barostat(atoms: Atoms, temperature_K: float, timestep_fs: float, npt: NPTSettings):
     """ASE's NPT integrator for ``npt`` (MTK with Nosé–Hoover chains, or Berendsen)."""
     if npt.barostat == "mtk":
-        from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT
+        from equiforce.md.nose_hoover import IsotropicMTKNPTRamp, MTKNPTRamp
 
-        integrator = MTKNPT if npt.anisotropic else IsotropicMTKNPT
+        integrator = MTKNPTRamp if npt.anisotropic else IsotropicMTKNPTRamp
     else:
         from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen, NPTBerendsen
 
@@ -219,10 +220,11 @@ def run_md(
             stochastic velocity rescaling, Bussi, Donadio & Parrinello 2007: canonical, one
             random factor a step on all momenta; time constant ``thermostat_time_fs``).
         thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
-        final_temperature_K: NVT or Berendsen NPT: ramp the thermostat's target linearly from
+        final_temperature_K: NVT or NPT: ramp the thermostat's target linearly from
             ``temperature_K`` (the start velocities') to this over the ``n_steps`` (a
-            melt-quench or a heating; ``equiforce.md.sampling.TemperatureRamp``); None: a
-            constant target. A ramped run cannot be extended by a resume.
+            melt-quench or a heating; ``equiforce.md.sampling.TemperatureRamp``; the
+            Nosé–Hoover chains' and MTK's masses follow: ``equiforce.md.nose_hoover``); None:
+            a constant target. A ramped run cannot be extended by a resume.
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
@@ -239,7 +241,7 @@ def run_md(
             raise ValueError(f"NPT needs a cell periodic in 3D; this structure has pbc={atoms.pbc}")
     if restart_every < 1:
         raise ValueError(f"restart_every must be >= 1, got {restart_every}")
-    check_final_temperature(ensemble, final_temperature_K, None if npt is None else npt.barostat)
+    check_final_temperature(ensemble, final_temperature_K)
     ramp = None if final_temperature_K is None else TemperatureRamp(final_temperature_K, n_steps)
     settings = {
         "ensemble": ensemble,
@@ -314,7 +316,7 @@ def run_md(
 def set_thermostat_target(dynamics, temperature_K: float) -> None:
     """Set an integrator's target temperature (K): ASE's ``Langevin``, ``Bussi`` (its
     kinetic-energy target follows), ``NPTBerendsen`` or ``equiforce.md.nose_hoover``'s chain
-    (its masses follow, as LAMMPS's ``fix nvt`` ramp)."""
+    and MTK integrators (their masses follow, as LAMMPS's ``fix nvt``/``fix npt`` ramps)."""
     from ase.md.bussi import Bussi
 
     if isinstance(dynamics, Bussi):

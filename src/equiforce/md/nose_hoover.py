@@ -1,4 +1,5 @@
-"""ASE's Nosé–Hoover chain NVT with ``FixAtoms`` honoured: ``run_md``'s Nosé–Hoover thermostat.
+"""ASE's Nosé–Hoover chain integrators as ``run_md`` uses them: ``FixAtoms`` honoured in NVT,
+and targets that move (temperature ramps) in NVT and MTK NPT.
 
 ASE's ``NoseHooverChainNVT`` keeps its own copy of the momenta and integrates them with the
 forces ASE hands to MD integrators (``get_forces(md=True)``, which leaves ``FixAtoms`` out:
@@ -9,12 +10,34 @@ with every step. Here the forces are the constrained ones (the fixed atoms feel 
 at rest) and the chain drives the free atoms' degrees of freedom (``Atoms.
 get_number_of_degrees_of_freedom``) to kT, which is the temperature ASE measures. Without
 constraints this is ASE's integrator, step for step (tested).
+
+ASE's integrators fix their target temperature when built; ``set_temperature`` here moves it
+and, as LAMMPS's ``fix nvt``/``fix npt`` ramps do, the virtual masses with it (every mass of
+the chains and of the cell momenta is kT times a constant), so the damping times stay those
+asked for.
 """
 
 from __future__ import annotations
 
 from ase import Atoms, units
-from ase.md.nose_hoover_chain import NoseHooverChainNVT, NoseHooverChainThermostat
+from ase.md.nose_hoover_chain import (
+    MTKNPT,
+    IsotropicMTKNPT,
+    NoseHooverChainNVT,
+    NoseHooverChainThermostat,
+)
+
+
+def _retarget(parts, temperature_K: float) -> None:
+    """Set the target of ASE's chain and barostat objects ``parts`` (their ``_kT``) to
+    ``temperature_K`` K, their virtual masses (``_Q``; ``_W``, ``_R``) scaled with it."""
+    kT = units.kB * temperature_K
+    for part in parts:
+        scale = kT / part._kT
+        for mass in ("_Q", "_W", "_R"):
+            if hasattr(part, mass):
+                setattr(part, mass, getattr(part, mass) * scale)
+        part._kT = kT
 
 
 class FixedAtomsNoseHooverChainNVT(NoseHooverChainNVT):
@@ -47,14 +70,29 @@ class FixedAtomsNoseHooverChainNVT(NoseHooverChainNVT):
         )
 
     def set_temperature(self, temperature_K: float) -> None:
-        """Set the chain's target temperature, K; its masses follow (``kT tdamp^2``, the
-        first times the degrees of freedom), as LAMMPS's ``fix nvt`` ramp."""
-        chain = self._thermostat
-        chain._kT = units.kB * temperature_K
-        chain._Q[:] = chain._kT * chain._tdamp**2
-        chain._Q[0] *= 3 * chain._num_atoms_global
+        """Set the chain's target temperature, K; its masses follow (module docstring)."""
+        _retarget([self._thermostat], temperature_K)
 
     def _get_forces(self):
         """The forces with the constraints applied (the fixed atoms' zero), eV/Å."""
         self._update_atoms()
         return self.atoms.get_forces()
+
+
+class _MovableTargetMTK:
+    """``set_temperature`` for ASE's MTK NPT integrators (mixed in before them)."""
+
+    def set_temperature(self, temperature_K: float) -> None:
+        """Set the target temperature, K, of the atoms' and the cell's chains and the cell
+        momenta; their masses follow (module docstring)."""
+        _retarget([self._thermostat, self._barostat, self], temperature_K)
+        self._temperature_K = temperature_K
+
+
+class IsotropicMTKNPTRamp(_MovableTargetMTK, IsotropicMTKNPT):
+    """ASE's ``IsotropicMTKNPT`` whose target temperature can move (``set_temperature``)."""
+
+
+class MTKNPTRamp(_MovableTargetMTK, MTKNPT):
+    """ASE's ``MTKNPT`` (every cell component moves) whose target temperature can move
+    (``set_temperature``)."""

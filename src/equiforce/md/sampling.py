@@ -189,16 +189,12 @@ def check_md_arguments(
         raise ValueError(f"thermostat_time_fs must be positive, got {thermostat_time_fs}")
 
 
-def check_final_temperature(
-    ensemble: str, final_temperature_K: float | None, barostat: str | None = None
-) -> None:
-    """Raise unless a temperature ramp's end (K; None: no ramp) is positive, in NVT or
-    Berendsen NPT (``barostat``; ASE's MTK integrators have no way to move their target)."""
+def check_final_temperature(ensemble: str, final_temperature_K: float | None) -> None:
+    """Raise unless a temperature ramp's end (K; None: no ramp) is positive, in NVT or NPT."""
     if final_temperature_K is None:
         return
-    if ensemble == "nve" or (ensemble == "npt" and barostat != "berendsen"):
-        kind = "NVE" if ensemble == "nve" else f"NPT with the {barostat} barostat"
-        raise ValueError(f"a temperature ramp is for NVT or Berendsen NPT, not {kind}")
+    if ensemble == "nve":
+        raise ValueError("a temperature ramp is for NVT or NPT, not NVE (no thermostat)")
     if not final_temperature_K > 0:
         raise ValueError(f"the final temperature must be > 0 K, got {final_temperature_K}")
 
