@@ -13,10 +13,11 @@ Per preset:
   (``EquiforceCalculator``, ASE's FIRE, structure after structure);
 * md: Langevin NVT at 300 K, ``--md-steps`` steps of 0.5 fs: ``run_batched_md`` (TorchSim's
   ``nvt_langevin`` on the batch) vs ``run_md`` per structure (ASE's Langevin);
-* npt_<barostat>: for each of ``--barostats`` (mtk, berendsen), isotropic NPT at 300 K and
-  0 GPa, ``--npt-steps`` steps of 0.5 fs (barostat 200 fs, thermostat 50 fs), the model
-  computing the stress: ``run_batched_md`` (``equiforce.md.batched_mtk`` /
-  ``batched_npt``: ASE's step on every cell) vs ``run_md`` per structure (ASE's integrator);
+* npt_<barostat>: for each of ``--barostats`` (mtk, berendsen, c-rescale), isotropic NPT at
+  300 K and 0 GPa, ``--npt-steps`` steps of 0.5 fs (barostat 200 fs, thermostat 50 fs), the
+  model computing the stress: ``run_batched_md`` (``equiforce.md.batched_mtk`` /
+  ``batched_npt`` / ``batched_crescale``: the step on every cell) vs ``run_md`` per structure
+  (the same integrator's);
 * parity: the largest |energy| difference between the batch and the calculator on the starting
   structures (float64: round-off).
 
@@ -151,7 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--md-steps", type=int, default=20)
     parser.add_argument("--npt-steps", type=int, default=20)
     parser.add_argument(
-        "--barostats", nargs="*", default=["mtk", "berendsen"], choices=("mtk", "berendsen")
+        "--barostats",
+        nargs="*",
+        default=["mtk", "berendsen", "c-rescale"],
+        choices=("mtk", "berendsen", "c-rescale"),
     )
     parser.add_argument("--timing-repeats", type=int, default=3, help="median of this many")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

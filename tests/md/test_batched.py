@@ -323,15 +323,23 @@ def test_states_group_structures_by_kind_and_size():
         state_groups(frames, 0)
 
 
-@pytest.mark.parametrize("barostat", ["mtk", "berendsen"])
-@pytest.mark.parametrize("anisotropic", [False, True])
+@pytest.mark.parametrize(
+    "barostat, anisotropic",
+    [
+        ("mtk", False),
+        ("mtk", True),
+        ("berendsen", False),
+        ("berendsen", True),
+        ("c-rescale", False),
+    ],
+)
 def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, anisotropic):
     """NPT of two cells in one state (at 1 GPa, strong couplings so that the cells move in 20
     steps): each structure's volumes, pressures, temperatures, last cell and positions equal
     its ``run_md`` NPT alone (ASE's ``IsotropicMTKNPT`` / ``MTKNPT``, ``NPTBerendsen`` /
     ``Inhomogeneous_NPTBerendsen``, the anisotropic ones with their temperature ramped to
-    600 K: MTK's masses follow the target); killed in step 8 and resumed, the same to the
-    bit."""
+    600 K: MTK's masses follow the target; stochastic cell rescaling, each structure drawing
+    from its own generator); killed in step 8 and resumed, the same to the bit."""
     frames = [make_fcc_cu(repeat=2, seed=1), make_triclinic_cu(seed=4)]
     npt = NPTSettings(
         pressure_GPa=1.0,

@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=BAROSTATS,
         default=None,
         help="mtk: Martyna-Tobias-Klein + Nose-Hoover chains (samples NPT; default); "
-        "berendsen: simple first-order coupling (equilibration)",
+        "berendsen: simple first-order coupling (equilibration); c-rescale: stochastic cell "
+        "rescaling + Bussi thermostat (first-order and robust, samples NPT; isotropic)",
     )
     npt.add_argument("--anisotropic", action="store_true", help="every cell component fluctuates")
     npt.add_argument("--barostat-time", type=float, default=None, help="barostat time, fs (1000)")
@@ -102,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compressibility",
         type=float,
         default=None,
-        help="Berendsen coupling compressibility, 1/GPa (0.01)",
+        help="berendsen and c-rescale coupling compressibility, 1/GPa (0.01)",
     )
     committee = parser.add_argument_group("committee uncertainty (several models)")
     committee.add_argument(

@@ -1,11 +1,12 @@
 """Batched MD of many structures at once through TorchSim: ``run_batched_md``.
 
-Every structure of a list runs its own NVT (Langevin or Nosé–Hoover chain), NVE (velocity
-Verlet) or NPT MD, all of them advancing together: each step is one model call on the whole
-batch (``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update
-(Nosé–Hoover: ``equiforce.md.batched_nhc``'s step, ASE's ``NoseHooverChainNVT``; NPT:
-``equiforce.md.batched_mtk``'s step, ASE's ``IsotropicMTKNPT`` / ``MTKNPT`` for every cell, or
-two calls and ``equiforce.md.batched_npt``'s, ASE's ``NPTBerendsen``). TorchSim 0.3
+Every structure of a list runs its own NVT (Langevin, Nosé–Hoover chain or Bussi), NVE
+(velocity Verlet) or NPT MD, all of them advancing together: each step is one model call on
+the whole batch (``equiforce.md.torchsim.EquiforceModel``) and TorchSim's integrator update
+(Nosé–Hoover: ``equiforce.md.batched_nhc``'s step, ASE's ``NoseHooverChainNVT``; Bussi:
+``batched_bussi``'s; NPT: ``equiforce.md.batched_mtk``'s step, ASE's ``IsotropicMTKNPT`` /
+``MTKNPT`` for every cell, two calls and ``equiforce.md.batched_npt``'s, ASE's
+``NPTBerendsen``, or ``batched_crescale``'s, ``equiforce.md.crescale``'s). TorchSim 0.3
 keeps one ``pbc`` flag per state, so 3D-periodic structures and the others (molecules and
 slabs, run through ``equiforce.md.torchsim.CellAxesModel``: a slab periodic along its
 periodic axes only) form separate states, and each kind is split into states of at most
@@ -68,6 +69,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.files import atomic_write
 from equiforce.md.batched_bussi import BussiCoupling, bussi_nvt_step
+from equiforce.md.batched_crescale import crescale_npt_step
 from equiforce.md.batched_mtk import MTKCoupling, mtk_npt_step, mtk_variables
 from equiforce.md.batched_nhc import (
     NoseHooverCoupling,
@@ -76,6 +78,7 @@ from equiforce.md.batched_nhc import (
 )
 from equiforce.md.batched_npt import BerendsenCoupling, berendsen_npt_step
 from equiforce.md.batched_state import free_atom_counts, twice_kinetic_energy
+from equiforce.md.crescale import CRescaleCoupling
 from equiforce.md.report import MDResult
 from equiforce.md.restart import (
     RESTART_FORMAT,
@@ -105,7 +108,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH_ATOMS = 5000  # atoms of one model call: batching's gain saturates well below
 # the couplings of the steps that are not TorchSim's
-Coupling = BerendsenCoupling | MTKCoupling | NoseHooverCoupling | BussiCoupling
+Coupling = BerendsenCoupling | MTKCoupling | CRescaleCoupling | NoseHooverCoupling | BussiCoupling
 
 
 @dataclass
@@ -191,7 +194,8 @@ def _new_group(
     ptr = np.cumsum([0] + [len(frame) for frame in members]).tolist()
     kT = units.kB * torch.tensor([temperatures[k] for k in indices], dtype=torch.float64)
     kT = kT.to(model.device, model.dtype)
-    stress = out["stress"] if isinstance(coupling, (MTKCoupling, BerendsenCoupling)) else None
+    npt = (MTKCoupling, BerendsenCoupling, CRescaleCoupling)
+    stress = out["stress"] if isinstance(coupling, npt) else None
     variables = None
     if isinstance(coupling, MTKCoupling):
         variables = mtk_variables(state, coupling)
@@ -199,11 +203,13 @@ def _new_group(
         variables = nose_hoover_variables(state, fixed)
     elif isinstance(coupling, BussiCoupling):
         variables = {"free_atoms": free_atom_counts(state, fixed, model.dtype)}
+    if isinstance(coupling, (BussiCoupling, CRescaleCoupling)):
         for j, kinetic in enumerate(twice_kinetic_energy(state).tolist()):
             if not kinetic > 0:
                 raise ValueError(
                     f"structure {indices[j]} ({members[j].get_chemical_formula()}) starts at "
-                    "rest: Bussi's thermostat scales its momenta (use another thermostat)"
+                    "rest: Bussi's thermostat scales its momenta (start it at a temperature "
+                    "> 0, or use another thermostat)"
                 )
     unwrapped = state.positions.clone()
     anchor = None if fixed is None else state.positions.clone()
@@ -319,8 +325,11 @@ def _coupling(
         return BussiCoupling(dt=timestep_fs * units.fs, taut=time_fs * units.fs)
     if npt is None:
         return None
+    dt = timestep_fs * units.fs
+    if npt.barostat == "c-rescale":
+        return CRescaleCoupling(dt=dt, **npt.ase_arguments())
     coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
-    return coupling(dt=timestep_fs * units.fs, anisotropic=npt.anisotropic, **npt.ase_arguments())
+    return coupling(dt=dt, anisotropic=npt.anisotropic, **npt.ase_arguments())
 
 
 def _integrator(
@@ -333,9 +342,18 @@ def _integrator(
 ) -> Callable[[_Group], None]:
     """The step of a group in ``ensemble``: TorchSim's Langevin or velocity Verlet
     (``_torchsim_step``), the Nosé–Hoover chain or Bussi's rescaling (``_rescaling_step``), or
-    NPT (``equiforce.md.batched_mtk``, ``equiforce.md.batched_npt``)."""
+    NPT (``equiforce.md.batched_mtk``, ``batched_npt``, ``batched_crescale``: the structures'
+    ``generators`` draw its noise)."""
     if isinstance(coupling, (NoseHooverCoupling, BussiCoupling)):
         return _rescaling_step(model, coupling, generators)
+    if isinstance(coupling, CRescaleCoupling):
+
+        def crescale(group: _Group) -> None:
+            drawing = [generators[k] for k in group.indices]
+            args = (group.state, group.stress, group.kT, drawing, model, coupling)
+            group.state, group.stress = crescale_npt_step(*args)
+
+        return crescale
     if isinstance(coupling, MTKCoupling):
 
         def mtk(group: _Group) -> None:
@@ -648,9 +666,10 @@ def run_batched_md(
         npt: the NPT coupling (``ensemble="npt"``; None: ``NPTSettings()``, MTK isotropic at
             0 GPa, as ``run_md``'s; each structure's run equals its ``run_md`` NPT alone). The
             model must compute the stress.
-        thermostat: NVT's thermostat, ``"langevin"`` (TorchSim's, ``friction``) or
+        thermostat: NVT's thermostat, ``"langevin"`` (TorchSim's, ``friction``),
             ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT`` for every structure, damping
-            ``thermostat_time_fs``: each structure's run equals its ``run_md`` alone).
+            ``thermostat_time_fs``) or ``"bussi"`` (each structure drawing from its own
+            generator); but Langevin, each structure's run equals its ``run_md`` alone.
         thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
         final_temperature_K: NVT or NPT: ramp each structure's thermostat target linearly
             from its temperature to this (one for all, or one per structure) over the

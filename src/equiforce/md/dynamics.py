@@ -5,12 +5,13 @@ stochastic velocity rescaling), NVE (velocity Verlet) or NPT from Maxwell–Bolt
 (seeded), writes the trajectory and returns an ``MDResult`` (``equiforce.md.report``). NPT
 (3D-periodic cells) uses ASE's Martyna–Tobias–Klein integrators with Nosé–Hoover chains
 (``IsotropicMTKNPT``; ``MTKNPT`` anisotropic: every cell component fluctuates; their targets
-made movable in ``equiforce.md.nose_hoover``) or, as the simple option, Berendsen coupling
-(``NPTBerendsen``; ``Inhomogeneous_NPTBerendsen`` anisotropic). Every ``log_interval`` steps,
-step 0 included, it samples the energies and the temperature (NPT: volume, and pressure with
-its ideal-gas part) and follows the bonds (``equiforce.md.stability``) through
-``equiforce.md.sampling``, which batched MD shares; with a restart file it can stop and go
-on exactly (``equiforce.md.restart``).
+made movable in ``equiforce.md.nose_hoover``), Berendsen coupling (``NPTBerendsen``;
+``Inhomogeneous_NPTBerendsen`` anisotropic) or stochastic cell rescaling
+(``equiforce.md.crescale``: as robust as Berendsen's, and samples the ensemble). Every
+``log_interval`` steps, step 0 included, it samples the energies and the temperature (NPT:
+volume, and pressure with its ideal-gas part) and follows the bonds
+(``equiforce.md.stability``) through ``equiforce.md.sampling``, which batched MD shares; with
+a restart file it can stop and go on exactly (``equiforce.md.restart``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+from ase.md.md import MolecularDynamics
 
 from equiforce.md.report import MDResult
 from equiforce.md.restart import Restart, restart_to_resume, save_restart
@@ -45,9 +47,9 @@ if TYPE_CHECKING:
     from equiforce.md.uncertainty import UncertaintyWatch
 
 Ensemble = Literal["nvt", "nve", "npt"]
-Barostat = Literal["mtk", "berendsen"]
+Barostat = Literal["mtk", "berendsen", "c-rescale"]
 Thermostat = Literal["langevin", "nose-hoover", "bussi"]
-BAROSTATS = ("mtk", "berendsen")
+BAROSTATS = ("mtk", "berendsen", "c-rescale")
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,21 @@ class NPTSettings:
     Attributes:
         pressure_GPa: target (external, hydrostatic) pressure, GPa.
         barostat: ``"mtk"`` (Martyna–Tobias–Klein with Nosé–Hoover chains: samples the NPT
-            ensemble) or ``"berendsen"`` (first-order relaxation of pressure and temperature:
-            robust for equilibration, does not sample the ensemble's fluctuations).
+            ensemble), ``"berendsen"`` (first-order relaxation of pressure and temperature:
+            robust for equilibration, does not sample the ensemble's fluctuations) or
+            ``"c-rescale"`` (stochastic cell rescaling with Bussi's thermostat: first-order
+            and robust as Berendsen's, and samples the ensemble; isotropic;
+            ``equiforce.md.crescale``).
         anisotropic: let every cell component fluctuate (MTK: ``MTKNPT``; Berendsen: each
             axis scaled by its own pressure) instead of a uniform scaling of the cell.
-        barostat_time_fs: barostat damping (MTK ``pdamp``) or relaxation (Berendsen ``taup``)
-            time, fs; ~1000 fs is safe for metals, ~100 timesteps at least.
-        thermostat_time_fs: thermostat damping (MTK ``tdamp``) or relaxation (Berendsen
-            ``taut``) time, fs.
-        compressibility_per_GPa: Berendsen's coupling compressibility, 1/GPa (the material's
-            own, order 0.01 for metals; it only scales how fast the volume relaxes).
+        barostat_time_fs: barostat damping (MTK ``pdamp``) or relaxation (Berendsen's and
+            stochastic cell rescaling's ``taup``) time, fs; ~1000 fs is safe for metals,
+            ~100 timesteps at least.
+        thermostat_time_fs: thermostat damping (MTK ``tdamp``) or relaxation (Berendsen's and
+            Bussi's ``taut``) time, fs.
+        compressibility_per_GPa: Berendsen's and stochastic cell rescaling's coupling
+            compressibility, 1/GPa (the material's own, order 0.01 for metals; it only scales
+            how fast the volume relaxes).
     """
 
     pressure_GPa: float = 0.0
@@ -78,8 +85,9 @@ class NPTSettings:
 
     def ase_arguments(self) -> dict[str, float]:
         """The barostat's keyword arguments of ASE's integrator, in ASE units: MTK's
-        ``pressure_au``, ``tdamp``, ``pdamp``; Berendsen's ``pressure_au``, ``taut``,
-        ``taup``, ``compressibility_au`` (``run_md``'s and batched MD's one conversion)."""
+        ``pressure_au``, ``tdamp``, ``pdamp``; Berendsen's and stochastic cell rescaling's
+        ``pressure_au``, ``taut``, ``taup``, ``compressibility_au`` (``run_md``'s and batched
+        MD's one conversion)."""
         times = (self.thermostat_time_fs * units.fs, self.barostat_time_fs * units.fs)
         arguments = {"pressure_au": self.pressure_GPa * units.GPa}
         if self.barostat == "mtk":
@@ -95,13 +103,27 @@ class NPTSettings:
     def __post_init__(self):
         if self.barostat not in BAROSTATS:
             raise ValueError(f"barostat must be one of {BAROSTATS}, got {self.barostat!r}")
+        if self.barostat == "c-rescale" and self.anisotropic:
+            raise ValueError(
+                "the c-rescale barostat scales the cell uniformly (isotropic); for every cell "
+                "component to fluctuate use mtk (samples the ensemble) or berendsen"
+            )
         for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NPT {name} must be positive, got {getattr(self, name)}")
 
 
-def _barostat(atoms: Atoms, temperature_K: float, timestep_fs: float, npt: NPTSettings):
-    """ASE's NPT integrator for ``npt`` (MTK with Nosé–Hoover chains, or Berendsen)."""
+def _barostat(
+    atoms: Atoms, temperature_K: float, timestep_fs: float, npt: NPTSettings, rng
+) -> MolecularDynamics:
+    """The NPT integrator for ``npt`` (MTK with Nosé–Hoover chains, Berendsen, or stochastic
+    cell rescaling drawing from ``rng``)."""
+    if npt.barostat == "c-rescale":
+        from equiforce.md.crescale import StochasticCellRescalingNPT
+
+        dt = timestep_fs * units.fs
+        arguments = npt.ase_arguments()
+        return StochasticCellRescalingNPT(atoms, dt, temperature_K, rng=rng, **arguments)
     if npt.barostat == "mtk":
         from equiforce.md.nose_hoover import IsotropicMTKNPTRamp, MTKNPTRamp
 
@@ -133,7 +155,7 @@ def _integrator(
 
     kind, friction, damping_fs = thermostat
     if ensemble == "npt":
-        return _barostat(atoms, temperature_K, timestep_fs, npt or NPTSettings())
+        return _barostat(atoms, temperature_K, timestep_fs, npt or NPTSettings(), rng)
     if ensemble == "nvt" and kind == "bussi":
         taut = damping_fs * units.fs
         return Bussi(atoms, timestep_fs * units.fs, temperature_K=temperature_K, taut=taut, rng=rng)
@@ -315,8 +337,9 @@ def run_md(
 
 def set_thermostat_target(dynamics, temperature_K: float) -> None:
     """Set an integrator's target temperature (K): ASE's ``Langevin``, ``Bussi`` (its
-    kinetic-energy target follows), ``NPTBerendsen`` or ``equiforce.md.nose_hoover``'s chain
-    and MTK integrators (their masses follow, as LAMMPS's ``fix nvt``/``fix npt`` ramps)."""
+    kinetic-energy target follows), ``NPTBerendsen``, ``equiforce.md.nose_hoover``'s chain
+    and MTK integrators (their masses follow, as LAMMPS's ``fix nvt``/``fix npt`` ramps) or
+    ``equiforce.md.crescale``'s."""
     from ase.md.bussi import Bussi
 
     if isinstance(dynamics, Bussi):

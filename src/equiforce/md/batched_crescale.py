@@ -1,0 +1,75 @@
+"""Stochastic cell rescaling NPT for batched MD: ``equiforce.md.crescale``'s step on a TorchSim
+state of many cells.
+
+``crescale_npt_step`` advances every 3D-periodic system of a TorchSim ``MDState`` by one step
+of ``StochasticCellRescalingNPT`` (Bussi's thermostat, a half kick, the cell's scaling, the
+drift across it, one model call, a half kick), each system with its own temperature and
+NumPy generator (the one of its start velocities; three draws a step in the same order: a
+normal and a gamma variate for the thermostat, a normal one for the barostat), so each system
+follows ``run_md(ensemble="npt", npt=NPTSettings(barostat="c-rescale"), seed=seed + k)`` of
+that structure alone to round-off (tested). The thermostat's factors and the cells' scalings
+are computed on the host (``bussi_factors``, ``cell_scalings``: the draws are the
+generators'), one transfer of the systems' kinetic energies and pressures there and of their
+factors back a step. Units: eV, Å, amu, ``ase.units.fs`` (ASE's); cells are TorchSim's column
+vectors; positions are never wrapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from equiforce.md.batched_bussi import bussi_factors
+from equiforce.md.batched_state import atom_counts, ideal_gas_stress, twice_kinetic_energy
+from equiforce.md.crescale import CRescaleCoupling, cell_scalings
+
+
+def _per_system(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Host values (n,) as a tensor on ``like``'s device and dtype."""
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+
+
+def crescale_npt_step(
+    state: Any,
+    stress: torch.Tensor,
+    kT: torch.Tensor,
+    generators: Sequence[np.random.Generator],
+    model: Callable[[Any], dict[str, torch.Tensor]],
+    coupling: CRescaleCoupling,
+) -> tuple[Any, torch.Tensor]:
+    """One stochastic cell rescaling step of every system (module docstring).
+
+    Args:
+        state: TorchSim ``MDState`` (positions Å, momenta, masses amu, cell (n_systems, 3, 3)
+            column vectors Å, forces eV/Å, energy eV), changed in place.
+        stress: (n_systems, 3, 3) eV/Å^3, ASE sign, of the current positions (no kinetic
+            part).
+        kT: (n_systems,) each system's target temperature, eV.
+        generators: each system's NumPy generator.
+        model: the TorchSim model (energy, forces and stress of a state).
+        coupling: the couplings.
+
+    Returns:
+        The state and the stress of its new positions.
+    """
+    idx, dt, host_kT = state.system_idx, coupling.dt, kT.cpu().numpy()
+    kinetic = (0.5 * twice_kinetic_energy(state)).cpu().numpy()
+    degrees = (3 * atom_counts(state, kT.dtype)).cpu().numpy()
+    factors = bussi_factors(kinetic, host_kT, degrees, generators, coupling.thermostat)
+    momenta = state.momenta * _per_system(factors, kT)[idx, None] + dt / 2 * state.forces
+    state.momenta = momenta
+    total = stress + ideal_gas_stress(state)
+    pressure = -torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
+    volume = torch.linalg.det(state.cell).abs()
+    host = (pressure.cpu().numpy(), volume.cpu().numpy())
+    s = _per_system(cell_scalings(*host, host_kT, generators, coupling), kT)
+    drift = ((s + 1 / s) / 2)[idx, None] * dt * momenta / state.masses[:, None]
+    state.positions = s[idx, None] * state.positions + drift
+    state.cell = s[:, None, None] * state.cell
+    state.momenta = momenta / s[idx, None]
+    out = model(state)
+    state.energy, state.forces, stress = out["energy"], out["forces"], out["stress"]
+    state.momenta = state.momenta + dt / 2 * state.forces
+    return state, stress
