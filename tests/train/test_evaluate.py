@@ -303,3 +303,59 @@ def test_cli_evaluates_a_preprocessed_directory_as_its_file(model64, tmp_path, c
     )
     with pytest.raises(ValueError, match="pre: preprocessed with label keys"):
         evaluate_cli.run(args)
+
+
+def test_errors_by_config_type_equal_each_types_own_evaluation(model64, tmp_path, capsys):
+    """An extxyz file of two config types (``config_type`` in ``info``, mace-torch's) and
+    frames without one ("Default"): each type's errors (energy per atom, forces, stress, their
+    counts) equal ``evaluate`` of that type's structures alone; the table (``[bulk: 3]``) and
+    the JSON (``by_config_type``) carry them; another key is given by ``--config-type-key``; a
+    preprocessed directory keeps no types (none reported) and is not refused for the key;
+    a non-string type is an error naming the frame and the field."""
+    from equiforce.data.extxyz import DataError, read_configurations
+    from equiforce.data.ondisk import preprocess
+
+    frames = [emt_labelled(make_fcc_cu(repeat=1, seed=seed)) for seed in range(5)]
+    frames.append(emt_labelled(make_molecule("CH3CH2OH", seed=3)))
+    kinds = ["bulk", "rattled", "bulk", None, "rattled", "bulk"]
+    for frame, kind in zip(frames, kinds, strict=True):
+        if kind is not None:
+            frame.info["config_type"] = kind
+            frame.info["kind"] = kind.upper()
+    write(tmp_path / "data.xyz", frames, format="extxyz")
+    configs = read_configurations(tmp_path / "data.xyz")
+    assert [c.config_type for c in configs] == [k or "Default" for k in kinds]
+    result = evaluate(model64, configs, batch_size=4)
+    assert list(result.by_config_type) == ["bulk", "rattled", "Default"]
+    for kind, part in result.by_config_type.items():
+        alone = evaluate(model64, [c for c in configs if c.config_type == kind], batch_size=2)
+        assert part.n_configs == alone.n_configs and part.n_atoms == alone.n_atoms
+        assert part.metrics.keys() == alone.metrics.keys() and part.parity == {}
+        for name, stats in alone.metrics.items():
+            assert part.metrics[name].count == stats.count, (kind, name)
+            assert_close(part.metrics[name].rmse, stats.rmse, TOL.fp64, f"{kind} {name}")
+            assert_close(part.metrics[name].mae, stats.mae, TOL.fp64, f"{kind} {name}")
+    table = format_table(result)
+    assert "energy_per_atom [bulk: 3]" in table and "forces [Default: 1]" in table
+    payload = json.loads(to_json(result))
+    assert payload["by_config_type"]["rattled"]["n_configs"] == 2
+    rmse = payload["by_config_type"]["bulk"]["metrics"]["forces"]["rmse"]
+    assert rmse == pytest.approx(result.by_config_type["bulk"].metrics["forces"].rmse)
+
+    save_model(model64, tmp_path / "model.pt")
+    parser = argparse.ArgumentParser()
+    evaluate_cli.add_arguments(parser)
+    argv = [str(tmp_path / "model.pt"), str(tmp_path / "data.xyz"), "--json"]
+    args = parser.parse_args([*argv, str(tmp_path / "kind.json"), "--config-type-key", "kind"])
+    assert evaluate_cli.run(args) == 0
+    by_kind = json.loads((tmp_path / "kind.json").read_text())["by_config_type"]
+    assert by_kind.keys() == {"BULK", "RATTLED", "Default"}
+    preprocess(tmp_path / "data.xyz", tmp_path / "pre", None, model64.r_max)
+    argv = [str(tmp_path / "model.pt"), str(tmp_path / "pre"), "--json", str(tmp_path / "p.json")]
+    assert evaluate_cli.run(parser.parse_args([*argv, "--config-type-key", "kind"])) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["by_config_type"] == {}
+
+    frames[0].info["config_type"] = np.array([1.0, 2.0])
+    write(tmp_path / "bad.xyz", frames, format="extxyz")
+    with pytest.raises(DataError, match=r"bad.xyz, frame 0: field 'config_type' must be a name"):
+        read_configurations(tmp_path / "bad.xyz")

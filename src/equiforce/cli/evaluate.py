@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--energy-key", default="energy", help="energy label name (eV)")
     parser.add_argument("--forces-key", default="forces", help="forces label name (eV/Å)")
     parser.add_argument("--stress-key", default="stress", help="stress label name (eV/Å^3)")
+    parser.add_argument(
+        "--config-type-key",
+        default="config_type",
+        help="the frames' config type (info key): errors also per type (mace-torch's)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write parity plots (PNG)")
@@ -73,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = load_model(args.model, map_location=args.device, precision=args.precision)
     label_keys = KeySpec(
-        energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+        stress_key=args.stress_key,
+        config_type_key=args.config_type_key,
     )
     files = {path: structures_in(path, model, label_keys) for path in args.data}
     results = evaluate_files(

@@ -9,6 +9,7 @@ the field; nothing is silently dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class KeySpec:
         virials_key: virial, eV, 3x3 or 9; converted to stress = -virial / volume.
         weight_key: per-config weight multiplying every loss term.
         energy_weight_key, forces_weight_key, stress_weight_key: per-config term weights.
+        config_type_key: the frame's kind (``atoms.info``, a string: mace-torch's
+            ``config_type``, e.g. ``"bulk"``, ``"surface"``), by which ``evaluate`` also
+            reports the errors; frames without it are ``"Default"``'s, as mace-torch's.
     """
 
     energy_key: str = "energy"
@@ -50,9 +54,19 @@ class KeySpec:
     energy_weight_key: str = "config_energy_weight"
     forces_weight_key: str = "config_forces_weight"
     stress_weight_key: str = "config_stress_weight"
+    config_type_key: str = "config_type"
+
+    def label_keys(self) -> dict[str, str]:
+        """The keys of the labels and weights (all but ``config_type_key``: preprocessed
+        directories keep no config types), by field name: what a preprocessed directory's
+        manifest records and a reader of it must match."""
+        names = dataclasses.asdict(self)
+        del names["config_type_key"]
+        return names
 
 
 DEFAULT_KEYS = KeySpec()
+DEFAULT_CONFIG_TYPE = "Default"  # a frame's config type without one (mace-torch's)
 
 
 class DataError(ValueError):
@@ -185,6 +199,7 @@ def configuration_from_atoms(
         forces_weight=_weight(atoms, keys.forces_weight_key, source),
         stress_weight=_weight(atoms, keys.stress_weight_key, source),
         source=source,
+        config_type=_config_type(atoms, keys.config_type_key, source),
     )
 
 
@@ -333,6 +348,16 @@ def _weight(atoms: Any, key: str, source: str) -> float:
     if weight.size != 1 or float(weight.reshape(())) < 0.0:
         raise DataError(f"{source}: field {key!r} must be a non-negative scalar, got {value!r}")
     return float(weight.reshape(()))
+
+
+def _config_type(atoms: Any, key: str, source: str) -> str:
+    """The frame's config type (``DEFAULT_CONFIG_TYPE`` without one)."""
+    value = atoms.info.get(key)
+    if value is None:
+        return DEFAULT_CONFIG_TYPE
+    if isinstance(value, (str, int, np.integer)) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(f"{source}: field {key!r} must be a name (a string), got {value!r}")
 
 
 def _check_distances(

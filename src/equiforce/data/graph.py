@@ -27,6 +27,8 @@ class Configuration:
         stress: (3, 3) float64, eV/Å^3, ASE sign, or None.
         weight, energy_weight, forces_weight, stress_weight: per-config loss weights.
         source: where it came from, e.g. ``"train.xyz, frame 12"``; used in error messages.
+        config_type: the kind of structure (``KeySpec.config_type_key``; ``"Default"``
+            without one), or None where not known.
     """
 
     atomic_numbers: np.ndarray
@@ -41,6 +43,7 @@ class Configuration:
     forces_weight: float = 1.0
     stress_weight: float = 1.0
     source: str = "<memory>"
+    config_type: str | None = None
 
     @property
     def n_atoms(self) -> int:

@@ -306,7 +306,7 @@ def preprocess(
         "version": FORMAT_VERSION,
         "type_names": names,
         "r_max": float(r_max),
-        "keys": dataclasses.asdict(key_spec),
+        "keys": key_spec.label_keys(),
         "n_structures": accumulator.n_configs,
         "n_atoms": accumulator.n_atoms,
         "n_edges": accumulator.n_edges,

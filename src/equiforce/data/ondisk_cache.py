@@ -12,7 +12,6 @@ only its scratch folder, which the next build removes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ def cache_key(path: str | os.PathLike, r_max: float, key_spec: KeySpec) -> str:
         "format": [FORMAT, FORMAT_VERSION],
         "file_sha256": file_sha256(path),
         "r_max": float(r_max),
-        "keys": dataclasses.asdict(key_spec),
+        "keys": key_spec.label_keys(),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 

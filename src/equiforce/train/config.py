@@ -91,6 +91,8 @@ class DataConfig:
             E0s; without it the E0s are fitted by least squares on the training energies.
         energy_key, forces_key, stress_key, virials_key, weight_key: label names in the
             extxyz ``info``/``arrays`` (virials, when present, are converted to stress).
+        config_type_key: the frames' config type name in ``info`` (mace-torch's
+            ``config_type``): the test set's errors are also reported per type.
         batch_size: training structures per optimizer step: the *global* batch. Under
             ``torchrun`` with N ranks each rank holds ``batch_size / N`` structures of every
             step (it must be a multiple of N), so one run file is the same optimisation on any
@@ -116,6 +118,7 @@ class DataConfig:
     stress_key: str = "stress"
     virials_key: str = "virials"
     weight_key: str = "config_weight"
+    config_type_key: str = "config_type"
     batch_size: int = 10
     valid_batch_size: int = 20
     cache_dir: str | None = None

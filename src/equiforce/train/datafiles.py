@@ -14,7 +14,6 @@ such a directory on first use (``equiforce.data.ondisk_cache``) and read from it
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -67,10 +66,10 @@ def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphData
                 f"{path}: preprocessed with r_max {dataset.r_max} Å but model.r_max is {r_max}; "
                 "run equiforce preprocess again with --r-max"
             )
-        if dataset.manifest["keys"] != dataclasses.asdict(keys):
+        if dataset.manifest["keys"] != keys.label_keys():
             raise ValueError(
                 f"{path}: preprocessed with label keys {dataset.manifest['keys']}, the data "
-                f"section asks for {dataclasses.asdict(keys)}; preprocess again with its keys"
+                f"section asks for {keys.label_keys()}; preprocess again with its keys"
             )
         return dataset
     return load_dataset(

@@ -97,6 +97,10 @@ class EvaluationResult:
             (values in eV/atom, eV/Å, eV/Å^3), with the same presence rule.
         forces_by_species: the force components' ``ErrorStats`` (meV/Å) of the atoms of each
             element, keyed by its symbol (empty where the species were not known).
+        by_config_type: the errors of the structures of each config type (``Configuration.
+            config_type``, e.g. ``"bulk"``; ``"Default"`` for a frame without one), keyed by
+            it, without parity data; empty where the types are not known (graphs of a
+            preprocessed directory).
     """
 
     n_configs: int
@@ -104,6 +108,7 @@ class EvaluationResult:
     metrics: dict[str, ErrorStats]
     parity: dict[str, ParityData]
     forces_by_species: dict[str, ErrorStats] = field(default_factory=dict)
+    by_config_type: dict[str, EvaluationResult] = field(default_factory=dict)
 
 
 class _Reference(NamedTuple):
@@ -142,6 +147,23 @@ def _symbols(structure: Structure, type_names: Sequence[str]) -> np.ndarray:
     return np.asarray(type_names)[structure[keys.ATOM_TYPE].cpu().numpy()]
 
 
+def _config_type(structure: Structure) -> str | None:
+    """A structure's config type (None for a graph: not kept)."""
+    return structure.config_type if isinstance(structure, Configuration) else None
+
+
+def _subset(pred: Predictions, indices: Sequence[int]) -> Predictions:
+    """The predictions of the structures at ``indices`` (in that order)."""
+    offsets = np.concatenate([[0], np.cumsum(pred.n_atoms)])
+    forces = [pred.forces[offsets[k] : offsets[k + 1]] for k in indices]
+    return Predictions(
+        energy=pred.energy[indices],
+        forces=np.concatenate(forces),
+        n_atoms=pred.n_atoms[indices],
+        stress=None if pred.stress is None else pred.stress[indices],
+    )
+
+
 def _reference_of(structure: Structure) -> _Reference:
     if isinstance(structure, Configuration):
         return _Reference(structure.n_atoms, structure.energy, structure.forces, structure.stress)
@@ -172,7 +194,6 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
         ValueError: a directory preprocessed with another cutoff or other label keys, or
             holding a species the model lacks (the directory named).
     """
-    import dataclasses
 
     if not is_preprocessed(path):
         if not Path(path).is_file():
@@ -184,10 +205,10 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
             f"{path}: preprocessed with r_max {dataset.r_max} Å, the model's is {model.r_max} "
             f"Å: preprocess it again with --r-max {model.r_max}"
         )
-    if dataset.manifest["keys"] != dataclasses.asdict(label_keys):
+    if dataset.manifest["keys"] != label_keys.label_keys():
         raise ValueError(
             f"{path}: preprocessed with label keys {dataset.manifest['keys']}, evaluated with "
-            f"{dataclasses.asdict(label_keys)}: give its keys (--energy-key, ...)"
+            f"{label_keys.label_keys()}: give its keys (--energy-key, ...)"
         )
     return (dataset[k] for k in range(len(dataset)))
 
@@ -401,6 +422,8 @@ class ErrorTally:
         seed: seeds the sample's draws (a result is reproducible).
         type_names: the model's species (its type indices' symbols): with them the force
             errors are also tallied by element.
+        parity: keep the parity samples (a config type's tally does not).
+        by_config_type: also tally the structures of each config type apart.
     """
 
     def __init__(
@@ -408,6 +431,9 @@ class ErrorTally:
         max_parity_points: int = DEFAULT_PARITY_POINTS,
         seed: int = 0,
         type_names: Sequence[str] | None = None,
+        *,
+        parity: bool = True,
+        by_config_type: bool = True,
     ):
         if max_parity_points < 1:
             raise ValueError(f"max_parity_points must be >= 1, got {max_parity_points}")
@@ -419,12 +445,14 @@ class ErrorTally:
         self._samples = {
             name: _ParitySample(max_parity_points, (seed, k))
             for k, (name, (_, label)) in enumerate(_QUANTITIES.items())
-            if label is not None
+            if label is not None and parity
         }
+        self._config_types: dict[str, ErrorTally] | None = {} if by_config_type else None
 
     def add(self, structures: Sequence[Structure], pred: Predictions) -> None:
         """Account for ``structures`` and their predictions (``pred.stress`` None: their stress
         labels are not compared)."""
+        self._add_by_config_type(structures, pred)
         references = [_reference_of(s) for s in structures]
         self.n_configs += len(structures)
         self.n_atoms += int(pred.n_atoms.sum())
@@ -434,14 +462,14 @@ class ErrorTally:
             predicted, n_atoms = pred.energy[energies], pred.n_atoms[energies]
             self._count("energy", _MILLI * (predicted - reference))
             self._count("energy_per_atom", _MILLI * (predicted - reference) / n_atoms)
-            self._samples["energy_per_atom"].add(reference / n_atoms, predicted / n_atoms)
+            self._sample("energy_per_atom", reference / n_atoms, predicted / n_atoms)
         forces = [k for k, r in enumerate(references) if r.forces is not None]
         if forces:
             offsets = np.concatenate([[0], np.cumsum(pred.n_atoms)])
             reference = np.concatenate([references[k].forces for k in forces]).ravel()
             predicted = np.concatenate([pred.forces[offsets[k] : offsets[k + 1]] for k in forces])
             self._count("forces", _MILLI * (predicted.ravel() - reference))
-            self._samples["forces"].add(reference, predicted.ravel())
+            self._sample("forces", reference, predicted.ravel())
             if self._type_names is not None:
                 labelled = [structures[k] for k in forces]
                 self._count_by_species(labelled, predicted - reference.reshape(-1, 3))
@@ -450,7 +478,24 @@ class ErrorTally:
             reference = np.stack([references[k].stress for k in stresses]).ravel()
             predicted = pred.stress[stresses].ravel()
             self._count("stress", _MILLI * (predicted - reference))
-            self._samples["stress"].add(reference, predicted)
+            self._sample("stress", reference, predicted)
+
+    def _add_by_config_type(self, structures: Sequence[Structure], pred: Predictions) -> None:
+        """Account for the structures of each (known) config type in its own tally."""
+        if self._config_types is None:
+            return
+        kinds = [_config_type(s) for s in structures]
+        for kind in dict.fromkeys(k for k in kinds if k is not None):
+            picked = [j for j, k in enumerate(kinds) if k == kind]
+            tally = self._config_types.get(kind)
+            if tally is None:
+                tally = self._config_types[kind] = ErrorTally(parity=False, by_config_type=False)
+            tally.add([structures[j] for j in picked], _subset(pred, picked))
+
+    def _sample(self, name: str, reference: np.ndarray, predicted: np.ndarray) -> None:
+        """Offer (reference, predicted) pairs to the quantity's parity sample, if kept."""
+        if name in self._samples:
+            self._samples[name].add(reference, predicted)
 
     def _count_by_species(self, structures: Sequence[Structure], errors: np.ndarray) -> None:
         """Add the force errors (n_atoms, 3) eV/Å of ``structures`` (concatenated) to the
@@ -474,7 +519,7 @@ class ErrorTally:
                 continue
             mae, rmse = float(abs_sum / count), float(np.sqrt(sq_sum / count))
             metrics[name] = ErrorStats(mae=mae, rmse=rmse, count=int(count), unit=unit)
-            if label is not None:
+            if name in self._samples:
                 parity[name] = ParityData(*self._samples[name].arrays(), label)
         unit = _QUANTITIES["forces"][0]
         by_species = {
@@ -483,7 +528,8 @@ class ErrorTally:
             )
             for symbol, (abs_sum, sq_sum, count) in sorted(self._by_species.items())
         }
-        return EvaluationResult(self.n_configs, self.n_atoms, metrics, parity, by_species)
+        kinds = {kind: tally.result() for kind, tally in (self._config_types or {}).items()}
+        return EvaluationResult(self.n_configs, self.n_atoms, metrics, parity, by_species, kinds)
 
 
 def evaluate(
@@ -570,16 +616,25 @@ _TABLE_ORDER = ("energy_per_atom", "energy", "forces", "stress")
 
 def format_table(result: EvaluationResult) -> str:
     """A fixed-width table of MAE/RMSE/count per quantity (and, with several elements, of the
-    forces of each), for the screen."""
-    lines = [
-        f"{result.n_configs} structures, {result.n_atoms} atoms",
-        f"{'quantity':<16}{'unit':<10}{'MAE':>12}{'RMSE':>12}{'count':>10}",
-    ]
+    forces of each; with several config types, of each type's energy per atom, forces and
+    stress, its structures counted), for the screen."""
     rows = [(name, result.metrics[name]) for name in _TABLE_ORDER if name in result.metrics]
     if len(result.forces_by_species) > 1:
         rows += [(f"forces [{s}]", m) for s, m in result.forces_by_species.items()]
+    if len(result.by_config_type) > 1:
+        for kind, part in result.by_config_type.items():
+            rows += [
+                (f"{name} [{kind}: {part.n_configs}]", part.metrics[name])
+                for name in ("energy_per_atom", "forces", "stress")
+                if name in part.metrics
+            ]
+    width = max([16] + [len(name) + 2 for name, _ in rows])
+    lines = [
+        f"{result.n_configs} structures, {result.n_atoms} atoms",
+        f"{'quantity':<{width}}{'unit':<10}{'MAE':>12}{'RMSE':>12}{'count':>10}",
+    ]
     for name, m in rows:
-        lines.append(f"{name:<16}{m.unit:<10}{m.mae:>12.4f}{m.rmse:>12.4f}{m.count:>10d}")
+        lines.append(f"{name:<{width}}{m.unit:<10}{m.mae:>12.4f}{m.rmse:>12.4f}{m.count:>10d}")
     return "\n".join(lines)
 
 
@@ -587,11 +642,17 @@ def _payload(result: EvaluationResult) -> dict:
     def stats(m: ErrorStats) -> dict:
         return {"mae": m.mae, "rmse": m.rmse, "count": m.count, "unit": m.unit}
 
+    def counts_and_metrics(part: EvaluationResult) -> dict:
+        return {
+            "n_configs": part.n_configs,
+            "n_atoms": part.n_atoms,
+            "metrics": {name: stats(m) for name, m in part.metrics.items()},
+        }
+
     return {
-        "n_configs": result.n_configs,
-        "n_atoms": result.n_atoms,
-        "metrics": {name: stats(m) for name, m in result.metrics.items()},
+        **counts_and_metrics(result),
         "forces_by_species": {s: stats(m) for s, m in result.forces_by_species.items()},
+        "by_config_type": {k: counts_and_metrics(p) for k, p in result.by_config_type.items()},
     }
 
 

@@ -59,6 +59,7 @@ def key_spec(data: DataConfig) -> KeySpec:
         stress_key=data.stress_key,
         virials_key=data.virials_key,
         weight_key=data.weight_key,
+        config_type_key=data.config_type_key,
     )
 
 
