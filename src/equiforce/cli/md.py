@@ -90,6 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     npt = parser.add_argument_group("NPT (--ensemble npt, 3D-periodic cells)")
     npt.add_argument("--pressure", type=float, default=None, help="target pressure, GPa (0)")
     npt.add_argument(
+        "--pressure-end",
+        type=float,
+        default=None,
+        metavar="P",
+        help="ramp the barostat's target linearly from --pressure to P over --steps "
+        "(compression; LAMMPS's fix npt Pstart Pstop)",
+    )
+    npt.add_argument(
         "--barostat",
         choices=BAROSTATS,
         default=None,
@@ -218,6 +226,7 @@ def _run_options(args: argparse.Namespace, restart: Path) -> dict:
         "ensemble": args.ensemble,
         "temperature_K": _one_or_each(args.temperature),
         "final_temperature_K": _one_or_each(args.temperature_end),
+        "final_pressure_GPa": args.pressure_end,
         "timestep_fs": args.timestep,
         "n_steps": args.steps,
         "friction": args.friction,

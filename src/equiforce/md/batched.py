@@ -89,9 +89,11 @@ from equiforce.md.restart import (
 )
 from equiforce.md.sampling import (
     Frames,
+    PressureRamp,
     Recorder,
     RunConditions,
     TemperatureRamp,
+    check_final_pressure,
     check_final_temperature,
     check_md_arguments,
     md_result,
@@ -125,6 +127,8 @@ class _Group:
             ``energy_uncertainty`` (n_systems,) eV of the state, or None (one model).
         stress: (n_systems, 3, 3) stress of the current positions, eV/Å^3 (ASE sign, no
             kinetic part), where the model computes it (NPT), else None.
+        pressure: (len(indices),) each structure's barostat target, eV/Å^3 (NPT), else
+            None.
         variables: the per-system variables of Nosé–Hoover NVT (``batched_nhc.
             nose_hoover_variables``: the chains), Bussi NVT (``free_atoms``) or MTK NPT
             (``batched_mtk.mtk_variables``: chains, cell momenta, ...), each
@@ -144,6 +148,7 @@ class _Group:
     variables: dict[str, torch.Tensor] | None = None
     fixed: torch.Tensor | None = None
     anchor: torch.Tensor | None = None
+    pressure: torch.Tensor | None = None
 
 
 def _spreads(model: EquiforceModel) -> tuple[np.ndarray, np.ndarray] | None:
@@ -159,10 +164,11 @@ def _new_group(
     indices: list[int],
     temperatures: Sequence[float],
     coupling: Coupling | None,
+    pressure_GPa: float | None = None,
 ) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces (NPT: and stresses; Nosé–Hoover, Bussi and MTK: their variables), and their
-    temperatures (K, one per structure of ``atoms``).
+    forces (NPT: and stresses and the barostat's target, ``pressure_GPa``; Nosé–Hoover, Bussi
+    and MTK: their variables), and their temperatures (K, one per structure of ``atoms``).
 
     Raises:
         ValueError: Bussi's thermostat on a structure at rest (named; it scales momenta).
@@ -214,7 +220,12 @@ def _new_group(
     unwrapped = state.positions.clone()
     anchor = None if fixed is None else state.positions.clone()
     spreads = _spreads(model)
-    return _Group(indices, ptr, state, kT, unwrapped, spreads, stress, variables, fixed, anchor)
+    pressure = None
+    if pressure_GPa is not None:
+        pressure = torch.full_like(kT, pressure_GPa * units.GPa)
+    return _Group(
+        indices, ptr, state, kT, unwrapped, spreads, stress, variables, fixed, anchor, pressure
+    )
 
 
 def _without(group: _Group, stopped: set[int]) -> _Group | None:
@@ -241,6 +252,7 @@ def _without(group: _Group, stopped: set[int]) -> _Group | None:
         else {name: value[systems] for name, value in group.variables.items()},
         fixed=None if group.fixed is None else group.fixed[atoms_kept],
         anchor=None if group.anchor is None else group.anchor[atoms_kept],
+        pressure=None if group.pressure is None else group.pressure[systems],
     )
 
 
@@ -326,10 +338,12 @@ def _coupling(
     if npt is None:
         return None
     dt = timestep_fs * units.fs
+    arguments = npt.ase_arguments()
+    del arguments["pressure_au"]  # a target of each structure (``_Group.pressure``)
     if npt.barostat == "c-rescale":
-        return CRescaleCoupling(dt=dt, **npt.ase_arguments())
+        return CRescaleCoupling(dt=dt, **arguments)
     coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
-    return coupling(dt=dt, anisotropic=npt.anisotropic, **npt.ase_arguments())
+    return coupling(dt=dt, anisotropic=npt.anisotropic, **arguments)
 
 
 def _integrator(
@@ -350,21 +364,23 @@ def _integrator(
 
         def crescale(group: _Group) -> None:
             drawing = [generators[k] for k in group.indices]
-            args = (group.state, group.stress, group.kT, drawing, model, coupling)
+            targets = (group.kT, group.pressure)
+            args = (group.state, group.stress, *targets, drawing, model, coupling)
             group.state, group.stress = crescale_npt_step(*args)
 
         return crescale
     if isinstance(coupling, MTKCoupling):
 
         def mtk(group: _Group) -> None:
-            args = (group.state, group.stress, group.kT, group.variables, model, coupling)
+            targets = (group.kT, group.pressure)
+            args = (group.state, group.stress, *targets, group.variables, model, coupling)
             group.state, group.stress = mtk_npt_step(*args)
 
         return mtk
     if isinstance(coupling, BerendsenCoupling):
 
         def berendsen(group: _Group) -> None:
-            args = (group.state, group.stress, group.kT, model, coupling)
+            args = (group.state, group.stress, group.kT, group.pressure, model, coupling)
             group.state, group.stress = berendsen_npt_step(*args)
 
         return berendsen
@@ -629,9 +645,10 @@ def run_batched_md(
     thermostat: Thermostat = "langevin",
     thermostat_time_fs: float = 100.0,
     final_temperature_K: float | Sequence[float] | None = None,
+    final_pressure_GPa: float | None = None,
 ) -> list[MDResult]:
-    """Run NVT (Langevin or Nosé–Hoover chain), NVE or NPT (MTK or Berendsen) MD of every
-    structure at once (module docstring).
+    """Run NVT (Langevin, Nosé–Hoover chain or Bussi), NVE or NPT (MTK, Berendsen or
+    stochastic cell rescaling) MD of every structure at once (module docstring).
 
     Args:
         structures: the starting structures (not modified): cells, slabs, molecules; any
@@ -674,6 +691,9 @@ def run_batched_md(
         final_temperature_K: NVT or NPT: ramp each structure's thermostat target linearly
             from its temperature to this (one for all, or one per structure) over the
             ``n_steps``, as ``run_md``'s; None: constant targets.
+        final_pressure_GPa: NPT: ramp every structure's barostat target linearly from
+            ``npt.pressure_GPa`` to this over the ``n_steps``, as ``run_md``'s; None: a
+            constant target.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
@@ -691,6 +711,10 @@ def run_batched_md(
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
     npt = _check_npt(ensemble, npt, structures)
     ramps = _ramps(ensemble, final_temperature_K, len(structures), n_steps)
+    check_final_pressure(ensemble, final_pressure_GPa)
+    pressure_ramp = None
+    if final_pressure_GPa is not None:
+        pressure_ramp = PressureRamp(final_pressure_GPa, n_steps)
     _check_constraints(structures, npt)
     _check_outputs(structures, trajectory_paths, restart_every)
     model = _checked_model(model, structures, npt, watches)
@@ -708,13 +732,14 @@ def run_batched_md(
         npt=None if npt is None else dataclasses.asdict(npt),
         fixed_atoms=_fixed_atoms_setting(structures),
         temperature_ramp=None if ramps is None else [dataclasses.asdict(r) for r in ramps],
+        pressure_ramp=None if pressure_ramp is None else dataclasses.asdict(pressure_ramp),
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms, generators = _thermalised(structures, temperatures, seed)
     nvt = (settings["nvt_thermostat"], settings["thermostat_time_fs"])
     coupling = _coupling(npt, timestep_fs, nvt)
     groups = [
-        _new_group(model, atoms, indices, temperatures, coupling)
+        _new_group(model, atoms, indices, temperatures, coupling, _start_pressure(npt))
         for indices in _group_indices(atoms, restart, max_batch_atoms)
     ]
     stepping = CellAxesModel(model)
@@ -724,6 +749,7 @@ def run_batched_md(
     step = 0 if restart is None else restart.n_steps_done
     run = _Run(atoms, generators, groups, watches, timestep_fs, step, npt is not None)
     run.thermostat_targets(thermostat if ensemble == "nvt" else None, temperatures, ramps)
+    run.barostat_targets(_start_pressure(npt), pressure_ramp)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     start = time.perf_counter()
 
@@ -793,6 +819,8 @@ class _Run:
         self.temperatures: list[float] = []
         self.ramps: list[TemperatureRamp] | None = None
         self.thermostat: str | None = None
+        self.pressure_GPa: float | None = None
+        self.pressure_ramp: PressureRamp | None = None
 
     def thermostat_targets(
         self,
@@ -803,6 +831,11 @@ class _Run:
         """Give the run its NVT thermostat (None: none) and the structures their (start)
         temperatures, K, and ramps (None: constant targets)."""
         self.thermostat, self.temperatures, self.ramps = thermostat, temperatures, ramps
+
+    def barostat_targets(self, pressure_GPa: float | None, ramp: PressureRamp | None) -> None:
+        """Give the structures their (start) pressure, GPa (None: no NPT), and its ramp
+        (None: a constant target); the same for all."""
+        self.pressure_GPa, self.pressure_ramp = pressure_GPa, ramp
 
     def time_fs(self) -> float:
         """The run's time, fs."""
@@ -830,18 +863,21 @@ class _Run:
     def advance(self, integrate: Callable[[_Group], None], model: EquiforceModel) -> None:
         """One step of every group (with ramps, at the step's targets)."""
         for group in self.groups:
-            if self.ramps is not None:
-                self._retarget(group)
+            self._retarget(group)
             _advance(group, integrate, model)
         self.step += 1
 
     def _retarget(self, group: _Group) -> None:
-        """Set the group's thermostat targets (``kT``) to its structures' ramps at the coming
-        step."""
+        """Set the group's thermostat targets (``kT``) and barostat targets (``pressure``) to
+        the ramps' at the coming step (where there are ramps)."""
         step = self.step + 1
-        targets = [self.ramps[k].target(self.temperatures[k], step) for k in group.indices]
-        kT = units.kB * torch.tensor(targets, dtype=torch.float64)
-        group.kT = kT.to(group.kT.device, group.kT.dtype)
+        if self.ramps is not None:
+            targets = [self.ramps[k].target(self.temperatures[k], step) for k in group.indices]
+            kT = units.kB * torch.tensor(targets, dtype=torch.float64)
+            group.kT = kT.to(group.kT.device, group.kT.dtype)
+        if self.pressure_ramp is not None:
+            target = self.pressure_ramp.target(self.pressure_GPa, step) * units.GPa
+            group.pressure = torch.full_like(group.pressure, target)
 
     def sample(self) -> None:
         """Sample the running structures and write their frames."""
@@ -878,7 +914,13 @@ class _Run:
         for k, (s, path) in enumerate(zip(self.structures, paths, strict=True)):
             ramp = None if self.ramps is None else self.ramps[k]
             conditions = RunConditions(
-                ensemble, self.timestep_fs, self.temperatures[k], npt, ramp, self.thermostat
+                ensemble,
+                self.timestep_fs,
+                self.temperatures[k],
+                npt,
+                ramp,
+                self.thermostat,
+                self.pressure_ramp,
             )
             steps = self.step if s.stopped_at is None else s.stopped_at
             results.append(md_result(s.recorder, steps, conditions, path, wall_time_s, s.watch))
@@ -1003,6 +1045,11 @@ def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> 
                 f"{name} has constraints {kinds}: batched MD applies one FixAtoms, in NVT and "
                 "NVE; run the structure with run_md (equiforce md without --batched)"
             )
+
+
+def _start_pressure(npt: NPTSettings | None) -> float | None:
+    """The barostat's (start) target, GPa, or None (no NPT)."""
+    return None if npt is None else npt.pressure_GPa
 
 
 def _ramps(

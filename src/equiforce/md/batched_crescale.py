@@ -35,6 +35,7 @@ def crescale_npt_step(
     state: Any,
     stress: torch.Tensor,
     kT: torch.Tensor,
+    pressure: torch.Tensor,
     generators: Sequence[np.random.Generator],
     model: Callable[[Any], dict[str, torch.Tensor]],
     coupling: CRescaleCoupling,
@@ -47,6 +48,7 @@ def crescale_npt_step(
         stress: (n_systems, 3, 3) eV/Å^3, ASE sign, of the current positions (no kinetic
             part).
         kT: (n_systems,) each system's target temperature, eV.
+        pressure: (n_systems,) each system's target pressure, eV/Å^3.
         generators: each system's NumPy generator.
         model: the TorchSim model (energy, forces and stress of a state).
         coupling: the couplings.
@@ -61,9 +63,9 @@ def crescale_npt_step(
     momenta = state.momenta * _per_system(factors, kT)[idx, None] + dt / 2 * state.forces
     state.momenta = momenta
     total = stress + ideal_gas_stress(state)
-    pressure = -torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
+    current = -torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
     volume = torch.linalg.det(state.cell).abs()
-    host = (pressure.cpu().numpy(), volume.cpu().numpy())
+    host = (current.cpu().numpy(), pressure.cpu().numpy(), volume.cpu().numpy())
     s = _per_system(cell_scalings(*host, host_kT, generators, coupling), kT)
     drift = ((s + 1 / s) / 2)[idx, None] * dt * momenta / state.masses[:, None]
     state.positions = s[idx, None] * state.positions + drift

@@ -51,17 +51,16 @@ class MTKCoupling:
         dt: time step (ASE time).
         tdamp: thermostat damping time (ASE time).
         pdamp: barostat damping time (ASE time).
-        pressure_au: target pressure, eV/Å^3.
         anisotropic: every cell component moves (``MTKNPT``), else a uniform scaling.
 
     Both chains have ASE's default length (``tchain = pchain = 3``) and one substep a half step
-    (``tloop = ploop = 1``), as ``run_md``'s.
+    (``tloop = ploop = 1``), as ``run_md``'s. The target pressure is not a coupling: it may
+    differ between systems and move (a ramp).
     """
 
     dt: float
     tdamp: float
     pdamp: float
-    pressure_au: float
     anisotropic: bool
 
 
@@ -138,19 +137,20 @@ def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: 
     v["p_cell"] = p_cell * (cell_factor[:, None, None] if c.anisotropic else cell_factor)
 
 
-def _kick_cell(state: Any, stress: torch.Tensor, v: dict, masses: _Masses, delta: float, c):
-    """The cell momenta kicked by the pressure's excess and the atoms' kinetic term."""
+def _kick_cell(state: Any, stress: torch.Tensor, target: torch.Tensor, v: dict, masses, delta, c):
+    """The cell momenta kicked by the pressure's excess over ``target`` (n,) eV/Å^3 and the
+    atoms' kinetic term."""
     twice_kinetic = twice_kinetic_energy(state)
     total = -(stress + ideal_gas_stress(state))  # (n, 3, 3) pressure tensor
     if c.anisotropic:
         volume = torch.linalg.det(state.cell).abs()
         eye = torch.eye(3, dtype=total.dtype, device=total.device)
-        force = volume[:, None, None] * (total - c.pressure_au * eye)
+        force = volume[:, None, None] * (total - target[:, None, None] * eye)
         force = force + (twice_kinetic / (3 * masses.n_atoms))[:, None, None] * eye
     else:
         pressure = torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
         volume = v["volume0"] * torch.exp(3 * v["eps"])
-        force = 3 * volume * (pressure - c.pressure_au) + twice_kinetic / masses.n_atoms
+        force = 3 * volume * (pressure - target) + twice_kinetic / masses.n_atoms
     v["p_cell"] = v["p_cell"] + delta * force
 
 
@@ -199,6 +199,7 @@ def mtk_npt_step(
     state: Any,
     stress: torch.Tensor,
     kT: torch.Tensor,
+    pressure: torch.Tensor,
     variables: dict[str, torch.Tensor],
     model: Callable[[Any], dict[str, torch.Tensor]],
     coupling: MTKCoupling,
@@ -211,6 +212,7 @@ def mtk_npt_step(
         stress: (n_systems, 3, 3) eV/Å^3, ASE sign, of the current positions (no kinetic
             part).
         kT: (n_systems,) each system's target temperature, eV.
+        pressure: (n_systems,) each system's target pressure, eV/Å^3.
         variables: the systems' ``mtk_variables``, changed in place.
         model: the TorchSim model (energy, forces and stress of a state).
         coupling: the couplings.
@@ -221,12 +223,12 @@ def mtk_npt_step(
     masses = _masses(state, kT, coupling)
     half = coupling.dt / 2
     _thermostats(state, variables, masses, kT, half, coupling)
-    _kick_cell(state, stress, variables, masses, half, coupling)
+    _kick_cell(state, stress, pressure, variables, masses, half, coupling)
     _kick(state, variables, masses, half, coupling)
     _drift(state, variables, masses, coupling.dt, coupling)
     out = model(state)
     state.energy, state.forces, stress = out["energy"], out["forces"], out["stress"]
     _kick(state, variables, masses, half, coupling)
-    _kick_cell(state, stress, variables, masses, half, coupling)
+    _kick_cell(state, stress, pressure, variables, masses, half, coupling)
     _thermostats(state, variables, masses, kT, half, coupling)
     return state, stress

@@ -39,15 +39,15 @@ class BerendsenCoupling:
         taut: thermostat time (ASE time).
         taup: barostat time (ASE time).
         compressibility_au: Å^3/eV.
-        pressure_au: target pressure, eV/Å^3.
         anisotropic: scale each cell vector by its own pressure component.
+
+    The target pressure is not a coupling: it may differ between systems and move (a ramp).
     """
 
     dt: float
     taut: float
     taup: float
     compressibility_au: float
-    pressure_au: float
     anisotropic: bool
 
 
@@ -55,6 +55,7 @@ def berendsen_npt_step(
     state: Any,
     stress: torch.Tensor,
     kT: torch.Tensor,
+    pressure: torch.Tensor,
     model: Callable[[Any], dict[str, torch.Tensor]],
     coupling: BerendsenCoupling,
 ) -> tuple[Any, torch.Tensor]:
@@ -66,6 +67,7 @@ def berendsen_npt_step(
         stress: (n_systems, 3, 3) eV/Å^3, ASE sign, of the current positions (no kinetic
             part).
         kT: (n_systems,) each system's target temperature, eV.
+        pressure: (n_systems,) each system's target pressure, eV/Å^3.
         model: the TorchSim model (energy, forces and stress of a state).
         coupling: the couplings.
 
@@ -86,9 +88,9 @@ def berendsen_npt_step(
     diagonal = -torch.diagonal(total, dim1=-2, dim2=-1)  # (n, 3) pressure components
     rate = dt * coupling.compressibility_au / coupling.taup / 3.0
     if coupling.anisotropic:
-        factors = 1.0 - rate * (coupling.pressure_au - diagonal)  # (n, 3): one per cell vector
+        factors = 1.0 - rate * (pressure[:, None] - diagonal)  # (n, 3): one per cell vector
     else:
-        factors = (1.0 - rate * (coupling.pressure_au - diagonal.mean(-1)))[:, None].expand(n, 3)
+        factors = (1.0 - rate * (pressure - diagonal.mean(-1)))[:, None].expand(n, 3)
     rows = state.cell.transpose(-1, -2)  # ASE's cell: lattice vectors as rows
     new_rows = factors[:, :, None] * rows
     transform = torch.linalg.solve(rows, new_rows)  # positions @ M, as ASE's set_cell

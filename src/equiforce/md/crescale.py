@@ -55,14 +55,14 @@ class CRescaleCoupling:
             ``compressibility_au`` is the material's.
         compressibility_au: coupling compressibility beta_T, Å^3/eV (only scales how fast
             the volume relaxes; the fluctuations do not depend on it).
-        pressure_au: target pressure, eV/Å^3.
+
+    The target pressure is not a coupling: it may differ between systems and move (a ramp).
     """
 
     dt: float
     taut: float
     taup: float
     compressibility_au: float
-    pressure_au: float
 
     @property
     def thermostat(self) -> BussiCoupling:
@@ -72,6 +72,7 @@ class CRescaleCoupling:
 
 def cell_scalings(
     pressure: np.ndarray,
+    target: np.ndarray,
     volume: np.ndarray,
     kT: np.ndarray,
     generators: Sequence[np.random.Generator],
@@ -82,6 +83,7 @@ def cell_scalings(
 
     Args:
         pressure: (n,) instantaneous pressures (virial and kinetic), eV/Å^3.
+        target: (n,) target pressures P0, eV/Å^3.
         volume: (n,) volumes, Å^3.
         kT: (n,) target temperatures, eV.
         generators: one NumPy generator per system.
@@ -98,7 +100,7 @@ def cell_scalings(
     noise = np.array([generator.standard_normal() for generator in generators])
     root = np.sqrt(volume)  # lambda
     diffusion = kT * beta / (4 * taup)
-    force = -2 * root * (coupling.pressure_au - pressure - kT / (2 * volume))
+    force = -2 * root * (target - pressure - kT / (2 * volume))
     step = diffusion / kT * force * dt + np.sqrt(2 * diffusion * dt) * noise
     ratio = 1 + step / root  # sqrt(V' / V)
     if not (ratio > 0).all():
@@ -149,13 +151,18 @@ class StochasticCellRescalingNPT(MolecularDynamics):
                 "rescaling scales its momenta (start it at a temperature > 0)"
             )
         super().__init__(atoms, timestep)
-        self.coupling = CRescaleCoupling(timestep, taut, taup, compressibility_au, pressure_au)
+        self.coupling = CRescaleCoupling(timestep, taut, taup, compressibility_au)
         self.rng = rng
         self.kT = units.kB * temperature_K
+        self.pressure_au = pressure_au
 
     def set_temperature(self, temperature_K: float) -> None:
         """Set the target temperature (thermostat and barostat noise), K."""
         self.kT = units.kB * temperature_K
+
+    def set_pressure(self, pressure_au: float) -> None:
+        """Set the target pressure, eV/Å^3."""
+        self.pressure_au = pressure_au
 
     def step(self) -> None:
         """One step (module docstring)."""
@@ -168,7 +175,8 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         stress = atoms.get_stress(voigt=False, include_ideal_gas=True)
         pressure = np.array([-np.trace(stress) / 3])
         volume = np.array([atoms.get_volume()])
-        s = float(cell_scalings(pressure, volume, kT, [self.rng], self.coupling)[0])
+        target = np.array([self.pressure_au])
+        s = float(cell_scalings(pressure, target, volume, kT, [self.rng], self.coupling)[0])
         drift = (s + 1 / s) / 2 * dt * momenta / self.masses
         positions = s * atoms.positions + drift
         atoms.set_cell(s * atoms.cell.array, scale_atoms=False)

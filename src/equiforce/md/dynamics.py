@@ -32,9 +32,11 @@ from ase.md.md import MolecularDynamics
 from equiforce.md.report import MDResult
 from equiforce.md.restart import Restart, restart_to_resume, save_restart
 from equiforce.md.sampling import (
+    PressureRamp,
     Recorder,
     RunConditions,
     TemperatureRamp,
+    check_final_pressure,
     check_final_temperature,
     check_md_arguments,
     md_result,
@@ -199,6 +201,7 @@ def run_md(
     thermostat: Thermostat = "langevin",
     thermostat_time_fs: float = 100.0,
     final_temperature_K: float | None = None,
+    final_pressure_GPa: float | None = None,
 ) -> MDResult:
     """Run NVT (Langevin, Nosé–Hoover chain or Bussi), NVE (velocity Verlet) or NPT MD and
     measure its stability.
@@ -247,6 +250,10 @@ def run_md(
             melt-quench or a heating; ``equiforce.md.sampling.TemperatureRamp``; the
             Nosé–Hoover chains' and MTK's masses follow: ``equiforce.md.nose_hoover``); None:
             a constant target. A ramped run cannot be extended by a resume.
+        final_pressure_GPa: NPT: ramp the barostat's target linearly from
+            ``npt.pressure_GPa`` to this over the ``n_steps`` (a compression, a
+            decompression; ``equiforce.md.sampling.PressureRamp``), as LAMMPS's ``fix npt``
+            with Pstart != Pstop; None: a constant target. Not extended by a resume either.
 
     Returns:
         ``MDResult`` with the sampled energies, temperature (NPT: volume and pressure) and
@@ -265,6 +272,10 @@ def run_md(
         raise ValueError(f"restart_every must be >= 1, got {restart_every}")
     check_final_temperature(ensemble, final_temperature_K)
     ramp = None if final_temperature_K is None else TemperatureRamp(final_temperature_K, n_steps)
+    check_final_pressure(ensemble, final_pressure_GPa)
+    pressure_ramp = None
+    if final_pressure_GPa is not None:
+        pressure_ramp = PressureRamp(final_pressure_GPa, n_steps)
     settings = {
         "ensemble": ensemble,
         "temperature_K": temperature_K,
@@ -276,6 +287,7 @@ def run_md(
         "atomic_numbers_sha256": hashlib.sha256(atoms.numbers.astype(np.int64)).hexdigest(),
         "uncertainty_watch": None if watch is None else watch.settings(),
         "temperature_ramp": None if ramp is None else dataclasses.asdict(ramp),
+        "pressure_ramp": None if pressure_ramp is None else dataclasses.asdict(pressure_ramp),
     }
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms = atoms.copy()
@@ -310,9 +322,17 @@ def run_md(
             args = (atoms, dynamics, rng, recorder, settings, n_frames, size, wall, watch)
             save_restart(restart_path, *args)
 
-        if ramp is not None:  # the next step's target, at step 0 and after each step
-            target = lambda: ramp.target(temperature_K, dynamics.nsteps + 1)  # noqa: E731
-            dynamics.attach(lambda: set_thermostat_target(dynamics, target()), interval=1)
+        if ramp is not None or pressure_ramp is not None:
+
+            def retarget() -> None:  # the next step's targets, at step 0 and after each step
+                step = dynamics.nsteps + 1
+                if ramp is not None:
+                    set_thermostat_target(dynamics, ramp.target(temperature_K, step))
+                if pressure_ramp is not None:
+                    pressure = pressure_ramp.target(npt.pressure_GPa, step)
+                    set_barostat_target(dynamics, pressure)
+
+            dynamics.attach(retarget, interval=1)
         for observer in (
             recorder.sample,
             frames.write,
@@ -331,7 +351,9 @@ def run_md(
             save()
     wall_time = wall_before + time.perf_counter() - start
     nvt_thermostat = thermostat if ensemble == "nvt" else None
-    sampled = RunConditions(ensemble, timestep_fs, temperature_K, npt, ramp, nvt_thermostat)
+    sampled = RunConditions(
+        ensemble, timestep_fs, temperature_K, npt, ramp, nvt_thermostat, pressure_ramp
+    )
     return md_result(recorder, dynamics.nsteps, sampled, path, wall_time, watch)
 
 
@@ -347,6 +369,18 @@ def set_thermostat_target(dynamics, temperature_K: float) -> None:
         dynamics.target_kinetic_energy = 0.5 * dynamics.temp * dynamics.ndof
     else:
         dynamics.set_temperature(temperature_K=temperature_K)
+
+
+def set_barostat_target(dynamics, pressure_GPa: float) -> None:
+    """Set an NPT integrator's target pressure (GPa): ASE's ``NPTBerendsen`` (its attribute:
+    ASE 3.29's ``set_pressure`` hands its arguments on wrongly),
+    ``equiforce.md.nose_hoover``'s MTK integrators or ``equiforce.md.crescale``'s."""
+    from ase.md.nptberendsen import NPTBerendsen
+
+    if isinstance(dynamics, NPTBerendsen):
+        dynamics.pressure = pressure_GPa * units.GPa
+    else:
+        dynamics.set_pressure(pressure_GPa * units.GPa)
 
 
 def _restored(

@@ -1,5 +1,5 @@
 """ASE's Nosé–Hoover chain integrators as ``run_md`` uses them: ``FixAtoms`` honoured in NVT,
-and targets that move (temperature ramps) in NVT and MTK NPT.
+and targets that move (temperature ramps; MTK NPT: pressure ramps too).
 
 ASE's ``NoseHooverChainNVT`` keeps its own copy of the momenta and integrates them with the
 forces ASE hands to MD integrators (``get_forces(md=True)``, which leaves ``FixAtoms`` out:
@@ -80,7 +80,8 @@ class FixedAtomsNoseHooverChainNVT(NoseHooverChainNVT):
 
 
 class _MovableTargetMTK:
-    """``set_temperature`` for ASE's MTK NPT integrators (mixed in before them)."""
+    """``set_temperature`` and ``set_pressure`` for ASE's MTK NPT integrators (mixed in
+    before them)."""
 
     def set_temperature(self, temperature_K: float) -> None:
         """Set the target temperature, K, of the atoms' and the cell's chains and the cell
@@ -88,11 +89,16 @@ class _MovableTargetMTK:
         _retarget([self._thermostat, self._barostat, self], temperature_K)
         self._temperature_K = temperature_K
 
+    def set_pressure(self, pressure_au: float) -> None:
+        """Set the target pressure, eV/Å^3."""
+        self._pressure_au = pressure_au
+
 
 class IsotropicMTKNPTRamp(_MovableTargetMTK, IsotropicMTKNPT):
-    """ASE's ``IsotropicMTKNPT`` whose target temperature can move (``set_temperature``)."""
+    """ASE's ``IsotropicMTKNPT`` whose targets can move (``set_temperature``,
+    ``set_pressure``)."""
 
 
 class MTKNPTRamp(_MovableTargetMTK, MTKNPT):
-    """ASE's ``MTKNPT`` (every cell component moves) whose target temperature can move
-    (``set_temperature``)."""
+    """ASE's ``MTKNPT`` (every cell component moves) whose targets can move
+    (``set_temperature``, ``set_pressure``)."""

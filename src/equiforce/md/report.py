@@ -16,7 +16,7 @@ from equiforce.md.stability import BondDeviation
 
 if TYPE_CHECKING:
     from equiforce.md.dynamics import NPTSettings
-    from equiforce.md.sampling import TemperatureRamp
+    from equiforce.md.sampling import PressureRamp, TemperatureRamp
     from equiforce.md.uncertainty import UncertaintySummary
 
 
@@ -49,6 +49,8 @@ class MDResult:
             (``equiforce.md.sampling.TemperatureRamp``), or None (a constant target).
         thermostat: NVT's thermostat (``"langevin"``, ``"nose-hoover"``, ``"bussi"``), or
             None (NVE, NPT).
+        pressure_ramp: the barostat's ramp from ``npt.pressure_GPa``
+            (``equiforce.md.sampling.PressureRamp``), or None (a constant target).
     """
 
     ensemble: str
@@ -71,15 +73,21 @@ class MDResult:
     uncertainty: UncertaintySummary | None = None
     temperature_ramp: TemperatureRamp | None = None
     thermostat: str | None = None
+    pressure_ramp: PressureRamp | None = None
 
     def target_temperature(self, time_fs: np.ndarray) -> np.ndarray:
         """The thermostat's target at ``time_fs`` (n,), K."""
         ramp = self.temperature_ramp
         if ramp is None:
             return np.full(len(time_fs), self.temperature_target_K)
-        steps = np.asarray(time_fs) / self.timestep_fs
-        fraction = np.clip(steps / ramp.steps, 0.0, 1.0)
-        return self.temperature_target_K + (ramp.final_K - self.temperature_target_K) * fraction
+        return ramp.targets(self.temperature_target_K, np.asarray(time_fs) / self.timestep_fs)
+
+    def target_pressure(self, time_fs: np.ndarray) -> np.ndarray:
+        """The barostat's target at ``time_fs`` (n,), GPa (NPT only)."""
+        start, ramp = self.npt.pressure_GPa, self.pressure_ramp
+        if ramp is None:
+            return np.full(len(time_fs), start)
+        return ramp.targets(start, np.asarray(time_fs) / self.timestep_fs)
 
     @property
     def total_energy(self) -> np.ndarray:
@@ -127,6 +135,9 @@ class MDResult:
                 barostat=self.npt.barostat,
                 anisotropic=self.npt.anisotropic,
                 pressure_target_GPa=self.npt.pressure_GPa,
+                pressure_final_target_GPa=None
+                if self.pressure_ramp is None
+                else self.pressure_ramp.final_GPa,
                 pressure_mean_GPa=float(np.mean(self.pressure_GPa)),
                 pressure_std_GPa=float(np.std(self.pressure_GPa)),
                 volume_mean_A3=float(np.mean(self.volume_A3)),
@@ -134,6 +145,12 @@ class MDResult:
                 pressure_GPa=self.pressure_GPa.tolist(),
             )
         return figures
+
+
+def _pressure_target(result: MDResult) -> str:
+    """The barostat's target, GPa: ``"1"``, or a ramp's ``"0 -> 10"``."""
+    start, ramp = result.npt.pressure_GPa, result.pressure_ramp
+    return f"{start:g}" if ramp is None else f"{start:g} -> {ramp.final_GPa:g}"
 
 
 def format_md_summary(result: MDResult) -> str:
@@ -163,7 +180,7 @@ def format_md_summary(result: MDResult) -> str:
         pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
         rows[1:1] = [
             ("barostat", kind),
-            ("pressure (GPa)", f"{pressure} (target {result.npt.pressure_GPa:g})"),
+            ("pressure (GPa)", f"{pressure} (target {_pressure_target(result)})"),
             ("volume (Å^3)", f"{result.volume_A3[0]:.2f} -> mean {np.mean(result.volume_A3):.2f}"),
         ]
     width = max(len(name) for name, _ in rows)
@@ -207,7 +224,8 @@ def plot_md(result: MDResult, path: str | os.PathLike) -> Path:
         axes[2].plot(time_ps, result.volume_A3)
         axes[2].set_ylabel("volume (Å$^3$)")
         axes[3].plot(time_ps, result.pressure_GPa, label="instantaneous")
-        axes[3].axhline(result.npt.pressure_GPa, color="black", linewidth=0.8, label="target")
+        target = result.target_pressure(result.time_fs)
+        axes[3].plot(time_ps, target, color="black", linewidth=0.8, label="target")
         axes[3].set_ylabel("pressure (GPa)")
         axes[3].legend()
     axes[-1].set_xlabel("time (ps)")

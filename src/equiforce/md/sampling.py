@@ -29,10 +29,27 @@ if TYPE_CHECKING:
 THERMOSTATS = ("langevin", "nose-hoover", "bussi")
 
 
+class _LinearRamp:
+    """A target going linearly from the run's start value to the ramp's end (``final``) over
+    ``steps`` steps, then held there."""
+
+    final: float
+    steps: int
+
+    def target(self, start: float, step: int) -> float:
+        """The target of the step that ends at ``step`` (1 the first)."""
+        return start + (self.final - start) * min(step, self.steps) / self.steps
+
+    def targets(self, start: float, steps: np.ndarray) -> np.ndarray:
+        """The targets at (fractional) ``steps`` (n,)."""
+        fraction = np.clip(np.asarray(steps, dtype=np.float64) / self.steps, 0.0, 1.0)
+        return start + (self.final - start) * fraction
+
+
 @dataclass(frozen=True)
-class TemperatureRamp:
-    """An NVT thermostat's target going linearly from the start temperature to ``final_K``
-    over ``steps`` steps (a melt-quench, a heating), then held there.
+class TemperatureRamp(_LinearRamp):
+    """A thermostat's target going linearly from the start temperature to ``final_K`` over
+    ``steps`` steps (a melt-quench, a heating), then held there.
 
     Attributes:
         final_K: the target at the end of the ramp, K.
@@ -42,15 +59,35 @@ class TemperatureRamp:
     final_K: float
     steps: int
 
-    def target(self, start_K: float, step: int) -> float:
-        """The target of the step that ends at ``step`` (1 the first), K."""
-        return start_K + (self.final_K - start_K) * min(step, self.steps) / self.steps
+    @property
+    def final(self) -> float:
+        """The end, K."""
+        return self.final_K
+
+
+@dataclass(frozen=True)
+class PressureRamp(_LinearRamp):
+    """An NPT barostat's target going linearly from the start pressure to ``final_GPa`` over
+    ``steps`` steps (a compression, a decompression), then held there.
+
+    Attributes:
+        final_GPa: the target at the end of the ramp, GPa.
+        steps: the ramp's length (the run's ``n_steps``).
+    """
+
+    final_GPa: float
+    steps: int
+
+    @property
+    def final(self) -> float:
+        """The end, GPa."""
+        return self.final_GPa
 
 
 class RunConditions(NamedTuple):
     """What an ``MDResult`` records of a run's setting: its ensemble, time step (fs),
-    (start) temperature (K), NPT coupling (or None), temperature ramp (or None) and NVT
-    thermostat (``THERMOSTATS``; None outside NVT)."""
+    (start) temperature (K), NPT coupling (or None), temperature ramp (or None), NVT
+    thermostat (``THERMOSTATS``; None outside NVT) and pressure ramp (or None)."""
 
     ensemble: str
     timestep_fs: float
@@ -58,6 +95,7 @@ class RunConditions(NamedTuple):
     npt: NPTSettings | None = None
     ramp: TemperatureRamp | None = None
     thermostat: str | None = None
+    pressure_ramp: PressureRamp | None = None
 
 
 class Frames:
@@ -199,6 +237,16 @@ def check_final_temperature(ensemble: str, final_temperature_K: float | None) ->
         raise ValueError(f"the final temperature must be > 0 K, got {final_temperature_K}")
 
 
+def check_final_pressure(ensemble: str, final_pressure_GPa: float | None) -> None:
+    """Raise unless a pressure ramp's end (GPa; None: no ramp) is finite, in NPT."""
+    if final_pressure_GPa is None:
+        return
+    if ensemble != "npt":
+        raise ValueError(f"a pressure ramp is for NPT, not {ensemble.upper()}")
+    if not np.isfinite(final_pressure_GPa):
+        raise ValueError(f"the final pressure must be finite, got {final_pressure_GPa}")
+
+
 def nvt_settings(
     ensemble: str, friction: float, thermostat: str, thermostat_time_fs: float
 ) -> dict[str, float | None]:
@@ -224,7 +272,7 @@ def md_result(
     watch: UncertaintyWatch | None,
 ) -> MDResult:
     """The ``MDResult`` of a finished run (``sampled``: its setting)."""
-    ensemble, timestep_fs, temperature_K, npt, ramp, thermostat = sampled
+    ensemble, timestep_fs, temperature_K, npt, ramp, thermostat, pressure_ramp = sampled
     atoms = recorder.atoms
     time_fs, potential, kinetic, temperature = recorder.arrays()
     volume, pressure = recorder.cell_arrays()
@@ -251,4 +299,5 @@ def md_result(
         uncertainty=None if watch is None else watch.summary(),
         temperature_ramp=ramp,
         thermostat=thermostat,
+        pressure_ramp=pressure_ramp,
     )
