@@ -4,6 +4,7 @@ the run never stopped bit for bit, and what it cannot run is refused by name."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -338,9 +339,9 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
     steps): each structure's volumes, pressures, temperatures, last cell and positions equal
     its ``run_md`` NPT alone (ASE's ``IsotropicMTKNPT`` / ``MTKNPT``, ``NPTBerendsen`` /
     ``Inhomogeneous_NPTBerendsen``, the anisotropic ones with their temperature ramped to
-    600 K: MTK's masses follow the target, the isotropic ones with their pressure ramped to
-    3 GPa; stochastic cell rescaling, each structure drawing from its own generator); killed
-    in step 8 and resumed, the same to the bit."""
+    600 K: MTK's masses follow the target; the isotropic ones each at its own pressure, 1 and
+    2 GPa, ramped to 3 and 0.5 GPa; stochastic cell rescaling, each structure drawing from its
+    own generator); killed in step 8 and resumed, the same to the bit."""
     frames = [make_fcc_cu(repeat=2, seed=1), make_triclinic_cu(seed=4)]
     npt = NPTSettings(
         pressure_GPa=1.0,
@@ -351,16 +352,20 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
         compressibility_per_GPa=0.05,
     )
     settings = dict(RUN, ensemble="npt", n_steps=20, npt=npt)
+    npts, finals = [npt, npt], [None, None]
     if anisotropic:
         settings["final_temperature_K"] = 600.0
-    else:
-        settings["final_pressure_GPa"] = 3.0
+    else:  # a pressure ladder, each structure ramped its own way
+        npts = [npt, dataclasses.replace(npt, pressure_GPa=2.0)]
+        finals = [3.0, 0.5]
+        settings.update(npt=npts, final_pressure_GPa=finals)
     restart = dict(restart_path=tmp_path / "whole.npz", restart_every=5)
     batched = run_batched_md(frames, model64, **settings, **restart)
     for k, atoms in enumerate(frames):
-        alone = run_md(atoms, EquiforceCalculator(model64), **{**settings, "seed": 3 + k})
+        alone_settings = {**settings, "npt": npts[k], "final_pressure_GPa": finals[k]}
+        alone = run_md(atoms, EquiforceCalculator(model64), **{**alone_settings, "seed": 3 + k})
         mine = batched[k]
-        assert mine.npt == npt and abs(alone.volume_A3[-1] - alone.volume_A3[0]) > 0.1
+        assert mine.npt == npts[k] and abs(alone.volume_A3[-1] - alone.volume_A3[0]) > 0.1
         assert mine.pressure_ramp == alone.pressure_ramp
         for name in ("volume_A3", "pressure_GPa", "temperature_K", "potential_energy"):
             np.testing.assert_allclose(
@@ -369,8 +374,8 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
         final, reference = mine.final_atoms, alone.final_atoms
         np.testing.assert_allclose(final.cell.array, reference.cell.array, rtol=0, atol=1e-9)
         np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
-    # one state: a call at the start, one (MTK) or two a step; the restart file of step 5
-    calls_per_step = 1 if barostat == "mtk" else 2
+    # one state: a call at the start, one (two: Berendsen) a step; the restart file of step 5
+    calls_per_step = 2 if barostat == "berendsen" else 1
     model = _killed_after(EquiforceModel(model64), calls=1 + calls_per_step * 7)
     killed = dict(restart_path=tmp_path / "killed.npz", restart_every=5)
     with pytest.raises(KeyboardInterrupt):
@@ -411,6 +416,16 @@ def test_what_batched_md_cannot_run_is_refused(model64):
     npt = dict(ensemble="npt", n_steps=2, log_interval=1)
     with pytest.raises(ValueError, match=r"structure 1 \(CH4\) has pbc .*: NPT needs cells"):
         run_batched_md([make_fcc_cu(), make_molecule("CH4")], model64, **npt)
+    two = [make_fcc_cu(), make_fcc_cu(seed=2)]
+    mtk, berendsen = NPTSettings(), NPTSettings(barostat="berendsen", pressure_GPa=1.0)
+    with pytest.raises(ValueError, match=r"structure 1: NPT settings .* in more than the pres"):
+        run_batched_md(two, model64, npt=[mtk, berendsen], **npt)
+    with pytest.raises(ValueError, match="1 NPT settings for 2 structures"):
+        run_batched_md(two, model64, npt=[mtk], **npt)
+    with pytest.raises(ValueError, match="3 final pressures for 2 structures"):
+        run_batched_md(two, model64, final_pressure_GPa=[1.0, 2.0, 3.0], **npt)
+    with pytest.raises(ValueError, match="a pressure ramp is for NPT, not NVT"):
+        run_batched_md(two, model64, final_pressure_GPa=1.0, n_steps=2, log_interval=1)
     with pytest.raises(ValueError, match="batched NPT needs the stress"):
         run_batched_md([make_fcc_cu()], EquiforceModel(model64, compute_stress=False), **npt)
     fixed = make_fcc_cu()
@@ -458,15 +473,24 @@ def test_cli_md_batched_runs_every_frame_and_resumes(model_file, tmp_path):
 
 def test_cli_md_batched_npt(model_file, tmp_path, capsys):
     """``md --batched --ensemble npt`` (MTK, the NPT default): volume and pressure per
-    structure."""
+    structure; ``--pressure`` and ``--pressure-end`` one for all or one per frame (a
+    ladder), and one value without ``--batched``."""
     write(tmp_path / "cells.xyz", [make_fcc_cu(repeat=1, seed=1), make_triclinic_cu(seed=4)])
     argv = ["md", model_file, str(tmp_path / "cells.xyz"), "--batched", "--ensemble", "npt"]
-    argv += ["--steps", "4", "--log-interval", "2", "--out", str(tmp_path / "npt")]
-    assert main([*argv, "--pressure", "2"]) == 0
+    argv += ["--steps", "4", "--log-interval", "2"]
+    assert main([*argv, "--pressure", "2", "--out", str(tmp_path / "npt")]) == 0
     assert "V0 -> mean V" in capsys.readouterr().out
     summary = json.loads((tmp_path / "npt" / "md_summary.json").read_text())
     for row in summary["structures"]:
         assert row["pressure_target_GPa"] == 2.0 and len(row["volume_A3"]) == 3
+    ladder = ["--pressure", "0", "5", "--pressure-end", "1", "--out", str(tmp_path / "ladder")]
+    assert main([*argv, *ladder]) == 0
+    rows = json.loads((tmp_path / "ladder" / "md_summary.json").read_text())["structures"]
+    assert [row["pressure_target_GPa"] for row in rows] == [0.0, 5.0]
+    assert [row["pressure_final_target_GPa"] for row in rows] == [1.0, 1.0]
+    alone = ["md", model_file, str(tmp_path / "cells.xyz"), "--ensemble", "npt", "--steps", "2"]
+    assert main([*alone, "--pressure", "0", "5", "--out", str(tmp_path / "alone")]) == 2
+    assert "--pressure: one value (one per frame with --batched)" in capsys.readouterr().err
 
 
 def committee_members():

@@ -88,14 +88,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-interval", type=int, default=10, help="steps between samples")
     npt = parser.add_argument_group("NPT (--ensemble npt, 3D-periodic cells)")
-    npt.add_argument("--pressure", type=float, default=None, help="target pressure, GPa (0)")
+    npt.add_argument(
+        "--pressure",
+        type=float,
+        nargs="+",
+        default=None,
+        help="target pressure, GPa (0; --batched: one for every frame, or one per frame: an "
+        "equation of state at temperature in one run)",
+    )
     npt.add_argument(
         "--pressure-end",
         type=float,
+        nargs="+",
         default=None,
         metavar="P",
         help="ramp the barostat's target linearly from --pressure to P over --steps "
-        "(compression; LAMMPS's fix npt Pstart Pstop)",
+        "(compression; LAMMPS's fix npt Pstart Pstop; --batched: one for every frame, or one "
+        "per frame)",
     )
     npt.add_argument(
         "--barostat",
@@ -183,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.batched:
         return _run_batched(args, out, restart, npt)
-    for name in ("temperature", "temperature_end"):
+    for name in ("temperature", "temperature_end", "pressure", "pressure_end"):
         if len(getattr(args, name) or [0]) != 1:
             option = "--" + name.replace("_", "-")
             raise ValueError(f"{option}: one value (one per frame with --batched)")
@@ -226,7 +235,7 @@ def _run_options(args: argparse.Namespace, restart: Path) -> dict:
         "ensemble": args.ensemble,
         "temperature_K": _one_or_each(args.temperature),
         "final_temperature_K": _one_or_each(args.temperature_end),
-        "final_pressure_GPa": args.pressure_end,
+        "final_pressure_GPa": _one_or_each(args.pressure_end),
         "timestep_fs": args.timestep,
         "n_steps": args.steps,
         "friction": args.friction,
@@ -341,7 +350,10 @@ def thermostat_time(args: argparse.Namespace) -> dict[str, float]:
 
 
 def npt_settings(args: argparse.Namespace):
-    """The ``NPTSettings`` of ``--ensemble npt`` (None otherwise; NPT options then refused)."""
+    """The ``NPTSettings`` of ``--ensemble npt``, or one per ``--pressure`` where several are
+    given (None otherwise; NPT options then refused)."""
+    import dataclasses
+
     from equiforce.md.dynamics import NPTSettings
 
     given = {
@@ -357,4 +369,9 @@ def npt_settings(args: argparse.Namespace):
             names += ["--anisotropic"] if args.anisotropic else []
             raise ValueError(f"{', '.join(names)} need --ensemble npt")
         return None
-    return NPTSettings(anisotropic=args.anisotropic, **given)
+    pressures = given.pop("pressure_GPa", None)
+    settings = NPTSettings(anisotropic=args.anisotropic, **given)
+    if pressures is None:
+        return settings
+    each = [dataclasses.replace(settings, pressure_GPa=p) for p in pressures]
+    return each[0] if len(each) == 1 else each

@@ -164,11 +164,12 @@ def _new_group(
     indices: list[int],
     temperatures: Sequence[float],
     coupling: Coupling | None,
-    pressure_GPa: float | None = None,
+    pressures_GPa: Sequence[float] | None = None,
 ) -> _Group:
     """A group's state at step 0: the structures' positions and momenta, their energies and
-    forces (NPT: and stresses and the barostat's target, ``pressure_GPa``; Nosé–Hoover, Bussi
-    and MTK: their variables), and their temperatures (K, one per structure of ``atoms``).
+    forces (NPT: and stresses and the barostats' targets, GPa, one per structure of
+    ``atoms``; Nosé–Hoover, Bussi and MTK: their variables), and their temperatures (K, one
+    per structure of ``atoms``).
 
     Raises:
         ValueError: Bussi's thermostat on a structure at rest (named; it scales momenta).
@@ -221,8 +222,11 @@ def _new_group(
     anchor = None if fixed is None else state.positions.clone()
     spreads = _spreads(model)
     pressure = None
-    if pressure_GPa is not None:
-        pressure = torch.full_like(kT, pressure_GPa * units.GPa)
+    if pressures_GPa is not None:
+        pressure = units.GPa * torch.tensor(
+            [pressures_GPa[k] for k in indices], dtype=torch.float64
+        )
+        pressure = pressure.to(kT.device, kT.dtype)
     return _Group(
         indices, ptr, state, kT, unwrapped, spreads, stress, variables, fixed, anchor, pressure
     )
@@ -641,11 +645,11 @@ def run_batched_md(
     resume: bool = False,
     max_batch_atoms: int | None = DEFAULT_BATCH_ATOMS,
     watches: Sequence[UncertaintyWatch] | None = None,
-    npt: NPTSettings | None = None,
+    npt: NPTSettings | Sequence[NPTSettings] | None = None,
     thermostat: Thermostat = "langevin",
     thermostat_time_fs: float = 100.0,
     final_temperature_K: float | Sequence[float] | None = None,
-    final_pressure_GPa: float | None = None,
+    final_pressure_GPa: float | Sequence[float] | None = None,
 ) -> list[MDResult]:
     """Run NVT (Langevin, Nosé–Hoover chain or Bussi), NVE or NPT (MTK, Berendsen or
     stochastic cell rescaling) MD of every structure at once (module docstring).
@@ -681,8 +685,10 @@ def run_batched_md(
             stops its run ends its structure's MD there. Each result carries its watch's
             summary.
         npt: the NPT coupling (``ensemble="npt"``; None: ``NPTSettings()``, MTK isotropic at
-            0 GPa, as ``run_md``'s; each structure's run equals its ``run_md`` NPT alone). The
-            model must compute the stress.
+            0 GPa, as ``run_md``'s; each structure's run equals its ``run_md`` NPT alone): one
+            for all, or one per structure differing in the pressure only (a pressure ladder:
+            an equation of state at temperature in one run). The model must compute the
+            stress.
         thermostat: NVT's thermostat, ``"langevin"`` (TorchSim's, ``friction``),
             ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT`` for every structure, damping
             ``thermostat_time_fs``) or ``"bussi"`` (each structure drawing from its own
@@ -691,9 +697,9 @@ def run_batched_md(
         final_temperature_K: NVT or NPT: ramp each structure's thermostat target linearly
             from its temperature to this (one for all, or one per structure) over the
             ``n_steps``, as ``run_md``'s; None: constant targets.
-        final_pressure_GPa: NPT: ramp every structure's barostat target linearly from
-            ``npt.pressure_GPa`` to this over the ``n_steps``, as ``run_md``'s; None: a
-            constant target.
+        final_pressure_GPa: NPT: ramp each structure's barostat target linearly from its
+            ``npt.pressure_GPa`` to this (one for all, or one per structure) over the
+            ``n_steps``, as ``run_md``'s; None: constant targets.
 
     Returns:
         One ``MDResult`` per structure, in order (``n_steps``: the steps it ran;
@@ -709,15 +715,13 @@ def run_batched_md(
     from equiforce.md.torchsim import CellAxesModel
 
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
-    npt = _check_npt(ensemble, npt, structures)
+    npts = _check_npt(ensemble, npt, structures)
+    first_npt = None if npts is None else npts[0]  # the barostat all of them share
     ramps = _ramps(ensemble, final_temperature_K, len(structures), n_steps)
-    check_final_pressure(ensemble, final_pressure_GPa)
-    pressure_ramp = None
-    if final_pressure_GPa is not None:
-        pressure_ramp = PressureRamp(final_pressure_GPa, n_steps)
-    _check_constraints(structures, npt)
+    pressure_ramps = _pressure_ramps(ensemble, final_pressure_GPa, len(structures), n_steps)
+    _check_constraints(structures, first_npt)
     _check_outputs(structures, trajectory_paths, restart_every)
-    model = _checked_model(model, structures, npt, watches)
+    model = _checked_model(model, structures, first_npt, watches)
     temperatures = _temperatures(temperature_K, len(structures))
     settings = _settings(
         structures,
@@ -729,17 +733,20 @@ def run_batched_md(
         seed=seed,
         max_batch_atoms=max_batch_atoms,
         uncertainty_watch=watches[0].settings() if watches else None,
-        npt=None if npt is None else dataclasses.asdict(npt),
+        npt=_npt_setting(npt, npts),
         fixed_atoms=_fixed_atoms_setting(structures),
         temperature_ramp=None if ramps is None else [dataclasses.asdict(r) for r in ramps],
-        pressure_ramp=None if pressure_ramp is None else dataclasses.asdict(pressure_ramp),
+        pressure_ramp=None
+        if pressure_ramps is None
+        else [dataclasses.asdict(r) for r in pressure_ramps],
     )
     restart = restart_to_resume(restart_path, resume, settings, n_steps)
     atoms, generators = _thermalised(structures, temperatures, seed)
     nvt = (settings["nvt_thermostat"], settings["thermostat_time_fs"])
-    coupling = _coupling(npt, timestep_fs, nvt)
+    coupling = _coupling(first_npt, timestep_fs, nvt)
+    pressures = None if npts is None else [settings.pressure_GPa for settings in npts]
     groups = [
-        _new_group(model, atoms, indices, temperatures, coupling, _start_pressure(npt))
+        _new_group(model, atoms, indices, temperatures, coupling, pressures)
         for indices in _group_indices(atoms, restart, max_batch_atoms)
     ]
     stepping = CellAxesModel(model)
@@ -747,9 +754,9 @@ def run_batched_md(
     device = torch.device(model.device)
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
     step = 0 if restart is None else restart.n_steps_done
-    run = _Run(atoms, generators, groups, watches, timestep_fs, step, npt is not None)
+    run = _Run(atoms, generators, groups, watches, timestep_fs, step, npts is not None)
     run.thermostat_targets(thermostat if ensemble == "nvt" else None, temperatures, ramps)
-    run.barostat_targets(_start_pressure(npt), pressure_ramp)
+    run.barostat_targets(npts, pressure_ramps)
     wall_before = 0.0 if restart is None else restart.wall_time_s
     start = time.perf_counter()
 
@@ -786,7 +793,7 @@ def run_batched_md(
         if restart_path is not None:
             save()
     wall_time = wall_before + time.perf_counter() - start
-    return run.results(paths, wall_time, ensemble, npt)
+    return run.results(paths, wall_time, ensemble)
 
 
 class _Run:
@@ -819,8 +826,8 @@ class _Run:
         self.temperatures: list[float] = []
         self.ramps: list[TemperatureRamp] | None = None
         self.thermostat: str | None = None
-        self.pressure_GPa: float | None = None
-        self.pressure_ramp: PressureRamp | None = None
+        self.npts: list[NPTSettings] | None = None
+        self.pressure_ramps: list[PressureRamp] | None = None
 
     def thermostat_targets(
         self,
@@ -832,10 +839,12 @@ class _Run:
         temperatures, K, and ramps (None: constant targets)."""
         self.thermostat, self.temperatures, self.ramps = thermostat, temperatures, ramps
 
-    def barostat_targets(self, pressure_GPa: float | None, ramp: PressureRamp | None) -> None:
-        """Give the structures their (start) pressure, GPa (None: no NPT), and its ramp
-        (None: a constant target); the same for all."""
-        self.pressure_GPa, self.pressure_ramp = pressure_GPa, ramp
+    def barostat_targets(
+        self, npts: list[NPTSettings] | None, ramps: list[PressureRamp] | None
+    ) -> None:
+        """Give the structures their NPT settings (their start pressures; None: no NPT) and
+        pressure ramps (None: constant targets)."""
+        self.npts, self.pressure_ramps = npts, ramps
 
     def time_fs(self) -> float:
         """The run's time, fs."""
@@ -875,9 +884,11 @@ class _Run:
             targets = [self.ramps[k].target(self.temperatures[k], step) for k in group.indices]
             kT = units.kB * torch.tensor(targets, dtype=torch.float64)
             group.kT = kT.to(group.kT.device, group.kT.dtype)
-        if self.pressure_ramp is not None:
-            target = self.pressure_ramp.target(self.pressure_GPa, step) * units.GPa
-            group.pressure = torch.full_like(group.pressure, target)
+        if self.pressure_ramps is not None:
+            ramps, npts = self.pressure_ramps, self.npts
+            targets = [ramps[k].target(npts[k].pressure_GPa, step) for k in group.indices]
+            pressure = units.GPa * torch.tensor(targets, dtype=torch.float64)
+            group.pressure = pressure.to(group.pressure.device, group.pressure.dtype)
 
     def sample(self) -> None:
         """Sample the running structures and write their frames."""
@@ -905,7 +916,6 @@ class _Run:
         paths: Sequence[Path | None],
         wall_time_s: float,
         ensemble: str,
-        npt: NPTSettings | None,
     ) -> list[MDResult]:
         """One ``MDResult`` per structure, the running ones ending at the current state."""
         for group in self.groups:
@@ -917,10 +927,10 @@ class _Run:
                 ensemble,
                 self.timestep_fs,
                 self.temperatures[k],
-                npt,
+                None if self.npts is None else self.npts[k],
                 ramp,
                 self.thermostat,
-                self.pressure_ramp,
+                None if self.pressure_ramps is None else self.pressure_ramps[k],
             )
             steps = self.step if s.stopped_at is None else s.stopped_at
             results.append(md_result(s.recorder, steps, conditions, path, wall_time_s, s.watch))
@@ -1012,12 +1022,17 @@ def _group_indices(
 
 
 def _check_npt(
-    ensemble: str, npt: NPTSettings | None, structures: Sequence[Atoms]
-) -> NPTSettings | None:
-    """The NPT coupling of a batched run (None unless ``ensemble`` is ``"npt"``).
+    ensemble: str,
+    npt: NPTSettings | Sequence[NPTSettings] | None,
+    structures: Sequence[Atoms],
+) -> list[NPTSettings] | None:
+    """Each structure's NPT coupling in a batched run (None unless ``ensemble`` is
+    ``"npt"``).
 
     Raises:
-        ValueError: NPT settings without NPT, or a structure not periodic in 3D (named).
+        ValueError: NPT settings without NPT, not one per structure, settings that differ
+            in more than the pressure (one barostat drives the batch), or a structure not
+            periodic in 3D (named).
     """
     from equiforce.md.dynamics import NPTSettings
 
@@ -1025,14 +1040,40 @@ def _check_npt(
         if npt is not None:
             raise ValueError(f"NPT settings given for ensemble {ensemble!r}")
         return None
-    npt = npt or NPTSettings()
+    if npt is None or isinstance(npt, NPTSettings):
+        npts = [npt or NPTSettings()] * len(structures)
+    else:
+        npts = list(npt)
+    if len(npts) != len(structures):
+        raise ValueError(f"{len(npts)} NPT settings for {len(structures)} structures")
+    shared = dataclasses.replace(npts[0], pressure_GPa=0.0)
+    for k, settings in enumerate(npts):
+        if dataclasses.replace(settings, pressure_GPa=0.0) != shared:
+            raise ValueError(
+                f"structure {k}: NPT settings {settings} differ from structure 0's "
+                f"{npts[0]} in more than the pressure: one barostat drives the batch"
+            )
     for k, frame in enumerate(structures):
         if not frame.pbc.all():
             raise ValueError(
                 f"structure {k} ({frame.get_chemical_formula()}) has pbc {frame.pbc.tolist()}: "
                 "NPT needs cells periodic in 3D"
             )
-    return npt
+    return npts
+
+
+def _npt_setting(
+    npt: NPTSettings | Sequence[NPTSettings] | None, npts: list[NPTSettings] | None
+) -> dict | list[dict] | None:
+    """The run's NPT setting: one coupling's fields (as given for all: so runs of earlier
+    versions resume), or each structure's."""
+    from equiforce.md.dynamics import NPTSettings
+
+    if npts is None:
+        return None
+    if npt is None or isinstance(npt, NPTSettings):
+        return dataclasses.asdict(npts[0])
+    return [dataclasses.asdict(settings) for settings in npts]
 
 
 def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> None:
@@ -1047,9 +1088,28 @@ def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> 
             )
 
 
-def _start_pressure(npt: NPTSettings | None) -> float | None:
-    """The barostat's (start) target, GPa, or None (no NPT)."""
-    return None if npt is None else npt.pressure_GPa
+def _pressure_ramps(
+    ensemble: str,
+    final_pressure_GPa: float | Sequence[float] | None,
+    n_structures: int,
+    n_steps: int,
+) -> list[PressureRamp] | None:
+    """Each structure's ramp to its final pressure over ``n_steps`` (None: no ramps).
+
+    Raises:
+        ValueError: not NPT, not one final pressure per structure, or one not finite.
+    """
+    if final_pressure_GPa is None:
+        return None
+    if np.ndim(final_pressure_GPa) == 0:
+        finals = [float(final_pressure_GPa)] * n_structures
+    else:
+        finals = [float(p) for p in final_pressure_GPa]
+    if len(finals) != n_structures:
+        raise ValueError(f"{len(finals)} final pressures for {n_structures} structures")
+    for final in finals:
+        check_final_pressure(ensemble, final)
+    return [PressureRamp(final, n_steps) for final in finals]
 
 
 def _ramps(
