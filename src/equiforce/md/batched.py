@@ -1101,12 +1101,7 @@ def _pressure_ramps(
     """
     if final_pressure_GPa is None:
         return None
-    if np.ndim(final_pressure_GPa) == 0:
-        finals = [float(final_pressure_GPa)] * n_structures
-    else:
-        finals = [float(p) for p in final_pressure_GPa]
-    if len(finals) != n_structures:
-        raise ValueError(f"{len(finals)} final pressures for {n_structures} structures")
+    finals = _one_each(final_pressure_GPa, n_structures, "final pressures")
     for final in finals:
         check_final_pressure(ensemble, final)
     return [PressureRamp(final, n_steps) for final in finals]
@@ -1131,18 +1126,25 @@ def _ramps(
     return [TemperatureRamp(final, n_steps) for final in finals]
 
 
+def _one_each(values: float | Sequence[float], n_structures: int, what: str) -> list[float]:
+    """One value per structure from one for all or one each (``what``: their name, plural).
+
+    Raises:
+        ValueError: not one per structure.
+    """
+    each = [float(values)] * n_structures if np.ndim(values) == 0 else [float(v) for v in values]
+    if len(each) != n_structures:
+        raise ValueError(f"{len(each)} {what} for {n_structures} structures")
+    return each
+
+
 def _temperatures(temperature_K: float | Sequence[float], n_structures: int) -> list[float]:
     """One temperature (K) per structure from one for all or one each.
 
     Raises:
         ValueError: not one per structure, or one not positive.
     """
-    if np.ndim(temperature_K) == 0:
-        temperatures = [float(temperature_K)] * n_structures
-    else:
-        temperatures = [float(t) for t in temperature_K]
-    if len(temperatures) != n_structures:
-        raise ValueError(f"{len(temperatures)} temperatures for {n_structures} structures")
+    temperatures = _one_each(temperature_K, n_structures, "temperatures")
     for k, temperature in enumerate(temperatures):
         if temperature <= 0:
             raise ValueError(f"structure {k}: temperature {temperature} K, must be > 0")
