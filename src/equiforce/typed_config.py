@@ -67,7 +67,8 @@ def _is_required(f: dataclasses.Field) -> bool:
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
-    """Check/convert one value against its annotation (dataclass, Optional, scalar, Literal)."""
+    """Check/convert one value against its annotation (dataclass, Optional, scalar, Literal,
+    ``dict[str, X]``)."""
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else build_section(hint, value, path + ".")
     origin = typing.get_origin(hint)
@@ -83,6 +84,11 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         check_field(value in args, path, f"must be one of {list(args)}, got {value!r}")
         return value
+    if origin is dict:
+        check_field(isinstance(value, Mapping), path, f"expected a mapping, got {value!r}")
+        for key in value:
+            check_field(isinstance(key, str), f"{path}.{key}", "keys must be strings")
+        return {key: _convert(args[1], item, f"{path}.{key}") for key, item in value.items()}
     if hint is float:
         return _as_float(value, path)
     if hint is int:

@@ -39,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("energy", "forces", "stress", "virials"):
         parser.add_argument(f"--{name}-key", default=name, help=f"extxyz key of the {name}")
     parser.add_argument("--weight-key", default="config_weight", help="per-config weight key")
+    parser.add_argument("--config-type-key", default="config_type", help="config type key")
+    parser.add_argument(
+        "--config-type-weights",
+        nargs="+",
+        default=(),
+        metavar="TYPE=W",
+        help="weights of the frames of these config types (data.config_type_weights)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         stress_key=args.stress_key,
         virials_key=args.virials_key,
         weight_key=args.weight_key,
+        config_type_key=args.config_type_key,
+        config_type_weights=_config_type_weights(args.config_type_weights),
     )
     start = time.perf_counter()
     manifest = preprocess(
@@ -70,6 +80,25 @@ def run(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - start:.1f} s)"
     )
     return 0
+
+
+def _config_type_weights(pairs: list[str]) -> tuple[tuple[str, float], ...]:
+    """``TYPE=W`` options as sorted ``(type, weight)`` pairs (``KeySpec``'s).
+
+    Raises:
+        ValueError: not ``TYPE=W`` with a number W >= 0.
+    """
+    weights = {}
+    for pair in pairs:
+        kind, _, value = pair.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not kind or not weight >= 0:
+            raise ValueError(f"--config-type-weights {pair!r}: give TYPE=W, W a number >= 0")
+        weights[kind] = weight
+    return tuple(sorted(weights.items()))
 
 
 def _verify(paths: list[str]) -> int:

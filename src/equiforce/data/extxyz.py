@@ -44,6 +44,9 @@ class KeySpec:
         config_type_key: the frame's kind (``atoms.info``, a string: mace-torch's
             ``config_type``, e.g. ``"bulk"``, ``"surface"``), by which ``evaluate`` also
             reports the errors; frames without it are ``"Default"``'s, as mace-torch's.
+        config_type_weights: ``(config type, weight)`` pairs multiplying the per-config
+            weight of the frames of that type (mace-torch's ``config_type_weights``; types
+            not named: 1).
     """
 
     energy_key: str = "energy"
@@ -55,14 +58,24 @@ class KeySpec:
     forces_weight_key: str = "config_forces_weight"
     stress_weight_key: str = "config_stress_weight"
     config_type_key: str = "config_type"
+    config_type_weights: tuple[tuple[str, float], ...] = ()
 
-    def label_keys(self) -> dict[str, str]:
-        """The keys of the labels and weights (all but ``config_type_key``: preprocessed
-        directories keep no config types), by field name: what a preprocessed directory's
-        manifest records and a reader of it must match."""
+    def label_keys(self) -> dict[str, Any]:
+        """What decides a frame's labels and weights, by field name: what a preprocessed
+        directory's manifest records and a reader of it must match. The config type key
+        only with config type weights (preprocessed directories keep no config types; their
+        weights are in the stored weights), so directories preprocessed before config types
+        existed still match."""
         names = dataclasses.asdict(self)
-        del names["config_type_key"]
+        weights = names.pop("config_type_weights")
+        key = names.pop("config_type_key")
+        if weights:
+            names.update(config_type_key=key, config_type_weights=dict(weights))
         return names
+
+    def config_type_weight(self, config_type: str) -> float:
+        """The weight of the frames of ``config_type`` (1 where none is given)."""
+        return dict(self.config_type_weights).get(config_type, 1.0)
 
 
 DEFAULT_KEYS = KeySpec()
@@ -186,6 +199,7 @@ def configuration_from_atoms(
     positions, cell, pbc = _geometry(atoms, source)
     numbers = np.asarray(atoms.numbers, dtype=np.int64)
     _check_distances(positions, cell, pbc, numbers, source)
+    config_type = _config_type(atoms, keys.config_type_key, source)
     return Configuration(
         atomic_numbers=numbers,
         positions=positions,
@@ -194,12 +208,12 @@ def configuration_from_atoms(
         energy=_energy(atoms, keys.energy_key, source, require_energy),
         forces=_forces(atoms, keys.forces_key, len(numbers), source, require_forces),
         stress=_stress(atoms, keys, cell, pbc, source),
-        weight=_weight(atoms, keys.weight_key, source),
+        weight=_weight(atoms, keys.weight_key, source) * keys.config_type_weight(config_type),
         energy_weight=_weight(atoms, keys.energy_weight_key, source),
         forces_weight=_weight(atoms, keys.forces_weight_key, source),
         stress_weight=_weight(atoms, keys.stress_weight_key, source),
         source=source,
-        config_type=_config_type(atoms, keys.config_type_key, source),
+        config_type=config_type,
     )
 
 

@@ -93,6 +93,9 @@ class DataConfig:
             extxyz ``info``/``arrays`` (virials, when present, are converted to stress).
         config_type_key: the frames' config type name in ``info`` (mace-torch's
             ``config_type``): the test set's errors are also reported per type.
+        config_type_weights: config type -> weight multiplying the per-structure weight of
+            its training and validation frames (mace-torch's ``config_type_weights``; types
+            not named: 1), e.g. ``{bulk: 1.0, surface: 2.0}``; None: none.
         batch_size: training structures per optimizer step: the *global* batch. Under
             ``torchrun`` with N ranks each rank holds ``batch_size / N`` structures of every
             step (it must be a multiple of N), so one run file is the same optimisation on any
@@ -119,6 +122,7 @@ class DataConfig:
     virials_key: str = "virials"
     weight_key: str = "config_weight"
     config_type_key: str = "config_type"
+    config_type_weights: dict[str, float] | None = None
     batch_size: int = 10
     valid_batch_size: int = 20
     cache_dir: str | None = None
@@ -131,6 +135,9 @@ class DataConfig:
         check_field(0.0 < self.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
         check_field(self.batch_size >= 1, "data.batch_size", "must be >= 1")
         check_field(self.valid_batch_size >= 1, "data.valid_batch_size", "must be >= 1")
+        for kind, weight in (self.config_type_weights or {}).items():
+            ok = math.isfinite(weight) and weight >= 0
+            check_field(ok, f"data.config_type_weights.{kind}", "must be >= 0")
 
     def _check_train_files(self) -> None:
         """Build ``train_files`` entries from mappings and validate them (key paths named)."""

@@ -16,6 +16,7 @@ batches and the optimisation do not depend on it (up to the reduction order of f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass
@@ -390,7 +391,8 @@ def _evaluate_test_set(config: RunConfig, paths: RunPaths) -> Path:
     from equiforce.models.io import load_model
 
     model = _with_precision(load_model(paths.model), config)
-    test = evaluation.structures_in(config.data.test_file, model, key_spec(config.data))
+    keys = dataclasses.replace(key_spec(config.data), config_type_weights=())  # no loss here
+    test = evaluation.structures_in(config.data.test_file, model, keys)
     result = evaluation.evaluate(model, test, batch_size=config.data.valid_batch_size)
     path = paths.output_dir / "test_metrics.json"
     evaluation.to_json(result, path)

@@ -60,6 +60,7 @@ def key_spec(data: DataConfig) -> KeySpec:
         virials_key=data.virials_key,
         weight_key=data.weight_key,
         config_type_key=data.config_type_key,
+        config_type_weights=tuple(sorted((data.config_type_weights or {}).items())),
     )
 
 
