@@ -217,25 +217,32 @@ def test_a_threshold_below_the_spread_everywhere_is_reported(tmp_path, files):
     assert "stop_after > md.n_steps" in warning
 
 
-@pytest.mark.parametrize("walkers, barostat", [(1, "berendsen"), (2, "mtk")])
-def test_npt_exploration_changes_the_cells(tmp_path, files, walkers, barostat):
-    """``md.pressure_GPa``: the round's MD is NPT (one walker through ASE, two batched),
-    driven by the committee's stress: the cells' volumes move, the target and the barostat
-    are recorded."""
+@pytest.mark.parametrize(
+    "walkers, barostat, pressures", [(1, "berendsen", 5.0), (2, "mtk", [5.0, -2.0])]
+)
+def test_npt_exploration_changes_the_cells(tmp_path, files, walkers, barostat, pressures):
+    """``md.pressure_GPa``: the round's MD is NPT (one walker through ASE, two batched, each
+    at its own pressure: a ladder), driven by the committee's stress: the cells' volumes
+    move, the targets and the barostat are recorded; a ladder of another length than the
+    walkers is refused by name."""
     if walkers > 1:
         pytest.importorskip("torch_sim")
     values = learn_dict(tmp_path / "out", files, max_rounds=1)
     values["training"]["max_epochs"] = 2
-    values["md"].update(walkers=walkers, n_steps=10, log_interval=5, pressure_GPa=5.0)
+    values["md"].update(walkers=walkers, n_steps=10, log_interval=5, pressure_GPa=pressures)
     values["md"].update(barostat_time_fs=100.0, barostat=barostat)
     learn(LearnConfig.from_dict(values))
     summary = json.loads((tmp_path / "out" / "round_1" / "md" / "md_summary.json").read_text())
     runs = summary["walkers"] if walkers > 1 else [summary]
     assert len(runs) == walkers
-    for run in runs:
-        assert run["ensemble"] == "npt" and run["pressure_target_GPa"] == 5.0
+    targets = pressures if walkers > 1 else [pressures]
+    for run, target in zip(runs, targets, strict=True):
+        assert run["ensemble"] == "npt" and run["pressure_target_GPa"] == target
         assert run["barostat"] == barostat
         assert abs(run["volume_A3"][-1] - run["volume_A3"][0]) > 1e-3
+    values["md"].update(pressure_GPa=[1.0, 2.0, 3.0])
+    with pytest.raises(ConfigError, match="md.pressure_GPa: 3 pressures for md.walkers"):
+        LearnConfig.from_dict(values)
 
 
 def test_an_md_that_ran_its_length_is_not_reported_cut_short():

@@ -79,7 +79,8 @@ class LearnMDConfig:
         pressure_GPa: None (NVT), or the target pressure, GPa, of an NPT exploration
             (3D-periodic starts; ``equiforce.md`` NPT, the committee's mean stress driving
             the cell): the cells change volume, so strained cells are among the frames
-            labelled.
+            labelled; or a list of one per walker (a pressure ladder: compressed and
+            stretched cells in one round).
         barostat: NPT: ``"berendsen"`` (robust: relaxes towards the pressure), ``"mtk"``
             (Martyna–Tobias–Klein: samples the NPT ensemble's volume fluctuations) or
             ``"c-rescale"`` (stochastic cell rescaling: both; isotropic).
@@ -96,7 +97,7 @@ class LearnMDConfig:
     n_steps: int = 500
     friction: float = 0.02
     log_interval: int = 10
-    pressure_GPa: float | None = None
+    pressure_GPa: float | tuple[float, ...] | None = None
     barostat: str = "berendsen"
     anisotropic: bool = False
     barostat_time_fs: float = 1000.0
@@ -116,6 +117,13 @@ class LearnMDConfig:
         else:
             temperatures = (temperatures,)
         check_field(all(t > 0 for t in temperatures), f"{p}.temperature_K", "must be > 0")
+        if isinstance(self.pressure_GPa, tuple):
+            check_field(
+                len(self.pressure_GPa) == self.walkers,
+                f"{p}.pressure_GPa",
+                f"{len(self.pressure_GPa)} pressures for md.walkers = {self.walkers}: give "
+                "one, or one per walker",
+            )
         check_field(self.timestep_fs > 0, f"{p}.timestep_fs", "must be > 0")
         check_field(self.n_steps >= 1, f"{p}.n_steps", "must be >= 1")
         check_field(self.friction > 0, f"{p}.friction", "must be > 0")

@@ -345,7 +345,7 @@ def _explore(
     temperature = md.temperature_K  # one, or one per walker
     if not several and isinstance(temperature, tuple):
         (temperature,) = temperature
-    npt = _npt(md)
+    npt = _npt(md, several)
     run = {
         "ensemble": "nvt" if npt is None else "npt",
         "npt": npt,
@@ -390,16 +390,22 @@ def _explore(
     return watches, paths, record
 
 
-def _npt(md) -> NPTSettings | None:
-    """The exploration's NPT coupling (``md.pressure_GPa`` set), else None."""
+def _npt(md, several: bool) -> NPTSettings | list[NPTSettings] | None:
+    """The exploration's NPT coupling (``md.pressure_GPa`` set; a list of one per walker
+    for a pressure ladder of ``several``), else None."""
     if md.pressure_GPa is None:
         return None
-    return NPTSettings(
-        pressure_GPa=md.pressure_GPa,
-        barostat=md.barostat,
-        anisotropic=md.anisotropic,
-        barostat_time_fs=md.barostat_time_fs,
-    )
+    pressures = md.pressure_GPa if isinstance(md.pressure_GPa, tuple) else (md.pressure_GPa,)
+    each = [
+        NPTSettings(
+            pressure_GPa=pressure,
+            barostat=md.barostat,
+            anisotropic=md.anisotropic,
+            barostat_time_fs=md.barostat_time_fs,
+        )
+        for pressure in pressures
+    ]
+    return each if several and len(each) > 1 else each[0]
 
 
 def _threshold_below_spread(summary, n_steps: int) -> bool:
