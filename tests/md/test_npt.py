@@ -222,6 +222,10 @@ def test_npt_refuses_non_periodic_structures_and_bad_settings(emt_cu_model):
         NPTSettings(barostat_time_fs=0.0)
     with pytest.raises(ValueError, match="barostat must be"):
         NPTSettings(barostat="parrinello")
+    with pytest.raises(ValueError, match=r"cell_mask \(True, True, False\): three flags"):
+        NPTSettings(cell_mask=(True, True, False))  # not anisotropic
+    with pytest.raises(ValueError, match="three flags"):
+        NPTSettings(anisotropic=True, cell_mask=(False, False, False))
     with pytest.raises(ValueError, match="c-rescale barostat scales the cell uniformly"):
         NPTSettings(barostat="c-rescale", anisotropic=True)
 
@@ -238,12 +242,13 @@ def test_cli_md_npt_writes_volume_and_pressure(emt_cu_model, tmp_path):
     out = tmp_path / "run"
     argv = [emt_cu_model, str(tmp_path / "start.xyz"), "--steps", "6", "--log-interval", "3"]
     npt = ["--ensemble", "npt", "--pressure", "2", "--barostat", "berendsen", "--anisotropic"]
-    npt += ["--pressure-end", "3", "--barostat-time", "80"]
+    npt += ["--pressure-end", "3", "--barostat-time", "80", "--cell-mask", "1", "0", "1"]
     assert md_cli.run(parse([*argv, *npt, "--out", str(out)])) == 0
     summary = json.loads((out / md_cli.SUMMARY_NAME).read_text())
     assert summary["ensemble"] == "npt" and summary["anisotropic"] is True
     assert summary["pressure_target_GPa"] == 2.0 and len(summary["volume_A3"]) == 3
     assert summary["pressure_final_target_GPa"] == 3.0
+    assert summary["cell_mask"] == [True, False, True]
     with pytest.raises(ValueError, match="--pressure, --anisotropic need --ensemble npt"):
         md_cli.run(parse([*argv, "--pressure", "1", "--anisotropic"]))
     crescale = ["--ensemble", "npt", "--barostat", "c-rescale", "--anisotropic"]

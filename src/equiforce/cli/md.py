@@ -115,6 +115,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rescaling + Bussi thermostat (first-order and robust, samples NPT; isotropic)",
     )
     npt.add_argument("--anisotropic", action="store_true", help="every cell component fluctuates")
+    npt.add_argument(
+        "--cell-mask",
+        type=int,
+        nargs=3,
+        choices=(0, 1),
+        default=None,
+        metavar=("A", "B", "C"),
+        help="with --anisotropic: the cell vectors whose lengths may change, e.g. 1 1 0 for a "
+        "slab or 2D material in its plane (mtk, berendsen)",
+    )
     npt.add_argument("--barostat-time", type=float, default=None, help="barostat time, fs (1000)")
     npt.add_argument(
         "--compressibility",
@@ -337,6 +347,7 @@ _NPT_OPTIONS = {  # NPTSettings field -> command-line option
     "barostat_time_fs": "barostat_time",
     "thermostat_time_fs": "thermostat_time",
     "compressibility_per_GPa": "compressibility",
+    "cell_mask": "cell_mask",
 }
 
 

@@ -347,7 +347,7 @@ def _coupling(
     if npt.barostat == "c-rescale":
         return CRescaleCoupling(dt=dt, **arguments)
     coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
-    return coupling(dt=dt, anisotropic=npt.anisotropic, **arguments)
+    return coupling(dt=dt, anisotropic=npt.anisotropic, mask=npt.cell_mask, **arguments)
 
 
 def _integrator(
@@ -1072,8 +1072,8 @@ def _npt_setting(
     if npts is None:
         return None
     if npt is None or isinstance(npt, NPTSettings):
-        return dataclasses.asdict(npts[0])
-    return [dataclasses.asdict(settings) for settings in npts]
+        return npts[0].setting()
+    return [settings.setting() for settings in npts]
 
 
 def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> None:

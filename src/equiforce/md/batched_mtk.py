@@ -1,8 +1,10 @@
 """Martyna–Tobias–Klein NPT for batched MD: ASE's MTK step on a TorchSim state of many cells.
 
 ``mtk_npt_step`` advances every 3D-periodic system of a TorchSim ``MDState`` by one step of
-ASE's ``IsotropicMTKNPT`` (the cell scaled uniformly, ``cell0 exp(eps)``) or ``MTKNPT``
-(anisotropic: every cell component moves), each system with its own temperature, Nosé–Hoover
+ASE's ``IsotropicMTKNPT`` (the cell scaled uniformly, ``cell0 exp(eps)``), ``MTKNPT``
+(anisotropic: every cell component moves) or ``MaskedMTKNPT`` (the lengths of the cell axes
+of a mask move, each with its own momentum along its starting direction), each system with
+its own temperature, Nosé–Hoover
 chains and cell momenta, in ASE's order of operations, so each system follows
 ``run_md(ensemble="npt", npt=NPTSettings(barostat="mtk"))`` of that structure alone to
 round-off (tested). Unlike Berendsen coupling this samples the isothermal-isobaric ensemble.
@@ -52,6 +54,8 @@ class MTKCoupling:
         tdamp: thermostat damping time (ASE time).
         pdamp: barostat damping time (ASE time).
         anisotropic: every cell component moves (``MTKNPT``), else a uniform scaling.
+        mask: with ``anisotropic``, the cell axes (a, b, c) whose lengths move
+            (``MaskedMTKNPT``), or None.
 
     Both chains have ASE's default length (``tchain = pchain = 3``) and one substep a half step
     (``tloop = ploop = 1``), as ``run_md``'s. The target pressure is not a coupling: it may
@@ -62,6 +66,13 @@ class MTKCoupling:
     tdamp: float
     pdamp: float
     anisotropic: bool
+    mask: tuple[bool, bool, bool] | None = None
+
+    @property
+    def cell_dof(self) -> int:
+        """The cell's degrees of freedom the barostat chain drives (ASE's ``cell_dof``; the
+        isotropic barostat's first chain mass takes 9 too)."""
+        return 9 if self.mask is None else sum(self.mask)
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def _masses(state: Any, kT: torch.Tensor, coupling: MTKCoupling) -> _Masses:
     """The virtual masses of every system of ``state`` at temperatures ``kT`` (n,) eV."""
     n_atoms = atom_counts(state, kT.dtype)
     Q = chain_masses(kT, coupling.tdamp, 3 * n_atoms)
-    R = chain_masses(kT, coupling.pdamp, 9)
+    R = chain_masses(kT, coupling.pdamp, coupling.cell_dof)
     if coupling.anisotropic:
         W = (n_atoms + 1) * kT * coupling.pdamp**2
     else:
@@ -97,11 +108,17 @@ def mtk_variables(state: Any, coupling: MTKCoupling) -> dict[str, torch.Tensor]:
     """Every system's MTK variables at the start of a run, each (n_systems, ...): the chains'
     positions and momenta (``eta``, ``p_eta``, ``xi``, ``p_xi``, each (n, chain)), the
     cell momenta ``p_cell`` (isotropic: (n,), ASE's ``p_eps``; anisotropic: (n, 3, 3), ASE's
-    ``p_g``), all zero; isotropic also the log-strain ``eps`` (n,) and the starting cells
-    ``cell0`` (n, 3, 3) and volumes ``volume0`` (n,) Å^3."""
+    ``p_g``; masked: (n, 3), ASE's ``p_c``, one per axis), all zero; isotropic also the
+    log-strain ``eps`` (n,) and the starting cells ``cell0`` (n, 3, 3) and volumes
+    ``volume0`` (n,) Å^3; masked the starting axes' directions ``axes`` (n, 3, 3), rows
+    (ASE's ``h0_basis``)."""
     n, like = system_count(state), state.cell
     variables = {name: like.new_zeros(n, CHAIN_LENGTH) for name in ("eta", "p_eta", "xi", "p_xi")}
-    if coupling.anisotropic:
+    if coupling.mask is not None:
+        variables["p_cell"] = like.new_zeros(n, 3)
+        rows = state.cell.transpose(-1, -2)  # lattice vectors as rows
+        variables["axes"] = rows / torch.linalg.norm(rows, dim=-1, keepdim=True)
+    elif coupling.anisotropic:
         variables["p_cell"] = like.new_zeros(n, 3, 3)
     else:
         variables["p_cell"] = like.new_zeros(n)
@@ -123,7 +140,9 @@ def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: 
     idx, n = state.system_idx, system_count(state)
     atoms_kinetic = twice_kinetic_energy(state)
     p_cell = v["p_cell"]
-    if c.anisotropic:  # 9 cell degrees of freedom
+    if c.mask is not None:  # one degree of freedom per free axis
+        cell_kinetic, cell_target = (p_cell**2).sum(-1) / masses.W, c.cell_dof * kT
+    elif c.anisotropic:  # 9 cell degrees of freedom
         cell_kinetic, cell_target = (p_cell**2).sum((-2, -1)) / masses.W, 9 * kT
     else:
         cell_kinetic, cell_target = p_cell**2 / masses.W, kT
@@ -134,7 +153,7 @@ def _thermostats(state: Any, v: dict, masses: _Masses, kT: torch.Tensor, delta: 
     v["eta"], v["p_eta"], atoms_factor = atoms_out
     v["xi"], v["p_xi"], cell_factor = cell_out
     state.momenta = state.momenta * atoms_factor[idx, None]
-    v["p_cell"] = p_cell * (cell_factor[:, None, None] if c.anisotropic else cell_factor)
+    v["p_cell"] = p_cell * cell_factor.reshape(-1, *[1] * (p_cell.dim() - 1))
 
 
 def _kick_cell(state: Any, stress: torch.Tensor, target: torch.Tensor, v: dict, masses, delta, c):
@@ -146,7 +165,13 @@ def _kick_cell(state: Any, stress: torch.Tensor, target: torch.Tensor, v: dict, 
         volume = torch.linalg.det(state.cell).abs()
         eye = torch.eye(3, dtype=total.dtype, device=total.device)
         force = volume[:, None, None] * (total - target[:, None, None] * eye)
-        force = force + (twice_kinetic / (3 * masses.n_atoms))[:, None, None] * eye
+        kinetic = twice_kinetic / (3 * masses.n_atoms)
+        if c.mask is not None:  # along each free axis's direction
+            axes, free = v["axes"], torch.tensor(c.mask, device=total.device)
+            along = torch.einsum("nci,nij,ncj->nc", axes, force, axes) + kinetic[:, None]
+            v["p_cell"] = v["p_cell"] + delta * along * free
+            return
+        force = force + kinetic[:, None, None] * eye
     else:
         pressure = torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
         volume = v["volume0"] * torch.exp(3 * v["eps"])
@@ -159,9 +184,18 @@ def _per_atom(matrices: torch.Tensor, vectors: torch.Tensor, idx: torch.Tensor) 
     return torch.einsum("ai,aij->aj", vectors, matrices[idx])
 
 
+def _cell_momentum(v: dict, c) -> torch.Tensor:
+    """The cell momenta as (n, 3, 3) matrices (ASE's ``p_g``; masked: the sum over the axes
+    of ``p_c`` times the outer product of the axis's direction)."""
+    if c.mask is None:
+        return v["p_cell"]
+    axes = v["axes"]
+    return (axes.transpose(-1, -2) * v["p_cell"][:, None, :]) @ axes
+
+
 def _kick(state: Any, v: dict, masses: _Masses, delta: float, c) -> None:
     """The atoms' momenta kicked by the forces, damped by the cell momenta."""
-    idx, p_cell, forces = state.system_idx, v["p_cell"], state.forces
+    idx, p_cell, forces = state.system_idx, _cell_momentum(v, c), state.forces
     if c.anisotropic:
         eigenvalues, U = torch.linalg.eigh(p_cell)
         trace = torch.diagonal(p_cell, dim1=-2, dim2=-1).sum(-1)
@@ -177,7 +211,7 @@ def _kick(state: Any, v: dict, masses: _Masses, delta: float, c) -> None:
 
 def _drift(state: Any, v: dict, masses: _Masses, delta: float, c) -> None:
     """Positions and cell advanced over ``delta`` at the current momenta."""
-    idx, p_cell, m = state.system_idx, v["p_cell"], state.masses[:, None]
+    idx, p_cell, m = state.system_idx, _cell_momentum(v, c), state.masses[:, None]
     if c.anisotropic:
         eigenvalues, U = torch.linalg.eigh(p_cell)
         rates = eigenvalues * delta / masses.W[:, None]  # (n, 3)

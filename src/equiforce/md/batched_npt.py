@@ -40,6 +40,8 @@ class BerendsenCoupling:
         taup: barostat time (ASE time).
         compressibility_au: Å^3/eV.
         anisotropic: scale each cell vector by its own pressure component.
+        mask: with ``anisotropic``, the cell vectors that scale (ASE's
+            ``Inhomogeneous_NPTBerendsen`` ``mask``), or None (all).
 
     The target pressure is not a coupling: it may differ between systems and move (a ramp).
     """
@@ -49,6 +51,7 @@ class BerendsenCoupling:
     taup: float
     compressibility_au: float
     anisotropic: bool
+    mask: tuple[bool, bool, bool] | None = None
 
 
 def berendsen_npt_step(
@@ -88,7 +91,10 @@ def berendsen_npt_step(
     diagonal = -torch.diagonal(total, dim1=-2, dim2=-1)  # (n, 3) pressure components
     rate = dt * coupling.compressibility_au / coupling.taup / 3.0
     if coupling.anisotropic:
-        factors = 1.0 - rate * (pressure[:, None] - diagonal)  # (n, 3): one per cell vector
+        excess = pressure[:, None] - diagonal  # (n, 3): one per cell vector
+        if coupling.mask is not None:
+            excess = excess * torch.tensor(coupling.mask, device=excess.device)
+        factors = 1.0 - rate * excess
     else:
         factors = (1.0 - rate * (pressure - diagonal.mean(-1)))[:, None].expand(n, 3)
     rows = state.cell.transpose(-1, -2)  # ASE's cell: lattice vectors as rows

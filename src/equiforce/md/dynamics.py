@@ -76,6 +76,12 @@ class NPTSettings:
         compressibility_per_GPa: Berendsen's and stochastic cell rescaling's coupling
             compressibility, 1/GPa (the material's own, order 0.01 for metals; it only scales
             how fast the volume relaxes).
+        cell_mask: with ``anisotropic``, the cell vectors (a, b, c) whose lengths may change
+            (the others, and the angles, held): ``(True, True, False)`` for a slab or a 2D
+            material in its plane (LAMMPS's ``x ... y ... couple none`` without ``z``). MTK:
+            ASE's ``MaskedMTKNPT`` (each free axis its own momentum, along its starting
+            direction); Berendsen: ``Inhomogeneous_NPTBerendsen``'s ``mask``. None: every
+            component (MTK) or axis (Berendsen) moves.
     """
 
     pressure_GPa: float = 0.0
@@ -84,6 +90,17 @@ class NPTSettings:
     barostat_time_fs: float = 1000.0
     thermostat_time_fs: float = 100.0
     compressibility_per_GPa: float = 0.01
+    cell_mask: tuple[bool, bool, bool] | None = None
+
+    def setting(self) -> dict:
+        """The fields as a run's restart setting (``cell_mask`` left out where None, so the
+        files of runs from before it existed still match)."""
+        fields = dataclasses.asdict(self)
+        if fields["cell_mask"] is None:
+            del fields["cell_mask"]
+        else:
+            fields["cell_mask"] = [bool(axis) for axis in fields["cell_mask"]]
+        return fields
 
     def ase_arguments(self) -> dict[str, float]:
         """The barostat's keyword arguments of ASE's integrator, in ASE units: MTK's
@@ -105,6 +122,14 @@ class NPTSettings:
     def __post_init__(self):
         if self.barostat not in BAROSTATS:
             raise ValueError(f"barostat must be one of {BAROSTATS}, got {self.barostat!r}")
+        if self.cell_mask is not None:
+            mask = tuple(bool(axis) for axis in self.cell_mask)
+            if len(mask) != 3 or not any(mask) or not self.anisotropic:
+                raise ValueError(
+                    f"cell_mask {self.cell_mask}: three flags (a, b, c), one at least True, "
+                    "with anisotropic=True (each free axis its own pressure)"
+                )
+            object.__setattr__(self, "cell_mask", mask)
         if self.barostat == "c-rescale" and self.anisotropic:
             raise ValueError(
                 "the c-rescale barostat scales the cell uniformly (isotropic); for every cell "
@@ -126,17 +151,21 @@ def _barostat(
         dt = timestep_fs * units.fs
         arguments = npt.ase_arguments()
         return StochasticCellRescalingNPT(atoms, dt, temperature_K, rng=rng, **arguments)
+    arguments = npt.ase_arguments()
+    if npt.cell_mask is not None:  # a list: ASE 3.29's MaskedMTKNPT indexes its momenta with
+        # the mask, and a tuple reads as three scalar indices (the cell then never moves)
+        arguments["mask"] = list(npt.cell_mask)
     if npt.barostat == "mtk":
-        from equiforce.md.nose_hoover import IsotropicMTKNPTRamp, MTKNPTRamp
+        from equiforce.md.nose_hoover import IsotropicMTKNPTRamp, MaskedMTKNPTRamp, MTKNPTRamp
 
-        integrator = MTKNPTRamp if npt.anisotropic else IsotropicMTKNPTRamp
+        integrator = IsotropicMTKNPTRamp
+        if npt.anisotropic:
+            integrator = MTKNPTRamp if npt.cell_mask is None else MaskedMTKNPTRamp
     else:
         from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen, NPTBerendsen
 
         integrator = Inhomogeneous_NPTBerendsen if npt.anisotropic else NPTBerendsen
-    return integrator(
-        atoms, timestep_fs * units.fs, temperature_K=temperature_K, **npt.ase_arguments()
-    )
+    return integrator(atoms, timestep_fs * units.fs, temperature_K=temperature_K, **arguments)
 
 
 def _integrator(
@@ -283,7 +312,7 @@ def run_md(
         **nvt_settings(ensemble, friction, thermostat, thermostat_time_fs),
         "log_interval": log_interval,
         "seed": seed,
-        "npt": None if npt is None else dataclasses.asdict(npt),
+        "npt": None if npt is None else npt.setting(),
         "atomic_numbers_sha256": hashlib.sha256(atoms.numbers.astype(np.int64)).hexdigest(),
         "uncertainty_watch": None if watch is None else watch.settings(),
         "temperature_ramp": None if ramp is None else dataclasses.asdict(ramp),

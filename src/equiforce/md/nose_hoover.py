@@ -23,6 +23,7 @@ from ase import Atoms, units
 from ase.md.nose_hoover_chain import (
     MTKNPT,
     IsotropicMTKNPT,
+    MaskedMTKNPT,
     NoseHooverChainNVT,
     NoseHooverChainThermostat,
 )
@@ -102,3 +103,8 @@ class IsotropicMTKNPTRamp(_MovableTargetMTK, IsotropicMTKNPT):
 class MTKNPTRamp(_MovableTargetMTK, MTKNPT):
     """ASE's ``MTKNPT`` (every cell component moves) whose targets can move
     (``set_temperature``, ``set_pressure``)."""
+
+
+class MaskedMTKNPTRamp(_MovableTargetMTK, MaskedMTKNPT):
+    """ASE's ``MaskedMTKNPT`` (the lengths of the cell axes of ``mask`` move) whose targets
+    can move (``set_temperature``, ``set_pressure``)."""

@@ -134,6 +134,7 @@ class MDResult:
             figures.update(
                 barostat=self.npt.barostat,
                 anisotropic=self.npt.anisotropic,
+                cell_mask=None if self.npt.cell_mask is None else list(self.npt.cell_mask),
                 pressure_target_GPa=self.npt.pressure_GPa,
                 pressure_final_target_GPa=None
                 if self.pressure_ramp is None
