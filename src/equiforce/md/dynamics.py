@@ -291,14 +291,9 @@ def run_md(
     from tqdm.auto import tqdm
 
     check_md_arguments(ensemble, n_steps, log_interval, friction, thermostat, thermostat_time_fs)
-    if npt is not None and ensemble != "npt":
-        raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
-    if ensemble == "npt":
-        npt = npt or NPTSettings()
-        if not atoms.pbc.all():
-            raise ValueError(f"NPT needs a cell periodic in 3D; this structure has pbc={atoms.pbc}")
     if restart_every < 1:
         raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+    npt = _checked_npt(atoms, ensemble, npt)
     check_final_temperature(ensemble, final_temperature_K)
     ramp = None if final_temperature_K is None else TemperatureRamp(final_temperature_K, n_steps)
     check_final_pressure(ensemble, final_pressure_GPa)
@@ -352,16 +347,8 @@ def run_md(
             save_restart(restart_path, *args)
 
         if ramp is not None or pressure_ramp is not None:
-
-            def retarget() -> None:  # the next step's targets, at step 0 and after each step
-                step = dynamics.nsteps + 1
-                if ramp is not None:
-                    set_thermostat_target(dynamics, ramp.target(temperature_K, step))
-                if pressure_ramp is not None:
-                    pressure = pressure_ramp.target(npt.pressure_GPa, step)
-                    set_barostat_target(dynamics, pressure)
-
-            dynamics.attach(retarget, interval=1)
+            targets = (temperature_K, ramp, npt, pressure_ramp)
+            dynamics.attach(_retarget, 1, dynamics, *targets)
         for observer in (
             recorder.sample,
             frames.write,
@@ -384,6 +371,37 @@ def run_md(
         ensemble, timestep_fs, temperature_K, npt, ramp, nvt_thermostat, pressure_ramp
     )
     return md_result(recorder, dynamics.nsteps, sampled, path, wall_time, watch)
+
+
+def _checked_npt(atoms: Atoms, ensemble: str, npt: NPTSettings | None) -> NPTSettings | None:
+    """The run's NPT coupling (NPT: ``npt`` or the default; else None).
+
+    Raises:
+        ValueError: NPT settings outside NPT, or NPT of a structure not periodic in 3D.
+    """
+    if npt is not None and ensemble != "npt":
+        raise ValueError(f"NPT settings given for a {ensemble.upper()} run; use ensemble='npt'")
+    if ensemble != "npt":
+        return None
+    if not atoms.pbc.all():
+        raise ValueError(f"NPT needs a cell periodic in 3D; this structure has pbc={atoms.pbc}")
+    return npt or NPTSettings()
+
+
+def _retarget(
+    dynamics,
+    temperature_K: float,
+    ramp: TemperatureRamp | None,
+    npt: NPTSettings | None,
+    pressure_ramp: PressureRamp | None,
+) -> None:
+    """Set the integrator's targets of the coming step on their ramps (an observer: at step 0
+    and after each step)."""
+    step = dynamics.nsteps + 1
+    if ramp is not None:
+        set_thermostat_target(dynamics, ramp.target(temperature_K, step))
+    if pressure_ramp is not None:
+        set_barostat_target(dynamics, pressure_ramp.target(npt.pressure_GPa, step))
 
 
 def set_thermostat_target(dynamics, temperature_K: float) -> None:
