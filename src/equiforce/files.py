@@ -3,17 +3,43 @@ and ``build_once``: artefacts that concurrent processes build once and then shar
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 import torch
 
 
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary handle on a temporary file beside ``path``, fsynced and renamed to ``path``
+    when the block ends (removed, ``path`` untouched, when it raises): a file written piece
+    by piece (a stream of frames) appears whole or not at all.
+
+    Args:
+        path: destination; its folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync, rename it to ``path``.
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync, rename it to ``path``
+    (``atomic_writer``).
 
     Args:
         path: destination; its folder is created if needed.
@@ -22,20 +48,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     Returns:
         ``path`` as a ``Path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_writer(path) as handle:
+        write(handle)
+    return Path(path)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from ase.data import chemical_symbols
-from ase.io import write
+from ase.io import read, write
 
 from equiforce.cli import evaluate as evaluate_cli
 from equiforce.data import keys
@@ -359,3 +359,67 @@ def test_errors_by_config_type_equal_each_types_own_evaluation(model64, tmp_path
     write(tmp_path / "bad.xyz", frames, format="extxyz")
     with pytest.raises(DataError, match=r"bad.xyz, frame 0: field 'config_type' must be a name"):
         read_configurations(tmp_path / "bad.xyz")
+
+
+def test_cli_writes_every_frame_with_its_predictions(model64, tmp_path, capsys):
+    """``--predictions OUT.xyz``: every frame of the file (a labelled cell, an unlabelled
+    molecule, a cell without labels) is written with the model's energy, forces and, for the
+    cells, stress (equal to ``predict``: 1e-10, the forces to the 8 decimals of extxyz
+    columns), its own info and labels kept; a file of
+    unlabelled frames is written too (no error); a preprocessed directory, several files, and
+    a frame the model cannot run are refused, leaving no output file."""
+    from equiforce.data.extxyz import read_configurations
+    from equiforce.data.ondisk import preprocess
+    from equiforce.train.predictions import PREFIX
+
+    labelled_cell = emt_labelled(make_fcc_cu(repeat=1, seed=1))
+    labelled_cell.info["config_type"] = "bulk"
+    molecule = make_molecule("CH3CH2OH", seed=3)
+    bare_cell = make_fcc_cu(repeat=1, seed=2)
+    write(tmp_path / "data.xyz", [labelled_cell, molecule, bare_cell], format="extxyz")
+    save_model(model64, tmp_path / "model.pt")
+    parser = argparse.ArgumentParser()
+    evaluate_cli.add_arguments(parser)
+    model_path, out = str(tmp_path / "model.pt"), tmp_path / "out" / "predicted.xyz"
+    args = parser.parse_args([model_path, str(tmp_path / "data.xyz"), "--predictions", str(out)])
+    assert evaluate_cli.run(args) == 0
+    assert "3 frames with predictions written" in capsys.readouterr().out
+    configs = read_configurations(tmp_path / "data.xyz")
+    expected = predict(model64, configs, compute_stress=True)
+    frames = read(out, ":")
+    assert len(frames) == 3 and frames[0].info["config_type"] == "bulk"
+    assert frames[0].get_potential_energy() == pytest.approx(labelled_cell.get_potential_energy())
+    offsets = np.concatenate([[0], np.cumsum(expected.n_atoms)])
+    for k, frame in enumerate(frames):
+        assert_close(frame.info[PREFIX + "energy"], expected.energy[k], TOL.fp64, "energy")
+        forces = expected.forces[offsets[k] : offsets[k + 1]]  # extxyz columns: 8 decimals
+        np.testing.assert_allclose(frame.arrays[PREFIX + "forces"], forces, rtol=0, atol=6e-9)
+        if frame.pbc.all():
+            voigt = expected.stress[k][[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            assert_close(frame.info[PREFIX + "stress"], voigt, TOL.fp64, "stress")
+        else:
+            assert PREFIX + "stress" not in frame.info
+
+    write(tmp_path / "bare.xyz", [molecule, bare_cell], format="extxyz")
+    bare = [model_path, str(tmp_path / "bare.xyz"), "--predictions", str(tmp_path / "b.xyz")]
+    assert (
+        evaluate_cli.run(parser.parse_args(bare)) == 0 and len(read(tmp_path / "b.xyz", ":")) == 2
+    )
+    with pytest.raises(ValueError, match="no frame has an energy, forces or stress label"):
+        evaluate_cli.run(parser.parse_args(bare[:2]))
+    write(tmp_path / "labelled.xyz", [labelled_cell], format="extxyz")
+    preprocess(tmp_path / "labelled.xyz", tmp_path / "pre", None, model64.r_max)
+    refused = tmp_path / "refused.xyz"
+    pre = [model_path, str(tmp_path / "pre"), "--predictions", str(refused)]
+    with pytest.raises(ValueError, match="pre: a preprocessed directory keeps no frames"):
+        evaluate_cli.run(parser.parse_args(pre))
+    two = [model_path, str(tmp_path / "data.xyz"), str(tmp_path / "bare.xyz")]
+    with pytest.raises(ValueError, match="--predictions writes one data file"):
+        evaluate_cli.run(parser.parse_args([*two, "--predictions", str(refused)]))
+    iron = make_fcc_cu(repeat=1, seed=4)
+    iron.symbols[0] = "Fe"
+    write(tmp_path / "iron.xyz", [bare_cell, iron])
+    iron = [model_path, str(tmp_path / "iron.xyz"), "--predictions", str(refused)]
+    with pytest.raises(ValueError, match="element Fe"):
+        evaluate_cli.run(parser.parse_args([*iron, "--batch-size", "1"]))
+    assert not refused.exists() and list(tmp_path.glob(".refused*")) == []

@@ -5,7 +5,8 @@ one structure per call, so its accuracy in its precision is what is measured). D
 labelled extended XYZ file or a directory of ``equiforce preprocess``; either is streamed (one
 batch in memory at a time), so it may be larger than memory. With several, each
 gets its own table (and parity plots in ``--plots DIR/<stem>``), and a last table covers all
-together.
+together. ``--predictions OUT.xyz`` writes one extxyz file's frames with the model's energy,
+forces and stress (``equiforce.train.predictions``; labels not needed).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-type-key",
         default="config_type",
         help="the frames' config type (info key): errors also per type (mace-torch's)",
+    )
+    parser.add_argument(
+        "--predictions",
+        default=None,
+        metavar="OUT.xyz",
+        help="write the frames of the (one, extxyz) data file with the model's predictions: "
+        "equiforce_energy, equiforce_forces, equiforce_stress (mace-torch's "
+        "mace_eval_configs); unlabelled frames allowed",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
@@ -84,13 +93,15 @@ def run(args: argparse.Namespace) -> int:
         config_type_key=args.config_type_key,
     )
     files = {path: structures_in(path, model, label_keys) for path in args.data}
-    results = evaluate_files(
-        model, files, batch_size=args.batch_size, max_parity_points=args.parity_points
-    )
+    options = dict(batch_size=args.batch_size, max_parity_points=args.parity_points)
+    if args.predictions is None:
+        results = evaluate_files(model, files, **options)
+    else:
+        results = _evaluate_and_write(model, files, args.predictions, options)
     if getattr(model, "outputs", None) is not None and "stress" not in model.outputs:
         print(f"{args.model}: exported without stress (equiforce export --stress): not evaluated")
     for path in args.data:
-        if not results[path].metrics:
+        if not results[path].metrics and args.predictions is None:
             raise ValueError(
                 f"{path}: no frame has an energy, forces or stress label under the keys "
                 f"{args.energy_key!r}, {args.forces_key!r}, {args.stress_key!r}"
@@ -110,3 +121,34 @@ def run(args: argparse.Namespace) -> int:
             for plot in plot_parity(results[path], folder):
                 print(f"parity plot written to {plot}")
     return 0
+
+
+def _evaluate_and_write(model, files: dict, out: str, options: dict) -> dict:
+    """``evaluate_files`` of one extxyz file, its frames written with the predictions (the
+    stress of every 3D-periodic frame, where the model has it) to ``out`` atomically.
+
+    Raises:
+        ValueError: several data files, or a preprocessed directory (no frames to write).
+    """
+    from equiforce.data.ondisk import is_preprocessed
+    from equiforce.files import atomic_writer
+    from equiforce.train.evaluate import evaluate_files
+    from equiforce.train.predictions import PredictionWriter
+
+    if len(files) != 1:
+        raise ValueError("--predictions writes one data file's frames: give one file")
+    (path,) = files
+    if is_preprocessed(path):
+        raise ValueError(
+            f"{path}: a preprocessed directory keeps no frames to write predictions into; "
+            "give its extxyz file"
+        )
+    outputs = getattr(model, "outputs", None)  # an exported package's, else None
+    stress = True if outputs is None or "stress" in outputs else None
+    with atomic_writer(out) as handle:
+        writer = PredictionWriter(path, handle)
+        results = evaluate_files(
+            model, files, **options, sinks={path: writer}, compute_stress=stress
+        )
+    print(f"{writer.n_frames} frames with predictions written to {out}")
+    return results

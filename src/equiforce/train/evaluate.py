@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -568,6 +568,8 @@ def evaluate_files(
     batch_size: int = 32,
     device: str | torch.device | None = None,
     max_parity_points: int = DEFAULT_PARITY_POINTS,
+    sinks: Mapping[str, Callable[[Sequence[Structure], Predictions], None]] | None = None,
+    compute_stress: bool | None = None,
 ) -> dict[str, EvaluationResult]:
     """Errors per file and over all files together, each file streamed batch by batch.
 
@@ -578,6 +580,9 @@ def evaluate_files(
         batch_size: structures per forward pass.
         device: see ``predict``.
         max_parity_points: pairs per quantity kept for each result's parity plots.
+        sinks: file name -> a callable given each of its batches' structures and
+            predictions, in order (e.g. ``equiforce.train.predictions.PredictionWriter``).
+        compute_stress: see ``predict_batches`` (None: where a structure has a stress label).
 
     Returns:
         ``EvaluationResult`` per file name, in the order of ``files``, then ``"all"``.
@@ -588,9 +593,12 @@ def evaluate_files(
     results, together = {}, ErrorTally(max_parity_points, seed=len(files), type_names=names)
     for number, (name, structures) in enumerate(files.items()):
         tally = ErrorTally(max_parity_points, seed=number, type_names=names)
-        for chunk, pred in predict_batches(model, structures, batch_size, device, None):
+        sink = (sinks or {}).get(name)
+        for chunk, pred in predict_batches(model, structures, batch_size, device, compute_stress):
             tally.add(chunk, pred)
             together.add(chunk, pred)
+            if sink is not None:
+                sink(chunk, pred)
         results[name] = tally.result()
     results[ALL_FILES] = together.result()
     return results
