@@ -363,9 +363,9 @@ def test_errors_by_config_type_equal_each_types_own_evaluation(model64, tmp_path
 
 def test_cli_writes_every_frame_with_its_predictions(model64, tmp_path, capsys):
     """``--predictions OUT.xyz``: every frame of the file (a labelled cell, an unlabelled
-    molecule, a cell without labels) is written with the model's energy, forces and, for the
-    cells, stress (equal to ``predict``: 1e-10, the forces to the 8 decimals of extxyz
-    columns), its own info and labels kept; a file of
+    molecule, a cell without labels) is written with the model's energy, forces, per-atom
+    energies (summing to the energy) and, for the cells, stress (equal to ``predict``: 1e-10,
+    the columns to the 8 decimals of extxyz), its own info and labels kept; a file of
     unlabelled frames is written too (no error); a preprocessed directory, several files, and
     a frame the model cannot run are refused, leaving no output file."""
     from equiforce.data.extxyz import read_configurations
@@ -394,6 +394,9 @@ def test_cli_writes_every_frame_with_its_predictions(model64, tmp_path, capsys):
         assert_close(frame.info[PREFIX + "energy"], expected.energy[k], TOL.fp64, "energy")
         forces = expected.forces[offsets[k] : offsets[k + 1]]  # extxyz columns: 8 decimals
         np.testing.assert_allclose(frame.arrays[PREFIX + "forces"], forces, rtol=0, atol=6e-9)
+        energies = expected.node_energy[offsets[k] : offsets[k + 1]]
+        np.testing.assert_allclose(frame.arrays[PREFIX + "energies"], energies, atol=6e-9)
+        assert energies.sum() == pytest.approx(expected.energy[k], abs=1e-10)
         if frame.pbc.all():
             voigt = expected.stress[k][[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
             assert_close(frame.info[PREFIX + "stress"], voigt, TOL.fp64, "stress")

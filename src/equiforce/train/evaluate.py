@@ -42,12 +42,15 @@ class Predictions:
         n_atoms: (n_graphs,) atoms per structure; ``np.cumsum`` gives the slices of ``forces``.
         stress: (n_graphs, 3, 3) stress, eV/Å^3, ASE sign (zeros without a 3D cell), or None
             when not requested.
+        node_energy: (n_atoms_total,) each atom's energy, eV (the model's decomposition: they
+            sum to ``energy``), or None (a package exported without per-atom outputs).
     """
 
     energy: np.ndarray
     forces: np.ndarray
     n_atoms: np.ndarray
     stress: np.ndarray | None
+    node_energy: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +158,13 @@ def _config_type(structure: Structure) -> str | None:
 def _subset(pred: Predictions, indices: Sequence[int]) -> Predictions:
     """The predictions of the structures at ``indices`` (in that order)."""
     offsets = np.concatenate([[0], np.cumsum(pred.n_atoms)])
-    forces = [pred.forces[offsets[k] : offsets[k + 1]] for k in indices]
+    atoms = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in indices])
     return Predictions(
         energy=pred.energy[indices],
-        forces=np.concatenate(forces),
+        forces=pred.forces[atoms],
         n_atoms=pred.n_atoms[indices],
         stress=None if pred.stress is None else pred.stress[indices],
+        node_energy=None if pred.node_energy is None else pred.node_energy[atoms],
     )
 
 
@@ -290,6 +294,9 @@ def predict_batches(
                     forces=_float64(out[keys.FORCES]),
                     n_atoms=np.asarray([_n_atoms(s) for s in chunk], dtype=np.int64),
                     stress=_float64(out[keys.STRESS]) if stress else None,
+                    node_energy=_float64(out[keys.NODE_ENERGY])
+                    if keys.NODE_ENERGY in out
+                    else None,
                 ),
             )
     finally:
@@ -344,11 +351,13 @@ def predict(
     if len(structures) == 0:
         raise ValueError("predict needs at least one structure")
     parts = [p for _, p in predict_batches(model, structures, batch_size, device, compute_stress)]
+    per_atom = all(p.node_energy is not None for p in parts)
     return Predictions(
         energy=np.concatenate([p.energy for p in parts]),
         forces=np.concatenate([p.forces for p in parts]),
         n_atoms=np.concatenate([p.n_atoms for p in parts]),
         stress=np.concatenate([p.stress for p in parts]) if compute_stress else None,
+        node_energy=np.concatenate([p.node_energy for p in parts]) if per_atom else None,
     )
 
 

@@ -8,8 +8,10 @@ them to a binary handle (``equiforce.files.atomic_writer``: the output appears w
 all). Only one batch of frames is held, so a file larger than memory can be written.
 
 Keys: ``equiforce_energy`` (``info``, eV), ``equiforce_forces`` (``arrays``, (n_atoms, 3)
-eV/Å) and, for 3D-periodic frames where the stress was predicted, ``equiforce_stress``
-(``info``, Voigt (xx, yy, zz, yz, xz, xy), eV/Å^3, ASE sign).
+eV/Å), ``equiforce_energies`` (``arrays``, (n_atoms,) eV: each atom's energy, summing to the
+energy; where the model gives them) and, for 3D-periodic frames where the stress was
+predicted, ``equiforce_stress`` (``info``, Voigt (xx, yy, zz, yz, xz, xy), eV/Å^3, ASE
+sign).
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ class PredictionWriter:
                     f"evaluated structure had {pred.n_atoms[k]}"
                 )
             frame.info[PREFIX + "energy"] = float(pred.energy[k])
-            frame.arrays[PREFIX + "forces"] = pred.forces[offsets[k] : offsets[k + 1]].copy()
+            atoms = slice(offsets[k], offsets[k + 1])
+            frame.arrays[PREFIX + "forces"] = pred.forces[atoms].copy()
+            if pred.node_energy is not None:
+                frame.arrays[PREFIX + "energies"] = pred.node_energy[atoms].copy()
             if pred.stress is not None and frame.pbc.all():
                 stress = full_3x3_to_voigt_6_stress(pred.stress[k])
                 frame.info[PREFIX + "stress"] = np.asarray(stress, dtype=np.float64)
