@@ -228,10 +228,23 @@ def test_each_head_of_a_multi_head_model_converts(max_L):  # noqa: N803
         from_mace_torch(model, head="dft")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"use_agnostic_product": True},
+        {"use_last_readout_only": True},
+        {"use_agnostic_product": True, "use_last_readout_only": True, "num_interactions": 3},
+    ],
+)
+def test_agnostic_products_and_last_readout_only_convert(options):
+    """mace-torch's ``use_agnostic_product`` (one symmetric contraction for all elements:
+    copied to each) and ``use_last_readout_only`` (no readout before the last layer: ours
+    zero) convert exactly: energies and forces to the peer tolerance."""
+    model = _mace_model(**options)
+    _compare(model, torch.float64, TOL.peer_parity)
+
+
 def test_unsupported_options_are_named():
-    model = _mace_model(use_agnostic_product=True, max_ell=1, correlation=1, radial_MLP=[8])
-    with pytest.raises(ValueError, match="use_agnostic_product"):
-        from_mace_torch(model)
     model = _mace_model(distance_transform="Soft", max_ell=1, correlation=1, radial_MLP=[8])
     with pytest.raises(ValueError, match=r"distance_transform \(SoftTransform\)"):
         from_mace_torch(model)

@@ -3,7 +3,9 @@
 Supported: models built with mace-torch's default options (Bessel basis, polynomial
 envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend, no extra
 embeddings; the ZBL ``pair_repulsion`` with its default constants; the ``Agnesi`` distance
-transform), float32 or float64; a multi-head model converts one head at a time (``head=``).
+transform; ``use_agnostic_product``: one symmetric contraction for every element, copied to
+each; ``use_last_readout_only``: the earlier layers' readouts zero), float32 or float64; a
+multi-head model converts one head at a time (``head=``).
 Everything is read from the module itself; energies and forces agree to ~1e-12 in float64.
 
 Most weights copy 1:1. Three places differ by a basis change, folded into the weights:
@@ -165,8 +167,6 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
     flags = {
         "embedding_specs (joint embedding)": hasattr(model, "joint_embedding"),
         "use_so3": getattr(model, "use_so3", False),
-        "use_agnostic_product": getattr(model, "use_agnostic_product", False),
-        "use_last_readout_only": getattr(model, "use_last_readout_only", False),
         "apply_cutoff=False": not getattr(model.radial_embedding, "apply_cutoff", True),
     }
     problems += [f"option {flag} is not supported" for flag, on in flags.items() if on]
@@ -255,7 +255,10 @@ def _converted_state(
     ``head``), float64."""
     state = {"embedding.weight": _weight(source.node_embedding.linear)}
     n_heads = len(_heads(source))
-    layers = zip(source.interactions, source.products, source.readouts, strict=True)
+    readouts = list(source.readouts)
+    if getattr(source, "use_last_readout_only", False):  # only the last layer reads out
+        readouts = [None] * (len(source.interactions) - len(readouts)) + readouts
+    layers = zip(source.interactions, source.products, readouts, strict=True)
     for index, (interaction, product, readout) in enumerate(layers):
         state.update(_interaction_state(interaction, target.interactions[index], index, dtype))
         state.update(_product_state(product, target.products[index], index))
@@ -378,7 +381,11 @@ def _product_state(source, target, index: int) -> dict[str, torch.Tensor]:
         raise ValueError(f"{prefix}: symmetric contraction outputs differ")
     for o, contraction in enumerate(contractions):
         weights = _contraction_weights(contraction, target.contraction.descriptor, o, prefix)
-        state[f"{prefix}contraction.weights.{o}"] = weights
+        name = f"contraction.weights.{o}"
+        n_types = target.state_dict()[name].shape[0]
+        if weights.shape[0] == 1 and n_types > 1:  # use_agnostic_product: one for all elements
+            weights = weights.expand(n_types, -1, -1).clone()
+        state[prefix + name] = weights
     return state
 
 
@@ -425,12 +432,18 @@ def _solve(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float, where: st
 
 
 def _readout_state(source, target, index: int, head: int, n_heads: int) -> dict[str, torch.Tensor]:
-    """The readout weights of head ``head`` of ``n_heads``. mace's readouts give one output
+    """The readout weights of head ``head`` of ``n_heads`` (``source`` None: zeros, a layer
+    without a readout). mace's readouts give one output
     per head (e3nn weights ``(mul_in, n_heads)``, the scalar inputs' rows only); its
     non-linear readout's hidden layer has ``n_heads`` blocks of ``hidden`` units, head h's
     output reading block h only (``mask_head``). Normalised by their fan-in (e3nn), the
     second layer's weights are rescaled from ``n_heads * hidden`` inputs to ``hidden``."""
     prefix = f"readouts.{index}."
+    if source is None:  # use_last_readout_only: this layer gives no energy
+        return {
+            prefix + name: torch.zeros_like(value, dtype=torch.float64)
+            for name, value in target.state_dict().items()
+        }
     if isinstance(target, LinearReadout):
         weight = _weight(source.linear).reshape(-1, n_heads)[:, head]
         _check_head_linear(source.linear, target.linear, weight, prefix + "linear")
