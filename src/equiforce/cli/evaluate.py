@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="OUT.xyz",
         help="write the frames of the (one, extxyz) data file with the model's predictions: "
-        "equiforce_energy, equiforce_forces, equiforce_stress (mace-torch's "
-        "mace_eval_configs); unlabelled frames allowed",
+        "equiforce_energy, equiforce_forces, equiforce_energies (per atom), equiforce_stress "
+        "(mace-torch's mace_eval_configs); unlabelled frames allowed",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--json", default=None, metavar="PATH", help="write metrics as JSON")
