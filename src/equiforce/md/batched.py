@@ -692,7 +692,8 @@ def run_batched_md(
         thermostat: NVT's thermostat, ``"langevin"`` (TorchSim's, ``friction``),
             ``"nose-hoover"`` (ASE's ``NoseHooverChainNVT`` for every structure, damping
             ``thermostat_time_fs``) or ``"bussi"`` (each structure drawing from its own
-            generator); but Langevin, each structure's run equals its ``run_md`` alone.
+            generator); under the latter two each structure's run equals its ``run_md``
+            alone.
         thermostat_time_fs: the Nosé–Hoover chain's damping or Bussi's time constant, fs.
         final_temperature_K: NVT or NPT: ramp each structure's thermostat target linearly
             from its temperature to this (one for all, or one per structure) over the
