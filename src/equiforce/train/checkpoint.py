@@ -42,7 +42,8 @@ class Progress:
         best_valid_loss: lowest validation loss of the current stage.
         best_epoch: 1-based epoch of ``best_valid_loss`` (0 before any).
         history: one metrics row per completed epoch (``metrics.CSV_COLUMNS``).
-        stop_reason: why training ended (``"max_epochs"``, ``"time_budget"``) or None.
+        stop_reason: why training ended (``"max_epochs"``, ``"time_budget"``,
+            ``"early_stopping"``) or None.
     """
 
     epochs_done: int = 0

@@ -429,6 +429,10 @@ class TrainConfig:
         time_budget_s: wall time of the training loop (data preparation excluded) after
             which training stops cleanly: the current epoch is cut short, validated,
             checkpointed and exported, and counts as done (a resumed run starts the next).
+        early_stopping_patience: epochs without a new best validation loss (of the current
+            stage) after which the main stage hands over to the final stage (when enabled
+            and not yet begun) or training stops (``stop_reason`` ``"early_stopping"``), as
+            mace-torch's ``--patience``; None: never.
         init_model: start from the weights of this model file (anything
             ``equiforce.models.load_model`` reads: a saved or converted model, e.g. a
             mace-torch foundation model through ``interop.mace_torch``, or a training
@@ -459,6 +463,7 @@ class TrainConfig:
     clip_grad_norm: float | None = 10.0
     stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
     time_budget_s: float | None = None
+    early_stopping_patience: int | None = None
     init_model: str | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: str = "auto"
@@ -479,6 +484,10 @@ class TrainConfig:
         check_field(clip is None or clip > 0.0, f"{p}.clip_grad_norm", "must be > 0 or null")
         budget = self.time_budget_s
         check_field(budget is None or budget > 0.0, f"{p}.time_budget_s", "must be > 0 or null")
+        patience = self.early_stopping_patience
+        check_field(
+            patience is None or patience >= 1, f"{p}.early_stopping_patience", ">= 1 or null"
+        )
         ok_device = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         check_field(ok_device, f"{p}.device", "must be auto, cpu, cuda or cuda:N")
         check_field(self.log_every >= 1, f"{p}.log_every", "must be >= 1")

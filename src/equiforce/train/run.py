@@ -77,7 +77,7 @@ class TrainResult:
             MAE in meV/atom, meV/Å, meV/Å^3).
         best_epoch: 1-based epoch of ``model_path``.
         epochs_completed: epochs done.
-        stop_reason: ``"max_epochs"`` or ``"time_budget"``.
+        stop_reason: ``"max_epochs"``, ``"time_budget"`` or ``"early_stopping"``.
         test_metrics_path: ``test_metrics.json`` when ``data.test_file`` is set, else None.
     """
 

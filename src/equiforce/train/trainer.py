@@ -47,7 +47,7 @@ from equiforce.train.distributed import World
 from equiforce.train.ema import ExponentialMovingAverage
 from equiforce.train.losses import LossParts, LossSums, WeightedLoss
 from equiforce.train.metrics import ErrorAccumulator, MetricsCSV, group_summary
-from equiforce.train.optim import TrainingSchedule
+from equiforce.train.optim import MAIN_STAGE, TrainingSchedule
 from equiforce.train.step import NonFiniteLossError, OptimizerStep, with_stress
 
 LOG = logging.getLogger(__name__)
@@ -212,6 +212,9 @@ class Trainer:
             with epochs, precision_scope(self.precision):
                 while self.progress.epochs_done < self.settings.max_epochs:
                     epoch = self.progress.epochs_done
+                    if self._patience_ran_out(epoch):
+                        self.progress.stop_reason = "early_stopping"
+                        break
                     self.schedule.start_stage_two_if_due(epoch, self._elapsed(start, epoch))
                     out_of_time = self._run_epoch(epoch, deadline, clock_zero, csv)
                     epochs.update(1)
@@ -227,6 +230,26 @@ class Trainer:
         finally:
             self._draw_curve()
         return self.progress
+
+    def _patience_ran_out(self, epoch: int) -> bool:
+        """Whether training stops before ``epoch`` (0-based): ``early_stopping_patience``
+        epochs without a new best validation loss in the final stage, or in the main stage
+        without a final stage to hand over to (with one, it begins at ``epoch``). Decided
+        from the checkpointed progress, so a resumed run decides alike."""
+        patience, schedule = self.settings.early_stopping_patience, self.schedule
+        if patience is None:
+            return False
+        main = schedule.stage(epoch) == MAIN_STAGE
+        best = self.progress.best_epoch  # the final stage counts from its start
+        last = best if main else max(best, schedule.stage_two_start)
+        if epoch - last < patience:
+            return False
+        if self.settings.stage_two.enabled and main:
+            LOG.info("%d epochs without improvement: the final stage begins", patience)
+            schedule.stage_two_start = epoch
+            return False
+        LOG.info("%d epochs without improvement: training stops (early stopping)", patience)
+        return True
 
     def _elapsed(self, start: float, epoch: int) -> float:
         """Seconds since ``start``: rank 0's under several ranks, so that all decide alike."""
