@@ -328,9 +328,6 @@ def test_config_errors_name_the_key(files, tmp_path):
         LearnConfig.from_dict(learn_dict(tmp_path, files, md={"structures": "x", "walkers": 0}))
     with pytest.raises(ConfigError, match=r"md.barostat: must be one of \['mtk', 'berendsen', "):
         LearnConfig.from_dict(learn_dict(tmp_path, files, md={"structures": "x", "barostat": "nh"}))
-    crescale = {"structures": "x", "barostat": "c-rescale", "anisotropic": True}
-    with pytest.raises(ConfigError, match="md.anisotropic: the c-rescale barostat is isotropic"):
-        LearnConfig.from_dict(learn_dict(tmp_path, files, md=crescale))
     ladder = {"structures": "x", "walkers": 2, "temperature_K": [300, "hot"]}
     with pytest.raises(ConfigError, match=r"md.temperature_K\[1\]: expected a number"):
         LearnConfig.from_dict(learn_dict(tmp_path, files, md=ladder))

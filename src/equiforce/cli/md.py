@@ -112,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="mtk: Martyna-Tobias-Klein + Nose-Hoover chains (samples NPT; default); "
         "berendsen: simple first-order coupling (equilibration); c-rescale: stochastic cell "
-        "rescaling + Bussi thermostat (first-order and robust, samples NPT; isotropic)",
+        "rescaling + Bussi thermostat (first-order and robust, samples NPT; also --anisotropic)",
     )
     npt.add_argument("--anisotropic", action="store_true", help="every cell component fluctuates")
     npt.add_argument(

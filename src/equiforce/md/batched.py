@@ -345,7 +345,7 @@ def _coupling(
     arguments = npt.ase_arguments()
     del arguments["pressure_au"]  # a target of each structure (``_Group.pressure``)
     if npt.barostat == "c-rescale":
-        return CRescaleCoupling(dt=dt, **arguments)
+        return CRescaleCoupling(dt=dt, anisotropic=npt.anisotropic, **arguments)
     coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
     return coupling(dt=dt, anisotropic=npt.anisotropic, mask=npt.cell_mask, **arguments)
 

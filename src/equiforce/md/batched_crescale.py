@@ -2,16 +2,17 @@
 state of many cells.
 
 ``crescale_npt_step`` advances every 3D-periodic system of a TorchSim ``MDState`` by one step
-of ``StochasticCellRescalingNPT`` (Bussi's thermostat, a half kick, the cell's scaling, the
-drift across it, one model call, a half kick), each system with its own temperature and
-NumPy generator (the one of its start velocities; three draws a step in the same order: a
-normal and a gamma variate for the thermostat, a normal one for the barostat), so each system
-follows ``run_md(ensemble="npt", npt=NPTSettings(barostat="c-rescale"), seed=seed + k)`` of
-that structure alone to round-off (tested). The thermostat's factors and the cells' scalings
-are computed on the host (``bussi_factors``, ``cell_scalings``: the draws are the
-generators'), one transfer of the systems' kinetic energies and pressures there and of their
-factors back a step. Units: eV, Å, amu, ``ase.units.fs`` (ASE's); cells are TorchSim's column
-vectors; positions are never wrapped.
+of ``StochasticCellRescalingNPT`` (Bussi's thermostat, a half kick, the cell's deformation,
+the drift across it, one model call, a half kick), each system with its own temperature and
+NumPy generator (the one of its start velocities; a step's draws in the same order: a normal
+and a gamma variate for the thermostat, then the barostat's one normal variate, eleven
+anisotropic), so each system follows ``run_md(ensemble="npt",
+npt=NPTSettings(barostat="c-rescale"), seed=seed + k)`` of that structure alone to round-off
+(tested). The thermostat's factors and the cells' deformations are computed on the host
+(``bussi_factors``, ``cell_deformations``: the draws are the generators'), one transfer of
+the systems' kinetic energies, pressure tensors and cells there and of their factors and
+deformations back a step. Units: eV, Å, amu, ``ase.units.fs`` (ASE's); cells are TorchSim's
+column vectors; positions are never wrapped.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import torch
 
 from equiforce.md.batched_bussi import bussi_factors
 from equiforce.md.batched_state import atom_counts, ideal_gas_stress, twice_kinetic_energy
-from equiforce.md.crescale import CRescaleCoupling, cell_scalings
+from equiforce.md.crescale import CRescaleCoupling, cell_deformations
 
 
 def _per_system(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """Host values (n,) as a tensor on ``like``'s device and dtype."""
+    """Host values (n, ...) as a tensor on ``like``'s device and dtype."""
     return torch.as_tensor(values, dtype=like.dtype, device=like.device)
 
 
@@ -62,16 +63,23 @@ def crescale_npt_step(
     factors = bussi_factors(kinetic, host_kT, degrees, generators, coupling.thermostat)
     momenta = state.momenta * _per_system(factors, kT)[idx, None] + dt / 2 * state.forces
     state.momenta = momenta
-    total = stress + ideal_gas_stress(state)
-    current = -torch.diagonal(total, dim1=-2, dim2=-1).sum(-1) / 3
-    volume = torch.linalg.det(state.cell).abs()
-    host = (current.cpu().numpy(), pressure.cpu().numpy(), volume.cpu().numpy())
-    s = _per_system(cell_scalings(*host, host_kT, generators, coupling), kT)
-    drift = ((s + 1 / s) / 2)[idx, None] * dt * momenta / state.masses[:, None]
-    state.positions = s[idx, None] * state.positions + drift
-    state.cell = s[:, None, None] * state.cell
-    state.momenta = momenta / s[idx, None]
+    total = -(stress + ideal_gas_stress(state))
+    cells = state.cell.transpose(-1, -2)  # rows
+    host = (total.cpu().numpy(), pressure.cpu().numpy(), cells.cpu().numpy())
+    deformation = _per_system(cell_deformations(*host, host_kT, generators, coupling), kT)
+    inverse_transpose = torch.linalg.inv(deformation).transpose(-1, -2)[idx]
+    per_atom = deformation[idx]
+    drift = _rows_times(momenta, inverse_transpose) + _rows_times(momenta, per_atom)
+    drift = drift / 2 * dt / state.masses[:, None]
+    state.positions = _rows_times(state.positions, per_atom) + drift
+    state.cell = (cells @ deformation).transpose(-1, -2)
+    state.momenta = _rows_times(momenta, inverse_transpose)
     out = model(state)
     state.energy, state.forces, stress = out["energy"], out["forces"], out["stress"]
     state.momenta = state.momenta + dt / 2 * state.forces
     return state, stress
+
+
+def _rows_times(rows: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """(n_atoms, 3) each row times its own (3, 3) matrix of ``matrices`` (n_atoms, 3, 3)."""
+    return torch.einsum("ni,nij->nj", rows, matrices)

@@ -1,35 +1,45 @@
-"""Stochastic cell rescaling NPT (Bernetti & Bussi, J. Chem. Phys. 153, 114107 (2020)):
+"""Stochastic cell rescaling NPT (Bernetti & Bussi, J. Chem. Phys. 153, 114107 (2020); its
+anisotropic form: Del Tatto, Raiteri, Bernetti & Bussi, Appl. Sci. 12, 1139 (2022)):
 ``run_md``'s ``barostat="c-rescale"``, GROMACS's ``pcoupl = C-rescale``.
 
 A first-order barostat like Berendsen's (the volume relaxes to the target pressure without
 the oscillations of MTK's cell momenta, so it is safe far from equilibrium), with a noise term
-that gives the volume the isothermal-isobaric ensemble's fluctuations (Berendsen's are too
+that gives the cell the isothermal-isobaric ensemble's fluctuations (Berendsen's are too
 small). In the log-volume eps = ln V, over a step dt:
 
     d eps = -(beta_T / tau_p) (P0 - P) dt + sqrt(2 kT beta_T dt / (V tau_p)) xi
 
 with P the instantaneous pressure (virial and kinetic parts), beta_T the coupling
-compressibility, tau_p the barostat time and xi a standard normal variate. Positions and cell
-scale by s = exp(d eps / 3), momenta by 1/s. The step integrates it in lambda = sqrt(V), whose
-noise is additive (the paper's time-reversible scheme): lambda moves by
-``(D / kT) f dt + sqrt(2 D dt) xi`` with ``D = kT beta_T / (4 tau_p)`` and
-``f = -2 lambda (P0 - P - kT / (2 V))``. The temperature is held by Bussi's stochastic velocity
-rescaling (``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``), so both the
-particles and the volume sample the ensemble.
+compressibility, tau_p the barostat time and xi a standard normal variate. The step integrates
+it in lambda = sqrt(V), whose noise is additive (the papers' time-reversible scheme): lambda
+moves by ``(D / kT) f dt + sqrt(2 D dt) xi`` with ``D = kT beta_T / (4 tau_p)`` and
+``f = -2 lambda (P0 - P - kT / (2 V))``. Isotropic, positions and cell scale by
+``s = (V' / V)^(1/3)``, momenta by 1/s. Anisotropic (every cell component fluctuates), lambda
+moves in two half steps (a normal variate each) around a volume-preserving change of shape
+``exp(beta_T / (3 tau_p) dev(P_int) dt + b sqrt(dt) dev(X))``, ``P_int`` the pressure tensor,
+``dev`` the traceless part, X a matrix of nine normal variates and
+``b = sqrt(2 kT beta_T / (3 tau_p V_half))`` (``V_half`` the volume after the first half step);
+the cell's rotation is removed (the paper's lower-triangular box, taken in the cell's own
+frame, so any orientation keeps its frame), then scaled by ``(V' / V)^(1/3)``. The target is
+a hydrostatic pressure. Both forms move the cell by a deformation R (row vectors: positions
+``x R``, cell vectors ``h R``, momenta ``p R^-T``). The temperature is held by Bussi's
+stochastic velocity rescaling (``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``),
+so both the particles and the cell sample the ensemble.
 
 A step, one model call (energy, forces, stress):
 
 1. the momenta scaled by Bussi's factor over dt (ASE's ``Bussi`` order: a normal, then a gamma
    variate from the run's generator);
 2. a half kick by the forces;
-3. the scaling s from the pressure of the current positions and momenta (a normal variate);
-4. positions ``s x + (s + 1/s) / 2 p / m dt`` (the drift across the scaling), the cell by s,
-   momenta by 1/s;
+3. the deformation R from the pressure of the current positions and momenta (one normal
+   variate isotropic; anisotropic: one, nine, one);
+4. positions ``x R + (p R^-T + p R) / 2 dt / m`` (the drift across the deformation), the cell
+   by R, momenta ``p R^-T``;
 5. the model at the new positions and cell, and a half kick.
 
-``cell_scalings`` computes step 3 for many systems at once (batched MD shares it:
+``cell_deformations`` computes step 3 for many systems at once (batched MD shares it:
 ``equiforce.md.batched_crescale``); ``StochasticCellRescalingNPT`` is the ASE integrator of
-``run_md``. Isotropic only (a uniform scaling of the cell); units: eV, Å, amu, ASE time.
+``run_md``. No cell mask; units: eV, Å, amu, ASE time.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import scipy.linalg
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 
@@ -54,7 +65,9 @@ class CRescaleCoupling:
         taup: barostat time (ASE time): the volume relaxes over ~``taup`` where
             ``compressibility_au`` is the material's.
         compressibility_au: coupling compressibility beta_T, Å^3/eV (only scales how fast
-            the volume relaxes; the fluctuations do not depend on it).
+            the cell relaxes; the fluctuations do not depend on it).
+        anisotropic: every cell component fluctuates (module docstring) instead of a uniform
+            scaling.
 
     The target pressure is not a coupling: it may differ between systems and move (a ramp).
     """
@@ -63,6 +76,7 @@ class CRescaleCoupling:
     taut: float
     taup: float
     compressibility_au: float
+    anisotropic: bool = False
 
     @property
     def thermostat(self) -> BussiCoupling:
@@ -70,38 +84,64 @@ class CRescaleCoupling:
         return BussiCoupling(dt=self.dt, taut=self.taut)
 
 
-def cell_scalings(
+def cell_deformations(
     pressure: np.ndarray,
     target: np.ndarray,
-    volume: np.ndarray,
+    cells: np.ndarray,
     kT: np.ndarray,
     generators: Sequence[np.random.Generator],
     coupling: CRescaleCoupling,
 ) -> np.ndarray:
-    """Each system's linear scaling factor s over one step (module docstring), drawing one
-    normal variate from each system's generator.
+    """Each system's cell deformation R over one step (module docstring), drawing from each
+    system's generator one normal variate (isotropic) or eleven (anisotropic: the volume's
+    first half step, the shape's nine, the volume's second half step).
 
     Args:
-        pressure: (n,) instantaneous pressures (virial and kinetic), eV/Å^3.
-        target: (n,) target pressures P0, eV/Å^3.
-        volume: (n,) volumes, Å^3.
+        pressure: (n, 3, 3) instantaneous pressure tensors (virial and kinetic parts: minus
+            ASE's stress with its ideal-gas part), eV/Å^3.
+        target: (n,) target (hydrostatic) pressures P0, eV/Å^3.
+        cells: (n, 3, 3) cell vectors as rows, Å.
         kT: (n,) target temperatures, eV.
         generators: one NumPy generator per system.
         coupling: the couplings.
 
     Returns:
-        (n,) s: positions and cells scale by s, momenta by 1/s.
+        (n, 3, 3) R: positions and cell vectors (rows) move to ``x R``, momenta to
+        ``p R^-T``; ``s I`` isotropic.
 
     Raises:
         RuntimeError: a volume would turn negative (a barostat far too strong for the time
             step).
     """
     dt, beta, taup = coupling.dt, coupling.compressibility_au, coupling.taup
-    noise = np.array([generator.standard_normal() for generator in generators])
+    volume = np.abs(np.linalg.det(cells))
     root = np.sqrt(volume)  # lambda
     diffusion = kT * beta / (4 * taup)
-    force = -2 * root * (target - pressure - kT / (2 * volume))
-    step = diffusion / kT * force * dt + np.sqrt(2 * diffusion * dt) * noise
+    scalar = np.trace(pressure, axis1=1, axis2=2) / 3
+    drift = -2 * diffusion / kT * root * (target - scalar - kT / (2 * volume)) * dt
+    if not coupling.anisotropic:
+        noise = np.array([generator.standard_normal() for generator in generators])
+        steps = drift + np.sqrt(2 * diffusion * dt) * noise
+        return _volume_scalings(root, steps)[:, None, None] * np.eye(3)
+    deformations = np.empty_like(cells)
+    for k, generator in enumerate(generators):
+        draws = generator.standard_normal(11)
+        half = drift[k] / 2 + np.sqrt(diffusion[k] * dt) * draws[0]
+        width = np.sqrt(2 * kT[k] * beta / (3 * taup * (root[k] + half) ** 2))
+        shape = beta / (3 * taup) * dt * _deviatoric(pressure[k])
+        shape = shape + width * np.sqrt(dt) * _deviatoric(draws[1:10].reshape(3, 3))
+        step = half + drift[k] / 2 + np.sqrt(diffusion[k] * dt) * draws[10]
+        scaling = _volume_scalings(root[k : k + 1], np.array([step]))[0]
+        deformations[k] = scaling * _without_rotation(scipy.linalg.expm(shape), cells[k])
+    return deformations
+
+
+def _volume_scalings(root: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """(n,) the linear scalings ``(V' / V)^(1/3)`` of lambda = sqrt(V) moving by ``step``.
+
+    Raises:
+        RuntimeError: a volume would turn negative.
+    """
     ratio = 1 + step / root  # sqrt(V' / V)
     if not (ratio > 0).all():
         raise RuntimeError(
@@ -111,18 +151,36 @@ def cell_scalings(
     return ratio ** (2 / 3)
 
 
+def _deviatoric(matrix: np.ndarray) -> np.ndarray:
+    """The traceless part of a (3, 3) matrix."""
+    return matrix - np.trace(matrix) / 3 * np.eye(3)
+
+
+def _without_rotation(deformation: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """``deformation`` (3, 3) with its rotation removed in the frame of ``cell`` (rows): the
+    deformation D with ``D D^T`` unchanged that keeps the cell's lower-triangular form in its
+    own frame (cell = L Q, L lower-triangular, Q orthogonal; then ``cell D = L' Q`` with L'
+    lower-triangular), as Del Tatto et al.'s box kept lower-triangular."""
+    frame, upper = np.linalg.qr(cell.T)  # cell^T = Q r, cell = r^T Q^T
+    frame = frame * np.sign(np.diag(upper))  # the Q of r with a positive diagonal
+    in_frame = frame.T @ deformation @ frame
+    lower = np.linalg.cholesky(in_frame @ in_frame.T)
+    return frame @ lower @ frame.T
+
+
 class StochasticCellRescalingNPT(MolecularDynamics):
-    """Isotropic stochastic cell rescaling NPT with Bussi's thermostat (module docstring).
+    """Stochastic cell rescaling NPT with Bussi's thermostat (module docstring).
 
     Args:
         atoms: a 3D-periodic structure with momenta (not at rest), no constraints.
         timestep: time step (ASE time).
         temperature_K: target temperature, K.
-        pressure_au: target pressure, eV/Å^3.
+        pressure_au: target (hydrostatic) pressure, eV/Å^3.
         taut: thermostat time constant (ASE time).
         taup: barostat time (ASE time).
         compressibility_au: coupling compressibility, Å^3/eV.
         rng: the NumPy generator of the noise (thermostat, then barostat, each step).
+        anisotropic: every cell component fluctuates (else a uniform scaling).
 
     Raises:
         ValueError: constraints, or a structure at rest (Bussi's thermostat scales momenta).
@@ -138,6 +196,7 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         taup: float,
         compressibility_au: float,
         rng: np.random.Generator,
+        anisotropic: bool = False,
     ):
         if atoms.constraints:
             kinds = [type(constraint).__name__ for constraint in atoms.constraints]
@@ -151,7 +210,7 @@ class StochasticCellRescalingNPT(MolecularDynamics):
                 "rescaling scales its momenta (start it at a temperature > 0)"
             )
         super().__init__(atoms, timestep)
-        self.coupling = CRescaleCoupling(timestep, taut, taup, compressibility_au)
+        self.coupling = CRescaleCoupling(timestep, taut, taup, compressibility_au, anisotropic)
         self.rng = rng
         self.kT = units.kB * temperature_K
         self.pressure_au = pressure_au
@@ -172,14 +231,14 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         factor = bussi_factors(kinetic, kT, degrees, [self.rng], self.coupling.thermostat)[0]
         momenta = factor * atoms.get_momenta() + dt / 2 * atoms.get_forces()
         atoms.set_momenta(momenta)
-        stress = atoms.get_stress(voigt=False, include_ideal_gas=True)
-        pressure = np.array([-np.trace(stress) / 3])
-        volume = np.array([atoms.get_volume()])
-        target = np.array([self.pressure_au])
-        s = float(cell_scalings(pressure, target, volume, kT, [self.rng], self.coupling)[0])
-        drift = (s + 1 / s) / 2 * dt * momenta / self.masses
-        positions = s * atoms.positions + drift
-        atoms.set_cell(s * atoms.cell.array, scale_atoms=False)
+        pressure = -atoms.get_stress(voigt=False, include_ideal_gas=True)[None]
+        cell, target = atoms.cell.array, np.array([self.pressure_au])
+        deformation = cell_deformations(pressure, target, cell[None], kT, [self.rng], self.coupling)
+        deformation = deformation[0]
+        inverse_transpose = np.linalg.inv(deformation).T
+        drift = (momenta @ inverse_transpose + momenta @ deformation) / 2 * dt / self.masses
+        positions = atoms.positions @ deformation + drift
+        atoms.set_cell(cell @ deformation, scale_atoms=False)
         atoms.set_positions(positions)
-        atoms.set_momenta(momenta / s)
+        atoms.set_momenta(momenta @ inverse_transpose)
         atoms.set_momenta(atoms.get_momenta() + dt / 2 * atoms.get_forces())

@@ -64,10 +64,11 @@ class NPTSettings:
             ensemble), ``"berendsen"`` (first-order relaxation of pressure and temperature:
             robust for equilibration, does not sample the ensemble's fluctuations) or
             ``"c-rescale"`` (stochastic cell rescaling with Bussi's thermostat: first-order
-            and robust as Berendsen's, and samples the ensemble; isotropic;
-            ``equiforce.md.crescale``).
+            and robust as Berendsen's, and samples the ensemble; isotropic or anisotropic, no
+            cell mask; ``equiforce.md.crescale``).
         anisotropic: let every cell component fluctuate (MTK: ``MTKNPT``; Berendsen: each
-            axis scaled by its own pressure) instead of a uniform scaling of the cell.
+            axis scaled by its own pressure; stochastic cell rescaling: Del Tatto et al.'s
+            anisotropic form) instead of a uniform scaling of the cell.
         barostat_time_fs: barostat damping (MTK ``pdamp``) or relaxation (Berendsen's and
             stochastic cell rescaling's ``taup``) time, fs; ~1000 fs is safe for metals,
             ~100 timesteps at least.
@@ -130,10 +131,11 @@ class NPTSettings:
                     "with anisotropic=True (each free axis its own pressure)"
                 )
             object.__setattr__(self, "cell_mask", mask)
-        if self.barostat == "c-rescale" and self.anisotropic:
+        if self.barostat == "c-rescale" and self.cell_mask is not None:
             raise ValueError(
-                "the c-rescale barostat scales the cell uniformly (isotropic); for every cell "
-                "component to fluctuate use mtk (samples the ensemble) or berendsen"
+                f"cell_mask {self.cell_mask}: the c-rescale barostat moves every cell component "
+                "(anisotropic) or scales the cell uniformly; to hold cell vectors use mtk "
+                "(samples the ensemble) or berendsen"
             )
         for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
             if not getattr(self, name) > 0:
@@ -150,7 +152,9 @@ def _barostat(
 
         dt = timestep_fs * units.fs
         arguments = npt.ase_arguments()
-        return StochasticCellRescalingNPT(atoms, dt, temperature_K, rng=rng, **arguments)
+        return StochasticCellRescalingNPT(
+            atoms, dt, temperature_K, rng=rng, anisotropic=npt.anisotropic, **arguments
+        )
     arguments = npt.ase_arguments()
     if npt.cell_mask is not None:  # a list: ASE 3.29's MaskedMTKNPT indexes its momenta with
         # the mask, and a tuple reads as three scalar indices (the cell then never moves)

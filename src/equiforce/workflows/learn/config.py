@@ -83,9 +83,9 @@ class LearnMDConfig:
             stretched cells in one round).
         barostat: NPT: ``"berendsen"`` (robust: relaxes towards the pressure), ``"mtk"``
             (Martyna–Tobias–Klein: samples the NPT ensemble's volume fluctuations) or
-            ``"c-rescale"`` (stochastic cell rescaling: both; isotropic).
+            ``"c-rescale"`` (stochastic cell rescaling: both).
         anisotropic: NPT: every cell component moves (Berendsen: each cell vector with its
-            own pressure component).
+            own pressure component; c-rescale: Del Tatto et al.'s anisotropic form).
         barostat_time_fs: NPT: the barostat time, fs (Berendsen's and c-rescale's ``taup``,
             MTK's ``pdamp``).
     """
@@ -130,11 +130,6 @@ class LearnMDConfig:
         check_field(self.barostat_time_fs > 0, f"{p}.barostat_time_fs", "must be > 0")
         check_field(
             self.barostat in BAROSTATS, f"{p}.barostat", f"must be one of {list(BAROSTATS)}"
-        )
-        check_field(
-            not (self.anisotropic and self.barostat == "c-rescale"),
-            f"{p}.anisotropic",
-            "the c-rescale barostat is isotropic: use berendsen or mtk",
         )
         check_field(
             1 <= self.log_interval <= self.n_steps, f"{p}.log_interval", "must be in [1, n_steps]"
