@@ -310,8 +310,10 @@ def test_errors_by_config_type_equal_each_types_own_evaluation(model64, tmp_path
     frames without one ("Default"): each type's errors (energy per atom, forces, stress, their
     counts) equal ``evaluate`` of that type's structures alone; the table (``[bulk: 3]``) and
     the JSON (``by_config_type``) carry them; another key is given by ``--config-type-key``; a
-    preprocessed directory keeps no types (none reported) and is not refused for the key;
-    a non-string type is an error naming the frame and the field."""
+    preprocessed directory keeps the types (an index per structure, the names in its
+    manifest): the same errors by type as the file; evaluated with another key it is refused
+    naming both; one preprocessed before types were kept (no ``config_type`` shard file)
+    reports none; a non-string type is an error naming the frame and the field."""
     from equiforce.data.extxyz import DataError, read_configurations
     from equiforce.data.ondisk import preprocess
 
@@ -350,8 +352,26 @@ def test_errors_by_config_type_equal_each_types_own_evaluation(model64, tmp_path
     assert evaluate_cli.run(args) == 0
     by_kind = json.loads((tmp_path / "kind.json").read_text())["by_config_type"]
     assert by_kind.keys() == {"BULK", "RATTLED", "Default"}
-    preprocess(tmp_path / "data.xyz", tmp_path / "pre", None, model64.r_max)
+    manifest = preprocess(tmp_path / "data.xyz", tmp_path / "pre", None, model64.r_max)
+    assert manifest["config_types"] == ["bulk", "rattled", "Default"]
     argv = [str(tmp_path / "model.pt"), str(tmp_path / "pre"), "--json", str(tmp_path / "p.json")]
+    assert evaluate_cli.run(parser.parse_args(argv)) == 0
+    by_type = json.loads((tmp_path / "p.json").read_text())["by_config_type"]
+    assert by_type.keys() == payload["by_config_type"].keys()
+    for kind, part in by_type.items():
+        assert part["n_configs"] == payload["by_config_type"][kind]["n_configs"]
+        rmse = part["metrics"]["forces"]["rmse"]
+        assert rmse == pytest.approx(payload["by_config_type"][kind]["metrics"]["forces"]["rmse"])
+    with pytest.raises(ValueError, match="pre: preprocessed with config types from 'config_type'"):
+        evaluate_cli.run(parser.parse_args([*argv, "--config-type-key", "kind"]))
+    manifest = json.loads((tmp_path / "pre" / "manifest.json").read_text())
+    for key in ("config_type_key", "config_types"):  # as an earlier equiforce wrote it
+        del manifest[key]
+    for shard in manifest["shards"]:
+        for table in ("bytes", "crc32"):
+            del shard[table]["config_type"]
+        (tmp_path / "pre" / shard["name"] / "config_type.npy").unlink()
+    (tmp_path / "pre" / "manifest.json").write_text(json.dumps(manifest))
     assert evaluate_cli.run(parser.parse_args([*argv, "--config-type-key", "kind"])) == 0
     assert json.loads((tmp_path / "p.json").read_text())["by_config_type"] == {}
 

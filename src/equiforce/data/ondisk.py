@@ -4,7 +4,8 @@
 neighbour list once and writes shards of ``shard_size`` structures. Each shard is a folder of
 plain ``.npy`` arrays, one concatenated array per field, plus per-structure offsets::
 
-    OUT/manifest.json            format, species, r_max, key spec, counts, statistics, sources
+    OUT/manifest.json            format, species, r_max, key spec, counts, config types,
+                                 statistics, sources
     OUT/shard_00000/pos.npy       (n_atoms_total, 3) float64, Å
                    numbers.npy   (n_atoms_total,) int64 atomic numbers
                    forces.npy    (n_atoms_total, 3) float64, eV/Å (zeros where unlabelled)
@@ -12,7 +13,8 @@ plain ``.npy`` arrays, one concatenated array per field, plus per-structure offs
                    edge_shift.npy (n_edges_total, 3) int32 lattice shifts
                    atom_offset.npy / edge_offset.npy (n_structures + 1,) int64
                    cell.npy (n, 3, 3), pbc.npy (n, 3), energy.npy (n,), stress.npy (n, 3, 3),
-                   weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks
+                   weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks,
+                   config_type.npy (n,) int32 index into the manifest's ``config_types``
 
 Why ``.npy`` arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra dependency and
 no pickles; one structure is a contiguous byte range of each array, read with ``os.preadv``
@@ -75,9 +77,12 @@ SHARD_FIELDS: Mapping[str, tuple[str, tuple[int, ...], str]] = {
     "stress": ("float64", (3, 3), "graph"),
     "weights": ("float64", (3,), "graph"),
     "has": ("bool", (3,), "graph"),
+    "config_type": ("int32", (), "graph"),
     "atom_offset": ("int64", (), "offset"),
     "edge_offset": ("int64", (), "offset"),
 }
+# fields a directory preprocessed by an earlier equiforce lacks (read as unknown)
+OPTIONAL_FIELDS = frozenset({"config_type"})
 
 
 class OnDiskError(DataError):
@@ -165,6 +170,7 @@ def _structure_arrays(config: Configuration, r_max: float) -> dict[str, np.ndarr
         "has": np.array(
             [[config.energy is not None, config.forces is not None, config.stress is not None]]
         ),
+        "config_type": config.config_type,  # a name; ``preprocess`` turns it into an index
     }
 
 
@@ -264,6 +270,7 @@ def preprocess(
     out.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out, shard_size)
     accumulator = StatisticsAccumulator()
+    config_types: dict[str, int] = {}  # name -> index, in order of first appearance
     sources: list[dict[str, Any]] = []
     pool = get_context("spawn").Pool(workers) if workers > 1 else None
     try:
@@ -284,7 +291,8 @@ def preprocess(
                     if type_names is not None:  # refuse early, naming the frame
                         source = f"{path}, frame {accumulator.n_configs - 1 - first}"
                         type_indices(arrays["numbers"], type_names, source)
-                    writer.add(arrays)
+                    kind = config_types.setdefault(arrays["config_type"], len(config_types))
+                    writer.add({**arrays, "config_type": np.array([kind])})
             sources.append(
                 {
                     "path": str(path),
@@ -310,6 +318,8 @@ def preprocess(
         "n_structures": accumulator.n_configs,
         "n_atoms": accumulator.n_atoms,
         "n_edges": accumulator.n_edges,
+        "config_type_key": key_spec.config_type_key,
+        "config_types": list(config_types),
         "shards": writer.shards,
         "sources": sources,
         "statistics": dataclasses.asdict(statistics),
@@ -549,6 +559,8 @@ class OnDiskDataset(Dataset):
         n = info["n_structures"]
         arrays = {}
         for field, (dtype, tail, scope) in SHARD_FIELDS.items():
+            if field in OPTIONAL_FIELDS and field not in info["bytes"]:
+                continue
             file = folder / f"{field}.npy"
             if k not in self._offsets:  # first open in this process
                 _check_file(file, info["bytes"].get(field), _crc32(info, field))
@@ -575,6 +587,15 @@ class OnDiskDataset(Dataset):
             if entry["first"] <= structure < entry["first"] + entry["n_structures"]:
                 return f"{entry['path']}, frame {structure - entry['first']}"
         return f"{self.path}, structure {structure}"
+
+    def config_type(self, index: int) -> str | None:
+        """The config type of view item ``index`` (``Configuration.config_type``), or None
+        where the directory was preprocessed before config types were kept."""
+        names = self.manifest.get("config_types")
+        if names is None:
+            return None
+        shard, row = self.locate(index)
+        return names[int(self._shard(shard)["config_type"][row])]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         shard, row = self.locate(index)

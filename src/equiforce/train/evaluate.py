@@ -102,8 +102,8 @@ class EvaluationResult:
             element, keyed by its symbol (empty where the species were not known).
         by_config_type: the errors of the structures of each config type (``Configuration.
             config_type``, e.g. ``"bulk"``; ``"Default"`` for a frame without one), keyed by
-            it, without parity data; empty where the types are not known (graphs of a
-            preprocessed directory).
+            it, without parity data; empty where the types are not known (a directory
+            preprocessed before equiforce kept them).
     """
 
     n_configs: int
@@ -150,9 +150,18 @@ def _symbols(structure: Structure, type_names: Sequence[str]) -> np.ndarray:
     return np.asarray(type_names)[structure[keys.ATOM_TYPE].cpu().numpy()]
 
 
+class TypedGraph(dict):
+    """A graph dict of a preprocessed directory that knows its structure's config type
+    (``structures_in``; None where the directory kept none)."""
+
+    def __init__(self, graph: dict[str, torch.Tensor], config_type: str | None):
+        super().__init__(graph)
+        self.config_type = config_type
+
+
 def _config_type(structure: Structure) -> str | None:
-    """A structure's config type (None for a graph: not kept)."""
-    return structure.config_type if isinstance(structure, Configuration) else None
+    """A structure's config type (None for a graph that does not know it)."""
+    return getattr(structure, "config_type", None)
 
 
 def _subset(pred: Predictions, indices: Sequence[int]) -> Predictions:
@@ -191,12 +200,13 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
     """The structures of a labelled data set, streamed (for ``evaluate``/``evaluate_files``):
     an extxyz file's configurations one frame at a time (frames without labels included,
     left out of the errors), or a preprocessed directory's graphs in ``model``'s species
-    order.
+    order, each with its config type (``TypedGraph``).
 
     Raises:
         FileNotFoundError: no such file or directory.
-        ValueError: a directory preprocessed with another cutoff or other label keys, or
-            holding a species the model lacks (the directory named).
+        ValueError: a directory preprocessed with another cutoff, other label keys or
+            another config type key, or holding a species the model lacks (the directory
+            named).
     """
 
     if not is_preprocessed(path):
@@ -214,7 +224,14 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
             f"{path}: preprocessed with label keys {dataset.manifest['keys']}, evaluated with "
             f"{label_keys.label_keys()}: give its keys (--energy-key, ...)"
         )
-    return (dataset[k] for k in range(len(dataset)))
+    kept = dataset.manifest.get("config_type_key")  # None: preprocessed before types were kept
+    if kept is not None and kept != label_keys.config_type_key:
+        raise ValueError(
+            f"{path}: preprocessed with config types from {kept!r}, evaluated with "
+            f"{label_keys.config_type_key!r}: give --config-type-key {kept} or preprocess it "
+            "again"
+        )
+    return (TypedGraph(dataset[k], dataset.config_type(k)) for k in range(len(dataset)))
 
 
 def predict_batches(
