@@ -8,12 +8,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms, units
 from ase.build import bulk, fcc111, molecule
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.io import read, write
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.cli.relax import add_arguments, run
 from equiforce.md.calculator import EquiforceCalculator
@@ -66,6 +68,29 @@ def test_cell_relaxation_reaches_fmax_and_target_pressure(emt_cu_model, optimize
     bound = FMAX * len(start) / result.atoms.get_volume() / units.GPa
     assert abs(pressure_GPa(result.atoms) - target_GPa) < bound
     assert result.atoms.get_volume() < start.get_volume()  # a = 3.68 Å is stretched
+
+
+def torch_assert_equal(a, b) -> None:
+    """Two tensors equal to the bit."""
+    assert torch.equal(a, b)
+
+
+class PushedModel:
+    """A TorchSim model plus ``PushedAtom``'s constant force on the first atom of each system
+    (and its energy ``-force . r``)."""
+
+    def __init__(self, model, force) -> None:
+        self.model, self.force = model, torch.as_tensor(force, dtype=model.dtype)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)  # device, dtype, type_names, ...
+
+    def __call__(self, state, **kwargs):
+        out = dict(self.model(state, **kwargs))
+        first = torch.searchsorted(state.system_idx, torch.unique(state.system_idx))
+        out["forces"] = out["forces"].index_add(0, first, self.force.expand(len(first), 3))
+        out["energy"] = out["energy"] - state.positions[first] @ self.force
+        return out
 
 
 class PushedAtom(Calculator):
@@ -150,6 +175,112 @@ def test_unconverged_structures_are_reported(emt_cu_model):
     results = relax_structures([rattled_cu()], EquiforceCalculator(emt_cu_model), steps=2)
     assert not results[0].converged and results[0].n_steps == 2 and results[0].fmax > 0.05
     assert "0 of 1 converged" in format_relax_summary(results)
+
+
+def test_symmetrized_model_averages_as_fix_symmetry(emt_cu_model):
+    """``SymmetrizedModel``'s forces and stress equal ASE's ``FixSymmetry`` (``adjust_forces``,
+    ``adjust_stress``) applied to the model's own, to 1e-12, for Cu at general positions of
+    a tetragonal (4-fold axis) and of a rotated hexagonal (3-fold axis) group in one state;
+    with a system dropped (``keep``), the other's still do; an identity group leaves them as
+    they are."""
+    pytest.importorskip("torch_sim")
+    pytest.importorskip("spglib")
+    from ase.constraints import FixSymmetry
+    from ase.spacegroup import crystal
+    from scipy.spatial.transform import Rotation
+
+    from equiforce.md.torchsim import EquiforceModel, SymmetrizedModel, atoms_to_state
+
+    tetragonal = crystal(["Cu"], [(0.13, 0.27, 0.31)], spacegroup=75, cellpar=[5.2, 5.2, 3.9])
+    hexagonal = crystal(
+        ["Cu"], [(0.30, 0.05, 0.33)], spacegroup=143, cellpar=[5.0, 5.0, 4.0, 90, 90, 120]
+    )
+    turn = Rotation.from_rotvec([0.2, 0.5, -0.3]).as_matrix()
+    hexagonal.set_cell(hexagonal.cell.array @ turn.T, scale_atoms=True)
+    fixes = [FixSymmetry(atoms, symprec=1e-3) for atoms in (tetragonal, hexagonal)]
+    operations = [(np.asarray(f.rotations), np.asarray(f.symm_map)) for f in fixes]
+    assert [len(f.rotations) for f in fixes] == [8, 6]
+    model = EquiforceModel(emt_cu_model, compute_stress=True)
+    frames = [tetragonal.copy(), hexagonal.copy()]
+    for frame, seed in zip(frames, (1, 2), strict=True):
+        frame.rattle(0.05, seed=seed)  # forces and stress without the symmetry
+    symmetric = SymmetrizedModel(model, operations)
+    for kept in ([0, 1], [1]):
+        state = atoms_to_state([frames[k] for k in kept], model.device, model.dtype)
+        raw, averaged = model(state), symmetric(state)
+        offsets = np.cumsum([0] + [len(frames[k]) for k in kept])
+        for local, k in enumerate(kept):
+            rows = slice(offsets[local], offsets[local + 1])
+            forces = raw["forces"][rows].detach().numpy().copy()
+            fixes[k].adjust_forces(frames[k], forces)
+            assert np.abs(forces).max() > 0.05  # general positions: symmetric forces too
+            np.testing.assert_allclose(
+                averaged["forces"][rows].detach().numpy(), forces, atol=1e-12
+            )
+            stress = full_3x3_to_voigt_6_stress(raw["stress"][local].detach().numpy())
+            fixes[k].adjust_stress(frames[k], stress)
+            mine = full_3x3_to_voigt_6_stress(averaged["stress"][local].detach().numpy())
+            np.testing.assert_allclose(mine, stress, atol=1e-12)
+        assert (averaged["forces"] - raw["forces"]).abs().max() > 1e-3  # not a no-op
+        symmetric.keep([1]) if len(kept) == 2 else None
+    identity = (np.eye(3, dtype=int)[None], np.arange(len(frames[0]))[None])
+    state = atoms_to_state(frames[:1], model.device, model.dtype)
+    alone = SymmetrizedModel(model, [identity])(state)
+    torch_assert_equal(alone["forces"], model(state)["forces"])
+
+
+def test_batched_relaxation_keeps_the_space_group(emt_cu_model, tmp_path):
+    """``relax_batched(symmetry_tolerance=...)`` / ``relax --batched --fix-symmetry``: the
+    cubic cell distorted below the tolerance and pushed on one atom (as in the test above)
+    relaxes with its cell to Fm-3m at 1e-6 Å with a cubic cell, as ``relax_structure`` with
+    ``FixSymmetry`` does (energy within 1e-4 eV, cell within 1e-3 Å), after a relaxed bcc cell
+    left the batch; without the symmetry it is monoclinic or lower. FixAtoms with the
+    symmetry, and a molecule, are refused by index."""
+    pytest.importorskip("torch_sim")
+    pytest.importorskip("spglib")
+    from ase.calculators.mixing import SumCalculator
+    from ase.constraints import FixAtoms
+    from ase.spacegroup.symmetrize import check_symmetry
+
+    from equiforce.md.relax import relax_batched
+    from equiforce.md.torchsim import EquiforceModel
+
+    push = np.array([3e-3, 2e-3, 0.0])
+    start = bulk("Cu", "fcc", a=3.7, cubic=True)
+    start.rattle(2e-4, seed=3)
+    shear = np.eye(3) + np.array([[0, 2e-4, 0], [0, 0, 0], [0, 0, -2e-4]])
+    start.set_cell(start.cell.array @ shear, scale_atoms=True)
+    options = dict(fmax=FMAX, steps=300, cell=True)
+    calculator = SumCalculator([EquiforceCalculator(emt_cu_model), PushedAtom(push)])
+    serial = relax_structure(start, calculator, symmetry_tolerance=0.01, **options)
+    relaxed_bcc = relax_structure(bulk("Cu", "bcc", a=2.87), calculator, **options).atoms
+    pushed = PushedModel(EquiforceModel(emt_cu_model, compute_stress=True), push)
+    frames = [relaxed_bcc, start]
+    kept = relax_batched(frames, pushed, symmetry_tolerance=0.01, **options)
+    plain = relax_batched(frames, pushed, **options)
+    assert [r.spacegroup for r in kept] == ["Im-3m (229)", "Fm-3m (225)"]
+    assert kept[0].n_steps < kept[1].n_steps and all(r.converged for r in kept + plain)
+    assert check_symmetry(kept[1].atoms, 1e-6).number == 225
+    assert check_symmetry(plain[1].atoms, 1e-6).number < 16 and plain[1].spacegroup is None
+    lengths, angles = np.split(kept[1].atoms.cell.cellpar(), 2)
+    np.testing.assert_allclose(lengths, lengths[0], rtol=1e-10)
+    np.testing.assert_allclose(angles, 90.0, rtol=1e-10)
+    assert abs(kept[1].energy - serial.energy) < 1e-4
+    np.testing.assert_allclose(kept[1].atoms.cell.array, serial.atoms.cell.array, atol=1e-3)
+
+    fixed = start.copy()
+    fixed.set_constraint(FixAtoms([0]))
+    with pytest.raises(ValueError, match=r"structure 1 \(Cu4\) has FixAtoms and its symmetry"):
+        relax_batched([start, fixed], pushed, symmetry_tolerance=0.01)
+    with pytest.raises(ValueError, match="structure 1: Cu6 has no 3D cell"):
+        relax_batched([start, Octahedron("Cu", 2)], pushed, symmetry_tolerance=0.01)
+    write(tmp_path / "in.xyz", [start, bulk("Cu", "bcc", a=2.9)])
+    out = tmp_path / "out.xyz"
+    argv = [emt_cu_model, str(tmp_path / "in.xyz"), str(out), "--cell", "--fix-symmetry"]
+    assert run(parse([*argv, "--batched"])) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert [row["spacegroup"] for row in summary] == ["Fm-3m (225)", "Im-3m (229)"]
+    assert read(out, index="0").info["relax_spacegroup"] == "Fm-3m (225)"
 
 
 def test_batched_relaxation_equals_one_by_one(emt_cu_model):
@@ -244,7 +375,6 @@ def test_cli_relax_rejects_bad_options(emt_cu_model, tmp_path):
     for extra, message in [
         (["--pressure", "1"], "needs --cell"),
         (["--batched", "--optimizer", "bfgs"], "drop --optimizer bfgs"),
-        (["--batched", "--fix-symmetry"], "TorchSim has no FixSymmetry"),
     ]:
         args = parse([emt_cu_model, str(tmp_path / "in.xyz"), str(tmp_path / "o.xyz"), *extra])
         with pytest.raises(ValueError, match=message):

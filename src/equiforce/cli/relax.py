@@ -94,10 +94,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--batched relaxes with TorchSim's FIRE; drop --optimizer {args.optimizer}"
         )
-    if args.batched and args.fix_symmetry is not None:
-        raise ValueError(
-            "--batched cannot keep the symmetry (TorchSim has no FixSymmetry): drop --batched"
-        )
     done = read_relaxed(args.output, frames) if args.resume else []
     left = frames[len(done) :]
     with open(args.output, "a" if args.resume else "w") as handle:
@@ -106,7 +102,13 @@ def run(args: argparse.Namespace) -> int:
             from equiforce.md.torchsim import EquiforceModel
 
             model = EquiforceModel(args.model, device=args.device, precision=args.precision)
-            relaxed = relax_batched(left, model, max_batch_atoms=args.max_batch_atoms, **options)
+            relaxed = relax_batched(
+                left,
+                model,
+                max_batch_atoms=args.max_batch_atoms,
+                symmetry_tolerance=args.fix_symmetry,
+                **options,
+            )
         else:
             from equiforce.md.calculator import EquiforceCalculator
 

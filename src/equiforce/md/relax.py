@@ -22,11 +22,14 @@ e.g. ``"Fm-3m (225)"``).
 ``relax_batched`` applies ``FixAtoms`` (the fixed atoms' forces are zero, so FIRE never moves
 them, and they are left out of the convergence test and the result's forces, as ASE's
 constrained forces) and refuses, naming the structure, any other constraint and ``FixAtoms``
-in a cell relaxation.
+in a cell relaxation; with ``symmetry_tolerance`` it symmetrises each structure as
+``FixSymmetry`` does and averages the forces and stress over its space group
+(``equiforce.md.torchsim.SymmetrizedModel``), so FIRE's steps keep it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +214,7 @@ def relax_batched(
     pressure_GPa: float = 0.0,
     max_batch_atoms: int | None = 5000,
     on_result: Callable[[RelaxResult], None] | None = None,
+    symmetry_tolerance: float | None = None,
 ) -> list[RelaxResult]:
     """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
 
@@ -232,38 +236,45 @@ def relax_batched(
         on_result: called with each result in input order, as soon as a batch has finished
             every structure before it (e.g. ``append_relaxed``: a run stopped later keeps
             them).
+        symmetry_tolerance: keep the space group spglib finds in each structure within this
+            tolerance, Å (as ``relax_structure``'s; module docstring), or None.
 
     Returns:
         One ``RelaxResult`` per frame, in input order.
 
     Raises:
-        ValueError: a structure with a constraint other than ``FixAtoms``, or ``FixAtoms``
-            in a cell relaxation (named by index).
+        ValueError: a structure with a constraint other than ``FixAtoms``, ``FixAtoms`` in a
+            cell relaxation or with ``symmetry_tolerance``, or (with it) no 3D cell (named).
     """
     from equiforce.md.torchsim import check_elements, state_groups
 
     _check_options(fmax, steps, "fire")
-    _check_constraints(frames, cell)
+    _check_constraints(frames, cell, symmetry_tolerance is not None)
     check_elements(frames, model)
+    operations: list | None = None
+    spacegroups: list[str | None] = [None] * len(frames)
+    if symmetry_tolerance is not None:
+        frames, spacegroups, operations = _symmetrized(frames, symmetry_tolerance)
     groups = state_groups(frames, max_batch_atoms)
     results: list[RelaxResult | None] = [None] * len(frames)
     handed = 0  # results given to on_result: the input's first ones
     for group in groups:
         periodic = bool(frames[group[0]].pbc.all())
+        kept = None if operations is None else [operations[i] for i in group]
         relaxed = _relax_group(
-            [frames[i] for i in group], model, fmax, steps, cell and periodic, pressure_GPa
+            [frames[i] for i in group], model, fmax, steps, cell and periodic, pressure_GPa, kept
         )
         for index, result in zip(group, relaxed, strict=True):
-            results[index] = result
+            results[index] = dataclasses.replace(result, spacegroup=spacegroups[index])
         while on_result is not None and handed < len(frames) and results[handed] is not None:
             on_result(results[handed])
             handed += 1
     return results  # type: ignore[return-value]
 
 
-def _check_constraints(frames: Sequence[Atoms], cell: bool) -> None:
+def _check_constraints(frames: Sequence[Atoms], cell: bool, symmetry: bool) -> None:
     """Raise unless every constraint of ``frames`` is a ``FixAtoms`` of a structure whose cell
-    stays fixed (what ``relax_batched`` applies)."""
+    stays fixed and whose symmetry is not kept (what ``relax_batched`` applies)."""
     from ase.constraints import FixAtoms
 
     for index, frame in enumerate(frames):
@@ -279,6 +290,36 @@ def _check_constraints(frames: Sequence[Atoms], cell: bool) -> None:
                     f"{name} has FixAtoms and its cell would relax: a batched relaxation "
                     "applies FixAtoms with fixed cells only; relax it without --batched"
                 )
+            if symmetry:
+                raise ValueError(
+                    f"{name} has FixAtoms and its symmetry would be kept: a batched "
+                    "relaxation keeps the symmetry of unconstrained structures only; relax it "
+                    "without --batched"
+                )
+
+
+def _symmetrized(
+    frames: Sequence[Atoms], tolerance: float
+) -> tuple[list[Atoms], list[str], list[tuple[np.ndarray, np.ndarray]]]:
+    """Each frame symmetrised to the space group spglib finds within ``tolerance`` (Å), as
+    ``FixSymmetry`` does; the groups (``"symbol (number)"``) and their operations
+    (``SymmetrizedModel``'s: rotations (K, 3, 3), atom maps (K, n_atoms)).
+
+    Raises:
+        ValueError: a frame without a 3D cell (named by index).
+    """
+    copies, spacegroups, operations = [], [], []
+    for index, frame in enumerate(frames):
+        atoms = frame.copy()
+        try:
+            spacegroups.append(_fix_symmetry(atoms, tolerance))
+        except ValueError as error:
+            raise ValueError(f"structure {index}: {error}") from error
+        fix = atoms.constraints[-1]
+        operations.append((np.asarray(fix.rotations), np.asarray(fix.symm_map)))
+        atoms.set_constraint()
+        copies.append(atoms)
+    return copies, spacegroups, operations
 
 
 def _relax_group(
@@ -288,26 +329,36 @@ def _relax_group(
     steps: int,
     cell: bool,
     pressure_GPa: float,
+    operations: list[tuple[np.ndarray, np.ndarray]] | None,
 ) -> list[RelaxResult]:
     """Batched FIRE over structures of one periodicity; results at first convergence.
 
     A structure leaves the batch at the step it converges (TorchSim states slice by system),
-    so later steps evaluate the model on the structures still relaxing only.
+    so later steps evaluate the model on the structures still relaxing only. ``operations``:
+    each structure's symmetry operations (``_symmetrized``), or None.
     """
     import torch
     import torch_sim as ts
 
-    from equiforce.md.torchsim import CellAxesModel, FixedAtomsModel, atoms_to_state, fixed_atoms
+    from equiforce.md.torchsim import (
+        CellAxesModel,
+        FixedAtomsModel,
+        SymmetrizedModel,
+        atoms_to_state,
+        fixed_atoms,
+    )
 
     model = CellAxesModel(model)  # slabs periodic along their axes only
     mask = fixed_atoms(frames)  # FIRE's velocities of atoms without forces stay zero
     fixed = None if mask is None else FixedAtomsModel(model, torch.as_tensor(mask).to(model.device))
+    symmetric = None if operations is None else SymmetrizedModel(model, operations)
+    driver = symmetric or fixed or model
     if cell:
         init, step = ts.optimizers.frechet_cell_fire(
-            model, scalar_pressure=pressure_GPa * units.GPa
+            driver, scalar_pressure=pressure_GPa * units.GPa
         )
     else:
-        init, step = ts.optimizers.fire(model if fixed is None else fixed)
+        init, step = ts.optimizers.fire(driver)
     state = init(atoms_to_state(frames, model.device, model.dtype))
     snapshots: list[RelaxResult | None] = [None] * len(frames)
     active = list(range(len(frames)))  # frame index of each system of ``state``
@@ -334,6 +385,8 @@ def _relax_group(
             if fixed is not None:
                 kept = torch.tensor(remaining, device=state.system_idx.device)
                 fixed.keep(torch.isin(state.system_idx, kept))
+            if symmetric is not None:
+                symmetric.keep(remaining)
             state = state[remaining]
             active = [active[local] for local in remaining]
     return snapshots  # type: ignore[return-value]

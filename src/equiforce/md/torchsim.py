@@ -58,6 +58,7 @@ __all__ = [
     "CommitteeModel",
     "EquiforceModel",
     "FixedAtomsModel",
+    "SymmetrizedModel",
     "atoms_to_state",
     "check_elements",
     "fixed_atoms",
@@ -335,6 +336,77 @@ class FixedAtomsModel(_Wrapped):
         """Keep the rows of the atoms a sliced state kept ((n_atoms,) bool)."""
         self.fixed = self.fixed[atoms]
         self.anchor = None if self.anchor is None else self.anchor[atoms]
+
+
+class SymmetrizedModel(_Wrapped):
+    """A model whose forces and stress are averaged over each system's space group, as ASE's
+    ``FixSymmetry`` averages them (``ase.spacegroup.symmetrize``'s ``symmetrize_rank1`` and
+    ``symmetrize_rank2``): an optimizer that starts from a symmetric structure at rest and
+    steps along these forces (and, relaxing the cell, this stress) keeps its symmetry.
+
+    With ``C_k = L^T r_k L^-T`` (L the cell vectors as rows, r_k the operation's rotation in
+    fractional coordinates), atom i's force ``f_i`` contributes ``C_k f_i / K`` to atom
+    ``maps[k, i]``, and the stress is ``sum_k C_k^T sigma C_k / K`` (K operations). Each call
+    takes the state's current cells (a symmetric deformation leaves the C_k unchanged).
+
+    Args:
+        model: the model (``CellAxesModel``, ...).
+        operations: per system of the states it will see, in order: ``(rotations, maps)``,
+            (K, 3, 3) integer rotations in fractional coordinates and (K, n_atoms) the atom
+            each atom goes to (``FixSymmetry``'s ``rotations`` and ``symm_map``).
+    """
+
+    def __init__(
+        self, model: ModelInterface, operations: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        super().__init__(model)
+        self.operations = list(operations)
+        self._index()
+
+    def _index(self) -> None:
+        """Flat tensors of every system's operations (``op_*``) and of every (operation,
+        atom) pair (``pair_*``), atoms numbered across the state."""
+        rotations, op_system, op_weight, pair_op, pair_src, pair_dst = [], [], [], [], [], []
+        first_atom = first_op = 0
+        for system, (rotation, maps) in enumerate(self.operations):
+            n_ops, n_atoms = maps.shape
+            rotations.append(rotation)
+            op_system += [system] * n_ops
+            op_weight += [1.0 / n_ops] * n_ops
+            pair_op.append(np.repeat(np.arange(first_op, first_op + n_ops), n_atoms))
+            pair_src.append(np.tile(np.arange(first_atom, first_atom + n_atoms), n_ops))
+            pair_dst.append(first_atom + maps.reshape(-1))
+            first_atom, first_op = first_atom + n_atoms, first_op + n_ops
+        device, dtype = self.device, self.dtype
+
+        def index(parts: list) -> torch.Tensor:
+            return torch.as_tensor(np.concatenate(parts), dtype=torch.long, device=device)
+
+        self.rotations = torch.as_tensor(np.concatenate(rotations), dtype=dtype, device=device)
+        self.op_system = torch.as_tensor(op_system, dtype=torch.long, device=device)
+        self.op_weight = torch.as_tensor(op_weight, dtype=dtype, device=device)
+        self.pair_op, self.pair_src, self.pair_dst = map(index, (pair_op, pair_src, pair_dst))
+
+    def forward(self, state: ts.SimState, **_: Any) -> dict[str, torch.Tensor]:
+        """The model's outputs with the forces and (where given) the stress symmetrized."""
+        out = dict(self.model(state))
+        columns = state.cell[self.op_system]  # L^T of each operation's system
+        cartesian = columns @ self.rotations @ torch.linalg.inv(columns)  # (n_ops, 3, 3)
+        forces = out["forces"]
+        moved = (cartesian[self.pair_op] @ forces[self.pair_src].unsqueeze(-1)).squeeze(-1)
+        weights = self.op_weight[self.pair_op, None]
+        out["forces"] = torch.zeros_like(forces).index_add_(0, self.pair_dst, moved * weights)
+        if out.get("stress") is not None:
+            stress = out["stress"]
+            turned = cartesian.transpose(1, 2) @ stress[self.op_system] @ cartesian
+            turned = turned * self.op_weight[:, None, None]
+            out["stress"] = torch.zeros_like(stress).index_add_(0, self.op_system, turned)
+        return out
+
+    def keep(self, systems: Sequence[int]) -> None:
+        """Keep the operations of the systems a sliced state kept (their indices, in order)."""
+        self.operations = [self.operations[system] for system in systems]
+        self._index()
 
 
 def check_elements(atoms: Sequence, model: EquiforceModel) -> None:
