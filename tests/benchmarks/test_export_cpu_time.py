@@ -1,6 +1,7 @@
 """``python -m benchmarks.export_cpu_time``: its MD step (``md_step``), a smoke run with
 ``--md-step`` against mace-torch's own calculator (``.venv-mace``, which ``make test``
-installs; skipped without it) and the package's C++ MD (``equiforce-run --md``), and packages for two CPU targets timed together."""
+installs; skipped without it) and the package's C++ MD (``equiforce-run --md``), and
+packages for two CPU targets timed together."""
 
 from __future__ import annotations
 

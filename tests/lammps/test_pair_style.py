@@ -5,8 +5,9 @@ Runs on 1 rank in this process (``run_lammps``) and on 2-3 ranks under the mpich
 energy, per-atom energies, forces and pressure of a periodic Cu/Au box and of a molecule in a
 non-periodic box equal the ASE calculator's; 50 NVE and 20 NPT steps give the same trajectory
 on 1 and 2 ranks and NVE conserves energy; a run read back from a restart file continues
-exactly; 3 ranks, two of them empty, give the serial MACE trajectory; input errors name the problem, and neighbour settings that
-would drop pairs (`neigh_modify exclude`, `special_bonds` below 1 with bonds) are refused.
+exactly; 3 ranks, two of them empty, give the serial MACE trajectory; input errors name the
+problem, and neighbour settings that would drop pairs (`neigh_modify exclude`,
+`special_bonds` below 1 with bonds) are refused.
 """
 
 from __future__ import annotations

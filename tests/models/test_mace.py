@@ -92,7 +92,8 @@ def test_parameter_count_matches_the_architecture():
         radial_mlp=(5,),
         first_interaction_residual=False,
     )
-    # plain first interaction: embedding 3*4; linear_up 4*4; radial 3*5 + 5*(paths 0e*0e, 0e*1o: 2*4);
+    # plain first interaction: embedding 3*4; linear_up 4*4;
+    # radial 3*5 + 5*(paths 0e*0e, 0e*1o: 2*4);
     # linear (mid 4x0e+4x1o -> 4x0e+4x1o) 2*16; skip per species 3*(16+16);
     # contraction 3 species * 1 weight * 4 channels; product linear 16; readout 4
     expected = 12 + 16 + (15 + 40) + 32 + 96 + 12 + 16 + 4

@@ -1,4 +1,5 @@
-"""ASE calculators for the distillation tests (importable as ``tests.workflows.distill.calculators``)."""
+"""ASE calculators for the distillation tests (importable as
+``tests.workflows.distill.calculators``)."""
 
 from __future__ import annotations
 

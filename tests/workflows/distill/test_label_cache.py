@@ -29,7 +29,9 @@ from equiforce.workflows.distill.store import RecordStore, fill_store
 from equiforce.workflows.distill.teacher import load_teacher
 from equiforce.testing.structures import make_fcc_cu
 structures = [make_fcc_cu(repeat=1, seed=s, rattle=0.1) for s in range(24)]
-spec = TeacherConfig(calculator="tests.workflows.distill.calculators:SlowEMT", kwargs={"delay": 0.05})
+spec = TeacherConfig(
+    calculator="tests.workflows.distill.calculators:SlowEMT", kwargs={"delay": 0.05}
+)
 teacher = load_teacher(spec, structures[0])
 compute = lambda chunk: [labels_to_record(x) for x in teacher.label(chunk)]
 fill_store(RecordStore(sys.argv[1]), structures, compute, 2, "labels", progress=False)
