@@ -123,17 +123,14 @@ def cell_deformations(
         noise = np.array([generator.standard_normal() for generator in generators])
         steps = drift + np.sqrt(2 * diffusion * dt) * noise
         return _volume_scalings(root, steps)[:, None, None] * np.eye(3)
-    deformations = np.empty_like(cells)
-    for k, generator in enumerate(generators):
-        draws = generator.standard_normal(11)
-        half = drift[k] / 2 + np.sqrt(diffusion[k] * dt) * draws[0]
-        width = np.sqrt(2 * kT[k] * beta / (3 * taup * (root[k] + half) ** 2))
-        shape = beta / (3 * taup) * dt * _deviatoric(pressure[k])
-        shape = shape + width * np.sqrt(dt) * _deviatoric(draws[1:10].reshape(3, 3))
-        step = half + drift[k] / 2 + np.sqrt(diffusion[k] * dt) * draws[10]
-        scaling = _volume_scalings(root[k : k + 1], np.array([step]))[0]
-        deformations[k] = scaling * _without_rotation(scipy.linalg.expm(shape), cells[k])
-    return deformations
+    draws = np.stack([generator.standard_normal(11) for generator in generators])
+    half = drift / 2 + np.sqrt(diffusion * dt) * draws[:, 0]
+    width = np.sqrt(2 * kT * beta / (3 * taup * (root + half) ** 2))
+    shape = beta / (3 * taup) * dt * _deviatoric(pressure)
+    shape = shape + (width * np.sqrt(dt))[:, None, None] * _deviatoric(draws[:, 1:10])
+    steps = half + drift / 2 + np.sqrt(diffusion * dt) * draws[:, 10]
+    scalings = _volume_scalings(root, steps)[:, None, None]
+    return scalings * _without_rotation(scipy.linalg.expm(shape), cells)
 
 
 def _volume_scalings(root: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -151,21 +148,25 @@ def _volume_scalings(root: np.ndarray, step: np.ndarray) -> np.ndarray:
     return ratio ** (2 / 3)
 
 
-def _deviatoric(matrix: np.ndarray) -> np.ndarray:
-    """The traceless part of a (3, 3) matrix."""
-    return matrix - np.trace(matrix) / 3 * np.eye(3)
+def _deviatoric(matrices: np.ndarray) -> np.ndarray:
+    """The traceless parts of (n, 3, 3) matrices (or of (n, 9) rows read as 3 x 3)."""
+    matrices = matrices.reshape(-1, 3, 3)
+    trace = np.trace(matrices, axis1=1, axis2=2)
+    return matrices - trace[:, None, None] / 3 * np.eye(3)
 
 
-def _without_rotation(deformation: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """``deformation`` (3, 3) with its rotation removed in the frame of ``cell`` (rows): the
-    deformation D with ``D D^T`` unchanged that keeps the cell's lower-triangular form in its
-    own frame (cell = L Q, L lower-triangular, Q orthogonal; then ``cell D = L' Q`` with L'
-    lower-triangular), as Del Tatto et al.'s box kept lower-triangular."""
-    frame, upper = np.linalg.qr(cell.T)  # cell^T = Q r, cell = r^T Q^T
-    frame = frame * np.sign(np.diag(upper))  # the Q of r with a positive diagonal
-    in_frame = frame.T @ deformation @ frame
-    lower = np.linalg.cholesky(in_frame @ in_frame.T)
-    return frame @ lower @ frame.T
+def _without_rotation(deformations: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """``deformations`` (n, 3, 3) with their rotations removed in the frames of ``cells``
+    (rows): each deformation D with ``D D^T`` unchanged that keeps its cell's
+    lower-triangular form in the cell's own frame (cell = L Q, L lower-triangular, Q
+    orthogonal; then ``cell D = L' Q`` with L' lower-triangular), as Del Tatto et al.'s box
+    kept lower-triangular."""
+    transpose = (0, 2, 1)
+    frames = np.linalg.qr(cells.transpose(transpose))[0]  # cell^T = Q r: cell = r^T Q^T
+    # (Q's column signs do not matter: the Cholesky factor commutes with flipping them)
+    in_frame = frames.transpose(transpose) @ deformations @ frames
+    lower = np.linalg.cholesky(in_frame @ in_frame.transpose(transpose))
+    return frames @ lower @ frames.transpose(transpose)
 
 
 class StochasticCellRescalingNPT(MolecularDynamics):
