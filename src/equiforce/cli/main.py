@@ -24,6 +24,10 @@ SUBCOMMANDS = {
         "equiforce.cli.relax",
         "relax structures (positions, cells under pressure), one by one or batched (TorchSim)",
     ),
+    "phonons": (
+        "equiforce.cli.phonons",
+        "phonon dispersion and density of states of a crystal (exact supercell Hessian)",
+    ),
     "lammps": (
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",

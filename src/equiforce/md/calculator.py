@@ -11,7 +11,7 @@ import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -239,18 +239,27 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         within ``r_max``), on ``self.device``."""
         return atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
 
-    def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
+    def get_hessian(
+        self, atoms: Atoms | None = None, rows_of: Sequence[int] | None = None
+    ) -> np.ndarray:
         """The exact Hessian of the energy with respect to the positions, by double backward
-        (``equiforce.models.hessian.hessian``; no finite differences): (3 n_atoms, 3 n_atoms)
+        (``equiforce.models.hessian``; no finite differences): (3 n_atoms, 3 n_atoms)
         float64, eV/Å^2, row and column ``3 i + a`` the component ``a`` of atom ``i``
         (mace-torch's ``get_hessian`` layout, flattened). Vibrational frequencies of a
-        molecule, or a supercell's phonons, follow from it and the masses.
+        molecule, or a supercell's phonons (``equiforce.md.phonons``), follow from it and the
+        masses.
+
+        Args:
+            atoms: the structure (None: the last one calculated).
+            rows_of: only the rows of these atoms, (3 len(rows_of), 3 n_atoms) in their
+                order: one backward pass per row (Hessian-vector products with unit
+                vectors), so a few atoms' rows of a large structure cost a few passes.
 
         Raises:
             ValueError: no structure given or set, or an exported package (not
                 differentiable; use the model file).
         """
-        from equiforce.models.hessian import hessian
+        from equiforce.models.hessian import hessian, hessian_vector_product
 
         atoms = self.atoms if atoms is None else atoms
         if atoms is None:
@@ -259,7 +268,16 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
             raise ValueError("an exported package is not differentiable: use the model file")
         batch = self.batch(atoms)
         with torch.enable_grad(), precision_scope(current_policy(self.model)):
-            matrix = hessian(self.model, batch)
+            if rows_of is None:
+                matrix = hessian(self.model, batch)
+            else:
+                rows = 3 * torch.as_tensor(list(rows_of), dtype=torch.long)[:, None]
+                flat = (rows + torch.arange(3)).reshape(-1)
+                units = torch.zeros(len(flat), 3 * len(atoms), dtype=torch.float64)
+                units[torch.arange(len(flat)), flat] = 1.0
+                probes = units.reshape(len(flat), len(atoms), 3).to(self.device)
+                matrix = hessian_vector_product(self.model, batch, probes)
+                matrix = matrix.reshape(len(flat), 3 * len(atoms))
         return matrix.detach().cpu().numpy().astype(np.float64)
 
     def calculate(

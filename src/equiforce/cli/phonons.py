@@ -1,0 +1,175 @@
+"""``equiforce phonons MODEL CRYSTAL``: phonon dispersion and density of states of a crystal.
+
+The force constants come from the exact Hessian of a supercell (``equiforce.md.phonons``);
+the run writes ``phonons.json`` (the band path's wave vectors and frequencies, the density of
+states, the lowest frequency and the imaginary modes) and ``phonons.png`` (dispersion and
+density of states) to ``--out``, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from equiforce.cli.options import add_device_option, add_precision_option
+from equiforce.files import atomic_write_text
+
+SUMMARY_NAME = "phonons.json"
+FIGURE_NAME = "phonons.png"
+THZ_TO_MEV = 4.135667696  # h * 1 THz in meV
+# frequencies below minus this (THz) count as imaginary modes (round-off and the interpolation
+# leave the acoustic branches near Gamma within it)
+IMAGINARY_TOLERANCE = 0.05
+# a supercell force above this (eV/Å) means the crystal is not at a minimum
+MAX_FORCE = 1e-3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``phonons`` options on ``parser``."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
+    parser.add_argument(
+        "--supercell",
+        type=int,
+        nargs=3,
+        default=(3, 3, 3),
+        metavar=("N1", "N2", "N3"),
+        help="repetitions of the cell for the force constants (3 3 3)",
+    )
+    parser.add_argument(
+        "--path",
+        default=None,
+        help="band path of special points, e.g. GXWKGLUWLK (default: the lattice's own)",
+    )
+    parser.add_argument("--points", type=int, default=200, help="wave vectors along the path")
+    parser.add_argument(
+        "--mesh",
+        type=int,
+        nargs=3,
+        default=(16, 16, 16),
+        metavar=("Q1", "Q2", "Q3"),
+        help="wave vectors of the density of states (16 16 16)",
+    )
+    parser.add_argument(
+        "--width", type=float, default=0.1, help="density of states broadening, THz (0.1)"
+    )
+    parser.add_argument("--out", default="phonons", help="output folder (phonons)")
+    add_device_option(parser)
+    add_precision_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute and write the phonons; returns the exit code.
+
+    Raises:
+        FileNotFoundError: no such crystal file.
+        ValueError: a crystal not periodic in 3D, a bad supercell, mesh, point count or width.
+    """
+    from ase.io import read
+
+    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.md.phonons import density_of_states, force_constants
+
+    if not Path(args.crystal).exists():
+        raise FileNotFoundError(f"crystal file {args.crystal} does not exist")
+    if args.points < 2 or min(args.mesh) < 1 or not args.width > 0:
+        raise ValueError(
+            f"--points {args.points}, --mesh {args.mesh}, --width {args.width}: need at least "
+            "2 points, a mesh of at least 1 and a positive width"
+        )
+    crystal = read(args.crystal, index=0)
+    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    model = force_constants(crystal, calculator, tuple(args.supercell))
+    path = crystal.cell.bandpath(args.path, npoints=args.points)
+    bands = model.frequencies(path.kpts)
+    grid, density = density_of_states(model, tuple(args.mesh), args.width)
+    x, special_x, labels = path.get_linear_kpoint_axis()
+    imaginary = bands < -IMAGINARY_TOLERANCE
+    summary = {
+        "formula": crystal.get_chemical_formula(),
+        "supercell": list(model.supercell),
+        "path": path.path,
+        "special_points": {name: list(point) for name, point in path.special_points.items()},
+        "qpoints": path.kpts.tolist(),
+        "distance": x.tolist(),
+        "special_distance": list(special_x),
+        "special_labels": list(labels),
+        "frequencies_THz": bands.tolist(),
+        "dos_frequency_THz": grid.tolist(),
+        "dos_states_per_THz": density.tolist(),
+        "max_frequency_THz": float(bands.max()),
+        "min_frequency_THz": float(bands.min()),
+        "imaginary_modes": int(imaginary.sum()),
+        "stable": not bool(imaginary.any()),
+        "max_force_eV_per_A": model.max_force,
+        "sum_rule_residual_eV_per_A2": model.sum_rule_residual,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
+    _plot(summary, out / FIGURE_NAME)
+    print(_format(summary))
+    print(f"phonons written to {out}/")
+    return 0
+
+
+def _format(summary: dict) -> str:
+    """The printed summary: frequencies, stability and the checks."""
+    top, low = summary["max_frequency_THz"], summary["min_frequency_THz"]
+    lines = [
+        f"{summary['formula']}: supercell {' x '.join(map(str, summary['supercell']))}, "
+        f"path {summary['path']}",
+        f"  highest frequency {top:.3f} THz ({top * THZ_TO_MEV:.2f} meV), lowest {low:.3f} THz",
+    ]
+    if summary["stable"]:
+        lines.append("  dynamically stable: no imaginary mode along the path")
+    else:
+        lines.append(
+            f"  UNSTABLE: {summary['imaginary_modes']} imaginary modes along the path (below "
+            f"-{IMAGINARY_TOLERANCE} THz, shown negative)"
+        )
+    if summary["max_force_eV_per_A"] > MAX_FORCE:
+        lines.append(
+            f"  warning: forces up to {summary['max_force_eV_per_A']:.2e} eV/Å on the "
+            "supercell: the crystal is not at a minimum (relax it first: equiforce relax "
+            "--cell --fmax 1e-4)"
+        )
+    return "\n".join(lines)
+
+
+def _plot(summary: dict, path: Path) -> None:
+    """The dispersion (left) and the density of states (right), frequencies in THz."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (bands, dos) = plt.subplots(
+        1, 2, figsize=(9, 4.5), sharey=True, gridspec_kw={"width_ratios": [3, 1]}
+    )
+    distance = np.asarray(summary["distance"])
+    frequencies = np.asarray(summary["frequencies_THz"])
+    breaks = np.flatnonzero(np.diff(distance) == 0) + 1  # a path's jumps (",": K|U)
+    for part in np.split(np.arange(len(distance)), breaks):
+        bands.plot(distance[part], frequencies[part], color="C0", lw=1)
+    ticks: dict[float, str] = {}
+    special = zip(summary["special_distance"], summary["special_labels"], strict=True)
+    for position, name in special:
+        name = r"$\Gamma$" if name == "G" else name
+        ticks[position] = f"{ticks[position]}|{name}" if position in ticks else name
+    for position in ticks:
+        bands.axvline(position, color="0.7", lw=0.5)
+    bands.axhline(0.0, color="0.5", lw=0.5)
+    bands.set_xticks(list(ticks), list(ticks.values()))
+    bands.set_xlim(summary["distance"][0], summary["distance"][-1])
+    bands.set_ylabel("frequency (THz)")
+    bands.set_title(f"{summary['formula']} phonons")
+    dos.plot(summary["dos_states_per_THz"], summary["dos_frequency_THz"], color="C1")
+    dos.set_xlabel("states / THz")
+    dos.set_xlim(left=0)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

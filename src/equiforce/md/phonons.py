@@ -1,0 +1,184 @@
+"""Phonons of a crystal from the exact Hessian of a supercell: force constants, dispersion
+along a band path, density of states.
+
+``force_constants`` builds the supercell ``primitive.repeat(supercell)`` and takes the rows of
+its Hessian that belong to the atoms of the first primitive cell, by double backward
+(``EquiforceCalculator.get_hessian(rows_of=...)``: one backward pass per row, 3 n in all; no
+finite displacements, so no displacement step to choose and no numerical noise):
+Phi(0 kappa, j) (eV/Å^2) for every supercell atom j. Each j stands for
+the image of it nearest to kappa (minimum image over the supercell's translations); images at
+the same distance (within ``IMAGE_TOLERANCE``) share its force constant equally, as phonopy
+does, so the interpolation between the commensurate wave vectors respects the crystal's
+symmetry. The dynamical matrix at wave vector q (fractional coordinates of the primitive
+cell's reciprocal lattice, ASE's band path convention) is
+
+    D(q)_{kappa a, kappa' b} = sum_j w_j Phi_{a b}(0 kappa, j) exp(2 pi i q . R_j)
+                               / sqrt(m_kappa m_kappa')
+
+with R_j the lattice vector (integers, primitive cell) of j's image and kappa' its atom in the
+primitive cell. At the supercell's commensurate wave vectors the frequencies are exact (the
+supercell's own vibrations: tested); between them, interpolated. Frequencies are
+``sqrt(eigenvalue) / 2 pi`` in THz, an imaginary one (a negative eigenvalue: the structure is
+not a minimum) given as a negative number. Translation invariance makes the acoustic
+frequencies at Gamma vanish: ``PhononModel.sum_rule_residual`` is what the model leaves
+(round-off for an equiforce potential).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms, units
+
+# images of a supercell atom whose distances to the centre differ by less than this (Å) share
+# its force constant
+IMAGE_TOLERANCE = 1e-5
+# sqrt(eV / (Å^2 amu)) / 2 pi in THz: the frequency of a unit eigenvalue
+THZ_PER_ROOT_EIGENVALUE = np.sqrt(units._e / (1e-20 * units._amu)) / (2 * np.pi) / 1e12
+
+
+@dataclass(frozen=True)
+class PhononModel:
+    """Force constants of a crystal, ready for ``frequencies``.
+
+    Attributes:
+        primitive: the crystal's cell (any cell: primitive or conventional).
+        supercell: repetitions (n1, n2, n3) of the supercell the Hessian was taken of.
+        atom: (n_terms,) the primitive cell's atom kappa of each term.
+        partner: (n_terms,) the primitive cell's atom kappa' of the term's supercell atom.
+        lattice: (n_terms, 3) int, R_j of the term's image, primitive cell vectors.
+        constants: (n_terms, 3, 3) eV/Å^2, w_j Phi(0 kappa, j) (image weight included).
+        max_force: the largest force norm on the supercell, eV/Å (not a minimum where it is
+            large: the frequencies then describe a strained expansion).
+        sum_rule_residual: largest |sum_j Phi(0 kappa, j)| over the blocks, eV/Å^2 (zero for
+            a translation-invariant model).
+    """
+
+    primitive: Atoms
+    supercell: tuple[int, int, int]
+    atom: np.ndarray
+    partner: np.ndarray
+    lattice: np.ndarray
+    constants: np.ndarray
+    max_force: float
+    sum_rule_residual: float
+
+    def dynamical_matrices(self, qpoints: np.ndarray) -> np.ndarray:
+        """D(q) (module docstring) for each wave vector.
+
+        Args:
+            qpoints: (n_q, 3) fractional coordinates of the reciprocal lattice of
+                ``primitive``.
+
+        Returns:
+            (n_q, 3 n, 3 n) complex Hermitian, eV/(Å^2 amu), row ``3 kappa + a``.
+        """
+        n = len(self.primitive)
+        masses = self.primitive.get_masses()
+        phases = np.exp(2j * np.pi * np.asarray(qpoints, dtype=np.float64) @ self.lattice.T)
+        blocks = np.zeros((len(phases), n, n, 3, 3), dtype=complex)
+        pairs = self.atom * n + self.partner  # terms of each (kappa, kappa') block
+        flat = blocks.reshape(len(phases), n * n, 3, 3)
+        for block in np.unique(pairs):
+            terms = pairs == block
+            flat[:, block] = np.einsum("qt,tab->qab", phases[:, terms], self.constants[terms])
+        scale = 1 / np.sqrt(np.outer(masses, masses))
+        blocks = blocks * scale[None, :, :, None, None]
+        matrices = blocks.transpose(0, 1, 3, 2, 4).reshape(len(phases), 3 * n, 3 * n)
+        return (matrices + matrices.conj().transpose(0, 2, 1)) / 2  # Hermitian to round-off
+
+    def frequencies(self, qpoints: np.ndarray) -> np.ndarray:
+        """Phonon frequencies, THz, ascending at each wave vector; an imaginary one (the
+        structure unstable along that mode) as its negative.
+
+        Args:
+            qpoints: (n_q, 3) fractional reciprocal coordinates (``dynamical_matrices``).
+
+        Returns:
+            (n_q, 3 n) float64.
+        """
+        eigenvalues = np.linalg.eigvalsh(self.dynamical_matrices(qpoints))
+        return np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * THZ_PER_ROOT_EIGENVALUE
+
+
+def force_constants(primitive: Atoms, calculator, supercell: tuple[int, int, int]) -> PhononModel:
+    """The force constants of ``primitive`` from the Hessian of its supercell (module
+    docstring).
+
+    Args:
+        primitive: a 3D-periodic crystal (its atoms where they are: relax it first).
+        calculator: an ``EquiforceCalculator`` (a model file, not an exported package).
+        supercell: repetitions along the three cell vectors, each >= 1; the supercell should
+            be wider than twice the model's interaction range for converged dispersions.
+
+    Raises:
+        ValueError: not periodic in 3D, or a repetition below 1.
+    """
+    if not primitive.pbc.all() or primitive.cell.rank < 3:
+        raise ValueError(
+            f"{primitive.get_chemical_formula()}: phonons need a crystal periodic in 3D"
+        )
+    repeats = tuple(int(r) for r in supercell)
+    if len(repeats) != 3 or min(repeats) < 1:
+        raise ValueError(f"supercell must be three repetitions >= 1, got {supercell}")
+    large = primitive.repeat(repeats)  # atom index ((m0 n2 + m1) n3 + m2) n + kappa
+    large.calc = calculator
+    n, n_large = len(primitive), len(large)
+    hessian_rows = calculator.get_hessian(large, rows_of=range(n))  # 3 n backward passes
+    max_force = float(np.linalg.norm(large.get_forces(), axis=1).max())
+    rows = hessian_rows.reshape(n, 3, n_large, 3).transpose(0, 2, 1, 3)  # (n, N, 3, 3)
+    residual = float(np.abs(rows.sum(axis=1)).max())
+    cells = np.array(list(itertools.product(*(range(r) for r in repeats))))  # m of each block
+    shifts = np.array(list(itertools.product((-1, 0, 1), repeat=3))) * np.array(repeats)
+    atom, partner, lattice, constants = [], [], [], []
+    positions, vectors = primitive.positions, primitive.cell.array
+    for kappa in range(n):
+        for j in range(n_large):
+            cell_index, kappa_j = divmod(j, n)
+            candidates = cells[cell_index] + shifts  # lattice vectors of j's images
+            separations = candidates @ vectors + positions[kappa_j] - positions[kappa]
+            lengths = np.linalg.norm(separations, axis=1)
+            nearest = np.flatnonzero(lengths < lengths.min() + IMAGE_TOLERANCE)
+            for image in nearest:
+                atom.append(kappa)
+                partner.append(kappa_j)
+                lattice.append(candidates[image])
+                constants.append(rows[kappa, j] / len(nearest))
+    return PhononModel(
+        primitive=primitive.copy(),
+        supercell=repeats,
+        atom=np.array(atom),
+        partner=np.array(partner),
+        lattice=np.array(lattice),
+        constants=np.array(constants),
+        max_force=max_force,
+        sum_rule_residual=residual,
+    )
+
+
+def density_of_states(
+    model: PhononModel, mesh: tuple[int, int, int], width: float, n_points: int = 400
+) -> tuple[np.ndarray, np.ndarray]:
+    """The phonon density of states on a Monkhorst-Pack mesh, Gaussian-broadened.
+
+    Args:
+        model: the force constants.
+        mesh: wave vectors along each reciprocal axis (Gamma-centred when odd).
+        width: the Gaussians' standard deviation, THz.
+        n_points: frequencies sampled, from the lowest to the highest mode +- 4 widths.
+
+    Returns:
+        ``(frequencies (n_points,) THz, density (n_points,) states/THz per cell)``: the
+        density integrates to 3 n (n atoms of ``model.primitive``).
+    """
+    from ase.dft.kpoints import monkhorst_pack
+
+    modes = model.frequencies(monkhorst_pack(mesh)).ravel()
+    grid = np.linspace(modes.min() - 4 * width, modes.max() + 4 * width, n_points)
+    density = np.zeros(n_points)
+    for start in range(0, len(modes), 10_000):  # bounded memory: n_points x 10^4 at a time
+        part = modes[start : start + 10_000]
+        density += np.exp(-0.5 * ((grid[:, None] - part[None, :]) / width) ** 2).sum(axis=1)
+    return grid, density / (width * np.sqrt(2 * np.pi)) / np.prod(mesh)

@@ -1,0 +1,139 @@
+"""Phonons (``equiforce.md.phonons``, ``equiforce phonons``): the force constants of a
+supercell's exact Hessian give the supercell's own vibrations at the commensurate wave
+vectors, agree there with ASE's finite-displacement ``Phonons``, respect the acoustic sum rule
+and the crystal's point group between them; the command writes the dispersion, the density of
+states and the stability verdict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+from ase.io import write
+
+from equiforce.cli import phonons as phonons_cli
+from equiforce.md.calculator import EquiforceCalculator
+from equiforce.md.phonons import (
+    THZ_PER_ROOT_EIGENVALUE,
+    density_of_states,
+    force_constants,
+)
+
+
+def supercell_frequencies(calculator, crystal, repeats) -> np.ndarray:
+    """The frequencies (THz, ascending) of the supercell's own normal modes: the whole
+    mass-weighted Hessian, diagonalised."""
+    large = crystal.repeat(repeats)
+    masses = np.repeat(large.get_masses(), 3)
+    hessian = calculator.get_hessian(large) / np.sqrt(np.outer(masses, masses))
+    eigenvalues = np.linalg.eigvalsh(hessian)
+    return np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * THZ_PER_ROOT_EIGENVALUE
+
+
+def commensurate(repeats) -> np.ndarray:
+    """The wave vectors (fractional) whose phases repeat with the supercell."""
+    axes = [np.arange(n) / n for n in repeats]
+    return np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+
+
+@pytest.mark.parametrize(
+    "crystal, repeats, model_name",
+    [
+        (bulk("Cu", "fcc", a=3.61), (3, 3, 3), "emt_cu_model"),
+        (bulk("Cu", "hcp", a=2.56, c=4.18), (3, 3, 2), "emt_cu_model"),  # blocks between atoms
+        (bulk("CuAu", "cesiumchloride", a=3.1), (3, 3, 3), "model_file"),  # unequal masses
+    ],
+    ids=["fcc", "hcp", "CsCl-CuAu"],
+)
+def test_commensurate_frequencies_are_the_supercells_own(request, crystal, repeats, model_name):
+    """At the supercell's commensurate wave vectors the dispersion's frequencies are exactly
+    the supercell's normal modes (the whole Hessian diagonalised: 1e-6 THz; the acoustic
+    modes' square roots of round-off set the scale), for one atom, two alike and two of
+    different masses (a random model: unstable modes as negative numbers alike); the acoustic
+    sum rule holds to round-off and Gamma's acoustic frequencies vanish."""
+    calculator = EquiforceCalculator(request.getfixturevalue(model_name))
+    model = force_constants(crystal, calculator, repeats)
+    assert model.sum_rule_residual < 1e-10 and model.max_force < 1e-10
+    mine = np.sort(model.frequencies(commensurate(repeats)).ravel())
+    np.testing.assert_allclose(mine, supercell_frequencies(calculator, crystal, repeats), atol=1e-6)
+    gamma = model.frequencies(np.zeros((1, 3)))[0]
+    assert np.sort(np.abs(gamma))[:3].max() < 1e-5
+    large = crystal.repeat(repeats)
+    rows = calculator.get_hessian(large, rows_of=[1, 0])  # Hessian-vector products
+    np.testing.assert_allclose(rows[:3], calculator.get_hessian(large)[3:6], atol=1e-12)
+
+
+def test_dispersion_agrees_with_finite_displacements_and_the_point_group(emt_cu_model, tmp_path):
+    """fcc Cu, 3 x 3 x 3: at the commensurate wave vectors ASE's ``Phonons`` (finite
+    displacements of 0.01 Å, its acoustic sum rule) gives the same frequencies within
+    0.005 THz (measured 4e-4); between them, the wave vectors a cubic rotation and an
+    inversion map onto each other have the same frequencies (1e-9 THz: the images at equal
+    distance share their force constants; the first image alone breaks this by 0.08 THz);
+    the density of states integrates to 3 modes per atom."""
+    from ase.phonons import Phonons
+
+    crystal = bulk("Cu", "fcc", a=3.61)
+    calculator = EquiforceCalculator(emt_cu_model)
+    model = force_constants(crystal, calculator, (3, 3, 3))
+    reference = Phonons(
+        crystal, calculator, supercell=(3, 3, 3), delta=0.01, name=os.fspath(tmp_path / "ph")
+    )
+    reference.run()
+    reference.read(acoustic=True)
+    qpoints = commensurate((3, 3, 3))
+    theirs = np.sort(reference.band_structure(qpoints), axis=1)  # eV
+    theirs = theirs / (units._hplanck / units._e * 1e12)  # THz
+    np.testing.assert_allclose(model.frequencies(qpoints), theirs, atol=5e-3)
+
+    general = np.array([0.13, 0.29, 0.41]) @ crystal.cell.reciprocal()  # Cartesian, 1/Å
+    turn = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]])  # a 3-fold axis of the cube
+    images = np.array([general, general @ turn.T, -general, general @ turn.T @ turn.T])
+    fractional = images @ crystal.cell.array.T
+    frequencies = model.frequencies(fractional)
+    np.testing.assert_allclose(frequencies, frequencies[:1].repeat(4, axis=0), atol=1e-9)
+    grid, density = density_of_states(model, (8, 8, 8), width=0.1)
+    assert abs(np.trapezoid(density, grid) - 3.0) < 1e-3
+
+
+def test_cli_writes_the_dispersion_and_names_bad_input(emt_cu_model, tmp_path, capsys):
+    """``equiforce phonons``: JSON (path, frequencies, density of states, stability, checks)
+    and figure; a crystal under tension along one axis with an atom off its site is reported
+    unstable with the force warning; a molecule and bad options are refused."""
+    parser = argparse.ArgumentParser()
+    phonons_cli.add_arguments(parser)
+    write(tmp_path / "cu.xyz", bulk("Cu", "fcc", a=3.61))
+    out = tmp_path / "out"
+    argv = [emt_cu_model, str(tmp_path / "cu.xyz"), "--out", str(out), "--mesh", "6", "6", "6"]
+    assert phonons_cli.run(parser.parse_args([*argv, "--points", "40"])) == 0
+    summary = json.loads((out / phonons_cli.SUMMARY_NAME).read_text())
+    assert summary["path"].startswith("GXW") and summary["stable"] is True
+    assert np.asarray(summary["frequencies_THz"]).shape == (40, 3)
+    assert 5.0 < summary["max_frequency_THz"] < 10.0
+    assert (out / phonons_cli.FIGURE_NAME).stat().st_size > 0
+    assert "dynamically stable" in capsys.readouterr().out
+
+    strained = bulk("Cu", "fcc", a=3.61, cubic=True)
+    strained.set_cell(strained.cell.array * [1.25, 1.0, 1.0], scale_atoms=True)
+    strained.positions[0] += [0.05, 0.0, 0.0]
+    write(tmp_path / "strained.xyz", strained)
+    argv[1] = str(tmp_path / "strained.xyz")
+    assert phonons_cli.run(parser.parse_args([*argv, "--supercell", "2", "2", "2"])) == 0
+    printed = capsys.readouterr().out
+    assert "UNSTABLE" in printed and "not at a minimum" in printed
+    assert json.loads((out / phonons_cli.SUMMARY_NAME).read_text())["imaginary_modes"] > 0
+
+    cluster = bulk("Cu", "fcc", a=3.61) * (2, 1, 1)
+    cluster.pbc = False
+    write(tmp_path / "molecule.xyz", cluster)
+    argv[1] = str(tmp_path / "molecule.xyz")
+    with pytest.raises(ValueError, match="phonons need a crystal periodic in 3D"):
+        phonons_cli.run(parser.parse_args(argv))
+    with pytest.raises(ValueError, match="supercell must be three repetitions >= 1"):
+        force_constants(bulk("Cu"), EquiforceCalculator(emt_cu_model), (0, 1, 1))
+    with pytest.raises(ValueError, match="need at least 2 points"):
+        phonons_cli.run(parser.parse_args([*argv, "--width", "0"]))
