@@ -22,6 +22,7 @@ from equiforce.md.phonons import (
     THZ_PER_ROOT_EIGENVALUE,
     density_of_states,
     force_constants,
+    thermal_properties,
 )
 
 
@@ -100,10 +101,48 @@ def test_dispersion_agrees_with_finite_displacements_and_the_point_group(emt_cu_
     assert abs(np.trapezoid(density, grid) - 3.0) < 1e-3
 
 
+def test_thermal_properties_are_the_harmonic_crystals(emt_cu_model):
+    """The harmonic free energy, entropy and heat capacity (fcc Cu, 4 x 4 x 4, a 12^3 mesh)
+    equal ASE's ``CrystalThermo`` on the mesh's density of states (2000 bins: 1e-6 eV,
+    1e-4 k_B); dF/dT = -S and dE/dT = C_V (central differences, 1e-7 relative); at 0 K
+    the free energy is the zero-point energy, at 5000 K C_V is Dulong and Petit's 3 k_B."""
+    from ase.dft.kpoints import monkhorst_pack
+    from ase.thermochemistry import CrystalThermo
+
+    model = force_constants(bulk("Cu", "fcc", a=3.61), EquiforceCalculator(emt_cu_model), (4, 4, 4))
+    mesh = (12, 12, 12)
+    thermal = thermal_properties(model, mesh, np.array([0.0, 300.0, 5000.0]))
+    quanta = model.frequencies(monkhorst_pack(mesh)).ravel() * 1e12 * units._hplanck / units._e
+    counts, edges = np.histogram(quanta, bins=2000, range=(0, quanta.max() * 1.001))
+    reference = CrystalThermo(
+        phonon_DOS=counts / np.prod(mesh) / (edges[1] - edges[0]),
+        phonon_energies=(edges[1:] + edges[:-1]) / 2,
+        potentialenergy=0.0,
+        formula_units=1,
+    )
+    free = reference.get_helmholtz_energy(300.0, verbose=False)
+    assert abs(thermal.free_energy[1] - free) < 1e-6
+    entropy = reference.get_entropy(300.0, verbose=False)
+    assert abs(thermal.entropy[1] - entropy) / units.kB < 1e-4
+    assert (
+        thermal.free_energy[0]
+        == thermal.zero_point_energy
+        == pytest.approx(quanta.sum() / 2 / 12**3)
+    )
+    assert abs(thermal.heat_capacity[2] / units.kB - 3.0) < 2e-3 and thermal.skipped_modes == 0
+    step = 1e-3
+    around = thermal_properties(model, mesh, np.array([300.0 - step, 300.0, 300.0 + step]))
+    slope = (around.free_energy[2] - around.free_energy[0]) / (2 * step)
+    assert slope == pytest.approx(-around.entropy[1], rel=1e-7)
+    slope = (around.energy[2] - around.energy[0]) / (2 * step)
+    assert slope == pytest.approx(around.heat_capacity[1], rel=1e-7)
+
+
 def test_cli_writes_the_dispersion_and_names_bad_input(emt_cu_model, tmp_path, capsys):
     """``equiforce phonons``: JSON (path, frequencies, density of states, stability, checks)
-    and figure; a crystal under tension along one axis with an atom off its site is reported
-    unstable with the force warning; a molecule and bad options are refused."""
+    and figure, the thermal table; a crystal under tension along one axis with an atom off its
+    site is reported unstable with the force warning; a molecule and bad options are
+    refused."""
     parser = argparse.ArgumentParser()
     phonons_cli.add_arguments(parser)
     write(tmp_path / "cu.xyz", bulk("Cu", "fcc", a=3.61))
@@ -115,7 +154,10 @@ def test_cli_writes_the_dispersion_and_names_bad_input(emt_cu_model, tmp_path, c
     assert np.asarray(summary["frequencies_THz"]).shape == (40, 3)
     assert 5.0 < summary["max_frequency_THz"] < 10.0
     assert (out / phonons_cli.FIGURE_NAME).stat().st_size > 0
-    assert "dynamically stable" in capsys.readouterr().out
+    assert summary["thermal"]["temperature_K"] == [0.0, 100.0, 300.0, 500.0, 1000.0]
+    assert summary["thermal"]["free_energy_eV"][0] == summary["thermal"]["zero_point_energy_eV"]
+    printed = capsys.readouterr().out
+    assert "dynamically stable" in printed and "C_V (k_B)" in printed
 
     strained = bulk("Cu", "fcc", a=3.61, cubic=True)
     strained.set_cell(strained.cell.array * [1.25, 1.0, 1.0], scale_atoms=True)
@@ -137,3 +179,5 @@ def test_cli_writes_the_dispersion_and_names_bad_input(emt_cu_model, tmp_path, c
         force_constants(bulk("Cu"), EquiforceCalculator(emt_cu_model), (0, 1, 1))
     with pytest.raises(ValueError, match="need at least 2 points"):
         phonons_cli.run(parser.parse_args([*argv, "--width", "0"]))
+    with pytest.raises(ValueError, match="temperatures must be >= 0 K"):
+        phonons_cli.run(parser.parse_args([*argv, "--temperatures", "-5"]))

@@ -2,7 +2,8 @@
 
 The force constants come from the exact Hessian of a supercell (``equiforce.md.phonons``);
 the run writes ``phonons.json`` (the band path's wave vectors and frequencies, the density of
-states, the lowest frequency and the imaginary modes) and ``phonons.png`` (dispersion and
+states, the lowest frequency and the imaginary modes, the harmonic free energy, entropy and
+heat capacity at ``--temperatures``) and ``phonons.png`` (dispersion and
 density of states) to ``--out``, and prints a summary.
 """
 
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from ase import units
 
 from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
@@ -56,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--width", type=float, default=0.1, help="density of states broadening, THz (0.1)"
     )
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        default=(0.0, 100.0, 300.0, 500.0, 1000.0),
+        metavar="T",
+        help="temperatures (K) of the harmonic free energy, entropy and heat capacity, from "
+        "the --mesh modes (0 100 300 500 1000)",
+    )
     parser.add_argument("--out", default="phonons", help="output folder (phonons)")
     add_device_option(parser)
     add_precision_option(parser)
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from equiforce.md.calculator import EquiforceCalculator
-    from equiforce.md.phonons import density_of_states, force_constants
+    from equiforce.md.phonons import density_of_states, force_constants, thermal_properties
 
     if not Path(args.crystal).exists():
         raise FileNotFoundError(f"crystal file {args.crystal} does not exist")
@@ -80,12 +91,15 @@ def run(args: argparse.Namespace) -> int:
             f"--points {args.points}, --mesh {args.mesh}, --width {args.width}: need at least "
             "2 points, a mesh of at least 1 and a positive width"
         )
+    if min(args.temperatures) < 0:
+        raise ValueError(f"--temperatures {args.temperatures}: temperatures must be >= 0 K")
     crystal = read(args.crystal, index=0)
     calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
     model = force_constants(crystal, calculator, tuple(args.supercell))
     path = crystal.cell.bandpath(args.path, npoints=args.points)
     bands = model.frequencies(path.kpts)
     grid, density = density_of_states(model, tuple(args.mesh), args.width)
+    thermal = thermal_properties(model, tuple(args.mesh), np.asarray(args.temperatures))
     x, special_x, labels = path.get_linear_kpoint_axis()
     imaginary = bands < -IMAGINARY_TOLERANCE
     summary = {
@@ -106,6 +120,17 @@ def run(args: argparse.Namespace) -> int:
         "stable": not bool(imaginary.any()),
         "max_force_eV_per_A": model.max_force,
         "sum_rule_residual_eV_per_A2": model.sum_rule_residual,
+        "thermal": {
+            "temperature_K": thermal.temperature.tolist(),
+            "free_energy_eV": thermal.free_energy.tolist(),
+            "energy_eV": thermal.energy.tolist(),
+            "entropy_kB": (thermal.entropy / units.kB).tolist(),
+            "heat_capacity_kB": (thermal.heat_capacity / units.kB).tolist(),
+            "zero_point_energy_eV": thermal.zero_point_energy,
+            "skipped_modes": thermal.skipped_modes,
+            "imaginary_modes": thermal.imaginary_modes,
+            "n_atoms": len(crystal),
+        },
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +155,16 @@ def _format(summary: dict) -> str:
         lines.append(
             f"  UNSTABLE: {summary['imaginary_modes']} imaginary modes along the path (below "
             f"-{IMAGINARY_TOLERANCE} THz, shown negative)"
+        )
+    thermal = summary["thermal"]
+    lines.append(f"  per cell of {thermal['n_atoms']} atoms (harmonic, --mesh modes):")
+    lines.append("      T (K)      F (eV)      S (k_B)    C_V (k_B)")
+    columns = ("temperature_K", "free_energy_eV", "entropy_kB", "heat_capacity_kB")
+    for T, F, S, C in zip(*(thermal[name] for name in columns), strict=True):
+        lines.append(f"  {T:9.1f} {F:11.5f} {S:12.4f} {C:12.4f}")
+    if thermal["imaginary_modes"]:
+        lines.append(
+            f"  ({thermal['imaginary_modes']} imaginary mesh modes left out of these figures)"
         )
     if summary["max_force_eV_per_A"] > MAX_FORCE:
         lines.append(

@@ -182,3 +182,82 @@ def density_of_states(
         part = modes[start : start + 10_000]
         density += np.exp(-0.5 * ((grid[:, None] - part[None, :]) / width) ** 2).sum(axis=1)
     return grid, density / (width * np.sqrt(2 * np.pi)) / np.prod(mesh)
+
+
+# modes below this (THz) are left out of the thermal properties: Gamma's acoustic modes (and
+# the imaginary ones, which have no harmonic free energy; counted apart)
+THERMAL_CUTOFF_THZ = 1e-3
+
+
+@dataclass(frozen=True)
+class ThermalProperties:
+    """Harmonic thermodynamics of the crystal's phonons, per cell of ``PhononModel.primitive``.
+
+    Attributes:
+        temperature: (n_T,) K.
+        free_energy: (n_T,) Helmholtz free energy of the vibrations, eV (zero point included).
+        energy: (n_T,) vibrational energy, eV (zero point included).
+        entropy: (n_T,) eV/K.
+        heat_capacity: (n_T,) at constant volume, eV/K.
+        zero_point_energy: eV.
+        skipped_modes: mesh modes left out: below ``THERMAL_CUTOFF_THZ`` (Gamma's acoustic
+            ones) or imaginary.
+        imaginary_modes: of those, the imaginary ones (below -``THERMAL_CUTOFF_THZ``).
+    """
+
+    temperature: np.ndarray
+    free_energy: np.ndarray
+    energy: np.ndarray
+    entropy: np.ndarray
+    heat_capacity: np.ndarray
+    zero_point_energy: float
+    skipped_modes: int
+    imaginary_modes: int
+
+
+def thermal_properties(
+    model: PhononModel, mesh: tuple[int, int, int], temperatures_K: np.ndarray
+) -> ThermalProperties:
+    """Harmonic free energy, energy, entropy and heat capacity from the modes of a
+    Monkhorst-Pack mesh (each mode of energy e = h nu: ``F = e / 2 + kT ln(1 - exp(-e / kT))``,
+    ``E = e / 2 + e / (exp(e / kT) - 1)``, ``S = (E - F) / T``, ``C = k x^2 e^x / (e^x - 1)^2``
+    with x = e / kT), averaged over the mesh's wave vectors.
+
+    Args:
+        model: the force constants.
+        mesh: wave vectors along each reciprocal axis (the quasi-harmonic figures converge
+            with it; even meshes leave Gamma out).
+        temperatures_K: (n_T,) temperatures, K (0 gives the zero-point values).
+    """
+    from ase.dft.kpoints import monkhorst_pack
+
+    modes = model.frequencies(monkhorst_pack(mesh)).ravel()
+    kept = modes > THERMAL_CUTOFF_THZ
+    quanta = modes[kept] * 1e12 * units._hplanck / units._e  # eV
+    n_q = int(np.prod(mesh))
+    temperatures = np.asarray(temperatures_K, dtype=np.float64)
+    zero_point = float(quanta.sum() / 2 / n_q)
+    free = np.full(len(temperatures), zero_point)
+    energy = np.full(len(temperatures), zero_point)
+    capacity = np.zeros(len(temperatures))
+    for index, temperature in enumerate(temperatures):
+        if temperature <= 0:
+            continue
+        kT = units.kB * temperature
+        x = quanta / kT
+        boltzmann, empty = np.exp(-x), -np.expm1(-x)  # e^-x and 1 - e^-x, without overflow
+        free[index] += kT * np.log(empty).sum() / n_q
+        energy[index] += (quanta * boltzmann / empty).sum() / n_q
+        capacity[index] = units.kB * (x**2 * boltzmann / empty**2).sum() / n_q
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = np.where(temperatures > 0, (energy - free) / temperatures, 0.0)
+    return ThermalProperties(
+        temperature=temperatures,
+        free_energy=free,
+        energy=energy,
+        entropy=entropy,
+        heat_capacity=capacity,
+        zero_point_energy=zero_point,
+        skipped_modes=int((~kept).sum()),
+        imaginary_modes=int((modes < -THERMAL_CUTOFF_THZ).sum()),
+    )
