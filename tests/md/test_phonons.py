@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ase import units
 from ase.build import bulk
-from ase.io import write
+from ase.io import read, write
 
 from equiforce.cli import phonons as phonons_cli
 from equiforce.md.calculator import EquiforceCalculator
@@ -140,9 +140,9 @@ def test_thermal_properties_are_the_harmonic_crystals(emt_cu_model):
 
 def test_cli_writes_the_dispersion_and_names_bad_input(emt_cu_model, tmp_path, capsys):
     """``equiforce phonons``: JSON (path, frequencies, density of states, stability, checks)
-    and figure, the thermal table; a crystal under tension along one axis with an atom off its
-    site is reported unstable with the force warning; a molecule and bad options are
-    refused."""
+    and figure, the thermal table; ``--relax`` relaxes a compressed crystal first; a crystal
+    under tension along one axis with an atom off its site is reported unstable with the
+    force warning; a molecule and bad options are refused."""
     parser = argparse.ArgumentParser()
     phonons_cli.add_arguments(parser)
     write(tmp_path / "cu.xyz", bulk("Cu", "fcc", a=3.61))
@@ -158,6 +158,12 @@ def test_cli_writes_the_dispersion_and_names_bad_input(emt_cu_model, tmp_path, c
     assert summary["thermal"]["free_energy_eV"][0] == summary["thermal"]["zero_point_energy_eV"]
     printed = capsys.readouterr().out
     assert "dynamically stable" in printed and "C_V (k_B)" in printed
+    write(tmp_path / "compressed.xyz", bulk("Cu", "fcc", a=3.5))
+    relax = [emt_cu_model, str(tmp_path / "compressed.xyz"), "--out", str(tmp_path / "r")]
+    assert phonons_cli.run(parser.parse_args([*relax, "--relax", "--mesh", "4", "4", "4"])) == 0
+    relaxed = read(tmp_path / "r" / phonons_cli.RELAXED_NAME)
+    assert relaxed.cell.cellpar()[0] > 3.5 / 2**0.5 + 0.05  # expanded (a ~3.6 Å)
+    assert "relaxed in" in capsys.readouterr().out
 
     strained = bulk("Cu", "fcc", a=3.61, cubic=True)
     strained.set_cell(strained.cell.array * [1.25, 1.0, 1.0], scale_atoms=True)

@@ -27,6 +27,8 @@ THZ_TO_MEV = 4.135667696  # h * 1 THz in meV
 IMAGINARY_TOLERANCE = 0.05
 # a supercell force above this (eV/Å) means the crystal is not at a minimum
 MAX_FORCE = 1e-3
+RELAX_FMAX = 1e-4  # eV/Å, --relax
+RELAXED_NAME = "relaxed.xyz"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="temperatures (K) of the harmonic free energy, entropy and heat capacity, from "
         "the --mesh modes (0 100 300 500 1000)",
     )
+    parser.add_argument(
+        "--relax",
+        action="store_true",
+        help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
+        "(FIRE, fmax 1e-4 eV/Å; equiforce relax --cell --fix-symmetry), written as "
+        "relaxed.xyz",
+    )
     parser.add_argument("--out", default="phonons", help="output folder (phonons)")
     add_device_option(parser)
     add_precision_option(parser)
@@ -95,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperatures {args.temperatures}: temperatures must be >= 0 K")
     crystal = read(args.crystal, index=0)
     calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.relax:
+        crystal = _relaxed(crystal, calculator, out / RELAXED_NAME)
     model = force_constants(crystal, calculator, tuple(args.supercell))
     path = crystal.cell.bandpath(args.path, npoints=args.points)
     bands = model.frequencies(path.kpts)
@@ -132,13 +145,43 @@ def run(args: argparse.Namespace) -> int:
             "n_atoms": len(crystal),
         },
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
     _plot(summary, out / FIGURE_NAME)
     print(_format(summary))
     print(f"phonons written to {out}/")
     return 0
+
+
+def _relaxed(crystal, calculator, path: Path):
+    """``crystal`` relaxed for phonons (``--relax``), written to ``path``.
+
+    Raises:
+        RuntimeError: the relaxation did not converge (named, with its largest force).
+    """
+    from ase.io import write
+
+    from equiforce.md.relax import relax_structure
+
+    result = relax_structure(
+        crystal,
+        calculator,
+        fmax=RELAX_FMAX,
+        steps=2000,
+        cell=True,
+        symmetry_tolerance=1e-3,
+    )
+    if not result.converged:
+        raise RuntimeError(
+            f"{crystal.get_chemical_formula()}: the relaxation stopped at fmax "
+            f"{result.fmax:.2e} eV/Å after {result.n_steps} steps (> {RELAX_FMAX}); relax it "
+            "with equiforce relax and start from the result"
+        )
+    write(path, result.atoms)
+    print(
+        f"relaxed in {result.n_steps} steps ({result.spacegroup}), fmax {result.fmax:.1e} "
+        f"eV/Å: {path}"
+    )
+    return result.atoms
 
 
 def _format(summary: dict) -> str:
