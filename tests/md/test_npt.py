@@ -21,6 +21,7 @@ from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.crescale import StochasticCellRescalingNPT
 from equiforce.md.dynamics import NPTSettings, run_md
 from equiforce.md.report import format_md_summary, plot_md
+from equiforce.testing.calculators import ElasticCell
 from equiforce.testing.structures import make_molecule
 
 
@@ -111,32 +112,6 @@ def test_stochastic_cell_rescaling_samples_the_ideal_gas_volume():
     assert abs(second_half(result.pressure_GPa).mean()) < 0.6
     assert result.volume_A3[-1] > 1.03 * result.volume_A3[0]
     assert result.summary()["barostat"] == "c-rescale"
-
-
-class ElasticCell(Calculator):
-    """Free particles in a cell of St Venant-Kirchhoff energy ``V0 / 2 (lame tr(G)^2 +
-    2 shear G:G)``, G = (F F^T - 1) / 2 the Green-Lagrange strain of the cell ``reference F``
-    (rows); its stress ``V0 / V F^T S F`` (S = lame tr(G) + 2 shear G)."""
-
-    implemented_properties = ["energy", "forces", "stress"]
-
-    def __init__(self, reference: np.ndarray, lame: float, shear: float):
-        super().__init__()
-        self.reference, self.lame, self.shear = reference, lame, shear
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        deformation = np.linalg.solve(self.reference, self.atoms.cell.array)
-        strain = (deformation @ deformation.T - np.eye(3)) / 2
-        trace, volume0 = np.trace(strain), abs(np.linalg.det(self.reference))
-        energy = volume0 / 2 * (self.lame * trace**2 + 2 * self.shear * np.sum(strain**2))
-        second = self.lame * trace * np.eye(3) + 2 * self.shear * strain
-        stress = volume0 / self.atoms.get_volume() * deformation.T @ second @ deformation
-        self.results = {
-            "energy": energy,
-            "forces": np.zeros((len(self.atoms), 3)),
-            "stress": stress.flat[[0, 4, 8, 5, 2, 1]],
-        }
 
 
 def test_anisotropic_stochastic_cell_rescaling_samples_the_cell_fluctuations():

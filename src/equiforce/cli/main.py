@@ -28,6 +28,10 @@ SUBCOMMANDS = {
         "equiforce.cli.phonons",
         "phonon dispersion and density of states of a crystal (exact supercell Hessian)",
     ),
+    "elastic": (
+        "equiforce.cli.elastic",
+        "elastic constants, bulk and shear moduli of a crystal (strained cells, relaxed ions)",
+    ),
     "lammps": (
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",

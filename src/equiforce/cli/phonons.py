@@ -27,7 +27,6 @@ THZ_TO_MEV = 4.135667696  # h * 1 THz in meV
 IMAGINARY_TOLERANCE = 0.05
 # a supercell force above this (eV/Å) means the crystal is not at a minimum
 MAX_FORCE = 1e-3
-RELAX_FMAX = 1e-4  # eV/Å, --relax
 RELAXED_NAME = "relaxed.xyz"
 
 
@@ -73,8 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--relax",
         action="store_true",
         help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
-        "(FIRE, fmax 1e-4 eV/Å; equiforce relax --cell --fix-symmetry), written as "
-        "relaxed.xyz",
+        "(BFGS, fmax 1e-4 eV/Å), written as relaxed.xyz",
     )
     parser.add_argument("--out", default="phonons", help="output folder (phonons)")
     add_device_option(parser)
@@ -88,13 +86,10 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError: no such crystal file.
         ValueError: a crystal not periodic in 3D, a bad supercell, mesh, point count or width.
     """
-    from ase.io import read
-
+    from equiforce.cli.crystal import read_crystal, relax_and_write
     from equiforce.md.calculator import EquiforceCalculator
     from equiforce.md.phonons import density_of_states, force_constants, thermal_properties
 
-    if not Path(args.crystal).exists():
-        raise FileNotFoundError(f"crystal file {args.crystal} does not exist")
     if args.points < 2 or min(args.mesh) < 1 or not args.width > 0:
         raise ValueError(
             f"--points {args.points}, --mesh {args.mesh}, --width {args.width}: need at least "
@@ -102,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if min(args.temperatures) < 0:
         raise ValueError(f"--temperatures {args.temperatures}: temperatures must be >= 0 K")
-    crystal = read(args.crystal, index=0)
+    crystal = read_crystal(args.crystal)
     calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.relax:
-        crystal = _relaxed(crystal, calculator, out / RELAXED_NAME)
+        crystal = relax_and_write(crystal, calculator, out / RELAXED_NAME)
     model = force_constants(crystal, calculator, tuple(args.supercell))
     path = crystal.cell.bandpath(args.path, npoints=args.points)
     bands = model.frequencies(path.kpts)
@@ -150,38 +145,6 @@ def run(args: argparse.Namespace) -> int:
     print(_format(summary))
     print(f"phonons written to {out}/")
     return 0
-
-
-def _relaxed(crystal, calculator, path: Path):
-    """``crystal`` relaxed for phonons (``--relax``), written to ``path``.
-
-    Raises:
-        RuntimeError: the relaxation did not converge (named, with its largest force).
-    """
-    from ase.io import write
-
-    from equiforce.md.relax import relax_structure
-
-    result = relax_structure(
-        crystal,
-        calculator,
-        fmax=RELAX_FMAX,
-        steps=2000,
-        cell=True,
-        symmetry_tolerance=1e-3,
-    )
-    if not result.converged:
-        raise RuntimeError(
-            f"{crystal.get_chemical_formula()}: the relaxation stopped at fmax "
-            f"{result.fmax:.2e} eV/Å after {result.n_steps} steps (> {RELAX_FMAX}); relax it "
-            "with equiforce relax and start from the result"
-        )
-    write(path, result.atoms)
-    print(
-        f"relaxed in {result.n_steps} steps ({result.spacegroup}), fmax {result.fmax:.1e} "
-        f"eV/Å: {path}"
-    )
-    return result.atoms
 
 
 def _format(summary: dict) -> str:

@@ -186,6 +186,32 @@ def _fix_symmetry(atoms: Atoms, tolerance: float) -> str:
     return f"{dataset.international} ({dataset.number})"
 
 
+def relaxed_crystal(crystal: Atoms, calculator: Calculator, fmax: float = 1e-4) -> RelaxResult:
+    """A crystal relaxed for its properties (phonons, elastic constants): positions and cell
+    at 0 GPa, its space group kept (``FixSymmetry`` at 1e-3 Å), BFGS to ``fmax`` (eV/Å) in
+    at most 2000 steps.
+
+    Raises:
+        RuntimeError: the relaxation did not converge (its largest force named).
+    """
+    result = relax_structure(
+        crystal,
+        calculator,
+        fmax=fmax,
+        steps=2000,
+        optimizer="bfgs",
+        cell=True,
+        symmetry_tolerance=1e-3,
+    )
+    if not result.converged:
+        raise RuntimeError(
+            f"{crystal.get_chemical_formula()}: the relaxation stopped at fmax "
+            f"{result.fmax:.2e} eV/Å after {result.n_steps} steps (> {fmax}); relax it with "
+            "equiforce relax and start from the result"
+        )
+    return result
+
+
 def relax_structures(
     frames: Sequence[Atoms],
     calculator: Calculator,

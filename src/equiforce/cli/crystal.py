@@ -1,0 +1,37 @@
+"""The crystal of the property commands (``phonons``, ``elastic``): read, and relaxed with
+``--relax``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ase import Atoms
+
+
+def read_crystal(path: str) -> Atoms:
+    """The first frame of ``path`` (any ASE format).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    from ase.io import read
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"crystal file {path} does not exist")
+    return read(path, index=0)
+
+
+def relax_and_write(crystal: Atoms, calculator, path: Path) -> Atoms:
+    """``--relax`` (``equiforce.md.relax.relaxed_crystal``): the relaxed crystal, also
+    written to ``path``, the relaxation printed."""
+    from ase.io import write
+
+    from equiforce.md.relax import relaxed_crystal
+
+    result = relaxed_crystal(crystal, calculator)
+    write(path, result.atoms)
+    print(
+        f"relaxed in {result.n_steps} steps ({result.spacegroup}), fmax {result.fmax:.1e} "
+        f"eV/Å: {path}"
+    )
+    return result.atoms

@@ -1,0 +1,99 @@
+"""``equiforce elastic MODEL CRYSTAL``: elastic constants and moduli of a crystal.
+
+Strains the cell, relaxes the atoms inside it and fits the stress (``equiforce.md.elastic``);
+prints the 6 x 6 matrix (GPa), the bulk and shear moduli (Voigt, Reuss, Hill), Young's modulus,
+Poisson's ratio and Born's stability, and writes them as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from equiforce.cli.options import add_device_option, add_precision_option
+from equiforce.files import atomic_write_text
+from equiforce.md.elastic import DEFAULT_STRAINS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``elastic`` options on ``parser``."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
+    parser.add_argument(
+        "--strains",
+        type=float,
+        nargs="+",
+        default=DEFAULT_STRAINS,
+        metavar="E",
+        help="strain magnitudes of each Voigt component (-0.01 -0.005 0.005 0.01)",
+    )
+    parser.add_argument(
+        "--clamped-ions",
+        action="store_true",
+        help="leave the atoms where the strain puts them (clamped-ion constants)",
+    )
+    parser.add_argument(
+        "--fmax", type=float, default=1e-4, help="force threshold of the ion relaxations, eV/Å"
+    )
+    parser.add_argument(
+        "--relax",
+        action="store_true",
+        help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
+        "(BFGS, fmax 1e-4 eV/Å), written beside --out as its name with suffix .xyz",
+    )
+    parser.add_argument("--out", default="elastic.json", help="the results (elastic.json)")
+    add_device_option(parser)
+    add_precision_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute, print and write the elastic constants; returns the exit code.
+
+    Raises:
+        FileNotFoundError: no such crystal file.
+        ValueError: a crystal not periodic in 3D, or bad strains.
+        RuntimeError: a relaxation that did not converge.
+    """
+    from equiforce.cli.crystal import read_crystal, relax_and_write
+    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.md.elastic import elastic_constants
+
+    crystal = read_crystal(args.crystal)
+    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.relax:
+        crystal = relax_and_write(crystal, calculator, out.with_suffix(".xyz"))
+    result = elastic_constants(
+        crystal,
+        calculator,
+        strains=args.strains,
+        relax_ions=not args.clamped_ions,
+        fmax=args.fmax,
+    )
+    payload = {"formula": crystal.get_chemical_formula(), **asdict(result)}
+    payload["constants"] = result.constants.tolist()
+    atomic_write_text(json.dumps(payload, indent=1), out)
+    print(format_elastic(crystal.get_chemical_formula(), result))
+    print(f"written to {out}")
+    return 0
+
+
+def format_elastic(formula: str, result) -> str:
+    """The matrix and the moduli as text (GPa)."""
+    kind = "relaxed-ion" if result.relaxed_ions else "clamped-ion"
+    lines = [f"{formula}: {kind} elastic constants C_ij (GPa; xx yy zz yz xz xy)"]
+    lines += ["  " + " ".join(f"{value:9.2f}" for value in row) for row in result.constants]
+    lines += [
+        f"  bulk modulus   Voigt {result.bulk_voigt:8.2f}  Reuss {result.bulk_reuss:8.2f}  "
+        f"Hill {result.bulk_hill:8.2f}",
+        f"  shear modulus  Voigt {result.shear_voigt:8.2f}  Reuss {result.shear_reuss:8.2f}  "
+        f"Hill {result.shear_hill:8.2f}",
+        f"  Young's modulus {result.young:.2f}, Poisson's ratio {result.poisson:.3f}",
+        "  mechanically stable (Born: every eigenvalue of C positive)"
+        if result.stable
+        else "  mechanically UNSTABLE: C has a non-positive eigenvalue",
+    ]
+    return "\n".join(lines)
