@@ -3,9 +3,22 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ase import Atoms
+
+
+def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> None:
+    """The model, the crystal and ``--relax`` (the relaxed crystal ``relaxed_as``)."""
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
+    parser.add_argument(
+        "--relax",
+        action="store_true",
+        help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
+        f"(BFGS, fmax 1e-4 eV/Å), written {relaxed_as}",
+    )
 
 
 def read_crystal(path: str) -> Atoms:

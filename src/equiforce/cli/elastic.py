@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from equiforce.cli.crystal import add_crystal_arguments
 from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
 from equiforce.md.elastic import DEFAULT_STRAINS
@@ -19,8 +20,7 @@ from equiforce.md.elastic import DEFAULT_STRAINS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``elastic`` options on ``parser``."""
-    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
-    parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
+    add_crystal_arguments(parser, relaxed_as="beside --out as its name with suffix .xyz")
     parser.add_argument(
         "--strains",
         type=float,
@@ -36,12 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fmax", type=float, default=1e-4, help="force threshold of the ion relaxations, eV/Å"
-    )
-    parser.add_argument(
-        "--relax",
-        action="store_true",
-        help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
-        "(BFGS, fmax 1e-4 eV/Å), written beside --out as its name with suffix .xyz",
     )
     parser.add_argument("--out", default="elastic.json", help="the results (elastic.json)")
     add_device_option(parser)

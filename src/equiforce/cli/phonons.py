@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
+from equiforce.cli.crystal import add_crystal_arguments
 from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
 
@@ -32,8 +33,7 @@ RELAXED_NAME = "relaxed.xyz"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``phonons`` options on ``parser``."""
-    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
-    parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
+    add_crystal_arguments(parser, relaxed_as="as relaxed.xyz in --out")
     parser.add_argument(
         "--supercell",
         type=int,
@@ -67,12 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="temperatures (K) of the harmonic free energy, entropy and heat capacity, from "
         "the --mesh modes (0 100 300 500 1000)",
-    )
-    parser.add_argument(
-        "--relax",
-        action="store_true",
-        help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
-        "(BFGS, fmax 1e-4 eV/Å), written as relaxed.xyz",
     )
     parser.add_argument("--out", default="phonons", help="output folder (phonons)")
     add_device_option(parser)
