@@ -21,6 +21,27 @@ def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> N
     )
 
 
+def add_phonon_arguments(parser: argparse.ArgumentParser, mesh: int, mesh_for: str) -> None:
+    """``--supercell`` (the force constants' repetitions, 3 3 3) and ``--mesh`` (``mesh``
+    wave vectors along each axis, for ``mesh_for``)."""
+    parser.add_argument(
+        "--supercell",
+        type=int,
+        nargs=3,
+        default=(3, 3, 3),
+        metavar=("N1", "N2", "N3"),
+        help="repetitions of the cell for the force constants (3 3 3)",
+    )
+    parser.add_argument(
+        "--mesh",
+        type=int,
+        nargs=3,
+        default=(mesh, mesh, mesh),
+        metavar=("Q1", "Q2", "Q3"),
+        help=f"wave vectors of {mesh_for} ({mesh} {mesh} {mesh})",
+    )
+
+
 def read_crystal(path: str) -> Atoms:
     """The first frame of ``path`` (any ASE format).
 

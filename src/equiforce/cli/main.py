@@ -28,6 +28,10 @@ SUBCOMMANDS = {
         "equiforce.cli.phonons",
         "phonon dispersion and density of states of a crystal (exact supercell Hessian)",
     ),
+    "qha": (
+        "equiforce.cli.qha",
+        "quasi-harmonic thermal expansion of a crystal (phonons at several volumes)",
+    ),
     "elastic": (
         "equiforce.cli.elastic",
         "elastic constants, bulk and shear moduli of a crystal (strained cells, relaxed ions)",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
-from equiforce.cli.crystal import add_crystal_arguments
+from equiforce.cli.crystal import add_crystal_arguments, add_phonon_arguments
 from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
 
@@ -34,28 +34,13 @@ RELAXED_NAME = "relaxed.xyz"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``phonons`` options on ``parser``."""
     add_crystal_arguments(parser, relaxed_as="as relaxed.xyz in --out")
-    parser.add_argument(
-        "--supercell",
-        type=int,
-        nargs=3,
-        default=(3, 3, 3),
-        metavar=("N1", "N2", "N3"),
-        help="repetitions of the cell for the force constants (3 3 3)",
-    )
+    add_phonon_arguments(parser, mesh=16, mesh_for="the density of states")
     parser.add_argument(
         "--path",
         default=None,
         help="band path of special points, e.g. GXWKGLUWLK (default: the lattice's own)",
     )
     parser.add_argument("--points", type=int, default=200, help="wave vectors along the path")
-    parser.add_argument(
-        "--mesh",
-        type=int,
-        nargs=3,
-        default=(16, 16, 16),
-        metavar=("Q1", "Q2", "Q3"),
-        help="wave vectors of the density of states (16 16 16)",
-    )
     parser.add_argument(
         "--width", type=float, default=0.1, help="density of states broadening, THz (0.1)"
     )

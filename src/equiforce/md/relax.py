@@ -104,6 +104,7 @@ def relax_structure(
     cell: bool = False,
     pressure_GPa: float = 0.0,
     symmetry_tolerance: float | None = None,
+    constant_volume: bool = False,
 ) -> RelaxResult:
     """Relax one structure with ASE's FIRE, BFGS or LBFGS.
 
@@ -118,6 +119,8 @@ def relax_structure(
         pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
         symmetry_tolerance: keep the space group spglib finds within this tolerance, Å
             (ASE's ``FixSymmetry``, needs spglib), or None.
+        constant_volume: with ``cell``, keep the volume: the cell's shape relaxes (the
+            filter's ``constant_volume``; the pressure then does nothing).
 
     Returns:
         The ``RelaxResult``.
@@ -138,7 +141,9 @@ def relax_structure(
     with_cell = bool(cell and atoms.pbc.all())
     target = atoms
     if with_cell:
-        target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa)
+        target = FrechetCellFilter(
+            atoms, scalar_pressure=pressure_GPa * units.GPa, constant_volume=constant_volume
+        )
     optimizers = {"fire": FIRE, "bfgs": BFGS, "lbfgs": LBFGS}
     dynamics = optimizers[optimizer](target, logfile=None)
     converged = bool(dynamics.run(fmax=fmax, steps=steps))
