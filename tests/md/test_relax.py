@@ -309,6 +309,48 @@ def test_batched_relaxation_equals_one_by_one(emt_cu_model):
     assert short[1].fmax >= FMAX
 
 
+@pytest.mark.parametrize("mode", ["constant-volume", "hydrostatic"])
+def test_cell_modes_one_by_one_and_batched(emt_cu_model, tmp_path, mode):
+    """``--cell-mode``: a stretched and sheared Cu cell relaxes at constant volume (its volume
+    kept to 1e-10 relative, its shape changing) or at constant shape (its cell a multiple of
+    the start's to 1e-10, its volume changing), ASE's filter one by one and TorchSim's batched
+    alike (energies within 1e-4 eV, cells within 1e-3 Å); without ``--cell`` refused."""
+    pytest.importorskip("torch_sim")
+    from equiforce.md.relax import relax_batched
+    from equiforce.md.torchsim import EquiforceModel
+
+    start = rattled_cu(3.68, seed=4)
+    start.set_cell(start.cell.array @ (np.eye(3) + [[0, 0.03, 0], [0, 0, 0], [0, 0, 0.02]]))
+    options = dict(fmax=FMAX, steps=400, cell=True, cell_mode=mode)
+    one = relax_structure(start, EquiforceCalculator(emt_cu_model), **options)
+    many = relax_batched([start], EquiforceModel(emt_cu_model), **options)[0]
+    for result in (one, many):
+        assert result.converged
+        volume = result.atoms.get_volume() / start.get_volume()
+        if mode == "constant-volume":
+            assert abs(volume - 1) < 1e-10
+            assert np.abs(result.atoms.cell.array - start.cell.array).max() > 1e-3
+        else:
+            ratio = result.atoms.cell.array[0, 0] / start.cell.array[0, 0]
+            np.testing.assert_allclose(result.atoms.cell.array, ratio * start.cell.array, atol=1e-9)
+            assert abs(volume - 1) > 1e-3
+    assert abs(one.energy - many.energy) < 1e-4
+    np.testing.assert_allclose(many.atoms.cell.array, one.atoms.cell.array, atol=1e-3)
+    write(tmp_path / "in.xyz", start)
+    with pytest.raises(ValueError, match=f"--cell-mode {mode} needs --cell"):
+        run(
+            parse(
+                [
+                    emt_cu_model,
+                    str(tmp_path / "in.xyz"),
+                    str(tmp_path / "o.xyz"),
+                    "--cell-mode",
+                    mode,
+                ]
+            )
+        )
+
+
 def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
     """FixAtoms in a batched relaxation: the fixed atoms stay where they are (exactly) and
     the rest relaxes as ASE's FIRE with the constraint, also after a converged structure has

@@ -15,7 +15,7 @@ from equiforce.cli.options import (
     add_device_option,
     add_precision_option,
 )
-from equiforce.md.relax import OPTIMIZERS
+from equiforce.md.relax import CELL_MODES, OPTIMIZERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pressure", type=float, default=0.0, help="external pressure with --cell, GPa"
+    )
+    parser.add_argument(
+        "--cell-mode",
+        choices=tuple(CELL_MODES),
+        default="full",
+        help="with --cell: every cell component (full), the shape at constant volume "
+        "(constant-volume) or the volume at constant shape (hydrostatic)",
     )
     parser.add_argument(
         "--fix-symmetry",
@@ -88,8 +95,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"output {args.output}: use a .xyz or .extxyz file name (extxyz)")
     if args.pressure != 0.0 and not args.cell:
         raise ValueError("--pressure needs --cell (the pressure acts on the cell)")
+    if args.cell_mode != "full" and not args.cell:
+        raise ValueError(f"--cell-mode {args.cell_mode} needs --cell")
     frames = read(args.input, index=":")
-    options = dict(fmax=args.fmax, steps=args.steps, cell=args.cell, pressure_GPa=args.pressure)
+    options = dict(
+        fmax=args.fmax,
+        steps=args.steps,
+        cell=args.cell,
+        pressure_GPa=args.pressure,
+        cell_mode=args.cell_mode,
+    )
     if args.batched and args.optimizer != "fire":
         raise ValueError(
             f"--batched relaxes with TorchSim's FIRE; drop --optimizer {args.optimizer}"

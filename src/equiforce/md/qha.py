@@ -157,7 +157,7 @@ def quasi_harmonic(
             optimizer="bfgs",
             cell=True,
             symmetry_tolerance=1e-3,
-            constant_volume=True,
+            cell_mode="constant-volume",
         )
         if not result.converged:
             raise RuntimeError(

@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 
 Optimizer = Literal["fire", "bfgs", "lbfgs"]
 OPTIMIZERS = ("fire", "bfgs", "lbfgs")  # ASE's FIRE, BFGS, LBFGS
+CellMode = Literal["full", "constant-volume", "hydrostatic"]
+# how a relaxing cell may change: every component, its shape at constant volume, or its volume
+# at constant shape; as keyword arguments of ASE's FrechetCellFilter and of TorchSim's
+# frechet_cell_fire alike
+CELL_MODES: dict[str, dict[str, bool]] = {
+    "full": {},
+    "constant-volume": {"constant_volume": True},
+    "hydrostatic": {"hydrostatic_strain": True},
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ def relax_structure(
     cell: bool = False,
     pressure_GPa: float = 0.0,
     symmetry_tolerance: float | None = None,
-    constant_volume: bool = False,
+    cell_mode: CellMode = "full",
 ) -> RelaxResult:
     """Relax one structure with ASE's FIRE, BFGS or LBFGS.
 
@@ -119,8 +128,9 @@ def relax_structure(
         pressure_GPa: external hydrostatic pressure for the cell relaxation, GPa.
         symmetry_tolerance: keep the space group spglib finds within this tolerance, Å
             (ASE's ``FixSymmetry``, needs spglib), or None.
-        constant_volume: with ``cell``, keep the volume: the cell's shape relaxes (the
-            filter's ``constant_volume``; the pressure then does nothing).
+        cell_mode: with ``cell``, how the cell may change (``CELL_MODES``): ``"full"``,
+            ``"constant-volume"`` (its shape relaxes; the pressure then does nothing) or
+            ``"hydrostatic"`` (its volume, at constant shape).
 
     Returns:
         The ``RelaxResult``.
@@ -142,7 +152,7 @@ def relax_structure(
     target = atoms
     if with_cell:
         target = FrechetCellFilter(
-            atoms, scalar_pressure=pressure_GPa * units.GPa, constant_volume=constant_volume
+            atoms, scalar_pressure=pressure_GPa * units.GPa, **_cell_mode(cell_mode)
         )
     optimizers = {"fire": FIRE, "bfgs": BFGS, "lbfgs": LBFGS}
     dynamics = optimizers[optimizer](target, logfile=None)
@@ -159,6 +169,17 @@ def relax_structure(
         cell_relaxed=with_cell,
         spacegroup=spacegroup,
     )
+
+
+def _cell_mode(mode: str) -> dict[str, bool]:
+    """The cell filter's keyword arguments of ``mode``.
+
+    Raises:
+        ValueError: not one of ``CELL_MODES``.
+    """
+    if mode not in CELL_MODES:
+        raise ValueError(f"cell_mode must be one of {list(CELL_MODES)}, got {mode!r}")
+    return CELL_MODES[mode]
 
 
 def _fix_symmetry(atoms: Atoms, tolerance: float) -> str:
@@ -246,6 +267,7 @@ def relax_batched(
     max_batch_atoms: int | None = 5000,
     on_result: Callable[[RelaxResult], None] | None = None,
     symmetry_tolerance: float | None = None,
+    cell_mode: CellMode = "full",
 ) -> list[RelaxResult]:
     """Relax all frames at once with TorchSim's batched FIRE (ASE flavour).
 
@@ -269,6 +291,7 @@ def relax_batched(
             them).
         symmetry_tolerance: keep the space group spglib finds in each structure within this
             tolerance, Å (as ``relax_structure``'s; module docstring), or None.
+        cell_mode: with ``cell``, how the cells may change (``relax_structure``'s).
 
     Returns:
         One ``RelaxResult`` per frame, in input order.
@@ -280,6 +303,7 @@ def relax_batched(
     from equiforce.md.torchsim import check_elements, state_groups
 
     _check_options(fmax, steps, "fire")
+    freedom = _cell_mode(cell_mode)
     _check_constraints(frames, cell, symmetry_tolerance is not None)
     check_elements(frames, model)
     operations: list | None = None
@@ -293,7 +317,13 @@ def relax_batched(
         periodic = bool(frames[group[0]].pbc.all())
         kept = None if operations is None else [operations[i] for i in group]
         relaxed = _relax_group(
-            [frames[i] for i in group], model, fmax, steps, cell and periodic, pressure_GPa, kept
+            [frames[i] for i in group],
+            model,
+            fmax,
+            steps,
+            freedom if cell and periodic else None,
+            pressure_GPa,
+            kept,
         )
         for index, result in zip(group, relaxed, strict=True):
             results[index] = dataclasses.replace(result, spacegroup=spacegroups[index])
@@ -358,15 +388,16 @@ def _relax_group(
     model: EquiforceModel,
     fmax: float,
     steps: int,
-    cell: bool,
+    freedom: dict[str, bool] | None,
     pressure_GPa: float,
     operations: list[tuple[np.ndarray, np.ndarray]] | None,
 ) -> list[RelaxResult]:
     """Batched FIRE over structures of one periodicity; results at first convergence.
 
     A structure leaves the batch at the step it converges (TorchSim states slice by system),
-    so later steps evaluate the model on the structures still relaxing only. ``operations``:
-    each structure's symmetry operations (``_symmetrized``), or None.
+    so later steps evaluate the model on the structures still relaxing only. ``freedom``: the
+    cell relaxation's ``CELL_MODES`` entry, or None (fixed cells); ``operations``: each
+    structure's symmetry operations (``_symmetrized``), or None.
     """
     import torch
     import torch_sim as ts
@@ -384,9 +415,10 @@ def _relax_group(
     fixed = None if mask is None else FixedAtomsModel(model, torch.as_tensor(mask).to(model.device))
     symmetric = None if operations is None else SymmetrizedModel(model, operations)
     driver = symmetric or fixed or model
+    cell = freedom is not None
     if cell:
         init, step = ts.optimizers.frechet_cell_fire(
-            driver, scalar_pressure=pressure_GPa * units.GPa
+            driver, scalar_pressure=pressure_GPa * units.GPa, **freedom
         )
     else:
         init, step = ts.optimizers.fire(driver)
