@@ -355,8 +355,9 @@ def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
     """FixAtoms in a batched relaxation: the fixed atoms stay where they are (exactly) and
     the rest relaxes as ASE's FIRE with the constraint, also after a converged structure has
     left the batch; a slab with its bottom layer fixed shares the cluster's batch (periodic
-    along x and y only); other constraints, and FixAtoms in a cell relaxation, are
-    refused."""
+    along x and y only); in a cell relaxation the fixed atoms keep their fractional
+    coordinates (following the cell) as under ASE's cell filter, the relaxation as ASE's;
+    other constraints are refused."""
     pytest.importorskip("torch_sim")
     from ase.constraints import FixAtoms, FixBondLength
 
@@ -387,8 +388,18 @@ def test_batched_relaxation_keeps_fixed_atoms_fixed(emt_cu_model):
     pair.set_constraint(FixBondLength(0, 1))
     with pytest.raises(ValueError, match=r"structure 1 \(Cu6\) has the constraint FixBondLengths:"):
         relax_batched([frames[0], pair], EquiforceModel(emt_cu_model))
-    with pytest.raises(ValueError, match=r"structure 0 \(Cu32\) has FixAtoms and its cell"):
-        relax_batched([crystal], EquiforceModel(emt_cu_model), cell=True)
+    # with its cell: the fixed atoms keep their fractional coordinates, as under ASE's filter
+    options["cell"] = True
+    one = relax_structure(crystal, EquiforceCalculator(emt_cu_model), **options)
+    many = relax_batched([crystal], EquiforceModel(emt_cu_model), **options)[0]
+    fixed = crystal.constraints[0].get_indices()
+    start = crystal.get_scaled_positions()[fixed]
+    for result in (one, many):
+        assert result.converged and result.cell_relaxed
+        np.testing.assert_allclose(result.atoms.get_scaled_positions()[fixed], start, atol=1e-12)
+        assert np.abs(result.atoms.positions[fixed] - crystal.positions[fixed]).max() > 5e-3
+    assert abs(one.energy - many.energy) < 1e-4 and abs(one.n_steps - many.n_steps) <= 1
+    np.testing.assert_allclose(many.atoms.positions, one.atoms.positions, atol=1e-3)
     with pytest.raises(ValueError, match=r"structure 1 \(Au\): element Au is unknown"):
         relax_batched([frames[0], Atoms("Au")], EquiforceModel(emt_cu_model))
 

@@ -21,8 +21,9 @@ stress and steps, so the relaxed structure has it exactly (recorded as ``relax_s
 e.g. ``"Fm-3m (225)"``).
 ``relax_batched`` applies ``FixAtoms`` (the fixed atoms' forces are zero, so FIRE never moves
 them, and they are left out of the convergence test and the result's forces, as ASE's
-constrained forces) and refuses, naming the structure, any other constraint and ``FixAtoms``
-in a cell relaxation; with ``symmetry_tolerance`` it symmetrises each structure as
+constrained forces; in a cell relaxation they keep their fractional coordinates, following
+the cell as under ASE's cell filter) and refuses, naming the structure, any other
+constraint; with ``symmetry_tolerance`` it symmetrises each structure as
 ``FixSymmetry`` does and averages the forces and stress over its space group
 (``equiforce.md.torchsim.SymmetrizedModel``), so FIRE's steps keep it.
 """
@@ -297,14 +298,14 @@ def relax_batched(
         One ``RelaxResult`` per frame, in input order.
 
     Raises:
-        ValueError: a structure with a constraint other than ``FixAtoms``, ``FixAtoms`` in a
-            cell relaxation or with ``symmetry_tolerance``, or (with it) no 3D cell (named).
+        ValueError: a structure with a constraint other than ``FixAtoms``, ``FixAtoms``
+            with ``symmetry_tolerance``, or (with it) no 3D cell (named).
     """
     from equiforce.md.torchsim import check_elements, state_groups
 
     _check_options(fmax, steps, "fire")
     freedom = _cell_mode(cell_mode)
-    _check_constraints(frames, cell, symmetry_tolerance is not None)
+    _check_constraints(frames, symmetry_tolerance is not None)
     check_elements(frames, model)
     operations: list | None = None
     spacegroups: list[str | None] = [None] * len(frames)
@@ -333,9 +334,9 @@ def relax_batched(
     return results  # type: ignore[return-value]
 
 
-def _check_constraints(frames: Sequence[Atoms], cell: bool, symmetry: bool) -> None:
-    """Raise unless every constraint of ``frames`` is a ``FixAtoms`` of a structure whose cell
-    stays fixed and whose symmetry is not kept (what ``relax_batched`` applies)."""
+def _check_constraints(frames: Sequence[Atoms], symmetry: bool) -> None:
+    """Raise unless every constraint of ``frames`` is a ``FixAtoms`` of a structure whose
+    symmetry is not kept (what ``relax_batched`` applies)."""
     from ase.constraints import FixAtoms
 
     for index, frame in enumerate(frames):
@@ -345,11 +346,6 @@ def _check_constraints(frames: Sequence[Atoms], cell: bool, symmetry: bool) -> N
                 raise ValueError(
                     f"{name} has the constraint {type(constraint).__name__}: a batched relaxation "
                     "applies FixAtoms only; relax it without --batched"
-                )
-            if cell and frame.pbc.all():
-                raise ValueError(
-                    f"{name} has FixAtoms and its cell would relax: a batched relaxation "
-                    "applies FixAtoms with fixed cells only; relax it without --batched"
                 )
             if symmetry:
                 raise ValueError(
