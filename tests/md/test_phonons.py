@@ -15,6 +15,7 @@ import pytest
 from ase import units
 from ase.build import bulk
 from ase.io import read, write
+from ase.spacegroup import crystal as spacegroup_crystal
 
 from equiforce.cli import phonons as phonons_cli
 from equiforce.md.calculator import EquiforceCalculator
@@ -67,6 +68,35 @@ def test_commensurate_frequencies_are_the_supercells_own(request, crystal, repea
     large = crystal.repeat(repeats)
     rows = calculator.get_hessian(large, rows_of=[1, 0])  # Hessian-vector products
     np.testing.assert_allclose(rows[:3], calculator.get_hessian(large)[3:6], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "crystal, repeats",
+    [
+        (bulk("Cu", "hcp", a=2.56, c=4.18), (3, 3, 2)),  # a 6-fold screw: 2 atoms, 1 orbit
+        (bulk("Cu", "fcc", a=3.61, cubic=True), (2, 2, 2)),  # pure translations: 4 atoms
+        (
+            spacegroup_crystal(
+                ["Cu"], [(0.30, 0.05, 0.33)], spacegroup=143, cellpar=[5.0, 5.0, 4.0, 90, 90, 120]
+            ),
+            (2, 2, 2),
+        ),  # general positions of a 3-fold axis: 3 atoms
+    ],
+    ids=["hcp", "fcc-conventional", "P3-general"],
+)
+def test_equivalent_atoms_share_rotated_rows(model_file, crystal, repeats):
+    """With the crystal's symmetry (the default), one representative of each orbit has its
+    Hessian rows computed and the others' are its rows rotated (``symmetric_rows``): the
+    force constants equal every atom's own rows to 1e-12 (a random model: nothing but the
+    symmetry makes them agree), in a third of the backward passes or fewer here."""
+    from equiforce.md.phonons import _orbits
+
+    calculator = EquiforceCalculator(model_file)
+    own = force_constants(crystal, calculator, repeats, symmetry_tolerance=None)
+    shared = force_constants(crystal, calculator, repeats)
+    assert len({orbit[0] for orbit in _orbits(crystal, 1e-5).values()}) == 1
+    np.testing.assert_allclose(shared.constants, own.constants, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(shared.lattice, own.lattice)
 
 
 def test_dispersion_agrees_with_finite_displacements_and_the_point_group(emt_cu_model, tmp_path):

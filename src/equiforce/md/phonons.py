@@ -35,6 +35,8 @@ from ase import Atoms, units
 # images of a supercell atom whose distances to the centre differ by less than this (Å) share
 # its force constant
 IMAGE_TOLERANCE = 1e-5
+# crystals symmetric within this (Å) share the Hessian rows of equivalent atoms
+SYMMETRY_TOLERANCE = 1e-5
 # sqrt(eV / (Å^2 amu)) / 2 pi in THz: the frequency of a unit eigenvalue
 THZ_PER_ROOT_EIGENVALUE = np.sqrt(units._e / (1e-20 * units._amu)) / (2 * np.pi) / 1e12
 
@@ -103,7 +105,12 @@ class PhononModel:
         return np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * THZ_PER_ROOT_EIGENVALUE
 
 
-def force_constants(primitive: Atoms, calculator, supercell: tuple[int, int, int]) -> PhononModel:
+def force_constants(
+    primitive: Atoms,
+    calculator,
+    supercell: tuple[int, int, int],
+    symmetry_tolerance: float | None = SYMMETRY_TOLERANCE,
+) -> PhononModel:
     """The force constants of ``primitive`` from the Hessian of its supercell (module
     docstring).
 
@@ -112,6 +119,11 @@ def force_constants(primitive: Atoms, calculator, supercell: tuple[int, int, int
         calculator: an ``EquiforceCalculator`` (a model file, not an exported package).
         supercell: repetitions along the three cell vectors, each >= 1; the supercell should
             be wider than twice the model's interaction range for converged dispersions.
+        symmetry_tolerance: atoms a symmetry operation of the crystal maps onto each other
+            (spglib within this tolerance, Å) share the Hessian rows of one of them, rotated
+            (``symmetric_rows``): one representative's 3 backward passes serve its whole
+            orbit. None: every atom's own rows. The default is tight, so only a crystal
+            symmetric to round-off (relaxed with its symmetry kept) is reduced.
 
     Raises:
         ValueError: not periodic in 3D, or a repetition below 1.
@@ -126,9 +138,15 @@ def force_constants(primitive: Atoms, calculator, supercell: tuple[int, int, int
     large = primitive.repeat(repeats)  # atom index ((m0 n2 + m1) n3 + m2) n + kappa
     large.calc = calculator
     n, n_large = len(primitive), len(large)
-    hessian_rows = calculator.get_hessian(large, rows_of=range(n))  # 3 n backward passes
+    orbits = _orbits(primitive, symmetry_tolerance)
+    computed = sorted({representative for representative, _, _ in orbits.values()})
+    hessian_rows = calculator.get_hessian(large, rows_of=computed)  # 3 per representative
     max_force = float(np.linalg.norm(large.get_forces(), axis=1).max())
-    rows = hessian_rows.reshape(n, 3, n_large, 3).transpose(0, 2, 1, 3)  # (n, N, 3, 3)
+    blocks = hessian_rows.reshape(len(computed), 3, n_large, 3).transpose(0, 2, 1, 3)
+    own = dict(zip(computed, blocks, strict=True))
+    rows = np.stack(
+        [symmetric_rows(own, orbits[kappa], primitive, repeats) for kappa in range(n)]
+    )  # (n, N, 3, 3)
     residual = float(np.abs(rows.sum(axis=1)).max())
     cells = np.array(list(itertools.product(*(range(r) for r in repeats))))  # m of each block
     shifts = np.array(list(itertools.product((-1, 0, 1), repeat=3))) * np.array(repeats)
@@ -156,6 +174,75 @@ def force_constants(primitive: Atoms, calculator, supercell: tuple[int, int, int
         max_force=max_force,
         sum_rule_residual=residual,
     )
+
+
+def _orbits(
+    primitive: Atoms, tolerance: float | None
+) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
+    """For each atom kappa of ``primitive``: ``(representative, rotation, translation)``,
+    a symmetry operation (fractional rotation (3, 3) int, translation (3,)) taking its
+    orbit's representative onto it; the identity for the representatives (and for every
+    atom without ``tolerance``)."""
+    identity = (np.eye(3, dtype=int), np.zeros(3))
+    if tolerance is None:
+        return {kappa: (kappa, *identity) for kappa in range(len(primitive))}
+    from ase.constraints import FixSymmetry
+
+    fix = FixSymmetry(primitive.copy(), symprec=tolerance, adjust_positions=False)
+    orbits: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+    for kappa in range(len(primitive)):
+        for representative in range(kappa):  # the orbit's first atom, if not kappa itself
+            ops = zip(fix.rotations, fix.translations, fix.symm_map, strict=True)
+            found = [(r, t) for r, t, image in ops if image[representative] == kappa]
+            if found:
+                orbits[kappa] = (representative, *found[0])
+                break
+        else:
+            orbits[kappa] = (kappa, *identity)
+    return orbits
+
+
+def symmetric_rows(
+    own: dict[int, np.ndarray],
+    orbit: tuple[int, np.ndarray, np.ndarray],
+    primitive: Atoms,
+    repeats: tuple[int, int, int],
+) -> np.ndarray:
+    """The force-constant rows (N, 3, 3) of an atom from its representative's: the operation
+    g (x -> r x + t, fractional) takes the representative onto the atom, and supercell atom j
+    onto g(j), so ``Phi(atom, g(j)) = C Phi(representative, j) C^T`` with ``C = L^T r L^-T``
+    the operation's Cartesian rotation (L the cell vectors as rows).
+
+    Args:
+        own: the computed rows of the representatives, by atom.
+        orbit: ``_orbits``' entry of the atom.
+        primitive: the crystal.
+        repeats: the supercell's repetitions (supercell atom index
+            ``((m0 n2 + m1) n3 + m2) n + kappa``).
+    """
+    representative, rotation, translation = orbit
+    rows = own[representative]
+    if np.array_equal(rotation, np.eye(3)) and not translation.any():
+        return rows  # the representative itself
+    n = len(primitive)
+    fractions = primitive.get_scaled_positions(wrap=False)
+    cells = np.array(list(itertools.product(*(range(r) for r in repeats))))
+    sites = (fractions[None, :, :] + cells[:, None, :]).reshape(-1, 3)  # supercell atoms
+    moved = sites @ rotation.T + translation
+    # each moved atom's image kappa': the primitive atom whose fractional coordinates it
+    # repeats; its lattice vector, relative to where the operation took the representative
+    differences = moved[:, None, :] - fractions[None, :, :]
+    kappa_of = np.argmin(np.abs(differences - np.rint(differences)).sum(axis=2), axis=1)
+    lattice = np.rint(moved - fractions[kappa_of]).astype(int)
+    origin = np.rint(moved[representative] - fractions[kappa_of[representative]]).astype(int)
+    lattice = np.mod(lattice - origin, repeats)
+    index = (((lattice[:, 0] * repeats[1]) + lattice[:, 1]) * repeats[2] + lattice[:, 2]) * n
+    target = index + kappa_of
+    vectors = primitive.cell.array
+    cartesian = vectors.T @ rotation @ np.linalg.inv(vectors.T)
+    turned = np.empty_like(rows)
+    turned[target] = cartesian @ rows @ cartesian.T
+    return turned
 
 
 def density_of_states(
