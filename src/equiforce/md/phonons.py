@@ -5,7 +5,8 @@ along a band path, density of states.
 its Hessian that belong to the atoms of the first primitive cell, by double backward
 (``EquiforceCalculator.get_hessian(rows_of=...)``: one backward pass per row, 3 n in all; no
 finite displacements, so no displacement step to choose and no numerical noise):
-Phi(0 kappa, j) (eV/Å^2) for every supercell atom j. Each j stands for
+Phi(0 kappa, j) (eV/Å^2) for every supercell atom j; atoms the crystal's symmetry maps onto
+each other share one representative's rows, rotated (``symmetric_rows``). Each j stands for
 the image of it nearest to kappa (minimum image over the supercell's translations); images at
 the same distance (within ``IMAGE_TOLERANCE``) share its force constant equally, as phonopy
 does, so the interpolation between the commensurate wave vectors respects the crystal's
