@@ -273,9 +273,9 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
             else:
                 rows = 3 * torch.as_tensor(list(rows_of), dtype=torch.long)[:, None]
                 flat = (rows + torch.arange(3)).reshape(-1)
-                units = torch.zeros(len(flat), 3 * len(atoms), dtype=torch.float64)
-                units[torch.arange(len(flat)), flat] = 1.0
-                probes = units.reshape(len(flat), len(atoms), 3).to(self.device)
+                basis = torch.zeros(len(flat), 3 * len(atoms), dtype=torch.float64)
+                basis[torch.arange(len(flat)), flat] = 1.0  # one unit vector per row
+                probes = basis.reshape(len(flat), len(atoms), 3).to(self.device)
                 matrix = hessian_vector_product(self.model, batch, probes)
                 matrix = matrix.reshape(len(flat), 3 * len(atoms))
         return matrix.detach().cpu().numpy().astype(np.float64)
