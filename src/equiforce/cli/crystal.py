@@ -1,5 +1,5 @@
-"""The crystal of the property commands (``phonons``, ``elastic``): read, and relaxed with
-``--relax``."""
+"""The crystal of the property commands (``phonons``, ``elastic``, ``qha``): their common
+arguments, and the crystal read, with its calculator, relaxed first with ``--relax``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from ase import Atoms
 
 
 def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> None:
-    """The model, the crystal and ``--relax`` (the relaxed crystal ``relaxed_as``)."""
+    """The model, the crystal, ``--relax`` (the relaxed crystal ``relaxed_as``),
+    ``--device`` and ``--precision``."""
+    from equiforce.cli.options import add_device_option, add_precision_option
+
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
     parser.add_argument(
@@ -19,6 +22,8 @@ def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> N
         help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
         f"(BFGS, fmax 1e-4 eV/Å), written {relaxed_as}",
     )
+    add_device_option(parser)
+    add_precision_option(parser)
 
 
 def add_phonon_arguments(parser: argparse.ArgumentParser, mesh: int, mesh_for: str) -> None:
@@ -69,3 +74,22 @@ def relax_and_write(crystal: Atoms, calculator, path: Path) -> Atoms:
         f"eV/Å: {path}"
     )
     return result.atoms
+
+
+def crystal_and_calculator(args: argparse.Namespace, relaxed_path: Path):
+    """The crystal of ``args.crystal`` and the model's ``EquiforceCalculator``; with
+    ``args.relax`` the crystal relaxed first (``relax_and_write`` to ``relaxed_path``, whose
+    folder is created).
+
+    Raises:
+        FileNotFoundError: no such crystal file.
+        RuntimeError: a relaxation that did not converge.
+    """
+    from equiforce.md.calculator import EquiforceCalculator
+
+    crystal = read_crystal(args.crystal)
+    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    relaxed_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.relax:
+        crystal = relax_and_write(crystal, calculator, relaxed_path)
+    return crystal, calculator

@@ -13,7 +13,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from equiforce.cli.crystal import add_crystal_arguments
-from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
 from equiforce.md.elastic import DEFAULT_STRAINS
 
@@ -38,8 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fmax", type=float, default=1e-4, help="force threshold of the ion relaxations, eV/Å"
     )
     parser.add_argument("--out", default="elastic.json", help="the results (elastic.json)")
-    add_device_option(parser)
-    add_precision_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,16 +47,11 @@ def run(args: argparse.Namespace) -> int:
         ValueError: a crystal not periodic in 3D, or bad strains.
         RuntimeError: a relaxation that did not converge.
     """
-    from equiforce.cli.crystal import read_crystal, relax_and_write
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.crystal import crystal_and_calculator
     from equiforce.md.elastic import elastic_constants
 
-    crystal = read_crystal(args.crystal)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.relax:
-        crystal = relax_and_write(crystal, calculator, out.with_suffix(".xyz"))
+    crystal, calculator = crystal_and_calculator(args, out.with_suffix(".xyz"))
     result = elastic_constants(
         crystal,
         calculator,

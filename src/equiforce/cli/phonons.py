@@ -17,7 +17,6 @@ import numpy as np
 from ase import units
 
 from equiforce.cli.crystal import add_crystal_arguments, add_phonon_arguments
-from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
 
 SUMMARY_NAME = "phonons.json"
@@ -54,8 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the --mesh modes (0 100 300 500 1000)",
     )
     parser.add_argument("--out", default="phonons", help="output folder (phonons)")
-    add_device_option(parser)
-    add_precision_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError: no such crystal file.
         ValueError: a crystal not periodic in 3D, a bad supercell, mesh, point count or width.
     """
-    from equiforce.cli.crystal import read_crystal, relax_and_write
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.crystal import crystal_and_calculator
     from equiforce.md.phonons import density_of_states, force_constants, thermal_properties
 
     if args.points < 2 or min(args.mesh) < 1 or not args.width > 0:
@@ -76,12 +72,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if min(args.temperatures) < 0:
         raise ValueError(f"--temperatures {args.temperatures}: temperatures must be >= 0 K")
-    crystal = read_crystal(args.crystal)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.relax:
-        crystal = relax_and_write(crystal, calculator, out / RELAXED_NAME)
+    crystal, calculator = crystal_and_calculator(args, out / RELAXED_NAME)
     model = force_constants(crystal, calculator, tuple(args.supercell))
     path = crystal.cell.bandpath(args.path, npoints=args.points)
     bands = model.frequencies(path.kpts)

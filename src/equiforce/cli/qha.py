@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from equiforce.cli.crystal import add_crystal_arguments, add_phonon_arguments
-from equiforce.cli.options import add_device_option, add_precision_option
 from equiforce.files import atomic_write_text
 
 SUMMARY_NAME = "qha.json"
@@ -43,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest relative volume change sampled (0.04: -4 %% to +4 %%)",
     )
     parser.add_argument("--out", default="qha", help="output folder (qha)")
-    add_device_option(parser)
-    add_precision_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
         ValueError: bad temperatures, volumes or range, or a crystal not periodic in 3D.
         RuntimeError: a relaxation that did not converge.
     """
-    from equiforce.cli.crystal import read_crystal, relax_and_write
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.crystal import crystal_and_calculator
     from equiforce.md.qha import MIN_VOLUMES, quasi_harmonic
 
     start, stop, step = args.temperatures
@@ -69,12 +65,8 @@ def run(args: argparse.Namespace) -> int:
             f"--volumes {args.volumes}, --volume-range {args.volume_range}: give at least "
             f"{MIN_VOLUMES} volumes and a range between 0 and 0.3"
         )
-    crystal = read_crystal(args.crystal)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.relax:
-        crystal = relax_and_write(crystal, calculator, out / RELAXED_NAME)
+    crystal, calculator = crystal_and_calculator(args, out / RELAXED_NAME)
     temperatures = np.arange(start, stop + step / 2, step)
     result = quasi_harmonic(
         crystal,
