@@ -4,7 +4,8 @@ The force constants come from the exact Hessian of a supercell (``equiforce.md.p
 the run writes ``phonons.json`` (the band path's wave vectors and frequencies, the density of
 states, the lowest frequency and the imaginary modes, the harmonic free energy, entropy and
 heat capacity at ``--temperatures``) and ``phonons.png`` (dispersion and
-density of states) to ``--out``, and prints a summary.
+density of states) to ``--out``, and prints a summary; with ``--phonopy``, also
+``phonopy_params.yaml``, the force constants for phonopy (``equiforce.md.phonopy_bridge``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ IMAGINARY_TOLERANCE = 0.05
 # a supercell force above this (eV/Å) means the crystal is not at a minimum
 MAX_FORCE = 1e-3
 RELAXED_NAME = "relaxed.xyz"
+PHONOPY_NAME = "phonopy_params.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="temperatures (K) of the harmonic free energy, entropy and heat capacity, from "
         "the --mesh modes (0 100 300 500 1000)",
     )
+    parser.add_argument(
+        "--phonopy",
+        action="store_true",
+        help=f"also write {PHONOPY_NAME} (crystal, supercell, force constants; phonopy's "
+        "primitive cell found by symmetry) for phonopy-load and phonopy.load",
+    )
     parser.add_argument("--out", default="phonons", help="output folder (phonons)")
 
 
@@ -61,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         FileNotFoundError: no such crystal file.
         ValueError: a crystal not periodic in 3D, a bad supercell, mesh, point count or width.
+        ImportError: ``--phonopy`` without phonopy installed (checked first).
     """
     from equiforce.cli.crystal import crystal_and_calculator
     from equiforce.md.phonons import density_of_states, force_constants, thermal_properties
+    from equiforce.md.phonopy_bridge import phonopy_yaml, require_phonopy, to_phonopy
+
+    if args.phonopy:
+        require_phonopy()
 
     if args.points < 2 or min(args.mesh) < 1 or not args.width > 0:
         raise ValueError(
@@ -113,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     }
     atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
     _plot(summary, out / FIGURE_NAME)
+    if args.phonopy:
+        atomic_write_text(phonopy_yaml(to_phonopy(model)), out / PHONOPY_NAME)
     print(_format(summary))
     print(f"phonons written to {out}/")
     return 0

@@ -53,6 +53,10 @@ class PhononModel:
         partner: (n_terms,) the primitive cell's atom kappa' of the term's supercell atom.
         lattice: (n_terms, 3) int, R_j of the term's image, primitive cell vectors.
         constants: (n_terms, 3, 3) eV/Å^2, w_j Phi(0 kappa, j) (image weight included).
+        rows: (n, N, 3, 3) eV/Å^2, Phi(0 kappa, j) for every atom j of the supercell
+            ``primitive.repeat(supercell)`` (index ``((m0 n2 + m1) n3 + m2) n + kappa'``),
+            before the images' weights: what phonopy's compact force constants hold
+            (``equiforce.md.phonopy_bridge``).
         max_force: the largest force norm on the supercell, eV/Å (not a minimum where it is
             large: the frequencies then describe a strained expansion).
         sum_rule_residual: largest |sum_j Phi(0 kappa, j)| over the blocks, eV/Å^2 (zero for
@@ -65,6 +69,7 @@ class PhononModel:
     partner: np.ndarray
     lattice: np.ndarray
     constants: np.ndarray
+    rows: np.ndarray
     max_force: float
     sum_rule_residual: float
 
@@ -172,6 +177,7 @@ def force_constants(
         partner=np.array(partner),
         lattice=np.array(lattice),
         constants=np.array(constants),
+        rows=rows,
         max_force=max_force,
         sum_rule_residual=residual,
     )
