@@ -305,3 +305,16 @@ def test_hessian_is_the_derivative_of_the_forces(model64, family, kind):
     np.testing.assert_allclose(matrix.reshape(3 * n, n, 3).sum(1), 0.0, atol=1e-9)
     with pytest.raises(ValueError, match="get_hessian needs a structure"):
         EquiforceCalculator(model).get_hessian()
+
+
+def test_energies_and_forces_of_several_structures_in_one_call(model64):
+    """``energies_and_forces``: a triclinic cell, a molecule and a cubic cell (different sizes
+    and periodicities) in one batch give each structure's own energy and forces (1e-12)."""
+    frames = [STRUCTURES[kind]() for kind in ("triclinic", "molecule", "periodic")]
+    calculator = EquiforceCalculator(model64)
+    energies, forces = calculator.energies_and_forces(frames)
+    assert energies.shape == (3,) and [len(f) for f in forces] == [len(a) for a in frames]
+    for atoms, energy, force in zip(frames, energies, forces, strict=True):
+        alone = with_calculator(atoms, EquiforceCalculator(model64))
+        assert abs(energy - alone.get_potential_energy()) < 1e-12
+        np.testing.assert_allclose(force, alone.get_forces(), atol=1e-12)

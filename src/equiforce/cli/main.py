@@ -36,6 +36,11 @@ SUBCOMMANDS = {
         "equiforce.cli.elastic",
         "elastic constants, bulk and shear moduli of a crystal (strained cells, relaxed ions)",
     ),
+    "neb": (
+        "equiforce.cli.neb",
+        "minimum energy path and barrier between two structures (climbing-image NEB, the "
+        "band in one model call per step)",
+    ),
     "lammps": (
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",

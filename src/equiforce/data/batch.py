@@ -23,7 +23,8 @@ def collate(graphs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Ten
     """Concatenate single-structure graphs into one batch.
 
     Args:
-        graphs: non-empty sequence of graph dicts, all with the same set of keys.
+        graphs: non-empty sequence of graph dicts, all with the same set of keys (graphs
+            that are one-graph batches already, with ``batch`` and ``ptr``, get new ones).
 
     Returns:
         Batch dict with every field concatenated, ``edge_index`` offset per graph, plus
@@ -31,10 +32,10 @@ def collate(graphs: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Ten
     """
     if len(graphs) == 0:
         raise ValueError("collate needs at least one graph")
-    names = set(graphs[0])
+    names = set(graphs[0]) - {keys.BATCH, keys.PTR}
     for index, graph in enumerate(graphs):
-        if set(graph) != names:
-            diff = sorted(names.symmetric_difference(graph))
+        if set(graph) - {keys.BATCH, keys.PTR} != names:
+            diff = sorted(names.symmetric_difference(set(graph) - {keys.BATCH, keys.PTR}))
             raise ValueError(f"graph {index} has different fields from graph 0: {diff}")
     n_atoms = torch.tensor([int(g[keys.POSITIONS].shape[0]) for g in graphs], dtype=torch.long)
     ptr = torch.zeros(len(graphs) + 1, dtype=torch.long)

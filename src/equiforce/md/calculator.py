@@ -239,6 +239,41 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         within ``r_max``), on ``self.device``."""
         return atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
 
+    def _call_scope(self) -> contextlib.AbstractContextManager:
+        """The matmul precision of a model call: the model's policy (a package: none, it was
+        compiled in its precision at export)."""
+        if isinstance(self.model, ExportedPotential):
+            return contextlib.nullcontext()
+        return precision_scope(current_policy(self.model))
+
+    def energies_and_forces(self, frames: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Energies and forces of several structures in one model call: their graphs
+        collated into one batch (an exported package, whose program takes one graph: one
+        call each). The numbers equal ``calculate``'s of each structure to round-off.
+
+        Args:
+            frames: the structures (any sizes; species among the model's).
+
+        Returns:
+            energies (n_frames,) float64 eV and the forces, (n_atoms_k, 3) float64 eV/Å each.
+        """
+        from equiforce.data.batch import collate
+
+        if isinstance(self.model, ExportedPotential):
+            graphs = [[self.batch(atoms)] for atoms in frames]
+        else:
+            graphs = [[self.batch(atoms) for atoms in frames]]
+        energies, forces = [], []
+        for group in graphs:
+            batch = collate(group) if len(group) > 1 else group[0]
+            with torch.enable_grad(), self._call_scope():
+                out = self._call(batch, create_graph=False, compute_forces=True)
+            energies.append(out[keys.ENERGY].detach().cpu().numpy().astype(np.float64))
+            sizes = [len(graph[keys.POSITIONS]) for graph in group]
+            flat = out[keys.FORCES].detach().cpu().numpy().astype(np.float64)
+            forces += np.split(flat, np.cumsum(sizes)[:-1])
+        return np.concatenate(energies), forces
+
     def get_hessian(
         self, atoms: Atoms | None = None, rows_of: Sequence[int] | None = None
     ) -> np.ndarray:
@@ -267,7 +302,7 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         if isinstance(self.model, ExportedPotential):
             raise ValueError("an exported package is not differentiable: use the model file")
         batch = self.batch(atoms)
-        with torch.enable_grad(), precision_scope(current_policy(self.model)):
+        with torch.enable_grad(), self._call_scope():
             if rows_of is None:
                 matrix = hessian(self.model, batch)
             else:
@@ -321,18 +356,15 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         options = {"compute_forces": want_forces, "compute_stress": want_stress}
         call = self._call
         if isinstance(self.model, ExportedPotential):
-            scope = contextlib.nullcontext()  # compiled in its precision at export
             for name, key in (("energies", keys.NODE_ENERGY), ("stresses", keys.EDGE_GRADIENT)):
                 if name in properties and key not in self.model.outputs:
                     raise PropertyNotImplementedError(
                         f"{name}: this package was exported without per-atom outputs "
                         "(equiforce export --per-atom)"
                     )
-        else:
-            scope = precision_scope(current_policy(self.model))
-            if want_stresses:  # the edge gradients: the eager model (a compiled one has none)
-                call, options["compute_edge_gradients"] = self.model, True
-        with torch.enable_grad(), scope:
+        elif want_stresses:  # the edge gradients: the eager model (a compiled one has none)
+            call, options["compute_edge_gradients"] = self.model, True
+        with torch.enable_grad(), self._call_scope():
             out = call(batch, create_graph=False, **options)
         energy = float(out[keys.ENERGY].detach().cpu()[0])
         self.results = {"energy": energy, "free_energy": energy}

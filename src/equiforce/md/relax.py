@@ -95,7 +95,9 @@ def _check_options(fmax: float, steps: int, optimizer: str) -> None:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
-def _frozen(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None) -> Atoms:
+def frozen_copy(
+    atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None
+) -> Atoms:
     """A copy of ``atoms`` with its final numbers attached as a SinglePointCalculator."""
     final = atoms.copy()
     results = {"energy": float(energy), "forces": np.asarray(forces, dtype=np.float64)}
@@ -160,7 +162,7 @@ def relax_structure(
     converged = bool(dynamics.run(fmax=fmax, steps=steps))
     final_fmax = float(np.linalg.norm(target.get_forces(), axis=1).max(initial=0.0))
     stress = atoms.get_stress() if atoms.pbc.all() else None
-    final = _frozen(atoms, atoms.get_potential_energy(), atoms.get_forces(), stress)
+    final = frozen_copy(atoms, atoms.get_potential_energy(), atoms.get_forces(), stress)
     final.set_constraint([constraint.copy() for constraint in given_constraints])
     return RelaxResult(
         atoms=final,
@@ -482,7 +484,7 @@ def _snapshot(
     energy = float(state.energy[index])
     forces = state.forces.detach().cpu().numpy()[mask]
     return RelaxResult(
-        atoms=_frozen(final, energy, forces, stress),
+        atoms=frozen_copy(final, energy, forces, stress),
         converged=converged,
         n_steps=n_steps,
         fmax=fmax,

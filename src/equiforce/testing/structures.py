@@ -45,6 +45,19 @@ def make_slab(seed: int = 0) -> Atoms:
     return atoms
 
 
+def vacancy_hop(symbol: str, a: float) -> tuple[Atoms, Atoms]:
+    """A vacancy in a 32-site fcc cell (lattice constant ``a``, Å) before and after its
+    neighbour hops into it: two 31-atom end points of a NEB, the same atoms in the same
+    order."""
+    cell = bulk(symbol, "fcc", a=a, cubic=True) * (2, 2, 2)
+    initial = cell.copy()
+    del initial[0]
+    final = cell.copy()
+    final.positions[1] = cell.positions[0]
+    del final[0]
+    return initial, final
+
+
 def emt_labelled(atoms: Atoms) -> Atoms:
     """Attach EMT energy, forces and (for periodic cells) stress as a SinglePointCalculator."""
     from ase.calculators.emt import EMT

@@ -1,0 +1,174 @@
+"""``equiforce neb MODEL INITIAL FINAL``: the minimum energy path and barrier between two
+structures (nudged elastic band, climbing image; ``equiforce.md.neb``).
+
+The band's interior images are evaluated in one model call per step. The run writes
+``band.xyz`` (the relaxed band, each image's energy and forces), ``neb.json`` (energies along
+the reaction coordinate, the barriers, the saddle image, convergence) and ``neb.png`` (the
+energy profile) to ``--out``, and prints a summary. Given one file of at least 3 frames
+instead of two end points, its frames are the starting band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from equiforce.files import atomic_write_text
+
+BAND_NAME = "band.xyz"
+SUMMARY_NAME = "neb.json"
+FIGURE_NAME = "neb.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``neb`` options on ``parser``."""
+    from equiforce.cli.options import add_device_option, add_precision_option
+    from equiforce.md.neb import INTERPOLATIONS, METHODS
+    from equiforce.md.relax import OPTIMIZERS
+
+    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument(
+        "structures",
+        nargs="+",
+        metavar="STRUCTURE",
+        help="the initial and final structures (first frame of each, any ASE format; the same "
+        "atoms in the same order), or one file holding a whole starting band",
+    )
+    parser.add_argument(
+        "--images", type=int, default=5, help="interior images between the end points (5)"
+    )
+    parser.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default="idpp",
+        help="how the images start between the end points (idpp)",
+    )
+    parser.add_argument(
+        "--relax-ends",
+        action="store_true",
+        help="relax the end points first (positions, FIRE to --fmax / 5)",
+    )
+    parser.add_argument(
+        "--no-climb",
+        dest="climb",
+        action="store_false",
+        help="no climbing image (by default the highest image climbs to the saddle point)",
+    )
+    parser.add_argument("--fmax", type=float, default=0.05, help="NEB force threshold, eV/Å")
+    parser.add_argument("--steps", type=int, default=500, help="most optimizer steps (500)")
+    parser.add_argument("--spring", type=float, default=0.1, help="spring constant, eV/Å^2")
+    parser.add_argument(
+        "--method", choices=METHODS, default="improvedtangent", help="ASE's NEB method"
+    )
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="fire", help="(fire)")
+    add_device_option(parser)
+    add_precision_option(parser)
+    parser.add_argument("--out", default="neb", help="output folder (neb)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Relax the band and write it; returns the exit code (1: not converged).
+
+    Raises:
+        FileNotFoundError: a structure file that does not exist.
+        ValueError: not two end points or one band of at least 3 frames, end points that
+            differ (named), a bad option, ``--relax-ends`` with a band file.
+    """
+    from ase.io import read, write
+
+    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.md.neb import interpolated_band, run_neb
+    from equiforce.md.relax import relax_structure
+
+    for path in args.structures:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"structure file {path} does not exist")
+    if len(args.structures) > 2:
+        raise ValueError(f"give two end points or one band file, got {len(args.structures)}")
+    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    if len(args.structures) == 1:
+        if args.relax_ends:
+            raise ValueError("--relax-ends relaxes two end points; a band file is used as given")
+        band = read(args.structures[0], index=":")
+        if len(band) < 3:
+            raise ValueError(
+                f"{args.structures[0]}: a band file needs at least 3 frames, got {len(band)} "
+                "(or give the initial and final structures)"
+            )
+    else:
+        ends = [read(path, index=0) for path in args.structures]
+        if args.relax_ends:
+            ends = [relax_structure(end, calculator, fmax=args.fmax / 5).atoms for end in ends]
+        band = interpolated_band(*ends, args.images, args.interpolation)
+    result = run_neb(
+        band,
+        calculator,
+        fmax=args.fmax,
+        steps=args.steps,
+        climb=args.climb,
+        method=args.method,
+        spring=args.spring,
+        optimizer=args.optimizer,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write(out / BAND_NAME, result.images, format="extxyz")
+    relative = result.energies - result.energies[0]
+    summary = {
+        "formula": band[0].get_chemical_formula(),
+        "images": len(result.images),
+        "energies_eV": result.energies.tolist(),
+        "relative_energies_eV": relative.tolist(),
+        "reaction_coordinate_A": result.distances.tolist(),
+        "forward_barrier_eV": result.forward_barrier,
+        "backward_barrier_eV": result.backward_barrier,
+        "reaction_energy_eV": float(relative[-1]),
+        "saddle_image": result.saddle,
+        "climb": result.climb,
+        "converged": result.converged,
+        "steps": result.n_steps,
+        "fmax_eV_per_A": result.fmax,
+        "model_calls": result.model_calls,
+    }
+    atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
+    _plot(result.distances, relative, result.saddle, out / FIGURE_NAME)
+    print(_format(summary))
+    print(f"band written to {out / BAND_NAME}")
+    return 0 if result.converged else 1
+
+
+def _format(summary: dict) -> str:
+    """The printed summary."""
+    state = "converged" if summary["converged"] else "NOT converged"
+    saddle = "saddle point (climbing image)" if summary["climb"] else "highest image"
+    return "\n".join(
+        [
+            f"{summary['formula']}: {summary['images']} images, {state} in {summary['steps']} "
+            f"steps (fmax {summary['fmax_eV_per_A']:.3f} eV/Å)",
+            f"  barrier {summary['forward_barrier_eV']:.4f} eV forward, "
+            f"{summary['backward_barrier_eV']:.4f} eV backward; reaction energy "
+            f"{summary['reaction_energy_eV']:+.4f} eV",
+            f"  {saddle}: image {summary['saddle_image']}",
+        ]
+    )
+
+
+def _plot(distances: np.ndarray, energies: np.ndarray, saddle: int, path: Path) -> None:
+    """The energy profile along the reaction coordinate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(distances, energies, "o-", color="C0")
+    axis.plot(distances[saddle], energies[saddle], "s", color="C3", label="saddle")
+    axis.set_xlabel("reaction coordinate (Å)")
+    axis.set_ylabel("energy (eV)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
