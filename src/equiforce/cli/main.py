@@ -36,6 +36,11 @@ SUBCOMMANDS = {
         "equiforce.cli.elastic",
         "elastic constants, bulk and shear moduli of a crystal (strained cells, relaxed ions)",
     ),
+    "vibrations": (
+        "equiforce.cli.vibrations",
+        "normal modes, zero-point energy and thermochemistry of a molecule, adsorbate or "
+        "transition state (exact Hessian)",
+    ),
     "neb": (
         "equiforce.cli.neb",
         "minimum energy path and barrier between two structures (climbing-image NEB, the "
