@@ -41,6 +41,11 @@ SUBCOMMANDS = {
         "normal modes, zero-point energy and thermochemistry of a molecule, adsorbate or "
         "transition state (exact Hessian)",
     ),
+    "saddle": (
+        "equiforce.cli.saddle",
+        "a transition state from a guess (P-RFO on the exact Hessian), checked by its "
+        "vibrations",
+    ),
     "neb": (
         "equiforce.cli.neb",
         "minimum energy path and barrier between two structures (climbing-image NEB, the "

@@ -92,15 +92,9 @@ def vibrations(atoms: Atoms, calculator, indices: Sequence[int] | None = None) -
     Raises:
         ValueError: no atom moves, or an index out of range.
     """
-    from ase.constraints import FixAtoms
     from ase.vibrations import VibrationsData
 
-    if indices is None:
-        fixed = {int(i) for c in atoms.constraints if isinstance(c, FixAtoms) for i in c.index}
-        indices = [i for i in range(len(atoms)) if i not in fixed]
-    indices = [int(i) for i in indices]
-    if not indices or min(indices) < 0 or max(indices) >= len(atoms):
-        raise ValueError(f"the moving atoms must be some of 0..{len(atoms) - 1}, got {indices}")
+    indices = moving_atoms(atoms, indices)
     structure = atoms.copy()
     structure.calc = calculator
     forces = structure.get_forces(apply_constraint=False)[indices]
@@ -111,7 +105,7 @@ def vibrations(atoms: Atoms, calculator, indices: Sequence[int] | None = None) -
     weighted = hessian * np.outer(weights, weights)
     everyone = len(indices) == len(atoms)
     rigid = rigid_body_basis(atoms) if everyone else np.zeros((len(weighted), 0))
-    complement = _orthogonal_complement(rigid)
+    complement = orthogonal_complement(rigid)
     eigenvalues = np.linalg.eigvalsh(complement.T @ weighted @ complement)
     projector = np.eye(len(weighted)) - rigid @ rigid.T
     projected = projector @ weighted @ projector / np.outer(weights, weights)
@@ -128,12 +122,29 @@ def vibrations(atoms: Atoms, calculator, indices: Sequence[int] | None = None) -
     )
 
 
-def rigid_body_basis(atoms: Atoms) -> np.ndarray:
-    """Orthonormal mass-weighted rigid-body motions of ``atoms``: (3 n, k), the 3
-    translations, and for a structure without periodic axes the rotations about its centre
-    of mass (2 for a linear molecule, none for one atom)."""
+def moving_atoms(atoms: Atoms, indices: Sequence[int] | None) -> list[int]:
+    """``indices`` checked, or (None) the atoms no ``FixAtoms`` holds.
+
+    Raises:
+        ValueError: no atom moves, or an index out of range.
+    """
+    from ase.constraints import FixAtoms
+
+    if indices is None:
+        fixed = {int(i) for c in atoms.constraints if isinstance(c, FixAtoms) for i in c.index}
+        indices = [i for i in range(len(atoms)) if i not in fixed]
+    indices = [int(i) for i in indices]
+    if not indices or min(indices) < 0 or max(indices) >= len(atoms):
+        raise ValueError(f"the moving atoms must be some of 0..{len(atoms) - 1}, got {indices}")
+    return indices
+
+
+def rigid_body_basis(atoms: Atoms, mass_weighted: bool = True) -> np.ndarray:
+    """Orthonormal rigid-body motions of ``atoms``: (3 n, k), the 3 translations, and for a
+    structure without periodic axes the rotations about its centre of mass (2 for a linear
+    molecule, none for one atom); in mass-weighted coordinates, or Cartesian ones."""
     masses = atoms.get_masses()
-    roots = np.sqrt(masses)[:, None]
+    roots = np.sqrt(masses)[:, None] if mass_weighted else np.ones((len(atoms), 1))
     directions = [roots * np.eye(3)[axis] for axis in range(3)]
     if not atoms.pbc.any():
         arms = atoms.positions - atoms.get_center_of_mass()
@@ -143,7 +154,7 @@ def rigid_body_basis(atoms: Atoms) -> np.ndarray:
     return left[:, singular > RIGID_BODY_TOLERANCE * singular.max()]
 
 
-def _orthogonal_complement(basis: np.ndarray) -> np.ndarray:
+def orthogonal_complement(basis: np.ndarray) -> np.ndarray:
     """(m, m - k) orthonormal columns orthogonal to the k orthonormal columns of ``basis``."""
     size, rank = basis.shape
     if rank == 0:
