@@ -90,8 +90,14 @@ def test_cli_writes_the_band_and_names_bad_input(emt_cu_model, tmp_path, capsys)
     out = tmp_path / "out"
     argv = [emt_cu_model, str(tmp_path / "initial.xyz"), str(tmp_path / "final.xyz")]
     options = ["--images", "3", "--fmax", "0.03", "--out", str(out)]
-    assert neb_cli.run(parser.parse_args([*argv, *options, "--relax-ends"])) == 0
+    rates = ["--rates", "300", "600"]
+    assert neb_cli.run(parser.parse_args([*argv, *options, "--relax-ends", *rates])) == 0
     summary = json.loads((out / neb_cli.SUMMARY_NAME).read_text())
+    forward, backward = summary["rates"]["forward"], summary["rates"]["backward"]
+    assert summary["rates"]["temperature_K"] == [300.0, 600.0]
+    assert forward["prefactor_Hz"] == pytest.approx(backward["prefactor_Hz"], rel=0.05)
+    assert 1e11 < forward["prefactor_Hz"] < 1e14 and summary["rates"]["saddle_imaginary_cm-1"] < 0
+    assert forward["classical_per_s"][0] < forward["classical_per_s"][1]
     assert summary["images"] == 5 and summary["converged"] and summary["saddle_image"] == 2
     assert 0.3 < summary["forward_barrier_eV"] < 3.0
     assert summary["relative_energies_eV"][0] == 0.0
@@ -104,12 +110,14 @@ def test_cli_writes_the_band_and_names_bad_input(emt_cu_model, tmp_path, capsys)
         image.get_potential_energy() for image in band
     )
     printed = capsys.readouterr().out
-    assert "converged" in printed and "barrier" in printed
+    assert "converged" in printed and "barrier" in printed and "prefactors" in printed
 
     again = [emt_cu_model, str(out / neb_cli.BAND_NAME), "--fmax", "0.03"]
     assert neb_cli.run(parser.parse_args([*again, "--out", str(tmp_path / "again")])) == 0
     assert json.loads((tmp_path / "again" / neb_cli.SUMMARY_NAME).read_text())["steps"] <= 2
 
+    with pytest.raises(ValueError, match="--rates needs the climbing image"):
+        neb_cli.run(parser.parse_args([*again, "--no-climb", *rates]))
     with pytest.raises(ValueError, match="--relax-ends relaxes two end points"):
         neb_cli.run(parser.parse_args([*again, "--relax-ends"]))
     write(tmp_path / "short.xyz", [initial, initial])

@@ -23,7 +23,12 @@ from equiforce.cli import vibrations as vibrations_cli
 from equiforce.md.calculator import EquiforceCalculator
 from equiforce.md.neb import interpolated_band, run_neb
 from equiforce.md.relax import relax_structure
-from equiforce.md.vibrations import thermochemistry, vibrations
+from equiforce.md.vibrations import (
+    PLANCK_EV_S,
+    thermochemistry,
+    transition_rates,
+    vibrations,
+)
 from equiforce.testing.structures import vacancy_hop
 
 
@@ -38,6 +43,16 @@ def cluster(calculator):
     atoms = Icosahedron("Cu", 2)
     atoms.rattle(0.02, seed=1)
     return relax_structure(atoms, calculator, fmax=1e-5, optimizer="bfgs").atoms
+
+
+@pytest.fixture(scope="module")
+def hop(calculator):
+    """The vacancy hop's climbing band (3 images, 1e-3 eV/Å) between relaxed end points."""
+    ends = [
+        relax_structure(end, calculator, fmax=1e-4, optimizer="bfgs").atoms
+        for end in vacancy_hop("Cu", 3.6)
+    ]
+    return run_neb(interpolated_band(*ends, 3), calculator, fmax=1e-3, steps=1000)
 
 
 def test_internal_modes_equal_finite_displacements_and_their_thermochemistry(
@@ -111,7 +126,7 @@ def test_rigid_body_motions_are_projected_out_exactly(calculator, cluster):
     assert single.rigid_body == 3 and single.geometry == "monatomic" and len(single.energies) == 0
 
 
-def test_adsorbate_on_a_fixed_slab_and_a_transition_state(calculator, emt_cu_model, tmp_path):
+def test_adsorbate_on_a_fixed_slab_and_a_transition_state(calculator, emt_cu_model, hop, tmp_path):
     """A Cu adatom on a fixed Cu(111) slab: its 3 modes alone, the eigenvalues of its own
     3 x 3 block (nothing projected), harmonic thermochemistry. The vacancy hop's saddle
     (climbing NEB) has exactly one imaginary mode; ``--transition-state`` leaves it out of the
@@ -131,8 +146,7 @@ def test_adsorbate_on_a_fixed_slab_and_a_transition_state(calculator, emt_cu_mod
     np.testing.assert_allclose(result.energies.real, expected, rtol=1e-10)
     assert thermochemistry(result, system, [300.0]).model == "harmonic"
 
-    ends = [relax_structure(end, calculator, fmax=0.005).atoms for end in vacancy_hop("Cu", 3.6)]
-    band = run_neb(interpolated_band(*ends, 3), calculator, fmax=0.01, steps=400)
+    band = hop
     write(tmp_path / "band.xyz", band.images)
     parser = argparse.ArgumentParser()
     vibrations_cli.add_arguments(parser)
@@ -154,3 +168,37 @@ def test_adsorbate_on_a_fixed_slab_and_a_transition_state(calculator, emt_cu_mod
         vibrations_cli.run(parser.parse_args([*argv, "--temperatures", "0"]))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         vibrations_cli.run(parser.parse_args([emt_cu_model, str(tmp_path / "none.xyz")]))
+
+
+def test_transition_rates_are_harmonic_transition_state_theorys(calculator, hop):
+    """The vacancy hop: the classical rate is Vineyard's prefactor (the minimum's 90
+    frequencies over the saddle's 89 real ones, from the frequencies in cm^-1) times the Arrhenius
+    factor; the quantum rate is kT/h exp(-dF/kT) with ASE's ``HarmonicThermo`` free energies
+    (1e-10); it exceeds the classical one at 300 K (zero-point energy) and meets it at 5000 K
+    (1e-3); a minimum is no saddle point."""
+    minimum = vibrations(hop.images[0], calculator)
+    saddle = vibrations(hop.images[hop.saddle], calculator)
+    temperatures = [300.0, 5000.0]
+    rates = transition_rates(minimum, saddle, temperatures)
+    hertz = units._c * 100  # Hz per cm^-1
+    prefactor = np.exp(
+        np.log(minimum.frequencies * hertz).sum() - np.log(saddle.frequencies[1:] * hertz).sum()
+    )
+    assert rates.prefactor == pytest.approx(prefactor, rel=1e-9)
+    assert rates.barrier == pytest.approx(hop.forward_barrier, abs=1e-3)
+    thermal = units.kB * np.array(temperatures)
+    np.testing.assert_allclose(
+        rates.classical, prefactor * np.exp(-rates.barrier / thermal), rtol=1e-9
+    )
+    for index, temperature in enumerate(temperatures):
+        difference = HarmonicThermo(
+            saddle.energies[1:].real, saddle.potential_energy
+        ).get_helmholtz_energy(temperature, verbose=False) - HarmonicThermo(
+            minimum.energies.real, minimum.potential_energy
+        ).get_helmholtz_energy(temperature, verbose=False)
+        expected = thermal[index] / PLANCK_EV_S * np.exp(-difference / thermal[index])
+        assert rates.quantum[index] == pytest.approx(expected, rel=1e-10)
+    assert rates.quantum[0] > rates.classical[0]
+    assert rates.quantum[1] == pytest.approx(rates.classical[1], rel=1e-3)
+    with pytest.raises(ValueError, match="first-order saddle point \\(has 0\\)"):
+        transition_rates(minimum, minimum, temperatures)

@@ -64,6 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method", choices=METHODS, default="improvedtangent", help="ASE's NEB method"
     )
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="fire", help="(fire)")
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="also the harmonic transition-state theory rates at these temperatures (K), "
+        "forward and backward: the vibrations of the end points and the saddle (3 Hessians)",
+    )
     add_device_option(parser)
     add_precision_option(parser)
     parser.add_argument("--out", default="neb", help="output folder (neb)")
@@ -75,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         FileNotFoundError: a structure file that does not exist.
         ValueError: not two end points or one band of at least 3 frames, end points that
-            differ (named), a bad option, ``--relax-ends`` with a band file.
+            differ (named), a bad option, ``--relax-ends`` with a band file, ``--rates``
+            with ``--no-climb`` (a band that does not converge gets no rates: null), an end
+            point that is no minimum (``--relax-ends``; the band and JSON are written).
     """
     from ase.io import read, write
 
@@ -83,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from equiforce.md.neb import interpolated_band, run_neb
     from equiforce.md.relax import relax_structure
 
+    if args.rates is not None and (not args.climb or min(args.rates) <= 0):
+        raise ValueError("--rates needs the climbing image (the saddle point) and T > 0 K")
     for path in args.structures:
         if not Path(path).exists():
             raise FileNotFoundError(f"structure file {path} does not exist")
@@ -134,10 +147,32 @@ def run(args: argparse.Namespace) -> int:
         "model_calls": result.model_calls,
     }
     atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
+    if args.rates is not None:  # after the band is safe: an end point may not be a minimum
+        summary["rates"] = _rates(result, calculator, args.rates) if result.converged else None
+        atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
     _plot(result.distances, relative, result.saddle, out / FIGURE_NAME)
     print(_format(summary))
     print(f"band written to {out / BAND_NAME}")
     return 0 if result.converged else 1
+
+
+def _rates(result, calculator, temperatures: list[float]) -> dict:
+    """Harmonic TST both ways (``equiforce.md.vibrations.transition_rates``) of a converged
+    climbing band (its highest image the saddle point): prefactors (Hz) and classical and
+    quantum rates (1/s) per temperature."""
+    from equiforce.md.vibrations import transition_rates, vibrations
+
+    saddle = vibrations(result.images[result.saddle], calculator)
+    rates = {"temperature_K": list(temperatures)}
+    for name, end in (("forward", result.images[0]), ("backward", result.images[-1])):
+        crossing = transition_rates(vibrations(end, calculator), saddle, temperatures)
+        rates[name] = {
+            "prefactor_Hz": crossing.prefactor,
+            "classical_per_s": crossing.classical.tolist(),
+            "quantum_per_s": crossing.quantum.tolist(),
+        }
+    rates["saddle_imaginary_cm-1"] = float(saddle.frequencies[0])
+    return rates
 
 
 def _format(summary: dict) -> str:
@@ -153,7 +188,28 @@ def _format(summary: dict) -> str:
             f"{summary['reaction_energy_eV']:+.4f} eV",
             f"  {saddle}: image {summary['saddle_image']}",
         ]
+        + (_format_rates(summary["rates"]) if "rates" in summary else [])
     )
+
+
+def _format_rates(rates: dict | None) -> list[str]:
+    """The printed rates, if any."""
+    if rates is None:
+        return ["  no rates: the band did not converge"]
+    lines = [
+        f"  saddle's imaginary mode {-rates['saddle_imaginary_cm-1']:.1f}i cm^-1; "
+        f"prefactors {rates['forward']['prefactor_Hz']:.3e} Hz forward, "
+        f"{rates['backward']['prefactor_Hz']:.3e} Hz backward",
+        "     T (K)   forward (1/s): classical, quantum   backward (1/s): classical, quantum",
+    ]
+    for index, temperature in enumerate(rates["temperature_K"]):
+        values = [
+            rates[way][kind][index]
+            for way in ("forward", "backward")
+            for kind in ("classical_per_s", "quantum_per_s")
+        ]
+        lines.append(f"  {temperature:8.1f}   " + "  ".join(f"{v:.3e}" for v in values))
+    return lines
 
 
 def _plot(distances: np.ndarray, energies: np.ndarray, saddle: int, path: Path) -> None:

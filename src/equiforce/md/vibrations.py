@@ -35,6 +35,7 @@ from ase import Atoms, units
 RIGID_BODY_TOLERANCE = 1e-6
 # hbar sqrt(eV / (Å^2 amu)) in eV: the energy of a unit mass-weighted eigenvalue
 EV_PER_ROOT_EIGENVALUE = units._hbar * 1e10 / np.sqrt(units._e * units._amu)
+PLANCK_EV_S = units._hplanck / units._e  # h in eV s: a quantum's frequency is E / h
 
 
 @dataclass(frozen=True)
@@ -262,4 +263,76 @@ def thermochemistry(
         free_energy=table[:, 2],
         model=model,
         pressure=used_pressure,
+    )
+
+
+@dataclass(frozen=True)
+class TransitionRates:
+    """Harmonic transition-state theory rates of crossing one saddle point from a minimum.
+
+    Attributes:
+        barrier: E_saddle - E_minimum, eV.
+        prefactor: Vineyard's attempt frequency, Hz: the product of the minimum's M real
+            mode frequencies over the product of the saddle's M - 1 (Vineyard, J. Phys.
+            Chem. Solids 3, 121 (1957)).
+        temperature: (n_T,) K.
+        classical: (n_T,) 1/s, ``prefactor exp(-barrier / kT)``.
+        quantum: (n_T,) 1/s, ``kT/h exp(-(F_saddle - F_minimum) / kT)`` with each side's
+            quantum harmonic free energy (zero-point energy included, the saddle's
+            imaginary mode left out): the classical rate at high temperature, the tunnelling
+            aside.
+    """
+
+    barrier: float
+    prefactor: float
+    temperature: np.ndarray
+    classical: np.ndarray
+    quantum: np.ndarray
+
+
+def transition_rates(
+    minimum: VibrationResult, saddle: VibrationResult, temperatures: Sequence[float]
+) -> TransitionRates:
+    """Harmonic transition-state theory from a minimum's and a saddle point's vibrations
+    (the same moving atoms; rigid-body motions projected alike).
+
+    Raises:
+        ValueError: the minimum has an imaginary mode or the saddle not exactly one, their
+            mode counts do not match, or a temperature <= 0.
+    """
+    if minimum.imaginary_modes != 0 or saddle.imaginary_modes != 1:
+        raise ValueError(
+            f"need a minimum (has {minimum.imaginary_modes} imaginary modes) and a first-order "
+            f"saddle point (has {saddle.imaginary_modes})"
+        )
+    if len(minimum.energies) != len(saddle.energies):
+        raise ValueError(
+            f"the minimum has {len(minimum.energies)} modes and the saddle point "
+            f"{len(saddle.energies)}: not the same moving atoms"
+        )
+    temperatures = np.asarray(temperatures, dtype=np.float64)
+    if temperatures.min() <= 0:
+        raise ValueError(f"temperatures must be > 0 K, got {temperatures.tolist()}")
+    initial, crossing = minimum.energies.real, saddle.energies[1:].real  # quanta, eV
+    # ln(prod nu_minimum / prod nu_saddle), nu = quantum / h
+    log_prefactor = (
+        np.log(initial).sum() - np.log(crossing).sum() - np.log(units._hplanck / units._e)
+    )
+    barrier = saddle.potential_energy - minimum.potential_energy
+    thermal = units.kB * temperatures
+    classical = np.exp(log_prefactor - barrier / thermal)
+
+    def free_energy(quanta: np.ndarray) -> np.ndarray:  # zero point + thermal, per T
+        return quanta.sum() / 2 + thermal * np.log1p(
+            -np.exp(-quanta[None, :] / thermal[:, None])
+        ).sum(axis=1)
+
+    difference = barrier + free_energy(crossing) - free_energy(initial)
+    attempt = thermal / PLANCK_EV_S  # kT / h, Hz
+    return TransitionRates(
+        barrier=float(barrier),
+        prefactor=float(np.exp(log_prefactor)),
+        temperature=temperatures,
+        classical=classical,
+        quantum=attempt * np.exp(-difference / thermal),
     )
