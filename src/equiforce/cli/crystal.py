@@ -1,5 +1,5 @@
-"""The crystal of the property commands (``phonons``, ``elastic``, ``qha``): their common
-arguments, and the crystal read, with its calculator, relaxed first with ``--relax``."""
+"""The crystal of the property commands (``phonons``, ``elastic``, ``eos``, ``qha``): their
+common arguments, and the crystal read, with its calculator, relaxed first with ``--relax``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ def add_phonon_arguments(parser: argparse.ArgumentParser, mesh: int, mesh_for: s
         default=(mesh, mesh, mesh),
         metavar=("Q1", "Q2", "Q3"),
         help=f"wave vectors of {mesh_for} ({mesh} {mesh} {mesh})",
+    )
+
+
+def add_volume_arguments(
+    parser: argparse.ArgumentParser, volumes: int, volume_range: float
+) -> None:
+    """``--volumes`` and ``--volume-range``: the volumes sampled around the crystal's
+    (``equiforce.md.eos.volume_ratios``)."""
+    parser.add_argument("--volumes", type=int, default=volumes, help=f"volumes sampled ({volumes})")
+    percent = f"{volume_range:.0%}".replace("%", "%%")  # argparse formats help with %
+    parser.add_argument(
+        "--volume-range",
+        type=float,
+        default=volume_range,
+        help=f"largest relative volume change sampled ({volume_range}: -{percent} to +{percent})",
     )
 
 

@@ -32,6 +32,10 @@ SUBCOMMANDS = {
         "equiforce.cli.qha",
         "quasi-harmonic thermal expansion of a crystal (phonons at several volumes)",
     ),
+    "eos": (
+        "equiforce.cli.eos",
+        "equation of state of a crystal: E(V) relaxed at each volume, V0, B0, B0'",
+    ),
     "elastic": (
         "equiforce.cli.elastic",
         "elastic constants, bulk and shear moduli of a crystal (strained cells, relaxed ions)",
@@ -43,8 +47,7 @@ SUBCOMMANDS = {
     ),
     "saddle": (
         "equiforce.cli.saddle",
-        "a transition state from a guess (P-RFO on the exact Hessian), checked by its "
-        "vibrations",
+        "a transition state from a guess (P-RFO on the exact Hessian), checked by its vibrations",
     ),
     "neb": (
         "equiforce.cli.neb",

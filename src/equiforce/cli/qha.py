@@ -13,7 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from equiforce.cli.crystal import add_crystal_arguments, add_phonon_arguments
+from equiforce.cli.crystal import (
+    add_crystal_arguments,
+    add_phonon_arguments,
+    add_volume_arguments,
+)
 from equiforce.files import atomic_write_text
 
 SUMMARY_NAME = "qha.json"
@@ -34,13 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("START", "STOP", "STEP"),
         help="temperature grid, K (0 1000 10: a fine step for d ln V / dT)",
     )
-    parser.add_argument("--volumes", type=int, default=7, help="volumes sampled (7)")
-    parser.add_argument(
-        "--volume-range",
-        type=float,
-        default=0.04,
-        help="largest relative volume change sampled (0.04: -4 %% to +4 %%)",
-    )
+    add_volume_arguments(parser, volumes=7, volume_range=0.04)
     parser.add_argument("--out", default="qha", help="output folder (qha)")
 
 
@@ -53,18 +51,15 @@ def run(args: argparse.Namespace) -> int:
         RuntimeError: a relaxation that did not converge.
     """
     from equiforce.cli.crystal import crystal_and_calculator
-    from equiforce.md.qha import MIN_VOLUMES, quasi_harmonic
+    from equiforce.md.eos import volume_ratios
+    from equiforce.md.qha import quasi_harmonic
 
     start, stop, step = args.temperatures
     if start < 0 or not step > 0 or stop < start:
         raise ValueError(
             f"--temperatures {start:g} {stop:g} {step:g}: START >= 0, STOP >= START, STEP > 0"
         )
-    if args.volumes < MIN_VOLUMES or not 0 < args.volume_range < 0.3:
-        raise ValueError(
-            f"--volumes {args.volumes}, --volume-range {args.volume_range}: give at least "
-            f"{MIN_VOLUMES} volumes and a range between 0 and 0.3"
-        )
+    volume_ratios(args.volumes, args.volume_range)  # checked before any relaxation
     out = Path(args.out)
     crystal, calculator = crystal_and_calculator(args, out / RELAXED_NAME)
     temperatures = np.arange(start, stop + step / 2, step)

@@ -23,8 +23,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms, units
 
-# sampled volumes at least: the equation of state has four parameters
-MIN_VOLUMES = 5
+from equiforce.md.eos import MIN_VOLUMES, volume_ratios
 
 
 @dataclass(frozen=True)
@@ -136,34 +135,13 @@ def quasi_harmonic(
         RuntimeError: a constant-volume relaxation that did not converge.
     """
     from equiforce.md.phonons import force_constants, thermal_properties
-    from equiforce.md.relax import relax_structure
+    from equiforce.md.relax import relaxed_crystal
 
-    if n_volumes < MIN_VOLUMES or not 0 < volume_range < 0.3:
-        raise ValueError(
-            f"n_volumes {n_volumes}, volume_range {volume_range}: give at least {MIN_VOLUMES} "
-            "volumes and a range between 0 and 0.3"
-        )
+    ratios = volume_ratios(n_volumes, volume_range)
     temperatures = np.asarray(temperatures, dtype=np.float64)
-    ratios = np.linspace(1 - volume_range, 1 + volume_range, n_volumes)
     volumes, static, vibrational = [], [], []
     for ratio in ratios:
-        scaled = crystal.copy()
-        scaled.set_cell(crystal.cell.array * ratio ** (1 / 3), scale_atoms=True)
-        result = relax_structure(
-            scaled,
-            calculator,
-            fmax=1e-4,
-            steps=2000,
-            optimizer="bfgs",
-            cell=True,
-            symmetry_tolerance=1e-3,
-            cell_mode="constant-volume",
-        )
-        if not result.converged:
-            raise RuntimeError(
-                f"{crystal.get_chemical_formula()} at {ratio:.3f} times its volume: the "
-                f"constant-volume relaxation stopped at fmax {result.fmax:.2e} eV/Å"
-            )
+        result = relaxed_crystal(crystal, calculator, volume_ratio=ratio)
         relaxed = result.atoms
         model = force_constants(relaxed, calculator, supercell)
         thermal = thermal_properties(model, mesh, temperatures)

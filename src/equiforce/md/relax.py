@@ -215,26 +215,35 @@ def _fix_symmetry(atoms: Atoms, tolerance: float) -> str:
     return f"{dataset.international} ({dataset.number})"
 
 
-def relaxed_crystal(crystal: Atoms, calculator: Calculator, fmax: float = 1e-4) -> RelaxResult:
-    """A crystal relaxed for its properties (phonons, elastic constants): positions and cell
-    at 0 GPa, its space group kept (``FixSymmetry`` at 1e-3 Å), BFGS to ``fmax`` (eV/Å) in
-    at most 2000 steps.
+def relaxed_crystal(
+    crystal: Atoms, calculator: Calculator, fmax: float = 1e-4, volume_ratio: float | None = None
+) -> RelaxResult:
+    """A crystal relaxed for its properties (phonons, elastic constants, equations of state):
+    positions and cell at 0 GPa, or with ``volume_ratio`` at that times its volume (its
+    cell scaled, then its shape relaxed at that volume), its space group kept
+    (``FixSymmetry`` at 1e-3 Å), BFGS to ``fmax`` (eV/Å) in at most 2000 steps.
 
     Raises:
         RuntimeError: the relaxation did not converge (its largest force named).
     """
+    start, mode, where = crystal, "full", ""
+    if volume_ratio is not None:
+        start = crystal.copy()
+        start.set_cell(crystal.cell.array * volume_ratio ** (1 / 3), scale_atoms=True)
+        mode, where = "constant-volume", f" at {volume_ratio:.3f} times its volume"
     result = relax_structure(
-        crystal,
+        start,
         calculator,
         fmax=fmax,
         steps=2000,
         optimizer="bfgs",
         cell=True,
         symmetry_tolerance=1e-3,
+        cell_mode=mode,
     )
     if not result.converged:
         raise RuntimeError(
-            f"{crystal.get_chemical_formula()}: the relaxation stopped at fmax "
+            f"{crystal.get_chemical_formula()}{where}: the relaxation stopped at fmax "
             f"{result.fmax:.2e} eV/Å after {result.n_steps} steps (> {fmax}); relax it with "
             "equiforce relax and start from the result"
         )
