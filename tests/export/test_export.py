@@ -275,6 +275,13 @@ def test_calculator_over_package_equals_calculator_over_model(allegro_float32):
         np.testing.assert_allclose(got, want, atol=TOL.fp32.atol, rtol=TOL.fp32.rtol)
     with pytest.raises(ValueError, match="runs as exported"):
         EquiforceCalculator(path, precision="float64")
+    # several structures (a NEB's band): the package takes one graph per call
+    frames = [atoms, make_triclinic_cu(seed=6) * (1, 2, 1)]
+    energies, forces = EquiforceCalculator(path).energies_and_forces(frames)
+    reference = EquiforceCalculator(model).energies_and_forces(frames)
+    np.testing.assert_allclose(energies, reference[0], atol=TOL.fp32.atol, rtol=TOL.fp32.rtol)
+    for got, want in zip(forces, reference[1], strict=True):
+        np.testing.assert_allclose(got, want, atol=TOL.fp32.atol, rtol=TOL.fp32.rtol)
 
 
 def test_per_atom_energies_and_stresses_of_a_package_equal_the_models(
