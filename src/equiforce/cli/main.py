@@ -54,6 +54,10 @@ SUBCOMMANDS = {
         "minimum energy path and barrier between two structures (climbing-image NEB, the "
         "band in one model call per step)",
     ),
+    "ipi": (
+        "equiforce.cli.ipi",
+        "serve i-PI (path-integral MD, replica exchange, ...) with the model's forces",
+    ),
     "lammps": (
         "equiforce.cli.lammps",
         "run a LAMMPS input with pair_style equiforce (mpirun -np N for N domains)",
