@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-step", type=float, default=0.1, help="largest move of an atom per step, Å"
     )
     parser.add_argument(
+        "--hessian-every",
+        type=int,
+        default=1,
+        help="the exact Hessian every N steps, Bofill's update in between (1: every step; "
+        "0: only the first; larger N for large systems)",
+    )
+    parser.add_argument(
         "--indices",
         type=int,
         nargs="+",
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         max_step=args.max_step,
         indices=args.indices,
+        hessian_every=args.hessian_every,
     )
     modes = vibrations(result.atoms, calculator, args.indices)
     out = Path(args.out)
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "formula": guess.get_chemical_formula(),
         "converged": result.converged,
         "steps": result.n_steps,
+        "hessians": result.hessians,
         "fmax_eV_per_A": result.fmax,
         "energy_eV": float(result.atoms.get_potential_energy()),
         "energy_change_eV": float(result.atoms.get_potential_energy() - _energy(guess, calculator)),

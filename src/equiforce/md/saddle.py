@@ -43,8 +43,10 @@ class SaddleResult:
         n_steps: steps taken.
         fmax: the largest force norm at the end, eV/Å.
         curvatures: (m,) eV/Å^2, the eigenvalues of the final Hessian (rigid-body motions
-            removed), ascending.
+            removed), ascending: the exact one's at convergence.
         mode: (n_atoms, 3) the followed mode at the end, unit length (zero on fixed atoms).
+        hessians: exact Hessians taken (Bofill's updates in between with ``hessian_every``
+            other than 1).
     """
 
     atoms: Atoms
@@ -53,6 +55,7 @@ class SaddleResult:
     fmax: float
     curvatures: np.ndarray
     mode: np.ndarray
+    hessians: int
 
     @property
     def negative_modes(self) -> int:
@@ -67,6 +70,7 @@ def find_saddle(
     steps: int = 200,
     max_step: float = 0.1,
     indices: Sequence[int] | None = None,
+    hessian_every: int = 1,
 ) -> SaddleResult:
     """Climb from ``atoms`` to a first-order saddle point (module docstring).
 
@@ -77,33 +81,46 @@ def find_saddle(
         steps: most steps.
         max_step: the largest displacement of any atom in one step, Å.
         indices: the atoms that move (None: those no ``FixAtoms`` holds).
+        hessian_every: the exact Hessian every this many steps, Bofill's update of it from
+            the gradients in between (Bofill, Int. J. Quantum Chem. 52, 1067 (1994)); 0: only
+            at the start. The exact one confirms a converged saddle point either way. 1 (the
+            default) is quadratic convergence at 3 k Hessian-vector products a step; larger
+            values trade steps for Hessians (large systems).
 
     Raises:
         ValueError: a bad option, no atom to move or an index out of range.
     """
-    if not fmax > 0 or steps < 0 or not max_step > 0:
+    if not fmax > 0 or steps < 0 or not max_step > 0 or hessian_every < 0:
         raise ValueError(
-            f"fmax {fmax}, steps {steps}, max_step {max_step}: need positive fmax and "
-            "max_step, steps >= 0"
+            f"fmax {fmax}, steps {steps}, max_step {max_step}, hessian_every {hessian_every}: "
+            "need positive fmax and max_step, steps >= 0, hessian_every >= 0"
         )
     structure = atoms.copy()
     structure.calc = calculator
     indices = moving_atoms(atoms, indices)
     columns = (3 * np.array(indices)[:, None] + np.arange(3)).ravel()
-    followed = None
+
+    def exact() -> np.ndarray:
+        rows = calculator.get_hessian(structure, rows_of=indices)[:, columns]
+        return (rows + rows.T) / 2
+
+    followed = displacement = previous = None
+    hessians = 0
     for step in range(steps + 1):
         gradient = -structure.get_forces(apply_constraint=False)[indices].ravel()
-        rows = calculator.get_hessian(structure, rows_of=indices)[:, columns]
-        rigid = (
-            rigid_body_basis(structure, mass_weighted=False)
-            if len(indices) == len(structure)
-            else np.zeros((len(columns), 0))
-        )
-        basis = orthogonal_complement(rigid)  # (3 k, m) the internal motions
-        curvatures, vectors = np.linalg.eigh(basis.T @ ((rows + rows.T) / 2) @ basis)
-        modes = basis @ vectors  # (3 k, m) Cartesian unit eigenvectors
+        is_exact = previous is None or (hessian_every > 0 and step % hessian_every == 0)
+        if is_exact:
+            hessian, hessians = exact(), hessians + 1
+        else:
+            hessian = _bofill(hessian, displacement, gradient - previous)
+        curvatures, modes = _internal_modes(hessian, structure, len(indices))
         largest = float(np.linalg.norm(gradient.reshape(-1, 3), axis=1).max())
-        if (largest < fmax and (curvatures < 0).sum() == 1) or step == steps:
+        done = largest < fmax and (curvatures < 0).sum() == 1
+        if done and not is_exact:  # confirmed on the exact Hessian
+            hessian, hessians = exact(), hessians + 1
+            curvatures, modes = _internal_modes(hessian, structure, len(indices))
+            done = (curvatures < 0).sum() == 1
+        if done or step == steps:
             break
         k = 0 if followed is None else int(np.argmax(np.abs(modes.T @ followed)))
         followed = modes[:, k]
@@ -114,18 +131,53 @@ def find_saddle(
         positions = structure.get_positions()
         positions[indices] += displacement.reshape(-1, 3)
         structure.set_positions(positions, apply_constraint=False)
+        previous = gradient
     k = 0 if followed is None else int(np.argmax(np.abs(modes.T @ followed)))
     mode = np.zeros((len(structure), 3))
     mode[indices] = modes[:, k].reshape(-1, 3)
     forces = structure.get_forces()
     return SaddleResult(
         atoms=frozen_copy(structure, structure.get_potential_energy(), forces, None),
-        converged=bool(largest < fmax and (curvatures < 0).sum() == 1),
+        converged=bool(done),
         n_steps=step,
         fmax=largest,
         curvatures=curvatures,
         mode=mode,
+        hessians=hessians,
     )
+
+
+def _internal_modes(
+    hessian: np.ndarray, structure: Atoms, n_moving: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The curvatures (m,) eV/Å^2 and Cartesian unit modes (3 k, m) of ``hessian`` (3 k, 3 k)
+    without the rigid-body motions (all atoms moving: a molecule's 6, a cell's 3)."""
+    rigid = (
+        rigid_body_basis(structure, mass_weighted=False)
+        if n_moving == len(structure)
+        else np.zeros((len(hessian), 0))
+    )
+    basis = orthogonal_complement(rigid)  # (3 k, m) the internal motions
+    curvatures, vectors = np.linalg.eigh(basis.T @ hessian @ basis)
+    return curvatures, basis @ vectors
+
+
+def _bofill(hessian: np.ndarray, step: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """Bofill's update of a Hessian (n, n) from a step (n,) Å and the gradient's change
+    (n,) eV/Å: Murtagh-Sargent's symmetric rank one and Powell's symmetric Broyden mixed by
+    ``phi = (xi . s)^2 / (|xi|^2 |s|^2)``, xi = change - H s; no indefiniteness imposed (a
+    saddle point's Hessian has a negative curvature)."""
+    xi = change - hessian @ step
+    ss, xs, xx = step @ step, xi @ step, xi @ xi
+    if ss == 0 or xx == 0:
+        return hessian
+    powell = (
+        hessian + (np.outer(xi, step) + np.outer(step, xi)) / ss - xs * np.outer(step, step) / ss**2
+    )
+    phi = xs**2 / (xx * ss)
+    if phi == 0:
+        return powell
+    return phi * (hessian + np.outer(xi, xi) / xs) + (1 - phi) * powell
 
 
 def _prfo_step(curvatures: np.ndarray, gradient: np.ndarray, k: int) -> np.ndarray:
