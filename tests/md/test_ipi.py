@@ -114,8 +114,8 @@ def test_path_integral_md_of_a_molecule_is_served_the_models_energies(model_file
 def test_periodic_cell_gets_the_models_stress_as_its_virial(model_file, tmp_path):
     """A 32-atom Cu/Au cell, 1 bead: i-PI's potential at step 0 is the model's energy and
     its pressure is the model's, -tr(stress)/3 (3.76 GPa), plus the kinetic 2K/3V of i-PI's
-    velocities (1e-3 GPa, printed digits; a virial of the wrong sign or none is off by 3.8-7.5 GPa); no i-PI at
-    an address is named after the wait."""
+    velocities (1e-3 GPa, printed digits; a virial of the wrong sign or none is off by 3.8-7.5
+    GPa); no i-PI at an address is named after the wait."""
     atoms = make_fcc_cu(repeat=2, seed=3)
     calculator = EquiforceCalculator(model_file)
     table, evaluations = run_ipi(tmp_path / "md", atoms, calculator, beads=1, steps=1)

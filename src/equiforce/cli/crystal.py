@@ -11,8 +11,12 @@ from ase import Atoms
 
 def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> None:
     """The model, the crystal, ``--relax`` (the relaxed crystal ``relaxed_as``),
-    ``--device`` and ``--precision``."""
-    from equiforce.cli.options import add_device_option, add_precision_option
+    ``--device``, ``--precision`` and ``--dispersion``."""
+    from equiforce.cli.options import (
+        add_device_option,
+        add_dispersion_option,
+        add_precision_option,
+    )
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
@@ -24,6 +28,7 @@ def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> N
     )
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
 
 
 def add_phonon_arguments(parser: argparse.ArgumentParser, mesh: int, mesh_for: str) -> None:
@@ -100,10 +105,10 @@ def crystal_and_calculator(args: argparse.Namespace, relaxed_path: Path):
         FileNotFoundError: no such crystal file.
         RuntimeError: a relaxation that did not converge.
     """
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.options import model_calculator
 
     crystal = read_crystal(args.crystal)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    calculator = model_calculator(args)
     relaxed_path.parent.mkdir(parents=True, exist_ok=True)
     if args.relax:
         crystal = relax_and_write(crystal, calculator, relaxed_path)

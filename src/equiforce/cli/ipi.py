@@ -15,7 +15,11 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``ipi`` options on ``parser``."""
-    from equiforce.cli.options import add_device_option, add_precision_option
+    from equiforce.cli.options import (
+        add_device_option,
+        add_dispersion_option,
+        add_precision_option,
+    )
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument(
@@ -36,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", action="store_true", help="print the socket protocol's messages")
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read
 
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.options import model_calculator
     from equiforce.md.ipi import run_ipi_driver
 
     if not Path(args.structure).exists():
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
     template = read(args.structure, index=0)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    calculator = model_calculator(args)
     evaluations = run_ipi_driver(
         template,
         calculator,

@@ -27,7 +27,9 @@ from pathlib import Path
 from equiforce.cli.options import (
     add_batch_atoms_option,
     add_device_option,
+    add_dispersion_option,
     add_precision_option,
+    model_calculator,
 )
 from equiforce.md.dynamics import BAROSTATS
 from equiforce.md.sampling import THERMOSTATS
@@ -171,6 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_batch_atoms_option(parser)
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -201,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     if args.batched:
+        if args.dispersion is not None:
+            raise ValueError("--dispersion adds D3 to the ASE calculator: drop --batched")
         return _run_batched(args, out, restart, npt)
     for name in ("temperature", "temperature_end", "pressure", "pressure_end"):
         if len(getattr(args, name) or [0]) != 1:
@@ -329,12 +334,11 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path, npt) -> int
 def _calculator(args: argparse.Namespace):
     """One model's ``EquiforceCalculator``, or a ``CommitteeCalculator`` of several/a folder."""
     if len(args.model) == 1 and not Path(args.model[0]).is_dir():
-        from equiforce.md.calculator import EquiforceCalculator
-
-        return EquiforceCalculator(
-            args.model[0], device=args.device, precision=args.precision, compile=args.compile
-        )
+        return model_calculator(args, compile=args.compile)
     from equiforce.md.committee import CommitteeCalculator
+
+    if args.dispersion is not None:
+        raise ValueError("--dispersion adds D3 to one model, not to a committee")
 
     if args.compile:
         raise ValueError("--compile runs one model; a committee runs its members eagerly")

@@ -25,7 +25,11 @@ FIGURE_NAME = "neb.png"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``neb`` options on ``parser``."""
-    from equiforce.cli.options import add_device_option, add_precision_option
+    from equiforce.cli.options import (
+        add_device_option,
+        add_dispersion_option,
+        add_precision_option,
+    )
     from equiforce.md.neb import INTERPOLATIONS, METHODS
     from equiforce.md.relax import OPTIMIZERS
 
@@ -75,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
     parser.add_argument("--out", default="neb", help="output folder (neb)")
 
 
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read, write
 
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.options import model_calculator
     from equiforce.md.neb import interpolated_band, run_neb
     from equiforce.md.relax import relax_structure
 
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"structure file {path} does not exist")
     if len(args.structures) > 2:
         raise ValueError(f"give two end points or one band file, got {len(args.structures)}")
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    calculator = model_calculator(args)
     if len(args.structures) == 1:
         if args.relax_ends:
             raise ValueError("--relax-ends relaxes two end points; a band file is used as given")

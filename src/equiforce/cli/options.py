@@ -80,3 +80,36 @@ def _torch_device(text: str) -> str:
             f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
         ) from None
     return text
+
+
+def add_dispersion_option(parser: argparse.ArgumentParser) -> None:
+    """``--dispersion DAMPING`` and ``--dispersion-xc XC``: Grimme's D3 added to the model
+    (``equiforce.md.dispersion``; None: the model alone)."""
+    from equiforce.md.dispersion import DAMPINGS
+
+    parser.add_argument(
+        "--dispersion",
+        choices=DAMPINGS,
+        default=None,
+        help="add Grimme's D3 dispersion with this damping (d3bj: Becke-Johnson), for a model "
+        "trained without it (MACE-MP: PBE)",
+    )
+    parser.add_argument(
+        "--dispersion-xc",
+        default="PBE",
+        help="the functional whose D3 parameters apply: the model's training data's (PBE)",
+    )
+
+
+def model_calculator(args: argparse.Namespace, **options):
+    """The ``EquiforceCalculator`` of ``args.model`` on ``args.device`` in ``args.precision``
+    (``options``: more of its arguments), with ``args.dispersion`` the D3-corrected one."""
+    from equiforce.md.calculator import EquiforceCalculator
+
+    model = args.model[0] if isinstance(args.model, list) else args.model
+    calculator = EquiforceCalculator(model, device=args.device, precision=args.precision, **options)
+    if getattr(args, "dispersion", None) is None:
+        return calculator
+    from equiforce.md.dispersion import DispersionCorrected
+
+    return DispersionCorrected(calculator, xc=args.dispersion_xc, damping=args.dispersion)

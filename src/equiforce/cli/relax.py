@@ -13,7 +13,9 @@ from pathlib import Path
 from equiforce.cli.options import (
     add_batch_atoms_option,
     add_device_option,
+    add_dispersion_option,
     add_precision_option,
+    model_calculator,
 )
 from equiforce.md.relax import CELL_MODES, OPTIMIZERS
 
@@ -74,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         pressure_GPa=args.pressure,
         cell_mode=args.cell_mode,
     )
+    if args.batched and args.dispersion is not None:
+        raise ValueError("--dispersion adds D3 to the ASE calculator: drop --batched")
     if args.batched and args.optimizer != "fire":
         raise ValueError(
             f"--batched relaxes with TorchSim's FIRE; drop --optimizer {args.optimizer}"
@@ -125,11 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 **options,
             )
         else:
-            from equiforce.md.calculator import EquiforceCalculator
-
-            calculator = EquiforceCalculator(
-                args.model, device=args.device, precision=args.precision
-            )
+            calculator = model_calculator(args)
             relaxed = relax_structures(
                 left,
                 calculator,

@@ -22,7 +22,11 @@ SUMMARY_NAME = "saddle.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``saddle`` options on ``parser``."""
-    from equiforce.cli.options import add_device_option, add_precision_option
+    from equiforce.cli.options import (
+        add_device_option,
+        add_dispersion_option,
+        add_precision_option,
+    )
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("guess", help="the guess, any ASE format (its last frame, or file@index)")
@@ -47,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
     parser.add_argument("--out", default="saddle", help="output folder (saddle)")
 
 
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read, write
 
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.options import model_calculator
     from equiforce.md.saddle import find_saddle
     from equiforce.md.vibrations import vibrations
 
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(path).exists():
         raise FileNotFoundError(f"guess file {path} does not exist")
     guess = read(args.guess)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    calculator = model_calculator(args)
     result = find_saddle(
         guess,
         calculator,

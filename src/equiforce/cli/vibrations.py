@@ -24,7 +24,11 @@ MAX_FORCE = 1e-2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``vibrations`` options on ``parser``."""
-    from equiforce.cli.options import add_device_option, add_precision_option
+    from equiforce.cli.options import (
+        add_device_option,
+        add_dispersion_option,
+        add_precision_option,
+    )
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument(
@@ -72,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_option(parser)
     add_precision_option(parser)
+    add_dispersion_option(parser)
     parser.add_argument("--out", default="vibrations", help="output folder (vibrations)")
 
 
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read, write
 
-    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.cli.options import model_calculator
     from equiforce.md.relax import relax_structure
     from equiforce.md.vibrations import thermochemistry, vibrations
 
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if min(args.temperatures) <= 0:
         raise ValueError(f"--temperatures {args.temperatures}: temperatures must be > 0 K")
     atoms = read(args.structure)
-    calculator = EquiforceCalculator(args.model, device=args.device, precision=args.precision)
+    calculator = model_calculator(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.relax:
