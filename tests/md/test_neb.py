@@ -10,12 +10,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from ase.build import bulk
 from ase.io import read, write
 
 from equiforce.cli import neb as neb_cli
 from equiforce.md.calculator import EquiforceCalculator
-from equiforce.md.neb import check_ends, interpolated_band, run_neb
+from equiforce.md.neb import check_ends, committee_barriers, interpolated_band, run_neb
 from equiforce.md.relax import relax_structure
 from equiforce.testing.structures import vacancy_hop
 
@@ -131,3 +132,64 @@ def test_cli_writes_the_band_and_names_bad_input(emt_cu_model, tmp_path, capsys)
         check_ends(initial, swapped)
     with pytest.raises(ValueError, match="at least 1 interior image"):
         interpolated_band(initial, final, 0)
+
+
+def test_a_committee_drives_the_band_and_reports_its_barriers_spread(emt_cu_model, tmp_path):
+    """A committee folder (the EMT-fitted model and a copy with its weights perturbed):
+    ``equiforce neb`` runs the band on the committee's mean, each member in one call per step,
+    and reports every member's barrier along the final band (each member evaluated alone on
+    the written band: 1e-6 eV) and their spread; on a band with ends of different energies the
+    members' forward and backward barriers are theirs; the committee's batch is its mean of
+    each structure (1e-10); ``--rates`` with a committee is refused, as is its Hessian."""
+    from equiforce.md.committee import MANIFEST_NAME, CommitteeCalculator
+    from equiforce.md.vibrations import vibrations
+    from equiforce.models import load_model, save_model
+
+    folder = tmp_path / "committee"
+    folder.mkdir()
+    model = load_model(emt_cu_model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            parameter.mul_(1 + 0.02 * noise)
+    save_model(load_model(emt_cu_model), folder / "a.pt")
+    save_model(model, folder / "b.pt")
+    (folder / MANIFEST_NAME).write_text(json.dumps({"members": ["a.pt", "b.pt"]}))
+    initial, final = vacancy_hop("Cu", 3.6)
+    write(tmp_path / "initial.xyz", initial)
+    write(tmp_path / "final.xyz", final)
+    parser = argparse.ArgumentParser()
+    neb_cli.add_arguments(parser)
+    argv = [str(folder), str(tmp_path / "initial.xyz"), str(tmp_path / "final.xyz")]
+    options = ["--images", "3", "--fmax", "0.05", "--relax-ends", "--out", str(tmp_path / "n")]
+    neb_cli.run(parser.parse_args([*argv, *options]))
+    summary = json.loads((tmp_path / "n" / neb_cli.SUMMARY_NAME).read_text())
+    committee = summary["committee"]
+    assert committee["members"] == 2 and committee["forward_barrier_spread_eV"] > 1e-3
+    band = read(tmp_path / "n" / neb_cli.BAND_NAME, index=":")
+    for member, path in enumerate((folder / "a.pt", folder / "b.pt")):
+        alone = EquiforceCalculator(path)
+        energies = [alone.get_potential_energy(image.copy()) for image in band]
+        forward = max(energies) - energies[0]
+        assert committee["forward_barriers_eV"][member] == pytest.approx(forward, abs=1e-6)
+    spread = np.std(committee["forward_barriers_eV"])
+    assert committee["forward_barrier_spread_eV"] == pytest.approx(spread, abs=1e-12)
+    committee_calculator = CommitteeCalculator.from_paths([folder])
+    shortened = band[:-1]  # ends of different energies: forward and backward differ
+    members = committee_barriers(shortened, committee_calculator)
+    for member, path in enumerate((folder / "a.pt", folder / "b.pt")):
+        alone = EquiforceCalculator(path)
+        energies = [alone.get_potential_energy(image.copy()) for image in shortened]
+        assert members["forward"][member] == pytest.approx(max(energies) - energies[0])
+        assert members["backward"][member] == pytest.approx(max(energies) - energies[-1])
+    energies, forces = committee_calculator.energies_and_forces(band[1:3])
+    for image, energy, force in zip(band[1:3], energies, forces, strict=True):
+        image = image.copy()
+        image.calc = CommitteeCalculator.from_paths([folder])
+        assert energy == pytest.approx(image.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(force, image.get_forces(), atol=1e-10)
+    with pytest.raises(ValueError, match="--rates needs one model's Hessian"):
+        neb_cli.run(parser.parse_args([*argv, *options, "--rates", "300"]))
+    with pytest.raises(ValueError, match="CommitteeCalculator has no exact Hessian"):
+        vibrations(band[0], committee_calculator)

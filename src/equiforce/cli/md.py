@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             option = "--" + name.replace("_", "-")
             raise ValueError(f"{option}: one value (one per frame with --batched)")
     atoms = read(args.structure, index=0)
-    calculator = _calculator(args)
+    calculator = model_calculator(args, compile=args.compile)
     watch = None
     if args.max_uncertainty is not None:
         if not hasattr(calculator, "members"):
@@ -329,20 +329,6 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path, npt) -> int
         plot_uncertainty(spreads, args.timestep, out / UNCERTAINTY_PLOT_NAME)
     print(f"trajectories, summary and plot written to {out}/")
     return 0
-
-
-def _calculator(args: argparse.Namespace):
-    """One model's ``EquiforceCalculator``, or a ``CommitteeCalculator`` of several/a folder."""
-    if len(args.model) == 1 and not Path(args.model[0]).is_dir():
-        return model_calculator(args, compile=args.compile)
-    from equiforce.md.committee import CommitteeCalculator
-
-    if args.dispersion is not None:
-        raise ValueError("--dispersion adds D3 to one model, not to a committee")
-
-    if args.compile:
-        raise ValueError("--compile runs one model; a committee runs its members eagerly")
-    return CommitteeCalculator.from_paths(args.model, device=args.device, precision=args.precision)
 
 
 _NPT_OPTIONS = {  # NPTSettings field -> command-line option

@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from equiforce.md.neb import INTERPOLATIONS, METHODS
     from equiforce.md.relax import OPTIMIZERS
 
-    parser.add_argument("model", help="model file (save_model output or training checkpoint)")
+    parser.add_argument(
+        "model",
+        help="model file (save_model output or training checkpoint), or a committee folder "
+        "(equiforce committee): its mean drives the band, its members' barriers are reported",
+    )
     parser.add_argument(
         "structures",
         nargs="+",
@@ -101,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.rates is not None and (not args.climb or min(args.rates) <= 0):
         raise ValueError("--rates needs the climbing image (the saddle point) and T > 0 K")
+    if args.rates is not None and Path(args.model).is_dir():
+        raise ValueError("--rates needs one model's Hessian, not a committee")
     for path in args.structures:
         if not Path(path).exists():
             raise FileNotFoundError(f"structure file {path} does not exist")
@@ -151,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         "fmax_eV_per_A": result.fmax,
         "model_calls": result.model_calls,
     }
+    if hasattr(calculator, "member_energies_and_forces"):
+        summary["committee"] = _committee(result, calculator)
     atomic_write_text(json.dumps(summary, indent=1), out / SUMMARY_NAME)
     if args.rates is not None:  # after the band is safe: an end point may not be a minimum
         summary["rates"] = _rates(result, calculator, args.rates) if result.converged else None
@@ -159,6 +167,21 @@ def run(args: argparse.Namespace) -> int:
     print(_format(summary))
     print(f"band written to {out / BAND_NAME}")
     return 0 if result.converged else 1
+
+
+def _committee(result, committee) -> dict:
+    """The members' barriers along the band and their spread (``committee_barriers``)."""
+    from equiforce.md.neb import committee_barriers
+
+    members = committee_barriers(result.images, committee)
+    return {
+        "members": len(members["forward"]),
+        "image_energy_spread_eV": members["energies"].std(axis=0).tolist(),
+        "forward_barriers_eV": members["forward"].tolist(),
+        "backward_barriers_eV": members["backward"].tolist(),
+        "forward_barrier_spread_eV": float(members["forward"].std()),
+        "backward_barrier_spread_eV": float(members["backward"].std()),
+    }
 
 
 def _rates(result, calculator, temperatures: list[float]) -> dict:
@@ -193,8 +216,18 @@ def _format(summary: dict) -> str:
             f"{summary['reaction_energy_eV']:+.4f} eV",
             f"  {saddle}: image {summary['saddle_image']}",
         ]
+        + (_format_committee(summary["committee"]) if "committee" in summary else [])
         + (_format_rates(summary["rates"]) if "rates" in summary else [])
     )
+
+
+def _format_committee(committee: dict) -> list[str]:
+    """The members' disagreement on the barriers."""
+    return [
+        f"  committee of {committee['members']}: barrier spread "
+        f"{committee['forward_barrier_spread_eV']:.4f} eV forward, "
+        f"{committee['backward_barrier_spread_eV']:.4f} eV backward (std of the members')"
+    ]
 
 
 def _format_rates(rates: dict | None) -> list[str]:

@@ -103,13 +103,32 @@ def add_dispersion_option(parser: argparse.ArgumentParser) -> None:
 
 def model_calculator(args: argparse.Namespace, **options):
     """The ``EquiforceCalculator`` of ``args.model`` on ``args.device`` in ``args.precision``
-    (``options``: more of its arguments), with ``args.dispersion`` the D3-corrected one."""
+    (``options``: more of its arguments), with ``args.dispersion`` the D3-corrected one; a
+    ``CommitteeCalculator`` when ``args.model`` lists several files or a committee folder.
+
+    Raises:
+        ValueError: ``options`` or ``--dispersion`` with a committee (it runs its members
+            eagerly, without D3).
+    """
+    from pathlib import Path
+
+    models = args.model if isinstance(args.model, list) else [args.model]
+    dispersion = getattr(args, "dispersion", None)
+    if len(models) > 1 or Path(models[0]).is_dir():
+        from equiforce.md.committee import CommitteeCalculator
+
+        if options.get("compile"):
+            raise ValueError("--compile runs one model; a committee runs its members eagerly")
+        if dispersion is not None:
+            raise ValueError("--dispersion adds D3 to one model, not to a committee")
+        return CommitteeCalculator.from_paths(models, device=args.device, precision=args.precision)
     from equiforce.md.calculator import EquiforceCalculator
 
-    model = args.model[0] if isinstance(args.model, list) else args.model
-    calculator = EquiforceCalculator(model, device=args.device, precision=args.precision, **options)
-    if getattr(args, "dispersion", None) is None:
+    calculator = EquiforceCalculator(
+        models[0], device=args.device, precision=args.precision, **options
+    )
+    if dispersion is None:
         return calculator
     from equiforce.md.dispersion import DispersionCorrected
 
-    return DispersionCorrected(calculator, xc=args.dispersion_xc, damping=args.dispersion)
+    return DispersionCorrected(calculator, xc=args.dispersion_xc, damping=dispersion)

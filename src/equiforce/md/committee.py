@@ -221,6 +221,26 @@ class CommitteeCalculator(QuickChangeCheck, Calculator):
         if "stress" in asked:
             self.results["stress"] = np.stack([r["stress"] for r in results]).mean(axis=0)
 
+    def member_energies_and_forces(self, frames: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every member's energies and forces of several structures, each member's in one
+        model call (``EquiforceCalculator.energies_and_forces``).
+
+        Returns:
+            energies (n_members, n_frames) eV and per frame the forces (n_members,
+            n_atoms_k, 3) eV/Å.
+        """
+        results = [member.energies_and_forces(frames) for member in self.members]
+        energies = np.stack([energies for energies, _ in results])
+        forces = [np.stack([member[1][k] for member in results]) for k in range(len(frames))]
+        return energies, forces
+
+    def energies_and_forces(self, frames: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The committee's mean energies (n_frames,) eV and forces (n_atoms_k, 3) eV/Å of
+        several structures (``member_energies_and_forces``): a NEB's band in one call per
+        member."""
+        energies, forces = self.member_energies_and_forces(frames)
+        return energies.mean(axis=0), [force.mean(axis=0) for force in forces]
+
 
 def force_spread(forces: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     """Per-atom spread of committee forces, eV/Å.

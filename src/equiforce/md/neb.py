@@ -252,3 +252,21 @@ def _reaction_coordinate(images: Sequence[Atoms]) -> np.ndarray:
             difference, _ = find_mic(difference, before.cell, before.pbc)
         steps.append(float(np.linalg.norm(difference)))
     return np.cumsum(steps)
+
+
+def committee_barriers(images: Sequence[Atoms], committee) -> dict[str, np.ndarray]:
+    """Each committee member's energies along a band (the committee's mean path, its members
+    evaluated in one call each: ``CommitteeCalculator.member_energies_and_forces``) and its
+    barriers: the uncertainty of a barrier as the members' disagreement.
+
+    Returns:
+        ``energies`` (n_members, n_images) eV, ``forward`` and ``backward`` (n_members,) eV:
+        each member's highest image above the initial and the final one.
+    """
+    energies, _ = committee.member_energies_and_forces(images)
+    highest = energies.max(axis=1)
+    return {
+        "energies": energies,
+        "forward": highest - energies[:, 0],
+        "backward": highest - energies[:, -1],
+    }

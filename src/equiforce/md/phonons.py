@@ -132,12 +132,16 @@ def force_constants(
             symmetric to round-off (relaxed with its symmetry kept) is reduced.
 
     Raises:
-        ValueError: not periodic in 3D, or a repetition below 1.
+        ValueError: not periodic in 3D, a repetition below 1, or a calculator without the
+            exact Hessian (a committee).
     """
     if not primitive.pbc.all() or primitive.cell.rank < 3:
         raise ValueError(
             f"{primitive.get_chemical_formula()}: phonons need a crystal periodic in 3D"
         )
+    from equiforce.md.vibrations import require_hessian
+
+    require_hessian(calculator)
     repeats = tuple(int(r) for r in supercell)
     if len(repeats) != 3 or min(repeats) < 1:
         raise ValueError(f"supercell must be three repetitions >= 1, got {supercell}")

@@ -29,7 +29,12 @@ import numpy as np
 from ase import Atoms
 
 from equiforce.md.relax import frozen_copy
-from equiforce.md.vibrations import moving_atoms, orthogonal_complement, rigid_body_basis
+from equiforce.md.vibrations import (
+    moving_atoms,
+    orthogonal_complement,
+    require_hessian,
+    rigid_body_basis,
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ def find_saddle(
             f"fmax {fmax}, steps {steps}, max_step {max_step}, hessian_every {hessian_every}: "
             "need positive fmax and max_step, steps >= 0, hessian_every >= 0"
         )
+    require_hessian(calculator)
     structure = atoms.copy()
     structure.calc = calculator
     indices = moving_atoms(atoms, indices)

@@ -95,6 +95,7 @@ def vibrations(atoms: Atoms, calculator, indices: Sequence[int] | None = None) -
     """
     from ase.vibrations import VibrationsData
 
+    require_hessian(calculator)
     indices = moving_atoms(atoms, indices)
     structure = atoms.copy()
     structure.calc = calculator
@@ -121,6 +122,16 @@ def vibrations(atoms: Atoms, calculator, indices: Sequence[int] | None = None) -
         max_force=float(np.linalg.norm(forces, axis=1).max()),
         potential_energy=float(structure.get_potential_energy()),
     )
+
+
+def require_hessian(calculator) -> None:
+    """Raise a ``ValueError`` unless ``calculator`` gives the exact Hessian
+    (``get_hessian``: an ``EquiforceCalculator`` over a model file, or it with D3)."""
+    if not callable(getattr(calculator, "get_hessian", None)):
+        raise ValueError(
+            f"{type(calculator).__name__} has no exact Hessian: give one model file (not a "
+            "committee)"
+        )
 
 
 def moving_atoms(atoms: Atoms, indices: Sequence[int] | None) -> list[int]:
