@@ -51,25 +51,30 @@ INPUT = """<simulation verbosity='low' safe_stride='1000'>
 """
 
 
-def run_ipi(folder: Path, atoms, calculator, beads: int, steps: int) -> tuple[np.ndarray, int]:
-    """i-PI on ``atoms`` (``beads`` beads, ``steps`` NVT steps) served by the driver; returns
-    its properties table (step, potential eV, pressure GPa, kinetic energy eV) and the
-    driver's evaluations."""
-    address = f"equiforce-{uuid.uuid4().hex[:12]}"
-    folder.mkdir(parents=True, exist_ok=True)
+def write_ipi_xyz(path: Path, atoms) -> None:
+    """``atoms`` in i-PI's xyz: the cell (a 30 Å box for a molecule) and the units in the
+    comment line, where i-PI reads them."""
     cell = atoms.cell.cellpar() if atoms.pbc.all() else [30.0, 30.0, 30.0, 90.0, 90.0, 90.0]
     comment = "# CELL(abcABC): " + " ".join(f"{value:.10f}" for value in cell)
-    comment += " cell{angstrom} positions{angstrom}"  # i-PI reads the units from here
+    comment += " cell{angstrom} positions{angstrom}"
     lines = [str(len(atoms)), comment]
     lines += [
         f"{s} {x:.12f} {y:.12f} {z:.12f}"
         for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
     ]
-    (folder / "init.xyz").write_text("\n".join(lines) + "\n")
-    (folder / "input.xml").write_text(INPUT.format(steps=steps, address=address, beads=beads))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def serve(folder: Path, input_text: str, atoms, calculator) -> int:
+    """i-PI with ``input_text`` in ``folder`` (``atoms`` its start), served by the driver
+    until it ends; returns the driver's evaluations."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_ipi_xyz(folder / "init.xyz", atoms)
+    (folder / "input.xml").write_text(input_text)
     server = subprocess.Popen(
         [str(I_PI), "input.xml"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+    address = input_text.split("<address>")[1].split("</address>")[0]
     try:
         evaluations = run_ipi_driver(atoms, calculator, unix=address, wait_s=60)
         output, _ = server.communicate(timeout=60)
@@ -77,6 +82,16 @@ def run_ipi(folder: Path, atoms, calculator, beads: int, steps: int) -> tuple[np
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0, output.decode()[-2000:]
+    return evaluations
+
+
+def run_ipi(folder: Path, atoms, calculator, beads: int, steps: int) -> tuple[np.ndarray, int]:
+    """i-PI on ``atoms`` (``beads`` beads, ``steps`` NVT steps) served by the driver; returns
+    its properties table (step, potential eV, pressure GPa, kinetic energy eV) and the
+    driver's evaluations."""
+    address = f"equiforce-{uuid.uuid4().hex[:12]}"
+    text = INPUT.format(steps=steps, address=address, beads=beads)
+    evaluations = serve(folder, text, atoms, calculator)
     return np.loadtxt(folder / "sim.out", ndmin=2), evaluations
 
 
@@ -128,3 +143,51 @@ def test_periodic_cell_gets_the_models_stress_as_its_virial(model_file, tmp_path
     assert table[0, 2] == pytest.approx(static + kinetic, abs=1e-3)
     with pytest.raises(ConnectionError, match="no i-PI at UNIX socket /tmp/ipi_nobody"):
         run_ipi_driver(atoms, calculator, unix=f"nobody-{os.getpid()}", wait_s=0.5)
+
+
+REMD_INPUT = """<simulation verbosity='low' safe_stride='1000'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, temperature{{kelvin}} ] </properties>
+  </output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>31415</seed></prng>
+  <ffsocket name='equiforce' mode='unix'><address>{address}</address></ffsocket>
+  <system_template>
+    <labels> [ PREFIX, TEMP ] </labels>
+    <instance> [ cold, 300 ] </instance>
+    <instance> [ hot, 900 ] </instance>
+    <template>
+    <system prefix='PREFIX'>
+      <initialize nbeads='1'>
+        <file mode='xyz' units='angstrom'> init.xyz </file>
+        <velocities mode='thermal' units='kelvin'> TEMP </velocities>
+      </initialize>
+      <forces><force forcefield='equiforce'/></forces>
+      <ensemble><temperature units='kelvin'> TEMP </temperature></ensemble>
+      <motion mode='dynamics'>
+        <dynamics mode='nvt'>
+          <timestep units='femtosecond'> 1.0 </timestep>
+          <thermostat mode='langevin'><tau units='femtosecond'> 50 </tau></thermostat>
+        </dynamics>
+      </motion>
+    </system>
+    </template>
+  </system_template>
+  <smotion mode='remd'><remd><stride> 2 </stride></remd></smotion>
+</simulation>
+"""
+
+
+def test_replica_exchange_through_ipi(model_file, tmp_path):
+    """i-PI's replica exchange (two replicas of a 32-atom cell at 300 and 900 K, exchanges
+    tried every 2 steps, 12 steps) served by one driver: 2 x 13 structures evaluated, both
+    replicas' properties written, and exchanges accepted (i-PI's swap record)."""
+    atoms = make_fcc_cu(repeat=2, seed=3)
+    address = f"equiforce-{uuid.uuid4().hex[:12]}"
+    text = REMD_INPUT.format(steps=12, address=address)
+    evaluations = serve(tmp_path, text, atoms, EquiforceCalculator(model_file))
+    assert evaluations == 26
+    for name in ("cold", "hot"):
+        assert len(np.loadtxt(tmp_path / f"{name}_sim.out", ndmin=2)) == 13
+    swaps = np.loadtxt(tmp_path / "sim.remd_idx", ndmin=2)
+    assert len(swaps) >= 2  # the start and at least one accepted exchange
