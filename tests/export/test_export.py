@@ -53,9 +53,24 @@ from equiforce.testing.structures import (
 )
 from equiforce.testing.tolerances import TOL, Tolerance
 
+
+def _nonlinear_mace(dtype: torch.dtype, **kw):
+    """One non-linear interaction (mace-torch's MH block), its species embeddings away from
+    their ~1e-3 start."""
+    model = tiny_mace(
+        dtype, num_interactions=1, nonlinear_interactions="all", apply_cutoff=False, **kw
+    )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("source_embedding") or name.endswith("target_embedding"):
+                parameter.normal_(generator=torch.Generator().manual_seed(4))
+    return model
+
+
 BUILDERS = {
     "mace": lambda dtype, **kw: tiny_mace(dtype, num_interactions=1, **kw),
     "allegro": lambda dtype, **kw: tiny_allegro(dtype, num_layers=1, **kw),
+    "mace-nonlinear": _nonlinear_mace,
 }
 # package vs eager by precision mode; the mixed modes' is the export check's own (build.py)
 TOLERANCES = {
@@ -143,6 +158,14 @@ def allegro_bf16(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def mace_nonlinear_fast_float64(tmp_path_factory):
+    """The non-linear interaction with the fast kernels, float64 (its gate's and density's
+    shapes must stay symbolic in the trace)."""
+    folder = tmp_path_factory.mktemp("mace_nonlinear_fast64")
+    return _export("mace-nonlinear", torch.float64, folder, backend="fast")
+
+
+@pytest.fixture(scope="module")
 def allegro_fp16_fast(tmp_path_factory):
     folder = tmp_path_factory.mktemp("allegro_fp16_fast")
     return _export("allegro", torch.float32, folder, mode="fp16-mixed", backend="fast")
@@ -152,6 +175,7 @@ def allegro_fp16_fast(tmp_path_factory):
 @pytest.fixture(
     params=[
         "mace_fast_float64",
+        "mace_nonlinear_fast_float64",
         "allegro_float32",
         "allegro_fast_float64",
         pytest.param("mace_float32", marks=pytest.mark.slow),

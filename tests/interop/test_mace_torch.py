@@ -248,3 +248,54 @@ def test_unsupported_options_are_named():
     model = _mace_model(distance_transform="Soft", max_ell=1, correlation=1, radial_MLP=[8])
     with pytest.raises(ValueError, match=r"distance_transform \(SoftTransform\)"):
         from_mace_torch(model)
+
+
+_NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
+
+
+@pytest.mark.parametrize(
+    "first, max_L, layers",
+    [(_NONLINEAR, 1, 2), ("RealAgnosticResidualInteractionBlock", 1, 2), (_NONLINEAR, 2, 3)],
+    ids=["all-nonlinear", "later-nonlinear", "l2-three-layers"],
+)
+def test_nonlinear_interactions_convert(first, max_L, layers):  # noqa: N803
+    """mace-torch's non-linear residual block (its MH foundation models': species embeddings
+    of both ends in LayerNorm radial MLPs, the learnt density normalisation, the gate; with
+    ``apply_cutoff=False``) in every layer, in the later ones, with l = 2 features and three
+    layers: energies and forces equal mace-torch's to the peer tolerance (measured 1e-11 eV
+    and 1e-11 eV/Å; the gate's Monte-Carlo constants left unfolded, or the radial MLP's path
+    signs left off its bias, fail it)."""
+    nonlinear = mace_modules.interaction_classes[_NONLINEAR]
+    model = _mace_model(
+        max_L=max_L,
+        interaction_cls=nonlinear,
+        interaction_cls_first=mace_modules.interaction_classes[first],
+        num_interactions=layers,
+        apply_cutoff=False,
+    )
+    spec = from_mace_torch(model).spec
+    assert spec.nonlinear_interactions == ("all" if first == _NONLINEAR else "later")
+    assert not spec.apply_cutoff
+    _compare(model, torch.float64, TOL.peer_parity)
+
+
+def test_residual_blocks_with_the_envelope_after_the_mlp_convert():
+    """``apply_cutoff=False`` with mace's default blocks: the envelope multiplies the radial
+    MLP's output, not its input: converts to the peer tolerance."""
+    _compare(_mace_model(apply_cutoff=False), torch.float64, TOL.peer_parity)
+
+
+def test_a_nonlinear_block_with_the_envelope_first_is_refused():
+    """With ``apply_cutoff=True`` the non-linear block is discontinuous at r_max (its MLPs'
+    biases and species embeddings): refused by name, as is exporting one to mace-torch."""
+    from equiforce.interop.mace_torch_export import to_mace_torch
+
+    nonlinear = mace_modules.interaction_classes[_NONLINEAR]
+    model = _mace_model(interaction_cls=nonlinear, interaction_cls_first=nonlinear)
+    with pytest.raises(ValueError, match="with apply_cutoff=True .* is not supported"):
+        from_mace_torch(model)
+    converted = from_mace_torch(
+        _mace_model(interaction_cls=nonlinear, interaction_cls_first=nonlinear, apply_cutoff=False)
+    )
+    with pytest.raises(ValueError, match="non-linear interactions or apply_cutoff false"):
+        to_mace_torch(converted)

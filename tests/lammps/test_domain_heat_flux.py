@@ -6,8 +6,9 @@ edges centred on the atoms, a halo exchange that copies owners' rows into their 
 adds the images' gradients back). The virials, folded onto their owners, equal the reference
 ``W_k = sum_i sum_c (x_i - x_k^c) (x) dE_i/dx_k^c`` from per-atom energies on an explicit
 cluster of images (``equiforce.testing.heat_flux``) to 1e-10, for the 2-layer MACE (messages
-cross the periodic boundary through the exchange: the image's frame shift matters) and the
-strictly local Allegro, on a periodic box, a cell smaller than r_max and a molecule. The
+cross the periodic boundary through the exchange: the image's frame shift matters), its
+non-linear-interaction variant (the ghosts' species enter the edges) and the strictly local
+Allegro, on a periodic box, a cell smaller than r_max and a molecule. The
 LAMMPS runs on several ranks are in test_pair_physics.py.
 """
 
@@ -59,10 +60,24 @@ STRUCTURES = {
 }
 
 
+def nonlinear_mace():
+    """A tiny MACE of non-linear interactions (mace-torch's MH block), its species
+    embeddings away from their ~1e-3 start."""
+    potential = tiny_mace(nonlinear_interactions="all", apply_cutoff=False)
+    with torch.no_grad():
+        for name, parameter in potential.named_parameters():
+            if name.endswith("source_embedding") or name.endswith("target_embedding"):
+                parameter.normal_(generator=torch.Generator().manual_seed(2))
+    return potential
+
+
+FAMILIES = {"mace": tiny_mace, "allegro": tiny_allegro, "mace-nonlinear": nonlinear_mace}
+
+
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
-@pytest.mark.parametrize("family", ["mace", "allegro"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_domain_heat_flux_virials_equal_the_explicit_image_reference(family, structure):
-    potential = {"mace": tiny_mace, "allegro": tiny_allegro}[family]().eval()
+    potential = FAMILIES[family]().eval()
     atoms = STRUCTURES[structure]()
     domain, positions, owners = _one_rank(atoms, potential)
     result = evaluate_domain(potential, *domain, positions=positions)

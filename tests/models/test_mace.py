@@ -130,6 +130,8 @@ def test_spec_round_trips_through_a_plain_dict():
         ({"scale": float("nan")}, "scale"),
         ({"distance_transform": "soft"}, "distance_transform must be null or 'agnesi'"),
         ({"agnesi": (1.0, 2.0)}, "agnesi must be three finite numbers"),
+        ({"nonlinear_interactions": "first"}, "nonlinear_interactions must be one of"),
+        ({"nonlinear_interactions": "all"}, "nonlinear_interactions needs apply_cutoff false"),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_field(changes, message):
@@ -186,3 +188,31 @@ def test_product_block_is_equivariant(reflect):
     out = product(x, atom_type, sc)
     rotated = product(x @ representation(irreps_in).T, atom_type, sc @ representation(irreps_out).T)
     torch.testing.assert_close(rotated, out @ representation(irreps_out).T, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("which", ["all", "later"])
+def test_nonlinear_interactions_are_continuous_at_the_cutoff(which):
+    """The non-linear block's MLPs see the ends' species, non-zero at r_max; with the
+    envelope on their outputs (``apply_cutoff`` false) an H atom crossing the cutoff of
+    ethanol's O changes the energy continuously: by 1e-9 eV at most over 2e-9 Å (the other
+    neighbours' forces give ~1e-11; leaving the density uncut jumps by ~1e-4 eV)."""
+    from equiforce.md.calculator import EquiforceCalculator
+    from equiforce.testing.models import tiny_mace
+
+    model = tiny_mace(nonlinear_interactions=which, apply_cutoff=False)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("_embedding") or name.endswith("beta"):
+                parameter.normal_(generator=torch.Generator().manual_seed(1))
+    molecule = make_molecule("CH3CH2OH", seed=1)
+    oxygen = molecule.positions[molecule.get_chemical_symbols().index("O")]
+    direction = oxygen - molecule.get_center_of_mass()
+    direction /= (direction**2).sum() ** 0.5
+    energies = []
+    for delta in (-1e-9, 1e-9):
+        atoms = molecule.copy()
+        atoms.append("H")
+        atoms.positions[-1] = oxygen + direction * (model.r_max + delta)
+        atoms.calc = EquiforceCalculator(model)
+        energies.append(atoms.get_potential_energy())
+    assert abs(energies[0] - energies[1]) < 1e-9

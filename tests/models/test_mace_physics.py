@@ -42,3 +42,22 @@ class TestMACEWithAgnesiPhysics(TestMACEPhysics):
     def make_model(self, dtype: torch.dtype):
         model = super().make_model(dtype)
         return build_model("mace", dataclasses.replace(model.spec, distance_transform="agnesi"))
+
+
+class TestMACENonLinearPhysics(TestMACEPhysics):
+    """The same with the non-linear residual interactions of mace-torch's MH models
+    (``MACESpec.nonlinear_interactions``, the envelope after the MLPs: ``apply_cutoff``
+    false), its species embeddings, density normalisation and gate randomised away from
+    their start (alpha 20, beta 0, embeddings ~1e-3)."""
+
+    def make_model(self, dtype: torch.dtype):
+        model = super().make_model(dtype)
+        spec = dataclasses.replace(model.spec, nonlinear_interactions="all", apply_cutoff=False)
+        model = build_model("mace", spec)
+        generator = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "embedding" in name or "alpha" in name or "beta" in name:
+                    noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+                    parameter.add_(noise.to(parameter.dtype))
+        return model

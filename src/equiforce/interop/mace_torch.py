@@ -4,14 +4,17 @@ Supported: models built with mace-torch's default options (Bessel basis, polynom
 envelope, ``RealAgnostic[Residual]InteractionBlock``, SiLU gates, e3nn backend, no extra
 embeddings; the ZBL ``pair_repulsion`` with its default constants; the ``Agnesi`` distance
 transform; ``use_agnostic_product``: one symmetric contraction for every element, copied to
-each; ``use_last_readout_only``: the earlier layers' readouts zero), float32 or float64; a
+each; ``use_last_readout_only``: the earlier layers' readouts zero;
+``RealAgnosticResidualNonLinearInteractionBlock``, the MH foundation models' block, with
+``apply_cutoff=False``; ``apply_cutoff=False`` with the default blocks), float32 or float64; a
 multi-head model converts one head at a time (``head=``).
 Everything is read from the module itself; energies and forces agree to ~1e-12 in float64.
 
 Most weights copy 1:1. Three places differ by a basis change, folded into the weights:
 
-* e3nn estimates the normalised-SiLU constant by Monte Carlo, equiforce integrates it; the
-  ratio is folded into the layer after each activation.
+* e3nn estimates the normalised-SiLU (and the non-linear block's sigmoid-gate) constant by
+  Monte Carlo, equiforce integrates it; the ratio is folded into the layer after each
+  activation.
 * Clebsch–Gordan signs: the effective coefficient of every convolution path is measured on
   the mace module and compared with ours; a sign flip goes into the radial MLP's output.
 * The symmetric contraction uses a non-redundant basis here; mace's weights are mapped onto
@@ -37,8 +40,9 @@ from equiforce.o3.irreps import Irreps, hidden_irreps
 from equiforce.o3.symmetric import monomial_coefficients
 from equiforce.o3.wigner import wigner_3j
 
-_FIRST_BLOCKS = ("RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock")
 _LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
+_NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
+_FIRST_BLOCKS = ("RealAgnosticInteractionBlock", _LATER_BLOCK, _NONLINEAR_BLOCK)
 
 
 def from_mace_torch(model: torch.nn.Module, head: str | None = None) -> Potential:
@@ -147,10 +151,20 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         shift=shift,
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         first_interaction_residual=type(model.interactions[0]).__name__ == _LATER_BLOCK,
+        nonlinear_interactions=_nonlinear_choice(model),
+        apply_cutoff=bool(getattr(model.radial_embedding, "apply_cutoff", True)),
         pair_repulsion=hasattr(model, "pair_repulsion"),
         distance_transform="agnesi" if hasattr(embedding, "distance_transform") else None,
         agnesi=_agnesi(embedding),
     )
+
+
+def _nonlinear_choice(model: torch.nn.Module) -> str:
+    """``MACESpec.nonlinear_interactions`` of a (supported) mace-torch model."""
+    blocks = [type(block).__name__ for block in model.interactions]
+    if blocks[0] == _NONLINEAR_BLOCK:
+        return "all"
+    return "later" if _NONLINEAR_BLOCK in blocks else "none"
 
 
 def _check_supported(model: torch.nn.Module) -> None:
@@ -167,7 +181,6 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
     flags = {
         "embedding_specs (joint embedding)": hasattr(model, "joint_embedding"),
         "use_so3": getattr(model, "use_so3", False),
-        "apply_cutoff=False": not getattr(model.radial_embedding, "apply_cutoff", True),
     }
     problems += [f"option {flag} is not supported" for flag, on in flags.items() if on]
     problems += _transform_problems(model.radial_embedding)
@@ -176,8 +189,18 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
     if type(model.radial_embedding.bessel_fn).__name__ != "BesselBasis":
         problems.append("only the Bessel radial basis (radial_type='bessel') is supported")
     blocks = [type(block).__name__ for block in model.interactions]
-    if blocks[0] not in _FIRST_BLOCKS or any(b != _LATER_BLOCK for b in blocks[1:]):
+    later = set(blocks[1:])
+    if (
+        blocks[0] not in _FIRST_BLOCKS
+        or len(later) > 1
+        or not later <= {_LATER_BLOCK, _NONLINEAR_BLOCK}
+        or (blocks[0] == _NONLINEAR_BLOCK and later not in (set(), {_NONLINEAR_BLOCK}))
+    ):
         problems.append(f"interaction blocks {blocks} are not supported")
+    if _NONLINEAR_BLOCK in blocks and getattr(model.radial_embedding, "apply_cutoff", True):
+        problems.append(
+            f"{_NONLINEAR_BLOCK} with apply_cutoff=True (discontinuous at r_max) is not supported"
+        )
     problems += _irreps_problems(model)
     return problems
 
@@ -285,6 +308,8 @@ def _check_linear(source: torch.nn.Module, target: torch.nn.Module, where: str) 
 
 
 def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
+    if type(source).__name__ == _NONLINEAR_BLOCK:
+        return _nonlinear_state(source, target, index, dtype)
     prefix = f"interactions.{index}."
     _check_linear(source.linear_up, target.linear_up, prefix + "linear_up")
     _check_linear(source.linear, target.linear, prefix + "linear")
@@ -304,6 +329,69 @@ def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
     weights[-1] = weights[-1] * signs
     for k, weight in enumerate(weights):
         state[f"{prefix}radial_mlp.weights.{k}"] = weight
+    return state
+
+
+def _nonlinear_state(source, target, index: int, dtype: torch.dtype) -> dict:
+    """The weights of a ``RealAgnosticResidualNonLinearInteractionBlock`` for
+    ``equiforce.nn.mace.nonlinear.NonLinearInteraction``: the linear maps 1:1, the species
+    embeddings as rows, the LayerNorm MLPs layer by layer (the radial one's outputs with the
+    path signs), the gate's Monte-Carlo constants folded into ``linear_2``."""
+    prefix = f"interactions.{index}."
+    state = {}
+    linears = {name: getattr(source, name) for name in ("linear_up", "linear_res", "linear_1")}
+    linears.update({"linear_2": source.linear_2, "skip": source.skip_tp})
+    for name, module in linears.items():
+        _check_linear(module, getattr(target, name), prefix + name)
+        state[f"{prefix}{name}.weight"] = _weight(module)
+    for name in ("source_embedding", "target_embedding"):
+        rows = _weight(getattr(source, name)).reshape(target.source_embedding.shape)
+        state[prefix + name] = rows
+    gate = source.equivariant_nonlin
+    sigmoids = (torch.sigmoid, torch.nn.functional.sigmoid)
+    if gate._act_scalar is not torch.nn.functional.silu or gate._act_gate not in sigmoids:
+        raise ValueError(f"{prefix}equivariant_nonlin: only SiLU scalars and sigmoid gates")
+    ratios = {
+        True: gate._scalar_cst / target.gate.scalar_scale,
+        False: gate._gate_cst / target.gate.gate_scale,
+    }
+    weight = state[prefix + "linear_2.weight"].clone()
+    irreps_in = target.linear_2.descriptor.irreps_in
+    for path in target.linear_2.descriptor.paths:
+        block = slice(path.weight_offset, path.weight_offset + path.mul_in * path.mul_out)
+        weight[block] *= ratios[irreps_in[path.i_in].ir.l == 0]
+    state[prefix + "linear_2.weight"] = weight
+    signs = _path_signs(source.conv_tp, target.conv_tp, dtype, prefix)
+    state.update(_layer_norm_mlp_state(source.conv_tp_weights, prefix + "radial_mlp.", signs))
+    state.update(_layer_norm_mlp_state(source.density_fn, prefix + "density_mlp."))
+    for name in ("alpha", "beta"):
+        state[prefix + name] = getattr(source, name).detach().to(torch.float64).reshape(())
+    return state
+
+
+def _layer_norm_mlp_state(
+    mlp: torch.nn.Module, prefix: str, signs: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """mace-torch's ``RadialMLP`` (``net``: Linear, LayerNorm, SiLU, ..., Linear) as
+    ``LayerNormMLP`` weights; ``signs`` (outputs,) multiply the last layer's outputs."""
+    state, linear, norm = {}, 0, 0
+    modules = list(mlp.net)
+    for module in modules:
+        if isinstance(module, torch.nn.Linear):
+            weight, bias = _weight(module), module.bias.detach().to(torch.float64)
+            if module is modules[-1] and signs is not None:
+                weight, bias = weight * signs[:, None], bias * signs
+            state[f"{prefix}layers.{linear}.weight"] = weight
+            state[f"{prefix}layers.{linear}.bias"] = bias
+            linear += 1
+        elif isinstance(module, torch.nn.LayerNorm):
+            if module.eps != 1e-5 or not module.elementwise_affine:
+                raise ValueError(f"{prefix}: a LayerNorm other than the default (eps 1e-5)")
+            state[f"{prefix}norms.{norm}.weight"] = _weight(module)
+            state[f"{prefix}norms.{norm}.bias"] = module.bias.detach().to(torch.float64)
+            norm += 1
+        elif not isinstance(module, torch.nn.SiLU):
+            raise ValueError(f"{prefix}: {type(module).__name__} in the radial MLP")
     return state
 
 

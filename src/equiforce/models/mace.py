@@ -8,8 +8,11 @@ readouts on every layer but the last, whose readout is an MLP, and
 pair repulsion, ``ModelSpec.pair_repulsion``; zero by default).
 
 As in mace-torch, the last layer keeps only scalar features, and with a single interaction
-its readout is linear. Edge vectors follow mace-torch's direction (sender -> receiver, i.e.
-neighbour -> centre, the negative of ``edge_vec``), so weights carry over unchanged.
+its readout is linear. ``MACESpec.nonlinear_interactions`` swaps interactions for the
+non-linear residual block of mace-torch's MH foundation models
+(``equiforce.nn.mace.nonlinear``; with ``apply_cutoff`` false: the envelope on the radial MLPs'
+outputs). Edge vectors follow mace-torch's direction (sender -> receiver, i.e. neighbour ->
+centre, the negative of ``edge_vec``), so weights carry over unchanged.
 
 Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, or than fit one pass in
 ``ONE_PASS_BYTES``; on a GPU, than fit one pass in half its free memory; eager mode) run each
@@ -53,6 +56,7 @@ from equiforce.nn.mace import (
     Product,
     SpeciesEmbedding,
 )
+from equiforce.nn.mace.nonlinear import NonLinearInteraction
 from equiforce.nn.mace.recompute import recomputed_layer
 from equiforce.nn.zbl import ZBLRepulsion
 from equiforce.o3.irreps import Irreps, hidden_irreps, scalar_irreps, sh_irreps, tp_target_irreps
@@ -73,6 +77,16 @@ ONE_PASS_BYTES = 3 * 2**30
 # On a GPU: one pass whenever its estimated peak fits this fraction of the device memory
 # free at the call (the rest: the caller's tensors, the allocator's fragmentation).
 GPU_ONE_PASS_FRACTION = 0.5
+
+
+NONLINEAR_CHOICES = ("none", "later", "all")
+
+
+def is_nonlinear(spec: MACESpec, index: int) -> bool:
+    """Whether interaction ``index`` of ``spec`` is the non-linear residual block."""
+    return spec.nonlinear_interactions == "all" or (
+        spec.nonlinear_interactions == "later" and index > 0
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +123,13 @@ class MACESpec(ModelSpec):
             Agnesi``, as in its later foundation models), the envelope the length itself.
         agnesi: the transform's constants (q, p, a) (default mace-torch's: 0.9183, 4.5791,
             1.0805).
+        nonlinear_interactions: which interactions are the non-linear residual block
+            (``equiforce.nn.mace.nonlinear``, mace-torch's
+            ``RealAgnosticResidualNonLinearInteractionBlock``, its MH foundation models'):
+            ``"none"`` (default), ``"later"`` (all but the first) or ``"all"``.
+        apply_cutoff: the envelope multiplies the radial basis before the radial MLPs (True,
+            default), or their outputs (False: mace-torch's ``apply_cutoff=False``; what
+            keeps the non-linear block, whose MLPs have biases, smooth at the cutoff).
     """
 
     num_channels: int = 64
@@ -123,6 +144,8 @@ class MACESpec(ModelSpec):
     first_interaction_residual: bool = True
     distance_transform: str | None = None
     agnesi: tuple[float, ...] = (0.9183, 4.5791, 1.0805)
+    nonlinear_interactions: str = "none"
+    apply_cutoff: bool = True
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -143,6 +166,17 @@ class MACESpec(ModelSpec):
         if self.distance_transform not in (None, "agnesi"):
             problems.append(
                 f"distance_transform must be null or 'agnesi', got {self.distance_transform!r}"
+            )
+        if self.nonlinear_interactions not in NONLINEAR_CHOICES:
+            problems.append(
+                f"nonlinear_interactions must be one of {NONLINEAR_CHOICES}, got "
+                f"{self.nonlinear_interactions!r}"
+            )
+        elif self.nonlinear_interactions != "none" and self.apply_cutoff:
+            problems.append(
+                "nonlinear_interactions needs apply_cutoff false: with the envelope before its "
+                "MLPs (whose biases and species embeddings are non-zero at r_max) the block "
+                "is discontinuous at the cutoff"
             )
         if len(self.agnesi) != 3 or not all(math.isfinite(v) for v in self.agnesi):
             problems.append(f"agnesi must be three finite numbers (q, p, a), got {self.agnesi}")
@@ -201,6 +235,7 @@ class MACE(AtomicEnergyModel):
             spec.num_polynomial_cutoff,
             tuple(spec.agnesi) if spec.distance_transform == "agnesi" else None,
             spec.type_names,
+            spec.apply_cutoff,
         )
         self.interactions = nn.ModuleList()
         self.products = nn.ModuleList()
@@ -209,11 +244,21 @@ class MACE(AtomicEnergyModel):
         radial_sizes = (spec.num_radial_basis, *spec.radial_mlp)
         for index, irreps in enumerate(layers):
             residual = index > 0 or spec.first_interaction_residual
-            self.interactions.append(
-                Interaction(
-                    irreps, n_types, radial_sizes, spec.avg_num_neighbors, residual, generator
+            if is_nonlinear(spec, index):
+                block = NonLinearInteraction(
+                    irreps, n_types, radial_sizes, generator, spec.apply_cutoff
                 )
-            )
+            else:
+                block = Interaction(
+                    irreps,
+                    n_types,
+                    radial_sizes,
+                    spec.avg_num_neighbors,
+                    residual,
+                    generator,
+                    spec.apply_cutoff,
+                )
+            self.interactions.append(block)
             self.products.append(
                 Product(irreps.target, irreps.skip_out, spec.correlation, n_types, generator)
             )
@@ -320,6 +365,7 @@ class MACE(AtomicEnergyModel):
                 edge_radial,
                 edge_index[1],
                 edge_index[0],
+                up_type=atom_type,
             )
             node_feats = product(message, atom_type[:n_local], sc)
         else:
@@ -385,7 +431,7 @@ class MACE(AtomicEnergyModel):
                 and on a CUDA device ``GPU_ONE_PASS_FRACTION`` of its memory free now.
         """
         widths = sum(interaction.radial_mlp.sizes[-1] for interaction in self.interactions)
-        itemsize = self.interactions[0].radial_mlp.weights[0].element_size()
+        itemsize = next(self.interactions[0].radial_mlp.parameters()).element_size()
         budget = ONE_PASS_BYTES
         if device is not None and device.type == "cuda":
             budget = GPU_ONE_PASS_FRACTION * torch.cuda.mem_get_info(device)[0]
@@ -409,9 +455,11 @@ def _layer_in_chunks(
     receivers are the first ``n_receivers`` atoms (all, or a domain's local atoms).
     """
     up = interaction.linear_up(node_feats).index_select(0, chunks.nodes)
+    up_type = atom_type.index_select(0, chunks.nodes)
     n_receivers = sum(chunks.receiver_sizes)
     parts = zip(
         up.split(chunks.node_sizes),
+        up_type.split(chunks.node_sizes),
         node_feats[:n_receivers].split(chunks.receiver_sizes),
         atom_type[:n_receivers].split(chunks.receiver_sizes),
         edge_attrs.split(chunks.edge_sizes),
@@ -428,6 +476,7 @@ def _chunk_layer(
     interaction: Interaction,
     product: Product,
     up: torch.Tensor,
+    up_type: torch.Tensor,
     node_feats: torch.Tensor,
     atom_type: torch.Tensor,
     edge_attrs: torch.Tensor,
@@ -438,7 +487,15 @@ def _chunk_layer(
 ) -> torch.Tensor:
     """New features (n_receivers, skip_out.dim) of one chunk's receivers."""
     message, sc = interaction.messages(
-        up, node_feats, atom_type, edge_attrs, edge_radial, sender, receiver, first_row
+        up,
+        node_feats,
+        atom_type,
+        edge_attrs,
+        edge_radial,
+        sender,
+        receiver,
+        first_row,
+        up_type=up_type,
     )
     return product(message, atom_type, sc)
 

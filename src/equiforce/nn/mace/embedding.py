@@ -44,7 +44,9 @@ class EdgeEmbedding(nn.Module):
 
     No parameters. With the transform, a buffer ``covalent_radii`` (n_types,) Å of the
     model's species (``ase.data.covalent_radii``; not in the state dict: the spec's
-    ``type_names`` give it).
+    ``type_names`` give it). With ``apply_cutoff`` False (mace-torch's option of the name)
+    the radial basis comes without the envelope, which follows as one last column for the
+    interactions to apply after their MLPs (``split_envelope``).
 
     Args:
         max_ell: highest SH degree.
@@ -53,6 +55,7 @@ class EdgeEmbedding(nn.Module):
         num_polynomial_cutoff: envelope order ``p``.
         agnesi: the transform's (q, p, a), or None (no transform).
         type_names: the model's species (with ``agnesi``).
+        apply_cutoff: multiply the basis by the envelope (True), or hand the envelope on.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class EdgeEmbedding(nn.Module):
         num_polynomial_cutoff: int,
         agnesi: tuple[float, float, float] | None = None,
         type_names: tuple[str, ...] = (),
+        apply_cutoff: bool = True,
     ):
         super().__init__()
+        self.apply_cutoff = apply_cutoff
         self.max_ell = max_ell
         self.r_max = r_max
         self.num_radial_basis = num_radial_basis
@@ -94,7 +99,8 @@ class EdgeEmbedding(nn.Module):
 
         Returns:
             ``edge_attrs`` (n_edges, (max_ell + 1)^2) and ``edge_radial``
-            (n_edges, num_radial_basis).
+            (n_edges, num_radial_basis), or without ``apply_cutoff`` (n_edges,
+            num_radial_basis + 1): the basis and the envelope.
         """
         lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
         envelope = polynomial_cutoff(lengths, self.r_max, self.num_polynomial_cutoff)
@@ -103,4 +109,17 @@ class EdgeEmbedding(nn.Module):
             pair_radius = 0.5 * (radii[edge_types[0]] + radii[edge_types[1]])[:, None]
             lengths = agnesi_transform(lengths, pair_radius, *self.agnesi)
         radial = bessel_basis(lengths, self.r_max, self.num_radial_basis)
+        if not self.apply_cutoff:
+            return spherical_harmonics(self.max_ell, vectors), torch.cat([radial, envelope], 1)
         return spherical_harmonics(self.max_ell, vectors), radial * envelope
+
+
+def split_envelope(
+    edge_radial: torch.Tensor, apply_cutoff: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``EdgeEmbedding``'s radial features as (basis, envelope): with ``apply_cutoff`` the
+    features themselves and None (the envelope is in them), else the basis and the last
+    column (n_edges, 1)."""
+    if apply_cutoff:
+        return edge_radial, None
+    return edge_radial[:, :-1], edge_radial[:, -1:]

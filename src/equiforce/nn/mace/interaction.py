@@ -9,6 +9,7 @@ from torch import nn
 
 from equiforce.kernels import make_channelwise_tp, make_linear
 from equiforce.nn.edge_pairs import EdgePairs
+from equiforce.nn.mace.embedding import split_envelope
 from equiforce.nn.mace.layout import NODE_LAYOUT
 from equiforce.nn.mace.mlp import RadialMLP
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
@@ -52,6 +53,8 @@ class Interaction(nn.Module):
         avg_num_neighbors: message normalisation.
         residual: self-connection variant (see above).
         generator: random source for the initial weights.
+        apply_cutoff: the radial features carry the envelope (True), or it follows as their
+            last column and multiplies the MLP's output (``embedding.split_envelope``).
     """
 
     def __init__(
@@ -62,9 +65,11 @@ class Interaction(nn.Module):
         avg_num_neighbors: float,
         residual: bool,
         generator: torch.Generator,
+        apply_cutoff: bool = True,
     ):
         super().__init__()
         self.irreps = irreps
+        self.apply_cutoff = apply_cutoff
         self.avg_num_neighbors = avg_num_neighbors
         self.residual = residual
         layout = NODE_LAYOUT
@@ -128,6 +133,7 @@ class Interaction(nn.Module):
         receiver: torch.Tensor,
         first_row: int = 0,
         pairs: EdgePairs | None = None,
+        up_type: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Messages onto a block of receivers, from up-projected node features.
 
@@ -146,17 +152,23 @@ class Interaction(nn.Module):
             receiver: (n_edges,) int64 row of ``up`` receiving it.
             first_row: row of ``up`` of the first receiver.
             pairs: bonds of these edges, or None (see ``forward``).
+            up_type: (n_nodes,) species of the rows of ``up``: unused here (the
+                non-linear block's ends' embeddings need them).
 
         Returns:
             ``message`` (n_receivers, target.dim) and ``sc`` (n_receivers, skip_out.dim) or
             None.
         """
         sc = self.skip(node_feats, atom_type) if self.residual else None
+        if pairs is not None:  # a function of the length: the same on both edges of a bond
+            edge_radial = pairs.gather(edge_radial)
+        basis, envelope = split_envelope(edge_radial, self.apply_cutoff)
+        weights = self.radial_mlp(basis)
+        if envelope is not None:
+            weights = weights * envelope
         if pairs is None:
-            weights = self.radial_mlp(edge_radial)
             summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
-        else:  # a function of the length: the same on both edges of a bond, shared in place
-            weights = self.radial_mlp(pairs.gather(edge_radial))
+        else:  # shared in place
             summed = self.conv_tp(up, edge_attrs, weights, sender, receiver, pairs.of_edge)
         n_receivers = node_feats.shape[0]
         if first_row != 0 or n_receivers != summed.shape[0]:

@@ -88,6 +88,7 @@ def chunk_features(
         graph.senders,
         graph.receivers,
         graph.first_row,
+        up_type=atom_type[graph.nodes],
     )
     return product(message, own_type, sc)
 
