@@ -132,6 +132,8 @@ def test_spec_round_trips_through_a_plain_dict():
         ({"agnesi": (1.0, 2.0)}, "agnesi must be three finite numbers"),
         ({"nonlinear_interactions": "first"}, "nonlinear_interactions must be one of"),
         ({"nonlinear_interactions": "all"}, "nonlinear_interactions needs apply_cutoff false"),
+        ({"edge_irreps": "8xq"}, "edge_irreps '8xq' are not irreps"),
+        ({"edge_irreps_first": True}, "edge_irreps_first needs edge_irreps"),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_field(changes, message):

@@ -231,11 +231,18 @@ def test_on_a_gpu_graphs_run_in_one_pass_while_it_fits_half_the_free_memory(monk
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval-checkpointed", "train-create-graph"])
 def test_chunked_equals_one_pass_with_nonlinear_interactions(batch, train):
-    """The non-linear block (``MACESpec.nonlinear_interactions``) embeds both ends' species
-    and sums a density over each receiver's edges: the chunks' (checkpointed or plain)
+    """The non-linear block (``MACESpec.nonlinear_interactions``, here on ``edge_irreps``)
+    embeds both ends' species and sums a density over each receiver's edges: the chunks'
+    (checkpointed or plain)
     shuffled edges equal one pass (the senders' species handed to the chunks in the wrong
     order, or the density summed over the chunk's nodes wrongly, fails it)."""
-    model = _model("fast", nonlinear_interactions="all", apply_cutoff=False)
+    model = _model(
+        "fast",
+        nonlinear_interactions="all",
+        apply_cutoff=False,
+        edge_irreps="12x0e + 12x1o + 12x2e",
+        edge_irreps_first=True,
+    )
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "embedding" in name and "edge" not in name:

@@ -61,3 +61,16 @@ class TestMACENonLinearPhysics(TestMACEPhysics):
                     noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
                     parameter.add_(noise.to(parameter.dtype))
         return model
+
+
+class TestMACEEdgeIrrepsPhysics(TestMACEPhysics):
+    """The same with ``MACESpec.edge_irreps`` (the up-projection and convolution on 12
+    channels up to l = 2 for 8-channel l <= 1 features, the first layer on 12 scalars:
+    ``edge_irreps_first``)."""
+
+    def make_model(self, dtype: torch.dtype):
+        model = super().make_model(dtype)
+        spec = dataclasses.replace(
+            model.spec, edge_irreps="12x0e + 12x1o + 12x2e", edge_irreps_first=True
+        )
+        return build_model("mace", spec)

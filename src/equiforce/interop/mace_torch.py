@@ -6,7 +6,8 @@ embeddings; the ZBL ``pair_repulsion`` with its default constants; the ``Agnesi`
 transform; ``use_agnostic_product``: one symmetric contraction for every element, copied to
 each; ``use_last_readout_only``: the earlier layers' readouts zero;
 ``RealAgnosticResidualNonLinearInteractionBlock``, the MH foundation models' block, with
-``apply_cutoff=False``; ``apply_cutoff=False`` with the default blocks), float32 or float64; a
+``apply_cutoff=False``; ``apply_cutoff=False`` with the default blocks; ``edge_irreps`` and
+``use_edge_irreps_first``), float32 or float64; a
 multi-head model converts one head at a time (``head=``).
 Everything is read from the module itself; energies and forces agree to ~1e-12 in float64.
 
@@ -129,6 +130,7 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
     readout_hidden = model.readouts[-1].hidden_irreps.dim // n_heads if n_layers > 1 else 16
     energies = model.atomic_energies_fn.atomic_energies.detach().double()
     energies = energies.reshape(n_heads, -1)[index]
+    edge_irreps = getattr(model, "edge_irreps", None)
     scale, shift = 1.0, 0.0
     if hasattr(model, "scale_shift"):
         scale = float(model.scale_shift.scale.detach().flatten()[index])
@@ -152,6 +154,9 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         first_interaction_residual=type(model.interactions[0]).__name__ == _LATER_BLOCK,
         nonlinear_interactions=_nonlinear_choice(model),
+        edge_irreps=None if edge_irreps is None else str(Irreps(edge_irreps)),
+        edge_irreps_first=edge_irreps is not None
+        and bool(getattr(model, "use_edge_irreps_first", False)),
         apply_cutoff=bool(getattr(model.radial_embedding, "apply_cutoff", True)),
         pair_repulsion=hasattr(model, "pair_repulsion"),
         distance_transform="agnesi" if hasattr(embedding, "distance_transform") else None,
@@ -259,9 +264,7 @@ def _irreps_problems(model: torch.nn.Module) -> list[str]:
     correlations = {p.symmetric_contractions.contractions[0].correlation for p in model.products}
     if len(correlations) != 1:
         problems.append(f"per-layer correlation {sorted(correlations)} is not supported")
-    for index, (block, product) in enumerate(zip(model.interactions, model.products, strict=True)):
-        if Irreps(block.edge_irreps) != Irreps(block.node_feats_irreps):
-            problems.append(f"interaction {index}: edge_irreps is not supported")
+    for index, product in enumerate(model.products):
         out = Irreps(product.linear.irreps_out)
         last = index == len(model.products) - 1
         if (last and out != Irreps(f"{channels}x0e")) or (

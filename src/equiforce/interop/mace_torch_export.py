@@ -36,8 +36,8 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
 
     Raises:
         ImportError: mace-torch is not installed.
-        ValueError: ``potential`` is not a MACE model, or has non-linear interactions or
-            ``apply_cutoff`` false (not exported).
+        ValueError: ``potential`` is not a MACE model, or has non-linear interactions,
+            ``apply_cutoff`` false or ``edge_irreps`` (not exported).
     """
     import mace.modules  # noqa: F401  (lazy: mace-torch is optional; first, before e3nn)
 
@@ -49,10 +49,11 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
             f"pair_repulsion_form {spec.pair_repulsion_form!r}: mace-torch's pair_repulsion is "
             "the 'mace' form only"
         )
-    if spec.nonlinear_interactions != "none" or not spec.apply_cutoff:
+    if spec.nonlinear_interactions != "none" or not spec.apply_cutoff or spec.edge_irreps:
         raise ValueError(
             "to_mace_torch exports the residual and plain interactions with the envelope on the "
-            "basis; this model has non-linear interactions or apply_cutoff false"
+            "basis and no edge_irreps; this model has non-linear interactions, apply_cutoff "
+            "false or edge_irreps"
         )
     dtype = spec.torch_dtype
     model = _build(spec, dtype)

@@ -130,6 +130,12 @@ class MACESpec(ModelSpec):
         apply_cutoff: the envelope multiplies the radial basis before the radial MLPs (True,
             default), or their outputs (False: mace-torch's ``apply_cutoff=False``; what
             keeps the non-linear block, whose MLPs have biases, smooth at the cutoff).
+        edge_irreps: the irreps (an e3nn string, e.g. ``"64x0e + 64x1o + 64x2e"``) each
+            interaction's ``linear_up`` maps the node features to and its convolution takes
+            (mace-torch's ``edge_irreps``); None (default): the node features' own.
+        edge_irreps_first: the first interaction's up-projection too, to the scalars of
+            ``edge_irreps`` (mace-torch's ``use_edge_irreps_first``; default False: its node
+            features' own).
     """
 
     num_channels: int = 64
@@ -146,6 +152,8 @@ class MACESpec(ModelSpec):
     agnesi: tuple[float, ...] = (0.9183, 4.5791, 1.0805)
     nonlinear_interactions: str = "none"
     apply_cutoff: bool = True
+    edge_irreps: str | None = None
+    edge_irreps_first: bool = False
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -178,6 +186,13 @@ class MACESpec(ModelSpec):
                 "MLPs (whose biases and species embeddings are non-zero at r_max) the block "
                 "is discontinuous at the cutoff"
             )
+        if self.edge_irreps is not None:
+            try:
+                Irreps(self.edge_irreps)
+            except (ValueError, AssertionError) as error:
+                problems.append(f"edge_irreps {self.edge_irreps!r} are not irreps: {error}")
+        elif self.edge_irreps_first:
+            problems.append("edge_irreps_first needs edge_irreps")
         if len(self.agnesi) != 3 or not all(math.isfinite(v) for v in self.agnesi):
             problems.append(f"agnesi must be three finite numbers (q, p, a), got {self.agnesi}")
         return problems
@@ -190,10 +205,14 @@ def layer_irreps(spec: MACESpec) -> list[InteractionIrreps]:
     hidden = hidden_irreps(spec.num_channels, spec.max_L)
     scalars = scalar_irreps(spec.num_channels)
     layers = []
+    edge = None if spec.edge_irreps is None else Irreps(spec.edge_irreps)
     for index in range(spec.num_interactions):
         node_in = scalars if index == 0 else hidden
         out = scalars if index == spec.num_interactions - 1 else hidden
-        layers.append(InteractionIrreps(node_in, edge_attrs, target, out))
+        up = edge
+        if index == 0 and edge is not None:  # mace-torch: the first layer keeps its own
+            up = Irreps(f"{edge.count((0, 1))}x0e") if spec.edge_irreps_first else None
+        layers.append(InteractionIrreps(node_in, edge_attrs, target, out, up))
     return layers
 
 

@@ -25,12 +25,20 @@ class InteractionIrreps:
         edge_attrs: edge spherical harmonics.
         target: irreps of the message (input of the product block).
         skip_out: output of the residual self-connection (the layer's hidden irreps).
+        edge: the up-projected features the convolution takes (mace-torch's ``edge_irreps``;
+            None: ``node_in``).
     """
 
     node_in: Irreps
     edge_attrs: Irreps
     target: Irreps
     skip_out: Irreps
+    edge: Irreps | None = None
+
+    @property
+    def up(self) -> Irreps:
+        """The irreps ``linear_up`` maps the node features to: ``edge``, else ``node_in``."""
+        return self.node_in if self.edge is None else self.edge
 
 
 class Interaction(nn.Module):
@@ -73,9 +81,9 @@ class Interaction(nn.Module):
         self.avg_num_neighbors = avg_num_neighbors
         self.residual = residual
         layout = NODE_LAYOUT
-        up = LinearDescriptor(irreps.node_in, irreps.node_in, layout=layout)
+        up = LinearDescriptor(irreps.node_in, irreps.up, layout=layout)
         self.linear_up = make_linear(up, generator)
-        tp = ChannelwiseTPDescriptor(irreps.node_in, irreps.edge_attrs, irreps.target, layout)
+        tp = ChannelwiseTPDescriptor(irreps.up, irreps.edge_attrs, irreps.target, layout)
         self.conv_tp = make_channelwise_tp(tp)
         self.radial_mlp = RadialMLP((*radial_sizes, tp.weight_numel), generator)
         linear = LinearDescriptor(tp.irreps_out, irreps.target, layout=layout)
@@ -142,7 +150,7 @@ class Interaction(nn.Module):
         rows ``first_row .. first_row + n_receivers - 1`` of ``up``.
 
         Args:
-            up: (n_nodes, node_in.dim) ``linear_up`` of the features of every node the
+            up: (n_nodes, irreps.up.dim) ``linear_up`` of the features of every node the
                 edges touch.
             node_feats: (n_receivers, node_in.dim) features of the receivers.
             atom_type: (n_receivers,) int64 species of the receivers.

@@ -134,8 +134,7 @@ class NonLinearInteraction(nn.Module):
     interface (``linear_up``, ``forward``, ``messages``).
 
     Args:
-        irreps: resolved irreps of the block (``edge_irreps`` = ``node_in``, mace-torch's
-            default).
+        irreps: resolved irreps of the block (``irreps.up``: mace-torch's ``edge_irreps``).
         n_types: number of species.
         radial_sizes: radial basis size first, then the hidden widths of the radial MLP.
         generator: random source for the initial weights.
@@ -162,7 +161,7 @@ class NonLinearInteraction(nn.Module):
         layout = NODE_LAYOUT
         channels = irreps.node_in.count((0, 1))
         self.linear_up = make_linear(
-            LinearDescriptor(irreps.node_in, irreps.node_in, layout=layout), generator
+            LinearDescriptor(irreps.node_in, irreps.up, layout=layout), generator
         )
         # e3nn Linear(n_types x 0e -> channels x 0e) of the one-hot species: a row per species
         self.source_embedding = nn.Parameter(
@@ -171,7 +170,7 @@ class NonLinearInteraction(nn.Module):
         self.target_embedding = nn.Parameter(
             1e-3 * (2 * torch.rand(n_types, channels, generator=generator, dtype=torch.float64) - 1)
         )
-        tp = ChannelwiseTPDescriptor(irreps.node_in, irreps.edge_attrs, irreps.target, layout)
+        tp = ChannelwiseTPDescriptor(irreps.up, irreps.edge_attrs, irreps.target, layout)
         self.conv_tp = make_channelwise_tp(tp)
         edge_features = radial_sizes[0] + 2 * channels
         self.radial_mlp = LayerNormMLP(
@@ -181,7 +180,7 @@ class NonLinearInteraction(nn.Module):
         self.gate = Gate(irreps.target)
         nonlinear_in = self.gate.irreps_in
         self.linear_res = make_linear(
-            LinearDescriptor(irreps.node_in, nonlinear_in, layout=layout), generator
+            LinearDescriptor(irreps.up, nonlinear_in, layout=layout), generator
         )
         self.linear_1 = make_linear(
             LinearDescriptor(tp.irreps_out, nonlinear_in, layout=layout), generator
