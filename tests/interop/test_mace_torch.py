@@ -297,7 +297,7 @@ def test_a_nonlinear_block_with_the_envelope_first_is_refused():
     converted = from_mace_torch(
         _mace_model(interaction_cls=nonlinear, interaction_cls_first=nonlinear, apply_cutoff=False)
     )
-    with pytest.raises(ValueError, match="non-linear interactions or apply_cutoff false"):
+    with pytest.raises(ValueError, match="non-linear interactions, apply_cutoff false or edge"):
         to_mace_torch(converted)
 
 
