@@ -12,11 +12,7 @@ from ase import Atoms
 def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> None:
     """The model, the crystal, ``--relax`` (the relaxed crystal ``relaxed_as``),
     ``--device``, ``--precision`` and ``--dispersion``."""
-    from equiforce.cli.options import (
-        add_device_option,
-        add_dispersion_option,
-        add_precision_option,
-    )
+    from equiforce.cli.options import add_calculator_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("crystal", help="the crystal, any ASE format (its first frame); relaxed")
@@ -26,9 +22,7 @@ def add_crystal_arguments(parser: argparse.ArgumentParser, relaxed_as: str) -> N
         help="relax the crystal first: positions and cell at 0 GPa keeping its space group "
         f"(BFGS, fmax 1e-4 eV/Å), written {relaxed_as}",
     )
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
 
 
 def add_phonon_arguments(parser: argparse.ArgumentParser, mesh: int, mesh_for: str) -> None:

@@ -15,11 +15,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``ipi`` options on ``parser``."""
-    from equiforce.cli.options import (
-        add_device_option,
-        add_dispersion_option,
-        add_precision_option,
-    )
+    from equiforce.cli.options import add_calculator_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument(
@@ -38,9 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wait", type=float, default=60.0, help="seconds to wait for i-PI to start (60)"
     )
     parser.add_argument("--log", action="store_true", help="print the socket protocol's messages")
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,9 +26,7 @@ from pathlib import Path
 
 from equiforce.cli.options import (
     add_batch_atoms_option,
-    add_device_option,
-    add_dispersion_option,
-    add_precision_option,
+    add_calculator_options,
     model_calculator,
 )
 from equiforce.md.dynamics import BAROSTATS
@@ -171,9 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(NVT, NVE, NPT; needs equiforce[sim]); trajectories md_0000.traj, ...",
     )
     add_batch_atoms_option(parser)
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
     parser.add_argument(
         "--compile",
         action="store_true",

@@ -25,11 +25,7 @@ FIGURE_NAME = "neb.png"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``neb`` options on ``parser``."""
-    from equiforce.cli.options import (
-        add_device_option,
-        add_dispersion_option,
-        add_precision_option,
-    )
+    from equiforce.cli.options import add_calculator_options
     from equiforce.md.neb import INTERPOLATIONS, METHODS
     from equiforce.md.relax import OPTIMIZERS
 
@@ -81,9 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also the harmonic transition-state theory rates at these temperatures (K), "
         "forward and backward: the vibrations of the end points and the saddle (3 Hessians)",
     )
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
     parser.add_argument("--out", default="neb", help="output folder (neb)")
 
 

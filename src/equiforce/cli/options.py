@@ -101,6 +101,14 @@ def add_dispersion_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_calculator_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--precision`` and ``--dispersion`` / ``--dispersion-xc``: what
+    ``model_calculator`` builds the calculator from."""
+    add_device_option(parser)
+    add_precision_option(parser)
+    add_dispersion_option(parser)
+
+
 def model_calculator(args: argparse.Namespace, **options):
     """The ``EquiforceCalculator`` of ``args.model`` on ``args.device`` in ``args.precision``
     (``options``: more of its arguments), with ``args.dispersion`` the D3-corrected one; a

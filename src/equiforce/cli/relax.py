@@ -12,9 +12,7 @@ from pathlib import Path
 
 from equiforce.cli.options import (
     add_batch_atoms_option,
-    add_device_option,
-    add_dispersion_option,
-    add_precision_option,
+    add_calculator_options,
     model_calculator,
 )
 from equiforce.md.relax import CELL_MODES, OPTIMIZERS
@@ -74,9 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the structures OUTPUT already holds (a stopped run over the same input) and "
         "relax the rest",
     )
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

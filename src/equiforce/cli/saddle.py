@@ -22,11 +22,7 @@ SUMMARY_NAME = "saddle.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``saddle`` options on ``parser``."""
-    from equiforce.cli.options import (
-        add_device_option,
-        add_dispersion_option,
-        add_precision_option,
-    )
+    from equiforce.cli.options import add_calculator_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("guess", help="the guess, any ASE format (its last frame, or file@index)")
@@ -49,9 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the atoms that move (default: those FixAtoms leaves free)",
     )
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
     parser.add_argument("--out", default="saddle", help="output folder (saddle)")
 
 

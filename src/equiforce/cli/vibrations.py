@@ -24,11 +24,7 @@ MAX_FORCE = 1e-2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``vibrations`` options on ``parser``."""
-    from equiforce.cli.options import (
-        add_device_option,
-        add_dispersion_option,
-        add_precision_option,
-    )
+    from equiforce.cli.options import add_calculator_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument(
@@ -74,9 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a first-order saddle point: its one imaginary mode is left out of the "
         "thermochemistry",
     )
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_dispersion_option(parser)
+    add_calculator_options(parser)
     parser.add_argument("--out", default="vibrations", help="output folder (vibrations)")
 
 
