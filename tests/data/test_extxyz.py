@@ -77,6 +77,21 @@ def test_custom_keys_are_read_from_info_and_arrays(write_frames):
     assert config.weight == 2.5 and config.energy_weight == 1.0
 
 
+def test_total_charge_and_spin_are_read_and_checked(write_text):
+    """The frames' net charge and spin multiplicity (``info``, default keys ``charge`` and
+    ``spin``, or mace-torch's ``total_charge``/``total_spin`` when named), neutral singlets
+    without them; a multiplicity below 1 or a text is named with the file, frame and field."""
+    path = write_text(_two_cu("charge=-1 spin=2") + _two_cu() + _two_cu("total_charge=2"))
+    configs = read_configurations(path)
+    assert [(c.total_charge, c.total_spin) for c in configs] == [(-1, 2), (0, 1), (0, 1)]
+    mace_keys = KeySpec(total_charge_key="total_charge", total_spin_key="total_spin")
+    assert read_configurations(path, mace_keys)[2].total_charge == 2
+    for bad, field in (("spin=0.5", "spin"), ("charge=minus", "charge")):
+        path = write_text(_two_cu() + _two_cu(bad))
+        with pytest.raises(DataError, match=rf"frame 1: field '{field}' \(total_"):
+            read_configurations(path)
+
+
 @pytest.mark.parametrize(
     "stress_text",
     ['s="1 6 5 6 2 4 5 4 3"', 's="1 2 3 4 5 6"'],

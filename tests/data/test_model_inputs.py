@@ -29,8 +29,9 @@ def test_model_inputs_equal_the_collated_graph_on_every_model_input(atoms):
     config = atoms_to_configuration(atoms, "test structure")
     full = collate([configuration_to_graph(config, SPECIES, 4.0)])
     lean = model_inputs(config, SPECIES, 4.0)
-    assert set(lean) == set(keys.MODEL_INPUT_KEYS)
-    for name in keys.MODEL_INPUT_KEYS:
+    names = (*keys.MODEL_INPUT_KEYS, *keys.GRAPH_STATE_KEYS)
+    assert set(lean) == set(names)
+    for name in names:
         assert lean[name].dtype == full[name].dtype, name
         assert lean[name].shape == full[name].shape, name
         assert torch.equal(lean[name], full[name]), name

@@ -45,6 +45,8 @@ def _frames(n: int, seed: int = 0) -> list[Atoms]:
         atoms.calc = SinglePointCalculator(atoms, **labels)
         if k % 7 == 6:
             atoms.info["config_weight"] = 2.5
+        if k % 4 == 1:  # charged, and not a singlet (state.npy)
+            atoms.info.update(charge=k % 3 - 1, spin=2 + k % 2)
         frames.append(atoms)
     return frames
 

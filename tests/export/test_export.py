@@ -53,12 +53,23 @@ from equiforce.testing.structures import (
 )
 from equiforce.testing.tolerances import TOL, Tolerance
 
+STATE_SPECS = {
+    "total_charge": {"type": "categorical", "emb_dim": 4, "num_classes": 5, "offset": 2},
+    "total_spin": {"type": "continuous", "emb_dim": 3},
+}
+
 
 def _nonlinear_mace(dtype: torch.dtype, **kw):
     """One non-linear interaction (mace-torch's MH block), its species embeddings away from
-    their ~1e-3 start."""
+    their ~1e-3 start, conditioned on the total charge and spin as MACE-OMOL is."""
     model = tiny_mace(
-        dtype, num_interactions=1, nonlinear_interactions="all", apply_cutoff=False, **kw
+        dtype,
+        num_interactions=1,
+        nonlinear_interactions="all",
+        apply_cutoff=False,
+        embedding_specs=STATE_SPECS,
+        embedding_readout=True,
+        **kw,
     )
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -210,6 +221,28 @@ def test_package_equals_eager_on_structures_unseen_at_export(exported):
         for name in names + [keys.STRESS] * stress:
             assert got[name].dtype == torch.float64
             _assert_close(got[name], want[name], TOLERANCES[_mode(metadata)], name)
+
+
+def test_a_package_takes_each_structures_charge_and_spin(mace_nonlinear_fast_float64):
+    """A package of a charge- and spin-aware MACE takes the state as inputs: structures of
+    several states equal the eager model's; a charge its table lacks is named before the
+    program runs (the program holds no such check)."""
+    model, path, metadata = mace_nonlinear_fast_float64
+    assert {keys.TOTAL_CHARGE, keys.TOTAL_SPIN} <= set(metadata["inputs"])
+    package = load_exported(path)
+    energies = set()
+    for charge, spin in [(0, 1), (-2, 2), (1, 3.5), (2, 1)]:
+        atoms = make_molecule()
+        atoms.info.update(charge=charge, spin=spin)
+        batch = package.batch(atoms)
+        got, want = package(batch), model(batch, create_graph=False)
+        for name in (keys.ENERGY, keys.FORCES):
+            _assert_close(got[name], want[name], TOL.fp64, name)
+        energies.add(round(float(got[keys.ENERGY]), 6))
+    assert len(energies) == 4
+    atoms.info["charge"] = 3
+    with pytest.raises(ValueError, match="total_charge 3: the model embeds the integers -2 to 2"):
+        package(package.batch(atoms))
 
 
 def test_a_mace_package_runs_its_radial_mlps_once_per_bond(mace_paired_float64, mace_fast_float64):

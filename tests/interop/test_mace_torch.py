@@ -324,3 +324,56 @@ def test_edge_irreps_convert(first, edge_first):
     spec = from_mace_torch(model).spec
     assert spec.edge_irreps == "32x0e+32x1o+32x2e" and spec.edge_irreps_first == edge_first
     _compare(model, torch.float64, TOL.peer_parity)
+
+
+_STATE_SPECS = {
+    "total_charge": {
+        "type": "categorical",
+        "per": "graph",
+        "in_dim": 1,
+        "emb_dim": 8,
+        "num_classes": 21,
+        "offset": 10,
+        "key": "charge",
+    },
+    "total_spin": {"type": "continuous", "per": "graph", "in_dim": 1, "emb_dim": 6},
+}
+
+
+def _charged_and_spinning() -> list[Atoms]:
+    """The parity structures, each with another (charge, multiplicity) in ``info``."""
+    frames = peer_parity_structures()
+    for k, atoms in enumerate(frames):
+        atoms.info.update(charge=(-1, 0, 2, 1)[k % 4], spin=(2, 3, 1, 4)[k % 4])
+    return frames
+
+
+@pytest.mark.parametrize("nonlinear", [True, False], ids=["nonlinear-blocks", "default-blocks"])
+def test_charge_and_spin_embeddings_convert(nonlinear):
+    """mace-torch's ``embedding_specs`` (MACE-OMOL's: the total charge and spin per structure,
+    here one categorical and one continuous) with ``use_embedding_readout``, on the non-linear
+    and the default blocks: energies and forces of structures of different charges and
+    multiplicities (read from ``info``) equal mace-torch's; the state changes the energy;
+    ``to_mace_torch`` (default blocks) gives back a mace-torch model with the same numbers."""
+    from equiforce.interop.mace_torch_export import to_mace_torch
+
+    blocks = {}
+    if nonlinear:
+        blocks = {"interaction_cls": mace_modules.interaction_classes[_NONLINEAR]}
+        blocks["apply_cutoff"] = False
+    model = _mace_model(**blocks, embedding_specs=_STATE_SPECS, use_embedding_readout=True)
+    potential = from_mace_torch(model)
+    assert potential.spec.embedding_readout
+    assert potential.energy_model.graph_inputs == ("total_charge", "total_spin")
+    frames = _charged_and_spinning()
+    batch = _batch(frames)
+    assert batch[keys.TOTAL_CHARGE].tolist() == [a.info["charge"] for a in frames]
+    ours = potential(batch, compute_forces=True)
+    tolerance = TOL.peer_parity.__dict__
+    for mace_model in (model,) if nonlinear else (model, to_mace_torch(potential)):
+        inputs = mace_inputs(batch, len(TYPE_NAMES), torch.float64)
+        reference = mace_model(inputs, compute_force=True)
+        torch.testing.assert_close(ours[keys.ENERGY], reference["energy"], **tolerance)
+        torch.testing.assert_close(ours[keys.FORCES], reference["forces"], **tolerance)
+    neutral = potential(_batch(peer_parity_structures()), compute_forces=False)
+    assert (neutral[keys.ENERGY] - ours[keys.ENERGY]).abs().min() > 1e-3

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from equiforce.cli.options import add_device_option, add_precision_option
+from equiforce.cli.options import add_device_option, add_precision_option, add_state_key_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="config_type",
         help="the frames' config type (info key): errors also per type (mace-torch's)",
     )
+    add_state_key_options(parser)
     parser.add_argument(
         "--predictions",
         default=None,
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         forces_key=args.forces_key,
         stress_key=args.stress_key,
         config_type_key=args.config_type_key,
+        total_charge_key=args.total_charge_key,
+        total_spin_key=args.total_spin_key,
     )
     files = {path: structures_in(path, model, label_keys) for path in args.data}
     options = dict(batch_size=args.batch_size, max_parity_points=args.parity_points)

@@ -39,6 +39,21 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_state_key_options(parser: argparse.ArgumentParser) -> None:
+    """``--total-charge-key`` and ``--total-spin-key``: where the frames of a labelled file
+    keep their net charge and spin multiplicity (``KeySpec``'s fields)."""
+    parser.add_argument(
+        "--total-charge-key",
+        default="charge",
+        help="the frames' net charge (info key; default charge; absent: 0)",
+    )
+    parser.add_argument(
+        "--total-spin-key",
+        default="spin",
+        help="the frames' spin multiplicity 2S+1 (info key; default spin; absent: 1)",
+    )
+
+
 def add_batch_atoms_option(parser: argparse.ArgumentParser) -> None:
     """``--max-batch-atoms N`` (5000): the most atoms of one TorchSim batch (``--batched``)."""
     parser.add_argument(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from equiforce.cli.options import add_state_key_options
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.ondisk import preprocess, verify_preprocessed
 
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}-key", default=name, help=f"extxyz key of the {name}")
     parser.add_argument("--weight-key", default="config_weight", help="per-config weight key")
     parser.add_argument("--config-type-key", default="config_type", help="config type key")
+    add_state_key_options(parser)
     parser.add_argument(
         "--config-type-weights",
         nargs="+",
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         weight_key=args.weight_key,
         config_type_key=args.config_type_key,
         config_type_weights=_config_type_weights(args.config_type_weights),
+        total_charge_key=args.total_charge_key,
+        total_spin_key=args.total_spin_key,
     )
     start = time.perf_counter()
     manifest = preprocess(

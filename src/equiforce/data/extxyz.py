@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from equiforce.data.graph import Configuration, effective_cell
+from equiforce.data.graph import Configuration, effective_cell, electronic_state
+from equiforce.data.keys import TOTAL_CHARGE, TOTAL_SPIN
 from equiforce.data.neighbors import neighbor_list, vesin_box
 
 CLOSE_DISTANCE = 0.1  # Å: two atoms closer than this trigger a CloseAtomsWarning
@@ -47,6 +48,11 @@ class KeySpec:
         config_type_weights: ``(config type, weight)`` pairs multiplying the per-config
             weight of the frames of that type (mace-torch's ``config_type_weights``; types
             not named: 1).
+        total_charge_key, total_spin_key: the frame's net charge (e) and spin multiplicity
+            (2S + 1) in ``atoms.info`` (default ``"charge"`` and ``"spin"``, as mace-torch's
+            and fairchem's calculators read them; mace-torch's training files use
+            ``"total_charge"`` and ``"total_spin"``); absent: 0 and 1. Models that condition
+            on them (MACE's ``embedding_specs``) read them; the others ignore them.
     """
 
     energy_key: str = "energy"
@@ -59,6 +65,8 @@ class KeySpec:
     stress_weight_key: str = "config_stress_weight"
     config_type_key: str = "config_type"
     config_type_weights: tuple[tuple[str, float], ...] = ()
+    total_charge_key: str = "charge"
+    total_spin_key: str = "spin"
 
     def label_keys(self) -> dict[str, Any]:
         """What decides a frame's labels and weights, by field name: what a preprocessed
@@ -214,7 +222,17 @@ def configuration_from_atoms(
         stress_weight=_weight(atoms, keys.stress_weight_key, source),
         source=source,
         config_type=config_type,
+        total_charge=_state(atoms, keys.total_charge_key, TOTAL_CHARGE, source),
+        total_spin=_state(atoms, keys.total_spin_key, TOTAL_SPIN, source),
     )
+
+
+def _state(atoms: Any, key: str, field: str, source: str) -> float:
+    """The frame's total charge or spin multiplicity (``graph.electronic_state``)."""
+    try:
+        return electronic_state(atoms.info, key, field, source)
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 def _geometry(atoms: Any, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,6 +30,8 @@ class Configuration:
         source: where it came from, e.g. ``"train.xyz, frame 12"``; used in error messages.
         config_type: the kind of structure (``KeySpec.config_type_key``; ``"Default"``
             without one), or None where not known.
+        total_charge: net charge, elementary charges (default 0: neutral).
+        total_spin: spin multiplicity 2S + 1 (default 1: singlet).
     """
 
     atomic_numbers: np.ndarray
@@ -44,6 +47,8 @@ class Configuration:
     stress_weight: float = 1.0
     source: str = "<memory>"
     config_type: str | None = None
+    total_charge: float = 0.0
+    total_spin: float = 1.0
 
     @property
     def n_atoms(self) -> int:
@@ -137,7 +142,8 @@ def _structure(
     config: Configuration, type_names: Sequence[str], r_max: float
 ) -> dict[str, torch.Tensor]:
     """The model inputs of one structure that a batch concatenates: positions, species
-    indices, edges within ``r_max`` (contiguous), their shifts and the (1, 3, 3) cell."""
+    indices, edges within ``r_max`` (contiguous), their shifts, the (1, 3, 3) cell and the
+    (1,) total charge and spin multiplicity."""
     edge_index, edge_shift = neighbor_list(config.positions, config.cell, config.pbc, r_max)
     f64 = torch.float64
     return {
@@ -148,6 +154,8 @@ def _structure(
         keys.EDGE_INDEX: torch.as_tensor(np.ascontiguousarray(edge_index)),
         keys.EDGE_SHIFT: torch.as_tensor(edge_shift, dtype=f64),
         keys.CELL: torch.as_tensor(config.cell, dtype=f64).reshape(1, 3, 3),
+        keys.TOTAL_CHARGE: torch.tensor([config.total_charge], dtype=f64),
+        keys.TOTAL_SPIN: torch.tensor([config.total_spin], dtype=f64),
     }
 
 
@@ -155,8 +163,9 @@ def model_inputs(
     config: Configuration, type_names: Sequence[str], r_max: float
 ) -> dict[str, torch.Tensor]:
     """The batch of one unlabelled structure with only the model's inputs
-    (``keys.MODEL_INPUT_KEYS``): what ``collate([configuration_to_graph(...)])`` gives for
-    those keys, without the label fields and the concatenation (an MD step's graph).
+    (``keys.MODEL_INPUT_KEYS`` and ``keys.GRAPH_STATE_KEYS``): what
+    ``collate([configuration_to_graph(...)])`` gives for those keys, without the label fields
+    and the concatenation (an MD step's graph).
 
     Args:
         config: the structure (its labels, if any, are not used).
@@ -165,8 +174,9 @@ def model_inputs(
 
     Returns:
         ``pos`` (n_atoms, 3) float64 Å, ``atom_type`` (n_atoms,), ``edge_index`` (2, n_edges),
-        ``edge_shift`` (n_edges, 3) float64, ``cell`` (1, 3, 3) float64 Å, ``batch``
-        (n_atoms,) zeros, ``ptr`` [0, n_atoms] (int64 where not said).
+        ``edge_shift`` (n_edges, 3) float64, ``cell`` (1, 3, 3) float64 Å,
+        ``total_charge`` and ``total_spin`` (1,) float64, ``batch`` (n_atoms,) zeros, ``ptr``
+        [0, n_atoms] (int64 where not said).
     """
     n_atoms = config.n_atoms
     return {
@@ -198,11 +208,17 @@ def atoms_to_configuration(atoms, source: str = "<atoms>") -> Configuration:
     """Unlabelled ``Configuration`` from an ``ase.Atoms`` (for inference).
 
     Args:
-        atoms: the structure; a cell without any periodic axis is replaced by zeros.
+        atoms: the structure; a cell without any periodic axis is replaced by zeros. Its
+            ``info["charge"]`` (net charge, e) and ``info["spin"]`` (spin multiplicity), as
+            mace-torch's and fairchem's calculators read them, default to 0 and 1.
         source: description used in error messages.
 
     Returns:
         Configuration with no labels.
+
+    Raises:
+        ValueError: naming ``source`` and the field, for a charge or spin that is not a
+            finite number (or a multiplicity below 1).
     """
     pbc = np.asarray(atoms.pbc, dtype=bool)
     return Configuration(
@@ -211,4 +227,36 @@ def atoms_to_configuration(atoms, source: str = "<atoms>") -> Configuration:
         cell=effective_cell(np.asarray(atoms.cell.array, dtype=np.float64), pbc),
         pbc=pbc,
         source=source,
+        total_charge=electronic_state(atoms.info, "charge", keys.TOTAL_CHARGE, source),
+        total_spin=electronic_state(atoms.info, "spin", keys.TOTAL_SPIN, source),
     )
+
+
+def electronic_state(info: dict, key: str, field: str, source: str) -> float:
+    """A structure's total charge or spin multiplicity from its ``info`` dict.
+
+    Args:
+        info: ``atoms.info`` (or any mapping).
+        key: the entry to read (e.g. ``"charge"``).
+        field: ``keys.TOTAL_CHARGE`` or ``keys.TOTAL_SPIN``: what it is, and its default when
+            absent (0 and 1).
+        source: description used in error messages.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        ValueError: naming ``source`` and ``key`` when it is not one finite number, or a spin
+            multiplicity below 1.
+    """
+    value = info.get(key)
+    if value is None:
+        return keys.GRAPH_STATE_DEFAULTS[field]
+    array = np.asarray(value)
+    if array.size != 1 or not np.issubdtype(array.dtype, np.number) or array.dtype == bool:
+        raise ValueError(f"{source}: field {key!r} ({field}) must be one number, got {value!r}")
+    number = float(array.reshape(()))
+    if not math.isfinite(number) or (field == keys.TOTAL_SPIN and number < 1):
+        what = "a spin multiplicity >= 1" if field == keys.TOTAL_SPIN else "finite"
+        raise ValueError(f"{source}: field {key!r} ({field}) must be {what}, got {value!r}")
+    return number

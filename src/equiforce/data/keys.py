@@ -51,6 +51,8 @@ HAS_ENERGY = "has_energy"  # (n_graphs,) bool, label present
 HAS_FORCES = "has_forces"  # (n_graphs,) bool
 HAS_STRESS = "has_stress"  # (n_graphs,) bool
 DATASET_INDEX = "dataset_index"  # (n_graphs,) int64, which training file a graph came from
+TOTAL_CHARGE = "total_charge"  # (n_graphs,) float64, elementary charges (0: neutral)
+TOTAL_SPIN = "total_spin"  # (n_graphs,) float64, spin multiplicity 2S + 1 (1: singlet)
 
 # --- index fields, not concatenated directly ---------------------------------------------
 PTR = "ptr"  # (n_graphs + 1,) int64, first atom of each graph
@@ -79,8 +81,14 @@ FIELD_SCOPES: Mapping[str, Scope] = MappingProxyType(
         HAS_FORCES: Scope.GRAPH,
         HAS_STRESS: Scope.GRAPH,
         DATASET_INDEX: Scope.GRAPH,
+        TOTAL_CHARGE: Scope.GRAPH,
+        TOTAL_SPIN: Scope.GRAPH,
     }
 )
 
 # Fields a model may read; models copy only these from the caller's dict.
 MODEL_INPUT_KEYS = (POSITIONS, ATOM_TYPE, EDGE_INDEX, EDGE_SHIFT, CELL, BATCH, PTR)
+# Per-graph electronic state a model may condition on (``AtomicEnergyModel.graph_inputs``);
+# a batch carries them always (defaults: neutral singlet), a model reads those it declares.
+GRAPH_STATE_KEYS = (TOTAL_CHARGE, TOTAL_SPIN)
+GRAPH_STATE_DEFAULTS: Mapping[str, float] = MappingProxyType({TOTAL_CHARGE: 0.0, TOTAL_SPIN: 1.0})

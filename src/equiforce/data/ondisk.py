@@ -14,7 +14,10 @@ plain ``.npy`` arrays, one concatenated array per field, plus per-structure offs
                    atom_offset.npy / edge_offset.npy (n_structures + 1,) int64
                    cell.npy (n, 3, 3), pbc.npy (n, 3), energy.npy (n,), stress.npy (n, 3, 3),
                    weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks,
-                   config_type.npy (n,) int32 index into the manifest's ``config_types``
+                   config_type.npy (n,) int32 index into the manifest's ``config_types``,
+                   state.npy (n, 2) float64 total charge (e) and spin multiplicity
+                   (``keys.GRAPH_STATE_DEFAULTS`` where a directory preprocessed before
+                   it lacks it)
 
 Why ``.npy`` arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra dependency and
 no pickles; one structure is a contiguous byte range of each array, read with ``os.preadv``
@@ -59,7 +62,7 @@ FORMAT = "equiforce-ondisk"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _N_Z = 119  # atomic numbers 0..118 (the species lookup table)
-# Shards whose files a process keeps open at once (13 descriptors each); more are closed least
+# Shards whose files a process keeps open at once (14 descriptors each); more are closed least
 # recently used first and reopened when read again (headers are parsed once per process).
 MAX_OPEN_SHARDS = 32
 
@@ -78,11 +81,13 @@ SHARD_FIELDS: Mapping[str, tuple[str, tuple[int, ...], str]] = {
     "weights": ("float64", (3,), "graph"),
     "has": ("bool", (3,), "graph"),
     "config_type": ("int32", (), "graph"),
+    "state": ("float64", (2,), "graph"),
     "atom_offset": ("int64", (), "offset"),
     "edge_offset": ("int64", (), "offset"),
 }
 # fields a directory preprocessed by an earlier equiforce lacks (read as unknown)
-OPTIONAL_FIELDS = frozenset({"config_type"})
+OPTIONAL_FIELDS = frozenset({"config_type", "state"})
+_DEFAULT_STATE = tuple(keys.GRAPH_STATE_DEFAULTS[name] for name in keys.GRAPH_STATE_KEYS)
 
 
 class OnDiskError(DataError):
@@ -171,6 +176,7 @@ def _structure_arrays(config: Configuration, r_max: float) -> dict[str, np.ndarr
             [[config.energy is not None, config.forces is not None, config.stress is not None]]
         ),
         "config_type": config.config_type,  # a name; ``preprocess`` turns it into an index
+        "state": np.array([[config.total_charge, config.total_spin]]),
     }
 
 
@@ -605,6 +611,7 @@ class OnDiskDataset(Dataset):
         f64 = torch.float64
         numbers = np.array(a["numbers"][a0:a1])
         weights = np.array(a["weights"][row])
+        state = np.array(a["state"][row]) if "state" in a else _DEFAULT_STATE
         has = np.array(a["has"][row])
 
         def graph_field(name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -628,6 +635,8 @@ class OnDiskDataset(Dataset):
             keys.HAS_ENERGY: torch.tensor([bool(has[0])]),
             keys.HAS_FORCES: torch.tensor([bool(has[1])]),
             keys.HAS_STRESS: torch.tensor([bool(has[2])]),
+            keys.TOTAL_CHARGE: torch.tensor([state[0]], dtype=f64),
+            keys.TOTAL_SPIN: torch.tensor([state[1]], dtype=f64),
         }
         return self._tagged(graph)
 

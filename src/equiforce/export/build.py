@@ -322,7 +322,8 @@ def _exported_program(
     """Steps 2-3 of the module docstring; returns the program, its input keys, the kernel
     library it calls (compiled for ``-march=<march>``, ``_kernel_library``) and its
     ``metadata["kernel_library"]``."""
-    names = sorted(name for name in (*keys.MODEL_INPUT_KEYS, *PAIR_INPUTS) if name in batch)
+    wanted = (*keys.MODEL_INPUT_KEYS, *PAIR_INPUTS, *potential.energy_model.graph_inputs)
+    names = sorted(name for name in wanted if name in batch)
     state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
     args = [batch[name] for name in names]
     edge_gradients = keys.EDGE_GRADIENT in outputs

@@ -33,6 +33,7 @@ from equiforce.data import keys
 from equiforce.data.graph import atoms_to_configuration, model_inputs
 from equiforce.files import atomic_write
 from equiforce.nn.edge_pairs import PAIR_FIRST, pair_inputs
+from equiforce.nn.mace.electronic_state import check_state
 from equiforce.op_library import load_op_library, loaded_op_library
 
 __all__ = [
@@ -386,5 +387,8 @@ class ExportedPotential:
             )
         if PAIR_FIRST in self.inputs and PAIR_FIRST not in data:
             data = {**data, **pair_inputs(data, self._bond_pairs)}  # the program takes them
+        state_specs = self.metadata["spec"].get("embedding_specs")
+        if state_specs:  # the program holds no data-dependent checks
+            check_state(state_specs, data)
         inputs = [data[name].to(self.device) for name in self.inputs]
         return dict(zip(self.outputs, self._run(inputs), strict=True))

@@ -7,7 +7,8 @@ transform; ``use_agnostic_product``: one symmetric contraction for every element
 each; ``use_last_readout_only``: the earlier layers' readouts zero;
 ``RealAgnosticResidualNonLinearInteractionBlock``, the MH foundation models' block, with
 ``apply_cutoff=False``; ``apply_cutoff=False`` with the default blocks; ``edge_irreps`` and
-``use_edge_irreps_first``), float32 or float64; a
+``use_edge_irreps_first``; ``embedding_specs`` of the total charge and spin per structure,
+with ``use_embedding_readout``: MACE-OMOL's), float32 or float64; a
 multi-head model converts one head at a time (``head=``).
 Everything is read from the module itself; energies and forces agree to ~1e-12 in float64.
 
@@ -34,6 +35,7 @@ from equiforce.data import keys
 from equiforce.models.mace import MACE, MACESpec
 from equiforce.models.potential import Potential
 from equiforce.models.registry import build_model
+from equiforce.nn.mace.electronic_state import state_spec_problems
 from equiforce.nn.mace.mlp import normalized_silu_scale
 from equiforce.nn.mace.readout import LinearReadout
 from equiforce.nn.zbl import FORMS as ZBL_FORMS
@@ -80,11 +82,14 @@ def mace_inputs(
 ) -> dict[str, torch.Tensor]:
     """mace-torch's input dict for our batch of the same graphs: its edges run sender (our
     neighbour) -> receiver (our centre), so the edge index is flipped and the shifts negated;
-    positions and cell in ``dtype``; ``head`` the head index of every graph."""
+    positions and cell in ``dtype``; ``head`` the head index of every graph; the total charge
+    and spin multiplicity where the batch has them."""
     centre = batch[keys.EDGE_INDEX][0]
     cell = batch[keys.CELL][batch[keys.BATCH][centre]]
     n_graphs = int(batch[keys.PTR].shape[0]) - 1
+    state = {name: batch[name].to(dtype) for name in keys.GRAPH_STATE_KEYS if name in batch}
     return {
+        **state,
         "positions": batch[keys.POSITIONS].to(dtype),
         "node_attrs": torch.nn.functional.one_hot(batch[keys.ATOM_TYPE], n_types).to(dtype),
         "edge_index": batch[keys.EDGE_INDEX].flip(0),
@@ -158,6 +163,8 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         edge_irreps_first=edge_irreps is not None
         and bool(getattr(model, "use_edge_irreps_first", False)),
         apply_cutoff=bool(getattr(model.radial_embedding, "apply_cutoff", True)),
+        embedding_specs=_embedding_specs(model) if hasattr(model, "joint_embedding") else None,
+        embedding_readout=hasattr(model, "embedding_readout"),
         pair_repulsion=hasattr(model, "pair_repulsion"),
         distance_transform="agnesi" if hasattr(embedding, "distance_transform") else None,
         agnesi=_agnesi(embedding),
@@ -183,11 +190,10 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
     if name not in ("MACE", "ScaleShiftMACE"):
         return [f"only MACE and ScaleShiftMACE are supported, got {name}"]
     problems = []
-    flags = {
-        "embedding_specs (joint embedding)": hasattr(model, "joint_embedding"),
-        "use_so3": getattr(model, "use_so3", False),
-    }
-    problems += [f"option {flag} is not supported" for flag, on in flags.items() if on]
+    if getattr(model, "use_so3", False):
+        problems.append("option use_so3 is not supported")
+    if hasattr(model, "joint_embedding"):
+        problems += state_spec_problems(_embedding_specs(model))
     problems += _transform_problems(model.radial_embedding)
     if hasattr(model, "pair_repulsion"):
         problems += _zbl_problems(model.pair_repulsion_fn, int(model.radial_embedding.cutoff_fn.p))
@@ -281,6 +287,8 @@ def _converted_state(
     ``head``), float64."""
     state = {"embedding.weight": _weight(source.node_embedding.linear)}
     n_heads = len(_heads(source))
+    if hasattr(source, "joint_embedding"):
+        state.update(_electronic_state(source, target, head, n_heads))
     readouts = list(source.readouts)
     if getattr(source, "use_last_readout_only", False):  # only the last layer reads out
         readouts = [None] * (len(source.interactions) - len(readouts)) + readouts
@@ -292,6 +300,35 @@ def _converted_state(
     missing = set(target.state_dict()) ^ set(state)
     if missing:
         raise ValueError(f"conversion left these weights unmatched: {sorted(missing)}")
+    return state
+
+
+def _embedding_specs(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """mace-torch's ``embedding_specs`` with the settings ``MACESpec.embedding_specs`` keeps
+    (its data ``key`` is the data's business: ``KeySpec``)."""
+    return {
+        name: {setting: value for setting, value in spec.items() if setting != "key"}
+        for name, spec in model.embedding_specs.items()
+    }
+
+
+def _electronic_state(source, target: MACE, head: int, n_heads: int) -> dict[str, torch.Tensor]:
+    """The joint embedding's weights (same layouts; its ``project`` is Linear + SiLU) and,
+    with ``use_embedding_readout``, head ``head``'s readout of it."""
+    joint = source.joint_embedding
+    state = {
+        f"electronic_state.embedders.{name}.{key}": value.detach().to(torch.float64)
+        for name, module in joint.embedders.items()
+        for key, value in module.state_dict().items()
+    }
+    state["electronic_state.project.weight"] = _weight(joint.project[0])
+    if hasattr(source, "embedding_readout"):
+        weight = _weight(source.embedding_readout.linear).reshape(-1, n_heads)[:, head]
+        where = "embedding_readout.linear"
+        _check_head_linear(
+            source.embedding_readout.linear, target.state_readout.linear, weight, where
+        )
+        state["state_readout.linear.weight"] = weight
     return state
 
 

@@ -64,6 +64,8 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
     ours = potential.energy_model
     with torch.no_grad():
         _copy(model.node_embedding.linear.weight, state["embedding.weight"])
+        if spec.embedding_specs is not None:
+            _set_electronic_state(model, state)
         layers = zip(model.interactions, model.products, model.readouts, strict=True)
         for index, (interaction, product, readout) in enumerate(layers):
             _set_interaction(interaction, ours.interactions[index], state, index, dtype)
@@ -106,12 +108,37 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
             atomic_inter_shift=spec.shift,
             pair_repulsion=spec.pair_repulsion,
             distance_transform="Agnesi" if spec.distance_transform == "agnesi" else "None",
+            embedding_specs=_mace_embedding_specs(spec),
+            use_embedding_readout=spec.embedding_readout,
         )
         if spec.distance_transform == "agnesi":  # mace builds it with its defaults
             transform = model.radial_embedding.distance_transform
             for name, value in zip(("q", "p", "a"), spec.agnesi, strict=True):
                 getattr(transform, name).fill_(value)
     return model.to(dtype)
+
+
+def _mace_embedding_specs(spec: MACESpec) -> dict | None:
+    """mace-torch's ``embedding_specs`` of ``spec``'s (``per`` and ``in_dim`` filled in, as
+    its data pipeline and embedder read them)."""
+    if spec.embedding_specs is None:
+        return None
+    return {
+        name: {"per": "graph", "in_dim": 1, **settings}
+        for name, settings in spec.embedding_specs.items()
+    }
+
+
+def _set_electronic_state(model: torch.nn.Module, state: dict) -> None:
+    """The joint embedding (same layouts; mace's ``project`` is Linear + SiLU) and its
+    readout."""
+    prefix = "electronic_state.embedders."
+    for name, module in model.joint_embedding.embedders.items():
+        for key, value in module.state_dict(keep_vars=True).items():
+            _copy(value, state[f"{prefix}{name}.{key}"])
+    _copy(model.joint_embedding.project[0].weight, state["electronic_state.project.weight"])
+    if "state_readout.linear.weight" in state:
+        _copy(model.embedding_readout.linear.weight, state["state_readout.linear.weight"])
 
 
 def _copy(target: torch.Tensor, value: torch.Tensor) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from equiforce.lammps.build import lammps_package_dir, plugin_path
 from equiforce.lammps.domain import evaluate_domain, lammps_order
+from equiforce.models.contract import require_no_graph_inputs
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 
@@ -201,6 +202,7 @@ class ModelSession:
         """``pair_style equiforce PATH``: load the model; its handle, r_max (Å) and whether it
         is strictly local (``equiforce.models.contract``; 1 or 0)."""
         potential = load_model(path.decode(), map_location=self.device, precision=self.precision)
+        require_no_graph_inputs(potential.energy_model, "LAMMPS")
         self.potentials.append(potential.eval())
         handle[0] = len(self.potentials) - 1
         r_max[0] = potential.r_max

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from equiforce.lammps.domain import DomainResult, evaluate_domain
+from equiforce.models.contract import require_no_graph_inputs
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 
@@ -83,6 +84,7 @@ class MLIAPModel(MLIAPUnified):
         if not isinstance(potential, Potential):
             location = self.device or "cpu"
             potential = load_model(str(potential), map_location=location, precision=precision)
+        require_no_graph_inputs(potential.energy_model, "LAMMPS")
         self.potential = potential.eval()
         r_max = float(self.potential.r_max)
         # ML-IAP's pair cutoff is rcutfac * (radius_i + radius_j), radii 1: 2 * rcutfac = r_max

@@ -38,6 +38,7 @@ from equiforce.data import keys
 from equiforce.data.neighbors import neighbor_list
 from equiforce.md.batched_state import system_count
 from equiforce.md.calculator import load_potential
+from equiforce.models.contract import require_no_graph_inputs
 from equiforce.precision import PrecisionPolicy, current_policy, precision_scope
 
 try:
@@ -105,6 +106,7 @@ class EquiforceModel(ModelInterface):
         self._compute_stress = bool(compute_stress)
         self._memory_scales_with = "n_atoms_x_density"
         self.model = load_potential(model, self._device, model_dtype, precision)
+        require_no_graph_inputs(self.model.energy_model, "TorchSim's SimState")
         self.type_names = list(self.model.type_names)
         self.r_max = float(self.model.r_max)
         from ase.data import atomic_numbers as symbol_to_z

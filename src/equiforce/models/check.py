@@ -177,7 +177,8 @@ def check_model(model: ModelT) -> ModelT:
     tol = 1e-9 if model.dtype == torch.float64 else 1e-2
     problems = _output_problems(out, energy_model.outputs, batch, tol)
     _raise(model, problems)
-    inputs = {name: batch[name] for name in keys.MODEL_INPUT_KEYS}
+    names = (*keys.MODEL_INPUT_KEYS, *energy_model.graph_inputs)
+    inputs = {name: batch[name] for name in names}
     inputs[keys.EDGE_VEC] = edge_vectors(batch[keys.POSITIONS], batch[keys.CELL], inputs)
     with torch.no_grad():
         problems += _layer_problems(energy_model, inputs, tol)
@@ -317,6 +318,9 @@ def _cutoff_problems(
             [[distance, 0.0, 0.0], [-distance, 0.0, 0.0]], dtype=torch.float64, device=device
         ),
     }
+    for name in model.graph_inputs:  # one structure, the batches' default state
+        default = keys.GRAPH_STATE_DEFAULTS[name]
+        dimer[name] = torch.tensor([default], dtype=torch.float64, device=device)
     apart = dict(dimer)
     apart[keys.EDGE_INDEX] = dimer[keys.EDGE_INDEX][:, :0]
     for name in (keys.EDGE_SHIFT, keys.EDGE_VEC):

@@ -123,7 +123,9 @@ class CompiledPotential(nn.Module):
             "compute_stress": compute_stress,
             "create_graph": create_graph,
         }
-        inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
+        wanted = (*keys.MODEL_INPUT_KEYS, *self.potential.energy_model.graph_inputs)
+        inputs = {name: data[name] for name in wanted if name in data}
+        self.potential.energy_model.check_graph_inputs(inputs)  # the trace holds no checks
         if inputs[keys.POSITIONS].shape[0] < 2 or inputs[keys.EDGE_INDEX].shape[1] < 2:
             return self.potential(inputs, **options)
         names = sorted(inputs)

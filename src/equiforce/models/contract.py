@@ -73,6 +73,7 @@ __all__ = [
     "Exchange",
     "LayerState",
     "PotentialInterface",
+    "require_no_graph_inputs",
     "run_layers",
 ]
 
@@ -120,6 +121,10 @@ class AtomicEnergyModel(nn.Module, ABC):
             always, the others when asked for in ``extra_outputs``).
         uses_edge_pairs: the model reads ``EDGE_PAIRS`` when the batch has it (module
             docstring), so ``Potential`` computes them for it.
+        graph_inputs: the per-graph electronic state it conditions on (names among
+            ``keys.GRAPH_STATE_KEYS``: total charge, spin multiplicity), which its batches
+            must carry; () for most models. Integrations that have no such state per
+            structure (LAMMPS, TorchSim, exported packages) refuse models that need it.
     """
 
     strictly_local: ClassVar[bool] = False
@@ -136,6 +141,16 @@ class AtomicEnergyModel(nn.Module, ABC):
     def r_max(self) -> float:
         """Cutoff radius, Å: edges are pairs closer than this."""
         return float(self.spec.r_max)
+
+    @property
+    def graph_inputs(self) -> tuple[str, ...]:
+        """Per-graph state the model reads (class docstring); none by default."""
+        return ()
+
+    def check_graph_inputs(self, data: dict[str, torch.Tensor]) -> None:
+        """Raise ``ValueError`` for a ``graph_inputs`` value the model cannot take (named).
+        Eager calls check themselves; a traced call (compiled, exported) runs this on its
+        batch first, as its graph holds no data-dependent checks. Nothing by default."""
 
     @property
     @abstractmethod
@@ -160,7 +175,8 @@ class AtomicEnergyModel(nn.Module, ABC):
             data: batch dict with ``edge_vec`` (n_edges, 3) float64 Å, ``edge_index``
                 (2, n_edges) ``[centre, neighbour]``, ``atom_type`` (n_atoms,) and ``batch``
                 (n_atoms,); any atom may be a ghost (only its species and the edges matter);
-                optionally ``LOCAL_ATOMS`` and ``EDGE_PAIRS`` (module docstring).
+                the ``graph_inputs`` (n_graphs,) float64; optionally ``LOCAL_ATOMS`` and
+                ``EDGE_PAIRS`` (module docstring).
         """
 
     @abstractmethod
@@ -182,6 +198,26 @@ class AtomicEnergyModel(nn.Module, ABC):
         """``run_layers(self, data, extra_outputs=...)``: a batch's ``node_energy`` and the
         ``extra_outputs`` asked for (module docstring)."""
         return run_layers(self, data, extra_outputs=extra_outputs)
+
+
+def require_no_graph_inputs(model: AtomicEnergyModel, integration: str) -> None:
+    """Refuse a model that conditions on a per-structure state in an integration that has
+    none to give it.
+
+    Args:
+        model: the architecture.
+        integration: what is refusing, as the message's subject (e.g. ``"LAMMPS"``).
+
+    Raises:
+        ValueError: naming the quantities and where they can be given.
+    """
+    if model.graph_inputs:
+        raise ValueError(
+            f"{integration} gives no per-structure {' or '.join(model.graph_inputs)}, which "
+            "this model conditions on (MACE embedding_specs): run it through ASE "
+            "(EquiforceCalculator reads atoms.info['charge'] and ['spin']) or equiforce md "
+            "without --batched"
+        )
 
 
 def run_layers(

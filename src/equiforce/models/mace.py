@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,11 @@ from equiforce.nn.mace import (
     MLPReadout,
     Product,
     SpeciesEmbedding,
+)
+from equiforce.nn.mace.electronic_state import (
+    ElectronicStateEmbedding,
+    check_state,
+    state_spec_problems,
 )
 from equiforce.nn.mace.nonlinear import NonLinearInteraction
 from equiforce.nn.mace.recompute import recomputed_layer
@@ -136,6 +142,16 @@ class MACESpec(ModelSpec):
         edge_irreps_first: the first interaction's up-projection too, to the scalars of
             ``edge_irreps`` (mace-torch's ``use_edge_irreps_first``; default False: its node
             features' own).
+        embedding_specs: the per-structure electronic state the model conditions on
+            (mace-torch's ``embedding_specs``, e.g. MACE-OMOL's): ``{"total_charge": {...},
+            "total_spin": {...}}``, each ``{"type": "categorical", "emb_dim": E,
+            "num_classes": K, "offset": o}`` or ``{"type": "continuous", "emb_dim": E}``
+            (``equiforce.nn.mace.electronic_state``), embedded and added to every atom's
+            initial scalars; None (default): none. The data's ``charge`` / ``spin`` (info
+            keys, ``KeySpec``) feed it; absent, a structure is a neutral singlet.
+        embedding_readout: the atoms' initial scalars (species and state) also give an
+            unscaled energy per atom through a linear readout (mace-torch's
+            ``use_embedding_readout``; needs ``embedding_specs``; default False).
     """
 
     num_channels: int = 64
@@ -154,6 +170,8 @@ class MACESpec(ModelSpec):
     apply_cutoff: bool = True
     edge_irreps: str | None = None
     edge_irreps_first: bool = False
+    embedding_specs: dict[str, dict[str, Any]] | None = None
+    embedding_readout: bool = False
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -193,6 +211,10 @@ class MACESpec(ModelSpec):
                 problems.append(f"edge_irreps {self.edge_irreps!r} are not irreps: {error}")
         elif self.edge_irreps_first:
             problems.append("edge_irreps_first needs edge_irreps")
+        if self.embedding_specs is not None:
+            problems += state_spec_problems(self.embedding_specs)
+        elif self.embedding_readout:
+            problems.append("embedding_readout needs embedding_specs")
         if len(self.agnesi) != 3 or not all(math.isfinite(v) for v in self.agnesi):
             problems.append(f"agnesi must be three finite numbers (q, p, a), got {self.agnesi}")
         return problems
@@ -291,6 +313,25 @@ class MACE(AtomicEnergyModel):
                 spec.type_names, spec.num_polynomial_cutoff, spec.pair_repulsion_form, cutoffs
             )
         self.chunk_edges: int | None = DEFAULT_CHUNK_EDGES
+        # last, so that a model without them draws the same weights for everything else
+        self.electronic_state = None
+        if spec.embedding_specs is not None:
+            self.electronic_state = ElectronicStateEmbedding(
+                spec.embedding_specs, spec.num_channels, generator
+            )
+        self.state_readout = None
+        if spec.embedding_readout:
+            self.state_readout = LinearReadout(scalar_irreps(spec.num_channels), generator)
+
+    @property
+    def graph_inputs(self) -> tuple[str, ...]:
+        """The state quantities of ``spec.embedding_specs`` (none without)."""
+        return () if self.electronic_state is None else self.electronic_state.names
+
+    def check_graph_inputs(self, data: dict[str, torch.Tensor]) -> None:
+        """The categorical state quantities are integers the tables embed (``check_state``)."""
+        if self.electronic_state is not None:
+            check_state(self.electronic_state.specs, data)
 
     @property
     def num_layers(self) -> int:
@@ -312,9 +353,15 @@ class MACE(AtomicEnergyModel):
         atom_type = data[keys.ATOM_TYPE]
         edge_index, edge_vec = data[keys.EDGE_INDEX], data[keys.EDGE_VEC]
         node_feats = self.embedding(atom_type)
+        if self.electronic_state is not None:
+            state = {name: data[name] for name in self.electronic_state.names}
+            node_feats = node_feats + self.electronic_state(state, data[keys.BATCH])
         n_local = data.get(LOCAL_ATOMS)
         n_rows = node_feats.shape[0] if n_local is None else int(n_local)
         energy = node_feats.new_zeros(n_rows)
+        state_energy = None
+        if self.state_readout is not None:
+            state_energy = self.state_readout(node_feats[:n_rows]).to(torch.float64)
         if self.pair_repulsion is not None:
             zbl = self.pair_repulsion(edge_vec, edge_index, atom_type, n_rows)
             energy = energy + zbl.to(energy.dtype)
@@ -345,6 +392,7 @@ class MACE(AtomicEnergyModel):
             "chunks": chunks,
             "recompute": recompute,
             "energy": energy,
+            "state_energy": state_energy,
             "features": [],
         }
         return LayerState(node_feats, private)
@@ -405,11 +453,15 @@ class MACE(AtomicEnergyModel):
     def final_outputs(
         self, state: LayerState, extra_outputs: frozenset[str]
     ) -> dict[str, torch.Tensor]:
-        """``node_energy`` (n_atoms,) float64 eV and, when asked, ``node_features``
-        (n_atoms, num_channels * num_interactions) model dtype, every layer's scalars."""
+        """``node_energy`` (n_atoms,) float64 eV (with ``embedding_readout``, its unscaled
+        energy too) and, when asked, ``node_features`` (n_atoms, num_channels *
+        num_interactions) model dtype, every layer's scalars."""
         carry = state.private
         atom_type = carry["atom_type"][: carry["energy"].shape[0]]
-        out = {keys.NODE_ENERGY: self.scale_shift(carry["energy"], atom_type)}
+        node_energy = self.scale_shift(carry["energy"], atom_type)
+        if carry["state_energy"] is not None:
+            node_energy = node_energy + carry["state_energy"]
+        out = {keys.NODE_ENERGY: node_energy}
         if NODE_FEATURES in extra_outputs:
             out[NODE_FEATURES] = torch.cat(carry["features"], dim=1)
         return out

@@ -121,10 +121,18 @@ class Potential(nn.Module):
             the requested derivatives and ``extra_outputs``.
 
         Raises:
-            ValueError: an extra output the energy model does not declare.
+            ValueError: an extra output the energy model does not declare, or a batch without
+                a per-graph state the model conditions on (``graph_inputs``).
         """
         create_graph = self.training if create_graph is None else create_graph
         inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
+        for name in self.energy_model.graph_inputs:
+            if name not in data:
+                raise ValueError(
+                    f"the model conditions on {name!r} (per structure), which this batch "
+                    "lacks; build batches with equiforce.data (graph.model_inputs, collate)"
+                )
+            inputs[name] = data[name]
         if PAIR_FIRST in data and self.energy_model.uses_edge_pairs:  # the batch's own bonds
             inputs[EDGE_PAIRS] = EdgePairs(data[PAIR_FIRST], data[PAIR_OF_EDGE])
         inputs[keys.POSITIONS] = inputs[keys.POSITIONS].to(torch.float64)

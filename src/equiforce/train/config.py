@@ -96,6 +96,9 @@ class DataConfig:
         config_type_weights: config type -> weight multiplying the per-structure weight of
             its training and validation frames (mace-torch's ``config_type_weights``; types
             not named: 1), e.g. ``{bulk: 1.0, surface: 2.0}``; None: none.
+        total_charge_key, total_spin_key: the frames' net charge and spin multiplicity in
+            ``info`` (default ``charge`` and ``spin``; absent: 0 and 1), read by models that
+            condition on them (MACE's ``embedding_specs``).
         batch_size: training structures per optimizer step: the *global* batch. Under
             ``torchrun`` with N ranks each rank holds ``batch_size / N`` structures of every
             step (it must be a multiple of N), so one run file is the same optimisation on any
@@ -123,6 +126,8 @@ class DataConfig:
     weight_key: str = "config_weight"
     config_type_key: str = "config_type"
     config_type_weights: dict[str, float] | None = None
+    total_charge_key: str = "charge"
+    total_spin_key: str = "spin"
     batch_size: int = 10
     valid_batch_size: int = 20
     cache_dir: str | None = None

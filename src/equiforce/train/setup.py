@@ -61,6 +61,8 @@ def key_spec(data: DataConfig) -> KeySpec:
         weight_key=data.weight_key,
         config_type_key=data.config_type_key,
         config_type_weights=tuple(sorted((data.config_type_weights or {}).items())),
+        total_charge_key=data.total_charge_key,
+        total_spin_key=data.total_spin_key,
     )
 
 
