@@ -44,6 +44,22 @@ def test_a_mace_model_file_converts_and_equals_mace_torch(tmp_path, capsys):
         )
 
 
+def test_a_charge_aware_mace_file_is_checked_on_ions_too(tmp_path, capsys):
+    """A model conditioned on the charge and spin (``embedding_specs``) is checked against
+    mace-torch on the molecule as a cation and an anion doublet as well (those its charge
+    table embeds: here -1..1)."""
+    from tests.interop.test_mace_torch import _STATE_SPECS
+
+    specs = {**_STATE_SPECS}
+    specs["total_charge"] = {**specs["total_charge"], "num_classes": 3, "offset": 1}
+    model = _mace_model(embedding_specs=specs, use_embedding_readout=True)
+    torch.save(model, tmp_path / "omol.model")
+    assert main(["convert", str(tmp_path / "omol.model"), str(tmp_path / "ours.pt")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(" ok") == 6, printed
+    assert "charge +1, doublet" in printed and "charge -1, doublet" in printed
+
+
 def test_a_head_is_chosen_and_bad_files_are_named(tmp_path, capsys):
     heads = ["pt_head", "Default"]
     e0 = np.array([[-13.6, -1029.8, -2041.9], [-13.1, -1030.4, -2040.2]])

@@ -131,19 +131,40 @@ def _grid_atoms(type_names, shape, pbc, seed: int) -> Atoms:
     return Atoms(numbers=rng.permutation(numbers), positions=positions, cell=cell, pbc=pbc)
 
 
-def validation_structures(type_names: list[str] | tuple[str, ...]) -> dict[str, Atoms]:
-    """The export check's structures, covering every species (fixed seeds).
+def validation_structures(
+    type_names: list[str] | tuple[str, ...], potential: Potential | None = None
+) -> dict[str, Atoms]:
+    """The export and conversion checks' structures, covering every species (fixed seeds).
+
+    Args:
+        type_names: the model's species.
+        potential: the model, where its per-structure state matters: a model conditioned on
+            the charge and spin (``graph_inputs``) also gets the molecule as a cation and an
+            anion doublet, those of them its tables embed.
 
     Returns:
         ``molecule`` (12 atoms, no cell), ``periodic`` (8 atoms, triclinic, the traced one),
-        ``slab`` (18 atoms, pbc x and y) and ``large`` (64 atoms, periodic).
+        ``slab`` (18 atoms, pbc x and y) and ``large`` (64 atoms, periodic), all neutral
+        singlets; then ``molecule, charge +1, doublet`` and ``molecule, charge -1, doublet``.
     """
-    return {
+    structures = {
         "molecule": _grid_atoms(type_names, (3, 2, 2), False, seed=0),
         "periodic": _grid_atoms(type_names, (2, 2, 2), True, seed=1),
         "slab": _grid_atoms(type_names, (3, 3, 2), (True, True, False), seed=2),
         "large": _grid_atoms(type_names, (4, 4, 4), True, seed=3),
     }
+    if potential is None or not potential.energy_model.graph_inputs:
+        return structures
+    for charge in (1, -1):
+        ion = structures["molecule"].copy()
+        ion.info.update(charge=charge, spin=2)
+        try:
+            batch = atoms_batch(ion, type_names, potential.r_max, torch.device("cpu"))
+            potential.energy_model.check_graph_inputs(batch)
+        except ValueError:  # its table has no such charge
+            continue
+        structures[f"molecule, charge {charge:+d}, doublet"] = ion
+    return structures
 
 
 def _check_max_atoms(max_atoms: int | None, structures: dict[str, Atoms]) -> None:
@@ -352,7 +373,7 @@ def _validate(
     atol, rtol = tolerance
     stress = keys.STRESS in package.outputs
     figures, passed = [], True
-    for name, atoms in validation_structures(package.type_names).items():
+    for name, atoms in validation_structures(package.type_names, potential).items():
         batch = package.batch(atoms)
         got = package(batch, compute_stress=stress)
         want = potential(

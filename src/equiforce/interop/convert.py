@@ -18,7 +18,8 @@ Sources, told apart by their names:
 
 Files are unpickled as the peers load them: convert only files you trust. Both models then
 evaluate ``export.build.validation_structures`` of the model's species (a molecule, a
-triclinic cell, a slab and a 64-atom cell) on the same edges, and the file is written
+triclinic cell, a slab and a 64-atom cell; a charge-aware model's molecule also as ions) on
+the same edges, and the file is written
 (``save_model``, atomically) only when every energy and force agrees within ``TOLERANCES``;
 otherwise a ``ConversionError`` carries the figures and nothing is written. Needs the peer
 beside equiforce (``make install-mace`` / ``make install-nequip`` build ``.venv-mace`` /
@@ -235,7 +236,7 @@ def _compare(potential, reference: Reference) -> list[dict[str, Any]]:
 
     atol, rtol = TOLERANCES[potential.dtype]
     figures = []
-    for name, atoms in validation_structures(potential.type_names).items():
+    for name, atoms in validation_structures(potential.type_names, potential).items():
         batch = atoms_batch(atoms, potential.type_names, potential.r_max, torch.device("cpu"))
         ours = potential(batch, compute_forces=True, create_graph=False)
         theirs = dict(zip((keys.ENERGY, keys.FORCES), reference(batch), strict=True))
