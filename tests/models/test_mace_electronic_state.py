@@ -126,7 +126,7 @@ def test_model_file_round_trip_and_calculator_read_the_state(model, tmp_path):
     loaded = load_model(path)
     assert loaded.spec.embedding_specs == SPECS
     atoms = _frames()[2]
-    reference = model(collate([_graph(atoms, model)]))[keys.ENERGY]
+    reference = model(collate([_graph(atoms, model)]))[keys.ENERGY].detach()
     atoms.calc = EquiforceCalculator(path)
     assert abs(atoms.get_potential_energy() - float(reference)) < 1e-10
     inputs = model_inputs(atoms_to_configuration(atoms), model.type_names, model.r_max)
@@ -154,3 +154,24 @@ def test_integrations_without_a_state_refuse_the_model(model):
 
     with pytest.raises(ValueError, match="TorchSim's SimState gives no per-structure"):
         EquiforceModel(model)
+
+
+def test_a_calculator_warns_once_of_a_state_its_model_ignores(model):
+    """A charged structure given to a charge-blind model is computed as neutral: said once;
+    a charge-aware model, or a neutral singlet, says nothing."""
+    import warnings
+
+    atoms = make_molecule("H2O")
+    atoms.info.update(charge=-1)
+    atoms.calc = EquiforceCalculator(tiny_mace())
+    with pytest.warns(UserWarning, match="total_charge is -1, but the model does not condition"):
+        atoms.get_potential_energy()
+    atoms.positions[0, 0] += 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        atoms.get_potential_energy()  # once per calculator
+        atoms.calc = EquiforceCalculator(model)
+        atoms.get_potential_energy()
+        neutral = make_molecule("H2O")
+        neutral.calc = EquiforceCalculator(tiny_mace())
+        neutral.get_potential_energy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
     from equiforce.models.potential import Potential
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _ignored_state(conditions: set[str]) -> tuple[str, ...]:
+    """The per-structure state (``keys.GRAPH_STATE_KEYS``) a model with these inputs ignores."""
+    return tuple(name for name in keys.GRAPH_STATE_KEYS if name not in conditions)
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -212,8 +218,10 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
                     "to model files"
                 )
             self.model = self._call = load_exported(model, self.device)
+            self._ignored_state = _ignored_state(set(self.model.inputs))
             return
         self.model = self._call = self._eager(model, _resolve_dtype(dtype), precision)
+        self._ignored_state = _ignored_state(set(self.model.energy_model.graph_inputs))
         if compile:
             from equiforce.models.compile import compile_potential  # torch.compile machinery
 
@@ -236,8 +244,20 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
 
     def batch(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         """The model inputs of ``atoms`` (``export.package.atoms_batch``: neighbour list
-        within ``r_max``), on ``self.device``."""
-        return atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
+        within ``r_max``), on ``self.device``; warns once where ``atoms.info`` gives a charge
+        or spin the model does not condition on (it computes a neutral singlet)."""
+        batch = atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
+        for name in self._ignored_state:
+            if float(batch[name][0]) != keys.GRAPH_STATE_DEFAULTS[name]:
+                warnings.warn(
+                    f"the structure's {name} is {float(batch[name][0]):g}, but the model does "
+                    f"not condition on it: its results are those of "
+                    f"{name} = {keys.GRAPH_STATE_DEFAULTS[name]:g}",
+                    stacklevel=2,
+                )
+                self._ignored_state = ()  # once per calculator
+                break
+        return batch
 
     def _call_scope(self) -> contextlib.AbstractContextManager:
         """The matmul precision of a model call: the model's policy (a package: none, it was
