@@ -160,3 +160,33 @@ def test_a_plain_mliap_build_runs_allegro_from_the_saved_file_and_refuses_mace(b
     mace = MLIAPModel(tiny_mace(), device="cpu")
     with pytest.raises(RuntimeError, match="needs LAMMPS to exchange ghost-atom features"):
         mace.compute_forces(PlainMLIAPData(box, mace.element_types, 2 * mace.rcutfac))
+
+
+def test_a_charge_aware_mace_takes_the_systems_charge_and_spin(box):
+    """A MACE conditioned on the charge and spin (``embedding_specs``) runs with the whole
+    box's ``charge`` and ``spin`` and equals the ASE calculator on the box with them in its
+    ``info``; a charge the model's table lacks, or one given to a charge-blind model, is
+    refused by name."""
+    specs = {
+        "total_charge": {"type": "categorical", "emb_dim": 4, "num_classes": 5, "offset": 2},
+        "total_spin": {"type": "continuous", "emb_dim": 3},
+    }
+    potential = tiny_mace(embedding_specs=specs, embedding_readout=True)
+    adapter = MLIAPModel(potential, device="cpu", charge=-1, spin=2)
+    data = FakeMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
+    adapter.compute_forces(data)
+    atoms = box.copy()
+    atoms.info.update(charge=-1, spin=2)
+    atoms.calc = EquiforceCalculator(potential)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    np.testing.assert_allclose(data.energy, energy, rtol=EXACT, atol=0)
+    np.testing.assert_allclose(
+        data.local_forces(), forces, rtol=0, atol=EXACT * np.abs(forces).max()
+    )
+    neutral = FakeMLIAPData(box, adapter.element_types, 2 * adapter.rcutfac)
+    MLIAPModel(potential, device="cpu").compute_forces(neutral)
+    assert abs(neutral.energy - data.energy) > 1e-6  # the default: a neutral singlet
+    with pytest.raises(ValueError, match="total_charge 3: the model embeds the integers -2 to 2"):
+        MLIAPModel(potential, device="cpu", charge=3)
+    with pytest.raises(ValueError, match="total_charge given, but the model does not condition"):
+        MLIAPModel(tiny_mace(), device="cpu", charge=1)

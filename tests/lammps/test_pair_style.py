@@ -89,6 +89,11 @@ run 20
 print "$(vol:%.17g) $(pe:%.17g)" file ${out}/npt.txt
 """
 
+STATE_SPECS = {
+    "total_charge": {"type": "categorical", "emb_dim": 4, "num_classes": 5, "offset": 2},
+    "total_spin": {"type": "continuous", "emb_dim": 3},
+}
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
@@ -96,6 +101,7 @@ def files(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("lammps")
     save_model(tiny_allegro(), folder / "allegro.pt")
     save_model(tiny_mace(), folder / "mace.pt")
+    save_model(tiny_mace(embedding_specs=STATE_SPECS, embedding_readout=True), folder / "ion.pt")
     write(
         folder / "box.data",
         make_fcc_cu(2, seed=1),
@@ -189,19 +195,21 @@ def _run_on_ranks(script: Path, variables: dict[str, str], ranks: int) -> str:
     return done.stdout
 
 
-def _reference(data: Path, elements: list[str], model: Path, stress: bool):
-    """ASE's energy, forces (and stress) of the structure LAMMPS read (same float64 digits)."""
+def _reference(data: Path, elements: list[str], model: Path, stress: bool, **info):
+    """ASE's energy, forces (and stress) of the structure LAMMPS read (same float64 digits),
+    ``info`` in its ``atoms.info`` (a charge, a spin)."""
     numbers = Atoms(elements).numbers
     atoms = read(data, format="lammps-data", Z_of_type=dict(enumerate(numbers, 1)), units="metal")
+    atoms.info.update(info)
     atoms.calc = EquiforceCalculator(model)
     energy, forces = atoms.get_potential_energy(), atoms.get_forces()
     return energy, forces, atoms.get_stress(voigt=False) if stress else None
 
 
 def _assert_run0_matches_ase(
-    out: Path, data: Path, elements: list[str], model: Path, stress: bool = True
+    out: Path, data: Path, elements: list[str], model: Path, stress: bool = True, **info
 ) -> None:
-    energy, forces, reference_stress = _reference(data, elements, model, stress)
+    energy, forces, reference_stress = _reference(data, elements, model, stress, **info)
     values = np.loadtxt(out / "run0.txt")
     dump = np.loadtxt(out / "run0.dump", skiprows=9, ndmin=2)
     scale = np.abs(forces).max()
@@ -254,6 +262,21 @@ def test_a_molecule_in_a_non_periodic_box_equals_ase(files, tmp_path, model):
     )
 
 
+def test_a_charged_molecule_on_two_ranks_equals_ase(files, tmp_path):
+    """``pair_style equiforce ion.pt charge -1 spin 2``: a MACE conditioned on the charge and
+    spin (``embedding_specs``) gets the whole system's, on each rank (here 2, one with ghosts
+    only), and equals the ASE calculator on the molecule with them in ``info``; without the
+    keywords it is a neutral singlet."""
+    for ranks, words, info in [(2, " charge -1 spin 2", {"charge": -1, "spin": 2}), (1, "", {})]:
+        out = tmp_path / f"ranks{ranks}"
+        model = f"{files / 'ion.pt'}{words}"
+        variables = _molecule_variables(files, "mace", out, model=model, processors=f"{ranks} 1 1")
+        _run_on_ranks(files / "run0.lmp", variables, ranks)
+        _assert_run0_matches_ase(
+            out, files / "molecule.data", ["H", "C", "O"], files / "ion.pt", stress=False, **info
+        )
+
+
 def test_three_ranks_one_with_ghosts_only_one_empty_give_the_serial_mace_trajectory(
     files, tmp_path
 ):
@@ -282,9 +305,15 @@ def _molecule_variables(files: Path, family: str, out: Path, **changes: str) -> 
         ({"elements": "Cu Fe"}, "atom type 2 to Fe, which the model does not know"),
         ({"elements": "Cu"}, "one element per atom type: 2 types, 1 elements given"),
         ({"model": "missing.pt"}, "missing.pt"),
+        ({"model": "{ion} charge 3"}, "total_charge 3: the model embeds the integers -2 to 2"),
+        ({"model": "{ion} charge"}, r"expected MODEL \[charge Q\] \[spin S\]"),
+        ({"model": "{ion} charge one"}, "charge 'one' is not a number"),
+        ({"model": "{allegro} spin 2"}, "total_spin given, but the model does not condition"),
     ],
 )
 def test_input_errors_name_the_problem(files, tmp_path, changes, message):
+    models = {family: str(files / f"{family}.pt") for family in ("ion", "allegro")}
+    changes = {name: value.format(**models) for name, value in changes.items()}
     variables = _variables(files, "allegro", tmp_path, **changes)
     with pytest.raises(LammpsError, match=message):
         run_lammps(files / "run0.lmp", variables=variables, log=None, screen=False)

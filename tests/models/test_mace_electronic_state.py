@@ -141,19 +141,15 @@ def test_model_file_round_trip_and_calculator_read_the_state(model, tmp_path):
         atoms_to_configuration(neutral, "water")
 
 
-def test_integrations_without_a_state_refuse_the_model(model):
-    """TorchSim's SimState (and LAMMPS) carry no charge or spin per structure: refused by
-    name rather than run as neutral singlets."""
-    from equiforce.models.contract import require_no_graph_inputs
-
-    with pytest.raises(ValueError, match="LAMMPS gives no per-structure total_charge or"):
-        require_no_graph_inputs(model.energy_model, "LAMMPS")
-    require_no_graph_inputs(tiny_mace().energy_model, "LAMMPS")  # nothing to refuse
+def test_torchsim_which_has_no_state_refuses_the_model(model):
+    """TorchSim's SimState carries no charge or spin per system: refused by name rather than
+    run as neutral singlets (a charge-blind model is not)."""
     pytest.importorskip("torch_sim")
     from equiforce.md.torchsim import EquiforceModel
 
-    with pytest.raises(ValueError, match="TorchSim's SimState gives no per-structure"):
+    with pytest.raises(ValueError, match="TorchSim's SimState gives no per-structure total_charge"):
         EquiforceModel(model)
+    EquiforceModel(tiny_mace())
 
 
 def test_a_calculator_warns_once_of_a_state_its_model_ignores(model):

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -171,6 +171,7 @@ def evaluate_domain(
     edge_vec: torch.Tensor,
     communicate: Communicate | None = None,
     positions: torch.Tensor | None = None,
+    state: Mapping[str, float] = keys.GRAPH_STATE_DEFAULTS,
 ) -> DomainResult:
     """Energy of one rank's local atoms and its edge gradients (module docstring).
 
@@ -189,6 +190,9 @@ def evaluate_domain(
             (each ghost copy, periodic images of local atoms included, a row of its own):
             also compute the heat-flux virials (``DomainResult.centroid_virial``, module
             docstring); every rank must ask for them in the same call. None: not.
+        state: the whole system's total charge and spin multiplicity
+            (``keys.GRAPH_STATE_KEYS``; ``lammps_state``), for a model that conditions on them
+            (``graph_inputs``); default: a neutral singlet.
 
     Returns:
         The local energies and ``dE/dr_ij`` of every edge, float64 on the model's device.
@@ -211,6 +215,8 @@ def evaluate_domain(
         keys.EDGE_INDEX: edge_index.to(device),
         keys.EDGE_VEC: edge_vec,
     }
+    for name in model.graph_inputs:  # the box is one structure
+        inputs[name] = torch.tensor([float(state[name])], dtype=torch.float64, device=device)
     n_all = atom_type.shape[0]
 
     def timed(rows: torch.Tensor, reverse: bool) -> None:
@@ -265,6 +271,43 @@ def evaluate_domain(
         times,
         centroid_virial,
     )
+
+
+def lammps_state(
+    potential: PotentialInterface, where: str, charge: float | None, spin: float | None
+) -> dict[str, float]:
+    """The total charge and spin multiplicity a LAMMPS run gives its model: those given,
+    else a neutral singlet (as an ASE structure without them).
+
+    Args:
+        potential: the model.
+        where: the command that gave them, for the messages (e.g. ``"pair_style equiforce"``).
+        charge: net charge of the whole system, e, or None.
+        spin: its spin multiplicity 2S + 1, or None.
+
+    Returns:
+        ``{name: value}`` for ``keys.GRAPH_STATE_KEYS``.
+
+    Raises:
+        ValueError: a value for a quantity the model does not condition on, or one it
+            cannot embed (``check_graph_inputs``), named.
+    """
+    given = {keys.TOTAL_CHARGE: charge, keys.TOTAL_SPIN: spin}
+    state = dict(keys.GRAPH_STATE_DEFAULTS)
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in potential.energy_model.graph_inputs:
+            raise ValueError(f"{where}: {name} given, but the model does not condition on it")
+        state[name] = float(value)
+    if state[keys.TOTAL_SPIN] < 1:
+        raise ValueError(f"{where}: the spin multiplicity must be >= 1, got {spin}")
+    batch = {name: torch.tensor([value], dtype=torch.float64) for name, value in state.items()}
+    try:
+        potential.energy_model.check_graph_inputs(batch)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return state
 
 
 def lammps_order(virials):

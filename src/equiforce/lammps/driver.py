@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from equiforce.lammps.build import lammps_package_dir, plugin_path
-from equiforce.lammps.domain import evaluate_domain, lammps_order
-from equiforce.models.contract import require_no_graph_inputs
+from equiforce.lammps.domain import evaluate_domain, lammps_order, lammps_state
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 
@@ -175,6 +174,7 @@ class ModelSession:
         self.device = torch.device(device)
         self.precision = precision
         self.potentials: list[Potential] = []
+        self.states: list[dict[str, float]] = []  # per model: the system's charge and spin
         self.records: list[CallRecord] | None = [] if timing else None
         self._last_end: float | None = None
         self.callbacks = _Callbacks(
@@ -198,11 +198,23 @@ class ModelSession:
         self.plugin.equiforce_barrier(pair)
         return time.perf_counter() - start
 
-    def load(self, path: bytes, handle, r_max, strictly_local) -> None:
-        """``pair_style equiforce PATH``: load the model; its handle, r_max (Å) and whether it
-        is strictly local (``equiforce.models.contract``; 1 or 0)."""
-        potential = load_model(path.decode(), map_location=self.device, precision=self.precision)
-        require_no_graph_inputs(potential.energy_model, "LAMMPS")
+    def load(self, settings: bytes, handle, r_max, strictly_local) -> None:
+        """``pair_style equiforce PATH [charge Q] [spin S]``: load the model; its handle,
+        r_max (Å) and whether it is strictly local (``equiforce.models.contract``; 1 or 0).
+        ``charge`` and ``spin``: the whole system's net charge and spin multiplicity, for a
+        model that conditions on them (default: a neutral singlet; ``lammps_state``)."""
+        path, *words = settings.decode().split()
+        given = dict(zip(words[::2], words[1::2], strict=False))
+        unknown = sorted(set(given) - {"charge", "spin"})
+        if len(words) % 2 or unknown:
+            raise ValueError(
+                f"pair_style equiforce {settings.decode()}: expected MODEL [charge Q] [spin S]"
+            )
+        potential = load_model(path, map_location=self.device, precision=self.precision)
+        values = {key: _number(value, key) for key, value in given.items()}
+        where = "pair_style equiforce"
+        state = lammps_state(potential, where, values.get("charge"), values.get("spin"))
+        self.states.append(state)
         self.potentials.append(potential.eval())
         handle[0] = len(self.potentials) - 1
         r_max[0] = potential.r_max
@@ -263,7 +275,14 @@ class ModelSession:
 
         converted = time.perf_counter()
         result = evaluate_domain(
-            potential, atom_type, n_local, edge_index, edge_vec, communicate, positions
+            potential,
+            atom_type,
+            n_local,
+            edge_index,
+            edge_vec,
+            communicate,
+            positions,
+            self.states[handle],
         )
         back = time.perf_counter()
         _array(pair_gradient, (n_edges, 3))[:] = result.pair_gradient.cpu().numpy()
@@ -295,6 +314,14 @@ class ModelSession:
                 )
             )
         self._last_end = end
+
+
+def _number(text: str, keyword: str) -> float:
+    """A ``pair_style`` keyword's value as a float, or an error naming it."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"pair_style equiforce: {keyword} {text!r} is not a number") from None
 
 
 def run_lammps(

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import torch
 
-from equiforce.lammps.domain import DomainResult, evaluate_domain
-from equiforce.models.contract import require_no_graph_inputs
+from equiforce.lammps.domain import DomainResult, evaluate_domain, lammps_state
 from equiforce.models.io import load_model
 from equiforce.models.potential import Potential
 
@@ -69,6 +68,8 @@ class MLIAPModel(MLIAPUnified):
             the GPU), found at the first call. LAMMPS's arrays are moved there and the pair
             forces handed back from there.
         precision: precision mode (``docs/precision.md``; None: as saved).
+        charge, spin: the whole system's net charge (e) and spin multiplicity, for a model
+            that conditions on them (``embedding_specs``); None: a neutral singlet.
 
     Attributes:
         last_result: the ``DomainResult`` of the latest call (energies, ``dE/dr_ij``, times).
@@ -79,12 +80,14 @@ class MLIAPModel(MLIAPUnified):
         potential: Potential | str | os.PathLike,
         device: str | torch.device | None = None,
         precision: str | None = None,
+        charge: float | None = None,
+        spin: float | None = None,
     ):
         self.device = None if device is None else torch.device(device)
         if not isinstance(potential, Potential):
             location = self.device or "cpu"
             potential = load_model(str(potential), map_location=location, precision=precision)
-        require_no_graph_inputs(potential.energy_model, "LAMMPS")
+        self.state = lammps_state(potential, "pair_style mliap unified", charge, spin)
         self.potential = potential.eval()
         r_max = float(self.potential.r_max)
         # ML-IAP's pair cutoff is rcutfac * (radius_i + radius_j), radii 1: 2 * rcutfac = r_max
@@ -135,7 +138,9 @@ class MLIAPModel(MLIAPUnified):
             ]
         )
         edge_vec = torch.as_tensor(data.rij).to(device, torch.float64).reshape(-1, 3)
-        result = evaluate_domain(potential, atom_type, n_local, edge_index, edge_vec, communicate)
+        result = evaluate_domain(
+            potential, atom_type, n_local, edge_index, edge_vec, communicate, state=self.state
+        )
         self.last_result = result
         eatoms = torch.as_tensor(data.eatoms)
         eatoms[:n_local] = result.node_energy.to(eatoms.device, eatoms.dtype)
@@ -151,6 +156,8 @@ def save_mliap(
     out: str | os.PathLike,
     device: str | None = None,
     precision: str | None = None,
+    charge: float | None = None,
+    spin: float | None = None,
 ) -> Path:
     """Write ``MLIAPModel(model)`` with ``torch.save``: ``pair_style mliap unified OUT 0``.
 
@@ -159,21 +166,25 @@ def save_mliap(
         out: the file LAMMPS loads (``.pt``).
         device: the model's device in LAMMPS (None: where LAMMPS's arrays are).
         precision: precision mode (None: as saved in the model file).
+        charge, spin: the system's net charge and spin multiplicity (``MLIAPModel``).
     """
     from equiforce.files import atomic_torch_save
 
-    return atomic_torch_save(MLIAPModel(model, device, precision), out)
+    return atomic_torch_save(MLIAPModel(model, device, precision, charge, spin), out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m equiforce.lammps.mliap MODEL OUT.pt [--device D] [--precision P]``."""
+    """``python -m equiforce.lammps.mliap MODEL OUT.pt [--device D] [--precision P]
+    [--charge Q] [--spin S]``."""
     parser = argparse.ArgumentParser(description=save_mliap.__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("out")
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", default=None)
+    parser.add_argument("--charge", type=float, default=None, help="the system's net charge")
+    parser.add_argument("--spin", type=float, default=None, help="its spin multiplicity")
     args = parser.parse_args(argv)
-    path = save_mliap(args.model, args.out, args.device, args.precision)
+    path = save_mliap(args.model, args.out, args.device, args.precision, args.charge, args.spin)
     print(f"wrote {path}: pair_style mliap unified {path} 0")
     return 0
 

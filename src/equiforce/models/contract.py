@@ -123,8 +123,9 @@ class AtomicEnergyModel(nn.Module, ABC):
             docstring), so ``Potential`` computes them for it.
         graph_inputs: the per-graph electronic state it conditions on (names among
             ``keys.GRAPH_STATE_KEYS``: total charge, spin multiplicity), which its batches
-            must carry; () for most models. Integrations that have no such state per
-            structure (LAMMPS, TorchSim, exported packages) refuse models that need it.
+            must carry; () for most models. An integration that has no such state per
+            structure (TorchSim's SimState) refuses models that need it
+            (``require_no_graph_inputs``); LAMMPS gives the whole system's.
     """
 
     strictly_local: ClassVar[bool] = False
@@ -206,7 +207,7 @@ def require_no_graph_inputs(model: AtomicEnergyModel, integration: str) -> None:
 
     Args:
         model: the architecture.
-        integration: what is refusing, as the message's subject (e.g. ``"LAMMPS"``).
+        integration: what is refusing, as the message's subject (e.g. ``"TorchSim"``).
 
     Raises:
         ValueError: naming the quantities and where they can be given.

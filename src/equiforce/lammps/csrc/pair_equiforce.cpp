@@ -100,18 +100,26 @@ void PairEquiforce::allocate()
 
 void PairEquiforce::settings(int narg, char **arg)
 {
-  if (narg != 1) error->all(FLERR, "Illegal pair_style equiforce command: pair_style equiforce MODEL");
+  if (narg < 1)
+    error->all(FLERR,
+               "Illegal pair_style equiforce command: pair_style equiforce MODEL [charge Q] [spin S]");
   package.reset();
   strictly_local = true;    // a package: load_package refuses any other
   if (utils::strmatch(arg[0], "\\.pt2$")) {
+    if (narg != 1)
+      error->all(FLERR, "pair_style equiforce PACKAGE.pt2 takes no keywords (charge and spin: "
+                        "a model file, run through equiforce lammps)");
     load_package(arg[0]);
   } else {
     if (callbacks.load == nullptr)
       error->all(FLERR,
                  "pair_style equiforce runs inside the equiforce driver: equiforce lammps in.lmp");
+    std::string settings = arg[0];    // the model, then its keywords (the driver parses them)
+    for (int i = 1; i < narg; i++) settings += std::string(" ") + arg[i];
     char err[kErrLen] = "";
     int local = 0;
-    if (callbacks.load(arg[0], &handle, &r_max, &local, err, kErrLen) != 0) error->all(FLERR, err);
+    if (callbacks.load(settings.c_str(), &handle, &r_max, &local, err, kErrLen) != 0)
+      error->all(FLERR, err);
     strictly_local = local != 0;
   }
 }

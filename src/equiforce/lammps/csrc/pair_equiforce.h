@@ -17,9 +17,10 @@ extern "C" {
 /* Callbacks into the driver. Each returns 0 on success; on failure it writes a message
    (at most `errlen` bytes, NUL-terminated) into `err`. Units: Å, eV, eV/Å. */
 typedef struct {
-  /* load the model file `path`: its handle, cutoff r_max (Å) and whether it is strictly local
-     (1: E_i depends only on the edges centred at i; 0: message passing) */
-  int (*load)(const char *path, int *handle, double *r_max, int *strictly_local, char *err,
+  /* load the model `settings` name ("PATH [charge Q] [spin S]", pair_style's words joined):
+     its handle, cutoff r_max (Å) and whether it is strictly local (1: E_i depends only on the
+     edges centred at i; 0: message passing) */
+  int (*load)(const char *settings, int *handle, double *r_max, int *strictly_local, char *err,
               int errlen);
   /* model type index (0-based) of each of `n_types` element symbols */
   int (*map_types)(int handle, int n_types, const char **elements, int *model_types, char *err,
