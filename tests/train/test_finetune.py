@@ -50,6 +50,18 @@ def test_every_parameter_is_in_exactly_one_part(name):
     assert all(parts[part] for part in parts)  # no empty part
 
 
+def test_a_charge_aware_mace_has_its_state_embedding_in_the_parts():
+    """The charge and spin embedding (``embedding_specs``) is an embedding, its readout a
+    readout: a converted MACE-OMOL fine-tunes with the parts of any MACE."""
+    from equiforce.testing.models import tiny_mace
+
+    specs = {"total_charge": {"type": "categorical", "emb_dim": 2, "num_classes": 3}}
+    model = tiny_mace(embedding_specs=specs, embedding_readout=True)
+    parts = {part: [name for name, _ in members] for part, members in model_parts(model).items()}
+    assert "energy_model.electronic_state.project.weight" in parts["embeddings"]
+    assert "energy_model.state_readout.linear.weight" in parts["readouts"]
+
+
 def test_an_unknown_part_is_named_with_the_models_parts():
     model = _tiny_model("mace")
     with pytest.raises(ValueError, match=r"unknown part\(s\) \['layer_3'\]; this model's parts: "):

@@ -3,13 +3,13 @@
 The parts follow the block structure every architecture declares through the model contract
 (``AtomicEnergyModel.num_layers``, one ``run_layer`` per block):
 
-* ``embeddings``: what ``initial_state`` uses (MACE: species embedding and edge embedding;
-  Allegro: the two-body edge embedding);
+* ``embeddings``: what ``initial_state`` uses (MACE: species embedding and edge embedding,
+  and the charge and spin embedding; Allegro: the two-body edge embedding);
 * ``layer_<k>``, k = 0 .. ``num_layers`` - 1: block k of ``run_layer`` (MACE: interaction k
   and product k; Allegro: tensor product k and latent MLP k, plus the first projection for
   ``layer_0``, which produces the first layer's environment weights);
-* ``readouts``: what turns features into energies (MACE: the per-layer readouts; Allegro:
-  the edge-energy MLP).
+* ``readouts``: what turns features into energies (MACE: the per-layer readouts and the
+  charge and spin embedding's; Allegro: the edge-energy MLP).
 
 Every trainable parameter belongs to exactly one part; a family whose parameters are not all
 covered raises, so a new block cannot silently escape a freeze.
@@ -39,9 +39,9 @@ READOUTS = "readouts"
 # family -> (regex on the parameter name inside ``energy_model``, part; "{k}" = layer group)
 PARTS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "mace": (
-        (r"(embedding|edge_embedding)\..*", EMBEDDINGS),
+        (r"(embedding|edge_embedding|electronic_state)\..*", EMBEDDINGS),
         (r"(interactions|products)\.(\d+)\..*", "layer_{2}"),
-        (r"readouts\..*", READOUTS),
+        (r"(readouts|state_readout)\..*", READOUTS),
     ),
     "allegro": (
         (r"embedding\..*", EMBEDDINGS),
