@@ -141,15 +141,31 @@ def test_model_file_round_trip_and_calculator_read_the_state(model, tmp_path):
         atoms_to_configuration(neutral, "water")
 
 
-def test_torchsim_which_has_no_state_refuses_the_model(model):
-    """TorchSim's SimState carries no charge or spin per system: refused by name rather than
-    run as neutral singlets (a charge-blind model is not)."""
+def test_batched_relaxations_and_md_take_each_structures_charge_and_spin(model):
+    """TorchSim's SimState carries no charge or spin: the batched drivers name each system's
+    structure (``EquiforceModel.set_systems``), also as systems leave (a lone atom converges at
+    once), so every batched result equals the ASE calculator on its structure with its
+    ``info``; a direct call without the structures named is refused by name."""
     pytest.importorskip("torch_sim")
-    from equiforce.md.torchsim import EquiforceModel
+    from ase import Atoms
 
-    with pytest.raises(ValueError, match="TorchSim's SimState gives no per-structure total_charge"):
-        EquiforceModel(model)
-    EquiforceModel(tiny_mace())
+    from equiforce.md.batched import run_batched_md
+    from equiforce.md.relax import relax_batched
+    from equiforce.md.torchsim import EquiforceModel, atoms_to_state
+
+    frames = _frames()[1:4] + [Atoms("H", positions=[[0.0, 0.0, 0.0]])]
+    frames[-1].info.update(charge=1, spin=1)
+    batched = EquiforceModel(model, compute_stress=False)
+    with pytest.raises(ValueError, match="each structure's total_charge and total_spin, which"):
+        batched(atoms_to_state(frames, batched.device, batched.dtype))
+    relaxed = relax_batched(frames, batched, fmax=1e-3, steps=4)
+    assert relaxed[-1].n_steps == 0 and relaxed[0].n_steps == 4  # the atom left at once
+    md = run_batched_md(frames[:3], batched, ensemble="nve", n_steps=3, log_interval=1)
+    finals = [r.atoms for r in relaxed] + [r.final_atoms for r in md]
+    for final, frame in zip(finals, frames + frames[:3], strict=True):
+        atoms = Atoms(final.numbers, final.positions, info=dict(frame.info))
+        atoms.calc = EquiforceCalculator(model)
+        assert abs(atoms.get_potential_energy() - final.get_potential_energy()) < 1e-9
 
 
 def test_a_calculator_warns_once_of_a_state_its_model_ignores(model):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -227,9 +228,28 @@ def atoms_to_configuration(atoms, source: str = "<atoms>") -> Configuration:
         cell=effective_cell(np.asarray(atoms.cell.array, dtype=np.float64), pbc),
         pbc=pbc,
         source=source,
-        total_charge=electronic_state(atoms.info, "charge", keys.TOTAL_CHARGE, source),
-        total_spin=electronic_state(atoms.info, "spin", keys.TOTAL_SPIN, source),
+        **atoms_state(atoms, source),  # total_charge, total_spin: Configuration's fields
     )
+
+
+# the ``atoms.info`` entries of a structure's state, as mace-torch's and fairchem's
+# calculators read them
+STATE_INFO_KEYS: Mapping[str, str] = MappingProxyType(
+    {keys.TOTAL_CHARGE: "charge", keys.TOTAL_SPIN: "spin"}
+)
+
+
+def atoms_state(atoms, source: str = "<atoms>") -> dict[str, float]:
+    """An ``ase.Atoms``'s total charge and spin multiplicity (``STATE_INFO_KEYS`` of its
+    ``info``; absent: 0 and 1), by ``keys.GRAPH_STATE_KEYS`` name.
+
+    Raises:
+        ValueError: naming ``source`` and the field (``electronic_state``).
+    """
+    return {
+        name: electronic_state(atoms.info, key, name, source)
+        for name, key in STATE_INFO_KEYS.items()
+    }
 
 
 def electronic_state(info: dict, key: str, field: str, source: str) -> float:

@@ -186,6 +186,7 @@ def _new_group(
     if fixed is not None:
         fixed = torch.as_tensor(fixed).to(model.device)
         stepping = FixedAtomsModel(stepping, fixed)
+    model.set_systems(members)
     out = stepping(state)
     state = MDState(
         positions=state.positions,
@@ -769,6 +770,7 @@ def run_batched_md(
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
         contextlib.ExitStack() as stack,
     ):
+        stack.callback(model.set_systems, None)  # the groups' structures, named per step
         run.open_trajectories(paths, restart, stack)
         if restart is None:
             torch.manual_seed(seed)
@@ -874,6 +876,7 @@ class _Run:
         """One step of every group (with ramps, at the step's targets)."""
         for group in self.groups:
             self._retarget(group)
+            model.set_systems([self.atoms[k] for k in group.indices])  # their charge, spin
             _advance(group, integrate, model)
         self.step += 1
 

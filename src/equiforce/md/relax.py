@@ -417,6 +417,8 @@ def _relax_group(
         fixed_atoms,
     )
 
+    systems = model  # named the structures of its state's systems (their charge and spin)
+    systems.set_systems(frames)
     model = CellAxesModel(model)  # slabs periodic along their axes only
     mask = fixed_atoms(frames)  # FIRE's velocities of atoms without forces stay zero
     fixed = None if mask is None else FixedAtomsModel(model, torch.as_tensor(mask).to(model.device))
@@ -459,6 +461,8 @@ def _relax_group(
                 symmetric.keep(remaining)
             state = state[remaining]
             active = [active[local] for local in remaining]
+            systems.set_systems([frames[index] for index in active])
+    systems.set_systems(None)
     return snapshots  # type: ignore[return-value]
 
 

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from equiforce.data import keys
+from equiforce.data.graph import atoms_state
 from equiforce.data.neighbors import neighbor_list
 from equiforce.md.batched_state import system_count
 from equiforce.md.calculator import load_potential
-from equiforce.models.contract import require_no_graph_inputs
 from equiforce.precision import PrecisionPolicy, current_policy, precision_scope
 
 try:
@@ -51,6 +51,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 if TYPE_CHECKING:
+    from ase import Atoms
+
     from equiforce.models.potential import Potential
 
 __all__ = [
@@ -106,7 +108,8 @@ class EquiforceModel(ModelInterface):
         self._compute_stress = bool(compute_stress)
         self._memory_scales_with = "n_atoms_x_density"
         self.model = load_potential(model, self._device, model_dtype, precision)
-        require_no_graph_inputs(self.model.energy_model, "TorchSim's SimState")
+        # the charge and spin of each system (``set_systems``): not in TorchSim's SimState
+        self._system_state: dict[str, torch.Tensor] | None = None
         self.type_names = list(self.model.type_names)
         self.r_max = float(self.model.r_max)
         from ase.data import atomic_numbers as symbol_to_z
@@ -115,6 +118,34 @@ class EquiforceModel(ModelInterface):
         for index, name in enumerate(self.type_names):
             table[symbol_to_z[name]] = index
         self.register_buffer("_type_of_z", table.to(self._device), persistent=False)
+
+    @property
+    def graph_inputs(self) -> tuple[str, ...]:
+        """The per-structure state the model conditions on (``AtomicEnergyModel.graph_inputs``:
+        total charge, spin multiplicity), which ``set_systems`` gives it."""
+        return tuple(self.model.energy_model.graph_inputs)
+
+    def set_systems(self, structures: Sequence[Atoms] | None) -> None:
+        """Name the structures that the coming calls' systems are, in order (None: forget).
+
+        TorchSim's SimState carries no charge or spin; a model that conditions on them
+        (``graph_inputs``) takes each system's from its structure's ``info`` (``charge``,
+        ``spin``: ``data.graph.atoms_state``). The batched drivers call it whenever the
+        systems of their state change.
+
+        Raises:
+            ValueError: a charge or spin that is not a number (the structure named).
+        """
+        if structures is None or not self.graph_inputs:
+            self._system_state = None
+            return
+        states = [atoms_state(atoms, f"structure {k}") for k, atoms in enumerate(structures)]
+        self._system_state = {
+            name: torch.tensor([state[name] for state in states], dtype=torch.float64).to(
+                self._device
+            )
+            for name in self.graph_inputs
+        }
 
     @ModelInterface.compute_stress.setter
     def compute_stress(self, value: bool) -> None:
@@ -192,7 +223,22 @@ class EquiforceModel(ModelInterface):
             keys.CELL: torch.as_tensor(cell_np).to(self._device),
             keys.BATCH: system_idx.long(),
             keys.PTR: ptr,
+            **self._graph_state(n_systems),
         }
+
+    def _graph_state(self, n_systems: int) -> dict[str, torch.Tensor]:
+        """The systems' charge and spin for a model that conditions on them (``set_systems``)."""
+        if not self.graph_inputs:
+            return {}
+        given = self._system_state
+        if given is None or len(next(iter(given.values()))) != n_systems:
+            count = "none" if given is None else len(next(iter(given.values())))
+            raise ValueError(
+                f"the model conditions on each structure's {' and '.join(self.graph_inputs)}, "
+                f"which TorchSim's SimState does not carry: {n_systems} systems, the "
+                f"structures of {count} named (EquiforceModel.set_systems)"
+            )
+        return dict(given)
 
     def _atom_types(self, atomic_numbers: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
         numbers = atomic_numbers.long()
@@ -517,6 +563,12 @@ class CommitteeModel(EquiforceModel):
         )
         self.energy_uncertainty: np.ndarray | None = None
         self.force_uncertainty: np.ndarray | None = None
+
+    @property
+    def graph_inputs(self) -> tuple[str, ...]:
+        """The per-structure state any member conditions on."""
+        wanted = {name for member in self.members for name in member.energy_model.graph_inputs}
+        return tuple(name for name in keys.GRAPH_STATE_KEYS if name in wanted)
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike], **options: Any) -> CommitteeModel:

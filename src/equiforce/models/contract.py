@@ -73,7 +73,6 @@ __all__ = [
     "Exchange",
     "LayerState",
     "PotentialInterface",
-    "require_no_graph_inputs",
     "run_layers",
 ]
 
@@ -123,9 +122,9 @@ class AtomicEnergyModel(nn.Module, ABC):
             docstring), so ``Potential`` computes them for it.
         graph_inputs: the per-graph electronic state it conditions on (names among
             ``keys.GRAPH_STATE_KEYS``: total charge, spin multiplicity), which its batches
-            must carry; () for most models. An integration that has no such state per
-            structure (TorchSim's SimState) refuses models that need it
-            (``require_no_graph_inputs``); LAMMPS gives the whole system's.
+            must carry; () for most models. LAMMPS gives the whole system's; TorchSim, whose
+            SimState has none, is told each system's structure (``EquiforceModel.
+            set_systems``).
     """
 
     strictly_local: ClassVar[bool] = False
@@ -199,26 +198,6 @@ class AtomicEnergyModel(nn.Module, ABC):
         """``run_layers(self, data, extra_outputs=...)``: a batch's ``node_energy`` and the
         ``extra_outputs`` asked for (module docstring)."""
         return run_layers(self, data, extra_outputs=extra_outputs)
-
-
-def require_no_graph_inputs(model: AtomicEnergyModel, integration: str) -> None:
-    """Refuse a model that conditions on a per-structure state in an integration that has
-    none to give it.
-
-    Args:
-        model: the architecture.
-        integration: what is refusing, as the message's subject (e.g. ``"TorchSim"``).
-
-    Raises:
-        ValueError: naming the quantities and where they can be given.
-    """
-    if model.graph_inputs:
-        raise ValueError(
-            f"{integration} gives no per-structure {' or '.join(model.graph_inputs)}, which "
-            "this model conditions on (MACE embedding_specs): run it through ASE "
-            "(EquiforceCalculator reads atoms.info['charge'] and ['spin']) or equiforce md "
-            "without --batched"
-        )
 
 
 def run_layers(
