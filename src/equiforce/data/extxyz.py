@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from equiforce.data.graph import Configuration, effective_cell, electronic_state
+from equiforce.data.charge_spin import electronic_state
+from equiforce.data.graph import Configuration, effective_cell
 from equiforce.data.keys import TOTAL_CHARGE, TOTAL_SPIN
 from equiforce.data.neighbors import neighbor_list, vesin_box
 

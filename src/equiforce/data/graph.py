@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from equiforce.data import keys
+from equiforce.data.charge_spin import atoms_state
 from equiforce.data.neighbors import neighbor_list
 
 
@@ -230,53 +229,3 @@ def atoms_to_configuration(atoms, source: str = "<atoms>") -> Configuration:
         source=source,
         **atoms_state(atoms, source),  # total_charge, total_spin: Configuration's fields
     )
-
-
-# the ``atoms.info`` entries of a structure's state, as mace-torch's and fairchem's
-# calculators read them
-STATE_INFO_KEYS: Mapping[str, str] = MappingProxyType(
-    {keys.TOTAL_CHARGE: "charge", keys.TOTAL_SPIN: "spin"}
-)
-
-
-def atoms_state(atoms, source: str = "<atoms>") -> dict[str, float]:
-    """An ``ase.Atoms``'s total charge and spin multiplicity (``STATE_INFO_KEYS`` of its
-    ``info``; absent: 0 and 1), by ``keys.GRAPH_STATE_KEYS`` name.
-
-    Raises:
-        ValueError: naming ``source`` and the field (``electronic_state``).
-    """
-    return {
-        name: electronic_state(atoms.info, key, name, source)
-        for name, key in STATE_INFO_KEYS.items()
-    }
-
-
-def electronic_state(info: dict, key: str, field: str, source: str) -> float:
-    """A structure's total charge or spin multiplicity from its ``info`` dict.
-
-    Args:
-        info: ``atoms.info`` (or any mapping).
-        key: the entry to read (e.g. ``"charge"``).
-        field: ``keys.TOTAL_CHARGE`` or ``keys.TOTAL_SPIN``: what it is, and its default when
-            absent (0 and 1).
-        source: description used in error messages.
-
-    Returns:
-        The value as a float.
-
-    Raises:
-        ValueError: naming ``source`` and ``key`` when it is not one finite number, or a spin
-            multiplicity below 1.
-    """
-    value = info.get(key)
-    if value is None:
-        return keys.GRAPH_STATE_DEFAULTS[field]
-    array = np.asarray(value)
-    if array.size != 1 or not np.issubdtype(array.dtype, np.number) or array.dtype == bool:
-        raise ValueError(f"{source}: field {key!r} ({field}) must be one number, got {value!r}")
-    number = float(array.reshape(()))
-    if not math.isfinite(number) or (field == keys.TOTAL_SPIN and number < 1):
-        what = "a spin multiplicity >= 1" if field == keys.TOTAL_SPIN else "finite"
-        raise ValueError(f"{source}: field {key!r} ({field}) must be {what}, got {value!r}")
-    return number

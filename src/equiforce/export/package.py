@@ -30,10 +30,10 @@ import torch.utils._pytree as pytree
 
 from equiforce.cpu_features import missing_features
 from equiforce.data import keys
+from equiforce.data.charge_spin import check_state
 from equiforce.data.graph import atoms_to_configuration, model_inputs
 from equiforce.files import atomic_write
 from equiforce.nn.edge_pairs import PAIR_FIRST, pair_inputs
-from equiforce.nn.mace.electronic_state import check_state
 from equiforce.op_library import load_op_library, loaded_op_library
 
 __all__ = [

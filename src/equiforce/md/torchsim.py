@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from equiforce.data import keys
-from equiforce.data.graph import atoms_state
+from equiforce.data.charge_spin import atoms_state
 from equiforce.data.neighbors import neighbor_list
 from equiforce.md.batched_state import system_count
 from equiforce.md.calculator import load_potential

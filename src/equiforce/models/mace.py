@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from equiforce.data import keys
+from equiforce.data.charge_spin import check_state
 from equiforce.models.contract import (
     EDGE_PAIRS,
     LOCAL_ATOMS,
@@ -57,11 +58,7 @@ from equiforce.nn.mace import (
     Product,
     SpeciesEmbedding,
 )
-from equiforce.nn.mace.electronic_state import (
-    ElectronicStateEmbedding,
-    check_state,
-    state_spec_problems,
-)
+from equiforce.nn.mace.electronic_state import ElectronicStateEmbedding, state_spec_problems
 from equiforce.nn.mace.nonlinear import NonLinearInteraction
 from equiforce.nn.mace.recompute import recomputed_layer
 from equiforce.nn.zbl import ZBLRepulsion

@@ -27,6 +27,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.nn import functional
 
 from equiforce.data import keys
+from equiforce.data.charge_spin import check_state
 
 KINDS = ("categorical", "continuous")
 # what an entry of ``embedding_specs`` may hold, with the defaults of the optional ones
@@ -147,31 +148,6 @@ class ElectronicStateEmbedding(nn.Module):
                 parts.append(self.embedders[name](value.to(dtype).unsqueeze(-1)))
         per_graph = functional.silu(self.project(torch.cat(parts, dim=-1)))
         return per_graph.index_select(0, batch)
-
-
-def check_state(specs: Mapping[str, Mapping[str, Any]], state: Mapping[str, torch.Tensor]) -> None:
-    """Raise unless every categorical quantity of ``specs`` in ``state`` is an integer its
-    table embeds (``0 <= value + offset < num_classes``).
-
-    Args:
-        specs: ``embedding_specs`` (module docstring).
-        state: ``{name: (n_graphs,) tensor}``, e.g. a batch.
-
-    Raises:
-        ValueError: naming the quantity, the value and the integers the model embeds.
-    """
-    for name, spec in specs.items():
-        if spec["type"] != "categorical":
-            continue
-        value, offset = state[name], spec.get("offset", 0)
-        index = value + offset
-        bad = (index != index.round()) | (index < 0) | (index >= spec["num_classes"])
-        if bool(bad.any()):
-            first = float(value[bad.nonzero()[0, 0]])
-            raise ValueError(
-                f"{name} {first:g}: the model embeds the integers {-offset} to "
-                f"{spec['num_classes'] - 1 - offset} only"
-            )
 
 
 def _torch_default_init(layer: nn.Linear, generator: torch.Generator) -> None:
