@@ -84,6 +84,20 @@ def test_forces_are_still_the_energy_gradient(model):
     )
 
 
+def test_building_draws_from_the_specs_seed_only():
+    """The state embedding's weights come from the spec's seed (torch's own layer init, which
+    draws from the global generator, is kept off it): two builds are equal and the global
+    generator is where it was."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    first = tiny_mace(embedding_specs=SPECS, embedding_readout=True)
+    assert torch.equal(torch.rand(3), expected)
+    second = tiny_mace(embedding_specs=SPECS, embedding_readout=True)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_spec_problems_are_named():
     bad = [
         ({"charge": {"type": "categorical", "emb_dim": 2, "num_classes": 3}}, "unknown quantity"),

@@ -91,6 +91,11 @@ class ElectronicStateEmbedding(nn.Module):
     ):
         super().__init__()
         self.specs = {name: {**_OPTIONAL, **spec} for name, spec in specs.items()}
+        with torch.random.fork_rng(devices=[]):  # torch's own layer init draws globally
+            self._build(num_channels, generator)
+
+    def _build(self, num_channels: int, generator: torch.Generator) -> None:
+        """The embedders and the projection, their weights drawn from ``generator``."""
         f64 = torch.float64
         self.embedders = nn.ModuleDict()
         for name, spec in self.specs.items():
