@@ -130,7 +130,7 @@ class EquiforceModel(ModelInterface):
 
         TorchSim's SimState carries no charge or spin; a model that conditions on them
         (``graph_inputs``) takes each system's from its structure's ``info`` (``charge``,
-        ``spin``: ``data.graph.atoms_state``). The batched drivers call it whenever the
+        ``spin``: ``data.charge_spin.atoms_state``). The batched drivers call it whenever the
         systems of their state change.
 
         Raises:
