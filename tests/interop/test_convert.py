@@ -58,6 +58,7 @@ def test_a_charge_aware_mace_file_is_checked_on_ions_too(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count(" ok") == 6, printed
     assert "charge +1, doublet" in printed and "charge -1, doublet" in printed
+    assert "conditions on each structure's total_charge and total_spin" in printed
 
 
 def test_a_head_is_chosen_and_bad_files_are_named(tmp_path, capsys):

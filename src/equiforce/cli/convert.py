@@ -33,8 +33,17 @@ def run(args: argparse.Namespace) -> int:
     """
     from equiforce.export.build import format_validation
     from equiforce.interop.convert import convert_model_file
+    from equiforce.models.io import load_model
 
     peer, figures = convert_model_file(args.source, args.out, args.head)
     print(f"converted {args.source} -> {args.out}; energies (eV) and forces (eV/Å) vs {peer}:")
     print(format_validation(figures))
+    conditions = load_model(args.out).energy_model.graph_inputs
+    if conditions:
+        print(
+            f"the model conditions on each structure's {' and '.join(conditions)}: ASE reads "
+            "atoms.info['charge'] and ['spin'] (absent: 0 and 1), training files their "
+            f"info keys (data.total_charge_key, total_spin_key), LAMMPS 'pair_style equiforce "
+            f"{args.out} charge Q spin S'"
+        )
     return 0
