@@ -7,6 +7,7 @@ imaginary mode, an adsorbate on a fixed slab vibrates alone."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import numpy as np
@@ -202,3 +203,29 @@ def test_transition_rates_are_harmonic_transition_state_theorys(calculator, hop)
     assert rates.quantum[1] == pytest.approx(rates.classical[1], rel=1e-3)
     with pytest.raises(ValueError, match="first-order saddle point \\(has 0\\)"):
         transition_rates(minimum, minimum, temperatures)
+
+
+def test_cli_spin_is_the_multiplicity_the_ideal_gas_and_the_model_share(
+    emt_cu_model, cluster, tmp_path
+):
+    """``equiforce vibrations --spin M`` is the structure's spin multiplicity, as a
+    charge-aware model reads it; the ideal gas's electronic entropy is k ln M (S = (M-1)/2):
+    a doublet's entropy exceeds the singlet's by k ln 2, a multiplicity below 1 is named."""
+    write(tmp_path / "cu13.xyz", cluster)
+    parser = argparse.ArgumentParser()
+    vibrations_cli.add_arguments(parser)
+    entropies = {}
+    for multiplicity in ("1", "2"):
+        out = tmp_path / f"spin{multiplicity}"
+        argv = [emt_cu_model, str(tmp_path / "cu13.xyz"), "--out", str(out)]
+        with (
+            pytest.warns(UserWarning, match="does not condition")
+            if multiplicity == "2"
+            else (contextlib.nullcontext())
+        ):
+            assert vibrations_cli.run(parser.parse_args([*argv, "--spin", multiplicity])) == 0
+        summary = json.loads((out / vibrations_cli.SUMMARY_NAME).read_text())
+        entropies[multiplicity] = summary["thermochemistry"]["entropy_eV_per_K"][0]
+    assert entropies["2"] - entropies["1"] == pytest.approx(units.kB * np.log(2), rel=1e-9)
+    with pytest.raises(ValueError, match=r"--spin 0.5: the spin multiplicity 2S\+1, >= 1"):
+        vibrations_cli.run(parser.parse_args([*argv, "--spin", "0.5"]))

@@ -201,3 +201,27 @@ def test_a_calculator_warns_once_of_a_state_its_model_ignores(model):
         neutral = make_molecule("H2O")
         neutral.calc = EquiforceCalculator(tiny_mace())
         neutral.get_potential_energy()
+
+
+def test_cli_charge_and_spin_options_set_the_structures_state(model, tmp_path):
+    """``--charge`` / ``--spin`` give a file that cannot say (a PDB) its structures' state:
+    ``equiforce relax`` (``--steps 0``) reports the energy the calculator gives the molecule
+    with that ``info``, ASE and batched alike."""
+    from ase.io import read, write
+
+    from equiforce.cli.main import main
+
+    save_model(model, tmp_path / "ion.pt")
+    atoms = make_molecule("CH3CH2OH", seed=3)
+    write(tmp_path / "mol.pdb", atoms)
+    atoms = read(tmp_path / "mol.pdb")
+    atoms.info.update(charge=-1, spin=2)
+    atoms.calc = EquiforceCalculator(model)
+    expected = atoms.get_potential_energy()
+    for batched in ([], ["--batched"]):
+        out = tmp_path / f"relaxed{len(batched)}.xyz"
+        argv = ["relax", str(tmp_path / "ion.pt"), str(tmp_path / "mol.pdb"), str(out)]
+        assert main([*argv, "--steps", "0", "--charge", "-1", "--spin", "2", *batched]) == 0
+        relaxed = read(out)
+        assert abs(relaxed.get_potential_energy() - expected) < 1e-9
+        assert (relaxed.info["charge"], relaxed.info["spin"]) == (-1, 2)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``ipi`` options on ``parser``."""
-    from equiforce.cli.options import add_calculator_options
+    from equiforce.cli.options import add_calculator_options, add_state_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument(
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log", action="store_true", help="print the socket protocol's messages")
     add_calculator_options(parser)
+    add_state_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read
 
-    from equiforce.cli.options import model_calculator
+    from equiforce.cli.options import apply_state_options, model_calculator
     from equiforce.md.ipi import run_ipi_driver
 
     if not Path(args.structure).exists():
         raise FileNotFoundError(f"structure file {args.structure} does not exist")
     template = read(args.structure, index=0)
+    apply_state_options(args, [template])
     calculator = model_calculator(args)
     evaluations = run_ipi_driver(
         template,

@@ -27,6 +27,8 @@ from pathlib import Path
 from equiforce.cli.options import (
     add_batch_atoms_option,
     add_calculator_options,
+    add_state_options,
+    apply_state_options,
     model_calculator,
 )
 from equiforce.md.dynamics import BAROSTATS
@@ -170,6 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_batch_atoms_option(parser)
     add_calculator_options(parser)
+    add_state_options(parser)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -208,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             option = "--" + name.replace("_", "-")
             raise ValueError(f"{option}: one value (one per frame with --batched)")
     atoms = read(args.structure, index=0)
+    apply_state_options(args, [atoms])
     calculator = model_calculator(args, compile=args.compile)
     watch = None
     if args.max_uncertainty is not None:
@@ -276,6 +280,7 @@ def _run_batched(args: argparse.Namespace, out: Path, restart: Path, npt) -> int
         raise ValueError("--batched runs the model eagerly: drop --compile")
     committee = len(args.model) > 1 or Path(args.model[0]).is_dir()
     structures = read(args.structure, index=":")
+    apply_state_options(args, structures)
     stress = npt is not None  # the barostat's input
     options = {"device": args.device, "precision": args.precision, "compute_stress": stress}
     if committee:

@@ -25,7 +25,7 @@ FIGURE_NAME = "neb.png"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``neb`` options on ``parser``."""
-    from equiforce.cli.options import add_calculator_options
+    from equiforce.cli.options import add_calculator_options, add_state_options
     from equiforce.md.neb import INTERPOLATIONS, METHODS
     from equiforce.md.relax import OPTIMIZERS
 
@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "forward and backward: the vibrations of the end points and the saddle (3 Hessians)",
     )
     add_calculator_options(parser)
+    add_state_options(parser)
     parser.add_argument("--out", default="neb", help="output folder (neb)")
 
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read, write
 
-    from equiforce.cli.options import model_calculator
+    from equiforce.cli.options import apply_state_options, model_calculator
     from equiforce.md.neb import interpolated_band, run_neb
     from equiforce.md.relax import relax_structure
 
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if args.relax_ends:
             raise ValueError("--relax-ends relaxes two end points; a band file is used as given")
         band = read(args.structures[0], index=":")
+        apply_state_options(args, band)
         if len(band) < 3:
             raise ValueError(
                 f"{args.structures[0]}: a band file needs at least 3 frames, got {len(band)} "
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         ends = [read(path, index=0) for path in args.structures]
+        apply_state_options(args, ends)
         if args.relax_ends:
             ends = [relax_structure(end, calculator, fmax=args.fmax / 5).atoms for end in ends]
         band = interpolated_band(*ends, args.images, args.interpolation)

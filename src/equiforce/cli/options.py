@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 from equiforce.precision import MODES as PRECISION_MODES
 
@@ -52,6 +53,38 @@ def add_state_key_options(parser: argparse.ArgumentParser) -> None:
         default="spin",
         help="the frames' spin multiplicity 2S+1 (info key; default spin; absent: 1)",
     )
+
+
+def add_state_options(parser: argparse.ArgumentParser) -> None:
+    """``--charge Q`` and ``--spin S``: the structures' net charge and spin multiplicity, for
+    a model that conditions on them (MACE ``embedding_specs``), where the input file cannot
+    say (extxyz: ``charge=-1 spin=2`` on the comment line, read into ``atoms.info``)."""
+    parser.add_argument(
+        "--charge",
+        type=float,
+        default=None,
+        help="the structures' net charge, e (atoms.info['charge']; default: the file's, else 0)",
+    )
+    parser.add_argument(
+        "--spin",
+        type=float,
+        default=None,
+        help="their spin multiplicity 2S+1 (atoms.info['spin']; default: the file's, else 1)",
+    )
+
+
+def apply_state_options(args: argparse.Namespace, structures: Sequence) -> None:
+    """Write ``--charge`` / ``--spin`` (where given) into every structure's ``info``, over
+    what its file said (``add_state_options``).
+
+    Raises:
+        ValueError: a ``--spin`` below 1 (it is the multiplicity 2S + 1).
+    """
+    if args.spin is not None and args.spin < 1:
+        raise ValueError(f"--spin {args.spin:g}: the spin multiplicity 2S+1, >= 1 (doublet: 2)")
+    given = {"charge": args.charge, "spin": args.spin}
+    for atoms in structures:
+        atoms.info.update({key: value for key, value in given.items() if value is not None})
 
 
 def add_batch_atoms_option(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from equiforce.cli.options import (
     add_batch_atoms_option,
     add_calculator_options,
+    add_state_options,
+    apply_state_options,
     model_calculator,
 )
 from equiforce.md.relax import CELL_MODES, OPTIMIZERS
@@ -73,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "relax the rest",
     )
     add_calculator_options(parser)
+    add_state_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cell_mode != "full" and not args.cell:
         raise ValueError(f"--cell-mode {args.cell_mode} needs --cell")
     frames = read(args.input, index=":")
+    apply_state_options(args, frames)
     options = dict(
         fmax=args.fmax,
         steps=args.steps,

@@ -22,7 +22,7 @@ SUMMARY_NAME = "saddle.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``saddle`` options on ``parser``."""
-    from equiforce.cli.options import add_calculator_options
+    from equiforce.cli.options import add_calculator_options, add_state_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument("guess", help="the guess, any ASE format (its last frame, or file@index)")
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the atoms that move (default: those FixAtoms leaves free)",
     )
     add_calculator_options(parser)
+    add_state_options(parser)
     parser.add_argument("--out", default="saddle", help="output folder (saddle)")
 
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read, write
 
-    from equiforce.cli.options import model_calculator
+    from equiforce.cli.options import apply_state_options, model_calculator
     from equiforce.md.saddle import find_saddle
     from equiforce.md.vibrations import vibrations
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(path).exists():
         raise FileNotFoundError(f"guess file {path} does not exist")
     guess = read(args.guess)
+    apply_state_options(args, [guess])
     calculator = model_calculator(args)
     result = find_saddle(
         guess,

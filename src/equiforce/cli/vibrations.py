@@ -24,7 +24,7 @@ MAX_FORCE = 1e-2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``vibrations`` options on ``parser``."""
-    from equiforce.cli.options import add_calculator_options
+    from equiforce.cli.options import add_calculator_options, add_state_options
 
     parser.add_argument("model", help="model file (save_model output or training checkpoint)")
     parser.add_argument(
@@ -62,15 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rotational symmetry number of a molecule (1; water 2, ammonia 3, methane 12)",
     )
     parser.add_argument(
-        "--spin", type=float, default=0.0, help="total electronic spin of a molecule (0)"
-    )
-    parser.add_argument(
         "--transition-state",
         action="store_true",
         help="a first-order saddle point: its one imaginary mode is left out of the "
         "thermochemistry",
     )
     add_calculator_options(parser)
+    add_state_options(parser)
     parser.add_argument("--out", default="vibrations", help="output folder (vibrations)")
 
 
@@ -84,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from ase.io import read, write
 
-    from equiforce.cli.options import model_calculator
+    from equiforce.cli.options import apply_state_options, model_calculator
+    from equiforce.data import keys
+    from equiforce.data.charge_spin import atoms_state
     from equiforce.md.relax import relax_structure
     from equiforce.md.vibrations import thermochemistry, vibrations
 
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if min(args.temperatures) <= 0:
         raise ValueError(f"--temperatures {args.temperatures}: temperatures must be > 0 K")
     atoms = read(args.structure)
+    apply_state_options(args, [atoms])
     calculator = model_calculator(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         args.temperatures,
         pressure=args.pressure,
         symmetry_number=args.symmetry_number,
-        spin=args.spin,
+        spin=(atoms_state(atoms)[keys.TOTAL_SPIN] - 1) / 2,  # S of the multiplicity 2S+1
         transition_state=args.transition_state,
     )
     summary = {
