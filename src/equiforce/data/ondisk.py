@@ -16,8 +16,8 @@ plain ``.npy`` arrays, one concatenated array per field, plus per-structure offs
                    weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks,
                    config_type.npy (n,) int32 index into the manifest's ``config_types``,
                    state.npy (n, 2) float64 total charge (e) and spin multiplicity
-                   (``keys.GRAPH_STATE_DEFAULTS`` where a directory preprocessed before
-                   it lacks it)
+                   (a directory preprocessed before it reads as neutral singlets, but
+                   its manifest's label keys lack the state's: training refuses it)
 
 Why ``.npy`` arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra dependency and
 no pickles; one structure is a contiguous byte range of each array, read with ``os.preadv``
