@@ -225,3 +225,24 @@ def test_cli_charge_and_spin_options_set_the_structures_state(model, tmp_path):
         relaxed = read(out)
         assert abs(relaxed.get_potential_energy() - expected) < 1e-9
         assert (relaxed.info["charge"], relaxed.info["spin"]) == (-1, 2)
+
+
+def test_exact_hessians_take_the_state(model):
+    """The exact Hessian (vibrations, saddles, phonons) evaluates the model in the structure's
+    state: its gradient rows equal finite differences of the state's forces, and differ from
+    the neutral singlet's."""
+    from equiforce.models.hessian import hessian
+
+    atoms = _frames()[2]  # water, charge -1, doublet
+    batch = collate([_graph(atoms, model)])
+    exact = hessian(model, batch)
+    step, forces = 1e-5, {}
+    for sign in (1, -1):  # atom 1 along z: the Hessian's column 3 * 1 + 2
+        moved = atoms.copy()
+        moved.positions[1, 2] += sign * step
+        forces[sign] = model(collate([_graph(moved, model)]))[keys.FORCES].detach().reshape(-1)
+    numeric = -(forces[1] - forces[-1]) / (2 * step)
+    assert torch.allclose(exact[:, 5], numeric, atol=TOL.finite_difference.atol)
+    neutral = atoms.copy()
+    neutral.info.update(charge=0, spin=1)
+    assert (hessian(model, collate([_graph(neutral, model)])) - exact).abs().max() > 1e-6

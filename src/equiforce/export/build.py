@@ -81,7 +81,7 @@ from equiforce.kernels import use_backend
 from equiforce.kernels.export_ops import exportable
 from equiforce.kernels.extension import OpLibrary, kernel_ops, target_kernel_ops
 from equiforce.models.compile import _SYMBOLIC_AXIS, trace_potential
-from equiforce.models.potential import Potential
+from equiforce.models.potential import Potential, select_inputs
 from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_INPUTS, PAIR_OF_EDGE, pair_inputs
 from equiforce.precision import current_policy
 
@@ -343,8 +343,8 @@ def _exported_program(
     """Steps 2-3 of the module docstring; returns the program, its input keys, the kernel
     library it calls (compiled for ``-march=<march>``, ``_kernel_library``) and its
     ``metadata["kernel_library"]``."""
-    wanted = (*keys.MODEL_INPUT_KEYS, *PAIR_INPUTS, *potential.energy_model.graph_inputs)
-    names = sorted(name for name in wanted if name in batch)
+    selected = select_inputs(potential.energy_model, batch)
+    names = sorted([*selected, *(name for name in PAIR_INPUTS if name in batch)])
     state = [t.detach() for t in (*potential.parameters(), *potential.buffers())]
     args = [batch[name] for name in names]
     edge_gradients = keys.EDGE_GRADIENT in outputs

@@ -36,7 +36,7 @@ from equiforce.models.contract import (
     AtomicEnergyModel,
     run_layers,
 )
-from equiforce.models.potential import edge_vectors, graph_energy
+from equiforce.models.potential import edge_vectors, graph_energy, select_inputs
 from equiforce.models.spec import ModelSpec
 
 __all__ = [
@@ -177,8 +177,7 @@ def check_model(model: ModelT) -> ModelT:
     tol = 1e-9 if model.dtype == torch.float64 else 1e-2
     problems = _output_problems(out, energy_model.outputs, batch, tol)
     _raise(model, problems)
-    names = (*keys.MODEL_INPUT_KEYS, *energy_model.graph_inputs)
-    inputs = {name: batch[name] for name in names}
+    inputs = select_inputs(energy_model, batch)
     inputs[keys.EDGE_VEC] = edge_vectors(batch[keys.POSITIONS], batch[keys.CELL], inputs)
     with torch.no_grad():
         problems += _layer_problems(energy_model, inputs, tol)

@@ -52,7 +52,7 @@ from torch.fx.experimental.symbolic_shapes import (
 from equiforce.data import keys
 from equiforce.models.check import check_model
 from equiforce.models.contract import POTENTIAL_METADATA
-from equiforce.models.potential import Potential
+from equiforce.models.potential import Potential, select_inputs
 from equiforce.nn.edge_pairs import PAIR_FIRST, PAIR_OF_EDGE
 
 __all__ = ["CompiledPotential", "compile_potential", "trace_potential"]
@@ -123,8 +123,7 @@ class CompiledPotential(nn.Module):
             "compute_stress": compute_stress,
             "create_graph": create_graph,
         }
-        wanted = (*keys.MODEL_INPUT_KEYS, *self.potential.energy_model.graph_inputs)
-        inputs = {name: data[name] for name in wanted if name in data}
+        inputs = select_inputs(self.potential.energy_model, data)
         self.potential.energy_model.check_graph_inputs(inputs)  # the trace holds no checks
         if inputs[keys.POSITIONS].shape[0] < 2 or inputs[keys.EDGE_INDEX].shape[1] < 2:
             return self.potential(inputs, **options)
@@ -196,6 +195,7 @@ def trace_potential(
                 "compute_stress": stress,
                 "create_graph": True,
                 "compute_edge_gradients": edge_gradients,
+                "check_inputs": False,  # data-dependent: the callers check the real batch
             },
         )
         out_keys[:] = sorted(out)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from equiforce.data import keys
-from equiforce.models.potential import Potential, edge_vectors
+from equiforce.models.potential import Potential, edge_vectors, select_inputs
 
 
 def _positions_gradient(
@@ -22,7 +22,8 @@ def _positions_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(positions, dE/dpositions)``: the float64 positions (n_atoms, 3) Å made a leaf and the
     energy's gradient with respect to them (n_atoms, 3) eV/Å, with its graph kept."""
-    inputs = {name: batch[name] for name in keys.MODEL_INPUT_KEYS if name in batch}
+    inputs = select_inputs(model.energy_model, batch)
+    model.energy_model.check_graph_inputs(inputs)
     pos = inputs[keys.POSITIONS].to(torch.float64).detach().requires_grad_(True)
     cell = inputs[keys.CELL].to(torch.float64)
     inputs[keys.POSITIONS] = pos

@@ -98,6 +98,7 @@ class Potential(nn.Module):
         create_graph: bool | None = None,
         compute_edge_gradients: bool = False,
         extra_outputs: Collection[str] = (),
+        check_inputs: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Predict energies and, on request, forces and stress for a batch.
 
@@ -115,6 +116,9 @@ class Potential(nn.Module):
             extra_outputs: the energy model's optional outputs to return too
                 (``AtomicEnergyModel.outputs``: ``node_features``, ``edge_energy``); only
                 made when asked.
+            check_inputs: check the per-structure state against what the model embeds
+                (``AtomicEnergyModel.check_graph_inputs``, data-dependent); a traced call
+                passes False and its caller checks the real batch before.
 
         Returns:
             Dict with ``energy`` (n_graphs,) float64 eV, ``node_energy`` (n_atoms,) float64,
@@ -122,17 +126,13 @@ class Potential(nn.Module):
 
         Raises:
             ValueError: an extra output the energy model does not declare, or a batch without
-                a per-graph state the model conditions on (``graph_inputs``).
+                a per-graph state the model conditions on (``graph_inputs``) or with one it
+                cannot embed (``check_inputs``).
         """
         create_graph = self.training if create_graph is None else create_graph
-        inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
-        for name in self.energy_model.graph_inputs:
-            if name not in data:
-                raise ValueError(
-                    f"the model conditions on {name!r} (per structure), which this batch "
-                    "lacks; build batches with equiforce.data (graph.model_inputs, collate)"
-                )
-            inputs[name] = data[name]
+        inputs = select_inputs(self.energy_model, data)
+        if check_inputs:
+            self.energy_model.check_graph_inputs(inputs)
         if PAIR_FIRST in data and self.energy_model.uses_edge_pairs:  # the batch's own bonds
             inputs[EDGE_PAIRS] = EdgePairs(data[PAIR_FIRST], data[PAIR_OF_EDGE])
         inputs[keys.POSITIONS] = inputs[keys.POSITIONS].to(torch.float64)
@@ -299,6 +299,24 @@ class Potential(nn.Module):
     def spec_dict(self) -> dict[str, Any]:
         """The spec as a plain dict (JSON/YAML friendly)."""
         return dataclasses.asdict(self.spec)
+
+
+def select_inputs(energy_model: nn.Module, data: dict[str, torch.Tensor]) -> dict:
+    """The entries of ``data`` an energy model reads: ``keys.MODEL_INPUT_KEYS`` (those
+    present) and the per-structure state it conditions on (``graph_inputs``).
+
+    Raises:
+        ValueError: ``data`` lacks a state quantity the model conditions on (named).
+    """
+    inputs = {name: data[name] for name in keys.MODEL_INPUT_KEYS if name in data}
+    for name in energy_model.graph_inputs:
+        if name not in data:
+            raise ValueError(
+                f"the model conditions on {name!r} (per structure), which this batch lacks; "
+                "build batches with equiforce.data (graph.model_inputs, collate)"
+            )
+        inputs[name] = data[name]
+    return inputs
 
 
 def graph_energy(node_energy: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:

@@ -23,11 +23,9 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import is_fake
 from torch.nn import functional
 
 from equiforce.data import keys
-from equiforce.data.charge_spin import check_state
 
 KINDS = ("categorical", "continuous")
 # what an entry of ``embedding_specs`` may hold, with the defaults of the optional ones
@@ -136,14 +134,12 @@ class ElectronicStateEmbedding(nn.Module):
         Returns:
             (n_atoms, num_channels), the parameters' dtype.
 
-        Raises:
-            ValueError: a categorical value that is not an integer in its table's range
-                (``check_state``; traced calls, compiled or packaged, run it before the
-                call), naming the quantity and the value.
+        A categorical value must be an integer its table has a row for: the callers check it
+        (``data.charge_spin.check_state``: ``Potential``, compiled calls and packages before
+        their programs, LAMMPS at ``pair_style``), as a check on the data here would not
+        trace.
         """
         dtype = self.project.weight.dtype
-        if not (torch.compiler.is_compiling() or any(map(is_fake, state.values()))):
-            check_state(self.specs, state)  # traced calls check before (no data here)
         parts = []
         for name, spec in self.specs.items():
             value = state[name]
