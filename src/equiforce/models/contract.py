@@ -149,8 +149,9 @@ class AtomicEnergyModel(nn.Module, ABC):
 
     def check_graph_inputs(self, data: dict[str, torch.Tensor]) -> None:
         """Raise ``ValueError`` for a ``graph_inputs`` value the model cannot take (named).
-        Eager calls check themselves; a traced call (compiled, exported) runs this on its
-        batch first, as its graph holds no data-dependent checks. Nothing by default."""
+        ``Potential`` runs it on every eager call; a traced program (compiled, exported)
+        holds no data-dependent check, so its caller runs it on the batch first. Nothing by
+        default."""
 
     @property
     @abstractmethod
