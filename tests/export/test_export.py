@@ -846,6 +846,33 @@ def test_the_cpp_runner_equals_the_python_loader(fixture, runner, tmp_path, requ
             _assert_close(got, want[name], Tolerance(rtol=0, atol=1e-10 * scale), name)
 
 
+def test_the_cpp_runner_takes_the_charge_and_spin(
+    mace_nonlinear_fast_float64, allegro_fast_float64, runner, tmp_path
+):
+    """A charge- and spin-aware MACE package in C++: ``--charge -1 --spin 2`` gives the Python
+    loader's energy and forces of the molecule with that ``info`` (1e-10); a charge outside
+    the model's table, and a charge for a package that takes none, are refused by name."""
+    from ase.io import read, write
+
+    _, path, _ = mace_nonlinear_fast_float64
+    write(tmp_path / "mol.xyz", make_molecule(), format="extxyz")
+    atoms = read(tmp_path / "mol.xyz")
+    rows = _run_cpp(runner, path, tmp_path / "mol.xyz", "--charge", "-1", "--spin", "2")
+    assert isinstance(rows, list), rows
+    atoms.info.update(charge=-1, spin=2)
+    package = load_exported(path)
+    want = package(package.batch(atoms))
+    for name in (keys.ENERGY, keys.FORCES):
+        got = torch.tensor(rows[0][name], dtype=torch.float64).reshape(want[name].shape)
+        _assert_close(got, want[name], Tolerance(rtol=0, atol=1e-10), name)
+    neutral = _run_cpp(runner, path, tmp_path / "mol.xyz")
+    assert abs(neutral[0]["energy"] - rows[0]["energy"]) > 1e-6
+    error = _run_cpp(runner, path, tmp_path / "mol.xyz", "--charge", "3")
+    assert "--charge 3.000000: the model embeds the integers -2 to 2 only" in error
+    error = _run_cpp(runner, allegro_fast_float64[1], tmp_path / "mol.xyz", "--charge", "1")
+    assert "--charge: the package does not condition on total_charge" in error
+
+
 @pytest.mark.parametrize("fixture", ["mace_paired_float64", "allegro_fast_float64"])
 def test_the_cpp_runner_runs_md_as_ases_velocity_verlet(fixture, runner, tmp_path, request):
     """``equiforce-run --md``: 40 steps of 1 fs from a molecule and from a periodic cell with

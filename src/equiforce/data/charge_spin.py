@@ -67,26 +67,33 @@ def electronic_state(info: dict, key: str, field: str, source: str) -> float:
     return number
 
 
+def embedded_integers(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """The integers each categorical quantity of ``embedding_specs`` embeds:
+    ``{name: (lowest, highest)}`` (``-offset`` to ``num_classes - 1 - offset``); continuous
+    ones take any number and are not listed."""
+    return {
+        name: (-spec.get("offset", 0), spec["num_classes"] - 1 - spec.get("offset", 0))
+        for name, spec in specs.items()
+        if spec["type"] == "categorical"
+    }
+
+
 def check_state(specs: Mapping[str, Mapping[str, Any]], state: Mapping[str, torch.Tensor]) -> None:
     """Raise unless every categorical quantity of ``specs`` in ``state`` is an integer its
-    table embeds (``0 <= value + offset < num_classes``).
+    table embeds (``embedded_integers``).
 
     Args:
-        specs: ``embedding_specs`` (module docstring).
+        specs: ``embedding_specs`` (``equiforce.nn.mace.electronic_state``).
         state: ``{name: (n_graphs,) tensor}``, e.g. a batch.
 
     Raises:
         ValueError: naming the quantity, the value and the integers the model embeds.
     """
-    for name, spec in specs.items():
-        if spec["type"] != "categorical":
-            continue
-        value, offset = state[name], spec.get("offset", 0)
-        index = value + offset
-        bad = (index != index.round()) | (index < 0) | (index >= spec["num_classes"])
+    for name, (low, high) in embedded_integers(specs).items():
+        value = state[name]
+        bad = (value != value.round()) | (value < low) | (value > high)
         if bool(bad.any()):
             first = float(value[bad.nonzero()[0, 0]])
             raise ValueError(
-                f"{name} {first:g}: the model embeds the integers {-offset} to "
-                f"{spec['num_classes'] - 1 - offset} only"
+                f"{name} {first:g}: the model embeds the integers {low} to {high} only"
             )

@@ -68,6 +68,7 @@ from torch.export.pt2_archive._package import PT2ArchiveWriter, _package_aoti_fi
 import equiforce
 from equiforce.cpu_features import compiled_features, cpu_flag_set
 from equiforce.data import keys
+from equiforce.data.charge_spin import embedded_integers
 from equiforce.export.package import (
     FORMAT,
     KERNEL_LIBRARY_DIR,
@@ -442,6 +443,15 @@ def _metadata(
         "equiforce_version": equiforce.__version__,
         "torch_version": torch.__version__,
         "spec": json.loads(json.dumps(potential.spec_dict(), default=str)),
+        # the per-structure state the program takes, and the integers each categorical one
+        # embeds (null: any number), flat for the C++ runner: equiforce-run --charge/--spin
+        **{f"{name}_range": None for name in potential.energy_model.graph_inputs},
+        **{
+            f"{name}_range": list(span)
+            for name, span in embedded_integers(
+                getattr(potential.spec, "embedding_specs", None) or {}
+            ).items()
+        },
     }
 
 

@@ -1,9 +1,10 @@
 /* equiforce-run: an exported package run in C++ with no Python, on every frame of an XYZ file,
    or as molecular dynamics from its first frame.
 
-     equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] [--repeat N]
+     equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] [--repeat N] [--charge Q] [--spin M]
      equiforce-run MODEL.pt2 START.xyz --md STEPS --timestep FS [--every N]
                    [--temperature K --friction 1/FS [--seed N]] [--trajectory OUT.xyz]
+                   [--charge Q] [--spin M]
 
    Any package runs here, MACE included: the whole structure is one program call (periodic
    images as lattice shifts of the edges, as the Python loader does), so no halo exchange is
@@ -35,12 +36,15 @@
    without a periodic axis), edge_index (2,E) int64 [centre, neighbour], edge_shift (E,3)
    float64 integer lattice shifts S (edge vector = pos[j] - pos[i] + S @ cell), pos (n,3)
    float64 Å, ptr (2,) [0, n], and for MACE the bonds, edge_pair_first (B,) int64 (the lowest
-   edge of each bond) and edge_pair_of (E,) int64 (each edge's bond). The neighbour search
-   bins the atoms' periodic images in cubes of side >= r_max (O(n) for a dense structure) and
-   makes each bond's two edges, (i, j, S) and (j, i, -S), together, so the bonds are known as
-   they are made; the edges are then ordered by centre, neighbour and shift, as the Python
-   loader's list (the kernels' memory access follows that order: on 3BPA the bond-by-bond
-   order cost ~10 %). */
+   edge of each bond) and edge_pair_of (E,) int64 (each edge's bond), and for a model that
+   conditions on them total_charge and total_spin (1,) float64: --charge and --spin (every
+   frame's; default a neutral singlet), checked against the integers a categorical one
+   embeds (`<name>_range` in the metadata) and refused for a package that takes none. The
+   neighbour search bins the atoms' periodic images in cubes of side >= r_max (O(n) for a
+   dense structure) and makes each bond's two edges, (i, j, S) and (j, i, -S), together, so
+   the bonds are known as they are made; the edges are then ordered by centre, neighbour and
+   shift, as the Python loader's list (the kernels' memory access follows that order: on 3BPA
+   the bond-by-bond order cost ~10 %). */
 #include "package_reader.h"
 
 #include <ATen/ATen.h>
@@ -56,6 +60,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -394,7 +399,8 @@ Edges neighbour_list(const Frame &frame, double r_max, const std::string &where)
 /* The program's inputs, in the package's `inputs` order (file docstring). */
 std::vector<at::Tensor> program_inputs(const std::vector<std::string> &names,
                                        const std::vector<int64_t> &types, const Frame &frame,
-                                       const Edges &edges, bool periodic)
+                                       const Edges &edges, bool periodic,
+                                       const std::map<std::string, double> &state)
 {
   const int64_t n = static_cast<int64_t>(types.size());
   const int64_t n_edges = static_cast<int64_t>(edges.centre.size());
@@ -426,6 +432,8 @@ std::vector<at::Tensor> program_inputs(const std::vector<std::string> &names,
       value = at::tensor(edges.pair_first, index);
     } else if (name == "edge_pair_of") {
       value = at::tensor(edges.pair_of, index);
+    } else if (state.count(name)) {
+      value = at::tensor({state.at(name)}, real);
     } else {
       throw std::invalid_argument("the package takes an input '" + name + "' that "
                                   "equiforce-run cannot provide");
@@ -534,7 +542,35 @@ class Runner {
       fail(where, std::to_string(n) + " atoms, more than the " + std::to_string(max_atoms_) +
                       " the package was exported for (equiforce export --max-atoms)");
     const bool periodic = frame.pbc[0] || frame.pbc[1] || frame.pbc[2];
-    return program_inputs(inputs_, types, frame, edges, periodic);
+    return program_inputs(inputs_, types, frame, edges, periodic, state_);
+  }
+
+  /* The frames' net charge and spin multiplicity (--charge, --spin; NaN: not given), for a
+     package that takes them; throws for one that does not, or a value it cannot embed. */
+  void set_state(double charge, double spin)
+  {
+    const std::map<std::string, double> given = {{"total_charge", charge}, {"total_spin", spin}};
+    const std::map<std::string, std::string> option = {{"total_charge", "--charge"},
+                                                       {"total_spin", "--spin"}};
+    for (const auto &[name, value] : given) {
+      const bool taken = std::find(inputs_.begin(), inputs_.end(), name) != inputs_.end();
+      if (!taken && !std::isnan(value))
+        throw std::invalid_argument(option.at(name) + ": the package does not condition on " +
+                                    name);
+      if (!taken) continue;
+      const double number = std::isnan(value) ? (name == "total_spin" ? 1.0 : 0.0) : value;
+      if (name == "total_spin" && number < 1)
+        throw std::invalid_argument("--spin: the spin multiplicity 2S+1 is >= 1");
+      if (package_.has(name + "_range")) {
+        const std::vector<double> span = package_.numbers_field(name + "_range");
+        if (number != std::round(number) || number < span[0] || number > span[1])
+          throw std::invalid_argument(option.at(name) + " " + std::to_string(number) +
+                                      ": the model embeds the integers " +
+                                      std::to_string(static_cast<long long>(span[0])) + " to " +
+                                      std::to_string(static_cast<long long>(span[1])) + " only");
+      }
+      state_[name] = number;
+    }
   }
 
   /* One program call; throws naming `where`. */
@@ -552,6 +588,7 @@ class Runner {
   double r_max_;
   long long max_atoms_;
   std::vector<std::string> type_names_, inputs_, outputs_;
+  std::map<std::string, double> state_;    // total_charge, total_spin of the frames
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> program_;
 };
 
@@ -798,6 +835,7 @@ int run(int argc, char **argv)
   std::vector<std::string> files;
   bool stress = false;
   int repeat = 0;
+  double charge = std::nan(""), spin = std::nan("");
   MDSettings md;
   for (size_t k = 0; k < args.size(); k++) {
     const bool valued = k + 1 < args.size();
@@ -819,6 +857,10 @@ int run(int argc, char **argv)
       md.seed = std::stoull(args[++k]);
     } else if (args[k] == "--trajectory" && valued) {
       md.trajectory = args[++k];
+    } else if (args[k] == "--charge" && valued) {
+      charge = std::stod(args[++k]);
+    } else if (args[k] == "--spin" && valued) {
+      spin = std::stod(args[++k]);
     } else if (args[k].rfind("--", 0) == 0) {
       throw std::invalid_argument("unknown option " + args[k]);
     } else {
@@ -829,7 +871,7 @@ int run(int argc, char **argv)
     throw std::invalid_argument("usage: equiforce-run MODEL.pt2 STRUCTURES.xyz [--stress] "
                                 "[--repeat N] | [--md STEPS --timestep FS [--every N] "
                                 "[--temperature K --friction 1/FS [--seed N]] "
-                                "[--trajectory OUT.xyz]]");
+                                "[--trajectory OUT.xyz]] [--charge Q] [--spin M]");
   if (md.steps >= 0 && (md.timestep_fs <= 0 || md.every < 1 || stress || repeat))
     throw std::invalid_argument("--md STEPS needs --timestep FS > 0 and --every N >= 1, and "
                                 "takes neither --stress nor --repeat");
@@ -837,6 +879,7 @@ int run(int argc, char **argv)
     throw std::invalid_argument("Langevin MD needs both --temperature K >= 0 and --friction "
                                 "1/FS > 0 (neither: NVE)");
   Runner runner(files[0]);
+  runner.set_state(charge, spin);
   c10::InferenceMode guard;
   if (md.steps >= 0)
     run_md(runner, files[1], md);
