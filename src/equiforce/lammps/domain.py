@@ -45,6 +45,7 @@ from typing import Callable, Mapping
 import torch
 
 from equiforce.data import keys
+from equiforce.data.charge_spin import STATE_INFO_KEYS, electronic_state
 from equiforce.models.contract import LOCAL_ATOMS, PotentialInterface, run_layers
 from equiforce.models.local_blocks import BlockPlan, SavedBytes
 from equiforce.precision import current_policy, precision_scope
@@ -292,16 +293,15 @@ def lammps_state(
         ValueError: a value for a quantity the model does not condition on, or one it
             cannot embed (``check_graph_inputs``), named.
     """
-    given = {keys.TOTAL_CHARGE: charge, keys.TOTAL_SPIN: spin}
-    state = dict(keys.GRAPH_STATE_DEFAULTS)
-    for name, value in given.items():
-        if value is None:
-            continue
-        if name not in potential.energy_model.graph_inputs:
+    info = {key: value for key, value in (("charge", charge), ("spin", spin)) if value is not None}
+    state = {  # validated as a structure's info is (a multiplicity below 1 named)
+        name: electronic_state(info, STATE_INFO_KEYS[name], name, where)
+        for name in keys.GRAPH_STATE_KEYS
+    }
+    for name in keys.GRAPH_STATE_KEYS:
+        given = STATE_INFO_KEYS[name] in info
+        if given and name not in potential.energy_model.graph_inputs:
             raise ValueError(f"{where}: {name} given, but the model does not condition on it")
-        state[name] = float(value)
-    if state[keys.TOTAL_SPIN] < 1:
-        raise ValueError(f"{where}: the spin multiplicity must be >= 1, got {spin}")
     batch = {name: torch.tensor([value], dtype=torch.float64) for name, value in state.items()}
     try:
         potential.energy_model.check_graph_inputs(batch)

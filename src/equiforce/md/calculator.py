@@ -26,6 +26,7 @@ from ase.calculators.calculator import (
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equiforce.data import keys
+from equiforce.data.charge_spin import STATE_INFO_KEYS
 from equiforce.export.package import ExportedPotential, atoms_batch, load_exported
 from equiforce.precision import PrecisionPolicy, apply_policy, current_policy, precision_scope
 
@@ -247,11 +248,12 @@ class EquiforceCalculator(QuickChangeCheck, Calculator):
         within ``r_max``), on ``self.device``; warns once where ``atoms.info`` gives a charge
         or spin the model does not condition on (it computes a neutral singlet)."""
         batch = atoms_batch(atoms, self.model.type_names, self.model.r_max, self.device)
-        for name in self._ignored_state:
-            if float(batch[name][0]) != keys.GRAPH_STATE_DEFAULTS[name]:
+        for name in self._ignored_state:  # from info, checked by atoms_batch: no device sync
+            value = atoms.info.get(STATE_INFO_KEYS[name])
+            if value is not None and float(value) != keys.GRAPH_STATE_DEFAULTS[name]:
                 warnings.warn(
-                    f"the structure's {name} is {float(batch[name][0]):g}, but the model does "
-                    f"not condition on it: its results are those of "
+                    f"the structure's {name} is {float(value):g}, but the model does not "
+                    f"condition on it: its results are those of "
                     f"{name} = {keys.GRAPH_STATE_DEFAULTS[name]:g}",
                     stacklevel=2,
                 )

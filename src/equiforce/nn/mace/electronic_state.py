@@ -9,8 +9,9 @@ Each quantity has its own embedder, ``emb_dim`` features per structure:
 * ``"continuous"``: ``Linear(SiLU(Linear(value)))`` (1 -> emb_dim -> emb_dim, biases unless
   ``use_bias`` is false).
 
-The embeddings are concatenated in the spec's order and projected, ``SiLU(W [e_1, e_2, ...])`` (no bias), onto the ``num_channels`` scalars
-that every atom of the structure adds to its species embedding. Parameters are in torch's
+The embeddings are concatenated in the spec's order and projected, ``SiLU(W [e_1, e_2, ...])``
+(no bias), onto the ``num_channels`` scalars that every atom of the structure adds to its
+species embedding. Parameters are in torch's
 layouts (``nn.Embedding``, ``nn.Linear``): mace-torch's weights carry over unchanged.
 """
 
