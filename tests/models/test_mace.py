@@ -218,3 +218,52 @@ def test_nonlinear_interactions_are_continuous_at_the_cutoff(which):
         atoms.calc = EquiforceCalculator(model)
         energies.append(atoms.get_potential_energy())
     assert abs(energies[0] - energies[1]) < 1e-9
+
+
+def test_nonlinear_edge_mlps_equal_the_mlps_of_the_concatenated_ends():
+    """``NonLinearInteraction.edge_mlps`` forms the MLPs' first layers from a table per species
+    pair and folds the envelope into the last layer: equal (float64, 1e-12) to mace-torch's
+    reading, each ``LayerNormMLP`` on ``[basis, source embedding, target embedding]`` with
+    its outputs times the envelope, for every ordered pair of five species."""
+    from equiforce.nn.mace.embedding import split_envelope
+    from equiforce.testing.models import tiny_mace
+
+    model = tiny_mace(nonlinear_interactions="all", apply_cutoff=False)
+    interaction = model.energy_model.interactions[0]
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in interaction.parameters():
+            parameter.normal_(generator=generator)
+    n_types = interaction.source_embedding.shape[0]
+    sender_type = torch.arange(n_types).repeat_interleave(n_types)
+    receiver_type = torch.arange(n_types).repeat(n_types)
+    n_radial = interaction.radial_mlp.sizes[0] - 2 * interaction.source_embedding.shape[1] + 1
+    edge_radial = torch.rand(len(sender_type), n_radial, generator=generator, dtype=torch.float64)
+    weights, density = interaction.edge_mlps(edge_radial, sender_type, receiver_type)
+
+    basis, envelope = split_envelope(edge_radial, apply_cutoff=False)
+    scale = n_types**-0.5
+    ends = torch.cat(
+        [
+            basis,
+            interaction.source_embedding[sender_type] * scale,
+            interaction.target_embedding[receiver_type] * scale,
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(weights, interaction.radial_mlp(ends) * envelope, atol=1e-12, rtol=0)
+    expected_density = torch.tanh(interaction.density_mlp(ends) ** 2) * envelope
+    torch.testing.assert_close(density, expected_density, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("sizes", [(6, 16, 16, 5), (6, 5)], ids=["deep", "one-layer"])
+def test_radial_mlp_row_scale_is_its_output_times_the_factors(sizes):
+    """The envelope after the radial MLP (``apply_cutoff`` false) enters before its last
+    matmul: equal to scaling the output, also for a net of one layer."""
+    from equiforce.nn.mace.mlp import RadialMLP
+
+    generator = torch.Generator().manual_seed(0)
+    mlp = RadialMLP(sizes, generator)
+    x = torch.randn(30, sizes[0], generator=generator, dtype=torch.float64)
+    factors = torch.rand(30, 1, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(mlp(x, row_scale=factors), mlp(x) * factors, atol=1e-13, rtol=0)

@@ -17,6 +17,7 @@ def scaled_mlp_forward(
     scaled_weights: Sequence[torch.Tensor],
     activation: Callable[[torch.Tensor], torch.Tensor] | None,
     math_dtype: torch.dtype | None,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``act(... act(x @ W0) @ W1 ...) @ Wlast`` in ``math_dtype``, cast back to ``x.dtype``.
 
@@ -30,6 +31,10 @@ def scaled_mlp_forward(
         activation: applied after every layer but the last; None for a (deep) linear map.
         math_dtype: dtype of the matmuls and activations (None: the first weight's dtype).
             The input and each weight are cast to it, as ``torch.autocast`` would.
+        row_scale: (n, 1) factors of the output's rows, or None: applied to the last layer's
+            input (``(h s) @ W = (h @ W) s``, the layers having no biases), a product of the
+            hidden width rather than of the output's (MACE's radial weights times the
+            envelope: 64 against ~1000 columns per edge, and its gradient likewise).
 
     Returns:
         (n, d_out), dtype of ``x``.
@@ -44,6 +49,8 @@ def scaled_mlp_forward(
         h = block.to(dtype) @ rows if h is None else torch.addmm(h, block.to(dtype), rows)
     last = len(scaled_weights) - 1
     for index, weight in enumerate(scaled_weights):
+        if index == last and row_scale is not None:  # of one layer: its output
+            h = h * row_scale.to(dtype)
         if index > 0:
             h = h @ weight.to(dtype)
         if index < last and activation is not None:

@@ -171,9 +171,7 @@ class Interaction(nn.Module):
         if pairs is not None:  # a function of the length: the same on both edges of a bond
             edge_radial = pairs.gather(edge_radial)
         basis, envelope = split_envelope(edge_radial, self.apply_cutoff)
-        weights = self.radial_mlp(basis)
-        if envelope is not None:
-            weights = weights * envelope
+        weights = self.radial_mlp(basis, row_scale=envelope)
         if pairs is None:
             summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
         else:  # shared in place

@@ -68,14 +68,16 @@ class RadialMLP(nn.Module):
         self.activation = ScaledSiLU()
         self.math_dtype: torch.dtype | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the net.
 
         Args:
             x: (n, sizes[0]).
+            row_scale: (n, 1) factors of the output's rows (MACE's envelope when it follows
+                the net), applied inside it (``scaled_mlp_forward``); None: none.
 
         Returns:
             (n, sizes[-1]), dtype of ``x``.
         """
         scaled = [weight / math.sqrt(weight.shape[0]) for weight in self.weights]
-        return scaled_mlp_forward(x, scaled, self.activation, self.math_dtype)
+        return scaled_mlp_forward(x, scaled, self.activation, self.math_dtype, row_scale)

@@ -83,11 +83,31 @@ class LayerNormMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, sizes[0]) -> (n, sizes[-1]), the parameters' dtype."""
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index < len(self.norms):
-                x = nn.functional.silu(self.norms[index](x))
-        return x
+        return self.after_first_layer(self.layers[0](x))
+
+    def after_first_layer(
+        self, h: torch.Tensor, row_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The net from its first layer's output ``h`` (n, sizes[1]) on (a caller that forms
+        that layer's product its own way: ``NonLinearInteraction.edge_mlps``).
+
+        Args:
+            h: (n, sizes[1]) output of ``layers[0]``.
+            row_scale: (n, 1) factors of the output's rows, or None: applied to the last
+                layer's input with a column of the factors against its bias (``[h s, s] @
+                [W^T; b] = (h W^T + b) s``), a product of the hidden width rather than of
+                the output's (the envelope on ~1000 radial weights per edge).
+
+        Returns:
+            (n, sizes[-1]).
+        """
+        for norm, layer in zip(self.norms, self.layers[1:], strict=True):
+            h = nn.functional.silu(norm(h))
+            if row_scale is not None and layer is self.layers[-1]:
+                scaled = torch.cat([h * row_scale, row_scale], dim=1)
+                return scaled @ torch.cat([layer.weight.T, layer.bias[None]])
+            h = layer(h)
+        return h if row_scale is None else h * row_scale
 
 
 class Gate(nn.Module):
@@ -243,22 +263,43 @@ class NonLinearInteraction(nn.Module):
             raise ValueError("the non-linear interaction needs the species of every node")
         n_receivers = node_feats.shape[0]
         rows = slice(first_row, first_row + n_receivers)
-        scale = 1 / math.sqrt(self.source_embedding.shape[0])  # e3nn's fan-in normalisation
-        basis, envelope = split_envelope(edge_radial, self.apply_cutoff)
-        ends = torch.cat(
-            [
-                basis,
-                self.source_embedding[up_type[sender]] * scale,
-                self.target_embedding[up_type[receiver]] * scale,
-            ],
-            dim=1,
-        )
-        weights = self.radial_mlp(ends)
-        density = torch.tanh(self.density_mlp(ends) ** 2)
-        if envelope is not None:
-            weights, density = weights * envelope, density * envelope
+        weights, density = self.edge_mlps(edge_radial, up_type[sender], up_type[receiver])
         summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
         rho = density.new_zeros(up.shape[0], 1).index_add(0, receiver, density)
         message = self.linear_1(summed[rows]) / (rho[rows] * self.beta + self.alpha)
         message = self.gate(message + self.linear_res(up[rows]))
         return self.linear_2(message), self.skip(node_feats)
+
+    def edge_mlps(
+        self, edge_radial: torch.Tensor, sender_type: torch.Tensor, receiver_type: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both MLPs of every edge on ``[basis, source_embedding[sender],
+        target_embedding[receiver]]``, their first layers formed as one product of the basis
+        plus a row per (sender, receiver) species pair: the embeddings' columns (two thirds
+        of the input at 128 channels) never pass through a per-edge product, nor their
+        gradient.
+
+        Args:
+            edge_radial: (n_edges, n_radial) ``EdgeEmbedding``'s radial features.
+            sender_type, receiver_type: (n_edges,) int64 species of the edges' ends.
+
+        Returns:
+            ``weights`` (n_edges, conv_tp.weight_numel) and ``density`` (n_edges, 1), the
+            envelope applied (``apply_cutoff`` false).
+        """
+        basis, envelope = split_envelope(edge_radial, self.apply_cutoff)
+        mlps = (self.radial_mlp, self.density_mlp)
+        first = torch.cat([mlp.layers[0].weight for mlp in mlps])  # (hidden, features)
+        n_types, channels = self.source_embedding.shape
+        on_basis, on_source, on_target = first.split([basis.shape[1], channels, channels], 1)
+        scale = 1 / math.sqrt(n_types)  # e3nn's fan-in normalisation of the embeddings
+        source = (self.source_embedding * scale) @ on_source.T  # (n_types, hidden)
+        target = (self.target_embedding * scale) @ on_target.T
+        bias = torch.cat([mlp.layers[0].bias for mlp in mlps])
+        pair_rows = (source[:, None] + target[None] + bias).flatten(0, 1)
+        pair = sender_type * n_types + receiver_type
+        hidden = torch.addmm(pair_rows[pair], basis, on_basis.T)
+        radial_hidden, density_hidden = hidden.split([mlp.sizes[1] for mlp in mlps], 1)
+        weights = self.radial_mlp.after_first_layer(radial_hidden, row_scale=envelope)
+        density = torch.tanh(self.density_mlp.after_first_layer(density_hidden) ** 2)
+        return weights, density if envelope is None else density * envelope
