@@ -287,18 +287,12 @@ def test_residual_blocks_with_the_envelope_after_the_mlp_convert():
 
 def test_a_nonlinear_block_with_the_envelope_first_is_refused():
     """With ``apply_cutoff=True`` the non-linear block is discontinuous at r_max (its MLPs'
-    biases and species embeddings): refused by name, as is exporting one to mace-torch."""
-    from equiforce.interop.mace_torch_export import to_mace_torch
-
+    biases and species embeddings): refused by name (``MACESpec`` refuses it too, so no
+    such model reaches ``to_mace_torch``)."""
     nonlinear = mace_modules.interaction_classes[_NONLINEAR]
     model = _mace_model(interaction_cls=nonlinear, interaction_cls_first=nonlinear)
     with pytest.raises(ValueError, match="with apply_cutoff=True .* is not supported"):
         from_mace_torch(model)
-    converted = from_mace_torch(
-        _mace_model(interaction_cls=nonlinear, interaction_cls_first=nonlinear, apply_cutoff=False)
-    )
-    with pytest.raises(ValueError, match="non-linear interactions, apply_cutoff false or edge"):
-        to_mace_torch(converted)
 
 
 @pytest.mark.parametrize(
@@ -354,7 +348,7 @@ def test_charge_and_spin_embeddings_convert(nonlinear):
     here one categorical and one continuous) with ``use_embedding_readout``, on the non-linear
     and the default blocks: energies and forces of structures of different charges and
     multiplicities (read from ``info``) equal mace-torch's; the state changes the energy;
-    ``to_mace_torch`` (default blocks) gives back a mace-torch model with the same numbers."""
+    ``to_mace_torch`` gives back a mace-torch model with the same numbers."""
     from equiforce.interop.mace_torch_export import to_mace_torch
 
     blocks = {}
@@ -370,7 +364,7 @@ def test_charge_and_spin_embeddings_convert(nonlinear):
     assert batch[keys.TOTAL_CHARGE].tolist() == [a.info["charge"] for a in frames]
     ours = potential(batch, compute_forces=True)
     tolerance = TOL.peer_parity.__dict__
-    for mace_model in (model,) if nonlinear else (model, to_mace_torch(potential)):
+    for mace_model in (model, to_mace_torch(potential)):
         inputs = mace_inputs(batch, len(TYPE_NAMES), torch.float64)
         reference = mace_model(inputs, compute_force=True)
         torch.testing.assert_close(ours[keys.ENERGY], reference["energy"], **tolerance)

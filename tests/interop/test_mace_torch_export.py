@@ -79,6 +79,23 @@ def _assert_mace_agrees(model, tolerance) -> None:
         {"max_L": 2, "first_interaction_residual": False},
         {"num_interactions": 1, "max_L": 0},
         {"distance_transform": "agnesi", "agnesi": (1.1, 4.2, 0.9)},
+        {"apply_cutoff": False},
+        {"nonlinear_interactions": "all", "apply_cutoff": False},
+        {
+            "nonlinear_interactions": "later",
+            "apply_cutoff": False,
+            "edge_irreps": "16x0e+16x1o+16x2e",
+            "edge_irreps_first": True,
+        },
+    ],
+    ids=[
+        "default",
+        "l2-plain-first",
+        "one-layer",
+        "agnesi",
+        "envelope-after-mlp",
+        "nonlinear-all",
+        "nonlinear-later-edge-irreps",
     ],
 )
 def test_round_trip_is_exact_and_mace_torch_agrees_in_float64(overrides):

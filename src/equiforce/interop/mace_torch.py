@@ -44,8 +44,8 @@ from equiforce.o3.symmetric import monomial_coefficients
 from equiforce.o3.wigner import wigner_3j
 
 _LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
-_NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
-_FIRST_BLOCKS = ("RealAgnosticInteractionBlock", _LATER_BLOCK, _NONLINEAR_BLOCK)
+NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
+_FIRST_BLOCKS = ("RealAgnosticInteractionBlock", _LATER_BLOCK, NONLINEAR_BLOCK)
 
 
 def from_mace_torch(model: torch.nn.Module, head: str | None = None) -> Potential:
@@ -157,7 +157,8 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         scale=scale,
         shift=shift,
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
-        first_interaction_residual=type(model.interactions[0]).__name__ == _LATER_BLOCK,
+        # the non-linear block is residual too (its skip): the field's default for "all"
+        first_interaction_residual=type(model.interactions[0]).__name__ != _FIRST_BLOCKS[0],
         nonlinear_interactions=_nonlinear_choice(model),
         edge_irreps=None if edge_irreps is None else str(Irreps(edge_irreps)),
         edge_irreps_first=edge_irreps is not None
@@ -174,9 +175,9 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
 def _nonlinear_choice(model: torch.nn.Module) -> str:
     """``MACESpec.nonlinear_interactions`` of a (supported) mace-torch model."""
     blocks = [type(block).__name__ for block in model.interactions]
-    if blocks[0] == _NONLINEAR_BLOCK:
+    if blocks[0] == NONLINEAR_BLOCK:
         return "all"
-    return "later" if _NONLINEAR_BLOCK in blocks else "none"
+    return "later" if NONLINEAR_BLOCK in blocks else "none"
 
 
 def _check_supported(model: torch.nn.Module) -> None:
@@ -204,13 +205,13 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
     if (
         blocks[0] not in _FIRST_BLOCKS
         or len(later) > 1
-        or not later <= {_LATER_BLOCK, _NONLINEAR_BLOCK}
-        or (blocks[0] == _NONLINEAR_BLOCK and later not in (set(), {_NONLINEAR_BLOCK}))
+        or not later <= {_LATER_BLOCK, NONLINEAR_BLOCK}
+        or (blocks[0] == NONLINEAR_BLOCK and later not in (set(), {NONLINEAR_BLOCK}))
     ):
         problems.append(f"interaction blocks {blocks} are not supported")
-    if _NONLINEAR_BLOCK in blocks and getattr(model.radial_embedding, "apply_cutoff", True):
+    if NONLINEAR_BLOCK in blocks and getattr(model.radial_embedding, "apply_cutoff", True):
         problems.append(
-            f"{_NONLINEAR_BLOCK} with apply_cutoff=True (discontinuous at r_max) is not supported"
+            f"{NONLINEAR_BLOCK} with apply_cutoff=True (discontinuous at r_max) is not supported"
         )
     problems += _irreps_problems(model)
     return problems
@@ -348,7 +349,7 @@ def _check_linear(source: torch.nn.Module, target: torch.nn.Module, where: str) 
 
 
 def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
-    if type(source).__name__ == _NONLINEAR_BLOCK:
+    if type(source).__name__ == NONLINEAR_BLOCK:
         return _nonlinear_state(source, target, index, dtype)
     prefix = f"interactions.{index}."
     _check_linear(source.linear_up, target.linear_up, prefix + "linear_up")
@@ -387,20 +388,8 @@ def _nonlinear_state(source, target, index: int, dtype: torch.dtype) -> dict:
     for name in ("source_embedding", "target_embedding"):
         rows = _weight(getattr(source, name)).reshape(target.source_embedding.shape)
         state[prefix + name] = rows
-    gate = source.equivariant_nonlin
-    sigmoids = (torch.sigmoid, torch.nn.functional.sigmoid)
-    if gate._act_scalar is not torch.nn.functional.silu or gate._act_gate not in sigmoids:
-        raise ValueError(f"{prefix}equivariant_nonlin: only SiLU scalars and sigmoid gates")
-    ratios = {
-        True: gate._scalar_cst / target.gate.scalar_scale,
-        False: gate._gate_cst / target.gate.gate_scale,
-    }
-    weight = state[prefix + "linear_2.weight"].clone()
-    irreps_in = target.linear_2.descriptor.irreps_in
-    for path in target.linear_2.descriptor.paths:
-        block = slice(path.weight_offset, path.weight_offset + path.mul_in * path.mul_out)
-        weight[block] *= ratios[irreps_in[path.i_in].ir.l == 0]
-    state[prefix + "linear_2.weight"] = weight
+    factors = _gate_factors(source.equivariant_nonlin, target, prefix)
+    state[prefix + "linear_2.weight"] = state[prefix + "linear_2.weight"] * factors
     signs = _path_signs(source.conv_tp, target.conv_tp, dtype, prefix)
     state.update(_layer_norm_mlp_state(source.conv_tp_weights, prefix + "radial_mlp.", signs))
     state.update(_layer_norm_mlp_state(source.density_fn, prefix + "density_mlp."))
@@ -409,29 +398,55 @@ def _nonlinear_state(source, target, index: int, dtype: torch.dtype) -> dict:
     return state
 
 
-def _layer_norm_mlp_state(
-    mlp: torch.nn.Module, prefix: str, signs: torch.Tensor | None = None
-) -> dict[str, torch.Tensor]:
-    """mace-torch's ``RadialMLP`` (``net``: Linear, LayerNorm, SiLU, ..., Linear) as
-    ``LayerNormMLP`` weights; ``signs`` (outputs,) multiply the last layer's outputs."""
-    state, linear, norm = {}, 0, 0
-    modules = list(mlp.net)
-    for module in modules:
+def _gate_factors(gate: torch.nn.Module, target: torch.nn.Module, where: str) -> torch.Tensor:
+    """(linear_2.weight_numel,) factors taking mace-torch's ``linear_2`` weights to ours: its
+    gate's normalisation constants (e3nn's Monte-Carlo ``normalize2mom``) over ours, per path
+    by the kind of its input (SiLU scalars or gated irreps)."""
+    sigmoids = (torch.sigmoid, torch.nn.functional.sigmoid)
+    if gate._act_scalar is not torch.nn.functional.silu or gate._act_gate not in sigmoids:
+        raise ValueError(f"{where}equivariant_nonlin: only SiLU scalars and sigmoid gates")
+    ratios = {
+        True: gate._scalar_cst / target.gate.scalar_scale,
+        False: gate._gate_cst / target.gate.gate_scale,
+    }
+    descriptor = target.linear_2.descriptor
+    factors = torch.ones(descriptor.weight_numel, dtype=torch.float64)
+    for path in descriptor.paths:
+        block = slice(path.weight_offset, path.weight_offset + path.mul_in * path.mul_out)
+        factors[block] = ratios[descriptor.irreps_in[path.i_in].ir.l == 0]
+    return factors
+
+
+def _layer_norm_mlp_modules(mlp: torch.nn.Module, prefix: str) -> list[tuple[torch.nn.Module, str]]:
+    """mace-torch's ``RadialMLP`` (``net``: Linear, LayerNorm, SiLU, ..., Linear): its
+    Linear and LayerNorm modules with the ``LayerNormMLP`` key prefix of each."""
+    modules, linear, norm = [], 0, 0
+    for module in mlp.net:
         if isinstance(module, torch.nn.Linear):
-            weight, bias = _weight(module), module.bias.detach().to(torch.float64)
-            if module is modules[-1] and signs is not None:
-                weight, bias = weight * signs[:, None], bias * signs
-            state[f"{prefix}layers.{linear}.weight"] = weight
-            state[f"{prefix}layers.{linear}.bias"] = bias
+            modules.append((module, f"{prefix}layers.{linear}."))
             linear += 1
         elif isinstance(module, torch.nn.LayerNorm):
             if module.eps != 1e-5 or not module.elementwise_affine:
                 raise ValueError(f"{prefix}: a LayerNorm other than the default (eps 1e-5)")
-            state[f"{prefix}norms.{norm}.weight"] = _weight(module)
-            state[f"{prefix}norms.{norm}.bias"] = module.bias.detach().to(torch.float64)
+            modules.append((module, f"{prefix}norms.{norm}."))
             norm += 1
         elif not isinstance(module, torch.nn.SiLU):
             raise ValueError(f"{prefix}: {type(module).__name__} in the radial MLP")
+    return modules
+
+
+def _layer_norm_mlp_state(
+    mlp: torch.nn.Module, prefix: str, signs: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """mace-torch's ``RadialMLP`` as ``LayerNormMLP`` weights; ``signs`` (outputs,) multiply
+    the last layer's outputs."""
+    state = {}
+    modules = _layer_norm_mlp_modules(mlp, prefix)
+    for module, key in modules:
+        weight, bias = _weight(module), module.bias.detach().to(torch.float64)
+        if module is modules[-1][0] and signs is not None:
+            weight, bias = weight * signs[:, None], bias * signs
+        state[key + "weight"], state[key + "bias"] = weight, bias
     return state
 
 

@@ -15,7 +15,10 @@ import torch
 
 from equiforce.interop.default_dtype import default_dtype
 from equiforce.interop.mace_torch import (
+    NONLINEAR_BLOCK,
     _activation_ratio,
+    _gate_factors,
+    _layer_norm_mlp_modules,
     _path_signs,
     contraction_mappings,
 )
@@ -36,8 +39,8 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
 
     Raises:
         ImportError: mace-torch is not installed.
-        ValueError: ``potential`` is not a MACE model, or has non-linear interactions,
-            ``apply_cutoff`` false or ``edge_irreps`` (not exported).
+        ValueError: ``potential`` is not a MACE model, or its pair repulsion is not
+            mace-torch's form.
     """
     import mace.modules  # noqa: F401  (lazy: mace-torch is optional; first, before e3nn)
 
@@ -48,12 +51,6 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
         raise ValueError(
             f"pair_repulsion_form {spec.pair_repulsion_form!r}: mace-torch's pair_repulsion is "
             "the 'mace' form only"
-        )
-    if spec.nonlinear_interactions != "none" or not spec.apply_cutoff or spec.edge_irreps:
-        raise ValueError(
-            "to_mace_torch exports the residual and plain interactions with the envelope on the "
-            "basis and no edge_irreps; this model has non-linear interactions, apply_cutoff "
-            "false or edge_irreps"
         )
     dtype = spec.torch_dtype
     model = _build(spec, dtype)
@@ -81,8 +78,12 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
     from e3nn import o3
     from mace import modules
 
-    residual = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    plain = modules.interaction_classes["RealAgnosticInteractionBlock"]
+    blocks = modules.interaction_classes
+    residual = blocks["RealAgnosticResidualInteractionBlock"]
+    later = residual if spec.nonlinear_interactions == "none" else blocks[NONLINEAR_BLOCK]
+    first = residual if spec.first_interaction_residual else blocks["RealAgnosticInteractionBlock"]
+    if spec.nonlinear_interactions == "all":
+        first = blocks[NONLINEAR_BLOCK]
     hidden = "+".join(f"{spec.num_channels}x{deg}{'eo'[deg % 2]}" for deg in range(spec.max_L + 1))
     energies = spec.atomic_energies or (0.0,) * len(spec.type_names)
     # mace computes its coupling buffers in the default dtype at construction
@@ -92,8 +93,8 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
             num_bessel=spec.num_radial_basis,
             num_polynomial_cutoff=spec.num_polynomial_cutoff,
             max_ell=spec.max_ell,
-            interaction_cls=residual,
-            interaction_cls_first=residual if spec.first_interaction_residual else plain,
+            interaction_cls=later,
+            interaction_cls_first=first,
             num_interactions=spec.num_interactions,
             num_elements=len(spec.type_names),
             hidden_irreps=o3.Irreps(hidden),
@@ -107,6 +108,9 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
             atomic_inter_scale=spec.scale,
             atomic_inter_shift=spec.shift,
             pair_repulsion=spec.pair_repulsion,
+            apply_cutoff=spec.apply_cutoff,
+            edge_irreps=None if spec.edge_irreps is None else o3.Irreps(spec.edge_irreps),
+            use_edge_irreps_first=spec.edge_irreps_first,
             distance_transform="Agnesi" if spec.distance_transform == "agnesi" else "None",
             embedding_specs=_mace_embedding_specs(spec),
             use_embedding_readout=spec.embedding_readout,
@@ -151,6 +155,9 @@ def _copy(target: torch.Tensor, value: torch.Tensor) -> None:
 
 def _set_interaction(source, ours, state: dict, index: int, dtype: torch.dtype) -> None:
     prefix = f"interactions.{index}."
+    if type(source).__name__ == NONLINEAR_BLOCK:
+        _set_nonlinear_interaction(source, ours, state, prefix, dtype)
+        return
     _copy(source.linear_up.weight, state[prefix + "linear_up.weight"])
     _copy(source.linear.weight, state[prefix + "linear.weight"])
     _copy(source.skip_tp.weight, state[prefix + "skip.weight"])
@@ -162,6 +169,33 @@ def _set_interaction(source, ours, state: dict, index: int, dtype: torch.dtype) 
     weights[-1] = weights[-1] * _path_signs(source.conv_tp, ours.conv_tp, dtype, prefix)
     for layer, weight in zip(layers, weights, strict=True):
         _copy(layer.weight, weight)
+
+
+def _set_nonlinear_interaction(source, ours, state: dict, prefix: str, dtype) -> None:
+    """``_nonlinear_state`` undone: the linear maps, embeddings, norms and the density MLP
+    1:1, the gate's constants divided out of ``linear_2``, the path signs (their own
+    inverse) back on the radial MLP's last layer."""
+    for name in ("linear_up", "linear_res", "linear_1"):
+        _copy(getattr(source, name).weight, state[f"{prefix}{name}.weight"])
+    _copy(source.skip_tp.weight, state[prefix + "skip.weight"])
+    factors = _gate_factors(source.equivariant_nonlin, ours, prefix)
+    _copy(source.linear_2.weight, state[prefix + "linear_2.weight"] / factors)
+    for name in ("source_embedding", "target_embedding"):
+        _copy(getattr(source, name).weight, state[prefix + name])
+    for name in ("alpha", "beta"):
+        _copy(getattr(source, name), state[prefix + name])
+    signs = _path_signs(source.conv_tp, ours.conv_tp, dtype, prefix)
+    for mlp, name, mlp_signs in (
+        (source.conv_tp_weights, "radial_mlp.", signs),
+        (source.density_fn, "density_mlp.", None),
+    ):
+        modules = _layer_norm_mlp_modules(mlp, prefix + name)
+        for module, key in modules:
+            weight, bias = state[key + "weight"], state[key + "bias"]
+            if module is modules[-1][0] and mlp_signs is not None:
+                weight, bias = weight * mlp_signs[:, None], bias * mlp_signs
+            _copy(module.weight, weight)
+            _copy(module.bias, bias)
 
 
 def _set_product(source, ours, state: dict, index: int) -> None:
