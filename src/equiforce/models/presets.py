@@ -62,6 +62,18 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_COMMON, **_MACE, "num_channels": 128},
         "MACE 128x0e+128x1o, correlation 3, 2 interactions, max_ell 3, radial MLP [64,64,64]",
     ),
+    "mace-128-l1-mh": (
+        "mace",
+        {
+            **_COMMON,
+            **_MACE,
+            "num_channels": 128,
+            "nonlinear_interactions": "all",
+            "apply_cutoff": False,
+        },
+        "mace-128-l1 with mace-torch's non-linear residual interactions (its MH foundation "
+        "models' block) in both layers, the envelope after the radial MLPs",
+    ),
     "mace-small": (
         "mace",
         {**_COMMON, **_MACE, "num_channels": 32},
