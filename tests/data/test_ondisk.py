@@ -11,7 +11,9 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from equiforce.data import keys
 from equiforce.data.dataset import load_dataset, make_loader
+from equiforce.data.extxyz import DEFAULT_KEYS
 from equiforce.data.ondisk import OnDiskDataset, OnDiskError, preprocess, verify_preprocessed
 from equiforce.data.statistics import compute_statistics
 
@@ -241,6 +243,54 @@ def test_a_directory_of_another_cutoff_or_key_spec_is_refused(tmp_path, data):
     settings = config_dict(tmp_path, out)
     settings["data"]["energy_key"] = "REF_energy"
     with pytest.raises(ValueError, match="pre: preprocessed with label keys"):
+        prepare_data(RunConfig.from_dict(settings))
+
+
+def _without_states(out):
+    """``out`` as ``equiforce preprocess`` wrote it before states were stored: no
+    ``state.npy``, no state keys in the manifest."""
+    from equiforce.data.ondisk import MANIFEST, STATE_LABEL_KEYS
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    for name in STATE_LABEL_KEYS:
+        del manifest["keys"][name]
+    for shard in manifest["shards"]:
+        (out / shard["name"] / "state.npy").unlink()
+        del shard["bytes"]["state"], shard["crc32"]["state"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_directory_without_states_reads_as_neutral_singlets_for_a_charge_blind_model(
+    tmp_path, data
+):
+    """A directory preprocessed before states were stored: a charge-blind model trains
+    and evaluates on it (every frame a neutral singlet); a charge-aware one refuses it by
+    name, in training and in evaluation, rather than reading its charges as zero."""
+    from equiforce.models import save_model
+    from equiforce.testing.models import tiny_mace
+    from equiforce.train.config import RunConfig
+    from equiforce.train.evaluate import structures_in
+    from equiforce.train.setup import prepare_data
+    from tests.train.conftest import config_dict
+
+    _, out = data
+    _without_states(out)
+    dataset = OnDiskDataset(out)
+    assert {tuple(dataset[k][keys.TOTAL_CHARGE].tolist()) for k in range(len(dataset))} == {(0.0,)}
+    settings = config_dict(tmp_path, out)
+    assert len(prepare_data(RunConfig.from_dict(settings)).train) > 0
+    assert len(list(structures_in(out, tiny_mace(), DEFAULT_KEYS))) == 23
+    specs = {"total_charge": {"type": "categorical", "emb_dim": 2, "num_classes": 3, "offset": 1}}
+    settings["model"]["embedding_specs"] = specs
+    refusal = "pre: preprocessed before equiforce stored each frame's charge and spin"
+    with pytest.raises(ValueError, match=refusal):
+        prepare_data(RunConfig.from_dict(settings))
+    with pytest.raises(ValueError, match=refusal):
+        structures_in(out, tiny_mace(embedding_specs=specs), DEFAULT_KEYS)
+    save_model(tiny_mace(embedding_specs=specs, r_max=R_MAX), tmp_path / "aware.pt")
+    settings["model"] = {"family": "mace"}  # fine-tuning it: the file's spec
+    settings["training"]["init_model"] = str(tmp_path / "aware.pt")
+    with pytest.raises(ValueError, match=refusal):
         prepare_data(RunConfig.from_dict(settings))
 
 

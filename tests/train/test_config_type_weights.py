@@ -72,12 +72,12 @@ def test_a_config_types_weight_multiplies_its_frames_weights_in_every_reader(typ
         for name in (keys.ENERGY_WEIGHT, keys.FORCES_WEIGHT, keys.STRESS_WEIGHT):
             got = np.array([float(graph[name][0]) for graph in graphs])
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15, err_msg=name)
-    assert isinstance(_read(str(tmp_path / "pre"), data, spec, R_MAX), OnDiskDataset)
+    assert isinstance(_read(str(tmp_path / "pre"), data, spec, R_MAX, reads_state=False), OnDiskDataset)
 
     preprocess(typed_file, tmp_path / "plain", None, R_MAX)
     assert "config_type_weights" not in OnDiskDataset(tmp_path / "plain").manifest["keys"]
     with pytest.raises(ValueError, match="plain: preprocessed with label keys"):
-        _read(str(tmp_path / "plain"), data, spec, R_MAX)
+        _read(str(tmp_path / "plain"), data, spec, R_MAX, reads_state=False)
     weighted = cached_preprocessed(typed_file, tmp_path / "cache", R_MAX, spec)
     unweighted = cached_preprocessed(typed_file, tmp_path / "cache", R_MAX, KeySpec())
     assert weighted != unweighted

@@ -144,3 +144,26 @@ def test_foundation_model_fine_tunes_with_frozen_parts_and_replay(tmp_path, smal
             assert all(changed), part
     header = result.metrics_csv.read_text().splitlines()[0].split(",")
     assert {"valid_tune_forces_rmse", "valid_replay_energy_rmse"} <= set(header)
+
+
+def test_a_family_only_section_reads_the_data_at_the_files_cutoff(tmp_path):
+    """Fine-tuning with ``model: {family: mace}`` builds the training graphs at the init
+    model's r_max (6 Å, MACE-MP's), not the spec's default 5 Å: every neighbour the model
+    sees in MD is in its training graphs."""
+    from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
+    from equiforce.testing.models import tiny_mace
+    from equiforce.train.setup import prepare_data
+
+    frames = [emt_labelled(make_fcc_cu(repeat=2, seed=seed, rattle=0.1)) for seed in range(4)]
+    write(tmp_path / "cu.xyz", frames, format="extxyz")
+    save_model(tiny_mace(r_max=6.0), tmp_path / "foundation.pt")
+    settings = config_dict(tmp_path / "run", tmp_path / "cu.xyz")
+    settings["model"] = {"family": "mace"}
+    settings["training"]["init_model"] = str(tmp_path / "foundation.pt")
+    data = prepare_data(RunConfig.from_dict(settings))
+    expected = {
+        configuration_to_graph(atoms_to_configuration(a), ("Cu", "Au"), 6.0)["edge_index"].shape[1]
+        for a in frames
+    }
+    found = {data.train[k]["edge_index"].shape[1] for k in range(len(data.train))}
+    assert found <= expected and min(found) > 2000  # 5 Å gives ~1440 edges per 32 atoms

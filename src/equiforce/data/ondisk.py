@@ -16,8 +16,9 @@ plain ``.npy`` arrays, one concatenated array per field, plus per-structure offs
                    weights.npy (n, 3) energy/forces/stress weights, has.npy (n, 3) bool masks,
                    config_type.npy (n,) int32 index into the manifest's ``config_types``,
                    state.npy (n, 2) float64 total charge (e) and spin multiplicity
-                   (a directory preprocessed before it reads as neutral singlets, but
-                   its manifest's label keys lack the state's: training refuses it)
+                   (a directory preprocessed before it reads as neutral singlets: fine
+                   for a model that reads no state, refused for one that does,
+                   ``check_label_keys``)
 
 Why ``.npy`` arrays rather than HDF5 (mace-torch) or LMDB (fairchem): no extra dependency and
 no pickles; one structure is a contiguous byte range of each array, read with ``os.preadv``
@@ -336,6 +337,42 @@ def preprocess(
 
 
 # --- reading ------------------------------------------------------------------------------
+
+STATE_LABEL_KEYS = ("total_charge_key", "total_spin_key")  # KeySpec fields of the state
+
+
+def check_label_keys(
+    dataset: "OnDiskDataset", key_spec: KeySpec, reads_state: bool, remedy: str
+) -> None:
+    """Refuse a directory preprocessed with other label keys than ``key_spec``'s.
+
+    A directory preprocessed before the electronic state was stored (its manifest's keys
+    lack ``STATE_LABEL_KEYS``, its shards ``state.npy``) reads every frame as a neutral
+    singlet: it matches any state keys for a model that reads no state, and is refused for
+    one that does (its frames' charges were never read).
+
+    Args:
+        dataset: the opened directory.
+        key_spec: the label keys the reader asks for.
+        reads_state: the model conditions on the total charge and spin (``graph_inputs``).
+        remedy: the end of the message: what the user can do (e.g. "give its keys").
+
+    Raises:
+        ValueError: the keys differ, or a state-reading model meets a directory without
+            states (the directory named).
+    """
+    stored, wanted = dataset.manifest["keys"], key_spec.label_keys()
+    if not all(name in stored for name in STATE_LABEL_KEYS):
+        if reads_state:
+            raise ValueError(
+                f"{dataset.path}: preprocessed before equiforce stored each frame's charge and "
+                "spin, and this model reads them: run equiforce preprocess on it again"
+            )
+        wanted = {k: v for k, v in wanted.items() if k not in STATE_LABEL_KEYS}
+    if stored != wanted:
+        raise ValueError(
+            f"{dataset.path}: preprocessed with label keys {stored}, read with {wanted}: {remedy}"
+        )
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

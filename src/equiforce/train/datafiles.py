@@ -26,7 +26,7 @@ from equiforce.data.dataset import (
 )
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.mixing import JoinedDataset, concatenate, dataset_species, retype, tag
-from equiforce.data.ondisk import OnDiskDataset, is_preprocessed
+from equiforce.data.ondisk import OnDiskDataset, check_label_keys, is_preprocessed
 from equiforce.data.ondisk_cache import cached_preprocessed
 from equiforce.data.statistics import species_names
 from equiforce.train.config import DataConfig, TrainFileConfig
@@ -51,11 +51,15 @@ class FileSets:
     groups: tuple[str, ...]
 
 
-def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphDataset | OnDiskDataset:
+def _read(
+    path: str, data: DataConfig, keys: KeySpec, r_max: float, reads_state: bool
+) -> GraphDataset | OnDiskDataset:
     """One file's graphs, partial labels allowed, in the file's own species order.
 
-    A preprocessed directory is opened lazily; its cutoff must be ``r_max`` (directory named).
-    With ``data.cache_dir`` an extxyz file is preprocessed there on first use and opened so.
+    A preprocessed directory is opened lazily; its cutoff must be ``r_max`` and its label
+    keys ``keys`` (``check_label_keys``: ``reads_state`` refuses one without states;
+    directory named). With ``data.cache_dir`` an extxyz file is preprocessed there on first
+    use and opened so.
     """
     if data.cache_dir is not None and not is_preprocessed(path):
         path = cached_preprocessed(path, data.cache_dir, r_max, keys)
@@ -66,11 +70,7 @@ def _read(path: str, data: DataConfig, keys: KeySpec, r_max: float) -> GraphData
                 f"{path}: preprocessed with r_max {dataset.r_max} Å but model.r_max is {r_max}; "
                 "run equiforce preprocess again with --r-max"
             )
-        if dataset.manifest["keys"] != keys.label_keys():
-            raise ValueError(
-                f"{path}: preprocessed with label keys {dataset.manifest['keys']}, the data "
-                f"section asks for {keys.label_keys()}; preprocess again with its keys"
-            )
+        check_label_keys(dataset, keys, reads_state, "preprocess again with its keys")
         return dataset
     return load_dataset(
         path,
@@ -128,6 +128,7 @@ def load_file_sets(
     seed: int,
     type_names: Sequence[str] | None = None,
     model_path: str | None = None,
+    reads_state: bool = False,
 ) -> FileSets:
     """Read every training file and its validation data; join them.
 
@@ -139,6 +140,8 @@ def load_file_sets(
         type_names: the species order to use (an init model's); None: the species of all
             training files, sorted by atomic number.
         model_path: the init model (error messages only).
+        reads_state: the model conditions on each frame's charge and spin (a preprocessed
+            directory without them is refused).
 
     Returns:
         The joined sets.
@@ -153,13 +156,13 @@ def load_file_sets(
     pairs, present = [], set()
     for k, entry in enumerate(entries):
         where = f"data.train_files[{k}] {entry.path}" if data.train_files else entry.path
-        train = _read(entry.path, data, keys, r_max)
+        train = _read(entry.path, data, keys, r_max, reads_state)
         _check_species(train, where, type_names, model_path)
         present.update(_species(train))
         if entry.valid_file is None:
             train, valid = _split(train, data.valid_fraction, seed)
         else:
-            valid = _read(entry.valid_file, data, keys, r_max)
+            valid = _read(entry.valid_file, data, keys, r_max, reads_state)
             where = f"{where} (valid_file {entry.valid_file})"
             _check_species(valid, where, type_names, model_path)
         pairs.append((train, valid))

@@ -20,7 +20,13 @@ from equiforce.data import keys
 from equiforce.data.batch import batch_to, collate
 from equiforce.data.extxyz import KeySpec
 from equiforce.data.graph import Configuration, configuration_to_graph, type_indices
-from equiforce.data.ondisk import OnDiskDataset, chunked, is_preprocessed, iter_configurations
+from equiforce.data.ondisk import (
+    OnDiskDataset,
+    check_label_keys,
+    chunked,
+    is_preprocessed,
+    iter_configurations,
+)
 from equiforce.export.package import ExportedPotential
 from equiforce.files import atomic_write_text
 from equiforce.models.potential import Potential
@@ -205,8 +211,8 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
     Raises:
         FileNotFoundError: no such file or directory.
         ValueError: a directory preprocessed with another cutoff, other label keys or
-            another config type key, or holding a species the model lacks (the directory
-            named).
+            another config type key, without the states a charge-aware model reads, or
+            holding a species the model lacks (the directory named).
     """
 
     if not is_preprocessed(path):
@@ -219,11 +225,8 @@ def structures_in(path: str | os.PathLike, model: Potential, label_keys: KeySpec
             f"{path}: preprocessed with r_max {dataset.r_max} Å, the model's is {model.r_max} "
             f"Å: preprocess it again with --r-max {model.r_max}"
         )
-    if dataset.manifest["keys"] != label_keys.label_keys():
-        raise ValueError(
-            f"{path}: preprocessed with label keys {dataset.manifest['keys']}, evaluated with "
-            f"{label_keys.label_keys()}: give its keys (--energy-key, ...)"
-        )
+    reads_state = bool(model.energy_model.graph_inputs)
+    check_label_keys(dataset, label_keys, reads_state, "give its keys (--energy-key, ...)")
     kept = dataset.manifest.get("config_type_key")  # None: preprocessed before types were kept
     if kept is not None and kept != label_keys.config_type_key:
         raise ValueError(

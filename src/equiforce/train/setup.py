@@ -76,8 +76,9 @@ def prepare_data(config: RunConfig) -> TrainingData:
     its own constants).
 
     Args:
-        config: the run; uses ``data``, ``model.r_max``, ``seed`` (validation split) and
-            ``training.init_model``.
+        config: the run; uses ``data``, ``model.r_max`` (the init model's when fine-tuning:
+            a model section of only its family leaves the spec's default there), ``seed``
+            (validation split) and ``training.init_model``.
 
     Returns:
         The datasets, the training-set statistics and the per-file group names.
@@ -87,10 +88,14 @@ def prepare_data(config: RunConfig) -> TrainingData:
             init model does not know (file and species named).
     """
     data, keys = config.data, key_spec(config.data)
-    r_max = config.model.r_max
     init_model = config.training.init_model
-    model_species = None if init_model is None else init_model_species(init_model)
-    sets = load_file_sets(data, keys, r_max, config.seed, model_species, init_model)
+    r_max, model_species = config.model.r_max, None
+    reads_state = config.model.params.get("embedding_specs") is not None
+    if init_model is not None:  # the file's cutoff, species and inputs (a section's must agree)
+        init = _load_init_model(init_model)
+        r_max, model_species = float(init.r_max), tuple(init.type_names)
+        reads_state = bool(init.energy_model.graph_inputs)
+    sets = load_file_sets(data, keys, r_max, config.seed, model_species, init_model, reads_state)
     isolated = None
     if data.isolated_atoms_file is not None:
         isolated = read_isolated_atom_energies(data.isolated_atoms_file, keys)
@@ -102,15 +107,6 @@ def prepare_data(config: RunConfig) -> TrainingData:
         present = None if init_model is None else dataset_species(sets.train)
         statistics = compute_statistics(sets.train, r_max, present, isolated_atoms=isolated)
     return TrainingData(sets.train, sets.valid, statistics, sets.groups)
-
-
-def init_model_species(path: str) -> tuple[str, ...]:
-    """The ``type_names`` of the model file of ``training.init_model``.
-
-    Raises:
-        ValueError: the file is missing or unreadable (the setting and the path named).
-    """
-    return tuple(_load_init_model(path).type_names)
 
 
 def _load_init_model(path: str) -> Potential:
