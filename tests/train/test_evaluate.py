@@ -14,6 +14,7 @@ from ase.io import read, write
 from equiforce.cli import evaluate as evaluate_cli
 from equiforce.data import keys
 from equiforce.data.batch import collate
+from equiforce.data.extxyz import DEFAULT_KEYS
 from equiforce.data.graph import Configuration, configuration_to_graph
 from equiforce.models import Potential, save_model
 from equiforce.testing.models import tiny_mace
@@ -25,6 +26,7 @@ from equiforce.train.evaluate import (
     plot_parity,
     predict,
     predict_batches,
+    structures_in,
     to_json,
 )
 
@@ -303,6 +305,45 @@ def test_cli_evaluates_a_preprocessed_directory_as_its_file(model64, tmp_path, c
     )
     with pytest.raises(ValueError, match="pre: preprocessed with label keys"):
         evaluate_cli.run(args)
+
+
+def test_errors_by_electronic_state_equal_each_states_own_evaluation(tmp_path):
+    """Frames of a charge-aware model's data in three states (``charge`` / ``spin`` in
+    ``info``; one frame without them: a neutral singlet): each state's errors equal
+    ``evaluate`` of its structures alone, from the extxyz file and from its preprocessed
+    directory; the table and the JSON (``by_state``) carry them."""
+    from equiforce.data.extxyz import read_configurations
+    from equiforce.data.ondisk import preprocess
+
+    specs = {"total_charge": {"type": "categorical", "emb_dim": 2, "num_classes": 3, "offset": 1}}
+    model = tiny_mace(embedding_specs=specs)
+    frames = [emt_labelled(make_fcc_cu(repeat=1, seed=seed)) for seed in range(6)]
+    states = [(-1, 2), (0, 1), (1, 2), None, (-1, 2), (0, 3)]
+    for frame, state in zip(frames, states, strict=True):
+        if state is not None:
+            frame.info.update(charge=state[0], spin=state[1])
+    write(tmp_path / "data.xyz", frames, format="extxyz")
+    configs = read_configurations(tmp_path / "data.xyz")
+    result = evaluate(model, configs, batch_size=4)
+    names = ["charge -1, multiplicity 2", "charge 0, multiplicity 1", "charge 1, multiplicity 2"]
+    assert list(result.by_state) == [*names, "charge 0, multiplicity 3"]
+    assert result.by_state[names[0]].n_configs == 2 and result.by_state[names[1]].n_configs == 2
+    for state, part in result.by_state.items():
+        mine = [
+            c
+            for c in configs
+            if f"charge {c.total_charge:g}, multiplicity {c.total_spin:g}" == state
+        ]
+        alone = evaluate(model, mine, batch_size=2)
+        assert part.metrics.keys() == alone.metrics.keys()
+        for name, stats in alone.metrics.items():
+            assert part.metrics[name].count == stats.count, (state, name)
+            assert_close(part.metrics[name].rmse, stats.rmse, TOL.fp64, f"{state} {name}")
+    assert "forces [charge -1, multiplicity 2: 2]" in format_table(result)
+    preprocess(tmp_path / "data.xyz", tmp_path / "pre", None, model.r_max)
+    graphs = structures_in(tmp_path / "pre", model, DEFAULT_KEYS)
+    from_directory = json.loads(to_json(evaluate(model, graphs, batch_size=4)))["by_state"]
+    assert from_directory == json.loads(to_json(result))["by_state"]
 
 
 def test_errors_by_config_type_equal_each_types_own_evaluation(model64, tmp_path, capsys):

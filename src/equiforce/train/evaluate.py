@@ -110,6 +110,9 @@ class EvaluationResult:
             config_type``, e.g. ``"bulk"``; ``"Default"`` for a frame without one), keyed by
             it, without parity data; empty where the types are not known (a directory
             preprocessed before equiforce kept them).
+        by_state: the same for each electronic state (total charge and spin multiplicity,
+            keyed ``"charge -1, multiplicity 2"``; a frame without them is a neutral
+            singlet).
     """
 
     n_configs: int
@@ -118,6 +121,7 @@ class EvaluationResult:
     parity: dict[str, ParityData]
     forces_by_species: dict[str, ErrorStats] = field(default_factory=dict)
     by_config_type: dict[str, EvaluationResult] = field(default_factory=dict)
+    by_state: dict[str, EvaluationResult] = field(default_factory=dict)
 
 
 class _Reference(NamedTuple):
@@ -168,6 +172,22 @@ class TypedGraph(dict):
 def _config_type(structure: Structure) -> str | None:
     """A structure's config type (None for a graph that does not know it)."""
     return getattr(structure, "config_type", None)
+
+
+def _state(structure: Structure) -> str:
+    """A structure's electronic state, ``"charge Q, multiplicity M"``."""
+    if isinstance(structure, Configuration):
+        charge, spin = structure.total_charge, structure.total_spin
+    else:
+        charge, spin = (
+            float(structure[name].reshape(-1)[0]) if name in structure else default
+            for name, default in keys.GRAPH_STATE_DEFAULTS.items()
+        )
+    return f"charge {charge:g}, multiplicity {spin:g}"
+
+
+# the groups ErrorTally also tallies apart: name -> the group of a structure (None: unknown)
+_GROUPINGS = {"config_type": _config_type, "state": _state}
 
 
 def _subset(pred: Predictions, indices: Sequence[int]) -> Predictions:
@@ -451,8 +471,9 @@ class ErrorTally:
         seed: seeds the sample's draws (a result is reproducible).
         type_names: the model's species (its type indices' symbols): with them the force
             errors are also tallied by element.
-        parity: keep the parity samples (a config type's tally does not).
-        by_config_type: also tally the structures of each config type apart.
+        parity: keep the parity samples (a group's tally does not).
+        by_group: also tally the structures of each config type and of each electronic
+            state apart (``_GROUPINGS``).
     """
 
     def __init__(
@@ -462,7 +483,7 @@ class ErrorTally:
         type_names: Sequence[str] | None = None,
         *,
         parity: bool = True,
-        by_config_type: bool = True,
+        by_group: bool = True,
     ):
         if max_parity_points < 1:
             raise ValueError(f"max_parity_points must be >= 1, got {max_parity_points}")
@@ -476,12 +497,15 @@ class ErrorTally:
             for k, (name, (_, label)) in enumerate(_QUANTITIES.items())
             if label is not None and parity
         }
-        self._config_types: dict[str, ErrorTally] | None = {} if by_config_type else None
+        # grouping -> group -> its tally
+        self._groups: dict[str, dict[str, ErrorTally]] | None = None
+        if by_group:
+            self._groups = {grouping: {} for grouping in _GROUPINGS}
 
     def add(self, structures: Sequence[Structure], pred: Predictions) -> None:
         """Account for ``structures`` and their predictions (``pred.stress`` None: their stress
         labels are not compared)."""
-        self._add_by_config_type(structures, pred)
+        self._add_by_group(structures, pred)
         references = [_reference_of(s) for s in structures]
         self.n_configs += len(structures)
         self.n_atoms += int(pred.n_atoms.sum())
@@ -509,17 +533,16 @@ class ErrorTally:
             self._count("stress", _MILLI * (predicted - reference))
             self._sample("stress", reference, predicted)
 
-    def _add_by_config_type(self, structures: Sequence[Structure], pred: Predictions) -> None:
-        """Account for the structures of each (known) config type in its own tally."""
-        if self._config_types is None:
-            return
-        kinds = [_config_type(s) for s in structures]
-        for kind in dict.fromkeys(k for k in kinds if k is not None):
-            picked = [j for j, k in enumerate(kinds) if k == kind]
-            tally = self._config_types.get(kind)
-            if tally is None:
-                tally = self._config_types[kind] = ErrorTally(parity=False, by_config_type=False)
-            tally.add([structures[j] for j in picked], _subset(pred, picked))
+    def _add_by_group(self, structures: Sequence[Structure], pred: Predictions) -> None:
+        """Account for the structures of each (known) group in its own tally."""
+        for grouping, group_of in _GROUPINGS.items() if self._groups is not None else ():
+            tallies = self._groups[grouping]
+            groups = [group_of(s) for s in structures]
+            for group in dict.fromkeys(g for g in groups if g is not None):
+                picked = [j for j, g in enumerate(groups) if g == group]
+                if group not in tallies:
+                    tallies[group] = ErrorTally(parity=False, by_group=False)
+                tallies[group].add([structures[j] for j in picked], _subset(pred, picked))
 
     def _sample(self, name: str, reference: np.ndarray, predicted: np.ndarray) -> None:
         """Offer (reference, predicted) pairs to the quantity's parity sample, if kept."""
@@ -557,8 +580,19 @@ class ErrorTally:
             )
             for symbol, (abs_sum, sq_sum, count) in sorted(self._by_species.items())
         }
-        kinds = {kind: tally.result() for kind, tally in (self._config_types or {}).items()}
-        return EvaluationResult(self.n_configs, self.n_atoms, metrics, parity, by_species, kinds)
+        groups = {
+            grouping: {group: tally.result() for group, tally in tallies.items()}
+            for grouping, tallies in (self._groups or {}).items()
+        }
+        return EvaluationResult(
+            self.n_configs,
+            self.n_atoms,
+            metrics,
+            parity,
+            by_species,
+            groups.get("config_type", {}),
+            groups.get("state", {}),
+        )
 
 
 def evaluate(
@@ -653,15 +687,15 @@ _TABLE_ORDER = ("energy_per_atom", "energy", "forces", "stress")
 
 def format_table(result: EvaluationResult) -> str:
     """A fixed-width table of MAE/RMSE/count per quantity (and, with several elements, of the
-    forces of each; with several config types, of each type's energy per atom, forces and
-    stress, its structures counted), for the screen."""
+    forces of each; with several config types or electronic states, of each one's energy per
+    atom, forces and stress, its structures counted), for the screen."""
     rows = [(name, result.metrics[name]) for name in _TABLE_ORDER if name in result.metrics]
     if len(result.forces_by_species) > 1:
         rows += [(f"forces [{s}]", m) for s, m in result.forces_by_species.items()]
-    if len(result.by_config_type) > 1:
-        for kind, part in result.by_config_type.items():
+    for groups in (result.by_config_type, result.by_state):
+        for group, part in groups.items() if len(groups) > 1 else ():
             rows += [
-                (f"{name} [{kind}: {part.n_configs}]", part.metrics[name])
+                (f"{name} [{group}: {part.n_configs}]", part.metrics[name])
                 for name in ("energy_per_atom", "forces", "stress")
                 if name in part.metrics
             ]
@@ -690,6 +724,7 @@ def _payload(result: EvaluationResult) -> dict:
         **counts_and_metrics(result),
         "forces_by_species": {s: stats(m) for s, m in result.forces_by_species.items()},
         "by_config_type": {k: counts_and_metrics(p) for k, p in result.by_config_type.items()},
+        "by_state": {k: counts_and_metrics(p) for k, p in result.by_state.items()},
     }
 
 
