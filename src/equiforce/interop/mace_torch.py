@@ -45,7 +45,8 @@ from equiforce.o3.wigner import wigner_3j
 
 _LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
 NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
-_FIRST_BLOCKS = ("RealAgnosticInteractionBlock", _LATER_BLOCK, NONLINEAR_BLOCK)
+_PLAIN_BLOCK = "RealAgnosticInteractionBlock"
+_FIRST_BLOCKS = (_PLAIN_BLOCK, _LATER_BLOCK, NONLINEAR_BLOCK)
 
 
 def from_mace_torch(model: torch.nn.Module, head: str | None = None) -> Potential:
@@ -158,7 +159,7 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         shift=shift,
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         # the non-linear block is residual too (its skip): the field's default for "all"
-        first_interaction_residual=type(model.interactions[0]).__name__ != _FIRST_BLOCKS[0],
+        first_interaction_residual=type(model.interactions[0]).__name__ != _PLAIN_BLOCK,
         nonlinear_interactions=_nonlinear_choice(model),
         edge_irreps=None if edge_irreps is None else str(Irreps(edge_irreps)),
         edge_irreps_first=edge_irreps is not None

@@ -15,6 +15,8 @@ import torch
 
 from equiforce.interop.default_dtype import default_dtype
 from equiforce.interop.mace_torch import (
+    _LATER_BLOCK,
+    _PLAIN_BLOCK,
     NONLINEAR_BLOCK,
     _activation_ratio,
     _gate_factors,
@@ -79,9 +81,8 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
     from mace import modules
 
     blocks = modules.interaction_classes
-    residual = blocks["RealAgnosticResidualInteractionBlock"]
-    later = residual if spec.nonlinear_interactions == "none" else blocks[NONLINEAR_BLOCK]
-    first = residual if spec.first_interaction_residual else blocks["RealAgnosticInteractionBlock"]
+    later = blocks[_LATER_BLOCK if spec.nonlinear_interactions == "none" else NONLINEAR_BLOCK]
+    first = blocks[_LATER_BLOCK if spec.first_interaction_residual else _PLAIN_BLOCK]
     if spec.nonlinear_interactions == "all":
         first = blocks[NONLINEAR_BLOCK]
     hidden = "+".join(f"{spec.num_channels}x{deg}{'eo'[deg % 2]}" for deg in range(spec.max_L + 1))
