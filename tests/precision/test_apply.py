@@ -159,6 +159,26 @@ def test_every_block_that_runs_matmuls_declares_an_op_class(family, backend):
     assert _undeclared_matmul_blocks(model, _batch(model, [make_molecule()])) == []
 
 
+def test_the_non_linear_blocks_edge_mlps_run_in_the_mlp_precision():
+    """mace-torch's MH block (``nonlinear_interactions``): its edge MLPs (species-pair tables,
+    LayerNorm MLPs) are declared (op class ``mlp``, the interaction's own arithmetic), run in
+    bf16 under bf16-mixed with ``mlp`` chosen and in float32 without, and its forces stay
+    within bf16's tolerance of float64 (and beyond float32's: the bf16 MLPs ran)."""
+    reference = tiny_mace(nonlinear_interactions="all", apply_cutoff=False)
+    batch = _batch(reference, [make_fcc_cu(2), make_molecule()])
+    assert _undeclared_matmul_blocks(reference, batch) == []
+    interactions = [f"energy_model.interactions.{k}" for k in range(2)]
+    for chosen, expected in ((("mlp",), torch.bfloat16), (("linear",), torch.float32)):
+        model = apply_policy(copy.deepcopy(reference), from_name("bf16-mixed", chosen))
+        dtypes = _matmul_dtypes(model, batch)
+        assert all(dtypes[name] == {expected} for name in interactions), dtypes
+    want = reference(batch)[keys.FORCES].detach()
+    model = apply_policy(copy.deepcopy(reference), from_name("bf16-mixed", ("mlp",)))
+    got = model(batch)[keys.FORCES].detach()
+    relative = float((got - want).square().mean().sqrt() / want.square().mean().sqrt())
+    assert SYMMETRY_RTOL["float32"] < relative <= SYMMETRY_RTOL["bf16"]
+
+
 def test_the_declaration_check_finds_an_undeclared_mlp():
     class PlainMLP(RadialMLP):
         op_class = None  # a block that forgot its declaration

@@ -72,7 +72,9 @@ def test_a_config_types_weight_multiplies_its_frames_weights_in_every_reader(typ
         for name in (keys.ENERGY_WEIGHT, keys.FORCES_WEIGHT, keys.STRESS_WEIGHT):
             got = np.array([float(graph[name][0]) for graph in graphs])
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15, err_msg=name)
-    assert isinstance(_read(str(tmp_path / "pre"), data, spec, R_MAX, reads_state=False), OnDiskDataset)
+    assert isinstance(
+        _read(str(tmp_path / "pre"), data, spec, R_MAX, reads_state=False), OnDiskDataset
+    )
 
     preprocess(typed_file, tmp_path / "plain", None, R_MAX)
     assert "config_type_weights" not in OnDiskDataset(tmp_path / "plain").manifest["keys"]

@@ -24,7 +24,7 @@ mace-torch unchanged (``equiforce.interop.mace_torch``).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,11 @@ class LayerNormMLP(nn.Module):
     Parameters: ``layers.{k}.weight`` (sizes[k+1], sizes[k]) and ``.bias``,
     ``norms.{k}.weight`` / ``.bias`` (sizes[k+1],), float64 until cast.
 
+    Precision: the linear layers run in the dtype of their input (weights and biases cast
+    to it), the LayerNorms and SiLUs in at least float32 (as ``torch.autocast`` runs
+    ``layer_norm``); the block that owns the net chooses that dtype
+    (``NonLinearInteraction``'s ``math_dtype``).
+
     Args:
         sizes: widths, input first, at least two entries.
         generator: random source (PyTorch's default initialisation of ``nn.Linear``).
@@ -82,8 +87,10 @@ class LayerNormMLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, sizes[0]) -> (n, sizes[-1]), the parameters' dtype."""
-        return self.after_first_layer(self.layers[0](x))
+        """(n, sizes[0]) -> (n, sizes[-1]), in the dtype of ``x``."""
+        first = self.layers[0]
+        h = nn.functional.linear(x, first.weight.to(x.dtype), first.bias.to(x.dtype))
+        return self.after_first_layer(h)
 
     def after_first_layer(
         self, h: torch.Tensor, row_scale: torch.Tensor | None = None
@@ -92,22 +99,32 @@ class LayerNormMLP(nn.Module):
         that layer's product its own way: ``NonLinearInteraction.edge_mlps``).
 
         Args:
-            h: (n, sizes[1]) output of ``layers[0]``.
+            h: (n, sizes[1]) output of ``layers[0]``; its dtype is the layers'.
             row_scale: (n, 1) factors of the output's rows, or None: applied to the last
                 layer's input with a column of the factors against its bias (``[h s, s] @
                 [W^T; b] = (h W^T + b) s``), a product of the hidden width rather than of
                 the output's (the envelope on ~1000 radial weights per edge).
 
         Returns:
-            (n, sizes[-1]).
+            (n, sizes[-1]), the dtype of ``h``.
         """
+        dtype = h.dtype
+        normed = torch.promote_types(dtype, torch.float32)
         for norm, layer in zip(self.norms, self.layers[1:], strict=True):
-            h = nn.functional.silu(norm(h))
+            h = nn.functional.layer_norm(
+                h.to(normed),
+                norm.normalized_shape,
+                norm.weight.to(normed),
+                norm.bias.to(normed),
+                norm.eps,
+            )
+            h = nn.functional.silu(h).to(dtype)
+            weight, bias = layer.weight.to(dtype), layer.bias.to(dtype)
             if row_scale is not None and layer is self.layers[-1]:
-                scaled = torch.cat([h * row_scale, row_scale], dim=1)
-                return scaled @ torch.cat([layer.weight.T, layer.bias[None]])
-            h = layer(h)
-        return h if row_scale is None else h * row_scale
+                scale = row_scale.to(dtype)
+                return torch.cat([h * scale, scale], dim=1) @ torch.cat([weight.T, bias[None]])
+            h = nn.functional.linear(h, weight, bias)
+        return h if row_scale is None else h * row_scale.to(dtype)
 
 
 class Gate(nn.Module):
@@ -153,6 +170,12 @@ class NonLinearInteraction(nn.Module):
     """The non-linear residual interaction (module docstring), with ``Interaction``'s
     interface (``linear_up``, ``forward``, ``messages``).
 
+    Precision: op class ``mlp``, for its own arithmetic, the edge MLPs (``edge_mlps``: the
+    species-pair tables and both ``LayerNormMLP``s): ``math_dtype`` (None: the parameter
+    dtype; set by ``equiforce.precision.apply_policy``) is their linear layers' dtype, their
+    outputs cast back to the features' dtype. The linear maps and the convolution are blocks
+    of their own (``linear``, ``tensor_product``).
+
     Args:
         irreps: resolved irreps of the block (``irreps.up``: mace-torch's ``edge_irreps``).
         n_types: number of species.
@@ -164,6 +187,7 @@ class NonLinearInteraction(nn.Module):
             outputs (False, mace-torch's ``apply_cutoff=False``: smooth).
     """
 
+    op_class: ClassVar[str] = "mlp"
     residual = True
     uses_edge_pairs = False  # the radial MLP sees the ends' species: once per edge
 
@@ -213,6 +237,7 @@ class NonLinearInteraction(nn.Module):
         )
         self.alpha = nn.Parameter(torch.tensor(ALPHA_START, dtype=torch.float64))
         self.beta = nn.Parameter(torch.tensor(BETA_START, dtype=torch.float64))
+        self.math_dtype: torch.dtype | None = None
 
     def forward(
         self,
@@ -292,17 +317,19 @@ class NonLinearInteraction(nn.Module):
         """
         basis, envelope = split_envelope(edge_radial, self.apply_cutoff)
         mlps = (self.radial_mlp, self.density_mlp)
-        first = torch.cat([mlp.layers[0].weight for mlp in mlps])  # (hidden, features)
+        dtype = self.math_dtype or self.source_embedding.dtype
+        first = torch.cat([mlp.layers[0].weight for mlp in mlps]).to(dtype)  # (hidden, in)
         n_types, channels = self.source_embedding.shape
         on_basis, on_source, on_target = first.split([basis.shape[1], channels, channels], 1)
         scale = 1 / math.sqrt(n_types)  # e3nn's fan-in normalisation of the embeddings
-        source = (self.source_embedding * scale) @ on_source.T  # (n_types, hidden)
-        target = (self.target_embedding * scale) @ on_target.T
-        bias = torch.cat([mlp.layers[0].bias for mlp in mlps])
+        source = (self.source_embedding * scale).to(dtype) @ on_source.T  # (n_types, hidden)
+        target = (self.target_embedding * scale).to(dtype) @ on_target.T
+        bias = torch.cat([mlp.layers[0].bias for mlp in mlps]).to(dtype)
         pair_rows = (source[:, None] + target[None] + bias).flatten(0, 1)
         pair = sender_type * n_types + receiver_type
-        hidden = torch.addmm(pair_rows[pair], basis, on_basis.T)
+        hidden = torch.addmm(pair_rows[pair], basis.to(dtype), on_basis.T)
         radial_hidden, density_hidden = hidden.split([mlp.sizes[1] for mlp in mlps], 1)
         weights = self.radial_mlp.after_first_layer(radial_hidden, row_scale=envelope)
         density = torch.tanh(self.density_mlp.after_first_layer(density_hidden) ** 2)
+        weights, density = weights.to(edge_radial.dtype), density.to(edge_radial.dtype)
         return weights, density if envelope is None else density * envelope
