@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("mace.modules")
+mace_modules = pytest.importorskip("mace.modules")
 
 from equiforce.cli.main import main  # noqa: E402
 from equiforce.data import keys  # noqa: E402
@@ -22,7 +22,7 @@ from equiforce.interop.default_dtype import default_dtype  # noqa: E402
 from equiforce.interop.mace_torch import mace_inputs  # noqa: E402
 from equiforce.models import load_model  # noqa: E402
 from equiforce.testing.structures import peer_parity_structures  # noqa: E402
-from tests.interop.test_mace_torch import TYPE_NAMES, _mace_model  # noqa: E402
+from tests.interop.test_mace_torch import _NONLINEAR, TYPE_NAMES, _mace_model  # noqa: E402
 
 
 def test_a_mace_model_file_converts_and_equals_mace_torch(tmp_path, capsys):
@@ -33,6 +33,11 @@ def test_a_mace_model_file_converts_and_equals_mace_torch(tmp_path, capsys):
     assert "vs mace-torch" in printed and printed.count(" ok") == 4  # the four structures
     potential = load_model(tmp_path / "ours.pt")
     assert potential.spec.pair_repulsion
+    _assert_equal_to_mace_torch(potential, model)
+
+
+def _assert_equal_to_mace_torch(potential, model) -> None:
+    """``potential``'s energies and forces equal the mace-torch ``model``'s (float64)."""
     for atoms in peer_parity_structures():
         batch = atoms_batch(atoms, TYPE_NAMES, potential.r_max, torch.device("cpu"))
         with default_dtype(torch.float64):
@@ -104,3 +109,63 @@ def test_a_converted_model_that_disagrees_is_not_written(tmp_path, monkeypatch):
         convert_module.convert_model_file(tmp_path / "mace.model", tmp_path / "ours.pt")
     assert not (tmp_path / "ours.pt").exists()
     assert not any(row["within_tolerance"] for row in err.value.figures)
+
+
+def test_an_equiforce_mace_goes_back_to_a_mace_torch_file(tmp_path, capsys):
+    """``--to mace-torch``: a converted MH-style model (non-linear blocks, envelope after the
+    MLPs), its weights moved as fine-tuning would, written as a mace-torch file after the
+    check; mace-torch loads it (``torch.load``) and equals ours, and converting it again
+    gives back every weight. An Allegro file, or ``--head`` with ``--to``, is refused by
+    name; a disagreeing copy is not written."""
+    from equiforce.models import save_model
+    from equiforce.testing.models import tiny_allegro
+
+    nonlinear = {"interaction_cls": mace_modules.interaction_classes[_NONLINEAR]}
+    model = _mace_model(
+        **nonlinear, interaction_cls_first=nonlinear["interaction_cls"], apply_cutoff=False
+    )
+    torch.save(model, tmp_path / "mh.model")
+    assert main(["convert", str(tmp_path / "mh.model"), str(tmp_path / "ours.pt")]) == 0
+    capsys.readouterr()
+    tuned = load_model(tmp_path / "ours.pt")
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            parameter.mul_(1.01)  # "fine-tuned"
+    save_model(tuned, tmp_path / "tuned.pt")
+    argv = ["convert", str(tmp_path / "tuned.pt"), str(tmp_path / "tuned.model")]
+    assert main([*argv, "--to", "mace-torch"]) == 0
+    printed = capsys.readouterr().out
+    assert "for mace-torch" in printed and printed.count(" ok") == 4
+    back = torch.load(tmp_path / "tuned.model", map_location="cpu", weights_only=False)
+    _assert_equal_to_mace_torch(tuned, back)
+    assert main(["convert", str(tmp_path / "tuned.model"), str(tmp_path / "again.pt")]) == 0
+    again = load_model(tmp_path / "again.pt").state_dict()
+    for name, value in tuned.state_dict().items():
+        torch.testing.assert_close(again[name], value, rtol=1e-12, atol=1e-12, msg=name)
+
+    save_model(tiny_allegro(), tmp_path / "allegro.pt")
+    out = str(tmp_path / "x.model")
+    assert main(["convert", str(tmp_path / "allegro.pt"), out, "--to", "mace-torch"]) == 2
+    assert "allegro.pt: to_mace_torch exports MACE models" in capsys.readouterr().err
+    assert main([*argv, "--to", "mace-torch", "--head", "Default"]) == 2
+    assert "--head selects a head of a mace-torch source" in capsys.readouterr().err
+
+
+def test_a_mace_torch_copy_that_disagrees_is_not_written(tmp_path, monkeypatch):
+    from equiforce.interop import mace_torch_export
+    from equiforce.models import save_model
+    from equiforce.testing.models import tiny_mace
+
+    export = mace_torch_export.to_mace_torch
+
+    def wrong(potential):
+        model = export(potential)
+        with torch.no_grad():
+            next(model.parameters()).add_(1e-3)
+        return model
+
+    monkeypatch.setattr(mace_torch_export, "to_mace_torch", wrong)
+    save_model(tiny_mace(type_names=TYPE_NAMES), tmp_path / "ours.pt")
+    with pytest.raises(convert_module.ConversionError, match="mace-torch's copy disagrees"):
+        convert_module.export_mace_torch_file(tmp_path / "ours.pt", tmp_path / "x.model")
+    assert not (tmp_path / "x.model").exists()

@@ -1,5 +1,6 @@
 """``equiforce convert SOURCE OUT.pt``: a mace-torch or nequip-allegro model file as an
-equiforce model file."""
+equiforce model file; ``equiforce convert MODEL.pt OUT.model --to mace-torch``: an
+equiforce MACE as a mace-torch model file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "*.model training wrote or a foundation model); loaded with pickle: convert files "
         "you trust",
     )
-    parser.add_argument("out", help="equiforce model file to write")
+    parser.add_argument("out", help="model file to write (equiforce's, or with --to the peer's)")
+    parser.add_argument(
+        "--to",
+        choices=("equiforce", "mace-torch"),
+        default="equiforce",
+        help="mace-torch: SOURCE is an equiforce MACE model file (e.g. fine-tuned), written as "
+        "a mace-torch model file (torch.save of its ScaleShiftMACE) that mace-torch's "
+        "calculators and tools load; checked against mace-torch before it is written",
+    )
     parser.add_argument(
         "--head",
         default=None,
@@ -32,9 +41,16 @@ def run(args: argparse.Namespace) -> int:
             mismatch (``equiforce.interop.convert.ConversionError``, with the figures).
     """
     from equiforce.export.build import format_validation
-    from equiforce.interop.convert import convert_model_file
+    from equiforce.interop.convert import convert_model_file, export_mace_torch_file
     from equiforce.models.io import load_model
 
+    if args.to == "mace-torch":
+        if args.head is not None:
+            raise ValueError("--head selects a head of a mace-torch source, not with --to")
+        figures = export_mace_torch_file(args.source, args.out)
+        print(f"wrote {args.out} for mace-torch; its energies (eV) and forces (eV/Å) vs ours:")
+        print(format_validation(figures))
+        return 0
     peer, figures = convert_model_file(args.source, args.out, args.head)
     print(f"converted {args.source} -> {args.out}; energies (eV) and forces (eV/Å) vs {peer}:")
     print(format_validation(figures))

@@ -1,5 +1,6 @@
 """A peer's model file as an equiforce model file, checked against the peer before it is
-written (``equiforce convert``).
+written (``equiforce convert``), and back: an equiforce MACE as a mace-torch model file
+(``export_mace_torch_file``, ``equiforce convert --to mace-torch``).
 
 Sources, told apart by their names:
 
@@ -37,7 +38,13 @@ import torch
 from equiforce.data import keys
 from equiforce.interop.default_dtype import default_dtype
 
-__all__ = ["TOLERANCES", "ConversionError", "convert_model_file", "source_peer"]
+__all__ = [
+    "TOLERANCES",
+    "ConversionError",
+    "convert_model_file",
+    "export_mace_torch_file",
+    "source_peer",
+]
 
 # (atol, rtol) of energies (eV) and forces (eV/Å) against the peer, by parameter dtype
 TOLERANCES = {torch.float64: (1e-8, 1e-8), torch.float32: (1e-4, 1e-4)}
@@ -92,26 +99,20 @@ def convert_model_file(
             does not implement, or ``head`` is wrong.
         ConversionError: the converted model disagrees with the peer (nothing written).
     """
-    from equiforce.export.build import format_validation
     from equiforce.models import save_model
 
     peer = source_peer(source)
     potential, reference = _LOADERS[peer](os.fspath(source), head)
-    figures = _compare(potential, reference)
-    if not all(row["within_tolerance"] for row in figures):
-        raise ConversionError(
-            f"{source}: the converted model disagrees with {peer} beyond "
-            f"{TOLERANCES[potential.dtype]} (atol, rtol); nothing written:\n"
-            + format_validation(figures),
-            figures,
-        )
+    figures = _agreeing(
+        potential, reference, f"{source}: the converted model disagrees with {peer}"
+    )
     save_model(potential, out)
     return peer, figures
 
 
 def _mace_torch(source: str, head: str | None) -> tuple[Any, Reference]:
     """The converted mace-torch model of ``source`` and mace-torch's evaluation of it."""
-    from equiforce.interop.mace_torch import from_mace_torch, head_index, mace_inputs
+    from equiforce.interop.mace_torch import from_mace_torch, head_index
 
     _require("mace.modules", "mace-torch", "make install-mace builds .venv-mace")
     model = torch.load(source, map_location="cpu", weights_only=False)
@@ -122,14 +123,57 @@ def _mace_torch(source: str, head: str | None) -> tuple[Any, Reference]:
             "export cannot be converted: use the .model file training wrote)"
         )
     potential = from_mace_torch(model, head)
-    index, n_types, dtype = head_index(model, head), len(potential.type_names), potential.dtype
+    return potential, _mace_reference(model, potential, head_index(model, head))
+
+
+def _mace_reference(model: torch.nn.Module, potential, head: int = 0) -> Reference:
+    """mace-torch's evaluation of ``model`` (head index ``head``) on ``potential``'s batches."""
+    from equiforce.interop.mace_torch import mace_inputs
+
+    n_types, dtype = len(potential.type_names), potential.dtype
 
     def reference(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         with default_dtype(dtype):  # as mace-torch's calculator runs its models
-            out = model(mace_inputs(batch, n_types, dtype, index), compute_force=True)
+            out = model(mace_inputs(batch, n_types, dtype, head), compute_force=True)
         return out["energy"], out["forces"]
 
-    return potential, reference
+    return reference
+
+
+def export_mace_torch_file(
+    source: str | os.PathLike, out: str | os.PathLike
+) -> list[dict[str, Any]]:
+    """An equiforce MACE model file (a fine-tuned foundation model, say) as a mace-torch model
+    file: ``torch.save`` of the ``ScaleShiftMACE`` that ``to_mace_torch`` builds, what
+    mace-torch's calculators and tools load (``torch.load``), written atomically only when its
+    energies and forces equal ours on ``validation_structures`` within ``TOLERANCES``.
+
+    Args:
+        source: an equiforce model file (``load_model``) of family ``"mace"``.
+        out: the mace-torch model file to write (e.g. ``fine_tuned.model``).
+
+    Returns:
+        The comparison's figures (``convert_model_file``'s).
+
+    Raises:
+        ImportError: mace-torch is not installed here.
+        ValueError: not a MACE model, or an option mace-torch lacks (``to_mace_torch``).
+        ConversionError: mace-torch disagrees with the model (nothing written).
+    """
+    from equiforce.files import atomic_torch_save
+    from equiforce.interop.mace_torch_export import to_mace_torch
+    from equiforce.models import load_model
+
+    _require("mace.modules", "mace-torch", "make install-mace builds .venv-mace")
+    potential = load_model(source)
+    try:
+        model = to_mace_torch(potential)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
+    reference = _mace_reference(model, potential)
+    figures = _agreeing(potential, reference, f"{source}: mace-torch's copy disagrees with it")
+    atomic_torch_save(model, out)
+    return figures
 
 
 def _nequip_allegro(source: str, head: str | None) -> tuple[Any, Reference]:
@@ -227,6 +271,24 @@ def _require(module: str, peer: str, hint: str) -> None:
             f"{peer} is not installed here: equiforce convert reads {peer} model files "
             f"(pip install {peer} beside equiforce; {hint})"
         ) from err
+
+
+def _agreeing(potential, reference: Reference, disagreement: str) -> list[dict[str, Any]]:
+    """``_compare``'s figures when every structure agrees within ``TOLERANCES``.
+
+    Raises:
+        ConversionError: ``disagreement``, the tolerance and the figures.
+    """
+    from equiforce.export.build import format_validation
+
+    figures = _compare(potential, reference)
+    if not all(row["within_tolerance"] for row in figures):
+        raise ConversionError(
+            f"{disagreement} beyond {TOLERANCES[potential.dtype]} (atol, rtol); nothing "
+            "written:\n" + format_validation(figures),
+            figures,
+        )
+    return figures
 
 
 def _compare(potential, reference: Reference) -> list[dict[str, Any]]:
