@@ -178,6 +178,15 @@ def test_empty_input_and_bad_batch_size_are_errors(model64, structures):
         predict(model64, structures, batch_size=0)
 
 
+def test_the_table_keeps_large_errors_apart():
+    """Errors of millions of meV (E0s far off) stay separate columns."""
+    from equiforce.train.evaluate import ErrorStats, EvaluationResult
+
+    stats = ErrorStats(mae=3750023.0723, rmse=3781780.6749, count=16, unit="meV")
+    table = format_table(EvaluationResult(16, 144, {"energy": stats}, {}))
+    assert table.splitlines()[-1].split()[-3:] == ["3750023.0723", "3781780.6749", "16"]
+
+
 def test_table_json_and_parity_plots(model64, structures, tmp_path):
     result = evaluate(model64, structures)
     table = format_table(result)

@@ -702,10 +702,11 @@ def format_table(result: EvaluationResult) -> str:
     width = max([16] + [len(name) + 2 for name, _ in rows])
     lines = [
         f"{result.n_configs} structures, {result.n_atoms} atoms",
-        f"{'quantity':<{width}}{'unit':<10}{'MAE':>12}{'RMSE':>12}{'count':>10}",
+        f"{'quantity':<{width}}{'unit':<10}{'MAE':>12} {'RMSE':>12} {'count':>9}",
     ]
     for name, m in rows:
-        lines.append(f"{name:<{width}}{m.unit:<10}{m.mae:>12.4f}{m.rmse:>12.4f}{m.count:>10d}")
+        # a space between the columns: errors past 1e7 (E0s far off) still read apart
+        lines.append(f"{name:<{width}}{m.unit:<10}{m.mae:>12.4f} {m.rmse:>12.4f} {m.count:>9d}")
     return "\n".join(lines)
 
 
