@@ -118,6 +118,7 @@ def test_an_equiforce_mace_goes_back_to_a_mace_torch_file(tmp_path, capsys):
     gives back every weight. An Allegro file, or ``--head`` with ``--to``, is refused by
     name; a disagreeing copy is not written."""
     from equiforce.models import save_model
+    from equiforce.precision import apply_policy, from_name
     from equiforce.testing.models import tiny_allegro
 
     nonlinear = {"interaction_cls": mace_modules.interaction_classes[_NONLINEAR]}
@@ -143,6 +144,12 @@ def test_an_equiforce_mace_goes_back_to_a_mace_torch_file(tmp_path, capsys):
     for name, value in tuned.state_dict().items():
         torch.testing.assert_close(again[name], value, rtol=1e-12, atol=1e-12, msg=name)
 
+    # saved with a bf16 policy (float32 weights): written in float32, compared in plain float32
+    save_model(apply_policy(tuned, from_name("bf16-mixed")), tmp_path / "bf16.pt")
+    bf16 = ["convert", str(tmp_path / "bf16.pt"), str(tmp_path / "bf16.model")]
+    assert main([*bf16, "--to", "mace-torch"]) == 0
+    written = torch.load(tmp_path / "bf16.model", map_location="cpu", weights_only=False)
+    assert {p.dtype for p in written.parameters()} == {torch.float32}
     save_model(tiny_allegro(), tmp_path / "allegro.pt")
     out = str(tmp_path / "x.model")
     assert main(["convert", str(tmp_path / "allegro.pt"), out, "--to", "mace-torch"]) == 2

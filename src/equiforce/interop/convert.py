@@ -146,7 +146,8 @@ def export_mace_torch_file(
     """An equiforce MACE model file (a fine-tuned foundation model, say) as a mace-torch model
     file: ``torch.save`` of the ``ScaleShiftMACE`` that ``to_mace_torch`` builds, what
     mace-torch's calculators and tools load (``torch.load``), written atomically only when its
-    energies and forces equal ours on ``validation_structures`` within ``TOLERANCES``.
+    energies and forces equal ours on ``validation_structures`` within ``TOLERANCES`` (the
+    model in plain float: a precision policy saved with it is not mace-torch's).
 
     Args:
         source: an equiforce model file (``load_model``) of family ``"mace"``.
@@ -163,9 +164,11 @@ def export_mace_torch_file(
     from equiforce.files import atomic_torch_save
     from equiforce.interop.mace_torch_export import to_mace_torch
     from equiforce.models import load_model
+    from equiforce.precision import MODES, apply_policy
 
     _require("mace.modules", "mace-torch", "make install-mace builds .venv-mace")
-    potential = load_model(source)
+    potential = load_model(source)  # compared in plain float (mace-torch has no bf16 blocks)
+    potential = apply_policy(potential, MODES[str(potential.dtype).removeprefix("torch.")])
     try:
         model = to_mace_torch(potential)
     except ValueError as err:
