@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
 from equiforce.models import Potential, build_model
 from equiforce.models.registry import family
 
@@ -160,10 +162,11 @@ def with_dtype(potential: Potential, dtype: str) -> Potential:
     """``potential`` with parameters (and spec) in ``dtype``; the same object if unchanged.
 
     Args:
-        potential: any model.
+        potential: any model (a precision policy may have cast its parameters away from its
+            spec's dtype: both are compared).
         dtype: "float32" or "float64".
     """
-    if potential.spec.dtype == dtype:
+    if potential.spec.dtype == dtype and potential.dtype == getattr(torch, dtype):
         return potential
     spec = dataclasses.replace(potential.spec, dtype=dtype)
     converted = Potential(family(potential.family).build(spec), potential.family, spec)

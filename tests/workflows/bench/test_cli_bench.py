@@ -94,6 +94,11 @@ def test_with_dtype_keeps_the_weights():
     assert single.spec.dtype == "float32" and single.dtype == torch.float32
     for (name, a), b in zip(model.state_dict().items(), single.state_dict().values(), strict=True):
         torch.testing.assert_close(a.float(), b, msg=name)
+    # a policy cast the parameters to float32 under a float64 spec: still converted
+    from equiforce.precision import apply_policy, from_name
+
+    cast = apply_policy(tiny_mace(torch.float64), from_name("bf16-mixed"))
+    assert with_dtype(cast, "float64").dtype == torch.float64
 
 
 @pytest.mark.parametrize(
