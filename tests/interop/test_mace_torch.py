@@ -279,6 +279,42 @@ def test_nonlinear_interactions_convert(first, max_L, layers):  # noqa: N803
     _compare(model, torch.float64, TOL.peer_parity)
 
 
+_DENSITY = "RealAgnosticDensityInteractionBlock"
+_DENSITY_RESIDUAL = "RealAgnosticDensityResidualInteractionBlock"
+
+
+@pytest.mark.parametrize(
+    "first, options",
+    [
+        (_DENSITY, {}),
+        (_DENSITY_RESIDUAL, {"apply_cutoff": False}),
+        (_DENSITY, {"distance_transform": "Agnesi", "pair_repulsion": True}),
+    ],
+    ids=["plain-first", "residual-first-envelope-after", "mpa0-like-agnesi-zbl"],
+)
+def test_density_blocks_convert(first, options):
+    """mace-torch's density-normalised blocks (``RealAgnosticDensity[Residual]Interaction
+    Block``: MACE-MPA-0's and MACE-OMAT-0's, with its Agnesi transform and ZBL): each message
+    divided by ``1 + sum_j tanh(d(r_ij)^2)``, d a one-layer net of the radial features, the
+    envelope on it where it follows the basis; energies and forces equal mace-torch's to the
+    peer tolerance, its d's noise included."""
+    model = _mace_model(
+        interaction_cls=mace_modules.interaction_classes[_DENSITY_RESIDUAL],
+        interaction_cls_first=mace_modules.interaction_classes[first],
+        **options,
+    )
+    spec = from_mace_torch(model).spec
+    assert spec.density_normalization
+    assert spec.first_interaction_residual == (first == _DENSITY_RESIDUAL)
+    _compare(model, torch.float64, TOL.peer_parity)
+
+
+def test_density_and_plain_default_blocks_mixed_are_refused():
+    model = _mace_model(interaction_cls_first=mace_modules.interaction_classes[_DENSITY])
+    with pytest.raises(ValueError, match="interaction blocks .* are not supported"):
+        from_mace_torch(model)
+
+
 def test_residual_blocks_with_the_envelope_after_the_mlp_convert():
     """``apply_cutoff=False`` with mace's default blocks: the envelope multiplies the radial
     MLP's output, not its input: converts to the peer tolerance."""

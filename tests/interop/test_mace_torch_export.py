@@ -80,6 +80,7 @@ def _assert_mace_agrees(model, tolerance) -> None:
         {"num_interactions": 1, "max_L": 0},
         {"distance_transform": "agnesi", "agnesi": (1.1, 4.2, 0.9)},
         {"apply_cutoff": False},
+        {"density_normalization": True, "distance_transform": "agnesi"},  # ZBL: its own test
         {"nonlinear_interactions": "all", "apply_cutoff": False},
         {
             "nonlinear_interactions": "later",
@@ -94,6 +95,7 @@ def _assert_mace_agrees(model, tolerance) -> None:
         "one-layer",
         "agnesi",
         "envelope-after-mlp",
+        "mpa0-like",
         "nonlinear-all",
         "nonlinear-later-edge-irreps",
     ],

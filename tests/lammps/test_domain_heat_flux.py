@@ -71,7 +71,13 @@ def nonlinear_mace():
     return potential
 
 
-FAMILIES = {"mace": tiny_mace, "allegro": tiny_allegro, "mace-nonlinear": nonlinear_mace}
+FAMILIES = {
+    "mace": tiny_mace,
+    "allegro": tiny_allegro,
+    "mace-nonlinear": nonlinear_mace,
+    # MACE-MPA-0's blocks: a density summed over each receiver's edges, as the non-linear one
+    "mace-density": lambda: tiny_mace(density_normalization=True),
+}
 
 
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))

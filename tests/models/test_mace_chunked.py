@@ -230,6 +230,16 @@ def test_on_a_gpu_graphs_run_in_one_pass_while_it_fits_half_the_free_memory(monk
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval-checkpointed", "train-create-graph"])
+def test_chunked_equals_one_pass_with_density_normalization(batch, train):
+    """Density-normalised interactions (``MACESpec.density_normalization``) sum a density
+    over each receiver's edges, from one value per bond: the chunks' shuffled edges equal one
+    pass."""
+    model = _model("fast", density_normalization=True, apply_cutoff=False)
+    want = _predict(model, batch, None, train)
+    _assert_equal(_predict(model, _shuffled_edges(batch), CHUNK_EDGES, train), want)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval-checkpointed", "train-create-graph"])
 def test_chunked_equals_one_pass_with_nonlinear_interactions(batch, train):
     """The non-linear block (``MACESpec.nonlinear_interactions``, here on ``edge_irreps``)
     embeds both ends' species and sums a density over each receiver's edges: the chunks'

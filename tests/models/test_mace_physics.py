@@ -63,6 +63,22 @@ class TestMACENonLinearPhysics(TestMACEPhysics):
         return model
 
 
+class TestMACEDensityPhysics(TestMACEPhysics):
+    """The same with density-normalised interactions (``MACESpec.density_normalization``,
+    MACE-MPA-0's blocks: each message over ``1 + sum_j tanh(d(r_ij)^2)``), the first one
+    plain, the envelope after the MLPs."""
+
+    def make_model(self, dtype: torch.dtype):
+        model = super().make_model(dtype)
+        spec = dataclasses.replace(
+            model.spec,
+            density_normalization=True,
+            first_interaction_residual=False,
+            apply_cutoff=False,
+        )
+        return build_model("mace", spec)
+
+
 class TestMACEEdgeIrrepsPhysics(TestMACEPhysics):
     """The same with ``MACESpec.edge_irreps`` (the up-projection and convolution on 12
     channels up to l = 2 for 8-channel l <= 1 features, the first layer on 12 scalars:

@@ -6,7 +6,9 @@ embeddings; the ZBL ``pair_repulsion`` with its default constants; the ``Agnesi`
 transform; ``use_agnostic_product``: one symmetric contraction for every element, copied to
 each; ``use_last_readout_only``: the earlier layers' readouts zero;
 ``RealAgnosticResidualNonLinearInteractionBlock``, the MH foundation models' block, with
-``apply_cutoff=False``; ``apply_cutoff=False`` with the default blocks; ``edge_irreps`` and
+``apply_cutoff=False``; ``RealAgnosticDensity[Residual]InteractionBlock`` (MACE-MPA-0's and
+MACE-OMAT-0's: ``MACESpec.density_normalization``), every default block a density one or
+none; ``apply_cutoff=False`` with the default blocks; ``edge_irreps`` and
 ``use_edge_irreps_first``; ``embedding_specs`` of the total charge and spin per structure,
 with ``use_embedding_readout``: MACE-OMOL's), float32 or float64; a
 multi-head model converts one head at a time (``head=``).
@@ -46,7 +48,13 @@ from equiforce.o3.wigner import wigner_3j
 _LATER_BLOCK = "RealAgnosticResidualInteractionBlock"
 NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
 _PLAIN_BLOCK = "RealAgnosticInteractionBlock"
-_FIRST_BLOCKS = (_PLAIN_BLOCK, _LATER_BLOCK, NONLINEAR_BLOCK)
+# the blocks of MACESpec.density_normalization (MACE-MPA-0's): residual and plain
+_DENSITY_BLOCKS = {
+    _LATER_BLOCK: "RealAgnosticDensityResidualInteractionBlock",
+    _PLAIN_BLOCK: "RealAgnosticDensityInteractionBlock",
+}
+_FIRST_BLOCKS = (_PLAIN_BLOCK, _LATER_BLOCK, NONLINEAR_BLOCK, *_DENSITY_BLOCKS.values())
+_RESIDUAL_BLOCKS = (_LATER_BLOCK, NONLINEAR_BLOCK, _DENSITY_BLOCKS[_LATER_BLOCK])
 
 
 def from_mace_torch(model: torch.nn.Module, head: str | None = None) -> Potential:
@@ -159,7 +167,7 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         shift=shift,
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         # the non-linear block is residual too (its skip): the field's default for "all"
-        first_interaction_residual=type(model.interactions[0]).__name__ != _PLAIN_BLOCK,
+        first_interaction_residual=type(model.interactions[0]).__name__ in _RESIDUAL_BLOCKS,
         nonlinear_interactions=_nonlinear_choice(model),
         edge_irreps=None if edge_irreps is None else str(Irreps(edge_irreps)),
         edge_irreps_first=edge_irreps is not None
@@ -167,6 +175,9 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         apply_cutoff=bool(getattr(model.radial_embedding, "apply_cutoff", True)),
         embedding_specs=_embedding_specs(model) if hasattr(model, "joint_embedding") else None,
         embedding_readout=hasattr(model, "embedding_readout"),
+        density_normalization=any(
+            type(block).__name__ in _DENSITY_BLOCKS.values() for block in model.interactions
+        ),
         pair_repulsion=hasattr(model, "pair_repulsion"),
         distance_transform="agnesi" if hasattr(embedding, "distance_transform") else None,
         agnesi=_agnesi(embedding),
@@ -203,11 +214,14 @@ def _unsupported_options(model: torch.nn.Module) -> list[str]:
         problems.append("only the Bessel radial basis (radial_type='bessel') is supported")
     blocks = [type(block).__name__ for block in model.interactions]
     later = set(blocks[1:])
+    density = {name for name in blocks if name in _DENSITY_BLOCKS.values()}
+    default = {name for name in blocks if name != NONLINEAR_BLOCK}
     if (
         blocks[0] not in _FIRST_BLOCKS
         or len(later) > 1
-        or not later <= {_LATER_BLOCK, NONLINEAR_BLOCK}
+        or not later <= {_LATER_BLOCK, NONLINEAR_BLOCK, _DENSITY_BLOCKS[_LATER_BLOCK]}
         or (blocks[0] == NONLINEAR_BLOCK and later not in (set(), {NONLINEAR_BLOCK}))
+        or (density and density != default)  # every default block a density one, or none
     ):
         problems.append(f"interaction blocks {blocks} are not supported")
     if NONLINEAR_BLOCK in blocks and getattr(model.radial_embedding, "apply_cutoff", True):
@@ -371,6 +385,8 @@ def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
     weights[-1] = weights[-1] * signs
     for k, weight in enumerate(weights):
         state[f"{prefix}radial_mlp.weights.{k}"] = weight
+    if hasattr(source, "density_fn"):  # a density block: its one-layer net, as it is
+        (state[prefix + "density_mlp.weights.0"],) = _radial_weights(source.density_fn, prefix)
     return state
 
 

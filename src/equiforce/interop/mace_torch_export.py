@@ -15,6 +15,7 @@ import torch
 
 from equiforce.interop.default_dtype import default_dtype
 from equiforce.interop.mace_torch import (
+    _DENSITY_BLOCKS,
     _LATER_BLOCK,
     _PLAIN_BLOCK,
     NONLINEAR_BLOCK,
@@ -80,9 +81,14 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
     from e3nn import o3
     from mace import modules
 
+    def default_block(name: str) -> type:
+        return blocks[_DENSITY_BLOCKS[name] if spec.density_normalization else name]
+
     blocks = modules.interaction_classes
-    later = blocks[_LATER_BLOCK if spec.nonlinear_interactions == "none" else NONLINEAR_BLOCK]
-    first = blocks[_LATER_BLOCK if spec.first_interaction_residual else _PLAIN_BLOCK]
+    later = default_block(_LATER_BLOCK)
+    if spec.nonlinear_interactions != "none":
+        later = blocks[NONLINEAR_BLOCK]
+    first = default_block(_LATER_BLOCK if spec.first_interaction_residual else _PLAIN_BLOCK)
     if spec.nonlinear_interactions == "all":
         first = blocks[NONLINEAR_BLOCK]
     hidden = "+".join(f"{spec.num_channels}x{deg}{'eo'[deg % 2]}" for deg in range(spec.max_L + 1))
@@ -170,6 +176,8 @@ def _set_interaction(source, ours, state: dict, index: int, dtype: torch.dtype) 
     weights[-1] = weights[-1] * _path_signs(source.conv_tp, ours.conv_tp, dtype, prefix)
     for layer, weight in zip(layers, weights, strict=True):
         _copy(layer.weight, weight)
+    if hasattr(source, "density_fn"):  # a density block: its one-layer net, as it is
+        _copy(source.density_fn.layer0.weight, state[prefix + "density_mlp.weights.0"])
 
 
 def _set_nonlinear_interaction(source, ours, state: dict, prefix: str, dtype) -> None:

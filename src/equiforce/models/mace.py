@@ -11,7 +11,9 @@ As in mace-torch, the last layer keeps only scalar features, and with a single i
 its readout is linear. ``MACESpec.nonlinear_interactions`` swaps interactions for the
 non-linear residual block of mace-torch's MH foundation models
 (``equiforce.nn.mace.nonlinear``; with ``apply_cutoff`` false: the envelope on the radial MLPs'
-outputs). Edge vectors follow mace-torch's direction (sender -> receiver, i.e. neighbour ->
+outputs); ``MACESpec.density_normalization`` divides the default interactions' messages by a
+learnt neighbourhood density (mace-torch's density blocks, MACE-MPA-0's). Edge vectors follow
+mace-torch's direction (sender -> receiver, i.e. neighbour ->
 centre, the negative of ``edge_vec``), so weights carry over unchanged.
 
 Large graphs (more than ``CHUNKED_FROM * MACE.chunk_edges`` edges, or than fit one pass in
@@ -149,6 +151,11 @@ class MACESpec(ModelSpec):
         embedding_readout: the atoms' initial scalars (species and state) also give an
             unscaled energy per atom through a linear readout (mace-torch's
             ``use_embedding_readout``; needs ``embedding_specs``; default False).
+        density_normalization: the default interactions divide their messages by a learnt
+            density of each atom's neighbourhood, ``1 + sum_j tanh(d(r_ij)^2)`` (d a linear
+            map of the radial features), instead of ``avg_num_neighbors`` (mace-torch's
+            ``RealAgnosticDensity[Residual]InteractionBlock``: MACE-MPA-0's and
+            MACE-OMAT-0's; default False).
     """
 
     num_channels: int = 64
@@ -169,6 +176,7 @@ class MACESpec(ModelSpec):
     edge_irreps_first: bool = False
     embedding_specs: dict[str, dict[str, Any]] | None = None
     embedding_readout: bool = False
+    density_normalization: bool = False
 
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
@@ -200,6 +208,11 @@ class MACESpec(ModelSpec):
                 "nonlinear_interactions needs apply_cutoff false: with the envelope before its "
                 "MLPs (whose biases and species embeddings are non-zero at r_max) the block "
                 "is discontinuous at the cutoff"
+            )
+        if self.density_normalization and self.nonlinear_interactions == "all":
+            problems.append(
+                "density_normalization sets the default interactions' normalisation; with "
+                "nonlinear_interactions 'all' there are none (the non-linear block has its own)"
             )
         if self.edge_irreps is not None:
             try:
@@ -295,6 +308,7 @@ class MACE(AtomicEnergyModel):
                     residual,
                     generator,
                     spec.apply_cutoff,
+                    spec.density_normalization,
                 )
             self.interactions.append(block)
             self.products.append(

@@ -42,7 +42,11 @@ class InteractionIrreps:
 
 
 class Interaction(nn.Module):
-    """``message_i = Linear(sum_j TP(Linear(h_j), Y(r_ij), R(|r_ij|))) / avg_num_neighbors``.
+    """``message_i = Linear(sum_j TP(Linear(h_j), Y(r_ij), R(|r_ij|))) / avg_num_neighbors``,
+    or with ``density`` divided by ``1 + sum_j tanh(d(r_ij)^2)`` instead: a learnt density of
+    the neighbourhood, ``d`` a linear map of the radial features (e3nn's one-layer net), the
+    envelope on the tanh where it follows the basis (mace-torch's
+    ``RealAgnosticDensity[Residual]InteractionBlock``).
 
     ``R`` is a radial MLP producing one weight per TP path and channel. Species enter in one
     of two ways, as in mace-torch:
@@ -63,6 +67,7 @@ class Interaction(nn.Module):
         generator: random source for the initial weights.
         apply_cutoff: the radial features carry the envelope (True), or it follows as their
             last column and multiplies the MLP's output (``embedding.split_envelope``).
+        density: normalise by the learnt density (above) instead of ``avg_num_neighbors``.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class Interaction(nn.Module):
         residual: bool,
         generator: torch.Generator,
         apply_cutoff: bool = True,
+        density: bool = False,
     ):
         super().__init__()
         self.irreps = irreps
@@ -93,6 +99,8 @@ class Interaction(nn.Module):
         else:
             skip = LinearDescriptor(irreps.target, irreps.target, n_types, layout)
         self.skip = make_linear(skip, generator)
+        # last: a model without it draws the same weights for everything else
+        self.density_mlp = RadialMLP((radial_sizes[0], 1), generator) if density else None
 
     def forward(
         self,
@@ -177,9 +185,19 @@ class Interaction(nn.Module):
         else:  # shared in place
             summed = self.conv_tp(up, edge_attrs, weights, sender, receiver, pairs.of_edge)
         n_receivers = node_feats.shape[0]
+        rows = slice(first_row, first_row + n_receivers)
         if first_row != 0 or n_receivers != summed.shape[0]:
-            summed = summed[first_row : first_row + n_receivers]
-        message = self.linear(summed) / self.avg_num_neighbors
+            summed = summed[rows]
+        if self.density_mlp is None:
+            message = self.linear(summed) / self.avg_num_neighbors
+        else:
+            density = torch.tanh(self.density_mlp(basis) ** 2)
+            if envelope is not None:
+                density = density * envelope
+            if pairs is not None:  # one per bond: each edge its bond's
+                density = density[pairs.of_edge]
+            rho = density.new_zeros(up.shape[0], 1).index_add(0, receiver, density)
+            message = self.linear(summed) * (rho[rows] + 1).reciprocal()
         if not self.residual:
             message = self.skip(message, atom_type)
         return message, sc
