@@ -100,6 +100,17 @@ def test_float32_export_agrees():
     _assert_nequip_agrees(_model(torch.float32, l_max=2), TOL.fp32)
 
 
+def test_a_policy_cast_model_exports_in_its_parameters_dtype():
+    """bf16-mixed on a float64 spec leaves float32 parameters: nequip's copy is float32 and
+    agrees with the model in plain float32."""
+    from equiforce.precision import MODES, apply_policy, from_name
+
+    cast = apply_policy(_model(torch.float64, l_max=2), from_name("bf16-mixed"))
+    exported = to_nequip_allegro(cast)
+    assert {p.dtype for p in exported.parameters()} == {torch.float32}
+    _assert_nequip_agrees(apply_policy(cast, MODES["float32"]), TOL.fp32)
+
+
 def test_export_leaves_global_state_alone():
     state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
     to_nequip_allegro(_model())

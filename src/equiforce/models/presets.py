@@ -76,6 +76,20 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "mace-128-l1 with mace-torch's non-linear residual interactions (its MH foundation "
         "models' block) in both layers, the envelope after the radial MLPs",
     ),
+    "mace-128-l1-mpa": (
+        "mace",
+        {
+            **_COMMON,
+            **_MACE,
+            "num_channels": 128,
+            "density_normalization": True,
+            "first_interaction_residual": False,
+            "distance_transform": "agnesi",
+            "pair_repulsion": True,
+        },
+        "mace-128-l1 with MACE-MPA-0's choices: density-normalised interactions (the first "
+        "one plain), the Agnesi transform and ZBL",
+    ),
     "mace-small": (
         "mace",
         {**_COMMON, **_MACE, "num_channels": 32},
