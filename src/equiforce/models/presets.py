@@ -84,11 +84,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
             "num_channels": 128,
             "density_normalization": True,
             "first_interaction_residual": False,
-            "distance_transform": "agnesi",
             "pair_repulsion": True,
         },
-        "mace-128-l1 with MACE-MPA-0's choices: density-normalised interactions (the first "
-        "one plain), the Agnesi transform and ZBL",
+        "mace-128-l1 with MACE-MPA-0's blocks: density-normalised interactions (the first one "
+        "plain) and ZBL (not its Agnesi transform: with random weights the two give energies "
+        "of ~1e3 eV per atom)",
     ),
     "mace-small": (
         "mace",
