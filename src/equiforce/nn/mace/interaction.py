@@ -41,6 +41,23 @@ class InteractionIrreps:
         return self.node_in if self.edge is None else self.edge
 
 
+def neighbourhood_density(
+    edge_density: torch.Tensor, receiver: torch.Tensor, n_nodes: int, rows: slice
+) -> torch.Tensor:
+    """Each receiver's sum of its edges' densities, the learnt normalisations' ``rho``.
+
+    Args:
+        edge_density: (n_edges, 1) one value per edge.
+        receiver: (n_edges,) int64 node receiving each edge.
+        n_nodes: nodes the receivers index.
+        rows: the receivers' rows among the nodes.
+
+    Returns:
+        (rows' length, 1).
+    """
+    return edge_density.new_zeros(n_nodes, 1).index_add(0, receiver, edge_density)[rows]
+
+
 class Interaction(nn.Module):
     """``message_i = Linear(sum_j TP(Linear(h_j), Y(r_ij), R(|r_ij|))) / avg_num_neighbors``,
     or with ``density`` divided by ``1 + sum_j tanh(d(r_ij)^2)`` instead: a learnt density of
@@ -196,8 +213,8 @@ class Interaction(nn.Module):
                 density = density * envelope
             if pairs is not None:  # one per bond: each edge its bond's
                 density = density[pairs.of_edge]
-            rho = density.new_zeros(up.shape[0], 1).index_add(0, receiver, density)
-            message = self.linear(summed) * (rho[rows] + 1).reciprocal()
+            rho = neighbourhood_density(density, receiver, up.shape[0], rows)
+            message = self.linear(summed) * (rho + 1).reciprocal()
         if not self.residual:
             message = self.skip(message, atom_type)
         return message, sc

@@ -33,7 +33,7 @@ from torch import nn
 from equiforce.kernels import make_channelwise_tp, make_linear
 from equiforce.nn.edge_pairs import EdgePairs
 from equiforce.nn.mace.embedding import split_envelope
-from equiforce.nn.mace.interaction import InteractionIrreps
+from equiforce.nn.mace.interaction import InteractionIrreps, neighbourhood_density
 from equiforce.nn.mace.layout import NODE_LAYOUT
 from equiforce.nn.mace.mlp import normalized_silu_scale
 from equiforce.o3.descriptors import ChannelwiseTPDescriptor, LinearDescriptor
@@ -290,11 +290,11 @@ class NonLinearInteraction(nn.Module):
         rows = slice(first_row, first_row + n_receivers)
         weights, density = self.edge_mlps(edge_radial, up_type[sender], up_type[receiver])
         summed = self.conv_tp(up, edge_attrs, weights, sender, receiver)
-        rho = density.new_zeros(up.shape[0], 1).index_add(0, receiver, density)
+        rho = neighbourhood_density(density, receiver, up.shape[0], rows)
         # times the reciprocal: a (n, 1) factor, whose gradients (and theirs, in training)
         # stay (n, 1) where a division passes over the (n, features) quotient (op profile of
         # a training step, batch of 5 AcAc: 11.4 -> 8.6 ms on node rows)
-        message = self.linear_1(summed[rows]) * (rho[rows] * self.beta + self.alpha).reciprocal()
+        message = self.linear_1(summed[rows]) * (rho * self.beta + self.alpha).reciprocal()
         message = self.gate(message + self.linear_res(up[rows]))
         return self.linear_2(message), self.skip(node_feats)
 
