@@ -293,3 +293,16 @@ def test_a_compiled_wrapper_reports_the_policy_of_the_potential_it_wraps():
     wrapper = compile_potential(model, backend="aot_eager")
     assert current_policy(wrapper) is current_policy(model) is from_name("tf32")
     assert current_policy(tiny_mace()) is None
+
+
+def test_the_spec_states_the_dtype_the_parameters_are_cast_to(family, tmp_path):
+    from equiforce.models.io import load_model, save_model
+
+    model = BUILDERS[family]()  # float64
+    apply_policy(model, from_name("bf16-mixed"))
+    assert model.spec.dtype == "float32" and model.spec_dict()["dtype"] == "float32"
+    wrapper = nn.ModuleList([model]).double()  # a cast through a module that holds it
+    assert wrapper[0].spec.dtype == "float64" and model.dtype == torch.float64
+    model.float()
+    loaded = load_model(save_model(model, tmp_path / "model.pt"))
+    assert loaded.spec.dtype == "float32" and loaded.dtype == torch.float32

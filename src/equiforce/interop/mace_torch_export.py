@@ -55,7 +55,7 @@ def to_mace_torch(potential: Potential) -> torch.nn.Module:
             f"pair_repulsion_form {spec.pair_repulsion_form!r}: mace-torch's pair_repulsion is "
             "the 'mace' form only"
         )
-    dtype = potential.dtype  # the parameters' (a precision policy may have cast them)
+    dtype = spec.torch_dtype
     model = _build(spec, dtype)
     state = {
         k: v.detach().cpu().to(torch.float64)

@@ -13,8 +13,6 @@ its per-type scales ``scale * type_scales``, which is how the import reads them 
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -52,8 +50,7 @@ def to_nequip_allegro(potential: Potential) -> nn.Module:
             f"pair_repulsion_form {potential.spec.pair_repulsion_form!r}: nequip's ZBL is the "
             "'lammps' form only"
         )
-    # in the parameters' dtype (a precision policy may have cast them away from the spec's)
-    model = _build(dataclasses.replace(potential.spec, dtype=str(potential.dtype)[len("torch.") :]))
+    model = _build(potential.spec)
     state = {k: v.detach().cpu().double() for k, v in potential.energy_model.state_dict().items()}
     ours = potential.energy_model
     layers = _layers(model)

@@ -88,8 +88,6 @@ def declaration_problems(model: Any) -> list[str]:
     if not isinstance(spec, ModelSpec):
         return [f"spec is a {type(spec).__name__}, not a ModelSpec"]
     problems = [f"spec: {problem}" for problem in spec.problems()]
-    if energy_model.spec != spec:
-        problems.append("energy_model.spec differs from the potential's spec")
     for name, value in (("type_names", list(spec.type_names)), ("r_max", float(spec.r_max))):
         for owner in (model, energy_model):
             if getattr(owner, name) != value:

@@ -60,7 +60,7 @@ from torch import nn
 
 from equiforce.data import keys
 from equiforce.models.potential import EDGE_PAIRS, NODE_FEATURES
-from equiforce.models.spec import ModelSpec
+from equiforce.models.spec import DTYPES, ModelSpec
 
 __all__ = [
     "EDGE_ENERGY",
@@ -112,7 +112,8 @@ class AtomicEnergyModel(nn.Module, ABC):
     ``num_layers``, ``initial_state``, ``run_layer`` and ``final_outputs``.
 
     Attributes:
-        spec: the family's frozen spec; ``type_names`` and ``r_max`` are read from it.
+        spec: the family's frozen spec; ``type_names`` and ``r_max`` are read from it, and
+            its ``dtype`` follows the parameters when they are cast (``_apply``).
         strictly_local: E_i depends only on the edges centred at i (their vectors and both
             atoms' species); such a model may run in blocks of centre atoms
             (``models/local_blocks.py``) and needs no halo exchange.
@@ -131,6 +132,16 @@ class AtomicEnergyModel(nn.Module, ABC):
     uses_edge_pairs: ClassVar[bool] = False
     outputs: ClassVar[frozenset[str]] = frozenset({keys.NODE_ENERGY})
     spec: ModelSpec
+
+    def _apply(self, fn, recurse=True):
+        """``nn.Module``'s cast or move of every tensor (``.to``, ``.double()``, a precision
+        policy), then ``spec.dtype`` set to the parameters' dtype: the spec states the dtype
+        the model is in for every reader (model files, converters, exports)."""
+        super()._apply(fn, recurse)
+        dtype = str(next(self.parameters()).dtype).removeprefix("torch.")
+        if dtype in DTYPES and self.spec.dtype != dtype:
+            self.spec = dataclasses.replace(self.spec, dtype=dtype)
+        return self
 
     @property
     def type_names(self) -> list[str]:

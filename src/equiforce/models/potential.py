@@ -47,9 +47,8 @@ class Potential(nn.Module):
     """Energy, forces, virial and stress from an atomic energy model.
 
     Args:
-        energy_model: the architecture, an ``AtomicEnergyModel`` built from ``spec``.
+        energy_model: the architecture, an ``AtomicEnergyModel`` (it holds the spec).
         family: registered architecture name (``"mace"``, ...).
-        spec: the architecture's frozen spec (a ``ModelSpec``); saved verbatim in model files.
 
     Attributes:
         blocking: when and how inference of a strictly local model runs in blocks of
@@ -62,13 +61,17 @@ class Potential(nn.Module):
             MACE package's program takes them). Not saved.
     """
 
-    def __init__(self, energy_model: nn.Module, family: str, spec: Any):
+    def __init__(self, energy_model: nn.Module, family: str):
         super().__init__()
         self.energy_model = energy_model
         self.family = family
-        self.spec = spec
         self.blocking: BlockSettings | None = BlockSettings()
         self.pair_edges = True
+
+    @property
+    def spec(self) -> Any:
+        """The energy model's frozen spec (a ``ModelSpec``), saved verbatim in model files."""
+        return self.energy_model.spec
 
     @property
     def type_names(self) -> list[str]:

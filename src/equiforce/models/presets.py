@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
-
 from equiforce.models import Potential, build_model
 from equiforce.models.registry import family
 
@@ -176,14 +174,13 @@ def with_dtype(potential: Potential, dtype: str) -> Potential:
     """``potential`` with parameters (and spec) in ``dtype``; the same object if unchanged.
 
     Args:
-        potential: any model (a precision policy may have cast its parameters away from its
-            spec's dtype: both are compared).
+        potential: any model.
         dtype: "float32" or "float64".
     """
-    if potential.spec.dtype == dtype and potential.dtype == getattr(torch, dtype):
+    if potential.spec.dtype == dtype:  # the parameters' dtype (``Potential._apply``)
         return potential
     spec = dataclasses.replace(potential.spec, dtype=dtype)
-    converted = Potential(family(potential.family).build(spec), potential.family, spec)
+    converted = Potential(family(potential.family).build(spec), potential.family)
     # load_state_dict copies into the new model's tensors, casting to their dtype
     converted.energy_model.load_state_dict(potential.energy_model.state_dict())
     return converted.eval()

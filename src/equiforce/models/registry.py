@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from equiforce.kernels import use_backend
-from equiforce.models.check import check_declaration
+from equiforce.models.check import ModelContractError, check_declaration
 from equiforce.models.contract import AtomicEnergyModel
 from equiforce.models.potential import Potential
 from equiforce.models.spec import ModelSpec
@@ -63,15 +63,24 @@ def build_model(name: str, spec: Any, backend: str = "auto") -> Potential:
     built with ``"auto"`` and moved by ``use_backend`` when another is asked for.
 
     Raises:
-        ModelContractError: the built model's declarations break the contract.
+        ModelContractError: the family built a model of another spec, or the built model's
+            declarations break the contract.
     """
     fam = family(name)
     if isinstance(spec, dict):
         spec = spec_from_dict(fam.spec_type, spec)
     if not isinstance(spec, fam.spec_type):
         raise TypeError(f"{name} needs a {fam.spec_type.__name__}, got {type(spec).__name__}")
-    model = Potential(fam.build(spec), name, spec)
+    model = Potential(fam.build(spec), name)
     check_declaration(model)
+    built = model.spec
+    changed = [
+        f.name for f in dataclasses.fields(spec) if getattr(built, f.name) != getattr(spec, f.name)
+    ]
+    if changed:
+        raise ModelContractError(
+            f"{name}: the built model's spec differs from the one asked in {changed}"
+        )
     return model if backend == "auto" else use_backend(model, backend)
 
 
