@@ -335,6 +335,7 @@ def test_states_group_structures_by_kind_and_size():
         ("berendsen", True, (False, True, True)),
         ("c-rescale", False, None),
         ("c-rescale", True, None),
+        ("c-rescale", True, (True, False, True)),
     ],
 )
 def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, anisotropic, mask):
@@ -342,13 +343,12 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
     steps): each structure's volumes, pressures, temperatures, last cell and positions equal
     its ``run_md`` NPT alone (ASE's ``IsotropicMTKNPT`` / ``MTKNPT``, ``NPTBerendsen`` /
     ``Inhomogeneous_NPTBerendsen``, the anisotropic ones with their temperature ramped to
-    600 K: MTK's masses follow the target; with a cell mask, ASE's ``MaskedMTKNPT`` and
-    ``Inhomogeneous_NPTBerendsen``'s mask, the cubic cell's held axis unchanged, its free ones
-    moving; the isotropic ones each at
-    its own pressure, 1 and 2 GPa, ramped to 3 and 0.5 GPa; stochastic cell rescaling, each
-    structure drawing from its own generator, anisotropic too: the triclinic cell's
-    deformations without rotation in its frame); killed in step 8 and resumed, the same to
-    the bit."""
+    600 K: MTK's masses follow the target; with a cell mask, ASE's ``MaskedMTKNPT``,
+    ``Inhomogeneous_NPTBerendsen``'s mask and stochastic cell rescaling's, the cubic cell's
+    held axis unchanged, its free ones moving; the isotropic ones each at its own pressure,
+    1 and 2 GPa, ramped to 3 and 0.5 GPa; stochastic cell rescaling, each structure drawing
+    from its own generator, anisotropic too: the triclinic cell's deformations without
+    rotation in its frame); killed in step 8 and resumed, the same to the bit."""
     frames = [make_fcc_cu(repeat=2, seed=1), make_triclinic_cu(seed=4)]
     npt = NPTSettings(
         pressure_GPa=1.0,

@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar=("A", "B", "C"),
         help="with --anisotropic: the cell vectors whose lengths may change, e.g. 1 1 0 for a "
-        "slab or 2D material in its plane (mtk, berendsen)",
+        "slab or 2D material in its plane (every barostat)",
     )
     npt.add_argument("--barostat-time", type=float, default=None, help="barostat time, fs (1000)")
     npt.add_argument(

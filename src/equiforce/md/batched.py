@@ -345,9 +345,8 @@ def _coupling(
     dt = timestep_fs * units.fs
     arguments = npt.ase_arguments()
     del arguments["pressure_au"]  # a target of each structure (``_Group.pressure``)
-    if npt.barostat == "c-rescale":
-        return CRescaleCoupling(dt=dt, anisotropic=npt.anisotropic, **arguments)
-    coupling = MTKCoupling if npt.barostat == "mtk" else BerendsenCoupling
+    couplings = {"c-rescale": CRescaleCoupling, "mtk": MTKCoupling}
+    coupling = couplings.get(npt.barostat, BerendsenCoupling)
     return coupling(dt=dt, anisotropic=npt.anisotropic, mask=npt.cell_mask, **arguments)
 
 

@@ -6,13 +6,13 @@ of ``StochasticCellRescalingNPT`` (Bussi's thermostat, a half kick, the cell's d
 the drift across it, one model call, a half kick), each system with its own temperature and
 NumPy generator (the one of its start velocities; a step's draws in the same order: a normal
 and a gamma variate for the thermostat, then the barostat's one normal variate, eleven
-anisotropic), so each system follows ``run_md(ensemble="npt",
-npt=NPTSettings(barostat="c-rescale"), seed=seed + k)`` of that structure alone to round-off
-(tested). The thermostat's factors and the cells' deformations are computed on the host
-(``bussi_factors``, ``cell_deformations``: the draws are the generators'), one transfer of
-the systems' kinetic energies, pressure tensors and cells there and of their factors and
-deformations back a step. Units: eV, Å, amu, ``ase.units.fs`` (ASE's); cells are TorchSim's
-column vectors; positions are never wrapped.
+anisotropic, two more than the free cell vectors with a cell mask), so each system follows
+``run_md(ensemble="npt", npt=NPTSettings(barostat="c-rescale"), seed=seed + k)`` of that
+structure alone to round-off (tested). The thermostat's factors and the cells' deformations
+are computed on the host (``bussi_factors``, ``cell_deformations``: the draws are the
+generators'), one transfer of the systems' kinetic energies, pressure tensors and cells there
+and of their factors and deformations back a step. Units: eV, Å, amu, ``ase.units.fs``
+(ASE's); cells are TorchSim's column vectors; positions are never wrapped.
 """
 
 from __future__ import annotations

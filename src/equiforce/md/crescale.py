@@ -21,10 +21,19 @@ moves in two half steps (a normal variate each) around a volume-preserving chang
 ``b = sqrt(2 kT beta_T / (3 tau_p V_half))`` (``V_half`` the volume after the first half step);
 the cell's rotation is removed (the paper's lower-triangular box, taken in the cell's own
 frame, so any orientation keeps its frame), then scaled by ``(V' / V)^(1/3)``. The target is
-a hydrostatic pressure. Both forms move the cell by a deformation R (row vectors: positions
-``x R``, cell vectors ``h R``, momenta ``p R^-T``). The temperature is held by Bussi's
-stochastic velocity rescaling (``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``),
-so both the particles and the cell sample the ensemble.
+a hydrostatic pressure. With a mask of k free cell vectors (the others and every angle held:
+a slab or a 2D material in its plane), each free vector h_a scales along its own direction,
+``eps_a = ln |h_a|``, driven by the pressure along it, ``P_a = (h P h^-1)_aa``; the k free
+lengths sample the ensemble of the flat measure over them (``prod_a d|h_a|``, which the
+volume's ``dV`` is for k = 1). Their sum (ln V up to a constant) follows the isotropic
+equation with ``k beta_T / 3`` and the mean of the P_a, in lambda as above in two half steps,
+around the deviations ``eps_a - mean(eps)``, which move by ``beta_T / (3 tau_p) (P_a -
+mean(P)) dt`` plus the deviations of k normal variates times ``sqrt(2 kT beta_T dt / (3
+tau_p V_half))``. Every form moves the cell by a deformation R (row vectors: positions
+``x R``, cell vectors ``h R``, momenta ``p R^-T``; masked: ``R = h^-1 diag(s) h``). The
+temperature is held by Bussi's stochastic velocity rescaling
+(``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``), so both the particles and the
+cell sample the ensemble.
 
 A step, one model call (energy, forces, stress):
 
@@ -32,14 +41,14 @@ A step, one model call (energy, forces, stress):
    variate from the run's generator);
 2. a half kick by the forces;
 3. the deformation R from the pressure of the current positions and momenta (one normal
-   variate isotropic; anisotropic: one, nine, one);
+   variate isotropic; anisotropic: one, nine, one; masked: one, k, one);
 4. positions ``x R + (p R^-T + p R) / 2 dt / m`` (the drift across the deformation), the cell
    by R, momenta ``p R^-T``;
 5. the model at the new positions and cell, and a half kick.
 
 ``cell_deformations`` computes step 3 for many systems at once (batched MD shares it:
 ``equiforce.md.batched_crescale``); ``StochasticCellRescalingNPT`` is the ASE integrator of
-``run_md``. No cell mask; units: eV, Å, amu, ASE time.
+``run_md``. Units: eV, Å, amu, ASE time.
 """
 
 from __future__ import annotations
@@ -68,6 +77,10 @@ class CRescaleCoupling:
             the cell relaxes; the fluctuations do not depend on it).
         anisotropic: every cell component fluctuates (module docstring) instead of a uniform
             scaling.
+        mask: with ``anisotropic``, the cell vectors (a, b, c) whose lengths fluctuate, each
+            along its own direction, the others and the angles held (module docstring; one
+            at least True, as ``NPTSettings`` checks); None: Del Tatto et al.'s fully
+            anisotropic form.
 
     The target pressure is not a coupling: it may differ between systems and move (a ramp).
     """
@@ -77,6 +90,7 @@ class CRescaleCoupling:
     taup: float
     compressibility_au: float
     anisotropic: bool = False
+    mask: tuple[bool, bool, bool] | None = None
 
     @property
     def thermostat(self) -> BussiCoupling:
@@ -93,8 +107,9 @@ def cell_deformations(
     coupling: CRescaleCoupling,
 ) -> np.ndarray:
     """Each system's cell deformation R over one step (module docstring), drawing from each
-    system's generator one normal variate (isotropic) or eleven (anisotropic: the volume's
-    first half step, the shape's nine, the volume's second half step).
+    system's generator one normal variate (isotropic), eleven (anisotropic: the volume's
+    first half step, the shape's nine, the volume's second half step) or k + 2 (a mask of k
+    free cell vectors: the volume's half step, the shape's k, the volume's half step).
 
     Args:
         pressure: (n, 3, 3) instantaneous pressure tensors (virial and kinetic parts: minus
@@ -113,39 +128,88 @@ def cell_deformations(
         RuntimeError: a volume would turn negative (a barostat far too strong for the time
             step).
     """
+    if coupling.mask is not None:
+        return _masked_deformations(pressure, target, cells, kT, generators, coupling)
     dt, beta, taup = coupling.dt, coupling.compressibility_au, coupling.taup
     volume = np.abs(np.linalg.det(cells))
     root = np.sqrt(volume)  # lambda
-    diffusion = kT * beta / (4 * taup)
     scalar = np.trace(pressure, axis1=1, axis2=2) / 3
-    drift = -2 * diffusion / kT * root * (target - scalar - kT / (2 * volume)) * dt
+    drift, diffusion = _volume_drift(scalar, target, volume, kT, beta, coupling)
     if not coupling.anisotropic:
         noise = np.array([generator.standard_normal() for generator in generators])
         steps = drift + np.sqrt(2 * diffusion * dt) * noise
-        return _volume_scalings(root, steps)[:, None, None] * np.eye(3)
+        return (_volume_ratios(root, steps) ** (2 / 3))[:, None, None] * np.eye(3)
     draws = np.stack([generator.standard_normal(11) for generator in generators])
     half = drift / 2 + np.sqrt(diffusion * dt) * draws[:, 0]
     width = np.sqrt(2 * kT * beta / (3 * taup * (root + half) ** 2))
     shape = beta / (3 * taup) * dt * _deviatoric(pressure)
     shape = shape + (width * np.sqrt(dt))[:, None, None] * _deviatoric(draws[:, 1:10])
     steps = half + drift / 2 + np.sqrt(diffusion * dt) * draws[:, 10]
-    scalings = _volume_scalings(root, steps)[:, None, None]
+    scalings = (_volume_ratios(root, steps) ** (2 / 3))[:, None, None]
     return scalings * _without_rotation(scipy.linalg.expm(shape), cells)
 
 
-def _volume_scalings(root: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """(n,) the linear scalings ``(V' / V)^(1/3)`` of lambda = sqrt(V) moving by ``step``.
+def _volume_drift(
+    scalar: np.ndarray,
+    target: np.ndarray,
+    volume: np.ndarray,
+    kT: np.ndarray,
+    compressibility: float,
+    coupling: CRescaleCoupling,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) drift of lambda = sqrt(V) over a step, Å^(3/2), and its diffusion coefficient
+    D = kT beta / (4 tau_p), Å^3 per ASE time, for the scalar pressure ``scalar`` (eV/Å^3)
+    that drives the volume and the coupling compressibility ``compressibility`` (Å^3/eV)."""
+    diffusion = kT * compressibility / (4 * coupling.taup)
+    root = np.sqrt(volume)
+    drift = -2 * diffusion / kT * root * (target - scalar - kT / (2 * volume)) * coupling.dt
+    return drift, diffusion
+
+
+def _masked_deformations(
+    pressure: np.ndarray,
+    target: np.ndarray,
+    cells: np.ndarray,
+    kT: np.ndarray,
+    generators: Sequence[np.random.Generator],
+    coupling: CRescaleCoupling,
+) -> np.ndarray:
+    """``cell_deformations`` with ``coupling.mask``'s k free cell vectors (module docstring):
+    ``R = h^-1 diag(s) h``, each free vector scaled by its own s_a along its direction."""
+    dt, beta, taup = coupling.dt, coupling.compressibility_au, coupling.taup
+    free = np.flatnonzero(coupling.mask)
+    k = len(free)
+    inverses = np.linalg.inv(cells)
+    # the pressure along each cell vector, (h P h^-1)_aa: dE/d(ln |h_a|) = -V (h P h^-1)_aa
+    along = np.einsum("nab,nbc,nca->na", cells, pressure, inverses)[:, free]
+    volume = np.abs(np.linalg.det(cells))
+    root = np.sqrt(volume)
+    drift, diffusion = _volume_drift(along.mean(axis=1), target, volume, kT, k * beta / 3, coupling)
+    draws = np.stack([generator.standard_normal(k + 2) for generator in generators])
+    half = drift / 2 + np.sqrt(diffusion * dt) * draws[:, 0]
+    width = np.sqrt(2 * kT * beta / (3 * taup * (root + half) ** 2))
+    noise = draws[:, 1 : k + 1]
+    shape = beta / (3 * taup) * dt * (along - along.mean(axis=1, keepdims=True))
+    shape = shape + (width * np.sqrt(dt))[:, None] * (noise - noise.mean(axis=1, keepdims=True))
+    steps = half + drift / 2 + np.sqrt(diffusion * dt) * draws[:, k + 1]
+    logs = np.zeros((len(cells), 3))
+    logs[:, free] = 2 / k * np.log(_volume_ratios(root, steps))[:, None] + shape
+    return inverses @ (np.exp(logs)[:, :, None] * cells)
+
+
+def _volume_ratios(root: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """(n,) ``sqrt(V' / V)`` of lambda = sqrt(V) moving by ``step``.
 
     Raises:
         RuntimeError: a volume would turn negative.
     """
-    ratio = 1 + step / root  # sqrt(V' / V)
+    ratio = 1 + step / root
     if not (ratio > 0).all():
         raise RuntimeError(
             f"stochastic cell rescaling: a volume would turn negative (sqrt(V'/V) = "
             f"{ratio.min():.3g}); lengthen the barostat time or shorten the time step"
         )
-    return ratio ** (2 / 3)
+    return ratio
 
 
 def _deviatoric(matrices: np.ndarray) -> np.ndarray:
@@ -182,6 +246,8 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         compressibility_au: coupling compressibility, Å^3/eV.
         rng: the NumPy generator of the noise (thermostat, then barostat, each step).
         anisotropic: every cell component fluctuates (else a uniform scaling).
+        mask: with ``anisotropic``, the cell vectors (a, b, c) whose lengths fluctuate (the
+            others and the angles held); None: every component.
 
     Raises:
         ValueError: constraints, or a structure at rest (Bussi's thermostat scales momenta).
@@ -198,6 +264,7 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         compressibility_au: float,
         rng: np.random.Generator,
         anisotropic: bool = False,
+        mask: tuple[bool, bool, bool] | None = None,
     ):
         if atoms.constraints:
             kinds = [type(constraint).__name__ for constraint in atoms.constraints]
@@ -211,7 +278,9 @@ class StochasticCellRescalingNPT(MolecularDynamics):
                 "rescaling scales its momenta (start it at a temperature > 0)"
             )
         super().__init__(atoms, timestep)
-        self.coupling = CRescaleCoupling(timestep, taut, taup, compressibility_au, anisotropic)
+        self.coupling = CRescaleCoupling(
+            timestep, taut, taup, compressibility_au, anisotropic, mask
+        )
         self.rng = rng
         self.kT = units.kB * temperature_K
         self.pressure_au = pressure_au

@@ -64,8 +64,8 @@ class NPTSettings:
             ensemble), ``"berendsen"`` (first-order relaxation of pressure and temperature:
             robust for equilibration, does not sample the ensemble's fluctuations) or
             ``"c-rescale"`` (stochastic cell rescaling with Bussi's thermostat: first-order
-            and robust as Berendsen's, and samples the ensemble; isotropic or anisotropic, no
-            cell mask; ``equiforce.md.crescale``).
+            and robust as Berendsen's, and samples the ensemble; isotropic, anisotropic or
+            masked; ``equiforce.md.crescale``).
         anisotropic: let every cell component fluctuate (MTK: ``MTKNPT``; Berendsen: each
             axis scaled by its own pressure; stochastic cell rescaling: Del Tatto et al.'s
             anisotropic form) instead of a uniform scaling of the cell.
@@ -81,8 +81,9 @@ class NPTSettings:
             (the others, and the angles, held): ``(True, True, False)`` for a slab or a 2D
             material in its plane (LAMMPS's ``x ... y ... couple none`` without ``z``). MTK:
             ASE's ``MaskedMTKNPT`` (each free axis its own momentum, along its starting
-            direction); Berendsen: ``Inhomogeneous_NPTBerendsen``'s ``mask``. None: every
-            component (MTK) or axis (Berendsen) moves.
+            direction); Berendsen: ``Inhomogeneous_NPTBerendsen``'s ``mask``; stochastic cell
+            rescaling: each free vector's length along its direction (``crescale``). None:
+            every component (MTK, stochastic cell rescaling) or axis (Berendsen) moves.
     """
 
     pressure_GPa: float = 0.0
@@ -131,12 +132,6 @@ class NPTSettings:
                     "with anisotropic=True (each free axis its own pressure)"
                 )
             object.__setattr__(self, "cell_mask", mask)
-        if self.barostat == "c-rescale" and self.cell_mask is not None:
-            raise ValueError(
-                f"cell_mask {self.cell_mask}: the c-rescale barostat moves every cell component "
-                "(anisotropic) or scales the cell uniformly; to hold cell vectors use mtk "
-                "(samples the ensemble) or berendsen"
-            )
         for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NPT {name} must be positive, got {getattr(self, name)}")
@@ -153,7 +148,13 @@ def _barostat(
         dt = timestep_fs * units.fs
         arguments = npt.ase_arguments()
         return StochasticCellRescalingNPT(
-            atoms, dt, temperature_K, rng=rng, anisotropic=npt.anisotropic, **arguments
+            atoms,
+            dt,
+            temperature_K,
+            rng=rng,
+            anisotropic=npt.anisotropic,
+            mask=npt.cell_mask,
+            **arguments,
         )
     arguments = npt.ase_arguments()
     if npt.cell_mask is not None:  # a list: ASE 3.29's MaskedMTKNPT indexes its momenta with
