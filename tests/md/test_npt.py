@@ -274,7 +274,9 @@ def test_masked_stochastic_cell_rescaling_samples_the_free_lengths():
     )
     settings = dict(ensemble="npt", temperature_K=300.0, timestep_fs=5.0, seed=3, npt=npt)
     rotated = ElasticCell(reference @ frame.T, lame, shear)
-    final = run_md(triclinic, rotated, n_steps=60, log_interval=60, **settings).final_atoms
+    result = run_md(triclinic, rotated, n_steps=60, log_interval=60, **settings)
+    assert "c-rescale, anisotropic, cell vectors a b free" in format_md_summary(result)
+    final = result.final_atoms
     lengths = np.linalg.norm(final.cell.array, axis=1) / np.linalg.norm(start, axis=1)
     directions = final.cell.array / np.linalg.norm(final.cell.array, axis=1)[:, None]
     np.testing.assert_allclose(

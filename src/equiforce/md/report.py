@@ -178,6 +178,9 @@ def format_md_summary(result: MDResult) -> str:
         rows.append(("frames over threshold", f"{watch.n_flagged} (> {watch.threshold:g}{stop})"))
     if result.npt is not None:
         kind = f"{result.npt.barostat}, {'an' if result.npt.anisotropic else ''}isotropic"
+        if result.npt.cell_mask is not None:
+            free = " ".join(v for v, on in zip("abc", result.npt.cell_mask, strict=True) if on)
+            kind += f", cell vectors {free} free"
         pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
         rows[1:1] = [
             ("barostat", kind),
