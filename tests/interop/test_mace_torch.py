@@ -309,6 +309,46 @@ def test_density_blocks_convert(first, options):
     _compare(model, torch.float64, TOL.peer_parity)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {
+            "max_L": 2,
+            "num_interactions": 3,
+            "heads": ["pt_head", "Default"],
+            "atomic_energies": np.array([[-13.6, -1029.8, -2041.9], [-13.1, -1030.4, -2040.2]]),
+            "atomic_inter_scale": [1.7, 0.8],
+            "atomic_inter_shift": [-0.3, 0.25],
+        },
+        {
+            "interaction_cls": mace_modules.interaction_classes[_NONLINEAR],
+            "interaction_cls_first": mace_modules.interaction_classes[_NONLINEAR],
+            "apply_cutoff": False,
+        },
+    ],
+    ids=["default-blocks", "l2-three-layers-two-heads", "nonlinear-blocks"],
+)
+def test_a_last_layer_that_keeps_its_irreps_converts(options):
+    """``keep_last_layer_irreps`` (the last layer's skip, contraction and linear give every
+    hidden irrep, not only the scalars): its scalars alone reach the readout, so the 0e
+    outputs' weights convert to our scalar last layer, energies and forces to the peer
+    tolerance (each head of a two-head model). The 1o blocks of the skip taken instead of
+    the 0e ones (the same shape) fail it."""
+    heads = options.get("heads", [None])
+    model = _mace_model(keep_last_layer_irreps=True, **options)
+    assert model.products[-1].linear.irreps_out.lmax == options.get("max_L", 1)
+    for head in heads:
+        potential = from_mace_torch(model, head=head)
+        assert potential.spec.num_interactions == options.get("num_interactions", 2)
+        batch = _batch(peer_parity_structures())
+        inputs = mace_inputs(batch, len(TYPE_NAMES), torch.float64, heads.index(head))
+        reference = model(inputs, compute_force=True)
+        ours = potential(batch, compute_forces=True)
+        for key, theirs in ((keys.ENERGY, "energy"), (keys.FORCES, "forces")):
+            torch.testing.assert_close(ours[key], reference[theirs], **TOL.peer_parity.__dict__)
+
+
 def test_density_and_plain_default_blocks_mixed_are_refused():
     model = _mace_model(interaction_cls_first=mace_modules.interaction_classes[_DENSITY])
     with pytest.raises(ValueError, match="interaction blocks .* are not supported"):

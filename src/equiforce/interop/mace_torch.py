@@ -41,7 +41,7 @@ from equiforce.nn.mace.electronic_state import state_spec_problems
 from equiforce.nn.mace.mlp import normalized_silu_scale
 from equiforce.nn.mace.readout import LinearReadout
 from equiforce.nn.zbl import FORMS as ZBL_FORMS
-from equiforce.o3.irreps import Irreps, hidden_irreps
+from equiforce.o3.irreps import Irrep, Irreps, hidden_irreps
 from equiforce.o3.symmetric import monomial_coefficients
 from equiforce.o3.wigner import wigner_3j
 
@@ -286,14 +286,41 @@ def _irreps_problems(model: torch.nn.Module) -> list[str]:
     correlations = {p.symmetric_contractions.contractions[0].correlation for p in model.products}
     if len(correlations) != 1:
         problems.append(f"per-layer correlation {sorted(correlations)} is not supported")
+    # the last layer's scalars (mace's default) or all its hidden irreps
+    # (``keep_last_layer_irreps``, whose scalars alone reach the readout: ``_scalar_weights``)
     for index, product in enumerate(model.products):
         out = Irreps(product.linear.irreps_out)
-        last = index == len(model.products) - 1
-        if (last and out != Irreps(f"{channels}x0e")) or (
-            not last and out != hidden_irreps(channels, out.lmax)
-        ):
+        if out != hidden_irreps(channels, out.lmax):
             problems.append(f"layer {index}: hidden irreps {out} are not supported")
     return problems
+
+
+def _scalars(irreps: Irreps) -> Irreps:
+    """The 0e blocks of ``irreps``."""
+    return Irreps([(mul, ir) for mul, ir in Irreps(irreps) if ir.l == 0 and ir.p == 1])
+
+
+def _scalar_weights(module: torch.nn.Module, where: str) -> torch.Tensor:
+    """The weights of an e3nn ``Linear`` or ``FullyConnectedTensorProduct`` onto its 0e
+    outputs only, float64: a last layer built with ``keep_last_layer_irreps`` (its other
+    outputs reach no readout). The 0e outputs' path normalisation counts 0e paths only, so
+    the weights are those of the same module built with scalar outputs.
+
+    Raises:
+        ValueError: a module with shared or unweighted paths.
+    """
+    outputs = Irreps(module.irreps_out)
+    weight, blocks, offset = _weight(module).flatten(), [], 0
+    for instruction in module.instructions:
+        if not getattr(instruction, "has_weight", True):
+            raise ValueError(f"{where}: a path without weights")
+        size = math.prod(instruction.path_shape)
+        if outputs[instruction.i_out].ir == Irrep(0, 1):
+            blocks.append(weight[offset : offset + size])
+        offset += size
+    if offset != weight.numel():
+        raise ValueError(f"{where}: {weight.numel()} weights for paths of {offset}")
+    return torch.cat(blocks)
 
 
 def _converted_state(
@@ -369,16 +396,10 @@ def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
     prefix = f"interactions.{index}."
     _check_linear(source.linear_up, target.linear_up, prefix + "linear_up")
     _check_linear(source.linear, target.linear, prefix + "linear")
-    skip = source.skip_tp
-    if (
-        Irreps(skip.irreps_in1) != target.skip.descriptor.irreps_in
-        or Irreps(skip.irreps_out) != target.skip.descriptor.irreps_out
-    ):
-        raise ValueError(f"{prefix}skip_tp: irreps do not match")
     state = {
         prefix + "linear_up.weight": _weight(source.linear_up),
         prefix + "linear.weight": _weight(source.linear),
-        prefix + "skip.weight": _weight(skip),
+        prefix + "skip.weight": _skip_weights(source.skip_tp, target.skip, prefix + "skip_tp"),
     }
     weights = _radial_weights(source.conv_tp_weights, prefix)
     signs = _path_signs(source.conv_tp, target.conv_tp, dtype, prefix)
@@ -390,6 +411,22 @@ def _interaction_state(source, target, index: int, dtype: torch.dtype) -> dict:
     return state
 
 
+def _skip_weights(skip: torch.nn.Module, target: torch.nn.Module, where: str) -> torch.Tensor:
+    """Our ``skip`` weights from mace's ``skip_tp`` (a tensor product with the species, or
+    the non-linear block's ``Linear``; its 0e outputs' alone when it keeps the last layer's
+    irreps and ours does not)."""
+    desc = target.descriptor
+    inputs = skip.irreps_in1 if hasattr(skip, "irreps_in1") else skip.irreps_in
+    outputs = Irreps(skip.irreps_out)
+    kept = outputs != desc.irreps_out and _scalars(outputs) == desc.irreps_out
+    if Irreps(inputs) != desc.irreps_in or not (outputs == desc.irreps_out or kept):
+        raise ValueError(f"{where}: irreps do not match")
+    weights = _scalar_weights(skip, where) if kept else _weight(skip)
+    if weights.numel() != desc.weight_numel:
+        raise ValueError(f"{where}: {weights.numel()} weights, expected {desc.weight_numel}")
+    return weights
+
+
 def _nonlinear_state(source, target, index: int, dtype: torch.dtype) -> dict:
     """The weights of a ``RealAgnosticResidualNonLinearInteractionBlock`` for
     ``equiforce.nn.mace.nonlinear.NonLinearInteraction``: the linear maps 1:1, the species
@@ -397,11 +434,11 @@ def _nonlinear_state(source, target, index: int, dtype: torch.dtype) -> dict:
     path signs), the gate's Monte-Carlo constants folded into ``linear_2``."""
     prefix = f"interactions.{index}."
     state = {}
-    linears = {name: getattr(source, name) for name in ("linear_up", "linear_res", "linear_1")}
-    linears.update({"linear_2": source.linear_2, "skip": source.skip_tp})
-    for name, module in linears.items():
-        _check_linear(module, getattr(target, name), prefix + name)
-        state[f"{prefix}{name}.weight"] = _weight(module)
+    names = ("linear_up", "linear_res", "linear_1", "linear_2")
+    for name in names:
+        _check_linear(getattr(source, name), getattr(target, name), prefix + name)
+        state[f"{prefix}{name}.weight"] = _weight(getattr(source, name))
+    state[prefix + "skip.weight"] = _skip_weights(source.skip_tp, target.skip, prefix + "skip_tp")
     for name in ("source_embedding", "target_embedding"):
         rows = _weight(getattr(source, name)).reshape(target.source_embedding.shape)
         state[prefix + name] = rows
@@ -534,9 +571,18 @@ def _probe_path(source_tp, desc, path, dtype: torch.dtype) -> torch.Tensor:
 
 def _product_state(source, target, index: int) -> dict[str, torch.Tensor]:
     prefix = f"products.{index}."
-    _check_linear(source.linear, target.linear, prefix + "linear")
-    state = {prefix + "linear.weight": _weight(source.linear)}
     contractions = source.symmetric_contractions.contractions
+    ours = target.linear.descriptor.irreps_out
+    if Irreps(source.linear.irreps_out) != ours and _scalars(source.linear.irreps_out) == ours:
+        # keep_last_layer_irreps: the contraction's and the linear's 0e outputs alone
+        weight = _scalar_weights(source.linear, prefix + "linear")
+        if Irreps(source.linear.irreps_in) != Irreps(source.linear.irreps_out):
+            raise ValueError(f"{prefix}linear: irreps do not match")
+        state = {prefix + "linear.weight": weight}
+        contractions = contractions[:1]  # one per output irrep, in irreps order: 0e first
+    else:
+        _check_linear(source.linear, target.linear, prefix + "linear")
+        state = {prefix + "linear.weight": _weight(source.linear)}
     if len(contractions) != len(target.contraction.descriptor.irreps_out):
         raise ValueError(f"{prefix}: symmetric contraction outputs differ")
     for o, contraction in enumerate(contractions):
@@ -627,10 +673,10 @@ def _check_head_linear(
     """``_check_linear`` for one head's ``weight`` of a readout layer: the inputs' irreps
     equal (of the hidden layer, ``input_blocks`` heads' blocks: one block), one output."""
     desc = target.descriptor
-    inputs = Irreps(source.irreps_in)
+    inputs = _scalars(source.irreps_in)  # a readout reads the scalars (all its paths)
     if input_blocks > 1:
         inputs = Irreps(f"{inputs.dim // input_blocks}x0e")
-    if inputs != desc.irreps_in or weight.numel() != desc.weight_numel:
+    if inputs != _scalars(desc.irreps_in) or weight.numel() != desc.weight_numel:
         raise ValueError(
             f"{where}: irreps {source.irreps_in} -> {source.irreps_out} do not match "
             f"{desc.irreps_in} -> {desc.irreps_out} per head"
