@@ -244,6 +244,14 @@ def test_agnostic_products_and_last_readout_only_convert(options):
     _compare(model, torch.float64, TOL.peer_parity)
 
 
+def test_a_correlation_order_per_layer_converts():
+    """mace-torch's ``correlation`` list (one order per product basis): ``MACESpec.
+    correlation`` per layer, energies and forces to the peer tolerance."""
+    model = _mace_model(correlation=[2, 3, 1], num_interactions=3)
+    assert from_mace_torch(model).spec.correlation == (2, 3, 1)
+    _compare(model, torch.float64, TOL.peer_parity)
+
+
 def test_unsupported_options_are_named():
     model = _mace_model(distance_transform="Soft", max_ell=1, correlation=1, radial_MLP=[8])
     with pytest.raises(ValueError, match=r"distance_transform \(SoftTransform\)"):

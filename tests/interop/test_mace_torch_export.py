@@ -88,6 +88,7 @@ def _assert_mace_agrees(model, tolerance) -> None:
             "edge_irreps": "16x0e+16x1o+16x2e",
             "edge_irreps_first": True,
         },
+        {"correlation": (1, 3)},
     ],
     ids=[
         "default",
@@ -98,6 +99,7 @@ def _assert_mace_agrees(model, tolerance) -> None:
         "mpa0-like",
         "nonlinear-all",
         "nonlinear-later-edge-irreps",
+        "per-layer-correlation",
     ],
 )
 def test_round_trip_is_exact_and_mace_torch_agrees_in_float64(overrides):

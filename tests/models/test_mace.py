@@ -12,6 +12,7 @@ from equiforce.data import keys
 from equiforce.data.batch import collate
 from equiforce.data.graph import atoms_to_configuration, configuration_to_graph
 from equiforce.models import MODELS, build_model
+from equiforce.models.io import load_model, save_model
 from equiforce.models.mace import MACESpec, build_mace
 from equiforce.models.registry import spec_from_dict
 from equiforce.nn.mace import Product
@@ -117,11 +118,27 @@ def test_spec_round_trips_through_a_plain_dict():
     assert model.spec == spec and model.type_names == list(TYPES)
 
 
+def test_each_layer_may_have_its_own_correlation_order(tmp_path):
+    """``correlation`` as one order per layer (mace-torch's list): each product basis of its
+    layer's order; a YAML list reads as the tuple, and the model file keeps it."""
+    values = {**dataclasses.asdict(_spec()), "correlation": [3, 1]}
+    model = build_model("mace", values)
+    assert model.spec.correlation == (3, 1)
+    orders = [p.contraction.descriptor.correlation for p in model.energy_model.products]
+    assert orders == [3, 1]
+    loaded = load_model(save_model(model, tmp_path / "model.pt"))
+    assert loaded.spec.correlation == (3, 1)
+    batch = _batch()
+    assert torch.equal(loaded(batch)[keys.ENERGY], model(batch)[keys.ENERGY])
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
         ({"max_L": 3}, "max_L"),
         ({"correlation": 0}, "correlation"),
+        ({"correlation": (3, 2, 1)}, "correlation has 3 orders for 2 interactions"),
+        ({"correlation": (3, 4)}, r"correlation must be an integer in \[1, 3\], got 4"),
         ({"atomic_energies": (1.0,)}, "atomic_energies"),
         ({"dtype": "float16"}, "dtype"),
         ({"type_names": ("H", "H")}, "type_names"),

@@ -155,7 +155,7 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         num_channels=channels,
         max_L=int(max_L),
         max_ell=int(model.spherical_harmonics.irreps_out.lmax),
-        correlation=int(model.products[0].symmetric_contractions.contractions[0].correlation),
+        correlation=_correlation(model),
         num_interactions=n_layers,
         num_radial_basis=int(embedding.bessel_fn.bessel_weights.numel()),
         num_polynomial_cutoff=int(embedding.cutoff_fn.p),
@@ -182,6 +182,15 @@ def spec_from_mace_torch(model: torch.nn.Module, head: str | None = None) -> MAC
         distance_transform="agnesi" if hasattr(embedding, "distance_transform") else None,
         agnesi=_agnesi(embedding),
     )
+
+
+def _correlation(model: torch.nn.Module) -> int | tuple[int, ...]:
+    """``MACESpec.correlation``: the products' common order, or one per layer."""
+    orders = tuple(
+        int(product.symmetric_contractions.contractions[0].correlation)
+        for product in model.products
+    )
+    return orders[0] if len(set(orders)) == 1 else orders
 
 
 def _nonlinear_choice(model: torch.nn.Module) -> str:
@@ -283,9 +292,6 @@ def _irreps_problems(model: torch.nn.Module) -> list[str]:
     if not (sh.normalize and sh.normalization == "component"):
         problems.append("spherical harmonics must be normalised with 'component' norm")
     channels = model.node_embedding.linear.irreps_out.count((0, 1))
-    correlations = {p.symmetric_contractions.contractions[0].correlation for p in model.products}
-    if len(correlations) != 1:
-        problems.append(f"per-layer correlation {sorted(correlations)} is not supported")
     # the last layer's scalars (mace's default) or all its hidden irreps
     # (``keep_last_layer_irreps``, whose scalars alone reach the readout: ``_scalar_weights``)
     for index, product in enumerate(model.products):

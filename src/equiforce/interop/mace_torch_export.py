@@ -109,7 +109,9 @@ def _build(spec: MACESpec, dtype: torch.dtype) -> torch.nn.Module:
             atomic_energies=np.array(energies, dtype=np.float64),
             avg_num_neighbors=spec.avg_num_neighbors,
             atomic_numbers=[atomic_numbers[s] for s in spec.type_names],
-            correlation=spec.correlation,
+            correlation=list(spec.correlation)
+            if isinstance(spec.correlation, tuple)
+            else spec.correlation,
             gate=torch.nn.functional.silu,
             radial_MLP=list(spec.radial_mlp),
             atomic_inter_scale=spec.scale,

@@ -109,7 +109,8 @@ class MACESpec(ModelSpec):
         max_L: highest irrep degree of the hidden features, 0..2 (default 1). 0 is fast
             (invariant messages), 1 the usual trade-off, 2 most accurate.
         max_ell: highest degree of the edge spherical harmonics, 1..4 (default 3).
-        correlation: body order minus one of the product basis, 1..3 (default 3).
+        correlation: body order minus one of the product basis, 1..3 (default 3), or one
+            per layer (``num_interactions`` of them, mace-torch's list form).
         num_interactions: message-passing layers (default 2); receptive field is
             ``num_interactions * r_max``.
         num_radial_basis: Bessel functions (default 8); 8-10 is plenty.
@@ -161,7 +162,7 @@ class MACESpec(ModelSpec):
     num_channels: int = 64
     max_L: int = 1  # noqa: N815 (MACE's name)
     max_ell: int = 3
-    correlation: int = 3
+    correlation: int | tuple[int, ...] = 3
     num_interactions: int = 2
     num_radial_basis: int = 8
     num_polynomial_cutoff: int = 5
@@ -178,6 +179,17 @@ class MACESpec(ModelSpec):
     embedding_readout: bool = False
     density_normalization: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.correlation, list):  # a list from YAML or Python: the tuple form
+            object.__setattr__(self, "correlation", tuple(self.correlation))
+        super().__post_init__()
+
+    def layer_correlation(self, index: int) -> int:
+        """The correlation order of layer ``index``'s product basis."""
+        if isinstance(self.correlation, tuple):
+            return self.correlation[index]
+        return self.correlation
+
     def problems(self) -> list[str]:
         """``ModelSpec.problems`` plus MACE's ranges."""
         problems = super().problems() + integer_problems(
@@ -185,13 +197,20 @@ class MACESpec(ModelSpec):
                 "num_channels": (self.num_channels, 1, None),
                 "max_L": (self.max_L, 0, 2),
                 "max_ell": (self.max_ell, 1, 4),
-                "correlation": (self.correlation, 1, 3),
                 "num_interactions": (self.num_interactions, 1, None),
                 "num_radial_basis": (self.num_radial_basis, 1, None),
                 "num_polynomial_cutoff": (self.num_polynomial_cutoff, 1, None),
                 "readout_mlp_hidden": (self.readout_mlp_hidden, 1, None),
             }
         )
+        orders = self.correlation if isinstance(self.correlation, tuple) else (self.correlation,)
+        for order in dict.fromkeys(orders):
+            problems += integer_problems({"correlation": (order, 1, 3)})
+        if isinstance(self.correlation, tuple) and len(orders) != self.num_interactions:
+            problems.append(
+                f"correlation has {len(orders)} orders for {self.num_interactions} "
+                "interactions (give one per layer, or one number for all)"
+            )
         if any(w < 1 for w in self.radial_mlp):
             problems.append(f"radial_mlp widths must be >= 1, got {self.radial_mlp}")
         if self.distance_transform not in (None, "agnesi"):
@@ -312,7 +331,13 @@ class MACE(AtomicEnergyModel):
                 )
             self.interactions.append(block)
             self.products.append(
-                Product(irreps.target, irreps.skip_out, spec.correlation, n_types, generator)
+                Product(
+                    irreps.target,
+                    irreps.skip_out,
+                    spec.layer_correlation(index),
+                    n_types,
+                    generator,
+                )
             )
             self.readouts.append(_readout(spec, index, irreps.skip_out, generator))
         energies = spec.atomic_energies or (0.0,) * n_types
