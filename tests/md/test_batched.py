@@ -325,30 +325,34 @@ def test_states_group_structures_by_kind_and_size():
 
 
 @pytest.mark.parametrize(
-    "barostat, anisotropic, mask",
+    "barostat, anisotropic, mask, couple",
     [
-        ("mtk", False, None),
-        ("mtk", True, None),
-        ("mtk", True, (True, True, False)),
-        ("berendsen", False, None),
-        ("berendsen", True, None),
-        ("berendsen", True, (False, True, True)),
-        ("c-rescale", False, None),
-        ("c-rescale", True, None),
-        ("c-rescale", True, (True, False, True)),
+        ("mtk", False, None, None),
+        ("mtk", True, None, None),
+        ("mtk", True, (True, True, False), None),
+        ("berendsen", False, None, None),
+        ("berendsen", True, None, None),
+        ("berendsen", True, (False, True, True), None),
+        ("c-rescale", False, None, None),
+        ("c-rescale", True, None, None),
+        ("c-rescale", True, (True, False, True), None),
+        ("c-rescale", True, (True, True, False), "ab"),
     ],
 )
-def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, anisotropic, mask):
+def test_npt_equals_run_md_structure_by_structure(
+    model64, tmp_path, barostat, anisotropic, mask, couple
+):
     """NPT of two cells in one state (at 1 GPa, strong couplings so that the cells move in 20
     steps): each structure's volumes, pressures, temperatures, last cell and positions equal
     its ``run_md`` NPT alone (ASE's ``IsotropicMTKNPT`` / ``MTKNPT``, ``NPTBerendsen`` /
     ``Inhomogeneous_NPTBerendsen``, the anisotropic ones with their temperature ramped to
     600 K: MTK's masses follow the target; with a cell mask, ASE's ``MaskedMTKNPT``,
-    ``Inhomogeneous_NPTBerendsen``'s mask and stochastic cell rescaling's, the cubic cell's
-    held axis unchanged, its free ones moving; the isotropic ones each at its own pressure,
-    1 and 2 GPa, ramped to 3 and 0.5 GPa; stochastic cell rescaling, each structure drawing
-    from its own generator, anisotropic too: the triclinic cell's deformations without
-    rotation in its frame); killed in step 8 and resumed, the same to the bit."""
+    ``Inhomogeneous_NPTBerendsen``'s mask and stochastic cell rescaling's (with a and b
+    coupled too: one factor), the cubic cell's held axis unchanged, its free ones moving;
+    the isotropic ones each at its own pressure, 1 and 2 GPa, ramped to 3 and 0.5 GPa;
+    stochastic cell rescaling, each structure drawing from its own generator, anisotropic
+    too: the triclinic cell's deformations without rotation in its frame); killed in step 8
+    and resumed, the same to the bit."""
     frames = [make_fcc_cu(repeat=2, seed=1), make_triclinic_cu(seed=4)]
     npt = NPTSettings(
         pressure_GPa=1.0,
@@ -358,6 +362,7 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
         thermostat_time_fs=20.0,
         compressibility_per_GPa=0.05,
         cell_mask=mask,
+        couple=couple,
     )
     settings = dict(RUN, ensemble="npt", n_steps=20, npt=npt)
     npts, finals = [npt, npt], [None, None]
@@ -385,6 +390,8 @@ def test_npt_equals_run_md_structure_by_structure(model64, tmp_path, barostat, a
             lengths = np.linalg.norm(final.cell.array, axis=1) / atoms.cell.lengths()
             np.testing.assert_allclose(lengths[~np.array(mask)], 1.0, rtol=0, atol=1e-12)
             assert np.abs(lengths[np.array(mask)] - 1.0).min() > 1e-6
+            if couple is not None:  # the coupled vectors by one factor
+                np.testing.assert_allclose(lengths[0], lengths[1], rtol=1e-13, atol=0)
         np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
     # one state: a call at the start, one (two: Berendsen) a step; the restart file of step 5
     calls_per_step = 2 if barostat == "berendsen" else 1

@@ -127,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --anisotropic: the cell vectors whose lengths may change, e.g. 1 1 0 for a "
         "slab or 2D material in its plane (every barostat)",
     )
+    npt.add_argument(
+        "--couple",
+        default=None,
+        metavar="VECTORS",
+        help="with --barostat c-rescale and --cell-mask: free cell vectors scaled by one "
+        "factor, e.g. ab (LAMMPS's couple xy: a hexagonal layer keeps its shape)",
+    )
     npt.add_argument("--barostat-time", type=float, default=None, help="barostat time, fs (1000)")
     npt.add_argument(
         "--compressibility",
@@ -339,6 +346,7 @@ _NPT_OPTIONS = {  # NPTSettings field -> command-line option
     "thermostat_time_fs": "thermostat_time",
     "compressibility_per_GPa": "compressibility",
     "cell_mask": "cell_mask",
+    "couple": "couple",
 }
 
 

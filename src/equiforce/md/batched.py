@@ -345,8 +345,11 @@ def _coupling(
     dt = timestep_fs * units.fs
     arguments = npt.ase_arguments()
     del arguments["pressure_au"]  # a target of each structure (``_Group.pressure``)
-    couplings = {"c-rescale": CRescaleCoupling, "mtk": MTKCoupling}
-    coupling = couplings.get(npt.barostat, BerendsenCoupling)
+    if npt.barostat == "c-rescale":
+        arguments["couple"] = npt.couple
+    coupling = {"c-rescale": CRescaleCoupling, "mtk": MTKCoupling}.get(
+        npt.barostat, BerendsenCoupling
+    )
     return coupling(dt=dt, anisotropic=npt.anisotropic, mask=npt.cell_mask, **arguments)
 
 

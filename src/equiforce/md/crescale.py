@@ -21,16 +21,22 @@ moves in two half steps (a normal variate each) around a volume-preserving chang
 ``b = sqrt(2 kT beta_T / (3 tau_p V_half))`` (``V_half`` the volume after the first half step);
 the cell's rotation is removed (the paper's lower-triangular box, taken in the cell's own
 frame, so any orientation keeps its frame), then scaled by ``(V' / V)^(1/3)``. The target is
-a hydrostatic pressure. With a mask of k free cell vectors (the others and every angle held:
+a hydrostatic pressure. With a mask of K free cell vectors (the others and every angle held:
 a slab or a 2D material in its plane), each free vector h_a scales along its own direction,
-``eps_a = ln |h_a|``, driven by the pressure along it, ``P_a = (h P h^-1)_aa``; the k free
-lengths sample the ensemble of the flat measure over them (``prod_a d|h_a|``, which the
-volume's ``dV`` is for k = 1). Their sum (ln V up to a constant) follows the isotropic
-equation with ``k beta_T / 3`` and the mean of the P_a, in lambda as above in two half steps,
-around the deviations ``eps_a - mean(eps)``, which move by ``beta_T / (3 tau_p) (P_a -
-mean(P)) dt`` plus the deviations of k normal variates times ``sqrt(2 kT beta_T dt / (3
-tau_p V_half))``. Every form moves the cell by a deformation R (row vectors: positions
-``x R``, cell vectors ``h R``, momenta ``p R^-T``; masked: ``R = h^-1 diag(s) h``). The
+driven by the pressure along it, ``P_a = (h P h^-1)_aa`` (``dE/d ln|h_a| = -V P_a``); free
+vectors may be coupled into groups g of k_g vectors scaled by one factor (``couple``), each
+group with the coordinate ``x_g = sum_{a in g} ln |h_a|``, driven by its mean pressure P_g
+(every other free vector its own group). The x_g sample the ensemble of the flat measure over
+each group's product of lengths (``prod_g d prod_{a in g} |h_a|``: the volume's ``dV`` for
+one group): ``d x_g = beta_T k_g / (3 tau_p) (P_g - P0) dt + sqrt(2 kT beta_T k_g dt / (3
+tau_p V)) xi_g`` (Ito; the measure's and the mobility's drifts cancel). Their sum, ln V up to
+a constant, is the isotropic equation with ``K beta_T / 3`` and the mean of the P_a over the
+free vectors, integrated in lambda as above in two half steps, around the parts of the x_g
+independent of it, ``x_g - k_g / K sum_h x_h``: the drift ``beta_T k_g / (3 tau_p) (P_g -
+mean(P)) dt`` and the noise ``b sqrt(dt) (sqrt(k_g) X_g - k_g / K sum_h sqrt(k_h) X_h)``, X
+one normal variate per group. Every form moves the cell by a deformation R (row vectors:
+positions ``x R``, cell vectors ``h R``, momenta ``p R^-T``; masked: ``R = h^-1 diag(s) h``,
+``ln s_a = Delta x_g / k_g`` for a in g). The
 temperature is held by Bussi's stochastic velocity rescaling
 (``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``), so both the particles and the
 cell sample the ensemble.
@@ -41,7 +47,7 @@ A step, one model call (energy, forces, stress):
    variate from the run's generator);
 2. a half kick by the forces;
 3. the deformation R from the pressure of the current positions and momenta (one normal
-   variate isotropic; anisotropic: one, nine, one; masked: one, k, one);
+   variate isotropic; anisotropic: one, nine, one; masked: one, one per group, one);
 4. positions ``x R + (p R^-T + p R) / 2 dt / m`` (the drift across the deformation), the cell
    by R, momenta ``p R^-T``;
 5. the model at the new positions and cell, and a half kick.
@@ -81,6 +87,9 @@ class CRescaleCoupling:
             along its own direction, the others and the angles held (module docstring; one
             at least True, as ``NPTSettings`` checks); None: Del Tatto et al.'s fully
             anisotropic form.
+        couple: with ``mask``, free cell vectors scaled by one factor (``"ab"``: a 2D
+            material's plane keeps its shape; LAMMPS's ``couple xy``), driven by their mean
+            pressure; None: each free vector by its own.
 
     The target pressure is not a coupling: it may differ between systems and move (a ramp).
     """
@@ -91,6 +100,15 @@ class CRescaleCoupling:
     compressibility_au: float
     anisotropic: bool = False
     mask: tuple[bool, bool, bool] | None = None
+    couple: str | None = None
+
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """The free cell vectors (indices 0, 1, 2 for a, b, c) in groups scaled together:
+        ``couple``'s vectors one group, every other free vector its own."""
+        together = tuple("abc".index(name) for name in self.couple or "")
+        free = [axis for axis in range(3) if self.mask[axis] and axis not in together]
+        return ((together,) if together else ()) + tuple((axis,) for axis in free)
 
     @property
     def thermostat(self) -> BussiCoupling:
@@ -108,8 +126,9 @@ def cell_deformations(
 ) -> np.ndarray:
     """Each system's cell deformation R over one step (module docstring), drawing from each
     system's generator one normal variate (isotropic), eleven (anisotropic: the volume's
-    first half step, the shape's nine, the volume's second half step) or k + 2 (a mask of k
-    free cell vectors: the volume's half step, the shape's k, the volume's half step).
+    first half step, the shape's nine, the volume's second half step) or G + 2 (a mask of
+    free cell vectors in G groups: the volume's half step, the shape's G, the volume's half
+    step).
 
     Args:
         pressure: (n, 3, 3) instantaneous pressure tensors (virial and kinetic parts: minus
@@ -174,26 +193,33 @@ def _masked_deformations(
     generators: Sequence[np.random.Generator],
     coupling: CRescaleCoupling,
 ) -> np.ndarray:
-    """``cell_deformations`` with ``coupling.mask``'s k free cell vectors (module docstring):
-    ``R = h^-1 diag(s) h``, each free vector scaled by its own s_a along its direction."""
+    """``cell_deformations`` with ``coupling.mask``'s K free cell vectors in G groups
+    (``coupling.groups``; module docstring): ``R = h^-1 diag(s) h``, each free vector
+    scaled along its direction, the vectors of a group by one factor."""
     dt, beta, taup = coupling.dt, coupling.compressibility_au, coupling.taup
-    free = np.flatnonzero(coupling.mask)
-    k = len(free)
+    groups = coupling.groups
+    sizes = np.array([len(group) for group in groups], dtype=float)  # k_g
+    free = sizes.sum()  # K
     inverses = np.linalg.inv(cells)
     # the pressure along each cell vector, (h P h^-1)_aa: dE/d(ln |h_a|) = -V (h P h^-1)_aa
-    along = np.einsum("nab,nbc,nca->na", cells, pressure, inverses)[:, free]
+    along = np.einsum("nab,nbc,nca->na", cells, pressure, inverses)
+    grouped = np.stack([along[:, list(group)].mean(axis=1) for group in groups], axis=1)
+    mean = grouped @ sizes / free  # the mean pressure along the free vectors
     volume = np.abs(np.linalg.det(cells))
     root = np.sqrt(volume)
-    drift, diffusion = _volume_drift(along.mean(axis=1), target, volume, kT, k * beta / 3, coupling)
-    draws = np.stack([generator.standard_normal(k + 2) for generator in generators])
+    drift, diffusion = _volume_drift(mean, target, volume, kT, free * beta / 3, coupling)
+    draws = np.stack([generator.standard_normal(len(groups) + 2) for generator in generators])
     half = drift / 2 + np.sqrt(diffusion * dt) * draws[:, 0]
     width = np.sqrt(2 * kT * beta / (3 * taup * (root + half) ** 2))
-    noise = draws[:, 1 : k + 1]
-    shape = beta / (3 * taup) * dt * (along - along.mean(axis=1, keepdims=True))
-    shape = shape + (width * np.sqrt(dt))[:, None] * (noise - noise.mean(axis=1, keepdims=True))
-    steps = half + drift / 2 + np.sqrt(diffusion * dt) * draws[:, k + 1]
+    noise = draws[:, 1:-1] * np.sqrt(sizes)
+    noise = noise - np.outer(noise.sum(axis=1), sizes / free)  # independent of the volume's
+    shape = beta / (3 * taup) * dt * sizes * (grouped - mean[:, None])
+    shape = shape + (width * np.sqrt(dt))[:, None] * noise  # of x_g = sum of its log-lengths
+    steps = half + drift / 2 + np.sqrt(diffusion * dt) * draws[:, -1]
+    volume_logs = 2 / free * np.log(_volume_ratios(root, steps))
     logs = np.zeros((len(cells), 3))
-    logs[:, free] = 2 / k * np.log(_volume_ratios(root, steps))[:, None] + shape
+    for index, group in enumerate(groups):
+        logs[:, list(group)] = (volume_logs + shape[:, index] / sizes[index])[:, None]
     return inverses @ (np.exp(logs)[:, :, None] * cells)
 
 
@@ -248,6 +274,7 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         anisotropic: every cell component fluctuates (else a uniform scaling).
         mask: with ``anisotropic``, the cell vectors (a, b, c) whose lengths fluctuate (the
             others and the angles held); None: every component.
+        couple: with ``mask``, free cell vectors scaled by one factor (e.g. ``"ab"``).
 
     Raises:
         ValueError: constraints, or a structure at rest (Bussi's thermostat scales momenta).
@@ -265,6 +292,7 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         rng: np.random.Generator,
         anisotropic: bool = False,
         mask: tuple[bool, bool, bool] | None = None,
+        couple: str | None = None,
     ):
         if atoms.constraints:
             kinds = [type(constraint).__name__ for constraint in atoms.constraints]
@@ -279,7 +307,7 @@ class StochasticCellRescalingNPT(MolecularDynamics):
             )
         super().__init__(atoms, timestep)
         self.coupling = CRescaleCoupling(
-            timestep, taut, taup, compressibility_au, anisotropic, mask
+            timestep, taut, taup, compressibility_au, anisotropic, mask, couple
         )
         self.rng = rng
         self.kT = units.kB * temperature_K

@@ -84,6 +84,10 @@ class NPTSettings:
             direction); Berendsen: ``Inhomogeneous_NPTBerendsen``'s ``mask``; stochastic cell
             rescaling: each free vector's length along its direction (``crescale``). None:
             every component (MTK, stochastic cell rescaling) or axis (Berendsen) moves.
+        couple: stochastic cell rescaling with ``cell_mask``: the free cell vectors scaled
+            by one factor, e.g. ``"ab"`` (LAMMPS's ``couple xy``: a hexagonal 2D material's
+            plane keeps its shape; with c free too, GROMACS's semi-isotropic coupling). None:
+            each free vector by its own.
     """
 
     pressure_GPa: float = 0.0
@@ -93,16 +97,33 @@ class NPTSettings:
     thermostat_time_fs: float = 100.0
     compressibility_per_GPa: float = 0.01
     cell_mask: tuple[bool, bool, bool] | None = None
+    couple: str | None = None
 
     def setting(self) -> dict:
-        """The fields as a run's restart setting (``cell_mask`` left out where None, so the
-        files of runs from before it existed still match)."""
+        """The fields as a run's restart setting (``cell_mask`` and ``couple`` left out where
+        None, so the files of runs from before they existed still match)."""
         fields = dataclasses.asdict(self)
-        if fields["cell_mask"] is None:
-            del fields["cell_mask"]
-        else:
+        for name in ("cell_mask", "couple"):
+            if fields[name] is None:
+                del fields[name]
+        if self.cell_mask is not None:
             fields["cell_mask"] = [bool(axis) for axis in fields["cell_mask"]]
         return fields
+
+    def _check_couple(self) -> None:
+        """Raise unless ``couple`` names two or three free cell vectors of a c-rescale run."""
+        names = self.couple if isinstance(self.couple, str) else ""
+        free = "".join(v for v, on in zip("abc", self.cell_mask or (), strict=False) if on)
+        if (
+            self.barostat != "c-rescale"
+            or len(names) < 2
+            or len(set(names)) != len(names)
+            or not set(names) <= set(free)
+        ):
+            raise ValueError(
+                f"couple {self.couple!r}: two or three of the free cell vectors "
+                f"({free or 'none: give cell_mask'}) scaled together, with the c-rescale barostat"
+            )
 
     def ase_arguments(self) -> dict[str, float]:
         """The barostat's keyword arguments of ASE's integrator, in ASE units: MTK's
@@ -132,6 +153,8 @@ class NPTSettings:
                     "with anisotropic=True (each free axis its own pressure)"
                 )
             object.__setattr__(self, "cell_mask", mask)
+        if self.couple is not None:
+            self._check_couple()
         for name in ("barostat_time_fs", "thermostat_time_fs", "compressibility_per_GPa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NPT {name} must be positive, got {getattr(self, name)}")
@@ -154,6 +177,7 @@ def _barostat(
             rng=rng,
             anisotropic=npt.anisotropic,
             mask=npt.cell_mask,
+            couple=npt.couple,
             **arguments,
         )
     arguments = npt.ase_arguments()

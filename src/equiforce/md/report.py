@@ -135,6 +135,7 @@ class MDResult:
                 barostat=self.npt.barostat,
                 anisotropic=self.npt.anisotropic,
                 cell_mask=None if self.npt.cell_mask is None else list(self.npt.cell_mask),
+                couple=self.npt.couple,
                 pressure_target_GPa=self.npt.pressure_GPa,
                 pressure_final_target_GPa=None
                 if self.pressure_ramp is None
@@ -181,6 +182,8 @@ def format_md_summary(result: MDResult) -> str:
         if result.npt.cell_mask is not None:
             free = " ".join(v for v, on in zip("abc", result.npt.cell_mask, strict=True) if on)
             kind += f", cell vectors {free} free"
+            if result.npt.couple is not None:
+                kind += f" ({' '.join(result.npt.couple)} coupled)"
         pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
         rows[1:1] = [
             ("barostat", kind),
