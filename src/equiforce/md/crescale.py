@@ -160,7 +160,7 @@ def cell_deformations(
         return (_volume_ratios(root, steps) ** (2 / 3))[:, None, None] * np.eye(3)
     draws = np.stack([generator.standard_normal(11) for generator in generators])
     half = drift / 2 + np.sqrt(diffusion * dt) * draws[:, 0]
-    width = np.sqrt(2 * kT * beta / (3 * taup * (root + half) ** 2))
+    width = _shape_width(kT, root + half, coupling)
     shape = beta / (3 * taup) * dt * _deviatoric(pressure)
     shape = shape + (width * np.sqrt(dt))[:, None, None] * _deviatoric(draws[:, 1:10])
     steps = half + drift / 2 + np.sqrt(diffusion * dt) * draws[:, 10]
@@ -183,6 +183,12 @@ def _volume_drift(
     root = np.sqrt(volume)
     drift = -2 * diffusion / kT * root * (target - scalar - kT / (2 * volume)) * coupling.dt
     return drift, diffusion
+
+
+def _shape_width(kT: np.ndarray, root: np.ndarray, coupling: CRescaleCoupling) -> np.ndarray:
+    """(n,) ``b = sqrt(2 kT beta_T / (3 tau_p V))``, the shape noise's amplitude per sqrt of
+    ASE time, at the volume ``V = root^2`` after the first half step (module docstring)."""
+    return np.sqrt(2 * kT * coupling.compressibility_au / (3 * coupling.taup * root**2))
 
 
 def _masked_deformations(
@@ -210,7 +216,7 @@ def _masked_deformations(
     drift, diffusion = _volume_drift(mean, target, volume, kT, free * beta / 3, coupling)
     draws = np.stack([generator.standard_normal(len(groups) + 2) for generator in generators])
     half = drift / 2 + np.sqrt(diffusion * dt) * draws[:, 0]
-    width = np.sqrt(2 * kT * beta / (3 * taup * (root + half) ** 2))
+    width = _shape_width(kT, root + half, coupling)
     noise = draws[:, 1:-1] * np.sqrt(sizes)
     noise = noise - np.outer(noise.sum(axis=1), sizes / free)  # independent of the volume's
     shape = beta / (3 * taup) * dt * sizes * (grouped - mean[:, None])
