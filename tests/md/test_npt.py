@@ -348,6 +348,43 @@ def test_semi_isotropic_coupling_samples_the_plane_and_normal_strains():
     assert abs(measured[0, 1] / expected[0, 1] - 1) < 0.25
 
 
+def test_stochastic_cell_rescaling_moves_fixed_atoms_with_the_cell():
+    """FixAtoms under C-rescale (a and b free, 32 Cu atoms under EMT at 300 K, the 8 lowest
+    held): the held atoms keep their fractional coordinates (1e-12) and stay at rest while
+    the cell and the free atoms move, and the thermostat counts the free atoms' degrees of
+    freedom only: their mean temperature is the target (within 15 %; counting the held
+    atoms' too reads 42 % high). Held by ASE's FixAtoms instead (absolute positions), they
+    would not follow the cell. Another constraint is refused by name."""
+    from ase.calculators.emt import EMT
+    from ase.constraints import FixAtoms, FixCom
+
+    atoms = compressed_cu()
+    held = np.argsort(atoms.positions[:, 2])[:8]
+    atoms.set_constraint(FixAtoms(indices=held))
+    start = atoms.get_scaled_positions()[held]
+    npt = NPTSettings(
+        barostat="c-rescale",
+        anisotropic=True,
+        cell_mask=(True, True, False),
+        barostat_time_fs=100.0,
+        thermostat_time_fs=20.0,
+    )
+    settings = dict(ensemble="npt", temperature_K=300.0, timestep_fs=2.0, seed=4, npt=npt)
+    result = run_md(atoms, EMT(), n_steps=600, log_interval=5, **settings)
+    final = result.final_atoms
+    assert abs(final.cell[0, 0] / atoms.cell[0, 0] - 1) > 1e-3
+    assert final.cell[2, 2] == atoms.cell[2, 2]
+    np.testing.assert_allclose(final.get_scaled_positions()[held], start, rtol=0, atol=1e-12)
+    assert np.abs(final.get_momenta()[held]).max() == 0
+    moving = np.setdiff1d(np.arange(len(atoms)), held)
+    moved = final.get_scaled_positions()[moving] - atoms.get_scaled_positions()[moving]
+    assert np.abs(moved).max() > 1e-3
+    assert abs(second_half(result.temperature_K).mean() / 300.0 - 1) < 0.15
+    atoms.set_constraint(FixCom())
+    with pytest.raises(ValueError, match=r"constraints \['FixCom'\]: stochastic cell rescaling"):
+        run_md(atoms, EMT(), n_steps=2, log_interval=1, **settings)
+
+
 @pytest.mark.parametrize("anisotropic", [False, True])
 def test_mtk_npt_oscillates_about_the_target_pressure(emt_cu_model, anisotropic):
     """MTK's barostat oscillates (period ~120 fs here); over >2 periods its mean is the target."""

@@ -269,7 +269,12 @@ class StochasticCellRescalingNPT(MolecularDynamics):
     """Stochastic cell rescaling NPT with Bussi's thermostat (module docstring).
 
     Args:
-        atoms: a 3D-periodic structure with momenta (not at rest), no constraints.
+        atoms: a 3D-periodic structure with momenta (not at rest). ASE's ``FixAtoms`` may hold
+            atoms at rest: they move with the cell (their fractional coordinates kept, as
+            LAMMPS's ``fix npt ... dilate all`` moves frozen atoms), feel no force, and leave
+            the thermostat's degrees of freedom (``get_number_of_degrees_of_freedom``) and the
+            kinetic pressure; their virial stays in the pressure. Other constraints are
+            refused.
         timestep: time step (ASE time).
         temperature_K: target temperature, K.
         pressure_au: target (hydrostatic) pressure, eV/Å^3.
@@ -283,7 +288,8 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         couple: with ``mask``, free cell vectors scaled by one factor (e.g. ``"ab"``).
 
     Raises:
-        ValueError: constraints, or a structure at rest (Bussi's thermostat scales momenta).
+        ValueError: constraints other than ``FixAtoms``, or a structure at rest (Bussi's
+            thermostat scales momenta).
     """
 
     def __init__(
@@ -300,11 +306,11 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         mask: tuple[bool, bool, bool] | None = None,
         couple: str | None = None,
     ):
-        if atoms.constraints:
-            kinds = [type(constraint).__name__ for constraint in atoms.constraints]
+        kinds = [type(constraint).__name__ for constraint in atoms.constraints]
+        if any(kind != "FixAtoms" for kind in kinds):
             raise ValueError(
-                f"constraints {kinds}: stochastic cell rescaling applies none; use the mtk or "
-                "berendsen barostat without them, or NVT"
+                f"constraints {kinds}: stochastic cell rescaling applies FixAtoms only (its "
+                "atoms at rest, moving with the cell); use NVT for the others"
             )
         if not atoms.get_kinetic_energy() > 0:
             raise ValueError(
@@ -333,16 +339,16 @@ class StochasticCellRescalingNPT(MolecularDynamics):
         degrees = np.array([atoms.get_number_of_degrees_of_freedom()])
         kinetic = np.array([atoms.get_kinetic_energy()])
         factor = bussi_factors(kinetic, kT, degrees, [self.rng], self.coupling.thermostat)[0]
-        momenta = factor * atoms.get_momenta() + dt / 2 * atoms.get_forces()
-        atoms.set_momenta(momenta)
+        atoms.set_momenta(factor * atoms.get_momenta() + dt / 2 * atoms.get_forces())
+        momenta = atoms.get_momenta()  # FixAtoms' rows zero
         pressure = -atoms.get_stress(voigt=False, include_ideal_gas=True)[None]
         cell, target = atoms.cell.array, np.array([self.pressure_au])
         deformation = cell_deformations(pressure, target, cell[None], kT, [self.rng], self.coupling)
         deformation = deformation[0]
         inverse_transpose = np.linalg.inv(deformation).T
         drift = (momenta @ inverse_transpose + momenta @ deformation) / 2 * dt / self.masses
-        positions = atoms.positions @ deformation + drift
+        positions = atoms.positions @ deformation + drift  # FixAtoms' atoms: x R alone
         atoms.set_cell(cell @ deformation, scale_atoms=False)
-        atoms.set_positions(positions)
+        atoms.set_positions(positions, apply_constraint=False)
         atoms.set_momenta(momenta @ inverse_transpose)
         atoms.set_momenta(atoms.get_momenta() + dt / 2 * atoms.get_forces())
