@@ -758,7 +758,7 @@ def run_batched_md(
     device = torch.device(model.device)
     paths = [None] * len(atoms) if trajectory_paths is None else [Path(p) for p in trajectory_paths]
     step = 0 if restart is None else restart.n_steps_done
-    run = _Run(atoms, generators, groups, watches, timestep_fs, step, npts is not None)
+    run = _Run(atoms, generators, groups, watches, timestep_fs, step, first_npt)
     run.thermostat_targets(thermostat if ensemble == "nvt" else None, temperatures, ramps)
     run.barostat_targets(npts, pressure_ramps)
     wall_before = 0.0 if restart is None else restart.wall_time_s
@@ -812,7 +812,8 @@ class _Run:
         watches: one ``UncertaintyWatch`` per structure, or None.
         timestep_fs: time step, fs.
         step: steps done.
-        npt: whether the samples record the cells (volume, pressure).
+        npt: the barostat the structures share (their samples record the cells: volume,
+            pressure), or None.
     """
 
     def __init__(
@@ -823,7 +824,7 @@ class _Run:
         watches: Sequence[UncertaintyWatch] | None,
         timestep_fs: float,
         step: int,
-        npt: bool,
+        npt: NPTSettings | None,
     ) -> None:
         self.atoms, self.generators, self.groups, self.watches = atoms, generators, groups, watches
         self.timestep_fs, self.step, self._npt = timestep_fs, step, npt
@@ -867,7 +868,12 @@ class _Run:
             self.structures.append(
                 _Structure(
                     frame,
-                    Recorder(frame, self.time_fs, track_cell=self._npt),
+                    Recorder(
+                        frame,
+                        self.time_fs,
+                        track_cell=self._npt is not None,
+                        cell_mask=None if self._npt is None else self._npt.cell_mask,
+                    ),
                     stack.enter_context(trajectory_writer(path, frame, resumed)),
                     self.watches[k] if self.watches else None,
                     self.generators[k],

@@ -42,7 +42,9 @@ class MDResult:
         final_atoms: the structure after the last step.
         volume_A3: (n_samples,) cell volume, Å^3 (NPT only, else None).
         pressure_GPa: (n_samples,) instantaneous pressure including the ideal-gas part, GPa
-            (NPT only, else None).
+            (NPT only, else None): hydrostatic, or with ``npt.cell_mask`` the mean pressure
+            along the free cell vectors (``sampling.barostat_pressure_GPa``), what the
+            barostat drives to its target.
         npt: the pressure coupling (NPT only, else None).
         uncertainty: what the run's ``UncertaintyWatch`` saw (committee runs), or None.
         temperature_ramp: the thermostat's ramp from ``temperature_target_K``
@@ -155,6 +157,14 @@ def _pressure_target(result: MDResult) -> str:
     return f"{start:g}" if ramp is None else f"{start:g} -> {ramp.final_GPa:g}"
 
 
+def _pressure_label(npt: NPTSettings) -> str:
+    """The summary row of the recorded pressure: hydrostatic, or along the free vectors."""
+    if npt.cell_mask is None:
+        return "pressure (GPa)"
+    free = " ".join(name for name, on in zip("abc", npt.cell_mask, strict=True) if on)
+    return f"pressure along {free} (GPa)"
+
+
 def format_md_summary(result: MDResult) -> str:
     """A short two-column table of the run's stability figures."""
     drift = (
@@ -187,7 +197,7 @@ def format_md_summary(result: MDResult) -> str:
         pressure = f"{np.mean(result.pressure_GPa):.3f} +- {np.std(result.pressure_GPa):.3f}"
         rows[1:1] = [
             ("barostat", kind),
-            ("pressure (GPa)", f"{pressure} (target {_pressure_target(result)})"),
+            (_pressure_label(result.npt), f"{pressure} (target {_pressure_target(result)})"),
             ("volume (Å^3)", f"{result.volume_A3[0]:.2f} -> mean {np.mean(result.volume_A3):.2f}"),
         ]
     width = max(len(name) for name, _ in rows)

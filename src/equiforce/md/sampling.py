@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -148,15 +148,35 @@ def trajectory_writer(
             yield Frames(lambda: write(handle, atoms, format="extxyz"), handle, n_frames)
 
 
-class Recorder:
-    """Samples time, energies, temperature (``track_cell``: volume, pressure); feeds bonds."""
+def barostat_pressure_GPa(atoms: Atoms, cell_mask: Sequence[bool] | None = None) -> float:
+    """The instantaneous pressure a barostat drives, with the ideal-gas part, GPa: the
+    hydrostatic one, or with ``cell_mask`` the mean over the free cell vectors of the pressure
+    along each, ``(h P h^-1)_aa`` (the in-plane pressure of a slab, whose vacuum has none)."""
+    pressure = -atoms.get_stress(voigt=False, include_ideal_gas=True)
+    if cell_mask is None:
+        return float(np.trace(pressure)) / 3 / units.GPa
+    cell = atoms.cell.array
+    along = np.diag(cell @ pressure @ np.linalg.inv(cell))
+    return float(along[np.asarray(cell_mask, dtype=bool)].mean()) / units.GPa
 
-    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float], track_cell: bool = False):
+
+class Recorder:
+    """Samples time, energies, temperature (``track_cell``: volume and the barostat's
+    pressure, ``barostat_pressure_GPa`` with ``cell_mask``); feeds bonds."""
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        clock_fs: Callable[[], float],
+        track_cell: bool = False,
+        cell_mask: Sequence[bool] | None = None,
+    ):
         self.atoms = atoms
         self.clock_fs = clock_fs
         self.bonds = BondMonitor(atoms)
         self.rows: list[tuple[float, float, float, float]] = []
         self.cell_rows: list[tuple[float, float]] | None = [] if track_cell else None
+        self.cell_mask = cell_mask
 
     def sample(self) -> None:
         """Record the current state (an MD observer)."""
@@ -170,8 +190,8 @@ class Recorder:
             )
         )
         if self.cell_rows is not None:
-            stress = self.atoms.get_stress(include_ideal_gas=True)
-            self.cell_rows.append((self.atoms.get_volume(), -stress[:3].mean() / units.GPa))
+            pressure = barostat_pressure_GPa(self.atoms, self.cell_mask)
+            self.cell_rows.append((self.atoms.get_volume(), pressure))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """time_fs, potential (eV), kinetic (eV), temperature (K), each (n_samples,)."""
