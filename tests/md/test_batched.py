@@ -425,6 +425,60 @@ def test_restart_files_of_earlier_versions_resume(model64, tmp_path):
     assert np.array_equal(resumed[0].final_atoms.positions, whole[0].final_atoms.positions)
 
 
+def test_fixed_atoms_under_c_rescale_move_with_the_cell_as_in_run_md(model64, tmp_path):
+    """C-rescale NPT (a and b free, 1 GPa, strong couplings) of a slab in its vacuum with the
+    bottom layer held and of a cell with one atom held: each structure's volumes,
+    pressures, temperatures, last cell and positions equal its ``run_md`` alone (1e-9; the
+    thermostat counting the free atoms only), the held atoms keep their fractional
+    coordinates at rest, and a run killed in step 8 and resumed equals it to the bit (from a
+    restart file without the free atoms' counts too, as earlier versions wrote it)."""
+    slab = make_slab(seed=3)
+    slab.pbc = True  # 3D-periodic with its vacuum
+    slab.set_constraint(FixAtoms(mask=slab.positions[:, 2] < slab.positions[:, 2].min() + 1.0))
+    cell = make_fcc_cu(repeat=2, seed=2)
+    cell.set_constraint(FixAtoms([1]))
+    frames = [slab, cell]
+    npt = NPTSettings(
+        pressure_GPa=1.0,
+        barostat="c-rescale",
+        anisotropic=True,
+        barostat_time_fs=50.0,
+        thermostat_time_fs=20.0,
+        compressibility_per_GPa=0.05,
+        cell_mask=(True, True, False),
+    )
+    settings = dict(RUN, ensemble="npt", n_steps=20, npt=npt, restart_every=5)
+    batched = run_batched_md(frames, model64, restart_path=tmp_path / "whole.npz", **settings)
+    for k, atoms in enumerate(frames):
+        alone = run_md(atoms, EquiforceCalculator(model64), **{**settings, "seed": 3 + k})
+        for name in ("volume_A3", "pressure_GPa", "temperature_K", "potential_energy"):
+            np.testing.assert_allclose(
+                getattr(batched[k], name), getattr(alone, name), rtol=1e-12, atol=1e-9
+            )
+        final, reference = batched[k].final_atoms, alone.final_atoms
+        np.testing.assert_allclose(final.positions, reference.positions, rtol=0, atol=1e-9)
+        held = atoms.constraints[0].get_indices()
+        start = atoms.get_scaled_positions(wrap=False)[held]
+        moved = final.get_scaled_positions(wrap=False)[held]
+        np.testing.assert_allclose(moved, start, rtol=0, atol=1e-12)
+        assert not final.get_momenta()[held].any()
+        assert abs(alone.volume_A3[-1] - alone.volume_A3[0]) > 0.1
+    model = _killed_after(EquiforceModel(model64), calls=1 + 7)  # one state: killed in step 8
+    killed = dict(restart_path=tmp_path / "killed.npz")
+    with pytest.raises(KeyboardInterrupt):
+        run_batched_md(frames, model, **settings, **killed)
+    path = tmp_path / "killed.npz"
+    with np.load(path) as content:  # as written before C-rescale saved the free atoms' counts
+        arrays = {name: content[name] for name in content.files if "free_atoms" not in name}
+    assert len(arrays) < len(np.load(path).files)
+    np.savez(tmp_path / "old.npz", **arrays)
+    for restart in (path, tmp_path / "old.npz"):
+        resumed = run_batched_md(frames, model64, **settings, restart_path=restart, resume=True)
+        for a, b in zip(batched, resumed, strict=True):
+            assert np.array_equal(a.volume_A3, b.volume_A3)
+            assert np.array_equal(a.final_atoms.positions, b.final_atoms.positions)
+
+
 def test_what_batched_md_cannot_run_is_refused(model64):
     at_rest = Atoms("Cu", positions=[[0.0, 0.0, 0.0]])  # one atom: no momentum once stationary
     with pytest.raises(ValueError, match=r"structure 1 \(Cu\) starts at rest: Bussi's"):

@@ -27,7 +27,9 @@ amu; ``ase.units.fs``), TorchSim's own internal ones.
 ASE's ``FixAtoms`` is applied in NVT and NVE (``equiforce.md.torchsim.FixedAtomsModel``: no
 force on the fixed atoms, which the model sees at their starting positions; after each
 Langevin or NVE step they are put back there with zero momenta; under Nosé–Hoover they start
-at rest and never move); other constraints, and any in NPT, are refused.
+at rest and never move; under stochastic cell rescaling's NPT they start at rest and move
+with the cell, their fractional coordinates kept, as ``run_md``'s); other constraints, and
+FixAtoms under the other barostats, are refused.
 
 With a committee (``equiforce.md.torchsim.CommitteeModel``: the members' mean drives the
 dynamics) each structure can have an ``UncertaintyWatch`` that checks every step's force
@@ -130,7 +132,8 @@ class _Group:
         pressure: (len(indices),) each structure's barostat target, eV/Å^3 (NPT), else
             None.
         variables: the per-system variables of Nosé–Hoover NVT (``batched_nhc.
-            nose_hoover_variables``: the chains), Bussi NVT (``free_atoms``) or MTK NPT
+            nose_hoover_variables``: the chains), Bussi NVT and C-rescale NPT
+            (``free_atoms``) or MTK NPT
             (``batched_mtk.mtk_variables``: chains, cell momenta, ...), each
             (n_systems, ...), else None.
         fixed: (n_atoms,) bool, the atoms a ``FixAtoms`` holds, or None (none).
@@ -209,7 +212,7 @@ def _new_group(
         variables = mtk_variables(state, coupling)
     elif isinstance(coupling, NoseHooverCoupling):
         variables = nose_hoover_variables(state, fixed)
-    elif isinstance(coupling, BussiCoupling):
+    elif isinstance(coupling, (BussiCoupling, CRescaleCoupling)):
         variables = {"free_atoms": free_atom_counts(state, fixed, model.dtype)}
     if isinstance(coupling, (BussiCoupling, CRescaleCoupling)):
         for j, kinetic in enumerate(twice_kinetic_energy(state).tolist()):
@@ -368,11 +371,14 @@ def _integrator(
     if isinstance(coupling, (NoseHooverCoupling, BussiCoupling)):
         return _rescaling_step(model, coupling, generators)
     if isinstance(coupling, CRescaleCoupling):
+        from equiforce.md.torchsim import FixedAtomsModel
 
         def crescale(group: _Group) -> None:
+            # FixAtoms: no force, so at rest, moving with the cell (no anchor)
+            stepping = model if group.fixed is None else FixedAtomsModel(model, group.fixed)
             drawing = [generators[k] for k in group.indices]
-            targets = (group.kT, group.pressure)
-            args = (group.state, group.stress, *targets, drawing, model, coupling)
+            targets = (group.kT, group.pressure, group.variables["free_atoms"])
+            args = (group.state, group.stress, *targets, drawing, stepping, coupling)
             group.state, group.stress = crescale_npt_step(*args)
 
         return crescale
@@ -578,11 +584,15 @@ def _saved_groups(restart: Restart) -> list[list[int]]:
     return [restart.arrays[f"group{g}.indices"].tolist() for g in range(n_groups)]
 
 
-def _saved_variable(arrays: dict[str, np.ndarray], g: int, name: str) -> np.ndarray:
+def _saved_variable(arrays: dict[str, np.ndarray], g: int, name: str) -> np.ndarray | None:
     """Group ``g``'s saved thermostat/barostat variable ``name`` (``group<g>.variables.<name>``;
-    files of batched MTK runs from before 2026-12-06 named it ``group<g>.mtk.<name>``)."""
-    key = f"group{g}.variables.{name}"
-    return arrays[key] if key in arrays else arrays[f"group{g}.mtk.{name}"]
+    files of batched MTK runs from before 2026-12-06 named it ``group<g>.mtk.<name>``), or
+    None where the file has none (C-rescale runs saved no ``free_atoms`` before 2026-12-07:
+    the count the structures give is kept)."""
+    for key in (f"group{g}.variables.{name}", f"group{g}.mtk.{name}"):
+        if key in arrays:
+            return arrays[key]
+    return None
 
 
 def _restore(
@@ -604,9 +614,10 @@ def _restore(
         if group.stress is not None:
             group.stress = torch.as_tensor(arrays[f"group{g}.stress"]).to(device)
         if group.variables is not None:
+            saved = {name: _saved_variable(arrays, g, name) for name in group.variables}
             group.variables = {
-                name: torch.as_tensor(_saved_variable(arrays, g, name)).to(device)
-                for name in group.variables
+                name: value if saved[name] is None else torch.as_tensor(saved[name]).to(device)
+                for name, value in group.variables.items()
             }
     for k, structure in enumerate(structures):
         structure.recorder.rows = [tuple(row) for row in arrays[f"rows.{k}"].tolist()]
@@ -1089,14 +1100,17 @@ def _npt_setting(
 
 
 def _check_constraints(structures: Sequence[Atoms], npt: NPTSettings | None) -> None:
-    """Raise unless every constraint is one ``FixAtoms`` (applied in NVT and NVE)."""
+    """Raise unless every constraint is one ``FixAtoms`` (applied in NVT, NVE and
+    stochastic cell rescaling's NPT)."""
     for k, frame in enumerate(structures):
         name = f"structure {k} ({frame.get_chemical_formula()})"
         kinds = [type(constraint).__name__ for constraint in frame.constraints]
-        if kinds and (kinds != ["FixAtoms"] or npt is not None):
+        held = npt is None or npt.barostat == "c-rescale"
+        if kinds and (kinds != ["FixAtoms"] or not held):
             raise ValueError(
-                f"{name} has constraints {kinds}: batched MD applies one FixAtoms, in NVT and "
-                "NVE; run the structure with run_md (equiforce md without --batched)"
+                f"{name} has constraints {kinds}: batched MD applies one FixAtoms, in NVT, "
+                "NVE and the c-rescale barostat's NPT; run the structure with run_md "
+                "(equiforce md without --batched)"
             )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from equiforce.md.batched_bussi import bussi_factors
-from equiforce.md.batched_state import atom_counts, ideal_gas_stress, twice_kinetic_energy
+from equiforce.md.batched_state import ideal_gas_stress, twice_kinetic_energy
 from equiforce.md.crescale import CRescaleCoupling, cell_deformations
 
 
@@ -37,6 +37,7 @@ def crescale_npt_step(
     stress: torch.Tensor,
     kT: torch.Tensor,
     pressure: torch.Tensor,
+    free_atoms: torch.Tensor,
     generators: Sequence[np.random.Generator],
     model: Callable[[Any], dict[str, torch.Tensor]],
     coupling: CRescaleCoupling,
@@ -50,6 +51,9 @@ def crescale_npt_step(
             part).
         kT: (n_systems,) each system's target temperature, eV.
         pressure: (n_systems,) each system's target pressure, eV/Å^3.
+        free_atoms: (n_systems,) each system's atoms that ``FixAtoms`` does not hold (3 degrees
+            of freedom each for the thermostat; the held ones, at rest and without force, move
+            with the cell).
         generators: each system's NumPy generator.
         model: the TorchSim model (energy, forces and stress of a state).
         coupling: the couplings.
@@ -59,7 +63,7 @@ def crescale_npt_step(
     """
     idx, dt, host_kT = state.system_idx, coupling.dt, kT.cpu().numpy()
     kinetic = (0.5 * twice_kinetic_energy(state)).cpu().numpy()
-    degrees = (3 * atom_counts(state, kT.dtype)).cpu().numpy()
+    degrees = (3 * free_atoms).cpu().numpy()
     factors = bussi_factors(kinetic, host_kT, degrees, generators, coupling.thermostat)
     momenta = state.momenta * _per_system(factors, kT)[idx, None] + dt / 2 * state.forces
     state.momenta = momenta
