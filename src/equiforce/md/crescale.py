@@ -36,10 +36,9 @@ independent of it, ``x_g - k_g / K sum_h x_h``: the drift ``beta_T k_g / (3 tau_
 mean(P)) dt`` and the noise ``b sqrt(dt) (sqrt(k_g) X_g - k_g / K sum_h sqrt(k_h) X_h)``, X
 one normal variate per group. Every form moves the cell by a deformation R (row vectors:
 positions ``x R``, cell vectors ``h R``, momenta ``p R^-T``; masked: ``R = h^-1 diag(s) h``,
-``ln s_a = Delta x_g / k_g`` for a in g). The
-temperature is held by Bussi's stochastic velocity rescaling
-(``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``), so both the particles and the
-cell sample the ensemble.
+``ln s_a = Delta x_g / k_g`` for a in g). The temperature is held by Bussi's stochastic
+velocity rescaling (``equiforce.md.batched_bussi.bussi_factors``, ASE's ``Bussi``), so both the
+particles and the cell sample the ensemble.
 
 A step, one model call (energy, forces, stress):
 
