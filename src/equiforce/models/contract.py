@@ -138,7 +138,8 @@ class AtomicEnergyModel(nn.Module, ABC):
         policy), then ``spec.dtype`` set to the parameters' dtype: the spec states the dtype
         the model is in for every reader (model files, converters, exports)."""
         super()._apply(fn, recurse)
-        dtype = str(next(self.parameters()).dtype).removeprefix("torch.")
+        parameter = next(self.parameters(), None)
+        dtype = None if parameter is None else str(parameter.dtype).removeprefix("torch.")
         if dtype in DTYPES and self.spec.dtype != dtype:
             self.spec = dataclasses.replace(self.spec, dtype=dtype)
         return self
