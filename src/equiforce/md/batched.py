@@ -879,12 +879,7 @@ class _Run:
             self.structures.append(
                 _Structure(
                     frame,
-                    Recorder(
-                        frame,
-                        self.time_fs,
-                        track_cell=self._npt is not None,
-                        cell_mask=None if self._npt is None else self._npt.cell_mask,
-                    ),
+                    Recorder(frame, self.time_fs, self._npt),
                     stack.enter_context(trajectory_writer(path, frame, resumed)),
                     self.watches[k] if self.watches else None,
                     self.generators[k],

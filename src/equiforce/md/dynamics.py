@@ -352,12 +352,7 @@ def run_md(
         restart.restore_atoms(atoms)
     nvt = (thermostat, friction, thermostat_time_fs)
     dynamics = _integrator(atoms, ensemble, temperature_K, timestep_fs, nvt, rng, npt)
-    recorder = Recorder(
-        atoms,
-        lambda: dynamics.nsteps * timestep_fs,
-        track_cell=npt is not None,
-        cell_mask=None if npt is None else npt.cell_mask,
-    )
+    recorder = Recorder(atoms, lambda: dynamics.nsteps * timestep_fs, npt)
     wall_before = _restored(restart, dynamics, rng, recorder, watch)
     path = None if trajectory_path is None else Path(trajectory_path)
     resume_at = None if restart is None else (restart.n_frames, restart.trajectory_bytes)

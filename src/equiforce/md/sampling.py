@@ -161,22 +161,16 @@ def barostat_pressure_GPa(atoms: Atoms, cell_mask: Sequence[bool] | None = None)
 
 
 class Recorder:
-    """Samples time, energies, temperature (``track_cell``: volume and the barostat's
-    pressure, ``barostat_pressure_GPa`` with ``cell_mask``); feeds bonds."""
+    """Samples time, energies, temperature (with ``npt``: volume and the pressure its barostat
+    drives, ``barostat_pressure_GPa``); feeds bonds."""
 
-    def __init__(
-        self,
-        atoms: Atoms,
-        clock_fs: Callable[[], float],
-        track_cell: bool = False,
-        cell_mask: Sequence[bool] | None = None,
-    ):
+    def __init__(self, atoms: Atoms, clock_fs: Callable[[], float], npt: NPTSettings | None = None):
         self.atoms = atoms
         self.clock_fs = clock_fs
         self.bonds = BondMonitor(atoms)
         self.rows: list[tuple[float, float, float, float]] = []
-        self.cell_rows: list[tuple[float, float]] | None = [] if track_cell else None
-        self.cell_mask = cell_mask
+        self.cell_rows: list[tuple[float, float]] | None = None if npt is None else []
+        self.cell_mask = None if npt is None else npt.cell_mask
 
     def sample(self) -> None:
         """Record the current state (an MD observer)."""
